@@ -1,0 +1,1 @@
+//! flowtable (work in progress)

@@ -1,0 +1,1 @@
+//! tap-io (work in progress)

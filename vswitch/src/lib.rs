@@ -1,0 +1,1 @@
+//! The node switch: datapath, OpenFlow server, node agent.
