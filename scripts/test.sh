@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command (README): formatting, lints, and every test of the workspace.
+# Root-only tests (network namespaces, TAP, AF_PACKET) run when this is run as root; with CI=true a
+# root-only test that cannot run fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Release mode: the end-to-end tests push real traffic and the benches' test mode builds big tables.
+# --test-threads=1 keeps namespace tests from competing for the 2 cores of the CI machine.
+cargo test --release --workspace --all-targets --locked -- --test-threads=1
