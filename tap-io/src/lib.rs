@@ -1,1 +1,15 @@
-//! tap-io (work in progress)
+//! Port I/O for the switch: packet buffers with headroom, batches, a buffer pool, a small batch
+//! [`Port`] trait and its back ends (AF_PACKET, TAP, a UDP tunnel socket, an in-memory port and
+//! a pcap-recording wrapper), interface helpers, and test support for network namespaces.
+//!
+//! All `unsafe` of the switch lives in this crate, each block with a `// SAFETY:` comment.
+
+pub mod buf;
+pub mod mem;
+pub mod pcap;
+pub mod port;
+
+pub use buf::{Batch, BufError, BufferPool, PacketBuf, RxMeta};
+pub use mem::MemPort;
+pub use pcap::{Capture, PcapPort};
+pub use port::{DropCounts, Port, PortStats, TxDropReason, TxReport};
