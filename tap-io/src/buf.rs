@@ -55,7 +55,8 @@ pub struct RxMeta {
 #[derive(Clone)]
 pub struct PacketBuf {
     mem: Box<[u8]>,
-    headroom: usize,
+    /// Where data starts in a reset buffer (the configured headroom).
+    base: usize,
     start: usize,
     len: usize,
     /// Per-packet receive metadata.
@@ -78,7 +79,7 @@ impl PacketBuf {
     pub fn new(headroom: usize, frame_room: usize) -> Self {
         Self {
             mem: vec![0; headroom + frame_room].into_boxed_slice(),
-            headroom,
+            base: headroom,
             start: headroom,
             len: 0,
             meta: RxMeta::default(),
@@ -88,7 +89,7 @@ impl PacketBuf {
     /// Empties the buffer and restores the full headroom; keeps the allocation.
     #[inline]
     pub fn reset(&mut self) {
-        self.start = self.headroom;
+        self.start = self.base;
         self.len = 0;
         self.meta = RxMeta::default();
     }
@@ -132,7 +133,7 @@ impl PacketBuf {
     /// Largest frame this buffer can hold when started at its configured headroom.
     #[inline]
     pub fn frame_room(&self) -> usize {
-        self.mem.len() - self.headroom
+        self.mem.len() - self.base
     }
 
     /// Grows the data by `n` bytes at the front and returns those bytes to fill in.
@@ -208,7 +209,7 @@ impl PacketBuf {
     #[inline]
     pub fn rx_space(&mut self) -> &mut [u8] {
         self.reset();
-        &mut self.mem[self.headroom..]
+        &mut self.mem[self.base..]
     }
 
     /// Inserts a 4-byte 802.1Q tag (`tpid`, `tci`) after the two MAC addresses, moving the
