@@ -1,1 +1,2 @@
 //! flowtable (work in progress)
+pub mod classifier;

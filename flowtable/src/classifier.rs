@@ -1,0 +1,196 @@
+//! A multi-mask packet classifier: the highest-priority rule matching a [`FlowKey`], plus the
+//! set of key bits that decided it.
+//!
+//! # What it promises
+//!
+//! A rule is a match value, a mask (a `FlowKey` whose set bits are the bits that matter), a
+//! priority and a payload. [`Classifier::lookup`] returns the matching rule with the highest
+//! priority; among matching rules of equal priority the one inserted first (lowest [`RuleId`])
+//! wins, so the answer never depends on table layout or history. The payload type is generic:
+//! the classifier knows nothing about actions or OpenFlow tables.
+//!
+//! `lookup` also ORs into a caller-supplied *un-wildcard* mask `wc` every key bit it consulted.
+//! The promise: every packet that agrees with the looked-up key on the bits set in `wc` gets the
+//! same answer. That is what lets the slow path install a megaflow: the caller runs its
+//! OpenFlow tables, accumulates `wc` across all the lookups it made, and caches
+//! `(key & wc, wc) -> actions`; the cache entry is then exact for every packet it will match.
+//! The fewer bits in `wc`, the more packets one megaflow covers.
+//!
+//! # Masks become subtables
+//!
+//! Rules are grouped by mask, one subtable per distinct mask (in practice a handful to a few
+//! dozen: "in_port exact", "ip dst /24", "ip dst + proto + port", ...). Inside a subtable all
+//! rules look at the same bits, so a lookup is one hash of `key & mask` over the mask's nonzero
+//! words and one probe; rules with the same masked value share a bucket, sorted best first. The
+//! cost of a lookup therefore depends on the number of masks, not the number of rules.
+//!
+//! Subtables are kept sorted by the highest priority they hold. A lookup probes them in that
+//! order and stops as soon as the best match so far has a priority strictly greater than the
+//! next subtable's maximum: nothing there could win. (Strictly, because an equal-priority rule
+//! with a lower id could still win the tie.)
+//!
+//! # Un-wildcarding
+//!
+//! Every probed subtable adds its whole mask to `wc`, whether it hit or missed: a miss is only a
+//! miss for packets that agree with the key on those bits. Subtables skipped by the priority
+//! early exit add nothing — their rules cannot beat the winner for any packet. Finer-grained
+//! un-wildcarding (OVS's staged lookup and prefix tries) would add fewer bits on a miss; it is not
+//! implemented yet, the whole-mask answer is always correct, only sometimes wider than needed.
+//!
+//! # Snapshots
+//!
+//! Readers never see a classifier change under them. Changes go into a [`ClassifierBuilder`];
+//! [`ClassifierBuilder::publish`] turns the current rule set into an immutable
+//! `Arc<Classifier>` and swaps it in (arc-swap), so a batch of changes appears atomically and
+//! the lookup path takes no lock. A datapath thread loads the snapshot once per burst through a
+//! [`ClassifierReader`] and keeps using it until its next load.
+//!
+//! Publishing is cheap because snapshots share structure: each subtable's hash table is split
+//! into shards behind `Arc`s, and the builder copies a shard (copy-on-write) only when a change
+//! lands in it. Publishing a one-rule change to a million-rule classifier copies one shard and
+//! the list of subtable pointers.
+
+mod builder;
+mod subtable;
+
+use std::fmt;
+use std::sync::Arc;
+
+use encap::FlowKey;
+
+pub use builder::{ClassifierBuilder, ClassifierReader};
+use subtable::Subtable;
+
+/// Identifies a rule within one [`ClassifierBuilder`]; ids increase with insertion order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(pub u64);
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One classifier rule. The match value is stored already masked.
+pub struct Rule<R> {
+    id: RuleId,
+    priority: u32,
+    value: FlowKey,
+    /// Shared by every rule of the subtable.
+    mask: Arc<FlowKey>,
+    payload: R,
+}
+
+impl<R> Rule<R> {
+    pub fn id(&self) -> RuleId {
+        self.id
+    }
+
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    /// The match value, with every bit outside the mask cleared.
+    pub fn value(&self) -> &FlowKey {
+        &self.value
+    }
+
+    pub fn mask(&self) -> &FlowKey {
+        &self.mask
+    }
+
+    pub fn payload(&self) -> &R {
+        &self.payload
+    }
+
+    /// True when `key` satisfies this rule's match.
+    pub fn matches(&self, key: &FlowKey) -> bool {
+        key.matches_masked(&self.value, &self.mask)
+    }
+
+    /// True when `self` wins over `other` if both match: higher priority, then lower id.
+    #[inline]
+    pub fn beats(&self, other: &Rule<R>) -> bool {
+        (self.priority, std::cmp::Reverse(self.id)) > (other.priority, std::cmp::Reverse(other.id))
+    }
+}
+
+impl<R: fmt::Debug> fmt::Debug for Rule<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("id", &self.id)
+            .field("priority", &self.priority)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An immutable snapshot of a rule set, built by [`ClassifierBuilder`].
+pub struct Classifier<R> {
+    /// Sorted by `max_priority`, highest first.
+    subtables: Box<[Arc<Subtable<R>>]>,
+    n_rules: usize,
+    version: u64,
+}
+
+impl<R> Classifier<R> {
+    fn empty() -> Self {
+        Classifier {
+            subtables: Box::new([]),
+            n_rules: 0,
+            version: 0,
+        }
+    }
+
+    /// The best rule matching `key`, if any. ORs into `wc` the bits the answer depends on: every
+    /// key agreeing with `key` on `wc`'s bits gets the same rule. Does not allocate.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, wc: &mut FlowKey) -> Option<&Rule<R>> {
+        let key_words = key.words();
+        let wc_words = wc.words_mut();
+        let mut best: Option<&Arc<Rule<R>>> = None;
+        for subtable in self.subtables.iter() {
+            if best.is_some_and(|b| b.priority > subtable.max_priority) {
+                break;
+            }
+            subtable.unwildcard(wc_words);
+            if let Some(rule) = subtable.lookup(key_words)
+                && best.is_none_or(|b| rule.beats(b))
+            {
+                best = Some(rule);
+            }
+        }
+        best.map(|r| &**r)
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.n_rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n_rules == 0
+    }
+
+    /// Number of distinct masks.
+    pub fn n_subtables(&self) -> usize {
+        self.subtables.len()
+    }
+
+    /// Grows by one with every snapshot that contains changes.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every rule, subtable by subtable, in no particular order within a subtable.
+    pub fn iter(&self) -> impl Iterator<Item = &Rule<R>> {
+        self.subtables.iter().flat_map(|s| s.rules()).map(|r| &**r)
+    }
+
+    /// `(mask, max priority, rules, shards)` per subtable, in probe order: for diagnostics.
+    pub fn subtable_stats(&self) -> impl Iterator<Item = (&FlowKey, u32, usize, usize)> {
+        self.subtables
+            .iter()
+            .map(|s| (&**s.mask(), s.max_priority, s.len(), s.n_shards()))
+    }
+}
