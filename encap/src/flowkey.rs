@@ -129,5 +129,5 @@ impl FlowKey {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<FlowKey>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<FlowKey>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 168);

@@ -200,13 +200,18 @@ mod tests {
         let mut bytes = [0u8; 18];
         let mut frame = Frame::new_unchecked(&mut bytes[..]);
         repr().emit(&mut frame);
-        frame.payload_mut().copy_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd]);
+        frame
+            .payload_mut()
+            .copy_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd]);
         assert_eq!(bytes, FRAME_BYTES);
     }
 
     #[test]
     fn short_buffer_is_rejected() {
-        assert_eq!(Frame::new_checked(&FRAME_BYTES[..13]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Frame::new_checked(&FRAME_BYTES[..13]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 
     #[test]
@@ -218,6 +223,9 @@ mod tests {
 
     #[test]
     fn address_display() {
-        assert_eq!(EthernetAddress([2, 0xab, 0, 0, 0, 1]).to_string(), "02:ab:00:00:00:01");
+        assert_eq!(
+            EthernetAddress([2, 0xab, 0, 0, 0, 1]).to_string(),
+            "02:ab:00:00:00:01"
+        );
     }
 }

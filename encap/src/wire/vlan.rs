@@ -98,7 +98,10 @@ pub struct VlanRepr {
 impl VlanRepr {
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<VlanRepr, WireError> {
         packet.check_len()?;
-        Ok(VlanRepr { tci: packet.tci(), ethertype: packet.ethertype() })
+        Ok(VlanRepr {
+            tci: packet.tci(),
+            ethertype: packet.ethertype(),
+        })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -142,7 +145,10 @@ mod tests {
         assert!(inner.payload().is_empty());
         assert_eq!(
             VlanRepr::parse(&inner).unwrap(),
-            VlanRepr { tci: 10, ethertype: EtherType::Ipv4 }
+            VlanRepr {
+                tci: 10,
+                ethertype: EtherType::Ipv4
+            }
         );
     }
 
@@ -150,14 +156,25 @@ mod tests {
     fn test_construct() {
         let mut bytes = [0u8; 8];
         let mut outer = Packet::new_unchecked(&mut bytes[..]);
-        VlanRepr { tci: 0xa064, ethertype: EtherType::Vlan }.emit(&mut outer);
+        VlanRepr {
+            tci: 0xa064,
+            ethertype: EtherType::Vlan,
+        }
+        .emit(&mut outer);
         let mut inner = Packet::new_unchecked(outer.payload_mut());
-        VlanRepr { tci: 10, ethertype: EtherType::Ipv4 }.emit(&mut inner);
+        VlanRepr {
+            tci: 10,
+            ethertype: EtherType::Ipv4,
+        }
+        .emit(&mut inner);
         assert_eq!(bytes, QINQ_BYTES[14..]);
     }
 
     #[test]
     fn short_tag_is_rejected() {
-        assert_eq!(Packet::new_checked(&[0u8; 3][..]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Packet::new_checked(&[0u8; 3][..]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 }

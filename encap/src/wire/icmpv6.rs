@@ -1,0 +1,178 @@
+//! ICMPv6 (RFC 4443): the common header. Its checksum covers the IPv6 pseudo-header.
+
+use core::net::Ipv6Addr;
+
+use super::{IpProtocol, WireError, be16, enum_with_unknown, put16};
+use crate::checksum;
+
+enum_with_unknown! {
+    /// ICMPv6 message type.
+    pub enum Icmpv6Type(u8) {
+        DestUnreachable = 1,
+        PacketTooBig = 2,
+        TimeExceeded = 3,
+        EchoRequest = 128,
+        EchoReply = 129,
+        RouterSolicit = 133,
+        RouterAdvert = 134,
+        NeighborSolicit = 135,
+        NeighborAdvert = 136,
+    }
+}
+
+mod field {
+    use core::ops::{Range, RangeFrom};
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Range<usize> = 2..4;
+    pub const ECHO_IDENT: Range<usize> = 4..6;
+    pub const ECHO_SEQ: Range<usize> = 6..8;
+    pub const PAYLOAD: RangeFrom<usize> = 8..;
+}
+
+/// Length of the header (type, code, checksum, 4 bytes of message body).
+pub const HEADER_LEN: usize = field::PAYLOAD.start;
+
+/// A view of an ICMPv6 message.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, WireError> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    pub fn check_len(&self) -> Result<(), WireError> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(WireError::Truncated)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn msg_type(&self) -> Icmpv6Type {
+        Icmpv6Type::from(self.buffer.as_ref()[field::TYPE])
+    }
+
+    pub fn msg_code(&self) -> u8 {
+        self.buffer.as_ref()[field::CODE]
+    }
+
+    pub fn checksum(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::CHECKSUM.start)
+    }
+
+    pub fn echo_ident(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::ECHO_IDENT.start)
+    }
+
+    pub fn echo_seq_no(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::ECHO_SEQ.start)
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD]
+    }
+
+    /// True when the checksum (with the pseudo-header of `src`/`dst`) is right.
+    pub fn verify_checksum(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
+        let b = self.buffer.as_ref();
+        let pseudo =
+            checksum::pseudo_header_v6(src, dst, IpProtocol::Icmpv6.into(), b.len() as u32);
+        checksum::fold(checksum::sum(pseudo, b)) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_msg_type(&mut self, value: Icmpv6Type) {
+        self.buffer.as_mut()[field::TYPE] = value.into();
+    }
+
+    pub fn set_msg_code(&mut self, value: u8) {
+        self.buffer.as_mut()[field::CODE] = value;
+    }
+
+    pub fn set_checksum(&mut self, value: u16) {
+        put16(self.buffer.as_mut(), field::CHECKSUM.start, value);
+    }
+
+    pub fn set_echo_ident(&mut self, value: u16) {
+        put16(self.buffer.as_mut(), field::ECHO_IDENT.start, value);
+    }
+
+    pub fn set_echo_seq_no(&mut self, value: u16) {
+        put16(self.buffer.as_mut(), field::ECHO_SEQ.start, value);
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[field::PAYLOAD]
+    }
+
+    /// Computes the checksum over the whole buffer with the pseudo-header of `src`/`dst`.
+    pub fn fill_checksum(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
+        self.set_checksum(0);
+        let c = checksum::l4_v6(src, dst, IpProtocol::Icmpv6.into(), self.buffer.as_ref());
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ECHO_BYTES: [u8; 8] = [
+        0x80, // type echo request (128)
+        0x00, // code
+        0x73, 0x83, // checksum (pseudo-header fd00::1 -> fd00::2)
+        0x12, 0x34, // identifier
+        0x00, 0x01, // sequence number
+    ];
+
+    fn addrs() -> (Ipv6Addr, Ipv6Addr) {
+        ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap())
+    }
+
+    #[test]
+    fn test_deconstruct() {
+        let (src, dst) = addrs();
+        let p = Packet::new_checked(&ECHO_BYTES[..]).unwrap();
+        assert_eq!(p.msg_type(), Icmpv6Type::EchoRequest);
+        assert_eq!(p.msg_code(), 0);
+        assert_eq!(p.echo_ident(), 0x1234);
+        assert_eq!(p.echo_seq_no(), 1);
+        assert!(p.verify_checksum(&src, &dst));
+        assert!(!p.verify_checksum(&dst, &"fd00::3".parse().unwrap()));
+    }
+
+    #[test]
+    fn test_construct() {
+        let (src, dst) = addrs();
+        let mut bytes = [0u8; 8];
+        let mut p = Packet::new_unchecked(&mut bytes[..]);
+        p.set_msg_type(Icmpv6Type::EchoRequest);
+        p.set_echo_ident(0x1234);
+        p.set_echo_seq_no(1);
+        p.fill_checksum(&src, &dst);
+        assert_eq!(bytes, ECHO_BYTES);
+    }
+
+    #[test]
+    fn short_message_is_rejected() {
+        assert_eq!(
+            Packet::new_checked(&ECHO_BYTES[..7]).unwrap_err(),
+            WireError::Truncated
+        );
+    }
+}
