@@ -1,2 +1,23 @@
-//! flowtable (work in progress)
+//! The OpenFlow 1.3 flow model and the ovs-ofctl flow text syntax.
+//!
+//! - [`fields`]: the match-field table (names, wire ids, prerequisites, `FlowKey` location).
+//! - [`match_::Match`]: value + mask over [`encap::FlowKey`], usable directly by the classifier.
+//! - [`action`]: actions and instructions; [`flow`]: flow entries and flow-mods;
+//!   [`group`]: groups and buckets; [`port::OfPort`]: port numbers.
+//! - [`table`]: OpenFlow 1.3 flow-mod / group-mod semantics over per-table flow maps.
+//! - [`text`]: parse and print the ovs-ofctl syntax exactly as `ovs-ofctl -O OpenFlow13` does.
+
+pub mod action;
 pub mod classifier;
+pub mod fields;
+pub mod flow;
+pub mod group;
+pub mod match_;
+pub mod port;
+
+pub use action::{Action, Instructions};
+pub use fields::FieldId;
+pub use flow::{FlowEntry, FlowMod, FlowModCommand};
+pub use group::{Bucket, Group, GroupType};
+pub use match_::Match;
+pub use port::OfPort;

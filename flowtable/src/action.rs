@@ -1,0 +1,255 @@
+//! Actions and instructions of an OpenFlow 1.3 flow (plus the Nicira extensions Open vSwitch
+//! users rely on: `resubmit`, `ct`, `load`/`move`, `note`, `learn`, ...).
+//!
+//! Legacy text forms are normalized when parsed (`mod_dl_src` becomes a `SetField`,
+//! `strip_vlan` becomes `PopVlan`), so the model holds one form per operation.
+
+use std::net::IpAddr;
+
+use crate::fields::FieldId;
+use crate::port::OfPort;
+
+/// A bit range of a field: `NXM_NX_REG1[0..15]` is `{Reg1, ofs: 0, n_bits: 16}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubField {
+    pub field: FieldId,
+    pub ofs: u8,
+    pub n_bits: u8,
+}
+
+impl SubField {
+    /// The whole field (`NXM_NX_REG0[]`).
+    pub fn whole(field: FieldId) -> SubField {
+        SubField {
+            field,
+            ofs: 0,
+            n_bits: field.info().bits,
+        }
+    }
+
+    /// True when the range covers the whole field.
+    pub fn is_whole(&self) -> bool {
+        self.ofs == 0 && self.n_bits == self.field.info().bits
+    }
+
+    /// The field-width mask selecting this range.
+    pub fn mask(&self) -> u128 {
+        let ones = if self.n_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.n_bits) - 1
+        };
+        ones << self.ofs
+    }
+}
+
+/// Where `ct` takes its zone from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtZone {
+    Imm(u16),
+    Field(SubField),
+}
+
+/// Source or destination NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NatKind {
+    Src,
+    Dst,
+}
+
+/// The `nat(...)` clause of a `ct` action. `kind == None` is plain `nat`: apply the NAT of
+/// an existing connection (un-NAT replies).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Nat {
+    pub kind: Option<NatKind>,
+    /// Address range, inclusive (both of one family).
+    pub addrs: Option<(IpAddr, IpAddr)>,
+    /// Port range, inclusive.
+    pub ports: Option<(u16, u16)>,
+    pub persistent: bool,
+    pub hash: bool,
+    pub random: bool,
+}
+
+/// The `ct(...)` action: send the packet through connection tracking.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ct {
+    pub commit: bool,
+    pub force: bool,
+    /// Recirculate into this table after conntrack (`None` = continue the action list).
+    pub table: Option<u8>,
+    /// `None` means zone 0.
+    pub zone: Option<CtZone>,
+    pub nat: Option<Nat>,
+    /// Actions applied to the committed connection (`exec(set_field:..->ct_mark)`).
+    pub exec: Vec<Action>,
+    /// Application-layer gateway port (`alg=21`).
+    pub alg: Option<u16>,
+}
+
+/// Why a packet goes to the controller (`OFPR_*` with OVS' text names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PacketInReason {
+    NoMatch,
+    #[default]
+    Action,
+    InvalidTtl,
+    ActionSet,
+    Group,
+    PacketOut,
+}
+
+impl PacketInReason {
+    pub const ALL: [PacketInReason; 6] = [
+        PacketInReason::NoMatch,
+        PacketInReason::Action,
+        PacketInReason::InvalidTtl,
+        PacketInReason::ActionSet,
+        PacketInReason::Group,
+        PacketInReason::PacketOut,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PacketInReason::NoMatch => "no_match",
+            PacketInReason::Action => "action",
+            PacketInReason::InvalidTtl => "invalid_ttl",
+            PacketInReason::ActionSet => "action_set",
+            PacketInReason::Group => "group",
+            PacketInReason::PacketOut => "packet_out",
+        }
+    }
+}
+
+/// The `controller` action (plain `CONTROLLER:max_len` or `controller(...)`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Controller {
+    pub max_len: u16,
+    pub reason: PacketInReason,
+    pub id: u16,
+    pub userdata: Vec<u8>,
+    pub pause: bool,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Controller {
+            max_len: u16::MAX,
+            reason: PacketInReason::Action,
+            id: 0,
+            userdata: Vec::new(),
+            pause: false,
+        }
+    }
+}
+
+/// One action of an action list. An empty list means "drop".
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Send to a port (numbered or reserved, except CONTROLLER which is [`Action::Controller`]).
+    Output {
+        port: OfPort,
+        max_len: u16,
+    },
+    /// OpenFlow set-field; `mask` is the field's full mask unless set partially.
+    SetField {
+        field: FieldId,
+        value: u128,
+        mask: u128,
+    },
+    /// Nicira `load:value->dst[range]`.
+    RegLoad {
+        dst: SubField,
+        value: u128,
+    },
+    /// Nicira `move:src[range]->dst[range]` (same width).
+    Move {
+        src: SubField,
+        dst: SubField,
+    },
+    /// Push an 802.1Q tag with this TPID (0x8100 or 0x88a8).
+    PushVlan(u16),
+    PopVlan,
+    DecTtl,
+    /// Nicira `resubmit(port,table)`: re-run lookup with a different in_port and/or table.
+    Resubmit {
+        in_port: Option<OfPort>,
+        table: Option<u8>,
+    },
+    Group(u32),
+    Ct(Ct),
+    CtClear,
+    Controller(Controller),
+    /// Nicira `note`: opaque bytes, padded as on the wire.
+    Note(Vec<u8>),
+    /// `conjunction(id, clause/n_clauses)`; `clause` is 1-based as in text.
+    Conjunction {
+        id: u32,
+        clause: u8,
+        n_clauses: u8,
+    },
+    /// `learn(...)`, kept as its normalized argument text (not executed by this model).
+    Learn(String),
+    /// `bundle(...)`, kept as its argument text (not executed by this model).
+    Bundle(String),
+}
+
+impl Action {
+    /// True when this action (or a nested one) outputs to `port`.
+    pub fn outputs_to(&self, port: OfPort) -> bool {
+        match self {
+            Action::Output { port: p, .. } => *p == port,
+            Action::Controller(_) => port == OfPort::CONTROLLER,
+            Action::Ct(ct) => ct.exec.iter().any(|a| a.outputs_to(port)),
+            _ => false,
+        }
+    }
+
+    /// The group this action sends to, if any.
+    pub fn group(&self) -> Option<u32> {
+        match self {
+            Action::Group(g) => Some(*g),
+            _ => None,
+        }
+    }
+}
+
+/// The instruction set of a flow, in the order OpenFlow 1.3 executes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Instructions {
+    /// `OFPIT_APPLY_ACTIONS` (what ovs-ofctl shows as the plain action list).
+    pub apply: Vec<Action>,
+    /// `OFPIT_CLEAR_ACTIONS`.
+    pub clear_actions: bool,
+    /// `OFPIT_WRITE_ACTIONS`.
+    pub write_actions: Option<Vec<Action>>,
+    /// `OFPIT_WRITE_METADATA` (value, mask).
+    pub write_metadata: Option<(u64, u64)>,
+    /// `OFPIT_GOTO_TABLE`.
+    pub goto_table: Option<u8>,
+}
+
+impl Instructions {
+    /// Apply-actions only.
+    pub fn apply(actions: Vec<Action>) -> Instructions {
+        Instructions {
+            apply: actions,
+            ..Instructions::default()
+        }
+    }
+
+    /// Every action in apply and write lists.
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.apply.iter().chain(self.write_actions.iter().flatten())
+    }
+
+    /// True when some action outputs to `port` (the `out_port` filter).
+    pub fn outputs_to(&self, port: OfPort) -> bool {
+        self.actions().any(|a| a.outputs_to(port))
+    }
+
+    /// True when some action sends to group `g` (the `out_group` filter).
+    pub fn uses_group(&self, g: u32) -> bool {
+        self.actions().any(|a| a.group() == Some(g))
+    }
+}

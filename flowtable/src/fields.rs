@@ -1,0 +1,1002 @@
+//! The match-field table: one row per OpenFlow/Nicira field we support.
+//!
+//! Each row says how the field is named in ovs-ofctl text (name + aliases), how it is identified
+//! on the wire (OXM and/or NXM class/field/length), whether it may carry a mask, which other
+//! fields must be matched first (prerequisites), how its value is written in text, and where its
+//! bits live in [`FlowKey`]. Parsing, printing and the OXM codec are all driven from [`FIELDS`].
+//!
+//! Values are carried as `u128` (wide enough for IPv6 addresses); MACs and IPv6 addresses are
+//! big-endian numbers of their wire bytes.
+
+use encap::flowkey::FlowKey;
+
+/// Every field the flow model can match on or set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FieldId {
+    InPort,
+    Metadata,
+    Reg0,
+    Reg1,
+    Reg2,
+    Reg3,
+    Reg4,
+    Reg5,
+    Reg6,
+    Reg7,
+    TunId,
+    TunSrc,
+    TunDst,
+    CtState,
+    CtZone,
+    CtMark,
+    EthSrc,
+    EthDst,
+    EthType,
+    /// The whole 802.1Q TCI with the CFI/present bit (Nicira `vlan_tci`).
+    VlanTci,
+    /// OpenFlow 1.2+ `vlan_vid`: 12-bit VID plus the `0x1000` present bit.
+    VlanVid,
+    /// OpenFlow 1.0-style `dl_vlan`: the VID; "present" is implied.
+    DlVlan,
+    /// `dl_vlan_pcp` / `vlan_pcp`: the priority code point; "present" is implied.
+    DlVlanPcp,
+    ArpOp,
+    ArpSpa,
+    ArpTpa,
+    ArpSha,
+    ArpTha,
+    Ipv4Src,
+    Ipv4Dst,
+    Ipv6Src,
+    Ipv6Dst,
+    Ipv6Label,
+    IpProto,
+    /// DSCP as a 6-bit number (OXM `ip_dscp`).
+    IpDscp,
+    /// DSCP written as the TOS byte with ECN bits clear (`nw_tos`).
+    NwTos,
+    IpEcn,
+    NwTtl,
+    IpFrag,
+    /// Generic L4 ports: `tp_src`/`tp_dst` (TCP, UDP or SCTP).
+    TpSrc,
+    TpDst,
+    TcpSrc,
+    TcpDst,
+    UdpSrc,
+    UdpDst,
+    SctpSrc,
+    SctpDst,
+    TcpFlags,
+    IcmpType,
+    IcmpCode,
+    Icmpv6Type,
+    Icmpv6Code,
+}
+
+/// What must already be matched for a field to be meaningful (OpenFlow 1.3 §7.2.3.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prereq {
+    None,
+    /// A VLAN tag is present (`vlan_tci` CFI bit matched as 1).
+    Vlan,
+    Ipv4,
+    Ipv6,
+    /// IPv4 or IPv6.
+    Ip,
+    Arp,
+    /// IPv4 or IPv6 with `nw_proto=6`.
+    Tcp,
+    Udp,
+    Sctp,
+    /// TCP, UDP or SCTP.
+    L4,
+    Icmp,
+    Icmpv6,
+}
+
+impl Prereq {
+    /// The shorthand a user should add to satisfy the prerequisite (for error messages).
+    pub fn hint(self) -> &'static str {
+        match self {
+            Prereq::None => "",
+            Prereq::Vlan => "dl_vlan=<vid> or vlan_tci=0x1000/0x1000",
+            Prereq::Ipv4 => "ip",
+            Prereq::Ipv6 => "ipv6",
+            Prereq::Ip => "ip or ipv6",
+            Prereq::Arp => "arp",
+            Prereq::Tcp => "tcp or tcp6",
+            Prereq::Udp => "udp or udp6",
+            Prereq::Sctp => "sctp or sctp6",
+            Prereq::L4 => "tcp, udp or sctp (or their v6 forms)",
+            Prereq::Icmp => "icmp",
+            Prereq::Icmpv6 => "icmp6",
+        }
+    }
+}
+
+/// How a field's value is written in ovs-ofctl text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Decimal,
+    Hex,
+    Ipv4,
+    Ipv6,
+    Mac,
+    /// An OpenFlow port number or name (`LOCAL`, `IN_PORT`, ...).
+    Port,
+    /// `+trk+new-est` flags or a number.
+    CtState,
+    /// `+syn-ack` flags or a number.
+    TcpFlags,
+    /// `no`, `yes`, `first`, `later`, `not_later`.
+    Frag,
+    /// `dl_vlan`: a VID, stored with the present bit.
+    DlVlan,
+    /// `dl_vlan_pcp`: a PCP, stored with the present bit.
+    DlVlanPcp,
+}
+
+/// A wire identity of a field: OXM/NXM class, field number and payload length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WireId {
+    pub class: u16,
+    pub field: u8,
+    pub len: u8,
+}
+
+/// OXM class of the OpenFlow basic fields.
+pub const OXM_CLASS_BASIC: u16 = 0x8000;
+/// NXM class 0 (`NXM_OF_*`) and 1 (`NXM_NX_*`).
+pub const NXM_CLASS_OF: u16 = 0x0000;
+pub const NXM_CLASS_NX: u16 = 0x0001;
+
+/// One row of the field table.
+#[derive(Clone, Copy)]
+pub struct FieldInfo {
+    pub id: FieldId,
+    /// Canonical name (used by `set_field:...->NAME`).
+    pub name: &'static str,
+    /// Other names accepted by the parser.
+    pub aliases: &'static [&'static str],
+    /// Nicira-style name used in `load:`/`move:` subfields (`NXM_NX_REG0`, `OXM_OF_METADATA`).
+    pub nxm_name: &'static str,
+    /// Standard OXM identity, when OpenFlow 1.3 has one.
+    pub oxm: Option<WireId>,
+    /// Nicira NXM identity, when there is one.
+    pub nxm: Option<WireId>,
+    /// Width of the value in bits.
+    pub bits: u8,
+    /// Whether a mask may be given.
+    pub maskable: bool,
+    pub prereq: Prereq,
+    pub format: Format,
+    /// Reads the field's bits from a key (value or mask).
+    pub get: fn(&FlowKey) -> u128,
+    /// Writes the field's bits into a key, leaving other bits alone.
+    pub set: fn(&mut FlowKey, u128),
+}
+
+impl core::fmt::Debug for FieldInfo {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl FieldInfo {
+    /// All-ones value of the field's width.
+    pub fn full_mask(&self) -> u128 {
+        if self.bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.bits) - 1
+        }
+    }
+}
+
+const fn w(class: u16, field: u8, len: u8) -> Option<WireId> {
+    Some(WireId { class, field, len })
+}
+
+fn mac_get(b: &[u8; 6]) -> u128 {
+    b.iter().fold(0u128, |acc, &x| (acc << 8) | x as u128)
+}
+fn mac_set(b: &mut [u8; 6], v: u128) {
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = (v >> (8 * (5 - i))) as u8;
+    }
+}
+fn v6_get(b: &[u8; 16]) -> u128 {
+    u128::from_be_bytes(*b)
+}
+fn v6_set(b: &mut [u8; 16], v: u128) {
+    *b = v.to_be_bytes();
+}
+
+/// Builds a row for a field that occupies a whole `FlowKey` member.
+macro_rules! row {
+    ($id:ident, $name:expr, [$($alias:expr),*], $nxm_name:expr, $oxm:expr, $nxm:expr,
+     $bits:expr, $maskable:expr, $prereq:ident, $format:ident, $member:ident, $ty:ty) => {
+        FieldInfo {
+            id: FieldId::$id,
+            name: $name,
+            aliases: &[$($alias),*],
+            nxm_name: $nxm_name,
+            oxm: $oxm,
+            nxm: $nxm,
+            bits: $bits,
+            maskable: $maskable,
+            prereq: Prereq::$prereq,
+            format: Format::$format,
+            get: |k| k.$member as u128,
+            set: |k, v| k.$member = v as $ty,
+        }
+    };
+}
+
+/// Builds a row for a bit range `[shift, shift+bits)` of a `FlowKey` member.
+macro_rules! bits_row {
+    ($id:ident, $name:expr, [$($alias:expr),*], $nxm_name:expr, $oxm:expr, $nxm:expr,
+     $bits:expr, $maskable:expr, $prereq:ident, $format:ident, $member:ident, $ty:ty, $shift:expr) => {
+        FieldInfo {
+            id: FieldId::$id,
+            name: $name,
+            aliases: &[$($alias),*],
+            nxm_name: $nxm_name,
+            oxm: $oxm,
+            nxm: $nxm,
+            bits: $bits,
+            maskable: $maskable,
+            prereq: Prereq::$prereq,
+            format: Format::$format,
+            get: |k| ((k.$member >> $shift) as u128) & ((1u128 << $bits) - 1),
+            set: |k, v| {
+                let m: $ty = (((1u128 << $bits) - 1) as $ty) << $shift;
+                k.$member = (k.$member & !m) | (((v as $ty) << $shift) & m);
+            },
+        }
+    };
+}
+
+macro_rules! reg_row {
+    ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
+        FieldInfo {
+            id: FieldId::$id,
+            name: $name,
+            aliases: &[],
+            nxm_name: $nxm_name,
+            oxm: None,
+            nxm: w(NXM_CLASS_NX, $i, 4),
+            bits: 32,
+            maskable: true,
+            prereq: Prereq::None,
+            format: Format::Hex,
+            get: |k| k.regs[$i] as u128,
+            set: |k, v| k.regs[$i] = v as u32,
+        }
+    };
+}
+
+/// The field table. Order is the order of [`FieldId`].
+pub static FIELDS: &[FieldInfo] = &[
+    row!(
+        InPort,
+        "in_port",
+        [],
+        "NXM_OF_IN_PORT",
+        w(OXM_CLASS_BASIC, 0, 4),
+        w(NXM_CLASS_OF, 0, 2),
+        32,
+        false,
+        None,
+        Port,
+        in_port,
+        u32
+    ),
+    row!(
+        Metadata,
+        "metadata",
+        [],
+        "OXM_OF_METADATA",
+        w(OXM_CLASS_BASIC, 2, 8),
+        None,
+        64,
+        true,
+        None,
+        Hex,
+        metadata,
+        u64
+    ),
+    reg_row!(Reg0, "reg0", "NXM_NX_REG0", 0),
+    reg_row!(Reg1, "reg1", "NXM_NX_REG1", 1),
+    reg_row!(Reg2, "reg2", "NXM_NX_REG2", 2),
+    reg_row!(Reg3, "reg3", "NXM_NX_REG3", 3),
+    reg_row!(Reg4, "reg4", "NXM_NX_REG4", 4),
+    reg_row!(Reg5, "reg5", "NXM_NX_REG5", 5),
+    reg_row!(Reg6, "reg6", "NXM_NX_REG6", 6),
+    reg_row!(Reg7, "reg7", "NXM_NX_REG7", 7),
+    row!(
+        TunId,
+        "tun_id",
+        ["tunnel_id"],
+        "NXM_NX_TUN_ID",
+        w(OXM_CLASS_BASIC, 38, 8),
+        w(NXM_CLASS_NX, 16, 8),
+        64,
+        true,
+        None,
+        Hex,
+        tun_id,
+        u64
+    ),
+    row!(
+        TunSrc,
+        "tun_src",
+        [],
+        "NXM_NX_TUN_IPV4_SRC",
+        None,
+        w(NXM_CLASS_NX, 31, 4),
+        32,
+        true,
+        None,
+        Ipv4,
+        tun_src,
+        u32
+    ),
+    row!(
+        TunDst,
+        "tun_dst",
+        [],
+        "NXM_NX_TUN_IPV4_DST",
+        None,
+        w(NXM_CLASS_NX, 32, 4),
+        32,
+        true,
+        None,
+        Ipv4,
+        tun_dst,
+        u32
+    ),
+    row!(
+        CtState,
+        "ct_state",
+        [],
+        "NXM_NX_CT_STATE",
+        None,
+        w(NXM_CLASS_NX, 105, 4),
+        8,
+        true,
+        None,
+        CtState,
+        ct_state,
+        u8
+    ),
+    row!(
+        CtZone,
+        "ct_zone",
+        [],
+        "NXM_NX_CT_ZONE",
+        None,
+        w(NXM_CLASS_NX, 106, 2),
+        16,
+        false,
+        None,
+        Decimal,
+        ct_zone,
+        u16
+    ),
+    row!(
+        CtMark,
+        "ct_mark",
+        [],
+        "NXM_NX_CT_MARK",
+        None,
+        w(NXM_CLASS_NX, 107, 4),
+        32,
+        true,
+        None,
+        Hex,
+        ct_mark,
+        u32
+    ),
+    FieldInfo {
+        id: FieldId::EthSrc,
+        name: "eth_src",
+        aliases: &["dl_src"],
+        nxm_name: "NXM_OF_ETH_SRC",
+        oxm: w(OXM_CLASS_BASIC, 4, 6),
+        nxm: w(NXM_CLASS_OF, 2, 6),
+        bits: 48,
+        maskable: true,
+        prereq: Prereq::None,
+        format: Format::Mac,
+        get: |k| mac_get(&k.eth_src),
+        set: |k, v| mac_set(&mut k.eth_src, v),
+    },
+    FieldInfo {
+        id: FieldId::EthDst,
+        name: "eth_dst",
+        aliases: &["dl_dst"],
+        nxm_name: "NXM_OF_ETH_DST",
+        oxm: w(OXM_CLASS_BASIC, 3, 6),
+        nxm: w(NXM_CLASS_OF, 1, 6),
+        bits: 48,
+        maskable: true,
+        prereq: Prereq::None,
+        format: Format::Mac,
+        get: |k| mac_get(&k.eth_dst),
+        set: |k, v| mac_set(&mut k.eth_dst, v),
+    },
+    row!(
+        EthType,
+        "eth_type",
+        ["dl_type"],
+        "NXM_OF_ETH_TYPE",
+        w(OXM_CLASS_BASIC, 5, 2),
+        w(NXM_CLASS_OF, 3, 2),
+        16,
+        false,
+        None,
+        Hex,
+        eth_type,
+        u16
+    ),
+    row!(
+        VlanTci,
+        "vlan_tci",
+        [],
+        "NXM_OF_VLAN_TCI",
+        None,
+        w(NXM_CLASS_OF, 4, 2),
+        16,
+        true,
+        None,
+        Hex,
+        vlan_tci,
+        u16
+    ),
+    bits_row!(
+        VlanVid,
+        "vlan_vid",
+        [],
+        "OXM_OF_VLAN_VID",
+        w(OXM_CLASS_BASIC, 6, 2),
+        None,
+        13,
+        true,
+        None,
+        Decimal,
+        vlan_tci,
+        u16,
+        0
+    ),
+    bits_row!(
+        DlVlan,
+        "dl_vlan",
+        [],
+        "OXM_OF_VLAN_VID",
+        None,
+        None,
+        13,
+        false,
+        None,
+        DlVlan,
+        vlan_tci,
+        u16,
+        0
+    ),
+    bits_row!(
+        DlVlanPcp,
+        "vlan_pcp",
+        ["dl_vlan_pcp"],
+        "OXM_OF_VLAN_PCP",
+        w(OXM_CLASS_BASIC, 7, 1),
+        None,
+        4,
+        false,
+        None,
+        DlVlanPcp,
+        vlan_tci,
+        u16,
+        12
+    ),
+    row!(
+        ArpOp,
+        "arp_op",
+        [],
+        "NXM_OF_ARP_OP",
+        w(OXM_CLASS_BASIC, 21, 2),
+        w(NXM_CLASS_OF, 15, 2),
+        16,
+        false,
+        Arp,
+        Decimal,
+        arp_op,
+        u16
+    ),
+    row!(
+        ArpSpa,
+        "arp_spa",
+        [],
+        "NXM_OF_ARP_SPA",
+        w(OXM_CLASS_BASIC, 22, 4),
+        w(NXM_CLASS_OF, 16, 4),
+        32,
+        true,
+        Arp,
+        Ipv4,
+        arp_spa,
+        u32
+    ),
+    row!(
+        ArpTpa,
+        "arp_tpa",
+        [],
+        "NXM_OF_ARP_TPA",
+        w(OXM_CLASS_BASIC, 23, 4),
+        w(NXM_CLASS_OF, 17, 4),
+        32,
+        true,
+        Arp,
+        Ipv4,
+        arp_tpa,
+        u32
+    ),
+    FieldInfo {
+        id: FieldId::ArpSha,
+        name: "arp_sha",
+        aliases: &[],
+        nxm_name: "NXM_NX_ARP_SHA",
+        oxm: w(OXM_CLASS_BASIC, 24, 6),
+        nxm: w(NXM_CLASS_NX, 17, 6),
+        bits: 48,
+        maskable: true,
+        prereq: Prereq::Arp,
+        format: Format::Mac,
+        get: |k| mac_get(&k.arp_sha),
+        set: |k, v| mac_set(&mut k.arp_sha, v),
+    },
+    FieldInfo {
+        id: FieldId::ArpTha,
+        name: "arp_tha",
+        aliases: &[],
+        nxm_name: "NXM_NX_ARP_THA",
+        oxm: w(OXM_CLASS_BASIC, 25, 6),
+        nxm: w(NXM_CLASS_NX, 18, 6),
+        bits: 48,
+        maskable: true,
+        prereq: Prereq::Arp,
+        format: Format::Mac,
+        get: |k| mac_get(&k.arp_tha),
+        set: |k, v| mac_set(&mut k.arp_tha, v),
+    },
+    row!(
+        Ipv4Src,
+        "ip_src",
+        ["nw_src"],
+        "NXM_OF_IP_SRC",
+        w(OXM_CLASS_BASIC, 11, 4),
+        w(NXM_CLASS_OF, 7, 4),
+        32,
+        true,
+        Ipv4,
+        Ipv4,
+        nw_src,
+        u32
+    ),
+    row!(
+        Ipv4Dst,
+        "ip_dst",
+        ["nw_dst"],
+        "NXM_OF_IP_DST",
+        w(OXM_CLASS_BASIC, 12, 4),
+        w(NXM_CLASS_OF, 8, 4),
+        32,
+        true,
+        Ipv4,
+        Ipv4,
+        nw_dst,
+        u32
+    ),
+    FieldInfo {
+        id: FieldId::Ipv6Src,
+        name: "ipv6_src",
+        aliases: &[],
+        nxm_name: "NXM_NX_IPV6_SRC",
+        oxm: w(OXM_CLASS_BASIC, 26, 16),
+        nxm: w(NXM_CLASS_NX, 19, 16),
+        bits: 128,
+        maskable: true,
+        prereq: Prereq::Ipv6,
+        format: Format::Ipv6,
+        get: |k| v6_get(&k.ipv6_src),
+        set: |k, v| v6_set(&mut k.ipv6_src, v),
+    },
+    FieldInfo {
+        id: FieldId::Ipv6Dst,
+        name: "ipv6_dst",
+        aliases: &[],
+        nxm_name: "NXM_NX_IPV6_DST",
+        oxm: w(OXM_CLASS_BASIC, 27, 16),
+        nxm: w(NXM_CLASS_NX, 20, 16),
+        bits: 128,
+        maskable: true,
+        prereq: Prereq::Ipv6,
+        format: Format::Ipv6,
+        get: |k| v6_get(&k.ipv6_dst),
+        set: |k, v| v6_set(&mut k.ipv6_dst, v),
+    },
+    bits_row!(
+        Ipv6Label,
+        "ipv6_label",
+        [],
+        "NXM_NX_IPV6_LABEL",
+        w(OXM_CLASS_BASIC, 28, 4),
+        w(NXM_CLASS_NX, 27, 4),
+        20,
+        true,
+        Ipv6,
+        Hex,
+        ipv6_label,
+        u32,
+        0
+    ),
+    row!(
+        IpProto,
+        "nw_proto",
+        ["ip_proto"],
+        "NXM_OF_IP_PROTO",
+        w(OXM_CLASS_BASIC, 10, 1),
+        w(NXM_CLASS_OF, 6, 1),
+        8,
+        false,
+        Ip,
+        Decimal,
+        nw_proto,
+        u8
+    ),
+    bits_row!(
+        IpDscp,
+        "ip_dscp",
+        [],
+        "OXM_OF_IP_DSCP",
+        w(OXM_CLASS_BASIC, 8, 1),
+        None,
+        6,
+        false,
+        Ip,
+        Decimal,
+        nw_tos,
+        u8,
+        2
+    ),
+    FieldInfo {
+        id: FieldId::NwTos,
+        name: "nw_tos",
+        aliases: &[],
+        nxm_name: "NXM_OF_IP_TOS",
+        oxm: None,
+        nxm: w(NXM_CLASS_OF, 5, 1),
+        bits: 8,
+        maskable: false,
+        prereq: Prereq::Ip,
+        format: Format::Decimal,
+        get: |k| (k.nw_tos & 0xfc) as u128,
+        set: |k, v| k.nw_tos = (k.nw_tos & 0x03) | (v as u8 & 0xfc),
+    },
+    bits_row!(
+        IpEcn,
+        "nw_ecn",
+        ["ip_ecn"],
+        "NXM_NX_IP_ECN",
+        w(OXM_CLASS_BASIC, 9, 1),
+        w(NXM_CLASS_NX, 28, 1),
+        2,
+        false,
+        Ip,
+        Decimal,
+        nw_tos,
+        u8,
+        0
+    ),
+    row!(
+        NwTtl,
+        "nw_ttl",
+        [],
+        "NXM_NX_IP_TTL",
+        None,
+        w(NXM_CLASS_NX, 29, 1),
+        8,
+        false,
+        Ip,
+        Decimal,
+        nw_ttl,
+        u8
+    ),
+    bits_row!(
+        IpFrag,
+        "nw_frag",
+        ["ip_frag"],
+        "NXM_NX_IP_FRAG",
+        None,
+        w(NXM_CLASS_NX, 26, 1),
+        2,
+        true,
+        Ip,
+        Frag,
+        nw_frag,
+        u8,
+        0
+    ),
+    row!(
+        TpSrc,
+        "tp_src",
+        [],
+        "NXM_OF_TCP_SRC",
+        None,
+        None,
+        16,
+        true,
+        L4,
+        Decimal,
+        tp_src,
+        u16
+    ),
+    row!(
+        TpDst,
+        "tp_dst",
+        [],
+        "NXM_OF_TCP_DST",
+        None,
+        None,
+        16,
+        true,
+        L4,
+        Decimal,
+        tp_dst,
+        u16
+    ),
+    row!(
+        TcpSrc,
+        "tcp_src",
+        [],
+        "NXM_OF_TCP_SRC",
+        w(OXM_CLASS_BASIC, 13, 2),
+        w(NXM_CLASS_OF, 9, 2),
+        16,
+        true,
+        Tcp,
+        Decimal,
+        tp_src,
+        u16
+    ),
+    row!(
+        TcpDst,
+        "tcp_dst",
+        [],
+        "NXM_OF_TCP_DST",
+        w(OXM_CLASS_BASIC, 14, 2),
+        w(NXM_CLASS_OF, 10, 2),
+        16,
+        true,
+        Tcp,
+        Decimal,
+        tp_dst,
+        u16
+    ),
+    row!(
+        UdpSrc,
+        "udp_src",
+        [],
+        "NXM_OF_UDP_SRC",
+        w(OXM_CLASS_BASIC, 15, 2),
+        w(NXM_CLASS_OF, 11, 2),
+        16,
+        true,
+        Udp,
+        Decimal,
+        tp_src,
+        u16
+    ),
+    row!(
+        UdpDst,
+        "udp_dst",
+        [],
+        "NXM_OF_UDP_DST",
+        w(OXM_CLASS_BASIC, 16, 2),
+        w(NXM_CLASS_OF, 12, 2),
+        16,
+        true,
+        Udp,
+        Decimal,
+        tp_dst,
+        u16
+    ),
+    row!(
+        SctpSrc,
+        "sctp_src",
+        [],
+        "OXM_OF_SCTP_SRC",
+        w(OXM_CLASS_BASIC, 17, 2),
+        None,
+        16,
+        true,
+        Sctp,
+        Decimal,
+        tp_src,
+        u16
+    ),
+    row!(
+        SctpDst,
+        "sctp_dst",
+        [],
+        "OXM_OF_SCTP_DST",
+        w(OXM_CLASS_BASIC, 18, 2),
+        None,
+        16,
+        true,
+        Sctp,
+        Decimal,
+        tp_dst,
+        u16
+    ),
+    bits_row!(
+        TcpFlags,
+        "tcp_flags",
+        [],
+        "NXM_NX_TCP_FLAGS",
+        None,
+        w(NXM_CLASS_NX, 34, 2),
+        12,
+        true,
+        Tcp,
+        TcpFlags,
+        tcp_flags,
+        u16,
+        0
+    ),
+    row!(
+        IcmpType,
+        "icmp_type",
+        ["icmpv4_type"],
+        "NXM_OF_ICMP_TYPE",
+        w(OXM_CLASS_BASIC, 19, 1),
+        w(NXM_CLASS_OF, 13, 1),
+        8,
+        false,
+        Icmp,
+        Decimal,
+        icmp_type,
+        u8
+    ),
+    row!(
+        IcmpCode,
+        "icmp_code",
+        ["icmpv4_code"],
+        "NXM_OF_ICMP_CODE",
+        w(OXM_CLASS_BASIC, 20, 1),
+        w(NXM_CLASS_OF, 14, 1),
+        8,
+        false,
+        Icmp,
+        Decimal,
+        icmp_code,
+        u8
+    ),
+    row!(
+        Icmpv6Type,
+        "icmpv6_type",
+        [],
+        "NXM_NX_ICMPV6_TYPE",
+        w(OXM_CLASS_BASIC, 29, 1),
+        w(NXM_CLASS_NX, 21, 1),
+        8,
+        false,
+        Icmpv6,
+        Decimal,
+        icmp_type,
+        u8
+    ),
+    row!(
+        Icmpv6Code,
+        "icmpv6_code",
+        [],
+        "NXM_NX_ICMPV6_CODE",
+        w(OXM_CLASS_BASIC, 30, 1),
+        w(NXM_CLASS_NX, 22, 1),
+        8,
+        false,
+        Icmpv6,
+        Decimal,
+        icmp_code,
+        u8
+    ),
+];
+
+impl FieldId {
+    /// The field's table row.
+    pub fn info(self) -> &'static FieldInfo {
+        &FIELDS[self as usize]
+    }
+
+    /// Looks a field up by its text name or alias (`nw_src`, `ip_src`, `dl_type`, ...).
+    pub fn from_name(name: &str) -> Option<FieldId> {
+        FIELDS
+            .iter()
+            .find(|f| f.name == name || f.aliases.contains(&name))
+            .map(|f| f.id)
+    }
+
+    /// Looks a field up by its NXM/OXM name (`NXM_NX_REG0`, `OXM_OF_METADATA`), as used in
+    /// `load:`/`move:` subfields. Generic L4 ports and `dl_vlan` are skipped so that each
+    /// NXM name maps to one field.
+    pub fn from_nxm_name(name: &str) -> Option<FieldId> {
+        FIELDS
+            .iter()
+            .filter(|f| !matches!(f.id, FieldId::TpSrc | FieldId::TpDst | FieldId::DlVlan))
+            .find(|f| f.nxm_name.eq_ignore_ascii_case(name))
+            .map(|f| f.id)
+    }
+
+    /// Looks a field up by wire identity (OXM or NXM).
+    pub fn from_wire(class: u16, field: u8) -> Option<FieldId> {
+        FIELDS
+            .iter()
+            .find(|f| {
+                f.oxm.is_some_and(|o| o.class == class && o.field == field)
+                    || f.nxm.is_some_and(|o| o.class == class && o.field == field)
+            })
+            .map(|f| f.id)
+    }
+
+    /// All names the parser accepts, for "did you mean" suggestions.
+    pub fn all_names() -> impl Iterator<Item = &'static str> {
+        FIELDS
+            .iter()
+            .flat_map(|f| core::iter::once(f.name).chain(f.aliases.iter().copied()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_order_matches_enum() {
+        for (i, f) in FIELDS.iter().enumerate() {
+            assert_eq!(f.id as usize, i, "row {i} is {:?}", f.name);
+        }
+        assert_eq!(FieldId::Icmpv6Code as usize + 1, FIELDS.len());
+    }
+
+    #[test]
+    fn bit_range_accessors_touch_only_their_bits() {
+        let mut k = FlowKey {
+            vlan_tci: 0xffff,
+            ..FlowKey::default()
+        };
+        (FieldId::VlanVid.info().set)(&mut k, 0);
+        assert_eq!(k.vlan_tci, 0xe000);
+        (FieldId::DlVlanPcp.info().set)(&mut k, 0b0111);
+        assert_eq!(k.vlan_tci, 0x7000);
+        assert_eq!((FieldId::DlVlanPcp.info().get)(&k), 0b0111);
+        let mut k = FlowKey::default();
+        (FieldId::EthSrc.info().set)(&mut k, 0x0011_2233_4455);
+        assert_eq!(k.eth_src, [0, 0x11, 0x22, 0x33, 0x44, 0x55]);
+    }
+
+    #[test]
+    fn names_resolve() {
+        assert_eq!(FieldId::from_name("nw_src"), Some(FieldId::Ipv4Src));
+        assert_eq!(FieldId::from_name("dl_vlan_pcp"), Some(FieldId::DlVlanPcp));
+        assert_eq!(FieldId::from_nxm_name("NXM_NX_REG1"), Some(FieldId::Reg1));
+        assert_eq!(
+            FieldId::from_nxm_name("NXM_OF_TCP_SRC"),
+            Some(FieldId::TcpSrc)
+        );
+        assert_eq!(
+            FieldId::from_wire(OXM_CLASS_BASIC, 38),
+            Some(FieldId::TunId)
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! `Match`: a value and a mask over [`FlowKey`], in the layout the classifier uses directly.
+//!
+//! Invariant: `value == value & mask` (bits outside the mask are zero), so two matches that
+//! select the same packets compare and hash equal.
+
+use encap::flowkey::FlowKey;
+
+use crate::fields::{FieldId, Prereq};
+
+/// Errors from building a match field by field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    /// The value has bits beyond the field's width.
+    #[error("value 0x{value:x} does not fit in {field} ({bits} bits)")]
+    ValueTooWide {
+        field: &'static str,
+        value: u128,
+        bits: u8,
+    },
+    /// A mask was given for a field OpenFlow does not allow masking.
+    #[error("field {0} cannot be masked")]
+    NotMaskable(&'static str),
+    /// The field's prerequisite is not matched.
+    #[error("field {field} needs a match on {needs} first")]
+    Prereq {
+        field: &'static str,
+        needs: &'static str,
+    },
+}
+
+/// An OpenFlow match: `value` and `mask` have the [`FlowKey`] layout; a set mask bit means
+/// "this bit must equal the value's bit".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Match {
+    pub value: FlowKey,
+    pub mask: FlowKey,
+}
+
+pub const ETH_TYPE_IP: u16 = 0x0800;
+pub const ETH_TYPE_ARP: u16 = 0x0806;
+pub const ETH_TYPE_IPV6: u16 = 0x86dd;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+impl Match {
+    /// The match-everything match.
+    pub fn any() -> Match {
+        Match::default()
+    }
+
+    /// True when nothing is matched.
+    pub fn is_catchall(&self) -> bool {
+        self.mask == FlowKey::default()
+    }
+
+    /// Matches `field` against `value` under `mask` (`None` = exact). The mask is clipped to
+    /// the field width and the value to the mask.
+    pub fn set(
+        &mut self,
+        field: FieldId,
+        value: u128,
+        mask: Option<u128>,
+    ) -> Result<(), MatchError> {
+        let info = field.info();
+        let full = info.full_mask();
+        if value & !full != 0 {
+            return Err(MatchError::ValueTooWide {
+                field: info.name,
+                value,
+                bits: info.bits,
+            });
+        }
+        let mask = match mask {
+            Some(m) if m & full != full && !info.maskable => {
+                return Err(MatchError::NotMaskable(info.name));
+            }
+            Some(m) => m & full,
+            None => full,
+        };
+        (info.set)(&mut self.mask, mask);
+        (info.set)(&mut self.value, value & mask);
+        Ok(())
+    }
+
+    /// The field's (value, mask); a zero mask means "not matched".
+    pub fn get(&self, field: FieldId) -> (u128, u128) {
+        let info = field.info();
+        ((info.get)(&self.value), (info.get)(&self.mask))
+    }
+
+    /// True when any bit of the field is matched.
+    pub fn has(&self, field: FieldId) -> bool {
+        (field.info().get)(&self.mask) != 0
+    }
+
+    /// Un-matches the field entirely.
+    pub fn clear(&mut self, field: FieldId) {
+        let info = field.info();
+        (info.set)(&mut self.mask, 0);
+        (info.set)(&mut self.value, 0);
+    }
+
+    /// The exactly matched Ethernet type, if any.
+    pub fn eth_type(&self) -> Option<u16> {
+        (self.mask.eth_type == 0xffff).then_some(self.value.eth_type)
+    }
+
+    /// The exactly matched IP protocol, if any (only meaningful for IP flows).
+    pub fn nw_proto(&self) -> Option<u8> {
+        (self.mask.nw_proto == 0xff).then_some(self.value.nw_proto)
+    }
+
+    /// True when the match requires a VLAN tag (CFI/present bit matched as 1).
+    pub fn has_vlan(&self) -> bool {
+        self.mask.vlan_tci & encap::flowkey::VLAN_PRESENT != 0
+            && self.value.vlan_tci & encap::flowkey::VLAN_PRESENT != 0
+    }
+
+    /// True when `p` is satisfied by what this match pins down.
+    pub fn satisfies(&self, p: Prereq) -> bool {
+        let et = self.eth_type();
+        let ip4 = et == Some(ETH_TYPE_IP);
+        let ip6 = et == Some(ETH_TYPE_IPV6);
+        let ip = ip4 || ip6;
+        let proto = self.nw_proto();
+        match p {
+            Prereq::None => true,
+            Prereq::Vlan => self.has_vlan(),
+            Prereq::Ipv4 => ip4,
+            Prereq::Ipv6 => ip6,
+            Prereq::Ip => ip,
+            Prereq::Arp => et == Some(ETH_TYPE_ARP),
+            Prereq::Tcp => ip && proto == Some(IPPROTO_TCP),
+            Prereq::Udp => ip && proto == Some(IPPROTO_UDP),
+            Prereq::Sctp => ip && proto == Some(IPPROTO_SCTP),
+            Prereq::L4 => ip && matches!(proto, Some(IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)),
+            Prereq::Icmp => ip4 && proto == Some(IPPROTO_ICMP),
+            Prereq::Icmpv6 => ip6 && proto == Some(IPPROTO_ICMPV6),
+        }
+    }
+
+    /// Checks every matched field's prerequisite (OpenFlow `OFPBMC_BAD_PREREQ`).
+    pub fn check_prereqs(&self) -> Result<(), MatchError> {
+        for f in crate::fields::FIELDS {
+            if f.prereq != Prereq::None && (f.get)(&self.mask) != 0 && !self.satisfies(f.prereq) {
+                // Generic and protocol-specific L4 fields share storage: accept whichever
+                // protocol the flow actually names.
+                if matches!(f.prereq, Prereq::Tcp | Prereq::Udp | Prereq::Sctp)
+                    && self.satisfies(Prereq::L4)
+                {
+                    continue;
+                }
+                return Err(MatchError::Prereq {
+                    field: f.name,
+                    needs: f.prereq.hint(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// True when every packet this match accepts is also accepted by `wider`
+    /// (OpenFlow "loose" matching: `wider` is the filter).
+    pub fn is_subset_of(&self, wider: &Match) -> bool {
+        self.mask
+            .words()
+            .iter()
+            .zip(wider.mask.words())
+            .zip(self.value.words().iter().zip(wider.value.words()))
+            .all(|((sm, wm), (sv, wv))| wm & !sm == 0 && (sv & wm) == *wv)
+    }
+
+    /// True when `key` (a packet's flow key) is accepted.
+    pub fn matches(&self, key: &FlowKey) -> bool {
+        key.matches_masked(&self.value, &self.mask)
+    }
+
+    /// True when some packet could match both `self` and `other` (for `check_overlap`).
+    pub fn overlaps(&self, other: &Match) -> bool {
+        let both = self.mask.masked(&other.mask);
+        self.value.matches_masked(&other.value, &both)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_clips_value_to_mask_and_checks_width() {
+        let mut m = Match::any();
+        m.set(FieldId::Reg1, 0x1234, Some(0xff)).unwrap();
+        assert_eq!(m.get(FieldId::Reg1), (0x34, 0xff));
+        assert!(m.set(FieldId::IpProto, 0x100, None).is_err());
+        assert_eq!(
+            m.set(FieldId::InPort, 1, Some(1)),
+            Err(MatchError::NotMaskable("in_port"))
+        );
+    }
+
+    #[test]
+    fn subset_and_overlap() {
+        let mut wide = Match::any();
+        wide.set(FieldId::EthType, 0x0800, None).unwrap();
+        let mut narrow = wide;
+        narrow.set(FieldId::Ipv4Src, 0x0a00_0001, None).unwrap();
+        assert!(narrow.is_subset_of(&wide));
+        assert!(!wide.is_subset_of(&narrow));
+        assert!(narrow.overlaps(&wide));
+        let mut other = Match::any();
+        other.set(FieldId::EthType, 0x0806, None).unwrap();
+        assert!(!other.overlaps(&narrow));
+    }
+
+    #[test]
+    fn prereqs_are_enforced() {
+        let mut m = Match::any();
+        m.set(FieldId::TpDst, 80, None).unwrap();
+        assert!(m.check_prereqs().is_err());
+        m.set(FieldId::EthType, 0x0800, None).unwrap();
+        m.set(FieldId::IpProto, 17, None).unwrap();
+        m.check_prereqs().unwrap();
+    }
+}

@@ -1,0 +1,63 @@
+//! OpenFlow 1.3 port numbers, with the reserved ports as named constants.
+
+/// A 32-bit OpenFlow port number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OfPort(pub u32);
+
+impl OfPort {
+    /// Largest number of a physical/logical port.
+    pub const MAX: OfPort = OfPort(0xffff_ff00);
+    pub const IN_PORT: OfPort = OfPort(0xffff_fff8);
+    pub const TABLE: OfPort = OfPort(0xffff_fff9);
+    pub const NORMAL: OfPort = OfPort(0xffff_fffa);
+    pub const FLOOD: OfPort = OfPort(0xffff_fffb);
+    pub const ALL: OfPort = OfPort(0xffff_fffc);
+    pub const CONTROLLER: OfPort = OfPort(0xffff_fffd);
+    pub const LOCAL: OfPort = OfPort(0xffff_fffe);
+    /// "No port" / wildcard (`OFPP_ANY`, OpenFlow 1.0's `OFPP_NONE`).
+    pub const ANY: OfPort = OfPort(0xffff_ffff);
+
+    const NAMES: [(OfPort, &'static str); 8] = [
+        (OfPort::IN_PORT, "IN_PORT"),
+        (OfPort::TABLE, "TABLE"),
+        (OfPort::NORMAL, "NORMAL"),
+        (OfPort::FLOOD, "FLOOD"),
+        (OfPort::ALL, "ALL"),
+        (OfPort::CONTROLLER, "CONTROLLER"),
+        (OfPort::LOCAL, "LOCAL"),
+        (OfPort::ANY, "ANY"),
+    ];
+
+    /// The reserved port's name as ovs-ofctl prints it, or `None` for a numbered port.
+    pub fn reserved_name(self) -> Option<&'static str> {
+        Self::NAMES
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map(|(_, n)| *n)
+    }
+
+    /// Parses a reserved name (case-insensitive; `NONE` is accepted for `ANY`).
+    pub fn from_reserved_name(s: &str) -> Option<OfPort> {
+        if s.eq_ignore_ascii_case("none") {
+            return Some(OfPort::ANY);
+        }
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s))
+            .map(|(p, _)| *p)
+    }
+
+    /// True for a numbered (non-reserved) port.
+    pub fn is_physical(self) -> bool {
+        self.0 != 0 && self.0 <= Self::MAX.0
+    }
+}
+
+impl core::fmt::Display for OfPort {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.reserved_name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
