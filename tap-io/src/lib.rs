@@ -5,11 +5,15 @@
 //! All `unsafe` of the switch lives in this crate, each block with a `// SAFETY:` comment.
 
 pub mod buf;
+pub mod iface;
 pub mod mem;
+pub mod netns;
 pub mod pcap;
 pub mod port;
+pub mod tap;
 
 pub use buf::{Batch, BufError, BufferPool, PacketBuf, RxMeta};
 pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
 pub use port::{DropCounts, Port, PortStats, TxDropReason, TxReport};
+pub use tap::{TapConfig, TapPort};

@@ -186,7 +186,6 @@ impl<P: Port + ?Sized> Port for Box<P> {
 }
 
 /// Implements `mio::event::Source` for a type with an `fn raw_fd(&self) -> RawFd`.
-#[allow(unused_macros)]
 macro_rules! impl_mio_source {
     ($t:ty) => {
         impl mio::event::Source for $t {
@@ -212,7 +211,6 @@ macro_rules! impl_mio_source {
         }
     };
 }
-#[allow(unused_imports)]
 pub(crate) use impl_mio_source;
 
 #[cfg(test)]

@@ -1,0 +1,244 @@
+//! TAP ports: `/dev/net/tun` with `IFF_TAP | IFF_NO_PI`, nonblocking.
+//!
+//! Opening a name that does not exist creates the device (it disappears when the last queue
+//! closes unless made persistent); opening the name of an existing persistent TAP attaches to
+//! it. With `multi_queue`, every open of the same name adds a queue (`IFF_MULTI_QUEUE`), and
+//! the flag must match how the device was created. The kernel has no batched TAP read or
+//! write without vnet headers, so a batch costs one syscall per frame.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use thiserror::Error;
+
+use crate::buf::Batch;
+use crate::iface::{self, IfaceError};
+use crate::port::{Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+
+/// Errors of opening a TAP port.
+#[derive(Debug, Error)]
+pub enum TapError {
+    /// `/dev/net/tun` could not be opened (missing module/device node, or not root).
+    #[error("cannot open /dev/net/tun: {0}")]
+    OpenTun(#[source] io::Error),
+    /// The kernel refused to create or attach the device (name taken by a non-TAP device,
+    /// flags not matching an existing device, or no permission).
+    #[error("TUNSETIFF for {name:?} failed: {source}")]
+    SetIff {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Making the device persistent failed.
+    #[error("TUNSETPERSIST for {name:?} failed: {source}")]
+    Persist {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// An interface request (name check, MTU, bringing it up) failed.
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+}
+
+/// How to open a TAP port.
+#[derive(Debug, Clone)]
+pub struct TapConfig {
+    /// Device name (at most 15 bytes).
+    pub name: String,
+    /// Open one queue of a multi-queue device.
+    pub multi_queue: bool,
+    /// Keep the device after the port closes.
+    pub persist: bool,
+    /// Set the device administratively up after opening.
+    pub bring_up: bool,
+}
+
+impl TapConfig {
+    /// A single-queue, non-persistent TAP brought up on open.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            multi_queue: false,
+            persist: false,
+            bring_up: true,
+        }
+    }
+}
+
+/// A TAP port.
+#[derive(Debug)]
+pub struct TapPort {
+    fd: OwnedFd,
+    name: String,
+    mtu: usize,
+    stats: PortStats,
+}
+
+impl TapPort {
+    /// Creates or attaches to the TAP device described by `cfg`.
+    pub fn open(cfg: &TapConfig) -> Result<Self, TapError> {
+        let mut req = iface::ifreq_for(&cfg.name)?;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if cfg.multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        req.ifr_ifru.ifru_flags = flags as libc::c_short;
+        // SAFETY: the path is a NUL-terminated literal; the result is checked.
+        let raw = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(TapError::OpenTun(io::Error::last_os_error()));
+        }
+        // SAFETY: raw was just returned by open(2) and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: TUNSETIFF reads and writes one ifreq, which lives across the call.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+        if rc < 0 {
+            return Err(TapError::SetIff {
+                name: cfg.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        if cfg.persist {
+            // SAFETY: TUNSETPERSIST takes an integer argument, not a pointer.
+            let rc =
+                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) };
+            if rc < 0 {
+                return Err(TapError::Persist {
+                    name: cfg.name.clone(),
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        let name: String = req
+            .ifr_name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8 as char)
+            .collect();
+        if cfg.bring_up {
+            iface::set_up(&name, true)?;
+        }
+        let mtu = iface::mtu(&name)?;
+        Ok(Self {
+            fd,
+            name,
+            mtu,
+            stats: PortStats::default(),
+        })
+    }
+
+    /// The descriptor (for `mio` and `poll`).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Re-reads the MTU from the kernel (after it was changed).
+    pub fn refresh_mtu(&mut self) -> Result<usize, TapError> {
+        self.mtu = iface::mtu(&self.name)?;
+        Ok(self.mtu)
+    }
+}
+
+impl_mio_source!(TapPort);
+
+impl Port for TapPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        let mut n = 0;
+        while let Some(buf) = batch.spare() {
+            let space = buf.rx_space();
+            let room = space.len();
+            // The TAP driver silently cuts a frame to the buffer it is given; one spill byte
+            // behind the buffer tells a cut frame (n > room) from one that fits exactly.
+            let mut spill = 0u8;
+            let iov = [
+                libc::iovec {
+                    iov_base: space.as_mut_ptr().cast(),
+                    iov_len: room,
+                },
+                libc::iovec {
+                    iov_base: (&mut spill as *mut u8).cast(),
+                    iov_len: 1,
+                },
+            ];
+            // SAFETY: both iovecs point to writable memory of the stated lengths that lives
+            // across the call.
+            let r = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    _ => {
+                        self.stats.rx_errors += 1;
+                        if n > 0 {
+                            break;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let len = r as usize;
+            if len > room {
+                self.stats.rx_truncated += 1;
+                continue;
+            }
+            // len <= room == frame room, so set_len cannot fail.
+            let _ = buf.set_len(len);
+            buf.meta.wire_len = len as u32;
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += len as u64;
+            batch.commit();
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        let fd = self.fd.as_raw_fd();
+        let mut r = TxReport::default();
+        for p in batch.iter() {
+            let d = p.data();
+            loop {
+                // SAFETY: `d` is a readable buffer of `d.len()` bytes for the whole call.
+                let w = unsafe { libc::write(fd, d.as_ptr().cast(), d.len()) };
+                if w >= 0 {
+                    r.sent += 1;
+                    r.bytes += d.len() as u64;
+                    break;
+                }
+                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno == libc::EINTR {
+                    continue;
+                }
+                r.dropped.add(TxDropReason::from_errno(errno), 1);
+                break;
+            }
+        }
+        batch.clear();
+        self.stats.account_tx(&r);
+        r
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+}
