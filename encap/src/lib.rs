@@ -10,3 +10,7 @@ pub mod flowkey;
 pub mod wire;
 
 pub use flowkey::FlowKey;
+pub mod build;
+pub mod extract;
+
+pub use extract::{L3Kind, ParseError, Parsed, extract};

@@ -18,7 +18,6 @@ mod field {
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;
     pub const CHECKSUM: Range<usize> = 2..4;
-    pub const REST: Range<usize> = 4..8;
     pub const ECHO_IDENT: Range<usize> = 4..6;
     pub const ECHO_SEQ: Range<usize> = 6..8;
     pub const PAYLOAD: RangeFrom<usize> = 8..;
@@ -26,8 +25,6 @@ mod field {
 
 /// Length of the ICMP header (type, code, checksum, 4 bytes of rest-of-header).
 pub const HEADER_LEN: usize = field::PAYLOAD.start;
-/// The flow key needs only type and code: the first 4 bytes.
-pub const MIN_LEN_FOR_KEY: usize = field::REST.start;
 
 /// A view of an ICMPv4 message.
 #[derive(Debug, Clone)]
