@@ -4,6 +4,7 @@
 //!
 //! All `unsafe` of the switch lives in this crate, each block with a `// SAFETY:` comment.
 
+pub mod afpacket;
 pub mod buf;
 pub mod iface;
 pub mod mem;
@@ -12,6 +13,7 @@ pub mod pcap;
 pub mod port;
 pub mod tap;
 
+pub use afpacket::{AfPacketConfig, AfPacketPort};
 pub use buf::{Batch, BufError, BufferPool, PacketBuf, RxMeta};
 pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
