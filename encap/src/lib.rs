@@ -7,6 +7,7 @@
 
 pub mod checksum;
 pub mod flowkey;
+pub mod rewrite;
 pub mod wire;
 
 pub use flowkey::FlowKey;

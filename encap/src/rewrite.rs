@@ -1,0 +1,230 @@
+//! In-place header rewrites on a parsed frame, with incremental checksum updates (RFC 1624):
+//! the building blocks of `set_field` and NAT actions. They use the offsets in [`Parsed`], so
+//! they never re-parse, and they fail with a named reason instead of touching a frame whose
+//! headers are not what the action needs.
+//!
+//! The L4 checksum is handled according to [`L4Checksum`]:
+//! - `Complete`: the field holds a finished checksum. Address and port rewrites update it.
+//!   For UDP over IPv4 a zero field means "no checksum" and is left at zero; an update that
+//!   would yield zero writes 0xffff instead.
+//! - `Partial` ("checksum not ready", partial checksum offload): the field holds only the
+//!   non-complemented pseudo-header sum, to be finished by the NIC or kernel. Address rewrites
+//!   update that partial sum (addresses are in the pseudo-header); port rewrites leave it alone
+//!   (ports are not).
+//!
+//! The IPv4 header checksum is always a complete checksum and is always updated.
+//! Fragments: a later fragment carries no L4 header, so only the IP header changes; the L4
+//! checksum of a fragmented datagram cannot be fixed fragment by fragment.
+
+use core::net::Ipv4Addr;
+
+use crate::checksum;
+use crate::extract::{L3Kind, Parsed};
+use crate::wire::{ipv4, ipv6, tcp, udp};
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// What the L4 checksum field holds; see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// A finished checksum.
+    #[default]
+    Complete,
+    /// Only the pseudo-header sum, not complemented ("checksum not ready").
+    Partial,
+}
+
+/// Why a rewrite was refused. The frame is left unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    #[error("not an IPv4 packet with a valid header")]
+    NotIpv4,
+    #[error("not an IP packet with a valid header")]
+    NotIp,
+    #[error("no complete TCP or UDP header to rewrite ports in")]
+    NoPorts,
+    #[error("the frame is shorter than the parsed offsets say (was it parsed from this frame?)")]
+    FrameTooShort,
+    #[error("TTL or hop limit would reach zero")]
+    TtlExpired,
+}
+
+#[inline]
+fn ipv4_l3(frame: &[u8], parsed: &Parsed) -> Result<usize, RewriteError> {
+    match (parsed.l3_kind, parsed.l3_offset(), parsed.l3_end()) {
+        (L3Kind::Ipv4, Some(l3), Some(_)) if frame.len() >= l3 + ipv4::MIN_HEADER_LEN => Ok(l3),
+        (L3Kind::Ipv4, Some(_), Some(_)) => Err(RewriteError::FrameTooShort),
+        _ => Err(RewriteError::NotIpv4),
+    }
+}
+
+#[inline]
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Offset of the TCP/UDP checksum field when the L4 header is complete, with the protocol.
+#[inline]
+fn l4_checksum_at(frame: &[u8], parsed: &Parsed) -> Option<(usize, u8)> {
+    let l4 = parsed.l4_offset()?;
+    parsed.payload_offset()?;
+    let at = match parsed.l4_proto {
+        PROTO_TCP => l4 + tcp::CHECKSUM_OFFSET,
+        PROTO_UDP => l4 + udp::CHECKSUM_OFFSET,
+        _ => return None,
+    };
+    (frame.len() >= at + 2).then_some((at, parsed.l4_proto))
+}
+
+fn set_ipv4_addr(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    field_offset: usize,
+    new: Ipv4Addr,
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    let l3 = ipv4_l3(frame, parsed)?;
+    let at = l3 + field_offset;
+    let old = u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+    let new = u32::from(new);
+    if old == new {
+        return Ok(());
+    }
+    let csum_at = l3 + ipv4::CHECKSUM_OFFSET;
+    let c = checksum::update_u32(rd16(frame, csum_at), old, new);
+    wr16(frame, csum_at, c);
+    frame[at..at + 4].copy_from_slice(&new.to_be_bytes());
+
+    if let Some((l4c, proto)) = l4_checksum_at(frame, parsed) {
+        let cur = rd16(frame, l4c);
+        let updated = match mode {
+            L4Checksum::Partial => checksum::update_partial_u32(cur, old, new),
+            L4Checksum::Complete if proto == PROTO_UDP && cur == 0 => 0,
+            L4Checksum::Complete if proto == PROTO_UDP => {
+                checksum::udp_nonzero(checksum::update_u32(cur, old, new))
+            }
+            L4Checksum::Complete => checksum::update_u32(cur, old, new),
+        };
+        wr16(frame, l4c, updated);
+    }
+    Ok(())
+}
+
+/// Rewrites the IPv4 source address, updating the IP and the TCP/UDP checksums.
+pub fn set_ipv4_src(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    new: Ipv4Addr,
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    set_ipv4_addr(frame, parsed, ipv4::SRC_ADDR_OFFSET, new, mode)
+}
+
+/// Rewrites the IPv4 destination address, updating the IP and the TCP/UDP checksums.
+pub fn set_ipv4_dst(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    new: Ipv4Addr,
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    set_ipv4_addr(frame, parsed, ipv4::DST_ADDR_OFFSET, new, mode)
+}
+
+fn set_port(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    field_offset: usize,
+    new: u16,
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    let Some((l4c, proto)) = l4_checksum_at(frame, parsed) else {
+        return Err(
+            if parsed.l4_offset().is_some() && frame.len() < parsed.payload_offset().unwrap_or(0) {
+                RewriteError::FrameTooShort
+            } else {
+                RewriteError::NoPorts
+            },
+        );
+    };
+    // Both port fields precede the checksum field, so `l4c` in bounds covers them.
+    let at = parsed.l4_offset().unwrap_or(0) + field_offset;
+    let old = rd16(frame, at);
+    if old == new {
+        return Ok(());
+    }
+    wr16(frame, at, new);
+    if mode == L4Checksum::Complete {
+        let cur = rd16(frame, l4c);
+        let updated = if proto == PROTO_UDP {
+            // Over IPv6 a zero UDP checksum is invalid anyway; keep the "none" meaning for v4.
+            if cur == 0 {
+                0
+            } else {
+                checksum::udp_nonzero(checksum::update_u16(cur, old, new))
+            }
+        } else {
+            checksum::update_u16(cur, old, new)
+        };
+        wr16(frame, l4c, updated);
+    }
+    Ok(())
+}
+
+/// Rewrites the TCP/UDP source port (IPv4 or IPv6), updating the checksum in `Complete` mode.
+pub fn set_l4_src_port(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    new: u16,
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    set_port(frame, parsed, tcp::SRC_PORT_OFFSET, new, mode)
+}
+
+/// Rewrites the TCP/UDP destination port (IPv4 or IPv6), updating the checksum in `Complete`
+/// mode.
+pub fn set_l4_dst_port(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    new: u16,
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    set_port(frame, parsed, tcp::DST_PORT_OFFSET, new, mode)
+}
+
+/// Decrements the IPv4 TTL (updating the header checksum) or the IPv6 hop limit, and returns
+/// the new value. `TtlExpired` (frame unchanged) when the value is 0 or 1: the packet must not
+/// be forwarded.
+pub fn dec_ttl(frame: &mut [u8], parsed: &Parsed) -> Result<u8, RewriteError> {
+    let (at, csum_at) = match (parsed.l3_kind, parsed.l3_offset(), parsed.l3_end()) {
+        (L3Kind::Ipv4, Some(l3), Some(_)) => {
+            (l3 + ipv4::TTL_OFFSET, Some(l3 + ipv4::CHECKSUM_OFFSET))
+        }
+        (L3Kind::Ipv6, Some(l3), Some(_)) => (l3 + ipv6::HOP_LIMIT_OFFSET, None),
+        _ => return Err(RewriteError::NotIp),
+    };
+    if frame.len() < at + 1 || csum_at.is_some_and(|c| frame.len() < c + 2) {
+        return Err(RewriteError::FrameTooShort);
+    }
+    let ttl = frame[at];
+    if ttl <= 1 {
+        return Err(RewriteError::TtlExpired);
+    }
+    frame[at] = ttl - 1;
+    if let Some(c) = csum_at {
+        // TTL is the high byte of the word it shares with the protocol field.
+        let old_word = u16::from_be_bytes([ttl, frame[at + 1]]);
+        let new_word = u16::from_be_bytes([ttl - 1, frame[at + 1]]);
+        let updated = checksum::update_u16(rd16(frame, c), old_word, new_word);
+        wr16(frame, c, updated);
+    }
+    Ok(ttl - 1)
+}
+
+#[cfg(test)]
+mod tests;
