@@ -1,0 +1,117 @@
+//! Named conntrack counters: every drop, invalid verdict and table event is counted.
+
+/// One counter. `Counter::ALL` lists them in display order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Counter {
+    /// Packets handed to `process`.
+    Packets = 0,
+    /// Connections created (committed).
+    Committed,
+    /// Connections removed by timeout.
+    Expired,
+    /// Connections removed by `flush`.
+    Flushed,
+    /// Closed TCP connections replaced by a new SYN.
+    Reopened,
+    /// ICMP errors related to a connection.
+    Related,
+    /// New connection refused: the table is at `max_conns`.
+    DropTableFull,
+    /// New connection refused: no free NAT binding in the range.
+    DropNatExhausted,
+    /// New connection refused: its reply tuple is already another connection's key.
+    DropTupleClash,
+    InvalidNotIp,
+    InvalidIcmpType,
+    InvalidIcmpUnrelated,
+    InvalidIcmpReplyNoConn,
+    InvalidTcpFlags,
+    InvalidTcpNotNew,
+    InvalidTcpWindow,
+    InvalidFragment,
+}
+
+impl Counter {
+    pub const COUNT: usize = 17;
+    pub const ALL: [Counter; Self::COUNT] = [
+        Counter::Packets,
+        Counter::Committed,
+        Counter::Expired,
+        Counter::Flushed,
+        Counter::Reopened,
+        Counter::Related,
+        Counter::DropTableFull,
+        Counter::DropNatExhausted,
+        Counter::DropTupleClash,
+        Counter::InvalidNotIp,
+        Counter::InvalidIcmpType,
+        Counter::InvalidIcmpUnrelated,
+        Counter::InvalidIcmpReplyNoConn,
+        Counter::InvalidTcpFlags,
+        Counter::InvalidTcpNotNew,
+        Counter::InvalidTcpWindow,
+        Counter::InvalidFragment,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Packets => "packets",
+            Counter::Committed => "committed",
+            Counter::Expired => "expired",
+            Counter::Flushed => "flushed",
+            Counter::Reopened => "tcp_reopened",
+            Counter::Related => "related",
+            Counter::DropTableFull => "drop_table_full",
+            Counter::DropNatExhausted => "drop_nat_exhausted",
+            Counter::DropTupleClash => "drop_tuple_clash",
+            Counter::InvalidNotIp => "invalid_not_ip",
+            Counter::InvalidIcmpType => "invalid_icmp_type",
+            Counter::InvalidIcmpUnrelated => "invalid_icmp_error_unrelated",
+            Counter::InvalidIcmpReplyNoConn => "invalid_icmp_reply_without_request",
+            Counter::InvalidTcpFlags => "invalid_tcp_flags",
+            Counter::InvalidTcpNotNew => "invalid_tcp_cannot_open",
+            Counter::InvalidTcpWindow => "invalid_tcp_out_of_window",
+            Counter::InvalidFragment => "invalid_fragment_unknown",
+        }
+    }
+}
+
+/// The counter values, indexed by `Counter`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters([u64; Counter::COUNT]);
+
+impl Counters {
+    #[inline]
+    pub(crate) fn bump(&mut self, c: Counter) {
+        self.0[c as usize] += 1;
+    }
+
+    #[inline]
+    pub(crate) fn add(&mut self, c: Counter, n: u64) {
+        self.0[c as usize] += n;
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// (name, value) pairs in display order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Counter::ALL.iter().map(|&c| (c.name(), self.get(c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_complete_and_in_discriminant_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        let names: std::collections::HashSet<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Counter::COUNT);
+    }
+}

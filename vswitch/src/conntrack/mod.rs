@@ -1,0 +1,730 @@
+//! Connection tracking, NAT bindings and the `ct` action's semantics.
+//!
+//! What it promises (Open vSwitch's `ct(commit, zone=N, nat(...))`, userspace datapath):
+//! - Connections are keyed by zone + 5-tuple; each connection is stored once (in a slab) and
+//!   indexed twice in one hash table — by its original tuple and by its reply tuple — so a
+//!   packet of either direction is found with one lookup.
+//! - Only committed connections are remembered. An uncommitted new connection gets
+//!   `+trk+new` and leaves no trace.
+//! - `ct_state`: `trk` always; `new` until the reply direction has been seen, `est` after;
+//!   `rpl` for reply-direction packets; `rel` for ICMP errors about a connection; `inv` for
+//!   packets conntrack rejects (`CtResult::invalid` says why); `snat`/`dnat` when this packet's
+//!   source/destination is rewritten.
+//! - NAT is chosen at commit and undone automatically for replies; `CtResult::rewrite` says
+//!   what the caller must write into the packet.
+//! - The table is bounded (`Config::max_conns`): a new connection that does not fit is refused
+//!   (`CtDrop::TableFull`) and counted; existing ones are never evicted early.
+//! - Nothing allocates per packet once built: the slab, the hash table and the fragment store
+//!   are sized at construction.
+//!
+//! Time is a caller-supplied monotonic `now` in nanoseconds, which keeps tests deterministic.
+//! See docs/conntrack.md for the state machine, timeouts and the NAT allocation order.
+
+pub mod counters;
+pub mod dump;
+mod extract;
+mod frag;
+pub mod nat;
+mod slab;
+pub mod tcp;
+pub mod timeouts;
+pub mod tuple;
+
+pub use counters::{Counter, Counters};
+pub use dump::ConnEntry;
+pub use extract::{InnerTuple, InvalidReason, PacketFacts};
+pub use nat::{NatError, NatRange, NatSpec, PortSelect};
+pub use tcp::{TcpInvalid, TcpState, WindowScale};
+pub use timeouts::{TimeoutClass, Timeouts};
+pub use tuple::{Addr, Family, Tuple};
+
+use encap::flowkey::{CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, FlowKey};
+use extract::{Extracted, Kind};
+use hashbrown::HashTable;
+use nat::{AllocRequest, NAT_DST, NAT_SRC};
+use slab::{Conn, ProtoState, Slab};
+use std::time::Duration;
+use tcp::{TcpConn, TcpSegment, TcpVerdict};
+use thiserror::Error;
+use tuple::{PROTO_TCP, PROTO_UDP};
+
+/// Connections expired opportunistically when a commit finds the table full.
+const EXPIRE_ON_FULL: usize = 32;
+/// A refresh that moves the expiry by less than this (or 1/16 of the timeout, if smaller) is
+/// skipped, so steady traffic does not relink its connection on every packet.
+const REFRESH_GRANULARITY_NS: u64 = 1_000_000_000;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CtError {
+    #[error("conntrack max_conns must be between 1 and 2^30, got {0}")]
+    BadMaxConns(usize),
+    #[error("conntrack frag_slots must be at least 1")]
+    NoFragSlots,
+}
+
+/// Conntrack configuration. `Default` follows OVS's userspace defaults where OVS has one.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Table limit; committing beyond it is refused with `CtDrop::TableFull`.
+    pub max_conns: usize,
+    pub timeouts: Timeouts,
+    /// Mark clearly out-of-window TCP segments invalid (OVS `ct-tcp-seq-chk`).
+    pub tcp_seq_check: bool,
+    /// Let a mid-stream TCP ACK open a connection (Linux `nf_conntrack_tcp_loose`).
+    pub tcp_pickup: bool,
+    /// Upper bound on candidate bindings probed for one NAT allocation.
+    pub nat_max_probes: u32,
+    /// Size of the first-fragment store.
+    pub frag_slots: usize,
+    pub frag_max_age: Duration,
+    /// Hash key; `None` draws a random one (recommended: flooding attacks).
+    pub hash_seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_conns: 1 << 18,
+            timeouts: Timeouts::default(),
+            tcp_seq_check: true,
+            tcp_pickup: true,
+            nat_max_probes: 4096,
+            frag_slots: 1024,
+            frag_max_age: Duration::from_secs(30),
+            hash_seed: None,
+        }
+    }
+}
+
+/// The `ct(...)` action's arguments.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtAction<'a> {
+    pub zone: u16,
+    pub commit: bool,
+    /// `nat` present: apply (and, with a range on commit, create) the NAT binding.
+    pub nat: Option<&'a NatSpec>,
+    /// `exec(set_field:VALUE/MASK->ct_mark)`: applied when committing.
+    pub mark: Option<(u32, u32)>,
+    /// `force`: a committing packet in the reply direction replaces the connection.
+    pub force: bool,
+}
+
+/// A handle on a stored connection; stale handles (the slot was reused) are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// Why conntrack refuses a packet outright (the caller must drop it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtDrop {
+    TableFull,
+    NatExhausted,
+    /// The new connection's reply tuple is already another connection's key.
+    TupleClash,
+}
+
+/// What to write into the packet. Addresses are the new IP header values; ports the new L4
+/// ports (for ICMP echo, `sport` == `dport` == the new echo id). For an ICMP error the
+/// addresses are the outer header's, the ports are 0 and `inner` holds the embedded header's
+/// new addresses and ports. For a non-first fragment, write the addresses only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub inner: Option<Tuple>,
+}
+
+/// The outcome of `process`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtResult {
+    /// `CT_*` bits of `encap::flowkey`.
+    pub ct_state: u8,
+    pub ct_mark: u32,
+    pub ct_zone: u16,
+    pub conn: Option<ConnId>,
+    pub rewrite: Option<Rewrite>,
+    pub drop: Option<CtDrop>,
+    pub invalid: Option<InvalidReason>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: Tuple,
+    conn: u32,
+    reply: bool,
+}
+
+/// The connection tracker of one datapath thread.
+pub struct Conntrack {
+    cfg: Config,
+    timeouts_ns: [u64; TimeoutClass::COUNT],
+    seed: u64,
+    table: HashTable<Entry>,
+    slab: Slab,
+    frags: frag::FragTracker,
+    counters: Counters,
+    rng: u64,
+    expire_cursor: usize,
+}
+
+impl Conntrack {
+    pub fn new(cfg: Config) -> Result<Conntrack, CtError> {
+        if cfg.max_conns == 0 || cfg.max_conns > 1 << 30 {
+            return Err(CtError::BadMaxConns(cfg.max_conns));
+        }
+        if cfg.frag_slots == 0 {
+            return Err(CtError::NoFragSlots);
+        }
+        let seed = cfg.hash_seed.unwrap_or_else(random_seed);
+        let frag_age = u64::try_from(cfg.frag_max_age.as_nanos()).unwrap_or(u64::MAX);
+        Ok(Conntrack {
+            timeouts_ns: cfg.timeouts.to_nanos(),
+            seed,
+            table: HashTable::with_capacity(cfg.max_conns * 2),
+            slab: Slab::with_capacity(cfg.max_conns),
+            frags: frag::FragTracker::new(cfg.frag_slots, frag_age, seed ^ 0x5bd1_e995),
+            counters: Counters::default(),
+            rng: tuple::fmix64(seed ^ 0xa076_1d64_78bd_642f) | 1,
+            expire_cursor: 0,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Live (committed, not yet reaped) connections.
+    pub fn len(&self) -> usize {
+        self.slab.live()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Runs the `ct` action on one packet.
+    pub fn process(
+        &mut self,
+        key: &FlowKey,
+        facts: &PacketFacts,
+        act: &CtAction<'_>,
+        now: u64,
+    ) -> CtResult {
+        self.counters.bump(Counter::Packets);
+        match extract::extract(key, facts, act.zone, &mut self.frags, now) {
+            Err(r) => self.invalid(act.zone, r),
+            Ok(Extracted::IcmpError {
+                inner,
+                outer_src,
+                outer_dst,
+            }) => self.related(inner, outer_src, outer_dst, act, now),
+            Ok(Extracted::Conn {
+                tuple,
+                kind,
+                later_frag,
+            }) => {
+                let seg = extract::tcp_segment(key, facts);
+                let icmp = (key.icmp_type, key.icmp_code);
+                self.track(tuple, kind, later_frag, &seg, icmp, act, now)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn track(
+        &mut self,
+        tuple: Tuple,
+        kind: Kind,
+        later_frag: bool,
+        seg: &TcpSegment,
+        icmp: (u8, u8),
+        act: &CtAction<'_>,
+        now: u64,
+    ) -> CtResult {
+        let hash = tuple.hash(self.seed);
+        if let Some((idx, reply)) = self.find(hash, &tuple) {
+            let c = self.slab.get(idx);
+            if c.expires <= now {
+                self.delete(idx);
+                self.counters.bump(Counter::Expired);
+            } else if act.force && act.commit && reply {
+                self.delete(idx);
+            } else {
+                match self.existing(idx, reply, later_frag, seg, act, now) {
+                    Some(r) => return r,
+                    None => {
+                        self.delete(idx);
+                        self.counters.bump(Counter::Reopened);
+                    }
+                }
+            }
+        }
+        self.new_conn(tuple, hash, kind, later_frag, seg, icmp, act, now)
+    }
+
+    /// A packet of a stored connection; `None` means "TCP reopen: start a new connection".
+    fn existing(
+        &mut self,
+        idx: u32,
+        reply: bool,
+        later_frag: bool,
+        seg: &TcpSegment,
+        act: &CtAction<'_>,
+        now: u64,
+    ) -> Option<CtResult> {
+        let seq_check = self.cfg.tcp_seq_check;
+        let c = self.slab.get_mut(idx);
+        let verdict = match &mut c.proto {
+            ProtoState::Tcp(t) if !later_frag => t.update(reply, seg, seq_check),
+            ProtoState::Other { multiple } => {
+                if !reply {
+                    *multiple = true;
+                }
+                TcpVerdict::Valid
+            }
+            _ => TcpVerdict::Valid,
+        };
+        match verdict {
+            TcpVerdict::Reopen => return None,
+            TcpVerdict::Invalid(r) => return Some(self.invalid(act.zone, InvalidReason::Tcp(r))),
+            TcpVerdict::Valid => {}
+        }
+        if reply {
+            c.seen_reply = true;
+        }
+        if act.commit
+            && let Some((value, mask)) = act.mark
+        {
+            c.mark = (c.mark & !mask) | (value & mask);
+        }
+        let class = class_of(c);
+        let timeout = self.timeouts_ns[class as usize];
+        let expires = now.saturating_add(timeout);
+        if class != c.class
+            || expires.saturating_sub(c.expires) >= REFRESH_GRANULARITY_NS.min(timeout / 16)
+        {
+            self.slab.refresh(idx, class, expires);
+        }
+        let c = self.slab.get(idx);
+        let mut state = CT_TRK | if c.seen_reply { CT_EST } else { CT_NEW };
+        if reply {
+            state |= CT_RPL;
+        }
+        let mut rewrite = None;
+        if act.nat.is_some() && c.nat != 0 {
+            let (wire, bits) = nat_view(c, reply);
+            state |= bits;
+            rewrite = Some(Rewrite {
+                src: wire.src,
+                dst: wire.dst,
+                sport: wire.sport,
+                dport: wire.dport,
+                inner: None,
+            });
+        }
+        Some(CtResult {
+            ct_state: state,
+            ct_mark: c.mark,
+            ct_zone: act.zone,
+            conn: Some(ConnId {
+                index: idx,
+                generation: c.generation,
+            }),
+            rewrite,
+            drop: None,
+            invalid: None,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_conn(
+        &mut self,
+        tuple: Tuple,
+        hash: u64,
+        kind: Kind,
+        later_frag: bool,
+        seg: &TcpSegment,
+        icmp: (u8, u8),
+        act: &CtAction<'_>,
+        now: u64,
+    ) -> CtResult {
+        if later_frag {
+            return self.invalid(act.zone, InvalidReason::FragmentUnknown);
+        }
+        let proto = match kind {
+            Kind::Tcp => match TcpConn::new(seg, self.cfg.tcp_pickup) {
+                Ok(t) => ProtoState::Tcp(t),
+                Err(r) => return self.invalid(act.zone, InvalidReason::Tcp(r)),
+            },
+            Kind::IcmpEcho { request: false } => {
+                return self.invalid(act.zone, InvalidReason::IcmpReplyWithoutRequest);
+            }
+            Kind::IcmpEcho { request: true } => ProtoState::Icmp,
+            Kind::Other => ProtoState::Other { multiple: false },
+        };
+        let mut res = CtResult {
+            ct_state: CT_TRK | CT_NEW,
+            ct_zone: act.zone,
+            ..CtResult::default()
+        };
+        if !act.commit {
+            return res;
+        }
+        if self.slab.live() >= self.cfg.max_conns {
+            self.expire(now, EXPIRE_ON_FULL);
+            if self.slab.live() >= self.cfg.max_conns {
+                self.counters.bump(Counter::DropTableFull);
+                res.drop = Some(CtDrop::TableFull);
+                return res;
+            }
+        }
+
+        let (wire, nat_flags) = match act.nat.filter(|s| s.has_range()) {
+            None => (tuple, 0),
+            Some(spec) => {
+                let req = AllocRequest {
+                    spec,
+                    orig: tuple,
+                    tuple_hash: hash,
+                    src_hash: Tuple {
+                        dst: Addr::default(),
+                        sport: 0,
+                        dport: 0,
+                        ..tuple
+                    }
+                    .hash(self.seed),
+                    random: self.next_random(),
+                    has_ports: has_ports(&tuple),
+                    max_probes: self.cfg.nat_max_probes,
+                };
+                let (table, seed) = (&self.table, self.seed);
+                // An expired-but-unreaped connection still holds its key: conservative.
+                let in_use = |t: &Tuple| table.find(t.hash(seed), |e| e.key == *t).is_some();
+                match nat::allocate(&req, in_use) {
+                    Ok(w) => w,
+                    Err(_) => {
+                        self.counters.bump(Counter::DropNatExhausted);
+                        res.drop = Some(CtDrop::NatExhausted);
+                        return res;
+                    }
+                }
+            }
+        };
+        let reply = wire.reversed();
+        let reply_hash = reply.hash(self.seed);
+        if reply != tuple
+            && let Some((other, _)) = self.find(reply_hash, &reply)
+        {
+            if self.slab.get(other).expires <= now {
+                self.delete(other);
+                self.counters.bump(Counter::Expired);
+            } else {
+                self.counters.bump(Counter::DropTupleClash);
+                res.drop = Some(CtDrop::TupleClash);
+                return res;
+            }
+        }
+
+        let mut conn = Conn::new(tuple, reply, proto, TimeoutClass::OtherFirst);
+        conn.nat = nat_flags;
+        if tuple.is_icmp() {
+            conn.icmp_type_code = icmp;
+        }
+        if let Some((value, mask)) = act.mark {
+            conn.mark = value & mask;
+        }
+        conn.class = class_of(&conn);
+        let expires = now.saturating_add(self.timeouts_ns[conn.class as usize]);
+        let idx = self.slab.insert(conn, expires);
+        let seed = self.seed;
+        self.table.insert_unique(
+            hash,
+            Entry {
+                key: tuple,
+                conn: idx,
+                reply: false,
+            },
+            |e| e.key.hash(seed),
+        );
+        if reply != tuple {
+            self.table.insert_unique(
+                reply_hash,
+                Entry {
+                    key: reply,
+                    conn: idx,
+                    reply: true,
+                },
+                |e| e.key.hash(seed),
+            );
+        }
+        self.counters.bump(Counter::Committed);
+
+        let c = self.slab.get(idx);
+        res.ct_mark = c.mark;
+        res.conn = Some(ConnId {
+            index: idx,
+            generation: c.generation,
+        });
+        if act.nat.is_some() && nat_flags != 0 {
+            let (wire, bits) = nat_view(c, false);
+            res.ct_state |= bits;
+            res.rewrite = Some(Rewrite {
+                src: wire.src,
+                dst: wire.dst,
+                sport: wire.sport,
+                dport: wire.dport,
+                inner: None,
+            });
+        }
+        res
+    }
+
+    /// An ICMP error: `+rel` when the embedded header belongs to a connection.
+    fn related(
+        &mut self,
+        inner: Tuple,
+        outer_src: Addr,
+        outer_dst: Addr,
+        act: &CtAction<'_>,
+        now: u64,
+    ) -> CtResult {
+        // The embedded packet went the other way: its reversal is this error's direction.
+        let look = inner.reversed();
+        let found = self
+            .find(look.hash(self.seed), &look)
+            .filter(|&(idx, _)| self.slab.get(idx).expires > now);
+        let Some((idx, reply)) = found else {
+            return self.invalid(act.zone, InvalidReason::IcmpErrorUnrelated);
+        };
+        self.counters.bump(Counter::Related);
+        let c = self.slab.get(idx);
+        let mut state = CT_TRK | CT_REL;
+        if reply {
+            state |= CT_RPL;
+        }
+        let mut rewrite = None;
+        if act.nat.is_some() && c.nat != 0 {
+            let (wire, bits) = nat_view(c, reply);
+            state |= bits;
+            rewrite = Some(Rewrite {
+                src: if bits & CT_SNAT != 0 {
+                    wire.src
+                } else {
+                    outer_src
+                },
+                dst: if bits & CT_DNAT != 0 {
+                    wire.dst
+                } else {
+                    outer_dst
+                },
+                sport: 0,
+                dport: 0,
+                inner: Some(wire.reversed()),
+            });
+        }
+        CtResult {
+            ct_state: state,
+            ct_mark: c.mark,
+            ct_zone: act.zone,
+            conn: Some(ConnId {
+                index: idx,
+                generation: c.generation,
+            }),
+            rewrite,
+            drop: None,
+            invalid: None,
+        }
+    }
+
+    fn invalid(&mut self, zone: u16, reason: InvalidReason) -> CtResult {
+        self.counters.bump(match reason {
+            InvalidReason::NotIp => Counter::InvalidNotIp,
+            InvalidReason::IcmpType => Counter::InvalidIcmpType,
+            InvalidReason::IcmpErrorUnrelated => Counter::InvalidIcmpUnrelated,
+            InvalidReason::IcmpReplyWithoutRequest => Counter::InvalidIcmpReplyNoConn,
+            InvalidReason::Tcp(TcpInvalid::BadFlags) => Counter::InvalidTcpFlags,
+            InvalidReason::Tcp(TcpInvalid::NotNew) => Counter::InvalidTcpNotNew,
+            InvalidReason::Tcp(TcpInvalid::OutOfWindow) => Counter::InvalidTcpWindow,
+            InvalidReason::FragmentUnknown => Counter::InvalidFragment,
+        });
+        CtResult {
+            ct_state: CT_TRK | CT_INV,
+            ct_zone: zone,
+            invalid: Some(reason),
+            ..CtResult::default()
+        }
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, t: &Tuple) -> Option<(u32, bool)> {
+        self.table
+            .find(hash, |e| e.key == *t)
+            .map(|e| (e.conn, e.reply))
+    }
+
+    /// Removes connection `idx` and both its keys.
+    fn delete(&mut self, idx: u32) {
+        let c = *self.slab.get(idx);
+        if !c.live {
+            return;
+        }
+        for key in [c.orig, c.reply] {
+            if let Ok(e) = self
+                .table
+                .find_entry(key.hash(self.seed), |e| e.key == key && e.conn == idx)
+            {
+                e.remove();
+            }
+        }
+        self.slab.remove(idx);
+    }
+
+    /// Reaps at most `budget` expired connections (oldest first in each timeout class) and
+    /// returns how many. Call it regularly from the datapath loop with a small budget.
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        let mut n = 0;
+        for k in 0..TimeoutClass::COUNT {
+            let class = TimeoutClass::ALL[(self.expire_cursor + k) % TimeoutClass::COUNT];
+            while n < budget {
+                match self.slab.head(class) {
+                    Some(h) if self.slab.get(h).expires <= now => {
+                        self.delete(h);
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if n >= budget {
+                self.expire_cursor = (self.expire_cursor + k + 1) % TimeoutClass::COUNT;
+                break;
+            }
+        }
+        self.counters.add(Counter::Expired, n as u64);
+        n
+    }
+
+    /// Deletes every connection (of `zone` if given); returns how many (`dpctl/flush-conntrack`).
+    pub fn flush(&mut self, zone: Option<u16>) -> usize {
+        let victims: Vec<u32> = self
+            .slab
+            .live_indices()
+            .filter(|&i| zone.is_none_or(|z| self.slab.get(i).orig.zone == z))
+            .collect();
+        for &i in &victims {
+            self.delete(i);
+        }
+        self.counters.add(Counter::Flushed, victims.len() as u64);
+        victims.len()
+    }
+
+    /// `exec(set_field:VALUE/MASK->ct_mark)` on a stored connection; false if the handle is stale.
+    pub fn set_mark(&mut self, id: ConnId, value: u32, mask: u32) -> bool {
+        match self.live_conn(id) {
+            Some(idx) => {
+                let c = self.slab.get_mut(idx);
+                c.mark = (c.mark & !mask) | (value & mask);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The connection a tuple belongs to (either direction), with whether it is the reply key.
+    pub fn lookup(&self, t: &Tuple, now: u64) -> Option<(ConnEntry, bool)> {
+        let (idx, reply) = self.find(t.hash(self.seed), t)?;
+        Some((self.entry(idx, now), reply))
+    }
+
+    /// Snapshot of one connection by handle.
+    pub fn get(&self, id: ConnId, now: u64) -> Option<ConnEntry> {
+        self.live_conn(id).map(|i| self.entry(i, now))
+    }
+
+    /// All live connections (including expired ones not yet reaped), in slab order.
+    pub fn dump(&self, now: u64) -> impl Iterator<Item = ConnEntry> + '_ {
+        self.slab.live_indices().map(move |i| self.entry(i, now))
+    }
+
+    fn live_conn(&self, id: ConnId) -> Option<u32> {
+        let c = self.slab.try_get(id.index)?;
+        (c.live && c.generation == id.generation).then_some(id.index)
+    }
+
+    fn entry(&self, idx: u32, now: u64) -> ConnEntry {
+        let c = self.slab.get(idx);
+        ConnEntry {
+            id: ConnId {
+                index: idx,
+                generation: c.generation,
+            },
+            orig: c.orig,
+            reply: c.reply,
+            zone: c.orig.zone,
+            mark: c.mark,
+            nat: c.nat,
+            tcp_state: match c.proto {
+                ProtoState::Tcp(t) => Some(t.display_state()),
+                _ => None,
+            },
+            icmp_type_code: c.orig.is_icmp().then_some(c.icmp_type_code),
+            expires_in_ns: c.expires.saturating_sub(now),
+            seen_reply: c.seen_reply,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: NAT port randomisation only, not security.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The packet as it leaves in direction `reply`, and the `CT_SNAT`/`CT_DNAT` bits it earns.
+fn nat_view(c: &Conn, reply: bool) -> (Tuple, u8) {
+    let (wire, src_nat, dst_nat) = if reply {
+        (c.orig.reversed(), NAT_DST, NAT_SRC)
+    } else {
+        (c.reply.reversed(), NAT_SRC, NAT_DST)
+    };
+    let mut bits = 0;
+    if c.nat & src_nat != 0 {
+        bits |= CT_SNAT;
+    }
+    if c.nat & dst_nat != 0 {
+        bits |= CT_DNAT;
+    }
+    (wire, bits)
+}
+
+fn class_of(c: &Conn) -> TimeoutClass {
+    match c.proto {
+        ProtoState::Tcp(t) => t.timeout_class(),
+        ProtoState::Icmp if c.seen_reply => TimeoutClass::IcmpReply,
+        ProtoState::Icmp => TimeoutClass::IcmpFirst,
+        ProtoState::Other { .. } if c.seen_reply => TimeoutClass::OtherBidir,
+        ProtoState::Other { multiple: true } => TimeoutClass::OtherMultiple,
+        ProtoState::Other { multiple: false } => TimeoutClass::OtherFirst,
+    }
+}
+
+fn has_ports(t: &Tuple) -> bool {
+    matches!(t.proto, PROTO_TCP | PROTO_UDP | 132) || t.is_icmp()
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6a09_e667_f3bc_c908);
+    h.finish()
+}

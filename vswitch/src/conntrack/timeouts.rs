@@ -1,0 +1,121 @@
+//! Per-state timeouts. Every connection sits in exactly one timeout class; because all
+//! connections of a class share one timeout, a class's expiry list stays sorted simply by
+//! appending on every refresh (see `slab`).
+
+use std::time::Duration;
+
+/// The timeout classes, with the names `ovs-appctl dpctl/ct-get-timeouts`-style tools use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TimeoutClass {
+    /// TCP, only the initiator has sent (a SYN).
+    TcpFirst = 0,
+    /// TCP handshake in progress.
+    TcpOpening,
+    TcpEstablished,
+    /// One side has sent a FIN.
+    TcpClosing,
+    /// Both sides have sent a FIN.
+    TcpFinWait,
+    /// Both FINs acknowledged, or reset.
+    TcpClosed,
+    /// UDP / other: one packet from the initiator.
+    OtherFirst,
+    /// UDP / other: several packets, all from the initiator.
+    OtherMultiple,
+    /// UDP / other: packets seen both ways.
+    OtherBidir,
+    IcmpFirst,
+    IcmpReply,
+}
+
+impl TimeoutClass {
+    pub const COUNT: usize = 11;
+    pub const ALL: [TimeoutClass; Self::COUNT] = [
+        TimeoutClass::TcpFirst,
+        TimeoutClass::TcpOpening,
+        TimeoutClass::TcpEstablished,
+        TimeoutClass::TcpClosing,
+        TimeoutClass::TcpFinWait,
+        TimeoutClass::TcpClosed,
+        TimeoutClass::OtherFirst,
+        TimeoutClass::OtherMultiple,
+        TimeoutClass::OtherBidir,
+        TimeoutClass::IcmpFirst,
+        TimeoutClass::IcmpReply,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeoutClass::TcpFirst => "tcp_syn_sent",
+            TimeoutClass::TcpOpening => "tcp_syn_recv",
+            TimeoutClass::TcpEstablished => "tcp_established",
+            TimeoutClass::TcpClosing => "tcp_fin_wait",
+            TimeoutClass::TcpFinWait => "tcp_time_wait",
+            TimeoutClass::TcpClosed => "tcp_close",
+            TimeoutClass::OtherFirst => "udp_first",
+            TimeoutClass::OtherMultiple => "udp_single",
+            TimeoutClass::OtherBidir => "udp_multiple",
+            TimeoutClass::IcmpFirst => "icmp_first",
+            TimeoutClass::IcmpReply => "icmp_reply",
+        }
+    }
+}
+
+/// Timeouts per class. `Default` is Open vSwitch's userspace datapath default policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_first: Duration,
+    pub tcp_opening: Duration,
+    pub tcp_established: Duration,
+    pub tcp_closing: Duration,
+    pub tcp_fin_wait: Duration,
+    pub tcp_closed: Duration,
+    pub other_first: Duration,
+    pub other_multiple: Duration,
+    pub other_bidir: Duration,
+    pub icmp_first: Duration,
+    pub icmp_reply: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_first: s(30),
+            tcp_opening: s(30),
+            tcp_established: s(24 * 60 * 60),
+            tcp_closing: s(15 * 60),
+            tcp_fin_wait: s(45),
+            tcp_closed: s(30),
+            other_first: s(60),
+            other_multiple: s(60),
+            other_bidir: s(30),
+            icmp_first: s(60),
+            icmp_reply: s(30),
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn get(&self, class: TimeoutClass) -> Duration {
+        match class {
+            TimeoutClass::TcpFirst => self.tcp_first,
+            TimeoutClass::TcpOpening => self.tcp_opening,
+            TimeoutClass::TcpEstablished => self.tcp_established,
+            TimeoutClass::TcpClosing => self.tcp_closing,
+            TimeoutClass::TcpFinWait => self.tcp_fin_wait,
+            TimeoutClass::TcpClosed => self.tcp_closed,
+            TimeoutClass::OtherFirst => self.other_first,
+            TimeoutClass::OtherMultiple => self.other_multiple,
+            TimeoutClass::OtherBidir => self.other_bidir,
+            TimeoutClass::IcmpFirst => self.icmp_first,
+            TimeoutClass::IcmpReply => self.icmp_reply,
+        }
+    }
+
+    /// The timeouts in nanoseconds, indexed by class, for the fast path.
+    pub(crate) fn to_nanos(&self) -> [u64; TimeoutClass::COUNT] {
+        TimeoutClass::ALL.map(|c| u64::try_from(self.get(c).as_nanos()).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,1 @@
+//! Load balancing: Maglev consistent hashing over backends, a flow hash, session affinity.
