@@ -1,17 +1,24 @@
 //! Wire formats for the switch: zero-copy typed header views and builders, one-pass flow-key
-//! extraction, checksums and VXLAN encapsulation.
+//! extraction, checksums, in-place rewrites and VXLAN encapsulation.
 //!
 //! - [`wire`]: one view per protocol (`Packet<T: AsRef<[u8]>>`, smoltcp style).
-//! - [`flowkey`]: the shared `FlowKey` layout.
+//! - [`flowkey`]: the shared `FlowKey` layout; [`extract()`] fills it in one pass and returns
+//!   [`Parsed`] offsets.
 //! - [`checksum`]: full and incremental (RFC 1624) Internet checksums.
+//! - [`rewrite`]: address / port / TTL rewrites on a parsed frame with checksum updates.
+//! - [`vxlan`]: per-tunnel precomputed outer header, encap into headroom, decap.
+//! - [`hash`]: the 5-tuple flow hash.
+//! - [`build`]: a frame builder for tests.
 
+pub mod build;
 pub mod checksum;
+pub mod extract;
 pub mod flowkey;
+pub mod hash;
 pub mod rewrite;
+pub mod vxlan;
 pub mod wire;
 
-pub use flowkey::FlowKey;
-pub mod build;
-pub mod extract;
-
 pub use extract::{L3Kind, ParseError, Parsed, extract};
+pub use flowkey::FlowKey;
+pub use hash::flow_hash;
