@@ -390,6 +390,13 @@ impl Batch {
         Some(b)
     }
 
+    /// The spare buffers (slots past `len()`), not reset, for ports that fill several per
+    /// call and then [`Batch::commit_n`] the first ones.
+    #[inline]
+    pub(crate) fn spares_mut(&mut self) -> &mut [PacketBuf] {
+        &mut self.slots[self.len..]
+    }
+
     /// Turns the first `n` spare buffers into packets.
     #[inline]
     pub fn commit_n(&mut self, n: usize) {

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod pcap;
 pub mod port;
 pub mod tap;
+pub mod udp;
 
 pub use afpacket::{AfPacketConfig, AfPacketPort};
 pub use buf::{Batch, BufError, BufferPool, PacketBuf, RxMeta};
@@ -19,3 +20,4 @@ pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
 pub use port::{DropCounts, Port, PortStats, TxDropReason, TxReport};
 pub use tap::{TapConfig, TapPort};
+pub use udp::{UdpTunnelSocket, VXLAN_PORT};

@@ -268,3 +268,61 @@ fn afpacket_offloaded_checksum_is_flagged_not_ready() {
     })
     .unwrap();
 }
+
+#[test]
+fn afpacket_edge_triggered_readiness_needs_a_full_drain() {
+    if !require_root("afpacket_edge_triggered_readiness_needs_a_full_drain") {
+        return;
+    }
+    use mio::{Events, Interest, Poll, Token};
+    in_private_netns(|| {
+        // No IPv6 chatter on the link: only our frames may raise events.
+        netns::sh(
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+        )
+        .unwrap();
+        veth("va", "vb", 1500);
+        // A long block retire timeout keeps the 100-frame burst in one block (one event);
+        // with 1 ms the timer may split it, and each block handed over is a new event.
+        let mut cfg = AfPacketConfig::new("va");
+        cfg.retire_tov_ms = 1000;
+        let mut port = AfPacketPort::open(&cfg).unwrap();
+        let kernel = RawEth::bind("vb").unwrap();
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut port, Token(1), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        for i in 0..100u8 {
+            kernel.send(&test_frame(MAC_A, MAC_B, i, 60)).unwrap();
+        }
+        poll.poll(&mut events, Some(Duration::from_secs(2)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == Token(1)));
+        let mut batch = Batch::new(32, 128, 2048);
+        // The retire timer may still be closing the block: wait until the ring yields.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !batch.is_full() && Instant::now() < deadline {
+            port.rx_batch(&mut batch).unwrap();
+        }
+        assert!(batch.is_full(), "budget stopped early: port is still ready");
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(
+            events.is_empty(),
+            "edge-triggered: no event for frames left in the ring"
+        );
+        let mut total = batch.len();
+        loop {
+            batch.clear();
+            let k = port.rx_batch(&mut batch).unwrap();
+            total += k;
+            if k < batch.capacity() {
+                break;
+            }
+        }
+        assert_eq!(total, 100);
+        poll.registry().deregister(&mut port).unwrap();
+    })
+    .unwrap();
+}

@@ -1,0 +1,388 @@
+//! `UdpTunnelSocket`: the VXLAN underlay socket, batched with `recvmmsg`/`sendmmsg`.
+//!
+//! It moves UDP *payloads* (VXLAN header + inner frame) with their peer addresses; the kernel
+//! builds the outer IP/UDP headers, so the Linux `vxlan` device talks to it as to any VXLAN
+//! peer on port 4789. Payloads are received at the buffers' headroom, so the datapath can
+//! `pull_front(8)` the VXLAN header and keep working on the inner frame in place.
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use thiserror::Error;
+
+use crate::buf::{Batch, MAX_BATCH};
+use crate::port::{PortStats, TxDropReason, TxReport, impl_mio_source};
+
+/// The IANA VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Errors of opening the tunnel socket.
+#[derive(Debug, Error)]
+pub enum UdpError {
+    /// A socket call failed; `what` names the step.
+    #[error("UDP tunnel socket {what} for {addr} failed: {source}")]
+    Sys {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A nonblocking UDP socket moving datagram payloads in batches.
+pub struct UdpTunnelSocket {
+    fd: OwnedFd,
+    local: SocketAddr,
+    stats: PortStats,
+    iov: Box<[libc::iovec; MAX_BATCH]>,
+    msgs: Box<[libc::mmsghdr; MAX_BATCH]>,
+    names: Box<[libc::sockaddr_storage; MAX_BATCH]>,
+}
+
+// SAFETY: the iovec/mmsghdr scratch arrays hold pointers only during one recv/send call and
+// point into the batch passed to that call or into `names`, owned by the socket itself.
+unsafe impl Send for UdpTunnelSocket {}
+
+impl std::fmt::Debug for UdpTunnelSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpTunnelSocket")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+/// Writes `addr` into `ss`; returns the length to pass to the kernel.
+fn to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((ss as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Reads an address the kernel wrote into `ss`.
+fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+impl UdpTunnelSocket {
+    /// Binds a nonblocking socket to `local` (e.g. `192.0.2.1:4789`; port 0 picks one).
+    pub fn bind(local: SocketAddr) -> Result<Self, UdpError> {
+        let sys = |what: &'static str| {
+            move |source: io::Error| UdpError::Sys {
+                what,
+                addr: local,
+                source,
+            }
+        };
+        let family = if local.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(sys("socket")(io::Error::last_os_error()));
+        }
+        // SAFETY: raw was just returned by socket(2) and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let buf: libc::c_int = 4 << 20;
+        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            // Best effort: bigger buffers only absorb bursts.
+            // SAFETY: buf is a live c_int for the call.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&buf as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = to_sockaddr(&local, &mut ss);
+        // SAFETY: ss holds a valid address of length len.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&ss as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if rc < 0 {
+            return Err(sys("bind")(io::Error::last_os_error()));
+        }
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: ss and len are valid for writes of the stated size.
+        let rc = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut ss as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(sys("getsockname")(io::Error::last_os_error()));
+        }
+        let local = from_sockaddr(&ss).unwrap_or(local);
+        // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs; all-zero is valid.
+        let (iov, msgs, names) = unsafe {
+            (
+                Box::new(std::mem::zeroed()),
+                Box::new(std::mem::zeroed()),
+                Box::new(std::mem::zeroed()),
+            )
+        };
+        Ok(Self {
+            fd,
+            local,
+            stats: PortStats::default(),
+            iov,
+            msgs,
+            names,
+        })
+    }
+
+    /// The bound address (with the port the kernel picked, if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The descriptor (for `mio` and `poll`).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Counters since the socket was opened.
+    pub fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    /// Receives datagram payloads into the batch's spare slots. The payload appended at batch
+    /// index `k` came from `srcs[k]` (so `srcs` is indexed like the batch). Returns how many
+    /// were added; fewer than the room means drained. Datagrams larger than a buffer are
+    /// counted in `rx_truncated` and dropped.
+    pub fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+        let mut added = 0;
+        loop {
+            let base = batch.len();
+            let want = batch
+                .room()
+                .min(srcs.len().saturating_sub(base))
+                .min(MAX_BATCH);
+            if want == 0 {
+                return Ok(added);
+            }
+            let mut ptrs = [std::ptr::null_mut::<u8>(); MAX_BATCH];
+            for (i, slot) in batch.spares_mut().iter_mut().take(want).enumerate() {
+                let space = slot.rx_space();
+                ptrs[i] = space.as_mut_ptr();
+                self.iov[i] = libc::iovec {
+                    iov_base: space.as_mut_ptr().cast(),
+                    iov_len: space.len(),
+                };
+                let hdr = &mut self.msgs[i].msg_hdr;
+                hdr.msg_iov = &mut self.iov[i];
+                hdr.msg_iovlen = 1;
+                hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_controllen = 0;
+                hdr.msg_flags = 0;
+            }
+            // SAFETY: msgs[..want] are initialised above and point into the batch's spare
+            // buffers and `names`, all live and exclusively borrowed for the call.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    self.msgs.as_mut_ptr(),
+                    want as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(added),
+                    Some(libc::EINTR) => continue,
+                    _ => {
+                        self.stats.rx_errors += 1;
+                        return if added > 0 { Ok(added) } else { Err(e) };
+                    }
+                }
+            }
+            let got = rc as usize;
+            // Keep the good ones, in order, compacting over truncated datagrams.
+            let mut kept = 0;
+            for i in 0..got {
+                let len = self.msgs[i].msg_len as usize;
+                let truncated = self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                let src = from_sockaddr(&self.names[i]);
+                match (truncated, src) {
+                    (false, Some(src)) => {
+                        let slots = batch.spares_mut();
+                        if kept != i {
+                            slots.swap(kept, i);
+                        }
+                        let b = &mut slots[kept];
+                        // len <= the buffer's frame room (not truncated), so this cannot fail.
+                        let _ = b.set_len(len);
+                        b.meta.wire_len = len as u32;
+                        srcs[base + kept] = src;
+                        self.stats.rx_packets += 1;
+                        self.stats.rx_bytes += len as u64;
+                        kept += 1;
+                    }
+                    (true, _) => self.stats.rx_truncated += 1,
+                    (false, None) => self.stats.rx_errors += 1,
+                }
+            }
+            batch.commit_n(kept);
+            added += kept;
+            if got < want {
+                return Ok(added);
+            }
+        }
+    }
+
+    /// Sends each payload `batch[k]` to `dsts[k]` and empties the batch. Payloads without a
+    /// destination (`dsts` shorter than the batch) are dropped as `Unreachable`.
+    pub fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport {
+        let mut r = TxReport::default();
+        let total = batch.len();
+        let routed = total.min(dsts.len());
+        r.dropped
+            .add(TxDropReason::Unreachable, (total - routed) as u64);
+        let mut start = 0;
+        while start < routed {
+            let n = (routed - start).min(MAX_BATCH);
+            for i in 0..n {
+                let p = &batch[start + i];
+                let d = p.data();
+                self.iov[i] = libc::iovec {
+                    iov_base: d.as_ptr().cast_mut().cast(),
+                    iov_len: d.len(),
+                };
+                let namelen = to_sockaddr(&dsts[start + i], &mut self.names[i]);
+                let hdr = &mut self.msgs[i].msg_hdr;
+                hdr.msg_iov = &mut self.iov[i];
+                hdr.msg_iovlen = 1;
+                hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = namelen;
+                hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_controllen = 0;
+                hdr.msg_flags = 0;
+            }
+            let mut done = 0;
+            while done < n {
+                // SAFETY: msgs[done..n] are initialised above and point into the batch's
+                // buffers and `names`, live for the call; the kernel only reads them.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        self.fd.as_raw_fd(),
+                        self.msgs.as_mut_ptr().add(done),
+                        (n - done) as u32,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if rc > 0 {
+                    let k = rc as usize;
+                    r.sent += k;
+                    for i in done..done + k {
+                        r.bytes += batch[start + i].len() as u64;
+                    }
+                    done += k;
+                    continue;
+                }
+                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno == libc::EINTR {
+                    continue;
+                }
+                r.dropped.add(TxDropReason::from_errno(errno), 1);
+                done += 1;
+            }
+            start += n;
+        }
+        batch.clear();
+        self.stats.account_tx(&r);
+        r
+    }
+}
+
+impl_mio_source!(UdpTunnelSocket);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_round_trip() {
+        for a in [
+            "192.0.2.7:4789".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::1]:4789".parse().unwrap(),
+        ] {
+            // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+            let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            to_sockaddr(&a, &mut ss);
+            assert_eq!(from_sockaddr(&ss), Some(a));
+        }
+    }
+}
