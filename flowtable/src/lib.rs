@@ -14,6 +14,8 @@ pub mod flow;
 pub mod group;
 pub mod match_;
 pub mod port;
+pub mod table;
+pub mod text;
 
 pub use action::{Action, Instructions};
 pub use fields::FieldId;

@@ -153,6 +153,12 @@ impl Match {
                 {
                     continue;
                 }
+                // ICMPv4 and ICMPv6 type/code share storage too.
+                if matches!(f.prereq, Prereq::Icmp | Prereq::Icmpv6)
+                    && (self.satisfies(Prereq::Icmp) || self.satisfies(Prereq::Icmpv6))
+                {
+                    continue;
+                }
                 return Err(MatchError::Prereq {
                     field: f.name,
                     needs: f.prereq.hint(),

@@ -1,0 +1,412 @@
+//! OpenFlow 1.3 flow-mod and group-mod semantics over per-table flow maps.
+//!
+//! [`Pipeline`] is the control-plane state: tables 0..=254, each a map keyed by
+//! (match, priority), plus the group table. It applies `FLOW_MOD` / `GROUP_MOD` requests the way
+//! OpenFlow 1.3 (§6.4, §6.5) says and answers with [`TableError`]s that map to `OFPT_ERROR`
+//! type/code pairs. Entries share their instructions through `Arc`, so a datapath snapshot is a
+//! cheap copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hashbrown::HashMap;
+
+use crate::action::{Action, Instructions};
+use crate::flow::{FlowEntry, FlowFlags, FlowMod, FlowModCommand, GROUP_ANY, TABLE_ALL, TABLE_MAX};
+use crate::group::{GROUP_ALL, GROUP_MAX, Group, GroupMod, GroupModCommand, GroupType};
+use crate::match_::{Match, MatchError};
+use crate::port::OfPort;
+
+/// `OFPET_*` error types used here.
+pub const OFPET_BAD_ACTION: u16 = 2;
+pub const OFPET_BAD_INSTRUCTION: u16 = 3;
+pub const OFPET_BAD_MATCH: u16 = 4;
+pub const OFPET_FLOW_MOD_FAILED: u16 = 5;
+pub const OFPET_GROUP_MOD_FAILED: u16 = 6;
+
+/// Why a flow-mod or group-mod was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// `OFPFMFC_BAD_TABLE_ID`: table 255 (or beyond) used where one table is needed.
+    #[error("OFPFMFC_BAD_TABLE_ID: table {0} does not exist (tables are 0..254)")]
+    BadTableId(u8),
+    /// `OFPFMFC_OVERLAP`: `check_overlap` found a same-priority flow that overlaps.
+    #[error("OFPFMFC_OVERLAP: an overlapping flow with the same priority exists")]
+    Overlap,
+    /// `OFPBMC_BAD_PREREQ` (or another bad-match reason).
+    #[error("OFPBMC_BAD_PREREQ: {0}")]
+    BadMatch(MatchError),
+    /// `OFPBAC_BAD_OUT_GROUP`: an action names a group that does not exist.
+    #[error("OFPBAC_BAD_OUT_GROUP: group {0} does not exist")]
+    BadOutGroup(u32),
+    /// `OFPBAC_BAD_OUT_PORT`: output to a port number that can never exist.
+    #[error("OFPBAC_BAD_OUT_PORT: port {0} is not a valid output port")]
+    BadOutPort(u32),
+    /// `OFPBIC_BAD_TABLE_ID`: goto_table must go forward to an existing table.
+    #[error(
+        "OFPBIC_BAD_TABLE_ID: goto_table:{to} from table {from} (must be greater, at most 254)"
+    )]
+    BadGotoTable { from: u8, to: u8 },
+    /// `OFPGMFC_GROUP_EXISTS`.
+    #[error("OFPGMFC_GROUP_EXISTS: group {0} already exists")]
+    GroupExists(u32),
+    /// `OFPGMFC_INVALID_GROUP`: the id is reserved.
+    #[error("OFPGMFC_INVALID_GROUP: group id {0} is reserved")]
+    InvalidGroup(u32),
+    /// `OFPGMFC_UNKNOWN_GROUP`: modify of a group that does not exist.
+    #[error("OFPGMFC_UNKNOWN_GROUP: group {0} does not exist")]
+    UnknownGroup(u32),
+    /// `OFPGMFC_BAD_BUCKET`: bucket list not valid for the group type.
+    #[error("OFPGMFC_BAD_BUCKET: {0}")]
+    BadBucket(String),
+    /// `OFPGMFC_BAD_WATCH`: a fast-failover bucket without watch_port/watch_group.
+    #[error("OFPGMFC_BAD_WATCH: fast_failover bucket {0} needs watch_port or watch_group")]
+    BadWatch(usize),
+    /// `OFPGMFC_LOOP`: a group that (indirectly) sends to itself.
+    #[error("OFPGMFC_LOOP: group {0} would forward to itself")]
+    GroupLoop(u32),
+}
+
+impl TableError {
+    /// The OpenFlow 1.3 (type, code) for an `OFPT_ERROR` reply.
+    pub fn ofp_error(&self) -> (u16, u16) {
+        match self {
+            TableError::BadTableId(_) => (OFPET_FLOW_MOD_FAILED, 2),
+            TableError::Overlap => (OFPET_FLOW_MOD_FAILED, 3),
+            TableError::BadMatch(MatchError::Prereq { .. }) => (OFPET_BAD_MATCH, 9),
+            TableError::BadMatch(MatchError::NotMaskable(_)) => (OFPET_BAD_MATCH, 8),
+            TableError::BadMatch(MatchError::ValueTooWide { .. }) => (OFPET_BAD_MATCH, 7),
+            TableError::BadOutGroup(_) => (OFPET_BAD_ACTION, 9),
+            TableError::BadOutPort(_) => (OFPET_BAD_ACTION, 4),
+            TableError::BadGotoTable { .. } => (OFPET_BAD_INSTRUCTION, 2),
+            TableError::GroupExists(_) => (OFPET_GROUP_MOD_FAILED, 0),
+            TableError::InvalidGroup(_) => (OFPET_GROUP_MOD_FAILED, 1),
+            TableError::GroupLoop(_) => (OFPET_GROUP_MOD_FAILED, 7),
+            TableError::UnknownGroup(_) => (OFPET_GROUP_MOD_FAILED, 8),
+            TableError::BadBucket(_) => (OFPET_GROUP_MOD_FAILED, 12),
+            TableError::BadWatch(_) => (OFPET_GROUP_MOD_FAILED, 13),
+        }
+    }
+}
+
+/// What a flow-mod changed.
+#[derive(Debug, Default)]
+pub struct FlowModResult {
+    pub added: usize,
+    pub modified: usize,
+    /// Entries removed by delete (for `OFPT_FLOW_REMOVED` when `send_flow_rem` is set).
+    pub removed: Vec<FlowEntry>,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    entry: FlowEntry,
+    /// Insertion order, to dump flows of equal priority in the order they were added.
+    seq: u64,
+}
+
+/// The flow tables and the group table of one bridge.
+#[derive(Clone, Debug, Default)]
+pub struct Pipeline {
+    tables: BTreeMap<u8, HashMap<(Match, u16), Slot>>,
+    groups: BTreeMap<u32, Group>,
+    seq: u64,
+    version: u64,
+}
+
+impl Pipeline {
+    pub fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Bumped on every change, so caches can tell when to revalidate.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// All flows in dump order: table, then priority (high first), then insertion order.
+    pub fn flows(&self) -> Vec<&FlowEntry> {
+        let mut v: Vec<&Slot> = self.tables.values().flat_map(|t| t.values()).collect();
+        v.sort_by_key(|s| {
+            (
+                s.entry.table_id,
+                core::cmp::Reverse(s.entry.priority),
+                s.seq,
+            )
+        });
+        v.into_iter().map(|s| &s.entry).collect()
+    }
+
+    /// Flows of one table, in dump order.
+    pub fn table_flows(&self, table: u8) -> Vec<&FlowEntry> {
+        self.flows()
+            .into_iter()
+            .filter(|e| e.table_id == table)
+            .collect()
+    }
+
+    /// The flow with exactly this match and priority.
+    pub fn get(&self, table: u8, m: &Match, priority: u16) -> Option<&FlowEntry> {
+        self.tables
+            .get(&table)?
+            .get(&(*m, priority))
+            .map(|s| &s.entry)
+    }
+
+    /// Adds traffic to a flow's counters (from the datapath's per-thread stats).
+    pub fn credit(&mut self, table: u8, m: &Match, priority: u16, packets: u64, bytes: u64) {
+        if let Some(s) = self
+            .tables
+            .get_mut(&table)
+            .and_then(|t| t.get_mut(&(*m, priority)))
+        {
+            if !s.entry.flags.contains(FlowFlags::NO_PKT_COUNTS) {
+                s.entry.packets += packets;
+            }
+            if !s.entry.flags.contains(FlowFlags::NO_BYT_COUNTS) {
+                s.entry.bytes += bytes;
+            }
+        }
+    }
+
+    /// Groups by id.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn group(&self, id: u32) -> Option<&Group> {
+        self.groups.get(&id)
+    }
+
+    fn check_actions<'a>(
+        &self,
+        actions: impl Iterator<Item = &'a Action>,
+    ) -> Result<(), TableError> {
+        for a in actions {
+            match a {
+                Action::Group(g) if !self.groups.contains_key(g) => {
+                    return Err(TableError::BadOutGroup(*g));
+                }
+                Action::Output { port, .. }
+                    if port.0 == 0
+                        || (port.0 > OfPort::MAX.0 && port.reserved_name().is_none())
+                        || *port == OfPort::ANY =>
+                {
+                    return Err(TableError::BadOutPort(port.0));
+                }
+                Action::Ct(ct) => self.check_actions(ct.exec.iter())?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_instructions(&self, table: u8, ins: &Instructions) -> Result<(), TableError> {
+        self.check_actions(ins.actions())?;
+        if let Some(to) = ins.goto_table
+            && (to <= table || to > TABLE_MAX)
+        {
+            return Err(TableError::BadGotoTable { from: table, to });
+        }
+        Ok(())
+    }
+
+    /// Applies a flow-mod.
+    pub fn flow_mod(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
+        fm.match_.check_prereqs().map_err(TableError::BadMatch)?;
+        match fm.command {
+            FlowModCommand::Add => self.add(fm, now),
+            FlowModCommand::Modify | FlowModCommand::ModifyStrict => self.modify(fm),
+            FlowModCommand::Delete | FlowModCommand::DeleteStrict => Ok(self.delete(fm)),
+        }
+    }
+
+    fn add(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
+        if fm.table_id > TABLE_MAX {
+            return Err(TableError::BadTableId(fm.table_id));
+        }
+        self.check_instructions(fm.table_id, &fm.instructions)?;
+        let table = self.tables.entry(fm.table_id).or_default();
+        if fm.flags.contains(FlowFlags::CHECK_OVERLAP)
+            && table
+                .values()
+                .any(|s| s.entry.priority == fm.priority && s.entry.match_.overlaps(&fm.match_))
+        {
+            return Err(TableError::Overlap);
+        }
+        let mut entry = FlowEntry::from_mod(fm, now);
+        let key = (fm.match_, fm.priority);
+        if let Some(old) = table.get(&key)
+            && !fm.flags.contains(FlowFlags::RESET_COUNTS)
+        {
+            entry.packets = old.entry.packets;
+            entry.bytes = old.entry.bytes;
+        }
+        self.seq += 1;
+        table.insert(
+            key,
+            Slot {
+                entry,
+                seq: self.seq,
+            },
+        );
+        self.version += 1;
+        Ok(FlowModResult {
+            added: 1,
+            ..FlowModResult::default()
+        })
+    }
+
+    /// Tables a modify/delete request applies to.
+    fn target_tables(&self, table_id: u8) -> Vec<u8> {
+        if table_id == TABLE_ALL {
+            self.tables.keys().copied().collect()
+        } else {
+            vec![table_id]
+        }
+    }
+
+    fn selects(fm: &FlowMod, e: &FlowEntry) -> bool {
+        let strict = matches!(
+            fm.command,
+            FlowModCommand::ModifyStrict | FlowModCommand::DeleteStrict
+        );
+        let match_ok = if strict {
+            e.priority == fm.priority && e.match_ == fm.match_
+        } else {
+            e.match_.is_subset_of(&fm.match_)
+        };
+        match_ok && (e.cookie & fm.cookie_mask) == (fm.cookie & fm.cookie_mask)
+    }
+
+    fn modify(&mut self, fm: &FlowMod) -> Result<FlowModResult, TableError> {
+        let tables = self.target_tables(fm.table_id);
+        for t in &tables {
+            self.check_instructions(*t, &fm.instructions)?;
+        }
+        let ins = Arc::new(fm.instructions.clone());
+        let mut modified = 0;
+        for t in tables {
+            let Some(table) = self.tables.get_mut(&t) else {
+                continue;
+            };
+            for s in table.values_mut() {
+                if Self::selects(fm, &s.entry) {
+                    s.entry.instructions = Arc::clone(&ins);
+                    if fm.flags.contains(FlowFlags::RESET_COUNTS) {
+                        s.entry.packets = 0;
+                        s.entry.bytes = 0;
+                    }
+                    modified += 1;
+                }
+            }
+        }
+        if modified > 0 {
+            self.version += 1;
+        }
+        Ok(FlowModResult {
+            modified,
+            ..FlowModResult::default()
+        })
+    }
+
+    fn delete(&mut self, fm: &FlowMod) -> FlowModResult {
+        let mut removed = Vec::new();
+        for t in self.target_tables(fm.table_id) {
+            let Some(table) = self.tables.get_mut(&t) else {
+                continue;
+            };
+            table.retain(|_, s| {
+                let e = &s.entry;
+                let hit = Self::selects(fm, e)
+                    && (fm.out_port == OfPort::ANY || e.instructions.outputs_to(fm.out_port))
+                    && (fm.out_group == GROUP_ANY || e.instructions.uses_group(fm.out_group));
+                if hit {
+                    removed.push(e.clone());
+                }
+                !hit
+            });
+        }
+        if !removed.is_empty() {
+            self.version += 1;
+        }
+        FlowModResult {
+            removed,
+            ..FlowModResult::default()
+        }
+    }
+
+    fn check_group(&self, g: &Group) -> Result<(), TableError> {
+        if g.id > GROUP_MAX {
+            return Err(TableError::InvalidGroup(g.id));
+        }
+        if g.group_type == GroupType::Indirect && g.buckets.len() != 1 {
+            return Err(TableError::BadBucket(format!(
+                "an indirect group needs exactly one bucket, got {}",
+                g.buckets.len()
+            )));
+        }
+        for (i, b) in g.buckets.iter().enumerate() {
+            if g.group_type == GroupType::FastFailover
+                && b.watch_port == OfPort::ANY
+                && b.watch_group == crate::group::GROUP_ANY
+            {
+                return Err(TableError::BadWatch(i));
+            }
+            if b.actions.iter().any(|a| a.group() == Some(g.id)) {
+                return Err(TableError::GroupLoop(g.id));
+            }
+            self.check_actions(b.actions.iter())?;
+        }
+        Ok(())
+    }
+
+    /// Applies a group-mod. Deleting a group also deletes the flows that use it (OF1.3 §6.5);
+    /// those flows are returned.
+    pub fn group_mod(&mut self, gm: &GroupMod) -> Result<Vec<FlowEntry>, TableError> {
+        let g = &gm.group;
+        match gm.command {
+            GroupModCommand::Add => {
+                self.check_group(g)?;
+                if self.groups.contains_key(&g.id) {
+                    return Err(TableError::GroupExists(g.id));
+                }
+                self.groups.insert(g.id, g.clone());
+            }
+            GroupModCommand::Modify => {
+                if !self.groups.contains_key(&g.id) {
+                    return Err(TableError::UnknownGroup(g.id));
+                }
+                self.check_group(g)?;
+                self.groups.insert(g.id, g.clone());
+            }
+            GroupModCommand::Delete => {
+                let ids: Vec<u32> = if g.id == GROUP_ALL {
+                    self.groups.keys().copied().collect()
+                } else {
+                    self.groups
+                        .contains_key(&g.id)
+                        .then_some(g.id)
+                        .into_iter()
+                        .collect()
+                };
+                let mut removed = Vec::new();
+                for id in ids {
+                    self.groups.remove(&id);
+                    let fm = FlowMod {
+                        command: FlowModCommand::Delete,
+                        table_id: TABLE_ALL,
+                        out_group: id,
+                        ..FlowMod::default()
+                    };
+                    removed.extend(self.delete(&fm).removed);
+                }
+                self.version += 1;
+                return Ok(removed);
+            }
+        }
+        self.version += 1;
+        Ok(Vec::new())
+    }
+}

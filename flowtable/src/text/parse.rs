@@ -1,0 +1,232 @@
+//! Flow text (`table=0,priority=10,ip,nw_src=10.0.0.0/8,actions=...`) to a [`FlowMod`].
+
+use crate::action::Instructions;
+use crate::fields::FieldId;
+use crate::flow::{FlowFlags, FlowMod, FlowModCommand, TABLE_ALL, TABLE_MAX};
+use crate::match_::{
+    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP, Match,
+};
+
+use super::value::{parse_field_value, parse_port, parse_uint, parse_uint_bits};
+use super::{ParseError, parse_actions, split_top, suggest};
+
+/// Protocol shorthands: (name, eth_type, nw_proto).
+const SHORTHANDS: [(&str, u16, Option<u8>); 12] = [
+    ("ip", ETH_TYPE_IP, None),
+    ("ipv6", ETH_TYPE_IPV6, None),
+    ("arp", ETH_TYPE_ARP, None),
+    ("rarp", 0x8035, None),
+    ("icmp", ETH_TYPE_IP, Some(IPPROTO_ICMP)),
+    ("tcp", ETH_TYPE_IP, Some(IPPROTO_TCP)),
+    ("udp", ETH_TYPE_IP, Some(IPPROTO_UDP)),
+    ("sctp", ETH_TYPE_IP, Some(IPPROTO_SCTP)),
+    ("icmp6", ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)),
+    ("tcp6", ETH_TYPE_IPV6, Some(IPPROTO_TCP)),
+    ("udp6", ETH_TYPE_IPV6, Some(IPPROTO_UDP)),
+    ("sctp6", ETH_TYPE_IPV6, Some(IPPROTO_SCTP)),
+];
+
+const SETTINGS: [&str; 8] = [
+    "table",
+    "priority",
+    "cookie",
+    "idle_timeout",
+    "hard_timeout",
+    "out_port",
+    "out_group",
+    "importance",
+];
+
+/// Parses an add-flow line.
+pub fn parse_flow(s: &str) -> Result<FlowMod, ParseError> {
+    parse_flow_mod(s, FlowModCommand::Add)
+}
+
+/// Finds `actions=` outside parentheses at a token start; returns (match part, actions part).
+fn split_actions(s: &str) -> (&str, Option<&str>) {
+    let mut depth = 0i32;
+    let bytes = s.as_bytes();
+    for (i, &c) in bytes.iter().enumerate() {
+        match c {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            _ if depth == 0
+                && s[i..].starts_with("actions=")
+                && (i == 0 || matches!(bytes[i - 1], b',' | b' ' | b'\t')) =>
+            {
+                return (&s[..i], Some(&s[i + "actions=".len()..]));
+            }
+            _ => {}
+        }
+    }
+    (s, None)
+}
+
+fn setting<T: TryFrom<u128>>(what: &str, v: &str, max: u128) -> Result<T, ParseError> {
+    parse_uint(v)
+        .filter(|x| *x <= max)
+        .and_then(|x| T::try_from(x).ok())
+        .ok_or_else(|| ParseError::BadSetting {
+            what: what.into(),
+            value: v.into(),
+            expected: format!("a number 0..{max}"),
+        })
+}
+
+/// Parses a flow-mod line for `command` (add, mod or del syntax).
+pub fn parse_flow_mod(s: &str, command: FlowModCommand) -> Result<FlowMod, ParseError> {
+    let is_add = command == FlowModCommand::Add;
+    let mut fm = FlowMod {
+        command,
+        table_id: if is_add { 0 } else { TABLE_ALL },
+        ..FlowMod::default()
+    };
+    let (match_text, actions_text) = split_actions(s);
+    let mut table_given = false;
+    let mut seen: Vec<FieldId> = Vec::new();
+    for tok in split_top(match_text, &[',', ' ', '\t'])? {
+        let (key, val) = match tok.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (tok, None),
+        };
+        if let Some(&(_, et, proto)) = SHORTHANDS.iter().find(|(n, _, _)| *n == key) {
+            if val.is_some() {
+                return Err(ParseError::NotAllowed(tok.into()));
+            }
+            fm.match_.set(FieldId::EthType, et as u128, None)?;
+            if let Some(p) = proto {
+                fm.match_.set(FieldId::IpProto, p as u128, None)?;
+            }
+            continue;
+        }
+        if let Some(&(bit, _)) = FlowFlags::NAMES.iter().find(|(_, n)| *n == key) {
+            if val.is_some() {
+                return Err(ParseError::NotAllowed(tok.into()));
+            }
+            fm.flags.0 |= bit;
+            continue;
+        }
+        let Some(val) = val else {
+            let suggestion = suggest(key, crate::fields::FieldId::all_names());
+            return Err(ParseError::UnknownField {
+                name: key.into(),
+                suggestion,
+            });
+        };
+        if SETTINGS.contains(&key) {
+            apply_setting(&mut fm, key, val, &mut table_given)?;
+            continue;
+        }
+        let field = resolve_field(&fm.match_, key)?;
+        if seen.contains(&field) {
+            return Err(ParseError::DuplicateField(key.into()));
+        }
+        seen.push(field);
+        set_match_field(&mut fm.match_, field, val)?;
+    }
+    fm.match_.check_prereqs()?;
+    if is_add && fm.cookie_mask != 0 {
+        return Err(ParseError::NotAllowed(
+            "cookie mask (only mod-flows/del-flows filter by cookie)".into(),
+        ));
+    }
+    if is_add && fm.table_id == TABLE_ALL {
+        return Err(ParseError::BadSetting {
+            what: "table".into(),
+            value: "255".into(),
+            expected: format!("a table 0..{TABLE_MAX} for add-flow"),
+        });
+    }
+    let deleting = matches!(
+        command,
+        FlowModCommand::Delete | FlowModCommand::DeleteStrict
+    );
+    match actions_text {
+        Some(a) if deleting => return Err(ParseError::NotAllowed(format!("actions={a}"))),
+        Some(a) => fm.instructions = parse_actions(a, &fm.match_)?,
+        None if deleting => fm.instructions = Instructions::default(),
+        None => return Err(ParseError::MissingActions),
+    }
+    Ok(fm)
+}
+
+fn apply_setting(
+    fm: &mut FlowMod,
+    key: &str,
+    val: &str,
+    table_given: &mut bool,
+) -> Result<(), ParseError> {
+    match key {
+        "table" => {
+            fm.table_id = setting(key, val, 255)?;
+            *table_given = true;
+        }
+        "priority" => fm.priority = setting(key, val, 0xffff)?,
+        "idle_timeout" => fm.idle_timeout = setting(key, val, 0xffff)?,
+        "hard_timeout" => fm.hard_timeout = setting(key, val, 0xffff)?,
+        "importance" => {
+            return Err(ParseError::NotAllowed(
+                "importance (an OpenFlow 1.4 feature)".into(),
+            ));
+        }
+        "cookie" => {
+            let (v, m) = match val.split_once('/') {
+                Some((v, m)) => (v, Some(m)),
+                None => (val, None),
+            };
+            fm.cookie = setting(key, v, u64::MAX as u128)?;
+            if let Some(m) = m {
+                fm.cookie_mask = setting("cookie mask", m, u64::MAX as u128)?;
+            }
+        }
+        "out_port" => {
+            fm.out_port = parse_port(val).ok_or_else(|| ParseError::BadSetting {
+                what: key.into(),
+                value: val.into(),
+                expected: "a port number or name".into(),
+            })?;
+        }
+        "out_group" => fm.out_group = setting(key, val, u32::MAX as u128)?,
+        _ => unreachable!("SETTINGS lists only handled keys"),
+    }
+    Ok(())
+}
+
+/// Resolves a field name, applying ovs-ofctl's OpenFlow 1.0 aliases on ARP flows
+/// (`nw_src` = `arp_spa`, `nw_dst` = `arp_tpa`, `nw_proto` = `arp_op`).
+pub(crate) fn resolve_field(m: &Match, key: &str) -> Result<FieldId, ParseError> {
+    let field = FieldId::from_name(key).ok_or_else(|| ParseError::UnknownField {
+        name: key.into(),
+        suggestion: suggest(
+            key,
+            FieldId::all_names().chain(SHORTHANDS.iter().map(|s| s.0)),
+        ),
+    })?;
+    if m.eth_type() == Some(ETH_TYPE_ARP) {
+        return Ok(match field {
+            FieldId::Ipv4Src => FieldId::ArpSpa,
+            FieldId::Ipv4Dst => FieldId::ArpTpa,
+            FieldId::IpProto => FieldId::ArpOp,
+            f => f,
+        });
+    }
+    Ok(field)
+}
+
+fn set_match_field(m: &mut Match, field: FieldId, val: &str) -> Result<(), ParseError> {
+    // dl_vlan=0xffff means "no VLAN tag".
+    if field == FieldId::DlVlan && parse_uint_bits(val, 16) == Some(0xffff) {
+        m.set(FieldId::VlanTci, 0, None)?;
+        return Ok(());
+    }
+    let (v, mask) = parse_field_value(field, val)?;
+    m.set(field, v, mask)?;
+    Ok(())
+}
+
+/// Parses a bare match (no settings, no actions), e.g. for `dump-flows` filters.
+pub fn parse_match(s: &str) -> Result<Match, ParseError> {
+    let fm = parse_flow_mod(s, FlowModCommand::Delete)?;
+    Ok(fm.match_)
+}
