@@ -1,0 +1,209 @@
+//! OpenFlow 1.3 flow-mod and group-mod semantics of `Pipeline`.
+
+use std::time::Instant;
+
+use flowtable::flow::FlowModCommand;
+use flowtable::group::{GroupMod, GroupModCommand};
+use flowtable::table::{Pipeline, TableError};
+use flowtable::text::{parse_flow, parse_flow_mod, parse_group_mod, print_instructions};
+
+fn add(p: &mut Pipeline, s: &str) -> Result<(), TableError> {
+    p.flow_mod(&parse_flow(s).unwrap(), Instant::now())
+        .map(|_| ())
+}
+
+fn cmd(p: &mut Pipeline, c: FlowModCommand, s: &str) -> flowtable::table::FlowModResult {
+    p.flow_mod(&parse_flow_mod(s, c).unwrap(), Instant::now())
+        .unwrap()
+}
+
+fn group(p: &mut Pipeline, c: GroupModCommand, s: &str) -> Result<usize, TableError> {
+    let gm: GroupMod = parse_group_mod(s, c).unwrap();
+    p.group_mod(&gm).map(|v| v.len())
+}
+
+#[test]
+fn add_replaces_identical_flow_and_keeps_counters_unless_reset() {
+    let mut p = Pipeline::new();
+    add(&mut p, "priority=5,ip,actions=output:1").unwrap();
+    let e = p.flows()[0].clone();
+    p.credit(0, &e.match_, 5, 2, 200);
+    add(&mut p, "priority=5,ip,actions=output:2").unwrap();
+    assert_eq!(p.flows().len(), 1);
+    assert_eq!((p.flows()[0].packets, p.flows()[0].bytes), (2, 200));
+    assert_eq!(print_instructions(&p.flows()[0].instructions), "output:2");
+    add(&mut p, "reset_counts,priority=5,ip,actions=output:3").unwrap();
+    assert_eq!(p.flows()[0].packets, 0);
+    // Same match, other priority: a second flow.
+    add(&mut p, "priority=6,ip,actions=output:3").unwrap();
+    assert_eq!(p.flows().len(), 2);
+    assert_eq!(p.flows()[0].priority, 6);
+}
+
+#[test]
+fn check_overlap_refuses_same_priority_overlap() {
+    let mut p = Pipeline::new();
+    add(&mut p, "priority=5,ip,actions=drop").unwrap();
+    let e = add(&mut p, "check_overlap,priority=5,tcp,actions=drop").unwrap_err();
+    assert_eq!(e, TableError::Overlap);
+    assert_eq!(e.ofp_error(), (5, 3));
+    add(&mut p, "check_overlap,priority=4,tcp,actions=drop").unwrap();
+    add(&mut p, "check_overlap,priority=5,arp,actions=drop").unwrap();
+}
+
+#[test]
+fn modify_loose_strict_and_cookie_filter() {
+    let mut p = Pipeline::new();
+    add(&mut p, "priority=5,cookie=0x1,tcp,actions=output:1").unwrap();
+    add(&mut p, "priority=6,cookie=0x2,udp,actions=output:1").unwrap();
+    add(&mut p, "priority=7,cookie=0x2,arp,actions=output:1").unwrap();
+    let r = cmd(&mut p, FlowModCommand::Modify, "ip,actions=output:9");
+    assert_eq!(r.modified, 2);
+    let r = cmd(
+        &mut p,
+        FlowModCommand::Modify,
+        "cookie=0x2/0xff,actions=output:8",
+    );
+    assert_eq!(r.modified, 2);
+    let r = cmd(
+        &mut p,
+        FlowModCommand::ModifyStrict,
+        "priority=6,udp,actions=output:7",
+    );
+    assert_eq!(r.modified, 1);
+    let r = cmd(
+        &mut p,
+        FlowModCommand::ModifyStrict,
+        "priority=99,udp,actions=output:7",
+    );
+    assert_eq!(r.modified, 0, "OF1.3 modify never adds");
+    let outs: Vec<String> = p
+        .flows()
+        .iter()
+        .map(|e| print_instructions(&e.instructions))
+        .collect();
+    assert_eq!(outs, ["output:8", "output:7", "output:9"]);
+}
+
+#[test]
+fn delete_with_out_port_out_group_and_strict() {
+    let mut p = Pipeline::new();
+    group(
+        &mut p,
+        GroupModCommand::Add,
+        "group_id=1,type=all,bucket=actions=output:1",
+    )
+    .unwrap();
+    add(&mut p, "priority=5,tcp,actions=output:1").unwrap();
+    add(&mut p, "priority=6,tcp,actions=group:1").unwrap();
+    add(&mut p, "table=3,priority=6,tcp,actions=output:2").unwrap();
+    add(&mut p, "priority=6,udp,actions=output:2").unwrap();
+    assert_eq!(
+        cmd(&mut p, FlowModCommand::DeleteStrict, "priority=5,ip")
+            .removed
+            .len(),
+        0
+    );
+    assert_eq!(
+        cmd(&mut p, FlowModCommand::Delete, "out_group=1")
+            .removed
+            .len(),
+        1
+    );
+    assert_eq!(
+        cmd(&mut p, FlowModCommand::Delete, "table=0,out_port=2")
+            .removed
+            .len(),
+        1
+    );
+    assert_eq!(
+        cmd(&mut p, FlowModCommand::DeleteStrict, "priority=5,tcp")
+            .removed
+            .len(),
+        1
+    );
+    assert_eq!(p.flows().len(), 1);
+    assert_eq!(p.flows()[0].table_id, 3);
+    assert_eq!(cmd(&mut p, FlowModCommand::Delete, "").removed.len(), 1);
+}
+
+#[test]
+fn instruction_and_action_checks() {
+    let mut p = Pipeline::new();
+    let e = add(&mut p, "table=3,actions=goto_table:2").unwrap_err();
+    assert_eq!(e, TableError::BadGotoTable { from: 3, to: 2 });
+    assert_eq!(e.ofp_error(), (3, 2));
+    assert_eq!(
+        add(&mut p, "actions=group:7").unwrap_err(),
+        TableError::BadOutGroup(7)
+    );
+    assert_eq!(
+        add(&mut p, "ip,actions=ct(exec(group:7))").unwrap_err(),
+        TableError::BadOutGroup(7)
+    );
+    assert_eq!(
+        add(&mut p, "actions=output:0").unwrap_err().ofp_error(),
+        (2, 4)
+    );
+}
+
+#[test]
+fn group_add_modify_delete_errors_and_cascade() {
+    let mut p = Pipeline::new();
+    let a = GroupModCommand::Add;
+    group(
+        &mut p,
+        a,
+        "group_id=1,type=select,bucket=weight:5,actions=output:1",
+    )
+    .unwrap();
+    let e = group(&mut p, a, "group_id=1,type=all,bucket=actions=output:1").unwrap_err();
+    assert_eq!(
+        (e.clone(), e.ofp_error()),
+        (TableError::GroupExists(1), (6, 0))
+    );
+    let e = group(
+        &mut p,
+        GroupModCommand::Modify,
+        "group_id=2,type=all,bucket=actions=output:1",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.clone(), e.ofp_error()),
+        (TableError::UnknownGroup(2), (6, 8))
+    );
+    let e = group(
+        &mut p,
+        a,
+        "group_id=3,type=fast_failover,bucket=actions=output:1",
+    )
+    .unwrap_err();
+    assert_eq!(e.ofp_error(), (6, 13));
+    let e = group(
+        &mut p,
+        a,
+        "group_id=4,type=indirect,bucket=actions=output:1,bucket=actions=output:2",
+    )
+    .unwrap_err();
+    assert_eq!(e.ofp_error(), (6, 12));
+    assert_eq!(
+        group(&mut p, a, "group_id=5,type=all,bucket=actions=group:9").unwrap_err(),
+        TableError::BadOutGroup(9)
+    );
+    group(
+        &mut p,
+        GroupModCommand::Modify,
+        "group_id=1,type=all,bucket=actions=output:3",
+    )
+    .unwrap();
+    assert_eq!(p.group(1).unwrap().buckets[0].weight, 0);
+    add(&mut p, "priority=1,actions=group:1").unwrap();
+    add(&mut p, "priority=2,actions=output:1").unwrap();
+    assert_eq!(
+        group(&mut p, GroupModCommand::Delete, "group_id=1").unwrap(),
+        1,
+        "flows using the group go too"
+    );
+    assert_eq!(p.flows().len(), 1);
+    assert!(p.group(1).is_none());
+}
