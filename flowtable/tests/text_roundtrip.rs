@@ -132,11 +132,11 @@ fn arb_match() -> impl Strategy<Value = Match> {
                                 m.set(FieldId::TpDst, d as u128, Some(((mk as u128) << 8) | 0xff))
                                     .unwrap();
                             }
-                            if m.nw_proto() == Some(6) {
-                                if let Some((v, mk)) = flags {
-                                    m.set(FieldId::TcpFlags, (v & 0xfff) as u128, Some(mk as u128))
-                                        .unwrap();
-                                }
+                            if m.nw_proto() == Some(6)
+                                && let Some((v, mk)) = flags
+                            {
+                                m.set(FieldId::TcpFlags, (v & 0xfff) as u128, Some(mk as u128))
+                                    .unwrap();
                             }
                         }
                         Some(1) | Some(58) => {
