@@ -1,3 +1,13 @@
-//! The node switch: datapath, OpenFlow server, node agent.
+//! The node switch: datapath, conntrack/NAT/LB, OpenFlow server, management socket, node agent.
+//!
+//! See `docs/architecture.md` for the packet's walk through these modules.
+
+pub mod agent;
 pub mod conntrack;
+pub mod daemon;
+pub mod datapath;
 pub mod lb;
+pub mod mgmt;
+pub mod pipeline;
+pub mod portspec;
+pub mod switch;

@@ -1,0 +1,113 @@
+//! Daemon lifecycle: run directory, pid file, sockets, signals, clean shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{info, warn};
+
+use crate::datapath;
+use crate::mgmt;
+use crate::switch::Switch;
+
+pub struct Options {
+    pub rundir: PathBuf,
+    pub config: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    pub busy_poll_us: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create run directory {0}: {1}")]
+    Rundir(PathBuf, std::io::Error),
+    #[error("another vswitchd is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(PathBuf, std::io::Error),
+    #[error("cannot write pid file {0}: {1}")]
+    Pidfile(PathBuf, std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot start the datapath: {0}")]
+    Datapath(std::io::Error),
+    #[error("configuration {0}: {1}")]
+    Config(PathBuf, String),
+}
+
+pub fn run(opts: Options) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&opts.rundir).map_err(|e| DaemonError::Rundir(opts.rundir.clone(), e))?;
+    let sock = mgmt::socket_path(&opts.rundir);
+    let listener = bind_fresh(&sock)?;
+    if let Some(p) = &opts.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| DaemonError::Pidfile(p.clone(), e))?;
+    }
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+
+    let (dp, dp_thread) = datapath::spawn(datapath::Options {
+        busy_poll_us: opts.busy_poll_us,
+    })
+    .map_err(DaemonError::Datapath)?;
+    let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));
+    if let Some(config) = &opts.config {
+        switch
+            .apply_config_file(config)
+            .map_err(|e| DaemonError::Config(config.clone(), e))?;
+    }
+
+    let server_switch = switch.clone();
+    std::thread::Builder::new()
+        .name("mgmt".into())
+        .spawn(move || serve(listener, server_switch))
+        .expect("spawning the management thread");
+    info!(rundir = %opts.rundir.display(), "vswitchd ready");
+
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => match &opts.config {
+                Some(config) => match switch.apply_config_file(config) {
+                    Ok(()) => info!("configuration reloaded"),
+                    Err(e) => warn!("configuration reload refused: {e}"),
+                },
+                None => info!("SIGHUP without --config: nothing to reload"),
+            },
+            _ => break,
+        }
+    }
+    info!("shutting down");
+    switch.shutdown();
+    let _ = dp_thread.join();
+    let _ = std::fs::remove_file(&sock);
+    if let Some(p) = &opts.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+/// Binds the socket, replacing a stale file left by a crash but never a live daemon's socket.
+pub(crate) fn bind_fresh(path: &Path) -> Result<UnixListener, DaemonError> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Listen(path.to_path_buf(), e))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
+fn serve(listener: UnixListener, switch: Arc<Switch>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let switch = switch.clone();
+        // One thread per request: requests are rare and some (add-flows) take a while.
+        let _ = std::thread::Builder::new()
+            .name("mgmt-req".into())
+            .spawn(move || mgmt::serve_one(conn, |args| switch.command(&args)));
+    }
+}

@@ -1,0 +1,117 @@
+//! Glue between the datapath and conntrack: gather what conntrack needs from the packet, run
+//! it, and write the NAT it decides into the packet.
+
+use encap::rewrite::L4Checksum;
+use encap::{FlowKey, Parsed};
+use tap_io::PacketBuf;
+
+use super::actions::CtAction;
+use super::drops::DropReason;
+use crate::conntrack::tuple::Addr;
+use crate::conntrack::{Conntrack, CtDrop, PacketFacts};
+
+/// Runs `ct` on one packet. Returns the key as the next pipeline pass sees it (ct fields set,
+/// NAT applied), or why the packet must be dropped.
+pub fn run(
+    ct: &mut Conntrack,
+    now: u64,
+    pkt: &mut PacketBuf,
+    key: &FlowKey,
+    parsed: &Parsed,
+    act: &CtAction,
+) -> Result<FlowKey, DropReason> {
+    let facts = facts(pkt.data(), key, parsed);
+    let res = ct.process(
+        key,
+        &facts,
+        &crate::conntrack::CtAction {
+            zone: act.zone,
+            commit: act.commit,
+            nat: act.nat.as_ref(),
+            mark: act.mark,
+            force: false,
+        },
+        now,
+    );
+    if let Some(d) = res.drop {
+        return Err(match d {
+            CtDrop::TableFull => DropReason::CtTableFull,
+            CtDrop::NatExhausted | CtDrop::TupleClash => DropReason::NatExhausted,
+        });
+    }
+    let mut next = *key;
+    next.ct_state = res.ct_state;
+    next.ct_mark = res.ct_mark;
+    next.ct_zone = res.ct_zone;
+    if let Some(rw) = res.rewrite {
+        let frame = pkt.data_mut();
+        let (src, dst) = (v4(rw.src), v4(rw.dst));
+        if src != key.nw_src {
+            let _ = encap::rewrite::set_ipv4_src(frame, parsed, src.into(), L4Checksum::Complete);
+            next.nw_src = src;
+        }
+        if dst != key.nw_dst {
+            let _ = encap::rewrite::set_ipv4_dst(frame, parsed, dst.into(), L4Checksum::Complete);
+            next.nw_dst = dst;
+        }
+        if matches!(key.nw_proto, 6 | 17) {
+            if rw.sport != key.tp_src {
+                let _ = encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, L4Checksum::Complete);
+                next.tp_src = rw.sport;
+            }
+            if rw.dport != key.tp_dst {
+                let _ = encap::rewrite::set_l4_dst_port(frame, parsed, rw.dport, L4Checksum::Complete);
+                next.tp_dst = rw.dport;
+            }
+        }
+        if let Some(inner) = rw.inner {
+            super::icmp::rewrite_embedded(frame, parsed, v4(inner.src), v4(inner.dst), inner.sport, inner.dport);
+        }
+    }
+    Ok(next)
+}
+
+fn v4(a: Addr) -> u32 {
+    u32::from_be_bytes([a.0[12], a.0[13], a.0[14], a.0[15]])
+}
+
+fn rd16(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).unwrap_or(0)
+}
+
+fn rd32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        .unwrap_or(0)
+}
+
+/// The per-packet facts conntrack needs beyond the key.
+fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
+    let mut f = PacketFacts::default();
+    if let Some(l3) = parsed.l3_offset()
+        && key.eth_type == 0x0800
+    {
+        f.ip_id = rd16(frame, l3 + 4) as u32;
+    }
+    let Some(l4) = parsed.l4_offset() else {
+        return f;
+    };
+    let end = parsed.l3_end().unwrap_or(frame.len()).min(frame.len());
+    match key.nw_proto {
+        6 => {
+            f.tcp_seq = rd32(frame, l4 + 4);
+            f.tcp_ack = rd32(frame, l4 + 8);
+            f.tcp_window = rd16(frame, l4 + 14);
+            let data_off = frame.get(l4 + 12).map(|b| (b >> 4) as usize * 4).unwrap_or(20);
+            f.l4_payload_len = end.saturating_sub(l4 + data_off) as u32;
+            f.tcp_wscale = super::icmp::tcp_wscale(frame, l4, data_off, key.tcp_flags);
+        }
+        17 => f.l4_payload_len = end.saturating_sub(l4 + 8) as u32,
+        1 => {
+            f.icmp_id = rd16(frame, l4 + 4);
+            f.icmp_inner = super::icmp::embedded_tuple(frame, l4, end, key.icmp_type);
+        }
+        _ => {}
+    }
+    f
+}

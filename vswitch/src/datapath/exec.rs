@@ -1,0 +1,440 @@
+//! The fast path: classify a received batch through the caches and execute datapath actions.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use encap::FlowKey;
+use encap::rewrite::L4Checksum::Complete;
+use tap_io::{Batch, PacketBuf};
+
+use super::actions::DpAction;
+use super::cache::hash_key;
+use super::counters::PortCounters;
+use super::drops::DropReason;
+use super::ports::DpPort;
+use super::xlate::{CachedFlow, Xlate};
+use super::{Datapath, DpBridge};
+use crate::conntrack::Conntrack;
+use crate::pipeline::Pipeline;
+
+/// Recirculations (ct with table=) one packet may take.
+const MAX_RECIRC: usize = 8;
+
+/// Reusable buffers so that the fast path never allocates.
+pub struct Scratch {
+    icmp: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            icmp: Vec::with_capacity(1600),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything one packet's execution may touch, borrowed disjointly from the datapath.
+struct Ctx<'a> {
+    ports: &'a mut [Option<DpPort>],
+    bridge: &'a mut DpBridge,
+    ct: &'a mut Conntrack,
+    pipeline: &'a Pipeline,
+    scratch: &'a mut Scratch,
+    now_ns: u64,
+    in_dp: usize,
+}
+
+/// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
+pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
+    let now_ns = dp.now_ns();
+    let mut rx = std::mem::replace(&mut dp.rx, Batch::new(0, 0, 0));
+    let Datapath {
+        ports,
+        bridges,
+        ct,
+        scratch,
+        ..
+    } = dp;
+    if let Some(Some(b)) = bridges.get_mut(bridge) {
+        let pipeline = b.pipeline.load_full();
+        revalidate(b, &pipeline);
+        let (ofport, tun) = match ports.get(port_id).and_then(|p| p.as_ref()) {
+            Some(p) => (p.ofport, p.is_tunnel()),
+            None => (0, false),
+        };
+        let mut ctx = Ctx {
+            ports,
+            bridge: b,
+            ct,
+            pipeline: &pipeline,
+            scratch,
+            now_ns,
+            in_dp: port_id,
+        };
+        for i in 0..rx.len() {
+            let pkt = &mut rx[i];
+            let mut key = FlowKey {
+                in_port: ofport,
+                ..FlowKey::default()
+            };
+            if tun && let Some(p) = ctx.ports[port_id].as_ref() {
+                let meta = p.rx_tunnel_meta(i);
+                key.tun_id = meta.vni as u64;
+                key.tun_src = meta.src;
+                key.tun_dst = meta.dst;
+            }
+            run_packet(&mut ctx, pkt, key, 0);
+        }
+    }
+    rx.clear();
+    dp.rx = rx;
+}
+
+/// Runs a frame given by the control side (PACKET_OUT) as if received on `in_port`.
+pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8]) {
+    let now_ns = dp.now_ns();
+    let Datapath {
+        ports,
+        bridges,
+        ct,
+        scratch,
+        ..
+    } = dp;
+    let Some(Some(b)) = bridges.get_mut(bridge) else {
+        return;
+    };
+    let pipeline = b.pipeline.load_full();
+    revalidate(b, &pipeline);
+    let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::buf::DEFAULT_FRAME_ROOM);
+    if pkt.set_frame(frame).is_err() {
+        b.drops.add(DropReason::TooBig, 1);
+        return;
+    }
+    let in_dp = pipeline
+        .ports
+        .get(&in_port)
+        .map(|p| p.dp_id as usize)
+        .unwrap_or(usize::MAX);
+    let mut ctx = Ctx {
+        ports,
+        bridge: b,
+        ct,
+        pipeline: &pipeline,
+        scratch,
+        now_ns,
+        in_dp,
+    };
+    let key = FlowKey {
+        in_port,
+        ..FlowKey::default()
+    };
+    run_packet(&mut ctx, &mut pkt, key, 0);
+}
+
+/// Drops cached walks computed under an older pipeline.
+fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
+    if b.cache_version != pipeline.version {
+        b.emc.clear();
+        b.megaflows.clear();
+        b.cache_version = pipeline.version;
+    }
+}
+
+fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usize) {
+    if pkt.meta.csum_not_ready {
+        // The sender offloaded its L4 checksum; finish it now so every later stage (NAT,
+        // output to a port that will not finish it) sees a valid packet.
+        pkt.meta.csum_not_ready = false;
+        let mut probe = key;
+        let parsed = encap::extract(pkt.data(), &mut probe);
+        super::csum::complete_l4(pkt.data_mut(), &parsed);
+    }
+    let mut parsed = encap::extract(pkt.data(), &mut key);
+    if parsed.error == Some(encap::ParseError::Runt) {
+        ctx.bridge.drops.add(DropReason::Runt, 1);
+        return;
+    }
+    let flow = lookup(ctx, &key);
+    let len = pkt.len() as u64;
+    for r in &flow.rules {
+        r.hit(1, len, ctx.now_ns);
+    }
+    execute(ctx, pkt, &mut key, &mut parsed, &flow, recirc);
+}
+
+fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let b = &mut *ctx.bridge;
+    let h = hash_key(key);
+    if let Some(f) = b.emc.get(key, h) {
+        b.stats.emc_hits.fetch_add(1, Relaxed);
+        return f.clone();
+    }
+    if let Some(f) = b.megaflows.lookup(key) {
+        b.stats.megaflow_hits.fetch_add(1, Relaxed);
+        b.emc.insert(key, h, f.clone());
+        return f;
+    }
+    b.stats.misses.fetch_add(1, Relaxed);
+    let table = key.recirc_id.saturating_sub(1) as u8;
+    let (flow, wc) = Xlate::new(ctx.pipeline, key, None).run(table);
+    let flow = Arc::new(flow);
+    b.megaflows.insert(key, &wc, flow.clone());
+    b.emc.insert(key, h, flow.clone());
+    flow
+}
+
+fn execute(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    key: &mut FlowKey,
+    parsed: &mut encap::Parsed,
+    flow: &CachedFlow,
+    recirc: usize,
+) {
+    for action in &flow.actions {
+        match action {
+            DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
+            DpAction::Tunnel { port, dst, vni } => tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni),
+            DpAction::Normal => normal(ctx, pkt, key),
+            DpAction::Flood { include_in_port } => flood(ctx, pkt, key, *include_in_port),
+            DpAction::SetEthSrc(mac) => {
+                if let Some(d) = pkt.data_mut().get_mut(6..12) {
+                    d.copy_from_slice(mac);
+                }
+                key.eth_src = *mac;
+            }
+            DpAction::SetEthDst(mac) => {
+                if let Some(d) = pkt.data_mut().get_mut(0..6) {
+                    d.copy_from_slice(mac);
+                }
+                key.eth_dst = *mac;
+            }
+            DpAction::SetIpv4Src(ip) => {
+                let _ = encap::rewrite::set_ipv4_src(pkt.data_mut(), parsed, *ip, Complete);
+                key.nw_src = u32::from(*ip);
+            }
+            DpAction::SetIpv4Dst(ip) => {
+                let _ = encap::rewrite::set_ipv4_dst(pkt.data_mut(), parsed, *ip, Complete);
+                key.nw_dst = u32::from(*ip);
+            }
+            DpAction::SetTpSrc(p) => {
+                let _ = encap::rewrite::set_l4_src_port(pkt.data_mut(), parsed, *p, Complete);
+                key.tp_src = *p;
+            }
+            DpAction::SetTpDst(p) => {
+                let _ = encap::rewrite::set_l4_dst_port(pkt.data_mut(), parsed, *p, Complete);
+                key.tp_dst = *p;
+            }
+            DpAction::SetIpTos(tos) => {
+                super::csum::set_ip_tos(pkt.data_mut(), parsed, *tos);
+                key.nw_tos = *tos;
+            }
+            DpAction::SetIpTtl(ttl) => {
+                super::csum::set_ip_ttl(pkt.data_mut(), parsed, *ttl);
+                key.nw_ttl = *ttl;
+            }
+            DpAction::PushVlan { tpid, tci } => {
+                if pkt.insert_vlan_tag(*tpid, *tci).is_err() {
+                    ctx.bridge.drops.add(DropReason::VlanMismatch, 1);
+                    return;
+                }
+                *parsed = reparse(pkt, key);
+                key.vlan_tci = *tci | encap::flowkey::VLAN_PRESENT;
+            }
+            DpAction::PopVlan => {
+                if !pop_vlan(pkt) {
+                    ctx.bridge.drops.add(DropReason::VlanMismatch, 1);
+                    return;
+                }
+                *parsed = reparse(pkt, key);
+                key.vlan_tci = 0;
+            }
+            DpAction::SetVlanTci(tci) => {
+                let d = pkt.data_mut();
+                if d.len() >= 16 && matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) {
+                    d[14..16].copy_from_slice(&tci.to_be_bytes());
+                    key.vlan_tci = *tci | encap::flowkey::VLAN_PRESENT;
+                }
+            }
+            DpAction::DecTtl => {
+                if encap::rewrite::dec_ttl(pkt.data_mut(), parsed).is_err() {
+                    ctx.bridge.drops.add(DropReason::TtlExpired, 1);
+                    return;
+                }
+                key.nw_ttl = key.nw_ttl.saturating_sub(1);
+            }
+            DpAction::Ct(ct) => {
+                let next = match super::ct::run(ctx.ct, ctx.now_ns, pkt, key, parsed, ct) {
+                    Ok(next) => next,
+                    Err(reason) => {
+                        ctx.bridge.drops.add(reason, 1);
+                        return;
+                    }
+                };
+                if let Some(table) = ct.recirc_table {
+                    if recirc >= MAX_RECIRC {
+                        ctx.bridge.drops.add(DropReason::LoopDetected, 1);
+                        return;
+                    }
+                    // Carry the walk's metadata (registers, tunnel fields) into the new pass.
+                    let mut k = next;
+                    let meta: &mut [u8] = bytemuck::bytes_of_mut(&mut k);
+                    meta[..64].copy_from_slice(&bytemuck::bytes_of(&flow.recirc_meta)[..64]);
+                    k.recirc_id = table as u32 + 1;
+                    k.ct_state = next.ct_state;
+                    k.ct_zone = next.ct_zone;
+                    k.ct_mark = next.ct_mark;
+                    run_packet_recirc(ctx, pkt, k, recirc + 1);
+                    return;
+                }
+                *key = next;
+            }
+            DpAction::Controller { .. } => {
+                ctx.bridge.drops.add(DropReason::ControllerNone, 1);
+            }
+            DpAction::Drop(reason) => {
+                ctx.bridge.drops.add(*reason, 1);
+                return;
+            }
+        }
+    }
+}
+
+/// Re-classifies a packet after conntrack: the key's packet fields are re-read (NAT may have
+/// rewritten them), its metadata comes from the walk that sent it to conntrack.
+fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: usize) {
+    let mut fresh = key;
+    let mut parsed = encap::extract(pkt.data(), &mut fresh);
+    let flow = lookup(ctx, &fresh);
+    let len = pkt.len() as u64;
+    for r in &flow.rules {
+        r.hit(1, len, ctx.now_ns);
+    }
+    execute(ctx, pkt, &mut fresh, &mut parsed, &flow, recirc);
+}
+
+/// Offsets after a VLAN push/pop moved the L3 header (the key itself stays as the walk left it).
+fn reparse(pkt: &PacketBuf, key: &FlowKey) -> encap::Parsed {
+    let mut scratch = *key;
+    encap::extract(pkt.data(), &mut scratch)
+}
+
+fn pop_vlan(pkt: &mut PacketBuf) -> bool {
+    let d = pkt.data_mut();
+    if d.len() < 18 || !matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) {
+        return false;
+    }
+    d.copy_within(0..12, 4);
+    pkt.pull_front(4).is_ok()
+}
+
+/// Queues a copy of the packet on a port's tx batch (flushing it first when full).
+fn output(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf) {
+    let Some(Some(port)) = ctx.ports.get_mut(dp_id) else {
+        ctx.bridge.drops.add(DropReason::PortDown, 1);
+        return;
+    };
+    if let Err(reason) = port.queue(pkt.data()) {
+        ctx.bridge.drops.add(reason, 1);
+        PortCounters::add(&port.counters.tx_dropped, 1);
+    }
+}
+
+fn tunnel(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf, parsed: &encap::Parsed, dst: Ipv4Addr, vni: u32) {
+    let Some(Some(port)) = ctx.ports.get_mut(dp_id) else {
+        ctx.bridge.drops.add(DropReason::PortDown, 1);
+        return;
+    };
+    match port.queue_tunnel(pkt.data(), dst, vni) {
+        Ok(()) => {}
+        Err(DropReason::TunnelTooBig) => {
+            ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
+            PortCounters::add(&port.counters.tx_dropped, 1);
+            let mtu = port.tunnel_inner_mtu();
+            // Tell the sender, as a router on the path would (IPv4 with DF only).
+            if super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, &mut ctx.scratch.icmp) {
+                let in_dp = ctx.in_dp;
+                if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {
+                    let _ = inp.queue(&ctx.scratch.icmp);
+                }
+            }
+        }
+        Err(reason) => {
+            ctx.bridge.drops.add(reason, 1);
+            PortCounters::add(&port.counters.tx_dropped, 1);
+        }
+    }
+}
+
+fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey) {
+    let vlan = key.vlan_tci & 0x0fff;
+    let in_port = key.in_port;
+    if ctx.bridge.mac.learn(vlan, key.eth_src, in_port, ctx.now_ns) == super::mac_learning::Learned::TableFull {
+        ctx.bridge.drops.add(DropReason::MacTableFull, 1);
+    }
+    if key.eth_dst[0] & 1 == 0
+        && let Some(out) = ctx.bridge.mac.lookup(vlan, key.eth_dst, ctx.now_ns)
+    {
+        if out != in_port {
+            output_ofport(ctx, out, pkt, key);
+        }
+        return;
+    }
+    flood(ctx, pkt, key, false);
+}
+
+fn output_ofport(ctx: &mut Ctx, ofport: u32, pkt: &PacketBuf, key: &FlowKey) {
+    let Some(info) = ctx.pipeline.ports.get(&ofport) else {
+        ctx.bridge.drops.add(DropReason::PortDown, 1);
+        return;
+    };
+    let dp_id = info.dp_id as usize;
+    if info.kind == crate::portspec::PortKind::Vxlan {
+        if let Some((dst, vni)) = tunnel_target(info, key) {
+            let parsed = encap::Parsed::default();
+            tunnel(ctx, dp_id, pkt, &parsed, dst, vni);
+        }
+    } else {
+        output(ctx, dp_id, pkt);
+    }
+}
+
+fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv4Addr, u32)> {
+    use crate::portspec::FromFlow;
+    let dst = match info.remote_ip? {
+        FromFlow::Fixed(std::net::IpAddr::V4(ip)) => ip,
+        FromFlow::Flow if key.tun_dst != 0 => Ipv4Addr::from(key.tun_dst),
+        _ => return None,
+    };
+    let vni = match info.key {
+        Some(FromFlow::Fixed(k)) => k,
+        _ => key.tun_id as u32 & 0xff_ffff,
+    };
+    Some((dst, vni))
+}
+
+fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, include_in_port: bool) {
+    let pipeline = ctx.pipeline;
+    let from_tunnel = pipeline
+        .ports
+        .get(&key.in_port)
+        .is_some_and(|p| p.kind == crate::portspec::PortKind::Vxlan);
+    for ofport in &pipeline.port_order {
+        if *ofport == key.in_port && !include_in_port {
+            continue;
+        }
+        let Some(info) = pipeline.ports.get(ofport) else { continue };
+        // Split horizon: what came from the overlay is not sent back into it.
+        if from_tunnel && info.kind == crate::portspec::PortKind::Vxlan {
+            continue;
+        }
+        output_ofport(ctx, *ofport, pkt, key);
+    }
+}

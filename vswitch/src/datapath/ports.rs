@@ -1,0 +1,253 @@
+//! A port as the datapath holds it: its I/O back end, its tx batch and its counters.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use mio::{Registry, Token};
+use tap_io::{Batch, Port};
+
+use super::BATCH;
+use super::counters::PortCounters;
+use super::drops::DropReason;
+use crate::portspec::PortKind;
+
+/// Bytes VXLAN adds in front of the inner frame on the underlay IP packet: IPv4 + UDP + VXLAN.
+pub const VXLAN_OVERHEAD: usize = 20 + 8 + 8;
+
+/// Tunnel metadata of one received VXLAN packet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TunnelMeta {
+    pub vni: u32,
+    pub src: u32,
+    pub dst: u32,
+}
+
+pub enum PortIo {
+    /// A frame port (AF_PACKET, TAP, in-memory).
+    Dev(Box<dyn Port + Send>),
+    /// A VXLAN port over a kernel UDP socket.
+    Vxlan(Box<VxlanIo>),
+}
+
+pub struct VxlanIo {
+    pub sock: tap_io::UdpTunnelSocket,
+    pub local: Ipv4Addr,
+    pub dst_port: u16,
+    /// Accept only from this remote (fixed-remote ports).
+    pub remote: Option<Ipv4Addr>,
+    /// Accept only this VNI (fixed-key ports).
+    pub vni: Option<u32>,
+    /// Largest underlay IP packet (the underlay interface's MTU).
+    pub underlay_mtu: usize,
+    pub rx_meta: [TunnelMeta; BATCH],
+    pub rx_src: Vec<std::net::SocketAddr>,
+    pub tx_dst: Vec<std::net::SocketAddr>,
+    pub drops: Arc<super::drops::DropCounters>,
+}
+
+pub struct DpPort {
+    pub name: String,
+    pub bridge: usize,
+    pub ofport: u32,
+    pub kind: PortKind,
+    pub io: PortIo,
+    pub tx: Batch,
+    pub counters: Arc<PortCounters>,
+    /// Largest frame accepted for output (MTU + Ethernet + one VLAN tag).
+    pub max_frame: usize,
+}
+
+impl DpPort {
+    pub fn new(name: &str, bridge: usize, ofport: u32, kind: PortKind, io: PortIo, counters: Arc<PortCounters>) -> DpPort {
+        let mtu = match &io {
+            PortIo::Dev(p) => p.mtu(),
+            PortIo::Vxlan(v) => v.underlay_mtu.saturating_sub(VXLAN_OVERHEAD + 14),
+        };
+        DpPort {
+            name: name.to_string(),
+            bridge,
+            ofport,
+            kind,
+            io,
+            tx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::buf::DEFAULT_FRAME_ROOM),
+            counters,
+            max_frame: mtu + 18,
+        }
+    }
+
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self.io, PortIo::Vxlan(_))
+    }
+
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.io {
+            PortIo::Dev(p) => p.fd(),
+            PortIo::Vxlan(v) => Some(v.sock.raw_fd()),
+        }
+    }
+
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match self.fd() {
+            Some(fd) => registry.register(&mut mio::unix::SourceFd(&fd), token, mio::Interest::READABLE),
+            None => Ok(()),
+        }
+    }
+
+    pub fn deregister(&mut self, registry: &Registry) {
+        if let Some(fd) = self.fd() {
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&fd));
+        }
+    }
+
+    pub fn rx_tunnel_meta(&self, i: usize) -> TunnelMeta {
+        match &self.io {
+            PortIo::Vxlan(v) => v.rx_meta.get(i).copied().unwrap_or_default(),
+            PortIo::Dev(_) => TunnelMeta::default(),
+        }
+    }
+
+    /// Receives a batch into `rx`; VXLAN ports strip and validate the VXLAN header.
+    pub fn receive(&mut self, rx: &mut Batch) -> io::Result<usize> {
+        let n = match &mut self.io {
+            PortIo::Dev(p) => p.rx_batch(rx)?,
+            PortIo::Vxlan(v) => v.receive(rx)?,
+        };
+        if n > 0 {
+            let bytes: u64 = rx.iter().map(|p| p.len() as u64).sum();
+            PortCounters::add(&self.counters.rx_packets, n as u64);
+            PortCounters::add(&self.counters.rx_bytes, bytes);
+        }
+        Ok(n)
+    }
+
+    /// Queues a copy of `frame` for transmission.
+    pub fn queue(&mut self, frame: &[u8]) -> Result<(), DropReason> {
+        if frame.len() > self.max_frame {
+            return Err(DropReason::TooBig);
+        }
+        if self.is_tunnel() {
+            return Err(DropReason::TunnelNoRoute);
+        }
+        if self.tx.is_full() {
+            self.flush();
+        }
+        if self.tx.push_copy(frame) {
+            Ok(())
+        } else {
+            Err(DropReason::NoBuffer)
+        }
+    }
+
+    /// Largest inner frame's IP packet that fits the underlay after encapsulation.
+    pub fn tunnel_inner_mtu(&self) -> usize {
+        match &self.io {
+            PortIo::Vxlan(v) => v.underlay_mtu.saturating_sub(VXLAN_OVERHEAD + 14),
+            PortIo::Dev(p) => p.mtu(),
+        }
+    }
+
+    /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`.
+    pub fn queue_tunnel(&mut self, frame: &[u8], dst: Ipv4Addr, vni: u32) -> Result<(), DropReason> {
+        // The inner frame's L3 part must fit the underlay MTU minus the outer headers.
+        if frame.len().saturating_sub(14) > self.tunnel_inner_mtu() + 4 {
+            return Err(DropReason::TunnelTooBig);
+        }
+        if self.tx.is_full() {
+            self.flush();
+        }
+        let PortIo::Vxlan(v) = &mut self.io else {
+            return Err(DropReason::PortDown);
+        };
+        let Some(buf) = self.tx.spare() else {
+            return Err(DropReason::NoBuffer);
+        };
+        if buf.set_frame(frame).is_err() {
+            return Err(DropReason::TooBig);
+        }
+        let Ok(hdr) = buf.push_front(8) else {
+            return Err(DropReason::NoBuffer);
+        };
+        // RFC 7348: flags with the I bit, 24 reserved bits, the VNI, 8 reserved bits.
+        let id = vni.to_be_bytes();
+        hdr.copy_from_slice(&[0x08, 0, 0, 0, id[1], id[2], id[3], 0]);
+        self.tx.commit();
+        v.tx_dst.push(SocketAddrV4::new(dst, v.dst_port).into());
+        Ok(())
+    }
+
+    /// Sends whatever is queued.
+    pub fn flush(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let report = match &mut self.io {
+            PortIo::Dev(p) => p.tx_batch(&mut self.tx),
+            PortIo::Vxlan(v) => {
+                let r = v.sock.send_batch(&mut self.tx, &v.tx_dst);
+                v.tx_dst.clear();
+                r
+            }
+        };
+        self.tx.clear();
+        PortCounters::add(&self.counters.tx_packets, report.sent as u64);
+        PortCounters::add(&self.counters.tx_bytes, report.bytes);
+        let dropped = report.dropped_total();
+        if dropped > 0 {
+            PortCounters::add(&self.counters.tx_dropped, dropped);
+        }
+    }
+}
+
+impl VxlanIo {
+    fn receive(&mut self, rx: &mut Batch) -> io::Result<usize> {
+        self.rx_src.clear();
+        let got = self.sock.recv_batch(rx, &mut self.rx_src)?;
+        // Validate and strip the VXLAN header, compacting accepted packets to the front.
+        let mut kept = 0;
+        for i in 0..got {
+            let src = match self.rx_src.get(i) {
+                Some(std::net::SocketAddr::V4(a)) => *a.ip(),
+                _ => {
+                    self.drops.add(DropReason::VxlanUnknownTunnel, 1);
+                    continue;
+                }
+            };
+            let vni = match encap::wire::vxlan::Packet::new_checked(rx[i].data()) {
+                Ok(h) if h.flags() == 0x08 => h.vni(),
+                Ok(_) => {
+                    self.drops.add(DropReason::VxlanBadFlags, 1);
+                    continue;
+                }
+                Err(_) => {
+                    self.drops.add(DropReason::VxlanShort, 1);
+                    continue;
+                }
+            };
+            if self.remote.is_some_and(|r| r != src) || self.vni.is_some_and(|k| k != vni) {
+                self.drops.add(DropReason::VxlanUnknownTunnel, 1);
+                continue;
+            }
+            if rx[i].pull_front(8).is_err() || rx[i].len() < 14 {
+                self.drops.add(DropReason::VxlanShort, 1);
+                continue;
+            }
+            self.rx_meta[kept] = TunnelMeta {
+                vni,
+                src: u32::from(src),
+                dst: u32::from(self.local),
+            };
+            if kept != i {
+                rx.packets_mut().swap(kept, i);
+            }
+            kept += 1;
+        }
+        // Drop the rejected tail; report the raw count so the caller's drain rule still holds.
+        let mut idx = 0;
+        rx.retain(|_| {
+            idx += 1;
+            idx <= kept
+        });
+        Ok(got)
+    }
+}

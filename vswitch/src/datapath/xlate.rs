@@ -1,0 +1,483 @@
+//! The slow path: walk the OpenFlow tables for one packet key and compile the walk into
+//! datapath actions, recording every key bit consulted (un-wildcarding) so the result can be
+//! cached as a megaflow that is correct for every packet agreeing on those bits.
+//!
+//! Semantics follow Open vSwitch where OpenFlow is silent: output to the input port by number
+//! is skipped (use `IN_PORT`), a table miss drops, `resubmit` and `goto_table` nest up to
+//! [`MAX_DEPTH`], `ct(table=T)` ends the current walk and the packet continues in table T after
+//! conntrack (recirculation), select groups pick a bucket by a hash of the 5-tuple.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use encap::FlowKey;
+use flowtable::action::{Action, CtZone, Nat, NatKind, SubField};
+use flowtable::fields::FieldId;
+use flowtable::{GroupType, OfPort};
+
+use super::MAX_DEPTH;
+use super::actions::{CtAction, DpAction};
+use crate::conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
+use super::drops::DropReason;
+use crate::pipeline::{FlowStats, Pipeline};
+use crate::portspec::{FromFlow, PortKind};
+
+/// The compiled result of one slow-path walk, shared by the EMC and the megaflow cache.
+#[derive(Debug)]
+pub struct CachedFlow {
+    pub actions: Vec<DpAction>,
+    /// Counters of every rule the walk hit.
+    pub rules: Vec<Arc<FlowStats>>,
+    /// The working key at a `ct(table=..)` (registers, metadata, tunnel fields to carry over).
+    pub recirc_meta: FlowKey,
+    pub version: u64,
+}
+
+/// Metadata words (in_port .. tun_dst) are matched exactly in every megaflow: they are not
+/// packet bytes, and recirculation copies them from the cached walk.
+const META_BYTES: usize = 64;
+
+pub struct Xlate<'a> {
+    pipeline: &'a Pipeline,
+    key: FlowKey,
+    wc: FlowKey,
+    out: Vec<DpAction>,
+    rules: Vec<Arc<FlowStats>>,
+    depth: usize,
+    stopped: bool,
+    recirc_meta: FlowKey,
+    trace: Option<&'a mut String>,
+}
+
+impl<'a> Xlate<'a> {
+    pub fn new(pipeline: &'a Pipeline, key: &FlowKey, trace: Option<&'a mut String>) -> Self {
+        let mut wc = FlowKey::default();
+        let bytes: &mut [u8] = bytemuck::bytes_of_mut(&mut wc);
+        bytes[..META_BYTES].fill(0xff);
+        Xlate {
+            pipeline,
+            key: *key,
+            wc,
+            out: Vec::new(),
+            rules: Vec::new(),
+            depth: 0,
+            stopped: false,
+            recirc_meta: *key,
+            trace,
+        }
+    }
+
+    /// Walks the pipeline from `table` and returns the compiled flow and its megaflow mask.
+    pub fn run(mut self, table: u8) -> (CachedFlow, FlowKey) {
+        self.run_table(table);
+        if self.out.is_empty() {
+            self.out.push(DpAction::Drop(DropReason::ExplicitDrop));
+        }
+        (
+            CachedFlow {
+                actions: self.out,
+                rules: self.rules,
+                recirc_meta: self.recirc_meta,
+                version: self.pipeline.version,
+            },
+            self.wc,
+        )
+    }
+
+    fn note(&mut self, text: std::fmt::Arguments) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            for _ in 0..self.depth {
+                t.push_str("    ");
+            }
+            let _ = t.write_fmt(text);
+            t.push('\n');
+        }
+    }
+
+    fn run_table(&mut self, table: u8) {
+        if self.stopped {
+            return;
+        }
+        if self.depth >= MAX_DEPTH {
+            self.note(format_args!(">>>> too many resubmits/gotos: dropping"));
+            self.out.push(DpAction::Drop(DropReason::LoopDetected));
+            self.stopped = true;
+            return;
+        }
+        let Some(cls) = self.pipeline.table(table) else {
+            self.note(format_args!("{table}. No match (table has no flows): drop"));
+            self.miss();
+            return;
+        };
+        let Some(rule) = cls.lookup(&self.key, &mut self.wc) else {
+            self.note(format_args!("{table}. No match: drop"));
+            self.miss();
+            return;
+        };
+        let rule = rule.payload().clone();
+        self.rules.push(rule.stats.clone());
+        if self.trace.is_some() {
+            let text = flowtable::text::print_flow(&rule.entry, &flowtable::text::PrintOpts::default());
+            self.note(format_args!("{table}. {text}"));
+        }
+        self.depth += 1;
+        let ins = rule.entry.instructions.clone();
+        self.actions(&ins.apply);
+        if let Some((value, mask)) = ins.write_metadata {
+            self.key.metadata = (self.key.metadata & !mask) | (value & mask);
+        }
+        if let Some(next) = ins.goto_table {
+            self.run_table(next);
+        }
+        self.depth -= 1;
+    }
+
+    fn miss(&mut self) {
+        // Only count the miss when nothing else was produced: a miss after outputs is benign.
+        if self.out.is_empty() {
+            self.out.push(DpAction::Drop(DropReason::NoMatch));
+        }
+    }
+
+    fn actions(&mut self, list: &[Action]) {
+        for a in list {
+            if self.stopped {
+                return;
+            }
+            self.action(a);
+        }
+    }
+
+    fn action(&mut self, a: &Action) {
+        match a {
+            Action::Output { port, max_len } => self.output(*port, *max_len),
+            Action::SetField { field, value, mask } => self.set_field(*field, *value, *mask),
+            Action::RegLoad { dst, value } => {
+                self.set_field(dst.field, value << dst.ofs, dst.mask());
+            }
+            Action::Move { src, dst } => {
+                let v = self.read_subfield(src);
+                self.set_field(dst.field, v << dst.ofs, dst.mask());
+            }
+            Action::PushVlan(tpid) => {
+                // The pushed tag copies the VID/PCP of an existing tag, else zero (OF1.3).
+                let tci = (self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT) | encap::flowkey::VLAN_PRESENT;
+                self.wc.vlan_tci = u16::MAX;
+                self.key.vlan_tci = tci;
+                self.out.push(DpAction::PushVlan {
+                    tpid: *tpid,
+                    tci: tci & !encap::flowkey::VLAN_PRESENT,
+                });
+            }
+            Action::PopVlan => {
+                self.wc.vlan_tci = u16::MAX;
+                self.key.vlan_tci = 0;
+                self.out.push(DpAction::PopVlan);
+            }
+            Action::DecTtl => {
+                self.wc.eth_type = u16::MAX;
+                self.out.push(DpAction::DecTtl);
+            }
+            Action::Resubmit { in_port, table } => {
+                let saved = self.key.in_port;
+                if let Some(p) = in_port {
+                    self.key.in_port = if *p == OfPort::IN_PORT { saved } else { p.0 };
+                }
+                let t = table.unwrap_or(0);
+                self.note(format_args!("resubmit({},{t})", in_port.map(|p| p.0.to_string()).unwrap_or_default()));
+                self.run_table(t);
+                self.key.in_port = saved;
+            }
+            Action::Group(id) => self.group(*id),
+            Action::Ct(ct) => self.ct(ct),
+            Action::CtClear => {
+                self.key.ct_state = 0;
+                self.key.ct_zone = 0;
+                self.key.ct_mark = 0;
+            }
+            Action::Controller(c) => self.out.push(DpAction::Controller {
+                max_len: c.max_len,
+                reason: c.reason as u8,
+                cookie: 0,
+                table: 0,
+            }),
+            Action::Note(_) | Action::Conjunction { .. } => {}
+            Action::Learn(_) | Action::Bundle(_) => {
+                self.note(format_args!("unsupported action: dropping"));
+                self.out.push(DpAction::Drop(DropReason::UnsupportedAction));
+                self.stopped = true;
+            }
+        }
+    }
+
+    fn read_subfield(&mut self, sf: &SubField) -> u128 {
+        let info = sf.field.info();
+        let consulted = (info.get)(&self.wc) | sf.mask();
+        (info.set)(&mut self.wc, consulted);
+        ((info.get)(&self.key) & sf.mask()) >> sf.ofs
+    }
+
+    fn set_field(&mut self, field: FieldId, value: u128, mask: u128) {
+        let info = field.info();
+        let old = (info.get)(&self.key);
+        let new = (old & !mask) | (value & mask);
+        (info.set)(&mut self.key, new);
+        // Header rewrites become datapath actions; metadata only lives in the key.
+        let out = match field {
+            FieldId::EthSrc => Some(DpAction::SetEthSrc(mac(new))),
+            FieldId::EthDst => Some(DpAction::SetEthDst(mac(new))),
+            FieldId::Ipv4Src => Some(DpAction::SetIpv4Src(Ipv4Addr::from(new as u32))),
+            FieldId::Ipv4Dst => Some(DpAction::SetIpv4Dst(Ipv4Addr::from(new as u32))),
+            FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc => Some(DpAction::SetTpSrc(new as u16)),
+            FieldId::TcpDst | FieldId::UdpDst | FieldId::SctpDst => Some(DpAction::SetTpDst(new as u16)),
+            FieldId::VlanVid | FieldId::VlanTci | FieldId::DlVlan | FieldId::DlVlanPcp => {
+                Some(DpAction::SetVlanTci(self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT))
+            }
+            FieldId::IpDscp | FieldId::NwTos | FieldId::IpEcn => Some(DpAction::SetIpTos(self.key.nw_tos)),
+            FieldId::NwTtl => Some(DpAction::SetIpTtl(self.key.nw_ttl)),
+            FieldId::InPort
+            | FieldId::Metadata
+            | FieldId::Reg0
+            | FieldId::Reg1
+            | FieldId::Reg2
+            | FieldId::Reg3
+            | FieldId::Reg4
+            | FieldId::Reg5
+            | FieldId::Reg6
+            | FieldId::Reg7
+            | FieldId::TunId
+            | FieldId::TunSrc
+            | FieldId::TunDst
+            | FieldId::CtMark => None,
+            _ => {
+                self.note(format_args!("set_field of {} is not supported by the datapath: dropping", info.name));
+                self.stopped = true;
+                Some(DpAction::Drop(DropReason::UnsupportedAction))
+            }
+        };
+        if let Some(a) = out {
+            self.out.push(a);
+        }
+    }
+
+    fn output(&mut self, port: OfPort, max_len: u16) {
+        let in_port = self.key.in_port;
+        match port {
+            OfPort::IN_PORT => self.output_ofport(in_port),
+            OfPort::NORMAL => {
+                self.note(format_args!("output: NORMAL"));
+                self.out.push(DpAction::Normal);
+            }
+            OfPort::FLOOD | OfPort::ALL => {
+                self.note(format_args!("output: {}", if port == OfPort::ALL { "ALL" } else { "FLOOD" }));
+                self.out.push(DpAction::Flood {
+                    include_in_port: port == OfPort::ALL,
+                })
+            }
+            OfPort::CONTROLLER => self.out.push(DpAction::Controller {
+                max_len,
+                reason: 1,
+                cookie: 0,
+                table: 0,
+            }),
+            OfPort::LOCAL => self.output_ofport(OfPort::LOCAL.0),
+            OfPort(p) if p == in_port => {
+                self.note(format_args!("skipping output to input port {p}"));
+            }
+            OfPort(p) => self.output_ofport(p),
+        }
+    }
+
+    fn output_ofport(&mut self, ofport: u32) {
+        let Some(info) = self.pipeline.ports.get(&ofport) else {
+            self.note(format_args!("output:{ofport}: no such port"));
+            self.out.push(DpAction::Drop(DropReason::PortDown));
+            return;
+        };
+        if info.kind != PortKind::Vxlan {
+            self.note(format_args!("output:{ofport} ({})", info.name));
+            self.out.push(DpAction::Output(info.dp_id));
+            return;
+        }
+        let dst = match info.remote_ip {
+            Some(FromFlow::Fixed(IpAddr::V4(ip))) => Some(ip),
+            Some(FromFlow::Flow) => (self.key.tun_dst != 0).then(|| Ipv4Addr::from(self.key.tun_dst)),
+            _ => None,
+        };
+        let vni = match info.key {
+            Some(FromFlow::Fixed(k)) => k,
+            _ => (self.key.tun_id & 0xff_ffff) as u32,
+        };
+        match dst {
+            Some(dst) => {
+                self.note(format_args!("output:{ofport} ({}): VXLAN encap vni={vni} dst={dst}", info.name));
+                self.out.push(DpAction::Tunnel {
+                    port: info.dp_id,
+                    dst,
+                    vni,
+                })
+            }
+            None => {
+                self.note(format_args!("output:{ofport} ({}): no tun_dst: dropping", info.name));
+                self.out.push(DpAction::Drop(DropReason::TunnelNoRoute));
+            }
+        }
+    }
+
+    fn group(&mut self, id: u32) {
+        let Some(group) = self.pipeline.groups.get(&id).cloned() else {
+            self.note(format_args!("group:{id}: no such group"));
+            self.out.push(DpAction::Drop(DropReason::GroupMissing));
+            return;
+        };
+        match group.group_type {
+            GroupType::All => {
+                for (i, b) in group.buckets.iter().enumerate() {
+                    self.note(format_args!("group:{id} bucket {i}"));
+                    let saved = self.key;
+                    self.actions(&b.actions);
+                    self.key = saved;
+                }
+            }
+            GroupType::Indirect => {
+                if let Some(b) = group.buckets.first() {
+                    self.actions(&b.actions);
+                }
+            }
+            GroupType::FastFailover => {
+                let live = group.buckets.iter().position(|b| {
+                    self.pipeline
+                        .ports
+                        .get(&b.watch_port.0)
+                        .is_some_and(|p| p.live)
+                });
+                match live {
+                    Some(i) => {
+                        self.note(format_args!("group:{id} fast_failover: bucket {i}"));
+                        let actions = group.buckets[i].actions.clone();
+                        self.actions(&actions);
+                    }
+                    None => self.out.push(DpAction::Drop(DropReason::GroupMissing)),
+                }
+            }
+            GroupType::Select => {
+                let total: u64 = group.buckets.iter().map(|b| b.weight as u64).sum();
+                if total == 0 {
+                    self.out.push(DpAction::Drop(DropReason::GroupMissing));
+                    return;
+                }
+                let h = self.hash_5tuple() as u64 % total;
+                let mut acc = 0u64;
+                let chosen = group
+                    .buckets
+                    .iter()
+                    .position(|b| {
+                        acc += b.weight as u64;
+                        h < acc
+                    })
+                    .unwrap_or(0);
+                self.note(format_args!("group:{id} select: bucket {chosen}"));
+                let actions = group.buckets[chosen].actions.clone();
+                self.actions(&actions);
+            }
+        }
+    }
+
+    /// Hash of the fields a select group balances on; they become part of the megaflow.
+    fn hash_5tuple(&mut self) -> u32 {
+        self.wc.eth_type = u16::MAX;
+        self.wc.nw_src = u32::MAX;
+        self.wc.nw_dst = u32::MAX;
+        self.wc.nw_proto = u8::MAX;
+        self.wc.tp_src = u16::MAX;
+        self.wc.tp_dst = u16::MAX;
+        let k = &self.key;
+        let mut h: u32 = 0x9e37_79b9;
+        for w in [k.nw_src, k.nw_dst, k.nw_proto as u32, (k.tp_src as u32) << 16 | k.tp_dst as u32] {
+            h = (h ^ w).wrapping_mul(0x85eb_ca6b).rotate_left(13);
+        }
+        h ^ (h >> 16)
+    }
+
+    fn ct(&mut self, ct: &flowtable::action::Ct) {
+        let zone = match ct.zone {
+            None => 0,
+            Some(CtZone::Imm(z)) => z,
+            Some(CtZone::Field(sf)) => self.read_subfield(&sf) as u16,
+        };
+        let mut mark = None;
+        for a in &ct.exec {
+            if let Action::SetField {
+                field: FieldId::CtMark,
+                value,
+                mask,
+            } = a
+            {
+                mark = Some((*value as u32, *mask as u32));
+            }
+        }
+        let nat = match ct.nat.as_ref().map(nat_spec) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
+                self.note(format_args!("ct nat: {e}: dropping"));
+                self.out.push(DpAction::Drop(DropReason::UnsupportedAction));
+                self.stopped = true;
+                return;
+            }
+            None => None,
+        };
+        // Conntrack reads the 5-tuple; the megaflow must pin it.
+        self.hash_5tuple();
+        self.note(format_args!(
+            "ct(zone={zone}{}{}{})",
+            if ct.commit { ",commit" } else { "" },
+            ct.table.map(|t| format!(",table={t}")).unwrap_or_default(),
+            if ct.nat.is_some() { ",nat" } else { "" }
+        ));
+        self.out.push(DpAction::Ct(CtAction {
+            zone,
+            commit: ct.commit,
+            nat,
+            mark,
+            recirc_table: ct.table,
+        }));
+        if ct.table.is_some() {
+            self.recirc_meta = self.key;
+            self.stopped = true;
+        }
+    }
+}
+
+fn mac(v: u128) -> [u8; 6] {
+    let b = (v as u64).to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// Converts the model's `nat(...)` into conntrack's request.
+fn nat_spec(n: &Nat) -> Result<NatSpec, String> {
+    let mut spec = NatSpec {
+        select: if n.random {
+            PortSelect::Random
+        } else {
+            PortSelect::Hash
+        },
+        persistent: n.persistent,
+        ..NatSpec::default()
+    };
+    let Some(kind) = n.kind else {
+        return Ok(spec);
+    };
+    let (lo, hi) = match n.addrs {
+        Some((IpAddr::V4(a), IpAddr::V4(b))) => (Addr::v4(u32::from(a)), Addr::v4(u32::from(b))),
+        Some(_) => return Err("IPv6 NAT is not supported yet".into()),
+        None => return Err("nat(src|dst) needs an address".into()),
+    };
+    let (pmin, pmax) = n.ports.unwrap_or((0, 0));
+    let range = NatRange::new(lo, hi, pmin, pmax).map_err(|e| e.to_string())?;
+    match kind {
+        NatKind::Src => spec.src = Some(range),
+        NatKind::Dst => spec.dst = Some(range),
+    }
+    Ok(spec)
+}

@@ -1,0 +1,83 @@
+//! The immutable pipeline snapshot the datapath reads: classifiers per table, groups, ports.
+//!
+//! The control side builds a new `Pipeline` after every batch of changes and swaps it in with
+//! `ArcSwap::store`; the datapath loads it once per batch. A packet therefore sees either all
+//! of a change or none of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use flowtable::classifier::Classifier;
+use flowtable::{FlowEntry, Group};
+use hashbrown::HashMap;
+
+use crate::portspec::{FromFlow, PortKind};
+
+/// Counters of one OpenFlow rule, shared by every snapshot that holds the rule.
+#[derive(Debug, Default)]
+pub struct FlowStats {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Datapath clock (ns) of the last hit, for idle timeouts.
+    pub used_ns: AtomicU64,
+}
+
+impl FlowStats {
+    #[inline]
+    pub fn hit(&self, packets: u64, bytes: u64, now_ns: u64) {
+        self.packets.fetch_add(packets, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+        self.used_ns.store(now_ns, Relaxed);
+    }
+}
+
+/// A rule as the datapath sees it: the flow entry and its live counters.
+#[derive(Debug)]
+pub struct RuleRef {
+    pub entry: FlowEntry,
+    pub stats: Arc<FlowStats>,
+}
+
+/// What the datapath needs to know about a port of the bridge.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub ofport: u32,
+    pub dp_id: u32,
+    pub name: String,
+    pub kind: PortKind,
+    pub remote_ip: Option<FromFlow<std::net::IpAddr>>,
+    pub key: Option<FromFlow<u32>>,
+    pub live: bool,
+}
+
+pub type TableClassifier = Classifier<Arc<RuleRef>>;
+
+pub struct Pipeline {
+    pub version: u64,
+    /// Index = table id (0..=254); tables without flows share one empty classifier.
+    pub tables: Vec<Arc<TableClassifier>>,
+    pub groups: HashMap<u32, Arc<Group>>,
+    pub ports: HashMap<u32, PortInfo>,
+    /// Ports in ofport order, for FLOOD/ALL.
+    pub port_order: Vec<u32>,
+}
+
+impl Pipeline {
+    pub fn empty() -> Pipeline {
+        Pipeline {
+            version: 0,
+            tables: Vec::new(),
+            groups: HashMap::new(),
+            ports: HashMap::new(),
+            port_order: Vec::new(),
+        }
+    }
+
+    pub fn table(&self, id: u8) -> Option<&TableClassifier> {
+        self.tables.get(id as usize).map(|t| &**t)
+    }
+
+    pub fn port_by_dp_id(&self, dp_id: u32) -> Option<&PortInfo> {
+        self.ports.values().find(|p| p.dp_id == dp_id)
+    }
+}

@@ -1,0 +1,262 @@
+//! `add-port BR NAME [type=..] [ofport=N] [options:key=value]...`: what a port should be.
+
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// An existing kernel interface (a pod's veth end, an uplink) read through an AF_PACKET ring.
+    AfPacket,
+    /// A TAP device, created if it does not exist.
+    Tap,
+    /// A VXLAN tunnel port over the kernel's UDP stack.
+    Vxlan,
+    /// The bridge's own kernel interface (a TAP device named like the port).
+    Internal,
+}
+
+impl PortKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortKind::AfPacket => "afpacket",
+            PortKind::Tap => "tap",
+            PortKind::Vxlan => "vxlan",
+            PortKind::Internal => "internal",
+        }
+    }
+}
+
+/// A tunnel parameter fixed per port or taken per packet from the flow (`options:key=flow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromFlow<T> {
+    Fixed(T),
+    Flow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSpec {
+    pub remote_ip: FromFlow<IpAddr>,
+    pub key: FromFlow<u32>,
+    pub local_ip: Option<IpAddr>,
+    pub dst_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: String,
+    pub kind: PortKind,
+    pub ofport: Option<u32>,
+    pub tunnel: Option<TunnelSpec>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PortSpecError {
+    #[error("unknown port type '{0}' (expected afpacket, tap, vxlan or internal)")]
+    UnknownType(String),
+    #[error("bad ofport '{0}' (expected a number from 1 to 65279)")]
+    BadOfport(String),
+    #[error("bad value '{value}' for options:{key}: {why}")]
+    BadOption {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("unknown option '{0}' (expected remote_ip, key, local_ip or dst_port)")]
+    UnknownOption(String),
+    #[error("unexpected argument '{0}' (expected type=, ofport= or options:KEY=VALUE)")]
+    UnexpectedArg(String),
+    #[error("a vxlan port needs options:remote_ip=IP or options:remote_ip=flow")]
+    MissingRemote,
+    #[error("options:{0} only applies to vxlan ports")]
+    TunnelOptionOnPlainPort(String),
+    #[error("bad port name '{0}' (1 to 15 characters, no '/', ' ' or ':')")]
+    BadName(String),
+}
+
+/// Highest ofport a user may assign (OpenFlow 1.3 `OFPP_MAX`).
+pub const OFPP_MAX: u32 = 0xffff_ff00;
+
+impl PortSpec {
+    pub fn parse(name: &str, args: &[String]) -> Result<PortSpec, PortSpecError> {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
+            return Err(PortSpecError::BadName(name.to_string()));
+        }
+        let mut kind = PortKind::AfPacket;
+        let mut ofport = None;
+        let mut options: Vec<(String, String)> = Vec::new();
+        for arg in args {
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| PortSpecError::UnexpectedArg(arg.clone()))?;
+            match key {
+                "type" => {
+                    kind = match value {
+                        "afpacket" | "system" => PortKind::AfPacket,
+                        "tap" => PortKind::Tap,
+                        "vxlan" => PortKind::Vxlan,
+                        "internal" => PortKind::Internal,
+                        other => return Err(PortSpecError::UnknownType(other.to_string())),
+                    }
+                }
+                "ofport" | "ofport_request" => {
+                    let n: u32 = value
+                        .parse()
+                        .map_err(|_| PortSpecError::BadOfport(value.to_string()))?;
+                    if n == 0 || n > OFPP_MAX {
+                        return Err(PortSpecError::BadOfport(value.to_string()));
+                    }
+                    ofport = Some(n);
+                }
+                _ => match key.strip_prefix("options:") {
+                    Some(opt) => options.push((opt.to_string(), value.to_string())),
+                    None => return Err(PortSpecError::UnexpectedArg(arg.clone())),
+                },
+            }
+        }
+        let tunnel = if kind == PortKind::Vxlan {
+            Some(parse_tunnel(&options)?)
+        } else {
+            if let Some((k, _)) = options.first() {
+                return Err(PortSpecError::TunnelOptionOnPlainPort(k.clone()));
+            }
+            None
+        };
+        Ok(PortSpec {
+            name: name.to_string(),
+            kind,
+            ofport,
+            tunnel,
+        })
+    }
+}
+
+fn parse_tunnel(options: &[(String, String)]) -> Result<TunnelSpec, PortSpecError> {
+    let bad = |key: &str, value: &str, why| PortSpecError::BadOption {
+        key: key.to_string(),
+        value: value.to_string(),
+        why,
+    };
+    let mut remote_ip = None;
+    let mut key = FromFlow::Fixed(0);
+    let mut local_ip = None;
+    let mut dst_port = 4789;
+    for (k, v) in options {
+        match k.as_str() {
+            "remote_ip" => {
+                remote_ip = Some(if v == "flow" {
+                    FromFlow::Flow
+                } else {
+                    FromFlow::Fixed(v.parse().map_err(|_| bad(k, v, "not an IP address"))?)
+                })
+            }
+            "key" | "in_key" | "out_key" => {
+                key = if v == "flow" {
+                    FromFlow::Flow
+                } else {
+                    let n = parse_u32(v).ok_or_else(|| bad(k, v, "not a number"))?;
+                    if n >= 1 << 24 {
+                        return Err(bad(k, v, "a VXLAN VNI has 24 bits"));
+                    }
+                    FromFlow::Fixed(n)
+                }
+            }
+            "local_ip" => local_ip = Some(v.parse().map_err(|_| bad(k, v, "not an IP address"))?),
+            "dst_port" => {
+                dst_port = v
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad(k, v, "not a UDP port"))?
+            }
+            _ => return Err(PortSpecError::UnknownOption(k.clone())),
+        }
+    }
+    Ok(TunnelSpec {
+        remote_ip: remote_ip.ok_or(PortSpecError::MissingRemote)?,
+        key,
+        local_ip,
+        dst_port,
+    })
+}
+
+fn parse_u32(s: &str) -> Option<u32> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn plain_port_defaults_to_afpacket() {
+        let spec = PortSpec::parse("veth0", &[]).unwrap();
+        assert_eq!(spec.kind, PortKind::AfPacket);
+        assert_eq!(spec.ofport, None);
+        assert!(spec.tunnel.is_none());
+    }
+
+    #[test]
+    fn vxlan_port_with_flow_key() {
+        let spec = PortSpec::parse(
+            "vx0",
+            &args(&["type=vxlan", "ofport=9", "options:remote_ip=flow", "options:key=flow"]),
+        )
+        .unwrap();
+        let t = spec.tunnel.unwrap();
+        assert_eq!(t.remote_ip, FromFlow::Flow);
+        assert_eq!(t.key, FromFlow::Flow);
+        assert_eq!(t.dst_port, 4789);
+        assert_eq!(spec.ofport, Some(9));
+    }
+
+    #[test]
+    fn vxlan_fixed_remote_and_vni() {
+        let spec = PortSpec::parse(
+            "vx1",
+            &args(&[
+                "type=vxlan",
+                "options:remote_ip=192.168.0.12",
+                "options:key=0x10",
+                "options:local_ip=192.168.0.11",
+                "options:dst_port=8472",
+            ]),
+        )
+        .unwrap();
+        let t = spec.tunnel.unwrap();
+        assert_eq!(t.remote_ip, FromFlow::Fixed("192.168.0.12".parse().unwrap()));
+        assert_eq!(t.key, FromFlow::Fixed(16));
+        assert_eq!(t.local_ip, Some("192.168.0.11".parse().unwrap()));
+        assert_eq!(t.dst_port, 8472);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(
+            PortSpec::parse("p", &args(&["type=gre"])).unwrap_err(),
+            PortSpecError::UnknownType("gre".into())
+        );
+        assert_eq!(
+            PortSpec::parse("p", &args(&["ofport=0"])).unwrap_err(),
+            PortSpecError::BadOfport("0".into())
+        );
+        assert_eq!(
+            PortSpec::parse("p", &args(&["type=vxlan"])).unwrap_err(),
+            PortSpecError::MissingRemote
+        );
+        assert!(matches!(
+            PortSpec::parse("p", &args(&["type=vxlan", "options:remote_ip=1.2.3.4", "options:key=16777216"])),
+            Err(PortSpecError::BadOption { .. })
+        ));
+        assert_eq!(
+            PortSpec::parse("p", &args(&["options:key=5"])).unwrap_err(),
+            PortSpecError::TunnelOptionOnPlainPort("key".into())
+        );
+        assert!(PortSpec::parse("this-name-is-too-long", &[]).is_err());
+    }
+}

@@ -1,0 +1,683 @@
+//! The control plane: bridges, ports and flow tables, and the commands that change them.
+//!
+//! All state lives behind one mutex (changes are rare and must be serialized anyway). Each
+//! change ends with `publish`, which builds an immutable [`Pipeline`] snapshot and swaps it in
+//! for the datapath.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use flowtable::classifier::ClassifierBuilder;
+use flowtable::flow::FlowModCommand;
+use flowtable::table::Pipeline as FlowTables;
+use flowtable::text::{self, PrintOpts};
+use flowtable::{FlowEntry, FlowMod, Match};
+use hashbrown::HashMap;
+
+use crate::datapath::counters::PortCounters;
+use crate::datapath::drops::DropCounters;
+use crate::datapath::ports::{DpPort, PortIo, TunnelMeta, VxlanIo};
+use crate::datapath::{BATCH, CacheStats, DatapathHandle};
+use crate::pipeline::{FlowStats, Pipeline, PortInfo, RuleRef, TableClassifier};
+use crate::portspec::{FromFlow, PortKind, PortSpec};
+
+/// One port as the control side knows it.
+pub struct PortCtl {
+    pub spec: PortSpec,
+    pub ofport: u32,
+    pub dp_id: usize,
+    pub counters: Arc<PortCounters>,
+    pub mac: [u8; 6],
+}
+
+pub struct BridgeCtl {
+    pub name: String,
+    pub dp_index: usize,
+    pub tables: FlowTables,
+    pub stats: HashMap<(u8, Match, u16), Arc<FlowStats>>,
+    pub ports: BTreeMap<u32, PortCtl>,
+    pub pipeline: Arc<ArcSwap<Pipeline>>,
+    pub drops: Arc<DropCounters>,
+    pub cache_stats: Arc<CacheStats>,
+    pub version: u64,
+    pub created: Instant,
+}
+
+pub struct Switch {
+    pub dp: DatapathHandle,
+    pub rundir: PathBuf,
+    pub state: Mutex<BTreeMap<String, BridgeCtl>>,
+}
+
+type CmdResult = Result<String, String>;
+
+fn flag(args: &mut Vec<String>, name: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != name);
+    args.len() != before
+}
+
+impl Switch {
+    pub fn new(dp: DatapathHandle, rundir: PathBuf) -> Switch {
+        Switch {
+            dp,
+            rundir,
+            state: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for n in names {
+            let _ = self.del_br(&n);
+        }
+        self.dp.stop();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BridgeCtl>> {
+        // A panic in one command must not wedge every later one.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one management command.
+    pub fn command(&self, args: &[String]) -> CmdResult {
+        let mut args: Vec<String> = args.to_vec();
+        let strict = flag(&mut args, "--strict");
+        let no_stats = flag(&mut args, "--no-stats");
+        let Some(cmd) = args.first().cloned() else {
+            return Err("missing command".into());
+        };
+        let a: Vec<&str> = args.iter().skip(1).map(|s| s.as_str()).collect();
+        let need = |n: usize| -> Result<(), String> {
+            if a.len() < n {
+                Err(format!("'{cmd}' needs at least {n} argument(s)"))
+            } else {
+                Ok(())
+            }
+        };
+        match cmd.as_str() {
+            "add-br" => {
+                need(1)?;
+                self.add_br(a[0])
+            }
+            "del-br" => {
+                need(1)?;
+                self.del_br(a[0])
+            }
+            "list-br" => Ok(self.lock().keys().map(|k| format!("{k}\n")).collect()),
+            "br-exists" => {
+                need(1)?;
+                if self.lock().contains_key(a[0]) {
+                    Ok(String::new())
+                } else {
+                    Err(format!("no bridge named {}", a[0]))
+                }
+            }
+            "add-port" => {
+                need(2)?;
+                let rest: Vec<String> = a[2..].iter().map(|s| s.to_string()).collect();
+                self.add_port(a[0], a[1], &rest)
+            }
+            "del-port" => {
+                need(2)?;
+                self.del_port(a[0], a[1])
+            }
+            "list-ports" => {
+                need(1)?;
+                self.with_bridge(a[0], |b| {
+                    let mut names: Vec<&str> = b.ports.values().map(|p| p.spec.name.as_str()).collect();
+                    names.sort();
+                    Ok(names.iter().map(|n| format!("{n}\n")).collect())
+                })
+            }
+            "add-flow" => {
+                need(2)?;
+                self.flow_mods(a[0], a[1], FlowModCommand::Add, false)
+            }
+            "add-flows" => {
+                need(2)?;
+                self.flow_mods(a[0], a[1], FlowModCommand::Add, true)
+            }
+            "mod-flows" => {
+                need(2)?;
+                let c = if strict {
+                    FlowModCommand::ModifyStrict
+                } else {
+                    FlowModCommand::Modify
+                };
+                self.flow_mods(a[0], a[1], c, false)
+            }
+            "del-flows" => {
+                need(1)?;
+                let c = if strict {
+                    FlowModCommand::DeleteStrict
+                } else {
+                    FlowModCommand::Delete
+                };
+                self.flow_mods(a[0], a.get(1).copied().unwrap_or(""), c, false)
+            }
+            "replace-flows" => {
+                need(2)?;
+                self.replace_flows(a[0], a[1])
+            }
+            "dump-flows" => {
+                need(1)?;
+                self.dump_flows(a[0], a.get(1).copied(), !no_stats)
+            }
+            "add-group" | "add-groups" | "mod-group" | "del-groups" => {
+                need(1)?;
+                self.group_mods(a[0], &cmd, a.get(1).copied().unwrap_or(""))
+            }
+            "dump-groups" => {
+                need(1)?;
+                self.with_bridge(a[0], |b| {
+                    let mut out = String::from("OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):\n");
+                    for g in b.tables.groups() {
+                        out.push_str(&format!(" {}\n", text::print_group(g)));
+                    }
+                    Ok(out)
+                })
+            }
+            "dump-ports" => {
+                need(1)?;
+                self.dump_ports(a[0], a.get(1).copied())
+            }
+            "dump-drops" => {
+                need(1)?;
+                self.with_bridge(a[0], |b| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let mut out = b.drops.format();
+                    out.push_str(&format!(
+                        "caches: emc_hits={} megaflow_hits={} misses={}\n",
+                        b.cache_stats.emc_hits.load(Relaxed),
+                        b.cache_stats.megaflow_hits.load(Relaxed),
+                        b.cache_stats.misses.load(Relaxed)
+                    ));
+                    Ok(out)
+                })
+            }
+            "trace" => {
+                need(2)?;
+                self.trace(a[0], a[1])
+            }
+            "show" => {
+                need(1)?;
+                self.show(a[0])
+            }
+            "fdb-show" | "dump-macs" => {
+                need(1)?;
+                let idx = self.with_bridge(a[0], |b| Ok(b.dp_index))?;
+                let rows = self.dp.call(move |dp| dp.mac_table_dump(idx));
+                let mut out = String::from(" port  VLAN  MAC                Age\n");
+                for (vlan, mac, port, age) in rows {
+                    out.push_str(&format!("{port:>5}  {vlan:>4}  {}  {age:>3}\n", fmt_mac(&mac)));
+                }
+                Ok(out)
+            }
+            other => Err(format!("unknown command '{other}'; see vswitchctl --help")),
+        }
+    }
+
+    fn with_bridge<R>(&self, name: &str, f: impl FnOnce(&mut BridgeCtl) -> Result<R, String>) -> Result<R, String> {
+        let mut state = self.lock();
+        let b = state
+            .get_mut(name)
+            .ok_or_else(|| format!("no bridge named {name}"))?;
+        f(b)
+    }
+
+    pub fn add_br(&self, name: &str) -> CmdResult {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
+            return Err(format!("bad bridge name '{name}' (1 to 15 characters, no '/', ' ' or ':')"));
+        }
+        let mut state = self.lock();
+        if state.contains_key(name) {
+            return Err(format!("a bridge named {name} already exists"));
+        }
+        let pipeline = Arc::new(ArcSwap::from_pointee(Pipeline::empty()));
+        let drops = Arc::new(DropCounters::default());
+        let (p, d, n) = (pipeline.clone(), drops.clone(), name.to_string());
+        let (dp_index, cache_stats) = self.dp.call(move |dp| dp.add_bridge(&n, p, d));
+        let mut b = BridgeCtl {
+            name: name.to_string(),
+            dp_index,
+            tables: FlowTables::new(),
+            stats: HashMap::new(),
+            ports: BTreeMap::new(),
+            pipeline,
+            drops,
+            cache_stats,
+            version: 0,
+            created: Instant::now(),
+        };
+        // A new bridge is an L2 learning switch, as in Open vSwitch.
+        let normal = text::parse_flow("priority=0,actions=NORMAL").map_err(|e| e.to_string())?;
+        b.tables
+            .flow_mod(&normal, Instant::now())
+            .map_err(|e| e.to_string())?;
+        publish(&mut b);
+        state.insert(name.to_string(), b);
+        Ok(String::new())
+    }
+
+    pub fn del_br(&self, name: &str) -> CmdResult {
+        let b = self
+            .lock()
+            .remove(name)
+            .ok_or_else(|| format!("no bridge named {name}"))?;
+        let idx = b.dp_index;
+        self.dp.call(move |dp| dp.del_bridge(idx));
+        Ok(String::new())
+    }
+
+    pub fn add_port(&self, br: &str, name: &str, args: &[String]) -> CmdResult {
+        let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
+        let mut state = self.lock();
+        if state
+            .values()
+            .any(|b| b.ports.values().any(|p| p.spec.name == spec.name))
+        {
+            return Err(format!("a port named {name} already exists"));
+        }
+        let b = state
+            .get_mut(br)
+            .ok_or_else(|| format!("no bridge named {br}"))?;
+        let ofport = match spec.ofport {
+            Some(n) if b.ports.contains_key(&n) => return Err(format!("ofport {n} is already in use on {br}")),
+            Some(n) => n,
+            None => (1..).find(|n| !b.ports.contains_key(n)).unwrap_or(1),
+        };
+        let counters = Arc::new(PortCounters::default());
+        let (io, mac) = open_port(&spec, &b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
+        let port = DpPort::new(name, b.dp_index, ofport, spec.kind, io, counters.clone());
+        let dp_id = self
+            .dp
+            .call(move |dp| dp.add_port(port))
+            .map_err(|e| format!("cannot poll port {name}: {e}"))?;
+        b.ports.insert(
+            ofport,
+            PortCtl {
+                spec,
+                ofport,
+                dp_id,
+                counters,
+                mac,
+            },
+        );
+        publish(b);
+        Ok(String::new())
+    }
+
+    pub fn del_port(&self, br: &str, name: &str) -> CmdResult {
+        let mut state = self.lock();
+        let b = state
+            .get_mut(br)
+            .ok_or_else(|| format!("no bridge named {br}"))?;
+        let ofport = b
+            .ports
+            .iter()
+            .find(|(_, p)| p.spec.name == name)
+            .map(|(n, _)| *n)
+            .ok_or_else(|| format!("bridge {br} has no port named {name}"))?;
+        let p = b.ports.remove(&ofport).expect("found above");
+        let dp_id = p.dp_id;
+        publish(b);
+        self.dp.call(move |dp| dp.del_port(dp_id));
+        Ok(String::new())
+    }
+
+    /// Applies flow-mods given as text (one per line for `add-flows`), all or nothing.
+    pub fn flow_mods(&self, br: &str, text_in: &str, command: FlowModCommand, many: bool) -> CmdResult {
+        let mods = parse_flow_mods(text_in, command, many)?;
+        self.with_bridge(br, |b| apply_flow_mods(b, &mods).map(|_| String::new()))
+    }
+
+    fn replace_flows(&self, br: &str, text_in: &str) -> CmdResult {
+        let mods = parse_flow_mods(text_in, FlowModCommand::Add, true)?;
+        self.with_bridge(br, |b| {
+            let mut next = FlowTables::new();
+            for g in b.tables.groups() {
+                let gm = flowtable::group::GroupMod {
+                    command: flowtable::group::GroupModCommand::Add,
+                    group: g.clone(),
+                };
+                next.group_mod(&gm).map_err(|e| e.to_string())?;
+            }
+            let now = Instant::now();
+            for (line, fm) in &mods {
+                next.flow_mod(fm, now).map_err(|e| format!("line {line}: {e}"))?;
+            }
+            // Counters live in `b.stats` keyed by (table, match, priority): flows that
+            // survive the replacement keep theirs, as in OVS.
+            b.tables = next;
+            publish(b);
+            Ok(String::new())
+        })
+    }
+
+    fn group_mods(&self, br: &str, cmd: &str, text_in: &str) -> CmdResult {
+        use flowtable::group::GroupModCommand;
+        let command = match cmd {
+            "mod-group" => GroupModCommand::Modify,
+            "del-groups" => GroupModCommand::Delete,
+            _ => GroupModCommand::Add,
+        };
+        let mut mods = Vec::new();
+        if command == GroupModCommand::Delete && text_in.trim().is_empty() {
+            mods.push(text::parse_group_mod("group_id=all", command).map_err(|e| e.to_string())?);
+        } else {
+            for (i, line) in text_in.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                mods.push(text::parse_group_mod(line, command).map_err(|e| format!("line {}: {e}", i + 1))?);
+            }
+        }
+        self.with_bridge(br, |b| {
+            let mut next = b.tables.clone();
+            for gm in &mods {
+                next.group_mod(gm).map_err(|e| e.to_string())?;
+            }
+            b.tables = next;
+            publish(b);
+            Ok(String::new())
+        })
+    }
+
+    pub fn dump_flows(&self, br: &str, filter: Option<&str>, stats: bool) -> CmdResult {
+        let filter = match filter {
+            Some(f) if !f.trim().is_empty() => Some(text::parse_flow_mod(f, FlowModCommand::Delete).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        self.with_bridge(br, |b| {
+            let now = Instant::now();
+            let mut out = String::new();
+            if stats {
+                out.push_str("OFPST_FLOW reply (OF1.3) (xid=0x2):\n");
+            }
+            for e in b.tables.flows() {
+                if let Some(f) = &filter
+                    && !flow_selected(e, f)
+                {
+                    continue;
+                }
+                let e = with_live_counters(b, e);
+                let opts = PrintOpts {
+                    stats,
+                    now: Some(now),
+                    ..PrintOpts::default()
+                };
+                out.push_str(&text::print_flow(&e, &opts));
+                out.push('\n');
+            }
+            Ok(out)
+        })
+    }
+
+    fn dump_ports(&self, br: &str, only: Option<&str>) -> CmdResult {
+        self.with_bridge(br, |b| {
+            let selected: Vec<&PortCtl> = b
+                .ports
+                .values()
+                .filter(|p| only.is_none_or(|o| o == p.spec.name || o == p.ofport.to_string()))
+                .collect();
+            let mut out = format!("OFPST_PORT reply (OF1.3) (xid=0x2): {} ports\n", selected.len());
+            for p in selected {
+                let c = p.counters.snapshot();
+                out.push_str(&format!(
+                    "  port {:>2}: rx pkts={}, bytes={}, drop={}, errs={}, frame=?, over=?, crc=?\n           tx pkts={}, bytes={}, drop={}, errs={}, coll=?\n           duration={:.3}s\n",
+                    p.ofport, c.rx_packets, c.rx_bytes, c.rx_dropped, c.rx_errors, c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_errors, c.duration_secs
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    fn show(&self, br: &str) -> CmdResult {
+        self.with_bridge(br, |b| {
+            let mut out = format!(
+                "OFPT_FEATURES_REPLY (OF1.3) (xid=0x2): dpid:{:016x}\nn_tables:254, n_buffers:0\ncapabilities: FLOW_STATS TABLE_STATS PORT_STATS GROUP_STATS\n",
+                dpid(&b.name)
+            );
+            out.push_str("OFPST_PORT_DESC reply (OF1.3) (xid=0x3):\n");
+            for p in b.ports.values() {
+                out.push_str(&format!(
+                    " {}({}): addr:{}\n     config:     0\n     state:      LIVE\n     speed: 0 Mbps now, 0 Mbps max\n",
+                    p.ofport,
+                    p.spec.name,
+                    fmt_mac(&p.mac)
+                ));
+            }
+            out.push_str("OFPT_GET_CONFIG_REPLY (OF1.3) (xid=0x5): frags=normal miss_send_len=0\n");
+            Ok(out)
+        })
+    }
+
+    /// `trace BR FLOW`: runs a packet described in flow syntax through the tables and explains.
+    pub fn trace(&self, br: &str, flow: &str) -> CmdResult {
+        let m = text::parse_match(flow).map_err(|e| e.to_string())?;
+        self.with_bridge(br, |b| {
+            let pipeline = b.pipeline.load_full();
+            let key = m.value;
+            let mut log = String::new();
+            log.push_str(&format!("Flow: {}\n\nbridge(\"{}\")\n-------------\n", text::print_match(&m), b.name));
+            let (flow, wc) = crate::datapath::xlate::Xlate::new(&pipeline, &key, Some(&mut log)).run(0);
+            log.push_str("\nFinal flow: unchanged\n");
+            log.push_str(&format!("Megaflow: {}\n", text::print_match(&Match { value: key.masked(&wc), mask: wc })));
+            log.push_str(&format!("Datapath actions: {}\n", format_dp_actions(&flow.actions, &pipeline)));
+            Ok(log)
+        })
+    }
+
+    pub fn apply_config_file(&self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        crate::agent::apply(self, &text)
+    }
+}
+
+fn format_dp_actions(actions: &[crate::datapath::actions::DpAction], p: &Pipeline) -> String {
+    use crate::datapath::actions::DpAction;
+    let name = |id: u32| p.port_by_dp_id(id).map(|i| i.ofport.to_string()).unwrap_or_else(|| format!("dp{id}"));
+    let parts: Vec<String> = actions
+        .iter()
+        .map(|a| match a {
+            DpAction::Output(id) => format!("output:{}", name(*id)),
+            DpAction::Tunnel { port, dst, vni } => format!("tnl_push(vxlan(vni={vni},dst={dst})),output:{}", name(*port)),
+            DpAction::Drop(r) => format!("drop({})", r.name()),
+            other => format!("{other:?}").to_lowercase(),
+        })
+        .collect();
+    parts.join(",")
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+fn dpid(name: &str) -> u64 {
+    // Stable per bridge name, like OVS deriving it from a MAC.
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) & 0xffff_ffff_ffff
+}
+
+/// Parses flow-mod text: one flow, or one per line (`#` comments and blank lines skipped).
+pub fn parse_flow_mods(text_in: &str, command: FlowModCommand, many: bool) -> Result<Vec<(usize, FlowMod)>, String> {
+    if !many {
+        return text::parse_flow_mod(text_in, command)
+            .map(|fm| vec![(1, fm)])
+            .map_err(|e| e.to_string());
+    }
+    let mut mods = Vec::new();
+    for (i, line) in text_in.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fm = text::parse_flow_mod(line, command).map_err(|e| format!("line {}: {e}", i + 1))?;
+        mods.push((i + 1, fm));
+    }
+    Ok(mods)
+}
+
+/// Applies a batch atomically: on any error nothing changes.
+pub fn apply_flow_mods(b: &mut BridgeCtl, mods: &[(usize, FlowMod)]) -> Result<(), String> {
+    let now = Instant::now();
+    let mut next = b.tables.clone();
+    for (line, fm) in mods {
+        next.flow_mod(fm, now).map_err(|e| {
+            if mods.len() > 1 {
+                format!("line {line}: {e}")
+            } else {
+                e.to_string()
+            }
+        })?;
+    }
+    b.tables = next;
+    publish(b);
+    Ok(())
+}
+
+fn flow_selected(e: &FlowEntry, f: &FlowMod) -> bool {
+    if f.table_id != flowtable::flow::TABLE_ALL && f.table_id != e.table_id && f.table_id != 0 {
+        return false;
+    }
+    e.match_.is_subset_of(&f.match_)
+        && (f.cookie_mask == 0 || (e.cookie & f.cookie_mask) == (f.cookie & f.cookie_mask))
+}
+
+fn with_live_counters(b: &BridgeCtl, e: &FlowEntry) -> FlowEntry {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut e = e.clone();
+    if let Some(s) = b.stats.get(&(e.table_id, e.match_, e.priority)) {
+        e.packets += s.packets.load(Relaxed);
+        e.bytes += s.bytes.load(Relaxed);
+    }
+    e
+}
+
+/// Builds the datapath's snapshot from the control state and swaps it in.
+pub fn publish(b: &mut BridgeCtl) {
+    b.version += 1;
+    let mut tables: Vec<Arc<TableClassifier>> = Vec::new();
+    let empty: Arc<TableClassifier> = ClassifierBuilder::new().snapshot();
+    let mut live_stats: HashMap<(u8, Match, u16), Arc<FlowStats>> = HashMap::new();
+    let mut builders: BTreeMap<u8, ClassifierBuilder<Arc<RuleRef>>> = BTreeMap::new();
+    for e in b.tables.flows() {
+        let k = (e.table_id, e.match_, e.priority);
+        let stats = b.stats.get(&k).cloned().unwrap_or_default();
+        live_stats.insert(k, stats.clone());
+        builders.entry(e.table_id).or_default().insert(
+            &e.match_.value,
+            &e.match_.mask,
+            e.priority as u32,
+            Arc::new(RuleRef {
+                entry: e.clone(),
+                stats,
+            }),
+        );
+    }
+    b.stats = live_stats;
+    let max_table = builders.keys().next_back().copied().unwrap_or(0);
+    for t in 0..=max_table {
+        match builders.get_mut(&t) {
+            Some(builder) => tables.push(builder.snapshot()),
+            None => tables.push(empty.clone()),
+        }
+    }
+    let groups = b.tables.groups().map(|g| (g.id, Arc::new(g.clone()))).collect();
+    let mut ports = HashMap::new();
+    for p in b.ports.values() {
+        let tunnel = p.spec.tunnel.as_ref();
+        ports.insert(
+            p.ofport,
+            PortInfo {
+                ofport: p.ofport,
+                dp_id: p.dp_id as u32,
+                name: p.spec.name.clone(),
+                kind: p.spec.kind,
+                remote_ip: tunnel.map(|t| t.remote_ip),
+                key: tunnel.map(|t| t.key),
+                live: true,
+            },
+        );
+    }
+    let port_order = b.ports.keys().copied().collect();
+    b.pipeline.store(Arc::new(Pipeline {
+        version: b.version,
+        tables,
+        groups,
+        ports,
+        port_order,
+    }));
+}
+
+/// Opens the I/O back end of a port.
+fn open_port(spec: &PortSpec, drops: &Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String> {
+    match spec.kind {
+        PortKind::AfPacket => {
+            let port = tap_io::AfPacketPort::open(&tap_io::AfPacketConfig::new(&spec.name)).map_err(|e| e.to_string())?;
+            let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+            Ok((PortIo::Dev(Box::new(port)), mac))
+        }
+        PortKind::Tap | PortKind::Internal => {
+            let port = tap_io::TapPort::open(&tap_io::TapConfig::new(&spec.name)).map_err(|e| e.to_string())?;
+            let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+            Ok((PortIo::Dev(Box::new(port)), mac))
+        }
+        PortKind::Vxlan => {
+            let t = spec.tunnel.as_ref().ok_or("vxlan port without tunnel options")?;
+            let local = match t.local_ip {
+                Some(IpAddr::V4(ip)) => ip,
+                Some(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
+                None => Ipv4Addr::UNSPECIFIED,
+            };
+            let sock = tap_io::UdpTunnelSocket::bind(SocketAddr::from((local, t.dst_port))).map_err(|e| e.to_string())?;
+            let remote = match t.remote_ip {
+                FromFlow::Fixed(IpAddr::V4(ip)) => Some(ip),
+                FromFlow::Fixed(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
+                FromFlow::Flow => None,
+            };
+            let vni = match t.key {
+                FromFlow::Fixed(k) => Some(k),
+                FromFlow::Flow => None,
+            };
+            let io = VxlanIo {
+                sock,
+                local,
+                dst_port: t.dst_port,
+                remote,
+                vni,
+                underlay_mtu: underlay_mtu(local),
+                rx_meta: [TunnelMeta::default(); BATCH],
+                rx_src: vec![SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+                tx_dst: Vec::with_capacity(BATCH),
+                drops: drops.clone(),
+            };
+            Ok((PortIo::Vxlan(Box::new(io)), [0; 6]))
+        }
+    }
+}
+
+/// MTU of the interface that owns `local` (1500 when unknown or unspecified).
+fn underlay_mtu(local: Ipv4Addr) -> usize {
+    if local.is_unspecified() {
+        return 1500;
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return 1500;
+    };
+    for ifa in addrs {
+        let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        if addr.ip() == local {
+            return tap_io::iface::mtu(&ifa.interface_name).unwrap_or(1500);
+        }
+    }
+    1500
+}
+
