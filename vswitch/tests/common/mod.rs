@@ -1,0 +1,469 @@
+//! Shared pieces of the end-to-end tests: namespaces with unique names, a vswitchd guard that
+//! kills the daemon on drop, pods wired by veth pairs, and commands bounded by a timeout.
+//!
+//! Every resource is owned by a guard so that a failing assertion (a panic) still removes the
+//! namespaces (and with them every interface) and the daemon.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tap_io::netns::{Netns, require_root};
+
+/// A name unique to this test process and `tag` (tests of one process use distinct tags).
+pub fn unique(tag: &str) -> String {
+    format!("vse{}-{tag}", std::process::id())
+}
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command, killing it when it outlives `limit`.
+pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let mut out_pipe = child.stdout.take().expect("piped");
+    let mut err_pipe = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait on child") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait on killed child");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        ok: status.success() && !timed_out,
+        timed_out,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Runs `args` in namespace `ns` with a time limit.
+pub fn ns_run(ns: &str, args: &[&str], limit: Duration) -> Run {
+    run_timeout(
+        Command::new("ip").args(["netns", "exec", ns]).args(args),
+        limit,
+    )
+}
+
+/// Runs a shell line in namespace `ns`; panics with its stderr when it fails.
+pub fn ns_sh(ns: &str, line: &str) -> String {
+    let r = ns_run(ns, &["sh", "-c", line], Duration::from_secs(10));
+    assert!(r.ok, "in {ns}: `{line}` failed: {}{}", r.stdout, r.stderr);
+    r.stdout
+}
+
+/// `ping -c count -W 1 -i 0.2 dst` from namespace `ns`; true when every reply came back.
+pub fn ping(ns: &str, dst: &str, count: u32) -> Run {
+    let c = count.to_string();
+    ns_run(
+        ns,
+        &["ping", "-n", "-c", &c, "-W", "1", "-i", "0.2", dst],
+        Duration::from_secs(count as u64 + 5),
+    )
+}
+
+/// Pings until one reply arrives (at most `tries` one-shot pings); true on success.
+pub fn ping_until(ns: &str, dst: &str, tries: u32) -> bool {
+    (0..tries).any(|_| ping(ns, dst, 1).ok)
+}
+
+/// Asserts that `count` pings from `ns` to `dst` all succeed (after a short warm-up so that
+/// ARP and MAC learning settle).
+pub fn assert_ping(ns: &str, dst: &str, count: u32) {
+    assert!(
+        ping_until(ns, dst, 5),
+        "no reply at all from {dst} to pings from {ns}"
+    );
+    let r = ping(ns, dst, count);
+    assert!(
+        r.ok,
+        "ping {ns} -> {dst} lost replies:\n{}{}",
+        r.stdout, r.stderr
+    );
+}
+
+/// A running `vswitchd` inside a namespace; killed (and reaped) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub rundir: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts vswitchd in namespace `ns` and waits for its management socket.
+    pub fn start(ns: &str, rundir: &Path) -> Daemon {
+        let _ = std::fs::remove_dir_all(rundir);
+        std::fs::create_dir_all(rundir).expect("create rundir");
+        let log = rundir.join("vswitchd.log");
+        let logf = std::fs::File::create(&log).expect("create daemon log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                env!("CARGO_BIN_EXE_vswitchd"),
+                "--rundir",
+            ])
+            .arg(rundir)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn vswitchd");
+        let d = Daemon {
+            child: Some(child),
+            rundir: rundir.to_path_buf(),
+            log,
+        };
+        let sock = rundir.join("vswitchd.ctl");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(d.alive_now(), "vswitchd exited at start:\n{}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "vswitchd socket {sock:?} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn alive_now(&self) -> bool {
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        // A zombie still answers kill(0); read its state instead.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) => !s
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// True while the daemon process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `vswitchctl ARGS` against this daemon.
+    pub fn ctl_run(&self, args: &[&str]) -> Run {
+        run_timeout(
+            Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+                .arg("--rundir")
+                .arg(&self.rundir)
+                .args(args),
+            Duration::from_secs(10),
+        )
+    }
+
+    /// Runs `vswitchctl ARGS`, panicking (with the daemon log) when it fails.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let r = self.ctl_run(args);
+        assert!(
+            r.ok,
+            "vswitchctl {} failed: {}{}\ndaemon log:\n{}",
+            args.join(" "),
+            r.stdout,
+            r.stderr,
+            self.log_text()
+        );
+        r.stdout
+    }
+
+    /// One named counter of `dump-drops BR`.
+    pub fn drops(&self, br: &str, reason: &str) -> u64 {
+        let text = self.ctl(&["dump-drops", br]);
+        parse_drop(&text, reason).unwrap_or_else(|| panic!("no {reason} in dump-drops:\n{text}"))
+    }
+
+    /// `dump-ports BR` as ofport -> counters.
+    pub fn ports(&self, br: &str) -> BTreeMap<u32, PortStats> {
+        parse_ports(&self.ctl(&["dump-ports", br]))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.rundir);
+    }
+}
+
+/// The count of drop reason `name` in `dump-drops` output.
+pub fn parse_drop(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()? == name).then(|| w.next()?.parse().ok())?
+    })
+}
+
+/// Counters of one port from `dump-ports`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_dropped: u64,
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    line.split([',', ' ', ':'])
+        .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Parses `dump-ports` text.
+pub fn parse_ports(text: &str) -> BTreeMap<u32, PortStats> {
+    let mut out = BTreeMap::new();
+    let mut cur: Option<u32> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("port") {
+            let n: Option<u32> = rest.split(':').next().and_then(|s| s.trim().parse().ok());
+            if let Some(n) = n {
+                cur = Some(n);
+                let s: &mut PortStats = out.entry(n).or_default();
+                s.rx_packets = field(t, "pkts");
+                s.rx_bytes = field(t, "bytes");
+            }
+        } else if let Some(rest) = t.strip_prefix("tx")
+            && let Some(n) = cur
+        {
+            let s: &mut PortStats = out.entry(n).or_default();
+            s.tx_packets = field(rest, "pkts");
+            s.tx_bytes = field(rest, "bytes");
+            s.tx_dropped = field(rest, "drop");
+        }
+    }
+    out
+}
+
+/// A pod: its own namespace, whose `eth0` is the far end of a veth (or a moved TAP).
+pub struct Pod {
+    pub ns: Netns,
+    pub ip: String,
+}
+
+impl Pod {
+    pub fn name(&self) -> &str {
+        self.ns.name()
+    }
+}
+
+/// A node namespace holding the switch and the host ends of the pods' veth pairs.
+pub struct Node {
+    /// Declared first: the daemon goes before the namespaces are deleted.
+    pub daemon: Option<Daemon>,
+    pub pods: Vec<Pod>,
+    pub ns: Netns,
+}
+
+impl Node {
+    /// Creates the node namespace `unique(tag)`.
+    pub fn new(tag: &str) -> Node {
+        Node {
+            daemon: None,
+            pods: Vec::new(),
+            ns: Netns::new(&unique(tag)).expect("create node namespace"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.ns.name()
+    }
+
+    /// Starts vswitchd in the node namespace and creates bridge `br`.
+    pub fn start_switch(&mut self, br: &str) -> &Daemon {
+        let rundir = std::env::temp_dir().join(format!("{}-run", self.name()));
+        let d = Daemon::start(self.name(), &rundir);
+        d.ctl(&["add-br", br]);
+        self.daemon = Some(d);
+        self.daemon.as_ref().expect("just set")
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("switch started")
+    }
+
+    /// Creates pod namespace `unique(pod_tag)` whose `eth0` (address `ip_cidr`, MAC `mac`)
+    /// is the peer of `host_if` in the node namespace; both ends up. Returns the pod's index.
+    pub fn add_veth_pod(
+        &mut self,
+        pod_tag: &str,
+        host_if: &str,
+        ip_cidr: &str,
+        mac: &str,
+    ) -> usize {
+        let ns = Netns::new(&unique(pod_tag)).expect("create pod namespace");
+        ns_sh(
+            self.name(),
+            &format!(
+                "ip link add {host_if} type veth peer name eth0 netns {pod} && ip link set {host_if} up",
+                pod = ns.name()
+            ),
+        );
+        configure_pod_eth0(ns.name(), ip_cidr, mac);
+        // AF_PACKET ports read without virtio-net headers, so a TSO/GSO super-frame from the
+        // pod would reach the switch as one >MTU frame and be dropped (too_big): let the
+        // pod's stack segment instead, as with any AF_PACKET-based userspace switch.
+        ns_sh(ns.name(), "ethtool -K eth0 tso off gso off >/dev/null");
+        self.pods.push(Pod {
+            ns,
+            ip: ip_cidr.split('/').next().unwrap_or_default().to_string(),
+        });
+        self.pods.len() - 1
+    }
+
+    /// Adopts an already wired pod namespace so that it is cleaned up with the node.
+    pub fn adopt_pod(&mut self, ns: Netns, ip: &str) -> usize {
+        self.pods.push(Pod {
+            ns,
+            ip: ip.to_string(),
+        });
+        self.pods.len() - 1
+    }
+
+    pub fn pod(&self, i: usize) -> &Pod {
+        &self.pods[i]
+    }
+}
+
+/// Names `eth0` of namespace `ns` with `mac`, gives it `ip_cidr` and brings it up.
+pub fn configure_pod_eth0(ns: &str, ip_cidr: &str, mac: &str) {
+    ns_sh(
+        ns,
+        &format!(
+            "ip link set eth0 address {mac} && ip addr add {ip_cidr} dev eth0 && ip link set eth0 up"
+        ),
+    );
+}
+
+/// A capture running in a namespace; `finish` stops it and returns what it printed.
+pub struct Capture {
+    child: Option<Child>,
+    out: PathBuf,
+}
+
+impl Capture {
+    /// Starts `tcpdump -nn -e -l -i IFACE [-c max] FILTER` in `ns` (output to a file).
+    pub fn start(ns: &str, iface: &str, max: u32, filter: &str) -> Capture {
+        let out = std::env::temp_dir().join(format!("{ns}-{iface}-cap.txt"));
+        let f = std::fs::File::create(&out).expect("capture file");
+        let max = max.to_string();
+        let mut args = vec![
+            "netns", "exec", ns, "tcpdump", "-nn", "-e", "-vv", "-l", "-i", iface, "-c", &max,
+        ];
+        args.extend(filter.split_whitespace());
+        let child = Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn tcpdump");
+        // tcpdump prints "listening on" once its socket is open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(Instant::now() < deadline, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Capture {
+            child: Some(child),
+            out,
+        }
+    }
+
+    /// Waits up to `limit` for tcpdump to exit by itself (its -c count), then stops it.
+    pub fn finish(mut self, limit: Duration) -> String {
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
