@@ -406,9 +406,14 @@ impl Conntrack {
                     has_ports: has_ports(&tuple),
                     max_probes: self.cfg.nat_max_probes,
                 };
-                let (table, seed) = (&self.table, self.seed);
-                // An expired-but-unreaped connection still holds its key: conservative.
-                let in_use = |t: &Tuple| table.find(t.hash(seed), |e| e.key == *t).is_some();
+                let (table, slab, seed) = (&self.table, &self.slab, self.seed);
+                // Keys of expired-but-unreaped connections count as free: the clash check
+                // below reaps such a connection before its key is reused.
+                let in_use = |t: &Tuple| {
+                    table
+                        .find(t.hash(seed), |e| e.key == *t)
+                        .is_some_and(|e| slab.get(e.conn).expires > now)
+                };
                 match nat::allocate(&req, in_use) {
                     Ok(w) => w,
                     Err(_) => {
