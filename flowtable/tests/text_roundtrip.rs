@@ -486,3 +486,10 @@ fn legacy_actions_normalize_like_ovs_ofctl() {
         "arp,arp_spa=10.0.0.1,arp_op=2"
     );
 }
+
+#[test]
+fn fuzz_found_inputs_do_not_panic() {
+    // Multi-byte characters right before a would-be `actions=`.
+    let s = "table=2,priority=5,cookie=0x1234,[dle_timeout=300\u{656}p,actions=mod_dl_ad00aec_ttl,output:3";
+    assert!(parse_flow(s).is_err());
+}

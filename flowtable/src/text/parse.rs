@@ -52,7 +52,7 @@ fn split_actions(s: &str) -> (&str, Option<&str>) {
             b'(' => depth += 1,
             b')' => depth -= 1,
             _ if depth == 0
-                && s[i..].starts_with("actions=")
+                && bytes[i..].starts_with(b"actions=")
                 && (i == 0 || matches!(bytes[i - 1], b',' | b' ' | b'\t')) =>
             {
                 return (&s[..i], Some(&s[i + "actions=".len()..]));
