@@ -53,6 +53,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     })
     .map_err(DaemonError::Datapath)?;
     let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));
+    switch.openflow.attach(&switch);
     if let Some(config) = &opts.config {
         switch
             .apply_config_file(config)

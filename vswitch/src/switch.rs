@@ -51,6 +51,8 @@ pub struct Switch {
     pub dp: DatapathHandle,
     pub rundir: PathBuf,
     pub state: Mutex<BTreeMap<String, BridgeCtl>>,
+    /// Per-bridge OpenFlow sockets, opened and closed with the bridges.
+    pub openflow: crate::ofserver::Registry,
 }
 
 type CmdResult = Result<String, String>;
@@ -67,6 +69,7 @@ impl Switch {
             dp,
             rundir,
             state: Mutex::new(BTreeMap::new()),
+            openflow: crate::ofserver::Registry::default(),
         }
     }
 
@@ -261,6 +264,8 @@ impl Switch {
             .map_err(|e| e.to_string())?;
         publish(&mut b);
         state.insert(name.to_string(), b);
+        drop(state);
+        self.openflow.bridge_added(&self.rundir, name);
         Ok(String::new())
     }
 
@@ -269,6 +274,7 @@ impl Switch {
             .lock()
             .remove(name)
             .ok_or_else(|| format!("no bridge named {name}"))?;
+        self.openflow.bridge_removed(name);
         let idx = b.dp_index;
         self.dp.call(move |dp| dp.del_bridge(idx));
         Ok(String::new())
@@ -499,7 +505,7 @@ fn fmt_mac(m: &[u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
-fn dpid(name: &str) -> u64 {
+pub(crate) fn dpid(name: &str) -> u64 {
     // Stable per bridge name, like OVS deriving it from a MAC.
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) & 0xffff_ffff_ffff
 }

@@ -1,0 +1,576 @@
+//! Bridges the wire-faithful codec model (`crate::openflow`) and the flow-table model
+//! (`flowtable`): flow-mods and group-mods in, flow entries and groups out.
+//!
+//! Anything the table model cannot hold is refused with the precise OpenFlow error, so a
+//! controller learns at once instead of finding a silently different flow later.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use flowtable::action::{Controller, Ct, CtZone, Nat, NatKind, PacketInReason, SubField};
+use flowtable::{FieldId, Instructions, OfPort};
+
+use crate::openflow::action::{self as wa, Action as WAction, CtAction, NatAction};
+use crate::openflow::error::{ErrorCode, OfError};
+use crate::openflow::oxm::{self, OxmHeader, OxmTlv};
+use crate::openflow::{self as of, Instruction};
+
+fn bad(code: ErrorCode, detail: impl Into<String>) -> OfError {
+    OfError::new(code, detail)
+}
+
+/// The table model's field for a wire header.
+fn field_of(class: u16, id: u8) -> Result<FieldId, OfError> {
+    FieldId::from_wire(class, id).ok_or_else(|| {
+        bad(
+            ErrorCode::BadActionBadSetType,
+            format!("field class {class:#x} id {id} is not supported"),
+        )
+    })
+}
+
+/// The codec's spelling of a table-model field (OXM preferred, else NXM).
+fn spec_of(field: FieldId) -> Result<oxm::FieldSpec, OfError> {
+    let info = field.info();
+    info.oxm
+        .and_then(|w| oxm::lookup(w.class, w.field))
+        .or_else(|| info.nxm.and_then(|w| oxm::lookup(w.class, w.field)))
+        .ok_or_else(|| {
+            bad(
+                ErrorCode::BadActionBadSetType,
+                format!("field {} has no wire form", info.name),
+            )
+        })
+}
+
+/// NXM-preferred header, the spelling `load`/`move` use on the wire.
+fn nxm_header(field: FieldId) -> Result<OxmHeader, OfError> {
+    let info = field.info();
+    let w = info.nxm.or(info.oxm).ok_or_else(|| {
+        bad(
+            ErrorCode::BadActionBadSetType,
+            format!("field {} has no wire form", info.name),
+        )
+    })?;
+    Ok(OxmHeader::new(w.class, w.field, false, w.len))
+}
+
+fn subfield(h: OxmHeader, ofs: u16, n_bits: u16) -> Result<SubField, OfError> {
+    let field = field_of(h.class(), h.id())?;
+    let bits = field.info().bits;
+    if n_bits == 0 || u32::from(ofs) + u32::from(n_bits) > u32::from(bits) {
+        return Err(bad(
+            ErrorCode::BadActionBadArgument,
+            format!("bits {ofs}+{n_bits} outside a {bits}-bit field"),
+        ));
+    }
+    Ok(SubField {
+        field,
+        ofs: ofs as u8,
+        n_bits: n_bits as u8,
+    })
+}
+
+fn port_from_of10(p: u16) -> OfPort {
+    OfPort(oxm::of10_port_to_of13(p))
+}
+
+fn port_to_of10(p: OfPort) -> u16 {
+    if p.0 >= OfPort::MAX.0 {
+        (p.0 & 0xffff) as u16
+    } else {
+        p.0 as u16
+    }
+}
+
+/// Wire actions → table actions.
+pub fn actions_in(list: &[WAction]) -> Result<Vec<flowtable::Action>, OfError> {
+    list.iter().map(action_in).collect()
+}
+
+fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
+    use flowtable::Action as T;
+    Ok(match a {
+        WAction::Output { port, max_len } if *port == wa::port::CONTROLLER => {
+            T::Controller(Controller {
+                max_len: *max_len,
+                ..Controller::default()
+            })
+        }
+        WAction::Output { port, max_len } => T::Output {
+            port: OfPort(*port),
+            max_len: *max_len,
+        },
+        WAction::Group(g) => T::Group(*g),
+        WAction::SetField(t) | WAction::RegLoad2(t) => {
+            let field = field_of(t.spec.class, t.spec.id)?;
+            let full = field.info().full_mask();
+            T::SetField {
+                field,
+                value: t.value,
+                mask: t.mask.unwrap_or(full) & full,
+            }
+        }
+        WAction::PushVlan(tpid) => T::PushVlan(*tpid),
+        WAction::PopVlan => T::PopVlan,
+        WAction::DecNwTtl | WAction::NxDecTtl => T::DecTtl,
+        WAction::Resubmit { in_port, table } => T::Resubmit {
+            in_port: (*in_port != 0xfff8).then(|| port_from_of10(*in_port)),
+            table: *table,
+        },
+        WAction::RegLoad {
+            dst,
+            ofs,
+            n_bits,
+            value,
+        } => T::RegLoad {
+            dst: subfield(*dst, *ofs, *n_bits)?,
+            value: u128::from(*value),
+        },
+        WAction::RegMove {
+            src,
+            dst,
+            src_ofs,
+            dst_ofs,
+            n_bits,
+        } => T::Move {
+            src: subfield(*src, *src_ofs, *n_bits)?,
+            dst: subfield(*dst, *dst_ofs, *n_bits)?,
+        },
+        WAction::Note(bytes) => T::Note(bytes.clone()),
+        WAction::Ct(ct) => T::Ct(ct_in(ct)?),
+        WAction::Nat(_) => return Err(bad(ErrorCode::BadActionBadArgument, "nat outside ct")),
+        WAction::CtClear => T::CtClear,
+        WAction::Controller {
+            max_len,
+            controller_id,
+            reason,
+        } => T::Controller(Controller {
+            max_len: *max_len,
+            id: *controller_id,
+            reason: reason_in(*reason),
+            ..Controller::default()
+        }),
+        WAction::Controller2(c) => T::Controller(Controller {
+            max_len: c.max_len,
+            id: c.controller_id,
+            reason: reason_in(c.reason),
+            userdata: c.userdata.clone(),
+            pause: c.pause,
+        }),
+        WAction::Conjunction {
+            id,
+            clause,
+            n_clauses,
+        } => T::Conjunction {
+            id: *id,
+            clause: clause + 1,
+            n_clauses: *n_clauses,
+        },
+        WAction::Learn(_) => {
+            return Err(bad(
+                ErrorCode::BadActionBadExpType,
+                "learn is not executed by this switch",
+            ));
+        }
+    })
+}
+
+fn reason_in(r: u8) -> PacketInReason {
+    PacketInReason::ALL
+        .get(usize::from(r))
+        .copied()
+        .unwrap_or_default()
+}
+
+fn reason_out(r: PacketInReason) -> u8 {
+    PacketInReason::ALL
+        .iter()
+        .position(|x| *x == r)
+        .unwrap_or(1) as u8
+}
+
+fn ct_in(ct: &CtAction) -> Result<Ct, OfError> {
+    let zone = match ct.zone_src {
+        Some(h) => Some(CtZone::Field(subfield(
+            h,
+            ct.zone >> 6,
+            (ct.zone & 0x3f) + 1,
+        )?)),
+        None if ct.zone == 0 => None,
+        None => Some(CtZone::Imm(ct.zone)),
+    };
+    let mut out = Ct {
+        commit: ct.flags & wa::CT_COMMIT != 0,
+        force: ct.flags & wa::CT_FORCE != 0,
+        table: (ct.recirc_table != wa::CT_NO_RECIRC).then_some(ct.recirc_table),
+        zone,
+        nat: None,
+        exec: Vec::new(),
+        alg: (ct.alg != 0).then_some(ct.alg),
+    };
+    for a in &ct.actions {
+        match a {
+            WAction::Nat(n) => out.nat = Some(nat_in(n)),
+            other => out.exec.push(action_in(other)?),
+        }
+    }
+    Ok(out)
+}
+
+fn nat_in(n: &NatAction) -> Nat {
+    let kind = if n.flags & wa::NAT_SRC != 0 {
+        Some(NatKind::Src)
+    } else if n.flags & wa::NAT_DST != 0 {
+        Some(NatKind::Dst)
+    } else {
+        None
+    };
+    let addrs = match (n.ipv4_min, n.ipv6_min) {
+        (Some(lo), _) => {
+            let hi = n.ipv4_max.unwrap_or(lo);
+            Some((
+                IpAddr::V4(Ipv4Addr::from(lo)),
+                IpAddr::V4(Ipv4Addr::from(hi)),
+            ))
+        }
+        (None, Some(lo)) => {
+            let hi = n.ipv6_max.unwrap_or(lo);
+            Some((
+                IpAddr::V6(Ipv6Addr::from(lo)),
+                IpAddr::V6(Ipv6Addr::from(hi)),
+            ))
+        }
+        _ => None,
+    };
+    let ports = n.proto_min.map(|lo| (lo, n.proto_max.unwrap_or(lo)));
+    Nat {
+        kind,
+        addrs,
+        ports,
+        persistent: n.flags & wa::NAT_PERSISTENT != 0,
+        hash: n.flags & wa::NAT_PROTO_HASH != 0,
+        random: n.flags & wa::NAT_PROTO_RANDOM != 0,
+    }
+}
+
+/// Table actions → wire actions.
+pub fn actions_out(list: &[flowtable::Action]) -> Result<Vec<WAction>, OfError> {
+    list.iter().map(action_out).collect()
+}
+
+fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
+    use flowtable::Action as T;
+    Ok(match a {
+        T::Output { port, max_len } => WAction::Output {
+            port: port.0,
+            max_len: *max_len,
+        },
+        T::SetField { field, value, mask } => {
+            let spec = spec_of(*field)?;
+            let full = field.info().full_mask();
+            if *mask & full == full {
+                WAction::SetField(OxmTlv {
+                    spec,
+                    value: *value,
+                    mask: None,
+                })
+            } else {
+                WAction::RegLoad2(OxmTlv {
+                    spec,
+                    value: *value,
+                    mask: Some(*mask),
+                })
+            }
+        }
+        T::RegLoad { dst, value } => WAction::RegLoad {
+            dst: nxm_header(dst.field)?,
+            ofs: u16::from(dst.ofs),
+            n_bits: u16::from(dst.n_bits),
+            value: *value as u64,
+        },
+        T::Move { src, dst } => WAction::RegMove {
+            src: nxm_header(src.field)?,
+            dst: nxm_header(dst.field)?,
+            src_ofs: u16::from(src.ofs),
+            dst_ofs: u16::from(dst.ofs),
+            n_bits: u16::from(src.n_bits),
+        },
+        T::PushVlan(t) => WAction::PushVlan(*t),
+        T::PopVlan => WAction::PopVlan,
+        T::DecTtl => WAction::DecNwTtl,
+        T::Resubmit { in_port, table } => WAction::Resubmit {
+            in_port: in_port.map(port_to_of10).unwrap_or(0xfff8),
+            table: *table,
+        },
+        T::Group(g) => WAction::Group(*g),
+        T::Ct(ct) => WAction::Ct(ct_out(ct)?),
+        T::CtClear => WAction::CtClear,
+        T::Controller(c)
+            if c.userdata.is_empty()
+                && !c.pause
+                && c.id == 0
+                && c.reason == PacketInReason::Action =>
+        {
+            WAction::Output {
+                port: wa::port::CONTROLLER,
+                max_len: c.max_len,
+            }
+        }
+        T::Controller(c) => WAction::Controller2(wa::Controller2 {
+            max_len: c.max_len,
+            controller_id: c.id,
+            reason: reason_out(c.reason),
+            userdata: c.userdata.clone(),
+            pause: c.pause,
+            meter_id: None,
+        }),
+        T::Note(b) => WAction::Note(b.clone()),
+        T::Conjunction {
+            id,
+            clause,
+            n_clauses,
+        } => WAction::Conjunction {
+            id: *id,
+            clause: clause.saturating_sub(1),
+            n_clauses: *n_clauses,
+        },
+        T::Learn(_) | T::Bundle(_) => {
+            return Err(bad(
+                ErrorCode::BadActionBadExpType,
+                "learn/bundle actions have no wire encoding here",
+            ));
+        }
+    })
+}
+
+fn ct_out(ct: &Ct) -> Result<CtAction, OfError> {
+    let (zone_src, zone) = match ct.zone {
+        None => (None, 0),
+        Some(CtZone::Imm(z)) => (None, z),
+        Some(CtZone::Field(sf)) => (
+            Some(nxm_header(sf.field)?),
+            (u16::from(sf.ofs) << 6) | u16::from(sf.n_bits.saturating_sub(1)),
+        ),
+    };
+    let mut actions = Vec::new();
+    if let Some(n) = &ct.nat {
+        actions.push(WAction::Nat(nat_out(n)));
+    }
+    actions.extend(actions_out(&ct.exec)?);
+    Ok(CtAction {
+        flags: if ct.commit { wa::CT_COMMIT } else { 0 } | if ct.force { wa::CT_FORCE } else { 0 },
+        zone_src,
+        zone,
+        recirc_table: ct.table.unwrap_or(wa::CT_NO_RECIRC),
+        alg: ct.alg.unwrap_or(0),
+        actions,
+    })
+}
+
+fn nat_out(n: &Nat) -> NatAction {
+    let mut flags = match n.kind {
+        Some(NatKind::Src) => wa::NAT_SRC,
+        Some(NatKind::Dst) => wa::NAT_DST,
+        None => 0,
+    };
+    for (on, bit) in [
+        (n.persistent, wa::NAT_PERSISTENT),
+        (n.hash, wa::NAT_PROTO_HASH),
+        (n.random, wa::NAT_PROTO_RANDOM),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    let mut out = NatAction {
+        flags,
+        ..NatAction::default()
+    };
+    match n.addrs {
+        Some((IpAddr::V4(lo), IpAddr::V4(hi))) => {
+            out.ipv4_min = Some(lo.into());
+            out.ipv4_max = (hi != lo).then(|| hi.into());
+        }
+        Some((IpAddr::V6(lo), IpAddr::V6(hi))) => {
+            out.ipv6_min = Some(lo.octets());
+            out.ipv6_max = (hi != lo).then(|| hi.octets());
+        }
+        _ => {}
+    }
+    if let Some((lo, hi)) = n.ports {
+        out.proto_min = Some(lo);
+        out.proto_max = (hi != lo).then_some(hi);
+    }
+    out
+}
+
+/// Wire instructions → table instructions.
+pub fn instructions_in(list: &[Instruction]) -> Result<Instructions, OfError> {
+    let mut out = Instructions::default();
+    for i in list {
+        match i {
+            Instruction::GotoTable(t) => out.goto_table = Some(*t),
+            Instruction::WriteMetadata { metadata, mask } => {
+                out.write_metadata = Some((*metadata, *mask))
+            }
+            Instruction::WriteActions(a) => out.write_actions = Some(actions_in(a)?),
+            Instruction::ApplyActions(a) => out.apply = actions_in(a)?,
+            Instruction::ClearActions => out.clear_actions = true,
+            Instruction::Meter(_) => {
+                return Err(bad(
+                    ErrorCode::BadInstructionUnsupInst,
+                    "meters are not supported",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Table instructions → wire instructions, in the order OVS emits them.
+pub fn instructions_out(i: &Instructions) -> Result<Vec<Instruction>, OfError> {
+    let mut out = Vec::new();
+    if !i.apply.is_empty() {
+        out.push(Instruction::ApplyActions(actions_out(&i.apply)?));
+    }
+    if i.clear_actions {
+        out.push(Instruction::ClearActions);
+    }
+    if let Some(w) = &i.write_actions {
+        out.push(Instruction::WriteActions(actions_out(w)?));
+    }
+    if let Some((metadata, mask)) = i.write_metadata {
+        out.push(Instruction::WriteMetadata { metadata, mask });
+    }
+    if let Some(t) = i.goto_table {
+        out.push(Instruction::GotoTable(t));
+    }
+    Ok(out)
+}
+
+/// Wire match → table match.
+pub fn match_in(m: &of::Match) -> Result<flowtable::Match, OfError> {
+    let (value, mask) = m.to_flow()?;
+    Ok(flowtable::Match { value, mask })
+}
+
+/// A decoded FLOW_MOD as the table model's request.
+pub fn flow_mod_in(fm: &of::FlowMod) -> Result<flowtable::FlowMod, OfError> {
+    use flowtable::FlowModCommand as C;
+    if fm.buffer_id != of::flow::NO_BUFFER {
+        return Err(bad(
+            ErrorCode::BadRequestBufferUnknown,
+            "this switch buffers no packets",
+        ));
+    }
+    let command = match fm.command {
+        of::FlowModCommand::Add => C::Add,
+        of::FlowModCommand::Modify => C::Modify,
+        of::FlowModCommand::ModifyStrict => C::ModifyStrict,
+        of::FlowModCommand::Delete => C::Delete,
+        of::FlowModCommand::DeleteStrict => C::DeleteStrict,
+    };
+    Ok(flowtable::FlowMod {
+        command,
+        table_id: fm.table_id,
+        cookie: fm.cookie,
+        cookie_mask: fm.cookie_mask,
+        priority: fm.priority,
+        idle_timeout: fm.idle_timeout,
+        hard_timeout: fm.hard_timeout,
+        flags: flowtable::flow::FlowFlags(fm.flags),
+        out_port: OfPort(fm.out_port),
+        out_group: fm.out_group,
+        match_: match_in(&fm.match_)?,
+        instructions: instructions_in(&fm.instructions)?,
+    })
+}
+
+/// A table entry as one flow-stats record.
+pub fn flow_stats_out(e: &flowtable::FlowEntry, now: Instant) -> Result<of::FlowStats, OfError> {
+    let age = now.saturating_duration_since(e.created);
+    Ok(of::FlowStats {
+        table_id: e.table_id,
+        duration_sec: age.as_secs() as u32,
+        duration_nsec: age.subsec_nanos(),
+        priority: e.priority,
+        idle_timeout: e.idle_timeout,
+        hard_timeout: e.hard_timeout,
+        flags: e.flags.0,
+        cookie: e.cookie,
+        packet_count: e.packets,
+        byte_count: e.bytes,
+        match_: of::Match::from_flow(&e.match_.value, &e.match_.mask),
+        instructions: instructions_out(&e.instructions)?,
+    })
+}
+
+fn group_type_in(t: of::GroupType) -> flowtable::GroupType {
+    match t {
+        of::GroupType::All => flowtable::GroupType::All,
+        of::GroupType::Select => flowtable::GroupType::Select,
+        of::GroupType::Indirect => flowtable::GroupType::Indirect,
+        of::GroupType::FastFailover => flowtable::GroupType::FastFailover,
+    }
+}
+
+fn group_type_out(t: flowtable::GroupType) -> of::GroupType {
+    match t {
+        flowtable::GroupType::All => of::GroupType::All,
+        flowtable::GroupType::Select => of::GroupType::Select,
+        flowtable::GroupType::Indirect => of::GroupType::Indirect,
+        flowtable::GroupType::FastFailover => of::GroupType::FastFailover,
+    }
+}
+
+/// A decoded GROUP_MOD as the table model's request.
+pub fn group_mod_in(gm: &of::GroupMod) -> Result<flowtable::group::GroupMod, OfError> {
+    use flowtable::group::GroupModCommand as C;
+    let command = match gm.command {
+        of::GroupModCommand::Add => C::Add,
+        of::GroupModCommand::Modify => C::Modify,
+        of::GroupModCommand::Delete => C::Delete,
+    };
+    let buckets = gm
+        .buckets
+        .iter()
+        .map(|b| {
+            Ok(flowtable::Bucket {
+                weight: b.weight,
+                watch_port: OfPort(b.watch_port),
+                watch_group: b.watch_group,
+                actions: actions_in(&b.actions)?,
+            })
+        })
+        .collect::<Result<Vec<_>, OfError>>()?;
+    Ok(flowtable::group::GroupMod {
+        command,
+        group: flowtable::Group {
+            id: gm.group_id,
+            group_type: group_type_in(gm.group_type),
+            buckets,
+        },
+    })
+}
+
+/// A table group as a group-desc record.
+pub fn group_desc_out(g: &flowtable::Group) -> Result<of::GroupDesc, OfError> {
+    let buckets = g
+        .buckets
+        .iter()
+        .map(|b| {
+            Ok(of::Bucket {
+                weight: b.weight,
+                watch_port: b.watch_port.0,
+                watch_group: b.watch_group,
+                actions: actions_out(&b.actions)?,
+            })
+        })
+        .collect::<Result<Vec<_>, OfError>>()?;
+    Ok(of::GroupDesc {
+        group_type: group_type_out(g.group_type),
+        group_id: g.id,
+        buckets,
+    })
+}

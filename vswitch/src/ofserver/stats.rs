@@ -1,0 +1,240 @@
+//! Multipart (statistics and description) replies from a bridge's control state.
+//!
+//! Replies larger than one 64 KiB message are split into several with `OFPMPF_REPLY_MORE`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use flowtable::{FlowEntry, OfPort};
+
+use super::convert;
+use crate::openflow::buf::FixedStr;
+use crate::openflow::error::{ErrorCode, OfError};
+use crate::openflow::multipart::TableStats;
+use crate::openflow::switch::{capabilities as cap, port_state};
+use crate::openflow::{
+    AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupFeatures, GroupStats, Message,
+    MultipartReply, MultipartRequest, Port, PortStats, TableFeatures,
+};
+use crate::switch::BridgeCtl;
+
+/// FEATURES_REPLY capabilities.
+pub const CAPABILITIES: u32 =
+    cap::FLOW_STATS | cap::TABLE_STATS | cap::PORT_STATS | cap::GROUP_STATS;
+
+/// Tables the switch has (ids 0..=253), as announced in FEATURES_REPLY.
+const N_TABLES: u8 = 254;
+
+/// Body bytes per reply message, leaving room for the 16-byte multipart header.
+const CHUNK: usize = 60_000;
+
+const OFPP_ANY: u32 = 0xffff_ffff;
+const OFPG_ALL: u32 = 0xffff_fffc;
+
+/// The reply messages' bodies for `req` (one or more, in order).
+pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply>, OfError> {
+    Ok(match req {
+        MultipartRequest::Desc => vec![MultipartReply::Desc(Box::new(Desc {
+            mfr_desc: FixedStr::new("vswitch project"),
+            hw_desc: FixedStr::new("userspace datapath"),
+            sw_desc: FixedStr::new(env!("CARGO_PKG_VERSION")),
+            serial_num: FixedStr::new("None"),
+            dp_desc: FixedStr::new(&b.name),
+        }))],
+        MultipartRequest::Flow(f) => {
+            let now = Instant::now();
+            let mut list = Vec::new();
+            for e in selected(b, f) {
+                list.push(convert::flow_stats_out(&e, now)?);
+            }
+            chunked(
+                list,
+                |f: &FlowStats, out| f.encode(out),
+                MultipartReply::Flow,
+            )
+        }
+        MultipartRequest::Aggregate(f) => {
+            let mut a = AggregateStats::default();
+            for e in selected(b, f) {
+                a.packet_count += e.packets;
+                a.byte_count += e.bytes;
+                a.flow_count += 1;
+            }
+            vec![MultipartReply::Aggregate(a)]
+        }
+        MultipartRequest::Table => {
+            let flows = b.tables.flows();
+            let list = (0..N_TABLES)
+                .map(|t| TableStats {
+                    table_id: t,
+                    active_count: flows.iter().filter(|e| e.table_id == t).count() as u32,
+                    lookup_count: 0,
+                    matched_count: 0,
+                })
+                .collect();
+            vec![MultipartReply::Table(list)]
+        }
+        MultipartRequest::PortStats { port_no } => {
+            let list = b
+                .ports
+                .values()
+                .filter(|p| *port_no == OFPP_ANY || *port_no == p.ofport)
+                .map(|p| {
+                    let c = p.counters.snapshot();
+                    PortStats {
+                        port_no: p.ofport,
+                        rx_packets: c.rx_packets,
+                        tx_packets: c.tx_packets,
+                        rx_bytes: c.rx_bytes,
+                        tx_bytes: c.tx_bytes,
+                        rx_dropped: c.rx_dropped,
+                        tx_dropped: c.tx_dropped,
+                        rx_errors: c.rx_errors,
+                        tx_errors: c.tx_errors,
+                        rx_frame_err: PortStats::UNAVAILABLE,
+                        rx_over_err: PortStats::UNAVAILABLE,
+                        rx_crc_err: PortStats::UNAVAILABLE,
+                        collisions: PortStats::UNAVAILABLE,
+                        duration_sec: c.duration_secs as u32,
+                        duration_nsec: (c.duration_secs.fract() * 1e9) as u32,
+                    }
+                })
+                .collect();
+            vec![MultipartReply::PortStats(list)]
+        }
+        MultipartRequest::PortDesc => {
+            let list = b
+                .ports
+                .values()
+                .map(|p| Port {
+                    port_no: p.ofport,
+                    hw_addr: p.mac,
+                    name: FixedStr::new(&p.spec.name),
+                    state: port_state::LIVE,
+                    ..Port::default()
+                })
+                .collect();
+            vec![MultipartReply::PortDesc(list)]
+        }
+        MultipartRequest::Group { group_id } => {
+            let flows = b.tables.flows();
+            let list = b
+                .tables
+                .groups()
+                .filter(|g| *group_id == OFPG_ALL || *group_id == g.id)
+                .map(|g| GroupStats {
+                    group_id: g.id,
+                    ref_count: flows
+                        .iter()
+                        .filter(|e| e.instructions.actions().any(|a| a.group() == Some(g.id)))
+                        .count() as u32,
+                    packet_count: 0,
+                    byte_count: 0,
+                    duration_sec: 0,
+                    duration_nsec: 0,
+                    buckets: vec![(0, 0); g.buckets.len()],
+                })
+                .collect();
+            chunked(
+                list,
+                |g: &GroupStats, out| g.encode(out),
+                MultipartReply::Group,
+            )
+        }
+        MultipartRequest::GroupDesc => {
+            let list = b
+                .tables
+                .groups()
+                .map(convert::group_desc_out)
+                .collect::<Result<Vec<_>, _>>()?;
+            chunked(list, |g, out| g.encode(out), MultipartReply::GroupDesc)
+        }
+        MultipartRequest::GroupFeatures => {
+            // Action bits (OFPAT_*): output, push/pop vlan, group, dec_nw_ttl, set_field.
+            let actions = (1 << 0) | (1 << 17) | (1 << 18) | (1 << 22) | (1 << 24) | (1 << 25);
+            vec![MultipartReply::GroupFeatures(GroupFeatures {
+                types: 0b1111,
+                // OFPGFC_SELECT_WEIGHT | OFPGFC_CHAINING.
+                capabilities: 0b101,
+                max_groups: [flowtable::group::GROUP_MAX; 4],
+                actions: [actions; 4],
+            })]
+        }
+        MultipartRequest::TableFeatures(set) if set.is_empty() => {
+            let list = (0..N_TABLES)
+                .map(|t| TableFeatures::minimal(t, &format!("table{t}"), 1_000_000))
+                .collect();
+            chunked(
+                list,
+                |t: &TableFeatures, out| t.encode(out),
+                MultipartReply::TableFeatures,
+            )
+        }
+        MultipartRequest::TableFeatures(_) => {
+            return Err(OfError::new(
+                ErrorCode::TableFeaturesEperm,
+                "table features cannot be changed",
+            ));
+        }
+        MultipartRequest::Experimenter {
+            experimenter,
+            exp_type,
+            ..
+        } => {
+            return Err(Message::unsupported_experimenter(*experimenter, *exp_type));
+        }
+    })
+}
+
+/// Flows matching a flow/aggregate stats request (non-strict), with live counters.
+fn selected(b: &BridgeCtl, f: &FlowStatsRequest) -> Vec<FlowEntry> {
+    let Ok(filter) = convert::match_in(&f.match_) else {
+        return Vec::new();
+    };
+    b.tables
+        .flows()
+        .into_iter()
+        .filter(|e| f.table_id == flowtable::flow::TABLE_ALL || f.table_id == e.table_id)
+        .filter(|e| e.match_.is_subset_of(&filter))
+        .filter(|e| f.cookie_mask == 0 || (e.cookie & f.cookie_mask) == (f.cookie & f.cookie_mask))
+        .filter(|e| f.out_port == OFPP_ANY || e.instructions.outputs_to(OfPort(f.out_port)))
+        .filter(|e| {
+            f.out_group == flowtable::flow::GROUP_ANY
+                || e.instructions
+                    .actions()
+                    .any(|a| a.group() == Some(f.out_group))
+        })
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(s) = b.stats.get(&(e.table_id, e.match_, e.priority)) {
+                e.packets += s.packets.load(Relaxed);
+                e.bytes += s.bytes.load(Relaxed);
+            }
+            e
+        })
+        .collect()
+}
+
+/// Splits `list` into reply bodies of at most [`CHUNK`] encoded bytes each (at least one).
+fn chunked<T>(
+    list: Vec<T>,
+    encode: impl Fn(&T, &mut Vec<u8>),
+    wrap: impl Fn(Vec<T>) -> MultipartReply,
+) -> Vec<MultipartReply> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    let mut scratch = Vec::new();
+    for item in list {
+        scratch.clear();
+        encode(&item, &mut scratch);
+        if size + scratch.len() > CHUNK && !cur.is_empty() {
+            out.push(wrap(std::mem::take(&mut cur)));
+            size = 0;
+        }
+        size += scratch.len();
+        cur.push(item);
+    }
+    out.push(wrap(cur));
+    out
+}
