@@ -91,3 +91,220 @@ fn tcp_transfer(src_ns: &str, dst_ns: &str, dst_ip: &str, bytes: usize) -> usize
     assert!(send.ok, "TCP sender failed: {}{}", send.stdout, send.stderr);
     recv.stdout.trim().parse().unwrap_or(0)
 }
+
+/// A node with two veth pods on ofports 1 and 2 (10.10.0.1 and 10.10.0.2).
+fn two_pod_node(tag: &str) -> Node {
+    let mut node = Node::new(tag);
+    node.start_switch(BR);
+    node.add_veth_pod(
+        &format!("{tag}a"),
+        "vpa",
+        "10.10.0.1/24",
+        "02:00:00:00:02:01",
+    );
+    node.add_veth_pod(
+        &format!("{tag}b"),
+        "vpb",
+        "10.10.0.2/24",
+        "02:00:00:00:02:02",
+    );
+    let d = node.daemon();
+    d.ctl(&["add-port", BR, "vpa", "ofport=1"]);
+    d.ctl(&["add-port", BR, "vpb", "ofport=2"]);
+    node
+}
+
+/// The `n_packets` of the flow `dump-flows BR` prints for `filter`.
+fn flow_packets(d: &Daemon, filter: &str) -> u64 {
+    let text = d.ctl(&["dump-flows", BR, filter]);
+    text.lines()
+        .filter_map(|l| {
+            l.split([',', ' '])
+                .find_map(|w| w.trim().strip_prefix("n_packets="))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Port-to-port flows instead of NORMAL; deleting one direction stops the traffic at once
+/// (no stale cached forwarding) and the misses are counted as `no_match`.
+#[test]
+fn explicit_port_flows_and_deletion() {
+    if !require_root("explicit_port_flows_and_deletion") {
+        return;
+    }
+    let node = two_pod_node("n2");
+    let d = node.daemon();
+    let (a, b) = (node.pod(0), node.pod(1));
+    d.ctl(&["del-flows", BR]);
+    assert_eq!(d.ctl(&["dump-flows", BR, "--no-stats"]), "");
+    // Nothing forwards now.
+    assert!(
+        !ping(a.name(), &b.ip, 2).ok,
+        "ping crossed a bridge without flows"
+    );
+    // ARP and IP alike: everything from one port goes to the other.
+    d.ctl(&["add-flow", BR, "priority=10,in_port=1,actions=output:2"]);
+    d.ctl(&["add-flow", BR, "priority=10,in_port=2,actions=output:1"]);
+    assert_ping(a.name(), &b.ip, 5);
+    assert_ping(b.name(), &a.ip, 3);
+    assert!(
+        flow_packets(d, "in_port=1") >= 8,
+        "in_port=1 flow did not count:\n{}",
+        d.ctl(&["dump-flows", BR])
+    );
+    assert!(flow_packets(d, "in_port=2") >= 8);
+
+    // The caches hold the a->b walk now; deleting the flow must stop it immediately.
+    let miss_before = d.drops(BR, "no_match");
+    d.ctl(&["del-flows", BR, "in_port=1"]);
+    assert!(
+        d.ctl(&["dump-flows", BR, "--no-stats"])
+            .lines()
+            .all(|l| !l.contains("in_port=1"))
+    );
+    let r = ping(a.name(), &b.ip, 5);
+    assert!(
+        !r.ok && r.stdout.contains(" 0 received"),
+        "traffic still flows after del-flows:\n{}",
+        r.stdout
+    );
+    let miss_after = d.drops(BR, "no_match");
+    assert!(
+        miss_after >= miss_before + 5,
+        "no_match went from {miss_before} to {miss_after} for 5 dropped pings"
+    );
+    // The other direction still forwards: b's requests reach a (its replies die at the switch).
+    let to_a = flow_packets(d, "in_port=2");
+    let _ = ping(b.name(), &a.ip, 2);
+    assert!(flow_packets(d, "in_port=2") >= to_a + 2);
+}
+
+/// Plays a VLAN-100 endpoint on a pod's `eth0` (this kernel has no 8021q module for an
+/// `eth0.100` subinterface): answers tagged ARP requests and ICMP echo requests for its address
+/// with tagged replies, counts untagged frames, and prints "answered untagged" at the end.
+const VLAN_RESPONDER: &str = r#"
+import socket, struct, sys, time
+ifname, myip, mymac, vid, limit = sys.argv[1], socket.inet_aton(sys.argv[2]), bytes.fromhex(sys.argv[3].replace(':', '')), int(sys.argv[4]), float(sys.argv[5])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((ifname, 0))
+s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA: the tag the kernel moved out of the frame
+s.settimeout(0.2)
+end = time.time() + limit
+
+def csum(b):
+    if len(b) % 2:
+        b += b'\0'
+    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    t = (t >> 16) + (t & 0xffff)
+    t += t >> 16
+    return (~t) & 0xffff
+
+answered = untagged = 0
+while time.time() < end:
+    try:
+        f, anc, _, addr = s.recvmsg(65535, 256)
+    except socket.timeout:
+        continue
+    if addr[2] == socket.PACKET_OUTGOING:
+        continue
+    tci = None
+    if len(f) >= 18 and f[12:14] == b'\x81\x00':
+        tci = struct.unpack('!H', f[14:16])[0]
+        f = f[:12] + f[16:]
+    for lvl, typ, data in anc:
+        if lvl == 263 and typ == 8 and len(data) >= 20:
+            status, _, _, _, _, atci, _ = struct.unpack('IIIHHHH', data[:20])
+            if status & 0x10:
+                tci = atci
+    if tci is None or tci & 0xfff != vid:
+        untagged += 1
+        continue
+    src, et, p = f[6:12], f[12:14], f[14:]
+    tag = b'\x81\x00' + struct.pack('!H', tci)
+    if et == b'\x08\x06' and len(p) >= 28 and p[6:8] == b'\x00\x01' and p[24:28] == myip:
+        arp = p[0:6] + b'\x00\x02' + mymac + myip + p[8:14] + p[14:18]
+        s.send(src + mymac + tag + et + arp)
+    elif et == b'\x08\x00' and len(p) >= 28 and p[9] == 1 and p[16:20] == myip:
+        ihl = (p[0] & 15) * 4
+        tot = struct.unpack('!H', p[2:4])[0]
+        icmp = bytearray(p[ihl:tot])
+        if icmp[0] != 8:
+            continue
+        icmp[0] = 0
+        icmp[2:4] = b'\0\0'
+        icmp[2:4] = struct.pack('!H', csum(bytes(icmp)))
+        ip = bytearray(p[:ihl])
+        ip[12:16], ip[16:20], ip[8] = p[16:20], p[12:16], 64
+        ip[10:12] = b'\0\0'
+        ip[10:12] = struct.pack('!H', csum(bytes(ip)))
+        s.send(src + mymac + tag + et + bytes(ip) + bytes(icmp))
+        answered += 1
+print(answered, untagged)
+"#;
+
+/// VLAN push towards a pod that only speaks VLAN 100, pop on the way back.
+#[test]
+fn vlan_push_pop_to_tagged_pod() {
+    if !require_root("vlan_push_pop_to_tagged_pod") {
+        return;
+    }
+    let node = two_pod_node("n3");
+    let d = node.daemon();
+    let (a, b) = (node.pod(0), node.pod(1));
+    // Pod b's kernel must stay out of it: no address on eth0.
+    ns_sh(b.name(), "ip addr flush dev eth0");
+    let script = std::env::temp_dir().join(format!("{}-vlan.py", node.name()));
+    std::fs::write(&script, VLAN_RESPONDER).expect("write responder");
+    d.ctl(&["del-flows", BR]);
+    let flows = "priority=10,in_port=1,actions=push_vlan:0x8100,set_field:4196->vlan_vid,output:2\n\
+                 priority=10,in_port=2,dl_vlan=100,actions=pop_vlan,output:1\n";
+    let file = std::env::temp_dir().join(format!("{}-flows.txt", node.name()));
+    std::fs::write(&file, flows).expect("write flows");
+    d.ctl(&["add-flows", BR, file.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&file);
+
+    let (pod_b, script_path) = (
+        b.name().to_string(),
+        script.to_str().expect("utf-8").to_string(),
+    );
+    let responder = std::thread::spawn(move || {
+        ns_run(
+            &pod_b,
+            &[
+                "python3",
+                &script_path,
+                "eth0",
+                "10.10.0.2",
+                "02:00:00:00:02:02",
+                "100",
+                "6",
+            ],
+            Duration::from_secs(10),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = Capture::start(node.name(), "vpb", 4, "vlan 100 and icmp");
+    assert_ping(a.name(), &b.ip, 4);
+    let seen = cap.finish(Duration::from_secs(2));
+    let r = responder.join().expect("responder thread");
+    let _ = std::fs::remove_file(&script);
+    assert!(r.ok, "responder failed: {}{}", r.stdout, r.stderr);
+    let counts: Vec<u64> = r
+        .stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 2 && counts[0] >= 5,
+        "responder answered too little: {}",
+        r.stdout
+    );
+    assert_eq!(counts[1], 0, "untagged frames reached the VLAN-only pod");
+    assert!(
+        seen.contains("vlan 100"),
+        "no tagged ICMP on the tagged pod's port:\n{seen}"
+    );
+    // The replies came back through the pop flow, and pod a saw them untagged (ping worked).
+    assert!(flow_packets(d, "in_port=2,dl_vlan=100") >= 5);
+}

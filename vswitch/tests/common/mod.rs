@@ -341,6 +341,7 @@ impl Node {
 
     /// Creates pod namespace `unique(pod_tag)` whose `eth0` (address `ip_cidr`, MAC `mac`)
     /// is the peer of `host_if` in the node namespace; both ends up. Returns the pod's index.
+    /// The host end gets no IPv6 link-local address: the node kernel must not talk on a port.
     pub fn add_veth_pod(
         &mut self,
         pod_tag: &str,
@@ -352,7 +353,8 @@ impl Node {
         ns_sh(
             self.name(),
             &format!(
-                "ip link add {host_if} type veth peer name eth0 netns {pod} && ip link set {host_if} up",
+                "ip link add {host_if} type veth peer name eth0 netns {pod} && \
+                 sysctl -qw net.ipv6.conf.{host_if}.disable_ipv6=1 && ip link set {host_if} up",
                 pod = ns.name()
             ),
         );
