@@ -250,6 +250,20 @@ fn lookup_all(cls: &Classifier<u32>, packets: &[FlowKey]) -> u64 {
     sum ^ wc.words()[0]
 }
 
+/// The same packets through `lookup_burst`, 32 at a time (a datapath rx burst).
+fn lookup_all_burst(cls: &Classifier<u32>, packets: &[FlowKey]) -> u64 {
+    let mut sum = 0u64;
+    let mut wcs = [FlowKey::default(); 32];
+    let mut out = [None; 32];
+    for burst in packets.chunks(32) {
+        cls.lookup_burst(burst, &mut wcs, &mut out);
+        for r in out.iter().take(burst.len()).flatten() {
+            sum = sum.wrapping_add(u64::from(*r.payload()));
+        }
+    }
+    sum ^ wcs[0].words()[0]
+}
+
 fn bench_lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("classifier_lookup_16_masks");
     g.throughput(Throughput::Elements(PACKETS as u64));
@@ -268,6 +282,12 @@ fn bench_lookup(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("miss", n), &setup, |b, s| {
             b.iter(|| lookup_all(&s.cls, black_box(&s.misses)))
+        });
+        g.bench_with_input(BenchmarkId::new("hit_burst", n), &setup, |b, s| {
+            b.iter(|| lookup_all_burst(&s.cls, black_box(&s.hits)))
+        });
+        g.bench_with_input(BenchmarkId::new("miss_burst", n), &setup, |b, s| {
+            b.iter(|| lookup_all_burst(&s.cls, black_box(&s.misses)))
         });
     }
     g.finish();

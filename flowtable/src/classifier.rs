@@ -61,6 +61,9 @@ use encap::FlowKey;
 pub use builder::{ClassifierBuilder, ClassifierReader};
 use subtable::Subtable;
 
+/// Packets per internal step of [`Classifier::lookup_burst`].
+pub const BURST: usize = 32;
+
 /// Identifies a rule within one [`ClassifierBuilder`]; ids increase with insertion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleId(pub u64);
@@ -161,6 +164,65 @@ impl<R> Classifier<R> {
             }
         }
         best.map(|r| &**r)
+    }
+
+    /// [`lookup`](Self::lookup) for a burst: `out[i]` and `wcs[i]` get what `lookup(&keys[i],
+    /// &mut wcs[i])` would give. Probes one subtable for up to [`BURST`] packets at a time,
+    /// hashing them all first, so the cache misses of different packets overlap.
+    ///
+    /// Only the first `min(keys.len(), wcs.len(), out.len())` packets are looked up.
+    pub fn lookup_burst<'a>(
+        &'a self,
+        keys: &[FlowKey],
+        wcs: &mut [FlowKey],
+        out: &mut [Option<&'a Rule<R>>],
+    ) {
+        let n = keys.len().min(wcs.len()).min(out.len());
+        for start in (0..n).step_by(BURST) {
+            let end = (start + BURST).min(n);
+            self.lookup_chunk(
+                &keys[start..end],
+                &mut wcs[start..end],
+                &mut out[start..end],
+            );
+        }
+    }
+
+    fn lookup_chunk<'a>(
+        &'a self,
+        keys: &[FlowKey],
+        wcs: &mut [FlowKey],
+        out: &mut [Option<&'a Rule<R>>],
+    ) {
+        let mut best: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
+        let mut hashes = [0u64; BURST];
+        for subtable in self.subtables.iter() {
+            let mut pending = 0u32;
+            for (i, key) in keys.iter().enumerate() {
+                if best[i].is_some_and(|b| b.priority > subtable.max_priority) {
+                    continue;
+                }
+                subtable.unwildcard(wcs[i].words_mut());
+                hashes[i] = subtable.hash(key.words());
+                pending |= 1 << i;
+            }
+            if pending == 0 {
+                // Later subtables have no higher maximum: every packet is settled.
+                break;
+            }
+            while pending != 0 {
+                let i = pending.trailing_zeros() as usize;
+                pending &= pending - 1;
+                if let Some(rule) = subtable.probe(keys[i].words(), hashes[i])
+                    && best[i].is_none_or(|b| rule.beats(b))
+                {
+                    best[i] = Some(rule);
+                }
+            }
+        }
+        for (o, b) in out.iter_mut().zip(best) {
+            *o = b.map(|r| &**r);
+        }
     }
 
     /// Number of rules.

@@ -180,6 +180,17 @@ proptest! {
         for key in keys.iter().chain(rules.iter().map(|r| &r.value)) {
             check_key(&cls, &reference, key, &others)?;
         }
+        // The burst lookup (chunks of 32) answers exactly like one lookup per packet.
+        let burst: Vec<FlowKey> = keys.iter().chain(rules.iter().map(|r| &r.value)).copied().collect();
+        let mut wcs = vec![FlowKey::default(); burst.len()];
+        let mut out = vec![None; burst.len()];
+        cls.lookup_burst(&burst, &mut wcs, &mut out);
+        for ((key, wc), got) in burst.iter().zip(&wcs).zip(&out) {
+            let mut want_wc = FlowKey::default();
+            let want = cls.lookup(key, &mut want_wc).map(|r| r.id());
+            prop_assert_eq!(got.map(|r| r.id()), want);
+            prop_assert_eq!(wc, &want_wc);
+        }
     }
 
     #[test]

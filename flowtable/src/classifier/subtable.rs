@@ -158,7 +158,7 @@ impl<R> Subtable<R> {
 
     /// Hash of `key & mask` over the mask's nonzero words.
     #[inline]
-    fn hash(&self, key: &[u64; FlowKey::WORDS]) -> u64 {
+    pub(crate) fn hash(&self, key: &[u64; FlowKey::WORDS]) -> u64 {
         let mut h = self.seed;
         for (&i, &m) in self.word_idx.iter().zip(self.mask_words.iter()) {
             h = fold_mul(h ^ (key[usize::from(i)] & m), K1);
@@ -192,7 +192,12 @@ impl<R> Subtable<R> {
     /// The best rule of this subtable matching `key`.
     #[inline]
     pub(crate) fn lookup(&self, key: &[u64; FlowKey::WORDS]) -> Option<&Arc<Rule<R>>> {
-        let hash = self.hash(key);
+        self.probe(key, self.hash(key))
+    }
+
+    /// [`lookup`](Self::lookup) with the hash already computed.
+    #[inline]
+    pub(crate) fn probe(&self, key: &[u64; FlowKey::WORDS], hash: u64) -> Option<&Arc<Rule<R>>> {
         let shard = &self.shards[self.shard_of(hash)];
         shard
             .table
