@@ -54,6 +54,17 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     .map_err(DaemonError::Datapath)?;
     let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));
     switch.openflow.attach(&switch);
+    // VSWITCH_OF_TCP=BRIDGE@127.0.0.1:6653: OpenFlow over loopback TCP as well.
+    if let Ok(spec) = std::env::var("VSWITCH_OF_TCP") {
+        match crate::ofserver::parse_tcp_spec(&spec) {
+            Ok((br, addr)) => {
+                if let Err(e) = crate::ofserver::listen_tcp(&switch, br, addr) {
+                    warn!("cannot listen for OpenFlow on {addr}: {e}");
+                }
+            }
+            Err(e) => warn!("VSWITCH_OF_TCP ignored: {e}"),
+        }
+    }
     if let Some(config) = &opts.config {
         switch
             .apply_config_file(config)

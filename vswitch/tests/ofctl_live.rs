@@ -364,6 +364,10 @@ fn packet_out_runs_through_the_datapath() {
         .find(|l| l.trim_start().starts_with("port_down"))
         .unwrap_or_default();
     assert!(line.split_whitespace().nth(1) == Some("1"), "{drops}");
+    // output:TABLE runs the bridge's own table 0: the default NORMAL flow counts it.
+    d.ofctl_ok(&[], "packet-out", &["CONTROLLER", "TABLE", frame]);
+    let dump = d.ofctl_ok(&[], "dump-flows", &[]);
+    assert!(dump.contains("n_packets=1, n_bytes=42, priority=0 actions=NORMAL"), "{dump}");
 }
 
 fn read_msg(s: &mut UnixStream) -> Option<Vec<u8>> {

@@ -381,10 +381,16 @@ impl Session {
                 ));
             }
         }
+        let idx = b.dp_index;
+        // output:TABLE alone means "run the bridge's own tables": inject as is.
+        if matches!(actions.as_slice(), [flowtable::Action::Output { port, .. }] if *port == flowtable::OfPort::TABLE)
+        {
+            switch.dp.call(move |dp| dp.inject(idx, in_port, &frame));
+            return Ok(());
+        }
         let live: Arc<ArcSwap<Pipeline>> = b.pipeline.clone();
         let current = live.load_full();
         let once = one_shot_pipeline(&current, actions);
-        let idx = b.dp_index;
         switch.dp.call(move |dp| {
             live.store(Arc::new(once));
             dp.inject(idx, in_port, &frame);
