@@ -202,8 +202,8 @@ fn execute(
         match action {
             DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
             DpAction::Tunnel { port, dst, vni } => tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni),
-            DpAction::Normal => normal(ctx, pkt, key),
-            DpAction::Flood { include_in_port } => flood(ctx, pkt, key, *include_in_port),
+            DpAction::Normal => normal(ctx, pkt, key, parsed),
+            DpAction::Flood { include_in_port } => flood(ctx, pkt, key, parsed, *include_in_port),
             DpAction::SetEthSrc(mac) => {
                 if let Some(d) = pkt.data_mut().get_mut(6..12) {
                     d.copy_from_slice(mac);
@@ -373,7 +373,7 @@ fn tunnel(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf, parsed: &encap::Parsed, 
     }
 }
 
-fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey) {
+fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
     if ctx.bridge.mac.learn(vlan, key.eth_src, in_port, ctx.now_ns) == super::mac_learning::Learned::TableFull {
@@ -383,14 +383,15 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey) {
         && let Some(out) = ctx.bridge.mac.lookup(vlan, key.eth_dst, ctx.now_ns)
     {
         if out != in_port {
-            output_ofport(ctx, out, pkt, key);
+            output_ofport(ctx, out, pkt, key, parsed);
         }
         return;
     }
-    flood(ctx, pkt, key, false);
+    flood(ctx, pkt, key, parsed, false);
 }
 
-fn output_ofport(ctx: &mut Ctx, ofport: u32, pkt: &PacketBuf, key: &FlowKey) {
+/// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
+fn output_ofport(ctx: &mut Ctx, ofport: u32, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let Some(info) = ctx.pipeline.ports.get(&ofport) else {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
@@ -398,8 +399,7 @@ fn output_ofport(ctx: &mut Ctx, ofport: u32, pkt: &PacketBuf, key: &FlowKey) {
     let dp_id = info.dp_id as usize;
     if info.kind == crate::portspec::PortKind::Vxlan {
         if let Some((dst, vni)) = tunnel_target(info, key) {
-            let parsed = encap::Parsed::default();
-            tunnel(ctx, dp_id, pkt, &parsed, dst, vni);
+            tunnel(ctx, dp_id, pkt, parsed, dst, vni);
         }
     } else {
         output(ctx, dp_id, pkt);
@@ -420,7 +420,7 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
     Some((dst, vni))
 }
 
-fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, include_in_port: bool) {
+fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed, include_in_port: bool) {
     let pipeline = ctx.pipeline;
     let from_tunnel = pipeline
         .ports
@@ -435,6 +435,6 @@ fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, include_in_port: bool) {
         if from_tunnel && info.kind == crate::portspec::PortKind::Vxlan {
             continue;
         }
-        output_ofport(ctx, *ofport, pkt, key);
+        output_ofport(ctx, *ofport, pkt, key, parsed);
     }
 }

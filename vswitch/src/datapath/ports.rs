@@ -201,7 +201,8 @@ impl DpPort {
 
 impl VxlanIo {
     fn receive(&mut self, rx: &mut Batch) -> io::Result<usize> {
-        self.rx_src.clear();
+        // `rx_src` keeps its BATCH slots: recv_batch fills one per datagram and takes no more
+        // datagrams than there are slots (clearing it here made every receive return 0).
         let got = self.sock.recv_batch(rx, &mut self.rx_src)?;
         // Validate and strip the VXLAN header, compacting accepted packets to the front.
         let mut kept = 0;
