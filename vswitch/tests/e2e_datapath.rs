@@ -308,3 +308,150 @@ fn vlan_push_pop_to_tagged_pod() {
     // The replies came back through the pop flow, and pod a saw them untagged (ping worked).
     assert!(flow_packets(d, "in_port=2,dl_vlan=100") >= 5);
 }
+
+/// Node A runs vswitchd with pod A (172.16.0.1) and a VXLAN port (VNI 100) to node B; node B
+/// is plain Linux: kernel vxlan + Linux bridge + pod B (172.16.0.2). Underlay: a veth pair
+/// 192.168.0.11/24 (A, `ula`) <-> 192.168.0.12/24 (B, `ulb`).
+struct TwoNodes {
+    /// Declared first: the switch and its namespaces go before node B's.
+    a: Node,
+    b_pod: Netns,
+    b: Netns,
+}
+
+fn two_nodes(tag: &str) -> TwoNodes {
+    let mut a = Node::new(&format!("{tag}A"));
+    let b = Netns::new(&unique(&format!("{tag}B"))).expect("node B namespace");
+    let b_pod = Netns::new(&unique(&format!("{tag}Bp"))).expect("pod B namespace");
+    ns_sh(
+        a.name(),
+        &format!(
+            "ip link add ula type veth peer name ulb netns {b} && \
+             ip addr add 192.168.0.11/24 dev ula && ip link set ula up",
+            b = b.name()
+        ),
+    );
+    ns_sh(
+        b.name(),
+        &format!(
+            "ip addr add 192.168.0.12/24 dev ulb && ip link set ulb up && \
+             ip link add vx0 type vxlan id 100 local 192.168.0.12 remote 192.168.0.11 dstport 4789 dev ulb && \
+             ip link add brb type bridge && ip link set vx0 master brb && \
+             ip link add vpb type veth peer name eth0 netns {pod} && ip link set vpb master brb && \
+             ip link set vx0 up && ip link set vpb up && ip link set brb up",
+            pod = b_pod.name()
+        ),
+    );
+    configure_pod_eth0(b_pod.name(), "172.16.0.2/16", "02:00:00:00:0b:02");
+    a.start_switch(BR);
+    a.add_veth_pod(
+        &format!("{tag}Ap"),
+        "vpa",
+        "172.16.0.1/16",
+        "02:00:00:00:0a:01",
+    );
+    let d = a.daemon();
+    d.ctl(&["add-port", BR, "vpa", "ofport=1"]);
+    d.ctl(&[
+        "add-port",
+        BR,
+        "vx0",
+        "type=vxlan",
+        "ofport=2",
+        "options:remote_ip=192.168.0.12",
+        "options:key=100",
+        "options:local_ip=192.168.0.11",
+    ]);
+    TwoNodes { a, b_pod, b }
+}
+
+/// Pod-to-pod over VXLAN to a kernel VXLAN node; the underlay carries VNI 100 to UDP 4789;
+/// an oversized DF packet is dropped as `tunnel_too_big` and answered with frag-needed.
+#[test]
+fn vxlan_to_plain_linux_node() {
+    if !require_root("vxlan_to_plain_linux_node") {
+        return;
+    }
+    let t = two_nodes("v4");
+    let d = t.a.daemon();
+    let pod_a = t.a.pod(0).name();
+    let cap = Capture::start(
+        t.b.name(),
+        "ulb",
+        4,
+        "udp dst port 4789 and src host 192.168.0.11",
+    );
+    assert_ping(pod_a, "172.16.0.2", 4);
+    let seen = cap.finish(Duration::from_secs(2));
+    assert!(
+        seen.contains("192.168.0.12.4789:"),
+        "no UDP/4789 from node A on the underlay:\n{seen}"
+    );
+    assert!(
+        seen.contains("vni 100"),
+        "no VNI 100 on the underlay:\n{seen}"
+    );
+    assert_ping(t.b_pod.name(), "172.16.0.1", 3);
+    let ports = d.ports(BR);
+    assert!(
+        ports[&2].tx_packets >= 8 && ports[&2].rx_packets >= 8,
+        "vxlan port counters: {ports:?}"
+    );
+
+    // 1472 + 28 = a 1500-byte IP packet: does not fit 1500 - 50 after encapsulation.
+    let too_big_before = d.drops(BR, "tunnel_too_big");
+    let r = ns_run(
+        pod_a,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-i",
+            "0.3",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "172.16.0.2",
+        ],
+        Duration::from_secs(6),
+    );
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(!r.ok, "an oversized DF ping crossed the tunnel:\n{out}");
+    assert!(
+        d.drops(BR, "tunnel_too_big") > too_big_before,
+        "tunnel_too_big not counted"
+    );
+    assert!(
+        out.contains("Frag needed") || out.contains("mtu = 1450") || out.contains("mtu=1450"),
+        "pod A got no fragmentation-needed answer:\n{out}"
+    );
+    // And what fits still goes through.
+    let r = ns_run(
+        pod_a,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-i",
+            "0.3",
+            "-M",
+            "do",
+            "-s",
+            "1422",
+            "172.16.0.2",
+        ],
+        Duration::from_secs(6),
+    );
+    assert!(
+        r.ok,
+        "a 1450-byte DF ping did not cross the tunnel:\n{}{}",
+        r.stdout, r.stderr
+    );
+}
