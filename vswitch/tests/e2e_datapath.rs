@@ -455,3 +455,97 @@ fn vxlan_to_plain_linux_node() {
         r.stdout, r.stderr
     );
 }
+
+/// From a pod: 20 IPv4 frames with no IP header at all, 20 truncated IPv4 headers, 20 IPv4
+/// headers claiming more bytes than they carry; broadcast, so NORMAL floods what it keeps.
+/// (No runts: the kernel refuses to send a frame shorter than an Ethernet header.)
+const BAD_FRAMES: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+src = bytes.fromhex(sys.argv[2].replace(':', ''))
+eth = b'\xff' * 6 + src + b'\x08\x00'
+for _ in range(20):
+    s.send(eth)
+    s.send(eth + b'\x45\x00\x00\x54\x00\x00')
+    s.send(eth + b'\x4f\x00\x03\xe8' + b'\x00' * 16)
+"#;
+
+/// From node B's underlay: 10 VXLAN headers without the I flag, 10 datagrams shorter than a
+/// VXLAN header, 10 VXLAN headers with no inner frame, 10 VNI-200 packets (no such tunnel).
+const BAD_VXLAN: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('192.168.0.12', 0))
+dst = ('192.168.0.11', 4789)
+inner = b'\xff' * 6 + b'\x02\x00\x00\x00\x0b\x09' + b'\x88\xb5' + b'\x00' * 46
+for _ in range(10):
+    s.sendto(b'\x00\x00\x00\x00\x00\x00\x64\x00' + inner, dst)
+    s.sendto(b'\x08\x00\x00', dst)
+    s.sendto(b'\x08\x00\x00\x00\x00\x00\x64\x00', dst)
+    s.sendto(b'\x08\x00\x00\x00\x00\x00\xc8\x00' + inner, dst)
+"#;
+
+/// Garbage from a pod and from the underlay: the switch keeps forwarding and names the drops.
+#[test]
+fn bad_input_is_counted_and_survived() {
+    if !require_root("bad_input_is_counted_and_survived") {
+        return;
+    }
+    let mut t = two_nodes("v5");
+    let pod_a = t.a.pod(0).name().to_string();
+    assert_ping(&pod_a, "172.16.0.2", 2);
+    let d = t.a.daemon();
+    let names = [
+        "malformed",
+        "vxlan_bad_flags",
+        "vxlan_short",
+        "vxlan_unknown_tunnel",
+    ];
+    let before: Vec<u64> = names.iter().map(|n| d.drops(BR, n)).collect();
+    let rx_before = d.ports(BR)[&1].rx_packets;
+
+    let r = ns_run(
+        &pod_a,
+        &["python3", "-c", BAD_FRAMES, "eth0", "02:00:00:00:0a:01"],
+        Duration::from_secs(10),
+    );
+    assert!(r.ok, "bad frame sender failed: {}", r.stderr);
+    let r = ns_run(
+        t.b.name(),
+        &["python3", "-c", BAD_VXLAN],
+        Duration::from_secs(10),
+    );
+    assert!(r.ok, "bad VXLAN sender failed: {}", r.stderr);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let after: Vec<u64> = names.iter().map(|n| d.drops(BR, n)).collect();
+    let grew = |i: usize| after[i] - before[i];
+    // The pod's 60 frames all reached the switch (the parser flags them; an L2 walk may still
+    // forward them, as in Open vSwitch).
+    assert!(
+        d.ports(BR)[&1].rx_packets >= rx_before + 60,
+        "the switch did not see the bad frames"
+    );
+    assert!(
+        grew(1) >= 10,
+        "vxlan_bad_flags grew by {} (want >= 10)",
+        grew(1)
+    );
+    assert!(
+        grew(2) >= 20,
+        "vxlan_short grew by {} (want >= 20)",
+        grew(2)
+    );
+    assert!(
+        grew(3) >= 10,
+        "vxlan_unknown_tunnel grew by {} (want >= 10)",
+        grew(3)
+    );
+    eprintln!("malformed counter grew by {}", grew(0));
+
+    assert_ping(&pod_a, "172.16.0.2", 3);
+    assert_ping(t.b_pod.name(), "172.16.0.1", 2);
+    let d = t.a.daemon.as_mut().expect("daemon");
+    assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
+}
