@@ -549,3 +549,95 @@ fn bad_input_is_counted_and_survived() {
     let d = t.a.daemon.as_mut().expect("daemon");
     assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
 }
+
+/// Flow tables change under a ping flood: the daemon survives, forwarding follows the last
+/// table, and once the forwarding flows are gone nothing crosses.
+#[test]
+fn flow_churn_under_traffic() {
+    if !require_root("flow_churn_under_traffic") {
+        return;
+    }
+    let mut node = two_pod_node("n6");
+    let (pod_a, ip_b) = (node.pod(0).name().to_string(), node.pod(1).ip.clone());
+    let d = node.daemon();
+    let file = std::env::temp_dir().join(format!("{}-flows.txt", node.name()));
+    std::fs::write(
+        &file,
+        "priority=10,in_port=1,actions=output:2\n\
+         priority=10,in_port=2,actions=output:1\n\
+         priority=5,ip,nw_dst=10.99.0.0/16,actions=drop\n",
+    )
+    .expect("write flows");
+    let flows = file.to_str().expect("utf-8 path").to_string();
+    d.ctl(&["del-flows", BR]);
+    d.ctl(&["add-flows", BR, &flows]);
+    assert_ping(&pod_a, &ip_b, 2);
+
+    let (ns, dst) = (pod_a.clone(), ip_b.clone());
+    let flood = std::thread::spawn(move || {
+        ns_run(
+            &ns,
+            &[
+                "ping", "-n", "-q", "-c", "300", "-i", "0.01", "-W", "1", &dst,
+            ],
+            Duration::from_secs(10),
+        )
+    });
+    let start = std::time::Instant::now();
+    let mut rounds = 0;
+    while !flood.is_finished() && rounds < 60 && start.elapsed() < Duration::from_secs(8) {
+        d.ctl(&["del-flows", BR]);
+        d.ctl(&["add-flows", BR, &flows]);
+        d.ctl(&[
+            "add-flow",
+            BR,
+            "priority=20,icmp,in_port=1,actions=output:2",
+        ]);
+        d.ctl(&["mod-flows", BR, "in_port=2,actions=output:1"]);
+        d.ctl(&["del-flows", BR, "icmp"]);
+        d.ctl(&["del-flows", BR, "in_port=2"]);
+        d.ctl(&["add-flow", BR, "priority=10,in_port=2,actions=output:1"]);
+        rounds += 1;
+    }
+    let r = flood.join().expect("flood thread");
+    assert!(
+        rounds >= 5,
+        "only {rounds} rounds of flow changes during the flood"
+    );
+    let received: u64 = r
+        .stdout
+        .split(',')
+        .find_map(|p| {
+            p.trim()
+                .strip_suffix(" received")
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0);
+    assert!(
+        received > 0,
+        "no reply at all during the churn:\n{}",
+        r.stdout
+    );
+    let dm = node.daemon.as_mut().expect("daemon");
+    assert!(
+        dm.alive(),
+        "vswitchd died under flow churn:\n{}",
+        dm.log_text()
+    );
+    let d = node.daemon();
+    // The table ends as the file says: forwarding works.
+    assert_ping(&pod_a, &ip_b, 3);
+    // Without the forwarding flows nothing crosses, cached walks included.
+    let miss_before = d.drops(BR, "no_match");
+    d.ctl(&["del-flows", BR, "in_port=1"]);
+    d.ctl(&["del-flows", BR, "in_port=2"]);
+    let r = ping(&pod_a, &ip_b, 3);
+    assert!(
+        !r.ok && r.stdout.contains(" 0 received"),
+        "traffic crossed after del-flows:\n{}",
+        r.stdout
+    );
+    assert!(d.drops(BR, "no_match") >= miss_before + 3);
+    let _ = std::fs::remove_file(&file);
+    eprintln!("flow churn: {rounds} rounds, {received}/300 flood replies");
+}
