@@ -10,19 +10,21 @@ use super::drops::DropReason;
 use crate::conntrack::tuple::Addr;
 use crate::conntrack::{Conntrack, CtDrop, PacketFacts};
 
-/// Runs `ct` on one packet. Returns the key as the next pipeline pass sees it (ct fields set,
-/// NAT applied), or why the packet must be dropped.
+/// Runs `ct` on one packet. `lookup` is the key conntrack identifies the connection by (the
+/// packet's key before any NAT of this zone), `key` the packet as it is now. Returns the key as
+/// the next pipeline pass sees it (ct fields set, NAT applied), or why it must be dropped.
 pub fn run(
     ct: &mut Conntrack,
     now: u64,
     pkt: &mut PacketBuf,
+    lookup: &FlowKey,
     key: &FlowKey,
     parsed: &Parsed,
     act: &CtAction,
 ) -> Result<FlowKey, DropReason> {
     let facts = facts(pkt.data(), key, parsed);
     let res = ct.process(
-        key,
+        lookup,
         &facts,
         &crate::conntrack::CtAction {
             zone: act.zone,

@@ -48,6 +48,10 @@ struct Ctx<'a> {
     scratch: &'a mut Scratch,
     now_ns: u64,
     in_dp: usize,
+    /// The key this packet had when it first went through conntrack in a zone: later `ct`
+    /// actions in the same zone must find the same connection even after NAT rewrote the
+    /// packet (the kernel keeps this on the skb; a retransmitted SYN relies on it).
+    ct_first: Option<(u16, FlowKey)>,
 }
 
 /// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
@@ -76,6 +80,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             scratch,
             now_ns,
             in_dp: port_id,
+            ct_first: None,
         };
         for i in 0..rx.len() {
             let pkt = &mut rx[i];
@@ -89,6 +94,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
                 key.tun_src = meta.src;
                 key.tun_dst = meta.dst;
             }
+            ctx.ct_first = None;
             run_packet(&mut ctx, pkt, key, 0);
         }
     }
@@ -129,6 +135,7 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
         scratch,
         now_ns,
         in_dp,
+        ct_first: None,
     };
     let key = FlowKey {
         in_port,
@@ -271,7 +278,14 @@ fn execute(
                 key.nw_ttl = key.nw_ttl.saturating_sub(1);
             }
             DpAction::Ct(ct) => {
-                let next = match super::ct::run(ctx.ct, ctx.now_ns, pkt, key, parsed, ct) {
+                let lookup_key = match ctx.ct_first {
+                    Some((zone, first)) if zone == ct.zone => first,
+                    _ => {
+                        ctx.ct_first = Some((ct.zone, *key));
+                        *key
+                    }
+                };
+                let next = match super::ct::run(ctx.ct, ctx.now_ns, pkt, &lookup_key, key, parsed, ct) {
                     Ok(next) => next,
                     Err(reason) => {
                         ctx.bridge.drops.add(reason, 1);

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The demo cluster: two nodes, each a network namespace running its own vswitchd, pods attached
+# by veth (AF_PACKET ports), a VXLAN tunnel between the nodes, and a ClusterIP Service whose
+# three backends sit on both nodes. Real traffic for each scenario, a pass/fail table, teardown.
+#
+#   scripts/demo.sh            # as root: installs missing packages, builds, runs, tears down
+#   KEEP=1 scripts/demo.sh     # leave the cluster up to explore (scripts/demo.sh --down removes it)
+#
+# Everything lives in namespaces named dm-*; nothing is routed to the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+NS_NODES=(dm-node1 dm-node2)
+NS_PODS=(dm-client dm-web1 dm-web2 dm-web3)
+RUN=/tmp/vswitch-demo
+GW_MAC=0a:58:0c:00:00:fe
+VIP=10.247.0.10
+
+down() {
+    for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do
+        if ip netns pids "$ns" >/dev/null 2>&1; then
+            ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+        fi
+    done
+    sleep 0.2
+    for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$RUN"
+}
+
+if [ "${1:-}" = "--down" ]; then down; exit 0; fi
+[ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it creates network namespaces)" >&2; exit 1; }
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Installing missing packages"
+need=()
+for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool; do
+    command -v "${p%%:*}" >/dev/null || need+=("${p##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+echo "ok"
+
+step "Building vswitchd and vswitchctl (release)"
+cargo build --release --locked -p vswitch --bins 2>&1 | tail -1
+D=$ROOT/target/release/vswitchd
+C=$ROOT/target/release/vswitchctl
+
+down
+[ "${KEEP:-0}" = 1 ] || trap down EXIT
+trap 'echo; echo interrupted; exit 130' INT TERM
+mkdir -p "$RUN"
+
+step "Creating the cluster: 2 nodes, 4 pods, underlay 192.168.0.0/24, pods 172.16.0.0/16"
+for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip link add und1 netns dm-node1 type veth peer name und2 netns dm-node2
+ip -n dm-node1 addr add 192.168.0.11/24 dev und1; ip -n dm-node1 link set und1 up
+ip -n dm-node2 addr add 192.168.0.12/24 dev und2; ip -n dm-node2 link set und2 up
+
+# pod name, node, node-side link, IP, MAC, gateway
+POD_TABLE="dm-client dm-node1 p-client 172.16.1.11 0a:58:0c:01:00:0b 172.16.1.1
+dm-web1 dm-node1 p-web1 172.16.1.21 0a:58:0c:01:00:15 172.16.1.1
+dm-web2 dm-node1 p-web2 172.16.1.22 0a:58:0c:01:00:16 172.16.1.1
+dm-web3 dm-node2 p-web3 172.16.2.21 0a:58:0c:02:00:15 172.16.2.1"
+while read -r pod node link ip mac gw; do
+    ip link add "$link" netns "$node" type veth peer name eth0 netns "$pod"
+    ip -n "$node" link set "$link" up
+    ip -n "$pod" link set eth0 address "$mac"
+    # A /32 and a route through the gateway, as CNI plugins do: every packet goes to the
+    # switch, which routes it (no ARP between pods). MTU leaves room for VXLAN's 50 bytes.
+    ip -n "$pod" addr add "$ip/32" dev eth0
+    ip -n "$pod" link set eth0 mtu 1450 up
+    ip -n "$pod" route add "$gw" dev eth0
+    ip -n "$pod" route add default via "$gw"
+    # No virtio-net headers on AF_PACKET ports yet: segmentation offload must stay off
+    # (checksum offload stays on; the switch completes partial checksums).
+    ip netns exec "$pod" ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1 || true
+    ip -n "$pod" neigh replace "$gw" lladdr "$GW_MAC" dev eth0 nud permanent
+done <<<"$POD_TABLE"
+echo "ok (pods keep tx checksum offload on)"
+
+step "Starting vswitchd on each node"
+for n in 1 2; do
+    mkdir -p "$RUN/node$n"
+    ip netns exec "dm-node$n" "$D" --rundir "$RUN/node$n" --pidfile "$RUN/node$n/vswitchd.pid" 2>"$RUN/node$n/vswitchd.log" &
+done
+for n in 1 2; do
+    for _ in $(seq 100); do [ -S "$RUN/node$n/vswitchd.ctl" ] && break; sleep 0.05; done
+done
+ctl() { local n=$1; shift; "$C" --rundir "$RUN/node$n" "$@"; }
+ctl 1 add-br br-int; ctl 2 add-br br-int
+ctl 1 add-port br-int p-client ofport=1
+ctl 1 add-port br-int p-web1 ofport=2
+ctl 1 add-port br-int p-web2 ofport=3
+ctl 1 add-port br-int tun0 type=vxlan ofport=100 options:remote_ip=flow options:key=100 options:local_ip=192.168.0.11
+ctl 2 add-port br-int p-web3 ofport=1
+ctl 2 add-port br-int tun0 type=vxlan ofport=100 options:remote_ip=flow options:key=100 options:local_ip=192.168.0.12
+echo "node1: $(ctl 1 list-ports br-int | tr '\n' ' ')"
+echo "node2: $(ctl 2 list-ports br-int | tr '\n' ' ')"
+
+step "Programming the pipeline (conntrack, ClusterIP $VIP:80 over 3 backends, L3 forwarding, tunnel)"
+# Table 0: everything IP goes through conntrack (zone 1), NAT of known connections applied.
+# Table 1: new connections to the Service are load-balanced by a select group that commits the
+#          DNAT; other new connections are committed; established/related continue; invalid drop.
+# Table 2: L3 forwarding: local pods by IP (gateway MAC as source), other nodes' pod CIDRs over VXLAN.
+common_flows() {
+cat <<FLOWS
+table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)
+table=0,priority=0,actions=drop
+table=1,priority=100,ct_state=+new+trk,tcp,nw_dst=$VIP,tp_dst=80,actions=group:1
+table=1,priority=80,ct_state=+new+trk,ip,actions=ct(commit,table=2,zone=1)
+table=1,priority=70,ct_state=+est+trk,ip,actions=resubmit(,2)
+table=1,priority=70,ct_state=+rel+trk,ip,actions=resubmit(,2)
+table=1,priority=60,ct_state=+inv+trk,ip,actions=drop
+FLOWS
+}
+GROUP="group_id=1,type=select,bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.21:8080)),bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.22:8080)),bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.2.21:8080))"
+{
+    common_flows
+    echo "table=2,priority=100,ip,nw_dst=172.16.1.11,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:1"
+    echo "table=2,priority=100,ip,nw_dst=172.16.1.21,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:01:00:15->eth_dst,output:2"
+    echo "table=2,priority=100,ip,nw_dst=172.16.1.22,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:01:00:16->eth_dst,output:3"
+    echo "table=2,priority=90,ip,nw_dst=172.16.2.0/24,actions=set_field:192.168.0.12->tun_dst,output:100"
+} >"$RUN/node1.flows"
+{
+    common_flows
+    echo "table=2,priority=100,ip,nw_dst=172.16.2.21,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:02:00:15->eth_dst,output:1"
+    echo "table=2,priority=90,ip,nw_dst=172.16.1.0/24,actions=set_field:192.168.0.11->tun_dst,output:100"
+} >"$RUN/node2.flows"
+for n in 1 2; do
+    ctl "$n" add-group br-int "$GROUP"
+    ctl "$n" del-flows br-int
+    ctl "$n" add-flows br-int "$RUN/node$n.flows"
+done
+echo "node1: $(ctl 1 dump-flows br-int --no-stats | wc -l) flows, node2: $(ctl 2 dump-flows br-int --no-stats | wc -l) flows"
+
+step "Starting backends (a tiny TCP server on :8080 in each web pod, iperf3 in dm-web3)"
+for p in web1 web2 web3; do
+    ip netns exec "dm-$p" socat -T 2 TCP-LISTEN:8080,fork,reuseaddr SYSTEM:"echo $p" >/dev/null 2>&1 &
+done
+ip netns exec dm-web3 iperf3 -s -1 -D >/dev/null 2>&1 || true
+sleep 0.5
+
+RESULTS=()
+record() { RESULTS+=("$(printf '%-44s %-6s %s' "$1" "$2" "$3")"); }
+
+ping_check() { # label, pod, dst
+    local out rtt
+    if out=$(ip netns exec "$2" ping -c 5 -i 0.2 -W 1 "$3" 2>&1); then
+        rtt=$(echo "$out" | awk -F/ '/^rtt/ {print $5}')
+        record "$1" PASS "avg rtt ${rtt} ms"
+    else
+        record "$1" FAIL "$(echo "$out" | grep -m1 -E 'loss|unreachable' || true)"
+    fi
+}
+
+step "Traffic"
+ping_check "pod -> pod, same node (ping)" dm-client 172.16.1.21
+ping_check "pod -> pod, across nodes over VXLAN (ping)" dm-client 172.16.2.21
+ping_check "pod -> pod, across nodes, reverse (ping)" dm-web3 172.16.1.11
+
+declare -A seen=()
+ok=0; total=30
+for _ in $(seq $total); do
+    r=$(ip netns exec dm-client timeout 3 nc -w 2 "$VIP" 80 </dev/null 2>/dev/null | head -1 || true)
+    if [ -n "$r" ]; then ok=$((ok + 1)); seen[$r]=$(( ${seen[$r]:-0} + 1 )); fi
+done
+dist=$(for k in "${!seen[@]}"; do printf '%s=%s ' "$k" "${seen[$k]}"; done)
+if [ "$ok" = "$total" ] && [ "${#seen[@]}" -ge 2 ]; then
+    record "ClusterIP $VIP:80, $total TCP connections" PASS "backends: $dist"
+else
+    record "ClusterIP $VIP:80, $total TCP connections" FAIL "$ok/$total answered; backends: $dist"
+fi
+
+if out=$(ip netns exec dm-client timeout 10 iperf3 -c 172.16.2.21 -t 3 -J 2>/dev/null); then
+    gbps=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null || echo "?")
+    record "TCP throughput across nodes (iperf3 3 s)" PASS "$gbps Gbit/s"
+else
+    record "TCP throughput across nodes (iperf3 3 s)" FAIL "iperf3 failed"
+fi
+
+step "Results"
+printf '%-44s %-6s %s\n' "scenario" "result" "detail"
+printf '%s\n' "${RESULTS[@]}"
+echo
+echo "Where to look (while KEEP=1 leaves the cluster up):"
+echo "  $C --rundir $RUN/node1 dump-flows br-int"
+echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
+echo "  $C --rundir $RUN/node1 dump-drops br-int"
+echo "  $C --rundir $RUN/node1 dump-conntrack br-int"
+ctl 1 dump-drops br-int | head -3
+if printf '%s\n' "${RESULTS[@]}" | grep -q ' FAIL '; then exit 1; fi
