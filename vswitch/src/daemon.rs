@@ -39,7 +39,8 @@ pub enum DaemonError {
 }
 
 pub fn run(opts: Options) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&opts.rundir).map_err(|e| DaemonError::Rundir(opts.rundir.clone(), e))?;
+    std::fs::create_dir_all(&opts.rundir)
+        .map_err(|e| DaemonError::Rundir(opts.rundir.clone(), e))?;
     let sock = mgmt::socket_path(&opts.rundir);
     let listener = bind_fresh(&sock)?;
     if let Some(p) = &opts.pidfile {
@@ -108,7 +109,8 @@ pub(crate) fn bind_fresh(path: &Path) -> Result<UnixListener, DaemonError> {
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Listen(path.to_path_buf(), e))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| DaemonError::Listen(path.to_path_buf(), e))?;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     Ok(listener)
 }

@@ -205,7 +205,12 @@ mod tests {
     fn vxlan_port_with_flow_key() {
         let spec = PortSpec::parse(
             "vx0",
-            &args(&["type=vxlan", "ofport=9", "options:remote_ip=flow", "options:key=flow"]),
+            &args(&[
+                "type=vxlan",
+                "ofport=9",
+                "options:remote_ip=flow",
+                "options:key=flow",
+            ]),
         )
         .unwrap();
         let t = spec.tunnel.unwrap();
@@ -229,7 +234,10 @@ mod tests {
         )
         .unwrap();
         let t = spec.tunnel.unwrap();
-        assert_eq!(t.remote_ip, FromFlow::Fixed("192.168.0.12".parse().unwrap()));
+        assert_eq!(
+            t.remote_ip,
+            FromFlow::Fixed("192.168.0.12".parse().unwrap())
+        );
         assert_eq!(t.key, FromFlow::Fixed(16));
         assert_eq!(t.local_ip, Some("192.168.0.11".parse().unwrap()));
         assert_eq!(t.dst_port, 8472);
@@ -250,7 +258,14 @@ mod tests {
             PortSpecError::MissingRemote
         );
         assert!(matches!(
-            PortSpec::parse("p", &args(&["type=vxlan", "options:remote_ip=1.2.3.4", "options:key=16777216"])),
+            PortSpec::parse(
+                "p",
+                &args(&[
+                    "type=vxlan",
+                    "options:remote_ip=1.2.3.4",
+                    "options:key=16777216"
+                ])
+            ),
             Err(PortSpecError::BadOption { .. })
         ));
         assert_eq!(

@@ -132,7 +132,8 @@ impl Switch {
             "list-ports" => {
                 need(1)?;
                 self.with_bridge(a[0], |b| {
-                    let mut names: Vec<&str> = b.ports.values().map(|p| p.spec.name.as_str()).collect();
+                    let mut names: Vec<&str> =
+                        b.ports.values().map(|p| p.spec.name.as_str()).collect();
                     names.sort();
                     Ok(names.iter().map(|n| format!("{n}\n")).collect())
                 })
@@ -180,7 +181,7 @@ impl Switch {
                 self.with_bridge(a[0], |b| {
                     let mut out = String::from("OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):\n");
                     for g in b.tables.groups() {
-                        out.push_str(&format!(" {}\n", text::print_group(g)));
+                        out.push_str(&format!(" {}\n", text::print_group(g).trim_start()));
                     }
                     Ok(out)
                 })
@@ -203,6 +204,28 @@ impl Switch {
                     Ok(out)
                 })
             }
+            "dump-conntrack" => {
+                // Conntrack is shared by every bridge of the datapath; the bridge names the switch.
+                if let Some(br) = a.first() {
+                    self.with_bridge(br, |_| Ok(()))?;
+                }
+                let zone: Option<u16> = a
+                    .iter()
+                    .find_map(|x| x.strip_prefix("zone=").and_then(|z| z.parse().ok()));
+                let lines = self.dp.call(move |dp| {
+                    let now = dp.now_ns();
+                    dp.conntrack()
+                        .dump(now)
+                        .filter(|e| zone.is_none_or(|z| e.zone == z))
+                        .map(|e| format!("{e}\n"))
+                        .collect::<String>()
+                });
+                Ok(lines)
+            }
+            "flush-conntrack" => {
+                let n = self.dp.call(|dp| dp.conntrack().flush(None));
+                Ok(format!("flushed {n} connections\n"))
+            }
             "trace" => {
                 need(2)?;
                 self.trace(a[0], a[1])
@@ -217,7 +240,10 @@ impl Switch {
                 let rows = self.dp.call(move |dp| dp.mac_table_dump(idx));
                 let mut out = String::from(" port  VLAN  MAC                Age\n");
                 for (vlan, mac, port, age) in rows {
-                    out.push_str(&format!("{port:>5}  {vlan:>4}  {}  {age:>3}\n", fmt_mac(&mac)));
+                    out.push_str(&format!(
+                        "{port:>5}  {vlan:>4}  {}  {age:>3}\n",
+                        fmt_mac(&mac)
+                    ));
                 }
                 Ok(out)
             }
@@ -225,7 +251,11 @@ impl Switch {
         }
     }
 
-    fn with_bridge<R>(&self, name: &str, f: impl FnOnce(&mut BridgeCtl) -> Result<R, String>) -> Result<R, String> {
+    fn with_bridge<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut BridgeCtl) -> Result<R, String>,
+    ) -> Result<R, String> {
         let mut state = self.lock();
         let b = state
             .get_mut(name)
@@ -235,7 +265,9 @@ impl Switch {
 
     pub fn add_br(&self, name: &str) -> CmdResult {
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
-            return Err(format!("bad bridge name '{name}' (1 to 15 characters, no '/', ' ' or ':')"));
+            return Err(format!(
+                "bad bridge name '{name}' (1 to 15 characters, no '/', ' ' or ':')"
+            ));
         }
         let mut state = self.lock();
         if state.contains_key(name) {
@@ -293,12 +325,15 @@ impl Switch {
             .get_mut(br)
             .ok_or_else(|| format!("no bridge named {br}"))?;
         let ofport = match spec.ofport {
-            Some(n) if b.ports.contains_key(&n) => return Err(format!("ofport {n} is already in use on {br}")),
+            Some(n) if b.ports.contains_key(&n) => {
+                return Err(format!("ofport {n} is already in use on {br}"));
+            }
             Some(n) => n,
             None => (1..).find(|n| !b.ports.contains_key(n)).unwrap_or(1),
         };
         let counters = Arc::new(PortCounters::default());
-        let (io, mac) = open_port(&spec, &b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
+        let (io, mac) =
+            open_port(&spec, &b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
         let port = DpPort::new(name, b.dp_index, ofport, spec.kind, io, counters.clone());
         let dp_id = self
             .dp
@@ -337,7 +372,13 @@ impl Switch {
     }
 
     /// Applies flow-mods given as text (one per line for `add-flows`), all or nothing.
-    pub fn flow_mods(&self, br: &str, text_in: &str, command: FlowModCommand, many: bool) -> CmdResult {
+    pub fn flow_mods(
+        &self,
+        br: &str,
+        text_in: &str,
+        command: FlowModCommand,
+        many: bool,
+    ) -> CmdResult {
         let mods = parse_flow_mods(text_in, command, many)?;
         self.with_bridge(br, |b| apply_flow_mods(b, &mods).map(|_| String::new()))
     }
@@ -355,7 +396,8 @@ impl Switch {
             }
             let now = Instant::now();
             for (line, fm) in &mods {
-                next.flow_mod(fm, now).map_err(|e| format!("line {line}: {e}"))?;
+                next.flow_mod(fm, now)
+                    .map_err(|e| format!("line {line}: {e}"))?;
             }
             // Counters live in `b.stats` keyed by (table, match, priority): flows that
             // survive the replacement keep theirs, as in OVS.
@@ -381,7 +423,10 @@ impl Switch {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                mods.push(text::parse_group_mod(line, command).map_err(|e| format!("line {}: {e}", i + 1))?);
+                mods.push(
+                    text::parse_group_mod(line, command)
+                        .map_err(|e| format!("line {}: {e}", i + 1))?,
+                );
             }
         }
         self.with_bridge(br, |b| {
@@ -397,7 +442,9 @@ impl Switch {
 
     pub fn dump_flows(&self, br: &str, filter: Option<&str>, stats: bool) -> CmdResult {
         let filter = match filter {
-            Some(f) if !f.trim().is_empty() => Some(text::parse_flow_mod(f, FlowModCommand::Delete).map_err(|e| e.to_string())?),
+            Some(f) if !f.trim().is_empty() => {
+                Some(text::parse_flow_mod(f, FlowModCommand::Delete).map_err(|e| e.to_string())?)
+            }
             _ => None,
         };
         self.with_bridge(br, |b| {
@@ -471,11 +518,25 @@ impl Switch {
             let pipeline = b.pipeline.load_full();
             let key = m.value;
             let mut log = String::new();
-            log.push_str(&format!("Flow: {}\n\nbridge(\"{}\")\n-------------\n", text::print_match(&m), b.name));
-            let (flow, wc) = crate::datapath::xlate::Xlate::new(&pipeline, &key, Some(&mut log)).run(0);
+            log.push_str(&format!(
+                "Flow: {}\n\nbridge(\"{}\")\n-------------\n",
+                text::print_match(&m),
+                b.name
+            ));
+            let (flow, wc) =
+                crate::datapath::xlate::Xlate::new(&pipeline, &key, Some(&mut log)).run(0);
             log.push_str("\nFinal flow: unchanged\n");
-            log.push_str(&format!("Megaflow: {}\n", text::print_match(&Match { value: key.masked(&wc), mask: wc })));
-            log.push_str(&format!("Datapath actions: {}\n", format_dp_actions(&flow.actions, &pipeline)));
+            log.push_str(&format!(
+                "Megaflow: {}\n",
+                text::print_match(&Match {
+                    value: key.masked(&wc),
+                    mask: wc
+                })
+            ));
+            log.push_str(&format!(
+                "Datapath actions: {}\n",
+                format_dp_actions(&flow.actions, &pipeline)
+            ));
             Ok(log)
         })
     }
@@ -488,12 +549,19 @@ impl Switch {
 
 fn format_dp_actions(actions: &[crate::datapath::actions::DpAction], p: &Pipeline) -> String {
     use crate::datapath::actions::DpAction;
-    let name = |id: u32| p.port_by_dp_id(id).map(|i| i.ofport.to_string()).unwrap_or_else(|| format!("dp{id}"));
+    let name = |id: u32| {
+        p.port_by_dp_id(id)
+            .map(|i| i.ofport.to_string())
+            .unwrap_or_else(|| format!("dp{id}"))
+    };
     let parts: Vec<String> = actions
         .iter()
         .map(|a| match a {
             DpAction::Output(id) => format!("output:{}", name(*id)),
-            DpAction::Tunnel { port, dst, vni } => format!("tnl_push(vxlan(vni={vni},dst={dst})),output:{}", name(*port)),
+            DpAction::Tunnel { port, dst, vni } => format!(
+                "tnl_push(vxlan(vni={vni},dst={dst})),output:{}",
+                name(*port)
+            ),
             DpAction::Drop(r) => format!("drop({})", r.name()),
             other => format!("{other:?}").to_lowercase(),
         })
@@ -502,16 +570,25 @@ fn format_dp_actions(actions: &[crate::datapath::actions::DpAction], p: &Pipelin
 }
 
 fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 pub(crate) fn dpid(name: &str) -> u64 {
     // Stable per bridge name, like OVS deriving it from a MAC.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) & 0xffff_ffff_ffff
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    }) & 0xffff_ffff_ffff
 }
 
 /// Parses flow-mod text: one flow, or one per line (`#` comments and blank lines skipped).
-pub fn parse_flow_mods(text_in: &str, command: FlowModCommand, many: bool) -> Result<Vec<(usize, FlowMod)>, String> {
+pub fn parse_flow_mods(
+    text_in: &str,
+    command: FlowModCommand,
+    many: bool,
+) -> Result<Vec<(usize, FlowMod)>, String> {
     if !many {
         return text::parse_flow_mod(text_in, command)
             .map(|fm| vec![(1, fm)])
@@ -594,7 +671,11 @@ pub fn publish(b: &mut BridgeCtl) {
             None => tables.push(empty.clone()),
         }
     }
-    let groups = b.tables.groups().map(|g| (g.id, Arc::new(g.clone()))).collect();
+    let groups = b
+        .tables
+        .groups()
+        .map(|g| (g.id, Arc::new(g.clone())))
+        .collect();
     let mut ports = HashMap::new();
     for p in b.ports.values() {
         let tunnel = p.spec.tunnel.as_ref();
@@ -625,26 +706,34 @@ pub fn publish(b: &mut BridgeCtl) {
 fn open_port(spec: &PortSpec, drops: &Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String> {
     match spec.kind {
         PortKind::AfPacket => {
-            let port = tap_io::AfPacketPort::open(&tap_io::AfPacketConfig::new(&spec.name)).map_err(|e| e.to_string())?;
+            let port = tap_io::AfPacketPort::open(&tap_io::AfPacketConfig::new(&spec.name))
+                .map_err(|e| e.to_string())?;
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
             Ok((PortIo::Dev(Box::new(port)), mac))
         }
         PortKind::Tap | PortKind::Internal => {
-            let port = tap_io::TapPort::open(&tap_io::TapConfig::new(&spec.name)).map_err(|e| e.to_string())?;
+            let port = tap_io::TapPort::open(&tap_io::TapConfig::new(&spec.name))
+                .map_err(|e| e.to_string())?;
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
             Ok((PortIo::Dev(Box::new(port)), mac))
         }
         PortKind::Vxlan => {
-            let t = spec.tunnel.as_ref().ok_or("vxlan port without tunnel options")?;
+            let t = spec
+                .tunnel
+                .as_ref()
+                .ok_or("vxlan port without tunnel options")?;
             let local = match t.local_ip {
                 Some(IpAddr::V4(ip)) => ip,
                 Some(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
                 None => Ipv4Addr::UNSPECIFIED,
             };
-            let sock = tap_io::UdpTunnelSocket::bind(SocketAddr::from((local, t.dst_port))).map_err(|e| e.to_string())?;
+            let sock = tap_io::UdpTunnelSocket::bind(SocketAddr::from((local, t.dst_port)))
+                .map_err(|e| e.to_string())?;
             let remote = match t.remote_ip {
                 FromFlow::Fixed(IpAddr::V4(ip)) => Some(ip),
-                FromFlow::Fixed(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
+                FromFlow::Fixed(IpAddr::V6(_)) => {
+                    return Err("IPv6 underlay is not supported yet".into());
+                }
                 FromFlow::Flow => None,
             };
             let vni = match t.key {
@@ -686,4 +775,3 @@ fn underlay_mtu(local: Ipv4Addr) -> usize {
     }
     1500
 }
-

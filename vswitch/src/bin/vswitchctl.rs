@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut args = cli.command.clone();
     // Commands that name a file get its contents shipped: the daemon may not share our cwd.
-    if matches!(args[0].as_str(), "add-flows" | "replace-flows" | "add-groups") && args.len() == 3
+    if matches!(
+        args[0].as_str(),
+        "add-flows" | "replace-flows" | "add-groups"
+    ) && args.len() == 3
     {
         let text = if args[2] == "-" {
             std::io::read_to_string(std::io::stdin())

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "vswitchd", version, about = "Userspace virtual switch for container-cluster nodes")]
+#[command(
+    name = "vswitchd",
+    version,
+    about = "Userspace virtual switch for container-cluster nodes"
+)]
 struct Cli {
     /// Directory for the management and OpenFlow sockets (default $VSWITCH_RUNDIR or /run/vswitch).
     #[arg(long, env = "VSWITCH_RUNDIR", default_value = "/run/vswitch")]

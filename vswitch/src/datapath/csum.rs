@@ -5,7 +5,8 @@ use encap::{L3Kind, Parsed, checksum};
 /// Finishes an L4 checksum the sender offloaded (`csum_not_ready`): the field holds only the
 /// pseudo-header sum, so compute the whole checksum over the segment.
 pub fn complete_l4(frame: &mut [u8], parsed: &Parsed) {
-    let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end()) else {
+    let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
+    else {
         return;
     };
     let end = end.min(frame.len());
@@ -35,7 +36,11 @@ pub fn complete_l4(frame: &mut [u8], parsed: &Parsed) {
         }
         _ => return,
     };
-    let c = if parsed.l4_proto == 17 { checksum::udp_nonzero(c) } else { c };
+    let c = if parsed.l4_proto == 17 {
+        checksum::udp_nonzero(c)
+    } else {
+        c
+    };
     frame[l4 + field..l4 + field + 2].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -51,7 +56,11 @@ pub fn set_ip_tos(frame: &mut [u8], parsed: &Parsed, tos: u8) {
     let old = u16::from_be_bytes([frame[l3], frame[l3 + 1]]);
     frame[l3 + 1] = tos;
     let new = u16::from_be_bytes([frame[l3], frame[l3 + 1]]);
-    let c = checksum::update_u16(u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]), old, new);
+    let c = checksum::update_u16(
+        u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]),
+        old,
+        new,
+    );
     frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -67,6 +76,10 @@ pub fn set_ip_ttl(frame: &mut [u8], parsed: &Parsed, ttl: u8) {
     let old = u16::from_be_bytes([frame[l3 + 8], frame[l3 + 9]]);
     frame[l3 + 8] = ttl;
     let new = u16::from_be_bytes([frame[l3 + 8], frame[l3 + 9]]);
-    let c = checksum::update_u16(u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]), old, new);
+    let c = checksum::update_u16(
+        u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]),
+        old,
+        new,
+    );
     frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }

@@ -58,16 +58,25 @@ pub fn run(
         }
         if matches!(key.nw_proto, 6 | 17) {
             if rw.sport != key.tp_src {
-                let _ = encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, L4Checksum::Complete);
+                let _ =
+                    encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, L4Checksum::Complete);
                 next.tp_src = rw.sport;
             }
             if rw.dport != key.tp_dst {
-                let _ = encap::rewrite::set_l4_dst_port(frame, parsed, rw.dport, L4Checksum::Complete);
+                let _ =
+                    encap::rewrite::set_l4_dst_port(frame, parsed, rw.dport, L4Checksum::Complete);
                 next.tp_dst = rw.dport;
             }
         }
         if let Some(inner) = rw.inner {
-            super::icmp::rewrite_embedded(frame, parsed, v4(inner.src), v4(inner.dst), inner.sport, inner.dport);
+            super::icmp::rewrite_embedded(
+                frame,
+                parsed,
+                v4(inner.src),
+                v4(inner.dst),
+                inner.sport,
+                inner.dport,
+            );
         }
     }
     Ok(next)
@@ -78,7 +87,9 @@ fn v4(a: Addr) -> u32 {
 }
 
 fn rd16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).unwrap_or(0)
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .unwrap_or(0)
 }
 
 fn rd32(b: &[u8], at: usize) -> u32 {
@@ -104,7 +115,10 @@ fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
             f.tcp_seq = rd32(frame, l4 + 4);
             f.tcp_ack = rd32(frame, l4 + 8);
             f.tcp_window = rd16(frame, l4 + 14);
-            let data_off = frame.get(l4 + 12).map(|b| (b >> 4) as usize * 4).unwrap_or(20);
+            let data_off = frame
+                .get(l4 + 12)
+                .map(|b| (b >> 4) as usize * 4)
+                .unwrap_or(20);
             f.l4_payload_len = end.saturating_sub(l4 + data_off) as u32;
             f.tcp_wscale = super::icmp::tcp_wscale(frame, l4, data_off, key.tcp_flags);
         }

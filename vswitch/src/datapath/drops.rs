@@ -80,7 +80,12 @@ impl DropCounters {
         let total: u64 = DropReason::ALL.iter().map(|r| self.get(*r)).sum();
         out.push_str(&format!("total dropped: {total}\n"));
         for r in DropReason::ALL {
-            out.push_str(&format!("  {:<22} {:>12}  {}\n", r.name(), self.get(*r), r.help()));
+            out.push_str(&format!(
+                "  {:<22} {:>12}  {}\n",
+                r.name(),
+                self.get(*r),
+                r.help()
+            ));
         }
         out
     }

@@ -117,7 +117,10 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
     };
     let pipeline = b.pipeline.load_full();
     revalidate(b, &pipeline);
-    let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::buf::DEFAULT_FRAME_ROOM);
+    let mut pkt = PacketBuf::new(
+        tap_io::buf::DEFAULT_HEADROOM,
+        tap_io::buf::DEFAULT_FRAME_ROOM,
+    );
     if pkt.set_frame(frame).is_err() {
         b.drops.add(DropReason::TooBig, 1);
         return;
@@ -208,7 +211,9 @@ fn execute(
     for action in &flow.actions {
         match action {
             DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
-            DpAction::Tunnel { port, dst, vni } => tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni),
+            DpAction::Tunnel { port, dst, vni } => {
+                tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni)
+            }
             DpAction::Normal => normal(ctx, pkt, key, parsed),
             DpAction::Flood { include_in_port } => flood(ctx, pkt, key, parsed, *include_in_port),
             DpAction::SetEthSrc(mac) => {
@@ -285,13 +290,14 @@ fn execute(
                         *key
                     }
                 };
-                let next = match super::ct::run(ctx.ct, ctx.now_ns, pkt, &lookup_key, key, parsed, ct) {
-                    Ok(next) => next,
-                    Err(reason) => {
-                        ctx.bridge.drops.add(reason, 1);
-                        return;
-                    }
-                };
+                let next =
+                    match super::ct::run(ctx.ct, ctx.now_ns, pkt, &lookup_key, key, parsed, ct) {
+                        Ok(next) => next,
+                        Err(reason) => {
+                            ctx.bridge.drops.add(reason, 1);
+                            return;
+                        }
+                    };
                 if let Some(table) = ct.recirc_table {
                     if recirc >= MAX_RECIRC {
                         ctx.bridge.drops.add(DropReason::LoopDetected, 1);
@@ -361,7 +367,14 @@ fn output(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf) {
     }
 }
 
-fn tunnel(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf, parsed: &encap::Parsed, dst: Ipv4Addr, vni: u32) {
+fn tunnel(
+    ctx: &mut Ctx,
+    dp_id: usize,
+    pkt: &PacketBuf,
+    parsed: &encap::Parsed,
+    dst: Ipv4Addr,
+    vni: u32,
+) {
     let Some(Some(port)) = ctx.ports.get_mut(dp_id) else {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
@@ -390,7 +403,9 @@ fn tunnel(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf, parsed: &encap::Parsed, 
 fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
-    if ctx.bridge.mac.learn(vlan, key.eth_src, in_port, ctx.now_ns) == super::mac_learning::Learned::TableFull {
+    if ctx.bridge.mac.learn(vlan, key.eth_src, in_port, ctx.now_ns)
+        == super::mac_learning::Learned::TableFull
+    {
         ctx.bridge.drops.add(DropReason::MacTableFull, 1);
     }
     if key.eth_dst[0] & 1 == 0
@@ -405,7 +420,13 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed)
 }
 
 /// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
-fn output_ofport(ctx: &mut Ctx, ofport: u32, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
+fn output_ofport(
+    ctx: &mut Ctx,
+    ofport: u32,
+    pkt: &PacketBuf,
+    key: &FlowKey,
+    parsed: &encap::Parsed,
+) {
     let Some(info) = ctx.pipeline.ports.get(&ofport) else {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
@@ -434,7 +455,13 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
     Some((dst, vni))
 }
 
-fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed, include_in_port: bool) {
+fn flood(
+    ctx: &mut Ctx,
+    pkt: &PacketBuf,
+    key: &FlowKey,
+    parsed: &encap::Parsed,
+    include_in_port: bool,
+) {
     let pipeline = ctx.pipeline;
     let from_tunnel = pipeline
         .ports
@@ -444,7 +471,9 @@ fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed, 
         if *ofport == key.in_port && !include_in_port {
             continue;
         }
-        let Some(info) = pipeline.ports.get(ofport) else { continue };
+        let Some(info) = pipeline.ports.get(ofport) else {
+            continue;
+        };
         // Split horizon: what came from the overlay is not sent back into it.
         if from_tunnel && info.kind == crate::portspec::PortKind::Vxlan {
             continue;

@@ -9,7 +9,9 @@ use crate::conntrack::tcp::WindowScale;
 use crate::conntrack::tuple::Addr;
 
 fn rd16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).unwrap_or(0)
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .unwrap_or(0)
 }
 
 /// The window-scale option of a SYN (conntrack needs it to judge windows).
@@ -31,7 +33,9 @@ pub fn tcp_wscale(frame: &[u8], l4: usize, data_off: usize, flags: u16) -> Windo
                     break;
                 }
                 if kind == 3 && len == 3 {
-                    return opts.get(i + 2).map_or(WindowScale::NotParsed, |s| WindowScale::Shift((*s).min(14)));
+                    return opts
+                        .get(i + 2)
+                        .map_or(WindowScale::NotParsed, |s| WindowScale::Shift((*s).min(14)));
                 }
                 i += len as usize;
             }
@@ -76,7 +80,14 @@ pub fn embedded_tuple(frame: &[u8], l4: usize, end: usize, icmp_type: u8) -> Opt
 /// Rewrites the header embedded in an ICMPv4 error (addresses, ports) and fixes the inner IP
 /// checksum and the ICMP checksum. The embedded L4 checksum is left alone: it usually covers
 /// bytes that were cut off, so receivers do not check it.
-pub fn rewrite_embedded(frame: &mut [u8], parsed: &Parsed, src: u32, dst: u32, sport: u16, dport: u16) {
+pub fn rewrite_embedded(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+) {
     let (Some(l4), Some(end)) = (parsed.l4_offset(), parsed.l3_end()) else {
         return;
     };

@@ -100,7 +100,14 @@ impl MacTable {
         let mut v: Vec<_> = self
             .entries
             .iter()
-            .map(|(&(vlan, mac), e)| (vlan, mac, e.port, now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000))
+            .map(|(&(vlan, mac), e)| {
+                (
+                    vlan,
+                    mac,
+                    e.port,
+                    now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                )
+            })
             .collect();
         v.sort_by_key(|&(vlan, mac, port, _)| (port, vlan, mac));
         v

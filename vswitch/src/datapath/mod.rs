@@ -55,7 +55,10 @@ pub struct DatapathHandle {
 
 impl DatapathHandle {
     /// Runs `f` on the datapath thread between two batches and returns its result.
-    pub fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Datapath) -> R + Send + 'static) -> R {
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Datapath) -> R + Send + 'static,
+    ) -> R {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let job: Job = Box::new(move |dp| {
             let _ = tx.send(f(dp));
@@ -127,7 +130,11 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
         bridges: Vec::new(),
         ct: Conntrack::new(crate::conntrack::Config::default())
             .map_err(|e| io::Error::other(e.to_string()))?,
-        rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::buf::DEFAULT_FRAME_ROOM),
+        rx: Batch::new(
+            BATCH,
+            tap_io::buf::DEFAULT_HEADROOM,
+            tap_io::buf::DEFAULT_FRAME_ROOM,
+        ),
         still_ready: Vec::new(),
         stop: false,
         busy_poll: Duration::from_micros(opts.busy_poll_us),
@@ -233,7 +240,12 @@ impl Datapath {
         }
     }
 
-    pub fn add_bridge(&mut self, name: &str, pipeline: Arc<ArcSwap<Pipeline>>, drops: Arc<DropCounters>) -> (usize, Arc<CacheStats>) {
+    pub fn add_bridge(
+        &mut self,
+        name: &str,
+        pipeline: Arc<ArcSwap<Pipeline>>,
+        drops: Arc<DropCounters>,
+    ) -> (usize, Arc<CacheStats>) {
         let stats = Arc::new(CacheStats::default());
         let bridge = DpBridge {
             name: name.to_string(),
@@ -242,7 +254,10 @@ impl Datapath {
             cache_version: u64::MAX,
             emc: Emc::default(),
             megaflows: MegaflowCache::new(65536),
-            mac: MacTable::new(mac_learning::DEFAULT_MAX_ENTRIES, mac_learning::DEFAULT_AGING_SECS),
+            mac: MacTable::new(
+                mac_learning::DEFAULT_MAX_ENTRIES,
+                mac_learning::DEFAULT_AGING_SECS,
+            ),
             stats: stats.clone(),
         };
         let idx = match self.bridges.iter().position(|b| b.is_none()) {

@@ -59,7 +59,14 @@ pub struct DpPort {
 }
 
 impl DpPort {
-    pub fn new(name: &str, bridge: usize, ofport: u32, kind: PortKind, io: PortIo, counters: Arc<PortCounters>) -> DpPort {
+    pub fn new(
+        name: &str,
+        bridge: usize,
+        ofport: u32,
+        kind: PortKind,
+        io: PortIo,
+        counters: Arc<PortCounters>,
+    ) -> DpPort {
         let mtu = match &io {
             PortIo::Dev(p) => p.mtu(),
             PortIo::Vxlan(v) => v.underlay_mtu.saturating_sub(VXLAN_OVERHEAD + 14),
@@ -70,7 +77,11 @@ impl DpPort {
             ofport,
             kind,
             io,
-            tx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::buf::DEFAULT_FRAME_ROOM),
+            tx: Batch::new(
+                BATCH,
+                tap_io::buf::DEFAULT_HEADROOM,
+                tap_io::buf::DEFAULT_FRAME_ROOM,
+            ),
             counters,
             max_frame: mtu + 18,
         }
@@ -89,7 +100,11 @@ impl DpPort {
 
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match self.fd() {
-            Some(fd) => registry.register(&mut mio::unix::SourceFd(&fd), token, mio::Interest::READABLE),
+            Some(fd) => registry.register(
+                &mut mio::unix::SourceFd(&fd),
+                token,
+                mio::Interest::READABLE,
+            ),
             None => Ok(()),
         }
     }
@@ -148,7 +163,12 @@ impl DpPort {
     }
 
     /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`.
-    pub fn queue_tunnel(&mut self, frame: &[u8], dst: Ipv4Addr, vni: u32) -> Result<(), DropReason> {
+    pub fn queue_tunnel(
+        &mut self,
+        frame: &[u8],
+        dst: Ipv4Addr,
+        vni: u32,
+    ) -> Result<(), DropReason> {
         // The inner frame's L3 part must fit the underlay MTU minus the outer headers.
         if frame.len().saturating_sub(14) > self.tunnel_inner_mtu() + 4 {
             return Err(DropReason::TunnelTooBig);

@@ -18,8 +18,8 @@ use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
 use super::actions::{CtAction, DpAction};
-use crate::conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 use super::drops::DropReason;
+use crate::conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 use crate::pipeline::{FlowStats, Pipeline};
 use crate::portspec::{FromFlow, PortKind};
 
@@ -118,7 +118,8 @@ impl<'a> Xlate<'a> {
         let rule = rule.payload().clone();
         self.rules.push(rule.stats.clone());
         if self.trace.is_some() {
-            let text = flowtable::text::print_flow(&rule.entry, &flowtable::text::PrintOpts::default());
+            let text =
+                flowtable::text::print_flow(&rule.entry, &flowtable::text::PrintOpts::default());
             self.note(format_args!("{table}. {text}"));
         }
         self.depth += 1;
@@ -162,7 +163,8 @@ impl<'a> Xlate<'a> {
             }
             Action::PushVlan(tpid) => {
                 // The pushed tag copies the VID/PCP of an existing tag, else zero (OF1.3).
-                let tci = (self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT) | encap::flowkey::VLAN_PRESENT;
+                let tci = (self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT)
+                    | encap::flowkey::VLAN_PRESENT;
                 self.wc.vlan_tci = u16::MAX;
                 self.key.vlan_tci = tci;
                 self.out.push(DpAction::PushVlan {
@@ -185,7 +187,10 @@ impl<'a> Xlate<'a> {
                     self.key.in_port = if *p == OfPort::IN_PORT { saved } else { p.0 };
                 }
                 let t = table.unwrap_or(0);
-                self.note(format_args!("resubmit({},{t})", in_port.map(|p| p.0.to_string()).unwrap_or_default()));
+                self.note(format_args!(
+                    "resubmit({},{t})",
+                    in_port.map(|p| p.0.to_string()).unwrap_or_default()
+                ));
                 self.run_table(t);
                 self.key.in_port = saved;
             }
@@ -229,12 +234,18 @@ impl<'a> Xlate<'a> {
             FieldId::EthDst => Some(DpAction::SetEthDst(mac(new))),
             FieldId::Ipv4Src => Some(DpAction::SetIpv4Src(Ipv4Addr::from(new as u32))),
             FieldId::Ipv4Dst => Some(DpAction::SetIpv4Dst(Ipv4Addr::from(new as u32))),
-            FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc => Some(DpAction::SetTpSrc(new as u16)),
-            FieldId::TcpDst | FieldId::UdpDst | FieldId::SctpDst => Some(DpAction::SetTpDst(new as u16)),
-            FieldId::VlanVid | FieldId::VlanTci | FieldId::DlVlan | FieldId::DlVlanPcp => {
-                Some(DpAction::SetVlanTci(self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT))
+            FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc => {
+                Some(DpAction::SetTpSrc(new as u16))
             }
-            FieldId::IpDscp | FieldId::NwTos | FieldId::IpEcn => Some(DpAction::SetIpTos(self.key.nw_tos)),
+            FieldId::TcpDst | FieldId::UdpDst | FieldId::SctpDst => {
+                Some(DpAction::SetTpDst(new as u16))
+            }
+            FieldId::VlanVid | FieldId::VlanTci | FieldId::DlVlan | FieldId::DlVlanPcp => Some(
+                DpAction::SetVlanTci(self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT),
+            ),
+            FieldId::IpDscp | FieldId::NwTos | FieldId::IpEcn => {
+                Some(DpAction::SetIpTos(self.key.nw_tos))
+            }
             FieldId::NwTtl => Some(DpAction::SetIpTtl(self.key.nw_ttl)),
             FieldId::InPort
             | FieldId::Metadata
@@ -251,7 +262,10 @@ impl<'a> Xlate<'a> {
             | FieldId::TunDst
             | FieldId::CtMark => None,
             _ => {
-                self.note(format_args!("set_field of {} is not supported by the datapath: dropping", info.name));
+                self.note(format_args!(
+                    "set_field of {} is not supported by the datapath: dropping",
+                    info.name
+                ));
                 self.stopped = true;
                 Some(DpAction::Drop(DropReason::UnsupportedAction))
             }
@@ -270,7 +284,10 @@ impl<'a> Xlate<'a> {
                 self.out.push(DpAction::Normal);
             }
             OfPort::FLOOD | OfPort::ALL => {
-                self.note(format_args!("output: {}", if port == OfPort::ALL { "ALL" } else { "FLOOD" }));
+                self.note(format_args!(
+                    "output: {}",
+                    if port == OfPort::ALL { "ALL" } else { "FLOOD" }
+                ));
                 self.out.push(DpAction::Flood {
                     include_in_port: port == OfPort::ALL,
                 })
@@ -302,7 +319,9 @@ impl<'a> Xlate<'a> {
         }
         let dst = match info.remote_ip {
             Some(FromFlow::Fixed(IpAddr::V4(ip))) => Some(ip),
-            Some(FromFlow::Flow) => (self.key.tun_dst != 0).then(|| Ipv4Addr::from(self.key.tun_dst)),
+            Some(FromFlow::Flow) => {
+                (self.key.tun_dst != 0).then(|| Ipv4Addr::from(self.key.tun_dst))
+            }
             _ => None,
         };
         let vni = match info.key {
@@ -311,7 +330,10 @@ impl<'a> Xlate<'a> {
         };
         match dst {
             Some(dst) => {
-                self.note(format_args!("output:{ofport} ({}): VXLAN encap vni={vni} dst={dst}", info.name));
+                self.note(format_args!(
+                    "output:{ofport} ({}): VXLAN encap vni={vni} dst={dst}",
+                    info.name
+                ));
                 self.out.push(DpAction::Tunnel {
                     port: info.dp_id,
                     dst,
@@ -319,7 +341,10 @@ impl<'a> Xlate<'a> {
                 })
             }
             None => {
-                self.note(format_args!("output:{ofport} ({}): no tun_dst: dropping", info.name));
+                self.note(format_args!(
+                    "output:{ofport} ({}): no tun_dst: dropping",
+                    info.name
+                ));
                 self.out.push(DpAction::Drop(DropReason::TunnelNoRoute));
             }
         }
@@ -394,7 +419,12 @@ impl<'a> Xlate<'a> {
         self.wc.tp_dst = u16::MAX;
         let k = &self.key;
         let mut h: u32 = 0x9e37_79b9;
-        for w in [k.nw_src, k.nw_dst, k.nw_proto as u32, (k.tp_src as u32) << 16 | k.tp_dst as u32] {
+        for w in [
+            k.nw_src,
+            k.nw_dst,
+            k.nw_proto as u32,
+            (k.tp_src as u32) << 16 | k.tp_dst as u32,
+        ] {
             h = (h ^ w).wrapping_mul(0x85eb_ca6b).rotate_left(13);
         }
         h ^ (h >> 16)
