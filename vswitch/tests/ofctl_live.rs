@@ -367,7 +367,10 @@ fn packet_out_runs_through_the_datapath() {
     // output:TABLE runs the bridge's own table 0: the default NORMAL flow counts it.
     d.ofctl_ok(&[], "packet-out", &["CONTROLLER", "TABLE", frame]);
     let dump = d.ofctl_ok(&[], "dump-flows", &[]);
-    assert!(dump.contains("n_packets=1, n_bytes=42, priority=0 actions=NORMAL"), "{dump}");
+    assert!(
+        dump.contains("n_packets=1, n_bytes=42, priority=0 actions=NORMAL"),
+        "{dump}"
+    );
 }
 
 fn read_msg(s: &mut UnixStream) -> Option<Vec<u8>> {
