@@ -163,6 +163,7 @@ fn mac(b: &[u8], at: usize) -> [u8; 6] {
 
 /// Fills the L2..L4 fields of `key` from `frame` and returns the offsets (and the fault, if
 /// any). Leaves `in_port`, `recirc_id`, `metadata`, `regs`, `tun_*` and `ct_*` untouched.
+#[inline]
 pub fn extract(frame: &[u8], key: &mut FlowKey) -> Parsed {
     for w in &mut key.words_mut()[L2_FIRST_WORD..] {
         *w = 0;
