@@ -27,18 +27,37 @@ fuzz_target!(|data: &[u8]| {
         assert!(parsed.l3_offset().is_some());
     }
     // The same frame parsed again gives the same key (no state leaks through the key).
-    let mut again = FlowKey { in_port: 1, tun_id: 2, ..FlowKey::default() };
+    let mut again = FlowKey {
+        in_port: 1,
+        tun_id: 2,
+        ..FlowKey::default()
+    };
     assert_eq!(extract(data, &mut again), parsed);
     again.in_port = 0;
     again.tun_id = 0;
     assert_eq!(again, key);
 
     let mut frame = data.to_vec();
-    let _ = rewrite::set_ipv4_src(&mut frame, &parsed, [1, 2, 3, 4].into(), L4Checksum::Complete);
-    let _ = rewrite::set_ipv4_dst(&mut frame, &parsed, [5, 6, 7, 8].into(), L4Checksum::Partial);
+    let _ = rewrite::set_ipv4_src(
+        &mut frame,
+        &parsed,
+        [1, 2, 3, 4].into(),
+        L4Checksum::Complete,
+    );
+    let _ = rewrite::set_ipv4_dst(
+        &mut frame,
+        &parsed,
+        [5, 6, 7, 8].into(),
+        L4Checksum::Partial,
+    );
     let _ = rewrite::set_l4_src_port(&mut frame, &parsed, 1, L4Checksum::Complete);
     let _ = rewrite::set_l4_dst_port(&mut frame, &parsed, 2, L4Checksum::Partial);
     let _ = rewrite::dec_ttl(&mut frame, &parsed);
-    let _ = rewrite::set_ipv4_src(&mut frame[..len / 2], &parsed, [1, 2, 3, 4].into(), L4Checksum::Complete);
+    let _ = rewrite::set_ipv4_src(
+        &mut frame[..len / 2],
+        &parsed,
+        [1, 2, 3, 4].into(),
+        L4Checksum::Complete,
+    );
     let _ = rewrite::set_l4_src_port(&mut frame[..len / 2], &parsed, 9, L4Checksum::Complete);
 });
