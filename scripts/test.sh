@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Release mode: the end-to-end tests push real traffic and the benches' test mode builds big tables.
-# --test-threads=1 keeps namespace tests from competing for the 2 cores of the CI machine.
-cargo test --release --workspace --all-targets --locked -- --test-threads=1
+# One test at a time keeps namespace tests from competing for the 2 cores of the CI machine
+# (an env var rather than --test-threads: criterion's bench harness, run in test mode, rejects it).
+RUST_TEST_THREADS=1 cargo test --release --workspace --all-targets --locked --no-fail-fast
