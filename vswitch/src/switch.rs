@@ -314,6 +314,22 @@ impl Switch {
 
     pub fn add_port(&self, br: &str, name: &str, args: &[String]) -> CmdResult {
         let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
+        let to_open = spec.clone();
+        self.attach_port(br, spec, move |drops| open_port(&to_open, drops))
+    }
+
+    /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
+    pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
+        self.attach_port(br, spec, move |_| Ok((PortIo::Dev(Box::new(io)), [0; 6])))
+    }
+
+    fn attach_port(
+        &self,
+        br: &str,
+        spec: PortSpec,
+        open: impl FnOnce(&Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String>,
+    ) -> CmdResult {
+        let name = spec.name.clone();
         let mut state = self.lock();
         if state
             .values()
@@ -332,9 +348,8 @@ impl Switch {
             None => (1..).find(|n| !b.ports.contains_key(n)).unwrap_or(1),
         };
         let counters = Arc::new(PortCounters::default());
-        let (io, mac) =
-            open_port(&spec, &b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
-        let port = DpPort::new(name, b.dp_index, ofport, spec.kind, io, counters.clone());
+        let (io, mac) = open(&b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
+        let port = DpPort::new(&name, b.dp_index, ofport, spec.kind, io, counters.clone());
         let dp_id = self
             .dp
             .call(move |dp| dp.add_port(port))
@@ -351,6 +366,14 @@ impl Switch {
         );
         publish(b);
         Ok(String::new())
+    }
+
+    /// Runs `frame` through bridge `br` as if received on `in_port` (PACKET_OUT, tests).
+    pub fn inject(&self, br: &str, in_port: u32, frame: &[u8]) -> Result<(), String> {
+        let idx = self.with_bridge(br, |b| Ok(b.dp_index))?;
+        let frame = frame.to_vec();
+        self.dp.call(move |dp| dp.inject(idx, in_port, &frame));
+        Ok(())
     }
 
     pub fn del_port(&self, br: &str, name: &str) -> CmdResult {
@@ -625,7 +648,7 @@ pub fn apply_flow_mods(b: &mut BridgeCtl, mods: &[(usize, FlowMod)]) -> Result<(
 }
 
 fn flow_selected(e: &FlowEntry, f: &FlowMod) -> bool {
-    if f.table_id != flowtable::flow::TABLE_ALL && f.table_id != e.table_id && f.table_id != 0 {
+    if f.table_id != flowtable::flow::TABLE_ALL && f.table_id != e.table_id {
         return false;
     }
     e.match_.is_subset_of(&f.match_)

@@ -54,6 +54,15 @@ pub enum DpAction {
     /// Rewrite the VID (and PCP) of the outermost tag.
     SetVlanTci(u16),
     DecTtl,
+    /// ARP (IPv4 over Ethernet) field writes, for ARP responders written as flows.
+    SetArpOp(u16),
+    SetArpSpa(Ipv4Addr),
+    SetArpTpa(Ipv4Addr),
+    SetArpSha([u8; 6]),
+    SetArpTha([u8; 6]),
+    /// ICMPv4 type/code writes (ICMP checksum updated), for echo responders written as flows.
+    SetIcmpType(u8),
+    SetIcmpCode(u8),
     Ct(CtAction),
     Controller {
         max_len: u16,

@@ -83,3 +83,35 @@ pub fn set_ip_ttl(frame: &mut [u8], parsed: &Parsed, ttl: u8) {
     );
     frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
+
+/// Writes `bytes` at `offset` inside an IPv4-over-Ethernet ARP packet (no checksum to fix).
+pub fn set_arp(frame: &mut [u8], parsed: &Parsed, offset: usize, bytes: &[u8]) {
+    if parsed.l3_kind != L3Kind::Arp {
+        return;
+    }
+    let Some(l3) = parsed.l3_offset() else { return };
+    if let Some(dst) = frame.get_mut(l3 + offset..l3 + offset + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+/// Rewrites the ICMPv4 type and/or code with an incremental checksum update.
+pub fn set_icmp_type_code(frame: &mut [u8], parsed: &Parsed, ty: Option<u8>, code: Option<u8>) {
+    if parsed.l3_kind != L3Kind::Ipv4 || parsed.l4_proto != 1 {
+        return;
+    }
+    let Some(l4) = parsed.l4_offset() else { return };
+    if frame.len() < l4 + 4 {
+        return;
+    }
+    let old = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
+    if let Some(t) = ty {
+        frame[l4] = t;
+    }
+    if let Some(c) = code {
+        frame[l4 + 1] = c;
+    }
+    let new = u16::from_be_bytes([frame[l4], frame[l4 + 1]]);
+    let c = checksum::update_u16(u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]), old, new);
+    frame[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+}

@@ -282,6 +282,34 @@ fn execute(
                 }
                 key.nw_ttl = key.nw_ttl.saturating_sub(1);
             }
+            DpAction::SetArpOp(op) => {
+                super::csum::set_arp(pkt.data_mut(), parsed, 6, &op.to_be_bytes());
+                key.arp_op = *op;
+            }
+            DpAction::SetArpSha(mac) => {
+                super::csum::set_arp(pkt.data_mut(), parsed, 8, mac);
+                key.arp_sha = *mac;
+            }
+            DpAction::SetArpSpa(ip) => {
+                super::csum::set_arp(pkt.data_mut(), parsed, 14, &ip.octets());
+                key.arp_spa = u32::from(*ip);
+            }
+            DpAction::SetArpTha(mac) => {
+                super::csum::set_arp(pkt.data_mut(), parsed, 18, mac);
+                key.arp_tha = *mac;
+            }
+            DpAction::SetArpTpa(ip) => {
+                super::csum::set_arp(pkt.data_mut(), parsed, 24, &ip.octets());
+                key.arp_tpa = u32::from(*ip);
+            }
+            DpAction::SetIcmpType(t) => {
+                super::csum::set_icmp_type_code(pkt.data_mut(), parsed, Some(*t), None);
+                key.icmp_type = *t;
+            }
+            DpAction::SetIcmpCode(c) => {
+                super::csum::set_icmp_type_code(pkt.data_mut(), parsed, None, Some(*c));
+                key.icmp_code = *c;
+            }
             DpAction::Ct(ct) => {
                 let lookup_key = match ctx.ct_first {
                     Some((zone, first)) if zone == ct.zone => first,

@@ -247,6 +247,13 @@ impl<'a> Xlate<'a> {
                 Some(DpAction::SetIpTos(self.key.nw_tos))
             }
             FieldId::NwTtl => Some(DpAction::SetIpTtl(self.key.nw_ttl)),
+            FieldId::ArpOp => Some(DpAction::SetArpOp(new as u16)),
+            FieldId::ArpSpa => Some(DpAction::SetArpSpa(Ipv4Addr::from(new as u32))),
+            FieldId::ArpTpa => Some(DpAction::SetArpTpa(Ipv4Addr::from(new as u32))),
+            FieldId::ArpSha => Some(DpAction::SetArpSha(mac(new))),
+            FieldId::ArpTha => Some(DpAction::SetArpTha(mac(new))),
+            FieldId::IcmpType => Some(DpAction::SetIcmpType(new as u8)),
+            FieldId::IcmpCode => Some(DpAction::SetIcmpCode(new as u8)),
             FieldId::InPort
             | FieldId::Metadata
             | FieldId::Reg0
