@@ -11,6 +11,7 @@ use flowtable::classifier::Classifier;
 use flowtable::{FlowEntry, Group};
 use hashbrown::HashMap;
 
+use crate::lb::maglev::{Backend, Maglev};
 use crate::portspec::{FromFlow, PortKind};
 
 /// Counters of one OpenFlow rule, shared by every snapshot that holds the rule.
@@ -52,11 +53,60 @@ pub struct PortInfo {
 
 pub type TableClassifier = Classifier<Arc<RuleRef>>;
 
+/// A group as the datapath uses it: select groups carry a Maglev table over their buckets, so
+/// adding or removing a backend moves only about 1/N of the flows (established connections keep
+/// their backend anyway: conntrack remembers the DNAT).
+#[derive(Debug)]
+pub struct GroupEntry {
+    pub group: Group,
+    pub maglev: Option<Maglev>,
+}
+
+impl GroupEntry {
+    pub fn new(group: Group) -> GroupEntry {
+        let maglev = (group.group_type == flowtable::GroupType::Select)
+            .then(|| build_maglev(&group))
+            .flatten();
+        GroupEntry { group, maglev }
+    }
+}
+
+/// Bucket ids come from the bucket's actions, so a bucket keeps its id (and its slots) when
+/// other buckets come and go. Identical buckets are told apart by position.
+fn build_maglev(group: &Group) -> Option<Maglev> {
+    use std::hash::{Hash, Hasher};
+    let mut backends: Vec<Backend> = Vec::with_capacity(group.buckets.len());
+    for (i, b) in group.buckets.iter().enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        b.actions.hash(&mut h);
+        let mut id = h.finish();
+        if backends.iter().any(|x| x.id == id) {
+            id ^= (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        backends.push(Backend {
+            id,
+            weight: b.weight as u32,
+        });
+    }
+    Maglev::new(&backends, maglev_size(backends.len())).ok()
+}
+
+/// Table size: a prime with at least ~128 slots per backend (Maglev's balance needs M >> N). It
+/// must not change when a backend comes or goes (a new M reshuffles everything), so it moves in
+/// coarse steps only; small groups stay small so that thousands of Services stay cheap.
+fn maglev_size(n: usize) -> usize {
+    match n {
+        0..=8 => 1021,
+        9..=64 => 8191,
+        _ => crate::lb::maglev::DEFAULT_TABLE_SIZE,
+    }
+}
+
 pub struct Pipeline {
     pub version: u64,
     /// Index = table id (0..=254); tables without flows share one empty classifier.
     pub tables: Vec<Arc<TableClassifier>>,
-    pub groups: HashMap<u32, Arc<Group>>,
+    pub groups: HashMap<u32, Arc<GroupEntry>>,
     pub ports: HashMap<u32, PortInfo>,
     /// Ports in ofport order, for FLOOD/ALL.
     pub port_order: Vec<u32>,

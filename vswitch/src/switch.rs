@@ -22,7 +22,7 @@ use crate::datapath::counters::PortCounters;
 use crate::datapath::drops::DropCounters;
 use crate::datapath::ports::{DpPort, PortIo, TunnelMeta, VxlanIo};
 use crate::datapath::{BATCH, CacheStats, DatapathHandle};
-use crate::pipeline::{FlowStats, Pipeline, PortInfo, RuleRef, TableClassifier};
+use crate::pipeline::{FlowStats, GroupEntry, Pipeline, PortInfo, RuleRef, TableClassifier};
 use crate::portspec::{FromFlow, PortKind, PortSpec};
 
 /// One port as the control side knows it.
@@ -694,10 +694,18 @@ pub fn publish(b: &mut BridgeCtl) {
             None => tables.push(empty.clone()),
         }
     }
+    // Reuse the previous snapshot's entry (and its Maglev table) for unchanged groups.
+    let previous = b.pipeline.load();
     let groups = b
         .tables
         .groups()
-        .map(|g| (g.id, Arc::new(g.clone())))
+        .map(|g| {
+            let entry = match previous.groups.get(&g.id) {
+                Some(e) if e.group == *g => e.clone(),
+                _ => Arc::new(GroupEntry::new(g.clone())),
+            };
+            (g.id, entry)
+        })
         .collect();
     let mut ports = HashMap::new();
     for p in b.ports.values() {

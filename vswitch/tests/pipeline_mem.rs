@@ -261,3 +261,51 @@ fn select_group_spreads_flows_and_keeps_each_flow_on_one_bucket() {
         assert!(c > 60, "unfair spread over buckets: {counts:?}");
     }
 }
+
+#[test]
+fn removing_a_select_bucket_moves_only_its_own_flows() {
+    let mut b = Bench::new(5);
+    let group = |ports: &[u32]| {
+        let buckets: Vec<String> = ports
+            .iter()
+            .map(|p| format!("bucket=weight:100,actions=output:{p}"))
+            .collect();
+        format!("group_id=1,type=select,{}", buckets.join(","))
+    };
+    b.switch
+        .command(&["add-group".into(), "br0".into(), group(&[2, 3, 4, 5])])
+        .unwrap();
+    b.flows("priority=10,in_port=1,udp,actions=group:1");
+    let frame = |sport: u16| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(20000 + sport, 53)
+            .build()
+    };
+    let mut place = |b: &mut Bench| -> Vec<u32> {
+        (0..400u16)
+            .map(|s| {
+                b.send(1, &frame(s));
+                (2..=5)
+                    .find(|p| !b.received(*p).is_empty())
+                    .expect("forwarded")
+            })
+            .collect()
+    };
+    let before = place(&mut b);
+    b.switch
+        .command(&["mod-group".into(), "br0".into(), group(&[2, 3, 4])])
+        .unwrap();
+    let after = place(&mut b);
+    let survivors: Vec<usize> = (0..400).filter(|i| before[*i] != 5).collect();
+    let kept = survivors
+        .iter()
+        .filter(|i| before[**i] == after[**i])
+        .count();
+    assert!(
+        kept * 100 >= survivors.len() * 90,
+        "only {kept} of {} flows on surviving buckets kept their bucket",
+        survivors.len()
+    );
+    assert!(after.iter().all(|p| *p != 5), "removed bucket still used");
+}

@@ -358,11 +358,12 @@ impl<'a> Xlate<'a> {
     }
 
     fn group(&mut self, id: u32) {
-        let Some(group) = self.pipeline.groups.get(&id).cloned() else {
+        let Some(entry) = self.pipeline.groups.get(&id).cloned() else {
             self.note(format_args!("group:{id}: no such group"));
             self.out.push(DpAction::Drop(DropReason::GroupMissing));
             return;
         };
+        let group = &entry.group;
         match group.group_type {
             GroupType::All => {
                 for (i, b) in group.buckets.iter().enumerate() {
@@ -399,16 +400,23 @@ impl<'a> Xlate<'a> {
                     self.out.push(DpAction::Drop(DropReason::GroupMissing));
                     return;
                 }
-                let h = self.hash_5tuple() as u64 % total;
-                let mut acc = 0u64;
-                let chosen = group
-                    .buckets
-                    .iter()
-                    .position(|b| {
-                        acc += b.weight as u64;
-                        h < acc
-                    })
-                    .unwrap_or(0);
+                let hash = self.hash_5tuple() as u64;
+                let chosen = match entry.maglev.as_ref().and_then(|m| m.pick(hash)) {
+                    Some(i) => i,
+                    None => {
+                        // No Maglev table (it could not be built): plain weighted hash.
+                        let h = hash % total;
+                        let mut acc = 0u64;
+                        group
+                            .buckets
+                            .iter()
+                            .position(|b| {
+                                acc += b.weight as u64;
+                                h < acc
+                            })
+                            .unwrap_or(0)
+                    }
+                };
                 self.note(format_args!("group:{id} select: bucket {chosen}"));
                 let actions = group.buckets[chosen].actions.clone();
                 self.actions(&actions);
