@@ -282,7 +282,7 @@ fn removing_a_select_bucket_moves_only_its_own_flows() {
             .udp(20000 + sport, 53)
             .build()
     };
-    let mut place = |b: &mut Bench| -> Vec<u32> {
+    let place = |b: &mut Bench| -> Vec<u32> {
         (0..400u16)
             .map(|s| {
                 b.send(1, &frame(s));
