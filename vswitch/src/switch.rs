@@ -164,6 +164,16 @@ impl Switch {
                 };
                 self.flow_mods(a[0], a.get(1).copied().unwrap_or(""), c, false)
             }
+            "apply" => {
+                need(1)?;
+                // The file's contents, or (one line, no '=') a path the daemon can read.
+                let text = if a[0].contains(['\n', '=']) {
+                    a[0].to_string()
+                } else {
+                    std::fs::read_to_string(a[0]).map_err(|e| format!("{}: {e}", a[0]))?
+                };
+                crate::agent::apply_text(self, &text)
+            }
             "replace-flows" => {
                 need(2)?;
                 self.replace_flows(a[0], a[1])

@@ -1,0 +1,508 @@
+//! The pipeline compiler: a validated [`NodeConfig`] → the ports, groups and flows it needs.
+//!
+//! Flows are produced as the same text a user would give `vswitchctl add-flow`, so one syntax
+//! (and one parser, `flowtable::text`) serves both. Tables are named (see [`Table`] and
+//! `docs/pipeline.md`); every agent flow carries [`AGENT_COOKIE`], so flows a user adds by
+//! hand (other cookies) are never touched by the agent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use super::model::*;
+
+/// Cookie of every flow the agent installs ("a9e0" ≈ "agent").
+pub const AGENT_COOKIE: u64 = 0xa9e0_0000_0000_0000;
+/// The agent's groups are numbered from here up (one per Service with backends).
+pub const GROUP_BASE: u32 = 1_000_000;
+/// The VXLAN port (tunnel mode).
+pub const TUNNEL_OFPORT: u32 = 1000;
+/// The AF_PACKET uplink on the underlay interface (route mode).
+pub const UPLINK_OFPORT: u32 = 1001;
+/// Pods get ofports below this.
+pub const POD_OFPORT_MAX: u32 = 999;
+
+/// The pipeline's tables, in the order a packet visits them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Table {
+    Classifier = 0,
+    SpoofGuard = 10,
+    Conntrack = 20,
+    ServiceLb = 30,
+    L3Forward = 40,
+    PeerOutput = 50,
+    Egress = 60,
+    EgressOut = 65,
+    LocalDelivery = 70,
+}
+
+impl Table {
+    pub const ALL: [Table; 9] = [
+        Table::Classifier,
+        Table::SpoofGuard,
+        Table::Conntrack,
+        Table::ServiceLb,
+        Table::L3Forward,
+        Table::PeerOutput,
+        Table::Egress,
+        Table::EgressOut,
+        Table::LocalDelivery,
+    ];
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Classifier => "classifier",
+            Table::SpoofGuard => "spoof-guard",
+            Table::Conntrack => "conntrack",
+            Table::ServiceLb => "service-lb",
+            Table::L3Forward => "l3-forward",
+            Table::PeerOutput => "peer-output",
+            Table::Egress => "egress",
+            Table::EgressOut => "egress-out",
+            Table::LocalDelivery => "local-delivery",
+        }
+    }
+}
+
+/// One port the agent wants on the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPlan {
+    pub name: String,
+    pub ofport: u32,
+    /// `add-port` arguments after the name (`type=..`, `ofport=..`, `options:..`).
+    pub args: Vec<String>,
+}
+
+/// Identity of a flow: what OpenFlow's strict delete matches on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub table: u8,
+    pub priority: u16,
+    pub match_text: String,
+}
+
+/// Everything the agent wants installed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub ports: Vec<PortPlan>,
+    /// Group id → `add-group` text.
+    pub groups: BTreeMap<u32, String>,
+    /// Flow identity → `add-flow` text (actions differ ⇒ same key, new text).
+    pub flows: HashMap<FlowKey, String>,
+    /// Things configured but not (yet) enforced, for the operator.
+    pub warnings: Vec<String>,
+}
+
+impl Desired {
+    /// Flows in dump order (table, priority high first, match text), one per line.
+    pub fn flow_lines(&self) -> Vec<&str> {
+        let mut v: Vec<(&FlowKey, &String)> = self.flows.iter().collect();
+        v.sort_by(|a, b| {
+            (a.0.table, std::cmp::Reverse(a.0.priority), &a.0.match_text).cmp(&(
+                b.0.table,
+                std::cmp::Reverse(b.0.priority),
+                &b.0.match_text,
+            ))
+        });
+        v.into_iter().map(|(_, l)| l.as_str()).collect()
+    }
+}
+
+/// Stable numbers: a pod keeps its ofport and a Service its group across re-applies, so that
+/// one change in the file changes only the flows that depend on it.
+#[derive(Debug, Clone, Default)]
+pub struct Numbering {
+    pub ofports: BTreeMap<String, u32>,
+    pub groups: BTreeMap<String, u32>,
+}
+
+impl Numbering {
+    /// Keeps only the names still configured, then numbers the new ones.
+    fn assign(&mut self, cfg: &NodeConfig) -> Result<(), String> {
+        self.ofports
+            .retain(|name, _| cfg.pods.iter().any(|p| &p.port == name));
+        // Pinned ofports first, so an allocated one never steals a pinned number.
+        for p in &cfg.pods {
+            if let Some(of) = p.ofport {
+                self.ofports.insert(p.port.clone(), of);
+            }
+        }
+        for p in &cfg.pods {
+            if p.ofport.is_none() && !self.ofports.contains_key(&p.port) {
+                let used: std::collections::HashSet<u32> = self.ofports.values().copied().collect();
+                let of = (1..=POD_OFPORT_MAX)
+                    .find(|n| !used.contains(n))
+                    .ok_or("more than 999 pods on one node")?;
+                self.ofports.insert(p.port.clone(), of);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (port, of) in &self.ofports {
+            if !seen.insert(*of) {
+                return Err(format!("ofport {of} of pod port {port} is used twice"));
+            }
+        }
+        self.groups
+            .retain(|name, _| cfg.services.iter().any(|s| &s.name == name));
+        let mut next = self.groups.values().max().map_or(GROUP_BASE, |m| m + 1);
+        for s in &cfg.services {
+            if !self.groups.contains_key(&s.name) {
+                self.groups.insert(s.name.clone(), next);
+                next += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Builder {
+    out: Desired,
+}
+
+impl Builder {
+    fn flow(&mut self, table: Table, priority: u16, match_text: &str, actions: &str) {
+        let mut line = format!(
+            "table={},priority={priority},cookie={AGENT_COOKIE:#x}",
+            table.id()
+        );
+        if !match_text.is_empty() {
+            let _ = write!(line, ",{match_text}");
+        }
+        let _ = write!(line, ",actions={actions}");
+        self.out.flows.insert(
+            FlowKey {
+                table: table.id(),
+                priority,
+                match_text: match_text.to_string(),
+            },
+            line,
+        );
+    }
+}
+
+/// Values the compiler needs from the running system (resolved before compiling).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Runtime {
+    /// Our underlay MAC (route mode), when the file did not give it.
+    pub uplink_mac: Option<Mac>,
+}
+
+/// Compiles a configuration. `numbering` carries ofports and group ids across applies.
+pub fn compile(
+    cfg: &NodeConfig,
+    numbering: &mut Numbering,
+    rt: Runtime,
+) -> Result<Desired, String> {
+    numbering.assign(cfg)?;
+    let mut b = Builder {
+        out: Desired::default(),
+    };
+    let zone = cfg.ct_zone;
+    let gw_mac = cfg.gateway_mac;
+
+    // Ports.
+    for p in &cfg.pods {
+        let of = numbering.ofports[&p.port];
+        b.out.ports.push(PortPlan {
+            name: p.port.clone(),
+            ofport: of,
+            args: vec![format!("type={}", p.kind.as_str()), format!("ofport={of}")],
+        });
+    }
+    let own_mac = match cfg.mode {
+        Mode::Tunnel { vni, dst_port } => {
+            b.out.ports.push(PortPlan {
+                name: format!("vxlan{vni}"),
+                ofport: TUNNEL_OFPORT,
+                args: vec![
+                    "type=vxlan".into(),
+                    format!("ofport={TUNNEL_OFPORT}"),
+                    "options:remote_ip=flow".into(),
+                    format!("options:key={vni}"),
+                    format!("options:local_ip={}", cfg.underlay_ip),
+                    format!("options:dst_port={dst_port}"),
+                ],
+            });
+            None
+        }
+        Mode::Route { uplink } => {
+            let name = cfg.underlay_interface.clone().unwrap_or_default();
+            b.out.ports.push(PortPlan {
+                name,
+                ofport: UPLINK_OFPORT,
+                args: vec!["type=afpacket".into(), format!("ofport={UPLINK_OFPORT}")],
+            });
+            Some(uplink.mac.or(rt.uplink_mac).ok_or(
+                "node.underlay_mac: not given and the underlay interface has no readable MAC",
+            )?)
+        }
+    };
+
+    // Table 0: where did the packet come from?
+    for p in &cfg.pods {
+        let of = numbering.ofports[&p.port];
+        b.flow(
+            Table::Classifier,
+            100,
+            &format!("in_port={of}"),
+            "goto_table:10",
+        );
+    }
+    match cfg.mode {
+        Mode::Tunnel { .. } => b.flow(
+            Table::Classifier,
+            100,
+            &format!("in_port={TUNNEL_OFPORT}"),
+            "goto_table:20",
+        ),
+        Mode::Route { .. } => {
+            b.flow(
+                Table::Classifier,
+                100,
+                &format!("ip,in_port={UPLINK_OFPORT},nw_dst={}", cfg.pod_cidr),
+                "goto_table:20",
+            );
+            // Outside clients reach NodePorts and external IPs through the uplink.
+            for s in &cfg.services {
+                let proto = s.protocol.as_str();
+                if let Some(np) = s.node_port {
+                    b.flow(
+                        Table::Classifier,
+                        100,
+                        &format!(
+                            "{proto},in_port={UPLINK_OFPORT},nw_dst={},tp_dst={np}",
+                            cfg.underlay_ip
+                        ),
+                        "goto_table:20",
+                    );
+                }
+                if let Some(ip) = s.external_ip {
+                    b.flow(
+                        Table::Classifier,
+                        100,
+                        &format!(
+                            "{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={}",
+                            s.port
+                        ),
+                        "goto_table:20",
+                    );
+                }
+            }
+        }
+    }
+    if cfg.egress.snat {
+        // Replies to masqueraded connections (conntrack turns them back to the pod).
+        b.flow(
+            Table::Classifier,
+            90,
+            &format!("ip,in_port={UPLINK_OFPORT},nw_dst={}", cfg.underlay_ip),
+            "goto_table:20",
+        );
+    }
+    b.flow(Table::Classifier, 0, "", "drop");
+
+    // Table 10: a pod sends only with its own MAC and IP.
+    for p in &cfg.pods {
+        let of = numbering.ofports[&p.port];
+        b.flow(
+            Table::SpoofGuard,
+            100,
+            &format!("ip,in_port={of},dl_src={},nw_src={}", p.mac, p.ip),
+            "goto_table:20",
+        );
+        // Spoofed IP traffic: its own flow, so `dump-flows` counts it apart from other drops.
+        b.flow(Table::SpoofGuard, 10, &format!("ip,in_port={of}"), "drop");
+    }
+    b.flow(Table::SpoofGuard, 0, "", "drop");
+
+    // Table 20: conntrack (known connections get their NAT undone/redone here).
+    b.flow(
+        Table::Conntrack,
+        100,
+        "ip",
+        &format!("ct(table=30,zone={zone},nat)"),
+    );
+    b.flow(Table::Conntrack, 0, "", "drop");
+
+    // Table 30: Service load balancing of new connections, then commit everything else.
+    for s in &cfg.services {
+        let gid = numbering.groups[&s.name];
+        let proto = s.protocol.as_str();
+        let action = if s.backends.is_empty() {
+            "drop".to_string()
+        } else {
+            let mut g = format!("group_id={gid},type=select");
+            for be in &s.backends {
+                let _ = write!(
+                    g,
+                    ",bucket=weight:{},actions=ct(commit,table=40,zone={zone},nat(dst={}:{}))",
+                    be.weight, be.ip, be.port
+                );
+            }
+            b.out.groups.insert(gid, g);
+            format!("group:{gid}")
+        };
+        for (ip, port) in s.frontends(cfg.underlay_ip) {
+            b.flow(
+                Table::ServiceLb,
+                200,
+                &format!("ct_state=+new+trk,{proto},nw_dst={ip},tp_dst={port}"),
+                &action,
+            );
+        }
+        if s.session_affinity_seconds.is_some() {
+            b.out.warnings.push(format!(
+                "services '{}': session_affinity_seconds is accepted but not enforced yet (select groups hash each new connection)",
+                s.name
+            ));
+        }
+    }
+    if cfg.egress.snat {
+        // Connections leaving the cluster are committed later, with their SNAT (table 60).
+        for c in cfg.cluster_cidrs() {
+            b.flow(
+                Table::ServiceLb,
+                100,
+                &format!("ct_state=+new+trk,ip,nw_dst={c}"),
+                &format!("ct(commit,table=40,zone={zone})"),
+            );
+        }
+        b.flow(
+            Table::ServiceLb,
+            99,
+            "ct_state=+new+trk,ip",
+            "goto_table:40",
+        );
+    } else {
+        b.flow(
+            Table::ServiceLb,
+            100,
+            "ct_state=+new+trk,ip",
+            &format!("ct(commit,table=40,zone={zone})"),
+        );
+    }
+    b.flow(
+        Table::ServiceLb,
+        90,
+        "ct_state=+est+trk,ip",
+        "goto_table:40",
+    );
+    b.flow(
+        Table::ServiceLb,
+        90,
+        "ct_state=+rel+trk,ip",
+        "goto_table:40",
+    );
+    b.flow(Table::ServiceLb, 80, "ct_state=+inv+trk,ip", "drop");
+    b.flow(Table::ServiceLb, 0, "", "drop");
+
+    // Table 40: which node owns the destination?
+    b.flow(
+        Table::L3Forward,
+        100,
+        &format!("ip,nw_dst={}", cfg.pod_cidr),
+        "goto_table:70",
+    );
+    for p in &cfg.peers {
+        b.flow(
+            Table::L3Forward,
+            100,
+            &format!("ip,nw_dst={}", p.pod_cidr),
+            "goto_table:50",
+        );
+    }
+    b.flow(Table::L3Forward, 0, "", "goto_table:60");
+
+    // Table 50: to a peer node, over VXLAN or straight onto the underlay.
+    for p in &cfg.peers {
+        let actions = match (cfg.mode, own_mac, p.underlay_mac) {
+            (Mode::Tunnel { .. }, _, _) => {
+                format!(
+                    "set_field:{}->tun_dst,output:{TUNNEL_OFPORT}",
+                    p.underlay_ip
+                )
+            }
+            (Mode::Route { .. }, Some(own), Some(peer)) => {
+                format!("set_field:{own}->eth_src,set_field:{peer}->eth_dst,output:{UPLINK_OFPORT}")
+            }
+            _ => {
+                return Err(format!(
+                    "peers '{}': no underlay MAC for route mode",
+                    p.name
+                ));
+            }
+        };
+        b.flow(
+            Table::PeerOutput,
+            100,
+            &format!("ip,nw_dst={}", p.pod_cidr),
+            &actions,
+        );
+    }
+    b.flow(Table::PeerOutput, 0, "", "drop");
+
+    // Table 60: leaving the cluster: masquerade to the node's underlay address (route mode).
+    if let (true, Some(own), Some(next_hop)) = (cfg.egress.snat, own_mac, cfg.egress.next_hop_mac) {
+        b.flow(
+            Table::Egress,
+            100,
+            &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
+            &format!(
+                "ct(commit,table=65,zone={zone},nat(src={}))",
+                cfg.underlay_ip
+            ),
+        );
+        b.flow(
+            Table::Egress,
+            90,
+            &format!("ct_state=+est+trk,ip,nw_src={}", cfg.underlay_ip),
+            "goto_table:65",
+        );
+        b.flow(
+            Table::EgressOut,
+            100,
+            "ip",
+            &format!(
+                "set_field:{own}->eth_src,set_field:{next_hop}->eth_dst,output:{UPLINK_OFPORT}"
+            ),
+        );
+    }
+    b.flow(Table::Egress, 0, "", "drop");
+
+    // Table 70: to a local pod, with the gateway as the previous hop.
+    for p in &cfg.pods {
+        let of = numbering.ofports[&p.port];
+        let deliver = format!(
+            "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:{of}",
+            p.mac
+        );
+        b.flow(
+            Table::LocalDelivery,
+            100,
+            &format!("ip,nw_dst={}", p.ip),
+            &deliver,
+        );
+        if let Some(allow) = &p.allow_from {
+            // New connections only from the allow-list; replies to the pod's own always pass.
+            b.flow(
+                Table::LocalDelivery,
+                110,
+                &format!("ct_state=+new+trk,ip,nw_dst={}", p.ip),
+                "drop",
+            );
+            for c in allow {
+                b.flow(
+                    Table::LocalDelivery,
+                    120,
+                    &format!("ct_state=+new+trk,ip,nw_src={c},nw_dst={}", p.ip),
+                    &deliver,
+                );
+            }
+        }
+    }
+    b.flow(Table::LocalDelivery, 0, "", "drop");
+    Ok(b.out)
+}

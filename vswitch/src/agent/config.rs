@@ -1,0 +1,119 @@
+//! The node configuration file as written (TOML), before validation.
+//!
+//! Every address is kept as text here so that [`super::validate`] can name the key and the
+//! problem when one is wrong; unknown keys are refused by serde (`deny_unknown_fields`).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: RawNode,
+    #[serde(default)]
+    pub tunnel: Option<RawTunnel>,
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    #[serde(default)]
+    pub pods: Vec<RawPod>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+    #[serde(default)]
+    pub egress: Option<RawEgress>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub name: String,
+    #[serde(default)]
+    pub bridge: Option<String>,
+    pub underlay_ip: String,
+    #[serde(default)]
+    pub underlay_interface: Option<String>,
+    #[serde(default)]
+    pub underlay_mac: Option<String>,
+    pub pod_cidr: String,
+    pub gateway_ip: String,
+    pub gateway_mac: String,
+    pub mode: String,
+    #[serde(default)]
+    pub service_cidr: Option<String>,
+    #[serde(default)]
+    pub ct_zone: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTunnel {
+    pub vni: u32,
+    #[serde(default)]
+    pub dst_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub name: String,
+    pub underlay_ip: String,
+    pub pod_cidr: String,
+    #[serde(default)]
+    pub underlay_mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPod {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub port: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    pub ip: String,
+    pub mac: String,
+    #[serde(default)]
+    pub ofport: Option<u32>,
+    #[serde(default)]
+    pub allow_from: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub cluster_ip: Option<String>,
+    #[serde(default)]
+    pub node_port: Option<u16>,
+    #[serde(default)]
+    pub external_ip: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    pub port: u16,
+    #[serde(default)]
+    pub target_port: Option<u16>,
+    #[serde(default)]
+    pub session_affinity_seconds: Option<u32>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub ip: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub weight: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    #[serde(default)]
+    pub snat: bool,
+    #[serde(default)]
+    pub next_hop_mac: Option<String>,
+}

@@ -1,0 +1,192 @@
+//! The validated node configuration: typed addresses, defaults filled in, cross-checked.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// An IPv4 prefix with its host bits clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn mask(self) -> u32 {
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.len as u32)
+        }
+    }
+
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    pub fn overlaps(self, other: Cidr) -> bool {
+        let m = self.mask() & other.mask();
+        u32::from(self.addr) & m == u32::from(other.addr) & m
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Peers' pod CIDRs over VXLAN (one flow-based tunnel port, `tun_dst` set per peer).
+    Tunnel { vni: u32, dst_port: u16 },
+    /// Peers' pod CIDRs straight onto the underlay through an AF_PACKET uplink port.
+    Route { uplink: UplinkSpec },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkSpec {
+    /// Our own underlay MAC; `None` = read from the interface when applying.
+    pub mac: Option<Mac>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPortKind {
+    AfPacket,
+    Tap,
+}
+
+impl PodPortKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodPortKind::AfPacket => "afpacket",
+            PodPortKind::Tap => "tap",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub pod_cidr: Cidr,
+    pub underlay_mac: Option<Mac>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    pub name: String,
+    pub port: String,
+    pub kind: PodPortKind,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub ofport: Option<u32>,
+    /// `None`: every source may open connections to the pod.
+    pub allow_from: Option<Vec<Cidr>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+    Dnat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub node_port: Option<u16>,
+    pub external_ip: Option<Ipv4Addr>,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub session_affinity_seconds: Option<u32>,
+    pub backends: Vec<Backend>,
+}
+
+impl Service {
+    /// Every (address, port) the Service answers on.
+    pub fn frontends(&self, node_ip: Ipv4Addr) -> Vec<(Ipv4Addr, u16)> {
+        let mut v = Vec::new();
+        if let Some(ip) = self.cluster_ip {
+            v.push((ip, self.port));
+        }
+        if let Some(np) = self.node_port {
+            v.push((node_ip, np));
+        }
+        if let Some(ip) = self.external_ip {
+            v.push((ip, self.port));
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    pub snat: bool,
+    pub next_hop_mac: Option<Mac>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub name: String,
+    pub bridge: String,
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_interface: Option<String>,
+    pub pod_cidr: Cidr,
+    pub gateway_ip: Ipv4Addr,
+    pub gateway_mac: Mac,
+    pub service_cidr: Cidr,
+    pub ct_zone: u16,
+    pub mode: Mode,
+    pub peers: Vec<Peer>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+    pub egress: Egress,
+}
+
+impl NodeConfig {
+    /// Destinations that stay inside the cluster (never masqueraded).
+    pub fn cluster_cidrs(&self) -> Vec<Cidr> {
+        let mut v = vec![self.pod_cidr, self.service_cidr];
+        v.extend(self.peers.iter().map(|p| p.pod_cidr));
+        v
+    }
+}

@@ -1,0 +1,500 @@
+//! Turns the file as written into a [`NodeConfig`], or says which key is wrong and why.
+//!
+//! Validation is complete before anything touches the switch: a bad file never leaves a
+//! node half-configured.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use super::config::*;
+use super::model::*;
+
+/// NodePorts live in this range, as in Kubernetes.
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot parse the configuration: {0}")]
+    Syntax(String),
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Parses and validates a configuration file's text.
+pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    validate(&raw)
+}
+
+fn ipv4(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("'{s}' is not an IPv4 address")))
+}
+
+fn cidr(key: &str, s: &str) -> Result<Cidr, ConfigError> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| invalid(key, format!("'{s}' is not a prefix (expected A.B.C.D/LEN)")))?;
+    let addr = ipv4(key, a)?;
+    let len: u8 = l
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or_else(|| invalid(key, format!("'{l}' is not a prefix length 0..32")))?;
+    let c = Cidr { addr, len };
+    if u32::from(addr) & !c.mask() != 0 {
+        return Err(invalid(
+            key,
+            format!(
+                "'{s}' has host bits set (did you mean {}/{len}?)",
+                Ipv4Addr::from(u32::from(addr) & c.mask())
+            ),
+        ));
+    }
+    Ok(c)
+}
+
+fn mac(key: &str, s: &str) -> Result<Mac, ConfigError> {
+    let bad = || {
+        invalid(
+            key,
+            format!("'{s}' is not a MAC address (expected xx:xx:xx:xx:xx:xx)"),
+        )
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if m[0] & 1 != 0 || m == [0; 6] {
+        return Err(invalid(key, format!("'{s}' is not a unicast MAC address")));
+    }
+    Ok(Mac(m))
+}
+
+fn ifname(key: &str, s: &str) -> Result<String, ConfigError> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) {
+        return Err(invalid(
+            key,
+            format!("'{s}' is not an interface name (1 to 15 characters, no '/', ' ' or ':')"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
+    let n = &raw.node;
+    if n.name.trim().is_empty() {
+        return Err(invalid("node.name", "must not be empty"));
+    }
+    let bridge = ifname("node.bridge", n.bridge.as_deref().unwrap_or("br-int"))?;
+    let underlay_ip = ipv4("node.underlay_ip", &n.underlay_ip)?;
+    let pod_cidr = cidr("node.pod_cidr", &n.pod_cidr)?;
+    if pod_cidr.len > 30 {
+        return Err(invalid("node.pod_cidr", "must be /30 or larger"));
+    }
+    let gateway_ip = ipv4("node.gateway_ip", &n.gateway_ip)?;
+    if !pod_cidr.contains(gateway_ip) {
+        return Err(invalid(
+            "node.gateway_ip",
+            format!("{gateway_ip} is outside node.pod_cidr {pod_cidr}"),
+        ));
+    }
+    let gateway_mac = mac("node.gateway_mac", &n.gateway_mac)?;
+    let service_cidr = cidr(
+        "node.service_cidr",
+        n.service_cidr.as_deref().unwrap_or("10.247.0.0/16"),
+    )?;
+    if service_cidr.overlaps(pod_cidr) {
+        return Err(invalid(
+            "node.service_cidr",
+            format!("{service_cidr} overlaps node.pod_cidr {pod_cidr}"),
+        ));
+    }
+    let ct_zone = n.ct_zone.unwrap_or(1);
+    let underlay_interface = n
+        .underlay_interface
+        .as_deref()
+        .map(|s| ifname("node.underlay_interface", s))
+        .transpose()?;
+    let underlay_mac = n
+        .underlay_mac
+        .as_deref()
+        .map(|s| mac("node.underlay_mac", s))
+        .transpose()?;
+
+    let mode = match n.mode.as_str() {
+        "tunnel" => {
+            let t = raw.tunnel.as_ref().ok_or_else(|| {
+                invalid("tunnel", "mode \"tunnel\" needs a [tunnel] table with vni")
+            })?;
+            if t.vni == 0 || t.vni >= 1 << 24 {
+                return Err(invalid(
+                    "tunnel.vni",
+                    format!("{} is not a VNI 1..16777215", t.vni),
+                ));
+            }
+            let dst_port = t.dst_port.unwrap_or(4789);
+            if dst_port == 0 {
+                return Err(invalid("tunnel.dst_port", "must not be 0"));
+            }
+            Mode::Tunnel {
+                vni: t.vni,
+                dst_port,
+            }
+        }
+        "route" => {
+            if underlay_interface.is_none() {
+                return Err(invalid(
+                    "node.underlay_interface",
+                    "mode \"route\" needs the underlay interface (the uplink port)",
+                ));
+            }
+            if raw.tunnel.is_some() {
+                return Err(invalid("tunnel", "only allowed with mode \"tunnel\""));
+            }
+            Mode::Route {
+                uplink: UplinkSpec { mac: underlay_mac },
+            }
+        }
+        other => {
+            return Err(invalid(
+                "node.mode",
+                format!("unknown mode '{other}' (expected \"tunnel\" or \"route\")"),
+            ));
+        }
+    };
+    let route = matches!(mode, Mode::Route { .. });
+
+    let mut peers = Vec::new();
+    let mut peer_names = HashSet::new();
+    let mut cidrs = vec![("node.pod_cidr".to_string(), pod_cidr)];
+    for (i, p) in raw.peers.iter().enumerate() {
+        let k = |f: &str| format!("peers[{i}].{f}");
+        if p.name.trim().is_empty() {
+            return Err(invalid(k("name"), "must not be empty"));
+        }
+        if p.name == n.name || !peer_names.insert(p.name.clone()) {
+            return Err(invalid(k("name"), format!("'{}' is used twice", p.name)));
+        }
+        let ip = ipv4(&k("underlay_ip"), &p.underlay_ip)?;
+        if ip == underlay_ip || peers.iter().any(|q: &Peer| q.underlay_ip == ip) {
+            return Err(invalid(k("underlay_ip"), format!("{ip} is used twice")));
+        }
+        let c = cidr(&k("pod_cidr"), &p.pod_cidr)?;
+        if let Some((other, _)) = cidrs.iter().find(|(_, o)| o.overlaps(c)) {
+            return Err(invalid(k("pod_cidr"), format!("{c} overlaps {other}")));
+        }
+        if c.overlaps(service_cidr) {
+            return Err(invalid(
+                k("pod_cidr"),
+                format!("{c} overlaps node.service_cidr"),
+            ));
+        }
+        cidrs.push((k("pod_cidr"), c));
+        let m = p
+            .underlay_mac
+            .as_deref()
+            .map(|s| mac(&k("underlay_mac"), s))
+            .transpose()?;
+        if route && m.is_none() {
+            return Err(invalid(
+                k("underlay_mac"),
+                "mode \"route\" needs each peer's underlay MAC (frames go to it directly)",
+            ));
+        }
+        peers.push(Peer {
+            name: p.name.clone(),
+            underlay_ip: ip,
+            pod_cidr: c,
+            underlay_mac: m,
+        });
+    }
+
+    let mut pods: Vec<Pod> = Vec::new();
+    for (i, p) in raw.pods.iter().enumerate() {
+        let k = |f: &str| format!("pods[{i}].{f}");
+        let port = ifname(&k("port"), &p.port)?;
+        if pods.iter().any(|q| q.port == port)
+            || Some(&port) == underlay_interface.as_ref()
+            || port == bridge
+        {
+            return Err(invalid(k("port"), format!("'{port}' is used twice")));
+        }
+        let kind = match p.kind.as_deref().unwrap_or("afpacket") {
+            "afpacket" => PodPortKind::AfPacket,
+            "tap" => PodPortKind::Tap,
+            other => {
+                return Err(invalid(
+                    k("type"),
+                    format!("unknown pod port type '{other}' (expected \"afpacket\" or \"tap\")"),
+                ));
+            }
+        };
+        let ip = ipv4(&k("ip"), &p.ip)?;
+        if !pod_cidr.contains(ip) {
+            return Err(invalid(
+                k("ip"),
+                format!("{ip} is outside node.pod_cidr {pod_cidr}"),
+            ));
+        }
+        let bcast = Ipv4Addr::from(u32::from(pod_cidr.addr) | !pod_cidr.mask());
+        if ip == gateway_ip || ip == pod_cidr.addr || ip == bcast {
+            return Err(invalid(
+                k("ip"),
+                format!("{ip} is the gateway, network or broadcast address"),
+            ));
+        }
+        if pods.iter().any(|q| q.ip == ip) {
+            return Err(invalid(k("ip"), format!("{ip} is used by two pods")));
+        }
+        let m = mac(&k("mac"), &p.mac)?;
+        if m == gateway_mac || pods.iter().any(|q| q.mac == m) {
+            return Err(invalid(k("mac"), format!("{m} is used twice")));
+        }
+        if let Some(of) = p.ofport {
+            if !(1..=999).contains(&of) {
+                return Err(invalid(
+                    k("ofport"),
+                    format!("{of} is outside 1..999 (1000 and up are the agent's)"),
+                ));
+            }
+            if pods.iter().any(|q| q.ofport == Some(of)) {
+                return Err(invalid(k("ofport"), format!("{of} is used twice")));
+            }
+        }
+        let allow_from = match &p.allow_from {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(j, s)| cidr(&format!("pods[{i}].allow_from[{j}]"), s))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        pods.push(Pod {
+            name: p.name.clone().unwrap_or_else(|| port.clone()),
+            port,
+            kind,
+            ip,
+            mac: m,
+            ofport: p.ofport,
+            allow_from,
+        });
+    }
+
+    let mut services: Vec<Service> = Vec::new();
+    let mut frontends = HashSet::new();
+    for (i, s) in raw.services.iter().enumerate() {
+        let svc = service(i, s, service_cidr)?;
+        if services.iter().any(|o| o.name == svc.name) {
+            return Err(invalid(
+                format!("services[{i}].name"),
+                format!("'{}' is used twice", svc.name),
+            ));
+        }
+        for (ip, port) in svc.frontends(underlay_ip) {
+            if !frontends.insert((ip, port, svc.protocol)) {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    format!(
+                        "{ip}:{port}/{} is already a frontend of another Service",
+                        svc.protocol.as_str()
+                    ),
+                ));
+            }
+        }
+        services.push(svc);
+    }
+
+    let egress = match &raw.egress {
+        None => Egress {
+            snat: false,
+            next_hop_mac: None,
+        },
+        Some(e) => {
+            let next_hop_mac = e
+                .next_hop_mac
+                .as_deref()
+                .map(|s| mac("egress.next_hop_mac", s))
+                .transpose()?;
+            if e.snat && !route {
+                return Err(invalid(
+                    "egress.snat",
+                    "masquerading needs mode \"route\" (traffic leaves through the uplink)",
+                ));
+            }
+            if e.snat && next_hop_mac.is_none() {
+                return Err(invalid(
+                    "egress.next_hop_mac",
+                    "egress.snat needs the MAC of the underlay's next hop",
+                ));
+            }
+            Egress {
+                snat: e.snat,
+                next_hop_mac,
+            }
+        }
+    };
+
+    Ok(NodeConfig {
+        name: n.name.clone(),
+        bridge,
+        underlay_ip,
+        underlay_interface,
+        pod_cidr,
+        gateway_ip,
+        gateway_mac,
+        service_cidr,
+        ct_zone,
+        mode,
+        peers,
+        pods,
+        services,
+        egress,
+    })
+}
+
+fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, ConfigError> {
+    let k = |f: &str| format!("services[{i}].{f}");
+    if s.name.trim().is_empty() {
+        return Err(invalid(k("name"), "must not be empty"));
+    }
+    let kind = match s.kind.as_deref().unwrap_or("ClusterIP") {
+        "ClusterIP" => ServiceKind::ClusterIp,
+        "NodePort" => ServiceKind::NodePort,
+        "LoadBalancer" => ServiceKind::LoadBalancer,
+        "DNAT" => ServiceKind::Dnat,
+        other => {
+            return Err(invalid(
+                k("type"),
+                format!(
+                    "unknown Service type '{other}' (expected ClusterIP, NodePort, LoadBalancer or DNAT)"
+                ),
+            ));
+        }
+    };
+    let protocol = match s.protocol.as_deref().unwrap_or("tcp") {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => {
+            return Err(invalid(
+                k("protocol"),
+                format!("unknown protocol '{other}' (expected \"tcp\" or \"udp\")"),
+            ));
+        }
+    };
+    if s.port == 0 {
+        return Err(invalid(k("port"), "must be 1..65535"));
+    }
+    let cluster_ip = s
+        .cluster_ip
+        .as_deref()
+        .map(|v| ipv4(&k("cluster_ip"), v))
+        .transpose()?;
+    if let Some(ip) = cluster_ip
+        && !service_cidr.contains(ip)
+    {
+        return Err(invalid(
+            k("cluster_ip"),
+            format!("{ip} is outside node.service_cidr {service_cidr}"),
+        ));
+    }
+    let external_ip = s
+        .external_ip
+        .as_deref()
+        .map(|v| ipv4(&k("external_ip"), v))
+        .transpose()?;
+    if let Some(np) = s.node_port
+        && !NODE_PORT_RANGE.contains(&np)
+    {
+        return Err(invalid(
+            k("node_port"),
+            format!("{np} is outside the NodePort range 30000..32767"),
+        ));
+    }
+    match kind {
+        ServiceKind::ClusterIp if cluster_ip.is_none() => {
+            return Err(invalid(
+                k("cluster_ip"),
+                "a ClusterIP Service needs cluster_ip",
+            ));
+        }
+        ServiceKind::ClusterIp if s.node_port.is_some() || external_ip.is_some() => {
+            return Err(invalid(
+                k("type"),
+                "a ClusterIP Service takes no node_port or external_ip",
+            ));
+        }
+        ServiceKind::NodePort if s.node_port.is_none() => {
+            return Err(invalid(
+                k("node_port"),
+                "a NodePort Service needs node_port",
+            ));
+        }
+        ServiceKind::LoadBalancer | ServiceKind::Dnat if external_ip.is_none() => {
+            return Err(invalid(
+                k("external_ip"),
+                "LoadBalancer and DNAT Services need external_ip",
+            ));
+        }
+        _ => {}
+    }
+    let target_port = s.target_port.unwrap_or(s.port);
+    if target_port == 0 {
+        return Err(invalid(k("target_port"), "must be 1..65535"));
+    }
+    if let Some(a) = s.session_affinity_seconds
+        && !(1..=86400).contains(&a)
+    {
+        return Err(invalid(
+            k("session_affinity_seconds"),
+            format!("{a} is outside 1..86400"),
+        ));
+    }
+    let mut backends: Vec<Backend> = Vec::new();
+    for (j, b) in s.backends.iter().enumerate() {
+        let bk = |f: &str| format!("services[{i}].backends[{j}].{f}");
+        let ip = ipv4(&bk("ip"), &b.ip)?;
+        let port = b.port.unwrap_or(target_port);
+        if port == 0 {
+            return Err(invalid(bk("port"), "must be 1..65535"));
+        }
+        let weight = b.weight.unwrap_or(1);
+        if weight == 0 {
+            return Err(invalid(
+                bk("weight"),
+                "must be at least 1 (remove the backend to stop using it)",
+            ));
+        }
+        if backends.iter().any(|o| o.ip == ip && o.port == port) {
+            return Err(invalid(bk("ip"), format!("{ip}:{port} is listed twice")));
+        }
+        backends.push(Backend { ip, port, weight });
+    }
+    Ok(Service {
+        name: s.name.clone(),
+        kind,
+        cluster_ip,
+        node_port: s.node_port,
+        external_ip,
+        protocol,
+        port: s.port,
+        session_affinity_seconds: s.session_affinity_seconds,
+        backends,
+    })
+}

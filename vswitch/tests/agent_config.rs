@@ -1,0 +1,224 @@
+//! Node configuration: parsing and validation errors name the key and the problem.
+
+use vswitch::agent::model::{Mode, ServiceKind};
+use vswitch::agent::validate::{ConfigError, parse};
+
+const BASE: &str = r#"
+[node]
+name = "node1"
+underlay_ip = "192.168.0.11"
+pod_cidr = "172.16.1.0/24"
+gateway_ip = "172.16.1.1"
+gateway_mac = "0a:58:0c:00:00:fe"
+mode = "tunnel"
+
+[tunnel]
+vni = 100
+
+[[peers]]
+name = "node2"
+underlay_ip = "192.168.0.12"
+pod_cidr = "172.16.2.0/24"
+
+[[pods]]
+port = "p-a"
+ip = "172.16.1.11"
+mac = "0a:58:0c:01:00:0b"
+
+[[services]]
+name = "web"
+cluster_ip = "10.247.0.10"
+port = 80
+target_port = 8080
+backends = [{ ip = "172.16.1.11" }]
+"#;
+
+fn err(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid { key, problem }) => (key, problem),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from} not in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_config_is_valid_with_defaults() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.bridge, "br-int");
+    assert_eq!(c.ct_zone, 1);
+    assert_eq!(c.service_cidr.to_string(), "10.247.0.0/16");
+    assert_eq!(
+        c.mode,
+        Mode::Tunnel {
+            vni: 100,
+            dst_port: 4789
+        }
+    );
+    assert_eq!(c.pods[0].name, "p-a");
+    assert_eq!(c.services[0].kind, ServiceKind::ClusterIp);
+    assert_eq!(c.services[0].backends[0].port, 8080);
+    assert_eq!(c.services[0].backends[0].weight, 1);
+}
+
+#[test]
+fn examples_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected example configurations in {dir}");
+}
+
+#[test]
+fn syntax_errors_and_unknown_keys_are_refused() {
+    assert!(matches!(parse("[node"), Err(ConfigError::Syntax(_))));
+    let e = parse(&with(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\npod_cdir = \"x\"",
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("pod_cdir"), "{e}");
+}
+
+#[test]
+fn bad_addresses_name_their_key() {
+    let cases = [
+        (
+            with("192.168.0.11", "192.168.0"),
+            "node.underlay_ip",
+            "not an IPv4 address",
+        ),
+        (
+            with("172.16.1.0/24", "172.16.1.5/24"),
+            "node.pod_cidr",
+            "host bits",
+        ),
+        (
+            with("gateway_ip = \"172.16.1.1\"", "gateway_ip = \"172.16.9.1\""),
+            "node.gateway_ip",
+            "outside node.pod_cidr",
+        ),
+        (
+            with("0a:58:0c:00:00:fe", "01:58:0c:00:00:fe"),
+            "node.gateway_mac",
+            "not a unicast",
+        ),
+        (
+            with("0a:58:0c:01:00:0b", "0a:58:0c:01:00"),
+            "pods[0].mac",
+            "not a MAC",
+        ),
+        (
+            with("ip = \"172.16.1.11\"\nmac", "ip = \"172.16.2.11\"\nmac"),
+            "pods[0].ip",
+            "outside node.pod_cidr",
+        ),
+        (
+            with("ip = \"172.16.1.11\"\nmac", "ip = \"172.16.1.1\"\nmac"),
+            "pods[0].ip",
+            "gateway",
+        ),
+        (
+            with("\"172.16.2.0/24\"", "\"172.16.1.128/25\""),
+            "peers[0].pod_cidr",
+            "overlaps node.pod_cidr",
+        ),
+        (
+            with("10.247.0.10", "10.1.0.10"),
+            "services[0].cluster_ip",
+            "outside node.service_cidr",
+        ),
+        (
+            with(
+                "backends = [{ ip = \"172.16.1.11\" }]",
+                "backends = [{ ip = \"x\" }]",
+            ),
+            "services[0].backends[0].ip",
+            "not an IPv4",
+        ),
+        (
+            with(
+                "backends = [{ ip = \"172.16.1.11\" }]",
+                "backends = [{ ip = \"172.16.1.11\", weight = 0 }]",
+            ),
+            "services[0].backends[0].weight",
+            "at least 1",
+        ),
+    ];
+    for (text, key, problem) in cases {
+        let (k, p) = err(&text);
+        assert_eq!(k, key, "{p}");
+        assert!(p.contains(problem), "{key}: '{p}' lacks '{problem}'");
+    }
+}
+
+#[test]
+fn mode_rules() {
+    let (k, p) = err(&with("mode = \"tunnel\"", "mode = \"vxlan\""));
+    assert_eq!(k, "node.mode");
+    assert!(p.contains("expected"), "{p}");
+    let (k, _) = err(&with("vni = 100", "vni = 16777216"));
+    assert_eq!(k, "tunnel.vni");
+    let no_tunnel = with("[tunnel]\nvni = 100", "");
+    assert_eq!(err(&no_tunnel).0, "tunnel");
+    let route = with("[tunnel]\nvni = 100", "").replace("mode = \"tunnel\"", "mode = \"route\"");
+    assert_eq!(err(&route).0, "node.underlay_interface");
+    let route = route.replace(
+        "mode = \"route\"",
+        "mode = \"route\"\nunderlay_interface = \"eth1\"",
+    );
+    let (k, p) = err(&route);
+    assert_eq!(k, "peers[0].underlay_mac");
+    assert!(p.contains("route"), "{p}");
+    let route = route.replace(
+        "pod_cidr = \"172.16.2.0/24\"",
+        "pod_cidr = \"172.16.2.0/24\"\nunderlay_mac = \"02:00:00:00:00:02\"",
+    );
+    parse(&route).unwrap();
+    let snat_tunnel =
+        format!("{BASE}\n[egress]\nsnat = true\nnext_hop_mac = \"02:00:00:00:00:01\"\n");
+    assert_eq!(err(&snat_tunnel).0, "egress.snat");
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let two_pods = format!(
+        "{BASE}\n[[pods]]\nport = \"p-a\"\nip = \"172.16.1.12\"\nmac = \"0a:58:0c:01:00:0c\"\n"
+    );
+    assert_eq!(err(&two_pods).0, "pods[1].port");
+    let same_ip = format!(
+        "{BASE}\n[[pods]]\nport = \"p-b\"\nip = \"172.16.1.11\"\nmac = \"0a:58:0c:01:00:0c\"\n"
+    );
+    assert_eq!(err(&same_ip).0, "pods[1].ip");
+    let same_vip =
+        format!("{BASE}\n[[services]]\nname = \"web2\"\ncluster_ip = \"10.247.0.10\"\nport = 80\n");
+    let (k, p) = err(&same_vip);
+    assert_eq!(k, "services[1]");
+    assert!(p.contains("10.247.0.10:80/tcp"), "{p}");
+}
+
+#[test]
+fn service_types_need_their_addresses() {
+    let np = with("name = \"web\"", "name = \"web\"\ntype = \"NodePort\"");
+    assert_eq!(err(&np).0, "services[0].node_port");
+    let np = np.replace("port = 80\n", "port = 80\nnode_port = 80\n");
+    let (k, p) = err(&np);
+    assert_eq!(k, "services[0].node_port");
+    assert!(p.contains("30000..32767"), "{p}");
+    let lb = with("name = \"web\"", "name = \"web\"\ntype = \"LoadBalancer\"");
+    assert_eq!(err(&lb).0, "services[0].external_ip");
+    let bad = with("name = \"web\"", "name = \"web\"\ntype = \"ExternalName\"");
+    assert_eq!(err(&bad).0, "services[0].type");
+    let proto = with("name = \"web\"", "name = \"web\"\nprotocol = \"sctp\"");
+    assert_eq!(err(&proto).0, "services[0].protocol");
+}
