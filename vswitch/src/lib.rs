@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod lb;
 pub mod mgmt;
+pub mod ofclient;
 pub mod ofserver;
 pub mod openflow;
 pub mod pipeline;

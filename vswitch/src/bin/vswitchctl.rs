@@ -1,19 +1,23 @@
 //! `vswitchctl`: the command-line client of `vswitchd`.
 //!
-//! Bridge and port commands (`add-br`, `add-port`, ...) and the diagnostics (`dump-drops`,
-//! `dump-conntrack`, `trace`) go over the management socket `<rundir>/vswitchd.ctl`.
+//! The `ovs-ofctl` commands (`show`, `dump-flows`, `add-flow(s)`, groups, ports, tables,
+//! `packet-out`, ...) speak OpenFlow 1.3 to the bridge's socket `<rundir>/<bridge>.mgmt` (or
+//! `unix:PATH`, `tcp:IP:PORT`), see `vswitch::ofclient`. Bridge and port commands and the
+//! diagnostics (`dump-drops`, `dump-conntrack`, `trace`, `fdb-show`) go over the management
+//! socket `<rundir>/vswitchd.ctl`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vswitch::ofclient::{self, ClientError, Command, Options, Outcome};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "vswitchctl",
     version,
     about = "Control a running vswitchd: bridges, ports, flows and diagnostics",
-    after_help = "Commands: add-br BR | del-br BR | list-br | add-port BR NAME [type=..] [ofport=N] [options:K=V].. |\n  del-port BR NAME | list-ports BR | add-flow BR FLOW | add-flows BR FILE | del-flows BR [FLOW] |\n  dump-flows BR [FLOW] | dump-ports BR | dump-drops BR | dump-conntrack BR | trace BR FLOW | show BR"
+    after_help = "OpenFlow 1.3 commands (SWITCH = bridge name, unix:PATH or tcp:IP:PORT):\n  show | dump-flows [MATCH] | dump-aggregate [MATCH] | add-flow FLOW | add-flows FILE |\n  mod-flows FLOW | del-flows [MATCH] | replace-flows FILE | diff-flows SRC1 SRC2 |\n  add-group GROUP | add-groups FILE | mod-group GROUP | del-groups [GROUP] | dump-groups [ID] |\n  dump-group-stats [ID] | dump-ports [PORT] | dump-ports-desc | dump-tables |\n  packet-out IN_PORT ACTIONS HEX..., each as `vswitchctl CMD SWITCH ARGS`\nManagement commands: add-br BR | del-br BR | list-br | add-port BR NAME [type=..] [ofport=N]\n  [options:K=V].. | del-port BR NAME | list-ports BR | dump-drops BR | dump-conntrack BR |\n  flush-conntrack BR | trace BR FLOW | fdb-show BR\nFlags (before or after the command): --strict --no-stats --names --bundle"
 )]
 struct Cli {
     /// Run directory of the vswitchd to talk to (default $VSWITCH_RUNDIR or /run/vswitch).
@@ -25,33 +29,90 @@ struct Cli {
     /// Leave out statistics in dump-flows.
     #[arg(long = "no-stats")]
     no_stats: bool,
+    /// Print port names instead of numbers (dump-flows).
+    #[arg(long)]
+    names: bool,
+    /// Apply flow/group changes atomically in one ONF bundle.
+    #[arg(long)]
+    bundle: bool,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut args = cli.command.clone();
-    // Commands that name a file get its contents shipped: the daemon may not share our cwd.
-    if matches!(
-        args[0].as_str(),
-        "add-flows" | "replace-flows" | "add-groups"
-    ) && args.len() == 3
-    {
-        let text = if args[2] == "-" {
-            std::io::read_to_string(std::io::stdin())
-        } else {
-            std::fs::read_to_string(&args[2])
-        };
-        match text {
-            Ok(t) => args[2] = t,
-            Err(e) => {
-                eprintln!("vswitchctl: {}: {e}", args[2]);
-                return ExitCode::from(1);
+/// Pulls the flags users type after the command (`dump-flows br0 --no-stats`) into `cli`.
+fn take_trailing_flags(cli: &mut Cli) -> Result<(), String> {
+    let mut rest = Vec::new();
+    let mut it = std::mem::take(&mut cli.command).into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--strict" => cli.strict = true,
+            "--no-stats" => cli.no_stats = true,
+            "--names" => cli.names = true,
+            "--no-names" => cli.names = false,
+            "--bundle" => cli.bundle = true,
+            "--rundir" => {
+                cli.rundir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--rundir needs a directory")?
             }
+            _ => match a.strip_prefix("--rundir=") {
+                Some(d) => cli.rundir = PathBuf::from(d),
+                None => rest.push(a),
+            },
         }
     }
+    if rest.is_empty() {
+        return Err("missing command; see vswitchctl --help".into());
+    }
+    cli.command = rest;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    if let Err(e) = take_trailing_flags(&mut cli) {
+        eprintln!("vswitchctl: {e}");
+        return ExitCode::from(1);
+    }
+    if Command::is_openflow(&cli.command[0]) {
+        return openflow(&cli);
+    }
+    management(&cli)
+}
+
+fn openflow(cli: &Cli) -> ExitCode {
+    let opts = Options {
+        rundir: cli.rundir.clone(),
+        strict: cli.strict,
+        no_stats: cli.no_stats,
+        names: cli.names,
+        bundle: cli.bundle,
+    };
+    match ofclient::run(&cli.command[0], &cli.command[1..], &opts) {
+        Ok(Outcome::Done(out)) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Differ(out)) => {
+            print!("{out}");
+            ExitCode::from(2)
+        }
+        // ovs-ofctl prints a switch's OFPT_ERROR as is, everything else prefixed.
+        Err(ClientError::Refused(text)) => {
+            eprint!("{text}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn management(cli: &Cli) -> ExitCode {
+    let mut args = cli.command.clone();
     if cli.strict {
         args.push("--strict".into());
     }

@@ -574,3 +574,78 @@ pub fn group_desc_out(g: &flowtable::Group) -> Result<of::GroupDesc, OfError> {
         buckets,
     })
 }
+
+// ---- The client direction (vswitchctl): table-model requests out, wire replies in. ----
+
+/// A table-model flow-mod as the FLOW_MOD to send.
+pub fn flow_mod_out(fm: &flowtable::FlowMod) -> Result<of::FlowMod, OfError> {
+    use flowtable::FlowModCommand as C;
+    let command = match fm.command {
+        C::Add => of::FlowModCommand::Add,
+        C::Modify => of::FlowModCommand::Modify,
+        C::ModifyStrict => of::FlowModCommand::ModifyStrict,
+        C::Delete => of::FlowModCommand::Delete,
+        C::DeleteStrict => of::FlowModCommand::DeleteStrict,
+    };
+    Ok(of::FlowMod {
+        cookie: fm.cookie,
+        cookie_mask: fm.cookie_mask,
+        table_id: fm.table_id,
+        command,
+        idle_timeout: fm.idle_timeout,
+        hard_timeout: fm.hard_timeout,
+        priority: fm.priority,
+        buffer_id: of::flow::NO_BUFFER,
+        out_port: fm.out_port.0,
+        out_group: fm.out_group,
+        flags: fm.flags.0,
+        match_: of::Match::from_flow(&fm.match_.value, &fm.match_.mask),
+        instructions: instructions_out(&fm.instructions)?,
+    })
+}
+
+/// A flow-stats record as a table entry (`created` back-dated by its duration).
+pub fn flow_stats_in(fs: &of::FlowStats, now: Instant) -> Result<flowtable::FlowEntry, OfError> {
+    let age = std::time::Duration::new(u64::from(fs.duration_sec), fs.duration_nsec);
+    Ok(flowtable::FlowEntry {
+        table_id: fs.table_id,
+        priority: fs.priority,
+        match_: match_in(&fs.match_)?,
+        cookie: fs.cookie,
+        idle_timeout: fs.idle_timeout,
+        hard_timeout: fs.hard_timeout,
+        flags: flowtable::flow::FlowFlags(fs.flags),
+        instructions: std::sync::Arc::new(instructions_in(&fs.instructions)?),
+        packets: fs.packet_count,
+        bytes: fs.byte_count,
+        created: now.checked_sub(age).unwrap_or(now),
+    })
+}
+
+/// A table-model group-mod as the GROUP_MOD to send.
+pub fn group_mod_out(gm: &flowtable::group::GroupMod) -> Result<of::GroupMod, OfError> {
+    use flowtable::group::GroupModCommand as C;
+    let command = match gm.command {
+        C::Add => of::GroupModCommand::Add,
+        C::Modify => of::GroupModCommand::Modify,
+        C::Delete => of::GroupModCommand::Delete,
+    };
+    let desc = group_desc_out(&gm.group)?;
+    Ok(of::GroupMod {
+        command,
+        group_type: desc.group_type,
+        group_id: desc.group_id,
+        buckets: desc.buckets,
+    })
+}
+
+/// A group-desc record as a table group.
+pub fn group_desc_in(gd: &of::GroupDesc) -> Result<flowtable::Group, OfError> {
+    let gm = of::GroupMod {
+        command: of::GroupModCommand::Add,
+        group_type: gd.group_type,
+        group_id: gd.group_id,
+        buckets: gd.buckets.clone(),
+    };
+    Ok(group_mod_in(&gm)?.group)
+}

@@ -1,0 +1,325 @@
+//! The OpenFlow 1.3 client side of `vswitchctl`: the `ovs-ofctl` commands, spoken over a
+//! bridge's OpenFlow socket (`<rundir>/<bridge>.mgmt`, `unix:PATH` or `tcp:IP:PORT`).
+//!
+//! - [`Target`] names the switch; [`Conn`] is one negotiated connection that sends requests
+//!   (pipelined, from a writer thread so a switch answering errors never deadlocks us) and
+//!   collects replies up to a barrier;
+//! - `commands` implements each command, `print` formats replies as `ovs-ofctl -O OpenFlow13`
+//!   does, `errors` decodes `OFPT_ERROR` the way ovs-ofctl prints it.
+
+pub mod commands;
+pub mod errors;
+pub mod print;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::openflow::{
+    Framer, Header, Hello, Message, MultipartReply, MultipartRequest, decode, encode_into,
+    negotiate,
+};
+
+pub use commands::{Command, Options, Outcome, run};
+
+/// Errors of the OpenFlow client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting failed.
+    #[error(
+        "{target}: cannot connect ({source}); is vswitchd running with this --rundir, and does the bridge exist?"
+    )]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    /// Reading or writing the connection failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The switch closed the connection before answering.
+    #[error("connection closed by the switch")]
+    Closed,
+    /// The switch sent bytes that are not OpenFlow 1.3.
+    #[error("the switch sent a malformed message: {0}")]
+    Protocol(String),
+    /// The switch answered with OFPT_ERROR; the text is ovs-ofctl's rendering.
+    #[error("{0}")]
+    Refused(String),
+    /// Bad command-line input (flow text, file, arguments).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where the switch is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl Target {
+    /// `unix:PATH`, `tcp:IP:PORT`, a socket path, or a bridge name (`<rundir>/<br>.mgmt`).
+    pub fn parse(s: &str, rundir: &Path) -> Result<Target, ClientError> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            return Ok(Target::Unix(PathBuf::from(p)));
+        }
+        if let Some(a) = s.strip_prefix("tcp:") {
+            let addr = a
+                .parse()
+                .map_err(|e| ClientError::Usage(format!("{s}: expected tcp:IP:PORT ({e})")))?;
+            return Ok(Target::Tcp(addr));
+        }
+        if s.contains('/') {
+            return Ok(Target::Unix(PathBuf::from(s)));
+        }
+        Ok(Target::Unix(crate::ofserver::socket_path(rundir, s)))
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+            Target::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// A received message with its header.
+pub struct Received {
+    pub header: Header,
+    pub msg: Message,
+}
+
+/// One negotiated OpenFlow 1.3 connection.
+pub struct Conn {
+    stream: Stream,
+    framer: Framer,
+    buf: Vec<u8>,
+    next_xid: u32,
+}
+
+/// How long to wait for any reply (a 100k-flow commit takes seconds).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Conn {
+    /// Connects and exchanges HELLO (ours carries xid 1, as ovs-ofctl's does).
+    pub fn open(target: &Target) -> Result<Conn, ClientError> {
+        let connect_err = |source| ClientError::Connect {
+            target: target.to_string(),
+            source,
+        };
+        let stream = match target {
+            Target::Unix(p) => Stream::Unix(UnixStream::connect(p).map_err(connect_err)?),
+            Target::Tcp(a) => {
+                let s =
+                    TcpStream::connect_timeout(a, Duration::from_secs(10)).map_err(connect_err)?;
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }
+        };
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        let mut conn = Conn {
+            stream,
+            framer: Framer::new(),
+            buf: vec![0; 64 * 1024],
+            next_xid: 1,
+        };
+        let xid = conn.alloc_xid();
+        conn.send_now(&Message::Hello(Hello::ours()), xid)?;
+        let r = conn.recv()?;
+        match &r.msg {
+            Message::Hello(h) => {
+                negotiate(r.header.version, h).map_err(|_| {
+                    ClientError::Protocol(
+                        "version negotiation failed (the switch does not speak OpenFlow 1.3)"
+                            .into(),
+                    )
+                })?;
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected HELLO, got message type {}",
+                    other.msg_type()
+                )));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Makes the next allocated xid `xid` (to number requests as ovs-ofctl does).
+    pub fn set_next_xid(&mut self, xid: u32) {
+        self.next_xid = xid;
+    }
+
+    pub fn alloc_xid(&mut self) -> u32 {
+        let x = self.next_xid;
+        self.next_xid = self.next_xid.wrapping_add(1);
+        x
+    }
+
+    fn send_now(&mut self, msg: &Message, xid: u32) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        encode_into(msg, xid, &mut out).map_err(|e| ClientError::Usage(e.detail))?;
+        self.stream.write_all(&out)?;
+        Ok(())
+    }
+
+    /// The next message from the switch (echo requests are answered on the way).
+    pub fn recv(&mut self) -> Result<Received, ClientError> {
+        loop {
+            match self.framer.next_message() {
+                Ok(Some(raw)) => {
+                    let (header, msg) =
+                        decode(raw).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    if let Message::EchoRequest(data) = msg {
+                        self.send_now(&Message::EchoReply(data), header.xid)?;
+                        continue;
+                    }
+                    return Ok(Received { header, msg });
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            }
+            let n = match self.stream.read(&mut self.buf) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.framer.push(&self.buf[..n]);
+        }
+    }
+
+    /// Sends `msgs` (each with its xid) and a barrier, then collects every reply up to the
+    /// barrier's. The bytes are written by a helper thread so the switch's answers are read
+    /// while we write.
+    pub fn transact(&mut self, msgs: &[(Message, u32)]) -> Result<Vec<Received>, ClientError> {
+        let barrier_xid = self.alloc_xid();
+        let mut bytes = Vec::new();
+        for (m, xid) in msgs {
+            encode_into(m, *xid, &mut bytes).map_err(|e| ClientError::Usage(e.detail))?;
+        }
+        encode_into(&Message::BarrierRequest, barrier_xid, &mut bytes)
+            .map_err(|e| ClientError::Usage(e.detail))?;
+        let mut writer = self.stream.try_clone()?;
+        let handle = std::thread::spawn(move || writer.write_all(&bytes));
+        let mut replies = Vec::new();
+        let result = loop {
+            match self.recv() {
+                Ok(r) if matches!(r.msg, Message::BarrierReply) && r.header.xid == barrier_xid => {
+                    break Ok(());
+                }
+                Ok(r) => replies.push(r),
+                Err(e) => break Err(e),
+            }
+        };
+        let written = handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
+        result?;
+        written?;
+        Ok(replies)
+    }
+
+    /// One multipart request; all reply parts, in order. An OFPT_ERROR comes back as
+    /// [`ClientError::Refused`].
+    pub fn multipart(
+        &mut self,
+        body: MultipartRequest,
+    ) -> Result<(u32, Vec<MultipartReply>), ClientError> {
+        let xid = self.alloc_xid();
+        let req = Message::MultipartRequest { flags: 0, body };
+        self.send_now(&req, xid)?;
+        let mut parts = Vec::new();
+        loop {
+            let r = self.recv()?;
+            if r.header.xid != xid {
+                continue;
+            }
+            match r.msg {
+                Message::MultipartReply { flags, body } => {
+                    parts.push(body);
+                    if flags & crate::openflow::multipart::MORE == 0 {
+                        return Ok((xid, parts));
+                    }
+                }
+                Message::Error(e) => {
+                    return Err(ClientError::Refused(errors::format_error(
+                        &e,
+                        xid,
+                        Some(&req),
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A request with exactly one reply of the same xid.
+    pub fn request(&mut self, msg: &Message) -> Result<Received, ClientError> {
+        let xid = self.alloc_xid();
+        self.send_now(msg, xid)?;
+        loop {
+            let r = self.recv()?;
+            if r.header.xid != xid {
+                continue;
+            }
+            if let Message::Error(e) = &r.msg {
+                return Err(ClientError::Refused(errors::format_error(
+                    e,
+                    xid,
+                    Some(msg),
+                )));
+            }
+            return Ok(r);
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! The `ovs-ofctl` commands over OpenFlow 1.3: argument parsing, the messages each command
+//! sends, and its output.
+//!
+//! Request xids follow ovs-ofctl's (dumps start at 2; flow/group changes at 6, after the two
+//! probe connections ovs-ofctl opens first), so reply headers and error texts read the same.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use flowtable::text::{self, PrintOpts};
+use flowtable::{FlowEntry, FlowModCommand, OfPort};
+
+use super::{ClientError, Conn, Received, Target, errors, print};
+use crate::ofserver::convert;
+use crate::openflow::experimenter::{BUNDLE_ATOMIC, BUNDLE_ORDERED, bundle_ctrl};
+use crate::openflow::message::BundleAdd;
+use crate::openflow::multipart::FlowStatsRequest;
+use crate::openflow::{BundleControl, Message, MultipartReply, MultipartRequest, PacketOut};
+
+/// Command-line switches that change what a command does.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub rundir: PathBuf,
+    pub strict: bool,
+    pub no_stats: bool,
+    pub names: bool,
+    pub bundle: bool,
+}
+
+/// What a successful command produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Print this and exit 0.
+    Done(String),
+    /// `diff-flows` found differences: print this and exit 2.
+    Differ(String),
+}
+
+/// The commands served over OpenFlow (the rest go to the management socket).
+pub const COMMANDS: &[&str] = &[
+    "show",
+    "dump-flows",
+    "dump-aggregate",
+    "add-flow",
+    "add-flows",
+    "mod-flows",
+    "del-flows",
+    "replace-flows",
+    "diff-flows",
+    "add-group",
+    "add-groups",
+    "mod-group",
+    "del-groups",
+    "dump-groups",
+    "dump-group-stats",
+    "dump-ports",
+    "dump-ports-desc",
+    "dump-tables",
+    "packet-out",
+    "monitor",
+];
+
+/// A command name this module serves.
+pub struct Command;
+
+impl Command {
+    pub fn is_openflow(name: &str) -> bool {
+        COMMANDS.contains(&name)
+    }
+}
+
+/// First xid of a change: ovs-ofctl spends 1..=5 on probes before its first flow-mod.
+const CHANGE_XID: u32 = 6;
+/// First xid of a dump.
+const DUMP_XID: u32 = 2;
+/// Bundle id used for `--bundle` (one bundle per connection at a time).
+const BUNDLE_ID: u32 = 0;
+
+fn usage(s: impl Into<String>) -> ClientError {
+    ClientError::Usage(s.into())
+}
+
+fn arg<'a>(args: &'a [String], i: usize, cmd: &str, what: &str) -> Result<&'a str, ClientError> {
+    args.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| usage(format!("'{cmd}' command requires {what}")))
+}
+
+fn read_file(path: &str) -> Result<String, ClientError> {
+    let r = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    r.map_err(|e| usage(format!("{path}: {e}")))
+}
+
+/// Meaningful lines of a flow or group file, with their 1-based numbers.
+fn file_lines(text_in: &str) -> impl Iterator<Item = (usize, &str)> {
+    text_in
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn parse_flows(
+    text_in: &str,
+    command: FlowModCommand,
+) -> Result<Vec<flowtable::FlowMod>, ClientError> {
+    file_lines(text_in)
+        .map(|(n, l)| text::parse_flow_mod(l, command).map_err(|e| usage(format!("line {n}: {e}"))))
+        .collect()
+}
+
+fn parse_one_flow(s: &str, command: FlowModCommand) -> Result<flowtable::FlowMod, ClientError> {
+    text::parse_flow_mod(s, command).map_err(|e| usage(e.to_string()))
+}
+
+fn wire(e: crate::openflow::OfError) -> ClientError {
+    usage(e.detail)
+}
+
+/// Runs `cmd` with `args` (the first is the switch).
+pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, ClientError> {
+    if cmd == "diff-flows" {
+        return diff_flows(args, opts);
+    }
+    let target = Target::parse(
+        arg(args, 0, cmd, "a switch (bridge, unix:PATH or tcp:IP:PORT)")?,
+        &opts.rundir,
+    )?;
+    let rest = &args[1..];
+    let out = match cmd {
+        "show" => show(&target)?,
+        "dump-flows" => dump_flows(&target, rest.first().map(String::as_str), opts)?,
+        "dump-aggregate" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let req = flow_stats_request(rest.first().map(String::as_str))?;
+            let (xid, parts) = c.multipart(MultipartRequest::Aggregate(req))?;
+            match parts.first() {
+                Some(MultipartReply::Aggregate(a)) => print::aggregate(a, xid),
+                _ => return Err(ClientError::Protocol("no aggregate reply".into())),
+            }
+        }
+        "add-flow" | "add-flows" | "mod-flows" | "del-flows" => {
+            let mods = match cmd {
+                "add-flow" => vec![parse_one_flow(
+                    arg(rest, 0, cmd, "a flow")?,
+                    FlowModCommand::Add,
+                )?],
+                "add-flows" => parse_flows(
+                    &read_file(arg(rest, 0, cmd, "a file")?)?,
+                    FlowModCommand::Add,
+                )?,
+                "mod-flows" => {
+                    let c = if opts.strict {
+                        FlowModCommand::ModifyStrict
+                    } else {
+                        FlowModCommand::Modify
+                    };
+                    vec![parse_one_flow(arg(rest, 0, cmd, "a flow")?, c)?]
+                }
+                _ => {
+                    let c = if opts.strict {
+                        FlowModCommand::DeleteStrict
+                    } else {
+                        FlowModCommand::Delete
+                    };
+                    vec![parse_one_flow(
+                        rest.first().map(String::as_str).unwrap_or(""),
+                        c,
+                    )?]
+                }
+            };
+            let msgs = mods
+                .iter()
+                .map(|m| convert::flow_mod_out(m).map(Message::FlowMod))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(wire)?;
+            send_changes(&target, msgs, opts.bundle)?;
+            String::new()
+        }
+        "replace-flows" => {
+            let want = parse_flows(
+                &read_file(arg(rest, 0, cmd, "a file")?)?,
+                FlowModCommand::Add,
+            )?;
+            replace_flows(&target, want, opts.bundle)?;
+            String::new()
+        }
+        "add-group" | "add-groups" | "mod-group" | "del-groups" => {
+            use flowtable::group::GroupModCommand as G;
+            let command = match cmd {
+                "mod-group" => G::Modify,
+                "del-groups" => G::Delete,
+                _ => G::Add,
+            };
+            let lines: Vec<String> = match cmd {
+                "add-groups" => file_lines(&read_file(arg(rest, 0, cmd, "a file")?)?)
+                    .map(|(_, l)| l.to_string())
+                    .collect(),
+                "del-groups" if rest.is_empty() => vec!["group_id=all".into()],
+                "del-groups" => rest.to_vec(),
+                _ => vec![arg(rest, 0, cmd, "a group")?.to_string()],
+            };
+            let msgs = lines
+                .iter()
+                .map(|l| {
+                    let gm = text::parse_group_mod(l, command).map_err(|e| usage(e.to_string()))?;
+                    convert::group_mod_out(&gm)
+                        .map(Message::GroupMod)
+                        .map_err(wire)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            send_changes(&target, msgs, opts.bundle)?;
+            String::new()
+        }
+        "dump-groups" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let only = group_filter(rest.first())?;
+            let (xid, parts) = c.multipart(MultipartRequest::GroupDesc)?;
+            let mut s = format!("OFPST_GROUP_DESC reply (OF1.3) (xid={xid:#x}):\n");
+            for part in parts {
+                let MultipartReply::GroupDesc(list) = part else {
+                    continue;
+                };
+                for gd in list
+                    .iter()
+                    .filter(|g| only.is_none_or(|id| id == g.group_id))
+                {
+                    let g = convert::group_desc_in(gd).map_err(wire)?;
+                    s.push(' ');
+                    s.push_str(text::print_group(&g).trim_start());
+                    s.push('\n');
+                }
+            }
+            s
+        }
+        "dump-group-stats" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(CHANGE_XID);
+            let group_id =
+                group_filter(rest.first())?.unwrap_or(crate::openflow::group::group_id::ALL);
+            let (xid, parts) = c.multipart(MultipartRequest::Group { group_id })?;
+            let list: Vec<_> = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    MultipartReply::Group(l) => l,
+                    _ => Vec::new(),
+                })
+                .collect();
+            print::group_stats(&list, xid)
+        }
+        "dump-ports" => {
+            let port_no = match rest.first() {
+                Some(p) => resolve_port(&target, p)?,
+                None => crate::openflow::action::port::ANY,
+            };
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let (xid, parts) = c.multipart(MultipartRequest::PortStats { port_no })?;
+            let list: Vec<_> = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    MultipartReply::PortStats(l) => l,
+                    _ => Vec::new(),
+                })
+                .collect();
+            print::port_stats(&list, xid)
+        }
+        "dump-ports-desc" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let (xid, ports) = port_desc(&mut c)?;
+            print::port_desc(&ports, xid)
+        }
+        "dump-tables" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let (xid, parts) = c.multipart(MultipartRequest::Table)?;
+            let list: Vec<_> = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    MultipartReply::Table(l) => l,
+                    _ => Vec::new(),
+                })
+                .collect();
+            print::table_stats(&list, xid)
+        }
+        "packet-out" => {
+            packet_out(&target, rest)?;
+            String::new()
+        }
+        "monitor" => {
+            return Err(usage(
+                "monitor: not supported: vswitchd sends no PACKET_IN or other asynchronous messages yet",
+            ));
+        }
+        other => return Err(usage(format!("unknown OpenFlow command '{other}'"))),
+    };
+    Ok(Outcome::Done(out))
+}
+
+fn group_filter(arg: Option<&String>) -> Result<Option<u32>, ClientError> {
+    let Some(a) = arg else { return Ok(None) };
+    let v = a.strip_prefix("group_id=").unwrap_or(a);
+    if v == "all" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| usage(format!("{a}: expected a group number")))
+}
+
+fn port_desc(c: &mut Conn) -> Result<(u32, Vec<crate::openflow::Port>), ClientError> {
+    let (xid, parts) = c.multipart(MultipartRequest::PortDesc)?;
+    let list = parts
+        .into_iter()
+        .flat_map(|p| match p {
+            MultipartReply::PortDesc(l) => l,
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((xid, list))
+}
+
+/// A port given as number, reserved name, or port name (looked up on a side connection).
+fn resolve_port(target: &Target, p: &str) -> Result<u32, ClientError> {
+    if let Ok(n) = p.parse() {
+        return Ok(n);
+    }
+    if let Some(port) = text::value::parse_port(p) {
+        return Ok(port.0);
+    }
+    let mut c = Conn::open(target)?;
+    let (_, ports) = port_desc(&mut c)?;
+    ports
+        .iter()
+        .find(|x| x.name.text() == p)
+        .map(|x| x.port_no)
+        .ok_or_else(|| usage(format!("{p}: port not found on the switch")))
+}
+
+fn show(target: &Target) -> Result<String, ClientError> {
+    let mut c = Conn::open(target)?;
+    c.set_next_xid(DUMP_XID);
+    let mut s = String::new();
+    let r = c.request(&Message::FeaturesRequest)?;
+    match r.msg {
+        Message::FeaturesReply(f) => s.push_str(&print::features(&f, r.header.xid)),
+        _ => return Err(ClientError::Protocol("expected FEATURES_REPLY".into())),
+    }
+    let (xid, ports) = port_desc(&mut c)?;
+    s.push_str(&print::port_desc(&ports, xid));
+    // ovs-ofctl spends xid 4 on a SET_CONFIG it does not wait for; skip it to match.
+    c.alloc_xid();
+    let r = c.request(&Message::GetConfigRequest)?;
+    if let Message::GetConfigReply(cfg) = r.msg {
+        s.push_str(&print::config(&cfg, r.header.xid));
+    }
+    Ok(s)
+}
+
+fn flow_stats_request(filter: Option<&str>) -> Result<FlowStatsRequest, ClientError> {
+    let mut req = FlowStatsRequest::default();
+    if let Some(f) = filter.filter(|f| !f.trim().is_empty()) {
+        let fm = parse_one_flow(f, FlowModCommand::Delete)?;
+        req.table_id = fm.table_id;
+        req.cookie = fm.cookie;
+        req.cookie_mask = fm.cookie_mask;
+        req.out_port = fm.out_port.0;
+        req.out_group = fm.out_group;
+        req.match_ = crate::openflow::Match::from_flow(&fm.match_.value, &fm.match_.mask);
+    }
+    Ok(req)
+}
+
+/// All flows the switch has that `filter` selects, as table entries.
+fn fetch_flows(c: &mut Conn, filter: Option<&str>) -> Result<(u32, Vec<FlowEntry>), ClientError> {
+    let req = flow_stats_request(filter)?;
+    let (xid, parts) = c.multipart(MultipartRequest::Flow(req))?;
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for p in parts {
+        if let MultipartReply::Flow(list) = p {
+            for fs in &list {
+                out.push(convert::flow_stats_in(fs, now).map_err(wire)?);
+            }
+        }
+    }
+    Ok((xid, out))
+}
+
+fn dump_flows(
+    target: &Target,
+    filter: Option<&str>,
+    opts: &Options,
+) -> Result<String, ClientError> {
+    let names: HashMap<u32, String> = if opts.names {
+        let mut c = Conn::open(target)?;
+        let (_, ports) = port_desc(&mut c)?;
+        ports
+            .into_iter()
+            .map(|p| (p.port_no, p.name.text()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut c = Conn::open(target)?;
+    c.set_next_xid(DUMP_XID);
+    let (xid, flows) = fetch_flows(&mut c, filter)?;
+    let lookup = |p: OfPort| names.get(&p.0).cloned();
+    let now = Instant::now();
+    let popts = PrintOpts {
+        stats: !opts.no_stats,
+        now: Some(now),
+        port_names: if opts.names { Some(&lookup) } else { None },
+        ..PrintOpts::default()
+    };
+    let mut s = String::new();
+    if !opts.no_stats {
+        s.push_str(&format!("OFPST_FLOW reply (OF1.3) (xid={xid:#x}):\n"));
+    }
+    for e in &flows {
+        s.push_str(&text::print_flow(e, &popts));
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+/// Sends flow/group changes (in an atomic ONF bundle when `bundle`); every OFPT_ERROR the
+/// switch answers is rendered into [`ClientError::Refused`].
+fn send_changes(target: &Target, msgs: Vec<Message>, bundle: bool) -> Result<(), ClientError> {
+    let mut c = Conn::open(target)?;
+    c.set_next_xid(CHANGE_XID);
+    let numbered: Vec<(Message, u32)> = msgs
+        .into_iter()
+        .map(|m| {
+            let x = c.alloc_xid();
+            (m, x)
+        })
+        .collect();
+    if bundle {
+        return bundle_changes(&mut c, numbered);
+    }
+    let replies = c.transact(&numbered)?;
+    refusals(&replies, &numbered, None)
+}
+
+fn refusals(
+    replies: &[Received],
+    sent: &[(Message, u32)],
+    extra: Option<(&Message, u32)>,
+) -> Result<(), ClientError> {
+    let by_xid: HashMap<u32, &Message> = sent
+        .iter()
+        .map(|(m, x)| (*x, m))
+        .chain(extra.map(|(m, x)| (x, m)))
+        .collect();
+    let mut text_out = String::new();
+    for r in replies {
+        if let Message::Error(e) = &r.msg {
+            text_out.push_str(&errors::format_error(
+                e,
+                r.header.xid,
+                by_xid.get(&r.header.xid).copied(),
+            ));
+        }
+    }
+    if text_out.is_empty() {
+        Ok(())
+    } else {
+        Err(ClientError::Refused(text_out))
+    }
+}
+
+fn bundle_changes(c: &mut Conn, numbered: Vec<(Message, u32)>) -> Result<(), ClientError> {
+    let flags = BUNDLE_ATOMIC | BUNDLE_ORDERED;
+    let control = |ctrl_type| {
+        Message::BundleControl(BundleControl {
+            bundle_id: BUNDLE_ID,
+            ctrl_type,
+            flags,
+            properties: Vec::new(),
+        })
+    };
+    let open = control(bundle_ctrl::OPEN_REQUEST);
+    c.request(&open)?;
+    let adds: Vec<(Message, u32)> = numbered
+        .iter()
+        .map(|(m, x)| {
+            (
+                Message::BundleAdd(BundleAdd {
+                    bundle_id: BUNDLE_ID,
+                    flags,
+                    inner_xid: *x,
+                    inner: Box::new(m.clone()),
+                }),
+                *x,
+            )
+        })
+        .collect();
+    let replies = c.transact(&adds)?;
+    if let Err(e) = refusals(&replies, &numbered, None) {
+        let discard = control(bundle_ctrl::DISCARD_REQUEST);
+        let _ = c.request(&discard);
+        return Err(e);
+    }
+    let commit = control(bundle_ctrl::COMMIT_REQUEST);
+    let commit_xid = c.alloc_xid();
+    let replies = c.transact(&[(commit.clone(), commit_xid)])?;
+    refusals(&replies, &numbered, Some((&commit, commit_xid)))
+}
+
+/// `replace-flows`: dumps the switch, then deletes (strictly) what the file lacks and adds
+/// what is new or different, as ovs-ofctl does (unchanged flows keep their counters).
+fn replace_flows(
+    target: &Target,
+    want: Vec<flowtable::FlowMod>,
+    bundle: bool,
+) -> Result<(), ClientError> {
+    let have = {
+        let mut c = Conn::open(target)?;
+        c.set_next_xid(DUMP_XID);
+        fetch_flows(&mut c, None)?.1
+    };
+    let now = Instant::now();
+    let want: Vec<FlowEntry> = want.iter().map(|fm| FlowEntry::from_mod(fm, now)).collect();
+    let diff = FlowDiff::new(&have, &want);
+    let mut msgs = Vec::new();
+    for (key, (old, new)) in &diff.entries {
+        match (old, new) {
+            (Some(_), None) => {
+                let fm = flowtable::FlowMod {
+                    command: FlowModCommand::DeleteStrict,
+                    table_id: key.0,
+                    priority: key.1,
+                    match_: key.2,
+                    ..flowtable::FlowMod::default()
+                };
+                msgs.push(Message::FlowMod(convert::flow_mod_out(&fm).map_err(wire)?));
+            }
+            (old, Some(n)) if old.as_ref().map(|o| &o.version) != Some(&n.version) => {
+                let fm = flowtable::FlowMod {
+                    command: FlowModCommand::Add,
+                    table_id: n.entry.table_id,
+                    cookie: n.entry.cookie,
+                    priority: n.entry.priority,
+                    idle_timeout: n.entry.idle_timeout,
+                    hard_timeout: n.entry.hard_timeout,
+                    flags: n.entry.flags,
+                    match_: n.entry.match_,
+                    instructions: (*n.entry.instructions).clone(),
+                    ..flowtable::FlowMod::default()
+                };
+                msgs.push(Message::FlowMod(convert::flow_mod_out(&fm).map_err(wire)?));
+            }
+            _ => {}
+        }
+    }
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    send_changes(target, msgs, bundle)
+}
+
+type FlowKey = (u8, u16, flowtable::Match);
+
+/// One side of a diff: the entry and what decides "different" (cookie, timeouts, actions).
+struct Side {
+    entry: FlowEntry,
+    version: (u64, u16, u16, String),
+}
+
+/// The two sides' versions of one flow (either may be missing).
+type Pair = (Option<Side>, Option<Side>);
+
+/// Two flow sets keyed by (table, priority, match), in first-seen order.
+struct FlowDiff {
+    entries: Vec<(FlowKey, Pair)>,
+}
+
+impl FlowDiff {
+    fn new(a: &[FlowEntry], b: &[FlowEntry]) -> FlowDiff {
+        let mut index: HashMap<FlowKey, usize> = HashMap::new();
+        let mut entries: Vec<(FlowKey, Pair)> = Vec::new();
+        for (which, list) in [(0, a), (1, b)] {
+            for e in list {
+                let key = (e.table_id, e.priority, e.match_);
+                let side = Side {
+                    entry: e.clone(),
+                    version: (
+                        e.cookie,
+                        e.idle_timeout,
+                        e.hard_timeout,
+                        text::print_instructions(&e.instructions),
+                    ),
+                };
+                let i = *index.entry(key).or_insert_with(|| {
+                    entries.push((key, (None, None)));
+                    entries.len() - 1
+                });
+                if which == 0 {
+                    entries[i].1.0 = Some(side);
+                } else {
+                    entries[i].1.1 = Some(side);
+                }
+            }
+        }
+        FlowDiff { entries }
+    }
+}
+
+/// A flow as diff-flows prints it: `[table=N ]MATCH[ cookie=..][ idle_timeout=..] actions=..`.
+fn diff_line(e: &FlowEntry) -> String {
+    let mut bare = e.clone();
+    bare.table_id = 0;
+    bare.cookie = 0;
+    bare.idle_timeout = 0;
+    bare.hard_timeout = 0;
+    bare.flags = flowtable::flow::FlowFlags(0);
+    let printed = text::print_flow(&bare, &PrintOpts::default());
+    let printed = printed.strip_prefix(' ').unwrap_or(&printed);
+    let (m, actions) = match printed.find("actions=") {
+        Some(i) => (printed[..i].trim_end(), &printed[i..]),
+        None => ("", printed),
+    };
+    let mut s = String::new();
+    if e.table_id != 0 {
+        s.push_str(&format!("table={} ", e.table_id));
+    }
+    s.push_str(m);
+    if e.cookie != 0 {
+        s.push_str(&format!(" cookie={:#x}", e.cookie));
+    }
+    if e.idle_timeout != 0 {
+        s.push_str(&format!(" idle_timeout={}", e.idle_timeout));
+    }
+    if e.hard_timeout != 0 {
+        s.push_str(&format!(" hard_timeout={}", e.hard_timeout));
+    }
+    s.push(' ');
+    s.push_str(actions);
+    s
+}
+
+/// A diff-flows source: an existing file, else a switch.
+fn flows_of(source: &str, opts: &Options) -> Result<Vec<FlowEntry>, ClientError> {
+    if std::path::Path::new(source).is_file() || source == "-" {
+        let now = Instant::now();
+        return Ok(parse_flows(&read_file(source)?, FlowModCommand::Add)?
+            .iter()
+            .map(|fm| FlowEntry::from_mod(fm, now))
+            .collect());
+    }
+    let target = Target::parse(source, &opts.rundir)?;
+    let mut c = Conn::open(&target)?;
+    c.set_next_xid(DUMP_XID);
+    Ok(fetch_flows(&mut c, None)?.1)
+}
+
+fn diff_flows(args: &[String], opts: &Options) -> Result<Outcome, ClientError> {
+    let a = flows_of(arg(args, 0, "diff-flows", "two sources")?, opts)?;
+    let b = flows_of(arg(args, 1, "diff-flows", "two sources")?, opts)?;
+    let diff = FlowDiff::new(&a, &b);
+    let mut s = String::new();
+    for (_, (old, new)) in &diff.entries {
+        if old.as_ref().map(|o| &o.version) == new.as_ref().map(|n| &n.version) {
+            continue;
+        }
+        if let Some(o) = old {
+            s.push_str(&format!("-{}\n", diff_line(&o.entry)));
+        }
+        if let Some(n) = new {
+            s.push_str(&format!("+{}\n", diff_line(&n.entry)));
+        }
+    }
+    Ok(if s.is_empty() {
+        Outcome::Done(s)
+    } else {
+        Outcome::Differ(s)
+    })
+}
+
+/// `packet-out SWITCH IN_PORT ACTIONS PACKET...` (hex frames).
+fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
+    let in_port = arg(rest, 0, "packet-out", "IN_PORT ACTIONS PACKET")?;
+    let actions = arg(rest, 1, "packet-out", "IN_PORT ACTIONS PACKET")?;
+    if rest.len() < 3 {
+        return Err(usage(
+            "'packet-out' command requires IN_PORT ACTIONS PACKET",
+        ));
+    }
+    let in_port = match in_port.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => text::value::parse_port(in_port)
+            .map(|p| p.0)
+            .ok_or_else(|| usage(format!("{in_port}: bad in_port")))?,
+    };
+    let ins =
+        text::parse_actions(actions, &flowtable::Match::any()).map_err(|e| usage(e.to_string()))?;
+    let wire_actions = convert::actions_out(&ins.apply).map_err(wire)?;
+    let mut msgs = Vec::new();
+    for hex in &rest[2..] {
+        let data = text::value::parse_hex_bytes(hex)
+            .ok_or_else(|| usage(format!("{hex}: expected the packet in hex")))?;
+        msgs.push(Message::PacketOut(PacketOut {
+            buffer_id: crate::openflow::flow::NO_BUFFER,
+            in_port,
+            actions: wire_actions.clone(),
+            data,
+        }));
+    }
+    send_changes(target, msgs, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(s: &str) -> FlowEntry {
+        FlowEntry::from_mod(&text::parse_flow(s).unwrap(), Instant::now())
+    }
+
+    #[test]
+    fn diff_lines_read_like_ovs() {
+        assert_eq!(
+            diff_line(&entry("priority=0,actions=NORMAL")),
+            "priority=0 actions=NORMAL"
+        );
+        assert_eq!(
+            diff_line(&entry(
+                "table=1,cookie=0x5,idle_timeout=9,priority=7,tcp,tp_dst=80,actions=drop"
+            )),
+            "table=1 priority=7,tcp,tp_dst=80 cookie=0x5 idle_timeout=9 actions=drop"
+        );
+    }
+
+    #[test]
+    fn diff_pairs_by_table_priority_and_match() {
+        let a = vec![
+            entry("priority=1,ip,actions=drop"),
+            entry("priority=2,arp,actions=NORMAL"),
+        ];
+        let b = vec![
+            entry("priority=1,ip,actions=output:1"),
+            entry("priority=2,arp,actions=NORMAL"),
+        ];
+        let d = FlowDiff::new(&a, &b);
+        let changed: Vec<_> = d
+            .entries
+            .iter()
+            .filter(|(_, (o, n))| o.as_ref().map(|x| &x.version) != n.as_ref().map(|x| &x.version))
+            .collect();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].0.1, 1);
+    }
+
+    #[test]
+    fn targets_resolve_like_ovs_ofctl() {
+        let r = std::path::Path::new("/run/x");
+        assert_eq!(
+            Target::parse("br0", r).unwrap(),
+            Target::Unix("/run/x/br0.mgmt".into())
+        );
+        assert_eq!(
+            Target::parse("unix:/a/b", r).unwrap(),
+            Target::Unix("/a/b".into())
+        );
+        assert_eq!(
+            Target::parse("tcp:127.0.0.1:6653", r).unwrap(),
+            Target::Tcp("127.0.0.1:6653".parse().unwrap())
+        );
+        assert!(Target::parse("tcp:nope", r).is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! Replies rendered as `ovs-ofctl -O OpenFlow13` renders them (headers included).
+
+use std::fmt::Write as _;
+
+use crate::openflow::action::port as ofpp;
+use crate::openflow::switch::{capabilities as cap, port_config, port_state};
+use crate::openflow::{
+    AggregateStats, FeaturesReply, GroupStats, Port, PortStats, SwitchConfig, TableStats,
+};
+
+/// A port number as ovs prints it (`LOCAL`, `CONTROLLER`, ..., or the number).
+pub fn port_name(p: u32) -> String {
+    match p {
+        ofpp::LOCAL => "LOCAL".into(),
+        ofpp::CONTROLLER => "CONTROLLER".into(),
+        ofpp::IN_PORT => "IN_PORT".into(),
+        ofpp::TABLE => "TABLE".into(),
+        ofpp::NORMAL => "NORMAL".into(),
+        ofpp::FLOOD => "FLOOD".into(),
+        ofpp::ALL => "ALL".into(),
+        ofpp::ANY => "ANY".into(),
+        n => n.to_string(),
+    }
+}
+
+pub fn features(f: &FeaturesReply, xid: u32) -> String {
+    let mut s = format!(
+        "OFPT_FEATURES_REPLY (OF1.3) (xid={xid:#x}): dpid:{:016x}\nn_tables:{}, n_buffers:{}\ncapabilities:",
+        f.datapath_id, f.n_tables, f.n_buffers
+    );
+    for (bit, name) in [
+        (cap::FLOW_STATS, "FLOW_STATS"),
+        (cap::TABLE_STATS, "TABLE_STATS"),
+        (cap::PORT_STATS, "PORT_STATS"),
+        (cap::GROUP_STATS, "GROUP_STATS"),
+        (cap::IP_REASM, "IP_REASM"),
+        (cap::QUEUE_STATS, "QUEUE_STATS"),
+        (cap::PORT_BLOCKED, "PORT_BLOCKED"),
+    ] {
+        if f.capabilities & bit != 0 {
+            s.push(' ');
+            s.push_str(name);
+        }
+    }
+    s.push('\n');
+    s
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+fn bits(v: u32, names: &[(u32, &str)]) -> String {
+    if v == 0 {
+        return "0".into();
+    }
+    let parts: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| v & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    parts.join(" ")
+}
+
+/// `OFPST_PORT_DESC reply`, or the port list inside `show`.
+pub fn port_desc(ports: &[Port], xid: u32) -> String {
+    let mut s = format!("OFPST_PORT_DESC reply (OF1.3) (xid={xid:#x}):\n");
+    for p in ports {
+        let _ = writeln!(
+            s,
+            " {}({}): addr:{}",
+            port_name(p.port_no),
+            p.name.text(),
+            mac(&p.hw_addr)
+        );
+        let config = bits(
+            p.config,
+            &[
+                (port_config::PORT_DOWN, "PORT_DOWN"),
+                (port_config::NO_RECV, "NO_RECV"),
+                (port_config::NO_FWD, "NO_FWD"),
+                (port_config::NO_PACKET_IN, "NO_PACKET_IN"),
+            ],
+        );
+        let state = bits(
+            p.state,
+            &[
+                (port_state::LINK_DOWN, "LINK_DOWN"),
+                (port_state::BLOCKED, "BLOCKED"),
+                (port_state::LIVE, "LIVE"),
+            ],
+        );
+        let _ = writeln!(s, "     config:     {config}");
+        let _ = writeln!(s, "     state:      {state}");
+        let _ = writeln!(
+            s,
+            "     speed: {} Mbps now, {} Mbps max",
+            p.curr_speed / 1000,
+            p.max_speed / 1000
+        );
+    }
+    s
+}
+
+pub fn config(c: &SwitchConfig, xid: u32) -> String {
+    let frags = match c.flags & 3 {
+        0 => "normal",
+        1 => "drop",
+        2 => "reassemble",
+        _ => "nx-match",
+    };
+    format!(
+        "OFPT_GET_CONFIG_REPLY (OF1.3) (xid={xid:#x}): frags={frags} miss_send_len={}\n",
+        c.miss_send_len
+    )
+}
+
+fn counter(v: u64) -> String {
+    if v == PortStats::UNAVAILABLE {
+        "?".into()
+    } else {
+        v.to_string()
+    }
+}
+
+pub fn port_stats(list: &[PortStats], xid: u32) -> String {
+    let mut s = format!(
+        "OFPST_PORT reply (OF1.3) (xid={xid:#x}): {} ports\n",
+        list.len()
+    );
+    for p in list {
+        let _ = writeln!(
+            s,
+            "  port {:>2}: rx pkts={}, bytes={}, drop={}, errs={}, frame={}, over={}, crc={}",
+            port_name(p.port_no),
+            counter(p.rx_packets),
+            counter(p.rx_bytes),
+            counter(p.rx_dropped),
+            counter(p.rx_errors),
+            counter(p.rx_frame_err),
+            counter(p.rx_over_err),
+            counter(p.rx_crc_err)
+        );
+        let _ = writeln!(
+            s,
+            "           tx pkts={}, bytes={}, drop={}, errs={}, coll={}",
+            counter(p.tx_packets),
+            counter(p.tx_bytes),
+            counter(p.tx_dropped),
+            counter(p.tx_errors),
+            counter(p.collisions)
+        );
+        let _ = writeln!(
+            s,
+            "           duration={}.{:03}s",
+            p.duration_sec,
+            p.duration_nsec / 1_000_000
+        );
+    }
+    s
+}
+
+/// `OFPST_TABLE reply`: runs of tables equal to the one before collapse into "ditto".
+pub fn table_stats(list: &[TableStats], xid: u32) -> String {
+    let mut s = format!("OFPST_TABLE reply (OF1.3) (xid={xid:#x}):\n");
+    let same = |a: &TableStats, b: &TableStats| {
+        (a.active_count, a.lookup_count, a.matched_count)
+            == (b.active_count, b.lookup_count, b.matched_count)
+    };
+    let mut i = 0;
+    while i < list.len() {
+        let t = &list[i];
+        if i > 0 && same(t, &list[i - 1]) {
+            let mut j = i;
+            while j + 1 < list.len() && same(&list[j + 1], t) {
+                j += 1;
+            }
+            if j == i {
+                let _ = writeln!(s, "  table {}: ditto", t.table_id);
+            } else {
+                let _ = writeln!(s, "  tables {}...{}: ditto", t.table_id, list[j].table_id);
+            }
+            i = j + 1;
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  table {}:\n    active={}, lookup={}, matched={}\n",
+            t.table_id, t.active_count, t.lookup_count, t.matched_count
+        );
+        i += 1;
+    }
+    s
+}
+
+pub fn aggregate(a: &AggregateStats, xid: u32) -> String {
+    format!(
+        "OFPST_AGGREGATE reply (OF1.3) (xid={xid:#x}): packet_count={} byte_count={} flow_count={}\n",
+        a.packet_count, a.byte_count, a.flow_count
+    )
+}
+
+pub fn group_stats(list: &[GroupStats], xid: u32) -> String {
+    let mut s = format!("OFPST_GROUP reply (OF1.3) (xid={xid:#x}):\n");
+    for g in list {
+        let _ = write!(
+            s,
+            " group_id={},duration={}.{:03}s,ref_count={},packet_count={},byte_count={}",
+            g.group_id,
+            g.duration_sec,
+            g.duration_nsec / 1_000_000,
+            g.ref_count,
+            g.packet_count,
+            g.byte_count
+        );
+        for (i, (p, b)) in g.buckets.iter().enumerate() {
+            let _ = write!(s, ",bucket{i}:packet_count={p},byte_count={b}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_collapse_into_ditto_like_ovs() {
+        let t = |id, active| TableStats {
+            table_id: id,
+            active_count: active,
+            lookup_count: 0,
+            matched_count: 0,
+        };
+        let list = vec![
+            t(0, 7),
+            t(1, 3),
+            t(2, 0),
+            t(3, 0),
+            t(4, 0),
+            t(5, 1),
+            t(6, 1),
+        ];
+        assert_eq!(
+            table_stats(&list, 2),
+            "OFPST_TABLE reply (OF1.3) (xid=0x2):\n  table 0:\n    active=7, lookup=0, matched=0\n\n  table 1:\n    active=3, lookup=0, matched=0\n\n  table 2:\n    active=0, lookup=0, matched=0\n\n  tables 3...4: ditto\n  table 5:\n    active=1, lookup=0, matched=0\n\n  table 6: ditto\n"
+        );
+    }
+
+    #[test]
+    fn port_stats_print_unavailable_as_question_mark() {
+        let p = PortStats {
+            port_no: ofpp::LOCAL,
+            rx_dropped: PortStats::UNAVAILABLE,
+            duration_sec: 99,
+            duration_nsec: 704_000_000,
+            ..PortStats::default()
+        };
+        let s = port_stats(&[p], 2);
+        assert!(s.starts_with("OFPST_PORT reply (OF1.3) (xid=0x2): 1 ports\n  port LOCAL: rx pkts=0, bytes=0, drop=?, errs=0,"), "{s}");
+        assert!(s.ends_with("           duration=99.704s\n"), "{s}");
+    }
+}
