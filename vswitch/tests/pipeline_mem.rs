@@ -309,3 +309,71 @@ fn removing_a_select_bucket_moves_only_its_own_flows() {
     );
     assert!(after.iter().all(|p| *p != 5), "removed bucket still used");
 }
+
+fn cache_counter(b: &Bench, name: &str) -> u64 {
+    let text = b
+        .switch
+        .command(&["dump-drops".into(), "br0".into()])
+        .unwrap();
+    let line = text.lines().find(|l| l.starts_with("caches:")).unwrap();
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
+    let mut b = Bench::new(3);
+    b.flows("priority=10,in_port=1,actions=output:2");
+    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1, 2)
+        .build();
+    b.send(1, &f);
+    assert_eq!(b.received(2).len(), 1);
+    let misses = cache_counter(&b, "misses");
+    // An unrelated flow: the cached walk is still right and must survive.
+    b.switch
+        .command(&[
+            "add-flow".into(),
+            "br0".into(),
+            "priority=10,in_port=3,actions=output:1".into(),
+        ])
+        .unwrap();
+    b.send(1, &f);
+    assert_eq!(b.received(2).len(), 1);
+    assert_eq!(
+        cache_counter(&b, "misses"),
+        misses,
+        "megaflow was flushed, not revalidated"
+    );
+    // A change of the flow's actions: the cached entry must not survive it.
+    b.switch
+        .command(&[
+            "mod-flows".into(),
+            "br0".into(),
+            "in_port=1,actions=output:3".into(),
+        ])
+        .unwrap();
+    b.send(1, &f);
+    assert!(
+        b.received(2).is_empty(),
+        "stale megaflow used after mod-flows"
+    );
+    assert_eq!(b.received(3).len(), 1);
+    // A new higher-priority flow that overrides the walk for this packet.
+    b.switch
+        .command(&[
+            "add-flow".into(),
+            "br0".into(),
+            "priority=20,udp,actions=drop".into(),
+        ])
+        .unwrap();
+    b.send(1, &f);
+    assert!(
+        b.received(3).is_empty(),
+        "megaflow survived a shadowing flow"
+    );
+}

@@ -141,6 +141,25 @@ impl<T> MegaflowCache<T> {
         self.len = 0;
     }
 
+    /// Re-checks every entry: `check(mask, value)` returns the entry to keep (possibly a fresh
+    /// one) or `None` to drop it.
+    pub fn revalidate(&mut self, mut check: impl FnMut(&FlowKey, &Arc<T>) -> Option<Arc<T>>) {
+        let mut len = 0;
+        for g in &mut self.groups {
+            let mask = g.mask;
+            g.entries.retain(|_, v| match check(&mask, v) {
+                Some(fresh) => {
+                    *v = fresh;
+                    true
+                }
+                None => false,
+            });
+            len += g.entries.len();
+        }
+        self.groups.retain(|g| !g.entries.is_empty());
+        self.len = len;
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -147,13 +147,34 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
     run_packet(&mut ctx, &mut pkt, key, 0);
 }
 
-/// Drops cached walks computed under an older pipeline.
+/// Above this many megaflows a pipeline change flushes instead of re-checking each one: the
+/// re-check runs on the datapath thread and must stay short.
+const REVALIDATE_MAX: usize = 4096;
+
+/// Brings the caches in line with a new pipeline version: every megaflow is re-translated from
+/// the key that created it and kept only if the new walk gives the same actions under a mask
+/// no wider than the cached one (so it is still right for every packet it covers). The EMC is
+/// cleared; it refills from the megaflows.
 fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
-    if b.cache_version != pipeline.version {
-        b.emc.clear();
-        b.megaflows.clear();
-        b.cache_version = pipeline.version;
+    if b.cache_version == pipeline.version {
+        return;
     }
+    b.emc.clear();
+    b.cache_version = pipeline.version;
+    if b.megaflows.len() > REVALIDATE_MAX {
+        b.megaflows.clear();
+        return;
+    }
+    b.megaflows.revalidate(|mask, old| {
+        let table = old.origin.recirc_id.saturating_sub(1) as u8;
+        let (fresh, wc) = Xlate::new(pipeline, &old.origin, None).run(table);
+        let covered = wc
+            .words()
+            .iter()
+            .zip(mask.words())
+            .all(|(w, m)| w & !m == 0);
+        (covered && fresh.actions == old.actions).then(|| Arc::new(fresh))
+    });
 }
 
 fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usize) {

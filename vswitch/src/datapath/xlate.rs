@@ -32,6 +32,8 @@ pub struct CachedFlow {
     /// The working key at a `ct(table=..)` (registers, metadata, tunnel fields to carry over).
     pub recirc_meta: FlowKey,
     pub version: u64,
+    /// The key the walk started from, so a pipeline change can re-run it (revalidation).
+    pub origin: FlowKey,
 }
 
 /// Metadata words (in_port .. tun_dst) are matched exactly in every megaflow: they are not
@@ -47,6 +49,7 @@ pub struct Xlate<'a> {
     depth: usize,
     stopped: bool,
     recirc_meta: FlowKey,
+    origin: FlowKey,
     trace: Option<&'a mut String>,
 }
 
@@ -64,6 +67,7 @@ impl<'a> Xlate<'a> {
             depth: 0,
             stopped: false,
             recirc_meta: *key,
+            origin: *key,
             trace,
         }
     }
@@ -80,6 +84,7 @@ impl<'a> Xlate<'a> {
                 rules: self.rules,
                 recirc_meta: self.recirc_meta,
                 version: self.pipeline.version,
+                origin: self.origin,
             },
             self.wc,
         )
