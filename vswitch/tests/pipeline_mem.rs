@@ -377,3 +377,22 @@ fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
         "megaflow survived a shadowing flow"
     );
 }
+
+#[test]
+fn truncated_headers_are_dropped_and_counted() {
+    let mut b = Bench::new(2);
+    let good = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .tcp(1, 2, 0x02)
+        .build();
+    // IPv4 header cut in the middle, and a TCP header cut short.
+    b.send(1, &good[..14 + 10]);
+    b.send(1, &good[..14 + 20 + 8]);
+    // A runt.
+    b.send(1, &good[..10]);
+    assert!(b.received(2).is_empty(), "a malformed frame was forwarded");
+    assert_eq!(b.drops("malformed"), 2);
+    assert_eq!(b.drops("runt"), 1);
+    b.send(1, &good);
+    assert_eq!(b.received(2).len(), 1, "well-formed traffic still flows");
+}

@@ -187,9 +187,18 @@ fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usiz
         super::csum::complete_l4(pkt.data_mut(), &parsed);
     }
     let mut parsed = encap::extract(pkt.data(), &mut key);
-    if parsed.error == Some(encap::ParseError::Runt) {
-        ctx.bridge.drops.add(DropReason::Runt, 1);
-        return;
+    match parsed.error {
+        None => {}
+        Some(encap::ParseError::Runt) => {
+            ctx.bridge.drops.add(DropReason::Runt, 1);
+            return;
+        }
+        // A header that lies about its length would make every later stage guess; the frame
+        // is dropped and counted rather than forwarded half-understood.
+        Some(_) => {
+            ctx.bridge.drops.add(DropReason::Malformed, 1);
+            return;
+        }
     }
     let flow = lookup(ctx, &key);
     let len = pkt.len() as u64;
