@@ -161,7 +161,12 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                     } else {
                         FlowModCommand::Modify
                     };
-                    vec![parse_one_flow(arg(rest, 0, cmd, "a flow")?, c)?]
+                    let mut fm = parse_one_flow(arg(rest, 0, cmd, "a flow")?, c)?;
+                    // OpenFlow 1.3 has no "all tables" modify: ovs-ofctl sends table 0.
+                    if fm.table_id == flowtable::flow::TABLE_ALL {
+                        fm.table_id = 0;
+                    }
+                    vec![fm]
                 }
                 _ => {
                     let c = if opts.strict {

@@ -1,0 +1,435 @@
+//! `vswitchctl` as an OpenFlow 1.3 client, checked against the real `ovs-ofctl -O OpenFlow13`
+//! on the same switch: what one writes the other reads back identically, both print the same
+//! text, and errors read the same. No root needed (bridges without ports).
+//!
+//! Without ovs-ofctl the tests print a skip message, unless CI=true (then they fail).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
+
+fn have_ofctl() -> bool {
+    if Path::new(OVS_OFCTL).exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{OVS_OFCTL} is missing and CI=true: install openvswitch-common");
+    }
+    eprintln!("SKIP: {OVS_OFCTL} not installed (apt-get install openvswitch-common)");
+    false
+}
+
+/// A running vswitchd with bridge br0 (and optionally a loopback TCP OpenFlow listener).
+struct Daemon {
+    child: Child,
+    rundir: PathBuf,
+    tcp_port: Option<u16>,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Daemon {
+    fn start(with_tcp: bool) -> Daemon {
+        let rundir = std::env::temp_dir().join(format!(
+            "cli-ofctl-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ rand_tag()
+        ));
+        std::fs::create_dir_all(&rundir).unwrap();
+        let tcp_port = with_tcp.then(free_port);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vswitchd"));
+        cmd.arg("--rundir")
+            .arg(&rundir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(p) = tcp_port {
+            cmd.env("VSWITCH_OF_TCP", format!("br0@127.0.0.1:{p}"));
+        }
+        let child = cmd.spawn().expect("starting vswitchd");
+        let d = Daemon {
+            child,
+            rundir,
+            tcp_port,
+        };
+        wait_for(&d.rundir.join("vswitchd.ctl"));
+        let out = d.ctl(&["add-br", "br0"]);
+        assert!(out.status.success(), "add-br: {}", stderr(&out));
+        wait_for(&d.rundir.join("br0.mgmt"));
+        d
+    }
+
+    fn unix_target(&self) -> String {
+        format!("unix:{}", self.rundir.join("br0.mgmt").display())
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+            .arg("--rundir")
+            .arg(&self.rundir)
+            .args(args)
+            .output()
+            .expect("running vswitchctl")
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "vswitchctl {args:?} failed: {}",
+            stderr(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `ovs-ofctl -O OpenFlow13 [opts] CMD unix:<br0.mgmt> ARGS...`.
+    fn ofctl(&self, opts: &[&str], cmd: &str, args: &[&str]) -> Output {
+        Command::new(OVS_OFCTL)
+            .args(["-O", "OpenFlow13", "--timeout=10"])
+            .args(opts)
+            .arg(cmd)
+            .arg(self.unix_target())
+            .args(args)
+            .output()
+            .expect("running ovs-ofctl")
+    }
+
+    fn ofctl_ok(&self, opts: &[&str], cmd: &str, args: &[&str]) -> String {
+        let out = self.ofctl(opts, cmd, args);
+        assert!(
+            out.status.success(),
+            "ovs-ofctl {cmd} {args:?} failed: {}",
+            stderr(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.rundir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.rundir);
+    }
+}
+
+fn rand_tag() -> u128 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8) as u128
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Durations masked: two dumps a few ms apart differ only there.
+fn mask_durations(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            l.split([',', ' '])
+                .map(|w| {
+                    if w.starts_with("duration=") {
+                        "duration=T"
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("_")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const FLOWS: &str = "# a mixed flow set\n\
+    priority=100,in_port=1,dl_src=00:00:00:00:00:01,actions=output:2\n\
+    priority=900,tcp,nw_dst=10.96.0.10,tp_dst=80,actions=ct(commit,table=1,zone=1,nat(dst=10.0.0.5:8080))\n\
+    priority=600,dl_vlan=100,actions=pop_vlan,resubmit(,2)\n\
+    table=1,priority=100,ct_state=+new+trk,ip,actions=ct(commit,zone=1,nat(src=10.0.0.1:1000-2000)),output:2\n\
+    table=2,priority=10,reg0=0x1,metadata=0x5/0xff,actions=group:1\n\
+    table=2,cookie=0x1234,idle_timeout=300,priority=5,ip,actions=set_field:00:00:00:00:00:aa->eth_src,dec_ttl,output:3\n\
+    table=2,priority=4,in_port=2,actions=push_vlan:0x8100,set_field:4196->vlan_vid,set_field:192.168.0.9->tun_dst,set_field:0x7->tun_id,output:1\n";
+
+const GROUP: &str = "group_id=1,type=select,bucket=weight:100,actions=set_field:10.0.0.1->ip_dst,output:1,bucket=weight:50,actions=output:2";
+
+#[test]
+fn ovs_ofctl_writes_vswitchctl_reads_the_same() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let f = d.file("flows.txt", FLOWS);
+    d.ofctl_ok(&[], "add-group", &[GROUP]);
+    d.ofctl_ok(&[], "add-flows", &[&f]);
+    // Every dump, byte for byte (durations aside), header lines included.
+    for (cmd, opts) in [
+        ("dump-flows", &[][..]),
+        ("dump-flows", &["--no-stats"][..]),
+        ("dump-aggregate", &[][..]),
+        ("dump-groups", &[][..]),
+        ("dump-group-stats", &[][..]),
+        ("dump-tables", &[][..]),
+        ("dump-ports", &[][..]),
+        ("dump-ports-desc", &[][..]),
+        ("show", &[][..]),
+    ] {
+        let theirs = d.ofctl_ok(opts, cmd, &[]);
+        let mut args = vec![cmd, "br0"];
+        args.extend_from_slice(opts);
+        let ours = d.ctl_ok(&args);
+        assert_eq!(
+            mask_durations(&ours),
+            mask_durations(&theirs),
+            "{cmd} {opts:?}\nvswitchctl:\n{ours}\novs-ofctl:\n{theirs}"
+        );
+    }
+    // A filtered dump.
+    let theirs = d.ofctl_ok(&["--no-stats"], "dump-flows", &["table=2,ip"]);
+    let ours = d.ctl_ok(&["dump-flows", "br0", "--no-stats", "table=2,ip"]);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.lines().count(), 1, "{ours}");
+}
+
+#[test]
+fn vswitchctl_writes_ovs_ofctl_reads_the_same() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let f = d.file("flows.txt", FLOWS);
+    d.ctl_ok(&["add-group", "br0", GROUP]);
+    d.ctl_ok(&["del-flows", "br0"]);
+    d.ctl_ok(&["add-flows", "br0", &f]);
+    d.ctl_ok(&["add-flow", "br0", "priority=7,arp,actions=NORMAL"]);
+    d.ctl_ok(&["mod-flows", "br0", "arp,actions=output:3"]);
+    d.ctl_ok(&["--strict", "del-flows", "br0", "priority=600,dl_vlan=100"]);
+    let theirs = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert_eq!(theirs.lines().count(), 7, "{theirs}");
+    assert!(
+        theirs.contains(" priority=7,arp actions=output:3\n"),
+        "{theirs}"
+    );
+    assert!(!theirs.contains("dl_vlan"), "{theirs}");
+    // ovs-ofctl's reading equals the file we wrote.
+    let out = d.ofctl(&[], "diff-flows", &[&f]);
+    let mut diff: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    diff.sort();
+    assert_eq!(
+        diff,
+        [
+            "+priority=600,dl_vlan=100 actions=pop_vlan,resubmit(,2)",
+            "-priority=7,arp actions=output:3"
+        ]
+    );
+    let groups = d.ofctl_ok(&[], "dump-groups", &[]);
+    assert_eq!(groups, d.ctl_ok(&["dump-groups", "br0"]));
+    assert!(
+        groups.contains(" group_id=1,type=select,bucket=weight:100,"),
+        "{groups}"
+    );
+    d.ctl_ok(&["del-groups", "br0", "group_id=1"]);
+    assert!(!d.ofctl_ok(&[], "dump-groups", &[]).contains("group_id=1"));
+}
+
+#[test]
+fn unix_and_tcp_targets() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(true);
+    let tcp = format!("tcp:127.0.0.1:{}", d.tcp_port.unwrap());
+    let unix = d.unix_target();
+    d.ctl_ok(&["add-flow", &unix, "priority=3,udp,actions=drop"]);
+    d.ctl_ok(&["add-flow", &tcp, "priority=4,icmp,actions=NORMAL"]);
+    let via_unix = d.ctl_ok(&["dump-flows", &unix, "--no-stats"]);
+    let via_tcp = d.ctl_ok(&["--no-stats", "dump-flows", &tcp]);
+    let via_name = d.ctl_ok(&["dump-flows", "br0", "--no-stats"]);
+    assert_eq!(via_unix, via_tcp);
+    assert_eq!(via_unix, via_name);
+    assert_eq!(
+        via_unix,
+        " priority=4,icmp actions=NORMAL\n priority=3,udp actions=drop\n priority=0 actions=NORMAL\n"
+    );
+    // A bridge that does not exist: a clear error, exit 1.
+    let out = d.ctl(&["dump-flows", "nobr"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("vswitchctl: unix:") && err.contains("nobr.mgmt: cannot connect"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_flows_exit_codes_and_text() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let want = d.file(
+        "want.txt",
+        "priority=7,tcp,tp_dst=80,actions=drop\ntable=1,cookie=0x9,priority=8,udp,actions=NORMAL\n",
+    );
+    let ours = d.ctl(&["diff-flows", "br0", &want]);
+    let theirs = d.ofctl(&[], "diff-flows", &[&want]);
+    assert_eq!(ours.status.code(), Some(2), "differences exit 2");
+    assert_eq!(theirs.status.code(), Some(2));
+    let sorted = |o: &Output| {
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&ours), sorted(&theirs));
+    assert_eq!(sorted(&ours).len(), 3, "{:?}", sorted(&ours));
+
+    d.ctl_ok(&["replace-flows", "br0", &want]);
+    let out = d.ctl(&["diff-flows", "br0", &want]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(d.ofctl(&[], "diff-flows", &[&want]).status.success());
+    // Two files.
+    let other = d.file("other.txt", "priority=7,tcp,tp_dst=80,actions=drop\n");
+    let out = d.ctl(&["diff-flows", &want, &other]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "-table=1 priority=8,udp cookie=0x9 actions=NORMAL\n"
+    );
+}
+
+#[test]
+fn bundle_applies_all_or_nothing() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let good = d.file(
+        "good.txt",
+        "priority=7,tcp,actions=drop\npriority=8,udp,actions=NORMAL\n",
+    );
+    d.ctl_ok(&["--bundle", "add-flows", "br0", &good]);
+    let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert!(
+        dump.contains("priority=7,tcp") && dump.contains("priority=8,udp"),
+        "{dump}"
+    );
+
+    let bad = d.file(
+        "bad.txt",
+        "priority=20,icmp,actions=drop\npriority=21,actions=group:77\n",
+    );
+    let out = d.ctl(&["add-flows", "br0", &bad, "--bundle"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("OFPBAC_BAD_OUT_GROUP")
+            && err.contains("OFPT_FLOW_MOD (OF1.3) (xid=0x7): ADD priority=21 actions=group:77"),
+        "{err}"
+    );
+    let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert!(
+        !dump.contains("icmp"),
+        "a failed bundle must change nothing: {dump}"
+    );
+    // Without --bundle the good line of the same file is applied, the bad one refused.
+    let out = d.ctl(&["add-flows", "br0", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert!(dump.contains("priority=20,icmp"), "{dump}");
+}
+
+#[test]
+fn errors_read_like_ovs_ofctl() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    // A flow pointing at a missing group: the switch's OFPT_ERROR, decoded identically.
+    let ours = d.ctl(&["add-flow", "br0", "in_port=1,actions=group:99"]);
+    let theirs = d.ofctl(&[], "add-flow", &["in_port=1,actions=group:99"]);
+    assert_eq!(ours.status.code(), Some(1));
+    assert_eq!(stderr(&ours), stderr(&theirs));
+    assert_eq!(
+        stderr(&ours),
+        "OFPT_ERROR (OF1.3) (xid=0x6): OFPBAC_BAD_OUT_GROUP\n\
+         OFPT_FLOW_MOD (OF1.3) (xid=0x6): ADD in_port=1 actions=group:99\n"
+    );
+    // A group added twice: OFPGMFC_GROUP_EXISTS.
+    d.ctl_ok(&["add-group", "br0", "group_id=5,type=all,bucket=output:1"]);
+    let ours = d.ctl(&["add-group", "br0", "group_id=5,type=all,bucket=output:1"]);
+    let theirs = d.ofctl(&[], "add-group", &["group_id=5,type=all,bucket=output:1"]);
+    assert_eq!(ours.status.code(), Some(1));
+    assert_eq!(theirs.status.code(), Some(1));
+    let first = |o: &Output| stderr(o).lines().next().unwrap_or_default().to_string();
+    assert_eq!(first(&ours), first(&theirs));
+    assert_eq!(
+        first(&ours),
+        "OFPT_ERROR (OF1.3) (xid=0x6): OFPGMFC_GROUP_EXISTS"
+    );
+    // Bad flow text never reaches the switch.
+    let out = d.ctl(&["add-flow", "br0", "priority=1,nw_dts=1.2.3.4,actions=drop"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("vswitchctl: "), "{}", stderr(&out));
+    // monitor needs PACKET_IN, which the switch does not send.
+    let out = d.ctl(&["monitor", "br0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
+}
+
+#[test]
+fn packet_out_and_names() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let frame =
+        "0001020304050a0b0c0d0e0f08004500001c000100004011f9ce0a0000010a000002003500350008ffff";
+    // output:TABLE runs the bridge's own table 0: the default NORMAL flow counts it.
+    d.ctl_ok(&["packet-out", "br0", "CONTROLLER", "TABLE", frame]);
+    let dump = d.ctl_ok(&["dump-flows", "br0"]);
+    assert!(
+        dump.contains("n_packets=1, n_bytes=42, priority=0 actions=NORMAL"),
+        "{dump}"
+    );
+    // Management commands still go to the management socket.
+    assert_eq!(d.ctl_ok(&["list-br"]), "br0\n");
+    let names = d.ctl_ok(&["dump-flows", "br0", "--names", "--no-stats"]);
+    // ovs-ofctl also names tables (from table features); vswitchctl names ports only.
+    let theirs = d.ofctl_ok(&["--names", "--no-stats"], "dump-flows", &[]);
+    assert_eq!(names, theirs.replace("table=table0, ", ""));
+}
