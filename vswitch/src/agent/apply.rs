@@ -208,9 +208,14 @@ impl Batch {
                 text::parse_group_mod(g, cmd).map_err(|e| format!("compiled group '{g}': {e}"))?,
             );
         }
-        for (k, line) in &prev.flows {
+        for k in prev.flows.keys() {
             if !desired.flows.contains_key(k) {
-                let mut fm = parse(line, FlowModCommand::DeleteStrict)?;
+                let mut del = format!("table={},priority={}", k.table, k.priority);
+                if !k.match_text.is_empty() {
+                    del.push(',');
+                    del.push_str(&k.match_text);
+                }
+                let mut fm = parse(&del, FlowModCommand::DeleteStrict)?;
                 fm.cookie = AGENT_COOKIE;
                 fm.cookie_mask = u64::MAX;
                 b.flow_dels.push(fm);

@@ -1,0 +1,249 @@
+//! The pipeline compiler: golden flows for a small configuration, and the diff/apply of
+//! flows and groups onto a real (port-less) bridge.
+
+use vswitch::agent::apply::{Batch, Installed};
+use vswitch::agent::compile::{AGENT_COOKIE, Numbering, Runtime, compile};
+use vswitch::agent::validate::parse;
+use vswitch::datapath;
+use vswitch::switch::Switch;
+
+const SMALL: &str = r#"
+[node]
+name = "node1"
+underlay_ip = "192.168.0.11"
+pod_cidr = "172.16.1.0/24"
+gateway_ip = "172.16.1.1"
+gateway_mac = "0a:58:0c:00:00:fe"
+mode = "tunnel"
+[tunnel]
+vni = 100
+[[peers]]
+name = "node2"
+underlay_ip = "192.168.0.12"
+pod_cidr = "172.16.2.0/24"
+[[pods]]
+port = "p-a"
+ip = "172.16.1.11"
+mac = "0a:58:0c:01:00:0b"
+[[pods]]
+port = "p-b"
+type = "tap"
+ip = "172.16.1.12"
+mac = "0a:58:0c:01:00:0c"
+allow_from = ["172.16.2.0/24"]
+[[services]]
+name = "web"
+cluster_ip = "10.247.0.10"
+port = 80
+target_port = 8080
+backends = [{ ip = "172.16.1.11" }, { ip = "172.16.2.21", weight = 2 }]
+"#;
+
+const GOLDEN: &str = "\
+table=0,priority=100,cookie=0xa9e0000000000000,in_port=1,actions=goto_table:10
+table=0,priority=100,cookie=0xa9e0000000000000,in_port=1000,actions=goto_table:20
+table=0,priority=100,cookie=0xa9e0000000000000,in_port=2,actions=goto_table:10
+table=0,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=1,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,actions=goto_table:20
+table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=2,dl_src=0a:58:0c:01:00:0c,nw_src=172.16.1.12,actions=goto_table:20
+table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=1,actions=drop
+table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=2,actions=drop
+table=10,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=20,priority=100,cookie=0xa9e0000000000000,ip,actions=ct(table=30,zone=1,nat)
+table=20,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=10.247.0.10,tp_dst=80,actions=group:1000000
+table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,actions=ct(commit,table=40,zone=1)
+table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,actions=goto_table:40
+table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+rel+trk,ip,actions=goto_table:40
+table=30,priority=80,cookie=0xa9e0000000000000,ct_state=+inv+trk,ip,actions=drop
+table=30,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=40,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.0/24,actions=goto_table:70
+table=40,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=goto_table:50
+table=40,priority=0,cookie=0xa9e0000000000000,actions=goto_table:60
+table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:192.168.0.12->tun_dst,output:1000
+table=50,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=60,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=70,priority=120,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.2.0/24,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
+table=70,priority=110,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=172.16.1.12,actions=drop
+table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:1
+table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
+table=70,priority=0,cookie=0xa9e0000000000000,actions=drop
+";
+
+const GOLDEN_GROUP: &str = "group_id=1000000,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.11:8080)),bucket=weight:2,actions=ct(commit,table=40,zone=1,nat(dst=172.16.2.21:8080))";
+
+#[test]
+fn small_config_compiles_to_golden_flows() {
+    let cfg = parse(SMALL).unwrap();
+    let d = compile(&cfg, &mut Numbering::default(), Runtime::default()).unwrap();
+    let got: String = d.flow_lines().iter().map(|l| format!("{l}\n")).collect();
+    if got != GOLDEN {
+        panic!("compiled flows differ from the golden ones; got:\n{got}");
+    }
+    assert_eq!(d.groups.len(), 1);
+    assert_eq!(d.groups[&1_000_000], GOLDEN_GROUP);
+    let ports: Vec<String> = d
+        .ports
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.args.join(" ")))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            "p-a type=afpacket ofport=1",
+            "p-b type=tap ofport=2",
+            "vxlan100 type=vxlan ofport=1000 options:remote_ip=flow options:key=100 options:local_ip=192.168.0.11 options:dst_port=4789",
+        ]
+    );
+}
+
+#[test]
+fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/node1-route.toml"
+    ))
+    .unwrap();
+    let cfg = parse(&text).unwrap();
+    // Our MAC is not in the file: the caller resolves it from the interface.
+    assert!(compile(&cfg, &mut Numbering::default(), Runtime::default()).is_err());
+    let rt = Runtime {
+        uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0xc0, 0xa8, 0, 0x0b])),
+    };
+    let d = compile(&cfg, &mut Numbering::default(), rt).unwrap();
+    let lines = d.flow_lines().join("\n");
+    for want in [
+        "table=0,priority=100,cookie=0xa9e0000000000000,ip,in_port=1001,nw_dst=172.16.1.0/24,actions=goto_table:20",
+        "table=0,priority=100,cookie=0xa9e0000000000000,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=goto_table:20",
+        "table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=192.168.0.11,tp_dst=30080,actions=group:1000000",
+        "table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:0c->eth_dst,output:1001",
+        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11))",
+        "table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=10.247.0.0/16,actions=ct(commit,table=40,zone=1)",
+    ] {
+        assert!(lines.contains(want), "missing {want} in:\n{lines}");
+    }
+    assert_eq!(d.ports.last().unwrap().name, "eth1");
+}
+
+#[test]
+fn numbering_is_stable_across_edits() {
+    let cfg = parse(SMALL).unwrap();
+    let mut n = Numbering::default();
+    compile(&cfg, &mut n, Runtime::default()).unwrap();
+    // Drop the first pod and add a Service in front: p-b keeps ofport 2, web keeps its group.
+    let edited = SMALL
+        .replacen(
+            "[[pods]]\nport = \"p-a\"\nip = \"172.16.1.11\"\nmac = \"0a:58:0c:01:00:0b\"\n",
+            "",
+            1,
+        )
+        .replacen(
+            "[[services]]\nname = \"web\"",
+            "[[services]]\nname = \"db\"\ncluster_ip = \"10.247.0.20\"\nport = 5432\n[[services]]\nname = \"web\"",
+            1,
+        );
+    let cfg2 = parse(&edited).unwrap();
+    let d = compile(&cfg2, &mut n, Runtime::default()).unwrap();
+    assert_eq!(n.ofports["p-b"], 2);
+    assert_eq!(n.groups["web"], 1_000_000);
+    assert_eq!(n.groups["db"], 1_000_001);
+    // A Service without backends refuses new connections and needs no group.
+    assert!(!d.groups.contains_key(&1_000_001));
+}
+
+fn bridge_flows(sw: &Switch) -> String {
+    sw.dump_flows("br-int", None, false).unwrap()
+}
+
+#[test]
+fn apply_installs_then_changes_only_the_difference() {
+    let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+    let sw = Switch::new(dp, std::env::temp_dir());
+    sw.add_br("br-int").unwrap();
+    // A user's own flow, with another cookie, must survive every agent change.
+    sw.command(&[
+        "add-flow".into(),
+        "br-int".into(),
+        "table=5,priority=7,cookie=0x1,ip,actions=drop".into(),
+    ])
+    .unwrap();
+
+    let cfg = parse(SMALL).unwrap();
+    let mut n = Numbering::default();
+    let d1 = compile(&cfg, &mut n, Runtime::default()).unwrap();
+    let b1 = Batch::plan(&Installed::default(), &d1).unwrap();
+    assert_eq!(b1.changes.flows_added, d1.flows.len());
+    assert_eq!(b1.changes.groups_added, 1);
+    {
+        let mut st = sw.state.lock().unwrap();
+        b1.run(st.get_mut("br-int").unwrap()).unwrap();
+    }
+    let dump = bridge_flows(&sw);
+    assert_eq!(dump.lines().count(), d1.flows.len() + 1, "{dump}");
+    assert!(dump.contains("cookie=0x1"), "{dump}");
+    // The bridge's default NORMAL flow was replaced by the classifier's drop.
+    assert!(!dump.contains("NORMAL"), "{dump}");
+    let installed = Installed {
+        bridge: "br-int".into(),
+        numbering: n.clone(),
+        ports: d1.ports.clone(),
+        flows: d1.flows.clone(),
+        groups: d1.groups.clone(),
+    };
+
+    // Same file again: nothing to do.
+    let again = compile(&cfg, &mut n, Runtime::default()).unwrap();
+    assert!(Batch::plan(&installed, &again).unwrap().is_empty());
+
+    // One more backend and one Service less... then one more Service.
+    let edited = SMALL.replace(
+        "backends = [{ ip = \"172.16.1.11\" }, { ip = \"172.16.2.21\", weight = 2 }]",
+        "backends = [{ ip = \"172.16.1.11\" }, { ip = \"172.16.2.21\", weight = 2 }, { ip = \"172.16.1.12\" }]\n[[services]]\nname = \"dns\"\ntype = \"ClusterIP\"\ncluster_ip = \"10.247.0.53\"\nprotocol = \"udp\"\nport = 53\nbackends = [{ ip = \"172.16.1.12\" }]",
+    );
+    let cfg2 = parse(&edited).unwrap();
+    let d2 = compile(&cfg2, &mut n, Runtime::default()).unwrap();
+    let b2 = Batch::plan(&installed, &d2).unwrap();
+    assert_eq!(b2.changes.flows_added, 1, "{:?}", b2.changes);
+    assert_eq!(b2.changes.flows_modified, 0);
+    assert_eq!(b2.changes.flows_removed, 0);
+    assert_eq!(b2.changes.groups_added, 1);
+    assert_eq!(b2.changes.groups_modified, 1);
+    {
+        let mut st = sw.state.lock().unwrap();
+        b2.run(st.get_mut("br-int").unwrap()).unwrap();
+    }
+    let dump = bridge_flows(&sw);
+    assert!(
+        dump.contains("udp,nw_dst=10.247.0.53,tp_dst=53 actions=group:1000001"),
+        "{dump}"
+    );
+    let groups = sw
+        .command(&["dump-groups".into(), "br-int".into()])
+        .unwrap();
+    assert!(groups.contains("172.16.1.12:8080"), "{groups}");
+
+    // Back to the first file: the dns Service's flow and group go, the user's flow stays.
+    let installed2 = Installed {
+        flows: d2.flows.clone(),
+        groups: d2.groups.clone(),
+        ..installed.clone()
+    };
+    let d3 = compile(&cfg, &mut n, Runtime::default()).unwrap();
+    let b3 = Batch::plan(&installed2, &d3).unwrap();
+    assert_eq!(b3.changes.flows_removed, 1);
+    assert_eq!(b3.changes.groups_removed, 1);
+    {
+        let mut st = sw.state.lock().unwrap();
+        b3.run(st.get_mut("br-int").unwrap()).unwrap();
+    }
+    let dump = bridge_flows(&sw);
+    assert!(!dump.contains("10.247.0.53"), "{dump}");
+    assert!(dump.contains("cookie=0x1"), "{dump}");
+    assert_eq!(dump.lines().count(), d1.flows.len() + 1);
+    let agent = dump
+        .lines()
+        .filter(|l| l.contains(&format!("cookie={AGENT_COOKIE:#x}")))
+        .count();
+    assert_eq!(agent, d1.flows.len());
+    sw.shutdown();
+}
