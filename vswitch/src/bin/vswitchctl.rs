@@ -113,6 +113,13 @@ fn openflow(cli: &Cli) -> ExitCode {
 
 fn management(cli: &Cli) -> ExitCode {
     let mut args = cli.command.clone();
+    // `apply FILE`: ship the contents, the daemon may not share our cwd.
+    if args[0] == "apply"
+        && args.len() == 2
+        && let Ok(text) = std::fs::read_to_string(&args[1])
+    {
+        args[1] = text;
+    }
     if cli.strict {
         args.push("--strict".into());
     }
