@@ -7,6 +7,7 @@
 //! - [`checksum`]: full and incremental (RFC 1624) Internet checksums.
 //! - [`rewrite`]: address / port / TTL rewrites on a parsed frame with checksum updates.
 //! - [`vxlan`]: per-tunnel precomputed outer header, encap into headroom, decap.
+//! - [`gso`]: software segmentation of TSO/GSO super-frames, partial checksum completion.
 //! - [`hash`]: the 5-tuple flow hash.
 //! - [`build`]: a frame builder for tests.
 
@@ -14,6 +15,7 @@ pub mod build;
 pub mod checksum;
 pub mod extract;
 pub mod flowkey;
+pub mod gso;
 pub mod hash;
 pub mod rewrite;
 pub mod vxlan;
