@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 
-use crate::buf::{Batch, MAX_BATCH};
+use crate::buf::{Batch, GSO_FRAME_ROOM, MAX_BATCH};
 use crate::iface::{self, IfaceError};
-use crate::port::{Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::port::{Offloads, Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 
 /// Errors of opening an AF_PACKET port.
 #[derive(Debug, Error)]
@@ -54,11 +55,16 @@ pub struct AfPacketConfig {
     pub qdisc_bypass: bool,
     /// Put the interface in promiscuous mode while the port is open.
     pub promisc: bool,
+    /// Exchange a virtio-net header with every frame (`PACKET_VNET_HDR` on both sockets):
+    /// receive TSO/GSO super-frames whole (up to 64 KiB, `meta.gso`) and partial checksums
+    /// with their position, and send them so; the kernel (or the NIC) segments and checksums.
+    /// Receiving super-frames needs batches with [`crate::GSO_FRAME_ROOM`] buffers.
+    pub vnet_hdr: bool,
 }
 
 impl AfPacketConfig {
-    /// Defaults: 2 MiB ring, blocks sized from the MTU, 1 ms retire timeout, qdisc bypass,
-    /// promiscuous.
+    /// Defaults: 2 MiB ring, blocks sized from the MTU (or for 64 KiB super-frames), 1 ms
+    /// retire timeout, qdisc bypass, promiscuous, virtio-net headers on.
     pub fn new(ifname: &str) -> Self {
         Self {
             ifname: ifname.to_owned(),
@@ -67,9 +73,13 @@ impl AfPacketConfig {
             retire_tov_ms: 1,
             qdisc_bypass: true,
             promisc: true,
+            vnet_hdr: true,
         }
     }
 }
+
+/// `SOL_PACKET` option: prepend a `struct virtio_net_hdr` to every frame.
+const PACKET_VNET_HDR: libc::c_int = 15;
 
 /// Room in a block for the block descriptor and one frame's headers besides the frame.
 const BLOCK_OVERHEAD: usize = 256;
@@ -134,8 +144,12 @@ pub struct AfPacketPort {
     rx_fd: OwnedFd,
     tx_fd: OwnedFd,
     stats: PortStats,
-    iov: Box<[libc::iovec; MAX_BATCH]>,
+    vnet_hdr: bool,
+    /// Per message: the virtio-net header (when on) and the frame.
+    iov: Box<[[libc::iovec; 2]; MAX_BATCH]>,
     msgs: Box<[libc::mmsghdr; MAX_BATCH]>,
+    /// The virtio-net headers of the messages being sent.
+    vnet: Box<[[u8; VNET_HDR_LEN]; MAX_BATCH]>,
 }
 
 // SAFETY: the ring mapping is owned exclusively by this port, and the iovec/mmsghdr scratch
@@ -209,11 +223,15 @@ fn bind_to(fd: &OwnedFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     Ok(())
 }
 
-/// Block size that holds one frame of this MTU with headers: a power of two, at least 64 KiB.
-fn block_size_for_mtu(mtu: usize) -> usize {
-    (mtu + 14 + 4 + BLOCK_OVERHEAD)
-        .next_power_of_two()
-        .max(1 << 16)
+/// Block size that holds one frame of this MTU with headers (with `vnet`, one 64 KiB GSO
+/// super-frame and its virtio-net header): a power of two, at least 64 KiB.
+fn block_size_for_mtu(mtu: usize, vnet: bool) -> usize {
+    let frame = if vnet {
+        (mtu + 14 + 4).max(GSO_FRAME_ROOM) + VNET_HDR_LEN
+    } else {
+        mtu + 14 + 4
+    };
+    (frame + BLOCK_OVERHEAD).next_power_of_two().max(1 << 16)
 }
 
 impl AfPacketPort {
@@ -238,12 +256,17 @@ impl AfPacketPort {
         let one: libc::c_int = 1;
         setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
             .map_err(sys("PACKET_IGNORE_OUTGOING"))?;
+        if cfg.vnet_hdr {
+            // Must come before the ring is set up (the kernel refuses it afterwards).
+            setsockopt(&rx_fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)
+                .map_err(sys("PACKET_VNET_HDR (rx)"))?;
+        }
 
         let page = 4096;
         let block_size = cfg
             .block_size
             .map(|b| b.next_multiple_of(page).max(page))
-            .unwrap_or_else(|| block_size_for_mtu(mtu));
+            .unwrap_or_else(|| block_size_for_mtu(mtu, cfg.vnet_hdr));
         let block_nr = (cfg.ring_bytes / block_size).max(4);
         let frame_size = libc::TPACKET_ALIGNMENT * 128; // 2048: only checked, not used, by V3
         let req = libc::tpacket_req3 {
@@ -296,6 +319,10 @@ impl AfPacketPort {
         }
 
         let tx_fd = packet_socket().map_err(sys("socket (tx)"))?;
+        if cfg.vnet_hdr {
+            setsockopt(&tx_fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)
+                .map_err(sys("PACKET_VNET_HDR (tx)"))?;
+        }
         if cfg.qdisc_bypass {
             setsockopt(&tx_fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)
                 .map_err(sys("PACKET_QDISC_BYPASS"))?;
@@ -307,6 +334,7 @@ impl AfPacketPort {
 
         // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
         let (iov, msgs) = unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
+        let vnet = Box::new([[0u8; VNET_HDR_LEN]; MAX_BATCH]);
         Ok(Self {
             name,
             ifindex,
@@ -315,8 +343,10 @@ impl AfPacketPort {
             rx_fd,
             tx_fd,
             stats: PortStats::default(),
+            vnet_hdr: cfg.vnet_hdr,
             iov,
             msgs,
+            vnet,
         })
     }
 
@@ -437,6 +467,24 @@ impl Port for AfPacketPort {
             }
             // SAFETY: [mac, mac + snap) is inside the user-owned block (checked above).
             let frame = unsafe { std::slice::from_raw_parts(block.add(mac), snap) };
+            // With PACKET_VNET_HDR the kernel writes the virtio-net header right in front of
+            // the frame (at tp_mac - 10), inside the space it reserved for it.
+            let vh = if self.vnet_hdr {
+                if mac < VNET_HDR_LEN {
+                    self.stats.rx_errors += 1;
+                    continue;
+                }
+                let mut raw = [0u8; VNET_HDR_LEN];
+                // SAFETY: [mac - 10, mac) is inside the user-owned block (mac >= 10 checked,
+                // mac + snap <= block_size above); read as bytes, so no alignment needed.
+                let src = unsafe {
+                    std::slice::from_raw_parts(block.add(mac - VNET_HDR_LEN), VNET_HDR_LEN)
+                };
+                raw.copy_from_slice(src);
+                Some(VnetHdr::parse(&raw))
+            } else {
+                None
+            };
             losing |= h.tp_status & libc::TP_STATUS_LOSING != 0;
             if snap < h.tp_len as usize {
                 self.stats.rx_truncated += 1;
@@ -470,8 +518,20 @@ impl Port for AfPacketPort {
             let _ = buf.set_len(total);
             buf.meta.wire_len = total as u32;
             buf.meta.vlan_tci = vlan.map(|(_, tci)| tci);
+            if let Some(vh) = vh {
+                let shift = if vlan.is_some() { 4 } else { 0 };
+                if vh.to_meta(&mut buf.meta, shift).is_err() {
+                    self.stats.rx_bad_vnet += 1;
+                    continue;
+                }
+                if buf.meta.gso.is_some() {
+                    self.stats.rx_gso += 1;
+                }
+            }
             if h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
                 buf.meta.csum_not_ready = true;
+            }
+            if buf.meta.csum_not_ready {
                 self.stats.rx_csum_not_ready += 1;
             }
             self.stats.rx_packets += 1;
@@ -496,13 +556,30 @@ impl Port for AfPacketPort {
             let n = chunk.len();
             for (i, p) in chunk.iter().enumerate() {
                 let d = p.data();
-                self.iov[i] = libc::iovec {
+                let frame = libc::iovec {
                     iov_base: d.as_ptr().cast_mut().cast(),
                     iov_len: d.len(),
                 };
+                let iovlen = if self.vnet_hdr {
+                    self.vnet[i] = VnetHdr::from_meta(&p.meta).emit();
+                    if p.meta.gso.is_some() {
+                        self.stats.tx_gso += 1;
+                    }
+                    self.iov[i] = [
+                        libc::iovec {
+                            iov_base: self.vnet[i].as_mut_ptr().cast(),
+                            iov_len: VNET_HDR_LEN,
+                        },
+                        frame,
+                    ];
+                    2
+                } else {
+                    self.iov[i][0] = frame;
+                    1
+                };
                 let hdr = &mut self.msgs[i].msg_hdr;
-                hdr.msg_iov = &mut self.iov[i];
-                hdr.msg_iovlen = 1;
+                hdr.msg_iov = self.iov[i].as_mut_ptr();
+                hdr.msg_iovlen = iovlen;
                 hdr.msg_name = std::ptr::null_mut();
                 hdr.msg_namelen = 0;
                 hdr.msg_control = std::ptr::null_mut();
@@ -512,8 +589,8 @@ impl Port for AfPacketPort {
             let mut done = 0;
             while done < n {
                 // SAFETY: msgs[done..n] are initialised above and point (via iov) into the
-                // batch's buffers, which are borrowed and unchanged for the call; the kernel
-                // only reads them (and writes msg_len).
+                // batch's buffers and self.vnet, which are borrowed and unchanged for the
+                // call; the kernel only reads them (and writes msg_len).
                 let rc = unsafe {
                     libc::sendmmsg(
                         fd,
@@ -563,6 +640,13 @@ impl Port for AfPacketPort {
     fn mtu(&self) -> usize {
         self.mtu
     }
+
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            gso: self.vnet_hdr,
+            csum: self.vnet_hdr,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -571,8 +655,10 @@ mod tests {
 
     #[test]
     fn blocks_hold_a_full_frame() {
-        assert_eq!(block_size_for_mtu(1500), 1 << 16);
-        assert_eq!(block_size_for_mtu(9000), 1 << 16);
-        assert_eq!(block_size_for_mtu(65536), 1 << 17);
+        assert_eq!(block_size_for_mtu(1500, false), 1 << 16);
+        assert_eq!(block_size_for_mtu(9000, false), 1 << 16);
+        assert_eq!(block_size_for_mtu(65536, false), 1 << 17);
+        // A 64 KiB super-frame plus its virtio-net header needs the next size up.
+        assert_eq!(block_size_for_mtu(1500, true), 1 << 17);
     }
 }

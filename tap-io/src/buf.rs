@@ -29,14 +29,47 @@ pub enum BufError {
     TooShort { need: usize, have: usize },
 }
 
-/// What the receiving port learned about a packet besides its bytes.
+/// Frame room for buffers of ports with virtio-net headers on: a 64 KiB GSO super-frame
+/// (IP total length up to 65535) plus Ethernet and two VLAN tags.
+pub const GSO_FRAME_ROOM: usize = 65535 + 14 + 8;
+
+/// What kind of segmentation offload a super-frame asks for (virtio-net `gso_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GsoKind {
+    /// TCP over IPv4 (`VIRTIO_NET_HDR_GSO_TCPV4`).
+    Tcp4,
+    /// TCP over IPv6 (`VIRTIO_NET_HDR_GSO_TCPV6`).
+    Tcp6,
+    /// UDP segmentation by payload size, one datagram per segment (`VIRTIO_NET_HDR_GSO_UDP_L4`).
+    Udp,
+}
+
+/// Segmentation offload of a super-frame: the frame holds one set of headers followed by a
+/// payload that must leave as segments of at most `size` payload bytes each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gso {
+    pub kind: GsoKind,
+    /// Payload bytes per segment (TCP MSS, or UDP datagram payload size).
+    pub size: u16,
+    /// Length of all headers (Ethernet .. L4) in front of the payload, as the sender gave it
+    /// (a hint: recompute from the headers before trusting it).
+    pub hdr_len: u16,
+    /// The sender set ECN's CWR on the super-frame (`VIRTIO_NET_HDR_GSO_ECN`).
+    pub ecn: bool,
+}
+
+/// What the receiving port learned about a packet besides its bytes. Ports with offloads
+/// (see [`crate::Port::offloads`]) also *use* `gso` and `csum_*` on transmit, so keep the meta
+/// with the bytes when a packet is moved or copied ([`Batch::push_copy_with_meta`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxMeta {
     /// The port number the datapath assigned to the receiving port.
     pub in_port: u32,
-    /// The L4 checksum holds only the pseudo-header partial sum (AF_PACKET
-    /// `TP_STATUS_CSUMNOTREADY`: the sender offloaded it). It must be completed before the
-    /// frame leaves through a port that does not complete it (see [`crate::csum`]).
+    /// The L4 checksum holds only the pseudo-header partial sum (virtio-net
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`, or AF_PACKET `TP_STATUS_CSUMNOTREADY`: the sender
+    /// offloaded it). It must be completed before the frame leaves through a port without
+    /// checksum offload (`encap::gso::complete_checksum`); clear it once completed, or a port
+    /// with offloads would ask the kernel to checksum it again.
     pub csum_not_ready: bool,
     /// Where the checksummed L4 area starts, from the frame start, when the port knows it.
     pub csum_start: Option<u16>,
@@ -49,6 +82,9 @@ pub struct RxMeta {
     pub truncated: bool,
     /// Length of the frame on the wire, which differs from the data length only when truncated.
     pub wire_len: u32,
+    /// The frame is a segmentation-offload super-frame (larger than the MTU allows); it must
+    /// be segmented (`encap::gso::segment`) before leaving through a port without GSO.
+    pub gso: Option<Gso>,
 }
 
 /// One packet buffer: `[headroom | data | tailroom]` inside a fixed allocation.
@@ -230,6 +266,13 @@ impl PacketBuf {
     }
 }
 
+/// Frame room for an interface with this MTU: the frame plus Ethernet header and two VLAN
+/// tags, at least 2048 bytes; with `gso`, at least [`GSO_FRAME_ROOM`].
+pub fn frame_room_for(mtu: usize, gso: bool) -> usize {
+    let room = (mtu + 14 + 8).max(2048);
+    if gso { room.max(GSO_FRAME_ROOM) } else { room }
+}
+
 /// Preallocated buffers of one size, owned by one thread (a plain free list: no locking).
 #[derive(Debug)]
 pub struct BufferPool {
@@ -254,7 +297,14 @@ impl BufferPool {
     /// A pool with [`DEFAULT_HEADROOM`] and room for frames of an interface with this MTU
     /// (plus Ethernet header and two VLAN tags), at least 2048 bytes.
     pub fn for_mtu(count: usize, mtu: usize) -> Self {
-        Self::new(count, DEFAULT_HEADROOM, (mtu + 14 + 8).max(2048))
+        Self::new(count, DEFAULT_HEADROOM, frame_room_for(mtu, false))
+    }
+
+    /// Like [`BufferPool::for_mtu`], but with `gso` the buffers hold a 64 KiB GSO super-frame
+    /// ([`GSO_FRAME_ROOM`]): needed for ports with virtio-net headers on. Memory: about
+    /// 64 KiB per buffer (a pool of 1024 is 64 MiB) instead of 2 KiB.
+    pub fn for_mtu_gso(count: usize, mtu: usize, gso: bool) -> Self {
+        Self::new(count, DEFAULT_HEADROOM, frame_room_for(mtu, gso))
     }
 
     /// Takes a reset buffer, or `None` when the pool is exhausted.
@@ -421,6 +471,21 @@ impl Batch {
         true
     }
 
+    /// Copies `frame` with its metadata into a spare buffer and adds it; false when full or
+    /// it does not fit. Use this rather than [`Batch::push_copy`] when the packet may leave
+    /// through a port with offloads, which builds its virtio-net header from the metadata.
+    pub fn push_copy_with_meta(&mut self, frame: &[u8], meta: &RxMeta) -> bool {
+        let Some(b) = self.spare() else {
+            return false;
+        };
+        if b.set_frame(frame).is_err() {
+            return false;
+        }
+        b.meta = *meta;
+        self.commit();
+        true
+    }
+
     /// Moves packet `i` of `from` into this batch by swapping buffers (no copy): `from`'s slot
     /// `i` gets this batch's spare buffer, so `from` must not use packet `i` afterwards.
     /// False when this batch is full or `i` is out of range.
@@ -548,6 +613,36 @@ mod tests {
         pool.give_batch(a);
         pool.give_batch(b);
         assert_eq!(pool.available(), 8);
+    }
+
+    #[test]
+    fn push_copy_with_meta_keeps_the_offload_meta() {
+        let mut batch = Batch::new(2, 128, GSO_FRAME_ROOM);
+        let meta = RxMeta {
+            in_port: 3,
+            csum_not_ready: true,
+            csum_start: Some(34),
+            csum_offset: Some(16),
+            gso: Some(Gso {
+                kind: GsoKind::Tcp4,
+                size: 1448,
+                hdr_len: 66,
+                ecn: false,
+            }),
+            ..RxMeta::default()
+        };
+        assert!(batch.push_copy_with_meta(&vec![5u8; 60000], &meta));
+        assert_eq!(batch[0].meta, meta);
+        assert_eq!(batch[0].len(), 60000);
+        assert!(batch.push_copy(&[1; 60]));
+        assert_eq!(
+            batch[1].meta,
+            RxMeta::default(),
+            "plain copy drops the meta"
+        );
+        assert_eq!(frame_room_for(1500, false), 2048);
+        assert_eq!(frame_room_for(1500, true), GSO_FRAME_ROOM);
+        assert_eq!(frame_room_for(9000, false), 9022);
     }
 
     #[test]

@@ -13,11 +13,12 @@ pub mod pcap;
 pub mod port;
 pub mod tap;
 pub mod udp;
+pub mod vnet;
 
 pub use afpacket::{AfPacketConfig, AfPacketPort};
-pub use buf::{Batch, BufError, BufferPool, PacketBuf, RxMeta};
+pub use buf::{Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta};
 pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
-pub use port::{DropCounts, Port, PortStats, TxDropReason, TxReport};
+pub use port::{DropCounts, Offloads, Port, PortStats, TxDropReason, TxReport};
 pub use tap::{TapConfig, TapPort};
 pub use udp::{UdpTunnelSocket, VXLAN_PORT};

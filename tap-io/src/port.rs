@@ -125,7 +125,13 @@ pub struct PortStats {
     pub rx_errors: u64,
     /// Frames whose L4 checksum was left partial by the sender (`TP_STATUS_CSUMNOTREADY`).
     pub rx_csum_not_ready: u64,
+    /// GSO super-frames received (ports with virtio-net headers).
+    pub rx_gso: u64,
+    /// Frames dropped because their virtio-net header asked for an offload we cannot handle.
+    pub rx_bad_vnet: u64,
     pub tx_packets: u64,
+    /// GSO super-frames handed to the kernel whole.
+    pub tx_gso: u64,
     pub tx_bytes: u64,
     /// Frames not sent, per reason.
     pub tx_dropped: DropCounts,
@@ -138,6 +144,17 @@ impl PortStats {
         self.tx_bytes += r.bytes;
         self.tx_dropped.merge(&r.dropped);
     }
+}
+
+/// What a port's transmit path finishes for the sender (the kernel does it, from the
+/// virtio-net header the port builds out of [`crate::RxMeta`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Offloads {
+    /// Sends GSO super-frames (`meta.gso`) whole; without it they must be segmented first.
+    pub gso: bool,
+    /// Completes partial L4 checksums (`meta.csum_not_ready`); without it they must be
+    /// completed first.
+    pub csum: bool,
 }
 
 /// A network port that moves packets in batches.
@@ -162,6 +179,12 @@ pub trait Port {
 
     /// The interface MTU (largest L3 payload; frames may be 14 + 4 bytes longer).
     fn mtu(&self) -> usize;
+
+    /// What the transmit path offloads; received packets may carry `gso`/`csum_not_ready`
+    /// meta only on ports that report offloads. Default: none.
+    fn offloads(&self) -> Offloads {
+        Offloads::default()
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -182,6 +205,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn mtu(&self) -> usize {
         (**self).mtu()
+    }
+    fn offloads(&self) -> Offloads {
+        (**self).offloads()
     }
 }
 
