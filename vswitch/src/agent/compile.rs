@@ -145,8 +145,9 @@ impl Numbering {
                 return Err(format!("ofport {of} of pod port {port} is used twice"));
             }
         }
-        self.groups
-            .retain(|name, _| cfg.services.iter().any(|s| &s.name == name));
+        let names: std::collections::HashSet<&str> =
+            cfg.services.iter().map(|s| s.name.as_str()).collect();
+        self.groups.retain(|name, _| names.contains(name.as_str()));
         let mut next = self.groups.values().max().map_or(GROUP_BASE, |m| m + 1);
         for s in &cfg.services {
             if !self.groups.contains_key(&s.name) {

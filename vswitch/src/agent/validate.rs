@@ -299,9 +299,10 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
 
     let mut services: Vec<Service> = Vec::new();
     let mut frontends = HashSet::new();
+    let mut service_names = HashSet::new();
     for (i, s) in raw.services.iter().enumerate() {
         let svc = service(i, s, service_cidr)?;
-        if services.iter().any(|o| o.name == svc.name) {
+        if !service_names.insert(svc.name.clone()) {
             return Err(invalid(
                 format!("services[{i}].name"),
                 format!("'{}' is used twice", svc.name),

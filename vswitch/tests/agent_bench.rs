@@ -1,0 +1,122 @@
+//! Agent scale figures (run in release, ignored by default):
+//! `cargo test -p vswitch --release --test agent_bench -- --ignored --nocapture`
+//!
+//! 10 000 ClusterIP Services × 3 backends compiled and applied to an empty bridge, then one
+//! Service added to them (compile + diff + one atomic batch + publish).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use vswitch::agent::apply::{Batch, Installed};
+use vswitch::agent::compile::{Numbering, Runtime, compile};
+use vswitch::agent::validate::parse;
+use vswitch::datapath;
+use vswitch::switch::Switch;
+
+const HEAD: &str = r#"
+[node]
+name = "node1"
+underlay_ip = "192.168.0.11"
+pod_cidr = "172.16.1.0/24"
+gateway_ip = "172.16.1.1"
+gateway_mac = "0a:58:0c:00:00:fe"
+mode = "tunnel"
+[tunnel]
+vni = 100
+[[peers]]
+name = "node2"
+underlay_ip = "192.168.0.12"
+pod_cidr = "172.16.2.0/24"
+"#;
+
+fn config(services: usize) -> String {
+    let mut s = String::from(HEAD);
+    for i in 0..services {
+        let _ = write!(
+            s,
+            "[[services]]\nname = \"svc{i}\"\ncluster_ip = \"10.247.{}.{}\"\nport = 80\ntarget_port = 8080\n\
+             backends = [{{ ip = \"172.16.1.{}\" }}, {{ ip = \"172.16.2.{}\" }}, {{ ip = \"172.16.2.{}\" }}]\n",
+            i / 250,
+            i % 250 + 1,
+            i % 250 + 2,
+            i % 250 + 2,
+            (i + 7) % 250 + 2,
+        );
+    }
+    s
+}
+
+struct Step {
+    parse: Duration,
+    compile: Duration,
+    plan: Duration,
+    apply: Duration,
+}
+
+fn step(sw: &Switch, text: &str, prev: &mut Installed) -> Step {
+    let t = Instant::now();
+    let cfg = parse(text).unwrap();
+    let parse_t = t.elapsed();
+    let t = Instant::now();
+    let mut numbering = prev.numbering.clone();
+    let d = compile(&cfg, &mut numbering, Runtime::default()).unwrap();
+    let compile_t = t.elapsed();
+    let t = Instant::now();
+    let batch = Batch::plan(prev, &d).unwrap();
+    let plan_t = t.elapsed();
+    let t = Instant::now();
+    {
+        let mut st = sw.state.lock().unwrap();
+        batch.run(st.get_mut("br-int").unwrap()).unwrap();
+    }
+    let apply_t = t.elapsed();
+    *prev = Installed {
+        bridge: "br-int".into(),
+        numbering,
+        ports: d.ports,
+        flows: d.flows,
+        groups: d.groups,
+    };
+    Step {
+        parse: parse_t,
+        compile: compile_t,
+        plan: plan_t,
+        apply: apply_t,
+    }
+}
+
+fn show(what: &str, s: &Step) {
+    let total = s.compile + s.plan + s.apply;
+    println!(
+        "{what}: parse+validate {:.1} ms, compile {:.1} ms, diff+parse flows {:.1} ms, batch+publish {:.1} ms; compile..publish {:.1} ms",
+        s.parse.as_secs_f64() * 1e3,
+        s.compile.as_secs_f64() * 1e3,
+        s.plan.as_secs_f64() * 1e3,
+        s.apply.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+#[ignore = "scale figures: run in release with --ignored --nocapture"]
+fn ten_thousand_services() {
+    let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+    let sw = Switch::new(dp, std::env::temp_dir());
+    sw.add_br("br-int").unwrap();
+    let mut prev = Installed::default();
+    let base = config(10_000);
+    let s = step(&sw, &base, &mut prev);
+    show("10k Services x 3 backends from scratch", &s);
+    let flows = prev.flows.len();
+    let groups = prev.groups.len();
+    println!("  {flows} flows, {groups} groups");
+    let more = format!(
+        "{base}[[services]]\nname = \"extra\"\ncluster_ip = \"10.247.200.1\"\nport = 80\nbackends = [{{ ip = \"172.16.1.5\" }}]\n"
+    );
+    let s = step(&sw, &more, &mut prev);
+    show("one Service added to 10k", &s);
+    let s = step(&sw, &base, &mut prev);
+    show("one Service removed from 10k", &s);
+    assert_eq!(prev.flows.len(), flows);
+    sw.shutdown();
+}
