@@ -469,3 +469,104 @@ impl Drop for Capture {
         let _ = std::fs::remove_file(&self.out);
     }
 }
+
+/// A process running in a namespace (a server, a capture, a long client); killed on drop.
+pub struct Spawned {
+    child: Option<Child>,
+    out: PathBuf,
+}
+
+impl Spawned {
+    /// Starts `args` in namespace `ns`, stdout and stderr to a file named after `tag`.
+    pub fn start(ns: &str, tag: &str, args: &[&str]) -> Spawned {
+        let out = std::env::temp_dir().join(format!("{ns}-{tag}.out"));
+        let f = std::fs::File::create(&out).expect("spawned output file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {args:?} in {ns}: {e}"));
+        Spawned {
+            child: Some(child),
+            out,
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+/// Waits (up to 5 s) until something in `ns` listens on `port` (`proto` "tcp" or "udp").
+pub fn wait_listening(ns: &str, proto: &str, port: u16) {
+    let flag = if proto == "udp" { "-Hlun" } else { "-Hltn" };
+    let filter = format!("sport = :{port}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = ns_run(ns, &["ss", flag, &filter], Duration::from_secs(3));
+        if r.ok && !r.stdout.trim().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {proto}/{port} in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Writes `text` to a file in the temp dir named `name` (prefixed by the process id) and
+/// returns its path; for helper scripts the tests run inside namespaces.
+pub fn temp_script(name: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("vse{}-{name}", std::process::id()));
+    std::fs::write(&p, text).expect("write helper script");
+    p
+}
+
+impl Node {
+    /// A pod wired as CNI plugins for routed pods do: `ip/32` on `eth0`, a route to the
+    /// gateway `gw` on the link, a default route through it and a permanent neighbour entry
+    /// for it (`gw_mac`), so every packet goes to the switch and no ARP is needed. `mtu`
+    /// leaves room for VXLAN; segmentation and receive offloads off (no vnet header on the
+    /// AF_PACKET ports), tx checksum offload stays on. Returns the pod's index.
+    pub fn add_routed_pod(
+        &mut self,
+        tag: &str,
+        host_if: &str,
+        ip: &str,
+        mac: &str,
+        gw: (&str, &str),
+    ) -> usize {
+        let i = self.add_veth_pod(tag, host_if, &format!("{ip}/32"), mac);
+        let (gw_ip, gw_mac) = gw;
+        ns_sh(
+            self.pods[i].name(),
+            &format!(
+                "ip link set eth0 mtu 1450 && ip route add {gw_ip} dev eth0 && \
+                 ip route add default via {gw_ip} && \
+                 ip neigh replace {gw_ip} lladdr {gw_mac} dev eth0 nud permanent && \
+                 (ethtool -K eth0 gro off >/dev/null 2>&1 || true)"
+            ),
+        );
+        i
+    }
+}
