@@ -106,18 +106,119 @@ struct Slot {
     seq: u64,
 }
 
+/// One entry of the change journal: what a key held before a change.
+#[derive(Clone, Debug)]
+enum Undo {
+    Flow {
+        table: u8,
+        key: (Match, u16),
+        old: Option<Slot>,
+    },
+    Group {
+        id: u32,
+        old: Option<Group>,
+    },
+}
+
+/// What changed since the journal was last cleared (flows by table/match/priority, groups by id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Changed {
+    Flow {
+        table: u8,
+        match_: Match,
+        priority: u16,
+    },
+    Group(u32),
+}
+
 /// The flow tables and the group table of one bridge.
-#[derive(Clone, Debug, Default)]
+///
+/// Every change is journaled with the value it replaced, so that a consumer can apply just the
+/// changes to a derived structure (`changes` + `clear_journal`, as the switch does to keep its
+/// classifiers in step) and a failed batch can be undone (`rollback`) without copying the tables.
+#[derive(Clone, Debug)]
 pub struct Pipeline {
     tables: BTreeMap<u8, HashMap<(Match, u16), Slot>>,
     groups: BTreeMap<u32, Group>,
     seq: u64,
     version: u64,
+    journal: Vec<Undo>,
+    /// Identifies this table set; clones keep it, `new` draws a fresh one.
+    lineage: u64,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Pipeline {
+            tables: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            seq: 0,
+            version: 0,
+            journal: Vec::new(),
+            lineage: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl Pipeline {
     pub fn new() -> Pipeline {
         Pipeline::default()
+    }
+
+    /// Same for a pipeline and its clones; differs between independently created pipelines.
+    pub fn lineage(&self) -> u64 {
+        self.lineage
+    }
+
+    /// Keys changed since the journal was last cleared (a key may appear more than once).
+    pub fn changes(&self) -> impl Iterator<Item = Changed> + '_ {
+        self.journal.iter().map(|u| match u {
+            Undo::Flow { table, key, .. } => Changed::Flow {
+                table: *table,
+                match_: key.0,
+                priority: key.1,
+            },
+            Undo::Group { id, .. } => Changed::Group(*id),
+        })
+    }
+
+    /// Forgets the journal: the changes so far are accepted.
+    pub fn clear_journal(&mut self) {
+        self.journal.clear();
+    }
+
+    /// Undoes every change since the journal was last cleared, newest first.
+    pub fn rollback(&mut self) {
+        while let Some(u) = self.journal.pop() {
+            match u {
+                Undo::Flow { table, key, old } => {
+                    let t = self.tables.entry(table).or_default();
+                    match old {
+                        Some(slot) => {
+                            t.insert(key, slot);
+                        }
+                        None => {
+                            t.remove(&key);
+                        }
+                    }
+                }
+                Undo::Group { id, old } => match old {
+                    Some(g) => {
+                        self.groups.insert(id, g);
+                    }
+                    None => {
+                        self.groups.remove(&id);
+                    }
+                },
+            }
+        }
+        self.version += 1;
+    }
+
+    /// Number of flows in all tables.
+    pub fn n_flows(&self) -> usize {
+        self.tables.values().map(|t| t.len()).sum()
     }
 
     /// Bumped on every change, so caches can tell when to revalidate.
@@ -244,13 +345,18 @@ impl Pipeline {
             entry.bytes = old.entry.bytes;
         }
         self.seq += 1;
-        table.insert(
+        let old = table.insert(
             key,
             Slot {
                 entry,
                 seq: self.seq,
             },
         );
+        self.journal.push(Undo::Flow {
+            table: fm.table_id,
+            key,
+            old,
+        });
         self.version += 1;
         Ok(FlowModResult {
             added: 1,
@@ -291,8 +397,13 @@ impl Pipeline {
             let Some(table) = self.tables.get_mut(&t) else {
                 continue;
             };
-            for s in table.values_mut() {
+            for (key, s) in table.iter_mut() {
                 if Self::selects(fm, &s.entry) {
+                    self.journal.push(Undo::Flow {
+                        table: t,
+                        key: *key,
+                        old: Some(s.clone()),
+                    });
                     s.entry.instructions = Arc::clone(&ins);
                     if fm.flags.contains(FlowFlags::RESET_COUNTS) {
                         s.entry.packets = 0;
@@ -313,17 +424,24 @@ impl Pipeline {
 
     fn delete(&mut self, fm: &FlowMod) -> FlowModResult {
         let mut removed = Vec::new();
-        for t in self.target_tables(fm.table_id) {
+        let targets = self.target_tables(fm.table_id);
+        let journal = &mut self.journal;
+        for t in targets {
             let Some(table) = self.tables.get_mut(&t) else {
                 continue;
             };
-            table.retain(|_, s| {
+            table.retain(|key, s| {
                 let e = &s.entry;
                 let hit = Self::selects(fm, e)
                     && (fm.out_port == OfPort::ANY || e.instructions.outputs_to(fm.out_port))
                     && (fm.out_group == GROUP_ANY || e.instructions.uses_group(fm.out_group));
                 if hit {
                     removed.push(e.clone());
+                    journal.push(Undo::Flow {
+                        table: t,
+                        key: *key,
+                        old: Some(s.clone()),
+                    });
                 }
                 !hit
             });
@@ -372,14 +490,16 @@ impl Pipeline {
                 if self.groups.contains_key(&g.id) {
                     return Err(TableError::GroupExists(g.id));
                 }
-                self.groups.insert(g.id, g.clone());
+                let old = self.groups.insert(g.id, g.clone());
+                self.journal.push(Undo::Group { id: g.id, old });
             }
             GroupModCommand::Modify => {
                 if !self.groups.contains_key(&g.id) {
                     return Err(TableError::UnknownGroup(g.id));
                 }
                 self.check_group(g)?;
-                self.groups.insert(g.id, g.clone());
+                let old = self.groups.insert(g.id, g.clone());
+                self.journal.push(Undo::Group { id: g.id, old });
             }
             GroupModCommand::Delete => {
                 let ids: Vec<u32> = if g.id == GROUP_ALL {
@@ -393,7 +513,8 @@ impl Pipeline {
                 };
                 let mut removed = Vec::new();
                 for id in ids {
-                    self.groups.remove(&id);
+                    let old = self.groups.remove(&id);
+                    self.journal.push(Undo::Group { id, old });
                     let fm = FlowMod {
                         command: FlowModCommand::Delete,
                         table_id: TABLE_ALL,

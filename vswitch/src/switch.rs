@@ -13,7 +13,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use flowtable::classifier::ClassifierBuilder;
 use flowtable::flow::FlowModCommand;
-use flowtable::table::Pipeline as FlowTables;
+use flowtable::table::{Changed, Pipeline as FlowTables};
 use flowtable::text::{self, PrintOpts};
 use flowtable::{FlowEntry, FlowMod, Match};
 use hashbrown::HashMap;
@@ -45,6 +45,18 @@ pub struct BridgeCtl {
     pub cache_stats: Arc<CacheStats>,
     pub version: u64,
     pub created: Instant,
+    /// The datapath's view, kept in step with `tables` change by change (see `publish`).
+    pub installed: Installed,
+}
+
+/// What `publish` has turned into classifiers and group entries so far.
+#[derive(Default)]
+pub struct Installed {
+    /// `tables.lineage()` these were built from; another lineage means a full rebuild.
+    lineage: u64,
+    builders: BTreeMap<u8, ClassifierBuilder<Arc<RuleRef>>>,
+    rules: HashMap<(u8, Match, u16), flowtable::classifier::RuleId>,
+    groups: HashMap<u32, Arc<GroupEntry>>,
 }
 
 pub struct Switch {
@@ -298,6 +310,7 @@ impl Switch {
             cache_stats,
             version: 0,
             created: Instant::now(),
+            installed: Installed::default(),
         };
         // A new bridge is an L2 learning switch, as in Open vSwitch.
         let normal = text::parse_flow("priority=0,actions=NORMAL").map_err(|e| e.to_string())?;
@@ -641,18 +654,22 @@ pub fn parse_flow_mods(
 
 /// Applies a batch atomically: on any error nothing changes.
 pub fn apply_flow_mods(b: &mut BridgeCtl, mods: &[(usize, FlowMod)]) -> Result<(), String> {
+    // Changes applied but not yet published (an OpenFlow session publishes lazily) are
+    // published first, so that a rollback below undoes this batch and nothing else.
+    if b.tables.changes().next().is_some() {
+        publish(b);
+    }
     let now = Instant::now();
-    let mut next = b.tables.clone();
     for (line, fm) in mods {
-        next.flow_mod(fm, now).map_err(|e| {
-            if mods.len() > 1 {
+        if let Err(e) = b.tables.flow_mod(fm, now) {
+            b.tables.rollback();
+            return Err(if mods.len() > 1 {
                 format!("line {line}: {e}")
             } else {
                 e.to_string()
-            }
-        })?;
+            });
+        }
     }
-    b.tables = next;
     publish(b);
     Ok(())
 }
@@ -675,48 +692,103 @@ fn with_live_counters(b: &BridgeCtl, e: &FlowEntry) -> FlowEntry {
     e
 }
 
-/// Builds the datapath's snapshot from the control state and swaps it in.
+/// Brings the datapath's snapshot in line with the control state and swaps it in.
+///
+/// Only what the tables' journal says changed is re-installed: a classifier rule is removed or
+/// inserted per changed flow, only the touched tables get a new classifier snapshot, and the
+/// other tables' snapshots are shared with the previous pipeline. A table set of another
+/// lineage (replace-flows builds a fresh one) is installed from scratch.
 pub fn publish(b: &mut BridgeCtl) {
     b.version += 1;
-    let mut tables: Vec<Arc<TableClassifier>> = Vec::new();
-    let empty: Arc<TableClassifier> = ClassifierBuilder::new().snapshot();
-    let mut live_stats: HashMap<(u8, Match, u16), Arc<FlowStats>> = HashMap::new();
-    let mut builders: BTreeMap<u8, ClassifierBuilder<Arc<RuleRef>>> = BTreeMap::new();
-    for e in b.tables.flows() {
-        let k = (e.table_id, e.match_, e.priority);
-        let stats = b.stats.get(&k).cloned().unwrap_or_default();
-        live_stats.insert(k, stats.clone());
-        builders.entry(e.table_id).or_default().insert(
-            &e.match_.value,
-            &e.match_.mask,
-            e.priority as u32,
-            Arc::new(RuleRef {
-                entry: e.clone(),
-                stats,
-            }),
-        );
-    }
-    b.stats = live_stats;
-    let max_table = builders.keys().next_back().copied().unwrap_or(0);
-    for t in 0..=max_table {
-        match builders.get_mut(&t) {
-            Some(builder) => tables.push(builder.snapshot()),
-            None => tables.push(empty.clone()),
+    let previous = b.pipeline.load_full();
+    let mut dirty: std::collections::BTreeSet<u8> = std::collections::BTreeSet::new();
+    let inst = &mut b.installed;
+    if inst.lineage != b.tables.lineage() {
+        *inst = Installed {
+            lineage: b.tables.lineage(),
+            ..Installed::default()
+        };
+        let mut live_stats = HashMap::new();
+        for e in b.tables.flows() {
+            let k = (e.table_id, e.match_, e.priority);
+            let stats = b.stats.get(&k).cloned().unwrap_or_default();
+            live_stats.insert(k, stats.clone());
+            install_rule(inst, e, stats);
+            dirty.insert(e.table_id);
+        }
+        b.stats = live_stats;
+        for g in b.tables.groups() {
+            inst.groups
+                .insert(g.id, Arc::new(GroupEntry::new(g.clone())));
+        }
+        // Tables that had flows before and have none now must be emptied too.
+        dirty.extend((0..previous.tables.len()).map(|t| t as u8));
+    } else {
+        let changed: hashbrown::HashSet<Changed> = b.tables.changes().collect();
+        for c in changed {
+            match c {
+                Changed::Flow {
+                    table,
+                    match_,
+                    priority,
+                } => {
+                    let k = (table, match_, priority);
+                    if let Some(id) = inst.rules.remove(&k)
+                        && let Some(builder) = inst.builders.get_mut(&table)
+                    {
+                        builder.remove(id);
+                    }
+                    match b.tables.get(table, &match_, priority) {
+                        Some(e) => {
+                            let stats = b.stats.entry(k).or_default().clone();
+                            install_rule(inst, e, stats);
+                        }
+                        None => {
+                            b.stats.remove(&k);
+                        }
+                    }
+                    dirty.insert(table);
+                }
+                Changed::Group(id) => match b.tables.group(id) {
+                    Some(g) => {
+                        let entry = match inst.groups.get(&id) {
+                            Some(e) if e.group == *g => e.clone(),
+                            _ => Arc::new(GroupEntry::new(g.clone())),
+                        };
+                        inst.groups.insert(id, entry);
+                    }
+                    None => {
+                        inst.groups.remove(&id);
+                    }
+                },
+            }
         }
     }
-    // Reuse the previous snapshot's entry (and its Maglev table) for unchanged groups.
-    let previous = b.pipeline.load();
-    let groups = b
-        .tables
-        .groups()
-        .map(|g| {
-            let entry = match previous.groups.get(&g.id) {
-                Some(e) if e.group == *g => e.clone(),
-                _ => Arc::new(GroupEntry::new(g.clone())),
-            };
-            (g.id, entry)
+    b.tables.clear_journal();
+    let empty: Arc<TableClassifier> = ClassifierBuilder::new().snapshot();
+    let max_table = inst
+        .builders
+        .iter()
+        .filter(|(_, bl)| !bl.is_empty())
+        .map(|(t, _)| *t as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut tables: Vec<Arc<TableClassifier>> = (0..max_table)
+        .map(|t| {
+            previous
+                .tables
+                .get(t)
+                .cloned()
+                .unwrap_or_else(|| empty.clone())
         })
         .collect();
+    for t in dirty {
+        if let (Some(slot), Some(builder)) = (tables.get_mut(t as usize), inst.builders.get_mut(&t))
+        {
+            *slot = builder.snapshot();
+        }
+    }
+    let groups = inst.groups.clone();
     let mut ports = HashMap::new();
     for p in b.ports.values() {
         let tunnel = p.spec.tunnel.as_ref();
@@ -741,6 +813,19 @@ pub fn publish(b: &mut BridgeCtl) {
         ports,
         port_order,
     }));
+}
+
+fn install_rule(inst: &mut Installed, e: &FlowEntry, stats: Arc<FlowStats>) {
+    let id = inst.builders.entry(e.table_id).or_default().insert(
+        &e.match_.value,
+        &e.match_.mask,
+        e.priority as u32,
+        Arc::new(RuleRef {
+            entry: e.clone(),
+            stats,
+        }),
+    );
+    inst.rules.insert((e.table_id, e.match_, e.priority), id);
 }
 
 /// Opens the I/O back end of a port.
@@ -815,4 +900,141 @@ fn underlay_mtu(local: Ipv4Addr) -> usize {
         }
     }
     1500
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge() -> BridgeCtl {
+        BridgeCtl {
+            name: "t".into(),
+            dp_index: 0,
+            tables: FlowTables::new(),
+            stats: HashMap::new(),
+            ports: BTreeMap::new(),
+            pipeline: Arc::new(ArcSwap::from_pointee(Pipeline::empty())),
+            drops: Arc::new(DropCounters::default()),
+            cache_stats: Arc::new(CacheStats::default()),
+            version: 0,
+            created: Instant::now(),
+            installed: Installed::default(),
+        }
+    }
+
+    /// The published classifiers hold exactly the flows of the tables, with their actions.
+    fn assert_in_step(b: &BridgeCtl) {
+        let p = b.pipeline.load();
+        let mut published: Vec<(u8, u16, String)> = Vec::new();
+        for (t, cls) in p.tables.iter().enumerate() {
+            for r in cls.iter() {
+                let e = &r.payload().entry;
+                assert_eq!(e.table_id as usize, t);
+                published.push((
+                    e.table_id,
+                    e.priority,
+                    text::print_flow(e, &PrintOpts::default()),
+                ));
+            }
+        }
+        let mut expected: Vec<(u8, u16, String)> = b
+            .tables
+            .flows()
+            .iter()
+            .map(|e| {
+                (
+                    e.table_id,
+                    e.priority,
+                    text::print_flow(e, &PrintOpts::default()),
+                )
+            })
+            .collect();
+        published.sort();
+        expected.sort();
+        assert_eq!(published, expected);
+        assert_eq!(b.stats.len(), expected.len(), "stale or missing counters");
+    }
+
+    #[test]
+    fn incremental_publish_matches_the_tables_through_random_changes() {
+        let mut b = bridge();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..300 {
+            let table = next(3);
+            let port = next(6) + 1;
+            let prio = 10 * (next(3) + 1);
+            let text = match next(5) {
+                0 | 1 => format!(
+                    "table={table},priority={prio},in_port={port},actions=output:{}",
+                    next(4) + 1
+                ),
+                2 => format!("table={table},in_port={port},actions=drop"),
+                3 => format!("table={table},in_port={port}"),
+                _ => format!(
+                    "table={table},priority={prio},ip,nw_dst=10.0.0.{port},actions=output:1"
+                ),
+            };
+            let cmd = match next(5) {
+                0..=2 => FlowModCommand::Add,
+                3 => FlowModCommand::Modify,
+                _ => FlowModCommand::Delete,
+            };
+            let Ok(fm) = text::parse_flow_mod(&text, cmd) else {
+                continue;
+            };
+            let _ = apply_flow_mods(&mut b, &[(1, fm)]);
+            if round % 50 == 49 {
+                // A fresh table set (replace-flows) takes the full-rebuild path.
+                let kept = b.tables.clone();
+                b.tables = FlowTables::new();
+                for e in kept.flows() {
+                    let fm = FlowMod {
+                        table_id: e.table_id,
+                        priority: e.priority,
+                        match_: e.match_,
+                        instructions: (*e.instructions).clone(),
+                        ..FlowMod::default()
+                    };
+                    b.tables.flow_mod(&fm, Instant::now()).unwrap();
+                }
+                publish(&mut b);
+            }
+            assert_in_step(&b);
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_changes_nothing() {
+        let mut b = bridge();
+        let ok = text::parse_flow_mod("priority=5,in_port=1,actions=output:2", FlowModCommand::Add)
+            .unwrap();
+        apply_flow_mods(&mut b, &[(1, ok)]).unwrap();
+        let before: Vec<String> = b
+            .tables
+            .flows()
+            .iter()
+            .map(|e| text::print_flow(e, &PrintOpts::default()))
+            .collect();
+        let good =
+            text::parse_flow_mod("priority=6,in_port=2,actions=output:1", FlowModCommand::Add)
+                .unwrap();
+        let bad =
+            text::parse_flow_mod("priority=7,in_port=3,actions=group:99", FlowModCommand::Add)
+                .unwrap();
+        assert!(apply_flow_mods(&mut b, &[(1, good), (2, bad)]).is_err());
+        let after: Vec<String> = b
+            .tables
+            .flows()
+            .iter()
+            .map(|e| text::print_flow(e, &PrintOpts::default()))
+            .collect();
+        assert_eq!(before, after);
+        assert_in_step(&b);
+    }
 }
