@@ -108,6 +108,7 @@ struct Slot {
 
 /// One entry of the change journal: what a key held before a change.
 #[derive(Clone, Debug)]
+#[expect(clippy::large_enum_variant, reason = "short-lived journal entries; flows dominate")]
 enum Undo {
     Flow {
         table: u8,
@@ -122,6 +123,7 @@ enum Undo {
 
 /// What changed since the journal was last cleared (flows by table/match/priority, groups by id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[expect(clippy::large_enum_variant, reason = "a plain key; flows dominate")]
 pub enum Changed {
     Flow {
         table: u8,
