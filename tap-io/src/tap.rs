@@ -5,6 +5,11 @@
 //! it. With `multi_queue`, every open of the same name adds a queue (`IFF_MULTI_QUEUE`), and
 //! the flag must match how the device was created. The kernel has no batched TAP read or
 //! write without vnet headers, so a batch costs one syscall per frame.
+//!
+//! With `vnet_hdr` (`IFF_VNET_HDR` + `TUNSETOFFLOAD`), every read and write carries a
+//! virtio-net header ([`crate::vnet`]): the kernel hands us TSO/USO super-frames and partial
+//! checksums (`meta.gso`, `meta.csum_*`) and takes them back whole, so batches need
+//! [`crate::GSO_FRAME_ROOM`] buffers.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -13,7 +18,20 @@ use thiserror::Error;
 
 use crate::buf::Batch;
 use crate::iface::{self, IfaceError};
-use crate::port::{Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::port::{Offloads, Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::vnet::{VNET_HDR_LEN, VnetHdr};
+
+/// `_IOW('T', 208, unsigned int)`: which offloads user space accepts on reads.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `_IOW('T', 216, int)`: the virtio-net header size.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_TSO_ECN: libc::c_uint = 0x08;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// Errors of opening a TAP port.
 #[derive(Debug, Error)]
@@ -36,6 +54,14 @@ pub enum TapError {
         #[source]
         source: io::Error,
     },
+    /// Setting up virtio-net headers or offloads failed.
+    #[error("{what} for {name:?} failed: {source}")]
+    Vnet {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
     /// An interface request (name check, MTU, bringing it up) failed.
     #[error(transparent)]
     Iface(#[from] IfaceError),
@@ -52,6 +78,9 @@ pub struct TapConfig {
     pub persist: bool,
     /// Set the device administratively up after opening.
     pub bring_up: bool,
+    /// Exchange a virtio-net header with every frame and accept checksum, TSO (and, where
+    /// the kernel has it, USO) offloads: super-frames up to 64 KiB pass whole.
+    pub vnet_hdr: bool,
 }
 
 impl TapConfig {
@@ -62,6 +91,7 @@ impl TapConfig {
             multi_queue: false,
             persist: false,
             bring_up: true,
+            vnet_hdr: false,
         }
     }
 }
@@ -72,7 +102,35 @@ pub struct TapPort {
     fd: OwnedFd,
     name: String,
     mtu: usize,
+    vnet_hdr: bool,
     stats: PortStats,
+}
+
+/// An ioctl with an integer argument passed by pointer; the errno as an `io::Error`.
+fn ioctl_int(fd: &OwnedFd, req: libc::c_ulong, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: both requests used here read one int through the pointer, which lives across
+    // the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, &val) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Tells the kernel which offloads we take on reads: checksum and TSO always, USO where the
+/// kernel knows it (6.2+), falling back without it.
+fn set_offloads(fd: &OwnedFd) -> io::Result<()> {
+    let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    let set = |flags: libc::c_uint| {
+        // SAFETY: TUNSETOFFLOAD takes the flags as the integer argument itself.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    set(base | TUN_F_USO4 | TUN_F_USO6).or_else(|_| set(base))
 }
 
 impl TapPort {
@@ -82,6 +140,9 @@ impl TapPort {
         let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
         if cfg.multi_queue {
             flags |= libc::IFF_MULTI_QUEUE;
+        }
+        if cfg.vnet_hdr {
+            flags |= IFF_VNET_HDR;
         }
         req.ifr_ifru.ifru_flags = flags as libc::c_short;
         // SAFETY: the path is a NUL-terminated literal; the result is checked.
@@ -103,6 +164,15 @@ impl TapPort {
                 name: cfg.name.clone(),
                 source: io::Error::last_os_error(),
             });
+        }
+        if cfg.vnet_hdr {
+            let vnet = |what| {
+                let name = cfg.name.clone();
+                move |source| TapError::Vnet { what, name, source }
+            };
+            ioctl_int(&fd, TUNSETVNETHDRSZ, VNET_HDR_LEN as libc::c_int)
+                .map_err(vnet("TUNSETVNETHDRSZ"))?;
+            set_offloads(&fd).map_err(vnet("TUNSETOFFLOAD"))?;
         }
         if cfg.persist {
             // SAFETY: TUNSETPERSIST takes an integer argument, not a pointer.
@@ -129,6 +199,7 @@ impl TapPort {
             fd,
             name,
             mtu,
+            vnet_hdr: cfg.vnet_hdr,
             stats: PortStats::default(),
         })
     }
@@ -161,7 +232,13 @@ impl Port for TapPort {
             // The TAP driver silently cuts a frame to the buffer it is given; one spill byte
             // behind the buffer tells a cut frame (n > room) from one that fits exactly.
             let mut spill = 0u8;
+            let mut vh = [0u8; VNET_HDR_LEN];
+            let hdr_len = if self.vnet_hdr { VNET_HDR_LEN } else { 0 };
             let iov = [
+                libc::iovec {
+                    iov_base: vh.as_mut_ptr().cast(),
+                    iov_len: hdr_len,
+                },
                 libc::iovec {
                     iov_base: space.as_mut_ptr().cast(),
                     iov_len: room,
@@ -171,9 +248,9 @@ impl Port for TapPort {
                     iov_len: 1,
                 },
             ];
-            // SAFETY: both iovecs point to writable memory of the stated lengths that lives
-            // across the call.
-            let r = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+            // SAFETY: all iovecs point to writable memory of the stated lengths that lives
+            // across the call (the first has length 0 without vnet headers).
+            let r = unsafe { libc::readv(fd, iov.as_ptr(), 3) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
@@ -188,7 +265,10 @@ impl Port for TapPort {
                     }
                 }
             }
-            let len = r as usize;
+            let Some(len) = (r as usize).checked_sub(hdr_len) else {
+                self.stats.rx_errors += 1;
+                continue;
+            };
             if len > room {
                 self.stats.rx_truncated += 1;
                 continue;
@@ -196,6 +276,14 @@ impl Port for TapPort {
             // len <= room == frame room, so set_len cannot fail.
             let _ = buf.set_len(len);
             buf.meta.wire_len = len as u32;
+            if self.vnet_hdr {
+                if VnetHdr::parse(&vh).to_meta(&mut buf.meta, 0).is_err() {
+                    self.stats.rx_bad_vnet += 1;
+                    continue;
+                }
+                self.stats.rx_gso += u64::from(buf.meta.gso.is_some());
+                self.stats.rx_csum_not_ready += u64::from(buf.meta.csum_not_ready);
+            }
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len as u64;
             batch.commit();
@@ -209,12 +297,28 @@ impl Port for TapPort {
         let mut r = TxReport::default();
         for p in batch.iter() {
             let d = p.data();
+            let vh = VnetHdr::from_meta(&p.meta).emit();
+            let hdr_len = if self.vnet_hdr { VNET_HDR_LEN } else { 0 };
+            let iov = [
+                libc::iovec {
+                    iov_base: vh.as_ptr().cast_mut().cast(),
+                    iov_len: hdr_len,
+                },
+                libc::iovec {
+                    iov_base: d.as_ptr().cast_mut().cast(),
+                    iov_len: d.len(),
+                },
+            ];
             loop {
-                // SAFETY: `d` is a readable buffer of `d.len()` bytes for the whole call.
-                let w = unsafe { libc::write(fd, d.as_ptr().cast(), d.len()) };
+                // SAFETY: both iovecs point to readable memory of the stated lengths for the
+                // whole call; the kernel only reads them.
+                let w = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
                 if w >= 0 {
                     r.sent += 1;
                     r.bytes += d.len() as u64;
+                    if self.vnet_hdr && p.meta.gso.is_some() {
+                        self.stats.tx_gso += 1;
+                    }
                     break;
                 }
                 let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
@@ -240,5 +344,12 @@ impl Port for TapPort {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            gso: self.vnet_hdr,
+            csum: self.vnet_hdr,
+        }
     }
 }
