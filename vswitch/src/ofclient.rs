@@ -138,6 +138,61 @@ pub struct Received {
     pub msg: Message,
 }
 
+/// Bytes buffered by a [`Sender`] before a write.
+const SEND_CHUNK: usize = 64 * 1024;
+
+/// What [`Conn::transact_with`] saw.
+pub struct Transaction {
+    /// Every message the switch sent before the barrier reply (errors, mostly).
+    pub replies: Vec<Received>,
+    /// What was sent, with xids (to render errors with their request).
+    pub sent: Vec<(Message, u32)>,
+    /// The producer's own result (a parse error stops it early).
+    pub produced: Result<(), ClientError>,
+}
+
+/// The writing end of a transaction.
+pub struct Sender {
+    stream: Stream,
+    buf: Vec<u8>,
+    next_xid: u32,
+    bundle: Option<(u32, u16)>,
+    sent: Vec<(Message, u32)>,
+}
+
+impl Sender {
+    /// Queues one request (inside the bundle, if any).
+    pub fn send(&mut self, msg: Message) -> Result<(), ClientError> {
+        let xid = self.next_xid;
+        self.next_xid = self.next_xid.wrapping_add(1);
+        let encoded = match self.bundle {
+            Some((bundle_id, flags)) => encode_into(
+                &Message::BundleAdd(crate::openflow::BundleAdd {
+                    bundle_id,
+                    flags,
+                    inner_xid: xid,
+                    inner: Box::new(msg.clone()),
+                }),
+                xid,
+                &mut self.buf,
+            ),
+            None => encode_into(&msg, xid, &mut self.buf),
+        };
+        encoded.map_err(|e| ClientError::Usage(e.detail))?;
+        self.sent.push((msg, xid));
+        if self.buf.len() >= SEND_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ClientError> {
+        self.stream.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
 /// One negotiated OpenFlow 1.3 connection.
 pub struct Conn {
     stream: Stream,
@@ -238,35 +293,55 @@ impl Conn {
         }
     }
 
-    /// Sends `msgs` (each with its xid) and a barrier, then collects every reply up to the
-    /// barrier's. The bytes are written by a helper thread so the switch's answers are read
-    /// while we write.
-    pub fn transact(&mut self, msgs: &[(Message, u32)]) -> Result<Vec<Received>, ClientError> {
-        let barrier_xid = self.alloc_xid();
-        let mut bytes = Vec::new();
-        for (m, xid) in msgs {
-            encode_into(m, *xid, &mut bytes).map_err(|e| ClientError::Usage(e.detail))?;
-        }
-        encode_into(&Message::BarrierRequest, barrier_xid, &mut bytes)
-            .map_err(|e| ClientError::Usage(e.detail))?;
-        let mut writer = self.stream.try_clone()?;
-        let handle = std::thread::spawn(move || writer.write_all(&bytes));
+    /// Runs `produce` on a writer thread, which sends requests through a [`Sender`] (numbered
+    /// from this connection's next xid, wrapped in `bundle` when given) and then a barrier,
+    /// while this thread collects every reply up to the barrier's. Producing (parsing a file)
+    /// thus overlaps with the switch applying what was already sent, and a switch answering
+    /// errors never blocks our writes.
+    pub fn transact_with<F>(
+        &mut self,
+        bundle: Option<(u32, u16)>,
+        produce: F,
+    ) -> Result<Transaction, ClientError>
+    where
+        F: FnOnce(&mut Sender) -> Result<(), ClientError> + Send + 'static,
+    {
+        let mut sender = Sender {
+            stream: self.stream.try_clone()?,
+            buf: Vec::with_capacity(2 * SEND_CHUNK),
+            next_xid: self.next_xid,
+            bundle,
+            sent: Vec::new(),
+        };
+        let handle = std::thread::spawn(move || {
+            let produced = produce(&mut sender);
+            let barrier_xid = sender.next_xid;
+            sender.next_xid = sender.next_xid.wrapping_add(1);
+            let finished = encode_into(&Message::BarrierRequest, barrier_xid, &mut sender.buf)
+                .map_err(|e| ClientError::Usage(e.detail))
+                .and_then(|()| sender.flush());
+            (produced, finished, sender.sent, sender.next_xid)
+        });
         let mut replies = Vec::new();
-        let result = loop {
+        // Only one barrier is in flight on this connection: its reply ends the transaction.
+        let read = loop {
             match self.recv() {
-                Ok(r) if matches!(r.msg, Message::BarrierReply) && r.header.xid == barrier_xid => {
-                    break Ok(());
-                }
+                Ok(r) if matches!(r.msg, Message::BarrierReply) => break Ok(()),
                 Ok(r) => replies.push(r),
                 Err(e) => break Err(e),
             }
         };
-        let written = handle
+        let (produced, finished, sent, next_xid) = handle
             .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
-        result?;
-        written?;
-        Ok(replies)
+            .map_err(|_| ClientError::Protocol("writer thread panicked".into()))?;
+        self.next_xid = next_xid;
+        finished?;
+        read?;
+        Ok(Transaction {
+            replies,
+            sent,
+            produced,
+        })
     }
 
     /// One multipart request; all reply parts, in order. An OFPT_ERROR comes back as

@@ -78,6 +78,7 @@ impl Registry {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
+                    let _ = conn.set_read_timeout(Some(session::IDLE_PUBLISH));
                     spawn_session(conn, switch.clone(), br.clone());
                 }
             });
@@ -143,6 +144,7 @@ pub fn listen_tcp(switch: &Arc<Switch>, bridge: String, addr: SocketAddr) -> std
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let _ = conn.set_nodelay(true);
+                let _ = conn.set_read_timeout(Some(session::IDLE_PUBLISH));
                 spawn_session(conn, weak.clone(), bridge.clone());
             }
         })?;

@@ -366,6 +366,28 @@ fn bundle_applies_all_or_nothing() {
         !dump.contains("icmp"),
         "a failed bundle must change nothing: {dump}"
     );
+    // A line that does not parse, far into a bundled file: the bundle is discarded.
+    let mut text_in = String::new();
+    for i in 0..3000 {
+        text_in.push_str(&format!(
+            "priority=30,udp,tp_dst={},actions=drop\n",
+            1000 + i
+        ));
+    }
+    text_in.push_str("priority=31,nw_dts=1.2.3.4,actions=drop\n");
+    let unparsable = d.file("unparsable.txt", &text_in);
+    let out = d.ctl(&["--bundle", "add-flows", "br0", &unparsable]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("vswitchctl: line 3001: "),
+        "{}",
+        stderr(&out)
+    );
+    let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert!(
+        !dump.contains("priority=30"),
+        "a discarded bundle must change nothing: {dump}"
+    );
     // Without --bundle the good line of the same file is applied, the bad one refused.
     let out = d.ctl(&["add-flows", "br0", &bad]);
     assert_eq!(out.status.code(), Some(1));

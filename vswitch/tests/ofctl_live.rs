@@ -443,3 +443,37 @@ fn del_br_removes_the_socket() {
     assert!(!d.socket().exists());
     assert!(!d.ofctl(&[], "show", &[]).status.success());
 }
+
+#[test]
+fn flow_mods_without_barrier_reach_the_datapath_when_the_peer_goes_quiet() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start();
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    read_msg(&mut s).unwrap();
+    s.write_all(&[4, 0, 0, 8, 0, 0, 0, 1]).unwrap();
+    // FLOW_MOD add table 0, priority 10, match eth_type=0x0800, no instructions (drop), and
+    // then silence: no barrier, the connection stays open.
+    let mut fm = vec![4, 14, 0, 0, 0, 0, 0, 2];
+    fm.extend_from_slice(&[0; 16]); // cookie, cookie_mask
+    fm.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 10]); // table, ADD, timeouts, priority
+    fm.extend_from_slice(&[0xff; 12]); // buffer_id, out_port, out_group
+    fm.extend_from_slice(&[0, 0, 0, 0]); // flags, pad
+    fm.extend_from_slice(&[0, 1, 0, 10, 0x80, 0, 0x0a, 2, 0x08, 0, 0, 0, 0, 0, 0, 0]); // OXM
+    let len = fm.len() as u16;
+    fm[2..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&fm).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // An IPv4 frame injected into the bridge's tables now hits the new flow, not NORMAL.
+    let frame =
+        "0001020304050a0b0c0d0e0f08004500001c000100004011f9ce0a0000010a000002003500350008ffff";
+    d.ofctl_ok(&[], "packet-out", &["CONTROLLER", "TABLE", frame]);
+    let dump = d.ofctl_ok(&[], "dump-flows", &[]);
+    assert!(
+        dump.contains("n_packets=1, n_bytes=42, priority=10,ip actions=drop"),
+        "{dump}"
+    );
+    drop(s);
+}

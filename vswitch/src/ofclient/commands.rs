@@ -11,10 +11,9 @@ use std::time::Instant;
 use flowtable::text::{self, PrintOpts};
 use flowtable::{FlowEntry, FlowModCommand, OfPort};
 
-use super::{ClientError, Conn, Received, Target, errors, print};
+use super::{ClientError, Conn, Received, Sender, Target, errors, print};
 use crate::ofserver::convert;
 use crate::openflow::experimenter::{BUNDLE_ATOMIC, BUNDLE_ORDERED, bundle_ctrl};
-use crate::openflow::message::BundleAdd;
 use crate::openflow::multipart::FlowStatsRequest;
 use crate::openflow::{BundleControl, Message, MultipartReply, MultipartRequest, PacketOut};
 
@@ -151,6 +150,19 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                     arg(rest, 0, cmd, "a flow")?,
                     FlowModCommand::Add,
                 )?],
+                "add-flows" if opts.bundle => {
+                    // Bundled: parse while sending; a bad line discards the whole bundle.
+                    let text_in = read_file(arg(rest, 0, cmd, "a file")?)?;
+                    send_changes(&target, true, move |s| {
+                        for (n, l) in file_lines(&text_in) {
+                            let fm = text::parse_flow_mod(l, FlowModCommand::Add)
+                                .map_err(|e| usage(format!("line {n}: {e}")))?;
+                            s.send(Message::FlowMod(convert::flow_mod_out(&fm).map_err(wire)?))?;
+                        }
+                        Ok(())
+                    })?;
+                    return Ok(Outcome::Done(String::new()));
+                }
                 "add-flows" => parse_flows(
                     &read_file(arg(rest, 0, cmd, "a file")?)?,
                     FlowModCommand::Add,
@@ -185,7 +197,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                 .map(|m| convert::flow_mod_out(m).map(Message::FlowMod))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(wire)?;
-            send_changes(&target, msgs, opts.bundle)?;
+            send_changes(&target, opts.bundle, send_all(msgs))?;
             String::new()
         }
         "replace-flows" => {
@@ -220,7 +232,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                         .map_err(wire)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            send_changes(&target, msgs, opts.bundle)?;
+            send_changes(&target, opts.bundle, send_all(msgs))?;
             String::new()
         }
         "dump-groups" => {
@@ -437,35 +449,53 @@ fn dump_flows(
     Ok(s)
 }
 
-/// Sends flow/group changes (in an atomic ONF bundle when `bundle`); every OFPT_ERROR the
-/// switch answers is rendered into [`ClientError::Refused`].
-fn send_changes(target: &Target, msgs: Vec<Message>, bundle: bool) -> Result<(), ClientError> {
+/// A producer that sends `msgs` as they are.
+fn send_all(msgs: Vec<Message>) -> impl FnOnce(&mut Sender) -> Result<(), ClientError> + Send {
+    move |s: &mut Sender| msgs.into_iter().try_for_each(|m| s.send(m))
+}
+
+/// Sends the flow/group changes `produce` makes (in one atomic ONF bundle when `bundle`);
+/// every OFPT_ERROR the switch answers is rendered into [`ClientError::Refused`].
+fn send_changes<F>(target: &Target, bundle: bool, produce: F) -> Result<(), ClientError>
+where
+    F: FnOnce(&mut Sender) -> Result<(), ClientError> + Send + 'static,
+{
     let mut c = Conn::open(target)?;
-    c.set_next_xid(CHANGE_XID);
-    let numbered: Vec<(Message, u32)> = msgs
-        .into_iter()
-        .map(|m| {
-            let x = c.alloc_xid();
-            (m, x)
-        })
-        .collect();
-    if bundle {
-        return bundle_changes(&mut c, numbered);
+    if !bundle {
+        c.set_next_xid(CHANGE_XID);
+        let t = c.transact_with(None, produce)?;
+        refusals(&t.replies, &t.sent, &[])?;
+        return t.produced;
     }
-    let replies = c.transact(&numbered)?;
-    refusals(&replies, &numbered, None)
+    let flags = BUNDLE_ATOMIC | BUNDLE_ORDERED;
+    let control = |ctrl_type| {
+        Message::BundleControl(BundleControl {
+            bundle_id: BUNDLE_ID,
+            ctrl_type,
+            flags,
+            properties: Vec::new(),
+        })
+    };
+    // The open takes the xid before the first change, so the changes are numbered from 6 as
+    // ovs-ofctl numbers them (its error texts quote them).
+    c.set_next_xid(CHANGE_XID - 1);
+    c.request(&control(bundle_ctrl::OPEN_REQUEST))?;
+    let t = c.transact_with(Some((BUNDLE_ID, flags)), produce)?;
+    let staged = refusals(&t.replies, &t.sent, &[]).and(t.produced);
+    if let Err(e) = staged {
+        let _ = c.request(&control(bundle_ctrl::DISCARD_REQUEST));
+        return Err(e);
+    }
+    let commit = c.transact_with(None, send_all(vec![control(bundle_ctrl::COMMIT_REQUEST)]))?;
+    refusals(&commit.replies, &t.sent, &commit.sent)
 }
 
 fn refusals(
     replies: &[Received],
     sent: &[(Message, u32)],
-    extra: Option<(&Message, u32)>,
+    more: &[(Message, u32)],
 ) -> Result<(), ClientError> {
-    let by_xid: HashMap<u32, &Message> = sent
-        .iter()
-        .map(|(m, x)| (*x, m))
-        .chain(extra.map(|(m, x)| (x, m)))
-        .collect();
+    let by_xid: HashMap<u32, &Message> = sent.iter().chain(more).map(|(m, x)| (*x, m)).collect();
     let mut text_out = String::new();
     for r in replies {
         if let Message::Error(e) = &r.msg {
@@ -481,44 +511,6 @@ fn refusals(
     } else {
         Err(ClientError::Refused(text_out))
     }
-}
-
-fn bundle_changes(c: &mut Conn, numbered: Vec<(Message, u32)>) -> Result<(), ClientError> {
-    let flags = BUNDLE_ATOMIC | BUNDLE_ORDERED;
-    let control = |ctrl_type| {
-        Message::BundleControl(BundleControl {
-            bundle_id: BUNDLE_ID,
-            ctrl_type,
-            flags,
-            properties: Vec::new(),
-        })
-    };
-    let open = control(bundle_ctrl::OPEN_REQUEST);
-    c.request(&open)?;
-    let adds: Vec<(Message, u32)> = numbered
-        .iter()
-        .map(|(m, x)| {
-            (
-                Message::BundleAdd(BundleAdd {
-                    bundle_id: BUNDLE_ID,
-                    flags,
-                    inner_xid: *x,
-                    inner: Box::new(m.clone()),
-                }),
-                *x,
-            )
-        })
-        .collect();
-    let replies = c.transact(&adds)?;
-    if let Err(e) = refusals(&replies, &numbered, None) {
-        let discard = control(bundle_ctrl::DISCARD_REQUEST);
-        let _ = c.request(&discard);
-        return Err(e);
-    }
-    let commit = control(bundle_ctrl::COMMIT_REQUEST);
-    let commit_xid = c.alloc_xid();
-    let replies = c.transact(&[(commit.clone(), commit_xid)])?;
-    refusals(&replies, &numbered, Some((&commit, commit_xid)))
 }
 
 /// `replace-flows`: dumps the switch, then deletes (strictly) what the file lacks and adds
@@ -570,7 +562,7 @@ fn replace_flows(
     if msgs.is_empty() {
         return Ok(());
     }
-    send_changes(target, msgs, bundle)
+    send_changes(target, bundle, send_all(msgs))
 }
 
 type FlowKey = (u8, u16, flowtable::Match);
@@ -720,7 +712,7 @@ fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
             data,
         }));
     }
-    send_changes(target, msgs, false)
+    send_changes(target, false, send_all(msgs))
 }
 
 #[cfg(test)]

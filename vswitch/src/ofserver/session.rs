@@ -1,14 +1,16 @@
 //! One OpenFlow connection: HELLO negotiation, then requests answered strictly in order.
 //!
 //! Flow-mods are applied to the bridge's tables at once (so errors come back before the next
-//! barrier reply) but the datapath snapshot is published lazily: once per batch of received
-//! bytes, or before any other request. `add-flows` of 10 000 lines thus compiles the
-//! classifiers a handful of times, not 10 000.
+//! barrier reply) but the datapath snapshot is published lazily: before any other request
+//! (a barrier, a dump), when the peer goes quiet (the listeners' read timeout,
+//! [`IDLE_PUBLISH`]), and while flow-mods keep streaming at most every [`IDLE_PUBLISH`] or
+//! four times the last publish's cost, whichever is longer. A publish snapshots every
+//! touched table, so publishing per read made `add-flows` of 100 000 lines quadratic.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use flowtable::classifier::ClassifierBuilder;
@@ -25,6 +27,10 @@ use crate::openflow::{
 };
 use crate::pipeline::{FlowStats, Pipeline, RuleRef};
 use crate::switch::{BridgeCtl, Switch, dpid, publish};
+
+/// How stale the datapath may be while flow-mods stream in (also the idle read timeout the
+/// listeners set, so a quiet peer's last changes are published this soon).
+pub const IDLE_PUBLISH: Duration = Duration::from_millis(100);
 
 /// Offset of the inner message in an ONFT_BUNDLE_ADD_MESSAGE.
 const BUNDLE_INNER_OFFSET: usize = 24;
@@ -48,6 +54,10 @@ pub struct Session {
     negotiated: bool,
     /// Tables changed since the last publish.
     dirty: bool,
+    last_publish: Instant,
+    /// How long the last publish took: streaming publishes are spaced so that they cost at
+    /// most a fifth of the time (a publish snapshots every touched table, 100k rules ≈ 40 ms).
+    publish_cost: Duration,
     bundles: HashMap<u32, Vec<Staged>>,
 }
 
@@ -68,6 +78,8 @@ impl Session {
             },
             negotiated: false,
             dirty: false,
+            last_publish: Instant::now(),
+            publish_cost: Duration::ZERO,
             bundles: HashMap::new(),
         }
     }
@@ -84,8 +96,20 @@ impl Session {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => n,
+                // The listeners set a read timeout: the peer went quiet, publish.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.publish_if_dirty();
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
             };
             framer.push(&buf[..n]);
             let mut out = Vec::new();
@@ -105,7 +129,9 @@ impl Session {
                     break;
                 }
             }
-            self.publish_if_dirty();
+            if self.last_publish.elapsed() >= IDLE_PUBLISH.max(self.publish_cost * 4) {
+                self.publish_if_dirty();
+            }
             if !out.is_empty() && conn.write_all(&out).is_err() {
                 break;
             }
@@ -264,7 +290,10 @@ impl Session {
     fn publish_if_dirty(&mut self) {
         if self.dirty {
             self.dirty = false;
+            let start = Instant::now();
             let _ = self.bridge_do(publish);
+            self.last_publish = Instant::now();
+            self.publish_cost = self.last_publish - start;
         }
     }
 
@@ -434,26 +463,32 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
     }
 }
 
-/// Applies staged changes to a copy of the tables; installs the copy only if all succeed.
-/// `atomic == false` (single requests) skips the copy: one flow-mod validates before it
-/// changes anything.
+/// Applies staged changes. `atomic` (bundle commits): all or nothing, by rolling the tables'
+/// journal back on the first refusal, and published at once. Single requests need no undo (a
+/// flow-mod validates before it changes anything) and are published lazily by the session.
 fn apply_staged(
     b: &mut BridgeCtl,
     staged: &[Staged],
     atomic: bool,
 ) -> Result<(), (usize, TableError)> {
+    // Earlier unpublished changes go out first, so a rollback undoes this batch only.
+    if atomic && b.tables.changes().next().is_some() {
+        publish(b);
+    }
     let now = Instant::now();
-    let mut next = if atomic { Some(b.tables.clone()) } else { None };
-    let tables = next.as_mut().unwrap_or(&mut b.tables);
     for (i, s) in staged.iter().enumerate() {
         let r = match &s.op {
-            Op::Flow(fm) => tables.flow_mod(fm, now).map(|_| ()),
-            Op::Group(gm) => tables.group_mod(gm).map(|_| ()),
+            Op::Flow(fm) => b.tables.flow_mod(fm, now).map(|_| ()),
+            Op::Group(gm) => b.tables.group_mod(gm).map(|_| ()),
         };
-        r.map_err(|e| (i, e))?;
+        if let Err(e) = r {
+            if atomic {
+                b.tables.rollback();
+            }
+            return Err((i, e));
+        }
     }
-    if let Some(next) = next {
-        b.tables = next;
+    if atomic {
         publish(b);
     }
     Ok(())
