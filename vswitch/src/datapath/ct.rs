@@ -46,25 +46,28 @@ pub fn run(
     next.ct_mark = res.ct_mark;
     next.ct_zone = res.ct_zone;
     if let Some(rw) = res.rewrite {
+        let mode = if pkt.meta.csum_not_ready {
+            L4Checksum::Partial
+        } else {
+            L4Checksum::Complete
+        };
         let frame = pkt.data_mut();
         let (src, dst) = (v4(rw.src), v4(rw.dst));
         if src != key.nw_src {
-            let _ = encap::rewrite::set_ipv4_src(frame, parsed, src.into(), L4Checksum::Complete);
+            let _ = encap::rewrite::set_ipv4_src(frame, parsed, src.into(), mode);
             next.nw_src = src;
         }
         if dst != key.nw_dst {
-            let _ = encap::rewrite::set_ipv4_dst(frame, parsed, dst.into(), L4Checksum::Complete);
+            let _ = encap::rewrite::set_ipv4_dst(frame, parsed, dst.into(), mode);
             next.nw_dst = dst;
         }
         if matches!(key.nw_proto, 6 | 17) {
             if rw.sport != key.tp_src {
-                let _ =
-                    encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, L4Checksum::Complete);
+                let _ = encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, mode);
                 next.tp_src = rw.sport;
             }
             if rw.dport != key.tp_dst {
-                let _ =
-                    encap::rewrite::set_l4_dst_port(frame, parsed, rw.dport, L4Checksum::Complete);
+                let _ = encap::rewrite::set_l4_dst_port(frame, parsed, rw.dport, mode);
                 next.tp_dst = rw.dport;
             }
         }

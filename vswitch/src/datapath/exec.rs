@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use encap::FlowKey;
-use encap::rewrite::L4Checksum::Complete;
+use encap::rewrite::L4Checksum;
 use tap_io::{Batch, PacketBuf};
 
 use super::actions::DpAction;
@@ -23,12 +23,15 @@ const MAX_RECIRC: usize = 8;
 /// Reusable buffers so that the fast path never allocates.
 pub struct Scratch {
     icmp: Vec<u8>,
+    /// Where GSO super-frames are cut into segments for ports without GSO.
+    gso: Vec<u8>,
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
         Scratch {
             icmp: Vec::with_capacity(1600),
+            gso: Vec::with_capacity(tap_io::buf::DEFAULT_FRAME_ROOM),
         }
     }
 }
@@ -178,14 +181,9 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
 }
 
 fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usize) {
-    if pkt.meta.csum_not_ready {
-        // The sender offloaded its L4 checksum; finish it now so every later stage (NAT,
-        // output to a port that will not finish it) sees a valid packet.
-        pkt.meta.csum_not_ready = false;
-        let mut probe = key;
-        let parsed = encap::extract(pkt.data(), &mut probe);
-        super::csum::complete_l4(pkt.data_mut(), &parsed);
-    }
+    // Offloaded checksums (csum_not_ready) and GSO super-frames travel through the pipeline as
+    // they are: rewrites keep the partial sum right, and each output port finishes whatever its
+    // back end cannot (ports.rs `queue`).
     let mut parsed = encap::extract(pkt.data(), &mut key);
     match parsed.error {
         None => {}
@@ -259,19 +257,23 @@ fn execute(
                 key.eth_dst = *mac;
             }
             DpAction::SetIpv4Src(ip) => {
-                let _ = encap::rewrite::set_ipv4_src(pkt.data_mut(), parsed, *ip, Complete);
+                let mode = csum_mode(pkt);
+                let _ = encap::rewrite::set_ipv4_src(pkt.data_mut(), parsed, *ip, mode);
                 key.nw_src = u32::from(*ip);
             }
             DpAction::SetIpv4Dst(ip) => {
-                let _ = encap::rewrite::set_ipv4_dst(pkt.data_mut(), parsed, *ip, Complete);
+                let mode = csum_mode(pkt);
+                let _ = encap::rewrite::set_ipv4_dst(pkt.data_mut(), parsed, *ip, mode);
                 key.nw_dst = u32::from(*ip);
             }
             DpAction::SetTpSrc(p) => {
-                let _ = encap::rewrite::set_l4_src_port(pkt.data_mut(), parsed, *p, Complete);
+                let mode = csum_mode(pkt);
+                let _ = encap::rewrite::set_l4_src_port(pkt.data_mut(), parsed, *p, mode);
                 key.tp_src = *p;
             }
             DpAction::SetTpDst(p) => {
-                let _ = encap::rewrite::set_l4_dst_port(pkt.data_mut(), parsed, *p, Complete);
+                let mode = csum_mode(pkt);
+                let _ = encap::rewrite::set_l4_dst_port(pkt.data_mut(), parsed, *p, mode);
                 key.tp_dst = *p;
             }
             DpAction::SetIpTos(tos) => {
@@ -287,6 +289,7 @@ fn execute(
                     ctx.bridge.drops.add(DropReason::VlanMismatch, 1);
                     return;
                 }
+                shift_offload_offsets(pkt, 4);
                 *parsed = reparse(pkt, key);
                 key.vlan_tci = *tci | encap::flowkey::VLAN_PRESENT;
             }
@@ -295,6 +298,7 @@ fn execute(
                     ctx.bridge.drops.add(DropReason::VlanMismatch, 1);
                     return;
                 }
+                shift_offload_offsets(pkt, -4);
                 *parsed = reparse(pkt, key);
                 key.vlan_tci = 0;
             }
@@ -404,6 +408,25 @@ fn reparse(pkt: &PacketBuf, key: &FlowKey) -> encap::Parsed {
     encap::extract(pkt.data(), &mut scratch)
 }
 
+/// How rewrites must treat the L4 checksum field of this packet.
+fn csum_mode(pkt: &PacketBuf) -> L4Checksum {
+    if pkt.meta.csum_not_ready {
+        L4Checksum::Partial
+    } else {
+        L4Checksum::Complete
+    }
+}
+
+/// Keeps the offload offsets pointing at the same bytes after the frame grew or shrank in front.
+fn shift_offload_offsets(pkt: &mut PacketBuf, by: i32) {
+    if let Some(start) = pkt.meta.csum_start {
+        pkt.meta.csum_start = Some((start as i32 + by).max(0) as u16);
+    }
+    if let Some(g) = pkt.meta.gso.as_mut() {
+        g.hdr_len = (g.hdr_len as i32 + by).max(0) as u16;
+    }
+}
+
 fn pop_vlan(pkt: &mut PacketBuf) -> bool {
     let d = pkt.data_mut();
     if d.len() < 18 || !matches!(u16::from_be_bytes([d[12], d[13]]), 0x8100 | 0x88a8) {
@@ -419,7 +442,7 @@ fn output(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf) {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
     };
-    if let Err(reason) = port.queue(pkt.data()) {
+    if let Err(reason) = port.queue(pkt.data(), &pkt.meta, &mut ctx.scratch.gso) {
         ctx.bridge.drops.add(reason, 1);
         PortCounters::add(&port.counters.tx_dropped, 1);
     }
@@ -437,17 +460,18 @@ fn tunnel(
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
     };
-    match port.queue_tunnel(pkt.data(), dst, vni) {
+    match port.queue_tunnel(pkt.data(), &pkt.meta, dst, vni, &mut ctx.scratch.gso) {
         Ok(()) => {}
         Err(DropReason::TunnelTooBig) => {
             ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
             PortCounters::add(&port.counters.tx_dropped, 1);
             let mtu = port.tunnel_inner_mtu();
             // Tell the sender, as a router on the path would (IPv4 with DF only).
-            if super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, &mut ctx.scratch.icmp) {
+            let Scratch { icmp, gso } = &mut *ctx.scratch;
+            if super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp) {
                 let in_dp = ctx.in_dp;
                 if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {
-                    let _ = inp.queue(&ctx.scratch.icmp);
+                    let _ = inp.queue(icmp, &tap_io::RxMeta::default(), gso);
                 }
             }
         }

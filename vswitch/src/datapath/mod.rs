@@ -130,11 +130,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
         bridges: Vec::new(),
         ct: Conntrack::new(crate::conntrack::Config::default())
             .map_err(|e| io::Error::other(e.to_string()))?,
-        rx: Batch::new(
-            BATCH,
-            tap_io::buf::DEFAULT_HEADROOM,
-            tap_io::buf::DEFAULT_FRAME_ROOM,
-        ),
+        rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
         still_ready: Vec::new(),
         stop: false,
         busy_poll: Duration::from_micros(opts.busy_poll_us),

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use mio::{Registry, Token};
-use tap_io::{Batch, Port};
+use tap_io::{Batch, Offloads, Port, RxMeta};
 
 use super::BATCH;
 use super::counters::PortCounters;
@@ -56,6 +56,8 @@ pub struct DpPort {
     pub counters: Arc<PortCounters>,
     /// Largest frame accepted for output (MTU + Ethernet + one VLAN tag).
     pub max_frame: usize,
+    /// What the port's back end finishes itself (GSO, partial checksums).
+    pub offloads: Offloads,
 }
 
 impl DpPort {
@@ -71,19 +73,26 @@ impl DpPort {
             PortIo::Dev(p) => p.mtu(),
             PortIo::Vxlan(v) => v.underlay_mtu.saturating_sub(VXLAN_OVERHEAD + 14),
         };
+        let offloads = match &io {
+            PortIo::Dev(p) => p.offloads(),
+            PortIo::Vxlan(_) => Offloads::default(),
+        };
+        // Only ports that take GSO super-frames whole need 64 KiB transmit buffers.
+        let room = if offloads.gso {
+            tap_io::GSO_FRAME_ROOM
+        } else {
+            tap_io::buf::DEFAULT_FRAME_ROOM
+        };
         DpPort {
             name: name.to_string(),
             bridge,
             ofport,
             kind,
             io,
-            tx: Batch::new(
-                BATCH,
-                tap_io::buf::DEFAULT_HEADROOM,
-                tap_io::buf::DEFAULT_FRAME_ROOM,
-            ),
+            tx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, room),
             counters,
             max_frame: mtu + 18,
+            offloads,
         }
     }
 
@@ -136,18 +145,50 @@ impl DpPort {
         Ok(n)
     }
 
-    /// Queues a copy of `frame` for transmission.
-    pub fn queue(&mut self, frame: &[u8]) -> Result<(), DropReason> {
-        if frame.len() > self.max_frame {
-            return Err(DropReason::TooBig);
-        }
+    /// Queues a copy of `frame` for transmission. Offloads the port lacks are done here: GSO
+    /// super-frames are segmented, partial checksums completed (into the copy, never the
+    /// original, which other outputs may still send as is).
+    pub fn queue(
+        &mut self,
+        frame: &[u8],
+        meta: &RxMeta,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
         if self.is_tunnel() {
             return Err(DropReason::TunnelNoRoute);
         }
+        if let Some(gso) = meta.gso.filter(|_| !self.offloads.gso) {
+            let mut result = Ok(());
+            let info = gso_info(&gso);
+            let segmented = encap::gso::segment(frame, &info, scratch, |seg| {
+                if result.is_ok() {
+                    result = self.push(seg, None);
+                }
+            });
+            return segmented.map_err(|_| DropReason::Malformed).and(result);
+        }
+        if meta.gso.is_none() && frame.len() > self.max_frame {
+            return Err(DropReason::TooBig);
+        }
+        if meta.csum_not_ready && !self.offloads.csum {
+            self.push(frame, None)?;
+            let last = self.tx.len() - 1;
+            finish_checksum(self.tx[last].data_mut(), meta);
+            return Ok(());
+        }
+        let keep = meta.gso.is_some() || meta.csum_not_ready;
+        self.push(frame, keep.then_some(meta))
+    }
+
+    fn push(&mut self, frame: &[u8], meta: Option<&RxMeta>) -> Result<(), DropReason> {
         if self.tx.is_full() {
             self.flush();
         }
-        if self.tx.push_copy(frame) {
+        let ok = match meta {
+            Some(m) => self.tx.push_copy_with_meta(frame, m),
+            None => self.tx.push_copy(frame),
+        };
+        if ok {
             Ok(())
         } else {
             Err(DropReason::NoBuffer)
@@ -162,10 +203,33 @@ impl DpPort {
         }
     }
 
-    /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`.
+    /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`. The underlay socket has no
+    /// offloads: GSO super-frames are segmented and partial checksums completed first.
     pub fn queue_tunnel(
         &mut self,
         frame: &[u8],
+        meta: &RxMeta,
+        dst: Ipv4Addr,
+        vni: u32,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
+        if let Some(gso) = meta.gso {
+            let mut result = Ok(());
+            let info = gso_info(&gso);
+            let segmented = encap::gso::segment(frame, &info, scratch, |seg| {
+                if result.is_ok() {
+                    result = self.push_tunnel(seg, None, dst, vni);
+                }
+            });
+            return segmented.map_err(|_| DropReason::Malformed).and(result);
+        }
+        self.push_tunnel(frame, meta.csum_not_ready.then_some(meta), dst, vni)
+    }
+
+    fn push_tunnel(
+        &mut self,
+        frame: &[u8],
+        finish_csum: Option<&RxMeta>,
         dst: Ipv4Addr,
         vni: u32,
     ) -> Result<(), DropReason> {
@@ -184,6 +248,9 @@ impl DpPort {
         };
         if buf.set_frame(frame).is_err() {
             return Err(DropReason::TooBig);
+        }
+        if let Some(meta) = finish_csum {
+            finish_checksum(buf.data_mut(), meta);
         }
         let Ok(hdr) = buf.push_front(8) else {
             return Err(DropReason::NoBuffer);
@@ -270,5 +337,32 @@ impl VxlanIo {
             idx <= kept
         });
         Ok(got)
+    }
+}
+
+fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
+    encap::gso::GsoInfo {
+        kind: match gso.kind {
+            tap_io::GsoKind::Tcp4 => encap::gso::GsoKind::Tcp4,
+            tap_io::GsoKind::Tcp6 => encap::gso::GsoKind::Tcp6,
+            tap_io::GsoKind::Udp => encap::gso::GsoKind::Udp,
+        },
+        mss: gso.size,
+        hdr_len: gso.hdr_len,
+    }
+}
+
+/// Completes an offloaded L4 checksum in place, from the port's offsets when it gave them,
+/// else from the parsed headers.
+fn finish_checksum(frame: &mut [u8], meta: &RxMeta) {
+    match (meta.csum_start, meta.csum_offset) {
+        (Some(start), Some(offset)) => {
+            let _ = encap::gso::complete_checksum(frame, start as usize, offset as usize);
+        }
+        _ => {
+            let mut key = encap::FlowKey::default();
+            let parsed = encap::extract(frame, &mut key);
+            super::csum::complete_l4(frame, &parsed);
+        }
     }
 }
