@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use vswitch::agent::apply::{Batch, Installed};
-use vswitch::agent::compile::{Numbering, Runtime, compile};
+use vswitch::agent::compile::{Runtime, compile};
 use vswitch::agent::validate::parse;
 use vswitch::datapath;
 use vswitch::switch::Switch;
@@ -58,8 +58,7 @@ fn step(sw: &Switch, text: &str, prev: &mut Installed) -> Step {
     let cfg = parse(text).unwrap();
     let parse_t = t.elapsed();
     let t = Instant::now();
-    let mut numbering = prev.numbering.clone();
-    let d = compile(&cfg, &mut numbering, Runtime::default()).unwrap();
+    let d = compile(&cfg, &mut prev.numbering, Runtime::default()).unwrap();
     let compile_t = t.elapsed();
     let t = Instant::now();
     let batch = Batch::plan(prev, &d).unwrap();
@@ -70,13 +69,7 @@ fn step(sw: &Switch, text: &str, prev: &mut Installed) -> Step {
         batch.run(st.get_mut("br-int").unwrap()).unwrap();
     }
     let apply_t = t.elapsed();
-    *prev = Installed {
-        bridge: "br-int".into(),
-        numbering,
-        ports: d.ports,
-        flows: d.flows,
-        groups: d.groups,
-    };
+    prev.desired = d;
     Step {
         parse: parse_t,
         compile: compile_t,
@@ -107,8 +100,8 @@ fn ten_thousand_services() {
     let base = config(10_000);
     let s = step(&sw, &base, &mut prev);
     show("10k Services x 3 backends from scratch", &s);
-    let flows = prev.flows.len();
-    let groups = prev.groups.len();
+    let flows = prev.desired.flow_count();
+    let groups = prev.desired.groups().len();
     println!("  {flows} flows, {groups} groups");
     let more = format!(
         "{base}[[services]]\nname = \"extra\"\ncluster_ip = \"10.247.200.1\"\nport = 80\nbackends = [{{ ip = \"172.16.1.5\" }}]\n"
@@ -117,6 +110,6 @@ fn ten_thousand_services() {
     show("one Service added to 10k", &s);
     let s = step(&sw, &base, &mut prev);
     show("one Service removed from 10k", &s);
-    assert_eq!(prev.flows.len(), flows);
+    assert_eq!(prev.desired.flow_count(), flows);
     sw.shutdown();
 }

@@ -80,8 +80,8 @@ fn small_config_compiles_to_golden_flows() {
     if got != GOLDEN {
         panic!("compiled flows differ from the golden ones; got:\n{got}");
     }
-    assert_eq!(d.groups.len(), 1);
-    assert_eq!(d.groups[&1_000_000], GOLDEN_GROUP);
+    assert_eq!(d.groups().len(), 1);
+    assert_eq!(d.groups()[&1_000_000], GOLDEN_GROUP);
     let ports: Vec<String> = d
         .ports
         .iter()
@@ -148,7 +148,7 @@ fn numbering_is_stable_across_edits() {
     assert_eq!(n.groups["web"], 1_000_000);
     assert_eq!(n.groups["db"], 1_000_001);
     // A Service without backends refuses new connections and needs no group.
-    assert!(!d.groups.contains_key(&1_000_001));
+    assert!(!d.groups().contains_key(&1_000_001));
 }
 
 fn bridge_flows(sw: &Switch) -> String {
@@ -172,23 +172,21 @@ fn apply_installs_then_changes_only_the_difference() {
     let mut n = Numbering::default();
     let d1 = compile(&cfg, &mut n, Runtime::default()).unwrap();
     let b1 = Batch::plan(&Installed::default(), &d1).unwrap();
-    assert_eq!(b1.changes.flows_added, d1.flows.len());
+    assert_eq!(b1.changes.flows_added, d1.flow_count());
     assert_eq!(b1.changes.groups_added, 1);
     {
         let mut st = sw.state.lock().unwrap();
         b1.run(st.get_mut("br-int").unwrap()).unwrap();
     }
     let dump = bridge_flows(&sw);
-    assert_eq!(dump.lines().count(), d1.flows.len() + 1, "{dump}");
+    assert_eq!(dump.lines().count(), d1.flow_count() + 1, "{dump}");
     assert!(dump.contains("cookie=0x1"), "{dump}");
     // The bridge's default NORMAL flow was replaced by the classifier's drop.
     assert!(!dump.contains("NORMAL"), "{dump}");
     let installed = Installed {
         bridge: "br-int".into(),
         numbering: n.clone(),
-        ports: d1.ports.clone(),
-        flows: d1.flows.clone(),
-        groups: d1.groups.clone(),
+        desired: d1.clone(),
     };
 
     // Same file again: nothing to do.
@@ -224,8 +222,7 @@ fn apply_installs_then_changes_only_the_difference() {
 
     // Back to the first file: the dns Service's flow and group go, the user's flow stays.
     let installed2 = Installed {
-        flows: d2.flows.clone(),
-        groups: d2.groups.clone(),
+        desired: d2.clone(),
         ..installed.clone()
     };
     let d3 = compile(&cfg, &mut n, Runtime::default()).unwrap();
@@ -239,11 +236,11 @@ fn apply_installs_then_changes_only_the_difference() {
     let dump = bridge_flows(&sw);
     assert!(!dump.contains("10.247.0.53"), "{dump}");
     assert!(dump.contains("cookie=0x1"), "{dump}");
-    assert_eq!(dump.lines().count(), d1.flows.len() + 1);
+    assert_eq!(dump.lines().count(), d1.flow_count() + 1);
     let agent = dump
         .lines()
         .filter(|l| l.contains(&format!("cookie={AGENT_COOKIE:#x}")))
         .count();
-    assert_eq!(agent, d1.flows.len());
+    assert_eq!(agent, d1.flow_count());
     sw.shutdown();
 }

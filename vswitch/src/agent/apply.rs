@@ -1,8 +1,10 @@
 //! Applying a compiled configuration: diff against what the agent installed last time and
 //! change only that, flows and groups in one all-or-nothing batch.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use flowtable::FlowMod;
@@ -10,7 +12,9 @@ use flowtable::flow::FlowModCommand;
 use flowtable::group::{GroupMod, GroupModCommand};
 use flowtable::text;
 
-use super::compile::{self, AGENT_COOKIE, Desired, FlowKey, Numbering, PortPlan, Runtime};
+use super::compile::{
+    self, AGENT_COOKIE, Desired, FlowKey, Numbering, PortPlan, Runtime, ServiceOut,
+};
 use super::model::{Mac, Mode, NodeConfig, PodPortKind};
 use crate::switch::{BridgeCtl, Switch, publish};
 
@@ -19,9 +23,7 @@ use crate::switch::{BridgeCtl, Switch, publish};
 pub struct Installed {
     pub bridge: String,
     pub numbering: Numbering,
-    pub ports: Vec<PortPlan>,
-    pub flows: HashMap<FlowKey, String>,
-    pub groups: BTreeMap<u32, String>,
+    pub desired: Desired,
 }
 
 /// Counts of what one apply changed.
@@ -63,14 +65,23 @@ static INSTALLED: Mutex<Option<HashMap<usize, Installed>>> = Mutex::new(None);
 pub fn apply_config(switch: &Switch, cfg: &NodeConfig) -> Result<(Changes, Vec<String>), String> {
     let mut all = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
     let key = switch as *const Switch as usize;
-    let mut prev = all
-        .get_or_insert_with(HashMap::new)
-        .get(&key)
-        .cloned()
-        .unwrap_or_default();
-    if prev.bridge != cfg.bridge {
+    let map = all.get_or_insert_with(HashMap::new);
+    let mut installed = map.remove(&key).unwrap_or_default();
+    let result = apply_on(switch, cfg, &mut installed);
+    map.insert(key, installed);
+    result
+}
+
+/// Applies `cfg`; `installed` becomes the new state on success. On failure only its
+/// numbering may have moved on (a cache: numbers never installed are harmless).
+fn apply_on(
+    switch: &Switch,
+    cfg: &NodeConfig,
+    installed: &mut Installed,
+) -> Result<(Changes, Vec<String>), String> {
+    if installed.bridge != cfg.bridge {
         // A different bridge starts from nothing (the old one is left as it is).
-        prev = Installed {
+        *installed = Installed {
             bridge: cfg.bridge.clone(),
             ..Installed::default()
         };
@@ -82,9 +93,9 @@ pub fn apply_config(switch: &Switch, cfg: &NodeConfig) -> Result<(Changes, Vec<S
             _ => None,
         },
     };
-    let mut numbering = prev.numbering.clone();
-    let desired = compile::compile(cfg, &mut numbering, rt)?;
-    let batch = Batch::plan(&prev, &desired)?;
+    let desired = compile::compile(cfg, &mut installed.numbering, rt)?;
+    let prev = &installed.desired;
+    let batch = Batch::plan(installed, &desired)?;
 
     let exists = switch
         .state
@@ -128,17 +139,8 @@ pub fn apply_config(switch: &Switch, cfg: &NodeConfig) -> Result<(Changes, Vec<S
             changes.ports_removed += 1;
         }
     }
-    let warnings = desired.warnings.clone();
-    all.get_or_insert_with(HashMap::new).insert(
-        key,
-        Installed {
-            bridge: cfg.bridge.clone(),
-            numbering,
-            ports: desired.ports,
-            flows: desired.flows,
-            groups: desired.groups,
-        },
-    );
+    let warnings = desired.warnings().iter().map(|w| w.to_string()).collect();
+    installed.desired = desired;
     Ok((changes, warnings))
 }
 
@@ -183,8 +185,33 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Diffs `desired` against `prev`.
+    /// Diffs `desired` against `prev`. Services whose compiled output is the very same (the
+    /// compiler reuses it while a Service is unchanged) are skipped without a look inside.
     pub fn plan(prev: &Installed, desired: &Desired) -> Result<Batch, String> {
+        let before = &prev.desired;
+        // The candidates: every node-wide flow, and the flows/groups of changed Services.
+        let mut old_flows: HashMap<&FlowKey, &str> =
+            before.flows.iter().map(|(k, l)| (k, l.as_str())).collect();
+        let mut new_flows: HashMap<&FlowKey, &str> =
+            desired.flows.iter().map(|(k, l)| (k, l.as_str())).collect();
+        let mut old_groups: BTreeMap<u32, &str> = BTreeMap::new();
+        let mut new_groups: BTreeMap<u32, &str> = BTreeMap::new();
+        for (name, out) in &desired.services {
+            match before.services.get(name) {
+                Some(old) if Arc::ptr_eq(old, out) || old == out => continue,
+                Some(old) => {
+                    add_service(old, &mut old_flows, &mut old_groups);
+                    add_service(out, &mut new_flows, &mut new_groups);
+                }
+                None => add_service(out, &mut new_flows, &mut new_groups),
+            }
+        }
+        for (name, old) in &before.services {
+            if !desired.services.contains_key(name) {
+                add_service(old, &mut old_flows, &mut old_groups);
+            }
+        }
+
         let mut b = Batch {
             group_adds: Vec::new(),
             flow_dels: Vec::new(),
@@ -192,8 +219,8 @@ impl Batch {
             group_dels: Vec::new(),
             changes: Changes::default(),
         };
-        for (id, g) in &desired.groups {
-            let cmd = match prev.groups.get(id) {
+        for (id, g) in &new_groups {
+            let cmd = match old_groups.get(id) {
                 Some(old) if old == g => continue,
                 Some(_) => {
                     b.changes.groups_modified += 1;
@@ -208,8 +235,8 @@ impl Batch {
                 text::parse_group_mod(g, cmd).map_err(|e| format!("compiled group '{g}': {e}"))?,
             );
         }
-        for k in prev.flows.keys() {
-            if !desired.flows.contains_key(k) {
+        for k in old_flows.keys() {
+            if !new_flows.contains_key(k) {
                 let mut del = format!("table={},priority={}", k.table, k.priority);
                 if !k.match_text.is_empty() {
                     del.push(',');
@@ -222,16 +249,16 @@ impl Batch {
                 b.changes.flows_removed += 1;
             }
         }
-        for (k, line) in &desired.flows {
-            match prev.flows.get(k) {
+        for (k, line) in &new_flows {
+            match old_flows.get(k) {
                 Some(old) if old == line => continue,
                 Some(_) => b.changes.flows_modified += 1,
                 None => b.changes.flows_added += 1,
             }
             b.flow_adds.push(parse(line, FlowModCommand::Add)?);
         }
-        for id in prev.groups.keys() {
-            if !desired.groups.contains_key(id) {
+        for id in old_groups.keys() {
+            if !new_groups.contains_key(id) {
                 b.group_dels.push(
                     text::parse_group_mod(&format!("group_id={id}"), GroupModCommand::Delete)
                         .map_err(|e| e.to_string())?,
@@ -247,22 +274,32 @@ impl Batch {
         if self.is_empty() {
             return Ok(());
         }
+        // Pending changes of others are published first, so a rollback undoes only ours.
+        if b.tables.changes().next().is_some() {
+            publish(b);
+        }
         let now = Instant::now();
-        let mut next = b.tables.clone();
+        if let Err(e) = self.apply_to(&mut b.tables, now) {
+            b.tables.rollback();
+            return Err(e);
+        }
+        publish(b);
+        Ok(())
+    }
+
+    fn apply_to(&self, t: &mut flowtable::table::Pipeline, now: Instant) -> Result<(), String> {
         for gm in &self.group_adds {
-            next.group_mod(gm)
+            t.group_mod(gm)
                 .map_err(|e| format!("group {}: {e}", gm.group.id))?;
         }
         for fm in self.flow_dels.iter().chain(&self.flow_adds) {
-            next.flow_mod(fm, now)
+            t.flow_mod(fm, now)
                 .map_err(|e| format!("flow '{}': {e}", text::print_flow_mod(fm)))?;
         }
         for gm in &self.group_dels {
-            next.group_mod(gm)
+            t.group_mod(gm)
                 .map_err(|e| format!("group {}: {e}", gm.group.id))?;
         }
-        b.tables = next;
-        publish(b);
         Ok(())
     }
 
@@ -271,6 +308,17 @@ impl Batch {
             && self.flow_dels.is_empty()
             && self.flow_adds.is_empty()
             && self.group_dels.is_empty()
+    }
+}
+
+fn add_service<'a>(
+    out: &'a ServiceOut,
+    flows: &mut HashMap<&'a FlowKey, &'a str>,
+    groups: &mut BTreeMap<u32, &'a str>,
+) {
+    flows.extend(out.flows.iter().map(|(k, l)| (k, l.as_str())));
+    if let Some((id, g)) = &out.group {
+        groups.insert(*id, g.as_str());
     }
 }
 

@@ -5,8 +5,11 @@
 //! `docs/pipeline.md`); every agent flow carries [`AGENT_COOKIE`], so flows a user adds by
 //! hand (other cookies) are never touched by the agent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::model::*;
 
@@ -84,22 +87,32 @@ pub struct FlowKey {
     pub match_text: String,
 }
 
+/// What one Service compiles to (memoized across applies while the Service is unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceOut {
+    pub flows: Vec<(FlowKey, String)>,
+    /// Group id and `add-group` text (none when the Service has no backends).
+    pub group: Option<(u32, String)>,
+    pub warning: Option<String>,
+}
+
 /// Everything the agent wants installed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub ports: Vec<PortPlan>,
-    /// Group id → `add-group` text.
-    pub groups: BTreeMap<u32, String>,
-    /// Flow identity → `add-flow` text (actions differ ⇒ same key, new text).
+    /// Flows that do not belong to one Service: identity → `add-flow` text.
     pub flows: HashMap<FlowKey, String>,
-    /// Things configured but not (yet) enforced, for the operator.
-    pub warnings: Vec<String>,
+    /// Per Service name: its flows and group.
+    pub services: HashMap<String, Arc<ServiceOut>>,
 }
 
 impl Desired {
-    /// Flows in dump order (table, priority high first, match text), one per line.
+    /// Every flow in dump order (table, priority high first, match text), one per line.
     pub fn flow_lines(&self) -> Vec<&str> {
         let mut v: Vec<(&FlowKey, &String)> = self.flows.iter().collect();
+        for out in self.services.values() {
+            v.extend(out.flows.iter().map(|(k, l)| (k, l)));
+        }
         v.sort_by(|a, b| {
             (a.0.table, std::cmp::Reverse(a.0.priority), &a.0.match_text).cmp(&(
                 b.0.table,
@@ -109,6 +122,46 @@ impl Desired {
         });
         v.into_iter().map(|(_, l)| l.as_str()).collect()
     }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len() + self.services.values().map(|o| o.flows.len()).sum::<usize>()
+    }
+
+    /// Every group: id → `add-group` text.
+    pub fn groups(&self) -> BTreeMap<u32, &str> {
+        self.services
+            .values()
+            .filter_map(|o| o.group.as_ref().map(|(id, g)| (*id, g.as_str())))
+            .collect()
+    }
+
+    /// Things configured but not (yet) enforced, for the operator.
+    pub fn warnings(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .services
+            .values()
+            .filter_map(|o| o.warning.as_deref())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// A compiled Service and what it was compiled from.
+#[derive(Debug, Clone)]
+struct Memo {
+    service: Service,
+    context: ServiceContext,
+    out: Arc<ServiceOut>,
+}
+
+/// The node settings a Service's flows depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServiceContext {
+    group: u32,
+    zone: u16,
+    node_ip: std::net::Ipv4Addr,
+    route: bool,
 }
 
 /// Stable numbers: a pod keeps its ofport and a Service its group across re-applies, so that
@@ -116,7 +169,9 @@ impl Desired {
 #[derive(Debug, Clone, Default)]
 pub struct Numbering {
     pub ofports: BTreeMap<String, u32>,
-    pub groups: BTreeMap<String, u32>,
+    pub groups: HashMap<String, u32>,
+    /// Services compiled last time, reused while unchanged.
+    memo: HashMap<String, Memo>,
 }
 
 impl Numbering {
@@ -132,21 +187,20 @@ impl Numbering {
         }
         for p in &cfg.pods {
             if p.ofport.is_none() && !self.ofports.contains_key(&p.port) {
-                let used: std::collections::HashSet<u32> = self.ofports.values().copied().collect();
+                let used: HashSet<u32> = self.ofports.values().copied().collect();
                 let of = (1..=POD_OFPORT_MAX)
                     .find(|n| !used.contains(n))
                     .ok_or("more than 999 pods on one node")?;
                 self.ofports.insert(p.port.clone(), of);
             }
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for (port, of) in &self.ofports {
             if !seen.insert(*of) {
                 return Err(format!("ofport {of} of pod port {port} is used twice"));
             }
         }
-        let names: std::collections::HashSet<&str> =
-            cfg.services.iter().map(|s| s.name.as_str()).collect();
+        let names: HashSet<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
         self.groups.retain(|name, _| names.contains(name.as_str()));
         let mut next = self.groups.values().max().map_or(GROUP_BASE, |m| m + 1);
         for s in &cfg.services {
@@ -159,29 +213,80 @@ impl Numbering {
     }
 }
 
+/// One flow line with its identity.
+fn flow_line(table: Table, priority: u16, match_text: &str, actions: &str) -> (FlowKey, String) {
+    let mut line = format!(
+        "table={},priority={priority},cookie={AGENT_COOKIE:#x}",
+        table.id()
+    );
+    if !match_text.is_empty() {
+        let _ = write!(line, ",{match_text}");
+    }
+    let _ = write!(line, ",actions={actions}");
+    (
+        FlowKey {
+            table: table.id(),
+            priority,
+            match_text: match_text.to_string(),
+        },
+        line,
+    )
+}
+
 struct Builder {
     out: Desired,
 }
 
 impl Builder {
     fn flow(&mut self, table: Table, priority: u16, match_text: &str, actions: &str) {
-        let mut line = format!(
-            "table={},priority={priority},cookie={AGENT_COOKIE:#x}",
-            table.id()
-        );
-        if !match_text.is_empty() {
-            let _ = write!(line, ",{match_text}");
-        }
-        let _ = write!(line, ",actions={actions}");
-        self.out.flows.insert(
-            FlowKey {
-                table: table.id(),
-                priority,
-                match_text: match_text.to_string(),
-            },
-            line,
-        );
+        let (k, l) = flow_line(table, priority, match_text, actions);
+        self.out.flows.insert(k, l);
     }
+}
+
+/// A Service's flows: its frontends in table 30 (and, in route mode, in the classifier).
+fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
+    let mut out = ServiceOut::default();
+    let (gid, zone) = (cx.group, cx.zone);
+    let proto = s.protocol.as_str();
+    let action = if s.backends.is_empty() {
+        "drop".to_string()
+    } else {
+        let mut g = format!("group_id={gid},type=select");
+        for be in &s.backends {
+            let _ = write!(
+                g,
+                ",bucket=weight:{},actions=ct(commit,table=40,zone={zone},nat(dst={}:{}))",
+                be.weight, be.ip, be.port
+            );
+        }
+        out.group = Some((gid, g));
+        format!("group:{gid}")
+    };
+    for (ip, port) in s.frontends(cx.node_ip) {
+        out.flows.push(flow_line(
+            Table::ServiceLb,
+            200,
+            &format!("ct_state=+new+trk,{proto},nw_dst={ip},tp_dst={port}"),
+            &action,
+        ));
+        // Outside clients reach NodePorts and external IPs through the uplink.
+        if cx.route && ip != s.cluster_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED) {
+            out.flows.push(flow_line(
+                Table::Classifier,
+                100,
+                &format!("{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"),
+                "goto_table:20",
+            ));
+        }
+    }
+    if s.session_affinity_seconds.is_some() {
+        out.warning = Some(format!(
+            "services '{}': session_affinity_seconds is accepted but not enforced yet (select groups hash each new connection)",
+            s.name
+        ));
+    }
+    out
 }
 
 /// Values the compiler needs from the running system (resolved before compiling).
@@ -199,7 +304,10 @@ pub fn compile(
 ) -> Result<Desired, String> {
     numbering.assign(cfg)?;
     let mut b = Builder {
-        out: Desired::default(),
+        out: Desired {
+            services: HashMap::with_capacity(cfg.services.len()),
+            ..Desired::default()
+        },
     };
     let zone = cfg.ct_zone;
     let gw_mac = cfg.gateway_mac;
@@ -266,32 +374,6 @@ pub fn compile(
                 &format!("ip,in_port={UPLINK_OFPORT},nw_dst={}", cfg.pod_cidr),
                 "goto_table:20",
             );
-            // Outside clients reach NodePorts and external IPs through the uplink.
-            for s in &cfg.services {
-                let proto = s.protocol.as_str();
-                if let Some(np) = s.node_port {
-                    b.flow(
-                        Table::Classifier,
-                        100,
-                        &format!(
-                            "{proto},in_port={UPLINK_OFPORT},nw_dst={},tp_dst={np}",
-                            cfg.underlay_ip
-                        ),
-                        "goto_table:20",
-                    );
-                }
-                if let Some(ip) = s.external_ip {
-                    b.flow(
-                        Table::Classifier,
-                        100,
-                        &format!(
-                            "{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={}",
-                            s.port
-                        ),
-                        "goto_table:20",
-                    );
-                }
-            }
         }
     }
     if cfg.egress.snat {
@@ -329,38 +411,33 @@ pub fn compile(
     b.flow(Table::Conntrack, 0, "", "drop");
 
     // Table 30: Service load balancing of new connections, then commit everything else.
+    let mut memo = std::mem::take(&mut numbering.memo);
     for s in &cfg.services {
-        let gid = numbering.groups[&s.name];
-        let proto = s.protocol.as_str();
-        let action = if s.backends.is_empty() {
-            "drop".to_string()
-        } else {
-            let mut g = format!("group_id={gid},type=select");
-            for be in &s.backends {
-                let _ = write!(
-                    g,
-                    ",bucket=weight:{},actions=ct(commit,table=40,zone={zone},nat(dst={}:{}))",
-                    be.weight, be.ip, be.port
-                );
-            }
-            b.out.groups.insert(gid, g);
-            format!("group:{gid}")
+        let context = ServiceContext {
+            group: numbering.groups[&s.name],
+            zone,
+            node_ip: cfg.underlay_ip,
+            route: matches!(cfg.mode, Mode::Route { .. }),
         };
-        for (ip, port) in s.frontends(cfg.underlay_ip) {
-            b.flow(
-                Table::ServiceLb,
-                200,
-                &format!("ct_state=+new+trk,{proto},nw_dst={ip},tp_dst={port}"),
-                &action,
-            );
-        }
-        if s.session_affinity_seconds.is_some() {
-            b.out.warnings.push(format!(
-                "services '{}': session_affinity_seconds is accepted but not enforced yet (select groups hash each new connection)",
-                s.name
-            ));
-        }
+        let out = match memo.get(&s.name) {
+            Some(m) if m.context == context && m.service == *s => m.out.clone(),
+            _ => {
+                let out = Arc::new(compile_service(s, context));
+                memo.insert(
+                    s.name.clone(),
+                    Memo {
+                        service: s.clone(),
+                        context,
+                        out: out.clone(),
+                    },
+                );
+                out
+            }
+        };
+        b.out.services.insert(s.name.clone(), out);
     }
+    memo.retain(|name, _| b.out.services.contains_key(name));
+    numbering.memo = memo;
     if cfg.egress.snat {
         // Connections leaving the cluster are committed later, with their SNAT (table 60).
         for c in cfg.cluster_cidrs() {
