@@ -209,6 +209,7 @@ fn tso_super_frames_cross_a_vnet_forwarder_whole_and_intact() {
             "a super-frame is larger than the MTU: {st:?}"
         );
         assert!(a.stats().rx_gso > 0 && b.stats().tx_gso > 0);
+        assert_eq!(a.ring_geometry(), (128 << 10, 64), "64 blocks of 128 KiB");
         assert_eq!(a.stats().rx_truncated, 0);
         assert_eq!(b.stats().tx_dropped.total(), 0, "{:?}", b.stats());
     })

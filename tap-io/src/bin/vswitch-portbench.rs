@@ -2,7 +2,7 @@
 //! It measures the I/O ceiling of tap-io's own port code.
 //!
 //! Usage: vswitch-portbench --a IF --b IF [--type afpacket|tap] [--batch N]
-//!        [--busy-poll-us N] [--vnet on|off] [--pidfile PATH]
+//!        [--busy-poll-us N] [--vnet on|off] [--ring-kb N] [--pidfile PATH]
 //!
 //! `--vnet on` (the default for afpacket) opens the ports with virtio-net headers, so TSO/GSO
 //! super-frames and partial checksums pass through whole (buffers of 64 KiB); `off` is the
@@ -30,11 +30,12 @@ struct Args {
     batch: usize,
     busy_poll_us: u64,
     vnet: Option<bool>,
+    ring_kb: Option<usize>,
     pidfile: Option<String>,
 }
 
 const USAGE: &str = "usage: vswitch-portbench --a IF --b IF [--type afpacket|tap] [--batch N] \
-                     [--busy-poll-us N] [--vnet on|off] [--pidfile PATH]";
+                     [--busy-poll-us N] [--vnet on|off] [--ring-kb N] [--pidfile PATH]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -44,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         batch: 32,
         busy_poll_us: 0,
         vnet: None,
+        ring_kb: None,
         pidfile: None,
     };
     let mut it = std::env::args().skip(1);
@@ -63,6 +65,9 @@ fn parse_args() -> Result<Args, String> {
                     "off" => false,
                     v => return Err(format!("--vnet must be on or off, not {v}")),
                 })
+            }
+            "--ring-kb" => {
+                args.ring_kb = Some(val()?.parse().map_err(|e| format!("--ring-kb: {e}"))?)
             }
             "--pidfile" => args.pidfile = Some(val()?),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -239,6 +244,9 @@ fn main() {
         let open = |n: &str| {
             let mut cfg = AfPacketConfig::new(n);
             cfg.vnet_hdr = args.vnet.unwrap_or(true);
+            if let Some(kb) = args.ring_kb {
+                cfg.ring_bytes = kb << 10;
+            }
             AfPacketPort::open(&cfg)
         };
         match (open(&args.a), open(&args.b)) {
