@@ -539,8 +539,14 @@ impl Cluster {
             .collect()
     }
 
-    /// Both daemons must still run at the end of a test.
+    /// Both daemons must still run at the end of a test. With `VSE_SHOW_CT` set, prints node
+    /// 1's conntrack table and drop counters first (what `docs/services.md` shows).
     fn assert_alive(&mut self) {
+        if std::env::var_os("VSE_SHOW_CT").is_some() {
+            let d = self.node(1);
+            eprintln!("{}", d.ctl(&["dump-conntrack", BR]));
+            eprintln!("{}", d.ctl(&["dump-drops", BR]));
+        }
         for node in &mut self.nodes {
             let d = node.daemon.as_mut().expect("daemon");
             assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
