@@ -44,6 +44,10 @@ table=0,priority=100,cookie=0xa9e0000000000000,in_port=1,actions=goto_table:10
 table=0,priority=100,cookie=0xa9e0000000000000,in_port=1000,actions=goto_table:20
 table=0,priority=100,cookie=0xa9e0000000000000,in_port=2,actions=goto_table:10
 table=0,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=10,priority=110,cookie=0xa9e0000000000000,arp,in_port=1,dl_src=0a:58:0c:01:00:0b,arp_op=1,arp_spa=172.16.1.11,arp_tpa=172.16.1.1,actions=set_field:0a:58:0c:01:00:0b->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:2->arp_op,set_field:0a:58:0c:01:00:0b->arp_tha,set_field:0a:58:0c:00:00:fe->arp_sha,set_field:172.16.1.11->arp_tpa,set_field:172.16.1.1->arp_spa,output:in_port
+table=10,priority=110,cookie=0xa9e0000000000000,arp,in_port=2,dl_src=0a:58:0c:01:00:0c,arp_op=1,arp_spa=172.16.1.12,arp_tpa=172.16.1.1,actions=set_field:0a:58:0c:01:00:0c->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:2->arp_op,set_field:0a:58:0c:01:00:0c->arp_tha,set_field:0a:58:0c:00:00:fe->arp_sha,set_field:172.16.1.12->arp_tpa,set_field:172.16.1.1->arp_spa,output:in_port
+table=10,priority=110,cookie=0xa9e0000000000000,icmp,in_port=1,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,nw_dst=172.16.1.1,icmp_type=8,icmp_code=0,actions=set_field:0a:58:0c:01:00:0b->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:172.16.1.11->ip_dst,set_field:172.16.1.1->ip_src,set_field:0->icmp_type,output:in_port
+table=10,priority=110,cookie=0xa9e0000000000000,icmp,in_port=2,dl_src=0a:58:0c:01:00:0c,nw_src=172.16.1.12,nw_dst=172.16.1.1,icmp_type=8,icmp_code=0,actions=set_field:0a:58:0c:01:00:0c->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:172.16.1.12->ip_dst,set_field:172.16.1.1->ip_src,set_field:0->icmp_type,output:in_port
 table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=1,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,actions=goto_table:20
 table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=2,dl_src=0a:58:0c:01:00:0c,nw_src=172.16.1.12,actions=goto_table:20
 table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=1,actions=drop

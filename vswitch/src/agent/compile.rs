@@ -398,6 +398,30 @@ pub fn compile(
         );
         // Spoofed IP traffic: its own flow, so `dump-flows` counts it apart from other drops.
         b.flow(Table::SpoofGuard, 10, &format!("ip,in_port={of}"), "drop");
+        // The gateway answers the pod's ARP request for it and its pings, from flows: the
+        // request is turned into the reply in place and sent back out of the pod's port.
+        let (gw_ip, mac, ip) = (cfg.gateway_ip, p.mac, p.ip);
+        b.flow(
+            Table::SpoofGuard,
+            110,
+            &format!("arp,in_port={of},dl_src={mac},arp_op=1,arp_spa={ip},arp_tpa={gw_ip}"),
+            &format!(
+                "set_field:{mac}->eth_dst,set_field:{gw_mac}->eth_src,set_field:2->arp_op,\
+                 set_field:{mac}->arp_tha,set_field:{gw_mac}->arp_sha,\
+                 set_field:{ip}->arp_tpa,set_field:{gw_ip}->arp_spa,output:in_port"
+            ),
+        );
+        b.flow(
+            Table::SpoofGuard,
+            110,
+            &format!(
+                "icmp,in_port={of},dl_src={mac},nw_src={ip},nw_dst={gw_ip},icmp_type=8,icmp_code=0"
+            ),
+            &format!(
+                "set_field:{mac}->eth_dst,set_field:{gw_mac}->eth_src,\
+                 set_field:{ip}->ip_dst,set_field:{gw_ip}->ip_src,set_field:0->icmp_type,output:in_port"
+            ),
+        );
     }
     b.flow(Table::SpoofGuard, 0, "", "drop");
 
