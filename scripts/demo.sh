@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo cluster: two nodes, each a network namespace running its own vswitchd, pods attached
-# by veth (AF_PACKET ports), a VXLAN tunnel between the nodes, and a ClusterIP Service whose
-# three backends sit on both nodes. Real traffic for each scenario, a pass/fail table, teardown.
+# The demo cluster: two nodes, each a network namespace running its own vswitchd configured by
+# a node file (`vswitchd --config`, docs/config.md), pods attached by veth (AF_PACKET ports), a
+# VXLAN tunnel between the nodes, and a ClusterIP Service whose three backends sit on both nodes.
+# Real traffic for each scenario, a pass/fail table, teardown.
 #
 #   scripts/demo.sh            # as root: installs missing packages, builds, runs, tears down
 #   KEEP=1 scripts/demo.sh     # leave the cluster up to explore (scripts/demo.sh --down removes it)
@@ -69,68 +70,72 @@ while read -r pod node link ip mac gw; do
     ip -n "$node" link set "$link" up
     ip -n "$pod" link set eth0 address "$mac"
     # A /32 and a route through the gateway, as CNI plugins do: every packet goes to the
-    # switch, which routes it (no ARP between pods). MTU leaves room for VXLAN's 50 bytes.
+    # switch, which routes it (pods ARP only for the gateway, answered by the switch's flows).
+    # MTU leaves room for VXLAN's 50 bytes.
     ip -n "$pod" addr add "$ip/32" dev eth0
     ip -n "$pod" link set eth0 mtu 1450 up
     ip -n "$pod" route add "$gw" dev eth0
     ip -n "$pod" route add default via "$gw"
-    ip -n "$pod" neigh replace "$gw" lladdr "$GW_MAC" dev eth0 nud permanent
 done <<<"$POD_TABLE"
 echo "ok (pods keep their default offloads: TSO/GSO and tx checksum offload on)"
 
-step "Starting vswitchd on each node"
+step "Writing each node's configuration (pods, peer, ClusterIP $VIP:80 over 3 backends)"
+# The node agent compiles these into the pipeline (docs/pipeline.md): spoof guard, conntrack,
+# Service load balancing by a select group committing the DNAT, L3 forwarding, VXLAN to the peer,
+# local delivery; the gateway answers ARP and ping from flows.
+node_config() { # node number, peer number, pods (port ip mac, one per line)
+    local n=$1 p=$2
+    cat <<TOML
+[node]
+name = "node$n"
+underlay_ip = "192.168.0.1$n"
+pod_cidr = "172.16.$n.0/24"
+gateway_ip = "172.16.$n.1"
+gateway_mac = "$GW_MAC"
+mode = "tunnel"
+
+[tunnel]
+vni = 100
+
+[[peers]]
+name = "node$p"
+underlay_ip = "192.168.0.1$p"
+pod_cidr = "172.16.$p.0/24"
+
+[[services]]
+name = "web"
+cluster_ip = "$VIP"
+port = 80
+target_port = 8080
+backends = [{ ip = "172.16.1.21" }, { ip = "172.16.1.22" }, { ip = "172.16.2.21" }]
+TOML
+    while read -r port ip mac; do
+        printf '\n[[pods]]\nport = "%s"\nip = "%s"\nmac = "%s"\n' "$port" "$ip" "$mac"
+    done
+}
+node_config 1 2 >"$RUN/node1.toml" <<PODS
+p-client 172.16.1.11 0a:58:0c:01:00:0b
+p-web1 172.16.1.21 0a:58:0c:01:00:15
+p-web2 172.16.1.22 0a:58:0c:01:00:16
+PODS
+node_config 2 1 >"$RUN/node2.toml" <<PODS
+p-web3 172.16.2.21 0a:58:0c:02:00:15
+PODS
+echo "$RUN/node1.toml, $RUN/node2.toml"
+
+step "Starting vswitchd --config on each node"
 for n in 1 2; do
     mkdir -p "$RUN/node$n"
-    ip netns exec "dm-node$n" "$D" --rundir "$RUN/node$n" --pidfile "$RUN/node$n/vswitchd.pid" 2>"$RUN/node$n/vswitchd.log" &
+    ip netns exec "dm-node$n" "$D" --rundir "$RUN/node$n" --pidfile "$RUN/node$n/vswitchd.pid" \
+        --config "$RUN/node$n.toml" 2>"$RUN/node$n/vswitchd.log" &
 done
 for n in 1 2; do
     for _ in $(seq 100); do [ -S "$RUN/node$n/vswitchd.ctl" ] && break; sleep 0.05; done
+    [ -S "$RUN/node$n/vswitchd.ctl" ] || { cat "$RUN/node$n/vswitchd.log"; exit 1; }
 done
 ctl() { local n=$1; shift; "$C" --rundir "$RUN/node$n" "$@"; }
-ctl 1 add-br br-int; ctl 2 add-br br-int
-ctl 1 add-port br-int p-client ofport=1
-ctl 1 add-port br-int p-web1 ofport=2
-ctl 1 add-port br-int p-web2 ofport=3
-ctl 1 add-port br-int tun0 type=vxlan ofport=100 options:remote_ip=flow options:key=100 options:local_ip=192.168.0.11
-ctl 2 add-port br-int p-web3 ofport=1
-ctl 2 add-port br-int tun0 type=vxlan ofport=100 options:remote_ip=flow options:key=100 options:local_ip=192.168.0.12
 echo "node1: $(ctl 1 list-ports br-int | tr '\n' ' ')"
 echo "node2: $(ctl 2 list-ports br-int | tr '\n' ' ')"
-
-step "Programming the pipeline (conntrack, ClusterIP $VIP:80 over 3 backends, L3 forwarding, tunnel)"
-# Table 0: everything IP goes through conntrack (zone 1), NAT of known connections applied.
-# Table 1: new connections to the Service are load-balanced by a select group that commits the
-#          DNAT; other new connections are committed; established/related continue; invalid drop.
-# Table 2: L3 forwarding: local pods by IP (gateway MAC as source), other nodes' pod CIDRs over VXLAN.
-common_flows() {
-cat <<FLOWS
-table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)
-table=0,priority=0,actions=drop
-table=1,priority=100,ct_state=+new+trk,tcp,nw_dst=$VIP,tp_dst=80,actions=group:1
-table=1,priority=80,ct_state=+new+trk,ip,actions=ct(commit,table=2,zone=1)
-table=1,priority=70,ct_state=+est+trk,ip,actions=resubmit(,2)
-table=1,priority=70,ct_state=+rel+trk,ip,actions=resubmit(,2)
-table=1,priority=60,ct_state=+inv+trk,ip,actions=drop
-FLOWS
-}
-GROUP="group_id=1,type=select,bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.21:8080)),bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.22:8080)),bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.2.21:8080))"
-{
-    common_flows
-    echo "table=2,priority=100,ip,nw_dst=172.16.1.11,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:1"
-    echo "table=2,priority=100,ip,nw_dst=172.16.1.21,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:01:00:15->eth_dst,output:2"
-    echo "table=2,priority=100,ip,nw_dst=172.16.1.22,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:01:00:16->eth_dst,output:3"
-    echo "table=2,priority=90,ip,nw_dst=172.16.2.0/24,actions=set_field:192.168.0.12->tun_dst,output:100"
-} >"$RUN/node1.flows"
-{
-    common_flows
-    echo "table=2,priority=100,ip,nw_dst=172.16.2.21,actions=set_field:$GW_MAC->eth_src,set_field:0a:58:0c:02:00:15->eth_dst,output:1"
-    echo "table=2,priority=90,ip,nw_dst=172.16.1.0/24,actions=set_field:192.168.0.11->tun_dst,output:100"
-} >"$RUN/node2.flows"
-for n in 1 2; do
-    ctl "$n" add-group br-int "$GROUP"
-    ctl "$n" del-flows br-int
-    ctl "$n" add-flows br-int "$RUN/node$n.flows"
-done
 echo "node1: $(ctl 1 dump-flows br-int --no-stats | wc -l) flows, node2: $(ctl 2 dump-flows br-int --no-stats | wc -l) flows"
 
 step "Starting backends (a tiny TCP server on :8080 in each web pod, iperf3 in dm-web3)"
@@ -184,7 +189,7 @@ printf '%s\n' "${RESULTS[@]}"
 echo
 echo "Where to look (while KEEP=1 leaves the cluster up):"
 echo "  $C --rundir $RUN/node1 dump-flows br-int"
-echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
+echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
 echo "  $C --rundir $RUN/node1 dump-drops br-int"
 echo "  $C --rundir $RUN/node1 dump-conntrack br-int"
 ctl 1 dump-drops br-int | head -3
