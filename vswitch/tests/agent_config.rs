@@ -185,6 +185,11 @@ fn mode_rules() {
         "pod_cidr = \"172.16.2.0/24\"\nunderlay_mac = \"02:00:00:00:00:02\"",
     );
     parse(&route).unwrap();
+    let inner = route.replace(
+        "underlay_mac = \"02:00:00:00:00:02\"",
+        "underlay_mac = \"02:00:00:00:00:02\"\ninner_mac = \"02:00:00:00:00:03\"",
+    );
+    assert_eq!(err(&inner).0, "peers[0].inner_mac");
     let snat_tunnel =
         format!("{BASE}\n[egress]\nsnat = true\nnext_hop_mac = \"02:00:00:00:00:01\"\n");
     assert_eq!(err(&snat_tunnel).0, "egress.snat");

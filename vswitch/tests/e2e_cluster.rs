@@ -19,6 +19,8 @@ use common::*;
 const GW_MAC: &str = "0a:58:0c:00:00:fe";
 const VIP: &str = "10.247.0.10";
 const VIP2: &str = "10.247.0.20";
+/// The MAC of the kernel VXLAN device of the plain Linux node (tunnel mode).
+const KERNEL_VXLAN_MAC: &str = "02:00:00:00:04:01";
 
 /// `vswitchd --config` in a namespace, killed and reaped on drop.
 struct Agent {
@@ -187,6 +189,13 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
             s.push_str(&format!("underlay_mac = \"{}\"\n", underlay_mac(p)));
         }
     }
+    if n == 1 && mode == Mode::Tunnel {
+        // A plain Linux node (kernel vxlan device) on the same VNI.
+        s.push_str(&format!(
+            "[[peers]]\nname = \"linux\"\nunderlay_ip = \"192.168.0.14\"\npod_cidr = \"172.16.4.0/24\"\n\
+             inner_mac = \"{KERNEL_VXLAN_MAC}\"\n"
+        ));
+    }
     for p in PODS.iter().filter(|p| p.node == n) {
         s.push_str(&format!(
             "[[pods]]\nname = \"{}\"\nport = \"{}\"\ntype = \"{}\"\nip = \"{}\"\nmac = \"{}\"\n",
@@ -216,6 +225,7 @@ struct Cluster {
     servers: Vec<Child>,
     pods: Vec<Netns>,
     nodes: Vec<Netns>,
+    linux: Option<Netns>,
     _underlay: Netns,
     dir: PathBuf,
 }
@@ -291,11 +301,13 @@ fn build(mode: Mode) -> Cluster {
         }
         pods.push(ns);
     }
+    let linux = (mode == Mode::Tunnel).then(|| linux_node(&underlay));
     let mut c = Cluster {
         agents: Vec::new(),
         servers: Vec::new(),
         pods,
         nodes,
+        linux,
         _underlay: underlay,
         dir,
     };
@@ -357,6 +369,37 @@ fn build(mode: Mode) -> Cluster {
     c
 }
 
+/// A plain Linux node on the underlay whose kernel `vxlan` device (VNI 100, 172.16.4.1/24)
+/// reaches node 1's pods: route via node 1's gateway, whose MAC the fdb maps to node 1. Its
+/// tx checksum offload is off: the switch reads VXLAN from a UDP socket, where an inner
+/// checksum left partial by the sender's kernel (veth) would arrive unfinished.
+fn linux_node(underlay: &Netns) -> Netns {
+    let ns = Netns::new(&unique("tlinux")).expect("linux node ns");
+    ns_sh(
+        underlay.name(),
+        &format!(
+            "ip link add u4 type veth peer name eth1 netns {} && ip link set u4 master br0 up",
+            ns.name()
+        ),
+    );
+    ns_sh(
+        ns.name(),
+        &format!(
+            "ip link set lo up && ip link set eth1 address {mac4} && \
+             ip addr add 192.168.0.14/24 dev eth1 && ip link set eth1 up && \
+             ip link add vx0 type vxlan id 100 dstport 4789 local 192.168.0.14 nolearning && \
+             ip link set vx0 address {KERNEL_VXLAN_MAC} mtu 1450 up && \
+             ip addr add 172.16.4.1/24 dev vx0 && \
+             ip neigh replace 172.16.1.1 lladdr {GW_MAC} dev vx0 nud permanent && \
+             ip route add 172.16.1.0/24 via 172.16.1.1 dev vx0 onlink && \
+             bridge fdb append {GW_MAC} dev vx0 dst 192.168.0.11 && \
+             (ethtool -K vx0 tx off >/dev/null 2>&1; ethtool -K eth1 tx off >/dev/null 2>&1; true)",
+            mac4 = underlay_mac(4)
+        ),
+    );
+    ns
+}
+
 /// One TCP connection from `ns` to `ip:port`; the greeting line, if any.
 fn tcp_hello(ns: &str, ip: &str, port: u16) -> Option<String> {
     let p = port.to_string();
@@ -410,6 +453,16 @@ fn run_cluster(mode: Mode) {
             tcp_hello(c.pod_ns(from), to, 8080).as_deref(),
             Some(name),
             "TCP {from} -> {to}:8080"
+        );
+    }
+
+    // The plain Linux node and node 1's pods reach each other over VXLAN (ping and TCP).
+    if let Some(linux) = &c.linux {
+        assert_ping(c.pod_ns("a"), "172.16.4.1", 2);
+        assert_ping(linux.name(), "172.16.1.12", 2);
+        assert_eq!(
+            tcp_hello(linux.name(), "172.16.1.11", 8080).as_deref(),
+            Some("a")
         );
     }
 

@@ -522,8 +522,12 @@ pub fn compile(
     for p in &cfg.peers {
         let actions = match (cfg.mode, own_mac, p.underlay_mac) {
             (Mode::Tunnel { .. }, _, _) => {
+                let inner = match p.inner_mac {
+                    Some(m) => format!("set_field:{gw_mac}->eth_src,set_field:{m}->eth_dst,"),
+                    None => String::new(),
+                };
                 format!(
-                    "set_field:{}->tun_dst,output:{TUNNEL_OFPORT}",
+                    "{inner}set_field:{}->tun_dst,output:{TUNNEL_OFPORT}",
                     p.underlay_ip
                 )
             }

@@ -58,6 +58,8 @@ pub struct RawPeer {
     pub pod_cidr: String,
     #[serde(default)]
     pub underlay_mac: Option<String>,
+    #[serde(default)]
+    pub inner_mac: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

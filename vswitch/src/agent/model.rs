@@ -84,6 +84,9 @@ pub struct Peer {
     pub underlay_ip: Ipv4Addr,
     pub pod_cidr: Cidr,
     pub underlay_mac: Option<Mac>,
+    /// Tunnel mode: inner destination MAC for this peer (a kernel VXLAN device's MAC); our
+    /// own nodes route by IP and ignore it.
+    pub inner_mac: Option<Mac>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

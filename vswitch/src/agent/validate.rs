@@ -217,11 +217,20 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
                 "mode \"route\" needs each peer's underlay MAC (frames go to it directly)",
             ));
         }
+        let inner_mac = p
+            .inner_mac
+            .as_deref()
+            .map(|s| mac(&k("inner_mac"), s))
+            .transpose()?;
+        if route && inner_mac.is_some() {
+            return Err(invalid(k("inner_mac"), "only used in mode \"tunnel\""));
+        }
         peers.push(Peer {
             name: p.name.clone(),
             underlay_ip: ip,
             pod_cidr: c,
             underlay_mac: m,
+            inner_mac,
         });
     }
 
