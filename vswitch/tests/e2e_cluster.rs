@@ -19,6 +19,9 @@ use common::*;
 const GW_MAC: &str = "0a:58:0c:00:00:fe";
 const VIP: &str = "10.247.0.10";
 const VIP2: &str = "10.247.0.20";
+/// The underlay router / public host of route mode (192.168.0.1, 203.0.113.10).
+const PUBLIC_MAC: &str = "02:00:cb:00:71:0a";
+const PUBLIC_HOST: &str = "203.0.113.10";
 /// The MAC of the kernel VXLAN device of the plain Linux node (tunnel mode).
 const KERNEL_VXLAN_MAC: &str = "02:00:00:00:04:01";
 
@@ -180,6 +183,12 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
         Mode::Tunnel => s.push_str("mode = \"tunnel\"\n[tunnel]\nvni = 100\n"),
         Mode::Route => s.push_str("mode = \"route\"\nunderlay_interface = \"eth1\"\n"),
     }
+    if n == 1 && mode == Mode::Route {
+        // Pods of node 1 reach the public host masqueraded to 192.168.0.11.
+        s.push_str(&format!(
+            "[egress]\nsnat = true\nnext_hop_mac = \"{PUBLIC_MAC}\"\n"
+        ));
+    }
     for p in (1..=3).filter(|p| *p != n) {
         s.push_str(&format!(
             "[[peers]]\nname = \"node{p}\"\nunderlay_ip = \"192.168.0.{}\"\npod_cidr = \"172.16.{p}.0/24\"\n",
@@ -226,6 +235,7 @@ struct Cluster {
     pods: Vec<Netns>,
     nodes: Vec<Netns>,
     linux: Option<Netns>,
+    public: Option<Netns>,
     _underlay: Netns,
     dir: PathBuf,
 }
@@ -302,12 +312,14 @@ fn build(mode: Mode) -> Cluster {
         pods.push(ns);
     }
     let linux = (mode == Mode::Tunnel).then(|| linux_node(&underlay));
+    let public = (mode == Mode::Route).then(|| public_host(&underlay));
     let mut c = Cluster {
         agents: Vec::new(),
         servers: Vec::new(),
         pods,
         nodes,
         linux,
+        public,
         _underlay: underlay,
         dir,
     };
@@ -400,6 +412,28 @@ fn linux_node(underlay: &Netns) -> Netns {
     ns
 }
 
+/// The underlay's router, which is also the public host 203.0.113.10. It has no route to the
+/// pod CIDRs: it can only answer pods whose traffic was masqueraded to a node address.
+fn public_host(underlay: &Netns) -> Netns {
+    let ns = Netns::new(&unique("rpublic")).expect("public host ns");
+    ns_sh(
+        underlay.name(),
+        &format!(
+            "ip link add u9 type veth peer name eth1 netns {} && ip link set u9 master br0 up",
+            ns.name()
+        ),
+    );
+    ns_sh(
+        ns.name(),
+        &format!(
+            "ip link set lo up && ip link set eth1 address {PUBLIC_MAC} && \
+             ip addr add 192.168.0.1/24 dev eth1 && ip addr add {PUBLIC_HOST}/32 dev eth1 && \
+             ip link set eth1 up"
+        ),
+    );
+    ns
+}
+
 /// One TCP connection from `ns` to `ip:port`; the greeting line, if any.
 fn tcp_hello(ns: &str, ip: &str, port: u16) -> Option<String> {
     let p = port.to_string();
@@ -463,6 +497,18 @@ fn run_cluster(mode: Mode) {
         assert_eq!(
             tcp_hello(linux.name(), "172.16.1.11", 8080).as_deref(),
             Some("a")
+        );
+    }
+
+    // Route mode: egress SNAT from node 1's pods to the public host (who could not answer
+    // a pod address), visible in conntrack as a connection translated to 192.168.0.11.
+    if c.public.is_some() {
+        assert_ping(c.pod_ns("a"), PUBLIC_HOST, 2);
+        let ct = c.agents[0].ctl(&["dump-conntrack", "br-int"]);
+        assert!(
+            ct.lines()
+                .any(|l| l.contains(PUBLIC_HOST) && l.contains("192.168.0.11")),
+            "no masqueraded connection in:\n{ct}"
         );
     }
 
