@@ -1,0 +1,104 @@
+//! UDP GSO on the tunnel socket's send path: runs of equal-size payloads to one destination
+//! leave as one message and arrive as the same datagrams, in order.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use tap_io::netns::{self, in_private_netns, require_root};
+use tap_io::{Batch, UdpTunnelSocket};
+
+/// Payload `i` of length `len`: its index in the first two bytes, then a pattern.
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len).map(|k| (k * 7 + i) as u8).collect();
+    p[..2].copy_from_slice(&(i as u16).to_be_bytes());
+    p
+}
+
+/// Sends `plan` (destination index, length) through `tx` in one batch; returns what each
+/// receiver got, in order.
+fn send_and_collect(
+    tx: &mut UdpTunnelSocket,
+    rxs: &[UdpSocket],
+    plan: &[(usize, usize)],
+) -> (Vec<Vec<Vec<u8>>>, usize) {
+    let addrs: Vec<SocketAddr> = rxs.iter().map(|s| s.local_addr().unwrap()).collect();
+    let mut batch = Batch::new(64, 128, 4096);
+    let mut dsts = Vec::new();
+    for (i, &(d, len)) in plan.iter().enumerate() {
+        assert!(batch.push_copy(&payload(i, len)));
+        dsts.push(addrs[d]);
+    }
+    let r = tx.send_batch(&mut batch, &dsts);
+    assert_eq!((r.sent, r.dropped_total()), (plan.len(), 0));
+    let mut got = vec![Vec::new(); rxs.len()];
+    let mut buf = vec![0u8; 70000];
+    for (d, rx) in rxs.iter().enumerate() {
+        let want = plan.iter().filter(|p| p.0 == d).count();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for _ in 0..want {
+            let n = rx.recv(&mut buf).expect("datagram");
+            got[d].push(buf[..n].to_vec());
+        }
+    }
+    (got, r.sent)
+}
+
+fn expected(plan: &[(usize, usize)], receivers: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut e = vec![Vec::new(); receivers];
+    for (i, &(d, len)) in plan.iter().enumerate() {
+        e[d].push(payload(i, len));
+    }
+    e
+}
+
+#[test]
+fn udp_gso_runs_arrive_as_the_same_datagrams_in_order() {
+    let mut tx = UdpTunnelSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let rxs = [
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    ];
+    // 20 equal to B0, a run ending in a shorter one, a longer one (new run), then B1, then a
+    // single one back to B0; 60 in total.
+    let mut plan: Vec<(usize, usize)> = vec![(0, 1400); 20];
+    plan.extend([(0, 1400), (0, 1400), (0, 600), (0, 1400), (0, 1500)]);
+    plan.extend(vec![(1, 900); 30]);
+    plan.extend([(0, 100), (1, 50), (1, 50), (0, 2)]);
+    plan.push((0, 1400));
+    let (got, sent) = send_and_collect(&mut tx, &rxs, &plan);
+    assert_eq!(sent, 60);
+    assert_eq!(got, expected(&plan, 2));
+    let gso_msgs = tx.stats().tx_gso;
+    // 20 x 1400 + 1400, 1400, 600 | 30 x 900 | 50, 50: three runs, the rest single.
+    assert_eq!(gso_msgs, 3, "runs went out as GSO messages");
+
+    tx.set_tx_gso(false);
+    let (got, _) = send_and_collect(&mut tx, &rxs, &plan);
+    assert_eq!(got, expected(&plan, 2));
+    assert_eq!(tx.stats().tx_gso, gso_msgs, "no GSO when turned off");
+}
+
+#[test]
+fn udp_gso_refused_by_the_kernel_falls_back_to_single_datagrams() {
+    if !require_root("udp_gso_refused_by_the_kernel_falls_back_to_single_datagrams") {
+        return;
+    }
+    in_private_netns(|| {
+        // Segments above the MTU make the kernel refuse the GSO send (EINVAL); single
+        // datagrams of that size are fragmented and still arrive.
+        netns::sh("ip link set lo mtu 1500").unwrap();
+        let mut tx = UdpTunnelSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rxs = [UdpSocket::bind("127.0.0.1:0").unwrap()];
+        let mut plan = vec![(0, 2000); 5];
+        plan.extend(vec![(0, 1000); 5]);
+        let (got, sent) = send_and_collect(&mut tx, &rxs, &plan);
+        assert_eq!(sent, 10);
+        assert_eq!(got, expected(&plan, 1));
+        assert_eq!(
+            tx.stats().tx_gso,
+            1,
+            "only the 1000-byte run went out as GSO"
+        );
+    })
+    .unwrap();
+}
