@@ -123,10 +123,19 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
         "table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:0c->eth_dst,output:1001",
         "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11))",
         "table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=10.247.0.0/16,actions=ct(commit,table=40,zone=1)",
+        // Outside clients of the NodePort: this node's backend only (group id + 2^30).
+        "table=30,priority=210,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=group:1074741824",
+        "table=60,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,nw_src=192.168.0.11,actions=goto_table:65",
     ] {
         assert!(lines.contains(want), "missing {want} in:\n{lines}");
     }
     assert_eq!(d.ports.last().unwrap().name, "eth1");
+    let groups = d.groups();
+    assert_eq!(
+        groups[&1_074_741_824],
+        "group_id=1074741824,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.11:8080))"
+    );
+    assert!(groups[&1_000_000].contains("172.16.2.21:8080"));
 }
 
 #[test]

@@ -190,9 +190,10 @@ fn mode_rules() {
         "underlay_mac = \"02:00:00:00:00:02\"\ninner_mac = \"02:00:00:00:00:03\"",
     );
     assert_eq!(err(&inner).0, "peers[0].inner_mac");
-    let snat_tunnel =
-        format!("{BASE}\n[egress]\nsnat = true\nnext_hop_mac = \"02:00:00:00:00:01\"\n");
+    let snat_tunnel = format!("{BASE}\n[egress]\nsnat = true\n");
     assert_eq!(err(&snat_tunnel).0, "egress.snat");
+    let next_hop_tunnel = format!("{BASE}\n[egress]\nnext_hop_mac = \"02:00:00:00:00:01\"\n");
+    assert_eq!(err(&next_hop_tunnel).0, "egress.next_hop_mac");
 }
 
 #[test]

@@ -22,6 +22,8 @@ const VIP2: &str = "10.247.0.20";
 /// The underlay router / public host of route mode (192.168.0.1, 203.0.113.10).
 const PUBLIC_MAC: &str = "02:00:cb:00:71:0a";
 const PUBLIC_HOST: &str = "203.0.113.10";
+/// An outside client (on the public host) of node 1's NodePort 30080.
+const OUTSIDE_CLIENT: &str = "198.51.100.10";
 /// The MAC of the kernel VXLAN device of the plain Linux node (tunnel mode).
 const KERNEL_VXLAN_MAC: &str = "02:00:00:00:04:01";
 
@@ -219,6 +221,14 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
         "[[services]]\nname = \"web\"\ncluster_ip = \"{VIP}\"\nport = 80\ntarget_port = 8080\n\
          backends = [{{ ip = \"172.16.1.12\" }}, {{ ip = \"172.16.2.12\" }}, {{ ip = \"172.16.3.12\" }}]\n"
     ));
+    if mode == Mode::Route {
+        // Outside clients reach it through node 1's uplink; node 1 serves them with its own
+        // backend (b), pods anywhere with both.
+        s.push_str(
+            "[[services]]\nname = \"np\"\ntype = \"NodePort\"\nnode_port = 30080\nport = 80\n\
+             target_port = 8080\nbackends = [{ ip = \"172.16.1.12\" }, { ip = \"172.16.2.12\" }]\n",
+        );
+    }
     if extra_service {
         s.push_str(&format!(
             "[[services]]\nname = \"echo\"\ncluster_ip = \"{VIP2}\"\nport = 7\ntarget_port = 8080\n\
@@ -428,6 +438,7 @@ fn public_host(underlay: &Netns) -> Netns {
         &format!(
             "ip link set lo up && ip link set eth1 address {PUBLIC_MAC} && \
              ip addr add 192.168.0.1/24 dev eth1 && ip addr add {PUBLIC_HOST}/32 dev eth1 && \
+             ip addr add {OUTSIDE_CLIENT}/32 dev eth1 && \
              ip link set eth1 up"
         ),
     );
@@ -510,6 +521,33 @@ fn run_cluster(mode: Mode) {
                 .any(|l| l.contains(PUBLIC_HOST) && l.contains("192.168.0.11")),
             "no masqueraded connection in:\n{ct}"
         );
+    }
+
+    // Route mode: an outside client reaches the NodePort on node 1's address. The node's
+    // kernel sees the same packets (AF_PACKET copies) and must not answer them with resets.
+    if let Some(public) = &c.public {
+        ns_sh(
+            c.nodes[0].name(),
+            "iptables -A INPUT -p tcp --dport 30000:32767 -j DROP",
+        );
+        for _ in 0..3 {
+            let r = ns_run(
+                public.name(),
+                &[
+                    "timeout",
+                    "4",
+                    "nc",
+                    "-w",
+                    "2",
+                    "-s",
+                    OUTSIDE_CLIENT,
+                    "192.168.0.11",
+                    "30080",
+                ],
+                Duration::from_secs(6),
+            );
+            assert_eq!(r.stdout.trim(), "b", "NodePort from outside: {r:?}");
+        }
     }
 
     // A spoofed source address is dropped by node 1's spoof guard and counted there.

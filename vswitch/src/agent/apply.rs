@@ -317,7 +317,7 @@ fn add_service<'a>(
     groups: &mut BTreeMap<u32, &'a str>,
 ) {
     flows.extend(out.flows.iter().map(|(k, l)| (k, l.as_str())));
-    if let Some((id, g)) = &out.group {
+    for (id, g) in &out.groups {
         groups.insert(*id, g.as_str());
     }
 }

@@ -21,6 +21,9 @@ pub const GROUP_BASE: u32 = 1_000_000;
 pub const TUNNEL_OFPORT: u32 = 1000;
 /// The AF_PACKET uplink on the underlay interface (route mode).
 pub const UPLINK_OFPORT: u32 = 1001;
+/// The group of a Service's node-local backends (outside clients in route mode) is the
+/// Service's group id plus this.
+pub const LOCAL_GROUP_OFFSET: u32 = 1 << 30;
 /// Pods get ofports below this.
 pub const POD_OFPORT_MAX: u32 = 999;
 
@@ -91,8 +94,8 @@ pub struct FlowKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceOut {
     pub flows: Vec<(FlowKey, String)>,
-    /// Group id and `add-group` text (none when the Service has no backends).
-    pub group: Option<(u32, String)>,
+    /// Group ids and `add-group` texts (none when the Service has no backends).
+    pub groups: Vec<(u32, String)>,
     pub warning: Option<String>,
 }
 
@@ -131,7 +134,7 @@ impl Desired {
     pub fn groups(&self) -> BTreeMap<u32, &str> {
         self.services
             .values()
-            .filter_map(|o| o.group.as_ref().map(|(id, g)| (*id, g.as_str())))
+            .flat_map(|o| o.groups.iter().map(|(id, g)| (*id, g.as_str())))
             .collect()
     }
 
@@ -162,6 +165,7 @@ struct ServiceContext {
     zone: u16,
     node_ip: std::net::Ipv4Addr,
     route: bool,
+    pod_cidr: Cidr,
 }
 
 /// Stable numbers: a pod keeps its ofport and a Service its group across re-applies, so that
@@ -244,25 +248,44 @@ impl Builder {
     }
 }
 
+/// A select group over `backends` committing the DNAT, or `None` when there are none.
+fn select_group(gid: u32, zone: u16, backends: &[&Backend]) -> Option<String> {
+    if backends.is_empty() {
+        return None;
+    }
+    let mut g = format!("group_id={gid},type=select");
+    for be in backends {
+        let _ = write!(
+            g,
+            ",bucket=weight:{},actions=ct(commit,table=40,zone={zone},nat(dst={}:{}))",
+            be.weight, be.ip, be.port
+        );
+    }
+    Some(g)
+}
+
 /// A Service's flows: its frontends in table 30 (and, in route mode, in the classifier).
 fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
     let mut out = ServiceOut::default();
     let (gid, zone) = (cx.group, cx.zone);
     let proto = s.protocol.as_str();
-    let action = if s.backends.is_empty() {
-        "drop".to_string()
-    } else {
-        let mut g = format!("group_id={gid},type=select");
-        for be in &s.backends {
-            let _ = write!(
-                g,
-                ",bucket=weight:{},actions=ct(commit,table=40,zone={zone},nat(dst={}:{}))",
-                be.weight, be.ip, be.port
-            );
+    let all: Vec<&Backend> = s.backends.iter().collect();
+    let action = match select_group(gid, zone, &all) {
+        Some(g) => {
+            out.groups.push((gid, g));
+            format!("group:{gid}")
         }
-        out.group = Some((gid, g));
-        format!("group:{gid}")
+        None => "drop".to_string(),
     };
+    // Outside clients (route mode, through the uplink) are served by this node's backends
+    // only: a reply from another node would not come back through this one.
+    let local: Vec<&Backend> = s
+        .backends
+        .iter()
+        .filter(|b| cx.pod_cidr.contains(b.ip))
+        .collect();
+    let local_gid = gid + LOCAL_GROUP_OFFSET;
+    let mut local_action = None;
     for (ip, port) in s.frontends(cx.node_ip) {
         out.flows.push(flow_line(
             Table::ServiceLb,
@@ -270,13 +293,28 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
             &format!("ct_state=+new+trk,{proto},nw_dst={ip},tp_dst={port}"),
             &action,
         ));
-        // Outside clients reach NodePorts and external IPs through the uplink.
-        if cx.route && ip != s.cluster_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED) {
+        if cx.route && Some(ip) != s.cluster_ip {
             out.flows.push(flow_line(
                 Table::Classifier,
                 100,
                 &format!("{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"),
                 "goto_table:20",
+            ));
+            let a =
+                local_action.get_or_insert_with(|| match select_group(local_gid, zone, &local) {
+                    Some(g) => {
+                        out.groups.push((local_gid, g));
+                        format!("group:{local_gid}")
+                    }
+                    None => "drop".to_string(),
+                });
+            out.flows.push(flow_line(
+                Table::ServiceLb,
+                210,
+                &format!(
+                    "ct_state=+new+trk,{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"
+                ),
+                a,
             ));
         }
     }
@@ -442,6 +480,7 @@ pub fn compile(
             zone,
             node_ip: cfg.underlay_ip,
             route: matches!(cfg.mode, Mode::Route { .. }),
+            pod_cidr: cfg.pod_cidr,
         };
         let out = match memo.get(&s.name) {
             Some(m) if m.context == context && m.service == *s => m.out.clone(),
@@ -550,17 +589,21 @@ pub fn compile(
     }
     b.flow(Table::PeerOutput, 0, "", "drop");
 
-    // Table 60: leaving the cluster: masquerade to the node's underlay address (route mode).
-    if let (true, Some(own), Some(next_hop)) = (cfg.egress.snat, own_mac, cfg.egress.next_hop_mac) {
-        b.flow(
-            Table::Egress,
-            100,
-            &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
-            &format!(
-                "ct(commit,table=65,zone={zone},nat(src={}))",
-                cfg.underlay_ip
-            ),
-        );
+    // Table 60: leaving the cluster (route mode, through the uplink to the next hop):
+    // masquerade new connections of pods to the node's address, and let out replies of
+    // connections to the node's address (masqueraded ones, outside clients of NodePorts).
+    if let (Some(own), Some(next_hop)) = (own_mac, cfg.egress.next_hop_mac) {
+        if cfg.egress.snat {
+            b.flow(
+                Table::Egress,
+                100,
+                &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
+                &format!(
+                    "ct(commit,table=65,zone={zone},nat(src={}))",
+                    cfg.underlay_ip
+                ),
+            );
+        }
         b.flow(
             Table::Egress,
             90,

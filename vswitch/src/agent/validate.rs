@@ -342,6 +342,12 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
                 .as_deref()
                 .map(|s| mac("egress.next_hop_mac", s))
                 .transpose()?;
+            if next_hop_mac.is_some() && !route {
+                return Err(invalid(
+                    "egress.next_hop_mac",
+                    "only used in mode \"route\" (the uplink's next hop)",
+                ));
+            }
             if e.snat && !route {
                 return Err(invalid(
                     "egress.snat",
