@@ -113,7 +113,8 @@ enum Undo {
     Flow {
         table: u8,
         key: (Match, u16),
-        old: Option<Slot>,
+        /// Boxed: most journal entries are adds (no old value) and should stay small.
+        old: Option<Box<Slot>>,
     },
     Group {
         id: u32,
@@ -198,7 +199,7 @@ impl Pipeline {
                     let t = self.tables.entry(table).or_default();
                     match old {
                         Some(slot) => {
-                            t.insert(key, slot);
+                            t.insert(key, *slot);
                         }
                         None => {
                             t.remove(&key);
@@ -357,7 +358,7 @@ impl Pipeline {
         self.journal.push(Undo::Flow {
             table: fm.table_id,
             key,
-            old,
+            old: old.map(Box::new),
         });
         self.version += 1;
         Ok(FlowModResult {
@@ -404,7 +405,7 @@ impl Pipeline {
                     self.journal.push(Undo::Flow {
                         table: t,
                         key: *key,
-                        old: Some(s.clone()),
+                        old: Some(Box::new(s.clone())),
                     });
                     s.entry.instructions = Arc::clone(&ins);
                     if fm.flags.contains(FlowFlags::RESET_COUNTS) {
@@ -442,7 +443,7 @@ impl Pipeline {
                     journal.push(Undo::Flow {
                         table: t,
                         key: *key,
-                        old: Some(s.clone()),
+                        old: Some(Box::new(s.clone())),
                     });
                 }
                 !hit

@@ -594,25 +594,13 @@ impl Switch {
 }
 
 fn format_dp_actions(actions: &[crate::datapath::actions::DpAction], p: &Pipeline) -> String {
-    use crate::datapath::actions::DpAction;
-    let name = |id: u32| {
-        p.port_by_dp_id(id)
-            .map(|i| i.ofport.to_string())
-            .unwrap_or_else(|| format!("dp{id}"))
-    };
-    let parts: Vec<String> = actions
-        .iter()
-        .map(|a| match a {
-            DpAction::Output(id) => format!("output:{}", name(*id)),
-            DpAction::Tunnel { port, dst, vni } => format!(
-                "tnl_push(vxlan(vni={vni},dst={dst})),output:{}",
-                name(*port)
-            ),
-            DpAction::Drop(r) => format!("drop({})", r.name()),
-            other => format!("{other:?}").to_lowercase(),
-        })
-        .collect();
-    parts.join(",")
+    // Datapath port ids mean nothing to users: show the OpenFlow port number instead.
+    let text: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+    let mut out = text.join(",");
+    for info in p.ports.values() {
+        out = out.replace(&format!("output:dp{}", info.dp_id), &format!("output:{}", info.ofport));
+    }
+    out
 }
 
 fn fmt_mac(m: &[u8; 6]) -> String {
@@ -724,7 +712,11 @@ pub fn publish(b: &mut BridgeCtl) {
         // Tables that had flows before and have none now must be emptied too.
         dirty.extend((0..previous.tables.len()).map(|t| t as u8));
     } else {
-        let changed: hashbrown::HashSet<Changed> = b.tables.changes().collect();
+        // In journal order, duplicates included: re-installing a key twice is harmless and
+        // cheaper than de-duplicating large keys.
+        let changed: Vec<Changed> = b.tables.changes().collect();
+        inst.rules.reserve(changed.len());
+        b.stats.reserve(changed.len());
         for c in changed {
             match c {
                 Changed::Flow {

@@ -73,3 +73,96 @@ pub enum DpAction {
     /// Dropping on purpose, with the reason counted.
     Drop(DropReason),
 }
+
+fn mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+fn nat_range(r: &crate::conntrack::NatRange) -> String {
+    let ip = |a: &crate::conntrack::tuple::Addr| {
+        let b = a.0;
+        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+    };
+    let mut s = ip(&r.addr_min).to_string();
+    if r.addr_max != r.addr_min {
+        s.push_str(&format!("-{}", ip(&r.addr_max)));
+    }
+    if r.port_min != 0 {
+        s.push_str(&format!(":{}", r.port_min));
+        if r.port_max != r.port_min {
+            s.push_str(&format!("-{}", r.port_max));
+        }
+    }
+    s
+}
+
+/// Datapath actions in the style of `ovs-appctl ofproto/trace`'s "Datapath actions" line.
+impl std::fmt::Display for DpAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DpAction::Output(p) => write!(f, "output:dp{p}"),
+            DpAction::Tunnel { port, dst, vni } => {
+                write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),output:dp{port}")
+            }
+            DpAction::Normal => f.write_str("normal"),
+            DpAction::Flood { include_in_port } => {
+                f.write_str(if *include_in_port { "all" } else { "flood" })
+            }
+            DpAction::SetEthSrc(m) => write!(f, "set(eth(src={}))", mac(m)),
+            DpAction::SetEthDst(m) => write!(f, "set(eth(dst={}))", mac(m)),
+            DpAction::SetIpv4Src(a) => write!(f, "set(ipv4(src={a}))"),
+            DpAction::SetIpv4Dst(a) => write!(f, "set(ipv4(dst={a}))"),
+            DpAction::SetTpSrc(p) => write!(f, "set(l4(src={p}))"),
+            DpAction::SetTpDst(p) => write!(f, "set(l4(dst={p}))"),
+            DpAction::SetIpTos(t) => write!(f, "set(ipv4(tos={t:#x}))"),
+            DpAction::SetIpTtl(t) => write!(f, "set(ipv4(ttl={t}))"),
+            DpAction::PushVlan { tpid, tci } => write!(
+                f,
+                "push_vlan(tpid={tpid:#x},vid={},pcp={})",
+                tci & 0xfff,
+                tci >> 13
+            ),
+            DpAction::PopVlan => f.write_str("pop_vlan"),
+            DpAction::SetVlanTci(tci) => {
+                write!(f, "set(vlan(vid={},pcp={}))", tci & 0xfff, tci >> 13)
+            }
+            DpAction::DecTtl => f.write_str("dec_ttl"),
+            DpAction::SetArpOp(op) => write!(f, "set(arp(op={op}))"),
+            DpAction::SetArpSpa(a) => write!(f, "set(arp(sip={a}))"),
+            DpAction::SetArpTpa(a) => write!(f, "set(arp(tip={a}))"),
+            DpAction::SetArpSha(m) => write!(f, "set(arp(sha={}))", mac(m)),
+            DpAction::SetArpTha(m) => write!(f, "set(arp(tha={}))", mac(m)),
+            DpAction::SetIcmpType(t) => write!(f, "set(icmp(type={t}))"),
+            DpAction::SetIcmpCode(c) => write!(f, "set(icmp(code={c}))"),
+            DpAction::Ct(ct) => {
+                write!(f, "ct(zone={}", ct.zone)?;
+                if ct.commit {
+                    f.write_str(",commit")?;
+                }
+                if let Some((v, m)) = ct.mark {
+                    write!(f, ",mark={v:#x}/{m:#x}")?;
+                }
+                if let Some(n) = &ct.nat {
+                    f.write_str(",nat")?;
+                    if let Some(r) = &n.src {
+                        write!(f, "(src={})", nat_range(r))?;
+                    } else if let Some(r) = &n.dst {
+                        write!(f, "(dst={})", nat_range(r))?;
+                    }
+                }
+                f.write_str(")")?;
+                if let Some(t) = ct.recirc_table {
+                    write!(f, ",recirc(table={t})")?;
+                }
+                Ok(())
+            }
+            DpAction::Controller { max_len, .. } => {
+                write!(f, "userspace(controller,max_len={max_len})")
+            }
+            DpAction::Drop(r) => write!(f, "drop({})", r.name()),
+        }
+    }
+}
