@@ -569,19 +569,68 @@ impl Switch {
                 text::print_match(&m),
                 b.name
             ));
-            let (flow, wc) =
-                crate::datapath::xlate::Xlate::new(&pipeline, &key, Some(&mut log)).run(0);
-            log.push_str("\nFinal flow: unchanged\n");
-            log.push_str(&format!(
-                "Megaflow: {}\n",
-                text::print_match(&Match {
-                    value: key.masked(&wc),
-                    mask: wc
-                })
-            ));
+            let mut key = key;
+            let mut table = 0u8;
+            let mut all_actions = Vec::new();
+            // Follow recirculations the way ofproto/trace does: the packet comes back from
+            // conntrack as a new connection (+trk+new) unless the input says otherwise.
+            for pass in 0..8 {
+                let (flow, wc) =
+                    crate::datapath::xlate::Xlate::new(&pipeline, &key, Some(&mut log)).run(table);
+                log.push_str(&format!(
+                    "\nMegaflow: {}\n",
+                    text::print_match(&Match {
+                        value: key.masked(&wc),
+                        mask: wc
+                    })
+                ));
+                all_actions.extend(flow.actions.iter().cloned());
+                let recirc = flow.actions.iter().find_map(|a| match a {
+                    crate::datapath::actions::DpAction::Ct(ct) => ct.recirc_table.map(|t| (t, ct)),
+                    _ => None,
+                });
+                let Some((next_table, ct)) = recirc else { break };
+                let zone = ct.zone;
+                let mut next = flow.recirc_meta;
+                // A committing NAT takes the first address/port of its range, as a new
+                // connection would.
+                if let Some(nat) = ct.nat.as_ref().filter(|_| ct.commit) {
+                    let v4 = |a: &crate::conntrack::tuple::Addr| {
+                        u32::from_be_bytes([a.0[12], a.0[13], a.0[14], a.0[15]])
+                    };
+                    if let Some(r) = &nat.dst {
+                        next.nw_dst = v4(&r.addr_min);
+                        if r.port_min != 0 {
+                            next.tp_dst = r.port_min;
+                        }
+                        next.ct_state |= encap::flowkey::CT_DNAT;
+                    }
+                    if let Some(r) = &nat.src {
+                        next.nw_src = v4(&r.addr_min);
+                        if r.port_min != 0 {
+                            next.tp_src = r.port_min;
+                        }
+                        next.ct_state |= encap::flowkey::CT_SNAT;
+                    }
+                }
+                next.recirc_id = next_table as u32 + 1;
+                next.ct_zone = zone;
+                let nat_bits = next.ct_state & (encap::flowkey::CT_SNAT | encap::flowkey::CT_DNAT);
+                next.ct_state = if pass == 0 && key.ct_state == 0 {
+                    encap::flowkey::CT_TRK | encap::flowkey::CT_NEW
+                } else {
+                    key.ct_state | encap::flowkey::CT_TRK
+                } | nat_bits;
+                log.push_str(&format!(
+                    "\nrecirc(table={next_table}): resuming after conntrack (zone={zone}) with ct_state={}\n----------------------------------------------------------------\n",
+                    ct_state_text(next.ct_state)
+                ));
+                key = next;
+                table = next_table;
+            }
             log.push_str(&format!(
                 "Datapath actions: {}\n",
-                format_dp_actions(&flow.actions, &pipeline)
+                format_dp_actions(&all_actions, &pipeline)
             ));
             Ok(log)
         })
@@ -598,9 +647,32 @@ fn format_dp_actions(actions: &[crate::datapath::actions::DpAction], p: &Pipelin
     let text: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
     let mut out = text.join(",");
     for info in p.ports.values() {
-        out = out.replace(&format!("output:dp{}", info.dp_id), &format!("output:{}", info.ofport));
+        out = out.replace(
+            &format!("output:dp{}", info.dp_id),
+            &format!("output:{}", info.ofport),
+        );
     }
     out
+}
+
+fn ct_state_text(state: u8) -> String {
+    use encap::flowkey::*;
+    let names = [
+        (CT_NEW, "new"),
+        (CT_EST, "est"),
+        (CT_REL, "rel"),
+        (CT_RPL, "rpl"),
+        (CT_INV, "inv"),
+        (CT_TRK, "trk"),
+        (CT_SNAT, "snat"),
+        (CT_DNAT, "dnat"),
+    ];
+    names
+        .iter()
+        .filter(|(bit, _)| state & bit != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 fn fmt_mac(m: &[u8; 6]) -> String {

@@ -396,3 +396,46 @@ fn truncated_headers_are_dropped_and_counted() {
     b.send(1, &good);
     assert_eq!(b.received(2).len(), 1, "well-formed traffic still flows");
 }
+
+#[test]
+fn trace_follows_conntrack_recirculation_and_nat() {
+    let b = Bench::new(2);
+    b.switch
+        .command(&[
+            "add-group".into(),
+            "br0".into(),
+            "group_id=1,type=select,bucket=actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.21:8080))".into(),
+        ])
+        .unwrap();
+    b.flows(
+        "table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)\n\
+         table=1,priority=100,ct_state=+new+trk,tcp,nw_dst=10.247.0.10,tp_dst=80,actions=group:1\n\
+         table=2,priority=10,ip,nw_dst=172.16.1.21,actions=set_field:0a:58:0c:00:00:fe->eth_src,output:2",
+    );
+    let out = b
+        .switch
+        .command(&[
+            "trace".into(),
+            "br0".into(),
+            "in_port=1,tcp,nw_src=172.16.1.11,nw_dst=10.247.0.10,tp_dst=80".into(),
+        ])
+        .unwrap();
+    let expect_in_order = [
+        "Flow: tcp,in_port=1,nw_src=172.16.1.11,nw_dst=10.247.0.10,tp_dst=80",
+        "0.  priority=100,ip actions=ct(table=1,zone=1,nat)",
+        "recirc(table=1): resuming after conntrack (zone=1) with ct_state=new|trk",
+        "1.  table=1, priority=100,ct_state=+new+trk,tcp,nw_dst=10.247.0.10,tp_dst=80 actions=group:1",
+        "group:1 select: bucket 0",
+        "recirc(table=2): resuming after conntrack (zone=1) with ct_state=new|trk|dnat",
+        "2.  table=2, priority=10,ip,nw_dst=172.16.1.21 actions=set_field:0a:58:0c:00:00:fe->eth_src,output:2",
+        "output:2 (m2)",
+        "Datapath actions: ct(zone=1,nat),recirc(table=1),ct(zone=1,commit,nat(dst=172.16.1.21:8080)),recirc(table=2),set(eth(src=0a:58:0c:00:00:fe)),output:2",
+    ];
+    let mut rest = out.as_str();
+    for line in expect_in_order {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("trace lacks {line:?} (in order) in:\n{out}"));
+        rest = &rest[at + line.len()..];
+    }
+}
