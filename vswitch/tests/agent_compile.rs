@@ -53,8 +53,10 @@ table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=2,dl_src=0a:58:0c:01:
 table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=1,actions=drop
 table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=2,actions=drop
 table=10,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=20,priority=110,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.1,actions=ct(table=21,zone=2,nat)
 table=20,priority=100,cookie=0xa9e0000000000000,ip,actions=ct(table=30,zone=1,nat)
 table=20,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=21,priority=0,cookie=0xa9e0000000000000,actions=ct(table=30,zone=1,nat)
 table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=10.247.0.10,tp_dst=80,actions=group:1000000
 table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,actions=ct(commit,table=40,zone=1)
 table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,actions=goto_table:40
@@ -67,11 +69,20 @@ table=40,priority=0,cookie=0xa9e0000000000000,actions=goto_table:60
 table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:192.168.0.12->tun_dst,output:1000
 table=50,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=60,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=70,priority=130,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,in_port=1,nw_src=172.16.1.11,nw_dst=172.16.1.11,actions=ct(commit,table=71,zone=2,nat(src=172.16.1.1))
+table=70,priority=130,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,in_port=2,nw_src=172.16.1.12,nw_dst=172.16.1.12,actions=ct(commit,table=71,zone=2,nat(src=172.16.1.1))
+table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=1,nw_src=172.16.1.11,nw_dst=172.16.1.11,actions=ct(table=71,zone=2,nat)
+table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=2,nw_src=172.16.1.12,nw_dst=172.16.1.12,actions=ct(table=71,zone=2,nat)
 table=70,priority=120,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.2.0/24,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
 table=70,priority=110,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=172.16.1.12,actions=drop
+table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=1,nw_dst=172.16.1.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:in_port
+table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=2,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:in_port
 table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:1
 table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
 table=70,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=71,priority=100,cookie=0xa9e0000000000000,ip,in_port=1,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:in_port
+table=71,priority=100,cookie=0xa9e0000000000000,ip,in_port=2,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:in_port
+table=71,priority=0,cookie=0xa9e0000000000000,actions=drop
 ";
 
 const GOLDEN_GROUP: &str = "group_id=1000000,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.11:8080)),bucket=weight:2,actions=ct(commit,table=40,zone=1,nat(dst=172.16.2.21:8080))";

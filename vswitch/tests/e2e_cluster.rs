@@ -3,9 +3,12 @@
 //! (VXLAN) and in route mode (AF_PACKET uplink, no encapsulation).
 //!
 //! Checked with real kernel traffic: pod↔pod on one node and across nodes (ping and TCP),
-//! a spoofed source dropped and counted by the spoof guard, a ClusterIP Service reached from
-//! pods on every node, and an incremental re-apply (`vswitchctl apply` / SIGHUP) that adds a
-//! Service without disturbing an open connection. Root only.
+//! the gateway answering ARP and ping, a spoofed source dropped and counted by the spoof
+//! guard, a ClusterIP Service reached from pods on every node and by its own backend
+//! (hairpin), an incremental re-apply (`vswitchctl apply` / SIGHUP) that adds a Service
+//! without disturbing an open connection, a refused bad file; tunnel mode: a plain Linux
+//! node with a kernel vxlan device; route mode: egress SNAT to a public host and a NodePort
+//! from an outside client. Root only.
 
 mod common;
 
@@ -19,6 +22,8 @@ use common::*;
 const GW_MAC: &str = "0a:58:0c:00:00:fe";
 const VIP: &str = "10.247.0.10";
 const VIP2: &str = "10.247.0.20";
+/// A Service whose only backend is pod b.
+const VIP_SELF: &str = "10.247.0.30";
 /// The underlay router / public host of route mode (192.168.0.1, 203.0.113.10).
 const PUBLIC_MAC: &str = "02:00:cb:00:71:0a";
 const PUBLIC_HOST: &str = "203.0.113.10";
@@ -220,6 +225,10 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
     s.push_str(&format!(
         "[[services]]\nname = \"web\"\ncluster_ip = \"{VIP}\"\nport = 80\ntarget_port = 8080\n\
          backends = [{{ ip = \"172.16.1.12\" }}, {{ ip = \"172.16.2.12\" }}, {{ ip = \"172.16.3.12\" }}]\n"
+    ));
+    s.push_str(&format!(
+        "[[services]]\nname = \"self\"\ncluster_ip = \"{VIP_SELF}\"\nport = 80\ntarget_port = 8080\n\
+         backends = [{{ ip = \"172.16.1.12\" }}]\n"
     ));
     if mode == Mode::Route {
         // Outside clients reach it through node 1's uplink; node 1 serves them with its own
@@ -579,8 +588,7 @@ fn run_cluster(mode: Mode) {
     );
     ns_sh(c.pod_ns("a"), "ip addr del 172.16.1.99/32 dev eth0");
 
-    // The ClusterIP from a pod on every node, spread over the backends on all nodes (none of
-    // the clients is a backend: hairpin is not handled by the compiled pipeline yet).
+    // The ClusterIP from a pod on every node, spread over the backends on all nodes.
     let mut seen = BTreeSet::new();
     for from in ["a", "c", "d"] {
         for i in 0..6 {
@@ -591,6 +599,15 @@ fn run_cluster(mode: Mode) {
         }
     }
     assert!(seen.len() >= 2, "one backend only: {seen:?}");
+    // Hairpin: pod b reaches a Service whose only backend is b itself (its kernel would drop
+    // its own address as source: the switch masquerades to the gateway and sends it back).
+    for i in 0..3 {
+        assert_eq!(
+            tcp_hello(c.pod_ns("b"), VIP_SELF, 80).as_deref(),
+            Some("b"),
+            "hairpin try {i}"
+        );
+    }
 
     // Incremental re-apply: an open connection (pod a -> pod c) survives while a Service is
     // added with `vswitchctl apply`; then the same again by SIGHUP changes nothing.

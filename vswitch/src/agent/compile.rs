@@ -33,25 +33,29 @@ pub enum Table {
     Classifier = 0,
     SpoofGuard = 10,
     Conntrack = 20,
+    HairpinUnsnat = 21,
     ServiceLb = 30,
     L3Forward = 40,
     PeerOutput = 50,
     Egress = 60,
     EgressOut = 65,
     LocalDelivery = 70,
+    HairpinOut = 71,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Classifier,
         Table::SpoofGuard,
         Table::Conntrack,
+        Table::HairpinUnsnat,
         Table::ServiceLb,
         Table::L3Forward,
         Table::PeerOutput,
         Table::Egress,
         Table::EgressOut,
         Table::LocalDelivery,
+        Table::HairpinOut,
     ];
 
     pub fn id(self) -> u8 {
@@ -63,12 +67,14 @@ impl Table {
             Table::Classifier => "classifier",
             Table::SpoofGuard => "spoof-guard",
             Table::Conntrack => "conntrack",
+            Table::HairpinUnsnat => "hairpin-unsnat",
             Table::ServiceLb => "service-lb",
             Table::L3Forward => "l3-forward",
             Table::PeerOutput => "peer-output",
             Table::Egress => "egress",
             Table::EgressOut => "egress-out",
             Table::LocalDelivery => "local-delivery",
+            Table::HairpinOut => "hairpin-out",
         }
     }
 }
@@ -470,7 +476,22 @@ pub fn compile(
         "ip",
         &format!("ct(table=30,zone={zone},nat)"),
     );
+    // Hairpin replies (a pod answering itself through a Service, seen from the gateway
+    // address): undo the hairpin SNAT in its own zone first, then the Service's DNAT.
+    let hairpin_zone = zone + 1;
+    b.flow(
+        Table::Conntrack,
+        110,
+        &format!("ip,nw_dst={}", cfg.gateway_ip),
+        &format!("ct(table=21,zone={hairpin_zone},nat)"),
+    );
     b.flow(Table::Conntrack, 0, "", "drop");
+    b.flow(
+        Table::HairpinUnsnat,
+        0,
+        "",
+        &format!("ct(table=30,zone={zone},nat)"),
+    );
 
     // Table 30: Service load balancing of new connections, then commit everything else.
     let mut memo = std::mem::take(&mut numbering.memo);
@@ -652,6 +673,47 @@ pub fn compile(
             }
         }
     }
+    // Hairpin: a pod reaching itself through a Service gets the gateway address as source
+    // (its kernel drops packets from its own address) and the frame back out of its port.
+    for p in &cfg.pods {
+        let of = numbering.ofports[&p.port];
+        let same = format!("ip,in_port={of},nw_src={ip},nw_dst={ip}", ip = p.ip);
+        b.flow(
+            Table::LocalDelivery,
+            130,
+            &format!("ct_state=+new+trk,{same}"),
+            &format!(
+                "ct(commit,table=71,zone={hairpin_zone},nat(src={}))",
+                cfg.gateway_ip
+            ),
+        );
+        b.flow(
+            Table::LocalDelivery,
+            129,
+            &same,
+            &format!("ct(table=71,zone={hairpin_zone},nat)"),
+        );
+        // Replies of hairpin connections come back on the port they go out of.
+        b.flow(
+            Table::LocalDelivery,
+            105,
+            &format!("ip,in_port={of},nw_dst={}", p.ip),
+            &format!(
+                "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:in_port",
+                p.mac
+            ),
+        );
+        b.flow(
+            Table::HairpinOut,
+            100,
+            &format!("ip,in_port={of}"),
+            &format!(
+                "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:in_port",
+                p.mac
+            ),
+        );
+    }
     b.flow(Table::LocalDelivery, 0, "", "drop");
+    b.flow(Table::HairpinOut, 0, "", "drop");
     Ok(b.out)
 }

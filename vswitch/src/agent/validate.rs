@@ -126,6 +126,12 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
         ));
     }
     let ct_zone = n.ct_zone.unwrap_or(1);
+    if ct_zone == u16::MAX {
+        return Err(invalid(
+            "node.ct_zone",
+            "must be below 65535 (the next zone holds hairpin connections)",
+        ));
+    }
     let underlay_interface = n
         .underlay_interface
         .as_deref()
