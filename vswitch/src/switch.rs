@@ -248,6 +248,10 @@ impl Switch {
                 let n = self.dp.call(|dp| dp.conntrack().flush(None));
                 Ok(format!("flushed {n} connections\n"))
             }
+            "capture" => {
+                need(3)?;
+                self.capture(a[0], a[1], a[2], &a[3..])
+            }
             "trace" => {
                 need(2)?;
                 self.trace(a[0], a[1])
@@ -634,6 +638,49 @@ impl Switch {
             ));
             Ok(log)
         })
+    }
+
+    /// `capture BR PORT FILE [count=N] [seconds=S]`: copies what the port receives and sends
+    /// into a pcap file, until N frames (default 100) or S seconds (default 10, at most 300).
+    pub fn capture(&self, br: &str, port: &str, file: &str, opts: &[&str]) -> CmdResult {
+        let mut count = 100usize;
+        let mut seconds = 10u64;
+        for o in opts {
+            match o.split_once('=') {
+                Some(("count", v)) => {
+                    count = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("bad count '{v}' (a positive number)"))?
+                }
+                Some(("seconds", v)) => {
+                    seconds = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=300).contains(n))
+                        .ok_or_else(|| format!("bad seconds '{v}' (1 to 300)"))?
+                }
+                _ => return Err(format!("unexpected argument '{o}' (count=N or seconds=S)")),
+            }
+        }
+        let dp_id = self.with_bridge(br, |b| {
+            b.ports
+                .values()
+                .find(|p| p.spec.name == port || p.ofport.to_string() == port)
+                .map(|p| p.dp_id)
+                .ok_or_else(|| format!("bridge {br} has no port {port}"))
+        })?;
+        if !self.dp.call(move |dp| dp.start_capture(dp_id, count)) {
+            return Err(format!("port {port} is gone"));
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
+        while Instant::now() < deadline && !self.dp.call(move |dp| dp.capture_full(dp_id)) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let frames = self.dp.call(move |dp| dp.stop_capture(dp_id));
+        crate::datapath::capture::write_pcap(Path::new(file), &frames)?;
+        Ok(format!("{} frames written to {file}\n", frames.len()))
     }
 
     pub fn apply_config_file(&self, path: &Path) -> Result<(), String> {

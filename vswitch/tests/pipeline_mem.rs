@@ -439,3 +439,41 @@ fn trace_follows_conntrack_recirculation_and_nat() {
         rest = &rest[at + line.len()..];
     }
 }
+
+#[test]
+fn capture_writes_what_a_port_sends_to_a_pcap_file() {
+    let mut b = Bench::new(2);
+    b.flows("priority=10,in_port=1,actions=output:2");
+    let file = std::env::temp_dir().join(format!("vswitch-capture-{}.pcap", std::process::id()));
+    let path = file.to_string_lossy().into_owned();
+    let sw = b.switch.clone();
+    let capturing =
+        std::thread::spawn(move || sw.capture("br0", "m2", &path, &["count=3", "seconds=5"]));
+    // Let the capture start before traffic flows.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let frames: Vec<Vec<u8>> = (0..3u16)
+        .map(|i| {
+            FrameBuilder::eth(POD_MAC, POD2_MAC)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+                .udp(100 + i, 53)
+                .build()
+        })
+        .collect();
+    for f in &frames {
+        b.send(1, f);
+    }
+    let out = capturing.join().unwrap().unwrap();
+    assert_eq!(out, format!("3 frames written to {}\n", file.display()));
+    assert_eq!(
+        b.received(2).len(),
+        3,
+        "capturing must not steal the frames"
+    );
+    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut got = Vec::new();
+    while let Some(p) = reader.next_packet() {
+        got.push(p.unwrap().data.to_vec());
+    }
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(got, frames);
+}

@@ -120,6 +120,13 @@ fn management(cli: &Cli) -> ExitCode {
     {
         args[1] = text;
     }
+    // `capture BR PORT FILE`: the daemon writes the file, so give it an absolute path.
+    if args[0] == "capture"
+        && args.len() >= 4
+        && let Ok(abs) = std::path::absolute(&args[3])
+    {
+        args[3] = abs.to_string_lossy().into_owned();
+    }
     if cli.strict {
         args.push("--strict".into());
     }

@@ -11,6 +11,7 @@
 
 pub mod actions;
 pub mod cache;
+pub mod capture;
 pub mod counters;
 pub mod csum;
 pub mod ct;
@@ -317,6 +318,36 @@ impl Datapath {
     pub fn inject(&mut self, bridge: usize, in_port: u32, frame: &[u8]) {
         exec::inject(self, bridge, in_port, frame);
         self.flush_all();
+    }
+
+    /// Starts capturing up to `count` frames on a port (replacing a running capture).
+    pub fn start_capture(&mut self, dp_id: usize, count: usize) -> bool {
+        match self.ports.get_mut(dp_id).and_then(|p| p.as_mut()) {
+            Some(p) => {
+                p.capture = Some(Box::new(capture::CaptureTap::new(count)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the port's capture has taken all the frames it wanted.
+    pub fn capture_full(&self, dp_id: usize) -> bool {
+        self.ports
+            .get(dp_id)
+            .and_then(|p| p.as_ref())
+            .and_then(|p| p.capture.as_ref())
+            .is_none_or(|c| c.is_full())
+    }
+
+    /// Stops a capture and returns what it took.
+    pub fn stop_capture(&mut self, dp_id: usize) -> Vec<capture::Captured> {
+        self.ports
+            .get_mut(dp_id)
+            .and_then(|p| p.as_mut())
+            .and_then(|p| p.capture.take())
+            .map(|c| c.frames)
+            .unwrap_or_default()
     }
 
     pub fn conntrack(&mut self) -> &mut Conntrack {

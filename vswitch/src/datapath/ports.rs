@@ -58,6 +58,8 @@ pub struct DpPort {
     pub max_frame: usize,
     /// What the port's back end finishes itself (GSO, partial checksums).
     pub offloads: Offloads,
+    /// A running `vswitchctl capture`, if any.
+    pub capture: Option<Box<super::capture::CaptureTap>>,
 }
 
 impl DpPort {
@@ -93,6 +95,7 @@ impl DpPort {
             counters,
             max_frame: mtu + 18,
             offloads,
+            capture: None,
         }
     }
 
@@ -138,6 +141,9 @@ impl DpPort {
             PortIo::Vxlan(v) => v.receive(rx)?,
         };
         if n > 0 {
+            if let Some(tap) = self.capture.as_mut() {
+                rx.iter().for_each(|p| tap.take(p.data()));
+            }
             let bytes: u64 = rx.iter().map(|p| p.len() as u64).sum();
             PortCounters::add(&self.counters.rx_packets, n as u64);
             PortCounters::add(&self.counters.rx_bytes, bytes);
@@ -267,6 +273,13 @@ impl DpPort {
     pub fn flush(&mut self) {
         if self.tx.is_empty() {
             return;
+        }
+        // Tunnel ports show the inner frame, without the VXLAN header.
+        let skip = if self.is_tunnel() { 8 } else { 0 };
+        if let Some(tap) = self.capture.as_mut() {
+            self.tx
+                .iter()
+                .for_each(|p| tap.take(p.data().get(skip..).unwrap_or_default()));
         }
         let report = match &mut self.io {
             PortIo::Dev(p) => p.tx_batch(&mut self.tx),
