@@ -268,3 +268,29 @@ fn apply_installs_then_changes_only_the_difference() {
     assert_eq!(agent, d1.flow_count());
     sw.shutdown();
 }
+
+#[test]
+fn a_failed_apply_leaves_no_bridge_behind() {
+    let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+    let sw = Switch::new(dp, std::env::temp_dir());
+    // 192.0.2.99 is nobody's address here: the VXLAN port cannot bind to it.
+    let text = SMALL
+        .replace("192.168.0.11", "192.0.2.99")
+        .replace(
+            "[[pods]]\nport = \"p-a\"\nip = \"172.16.1.11\"\nmac = \"0a:58:0c:01:00:0b\"\n",
+            "",
+        )
+        .replace(
+            "[[pods]]\nport = \"p-b\"\ntype = \"tap\"\nip = \"172.16.1.12\"\nmac = \"0a:58:0c:01:00:0c\"\nallow_from = [\"172.16.2.0/24\"]\n",
+            "",
+        );
+    assert!(!text.contains("[[pods]]"), "{text}");
+    let err = vswitch::agent::apply_text(&sw, &text).unwrap_err();
+    assert!(err.contains("vxlan100"), "{err}");
+    assert_eq!(sw.command(&["list-br".into()]).unwrap(), "");
+    // A bad file is refused before anything happens, with the key named.
+    let err = vswitch::agent::apply_text(&sw, &SMALL.replace("vni = 100", "vni = 0")).unwrap_err();
+    assert!(err.starts_with("tunnel.vni:"), "{err}");
+    assert_eq!(sw.command(&["list-br".into()]).unwrap(), "");
+    sw.shutdown();
+}

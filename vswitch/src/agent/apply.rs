@@ -104,6 +104,16 @@ fn apply_on(
         .contains_key(&cfg.bridge);
     if !exists {
         switch.add_br(&cfg.bridge)?;
+        // A new bridge is a NORMAL L2 switch: make it drop everything until the pipeline is
+        // in, so pod ports added below never forward unguarded.
+        let drop_all = parse(
+            &format!("table=0,priority=0,cookie={AGENT_COOKIE:#x},actions=drop"),
+            FlowModCommand::Add,
+        )?;
+        let mut state = switch.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = state.get_mut(&cfg.bridge) {
+            crate::switch::apply_flow_mods(b, &[(1, drop_all)])?;
+        }
     }
     let mut changes = batch.changes;
     // New ports first (with no flows yet they drop everything they receive).
@@ -114,6 +124,17 @@ fn apply_on(
             stale.push(old);
         }
     }
+    let mut added: Vec<&str> = Vec::new();
+    let undo = |added: &[&str]| {
+        // A failed apply leaves the node as it was: ports added by it go, and so does a
+        // bridge it created.
+        for name in added {
+            let _ = switch.del_port(&cfg.bridge, name);
+        }
+        if !exists {
+            let _ = switch.del_br(&cfg.bridge);
+        }
+    };
     for p in &desired.ports {
         let changed = stale.iter().any(|s| s.name == p.name);
         if changed {
@@ -121,7 +142,11 @@ fn apply_on(
             changes.ports_removed += 1;
         }
         if changed || !on_bridge.contains(&p.name) {
-            switch.add_port(&cfg.bridge, &p.name, &p.args)?;
+            if let Err(e) = switch.add_port(&cfg.bridge, &p.name, &p.args) {
+                undo(&added);
+                return Err(e);
+            }
+            added.push(&p.name);
             changes.ports_added += 1;
         }
     }
@@ -130,7 +155,12 @@ fn apply_on(
         let b = state
             .get_mut(&cfg.bridge)
             .ok_or_else(|| format!("bridge {} vanished during apply", cfg.bridge))?;
-        batch.run(b)?;
+        let ran = batch.run(b);
+        drop(state);
+        if let Err(e) = ran {
+            undo(&added);
+            return Err(e);
+        }
     }
     // Ports gone from the file go last, once no flow outputs to them.
     for old in stale {
