@@ -110,6 +110,8 @@ fn ten_thousand_services() {
     show("one Service added to 10k", &s);
     let s = step(&sw, &base, &mut prev);
     show("one Service removed from 10k", &s);
+    let s = step(&sw, &base, &mut prev);
+    show("same file again (SIGHUP, no change)", &s);
     assert_eq!(prev.desired.flow_count(), flows);
     sw.shutdown();
 }
