@@ -670,6 +670,32 @@ fn run_cluster(mode: Mode) {
         c.agents[0].ctl(&["dump-flows", "br-int", "--no-stats"]),
         flows_before
     );
+
+    // A pod gone from the file loses its port and flows; back in the file, it is served again.
+    let full = node_config(1, mode, true);
+    let pod_a = "[[pods]]\nname = \"a\"\nport = \"pa\"\ntype = \"afpacket\"\nip = \"172.16.1.11\"\nmac = \"0a:58:0c:01:00:0b\"\n";
+    assert!(full.contains(pod_a), "{full}");
+    let path = c.config_path(1);
+    let path = path.to_str().expect("utf-8 path");
+    std::fs::write(path, full.replace(pod_a, "")).expect("write config");
+    let out = c.agents[0].ctl(&["apply", path]);
+    assert!(out.contains("ports +0 -1"), "{out}");
+    assert!(!c.agents[0].ctl(&["list-ports", "br-int"]).contains("pa\n"));
+    assert!(!ping(c.pod_ns("a"), "172.16.1.12", 1).ok);
+    std::fs::write(path, &full).expect("write config");
+    let out = c.agents[0].ctl(&["apply", path]);
+    assert!(out.contains("ports +1 -0"), "{out}");
+    // The same flows as before (in another order among equal priorities: they were re-added).
+    let sorted = |t: &str| {
+        let mut v: Vec<String> = t.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(&c.agents[0].ctl(&["dump-flows", "br-int", "--no-stats"])),
+        sorted(&flows_before)
+    );
+    assert_ping(c.pod_ns("a"), "172.16.1.12", 2);
 }
 
 #[test]
