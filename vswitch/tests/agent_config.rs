@@ -228,3 +228,28 @@ fn service_types_need_their_addresses() {
     let proto = with("name = \"web\"", "name = \"web\"\nprotocol = \"sctp\"");
     assert_eq!(err(&proto).0, "services[0].protocol");
 }
+
+mod no_panics {
+    use super::BASE;
+    use proptest::prelude::*;
+    use vswitch::agent::compile::{Numbering, Runtime, compile};
+    use vswitch::agent::validate::parse;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any edit of a valid file parses to a config or an error, and a config compiles
+        /// (or says why not) without panicking.
+        #[test]
+        fn edited_files_never_panic(at in 0usize..1000, cut in 0usize..12, insert in "[ -~\n]{0,12}") {
+            let at = at % BASE.len();
+            let end = (at + cut).min(BASE.len());
+            if BASE.is_char_boundary(at) && BASE.is_char_boundary(end) {
+                let text = format!("{}{insert}{}", &BASE[..at], &BASE[end..]);
+                if let Ok(cfg) = parse(&text) {
+                    let _ = compile(&cfg, &mut Numbering::default(), Runtime::default());
+                }
+            }
+        }
+    }
+}
