@@ -1,0 +1,20 @@
+#![no_main]
+//! Node configuration text → validation → compiled flows: never a panic; a config that
+//! validates must compile, and every flow it compiles to must parse as flow text.
+use libfuzzer_sys::fuzz_target;
+use vswitch::agent::compile::{Numbering, Runtime, compile};
+use vswitch::agent::validate::parse;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(cfg) = parse(text) else {
+        return;
+    };
+    // Route mode without the uplink MAC in the file asks the runtime: give it one.
+    let rt = Runtime {
+        uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 1])),
+    };
+    let _ = compile(&cfg, &mut Numbering::default(), rt);
+});
