@@ -11,6 +11,11 @@
 //! kernel builds one skb and splits it into the same datagrams late (or the NIC does), which
 //! saves most of the per-datagram cost of the stack. At most 64 datagrams and 64000 bytes per
 //! message; a message the kernel refuses is resent datagram by datagram.
+//!
+//! UDP GRO on receive (on by default, [`UdpTunnelSocket::set_rx_gro`]): a run that arrives as
+//! one GSO skb (a peer using UDP GSO over a veth or loopback) is received as one coalesced
+//! message into a 512 KiB scratch and split back into one payload per buffer, in order, with
+//! its source; what does not fit the batch waits for the next call.
 
 use std::io;
 use std::mem::size_of;
@@ -51,6 +56,46 @@ pub struct UdpTunnelSocket {
     /// Per message: the batch range `[first, end)` of the payloads it carries.
     runs: Box<[(usize, usize); MAX_BATCH]>,
     tx_gso: bool,
+    /// Receive-side GRO state, when turned on.
+    gro: Option<Box<GroRx>>,
+}
+
+/// `SOL_UDP` option / cmsg type: receive coalesced datagrams with their segment size.
+const UDP_GRO: libc::c_int = 104;
+/// Coalesced messages taken per `recvmmsg` with GRO on.
+const GRO_MSGS: usize = 8;
+/// Room for one coalesced message (the kernel coalesces at most 64 KiB).
+const GRO_MSG_LEN: usize = 65536;
+/// Control buffer per message, in u64 words (a `UDP_GRO` cmsg needs 24 bytes).
+const GRO_CMSG_WORDS: usize = 8;
+
+/// Coalesced messages received but not yet split into a batch.
+struct GroRx {
+    buf: Box<[u8]>,
+    cmsgs: [[u64; GRO_CMSG_WORDS]; GRO_MSGS],
+    /// Per received message: its length, segment size and source.
+    len: [usize; GRO_MSGS],
+    seg: [usize; GRO_MSGS],
+    src: [Option<SocketAddr>; GRO_MSGS],
+    /// Messages held, the one being split and the offset in it.
+    n: usize,
+    cur: usize,
+    off: usize,
+}
+
+impl GroRx {
+    fn new() -> Self {
+        Self {
+            buf: vec![0; GRO_MSGS * GRO_MSG_LEN].into_boxed_slice(),
+            cmsgs: [[0; GRO_CMSG_WORDS]; GRO_MSGS],
+            len: [0; GRO_MSGS],
+            seg: [0; GRO_MSGS],
+            src: [None; GRO_MSGS],
+            n: 0,
+            cur: 0,
+            off: 0,
+        }
+    }
 }
 
 /// `SOL_UDP` option / cmsg type: segment the datagram into this many payload bytes each.
@@ -212,7 +257,7 @@ impl UdpTunnelSocket {
                 Box::new(std::mem::zeroed()),
             )
         };
-        Ok(Self {
+        let mut sock = Self {
             fd,
             local,
             stats: PortStats::default(),
@@ -222,7 +267,11 @@ impl UdpTunnelSocket {
             cmsgs: Box::new([[0; CMSG_WORDS]; MAX_BATCH]),
             runs: Box::new([(0, 0); MAX_BATCH]),
             tx_gso: true,
-        })
+            gro: None,
+        };
+        // Best effort: a kernel without UDP_GRO (before 5.0) just delivers datagrams singly.
+        let _ = sock.set_rx_gro(true);
+        Ok(sock)
     }
 
     /// The bound address (with the port the kernel picked, if 0 was asked).
@@ -233,6 +282,29 @@ impl UdpTunnelSocket {
     /// The descriptor (for `mio` and `poll`).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Turns `UDP_GRO` on or off (on after `bind` where the kernel has it): the kernel may hand over runs of datagrams from one sender coalesced
+    /// (up to 64 KiB, when they arrive as one GSO skb, e.g. from a peer using UDP GSO over a
+    /// veth); [`UdpTunnelSocket::recv_batch`] splits them back into one payload per buffer.
+    /// Costs 512 KiB of receive scratch; datagrams are copied once more (scratch to buffer).
+    pub fn set_rx_gro(&mut self, on: bool) -> io::Result<()> {
+        let v: libc::c_int = on.into();
+        // SAFETY: v is a live c_int for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_GRO,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.gro = on.then(|| Box::new(GroRx::new()));
+        Ok(())
     }
 
     /// Turns UDP GSO batching of sends on or off (default on).
@@ -251,6 +323,9 @@ impl UdpTunnelSocket {
     /// were added; fewer than the room means drained. Datagrams larger than a buffer are
     /// counted in `rx_truncated` and dropped.
     pub fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+        if self.gro.is_some() {
+            return self.recv_batch_gro(batch, srcs);
+        }
         let mut added = 0;
         loop {
             let base = batch.len();
@@ -329,6 +404,120 @@ impl UdpTunnelSocket {
             batch.commit_n(kept);
             added += kept;
             if got < want {
+                return Ok(added);
+            }
+        }
+    }
+
+    /// [`UdpTunnelSocket::recv_batch`] with GRO on: coalesced messages are received into the
+    /// scratch and split into the batch, one datagram per buffer; what does not fit waits for
+    /// the next call (the batch is then full, so the caller comes back).
+    fn recv_batch_gro(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+        let Some(g) = self.gro.as_deref_mut() else {
+            return Ok(0);
+        };
+        let mut added = 0;
+        loop {
+            // Split what is held.
+            while g.cur < g.n {
+                let base = batch.len();
+                if base >= srcs.len() {
+                    return Ok(added);
+                }
+                let (len, seg) = (g.len[g.cur], g.seg[g.cur]);
+                let Some(src) = g.src[g.cur] else {
+                    self.stats.rx_errors += 1;
+                    g.cur += 1;
+                    g.off = 0;
+                    continue;
+                };
+                if g.off >= len {
+                    g.cur += 1;
+                    g.off = 0;
+                    continue;
+                }
+                let Some(b) = batch.spare() else {
+                    return Ok(added);
+                };
+                let take = seg.min(len - g.off);
+                let at = g.cur * GRO_MSG_LEN + g.off;
+                g.off += take;
+                if b.set_frame(&g.buf[at..at + take]).is_err() {
+                    self.stats.rx_truncated += 1;
+                    continue;
+                }
+                b.meta.wire_len = take as u32;
+                srcs[base] = src;
+                batch.commit();
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += take as u64;
+                added += 1;
+            }
+            if batch.room() == 0 || batch.len() >= srcs.len() {
+                return Ok(added);
+            }
+            // Receive more into the scratch.
+            for i in 0..GRO_MSGS {
+                let region = &mut g.buf[i * GRO_MSG_LEN..(i + 1) * GRO_MSG_LEN];
+                self.iov[i] = libc::iovec {
+                    iov_base: region.as_mut_ptr().cast(),
+                    iov_len: GRO_MSG_LEN,
+                };
+                let hdr = &mut self.msgs[i].msg_hdr;
+                hdr.msg_iov = &mut self.iov[i];
+                hdr.msg_iovlen = 1;
+                hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_control = g.cmsgs[i].as_mut_ptr().cast();
+                hdr.msg_controllen = size_of::<[u64; GRO_CMSG_WORDS]>();
+                hdr.msg_flags = 0;
+            }
+            // SAFETY: msgs[..GRO_MSGS] point into the scratch, `names` and the control
+            // buffers, all owned by the socket and exclusively borrowed for the call.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    self.msgs.as_mut_ptr(),
+                    GRO_MSGS as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(added),
+                    Some(libc::EINTR) => continue,
+                    _ => {
+                        self.stats.rx_errors += 1;
+                        return if added > 0 { Ok(added) } else { Err(e) };
+                    }
+                }
+            }
+            let got = rc as usize;
+            g.n = 0;
+            g.cur = 0;
+            g.off = 0;
+            for i in 0..got {
+                let m = &self.msgs[i];
+                if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    self.stats.rx_truncated += 1;
+                    continue;
+                }
+                let len = m.msg_len as usize;
+                let seg = gro_segment_size(&m.msg_hdr).unwrap_or(len).max(1);
+                self.stats.rx_gso += u64::from(len > seg);
+                let k = g.n;
+                if k != i {
+                    g.buf
+                        .copy_within(i * GRO_MSG_LEN..i * GRO_MSG_LEN + len, k * GRO_MSG_LEN);
+                }
+                g.len[k] = len;
+                g.seg[k] = seg;
+                g.src[k] = from_sockaddr(&self.names[i]);
+                g.n += 1;
+            }
+            if got < GRO_MSGS && g.n == 0 {
                 return Ok(added);
             }
         }
@@ -442,6 +631,23 @@ impl UdpTunnelSocket {
         self.stats.account_tx(&r);
         r
     }
+}
+
+/// The segment size of a received message from its `UDP_GRO` control message, if any.
+fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
+    // SAFETY: hdr is a msghdr the kernel just filled: msg_control/msg_controllen describe
+    // the valid control data, which the CMSG_* walkers stay within.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).ok().filter(|&v| v > 0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
 }
 
 /// Writes a `SOL_UDP`/`UDP_SEGMENT` control message carrying `size` into `buf`.
