@@ -36,6 +36,10 @@ const EXT_CLIENT: &str = "198.51.100.10";
 const PUBLIC_HOST: &str = "203.0.113.10";
 /// Second public address: pods reaching it are SNATed into a 2-port range.
 const PUBLIC_TINY: &str = "203.0.113.20";
+/// A LoadBalancer address the router sends to node 1 (TCP 80 -> the NodePort's endpoints).
+const LB_IP: &str = "198.18.0.5";
+/// An external IP owned by web2 alone: 1:1 DNAT inbound, SNAT outbound.
+const EIP: &str = "198.18.0.6";
 
 /// The python3 side of the tests: servers that name themselves and the peer they see, and
 /// bounded clients that print JSON.
@@ -245,8 +249,8 @@ fn node_flows(n: usize) -> String {
     let gw = format!("172.16.{n}.1");
     let mut f = Vec::new();
     // Table 0: replies to a source-NATed connection are un-SNATed first, in zone 2.
-    for snat_addr in [NODE_IP, gw.as_str(), HAIRPIN_IP] {
-        if snat_addr == NODE_IP && n != 1 {
+    for snat_addr in [NODE_IP, EIP, gw.as_str(), HAIRPIN_IP] {
+        if (snat_addr == NODE_IP || snat_addr == EIP) && n != 1 {
             continue;
         }
         f.push(format!(
@@ -278,6 +282,14 @@ fn node_flows(n: usize) -> String {
         f.push(format!(
             "table=2,priority=100,ct_state=+new+trk,tcp,nw_dst={NODE_IP},tp_dst={NODE_PORT},actions=group:3"
         ));
+        f.push(format!(
+            "table=2,priority=100,ct_state=+new+trk,tcp,nw_dst={LB_IP},tp_dst=80,actions=group:3"
+        ));
+        f.push(format!(
+            "table=2,priority=100,ct_state=+new+trk,ip,nw_dst={EIP},\
+             actions=ct(commit,table=3,zone=1,nat(dst={}))",
+            pod_def("web2").ip
+        ));
     }
     f.push("table=2,priority=80,ct_state=+new+trk,ip,actions=ct(commit,table=3,zone=1)".into());
     f.push("table=2,priority=70,ct_state=+est+trk,ip,actions=resubmit(,3)".into());
@@ -299,6 +311,11 @@ fn node_flows(n: usize) -> String {
         f.push(format!(
             "table=3,priority=102,ct_state=-rpl+trk,ip,nw_src=172.16.1.0/24,nw_dst={PUBLIC_TINY},\
              actions=ct(commit,table=4,zone=2,nat(src={NODE_IP}:40000-40001))"
+        ));
+        f.push(format!(
+            "table=3,priority=101,ct_state=-rpl+trk,ip,nw_src={},\
+             actions=ct(commit,table=4,zone=2,nat(src={EIP}))",
+            pod_def("web2").ip
         ));
         f.push(format!(
             "table=3,priority=100,ct_state=-rpl+trk,ip,nw_src=172.16.1.0/24,\
@@ -391,7 +408,8 @@ impl Cluster {
             &format!(
                 "sysctl -qw net.ipv4.ip_forward=1 && ip link set eth0 address {RTR_MAC} && \
                  ip addr add {RTR_IP}/24 dev eth0 && ip link set eth0 up && \
-                 ip neigh replace {NODE_IP} lladdr {NODE_MAC} dev eth0 nud permanent"
+                 ip neigh replace {NODE_IP} lladdr {NODE_MAC} dev eth0 nud permanent && \
+                 ip route add 198.18.0.0/24 via {NODE_IP}"
             ),
         );
         let mut outside = Vec::new();
@@ -974,6 +992,57 @@ fn snat_port_range_exhaustion_refuses_third_connection() {
         assert!(
             used.iter().any(|l| l.contains(p)),
             "no connection on {p}: {used:?}"
+        );
+    }
+    c.assert_alive();
+}
+
+/// LoadBalancer IP and external IP, from outside: the router sends 198.18.0.0/24 to node 1.
+/// LB_IP:80 balances over the NodePort's endpoints (masqueraded like the NodePort); EIP is
+/// web2's own address: inbound 1:1 DNAT keeps the client's address, web2's outbound
+/// connections leave with EIP as source.
+#[test]
+fn loadbalancer_ip_and_external_ip_from_outside() {
+    if !require_root("loadbalancer_ip_and_external_ip_from_outside") {
+        return;
+    }
+    let mut c = Cluster::up("lb");
+    let _srv = c.web_servers();
+    let _pub = c.tcp_server(c.pub_ns(), 8080, "public");
+    let res = answers(&c.client(
+        c.ext_ns(),
+        &["tcp-many", LB_IP, "80", "30", "4", "3"],
+        Duration::from_secs(20),
+    ));
+    let by = tally("LoadBalancer", &res);
+    assert_eq!(by.values().sum::<usize>(), 30);
+    assert!(by.len() == 2 && !by.contains_key("web2"), "{by:?}");
+    assert!(
+        res.iter().all(|a| a.seen.as_deref() == Some("172.16.1.1")),
+        "{res:?}"
+    );
+    // External IP inbound: every connection to any port reaches web2, which sees the client.
+    let res = answers(&c.client(
+        c.ext_ns(),
+        &["tcp-many", EIP, "8080", "10", "2", "3"],
+        Duration::from_secs(20),
+    ));
+    assert_eq!(tally("EIP inbound", &res).get("web2"), Some(&10));
+    assert!(
+        res.iter().all(|a| a.seen.as_deref() == Some(EXT_CLIENT)),
+        "{res:?}"
+    );
+    // Outbound from web2: the public host sees the EIP; from the client pod, the node address.
+    for (pod, expect) in [("web2", EIP), ("client", NODE_IP)] {
+        let res = answers(&c.client(
+            &c.pod_ns(pod),
+            &["tcp-many", PUBLIC_HOST, "8080", "5", "1", "3"],
+            Duration::from_secs(20),
+        ));
+        assert_eq!(tally("egress", &res).get("public"), Some(&5));
+        assert!(
+            res.iter().all(|a| a.seen.as_deref() == Some(expect)),
+            "{pod}: {res:?}"
         );
     }
     c.assert_alive();
