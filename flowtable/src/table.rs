@@ -108,7 +108,10 @@ struct Slot {
 
 /// One entry of the change journal: what a key held before a change.
 #[derive(Clone, Debug)]
-#[expect(clippy::large_enum_variant, reason = "short-lived journal entries; flows dominate")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived journal entries; flows dominate"
+)]
 enum Undo {
     Flow {
         table: u8,

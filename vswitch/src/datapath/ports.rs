@@ -176,7 +176,8 @@ impl DpPort {
         if meta.gso.is_none() && frame.len() > self.max_frame {
             return Err(DropReason::TooBig);
         }
-        if meta.csum_not_ready && !self.offloads.csum {
+        // A port with checksum offload still needs the checksum's position to finish it.
+        if meta.csum_not_ready && (!self.offloads.csum || meta.csum_start.is_none()) {
             self.push(frame, None)?;
             let last = self.tx.len() - 1;
             finish_checksum(self.tx[last].data_mut(), meta);
