@@ -25,13 +25,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 
 use crate::buf::{Batch, GSO_FRAME_ROOM, MAX_BATCH};
 use crate::iface::{self, IfaceError};
 use crate::port::{Offloads, Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::rxring::{BlockRing, FrameRing, Mapping, Next, RxRing};
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 
 /// Errors of opening an AF_PACKET port.
@@ -50,19 +50,38 @@ pub enum AfPacketError {
     Iface(#[from] IfaceError),
 }
 
+/// Layout of the receive ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingKind {
+    /// TPACKET_V2: a fixed-size slot per frame, visible to us as soon as the kernel wrote it.
+    /// No added latency; every slot holds the largest frame, so fewer frames per MiB.
+    V2,
+    /// TPACKET_V3: variable-length frames packed in blocks, handed over when a block is full
+    /// or `retire_tov_ms` passed. Dense, but a lone frame waits up to `retire_tov_ms`.
+    V3,
+}
+
 /// How to open an AF_PACKET port.
 #[derive(Debug, Clone)]
 pub struct AfPacketConfig {
     /// Interface name.
     pub ifname: String,
+    /// Receive ring layout; default [`RingKind::V2`] (no retire timer, low latency).
+    pub ring: RingKind,
     /// Receive ring size in bytes (rounded to whole blocks). A small ring keeps frames
     /// cache-warm under overload; default 2 MiB. With `vnet_hdr` the ring has at least 64
     /// blocks (8 MiB of 128 KiB blocks), so a burst of 64 KiB super-frames fits.
     pub ring_bytes: usize,
-    /// Block size; `None` sizes it from the MTU (at least 64 KiB).
+    /// V3 block size; `None` sizes it from the MTU (at least 64 KiB).
     pub block_size: Option<usize>,
-    /// How long the kernel may hold a partly filled block before handing it over, in ms.
+    /// V3: how long the kernel may hold a partly filled block before handing it over, in ms.
     pub retire_tov_ms: u32,
+    /// V2 frame slot size; `None` sizes it from the MTU (with `vnet_hdr`, for a 64 KiB
+    /// super-frame). Frames longer than a slot are cut by the kernel and counted `rx_truncated`.
+    pub frame_size: Option<usize>,
+    /// V2 number of frame slots; `None`: `ring_bytes / frame_size`, at least 128 with
+    /// `vnet_hdr` (about 8 MiB of 64 KiB slots) and 64 without.
+    pub frame_nr: Option<usize>,
     /// Send with `PACKET_QDISC_BYPASS` (skip the device's qdisc).
     pub qdisc_bypass: bool,
     /// Put the interface in promiscuous mode while the port is open.
@@ -75,14 +94,18 @@ pub struct AfPacketConfig {
 }
 
 impl AfPacketConfig {
-    /// Defaults: 2 MiB ring, blocks sized from the MTU (or for 64 KiB super-frames), 1 ms
-    /// retire timeout, qdisc bypass, promiscuous, virtio-net headers on.
+    /// Defaults: a TPACKET_V2 ring of 2 MiB (at least 128 slots of 64 KiB with virtio-net
+    /// headers), qdisc bypass, promiscuous, virtio-net headers on. For V3: blocks sized from the
+    /// MTU (or for 64 KiB super-frames), 1 ms retire timeout.
     pub fn new(ifname: &str) -> Self {
         Self {
             ifname: ifname.to_owned(),
+            ring: RingKind::V2,
             ring_bytes: 2 << 20,
             block_size: None,
             retire_tov_ms: 1,
+            frame_size: None,
+            frame_nr: None,
             qdisc_bypass: true,
             promisc: true,
             vnet_hdr: true,
@@ -99,55 +122,15 @@ const MIN_VNET_BLOCKS: usize = 64;
 /// Room in a block for the block descriptor and one frame's headers besides the frame.
 const BLOCK_OVERHEAD: usize = 256;
 
-/// The receive ring mapping and the read position in it.
-struct RxRing {
-    map: *mut u8,
-    map_len: usize,
-    block_size: usize,
-    block_nr: usize,
-    /// Block being read (or to be read next).
-    cur: usize,
-    /// True while `cur` is owned by us and not yet given back.
-    held: bool,
-    /// Frames left to read in `cur`.
-    left: u32,
-    /// Offset of the next frame header from the start of `cur`.
-    next: usize,
-}
+/// Room in a V2 slot for its header, the virtio-net header and the kernel's alignment
+/// padding in front of the frame (the frame starts at offset 76 with vnet headers, 66 without).
+const SLOT_OVERHEAD: usize = 128;
 
-impl RxRing {
-    fn block(&self, i: usize) -> *mut u8 {
-        // SAFETY: i < block_nr, so the offset stays inside the mapping.
-        unsafe { self.map.add(i * self.block_size) }
-    }
+/// Fewest V2 slots with virtio-net headers on (each about 64 KiB).
+const MIN_VNET_FRAMES: usize = 128;
 
-    fn block_status(&self, i: usize) -> &AtomicU32 {
-        let bd = self.block(i).cast::<libc::tpacket_block_desc>();
-        // SAFETY: the block descriptor lies at the start of the block, 8-aligned (page aligned
-        // mapping, page-multiple block size); the kernel writes block_status concurrently, which
-        // is why it is accessed only atomically. The reference lives no longer than `self`,
-        // which owns the mapping.
-        unsafe { AtomicU32::from_ptr(&raw mut (*bd).hdr.bh1.block_status) }
-    }
-
-    /// Gives the current block back to the kernel and moves to the next.
-    fn release(&mut self) {
-        if self.held {
-            self.block_status(self.cur)
-                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.held = false;
-            self.left = 0;
-            self.cur = (self.cur + 1) % self.block_nr;
-        }
-    }
-}
-
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: map/map_len are exactly what mmap returned; nothing refers to it any more.
-        unsafe { libc::munmap(self.map.cast(), self.map_len) };
-    }
-}
+/// Fewest V2 slots without virtio-net headers.
+const MIN_FRAMES: usize = 64;
 
 /// An AF_PACKET port.
 pub struct AfPacketPort {
@@ -178,8 +161,7 @@ impl std::fmt::Debug for AfPacketPort {
             .field("name", &self.name)
             .field("ifindex", &self.ifindex)
             .field("mtu", &self.mtu)
-            .field("block_size", &self.ring.block_size)
-            .field("block_nr", &self.ring.block_nr)
+            .field("ring", &self.ring_geometry())
             .finish()
     }
 }
@@ -249,6 +231,103 @@ fn block_size_for_mtu(mtu: usize, vnet: bool) -> usize {
     (frame + BLOCK_OVERHEAD).next_power_of_two().max(1 << 16)
 }
 
+/// Maps the ring the kernel just allocated for `fd`.
+fn map_ring(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    // SAFETY: maps the ring the kernel allocated for this socket; the result is checked, and
+    // the mapping is owned (and unmapped) by Mapping.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping {
+        ptr: ptr.cast(),
+        len,
+    })
+}
+
+const PAGE: usize = 4096;
+
+/// A TPACKET_V3 ring: blocks sized from the MTU, `ring_bytes` of them (with vnet at least 64).
+fn setup_v3(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<BlockRing> {
+    let block_size = cfg
+        .block_size
+        .map(|b| b.next_multiple_of(PAGE).max(PAGE))
+        .unwrap_or_else(|| block_size_for_mtu(mtu, cfg.vnet_hdr));
+    // With vnet a block holds about one super-frame: keep room for a TCP burst of them
+    // (with 16 blocks, 60k retransmits per 8 s of iperf3; with 64, none).
+    let min_blocks = if cfg.vnet_hdr { MIN_VNET_BLOCKS } else { 4 };
+    let block_nr = (cfg.ring_bytes / block_size).max(min_blocks);
+    let frame_size = libc::TPACKET_ALIGNMENT * 128; // 2048: only checked, not used, by V3
+    let req = libc::tpacket_req3 {
+        tp_block_size: block_size as u32,
+        tp_block_nr: block_nr as u32,
+        tp_frame_size: frame_size as u32,
+        tp_frame_nr: (block_size / frame_size * block_nr) as u32,
+        tp_retire_blk_tov: cfg.retire_tov_ms,
+        tp_sizeof_priv: 0,
+        tp_feature_req_word: 0,
+    };
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    let map = map_ring(fd, block_size * block_nr)?;
+    Ok(BlockRing::new(map, block_size, block_nr))
+}
+
+/// V2 slot size for this MTU: the largest frame (a super-frame with vnet) plus the headers
+/// the kernel puts in front of it, 16-aligned.
+fn frame_size_for_mtu(mtu: usize, vnet: bool) -> usize {
+    let frame = if vnet {
+        (mtu + 14 + 4).max(GSO_FRAME_ROOM)
+    } else {
+        mtu + 14 + 4
+    };
+    (frame + SLOT_OVERHEAD).next_multiple_of(libc::TPACKET_ALIGNMENT)
+}
+
+/// V2 block size for a slot size: the kernel allocates blocks in power-of-two pages and slots
+/// never straddle blocks, so a power of two holding about 16 slots wastes little (< 7%).
+fn v2_block_size(frame_size: usize) -> usize {
+    (frame_size * 16).next_power_of_two().max(PAGE)
+}
+
+/// A TPACKET_V2 ring of fixed slots.
+fn setup_v2(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<FrameRing> {
+    let frame_size = cfg
+        .frame_size
+        .map(|f| f.next_multiple_of(libc::TPACKET_ALIGNMENT).max(256))
+        .unwrap_or_else(|| frame_size_for_mtu(mtu, cfg.vnet_hdr));
+    let block_size = v2_block_size(frame_size);
+    let per_block = block_size / frame_size;
+    let min = if cfg.vnet_hdr {
+        MIN_VNET_FRAMES
+    } else {
+        MIN_FRAMES
+    };
+    let wanted = cfg
+        .frame_nr
+        .unwrap_or_else(|| (cfg.ring_bytes / frame_size).max(min))
+        .max(1);
+    let block_nr = wanted.div_ceil(per_block);
+    let frame_nr = block_nr * per_block;
+    let req = libc::tpacket_req {
+        tp_block_size: block_size as u32,
+        tp_block_nr: block_nr as u32,
+        tp_frame_size: frame_size as u32,
+        tp_frame_nr: frame_nr as u32,
+    };
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    let map = map_ring(fd, block_size * block_nr)?;
+    Ok(FrameRing::new(map, block_size, frame_size, frame_nr))
+}
+
 impl AfPacketPort {
     /// Opens a port on an existing interface.
     pub fn open(cfg: &AfPacketConfig) -> Result<Self, AfPacketError> {
@@ -265,8 +344,11 @@ impl AfPacketPort {
         let mtu = iface::mtu(&name)?;
 
         let rx_fd = packet_socket().map_err(sys("socket"))?;
-        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)
+        let version = match cfg.ring {
+            RingKind::V2 => libc::tpacket_versions::TPACKET_V2,
+            RingKind::V3 => libc::tpacket_versions::TPACKET_V3,
+        } as libc::c_int;
+        setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
             .map_err(sys("PACKET_VERSION"))?;
         let one: libc::c_int = 1;
         setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
@@ -276,53 +358,13 @@ impl AfPacketPort {
             setsockopt(&rx_fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)
                 .map_err(sys("PACKET_VNET_HDR (rx)"))?;
         }
-
-        let page = 4096;
-        let block_size = cfg
-            .block_size
-            .map(|b| b.next_multiple_of(page).max(page))
-            .unwrap_or_else(|| block_size_for_mtu(mtu, cfg.vnet_hdr));
-        // With vnet a block holds about one super-frame: keep room for a TCP burst of them
-        // (with 16 blocks, 60k retransmits per 8 s of iperf3; with 64, none).
-        let min_blocks = if cfg.vnet_hdr { MIN_VNET_BLOCKS } else { 4 };
-        let block_nr = (cfg.ring_bytes / block_size).max(min_blocks);
-        let frame_size = libc::TPACKET_ALIGNMENT * 128; // 2048: only checked, not used, by V3
-        let req = libc::tpacket_req3 {
-            tp_block_size: block_size as u32,
-            tp_block_nr: block_nr as u32,
-            tp_frame_size: frame_size as u32,
-            tp_frame_nr: (block_size / frame_size * block_nr) as u32,
-            tp_retire_blk_tov: cfg.retire_tov_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
-        setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
-            .map_err(sys("PACKET_RX_RING"))?;
-        let map_len = block_size * block_nr;
-        // SAFETY: maps the ring the kernel just allocated for this socket; the result is
-        // checked, and the mapping is owned (and unmapped) by RxRing.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                rx_fd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(sys("mmap of the rx ring")(io::Error::last_os_error()));
-        }
-        let ring = RxRing {
-            map: map.cast(),
-            map_len,
-            block_size,
-            block_nr,
-            cur: 0,
-            held: false,
-            left: 0,
-            next: 0,
+        let ring = match cfg.ring {
+            RingKind::V3 => {
+                RxRing::Blocks(setup_v3(&rx_fd, cfg, mtu).map_err(sys("rx ring (V3)"))?)
+            }
+            RingKind::V2 => {
+                RxRing::Frames(setup_v2(&rx_fd, cfg, mtu).map_err(sys("rx ring (V2)"))?)
+            }
         };
         bind_to(&rx_fd, ifindex, libc::ETH_P_ALL as u16).map_err(sys("bind (rx)"))?;
         if cfg.promisc {
@@ -378,9 +420,12 @@ impl AfPacketPort {
         self.rx_fd.as_raw_fd()
     }
 
-    /// Ring geometry: (block size, number of blocks).
-    pub fn ring_geometry(&self) -> (usize, usize) {
-        (self.ring.block_size, self.ring.block_nr)
+    /// Ring geometry: (block size, number of blocks, frame slot size or 0 for V3).
+    pub fn ring_geometry(&self) -> (usize, usize, usize) {
+        match &self.ring {
+            RxRing::Blocks(r) => (r.block_size, r.block_nr, 0),
+            RxRing::Frames(r) => (r.block_size, r.frame_nr / r.frames_per_block, r.frame_size),
+        }
     }
 
     /// Adds the kernel's drop counter (frames lost because the ring was full) to the stats.
@@ -438,92 +483,42 @@ impl Port for AfPacketPort {
         let mut n = 0;
         let mut losing = false;
         while batch.room() > 0 {
-            if self.ring.left == 0 {
-                // Done with the current block (if any): hand it back, look at the next.
-                self.ring.release();
-                let status = self
-                    .ring
-                    .block_status(self.ring.cur)
-                    .load(Ordering::Acquire);
-                if status & libc::TP_STATUS_USER == 0 {
-                    break;
-                }
-                let bd = self
-                    .ring
-                    .block(self.ring.cur)
-                    .cast::<libc::tpacket_block_desc>();
-                // SAFETY: the block is user-owned (acquire above), so the kernel no longer
-                // writes its descriptor; bd points at the start of a block in the mapping.
-                let (num, first) = unsafe {
-                    let h = &(*bd).hdr.bh1;
-                    (h.num_pkts, h.offset_to_first_pkt as usize)
-                };
-                self.ring.held = true;
-                self.ring.left = num;
-                self.ring.next = first;
-                continue;
-            }
-            let block = self.ring.block(self.ring.cur);
-            if self.ring.next + std::mem::size_of::<libc::tpacket3_hdr>() > self.ring.block_size {
-                // A corrupt offset would take us outside the block: drop the rest of it.
-                self.stats.rx_errors += 1;
-                self.ring.left = 0;
-                continue;
-            }
-            // SAFETY: next + header size is inside the user-owned block (checked above); the
-            // kernel aligns frame headers to TPACKET_ALIGNMENT.
-            let h =
-                unsafe { std::ptr::read(block.add(self.ring.next).cast::<libc::tpacket3_hdr>()) };
-            let mac = self.ring.next + h.tp_mac as usize;
-            let snap = h.tp_snaplen as usize;
-            self.ring.left -= 1;
-            self.ring.next += h.tp_next_offset as usize;
-            if mac + snap > self.ring.block_size {
-                self.stats.rx_errors += 1;
-                self.ring.left = 0;
-                continue;
-            }
-            // SAFETY: [mac, mac + snap) is inside the user-owned block (checked above).
-            let frame = unsafe { std::slice::from_raw_parts(block.add(mac), snap) };
-            // With PACKET_VNET_HDR the kernel writes the virtio-net header right in front of
-            // the frame (at tp_mac - 10), inside the space it reserved for it.
-            let vh = if self.vnet_hdr {
-                if mac < VNET_HDR_LEN {
+            let f = match self.ring.next_frame() {
+                Next::Empty => break,
+                Next::Corrupt => {
                     self.stats.rx_errors += 1;
                     continue;
                 }
-                let mut raw = [0u8; VNET_HDR_LEN];
-                // SAFETY: [mac - 10, mac) is inside the user-owned block (mac >= 10 checked,
-                // mac + snap <= block_size above); read as bytes, so no alignment needed.
-                let src = unsafe {
-                    std::slice::from_raw_parts(block.add(mac - VNET_HDR_LEN), VNET_HDR_LEN)
+                Next::Frame(f) => f,
+            };
+            losing |= f.status & libc::TP_STATUS_LOSING != 0;
+            // With PACKET_VNET_HDR the kernel writes the virtio-net header right in front of
+            // the frame (at tp_mac - 10), inside the space it reserved for it.
+            let vh = if self.vnet_hdr {
+                let Some(raw) = f
+                    .before
+                    .and_then(|b| <[u8; VNET_HDR_LEN]>::try_from(b).ok())
+                else {
+                    self.stats.rx_errors += 1;
+                    continue;
                 };
-                raw.copy_from_slice(src);
                 Some(VnetHdr::parse(&raw))
             } else {
                 None
             };
-            losing |= h.tp_status & libc::TP_STATUS_LOSING != 0;
-            if snap < h.tp_len as usize {
+            let (frame, snap) = (f.bytes, f.bytes.len());
+            if snap < f.wire_len {
                 self.stats.rx_truncated += 1;
                 continue;
             }
-            let vlan = (h.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
-                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                    h.hv1.tp_vlan_tpid
-                } else {
-                    0x8100
-                };
-                (tpid, h.hv1.tp_vlan_tci as u16)
-            });
             let Some(buf) = batch.spare() else { break };
-            let total = snap + if vlan.is_some() { 4 } else { 0 };
+            let total = snap + if f.vlan.is_some() { 4 } else { 0 };
             let space = buf.rx_space();
             if total > space.len() || snap < 12 {
                 self.stats.rx_truncated += 1;
                 continue;
             }
-            match vlan {
+            match f.vlan {
                 Some((tpid, tci)) => {
                     space[..12].copy_from_slice(&frame[..12]);
                     space[12..14].copy_from_slice(&tpid.to_be_bytes());
@@ -535,9 +530,9 @@ impl Port for AfPacketPort {
             // total <= space.len(), so set_len cannot fail.
             let _ = buf.set_len(total);
             buf.meta.wire_len = total as u32;
-            buf.meta.vlan_tci = vlan.map(|(_, tci)| tci);
+            buf.meta.vlan_tci = f.vlan.map(|(_, tci)| tci);
             if let Some(vh) = vh {
-                let shift = if vlan.is_some() { 4 } else { 0 };
+                let shift = if f.vlan.is_some() { 4 } else { 0 };
                 if vh.to_meta(&mut buf.meta, shift).is_err() {
                     self.stats.rx_bad_vnet += 1;
                     continue;
@@ -546,7 +541,7 @@ impl Port for AfPacketPort {
                     self.stats.rx_gso += 1;
                 }
             }
-            if h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+            if f.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
                 buf.meta.csum_not_ready = true;
             }
             if buf.meta.csum_not_ready {
@@ -557,10 +552,8 @@ impl Port for AfPacketPort {
             batch.commit();
             n += 1;
         }
-        if self.ring.left == 0 {
-            // Give a finished block back now rather than on the next call.
-            self.ring.release();
-        }
+        // Give finished memory back now rather than on the next call.
+        self.ring.release_done();
         if losing {
             self.poll_kernel_stats();
         }
@@ -678,5 +671,25 @@ mod tests {
         assert_eq!(block_size_for_mtu(65536, false), 1 << 17);
         // A 64 KiB super-frame plus its virtio-net header needs the next size up.
         assert_eq!(block_size_for_mtu(1500, true), 1 << 17);
+    }
+
+    #[test]
+    fn v2_slots_hold_a_full_frame_and_fill_their_blocks() {
+        for (mtu, vnet) in [(1500, false), (9000, false), (1500, true), (9000, true)] {
+            let slot = frame_size_for_mtu(mtu, vnet);
+            let room = if vnet { GSO_FRAME_ROOM } else { mtu + 18 };
+            // The frame starts at most 80 bytes into the slot (header, vnet header, padding).
+            assert!(
+                slot >= room + 80 && slot.is_multiple_of(libc::TPACKET_ALIGNMENT),
+                "{mtu} {vnet}"
+            );
+            let block = v2_block_size(slot);
+            assert!(block.is_power_of_two() && block >= PAGE);
+            let wasted = block % slot;
+            assert!(
+                wasted * 14 < block,
+                "{mtu} {vnet}: {wasted} of {block} unused"
+            );
+        }
     }
 }

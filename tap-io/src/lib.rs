@@ -11,11 +11,12 @@ pub mod mem;
 pub mod netns;
 pub mod pcap;
 pub mod port;
+mod rxring;
 pub mod tap;
 pub mod udp;
 pub mod vnet;
 
-pub use afpacket::{AfPacketConfig, AfPacketPort};
+pub use afpacket::{AfPacketConfig, AfPacketPort, RingKind};
 pub use buf::{Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta};
 pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};

@@ -6,7 +6,40 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tap_io::netns::{self, RawEth, in_private_netns, require_root, test_frame};
-use tap_io::{AfPacketConfig, AfPacketPort, Batch, Port, TxDropReason, iface};
+use tap_io::{AfPacketConfig, AfPacketPort, Batch, Port, RingKind, TxDropReason, iface};
+
+/// Each test runs once per receive ring layout.
+macro_rules! both_rings {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn v2() {
+                super::$name(tap_io::RingKind::V2);
+            }
+            #[test]
+            fn v3() {
+                super::$name(tap_io::RingKind::V3);
+            }
+        }
+    )*};
+}
+
+both_rings!(
+    afpacket_frames_from_kernel_arrive_intact_in_batches_of_1_to_64,
+    afpacket_sent_frames_reach_the_peer_and_are_not_seen_by_the_port,
+    afpacket_vlan_tag_is_restored_on_rx_and_kept_on_tx,
+    afpacket_jumbo_frames_pass_and_oversize_frames_are_counted,
+    afpacket_ring_truncation_is_counted,
+    afpacket_interface_going_down_mid_run_is_counted_not_fatal,
+    afpacket_offloaded_checksum_is_flagged_not_ready,
+    afpacket_edge_triggered_readiness_needs_a_full_drain,
+);
+
+fn cfg(ifname: &str, ring: RingKind) -> AfPacketConfig {
+    let mut c = AfPacketConfig::new(ifname);
+    c.ring = ring;
+    c
+}
 
 /// A veth pair `a` <-> `b`, both up, with `mtu`.
 fn veth(a: &str, b: &str, mtu: usize) {
@@ -24,14 +57,13 @@ fn tagged(tci: u16, inner: &[u8]) -> Vec<u8> {
     f
 }
 
-#[test]
-fn afpacket_frames_from_kernel_arrive_intact_in_batches_of_1_to_64() {
+fn afpacket_frames_from_kernel_arrive_intact_in_batches_of_1_to_64(ring: RingKind) {
     if !require_root("afpacket_frames_from_kernel_arrive_intact_in_batches_of_1_to_64") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 1500);
-        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        let mut port = AfPacketPort::open(&cfg("va", ring)).unwrap();
         let kernel = RawEth::bind("vb").unwrap();
         for n in [1usize, 2, 31, 32, 33, 64] {
             let sent: Vec<Vec<u8>> = (0..n)
@@ -55,14 +87,13 @@ fn afpacket_frames_from_kernel_arrive_intact_in_batches_of_1_to_64() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_sent_frames_reach_the_peer_and_are_not_seen_by_the_port() {
+fn afpacket_sent_frames_reach_the_peer_and_are_not_seen_by_the_port(ring: RingKind) {
     if !require_root("afpacket_sent_frames_reach_the_peer_and_are_not_seen_by_the_port") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 1500);
-        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        let mut port = AfPacketPort::open(&cfg("va", ring)).unwrap();
         let kernel = RawEth::bind("vb").unwrap();
         let mut batch = Batch::new(64, 128, 2048);
         for i in 0..64u8 {
@@ -89,14 +120,13 @@ fn afpacket_sent_frames_reach_the_peer_and_are_not_seen_by_the_port() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_vlan_tag_is_restored_on_rx_and_kept_on_tx() {
+fn afpacket_vlan_tag_is_restored_on_rx_and_kept_on_tx(ring: RingKind) {
     if !require_root("afpacket_vlan_tag_is_restored_on_rx_and_kept_on_tx") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 1500);
-        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        let mut port = AfPacketPort::open(&cfg("va", ring)).unwrap();
         let kernel = RawEth::bind("vb").unwrap();
         let frame = tagged(0x2064, &test_frame(MAC_A, MAC_B, 5, 100));
         kernel.send(&frame).unwrap();
@@ -111,7 +141,7 @@ fn afpacket_vlan_tag_is_restored_on_rx_and_kept_on_tx() {
         assert_eq!(batch[0].meta.vlan_tci, Some(0x2064));
         // Sent tagged, it leaves with its tag: a second port on the peer sees it in the
         // aux data (this kernel may lack 8021q, so no VLAN sub-interface is used).
-        let mut peer = AfPacketPort::open(&AfPacketConfig::new("vb")).unwrap();
+        let mut peer = AfPacketPort::open(&cfg("vb", ring)).unwrap();
         let out = tagged(100, &test_frame(MAC_B, MAC_A, 6, 100));
         batch.clear();
         batch.push_copy(&out);
@@ -128,14 +158,13 @@ fn afpacket_vlan_tag_is_restored_on_rx_and_kept_on_tx() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_jumbo_frames_pass_and_oversize_frames_are_counted() {
+fn afpacket_jumbo_frames_pass_and_oversize_frames_are_counted(ring: RingKind) {
     if !require_root("afpacket_jumbo_frames_pass_and_oversize_frames_are_counted") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 9000);
-        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        let mut port = AfPacketPort::open(&cfg("va", ring)).unwrap();
         assert_eq!(port.mtu(), 9000);
         let kernel = RawEth::bind("vb").unwrap();
         let big = test_frame(MAC_A, MAC_B, 3, 9014);
@@ -168,16 +197,17 @@ fn afpacket_jumbo_frames_pass_and_oversize_frames_are_counted() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_ring_truncation_is_counted() {
+fn afpacket_ring_truncation_is_counted(ring: RingKind) {
     if !require_root("afpacket_ring_truncation_is_counted") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 16000);
-        // A ring block too small for the MTU: the kernel cuts the frame (tp_snaplen < tp_len).
-        let mut cfg = AfPacketConfig::new("va");
+        // A ring block (V3) or slot (V2) too small for the MTU: the kernel cuts the frame
+        // (tp_snaplen < tp_len).
+        let mut cfg = cfg("va", ring);
         cfg.block_size = Some(8192);
+        cfg.frame_size = Some(8192);
         let mut port = AfPacketPort::open(&cfg).unwrap();
         let kernel = RawEth::bind("vb").unwrap();
         kernel.send(&test_frame(MAC_A, MAC_B, 1, 12000)).unwrap();
@@ -189,14 +219,13 @@ fn afpacket_ring_truncation_is_counted() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_interface_going_down_mid_run_is_counted_not_fatal() {
+fn afpacket_interface_going_down_mid_run_is_counted_not_fatal(ring: RingKind) {
     if !require_root("afpacket_interface_going_down_mid_run_is_counted_not_fatal") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 1500);
-        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        let mut port = AfPacketPort::open(&cfg("va", ring)).unwrap();
         let kernel = RawEth::bind("vb").unwrap();
         let mut batch = Batch::new(16, 128, 2048);
         for i in 0..10 {
@@ -238,17 +267,16 @@ fn afpacket_interface_going_down_mid_run_is_counted_not_fatal() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_offloaded_checksum_is_flagged_not_ready() {
+fn afpacket_offloaded_checksum_is_flagged_not_ready(ring: RingKind) {
     if !require_root("afpacket_offloaded_checksum_is_flagged_not_ready") {
         return;
     }
-    in_private_netns(|| {
+    in_private_netns(move || {
         veth("va", "vb", 1500);
         // A local UDP socket sending out of vb leaves the checksum to the (virtual) NIC.
         netns::sh("ip addr add 192.0.2.1/24 dev vb && ip neigh add 192.0.2.2 lladdr 02:00:00:00:00:aa dev vb")
             .unwrap();
-        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        let mut port = AfPacketPort::open(&cfg("va", ring)).unwrap();
         let sock = std::net::UdpSocket::bind("192.0.2.1:0").unwrap();
         sock.send_to(b"hello", "192.0.2.2:9").unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -269,13 +297,12 @@ fn afpacket_offloaded_checksum_is_flagged_not_ready() {
     .unwrap();
 }
 
-#[test]
-fn afpacket_edge_triggered_readiness_needs_a_full_drain() {
+fn afpacket_edge_triggered_readiness_needs_a_full_drain(ring: RingKind) {
     if !require_root("afpacket_edge_triggered_readiness_needs_a_full_drain") {
         return;
     }
     use mio::{Events, Interest, Poll, Token};
-    in_private_netns(|| {
+    in_private_netns(move || {
         // No IPv6 chatter on the link: only our frames may raise events.
         netns::sh(
             "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
@@ -284,7 +311,7 @@ fn afpacket_edge_triggered_readiness_needs_a_full_drain() {
         veth("va", "vb", 1500);
         // A long block retire timeout keeps the 100-frame burst in one block (one event);
         // with 1 ms the timer may split it, and each block handed over is a new event.
-        let mut cfg = AfPacketConfig::new("va");
+        let mut cfg = cfg("va", ring);
         cfg.retire_tov_ms = 1000;
         let mut port = AfPacketPort::open(&cfg).unwrap();
         let kernel = RawEth::bind("vb").unwrap();

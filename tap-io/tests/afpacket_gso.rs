@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use encap::gso::{GsoInfo, GsoKind, GsoPlan, complete_checksum};
 use tap_io::buf::DEFAULT_HEADROOM;
 use tap_io::netns::{self, Netns, in_private_netns, require_root};
-use tap_io::{AfPacketConfig, AfPacketPort, Batch, GSO_FRAME_ROOM, GsoKind as MetaKind, Port};
+use tap_io::{
+    AfPacketConfig, AfPacketPort, Batch, GSO_FRAME_ROOM, GsoKind as MetaKind, Port, RingKind,
+};
 
 /// Bytes the sender writes (in 64 KiB writes, so its TSO builds 64 KiB super-frames).
 const BYTES: usize = 16 << 20;
@@ -178,10 +180,16 @@ fn forward(a: &mut AfPacketPort, b: &mut AfPacketPort, kids: &mut [&mut Child]) 
     st
 }
 
-fn run_stream(vnet_out: bool) -> (FwdStats, String, String, AfPacketPort, AfPacketPort) {
+fn run_stream(
+    vnet_out: bool,
+    ring: RingKind,
+) -> (FwdStats, String, String, AfPacketPort, AfPacketPort) {
     let (a_ns, b_ns) = topology(if vnet_out { "v" } else { "s" });
-    let mut a = AfPacketPort::open(&AfPacketConfig::new("sa")).unwrap();
+    let mut cfg_a = AfPacketConfig::new("sa");
+    cfg_a.ring = ring;
+    let mut a = AfPacketPort::open(&cfg_a).unwrap();
     let mut cfg_b = AfPacketConfig::new("sb");
+    cfg_b.ring = ring;
     cfg_b.vnet_hdr = vnet_out;
     let mut b = AfPacketPort::open(&cfg_b).unwrap();
     let mut recv = spawn_in(b_ns.name(), RECEIVER, "");
@@ -194,26 +202,46 @@ fn run_stream(vnet_out: bool) -> (FwdStats, String, String, AfPacketPort, AfPack
     (st, sent, got, a, b)
 }
 
+fn super_frames_cross_whole(ring: RingKind) {
+    let (st, sent, got, a, b) = run_stream(true, ring);
+    assert!(sent.starts_with(&format!("{BYTES} ")), "sender: {sent}");
+    assert_eq!(got, sent, "receiver got every byte in order");
+    assert!(st.gso_frames > 0, "super-frames arrived: {st:?}");
+    assert!(
+        st.largest > 1514,
+        "a super-frame is larger than the MTU: {st:?}"
+    );
+    assert!(a.stats().rx_gso > 0 && b.stats().tx_gso > 0);
+    match ring {
+        RingKind::V3 => assert_eq!(
+            a.ring_geometry(),
+            (128 << 10, 64, 0),
+            "64 blocks of 128 KiB"
+        ),
+        RingKind::V2 => {
+            let (block, blocks, slot) = a.ring_geometry();
+            assert!(slot >= GSO_FRAME_ROOM, "a slot holds a super-frame: {slot}");
+            assert!((block / slot) * blocks >= 128, "at least 128 slots");
+        }
+    }
+    assert_eq!(a.stats().rx_truncated, 0);
+    assert_eq!(b.stats().tx_dropped.total(), 0, "{:?}", b.stats());
+}
+
 #[test]
 fn tso_super_frames_cross_a_vnet_forwarder_whole_and_intact() {
     if !require_root("tso_super_frames_cross_a_vnet_forwarder_whole_and_intact") {
         return;
     }
-    in_private_netns(|| {
-        let (st, sent, got, a, b) = run_stream(true);
-        assert!(sent.starts_with(&format!("{BYTES} ")), "sender: {sent}");
-        assert_eq!(got, sent, "receiver got every byte in order");
-        assert!(st.gso_frames > 0, "super-frames arrived: {st:?}");
-        assert!(
-            st.largest > 1514,
-            "a super-frame is larger than the MTU: {st:?}"
-        );
-        assert!(a.stats().rx_gso > 0 && b.stats().tx_gso > 0);
-        assert_eq!(a.ring_geometry(), (128 << 10, 64), "64 blocks of 128 KiB");
-        assert_eq!(a.stats().rx_truncated, 0);
-        assert_eq!(b.stats().tx_dropped.total(), 0, "{:?}", b.stats());
-    })
-    .unwrap();
+    in_private_netns(|| super_frames_cross_whole(RingKind::V2)).unwrap();
+}
+
+#[test]
+fn tso_super_frames_cross_a_v3_ring_forwarder_whole_and_intact() {
+    if !require_root("tso_super_frames_cross_a_v3_ring_forwarder_whole_and_intact") {
+        return;
+    }
+    in_private_netns(|| super_frames_cross_whole(RingKind::V3)).unwrap();
 }
 
 #[test]
@@ -222,7 +250,7 @@ fn tso_super_frames_are_segmented_in_software_for_a_port_without_vnet() {
         return;
     }
     in_private_netns(|| {
-        let (st, sent, got, _a, b) = run_stream(false);
+        let (st, sent, got, _a, b) = run_stream(false, RingKind::V2);
         assert!(sent.starts_with(&format!("{BYTES} ")), "sender: {sent}");
         assert_eq!(got, sent, "receiver got every byte in order");
         assert!(

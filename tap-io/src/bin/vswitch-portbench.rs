@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use tap_io::{AfPacketConfig, AfPacketPort, Batch, BufferPool, Port, TapConfig, TapPort};
+use tap_io::{AfPacketConfig, AfPacketPort, Batch, BufferPool, Port, RingKind, TapConfig, TapPort};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -31,11 +31,12 @@ struct Args {
     busy_poll_us: u64,
     vnet: Option<bool>,
     ring_kb: Option<usize>,
+    ring: Option<RingKind>,
     pidfile: Option<String>,
 }
 
 const USAGE: &str = "usage: vswitch-portbench --a IF --b IF [--type afpacket|tap] [--batch N] \
-                     [--busy-poll-us N] [--vnet on|off] [--ring-kb N] [--pidfile PATH]";
+                     [--busy-poll-us N] [--vnet on|off] [--ring-kb N] [--ring v2|v3] [--pidfile PATH]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -46,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         busy_poll_us: 0,
         vnet: None,
         ring_kb: None,
+        ring: None,
         pidfile: None,
     };
     let mut it = std::env::args().skip(1);
@@ -68,6 +70,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ring-kb" => {
                 args.ring_kb = Some(val()?.parse().map_err(|e| format!("--ring-kb: {e}"))?)
+            }
+            "--ring" => {
+                args.ring = Some(match val()?.as_str() {
+                    "v2" => RingKind::V2,
+                    "v3" => RingKind::V3,
+                    v => return Err(format!("--ring must be v2 or v3, not {v}")),
+                })
             }
             "--pidfile" => args.pidfile = Some(val()?),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -246,6 +255,9 @@ fn main() {
             cfg.vnet_hdr = args.vnet.unwrap_or(true);
             if let Some(kb) = args.ring_kb {
                 cfg.ring_bytes = kb << 10;
+            }
+            if let Some(ring) = args.ring {
+                cfg.ring = ring;
             }
             AfPacketPort::open(&cfg)
         };
