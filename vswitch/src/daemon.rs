@@ -18,6 +18,7 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     pub busy_poll_us: u64,
+    pub conntrack: crate::conntrack::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 
     let (dp, dp_thread) = datapath::spawn(datapath::Options {
         busy_poll_us: opts.busy_poll_us,
+        conntrack: opts.conntrack.clone(),
     })
     .map_err(DaemonError::Datapath)?;
     let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));

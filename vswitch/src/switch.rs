@@ -376,7 +376,15 @@ impl Switch {
         };
         let counters = Arc::new(PortCounters::default());
         let (io, mac) = open(&b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
-        let port = DpPort::new(&name, b.dp_index, ofport, spec.kind, io, counters.clone());
+        let port = DpPort::new(
+            &name,
+            b.dp_index,
+            ofport,
+            spec.kind,
+            io,
+            counters.clone(),
+            b.drops.clone(),
+        );
         let dp_id = self
             .dp
             .call(move |dp| dp.add_port(port))

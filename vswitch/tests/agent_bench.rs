@@ -93,7 +93,7 @@ fn show(what: &str, s: &Step) {
 #[test]
 #[ignore = "scale figures: run in release with --ignored --nocapture"]
 fn ten_thousand_services() {
-    let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+    let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
     let sw = Switch::new(dp, std::env::temp_dir());
     sw.add_br("br-int").unwrap();
     let mut prev = Installed::default();

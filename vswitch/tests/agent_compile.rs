@@ -181,7 +181,7 @@ fn bridge_flows(sw: &Switch) -> String {
 
 #[test]
 fn apply_installs_then_changes_only_the_difference() {
-    let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+    let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
     let sw = Switch::new(dp, std::env::temp_dir());
     sw.add_br("br-int").unwrap();
     // A user's own flow, with another cookie, must survive every agent change.
@@ -271,7 +271,7 @@ fn apply_installs_then_changes_only_the_difference() {
 
 #[test]
 fn a_failed_apply_leaves_no_bridge_behind() {
-    let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+    let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
     let sw = Switch::new(dp, std::env::temp_dir());
     // 192.0.2.99 is nobody's address here: the VXLAN port cannot bind to it.
     let text = SMALL

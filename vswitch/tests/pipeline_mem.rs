@@ -33,7 +33,11 @@ mod tempdir {
 impl Bench {
     /// A bridge `br0` with `n` in-memory ports, ofports 1..=n.
     fn new(n: u32) -> Bench {
-        let (dp, _thread) = datapath::spawn(datapath::Options { busy_poll_us: 0 }).unwrap();
+        Bench::with_options(n, datapath::Options::default())
+    }
+
+    fn with_options(n: u32, opts: datapath::Options) -> Bench {
+        let (dp, _thread) = datapath::spawn(opts).unwrap();
         let dir = std::env::temp_dir().join(format!(
             "vswitch-mem-{}-{n}-{:?}",
             std::process::id(),
@@ -476,4 +480,39 @@ fn capture_writes_what_a_port_sends_to_a_pcap_file() {
     }
     let _ = std::fs::remove_file(&file);
     assert_eq!(got, frames);
+}
+
+#[test]
+fn a_full_conntrack_table_refuses_new_connections_only() {
+    let opts = datapath::Options {
+        conntrack: vswitch::conntrack::Config {
+            max_conns: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut b = Bench::with_options(2, opts);
+    b.flows(
+        "table=0,priority=10,in_port=1,udp,actions=ct(commit,table=1)\n\
+         table=1,priority=10,ct_state=+trk,actions=output:2",
+    );
+    let flow = |sport: u16| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(sport, 53)
+            .build()
+    };
+    b.send(1, &flow(1001));
+    b.send(1, &flow(1002));
+    assert_eq!(b.received(2).len(), 2);
+    b.send(1, &flow(1003));
+    assert!(
+        b.received(2).is_empty(),
+        "a third connection got through a 2-entry table"
+    );
+    assert_eq!(b.drops("ct_table_full"), 1);
+    // Established connections keep working.
+    b.send(1, &flow(1001));
+    b.send(1, &flow(1002));
+    assert_eq!(b.received(2).len(), 2);
 }

@@ -24,6 +24,14 @@ struct Cli {
     /// Busy-poll the ports for this many microseconds before blocking.
     #[arg(long, default_value_t = 0)]
     busy_poll_us: u64,
+    /// Most connections conntrack keeps; new ones beyond it are dropped (`ct_table_full`).
+    #[arg(long, default_value_t = 1 << 18)]
+    ct_max_conns: usize,
+    /// A conntrack timeout in seconds, e.g. `--ct-timeout tcp_established=3600` (repeatable;
+    /// names: tcp_first, tcp_opening, tcp_established, tcp_closing, tcp_fin_wait, tcp_closed,
+    /// other_first, other_multiple, other_bidir, icmp_first, icmp_reply).
+    #[arg(long, value_name = "NAME=SECS")]
+    ct_timeout: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -35,11 +43,31 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let mut conntrack = vswitch::conntrack::Config {
+        max_conns: cli.ct_max_conns,
+        ..Default::default()
+    };
+    for t in &cli.ct_timeout {
+        let parsed = t
+            .split_once('=')
+            .and_then(|(name, secs)| Some((name, secs.parse::<u64>().ok()?)))
+            .ok_or_else(|| format!("bad --ct-timeout '{t}' (expected NAME=SECONDS)"))
+            .and_then(|(name, secs)| {
+                conntrack
+                    .timeouts
+                    .set(name, std::time::Duration::from_secs(secs))
+            });
+        if let Err(e) = parsed {
+            eprintln!("vswitchd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let opts = vswitch::daemon::Options {
         rundir: cli.rundir,
         config: cli.config,
         pidfile: cli.pidfile,
         busy_poll_us: cli.busy_poll_us,
+        conntrack,
     };
     match vswitch::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,6 +78,48 @@ pub struct Timeouts {
     pub icmp_reply: Duration,
 }
 
+impl Timeouts {
+    /// The names `set` accepts, in the order of the fields.
+    pub const NAMES: [&'static str; 11] = [
+        "tcp_first",
+        "tcp_opening",
+        "tcp_established",
+        "tcp_closing",
+        "tcp_fin_wait",
+        "tcp_closed",
+        "other_first",
+        "other_multiple",
+        "other_bidir",
+        "icmp_first",
+        "icmp_reply",
+    ];
+
+    /// Sets one timeout by name (`tcp_established=3600` on the command line).
+    pub fn set(&mut self, name: &str, value: Duration) -> Result<(), String> {
+        let slot = match name {
+            "tcp_first" => &mut self.tcp_first,
+            "tcp_opening" => &mut self.tcp_opening,
+            "tcp_established" => &mut self.tcp_established,
+            "tcp_closing" => &mut self.tcp_closing,
+            "tcp_fin_wait" => &mut self.tcp_fin_wait,
+            "tcp_closed" => &mut self.tcp_closed,
+            "other_first" => &mut self.other_first,
+            "other_multiple" => &mut self.other_multiple,
+            "other_bidir" => &mut self.other_bidir,
+            "icmp_first" => &mut self.icmp_first,
+            "icmp_reply" => &mut self.icmp_reply,
+            _ => {
+                return Err(format!(
+                    "unknown conntrack timeout '{name}' (one of {})",
+                    Self::NAMES.join(", ")
+                ));
+            }
+        };
+        *slot = value;
+        Ok(())
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         let s = Duration::from_secs;

@@ -41,8 +41,11 @@ use drops::DropCounters;
 use mac_learning::MacTable;
 pub use ports::{DpPort, PortIo};
 
+#[derive(Default)]
 pub struct Options {
     pub busy_poll_us: u64,
+    /// Connection tracking: table size, timeouts, TCP checks.
+    pub conntrack: crate::conntrack::Config,
 }
 
 type Job = Box<dyn FnOnce(&mut Datapath) + Send>;
@@ -129,8 +132,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
         poll,
         ports: Vec::new(),
         bridges: Vec::new(),
-        ct: Conntrack::new(crate::conntrack::Config::default())
-            .map_err(|e| io::Error::other(e.to_string()))?,
+        ct: Conntrack::new(opts.conntrack).map_err(|e| io::Error::other(e.to_string()))?,
         rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
         still_ready: Vec::new(),
         stop: false,

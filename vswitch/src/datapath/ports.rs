@@ -60,6 +60,8 @@ pub struct DpPort {
     pub offloads: Offloads,
     /// A running `vswitchctl capture`, if any.
     pub capture: Option<Box<super::capture::CaptureTap>>,
+    /// The bridge's drop counters: frames the kernel refused to send are counted there too.
+    pub drops: Arc<super::drops::DropCounters>,
 }
 
 impl DpPort {
@@ -70,6 +72,7 @@ impl DpPort {
         kind: PortKind,
         io: PortIo,
         counters: Arc<PortCounters>,
+        drops: Arc<super::drops::DropCounters>,
     ) -> DpPort {
         let mtu = match &io {
             PortIo::Dev(p) => p.mtu(),
@@ -96,6 +99,7 @@ impl DpPort {
             max_frame: mtu + 18,
             offloads,
             capture: None,
+            drops,
         }
     }
 
@@ -293,6 +297,22 @@ impl DpPort {
         self.tx.clear();
         PortCounters::add(&self.counters.tx_packets, report.sent as u64);
         PortCounters::add(&self.counters.tx_bytes, report.bytes);
+        for reason in tap_io::TxDropReason::ALL {
+            let n = report.dropped.get(reason);
+            if n > 0 {
+                self.drops.add(
+                    match reason {
+                        tap_io::TxDropReason::TooBig => DropReason::TooBig,
+                        tap_io::TxDropReason::QueueFull => DropReason::TxQueueFull,
+                        tap_io::TxDropReason::LinkDown => DropReason::PortDown,
+                        tap_io::TxDropReason::Unreachable | tap_io::TxDropReason::Other => {
+                            DropReason::TxError
+                        }
+                    },
+                    n,
+                );
+            }
+        }
         let dropped = report.dropped_total();
         if dropped > 0 {
             PortCounters::add(&self.counters.tx_dropped, dropped);

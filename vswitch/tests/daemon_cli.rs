@@ -1,0 +1,162 @@
+//! The daemon's surfaces: flags, run directory, pid file, clean shutdown, refusing a second
+//! instance. No root needed (no ports).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
+const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
+
+struct Daemon {
+    child: Child,
+    rundir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.rundir);
+    }
+}
+
+fn rundir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vswitchd-cli-{}-{tag}", std::process::id()))
+}
+
+fn wait_for(path: &Path, present: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if path.exists() == present {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn start(tag: &str, extra: &[&str]) -> Daemon {
+    let rundir = rundir(tag);
+    let child = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vswitchd");
+    assert!(
+        wait_for(&rundir.join("vswitchd.ctl"), true),
+        "no management socket"
+    );
+    Daemon { child, rundir }
+}
+
+fn ctl(rundir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(VSWITCHCTL)
+        .arg("--rundir")
+        .arg(rundir)
+        .args(args)
+        .output()
+        .expect("run vswitchctl")
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_removes_what_it_created() {
+    let pidfile = std::env::temp_dir().join(format!("vswitchd-cli-{}.pid", std::process::id()));
+    let mut d = start("term", &["--pidfile", pidfile.to_str().unwrap()]);
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, d.child.id());
+    assert!(ctl(&d.rundir, &["add-br", "br0"]).status.success());
+    assert!(
+        d.rundir.join("br0.mgmt").exists(),
+        "no OpenFlow socket for br0"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "vswitchd ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(!pidfile.exists(), "pid file left behind");
+    assert!(
+        !d.rundir.join("vswitchd.ctl").exists(),
+        "socket left behind"
+    );
+    assert!(
+        !d.rundir.join("br0.mgmt").exists(),
+        "bridge socket left behind"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_rundir_is_refused() {
+    let d = start("twice", &[]);
+    let out = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&d.rundir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already serving"), "{err}");
+    // The first one still answers.
+    assert!(ctl(&d.rundir, &["list-br"]).status.success());
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_message() {
+    let out = Command::new(VSWITCHD)
+        .args([
+            "--rundir",
+            "/nonexistent-unused",
+            "--ct-timeout",
+            "tcp_forever=5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown conntrack timeout 'tcp_forever'"),
+        "{err}"
+    );
+    let out = Command::new(VSWITCHD)
+        .args([
+            "--rundir",
+            "/nonexistent-unused",
+            "--ct-timeout",
+            "tcp_first",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SECONDS"));
+}
+
+#[test]
+fn management_errors_name_the_problem() {
+    let d = start("errors", &[]);
+    let out = ctl(&d.rundir, &["add-port", "nobr", "p0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no bridge named nobr"));
+    assert!(ctl(&d.rundir, &["add-br", "br0"]).status.success());
+    let out = ctl(&d.rundir, &["add-port", "br0", "p0", "type=gre"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown port type 'gre'"));
+    let out = ctl(&d.rundir, &["add-br", "br0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = ctl(&d.rundir, &["list-br"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "br0\n");
+}
