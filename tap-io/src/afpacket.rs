@@ -66,7 +66,9 @@ pub enum RingKind {
 pub struct AfPacketConfig {
     /// Interface name.
     pub ifname: String,
-    /// Receive ring layout; default [`RingKind::V2`] (no retire timer, low latency).
+    /// Receive ring layout; default [`RingKind::V2`] (no retire timer, low latency), or what
+    /// the environment variable [`RING_ENV`] says (`v2`/`v3`), so a program that opens ports
+    /// with the defaults (vswitchd) can be switched without a rebuild.
     pub ring: RingKind,
     /// Receive ring size in bytes (rounded to whole blocks). A small ring keeps frames
     /// cache-warm under overload; default 2 MiB. With `vnet_hdr` the ring has at least 64
@@ -76,12 +78,16 @@ pub struct AfPacketConfig {
     pub block_size: Option<usize>,
     /// V3: how long the kernel may hold a partly filled block before handing it over, in ms.
     pub retire_tov_ms: u32,
-    /// V2 frame slot size; `None` sizes it from the MTU (with `vnet_hdr`, for a 64 KiB
-    /// super-frame). Frames longer than a slot are cut by the kernel and counted `rx_truncated`.
+    /// V2 frame slot size; `None` sizes it from the MTU. A longer frame (a GSO super-frame)
+    /// still arrives whole: the kernel marks its slot `TP_STATUS_COPY` and queues the whole
+    /// frame on the socket (`PACKET_COPY_THRESH`), where the port reads it with `recvmsg`.
     pub frame_size: Option<usize>,
-    /// V2 number of frame slots; `None`: `ring_bytes / frame_size`, at least 128 with
-    /// `vnet_hdr` (about 8 MiB of 64 KiB slots) and 64 without.
+    /// V2 number of frame slots; `None`: `ring_bytes / frame_size`, at least 2048.
     pub frame_nr: Option<usize>,
+    /// V2: receive buffer for the frames too long for a slot, in bytes (`SO_RCVBUFFORCE`);
+    /// default 8 MiB, about 120 super-frames queued at once. A frame that finds it full is
+    /// cut to the slot and counted `rx_truncated`.
+    pub copy_rcvbuf: usize,
     /// Send with `PACKET_QDISC_BYPASS` (skip the device's qdisc).
     pub qdisc_bypass: bool,
     /// Put the interface in promiscuous mode while the port is open.
@@ -100,16 +106,27 @@ impl AfPacketConfig {
     pub fn new(ifname: &str) -> Self {
         Self {
             ifname: ifname.to_owned(),
-            ring: RingKind::V2,
+            ring: default_ring(),
             ring_bytes: 2 << 20,
             block_size: None,
             retire_tov_ms: 1,
             frame_size: None,
             frame_nr: None,
+            copy_rcvbuf: 8 << 20,
             qdisc_bypass: true,
             promisc: true,
             vnet_hdr: true,
         }
+    }
+}
+
+/// Environment variable that overrides the default ring layout: `v2` or `v3`.
+pub const RING_ENV: &str = "TAP_IO_AFPACKET_RING";
+
+fn default_ring() -> RingKind {
+    match std::env::var(RING_ENV).as_deref() {
+        Ok("v3") | Ok("V3") => RingKind::V3,
+        _ => RingKind::V2,
     }
 }
 
@@ -126,11 +143,12 @@ const BLOCK_OVERHEAD: usize = 256;
 /// padding in front of the frame (the frame starts at offset 76 with vnet headers, 66 without).
 const SLOT_OVERHEAD: usize = 128;
 
-/// Fewest V2 slots with virtio-net headers on (each about 64 KiB).
-const MIN_VNET_FRAMES: usize = 128;
+/// Fewest V2 slots (a TCP window of MTU frames must fit: with 128, iperf3 without pod
+/// offloads saw 370k retransmits in 8 s).
+const MIN_FRAMES: usize = 2048;
 
-/// Fewest V2 slots without virtio-net headers.
-const MIN_FRAMES: usize = 64;
+/// `SOL_PACKET` option: queue frames too long for a V2 slot on the socket as well.
+const PACKET_COPY_THRESH: libc::c_int = 7;
 
 /// An AF_PACKET port.
 pub struct AfPacketPort {
@@ -281,15 +299,10 @@ fn setup_v3(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<BlockR
     Ok(BlockRing::new(map, block_size, block_nr))
 }
 
-/// V2 slot size for this MTU: the largest frame (a super-frame with vnet) plus the headers
-/// the kernel puts in front of it, 16-aligned.
-fn frame_size_for_mtu(mtu: usize, vnet: bool) -> usize {
-    let frame = if vnet {
-        (mtu + 14 + 4).max(GSO_FRAME_ROOM)
-    } else {
-        mtu + 14 + 4
-    };
-    (frame + SLOT_OVERHEAD).next_multiple_of(libc::TPACKET_ALIGNMENT)
+/// V2 slot size for this MTU: a full frame (with a VLAN tag) plus the headers the kernel
+/// puts in front of it, 16-aligned. Longer frames go through the socket queue.
+fn frame_size_for_mtu(mtu: usize) -> usize {
+    (mtu + 14 + 4 + SLOT_OVERHEAD).next_multiple_of(libc::TPACKET_ALIGNMENT)
 }
 
 /// V2 block size for a slot size: the kernel allocates blocks in power-of-two pages and slots
@@ -303,18 +316,21 @@ fn setup_v2(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<FrameR
     let frame_size = cfg
         .frame_size
         .map(|f| f.next_multiple_of(libc::TPACKET_ALIGNMENT).max(256))
-        .unwrap_or_else(|| frame_size_for_mtu(mtu, cfg.vnet_hdr));
+        .unwrap_or_else(|| frame_size_for_mtu(mtu));
     let block_size = v2_block_size(frame_size);
     let per_block = block_size / frame_size;
-    let min = if cfg.vnet_hdr {
-        MIN_VNET_FRAMES
-    } else {
-        MIN_FRAMES
-    };
     let wanted = cfg
         .frame_nr
-        .unwrap_or_else(|| (cfg.ring_bytes / frame_size).max(min))
+        .unwrap_or_else(|| (cfg.ring_bytes / frame_size).max(MIN_FRAMES))
         .max(1);
+    let one: libc::c_int = 1;
+    setsockopt(fd, libc::SOL_PACKET, PACKET_COPY_THRESH, &one)?;
+    let rcvbuf = libc::c_int::try_from(cfg.copy_rcvbuf / 2).unwrap_or(libc::c_int::MAX);
+    // The kernel doubles the value; FORCE passes rmem_max (we run with CAP_NET_ADMIN, but
+    // fall back to the capped option without it).
+    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
+        setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
+    }
     let block_nr = wanted.div_ceil(per_block);
     let frame_nr = block_nr * per_block;
     let req = libc::tpacket_req {
@@ -326,6 +342,51 @@ fn setup_v2(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<FrameR
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
     let map = map_ring(fd, block_size * block_nr)?;
     Ok(FrameRing::new(map, block_size, frame_size, frame_nr))
+}
+
+/// Takes the next frame from the socket queue (where the kernel puts frames too long for a
+/// V2 slot): the virtio-net header into `vnet` (when on), the frame into `room`. Returns the
+/// frame's full length, which is more than `room` when it was cut.
+fn recv_copy(
+    fd: &OwnedFd,
+    vnet_on: bool,
+    vnet: &mut [u8; VNET_HDR_LEN],
+    room: &mut [u8],
+) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: vnet.as_mut_ptr().cast(),
+            iov_len: VNET_HDR_LEN,
+        },
+        libc::iovec {
+            iov_base: room.as_mut_ptr().cast(),
+            iov_len: room.len(),
+        },
+    ];
+    let skip = usize::from(!vnet_on);
+    // SAFETY: msghdr is plain data; all-zero is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov[skip..].as_mut_ptr();
+    msg.msg_iovlen = 2 - skip;
+    loop {
+        // SAFETY: the iovecs point at `vnet` and `room`, both live and writable for the call;
+        // MSG_TRUNC only changes the returned length, the kernel writes within the iovecs.
+        let rc = unsafe {
+            libc::recvmsg(
+                fd.as_raw_fd(),
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if rc >= 0 {
+            // With vnet the length includes the header.
+            return Ok((rc as usize).saturating_sub(if vnet_on { VNET_HDR_LEN } else { 0 }));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 impl AfPacketPort {
@@ -492,48 +553,62 @@ impl Port for AfPacketPort {
                 Next::Frame(f) => f,
             };
             losing |= f.status & libc::TP_STATUS_LOSING != 0;
-            // With PACKET_VNET_HDR the kernel writes the virtio-net header right in front of
-            // the frame (at tp_mac - 10), inside the space it reserved for it.
-            let vh = if self.vnet_hdr {
-                let Some(raw) = f
-                    .before
-                    .and_then(|b| <[u8; VNET_HDR_LEN]>::try_from(b).ok())
-                else {
-                    self.stats.rx_errors += 1;
-                    continue;
-                };
-                Some(VnetHdr::parse(&raw))
-            } else {
-                None
-            };
-            let (frame, snap) = (f.bytes, f.bytes.len());
-            if snap < f.wire_len {
-                self.stats.rx_truncated += 1;
-                continue;
-            }
             let Some(buf) = batch.spare() else { break };
-            let total = snap + if f.vlan.is_some() { 4 } else { 0 };
             let space = buf.rx_space();
-            if total > space.len() || snap < 12 {
-                self.stats.rx_truncated += 1;
-                continue;
-            }
-            match f.vlan {
-                Some((tpid, tci)) => {
-                    space[..12].copy_from_slice(&frame[..12]);
-                    space[12..14].copy_from_slice(&tpid.to_be_bytes());
-                    space[14..16].copy_from_slice(&tci.to_be_bytes());
-                    space[16..total].copy_from_slice(&frame[12..]);
+            let tag = f.vlan.map_or(0, |_| 4);
+            let mut raw_vnet = [0u8; VNET_HDR_LEN];
+            let total = if f.status & libc::TP_STATUS_COPY != 0 {
+                // Too long for a slot (a super-frame): the whole frame waits on the socket
+                // queue, in ring order; take it from there (always, to stay in step).
+                let room = space.get_mut(tag..).unwrap_or_default();
+                match recv_copy(&self.rx_fd, self.vnet_hdr, &mut raw_vnet, room) {
+                    Ok(len) if len >= 12 && len <= room.len() => len + tag,
+                    Ok(_) => {
+                        self.stats.rx_truncated += 1;
+                        continue;
+                    }
+                    Err(_) => {
+                        self.stats.rx_errors += 1;
+                        continue;
+                    }
                 }
-                None => space[..snap].copy_from_slice(frame),
+            } else {
+                // With PACKET_VNET_HDR the kernel writes the virtio-net header right in front
+                // of the frame (at tp_mac - 10), inside the space it reserved for it.
+                if self.vnet_hdr {
+                    match f.before {
+                        Some(b) if b.len() == VNET_HDR_LEN => raw_vnet.copy_from_slice(b),
+                        _ => {
+                            self.stats.rx_errors += 1;
+                            continue;
+                        }
+                    }
+                }
+                let (frame, snap) = (f.bytes, f.bytes.len());
+                if snap < f.wire_len || snap + tag > space.len() || snap < 12 {
+                    self.stats.rx_truncated += 1;
+                    continue;
+                }
+                // Leave the tag's room after the MAC addresses; it is filled in below.
+                space[..12].copy_from_slice(&frame[..12]);
+                space[12 + tag..snap + tag].copy_from_slice(&frame[12..]);
+                snap + tag
+            };
+            if let Some((tpid, tci)) = f.vlan {
+                if tag > 0 && f.status & libc::TP_STATUS_COPY != 0 {
+                    // recv_copy wrote the frame 4 bytes in: move the MAC addresses up.
+                    space.copy_within(4..16, 0);
+                }
+                space[12..14].copy_from_slice(&tpid.to_be_bytes());
+                space[14..16].copy_from_slice(&tci.to_be_bytes());
             }
+            let vh = self.vnet_hdr.then(|| VnetHdr::parse(&raw_vnet));
             // total <= space.len(), so set_len cannot fail.
             let _ = buf.set_len(total);
             buf.meta.wire_len = total as u32;
             buf.meta.vlan_tci = f.vlan.map(|(_, tci)| tci);
             if let Some(vh) = vh {
-                let shift = if f.vlan.is_some() { 4 } else { 0 };
-                if vh.to_meta(&mut buf.meta, shift).is_err() {
+                if vh.to_meta(&mut buf.meta, tag as u16).is_err() {
                     self.stats.rx_bad_vnet += 1;
                     continue;
                 }
@@ -675,21 +750,18 @@ mod tests {
 
     #[test]
     fn v2_slots_hold_a_full_frame_and_fill_their_blocks() {
-        for (mtu, vnet) in [(1500, false), (9000, false), (1500, true), (9000, true)] {
-            let slot = frame_size_for_mtu(mtu, vnet);
-            let room = if vnet { GSO_FRAME_ROOM } else { mtu + 18 };
+        for mtu in [1500, 9000, 65535] {
+            let slot = frame_size_for_mtu(mtu);
+            let room = mtu + 18;
             // The frame starts at most 80 bytes into the slot (header, vnet header, padding).
             assert!(
                 slot >= room + 80 && slot.is_multiple_of(libc::TPACKET_ALIGNMENT),
-                "{mtu} {vnet}"
+                "{mtu}"
             );
             let block = v2_block_size(slot);
             assert!(block.is_power_of_two() && block >= PAGE);
             let wasted = block % slot;
-            assert!(
-                wasted * 14 < block,
-                "{mtu} {vnet}: {wasted} of {block} unused"
-            );
+            assert!(wasted * 14 < block, "{mtu}: {wasted} of {block} unused");
         }
     }
 }
