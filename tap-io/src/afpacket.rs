@@ -1,22 +1,32 @@
-//! AF_PACKET ports on an existing interface: a TPACKET_V3 mmap receive ring and batched
-//! transmit with `sendmmsg` on a second, send-only socket.
+//! AF_PACKET ports on an existing interface: an mmap receive ring (TPACKET_V2 by default,
+//! TPACKET_V3 as an option, see `crate::rxring`) and batched transmit with `sendmmsg` on a
+//! second, send-only socket.
 //!
-//! Receive: the kernel fills fixed-size *blocks* with variable-length frames and hands a whole
-//! block to user space; we copy frames out into the batch's buffers (re-inserting the VLAN tag
-//! the kernel stripped into aux data) and give the block back as soon as its last frame was
-//! taken. A batch may stop in the middle of a block; the position is kept for the next call.
-//! Blocks are sized from the MTU so that a full-size (or jumbo) frame is never cut; a frame
-//! that still is (`tp_snaplen < tp_len`) is counted in `rx_truncated` and dropped.
+//! Receive: frames are copied out of the ring into the batch's buffers (re-inserting the VLAN
+//! tag the kernel stripped into the frame header) and their memory is given back as soon as
+//! they were taken. A batch may stop anywhere; the position is kept for the next call.
+//!
+//! - V2 (default): one MTU-sized slot per frame, ours as soon as the kernel wrote it, so a
+//!   lone frame costs no wait (V3 made every hop wait for its block retire timer, 1 ms or
+//!   more). Frames longer than a slot (GSO super-frames) are queued whole on the socket as
+//!   well (`PACKET_COPY_THRESH`); their slot says `TP_STATUS_COPY` and the port reads the
+//!   frame with `recvmsg` in ring order.
+//! - V3: blocks sized from the MTU hold many frames and are handed over when full or when
+//!   the retire timer fires: fewer wakeups and cheaper per frame under flood, a timer's wait
+//!   at low load.
+//!
+//! A frame still cut (`tp_snaplen < tp_len`: a V3 block too small, the V2 copy queue full)
+//! is counted in `rx_truncated` and dropped.
 //!
 //! Virtio-net headers (`vnet_hdr`, on by default): with `PACKET_VNET_HDR` on both sockets the
 //! kernel writes a `struct virtio_net_hdr` in front of every frame in the ring (at
-//! `tp_mac - 10`, verified against a TSO sender on a veth) and reads one in front of every
-//! frame sent. TSO/GSO super-frames (up to 64 KiB, larger than the MTU) then arrive whole with
-//! `meta.gso` and leave whole (the kernel or the peer segments them); partial checksums come
-//! with their position (`meta.csum_start/offset`) and are finished by the kernel on send.
-//! Blocks are then 128 KiB (one super-frame each) and the ring has at least 64 of them; the
-//! batches need [`crate::GSO_FRAME_ROOM`] buffers, or super-frames are counted in
-//! `rx_truncated` and dropped.
+//! `tp_mac - 10`, verified against a TSO sender on a veth; in front of the data `recvmsg`
+//! returns for V2 copies) and reads one in front of every frame sent. TSO/GSO super-frames
+//! (up to 64 KiB, larger than the MTU) then arrive whole with `meta.gso` and leave whole (the
+//! kernel or the peer segments them); partial checksums come with their position
+//! (`meta.csum_start/offset`) and are finished by the kernel on send. V3 blocks are then
+//! 128 KiB (one super-frame each) and the ring has at least 64 of them. The batches need
+//! [`crate::GSO_FRAME_ROOM`] buffers, or super-frames are counted in `rx_truncated` and dropped.
 //!
 //! Transmit: `sendmmsg` (64 frames per call) on a socket bound with protocol 0 (so it never
 //! queues received frames) and `PACKET_QDISC_BYPASS`; with vnet headers each message is two
