@@ -2,8 +2,10 @@
 //! It measures the I/O ceiling of tap-io's own port code.
 //!
 //! Usage: vswitch-portbench --a IF --b IF [--type afpacket|tap] [--batch N]
-//!        [--busy-poll-us N] [--vnet on|off] [--ring-kb N] [--pidfile PATH]
+//!        [--busy-poll-us N] [--vnet on|off] [--ring-kb N] [--ring v2|v3] [--pidfile PATH]
 //!
+//! `--ring` picks the AF_PACKET receive ring layout (default: `AfPacketConfig`'s, V2): V2 hands
+//! every frame over at once, V3 packs frames into blocks handed over when full or after 1 ms.
 //! `--vnet on` (the default for afpacket) opens the ports with virtio-net headers, so TSO/GSO
 //! super-frames and partial checksums pass through whole (buffers of 64 KiB); `off` is the
 //! plain path, which needs the pods' offloads off.
