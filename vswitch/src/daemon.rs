@@ -74,6 +74,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::Config(config.clone(), e))?;
     }
 
+    switch.start_packet_in_dispatch();
     let server_switch = switch.clone();
     std::thread::Builder::new()
         .name("mgmt".into())

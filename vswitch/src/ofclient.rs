@@ -378,6 +378,12 @@ impl Conn {
         }
     }
 
+    /// Sends a message that has no reply.
+    pub fn send_one(&mut self, msg: &Message) -> Result<(), ClientError> {
+        let xid = self.alloc_xid();
+        self.send_now(msg, xid)
+    }
+
     /// A request with exactly one reply of the same xid.
     pub fn request(&mut self, msg: &Message) -> Result<Received, ClientError> {
         let xid = self.alloc_xid();

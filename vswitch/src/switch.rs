@@ -59,10 +59,61 @@ pub struct Installed {
     groups: HashMap<u32, Arc<GroupEntry>>,
 }
 
+/// Fans the datapath's packet-ins out to the OpenFlow connections that asked for them.
+#[derive(Default)]
+pub struct PacketInHub {
+    /// Bridge datapath index → name.
+    names: Mutex<HashMap<usize, String>>,
+    subscribers:
+        Mutex<HashMap<String, Vec<crossbeam_channel::Sender<crate::datapath::PacketInEvent>>>>,
+}
+
+impl PacketInHub {
+    /// Packet-ins of bridge `br` from now on, until the receiver is dropped.
+    pub fn subscribe(
+        &self,
+        br: &str,
+    ) -> crossbeam_channel::Receiver<crate::datapath::PacketInEvent> {
+        let (tx, rx) = crossbeam_channel::bounded(1024);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(br.to_string())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Delivers one event; false when nobody took it.
+    fn dispatch(&self, ev: crate::datapath::PacketInEvent) -> bool {
+        let Some(name) = self
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ev.bridge)
+            .cloned()
+        else {
+            return false;
+        };
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = subs.get_mut(&name) else {
+            return false;
+        };
+        list.retain(|s| {
+            !matches!(
+                s.try_send(ev.clone()),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+        });
+        !list.is_empty()
+    }
+}
+
 pub struct Switch {
     pub dp: DatapathHandle,
     pub rundir: PathBuf,
     pub state: Mutex<BTreeMap<String, BridgeCtl>>,
+    pub packet_ins: PacketInHub,
     /// Per-bridge OpenFlow sockets, opened and closed with the bridges.
     pub openflow: crate::ofserver::Registry,
 }
@@ -81,8 +132,31 @@ impl Switch {
             dp,
             rundir,
             state: Mutex::new(BTreeMap::new()),
+            packet_ins: PacketInHub::default(),
             openflow: crate::ofserver::Registry::default(),
         }
+    }
+
+    /// Starts delivering the datapath's packet-ins to subscribed OpenFlow connections.
+    pub fn start_packet_in_dispatch(self: &Arc<Self>) {
+        let (tx, rx) = crossbeam_channel::bounded::<crate::datapath::PacketInEvent>(4096);
+        self.dp.call(move |dp| dp.set_packet_in_sink(tx));
+        let me = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("packet-in".into())
+            .spawn(move || {
+                for ev in rx {
+                    let Some(sw) = me.upgrade() else { break };
+                    let bridge = ev.bridge;
+                    if !sw.packet_ins.dispatch(ev) {
+                        let state = sw.lock();
+                        if let Some(b) = state.values().find(|b| b.dp_index == bridge) {
+                            b.drops
+                                .add(crate::datapath::drops::DropReason::ControllerNone, 1);
+                        }
+                    }
+                }
+            });
     }
 
     pub fn shutdown(&self) {
@@ -322,6 +396,11 @@ impl Switch {
             .flow_mod(&normal, Instant::now())
             .map_err(|e| e.to_string())?;
         publish(&mut b);
+        self.packet_ins
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(b.dp_index, name.to_string());
         state.insert(name.to_string(), b);
         drop(state);
         self.openflow.bridge_added(&self.rundir, name);
@@ -335,6 +414,11 @@ impl Switch {
             .ok_or_else(|| format!("no bridge named {name}"))?;
         self.openflow.bridge_removed(name);
         let idx = b.dp_index;
+        self.packet_ins
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&idx);
         self.dp.call(move |dp| dp.del_bridge(idx));
         Ok(String::new())
     }

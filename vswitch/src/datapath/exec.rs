@@ -55,6 +55,8 @@ struct Ctx<'a> {
     /// actions in the same zone must find the same connection even after NAT rewrote the
     /// packet (the kernel keeps this on the skb; a retransmitted SYN relies on it).
     ct_first: Option<(u16, FlowKey)>,
+    packet_in: Option<&'a crossbeam_channel::Sender<super::PacketInEvent>>,
+    bridge_index: usize,
 }
 
 /// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
@@ -66,6 +68,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
         bridges,
         ct,
         scratch,
+        packet_in,
         ..
     } = dp;
     if let Some(Some(b)) = bridges.get_mut(bridge) {
@@ -84,6 +87,8 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             now_ns,
             in_dp: port_id,
             ct_first: None,
+            packet_in: packet_in.as_ref(),
+            bridge_index: bridge,
         };
         for i in 0..rx.len() {
             let pkt = &mut rx[i];
@@ -113,6 +118,7 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
         bridges,
         ct,
         scratch,
+        packet_in,
         ..
     } = dp;
     let Some(Some(b)) = bridges.get_mut(bridge) else {
@@ -142,6 +148,8 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
         now_ns,
         in_dp,
         ct_first: None,
+        packet_in: packet_in.as_ref(),
+        bridge_index: bridge,
     };
     let key = FlowKey {
         in_port,
@@ -378,8 +386,31 @@ fn execute(
                 }
                 *key = next;
             }
-            DpAction::Controller { .. } => {
-                ctx.bridge.drops.add(DropReason::ControllerNone, 1);
+            DpAction::Controller {
+                max_len,
+                reason,
+                cookie,
+                table,
+            } => {
+                let sent = ctx.packet_in.as_ref().is_some_and(|sink| {
+                    // A copy per packet-in: the controller path is a slow path by nature, and
+                    // a full queue drops (counted) rather than stalling the datapath.
+                    let data = pkt.data();
+                    let take = data.len().min(*max_len as usize);
+                    sink.try_send(super::PacketInEvent {
+                        bridge: ctx.bridge_index,
+                        in_port: key.in_port,
+                        table: *table,
+                        cookie: *cookie,
+                        reason: *reason,
+                        total_len: data.len() as u32,
+                        frame: data[..take].to_vec(),
+                    })
+                    .is_ok()
+                });
+                if !sent {
+                    ctx.bridge.drops.add(DropReason::ControllerNone, 1);
+                }
             }
             DpAction::Drop(reason) => {
                 ctx.bridge.drops.add(*reason, 1);

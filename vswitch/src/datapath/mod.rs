@@ -109,8 +109,24 @@ pub struct CacheStats {
     pub misses: std::sync::atomic::AtomicU64,
 }
 
+/// A packet the pipeline sends to the controller (`controller` action), for the OpenFlow
+/// connections that asked for packet-ins.
+#[derive(Debug, Clone)]
+pub struct PacketInEvent {
+    pub bridge: usize,
+    pub in_port: u32,
+    pub table: u8,
+    pub cookie: u64,
+    pub reason: u8,
+    /// The whole frame's length; `frame` holds at most `max_len` bytes of it.
+    pub total_len: u32,
+    pub frame: Vec<u8>,
+}
+
 pub struct Datapath {
     poll: Poll,
+    /// Where `controller` actions go; `None` until the control side listens.
+    pub(crate) packet_in: Option<crossbeam_channel::Sender<PacketInEvent>>,
     pub(crate) ports: Vec<Option<DpPort>>,
     pub(crate) bridges: Vec<Option<DpBridge>>,
     pub(crate) ct: Conntrack,
@@ -135,6 +151,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
         ct: Conntrack::new(opts.conntrack).map_err(|e| io::Error::other(e.to_string()))?,
         rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
         still_ready: Vec::new(),
+        packet_in: None,
         stop: false,
         busy_poll: Duration::from_micros(opts.busy_poll_us),
         start: Instant::now(),
@@ -350,6 +367,11 @@ impl Datapath {
             .and_then(|p| p.capture.take())
             .map(|c| c.frames)
             .unwrap_or_default()
+    }
+
+    /// Sends `controller` actions' packets to `sink` from now on.
+    pub fn set_packet_in_sink(&mut self, sink: crossbeam_channel::Sender<PacketInEvent>) {
+        self.packet_in = Some(sink);
     }
 
     pub fn conntrack(&mut self) -> &mut Conntrack {

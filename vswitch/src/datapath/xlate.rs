@@ -50,6 +50,9 @@ pub struct Xlate<'a> {
     stopped: bool,
     recirc_meta: FlowKey,
     origin: FlowKey,
+    /// The table and cookie of the rule being executed (for PACKET_IN).
+    cur_table: u8,
+    cur_cookie: u64,
     trace: Option<&'a mut String>,
 }
 
@@ -68,6 +71,8 @@ impl<'a> Xlate<'a> {
             stopped: false,
             recirc_meta: *key,
             origin: *key,
+            cur_table: 0,
+            cur_cookie: 0,
             trace,
         }
     }
@@ -122,6 +127,9 @@ impl<'a> Xlate<'a> {
         };
         let rule = rule.payload().clone();
         self.rules.push(rule.stats.clone());
+        let (saved_table, saved_cookie) = (self.cur_table, self.cur_cookie);
+        self.cur_table = table;
+        self.cur_cookie = rule.entry.cookie;
         if self.trace.is_some() {
             let text =
                 flowtable::text::print_flow(&rule.entry, &flowtable::text::PrintOpts::default());
@@ -137,6 +145,7 @@ impl<'a> Xlate<'a> {
             self.run_table(next);
         }
         self.depth -= 1;
+        (self.cur_table, self.cur_cookie) = (saved_table, saved_cookie);
     }
 
     fn miss(&mut self) {
@@ -209,8 +218,8 @@ impl<'a> Xlate<'a> {
             Action::Controller(c) => self.out.push(DpAction::Controller {
                 max_len: c.max_len,
                 reason: c.reason as u8,
-                cookie: 0,
-                table: 0,
+                cookie: self.cur_cookie,
+                table: self.cur_table,
             }),
             Action::Note(_) | Action::Conjunction { .. } => {}
             Action::Learn(_) | Action::Bundle(_) => {
@@ -307,8 +316,8 @@ impl<'a> Xlate<'a> {
             OfPort::CONTROLLER => self.out.push(DpAction::Controller {
                 max_len,
                 reason: 1,
-                cookie: 0,
-                table: 0,
+                cookie: self.cur_cookie,
+                table: self.cur_table,
             }),
             OfPort::LOCAL => self.output_ofport(OfPort::LOCAL.0),
             OfPort(p) if p == in_port => {

@@ -313,9 +313,8 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
             String::new()
         }
         "monitor" => {
-            return Err(usage(
-                "monitor: not supported: vswitchd sends no PACKET_IN or other asynchronous messages yet",
-            ));
+            monitor(&target)?;
+            String::new()
         }
         other => return Err(usage(format!("unknown OpenFlow command '{other}'"))),
     };
@@ -713,6 +712,97 @@ fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
         }));
     }
     send_changes(target, false, send_all(msgs))
+}
+
+/// `monitor`: asks for packet-ins and prints each as ovs-ofctl does, until the switch closes
+/// the connection or the process is stopped.
+fn monitor(target: &Target) -> Result<(), ClientError> {
+    use std::io::Write;
+    let mut c = Conn::open(target)?;
+    c.send_one(&Message::SetConfig(crate::openflow::SwitchConfig {
+        flags: 0,
+        miss_send_len: u16::MAX,
+    }))?;
+    let _ = c.request(&Message::BarrierRequest)?;
+    loop {
+        let got = match c.recv() {
+            Ok(r) => r,
+            Err(ClientError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Message::PacketIn(pi) = got.msg else {
+            continue;
+        };
+        let in_port = pi
+            .match_
+            .to_flow()
+            .ok()
+            .map(|(v, _)| OfPort(v.in_port))
+            .unwrap_or(OfPort::ANY);
+        let port = in_port
+            .reserved_name()
+            .map(str::to_string)
+            .unwrap_or_else(|| in_port.0.to_string());
+        let reason = flowtable::action::PacketInReason::ALL
+            .get(pi.reason as usize)
+            .map(|r| r.name())
+            .unwrap_or("unknown");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "OFPT_PACKET_IN (OF1.3) (xid={:#x}): table_id={} cookie={:#x} total_len={} in_port={port} (via {reason}) data_len={} (unbuffered)",
+            got.header.xid,
+            pi.table_id,
+            pi.cookie,
+            pi.total_len,
+            pi.data.len()
+        );
+        let _ = writeln!(out, "{}", packet_summary(&pi.data));
+        let _ = out.flush();
+    }
+}
+
+/// The packet's headers in flow syntax (what ovs-ofctl prints under a packet-in).
+fn packet_summary(frame: &[u8]) -> String {
+    let mut key = encap::FlowKey::default();
+    let parsed = encap::extract(frame, &mut key);
+    let mut m = flowtable::Match {
+        value: key,
+        ..Default::default()
+    };
+    let mask = &mut m.mask;
+    mask.eth_src = [0xff; 6];
+    mask.eth_dst = [0xff; 6];
+    mask.eth_type = u16::MAX;
+    match parsed.l3_kind {
+        encap::L3Kind::Ipv4 => {
+            mask.nw_src = u32::MAX;
+            mask.nw_dst = u32::MAX;
+            mask.nw_proto = u8::MAX;
+            mask.nw_ttl = u8::MAX;
+        }
+        encap::L3Kind::Arp => {
+            mask.arp_op = u16::MAX;
+            mask.arp_spa = u32::MAX;
+            mask.arp_tpa = u32::MAX;
+        }
+        _ => {}
+    }
+    if parsed.l4_offset().is_some() {
+        match key.nw_proto {
+            6 | 17 | 132 => {
+                mask.tp_src = u16::MAX;
+                mask.tp_dst = u16::MAX;
+            }
+            1 => {
+                mask.icmp_type = u8::MAX;
+                mask.icmp_code = u8::MAX;
+            }
+            _ => {}
+        }
+    }
+    m.value = m.value.masked(&m.mask);
+    text::print_match(&m)
 }
 
 #[cfg(test)]

@@ -59,6 +59,11 @@ pub struct Session {
     /// most a fifth of the time (a publish snapshots every touched table, 100k rules ≈ 40 ms).
     publish_cost: Duration,
     bundles: HashMap<u32, Vec<Staged>>,
+    /// Packet-ins for this connection, once it asked for them (SET_CONFIG or a packet-in
+    /// format): plain one-shot ovs-ofctl commands never see asynchronous messages.
+    packet_ins: Option<crossbeam_channel::Receiver<crate::datapath::PacketInEvent>>,
+    /// NXT_SET_PACKET_IN_FORMAT: 0 standard OFPT_PACKET_IN, 2 NXT_PACKET_IN2.
+    packet_in_format: u32,
 }
 
 /// Why a session ends.
@@ -81,6 +86,8 @@ impl Session {
             last_publish: Instant::now(),
             publish_cost: Duration::ZERO,
             bundles: HashMap::new(),
+            packet_ins: None,
+            packet_in_format: 0,
         }
     }
 
@@ -106,6 +113,11 @@ impl Session {
                     ) =>
                 {
                     self.publish_if_dirty();
+                    let mut out = Vec::new();
+                    self.drain_packet_ins(&mut out);
+                    if !out.is_empty() && conn.write_all(&out).is_err() {
+                        break;
+                    }
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -132,6 +144,7 @@ impl Session {
             if self.last_publish.elapsed() >= IDLE_PUBLISH.max(self.publish_cost * 4) {
                 self.publish_if_dirty();
             }
+            self.drain_packet_ins(&mut out);
             if !out.is_empty() && conn.write_all(&out).is_err() {
                 break;
             }
@@ -189,6 +202,7 @@ impl Session {
             Message::GetConfigRequest => self.send(out, &Message::GetConfigReply(self.config), xid),
             Message::SetConfig(c) => {
                 self.config = c;
+                self.subscribe_packet_ins();
                 Ok(())
             }
             Message::BarrierRequest => self.send(out, &Message::BarrierReply, xid),
@@ -235,7 +249,11 @@ impl Session {
                 exp_type,
                 ..
             } => Err(Message::unsupported_experimenter(experimenter, exp_type)),
-            Message::NxSetPacketInFormat(_) => Ok(()),
+            Message::NxSetPacketInFormat(f) => {
+                self.packet_in_format = f;
+                self.subscribe_packet_ins();
+                Ok(())
+            }
             Message::NxSetFlowFormat(_) | Message::NxFlowModTableId(_) => Err(OfError::new(
                 ErrorCode::BadRequestBadExpType,
                 "OpenFlow 1.0 session setting in a 1.3 session",
@@ -280,6 +298,50 @@ impl Session {
 
     /// Runs `f` on this session's bridge under the switch lock; `Err(Close)` when the
     /// bridge (or the whole switch) is gone, which ends the session.
+    fn subscribe_packet_ins(&mut self) {
+        if self.packet_ins.is_none()
+            && let Some(sw) = self.switch.upgrade()
+        {
+            self.packet_ins = Some(sw.packet_ins.subscribe(&self.bridge));
+        }
+    }
+
+    /// Encodes every waiting packet-in into `out` (in the format the peer asked for).
+    fn drain_packet_ins(&mut self, out: &mut Vec<u8>) {
+        let Some(rx) = &self.packet_ins else { return };
+        while let Ok(ev) = rx.try_recv() {
+            let mut m = flowtable::Match::default();
+            m.value.in_port = ev.in_port;
+            m.mask.in_port = u32::MAX;
+            let oxm = crate::openflow::oxm::Match::from_flow(&m.value, &m.mask);
+            let msg = if self.packet_in_format == 2 {
+                Message::NxPacketIn2(crate::openflow::experimenter::PacketIn2 {
+                    packet: ev.frame,
+                    full_len: (ev.total_len as usize != 0).then_some(ev.total_len),
+                    buffer_id: None,
+                    table_id: ev.table,
+                    cookie: ev.cookie,
+                    reason: ev.reason,
+                    metadata: oxm.fields.clone(),
+                    userdata: None,
+                })
+            } else {
+                Message::PacketIn(crate::openflow::flow::PacketIn {
+                    buffer_id: u32::MAX,
+                    total_len: ev.total_len.min(u16::MAX as u32) as u16,
+                    reason: ev.reason,
+                    table_id: ev.table,
+                    cookie: ev.cookie,
+                    match_: oxm,
+                    data: ev.frame,
+                })
+            };
+            if let Ok(bytes) = encode(&msg, 0) {
+                out.extend(bytes);
+            }
+        }
+    }
+
     fn bridge_do<R>(&self, f: impl FnOnce(&mut BridgeCtl) -> R) -> Result<R, Close> {
         let switch = self.switch.upgrade().ok_or(Close::Done)?;
         let mut state = switch.state.lock().unwrap_or_else(|e| e.into_inner());

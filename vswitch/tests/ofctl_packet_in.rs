@@ -1,0 +1,184 @@
+//! Packet-ins: a `controller` action reaches an `ovs-ofctl -O OpenFlow13 monitor` connection
+//! (the real tool, Debian's openvswitch-common). No root needed.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use encap::build::FrameBuilder;
+
+const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
+const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
+
+struct Guard(Vec<Child>, PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn have_ovs_ofctl() -> bool {
+    let found = Command::new("ovs-ofctl").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ovs-ofctl is required under CI=true"
+        );
+        eprintln!("skipping: ovs-ofctl not installed (apt-get install openvswitch-common)");
+    }
+    found
+}
+
+#[test]
+fn controller_action_reaches_ovs_ofctl_monitor() {
+    if !have_ovs_ofctl() {
+        return;
+    }
+    let rundir = std::env::temp_dir().join(format!("vswitch-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Command::new(VSWITCHCTL)
+            .arg("--rundir")
+            .arg(&rundir)
+            .args(["add-br", "br0"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
+    let out_file = rundir.join("monitor.out");
+    // ovs-ofctl monitor keeps its own control socket under OVS_RUNDIR.
+    let monitor = Command::new("timeout")
+        .args(["4", "ovs-ofctl", "-O", "OpenFlow13", "monitor", &target])
+        .env("OVS_RUNDIR", &rundir)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
+        .spawn()
+        .unwrap();
+    guard.0.push(monitor);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let frame = FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1000, 53)
+        .payload(b"hello controller")
+        .build();
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let po = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow13", "packet-out", &target])
+        .arg(format!(
+            "in_port=controller packet={hex} actions=controller"
+        ))
+        .env("OVS_RUNDIR", &rundir)
+        .output()
+        .unwrap();
+    assert!(
+        po.status.success(),
+        "{}",
+        String::from_utf8_lossy(&po.stderr)
+    );
+
+    // ovs-ofctl buffers its output when it is not a terminal: read it once `timeout` ends it.
+    let mut monitor = guard.0.pop().unwrap();
+    let _ = monitor.wait();
+    let text = std::fs::read_to_string(&out_file).unwrap_or_default()
+        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    assert!(
+        text.contains(&format!("total_len={}", frame.len())) && text.contains("(via action)"),
+        "no packet-in in monitor output:\n{text}"
+    );
+    assert!(
+        text.contains("nw_src=10.0.0.1,nw_dst=10.0.0.2") && text.contains("tp_src=1000,tp_dst=53"),
+        "packet-in does not carry our frame:\n{text}"
+    );
+}
+
+#[test]
+fn vswitchctl_monitor_prints_packet_ins() {
+    let rundir = std::env::temp_dir().join(format!("vswitch-pin2-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = |args: &[&str]| {
+        Command::new(VSWITCHCTL)
+            .arg("--rundir")
+            .arg(&rundir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(ctl(&["add-br", "br0"]).status.success());
+    // A flow with a cookie sends to the controller from table 0.
+    assert!(
+        ctl(&[
+            "add-flow",
+            "br0",
+            "cookie=0x42,priority=5,udp,actions=controller"
+        ])
+        .status
+        .success()
+    );
+    let monitor = Command::new("timeout")
+        .args(["4", VSWITCHCTL, "--rundir"])
+        .arg(&rundir)
+        .args(["monitor", "br0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let frame = FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1000, 53)
+        .build();
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let po = ctl(&["packet-out", "br0", "controller", "table", &hex]);
+    assert!(
+        po.status.success(),
+        "{}",
+        String::from_utf8_lossy(&po.stderr)
+    );
+    let out = monitor.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OFPT_PACKET_IN (OF1.3)")
+            && text.contains("cookie=0x42")
+            && text.contains(&format!("total_len={}", frame.len())),
+        "no packet-in printed:\n{text}"
+    );
+    assert!(
+        text.contains(
+            "udp,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2"
+        ),
+        "{text}"
+    );
+}
