@@ -516,3 +516,126 @@ fn a_full_conntrack_table_refuses_new_connections_only() {
     b.send(1, &flow(1002));
     assert_eq!(b.received(2).len(), 2);
 }
+
+#[test]
+fn fragmented_udp_through_a_service_reaches_the_backend_whole() {
+    let mut b = Bench::new(2);
+    b.flows(
+        "table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)\n\
+         table=1,priority=100,ct_state=+new+trk,udp,nw_dst=10.247.0.53,tp_dst=53,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.31:5353))\n\
+         table=1,priority=80,ct_state=+new+trk,ip,actions=ct(commit,table=2,zone=1)\n\
+         table=1,priority=70,ct_state=+est+trk,ip,actions=resubmit(,2)\n\
+         table=2,priority=10,ip,actions=output:2",
+    );
+    // One 2000-byte UDP datagram in two IPv4 fragments (offsets in 8-byte units).
+    let whole = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([172, 16, 1, 11], [10, 247, 0, 53])
+        .ident(0x4242)
+        .udp(40000, 53)
+        .payload(&[7u8; 2000])
+        .build();
+    let ip = &whole[14..];
+    let l4 = &ip[20..]; // UDP header + payload
+    let first_len = 1480;
+    let frag = |offset: usize, data: &[u8], more: bool| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([172, 16, 1, 11], [10, 247, 0, 53])
+            .ident(0x4242)
+            .fragment(more, (offset / 8) as u16)
+            .protocol(17)
+            .payload(data)
+            .build()
+    };
+    b.send(1, &frag(0, &l4[..first_len], true));
+    b.send(1, &frag(first_len, &l4[first_len..], false));
+    let out = b.received(2);
+    assert_eq!(
+        out.len(),
+        2,
+        "both fragments must be forwarded; drops:\n{}",
+        b.switch
+            .command(&["dump-drops".into(), "br0".into()])
+            .unwrap()
+    );
+    for f in &out {
+        let k = key_of(f);
+        assert_eq!(
+            k.nw_dst,
+            u32::from(Ipv4Addr::new(172, 16, 1, 31)),
+            "a fragment left without the Service's DNAT"
+        );
+        assert_eq!(checksum::ipv4_header(&f[14..34]), 0);
+    }
+    // The first fragment carries the UDP header: its port is translated too.
+    assert_eq!(key_of(&out[0]).tp_dst, 5353);
+    assert_eq!(b.drops("ct_invalid"), 0);
+}
+
+#[test]
+fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
+    let mut b = Bench::new(3);
+    // Two pipelines that only work whole: table 0 tags the packet in reg0, table 1 forwards
+    // only the tag of the same version. A packet that saw table 0 of one version and table 1
+    // of the other would miss (no_match).
+    let version = |tag: u32, port: u32| {
+        let mut text = format!(
+            "table=0,priority=100,in_port=1,actions=load:{tag}->NXM_NX_REG0[],resubmit(,1)\n\
+             table=1,priority=100,reg0={tag},actions=output:{port}\n"
+        );
+        for i in 0..10_000u32 {
+            text.push_str(&format!(
+                "table=1,priority=50,reg0={tag},ip,nw_dst=10.{}.{}.{},actions=drop\n",
+                100 + (i >> 16),
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+        text
+    };
+    let (a, z) = (version(1, 2), version(2, 3));
+    b.switch
+        .command(&["replace-flows".into(), "br0".into(), a.clone()])
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let sw = b.switch.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+                .udp(1, 2)
+                .build();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sw.inject("br0", 1, &f).unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let mut delivered = 0usize;
+    for round in 0..6 {
+        let next = if round % 2 == 0 { &z } else { &a };
+        b.switch
+            .command(&["replace-flows".into(), "br0".into(), next.clone()])
+            .unwrap();
+        delivered += b.received(2).len() + b.received(3).len();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for _ in 0..8 {
+        delivered += b.received(2).len() + b.received(3).len();
+    }
+    assert!(
+        sent > 100,
+        "too little traffic during the replacements ({sent})"
+    );
+    assert_eq!(b.drops("no_match"), 0, "a packet saw a half-applied table");
+    // The in-memory peers hold 256 frames each; what overflowed them is counted as tx_full.
+    assert_eq!(
+        delivered as u64 + b.drops("tx_full"),
+        sent,
+        "packets lost during replace-flows"
+    );
+}
