@@ -20,18 +20,22 @@ fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> FlowKey {
 #[test]
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 fn process_throughput() {
-    for conns in [1_000, 100_000] {
+    for conns in [1_000, 100_000, 1_000_000] {
         measure(conns, 4_000_000);
     }
 }
 
 fn measure(n_conns: u32, n_packets: u32) {
+    let rss_before = rss_bytes();
     let mut ct = Conntrack::new(Config {
-        max_conns: 1 << 18,
+        max_conns: (n_conns as usize).max(1 << 18),
         ..Config::default()
     })
     .unwrap();
-    let spec = NatSpec::snat(NatRange::addr(Addr::v4(0xc0a8_0001)));
+    // 16 NAT addresses: 1M connections to 16 servers do not fit one address's ports.
+    let spec = NatSpec::snat(
+        NatRange::new(Addr::v4(0xc0a8_0001), Addr::v4(0xc0a8_0010), 0, 0).unwrap(),
+    );
     let commit = CtAction {
         commit: true,
         nat: Some(&spec),
@@ -52,6 +56,7 @@ fn measure(n_conns: u32, n_packets: u32) {
         assert!(ct.process(&flow(i), &f, &commit, 0).drop.is_none());
     }
     let commit_ns = t.elapsed().as_nanos() as f64 / n_conns as f64;
+    let bytes_per_conn = rss_bytes().saturating_sub(rss_before) as f64 / n_conns as f64;
 
     // Replies then originals, pseudo-random order over all connections.
     let plain = NatSpec::default();
@@ -84,7 +89,7 @@ fn measure(n_conns: u32, n_packets: u32) {
         "most packets belong to established connections"
     );
     println!(
-        "conntrack: commit+SNAT {commit_ns:.0} ns/conn, lookup+NAT {pkt_ns:.0} ns/packet over {n_conns} conns"
+        "conntrack: commit+SNAT {commit_ns:.0} ns/conn, lookup+NAT {pkt_ns:.0} ns/packet over {n_conns} conns, {bytes_per_conn:.0} B of memory per connection (RSS growth, table sized to the count)"
     );
 }
 
@@ -105,4 +110,13 @@ fn ct_reply_key(ct: &Conntrack, k: &FlowKey) -> FlowKey {
         e.reply.dst.v4_host(),
         e.reply.dport,
     )
+}
+
+/// Resident set size of this process (Linux `/proc/self/statm`, pages of 4 KiB).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .unwrap_or(0)
+        * 4096
 }
