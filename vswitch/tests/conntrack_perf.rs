@@ -33,9 +33,8 @@ fn measure(n_conns: u32, n_packets: u32) {
     })
     .unwrap();
     // 16 NAT addresses: 1M connections to 16 servers do not fit one address's ports.
-    let spec = NatSpec::snat(
-        NatRange::new(Addr::v4(0xc0a8_0001), Addr::v4(0xc0a8_0010), 0, 0).unwrap(),
-    );
+    let spec =
+        NatSpec::snat(NatRange::new(Addr::v4(0xc0a8_0001), Addr::v4(0xc0a8_0010), 0, 0).unwrap());
     let commit = CtAction {
         commit: true,
         nat: Some(&spec),
