@@ -75,6 +75,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
 
     switch.start_packet_in_dispatch();
+    switch.start_flow_expiry();
     let server_switch = switch.clone();
     std::thread::Builder::new()
         .name("mgmt".into())

@@ -47,6 +47,8 @@ pub struct BridgeCtl {
     pub created: Instant,
     /// The datapath's view, kept in step with `tables` change by change (see `publish`).
     pub installed: Installed,
+    /// Where FLOW_REMOVED messages go (shared with the switch).
+    pub async_hub: Option<Arc<PacketInHub>>,
 }
 
 /// What `publish` has turned into classifiers and group entries so far.
@@ -59,21 +61,28 @@ pub struct Installed {
     groups: HashMap<u32, Arc<GroupEntry>>,
 }
 
-/// Fans the datapath's packet-ins out to the OpenFlow connections that asked for them.
+/// An asynchronous OpenFlow message for the connections that asked for them.
+#[derive(Debug, Clone)]
+pub enum AsyncEvent {
+    PacketIn(crate::datapath::PacketInEvent),
+    /// A flow with `send_flow_rem` went away; `reason` is OFPRR_* (0 idle, 1 hard, 2 delete).
+    FlowRemoved {
+        entry: Box<FlowEntry>,
+        reason: u8,
+    },
+}
+
+/// Fans packet-ins and flow-removed messages out to the OpenFlow connections that asked.
 #[derive(Default)]
 pub struct PacketInHub {
     /// Bridge datapath index → name.
     names: Mutex<HashMap<usize, String>>,
-    subscribers:
-        Mutex<HashMap<String, Vec<crossbeam_channel::Sender<crate::datapath::PacketInEvent>>>>,
+    subscribers: Mutex<HashMap<String, Vec<crossbeam_channel::Sender<AsyncEvent>>>>,
 }
 
 impl PacketInHub {
-    /// Packet-ins of bridge `br` from now on, until the receiver is dropped.
-    pub fn subscribe(
-        &self,
-        br: &str,
-    ) -> crossbeam_channel::Receiver<crate::datapath::PacketInEvent> {
+    /// Asynchronous messages of bridge `br` from now on, until the receiver is dropped.
+    pub fn subscribe(&self, br: &str) -> crossbeam_channel::Receiver<AsyncEvent> {
         let (tx, rx) = crossbeam_channel::bounded(1024);
         self.subscribers
             .lock()
@@ -84,7 +93,7 @@ impl PacketInHub {
         rx
     }
 
-    /// Delivers one event; false when nobody took it.
+    /// Delivers one packet-in; false when nobody took it.
     fn dispatch(&self, ev: crate::datapath::PacketInEvent) -> bool {
         let Some(name) = self
             .names
@@ -95,8 +104,13 @@ impl PacketInHub {
         else {
             return false;
         };
+        self.send(&name, AsyncEvent::PacketIn(ev))
+    }
+
+    /// Delivers an event to every subscriber of bridge `br`; false when there is none.
+    pub fn send(&self, br: &str, ev: AsyncEvent) -> bool {
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = subs.get_mut(&name) else {
+        let Some(list) = subs.get_mut(br) else {
             return false;
         };
         list.retain(|s| {
@@ -113,7 +127,7 @@ pub struct Switch {
     pub dp: DatapathHandle,
     pub rundir: PathBuf,
     pub state: Mutex<BTreeMap<String, BridgeCtl>>,
-    pub packet_ins: PacketInHub,
+    pub packet_ins: Arc<PacketInHub>,
     /// Per-bridge OpenFlow sockets, opened and closed with the bridges.
     pub openflow: crate::ofserver::Registry,
 }
@@ -132,7 +146,7 @@ impl Switch {
             dp,
             rundir,
             state: Mutex::new(BTreeMap::new()),
-            packet_ins: PacketInHub::default(),
+            packet_ins: Arc::new(PacketInHub::default()),
             openflow: crate::ofserver::Registry::default(),
         }
     }
@@ -155,6 +169,84 @@ impl Switch {
                                 .add(crate::datapath::drops::DropReason::ControllerNone, 1);
                         }
                     }
+                }
+            });
+    }
+
+    /// Removes flows whose idle or hard timeout has passed (OpenFlow 1.3 §6.5), publishing the
+    /// change like any flow-mod. Returns how many were removed. Called about once a second.
+    pub fn expire_flows(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let dp_now_ns = now.duration_since(self.dp.start).as_nanos() as u64;
+        let mut removed = 0;
+        let mut state = self.lock();
+        for b in state.values_mut() {
+            let mut expired = Vec::new();
+            let mut expiring: Vec<(FlowEntry, u8)> = Vec::new();
+            for e in b.tables.flows() {
+                if e.idle_timeout == 0 && e.hard_timeout == 0 {
+                    continue;
+                }
+                let age = now.duration_since(e.created);
+                let hard = e.hard_timeout != 0 && age.as_secs() >= e.hard_timeout as u64;
+                let idle = e.idle_timeout != 0 && {
+                    let used = b
+                        .stats
+                        .get(&(e.table_id, e.match_, e.priority))
+                        .map(|s| s.used_ns.load(Relaxed))
+                        .unwrap_or(0);
+                    let idle_for = if used == 0 {
+                        age
+                    } else {
+                        std::time::Duration::from_nanos(dp_now_ns.saturating_sub(used)).min(age)
+                    };
+                    idle_for.as_secs() >= e.idle_timeout as u64
+                };
+                if hard || idle {
+                    expiring.push((
+                        e.clone(),
+                        if hard {
+                            OFPRR_HARD_TIMEOUT
+                        } else {
+                            OFPRR_IDLE_TIMEOUT
+                        },
+                    ));
+                    expired.push(FlowMod {
+                        command: FlowModCommand::DeleteStrict,
+                        table_id: e.table_id,
+                        priority: e.priority,
+                        match_: e.match_,
+                        ..FlowMod::default()
+                    });
+                }
+            }
+            if expired.is_empty() {
+                continue;
+            }
+            removed += expired.len();
+            for (e, reason) in expiring {
+                report_removed(b, vec![e], reason);
+            }
+            // The deletes themselves are not reported again as OFPRR_DELETE.
+            let hub = b.async_hub.take();
+            let mods: Vec<(usize, FlowMod)> = expired.into_iter().map(|fm| (0, fm)).collect();
+            let _ = apply_flow_mods(b, &mods);
+            b.async_hub = hub;
+        }
+        removed
+    }
+
+    /// Runs `expire_flows` every second while the switch lives.
+    pub fn start_flow_expiry(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("flow-expiry".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let Some(sw) = me.upgrade() else { break };
+                    sw.expire_flows();
                 }
             });
     }
@@ -389,6 +481,7 @@ impl Switch {
             version: 0,
             created: Instant::now(),
             installed: Installed::default(),
+            async_hub: Some(self.packet_ins.clone()),
         };
         // A new bridge is an L2 learning switch, as in Open vSwitch.
         let normal = text::parse_flow("priority=0,actions=NORMAL").map_err(|e| e.to_string())?;
@@ -859,18 +952,46 @@ pub fn apply_flow_mods(b: &mut BridgeCtl, mods: &[(usize, FlowMod)]) -> Result<(
         publish(b);
     }
     let now = Instant::now();
+    let mut removed = Vec::new();
     for (line, fm) in mods {
-        if let Err(e) = b.tables.flow_mod(fm, now) {
-            b.tables.rollback();
-            return Err(if mods.len() > 1 {
-                format!("line {line}: {e}")
-            } else {
-                e.to_string()
-            });
+        match b.tables.flow_mod(fm, now) {
+            Ok(r) => removed.extend(r.removed),
+            Err(e) => {
+                b.tables.rollback();
+                return Err(if mods.len() > 1 {
+                    format!("line {line}: {e}")
+                } else {
+                    e.to_string()
+                });
+            }
         }
     }
+    report_removed(b, removed, OFPRR_DELETE);
     publish(b);
     Ok(())
+}
+
+pub const OFPRR_IDLE_TIMEOUT: u8 = 0;
+pub const OFPRR_HARD_TIMEOUT: u8 = 1;
+pub const OFPRR_DELETE: u8 = 2;
+
+/// Sends FLOW_REMOVED for the removed flows that asked for it (`send_flow_rem`), with their
+/// final counters.
+pub fn report_removed(b: &BridgeCtl, removed: Vec<FlowEntry>, reason: u8) {
+    let Some(hub) = &b.async_hub else { return };
+    for e in removed {
+        if !e.flags.contains(flowtable::flow::FlowFlags::SEND_FLOW_REM) {
+            continue;
+        }
+        let e = with_live_counters(b, &e);
+        hub.send(
+            &b.name,
+            AsyncEvent::FlowRemoved {
+                entry: Box::new(e),
+                reason,
+            },
+        );
+    }
 }
 
 fn flow_selected(e: &FlowEntry, f: &FlowMod) -> bool {
@@ -1122,6 +1243,7 @@ mod tests {
             version: 0,
             created: Instant::now(),
             installed: Installed::default(),
+            async_hub: None,
         }
     }
 

@@ -67,7 +67,16 @@ fn controller_action_reaches_ovs_ofctl_monitor() {
     let out_file = rundir.join("monitor.out");
     // ovs-ofctl monitor keeps its own control socket under OVS_RUNDIR.
     let monitor = Command::new("timeout")
-        .args(["4", "ovs-ofctl", "-O", "OpenFlow13", "monitor", &target])
+        .args([
+            "4",
+            "stdbuf",
+            "-oL",
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "monitor",
+            &target,
+        ])
         .env("OVS_RUNDIR", &rundir)
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
@@ -180,5 +189,91 @@ fn vswitchctl_monitor_prints_packet_ins() {
             "udp,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2"
         ),
         "{text}"
+    );
+}
+
+#[test]
+fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
+    if !have_ovs_ofctl() {
+        return;
+    }
+    let rundir = std::env::temp_dir().join(format!("vswitch-frem-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--rundir")
+            .arg(&rundir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(&["add-br", "br0"]);
+    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
+    let out_file = rundir.join("monitor.out");
+    let monitor = Command::new("timeout")
+        .args([
+            "5",
+            "stdbuf",
+            "-oL",
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "monitor",
+            &target,
+        ])
+        .env("OVS_RUNDIR", &rundir)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
+        .spawn()
+        .unwrap();
+    guard.0.push(monitor);
+    std::thread::sleep(Duration::from_millis(1500));
+    ctl(&[
+        "add-flow",
+        "br0",
+        "send_flow_rem,priority=6,tcp,actions=drop",
+    ]);
+    ctl(&[
+        "add-flow",
+        "br0",
+        "send_flow_rem,hard_timeout=1,priority=5,udp,actions=drop",
+    ]);
+    // Without send_flow_rem: never reported.
+    ctl(&["add-flow", "br0", "priority=4,icmp,actions=drop"]);
+    ctl(&["del-flows", "br0", "tcp"]);
+    ctl(&["del-flows", "br0", "icmp"]);
+    let mut monitor = guard.0.pop().unwrap();
+    let _ = monitor.wait();
+    let text = std::fs::read_to_string(&out_file).unwrap_or_default()
+        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    assert!(
+        text.contains("OFPT_FLOW_REMOVED (OF1.3)") && text.contains("priority=6,tcp reason=delete"),
+        "no FLOW_REMOVED for the deleted flow:\n{text}"
+    );
+    assert!(
+        text.contains("priority=5,udp reason=hard"),
+        "no FLOW_REMOVED for the hard timeout:\n{text}"
+    );
+    assert!(
+        !text.contains("icmp"),
+        "a flow without send_flow_rem was reported:\n{text}"
     );
 }

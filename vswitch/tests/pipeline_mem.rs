@@ -639,3 +639,61 @@ fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
         "packets lost during replace-flows"
     );
 }
+
+#[test]
+fn flows_expire_on_their_idle_and_hard_timeouts() {
+    let mut b = Bench::new(2);
+    b.flows(
+        "priority=10,in_port=1,udp,tp_dst=1,hard_timeout=1,actions=output:2\n\
+         priority=10,in_port=1,udp,tp_dst=2,idle_timeout=1,actions=output:2\n\
+         priority=10,in_port=1,udp,tp_dst=3,actions=output:2",
+    );
+    let f = |dport: u16| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(1000, dport)
+            .build()
+    };
+    let count = |b: &Bench| {
+        b.switch
+            .command(&["dump-flows".into(), "br0".into(), "--no-stats".into()])
+            .unwrap()
+            .lines()
+            .count()
+    };
+    // Keep the idle-timeout flow busy for longer than its timeout.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(1600) {
+        b.send(1, &f(2));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        b.switch.expire_flows();
+    }
+    let dump = b
+        .switch
+        .command(&["dump-flows".into(), "br0".into(), "--no-stats".into()])
+        .unwrap();
+    assert!(
+        !dump.contains("tp_dst=1"),
+        "hard timeout did not expire:\n{dump}"
+    );
+    assert!(
+        dump.contains("tp_dst=2"),
+        "a busy idle-timeout flow expired:\n{dump}"
+    );
+    assert_eq!(count(&b), 2);
+    // Now idle for over a second.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_eq!(b.switch.expire_flows(), 1);
+    let dump = b
+        .switch
+        .command(&["dump-flows".into(), "br0".into(), "--no-stats".into()])
+        .unwrap();
+    assert_eq!(
+        dump.trim(),
+        "priority=10,udp,in_port=1,tp_dst=3 actions=output:2"
+    );
+    // The datapath follows: the expired flow no longer forwards.
+    b.received(2);
+    b.send(1, &f(2));
+    assert!(b.received(2).is_empty());
+}

@@ -55,6 +55,8 @@ type Job = Box<dyn FnOnce(&mut Datapath) + Send>;
 pub struct DatapathHandle {
     jobs: Sender<Job>,
     waker: Arc<Waker>,
+    /// The datapath clock's zero: flow `used_ns` stamps are relative to it.
+    pub start: Instant,
 }
 
 impl DatapathHandle {
@@ -144,6 +146,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let start = Instant::now();
     let mut dp = Datapath {
         poll,
         ports: Vec::new(),
@@ -154,14 +157,21 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
         packet_in: None,
         stop: false,
         busy_poll: Duration::from_micros(opts.busy_poll_us),
-        start: Instant::now(),
+        start,
         last_housekeeping: Instant::now(),
         scratch: exec::Scratch::new(),
     };
     let thread = std::thread::Builder::new()
         .name("datapath".into())
         .spawn(move || dp.run(rx))?;
-    Ok((DatapathHandle { jobs: tx, waker }, thread))
+    Ok((
+        DatapathHandle {
+            jobs: tx,
+            waker,
+            start,
+        },
+        thread,
+    ))
 }
 
 impl Datapath {

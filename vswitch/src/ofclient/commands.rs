@@ -730,8 +730,39 @@ fn monitor(target: &Target) -> Result<(), ClientError> {
             Err(ClientError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let Message::PacketIn(pi) = got.msg else {
-            continue;
+        let pi = match got.msg {
+            Message::PacketIn(pi) => pi,
+            Message::FlowRemoved(fr) => {
+                let reason = match fr.reason {
+                    0 => "idle",
+                    1 => "hard",
+                    2 => "delete",
+                    3 => "group_delete",
+                    _ => "unknown",
+                };
+                let m = fr
+                    .match_
+                    .to_flow()
+                    .map(|(value, mask)| text::print_match(&flowtable::Match { value, mask }))
+                    .unwrap_or_default();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "OFPT_FLOW_REMOVED (OF1.3) (xid={:#x}): priority={},{m} reason={reason} table_id={} duration{}.{:03}s idle{} hard{} pkts{} bytes{}",
+                    got.header.xid,
+                    fr.priority,
+                    fr.table_id,
+                    fr.duration_sec,
+                    fr.duration_nsec / 1_000_000,
+                    fr.idle_timeout,
+                    fr.hard_timeout,
+                    fr.packet_count,
+                    fr.byte_count
+                );
+                let _ = out.flush();
+                continue;
+            }
+            _ => continue,
         };
         let in_port = pi
             .match_

@@ -61,7 +61,7 @@ pub struct Session {
     bundles: HashMap<u32, Vec<Staged>>,
     /// Packet-ins for this connection, once it asked for them (SET_CONFIG or a packet-in
     /// format): plain one-shot ovs-ofctl commands never see asynchronous messages.
-    packet_ins: Option<crossbeam_channel::Receiver<crate::datapath::PacketInEvent>>,
+    packet_ins: Option<crossbeam_channel::Receiver<crate::switch::AsyncEvent>>,
     /// NXT_SET_PACKET_IN_FORMAT: 0 standard OFPT_PACKET_IN, 2 NXT_PACKET_IN2.
     packet_in_format: u32,
 }
@@ -309,7 +309,33 @@ impl Session {
     /// Encodes every waiting packet-in into `out` (in the format the peer asked for).
     fn drain_packet_ins(&mut self, out: &mut Vec<u8>) {
         let Some(rx) = &self.packet_ins else { return };
-        while let Ok(ev) = rx.try_recv() {
+        while let Ok(event) = rx.try_recv() {
+            let ev = match event {
+                crate::switch::AsyncEvent::PacketIn(ev) => ev,
+                crate::switch::AsyncEvent::FlowRemoved { entry, reason } => {
+                    let age = entry.created.elapsed();
+                    let msg = Message::FlowRemoved(crate::openflow::flow::FlowRemoved {
+                        cookie: entry.cookie,
+                        priority: entry.priority,
+                        reason,
+                        table_id: entry.table_id,
+                        duration_sec: age.as_secs() as u32,
+                        duration_nsec: age.subsec_nanos(),
+                        idle_timeout: entry.idle_timeout,
+                        hard_timeout: entry.hard_timeout,
+                        packet_count: entry.packets,
+                        byte_count: entry.bytes,
+                        match_: crate::openflow::oxm::Match::from_flow(
+                            &entry.match_.value,
+                            &entry.match_.mask,
+                        ),
+                    });
+                    if let Ok(bytes) = encode(&msg, 0) {
+                        out.extend(bytes);
+                    }
+                    continue;
+                }
+            };
             let mut m = flowtable::Match::default();
             m.value.in_port = ev.in_port;
             m.mask.in_port = u32::MAX;
@@ -538,10 +564,15 @@ fn apply_staged(
         publish(b);
     }
     let now = Instant::now();
+    // Flows deleted (by a flow-mod or with their group), reported once the batch holds.
+    let mut removed = Vec::new();
     for (i, s) in staged.iter().enumerate() {
         let r = match &s.op {
-            Op::Flow(fm) => b.tables.flow_mod(fm, now).map(|_| ()),
-            Op::Group(gm) => b.tables.group_mod(gm).map(|_| ()),
+            Op::Flow(fm) => b
+                .tables
+                .flow_mod(fm, now)
+                .map(|r| removed.extend(r.removed)),
+            Op::Group(gm) => b.tables.group_mod(gm).map(|r| removed.extend(r)),
         };
         if let Err(e) = r {
             if atomic {
@@ -550,6 +581,7 @@ fn apply_staged(
             return Err((i, e));
         }
     }
+    crate::switch::report_removed(b, removed, crate::switch::OFPRR_DELETE);
     if atomic {
         publish(b);
     }
