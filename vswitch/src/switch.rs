@@ -70,6 +70,13 @@ pub enum AsyncEvent {
         entry: Box<FlowEntry>,
         reason: u8,
     },
+    /// A port was added (`reason` 0) or deleted (1).
+    PortStatus {
+        reason: u8,
+        ofport: u32,
+        name: String,
+        mac: [u8; 6],
+    },
 }
 
 /// Fans packet-ins and flow-removed messages out to the OpenFlow connections that asked.
@@ -577,6 +584,15 @@ impl Switch {
             },
         );
         publish(b);
+        self.packet_ins.send(
+            br,
+            AsyncEvent::PortStatus {
+                reason: 0,
+                ofport,
+                name,
+                mac,
+            },
+        );
         Ok(String::new())
     }
 
@@ -602,6 +618,15 @@ impl Switch {
         let p = b.ports.remove(&ofport).expect("found above");
         let dp_id = p.dp_id;
         publish(b);
+        self.packet_ins.send(
+            br,
+            AsyncEvent::PortStatus {
+                reason: 1,
+                ofport,
+                name: p.spec.name.clone(),
+                mac: p.mac,
+            },
+        );
         self.dp.call(move |dp| dp.del_port(dp_id));
         Ok(String::new())
     }

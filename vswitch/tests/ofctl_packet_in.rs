@@ -230,7 +230,7 @@ fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
     let out_file = rundir.join("monitor.out");
     let monitor = Command::new("timeout")
         .args([
-            "5",
+            "6",
             "stdbuf",
             "-oL",
             "ovs-ofctl",
@@ -245,7 +245,8 @@ fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
         .spawn()
         .unwrap();
     guard.0.push(monitor);
-    std::thread::sleep(Duration::from_millis(1500));
+    // ovs-ofctl writes its output only when it exits: give it time to subscribe first.
+    std::thread::sleep(Duration::from_millis(2500));
     ctl(&[
         "add-flow",
         "br0",
@@ -260,8 +261,10 @@ fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
     ctl(&["add-flow", "br0", "priority=4,icmp,actions=drop"]);
     ctl(&["del-flows", "br0", "tcp"]);
     ctl(&["del-flows", "br0", "icmp"]);
+    // The hard timeout fires within about two seconds; the monitor then exits on its timeout.
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
+    // ovs-ofctl monitor prints what it receives on stderr when stdout is not a terminal.
     let text = std::fs::read_to_string(&out_file).unwrap_or_default()
         + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
     assert!(
@@ -276,4 +279,79 @@ fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
         !text.contains("icmp"),
         "a flow without send_flow_rem was reported:\n{text}"
     );
+}
+
+#[test]
+fn port_status_reaches_ovs_ofctl_monitor_on_add_and_delete() {
+    if !tap_io::netns::require_root("port_status_reaches_ovs_ofctl_monitor_on_add_and_delete")
+        || !have_ovs_ofctl()
+    {
+        return;
+    }
+    let rundir = std::env::temp_dir().join(format!("vswitch-pstat-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--rundir")
+            .arg(&rundir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(&["add-br", "br0"]);
+    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
+    let out_file = rundir.join("monitor.out");
+    let monitor = Command::new("timeout")
+        .args([
+            "6",
+            "stdbuf",
+            "-oL",
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "monitor",
+            &target,
+        ])
+        .env("OVS_RUNDIR", &rundir)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
+        .spawn()
+        .unwrap();
+    guard.0.push(monitor);
+    // ovs-ofctl writes its output only when it exits: give it time to subscribe first.
+    std::thread::sleep(Duration::from_millis(2500));
+    // A TAP port the switch creates (unique name per test process).
+    let name = format!("vps{}", std::process::id() % 100_000);
+    ctl(&["add-port", "br0", &name, "type=tap", "ofport=7"]);
+    ctl(&["del-port", "br0", &name]);
+    let mut monitor = guard.0.pop().unwrap();
+    let _ = monitor.wait();
+    // ovs-ofctl monitor prints what it receives on stderr when stdout is not a terminal.
+    let text = std::fs::read_to_string(&out_file).unwrap_or_default()
+        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    let add = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): ADD:");
+    let del = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): DEL:");
+    assert!(
+        add.is_some() && del.is_some() && add < del,
+        "no PORT_STATUS ADD then DEL:\n{text}"
+    );
+    assert!(text.contains(&format!(" 7({name}):")), "{text}");
 }

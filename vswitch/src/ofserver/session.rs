@@ -312,6 +312,27 @@ impl Session {
         while let Ok(event) = rx.try_recv() {
             let ev = match event {
                 crate::switch::AsyncEvent::PacketIn(ev) => ev,
+                crate::switch::AsyncEvent::PortStatus {
+                    reason,
+                    ofport,
+                    name,
+                    mac,
+                } => {
+                    let msg = Message::PortStatus(crate::openflow::switch::PortStatus {
+                        reason,
+                        port: crate::openflow::switch::Port {
+                            port_no: ofport,
+                            hw_addr: mac,
+                            name: crate::openflow::buf::FixedStr::new(&name),
+                            state: crate::openflow::switch::port_state::LIVE,
+                            ..Default::default()
+                        },
+                    });
+                    if let Ok(bytes) = encode(&msg, 0) {
+                        out.extend(bytes);
+                    }
+                    continue;
+                }
                 crate::switch::AsyncEvent::FlowRemoved { entry, reason } => {
                     let age = entry.created.elapsed();
                     let msg = Message::FlowRemoved(crate::openflow::flow::FlowRemoved {
