@@ -168,8 +168,14 @@ pub struct AfPacketPort {
     ring: RxRing,
     // Declared after `ring` so the mapping goes before the socket closes.
     rx_fd: OwnedFd,
-    tx_fd: OwnedFd,
+    tx: Sender,
     stats: PortStats,
+    vnet_hdr: bool,
+}
+
+/// The transmit half: a protocol-0 packet socket and the `sendmmsg` scratch arrays.
+struct Sender {
+    fd: OwnedFd,
     vnet_hdr: bool,
     /// Per message: the virtio-net header (when on) and the frame.
     iov: Box<[[libc::iovec; 2]; MAX_BATCH]>,
@@ -177,6 +183,19 @@ pub struct AfPacketPort {
     /// The virtio-net headers of the messages being sent.
     vnet: Box<[[u8; VNET_HDR_LEN]; MAX_BATCH]>,
 }
+
+/// A transmit-only handle on an AF_PACKET port ([`AfPacketPort::try_clone_tx`]): another
+/// thread's way to send out of the port while the owner keeps receiving from its ring.
+pub struct AfPacketTx {
+    name: String,
+    mtu: usize,
+    tx: Sender,
+    stats: PortStats,
+}
+
+// SAFETY: the iovec/mmsghdr scratch arrays only hold pointers into a batch for the duration
+// of one `send` call; nothing is shared with another thread.
+unsafe impl Send for AfPacketTx {}
 
 // SAFETY: the ring mapping is owned exclusively by this port, and the iovec/mmsghdr scratch
 // arrays only hold pointers into a batch for the duration of one `tx_batch` call; nothing is
@@ -463,21 +482,26 @@ impl AfPacketPort {
         let _ = setsockopt(&tx_fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf);
         bind_to(&tx_fd, ifindex, 0).map_err(sys("bind (tx)"))?;
 
-        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
-        let (iov, msgs) = unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
-        let vnet = Box::new([[0u8; VNET_HDR_LEN]; MAX_BATCH]);
         Ok(Self {
             name,
             ifindex,
             mtu,
             ring,
             rx_fd,
-            tx_fd,
+            tx: Sender::new(tx_fd, cfg.vnet_hdr),
             stats: PortStats::default(),
             vnet_hdr: cfg.vnet_hdr,
-            iov,
-            msgs,
-            vnet,
+        })
+    }
+
+    /// A transmit-only handle on the same interface (a duplicate of the send socket, with its
+    /// own scratch), for a thread other than the one receiving from the ring.
+    pub fn try_clone_tx(&self) -> io::Result<AfPacketTx> {
+        Ok(AfPacketTx {
+            name: self.name.clone(),
+            mtu: self.mtu,
+            tx: Sender::new(self.tx.fd.try_clone()?, self.vnet_hdr),
+            stats: PortStats::default(),
         })
     }
 
@@ -646,8 +670,49 @@ impl Port for AfPacketPort {
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        self.tx.send(batch, &mut self.stats)
+    }
+
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        Some(AfPacketPort::try_clone_tx(self).map(|t| Box::new(t) as Box<dyn Port + Send>))
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.rx_fd.as_raw_fd())
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            gso: self.vnet_hdr,
+            csum: self.vnet_hdr,
+        }
+    }
+}
+
+impl Sender {
+    fn new(fd: OwnedFd, vnet_hdr: bool) -> Sender {
+        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
+        let (iov, msgs) = unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
+        Sender {
+            fd,
+            vnet_hdr,
+            iov,
+            msgs,
+            vnet: Box::new([[0u8; VNET_HDR_LEN]; MAX_BATCH]),
+        }
+    }
+
+    fn send(&mut self, batch: &mut Batch, stats: &mut PortStats) -> TxReport {
         let mut r = TxReport::default();
-        let fd = self.tx_fd.as_raw_fd();
+        let fd = self.fd.as_raw_fd();
         for chunk in batch.packets().chunks(MAX_BATCH) {
             let n = chunk.len();
             for (i, p) in chunk.iter().enumerate() {
@@ -659,7 +724,7 @@ impl Port for AfPacketPort {
                 let iovlen = if self.vnet_hdr {
                     self.vnet[i] = VnetHdr::from_meta(&p.meta).emit();
                     if p.meta.gso.is_some() {
-                        self.stats.tx_gso += 1;
+                        stats.tx_gso += 1;
                     }
                     self.iov[i] = [
                         libc::iovec {
@@ -721,12 +786,27 @@ impl Port for AfPacketPort {
             }
         }
         batch.clear();
-        self.stats.account_tx(&r);
+        stats.account_tx(&r);
         r
+    }
+}
+
+impl Port for AfPacketTx {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Never receives: the owning [`AfPacketPort`] does.
+    fn rx_batch(&mut self, _batch: &mut Batch) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        self.tx.send(batch, &mut self.stats)
     }
 
     fn fd(&self) -> Option<RawFd> {
-        Some(self.rx_fd.as_raw_fd())
+        None
     }
 
     fn stats(&self) -> PortStats {
@@ -739,8 +819,8 @@ impl Port for AfPacketPort {
 
     fn offloads(&self) -> Offloads {
         Offloads {
-            gso: self.vnet_hdr,
-            csum: self.vnet_hdr,
+            gso: self.tx.vnet_hdr,
+            csum: self.tx.vnet_hdr,
         }
     }
 }

@@ -123,6 +123,22 @@ impl MemPort {
         lock(&self.tx).frames.drain(..).collect()
     }
 
+    /// A handle that sends into this port's transmit queue and never receives.
+    pub fn clone_tx(&self) -> MemPort {
+        MemPort {
+            name: self.name.clone(),
+            rx: Arc::new(Mutex::new(Queue {
+                frames: VecDeque::new(),
+                limit: 0,
+            })),
+            tx: self.tx.clone(),
+            mtu: self.mtu,
+            up: self.up,
+            offloads: self.offloads,
+            stats: PortStats::default(),
+        }
+    }
+
     /// Frames waiting to be received.
     pub fn pending_rx(&self) -> usize {
         lock(&self.rx).frames.len()
@@ -215,6 +231,10 @@ impl Port for MemPort {
 
     fn offloads(&self) -> Offloads {
         self.offloads
+    }
+
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        Some(Ok(Box::new(self.clone_tx()) as Box<dyn Port + Send>))
     }
 }
 

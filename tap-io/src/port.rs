@@ -185,6 +185,12 @@ pub trait Port {
     fn offloads(&self) -> Offloads {
         Offloads::default()
     }
+
+    /// A transmit-only handle on the same device, for another thread to send through while
+    /// this one keeps receiving. `None`: the back end cannot be shared that way.
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        None
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -208,6 +214,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn offloads(&self) -> Offloads {
         (**self).offloads()
+    }
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        (**self).try_clone_tx()
     }
 }
 

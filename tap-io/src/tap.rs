@@ -204,6 +204,18 @@ impl TapPort {
         })
     }
 
+    /// A second handle on the same queue (a duplicated descriptor) for another thread to
+    /// write to; reading stays with the original.
+    pub fn try_clone_tx(&self) -> io::Result<TapPort> {
+        Ok(TapPort {
+            fd: self.fd.try_clone()?,
+            name: self.name.clone(),
+            mtu: self.mtu,
+            vnet_hdr: self.vnet_hdr,
+            stats: PortStats::default(),
+        })
+    }
+
     /// The descriptor (for `mio` and `poll`).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -351,5 +363,9 @@ impl Port for TapPort {
             gso: self.vnet_hdr,
             csum: self.vnet_hdr,
         }
+    }
+
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        Some(TapPort::try_clone_tx(self).map(|t| Box::new(t) as Box<dyn Port + Send>))
     }
 }

@@ -274,6 +274,31 @@ impl UdpTunnelSocket {
         Ok(sock)
     }
 
+    /// A second handle on the same socket (a duplicated descriptor, its own scratch) for
+    /// another thread to send through; receiving stays with the original.
+    pub fn try_clone(&self) -> io::Result<UdpTunnelSocket> {
+        // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs; all-zero is valid.
+        let (iov, msgs, names) = unsafe {
+            (
+                Box::new(std::mem::zeroed()),
+                Box::new(std::mem::zeroed()),
+                Box::new(std::mem::zeroed()),
+            )
+        };
+        Ok(Self {
+            fd: self.fd.try_clone()?,
+            local: self.local,
+            stats: PortStats::default(),
+            iov,
+            msgs,
+            names,
+            cmsgs: Box::new([[0; CMSG_WORDS]; MAX_BATCH]),
+            runs: Box::new([(0, 0); MAX_BATCH]),
+            tx_gso: self.tx_gso,
+            gro: None,
+        })
+    }
+
     /// The bound address (with the port the kernel picked, if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local

@@ -397,3 +397,43 @@ fn afpacket_v2_frames_longer_than_a_slot_arrive_whole_through_the_socket_queue()
     })
     .unwrap();
 }
+
+/// A transmit handle cloned off a port sends from another thread while the port keeps
+/// receiving on its own: what the datapath's forwarding threads rely on.
+#[test]
+fn afpacket_tx_clone_sends_from_another_thread_while_the_port_receives() {
+    if !require_root("afpacket_tx_clone_sends_from_another_thread_while_the_port_receives") {
+        return;
+    }
+    in_private_netns(move || {
+        veth("va", "vb", 1500);
+        let mut port = AfPacketPort::open(&cfg("va", RingKind::V2)).unwrap();
+        let mut clone = port.try_clone_tx().unwrap();
+        assert_eq!(clone.fd(), None, "a transmit handle has nothing to poll");
+        let kernel = RawEth::bind("vb").unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut batch = Batch::new(64, 128, 2048);
+            for i in 0..32u8 {
+                assert!(batch.push_copy(&test_frame(MAC_B, MAC_A, i, 60)));
+            }
+            let r = clone.tx_batch(&mut batch);
+            (r.sent, clone.stats().tx_packets)
+        });
+        // Meanwhile the kernel side sends to the port, which receives as usual.
+        for i in 0..8u8 {
+            kernel.send(&test_frame(MAC_A, MAC_B, i, 60)).unwrap();
+        }
+        assert_eq!(sender.join().unwrap(), (32, 32));
+        for i in 0..32u8 {
+            let got = kernel
+                .recv_matching(Duration::from_secs(2), is_test_frame)
+                .unwrap();
+            assert_eq!(got, Some(test_frame(MAC_B, MAC_A, i, 60)), "frame {i}");
+        }
+        let got = rx_test_frames(&mut port, 8, Duration::from_secs(2));
+        assert_eq!(got.len(), 8, "the owner still receives");
+        // The clone's frames are outgoing for the port's socket too: not looped back.
+        assert!(rx_test_frames(&mut port, 1, Duration::from_millis(200)).is_empty());
+    })
+    .unwrap();
+}
