@@ -1,6 +1,7 @@
 //! Groups (`OFPT_GROUP_MOD`): all, select, indirect and fast-failover buckets.
 
 use crate::action::Action;
+use crate::fields::FieldId;
 use crate::port::OfPort;
 
 /// Largest usable group id (`OFPG_MAX`).
@@ -70,12 +71,53 @@ impl Bucket {
     }
 }
 
+/// How a select group picks its bucket.
+///
+/// Open vSwitch writes this `selection_method=hash,fields(ip_src,...)` and carries it only in
+/// OpenFlow 1.5 (and Nicira 1.0) group-mods, as a Netronome experimenter property; OpenFlow
+/// 1.3 has no place for it. Here it travels through the flow text and the node agent, and a
+/// 1.3 GROUP_MOD or group-desc reply leaves it out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// The switch's own choice: a hash of the 5-tuple (also what `selection_method=dp_hash`
+    /// asks for).
+    #[default]
+    Default,
+    /// `selection_method=hash,fields(..)`: a hash of exactly these fields, in this order. An
+    /// empty list means `selection_method=hash` alone, which falls back to the default hash.
+    Hash(Vec<FieldId>),
+}
+
+impl Selection {
+    /// The fields to hash, when they are not the default 5-tuple.
+    pub fn hash_fields(&self) -> Option<&[FieldId]> {
+        match self {
+            Selection::Hash(f) if !f.is_empty() => Some(f),
+            _ => None,
+        }
+    }
+}
+
 /// A group as installed in the switch.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Group {
     pub id: u32,
     pub group_type: GroupType,
     pub buckets: Vec<Bucket>,
+    /// Bucket choice of a select group ([`Selection::Default`] for the other types).
+    pub selection: Selection,
+}
+
+impl Group {
+    /// A group with the default bucket selection.
+    pub fn new(id: u32, group_type: GroupType, buckets: Vec<Bucket>) -> Group {
+        Group {
+            id,
+            group_type,
+            buckets,
+            selection: Selection::Default,
+        }
+    }
 }
 
 /// `OFPGC_*` commands.

@@ -20,6 +20,6 @@ pub mod text;
 pub use action::{Action, Instructions};
 pub use fields::FieldId;
 pub use flow::{FlowEntry, FlowMod, FlowModCommand};
-pub use group::{Bucket, Group, GroupType};
+pub use group::{Bucket, Group, GroupType, Selection};
 pub use match_::Match;
 pub use port::OfPort;

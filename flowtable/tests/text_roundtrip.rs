@@ -387,7 +387,7 @@ proptest! {
                 b
             })
             .collect();
-        let g = Group { id, group_type, buckets };
+        let g = Group::new(id, group_type, buckets);
         let text = print_group(&g);
         let back = parse_group(&text).map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
         prop_assert_eq!(back, g, "{}", text);

@@ -113,6 +113,32 @@ fn small_config_compiles_to_golden_flows() {
 }
 
 #[test]
+fn session_affinity_hashes_the_client_address_only() {
+    let cfg = parse(&SMALL.replace(
+        "target_port = 8080",
+        "target_port = 8080\nsession_affinity_seconds = 10800",
+    ))
+    .unwrap();
+    let d = compile(&cfg, &mut Numbering::default(), Runtime::default()).unwrap();
+    assert_eq!(
+        d.groups()[&1_000_000],
+        GOLDEN_GROUP.replace(
+            "type=select,",
+            "type=select,selection_method=hash,fields(ip_src),"
+        )
+    );
+    assert!(d.warnings().is_empty(), "{:?}", d.warnings());
+    // The flows do not change: only the group's bucket choice does.
+    let got: String = d.flow_lines().iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(got, GOLDEN);
+    let g = flowtable::text::parse_group(d.groups()[&1_000_000]).unwrap();
+    assert_eq!(
+        g.selection,
+        flowtable::Selection::Hash(vec![flowtable::FieldId::Ipv4Src])
+    );
+}
+
+#[test]
 fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

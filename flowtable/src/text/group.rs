@@ -1,6 +1,7 @@
 //! Group text: `group_id=1,type=select,bucket=weight:100,actions=output:1,bucket=...`.
 
-use crate::group::{Bucket, GROUP_ANY, Group, GroupMod, GroupModCommand, GroupType};
+use crate::fields::FieldId;
+use crate::group::{Bucket, GROUP_ANY, Group, GroupMod, GroupModCommand, GroupType, Selection};
 use crate::match_::Match;
 use crate::port::OfPort;
 
@@ -22,11 +23,14 @@ pub fn parse_group(s: &str) -> Result<Group, ParseError> {
 }
 
 /// Parses a group line for `command`. For delete, only `group_id` is read (default: all).
-/// `selection_method`, `fields(...)` and `bucket_id` are accepted and dropped, as ovs-ofctl
-/// does when speaking OpenFlow 1.3.
+/// `selection_method=hash|dp_hash` and `fields(a,b)` / `fields=a` are kept in
+/// [`Group::selection`] (`dp_hash` is the default selection); `bucket_id` is accepted and
+/// dropped, as ovs-ofctl does when speaking OpenFlow 1.3.
 pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, ParseError> {
     let mut id: Option<u32> = None;
     let mut group_type: Option<GroupType> = None;
+    let mut method: Option<&str> = None;
+    let mut fields: Vec<FieldId> = Vec::new();
     // Bucket token lists; tokens are top-level comma pieces.
     let mut buckets: Vec<Vec<&str>> = Vec::new();
     for tok in split_top(s, &[','])? {
@@ -61,8 +65,21 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
                     bad_setting("type", v, "all, select, indirect or fast_failover")
                 })?);
             }
-            "selection_method" => {}
-            k if k.starts_with("fields(") || k == "fields" => {}
+            "selection_method" => match v {
+                "hash" | "dp_hash" => method = Some(v),
+                _ => return Err(bad_setting("selection_method", v, "hash or dp_hash")),
+            },
+            "fields" => push_hash_field(&mut fields, v)?,
+            k if k.starts_with("fields(") => {
+                let list = tok
+                    .trim()
+                    .strip_prefix("fields(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| bad_setting("fields", tok, "fields(NAME,NAME,...)"))?;
+                for name in list.split(',') {
+                    push_hash_field(&mut fields, name)?;
+                }
+            }
             "command_bucket_id" | "bucket_id" => {}
             _ => {
                 return Err(ParseError::UnknownField {
@@ -88,6 +105,21 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
             ));
         }
     };
+    let selection = match method {
+        None if fields.is_empty() => Selection::Default,
+        Some("hash") => Selection::Hash(fields),
+        _ if !fields.is_empty() => {
+            return Err(ParseError::NotAllowed(
+                "fields(...) without selection_method=hash".into(),
+            ));
+        }
+        _ => Selection::Default,
+    };
+    if selection != Selection::Default && group_type != GroupType::Select {
+        return Err(ParseError::NotAllowed(
+            "selection_method in a group that is not type=select".into(),
+        ));
+    }
     let mut out = Vec::new();
     for toks in buckets {
         out.push(parse_bucket(&toks, group_type)?);
@@ -98,8 +130,26 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
             id,
             group_type,
             buckets: out,
+            selection,
         },
     })
+}
+
+/// Adds one `fields` entry (a field name; masks are not supported).
+fn push_hash_field(fields: &mut Vec<FieldId>, name: &str) -> Result<(), ParseError> {
+    let name = name.trim();
+    if name.contains('=') || name.contains('/') {
+        return Err(bad_setting("fields", name, "field names without masks"));
+    }
+    let f = FieldId::from_name(name).ok_or_else(|| ParseError::UnknownField {
+        name: name.into(),
+        suggestion: None,
+    })?;
+    if fields.contains(&f) {
+        return Err(ParseError::DuplicateField(name.into()));
+    }
+    fields.push(f);
+    Ok(())
 }
 
 fn parse_bucket(toks: &[&str], t: GroupType) -> Result<Bucket, ParseError> {
@@ -148,9 +198,30 @@ fn parse_bucket(toks: &[&str], t: GroupType) -> Result<Bucket, ParseError> {
     Ok(b)
 }
 
-/// One `dump-groups` line, with its leading space.
+/// One `dump-groups` line, with its leading space, as OpenFlow 1.3 reports it: without
+/// [`Group::selection`], which 1.3 cannot carry (see [`print_group_full`]).
 pub fn print_group(g: &Group) -> String {
+    print_group_with(g, false)
+}
+
+/// [`print_group`] plus the selection method, as ovs-ofctl prints it over OpenFlow 1.5
+/// (`selection_method=hash,fields=ip_src` for one field, `fields(a,b)` for more). Parses
+/// back to the same group.
+pub fn print_group_full(g: &Group) -> String {
+    print_group_with(g, true)
+}
+
+fn print_group_with(g: &Group, selection: bool) -> String {
     let mut s = format!(" group_id={},type={}", g.id, g.group_type.name());
+    if let (true, Selection::Hash(fields)) = (selection, &g.selection) {
+        s.push_str(",selection_method=hash");
+        let names: Vec<&str> = fields.iter().map(|f| f.info().name).collect();
+        match names.as_slice() {
+            [] => {}
+            [one] => s.push_str(&format!(",fields={one}")),
+            many => s.push_str(&format!(",fields({})", many.join(","))),
+        }
+    }
     let opts = PrintOpts::default();
     for b in &g.buckets {
         s.push_str(",bucket=");

@@ -12,7 +12,7 @@ mod print;
 pub mod value;
 
 pub use actions::parse_actions;
-pub use group::{parse_group, parse_group_mod, print_group};
+pub use group::{parse_group, parse_group_mod, print_group, print_group_full};
 pub use parse::{parse_flow, parse_flow_mod, parse_match};
 pub use print::{
     PrintOpts, print_actions, print_flow, print_flow_mod, print_instructions, print_match,

@@ -414,7 +414,10 @@ impl<'a> Xlate<'a> {
                     self.out.push(DpAction::Drop(DropReason::GroupMissing));
                     return;
                 }
-                let hash = self.hash_5tuple() as u64;
+                let hash = match group.selection.hash_fields() {
+                    Some(fields) => self.hash_fields(fields),
+                    None => self.hash_5tuple() as u64,
+                };
                 let chosen = match entry.maglev.as_ref().and_then(|m| m.pick(hash)) {
                     Some(i) => i,
                     None => {
@@ -431,7 +434,13 @@ impl<'a> Xlate<'a> {
                             .unwrap_or(0)
                     }
                 };
-                self.note(format_args!("group:{id} select: bucket {chosen}"));
+                match group.selection.hash_fields() {
+                    Some(fields) => self.note(format_args!(
+                        "group:{id} select (hash of {}): bucket {chosen}",
+                        field_names(fields)
+                    )),
+                    None => self.note(format_args!("group:{id} select: bucket {chosen}")),
+                }
                 let actions = group.buckets[chosen].actions.clone();
                 self.actions(&actions);
             }
@@ -457,6 +466,21 @@ impl<'a> Xlate<'a> {
             h = (h ^ w).wrapping_mul(0x85eb_ca6b).rotate_left(13);
         }
         h ^ (h >> 16)
+    }
+
+    /// Hash of only the fields a `selection_method=hash,fields(..)` group names (session
+    /// affinity: `fields(ip_src)` keeps a client on one bucket whatever its ports). Only those
+    /// fields become part of the megaflow.
+    fn hash_fields(&mut self, fields: &[FieldId]) -> u64 {
+        let mut h: u64 = 0x243f_6a88_85a3_08d3;
+        for f in fields {
+            let info = f.info();
+            (info.set)(&mut self.wc, info.full_mask());
+            let v = (info.get)(&self.key) & info.full_mask();
+            h = crate::conntrack::tuple::fmix64(h ^ v as u64);
+            h = crate::conntrack::tuple::fmix64(h ^ (v >> 64) as u64);
+        }
+        h
     }
 
     fn ct(&mut self, ct: &flowtable::action::Ct) {
@@ -506,6 +530,11 @@ impl<'a> Xlate<'a> {
             self.stopped = true;
         }
     }
+}
+
+fn field_names(fields: &[FieldId]) -> String {
+    let names: Vec<&str> = fields.iter().map(|f| f.info().name).collect();
+    names.join(",")
 }
 
 fn mac(v: u128) -> [u8; 6] {

@@ -546,11 +546,7 @@ pub fn group_mod_in(gm: &of::GroupMod) -> Result<flowtable::group::GroupMod, OfE
         .collect::<Result<Vec<_>, OfError>>()?;
     Ok(flowtable::group::GroupMod {
         command,
-        group: flowtable::Group {
-            id: gm.group_id,
-            group_type: group_type_in(gm.group_type),
-            buckets,
-        },
+        group: flowtable::Group::new(gm.group_id, group_type_in(gm.group_type), buckets),
     })
 }
 
