@@ -18,6 +18,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     pub busy_poll_us: u64,
+    /// Forwarding threads (0 or 1: one).
+    pub threads: usize,
     pub conntrack: crate::conntrack::Config,
 }
 
@@ -50,8 +52,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
-    let (dp, dp_thread) = datapath::spawn(datapath::Options {
+    let (dp, dp_threads) = datapath::spawn(datapath::Options {
         busy_poll_us: opts.busy_poll_us,
+        threads: opts.threads,
         conntrack: opts.conntrack.clone(),
     })
     .map_err(DaemonError::Datapath)?;
@@ -97,7 +100,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
     info!("shutting down");
     switch.shutdown();
-    let _ = dp_thread.join();
+    for t in dp_threads {
+        let _ = t.join();
+    }
     let _ = std::fs::remove_file(&sock);
     if let Some(p) = &opts.pidfile {
         let _ = std::fs::remove_file(p);

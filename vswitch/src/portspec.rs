@@ -46,6 +46,9 @@ pub struct PortSpec {
     pub kind: PortKind,
     pub ofport: Option<u32>,
     pub tunnel: Option<TunnelSpec>,
+    /// `options:thread=K`: the forwarding thread that polls the port (default: the least
+    /// loaded one).
+    pub thread: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +86,7 @@ impl PortSpec {
         let mut kind = PortKind::AfPacket;
         let mut ofport = None;
         let mut options: Vec<(String, String)> = Vec::new();
+        let mut thread = None;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
@@ -106,6 +110,13 @@ impl PortSpec {
                     }
                     ofport = Some(n);
                 }
+                "options:thread" => {
+                    thread = Some(value.parse().map_err(|_| PortSpecError::BadOption {
+                        key: "thread".into(),
+                        value: value.to_string(),
+                        why: "expected a forwarding thread number (0, 1, ...)",
+                    })?);
+                }
                 _ => match key.strip_prefix("options:") {
                     Some(opt) => options.push((opt.to_string(), value.to_string())),
                     None => return Err(PortSpecError::UnexpectedArg(arg.clone())),
@@ -125,6 +136,7 @@ impl PortSpec {
             kind,
             ofport,
             tunnel,
+            thread,
         })
     }
 }

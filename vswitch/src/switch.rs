@@ -42,7 +42,8 @@ pub struct BridgeCtl {
     pub ports: BTreeMap<u32, PortCtl>,
     pub pipeline: Arc<ArcSwap<Pipeline>>,
     pub drops: Arc<DropCounters>,
-    pub cache_stats: Arc<CacheStats>,
+    /// One per forwarding thread.
+    pub cache_stats: Vec<Arc<CacheStats>>,
     pub version: u64,
     pub created: Instant,
     /// The datapath's view, kept in step with `tables` change by change (see `publish`).
@@ -161,7 +162,7 @@ impl Switch {
     /// Starts delivering the datapath's packet-ins to subscribed OpenFlow connections.
     pub fn start_packet_in_dispatch(self: &Arc<Self>) {
         let (tx, rx) = crossbeam_channel::bounded::<crate::datapath::PacketInEvent>(4096);
-        self.dp.call(move |dp| dp.set_packet_in_sink(tx));
+        self.dp.set_packet_in_sink(tx);
         let me = Arc::downgrade(self);
         let _ = std::thread::Builder::new()
             .name("packet-in".into())
@@ -390,11 +391,17 @@ impl Switch {
                 self.with_bridge(a[0], |b| {
                     use std::sync::atomic::Ordering::Relaxed;
                     let mut out = b.drops.format();
+                    let sum = |f: fn(&CacheStats) -> &std::sync::atomic::AtomicU64| {
+                        b.cache_stats
+                            .iter()
+                            .map(|s| f(s).load(Relaxed))
+                            .sum::<u64>()
+                    };
                     out.push_str(&format!(
                         "caches: emc_hits={} megaflow_hits={} misses={}\n",
-                        b.cache_stats.emc_hits.load(Relaxed),
-                        b.cache_stats.megaflow_hits.load(Relaxed),
-                        b.cache_stats.misses.load(Relaxed)
+                        sum(|s| &s.emc_hits),
+                        sum(|s| &s.megaflow_hits),
+                        sum(|s| &s.misses)
                     ));
                     Ok(out)
                 })
@@ -474,8 +481,7 @@ impl Switch {
         }
         let pipeline = Arc::new(ArcSwap::from_pointee(Pipeline::empty()));
         let drops = Arc::new(DropCounters::default());
-        let (p, d, n) = (pipeline.clone(), drops.clone(), name.to_string());
-        let (dp_index, cache_stats) = self.dp.call(move |dp| dp.add_bridge(&n, p, d));
+        let (dp_index, cache_stats) = self.dp.add_bridge(name, pipeline.clone(), drops.clone());
         let mut b = BridgeCtl {
             name: name.to_string(),
             dp_index,
@@ -519,7 +525,7 @@ impl Switch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&idx);
-        self.dp.call(move |dp| dp.del_bridge(idx));
+        self.dp.del_bridge(idx);
         Ok(String::new())
     }
 
@@ -569,10 +575,13 @@ impl Switch {
             counters.clone(),
             b.drops.clone(),
         );
-        let dp_id = self
+        let (dp_id, thread) = self
             .dp
-            .call(move |dp| dp.add_port(port))
+            .add_port(port, spec.thread)
             .map_err(|e| format!("cannot poll port {name}: {e}"))?;
+        if self.dp.thread_count() > 1 {
+            tracing::info!(port = %name, thread, "port polled by forwarding thread");
+        }
         b.ports.insert(
             ofport,
             PortCtl {
@@ -627,7 +636,7 @@ impl Switch {
                 mac: p.mac,
             },
         );
-        self.dp.call(move |dp| dp.del_port(dp_id));
+        self.dp.del_port(dp_id);
         Ok(String::new())
     }
 
@@ -881,14 +890,14 @@ impl Switch {
                 .map(|p| p.dp_id)
                 .ok_or_else(|| format!("bridge {br} has no port {port}"))
         })?;
-        if !self.dp.call(move |dp| dp.start_capture(dp_id, count)) {
+        if !self.dp.start_capture(dp_id, count) {
             return Err(format!("port {port} is gone"));
         }
         let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
-        while Instant::now() < deadline && !self.dp.call(move |dp| dp.capture_full(dp_id)) {
+        while Instant::now() < deadline && !self.dp.capture_full(dp_id) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let frames = self.dp.call(move |dp| dp.stop_capture(dp_id));
+        let frames = self.dp.stop_capture(dp_id);
         crate::datapath::capture::write_pcap(Path::new(file), &frames)?;
         Ok(format!("{} frames written to {file}\n", frames.len()))
     }
@@ -1264,7 +1273,7 @@ mod tests {
             ports: BTreeMap::new(),
             pipeline: Arc::new(ArcSwap::from_pointee(Pipeline::empty())),
             drops: Arc::new(DropCounters::default()),
-            cache_stats: Arc::new(CacheStats::default()),
+            cache_stats: vec![Arc::new(CacheStats::default())],
             version: 0,
             created: Instant::now(),
             installed: Installed::default(),

@@ -641,3 +641,96 @@ fn flow_churn_under_traffic() {
     let _ = std::fs::remove_file(&file);
     eprintln!("flow churn: {rounds} rounds, {received}/300 flood replies");
 }
+
+/// `--threads 2`: pods' ports polled by different forwarding threads. Every pair still talks
+/// (frames cross threads: one thread receives, the other's port sends), and conntrack is one
+/// table: a connection opened through a port of thread 0 is `+est` for its replies arriving on
+/// a port of thread 1, while new connections from that side are refused.
+#[test]
+fn two_forwarding_threads_share_ports_and_conntrack() {
+    if !require_root("two_forwarding_threads_share_ports_and_conntrack") {
+        return;
+    }
+    let mut node = Node::new("mt");
+    node.start_switch_with(BR, &["--threads", "2"]);
+    let a = node.add_veth_pod("mta", "vpa", "10.10.0.1/24", "02:00:00:00:03:01");
+    let b = node.add_veth_pod("mtb", "vpb", "10.10.0.2/24", "02:00:00:00:03:02");
+    let d = node.daemon();
+    d.ctl(&["add-port", BR, "vpa", "ofport=1", "options:thread=0"]);
+    d.ctl(&["add-port", BR, "vpb", "ofport=2", "options:thread=1"]);
+    d.ctl(&[
+        "add-port",
+        BR,
+        "tmtc",
+        "type=tap",
+        "ofport=3",
+        "options:thread=1",
+    ]);
+    let bad = d.ctl_run(&["add-port", BR, "vx", "options:thread=2"]);
+    assert!(
+        !bad.ok && bad.stderr.contains("thread 2 does not exist"),
+        "a port on a missing thread must be refused: {bad:?}"
+    );
+    let pod_c = Netns::new(&unique("mtc")).expect("pod namespace");
+    ns_sh(
+        node.name(),
+        &format!("ip link set tmtc netns {}", pod_c.name()),
+    );
+    ns_sh(pod_c.name(), "ip link set tmtc name eth0");
+    configure_pod_eth0(pod_c.name(), "10.10.0.3/24", "02:00:00:00:03:03");
+    let c = node.adopt_pod(pod_c, "10.10.0.3");
+    let d = node.daemon();
+    let log = d.log_text();
+    for (port, t) in [("vpa", 0), ("vpb", 1), ("tmtc", 1)] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("polled by forwarding thread")
+                    && l.contains(&format!("port={port}"))
+                    && l.contains(&format!("thread={t}"))),
+            "no placement of {port} on thread {t} in the log:\n{log}"
+        );
+    }
+
+    for (x, y) in [(a, b), (a, c), (b, c), (c, a)] {
+        assert_ping(node.pod(x).name(), &node.pod(y).ip, 2);
+    }
+    let got = tcp_transfer(
+        node.pod(a).name(),
+        node.pod(b).name(),
+        &node.pod(b).ip,
+        300_000,
+    );
+    assert_eq!(got, 300_000, "TCP across threads lost bytes");
+
+    // A stateful rule set: port 1 may open connections, everyone else may only answer.
+    d.ctl(&["del-flows", BR]);
+    for f in [
+        "priority=100,ip,actions=ct(table=1)",
+        "priority=10,actions=NORMAL",
+        "table=1,priority=100,ct_state=+new+trk,ip,in_port=1,actions=ct(commit),NORMAL",
+        "table=1,priority=90,ct_state=+est+trk,ip,actions=NORMAL",
+        "table=1,priority=0,actions=drop",
+    ] {
+        d.ctl(&["add-flow", BR, f]);
+    }
+    assert_ping(node.pod(a).name(), &node.pod(b).ip, 2);
+    let got = tcp_transfer(
+        node.pod(a).name(),
+        node.pod(c).name(),
+        &node.pod(c).ip,
+        200_000,
+    );
+    assert_eq!(
+        got, 200_000,
+        "replies on thread 1 must find thread 0's connection"
+    );
+    let refused = ping(node.pod(b).name(), &node.pod(a).ip, 1);
+    assert!(!refused.ok, "a new connection from port 2 got through");
+    let conns = d.ctl(&["dump-conntrack", BR]);
+    assert!(
+        conns.contains("src=10.10.0.1,dst=10.10.0.3"),
+        "the TCP connection is not in the shared table:\n{conns}"
+    );
+    let d = node.daemon.as_mut().expect("daemon");
+    assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
+}

@@ -24,6 +24,10 @@ struct Cli {
     /// Busy-poll the ports for this many microseconds before blocking.
     #[arg(long, default_value_t = 0)]
     busy_poll_us: u64,
+    /// Forwarding threads; each port is polled by one of them (`add-port ...
+    /// options:thread=K` picks it, else the least loaded), and any of them sends out of any port.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
     /// Most connections conntrack keeps; new ones beyond it are dropped (`ct_table_full`).
     #[arg(long, default_value_t = 1 << 18)]
     ct_max_conns: usize,
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         config: cli.config,
         pidfile: cli.pidfile,
         busy_poll_us: cli.busy_poll_us,
+        threads: usize::from(cli.threads),
         conntrack,
     };
     match vswitch::daemon::run(opts) {

@@ -29,6 +29,11 @@ impl CaptureTap {
         }
     }
 
+    /// Frames asked for when the capture started.
+    pub fn wanted(&self) -> usize {
+        self.remaining + self.frames.len()
+    }
+
     pub fn is_full(&self) -> bool {
         self.remaining == 0
     }

@@ -11,11 +11,13 @@ use super::actions::DpAction;
 use super::cache::hash_key;
 use super::counters::PortCounters;
 use super::drops::DropReason;
+use super::mac_learning::MacTable;
 use super::ports::DpPort;
 use super::xlate::{CachedFlow, Xlate};
 use super::{Datapath, DpBridge};
 use crate::conntrack::Conntrack;
 use crate::pipeline::Pipeline;
+use std::sync::{Mutex, MutexGuard};
 
 /// Recirculations (ct with table=) one packet may take.
 const MAX_RECIRC: usize = 8;
@@ -46,7 +48,12 @@ impl Default for Scratch {
 struct Ctx<'a> {
     ports: &'a mut [Option<DpPort>],
     bridge: &'a mut DpBridge,
-    ct: &'a mut Conntrack,
+    /// Shared state, locked on first use and held to the end of the batch: at most one lock
+    /// per batch, none for batches that never need it.
+    ct: Shared<'a, Conntrack>,
+    mac: Shared<'a, MacTable>,
+    /// PACKET_OUT with its own actions: translate without touching the caches.
+    uncached: bool,
     pipeline: &'a Pipeline,
     scratch: &'a mut Scratch,
     now_ns: u64,
@@ -57,6 +64,22 @@ struct Ctx<'a> {
     ct_first: Option<(u16, FlowKey)>,
     packet_in: Option<&'a crossbeam_channel::Sender<super::PacketInEvent>>,
     bridge_index: usize,
+}
+
+/// A mutex shared between forwarding threads, locked lazily for the rest of a batch.
+struct Shared<'a, T> {
+    mutex: &'a Mutex<T>,
+    guard: Option<MutexGuard<'a, T>>,
+}
+
+impl<'a, T> Shared<'a, T> {
+    fn new(mutex: &'a Mutex<T>) -> Self {
+        Shared { mutex, guard: None }
+    }
+
+    fn get(&mut self) -> &mut T {
+        self.guard.get_or_insert_with(|| super::lock(self.mutex))
+    }
 }
 
 /// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
@@ -78,10 +101,13 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             Some(p) => (p.ofport, p.is_tunnel()),
             None => (0, false),
         };
+        let mac = b.mac.clone();
         let mut ctx = Ctx {
             ports,
             bridge: b,
-            ct,
+            ct: Shared::new(ct),
+            mac: Shared::new(&mac),
+            uncached: false,
             pipeline: &pipeline,
             scratch,
             now_ns,
@@ -111,7 +137,13 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
 }
 
 /// Runs a frame given by the control side (PACKET_OUT) as if received on `in_port`.
-pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8]) {
+pub(super) fn inject(
+    dp: &mut Datapath,
+    bridge: usize,
+    in_port: u32,
+    frame: &[u8],
+    one_shot: Option<Arc<Pipeline>>,
+) {
     let now_ns = dp.now_ns();
     let Datapath {
         ports,
@@ -124,8 +156,15 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
     let Some(Some(b)) = bridges.get_mut(bridge) else {
         return;
     };
-    let pipeline = b.pipeline.load_full();
-    revalidate(b, &pipeline);
+    let uncached = one_shot.is_some();
+    let pipeline = match one_shot {
+        Some(p) => p,
+        None => {
+            let p = b.pipeline.load_full();
+            revalidate(b, &p);
+            p
+        }
+    };
     let mut pkt = PacketBuf::new(
         tap_io::buf::DEFAULT_HEADROOM,
         tap_io::buf::DEFAULT_FRAME_ROOM,
@@ -139,10 +178,13 @@ pub(super) fn inject(dp: &mut Datapath, bridge: usize, in_port: u32, frame: &[u8
         .get(&in_port)
         .map(|p| p.dp_id as usize)
         .unwrap_or(usize::MAX);
+    let mac = b.mac.clone();
     let mut ctx = Ctx {
         ports,
         bridge: b,
-        ct,
+        ct: Shared::new(ct),
+        mac: Shared::new(&mac),
+        uncached,
         pipeline: &pipeline,
         scratch,
         now_ns,
@@ -216,6 +258,10 @@ fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usiz
 
 fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
     use std::sync::atomic::Ordering::Relaxed;
+    if ctx.uncached {
+        let table = key.recirc_id.saturating_sub(1) as u8;
+        return Arc::new(Xlate::new(ctx.pipeline, key, None).run(table).0);
+    }
     let b = &mut *ctx.bridge;
     let h = hash_key(key);
     if let Some(f) = b.emc.get(key, h) {
@@ -360,14 +406,21 @@ fn execute(
                         *key
                     }
                 };
-                let next =
-                    match super::ct::run(ctx.ct, ctx.now_ns, pkt, &lookup_key, key, parsed, ct) {
-                        Ok(next) => next,
-                        Err(reason) => {
-                            ctx.bridge.drops.add(reason, 1);
-                            return;
-                        }
-                    };
+                let next = match super::ct::run(
+                    ctx.ct.get(),
+                    ctx.now_ns,
+                    pkt,
+                    &lookup_key,
+                    key,
+                    parsed,
+                    ct,
+                ) {
+                    Ok(next) => next,
+                    Err(reason) => {
+                        ctx.bridge.drops.add(reason, 1);
+                        return;
+                    }
+                };
                 if let Some(table) = ct.recirc_table {
                     if recirc >= MAX_RECIRC {
                         ctx.bridge.drops.add(DropReason::LoopDetected, 1);
@@ -516,13 +569,13 @@ fn tunnel(
 fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
-    if ctx.bridge.mac.learn(vlan, key.eth_src, in_port, ctx.now_ns)
+    if ctx.mac.get().learn(vlan, key.eth_src, in_port, ctx.now_ns)
         == super::mac_learning::Learned::TableFull
     {
         ctx.bridge.drops.add(DropReason::MacTableFull, 1);
     }
     if key.eth_dst[0] & 1 == 0
-        && let Some(out) = ctx.bridge.mac.lookup(vlan, key.eth_dst, ctx.now_ns)
+        && let Some(out) = ctx.mac.get().lookup(vlan, key.eth_dst, ctx.now_ns)
     {
         if out != in_port {
             output_ofport(ctx, out, pkt, key, parsed);

@@ -44,42 +44,226 @@ pub use ports::{DpPort, PortIo};
 #[derive(Default)]
 pub struct Options {
     pub busy_poll_us: u64,
+    /// Forwarding threads (0 or 1: one). Each port is polled by one of them; any thread
+    /// sends out of any port.
+    pub threads: usize,
     /// Connection tracking: table size, timeouts, TCP checks.
     pub conntrack: crate::conntrack::Config,
 }
 
 type Job = Box<dyn FnOnce(&mut Datapath) + Send>;
 
-/// The control side's handle on the datapath thread.
-#[derive(Clone)]
-pub struct DatapathHandle {
+/// One forwarding thread as the control side sees it.
+struct ThreadHandle {
     jobs: Sender<Job>,
     waker: Arc<Waker>,
+}
+
+/// Which thread polls which datapath port (control-side bookkeeping).
+#[derive(Default)]
+struct Placement {
+    owner: Vec<Option<usize>>,
+}
+
+/// The control side's handle on the forwarding threads.
+#[derive(Clone)]
+pub struct DatapathHandle {
+    threads: Arc<[ThreadHandle]>,
+    /// Serialises changes that every thread must apply in the same order (bridges, ports),
+    /// so that indices agree across threads.
+    placement: Arc<std::sync::Mutex<Placement>>,
     /// The datapath clock's zero: flow `used_ns` stamps are relative to it.
     pub start: Instant,
 }
 
 impl DatapathHandle {
-    /// Runs `f` on the datapath thread between two batches and returns its result.
+    /// Runs `f` on the first forwarding thread between two batches and returns its result.
+    /// State shared by all threads (conntrack, MAC tables) is reachable from any of them.
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Datapath) -> R + Send + 'static,
     ) -> R {
+        self.call_on(0, f)
+    }
+
+    /// Runs `f` on forwarding thread `t`.
+    pub fn call_on<R: Send + 'static>(
+        &self,
+        t: usize,
+        f: impl FnOnce(&mut Datapath) -> R + Send + 'static,
+    ) -> R {
+        let th = &self.threads[t.min(self.threads.len() - 1)];
         let (tx, rx) = crossbeam_channel::bounded(1);
         let job: Job = Box::new(move |dp| {
             let _ = tx.send(f(dp));
         });
-        self.jobs
+        th.jobs
             .send(job)
             .expect("the datapath thread outlives its handles");
-        let _ = self.waker.wake();
+        let _ = th.waker.wake();
         rx.recv().expect("the datapath thread answers every job")
     }
 
-    /// Asks the thread to stop after its current batch.
+    /// Runs `f` on every thread in turn (thread 0 first) and returns their results.
+    fn each<R: Send + 'static>(
+        &self,
+        f: impl Fn(usize, &mut Datapath) -> R + Send + Sync + 'static,
+    ) -> Vec<R> {
+        let f = Arc::new(f);
+        (0..self.threads.len())
+            .map(|t| {
+                let f = f.clone();
+                self.call_on(t, move |dp| f(t, dp))
+            })
+            .collect()
+    }
+
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many forwarding threads run.
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// The thread that polls datapath port `dp_id`.
+    pub fn port_thread(&self, dp_id: usize) -> Option<usize> {
+        self.placement().owner.get(dp_id).copied().flatten()
+    }
+
+    /// Adds a bridge on every thread (one MAC table shared by all). Returns its index and
+    /// each thread's cache counters.
+    pub fn add_bridge(
+        &self,
+        name: &str,
+        pipeline: Arc<ArcSwap<Pipeline>>,
+        drops: Arc<DropCounters>,
+    ) -> (usize, Vec<Arc<CacheStats>>) {
+        let _order = self.placement();
+        let mac = Arc::new(std::sync::Mutex::new(MacTable::new(
+            mac_learning::DEFAULT_MAX_ENTRIES,
+            mac_learning::DEFAULT_AGING_SECS,
+        )));
+        let name = name.to_string();
+        let added = self
+            .each(move |_, dp| dp.add_bridge(&name, pipeline.clone(), drops.clone(), mac.clone()));
+        let idx = added[0].0;
+        debug_assert!(added.iter().all(|(i, _)| *i == idx));
+        (idx, added.into_iter().map(|(_, s)| s).collect())
+    }
+
+    pub fn del_bridge(&self, idx: usize) {
+        let mut placement = self.placement();
+        let ports = self.call(move |dp| dp.bridge_ports(idx));
+        for p in ports {
+            if let Some(o) = placement.owner.get_mut(p) {
+                *o = None;
+            }
+        }
+        self.each(move |_, dp| dp.del_bridge(idx));
+    }
+
+    /// Hands an opened port to the threads: `thread` (or the one polling the fewest ports)
+    /// receives from it, every other thread gets a transmit-only copy. Returns the port's
+    /// datapath id and the polling thread.
+    pub fn add_port(&self, port: DpPort, thread: Option<usize>) -> io::Result<(usize, usize)> {
+        let mut placement = self.placement();
+        let n = self.threads.len();
+        let owner = match thread {
+            Some(t) if t >= n => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("thread {t} does not exist (the datapath runs {n})"),
+                ));
+            }
+            Some(t) => t,
+            None => (0..n)
+                .min_by_key(|t| placement.owner.iter().filter(|o| **o == Some(*t)).count())
+                .unwrap_or(0),
+        };
+        let mut copies: Vec<Option<DpPort>> = Vec::with_capacity(n);
+        for t in 0..n {
+            copies.push(if t == owner {
+                None
+            } else {
+                Some(port.try_clone_tx()?)
+            });
+        }
+        copies[owner] = Some(port);
+        let mut ids = Vec::with_capacity(n);
+        for (t, copy) in copies.into_iter().enumerate() {
+            let copy = copy.expect("one copy per thread");
+            let polled = t == owner;
+            match self.call_on(t, move |dp| dp.add_port(copy, polled)) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    // Undo on the threads that took it, so they stay in step.
+                    for (u, id) in ids.into_iter().enumerate() {
+                        self.call_on(u, move |dp| dp.del_port(id));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let id = ids[0];
+        debug_assert!(ids.iter().all(|i| *i == id));
+        if placement.owner.len() <= id {
+            placement.owner.resize(id + 1, None);
+        }
+        placement.owner[id] = Some(owner);
+        Ok((id, owner))
+    }
+
+    pub fn del_port(&self, dp_id: usize) {
+        let mut placement = self.placement();
+        if let Some(o) = placement.owner.get_mut(dp_id) {
+            *o = None;
+        }
+        self.each(move |_, dp| dp.del_port(dp_id));
+    }
+
+    /// Sends every thread's `controller` packets to `sink`.
+    pub fn set_packet_in_sink(&self, sink: crossbeam_channel::Sender<PacketInEvent>) {
+        self.each(move |_, dp| dp.set_packet_in_sink(sink.clone()));
+    }
+
+    /// Captures up to `count` frames on a port: what its polling thread receives and what any
+    /// thread sends out of it.
+    pub fn start_capture(&self, dp_id: usize, count: usize) -> bool {
+        self.each(move |_, dp| dp.start_capture(dp_id, count))
+            .into_iter()
+            .all(|ok| ok)
+    }
+
+    pub fn capture_full(&self, dp_id: usize) -> bool {
+        let taken: usize = self
+            .each(move |_, dp| dp.capture_len(dp_id))
+            .into_iter()
+            .sum();
+        let want = self.call(move |dp| dp.capture_want(dp_id));
+        taken >= want
+    }
+
+    /// Stops a capture and returns its frames in time order, at most the count asked.
+    pub fn stop_capture(&self, dp_id: usize) -> Vec<capture::Captured> {
+        let want = self.call(move |dp| dp.capture_want(dp_id));
+        let mut frames: Vec<capture::Captured> = self
+            .each(move |_, dp| dp.stop_capture(dp_id))
+            .into_iter()
+            .flatten()
+            .collect();
+        frames.sort_by_key(|f| f.time);
+        frames.truncate(want);
+        frames
+    }
+
+    /// Asks every thread to stop after its current batch.
     pub fn stop(&self) {
-        let _ = self.jobs.send(Box::new(|dp: &mut Datapath| dp.stop = true));
-        let _ = self.waker.wake();
+        for th in self.threads.iter() {
+            let _ = th.jobs.send(Box::new(|dp: &mut Datapath| dp.stop = true));
+            let _ = th.waker.wake();
+        }
     }
 }
 
@@ -99,7 +283,9 @@ pub struct DpBridge {
     pub(crate) cache_version: u64,
     pub(crate) emc: Emc<xlate::CachedFlow>,
     pub(crate) megaflows: MegaflowCache<xlate::CachedFlow>,
-    pub(crate) mac: MacTable,
+    /// Shared by every thread's copy of the bridge (learning on one port, lookups on all);
+    /// locked at most once per batch.
+    pub(crate) mac: Arc<std::sync::Mutex<MacTable>>,
     /// Counters of cache behaviour, for `dump-drops` and benchmarks.
     pub stats: Arc<CacheStats>,
 }
@@ -126,12 +312,16 @@ pub struct PacketInEvent {
 }
 
 pub struct Datapath {
+    /// This thread's index (0 runs the shared housekeeping).
+    thread: usize,
     poll: Poll,
     /// Where `controller` actions go; `None` until the control side listens.
     pub(crate) packet_in: Option<crossbeam_channel::Sender<PacketInEvent>>,
     pub(crate) ports: Vec<Option<DpPort>>,
     pub(crate) bridges: Vec<Option<DpBridge>>,
-    pub(crate) ct: Conntrack,
+    /// One connection table for all threads (a connection's two directions may arrive on
+    /// ports of different threads); locked at most once per batch, when a packet needs it.
+    pub(crate) ct: Arc<std::sync::Mutex<Conntrack>>,
     rx: Batch,
     /// Ports that still had packets when their turn ended (edge-triggered readiness).
     still_ready: Vec<usize>,
@@ -142,35 +332,52 @@ pub struct Datapath {
     pub(crate) scratch: exec::Scratch,
 }
 
-pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+/// Starts the forwarding threads (`opts.threads`, at least one).
+pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)> {
+    let n = opts.threads.max(1);
     let start = Instant::now();
-    let mut dp = Datapath {
-        poll,
-        ports: Vec::new(),
-        bridges: Vec::new(),
-        ct: Conntrack::new(opts.conntrack).map_err(|e| io::Error::other(e.to_string()))?,
-        rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
-        still_ready: Vec::new(),
-        packet_in: None,
-        stop: false,
-        busy_poll: Duration::from_micros(opts.busy_poll_us),
-        start,
-        last_housekeeping: Instant::now(),
-        scratch: exec::Scratch::new(),
-    };
-    let thread = std::thread::Builder::new()
-        .name("datapath".into())
-        .spawn(move || dp.run(rx))?;
+    let ct = Conntrack::new(opts.conntrack).map_err(|e| io::Error::other(e.to_string()))?;
+    let ct = Arc::new(std::sync::Mutex::new(ct));
+    let mut handles = Vec::with_capacity(n);
+    let mut joins = Vec::with_capacity(n);
+    for t in 0..n {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let mut dp = Datapath {
+            thread: t,
+            poll,
+            ports: Vec::new(),
+            bridges: Vec::new(),
+            ct: ct.clone(),
+            rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
+            still_ready: Vec::new(),
+            packet_in: None,
+            stop: false,
+            busy_poll: Duration::from_micros(opts.busy_poll_us),
+            start,
+            last_housekeeping: Instant::now(),
+            scratch: exec::Scratch::new(),
+        };
+        let name = if n == 1 {
+            "datapath".to_string()
+        } else {
+            format!("datapath-{t}")
+        };
+        joins.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || dp.run(rx))?,
+        );
+        handles.push(ThreadHandle { jobs: tx, waker });
+    }
     Ok((
         DatapathHandle {
-            jobs: tx,
-            waker,
+            threads: handles.into(),
+            placement: Arc::default(),
             start,
         },
-        thread,
+        joins,
     ))
 }
 
@@ -257,20 +464,26 @@ impl Datapath {
         }
     }
 
+    /// Expiry of shared state (connections, MAC entries): thread 0's job.
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
+        if self.thread != 0 {
+            return;
+        }
         let now = self.now_ns();
-        self.ct.expire(now, 4096);
+        self.conntrack().expire(now, 4096);
         for b in self.bridges.iter_mut().flatten() {
-            b.mac.expire(now);
+            lock(&b.mac).expire(now);
         }
     }
 
+    /// Adds this thread's copy of a bridge (see [`DatapathHandle::add_bridge`]).
     pub fn add_bridge(
         &mut self,
         name: &str,
         pipeline: Arc<ArcSwap<Pipeline>>,
         drops: Arc<DropCounters>,
+        mac: Arc<std::sync::Mutex<MacTable>>,
     ) -> (usize, Arc<CacheStats>) {
         let stats = Arc::new(CacheStats::default());
         let bridge = DpBridge {
@@ -280,10 +493,7 @@ impl Datapath {
             cache_version: u64::MAX,
             emc: Emc::default(),
             megaflows: MegaflowCache::new(65536),
-            mac: MacTable::new(
-                mac_learning::DEFAULT_MAX_ENTRIES,
-                mac_learning::DEFAULT_AGING_SECS,
-            ),
+            mac,
             stats: stats.clone(),
         };
         let idx = match self.bridges.iter().position(|b| b.is_none()) {
@@ -299,14 +509,17 @@ impl Datapath {
         (idx, stats)
     }
 
-    pub fn del_bridge(&mut self, idx: usize) {
-        let ports: Vec<usize> = self
-            .ports
+    /// Datapath ids of a bridge's ports.
+    pub fn bridge_ports(&self, idx: usize) -> Vec<usize> {
+        self.ports
             .iter()
             .enumerate()
             .filter_map(|(i, p)| p.as_ref().filter(|p| p.bridge == idx).map(|_| i))
-            .collect();
-        for p in ports {
+            .collect()
+    }
+
+    pub fn del_bridge(&mut self, idx: usize) {
+        for p in self.bridge_ports(idx) {
             self.del_port(p);
         }
         if let Some(b) = self.bridges.get_mut(idx) {
@@ -314,29 +527,37 @@ impl Datapath {
         }
     }
 
-    /// Takes ownership of an opened port and starts polling it. Returns its datapath id.
-    pub fn add_port(&mut self, mut port: DpPort) -> io::Result<usize> {
+    /// Takes ownership of an opened port (this thread's copy of it) and, when `polled`,
+    /// starts receiving from it. Returns its datapath id.
+    pub fn add_port(&mut self, mut port: DpPort, polled: bool) -> io::Result<usize> {
         let idx = self
             .ports
             .iter()
             .position(|p| p.is_none())
             .unwrap_or(self.ports.len());
-        port.register(self.poll.registry(), Token(idx))?;
+        port.polled = polled;
+        if polled {
+            port.register(self.poll.registry(), Token(idx))?;
+        }
         if idx == self.ports.len() {
             self.ports.push(Some(port));
         } else {
             self.ports[idx] = Some(port);
         }
-        // A new port may already hold packets that arrived before registration.
-        self.still_ready.push(idx);
+        if polled {
+            // A new port may already hold packets that arrived before registration.
+            self.still_ready.push(idx);
+        }
         Ok(idx)
     }
 
     pub fn del_port(&mut self, idx: usize) {
         if let Some(Some(mut port)) = self.ports.get_mut(idx).map(|p| p.take()) {
-            port.deregister(self.poll.registry());
+            if port.polled {
+                port.deregister(self.poll.registry());
+            }
             if let Some(Some(b)) = self.bridges.get_mut(port.bridge) {
-                b.mac.flush_port(port.ofport);
+                lock(&b.mac).flush_port(port.ofport);
                 b.cache_version = u64::MAX;
             }
         }
@@ -345,7 +566,20 @@ impl Datapath {
 
     /// Runs a packet given by the control side (PACKET_OUT, `trace --inject`) through a bridge.
     pub fn inject(&mut self, bridge: usize, in_port: u32, frame: &[u8]) {
-        exec::inject(self, bridge, in_port, frame);
+        exec::inject(self, bridge, in_port, frame, None);
+        self.flush_all();
+    }
+
+    /// Runs a packet through `pipeline` instead of the bridge's own (PACKET_OUT with
+    /// actions), bypassing the caches so nothing of it stays behind.
+    pub fn inject_with(
+        &mut self,
+        bridge: usize,
+        in_port: u32,
+        frame: &[u8],
+        pipeline: Arc<Pipeline>,
+    ) {
+        exec::inject(self, bridge, in_port, frame, Some(pipeline));
         self.flush_all();
     }
 
@@ -360,13 +594,22 @@ impl Datapath {
         }
     }
 
-    /// Whether the port's capture has taken all the frames it wanted.
-    pub fn capture_full(&self, dp_id: usize) -> bool {
+    /// Frames this thread's copy of the port has captured so far.
+    pub fn capture_len(&self, dp_id: usize) -> usize {
         self.ports
             .get(dp_id)
             .and_then(|p| p.as_ref())
             .and_then(|p| p.capture.as_ref())
-            .is_none_or(|c| c.is_full())
+            .map_or(0, |c| c.frames.len())
+    }
+
+    /// Frames the running capture asked for (0 when none runs).
+    pub fn capture_want(&self, dp_id: usize) -> usize {
+        self.ports
+            .get(dp_id)
+            .and_then(|p| p.as_ref())
+            .and_then(|p| p.capture.as_ref())
+            .map_or(0, |c| c.wanted())
     }
 
     /// Stops a capture and returns what it took.
@@ -384,8 +627,9 @@ impl Datapath {
         self.packet_in = Some(sink);
     }
 
-    pub fn conntrack(&mut self) -> &mut Conntrack {
-        &mut self.ct
+    /// The connection table (shared by every thread).
+    pub fn conntrack(&self) -> std::sync::MutexGuard<'_, Conntrack> {
+        lock(&self.ct)
     }
 
     pub fn mac_table_dump(&self, bridge: usize) -> Vec<(u16, [u8; 6], u32, u64)> {
@@ -393,7 +637,13 @@ impl Datapath {
         self.bridges
             .get(bridge)
             .and_then(|b| b.as_ref())
-            .map(|b| b.mac.dump(now))
+            .map(|b| lock(&b.mac).dump(now))
             .unwrap_or_default()
     }
+}
+
+/// Locks shared datapath state; a thread that panicked while holding it cannot have left it
+/// half-updated in a way that matters more than stopping forwarding would.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

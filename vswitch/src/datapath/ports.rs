@@ -62,6 +62,8 @@ pub struct DpPort {
     pub capture: Option<Box<super::capture::CaptureTap>>,
     /// The bridge's drop counters: frames the kernel refused to send are counted there too.
     pub drops: Arc<super::drops::DropCounters>,
+    /// Whether this thread receives from the port (else it only sends through its copy).
+    pub polled: bool,
 }
 
 impl DpPort {
@@ -100,7 +102,45 @@ impl DpPort {
             offloads,
             capture: None,
             drops,
+            polled: true,
         }
+    }
+
+    /// A copy of this port for another forwarding thread: it shares the counters and sends
+    /// through a duplicate of the back end's descriptor, but never receives (the owning
+    /// thread polls the original).
+    pub fn try_clone_tx(&self) -> io::Result<DpPort> {
+        let io = match &self.io {
+            PortIo::Dev(p) => PortIo::Dev(p.try_clone_tx().unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this port type cannot be shared between forwarding threads",
+                ))
+            })?),
+            PortIo::Vxlan(v) => PortIo::Vxlan(Box::new(VxlanIo {
+                sock: v.sock.try_clone()?,
+                local: v.local,
+                dst_port: v.dst_port,
+                remote: v.remote,
+                vni: v.vni,
+                underlay_mtu: v.underlay_mtu,
+                rx_meta: [TunnelMeta::default(); BATCH],
+                rx_src: v.rx_src.clone(),
+                tx_dst: Vec::with_capacity(BATCH),
+                drops: v.drops.clone(),
+            })),
+        };
+        let mut port = DpPort::new(
+            &self.name,
+            self.bridge,
+            self.ofport,
+            self.kind,
+            io,
+            self.counters.clone(),
+            self.drops.clone(),
+        );
+        port.max_frame = self.max_frame;
+        Ok(port)
     }
 
     pub fn is_tunnel(&self) -> bool {

@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use flowtable::classifier::ClassifierBuilder;
 use flowtable::table::TableError;
 use tracing::debug;
@@ -526,14 +525,12 @@ impl Session {
             switch.dp.call(move |dp| dp.inject(idx, in_port, &frame));
             return Ok(());
         }
-        let live: Arc<ArcSwap<Pipeline>> = b.pipeline.clone();
-        let current = live.load_full();
-        let once = one_shot_pipeline(&current, actions);
-        switch.dp.call(move |dp| {
-            live.store(Arc::new(once));
-            dp.inject(idx, in_port, &frame);
-            live.store(current);
-        });
+        // The packet runs through a one-flow pipeline of its own, never published: the
+        // forwarding threads keep using the bridge's pipeline meanwhile.
+        let once = Arc::new(one_shot_pipeline(&b.pipeline.load_full(), actions));
+        switch
+            .dp
+            .call(move |dp| dp.inject_with(idx, in_port, &frame, once));
         Ok(())
     }
 }

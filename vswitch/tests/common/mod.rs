@@ -123,6 +123,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts vswitchd in namespace `ns` and waits for its management socket.
     pub fn start(ns: &str, rundir: &Path) -> Daemon {
+        Daemon::start_with(ns, rundir, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra vswitchd arguments (e.g. `--threads 2`).
+    pub fn start_with(ns: &str, rundir: &Path, extra: &[&str]) -> Daemon {
         let _ = std::fs::remove_dir_all(rundir);
         std::fs::create_dir_all(rundir).expect("create rundir");
         let log = rundir.join("vswitchd.log");
@@ -136,6 +141,7 @@ impl Daemon {
                 "--rundir",
             ])
             .arg(rundir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
@@ -328,8 +334,13 @@ impl Node {
 
     /// Starts vswitchd in the node namespace and creates bridge `br`.
     pub fn start_switch(&mut self, br: &str) -> &Daemon {
+        self.start_switch_with(br, &[])
+    }
+
+    /// Like [`Node::start_switch`], with extra vswitchd arguments.
+    pub fn start_switch_with(&mut self, br: &str, extra: &[&str]) -> &Daemon {
         let rundir = std::env::temp_dir().join(format!("{}-run", self.name()));
-        let d = Daemon::start(self.name(), &rundir);
+        let d = Daemon::start_with(self.name(), &rundir, extra);
         d.ctl(&["add-br", br]);
         self.daemon = Some(d);
         self.daemon.as_ref().expect("just set")
