@@ -158,10 +158,13 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
         "table=0,priority=100,cookie=0xa9e0000000000000,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=goto_table:20",
         "table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=192.168.0.11,tp_dst=30080,actions=group:1000000",
         "table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:0c->eth_dst,output:1001",
-        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11))",
+        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11:61000-65535))",
         "table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=10.247.0.0/16,actions=ct(commit,table=40,zone=1)",
-        // Outside clients of the NodePort: this node's backend only (group id + 2^30).
+        // Outside clients of the NodePort: their own group (id + 2^30) over every backend,
+        // marked for masquerade to the gateway (policy "cluster"), in table 35.
         "table=30,priority=210,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=group:1074741824",
+        "table=30,priority=95,cookie=0xa9e0000000000000,ct_state=+est-rpl+trk,ct_mark=0x2,ip,actions=goto_table:35",
+        "table=35,priority=100,cookie=0xa9e0000000000000,ip,actions=ct(commit,table=40,zone=2,nat(src=172.16.1.1))",
         "table=60,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,nw_src=192.168.0.11,actions=goto_table:65",
     ] {
         assert!(lines.contains(want), "missing {want} in:\n{lines}");
@@ -170,9 +173,75 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
     let groups = d.groups();
     assert_eq!(
         groups[&1_074_741_824],
-        "group_id=1074741824,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.11:8080))"
+        "group_id=1074741824,type=select,\
+         bucket=weight:1,actions=ct(commit,table=35,zone=1,nat(dst=172.16.1.11:8080),exec(set_field:0x2->ct_mark)),\
+         bucket=weight:1,actions=ct(commit,table=35,zone=1,nat(dst=172.16.2.21:8080),exec(set_field:0x2->ct_mark))"
     );
     assert!(groups[&1_000_000].contains("172.16.2.21:8080"));
+    // Every compiled line is accepted by the switch's parser.
+    Batch::plan(&Installed::default(), &d).unwrap();
+
+    // Policy "local": this node's backends only, the client's address kept (no mark).
+    let local = text.replace(
+        "target_port = 8080",
+        "target_port = 8080\nexternal_traffic_policy = \"local\"",
+    );
+    let d = compile(&parse(&local).unwrap(), &mut Numbering::default(), rt).unwrap();
+    assert_eq!(
+        d.groups()[&1_074_741_824],
+        "group_id=1074741824,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.11:8080))"
+    );
+}
+
+/// Tunnel mode with `underlay_interface`: peers over VXLAN, outside clients and egress
+/// through the uplink, the uplink's copies of VXLAN datagrams dropped first thing.
+#[test]
+fn tunnel_mode_with_an_uplink_serves_outside_clients() {
+    let text = SMALL
+        .replace(
+            "mode = \"tunnel\"",
+            "mode = \"tunnel\"\nunderlay_interface = \"eth1\"\nunderlay_mac = \"02:00:c0:a8:00:0b\"",
+        )
+        .replace(
+            "[[services]]\nname = \"web\"\n",
+            "[[services]]\nname = \"web\"\ntype = \"LoadBalancer\"\nexternal_ip = \"198.18.0.5\"\nnode_port = 30080\n",
+        )
+        + "[egress]\nsnat = true\nnext_hop_mac = \"02:00:c0:a8:00:01\"\n";
+    let cfg = parse(&text).unwrap();
+    let d = compile(&cfg, &mut Numbering::default(), Runtime::default()).unwrap();
+    let ports: Vec<&str> = d.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(ports, ["p-a", "p-b", "vxlan100", "eth1"]);
+    let lines = d.flow_lines().join("\n");
+    for want in [
+        "table=0,priority=110,cookie=0xa9e0000000000000,udp,in_port=1001,nw_dst=192.168.0.11,tp_dst=4789,actions=drop",
+        "table=0,priority=100,cookie=0xa9e0000000000000,in_port=1000,actions=goto_table:20",
+        "table=0,priority=100,cookie=0xa9e0000000000000,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=goto_table:20",
+        "table=0,priority=100,cookie=0xa9e0000000000000,tcp,in_port=1001,nw_dst=198.18.0.5,tp_dst=80,actions=goto_table:20",
+        "table=0,priority=90,cookie=0xa9e0000000000000,ip,in_port=1001,nw_dst=192.168.0.11,actions=goto_table:20",
+        "table=30,priority=210,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,in_port=1001,nw_dst=198.18.0.5,tp_dst=80,actions=group:1074741824",
+        "table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:192.168.0.12->tun_dst,output:1000",
+        "table=60,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,tcp,nw_src=198.18.0.5,tp_src=80,actions=goto_table:65",
+        "table=65,priority=100,cookie=0xa9e0000000000000,ip,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:01->eth_dst,output:1001",
+    ] {
+        assert!(lines.contains(want), "missing {want} in:\n{lines}");
+    }
+    // Peers never use the uplink in tunnel mode, and there is no classifier entry for
+    // the peers' pod CIDRs on it.
+    assert!(
+        !lines.contains("nw_dst=172.16.1.0/24,actions=goto_table:20"),
+        "{lines}"
+    );
+    Batch::plan(&Installed::default(), &d).unwrap();
+    // Without the uplink, nothing of this exists.
+    let d = compile(
+        &parse(SMALL).unwrap(),
+        &mut Numbering::default(),
+        Runtime::default(),
+    )
+    .unwrap();
+    let lines = d.flow_lines().join("\n");
+    assert!(!lines.contains("1001"), "{lines}");
+    assert!(!lines.contains("table=35"), "{lines}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Node configuration: parsing and validation errors name the key and the problem.
 
-use vswitch::agent::model::{Mode, ServiceKind};
+use vswitch::agent::model::{Mode, ServiceKind, TrafficPolicy};
 use vswitch::agent::validate::{ConfigError, parse};
 
 const BASE: &str = r#"
@@ -190,10 +190,72 @@ fn mode_rules() {
         "underlay_mac = \"02:00:00:00:00:02\"\ninner_mac = \"02:00:00:00:00:03\"",
     );
     assert_eq!(err(&inner).0, "peers[0].inner_mac");
+    // Tunnel mode without an uplink has no way out: egress and our underlay MAC need one.
     let snat_tunnel = format!("{BASE}\n[egress]\nsnat = true\n");
-    assert_eq!(err(&snat_tunnel).0, "egress.snat");
+    let (k, p) = err(&snat_tunnel);
+    assert_eq!(k, "egress.snat");
+    assert!(p.contains("node.underlay_interface"), "{p}");
     let next_hop_tunnel = format!("{BASE}\n[egress]\nnext_hop_mac = \"02:00:00:00:00:01\"\n");
     assert_eq!(err(&next_hop_tunnel).0, "egress.next_hop_mac");
+    let mac_tunnel = with(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\nunderlay_mac = \"02:00:00:00:00:0b\"",
+    );
+    assert_eq!(err(&mac_tunnel).0, "node.underlay_mac");
+}
+
+#[test]
+fn tunnel_mode_takes_an_uplink_for_outside_traffic() {
+    let text = with(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\nunderlay_interface = \"eth1\"\nunderlay_mac = \"02:00:00:00:00:0b\"",
+    );
+    let c = parse(&format!(
+        "{text}\n[egress]\nsnat = true\nnext_hop_mac = \"02:00:00:00:00:01\"\n"
+    ))
+    .unwrap();
+    let up = c.uplink.expect("uplink");
+    assert_eq!(up.interface, "eth1");
+    assert_eq!(up.mac.unwrap().to_string(), "02:00:00:00:00:0b");
+    assert!(c.egress.snat);
+    // The uplink is not a pod port, and a frontend cannot take the VXLAN port.
+    let clash = text.replace("port = \"p-a\"", "port = \"eth1\"");
+    assert_eq!(err(&clash).0, "pods[0].port");
+    let vxlan = format!(
+        "{text}\n[[services]]\nname = \"v\"\ntype = \"LoadBalancer\"\nexternal_ip = \"192.168.0.11\"\nprotocol = \"udp\"\nport = 4789\n"
+    );
+    let (k, p) = err(&vxlan);
+    assert_eq!(k, "services[1]");
+    assert!(p.contains("VXLAN"), "{p}");
+}
+
+#[test]
+fn external_traffic_policy_is_checked() {
+    let np = with(
+        "name = \"web\"",
+        "name = \"web\"\ntype = \"NodePort\"\nnode_port = 30080",
+    );
+    assert_eq!(
+        parse(&np).unwrap().services[0].external_traffic_policy,
+        TrafficPolicy::Cluster
+    );
+    let local = np.replace(
+        "port = 80\n",
+        "port = 80\nexternal_traffic_policy = \"local\"\n",
+    );
+    assert_eq!(
+        parse(&local).unwrap().services[0].external_traffic_policy,
+        TrafficPolicy::Local
+    );
+    let (k, p) = err(&local.replace("\"local\"", "\"Local\""));
+    assert_eq!(k, "services[0].external_traffic_policy");
+    assert!(p.contains("'Local'"), "{p}");
+    // A ClusterIP Service has no outside clients.
+    let cip = with(
+        "port = 80\n",
+        "port = 80\nexternal_traffic_policy = \"cluster\"\n",
+    );
+    assert_eq!(err(&cip).0, "services[0].external_traffic_policy");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use flowtable::text;
 use super::compile::{
     self, AGENT_COOKIE, Desired, FlowKey, Numbering, PortPlan, Runtime, ServiceOut,
 };
-use super::model::{Mac, Mode, NodeConfig, PodPortKind};
+use super::model::{Mac, NodeConfig, PodPortKind};
 use crate::switch::{BridgeCtl, Switch, publish};
 
 /// What the agent installed on one switch.
@@ -88,8 +88,8 @@ fn apply_on(
     }
     check_interfaces(cfg)?;
     let rt = Runtime {
-        uplink_mac: match (&cfg.mode, &cfg.underlay_interface) {
-            (Mode::Route { .. }, Some(ifname)) => tap_io::iface::mac(ifname).ok().map(Mac),
+        uplink_mac: match &cfg.uplink {
+            Some(u) if u.mac.is_none() => tap_io::iface::mac(&u.interface).ok().map(Mac),
             _ => None,
         },
     };
@@ -193,11 +193,12 @@ fn check_interfaces(cfg: &NodeConfig) -> Result<(), String> {
             ));
         }
     }
-    if let (Mode::Route { .. }, Some(ifname)) = (&cfg.mode, &cfg.underlay_interface)
-        && !exists(ifname)
+    if let Some(u) = &cfg.uplink
+        && !exists(&u.interface)
     {
         return Err(format!(
-            "node.underlay_interface: no interface named '{ifname}'"
+            "node.underlay_interface: no interface named '{}'",
+            u.interface
         ));
     }
     Ok(())

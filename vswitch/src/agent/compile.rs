@@ -277,8 +277,15 @@ enum Commit {
     Masquerade,
 }
 
-/// A select group over `backends` committing the DNAT, or `None` when there are none.
-fn select_group(gid: u32, zone: u16, backends: &[&Backend], commit: Commit) -> Option<String> {
+/// A select group over `backends` committing the DNAT, or `None` when there are none. With
+/// session affinity it hashes the client address only, so a client keeps its backend.
+fn select_group(
+    gid: u32,
+    zone: u16,
+    backends: &[&Backend],
+    commit: Commit,
+    affinity: bool,
+) -> Option<String> {
     if backends.is_empty() {
         return None;
     }
@@ -291,6 +298,9 @@ fn select_group(gid: u32, zone: u16, backends: &[&Backend], commit: Commit) -> O
     };
     let mut g = String::with_capacity(32 + backends.len() * 80);
     let _ = write!(g, "group_id={gid},type=select");
+    if affinity {
+        g.push_str(",selection_method=hash,fields(ip_src)");
+    }
     for be in backends {
         let _ = write!(
             g,
@@ -308,7 +318,8 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
     let (gid, zone) = (cx.group, cx.zone);
     let proto = s.protocol.as_str();
     let all: Vec<&Backend> = s.backends.iter().collect();
-    let action = match select_group(gid, zone, &all, Commit::Route) {
+    let affinity = s.session_affinity_seconds.is_some();
+    let action = match select_group(gid, zone, &all, Commit::Route, affinity) {
         Some(g) => {
             out.groups.push((gid, g));
             format!("group:{gid}")
@@ -338,14 +349,16 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
         // one); policy "local" keeps the client's address, so only this node's backends.
         let a = outside_action.get_or_insert_with(|| {
             let g = match s.external_traffic_policy {
-                TrafficPolicy::Cluster => select_group(outside_gid, zone, &all, Commit::Masquerade),
+                TrafficPolicy::Cluster => {
+                    select_group(outside_gid, zone, &all, Commit::Masquerade, affinity)
+                }
                 TrafficPolicy::Local => {
                     let local: Vec<&Backend> = s
                         .backends
                         .iter()
                         .filter(|b| cx.pod_cidr.contains(b.ip))
                         .collect();
-                    select_group(outside_gid, zone, &local, Commit::Route)
+                    select_group(outside_gid, zone, &local, Commit::Route, affinity)
                 }
             };
             match g {
@@ -372,12 +385,6 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
                 "goto_table:65",
             ));
         }
-    }
-    if s.session_affinity_seconds.is_some() {
-        out.warning = Some(format!(
-            "services '{}': session_affinity_seconds is accepted but not enforced yet (select groups hash each new connection)",
-            s.name
-        ));
     }
     out
 }

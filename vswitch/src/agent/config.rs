@@ -98,6 +98,8 @@ pub struct RawService {
     #[serde(default)]
     pub session_affinity_seconds: Option<u32>,
     #[serde(default)]
+    pub external_traffic_policy: Option<String>,
+    #[serde(default)]
     pub backends: Vec<RawBackend>,
 }
 

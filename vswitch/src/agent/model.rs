@@ -53,12 +53,15 @@ impl fmt::Display for Mac {
 pub enum Mode {
     /// Peers' pod CIDRs over VXLAN (one flow-based tunnel port, `tun_dst` set per peer).
     Tunnel { vni: u32, dst_port: u16 },
-    /// Peers' pod CIDRs straight onto the underlay through an AF_PACKET uplink port.
-    Route { uplink: UplinkSpec },
+    /// Peers' pod CIDRs straight onto the underlay through the AF_PACKET uplink port.
+    Route,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UplinkSpec {
+/// The AF_PACKET port on the underlay interface: peers (route mode), outside clients of
+/// NodePorts/external IPs and egress (both modes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub interface: String,
     /// Our own underlay MAC; `None` = read from the interface when applying.
     pub mac: Option<Mac>,
 }
@@ -109,6 +112,18 @@ pub enum ServiceKind {
     Dnat,
 }
 
+/// Which backends serve clients from outside the cluster (Kubernetes'
+/// `externalTrafficPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficPolicy {
+    /// Any backend, on any node; the client is source-NATed to this node's gateway address
+    /// so that replies come back through this node.
+    #[default]
+    Cluster,
+    /// This node's backends only; the backend sees the client's own address.
+    Local,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Tcp,
@@ -141,6 +156,7 @@ pub struct Service {
     pub protocol: Protocol,
     pub port: u16,
     pub session_affinity_seconds: Option<u32>,
+    pub external_traffic_policy: TrafficPolicy,
     pub backends: Vec<Backend>,
 }
 
@@ -172,7 +188,8 @@ pub struct NodeConfig {
     pub name: String,
     pub bridge: String,
     pub underlay_ip: Ipv4Addr,
-    pub underlay_interface: Option<String>,
+    /// The uplink port (required in route mode, optional in tunnel mode).
+    pub uplink: Option<Uplink>,
     pub pod_cidr: Cidr,
     pub gateway_ip: Ipv4Addr,
     pub gateway_mac: Mac,

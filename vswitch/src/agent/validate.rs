@@ -173,9 +173,7 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
             if raw.tunnel.is_some() {
                 return Err(invalid("tunnel", "only allowed with mode \"tunnel\""));
             }
-            Mode::Route {
-                uplink: UplinkSpec { mac: underlay_mac },
-            }
+            Mode::Route
         }
         other => {
             return Err(invalid(
@@ -184,7 +182,17 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
             ));
         }
     };
-    let route = matches!(mode, Mode::Route { .. });
+    let route = matches!(mode, Mode::Route);
+    if underlay_mac.is_some() && underlay_interface.is_none() {
+        return Err(invalid(
+            "node.underlay_mac",
+            "only used with node.underlay_interface (the uplink's source MAC)",
+        ));
+    }
+    let uplink = underlay_interface.clone().map(|interface| Uplink {
+        interface,
+        mac: underlay_mac,
+    });
 
     let mut peers = Vec::new();
     let mut peer_names = HashSet::new();
@@ -245,7 +253,7 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
         let k = |f: &str| format!("pods[{i}].{f}");
         let port = ifname(&k("port"), &p.port)?;
         if pods.iter().any(|q| q.port == port)
-            || Some(&port) == underlay_interface.as_ref()
+            || uplink.as_ref().is_some_and(|u| u.interface == port)
             || port == bridge
         {
             return Err(invalid(k("port"), format!("'{port}' is used twice")));
@@ -324,6 +332,14 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
             ));
         }
         for (ip, port) in svc.frontends(underlay_ip) {
+            if let Mode::Tunnel { dst_port, .. } = mode
+                && (ip, port, svc.protocol) == (underlay_ip, dst_port, Protocol::Udp)
+            {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    format!("{ip}:{port}/udp is the VXLAN port"),
+                ));
+            }
             if !frontends.insert((ip, port, svc.protocol)) {
                 return Err(invalid(
                     format!("services[{i}]"),
@@ -348,16 +364,16 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
                 .as_deref()
                 .map(|s| mac("egress.next_hop_mac", s))
                 .transpose()?;
-            if next_hop_mac.is_some() && !route {
+            if next_hop_mac.is_some() && uplink.is_none() {
                 return Err(invalid(
                     "egress.next_hop_mac",
-                    "only used in mode \"route\" (the uplink's next hop)",
+                    "only used with node.underlay_interface (the uplink's next hop)",
                 ));
             }
-            if e.snat && !route {
+            if e.snat && uplink.is_none() {
                 return Err(invalid(
                     "egress.snat",
-                    "masquerading needs mode \"route\" (traffic leaves through the uplink)",
+                    "masquerading needs node.underlay_interface (traffic leaves through the uplink)",
                 ));
             }
             if e.snat && next_hop_mac.is_none() {
@@ -377,7 +393,7 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
         name: n.name.clone(),
         bridge,
         underlay_ip,
-        underlay_interface,
+        uplink,
         pod_cidr,
         gateway_ip,
         gateway_mac,
@@ -488,6 +504,22 @@ fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, Conf
             format!("{a} is outside 1..86400"),
         ));
     }
+    let external_traffic_policy = match s.external_traffic_policy.as_deref() {
+        None | Some("cluster") => TrafficPolicy::Cluster,
+        Some("local") => TrafficPolicy::Local,
+        Some(other) => {
+            return Err(invalid(
+                k("external_traffic_policy"),
+                format!("unknown policy '{other}' (expected \"cluster\" or \"local\")"),
+            ));
+        }
+    };
+    if s.external_traffic_policy.is_some() && kind == ServiceKind::ClusterIp {
+        return Err(invalid(
+            k("external_traffic_policy"),
+            "a ClusterIP Service has no outside clients (NodePort, LoadBalancer and DNAT only)",
+        ));
+    }
     let mut backends: Vec<Backend> = Vec::new();
     for (j, b) in s.backends.iter().enumerate() {
         let bk = |f: &str| format!("services[{i}].backends[{j}].{f}");
@@ -517,6 +549,7 @@ fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, Conf
         protocol,
         port: s.port,
         session_affinity_seconds: s.session_affinity_seconds,
+        external_traffic_policy,
         backends,
     })
 }
