@@ -30,10 +30,20 @@ pub enum Counter {
     InvalidTcpNotNew,
     InvalidTcpWindow,
     InvalidFragment,
+    /// A fragment ahead of its first fragment was held.
+    FragHeld,
+    /// Held fragments handed back after their first fragment passed.
+    FragReleased,
+    /// A fragment could not be held (hold full): it was invalid instead.
+    FragHoldFull,
+    /// A fragment could not be held (frame larger than a hold slot): invalid instead.
+    FragHoldTooBig,
+    /// Held fragments dropped: their first fragment did not come in time.
+    FragHoldExpired,
 }
 
 impl Counter {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 22;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
@@ -52,6 +62,11 @@ impl Counter {
         Counter::InvalidTcpNotNew,
         Counter::InvalidTcpWindow,
         Counter::InvalidFragment,
+        Counter::FragHeld,
+        Counter::FragReleased,
+        Counter::FragHoldFull,
+        Counter::FragHoldTooBig,
+        Counter::FragHoldExpired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +88,11 @@ impl Counter {
             Counter::InvalidTcpNotNew => "invalid_tcp_cannot_open",
             Counter::InvalidTcpWindow => "invalid_tcp_out_of_window",
             Counter::InvalidFragment => "invalid_fragment_unknown",
+            Counter::FragHeld => "frag_held",
+            Counter::FragReleased => "frag_released",
+            Counter::FragHoldFull => "frag_hold_refused_full",
+            Counter::FragHoldTooBig => "frag_hold_refused_too_big",
+            Counter::FragHoldExpired => "drop_frag_hold_expired",
         }
     }
 }

@@ -4,20 +4,34 @@
 //! conntrack its ports are remembered under (zone, family, src, dst, proto, IP id); later
 //! fragments of the same datagram take the ports from here. The store is a fixed-size
 //! direct-mapped array (no allocation after construction, a newer datagram simply overwrites a
-//! colliding slot) whose entries age out after `max_age_ns`. This needs fragments in order
-//! (first fragment first), which holds for almost all real traffic; a later fragment seen
-//! before its first fragment is reported invalid. Full reassembly is not done here.
+//! colliding slot) whose entries age out after `max_age_ns`. A later fragment seen
+//! before its first fragment finds nothing here; conntrack then holds it (`fraghold.rs`) until
+//! the first fragment passes. Full reassembly is not done.
 
 use super::tuple::{Addr, Family};
 
+/// One datagram: the fragments sharing it belong together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FragKey {
-    src: Addr,
-    dst: Addr,
-    id: u32,
-    zone: u16,
-    proto: u8,
-    family: Family,
+pub(crate) struct FragKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub id: u32,
+    pub zone: u16,
+    pub proto: u8,
+    pub family: Family,
+}
+
+impl Default for FragKey {
+    fn default() -> Self {
+        FragKey {
+            src: Addr::default(),
+            dst: Addr::default(),
+            id: 0,
+            zone: 0,
+            proto: 0,
+            family: Family::V4,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -14,8 +14,11 @@
 //!   what the caller must write into the packet.
 //! - The table is bounded (`Config::max_conns`): a new connection that does not fit is refused
 //!   (`CtDrop::TableFull`) and counted; existing ones are never evicted early.
-//! - Nothing allocates per packet once built: the slab, the hash table and the fragment store
-//!   are sized at construction.
+//! - Nothing allocates per packet once built: the slab, the hash table, the fragment store and
+//!   the out-of-order fragment hold are sized at construction.
+//! - A non-first fragment that arrives before its first fragment is held (a copy, bounded in
+//!   count, size and time) when the caller gives the frame (`process_frame`), and handed back
+//!   (`take_released_fragment`) once the first fragment has passed.
 //!
 //! Time is a caller-supplied monotonic `now` in nanoseconds, which keeps tests deterministic.
 //! See docs/conntrack.md for the state machine, timeouts and the NAT allocation order.
@@ -24,6 +27,7 @@ pub mod counters;
 pub mod dump;
 mod extract;
 mod frag;
+mod fraghold;
 pub mod nat;
 mod slab;
 pub mod tcp;
@@ -38,7 +42,9 @@ pub use tcp::{TcpInvalid, TcpState, WindowScale};
 pub use timeouts::{TimeoutClass, Timeouts};
 pub use tuple::{Addr, Family, Tuple};
 
-use encap::flowkey::{CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, FlowKey};
+use encap::flowkey::{
+    CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, FRAG_ANY, FRAG_LATER, FlowKey,
+};
 use extract::{Extracted, Kind};
 use hashbrown::HashTable;
 use nat::{AllocRequest, NAT_DST, NAT_SRC};
@@ -77,6 +83,12 @@ pub struct Config {
     /// Size of the first-fragment store.
     pub frag_slots: usize,
     pub frag_max_age: Duration,
+    /// Out-of-order fragments held at most at once (0: none are held, they are invalid).
+    pub frag_hold_slots: usize,
+    /// Largest frame (Ethernet header included) that can be held.
+    pub frag_hold_bytes: usize,
+    /// How long a held fragment waits for its first fragment before it is dropped.
+    pub frag_hold_timeout: Duration,
     /// Hash key; `None` draws a random one (recommended: flooding attacks).
     pub hash_seed: Option<u64>,
 }
@@ -91,6 +103,9 @@ impl Default for Config {
             nat_max_probes: 4096,
             frag_slots: 1024,
             frag_max_age: Duration::from_secs(30),
+            frag_hold_slots: 64,
+            frag_hold_bytes: 2048,
+            frag_hold_timeout: Duration::from_secs(5),
             hash_seed: None,
         }
     }
@@ -149,6 +164,10 @@ pub struct CtResult {
     pub rewrite: Option<Rewrite>,
     pub drop: Option<CtDrop>,
     pub invalid: Option<InvalidReason>,
+    /// The packet was a fragment ahead of its first fragment and conntrack kept a copy
+    /// (`process_frame` only): the caller must not forward it now; it comes back through
+    /// `take_released_fragment`.
+    pub held: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -166,6 +185,7 @@ pub struct Conntrack {
     table: HashTable<Entry>,
     slab: Slab,
     frags: frag::FragTracker,
+    hold: fraghold::FragHold,
     counters: Counters,
     rng: u64,
     expire_cursor: usize,
@@ -187,6 +207,11 @@ impl Conntrack {
             table: HashTable::with_capacity(cfg.max_conns * 2),
             slab: Slab::with_capacity(cfg.max_conns),
             frags: frag::FragTracker::new(cfg.frag_slots, frag_age, seed ^ 0x5bd1_e995),
+            hold: fraghold::FragHold::new(
+                cfg.frag_hold_slots,
+                cfg.frag_hold_bytes,
+                u64::try_from(cfg.frag_hold_timeout.as_nanos()).unwrap_or(u64::MAX),
+            ),
             counters: Counters::default(),
             rng: tuple::fmix64(seed ^ 0xa076_1d64_78bd_642f) | 1,
             expire_cursor: 0,
@@ -219,9 +244,69 @@ impl Conntrack {
         act: &CtAction<'_>,
         now: u64,
     ) -> CtResult {
+        self.process_inner(key, facts, act, now, None)
+    }
+
+    /// [`process`](Self::process) with the packet's bytes at hand: a non-first fragment whose
+    /// first fragment has not passed yet is copied into the fragment hold instead of being
+    /// marked invalid (`CtResult::held`; the caller must consume the packet). `meta` is what
+    /// the caller needs to run it again (its in_port, tunnel fields); it is returned by
+    /// [`take_released_fragment`](Self::take_released_fragment) once the first fragment has
+    /// passed. A fragment the hold cannot take (full, frame too large) is invalid, as before.
+    pub fn process_frame(
+        &mut self,
+        key: &FlowKey,
+        facts: &PacketFacts,
+        act: &CtAction<'_>,
+        now: u64,
+        frame: &[u8],
+        meta: &FlowKey,
+    ) -> CtResult {
+        self.process_inner(key, facts, act, now, Some((frame, meta)))
+    }
+
+    /// Whether held fragments are ready to run again (cheap: check it after each packet).
+    #[inline]
+    pub fn has_released_fragments(&self) -> bool {
+        self.hold.released() > 0
+    }
+
+    /// Fragments waiting in the hold for their first fragment.
+    pub fn held_fragments(&self) -> usize {
+        self.hold.held()
+    }
+
+    /// Takes the oldest held fragment whose first fragment has now passed: its frame is copied
+    /// into `out` (capacity reused) and the `meta` it was held with is returned.
+    pub fn take_released_fragment(&mut self, out: &mut Vec<u8>) -> Option<FlowKey> {
+        self.hold.take_released(out)
+    }
+
+    fn process_inner(
+        &mut self,
+        key: &FlowKey,
+        facts: &PacketFacts,
+        act: &CtAction<'_>,
+        now: u64,
+        frame: Option<(&[u8], &FlowKey)>,
+    ) -> CtResult {
         self.counters.bump(Counter::Packets);
-        match extract::extract(key, facts, act.zone, &mut self.frags, now) {
-            Err(r) => self.invalid(act.zone, r),
+        let extracted = extract::extract(key, facts, act.zone, &mut self.frags, now);
+        if key.nw_frag & (FRAG_ANY | FRAG_LATER) == FRAG_ANY
+            && self.hold.held() > 0
+            && extracted.is_ok()
+        {
+            // A first fragment: whatever of its datagram waits in the hold may go.
+            let n = self.hold.release(&frag_key(key, facts, act.zone));
+            self.counters.add(Counter::FragReleased, n as u64);
+        }
+        match extracted {
+            Err(r) => match frame {
+                Some((bytes, meta)) if r == InvalidReason::FragmentUnknown => {
+                    self.hold_fragment(key, facts, act.zone, bytes, meta, now)
+                }
+                _ => self.invalid(act.zone, r),
+            },
             Ok(Extracted::IcmpError {
                 inner,
                 outer_src,
@@ -235,6 +320,42 @@ impl Conntrack {
                 let seg = extract::tcp_segment(key, facts);
                 let icmp = (key.icmp_type, key.icmp_code);
                 self.track(tuple, kind, later_frag, &seg, icmp, act, now)
+            }
+        }
+    }
+
+    fn hold_fragment(
+        &mut self,
+        key: &FlowKey,
+        facts: &PacketFacts,
+        zone: u16,
+        frame: &[u8],
+        meta: &FlowKey,
+        now: u64,
+    ) -> CtResult {
+        let fk = frag_key(key, facts, zone);
+        let mut held = self.hold.hold(fk, meta, frame, now);
+        if held == Err(fraghold::HoldRefused::Full) {
+            let n = self.hold.expire(now);
+            self.counters.add(Counter::FragHoldExpired, n as u64);
+            held = self.hold.hold(fk, meta, frame, now);
+        }
+        match held {
+            Ok(()) => {
+                self.counters.bump(Counter::FragHeld);
+                CtResult {
+                    ct_state: CT_TRK,
+                    ct_zone: zone,
+                    held: true,
+                    ..CtResult::default()
+                }
+            }
+            Err(why) => {
+                self.counters.bump(match why {
+                    fraghold::HoldRefused::Full => Counter::FragHoldFull,
+                    fraghold::HoldRefused::TooBig => Counter::FragHoldTooBig,
+                });
+                self.invalid(zone, InvalidReason::FragmentUnknown)
             }
         }
     }
@@ -342,6 +463,7 @@ impl Conntrack {
             rewrite,
             drop: None,
             invalid: None,
+            held: false,
         })
     }
 
@@ -547,6 +669,7 @@ impl Conntrack {
             rewrite,
             drop: None,
             invalid: None,
+            held: false,
         }
     }
 
@@ -614,6 +737,8 @@ impl Conntrack {
             }
         }
         self.counters.add(Counter::Expired, n as u64);
+        let dropped = self.hold.expire(now);
+        self.counters.add(Counter::FragHoldExpired, dropped as u64);
         n
     }
 
@@ -692,6 +817,23 @@ impl Conntrack {
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The datagram a fragment belongs to (before any NAT of this zone, as the caller looks up).
+fn frag_key(key: &FlowKey, facts: &PacketFacts, zone: u16) -> frag::FragKey {
+    let (family, src, dst) = if key.eth_type == 0x86dd {
+        (Family::V6, Addr(key.ipv6_src), Addr(key.ipv6_dst))
+    } else {
+        (Family::V4, Addr::v4(key.nw_src), Addr::v4(key.nw_dst))
+    };
+    frag::FragKey {
+        src,
+        dst,
+        id: facts.ip_id,
+        zone,
+        proto: key.nw_proto,
+        family,
     }
 }
 

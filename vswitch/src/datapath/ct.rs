@@ -12,7 +12,9 @@ use crate::conntrack::{Conntrack, CtDrop, PacketFacts};
 
 /// Runs `ct` on one packet. `lookup` is the key conntrack identifies the connection by (the
 /// packet's key before any NAT of this zone), `key` the packet as it is now. Returns the key as
-/// the next pipeline pass sees it (ct fields set, NAT applied), or why it must be dropped.
+/// the next pipeline pass sees it (ct fields set, NAT applied), `None` when conntrack kept the
+/// packet (a fragment ahead of its first fragment: it comes back through
+/// `Conntrack::take_released_fragment`, with `key` as its metadata), or why it must be dropped.
 pub fn run(
     ct: &mut Conntrack,
     now: u64,
@@ -21,9 +23,9 @@ pub fn run(
     key: &FlowKey,
     parsed: &Parsed,
     act: &CtAction,
-) -> Result<FlowKey, DropReason> {
+) -> Result<Option<FlowKey>, DropReason> {
     let facts = facts(pkt.data(), key, parsed);
-    let res = ct.process(
+    let res = ct.process_frame(
         lookup,
         &facts,
         &crate::conntrack::CtAction {
@@ -34,7 +36,12 @@ pub fn run(
             force: false,
         },
         now,
+        pkt.data(),
+        key,
     );
+    if res.held {
+        return Ok(None);
+    }
     if let Some(d) = res.drop {
         return Err(match d {
             CtDrop::TableFull => DropReason::CtTableFull,
@@ -82,7 +89,7 @@ pub fn run(
             );
         }
     }
-    Ok(next)
+    Ok(Some(next))
 }
 
 fn v4(a: Addr) -> u32 {

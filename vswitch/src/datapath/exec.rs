@@ -27,6 +27,9 @@ pub struct Scratch {
     icmp: Vec<u8>,
     /// Where GSO super-frames are cut into segments for ports without GSO.
     gso: Vec<u8>,
+    /// Held fragments released by conntrack are copied here, then run again.
+    held_frame: Vec<u8>,
+    held_pkt: Option<PacketBuf>,
 }
 
 impl Scratch {
@@ -34,6 +37,8 @@ impl Scratch {
         Scratch {
             icmp: Vec::with_capacity(1600),
             gso: Vec::with_capacity(tap_io::buf::DEFAULT_FRAME_ROOM),
+            held_frame: Vec::new(),
+            held_pkt: None,
         }
     }
 }
@@ -130,6 +135,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             }
             ctx.ct_first = None;
             run_packet(&mut ctx, pkt, key, 0);
+            run_released_fragments(&mut ctx);
         }
     }
     rx.clear();
@@ -198,6 +204,52 @@ pub(super) fn inject(
         ..FlowKey::default()
     };
     run_packet(&mut ctx, &mut pkt, key, 0);
+    run_released_fragments(&mut ctx);
+}
+
+/// Runs again, from table 0 and as received, the fragments conntrack held until their first
+/// fragment passed (the packet just run may have been that first fragment). Cheap when there
+/// are none: conntrack is only asked if this batch already holds its lock.
+fn run_released_fragments(ctx: &mut Ctx) {
+    if !ctx
+        .ct
+        .guard
+        .as_ref()
+        .is_some_and(|ct| ct.has_released_fragments())
+    {
+        return;
+    }
+    let mut frame = std::mem::take(&mut ctx.scratch.held_frame);
+    let mut pkt = ctx.scratch.held_pkt.take().unwrap_or_else(|| {
+        PacketBuf::new(
+            tap_io::buf::DEFAULT_HEADROOM,
+            tap_io::buf::DEFAULT_FRAME_ROOM,
+        )
+    });
+    let saved_in_dp = ctx.in_dp;
+    while let Some(held) = ctx.ct.get().take_released_fragment(&mut frame) {
+        if pkt.set_frame(&frame).is_err() {
+            ctx.bridge.drops.add(DropReason::TooBig, 1);
+            continue;
+        }
+        let key = FlowKey {
+            in_port: held.in_port,
+            tun_id: held.tun_id,
+            tun_src: held.tun_src,
+            tun_dst: held.tun_dst,
+            ..FlowKey::default()
+        };
+        ctx.in_dp = ctx
+            .pipeline
+            .ports
+            .get(&held.in_port)
+            .map_or(usize::MAX, |p| p.dp_id as usize);
+        ctx.ct_first = None;
+        run_packet(ctx, &mut pkt, key, 0);
+    }
+    ctx.in_dp = saved_in_dp;
+    ctx.scratch.held_frame = frame;
+    ctx.scratch.held_pkt = Some(pkt);
 }
 
 /// Above this many megaflows a pipeline change flushes instead of re-checking each one: the
@@ -415,7 +467,8 @@ fn execute(
                     parsed,
                     ct,
                 ) {
-                    Ok(next) => next,
+                    Ok(Some(next)) => next,
+                    Ok(None) => return,
                     Err(reason) => {
                         ctx.bridge.drops.add(reason, 1);
                         return;
@@ -551,7 +604,7 @@ fn tunnel(
             PortCounters::add(&port.counters.tx_dropped, 1);
             let mtu = port.tunnel_inner_mtu();
             // Tell the sender, as a router on the path would (IPv4 with DF only).
-            let Scratch { icmp, gso } = &mut *ctx.scratch;
+            let Scratch { icmp, gso, .. } = &mut *ctx.scratch;
             if super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp) {
                 let in_dp = ctx.in_dp;
                 if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {

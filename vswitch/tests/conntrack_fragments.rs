@@ -1,0 +1,249 @@
+//! Out-of-order IPv4 fragments through conntrack and a Service's DNAT, on in-memory ports (no
+//! root): a later fragment that arrives before its first fragment is held, then forwarded with
+//! the connection's NAT once the first fragment has passed; the hold is bounded in count and
+//! time, and what it drops or refuses is counted.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use encap::build::FrameBuilder;
+use encap::{FlowKey, checksum};
+use tap_io::{Batch, MemPort, Port};
+use vswitch::conntrack::Counter;
+use vswitch::datapath;
+use vswitch::portspec::PortSpec;
+use vswitch::switch::Switch;
+
+const CLIENT_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 1, 0, 0x0b];
+const GW_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 0, 0, 0xfe];
+const CLIENT: [u8; 4] = [172, 16, 1, 11];
+const VIP: [u8; 4] = [10, 247, 0, 53];
+const BACKEND: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 31);
+
+struct Bridge {
+    switch: Arc<Switch>,
+    backend: MemPort,
+    _client: MemPort,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.switch.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bridge {
+    /// Port 1: the client; port 2: the backend of UDP Service 10.247.0.53:53 → .31:5353.
+    fn new(ct: vswitch::conntrack::Config) -> Bridge {
+        let opts = datapath::Options {
+            conntrack: ct,
+            ..datapath::Options::default()
+        };
+        let (dp, _threads) = datapath::spawn(opts).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "vswitch-frag-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let switch = Arc::new(Switch::new(dp, dir.clone()));
+        switch.add_br("br0").unwrap();
+        let mut peers = Vec::new();
+        for i in 1..=2 {
+            let (ours, theirs) = MemPort::pair(&format!("m{i}"), &format!("peer{i}"), 256);
+            let spec = PortSpec::parse(&format!("m{i}"), &[format!("ofport={i}")]).unwrap();
+            switch.add_port_with_io("br0", spec, ours).unwrap();
+            peers.push(theirs);
+        }
+        let run = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            switch.command(&args).unwrap();
+        };
+        run(&["del-flows", "br0"]);
+        run(&[
+            "add-flows",
+            "br0",
+            "table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)\n\
+             table=1,priority=100,ct_state=+new+trk,udp,nw_dst=10.247.0.53,tp_dst=53,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.31:5353))\n\
+             table=1,priority=80,ct_state=+new+trk,ip,actions=ct(commit,table=2,zone=1)\n\
+             table=1,priority=70,ct_state=+est+trk,ip,actions=resubmit(,2)\n\
+             table=1,priority=60,ct_state=+inv+trk,ip,actions=drop\n\
+             table=2,priority=10,ip,actions=output:2",
+        ]);
+        let backend = peers.pop().unwrap();
+        Bridge {
+            switch,
+            backend,
+            _client: peers.pop().unwrap(),
+            dir,
+        }
+    }
+
+    fn send(&self, frame: &[u8]) {
+        self.switch.inject("br0", 1, frame).unwrap();
+    }
+
+    fn received(&mut self) -> Vec<Vec<u8>> {
+        let mut batch = Batch::new(64, 128, 9216);
+        let _ = self.backend.rx_batch(&mut batch);
+        batch.iter().map(|p| p.data().to_vec()).collect()
+    }
+
+    fn ct_counter(&self, c: Counter) -> u64 {
+        self.switch
+            .dp
+            .call(move |dp| dp.conntrack().counters().get(c))
+    }
+
+    fn held(&self) -> usize {
+        self.switch.dp.call(|dp| dp.conntrack().held_fragments())
+    }
+}
+
+/// A 2000-byte UDP datagram to the Service as two IPv4 fragments (first, last).
+fn datagram(ident: u16, sport: u16) -> (Vec<u8>, Vec<u8>) {
+    let whole = FrameBuilder::eth(CLIENT_MAC, GW_MAC)
+        .ipv4(CLIENT, VIP)
+        .ident(ident)
+        .udp(sport, 53)
+        .payload(&[7u8; 2000])
+        .build();
+    let l4 = &whole[14 + 20..];
+    let first_len = 1480;
+    let frag = |offset: usize, data: &[u8], more: bool| {
+        FrameBuilder::eth(CLIENT_MAC, GW_MAC)
+            .ipv4(CLIENT, VIP)
+            .ident(ident)
+            .fragment(more, (offset / 8) as u16)
+            .protocol(17)
+            .payload(data)
+            .build()
+    };
+    (
+        frag(0, &l4[..first_len], true),
+        frag(first_len, &l4[first_len..], false),
+    )
+}
+
+fn key_of(frame: &[u8]) -> FlowKey {
+    let mut k = FlowKey::default();
+    assert!(encap::extract(frame, &mut k).is_ok());
+    k
+}
+
+#[test]
+fn a_later_fragment_first_waits_then_follows_its_first_fragment_with_the_dnat() {
+    let mut b = Bridge::new(vswitch::conntrack::Config::default());
+    let (first, last) = datagram(0x4242, 40000);
+    b.send(&last);
+    assert!(b.received().is_empty(), "held, not forwarded yet");
+    assert_eq!(b.held(), 1);
+    b.send(&first);
+    let out = b.received();
+    assert_eq!(out.len(), 2, "both fragments must leave");
+    for f in &out {
+        let k = key_of(f);
+        assert_eq!(
+            k.nw_dst,
+            u32::from(BACKEND),
+            "a fragment left without the DNAT"
+        );
+        assert_eq!(checksum::ipv4_header(&f[14..34]), 0);
+    }
+    // The first fragment leaves first (it released the other), with the port translated.
+    assert_eq!(key_of(&out[0]).tp_dst, 5353);
+    assert_eq!(
+        key_of(&out[1]).nw_frag & encap::flowkey::FRAG_LATER,
+        encap::flowkey::FRAG_LATER
+    );
+    assert_eq!(out[1].len(), last.len());
+    assert_eq!(b.held(), 0);
+    assert_eq!(b.ct_counter(Counter::FragHeld), 1);
+    assert_eq!(b.ct_counter(Counter::FragReleased), 1);
+    assert_eq!(b.ct_counter(Counter::InvalidFragment), 0);
+
+    // Two datagrams interleaved, each with its later fragment first.
+    let (f1, l1) = datagram(0x1111, 40001);
+    let (f2, l2) = datagram(0x2222, 40002);
+    b.send(&l1);
+    b.send(&l2);
+    b.send(&f2);
+    b.send(&f1);
+    let out = b.received();
+    let ports: Vec<(u16, bool)> = out
+        .iter()
+        .map(|f| {
+            let k = key_of(f);
+            assert_eq!(k.nw_dst, u32::from(BACKEND));
+            (u16::from_be_bytes([f[18], f[19]]), k.nw_frag & 2 != 0)
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (0x2222, false),
+            (0x2222, true),
+            (0x1111, false),
+            (0x1111, true)
+        ],
+        "each later fragment follows its own first fragment"
+    );
+}
+
+#[test]
+fn the_hold_is_bounded_and_what_it_cannot_keep_is_counted() {
+    let mut b = Bridge::new(vswitch::conntrack::Config {
+        frag_hold_slots: 2,
+        frag_hold_bytes: 1000,
+        frag_hold_timeout: Duration::from_millis(200),
+        ..vswitch::conntrack::Config::default()
+    });
+    // A later fragment larger than a slot: refused, invalid as before (and dropped by the flow).
+    let (_, big_last) = {
+        let whole = FrameBuilder::eth(CLIENT_MAC, GW_MAC)
+            .ipv4(CLIENT, VIP)
+            .ident(9)
+            .fragment(false, 185)
+            .protocol(17)
+            .payload(&[1u8; 1200])
+            .build();
+        ((), whole)
+    };
+    b.send(&big_last);
+    assert_eq!(b.ct_counter(Counter::FragHoldTooBig), 1);
+    assert_eq!(b.ct_counter(Counter::InvalidFragment), 1);
+    // Three lone later fragments: two held, the third refused (hold full).
+    for id in 1..=3u16 {
+        b.send(&datagram(id, 41000 + id).1);
+    }
+    assert_eq!(b.held(), 2);
+    assert_eq!(b.ct_counter(Counter::FragHoldFull), 1);
+    assert!(b.received().is_empty());
+    // Their first fragments never come: the housekeeping drops them after the timeout.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.held() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.held(), 0, "held fragments must time out");
+    assert_eq!(b.ct_counter(Counter::FragHoldExpired), 2);
+    // A first fragment after the timeout finds nothing held: only it leaves.
+    b.send(&datagram(1, 41001).0);
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(b.ct_counter(Counter::FragReleased), 0);
+}
+
+#[test]
+fn with_the_hold_disabled_a_later_fragment_first_is_invalid() {
+    let mut b = Bridge::new(vswitch::conntrack::Config {
+        frag_hold_slots: 0,
+        ..vswitch::conntrack::Config::default()
+    });
+    let (first, last) = datagram(7, 40000);
+    b.send(&last);
+    b.send(&first);
+    assert_eq!(b.received().len(), 1, "only the first fragment");
+    assert_eq!(b.ct_counter(Counter::InvalidFragment), 1);
+    assert_eq!(b.ct_counter(Counter::FragHoldFull), 1);
+}
