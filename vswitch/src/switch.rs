@@ -564,6 +564,13 @@ impl Switch {
             Some(n) => n,
             None => (1..).find(|n| !b.ports.contains_key(n)).unwrap_or(1),
         };
+        let threads = self.dp.thread_count();
+        if let Some(t) = spec.thread.filter(|t| *t >= threads) {
+            return Err(format!(
+                "options:thread={t}: thread {t} does not exist (vswitchd runs {threads} forwarding thread{})",
+                if threads == 1 { "" } else { "s" }
+            ));
+        }
         let counters = Arc::new(PortCounters::default());
         let (io, mac) = open(&b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
         let port = DpPort::new(
