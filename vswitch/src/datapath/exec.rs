@@ -87,6 +87,18 @@ impl<'a, T> Shared<'a, T> {
     }
 }
 
+impl Ctx<'_> {
+    /// The connection table. Its lock is taken only while the MAC table's is not held (that
+    /// one is let go first and re-taken on next use), so every thread locks in the same order,
+    /// conntrack then MAC, and two threads can never wait on each other.
+    fn conntrack(&mut self) -> &mut Conntrack {
+        if self.ct.guard.is_none() {
+            self.mac.guard = None;
+        }
+        self.ct.get()
+    }
+}
+
 /// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
 pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
     let now_ns = dp.now_ns();
@@ -227,7 +239,7 @@ fn run_released_fragments(ctx: &mut Ctx) {
         )
     });
     let saved_in_dp = ctx.in_dp;
-    while let Some(held) = ctx.ct.get().take_released_fragment(&mut frame) {
+    while let Some(held) = ctx.conntrack().take_released_fragment(&mut frame) {
         if pkt.set_frame(&frame).is_err() {
             ctx.bridge.drops.add(DropReason::TooBig, 1);
             continue;
@@ -458,9 +470,10 @@ fn execute(
                         *key
                     }
                 };
+                let now_ns = ctx.now_ns;
                 let next = match super::ct::run(
-                    ctx.ct.get(),
-                    ctx.now_ns,
+                    ctx.conntrack(),
+                    now_ns,
                     pkt,
                     &lookup_key,
                     key,
