@@ -158,7 +158,9 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
         "table=0,priority=100,cookie=0xa9e0000000000000,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=goto_table:20",
         "table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=192.168.0.11,tp_dst=30080,actions=group:1000000",
         "table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:0c->eth_dst,output:1001",
-        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11:61000-65535))",
+        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11:61000-65535))",
+        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,udp,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11:61000-65535))",
+        "table=60,priority=99,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11))",
         "table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=10.247.0.0/16,actions=ct(commit,table=40,zone=1)",
         // Outside clients of the NodePort: their own group (id + 2^30) over every backend,
         // marked for masquerade to the gateway (policy "cluster"), in table 35.
@@ -166,6 +168,10 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
         "table=30,priority=95,cookie=0xa9e0000000000000,ct_state=+est-rpl+trk,ct_mark=0x2,ip,actions=goto_table:35",
         "table=35,priority=100,cookie=0xa9e0000000000000,ip,actions=ct(commit,table=40,zone=2,nat(src=172.16.1.1))",
         "table=60,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,nw_src=192.168.0.11,actions=goto_table:65",
+        // From the uplink back out of it (an outside client's packet for a peer's backend,
+        // that backend's reply): `output:in_port`, since `output:1001` skips the input port.
+        "table=50,priority=110,cookie=0xa9e0000000000000,ip,in_port=1001,nw_dst=172.16.2.0/24,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:0c->eth_dst,output:in_port",
+        "table=65,priority=110,cookie=0xa9e0000000000000,ip,in_port=1001,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:01->eth_dst,output:in_port",
     ] {
         assert!(lines.contains(want), "missing {want} in:\n{lines}");
     }

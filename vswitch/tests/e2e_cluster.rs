@@ -7,8 +7,11 @@
 //! guard, a ClusterIP Service reached from pods on every node and by its own backend
 //! (hairpin), an incremental re-apply (`vswitchctl apply` / SIGHUP) that adds a Service
 //! without disturbing an open connection, a refused bad file; tunnel mode: a plain Linux
-//! node with a kernel vxlan device; route mode: egress SNAT to a public host and a NodePort
-//! from an outside client. Root only.
+//! node with a kernel vxlan device. In both modes node 1 has an uplink on the underlay
+//! interface: egress SNAT to a public host (ports 61000-65535), and an outside client behind
+//! it reaches a NodePort, a LoadBalancer IP and a shared DNAT address with backends on node 1
+//! and on other nodes (policy "cluster": masqueraded to node 1's gateway) and a NodePort with
+//! policy "local" (node 1's backend only, the client's address kept). Root only.
 
 mod common;
 
@@ -24,11 +27,18 @@ const VIP: &str = "10.247.0.10";
 const VIP2: &str = "10.247.0.20";
 /// A Service whose only backend is pod b.
 const VIP_SELF: &str = "10.247.0.30";
-/// The underlay router / public host of route mode (192.168.0.1, 203.0.113.10).
+/// The underlay router / public host (192.168.0.1, 203.0.113.10).
 const PUBLIC_MAC: &str = "02:00:cb:00:71:0a";
 const PUBLIC_HOST: &str = "203.0.113.10";
-/// An outside client (on the public host) of node 1's NodePort 30080.
+/// An outside client (on the public host) of node 1's NodePorts and external IPs.
 const OUTSIDE_CLIENT: &str = "198.51.100.10";
+/// A LoadBalancer IP and a shared DNAT address, routed by the public host to node 1.
+const LB_IP: &str = "198.18.0.5";
+const DNAT_IP: &str = "198.18.0.6";
+/// Pods' second server: answers "TAG CLIENT-ADDRESS" (who served, whom it saw).
+const WHO_PORT: u16 = 8081;
+/// The public host's server: answers "CLIENT-ADDRESS CLIENT-PORT".
+const PUBLIC_PORT: u16 = 9000;
 /// The MAC of the kernel VXLAN device of the plain Linux node (tunnel mode).
 const KERNEL_VXLAN_MAC: &str = "02:00:00:00:04:01";
 
@@ -187,10 +197,14 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
         ip = 10 + n
     );
     match mode {
+        // Node 1 has an uplink in tunnel mode too (outside clients, egress).
+        Mode::Tunnel if n == 1 => {
+            s.push_str("mode = \"tunnel\"\nunderlay_interface = \"eth1\"\n[tunnel]\nvni = 100\n")
+        }
         Mode::Tunnel => s.push_str("mode = \"tunnel\"\n[tunnel]\nvni = 100\n"),
         Mode::Route => s.push_str("mode = \"route\"\nunderlay_interface = \"eth1\"\n"),
     }
-    if n == 1 && mode == Mode::Route {
+    if n == 1 {
         // Pods of node 1 reach the public host masqueraded to 192.168.0.11.
         s.push_str(&format!(
             "[egress]\nsnat = true\nnext_hop_mac = \"{PUBLIC_MAC}\"\n"
@@ -230,14 +244,40 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
         "[[services]]\nname = \"self\"\ncluster_ip = \"{VIP_SELF}\"\nport = 80\ntarget_port = 8080\n\
          backends = [{{ ip = \"172.16.1.12\" }}]\n"
     ));
-    if mode == Mode::Route {
-        // Outside clients reach it through node 1's uplink; node 1 serves them with its own
-        // backend (b), pods anywhere with both.
-        s.push_str(
-            "[[services]]\nname = \"np\"\ntype = \"NodePort\"\nnode_port = 30080\nport = 80\n\
-             target_port = 8080\nbackends = [{ ip = \"172.16.1.12\" }, { ip = \"172.16.2.12\" }]\n",
-        );
-    }
+    // Outside clients reach these through node 1's uplink. Policy "cluster" (default): every
+    // backend, on any node; policy "local": node 1's backend b only.
+    let who = |name: &str, head: &str, backends: &str| {
+        format!(
+            "[[services]]\nname = \"{name}\"\n{head}\ntarget_port = {WHO_PORT}\nbackends = [{backends}]\n"
+        )
+    };
+    let b_f = "{ ip = \"172.16.1.12\" }, { ip = \"172.16.2.12\" }";
+    s.push_str(&who(
+        "np",
+        "type = \"NodePort\"\nnode_port = 30080\nport = 80",
+        b_f,
+    ));
+    s.push_str(&who(
+        "np-local",
+        "type = \"NodePort\"\nnode_port = 30081\nport = 80\nexternal_traffic_policy = \"local\"",
+        b_f,
+    ));
+    s.push_str(&who(
+        "lb",
+        &format!("type = \"LoadBalancer\"\nexternal_ip = \"{LB_IP}\"\nport = 80"),
+        b_f,
+    ));
+    // One public address, two ports, different pods.
+    s.push_str(&who(
+        "dnat-ac",
+        &format!("type = \"DNAT\"\nexternal_ip = \"{DNAT_IP}\"\nport = 8000"),
+        "{ ip = \"172.16.1.11\" }, { ip = \"172.16.2.11\" }",
+    ));
+    s.push_str(&who(
+        "dnat-e",
+        &format!("type = \"DNAT\"\nexternal_ip = \"{DNAT_IP}\"\nport = 8001"),
+        "{ ip = \"172.16.3.12\" }",
+    ));
     if extra_service {
         s.push_str(&format!(
             "[[services]]\nname = \"echo\"\ncluster_ip = \"{VIP2}\"\nport = 7\ntarget_port = 8080\n\
@@ -254,7 +294,7 @@ struct Cluster {
     pods: Vec<Netns>,
     nodes: Vec<Netns>,
     linux: Option<Netns>,
-    public: Option<Netns>,
+    public: Netns,
     _underlay: Netns,
     dir: PathBuf,
 }
@@ -331,7 +371,14 @@ fn build(mode: Mode) -> Cluster {
         pods.push(ns);
     }
     let linux = (mode == Mode::Tunnel).then(|| linux_node(&underlay));
-    let public = (mode == Mode::Route).then(|| public_host(&underlay));
+    let public = public_host(&underlay);
+    // Node 1's kernel sees what its uplink sees (AF_PACKET copies): it must not answer
+    // NodePort SYNs or replies to masqueraded connections with resets.
+    ns_sh(
+        nodes[0].name(),
+        "iptables -A INPUT -p tcp --dport 30000:32767 -j DROP && \
+         iptables -A INPUT -p tcp --dport 61000:65535 -j DROP",
+    );
     let mut c = Cluster {
         agents: Vec::new(),
         servers: Vec::new(),
@@ -395,6 +442,28 @@ fn build(mode: Mode) -> Cluster {
             .spawn()
             .expect("socat");
         c.servers.push(server);
+        let who = Command::new("ip")
+            .args(["netns", "exec", &pod, "timeout", "50", "socat"])
+            .arg(format!("TCP-LISTEN:{WHO_PORT},fork,reuseaddr"))
+            .arg(format!("SYSTEM:echo {} $SOCAT_PEERADDR", p.tag))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        c.servers.push(who);
+    }
+    {
+        let server = Command::new("ip")
+            .args(["netns", "exec", c.public.name(), "timeout", "50", "socat"])
+            .arg(format!("TCP-LISTEN:{PUBLIC_PORT},fork,reuseaddr"))
+            .arg("SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        c.servers.push(server);
     }
     std::thread::sleep(Duration::from_millis(300));
     c
@@ -431,8 +500,9 @@ fn linux_node(underlay: &Netns) -> Netns {
     ns
 }
 
-/// The underlay's router, which is also the public host 203.0.113.10. It has no route to the
-/// pod CIDRs: it can only answer pods whose traffic was masqueraded to a node address.
+/// The underlay's router, which is also the public host 203.0.113.10 and the outside client
+/// 198.51.100.10. It has no route to the pod CIDRs: it can only answer pods whose traffic was
+/// masqueraded to a node address. It routes the LoadBalancer and DNAT addresses to node 1.
 fn public_host(underlay: &Netns) -> Netns {
     let ns = Netns::new(&unique("rpublic")).expect("public host ns");
     ns_sh(
@@ -448,7 +518,8 @@ fn public_host(underlay: &Netns) -> Netns {
             "ip link set lo up && ip link set eth1 address {PUBLIC_MAC} && \
              ip addr add 192.168.0.1/24 dev eth1 && ip addr add {PUBLIC_HOST}/32 dev eth1 && \
              ip addr add {OUTSIDE_CLIENT}/32 dev eth1 && \
-             ip link set eth1 up"
+             ip link set eth1 up && ip route add 198.18.0.0/24 via 192.168.0.11 && \
+             (ethtool -K eth1 tso off gso off gro off >/dev/null 2>&1; true)"
         ),
     );
     ns
@@ -478,6 +549,81 @@ fn flow_packets(agent: &Agent, parts: &[&str]) -> u64 {
         .and_then(|s| s.split(',').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no n_packets in {line}"))
+}
+
+/// One connection from the outside client to `ip:port`: "TAG SEEN-CLIENT" from the pod.
+fn outside_hello(public: &Netns, ip: &str, port: u16) -> Option<String> {
+    let p = port.to_string();
+    let r = ns_run(
+        public.name(),
+        &[
+            "timeout",
+            "4",
+            "nc",
+            "-w",
+            "2",
+            "-s",
+            OUTSIDE_CLIENT,
+            ip,
+            &p,
+        ],
+        Duration::from_secs(6),
+    );
+    let line = r.stdout.lines().next()?.trim().to_string();
+    (!line.is_empty()).then_some(line)
+}
+
+/// The outside client reaches node 1's NodePorts, LoadBalancer IP and shared DNAT address;
+/// each backend answers (local and remote), and sees whom the policy says it should.
+fn outside_clients(c: &Cluster, public: &Netns) {
+    let gw = "172.16.1.1";
+    let cases: [(&str, u16, &[&str], &str); 5] = [
+        ("192.168.0.11", 30080, &["b", "f"], gw),
+        (LB_IP, 80, &["b", "f"], gw),
+        (DNAT_IP, 8000, &["a", "c"], gw),
+        (DNAT_IP, 8001, &["e"], gw),
+        // Policy "local": node 1's backend only, and it sees the client itself.
+        ("192.168.0.11", 30081, &["b"], OUTSIDE_CLIENT),
+    ];
+    for (ip, port, backends, client) in cases {
+        let mut seen = BTreeSet::new();
+        for i in 0..24 {
+            let hello = outside_hello(public, ip, port).unwrap_or_else(|| {
+                panic!(
+                    "outside -> {ip}:{port} (try {i}): no answer\n{}\n{}\n{}\nnode 2:\n{}\n{}",
+                    c.agents[0].ctl(&["dump-flows", "br-int"]),
+                    c.agents[0].ctl(&["dump-conntrack", "br-int"]),
+                    c.agents[0].ctl(&["dump-drops", "br-int"]),
+                    c.agents[1].ctl(&["dump-conntrack", "br-int"]),
+                    c.agents[1].ctl(&["dump-drops", "br-int"]),
+                )
+            });
+            let (tag, saw) = hello.split_once(' ').expect("tag and address");
+            assert!(backends.contains(&tag), "{ip}:{port} answered by {tag}");
+            assert_eq!(saw, client, "{ip}:{port}: backend {tag} saw {saw}");
+            seen.insert(tag.to_string());
+            if seen.len() == backends.len() && i >= 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            backends.len(),
+            "{ip}:{port}: only {seen:?} answered"
+        );
+    }
+    // Masqueraded outside connections: DNAT in zone 1 marked 2, SNAT to the gateway in zone 2.
+    let ct = c.agents[0].ctl(&["dump-conntrack", "br-int"]);
+    assert!(
+        ct.lines()
+            .any(|l| l.contains("dport=30080") && l.contains("mark=2")),
+        "{ct}"
+    );
+    assert!(
+        ct.lines()
+            .any(|l| l.contains("zone=2") && l.contains(&format!("dst={gw},"))),
+        "{ct}"
+    );
 }
 
 fn run_cluster(mode: Mode) {
@@ -520,43 +666,33 @@ fn run_cluster(mode: Mode) {
         );
     }
 
-    // Route mode: egress SNAT from node 1's pods to the public host (who could not answer
-    // a pod address), visible in conntrack as a connection translated to 192.168.0.11.
-    if c.public.is_some() {
-        assert_ping(c.pod_ns("a"), PUBLIC_HOST, 2);
-        let ct = c.agents[0].ctl(&["dump-conntrack", "br-int"]);
+    // Egress SNAT from node 1's pods to the public host (who could not answer a pod
+    // address), visible in conntrack, from the masquerade port range.
+    assert_ping(c.pod_ns("a"), PUBLIC_HOST, 2);
+    let ct = c.agents[0].ctl(&["dump-conntrack", "br-int"]);
+    assert!(
+        ct.lines()
+            .any(|l| l.contains(PUBLIC_HOST) && l.contains("192.168.0.11")),
+        "no masqueraded connection in:\n{ct}"
+    );
+    for from in ["a", "b"] {
+        let seen = tcp_hello(c.pod_ns(from), PUBLIC_HOST, PUBLIC_PORT)
+            .unwrap_or_else(|| panic!("{from} -> public host: no answer"));
+        let (addr, port) = seen.split_once(' ').expect("address and port");
+        assert_eq!(addr, "192.168.0.11", "public host saw {seen}");
+        let port: u16 = port.parse().expect("port");
         assert!(
-            ct.lines()
-                .any(|l| l.contains(PUBLIC_HOST) && l.contains("192.168.0.11")),
-            "no masqueraded connection in:\n{ct}"
+            (61000..=65535).contains(&port),
+            "masqueraded to port {port}"
         );
     }
+    outside_clients(&c, &c.public);
 
-    // Route mode: an outside client reaches the NodePort on node 1's address. The node's
-    // kernel sees the same packets (AF_PACKET copies) and must not answer them with resets.
-    if let Some(public) = &c.public {
-        ns_sh(
-            c.nodes[0].name(),
-            "iptables -A INPUT -p tcp --dport 30000:32767 -j DROP",
-        );
-        for _ in 0..3 {
-            let r = ns_run(
-                public.name(),
-                &[
-                    "timeout",
-                    "4",
-                    "nc",
-                    "-w",
-                    "2",
-                    "-s",
-                    OUTSIDE_CLIENT,
-                    "192.168.0.11",
-                    "30080",
-                ],
-                Duration::from_secs(6),
-            );
-            assert_eq!(r.stdout.trim(), "b", "NodePort from outside: {r:?}");
-        }
+    // Tunnel mode: the uplink's copies of VXLAN datagrams are dropped by their own flow,
+    // first thing, while the same datagrams reach the tunnel port through the kernel.
+    if mode == Mode::Tunnel {
+        let dropped = flow_packets(&c.agents[0], &["table=0", "tp_dst=4789", "actions=drop"]);
+        assert!(dropped > 0, "no VXLAN copy seen on the uplink");
     }
 
     // A spoofed source address is dropped by node 1's spoof guard and counted there.

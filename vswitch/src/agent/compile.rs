@@ -19,11 +19,19 @@ pub const AGENT_COOKIE: u64 = 0xa9e0_0000_0000_0000;
 pub const GROUP_BASE: u32 = 1_000_000;
 /// The VXLAN port (tunnel mode).
 pub const TUNNEL_OFPORT: u32 = 1000;
-/// The AF_PACKET uplink on the underlay interface (route mode).
+/// The AF_PACKET uplink on the underlay interface (route mode, and tunnel mode when
+/// `underlay_interface` is given).
 pub const UPLINK_OFPORT: u32 = 1001;
-/// The group of a Service's node-local backends (outside clients in route mode) is the
+/// The group serving a Service's outside clients (those arriving on the uplink) is the
 /// Service's group id plus this.
-pub const LOCAL_GROUP_OFFSET: u32 = 1 << 30;
+pub const OUTSIDE_GROUP_OFFSET: u32 = 1 << 30;
+/// `ct_mark` of a Service connection whose client is source-NATed to the gateway address
+/// (outside client, `external_traffic_policy = "cluster"`).
+pub const MASQUERADE_MARK: u32 = 0x2;
+/// Source ports of egress masquerade: above the NodePort range (a reply never looks like a
+/// NodePort request) and above Linux's default ephemeral range (the node's own connections
+/// never share a port with a masqueraded one, so a firewall rule can drop exactly these).
+pub const MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
 /// Pods get ofports below this.
 pub const POD_OFPORT_MAX: u32 = 999;
 
@@ -35,6 +43,7 @@ pub enum Table {
     Conntrack = 20,
     HairpinUnsnat = 21,
     ServiceLb = 30,
+    OutsideSnat = 35,
     L3Forward = 40,
     PeerOutput = 50,
     Egress = 60,
@@ -44,12 +53,13 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Classifier,
         Table::SpoofGuard,
         Table::Conntrack,
         Table::HairpinUnsnat,
         Table::ServiceLb,
+        Table::OutsideSnat,
         Table::L3Forward,
         Table::PeerOutput,
         Table::Egress,
@@ -69,6 +79,7 @@ impl Table {
             Table::Conntrack => "conntrack",
             Table::HairpinUnsnat => "hairpin-unsnat",
             Table::ServiceLb => "service-lb",
+            Table::OutsideSnat => "outside-snat",
             Table::L3Forward => "l3-forward",
             Table::PeerOutput => "peer-output",
             Table::Egress => "egress",
@@ -170,7 +181,10 @@ struct ServiceContext {
     group: u32,
     zone: u16,
     node_ip: std::net::Ipv4Addr,
-    route: bool,
+    /// Outside clients arrive on the uplink.
+    uplink: bool,
+    /// Replies to outside clients can leave (the uplink and its next hop are known).
+    egress_out: bool,
     pod_cidr: Cidr,
 }
 
@@ -254,56 +268,66 @@ impl Builder {
     }
 }
 
-/// A select group over `backends` committing the DNAT, or `None` when there are none.
-/// With `client_affinity` the group hashes the client address only
-/// (`selection_method=hash,fields(ip_src)`), so every connection of a client picks the same
-/// backend for as long as that backend exists (see docs/services.md, session affinity).
+/// Where a select group's buckets send the connection after committing its DNAT.
+#[derive(Clone, Copy)]
+enum Commit {
+    /// On to routing (table 40).
+    Route,
+    /// Marked for masquerade, on to the outside-SNAT table (35).
+    Masquerade,
+}
+
+/// A select group over `backends` committing the DNAT, or `None` when there are none. With
+/// session affinity it hashes the client address only, so a client keeps its backend.
 fn select_group(
     gid: u32,
     zone: u16,
     backends: &[&Backend],
-    client_affinity: bool,
+    commit: Commit,
+    affinity: bool,
 ) -> Option<String> {
     if backends.is_empty() {
         return None;
     }
-    let mut g = format!("group_id={gid},type=select");
-    if client_affinity {
+    let (table, exec) = match commit {
+        Commit::Route => (Table::L3Forward.id(), String::new()),
+        Commit::Masquerade => (
+            Table::OutsideSnat.id(),
+            format!(",exec(set_field:{MASQUERADE_MARK:#x}->ct_mark)"),
+        ),
+    };
+    let mut g = String::with_capacity(32 + backends.len() * 80);
+    let _ = write!(g, "group_id={gid},type=select");
+    if affinity {
         g.push_str(",selection_method=hash,fields(ip_src)");
     }
     for be in backends {
         let _ = write!(
             g,
-            ",bucket=weight:{},actions=ct(commit,table=40,zone={zone},nat(dst={}:{}))",
+            ",bucket=weight:{},actions=ct(commit,table={table},zone={zone},nat(dst={}:{}){exec})",
             be.weight, be.ip, be.port
         );
     }
     Some(g)
 }
 
-/// A Service's flows: its frontends in table 30 (and, in route mode, in the classifier).
+/// A Service's flows: its frontends in table 30 and, when there is an uplink, its outside
+/// frontends (NodePort, external IP) in the classifier with their own group.
 fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
     let mut out = ServiceOut::default();
     let (gid, zone) = (cx.group, cx.zone);
     let proto = s.protocol.as_str();
     let all: Vec<&Backend> = s.backends.iter().collect();
     let affinity = s.session_affinity_seconds.is_some();
-    let action = match select_group(gid, zone, &all, affinity) {
+    let action = match select_group(gid, zone, &all, Commit::Route, affinity) {
         Some(g) => {
             out.groups.push((gid, g));
             format!("group:{gid}")
         }
         None => "drop".to_string(),
     };
-    // Outside clients (route mode, through the uplink) are served by this node's backends
-    // only: a reply from another node would not come back through this one.
-    let local: Vec<&Backend> = s
-        .backends
-        .iter()
-        .filter(|b| cx.pod_cidr.contains(b.ip))
-        .collect();
-    let local_gid = gid + LOCAL_GROUP_OFFSET;
-    let mut local_action = None;
+    let outside_gid = gid + OUTSIDE_GROUP_OFFSET;
+    let mut outside_action = None;
     for (ip, port) in s.frontends(cx.node_ip) {
         out.flows.push(flow_line(
             Table::ServiceLb,
@@ -311,29 +335,54 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
             &format!("ct_state=+new+trk,{proto},nw_dst={ip},tp_dst={port}"),
             &action,
         ));
-        if cx.route && Some(ip) != s.cluster_ip {
-            out.flows.push(flow_line(
-                Table::Classifier,
-                100,
-                &format!("{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"),
-                "goto_table:20",
-            ));
-            let a = local_action.get_or_insert_with(|| {
-                match select_group(local_gid, zone, &local, affinity) {
-                    Some(g) => {
-                        out.groups.push((local_gid, g));
-                        format!("group:{local_gid}")
-                    }
-                    None => "drop".to_string(),
+        if !cx.uplink || Some(ip) == s.cluster_ip {
+            continue;
+        }
+        out.flows.push(flow_line(
+            Table::Classifier,
+            100,
+            &format!("{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"),
+            "goto_table:20",
+        ));
+        // Outside clients: policy "cluster" balances over every backend and masquerades the
+        // client to the gateway address (a reply from another node comes back through this
+        // one); policy "local" keeps the client's address, so only this node's backends.
+        let a = outside_action.get_or_insert_with(|| {
+            let g = match s.external_traffic_policy {
+                TrafficPolicy::Cluster => {
+                    select_group(outside_gid, zone, &all, Commit::Masquerade, affinity)
                 }
-            });
+                TrafficPolicy::Local => {
+                    let local: Vec<&Backend> = s
+                        .backends
+                        .iter()
+                        .filter(|b| cx.pod_cidr.contains(b.ip))
+                        .collect();
+                    select_group(outside_gid, zone, &local, Commit::Route, affinity)
+                }
+            };
+            match g {
+                Some(g) => {
+                    out.groups.push((outside_gid, g));
+                    format!("group:{outside_gid}")
+                }
+                None => "drop".to_string(),
+            }
+        });
+        out.flows.push(flow_line(
+            Table::ServiceLb,
+            210,
+            &format!("ct_state=+new+trk,{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"),
+            a,
+        ));
+        if cx.egress_out && ip != cx.node_ip {
+            // Replies from an external IP leave through the uplink (the node address has one
+            // node-wide flow).
             out.flows.push(flow_line(
-                Table::ServiceLb,
-                210,
-                &format!(
-                    "ct_state=+new+trk,{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"
-                ),
-                a,
+                Table::Egress,
+                90,
+                &format!("ct_state=+est+trk,{proto},nw_src={ip},tp_src={port}"),
+                "goto_table:65",
             ));
         }
     }
@@ -343,7 +392,7 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
 /// Values the compiler needs from the running system (resolved before compiling).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Runtime {
-    /// Our underlay MAC (route mode), when the file did not give it.
+    /// Our underlay MAC (read from the uplink interface), when the file did not give it.
     pub uplink_mac: Option<Mac>,
 }
 
@@ -372,26 +421,24 @@ pub fn compile(
             args: vec![format!("type={}", p.kind.as_str()), format!("ofport={of}")],
         });
     }
-    let own_mac = match cfg.mode {
-        Mode::Tunnel { vni, dst_port } => {
+    if let Mode::Tunnel { vni, dst_port } = cfg.mode {
+        b.out.ports.push(PortPlan {
+            name: format!("vxlan{vni}"),
+            ofport: TUNNEL_OFPORT,
+            args: vec![
+                "type=vxlan".into(),
+                format!("ofport={TUNNEL_OFPORT}"),
+                "options:remote_ip=flow".into(),
+                format!("options:key={vni}"),
+                format!("options:local_ip={}", cfg.underlay_ip),
+                format!("options:dst_port={dst_port}"),
+            ],
+        });
+    }
+    let own_mac = match &cfg.uplink {
+        Some(uplink) => {
             b.out.ports.push(PortPlan {
-                name: format!("vxlan{vni}"),
-                ofport: TUNNEL_OFPORT,
-                args: vec![
-                    "type=vxlan".into(),
-                    format!("ofport={TUNNEL_OFPORT}"),
-                    "options:remote_ip=flow".into(),
-                    format!("options:key={vni}"),
-                    format!("options:local_ip={}", cfg.underlay_ip),
-                    format!("options:dst_port={dst_port}"),
-                ],
-            });
-            None
-        }
-        Mode::Route { uplink } => {
-            let name = cfg.underlay_interface.clone().unwrap_or_default();
-            b.out.ports.push(PortPlan {
-                name,
+                name: uplink.interface.clone(),
                 ofport: UPLINK_OFPORT,
                 args: vec!["type=afpacket".into(), format!("ofport={UPLINK_OFPORT}")],
             });
@@ -399,6 +446,7 @@ pub fn compile(
                 "node.underlay_mac: not given and the underlay interface has no readable MAC",
             )?)
         }
+        None => None,
     };
 
     // Table 0: where did the packet come from?
@@ -412,13 +460,28 @@ pub fn compile(
         );
     }
     match cfg.mode {
-        Mode::Tunnel { .. } => b.flow(
-            Table::Classifier,
-            100,
-            &format!("in_port={TUNNEL_OFPORT}"),
-            "goto_table:20",
-        ),
-        Mode::Route { .. } => {
+        Mode::Tunnel { dst_port, .. } => {
+            b.flow(
+                Table::Classifier,
+                100,
+                &format!("in_port={TUNNEL_OFPORT}"),
+                "goto_table:20",
+            );
+            if cfg.uplink.is_some() {
+                // The uplink also sees the VXLAN datagrams the kernel hands to the tunnel
+                // port's socket: one exact drop before anything looks up conntrack.
+                b.flow(
+                    Table::Classifier,
+                    110,
+                    &format!(
+                        "udp,in_port={UPLINK_OFPORT},nw_dst={},tp_dst={dst_port}",
+                        cfg.underlay_ip
+                    ),
+                    "drop",
+                );
+            }
+        }
+        Mode::Route => {
             b.flow(
                 Table::Classifier,
                 100,
@@ -507,7 +570,8 @@ pub fn compile(
             group: numbering.groups[&s.name],
             zone,
             node_ip: cfg.underlay_ip,
-            route: matches!(cfg.mode, Mode::Route { .. }),
+            uplink: cfg.uplink.is_some(),
+            egress_out: own_mac.is_some() && cfg.egress.next_hop_mac.is_some(),
             pod_cidr: cfg.pod_cidr,
         };
         let out = match memo.get(&s.name) {
@@ -568,6 +632,28 @@ pub fn compile(
     b.flow(Table::ServiceLb, 80, "ct_state=+inv+trk,ip", "drop");
     b.flow(Table::ServiceLb, 0, "", "drop");
 
+    // Table 35: outside clients of "cluster" Services (marked by their group) are
+    // source-NATed to the gateway address in the hairpin zone, on every packet of the
+    // original direction; replies to the gateway address are un-SNATed by table 20's rule.
+    if cfg.uplink.is_some() {
+        b.flow(
+            Table::ServiceLb,
+            95,
+            &format!("ct_state=+est-rpl+trk,ct_mark={MASQUERADE_MARK:#x},ip"),
+            "goto_table:35",
+        );
+        b.flow(
+            Table::OutsideSnat,
+            100,
+            "ip",
+            &format!(
+                "ct(commit,table=40,zone={hairpin_zone},nat(src={}))",
+                cfg.gateway_ip
+            ),
+        );
+        b.flow(Table::OutsideSnat, 0, "", "drop");
+    }
+
     // Table 40: which node owns the destination?
     b.flow(
         Table::L3Forward,
@@ -598,7 +684,7 @@ pub fn compile(
                     p.underlay_ip
                 )
             }
-            (Mode::Route { .. }, Some(own), Some(peer)) => {
+            (Mode::Route, Some(own), Some(peer)) => {
                 format!("set_field:{own}->eth_src,set_field:{peer}->eth_dst,output:{UPLINK_OFPORT}")
             }
             _ => {
@@ -614,17 +700,41 @@ pub fn compile(
             &format!("ip,nw_dst={}", p.pod_cidr),
             &actions,
         );
+        if cfg.mode == Mode::Route {
+            // An outside client's packet for a backend on the peer leaves by the port it
+            // came in on: OpenFlow's `output:P` skips the input port, `output:in_port` not.
+            b.flow(
+                Table::PeerOutput,
+                110,
+                &format!("ip,in_port={UPLINK_OFPORT},nw_dst={}", p.pod_cidr),
+                &actions.replace(&format!("output:{UPLINK_OFPORT}"), "output:in_port"),
+            );
+        }
     }
     b.flow(Table::PeerOutput, 0, "", "drop");
 
-    // Table 60: leaving the cluster (route mode, through the uplink to the next hop):
-    // masquerade new connections of pods to the node's address, and let out replies of
-    // connections to the node's address (masqueraded ones, outside clients of NodePorts).
+    // Table 60: leaving the cluster (through the uplink to the next hop): masquerade new
+    // connections of pods to the node's address, and let out replies of connections to the
+    // node's address (masqueraded ones, outside clients of NodePorts; external IPs have a
+    // flow per frontend).
     if let (Some(own), Some(next_hop)) = (own_mac, cfg.egress.next_hop_mac) {
         if cfg.egress.snat {
+            // TCP and UDP from the masquerade port range; other protocols (ICMP echo keeps
+            // its id: the datapath rewrites TCP/UDP ports only) just get the address.
+            for proto in ["tcp", "udp"] {
+                b.flow(
+                    Table::Egress,
+                    100,
+                    &format!("ct_state=+new+trk,{proto},nw_src={}", cfg.pod_cidr),
+                    &format!(
+                        "ct(commit,table=65,zone={zone},nat(src={}:{}-{}))",
+                        cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+                    ),
+                );
+            }
             b.flow(
                 Table::Egress,
-                100,
+                99,
                 &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
                 &format!(
                     "ct(commit,table=65,zone={zone},nat(src={}))",
@@ -638,14 +748,22 @@ pub fn compile(
             &format!("ct_state=+est+trk,ip,nw_src={}", cfg.underlay_ip),
             "goto_table:65",
         );
+        let set = format!("set_field:{own}->eth_src,set_field:{next_hop}->eth_dst");
         b.flow(
             Table::EgressOut,
             100,
             "ip",
-            &format!(
-                "set_field:{own}->eth_src,set_field:{next_hop}->eth_dst,output:{UPLINK_OFPORT}"
-            ),
+            &format!("{set},output:{UPLINK_OFPORT}"),
         );
+        if cfg.mode == Mode::Route {
+            // A reply from a backend on a peer arrives on the uplink and leaves by it.
+            b.flow(
+                Table::EgressOut,
+                110,
+                &format!("ip,in_port={UPLINK_OFPORT}"),
+                &format!("{set},output:in_port"),
+            );
+        }
     }
     b.flow(Table::Egress, 0, "", "drop");
 
