@@ -137,6 +137,20 @@ pub enum Changed {
     Group(u32),
 }
 
+/// One journal entry, borrowed (flow keys are large): what [`Pipeline::journal`] yields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalEntry<'a> {
+    Flow {
+        table: u8,
+        match_: &'a Match,
+        priority: u16,
+        /// Whether the key held a flow just before this change. For the first entry of a key
+        /// since the journal was cleared, that is whether it held one at the clear.
+        was_present: bool,
+    },
+    Group(u32),
+}
+
 /// The flow tables and the group table of one bridge.
 ///
 /// Every change is journaled with the value it replaced, so that a consumer can apply just the
@@ -187,6 +201,32 @@ impl Pipeline {
             },
             Undo::Group { id, .. } => Changed::Group(*id),
         })
+    }
+
+    /// The journal in order, borrowed: like [`changes`](Self::changes), without copying the
+    /// keys, and with what each key held before its change.
+    pub fn journal(&self) -> impl Iterator<Item = JournalEntry<'_>> + '_ {
+        self.journal.iter().map(|u| match u {
+            Undo::Flow { table, key, old } => JournalEntry::Flow {
+                table: *table,
+                match_: &key.0,
+                priority: key.1,
+                was_present: old.is_some(),
+            },
+            Undo::Group { id, .. } => JournalEntry::Group(*id),
+        })
+    }
+
+    /// Number of journal entries (an upper bound on the keys `changes` yields).
+    pub fn journal_len(&self) -> usize {
+        self.journal.len()
+    }
+
+    /// Makes room for `additional` more flows in `table` and as many journal entries, so a
+    /// large batch does not grow (and copy) them step by step.
+    pub fn reserve(&mut self, table: u8, additional: usize) {
+        self.tables.entry(table).or_default().reserve(additional);
+        self.journal.reserve(additional);
     }
 
     /// Forgets the journal: the changes so far are accepted.

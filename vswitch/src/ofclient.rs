@@ -165,18 +165,26 @@ impl Sender {
     pub fn send(&mut self, msg: Message) -> Result<(), ClientError> {
         let xid = self.next_xid;
         self.next_xid = self.next_xid.wrapping_add(1);
-        let encoded = match self.bundle {
-            Some((bundle_id, flags)) => encode_into(
-                &Message::BundleAdd(crate::openflow::BundleAdd {
+        let (msg, encoded) = match self.bundle {
+            Some((bundle_id, flags)) => {
+                // Wrapped for encoding and unwrapped again: no copy of the request.
+                let add = Message::BundleAdd(crate::openflow::BundleAdd {
                     bundle_id,
                     flags,
                     inner_xid: xid,
-                    inner: Box::new(msg.clone()),
-                }),
-                xid,
-                &mut self.buf,
-            ),
-            None => encode_into(&msg, xid, &mut self.buf),
+                    inner: Box::new(msg),
+                });
+                let encoded = encode_into(&add, xid, &mut self.buf);
+                let msg = match add {
+                    Message::BundleAdd(a) => *a.inner,
+                    other => other,
+                };
+                (msg, encoded)
+            }
+            None => {
+                let encoded = encode_into(&msg, xid, &mut self.buf);
+                (msg, encoded)
+            }
         };
         encoded.map_err(|e| ClientError::Usage(e.detail))?;
         self.sent.push((msg, xid));

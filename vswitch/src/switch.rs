@@ -13,7 +13,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use flowtable::classifier::ClassifierBuilder;
 use flowtable::flow::FlowModCommand;
-use flowtable::table::{Changed, Pipeline as FlowTables};
+use flowtable::table::{JournalEntry, Pipeline as FlowTables};
 use flowtable::text::{self, PrintOpts};
 use flowtable::{FlowEntry, FlowMod, Match};
 use hashbrown::HashMap;
@@ -58,7 +58,6 @@ pub struct Installed {
     /// `tables.lineage()` these were built from; another lineage means a full rebuild.
     lineage: u64,
     builders: BTreeMap<u8, ClassifierBuilder<Arc<RuleRef>>>,
-    rules: HashMap<(u8, Match, u16), flowtable::classifier::RuleId>,
     groups: HashMap<u32, Arc<GroupEntry>>,
 }
 
@@ -1086,35 +1085,46 @@ pub fn publish(b: &mut BridgeCtl) {
         dirty.extend((0..previous.tables.len()).map(|t| t as u8));
     } else {
         // In journal order, duplicates included: re-installing a key twice is harmless and
-        // cheaper than de-duplicating large keys.
-        let changed: Vec<Changed> = b.tables.changes().collect();
-        inst.rules.reserve(changed.len());
-        b.stats.reserve(changed.len());
-        for c in changed {
+        // cheaper than de-duplicating large keys. The journal is read in place (its keys are
+        // large) while the other fields of `b` change.
+        let (tables, stats) = (&b.tables, &mut b.stats);
+        stats.reserve(tables.journal_len());
+        let mut seen = SeenFilter::new(tables.journal_len());
+        for c in tables.journal() {
             match c {
-                Changed::Flow {
+                JournalEntry::Flow {
                     table,
                     match_,
                     priority,
+                    was_present,
                 } => {
-                    let k = (table, match_, priority);
-                    if let Some(id) = inst.rules.remove(&k)
+                    // A key's first journal entry tells whether it was installed; only then,
+                    // or when the key may have come up earlier in this pass, look for its
+                    // rule (a table holds one flow per (match, priority), as does its
+                    // classifier, so the rule is found by its masked value).
+                    let may_be_installed = seen.check_and_set(table, match_, priority);
+                    if (was_present || may_be_installed)
                         && let Some(builder) = inst.builders.get_mut(&table)
+                        && let Some(id) = builder
+                            .find_exact(&match_.value, &match_.mask, u32::from(priority))
+                            .map(|r| r.id())
                     {
                         builder.remove(id);
                     }
-                    match b.tables.get(table, &match_, priority) {
+                    let match_ = *match_;
+                    let k = (table, match_, priority);
+                    match tables.get(table, &match_, priority) {
                         Some(e) => {
-                            let stats = b.stats.entry(k).or_default().clone();
+                            let stats = stats.entry(k).or_default().clone();
                             install_rule(inst, e, stats);
                         }
                         None => {
-                            b.stats.remove(&k);
+                            stats.remove(&k);
                         }
                     }
                     dirty.insert(table);
                 }
-                Changed::Group(id) => match b.tables.group(id) {
+                JournalEntry::Group(id) => match tables.group(id) {
                     Some(g) => {
                         let entry = match inst.groups.get(&id) {
                             Some(e) if e.group == *g => e.clone(),
@@ -1153,6 +1163,9 @@ pub fn publish(b: &mut BridgeCtl) {
             *slot = builder.snapshot();
         }
     }
+    // An emptied table's builder still holds its last snapshot (the deleted rules): drop it
+    // now rather than on the table's next change.
+    inst.builders.retain(|_, bl| !bl.is_empty());
     let groups = inst.groups.clone();
     let mut ports = HashMap::new();
     for p in b.ports.values() {
@@ -1180,8 +1193,38 @@ pub fn publish(b: &mut BridgeCtl) {
     }));
 }
 
+/// Keys already met in one `publish` pass, approximately: a bitmap of key hashes. "No" is
+/// exact (the key was not met), "yes" may be a collision, which only costs a lookup.
+struct SeenFilter {
+    bits: Vec<u64>,
+}
+
+impl SeenFilter {
+    fn new(n: usize) -> SeenFilter {
+        // ~16 bits per key keeps collisions rare; at least one word.
+        let words = (n * 16 / 64).next_power_of_two().max(1);
+        SeenFilter {
+            bits: vec![0; words],
+        }
+    }
+
+    /// Whether the key may have been met before; marks it as met.
+    fn check_and_set(&mut self, table: u8, m: &Match, priority: u16) -> bool {
+        let mut h = (u64::from(table) << 16 | u64::from(priority)) ^ 0x9e37_79b9_7f4a_7c15;
+        for (v, k) in m.value.words().iter().zip(m.mask.words()) {
+            h = (h ^ v ^ k.rotate_left(32)).wrapping_mul(0x100_0000_01b3);
+            h ^= h >> 29;
+        }
+        let bit = (h as usize) & (self.bits.len() * 64 - 1);
+        let (w, b) = (bit / 64, 1u64 << (bit % 64));
+        let was = self.bits[w] & b != 0;
+        self.bits[w] |= b;
+        was
+    }
+}
+
 fn install_rule(inst: &mut Installed, e: &FlowEntry, stats: Arc<FlowStats>) {
-    let id = inst.builders.entry(e.table_id).or_default().insert(
+    inst.builders.entry(e.table_id).or_default().insert(
         &e.match_.value,
         &e.match_.mask,
         e.priority as u32,
@@ -1190,7 +1233,6 @@ fn install_rule(inst: &mut Installed, e: &FlowEntry, stats: Arc<FlowStats>) {
             stats,
         }),
     );
-    inst.rules.insert((e.table_id, e.match_, e.priority), id);
 }
 
 /// Opens the I/O back end of a port.

@@ -279,12 +279,23 @@ impl<R> Subtable<R> {
                 table: HashTable::with_capacity(per_shard * 5 / 4),
             })
             .collect();
-        for old in self.shards.iter() {
-            for b in old.table.iter() {
-                let si = ((b.hash >> SHARD_SHIFT) as usize) & (n - 1);
-                shards[si]
-                    .table
-                    .insert_unique(b.hash, b.clone(), |b| b.hash);
+        for old in std::mem::take(&mut self.shards).into_vec() {
+            // A shard no snapshot shares is moved, not copied.
+            match Arc::try_unwrap(old) {
+                Ok(shard) => {
+                    for b in shard.table {
+                        let si = ((b.hash >> SHARD_SHIFT) as usize) & (n - 1);
+                        shards[si].table.insert_unique(b.hash, b, |b| b.hash);
+                    }
+                }
+                Err(shared) => {
+                    for b in shared.table.iter() {
+                        let si = ((b.hash >> SHARD_SHIFT) as usize) & (n - 1);
+                        shards[si]
+                            .table
+                            .insert_unique(b.hash, b.clone(), |b| b.hash);
+                    }
+                }
             }
         }
         self.shards = shards.into_iter().map(Arc::new).collect();

@@ -120,8 +120,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Splits `s` at any of `seps` outside parentheses; empty pieces are dropped, pieces trimmed.
-pub(crate) fn split_top<'a>(s: &'a str, seps: &[char]) -> Result<Vec<&'a str>, ParseError> {
+/// [`split_top`] for separators outside ASCII.
+fn split_top_chars<'a>(s: &'a str, seps: &[char]) -> Result<Vec<&'a str>, ParseError> {
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut start = 0;
@@ -136,6 +136,39 @@ pub(crate) fn split_top<'a>(s: &'a str, seps: &[char]) -> Result<Vec<&'a str>, P
             c if depth == 0 && seps.contains(&c) => {
                 out.push(s[start..i].trim());
                 start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(ParseError::Unbalanced(s.into()));
+    }
+    out.push(s[start..].trim());
+    out.retain(|p| !p.is_empty());
+    Ok(out)
+}
+
+/// Splits `s` at any of `seps` outside parentheses; empty pieces are dropped, pieces trimmed.
+pub(crate) fn split_top<'a>(s: &'a str, seps: &[char]) -> Result<Vec<&'a str>, ParseError> {
+    let mut out = Vec::with_capacity(8);
+    let mut depth = 0usize;
+    let mut start = 0;
+    // Byte-wise: parentheses and the separators are ASCII, and no byte of a multi-byte
+    // UTF-8 character is, so every split point is a character boundary.
+    if !seps.iter().all(char::is_ascii) {
+        return split_top_chars(s, seps);
+    }
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| ParseError::Unbalanced(s.into()))?
+            }
+            b if depth == 0 && b.is_ascii() && seps.contains(&char::from(b)) => {
+                out.push(s[start..i].trim());
+                start = i + 1;
             }
             _ => {}
         }

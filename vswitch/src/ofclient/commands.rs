@@ -113,6 +113,52 @@ fn parse_flows(
         .collect()
 }
 
+/// Parses the flow lines of `text_in` into wire flow-mods, splitting the file across the
+/// available cores; the first bad line (by line number) is the error.
+fn parse_flow_msgs_parallel(
+    text_in: &str,
+    command: FlowModCommand,
+) -> Result<Vec<Message>, ClientError> {
+    let lines: Vec<(usize, &str)> = file_lines(text_in).collect();
+    let parse_chunk = |chunk: &[(usize, &str)]| -> Result<Vec<Message>, ClientError> {
+        chunk
+            .iter()
+            .map(|&(n, l)| {
+                let fm = text::parse_flow_mod(l, command)
+                    .map_err(|e| usage(format!("line {n}: {e}")))?;
+                convert::flow_mod_out(&fm)
+                    .map(Message::FlowMod)
+                    .map_err(wire)
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    if threads < 2 || lines.len() < 4096 {
+        return parse_chunk(&lines);
+    }
+    let per = lines.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<Message>, ClientError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = lines
+            .chunks(per)
+            .map(|c| s.spawn(move || parse_chunk(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(usage("a parser thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(lines.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
 fn parse_one_flow(s: &str, command: FlowModCommand) -> Result<flowtable::FlowMod, ClientError> {
     text::parse_flow_mod(s, command).map_err(|e| usage(e.to_string()))
 }
@@ -163,10 +209,14 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                     })?;
                     return Ok(Outcome::Done(String::new()));
                 }
-                "add-flows" => parse_flows(
-                    &read_file(arg(rest, 0, cmd, "a file")?)?,
-                    FlowModCommand::Add,
-                )?,
+                "add-flows" => {
+                    // The whole file is parsed before anything is sent (a bad line changes
+                    // nothing), on every core.
+                    let text_in = read_file(arg(rest, 0, cmd, "a file")?)?;
+                    let msgs = parse_flow_msgs_parallel(&text_in, FlowModCommand::Add)?;
+                    send_changes(&target, false, send_all(msgs))?;
+                    return Ok(Outcome::Done(String::new()));
+                }
                 "mod-flows" => {
                     let c = if opts.strict {
                         FlowModCommand::ModifyStrict

@@ -230,6 +230,79 @@ pub fn describe(msg: &Message, xid: u32) -> Option<String> {
     }
 }
 
+/// OpenFlow 1.3 message names ovs-ofctl puts before a request it cannot decode.
+fn type_name(msg_type: u8) -> Option<&'static str> {
+    Some(match msg_type {
+        0 => "OFPT_HELLO",
+        2 => "OFPT_ECHO_REQUEST",
+        5 => "OFPT_FEATURES_REQUEST",
+        9 => "OFPT_SET_CONFIG",
+        13 => "OFPT_PACKET_OUT",
+        14 => "OFPT_FLOW_MOD",
+        15 => "OFPT_GROUP_MOD",
+        16 => "OFPT_PORT_MOD",
+        17 => "OFPT_TABLE_MOD",
+        20 => "OFPT_BARRIER_REQUEST",
+        _ => return None,
+    })
+}
+
+/// `ovs-ofctl ofp-print` of a whole OFPT_ERROR message (`None` if `bytes` is not one): the
+/// error line, then the refused request, or when the request itself does not decode,
+/// `***decode error: NAME***` and a hex dump of it.
+pub fn ofp_print_error(bytes: &[u8]) -> Option<String> {
+    let (h, Message::Error(e)) = crate::openflow::decode(bytes).ok()? else {
+        return None;
+    };
+    let mut s = format_error(&e, h.xid, None);
+    let data = &e.data;
+    match crate::openflow::decode(data) {
+        Ok((dh, msg)) => {
+            if let Some(line) = describe(&msg, dh.xid) {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+        Err(err) => {
+            let (t, c) = err.code.type_code();
+            if data.len() >= 8
+                && let Some(name) = type_name(data[1])
+            {
+                let xid = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+                s.push_str(&format!("{name} (OF1.3) (xid={xid:#x}): "));
+            }
+            s.push_str(&format!("***decode error: {}***\n", error_name(t, c)));
+            s.push_str(&hex_dump(data));
+        }
+    }
+    Some(s)
+}
+
+/// ovs's `ofp_hex_dump` layout: offset, 16 bytes split 8-8 by `-`, then the printable ones.
+fn hex_dump(data: &[u8]) -> String {
+    let mut s = String::new();
+    for (i, row) in data.chunks(16).enumerate() {
+        s.push_str(&format!("{:08x}  ", i * 16));
+        for j in 0..16 {
+            match row.get(j) {
+                Some(b) => s.push_str(&format!("{b:02x}")),
+                None => s.push_str("  "),
+            }
+            s.push(if j == 7 { '-' } else { ' ' });
+        }
+        s.push('|');
+        for j in 0..16 {
+            s.push(match row.get(j) {
+                Some(&b) if (0x20..0x7f).contains(&b) => b as char,
+                Some(_) => '.',
+                None => ' ',
+            });
+        }
+        s.push_str("|\n");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,11 +177,17 @@ pub const FIELDS: &[FieldSpec] = &[
 impl Field {
     /// The preferred (OpenFlow 1.3 / ovs-ofctl) wire spelling of this field.
     pub fn spec(self) -> FieldSpec {
-        FIELDS
-            .iter()
-            .copied()
-            .find(|s| s.field == self)
-            .unwrap_or(FIELDS[0])
+        // An index built once: this runs several times per match field encoded.
+        static FIRST: std::sync::OnceLock<hashbrown::HashMap<Field, FieldSpec>> =
+            std::sync::OnceLock::new();
+        let first = FIRST.get_or_init(|| {
+            let mut m = hashbrown::HashMap::new();
+            for s in FIELDS {
+                m.entry(s.field).or_insert(*s);
+            }
+            m
+        });
+        first.get(&self).copied().unwrap_or(FIELDS[0])
     }
 
     /// Bits of the wire value that carry meaning; a mask equal to this is an exact match.
@@ -546,8 +552,13 @@ impl Match {
         use Field::*;
         let mut out = Match::default();
         let mut put = |f: Field| {
+            // Most fields are wildcarded: skip them before looking the field up.
+            let raw = key_get(f, mask);
+            if raw == 0 {
+                return;
+            }
             let full = f.full_mask();
-            let m = key_get(f, mask) & full;
+            let m = raw & full;
             if m == 0 {
                 return;
             }
