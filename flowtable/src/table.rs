@@ -158,7 +158,8 @@ pub enum JournalEntry<'a> {
 /// classifiers in step) and a failed batch can be undone (`rollback`) without copying the tables.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
-    tables: BTreeMap<u8, HashMap<(Match, u16), Slot>>,
+    /// Slots are boxed: table growth then moves keys and pointers, not whole entries.
+    tables: BTreeMap<u8, HashMap<(Match, u16), Box<Slot>>>,
     groups: BTreeMap<u32, Group>,
     seq: u64,
     version: u64,
@@ -242,7 +243,7 @@ impl Pipeline {
                     let t = self.tables.entry(table).or_default();
                     match old {
                         Some(slot) => {
-                            t.insert(key, *slot);
+                            t.insert(key, slot);
                         }
                         None => {
                             t.remove(&key);
@@ -274,7 +275,11 @@ impl Pipeline {
 
     /// All flows in dump order: table, then priority (high first), then insertion order.
     pub fn flows(&self) -> Vec<&FlowEntry> {
-        let mut v: Vec<&Slot> = self.tables.values().flat_map(|t| t.values()).collect();
+        let mut v: Vec<&Slot> = self
+            .tables
+            .values()
+            .flat_map(|t| t.values().map(|s| &**s))
+            .collect();
         v.sort_by_key(|s| {
             (
                 s.entry.table_id,
@@ -393,15 +398,15 @@ impl Pipeline {
         self.seq += 1;
         let old = table.insert(
             key,
-            Slot {
+            Box::new(Slot {
                 entry,
                 seq: self.seq,
-            },
+            }),
         );
         self.journal.push(Undo::Flow {
             table: fm.table_id,
             key,
-            old: old.map(Box::new),
+            old,
         });
         self.version += 1;
         Ok(FlowModResult {
@@ -448,7 +453,7 @@ impl Pipeline {
                     self.journal.push(Undo::Flow {
                         table: t,
                         key: *key,
-                        old: Some(Box::new(s.clone())),
+                        old: Some(s.clone()),
                     });
                     s.entry.instructions = Arc::clone(&ins);
                     if fm.flags.contains(FlowFlags::RESET_COUNTS) {
@@ -486,7 +491,7 @@ impl Pipeline {
                     journal.push(Undo::Flow {
                         table: t,
                         key: *key,
-                        old: Some(Box::new(s.clone())),
+                        old: Some(s.clone()),
                     });
                 }
                 !hit
