@@ -389,20 +389,27 @@ impl Pipeline {
         }
         let mut entry = FlowEntry::from_mod(fm, now);
         let key = (fm.match_, fm.priority);
-        if let Some(old) = table.get(&key)
-            && !fm.flags.contains(FlowFlags::RESET_COUNTS)
-        {
-            entry.packets = old.entry.packets;
-            entry.bytes = old.entry.bytes;
-        }
         self.seq += 1;
-        let old = table.insert(
-            key,
-            Box::new(Slot {
-                entry,
-                seq: self.seq,
-            }),
-        );
+        // One lookup: the key is large, hashing and comparing it is most of an add.
+        let old = match table.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(mut o) => {
+                if !fm.flags.contains(FlowFlags::RESET_COUNTS) {
+                    entry.packets = o.get().entry.packets;
+                    entry.bytes = o.get().entry.bytes;
+                }
+                Some(o.insert(Box::new(Slot {
+                    entry,
+                    seq: self.seq,
+                })))
+            }
+            hashbrown::hash_map::Entry::Vacant(v) => {
+                v.insert(Box::new(Slot {
+                    entry,
+                    seq: self.seq,
+                }));
+                None
+            }
+        };
         self.journal.push(Undo::Flow {
             table: fm.table_id,
             key,
