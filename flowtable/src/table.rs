@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hashbrown::HashMap;
-
 use crate::action::{Action, Instructions};
 use crate::flow::{FlowEntry, FlowFlags, FlowMod, FlowModCommand, GROUP_ANY, TABLE_ALL, TABLE_MAX};
 use crate::group::{GROUP_ALL, GROUP_MAX, Group, GroupMod, GroupModCommand, GroupType};
@@ -106,6 +104,86 @@ struct Slot {
     seq: u64,
 }
 
+/// One table's flows, keyed by (match, priority) taken from the slot itself: the large key is
+/// stored once, and the table proper holds pointers, so growing it moves 8 bytes per flow.
+#[derive(Clone, Debug, Default)]
+struct FlowTable {
+    slots: hashbrown::HashTable<Box<Slot>>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl FlowTable {
+    fn hash(&self, m: &Match, priority: u16) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((m, priority))
+    }
+
+    fn is(s: &Slot, m: &Match, priority: u16) -> bool {
+        s.entry.priority == priority && s.entry.match_ == *m
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let hasher = &self.hasher;
+        self.slots.reserve(additional, |s| {
+            use std::hash::BuildHasher;
+            hasher.hash_one((&s.entry.match_, s.entry.priority))
+        });
+    }
+
+    fn get(&self, m: &Match, priority: u16) -> Option<&Slot> {
+        let h = self.hash(m, priority);
+        self.slots
+            .find(h, |s| Self::is(s, m, priority))
+            .map(|s| &**s)
+    }
+
+    fn get_mut(&mut self, m: &Match, priority: u16) -> Option<&mut Slot> {
+        let h = self.hash(m, priority);
+        self.slots
+            .find_mut(h, |s| Self::is(s, m, priority))
+            .map(|s| &mut **s)
+    }
+
+    /// Puts `slot` in; returns the slot it replaced (same match and priority).
+    fn insert(&mut self, slot: Box<Slot>) -> Option<Box<Slot>> {
+        let (m, p) = (slot.entry.match_, slot.entry.priority);
+        let h = self.hash(&m, p);
+        let hasher = &self.hasher;
+        match self.slots.entry(
+            h,
+            |s| Self::is(s, &m, p),
+            |s| {
+                use std::hash::BuildHasher;
+                hasher.hash_one((&s.entry.match_, s.entry.priority))
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                Some(std::mem::replace(o.get_mut(), slot))
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(slot);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, m: &Match, priority: u16) -> Option<Box<Slot>> {
+        let h = self.hash(m, priority);
+        self.slots
+            .find_entry(h, |s| Self::is(s, m, priority))
+            .ok()
+            .map(|e| e.remove().0)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().map(|s| &**s)
+    }
+}
+
 /// One entry of the change journal: what a key held before a change.
 #[derive(Clone, Debug)]
 #[expect(
@@ -159,7 +237,7 @@ pub enum JournalEntry<'a> {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     /// Slots are boxed: table growth then moves keys and pointers, not whole entries.
-    tables: BTreeMap<u8, HashMap<(Match, u16), Box<Slot>>>,
+    tables: BTreeMap<u8, FlowTable>,
     groups: BTreeMap<u32, Group>,
     seq: u64,
     version: u64,
@@ -243,10 +321,10 @@ impl Pipeline {
                     let t = self.tables.entry(table).or_default();
                     match old {
                         Some(slot) => {
-                            t.insert(key, slot);
+                            t.insert(slot);
                         }
                         None => {
-                            t.remove(&key);
+                            t.remove(&key.0, key.1);
                         }
                     }
                 }
@@ -275,11 +353,7 @@ impl Pipeline {
 
     /// All flows in dump order: table, then priority (high first), then insertion order.
     pub fn flows(&self) -> Vec<&FlowEntry> {
-        let mut v: Vec<&Slot> = self
-            .tables
-            .values()
-            .flat_map(|t| t.values().map(|s| &**s))
-            .collect();
+        let mut v: Vec<&Slot> = self.tables.values().flat_map(|t| t.values()).collect();
         v.sort_by_key(|s| {
             (
                 s.entry.table_id,
@@ -300,10 +374,7 @@ impl Pipeline {
 
     /// The flow with exactly this match and priority.
     pub fn get(&self, table: u8, m: &Match, priority: u16) -> Option<&FlowEntry> {
-        self.tables
-            .get(&table)?
-            .get(&(*m, priority))
-            .map(|s| &s.entry)
+        self.tables.get(&table)?.get(m, priority).map(|s| &s.entry)
     }
 
     /// Adds traffic to a flow's counters (from the datapath's per-thread stats).
@@ -311,7 +382,7 @@ impl Pipeline {
         if let Some(s) = self
             .tables
             .get_mut(&table)
-            .and_then(|t| t.get_mut(&(*m, priority)))
+            .and_then(|t| t.get_mut(m, priority))
         {
             if !s.entry.flags.contains(FlowFlags::NO_PKT_COUNTS) {
                 s.entry.packets += packets;
@@ -387,29 +458,22 @@ impl Pipeline {
         {
             return Err(TableError::Overlap);
         }
-        let mut entry = FlowEntry::from_mod(fm, now);
+        let entry = FlowEntry::from_mod(fm, now);
         let key = (fm.match_, fm.priority);
         self.seq += 1;
         // One lookup: the key is large, hashing and comparing it is most of an add.
-        let old = match table.entry(key) {
-            hashbrown::hash_map::Entry::Occupied(mut o) => {
-                if !fm.flags.contains(FlowFlags::RESET_COUNTS) {
-                    entry.packets = o.get().entry.packets;
-                    entry.bytes = o.get().entry.bytes;
-                }
-                Some(o.insert(Box::new(Slot {
-                    entry,
-                    seq: self.seq,
-                })))
-            }
-            hashbrown::hash_map::Entry::Vacant(v) => {
-                v.insert(Box::new(Slot {
-                    entry,
-                    seq: self.seq,
-                }));
-                None
-            }
-        };
+        let mut old = table.insert(Box::new(Slot {
+            entry,
+            seq: self.seq,
+        }));
+        if let Some(prev) = &mut old
+            && !fm.flags.contains(FlowFlags::RESET_COUNTS)
+            && let Some(new) = table.get_mut(&key.0, key.1)
+        {
+            // Counters carry over from the replaced flow (rare: re-adding a flow).
+            new.entry.packets = prev.entry.packets;
+            new.entry.bytes = prev.entry.bytes;
+        }
         self.journal.push(Undo::Flow {
             table: fm.table_id,
             key,
@@ -455,11 +519,11 @@ impl Pipeline {
             let Some(table) = self.tables.get_mut(&t) else {
                 continue;
             };
-            for (key, s) in table.iter_mut() {
+            for s in table.slots.iter_mut() {
                 if Self::selects(fm, &s.entry) {
                     self.journal.push(Undo::Flow {
                         table: t,
-                        key: *key,
+                        key: (s.entry.match_, s.entry.priority),
                         old: Some(s.clone()),
                     });
                     s.entry.instructions = Arc::clone(&ins);
@@ -488,7 +552,7 @@ impl Pipeline {
             let Some(table) = self.tables.get_mut(&t) else {
                 continue;
             };
-            table.retain(|key, s| {
+            table.slots.retain(|s| {
                 let e = &s.entry;
                 let hit = Self::selects(fm, e)
                     && (fm.out_port == OfPort::ANY || e.instructions.outputs_to(fm.out_port))
@@ -497,7 +561,7 @@ impl Pipeline {
                     removed.push(e.clone());
                     journal.push(Undo::Flow {
                         table: t,
-                        key: *key,
+                        key: (e.match_, e.priority),
                         old: Some(s.clone()),
                     });
                 }
