@@ -388,6 +388,35 @@ fn bundle_applies_all_or_nothing() {
         !dump.contains("priority=30"),
         "a discarded bundle must change nothing: {dump}"
     );
+    // Without --bundle a file is parsed whole (on several threads past 4096 lines) before
+    // anything is sent: the first bad line, by number, is reported and nothing changes.
+    let mut text_in = String::new();
+    for i in 0..6000 {
+        if i == 1000 || i == 5000 {
+            text_in.push_str("priority=41,tp_dst=80,actions=drop\n");
+        } else {
+            text_in.push_str(&format!("priority=40,udp,tp_dst={i},actions=drop\n"));
+        }
+    }
+    let big_bad = d.file("big-bad.txt", &text_in);
+    for bundle in [false, true] {
+        let out = if bundle {
+            d.ctl(&["--bundle", "add-flows", "br0", &big_bad])
+        } else {
+            d.ctl(&["add-flows", "br0", &big_bad])
+        };
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).starts_with("vswitchctl: line 1001: "),
+            "bundle {bundle}: {}",
+            stderr(&out)
+        );
+        let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+        assert!(
+            !dump.contains("priority=40"),
+            "bundle {bundle}: a file with a bad line must change nothing: {dump}"
+        );
+    }
     // Without --bundle the good line of the same file is applied, the bad one refused.
     let out = d.ctl(&["add-flows", "br0", &bad]);
     assert_eq!(out.status.code(), Some(1));

@@ -113,6 +113,25 @@ fn parse_flows(
         .collect()
 }
 
+/// One flow line (number `n`) as a wire flow-mod.
+fn parse_msg(n: usize, line: &str, command: FlowModCommand) -> Result<Message, ClientError> {
+    let fm = text::parse_flow_mod(line, command).map_err(|e| usage(format!("line {n}: {e}")))?;
+    convert::flow_mod_out(&fm)
+        .map(Message::FlowMod)
+        .map_err(wire)
+}
+
+/// Numbered flow lines as wire flow-mods; the first bad line is the error.
+fn parse_msgs(
+    lines: &[(usize, &str)],
+    command: FlowModCommand,
+) -> Result<Vec<Message>, ClientError> {
+    lines
+        .iter()
+        .map(|&(n, l)| parse_msg(n, l, command))
+        .collect()
+}
+
 /// Parses the flow lines of `text_in` into wire flow-mods, splitting the file across the
 /// available cores; the first bad line (by line number) is the error.
 fn parse_flow_msgs_parallel(
@@ -120,18 +139,7 @@ fn parse_flow_msgs_parallel(
     command: FlowModCommand,
 ) -> Result<Vec<Message>, ClientError> {
     let lines: Vec<(usize, &str)> = file_lines(text_in).collect();
-    let parse_chunk = |chunk: &[(usize, &str)]| -> Result<Vec<Message>, ClientError> {
-        chunk
-            .iter()
-            .map(|&(n, l)| {
-                let fm = text::parse_flow_mod(l, command)
-                    .map_err(|e| usage(format!("line {n}: {e}")))?;
-                convert::flow_mod_out(&fm)
-                    .map(Message::FlowMod)
-                    .map_err(wire)
-            })
-            .collect()
-    };
+    let parse_chunk = |chunk: &[(usize, &str)]| parse_msgs(chunk, command);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
@@ -198,14 +206,21 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                 )?],
                 "add-flows" if opts.bundle => {
                     // Bundled: parse while sending; a bad line discards the whole bundle.
+                    // The second half of the file is parsed on another thread meanwhile.
                     let text_in = read_file(arg(rest, 0, cmd, "a file")?)?;
                     send_changes(&target, true, move |s| {
-                        for (n, l) in file_lines(&text_in) {
-                            let fm = text::parse_flow_mod(l, FlowModCommand::Add)
-                                .map_err(|e| usage(format!("line {n}: {e}")))?;
-                            s.send(Message::FlowMod(convert::flow_mod_out(&fm).map_err(wire)?))?;
-                        }
-                        Ok(())
+                        let lines: Vec<(usize, &str)> = file_lines(&text_in).collect();
+                        let (first, second) = lines.split_at(lines.len() / 2);
+                        std::thread::scope(|scope| {
+                            let later = scope.spawn(|| parse_msgs(second, FlowModCommand::Add));
+                            for &(n, l) in first {
+                                s.send(parse_msg(n, l, FlowModCommand::Add)?)?;
+                            }
+                            let later = later
+                                .join()
+                                .unwrap_or_else(|_| Err(usage("a parser thread panicked")))?;
+                            later.into_iter().try_for_each(|m| s.send(m))
+                        })
                     })?;
                     return Ok(Outcome::Done(String::new()));
                 }
