@@ -690,10 +690,7 @@ impl Port for AfPacketPort {
     }
 
     fn offloads(&self) -> Offloads {
-        Offloads {
-            gso: self.vnet_hdr,
-            csum: self.vnet_hdr,
-        }
+        Offloads::virtio(self.vnet_hdr)
     }
 }
 
@@ -818,10 +815,7 @@ impl Port for AfPacketTx {
     }
 
     fn offloads(&self) -> Offloads {
-        Offloads {
-            gso: self.tx.vnet_hdr,
-            csum: self.tx.vnet_hdr,
-        }
+        Offloads::virtio(self.tx.vnet_hdr)
     }
 }
 

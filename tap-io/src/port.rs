@@ -157,6 +157,17 @@ pub struct Offloads {
     pub csum: bool,
 }
 
+impl Offloads {
+    /// A port carrying virtio-net headers (`vnet_hdr`) gets both offloads from the kernel;
+    /// without them, neither.
+    pub fn virtio(vnet_hdr: bool) -> Offloads {
+        Offloads {
+            gso: vnet_hdr,
+            csum: vnet_hdr,
+        }
+    }
+}
+
 /// A network port that moves packets in batches.
 pub trait Port {
     /// The port's name (usually the interface name).

@@ -359,10 +359,7 @@ impl Port for TapPort {
     }
 
     fn offloads(&self) -> Offloads {
-        Offloads {
-            gso: self.vnet_hdr,
-            csum: self.vnet_hdr,
-        }
+        Offloads::virtio(self.vnet_hdr)
     }
 
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {

@@ -249,26 +249,7 @@ impl UdpTunnelSocket {
             return Err(sys("getsockname")(io::Error::last_os_error()));
         }
         let local = from_sockaddr(&ss).unwrap_or(local);
-        // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs; all-zero is valid.
-        let (iov, msgs, names) = unsafe {
-            (
-                Box::new(std::mem::zeroed()),
-                Box::new(std::mem::zeroed()),
-                Box::new(std::mem::zeroed()),
-            )
-        };
-        let mut sock = Self {
-            fd,
-            local,
-            stats: PortStats::default(),
-            iov,
-            msgs,
-            names,
-            cmsgs: Box::new([[0; CMSG_WORDS]; MAX_BATCH]),
-            runs: Box::new([(0, 0); MAX_BATCH]),
-            tx_gso: true,
-            gro: None,
-        };
+        let mut sock = Self::with_fd(fd, local, true);
         // Best effort: a kernel without UDP_GRO (before 5.0) just delivers datagrams singly.
         let _ = sock.set_rx_gro(true);
         Ok(sock)
@@ -277,6 +258,11 @@ impl UdpTunnelSocket {
     /// A second handle on the same socket (a duplicated descriptor, its own scratch) for
     /// another thread to send through; receiving stays with the original.
     pub fn try_clone(&self) -> io::Result<UdpTunnelSocket> {
+        Ok(Self::with_fd(self.fd.try_clone()?, self.local, self.tx_gso))
+    }
+
+    /// A socket around a bound descriptor, with fresh batch scratch and GRO off.
+    fn with_fd(fd: OwnedFd, local: SocketAddr, tx_gso: bool) -> UdpTunnelSocket {
         // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs; all-zero is valid.
         let (iov, msgs, names) = unsafe {
             (
@@ -285,18 +271,18 @@ impl UdpTunnelSocket {
                 Box::new(std::mem::zeroed()),
             )
         };
-        Ok(Self {
-            fd: self.fd.try_clone()?,
-            local: self.local,
+        Self {
+            fd,
+            local,
             stats: PortStats::default(),
             iov,
             msgs,
             names,
             cmsgs: Box::new([[0; CMSG_WORDS]; MAX_BATCH]),
             runs: Box::new([(0, 0); MAX_BATCH]),
-            tx_gso: self.tx_gso,
+            tx_gso,
             gro: None,
-        })
+        }
     }
 
     /// The bound address (with the port the kernel picked, if 0 was asked).
