@@ -140,10 +140,17 @@ for l in "${LABELS[@]}"; do
     for n in "${NS_SORTED[@]}"; do printf ' %s |' "${RESULT["$l/$n"]}"; done
     printf '\n'
 done
-for i in 0 1; do
-    printf '| %s vs ovs-ofctl --bundle -> OVS |' "${LABELS[$i]}"
+# ratio ROW-LABEL A-INDEX B-INDEX: RESULT[A] / RESULT[B] per size.
+ratio() {
+    printf '| %s |' "$1"
     for n in "${NS_SORTED[@]}"; do
-        awk -v a="${RESULT["${LABELS[$i]}/$n"]}" -v b="${RESULT["${LABELS[3]}/$n"]}" 'BEGIN { printf " %.2f× |", a / b }'
+        awk -v a="${RESULT["${LABELS[$2]}/$n"]}" -v b="${RESULT["${LABELS[$3]}/$n"]}" 'BEGIN { printf " %.2f× |", a / b }'
     done
     printf '\n'
+}
+for i in 0 1; do
+    ratio "${LABELS[$i]} vs ovs-ofctl --bundle -> OVS" "$i" 3
 done
+# The same client against both switches: the switch's share.
+ratio "ovs-ofctl --bundle: vswitchd vs OVS" 2 3
+ratio "vswitchctl --bundle: vswitchd vs OVS" 1 4
