@@ -26,14 +26,7 @@ fn three_pods_normal_switching() {
     d.ctl(&["add-port", BR, "vpb", "ofport=2"]);
     d.ctl(&["add-port", BR, "tp1c", "type=tap", "ofport=3"]);
     // Move the switch-created TAP into its pod and configure it there.
-    let pod_c = Netns::new(&unique("p1c")).expect("pod namespace");
-    ns_sh(
-        node.name(),
-        &format!("ip link set tp1c netns {}", pod_c.name()),
-    );
-    ns_sh(pod_c.name(), "ip link set tp1c name eth0");
-    configure_pod_eth0(pod_c.name(), "10.10.0.3/24", "02:00:00:00:01:03");
-    let c = node.adopt_pod(pod_c, "10.10.0.3");
+    let c = node.adopt_tap_pod("p1c", "tp1c", "10.10.0.3/24", "02:00:00:00:01:03");
     let d = node.daemon();
     assert_eq!(d.ctl(&["list-ports", BR]), "tp1c\nvpa\nvpb\n");
 
@@ -671,14 +664,8 @@ fn two_forwarding_threads_share_ports_and_conntrack() {
         !bad.ok && bad.stderr.contains("thread 2 does not exist"),
         "a port on a missing thread must be refused: {bad:?}"
     );
-    let pod_c = Netns::new(&unique("mtc")).expect("pod namespace");
-    ns_sh(
-        node.name(),
-        &format!("ip link set tmtc netns {}", pod_c.name()),
-    );
-    ns_sh(pod_c.name(), "ip link set tmtc name eth0");
-    configure_pod_eth0(pod_c.name(), "10.10.0.3/24", "02:00:00:00:03:03");
-    let c = node.adopt_pod(pod_c, "10.10.0.3");
+    // Move the switch-created TAP into its pod and configure it there.
+    let c = node.adopt_tap_pod("mtc", "tmtc", "10.10.0.3/24", "02:00:00:00:03:03");
     let d = node.daemon();
     let log = d.log_text();
     for (port, t) in [("vpa", 0), ("vpb", 1), ("tmtc", 1)] {

@@ -49,14 +49,8 @@ fn tso_super_frames_cross_whole_or_get_segmented() {
     d.ctl(&["add-port", BR, "vpa", "ofport=1"]);
     d.ctl(&["add-port", BR, "vpb", "ofport=2"]);
     d.ctl(&["add-port", BR, "toffc", "type=tap", "ofport=3"]);
-    let pod_c = Netns::new(&unique("offc")).expect("pod namespace");
-    ns_sh(
-        node.name(),
-        &format!("ip link set toffc netns {}", pod_c.name()),
-    );
-    ns_sh(pod_c.name(), "ip link set toffc name eth0");
-    configure_pod_eth0(pod_c.name(), "10.20.0.3/24", "02:00:00:00:03:03");
-    let c = node.adopt_pod(pod_c, "10.20.0.3");
+    // Move the switch-created TAP into its pod and configure it there.
+    let c = node.adopt_tap_pod("offc", "toffc", "10.20.0.3/24", "02:00:00:00:03:03");
     for p in [a, b] {
         offloads_on(node.pod(p).name());
     }

@@ -381,6 +381,21 @@ impl Node {
         self.pods.len() - 1
     }
 
+    /// Moves TAP device `tap` (created by the switch in the node namespace, which keeps its
+    /// descriptor) into a new pod namespace `unique(pod_tag)` as `eth0` with `ip_cidr` and
+    /// `mac`. Returns the pod's index.
+    pub fn adopt_tap_pod(&mut self, pod_tag: &str, tap: &str, ip_cidr: &str, mac: &str) -> usize {
+        let ns = Netns::new(&unique(pod_tag)).expect("pod namespace");
+        ns_sh(
+            self.name(),
+            &format!("ip link set {tap} netns {}", ns.name()),
+        );
+        ns_sh(ns.name(), &format!("ip link set {tap} name eth0"));
+        configure_pod_eth0(ns.name(), ip_cidr, mac);
+        let ip = ip_cidr.split('/').next().unwrap_or_default().to_string();
+        self.adopt_pod(ns, &ip)
+    }
+
     /// Adopts an already wired pod namespace so that it is cleaned up with the node.
     pub fn adopt_pod(&mut self, ns: Netns, ip: &str) -> usize {
         self.pods.push(Pod {
