@@ -247,3 +247,64 @@ fn with_the_hold_disabled_a_later_fragment_first_is_invalid() {
     assert_eq!(b.ct_counter(Counter::InvalidFragment), 1);
     assert_eq!(b.ct_counter(Counter::FragHoldFull), 1);
 }
+
+/// The API directly: `process_frame` holds an IPv4 later fragment ahead of its first one, and
+/// hands it back with its metadata once the first fragment passed; IPv6 is not held (the
+/// datapath does not give conntrack the IPv6 fragment id).
+#[test]
+fn process_frame_holds_ipv4_only_and_releases_with_the_metadata() {
+    use encap::flowkey::{FRAG_ANY, FRAG_LATER};
+    use vswitch::conntrack::{Conntrack, CtAction, PacketFacts};
+    let mut ct = Conntrack::new(vswitch::conntrack::Config::default()).unwrap();
+    let act = CtAction {
+        zone: 1,
+        commit: true,
+        ..CtAction::default()
+    };
+    let facts = PacketFacts {
+        ip_id: 0x77,
+        ..PacketFacts::default()
+    };
+    let later = FlowKey {
+        in_port: 4,
+        tun_id: 9,
+        eth_type: 0x0800,
+        nw_src: 1,
+        nw_dst: 2,
+        nw_proto: 17,
+        nw_frag: FRAG_ANY | FRAG_LATER,
+        ..FlowKey::default()
+    };
+    let r = ct.process_frame(&later, &facts, &act, 0, b"later-bytes", &later);
+    assert!(r.held && r.invalid.is_none());
+    let v6 = FlowKey {
+        eth_type: 0x86dd,
+        ipv6_src: [1; 16],
+        ipv6_dst: [2; 16],
+        ..later
+    };
+    let r6 = ct.process_frame(&v6, &facts, &act, 0, b"v6", &v6);
+    assert!(!r6.held && r6.invalid.is_some());
+    assert_eq!(ct.held_fragments(), 1);
+    let mut out = Vec::new();
+    assert_eq!(ct.take_released_fragment(&mut out), None);
+    let first = FlowKey {
+        nw_frag: FRAG_ANY,
+        tp_src: 1000,
+        tp_dst: 53,
+        ..later
+    };
+    let r = ct.process_frame(&first, &facts, &act, 1, b"first", &first);
+    assert!(!r.held && r.invalid.is_none());
+    assert!(ct.has_released_fragments());
+    let meta = ct.take_released_fragment(&mut out).unwrap();
+    assert_eq!((meta.in_port, meta.tun_id), (4, 9));
+    assert_eq!(out, b"later-bytes");
+    assert!(!ct.has_released_fragments());
+    // Run again, it now finds its first fragment's ports and the committed connection.
+    let again = ct.process_frame(&later, &facts, &act, 2, &out.clone(), &later);
+    assert!(
+        !again.held && again.invalid.is_none() && again.conn.is_some(),
+        "{again:?}"
+    );
+}

@@ -302,7 +302,11 @@ impl Conntrack {
         }
         match extracted {
             Err(r) => match frame {
-                Some((bytes, meta)) if r == InvalidReason::FragmentUnknown => {
+                // IPv4 only: the datapath does not give the IPv6 fragment id yet (it is 0), so
+                // IPv6 datagrams between two hosts could not be told apart.
+                Some((bytes, meta))
+                    if r == InvalidReason::FragmentUnknown && key.eth_type == 0x0800 =>
+                {
                     self.hold_fragment(key, facts, act.zone, bytes, meta, now)
                 }
                 _ => self.invalid(act.zone, r),
