@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo cluster: two nodes, each a network namespace running its own vswitchd configured by
 # a node file (`vswitchd --config`, docs/config.md), pods attached by veth (AF_PACKET ports), a
-# VXLAN tunnel between the nodes, and a ClusterIP Service whose three backends sit on both nodes.
+# VXLAN tunnel between the nodes, a ClusterIP Service whose three backends sit on both nodes, and
+# an underlay router that is also a public host and an outside client: node 1's uplink serves it
+# a NodePort and a LoadBalancer IP (backends on both nodes) and masquerades pods' egress to it.
 # Real traffic for each scenario, a pass/fail table, teardown.
 #
 #   scripts/demo.sh            # as root: installs missing packages, builds, runs, tears down
@@ -12,11 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-NS_NODES=(dm-node1 dm-node2)
+NS_NODES=(dm-node1 dm-node2 dm-public)
 NS_PODS=(dm-client dm-web1 dm-web2 dm-web3)
 RUN=/tmp/vswitch-demo
 GW_MAC=0a:58:0c:00:00:fe
 VIP=10.247.0.10
+LB_IP=198.18.0.5
+NODE_PORT=30080
+PUBLIC_HOST=203.0.113.10
+OUTSIDE_CLIENT=198.51.100.10
+ROUTER_MAC=02:00:c0:a8:00:01
 
 down() {
     for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do
@@ -36,7 +43,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Installing missing packages"
 need=()
-for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool; do
+for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool iptables:iptables; do
     command -v "${p%%:*}" >/dev/null || need+=("${p##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -54,11 +61,25 @@ down
 trap 'echo; echo interrupted; exit 130' INT TERM
 mkdir -p "$RUN"
 
-step "Creating the cluster: 2 nodes, 4 pods, underlay 192.168.0.0/24, pods 172.16.0.0/16"
+step "Creating the cluster: 2 nodes, 4 pods, a router, underlay 192.168.0.0/24, pods 172.16.0.0/16"
 for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip link add und1 netns dm-node1 type veth peer name und2 netns dm-node2
-ip -n dm-node1 addr add 192.168.0.11/24 dev und1; ip -n dm-node1 link set und1 up
-ip -n dm-node2 addr add 192.168.0.12/24 dev und2; ip -n dm-node2 link set und2 up
+# The underlay is a bridge in the router's namespace (dm-public): 192.168.0.1, also the public
+# host $PUBLIC_HOST and the outside client $OUTSIDE_CLIENT; it routes $LB_IP to node 1.
+ip -n dm-public link add br0 address $ROUTER_MAC type bridge
+for n in 1 2; do
+    ip link add "und$n" netns "dm-node$n" type veth peer name "n$n" netns dm-public
+    ip -n dm-public link set "n$n" master br0 up
+    ip -n "dm-node$n" addr add "192.168.0.1$n/24" dev "und$n"; ip -n "dm-node$n" link set "und$n" up
+done
+ip -n dm-public link set br0 up
+ip -n dm-public addr add 192.168.0.1/24 dev br0
+ip -n dm-public addr add $PUBLIC_HOST/32 dev br0
+ip -n dm-public addr add $OUTSIDE_CLIENT/32 dev br0
+ip -n dm-public route add 198.18.0.0/24 via 192.168.0.11
+# Node 1's kernel sees what its uplink sees: keep it from resetting NodePort connections and
+# replies to masqueraded ones (the switch's masquerade ports are 61000-65535).
+ip netns exec dm-node1 iptables -A INPUT -p tcp --dport 30000:32767 -j DROP
+ip netns exec dm-node1 iptables -A INPUT -p tcp --dport 61000:65535 -j DROP
 
 # pod name, node, node-side link, IP, MAC, gateway
 POD_TABLE="dm-client dm-node1 p-client 172.16.1.11 0a:58:0c:01:00:0b 172.16.1.1
@@ -79,10 +100,12 @@ while read -r pod node link ip mac gw; do
 done <<<"$POD_TABLE"
 echo "ok (pods keep their default offloads: TSO/GSO and tx checksum offload on)"
 
-step "Writing each node's configuration (pods, peer, ClusterIP $VIP:80 over 3 backends)"
+step "Writing each node's configuration (pods, peer, ClusterIP $VIP:80 over 3 backends, LoadBalancer $LB_IP:80 + NodePort $NODE_PORT)"
 # The node agent compiles these into the pipeline (docs/pipeline.md): spoof guard, conntrack,
 # Service load balancing by a select group committing the DNAT, L3 forwarding, VXLAN to the peer,
-# local delivery; the gateway answers ARP and ping from flows.
+# local delivery; the gateway answers ARP and ping from flows. Node 1 also has an uplink on
+# und1: outside clients of the LoadBalancer/NodePort (masqueraded to node 1's gateway so that
+# node 2's backend answers through node 1) and pods' egress (masqueraded to 192.168.0.11).
 node_config() { # node number, peer number, pods (port ip mac, one per line)
     local n=$1 p=$2
     cat <<TOML
@@ -93,6 +116,7 @@ pod_cidr = "172.16.$n.0/24"
 gateway_ip = "172.16.$n.1"
 gateway_mac = "$GW_MAC"
 mode = "tunnel"
+$([ "$n" = 1 ] && echo 'underlay_interface = "und1"')
 
 [tunnel]
 vni = 100
@@ -108,7 +132,19 @@ cluster_ip = "$VIP"
 port = 80
 target_port = 8080
 backends = [{ ip = "172.16.1.21" }, { ip = "172.16.1.22" }, { ip = "172.16.2.21" }]
+
+[[services]]
+name = "web-lb"
+type = "LoadBalancer"
+external_ip = "$LB_IP"
+node_port = $NODE_PORT
+port = 80
+target_port = 8080
+backends = [{ ip = "172.16.1.21" }, { ip = "172.16.2.21" }]
 TOML
+    if [ "$n" = 1 ]; then
+        printf '\n[egress]\nsnat = true\nnext_hop_mac = "%s"\n' "$ROUTER_MAC"
+    fi
     while read -r port ip mac; do
         printf '\n[[pods]]\nport = "%s"\nip = "%s"\nmac = "%s"\n' "$port" "$ip" "$mac"
     done
@@ -143,6 +179,9 @@ for p in web1 web2 web3; do
     ip netns exec "dm-$p" socat -T 2 TCP-LISTEN:8080,fork,reuseaddr SYSTEM:"echo $p" >/dev/null 2>&1 &
 done
 ip netns exec dm-web3 iperf3 -s -1 -D >/dev/null 2>&1 || true
+# The public host answers with the address and port it saw.
+ip netns exec dm-public socat -T 2 TCP-LISTEN:9000,fork,reuseaddr \
+    SYSTEM:'echo $SOCAT_PEERADDR port $SOCAT_PEERPORT' >/dev/null 2>&1 &
 sleep 0.5
 
 RESULTS=()
@@ -189,6 +228,34 @@ else
     record "ClusterIP from node 2 (hairpin included)" FAIL "$ok/$total answered"
 fi
 
+# From outside the cluster (the router's client address) to node 1: a NodePort and a
+# LoadBalancer IP, balanced over web1 (node 1) and web3 (node 2, reply back through node 1).
+outside_check() { # label, address, port
+    local ok=0 total=16 r
+    local -A got=()
+    for _ in $(seq $total); do
+        r=$(ip netns exec dm-public timeout 3 nc -w 2 -s $OUTSIDE_CLIENT "$2" "$3" </dev/null 2>/dev/null | head -1 || true)
+        if [ -n "$r" ]; then ok=$((ok + 1)); got[$r]=$(( ${got[$r]:-0} + 1 )); fi
+    done
+    local dist
+    dist=$(for k in "${!got[@]}"; do printf '%s=%s ' "$k" "${got[$k]}"; done)
+    if [ "$ok" = "$total" ] && [ -n "${got[web1]:-}" ] && [ -n "${got[web3]:-}" ]; then
+        record "$1" PASS "$ok/$total, backends: $dist"
+    else
+        record "$1" FAIL "$ok/$total answered; backends: $dist"
+    fi
+}
+outside_check "NodePort 192.168.0.11:$NODE_PORT from outside" 192.168.0.11 $NODE_PORT
+outside_check "LoadBalancer $LB_IP:80 from outside" $LB_IP 80
+
+# A pod's connection to the public host leaves masqueraded to node 1's address.
+r=$(ip netns exec dm-client timeout 3 nc -w 2 $PUBLIC_HOST 9000 </dev/null 2>/dev/null | head -1 || true)
+if [ "${r%% *}" = 192.168.0.11 ]; then
+    record "pod -> public host, egress SNAT" PASS "the host saw $r"
+else
+    record "pod -> public host, egress SNAT" FAIL "the host saw '${r:-nothing}'"
+fi
+
 # A pod sending with an address that is not its own: the spoof guard drops and counts it.
 drops_before=$(ctl 1 dump-drops br-int | awk '$1=="flow_drop" {print $2}')
 ip -n dm-client addr add 172.16.1.99/32 dev eth0
@@ -220,7 +287,7 @@ echo "  $C --rundir $RUN/node1 dump-flows br-int"
 echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
 echo "  $C --rundir $RUN/node1 dump-drops br-int"
 echo "  $C --rundir $RUN/node1 dump-conntrack br-int"
-echo "NodePort/LoadBalancer from outside, egress SNAT, route mode and a plain-Linux VXLAN node are"
-echo "exercised by the end-to-end tests (vswitch/tests/e2e_cluster.rs, e2e_services.rs)."
+echo "Route mode, a shared DNAT address, external_traffic_policy = \"local\" and a plain-Linux VXLAN"
+echo "node are exercised by the end-to-end tests (vswitch/tests/e2e_cluster.rs, e2e_services.rs)."
 ctl 1 dump-drops br-int | head -3
 if printf '%s\n' "${RESULTS[@]}" | grep -q ' FAIL '; then exit 1; fi
