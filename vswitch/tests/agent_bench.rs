@@ -115,3 +115,28 @@ fn ten_thousand_services() {
     assert_eq!(prev.desired.flow_count(), flows);
     sw.shutdown();
 }
+
+/// The compile step alone, 100 times (alternately with and without one more Service), for
+/// `perf record`: `cargo test -p vswitch --release --test agent_bench -- --ignored --nocapture compile_only`.
+#[test]
+#[ignore = "profiling aid: run in release with --ignored --nocapture"]
+fn compile_only() {
+    let base = config(10_000);
+    let cfg = parse(&base).unwrap();
+    let more = format!(
+        "{base}[[services]]\nname = \"extra\"\ncluster_ip = \"10.247.200.1\"\nport = 80\nbackends = [{{ ip = \"172.16.1.5\" }}]\n"
+    );
+    let cfg2 = parse(&more).unwrap();
+    let mut n = vswitch::agent::compile::Numbering::default();
+    compile(&cfg, &mut n, Runtime::default()).unwrap();
+    let t = Instant::now();
+    for i in 0..100 {
+        let c = if i % 2 == 0 { &cfg2 } else { &cfg };
+        let d = compile(c, &mut n, Runtime::default()).unwrap();
+        std::hint::black_box(d);
+    }
+    println!(
+        "compile of 10k Services (memoized): {:.2} ms per apply",
+        t.elapsed().as_secs_f64() * 1e3 / 100.0
+    );
+}

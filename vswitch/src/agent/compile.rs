@@ -122,8 +122,10 @@ pub struct Desired {
     pub ports: Vec<PortPlan>,
     /// Flows that do not belong to one Service: identity → `add-flow` text.
     pub flows: HashMap<FlowKey, String>,
-    /// Per Service name: its flows and group.
-    pub services: HashMap<String, Arc<ServiceOut>>,
+    /// Per Service, keyed by its group id (stable while the Service keeps its name): its
+    /// flows and groups. A number, not the name: 10 000 Services are hashed and compared on
+    /// every apply.
+    pub services: HashMap<u32, Arc<ServiceOut>>,
 }
 
 impl Desired {
@@ -194,13 +196,14 @@ struct ServiceContext {
 pub struct Numbering {
     pub ofports: BTreeMap<String, u32>,
     pub groups: HashMap<String, u32>,
-    /// Services compiled last time, reused while unchanged.
-    memo: HashMap<String, Memo>,
+    /// Services compiled last time (by group id), reused while unchanged.
+    memo: HashMap<u32, Memo>,
 }
 
 impl Numbering {
-    /// Keeps only the names still configured, then numbers the new ones.
-    fn assign(&mut self, cfg: &NodeConfig) -> Result<(), String> {
+    /// Keeps only the names still configured, then numbers the new ones. Returns each
+    /// configured Service's group id, in file order.
+    fn assign(&mut self, cfg: &NodeConfig) -> Result<Vec<u32>, String> {
         self.ofports
             .retain(|name, _| cfg.pods.iter().any(|p| &p.port == name));
         // Pinned ofports first, so an allocated one never steals a pinned number.
@@ -224,16 +227,27 @@ impl Numbering {
                 return Err(format!("ofport {of} of pod port {port} is used twice"));
             }
         }
-        let names: HashSet<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
-        self.groups.retain(|name, _| names.contains(name.as_str()));
+        // One lookup per Service in the common case (names are unique after validation):
+        // stale names exist only when fewer configured names are known than are numbered.
+        let mut ids: Vec<Option<u32>> = cfg
+            .services
+            .iter()
+            .map(|s| self.groups.get(&s.name).copied())
+            .collect();
+        let known = ids.iter().filter(|id| id.is_some()).count();
+        if known < self.groups.len() {
+            let names: HashSet<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
+            self.groups.retain(|name, _| names.contains(name.as_str()));
+        }
         let mut next = self.groups.values().max().map_or(GROUP_BASE, |m| m + 1);
-        for s in &cfg.services {
-            if !self.groups.contains_key(&s.name) {
+        for (s, id) in cfg.services.iter().zip(ids.iter_mut()) {
+            if id.is_none() {
                 self.groups.insert(s.name.clone(), next);
+                *id = Some(next);
                 next += 1;
             }
         }
-        Ok(())
+        Ok(ids.into_iter().map(|id| id.unwrap_or_default()).collect())
     }
 }
 
@@ -402,7 +416,7 @@ pub fn compile(
     numbering: &mut Numbering,
     rt: Runtime,
 ) -> Result<Desired, String> {
-    numbering.assign(cfg)?;
+    let group_ids = numbering.assign(cfg)?;
     let mut b = Builder {
         out: Desired {
             services: HashMap::with_capacity(cfg.services.len()),
@@ -565,21 +579,21 @@ pub fn compile(
 
     // Table 30: Service load balancing of new connections, then commit everything else.
     let mut memo = std::mem::take(&mut numbering.memo);
-    for s in &cfg.services {
+    for (s, &group) in cfg.services.iter().zip(&group_ids) {
         let context = ServiceContext {
-            group: numbering.groups[&s.name],
+            group,
             zone,
             node_ip: cfg.underlay_ip,
             uplink: cfg.uplink.is_some(),
             egress_out: own_mac.is_some() && cfg.egress.next_hop_mac.is_some(),
             pod_cidr: cfg.pod_cidr,
         };
-        let out = match memo.get(&s.name) {
+        let out = match memo.get(&group) {
             Some(m) if m.context == context && m.service == *s => m.out.clone(),
             _ => {
                 let out = Arc::new(compile_service(s, context));
                 memo.insert(
-                    s.name.clone(),
+                    group,
                     Memo {
                         service: s.clone(),
                         context,
@@ -589,9 +603,9 @@ pub fn compile(
                 out
             }
         };
-        b.out.services.insert(s.name.clone(), out);
+        b.out.services.insert(group, out);
     }
-    memo.retain(|name, _| b.out.services.contains_key(name));
+    memo.retain(|group, _| b.out.services.contains_key(group));
     numbering.memo = memo;
     if cfg.egress.snat {
         // Connections leaving the cluster are committed later, with their SNAT (table 60).
