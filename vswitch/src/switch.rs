@@ -387,7 +387,7 @@ impl Switch {
             }
             "dump-drops" => {
                 need(1)?;
-                self.with_bridge(a[0], |b| {
+                let out = self.with_bridge(a[0], |b| {
                     use std::sync::atomic::Ordering::Relaxed;
                     let mut out = b.drops.format();
                     let sum = |f: fn(&CacheStats) -> &std::sync::atomic::AtomicU64| {
@@ -403,7 +403,17 @@ impl Switch {
                         sum(|s| &s.misses)
                     ));
                     Ok(out)
-                })
+                })?;
+                // Conntrack is shared by the switch's bridges: its own counters, one line.
+                let ct = self.dp.call(|dp| {
+                    let ct = dp.conntrack();
+                    let mut line = format!("conntrack: connections={}", ct.len());
+                    for (name, n) in ct.counters().iter() {
+                        line.push_str(&format!(" {name}={n}"));
+                    }
+                    line
+                });
+                Ok(format!("{out}{ct}\n"))
             }
             "dump-conntrack" => {
                 // Conntrack is shared by every bridge of the datapath; the bridge names the switch.

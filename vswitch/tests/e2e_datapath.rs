@@ -718,6 +718,23 @@ fn two_forwarding_threads_share_ports_and_conntrack() {
         conns.contains("src=10.10.0.1,dst=10.10.0.3"),
         "the TCP connection is not in the shared table:\n{conns}"
     );
+    // dump-drops ends with conntrack's own counters: the pings and the TCP connection were
+    // committed, the refused ping never was.
+    let drops = d.ctl(&["dump-drops", BR]);
+    let ct_line = drops
+        .lines()
+        .find(|l| l.starts_with("conntrack: connections="))
+        .unwrap_or_else(|| panic!("no conntrack line in dump-drops:\n{drops}"));
+    let committed: u64 = ct_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("committed="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no committed= in {ct_line}"));
+    assert!(committed >= 2, "{ct_line}");
+    assert!(
+        !conns.contains("orig=(src=10.10.0.2"),
+        "a refused connection was committed:\n{conns}"
+    );
     let d = node.daemon.as_mut().expect("daemon");
     assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
 }
