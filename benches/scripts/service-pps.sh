@@ -9,6 +9,13 @@
 #   SKIP_BUILD=1 VSWITCHD=... VSWITCHCTL=... benches/scripts/service-pps.sh
 #   CASES=service PERF=1 REPS=1 RATES=0 benches/scripts/service-pps.sh   # + perf record of
 #                                                       # vswitchd: $WORK/perf-<case>.data
+#   CASES=newconn RATES=0 benches/scripts/service-pps.sh  # new connections/s through the ClusterIP
+#
+# The `newconn` case sends every packet from a 5-tuple not seen before (udpflood -f: source
+# ports 1024.., then the next source address), so each one is a new connection: conntrack miss,
+# +new, the Service's select group, ct commit with DNAT, output. Delivered pps = new connections
+# per second; the committed count from `dump-drops` is checked against it. The table is sized
+# for it (CT_MAX, default 4.2M entries, ~1.6 GB).
 #
 # As root. Topology (all in namespaces this script creates and deletes: sp-node, sp-c, sp-b):
 #   sp-c[eth0 172.16.1.11] ⇄ [spv1 ofport 1] vswitchd in sp-node [spv2 ofport 2] ⇄ sp-b[eth0]
@@ -89,7 +96,10 @@ nsx sp-b ip addr add $B_IP/24 dev eth0
 nsx sp-node ip link set spv1 up
 nsx sp-node ip link set spv2 up
 
-taskset -c "$FWD_CPU" ip netns exec sp-node "$VSWITCHD" --rundir "$RUN" 2>"$WORK/vswitchd.log" &
+CT_MAX=${CT_MAX:-4200000}
+NEWCONN_FLOWS=${NEWCONN_FLOWS:-4000000}
+taskset -c "$FWD_CPU" ip netns exec sp-node "$VSWITCHD" --rundir "$RUN" --ct-max-conns "$CT_MAX" \
+    2>"$WORK/vswitchd.log" &
 VSWITCHD_PID=$!
 for _ in $(seq 100); do [ -S "$RUN/vswitchd.ctl" ] && break; sleep 0.05; done
 ctl() { "$VSWITCHCTL" --rundir "$RUN" "$@"; }
@@ -121,6 +131,9 @@ program() { # CASE
     ctl flush-conntrack br0
     if [ "$1" = plain ]; then
         ctl add-flows br0 "$WORK/plain.flows"
+    elif [ "$1" = newconn ]; then
+        ctl add-groups br0 "$WORK/service.groups"
+        ctl add-flows br0 "$WORK/service.flows"
     else
         ctl add-groups br0 "$WORK/service.groups"
         ctl add-flows br0 "$WORK/service.flows"
@@ -146,13 +159,14 @@ HZ=$(getconf CLK_TCK)
 
 # measure CASE RATE -> "offered delivered vswitchd_ns_per_pkt core_ns_per_pkt other_pct"
 measure() {
-    local case=$1 rate=$2 dst=$VIP dport=53 r=""
+    local case=$1 rate=$2 dst=$VIP dport=53 r="" flows=""
     [ "$case" = plain ] && { dst=$SINK_IP; dport=5353; }
+    [ "$case" = newconn ] && flows="-f $NEWCONN_FLOWS"
     [ "$rate" != 0 ] && r="-r $rate"
     local total
     total=$(awk -v w="$WARMUP" -v s="$SECS" 'BEGIN {print w + s + 0.5}')
     # shellcheck disable=SC2086
-    taskset -c "$GEN_CPU" ip netns exec sp-c "$BIN/udpflood" -s "$total" $r -p 1234 -P $dport \
+    taskset -c "$GEN_CPU" ip netns exec sp-c "$BIN/udpflood" -s "$total" $r $flows -p 1234 -P $dport \
         eth0 $C_MAC $GW_MAC $C_IP $dst >>"$WORK/udpflood.log" 2>&1 &
     GEN_PID=$!
     sleep "$WARMUP"
@@ -186,6 +200,11 @@ for round in $(seq "$REPS"); do
             program "$case"
             read -r off del vns cns oth < <(measure "$case" "$rate")
             echo "$round,$rate,$case,$off,$del,$vns,$cns,$oth" | tee -a "$OUT" >&2
+            if [ "$case" = newconn ]; then
+                ctl dump-drops br0 | grep '^conntrack:' | tr ' ' '\n' \
+                    | grep -E '^(connections|committed|drop_table_full)=' | tr '\n' ' ' >&2
+                echo >&2
+            fi
         done
     done
 done
@@ -202,7 +221,10 @@ print("| offered | flows | delivered pps | vswitchd ns/pkt | fwd core ns/pkt | o
 print("|---|---|---|---|---|---|")
 for rate in rates:
     label = "flat out" if rate == "0" else f"{int(rate) // 1000}k pps"
-    for case, name in (("plain", "plain forwarding"), ("service", "ClusterIP ct+DNAT, established")):
+    for case, name in (("plain", "plain forwarding"), ("service", "ClusterIP ct+DNAT, established"),
+                       ("newconn", "ClusterIP, every packet a new connection (new conn/s)")):
+        if not pick(rate, case, "delivered_pps"):
+            continue
         print(f"| {label} | {name} | {med(pick(rate, case, 'delivered_pps')):.0f} | "
               f"{med(pick(rate, case, 'vswitchd_ns_per_pkt')):.0f} | {med(pick(rate, case, 'core_ns_per_pkt')):.0f} | "
               f"{med(pick(rate, case, 'other_on_fwd_core_pct')):.0f} % |")
