@@ -371,7 +371,7 @@ fn build(mode: Mode) -> Cluster {
         pods.push(ns);
     }
     let linux = (mode == Mode::Tunnel).then(|| linux_node(&underlay));
-    let public = public_host(&underlay);
+    let public = public_host(&underlay, m);
     // Node 1's kernel sees what its uplink sees (AF_PACKET copies): it must not answer
     // NodePort SYNs or replies to masqueraded connections with resets.
     ns_sh(
@@ -503,8 +503,9 @@ fn linux_node(underlay: &Netns) -> Netns {
 /// The underlay's router, which is also the public host 203.0.113.10 and the outside client
 /// 198.51.100.10. It has no route to the pod CIDRs: it can only answer pods whose traffic was
 /// masqueraded to a node address. It routes the LoadBalancer and DNAT addresses to node 1.
-fn public_host(underlay: &Netns) -> Netns {
-    let ns = Netns::new(&unique("rpublic")).expect("public host ns");
+fn public_host(underlay: &Netns, mode_tag: &str) -> Netns {
+    // Named per mode: the two clusters may be built at the same time.
+    let ns = Netns::new(&unique(&format!("{mode_tag}public"))).expect("public host ns");
     ns_sh(
         underlay.name(),
         &format!(
@@ -668,6 +669,14 @@ fn run_cluster(mode: Mode) {
 
     // Egress SNAT from node 1's pods to the public host (who could not answer a pod
     // address), visible in conntrack, from the masquerade port range.
+    if !ping_until(c.pod_ns("a"), PUBLIC_HOST, 5) {
+        panic!(
+            "pod a -> public host: no reply\n{}\n{}\n{}",
+            c.agents[0].ctl(&["dump-flows", "br-int"]),
+            c.agents[0].ctl(&["dump-conntrack", "br-int"]),
+            c.agents[0].ctl(&["dump-drops", "br-int"]),
+        );
+    }
     assert_ping(c.pod_ns("a"), PUBLIC_HOST, 2);
     let ct = c.agents[0].ctl(&["dump-conntrack", "br-int"]);
     assert!(
