@@ -197,6 +197,19 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
         d.groups()[&1_074_741_824],
         "group_id=1074741824,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.11:8080))"
     );
+    // ...and with no backend on this node, outside clients are refused (pods still served).
+    let remote_only = local.replace("{ ip = \"172.16.1.11\" }, ", "");
+    let d = compile(&parse(&remote_only).unwrap(), &mut Numbering::default(), rt).unwrap();
+    assert!(!d.groups().contains_key(&1_074_741_824));
+    let lines = d.flow_lines().join("\n");
+    assert!(
+        lines.contains("priority=210,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,in_port=1001,nw_dst=192.168.0.11,tp_dst=30080,actions=drop"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("tp_dst=30080,actions=group:1000000"),
+        "{lines}"
+    );
 }
 
 /// Tunnel mode with `underlay_interface`: peers over VXLAN, outside clients and egress
