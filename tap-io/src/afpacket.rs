@@ -107,6 +107,10 @@ pub struct AfPacketConfig {
     /// with their position, and send them so; the kernel (or the NIC) segments and checksums.
     /// Receiving super-frames needs batches with [`crate::GSO_FRAME_ROOM`] buffers.
     pub vnet_hdr: bool,
+    /// Have the kernel keep IPv4 UDP datagrams to this destination port out of the receive
+    /// ring (a classic BPF filter on the socket): an uplink sharing the underlay with a kernel
+    /// UDP tunnel socket (VXLAN, 4789) then never copies the tunnel's traffic to userspace.
+    pub skip_udp_dst_port: Option<u16>,
 }
 
 impl AfPacketConfig {
@@ -126,8 +130,37 @@ impl AfPacketConfig {
             qdisc_bypass: true,
             promisc: true,
             vnet_hdr: true,
+            skip_udp_dst_port: None,
         }
     }
+}
+
+/// A classic BPF program that accepts every frame except untagged IPv4 UDP (first fragments
+/// and unfragmented datagrams) to destination port `port`.
+fn skip_udp_port_filter(port: u16) -> [libc::sock_filter; 11] {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    use libc::{
+        BPF_ABS, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX,
+        BPF_MSH, BPF_RET,
+    };
+    [
+        op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 12), // EtherType
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 8, 0x0800),
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 23), // IP protocol
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 6, 17),
+        op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 20), // fragment offset: later fragments pass
+        op(BPF_JMP | BPF_JSET | BPF_K, 4, 0, 0x1fff),
+        op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 14), // X = IPv4 header length
+        op(BPF_LD | BPF_H | BPF_IND, 0, 0, 16),  // UDP destination port (14 + X + 2)
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, u32::from(port)),
+        op(BPF_RET | BPF_K, 0, 0, 0),           // drop
+        op(BPF_RET | BPF_K, 0, 0, 0x0004_0000), // accept (whole frame)
+    ]
 }
 
 /// Environment variable that overrides the default ring layout: `v2` or `v3`.
@@ -456,6 +489,16 @@ impl AfPacketPort {
                 RxRing::Frames(setup_v2(&rx_fd, cfg, mtu).map_err(sys("rx ring (V2)"))?)
             }
         };
+        if let Some(port) = cfg.skip_udp_dst_port {
+            // Attached before bind, so no unfiltered frame reaches the ring.
+            let prog = skip_udp_port_filter(port);
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_ptr().cast_mut(),
+            };
+            setsockopt(&rx_fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+                .map_err(sys("SO_ATTACH_FILTER"))?;
+        }
         bind_to(&rx_fd, ifindex, libc::ETH_P_ALL as u16).map_err(sys("bind (rx)"))?;
         if cfg.promisc {
             let mr = libc::packet_mreq {

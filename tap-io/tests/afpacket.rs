@@ -437,3 +437,67 @@ fn afpacket_tx_clone_sends_from_another_thread_while_the_port_receives() {
     })
     .unwrap();
 }
+
+/// An untagged IPv4/UDP frame from B to A with destination port `dport` (checksums left
+/// zero: a packet socket does not check them).
+fn udp_frame(dport: u16, frag_offset: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&MAC_B);
+    f.extend_from_slice(&[0x08, 0x00]);
+    // IPv4: version/IHL, TOS, total length 46, id, flags/fragment offset, TTL, UDP.
+    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 1]);
+    f.extend_from_slice(&frag_offset.to_be_bytes());
+    f.extend_from_slice(&[64, 17, 0, 0, 192, 168, 0, 2, 192, 168, 0, 1]);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 26, 0, 0]);
+    f.resize(60, 0xab);
+    f
+}
+
+/// `skip_udp_dst_port`: the kernel keeps UDP to that port (a tunnel's traffic) out of the
+/// ring; other UDP, later fragments (no port to look at) and non-IP frames still arrive.
+#[test]
+fn afpacket_filter_keeps_one_udp_port_out_of_the_ring() {
+    if !require_root("afpacket_filter_keeps_one_udp_port_out_of_the_ring") {
+        return;
+    }
+    in_private_netns(move || {
+        veth("va", "vb", 1500);
+        let mut c = cfg("va", RingKind::V2);
+        c.skip_udp_dst_port = Some(4789);
+        let mut port = AfPacketPort::open(&c).unwrap();
+        let kernel = RawEth::bind("vb").unwrap();
+        let sent = [
+            udp_frame(4789, 0),
+            udp_frame(4790, 0),
+            udp_frame(4789, 0x0010), // a later fragment: bytes 20.. are not a UDP header
+            test_frame(MAC_A, MAC_B, 7, 60),
+        ];
+        for f in &sent {
+            kernel.send(f).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut batch = Batch::new(64, 128, 2048);
+        while got.len() < 3 && std::time::Instant::now() < deadline {
+            batch.clear();
+            match port.rx_batch(&mut batch) {
+                Ok(0) => std::thread::sleep(Duration::from_millis(1)),
+                Ok(_) => got.extend(batch.iter().map(|p| p.data().to_vec())),
+                Err(e) => panic!("rx error: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        batch.clear();
+        let _ = port.rx_batch(&mut batch);
+        got.extend(batch.iter().map(|p| p.data().to_vec()));
+        assert_eq!(
+            got,
+            sent[1..].to_vec(),
+            "only the frames not to UDP/4789 arrive"
+        );
+    })
+    .unwrap();
+}

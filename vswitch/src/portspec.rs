@@ -49,6 +49,10 @@ pub struct PortSpec {
     /// `options:thread=K`: the forwarding thread that polls the port (default: the least
     /// loaded one).
     pub thread: Option<usize>,
+    /// `options:rx_skip_udp_dport=P` (AF_PACKET ports): the kernel keeps IPv4 UDP to port P
+    /// out of the port's receive ring, e.g. VXLAN on an uplink that shares the underlay with
+    /// the tunnel socket.
+    pub skip_udp_dport: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +91,7 @@ impl PortSpec {
         let mut ofport = None;
         let mut options: Vec<(String, String)> = Vec::new();
         let mut thread = None;
+        let mut skip_udp_dport = None;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
@@ -117,11 +122,25 @@ impl PortSpec {
                         why: "expected a forwarding thread number (0, 1, ...)",
                     })?);
                 }
+                "options:rx_skip_udp_dport" => {
+                    skip_udp_dport = Some(value.parse().map_err(|_| PortSpecError::BadOption {
+                        key: "rx_skip_udp_dport".into(),
+                        value: value.to_string(),
+                        why: "expected a UDP port number",
+                    })?);
+                }
                 _ => match key.strip_prefix("options:") {
                     Some(opt) => options.push((opt.to_string(), value.to_string())),
                     None => return Err(PortSpecError::UnexpectedArg(arg.clone())),
                 },
             }
+        }
+        if skip_udp_dport.is_some() && kind != PortKind::AfPacket {
+            return Err(PortSpecError::BadOption {
+                key: "rx_skip_udp_dport".into(),
+                value: format!("{skip_udp_dport:?}"),
+                why: "only afpacket ports filter their receive ring",
+            });
         }
         let tunnel = if kind == PortKind::Vxlan {
             Some(parse_tunnel(&options)?)
@@ -137,6 +156,7 @@ impl PortSpec {
             ofport,
             tunnel,
             thread,
+            skip_udp_dport,
         })
     }
 }
@@ -203,6 +223,20 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn thread_and_receive_filter_options() {
+        let p = PortSpec::parse(
+            "eth1",
+            &args(&["options:thread=1", "options:rx_skip_udp_dport=4789"]),
+        )
+        .unwrap();
+        assert_eq!((p.thread, p.skip_udp_dport), (Some(1), Some(4789)));
+        let tap = PortSpec::parse("t", &args(&["type=tap", "options:rx_skip_udp_dport=4789"]));
+        assert!(tap.unwrap_err().to_string().contains("only afpacket ports"));
+        let bad = PortSpec::parse("p", &args(&["options:thread=x"])).unwrap_err();
+        assert!(bad.to_string().contains("options:thread"), "{bad}");
     }
 
     #[test]

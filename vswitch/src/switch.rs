@@ -1249,8 +1249,9 @@ fn install_rule(inst: &mut Installed, e: &FlowEntry, stats: Arc<FlowStats>) {
 fn open_port(spec: &PortSpec, drops: &Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String> {
     match spec.kind {
         PortKind::AfPacket => {
-            let port = tap_io::AfPacketPort::open(&tap_io::AfPacketConfig::new(&spec.name))
-                .map_err(|e| e.to_string())?;
+            let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
+            cfg.skip_udp_dst_port = spec.skip_udp_dport;
+            let port = tap_io::AfPacketPort::open(&cfg).map_err(|e| e.to_string())?;
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
             Ok((PortIo::Dev(Box::new(port)), mac))
         }

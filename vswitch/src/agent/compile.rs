@@ -451,10 +451,16 @@ pub fn compile(
     }
     let own_mac = match &cfg.uplink {
         Some(uplink) => {
+            let mut args = vec!["type=afpacket".into(), format!("ofport={UPLINK_OFPORT}")];
+            if let Mode::Tunnel { dst_port, .. } = cfg.mode {
+                // The tunnel's datagrams go to the kernel's UDP socket; keep the uplink's
+                // ring from copying them all (table 0 still drops any that slip through).
+                args.push(format!("options:rx_skip_udp_dport={dst_port}"));
+            }
             b.out.ports.push(PortPlan {
                 name: uplink.interface.clone(),
                 ofport: UPLINK_OFPORT,
-                args: vec!["type=afpacket".into(), format!("ofport={UPLINK_OFPORT}")],
+                args,
             });
             Some(uplink.mac.or(rt.uplink_mac).ok_or(
                 "node.underlay_mac: not given and the underlay interface has no readable MAC",
