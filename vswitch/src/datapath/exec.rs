@@ -30,6 +30,7 @@ pub struct Scratch {
     /// Held fragments released by conntrack are copied here, then run again.
     held_frame: Vec<u8>,
     held_pkt: Option<PacketBuf>,
+    hits: FlowHits,
 }
 
 impl Scratch {
@@ -39,6 +40,48 @@ impl Scratch {
             gso: Vec::with_capacity(tap_io::buf::DEFAULT_FRAME_ROOM),
             held_frame: Vec::new(),
             held_pkt: None,
+            hits: FlowHits::default(),
+        }
+    }
+}
+
+/// Rule counters gathered over a batch and added to the rules once per cached flow, not once
+/// per packet: the shared atomics are touched a few times per batch instead of twice per
+/// packet and rule. Counts reach `dump-flows` when the batch ends.
+struct FlowHits {
+    flows: Vec<(Arc<CachedFlow>, u64, u64)>,
+}
+
+/// Distinct cached flows tracked at once (a batch usually holds a few; more just flush early).
+const FLOW_HITS: usize = 8;
+
+impl Default for FlowHits {
+    fn default() -> Self {
+        FlowHits {
+            flows: Vec::with_capacity(FLOW_HITS),
+        }
+    }
+}
+
+impl FlowHits {
+    #[inline]
+    fn add(&mut self, flow: &Arc<CachedFlow>, bytes: u64, now_ns: u64) {
+        if let Some(f) = self.flows.iter_mut().find(|f| Arc::ptr_eq(&f.0, flow)) {
+            f.1 += 1;
+            f.2 += bytes;
+            return;
+        }
+        if self.flows.len() == FLOW_HITS {
+            self.flush(now_ns);
+        }
+        self.flows.push((flow.clone(), 1, bytes));
+    }
+
+    fn flush(&mut self, now_ns: u64) {
+        for (flow, packets, bytes) in self.flows.drain(..) {
+            for r in &flow.rules {
+                r.hit(packets, bytes, now_ns);
+            }
         }
     }
 }
@@ -149,6 +192,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             run_packet(&mut ctx, pkt, key, 0);
             run_released_fragments(&mut ctx);
         }
+        ctx.scratch.hits.flush(now_ns);
     }
     rx.clear();
     dp.rx = rx;
@@ -217,6 +261,7 @@ pub(super) fn inject(
     };
     run_packet(&mut ctx, &mut pkt, key, 0);
     run_released_fragments(&mut ctx);
+    ctx.scratch.hits.flush(now_ns);
 }
 
 /// Runs again, from table 0 and as received, the fragments conntrack held until their first
@@ -313,10 +358,7 @@ fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usiz
         }
     }
     let flow = lookup(ctx, &key);
-    let len = pkt.len() as u64;
-    for r in &flow.rules {
-        r.hit(1, len, ctx.now_ns);
-    }
+    ctx.scratch.hits.add(&flow, pkt.len() as u64, ctx.now_ns);
     execute(ctx, pkt, &mut key, &mut parsed, &flow, recirc);
 }
 
@@ -545,10 +587,7 @@ fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: u
     let mut fresh = key;
     let mut parsed = encap::extract(pkt.data(), &mut fresh);
     let flow = lookup(ctx, &fresh);
-    let len = pkt.len() as u64;
-    for r in &flow.rules {
-        r.hit(1, len, ctx.now_ns);
-    }
+    ctx.scratch.hits.add(&flow, pkt.len() as u64, ctx.now_ns);
     execute(ctx, pkt, &mut fresh, &mut parsed, &flow, recirc);
 }
 
