@@ -684,6 +684,25 @@ fn run_cluster(mode: Mode) {
             .any(|l| l.contains(PUBLIC_HOST) && l.contains("192.168.0.11")),
         "no masqueraded connection in:\n{ct}"
     );
+    // The pings' echo identifier was translated into the masquerade range (and back, or the
+    // pings above would have had no reply).
+    let icmp_reply_id = ct
+        .lines()
+        .filter(|l| l.starts_with("icmp,") && l.contains("dst=192.168.0.11"))
+        .find_map(|l| {
+            let reply = l.split("reply=(").nth(1)?;
+            reply
+                .split(['=', ','])
+                .skip_while(|w| *w != "id")
+                .nth(1)?
+                .parse::<u16>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no masqueraded ping in:\n{ct}"));
+    assert!(
+        (61000..=65535).contains(&icmp_reply_id),
+        "echo id {icmp_reply_id} not from the masquerade range:\n{ct}"
+    );
     for from in ["a", "b"] {
         let seen = tcp_hello(c.pod_ns(from), PUBLIC_HOST, PUBLIC_PORT)
             .unwrap_or_else(|| panic!("{from} -> public host: no answer"));

@@ -697,3 +697,66 @@ fn flows_expire_on_their_idle_and_hard_timeouts() {
     b.send(1, &f(2));
     assert!(b.received(2).is_empty());
 }
+
+/// An ICMPv4 echo (request 8 / reply 0) with identifier `id`, checksum valid.
+fn echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ty: u8, id: u16) -> Vec<u8> {
+    let mut f = FrameBuilder::eth(src_mac, GW_MAC)
+        .ipv4(src, dst)
+        .icmp(ty, 0)
+        .payload(b"echo payload")
+        .build();
+    f[38..40].copy_from_slice(&id.to_be_bytes());
+    f[36..38].copy_from_slice(&[0, 0]);
+    let c = checksum::icmpv4(&f[34..]);
+    f[36..38].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Masquerade of pings: two pods using the same echo identifier towards the same host get
+/// different identifiers from the NAT range (else the second would clash), written into the
+/// packets with valid checksums, and each reply comes back to its pod with its own identifier.
+#[test]
+fn icmp_echo_ids_are_translated_by_masquerade() {
+    let mut b = Bench::new(2);
+    b.flows(
+        "table=0,priority=100,ip,in_port=1,actions=ct(commit,table=1,zone=1,nat(src=192.0.2.1:61000-61010))
+         table=0,priority=100,ip,in_port=2,actions=ct(table=1,zone=1,nat)
+         table=1,priority=100,in_port=1,actions=output:2
+         table=1,priority=100,ct_state=+est+trk,in_port=2,actions=output:1",
+    );
+    let host = [203, 0, 113, 10];
+    let mut ids = Vec::new();
+    for (mac, ip) in [(POD_MAC, [10, 0, 0, 1]), (POD2_MAC, [10, 0, 0, 2])] {
+        b.send(1, &echo(mac, ip, host, 8, 7));
+        let out = b.received(2);
+        assert_eq!(out.len(), 1, "request from {ip:?} not forwarded");
+        let k = key_of(&out[0]);
+        assert_eq!(k.nw_src, u32::from(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(checksum::icmpv4(&out[0][34..]), 0, "ICMP checksum");
+        assert_eq!(checksum::ipv4_header(&out[0][14..34]), 0, "IPv4 checksum");
+        let id = u16::from_be_bytes([out[0][38], out[0][39]]);
+        assert!(
+            (61000..=61010).contains(&id),
+            "id {id} outside the NAT range"
+        );
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "two pods share one translated id");
+    for (i, want) in [[10u8, 0, 0, 1], [10, 0, 0, 2]].iter().enumerate() {
+        b.send(2, &echo(POD_MAC, host, [192, 0, 2, 1], 0, ids[i]));
+        let back = b.received(1);
+        assert_eq!(back.len(), 1, "reply {i} not delivered");
+        let k = key_of(&back[0]);
+        assert_eq!(k.nw_dst, u32::from(Ipv4Addr::from(*want)));
+        assert_eq!(
+            u16::from_be_bytes([back[0][38], back[0][39]]),
+            7,
+            "original id restored"
+        );
+        assert_eq!(
+            checksum::icmpv4(&back[0][34..]),
+            0,
+            "ICMP checksum of the reply"
+        );
+    }
+}

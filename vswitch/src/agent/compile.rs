@@ -739,9 +739,10 @@ pub fn compile(
     // flow per frontend).
     if let (Some(own), Some(next_hop)) = (own_mac, cfg.egress.next_hop_mac) {
         if cfg.egress.snat {
-            // TCP and UDP from the masquerade port range; other protocols (ICMP echo keeps
-            // its id: the datapath rewrites TCP/UDP ports only) just get the address.
-            for proto in ["tcp", "udp"] {
+            // TCP and UDP ports and ICMP echo identifiers from the masquerade range (two
+            // pods pinging one host with the same identifier must not clash); other
+            // protocols just get the address.
+            for proto in ["tcp", "udp", "icmp"] {
                 b.flow(
                     Table::Egress,
                     100,

@@ -115,3 +115,22 @@ pub fn set_icmp_type_code(frame: &mut [u8], parsed: &Parsed, ty: Option<u8>, cod
     let c = checksum::update_u16(u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]), old, new);
     frame[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
 }
+
+/// Rewrites the identifier of an ICMPv4 echo request or reply (conntrack's "port" for ICMP,
+/// changed by NAT), updating the ICMP checksum.
+pub fn set_icmp_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) {
+    if parsed.l3_kind != L3Kind::Ipv4 || parsed.l4_proto != 1 {
+        return;
+    }
+    let Some(l4) = parsed.l4_offset() else { return };
+    if frame.len() < l4 + 6 || !matches!(frame[l4], 0 | 8) {
+        return;
+    }
+    let old = u16::from_be_bytes([frame[l4 + 4], frame[l4 + 5]]);
+    if old == id {
+        return;
+    }
+    frame[l4 + 4..l4 + 6].copy_from_slice(&id.to_be_bytes());
+    let c = checksum::update_u16(u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]), old, id);
+    frame[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+}

@@ -68,6 +68,10 @@ pub fn run(
             let _ = encap::rewrite::set_ipv4_dst(frame, parsed, dst.into(), mode);
             next.nw_dst = dst;
         }
+        if key.nw_proto == 1 && matches!(key.icmp_type, 0 | 8) {
+            // ICMP echo: the identifier is the "port" NAT allocates (both tuple ports hold it).
+            super::csum::set_icmp_echo_id(frame, parsed, rw.sport);
+        }
         if matches!(key.nw_proto, 6 | 17) {
             if rw.sport != key.tp_src {
                 let _ = encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, mode);
