@@ -177,17 +177,70 @@ pub const FIELDS: &[FieldSpec] = &[
 impl Field {
     /// The preferred (OpenFlow 1.3 / ovs-ofctl) wire spelling of this field.
     pub fn spec(self) -> FieldSpec {
-        // An index built once: this runs several times per match field encoded.
-        static FIRST: std::sync::OnceLock<hashbrown::HashMap<Field, FieldSpec>> =
+        // An index built once: this runs several times per match field encoded or decoded.
+        static FIRST: std::sync::OnceLock<[Option<FieldSpec>; FIELD_SLOTS]> =
             std::sync::OnceLock::new();
         let first = FIRST.get_or_init(|| {
-            let mut m = hashbrown::HashMap::new();
+            let mut t = [None; FIELD_SLOTS];
             for s in FIELDS {
-                m.entry(s.field).or_insert(*s);
+                if let Some(i) = s.field.slot() {
+                    t[i].get_or_insert(*s);
+                }
             }
-            m
+            t
         });
-        first.get(&self).copied().unwrap_or(FIELDS[0])
+        self.slot()
+            .and_then(|i| first[i])
+            .or_else(|| FIELDS.iter().copied().find(|s| s.field == self))
+            .unwrap_or(FIELDS[0])
+    }
+
+    /// A dense index for the lookup table (`None` for registers beyond reg7).
+    fn slot(self) -> Option<usize> {
+        Some(match self {
+            Field::InPort => 0,
+            Field::Metadata => 1,
+            Field::EthDst => 2,
+            Field::EthSrc => 3,
+            Field::EthType => 4,
+            Field::VlanVid => 5,
+            Field::VlanPcp => 6,
+            Field::VlanTci => 7,
+            Field::IpDscp => 8,
+            Field::IpEcn => 9,
+            Field::IpProto => 10,
+            Field::Ipv4Src => 11,
+            Field::Ipv4Dst => 12,
+            Field::TcpSrc => 13,
+            Field::TcpDst => 14,
+            Field::UdpSrc => 15,
+            Field::UdpDst => 16,
+            Field::SctpSrc => 17,
+            Field::SctpDst => 18,
+            Field::Icmpv4Type => 19,
+            Field::Icmpv4Code => 20,
+            Field::ArpOp => 21,
+            Field::ArpSpa => 22,
+            Field::ArpTpa => 23,
+            Field::ArpSha => 24,
+            Field::ArpTha => 25,
+            Field::Ipv6Src => 26,
+            Field::Ipv6Dst => 27,
+            Field::Ipv6Flabel => 28,
+            Field::Icmpv6Type => 29,
+            Field::Icmpv6Code => 30,
+            Field::TunnelId => 31,
+            Field::TunSrc => 32,
+            Field::TunDst => 33,
+            Field::CtState => 34,
+            Field::CtZone => 35,
+            Field::CtMark => 36,
+            Field::TcpFlags => 37,
+            Field::IpFrag => 38,
+            Field::NwTtl => 39,
+            Field::Reg(n) if usize::from(n) < 8 => 40 + usize::from(n),
+            Field::Reg(_) => return None,
+        })
     }
 
     /// Bits of the wire value that carry meaning; a mask equal to this is an exact match.
@@ -205,6 +258,9 @@ impl Field {
         }
     }
 }
+
+/// Size of [`Field::spec`]'s table: the unit variants, then reg0..reg7.
+const FIELD_SLOTS: usize = 40 + 8;
 
 /// All-ones value of `width` bytes.
 pub fn width_mask(width: u8) -> u128 {
