@@ -106,6 +106,11 @@ pub struct Group {
     pub buckets: Vec<Bucket>,
     /// Bucket choice of a select group ([`Selection::Default`] for the other types).
     pub selection: Selection,
+    /// `affinity_timeout=SECS` (select groups, this switch's extension): a client address
+    /// keeps the bucket it got while that bucket exists and the client opens a connection at
+    /// least every SECS seconds (Kubernetes `sessionAffinity: ClientIP`). Like the selection
+    /// method, OpenFlow 1.3 cannot carry it.
+    pub affinity_timeout: Option<u32>,
 }
 
 impl Group {
@@ -116,6 +121,7 @@ impl Group {
             group_type,
             buckets,
             selection: Selection::Default,
+            affinity_timeout: None,
         }
     }
 }

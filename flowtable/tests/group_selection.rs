@@ -116,3 +116,33 @@ fn delete_ignores_nothing_it_should_read() {
     assert_eq!(gm.group.id, 3);
     assert_eq!(gm.group.selection, Selection::Default);
 }
+
+#[test]
+fn affinity_timeout_round_trips_and_needs_a_select_group() {
+    let input = format!(
+        "group_id=9,type=select,selection_method=hash,fields(ip_src),affinity_timeout=10800,{BUCKETS}"
+    );
+    let g = parse_group(&input).unwrap();
+    assert_eq!(g.affinity_timeout, Some(10800));
+    let full = print_group_full(&g);
+    assert!(
+        full.starts_with(" group_id=9,type=select,selection_method=hash,fields=ip_src,affinity_timeout=10800,bucket="),
+        "{full}"
+    );
+    assert_eq!(parse_group(full.trim()).unwrap(), g);
+    assert!(
+        !print_group(&g).contains("affinity"),
+        "OpenFlow 1.3 cannot carry it"
+    );
+    let bad = parse_group(&format!("group_id=9,type=all,affinity_timeout=5,{BUCKETS}"));
+    assert!(matches!(bad, Err(ParseError::NotAllowed(_))), "{bad:?}");
+    for v in ["0", "x", "-1"] {
+        assert!(
+            parse_group(&format!(
+                "group_id=9,type=select,affinity_timeout={v},{BUCKETS}"
+            ))
+            .is_err(),
+            "{v}"
+        );
+    }
+}

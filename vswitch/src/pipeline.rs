@@ -11,6 +11,7 @@ use flowtable::classifier::Classifier;
 use flowtable::{FlowEntry, Group};
 use hashbrown::HashMap;
 
+use crate::lb::AffinityTable;
 use crate::lb::maglev::{Backend, Maglev};
 use crate::portspec::{FromFlow, PortKind};
 
@@ -60,34 +61,66 @@ pub type TableClassifier = Classifier<Arc<RuleRef>>;
 pub struct GroupEntry {
     pub group: Group,
     pub maglev: Option<Maglev>,
+    /// Per bucket, its identity: a hash of its actions (what Maglev and affinity know it by).
+    pub bucket_ids: Vec<u64>,
+    /// `affinity_timeout`: the clients' remembered buckets (kept across group changes) and the
+    /// timeout in ns.
+    pub affinity: Option<(Arc<AffinityTable>, u64)>,
 }
 
 impl GroupEntry {
     pub fn new(group: Group) -> GroupEntry {
-        let maglev = (group.group_type == flowtable::GroupType::Select)
-            .then(|| build_maglev(&group))
-            .flatten();
-        GroupEntry { group, maglev }
+        GroupEntry::replacing(group, None)
+    }
+
+    /// The entry for `group`, keeping the affinity memory of the entry it replaces.
+    pub fn replacing(group: Group, old: Option<&GroupEntry>) -> GroupEntry {
+        let bucket_ids = bucket_ids(&group);
+        let select = group.group_type == flowtable::GroupType::Select;
+        let maglev = select.then(|| build_maglev(&group, &bucket_ids)).flatten();
+        let affinity = group.affinity_timeout.filter(|_| select).map(|secs| {
+            let table = old
+                .and_then(|o| o.affinity.as_ref())
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default();
+            (table, u64::from(secs) * 1_000_000_000)
+        });
+        GroupEntry {
+            group,
+            maglev,
+            bucket_ids,
+            affinity,
+        }
     }
 }
 
 /// Bucket ids come from the bucket's actions, so a bucket keeps its id (and its slots) when
 /// other buckets come and go. Identical buckets are told apart by position.
-fn build_maglev(group: &Group) -> Option<Maglev> {
+fn bucket_ids(group: &Group) -> Vec<u64> {
     use std::hash::{Hash, Hasher};
-    let mut backends: Vec<Backend> = Vec::with_capacity(group.buckets.len());
+    let mut ids: Vec<u64> = Vec::with_capacity(group.buckets.len());
     for (i, b) in group.buckets.iter().enumerate() {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         b.actions.hash(&mut h);
         let mut id = h.finish();
-        if backends.iter().any(|x| x.id == id) {
+        if ids.contains(&id) {
             id ^= (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
-        backends.push(Backend {
-            id,
-            weight: b.weight as u32,
-        });
+        ids.push(id);
     }
+    ids
+}
+
+fn build_maglev(group: &Group, ids: &[u64]) -> Option<Maglev> {
+    let backends: Vec<Backend> = group
+        .buckets
+        .iter()
+        .zip(ids)
+        .map(|(b, id)| Backend {
+            id: *id,
+            weight: b.weight as u32,
+        })
+        .collect();
     Maglev::new(&backends, maglev_size(backends.len())).ok()
 }
 

@@ -1088,8 +1088,8 @@ pub fn publish(b: &mut BridgeCtl) {
         }
         b.stats = live_stats;
         for g in b.tables.groups() {
-            inst.groups
-                .insert(g.id, Arc::new(GroupEntry::new(g.clone())));
+            let entry = GroupEntry::replacing(g.clone(), previous.groups.get(&g.id).map(|e| &**e));
+            inst.groups.insert(g.id, Arc::new(entry));
         }
         // Tables that had flows before and have none now must be emptied too.
         dirty.extend((0..previous.tables.len()).map(|t| t as u8));
@@ -1138,7 +1138,7 @@ pub fn publish(b: &mut BridgeCtl) {
                     Some(g) => {
                         let entry = match inst.groups.get(&id) {
                             Some(e) if e.group == *g => e.clone(),
-                            _ => Arc::new(GroupEntry::new(g.clone())),
+                            old => Arc::new(GroupEntry::replacing(g.clone(), old.map(|e| &**e))),
                         };
                         inst.groups.insert(id, entry);
                     }

@@ -124,7 +124,7 @@ fn session_affinity_hashes_the_client_address_only() {
         d.groups()[&1_000_000],
         GOLDEN_GROUP.replace(
             "type=select,",
-            "type=select,selection_method=hash,fields(ip_src),"
+            "type=select,selection_method=hash,fields(ip_src),affinity_timeout=10800,"
         )
     );
     assert!(d.warnings().is_empty(), "{:?}", d.warnings());
@@ -136,6 +136,7 @@ fn session_affinity_hashes_the_client_address_only() {
         g.selection,
         flowtable::Selection::Hash(vec![flowtable::FieldId::Ipv4Src])
     );
+    assert_eq!(g.affinity_timeout, Some(10800));
 }
 
 #[test]

@@ -201,3 +201,71 @@ fn only_the_hashed_fields_enter_the_megaflow() {
         assert_eq!(misses(&b) - before, want_misses, "selection '{selection}'");
     }
 }
+
+/// The Service's group text over `BACKENDS[i]` with `weights[i]` (0: the bucket is left out).
+fn group_text(selection: &str, weights: [u16; 3]) -> String {
+    let buckets: Vec<String> = BACKENDS
+        .iter()
+        .zip(weights)
+        .filter(|(_, w)| *w > 0)
+        .map(|(b, w)| {
+            format!(
+                "bucket=weight:{w},actions=ct(commit,table=2,zone=1,nat(dst={}:5353))",
+                Ipv4Addr::from(*b)
+            )
+        })
+        .collect();
+    format!("group_id=1,type=select{selection},{}", buckets.join(","))
+}
+
+/// Which backend each of 90 clients reaches on a new connection (new source port `sport`).
+fn placement(b: &mut Bridge, sport: u16) -> Vec<usize> {
+    (1..=90u8)
+        .map(|c| b.connect([172, 16, 9, c], sport))
+        .collect()
+}
+
+/// `affinity_timeout`: when the group changes (a backend's weight grows, so consistent
+/// hashing alone moves some clients to it), every client keeps its backend; when a backend
+/// goes, only its own clients move. The control without the timeout shows the hash alone
+/// does move clients on the same change.
+#[test]
+fn remembered_clients_keep_their_backend_when_the_group_changes() {
+    let with = ",selection_method=hash,fields(ip_src),affinity_timeout=60";
+    let without = ",selection_method=hash,fields(ip_src)";
+    let mut moved = Vec::new();
+    for selection in [with, without] {
+        let mut b = Bridge::service(selection);
+        let before = placement(&mut b, 40_000);
+        b.command(&["mod-group", "br0", &group_text(selection, [1, 1, 6])]);
+        let after = placement(&mut b, 40_001);
+        moved.push(before.iter().zip(&after).filter(|(x, y)| x != y).count());
+        if selection == with {
+            // Backend 0 goes away: its clients (and only they) move.
+            b.command(&["mod-group", "br0", &group_text(selection, [0, 1, 6])]);
+            let last = placement(&mut b, 40_002);
+            for (c, (was, now)) in after.iter().zip(&last).enumerate() {
+                if *was == 0 {
+                    assert_ne!(*now, 0, "client {c} still reached the removed backend");
+                } else {
+                    assert_eq!(was, now, "client {c} moved although its backend stayed");
+                }
+            }
+            let trace = b.command(&[
+                "trace",
+                "br0",
+                "in_port=1,udp,nw_src=172.16.9.1,nw_dst=10.247.0.53,tp_src=1000,tp_dst=53",
+            ]);
+            assert!(
+                trace.contains("affinity: 172.16.9.1 keeps bucket"),
+                "{trace}"
+            );
+        }
+    }
+    assert_eq!(moved[0], 0, "with affinity no client may move");
+    assert!(
+        moved[1] > 5,
+        "the control should move clients, moved {}",
+        moved[1]
+    );
+}

@@ -31,6 +31,7 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
     let mut group_type: Option<GroupType> = None;
     let mut method: Option<&str> = None;
     let mut fields: Vec<FieldId> = Vec::new();
+    let mut affinity_timeout: Option<u32> = None;
     // Bucket token lists; tokens are top-level comma pieces.
     let mut buckets: Vec<Vec<&str>> = Vec::new();
     for tok in split_top(s, &[','])? {
@@ -70,6 +71,14 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
                 _ => return Err(bad_setting("selection_method", v, "hash or dp_hash")),
             },
             "fields" => push_hash_field(&mut fields, v)?,
+            "affinity_timeout" => {
+                affinity_timeout = Some(
+                    parse_uint_bits(v, 32)
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad_setting("affinity_timeout", v, "seconds, 1 to 2^32-1"))?
+                        as u32,
+                );
+            }
             k if k.starts_with("fields(") => {
                 let list = tok
                     .trim()
@@ -115,6 +124,11 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
         }
         _ => Selection::Default,
     };
+    if affinity_timeout.is_some() && group_type != GroupType::Select {
+        return Err(ParseError::NotAllowed(
+            "affinity_timeout in a group that is not type=select".into(),
+        ));
+    }
     if selection != Selection::Default && group_type != GroupType::Select {
         return Err(ParseError::NotAllowed(
             "selection_method in a group that is not type=select".into(),
@@ -131,6 +145,7 @@ pub fn parse_group_mod(s: &str, command: GroupModCommand) -> Result<GroupMod, Pa
             group_type,
             buckets: out,
             selection,
+            affinity_timeout,
         },
     })
 }
@@ -221,6 +236,9 @@ fn print_group_with(g: &Group, selection: bool) -> String {
             [one] => s.push_str(&format!(",fields={one}")),
             many => s.push_str(&format!(",fields({})", many.join(","))),
         }
+    }
+    if let (true, Some(t)) = (selection, g.affinity_timeout) {
+        s.push_str(&format!(",affinity_timeout={t}"));
     }
     let opts = PrintOpts::default();
     for b in &g.buckets {

@@ -298,7 +298,7 @@ fn select_group(
     zone: u16,
     backends: &[&Backend],
     commit: Commit,
-    affinity: bool,
+    affinity: Option<u32>,
 ) -> Option<String> {
     if backends.is_empty() {
         return None;
@@ -312,8 +312,13 @@ fn select_group(
     };
     let mut g = String::with_capacity(32 + backends.len() * 80);
     let _ = write!(g, "group_id={gid},type=select");
-    if affinity {
-        g.push_str(",selection_method=hash,fields(ip_src)");
+    if let Some(secs) = affinity {
+        // Hash the client address (most clients stay put when backends change) and remember
+        // each client's backend for `secs` after its last new connection (none move).
+        let _ = write!(
+            g,
+            ",selection_method=hash,fields(ip_src),affinity_timeout={secs}"
+        );
     }
     for be in backends {
         let _ = write!(
@@ -332,7 +337,7 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
     let (gid, zone) = (cx.group, cx.zone);
     let proto = s.protocol.as_str();
     let all: Vec<&Backend> = s.backends.iter().collect();
-    let affinity = s.session_affinity_seconds.is_some();
+    let affinity = s.session_affinity_seconds;
     let action = match select_group(gid, zone, &all, Commit::Route, affinity) {
         Some(g) => {
             out.groups.push((gid, g));

@@ -70,6 +70,9 @@ pub enum DpAction {
         cookie: u64,
         table: u8,
     },
+    /// Session affinity: the client opened a new connection now (refreshes its remembered
+    /// bucket, see `lb::affinity`).
+    AffinityTouch(crate::lb::AffinityTouch),
     /// Dropping on purpose, with the reason counted.
     Drop(DropReason),
 }
@@ -162,6 +165,7 @@ impl std::fmt::Display for DpAction {
             DpAction::Controller { max_len, .. } => {
                 write!(f, "userspace(controller,max_len={max_len})")
             }
+            DpAction::AffinityTouch(t) => write!(f, "affinity(bucket={:#x})", t.0.bucket),
             DpAction::Drop(r) => write!(f, "drop({})", r.name()),
         }
     }

@@ -404,6 +404,8 @@ fn execute(
             }
             DpAction::Normal => normal(ctx, pkt, key, parsed),
             DpAction::Flood { include_in_port } => flood(ctx, pkt, key, parsed, *include_in_port),
+            // Only new connections reach a select group: one clock read and one store each.
+            DpAction::AffinityTouch(t) => t.touch(crate::lb::affinity::clock_ns()),
             DpAction::SetEthSrc(mac) => {
                 if let Some(d) = pkt.data_mut().get_mut(6..12) {
                     d.copy_from_slice(mac);

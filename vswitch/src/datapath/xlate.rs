@@ -20,7 +20,7 @@ use super::MAX_DEPTH;
 use super::actions::{CtAction, DpAction};
 use super::drops::DropReason;
 use crate::conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
-use crate::pipeline::{FlowStats, Pipeline};
+use crate::pipeline::{FlowStats, GroupEntry, Pipeline};
 use crate::portspec::{FromFlow, PortKind};
 
 /// The compiled result of one slow-path walk, shared by the EMC and the megaflow cache.
@@ -441,10 +441,60 @@ impl<'a> Xlate<'a> {
                     )),
                     None => self.note(format_args!("group:{id} select: bucket {chosen}")),
                 }
+                let chosen = self.affinity(&entry, chosen);
                 let actions = group.buckets[chosen].actions.clone();
                 self.actions(&actions);
             }
         }
+    }
+
+    /// Session affinity (`affinity_timeout`): an IPv4 client that connected within the timeout
+    /// gets the bucket it had, if that bucket still exists with a weight; otherwise `hashed` is
+    /// remembered for it. The choice now depends on the client address, so that is exact in
+    /// the megaflow; the entry used rides along as an [`DpAction::AffinityTouch`].
+    fn affinity(&mut self, entry: &GroupEntry, hashed: usize) -> usize {
+        let Some((table, timeout)) = entry.affinity.as_ref() else {
+            return hashed;
+        };
+        if self.key.eth_type != 0x0800 {
+            return hashed;
+        }
+        self.wc.eth_type = u16::MAX;
+        self.wc.nw_src = u32::MAX;
+        let client = self.key.nw_src;
+        let now = crate::lb::affinity::clock_ns();
+        let recalled = table.recall(client, now, *timeout).and_then(|r| {
+            let i = entry.bucket_ids.iter().position(|b| *b == r.bucket)?;
+            (entry.group.buckets[i].weight > 0).then_some((i, r))
+        });
+        let (chosen, remembered) = match recalled {
+            Some((i, r)) => {
+                self.note(format_args!(
+                    "affinity: {} keeps bucket {i}",
+                    Ipv4Addr::from(client)
+                ));
+                (i, Some(r))
+            }
+            None => {
+                let bucket = entry.bucket_ids.get(hashed).copied().unwrap_or_default();
+                let r = table.remember(client, bucket, now, *timeout);
+                self.note(format_args!(
+                    "affinity: {} {} bucket {hashed}",
+                    Ipv4Addr::from(client),
+                    if r.is_some() {
+                        "remembered with"
+                    } else {
+                        "not remembered (table full), takes"
+                    }
+                ));
+                (hashed, r)
+            }
+        };
+        if let Some(r) = remembered {
+            self.out
+                .push(DpAction::AffinityTouch(crate::lb::AffinityTouch(r)));
+        }
+        chosen
     }
 
     /// Hash of the fields a select group balances on; they become part of the megaflow.

@@ -1,85 +1,129 @@
-//! Session affinity (`sessionAffinity: ClientIP`): client address → backend for a while.
+//! Session affinity (`sessionAffinity: ClientIP`): a select group remembers which bucket each
+//! client address got, so that the client's next connections go to the same bucket while it
+//! exists, even when other buckets come and go (which would move ~1/N of clients under
+//! consistent hashing alone).
 //!
-//! A fixed-capacity table: lookups refresh nothing (affinity lasts `ttl` from the choice, as
-//! with kube-proxy), inserts reuse expired slots and, when the table is full of live entries,
-//! refuse rather than evict (the caller then just load-balances normally).
+//! The slow path consults the table when it translates a new connection ([`AffinityTable::
+//! recall`], [`AffinityTable::remember`]); the entry it used travels in the cached actions as
+//! an [`AffinityTouch`], which the fast path executes for every later new connection of the
+//! client (one atomic store, no lock): as with kube-proxy's `recent` match, the timeout runs
+//! from the client's last new connection. The table is bounded; when it is full of live
+//! entries a client is simply load-balanced without being remembered.
 
-use crate::conntrack::tuple::Addr;
-use hashbrown::HashTable;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    client: Addr,
-    backend: u32,
-    expires: u64,
+use hashbrown::HashMap;
+
+/// Clients remembered per group at most.
+pub const DEFAULT_CAPACITY: usize = 65536;
+
+/// Nanoseconds on one process-wide monotonic clock (the slow path and the fast path must
+/// agree on it).
+pub fn clock_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-pub struct Affinity {
-    table: HashTable<Slot>,
+/// One client's remembered choice.
+#[derive(Debug)]
+pub struct Remembered {
+    /// The bucket's identity (a hash of its actions, stable across group changes).
+    pub bucket: u64,
+    last_ns: AtomicU64,
+}
+
+impl Remembered {
+    fn fresh(&self, now: u64, timeout_ns: u64) -> bool {
+        now.saturating_sub(self.last_ns.load(Relaxed)) < timeout_ns
+    }
+}
+
+/// A cached action: "this client opened a connection now".
+#[derive(Debug, Clone)]
+pub struct AffinityTouch(pub Arc<Remembered>);
+
+impl AffinityTouch {
+    #[inline]
+    pub fn touch(&self, now_ns: u64) {
+        self.0.last_ns.store(now_ns, Relaxed);
+    }
+}
+
+/// Cached flows compare equal only when they refresh the same entry (revalidation keeps a
+/// megaflow only if the new walk recalls the very same choice).
+impl PartialEq for AffinityTouch {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for AffinityTouch {}
+
+/// A group's memory: client IPv4 address → remembered bucket.
+#[derive(Debug)]
+pub struct AffinityTable {
+    clients: Mutex<HashMap<u32, Arc<Remembered>>>,
     capacity: usize,
-    ttl_ns: u64,
-    seed: u64,
 }
 
-impl Affinity {
-    pub fn new(capacity: usize, ttl_ns: u64, seed: u64) -> Affinity {
-        Affinity {
-            table: HashTable::with_capacity(capacity),
+impl Default for AffinityTable {
+    fn default() -> Self {
+        AffinityTable::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl AffinityTable {
+    pub fn new(capacity: usize) -> AffinityTable {
+        AffinityTable {
+            clients: Mutex::new(HashMap::new()),
             capacity,
-            ttl_ns,
-            seed,
         }
     }
 
-    fn hash(&self, a: &Addr) -> u64 {
-        crate::lb::hash::five_tuple_hash(&a.0, &[0; 16], 0, 0, 0, self.seed)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Remembered>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The backend remembered for `client`, if its affinity has not expired.
-    pub fn get(&self, client: Addr, now: u64) -> Option<u32> {
-        self.table
-            .find(self.hash(&client), |s| s.client == client)
-            .filter(|s| s.expires > now)
-            .map(|s| s.backend)
+    /// The client's remembered choice, if it connected within `timeout_ns`.
+    pub fn recall(&self, client: u32, now: u64, timeout_ns: u64) -> Option<Arc<Remembered>> {
+        self.lock()
+            .get(&client)
+            .filter(|r| r.fresh(now, timeout_ns))
+            .cloned()
     }
 
-    /// Remembers `client → backend` until `now + ttl`; false if the table is full.
-    pub fn set(&mut self, client: Addr, backend: u32, now: u64) -> bool {
-        let h = self.hash(&client);
-        let expires = now.saturating_add(self.ttl_ns);
-        if let Some(s) = self.table.find_mut(h, |s| s.client == client) {
-            *s = Slot {
-                client,
-                backend,
-                expires,
-            };
-            return true;
-        }
-        if self.table.len() >= self.capacity {
-            self.table.retain(|s| s.expires > now);
-            if self.table.len() >= self.capacity {
-                return false;
+    /// Remembers `client → bucket` from `now` (replacing what was there). `None` when the table
+    /// is full of live entries (expired ones are swept first).
+    pub fn remember(
+        &self,
+        client: u32,
+        bucket: u64,
+        now: u64,
+        timeout_ns: u64,
+    ) -> Option<Arc<Remembered>> {
+        let mut clients = self.lock();
+        if clients.len() >= self.capacity && !clients.contains_key(&client) {
+            clients.retain(|_, r| r.fresh(now, timeout_ns));
+            if clients.len() >= self.capacity {
+                return None;
             }
         }
-        let seed = self.seed;
-        self.table.insert_unique(
-            h,
-            Slot {
-                client,
-                backend,
-                expires,
-            },
-            |s| crate::lb::hash::five_tuple_hash(&s.client.0, &[0; 16], 0, 0, 0, seed),
-        );
-        true
+        let r = Arc::new(Remembered {
+            bucket,
+            last_ns: AtomicU64::new(now),
+        });
+        clients.insert(client, r.clone());
+        Some(r)
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 }
 
@@ -88,16 +132,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_until_ttl_and_is_bounded() {
-        let mut a = Affinity::new(2, 100, 7);
-        assert!(a.set(Addr::v4(1), 5, 0));
-        assert!(a.set(Addr::v4(2), 6, 0));
-        assert_eq!(a.get(Addr::v4(1), 50), Some(5));
-        assert!(!a.set(Addr::v4(3), 7, 50), "full of live entries");
-        assert!(a.set(Addr::v4(1), 8, 50), "update in place is always fine");
-        assert_eq!(a.get(Addr::v4(1), 60), Some(8));
-        assert_eq!(a.get(Addr::v4(2), 100), None, "expired");
-        assert!(a.set(Addr::v4(3), 7, 120), "expired entries make room");
-        assert_eq!(a.len(), 2);
+    fn remembers_while_touched_and_is_bounded() {
+        let t = AffinityTable::new(2);
+        let a = t.remember(1, 50, 0, 100).unwrap();
+        t.remember(2, 60, 0, 100).unwrap();
+        assert_eq!(t.recall(1, 99, 100).map(|r| r.bucket), Some(50));
+        assert!(t.recall(1, 100, 100).is_none(), "expired without a touch");
+        assert!(t.remember(3, 70, 50, 100).is_none(), "full of live entries");
+        AffinityTouch(a).touch(90);
+        assert_eq!(
+            t.recall(1, 150, 100).map(|r| r.bucket),
+            Some(50),
+            "touch refreshes"
+        );
+        // Client 2 expired at 100: its slot is reused.
+        assert!(
+            t.remember(3, 70, 150, 100).is_some(),
+            "an expired entry made room"
+        );
+        assert_eq!(t.len(), 2);
+        assert!(t.recall(2, 150, 100).is_none());
+    }
+
+    #[test]
+    fn touches_compare_by_entry() {
+        let t = AffinityTable::new(4);
+        let a = t.remember(1, 5, 0, 10).unwrap();
+        let b = t.remember(2, 5, 0, 10).unwrap();
+        assert_eq!(AffinityTouch(a.clone()), AffinityTouch(a));
+        assert_ne!(
+            AffinityTouch(b.clone()),
+            AffinityTouch(t.recall(1, 0, 10).unwrap())
+        );
+        assert_eq!(AffinityTouch(b), AffinityTouch(t.recall(2, 0, 10).unwrap()));
     }
 }

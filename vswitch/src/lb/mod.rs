@@ -9,6 +9,6 @@ pub mod affinity;
 pub mod hash;
 pub mod maglev;
 
-pub use affinity::Affinity;
+pub use affinity::{AffinityTable, AffinityTouch};
 pub use hash::{five_tuple_hash, flow_hash};
 pub use maglev::{Backend, DEFAULT_TABLE_SIZE, LbError, Maglev};
