@@ -4,16 +4,12 @@
 //! time, and what it drops or refuses is counted.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use encap::build::FrameBuilder;
 use encap::{FlowKey, checksum};
-use tap_io::{Batch, MemPort, Port};
 use vswitch::conntrack::Counter;
 use vswitch::datapath;
-use vswitch::portspec::PortSpec;
-use vswitch::switch::Switch;
 
 const CLIENT_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 1, 0, 0x0b];
 const GW_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 0, 0, 0xfe];
@@ -21,84 +17,46 @@ const CLIENT: [u8; 4] = [172, 16, 1, 11];
 const VIP: [u8; 4] = [10, 247, 0, 53];
 const BACKEND: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 31);
 
-struct Bridge {
-    switch: Arc<Switch>,
-    backend: MemPort,
-    _client: MemPort,
-    dir: std::path::PathBuf,
-}
+mod common;
 
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.switch.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// Port 1: the client; port 2: the backend of UDP Service 10.247.0.53:53 → .31:5353.
+struct Bridge(common::MemBridge);
 
 impl Bridge {
-    /// Port 1: the client; port 2: the backend of UDP Service 10.247.0.53:53 → .31:5353.
     fn new(ct: vswitch::conntrack::Config) -> Bridge {
         let opts = datapath::Options {
             conntrack: ct,
             ..datapath::Options::default()
         };
-        let (dp, _threads) = datapath::spawn(opts).unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "vswitch-frag-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let switch = Arc::new(Switch::new(dp, dir.clone()));
-        switch.add_br("br0").unwrap();
-        let mut peers = Vec::new();
-        for i in 1..=2 {
-            let (ours, theirs) = MemPort::pair(&format!("m{i}"), &format!("peer{i}"), 256);
-            let spec = PortSpec::parse(&format!("m{i}"), &[format!("ofport={i}")]).unwrap();
-            switch.add_port_with_io("br0", spec, ours).unwrap();
-            peers.push(theirs);
-        }
-        let run = |args: &[&str]| {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            switch.command(&args).unwrap();
-        };
-        run(&["del-flows", "br0"]);
-        run(&[
-            "add-flows",
-            "br0",
+        let b = common::MemBridge::new(2, opts);
+        b.flows(
             "table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)\n\
              table=1,priority=100,ct_state=+new+trk,udp,nw_dst=10.247.0.53,tp_dst=53,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.31:5353))\n\
              table=1,priority=80,ct_state=+new+trk,ip,actions=ct(commit,table=2,zone=1)\n\
              table=1,priority=70,ct_state=+est+trk,ip,actions=resubmit(,2)\n\
              table=1,priority=60,ct_state=+inv+trk,ip,actions=drop\n\
              table=2,priority=10,ip,actions=output:2",
-        ]);
-        let backend = peers.pop().unwrap();
-        Bridge {
-            switch,
-            backend,
-            _client: peers.pop().unwrap(),
-            dir,
-        }
+        );
+        Bridge(b)
     }
 
     fn send(&self, frame: &[u8]) {
-        self.switch.inject("br0", 1, frame).unwrap();
+        self.0.send(1, frame);
     }
 
     fn received(&mut self) -> Vec<Vec<u8>> {
-        let mut batch = Batch::new(64, 128, 9216);
-        let _ = self.backend.rx_batch(&mut batch);
-        batch.iter().map(|p| p.data().to_vec()).collect()
+        self.0.received(2)
     }
 
     fn ct_counter(&self, c: Counter) -> u64 {
-        self.switch
+        self.0
+            .switch
             .dp
             .call(move |dp| dp.conntrack().counters().get(c))
     }
 
     fn held(&self) -> usize {
-        self.switch.dp.call(|dp| dp.conntrack().held_fragments())
+        self.0.switch.dp.call(|dp| dp.conntrack().held_fragments())
     }
 }
 

@@ -2,96 +2,22 @@
 //! injected as if received on a port and read back from the peers of the output ports.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use encap::build::FrameBuilder;
 use encap::{FlowKey, checksum};
-use tap_io::{Batch, MemPort, Port};
 use vswitch::datapath;
-use vswitch::portspec::PortSpec;
-use vswitch::switch::Switch;
 
 const GW_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 0, 0, 0xfe];
 const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 1, 0, 0x0b];
 const POD2_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 1, 0, 0x0c];
 
-struct Bench {
-    switch: Arc<Switch>,
-    peers: Vec<MemPort>,
-    _dir: tempdir::Dir,
-}
+mod common;
 
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+/// Bridge `br0` with in-memory ports 1..=n (see `common::MemBridge`).
+type Bench = common::MemBridge;
 
-impl Bench {
-    /// A bridge `br0` with `n` in-memory ports, ofports 1..=n.
-    fn new(n: u32) -> Bench {
-        Bench::with_options(n, datapath::Options::default())
-    }
-
-    fn with_options(n: u32, opts: datapath::Options) -> Bench {
-        let (dp, _thread) = datapath::spawn(opts).unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "vswitch-mem-{}-{n}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let switch = Arc::new(Switch::new(dp, dir.clone()));
-        switch.add_br("br0").unwrap();
-        let mut peers = Vec::new();
-        for i in 1..=n {
-            let (ours, theirs) = MemPort::pair(&format!("m{i}"), &format!("peer{i}"), 256);
-            let spec = PortSpec::parse(&format!("m{i}"), &[format!("ofport={i}")]).unwrap();
-            switch.add_port_with_io("br0", spec, ours).unwrap();
-            peers.push(theirs);
-        }
-        Bench {
-            switch,
-            peers,
-            _dir: tempdir::Dir(dir),
-        }
-    }
-
-    fn flows(&self, text: &str) {
-        self.switch
-            .command(&["del-flows".into(), "br0".into()])
-            .unwrap();
-        self.switch
-            .command(&["add-flows".into(), "br0".into(), text.into()])
-            .unwrap();
-    }
-
-    fn send(&self, in_port: u32, frame: &[u8]) {
-        self.switch.inject("br0", in_port, frame).unwrap();
-    }
-
-    /// Frames the switch sent out of `ofport`.
-    fn received(&mut self, ofport: u32) -> Vec<Vec<u8>> {
-        let mut batch = Batch::new(64, 128, 9216);
-        let peer = &mut self.peers[ofport as usize - 1];
-        let _ = peer.rx_batch(&mut batch);
-        batch.iter().map(|p| p.data().to_vec()).collect()
-    }
-
-    fn drops(&self, reason: &str) -> u64 {
-        let text = self
-            .switch
-            .command(&["dump-drops".into(), "br0".into()])
-            .unwrap();
-        text.lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(reason)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no counter {reason} in:\n{text}"))
-    }
+fn bench(n: u32) -> Bench {
+    Bench::new(n, datapath::Options::default())
 }
 
 fn key_of(frame: &[u8]) -> FlowKey {
@@ -107,7 +33,7 @@ fn key_of(frame: &[u8]) -> FlowKey {
 
 #[test]
 fn arp_responder_written_as_flows() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows(
         "priority=100,arp,arp_op=1,arp_tpa=172.16.1.1,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],\
          set_field:0a:58:0c:00:00:fe->eth_src,load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],\
@@ -132,7 +58,7 @@ fn arp_responder_written_as_flows() {
 
 #[test]
 fn icmp_echo_responder_keeps_checksums_valid() {
-    let mut b = Bench::new(1);
+    let mut b = bench(1);
     b.flows(
         "priority=100,icmp,icmp_type=8,nw_dst=172.16.1.1,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],\
          set_field:0a:58:0c:00:00:fe->eth_src,move:NXM_OF_IP_SRC[]->NXM_OF_IP_DST[],set_field:172.16.1.1->ip_src,\
@@ -161,7 +87,7 @@ fn icmp_echo_responder_keeps_checksums_valid() {
 
 #[test]
 fn normal_learns_then_forwards_only_to_the_learned_port() {
-    let mut b = Bench::new(3);
+    let mut b = bench(3);
     let a_to_b = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
         .udp(1000, 2000)
@@ -186,7 +112,7 @@ fn normal_learns_then_forwards_only_to_the_learned_port() {
 
 #[test]
 fn deleted_flow_stops_forwarding_despite_warm_caches() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows("priority=10,in_port=1,actions=output:2");
     let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
@@ -212,7 +138,7 @@ fn deleted_flow_stops_forwarding_despite_warm_caches() {
 
 #[test]
 fn dec_ttl_drops_at_one_and_counts() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows("priority=10,ip,actions=dec_ttl,output:2");
     let live = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
@@ -236,7 +162,7 @@ fn dec_ttl_drops_at_one_and_counts() {
 
 #[test]
 fn select_group_spreads_flows_and_keeps_each_flow_on_one_bucket() {
-    let mut b = Bench::new(4);
+    let mut b = bench(4);
     b.switch
         .command(&[
             "add-group".into(),
@@ -268,7 +194,7 @@ fn select_group_spreads_flows_and_keeps_each_flow_on_one_bucket() {
 
 #[test]
 fn removing_a_select_bucket_moves_only_its_own_flows() {
-    let mut b = Bench::new(5);
+    let mut b = bench(5);
     let group = |ports: &[u32]| {
         let buckets: Vec<String> = ports
             .iter()
@@ -329,7 +255,7 @@ fn cache_counter(b: &Bench, name: &str) -> u64 {
 
 #[test]
 fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
-    let mut b = Bench::new(3);
+    let mut b = bench(3);
     b.flows("priority=10,in_port=1,actions=output:2");
     let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
@@ -384,7 +310,7 @@ fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
 
 #[test]
 fn truncated_headers_are_dropped_and_counted() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     let good = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
         .tcp(1, 2, 0x02)
@@ -403,7 +329,7 @@ fn truncated_headers_are_dropped_and_counted() {
 
 #[test]
 fn trace_follows_conntrack_recirculation_and_nat() {
-    let b = Bench::new(2);
+    let b = bench(2);
     b.switch
         .command(&[
             "add-group".into(),
@@ -446,7 +372,7 @@ fn trace_follows_conntrack_recirculation_and_nat() {
 
 #[test]
 fn capture_writes_what_a_port_sends_to_a_pcap_file() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows("priority=10,in_port=1,actions=output:2");
     let file = std::env::temp_dir().join(format!("vswitch-capture-{}.pcap", std::process::id()));
     let path = file.to_string_lossy().into_owned();
@@ -491,7 +417,7 @@ fn a_full_conntrack_table_refuses_new_connections_only() {
         },
         ..Default::default()
     };
-    let mut b = Bench::with_options(2, opts);
+    let mut b = Bench::new(2, opts);
     b.flows(
         "table=0,priority=10,in_port=1,udp,actions=ct(commit,table=1)\n\
          table=1,priority=10,ct_state=+trk,actions=output:2",
@@ -519,7 +445,7 @@ fn a_full_conntrack_table_refuses_new_connections_only() {
 
 #[test]
 fn fragmented_udp_through_a_service_reaches_the_backend_whole() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows(
         "table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)\n\
          table=1,priority=100,ct_state=+new+trk,udp,nw_dst=10.247.0.53,tp_dst=53,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.31:5353))\n\
@@ -573,7 +499,7 @@ fn fragmented_udp_through_a_service_reaches_the_backend_whole() {
 
 #[test]
 fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
-    let mut b = Bench::new(3);
+    let mut b = bench(3);
     // Two pipelines that only work whole: table 0 tags the packet in reg0, table 1 forwards
     // only the tag of the same version. A packet that saw table 0 of one version and table 1
     // of the other would miss (no_match).
@@ -632,7 +558,7 @@ fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
         "too little traffic during the replacements ({sent})"
     );
     assert_eq!(b.drops("no_match"), 0, "a packet saw a half-applied table");
-    // The in-memory peers hold 256 frames each; what overflowed them is counted as tx_full.
+    // The in-memory peers hold 1024 frames each; what overflowed them is counted as tx_full.
     assert_eq!(
         delivered as u64 + b.drops("tx_full"),
         sent,
@@ -642,7 +568,7 @@ fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
 
 #[test]
 fn flows_expire_on_their_idle_and_hard_timeouts() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows(
         "priority=10,in_port=1,udp,tp_dst=1,hard_timeout=1,actions=output:2\n\
          priority=10,in_port=1,udp,tp_dst=2,idle_timeout=1,actions=output:2\n\
@@ -717,7 +643,7 @@ fn echo(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ty: u8, id: u16) -> Vec<u8
 /// packets with valid checksums, and each reply comes back to its pod with its own identifier.
 #[test]
 fn icmp_echo_ids_are_translated_by_masquerade() {
-    let mut b = Bench::new(2);
+    let mut b = bench(2);
     b.flows(
         "table=0,priority=100,ip,in_port=1,actions=ct(commit,table=1,zone=1,nat(src=192.0.2.1:61000-61010))
          table=0,priority=100,ip,in_port=2,actions=ct(table=1,zone=1,nat)

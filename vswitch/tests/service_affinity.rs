@@ -4,52 +4,25 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use encap::FlowKey;
 use encap::build::FrameBuilder;
-use tap_io::{Batch, MemPort, Port};
 use vswitch::datapath;
-use vswitch::portspec::PortSpec;
-use vswitch::switch::Switch;
 
 const CLIENT_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 1, 0, 0x0b];
 const GW_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 0, 0, 0xfe];
 const BACKENDS: [[u8; 4]; 3] = [[172, 16, 1, 21], [172, 16, 1, 22], [172, 16, 1, 23]];
 
-struct Bridge {
-    switch: Arc<Switch>,
-    peers: Vec<MemPort>,
-    dir: std::path::PathBuf,
-}
+mod common;
 
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.switch.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// `br0` with in-memory ports 1 (clients) and 2..=4 (one per backend).
+struct Bridge(common::MemBridge);
 
 impl Bridge {
-    /// `br0` with in-memory ports 1 (clients) and 2..=4 (one per backend), and a UDP Service
-    /// 10.247.0.53:53 over the three backends (DNAT to port 5353), its group selecting by
-    /// `selection` (empty: the default 5-tuple hash).
+    /// A UDP Service 10.247.0.53:53 over the three backends (DNAT to port 5353), its group
+    /// selecting by `selection` (empty: the default 5-tuple hash).
     fn service(selection: &str) -> Bridge {
-        let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "vswitch-affinity-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let switch = Arc::new(Switch::new(dp, dir.clone()));
-        switch.add_br("br0").unwrap();
-        let mut peers = Vec::new();
-        for i in 1..=4 {
-            let (ours, theirs) = MemPort::pair(&format!("m{i}"), &format!("peer{i}"), 1024);
-            let spec = PortSpec::parse(&format!("m{i}"), &[format!("ofport={i}")]).unwrap();
-            switch.add_port_with_io("br0", spec, ours).unwrap();
-            peers.push(theirs);
-        }
+        let b = Bridge(common::MemBridge::new(4, datapath::Options::default()));
         let buckets: Vec<String> = BACKENDS
             .iter()
             .map(|b| {
@@ -60,27 +33,20 @@ impl Bridge {
             })
             .collect();
         let group = format!("group_id=1,type=select{selection},{}", buckets.join(","));
-        let b = Bridge { switch, peers, dir };
         b.command(&["add-group", "br0", &group]);
-        b.command(&["del-flows", "br0"]);
-        b.command(&[
-            "add-flows",
-            "br0",
+        b.0.flows(
             "table=0,priority=100,ip,actions=ct(table=1,zone=1,nat)\n\
              table=1,priority=100,ct_state=+new+trk,udp,nw_dst=10.247.0.53,tp_dst=53,actions=group:1\n\
              table=1,priority=70,ct_state=+est+trk,ip,actions=resubmit(,2)\n\
              table=2,priority=10,ip,nw_dst=172.16.1.21,actions=output:2\n\
              table=2,priority=10,ip,nw_dst=172.16.1.22,actions=output:3\n\
              table=2,priority=10,ip,nw_dst=172.16.1.23,actions=output:4",
-        ]);
+        );
         b
     }
 
     fn command(&self, args: &[&str]) -> String {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        self.switch
-            .command(&args)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        self.0.command(args)
     }
 
     /// Sends one UDP datagram from `client:sport` to the Service and returns the backend
@@ -91,14 +57,12 @@ impl Bridge {
             .udp(sport, 53)
             .payload(b"query")
             .build();
-        self.switch.inject("br0", 1, &f).unwrap();
+        self.0.send(1, &f);
         let mut reached = None;
         for (i, backend) in BACKENDS.iter().enumerate() {
-            let mut batch = Batch::new(64, 128, 2048);
-            let _ = self.peers[i + 1].rx_batch(&mut batch);
-            for p in batch.iter() {
+            for p in self.0.received(i as u32 + 2) {
                 let mut k = FlowKey::default();
-                assert!(encap::extract(p.data(), &mut k).is_ok());
+                assert!(encap::extract(&p, &mut k).is_ok());
                 assert_eq!(k.nw_dst, u32::from(Ipv4Addr::from(*backend)), "DNAT");
                 assert_eq!(k.tp_dst, 5353);
                 assert!(reached.replace(i).is_none(), "one datagram, two copies");
@@ -196,7 +160,7 @@ fn only_the_hashed_fields_enter_the_megaflow() {
                 .ipv4([172, 16, 9, 1], [10, 247, 0, 53])
                 .udp(30_000 + sport, 53)
                 .build();
-            b.switch.inject("br0", 1, &f).unwrap();
+            b.0.send(1, &f);
         }
         assert_eq!(misses(&b) - before, want_misses, "selection '{selection}'");
     }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Not every test crate that includes this module uses both.
+#[allow(unused_imports)]
 pub use tap_io::netns::{Netns, require_root};
 
 /// A name unique to this test process and `tag` (tests of one process use distinct tags).
@@ -594,5 +596,87 @@ impl Node {
             ),
         );
         i
+    }
+}
+
+/// A switch (in this process, no root) with bridge `br0` and `n` in-memory ports, ofports
+/// `1..=n`; `peers[i]` is the far end of ofport `i + 1` (what the switch sends there arrives
+/// on it).
+pub struct MemBridge {
+    pub switch: std::sync::Arc<vswitch::switch::Switch>,
+    pub peers: Vec<tap_io::MemPort>,
+    dir: PathBuf,
+}
+
+impl MemBridge {
+    pub fn new(n: u32, opts: vswitch::datapath::Options) -> MemBridge {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let (dp, _threads) = vswitch::datapath::spawn(opts).expect("datapath");
+        let dir = std::env::temp_dir().join(format!(
+            "vswitch-mem-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let switch = std::sync::Arc::new(vswitch::switch::Switch::new(dp, dir.clone()));
+        switch.add_br("br0").expect("add-br");
+        let mut peers = Vec::new();
+        for i in 1..=n {
+            let (ours, theirs) = tap_io::MemPort::pair(&format!("m{i}"), &format!("peer{i}"), 1024);
+            let spec =
+                vswitch::portspec::PortSpec::parse(&format!("m{i}"), &[format!("ofport={i}")])
+                    .expect("port spec");
+            switch
+                .add_port_with_io("br0", spec, ours)
+                .expect("add-port");
+            peers.push(theirs);
+        }
+        MemBridge { switch, peers, dir }
+    }
+
+    /// Runs a `vswitchctl`-style command; panics with its error.
+    pub fn command(&self, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.switch
+            .command(&args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Replaces the bridge's flows with `text` (one flow per line).
+    pub fn flows(&self, text: &str) {
+        self.command(&["del-flows", "br0"]);
+        self.command(&["add-flows", "br0", text]);
+    }
+
+    /// Runs `frame` through the bridge as if received on `in_port`.
+    pub fn send(&self, in_port: u32, frame: &[u8]) {
+        self.switch.inject("br0", in_port, frame).expect("inject");
+    }
+
+    /// Frames the switch sent out of `ofport` since the last call.
+    pub fn received(&mut self, ofport: u32) -> Vec<Vec<u8>> {
+        use tap_io::Port;
+        let mut out = Vec::new();
+        let mut batch = tap_io::Batch::new(64, 128, 9216);
+        loop {
+            batch.clear();
+            match self.peers[ofport as usize - 1].rx_batch(&mut batch) {
+                Ok(n) if n > 0 => out.extend(batch.iter().map(|p| p.data().to_vec())),
+                _ => return out,
+            }
+        }
+    }
+
+    /// A drop counter of `dump-drops br0`.
+    pub fn drops(&self, reason: &str) -> u64 {
+        let text = self.command(&["dump-drops", "br0"]);
+        parse_drop(&text, reason).unwrap_or_else(|| panic!("no counter {reason} in:\n{text}"))
+    }
+}
+
+impl Drop for MemBridge {
+    fn drop(&mut self) {
+        self.switch.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
