@@ -111,6 +111,12 @@ struct Slot {
 struct FlowTable {
     slots: hashbrown::HashTable<(u64, Box<Slot>)>,
     hasher: hashbrown::DefaultHashBuilder,
+    /// Flows with an idle or hard timeout, so that expiry scans can skip tables without any.
+    timed: usize,
+}
+
+fn is_timed(e: &FlowEntry) -> bool {
+    e.idle_timeout != 0 || e.hard_timeout != 0
 }
 
 impl FlowTable {
@@ -148,6 +154,7 @@ impl FlowTable {
     /// Puts `slot` in; returns the slot it replaced (same match and priority).
     fn insert(&mut self, slot: Box<Slot>) -> Option<Box<Slot>> {
         let h = self.hash(&slot.entry.match_, slot.entry.priority);
+        self.timed += usize::from(is_timed(&slot.entry));
         let entry = self.slots.entry(
             h,
             |(sh, s)| *sh == h && Self::is(s, &slot.entry.match_, slot.entry.priority),
@@ -155,7 +162,9 @@ impl FlowTable {
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                Some(std::mem::replace(&mut o.get_mut().1, slot))
+                let old = std::mem::replace(&mut o.get_mut().1, slot);
+                self.timed -= usize::from(is_timed(&old.entry));
+                Some(old)
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert((h, slot));
@@ -166,10 +175,13 @@ impl FlowTable {
 
     fn remove(&mut self, m: &Match, priority: u16) -> Option<Box<Slot>> {
         let h = self.hash(m, priority);
-        self.slots
+        let old = self
+            .slots
             .find_entry(h, |(sh, s)| *sh == h && Self::is(s, m, priority))
             .ok()
-            .map(|e| e.remove().0.1)
+            .map(|e| e.remove().0.1)?;
+        self.timed -= usize::from(is_timed(&old.entry));
+        Some(old)
     }
 
     fn values(&self) -> impl Iterator<Item = &Slot> {
@@ -342,6 +354,17 @@ impl Pipeline {
     /// Bumped on every change, so caches can tell when to revalidate.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The flows that have an idle or hard timeout, in no particular order; tables without
+    /// any are skipped without being read (expiry runs every second under the switch lock).
+    pub fn timed_flows(&self) -> impl Iterator<Item = &FlowEntry> {
+        self.tables
+            .values()
+            .filter(|t| t.timed > 0)
+            .flat_map(|t| t.values())
+            .map(|s| &s.entry)
+            .filter(|e| is_timed(e))
     }
 
     /// All flows in dump order: table, then priority (high first), then insertion order.
@@ -545,12 +568,14 @@ impl Pipeline {
             let Some(table) = self.tables.get_mut(&t) else {
                 continue;
             };
-            table.slots.retain(|(_, s)| {
+            let FlowTable { slots, timed, .. } = table;
+            slots.retain(|(_, s)| {
                 let e = &s.entry;
                 let hit = Self::selects(fm, e)
                     && (fm.out_port == OfPort::ANY || e.instructions.outputs_to(fm.out_port))
                     && (fm.out_group == GROUP_ANY || e.instructions.uses_group(fm.out_group));
                 if hit {
+                    *timed -= usize::from(is_timed(e));
                     removed.push(e.clone());
                     journal.push(Undo::Flow {
                         table: t,

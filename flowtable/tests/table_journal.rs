@@ -83,3 +83,64 @@ fn clones_share_a_lineage_new_tables_do_not() {
     assert_eq!(p.clone().lineage(), p.lineage());
     assert_ne!(Pipeline::new().lineage(), p.lineage());
 }
+
+/// `timed_flows` (what expiry scans) always lists exactly the flows with a timeout, through
+/// adds, replacements, strict and loose deletes and a rollback.
+#[test]
+fn timed_flows_follow_every_change() {
+    let mut p = Pipeline::new();
+    let timed = |p: &Pipeline| {
+        let mut v: Vec<String> = p
+            .timed_flows()
+            .map(|e| format!("{}/{}", e.priority, e.idle_timeout + e.hard_timeout))
+            .collect();
+        v.sort();
+        let all = p
+            .flows()
+            .iter()
+            .filter(|e| e.idle_timeout != 0 || e.hard_timeout != 0)
+            .count();
+        assert_eq!(v.len(), all, "timed_flows disagrees with the table");
+        v
+    };
+    assert!(timed(&p).is_empty());
+    apply(
+        &mut p,
+        "priority=1,in_port=1,idle_timeout=5,actions=drop",
+        FlowModCommand::Add,
+    );
+    apply(
+        &mut p,
+        "priority=2,in_port=1,hard_timeout=7,actions=drop",
+        FlowModCommand::Add,
+    );
+    apply(
+        &mut p,
+        "priority=3,in_port=1,actions=drop",
+        FlowModCommand::Add,
+    );
+    apply(
+        &mut p,
+        "table=1,priority=3,in_port=1,idle_timeout=9,actions=drop",
+        FlowModCommand::Add,
+    );
+    assert_eq!(timed(&p), ["1/5", "2/7", "3/9"]);
+    p.clear_journal();
+    // Replace a timed flow by an untimed one and the reverse.
+    apply(
+        &mut p,
+        "priority=1,in_port=1,actions=drop",
+        FlowModCommand::Add,
+    );
+    apply(
+        &mut p,
+        "priority=3,in_port=1,hard_timeout=4,actions=drop",
+        FlowModCommand::Add,
+    );
+    assert_eq!(timed(&p), ["2/7", "3/4", "3/9"]);
+    apply(&mut p, "priority=2,in_port=1", FlowModCommand::DeleteStrict);
+    apply(&mut p, "table=1", FlowModCommand::Delete);
+    assert_eq!(timed(&p), ["3/4"]);
+    p.rollback();
+    assert_eq!(timed(&p), ["1/5", "2/7", "3/9"]);
+}

@@ -38,7 +38,6 @@ pub struct BridgeCtl {
     pub name: String,
     pub dp_index: usize,
     pub tables: FlowTables,
-    pub stats: HashMap<(u8, Match, u16), Arc<FlowStats>>,
     pub ports: BTreeMap<u32, PortCtl>,
     pub pipeline: Arc<ArcSwap<Pipeline>>,
     pub drops: Arc<DropCounters>,
@@ -191,16 +190,13 @@ impl Switch {
         for b in state.values_mut() {
             let mut expired = Vec::new();
             let mut expiring: Vec<(FlowEntry, u8)> = Vec::new();
-            for e in b.tables.flows() {
-                if e.idle_timeout == 0 && e.hard_timeout == 0 {
-                    continue;
-                }
+            // Once a second under the switch lock: only tables holding timed flows are read.
+            for e in b.tables.timed_flows() {
                 let age = now.duration_since(e.created);
                 let hard = e.hard_timeout != 0 && age.as_secs() >= e.hard_timeout as u64;
                 let idle = e.idle_timeout != 0 && {
                     let used = b
-                        .stats
-                        .get(&(e.table_id, e.match_, e.priority))
+                        .flow_stats(e)
                         .map(|s| s.used_ns.load(Relaxed))
                         .unwrap_or(0);
                     let idle_for = if used == 0 {
@@ -495,7 +491,6 @@ impl Switch {
             name: name.to_string(),
             dp_index,
             tables: FlowTables::new(),
-            stats: HashMap::new(),
             ports: BTreeMap::new(),
             pipeline,
             drops,
@@ -684,8 +679,8 @@ impl Switch {
                 next.flow_mod(fm, now)
                     .map_err(|e| format!("line {line}: {e}"))?;
             }
-            // Counters live in `b.stats` keyed by (table, match, priority): flows that
-            // survive the replacement keep theirs, as in OVS.
+            // Counters live with the installed rules and move to a rule's replacement with
+            // the same (table, match, priority): flows that survive keep theirs, as in OVS.
             b.tables = next;
             publish(b);
             Ok(String::new())
@@ -1055,11 +1050,22 @@ fn flow_selected(e: &FlowEntry, f: &FlowMod) -> bool {
 fn with_live_counters(b: &BridgeCtl, e: &FlowEntry) -> FlowEntry {
     use std::sync::atomic::Ordering::Relaxed;
     let mut e = e.clone();
-    if let Some(s) = b.stats.get(&(e.table_id, e.match_, e.priority)) {
+    if let Some(s) = b.flow_stats(&e) {
         e.packets += s.packets.load(Relaxed);
         e.bytes += s.bytes.load(Relaxed);
     }
     e
+}
+
+impl BridgeCtl {
+    /// The datapath counters of a flow: those of its installed rule (as of the last publish).
+    pub fn flow_stats(&self, e: &FlowEntry) -> Option<&Arc<FlowStats>> {
+        self.installed
+            .builders
+            .get(&e.table_id)?
+            .find_exact(&e.match_.value, &e.match_.mask, u32::from(e.priority))
+            .map(|r| &r.payload().stats)
+    }
 }
 
 /// Brings the datapath's snapshot in line with the control state and swaps it in.
@@ -1074,19 +1080,24 @@ pub fn publish(b: &mut BridgeCtl) {
     let mut dirty: std::collections::BTreeSet<u8> = std::collections::BTreeSet::new();
     let inst = &mut b.installed;
     if inst.lineage != b.tables.lineage() {
-        *inst = Installed {
-            lineage: b.tables.lineage(),
-            ..Installed::default()
-        };
-        let mut live_stats = HashMap::new();
+        let old = std::mem::replace(
+            inst,
+            Installed {
+                lineage: b.tables.lineage(),
+                ..Installed::default()
+            },
+        );
         for e in b.tables.flows() {
-            let k = (e.table_id, e.match_, e.priority);
-            let stats = b.stats.get(&k).cloned().unwrap_or_default();
-            live_stats.insert(k, stats.clone());
+            // A flow that was installed before keeps its counters.
+            let stats = old
+                .builders
+                .get(&e.table_id)
+                .and_then(|t| t.find_exact(&e.match_.value, &e.match_.mask, u32::from(e.priority)))
+                .map(|r| r.payload().stats.clone())
+                .unwrap_or_default();
             install_rule(inst, e, stats);
             dirty.insert(e.table_id);
         }
-        b.stats = live_stats;
         for g in b.tables.groups() {
             let entry = GroupEntry::replacing(g.clone(), previous.groups.get(&g.id).map(|e| &**e));
             inst.groups.insert(g.id, Arc::new(entry));
@@ -1097,8 +1108,7 @@ pub fn publish(b: &mut BridgeCtl) {
         // In journal order, duplicates included: re-installing a key twice is harmless and
         // cheaper than de-duplicating large keys. The journal is read in place (its keys are
         // large) while the other fields of `b` change.
-        let (tables, stats) = (&b.tables, &mut b.stats);
-        stats.reserve(tables.journal_len());
+        let tables = &b.tables;
         let mut seen = SeenFilter::new(tables.journal_len());
         for c in tables.journal() {
             match c {
@@ -1113,24 +1123,18 @@ pub fn publish(b: &mut BridgeCtl) {
                     // rule (a table holds one flow per (match, priority), as does its
                     // classifier, so the rule is found by its masked value).
                     let may_be_installed = seen.check_and_set(table, match_, priority);
+                    // The replaced rule's counters go to its successor.
+                    let mut stats = None;
                     if (was_present || may_be_installed)
                         && let Some(builder) = inst.builders.get_mut(&table)
                         && let Some(id) = builder
                             .find_exact(&match_.value, &match_.mask, u32::from(priority))
                             .map(|r| r.id())
                     {
-                        builder.remove(id);
+                        stats = builder.remove(id).map(|r| r.payload().stats.clone());
                     }
-                    let match_ = *match_;
-                    let k = (table, match_, priority);
-                    match tables.get(table, &match_, priority) {
-                        Some(e) => {
-                            let stats = stats.entry(k).or_default().clone();
-                            install_rule(inst, e, stats);
-                        }
-                        None => {
-                            stats.remove(&k);
-                        }
+                    if let Some(e) = tables.get(table, match_, priority) {
+                        install_rule(inst, e, stats.unwrap_or_default());
                     }
                     dirty.insert(table);
                 }
@@ -1329,7 +1333,6 @@ mod tests {
             name: "t".into(),
             dp_index: 0,
             tables: FlowTables::new(),
-            stats: HashMap::new(),
             ports: BTreeMap::new(),
             pipeline: Arc::new(ArcSwap::from_pointee(Pipeline::empty())),
             drops: Arc::new(DropCounters::default()),
@@ -1371,7 +1374,8 @@ mod tests {
         published.sort();
         expected.sort();
         assert_eq!(published, expected);
-        assert_eq!(b.stats.len(), expected.len(), "stale or missing counters");
+        let installed: usize = b.installed.builders.values().map(|t| t.len()).sum();
+        assert_eq!(installed, expected.len(), "stale or missing rules");
     }
 
     #[test]

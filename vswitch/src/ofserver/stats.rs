@@ -206,7 +206,7 @@ fn selected(b: &BridgeCtl, f: &FlowStatsRequest) -> Vec<FlowEntry> {
         })
         .map(|e| {
             let mut e = e.clone();
-            if let Some(s) = b.stats.get(&(e.table_id, e.match_, e.priority)) {
+            if let Some(s) = b.flow_stats(&e) {
                 e.packets += s.packets.load(Relaxed);
                 e.bytes += s.bytes.load(Relaxed);
             }
