@@ -135,10 +135,10 @@ impl PortSpec {
                 },
             }
         }
-        if skip_udp_dport.is_some() && kind != PortKind::AfPacket {
+        if let Some(port) = skip_udp_dport.filter(|_| kind != PortKind::AfPacket) {
             return Err(PortSpecError::BadOption {
                 key: "rx_skip_udp_dport".into(),
-                value: format!("{skip_udp_dport:?}"),
+                value: port.to_string(),
                 why: "only afpacket ports filter their receive ring",
             });
         }
@@ -234,7 +234,10 @@ mod tests {
         .unwrap();
         assert_eq!((p.thread, p.skip_udp_dport), (Some(1), Some(4789)));
         let tap = PortSpec::parse("t", &args(&["type=tap", "options:rx_skip_udp_dport=4789"]));
-        assert!(tap.unwrap_err().to_string().contains("only afpacket ports"));
+        assert_eq!(
+            tap.unwrap_err().to_string(),
+            "bad value '4789' for options:rx_skip_udp_dport: only afpacket ports filter their receive ring"
+        );
         let bad = PortSpec::parse("p", &args(&["options:thread=x"])).unwrap_err();
         assert!(bad.to_string().contains("options:thread"), "{bad}");
     }
