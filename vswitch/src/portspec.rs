@@ -91,7 +91,7 @@ impl PortSpec {
         let mut ofport = None;
         let mut options: Vec<(String, String)> = Vec::new();
         let mut thread = None;
-        let mut skip_udp_dport = None;
+        let mut skip_udp_dport: Option<u16> = None;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
