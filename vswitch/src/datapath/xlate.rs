@@ -475,6 +475,14 @@ impl<'a> Xlate<'a> {
                 ));
                 (i, Some(r))
             }
+            None if self.trace.is_some() => {
+                // A trace describes, it does not change what the next real packet gets.
+                self.note(format_args!(
+                    "affinity: {} would be remembered with bucket {hashed}",
+                    Ipv4Addr::from(client)
+                ));
+                (hashed, None)
+            }
             None => {
                 let bucket = entry.bucket_ids.get(hashed).copied().unwrap_or_default();
                 let r = table.remember(client, bucket, now, *timeout);
