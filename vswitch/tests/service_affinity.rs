@@ -224,6 +224,15 @@ fn remembered_clients_keep_their_backend_when_the_group_changes() {
                 trace.contains("affinity: 172.16.9.1 keeps bucket"),
                 "{trace}"
             );
+            // Tracing a client never seen changes nothing.
+            let unseen = "in_port=1,udp,nw_src=172.16.99.1,nw_dst=10.247.0.53,tp_src=1,tp_dst=53";
+            for _ in 0..2 {
+                let t = b.command(&["trace", "br0", unseen]);
+                assert!(
+                    t.contains("affinity: 172.16.99.1 would be remembered"),
+                    "{t}"
+                );
+            }
         }
     }
     assert_eq!(moved[0], 0, "with affinity no client may move");
