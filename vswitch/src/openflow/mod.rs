@@ -20,6 +20,7 @@ pub mod header;
 pub mod hello;
 pub mod instruction;
 pub mod message;
+pub mod monitor;
 pub mod multipart;
 pub mod oxm;
 pub mod switch;
