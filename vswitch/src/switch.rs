@@ -76,6 +76,12 @@ pub enum AsyncEvent {
         name: String,
         mac: [u8; 6],
     },
+    /// A flow was added, deleted or modified (for flow monitors; only sent while some
+    /// connection monitors). `event` is `NXFME_*`.
+    FlowUpdate {
+        event: u16,
+        entry: Arc<FlowEntry>,
+    },
 }
 
 /// Fans packet-ins and flow-removed messages out to the OpenFlow connections that asked.
@@ -84,9 +90,27 @@ pub struct PacketInHub {
     /// Bridge datapath index → name.
     names: Mutex<HashMap<usize, String>>,
     subscribers: Mutex<HashMap<String, Vec<crossbeam_channel::Sender<AsyncEvent>>>>,
+    /// Connections with flow monitors: publish reports flow changes only while there are some.
+    flow_monitors: std::sync::atomic::AtomicUsize,
 }
 
 impl PacketInHub {
+    /// A connection started (`true`) or stopped monitoring flows.
+    pub fn monitoring(&self, on: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if on {
+            self.flow_monitors.fetch_add(1, Relaxed);
+        } else {
+            self.flow_monitors.fetch_sub(1, Relaxed);
+        }
+    }
+
+    fn has_flow_monitors(&self) -> bool {
+        self.flow_monitors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
     /// Asynchronous messages of bridge `br` from now on, until the receiver is dropped.
     pub fn subscribe(&self, br: &str) -> crossbeam_channel::Receiver<AsyncEvent> {
         let (tx, rx) = crossbeam_channel::bounded(1024);
@@ -1078,6 +1102,10 @@ pub fn publish(b: &mut BridgeCtl) {
     b.version += 1;
     let previous = b.pipeline.load_full();
     let mut dirty: std::collections::BTreeSet<u8> = std::collections::BTreeSet::new();
+    // Flow changes for flow monitors: (old, new) per changed flow, only while some connection
+    // monitors (the work is skipped otherwise).
+    let monitoring = b.async_hub.as_ref().is_some_and(|h| h.has_flow_monitors());
+    let mut changes: Vec<(Option<FlowEntry>, Option<FlowEntry>)> = Vec::new();
     let inst = &mut b.installed;
     if inst.lineage != b.tables.lineage() {
         let old = std::mem::replace(
@@ -1089,14 +1117,26 @@ pub fn publish(b: &mut BridgeCtl) {
         );
         for e in b.tables.flows() {
             // A flow that was installed before keeps its counters.
-            let stats = old
+            let was = old
                 .builders
                 .get(&e.table_id)
-                .and_then(|t| t.find_exact(&e.match_.value, &e.match_.mask, u32::from(e.priority)))
-                .map(|r| r.payload().stats.clone())
-                .unwrap_or_default();
+                .and_then(|t| t.find_exact(&e.match_.value, &e.match_.mask, u32::from(e.priority)));
+            if monitoring {
+                changes.push((was.map(|r| r.payload().entry.clone()), Some(e.clone())));
+            }
+            let stats = was.map(|r| r.payload().stats.clone()).unwrap_or_default();
             install_rule(inst, e, stats);
             dirty.insert(e.table_id);
+        }
+        if monitoring {
+            for t in old.builders.values() {
+                for r in t.iter() {
+                    let e = &r.payload().entry;
+                    if b.tables.get(e.table_id, &e.match_, e.priority).is_none() {
+                        changes.push((Some(e.clone()), None));
+                    }
+                }
+            }
         }
         for g in b.tables.groups() {
             let entry = GroupEntry::replacing(g.clone(), previous.groups.get(&g.id).map(|e| &**e));
@@ -1124,16 +1164,24 @@ pub fn publish(b: &mut BridgeCtl) {
                     // classifier, so the rule is found by its masked value).
                     let may_be_installed = seen.check_and_set(table, match_, priority);
                     // The replaced rule's counters go to its successor.
-                    let mut stats = None;
+                    let mut replaced = None;
                     if (was_present || may_be_installed)
                         && let Some(builder) = inst.builders.get_mut(&table)
                         && let Some(id) = builder
                             .find_exact(&match_.value, &match_.mask, u32::from(priority))
                             .map(|r| r.id())
                     {
-                        stats = builder.remove(id).map(|r| r.payload().stats.clone());
+                        replaced = builder.remove(id);
                     }
-                    if let Some(e) = tables.get(table, match_, priority) {
+                    let now = tables.get(table, match_, priority);
+                    if monitoring {
+                        changes.push((
+                            replaced.as_ref().map(|r| r.payload().entry.clone()),
+                            now.cloned(),
+                        ));
+                    }
+                    if let Some(e) = now {
+                        let stats = replaced.map(|r| r.payload().stats.clone());
                         install_rule(inst, e, stats.unwrap_or_default());
                     }
                     dirty.insert(table);
@@ -1205,6 +1253,38 @@ pub fn publish(b: &mut BridgeCtl) {
         ports,
         port_order,
     }));
+    if let Some(hub) = b.async_hub.as_ref().filter(|_| !changes.is_empty()) {
+        report_flow_changes(hub, &b.name, changes);
+    }
+}
+
+/// Turns (before, after) pairs of changed flows into flow-monitor events. A flow whose
+/// actions and cookie did not change (re-installed as is) is no event.
+fn report_flow_changes(
+    hub: &PacketInHub,
+    bridge: &str,
+    changes: Vec<(Option<FlowEntry>, Option<FlowEntry>)>,
+) {
+    use crate::openflow::monitor::event;
+    for (old, new) in changes {
+        let (ev, entry) = match (old, new) {
+            (None, Some(new)) => (event::ADDED, new),
+            (Some(old), None) => (event::DELETED, old),
+            (Some(old), Some(new))
+                if old.instructions != new.instructions || old.cookie != new.cookie =>
+            {
+                (event::MODIFIED, new)
+            }
+            _ => continue,
+        };
+        hub.send(
+            bridge,
+            AsyncEvent::FlowUpdate {
+                event: ev,
+                entry: Arc::new(entry),
+            },
+        );
+    }
 }
 
 /// Keys already met in one `publish` pass, approximately: a bitmap of key hashes. "No" is

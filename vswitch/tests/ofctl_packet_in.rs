@@ -355,3 +355,85 @@ fn port_status_reaches_ovs_ofctl_monitor_on_add_and_delete() {
     );
     assert!(text.contains(&format!(" 7({name}):")), "{text}");
 }
+
+/// `ovs-ofctl -O OpenFlow13 monitor BR 65534 watch:` (ONF flow monitors): the flows present
+/// when it starts come as `event=ADDED` in the first reply, then every add, modify and
+/// delete by another connection arrives as it happens, printed as Open vSwitch prints them.
+#[test]
+fn flow_monitor_reaches_ovs_ofctl_monitor_watch() {
+    if !have_ovs_ofctl() {
+        return;
+    }
+    let rundir = std::env::temp_dir().join(format!("vswitch-fmon-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--rundir")
+            .arg(&rundir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(&["add-br", "br0"]);
+    ctl(&["del-flows", "br0"]);
+    ctl(&["add-flow", "br0", "priority=10,in_port=1,actions=output:2"]);
+    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
+    let monitor = Command::new("timeout")
+        .args([
+            "4",
+            "stdbuf",
+            "-oL",
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "monitor",
+            &target,
+            "65534",
+            "watch:",
+        ])
+        .env("OVS_RUNDIR", &rundir)
+        .stdout(std::fs::File::create(rundir.join("monitor.out")).unwrap())
+        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
+        .spawn()
+        .unwrap();
+    guard.0.push(monitor);
+    std::thread::sleep(Duration::from_millis(1500));
+    ctl(&[
+        "add-flow",
+        "br0",
+        "priority=300,udp,in_port=1,actions=controller",
+    ]);
+    ctl(&["mod-flows", "br0", "in_port=1,udp,actions=output:3"]);
+    ctl(&["del-flows", "br0", "udp"]);
+    let mut monitor = guard.0.pop().unwrap();
+    let _ = monitor.wait();
+    let text = std::fs::read_to_string(rundir.join("monitor.out")).unwrap_or_default()
+        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    for want in [
+        "ONFST_FLOW_MONITOR reply (OF1.3)",
+        " event=ADDED table=0 cookie=0 in_port=1 actions=output:2",
+        " event=ADDED table=0 cookie=0 udp,in_port=1 actions=CONTROLLER:65535",
+        " event=MODIFIED table=0 cookie=0 udp,in_port=1 actions=output:3",
+        " event=DELETED reason=delete table=0 cookie=0 udp,in_port=1 actions=output:3",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}

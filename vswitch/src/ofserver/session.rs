@@ -20,6 +20,9 @@ use super::{convert, stats};
 use crate::openflow::error::{ErrorCode, OfError};
 use crate::openflow::experimenter::bundle_ctrl;
 use crate::openflow::message::{ERROR_DATA_MAX, ErrorMsg};
+use crate::openflow::monitor::{
+    FlowUpdate, MonitorRequest, event, flags, monitor_replies, monitor_request,
+};
 use crate::openflow::{
     BundleControl, FeaturesReply, Framer, Hello, Message, MultipartReply, PacketOut, SwitchConfig,
     decode, encode, error_reply, negotiate,
@@ -66,6 +69,18 @@ pub struct Session {
     packet_ins: Option<crossbeam_channel::Receiver<crate::switch::AsyncEvent>>,
     /// NXT_SET_PACKET_IN_FORMAT: 0 standard OFPT_PACKET_IN, 2 NXT_PACKET_IN2.
     packet_in_format: u32,
+    /// ONF flow monitors this connection asked for (`ovs-ofctl monitor ... watch:`).
+    monitors: Vec<MonitorRequest>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.monitors.is_empty()
+            && let Some(sw) = self.switch.upgrade()
+        {
+            sw.packet_ins.monitoring(false);
+        }
+    }
 }
 
 /// Why a session ends.
@@ -91,6 +106,7 @@ impl Session {
             pending: Vec::new(),
             packet_ins: None,
             packet_in_format: 0,
+            monitors: Vec::new(),
         }
     }
 
@@ -219,10 +235,13 @@ impl Session {
                 convert::group_mod_in(&gm).map(|gm| self.queue(raw, xid, Op::Group(gm)))
             }
             Message::PacketOut(po) => self.packet_out(&po),
-            Message::MultipartRequest { body, .. } => {
-                let replies = self.bridge_do(|b| stats::reply(b, &body))?;
-                replies.and_then(|r| self.send_multipart(out, r, xid))
-            }
+            Message::MultipartRequest { body, .. } => match monitor_request(&body) {
+                Some(monitors) => monitors.and_then(|m| self.start_monitors(m, out, xid)),
+                None => {
+                    let replies = self.bridge_do(|b| stats::reply(b, &body))?;
+                    replies.and_then(|r| self.send_multipart(out, r, xid))
+                }
+            },
             Message::BundleControl(bc) => self.bundle_control(xid, out, bc),
             Message::BundleAdd(add) => {
                 let inner_raw = raw.get(BUNDLE_INNER_OFFSET..).unwrap_or_default().to_vec();
@@ -345,6 +364,42 @@ impl Session {
         }
     }
 
+    /// Registers flow monitors, answers with the flows they select now (those with
+    /// `INITIAL`), and from then on sends their flows' changes as they happen.
+    fn start_monitors(
+        &mut self,
+        monitors: Vec<MonitorRequest>,
+        out: &mut Vec<u8>,
+        xid: u32,
+    ) -> Result<(), OfError> {
+        // Pending changes first: the initial dump shows them, later updates do not repeat them.
+        self.publish_if_dirty();
+        if self.monitors.is_empty()
+            && let Some(sw) = self.switch.upgrade()
+        {
+            sw.packet_ins.monitoring(true);
+        }
+        self.subscribe_packet_ins();
+        let initial = self
+            .bridge_do(|b| {
+                let mut ups = Vec::new();
+                for e in b.tables.flows() {
+                    if let Some(m) = monitors
+                        .iter()
+                        .find(|m| m.flags & flags::INITIAL != 0 && monitor_selects(m, e))
+                    {
+                        ups.push(flow_update(event::ADDED, e, m.flags & flags::ACTIONS != 0)?);
+                    }
+                }
+                Ok::<_, OfError>(ups)
+            })
+            .map_err(|_| {
+                OfError::new(ErrorCode::BadRequestEperm, "the bridge no longer exists")
+            })??;
+        self.monitors.extend(monitors);
+        self.send_multipart(out, monitor_replies(&initial, MONITOR_BODY_MAX), xid)
+    }
+
     /// Encodes every waiting packet-in into `out` (in the format the peer asked for).
     fn drain_packet_ins(&mut self, out: &mut Vec<u8>) {
         let Some(rx) = &self.packet_ins else { return };
@@ -369,6 +424,27 @@ impl Session {
                     });
                     if let Ok(bytes) = encode(&msg, 0) {
                         out.extend(bytes);
+                    }
+                    continue;
+                }
+                crate::switch::AsyncEvent::FlowUpdate { event: ev, entry } => {
+                    let want = match ev {
+                        event::ADDED => flags::ADD,
+                        event::DELETED => flags::DELETE,
+                        _ => flags::MODIFY,
+                    };
+                    if let Some(m) = self
+                        .monitors
+                        .iter()
+                        .find(|m| m.flags & want != 0 && monitor_selects(m, &entry))
+                        && let Ok(update) = flow_update(ev, &entry, m.flags & flags::ACTIONS != 0)
+                    {
+                        for body in monitor_replies(&[update], MONITOR_BODY_MAX) {
+                            let msg = Message::MultipartReply { flags: 0, body };
+                            if let Ok(bytes) = encode(&msg, 0) {
+                                out.extend(bytes);
+                            }
+                        }
                     }
                     continue;
                 }
@@ -668,4 +744,41 @@ fn table_error(s: &Staged, e: &TableError) -> Vec<u8> {
         s.xid,
     )
     .unwrap_or_default()
+}
+
+/// Bytes of flow updates per flow-monitor reply (an OpenFlow message is at most 64 KiB).
+const MONITOR_BODY_MAX: usize = 60 * 1024;
+
+/// Whether a flow monitor covers `e`: its table (0xff: all), its match (the flow's match is
+/// at least as specific, as with non-strict flow stats) and its out_port (OFPP_ANY: any).
+fn monitor_selects(m: &MonitorRequest, e: &flowtable::FlowEntry) -> bool {
+    if m.table_id != 0xff && m.table_id != e.table_id {
+        return false;
+    }
+    if m.out_port != u32::MAX && !e.instructions.outputs_to(flowtable::OfPort(m.out_port)) {
+        return false;
+    }
+    match convert::match_in(&m.match_) {
+        Ok(want) => e.match_.is_subset_of(&want),
+        Err(_) => false,
+    }
+}
+
+/// A flow as a flow-monitor update (`ADDED`/`DELETED` reason 2 = delete, `MODIFIED`).
+fn flow_update(ev: u16, e: &flowtable::FlowEntry, actions: bool) -> Result<FlowUpdate, OfError> {
+    Ok(FlowUpdate {
+        event: ev,
+        reason: if ev == event::DELETED { 2 } else { 0 },
+        priority: e.priority,
+        idle_timeout: e.idle_timeout,
+        hard_timeout: e.hard_timeout,
+        table_id: e.table_id,
+        cookie: e.cookie,
+        match_: crate::openflow::oxm::Match::from_flow(&e.match_.value, &e.match_.mask),
+        instructions: if actions {
+            convert::instructions_out(&e.instructions)?
+        } else {
+            Vec::new()
+        },
+    })
 }
