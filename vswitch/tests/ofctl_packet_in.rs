@@ -437,3 +437,98 @@ fn flow_monitor_reaches_ovs_ofctl_monitor_watch() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// `vswitchctl monitor BR 65534 watch:` prints the flow-monitor replies as ovs-ofctl does:
+/// the initial dump equals the one recorded from ovs-ofctl against Open vSwitch for the same
+/// flows (xid included), and later changes follow.
+#[test]
+fn vswitchctl_monitor_watch_prints_like_ovs_ofctl() {
+    let rundir = std::env::temp_dir().join(format!("vswitch-vmon-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = |args: &[&str]| {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--rundir")
+            .arg(&rundir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl(&["add-br", "br0"]);
+    ctl(&["del-flows", "br0"]);
+    // The recorded vector's base flows (../shared/openflow, cmd/monitor/of13).
+    for f in [
+        "table=0,priority=10,in_port=1,actions=output:2",
+        "table=0,priority=10,in_port=2,actions=output:1",
+        "table=0,priority=5,ip,nw_dst=10.0.0.0/24,actions=resubmit(,1)",
+        "table=1,priority=1,actions=drop",
+    ] {
+        ctl(&["add-flow", "br0", f]);
+    }
+    let monitor = Command::new("timeout")
+        .arg("3")
+        .arg(VSWITCHCTL)
+        .arg("--rundir")
+        .arg(&rundir)
+        .args(["monitor", "br0", "65534", "watch:"])
+        .stdout(std::fs::File::create(rundir.join("vmon.out")).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    guard.0.push(monitor);
+    std::thread::sleep(Duration::from_millis(1000));
+    ctl(&[
+        "add-flow",
+        "br0",
+        "priority=300,udp,in_port=1,idle_timeout=60,actions=controller",
+    ]);
+    ctl(&["del-flows", "br0", "udp"]);
+    let mut monitor = guard.0.pop().unwrap();
+    let _ = monitor.wait();
+    let text = std::fs::read_to_string(rundir.join("vmon.out")).unwrap();
+    let mut lines = text.lines();
+    let head = lines.next().unwrap_or_default();
+    assert_eq!(
+        head, "ONFST_FLOW_MONITOR reply (OF1.3) (xid=0x9):",
+        "{text}"
+    );
+    let initial: Vec<&str> = lines.by_ref().take(4).collect();
+    assert_eq!(
+        initial,
+        [
+            " event=ADDED table=0 cookie=0 in_port=1 actions=output:2",
+            " event=ADDED table=0 cookie=0 in_port=2 actions=output:1",
+            " event=ADDED table=0 cookie=0 ip,nw_dst=10.0.0.0/24 actions=resubmit(,1)",
+            " event=ADDED table=1 cookie=0",
+        ],
+        "{text}"
+    );
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(
+        rest,
+        [
+            "ONFST_FLOW_MONITOR reply (OF1.3) (xid=0x0):",
+            " event=ADDED table=0 idle_timeout=60 cookie=0 udp,in_port=1 actions=CONTROLLER:65535",
+            "ONFST_FLOW_MONITOR reply (OF1.3) (xid=0x0):",
+            " event=DELETED reason=delete table=0 idle_timeout=60 cookie=0 udp,in_port=1 actions=CONTROLLER:65535",
+        ],
+        "{text}"
+    );
+}

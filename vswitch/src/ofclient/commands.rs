@@ -378,7 +378,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
             String::new()
         }
         "monitor" => {
-            monitor(&target)?;
+            monitor(&target, rest)?;
             String::new()
         }
         other => return Err(usage(format!("unknown OpenFlow command '{other}'"))),
@@ -781,14 +781,49 @@ fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
 
 /// `monitor`: asks for packet-ins and prints each as ovs-ofctl does, until the switch closes
 /// the connection or the process is stopped.
-fn monitor(target: &Target) -> Result<(), ClientError> {
+fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
+    use crate::openflow::monitor::{
+        FlowUpdate, MonitorRequest, ONF_EXPERIMENTER, ONFST_FLOW_MONITOR, flags,
+    };
     use std::io::Write;
+    // As ovs-ofctl: `monitor SWITCH [MISS_LEN] [watch:[...]]`.
+    let miss_send_len = args
+        .iter()
+        .find_map(|a| a.parse::<u16>().ok())
+        .unwrap_or(u16::MAX);
+    let watch = args.iter().any(|a| a.starts_with("watch:"));
     let mut c = Conn::open(target)?;
     c.send_one(&Message::SetConfig(crate::openflow::SwitchConfig {
         flags: 0,
-        miss_send_len: u16::MAX,
+        miss_send_len,
     }))?;
     let _ = c.request(&Message::BarrierRequest)?;
+    if watch {
+        let mut body = Vec::new();
+        MonitorRequest {
+            id: 0,
+            flags: flags::INITIAL
+                | flags::ADD
+                | flags::DELETE
+                | flags::MODIFY
+                | flags::ACTIONS
+                | flags::OWN,
+            out_port: OfPort::ANY.0,
+            table_id: 0xff,
+            match_: crate::openflow::oxm::Match::default(),
+        }
+        .encode(&mut body);
+        // ovs-ofctl numbers this request 9 (after its config and barrier requests).
+        c.set_next_xid(9);
+        c.send_one(&Message::MultipartRequest {
+            flags: 0,
+            body: MultipartRequest::Experimenter {
+                experimenter: ONF_EXPERIMENTER,
+                exp_type: ONFST_FLOW_MONITOR,
+                body,
+            },
+        })?;
+    }
     loop {
         let got = match c.recv() {
             Ok(r) => r,
@@ -797,6 +832,28 @@ fn monitor(target: &Target) -> Result<(), ClientError> {
         };
         let pi = match got.msg {
             Message::PacketIn(pi) => pi,
+            Message::MultipartReply {
+                body:
+                    MultipartReply::Experimenter {
+                        experimenter: ONF_EXPERIMENTER,
+                        exp_type: ONFST_FLOW_MONITOR,
+                        body,
+                    },
+                ..
+            } => {
+                let updates = FlowUpdate::decode_list(&body).map_err(wire)?;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "ONFST_FLOW_MONITOR reply (OF1.3) (xid={:#x}):",
+                    got.header.xid
+                );
+                for u in &updates {
+                    let _ = writeln!(out, " {}", flow_update_text(u)?);
+                }
+                let _ = out.flush();
+                continue;
+            }
             Message::FlowRemoved(fr) => {
                 let reason = match fr.reason {
                     0 => "idle",
@@ -856,6 +913,53 @@ fn monitor(target: &Target) -> Result<(), ClientError> {
         let _ = writeln!(out, "{}", packet_summary(&pi.data));
         let _ = out.flush();
     }
+}
+
+/// One flow-monitor update as ovs-ofctl prints it: the match without its priority, the
+/// timeouts only when set, the actions only when the flow has any.
+fn flow_update_text(u: &crate::openflow::monitor::FlowUpdate) -> Result<String, ClientError> {
+    use crate::openflow::monitor::event;
+    let mut s = match u.event {
+        event::ADDED => "event=ADDED".to_string(),
+        event::DELETED => format!(
+            "event=DELETED reason={}",
+            match u.reason {
+                0 => "idle",
+                1 => "hard",
+                2 => "delete",
+                3 => "group_delete",
+                4 => "meter_delete",
+                _ => "eviction",
+            }
+        ),
+        event::MODIFIED => "event=MODIFIED".to_string(),
+        other => format!("event={other}"),
+    };
+    s.push_str(&format!(" table={}", u.table_id));
+    if u.idle_timeout != 0 {
+        s.push_str(&format!(" idle_timeout={}", u.idle_timeout));
+    }
+    if u.hard_timeout != 0 {
+        s.push_str(&format!(" hard_timeout={}", u.hard_timeout));
+    }
+    // C's %#x: "0" for zero, "0x..." otherwise.
+    if u.cookie == 0 {
+        s.push_str(" cookie=0");
+    } else {
+        s.push_str(&format!(" cookie={:#x}", u.cookie));
+    }
+    let (value, mask) = u.match_.to_flow().map_err(wire)?;
+    let m = text::print_match(&flowtable::Match { value, mask });
+    if !m.is_empty() {
+        s.push(' ');
+        s.push_str(&m);
+    }
+    if !u.instructions.is_empty() {
+        let ins = convert::instructions_in(&u.instructions).map_err(wire)?;
+        s.push_str(" actions=");
+        s.push_str(&text::print_instructions(&ins));
+    }
+    Ok(s)
 }
 
 /// The packet's headers in flow syntax (what ovs-ofctl prints under a packet-in).
