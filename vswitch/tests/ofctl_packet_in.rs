@@ -22,6 +22,76 @@ impl Drop for Guard {
     }
 }
 
+/// vswitchd in a fresh rundir (`vswitch-TAG-PID`), stopped and removed with the guard.
+fn start_switch(tag: &str) -> (Guard, PathBuf) {
+    let rundir = std::env::temp_dir().join(format!("vswitch-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&rundir).unwrap();
+    let daemon = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&rundir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Guard(vec![daemon], rundir.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rundir.join("vswitchd.ctl").exists() {
+        assert!(Instant::now() < deadline, "vswitchd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (guard, rundir)
+}
+
+fn run_ctl(rundir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(VSWITCHCTL)
+        .arg("--rundir")
+        .arg(rundir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs vswitchctl and insists that it succeeds.
+fn ctl_ok(rundir: &std::path::Path, args: &[&str]) {
+    let out = run_ctl(rundir, args);
+    assert!(
+        out.status.success(),
+        "vswitchctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ovs-ofctl -O OpenFlow13 monitor` on br0 for `secs` seconds, its output in the rundir's
+/// monitor.out and monitor.err (where it prints when not on a terminal); see `monitor_text`.
+fn ovs_ofctl_monitor(rundir: &std::path::Path, secs: u32, extra: &[&str]) -> Child {
+    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
+    let secs = secs.to_string();
+    Command::new("timeout")
+        .args([
+            secs.as_str(),
+            "stdbuf",
+            "-oL",
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "monitor",
+            &target,
+        ])
+        .args(extra)
+        // ovs-ofctl monitor keeps its own control socket under OVS_RUNDIR.
+        .env("OVS_RUNDIR", rundir)
+        .stdout(std::fs::File::create(rundir.join("monitor.out")).unwrap())
+        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// What the monitor printed, stdout then stderr.
+fn monitor_text(rundir: &std::path::Path) -> String {
+    std::fs::read_to_string(rundir.join("monitor.out")).unwrap_or_default()
+        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default()
+}
+
 fn have_ovs_ofctl() -> bool {
     let found = Command::new("ovs-ofctl").arg("--version").output().is_ok();
     if !found {
@@ -39,21 +109,7 @@ fn controller_action_reaches_ovs_ofctl_monitor() {
     if !have_ovs_ofctl() {
         return;
     }
-    let rundir = std::env::temp_dir().join(format!("vswitch-pin-{}", std::process::id()));
-    std::fs::create_dir_all(&rundir).unwrap();
-    let daemon = Command::new(VSWITCHD)
-        .arg("--rundir")
-        .arg(&rundir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(vec![daemon], rundir.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rundir.join("vswitchd.ctl").exists() {
-        assert!(Instant::now() < deadline, "vswitchd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut guard, rundir) = start_switch("pin");
     assert!(
         Command::new(VSWITCHCTL)
             .arg("--rundir")
@@ -64,24 +120,8 @@ fn controller_action_reaches_ovs_ofctl_monitor() {
             .success()
     );
     let target = format!("unix:{}", rundir.join("br0.mgmt").display());
-    let out_file = rundir.join("monitor.out");
     // ovs-ofctl monitor keeps its own control socket under OVS_RUNDIR.
-    let monitor = Command::new("timeout")
-        .args([
-            "4",
-            "stdbuf",
-            "-oL",
-            "ovs-ofctl",
-            "-O",
-            "OpenFlow13",
-            "monitor",
-            &target,
-        ])
-        .env("OVS_RUNDIR", &rundir)
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let monitor = ovs_ofctl_monitor(&rundir, 4, &[]);
     guard.0.push(monitor);
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -108,8 +148,7 @@ fn controller_action_reaches_ovs_ofctl_monitor() {
     // ovs-ofctl buffers its output when it is not a terminal: read it once `timeout` ends it.
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
-    let text = std::fs::read_to_string(&out_file).unwrap_or_default()
-        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    let text = monitor_text(&rundir);
     assert!(
         text.contains(&format!("total_len={}", frame.len())) && text.contains("(via action)"),
         "no packet-in in monitor output:\n{text}"
@@ -122,29 +161,8 @@ fn controller_action_reaches_ovs_ofctl_monitor() {
 
 #[test]
 fn vswitchctl_monitor_prints_packet_ins() {
-    let rundir = std::env::temp_dir().join(format!("vswitch-pin2-{}", std::process::id()));
-    std::fs::create_dir_all(&rundir).unwrap();
-    let daemon = Command::new(VSWITCHD)
-        .arg("--rundir")
-        .arg(&rundir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Guard(vec![daemon], rundir.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rundir.join("vswitchd.ctl").exists() {
-        assert!(Instant::now() < deadline, "vswitchd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let ctl = |args: &[&str]| {
-        Command::new(VSWITCHCTL)
-            .arg("--rundir")
-            .arg(&rundir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let (_guard, rundir) = start_switch("pin2");
+    let ctl = |args: &[&str]| run_ctl(&rundir, args);
     assert!(ctl(&["add-br", "br0"]).status.success());
     // A flow with a cookie sends to the controller from table 0.
     assert!(
@@ -197,53 +215,10 @@ fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
     if !have_ovs_ofctl() {
         return;
     }
-    let rundir = std::env::temp_dir().join(format!("vswitch-frem-{}", std::process::id()));
-    std::fs::create_dir_all(&rundir).unwrap();
-    let daemon = Command::new(VSWITCHD)
-        .arg("--rundir")
-        .arg(&rundir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(vec![daemon], rundir.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rundir.join("vswitchd.ctl").exists() {
-        assert!(Instant::now() < deadline, "vswitchd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let ctl = |args: &[&str]| {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--rundir")
-            .arg(&rundir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (mut guard, rundir) = start_switch("frem");
+    let ctl = |args: &[&str]| ctl_ok(&rundir, args);
     ctl(&["add-br", "br0"]);
-    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
-    let out_file = rundir.join("monitor.out");
-    let monitor = Command::new("timeout")
-        .args([
-            "6",
-            "stdbuf",
-            "-oL",
-            "ovs-ofctl",
-            "-O",
-            "OpenFlow13",
-            "monitor",
-            &target,
-        ])
-        .env("OVS_RUNDIR", &rundir)
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let monitor = ovs_ofctl_monitor(&rundir, 6, &[]);
     guard.0.push(monitor);
     // ovs-ofctl writes its output only when it exits: give it time to subscribe first.
     std::thread::sleep(Duration::from_millis(2500));
@@ -265,8 +240,7 @@ fn flow_removed_reaches_ovs_ofctl_monitor_on_delete_and_timeout() {
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
     // ovs-ofctl monitor prints what it receives on stderr when stdout is not a terminal.
-    let text = std::fs::read_to_string(&out_file).unwrap_or_default()
-        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    let text = monitor_text(&rundir);
     assert!(
         text.contains("OFPT_FLOW_REMOVED (OF1.3)") && text.contains("priority=6,tcp reason=delete"),
         "no FLOW_REMOVED for the deleted flow:\n{text}"
@@ -288,53 +262,10 @@ fn port_status_reaches_ovs_ofctl_monitor_on_add_and_delete() {
     {
         return;
     }
-    let rundir = std::env::temp_dir().join(format!("vswitch-pstat-{}", std::process::id()));
-    std::fs::create_dir_all(&rundir).unwrap();
-    let daemon = Command::new(VSWITCHD)
-        .arg("--rundir")
-        .arg(&rundir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(vec![daemon], rundir.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rundir.join("vswitchd.ctl").exists() {
-        assert!(Instant::now() < deadline, "vswitchd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let ctl = |args: &[&str]| {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--rundir")
-            .arg(&rundir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (mut guard, rundir) = start_switch("pstat");
+    let ctl = |args: &[&str]| ctl_ok(&rundir, args);
     ctl(&["add-br", "br0"]);
-    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
-    let out_file = rundir.join("monitor.out");
-    let monitor = Command::new("timeout")
-        .args([
-            "6",
-            "stdbuf",
-            "-oL",
-            "ovs-ofctl",
-            "-O",
-            "OpenFlow13",
-            "monitor",
-            &target,
-        ])
-        .env("OVS_RUNDIR", &rundir)
-        .stdout(std::fs::File::create(&out_file).unwrap())
-        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let monitor = ovs_ofctl_monitor(&rundir, 6, &[]);
     guard.0.push(monitor);
     // ovs-ofctl writes its output only when it exits: give it time to subscribe first.
     std::thread::sleep(Duration::from_millis(2500));
@@ -345,8 +276,7 @@ fn port_status_reaches_ovs_ofctl_monitor_on_add_and_delete() {
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
     // ovs-ofctl monitor prints what it receives on stderr when stdout is not a terminal.
-    let text = std::fs::read_to_string(&out_file).unwrap_or_default()
-        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    let text = monitor_text(&rundir);
     let add = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): ADD:");
     let del = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): DEL:");
     assert!(
@@ -364,56 +294,12 @@ fn flow_monitor_reaches_ovs_ofctl_monitor_watch() {
     if !have_ovs_ofctl() {
         return;
     }
-    let rundir = std::env::temp_dir().join(format!("vswitch-fmon-{}", std::process::id()));
-    std::fs::create_dir_all(&rundir).unwrap();
-    let daemon = Command::new(VSWITCHD)
-        .arg("--rundir")
-        .arg(&rundir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(vec![daemon], rundir.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rundir.join("vswitchd.ctl").exists() {
-        assert!(Instant::now() < deadline, "vswitchd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let ctl = |args: &[&str]| {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--rundir")
-            .arg(&rundir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (mut guard, rundir) = start_switch("fmon");
+    let ctl = |args: &[&str]| ctl_ok(&rundir, args);
     ctl(&["add-br", "br0"]);
     ctl(&["del-flows", "br0"]);
     ctl(&["add-flow", "br0", "priority=10,in_port=1,actions=output:2"]);
-    let target = format!("unix:{}", rundir.join("br0.mgmt").display());
-    let monitor = Command::new("timeout")
-        .args([
-            "4",
-            "stdbuf",
-            "-oL",
-            "ovs-ofctl",
-            "-O",
-            "OpenFlow13",
-            "monitor",
-            &target,
-            "65534",
-            "watch:",
-        ])
-        .env("OVS_RUNDIR", &rundir)
-        .stdout(std::fs::File::create(rundir.join("monitor.out")).unwrap())
-        .stderr(std::fs::File::create(rundir.join("monitor.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let monitor = ovs_ofctl_monitor(&rundir, 4, &["65534", "watch:"]);
     guard.0.push(monitor);
     std::thread::sleep(Duration::from_millis(1500));
     ctl(&[
@@ -425,8 +311,7 @@ fn flow_monitor_reaches_ovs_ofctl_monitor_watch() {
     ctl(&["del-flows", "br0", "udp"]);
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
-    let text = std::fs::read_to_string(rundir.join("monitor.out")).unwrap_or_default()
-        + &std::fs::read_to_string(rundir.join("monitor.err")).unwrap_or_default();
+    let text = monitor_text(&rundir);
     for want in [
         "ONFST_FLOW_MONITOR reply (OF1.3)",
         " event=ADDED table=0 cookie=0 in_port=1 actions=output:2",
@@ -443,34 +328,8 @@ fn flow_monitor_reaches_ovs_ofctl_monitor_watch() {
 /// flows (xid included), and later changes follow.
 #[test]
 fn vswitchctl_monitor_watch_prints_like_ovs_ofctl() {
-    let rundir = std::env::temp_dir().join(format!("vswitch-vmon-{}", std::process::id()));
-    std::fs::create_dir_all(&rundir).unwrap();
-    let daemon = Command::new(VSWITCHD)
-        .arg("--rundir")
-        .arg(&rundir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(vec![daemon], rundir.clone());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rundir.join("vswitchd.ctl").exists() {
-        assert!(Instant::now() < deadline, "vswitchd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let ctl = |args: &[&str]| {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--rundir")
-            .arg(&rundir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (mut guard, rundir) = start_switch("vmon");
+    let ctl = |args: &[&str]| ctl_ok(&rundir, args);
     ctl(&["add-br", "br0"]);
     ctl(&["del-flows", "br0"]);
     // The recorded vector's base flows (../shared/openflow, cmd/monitor/of13).
