@@ -80,6 +80,8 @@ pub enum AsyncEvent {
     /// connection monitors). `event` is `NXFME_*`.
     FlowUpdate {
         event: u16,
+        /// For DELETED: `OFPRR_*` (idle, hard, delete).
+        reason: u8,
         entry: Arc<FlowEntry>,
     },
 }
@@ -252,13 +254,26 @@ impl Switch {
                 continue;
             }
             removed += expired.len();
-            for (e, reason) in expiring {
-                report_removed(b, vec![e], reason);
+            for (e, reason) in &expiring {
+                report_removed(b, vec![e.clone()], *reason);
             }
             // The deletes themselves are not reported again as OFPRR_DELETE.
             let hub = b.async_hub.take();
             let mods: Vec<(usize, FlowMod)> = expired.into_iter().map(|fm| (0, fm)).collect();
             let _ = apply_flow_mods(b, &mods);
+            // Flow monitors hear of them with their real reason.
+            if let Some(h) = hub.as_ref().filter(|h| h.has_flow_monitors()) {
+                for (e, reason) in expiring {
+                    h.send(
+                        &b.name,
+                        AsyncEvent::FlowUpdate {
+                            event: crate::openflow::monitor::event::DELETED,
+                            reason,
+                            entry: Arc::new(e),
+                        },
+                    );
+                }
+            }
             b.async_hub = hub;
         }
         removed
@@ -1281,6 +1296,7 @@ fn report_flow_changes(
             bridge,
             AsyncEvent::FlowUpdate {
                 event: ev,
+                reason: OFPRR_DELETE,
                 entry: Arc::new(entry),
             },
         );

@@ -309,10 +309,17 @@ fn flow_monitor_reaches_ovs_ofctl_monitor_watch() {
     ]);
     ctl(&["mod-flows", "br0", "in_port=1,udp,actions=output:3"]);
     ctl(&["del-flows", "br0", "udp"]);
+    // An expiry is reported with its own reason.
+    ctl(&[
+        "add-flow",
+        "br0",
+        "priority=7,tcp,hard_timeout=1,actions=drop",
+    ]);
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
     let text = monitor_text(&rundir);
     for want in [
+        " event=DELETED reason=hard table=0 hard_timeout=1 cookie=0 tcp",
         "ONFST_FLOW_MONITOR reply (OF1.3)",
         " event=ADDED table=0 cookie=0 in_port=1 actions=output:2",
         " event=ADDED table=0 cookie=0 udp,in_port=1 actions=CONTROLLER:65535",

@@ -388,7 +388,12 @@ impl Session {
                         .iter()
                         .find(|m| m.flags & flags::INITIAL != 0 && monitor_selects(m, e))
                     {
-                        ups.push(flow_update(event::ADDED, e, m.flags & flags::ACTIONS != 0)?);
+                        ups.push(flow_update(
+                            event::ADDED,
+                            0,
+                            e,
+                            m.flags & flags::ACTIONS != 0,
+                        )?);
                     }
                 }
                 Ok::<_, OfError>(ups)
@@ -427,7 +432,11 @@ impl Session {
                     }
                     continue;
                 }
-                crate::switch::AsyncEvent::FlowUpdate { event: ev, entry } => {
+                crate::switch::AsyncEvent::FlowUpdate {
+                    event: ev,
+                    reason,
+                    entry,
+                } => {
                     let want = match ev {
                         event::ADDED => flags::ADD,
                         event::DELETED => flags::DELETE,
@@ -437,7 +446,8 @@ impl Session {
                         .monitors
                         .iter()
                         .find(|m| m.flags & want != 0 && monitor_selects(m, &entry))
-                        && let Ok(update) = flow_update(ev, &entry, m.flags & flags::ACTIONS != 0)
+                        && let Ok(update) =
+                            flow_update(ev, reason, &entry, m.flags & flags::ACTIONS != 0)
                     {
                         for body in monitor_replies(&[update], MONITOR_BODY_MAX) {
                             let msg = Message::MultipartReply { flags: 0, body };
@@ -764,11 +774,20 @@ fn monitor_selects(m: &MonitorRequest, e: &flowtable::FlowEntry) -> bool {
     }
 }
 
-/// A flow as a flow-monitor update (`ADDED`/`DELETED` reason 2 = delete, `MODIFIED`).
-fn flow_update(ev: u16, e: &flowtable::FlowEntry, actions: bool) -> Result<FlowUpdate, OfError> {
+/// A flow as a flow-monitor update (`ADDED`, `DELETED` with its `OFPRR_*` reason, `MODIFIED`).
+fn flow_update(
+    ev: u16,
+    reason: u8,
+    e: &flowtable::FlowEntry,
+    actions: bool,
+) -> Result<FlowUpdate, OfError> {
     Ok(FlowUpdate {
         event: ev,
-        reason: if ev == event::DELETED { 2 } else { 0 },
+        reason: if ev == event::DELETED {
+            u16::from(reason)
+        } else {
+            0
+        },
         priority: e.priority,
         idle_timeout: e.idle_timeout,
         hard_timeout: e.hard_timeout,
