@@ -1,7 +1,15 @@
 //! Maglev properties: minimal disruption when the backend set changes, weighted shares.
 
 use proptest::prelude::*;
+use vswitch::lb::maglev::skip_of;
 use vswitch::lb::{Backend, DEFAULT_TABLE_SIZE, Maglev, five_tuple_hash};
+
+/// Whether two of `ids` share a Maglev skip in a table of `size` (see `skip_of`).
+fn skips_collide(ids: &[u64], size: usize) -> bool {
+    let mut skips: Vec<u64> = ids.iter().map(|&id| skip_of(id, size)).collect();
+    skips.sort_unstable();
+    skips.windows(2).any(|w| w[0] == w[1])
+}
 
 /// Small prime table for the proptests (the properties are size-independent; 65537 is
 /// checked separately once).
@@ -29,6 +37,10 @@ proptest! {
     fn adding_one_backend_moves_about_one_nth(ids in prop::collection::hash_set(any::<u64>(), 2..24), extra in any::<u64>()) {
         let ids: Vec<u64> = ids.into_iter().collect();
         prop_assume!(!ids.contains(&extra));
+        let mut all = ids.clone();
+        all.push(extra);
+        // Lockstep pairs are a known 1-in-(size-1) exception, pinned by its own test below.
+        prop_assume!(!skips_collide(&all, SIZE));
         let before = Maglev::new(&backends(&ids), SIZE).unwrap();
         let mut more = ids.clone();
         more.push(extra);
@@ -43,6 +55,7 @@ proptest! {
     #[test]
     fn removing_one_backend_moves_about_one_nth(ids in prop::collection::hash_set(any::<u64>(), 3..24), which in any::<prop::sample::Index>()) {
         let ids: Vec<u64> = ids.into_iter().collect();
+        prop_assume!(!skips_collide(&ids, SIZE));
         let gone = which.index(ids.len());
         let before = Maglev::new(&backends(&ids), SIZE).unwrap();
         let fewer: Vec<u64> = ids.iter().copied().enumerate().filter(|&(i, _)| i != gone).map(|(_, id)| id).collect();
@@ -100,4 +113,21 @@ fn zero_weight_backend_gets_nothing() {
     assert!(m.slots().iter().all(|&s| s != 1));
     let n3 = m.slots().iter().filter(|&&s| s == 2).count();
     assert!((2 * SIZE / 3).abs_diff(n3) <= 2);
+}
+
+/// Two backends whose ids give the same Maglev skip (found by the proptest): they walk the
+/// table in lockstep, and adding a third moves about twice the ideal share (64–69 % instead
+/// of 33 %). The proptests set such inputs apart; this pins down how far it goes.
+#[test]
+fn colliding_skips_at_most_double_the_disruption() {
+    let ids = [11_951_118_655_843_257_162u64, 15_755_273_613_607_714_886];
+    assert_eq!(skip_of(ids[0], SIZE), skip_of(ids[1], SIZE));
+    let before = Maglev::new(&backends(&ids), SIZE).unwrap();
+    for extra in [0u64, 1, 12345, u64::MAX] {
+        let more = [ids[0], ids[1], extra];
+        let after = Maglev::new(&backends(&more), SIZE).unwrap();
+        let f = moved(&before, &ids, &after, &more);
+        // The ideal is 1/3; about twice that, never the whole table.
+        assert!(f <= 0.75, "extra {extra}: moved {f}");
+    }
 }

@@ -16,6 +16,14 @@ pub const DEFAULT_TABLE_SIZE: usize = 65_537;
 const SEED_OFFSET: u64 = 0x9e37_79b9_7f4a_7c15;
 const SEED_SKIP: u64 = 0xc2b2_ae3d_27d4_eb4f;
 
+/// The step a backend's preference list takes through a table of `size` slots. Two backends
+/// with the same step walk the table in lockstep, one a fixed shift behind the other; a pair
+/// collides with probability 1/(size-1), and then a change of the backend set moves up to
+/// about twice the ideal share of slots (property tests set such inputs apart).
+pub fn skip_of(id: u64, size: usize) -> u64 {
+    fmix64(id ^ SEED_SKIP) % (size as u64 - 1) + 1
+}
+
 /// A backend: a stable id (e.g. derived from its address:port or a group bucket id) and a weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backend {
@@ -74,10 +82,7 @@ impl Maglev {
             .iter()
             .map(|&i| {
                 let id = backends[i].id;
-                (
-                    fmix64(id ^ SEED_OFFSET) % m,
-                    fmix64(id ^ SEED_SKIP) % (m - 1) + 1,
-                )
+                (fmix64(id ^ SEED_OFFSET) % m, skip_of(id, size))
             })
             .collect();
         let mut next = vec![0u64; live.len()];
