@@ -151,6 +151,14 @@ fn compare(f: &[u8]) -> Result<(), TestCaseError> {
     let Some(LinkSlice::Ethernet2(eth)) = &ep.link else {
         return Ok(());
     };
+    // An IPv6 payload length of 0 (a jumbogram without its hop-by-hop option, here only by
+    // corruption) makes etherparse take the rest of the frame as payload; the switch takes
+    // the header at its word: an empty payload, a truncated L4 header. Not comparable.
+    if let Some(NetSlice::Ipv6(ip)) = &ep.net
+        && ip.header().payload_length() == 0
+    {
+        return Ok(());
+    }
     prop_assert_eq!(key.eth_src, eth.source());
     prop_assert_eq!(key.eth_dst, eth.destination());
     let vlans: Vec<_> = ep
@@ -231,13 +239,19 @@ fn compare(f: &[u8]) -> Result<(), TestCaseError> {
                 (u.source_port(), u.destination_port())
             );
         }
-        Some(TransportSlice::Icmpv4(i)) => {
+        // etherparse reads protocol 1 as ICMPv4 and 58 as ICMPv6 under either IP version;
+        // the switch (like Open vSwitch) gives ICMP fields only to ICMPv4 in IPv4 and ICMPv6
+        // in IPv6, and treats the other pairings as a plain protocol number.
+        Some(TransportSlice::Icmpv4(i)) if p.l3_kind == L3Kind::Ipv4 => {
             prop_assert_eq!(p.error, None);
             prop_assert_eq!((key.icmp_type, key.icmp_code), (i.type_u8(), i.code_u8()));
         }
-        Some(TransportSlice::Icmpv6(i)) => {
+        Some(TransportSlice::Icmpv6(i)) if p.l3_kind == L3Kind::Ipv6 => {
             prop_assert_eq!(p.error, None);
             prop_assert_eq!((key.icmp_type, key.icmp_code), (i.type_u8(), i.code_u8()));
+        }
+        Some(TransportSlice::Icmpv4(_) | TransportSlice::Icmpv6(_)) => {
+            prop_assert_eq!((key.icmp_type, key.icmp_code), (0, 0));
         }
         _ => {}
     }
