@@ -47,7 +47,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let sock = mgmt::socket_path(&opts.rundir);
     let listener = bind_fresh(&sock)?;
     if let Some(p) = &opts.pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
+        // Written aside and renamed: a reader sees no file or the whole pid, never half.
+        let tmp = p.with_extension("pid.tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&tmp, p))
             .map_err(|e| DaemonError::Pidfile(p.clone(), e))?;
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;

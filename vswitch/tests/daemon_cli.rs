@@ -65,6 +65,8 @@ fn ctl(rundir: &Path, args: &[&str]) -> std::process::Output {
 fn sigterm_shuts_down_cleanly_and_removes_what_it_created() {
     let pidfile = std::env::temp_dir().join(format!("vswitchd-cli-{}.pid", std::process::id()));
     let mut d = start("term", &["--pidfile", pidfile.to_str().unwrap()]);
+    // The socket appears first; the pid file follows right after.
+    assert!(wait_for(&pidfile, true), "no pid file");
     let pid: u32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
