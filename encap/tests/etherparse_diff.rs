@@ -40,7 +40,13 @@ fn l4() -> impl Strategy<Value = L4> {
     prop_oneof![
         (any::<u16>(), any::<u16>(), 0u16..0x1ff).prop_map(|(a, b, f)| L4::Tcp(a, b, f)),
         (any::<u16>(), any::<u16>()).prop_map(|(a, b)| L4::Udp(a, b)),
-        (any::<u8>(), any::<u8>()).prop_map(|(t, c)| L4::Icmp(t, c)),
+        // ICMPv4 timestamp request/reply (13/14) are exactly 20 bytes for etherparse, which
+        // refuses them with any other payload: not "well formed" for this comparison.
+        (
+            any::<u8>().prop_filter("timestamp", |t| !matches!(t, 13 | 14)),
+            any::<u8>()
+        )
+            .prop_map(|(t, c)| L4::Icmp(t, c)),
         (100u8..140).prop_map(L4::Other),
     ]
 }
