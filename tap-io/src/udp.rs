@@ -43,6 +43,53 @@ pub enum UdpError {
     },
 }
 
+/// What one `recvmmsg` call gave.
+enum Received {
+    Got(usize),
+    /// Interrupted: call again.
+    Again,
+    /// Nothing waiting.
+    Drained,
+    Failed(io::Error),
+}
+
+/// One nonblocking `recvmmsg` into `msgs[..n]`; errors other than "would block" and
+/// "interrupted" are counted in `stats.rx_errors`.
+///
+/// # Safety
+/// `msgs[..n]` must be initialised, pointing at buffers that stay live and unaliased for the
+/// call.
+unsafe fn recv_msgs(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    n: usize,
+    stats: &mut PortStats,
+) -> Received {
+    let n = n.min(msgs.len());
+    // SAFETY: the caller vouches for msgs[..n]; the kernel writes at most n of them.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            n as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc >= 0 {
+        return Received::Got(rc as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Received::Drained,
+        Some(libc::EINTR) => Received::Again,
+        _ => {
+            stats.rx_errors += 1;
+            Received::Failed(e)
+        }
+    }
+}
+
 /// A nonblocking UDP socket moving datagram payloads in batches.
 pub struct UdpTunnelSocket {
     fd: OwnedFd,
@@ -366,27 +413,19 @@ impl UdpTunnelSocket {
             }
             // SAFETY: msgs[..want] are initialised above and point into the batch's spare
             // buffers and `names`, all live and exclusively borrowed for the call.
-            let rc = unsafe {
-                libc::recvmmsg(
+            let got = match unsafe {
+                recv_msgs(
                     self.fd.as_raw_fd(),
-                    self.msgs.as_mut_ptr(),
-                    want as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
+                    &mut self.msgs[..],
+                    want,
+                    &mut self.stats,
                 )
+            } {
+                Received::Got(n) => n,
+                Received::Again => continue,
+                Received::Drained => return Ok(added),
+                Received::Failed(e) => return if added > 0 { Ok(added) } else { Err(e) },
             };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Ok(added),
-                    Some(libc::EINTR) => continue,
-                    _ => {
-                        self.stats.rx_errors += 1;
-                        return if added > 0 { Ok(added) } else { Err(e) };
-                    }
-                }
-            }
-            let got = rc as usize;
             // Keep the good ones, in order, compacting over truncated datagrams.
             let mut kept = 0;
             for i in 0..got {
@@ -485,27 +524,19 @@ impl UdpTunnelSocket {
             }
             // SAFETY: msgs[..GRO_MSGS] point into the scratch, `names` and the control
             // buffers, all owned by the socket and exclusively borrowed for the call.
-            let rc = unsafe {
-                libc::recvmmsg(
+            let got = match unsafe {
+                recv_msgs(
                     self.fd.as_raw_fd(),
-                    self.msgs.as_mut_ptr(),
-                    GRO_MSGS as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
+                    &mut self.msgs[..],
+                    GRO_MSGS,
+                    &mut self.stats,
                 )
+            } {
+                Received::Got(n) => n,
+                Received::Again => continue,
+                Received::Drained => return Ok(added),
+                Received::Failed(e) => return if added > 0 { Ok(added) } else { Err(e) },
             };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Ok(added),
-                    Some(libc::EINTR) => continue,
-                    _ => {
-                        self.stats.rx_errors += 1;
-                        return if added > 0 { Ok(added) } else { Err(e) };
-                    }
-                }
-            }
-            let got = rc as usize;
             g.n = 0;
             g.cur = 0;
             g.off = 0;
