@@ -79,6 +79,38 @@ unsafe fn slice_in<'a>(base: *const u8, limit: usize, off: usize, n: usize) -> O
     Some(unsafe { std::slice::from_raw_parts(base.add(off), n) })
 }
 
+/// What a frame's header (V2 or V3) says about it.
+struct FrameHead {
+    status: u32,
+    wire_len: usize,
+    /// Offset of the frame from the start of its block or slot.
+    mac: usize,
+    snaplen: usize,
+    vlan: Option<(u16, u16)>,
+}
+
+impl FrameHead {
+    /// The frame inside `base..base + limit`, or `None` if the header points outside it.
+    ///
+    /// # Safety
+    /// As [`slice_in`]: `base..base + limit` is mapped, user-owned memory for `'a`.
+    unsafe fn frame_in<'a>(self, base: *const u8, limit: usize) -> Option<RawFrame<'a>> {
+        // SAFETY: the caller's contract, passed on.
+        let bytes = unsafe { slice_in(base, limit, self.mac, self.snaplen) }?;
+        Some(RawFrame {
+            status: self.status,
+            wire_len: self.wire_len,
+            bytes,
+            // SAFETY: as above.
+            before: self
+                .mac
+                .checked_sub(BEFORE)
+                .and_then(|o| unsafe { slice_in(base, limit, o, BEFORE) }),
+            vlan: self.vlan,
+        })
+    }
+}
+
 /// TPACKET_V3: blocks of variable-length frames.
 pub(crate) struct BlockRing {
     pub map: Mapping,
@@ -166,23 +198,22 @@ impl BlockRing {
         self.left -= 1;
         self.next += h.tp_next_offset as usize;
         let mac = at + h.tp_mac as usize;
-        // SAFETY: the block is user-owned until release_done, which needs &mut self, so the
-        // returned slices (borrowing self) cannot outlive our ownership of it.
-        let Some(bytes) = (unsafe { slice_in(block, self.block_size, mac, h.tp_snaplen as usize) })
-        else {
-            self.left = 0;
-            return Next::Corrupt;
-        };
-        Next::Frame(RawFrame {
+        let head = FrameHead {
             status: h.tp_status,
             wire_len: h.tp_len as usize,
-            bytes,
-            // SAFETY: as above.
-            before: mac
-                .checked_sub(BEFORE)
-                .and_then(|o| unsafe { slice_in(block, self.block_size, o, BEFORE) }),
+            mac,
+            snaplen: h.tp_snaplen as usize,
             vlan: vlan_of(h.tp_status, h.hv1.tp_vlan_tci as u16, h.hv1.tp_vlan_tpid),
-        })
+        };
+        // SAFETY: the block is user-owned until release_done, which needs &mut self, so the
+        // returned slices (borrowing self) cannot outlive our ownership of it.
+        match unsafe { head.frame_in(block, self.block_size) } {
+            Some(f) => Next::Frame(f),
+            None => {
+                self.left = 0;
+                Next::Corrupt
+            }
+        }
     }
 }
 
@@ -249,22 +280,19 @@ impl FrameRing {
         // SAFETY: the slot is user-owned (acquire above) and starts with its header.
         let h = unsafe { std::ptr::read(slot.cast::<libc::tpacket2_hdr>()) };
         let mac = h.tp_mac as usize;
-        // SAFETY: the slot is user-owned until release_done, which needs &mut self, so the
-        // returned slices (borrowing self) cannot outlive our ownership of it.
-        let Some(bytes) = (unsafe { slice_in(slot, self.frame_size, mac, h.tp_snaplen as usize) })
-        else {
-            return Next::Corrupt;
-        };
-        Next::Frame(RawFrame {
+        let head = FrameHead {
             status: h.tp_status,
             wire_len: h.tp_len as usize,
-            bytes,
-            // SAFETY: as above.
-            before: mac
-                .checked_sub(BEFORE)
-                .and_then(|o| unsafe { slice_in(slot, self.frame_size, o, BEFORE) }),
+            mac,
+            snaplen: h.tp_snaplen as usize,
             vlan: vlan_of(h.tp_status, h.tp_vlan_tci, h.tp_vlan_tpid),
-        })
+        };
+        // SAFETY: the slot is user-owned until release_done, which needs &mut self, so the
+        // returned slices (borrowing self) cannot outlive our ownership of it.
+        match unsafe { head.frame_in(slot, self.frame_size) } {
+            Some(f) => Next::Frame(f),
+            None => Next::Corrupt,
+        }
     }
 }
 
