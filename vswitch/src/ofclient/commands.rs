@@ -855,13 +855,7 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
                 continue;
             }
             Message::FlowRemoved(fr) => {
-                let reason = match fr.reason {
-                    0 => "idle",
-                    1 => "hard",
-                    2 => "delete",
-                    3 => "group_delete",
-                    _ => "unknown",
-                };
+                let reason = removed_reason(u16::from(fr.reason)).unwrap_or("unknown");
                 let m = fr
                     .match_
                     .to_flow()
@@ -915,6 +909,18 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
     }
 }
 
+/// ovs-ofctl's name for an `OFPRR_*` flow-removal reason.
+fn removed_reason(r: u16) -> Option<&'static str> {
+    Some(match r {
+        0 => "idle",
+        1 => "hard",
+        2 => "delete",
+        3 => "group_delete",
+        4 => "meter_delete",
+        _ => return None,
+    })
+}
+
 /// One flow-monitor update as ovs-ofctl prints it: the match without its priority, the
 /// timeouts only when set, the actions only when the flow has any.
 fn flow_update_text(u: &crate::openflow::monitor::FlowUpdate) -> Result<String, ClientError> {
@@ -923,14 +929,7 @@ fn flow_update_text(u: &crate::openflow::monitor::FlowUpdate) -> Result<String, 
         event::ADDED => "event=ADDED".to_string(),
         event::DELETED => format!(
             "event=DELETED reason={}",
-            match u.reason {
-                0 => "idle",
-                1 => "hard",
-                2 => "delete",
-                3 => "group_delete",
-                4 => "meter_delete",
-                _ => "eviction",
-            }
+            removed_reason(u.reason).unwrap_or("eviction")
         ),
         event::MODIFIED => "event=MODIFIED".to_string(),
         other => format!("event={other}"),

@@ -678,13 +678,7 @@ fn apply_staged(
     // Flows deleted (by a flow-mod or with their group), reported once the batch holds.
     let mut removed = Vec::new();
     for (i, s) in staged.iter().enumerate() {
-        let r = match &s.op {
-            Op::Flow(fm) => b
-                .tables
-                .flow_mod(fm, now)
-                .map(|r| removed.extend(r.removed)),
-            Op::Group(gm) => b.tables.group_mod(gm).map(|r| removed.extend(r)),
-        };
+        let r = apply_op(b, &s.op, now, &mut removed);
         if let Err(e) = r {
             if atomic {
                 b.tables.rollback();
@@ -699,6 +693,22 @@ fn apply_staged(
     Ok(())
 }
 
+/// Applies one staged change, collecting the flows it deleted.
+fn apply_op(
+    b: &mut BridgeCtl,
+    op: &Op,
+    now: Instant,
+    removed: &mut Vec<flowtable::FlowEntry>,
+) -> Result<(), TableError> {
+    match op {
+        Op::Flow(fm) => b
+            .tables
+            .flow_mod(fm, now)
+            .map(|r| removed.extend(r.removed)),
+        Op::Group(gm) => b.tables.group_mod(gm).map(|r| removed.extend(r)),
+    }
+}
+
 /// Applies staged changes one by one; a refusal is answered into `out` and does not stop
 /// the others. Published lazily by the session.
 fn apply_each(b: &mut BridgeCtl, staged: &[Staged], out: &mut Vec<u8>) {
@@ -706,13 +716,7 @@ fn apply_each(b: &mut BridgeCtl, staged: &[Staged], out: &mut Vec<u8>) {
     let now = Instant::now();
     let mut removed = Vec::new();
     for s in staged {
-        let r = match &s.op {
-            Op::Flow(fm) => b
-                .tables
-                .flow_mod(fm, now)
-                .map(|r| removed.extend(r.removed)),
-            Op::Group(gm) => b.tables.group_mod(gm).map(|r| removed.extend(r)),
-        };
+        let r = apply_op(b, &s.op, now, &mut removed);
         if let Err(e) = r {
             out.extend(table_error(s, &e));
         }
