@@ -1,5 +1,5 @@
-//! A fast, non-cryptographic hash of a flow's 5-tuple, for the VXLAN UDP source port (RFC 7348
-//! entropy) and for load balancing. It reads only addresses (v4 and v6), protocol and ports, so
+//! The switch's one flow hash: a fast, non-cryptographic hash of a flow's 5-tuple, for the VXLAN
+//! UDP source port (RFC 7348 entropy), select-group bucket choice and Maglev lookups. It reads only addresses (v4 and v6), protocol and ports, so
 //! every packet of a connection gets the same value whatever the other key fields hold.
 
 use crate::FlowKey;
@@ -31,6 +31,18 @@ pub fn flow_hash_seeded(key: &FlowKey, seed: u64) -> u32 {
     let h = fold_mul(v4 ^ K0 ^ seed, v6 ^ K1);
     let h = fold_mul(h ^ l4, K2);
     (h ^ (h >> 32)) as u32
+}
+
+/// MurmurHash3's 64-bit finalizer: a cheap full-avalanche mix for keys that are already one
+/// word (ids, folded tuples). Shared so that every table of the switch mixes the same way.
+#[inline]
+pub fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
 }
 
 /// [`flow_hash_seeded`] with seed 0.

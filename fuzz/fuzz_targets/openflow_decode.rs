@@ -2,7 +2,7 @@
 //! OpenFlow 1.3 decoder: arbitrary bytes must never panic; whatever decodes must re-encode
 //! and decode to the same message. The stream framer is exercised on the same bytes.
 use libfuzzer_sys::fuzz_target;
-use vswitch::openflow::{Framer, decode, encode};
+use openflow::{Framer, decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((h, msg)) = decode(data) {

@@ -20,7 +20,7 @@ pub struct Options {
     pub busy_poll_us: u64,
     /// Forwarding threads (0 or 1: one).
     pub threads: usize,
-    pub conntrack: crate::conntrack::Config,
+    pub conntrack: conntrack::Config,
 }
 
 #[derive(Debug, thiserror::Error)]

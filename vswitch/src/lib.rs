@@ -3,14 +3,11 @@
 //! See `docs/architecture.md` for the packet's walk through these modules.
 
 pub mod agent;
-pub mod conntrack;
 pub mod daemon;
 pub mod datapath;
-pub mod lb;
 pub mod mgmt;
 pub mod ofclient;
 pub mod ofserver;
-pub mod openflow;
 pub mod pipeline;
 pub mod portspec;
 pub mod switch;

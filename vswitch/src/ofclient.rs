@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::openflow::{
+use openflow::{
     Framer, Header, Hello, Message, MultipartReply, MultipartRequest, decode, encode_into,
     negotiate,
 };
@@ -168,7 +168,7 @@ impl Sender {
         let (msg, encoded) = match self.bundle {
             Some((bundle_id, flags)) => {
                 // Wrapped for encoding and unwrapped again: no copy of the request.
-                let add = Message::BundleAdd(crate::openflow::BundleAdd {
+                let add = Message::BundleAdd(openflow::BundleAdd {
                     bundle_id,
                     flags,
                     inner_xid: xid,
@@ -370,7 +370,7 @@ impl Conn {
             match r.msg {
                 Message::MultipartReply { flags, body } => {
                     parts.push(body);
-                    if flags & crate::openflow::multipart::MORE == 0 {
+                    if flags & openflow::multipart::MORE == 0 {
                         return Ok((xid, parts));
                     }
                 }

@@ -3,11 +3,10 @@
 //! listener (`VSWITCH_OF_TCP=BRIDGE@IP:PORT`).
 //!
 //! Control plane only: a thread per listener and per connection (ovs-ofctl opens 2–3 at
-//! once). Each connection is a [`session::Session`] that decodes with `crate::openflow`,
+//! once). Each connection is a [`session::Session`] that decodes with `openflow`,
 //! applies changes to the bridge under the switch lock and answers in request order, so an
 //! error always precedes the barrier reply that follows it.
 
-pub mod convert;
 pub mod session;
 pub mod stats;
 

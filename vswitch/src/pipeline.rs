@@ -11,9 +11,9 @@ use flowtable::classifier::Classifier;
 use flowtable::{FlowEntry, Group};
 use hashbrown::HashMap;
 
-use crate::lb::AffinityTable;
-use crate::lb::maglev::{Backend, Maglev};
 use crate::portspec::{FromFlow, PortKind};
+use conntrack::lb::AffinityTable;
+use conntrack::lb::maglev::{Backend, Maglev};
 
 /// Counters of one OpenFlow rule, shared by every snapshot that holds the rule.
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ fn maglev_size(n: usize) -> usize {
     match n {
         0..=8 => 1021,
         9..=64 => 8191,
-        _ => crate::lb::maglev::DEFAULT_TABLE_SIZE,
+        _ => conntrack::lb::maglev::DEFAULT_TABLE_SIZE,
     }
 }
 

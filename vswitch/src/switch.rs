@@ -267,7 +267,7 @@ impl Switch {
                     h.send(
                         &b.name,
                         AsyncEvent::FlowUpdate {
-                            event: crate::openflow::monitor::event::DELETED,
+                            event: openflow::monitor::event::DELETED,
                             reason,
                             entry: Arc::new(e),
                         },
@@ -868,7 +868,7 @@ impl Switch {
                 // A committing NAT takes the first address/port of its range, as a new
                 // connection would.
                 if let Some(nat) = ct.nat.as_ref().filter(|_| ct.commit) {
-                    let v4 = |a: &crate::conntrack::tuple::Addr| {
+                    let v4 = |a: &conntrack::tuple::Addr| {
                         u32::from_be_bytes([a.0[12], a.0[13], a.0[14], a.0[15]])
                     };
                     if let Some(r) = &nat.dst {
@@ -1280,7 +1280,7 @@ fn report_flow_changes(
     bridge: &str,
     changes: Vec<(Option<FlowEntry>, Option<FlowEntry>)>,
 ) {
-    use crate::openflow::monitor::event;
+    use openflow::monitor::event;
     for (old, new) in changes {
         let (ev, entry) = match (old, new) {
             (None, Some(new)) => (event::ADDED, new),

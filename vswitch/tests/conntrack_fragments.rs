@@ -6,9 +6,9 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use conntrack::Counter;
 use encap::build::FrameBuilder;
 use encap::{FlowKey, checksum};
-use vswitch::conntrack::Counter;
 use vswitch::datapath;
 
 const CLIENT_MAC: [u8; 6] = [0x0a, 0x58, 0x0c, 1, 0, 0x0b];
@@ -23,7 +23,7 @@ mod common;
 struct Bridge(common::MemBridge);
 
 impl Bridge {
-    fn new(ct: vswitch::conntrack::Config) -> Bridge {
+    fn new(ct: conntrack::Config) -> Bridge {
         let opts = datapath::Options {
             conntrack: ct,
             ..datapath::Options::default()
@@ -93,7 +93,7 @@ fn key_of(frame: &[u8]) -> FlowKey {
 
 #[test]
 fn a_later_fragment_first_waits_then_follows_its_first_fragment_with_the_dnat() {
-    let mut b = Bridge::new(vswitch::conntrack::Config::default());
+    let mut b = Bridge::new(conntrack::Config::default());
     let (first, last) = datagram(0x4242, 40000);
     b.send(&last);
     assert!(b.received().is_empty(), "held, not forwarded yet");
@@ -152,11 +152,11 @@ fn a_later_fragment_first_waits_then_follows_its_first_fragment_with_the_dnat() 
 
 #[test]
 fn the_hold_is_bounded_and_what_it_cannot_keep_is_counted() {
-    let mut b = Bridge::new(vswitch::conntrack::Config {
+    let mut b = Bridge::new(conntrack::Config {
         frag_hold_slots: 2,
         frag_hold_bytes: 1000,
         frag_hold_timeout: Duration::from_millis(200),
-        ..vswitch::conntrack::Config::default()
+        ..conntrack::Config::default()
     });
     // A later fragment larger than a slot: refused, invalid as before (and dropped by the flow).
     let (_, big_last) = {
@@ -194,9 +194,9 @@ fn the_hold_is_bounded_and_what_it_cannot_keep_is_counted() {
 
 #[test]
 fn with_the_hold_disabled_a_later_fragment_first_is_invalid() {
-    let mut b = Bridge::new(vswitch::conntrack::Config {
+    let mut b = Bridge::new(conntrack::Config {
         frag_hold_slots: 0,
-        ..vswitch::conntrack::Config::default()
+        ..conntrack::Config::default()
     });
     let (first, last) = datagram(7, 40000);
     b.send(&last);
@@ -211,9 +211,9 @@ fn with_the_hold_disabled_a_later_fragment_first_is_invalid() {
 /// datapath does not give conntrack the IPv6 fragment id).
 #[test]
 fn process_frame_holds_ipv4_only_and_releases_with_the_metadata() {
+    use conntrack::{Conntrack, CtAction, PacketFacts};
     use encap::flowkey::{FRAG_ANY, FRAG_LATER};
-    use vswitch::conntrack::{Conntrack, CtAction, PacketFacts};
-    let mut ct = Conntrack::new(vswitch::conntrack::Config::default()).unwrap();
+    let mut ct = Conntrack::new(conntrack::Config::default()).unwrap();
     let act = CtAction {
         zone: 1,
         commit: true,

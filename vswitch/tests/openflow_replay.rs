@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use openflow::{ErrorCode, Message, OfError, decode, error_reply};
 use serde_json::Value;
 use vswitch::ofclient::{self, Options, Outcome};
-use vswitch::openflow::{ErrorCode, Message, OfError, decode, error_reply};
 
 const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
 

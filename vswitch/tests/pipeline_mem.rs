@@ -411,7 +411,7 @@ fn capture_writes_what_a_port_sends_to_a_pcap_file() {
 #[test]
 fn a_full_conntrack_table_refuses_new_connections_only() {
     let opts = datapath::Options {
-        conntrack: vswitch::conntrack::Config {
+        conntrack: conntrack::Config {
             max_conns: 2,
             ..Default::default()
         },

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let mut conntrack = vswitch::conntrack::Config {
+    let mut conntrack = conntrack::Config {
         max_conns: cli.ct_max_conns,
         ..Default::default()
     };

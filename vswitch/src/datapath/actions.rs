@@ -16,7 +16,7 @@ pub struct CtAction {
     pub zone: u16,
     pub commit: bool,
     /// The `nat(...)` clause, already in conntrack's terms.
-    pub nat: Option<crate::conntrack::NatSpec>,
+    pub nat: Option<conntrack::NatSpec>,
     /// `exec(set_field:V/M->ct_mark)`.
     pub mark: Option<(u32, u32)>,
     /// `table=T`: recirculate into table T with ct fields filled in.
@@ -72,7 +72,7 @@ pub enum DpAction {
     },
     /// Session affinity: the client opened a new connection now (refreshes its remembered
     /// bucket, see `lb::affinity`).
-    AffinityTouch(crate::lb::AffinityTouch),
+    AffinityTouch(conntrack::lb::AffinityTouch),
     /// Dropping on purpose, with the reason counted.
     Drop(DropReason),
 }
@@ -84,8 +84,8 @@ fn mac(m: &[u8; 6]) -> String {
     )
 }
 
-fn nat_range(r: &crate::conntrack::NatRange) -> String {
-    let ip = |a: &crate::conntrack::tuple::Addr| {
+fn nat_range(r: &conntrack::NatRange) -> String {
+    let ip = |a: &conntrack::tuple::Addr| {
         let b = a.0;
         Ipv4Addr::new(b[12], b[13], b[14], b[15])
     };

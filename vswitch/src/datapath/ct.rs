@@ -7,8 +7,8 @@ use tap_io::PacketBuf;
 
 use super::actions::CtAction;
 use super::drops::DropReason;
-use crate::conntrack::tuple::Addr;
-use crate::conntrack::{Conntrack, CtDrop, PacketFacts};
+use conntrack::tuple::Addr;
+use conntrack::{Conntrack, CtDrop, PacketFacts};
 
 /// Runs `ct` on one packet. `lookup` is the key conntrack identifies the connection by (the
 /// packet's key before any NAT of this zone), `key` the packet as it is now. Returns the key as
@@ -28,7 +28,7 @@ pub fn run(
     let res = ct.process_frame(
         lookup,
         &facts,
-        &crate::conntrack::CtAction {
+        &conntrack::CtAction {
             zone: act.zone,
             commit: act.commit,
             nat: act.nat.as_ref(),

@@ -15,8 +15,8 @@ use super::mac_learning::MacTable;
 use super::ports::DpPort;
 use super::xlate::{CachedFlow, Xlate};
 use super::{Datapath, DpBridge};
-use crate::conntrack::Conntrack;
 use crate::pipeline::Pipeline;
+use conntrack::Conntrack;
 use std::sync::{Mutex, MutexGuard};
 
 /// Recirculations (ct with table=) one packet may take.
@@ -405,7 +405,7 @@ fn execute(
             DpAction::Normal => normal(ctx, pkt, key, parsed),
             DpAction::Flood { include_in_port } => flood(ctx, pkt, key, parsed, *include_in_port),
             // Only new connections reach a select group: one clock read and one store each.
-            DpAction::AffinityTouch(t) => t.touch(crate::lb::affinity::clock_ns()),
+            DpAction::AffinityTouch(t) => t.touch(conntrack::lb::affinity::clock_ns()),
             DpAction::SetEthSrc(mac) => {
                 if let Some(d) = pkt.data_mut().get_mut(6..12) {
                     d.copy_from_slice(mac);

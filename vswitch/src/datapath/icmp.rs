@@ -4,9 +4,9 @@
 use encap::Parsed;
 use encap::checksum;
 
-use crate::conntrack::InnerTuple;
-use crate::conntrack::tcp::WindowScale;
-use crate::conntrack::tuple::Addr;
+use conntrack::InnerTuple;
+use conntrack::tcp::WindowScale;
+use conntrack::tuple::Addr;
 
 fn rd16(b: &[u8], at: usize) -> u16 {
     b.get(at..at + 2)

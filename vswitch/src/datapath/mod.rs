@@ -33,9 +33,9 @@ use mio::{Events, Poll, Token, Waker};
 use tap_io::Batch;
 use tracing::warn;
 
-use crate::conntrack::Conntrack;
 use crate::pipeline::Pipeline;
 use cache::{Emc, MegaflowCache};
+use conntrack::Conntrack;
 use counters::PortCounters;
 use drops::DropCounters;
 use mac_learning::MacTable;
@@ -48,7 +48,7 @@ pub struct Options {
     /// sends out of any port.
     pub threads: usize,
     /// Connection tracking: table size, timeouts, TCP checks.
-    pub conntrack: crate::conntrack::Config,
+    pub conntrack: conntrack::Config,
 }
 
 type Job = Box<dyn FnOnce(&mut Datapath) + Send>;

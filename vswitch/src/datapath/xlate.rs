@@ -19,9 +19,9 @@ use flowtable::{GroupType, OfPort};
 use super::MAX_DEPTH;
 use super::actions::{CtAction, DpAction};
 use super::drops::DropReason;
-use crate::conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline};
 use crate::portspec::{FromFlow, PortKind};
+use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
 /// The compiled result of one slow-path walk, shared by the EMC and the megaflow cache.
 #[derive(Debug)]
@@ -462,7 +462,7 @@ impl<'a> Xlate<'a> {
         self.wc.eth_type = u16::MAX;
         self.wc.nw_src = u32::MAX;
         let client = self.key.nw_src;
-        let now = crate::lb::affinity::clock_ns();
+        let now = conntrack::lb::affinity::clock_ns();
         let recalled = table.recall(client, now, *timeout).and_then(|r| {
             let i = entry.bucket_ids.iter().position(|b| *b == r.bucket)?;
             (entry.group.buckets[i].weight > 0).then_some((i, r))
@@ -500,30 +500,26 @@ impl<'a> Xlate<'a> {
         };
         if let Some(r) = remembered {
             self.out
-                .push(DpAction::AffinityTouch(crate::lb::AffinityTouch(r)));
+                .push(DpAction::AffinityTouch(conntrack::lb::AffinityTouch(r)));
         }
         chosen
     }
 
-    /// Hash of the fields a select group balances on; they become part of the megaflow.
+    /// Hash of the fields a select group balances on (the 5-tuple, IPv4 or IPv6); they become
+    /// part of the megaflow.
     fn hash_5tuple(&mut self) -> u32 {
         self.wc.eth_type = u16::MAX;
-        self.wc.nw_src = u32::MAX;
-        self.wc.nw_dst = u32::MAX;
+        if self.key.eth_type == 0x86dd {
+            self.wc.ipv6_src = [u8::MAX; 16];
+            self.wc.ipv6_dst = [u8::MAX; 16];
+        } else {
+            self.wc.nw_src = u32::MAX;
+            self.wc.nw_dst = u32::MAX;
+        }
         self.wc.nw_proto = u8::MAX;
         self.wc.tp_src = u16::MAX;
         self.wc.tp_dst = u16::MAX;
-        let k = &self.key;
-        let mut h: u32 = 0x9e37_79b9;
-        for w in [
-            k.nw_src,
-            k.nw_dst,
-            k.nw_proto as u32,
-            (k.tp_src as u32) << 16 | k.tp_dst as u32,
-        ] {
-            h = (h ^ w).wrapping_mul(0x85eb_ca6b).rotate_left(13);
-        }
-        h ^ (h >> 16)
+        encap::hash::flow_hash(&self.key)
     }
 
     /// Hash of only the fields a `selection_method=hash,fields(..)` group names (session
@@ -535,8 +531,8 @@ impl<'a> Xlate<'a> {
             let info = f.info();
             (info.set)(&mut self.wc, info.full_mask());
             let v = (info.get)(&self.key) & info.full_mask();
-            h = crate::conntrack::tuple::fmix64(h ^ v as u64);
-            h = crate::conntrack::tuple::fmix64(h ^ (v >> 64) as u64);
+            h = encap::hash::fmix64(h ^ v as u64);
+            h = encap::hash::fmix64(h ^ (v >> 64) as u64);
         }
         h
     }

@@ -12,10 +12,10 @@ use flowtable::text::{self, PrintOpts};
 use flowtable::{FlowEntry, FlowModCommand, OfPort};
 
 use super::{ClientError, Conn, Received, Sender, Target, errors, print};
-use crate::ofserver::convert;
-use crate::openflow::experimenter::{BUNDLE_ATOMIC, BUNDLE_ORDERED, bundle_ctrl};
-use crate::openflow::multipart::FlowStatsRequest;
-use crate::openflow::{BundleControl, Message, MultipartReply, MultipartRequest, PacketOut};
+use openflow::convert;
+use openflow::experimenter::{BUNDLE_ATOMIC, BUNDLE_ORDERED, bundle_ctrl};
+use openflow::multipart::FlowStatsRequest;
+use openflow::{BundleControl, Message, MultipartReply, MultipartRequest, PacketOut};
 
 /// Command-line switches that change what a command does.
 #[derive(Clone, Debug, Default)]
@@ -171,7 +171,7 @@ fn parse_one_flow(s: &str, command: FlowModCommand) -> Result<flowtable::FlowMod
     text::parse_flow_mod(s, command).map_err(|e| usage(e.to_string()))
 }
 
-fn wire(e: crate::openflow::OfError) -> ClientError {
+fn wire(e: openflow::OfError) -> ClientError {
     usage(e.detail)
 }
 
@@ -325,8 +325,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
         "dump-group-stats" => {
             let mut c = Conn::open(&target)?;
             c.set_next_xid(CHANGE_XID);
-            let group_id =
-                group_filter(rest.first())?.unwrap_or(crate::openflow::group::group_id::ALL);
+            let group_id = group_filter(rest.first())?.unwrap_or(openflow::group::group_id::ALL);
             let (xid, parts) = c.multipart(MultipartRequest::Group { group_id })?;
             let list: Vec<_> = parts
                 .into_iter()
@@ -340,7 +339,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
         "dump-ports" => {
             let port_no = match rest.first() {
                 Some(p) => resolve_port(&target, p)?,
-                None => crate::openflow::action::port::ANY,
+                None => openflow::action::port::ANY,
             };
             let mut c = Conn::open(&target)?;
             c.set_next_xid(DUMP_XID);
@@ -397,7 +396,7 @@ fn group_filter(arg: Option<&String>) -> Result<Option<u32>, ClientError> {
         .map_err(|_| usage(format!("{a}: expected a group number")))
 }
 
-fn port_desc(c: &mut Conn) -> Result<(u32, Vec<crate::openflow::Port>), ClientError> {
+fn port_desc(c: &mut Conn) -> Result<(u32, Vec<openflow::Port>), ClientError> {
     let (xid, parts) = c.multipart(MultipartRequest::PortDesc)?;
     let list = parts
         .into_iter()
@@ -455,7 +454,7 @@ fn flow_stats_request(filter: Option<&str>) -> Result<FlowStatsRequest, ClientEr
         req.cookie_mask = fm.cookie_mask;
         req.out_port = fm.out_port.0;
         req.out_group = fm.out_group;
-        req.match_ = crate::openflow::Match::from_flow(&fm.match_.value, &fm.match_.mask);
+        req.match_ = openflow::Match::from_flow(&fm.match_.value, &fm.match_.mask);
     }
     Ok(req)
 }
@@ -770,7 +769,7 @@ fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
         let data = text::value::parse_hex_bytes(hex)
             .ok_or_else(|| usage(format!("{hex}: expected the packet in hex")))?;
         msgs.push(Message::PacketOut(PacketOut {
-            buffer_id: crate::openflow::flow::NO_BUFFER,
+            buffer_id: openflow::flow::NO_BUFFER,
             in_port,
             actions: wire_actions.clone(),
             data,
@@ -782,7 +781,7 @@ fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
 /// `monitor`: asks for packet-ins and prints each as ovs-ofctl does, until the switch closes
 /// the connection or the process is stopped.
 fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
-    use crate::openflow::monitor::{
+    use openflow::monitor::{
         FlowUpdate, MonitorRequest, ONF_EXPERIMENTER, ONFST_FLOW_MONITOR, flags,
     };
     use std::io::Write;
@@ -793,7 +792,7 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
         .unwrap_or(u16::MAX);
     let watch = args.iter().any(|a| a.starts_with("watch:"));
     let mut c = Conn::open(target)?;
-    c.send_one(&Message::SetConfig(crate::openflow::SwitchConfig {
+    c.send_one(&Message::SetConfig(openflow::SwitchConfig {
         flags: 0,
         miss_send_len,
     }))?;
@@ -810,7 +809,7 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
                 | flags::OWN,
             out_port: OfPort::ANY.0,
             table_id: 0xff,
-            match_: crate::openflow::oxm::Match::default(),
+            match_: openflow::oxm::Match::default(),
         }
         .encode(&mut body);
         // ovs-ofctl numbers this request 9 (after its config and barrier requests).
@@ -923,8 +922,8 @@ fn removed_reason(r: u16) -> Option<&'static str> {
 
 /// One flow-monitor update as ovs-ofctl prints it: the match without its priority, the
 /// timeouts only when set, the actions only when the flow has any.
-fn flow_update_text(u: &crate::openflow::monitor::FlowUpdate) -> Result<String, ClientError> {
-    use crate::openflow::monitor::event;
+fn flow_update_text(u: &openflow::monitor::FlowUpdate) -> Result<String, ClientError> {
+    use openflow::monitor::event;
     let mut s = match u.event {
         event::ADDED => "event=ADDED".to_string(),
         event::DELETED => format!(

@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use flowtable::text::{self, PrintOpts};
 
-use crate::ofserver::convert;
-use crate::openflow::message::ErrorMsg;
-use crate::openflow::{FlowModCommand, Message};
+use openflow::convert;
+use openflow::message::ErrorMsg;
+use openflow::{FlowModCommand, Message};
 
 /// OpenFlow 1.3 error names, indexed by type then code, spelled as ovs-ofctl spells them.
 const NAMES: &[(&str, &[&str])] = &[
@@ -199,7 +199,7 @@ pub fn describe(msg: &Message, xid: u32) -> Option<String> {
                 FlowModCommand::DeleteStrict => "DEL_STRICT",
             };
             let mut line = format!("{} {cmd}", head("OFPT_FLOW_MOD"));
-            if fm.table_id != 0 && fm.table_id != crate::openflow::flow::TABLE_ALL {
+            if fm.table_id != 0 && fm.table_id != openflow::flow::TABLE_ALL {
                 line.push_str(&format!(" table:{}", fm.table_id));
             }
             if let Ok(model) = convert::flow_mod_in(fm) {
@@ -215,9 +215,9 @@ pub fn describe(msg: &Message, xid: u32) -> Option<String> {
         }
         Message::GroupMod(gm) => {
             let cmd = match gm.command {
-                crate::openflow::GroupModCommand::Add => "ADD",
-                crate::openflow::GroupModCommand::Modify => "MOD",
-                crate::openflow::GroupModCommand::Delete => "DEL",
+                openflow::GroupModCommand::Add => "ADD",
+                openflow::GroupModCommand::Modify => "MOD",
+                openflow::GroupModCommand::Delete => "DEL",
             };
             let body = convert::group_mod_in(gm)
                 .map(|g| text::print_group(&g.group).trim_start().to_string())
@@ -251,12 +251,12 @@ fn type_name(msg_type: u8) -> Option<&'static str> {
 /// error line, then the refused request, or when the request itself does not decode,
 /// `***decode error: NAME***` and a hex dump of it.
 pub fn ofp_print_error(bytes: &[u8]) -> Option<String> {
-    let (h, Message::Error(e)) = crate::openflow::decode(bytes).ok()? else {
+    let (h, Message::Error(e)) = openflow::decode(bytes).ok()? else {
         return None;
     };
     let mut s = format_error(&e, h.xid, None);
     let data = &e.data;
-    match crate::openflow::decode(data) {
+    match openflow::decode(data) {
         Ok((dh, msg)) => {
             if let Some(line) = describe(&msg, dh.xid) {
                 s.push_str(&line);

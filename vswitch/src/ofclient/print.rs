@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::openflow::action::port as ofpp;
-use crate::openflow::switch::{capabilities as cap, port_config, port_state};
-use crate::openflow::{
+use openflow::action::port as ofpp;
+use openflow::switch::{capabilities as cap, port_config, port_state};
+use openflow::{
     AggregateStats, FeaturesReply, GroupStats, Port, PortStats, SwitchConfig, TableStats,
 };
 

@@ -16,19 +16,20 @@ use flowtable::classifier::ClassifierBuilder;
 use flowtable::table::TableError;
 use tracing::debug;
 
-use super::{convert, stats};
-use crate::openflow::error::{ErrorCode, OfError};
-use crate::openflow::experimenter::bundle_ctrl;
-use crate::openflow::message::{ERROR_DATA_MAX, ErrorMsg};
-use crate::openflow::monitor::{
+use super::stats;
+use crate::pipeline::{FlowStats, Pipeline, RuleRef};
+use crate::switch::{BridgeCtl, Switch, dpid, publish};
+use openflow::convert;
+use openflow::error::{ErrorCode, OfError};
+use openflow::experimenter::bundle_ctrl;
+use openflow::message::{ERROR_DATA_MAX, ErrorMsg};
+use openflow::monitor::{
     FlowUpdate, MonitorRequest, event, flags, monitor_replies, monitor_request,
 };
-use crate::openflow::{
+use openflow::{
     BundleControl, FeaturesReply, Framer, Hello, Message, MultipartReply, PacketOut, SwitchConfig,
     decode, encode, error_reply, negotiate,
 };
-use crate::pipeline::{FlowStats, Pipeline, RuleRef};
-use crate::switch::{BridgeCtl, Switch, dpid, publish};
 
 /// How stale the datapath may be while flow-mods stream in (also the idle read timeout the
 /// listeners set, so a quiet peer's last changes are published this soon).
@@ -345,7 +346,7 @@ impl Session {
         let n = parts.len();
         for (i, body) in parts.into_iter().enumerate() {
             let flags = if i + 1 < n {
-                crate::openflow::multipart::MORE
+                openflow::multipart::MORE
             } else {
                 0
             };
@@ -417,13 +418,13 @@ impl Session {
                     name,
                     mac,
                 } => {
-                    let msg = Message::PortStatus(crate::openflow::switch::PortStatus {
+                    let msg = Message::PortStatus(openflow::switch::PortStatus {
                         reason,
-                        port: crate::openflow::switch::Port {
+                        port: openflow::switch::Port {
                             port_no: ofport,
                             hw_addr: mac,
-                            name: crate::openflow::buf::FixedStr::new(&name),
-                            state: crate::openflow::switch::port_state::LIVE,
+                            name: openflow::buf::FixedStr::new(&name),
+                            state: openflow::switch::port_state::LIVE,
                             ..Default::default()
                         },
                     });
@@ -460,7 +461,7 @@ impl Session {
                 }
                 crate::switch::AsyncEvent::FlowRemoved { entry, reason } => {
                     let age = entry.created.elapsed();
-                    let msg = Message::FlowRemoved(crate::openflow::flow::FlowRemoved {
+                    let msg = Message::FlowRemoved(openflow::flow::FlowRemoved {
                         cookie: entry.cookie,
                         priority: entry.priority,
                         reason,
@@ -471,7 +472,7 @@ impl Session {
                         hard_timeout: entry.hard_timeout,
                         packet_count: entry.packets,
                         byte_count: entry.bytes,
-                        match_: crate::openflow::oxm::Match::from_flow(
+                        match_: openflow::oxm::Match::from_flow(
                             &entry.match_.value,
                             &entry.match_.mask,
                         ),
@@ -485,9 +486,9 @@ impl Session {
             let mut m = flowtable::Match::default();
             m.value.in_port = ev.in_port;
             m.mask.in_port = u32::MAX;
-            let oxm = crate::openflow::oxm::Match::from_flow(&m.value, &m.mask);
+            let oxm = openflow::oxm::Match::from_flow(&m.value, &m.mask);
             let msg = if self.packet_in_format == 2 {
-                Message::NxPacketIn2(crate::openflow::experimenter::PacketIn2 {
+                Message::NxPacketIn2(openflow::experimenter::PacketIn2 {
                     packet: ev.frame,
                     full_len: (ev.total_len as usize != 0).then_some(ev.total_len),
                     buffer_id: None,
@@ -498,7 +499,7 @@ impl Session {
                     userdata: None,
                 })
             } else {
-                Message::PacketIn(crate::openflow::flow::PacketIn {
+                Message::PacketIn(openflow::flow::PacketIn {
                     buffer_id: u32::MAX,
                     total_len: ev.total_len.min(u16::MAX as u32) as u16,
                     reason: ev.reason,
@@ -585,7 +586,7 @@ impl Session {
     /// (tables 1.. and groups stay the bridge's), swapped in and back on the datapath
     /// thread, so no other packet ever sees it.
     fn packet_out(&mut self, po: &PacketOut) -> Result<(), OfError> {
-        if po.buffer_id != crate::openflow::flow::NO_BUFFER {
+        if po.buffer_id != openflow::flow::NO_BUFFER {
             return Err(OfError::new(
                 ErrorCode::BadRequestBufferUnknown,
                 "this switch buffers no packets",
@@ -797,7 +798,7 @@ fn flow_update(
         hard_timeout: e.hard_timeout,
         table_id: e.table_id,
         cookie: e.cookie,
-        match_: crate::openflow::oxm::Match::from_flow(&e.match_.value, &e.match_.mask),
+        match_: openflow::oxm::Match::from_flow(&e.match_.value, &e.match_.mask),
         instructions: if actions {
             convert::instructions_out(&e.instructions)?
         } else {

@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use flowtable::{FlowEntry, OfPort};
 
-use super::convert;
-use crate::openflow::buf::FixedStr;
-use crate::openflow::error::{ErrorCode, OfError};
-use crate::openflow::multipart::TableStats;
-use crate::openflow::switch::{capabilities as cap, port_state};
-use crate::openflow::{
+use crate::switch::BridgeCtl;
+use openflow::buf::FixedStr;
+use openflow::convert;
+use openflow::error::{ErrorCode, OfError};
+use openflow::multipart::TableStats;
+use openflow::switch::{capabilities as cap, port_state};
+use openflow::{
     AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupFeatures, GroupStats, Message,
     MultipartReply, MultipartRequest, Port, PortStats, TableFeatures,
 };
-use crate::switch::BridgeCtl;
 
 /// FEATURES_REPLY capabilities.
 pub const CAPABILITIES: u32 =

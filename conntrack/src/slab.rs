@@ -208,8 +208,8 @@ impl Slab {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tuple::{Addr, Family};
     use super::*;
+    use crate::tuple::{Addr, Family};
 
     fn conn(n: u32) -> Conn {
         let t = Tuple {

@@ -3,10 +3,10 @@
 //! its range, replies are un-NATed to the right client, and a binding is refused only when
 //! every candidate for that destination is really taken.
 
+use conntrack::*;
 use encap::flowkey::{CT_EST, CT_RPL, FlowKey};
 use proptest::prelude::*;
 use std::collections::HashSet;
-use vswitch::conntrack::*;
 
 const SEC: u64 = 1_000_000_000;
 /// 2 addresses x 3 ports = 6 bindings per destination endpoint.

@@ -1,8 +1,8 @@
 //! Conformance: every OpenFlow 1.3 message recorded between ovs-ofctl 3.1 and ovs-vswitchd
-//! 3.1 (vswitch/tests/data/openflow/of13_messages.tsv) decodes, and re-encodes to the same
+//! 3.1 (openflow/tests/data/of13_messages.tsv) decodes, and re-encodes to the same
 //! bytes.
 
-use vswitch::openflow::{ErrorCode, Match, Message, OfError, decode, encode, error_reply};
+use openflow::{ErrorCode, Match, Message, OfError, decode, encode, error_reply};
 
 struct Recorded {
     source: String,
@@ -18,7 +18,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn recorded() -> Vec<Recorded> {
-    let text = include_str!("data/openflow/of13_messages.tsv");
+    let text = include_str!("data/of13_messages.tsv");
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -78,7 +78,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn matches_in(msg: &Message) -> Vec<Match> {
-    use vswitch::openflow::{MultipartReply, MultipartRequest};
+    use openflow::{MultipartReply, MultipartRequest};
     match msg {
         Message::FlowMod(f) => vec![f.match_.clone()],
         Message::MultipartReply {

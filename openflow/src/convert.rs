@@ -1,4 +1,4 @@
-//! Bridges the wire-faithful codec model (`crate::openflow`) and the flow-table model
+//! Bridges the wire-faithful codec model (`crate`) and the flow-table model
 //! (`flowtable`): flow-mods and group-mods in, flow entries and groups out.
 //!
 //! Anything the table model cannot hold is refused with the precise OpenFlow error, so a
@@ -10,10 +10,10 @@ use std::time::Instant;
 use flowtable::action::{Controller, Ct, CtZone, Nat, NatKind, PacketInReason, SubField};
 use flowtable::{FieldId, Instructions, OfPort};
 
-use crate::openflow::action::{self as wa, Action as WAction, CtAction, NatAction};
-use crate::openflow::error::{ErrorCode, OfError};
-use crate::openflow::oxm::{self, OxmHeader, OxmTlv};
-use crate::openflow::{self as of, Instruction};
+use crate::action::{self as wa, Action as WAction, CtAction, NatAction};
+use crate::error::{ErrorCode, OfError};
+use crate::oxm::{self, OxmHeader, OxmTlv};
+use crate::{self as of, Instruction};
 
 fn bad(code: ErrorCode, detail: impl Into<String>) -> OfError {
     OfError::new(code, detail)

@@ -190,7 +190,7 @@ impl GroupDesc {
         Ok(out)
     }
 
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.put_u16(0);
         out.put_u8(self.group_type as u8);
@@ -248,7 +248,7 @@ impl GroupStats {
         Ok(out)
     }
 
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u16((40 + 16 * self.buckets.len()) as u16);
         out.put_zeros(2);
         out.put_u32(self.group_id);

@@ -7,11 +7,12 @@
 //! - [`encode`] produces the bytes (ovs-ofctl-identical for everything it sends);
 //! - [`Match::to_flow`] / [`Match::from_flow`] bridge OXM matches and the shared `FlowKey`.
 //!
-//! The conformance data this is tested against is in `vswitch/tests/data/openflow/`
+//! The conformance data this is tested against is in `openflow/tests/data/` and `vswitch/tests/data/openflow/`
 //! (recorded from ovs-ofctl 3.1 ↔ ovs-vswitchd 3.1), see `docs/openflow.md`.
 
 pub mod action;
 pub mod buf;
+pub mod convert;
 pub mod error;
 pub mod experimenter;
 pub mod flow;

@@ -28,6 +28,7 @@ pub mod dump;
 mod extract;
 mod frag;
 mod fraghold;
+pub mod lb;
 pub mod nat;
 mod slab;
 pub mod tcp;
@@ -213,7 +214,7 @@ impl Conntrack {
                 u64::try_from(cfg.frag_hold_timeout.as_nanos()).unwrap_or(u64::MAX),
             ),
             counters: Counters::default(),
-            rng: tuple::fmix64(seed ^ 0xa076_1d64_78bd_642f) | 1,
+            rng: encap::hash::fmix64(seed ^ 0xa076_1d64_78bd_642f) | 1,
             expire_cursor: 0,
             cfg,
         })

@@ -170,7 +170,7 @@ impl FragHold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::tuple::{Addr, Family};
+    use crate::tuple::{Addr, Family};
 
     fn key(id: u32) -> FragKey {
         FragKey {

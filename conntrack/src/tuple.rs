@@ -10,6 +10,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use encap::hash::fmix64;
+
 /// IP protocol numbers conntrack knows about.
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -155,17 +157,6 @@ impl Tuple {
             write!(f, ",sport={},dport={}", self.sport, self.dport)
         }
     }
-}
-
-/// The murmur3 64-bit finalizer.
-#[inline]
-pub fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h
 }
 
 /// Name of an IP protocol as `dpctl/dump-conntrack` prints it.

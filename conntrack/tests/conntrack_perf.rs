@@ -1,9 +1,9 @@
 //! Throughput measurement of `Conntrack::process` (not a pass/fail test).
-//! Run: `cargo test -p vswitch --release --test conntrack_perf -- --ignored --nocapture`
+//! Run: `cargo test -p conntrack --release --test conntrack_perf -- --ignored --nocapture`
 
+use conntrack::*;
 use encap::flowkey::{CT_EST, FlowKey};
 use std::time::Instant;
-use vswitch::conntrack::*;
 
 fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> FlowKey {
     FlowKey {

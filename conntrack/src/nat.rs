@@ -303,8 +303,8 @@ fn set_port(t: &mut Tuple, src: bool, port: u16) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tuple::{Family, PROTO_TCP};
     use super::*;
+    use crate::tuple::{Family, PROTO_TCP};
     use std::collections::HashSet;
 
     fn orig() -> Tuple {

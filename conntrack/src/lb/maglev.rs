@@ -7,7 +7,7 @@
 //! Because preferences depend only on the backend's own id, adding or removing one backend of
 //! N moves about 1/N of the slots — the minimal-disruption property the tests bound.
 
-use crate::conntrack::tuple::fmix64;
+use encap::hash::fmix64;
 use thiserror::Error;
 
 /// 65537 slots: prime, and >100x a few hundred backends as the paper recommends.

@@ -1,12 +1,12 @@
 //! Conntrack behaviour through its public API: states, NAT, ICMP relation, limits, expiry.
 
+use conntrack::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use conntrack::*;
 use encap::flowkey::{
     CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, FRAG_ANY, FRAG_LATER, FlowKey,
 };
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use vswitch::conntrack::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use vswitch::conntrack::*;
 
 const SEC: u64 = 1_000_000_000;
 

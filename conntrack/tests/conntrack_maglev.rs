@@ -1,8 +1,9 @@
 //! Maglev properties: minimal disruption when the backend set changes, weighted shares.
 
+use conntrack::lb::maglev::skip_of;
+use conntrack::lb::{Backend, DEFAULT_TABLE_SIZE, Maglev};
+use encap::{FlowKey, flow_hash};
 use proptest::prelude::*;
-use vswitch::lb::maglev::skip_of;
-use vswitch::lb::{Backend, DEFAULT_TABLE_SIZE, Maglev, five_tuple_hash};
 
 /// Whether two of `ids` share a Maglev skip in a table of `size` (see `skip_of`).
 fn skips_collide(ids: &[u64], size: usize) -> bool {
@@ -93,9 +94,16 @@ fn default_size_table_spreads_flows_evenly() {
     let m = Maglev::new(&backends(&ids), DEFAULT_TABLE_SIZE).unwrap();
     let mut count = [0usize; 10];
     for i in 0..100_000u32 {
-        let src = (0x0a00_0000u128 + i as u128).to_be_bytes();
-        let h = five_tuple_hash(&src, &[9; 16], 6, (i % 50_000) as u16, 80, 0);
-        count[m.pick(h).unwrap()] += 1;
+        let key = FlowKey {
+            eth_type: 0x0800,
+            nw_src: 0x0a00_0000 + i,
+            nw_dst: 0x0909_0909,
+            nw_proto: 6,
+            tp_src: (i % 50_000) as u16,
+            tp_dst: 80,
+            ..FlowKey::default()
+        };
+        count[m.pick(flow_hash(&key) as u64).unwrap()] += 1;
     }
     for c in count {
         assert!((9_000..11_000).contains(&c), "{count:?}");

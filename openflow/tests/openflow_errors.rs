@@ -1,7 +1,7 @@
 //! Golden errors: malformed or unsupported input yields the exact OpenFlow error type/code,
 //! never a panic; plus framing and HELLO negotiation.
 
-use vswitch::openflow::{
+use openflow::{
     ErrorCode, Framer, FramingError, Hello, Message, OfError, decode, encode, error_reply,
     negotiate,
 };
