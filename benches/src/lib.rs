@@ -1,1 +1,3 @@
 //! Benchmark support crate: see `benches/` for the criterion benchmarks.
+
+#![forbid(unsafe_code)]

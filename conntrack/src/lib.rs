@@ -23,6 +23,8 @@
 //! Time is a caller-supplied monotonic `now` in nanoseconds, which keeps tests deterministic.
 //! See docs/conntrack.md for the state machine, timeouts and the NAT allocation order.
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 pub mod dump;
 mod extract;

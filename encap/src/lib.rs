@@ -11,6 +11,8 @@
 //! - [`hash`]: the 5-tuple flow hash.
 //! - [`build`]: a frame builder for tests.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod checksum;
 pub mod extract;

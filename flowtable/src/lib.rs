@@ -7,6 +7,8 @@
 //! - [`table`]: OpenFlow 1.3 flow-mod / group-mod semantics over per-table flow maps.
 //! - [`text`]: parse and print the ovs-ofctl syntax exactly as `ovs-ofctl -O OpenFlow13` does.
 
+#![forbid(unsafe_code)]
+
 pub mod action;
 pub mod classifier;
 pub mod fields;

@@ -10,6 +10,8 @@
 //! The conformance data this is tested against is in `openflow/tests/data/` and `vswitch/tests/data/openflow/`
 //! (recorded from ovs-ofctl 3.1 ↔ ovs-vswitchd 3.1), see `docs/openflow.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod action;
 pub mod buf;
 pub mod convert;
