@@ -13,3 +13,5 @@ cargo machete --with-metadata
 # One test at a time keeps namespace tests from competing for the 2 cores of the CI machine
 # (an env var rather than --test-threads: criterion's bench harness, run in test mode, rejects it).
 RUST_TEST_THREADS=1 cargo test --release --workspace --all-targets --locked --no-fail-fast
+# --all-targets leaves out doctests: they run on their own.
+RUST_TEST_THREADS=1 cargo test --release --workspace --doc --locked
