@@ -180,7 +180,8 @@ struct Entry {
     reply: bool,
 }
 
-/// The connection tracker of one datapath thread.
+/// A connection table. It does no locking of its own: vswitch keeps one for all forwarding
+/// threads behind a mutex (a connection's two directions may arrive on different threads).
 pub struct Conntrack {
     cfg: Config,
     timeouts_ns: [u64; TimeoutClass::COUNT],

@@ -42,8 +42,10 @@
 //! Readers never see a classifier change under them. Changes go into a [`ClassifierBuilder`];
 //! [`ClassifierBuilder::publish`] turns the current rule set into an immutable
 //! `Arc<Classifier>` and swaps it in (arc-swap), so a batch of changes appears atomically and
-//! the lookup path takes no lock. A datapath thread loads the snapshot once per burst through a
-//! [`ClassifierReader`] and keeps using it until its next load.
+//! the lookup path takes no lock. A reader thread loads the snapshot once per burst through a
+//! [`ClassifierReader`] and keeps using it until its next load. (vswitch does not use the
+//! builder's own publishing: it takes [`ClassifierBuilder::snapshot`] of each table and publishes
+//! them together, in one per-bridge pipeline snapshot behind its own `ArcSwap`.)
 //!
 //! Publishing is cheap because snapshots share structure: each subtable's hash table is split
 //! into shards behind `Arc`s, and the builder copies a shard (copy-on-write) only when a change

@@ -178,7 +178,7 @@ impl<R> ClassifierBuilder<R> {
         version
     }
 
-    /// A handle for datapath threads to load published snapshots from.
+    /// A handle for reader threads to load published snapshots from.
     pub fn reader(&self) -> ClassifierReader<R> {
         ClassifierReader {
             published: Arc::clone(&self.published),
@@ -194,7 +194,7 @@ impl<R> ClassifierBuilder<R> {
     }
 }
 
-/// The datapath's handle: loads the latest published snapshot without taking a lock.
+/// A reader's handle: loads the latest published snapshot without taking a lock.
 pub struct ClassifierReader<R> {
     published: Arc<ArcSwap<Classifier<R>>>,
 }

@@ -8,8 +8,10 @@
 //!   probes a hash table. Correctly un-wildcarded megaflows never give different answers for the
 //!   same packet, so there is no priority: the first hit wins.
 //!
-//! Both tiers are tagged with the pipeline version they were computed under; when the bridge's
-//! flow tables change, the datapath clears them (see `Bridge::revalidate`), so a cached entry
+//! Both tiers belong to one thread's copy of a bridge, which records the pipeline version they
+//! were filled under (`DpBridge::cache_version`); when the bridge's flow tables change, the
+//! datapath revalidates them before the next batch (`exec::revalidate`: the EMC is cleared, each
+//! megaflow is re-translated and kept only if its actions and mask still hold), so a cached entry
 //! never outlives a rule change that would alter its actions.
 
 use std::sync::Arc;

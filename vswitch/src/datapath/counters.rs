@@ -1,4 +1,9 @@
-//! Per-port and per-flow counters: written by the datapath thread, read by the control side.
+//! Per-port counters: written by the forwarding threads, read by the control side.
+//!
+//! One counter can have several writers: a port's receive counters belong to the thread that
+//! polls it, but every thread transmits through its own copy of the port. Each update is one
+//! atomic (Relaxed) add, so no count is lost; a reader sees each counter exactly, but not a
+//! consistent set of them. (Per-flow counters are `pipeline::FlowStats`, likewise shared.)
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;

@@ -50,7 +50,9 @@ drop_reasons! {
     NoBuffer => "no_buffer", "the buffer pool was empty";
 }
 
-/// One counter per reason; written by the datapath thread, read by the control thread.
+/// One counter per reason, shared by every thread's copy of a bridge: written by all forwarding
+/// threads (and by the packet-in dispatch thread for `controller_unreachable`), read by the
+/// control side.
 pub struct DropCounters {
     counts: Vec<AtomicU64>,
 }
@@ -66,7 +68,8 @@ impl Default for DropCounters {
 impl DropCounters {
     #[inline]
     pub fn add(&self, reason: DropReason, n: u64) {
-        // Single writer: a relaxed add never contends.
+        // Several threads add to the same counters: an atomic add loses none of their counts,
+        // and Relaxed is enough because no other memory is published through a counter.
         self.counts[reason as usize].fetch_add(n, Ordering::Relaxed);
     }
 

@@ -1,11 +1,13 @@
-//! The datapath: one poll-loop thread that owns every port and moves packets in batches.
+//! The datapath: poll-loop forwarding threads (one by default, `--threads N`) that move packets
+//! in batches; each thread receives on the ports assigned to it and holds a transmit copy of
+//! every port.
 //!
 //! ```text
-//! port rx (batch ≤ 64) ─► FlowKey (encap::extract) ─► EMC ─► megaflow cache ─► slow path (xlate)
+//! port rx (batch ≤ 32) ─► FlowKey (encap::extract) ─► EMC ─► megaflow cache ─► slow path (xlate)
 //!      ─► execute the cached datapath actions ─► per-port tx batches, flushed once per burst
 //! ```
 //!
-//! The control side never touches this thread's state directly: it sends jobs (closures) through
+//! The control side never touches a thread's state directly: it sends jobs (closures) through
 //! a channel and wakes the poll with a `mio::Waker`; flow tables reach it as immutable pipeline
 //! snapshots swapped in with `ArcSwap`, loaded once per batch.
 

@@ -31,7 +31,6 @@ pub struct CachedFlow {
     pub rules: Vec<Arc<FlowStats>>,
     /// The working key at a `ct(table=..)` (registers, metadata, tunnel fields to carry over).
     pub recirc_meta: FlowKey,
-    pub version: u64,
     /// The key the walk started from, so a pipeline change can re-run it (revalidation).
     pub origin: FlowKey,
 }
@@ -88,7 +87,6 @@ impl<'a> Xlate<'a> {
                 actions: self.out,
                 rules: self.rules,
                 recirc_meta: self.recirc_meta,
-                version: self.pipeline.version,
                 origin: self.origin,
             },
             self.wc,
