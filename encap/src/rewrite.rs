@@ -20,7 +20,7 @@ use core::net::Ipv4Addr;
 
 use crate::checksum;
 use crate::extract::{L3Kind, Parsed};
-use crate::wire::{ipv4, ipv6, tcp, udp};
+use crate::wire::{EthernetAddress, arp, icmpv4, ipv4, ipv6, tcp, udp};
 
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
@@ -48,6 +48,14 @@ pub enum RewriteError {
     FrameTooShort,
     #[error("TTL or hop limit would reach zero")]
     TtlExpired,
+    #[error("not an ICMPv4 message with a complete header")]
+    NotIcmpv4,
+    #[error("not an ICMPv4 echo request or reply")]
+    NotIcmpv4Echo,
+    #[error("not an ICMPv4 error quoting an IPv4 header")]
+    NoQuotedHeader,
+    #[error("not an IPv4-over-Ethernet ARP packet")]
+    NotArp,
 }
 
 #[inline]
@@ -224,6 +232,195 @@ pub fn dec_ttl(frame: &mut [u8], parsed: &Parsed) -> Result<u8, RewriteError> {
         wr16(frame, c, updated);
     }
     Ok(ttl - 1)
+}
+
+/// Rewrites one byte of the IPv4 header with an incremental header checksum update.
+fn set_ipv4_byte(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    offset: usize,
+    value: u8,
+) -> Result<(), RewriteError> {
+    let l3 = ipv4_l3(frame, parsed)?;
+    let word = l3 + (offset & !1);
+    let old = rd16(frame, word);
+    frame[l3 + offset] = value;
+    let new = rd16(frame, word);
+    let csum_at = l3 + ipv4::CHECKSUM_OFFSET;
+    let c = checksum::update_u16(rd16(frame, csum_at), old, new);
+    wr16(frame, csum_at, c);
+    Ok(())
+}
+
+/// Rewrites the IPv4 TOS byte (DSCP and ECN), updating the header checksum.
+pub fn set_ipv4_tos(frame: &mut [u8], parsed: &Parsed, tos: u8) -> Result<(), RewriteError> {
+    set_ipv4_byte(frame, parsed, ipv4::TOS_OFFSET, tos)
+}
+
+/// Sets the IPv4 TTL, updating the header checksum (see [`dec_ttl`] to decrement it).
+pub fn set_ipv4_ttl(frame: &mut [u8], parsed: &Parsed, ttl: u8) -> Result<(), RewriteError> {
+    set_ipv4_byte(frame, parsed, ipv4::TTL_OFFSET, ttl)
+}
+
+/// Offset of an ICMPv4 message's header when the frame holds all 8 bytes of it.
+fn icmpv4_l4(frame: &[u8], parsed: &Parsed) -> Result<usize, RewriteError> {
+    match (parsed.l3_kind, parsed.l4_proto, parsed.l4_offset()) {
+        (L3Kind::Ipv4, 1, Some(l4)) if frame.len() >= l4 + icmpv4::HEADER_LEN => Ok(l4),
+        _ => Err(RewriteError::NotIcmpv4),
+    }
+}
+
+/// Rewrites the ICMPv4 type and/or code, updating the ICMP checksum.
+pub fn set_icmpv4_type_code(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    msg_type: Option<u8>,
+    code: Option<u8>,
+) -> Result<(), RewriteError> {
+    let l4 = icmpv4_l4(frame, parsed)?;
+    let old = rd16(frame, l4);
+    if let Some(t) = msg_type {
+        frame[l4] = t;
+    }
+    if let Some(c) = code {
+        frame[l4 + 1] = c;
+    }
+    let new = rd16(frame, l4);
+    let c = checksum::update_u16(rd16(frame, l4 + 2), old, new);
+    wr16(frame, l4 + 2, c);
+    Ok(())
+}
+
+/// Rewrites the identifier of an ICMPv4 echo request or reply (conntrack's "port" for ICMP,
+/// changed by NAT), updating the ICMP checksum.
+pub fn set_icmpv4_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) -> Result<(), RewriteError> {
+    let l4 = icmpv4_l4(frame, parsed)?;
+    if !matches!(frame[l4], 0 | 8) {
+        return Err(RewriteError::NotIcmpv4Echo);
+    }
+    let old = rd16(frame, l4 + 4);
+    if old == id {
+        return Ok(());
+    }
+    wr16(frame, l4 + 4, id);
+    let c = checksum::update_u16(rd16(frame, l4 + 2), old, id);
+    wr16(frame, l4 + 2, c);
+    Ok(())
+}
+
+/// Rewrites the header an ICMPv4 error quotes (addresses; TCP/UDP ports or the ICMP echo
+/// identifier, as far as the quote holds them) for NAT, recomputing the quoted IPv4 header
+/// checksum and the ICMP checksum. The quoted L4 checksum is left alone: it covers bytes that
+/// were cut off, so receivers do not check it.
+pub fn set_icmpv4_quoted(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+) -> Result<(), RewriteError> {
+    let (Some(l4), Some(end)) = (parsed.l4_offset(), parsed.l3_end()) else {
+        return Err(RewriteError::NotIcmpv4);
+    };
+    let end = end.min(frame.len());
+    let ip = l4 + icmpv4::HEADER_LEN;
+    if end < ip + ipv4::MIN_HEADER_LEN {
+        return Err(RewriteError::NoQuotedHeader);
+    }
+    let ihl = (frame[ip] & 0x0f) as usize * 4;
+    if end < ip + ihl || ihl < ipv4::MIN_HEADER_LEN {
+        return Err(RewriteError::NoQuotedHeader);
+    }
+    frame[ip + ipv4::SRC_ADDR_OFFSET..][..4].copy_from_slice(&src.octets());
+    frame[ip + ipv4::DST_ADDR_OFFSET..][..4].copy_from_slice(&dst.octets());
+    wr16(frame, ip + ipv4::CHECKSUM_OFFSET, 0);
+    let c = checksum::ipv4_header(&frame[ip..ip + ihl]);
+    wr16(frame, ip + ipv4::CHECKSUM_OFFSET, c);
+    let proto = frame[ip + 9];
+    let q = ip + ihl;
+    if matches!(proto, PROTO_TCP | PROTO_UDP) && end >= q + 4 {
+        wr16(frame, q, src_port);
+        wr16(frame, q + 2, dst_port);
+    } else if proto == 1 && end >= q + icmpv4::HEADER_LEN {
+        wr16(frame, q + 4, src_port);
+    }
+    wr16(frame, l4 + 2, 0);
+    let c = checksum::icmpv4(&frame[l4..end]);
+    wr16(frame, l4 + 2, c);
+    Ok(())
+}
+
+/// Finishes a TCP/UDP checksum the sender left partial (`csum_not_ready`) from the parsed
+/// offsets: the full checksum over pseudo-header and segment (Ethernet padding excluded), 0
+/// written as 0xffff for UDP. For frames whose port gave the checksum's position,
+/// [`crate::gso::complete_checksum`] does the same without the parse.
+pub fn complete_l4_checksum(frame: &mut [u8], parsed: &Parsed) -> Result<(), RewriteError> {
+    let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
+    else {
+        return Err(RewriteError::NoPorts);
+    };
+    let end = end.min(frame.len());
+    let field = match parsed.l4_proto {
+        PROTO_TCP => tcp::CHECKSUM_OFFSET,
+        PROTO_UDP => udp::CHECKSUM_OFFSET,
+        _ => return Err(RewriteError::NoPorts),
+    };
+    if end < l4 + field + 2 {
+        return Err(RewriteError::FrameTooShort);
+    }
+    wr16(frame, l4 + field, 0);
+    let c = match parsed.l3_kind {
+        L3Kind::Ipv4 if frame.len() >= l3 + ipv4::MIN_HEADER_LEN => {
+            let ip = &frame[l3..];
+            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            checksum::l4_v4(src, dst, parsed.l4_proto, &frame[l4..end])
+        }
+        L3Kind::Ipv6 if frame.len() >= l3 + 40 => {
+            let ip = &frame[l3..];
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&ip[8..24]);
+            d.copy_from_slice(&ip[24..40]);
+            checksum::l4_v6(&s.into(), &d.into(), parsed.l4_proto, &frame[l4..end])
+        }
+        _ => return Err(RewriteError::NotIp),
+    };
+    let c = if parsed.l4_proto == PROTO_UDP {
+        checksum::udp_nonzero(c)
+    } else {
+        c
+    };
+    wr16(frame, l4 + field, c);
+    Ok(())
+}
+
+/// The ARP fields [`set_arp`] writes (IPv4 over Ethernet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArpField {
+    Operation(u16),
+    SenderMac([u8; 6]),
+    SenderIp(Ipv4Addr),
+    TargetMac([u8; 6]),
+    TargetIp(Ipv4Addr),
+}
+
+/// Rewrites one field of an IPv4-over-Ethernet ARP packet (ARP has no checksum).
+pub fn set_arp(frame: &mut [u8], parsed: &Parsed, value: ArpField) -> Result<(), RewriteError> {
+    let l3 = match (parsed.l3_kind, parsed.l3_offset()) {
+        (L3Kind::Arp, Some(l3)) if frame.len() >= l3 + arp::ETH_IPV4_LEN => l3,
+        _ => return Err(RewriteError::NotArp),
+    };
+    let mut p = arp::Packet::new_unchecked(&mut frame[l3..]);
+    match value {
+        ArpField::Operation(op) => p.set_operation(op.into()),
+        ArpField::SenderMac(m) => p.set_source_hardware_addr(EthernetAddress(m)),
+        ArpField::SenderIp(ip) => p.set_source_protocol_addr(ip),
+        ArpField::TargetMac(m) => p.set_target_hardware_addr(EthernetAddress(m)),
+        ArpField::TargetIp(ip) => p.set_target_protocol_addr(ip),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -206,3 +206,169 @@ proptest! {
         prop_assert_eq!(&f[26..l4c], &want[26..l4c]);
     }
 }
+
+/// The ICMP checksum of the message in an IPv4 frame verifies by full recompute.
+fn icmp_verifies(f: &[u8]) -> bool {
+    let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+    ip.verify_checksum()
+        && crate::wire::icmpv4::Packet::new_checked(ip.payload())
+            .unwrap()
+            .verify_checksum()
+}
+
+#[test]
+fn arp_fields() {
+    let mut f = FrameBuilder::eth(A, B)
+        .arp(1, A, [1, 1, 1, 1], B, [2, 2, 2, 2])
+        .build();
+    let p = parse(&f);
+    set_arp(&mut f, &p, ArpField::Operation(2)).unwrap();
+    set_arp(&mut f, &p, ArpField::SenderMac(B)).unwrap();
+    set_arp(&mut f, &p, ArpField::SenderIp(Ipv4Addr::new(2, 2, 2, 2))).unwrap();
+    set_arp(&mut f, &p, ArpField::TargetMac(A)).unwrap();
+    set_arp(&mut f, &p, ArpField::TargetIp(Ipv4Addr::new(1, 1, 1, 1))).unwrap();
+    let want = FrameBuilder::eth(A, B)
+        .arp(2, B, [2, 2, 2, 2], A, [1, 1, 1, 1])
+        .build();
+    assert_eq!(f, want);
+    let mut t = tcp_frame();
+    let p = parse(&t);
+    assert_eq!(
+        set_arp(&mut t, &p, ArpField::Operation(2)),
+        Err(RewriteError::NotArp)
+    );
+}
+
+#[test]
+fn icmp_refusals() {
+    let mut t = tcp_frame();
+    let p = parse(&t);
+    let before = t.clone();
+    assert_eq!(
+        set_icmpv4_type_code(&mut t, &p, Some(0), None),
+        Err(RewriteError::NotIcmpv4)
+    );
+    let mut unreach = FrameBuilder::eth(A, B)
+        .ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+        .icmp(3, 1)
+        .build();
+    let p = parse(&unreach);
+    assert_eq!(
+        set_icmpv4_echo_id(&mut unreach, &p, 9),
+        Err(RewriteError::NotIcmpv4Echo)
+    );
+    assert_eq!(
+        set_icmpv4_quoted(&mut unreach, &p, [1; 4].into(), [2; 4].into(), 1, 2),
+        Err(RewriteError::NoQuotedHeader)
+    );
+    assert_eq!(t, before);
+}
+
+#[test]
+fn quoted_header_rewrite() {
+    // An ICMP error quoting a TCP segment 10.0.0.1:40000 -> 10.0.0.2:80 (header + 8 bytes).
+    let inner = tcp_frame();
+    let quote = &inner[14..14 + 28];
+    let mut f = FrameBuilder::eth(A, B)
+        .ipv4([10, 0, 0, 9], [10, 0, 0, 1])
+        .icmp(3, 4)
+        .payload(quote)
+        .build();
+    let p = parse(&f);
+    set_icmpv4_quoted(
+        &mut f,
+        &p,
+        Ipv4Addr::new(192, 168, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        1234,
+        80,
+    )
+    .unwrap();
+    assert!(icmp_verifies(&f));
+    let q = crate::wire::icmpv4::Packet::new_checked(&f[34..])
+        .unwrap()
+        .quoted_header()
+        .unwrap();
+    assert_eq!(q.src_addr, Ipv4Addr::new(192, 168, 0, 1));
+    assert_eq!(q.dst_addr, Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!((q.protocol, q.src_port, q.dst_port), (6, 1234, 80));
+    // The quoted IPv4 header's checksum (its total length runs past the quote).
+    assert_eq!(checksum::fold(checksum::sum(0, &f[42..62])), 0xffff);
+}
+
+#[test]
+fn complete_partial_checksums() {
+    for udp in [false, true] {
+        let b = FrameBuilder::eth(A, B)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .payload(b"hello");
+        let good = if udp { b.udp(1, 2) } else { b.tcp(1, 2, 0x18) }.build();
+        let p = parse(&good);
+        let at = 34 + if udp { 6 } else { 16 };
+        let mut f = good.clone();
+        f[at..at + 2].copy_from_slice(&[0x12, 0x34]);
+        f.extend_from_slice(&[0; 6]); // Ethernet padding is not part of the segment
+        complete_l4_checksum(&mut f, &p).unwrap();
+        assert_eq!(&f[..good.len()], &good[..]);
+    }
+    let mut arp = FrameBuilder::eth(A, B)
+        .arp(1, A, [1, 1, 1, 1], B, [2, 2, 2, 2])
+        .build();
+    let p = parse(&arp);
+    assert!(complete_l4_checksum(&mut arp, &p).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// TOS and TTL rewrites (RFC 1624 incremental) leave the same header checksum as a frame
+    /// built with the new values (full recompute).
+    #[test]
+    fn ipv4_tos_ttl_match_full_recompute(
+        src in any::<u32>(), dst in any::<u32>(), tos in any::<u8>(), ttl in any::<u8>(),
+        new_tos in any::<u8>(), new_ttl in any::<u8>(), ident in any::<u16>(),
+    ) {
+        let b = |tos: u8, ttl: u8| FrameBuilder::eth(A, B).ipv4(src, dst).tos(tos).ttl(ttl)
+            .ident(ident).udp(1, 2).build();
+        let mut f = b(tos, ttl);
+        let p = parse(&f);
+        set_ipv4_tos(&mut f, &p, new_tos).unwrap();
+        set_ipv4_ttl(&mut f, &p, new_ttl).unwrap();
+        let want = b(new_tos, new_ttl);
+        prop_assert!(ipv4::Packet::new_checked(&f[14..]).unwrap().verify_checksum());
+        let same = |a: u16, b: u16| a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0);
+        prop_assert!(same(rd16(&f, 24), rd16(&want, 24)));
+        prop_assert_eq!(&f[..24], &want[..24]);
+        prop_assert_eq!(&f[26..], &want[26..]);
+    }
+
+    /// ICMP type/code and echo identifier rewrites against a frame built with the new values.
+    #[test]
+    fn icmp_rewrites_match_full_recompute(
+        ty in prop_oneof![Just(0u8), Just(8u8)], code in any::<u8>(), new_ty in prop_oneof![Just(0u8), Just(8u8)],
+        new_code in any::<u8>(), id in any::<u16>(), new_id in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..32),
+    ) {
+        // The reference: built with the new values, ICMP checksum recomputed in full.
+        let build = |ty: u8, code: u8, id: u16| {
+            let mut f = FrameBuilder::eth(A, B).ipv4([1, 1, 1, 1], [2, 2, 2, 2]).icmp(ty, code)
+                .payload(&payload).build();
+            f[38..40].copy_from_slice(&id.to_be_bytes());
+            f[36..38].copy_from_slice(&[0, 0]);
+            let c = checksum::icmpv4(&f[34..]);
+            f[36..38].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        let mut f = build(ty, code, id);
+        let p = parse(&f);
+        set_icmpv4_echo_id(&mut f, &p, new_id).unwrap();
+        set_icmpv4_type_code(&mut f, &p, Some(new_ty), None).unwrap();
+        set_icmpv4_type_code(&mut f, &p, None, Some(new_code)).unwrap();
+        prop_assert!(icmp_verifies(&f));
+        let want = build(new_ty, new_code, new_id);
+        let same = |a: u16, b: u16| a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0);
+        prop_assert!(same(rd16(&f, 36), rd16(&want, 36)));
+        prop_assert_eq!(&f[..36], &want[..36]);
+        prop_assert_eq!(&f[38..], &want[38..]);
+    }
+}

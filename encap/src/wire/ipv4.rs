@@ -26,6 +26,7 @@ pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 pub const SRC_ADDR_OFFSET: usize = field::SRC_ADDR.start;
 pub const DST_ADDR_OFFSET: usize = field::DST_ADDR.start;
 pub const TTL_OFFSET: usize = field::TTL;
+pub const TOS_OFFSET: usize = field::TOS;
 
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;

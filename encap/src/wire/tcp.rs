@@ -1,4 +1,5 @@
-//! TCP header (RFC 9293), options exposed as raw bytes.
+//! TCP header (RFC 9293); options as raw bytes ([`Packet::options`]) and parsed one by one
+//! ([`TcpOption::parse`], [`options`]).
 
 use core::net::Ipv4Addr;
 
@@ -223,6 +224,152 @@ impl TcpRepr {
     }
 }
 
+/// Option kinds (RFC 9293 section 3.2, RFC 7323, RFC 2018).
+pub mod option_kind {
+    pub const END_OF_LIST: u8 = 0;
+    pub const NO_OPERATION: u8 = 1;
+    pub const MAX_SEGMENT_SIZE: u8 = 2;
+    pub const WINDOW_SCALE: u8 = 3;
+    pub const SACK_PERMITTED: u8 = 4;
+    pub const SACK: u8 = 5;
+    pub const TIMESTAMP: u8 = 8;
+}
+
+/// One TCP option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOption<'a> {
+    /// Kind 0: no option follows (the rest of the option space is padding).
+    EndOfList,
+    /// Kind 1: padding between options.
+    NoOperation,
+    /// Kind 2, length 4.
+    MaxSegmentSize(u16),
+    /// Kind 3, length 3: the shift count as sent (RFC 7323 caps its use at 14; not capped here).
+    WindowScale(u8),
+    /// Kind 4, length 2.
+    SackPermitted,
+    /// Kind 5: the SACK blocks, raw (pairs of 32-bit sequence numbers).
+    Sack(&'a [u8]),
+    /// Kind 8, length 10: TSval, TSecr.
+    Timestamp { tsval: u32, tsecr: u32 },
+    /// Any other kind, or a known kind with a length other than its own: the data bytes.
+    Unknown { kind: u8, data: &'a [u8] },
+}
+
+impl<'a> TcpOption<'a> {
+    /// Parses the option at the start of `buffer`; returns the bytes after it and the option.
+    /// `Truncated`: the buffer ends inside the option (or before its length byte);
+    /// `Malformed`: a length below 2.
+    pub fn parse(buffer: &'a [u8]) -> Result<(&'a [u8], TcpOption<'a>), WireError> {
+        let (&kind, rest) = buffer.split_first().ok_or(WireError::Truncated)?;
+        match kind {
+            option_kind::END_OF_LIST => return Ok((rest, TcpOption::EndOfList)),
+            option_kind::NO_OPERATION => return Ok((rest, TcpOption::NoOperation)),
+            _ => {}
+        }
+        let &len = rest.first().ok_or(WireError::Truncated)?;
+        let len = len as usize;
+        if len < 2 {
+            return Err(WireError::Malformed);
+        }
+        if buffer.len() < len {
+            return Err(WireError::Truncated);
+        }
+        let data = &buffer[2..len];
+        let opt = match (kind, data.len()) {
+            (option_kind::MAX_SEGMENT_SIZE, 2) => TcpOption::MaxSegmentSize(be16(data, 0)),
+            (option_kind::WINDOW_SCALE, 1) => TcpOption::WindowScale(data[0]),
+            (option_kind::SACK_PERMITTED, 0) => TcpOption::SackPermitted,
+            (option_kind::SACK, _) => TcpOption::Sack(data),
+            (option_kind::TIMESTAMP, 8) => TcpOption::Timestamp {
+                tsval: be32(data, 0),
+                tsecr: be32(data, 4),
+            },
+            _ => TcpOption::Unknown { kind, data },
+        };
+        Ok((&buffer[len..], opt))
+    }
+
+    /// Bytes the option takes on the wire.
+    pub fn buffer_len(&self) -> usize {
+        match self {
+            TcpOption::EndOfList | TcpOption::NoOperation => 1,
+            TcpOption::MaxSegmentSize(_) => 4,
+            TcpOption::WindowScale(_) => 3,
+            TcpOption::SackPermitted => 2,
+            TcpOption::Sack(d) | TcpOption::Unknown { data: d, .. } => 2 + d.len(),
+            TcpOption::Timestamp { .. } => 10,
+        }
+    }
+
+    /// Writes the option at the start of `buffer` and returns the bytes after it.
+    /// Panics when `buffer` is shorter than [`TcpOption::buffer_len`] (construction, not the
+    /// receive path).
+    pub fn emit<'b>(&self, buffer: &'b mut [u8]) -> &'b mut [u8] {
+        let len = self.buffer_len();
+        let (head, rest) = buffer.split_at_mut(len);
+        let mut tlv = |kind: u8, data: &[u8]| {
+            head[0] = kind;
+            head[1] = len as u8;
+            head[2..].copy_from_slice(data);
+        };
+        match *self {
+            TcpOption::EndOfList => head[0] = option_kind::END_OF_LIST,
+            TcpOption::NoOperation => head[0] = option_kind::NO_OPERATION,
+            TcpOption::MaxSegmentSize(mss) => {
+                tlv(option_kind::MAX_SEGMENT_SIZE, &mss.to_be_bytes())
+            }
+            TcpOption::WindowScale(s) => tlv(option_kind::WINDOW_SCALE, &[s]),
+            TcpOption::SackPermitted => tlv(option_kind::SACK_PERMITTED, &[]),
+            TcpOption::Sack(d) => tlv(option_kind::SACK, d),
+            TcpOption::Timestamp { tsval, tsecr } => {
+                let mut d = [0u8; 8];
+                d[..4].copy_from_slice(&tsval.to_be_bytes());
+                d[4..].copy_from_slice(&tsecr.to_be_bytes());
+                tlv(option_kind::TIMESTAMP, &d)
+            }
+            TcpOption::Unknown { kind, data } => tlv(kind, data),
+        }
+        rest
+    }
+}
+
+/// Iterates over the options in `buffer` (a header's [`Packet::options`]). Stops after
+/// `EndOfList` or the first error (which it yields), never panics, allocates nothing.
+pub fn options(buffer: &[u8]) -> TcpOptions<'_> {
+    TcpOptions { rest: buffer }
+}
+
+/// The iterator of [`options`].
+#[derive(Debug, Clone)]
+pub struct TcpOptions<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for TcpOptions<'a> {
+    type Item = Result<TcpOption<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        match TcpOption::parse(self.rest) {
+            Ok((_, TcpOption::EndOfList)) => {
+                self.rest = &[];
+                Some(Ok(TcpOption::EndOfList))
+            }
+            Ok((rest, opt)) => {
+                self.rest = rest;
+                Some(Ok(opt))
+            }
+            Err(e) => {
+                self.rest = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +444,88 @@ mod tests {
             Packet::new_checked(&SEGMENT_BYTES[..19]).unwrap_err(),
             WireError::Truncated
         );
+    }
+
+    /// A SYN's options as Linux sends them: MSS 1460, SACK permitted, timestamps, NOP,
+    /// window scale 7.
+    static SYN_OPTIONS: [u8; 20] = [
+        0x02, 0x04, 0x05, 0xb4, // MSS, len 4, 1460
+        0x04, 0x02, // SACK permitted, len 2
+        0x08, 0x0a, // timestamp, len 10
+        0x00, 0x01, 0x02, 0x03, //   TSval 0x00010203
+        0x00, 0x00, 0x00, 0x00, //   TSecr 0
+        0x01, // NOP
+        0x03, 0x03, 0x07, // window scale, len 3, shift 7
+    ];
+
+    fn syn_options() -> [TcpOption<'static>; 5] {
+        [
+            TcpOption::MaxSegmentSize(1460),
+            TcpOption::SackPermitted,
+            TcpOption::Timestamp {
+                tsval: 0x0001_0203,
+                tsecr: 0,
+            },
+            TcpOption::NoOperation,
+            TcpOption::WindowScale(7),
+        ]
+    }
+
+    #[test]
+    fn test_deconstruct_options() {
+        let got: Vec<_> = options(&SYN_OPTIONS).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, syn_options());
+    }
+
+    #[test]
+    fn test_construct_options() {
+        let mut bytes = [0xffu8; 20];
+        let mut rest = &mut bytes[..];
+        for o in syn_options() {
+            rest = o.emit(rest);
+        }
+        assert!(rest.is_empty());
+        assert_eq!(bytes, SYN_OPTIONS);
+    }
+
+    #[test]
+    fn options_end_of_list_unknown_and_faults() {
+        // EOL stops the walk: what follows is padding.
+        let eol = [0x01, 0x00, 0x03, 0x03, 0x07];
+        let got: Vec<_> = options(&eol).collect();
+        assert_eq!(got, [Ok(TcpOption::NoOperation), Ok(TcpOption::EndOfList)]);
+        // Unknown kind 30 with 2 data bytes; MSS with a wrong length is Unknown too.
+        let odd = [30, 4, 0xaa, 0xbb, 0x02, 0x03, 0x05];
+        let got: Vec<_> = options(&odd).collect();
+        assert_eq!(
+            got,
+            [
+                Ok(TcpOption::Unknown {
+                    kind: 30,
+                    data: &[0xaa, 0xbb]
+                }),
+                Ok(TcpOption::Unknown {
+                    kind: 2,
+                    data: &[0x05]
+                })
+            ]
+        );
+        // Length below 2, length past the end, no length byte.
+        assert_eq!(
+            options(&[0x03, 0x01, 0x07]).collect::<Vec<_>>(),
+            [Err(WireError::Malformed)]
+        );
+        assert_eq!(
+            options(&[0x03, 0x03]).collect::<Vec<_>>(),
+            [Err(WireError::Truncated)]
+        );
+        assert_eq!(
+            options(&[0x01, 0x02]).collect::<Vec<_>>(),
+            [Ok(TcpOption::NoOperation), Err(WireError::Truncated)]
+        );
+        // Every prefix of the SYN options parses without a panic.
+        for n in 0..SYN_OPTIONS.len() {
+            let _ = options(&SYN_OPTIONS[..n]).count();
+        }
     }
 }

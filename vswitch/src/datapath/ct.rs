@@ -70,7 +70,7 @@ pub fn run(
         }
         if key.nw_proto == 1 && matches!(key.icmp_type, 0 | 8) {
             // ICMP echo: the identifier is the "port" NAT allocates (both tuple ports hold it).
-            super::csum::set_icmp_echo_id(frame, parsed, rw.sport);
+            let _ = encap::rewrite::set_icmpv4_echo_id(frame, parsed, rw.sport);
         }
         if matches!(key.nw_proto, 6 | 17) {
             if rw.sport != key.tp_src {
@@ -83,11 +83,11 @@ pub fn run(
             }
         }
         if let Some(inner) = rw.inner {
-            super::icmp::rewrite_embedded(
+            let _ = encap::rewrite::set_icmpv4_quoted(
                 frame,
                 parsed,
-                v4(inner.src),
-                v4(inner.dst),
+                v4(inner.src).into(),
+                v4(inner.dst).into(),
                 inner.sport,
                 inner.dport,
             );
@@ -139,7 +139,7 @@ fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
         17 => f.l4_payload_len = end.saturating_sub(l4 + 8) as u32,
         1 => {
             f.icmp_id = rd16(frame, l4 + 4);
-            f.icmp_inner = super::icmp::embedded_tuple(frame, l4, end, key.icmp_type);
+            f.icmp_inner = super::icmp::embedded_tuple(frame, l4, end);
         }
         _ => {}
     }

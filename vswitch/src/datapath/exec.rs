@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use encap::FlowKey;
-use encap::rewrite::L4Checksum;
+use encap::rewrite::{ArpField, L4Checksum};
 use tap_io::{Batch, PacketBuf};
 
 use super::actions::DpAction;
@@ -439,11 +439,11 @@ fn execute(
                 key.tp_dst = *p;
             }
             DpAction::SetIpTos(tos) => {
-                super::csum::set_ip_tos(pkt.data_mut(), parsed, *tos);
+                let _ = encap::rewrite::set_ipv4_tos(pkt.data_mut(), parsed, *tos);
                 key.nw_tos = *tos;
             }
             DpAction::SetIpTtl(ttl) => {
-                super::csum::set_ip_ttl(pkt.data_mut(), parsed, *ttl);
+                let _ = encap::rewrite::set_ipv4_ttl(pkt.data_mut(), parsed, *ttl);
                 key.nw_ttl = *ttl;
             }
             DpAction::PushVlan { tpid, tci } => {
@@ -479,31 +479,33 @@ fn execute(
                 key.nw_ttl = key.nw_ttl.saturating_sub(1);
             }
             DpAction::SetArpOp(op) => {
-                super::csum::set_arp(pkt.data_mut(), parsed, 6, &op.to_be_bytes());
+                let _ = encap::rewrite::set_arp(pkt.data_mut(), parsed, ArpField::Operation(*op));
                 key.arp_op = *op;
             }
             DpAction::SetArpSha(mac) => {
-                super::csum::set_arp(pkt.data_mut(), parsed, 8, mac);
+                let _ = encap::rewrite::set_arp(pkt.data_mut(), parsed, ArpField::SenderMac(*mac));
                 key.arp_sha = *mac;
             }
             DpAction::SetArpSpa(ip) => {
-                super::csum::set_arp(pkt.data_mut(), parsed, 14, &ip.octets());
+                let _ = encap::rewrite::set_arp(pkt.data_mut(), parsed, ArpField::SenderIp(*ip));
                 key.arp_spa = u32::from(*ip);
             }
             DpAction::SetArpTha(mac) => {
-                super::csum::set_arp(pkt.data_mut(), parsed, 18, mac);
+                let _ = encap::rewrite::set_arp(pkt.data_mut(), parsed, ArpField::TargetMac(*mac));
                 key.arp_tha = *mac;
             }
             DpAction::SetArpTpa(ip) => {
-                super::csum::set_arp(pkt.data_mut(), parsed, 24, &ip.octets());
+                let _ = encap::rewrite::set_arp(pkt.data_mut(), parsed, ArpField::TargetIp(*ip));
                 key.arp_tpa = u32::from(*ip);
             }
             DpAction::SetIcmpType(t) => {
-                super::csum::set_icmp_type_code(pkt.data_mut(), parsed, Some(*t), None);
+                let _ =
+                    encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, Some(*t), None);
                 key.icmp_type = *t;
             }
             DpAction::SetIcmpCode(c) => {
-                super::csum::set_icmp_type_code(pkt.data_mut(), parsed, None, Some(*c));
+                let _ =
+                    encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, None, Some(*c));
                 key.icmp_code = *c;
             }
             DpAction::Ct(ct) => {
@@ -715,7 +717,7 @@ fn output_ofport(
 }
 
 fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv4Addr, u32)> {
-    use crate::portspec::FromFlow;
+    use crate::pipeline::FromFlow;
     let dst = match info.remote_ip? {
         FromFlow::Fixed(std::net::IpAddr::V4(ip)) => ip,
         FromFlow::Flow if key.tun_dst != 0 => Ipv4Addr::from(key.tun_dst),

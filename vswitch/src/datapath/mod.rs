@@ -15,7 +15,6 @@ pub mod actions;
 pub mod cache;
 pub mod capture;
 pub mod counters;
-pub mod csum;
 pub mod ct;
 pub mod drops;
 pub mod exec;

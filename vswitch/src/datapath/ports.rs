@@ -436,7 +436,7 @@ fn finish_checksum(frame: &mut [u8], meta: &RxMeta) {
         _ => {
             let mut key = encap::FlowKey::default();
             let parsed = encap::extract(frame, &mut key);
-            super::csum::complete_l4(frame, &parsed);
+            let _ = encap::rewrite::complete_l4_checksum(frame, &parsed);
         }
     }
 }
