@@ -218,6 +218,10 @@ pub fn configure_pod(
 
 /// Deletes interface `name` (and with it its veth peer); `false` when it did not exist.
 pub fn delete(netns: Option<&str>, name: &str) -> Result<bool> {
+    // Looked up first: reading needs no privilege, so DEL of what is gone works unprivileged.
+    if link_info(netns, name)?.is_none() {
+        return Ok(false);
+    }
     match ip(netns, &["link", "del", "dev", name], None) {
         Ok(_) => Ok(true),
         Err(e) if e.not_found() => Ok(false),

@@ -133,8 +133,8 @@ impl Undo {
 
 fn add(env: &Env, config: &Config) -> Result<Value> {
     let conf = &config.conf;
-    let ipam = Ipam::new(config, &env.path)?;
     let mac = requested_mac(env, config)?;
+    let ipam = Ipam::new(config, &env.path)?;
     let node = switch::node_info(&conf.rundir)?;
     if node.bridge != conf.bridge {
         return Err(CniError::new(
