@@ -3,6 +3,11 @@
 //!
 //! `config` is the file as written, `validate` turns it into the typed `model` (or names the
 //! wrong key), `compile` builds the desired ports/groups/flows, `apply` diffs and installs.
+//!
+//! [`Agent`] holds what one switch's agent knows: the node file as last applied, the pods added
+//! at run time (`add-pod`, the CNI plugin's way in), and what it installed. Every change, a new
+//! file or one pod, is the same step: merge, validate, compile, diff, apply; so a pod added at
+//! run time survives a re-applied file, and adding one pod touches only that pod's flows.
 
 pub mod apply;
 pub mod compile;
@@ -10,12 +15,199 @@ pub mod config;
 pub mod model;
 pub mod validate;
 
-use crate::switch::Switch;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-/// Applies a node configuration (TOML text); returns a one-line summary of the changes.
-pub fn apply_text(switch: &Switch, text: &str) -> Result<String, String> {
-    let cfg = validate::parse(text).map_err(|e| e.to_string())?;
-    let (changes, warnings) = apply::apply_config(switch, &cfg)?;
+use crate::switch::Switch;
+use config::{RawConfig, RawPod};
+use model::{Mode, NodeConfig};
+use validate::ConfigError;
+
+/// The largest node file the agent reads (a node file is a few kB; 10k Services ~ 2 MB).
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// One switch's node agent.
+#[derive(Default)]
+pub struct Agent {
+    state: Mutex<AgentState>,
+}
+
+#[derive(Default)]
+struct AgentState {
+    installed: apply::Installed,
+    /// The node file as last applied (without the run-time pods).
+    file: Option<RawConfig>,
+    /// Pods added at run time, by name, in the order they came.
+    live_pods: BTreeMap<String, RawPod>,
+    /// The configuration in force (file + run-time pods).
+    current: Option<NodeConfig>,
+}
+
+impl Agent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AgentState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a node file (TOML text); returns a summary of the changes and any warnings.
+    pub fn apply_text(&self, switch: &Switch, text: &str) -> Result<String, String> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
+        let mut st = self.lock();
+        let live = st.live_pods.clone();
+        let out = apply_merged(&mut st, switch, &raw, &live, None)?;
+        st.file = Some(raw);
+        Ok(out)
+    }
+
+    /// Reads and applies a node file (`--config`, SIGHUP).
+    pub fn apply_file(&self, switch: &Switch, path: &std::path::Path) -> Result<String, String> {
+        let text = read_config(path)?;
+        self.apply_text(switch, &text)
+    }
+
+    /// Adds one pod (`settings`: port=, ip=, mac=, type=, ofport=, allow_from=).
+    pub fn add_pod(
+        &self,
+        switch: &Switch,
+        name: &str,
+        settings: &[String],
+    ) -> Result<String, String> {
+        let pod = pod_from_settings(name, settings)?;
+        let mut st = self.lock();
+        let Some(file) = st.file.clone() else {
+            return Err(
+                "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
+                    .into(),
+            );
+        };
+        if st.live_pods.contains_key(name) || file.pods.iter().any(|p| pod_name(p) == name) {
+            return Err(format!("a pod named {name} already exists"));
+        }
+        let mut live = st.live_pods.clone();
+        live.insert(name.to_string(), pod);
+        apply_merged(&mut st, switch, &file, &live, Some(name))?;
+        st.live_pods = live;
+        let ofport = st
+            .installed
+            .numbering
+            .ofports
+            .get(&st.live_pods[name].port)
+            .map(|n| format!(" ofport={n}"))
+            .unwrap_or_default();
+        Ok(format!("pod {name} added{ofport}\n"))
+    }
+
+    /// Removes a pod added at run time.
+    pub fn del_pod(&self, switch: &Switch, name: &str, if_exists: bool) -> Result<String, String> {
+        let mut st = self.lock();
+        if !st.live_pods.contains_key(name) {
+            let in_file = st
+                .file
+                .as_ref()
+                .is_some_and(|f| f.pods.iter().any(|p| pod_name(p) == name));
+            return match (in_file, if_exists) {
+                (true, _) => Err(format!(
+                    "pod {name} comes from the node file; edit the file to remove it"
+                )),
+                (false, true) => Ok(String::new()),
+                (false, false) => Err(format!("no pod named {name}")),
+            };
+        }
+        let file = st
+            .file
+            .clone()
+            .expect("run-time pods exist only with a file");
+        let mut live = st.live_pods.clone();
+        live.remove(name);
+        apply_merged(&mut st, switch, &file, &live, None)?;
+        st.live_pods = live;
+        Ok(format!("pod {name} removed\n"))
+    }
+
+    /// The run-time pods, one line each: `NAME PORT IP MAC ofport=N`.
+    pub fn list_pods(&self) -> String {
+        let st = self.lock();
+        st.live_pods
+            .iter()
+            .map(|(name, p)| {
+                let of = st
+                    .installed
+                    .numbering
+                    .ofports
+                    .get(&p.port)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into());
+                format!(
+                    "{name} {} {} {} ofport={of}\n",
+                    p.port,
+                    p.ip,
+                    p.mac.to_lowercase()
+                )
+            })
+            .collect()
+    }
+
+    /// The node's pod network, as JSON, for the CNI plugin.
+    pub fn node_info(&self) -> Result<String, String> {
+        let st = self.lock();
+        let cfg = st.current.as_ref().ok_or(
+            "no node configuration: start vswitchd with --config (or vswitchctl apply) first",
+        )?;
+        let (mode, mtu) = match cfg.mode {
+            Mode::Tunnel { .. } => (
+                "tunnel",
+                crate::bridge::underlay_mtu(cfg.underlay_ip)
+                    .saturating_sub(encap::vxlan::UNDERLAY_OVERHEAD_V4 + 14),
+            ),
+            Mode::Route => (
+                "route",
+                cfg.uplink
+                    .as_ref()
+                    .and_then(|u| tap_io::iface::mtu(&u.interface).ok())
+                    .unwrap_or(1500),
+            ),
+        };
+        let info = serde_json::json!({
+            "name": cfg.name,
+            "bridge": cfg.bridge,
+            "mode": mode,
+            "pod_cidr": cfg.pod_cidr.to_string(),
+            "gateway_ip": cfg.gateway_ip.to_string(),
+            "gateway_mac": cfg.gateway_mac.to_string(),
+            "service_cidr": cfg.service_cidr.to_string(),
+            "mtu": mtu,
+        });
+        Ok(format!("{info}\n"))
+    }
+}
+
+/// Validates `file` + `live` pods, applies the result, and remembers it. `new_pod` names the
+/// pod being added, so that its validation errors name it rather than an index.
+fn apply_merged(
+    st: &mut AgentState,
+    switch: &Switch,
+    file: &RawConfig,
+    live: &BTreeMap<String, RawPod>,
+    new_pod: Option<&str>,
+) -> Result<String, String> {
+    let mut merged = file.clone();
+    let first_live = merged.pods.len();
+    merged.pods.extend(live.values().cloned());
+    let cfg = validate::validate(&merged).map_err(|e| {
+        let text = e.to_string();
+        // Errors about a run-time pod name it (its index means nothing to the caller).
+        for (i, name) in live.keys().enumerate() {
+            let key = format!("pods[{}]", first_live + i);
+            if let Some(rest) = text.strip_prefix(&key) {
+                return format!("pod {name}{rest}");
+            }
+        }
+        if let Some(name) = new_pod {
+            return format!("pod {name}: {text}");
+        }
+        text
+    })?;
+    let (changes, warnings) = apply::apply_on(switch, &cfg, &mut st.installed)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -23,12 +215,88 @@ pub fn apply_text(switch: &Switch, text: &str) -> Result<String, String> {
     for w in warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
+    tracing::info!("{}", out.lines().next().unwrap_or_default());
+    st.current = Some(cfg);
     Ok(out)
 }
 
-/// Applies a node configuration (TOML text).
-pub fn apply(switch: &Switch, text: &str) -> Result<(), String> {
-    let summary = apply_text(switch, text)?;
-    tracing::info!("{}", summary.lines().next().unwrap_or_default());
-    Ok(())
+fn pod_name(p: &RawPod) -> &str {
+    p.name.as_deref().unwrap_or(&p.port)
+}
+
+/// `port=IFACE ip=ADDR mac=MAC [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...]`.
+fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> {
+    if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_whitespace()) {
+        return Err(format!(
+            "bad pod name '{name}' (1 to 253 characters, no spaces)"
+        ));
+    }
+    let mut pod = RawPod {
+        name: Some(name.to_string()),
+        port: String::new(),
+        kind: None,
+        ip: String::new(),
+        mac: String::new(),
+        ofport: None,
+        allow_from: None,
+    };
+    for s in settings {
+        let (k, v) = s.split_once('=').ok_or_else(|| {
+            format!("'{s}': expected KEY=VALUE (port, ip, mac, type, ofport, allow_from)")
+        })?;
+        match k {
+            "port" => pod.port = v.to_string(),
+            "ip" => pod.ip = v.to_string(),
+            "mac" => pod.mac = v.to_string(),
+            "type" => pod.kind = Some(v.to_string()),
+            "ofport" => {
+                pod.ofport = Some(
+                    v.parse()
+                        .map_err(|_| format!("ofport '{v}' is not a number"))?,
+                )
+            }
+            "allow_from" => {
+                pod.allow_from = Some(
+                    v.split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(String::from)
+                        .collect(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown pod setting '{other}' (port, ip, mac, type, ofport, allow_from)"
+                ));
+            }
+        }
+    }
+    for (key, v) in [("port", &pod.port), ("ip", &pod.ip), ("mac", &pod.mac)] {
+        if v.is_empty() {
+            return Err(format!("pod {name}: {key}= is required"));
+        }
+    }
+    Ok(pod)
+}
+
+/// Reads a node file: regular files only, at most [`MAX_CONFIG_BYTES`] (a FIFO or /dev/zero
+/// must not hang or exhaust the daemon).
+pub fn read_config(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!("{shown}: larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("{shown}: larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    Ok(text)
 }

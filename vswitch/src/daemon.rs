@@ -9,8 +9,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
+use crate::control::Control;
 use crate::datapath;
 use crate::mgmt;
+use crate::ofserver::Registry;
 use crate::switch::Switch;
 
 pub struct Options {
@@ -44,7 +46,7 @@ pub enum DaemonError {
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&opts.rundir)
         .map_err(|e| DaemonError::Rundir(opts.rundir.clone(), e))?;
-    let sock = mgmt::socket_path(&opts.rundir);
+    let sock = crate::rundir::mgmt_socket(&opts.rundir);
     let listener = bind_fresh(&sock)?;
     if let Some(p) = &opts.pidfile {
         // Written aside and renamed: a reader sees no file or the whole pid, never half.
@@ -62,7 +64,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     })
     .map_err(DaemonError::Datapath)?;
     let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));
-    switch.openflow.attach(&switch);
+    switch.observe_bridges(Arc::new(Registry::new(&switch)));
     // VSWITCH_OF_TCP=BRIDGE@127.0.0.1:6653: OpenFlow over loopback TCP as well.
     if let Ok(spec) = std::env::var("VSWITCH_OF_TCP") {
         match crate::ofserver::parse_tcp_spec(&spec) {
@@ -74,26 +76,36 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             Err(e) => warn!("VSWITCH_OF_TCP ignored: {e}"),
         }
     }
+    let control = Arc::new(Control::new(switch.clone()));
     if let Some(config) = &opts.config {
-        switch
-            .apply_config_file(config)
-            .map_err(|e| DaemonError::Config(config.clone(), e))?;
+        if let Err(e) = control.agent.apply_file(&switch, config) {
+            // Nothing is left behind by a failed start: no socket, no pid file, no bridge.
+            switch.shutdown();
+            for t in dp_threads {
+                let _ = t.join();
+            }
+            let _ = std::fs::remove_file(&sock);
+            if let Some(p) = &opts.pidfile {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(DaemonError::Config(config.clone(), e));
+        }
     }
 
     switch.start_packet_in_dispatch();
     switch.start_flow_expiry();
-    let server_switch = switch.clone();
+    let server = control.clone();
     std::thread::Builder::new()
         .name("mgmt".into())
-        .spawn(move || serve(listener, server_switch))
+        .spawn(move || serve(listener, server))
         .expect("spawning the management thread");
     info!(rundir = %opts.rundir.display(), "vswitchd ready");
 
     for sig in signals.forever() {
         match sig {
             SIGHUP => match &opts.config {
-                Some(config) => match switch.apply_config_file(config) {
-                    Ok(()) => info!("configuration reloaded"),
+                Some(config) => match control.agent.apply_file(&switch, config) {
+                    Ok(_) => info!("configuration reloaded"),
                     Err(e) => warn!("configuration reload refused: {e}"),
                 },
                 None => info!("SIGHUP without --config: nothing to reload"),
@@ -127,13 +139,13 @@ pub(crate) fn bind_fresh(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-fn serve(listener: UnixListener, switch: Arc<Switch>) {
+fn serve(listener: UnixListener, control: Arc<Control>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let switch = switch.clone();
+        let control = control.clone();
         // One thread per request: requests are rare and some (add-flows) take a while.
         let _ = std::thread::Builder::new()
             .name("mgmt-req".into())
-            .spawn(move || mgmt::serve_one(conn, |args| switch.command(&args)));
+            .spawn(move || mgmt::serve_one(conn, |cmd| control.run(cmd)));
     }
 }

@@ -1,13 +1,28 @@
-//! The node switch: datapath, conntrack/NAT/LB, OpenFlow server, management socket, node agent.
+//! The node switch: the datapath, the bridges' control side, the OpenFlow server and client,
+//! the node agent and the management socket.
 //!
-//! See `docs/architecture.md` for the packet's walk through these modules.
+//! Layers, each calling only downwards (see `docs/architecture.md`):
+//! - `datapath`: forwarding threads, caches, the slow path (`xlate`), actions, conntrack glue;
+//! - `pipeline`: the immutable snapshot a bridge publishes for the datapath;
+//! - `bridge`: one bridge's tables and ports, its one `transaction`, publish, expiry;
+//! - `switch`: the bridges and their lifecycle; `events`: asynchronous OpenFlow events;
+//! - `ofserver` (OpenFlow sessions) and `agent` (node configuration) call the switch;
+//! - `command` (the typed management commands), `control` (runs them), `mgmt` (the socket),
+//!   `daemon` (vswitchd's main loop); `ofclient` is vswitchctl's OpenFlow side;
+//! - `trace` explains the slow path.
 
 pub mod agent;
+pub mod bridge;
+pub mod command;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod events;
 pub mod mgmt;
 pub mod ofclient;
 pub mod ofserver;
 pub mod pipeline;
 pub mod portspec;
+pub mod rundir;
 pub mod switch;
+pub mod trace;

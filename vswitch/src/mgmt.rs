@@ -1,8 +1,10 @@
 //! The management socket `<rundir>/vswitchd.ctl`: one JSON request line, one JSON reply line.
 //!
-//! It carries the commands that are not OpenFlow (bridges, ports, drop counters, conntrack dumps),
-//! and, until a client prefers the OpenFlow socket, flow commands in `ovs-ofctl` text.
-//! The protocol is deliberately tiny: `{"args":["add-br","br0"]}` → `{"ok":true,"output":"..."}`.
+//! It carries the commands that are not OpenFlow (bridges, ports, pods, drop counters, conntrack
+//! dumps), and, until a client prefers the OpenFlow socket, flow commands in `ovs-ofctl` text.
+//! A request is a typed command, `{"command":{"add-br":{"bridge":"br0"}}}` (what vswitchctl
+//! sends), or the same command as words, `{"args":["add-br","br0"]}`, parsed by the same clap
+//! grammar ([`MgmtCommand`]). The reply is `{"ok":true,"output":"..."}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,12 +13,27 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// File name of the management socket inside the run directory.
-pub const SOCKET_NAME: &str = "vswitchd.ctl";
+use crate::command::MgmtCommand;
+use crate::control::ControlError;
+use crate::rundir::mgmt_socket;
 
+/// One request: a typed command, or its words.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Request {
-    pub args: Vec<String>,
+#[serde(untagged)]
+pub enum Request {
+    Typed { command: MgmtCommand },
+    Words { args: Vec<String> },
+}
+
+impl Request {
+    /// The command it carries (words are parsed by the shared clap grammar).
+    pub fn into_command(self) -> Result<MgmtCommand, ControlError> {
+        match self {
+            Request::Typed { command } => Ok(command),
+            Request::Words { args } => MgmtCommand::parse_words(&args)
+                .map_err(|e| ControlError::Usage(e.render().to_string().trim_end().to_string())),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,22 +55,35 @@ pub enum MgmtError {
     BadReply(#[from] serde_json::Error),
 }
 
-pub fn socket_path(rundir: &Path) -> PathBuf {
-    rundir.join(SOCKET_NAME)
+/// Sends one command, as words, and waits for its reply.
+pub fn call(rundir: &Path, args: &[String]) -> Result<Reply, MgmtError> {
+    send(
+        rundir,
+        &Request::Words {
+            args: args.to_vec(),
+        },
+    )
 }
 
-/// Sends one command and waits for its reply.
-pub fn call(rundir: &Path, args: &[String]) -> Result<Reply, MgmtError> {
-    let path = socket_path(rundir);
+/// Sends one typed command and waits for its reply.
+pub fn call_command(rundir: &Path, command: &MgmtCommand) -> Result<Reply, MgmtError> {
+    send(
+        rundir,
+        &Request::Typed {
+            command: command.clone(),
+        },
+    )
+}
+
+fn send(rundir: &Path, request: &Request) -> Result<Reply, MgmtError> {
+    let path = mgmt_socket(rundir);
     let stream = UnixStream::connect(&path).map_err(|source| MgmtError::Connect {
         path: path.clone(),
         source,
     })?;
     // Large flow sets take a while to compile; a stuck daemon must not hang the CLI forever.
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let mut line = serde_json::to_string(&Request {
-        args: args.to_vec(),
-    })?;
+    let mut line = serde_json::to_string(request)?;
     line.push('\n');
     (&stream).write_all(line.as_bytes())?;
     let mut reply = String::new();
@@ -62,7 +92,10 @@ pub fn call(rundir: &Path, args: &[String]) -> Result<Reply, MgmtError> {
 }
 
 /// Reads one request from a connection, answers it with `handle`, and closes.
-pub fn serve_one(stream: UnixStream, handle: impl FnOnce(Vec<String>) -> Result<String, String>) {
+pub fn serve_one(
+    stream: UnixStream,
+    handle: impl FnOnce(MgmtCommand) -> Result<String, ControlError>,
+) {
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();
     // Cap a request at 256 MiB: add-flows ships whole files through here.
@@ -75,9 +108,12 @@ pub fn serve_one(stream: UnixStream, handle: impl FnOnce(Vec<String>) -> Result<
         return;
     }
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => match handle(req.args) {
+        Ok(req) => match req.into_command().and_then(handle) {
             Ok(output) => Reply { ok: true, output },
-            Err(output) => Reply { ok: false, output },
+            Err(e) => Reply {
+                ok: false,
+                output: e.to_string(),
+            },
         },
         Err(e) => Reply {
             ok: false,

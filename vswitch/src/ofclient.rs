@@ -74,7 +74,7 @@ impl Target {
         if s.contains('/') {
             return Ok(Target::Unix(PathBuf::from(s)));
         }
-        Ok(Target::Unix(crate::ofserver::socket_path(rundir, s)))
+        Ok(Target::Unix(crate::rundir::bridge_socket(rundir, s)))
     }
 }
 

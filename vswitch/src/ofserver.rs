@@ -14,50 +14,45 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tracing::{info, warn};
 
-use crate::switch::Switch;
-
-/// File name of a bridge's OpenFlow socket inside the run directory.
-pub fn socket_path(rundir: &Path, bridge: &str) -> PathBuf {
-    rundir.join(format!("{bridge}.mgmt"))
-}
+use crate::rundir::bridge_socket;
+use crate::switch::{BridgeObserver, Switch};
 
 struct Listening {
     path: PathBuf,
     stop: Arc<AtomicBool>,
 }
 
-/// The bridges' OpenFlow listeners. Lives inside [`Switch`]; does nothing until
-/// [`Registry::attach`] gives it the switch (unit tests build switches without sockets).
-#[derive(Default)]
+/// The bridges' OpenFlow listeners: registered with the switch as a [`BridgeObserver`], it
+/// opens a bridge's socket when the bridge is added and closes it when it goes (unit tests
+/// build switches without one, and so without sockets).
 pub struct Registry {
-    switch: Mutex<Option<Weak<Switch>>>,
+    switch: Weak<Switch>,
+    rundir: PathBuf,
     listening: Mutex<HashMap<String, Listening>>,
 }
 
 impl Registry {
-    /// Enables the sockets: bridges added from now on get one.
-    pub fn attach(&self, switch: &Arc<Switch>) {
-        *self.switch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(switch));
+    pub fn new(switch: &Arc<Switch>) -> Registry {
+        Registry {
+            switch: Arc::downgrade(switch),
+            rundir: switch.rundir.clone(),
+            listening: Mutex::new(HashMap::new()),
+        }
     }
+}
 
-    fn switch(&self) -> Option<Weak<Switch>> {
-        self.switch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
+impl BridgeObserver for Registry {
     /// Opens `<rundir>/<bridge>.mgmt`. A failure is logged, not fatal: the bridge still
     /// works through the management socket.
-    pub fn bridge_added(&self, rundir: &Path, bridge: &str) {
-        let Some(switch) = self.switch() else { return };
-        let path = socket_path(rundir, bridge);
+    fn bridge_added(&self, bridge: &str) {
+        let switch = self.switch.clone();
+        let path = bridge_socket(&self.rundir, bridge);
         let _ = std::fs::remove_file(&path);
         let listener = match UnixListener::bind(&path) {
             Ok(l) => l,
@@ -92,7 +87,7 @@ impl Registry {
 
     /// Closes the bridge's socket and removes the file. Open sessions notice on their next
     /// request (the bridge is gone) and close.
-    pub fn bridge_removed(&self, bridge: &str) {
+    fn bridge_removed(&self, bridge: &str) {
         let l = self
             .listening
             .lock()

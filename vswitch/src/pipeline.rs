@@ -11,7 +11,6 @@ use flowtable::classifier::Classifier;
 use flowtable::{FlowEntry, Group};
 use hashbrown::HashMap;
 
-use crate::portspec::{FromFlow, PortKind};
 use conntrack::lb::AffinityTable;
 use conntrack::lb::maglev::{Backend, Maglev};
 
@@ -163,4 +162,35 @@ impl Pipeline {
     pub fn port_by_dp_id(&self, dp_id: u32) -> Option<&PortInfo> {
         self.ports.values().find(|p| p.dp_id == dp_id)
     }
+}
+
+/// The back end of a port (the datapath sends and receives differently for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// An existing kernel interface (a pod's veth end, an uplink) read through an AF_PACKET ring.
+    AfPacket,
+    /// A TAP device, created if it does not exist.
+    Tap,
+    /// A VXLAN tunnel port over the kernel's UDP stack.
+    Vxlan,
+    /// The bridge's own kernel interface (a TAP device named like the port).
+    Internal,
+}
+
+impl PortKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortKind::AfPacket => "afpacket",
+            PortKind::Tap => "tap",
+            PortKind::Vxlan => "vxlan",
+            PortKind::Internal => "internal",
+        }
+    }
+}
+
+/// A tunnel parameter fixed per port or taken per packet from the flow (`options:key=flow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromFlow<T> {
+    Fixed(T),
+    Flow,
 }

@@ -2,35 +2,7 @@
 
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortKind {
-    /// An existing kernel interface (a pod's veth end, an uplink) read through an AF_PACKET ring.
-    AfPacket,
-    /// A TAP device, created if it does not exist.
-    Tap,
-    /// A VXLAN tunnel port over the kernel's UDP stack.
-    Vxlan,
-    /// The bridge's own kernel interface (a TAP device named like the port).
-    Internal,
-}
-
-impl PortKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PortKind::AfPacket => "afpacket",
-            PortKind::Tap => "tap",
-            PortKind::Vxlan => "vxlan",
-            PortKind::Internal => "internal",
-        }
-    }
-}
-
-/// A tunnel parameter fixed per port or taken per packet from the flow (`options:key=flow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FromFlow<T> {
-    Fixed(T),
-    Flow,
-}
+pub use crate::pipeline::{FromFlow, PortKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSpec {

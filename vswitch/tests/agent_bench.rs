@@ -65,7 +65,7 @@ fn step(sw: &Switch, text: &str, prev: &mut Installed) -> Step {
     let plan_t = t.elapsed();
     let t = Instant::now();
     {
-        let mut st = sw.state.lock().unwrap();
+        let mut st = sw.lock();
         batch.run(st.get_mut("br-int").unwrap()).unwrap();
     }
     let apply_t = t.elapsed();

@@ -1,10 +1,13 @@
 //! The pipeline compiler: golden flows for a small configuration, and the diff/apply of
 //! flows and groups onto a real (port-less) bridge.
 
+use std::sync::Arc;
 use vswitch::agent::apply::{Batch, Installed};
 use vswitch::agent::compile::{AGENT_COOKIE, Numbering, Runtime, compile};
 use vswitch::agent::validate::parse;
 use vswitch::datapath;
+
+use vswitch::control::Control;
 use vswitch::switch::Switch;
 
 const SMALL: &str = r#"
@@ -290,20 +293,22 @@ fn numbering_is_stable_across_edits() {
     assert!(!d.groups().contains_key(&1_000_001));
 }
 
-fn bridge_flows(sw: &Switch) -> String {
-    sw.dump_flows("br-int", None, false).unwrap()
+fn bridge_flows(ctl: &Control) -> String {
+    ctl.command(&["dump-flows", "br-int", "--no-stats"])
+        .unwrap()
 }
 
 #[test]
 fn apply_installs_then_changes_only_the_difference() {
     let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
-    let sw = Switch::new(dp, std::env::temp_dir());
+    let sw = Arc::new(Switch::new(dp, std::env::temp_dir()));
+    let ctl = Control::new(sw.clone());
     sw.add_br("br-int").unwrap();
     // A user's own flow, with another cookie, must survive every agent change.
-    sw.command(&[
-        "add-flow".into(),
-        "br-int".into(),
-        "table=5,priority=7,cookie=0x1,ip,actions=drop".into(),
+    ctl.command(&[
+        "add-flow",
+        "br-int",
+        "table=5,priority=7,cookie=0x1,ip,actions=drop",
     ])
     .unwrap();
 
@@ -314,10 +319,10 @@ fn apply_installs_then_changes_only_the_difference() {
     assert_eq!(b1.changes.flows_added, d1.flow_count());
     assert_eq!(b1.changes.groups_added, 1);
     {
-        let mut st = sw.state.lock().unwrap();
+        let mut st = sw.lock();
         b1.run(st.get_mut("br-int").unwrap()).unwrap();
     }
-    let dump = bridge_flows(&sw);
+    let dump = bridge_flows(&ctl);
     assert_eq!(dump.lines().count(), d1.flow_count() + 1, "{dump}");
     assert!(dump.contains("cookie=0x1"), "{dump}");
     // The bridge's default NORMAL flow was replaced by the classifier's drop.
@@ -346,17 +351,15 @@ fn apply_installs_then_changes_only_the_difference() {
     assert_eq!(b2.changes.groups_added, 1);
     assert_eq!(b2.changes.groups_modified, 1);
     {
-        let mut st = sw.state.lock().unwrap();
+        let mut st = sw.lock();
         b2.run(st.get_mut("br-int").unwrap()).unwrap();
     }
-    let dump = bridge_flows(&sw);
+    let dump = bridge_flows(&ctl);
     assert!(
         dump.contains("udp,nw_dst=10.247.0.53,tp_dst=53 actions=group:1000001"),
         "{dump}"
     );
-    let groups = sw
-        .command(&["dump-groups".into(), "br-int".into()])
-        .unwrap();
+    let groups = ctl.command(&["dump-groups", "br-int"]).unwrap();
     assert!(groups.contains("172.16.1.12:8080"), "{groups}");
 
     // Back to the first file: the dns Service's flow and group go, the user's flow stays.
@@ -369,10 +372,10 @@ fn apply_installs_then_changes_only_the_difference() {
     assert_eq!(b3.changes.flows_removed, 1);
     assert_eq!(b3.changes.groups_removed, 1);
     {
-        let mut st = sw.state.lock().unwrap();
+        let mut st = sw.lock();
         b3.run(st.get_mut("br-int").unwrap()).unwrap();
     }
-    let dump = bridge_flows(&sw);
+    let dump = bridge_flows(&ctl);
     assert!(!dump.contains("10.247.0.53"), "{dump}");
     assert!(dump.contains("cookie=0x1"), "{dump}");
     assert_eq!(dump.lines().count(), d1.flow_count() + 1);
@@ -387,7 +390,8 @@ fn apply_installs_then_changes_only_the_difference() {
 #[test]
 fn a_failed_apply_leaves_no_bridge_behind() {
     let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
-    let sw = Switch::new(dp, std::env::temp_dir());
+    let sw = Arc::new(Switch::new(dp, std::env::temp_dir()));
+    let ctl = Control::new(sw.clone());
     // 192.0.2.99 is nobody's address here: the VXLAN port cannot bind to it.
     let text = SMALL
         .replace("192.168.0.11", "192.0.2.99")
@@ -400,12 +404,15 @@ fn a_failed_apply_leaves_no_bridge_behind() {
             "",
         );
     assert!(!text.contains("[[pods]]"), "{text}");
-    let err = vswitch::agent::apply_text(&sw, &text).unwrap_err();
+    let err = ctl.agent.apply_text(&sw, &text).unwrap_err();
     assert!(err.contains("vxlan100"), "{err}");
-    assert_eq!(sw.command(&["list-br".into()]).unwrap(), "");
+    assert_eq!(ctl.command(&["list-br"]).unwrap(), "");
     // A bad file is refused before anything happens, with the key named.
-    let err = vswitch::agent::apply_text(&sw, &SMALL.replace("vni = 100", "vni = 0")).unwrap_err();
+    let err = ctl
+        .agent
+        .apply_text(&sw, &SMALL.replace("vni = 100", "vni = 0"))
+        .unwrap_err();
     assert!(err.starts_with("tunnel.vni:"), "{err}");
-    assert_eq!(sw.command(&["list-br".into()]).unwrap(), "");
+    assert_eq!(ctl.command(&["list-br"]).unwrap(), "");
     sw.shutdown();
 }

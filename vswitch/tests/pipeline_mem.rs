@@ -123,8 +123,8 @@ fn deleted_flow_stops_forwarding_despite_warm_caches() {
     }
     assert_eq!(b.received(2).len(), 3);
     let before = b.drops("no_match");
-    b.switch
-        .command(&["del-flows".into(), "br0".into(), "in_port=1".into()])
+    b.control
+        .command(&["del-flows", "br0", "in_port=1"])
         .unwrap();
     for _ in 0..3 {
         b.send(1, &f);
@@ -163,11 +163,11 @@ fn dec_ttl_drops_at_one_and_counts() {
 #[test]
 fn select_group_spreads_flows_and_keeps_each_flow_on_one_bucket() {
     let mut b = bench(4);
-    b.switch
+    b.control
         .command(&[
-            "add-group".into(),
-            "br0".into(),
-            "group_id=1,type=select,bucket=weight:100,actions=output:2,bucket=weight:100,actions=output:3,bucket=weight:100,actions=output:4".into(),
+            "add-group",
+            "br0",
+            "group_id=1,type=select,bucket=weight:100,actions=output:2,bucket=weight:100,actions=output:3,bucket=weight:100,actions=output:4",
         ])
         .unwrap();
     b.flows("priority=10,in_port=1,udp,actions=group:1");
@@ -202,8 +202,8 @@ fn removing_a_select_bucket_moves_only_its_own_flows() {
             .collect();
         format!("group_id=1,type=select,{}", buckets.join(","))
     };
-    b.switch
-        .command(&["add-group".into(), "br0".into(), group(&[2, 3, 4, 5])])
+    b.control
+        .command(&["add-group", "br0", &group(&[2, 3, 4, 5])])
         .unwrap();
     b.flows("priority=10,in_port=1,udp,actions=group:1");
     let frame = |sport: u16| {
@@ -223,8 +223,8 @@ fn removing_a_select_bucket_moves_only_its_own_flows() {
             .collect()
     };
     let before = place(&mut b);
-    b.switch
-        .command(&["mod-group".into(), "br0".into(), group(&[2, 3, 4])])
+    b.control
+        .command(&["mod-group", "br0", &group(&[2, 3, 4])])
         .unwrap();
     let after = place(&mut b);
     let survivors: Vec<usize> = (0..400).filter(|i| before[*i] != 5).collect();
@@ -241,10 +241,7 @@ fn removing_a_select_bucket_moves_only_its_own_flows() {
 }
 
 fn cache_counter(b: &Bench, name: &str) -> u64 {
-    let text = b
-        .switch
-        .command(&["dump-drops".into(), "br0".into()])
-        .unwrap();
+    let text = b.control.command(&["dump-drops", "br0"]).unwrap();
     let line = text.lines().find(|l| l.starts_with("caches:")).unwrap();
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
@@ -265,12 +262,8 @@ fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
     assert_eq!(b.received(2).len(), 1);
     let misses = cache_counter(&b, "misses");
     // An unrelated flow: the cached walk is still right and must survive.
-    b.switch
-        .command(&[
-            "add-flow".into(),
-            "br0".into(),
-            "priority=10,in_port=3,actions=output:1".into(),
-        ])
+    b.control
+        .command(&["add-flow", "br0", "priority=10,in_port=3,actions=output:1"])
         .unwrap();
     b.send(1, &f);
     assert_eq!(b.received(2).len(), 1);
@@ -280,12 +273,8 @@ fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
         "megaflow was flushed, not revalidated"
     );
     // A change of the flow's actions: the cached entry must not survive it.
-    b.switch
-        .command(&[
-            "mod-flows".into(),
-            "br0".into(),
-            "in_port=1,actions=output:3".into(),
-        ])
+    b.control
+        .command(&["mod-flows", "br0", "in_port=1,actions=output:3"])
         .unwrap();
     b.send(1, &f);
     assert!(
@@ -294,12 +283,8 @@ fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
     );
     assert_eq!(b.received(3).len(), 1);
     // A new higher-priority flow that overrides the walk for this packet.
-    b.switch
-        .command(&[
-            "add-flow".into(),
-            "br0".into(),
-            "priority=20,udp,actions=drop".into(),
-        ])
+    b.control
+        .command(&["add-flow", "br0", "priority=20,udp,actions=drop"])
         .unwrap();
     b.send(1, &f);
     assert!(
@@ -330,11 +315,11 @@ fn truncated_headers_are_dropped_and_counted() {
 #[test]
 fn trace_follows_conntrack_recirculation_and_nat() {
     let b = bench(2);
-    b.switch
+    b.control
         .command(&[
-            "add-group".into(),
-            "br0".into(),
-            "group_id=1,type=select,bucket=actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.21:8080))".into(),
+            "add-group",
+            "br0",
+            "group_id=1,type=select,bucket=actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.21:8080))",
         ])
         .unwrap();
     b.flows(
@@ -343,11 +328,11 @@ fn trace_follows_conntrack_recirculation_and_nat() {
          table=2,priority=10,ip,nw_dst=172.16.1.21,actions=set_field:0a:58:0c:00:00:fe->eth_src,output:2",
     );
     let out = b
-        .switch
+        .control
         .command(&[
-            "trace".into(),
-            "br0".into(),
-            "in_port=1,tcp,nw_src=172.16.1.11,nw_dst=10.247.0.10,tp_dst=80".into(),
+            "trace",
+            "br0",
+            "in_port=1,tcp,nw_src=172.16.1.11,nw_dst=10.247.0.10,tp_dst=80",
         ])
         .unwrap();
     let expect_in_order = [
@@ -479,9 +464,7 @@ fn fragmented_udp_through_a_service_reaches_the_backend_whole() {
         out.len(),
         2,
         "both fragments must be forwarded; drops:\n{}",
-        b.switch
-            .command(&["dump-drops".into(), "br0".into()])
-            .unwrap()
+        b.control.command(&["dump-drops", "br0"]).unwrap()
     );
     for f in &out {
         let k = key_of(f);
@@ -519,8 +502,8 @@ fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
         text
     };
     let (a, z) = (version(1, 2), version(2, 3));
-    b.switch
-        .command(&["replace-flows".into(), "br0".into(), a.clone()])
+    b.control
+        .command(&["replace-flows", "br0", a.as_str()])
         .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
@@ -542,8 +525,8 @@ fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
     let mut delivered = 0usize;
     for round in 0..6 {
         let next = if round % 2 == 0 { &z } else { &a };
-        b.switch
-            .command(&["replace-flows".into(), "br0".into(), next.clone()])
+        b.control
+            .command(&["replace-flows", "br0", next.as_str()])
             .unwrap();
         delivered += b.received(2).len() + b.received(3).len();
     }
@@ -581,8 +564,8 @@ fn flows_expire_on_their_idle_and_hard_timeouts() {
             .build()
     };
     let count = |b: &Bench| {
-        b.switch
-            .command(&["dump-flows".into(), "br0".into(), "--no-stats".into()])
+        b.control
+            .command(&["dump-flows", "br0", "--no-stats"])
             .unwrap()
             .lines()
             .count()
@@ -595,8 +578,8 @@ fn flows_expire_on_their_idle_and_hard_timeouts() {
         b.switch.expire_flows();
     }
     let dump = b
-        .switch
-        .command(&["dump-flows".into(), "br0".into(), "--no-stats".into()])
+        .control
+        .command(&["dump-flows", "br0", "--no-stats"])
         .unwrap();
     assert!(
         !dump.contains("tp_dst=1"),
@@ -611,8 +594,8 @@ fn flows_expire_on_their_idle_and_hard_timeouts() {
     std::thread::sleep(std::time::Duration::from_millis(1300));
     assert_eq!(b.switch.expire_flows(), 1);
     let dump = b
-        .switch
-        .command(&["dump-flows".into(), "br0".into(), "--no-stats".into()])
+        .control
+        .command(&["dump-flows", "br0", "--no-stats"])
         .unwrap();
     assert_eq!(
         dump.trim(),

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use flowtable::FlowMod;
 use flowtable::flow::FlowModCommand;
@@ -16,7 +15,8 @@ use super::compile::{
     self, AGENT_COOKIE, Desired, FlowKey, Numbering, PortPlan, Runtime, ServiceOut,
 };
 use super::model::{Mac, NodeConfig, PodPortKind};
-use crate::switch::{BridgeCtl, Switch, publish};
+use crate::bridge::{BridgeCtl, Commit};
+use crate::switch::Switch;
 
 /// What the agent installed on one switch.
 #[derive(Debug, Default, Clone)]
@@ -56,25 +56,9 @@ impl std::fmt::Display for Changes {
     }
 }
 
-/// Agent state per switch (keyed by the switch's address: one daemon has one switch, tests
-/// may have several).
-static INSTALLED: Mutex<Option<HashMap<usize, Installed>>> = Mutex::new(None);
-
-/// Validates, compiles and applies `cfg` to `switch`. Nothing changes when any step before
-/// the final batch fails.
-pub fn apply_config(switch: &Switch, cfg: &NodeConfig) -> Result<(Changes, Vec<String>), String> {
-    let mut all = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    let key = switch as *const Switch as usize;
-    let map = all.get_or_insert_with(HashMap::new);
-    let mut installed = map.remove(&key).unwrap_or_default();
-    let result = apply_on(switch, cfg, &mut installed);
-    map.insert(key, installed);
-    result
-}
-
 /// Applies `cfg`; `installed` becomes the new state on success. On failure only its
 /// numbering may have moved on (a cache: numbers never installed are harmless).
-fn apply_on(
+pub fn apply_on(
     switch: &Switch,
     cfg: &NodeConfig,
     installed: &mut Installed,
@@ -97,11 +81,7 @@ fn apply_on(
     let prev = &installed.desired;
     let batch = Batch::plan(installed, &desired)?;
 
-    let exists = switch
-        .state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains_key(&cfg.bridge);
+    let exists = switch.lock().contains_key(&cfg.bridge);
     if !exists {
         switch.add_br(&cfg.bridge)?;
         // A new bridge is a NORMAL L2 switch: make it drop everything until the pipeline is
@@ -110,10 +90,10 @@ fn apply_on(
             &format!("table=0,priority=0,cookie={AGENT_COOKIE:#x},actions=drop"),
             FlowModCommand::Add,
         )?;
-        let mut state = switch.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = state.get_mut(&cfg.bridge) {
-            crate::switch::apply_flow_mods(b, &[(1, drop_all)])?;
-        }
+        switch.with_bridge(&cfg.bridge, |b| {
+            b.transaction(Commit::Atomic, |tx| tx.flow_mod(&drop_all))
+                .map_err(|e| e.to_string())
+        })?;
     }
     let mut changes = batch.changes;
     // New ports first (with no flows yet they drop everything they receive).
@@ -151,12 +131,9 @@ fn apply_on(
         }
     }
     {
-        let mut state = switch.state.lock().unwrap_or_else(|e| e.into_inner());
-        let b = state
-            .get_mut(&cfg.bridge)
-            .ok_or_else(|| format!("bridge {} vanished during apply", cfg.bridge))?;
-        let ran = batch.run(b);
-        drop(state);
+        let ran = switch
+            .with_bridge(&cfg.bridge, |b| Ok(batch.run(b)))
+            .unwrap_or_else(|_| Err(format!("bridge {} vanished during apply", cfg.bridge)));
         if let Err(e) = ran {
             undo(&added);
             return Err(e);
@@ -175,8 +152,8 @@ fn apply_on(
 }
 
 fn port_names(switch: &Switch, br: &str) -> Vec<String> {
-    let state = switch.state.lock().unwrap_or_else(|e| e.into_inner());
-    state
+    switch
+        .lock()
         .get(br)
         .map(|b| b.ports.values().map(|p| p.spec.name.clone()).collect())
         .unwrap_or_default()
@@ -301,37 +278,26 @@ impl Batch {
     }
 
     /// Applies the batch to a bridge: all of it, or (on error) nothing.
+    /// Applies the batch as one all-or-nothing bridge transaction.
     pub fn run(&self, b: &mut BridgeCtl) -> Result<(), String> {
         if self.is_empty() {
             return Ok(());
         }
-        // Pending changes of others are published first, so a rollback undoes only ours.
-        if b.tables.changes().next().is_some() {
-            publish(b);
-        }
-        let now = Instant::now();
-        if let Err(e) = self.apply_to(&mut b.tables, now) {
-            b.tables.rollback();
-            return Err(e);
-        }
-        publish(b);
-        Ok(())
-    }
-
-    fn apply_to(&self, t: &mut flowtable::table::Pipeline, now: Instant) -> Result<(), String> {
-        for gm in &self.group_adds {
-            t.group_mod(gm)
-                .map_err(|e| format!("group {}: {e}", gm.group.id))?;
-        }
-        for fm in self.flow_dels.iter().chain(&self.flow_adds) {
-            t.flow_mod(fm, now)
-                .map_err(|e| format!("flow '{}': {e}", text::print_flow_mod(fm)))?;
-        }
-        for gm in &self.group_dels {
-            t.group_mod(gm)
-                .map_err(|e| format!("group {}: {e}", gm.group.id))?;
-        }
-        Ok(())
+        b.transaction(Commit::Atomic, |tx| {
+            for gm in &self.group_adds {
+                tx.group_mod(gm)
+                    .map_err(|e| format!("group {}: {e}", gm.group.id))?;
+            }
+            for fm in self.flow_dels.iter().chain(&self.flow_adds) {
+                tx.flow_mod(fm)
+                    .map_err(|e| format!("flow '{}': {e}", text::print_flow_mod(fm)))?;
+            }
+            for gm in &self.group_dels {
+                tx.group_mod(gm)
+                    .map_err(|e| format!("group {}: {e}", gm.group.id))?;
+            }
+            Ok(())
+        })
     }
 
     pub fn is_empty(&self) -> bool {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vswitch::command::MgmtCommand;
 use vswitch::ofclient::{self, ClientError, Command, Options, Outcome};
 
 #[derive(Parser, Debug)]
@@ -17,7 +18,7 @@ use vswitch::ofclient::{self, ClientError, Command, Options, Outcome};
     name = "vswitchctl",
     version,
     about = "Control a running vswitchd: bridges, ports, flows and diagnostics",
-    after_help = "OpenFlow 1.3 commands (SWITCH = bridge name, unix:PATH or tcp:IP:PORT):\n  show | dump-flows [MATCH] | dump-aggregate [MATCH] | add-flow FLOW | add-flows FILE |\n  mod-flows FLOW | del-flows [MATCH] | replace-flows FILE | diff-flows SRC1 SRC2 |\n  add-group GROUP | add-groups FILE | mod-group GROUP | del-groups [GROUP] | dump-groups [ID] |\n  dump-group-stats [ID] | dump-ports [PORT] | dump-ports-desc | dump-tables |\n  packet-out IN_PORT ACTIONS HEX..., each as `vswitchctl CMD SWITCH ARGS`\nManagement commands: add-br BR | del-br BR | list-br | add-port BR NAME [type=..] [ofport=N]\n  [options:K=V].. | del-port BR NAME | list-ports BR | dump-drops BR | dump-conntrack BR |\n  flush-conntrack BR | trace BR FLOW | fdb-show BR | apply FILE\nFlags (before or after the command): --strict --no-stats --names --bundle"
+    after_help = "OpenFlow 1.3 commands (SWITCH = bridge name, unix:PATH or tcp:IP:PORT):\n  show | dump-flows [MATCH] | dump-aggregate [MATCH] | add-flow FLOW | add-flows FILE |\n  mod-flows FLOW | del-flows [MATCH] | replace-flows FILE | diff-flows SRC1 SRC2 |\n  add-group GROUP | add-groups FILE | mod-group GROUP | del-groups [GROUP] | dump-groups [ID] |\n  dump-group-stats [ID] | dump-ports [PORT] | dump-ports-desc | dump-tables |\n  packet-out IN_PORT ACTIONS HEX..., each as `vswitchctl CMD SWITCH ARGS`\nManagement commands: add-br BR [--may-exist] | del-br BR [--if-exists] | list-br | br-exists BR |\n  add-port BR NAME [type=..] [ofport=N] [options:K=V].. | del-port BR NAME [--if-exists] |\n  list-ports BR | dump-drops BR | dump-conntrack [BR] [zone=N] | flush-conntrack [BR] |\n  trace BR FLOW | fdb-show BR | capture BR PORT FILE [count=N] [seconds=S] | apply FILE |\n  add-pod NAME port=IF ip=IP mac=MAC [type=..] [ofport=N] [allow_from=CIDR,..] |\n  del-pod NAME [--if-exists] | list-pods | node-info\n  (`vswitchctl CMD --help` for one command's arguments)\nFlags (before or after the command): --strict --no-stats --names --bundle"
 )]
 struct Cli {
     /// Run directory of the vswitchd to talk to (default $VSWITCH_RUNDIR or /run/vswitch).
@@ -112,28 +113,35 @@ fn openflow(cli: &Cli) -> ExitCode {
 }
 
 fn management(cli: &Cli) -> ExitCode {
-    let mut args = cli.command.clone();
-    // `apply FILE`: ship the contents, the daemon may not share our cwd.
-    if args[0] == "apply"
-        && args.len() == 2
-        && let Ok(text) = std::fs::read_to_string(&args[1])
-    {
-        args[1] = text;
+    let mut command = match MgmtCommand::parse_words(&cli.command) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let help = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            let _ = e.print();
+            return if help {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
+    };
+    match &mut command {
+        // `apply FILE`: ship the contents, the daemon may not share our cwd.
+        MgmtCommand::Apply { config } => {
+            if let Ok(text) = std::fs::read_to_string(&*config) {
+                *config = text;
+            }
+        }
+        // `capture BR PORT FILE`: the daemon writes the file, so give it an absolute path.
+        MgmtCommand::Capture { file, .. } => {
+            if let Ok(abs) = std::path::absolute(&*file) {
+                *file = abs.to_string_lossy().into_owned();
+            }
+        }
+        _ => {}
     }
-    // `capture BR PORT FILE`: the daemon writes the file, so give it an absolute path.
-    if args[0] == "capture"
-        && args.len() >= 4
-        && let Ok(abs) = std::path::absolute(&args[3])
-    {
-        args[3] = abs.to_string_lossy().into_owned();
-    }
-    if cli.strict {
-        args.push("--strict".into());
-    }
-    if cli.no_stats {
-        args.push("--no-stats".into());
-    }
-    match vswitch::mgmt::call(&cli.rundir, &args) {
+    match vswitch::mgmt::call_command(&cli.rundir, &command) {
         Ok(reply) if reply.ok => {
             print!("{}", reply.output);
             ExitCode::SUCCESS

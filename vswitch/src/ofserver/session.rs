@@ -17,8 +17,9 @@ use flowtable::table::TableError;
 use tracing::debug;
 
 use super::stats;
+use crate::bridge::{BridgeCtl, Commit, Transaction, dpid};
 use crate::pipeline::{FlowStats, Pipeline, RuleRef};
-use crate::switch::{BridgeCtl, Switch, dpid, publish};
+use crate::switch::Switch;
 use openflow::convert;
 use openflow::error::{ErrorCode, OfError};
 use openflow::experimenter::bundle_ctrl;
@@ -67,7 +68,7 @@ pub struct Session {
     pending: Vec<Staged>,
     /// Packet-ins for this connection, once it asked for them (SET_CONFIG or a packet-in
     /// format): plain one-shot ovs-ofctl commands never see asynchronous messages.
-    packet_ins: Option<crossbeam_channel::Receiver<crate::switch::AsyncEvent>>,
+    packet_ins: Option<crossbeam_channel::Receiver<crate::events::AsyncEvent>>,
     /// NXT_SET_PACKET_IN_FORMAT: 0 standard OFPT_PACKET_IN, 2 NXT_PACKET_IN2.
     packet_in_format: u32,
     /// ONF flow monitors this connection asked for (`ovs-ofctl monitor ... watch:`).
@@ -384,7 +385,7 @@ impl Session {
         let initial = self
             .bridge_do(|b| {
                 let mut ups = Vec::new();
-                for e in b.tables.flows() {
+                for e in b.tables().flows() {
                     if let Some(m) = monitors
                         .iter()
                         .find(|m| m.flags & flags::INITIAL != 0 && monitor_selects(m, e))
@@ -411,8 +412,8 @@ impl Session {
         let Some(rx) = &self.packet_ins else { return };
         while let Ok(event) = rx.try_recv() {
             let ev = match event {
-                crate::switch::AsyncEvent::PacketIn(ev) => ev,
-                crate::switch::AsyncEvent::PortStatus {
+                crate::events::AsyncEvent::PacketIn(ev) => ev,
+                crate::events::AsyncEvent::PortStatus {
                     reason,
                     ofport,
                     name,
@@ -433,7 +434,7 @@ impl Session {
                     }
                     continue;
                 }
-                crate::switch::AsyncEvent::FlowUpdate {
+                crate::events::AsyncEvent::FlowUpdate {
                     event: ev,
                     reason,
                     entry,
@@ -459,7 +460,7 @@ impl Session {
                     }
                     continue;
                 }
-                crate::switch::AsyncEvent::FlowRemoved { entry, reason } => {
+                crate::events::AsyncEvent::FlowRemoved { entry, reason } => {
                     let age = entry.created.elapsed();
                     let msg = Message::FlowRemoved(openflow::flow::FlowRemoved {
                         cookie: entry.cookie,
@@ -517,7 +518,7 @@ impl Session {
 
     fn bridge_do<R>(&self, f: impl FnOnce(&mut BridgeCtl) -> R) -> Result<R, Close> {
         let switch = self.switch.upgrade().ok_or(Close::Done)?;
-        let mut state = switch.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = switch.lock();
         let b = state.get_mut(&self.bridge).ok_or(Close::Done)?;
         Ok(f(b))
     }
@@ -526,7 +527,7 @@ impl Session {
         if self.dirty {
             self.dirty = false;
             let start = Instant::now();
-            let _ = self.bridge_do(publish);
+            let _ = self.bridge_do(BridgeCtl::publish_pending);
             self.last_publish = Instant::now();
             self.publish_cost = self.last_publish - start;
         }
@@ -599,12 +600,12 @@ impl Session {
             .switch
             .upgrade()
             .ok_or_else(|| OfError::new(ErrorCode::BadRequestEperm, "switch stopped"))?;
-        let state = switch.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = switch.lock();
         let b = state.get(&self.bridge).ok_or_else(|| {
             OfError::new(ErrorCode::BadRequestEperm, "the bridge no longer exists")
         })?;
         for g in actions.iter().filter_map(|a| a.group()) {
-            if b.tables.group(g).is_none() {
+            if b.tables().group(g).is_none() {
                 return Err(OfError::new(
                     ErrorCode::BadActionBadOutGroup,
                     format!("group {g} does not exist"),
@@ -662,71 +663,52 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
     }
 }
 
-/// Applies staged changes. `atomic` (bundle commits): all or nothing, by rolling the tables'
-/// journal back on the first refusal, and published at once. Single requests need no undo (a
-/// flow-mod validates before it changes anything) and are published lazily by the session.
+/// Applies staged changes. `atomic` (bundle commits): all or nothing, published at once.
+/// Otherwise each change stands alone (a flow-mod validates before it changes anything) and
+/// the session publishes lazily.
 fn apply_staged(
     b: &mut BridgeCtl,
     staged: &[Staged],
     atomic: bool,
 ) -> Result<(), (usize, TableError)> {
-    // Earlier unpublished changes go out first, so a rollback undoes this batch only.
-    if atomic && b.tables.changes().next().is_some() {
-        publish(b);
-    }
-    reserve_for_adds(b, staged);
-    let now = Instant::now();
-    // Flows deleted (by a flow-mod or with their group), reported once the batch holds.
-    let mut removed = Vec::new();
-    for (i, s) in staged.iter().enumerate() {
-        let r = apply_op(b, &s.op, now, &mut removed);
-        if let Err(e) = r {
-            if atomic {
-                b.tables.rollback();
-            }
-            return Err((i, e));
+    let commit = if atomic {
+        Commit::Atomic
+    } else {
+        Commit::Deferred
+    };
+    b.transaction(commit, |tx| {
+        reserve_for_adds(tx, staged);
+        for (i, s) in staged.iter().enumerate() {
+            apply_op(tx, &s.op).map_err(|e| (i, e))?;
         }
-    }
-    crate::switch::report_removed(b, removed, crate::switch::OFPRR_DELETE);
-    if atomic {
-        publish(b);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Applies one staged change, collecting the flows it deleted.
-fn apply_op(
-    b: &mut BridgeCtl,
-    op: &Op,
-    now: Instant,
-    removed: &mut Vec<flowtable::FlowEntry>,
-) -> Result<(), TableError> {
+/// Applies one staged change.
+fn apply_op(tx: &mut Transaction<'_>, op: &Op) -> Result<(), TableError> {
     match op {
-        Op::Flow(fm) => b
-            .tables
-            .flow_mod(fm, now)
-            .map(|r| removed.extend(r.removed)),
-        Op::Group(gm) => b.tables.group_mod(gm).map(|r| removed.extend(r)),
+        Op::Flow(fm) => tx.flow_mod(fm),
+        Op::Group(gm) => tx.group_mod(gm),
     }
 }
 
 /// Applies staged changes one by one; a refusal is answered into `out` and does not stop
 /// the others. Published lazily by the session.
 fn apply_each(b: &mut BridgeCtl, staged: &[Staged], out: &mut Vec<u8>) {
-    reserve_for_adds(b, staged);
-    let now = Instant::now();
-    let mut removed = Vec::new();
-    for s in staged {
-        let r = apply_op(b, &s.op, now, &mut removed);
-        if let Err(e) = r {
-            out.extend(table_error(s, &e));
+    let _ = b.transaction(Commit::Deferred, |tx| {
+        reserve_for_adds(tx, staged);
+        for s in staged {
+            if let Err(e) = apply_op(tx, &s.op) {
+                out.extend(table_error(s, &e));
+            }
         }
-    }
-    crate::switch::report_removed(b, removed, crate::switch::OFPRR_DELETE);
+        Ok::<(), ()>(())
+    });
 }
 
 /// Sizes the tables and the journal for a large batch of adds up front.
-fn reserve_for_adds(b: &mut BridgeCtl, staged: &[Staged]) {
+fn reserve_for_adds(tx: &mut Transaction<'_>, staged: &[Staged]) {
     if staged.len() < 64 {
         return;
     }
@@ -740,7 +722,7 @@ fn reserve_for_adds(b: &mut BridgeCtl, staged: &[Staged]) {
     }
     for (t, &n) in per_table.iter().enumerate() {
         if n > 0 {
-            b.tables.reserve(t as u8, n);
+            tx.reserve(t as u8, n);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use flowtable::{FlowEntry, OfPort};
 
-use crate::switch::BridgeCtl;
+use crate::bridge::BridgeCtl;
 use openflow::buf::FixedStr;
 use openflow::convert;
 use openflow::error::{ErrorCode, OfError};
@@ -63,7 +63,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
             vec![MultipartReply::Aggregate(a)]
         }
         MultipartRequest::Table => {
-            let flows = b.tables.flows();
+            let flows = b.tables().flows();
             let list = (0..N_TABLES)
                 .map(|t| TableStats {
                     table_id: t,
@@ -117,9 +117,9 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
             vec![MultipartReply::PortDesc(list)]
         }
         MultipartRequest::Group { group_id } => {
-            let flows = b.tables.flows();
+            let flows = b.tables().flows();
             let list = b
-                .tables
+                .tables()
                 .groups()
                 .filter(|g| *group_id == OFPG_ALL || *group_id == g.id)
                 .map(|g| GroupStats {
@@ -143,7 +143,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
         }
         MultipartRequest::GroupDesc => {
             let list = b
-                .tables
+                .tables()
                 .groups()
                 .map(convert::group_desc_out)
                 .collect::<Result<Vec<_>, _>>()?;
@@ -191,7 +191,7 @@ fn selected(b: &BridgeCtl, f: &FlowStatsRequest) -> Vec<FlowEntry> {
     let Ok(filter) = convert::match_in(&f.match_) else {
         return Vec::new();
     };
-    b.tables
+    b.tables()
         .flows()
         .into_iter()
         .filter(|e| f.table_id == flowtable::flow::TABLE_ALL || f.table_id == e.table_id)

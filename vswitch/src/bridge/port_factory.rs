@@ -1,0 +1,84 @@
+//! Opens the I/O back end of a port from its spec: AF_PACKET, TAP, or the VXLAN tunnel socket.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::datapath::BATCH;
+use crate::datapath::drops::DropCounters;
+use crate::datapath::ports::{PortIo, TunnelMeta, VxlanIo};
+use crate::portspec::{FromFlow, PortKind, PortSpec};
+
+/// Opens the I/O back end of a port.
+pub fn open_port(spec: &PortSpec, drops: &Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String> {
+    match spec.kind {
+        PortKind::AfPacket => {
+            let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
+            cfg.skip_udp_dst_port = spec.skip_udp_dport;
+            let port = tap_io::AfPacketPort::open(&cfg).map_err(|e| e.to_string())?;
+            let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+            Ok((PortIo::Dev(Box::new(port)), mac))
+        }
+        PortKind::Tap | PortKind::Internal => {
+            let port = tap_io::TapPort::open(&tap_io::TapConfig::new(&spec.name))
+                .map_err(|e| e.to_string())?;
+            let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+            Ok((PortIo::Dev(Box::new(port)), mac))
+        }
+        PortKind::Vxlan => {
+            let t = spec
+                .tunnel
+                .as_ref()
+                .ok_or("vxlan port without tunnel options")?;
+            let local = match t.local_ip {
+                Some(IpAddr::V4(ip)) => ip,
+                Some(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
+                None => Ipv4Addr::UNSPECIFIED,
+            };
+            let sock = tap_io::UdpTunnelSocket::bind(SocketAddr::from((local, t.dst_port)))
+                .map_err(|e| e.to_string())?;
+            let remote = match t.remote_ip {
+                FromFlow::Fixed(IpAddr::V4(ip)) => Some(ip),
+                FromFlow::Fixed(IpAddr::V6(_)) => {
+                    return Err("IPv6 underlay is not supported yet".into());
+                }
+                FromFlow::Flow => None,
+            };
+            let vni = match t.key {
+                FromFlow::Fixed(k) => Some(k),
+                FromFlow::Flow => None,
+            };
+            let io = VxlanIo {
+                sock,
+                local,
+                dst_port: t.dst_port,
+                remote,
+                vni,
+                underlay_mtu: underlay_mtu(local),
+                rx_meta: [TunnelMeta::default(); BATCH],
+                rx_src: vec![SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+                tx_dst: Vec::with_capacity(BATCH),
+                drops: drops.clone(),
+            };
+            Ok((PortIo::Vxlan(Box::new(io)), [0; 6]))
+        }
+    }
+}
+
+/// MTU of the interface that owns `local` (1500 when unknown or unspecified).
+pub fn underlay_mtu(local: Ipv4Addr) -> usize {
+    if local.is_unspecified() {
+        return 1500;
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return 1500;
+    };
+    for ifa in addrs {
+        let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        if addr.ip() == local {
+            return tap_io::iface::mtu(&ifa.interface_name).unwrap_or(1500);
+        }
+    }
+    1500
+}

@@ -1,0 +1,105 @@
+//! The one way to change a bridge's tables.
+//!
+//! A transaction applies flow-mods and group-mods to the tables (each one validates before it
+//! changes anything), collects the flows they delete, and ends the same way for every caller:
+//! - [`Commit::Atomic`]: changes not yet published are published first, so that a rollback
+//!   undoes this batch and nothing else; the first error rolls the tables' journal back and
+//!   nothing changes; success publishes at once.
+//! - [`Commit::Deferred`]: each change stands on its own (an OpenFlow session answers a refused
+//!   one with its error and goes on) and the caller publishes later
+//!   ([`BridgeCtl::publish_pending`]), so streaming 100k flow-mods is not 100k publishes.
+//!
+//! Either way, deleted flows that asked for it (`send_flow_rem`) are reported as FLOW_REMOVED
+//! with reason `delete`, with their final counters.
+
+use std::time::Instant;
+
+use flowtable::group::GroupMod;
+use flowtable::table::{Pipeline as FlowTables, TableError};
+use flowtable::{FlowEntry, FlowMod};
+
+use super::{BridgeCtl, OFPRR_DELETE, report_removed};
+
+/// How a transaction ends (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Atomic,
+    Deferred,
+}
+
+/// The changes of one transaction, applied to the tables as they are made.
+pub struct Transaction<'a> {
+    tables: &'a mut FlowTables,
+    now: Instant,
+    removed: Vec<FlowEntry>,
+    /// Deleted flows are not reported as FLOW_REMOVED/`delete` (expiry reports its own reason).
+    quiet: bool,
+}
+
+impl Transaction<'_> {
+    pub fn flow_mod(&mut self, fm: &FlowMod) -> Result<(), TableError> {
+        let r = self.tables.flow_mod(fm, self.now)?;
+        self.removed.extend(r.removed);
+        Ok(())
+    }
+
+    pub fn group_mod(&mut self, gm: &GroupMod) -> Result<(), TableError> {
+        let removed = self.tables.group_mod(gm)?;
+        self.removed.extend(removed);
+        Ok(())
+    }
+
+    /// Sizes table `table` and the journal for `n` more flows (large batches of adds).
+    pub fn reserve(&mut self, table: u8, n: usize) {
+        self.tables.reserve(table, n);
+    }
+
+    /// Replaces every flow and group with `next` (`replace-flows`). Counters move to the new
+    /// rules with the same (table, match, priority), as in Open vSwitch.
+    pub fn replace_all(&mut self, next: FlowTables) {
+        *self.tables = next;
+    }
+
+    /// The tables as changed so far.
+    pub fn tables(&self) -> &FlowTables {
+        self.tables
+    }
+
+    /// Leaves deleted flows unreported (the caller reports them with their own reason).
+    pub fn quiet(&mut self) {
+        self.quiet = true;
+    }
+}
+
+impl BridgeCtl {
+    /// Runs `f` as one transaction on this bridge's tables (see the module comment).
+    pub fn transaction<T, E>(
+        &mut self,
+        commit: Commit,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if commit == Commit::Atomic {
+            self.publish_pending();
+        }
+        let mut tx = Transaction {
+            tables: &mut self.tables,
+            now: Instant::now(),
+            removed: Vec::new(),
+            quiet: false,
+        };
+        let result = f(&mut tx);
+        let (removed, quiet) = (tx.removed, tx.quiet);
+        if result.is_err() && commit == Commit::Atomic {
+            self.tables.rollback();
+            return result;
+        }
+        // Deferred changes that did apply stand, and so do their deletions.
+        if !quiet {
+            report_removed(self, removed, OFPRR_DELETE);
+        }
+        if commit == Commit::Atomic {
+            self.publish();
+        }
+        result
+    }
+}

@@ -1,0 +1,234 @@
+//! The management commands, typed once: `vswitchctl` parses its command line into a
+//! [`MgmtCommand`] with clap, sends it as JSON, and the daemon dispatches on the same enum.
+//! Older clients' `{"args":[...]}` requests go through the same clap parser, so there is one
+//! grammar for every way in.
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// A management command (`vswitchctl CMD ...` for everything that is not OpenFlow).
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[command(rename_all = "kebab-case")]
+pub enum MgmtCommand {
+    /// Create a bridge (an L2 learning switch: priority=0,actions=NORMAL).
+    AddBr {
+        bridge: String,
+        /// Succeed if the bridge already exists.
+        #[arg(long)]
+        #[serde(default)]
+        may_exist: bool,
+    },
+    /// Delete a bridge and its ports.
+    DelBr {
+        bridge: String,
+        /// Succeed if there is no such bridge.
+        #[arg(long)]
+        #[serde(default)]
+        if_exists: bool,
+    },
+    /// List the bridges.
+    ListBr,
+    /// Exit 0 if the bridge exists, else fail.
+    BrExists { bridge: String },
+    /// Add a port: an existing interface (AF_PACKET), or `type=tap|internal|vxlan`, with
+    /// `ofport=N` and `options:K=V` settings.
+    AddPort {
+        bridge: String,
+        port: String,
+        /// type=..., ofport=N, options:K=V
+        settings: Vec<String>,
+        /// Succeed if a port of that name is already on the bridge.
+        #[arg(long)]
+        #[serde(default)]
+        may_exist: bool,
+    },
+    /// Remove a port from a bridge.
+    DelPort {
+        bridge: String,
+        port: String,
+        /// Succeed if there is no such port.
+        #[arg(long)]
+        #[serde(default)]
+        if_exists: bool,
+    },
+    /// List a bridge's ports by name.
+    ListPorts { bridge: String },
+    /// Add one flow (ovs-ofctl syntax).
+    AddFlow { bridge: String, flow: String },
+    /// Add flows, one per line (all or nothing).
+    AddFlows { bridge: String, flows: String },
+    /// Modify the actions of the flows a match selects.
+    ModFlows {
+        bridge: String,
+        flow: String,
+        #[arg(long)]
+        #[serde(default)]
+        strict: bool,
+    },
+    /// Delete the flows a match selects (all flows without one).
+    DelFlows {
+        bridge: String,
+        #[serde(default)]
+        flow: Option<String>,
+        #[arg(long)]
+        #[serde(default)]
+        strict: bool,
+    },
+    /// Replace every flow with the given ones, one per line.
+    ReplaceFlows { bridge: String, flows: String },
+    /// Print the flows (ovs-ofctl's format).
+    DumpFlows {
+        bridge: String,
+        #[serde(default)]
+        filter: Option<String>,
+        #[arg(long)]
+        #[serde(default)]
+        no_stats: bool,
+    },
+    /// Add one group.
+    AddGroup { bridge: String, group: String },
+    /// Add groups, one per line.
+    AddGroups { bridge: String, groups: String },
+    /// Modify a group.
+    ModGroup { bridge: String, group: String },
+    /// Delete groups (all without a selection).
+    DelGroups {
+        bridge: String,
+        #[serde(default)]
+        group: Option<String>,
+    },
+    /// Print the groups.
+    DumpGroups { bridge: String },
+    /// Port counters (with the kernel ring's drops in `drop=`).
+    DumpPorts {
+        bridge: String,
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// Why packets died, by name, plus cache and conntrack counters.
+    DumpDrops { bridge: String },
+    /// The connection table (`zone=N` selects one zone).
+    DumpConntrack {
+        #[serde(default)]
+        bridge: Option<String>,
+        /// zone=N
+        #[arg(value_parser = parse_zone)]
+        #[serde(default)]
+        zone: Option<u16>,
+    },
+    /// Forget every connection.
+    FlushConntrack {
+        #[serde(default)]
+        bridge: Option<String>,
+    },
+    /// Copy a port's traffic into a pcap file (count=N, seconds=S).
+    Capture {
+        bridge: String,
+        port: String,
+        file: String,
+        /// count=N seconds=S
+        #[serde(default)]
+        options: Vec<String>,
+    },
+    /// Run a packet described in flow syntax through the tables and explain.
+    Trace { bridge: String, flow: String },
+    /// Bridge features and ports (ovs-ofctl show's format).
+    Show { bridge: String },
+    /// The MAC learning table.
+    #[command(alias = "dump-macs")]
+    #[serde(alias = "dump-macs")]
+    FdbShow { bridge: String },
+    /// Apply a node configuration (file contents, or a path the daemon can read).
+    Apply { config: String },
+    /// Add a pod to the node configuration at run time: port=IFACE ip=ADDR mac=MAC
+    /// [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...].
+    AddPod {
+        name: String,
+        /// port=IFACE ip=ADDR mac=MAC [type=afpacket|tap] [ofport=N] [allow_from=CIDR,..]
+        settings: Vec<String>,
+    },
+    /// Remove a pod added with add-pod.
+    DelPod {
+        name: String,
+        /// Succeed if there is no such pod.
+        #[arg(long)]
+        #[serde(default)]
+        if_exists: bool,
+    },
+    /// The pods added at run time: NAME PORT IP MAC ofport=N.
+    ListPods,
+    /// The node's pod network as JSON (name, bridge, mode, pod_cidr, gateway, mtu).
+    NodeInfo,
+}
+
+fn parse_zone(s: &str) -> Result<u16, String> {
+    let z = s.strip_prefix("zone=").unwrap_or(s);
+    z.parse()
+        .map_err(|_| format!("'{s}': expected zone=N (0..65535)"))
+}
+
+/// The command line of a management command, for clap.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vswitchctl",
+    no_binary_name = true,
+    disable_version_flag = true
+)]
+struct CommandLine {
+    #[command(subcommand)]
+    command: MgmtCommand,
+}
+
+impl MgmtCommand {
+    /// Parses `add-br br0`-style words (no program name). The error is clap's, ready to print.
+    pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<MgmtCommand, clap::Error> {
+        CommandLine::try_parse_from(words.iter().map(|w| w.as_ref())).map(|c| c.command)
+    }
+
+    /// Whether `word` names a management command (so vswitchctl sends it to vswitchd.ctl).
+    pub fn is_management(word: &str) -> bool {
+        use clap::CommandFactory;
+        CommandLine::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word || c.get_all_aliases().any(|a| a == word))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_json_give_the_same_command() {
+        let c = MgmtCommand::parse_words(&["del-flows", "br0", "in_port=1", "--strict"]).unwrap();
+        assert_eq!(
+            c,
+            MgmtCommand::DelFlows {
+                bridge: "br0".into(),
+                flow: Some("in_port=1".into()),
+                strict: true
+            }
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<MgmtCommand>(&json).unwrap(), c);
+        let z = MgmtCommand::parse_words(&["dump-conntrack", "br0", "zone=7"]).unwrap();
+        assert_eq!(
+            z,
+            MgmtCommand::DumpConntrack {
+                bridge: Some("br0".into()),
+                zone: Some(7)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_words_are_refused_with_a_message() {
+        let e = MgmtCommand::parse_words(&["add-br"]).unwrap_err();
+        assert!(e.to_string().contains("<BRIDGE>"), "{e}");
+        let e = MgmtCommand::parse_words(&["frobnicate"]).unwrap_err();
+        assert!(e.to_string().contains("frobnicate"), "{e}");
+        assert!(MgmtCommand::is_management("dump-macs"));
+        assert!(!MgmtCommand::is_management("dump-tables"));
+    }
+}

@@ -1,0 +1,337 @@
+//! The management plane: runs a typed [`MgmtCommand`] against the switch and its node agent.
+//!
+//! This is where the two meet: bridge and port commands go to the [`Switch`], node
+//! configuration and pods to the [`Agent`], which itself calls the switch. Neither knows of
+//! this module.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowtable::flow::FlowModCommand;
+use flowtable::text::{self, PrintOpts};
+
+use crate::agent::Agent;
+use crate::bridge::{PortCtl, dpid, flow_selected, with_live_counters};
+use crate::command::MgmtCommand;
+use crate::datapath::CacheStats;
+use crate::switch::Switch;
+
+type CmdResult = Result<String, String>;
+
+/// Why a management command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The command line does not parse (clap's message, with usage).
+    #[error("{0}")]
+    Usage(String),
+    /// The command ran and was refused.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for ControlError {
+    fn from(s: String) -> ControlError {
+        ControlError::Failed(s)
+    }
+}
+
+/// The switch and its agent, as the management socket sees them.
+pub struct Control {
+    pub switch: Arc<Switch>,
+    pub agent: Agent,
+}
+
+impl Control {
+    pub fn new(switch: Arc<Switch>) -> Control {
+        Control {
+            switch,
+            agent: Agent::default(),
+        }
+    }
+
+    /// Parses `words` (`["add-br", "br0"]`) and runs the command.
+    pub fn command<S: AsRef<str>>(&self, words: &[S]) -> Result<String, ControlError> {
+        let cmd = MgmtCommand::parse_words(words)
+            .map_err(|e| ControlError::Usage(e.render().to_string().trim_end().to_string()))?;
+        self.run(cmd)
+    }
+
+    /// Runs one management command.
+    pub fn run(&self, cmd: MgmtCommand) -> Result<String, ControlError> {
+        use MgmtCommand as C;
+        let sw = &self.switch;
+        let out = match cmd {
+            C::AddBr { bridge, may_exist } => {
+                if may_exist && sw.lock().contains_key(&bridge) {
+                    return Ok(String::new());
+                }
+                sw.add_br(&bridge)
+            }
+            C::DelBr { bridge, if_exists } => {
+                if if_exists && !sw.lock().contains_key(&bridge) {
+                    return Ok(String::new());
+                }
+                sw.del_br(&bridge)
+            }
+            C::ListBr => Ok(sw.lock().keys().map(|k| format!("{k}\n")).collect()),
+            C::BrExists { bridge } => sw.with_bridge(&bridge, |_| Ok(String::new())),
+            C::AddPort {
+                bridge,
+                port,
+                settings,
+                may_exist,
+            } => {
+                if may_exist && self.has_port(&bridge, &port)? {
+                    return Ok(String::new());
+                }
+                sw.add_port(&bridge, &port, &settings)
+            }
+            C::DelPort {
+                bridge,
+                port,
+                if_exists,
+            } => {
+                if if_exists && !self.has_port(&bridge, &port)? {
+                    return Ok(String::new());
+                }
+                sw.del_port(&bridge, &port)
+            }
+            C::ListPorts { bridge } => sw.with_bridge(&bridge, |b| {
+                let mut names: Vec<&str> = b.ports.values().map(|p| p.spec.name.as_str()).collect();
+                names.sort();
+                Ok(names.iter().map(|n| format!("{n}\n")).collect())
+            }),
+            C::AddFlow { bridge, flow } => sw.flow_mods(&bridge, &flow, FlowModCommand::Add, false),
+            C::AddFlows { bridge, flows } => {
+                sw.flow_mods(&bridge, &flows, FlowModCommand::Add, true)
+            }
+            C::ModFlows {
+                bridge,
+                flow,
+                strict,
+            } => {
+                let c = if strict {
+                    FlowModCommand::ModifyStrict
+                } else {
+                    FlowModCommand::Modify
+                };
+                sw.flow_mods(&bridge, &flow, c, false)
+            }
+            C::DelFlows {
+                bridge,
+                flow,
+                strict,
+            } => {
+                let c = if strict {
+                    FlowModCommand::DeleteStrict
+                } else {
+                    FlowModCommand::Delete
+                };
+                sw.flow_mods(&bridge, flow.as_deref().unwrap_or(""), c, false)
+            }
+            C::ReplaceFlows { bridge, flows } => sw.replace_flows(&bridge, &flows),
+            C::DumpFlows {
+                bridge,
+                filter,
+                no_stats,
+            } => self.dump_flows(&bridge, filter.as_deref(), !no_stats),
+            C::AddGroup { bridge, group } => sw.group_mods(&bridge, "add-group", &group),
+            C::AddGroups { bridge, groups } => sw.group_mods(&bridge, "add-groups", &groups),
+            C::ModGroup { bridge, group } => sw.group_mods(&bridge, "mod-group", &group),
+            C::DelGroups { bridge, group } => {
+                sw.group_mods(&bridge, "del-groups", group.as_deref().unwrap_or(""))
+            }
+            C::DumpGroups { bridge } => sw.with_bridge(&bridge, |b| {
+                let mut out = String::from("OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):\n");
+                for g in b.tables().groups() {
+                    out.push_str(&format!(" {}\n", text::print_group(g).trim_start()));
+                }
+                Ok(out)
+            }),
+            C::DumpPorts { bridge, port } => self.dump_ports(&bridge, port.as_deref()),
+            C::DumpDrops { bridge } => self.dump_drops(&bridge),
+            C::DumpConntrack { bridge, zone } => {
+                // `dump-conntrack zone=N` without a bridge.
+                let (bridge, zone) = match bridge.as_deref().and_then(|b| b.strip_prefix("zone=")) {
+                    Some(z) => (
+                        None,
+                        Some(z.parse().map_err(|_| format!("bad zone '{z}'"))?),
+                    ),
+                    None => (bridge, zone),
+                };
+                // Conntrack is shared by every bridge of the datapath; the bridge names the switch.
+                if let Some(br) = &bridge {
+                    sw.with_bridge(br, |_| Ok(()))?;
+                }
+                Ok(sw.dp.call(move |dp| {
+                    let now = dp.now_ns();
+                    dp.conntrack()
+                        .dump(now)
+                        .filter(|e| zone.is_none_or(|z| e.zone == z))
+                        .map(|e| format!("{e}\n"))
+                        .collect::<String>()
+                }))
+            }
+            C::FlushConntrack { bridge } => {
+                if let Some(br) = &bridge {
+                    sw.with_bridge(br, |_| Ok(()))?;
+                }
+                let n = sw.dp.call(|dp| dp.conntrack().flush(None));
+                Ok(format!("flushed {n} connections\n"))
+            }
+            C::Capture {
+                bridge,
+                port,
+                file,
+                options,
+            } => {
+                let opts: Vec<&str> = options.iter().map(|s| s.as_str()).collect();
+                sw.capture(&bridge, &port, &file, &opts)
+            }
+            C::Trace { bridge, flow } => sw.with_bridge(&bridge, |b| crate::trace::trace(b, &flow)),
+            C::Show { bridge } => self.show(&bridge),
+            C::FdbShow { bridge } => self.fdb_show(&bridge),
+            C::Apply { config } => {
+                // The file's contents, or (one line, no '=') a path the daemon can read.
+                if config.contains(['\n', '=']) {
+                    self.agent.apply_text(sw, &config)
+                } else {
+                    self.agent.apply_file(sw, Path::new(&config))
+                }
+            }
+            C::AddPod { name, settings } => self.agent.add_pod(sw, &name, &settings),
+            C::DelPod { name, if_exists } => self.agent.del_pod(sw, &name, if_exists),
+            C::ListPods => Ok(self.agent.list_pods()),
+            C::NodeInfo => self.agent.node_info(),
+        };
+        out.map_err(ControlError::Failed)
+    }
+
+    fn has_port(&self, br: &str, port: &str) -> Result<bool, String> {
+        self.switch
+            .with_bridge(br, |b| Ok(b.ports.values().any(|p| p.spec.name == port)))
+    }
+
+    fn dump_drops(&self, br: &str) -> CmdResult {
+        let sw = &self.switch;
+        let out = sw.with_bridge(br, |b| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut out = b.drops.format();
+            let sum = |f: fn(&CacheStats) -> &std::sync::atomic::AtomicU64| {
+                b.cache_stats
+                    .iter()
+                    .map(|s| f(s).load(Relaxed))
+                    .sum::<u64>()
+            };
+            out.push_str(&format!(
+                "caches: emc_hits={} megaflow_hits={} misses={}\n",
+                sum(|s| &s.emc_hits),
+                sum(|s| &s.megaflow_hits),
+                sum(|s| &s.misses)
+            ));
+            Ok(out)
+        })?;
+        // Conntrack is shared by the switch's bridges: its own counters, one line.
+        let ct = sw.dp.call(|dp| {
+            let ct = dp.conntrack();
+            let mut line = format!("conntrack: connections={}", ct.len());
+            for (name, n) in ct.counters().iter() {
+                line.push_str(&format!(" {name}={n}"));
+            }
+            line
+        });
+        Ok(format!("{out}{ct}\n"))
+    }
+
+    fn fdb_show(&self, br: &str) -> CmdResult {
+        let idx = self.switch.with_bridge(br, |b| Ok(b.dp_index))?;
+        let rows = self.switch.dp.call(move |dp| dp.mac_table_dump(idx));
+        let mut out = String::from(" port  VLAN  MAC                Age\n");
+        for (vlan, mac, port, age) in rows {
+            out.push_str(&format!(
+                "{port:>5}  {vlan:>4}  {}  {age:>3}\n",
+                fmt_mac(&mac)
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn dump_flows(&self, br: &str, filter: Option<&str>, stats: bool) -> CmdResult {
+        let filter = match filter {
+            Some(f) if !f.trim().is_empty() => {
+                Some(text::parse_flow_mod(f, FlowModCommand::Delete).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        self.switch.with_bridge(br, |b| {
+            let now = Instant::now();
+            let mut out = String::new();
+            if stats {
+                out.push_str("OFPST_FLOW reply (OF1.3) (xid=0x2):\n");
+            }
+            for e in b.tables().flows() {
+                if let Some(f) = &filter
+                    && !flow_selected(e, f)
+                {
+                    continue;
+                }
+                let e = with_live_counters(b, e);
+                let opts = PrintOpts {
+                    stats,
+                    now: Some(now),
+                    ..PrintOpts::default()
+                };
+                out.push_str(&text::print_flow(&e, &opts));
+                out.push('\n');
+            }
+            Ok(out)
+        })
+    }
+
+    fn dump_ports(&self, br: &str, only: Option<&str>) -> CmdResult {
+        self.switch.with_bridge(br, |b| {
+            let selected: Vec<&PortCtl> = b
+                .ports
+                .values()
+                .filter(|p| only.is_none_or(|o| o == p.spec.name || o == p.ofport.to_string()))
+                .collect();
+            let mut out = format!("OFPST_PORT reply (OF1.3) (xid=0x2): {} ports\n", selected.len());
+            for p in selected {
+                let c = p.counters.snapshot();
+                out.push_str(&format!(
+                    "  port {:>2}: rx pkts={}, bytes={}, drop={}, errs={}, frame=?, over=?, crc=?\n           tx pkts={}, bytes={}, drop={}, errs={}, coll=?\n           duration={:.3}s\n",
+                    p.ofport, c.rx_packets, c.rx_bytes, c.rx_dropped, c.rx_errors, c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_errors, c.duration_secs
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    fn show(&self, br: &str) -> CmdResult {
+        self.switch.with_bridge(br, |b| {
+            let mut out = format!(
+                "OFPT_FEATURES_REPLY (OF1.3) (xid=0x2): dpid:{:016x}\nn_tables:254, n_buffers:0\ncapabilities: FLOW_STATS TABLE_STATS PORT_STATS GROUP_STATS\n",
+                dpid(&b.name)
+            );
+            out.push_str("OFPST_PORT_DESC reply (OF1.3) (xid=0x3):\n");
+            for p in b.ports.values() {
+                out.push_str(&format!(
+                    " {}({}): addr:{}\n     config:     0\n     state:      LIVE\n     speed: 0 Mbps now, 0 Mbps max\n",
+                    p.ofport,
+                    p.spec.name,
+                    fmt_mac(&p.mac)
+                ));
+            }
+            out.push_str("OFPT_GET_CONFIG_REPLY (OF1.3) (xid=0x5): frags=normal miss_send_len=0\n");
+            Ok(out)
+        })
+    }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
