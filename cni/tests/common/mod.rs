@@ -316,3 +316,103 @@ pub fn mgmt_call(rundir: &Path, args: &[&str]) -> Result<String, String> {
     let out = v["output"].as_str().unwrap_or_default().to_string();
     if v["ok"] == true { Ok(out) } else { Err(out) }
 }
+
+/// A node namespace running vswitchd with a pod-less node file, a temp dir for its run
+/// directory and host-local's state. Dropped in order: daemon, namespace, files.
+pub struct Node {
+    pub daemon: Vswitchd,
+    pub ns: Netns,
+    pub dir: TempDir,
+    pub bin: String,
+}
+
+impl Node {
+    /// None when the test must skip (not root, host-local missing).
+    pub fn start(test: &str, tag: &str) -> Option<Node> {
+        if !require_root(test) {
+            return None;
+        }
+        let bin = cni_bin_dir(test)?;
+        let dir = TempDir::new(tag);
+        let ns = Netns::new(&unique(tag)).expect("node namespace");
+        // The underlay address the VXLAN port binds to.
+        ns_sh(
+            ns.name(),
+            "ip link add und0 type veth peer name und1 && ip addr add 192.168.0.11/24 dev und0 && ip link set und0 up && ip link set und1 up",
+        );
+        let toml = format!(
+            "[node]\nname = \"node1\"\nunderlay_ip = \"192.168.0.11\"\npod_cidr = \"172.16.1.0/24\"\n\
+             gateway_ip = \"{GW}\"\ngateway_mac = \"{GW_MAC}\"\nmode = \"tunnel\"\n\n[tunnel]\nvni = 100\n\n\
+             [[peers]]\nname = \"node2\"\nunderlay_ip = \"192.168.0.12\"\npod_cidr = \"172.16.2.0/24\"\n"
+        );
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, toml).expect("node.toml");
+        let daemon = Vswitchd::start(ns.name(), &dir.path().join("run"), &config);
+        if let Err(e) = daemon.call(&["node-info"]) {
+            let why = format!(
+                "vswitchd does not answer node-info ({e}): the registration contract is missing"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: {why}");
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            return None;
+        }
+        Some(Node {
+            daemon,
+            ns,
+            dir,
+            bin,
+        })
+    }
+
+    pub fn rundir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("ipam")
+    }
+
+    pub fn conf(&self, start: &str, end: &str) -> Value {
+        netconf(&self.rundir(), &self.data(), start, end)
+    }
+
+    pub fn attach(&self, id: &str, pod: &Netns) -> Attach {
+        Attach {
+            id: id.to_string(),
+            netns: format!("/run/netns/{}", pod.name()),
+            ifname: "eth0".into(),
+            bin: self.bin.clone(),
+        }
+    }
+
+    /// `list-pods` as (name, port, ip, mac) lines.
+    pub fn pods(&self) -> Vec<Vec<String>> {
+        self.daemon
+            .call(&["list-pods"])
+            .unwrap_or_else(|e| panic!("list-pods: {e}\n{}", self.daemon.log()))
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Nothing of the plugin left: no pod, no host end, no reserved address.
+    pub fn assert_clean(&self, what: &str) {
+        assert!(
+            self.pods().is_empty(),
+            "{what}: pods left: {:?}",
+            self.pods()
+        );
+        assert!(
+            host_ends(self.ns.name()).is_empty(),
+            "{what}: veths left: {:?}",
+            host_ends(self.ns.name())
+        );
+        assert!(
+            reserved(&self.data(), "vswitch-test").is_empty(),
+            "{what}: addresses left reserved"
+        );
+    }
+}
