@@ -187,13 +187,19 @@ sleep 0.5
 RESULTS=()
 record() { RESULTS+=("$(printf "%-46s %-6s %s" "$1" "$2" "$3")"); }
 
-ping_check() { # label, pod, dst
-    local out rtt
-    if out=$(ip netns exec "$2" ping -c 5 -i 0.2 -W 1 "$3" 2>&1); then
+ping_check() { # label, pod, dst: PASS only when all 5 requests are answered
+    # (ping exits 0 as soon as one reply arrives, so the counts come from its summary line,
+    # "5 packets transmitted, 5 received, ..."; the kernel holds the first request while ARP
+    # resolves, so a first ping is not lost to ARP either).
+    local out rtt sent got
+    out=$(ip netns exec "$2" ping -c 5 -i 0.2 -W 1 "$3" 2>&1) || true
+    read -r sent got < <(echo "$out" |
+        sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) received.*/\1 \2/p') || true
+    if [ "${sent:-0}" = 5 ] && [ "${got:-0}" = 5 ]; then
         rtt=$(echo "$out" | awk -F/ '/^rtt/ {print $5}')
-        record "$1" PASS "avg rtt ${rtt} ms"
+        record "$1" PASS "5/5 replies, avg rtt ${rtt} ms"
     else
-        record "$1" FAIL "$(echo "$out" | grep -m1 -E 'loss|unreachable' || true)"
+        record "$1" FAIL "${got:-0}/5 replies: $(echo "$out" | grep -m1 -E 'loss|unreachable' || true)"
     fi
 }
 

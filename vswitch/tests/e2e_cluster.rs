@@ -657,6 +657,33 @@ fn run_cluster(mode: Mode) {
         );
     }
 
+    // The node's kernel reaches the pod network through its host port (vswhost0, the pod
+    // CIDR's last address): its own pods and another node's (ping; TCP as kubelet's probes
+    // do, the pod seeing the host port's address), a ClusterIP as a hostNetwork process
+    // would; and pods reach the node's own underlay address and its host port address.
+    let node1 = c.nodes[0].name();
+    assert_ping(node1, "172.16.1.11", 2);
+    assert_ping(node1, "172.16.2.11", 2);
+    assert_ping(node1, "172.16.3.12", 2);
+    assert_eq!(
+        tcp_hello(node1, "172.16.1.11", WHO_PORT).as_deref(),
+        Some("a 172.16.1.254"),
+        "probe from node 1 to its pod a"
+    );
+    assert_eq!(
+        tcp_hello(node1, "172.16.3.11", WHO_PORT).as_deref(),
+        Some("d 172.16.1.254"),
+        "probe from node 1 to node 3's pod d"
+    );
+    let via_vip = tcp_hello(node1, VIP, 80);
+    assert!(
+        matches!(via_vip.as_deref(), Some("b" | "f" | "e")),
+        "node 1 -> ClusterIP {VIP}: {via_vip:?}"
+    );
+    assert_ping(c.pod_ns("a"), "192.168.0.11", 2);
+    assert_ping(c.pod_ns("a"), "172.16.1.254", 2);
+    assert_ping(c.pod_ns("c"), "172.16.1.254", 2);
+
     // The plain Linux node and node 1's pods reach each other over VXLAN (ping and TCP).
     if let Some(linux) = &c.linux {
         assert_ping(c.pod_ns("a"), "172.16.4.1", 2);
@@ -733,24 +760,12 @@ fn run_cluster(mode: Mode) {
     let guard = ["table=10", "priority=10", "in_port=1 "];
     let before = flow_packets(&c.agents[0], &guard);
     ns_sh(c.pod_ns("a"), "ip addr add 172.16.1.99/32 dev eth0");
-    let r = ns_run(
-        c.pod_ns("a"),
-        &[
-            "ping",
-            "-n",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-I",
-            "172.16.1.99",
-            "172.16.2.11",
-        ],
-        Duration::from_secs(8),
+    let r = ping_with(c.pod_ns("a"), "172.16.2.11", 3, &["-I", "172.16.1.99"]);
+    assert!(
+        r.none_replied(),
+        "a spoofed ping got answers:\n{}",
+        r.output()
     );
-    assert!(!r.ok, "a spoofed ping got answers:\n{}", r.stdout);
     let after = flow_packets(&c.agents[0], &guard);
     assert!(
         after >= before + 3,
@@ -851,7 +866,8 @@ fn run_cluster(mode: Mode) {
     let out = c.agents[0].ctl(&["apply", path]);
     assert!(out.contains("ports +0 -1"), "{out}");
     assert!(!c.agents[0].ctl(&["list-ports", "br-int"]).contains("pa\n"));
-    assert!(!ping(c.pod_ns("a"), "172.16.1.12", 1).ok);
+    let r = ping(c.pod_ns("a"), "172.16.1.12", 1);
+    assert!(r.none_replied(), "a removed pod answered:\n{}", r.output());
     std::fs::write(path, &full).expect("write config");
     let out = c.agents[0].ctl(&["apply", path]);
     assert!(out.contains("ports +1 -0"), "{out}");

@@ -132,9 +132,11 @@ fn explicit_port_flows_and_deletion() {
     d.ctl(&["del-flows", BR]);
     assert_eq!(d.ctl(&["dump-flows", BR, "--no-stats"]), "");
     // Nothing forwards now.
+    let r = ping(a.name(), &b.ip, 2);
     assert!(
-        !ping(a.name(), &b.ip, 2).ok,
-        "ping crossed a bridge without flows"
+        r.none_replied(),
+        "ping crossed a bridge without flows:\n{}",
+        r.output()
     );
     // ARP and IP alike: everything from one port goes to the other.
     d.ctl(&["add-flow", BR, "priority=10,in_port=1,actions=output:2"]);
@@ -158,9 +160,9 @@ fn explicit_port_flows_and_deletion() {
     );
     let r = ping(a.name(), &b.ip, 5);
     assert!(
-        !r.ok && r.stdout.contains(" 0 received"),
+        r.transmitted == 5 && r.none_replied(),
         "traffic still flows after del-flows:\n{}",
-        r.stdout
+        r.output()
     );
     let miss_after = d.drops(BR, "no_match");
     assert!(
@@ -393,27 +395,12 @@ fn vxlan_to_plain_linux_node() {
 
     // 1472 + 28 = a 1500-byte IP packet: does not fit 1500 - 50 after encapsulation.
     let too_big_before = d.drops(BR, "tunnel_too_big");
-    let r = ns_run(
-        pod_a,
-        &[
-            "ping",
-            "-n",
-            "-c",
-            "2",
-            "-W",
-            "1",
-            "-i",
-            "0.3",
-            "-M",
-            "do",
-            "-s",
-            "1472",
-            "172.16.0.2",
-        ],
-        Duration::from_secs(6),
+    let r = ping_with(pod_a, "172.16.0.2", 2, &["-M", "do", "-s", "1472"]);
+    let out = r.output();
+    assert!(
+        r.none_replied(),
+        "an oversized DF ping crossed the tunnel:\n{out}"
     );
-    let out = format!("{}{}", r.stdout, r.stderr);
-    assert!(!r.ok, "an oversized DF ping crossed the tunnel:\n{out}");
     assert!(
         d.drops(BR, "tunnel_too_big") > too_big_before,
         "tunnel_too_big not counted"
@@ -423,34 +410,16 @@ fn vxlan_to_plain_linux_node() {
         "pod A got no fragmentation-needed answer:\n{out}"
     );
     // And what fits still goes through.
-    let r = ns_run(
-        pod_a,
-        &[
-            "ping",
-            "-n",
-            "-c",
-            "2",
-            "-W",
-            "1",
-            "-i",
-            "0.3",
-            "-M",
-            "do",
-            "-s",
-            "1422",
-            "172.16.0.2",
-        ],
-        Duration::from_secs(6),
-    );
+    let r = ping_with(pod_a, "172.16.0.2", 2, &["-M", "do", "-s", "1422"]);
     assert!(
-        r.ok,
-        "a 1450-byte DF ping did not cross the tunnel:\n{}{}",
-        r.stdout, r.stderr
+        r.all_replied(),
+        "a 1450-byte DF ping did not cross the tunnel (both wanted):\n{}",
+        r.output()
     );
 }
 
 /// From a pod: 20 IPv4 frames with no IP header at all, 20 truncated IPv4 headers, 20 IPv4
-/// headers claiming more bytes than they carry; broadcast, so NORMAL floods what it keeps.
+/// headers claiming more bytes than they carry; broadcast, so NORMAL would flood any it kept.
 /// (No runts: the kernel refuses to send a frame shorter than an Ethernet header.)
 const BAD_FRAMES: &str = r#"
 import socket, sys
@@ -514,11 +483,19 @@ fn bad_input_is_counted_and_survived() {
 
     let after: Vec<u64> = names.iter().map(|n| d.drops(BR, n)).collect();
     let grew = |i: usize| after[i] - before[i];
-    // The pod's 60 frames all reached the switch (the parser flags them; an L2 walk may still
-    // forward them, as in Open vSwitch).
+    // The pod's 60 frames all reached the switch, and each was dropped as `malformed`: a
+    // header that lies about its length stops the packet before any flow sees it
+    // (datapath/exec.rs). Nothing else in this test is malformed, so the count is exact.
     assert!(
         d.ports(BR)[&1].rx_packets >= rx_before + 60,
         "the switch did not see the bad frames"
+    );
+    assert_eq!(
+        grew(0),
+        60,
+        "malformed grew by {} (want the pod's 60 bad frames):\n{}",
+        grew(0),
+        d.ctl(&["dump-drops", BR])
     );
     assert!(
         grew(1) >= 10,
@@ -535,7 +512,6 @@ fn bad_input_is_counted_and_survived() {
         "vxlan_unknown_tunnel grew by {} (want >= 10)",
         grew(3)
     );
-    eprintln!("malformed counter grew by {}", grew(0));
 
     assert_ping(&pod_a, "172.16.0.2", 3);
     assert_ping(t.b_pod.name(), "172.16.0.1", 2);
@@ -543,8 +519,9 @@ fn bad_input_is_counted_and_survived() {
     assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
 }
 
-/// Flow tables change under a ping flood: the daemon survives, forwarding follows the last
-/// table, and once the forwarding flows are gone nothing crosses.
+/// Flow tables change under a ping flood: the daemon survives, every lost ping is a counted
+/// drop, forwarding follows the last table, and once the forwarding flows are gone nothing
+/// crosses.
 #[test]
 fn flow_churn_under_traffic() {
     if !require_root("flow_churn_under_traffic") {
@@ -566,6 +543,7 @@ fn flow_churn_under_traffic() {
     d.ctl(&["add-flows", BR, &flows]);
     assert_ping(&pod_a, &ip_b, 2);
 
+    let no_match_before = d.drops(BR, "no_match");
     let (ns, dst) = (pod_a.clone(), ip_b.clone());
     let flood = std::thread::spawn(move || {
         ns_run(
@@ -597,18 +575,28 @@ fn flow_churn_under_traffic() {
         rounds >= 5,
         "only {rounds} rounds of flow changes during the flood"
     );
-    let received: u64 = r
-        .stdout
-        .split(',')
-        .find_map(|p| {
-            p.trim()
-                .strip_suffix(" received")
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0);
+    let (sent, received) = ping_summary(&r.stdout)
+        .unwrap_or_else(|| panic!("no ping summary:\n{}{}", r.stdout, r.stderr));
+    assert_eq!(sent, 300, "the flood did not finish:\n{}", r.stdout);
+    // Loss is part of this test: each round leaves two windows with no forwarding path (from
+    // `del-flows BR` until `add-flows` lands, both directions; from `del-flows in_port=2` until
+    // its re-add, the replies), 2 of the round's 7 control commands, so about 2/7 of the
+    // requests are lost (measured: 213-221 of 300 answered, 71-74 %). Two honest checks:
+    // - every lost ping is a drop the switch names: its request or its reply was counted as
+    //   `no_match` (a packet that vanished without a reason, e.g. lost in revalidation, fails);
+    // - at least half are answered: well under the ~71 % the windows allow (the ratio depends on
+    //   the commands' relative, not absolute, durations, so a slow machine keeps it), and far
+    //   over what a datapath that stopped forwarding after some change would give.
+    let lost = u64::from(sent - received);
+    let no_match = d.drops(BR, "no_match") - no_match_before;
     assert!(
-        received > 0,
-        "no reply at all during the churn:\n{}",
+        no_match >= lost,
+        "{lost} pings lost but only {no_match} no_match drops during the churn:\n{}",
+        d.ctl(&["dump-drops", BR])
+    );
+    assert!(
+        received * 2 >= sent,
+        "only {received} of {sent} pings answered during the churn (at least half wanted):\n{}",
         r.stdout
     );
     let dm = node.daemon.as_mut().expect("daemon");
@@ -626,9 +614,9 @@ fn flow_churn_under_traffic() {
     d.ctl(&["del-flows", BR, "in_port=2"]);
     let r = ping(&pod_a, &ip_b, 3);
     assert!(
-        !r.ok && r.stdout.contains(" 0 received"),
+        r.transmitted == 3 && r.none_replied(),
         "traffic crossed after del-flows:\n{}",
-        r.stdout
+        r.output()
     );
     assert!(d.drops(BR, "no_match") >= miss_before + 3);
     let _ = std::fs::remove_file(&file);
@@ -712,7 +700,11 @@ fn two_forwarding_threads_share_ports_and_conntrack() {
         "replies on thread 1 must find thread 0's connection"
     );
     let refused = ping(node.pod(b).name(), &node.pod(a).ip, 1);
-    assert!(!refused.ok, "a new connection from port 2 got through");
+    assert!(
+        refused.none_replied(),
+        "a new connection from port 2 got through:\n{}",
+        refused.output()
+    );
     let conns = d.ctl(&["dump-conntrack", BR]);
     assert!(
         conns.contains("src=10.10.0.1,dst=10.10.0.3"),

@@ -85,23 +85,82 @@ pub fn ns_sh(ns: &str, line: &str) -> String {
     r.stdout
 }
 
-/// `ping -c count -W 1 -i 0.2 dst` from namespace `ns`; true when every reply came back.
-pub fn ping(ns: &str, dst: &str, count: u32) -> Run {
+/// What one `ping -c N` run reported. iputils ping exits 0 as soon as one reply arrives
+/// (partial loss is still success), so its exit status cannot tell "all replies" from "some":
+/// the counts come from its summary line, "N packets transmitted, M received".
+#[derive(Debug)]
+pub struct Ping {
+    /// The `-c` asked for.
+    pub count: u32,
+    /// From the summary; 0 when ping printed none (it could not send at all, or was killed).
+    pub transmitted: u32,
+    /// Echo replies, duplicates not counted.
+    pub received: u32,
+    pub run: Run,
+}
+
+impl Ping {
+    /// All `count` requests went out and every one was answered.
+    pub fn all_replied(&self) -> bool {
+        self.run.ok
+            && !self.run.timed_out
+            && self.transmitted == self.count
+            && self.received == self.count
+    }
+
+    /// Not one reply (also when ping could not send at all, e.g. without a route).
+    pub fn none_replied(&self) -> bool {
+        self.received == 0
+    }
+
+    /// stdout and stderr, for assertion messages.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.run.stdout, self.run.stderr)
+    }
+}
+
+/// (transmitted, received) from iputils ping's summary: "3 packets transmitted, 2 received, ...".
+pub fn ping_summary(stdout: &str) -> Option<(u32, u32)> {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" packets transmitted, "))?;
+    let mut parts = line.split(", ");
+    let sent = parts.next()?.strip_suffix(" packets transmitted")?;
+    let got = parts.next()?.strip_suffix(" received")?;
+    Some((sent.trim().parse().ok()?, got.trim().parse().ok()?))
+}
+
+/// `ping -n -c count -W 1 -i 0.2 [extra...] dst` from namespace `ns`.
+pub fn ping_with(ns: &str, dst: &str, count: u32, extra: &[&str]) -> Ping {
     let c = count.to_string();
-    ns_run(
-        ns,
-        &["ping", "-n", "-c", &c, "-W", "1", "-i", "0.2", dst],
-        Duration::from_secs(count as u64 + 5),
-    )
+    let mut args = vec!["ping", "-n", "-c", &c, "-W", "1", "-i", "0.2"];
+    args.extend_from_slice(extra);
+    args.push(dst);
+    let run = ns_run(ns, &args, Duration::from_secs(count as u64 + 5));
+    let (transmitted, received) = ping_summary(&run.stdout).unwrap_or((0, 0));
+    Ping {
+        count,
+        transmitted,
+        received,
+        run,
+    }
 }
 
-/// Pings until one reply arrives (at most `tries` one-shot pings); true on success.
+/// `ping -n -c count -W 1 -i 0.2 dst` from namespace `ns`; check `all_replied` or
+/// `none_replied` on the result, not the exit status.
+pub fn ping(ns: &str, dst: &str, count: u32) -> Ping {
+    ping_with(ns, dst, count, &[])
+}
+
+/// The warm-up that tolerates loss, by name: one-shot pings until one is answered, at most
+/// `tries` of them, so up to `tries - 1` may be lost (the first requests can die while ARP
+/// resolves, MAC tables learn or a new flow table is being installed). True when one was.
 pub fn ping_until(ns: &str, dst: &str, tries: u32) -> bool {
-    (0..tries).any(|_| ping(ns, dst, 1).ok)
+    (0..tries).any(|_| ping(ns, dst, 1).all_replied())
 }
 
-/// Asserts that `count` pings from `ns` to `dst` all succeed (after a short warm-up so that
-/// ARP and MAC learning settle).
+/// Asserts that, after a warm-up (`ping_until`, at most 5 tries), `count` pings from `ns` to
+/// `dst` are every one answered.
 pub fn assert_ping(ns: &str, dst: &str, count: u32) {
     assert!(
         ping_until(ns, dst, 5),
@@ -109,9 +168,10 @@ pub fn assert_ping(ns: &str, dst: &str, count: u32) {
     );
     let r = ping(ns, dst, count);
     assert!(
-        r.ok,
-        "ping {ns} -> {dst} lost replies:\n{}{}",
-        r.stdout, r.stderr
+        r.all_replied(),
+        "ping {ns} -> {dst}: {} of {count} answered (all wanted):\n{}",
+        r.received,
+        r.output()
     );
 }
 
