@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod compile;
 pub mod config;
+pub mod host;
 pub mod model;
 pub mod validate;
 

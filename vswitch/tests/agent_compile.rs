@@ -331,6 +331,7 @@ fn apply_installs_then_changes_only_the_difference() {
         bridge: "br-int".into(),
         numbering: n.clone(),
         desired: d1.clone(),
+        ..Installed::default()
     };
 
     // Same file again: nothing to do.

@@ -24,6 +24,8 @@ pub struct Installed {
     pub bridge: String,
     pub numbering: Numbering,
     pub desired: Desired,
+    /// The kernel's side of the host port.
+    pub host: super::host::HostState,
 }
 
 /// Counts of what one apply changed.
@@ -146,8 +148,14 @@ pub fn apply_on(
             changes.ports_removed += 1;
         }
     }
-    let warnings = desired.warnings().iter().map(|w| w.to_string()).collect();
+    let mut warnings: Vec<String> = desired.warnings().iter().map(|w| w.to_string()).collect();
     installed.desired = desired;
+    // The node's side of the host port: a failure is reported, not undone (the pipeline
+    // itself is in place and the kernel's side is retried by every apply).
+    match super::host::configure(cfg, &installed.host) {
+        Ok(host) => installed.host = host,
+        Err(e) => warnings.push(e),
+    }
     Ok((changes, warnings))
 }
 

@@ -22,6 +22,8 @@ pub const TUNNEL_OFPORT: u32 = 1000;
 /// The AF_PACKET uplink on the underlay interface (route mode, and tunnel mode when
 /// `underlay_interface` is given).
 pub const UPLINK_OFPORT: u32 = 1001;
+/// The host port (the node's own way into the pod network, see `docs/config.md`).
+pub const HOST_OFPORT: u32 = 1002;
 /// The group serving a Service's outside clients (those arriving on the uplink) is the
 /// Service's group id plus this.
 pub const OUTSIDE_GROUP_OFFSET: u32 = 1 << 30;
@@ -562,6 +564,18 @@ pub fn compile(
             ),
         );
     }
+    if let Some(h) = &cfg.host {
+        // The node answers pods from its own address too (a pod reached the node's IP).
+        b.flow(
+            Table::SpoofGuard,
+            100,
+            &format!(
+                "ip,in_port={HOST_OFPORT},dl_src={},nw_src={}",
+                h.mac, cfg.underlay_ip
+            ),
+            "goto_table:20",
+        );
+    }
     b.flow(Table::SpoofGuard, 0, "", "drop");
 
     // Table 20: conntrack (known connections get their NAT undone/redone here).
@@ -694,6 +708,33 @@ pub fn compile(
             "goto_table:50",
         );
     }
+    if let Some(h) = &cfg.host {
+        // Pods reach the node's own address through the host port; the uplink's copies of
+        // traffic for it stay with the kernel (it got them from its own interface).
+        if cfg.uplink.is_some() {
+            b.flow(
+                Table::L3Forward,
+                106,
+                &format!("ip,in_port={UPLINK_OFPORT},nw_dst={}", cfg.underlay_ip),
+                "goto_table:60",
+            );
+        }
+        b.flow(
+            Table::L3Forward,
+            105,
+            &format!("ip,nw_dst={}", cfg.underlay_ip),
+            "goto_table:70",
+        );
+        b.flow(
+            Table::LocalDelivery,
+            100,
+            &format!("ip,nw_dst={}", cfg.underlay_ip),
+            &format!(
+                "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:{HOST_OFPORT}",
+                h.mac
+            ),
+        );
+    }
     b.flow(Table::L3Forward, 0, "", "goto_table:60");
 
     // Table 50: to a peer node, over VXLAN or straight onto the underlay.
@@ -814,6 +855,15 @@ pub fn compile(
                 &format!("ct_state=+new+trk,ip,nw_dst={}", p.ip),
                 "drop",
             );
+            // The node itself (kubelet's probes) is always allowed, as in Kubernetes.
+            if let Some(h) = &cfg.host {
+                b.flow(
+                    Table::LocalDelivery,
+                    120,
+                    &format!("ct_state=+new+trk,ip,nw_src={},nw_dst={}", h.ip, p.ip),
+                    &deliver,
+                );
+            }
             for c in allow {
                 b.flow(
                     Table::LocalDelivery,

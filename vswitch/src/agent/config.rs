@@ -40,6 +40,12 @@ pub struct RawNode {
     pub service_cidr: Option<String>,
     #[serde(default)]
     pub ct_zone: Option<u16>,
+    #[serde(default)]
+    pub host_port: Option<bool>,
+    #[serde(default)]
+    pub host_interface: Option<String>,
+    #[serde(default)]
+    pub host_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -200,6 +200,18 @@ pub struct NodeConfig {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     pub egress: Egress,
+    /// The node's own way into the pod network (also listed in `pods`, as the last one).
+    pub host: Option<HostPort>,
+}
+
+/// The host port: a TAP the switch creates in the node's namespace, through which the node's
+/// kernel reaches pods, Services and peers' pods, and pods reach the node. It is wired like a
+/// pod (address `ip` in the pod CIDR, MAC `mac`), at ofport [`super::compile::HOST_OFPORT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub interface: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
 }
 
 impl NodeConfig {

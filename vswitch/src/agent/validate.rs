@@ -389,6 +389,27 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
         }
     };
 
+    let host = host_port(
+        n,
+        pod_cidr,
+        gateway_ip,
+        gateway_mac,
+        &bridge,
+        &uplink,
+        &pods,
+    )?;
+    if let Some(h) = &host {
+        pods.push(Pod {
+            name: "host".into(),
+            port: h.interface.clone(),
+            kind: PodPortKind::Tap,
+            ip: h.ip,
+            mac: h.mac,
+            ofport: Some(super::compile::HOST_OFPORT),
+            allow_from: None,
+        });
+    }
+
     Ok(NodeConfig {
         name: n.name.clone(),
         bridge,
@@ -404,7 +425,77 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
         pods,
         services,
         egress,
+        host,
     })
+}
+
+/// The host port (on unless `node.host_port = false`): its interface, address and MAC.
+fn host_port(
+    n: &RawNode,
+    pod_cidr: Cidr,
+    gateway_ip: Ipv4Addr,
+    gateway_mac: Mac,
+    bridge: &str,
+    uplink: &Option<Uplink>,
+    pods: &[Pod],
+) -> Result<Option<HostPort>, ConfigError> {
+    if n.host_port == Some(false) {
+        for (key, set) in [
+            ("node.host_interface", n.host_interface.is_some()),
+            ("node.host_ip", n.host_ip.is_some()),
+        ] {
+            if set {
+                return Err(invalid(key, "set, but node.host_port = false"));
+            }
+        }
+        return Ok(None);
+    }
+    let interface = ifname(
+        "node.host_interface",
+        n.host_interface.as_deref().unwrap_or("vswhost0"),
+    )?;
+    if pods.iter().any(|p| p.port == interface)
+        || uplink.as_ref().is_some_and(|u| u.interface == interface)
+        || interface == bridge
+    {
+        return Err(invalid(
+            "node.host_interface",
+            format!("'{interface}' is already a pod port, the uplink or the bridge"),
+        ));
+    }
+    let bcast = u32::from(pod_cidr.addr) | !pod_cidr.mask();
+    let ip = match &n.host_ip {
+        Some(s) => ipv4("node.host_ip", s)?,
+        // The last usable address of the pod CIDR (the gateway usually takes the first).
+        None => Ipv4Addr::from(bcast - 1),
+    };
+    if !pod_cidr.contains(ip) || ip == gateway_ip || ip == pod_cidr.addr || u32::from(ip) == bcast {
+        return Err(invalid(
+            "node.host_ip",
+            format!(
+                "{ip} must be a free address of node.pod_cidr {pod_cidr} (not the gateway, network or broadcast)"
+            ),
+        ));
+    }
+    if let Some(p) = pods.iter().find(|p| p.ip == ip) {
+        return Err(invalid(
+            "node.host_ip",
+            format!(
+                "{ip} is pod {}'s address (set node.host_ip to a free one)",
+                p.name
+            ),
+        ));
+    }
+    // A locally administered MAC of its own ("vs" + the address's low bytes).
+    let o = ip.octets();
+    let mac = Mac([0x0e, 0x76, 0x73, o[1], o[2], o[3]]);
+    if mac == gateway_mac || pods.iter().any(|p| p.mac == mac) {
+        return Err(invalid(
+            "node.host_ip",
+            format!("the host port's MAC {mac} is taken by a pod or the gateway"),
+        ));
+    }
+    Ok(Some(HostPort { interface, ip, mac }))
 }
 
 fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, ConfigError> {
