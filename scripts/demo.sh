@@ -43,7 +43,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Installing missing packages"
 need=()
-for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool iptables:iptables; do
+for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool nft:nftables; do
     command -v "${p%%:*}" >/dev/null || need+=("${p##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -76,10 +76,8 @@ ip -n dm-public addr add 192.168.0.1/24 dev br0
 ip -n dm-public addr add $PUBLIC_HOST/32 dev br0
 ip -n dm-public addr add $OUTSIDE_CLIENT/32 dev br0
 ip -n dm-public route add 198.18.0.0/24 via 192.168.0.11
-# Node 1's kernel sees what its uplink sees: keep it from resetting NodePort connections and
-# replies to masqueraded ones (the switch's masquerade ports are 61000-65535).
-ip netns exec dm-node1 iptables -A INPUT -p tcp --dport 30000:32767 -j DROP
-ip netns exec dm-node1 iptables -A INPUT -p tcp --dport 61000:65535 -j DROP
+# Node 1's kernel sees what its uplink sees: vswitchd's own nftables table (inet vswitchd)
+# keeps it from resetting NodePort connections and replies to masqueraded ones.
 
 # pod name, node, node-side link, IP, MAC, gateway
 POD_TABLE="dm-client dm-node1 p-client 172.16.1.11 0a:58:0c:01:00:0b 172.16.1.1

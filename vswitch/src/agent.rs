@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod compile;
 pub mod config;
+pub mod firewall;
 pub mod host;
 pub mod model;
 pub mod validate;
@@ -146,6 +147,18 @@ impl Agent {
                 )
             })
             .collect()
+    }
+
+    /// Undoes what lives outside the switch (the host firewall table); the switch's own state
+    /// goes with its bridges. Called when vswitchd stops.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        if st.installed.firewall {
+            match firewall::remove() {
+                Ok(()) => st.installed.firewall = false,
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     /// The node's pod network, as JSON, for the CNI plugin.

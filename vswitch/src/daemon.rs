@@ -114,6 +114,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     info!("shutting down");
+    control.agent.shutdown();
     switch.shutdown();
     for t in dp_threads {
         let _ = t.join();

@@ -372,13 +372,9 @@ fn build(mode: Mode) -> Cluster {
     }
     let linux = (mode == Mode::Tunnel).then(|| linux_node(&underlay));
     let public = public_host(&underlay, m);
-    // Node 1's kernel sees what its uplink sees (AF_PACKET copies): it must not answer
-    // NodePort SYNs or replies to masqueraded connections with resets.
-    ns_sh(
-        nodes[0].name(),
-        "iptables -A INPUT -p tcp --dport 30000:32767 -j DROP && \
-         iptables -A INPUT -p tcp --dport 61000:65535 -j DROP",
-    );
+    // Node 1's kernel sees what its uplink sees (AF_PACKET copies): the switch's own nftables
+    // table keeps it from answering NodePort SYNs or replies to masqueraded connections with
+    // resets (checked in run_cluster: nothing is set up by hand here).
     let mut c = Cluster {
         agents: Vec::new(),
         servers: Vec::new(),
@@ -742,6 +738,17 @@ fn run_cluster(mode: Mode) {
         );
     }
     outside_clients(&c, &c.public);
+    // The kernel's copies of those connections (NodePort SYNs, replies to masqueraded
+    // connections) died in the switch's own nftables table on the uplink, not by hand.
+    let table = ns_sh(c.nodes[0].name(), "nft list table inet vswitchd");
+    let tcp_drops: u64 = table
+        .lines()
+        .find(|l| l.contains("tcp dport") && l.contains("30000-32767"))
+        .and_then(|l| l.split("counter packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tcp rule in the host firewall:\n{table}"));
+    assert!(tcp_drops > 0, "the host firewall dropped nothing:\n{table}");
 
     // Tunnel mode: the VXLAN datagrams reach the tunnel port through the kernel's UDP
     // socket, and the uplink's receive filter (options:rx_skip_udp_dport) keeps their copies

@@ -26,6 +26,8 @@ pub struct Installed {
     pub desired: Desired,
     /// The kernel's side of the host port.
     pub host: super::host::HostState,
+    /// Whether the host firewall table is installed.
+    pub firewall: bool,
 }
 
 /// Counts of what one apply changed.
@@ -155,6 +157,14 @@ pub fn apply_on(
     match super::host::configure(cfg, &installed.host) {
         Ok(host) => installed.host = host,
         Err(e) => warnings.push(e),
+    }
+    // The host firewall, likewise: retried by every apply.
+    let guard = super::firewall::ruleset(cfg).is_some();
+    if guard || installed.firewall {
+        match super::firewall::install(cfg) {
+            Ok(()) => installed.firewall = guard,
+            Err(e) => warnings.push(e),
+        }
     }
     Ok((changes, warnings))
 }
