@@ -45,15 +45,21 @@ backends = [{ ip = "172.16.1.11" }, { ip = "172.16.2.21", weight = 2 }]
 const GOLDEN: &str = "\
 table=0,priority=100,cookie=0xa9e0000000000000,in_port=1,actions=goto_table:10
 table=0,priority=100,cookie=0xa9e0000000000000,in_port=1000,actions=goto_table:20
+table=0,priority=100,cookie=0xa9e0000000000000,in_port=1002,actions=goto_table:10
 table=0,priority=100,cookie=0xa9e0000000000000,in_port=2,actions=goto_table:10
 table=0,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=10,priority=110,cookie=0xa9e0000000000000,arp,in_port=1,dl_src=0a:58:0c:01:00:0b,arp_op=1,arp_spa=172.16.1.11,arp_tpa=172.16.1.1,actions=set_field:0a:58:0c:01:00:0b->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:2->arp_op,set_field:0a:58:0c:01:00:0b->arp_tha,set_field:0a:58:0c:00:00:fe->arp_sha,set_field:172.16.1.11->arp_tpa,set_field:172.16.1.1->arp_spa,output:in_port
+table=10,priority=110,cookie=0xa9e0000000000000,arp,in_port=1002,dl_src=0e:76:73:10:01:fe,arp_op=1,arp_spa=172.16.1.254,arp_tpa=172.16.1.1,actions=set_field:0e:76:73:10:01:fe->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:2->arp_op,set_field:0e:76:73:10:01:fe->arp_tha,set_field:0a:58:0c:00:00:fe->arp_sha,set_field:172.16.1.254->arp_tpa,set_field:172.16.1.1->arp_spa,output:in_port
 table=10,priority=110,cookie=0xa9e0000000000000,arp,in_port=2,dl_src=0a:58:0c:01:00:0c,arp_op=1,arp_spa=172.16.1.12,arp_tpa=172.16.1.1,actions=set_field:0a:58:0c:01:00:0c->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:2->arp_op,set_field:0a:58:0c:01:00:0c->arp_tha,set_field:0a:58:0c:00:00:fe->arp_sha,set_field:172.16.1.12->arp_tpa,set_field:172.16.1.1->arp_spa,output:in_port
 table=10,priority=110,cookie=0xa9e0000000000000,icmp,in_port=1,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,nw_dst=172.16.1.1,icmp_type=8,icmp_code=0,actions=set_field:0a:58:0c:01:00:0b->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:172.16.1.11->ip_dst,set_field:172.16.1.1->ip_src,set_field:0->icmp_type,output:in_port
+table=10,priority=110,cookie=0xa9e0000000000000,icmp,in_port=1002,dl_src=0e:76:73:10:01:fe,nw_src=172.16.1.254,nw_dst=172.16.1.1,icmp_type=8,icmp_code=0,actions=set_field:0e:76:73:10:01:fe->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:172.16.1.254->ip_dst,set_field:172.16.1.1->ip_src,set_field:0->icmp_type,output:in_port
 table=10,priority=110,cookie=0xa9e0000000000000,icmp,in_port=2,dl_src=0a:58:0c:01:00:0c,nw_src=172.16.1.12,nw_dst=172.16.1.1,icmp_type=8,icmp_code=0,actions=set_field:0a:58:0c:01:00:0c->eth_dst,set_field:0a:58:0c:00:00:fe->eth_src,set_field:172.16.1.12->ip_dst,set_field:172.16.1.1->ip_src,set_field:0->icmp_type,output:in_port
 table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=1,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,actions=goto_table:20
+table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=1002,dl_src=0e:76:73:10:01:fe,nw_src=172.16.1.254,actions=goto_table:20
+table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=1002,dl_src=0e:76:73:10:01:fe,nw_src=192.168.0.11,actions=goto_table:20
 table=10,priority=100,cookie=0xa9e0000000000000,ip,in_port=2,dl_src=0a:58:0c:01:00:0c,nw_src=172.16.1.12,actions=goto_table:20
 table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=1,actions=drop
+table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=1002,actions=drop
 table=10,priority=10,cookie=0xa9e0000000000000,ip,in_port=2,actions=drop
 table=10,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=20,priority=110,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.1,actions=ct(table=21,zone=2,nat)
@@ -66,6 +72,7 @@ table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,actions=goto
 table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+rel+trk,ip,actions=goto_table:40
 table=30,priority=80,cookie=0xa9e0000000000000,ct_state=+inv+trk,ip,actions=drop
 table=30,priority=0,cookie=0xa9e0000000000000,actions=drop
+table=40,priority=105,cookie=0xa9e0000000000000,ip,nw_dst=192.168.0.11,actions=goto_table:70
 table=40,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.0/24,actions=goto_table:70
 table=40,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=goto_table:50
 table=40,priority=0,cookie=0xa9e0000000000000,actions=goto_table:60
@@ -73,17 +80,24 @@ table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=
 table=50,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=60,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=70,priority=130,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,in_port=1,nw_src=172.16.1.11,nw_dst=172.16.1.11,actions=ct(commit,table=71,zone=2,nat(src=172.16.1.1))
+table=70,priority=130,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,in_port=1002,nw_src=172.16.1.254,nw_dst=172.16.1.254,actions=ct(commit,table=71,zone=2,nat(src=172.16.1.1))
 table=70,priority=130,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,in_port=2,nw_src=172.16.1.12,nw_dst=172.16.1.12,actions=ct(commit,table=71,zone=2,nat(src=172.16.1.1))
 table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=1,nw_src=172.16.1.11,nw_dst=172.16.1.11,actions=ct(table=71,zone=2,nat)
+table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=1002,nw_src=172.16.1.254,nw_dst=172.16.1.254,actions=ct(table=71,zone=2,nat)
 table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=2,nw_src=172.16.1.12,nw_dst=172.16.1.12,actions=ct(table=71,zone=2,nat)
+table=70,priority=120,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.254,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
 table=70,priority=120,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.2.0/24,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
 table=70,priority=110,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=172.16.1.12,actions=drop
 table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=1,nw_dst=172.16.1.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:in_port
+table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=1002,nw_dst=172.16.1.254,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0e:76:73:10:01:fe->eth_dst,output:in_port
 table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=2,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:in_port
 table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:1
 table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
+table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.254,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0e:76:73:10:01:fe->eth_dst,output:1002
+table=70,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=192.168.0.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0e:76:73:10:01:fe->eth_dst,output:1002
 table=70,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=71,priority=100,cookie=0xa9e0000000000000,ip,in_port=1,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:in_port
+table=71,priority=100,cookie=0xa9e0000000000000,ip,in_port=1002,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0e:76:73:10:01:fe->eth_dst,output:in_port
 table=71,priority=100,cookie=0xa9e0000000000000,ip,in_port=2,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:in_port
 table=71,priority=0,cookie=0xa9e0000000000000,actions=drop
 ";
@@ -110,6 +124,7 @@ fn small_config_compiles_to_golden_flows() {
         [
             "p-a type=afpacket ofport=1",
             "p-b type=tap ofport=2",
+            "vswhost0 type=tap ofport=1002",
             "vxlan100 type=vxlan ofport=1000 options:remote_ip=flow options:key=100 options:local_ip=192.168.0.11 options:dst_port=4789",
         ]
     );
@@ -233,7 +248,7 @@ fn tunnel_mode_with_an_uplink_serves_outside_clients() {
     let cfg = parse(&text).unwrap();
     let d = compile(&cfg, &mut Numbering::default(), Runtime::default()).unwrap();
     let ports: Vec<&str> = d.ports.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(ports, ["p-a", "p-b", "vxlan100", "eth1"]);
+    assert_eq!(ports, ["p-a", "p-b", "vswhost0", "vxlan100", "eth1"]);
     let lines = d.flow_lines().join("\n");
     for want in [
         "table=0,priority=110,cookie=0xa9e0000000000000,udp,in_port=1001,nw_dst=192.168.0.11,tp_dst=4789,actions=drop",
