@@ -77,19 +77,19 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     let control = Arc::new(Control::new(switch.clone()));
-    if let Some(config) = &opts.config {
-        if let Err(e) = control.agent.apply_file(&switch, config) {
-            // Nothing is left behind by a failed start: no socket, no pid file, no bridge.
-            switch.shutdown();
-            for t in dp_threads {
-                let _ = t.join();
-            }
-            let _ = std::fs::remove_file(&sock);
-            if let Some(p) = &opts.pidfile {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(DaemonError::Config(config.clone(), e));
+    if let Some(config) = &opts.config
+        && let Err(e) = control.agent.apply_file(&switch, config)
+    {
+        // Nothing is left behind by a failed start: no socket, no pid file, no bridge.
+        switch.shutdown();
+        for t in dp_threads {
+            let _ = t.join();
         }
+        let _ = std::fs::remove_file(&sock);
+        if let Some(p) = &opts.pidfile {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(DaemonError::Config(config.clone(), e));
     }
 
     switch.start_packet_in_dispatch();

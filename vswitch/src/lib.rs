@@ -11,6 +11,8 @@
 //!   `daemon` (vswitchd's main loop); `ofclient` is vswitchctl's OpenFlow side;
 //! - `trace` explains the slow path.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod bridge;
 pub mod command;

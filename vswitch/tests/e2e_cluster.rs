@@ -711,7 +711,9 @@ fn run_cluster(mode: Mode) {
     // pings above would have had no reply).
     let icmp_reply_id = ct
         .lines()
-        .filter(|l| l.starts_with("icmp,") && l.contains("dst=192.168.0.11"))
+        .filter(|l| {
+            l.starts_with("icmp,") && l.contains(PUBLIC_HOST) && l.contains("dst=192.168.0.11")
+        })
         .find_map(|l| {
             let reply = l.split("reply=(").nth(1)?;
             reply

@@ -633,8 +633,13 @@ pub fn compile(
     memo.retain(|group, _| b.out.services.contains_key(group));
     numbering.memo = memo;
     if cfg.egress.snat {
-        // Connections leaving the cluster are committed later, with their SNAT (table 60).
-        for c in cfg.cluster_cidrs() {
+        // Connections leaving the cluster are committed later, with their SNAT (table 60);
+        // those to the node itself (through the host port) stay inside and are committed now.
+        let mut inside: Vec<String> = cfg.cluster_cidrs().iter().map(|c| c.to_string()).collect();
+        if cfg.host.is_some() {
+            inside.push(cfg.underlay_ip.to_string());
+        }
+        for c in inside {
             b.flow(
                 Table::ServiceLb,
                 100,

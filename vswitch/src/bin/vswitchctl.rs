@@ -6,6 +6,8 @@
 //! diagnostics (`dump-drops`, `dump-conntrack`, `trace`, `fdb-show`) go over the management
 //! socket `<rundir>/vswitchd.ctl`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

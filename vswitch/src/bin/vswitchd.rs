@@ -1,5 +1,7 @@
 //! `vswitchd`: the node switch daemon.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

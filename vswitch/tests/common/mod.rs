@@ -664,6 +664,7 @@ impl Node {
 /// on it).
 pub struct MemBridge {
     pub switch: std::sync::Arc<vswitch::switch::Switch>,
+    pub control: vswitch::control::Control,
     pub peers: Vec<tap_io::MemPort>,
     dir: PathBuf,
 }
@@ -691,14 +692,19 @@ impl MemBridge {
                 .expect("add-port");
             peers.push(theirs);
         }
-        MemBridge { switch, peers, dir }
+        let control = vswitch::control::Control::new(switch.clone());
+        MemBridge {
+            switch,
+            control,
+            peers,
+            dir,
+        }
     }
 
     /// Runs a `vswitchctl`-style command; panics with its error.
     pub fn command(&self, args: &[&str]) -> String {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        self.switch
-            .command(&args)
+        self.control
+            .command(args)
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
