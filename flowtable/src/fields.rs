@@ -3,7 +3,10 @@
 //! Each row says how the field is named in ovs-ofctl text (name + aliases), how it is identified
 //! on the wire (OXM and/or NXM class/field/length), whether it may carry a mask, which other
 //! fields must be matched first (prerequisites), how its value is written in text, and where its
-//! bits live in [`FlowKey`]. Parsing, printing and the OXM codec are all driven from [`FIELDS`].
+//! bits live in [`FlowKey`]. Parsing, printing and the OXM codec are all driven from [`FIELDS`]:
+//! the `openflow` crate takes field identity, wire ids and lengths, maskability, prerequisites,
+//! the preferred encoding and the `FlowKey` accessors from here ([`FieldInfo::match_wire`],
+//! [`FieldInfo::wire_get`], [`FieldId::from_wire`], ...) and keeps only the TLV framing.
 //!
 //! Values are carried as `u128` (wide enough for IPv6 addresses); MACs and IPv6 addresses are
 //! big-endian numbers of their wire bytes.
@@ -151,6 +154,33 @@ pub const OXM_CLASS_BASIC: u16 = 0x8000;
 pub const NXM_CLASS_OF: u16 = 0x0000;
 pub const NXM_CLASS_NX: u16 = 0x0001;
 
+/// What the OpenFlow codec needs beyond a row's wire ids, for the few rows whose wire form is
+/// not simply the row's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Whether the codec carries the field in matches and set-field actions (decodes its wire
+    /// ids, encodes it in [`FieldInfo::match_wire`]). `false` for `nw_tos`: the codec carries
+    /// DSCP as OXM_OF_IP_DSCP, and NXM_OF_IP_TOS only names `load:`/`move:` subfields on the
+    /// way out ([`FieldInfo::subfield_wire`]).
+    pub decoded: bool,
+    /// Low bits of the row's value the wire payload leaves out: `vlan_pcp` is stored as the
+    /// PCP above the VLAN present bit, OXM_OF_VLAN_PCP carries the 3-bit PCP alone.
+    pub shift: u8,
+    /// The prerequisite checked on a decoded match when it differs from [`FieldInfo::prereq`]:
+    /// `vlan_pcp`'s text form implies the tag, on the wire a VLAN_VID with the present bit must
+    /// be matched (OpenFlow 1.3 §7.2.3.8).
+    pub prereq: Option<Prereq>,
+}
+
+impl Codec {
+    /// The wire payload is the row's value, with the row's prerequisite.
+    pub const PLAIN: Codec = Codec {
+        decoded: true,
+        shift: 0,
+        prereq: None,
+    };
+}
+
 /// One row of the field table.
 #[derive(Clone, Copy)]
 pub struct FieldInfo {
@@ -171,6 +201,8 @@ pub struct FieldInfo {
     pub maskable: bool,
     pub prereq: Prereq,
     pub format: Format,
+    /// How the OpenFlow codec carries the field (almost always [`Codec::PLAIN`]).
+    pub codec: Codec,
     /// Reads the field's bits from a key (value or mask).
     pub get: fn(&FlowKey) -> u128,
     /// Writes the field's bits into a key, leaving other bits alone.
@@ -191,6 +223,49 @@ impl FieldInfo {
         } else {
             (1u128 << self.bits) - 1
         }
+    }
+
+    /// The spelling the codec encodes matches and set-field actions in: OXM when OpenFlow 1.3
+    /// has one, else NXM (what `ovs-ofctl -O OpenFlow13` sends). `None` when the codec does
+    /// not carry the field.
+    pub fn match_wire(&self) -> Option<WireId> {
+        if self.codec.decoded {
+            self.oxm.or(self.nxm)
+        } else {
+            None
+        }
+    }
+
+    /// The spelling `load:`/`move:` (NXAST_REG_LOAD/REG_MOVE) and `ct(zone=...)` name the
+    /// field by on the wire: NXM when there is one, else OXM.
+    pub fn subfield_wire(&self) -> Option<WireId> {
+        self.nxm.or(self.oxm)
+    }
+
+    /// All-ones value of the wire payload's meaningful bits (an exact match's mask).
+    pub fn wire_full_mask(&self) -> u128 {
+        self.full_mask() >> self.codec.shift
+    }
+
+    /// Reads the field from a key in wire units (right-aligned payload).
+    pub fn wire_get(&self, k: &FlowKey) -> u128 {
+        (self.get)(k) >> self.codec.shift
+    }
+
+    /// Writes the field into a key from wire units; bits the wire leaves out keep their value.
+    pub fn wire_set(&self, k: &mut FlowKey, v: u128) {
+        let shift = self.codec.shift;
+        if shift == 0 {
+            (self.set)(k, v);
+        } else {
+            let low = (self.get)(k) & ((1u128 << shift) - 1);
+            (self.set)(k, (v << shift) | low);
+        }
+    }
+
+    /// The prerequisite the codec checks on a decoded match.
+    pub fn wire_prereq(&self) -> Prereq {
+        self.codec.prereq.unwrap_or(self.prereq)
     }
 }
 
@@ -228,6 +303,7 @@ macro_rules! row {
             maskable: $maskable,
             prereq: Prereq::$prereq,
             format: Format::$format,
+            codec: Codec::PLAIN,
             get: |k| k.$member as u128,
             set: |k, v| k.$member = v as $ty,
         }
@@ -249,6 +325,7 @@ macro_rules! bits_row {
             maskable: $maskable,
             prereq: Prereq::$prereq,
             format: Format::$format,
+            codec: Codec::PLAIN,
             get: |k| ((k.$member >> $shift) as u128) & ((1u128 << $bits) - 1),
             set: |k, v| {
                 let m: $ty = (((1u128 << $bits) - 1) as $ty) << $shift;
@@ -271,6 +348,7 @@ macro_rules! reg_row {
             maskable: true,
             prereq: Prereq::None,
             format: Format::Hex,
+            codec: Codec::PLAIN,
             get: |k| k.regs[$i] as u128,
             set: |k, v| k.regs[$i] = v as u32,
         }
@@ -410,6 +488,7 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: true,
         prereq: Prereq::None,
         format: Format::Mac,
+        codec: Codec::PLAIN,
         get: |k| mac_get(&k.eth_src),
         set: |k, v| mac_set(&mut k.eth_src, v),
     },
@@ -424,6 +503,7 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: true,
         prereq: Prereq::None,
         format: Format::Mac,
+        codec: Codec::PLAIN,
         get: |k| mac_get(&k.eth_dst),
         set: |k, v| mac_set(&mut k.eth_dst, v),
     },
@@ -485,21 +565,30 @@ pub static FIELDS: &[FieldInfo] = &[
         u16,
         0
     ),
-    bits_row!(
-        DlVlanPcp,
-        "vlan_pcp",
-        ["dl_vlan_pcp"],
-        "OXM_OF_VLAN_PCP",
-        w(OXM_CLASS_BASIC, 7, 1),
-        None,
-        4,
-        false,
-        None,
-        DlVlanPcp,
-        vlan_tci,
-        u16,
-        12
-    ),
+    // The PCP with the present bit below it; OXM_OF_VLAN_PCP carries the PCP alone and needs a
+    // tagged VLAN_VID.
+    FieldInfo {
+        codec: Codec {
+            shift: 1,
+            prereq: Some(Prereq::Vlan),
+            ..Codec::PLAIN
+        },
+        ..bits_row!(
+            DlVlanPcp,
+            "vlan_pcp",
+            ["dl_vlan_pcp"],
+            "OXM_OF_VLAN_PCP",
+            w(OXM_CLASS_BASIC, 7, 1),
+            None,
+            4,
+            false,
+            None,
+            DlVlanPcp,
+            vlan_tci,
+            u16,
+            12
+        )
+    },
     row!(
         ArpOp,
         "arp_op",
@@ -553,6 +642,7 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: true,
         prereq: Prereq::Arp,
         format: Format::Mac,
+        codec: Codec::PLAIN,
         get: |k| mac_get(&k.arp_sha),
         set: |k, v| mac_set(&mut k.arp_sha, v),
     },
@@ -567,6 +657,7 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: true,
         prereq: Prereq::Arp,
         format: Format::Mac,
+        codec: Codec::PLAIN,
         get: |k| mac_get(&k.arp_tha),
         set: |k, v| mac_set(&mut k.arp_tha, v),
     },
@@ -609,6 +700,7 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: true,
         prereq: Prereq::Ipv6,
         format: Format::Ipv6,
+        codec: Codec::PLAIN,
         get: |k| v6_get(&k.ipv6_src),
         set: |k, v| v6_set(&mut k.ipv6_src, v),
     },
@@ -623,6 +715,7 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: true,
         prereq: Prereq::Ipv6,
         format: Format::Ipv6,
+        codec: Codec::PLAIN,
         get: |k| v6_get(&k.ipv6_dst),
         set: |k, v| v6_set(&mut k.ipv6_dst, v),
     },
@@ -681,6 +774,10 @@ pub static FIELDS: &[FieldInfo] = &[
         maskable: false,
         prereq: Prereq::Ip,
         format: Format::Decimal,
+        codec: Codec {
+            decoded: false,
+            ..Codec::PLAIN
+        },
         get: |k| (k.nw_tos & 0xfc) as u128,
         set: |k, v| k.nw_tos = (k.nw_tos & 0x03) | (v as u8 & 0xfc),
     },
@@ -938,15 +1035,16 @@ impl FieldId {
             .map(|f| f.id)
     }
 
-    /// Looks a field up by wire identity (OXM or NXM).
-    pub fn from_wire(class: u16, field: u8) -> Option<FieldId> {
-        FIELDS
-            .iter()
-            .find(|f| {
-                f.oxm.is_some_and(|o| o.class == class && o.field == field)
-                    || f.nxm.is_some_and(|o| o.class == class && o.field == field)
-            })
-            .map(|f| f.id)
+    /// Looks a wire header (OXM or NXM class and field number) up among the fields the
+    /// OpenFlow codec carries: the field and the spelling, with its length, that matched.
+    pub fn from_wire(class: u16, field: u8) -> Option<(FieldId, WireId)> {
+        FIELDS.iter().filter(|f| f.codec.decoded).find_map(|f| {
+            [f.oxm, f.nxm]
+                .into_iter()
+                .flatten()
+                .find(|w| w.class == class && w.field == field)
+                .map(|w| (f.id, w))
+        })
     }
 
     /// All names the parser accepts, for "did you mean" suggestions.
@@ -996,7 +1094,67 @@ mod tests {
         );
         assert_eq!(
             FieldId::from_wire(OXM_CLASS_BASIC, 38),
-            Some(FieldId::TunId)
+            Some((
+                FieldId::TunId,
+                WireId {
+                    class: OXM_CLASS_BASIC,
+                    field: 38,
+                    len: 8
+                }
+            ))
         );
+        assert_eq!(
+            FieldId::from_wire(NXM_CLASS_OF, 0).map(|(f, w)| (f, w.len)),
+            Some((FieldId::InPort, 2))
+        );
+        // NXM_OF_IP_TOS only names load/move subfields; the codec does not decode it.
+        assert_eq!(FieldId::from_wire(NXM_CLASS_OF, 5), None);
+        assert_eq!(FieldId::NwTos.info().match_wire(), None);
+        assert!(FieldId::NwTos.info().subfield_wire().is_some());
+    }
+
+    #[test]
+    fn wire_ids_are_unique_and_fit_the_field() {
+        let mut seen = std::collections::HashSet::new();
+        for f in FIELDS {
+            for w in [f.oxm, f.nxm].into_iter().flatten() {
+                assert!(seen.insert((w.class, w.field)), "{f:?}: {w:?} twice");
+            }
+            // (NXM_OF_IN_PORT is the 16-bit OpenFlow 1.0 port, widened on decode.)
+            if let Some(w) = f.match_wire() {
+                assert!(
+                    u32::from(f.bits) - u32::from(f.codec.shift) <= u32::from(w.len) * 8,
+                    "{f:?} does not fit {w:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn preferred_spellings() {
+        let m = |id: FieldId| id.info().match_wire().map(|w| (w.class, w.field));
+        assert_eq!(m(FieldId::TunId), Some((OXM_CLASS_BASIC, 38)));
+        assert_eq!(m(FieldId::VlanTci), Some((NXM_CLASS_OF, 4)));
+        assert_eq!(m(FieldId::Reg3), Some((NXM_CLASS_NX, 3)));
+        assert_eq!(m(FieldId::TpSrc), None);
+        let s = |id: FieldId| id.info().subfield_wire().map(|w| (w.class, w.field));
+        assert_eq!(s(FieldId::TunId), Some((NXM_CLASS_NX, 16)));
+        assert_eq!(s(FieldId::Metadata), Some((OXM_CLASS_BASIC, 2)));
+    }
+
+    #[test]
+    fn vlan_pcp_wire_form_is_the_bare_pcp() {
+        let pcp = FieldId::DlVlanPcp.info();
+        assert_eq!(pcp.wire_full_mask(), 0x7);
+        assert_eq!(pcp.wire_prereq(), Prereq::Vlan);
+        assert_eq!(pcp.prereq, Prereq::None);
+        let mut k = FlowKey {
+            vlan_tci: 0x1000 | 42,
+            ..FlowKey::default()
+        };
+        pcp.wire_set(&mut k, 5);
+        assert_eq!(k.vlan_tci, 0xa000 | 0x1000 | 42);
+        assert_eq!(pcp.wire_get(&k), 5);
+        assert_eq!((pcp.get)(&k), 0b1011);
     }
 }

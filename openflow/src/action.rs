@@ -400,7 +400,7 @@ fn decode_set_field(body: &[u8], masked_ok: bool) -> Result<OxmTlv, OfError> {
 
 fn field_header(raw: u32, what: &str) -> Result<OxmHeader, OfError> {
     let h = OxmHeader(raw);
-    if h.spec().is_none() {
+    if h.field().is_none() {
         return err(
             ErrorCode::BadActionBadArgument,
             format!("{what}: unknown field header {raw:#010x}"),
@@ -410,7 +410,7 @@ fn field_header(raw: u32, what: &str) -> Result<OxmHeader, OfError> {
 }
 
 fn field_bits(h: OxmHeader) -> u32 {
-    h.spec().map_or(0, |s| u32::from(s.width) * 8)
+    h.field().map_or(0, |(_, w)| u32::from(w.len) * 8)
 }
 
 fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfError> {

@@ -19,44 +19,30 @@ fn bad(code: ErrorCode, detail: impl Into<String>) -> OfError {
     OfError::new(code, detail)
 }
 
-/// The table model's field for a wire header.
-fn field_of(class: u16, id: u8) -> Result<FieldId, OfError> {
-    FieldId::from_wire(class, id).ok_or_else(|| {
-        bad(
-            ErrorCode::BadActionBadSetType,
-            format!("field class {class:#x} id {id} is not supported"),
-        )
-    })
+/// The error for a table-model field the wire cannot name.
+fn no_wire_form(field: FieldId) -> OfError {
+    bad(
+        ErrorCode::BadActionBadSetType,
+        format!("field {} has no wire form", field.info().name),
+    )
 }
 
-/// The codec's spelling of a table-model field (OXM preferred, else NXM).
-fn spec_of(field: FieldId) -> Result<oxm::FieldSpec, OfError> {
-    let info = field.info();
-    info.oxm
-        .and_then(|w| oxm::lookup(w.class, w.field))
-        .or_else(|| info.nxm.and_then(|w| oxm::lookup(w.class, w.field)))
-        .ok_or_else(|| {
-            bad(
-                ErrorCode::BadActionBadSetType,
-                format!("field {} has no wire form", info.name),
-            )
-        })
-}
-
-/// NXM-preferred header, the spelling `load`/`move` use on the wire.
-fn nxm_header(field: FieldId) -> Result<OxmHeader, OfError> {
-    let info = field.info();
-    let w = info.nxm.or(info.oxm).ok_or_else(|| {
-        bad(
-            ErrorCode::BadActionBadSetType,
-            format!("field {} has no wire form", info.name),
-        )
-    })?;
-    Ok(OxmHeader::new(w.class, w.field, false, w.len))
+/// The header `load`/`move`/`ct(zone=...)` name `field` by on the wire.
+fn subfield_header(field: FieldId) -> Result<OxmHeader, OfError> {
+    OxmHeader::for_subfield(field).ok_or_else(|| no_wire_form(field))
 }
 
 fn subfield(h: OxmHeader, ofs: u16, n_bits: u16) -> Result<SubField, OfError> {
-    let field = field_of(h.class(), h.id())?;
+    let (field, _) = h.field().ok_or_else(|| {
+        bad(
+            ErrorCode::BadActionBadSetType,
+            format!(
+                "field class {:#x} id {} is not supported",
+                h.class(),
+                h.id()
+            ),
+        )
+    })?;
     let bits = field.info().bits;
     if n_bits == 0 || u32::from(ofs) + u32::from(n_bits) > u32::from(bits) {
         return Err(bad(
@@ -103,10 +89,9 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
         },
         WAction::Group(g) => T::Group(*g),
         WAction::SetField(t) | WAction::RegLoad2(t) => {
-            let field = field_of(t.spec.class, t.spec.id)?;
-            let full = field.info().full_mask();
+            let full = t.field.info().full_mask();
             T::SetField {
-                field,
+                field: t.field,
                 value: t.value,
                 mask: t.mask.unwrap_or(full) & full,
             }
@@ -267,31 +252,25 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             max_len: *max_len,
         },
         T::SetField { field, value, mask } => {
-            let spec = spec_of(*field)?;
             let full = field.info().full_mask();
-            if *mask & full == full {
-                WAction::SetField(OxmTlv {
-                    spec,
-                    value: *value,
-                    mask: None,
-                })
+            let exact = *mask & full == full;
+            let tlv = OxmTlv::new(*field, *value, (!exact).then_some(*mask))
+                .ok_or_else(|| no_wire_form(*field))?;
+            if exact {
+                WAction::SetField(tlv)
             } else {
-                WAction::RegLoad2(OxmTlv {
-                    spec,
-                    value: *value,
-                    mask: Some(*mask),
-                })
+                WAction::RegLoad2(tlv)
             }
         }
         T::RegLoad { dst, value } => WAction::RegLoad {
-            dst: nxm_header(dst.field)?,
+            dst: subfield_header(dst.field)?,
             ofs: u16::from(dst.ofs),
             n_bits: u16::from(dst.n_bits),
             value: *value as u64,
         },
         T::Move { src, dst } => WAction::RegMove {
-            src: nxm_header(src.field)?,
-            dst: nxm_header(dst.field)?,
+            src: subfield_header(src.field)?,
+            dst: subfield_header(dst.field)?,
             src_ofs: u16::from(src.ofs),
             dst_ofs: u16::from(dst.ofs),
             n_bits: u16::from(src.n_bits),
@@ -349,7 +328,7 @@ fn ct_out(ct: &Ct) -> Result<CtAction, OfError> {
         None => (None, 0),
         Some(CtZone::Imm(z)) => (None, z),
         Some(CtZone::Field(sf)) => (
-            Some(nxm_header(sf.field)?),
+            Some(subfield_header(sf.field)?),
             (u16::from(sf.ofs) << 6) | u16::from(sf.n_bits.saturating_sub(1)),
         ),
     };

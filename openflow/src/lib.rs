@@ -43,5 +43,5 @@ pub use multipart::{
     AggregateStats, Desc, FlowStats, FlowStatsRequest, MultipartReply, MultipartRequest, PortStats,
     TableFeatures, TableStats,
 };
-pub use oxm::{Field, Match, OxmHeader, OxmTlv};
+pub use oxm::{Match, OxmHeader, OxmTlv};
 pub use switch::{FeaturesReply, Port, PortStatus, SwitchConfig};

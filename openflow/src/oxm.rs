@@ -1,283 +1,22 @@
 //! OXM/NXM match TLVs, `ofp_match`, and the mapping to the shared [`FlowKey`].
 //!
-//! A decoded [`Match`] keeps the TLVs in wire order with their wire class, so re-encoding
-//! reproduces the request byte for byte. [`Match::to_flow`] turns it into the value+mask
-//! [`FlowKey`] pair the classifier uses (after duplicate, mask and prerequisite checks), and
-//! [`Match::from_flow`] goes back in the canonical order `ovs-vswitchd`/`ovs-ofctl` use, which
-//! is what flow-stats replies and the CLI must send.
+//! Which fields exist, their wire ids and lengths, maskability, prerequisites and where they
+//! live in a [`FlowKey`] all come from the one field table, [`flowtable::fields::FIELDS`]; this
+//! module only frames TLVs. A decoded [`Match`] keeps the TLVs in wire order with the spelling
+//! (OXM or NXM class) they came in, so re-encoding reproduces the request byte for byte.
+//! [`Match::to_flow`] turns it into the value+mask [`FlowKey`] pair the classifier uses (after
+//! duplicate, mask and prerequisite checks), and [`Match::from_flow`] goes back in the
+//! canonical order `ovs-vswitchd`/`ovs-ofctl` use, which is what flow-stats replies and the CLI
+//! must send.
 
 use encap::flowkey::FlowKey;
+use flowtable::fields::{FieldId, NXM_CLASS_OF, Prereq, WireId};
 
 use super::buf::{Put, Reader};
 use super::error::{ErrorCode, OfError, err};
 
-/// OXM classes this codec understands.
-pub mod class {
-    /// Nicira NXM_OF_* (OpenFlow 1.0 fields in NXM form).
-    pub const NXM0: u16 = 0x0000;
-    /// Nicira NXM_NX_* extensions.
-    pub const NXM1: u16 = 0x0001;
-    /// OpenFlow basic.
-    pub const OPENFLOW_BASIC: u16 = 0x8000;
-    /// Experimenter OXM (8-byte header); not supported.
-    pub const EXPERIMENTER: u16 = 0xffff;
-}
-
-/// A match field, independent of the class used to carry it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Field {
-    InPort,
-    Metadata,
-    EthDst,
-    EthSrc,
-    EthType,
-    /// OXM VLAN_VID: 12-bit VID plus the 0x1000 "present" bit.
-    VlanVid,
-    VlanPcp,
-    /// NXM_OF_VLAN_TCI: the whole TCI with the CFI bit meaning "present".
-    VlanTci,
-    IpDscp,
-    IpEcn,
-    IpProto,
-    Ipv4Src,
-    Ipv4Dst,
-    TcpSrc,
-    TcpDst,
-    UdpSrc,
-    UdpDst,
-    SctpSrc,
-    SctpDst,
-    Icmpv4Type,
-    Icmpv4Code,
-    ArpOp,
-    ArpSpa,
-    ArpTpa,
-    ArpSha,
-    ArpTha,
-    Ipv6Src,
-    Ipv6Dst,
-    Ipv6Flabel,
-    Icmpv6Type,
-    Icmpv6Code,
-    TunnelId,
-    /// NXM_NX_REG0..7.
-    Reg(u8),
-    TunSrc,
-    TunDst,
-    CtState,
-    CtZone,
-    CtMark,
-    TcpFlags,
-    IpFrag,
-    NwTtl,
-}
-
-/// One row of the field table: how a field appears on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FieldSpec {
-    pub class: u16,
-    pub id: u8,
-    /// Value width in bytes.
-    pub width: u8,
-    pub field: Field,
-    pub maskable: bool,
-}
-
-const fn spec(class: u16, id: u8, width: u8, field: Field, maskable: bool) -> FieldSpec {
-    FieldSpec {
-        class,
-        id,
-        width,
-        field,
-        maskable,
-    }
-}
-
-use class::{NXM0, NXM1, OPENFLOW_BASIC as OXM};
-
-/// Every field header this codec decodes. The first entry for a [`Field`] is the one used
-/// when encoding from a [`FlowKey`] (what ovs-ofctl sends in OpenFlow 1.3).
-pub const FIELDS: &[FieldSpec] = &[
-    spec(OXM, 0, 4, Field::InPort, false),
-    spec(OXM, 2, 8, Field::Metadata, true),
-    spec(OXM, 3, 6, Field::EthDst, true),
-    spec(OXM, 4, 6, Field::EthSrc, true),
-    spec(OXM, 5, 2, Field::EthType, false),
-    spec(OXM, 6, 2, Field::VlanVid, true),
-    spec(OXM, 7, 1, Field::VlanPcp, false),
-    spec(OXM, 8, 1, Field::IpDscp, false),
-    spec(OXM, 9, 1, Field::IpEcn, false),
-    spec(OXM, 10, 1, Field::IpProto, false),
-    spec(OXM, 11, 4, Field::Ipv4Src, true),
-    spec(OXM, 12, 4, Field::Ipv4Dst, true),
-    spec(OXM, 13, 2, Field::TcpSrc, true),
-    spec(OXM, 14, 2, Field::TcpDst, true),
-    spec(OXM, 15, 2, Field::UdpSrc, true),
-    spec(OXM, 16, 2, Field::UdpDst, true),
-    spec(OXM, 17, 2, Field::SctpSrc, true),
-    spec(OXM, 18, 2, Field::SctpDst, true),
-    spec(OXM, 19, 1, Field::Icmpv4Type, false),
-    spec(OXM, 20, 1, Field::Icmpv4Code, false),
-    spec(OXM, 21, 2, Field::ArpOp, false),
-    spec(OXM, 22, 4, Field::ArpSpa, true),
-    spec(OXM, 23, 4, Field::ArpTpa, true),
-    spec(OXM, 24, 6, Field::ArpSha, true),
-    spec(OXM, 25, 6, Field::ArpTha, true),
-    spec(OXM, 26, 16, Field::Ipv6Src, true),
-    spec(OXM, 27, 16, Field::Ipv6Dst, true),
-    spec(OXM, 28, 4, Field::Ipv6Flabel, true),
-    spec(OXM, 29, 1, Field::Icmpv6Type, false),
-    spec(OXM, 30, 1, Field::Icmpv6Code, false),
-    spec(OXM, 38, 8, Field::TunnelId, true),
-    spec(NXM1, 0, 4, Field::Reg(0), true),
-    spec(NXM1, 1, 4, Field::Reg(1), true),
-    spec(NXM1, 2, 4, Field::Reg(2), true),
-    spec(NXM1, 3, 4, Field::Reg(3), true),
-    spec(NXM1, 4, 4, Field::Reg(4), true),
-    spec(NXM1, 5, 4, Field::Reg(5), true),
-    spec(NXM1, 6, 4, Field::Reg(6), true),
-    spec(NXM1, 7, 4, Field::Reg(7), true),
-    spec(NXM1, 31, 4, Field::TunSrc, true),
-    spec(NXM1, 32, 4, Field::TunDst, true),
-    spec(NXM1, 105, 4, Field::CtState, true),
-    spec(NXM1, 106, 2, Field::CtZone, false),
-    spec(NXM1, 107, 4, Field::CtMark, true),
-    spec(NXM1, 34, 2, Field::TcpFlags, true),
-    spec(NXM1, 26, 1, Field::IpFrag, true),
-    spec(NXM1, 29, 1, Field::NwTtl, false),
-    // Alternative (NXM) spellings of fields above: decoded, re-encoded as received.
-    spec(NXM1, 16, 8, Field::TunnelId, true),
-    spec(NXM1, 17, 6, Field::ArpSha, true),
-    spec(NXM1, 18, 6, Field::ArpTha, true),
-    spec(NXM1, 19, 16, Field::Ipv6Src, true),
-    spec(NXM1, 20, 16, Field::Ipv6Dst, true),
-    spec(NXM1, 21, 1, Field::Icmpv6Type, false),
-    spec(NXM1, 22, 1, Field::Icmpv6Code, false),
-    spec(NXM1, 27, 4, Field::Ipv6Flabel, true),
-    spec(NXM1, 28, 1, Field::IpEcn, false),
-    spec(NXM0, 0, 2, Field::InPort, false),
-    spec(NXM0, 1, 6, Field::EthDst, true),
-    spec(NXM0, 2, 6, Field::EthSrc, true),
-    spec(NXM0, 3, 2, Field::EthType, false),
-    spec(NXM0, 4, 2, Field::VlanTci, true),
-    spec(NXM0, 6, 1, Field::IpProto, false),
-    spec(NXM0, 7, 4, Field::Ipv4Src, true),
-    spec(NXM0, 8, 4, Field::Ipv4Dst, true),
-    spec(NXM0, 9, 2, Field::TcpSrc, true),
-    spec(NXM0, 10, 2, Field::TcpDst, true),
-    spec(NXM0, 11, 2, Field::UdpSrc, true),
-    spec(NXM0, 12, 2, Field::UdpDst, true),
-    spec(NXM0, 13, 1, Field::Icmpv4Type, false),
-    spec(NXM0, 14, 1, Field::Icmpv4Code, false),
-    spec(NXM0, 15, 2, Field::ArpOp, false),
-    spec(NXM0, 16, 4, Field::ArpSpa, true),
-    spec(NXM0, 17, 4, Field::ArpTpa, true),
-];
-
-impl Field {
-    /// The preferred (OpenFlow 1.3 / ovs-ofctl) wire spelling of this field.
-    pub fn spec(self) -> FieldSpec {
-        // An index built once: this runs several times per match field encoded or decoded.
-        static FIRST: std::sync::OnceLock<[Option<FieldSpec>; FIELD_SLOTS]> =
-            std::sync::OnceLock::new();
-        let first = FIRST.get_or_init(|| {
-            let mut t = [None; FIELD_SLOTS];
-            for s in FIELDS {
-                if let Some(i) = s.field.slot() {
-                    t[i].get_or_insert(*s);
-                }
-            }
-            t
-        });
-        self.slot()
-            .and_then(|i| first[i])
-            .or_else(|| FIELDS.iter().copied().find(|s| s.field == self))
-            .unwrap_or(FIELDS[0])
-    }
-
-    /// A dense index for the lookup table (`None` for registers beyond reg7).
-    fn slot(self) -> Option<usize> {
-        Some(match self {
-            Field::InPort => 0,
-            Field::Metadata => 1,
-            Field::EthDst => 2,
-            Field::EthSrc => 3,
-            Field::EthType => 4,
-            Field::VlanVid => 5,
-            Field::VlanPcp => 6,
-            Field::VlanTci => 7,
-            Field::IpDscp => 8,
-            Field::IpEcn => 9,
-            Field::IpProto => 10,
-            Field::Ipv4Src => 11,
-            Field::Ipv4Dst => 12,
-            Field::TcpSrc => 13,
-            Field::TcpDst => 14,
-            Field::UdpSrc => 15,
-            Field::UdpDst => 16,
-            Field::SctpSrc => 17,
-            Field::SctpDst => 18,
-            Field::Icmpv4Type => 19,
-            Field::Icmpv4Code => 20,
-            Field::ArpOp => 21,
-            Field::ArpSpa => 22,
-            Field::ArpTpa => 23,
-            Field::ArpSha => 24,
-            Field::ArpTha => 25,
-            Field::Ipv6Src => 26,
-            Field::Ipv6Dst => 27,
-            Field::Ipv6Flabel => 28,
-            Field::Icmpv6Type => 29,
-            Field::Icmpv6Code => 30,
-            Field::TunnelId => 31,
-            Field::TunSrc => 32,
-            Field::TunDst => 33,
-            Field::CtState => 34,
-            Field::CtZone => 35,
-            Field::CtMark => 36,
-            Field::TcpFlags => 37,
-            Field::IpFrag => 38,
-            Field::NwTtl => 39,
-            Field::Reg(n) if usize::from(n) < 8 => 40 + usize::from(n),
-            Field::Reg(_) => return None,
-        })
-    }
-
-    /// Bits of the wire value that carry meaning; a mask equal to this is an exact match.
-    pub fn full_mask(self) -> u128 {
-        match self {
-            Field::VlanVid => 0x1fff,
-            Field::VlanPcp => 0x07,
-            Field::IpDscp => 0x3f,
-            Field::IpEcn => 0x03,
-            Field::Ipv6Flabel => 0x000f_ffff,
-            Field::CtState => 0xff,
-            Field::TcpFlags => 0x0fff,
-            Field::IpFrag => 0x03,
-            _ => width_mask(self.spec().width),
-        }
-    }
-}
-
-/// Size of [`Field::spec`]'s table: the unit variants, then reg0..reg7.
-const FIELD_SLOTS: usize = 40 + 8;
-
-/// All-ones value of `width` bytes.
-pub fn width_mask(width: u8) -> u128 {
-    if width >= 16 {
-        u128::MAX
-    } else {
-        (1u128 << (u32::from(width) * 8)) - 1
-    }
-}
-
-/// Looks a wire header up in [`FIELDS`].
-pub fn lookup(class: u16, id: u8) -> Option<FieldSpec> {
-    FIELDS
-        .iter()
-        .copied()
-        .find(|s| s.class == class && s.id == id)
-}
+/// Experimenter OXM class (8-byte header); not supported.
+pub const OXM_CLASS_EXPERIMENTER: u16 = 0xffff;
 
 /// A 32-bit OXM/NXM header as it appears on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -305,18 +44,25 @@ impl OxmHeader {
     pub fn payload_len(self) -> u8 {
         self.0 as u8
     }
-    /// The header of the same field, without the mask bit and with the unmasked length
-    /// (the form NXAST_REG_LOAD/REG_MOVE name fields by).
-    pub fn spec(self) -> Option<FieldSpec> {
-        lookup(self.class(), self.id())
+    /// The field this header names and the spelling (with its unmasked length) it uses, when
+    /// the field table has one the codec carries.
+    pub fn field(self) -> Option<(FieldId, WireId)> {
+        FieldId::from_wire(self.class(), self.id())
+    }
+    /// The header NXAST_REG_LOAD/REG_MOVE and `ct(zone=...)` name `field` by (unmasked, NXM
+    /// spelling preferred), or `None` when it has no wire form.
+    pub fn for_subfield(field: FieldId) -> Option<OxmHeader> {
+        let w = field.info().subfield_wire()?;
+        Some(OxmHeader::new(w.class, w.field, false, w.len))
     }
 }
 
 /// One match (or set-field) TLV: a field, its value and an optional mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OxmTlv {
-    /// Which wire spelling carried it (class + id + width).
-    pub spec: FieldSpec,
+    pub field: FieldId,
+    /// Which wire spelling carried it (class + field number + value length).
+    pub wire: WireId,
     /// Big-endian value, right-aligned.
     pub value: u128,
     /// `None` = exact match.
@@ -324,57 +70,47 @@ pub struct OxmTlv {
 }
 
 impl OxmTlv {
-    /// An exact TLV in the preferred spelling of `field`.
-    pub fn exact(field: Field, value: u128) -> OxmTlv {
-        OxmTlv {
-            spec: field.spec(),
+    /// A TLV in the preferred spelling of `field` ([`flowtable::fields::FieldInfo::match_wire`]),
+    /// or `None` when the codec does not carry the field.
+    pub fn new(field: FieldId, value: u128, mask: Option<u128>) -> Option<OxmTlv> {
+        Some(OxmTlv {
+            field,
+            wire: field.info().match_wire()?,
             value,
-            mask: None,
-        }
-    }
-
-    pub fn masked(field: Field, value: u128, mask: u128) -> OxmTlv {
-        OxmTlv {
-            spec: field.spec(),
-            value,
-            mask: Some(mask),
-        }
-    }
-
-    pub fn field(&self) -> Field {
-        self.spec.field
+            mask,
+        })
     }
 
     /// Size on the wire (header + value + mask).
     pub fn wire_len(&self) -> usize {
-        let w = usize::from(self.spec.width);
+        let w = usize::from(self.wire.len);
         4 + if self.mask.is_some() { 2 * w } else { w }
     }
 
     pub fn header(&self) -> OxmHeader {
-        let w = self.spec.width;
+        let w = self.wire.len;
         let len = if self.mask.is_some() { 2 * w } else { w };
-        OxmHeader::new(self.spec.class, self.spec.id, self.mask.is_some(), len)
+        OxmHeader::new(self.wire.class, self.wire.field, self.mask.is_some(), len)
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u32(self.header().0);
-        put_be(out, self.value, self.spec.width);
+        put_be(out, self.value, self.wire.len);
         if let Some(m) = self.mask {
-            put_be(out, m, self.spec.width);
+            put_be(out, m, self.wire.len);
         }
     }
 
     /// Decodes one TLV; checks the header, the length, mask bits and value ranges.
     pub fn decode(r: &mut Reader<'_>) -> Result<OxmTlv, OfError> {
         let header = OxmHeader(r.u32("oxm header")?);
-        if header.class() == class::EXPERIMENTER {
+        if header.class() == OXM_CLASS_EXPERIMENTER {
             return err(
                 ErrorCode::BadMatchBadField,
                 "experimenter OXM fields are not supported",
             );
         }
-        let Some(spec) = header.spec() else {
+        let Some((field, wire)) = header.field() else {
             return err(
                 ErrorCode::BadMatchBadField,
                 format!(
@@ -384,14 +120,15 @@ impl OxmTlv {
                 ),
             );
         };
-        let w = spec.width;
+        let info = field.info();
+        let w = wire.len;
         let want = if header.hasmask() { 2 * w } else { w };
         if header.payload_len() != want {
             return err(
                 ErrorCode::BadMatchBadLen,
                 format!(
-                    "{:?}: payload length {} should be {}",
-                    spec.field,
+                    "{}: payload length {} should be {}",
+                    info.name,
                     header.payload_len(),
                     want
                 ),
@@ -399,30 +136,35 @@ impl OxmTlv {
         }
         let value = get_be(r.bytes(usize::from(w), "oxm value")?);
         let mask = if header.hasmask() {
-            if !spec.maskable {
+            if !info.maskable {
                 return err(
                     ErrorCode::BadMatchBadMask,
-                    format!("{:?} cannot be masked", spec.field),
+                    format!("{} cannot be masked", info.name),
                 );
             }
             Some(get_be(r.bytes(usize::from(w), "oxm mask")?))
         } else {
             None
         };
-        let tlv = OxmTlv { spec, value, mask };
+        let tlv = OxmTlv {
+            field,
+            wire,
+            value,
+            mask,
+        };
         tlv.check_value()?;
         Ok(tlv)
     }
 
     fn check_value(&self) -> Result<(), OfError> {
-        let f = self.field();
-        let full = f.full_mask();
+        let info = self.field.info();
+        let full = info.wire_full_mask();
         if self.value & !full != 0 {
             return err(
                 ErrorCode::BadMatchBadValue,
                 format!(
-                    "{f:?}: value {:#x} has bits outside {:#x}",
-                    self.value, full
+                    "{}: value {:#x} has bits outside {:#x}",
+                    info.name, self.value, full
                 ),
             );
         }
@@ -432,8 +174,8 @@ impl OxmTlv {
             return err(
                 ErrorCode::BadMatchBadWildcards,
                 format!(
-                    "{f:?}: value {:#x} has bits set outside mask {m:#x}",
-                    self.value
+                    "{}: value {:#x} has bits set outside mask {m:#x}",
+                    info.name, self.value
                 ),
             );
         }
@@ -442,7 +184,8 @@ impl OxmTlv {
 
     /// The effective mask (all meaningful bits when exact).
     pub fn effective_mask(&self) -> u128 {
-        self.mask.unwrap_or_else(|| self.field().full_mask()) & self.field().full_mask()
+        let full = self.field.info().wire_full_mask();
+        self.mask.unwrap_or(full) & full
     }
 }
 
@@ -527,60 +270,61 @@ impl Match {
     }
 
     /// The first TLV for `field`, if any.
-    pub fn get(&self, field: Field) -> Option<&OxmTlv> {
-        self.fields.iter().find(|t| t.field() == field)
+    pub fn get(&self, field: FieldId) -> Option<&OxmTlv> {
+        self.fields.iter().find(|t| t.field == field)
     }
 
     /// Checks duplicates and prerequisites (OpenFlow 1.3 §7.2.3.6).
     pub fn validate(&self) -> Result<(), OfError> {
         for (i, t) in self.fields.iter().enumerate() {
-            if self.fields[..i].iter().any(|o| o.field() == t.field()) {
+            if self.fields[..i].iter().any(|o| o.field == t.field) {
                 return err(
                     ErrorCode::BadMatchDupField,
-                    format!("{:?} appears twice", t.field()),
+                    format!("{} appears twice", t.field.info().name),
                 );
             }
         }
         for t in &self.fields {
-            self.check_prereq(t.field())?;
+            let info = t.field.info();
+            if !self.satisfies(info.wire_prereq()) {
+                return err(
+                    ErrorCode::BadMatchBadPrereq,
+                    format!("{} is used without its prerequisites", info.name),
+                );
+            }
         }
         Ok(())
     }
 
-    fn exact_value(&self, field: Field) -> Option<u128> {
+    fn exact_value(&self, field: FieldId) -> Option<u128> {
         self.get(field)
-            .filter(|t| t.effective_mask() == field.full_mask())
+            .filter(|t| t.effective_mask() == field.info().wire_full_mask())
             .map(|t| t.value)
     }
 
-    fn check_prereq(&self, field: Field) -> Result<(), OfError> {
-        use Field::*;
-        let eth = self.exact_value(EthType);
-        let proto = self.exact_value(IpProto);
-        let is_ip4 = eth == Some(0x0800);
-        let is_ip6 = eth == Some(0x86dd);
-        let ok = match field {
-            VlanPcp => self
-                .get(VlanVid)
+    /// Whether the TLVs pin down what `p` asks for. `Vlan` means a VLAN_VID with the present
+    /// bit matched as 1; `Arp` accepts RARP (0x8035) too, as ovs-vswitchd does.
+    fn satisfies(&self, p: Prereq) -> bool {
+        let eth = self.exact_value(FieldId::EthType);
+        let proto = self.exact_value(FieldId::IpProto);
+        let ip4 = eth == Some(0x0800);
+        let ip6 = eth == Some(0x86dd);
+        let ip = ip4 || ip6;
+        match p {
+            Prereq::None => true,
+            Prereq::Vlan => self
+                .get(FieldId::VlanVid)
                 .is_some_and(|t| t.value & 0x1000 != 0 && t.effective_mask() & 0x1000 != 0),
-            IpDscp | IpEcn | IpProto | NwTtl | IpFrag => is_ip4 || is_ip6,
-            Ipv4Src | Ipv4Dst => is_ip4,
-            Ipv6Src | Ipv6Dst | Ipv6Flabel => is_ip6,
-            ArpOp | ArpSpa | ArpTpa | ArpSha | ArpTha => eth == Some(0x0806) || eth == Some(0x8035),
-            TcpSrc | TcpDst | TcpFlags => (is_ip4 || is_ip6) && proto == Some(6),
-            UdpSrc | UdpDst => (is_ip4 || is_ip6) && proto == Some(17),
-            SctpSrc | SctpDst => (is_ip4 || is_ip6) && proto == Some(132),
-            Icmpv4Type | Icmpv4Code => is_ip4 && proto == Some(1),
-            Icmpv6Type | Icmpv6Code => is_ip6 && proto == Some(58),
-            _ => true,
-        };
-        if ok {
-            Ok(())
-        } else {
-            err(
-                ErrorCode::BadMatchBadPrereq,
-                format!("{field:?} is used without its prerequisites"),
-            )
+            Prereq::Ipv4 => ip4,
+            Prereq::Ipv6 => ip6,
+            Prereq::Ip => ip,
+            Prereq::Arp => eth == Some(0x0806) || eth == Some(0x8035),
+            Prereq::Tcp => ip && proto == Some(6),
+            Prereq::Udp => ip && proto == Some(17),
+            Prereq::Sctp => ip && proto == Some(132),
+            Prereq::L4 => ip && matches!(proto, Some(6 | 17 | 132)),
+            Prereq::Icmp => ip4 && proto == Some(1),
+            Prereq::Icmpv6 => ip6 && proto == Some(58),
         }
     }
 
@@ -590,14 +334,15 @@ impl Match {
         let mut value = FlowKey::default();
         let mut mask = FlowKey::default();
         for t in &self.fields {
+            let info = t.field.info();
             let m = t.effective_mask();
-            let (v, m) = if t.field() == Field::InPort && t.spec.class == NXM0 {
-                (of10_port_to_of13(t.value as u16).into(), width_mask(4))
+            let (v, m) = if t.field == FieldId::InPort && t.wire.class == NXM_CLASS_OF {
+                (of10_port_to_of13(t.value as u16).into(), info.full_mask())
             } else {
                 (t.value & m, m)
             };
-            key_set(t.field(), &mut value, v);
-            key_set(t.field(), &mut mask, m);
+            info.wire_set(&mut value, v);
+            info.wire_set(&mut mask, m);
         }
         Ok((value, mask))
     }
@@ -605,25 +350,23 @@ impl Match {
     /// Builds the canonical OpenFlow 1.3 match for a classifier `(value, mask)` pair, in the
     /// order ovs-vswitchd and ovs-ofctl emit fields.
     pub fn from_flow(value: &FlowKey, mask: &FlowKey) -> Match {
-        use Field::*;
+        use FieldId::*;
         let mut out = Match::default();
-        let mut put = |f: Field| {
-            // Most fields are wildcarded: skip them before looking the field up.
-            let raw = key_get(f, mask);
+        let mut put = |f: FieldId| {
+            let info = f.info();
+            // Most fields are wildcarded: skip them before anything else.
+            let raw = info.wire_get(mask);
             if raw == 0 {
                 return;
             }
-            let full = f.full_mask();
+            let full = info.wire_full_mask();
             let m = raw & full;
             if m == 0 {
                 return;
             }
-            let v = key_get(f, value) & m;
-            out.fields.push(if m == full {
-                OxmTlv::exact(f, v)
-            } else {
-                OxmTlv::masked(f, v, m)
-            });
+            let v = info.wire_get(value) & m;
+            out.fields
+                .extend(OxmTlv::new(f, v, (m != full).then_some(m)));
         };
         put(InPort);
         put(EthSrc);
@@ -631,7 +374,7 @@ impl Match {
         put(EthType);
         put(VlanVid);
         if value.vlan_tci & 0x1000 != 0 {
-            put(VlanPcp);
+            put(DlVlanPcp);
         }
         let eth = value.eth_type & mask.eth_type;
         if eth == 0x0800 || eth == 0x86dd {
@@ -647,7 +390,7 @@ impl Match {
             put(IpEcn);
             put(NwTtl);
             if eth == 0x86dd {
-                put(Ipv6Flabel);
+                put(Ipv6Label);
             }
             if mask.nw_proto != 0 {
                 put(IpProto);
@@ -666,8 +409,8 @@ impl Match {
                         put(SctpDst);
                     }
                     1 if eth == 0x0800 => {
-                        put(Icmpv4Type);
-                        put(Icmpv4Code);
+                        put(IcmpType);
+                        put(IcmpCode);
                     }
                     58 if eth == 0x86dd => {
                         put(Icmpv6Type);
@@ -683,11 +426,11 @@ impl Match {
             put(ArpSha);
             put(ArpTha);
         }
-        put(TunnelId);
+        put(TunId);
         put(TunSrc);
         put(TunDst);
-        for i in 0..8 {
-            put(Reg(i));
+        for r in [Reg0, Reg1, Reg2, Reg3, Reg4, Reg5, Reg6, Reg7] {
+            put(r);
         }
         put(CtState);
         put(CtZone);
@@ -714,100 +457,5 @@ pub fn of10_port_to_of13(p: u16) -> u32 {
         u32::from(p) | 0xffff_0000
     } else {
         u32::from(p)
-    }
-}
-
-fn mac_to_u128(m: &[u8; 6]) -> u128 {
-    get_be(m)
-}
-
-fn u128_to_mac(v: u128) -> [u8; 6] {
-    let b = v.to_be_bytes();
-    let mut out = [0u8; 6];
-    out.copy_from_slice(&b[10..]);
-    out
-}
-
-/// Reads `field` from a key in wire units (right-aligned).
-pub fn key_get(field: Field, k: &FlowKey) -> u128 {
-    use Field::*;
-    match field {
-        InPort => k.in_port.into(),
-        Metadata => k.metadata.into(),
-        EthDst => mac_to_u128(&k.eth_dst),
-        EthSrc => mac_to_u128(&k.eth_src),
-        EthType => k.eth_type.into(),
-        VlanVid => (k.vlan_tci & 0x1fff).into(),
-        VlanPcp => (k.vlan_tci >> 13).into(),
-        VlanTci => k.vlan_tci.into(),
-        IpDscp => (k.nw_tos >> 2).into(),
-        IpEcn => (k.nw_tos & 3).into(),
-        IpProto => k.nw_proto.into(),
-        Ipv4Src => k.nw_src.into(),
-        Ipv4Dst => k.nw_dst.into(),
-        TcpSrc | UdpSrc | SctpSrc => k.tp_src.into(),
-        TcpDst | UdpDst | SctpDst => k.tp_dst.into(),
-        Icmpv4Type | Icmpv6Type => k.icmp_type.into(),
-        Icmpv4Code | Icmpv6Code => k.icmp_code.into(),
-        ArpOp => k.arp_op.into(),
-        ArpSpa => k.arp_spa.into(),
-        ArpTpa => k.arp_tpa.into(),
-        ArpSha => mac_to_u128(&k.arp_sha),
-        ArpTha => mac_to_u128(&k.arp_tha),
-        Ipv6Src => u128::from_be_bytes(k.ipv6_src),
-        Ipv6Dst => u128::from_be_bytes(k.ipv6_dst),
-        Ipv6Flabel => k.ipv6_label.into(),
-        TunnelId => k.tun_id.into(),
-        Reg(i) => k.regs[usize::from(i & 7)].into(),
-        TunSrc => k.tun_src.into(),
-        TunDst => k.tun_dst.into(),
-        CtState => k.ct_state.into(),
-        CtZone => k.ct_zone.into(),
-        CtMark => k.ct_mark.into(),
-        TcpFlags => k.tcp_flags.into(),
-        IpFrag => k.nw_frag.into(),
-        NwTtl => k.nw_ttl.into(),
-    }
-}
-
-/// Writes `field` into a key (wire units); sub-byte fields keep their neighbours' bits.
-pub fn key_set(field: Field, k: &mut FlowKey, v: u128) {
-    use Field::*;
-    match field {
-        InPort => k.in_port = v as u32,
-        Metadata => k.metadata = v as u64,
-        EthDst => k.eth_dst = u128_to_mac(v),
-        EthSrc => k.eth_src = u128_to_mac(v),
-        EthType => k.eth_type = v as u16,
-        VlanVid => k.vlan_tci = (k.vlan_tci & !0x1fff) | (v as u16 & 0x1fff),
-        VlanPcp => k.vlan_tci = (k.vlan_tci & 0x1fff) | ((v as u16 & 7) << 13),
-        VlanTci => k.vlan_tci = v as u16,
-        IpDscp => k.nw_tos = (k.nw_tos & 3) | ((v as u8 & 0x3f) << 2),
-        IpEcn => k.nw_tos = (k.nw_tos & 0xfc) | (v as u8 & 3),
-        IpProto => k.nw_proto = v as u8,
-        Ipv4Src => k.nw_src = v as u32,
-        Ipv4Dst => k.nw_dst = v as u32,
-        TcpSrc | UdpSrc | SctpSrc => k.tp_src = v as u16,
-        TcpDst | UdpDst | SctpDst => k.tp_dst = v as u16,
-        Icmpv4Type | Icmpv6Type => k.icmp_type = v as u8,
-        Icmpv4Code | Icmpv6Code => k.icmp_code = v as u8,
-        ArpOp => k.arp_op = v as u16,
-        ArpSpa => k.arp_spa = v as u32,
-        ArpTpa => k.arp_tpa = v as u32,
-        ArpSha => k.arp_sha = u128_to_mac(v),
-        ArpTha => k.arp_tha = u128_to_mac(v),
-        Ipv6Src => k.ipv6_src = v.to_be_bytes(),
-        Ipv6Dst => k.ipv6_dst = v.to_be_bytes(),
-        Ipv6Flabel => k.ipv6_label = v as u32,
-        TunnelId => k.tun_id = v as u64,
-        Reg(i) => k.regs[usize::from(i & 7)] = v as u32,
-        TunSrc => k.tun_src = v as u32,
-        TunDst => k.tun_dst = v as u32,
-        CtState => k.ct_state = v as u8,
-        CtZone => k.ct_zone = v as u16,
-        CtMark => k.ct_mark = v as u32,
-        TcpFlags => k.tcp_flags = v as u16,
-        IpFrag => k.nw_frag = v as u8,
-        NwTtl => k.nw_ttl = v as u8,
     }
 }

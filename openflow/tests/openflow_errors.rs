@@ -104,6 +104,42 @@ fn missing_prerequisite_and_duplicates() {
     assert_eq!(code_of(&with_len_fixed(b)), ErrorCode::BadMatchDupField);
 }
 
+/// The wire forms the field table gives the codec beyond plain values: VLAN_PCP is the bare PCP
+/// and needs a tagged VLAN_VID, NXM_OF_IP_TOS is not carried, ARP fields accept RARP.
+#[test]
+fn field_table_wire_forms() {
+    let with_match = |m: &str| {
+        with_len_fixed(unhex(
+            &FLOW_MOD.replace("0001 000c 80000004 00000001 00000000", m),
+        ))
+    };
+    let flow_of = |b: &[u8]| match decode(b).expect("valid").1 {
+        Message::FlowMod(fm) => fm.match_,
+        other => panic!("{other:?}"),
+    };
+    // vlan_vid=0x1005 (tagged, VID 5), vlan_pcp=3.
+    let tagged = "0001 000f 80000c02 1005 80000e01 03 00";
+    let m = flow_of(&with_match(tagged));
+    let (value, mask) = m.to_flow().expect("valid match");
+    assert_eq!((value.vlan_tci, mask.vlan_tci), (0x7005, 0xffff));
+    let mut again = Vec::new();
+    openflow::Match::from_flow(&value, &mask).encode(&mut again);
+    assert_eq!(again, unhex(tagged));
+    // vlan_pcp alone, or with an untagged VID: missing prerequisite.
+    for m in [
+        "0001 0009 80000e01 03 00000000000000",
+        "0001 000f 80000c02 0005 80000e01 03 00",
+    ] {
+        assert_eq!(code_of(&with_match(m)), ErrorCode::BadMatchBadPrereq);
+    }
+    // eth_type=0x800 then NXM_OF_IP_TOS: not a field this codec carries.
+    let m = "0001 000f 80000a02 0800 00000a01 10 00";
+    assert_eq!(code_of(&with_match(m)), ErrorCode::BadMatchBadField);
+    // arp_op under eth_type=0x8035 (RARP) is accepted.
+    let m = flow_of(&with_match("0001 0010 80000a02 8035 80002a02 0001"));
+    assert_eq!(m.to_flow().expect("valid match").0.arp_op, 1);
+}
+
 #[test]
 fn unknown_and_unsupported_actions() {
     let out = "0000 0010 00000002 0000 000000000000";
