@@ -728,6 +728,10 @@ impl Port for AfPacketPort {
         self.stats
     }
 
+    fn refresh_stats(&mut self) {
+        self.poll_kernel_stats();
+    }
+
     fn mtu(&self) -> usize {
         self.mtu
     }

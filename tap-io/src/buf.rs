@@ -85,6 +85,9 @@ pub struct RxMeta {
     /// The frame is a segmentation-offload super-frame (larger than the MTU allows); it must
     /// be segmented (`encap::gso::segment`) before leaving through a port without GSO.
     pub gso: Option<Gso>,
+    /// Tunnel ports ([`crate::TunnelPort`]): on receive, the VNI and outer addresses the
+    /// header was stripped from; on transmit, the VNI to push and where to send.
+    pub tunnel: Option<crate::tunnel::TunnelMeta>,
 }
 
 /// One packet buffer: `[headroom | data | tailroom]` inside a fixed allocation.

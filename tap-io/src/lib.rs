@@ -13,6 +13,7 @@ pub mod pcap;
 pub mod port;
 mod rxring;
 pub mod tap;
+pub mod tunnel;
 pub mod udp;
 pub mod vnet;
 
@@ -22,4 +23,7 @@ pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
 pub use port::{DropCounts, Offloads, Port, PortStats, TxDropReason, TxReport};
 pub use tap::{TapConfig, TapPort};
+pub use tunnel::{
+    Datagrams, MemDatagrams, TunnelConfig, TunnelHeader, TunnelMeta, TunnelPort, TunnelRxDrop,
+};
 pub use udp::{UdpTunnelSocket, VXLAN_PORT};

@@ -120,6 +120,10 @@ impl<P: Port, W: Write> Port for PcapPort<P, W> {
         self.inner.stats()
     }
 
+    fn refresh_stats(&mut self) {
+        self.inner.refresh_stats()
+    }
+
     fn mtu(&self) -> usize {
         self.inner.mtu()
     }

@@ -129,6 +129,12 @@ pub struct PortStats {
     pub rx_gso: u64,
     /// Frames dropped because their virtio-net header asked for an offload we cannot handle.
     pub rx_bad_vnet: u64,
+    /// Tunnel ports: datagrams too short for the tunnel header plus an inner Ethernet header.
+    pub rx_tunnel_short: u64,
+    /// Tunnel ports: datagrams whose tunnel header flags were refused (VXLAN: not exactly I).
+    pub rx_tunnel_bad_header: u64,
+    /// Tunnel ports: datagrams from a peer or with a VNI the port does not accept.
+    pub rx_tunnel_unknown: u64,
     pub tx_packets: u64,
     /// GSO super-frames handed to the kernel whole.
     pub tx_gso: u64,
@@ -188,6 +194,12 @@ pub trait Port {
     /// Counters since the port was opened.
     fn stats(&self) -> PortStats;
 
+    /// Brings counters the kernel keeps for the port into [`Port::stats`] (AF_PACKET:
+    /// `rx_kernel_drops` from `PACKET_STATISTICS`, which the kernel resets on every read, so
+    /// the port accumulates). One system call: call it periodically, not per batch. Default:
+    /// nothing to read.
+    fn refresh_stats(&mut self) {}
+
     /// The interface MTU (largest L3 payload; frames may be 14 + 4 bytes longer).
     fn mtu(&self) -> usize;
 
@@ -219,6 +231,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn stats(&self) -> PortStats {
         (**self).stats()
+    }
+    fn refresh_stats(&mut self) {
+        (**self).refresh_stats()
     }
     fn mtu(&self) -> usize {
         (**self).mtu()

@@ -510,3 +510,50 @@ fn afpacket_filter_keeps_one_udp_port_out_of_the_ring() {
     })
     .unwrap();
 }
+
+/// A V2 ring of a few slots that nobody reads overflows; the kernel's `tp_drops` reach
+/// `stats().rx_kernel_drops` through `refresh_stats` (read-and-reset in the kernel, so the port
+/// accumulates: a second read adds nothing).
+#[test]
+fn afpacket_ring_overflow_is_counted_as_kernel_drops() {
+    if !require_root("afpacket_ring_overflow_is_counted_as_kernel_drops") {
+        return;
+    }
+    in_private_netns(move || {
+        veth("va", "vb", 1500);
+        // IPv6 on the veth would add its own frames (router/neighbour solicitations).
+        let _ = netns::sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1");
+        let mut c = cfg("va", RingKind::V2);
+        c.frame_nr = Some(64);
+        let mut port = AfPacketPort::open(&c).unwrap();
+        let (_, blocks, _) = port.ring_geometry();
+        let kernel = RawEth::bind("vb").unwrap();
+        const SENT: usize = 400;
+        for chunk in 0..SENT / 50 {
+            for i in 0..50 {
+                kernel
+                    .send(&test_frame(MAC_A, MAC_B, (chunk * 50 + i) as u8, 100))
+                    .unwrap();
+            }
+            // Stay under the veth's backlog (netdev_max_backlog), which drops uncounted.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        port.refresh_stats();
+        let drops = port.stats().rx_kernel_drops;
+        let got = rx_test_frames(&mut port, SENT, Duration::from_millis(300)).len();
+        port.refresh_stats();
+        assert_eq!(
+            port.stats().rx_kernel_drops,
+            drops,
+            "accumulated, not re-added"
+        );
+        assert!(drops > 0, "ring of {blocks} blocks overflowed");
+        assert_eq!(
+            got as u64 + drops,
+            SENT as u64,
+            "every frame read or counted"
+        );
+    })
+    .unwrap();
+}

@@ -182,11 +182,10 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
                 in_port: ofport,
                 ..FlowKey::default()
             };
-            if tun && let Some(p) = ctx.ports[port_id].as_ref() {
-                let meta = p.rx_tunnel_meta(i);
-                key.tun_id = meta.vni as u64;
-                key.tun_src = meta.src;
-                key.tun_dst = meta.dst;
+            if tun && let Some(t) = pkt.meta.tunnel {
+                key.tun_id = t.vni as u64;
+                key.tun_src = u32::from(t.src);
+                key.tun_dst = u32::from(t.dst);
             }
             ctx.ct_first = None;
             run_packet(&mut ctx, pkt, key, 0);

@@ -21,6 +21,7 @@ pub mod exec;
 pub mod icmp;
 pub mod mac_learning;
 pub mod ports;
+pub mod vxlan;
 pub mod xlate;
 
 use std::io;
@@ -468,6 +469,10 @@ impl Datapath {
     /// Expiry of shared state (connections, MAC entries): thread 0's job.
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
+        // Each thread for the ports it receives from: kernel ring drops into rx_dropped.
+        for port in self.ports.iter_mut().flatten() {
+            port.fold_kernel_drops();
+        }
         if self.thread != 0 {
             return;
         }

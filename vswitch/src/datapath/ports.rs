@@ -1,21 +1,19 @@
 //! A port as the datapath holds it: its I/O back end, its tx batch and its counters.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use mio::{Registry, Token};
-use tap_io::{Batch, Offloads, Port, RxMeta};
+use tap_io::{Batch, Offloads, Port, PortStats, RxMeta};
 
 use super::BATCH;
 use super::counters::PortCounters;
 use super::drops::DropReason;
 use crate::portspec::PortKind;
 
-/// Bytes VXLAN adds in front of the inner frame on the underlay IP packet: IPv4 + UDP + VXLAN.
-pub const VXLAN_OVERHEAD: usize = 20 + 8 + 8;
-
-/// Tunnel metadata of one received VXLAN packet.
+/// Kept for [`VxlanIo`]'s `rx_meta` field only: received tunnel metadata now travels in
+/// each packet's `meta.tunnel` (`tap_io::TunnelMeta`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TunnelMeta {
     pub vni: u32,
@@ -26,10 +24,16 @@ pub struct TunnelMeta {
 pub enum PortIo {
     /// A frame port (AF_PACKET, TAP, in-memory).
     Dev(Box<dyn Port + Send>),
-    /// A VXLAN port over a kernel UDP socket.
+    /// A VXLAN tunnel port (`datapath::vxlan::VxlanPort`): received frames carry
+    /// `meta.tunnel`, frames to send must.
+    Tunnel(Box<dyn Port + Send>),
+    /// The former way to open a VXLAN port, still accepted: [`DpPort::new`] turns it into a
+    /// [`PortIo::Tunnel`] over the same socket.
     Vxlan(Box<VxlanIo>),
 }
 
+/// The parts of a VXLAN port as the port factory gives them; see [`PortIo::Vxlan`]. Only
+/// `sock`, `local`, `dst_port`, `remote`, `vni` and `underlay_mtu` are used.
 pub struct VxlanIo {
     pub sock: tap_io::UdpTunnelSocket,
     pub local: Ipv4Addr,
@@ -64,6 +68,8 @@ pub struct DpPort {
     pub drops: Arc<super::drops::DropCounters>,
     /// Whether this thread receives from the port (else it only sends through its copy).
     pub polled: bool,
+    /// The back end's counters as last folded into `counters`/`drops` (tunnel refusals).
+    seen: PortStats,
 }
 
 impl DpPort {
@@ -76,13 +82,23 @@ impl DpPort {
         counters: Arc<PortCounters>,
         drops: Arc<super::drops::DropCounters>,
     ) -> DpPort {
-        let mtu = match &io {
-            PortIo::Dev(p) => p.mtu(),
-            PortIo::Vxlan(v) => v.underlay_mtu.saturating_sub(VXLAN_OVERHEAD + 14),
+        let io = match io {
+            PortIo::Vxlan(v) => PortIo::Tunnel(Box::new(super::vxlan::VxlanPort::new(
+                name,
+                v.sock,
+                tap_io::TunnelConfig {
+                    local: v.local,
+                    dst_port: v.dst_port,
+                    remote: v.remote,
+                    vni: v.vni,
+                    underlay_mtu: v.underlay_mtu,
+                },
+            ))),
+            io => io,
         };
-        let offloads = match &io {
-            PortIo::Dev(p) => p.offloads(),
-            PortIo::Vxlan(_) => Offloads::default(),
+        let (mtu, offloads) = match &io {
+            PortIo::Dev(p) | PortIo::Tunnel(p) => (p.mtu(), p.offloads()),
+            PortIo::Vxlan(_) => unreachable!("converted above"),
         };
         // Only ports that take GSO super-frames whole need 64 KiB transmit buffers.
         let room = if offloads.gso {
@@ -103,6 +119,7 @@ impl DpPort {
             capture: None,
             drops,
             polled: true,
+            seen: PortStats::default(),
         }
     }
 
@@ -117,18 +134,13 @@ impl DpPort {
                     "this port type cannot be shared between forwarding threads",
                 ))
             })?),
-            PortIo::Vxlan(v) => PortIo::Vxlan(Box::new(VxlanIo {
-                sock: v.sock.try_clone()?,
-                local: v.local,
-                dst_port: v.dst_port,
-                remote: v.remote,
-                vni: v.vni,
-                underlay_mtu: v.underlay_mtu,
-                rx_meta: [TunnelMeta::default(); BATCH],
-                rx_src: v.rx_src.clone(),
-                tx_dst: Vec::with_capacity(BATCH),
-                drops: v.drops.clone(),
-            })),
+            PortIo::Tunnel(p) => PortIo::Tunnel(p.try_clone_tx().unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this tunnel port cannot be shared between forwarding threads",
+                ))
+            })?),
+            PortIo::Vxlan(_) => unreachable!("DpPort::new converts it"),
         };
         let mut port = DpPort::new(
             &self.name,
@@ -144,14 +156,18 @@ impl DpPort {
     }
 
     pub fn is_tunnel(&self) -> bool {
-        matches!(self.io, PortIo::Vxlan(_))
+        matches!(self.io, PortIo::Tunnel(_) | PortIo::Vxlan(_))
+    }
+
+    fn port(&self) -> Option<&(dyn Port + Send)> {
+        match &self.io {
+            PortIo::Dev(p) | PortIo::Tunnel(p) => Some(&**p),
+            PortIo::Vxlan(_) => None,
+        }
     }
 
     pub fn fd(&self) -> Option<std::os::fd::RawFd> {
-        match &self.io {
-            PortIo::Dev(p) => p.fd(),
-            PortIo::Vxlan(v) => Some(v.sock.raw_fd()),
-        }
+        self.port().and_then(|p| p.fd())
     }
 
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
@@ -171,18 +187,19 @@ impl DpPort {
         }
     }
 
-    pub fn rx_tunnel_meta(&self, i: usize) -> TunnelMeta {
-        match &self.io {
-            PortIo::Vxlan(v) => v.rx_meta.get(i).copied().unwrap_or_default(),
-            PortIo::Dev(_) => TunnelMeta::default(),
-        }
-    }
-
-    /// Receives a batch into `rx`; VXLAN ports strip and validate the VXLAN header.
+    /// Receives a batch into `rx`; tunnel ports check and strip the tunnel header (their
+    /// count includes the datagrams they refused, which are counted as drops by reason).
     pub fn receive(&mut self, rx: &mut Batch) -> io::Result<usize> {
         let n = match &mut self.io {
             PortIo::Dev(p) => p.rx_batch(rx)?,
-            PortIo::Vxlan(v) => v.receive(rx)?,
+            PortIo::Tunnel(p) => {
+                let n = p.rx_batch(rx)?;
+                if n > rx.len() {
+                    self.fold_tunnel_drops();
+                }
+                n
+            }
+            PortIo::Vxlan(_) => 0,
         };
         if n > 0 {
             if let Some(tap) = self.capture.as_mut() {
@@ -246,12 +263,59 @@ impl DpPort {
         }
     }
 
+    /// Folds the frames the kernel dropped before we could read them (AF_PACKET ring full:
+    /// `PACKET_STATISTICS` `tp_drops`, read and accumulated by the port) into the port's
+    /// `rx_dropped` counter. Called from the poll loop's 100 ms housekeeping, by the thread
+    /// that receives from the port.
+    pub fn fold_kernel_drops(&mut self) {
+        if !self.polled {
+            return;
+        }
+        let (PortIo::Dev(p) | PortIo::Tunnel(p)) = &mut self.io else {
+            return;
+        };
+        p.refresh_stats();
+        let now = p.stats().rx_kernel_drops;
+        if now > self.seen.rx_kernel_drops {
+            PortCounters::add(&self.counters.rx_dropped, now - self.seen.rx_kernel_drops);
+        }
+        self.seen.rx_kernel_drops = now;
+    }
+
+    /// Adds the tunnel port's refusals since the last call to the bridge's drop counters.
+    fn fold_tunnel_drops(&mut self) {
+        let Some(s) = self.port().map(|p| p.stats()) else {
+            return;
+        };
+        for (now, seen, reason) in [
+            (
+                s.rx_tunnel_short,
+                self.seen.rx_tunnel_short,
+                DropReason::VxlanShort,
+            ),
+            (
+                s.rx_tunnel_bad_header,
+                self.seen.rx_tunnel_bad_header,
+                DropReason::VxlanBadFlags,
+            ),
+            (
+                s.rx_tunnel_unknown,
+                self.seen.rx_tunnel_unknown,
+                DropReason::VxlanUnknownTunnel,
+            ),
+        ] {
+            if now > seen {
+                self.drops.add(reason, now - seen);
+            }
+        }
+        self.seen.rx_tunnel_short = s.rx_tunnel_short;
+        self.seen.rx_tunnel_bad_header = s.rx_tunnel_bad_header;
+        self.seen.rx_tunnel_unknown = s.rx_tunnel_unknown;
+    }
+
     /// Largest inner frame's IP packet that fits the underlay after encapsulation.
     pub fn tunnel_inner_mtu(&self) -> usize {
-        match &self.io {
-            PortIo::Vxlan(v) => v.underlay_mtu.saturating_sub(VXLAN_OVERHEAD + 14),
-            PortIo::Dev(p) => p.mtu(),
-        }
+        self.port().map_or(0, |p| p.mtu())
     }
 
     /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`. The underlay socket has no
@@ -291,9 +355,9 @@ impl DpPort {
         if self.tx.is_full() {
             self.flush();
         }
-        let PortIo::Vxlan(v) = &mut self.io else {
+        if !matches!(self.io, PortIo::Tunnel(_)) {
             return Err(DropReason::PortDown);
-        };
+        }
         let Some(buf) = self.tx.spare() else {
             return Err(DropReason::NoBuffer);
         };
@@ -303,14 +367,13 @@ impl DpPort {
         if let Some(meta) = finish_csum {
             finish_checksum(buf.data_mut(), meta);
         }
-        let Ok(hdr) = buf.push_front(8) else {
-            return Err(DropReason::NoBuffer);
-        };
-        // RFC 7348: flags with the I bit, 24 reserved bits, the VNI, 8 reserved bits.
-        let id = vni.to_be_bytes();
-        hdr.copy_from_slice(&[0x08, 0, 0, 0, id[1], id[2], id[3], 0]);
+        // The port pushes the VXLAN header when it sends (into the headroom, no copy).
+        buf.meta.tunnel = Some(tap_io::TunnelMeta {
+            vni,
+            src: Ipv4Addr::UNSPECIFIED,
+            dst,
+        });
         self.tx.commit();
-        v.tx_dst.push(SocketAddrV4::new(dst, v.dst_port).into());
         Ok(())
     }
 
@@ -319,18 +382,16 @@ impl DpPort {
         if self.tx.is_empty() {
             return;
         }
-        // Tunnel ports show the inner frame, without the VXLAN header.
-        let skip = if self.is_tunnel() { 8 } else { 0 };
+        // Tunnel ports show the inner frame: the header is pushed by tx_batch.
         if let Some(tap) = self.capture.as_mut() {
-            self.tx
-                .iter()
-                .for_each(|p| tap.take(p.data().get(skip..).unwrap_or_default()));
+            self.tx.iter().for_each(|p| tap.take(p.data()));
         }
         let report = match &mut self.io {
-            PortIo::Dev(p) => p.tx_batch(&mut self.tx),
-            PortIo::Vxlan(v) => {
-                let r = v.sock.send_batch(&mut self.tx, &v.tx_dst);
-                v.tx_dst.clear();
+            PortIo::Dev(p) | PortIo::Tunnel(p) => p.tx_batch(&mut self.tx),
+            PortIo::Vxlan(_) => {
+                let mut r = tap_io::TxReport::default();
+                r.dropped
+                    .add(tap_io::TxDropReason::LinkDown, self.tx.len() as u64);
                 r
             }
         };
@@ -360,60 +421,6 @@ impl DpPort {
     }
 }
 
-impl VxlanIo {
-    fn receive(&mut self, rx: &mut Batch) -> io::Result<usize> {
-        // `rx_src` keeps its BATCH slots: recv_batch fills one per datagram and takes no more
-        // datagrams than there are slots (clearing it here made every receive return 0).
-        let got = self.sock.recv_batch(rx, &mut self.rx_src)?;
-        // Validate and strip the VXLAN header, compacting accepted packets to the front.
-        let mut kept = 0;
-        for i in 0..got {
-            let src = match self.rx_src.get(i) {
-                Some(std::net::SocketAddr::V4(a)) => *a.ip(),
-                _ => {
-                    self.drops.add(DropReason::VxlanUnknownTunnel, 1);
-                    continue;
-                }
-            };
-            let vni = match encap::wire::vxlan::Packet::new_checked(rx[i].data()) {
-                Ok(h) if h.flags() == 0x08 => h.vni(),
-                Ok(_) => {
-                    self.drops.add(DropReason::VxlanBadFlags, 1);
-                    continue;
-                }
-                Err(_) => {
-                    self.drops.add(DropReason::VxlanShort, 1);
-                    continue;
-                }
-            };
-            if self.remote.is_some_and(|r| r != src) || self.vni.is_some_and(|k| k != vni) {
-                self.drops.add(DropReason::VxlanUnknownTunnel, 1);
-                continue;
-            }
-            if rx[i].pull_front(8).is_err() || rx[i].len() < 14 {
-                self.drops.add(DropReason::VxlanShort, 1);
-                continue;
-            }
-            self.rx_meta[kept] = TunnelMeta {
-                vni,
-                src: u32::from(src),
-                dst: u32::from(self.local),
-            };
-            if kept != i {
-                rx.packets_mut().swap(kept, i);
-            }
-            kept += 1;
-        }
-        // Drop the rejected tail; report the raw count so the caller's drain rule still holds.
-        let mut idx = 0;
-        rx.retain(|_| {
-            idx += 1;
-            idx <= kept
-        });
-        Ok(got)
-    }
-}
-
 fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
     encap::gso::GsoInfo {
         kind: match gso.kind {
@@ -438,5 +445,68 @@ fn finish_checksum(frame: &mut [u8], meta: &RxMeta) {
             let parsed = encap::extract(frame, &mut key);
             let _ = encap::rewrite::complete_l4_checksum(frame, &parsed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// A port whose kernel drop counter grows by 5 per `refresh_stats`, as AF_PACKET's
+    /// accumulated `tp_drops` would.
+    struct Dropping {
+        drops: u64,
+    }
+
+    impl Port for Dropping {
+        fn name(&self) -> &str {
+            "d"
+        }
+        fn rx_batch(&mut self, _: &mut Batch) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn tx_batch(&mut self, batch: &mut Batch) -> tap_io::TxReport {
+            batch.clear();
+            tap_io::TxReport::default()
+        }
+        fn fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn stats(&self) -> PortStats {
+            PortStats {
+                rx_kernel_drops: self.drops,
+                ..PortStats::default()
+            }
+        }
+        fn refresh_stats(&mut self) {
+            self.drops += 5;
+        }
+        fn mtu(&self) -> usize {
+            1500
+        }
+    }
+
+    #[test]
+    fn kernel_drops_are_folded_into_rx_dropped_once() {
+        let counters = Arc::new(PortCounters::default());
+        let mut p = DpPort::new(
+            "d",
+            0,
+            1,
+            PortKind::AfPacket,
+            PortIo::Dev(Box::new(Dropping { drops: 0 })),
+            counters.clone(),
+            Arc::new(super::super::drops::DropCounters::default()),
+        );
+        p.fold_kernel_drops();
+        assert_eq!(counters.rx_dropped.load(Relaxed), 5);
+        p.fold_kernel_drops();
+        p.fold_kernel_drops();
+        assert_eq!(counters.rx_dropped.load(Relaxed), 15, "deltas, not totals");
+        // A transmit-only copy on another thread does not count them again.
+        p.polled = false;
+        p.fold_kernel_drops();
+        assert_eq!(counters.rx_dropped.load(Relaxed), 15);
     }
 }

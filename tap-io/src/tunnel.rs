@@ -1,0 +1,386 @@
+//! `TunnelPort`: a datagram tunnel (VXLAN) as a batch [`Port`].
+//!
+//! The underlay is a datagram back end ([`Datagrams`]): the kernel UDP socket
+//! ([`UdpTunnelSocket`]) in the switch, an in-memory queue ([`MemDatagrams`]) in tests and
+//! fuzzing. The kernel builds and strips the outer IP/UDP headers; the port handles the tunnel
+//! header in front of each inner frame, through a [`TunnelHeader`] (the byte format lives in
+//! `encap`; `vswitch::datapath::vxlan::Vxlan` is the VXLAN one):
+//!
+//! - receive: each datagram's header is checked ([`TunnelHeader::check`]); datagrams from an
+//!   IPv6 peer, from another remote than a fixed-remote port's, or with another VNI than a
+//!   fixed-key port's are refused; the header is stripped (the inner frame is pulled forward
+//!   in place) and an inner frame shorter than [`TunnelHeader::MIN_INNER`] is refused. The
+//!   accepted frames carry `meta.tunnel` = (VNI, outer source, local address). Refusals are
+//!   counted per reason in [`PortStats`] (`rx_tunnel_short`, `rx_tunnel_bad_header`,
+//!   `rx_tunnel_unknown`).
+//! - transmit: each frame's `meta.tunnel` names the VNI and the remote; the header is pushed
+//!   into the buffer's headroom and the datagram sent to `(remote, dst_port)`. A frame without
+//!   `meta.tunnel` is dropped as `Unreachable`, one without headroom as `Other`.
+//!
+//! Nothing is allocated per packet.
+
+use std::collections::VecDeque;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::buf::{Batch, MAX_BATCH};
+use crate::port::{Port, PortStats, TxDropReason, TxReport};
+use crate::udp::UdpTunnelSocket;
+
+/// Tunnel metadata of a frame (see [`crate::RxMeta::tunnel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelMeta {
+    /// The VNI (24 bits for VXLAN).
+    pub vni: u32,
+    /// Outer source: the remote on receive (the local address on transmit is the socket's).
+    pub src: Ipv4Addr,
+    /// Outer destination: the local address on receive, the remote to send to on transmit.
+    pub dst: Ipv4Addr,
+}
+
+/// Why a received datagram was refused by its tunnel header check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelRxDrop {
+    /// Too short for the header (or, after it, for an inner frame).
+    Short,
+    /// The header's flags are not what the tunnel accepts.
+    BadHeader,
+}
+
+/// The tunnel header format: checked and stripped on receive, pushed on transmit.
+pub trait TunnelHeader {
+    /// Header length in bytes.
+    const LEN: usize;
+    /// Shortest inner frame accepted after the header.
+    const MIN_INNER: usize;
+    /// Checks the header at the front of `payload` (the inner frame's length is checked by
+    /// the port, after its remote/VNI filters); returns the VNI.
+    fn check(payload: &[u8]) -> Result<u32, TunnelRxDrop>;
+    /// Writes the header for `vni` into `header` (exactly [`TunnelHeader::LEN`] bytes).
+    fn write(header: &mut [u8], vni: u32);
+}
+
+/// A datagram underlay moving payloads with their peer addresses in batches.
+pub trait Datagrams {
+    /// Receives payloads into the batch's spare slots; the payload appended at batch index
+    /// `k` came from `srcs[k]`. Returns how many were appended; fewer than the room (bounded
+    /// by `srcs`) means drained.
+    fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize>;
+    /// Sends payload `k` to `dsts[k]` and empties the batch.
+    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport;
+    /// The descriptor to register for read readiness, if any.
+    fn fd(&self) -> Option<RawFd>;
+    /// Counters since the back end was opened.
+    fn stats(&self) -> PortStats;
+    /// A second handle for another thread to send through.
+    fn try_clone(&self) -> io::Result<Self>
+    where
+        Self: Sized;
+}
+
+impl Datagrams for UdpTunnelSocket {
+    fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+        UdpTunnelSocket::recv_batch(self, batch, srcs)
+    }
+    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport {
+        UdpTunnelSocket::send_batch(self, batch, dsts)
+    }
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.raw_fd())
+    }
+    fn stats(&self) -> PortStats {
+        UdpTunnelSocket::stats(self)
+    }
+    fn try_clone(&self) -> io::Result<Self> {
+        UdpTunnelSocket::try_clone(self)
+    }
+}
+
+type DatagramQueue = Arc<Mutex<VecDeque<(SocketAddr, Vec<u8>)>>>;
+
+fn lock(q: &DatagramQueue) -> MutexGuard<'_, VecDeque<(SocketAddr, Vec<u8>)>> {
+    q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An in-memory datagram underlay for tests and fuzzing: [`MemDatagrams::inject`] queues a
+/// payload to receive from a peer, [`MemDatagrams::take_sent`] takes what was sent. Clones
+/// share the queues. Payloads larger than a buffer are counted `rx_truncated` and dropped, as
+/// the UDP socket does.
+#[derive(Debug, Clone, Default)]
+pub struct MemDatagrams {
+    rx: DatagramQueue,
+    tx: DatagramQueue,
+    stats: PortStats,
+}
+
+impl MemDatagrams {
+    /// An empty underlay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues `payload` as received from `src`.
+    pub fn inject(&self, src: SocketAddr, payload: &[u8]) {
+        lock(&self.rx).push_back((src, payload.to_vec()));
+    }
+
+    /// Takes every datagram sent, with its destination.
+    pub fn take_sent(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        lock(&self.tx).drain(..).collect()
+    }
+
+    /// Datagrams waiting to be received.
+    pub fn pending_rx(&self) -> usize {
+        lock(&self.rx).len()
+    }
+}
+
+impl Datagrams for MemDatagrams {
+    fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+        let mut q = lock(&self.rx);
+        let mut n = 0;
+        while batch.len() < srcs.len() {
+            let k = batch.len();
+            let Some(buf) = batch.spare() else { break };
+            let Some((src, payload)) = q.pop_front() else {
+                break;
+            };
+            if buf.set_frame(&payload).is_err() {
+                self.stats.rx_truncated += 1;
+                continue;
+            }
+            buf.meta.wire_len = payload.len() as u32;
+            srcs[k] = src;
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += payload.len() as u64;
+            batch.commit();
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport {
+        let mut r = TxReport::default();
+        let mut q = lock(&self.tx);
+        for (i, p) in batch.iter().enumerate() {
+            match dsts.get(i) {
+                Some(dst) => {
+                    q.push_back((*dst, p.data().to_vec()));
+                    r.sent += 1;
+                    r.bytes += p.len() as u64;
+                }
+                None => r.dropped.add(TxDropReason::Unreachable, 1),
+            }
+        }
+        batch.clear();
+        self.stats.account_tx(&r);
+        r
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(MemDatagrams {
+            rx: Arc::new(Mutex::new(VecDeque::new())),
+            tx: self.tx.clone(),
+            stats: PortStats::default(),
+        })
+    }
+}
+
+/// What a tunnel port accepts and where it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// The local underlay address (recorded as the outer destination of received frames).
+    pub local: Ipv4Addr,
+    /// The UDP port datagrams are sent to (4789 for VXLAN).
+    pub dst_port: u16,
+    /// Accept only from this remote (fixed-remote ports).
+    pub remote: Option<Ipv4Addr>,
+    /// Accept only this VNI (fixed-key ports).
+    pub vni: Option<u32>,
+    /// Largest underlay IP packet (the underlay interface's MTU).
+    pub underlay_mtu: usize,
+}
+
+/// A datagram tunnel port; see the module docs.
+pub struct TunnelPort<D, H> {
+    name: String,
+    io: D,
+    cfg: TunnelConfig,
+    /// Sources of the datagrams of one receive, indexed like the batch.
+    srcs: Vec<SocketAddr>,
+    /// Destinations of one transmit, indexed like the batch.
+    dsts: Vec<SocketAddr>,
+    /// Receive refusals and header-push drops (merged into the back end's stats).
+    own: PortStats,
+    header: PhantomData<fn() -> H>,
+}
+
+impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
+    /// A tunnel port over `io`.
+    pub fn new(name: &str, io: D, cfg: TunnelConfig) -> Self {
+        TunnelPort {
+            name: name.to_owned(),
+            io,
+            cfg,
+            srcs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); MAX_BATCH],
+            dsts: Vec::with_capacity(MAX_BATCH),
+            own: PortStats::default(),
+            header: PhantomData,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TunnelConfig {
+        &self.cfg
+    }
+
+    /// The datagram back end.
+    pub fn datagrams(&self) -> &D {
+        &self.io
+    }
+
+    /// A transmit handle for another thread (a clone of the back end; it never receives).
+    pub fn try_clone_tunnel(&self) -> io::Result<Self> {
+        Ok(TunnelPort::new(&self.name, self.io.try_clone()?, self.cfg))
+    }
+
+    /// Checks and strips packet `i`; the tunnel metadata, or why it was refused.
+    fn accept(&mut self, batch: &mut Batch, i: usize) -> Result<TunnelMeta, RxRefusal> {
+        let src = match self.srcs[i] {
+            SocketAddr::V4(a) => *a.ip(),
+            SocketAddr::V6(_) => return Err(RxRefusal::Unknown),
+        };
+        let pkt = &mut batch.packets_mut()[i];
+        let vni = H::check(pkt.data()).map_err(RxRefusal::Header)?;
+        if self.cfg.remote.is_some_and(|r| r != src) || self.cfg.vni.is_some_and(|k| k != vni) {
+            return Err(RxRefusal::Unknown);
+        }
+        if pkt.pull_front(H::LEN).is_err() || pkt.len() < H::MIN_INNER {
+            return Err(RxRefusal::Header(TunnelRxDrop::Short));
+        }
+        Ok(TunnelMeta {
+            vni,
+            src,
+            dst: self.cfg.local,
+        })
+    }
+}
+
+enum RxRefusal {
+    Header(TunnelRxDrop),
+    Unknown,
+}
+
+impl<D, H> Port for TunnelPort<D, H>
+where
+    D: Datagrams + Send + 'static,
+    H: TunnelHeader + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Appends the accepted inner frames; returns how many datagrams were *taken* (accepted
+    /// or refused), so that "fewer than the room" still means drained.
+    fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        if self.srcs.len() < batch.capacity() {
+            // Once per larger batch, not per packet.
+            self.srcs
+                .resize(batch.capacity(), SocketAddr::from(([0, 0, 0, 0], 0)));
+        }
+        let start = batch.len();
+        let got = self.io.recv_batch(batch, &mut self.srcs)?;
+        let mut kept = start;
+        for i in start..start + got {
+            match self.accept(batch, i) {
+                Ok(meta) => {
+                    batch.packets_mut()[i].meta.tunnel = Some(meta);
+                    if kept != i {
+                        batch.packets_mut().swap(kept, i);
+                    }
+                    kept += 1;
+                }
+                Err(RxRefusal::Header(TunnelRxDrop::Short)) => self.own.rx_tunnel_short += 1,
+                Err(RxRefusal::Header(TunnelRxDrop::BadHeader)) => {
+                    self.own.rx_tunnel_bad_header += 1
+                }
+                Err(RxRefusal::Unknown) => self.own.rx_tunnel_unknown += 1,
+            }
+        }
+        // Drop the refused tail.
+        let mut idx = 0;
+        batch.retain(|_| {
+            idx += 1;
+            idx <= kept
+        });
+        Ok(got)
+    }
+
+    fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        let mut dropped = crate::port::DropCounts::default();
+        let dst_port = self.cfg.dst_port;
+        let dsts = &mut self.dsts;
+        dsts.clear();
+        batch.retain(|p| {
+            p.meta.tunnel.is_some() || {
+                dropped.add(TxDropReason::Unreachable, 1);
+                false
+            }
+        });
+        batch.retain(|p| {
+            p.headroom() >= H::LEN || {
+                dropped.add(TxDropReason::Other, 1);
+                false
+            }
+        });
+        for p in batch.iter_mut() {
+            let Some(t) = p.meta.tunnel else { continue };
+            if let Ok(h) = p.push_front(H::LEN) {
+                H::write(h, t.vni);
+            }
+            dsts.push(SocketAddrV4::new(t.dst, dst_port).into());
+        }
+        let mut r = self.io.send_batch(batch, dsts);
+        dsts.clear();
+        r.dropped.merge(&dropped);
+        self.own.tx_dropped.merge(&dropped);
+        r
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        self.io.fd()
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.io.stats();
+        s.rx_tunnel_short = self.own.rx_tunnel_short;
+        s.rx_tunnel_bad_header = self.own.rx_tunnel_bad_header;
+        s.rx_tunnel_unknown = self.own.rx_tunnel_unknown;
+        s.tx_dropped.merge(&self.own.tx_dropped);
+        s
+    }
+
+    /// The largest inner IP packet: the underlay MTU minus the outer IPv4 and UDP headers,
+    /// the tunnel header and the inner Ethernet header.
+    fn mtu(&self) -> usize {
+        self.cfg.underlay_mtu.saturating_sub(20 + 8 + H::LEN + 14)
+    }
+
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        Some(
+            self.try_clone_tunnel()
+                .map(|p| Box::new(p) as Box<dyn Port + Send>),
+        )
+    }
+}
