@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::switch::Switch;
-use config::{RawConfig, RawPod};
+use config::{RawBackend, RawConfig, RawPod, RawService};
 use model::{Mode, NodeConfig};
 use validate::ConfigError;
 
@@ -39,10 +39,14 @@ struct AgentState {
     installed: apply::Installed,
     /// The node file as last applied (without the run-time pods).
     file: Option<RawConfig>,
-    /// Pods added at run time, by name, in the order they came.
+    /// Pods added at run time, by name.
     live_pods: BTreeMap<String, RawPod>,
+    /// Services set at run time, by name; one named like a Service of the file replaces it.
+    live_services: BTreeMap<String, RawService>,
     /// The configuration in force (file + run-time pods).
     current: Option<NodeConfig>,
+    /// Services validated last time (one change among 10k validates one).
+    memo: validate::ServiceMemo,
 }
 
 impl Agent {
@@ -55,8 +59,8 @@ impl Agent {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
         let mut st = self.lock();
-        let live = st.live_pods.clone();
-        let out = apply_merged(&mut st, switch, &raw, &live, None)?;
+        let (pods, services) = (st.live_pods.clone(), st.live_services.clone());
+        let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         st.file = Some(raw);
         Ok(out)
     }
@@ -87,7 +91,8 @@ impl Agent {
         }
         let mut live = st.live_pods.clone();
         live.insert(name.to_string(), pod);
-        apply_merged(&mut st, switch, &file, &live, Some(name))?;
+        let services = st.live_services.clone();
+        apply_merged(&mut st, switch, &file, &live, &services, Some(name))?;
         st.live_pods = live;
         let ofport = st
             .installed
@@ -121,9 +126,114 @@ impl Agent {
             .expect("run-time pods exist only with a file");
         let mut live = st.live_pods.clone();
         live.remove(name);
-        apply_merged(&mut st, switch, &file, &live, None)?;
+        let services = st.live_services.clone();
+        apply_merged(&mut st, switch, &file, &live, &services, None)?;
         st.live_pods = live;
         Ok(format!("pod {name} removed\n"))
+    }
+
+    /// Adds or replaces a Service at run time. `spec` is a `[[services]]` entry as a TOML
+    /// inline table: `{ name = "web", cluster_ip = "10.247.0.10", port = 80, backends = [...] }`.
+    /// A Service of the node file with the same name is replaced while this one is set.
+    pub fn set_service(&self, switch: &Switch, spec: &str) -> Result<String, String> {
+        #[derive(serde::Deserialize)]
+        struct One {
+            service: RawService,
+        }
+        let one: One = toml::from_str(&format!("service = {spec}"))
+            .map_err(|e| format!("cannot parse the Service: {e}"))?;
+        self.change_service(switch, one.service)
+    }
+
+    /// Replaces the backends of Service `name` (set at run time or from the file):
+    /// `IP[:PORT][@WEIGHT]` each (none: the Service refuses new connections).
+    pub fn set_backends(
+        &self,
+        switch: &Switch,
+        name: &str,
+        backends: &[String],
+    ) -> Result<String, String> {
+        let parsed = backends
+            .iter()
+            .map(|b| parse_backend(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let current = {
+            let st = self.lock();
+            st.live_services.get(name).cloned().or_else(|| {
+                st.file
+                    .as_ref()
+                    .and_then(|f| f.services.iter().find(|s| s.name == name).cloned())
+            })
+        };
+        let mut svc = current.ok_or_else(|| format!("no Service named {name}"))?;
+        svc.backends = parsed;
+        self.change_service(switch, svc)
+    }
+
+    fn change_service(&self, switch: &Switch, svc: RawService) -> Result<String, String> {
+        let mut st = self.lock();
+        let Some(file) = st.file.clone() else {
+            return Err(
+                "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
+                    .into(),
+            );
+        };
+        let name = svc.name.clone();
+        let mut services = st.live_services.clone();
+        services.insert(name.clone(), svc);
+        let pods = st.live_pods.clone();
+        let out = apply_merged(&mut st, switch, &file, &pods, &services, None)
+            .map_err(|e| format!("Service {name}: {e}"))?;
+        st.live_services = services;
+        Ok(out)
+    }
+
+    /// Removes a Service set at run time (a file Service it replaced comes back).
+    pub fn del_service(
+        &self,
+        switch: &Switch,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<String, String> {
+        let mut st = self.lock();
+        if !st.live_services.contains_key(name) {
+            return if if_exists {
+                Ok(String::new())
+            } else {
+                Err(format!("no Service named {name} was set at run time"))
+            };
+        }
+        let file = st
+            .file
+            .clone()
+            .expect("run-time Services exist only with a file");
+        let mut services = st.live_services.clone();
+        services.remove(name);
+        let pods = st.live_pods.clone();
+        let out = apply_merged(&mut st, switch, &file, &pods, &services, None)?;
+        st.live_services = services;
+        Ok(out)
+    }
+
+    /// The Services set at run time, one line each: `NAME FRONTEND backends=N`.
+    pub fn list_services(&self) -> String {
+        let st = self.lock();
+        st.live_services
+            .values()
+            .map(|s| {
+                let front = s
+                    .cluster_ip
+                    .clone()
+                    .or_else(|| s.external_ip.clone())
+                    .unwrap_or_else(|| "-".into());
+                format!(
+                    "{} {front}:{} backends={}\n",
+                    s.name,
+                    s.port,
+                    s.backends.len()
+                )
+            })
+            .collect()
     }
 
     /// The run-time pods, one line each: `NAME PORT IP MAC ofport=N`.
@@ -202,12 +312,24 @@ fn apply_merged(
     switch: &Switch,
     file: &RawConfig,
     live: &BTreeMap<String, RawPod>,
+    live_services: &BTreeMap<String, RawService>,
     new_pod: Option<&str>,
 ) -> Result<String, String> {
     let mut merged = file.clone();
+    // Run-time Services replace the file's of the same name, in place (group ids stay).
+    for s in merged.services.iter_mut() {
+        if let Some(live) = live_services.get(&s.name) {
+            *s = live.clone();
+        }
+    }
+    for (name, s) in live_services {
+        if !file.services.iter().any(|f| &f.name == name) {
+            merged.services.push(s.clone());
+        }
+    }
     let first_live = merged.pods.len();
     merged.pods.extend(live.values().cloned());
-    let cfg = validate::validate(&merged).map_err(|e| {
+    let cfg = validate::validate_with(&merged, &mut st.memo).map_err(|e| {
         let text = e.to_string();
         // Errors about a run-time pod name it (its index means nothing to the caller).
         for (i, name) in live.keys().enumerate() {
@@ -232,6 +354,29 @@ fn apply_merged(
     tracing::info!("{}", out.lines().next().unwrap_or_default());
     st.current = Some(cfg);
     Ok(out)
+}
+
+/// `IP[:PORT][@WEIGHT]`.
+fn parse_backend(s: &str) -> Result<RawBackend, String> {
+    let (addr, weight) = match s.split_once('@') {
+        Some((a, w)) => (
+            a,
+            Some(w.parse().map_err(|_| format!("'{s}': bad weight '{w}'"))?),
+        ),
+        None => (s, None),
+    };
+    let (ip, port) = match addr.split_once(':') {
+        Some((i, p)) => (
+            i,
+            Some(p.parse().map_err(|_| format!("'{s}': bad port '{p}'"))?),
+        ),
+        None => (addr, None),
+    };
+    Ok(RawBackend {
+        ip: ip.to_string(),
+        port,
+        weight,
+    })
 }
 
 fn pod_name(p: &RawPod) -> &str {

@@ -158,6 +158,25 @@ pub enum MgmtCommand {
     },
     /// The pods added at run time: NAME PORT IP MAC ofport=N.
     ListPods,
+    /// Add or replace a Service at run time: a `[[services]]` entry as a TOML inline table,
+    /// e.g. '{ name = "web", cluster_ip = "10.247.0.10", port = 80, backends = [{ ip = "172.16.1.11" }] }'.
+    SetService { spec: String },
+    /// Replace a Service's backends: IP[:PORT][@WEIGHT]... (none: refuse new connections).
+    SetBackends {
+        name: String,
+        #[serde(default)]
+        backends: Vec<String>,
+    },
+    /// Remove a Service set at run time.
+    DelService {
+        name: String,
+        /// Succeed if there is no such Service.
+        #[arg(long)]
+        #[serde(default)]
+        if_exists: bool,
+    },
+    /// The Services set at run time: NAME FRONTEND:PORT backends=N.
+    ListServices,
     /// The node's pod network as JSON (name, bridge, mode, pod_cidr, gateway, mtu).
     NodeInfo,
 }

@@ -204,6 +204,10 @@ impl Control {
             C::DelPod { name, if_exists } => self.agent.del_pod(sw, &name, if_exists),
             C::ListPods => Ok(self.agent.list_pods()),
             C::NodeInfo => self.agent.node_info(),
+            C::SetService { spec } => self.agent.set_service(sw, &spec),
+            C::SetBackends { name, backends } => self.agent.set_backends(sw, &name, &backends),
+            C::DelService { name, if_exists } => self.agent.del_service(sw, &name, if_exists),
+            C::ListServices => Ok(self.agent.list_services()),
         };
         out.map_err(ControlError::Failed)
     }

@@ -140,3 +140,103 @@ fn compile_only() {
         t.elapsed().as_secs_f64() * 1e3 / 100.0
     );
 }
+
+/// One pod or one Service changed at run time (`add-pod`, `set-service`, `set-backends`,
+/// `del-service`, `del-pod` through the management plane) with 10k Services installed: the
+/// whole request, validation to publish. Root (the pod is a TAP), in a namespace of its own:
+/// `cargo test -p vswitch --release --test agent_bench -- --ignored --nocapture live_changes`.
+#[test]
+#[ignore = "scale figures: run in release, as root, with --ignored --nocapture"]
+fn live_changes_with_ten_thousand_services() {
+    if !tap_io::netns::require_root("live_changes_with_ten_thousand_services") {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
+    let sw = std::sync::Arc::new(Switch::new(dp, std::env::temp_dir()));
+    let ctl = vswitch::control::Control::new(sw.clone());
+    // The tunnel socket binds the node address: loopback here.
+    let text = config(10_000)
+        .replace(
+            "underlay_ip = \"192.168.0.11\"",
+            "underlay_ip = \"127.0.0.1\"\nhost_port = false",
+        )
+        .replace("vni = 100", "vni = 100\ndst_port = 47891");
+    std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    let t = Instant::now();
+    ctl.command(&["apply", &text]).unwrap();
+    println!(
+        "10k Services applied in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let time = |what: &str, args: &[&str]| {
+        let mut best = Duration::MAX;
+        let mut total = Duration::ZERO;
+        for _ in 0..5 {
+            let t = Instant::now();
+            ctl.command(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let d = t.elapsed();
+            best = best.min(d);
+            total += d;
+        }
+        println!(
+            "{what}: best {:.2} ms, mean {:.2} ms (5 runs)",
+            best.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3 / 5.0
+        );
+    };
+    time(
+        "set-backends of one Service",
+        &["set-backends", "svc42", "172.16.1.9", "172.16.2.9"],
+    );
+    time(
+        "set-service (a new one, then the same again)",
+        &[
+            "set-service",
+            "{ name = \"extra\", cluster_ip = \"10.247.200.1\", port = 80, backends = [{ ip = \"172.16.1.5\" }] }",
+        ],
+    );
+    let mut pods = 0;
+    let mut pod_round = |ctl: &vswitch::control::Control| {
+        pods += 1;
+        let name = format!("p{pods}");
+        let port = format!("port=tp{pods}");
+        let t = Instant::now();
+        ctl.command(&[
+            "add-pod",
+            &name,
+            &port,
+            "type=tap",
+            "ip=172.16.1.200",
+            "mac=0a:58:0c:01:00:c8",
+        ])
+        .unwrap();
+        let add = t.elapsed();
+        let t = Instant::now();
+        ctl.command(&["del-pod", &name]).unwrap();
+        (add, t.elapsed())
+    };
+    let mut adds = Vec::new();
+    let mut dels = Vec::new();
+    for _ in 0..5 {
+        let (a, d) = pod_round(&ctl);
+        adds.push(a);
+        dels.push(d);
+    }
+    let ms = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "add-pod (TAP created): {} ms; del-pod: {} ms",
+        ms(&adds),
+        ms(&dels)
+    );
+    sw.shutdown();
+}

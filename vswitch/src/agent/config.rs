@@ -84,7 +84,7 @@ pub struct RawPod {
     pub allow_from: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub name: String,
@@ -109,7 +109,7 @@ pub struct RawService {
     pub backends: Vec<RawBackend>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub ip: String,

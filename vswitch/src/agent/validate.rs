@@ -97,6 +97,20 @@ fn ifname(key: &str, s: &str) -> Result<String, ConfigError> {
 }
 
 pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
+    validate_with(raw, &mut ServiceMemo::default())
+}
+
+/// Services validated by the previous call, by name: an entry that is the very same text
+/// (and Service CIDR) is not validated again, so one changed Service among 10k costs one
+/// Service's work plus the cross-checks.
+#[derive(Debug, Default)]
+pub struct ServiceMemo {
+    cidr: Option<Cidr>,
+    services: std::collections::HashMap<String, (RawService, Service)>,
+}
+
+/// [`validate`], reusing (and then replacing) `memo`.
+pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConfig, ConfigError> {
     let n = &raw.node;
     if n.name.trim().is_empty() {
         return Err(invalid("node.name", "must not be empty"));
@@ -323,8 +337,19 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
     let mut services: Vec<Service> = Vec::new();
     let mut frontends = HashSet::new();
     let mut service_names = HashSet::new();
+    if memo.cidr != Some(service_cidr) {
+        memo.services.clear();
+    }
+    let mut validated: Vec<(RawService, Service)> = Vec::new();
     for (i, s) in raw.services.iter().enumerate() {
-        let svc = service(i, s, service_cidr)?;
+        let svc = match memo.services.get(&s.name) {
+            Some((old_raw, old)) if old_raw == s => old.clone(),
+            _ => {
+                let svc = service(i, s, service_cidr)?;
+                validated.push((s.clone(), svc.clone()));
+                svc
+            }
+        };
         if !service_names.insert(svc.name.clone()) {
             return Err(invalid(
                 format!("services[{i}].name"),
@@ -410,6 +435,14 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
         });
     }
 
+    // The memo keeps what this call validated and forgets Services no longer there.
+    memo.cidr = Some(service_cidr);
+    for (r, m) in validated {
+        memo.services.insert(r.name.clone(), (r, m));
+    }
+    if memo.services.len() > raw.services.len() {
+        memo.services.retain(|name, _| service_names.contains(name));
+    }
     Ok(NodeConfig {
         name: n.name.clone(),
         bridge,

@@ -706,7 +706,7 @@ fn output_ofport(
         return;
     };
     let dp_id = info.dp_id as usize;
-    if info.kind == crate::portspec::PortKind::Vxlan {
+    if info.kind == crate::pipeline::PortKind::Vxlan {
         if let Some((dst, vni)) = tunnel_target(info, key) {
             tunnel(ctx, dp_id, pkt, parsed, dst, vni);
         }
@@ -740,7 +740,7 @@ fn flood(
     let from_tunnel = pipeline
         .ports
         .get(&key.in_port)
-        .is_some_and(|p| p.kind == crate::portspec::PortKind::Vxlan);
+        .is_some_and(|p| p.kind == crate::pipeline::PortKind::Vxlan);
     for ofport in &pipeline.port_order {
         if *ofport == key.in_port && !include_in_port {
             continue;
@@ -749,7 +749,7 @@ fn flood(
             continue;
         };
         // Split horizon: what came from the overlay is not sent back into it.
-        if from_tunnel && info.kind == crate::portspec::PortKind::Vxlan {
+        if from_tunnel && info.kind == crate::pipeline::PortKind::Vxlan {
             continue;
         }
         output_ofport(ctx, *ofport, pkt, key, parsed);

@@ -10,7 +10,7 @@ use tap_io::{Batch, Offloads, Port, PortStats, RxMeta};
 use super::BATCH;
 use super::counters::PortCounters;
 use super::drops::DropReason;
-use crate::portspec::PortKind;
+use crate::pipeline::PortKind;
 
 /// Kept for [`VxlanIo`]'s `rx_meta` field only: received tunnel metadata now travels in
 /// each packet's `meta.tunnel` (`tap_io::TunnelMeta`).

@@ -20,7 +20,7 @@ use super::MAX_DEPTH;
 use super::actions::{CtAction, DpAction};
 use super::drops::DropReason;
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline};
-use crate::portspec::{FromFlow, PortKind};
+use crate::pipeline::{FromFlow, PortKind};
 use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
 /// The compiled result of one slow-path walk, shared by the EMC and the megaflow cache.
