@@ -234,6 +234,17 @@ impl Control {
                 sum(|s| &s.megaflow_hits),
                 sum(|s| &s.misses)
             ));
+            // Frames the kernel dropped before the switch saw them (a full AF_PACKET ring).
+            let mut line = String::from("kernel ring drops:");
+            let mut total = 0;
+            for p in b.ports.values() {
+                let n = p.counters.snapshot().rx_dropped;
+                total += n;
+                if n > 0 {
+                    line.push_str(&format!(" {}={n}", p.spec.name));
+                }
+            }
+            out.push_str(&format!("{line} total={total}\n"));
             Ok(out)
         })?;
         // Conntrack is shared by the switch's bridges: its own counters, one line.

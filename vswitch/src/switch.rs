@@ -190,19 +190,19 @@ impl Switch {
     pub fn add_port(&self, br: &str, name: &str, args: &[String]) -> CmdResult {
         let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
         let to_open = spec.clone();
-        self.attach_port(br, spec, move |drops| open_port(&to_open, drops))
+        self.attach_port(br, spec, move || open_port(&to_open))
     }
 
     /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
     pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
-        self.attach_port(br, spec, move |_| Ok((PortIo::Dev(Box::new(io)), [0; 6])))
+        self.attach_port(br, spec, move || Ok((PortIo::Dev(Box::new(io)), [0; 6])))
     }
 
     fn attach_port(
         &self,
         br: &str,
         spec: PortSpec,
-        open: impl FnOnce(&Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String>,
+        open: impl FnOnce() -> Result<(PortIo, [u8; 6]), String>,
     ) -> CmdResult {
         let name = spec.name.clone();
         let mut state = self.lock();
@@ -230,7 +230,7 @@ impl Switch {
             ));
         }
         let counters = Arc::new(PortCounters::default());
-        let (io, mac) = open(&b.drops).map_err(|e| format!("cannot open port {name}: {e}"))?;
+        let (io, mac) = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
         let port = DpPort::new(
             &name,
             b.dp_index,

@@ -1,15 +1,12 @@
 //! Opens the I/O back end of a port from its spec: AF_PACKET, TAP, or the VXLAN tunnel socket.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
-use crate::datapath::BATCH;
-use crate::datapath::drops::DropCounters;
-use crate::datapath::ports::{PortIo, TunnelMeta, VxlanIo};
+use crate::datapath::ports::PortIo;
 use crate::portspec::{FromFlow, PortKind, PortSpec};
 
 /// Opens the I/O back end of a port.
-pub fn open_port(spec: &PortSpec, drops: &Arc<DropCounters>) -> Result<(PortIo, [u8; 6]), String> {
+pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
     match spec.kind {
         PortKind::AfPacket => {
             let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
@@ -47,19 +44,18 @@ pub fn open_port(spec: &PortSpec, drops: &Arc<DropCounters>) -> Result<(PortIo, 
                 FromFlow::Fixed(k) => Some(k),
                 FromFlow::Flow => None,
             };
-            let io = VxlanIo {
+            let port = crate::datapath::vxlan::VxlanPort::new(
+                &spec.name,
                 sock,
-                local,
-                dst_port: t.dst_port,
-                remote,
-                vni,
-                underlay_mtu: underlay_mtu(local),
-                rx_meta: [TunnelMeta::default(); BATCH],
-                rx_src: vec![SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
-                tx_dst: Vec::with_capacity(BATCH),
-                drops: drops.clone(),
-            };
-            Ok((PortIo::Vxlan(Box::new(io)), [0; 6]))
+                tap_io::TunnelConfig {
+                    local,
+                    dst_port: t.dst_port,
+                    remote,
+                    vni,
+                    underlay_mtu: underlay_mtu(local),
+                },
+            );
+            Ok((PortIo::Tunnel(Box::new(port)), [0; 6]))
         }
     }
 }

@@ -12,42 +12,12 @@ use super::counters::PortCounters;
 use super::drops::DropReason;
 use crate::pipeline::PortKind;
 
-/// Kept for [`VxlanIo`]'s `rx_meta` field only: received tunnel metadata now travels in
-/// each packet's `meta.tunnel` (`tap_io::TunnelMeta`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TunnelMeta {
-    pub vni: u32,
-    pub src: u32,
-    pub dst: u32,
-}
-
 pub enum PortIo {
     /// A frame port (AF_PACKET, TAP, in-memory).
     Dev(Box<dyn Port + Send>),
     /// A VXLAN tunnel port (`datapath::vxlan::VxlanPort`): received frames carry
     /// `meta.tunnel`, frames to send must.
     Tunnel(Box<dyn Port + Send>),
-    /// The former way to open a VXLAN port, still accepted: [`DpPort::new`] turns it into a
-    /// [`PortIo::Tunnel`] over the same socket.
-    Vxlan(Box<VxlanIo>),
-}
-
-/// The parts of a VXLAN port as the port factory gives them; see [`PortIo::Vxlan`]. Only
-/// `sock`, `local`, `dst_port`, `remote`, `vni` and `underlay_mtu` are used.
-pub struct VxlanIo {
-    pub sock: tap_io::UdpTunnelSocket,
-    pub local: Ipv4Addr,
-    pub dst_port: u16,
-    /// Accept only from this remote (fixed-remote ports).
-    pub remote: Option<Ipv4Addr>,
-    /// Accept only this VNI (fixed-key ports).
-    pub vni: Option<u32>,
-    /// Largest underlay IP packet (the underlay interface's MTU).
-    pub underlay_mtu: usize,
-    pub rx_meta: [TunnelMeta; BATCH],
-    pub rx_src: Vec<std::net::SocketAddr>,
-    pub tx_dst: Vec<std::net::SocketAddr>,
-    pub drops: Arc<super::drops::DropCounters>,
 }
 
 pub struct DpPort {
@@ -82,23 +52,8 @@ impl DpPort {
         counters: Arc<PortCounters>,
         drops: Arc<super::drops::DropCounters>,
     ) -> DpPort {
-        let io = match io {
-            PortIo::Vxlan(v) => PortIo::Tunnel(Box::new(super::vxlan::VxlanPort::new(
-                name,
-                v.sock,
-                tap_io::TunnelConfig {
-                    local: v.local,
-                    dst_port: v.dst_port,
-                    remote: v.remote,
-                    vni: v.vni,
-                    underlay_mtu: v.underlay_mtu,
-                },
-            ))),
-            io => io,
-        };
         let (mtu, offloads) = match &io {
             PortIo::Dev(p) | PortIo::Tunnel(p) => (p.mtu(), p.offloads()),
-            PortIo::Vxlan(_) => unreachable!("converted above"),
         };
         // Only ports that take GSO super-frames whole need 64 KiB transmit buffers.
         let room = if offloads.gso {
@@ -140,7 +95,6 @@ impl DpPort {
                     "this tunnel port cannot be shared between forwarding threads",
                 ))
             })?),
-            PortIo::Vxlan(_) => unreachable!("DpPort::new converts it"),
         };
         let mut port = DpPort::new(
             &self.name,
@@ -156,13 +110,12 @@ impl DpPort {
     }
 
     pub fn is_tunnel(&self) -> bool {
-        matches!(self.io, PortIo::Tunnel(_) | PortIo::Vxlan(_))
+        matches!(self.io, PortIo::Tunnel(_))
     }
 
     fn port(&self) -> Option<&(dyn Port + Send)> {
         match &self.io {
             PortIo::Dev(p) | PortIo::Tunnel(p) => Some(&**p),
-            PortIo::Vxlan(_) => None,
         }
     }
 
@@ -199,7 +152,6 @@ impl DpPort {
                 }
                 n
             }
-            PortIo::Vxlan(_) => 0,
         };
         if n > 0 {
             if let Some(tap) = self.capture.as_mut() {
@@ -271,9 +223,7 @@ impl DpPort {
         if !self.polled {
             return;
         }
-        let (PortIo::Dev(p) | PortIo::Tunnel(p)) = &mut self.io else {
-            return;
-        };
+        let (PortIo::Dev(p) | PortIo::Tunnel(p)) = &mut self.io;
         p.refresh_stats();
         let now = p.stats().rx_kernel_drops;
         if now > self.seen.rx_kernel_drops {
@@ -388,12 +338,6 @@ impl DpPort {
         }
         let report = match &mut self.io {
             PortIo::Dev(p) | PortIo::Tunnel(p) => p.tx_batch(&mut self.tx),
-            PortIo::Vxlan(_) => {
-                let mut r = tap_io::TxReport::default();
-                r.dropped
-                    .add(tap_io::TxDropReason::LinkDown, self.tx.len() as u64);
-                r
-            }
         };
         self.tx.clear();
         PortCounters::add(&self.counters.tx_packets, report.sent as u64);
