@@ -6,6 +6,8 @@
 //! slots `0..len`, the slots past `len` are spare buffers that receive into or copy into.
 //! Moving a packet between batches swaps buffers, so in steady state nothing is allocated.
 
+use std::net::Ipv4Addr;
+
 use thiserror::Error;
 
 /// Default headroom: room for VXLAN over IPv6 (70 bytes) plus two VLAN tags, cache-line rounded.
@@ -87,7 +89,19 @@ pub struct RxMeta {
     pub gso: Option<Gso>,
     /// Tunnel ports ([`crate::TunnelPort`]): on receive, the VNI and outer addresses the
     /// header was stripped from; on transmit, the VNI to push and where to send.
-    pub tunnel: Option<crate::tunnel::TunnelMeta>,
+    pub tunnel: Option<TunnelMeta>,
+}
+
+/// Tunnel metadata of a frame (see [`RxMeta::tunnel`]); kept here with the other frame
+/// metadata so that the tunnel port builds on buffers, not the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelMeta {
+    /// The VNI (24 bits for VXLAN).
+    pub vni: u32,
+    /// Outer source: the remote on receive (the local address on transmit is the socket's).
+    pub src: Ipv4Addr,
+    /// Outer destination: the local address on receive, the remote to send to on transmit.
+    pub dst: Ipv4Addr,
 }
 
 /// One packet buffer: `[headroom | data | tailroom]` inside a fixed allocation.

@@ -18,12 +18,12 @@ pub mod udp;
 pub mod vnet;
 
 pub use afpacket::{AfPacketConfig, AfPacketPort, RingKind};
-pub use buf::{Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta};
+pub use buf::{
+    Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta, TunnelMeta,
+};
 pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
 pub use port::{DropCounts, Offloads, Port, PortStats, TxDropReason, TxReport};
 pub use tap::{TapConfig, TapPort};
-pub use tunnel::{
-    Datagrams, MemDatagrams, TunnelConfig, TunnelHeader, TunnelMeta, TunnelPort, TunnelRxDrop,
-};
+pub use tunnel::{Datagrams, MemDatagrams, TunnelConfig, TunnelHeader, TunnelPort, TunnelRxDrop};
 pub use udp::{UdpTunnelSocket, VXLAN_PORT};

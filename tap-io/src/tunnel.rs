@@ -26,20 +26,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::buf::{Batch, MAX_BATCH};
+use crate::buf::{Batch, MAX_BATCH, TunnelMeta};
 use crate::port::{Port, PortStats, TxDropReason, TxReport};
 use crate::udp::UdpTunnelSocket;
-
-/// Tunnel metadata of a frame (see [`crate::RxMeta::tunnel`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TunnelMeta {
-    /// The VNI (24 bits for VXLAN).
-    pub vni: u32,
-    /// Outer source: the remote on receive (the local address on transmit is the socket's).
-    pub src: Ipv4Addr,
-    /// Outer destination: the local address on receive, the remote to send to on transmit.
-    pub dst: Ipv4Addr,
-}
 
 /// Why a received datagram was refused by its tunnel header check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
