@@ -232,6 +232,16 @@ else
     record "ClusterIP from node 2 (hairpin included)" FAIL "$ok/$total answered"
 fi
 
+# The node itself, through its host port (vswhost0): a pod across the tunnel, as kubelet's
+# probes do, and a ClusterIP, as a hostNetwork process does.
+ping_check "node 1 -> pod on node 2 (host port)" dm-node1 172.16.2.21
+r=$(ip netns exec dm-node1 timeout 3 nc -w 2 "$VIP" 80 </dev/null 2>/dev/null | head -1 || true)
+if [ -n "$r" ]; then
+    record "node 1 -> ClusterIP $VIP:80 (host port)" PASS "answered by $r"
+else
+    record "node 1 -> ClusterIP $VIP:80 (host port)" FAIL "no answer"
+fi
+
 # From outside the cluster (the router's client address) to node 1: a NodePort and a
 # LoadBalancer IP, balanced over web1 (node 1) and web3 (node 2, reply back through node 1).
 outside_check() { # label, address, port
