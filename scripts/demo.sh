@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo cluster: two nodes, each a network namespace running its own vswitchd configured by
-# a node file (`vswitchd --config`, docs/config.md), pods attached by veth (AF_PACKET ports), a
+# a node file (`vswitchd --config`, docs/config.md), pods attached by the CNI plugin
+# (`vswitch-cni` with the reference host-local IPAM, as a container runtime would call it), a
 # VXLAN tunnel between the nodes, a ClusterIP Service whose three backends sit on both nodes, and
 # an underlay router that is also a public host and an outside client: node 1's uplink serves it
 # a NodePort and a LoadBalancer IP (backends on both nodes) and masquerades pods' egress to it.
@@ -46,15 +47,17 @@ need=()
 for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool nft:nftables; do
     command -v "${p%%:*}" >/dev/null || need+=("${p##*:}")
 done
+[ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 echo "ok"
 
-step "Building vswitchd and vswitchctl (release)"
-cargo build --release --locked -p vswitch --bins 2>&1 | tail -1
+step "Building vswitchd, vswitchctl and the CNI plugin vswitch-cni (release; the first build takes a few minutes)"
+cargo build --release --locked -p vswitch -p vswitch-cni --bins 2>&1 | tail -1
 D=$ROOT/target/release/vswitchd
 C=$ROOT/target/release/vswitchctl
+CNI_BIN_DIR=$ROOT/target/release
 
 down
 [ "${KEEP:-0}" = 1 ] || trap down EXIT
@@ -80,23 +83,6 @@ ip -n dm-public route add 198.18.0.0/24 via 192.168.0.11
 # keeps it from resetting NodePort connections and replies to masqueraded ones.
 
 # pod name, node, node-side link, IP, MAC, gateway
-POD_TABLE="dm-client dm-node1 p-client 172.16.1.11 0a:58:0c:01:00:0b 172.16.1.1
-dm-web1 dm-node1 p-web1 172.16.1.21 0a:58:0c:01:00:15 172.16.1.1
-dm-web2 dm-node1 p-web2 172.16.1.22 0a:58:0c:01:00:16 172.16.1.1
-dm-web3 dm-node2 p-web3 172.16.2.21 0a:58:0c:02:00:15 172.16.2.1"
-while read -r pod node link ip mac gw; do
-    ip link add "$link" netns "$node" type veth peer name eth0 netns "$pod"
-    ip -n "$node" link set "$link" up
-    ip -n "$pod" link set eth0 address "$mac"
-    # A /32 and a route through the gateway, as CNI plugins do: every packet goes to the
-    # switch, which routes it (pods ARP only for the gateway, answered by the switch's flows).
-    # MTU leaves room for VXLAN's 50 bytes.
-    ip -n "$pod" addr add "$ip/32" dev eth0
-    ip -n "$pod" link set eth0 mtu 1450 up
-    ip -n "$pod" route add "$gw" dev eth0
-    ip -n "$pod" route add default via "$gw"
-done <<<"$POD_TABLE"
-echo "ok (pods keep their default offloads: TSO/GSO and tx checksum offload on)"
 
 step "Writing each node's configuration (pods, peer, ClusterIP $VIP:80 over 3 backends, LoadBalancer $LB_IP:80 + NodePort $NODE_PORT)"
 # The node agent compiles these into the pipeline (docs/pipeline.md): spoof guard, conntrack,
@@ -104,7 +90,7 @@ step "Writing each node's configuration (pods, peer, ClusterIP $VIP:80 over 3 ba
 # local delivery; the gateway answers ARP and ping from flows. Node 1 also has an uplink on
 # und1: outside clients of the LoadBalancer/NodePort (masqueraded to node 1's gateway so that
 # node 2's backend answers through node 1) and pods' egress (masqueraded to 192.168.0.11).
-node_config() { # node number, peer number, pods (port ip mac, one per line)
+node_config() { # node number, peer number
     local n=$1 p=$2
     cat <<TOML
 [node]
@@ -143,18 +129,9 @@ TOML
     if [ "$n" = 1 ]; then
         printf '\n[egress]\nsnat = true\nnext_hop_mac = "%s"\n' "$ROUTER_MAC"
     fi
-    while read -r port ip mac; do
-        printf '\n[[pods]]\nport = "%s"\nip = "%s"\nmac = "%s"\n' "$port" "$ip" "$mac"
-    done
 }
-node_config 1 2 >"$RUN/node1.toml" <<PODS
-p-client 172.16.1.11 0a:58:0c:01:00:0b
-p-web1 172.16.1.21 0a:58:0c:01:00:15
-p-web2 172.16.1.22 0a:58:0c:01:00:16
-PODS
-node_config 2 1 >"$RUN/node2.toml" <<PODS
-p-web3 172.16.2.21 0a:58:0c:02:00:15
-PODS
+node_config 1 2 >"$RUN/node1.toml"
+node_config 2 1 >"$RUN/node2.toml"
 echo "$RUN/node1.toml, $RUN/node2.toml"
 
 step "Starting vswitchd --config on each node"
@@ -168,6 +145,34 @@ for n in 1 2; do
     [ -S "$RUN/node$n/vswitchd.ctl" ] || { cat "$RUN/node$n/vswitchd.log"; exit 1; }
 done
 ctl() { local n=$1; shift; "$C" --rundir "$RUN/node$n" "$@"; }
+
+step "Attaching the pods with the CNI plugin (CNI ADD, host-local IPAM, as containerd would)"
+# The network configuration a node's /etc/cni/net.d would hold (docs/cni.md); the plugin makes
+# the veth pair, moves one end into the pod's namespace as eth0, sets address, routes and MTU
+# from vswitchd's node-info, and registers the pod with vswitchd (add-pod: only its flows change).
+cni_conf() { # node number
+    cat <<JSON
+{"cniVersion": "1.0.0", "name": "demo", "type": "vswitch-cni", "rundir": "$RUN/node$1",
+ "bridge": "br-int",
+ "ipam": {"type": "host-local", "dataDir": "$RUN/ipam-node$1",
+          "ranges": [[{"subnet": "172.16.$1.0/24", "rangeStart": "172.16.$1.10",
+                       "rangeEnd": "172.16.$1.200", "gateway": "172.16.$1.1"}]]}}
+JSON
+}
+# pod namespace, node, address (the Services' backends are fixed addresses: IP= asks host-local for it)
+while read -r pod n ip; do
+    cni_conf "$n" | ip netns exec "dm-node$n" env CNI_COMMAND=ADD CNI_CONTAINERID="$pod" \
+        CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 CNI_PATH="$CNI_BIN_DIR:/usr/lib/cni" \
+        CNI_ARGS="IgnoreUnknown=1;IP=$ip" "$CNI_BIN_DIR/vswitch-cni" >"$RUN/$pod.cni.json" ||
+        { echo "CNI ADD of $pod failed:"; cat "$RUN/$pod.cni.json"; exit 1; }
+    echo "$pod: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["ips"][0]["address"], r["interfaces"][-1]["mac"])' "$RUN/$pod.cni.json")"
+done <<PODS
+dm-client 1 172.16.1.11
+dm-web1 1 172.16.1.21
+dm-web2 1 172.16.1.22
+dm-web3 2 172.16.2.21
+PODS
+echo "node1 pods: $(ctl 1 list-pods | awk '{print $1}' | tr '\n' ' ')"
 echo "node1: $(ctl 1 list-ports br-int | tr '\n' ' ')"
 echo "node2: $(ctl 2 list-ports br-int | tr '\n' ' ')"
 echo "node1: $(ctl 1 dump-flows br-int --no-stats | wc -l) flows, node2: $(ctl 2 dump-flows br-int --no-stats | wc -l) flows"
@@ -298,7 +303,7 @@ printf '%s\n' "${RESULTS[@]}"
 echo
 echo "Where to look (while KEEP=1 leaves the cluster up):"
 echo "  $C --rundir $RUN/node1 dump-flows br-int"
-echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,dl_src=0a:58:0c:01:00:0b,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
+echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,dl_src=0a:58:ac:10:01:0b,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
 echo "  $C --rundir $RUN/node1 dump-drops br-int"
 echo "  $C --rundir $RUN/node1 dump-conntrack br-int"
 echo "Route mode, a shared DNAT address, external_traffic_policy = \"local\" and a plain-Linux VXLAN"
