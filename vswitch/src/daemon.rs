@@ -81,14 +81,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         && let Err(e) = control.agent.apply_file(&switch, config)
     {
         // Nothing is left behind by a failed start: no socket, no pid file, no bridge.
-        switch.shutdown();
-        for t in dp_threads {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&sock);
-        if let Some(p) = &opts.pidfile {
-            let _ = std::fs::remove_file(p);
-        }
+        stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Config(config.clone(), e));
     }
 
@@ -114,16 +107,27 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     info!("shutting down");
+    stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+    Ok(())
+}
+
+/// Undoes a start: the agent's host firewall, the bridges (and so the TAP devices), the
+/// forwarding threads, the management socket and the pid file.
+fn stop(
+    control: &Control,
+    dp_threads: Vec<std::thread::JoinHandle<()>>,
+    sock: &Path,
+    pidfile: Option<&Path>,
+) {
     control.agent.shutdown();
-    switch.shutdown();
+    control.switch.shutdown();
     for t in dp_threads {
         let _ = t.join();
     }
-    let _ = std::fs::remove_file(&sock);
-    if let Some(p) = &opts.pidfile {
+    let _ = std::fs::remove_file(sock);
+    if let Some(p) = pidfile {
         let _ = std::fs::remove_file(p);
     }
-    Ok(())
 }
 
 /// Binds the socket, replacing a stale file left by a crash but never a live daemon's socket.

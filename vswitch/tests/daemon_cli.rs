@@ -162,3 +162,43 @@ fn management_errors_name_the_problem() {
     let out = ctl(&d.rundir, &["list-br"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "br0\n");
 }
+
+/// A start that fails on its node file leaves nothing behind (no socket, no pid file), and a
+/// "file" that is not a regular file (/dev/zero: endless; a FIFO: never ends) is refused at
+/// once instead of being read without limit.
+#[test]
+fn a_failed_start_leaves_no_socket_or_pid_file() {
+    let dir = rundir("badconfig");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("node.toml");
+    std::fs::write(&bad, "[node]\nname = \"n\"\n").unwrap();
+    let pid = dir.join("vswitchd.pid");
+    for config in [bad.as_path(), Path::new("/dev/zero")] {
+        let t = Instant::now();
+        let out = Command::new(VSWITCHD)
+            .arg("--rundir")
+            .arg(&dir)
+            .arg("--pidfile")
+            .arg(&pid)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("run vswitchd");
+        assert!(!out.status.success(), "{config:?} was accepted");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{config:?} took {:?}",
+            t.elapsed()
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        if config == Path::new("/dev/zero") {
+            assert!(err.contains("not a regular file"), "{err}");
+        } else {
+            assert!(err.contains("missing field"), "{err}");
+        }
+        assert!(!dir.join("vswitchd.ctl").exists(), "socket left behind");
+        assert!(!pid.exists(), "pid file left behind");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
