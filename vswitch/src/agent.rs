@@ -18,7 +18,7 @@ pub mod model;
 pub mod validate;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::switch::Switch;
 use config::{RawBackend, RawConfig, RawPod, RawService};
@@ -38,11 +38,11 @@ pub struct Agent {
 struct AgentState {
     installed: apply::Installed,
     /// The node file as last applied (without the run-time pods).
-    file: Option<RawConfig>,
+    file: Option<Arc<RawConfig>>,
     /// Pods added at run time, by name.
     live_pods: BTreeMap<String, RawPod>,
     /// Services set at run time, by name; one named like a Service of the file replaces it.
-    live_services: BTreeMap<String, RawService>,
+    live_services: BTreeMap<String, Arc<RawService>>,
     /// The configuration in force (file + run-time pods).
     current: Option<NodeConfig>,
     /// Services validated last time (one change among 10k validates one).
@@ -61,7 +61,7 @@ impl Agent {
         let mut st = self.lock();
         let (pods, services) = (st.live_pods.clone(), st.live_services.clone());
         let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
-        st.file = Some(raw);
+        st.file = Some(Arc::new(raw));
         Ok(out)
     }
 
@@ -142,7 +142,7 @@ impl Agent {
         }
         let one: One = toml::from_str(&format!("service = {spec}"))
             .map_err(|e| format!("cannot parse the Service: {e}"))?;
-        self.change_service(switch, one.service)
+        self.change_service(switch, Arc::new(one.service))
     }
 
     /// Replaces the backends of Service `name` (set at run time or from the file):
@@ -165,12 +165,13 @@ impl Agent {
                     .and_then(|f| f.services.iter().find(|s| s.name == name).cloned())
             })
         };
-        let mut svc = current.ok_or_else(|| format!("no Service named {name}"))?;
+        let current = current.ok_or_else(|| format!("no Service named {name}"))?;
+        let mut svc = RawService::clone(&current);
         svc.backends = parsed;
-        self.change_service(switch, svc)
+        self.change_service(switch, Arc::new(svc))
     }
 
-    fn change_service(&self, switch: &Switch, svc: RawService) -> Result<String, String> {
+    fn change_service(&self, switch: &Switch, svc: Arc<RawService>) -> Result<String, String> {
         let mut st = self.lock();
         let Some(file) = st.file.clone() else {
             return Err(
@@ -312,7 +313,7 @@ fn apply_merged(
     switch: &Switch,
     file: &RawConfig,
     live: &BTreeMap<String, RawPod>,
-    live_services: &BTreeMap<String, RawService>,
+    live_services: &BTreeMap<String, Arc<RawService>>,
     new_pod: Option<&str>,
 ) -> Result<String, String> {
     let mut merged = file.clone();

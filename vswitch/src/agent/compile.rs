@@ -174,7 +174,7 @@ impl Desired {
 /// A compiled Service and what it was compiled from.
 #[derive(Debug, Clone)]
 struct Memo {
-    service: Service,
+    service: Arc<Service>,
     context: ServiceContext,
     out: Arc<ServiceOut>,
 }
@@ -614,7 +614,11 @@ pub fn compile(
             pod_cidr: cfg.pod_cidr,
         };
         let out = match memo.get(&group) {
-            Some(m) if m.context == context && m.service == *s => m.out.clone(),
+            Some(m)
+                if m.context == context && (Arc::ptr_eq(&m.service, s) || *m.service == **s) =>
+            {
+                m.out.clone()
+            }
             _ => {
                 let out = Arc::new(compile_service(s, context));
                 memo.insert(

@@ -15,8 +15,9 @@ pub struct RawConfig {
     pub peers: Vec<RawPeer>,
     #[serde(default)]
     pub pods: Vec<RawPod>,
+    /// Shared: a configuration is copied for every run-time change, its Services are not.
     #[serde(default)]
-    pub services: Vec<RawService>,
+    pub services: Vec<std::sync::Arc<RawService>>,
     #[serde(default)]
     pub egress: Option<RawEgress>,
 }

@@ -162,18 +162,14 @@ pub struct Service {
 
 impl Service {
     /// Every (address, port) the Service answers on.
-    pub fn frontends(&self, node_ip: Ipv4Addr) -> Vec<(Ipv4Addr, u16)> {
-        let mut v = Vec::new();
-        if let Some(ip) = self.cluster_ip {
-            v.push((ip, self.port));
-        }
-        if let Some(np) = self.node_port {
-            v.push((node_ip, np));
-        }
-        if let Some(ip) = self.external_ip {
-            v.push((ip, self.port));
-        }
-        v
+    pub fn frontends(&self, node_ip: Ipv4Addr) -> impl Iterator<Item = (Ipv4Addr, u16)> {
+        [
+            self.cluster_ip.map(|ip| (ip, self.port)),
+            self.node_port.map(|np| (node_ip, np)),
+            self.external_ip.map(|ip| (ip, self.port)),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -198,7 +194,8 @@ pub struct NodeConfig {
     pub mode: Mode,
     pub peers: Vec<Peer>,
     pub pods: Vec<Pod>,
-    pub services: Vec<Service>,
+    /// Shared with the validation memo and the compiler's: unchanged Services are not copied.
+    pub services: Vec<std::sync::Arc<Service>>,
     pub egress: Egress,
     /// The node's own way into the pod network (also listed in `pods`, as the last one).
     pub host: Option<HostPort>,

@@ -3,8 +3,10 @@
 //! Validation is complete before anything touches the switch: a bad file never leaves a
 //! node half-configured.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
 
 use super::config::*;
 use super::model::*;
@@ -106,7 +108,7 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
 #[derive(Debug, Default)]
 pub struct ServiceMemo {
     cidr: Option<Cidr>,
-    services: std::collections::HashMap<String, (RawService, Service)>,
+    services: HashMap<String, (Arc<RawService>, Arc<Service>)>,
 }
 
 /// [`validate`], reusing (and then replacing) `memo`.
@@ -334,23 +336,23 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         });
     }
 
-    let mut services: Vec<Service> = Vec::new();
-    let mut frontends = HashSet::new();
-    let mut service_names = HashSet::new();
+    let mut services: Vec<Arc<Service>> = Vec::with_capacity(raw.services.len());
+    let mut frontends = HashSet::with_capacity(raw.services.len());
+    let mut service_names: HashSet<&str> = HashSet::with_capacity(raw.services.len());
     if memo.cidr != Some(service_cidr) {
         memo.services.clear();
     }
-    let mut validated: Vec<(RawService, Service)> = Vec::new();
+    let mut validated: Vec<(Arc<RawService>, Arc<Service>)> = Vec::new();
     for (i, s) in raw.services.iter().enumerate() {
         let svc = match memo.services.get(&s.name) {
-            Some((old_raw, old)) if old_raw == s => old.clone(),
+            Some((old_raw, old)) if Arc::ptr_eq(old_raw, s) || **old_raw == **s => old.clone(),
             _ => {
-                let svc = service(i, s, service_cidr)?;
+                let svc = Arc::new(service(i, s, service_cidr)?);
                 validated.push((s.clone(), svc.clone()));
                 svc
             }
         };
-        if !service_names.insert(svc.name.clone()) {
+        if !service_names.insert(s.name.as_str()) {
             return Err(invalid(
                 format!("services[{i}].name"),
                 format!("'{}' is used twice", svc.name),
@@ -441,7 +443,8 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         memo.services.insert(r.name.clone(), (r, m));
     }
     if memo.services.len() > raw.services.len() {
-        memo.services.retain(|name, _| service_names.contains(name));
+        memo.services
+            .retain(|name, _| service_names.contains(name.as_str()));
     }
     Ok(NodeConfig {
         name: n.name.clone(),
