@@ -44,7 +44,7 @@ echo "building vswitch (release)..." >&2
 D=$ROOT/target/release/vswitchd
 C=$ROOT/target/release/vswitchctl
 
-# Flow sets shaped like /work/shared/bench/gen-10k-flows.sh (many masks, never-matching
+# Flow sets shaped like benches/harness/packet/gen-10k-flows.sh (many masks, never-matching
 # drops), scaled to N: exact dst, /24 src prefixes, dst prefixes of every length, L4 ports,
 # L3+L4, exact L2 source.
 gen_flows() {

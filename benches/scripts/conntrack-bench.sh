@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Service (conntrack + DNAT + select group) benchmark: our vswitchd in the shared harness
-# ../shared/conntrack-bench, side by side with kube-proxy's nftables DNAT and Open vSwitch 3.1
+# benches/harness/services, side by side with kube-proxy's nftables DNAT and Open vSwitch 3.1
 # userspace, all running the same OpenFlow rules (the harness's ovs.flows / ovs.groups).
 #
 #   benches/scripts/conntrack-bench.sh                     # REPS=1, cases kernel-nft, ovs, ours
@@ -15,7 +15,7 @@
 # drop counters after each case: $CT_TMP/vswitchd-drops.log).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-HARNESS=${HARNESS:-$ROOT/../shared/conntrack-bench}
+HARNESS=${HARNESS:-$ROOT/benches/harness/services}
 VSWITCHD=${VSWITCHD:-$ROOT/target/release/vswitchd}
 VSWITCHCTL=${VSWITCHCTL:-$ROOT/target/release/vswitchctl}
 

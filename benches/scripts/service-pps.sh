@@ -23,14 +23,14 @@
 # kernel counts each frame (rx_packets) and drops it at once (no socket, no ICMP). ClusterIP case:
 # client → 10.247.0.12:53, DNAT to 172.16.1.31:5353; plain case: client → 172.16.1.31:5353.
 # Before the ClusterIP case one frame each way makes the conntrack entry established (+est).
-# Generator (udpflood from ../shared/conntrack-bench/src, bounded by -s) on CPU $GEN_CPU,
+# Generator (udpflood from benches/harness/services/src, bounded by -s) on CPU $GEN_CPU,
 # vswitchd on CPU $FWD_CPU. Per step: WARMUP s, then SECS s measured. Columns: offered and
 # delivered pps, vswitchd CPU (sum of its threads' schedstat run time) per delivered packet (the
 # fair figure on a shared machine), the forwarder core's busy time per delivered packet, and how
 # much of that core other work took (softirqs, other processes: a noisy measurement if high).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SRC=${SRC:-$ROOT/../shared/conntrack-bench/src}
+SRC=${SRC:-$ROOT/benches/harness/services/src}
 VSWITCHD=${VSWITCHD:-$ROOT/target/release/vswitchd}
 VSWITCHCTL=${VSWITCHCTL:-$ROOT/target/release/vswitchctl}
 REPS=${REPS:-3}

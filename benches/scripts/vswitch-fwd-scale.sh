@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# vswitchd as the forwarder under test for ../shared/bench/run-all.sh (FWD=cmd), with the two
+# vswitchd as the forwarder under test for benches/harness/packet/run-all.sh (FWD=cmd), with the two
 # knobs the shared wrapper lacks: forwarding threads and a large non-matching flow table.
 #   FWD_PIDFILE=/tmp/fwd.pid VSWITCHD=$PWD/target/release/vswitchd VSWITCHCTL=$PWD/target/release/vswitchctl \
 #   FWD_CMD="taskset -c 1 $PWD/benches/scripts/vswitch-fwd-scale.sh {A} {B}" REPS=1 \
-#     ../shared/bench/run-all.sh --only '^vswitchd' \
+#     benches/harness/packet/run-all.sh --only '^vswitchd' \
 #       --add 'vswitchd 1 thread|veth|cmd|U|THREADS=1' --add 'vswitchd 2 threads|veth|cmd|U|THREADS=2' \
 #       --add 'vswitchd +100k flows|veth|cmd|U|EXTRA_N=100000'
 # Environment: THREADS (1; ports A and B land on threads 0 and 1 when 2), EXTRA_N (0: that many

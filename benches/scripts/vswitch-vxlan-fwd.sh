@@ -7,7 +7,7 @@
 #
 #   FWD_PIDFILE=/tmp/fwd.pid VSWITCHD=$PWD/target/release/vswitchd VSWITCHCTL=$PWD/target/release/vswitchctl \
 #   FWD_CMD="taskset -c 1 $PWD/benches/scripts/vswitch-vxlan-fwd.sh {A} {B}" REPS=1 \
-#     ../shared/bench/run-all.sh --only '^vxlan kernel$|ovs-netdev vxlan|^vswitchd vxlan' \
+#     benches/harness/packet/run-all.sh --only '^vxlan kernel$|ovs-netdev vxlan|^vswitchd vxlan' \
 #       --add 'vswitchd vxlan|vxlan_base|cmd|UT|'
 # Runs inside ab-n1 (the harness's FWD_NS); reaches ab-n2 with `ip netns exec`.
 set -u

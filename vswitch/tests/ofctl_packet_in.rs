@@ -339,7 +339,7 @@ fn vswitchctl_monitor_watch_prints_like_ovs_ofctl() {
     let ctl = |args: &[&str]| ctl_ok(&rundir, args);
     ctl(&["add-br", "br0"]);
     ctl(&["del-flows", "br0"]);
-    // The recorded vector's base flows (../shared/openflow, cmd/monitor/of13).
+    // The recorded vector's base flows (recorded from a real Open vSwitch, cmd/monitor/of13).
     for f in [
         "table=0,priority=10,in_port=1,actions=output:2",
         "table=0,priority=10,in_port=2,actions=output:1",

@@ -1,6 +1,6 @@
 //! Server-side conformance: every OpenFlow 1.3 case recorded between ovs-ofctl 3.1 and
-//! ovs-vswitchd 3.1 (vswitch/tests/data/openflow/of13_replay.jsonl, the OF1.3 half of
-//! /work/shared/openflow/vectors.jsonl) is replayed byte for byte against a running vswitchd,
+//! ovs-vswitchd 3.1 (vswitch/tests/data/openflow/of13_replay.jsonl, the OF1.3 half of the
+//! recording) is replayed byte for byte against a running vswitchd,
 //! and the replies are compared with the recorded ones; then the flow/group dump text is
 //! compared with ovs-ofctl's. No root needed: the bridge has no ports.
 //!
