@@ -278,20 +278,11 @@ impl Agent {
         let cfg = st.current.as_ref().ok_or(
             "no node configuration: start vswitchd with --config (or vswitchctl apply) first",
         )?;
-        let (mode, mtu) = match cfg.mode {
-            Mode::Tunnel { .. } => (
-                "tunnel",
-                crate::bridge::underlay_mtu(cfg.underlay_ip)
-                    .saturating_sub(encap::vxlan::UNDERLAY_OVERHEAD_V4 + 14),
-            ),
-            Mode::Route => (
-                "route",
-                cfg.uplink
-                    .as_ref()
-                    .and_then(|u| tap_io::iface::mtu(&u.interface).ok())
-                    .unwrap_or(1500),
-            ),
+        let mode = match cfg.mode {
+            Mode::Tunnel { .. } => "tunnel",
+            Mode::Route => "route",
         };
+        let mtu = host::pod_mtu(cfg);
         let info = serde_json::json!({
             "name": cfg.name,
             "bridge": cfg.bridge,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowtable::flow::FlowModCommand;
+use flowtable::group::GroupModCommand;
 use flowtable::text::{self, PrintOpts};
 
 use crate::agent::Agent;
@@ -136,12 +137,18 @@ impl Control {
                 filter,
                 no_stats,
             } => self.dump_flows(&bridge, filter.as_deref(), !no_stats),
-            C::AddGroup { bridge, group } => sw.group_mods(&bridge, "add-group", &group),
-            C::AddGroups { bridge, groups } => sw.group_mods(&bridge, "add-groups", &groups),
-            C::ModGroup { bridge, group } => sw.group_mods(&bridge, "mod-group", &group),
-            C::DelGroups { bridge, group } => {
-                sw.group_mods(&bridge, "del-groups", group.as_deref().unwrap_or(""))
+            C::AddGroup { bridge, group } => sw.group_mods(&bridge, GroupModCommand::Add, &group),
+            C::AddGroups { bridge, groups } => {
+                sw.group_mods(&bridge, GroupModCommand::Add, &groups)
             }
+            C::ModGroup { bridge, group } => {
+                sw.group_mods(&bridge, GroupModCommand::Modify, &group)
+            }
+            C::DelGroups { bridge, group } => sw.group_mods(
+                &bridge,
+                GroupModCommand::Delete,
+                group.as_deref().unwrap_or(""),
+            ),
             C::DumpGroups { bridge } => sw.with_bridge(&bridge, |b| {
                 let mut out = String::from("OFPST_GROUP_DESC reply (OF1.3) (xid=0x2):\n");
                 for g in b.tables().groups() {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use flowtable::FlowMod;
 use flowtable::flow::FlowModCommand;
+use flowtable::group::GroupModCommand;
 use flowtable::table::Pipeline as FlowTables;
 use flowtable::text;
 
@@ -350,13 +351,9 @@ impl Switch {
         })
     }
 
-    pub fn group_mods(&self, br: &str, cmd: &str, text_in: &str) -> CmdResult {
-        use flowtable::group::GroupModCommand;
-        let command = match cmd {
-            "mod-group" => GroupModCommand::Modify,
-            "del-groups" => GroupModCommand::Delete,
-            _ => GroupModCommand::Add,
-        };
+    /// Applies group-mods given as text, one per line (an empty delete deletes every group),
+    /// all or nothing.
+    pub fn group_mods(&self, br: &str, command: GroupModCommand, text_in: &str) -> CmdResult {
         let mut mods = Vec::new();
         if command == GroupModCommand::Delete && text_in.trim().is_empty() {
             mods.push(text::parse_group_mod("group_id=all", command).map_err(|e| e.to_string())?);

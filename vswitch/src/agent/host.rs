@@ -29,9 +29,7 @@ pub fn configure(cfg: &NodeConfig, before: &HostState) -> Result<HostState, Stri
     ip(&["link", "set", "dev", dev, "address", &mac])?;
     if let Mode::Tunnel { .. } = cfg.mode {
         // The same MTU as the pods: what fits in a VXLAN datagram on the underlay.
-        let mtu = crate::bridge::underlay_mtu(cfg.underlay_ip)
-            .saturating_sub(encap::vxlan::UNDERLAY_OVERHEAD_V4 + 14);
-        ip(&["link", "set", "dev", dev, "mtu", &mtu.to_string()])?;
+        ip(&["link", "set", "dev", dev, "mtu", &pod_mtu(cfg).to_string()])?;
     }
     ip(&["link", "set", "dev", dev, "up"])?;
     ip(&["addr", "replace", &format!("{}/32", h.ip), "dev", dev])?;
@@ -81,6 +79,20 @@ pub fn configure(cfg: &NodeConfig, before: &HostState) -> Result<HostState, Stri
         interface: Some(dev.to_string()),
         routes,
     })
+}
+
+/// The MTU pods (and the host port) use: the underlay's, less VXLAN's outer headers and the
+/// inner Ethernet header in tunnel mode; the uplink's in route mode (1500 when unknown).
+pub fn pod_mtu(cfg: &NodeConfig) -> usize {
+    match cfg.mode {
+        Mode::Tunnel { .. } => crate::bridge::underlay_mtu(cfg.underlay_ip)
+            .saturating_sub(encap::vxlan::UNDERLAY_OVERHEAD_V4 + 14),
+        Mode::Route => cfg
+            .uplink
+            .as_ref()
+            .and_then(|u| tap_io::iface::mtu(&u.interface).ok())
+            .unwrap_or(1500),
+    }
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {

@@ -563,7 +563,7 @@ impl Session {
             }
             bundle_ctrl::COMMIT_REQUEST => {
                 let staged = self.bundles.remove(&id).ok_or_else(|| bad_id("not open"))?;
-                match self.bridge_do(|b| apply_staged(b, &staged, true)) {
+                match self.bridge_do(|b| apply_bundle(b, &staged)) {
                     Err(Close::Done) => {
                         return Err(OfError::new(
                             ErrorCode::BadRequestEperm,
@@ -663,20 +663,9 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
     }
 }
 
-/// Applies staged changes. `atomic` (bundle commits): all or nothing, published at once.
-/// Otherwise each change stands alone (a flow-mod validates before it changes anything) and
-/// the session publishes lazily.
-fn apply_staged(
-    b: &mut BridgeCtl,
-    staged: &[Staged],
-    atomic: bool,
-) -> Result<(), (usize, TableError)> {
-    let commit = if atomic {
-        Commit::Atomic
-    } else {
-        Commit::Deferred
-    };
-    b.transaction(commit, |tx| {
+/// Applies a bundle's staged changes: all or nothing, published at once.
+fn apply_bundle(b: &mut BridgeCtl, staged: &[Staged]) -> Result<(), (usize, TableError)> {
+    b.transaction(Commit::Atomic, |tx| {
         reserve_for_adds(tx, staged);
         for (i, s) in staged.iter().enumerate() {
             apply_op(tx, &s.op).map_err(|e| (i, e))?;
