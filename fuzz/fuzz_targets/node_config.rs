@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     // Route mode without the uplink MAC in the file asks the runtime: give it one.
     let rt = Runtime {
         uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 1])),
+        ..Runtime::default()
     };
     let _ = compile(&cfg, &mut Numbering::default(), rt);
 });

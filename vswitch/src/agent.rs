@@ -15,6 +15,7 @@ pub mod config;
 pub mod firewall;
 pub mod host;
 pub mod model;
+pub mod neighbor;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -169,6 +169,7 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
     assert!(compile(&cfg, &mut Numbering::default(), Runtime::default()).is_err());
     let rt = Runtime {
         uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0xc0, 0xa8, 0, 0x0b])),
+        ..Runtime::default()
     };
     let d = compile(&cfg, &mut Numbering::default(), rt).unwrap();
     let lines = d.flow_lines().join("\n");
@@ -431,4 +432,52 @@ fn a_failed_apply_leaves_no_bridge_behind() {
     assert!(err.starts_with("tunnel.vni:"), "{err}");
     assert_eq!(ctl.command(&["list-br"]).unwrap(), "");
     sw.shutdown();
+}
+
+#[test]
+fn route_mode_peers_through_the_router_and_pods_reachable_from_the_vpc() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/node1-route.toml"
+    ))
+    .unwrap()
+    // Node 2 in another subnet: no MAC, reached through the router (resolved by ARP).
+    .replace("underlay_mac = \"02:00:c0:a8:00:0c\"\n", "")
+    .replace(
+        "next_hop_mac = \"02:00:c0:a8:00:01\"",
+        "no_snat_cidrs = [\"192.168.0.0/16\"]",
+    )
+    .replace(
+        "mode = \"route\"",
+        "mode = \"route\"\nunderlay_gateway = \"192.168.0.1\"",
+    );
+    let cfg = parse(&text).unwrap();
+    let own = vswitch::agent::model::Mac([2, 0, 0xc0, 0xa8, 0, 0x0b]);
+    // The router's MAC comes from ARP: without it there is nothing to compile.
+    let rt = Runtime {
+        uplink_mac: Some(own),
+        ..Runtime::default()
+    };
+    let e = compile(&cfg, &mut Numbering::default(), rt).unwrap_err();
+    assert!(e.contains("node.underlay_gateway"), "{e}");
+    let rt = Runtime {
+        uplink_mac: Some(own),
+        next_hop_mac: Some(vswitch::agent::model::Mac([2, 0, 0xc0, 0xa8, 0, 0x01])),
+    };
+    let d = compile(&cfg, &mut Numbering::default(), rt).unwrap();
+    let lines = d.flow_lines().join("\n");
+    for want in [
+        // Node 2's pods through the router.
+        "table=50,priority=100,cookie=0xa9e0000000000000,ip,nw_dst=172.16.2.0/24,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:01->eth_dst,output:1001",
+        // Replies of connections opened from the VPC / outside, with the pod's address.
+        "table=60,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,nw_src=172.16.1.0/24,actions=goto_table:65",
+        "table=60,priority=90,cookie=0xa9e0000000000000,ct_state=+rel+trk,ip,nw_src=172.16.1.0/24,actions=goto_table:65",
+        // The VPC keeps the pod's address; the rest is masqueraded.
+        "table=60,priority=105,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.0/24,nw_dst=192.168.0.0/16,actions=ct(commit,table=65,zone=1)",
+        "table=60,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_src=172.16.1.0/24,actions=ct(commit,table=65,zone=1,nat(src=192.168.0.11:61000-65535))",
+        "table=65,priority=100,cookie=0xa9e0000000000000,ip,actions=set_field:02:00:c0:a8:00:0b->eth_src,set_field:02:00:c0:a8:00:01->eth_dst,output:1001",
+    ] {
+        assert!(lines.contains(want), "missing {want} in:\n{lines}");
+    }
+    Batch::plan(&Installed::default(), &d).unwrap();
 }

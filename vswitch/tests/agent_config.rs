@@ -315,3 +315,48 @@ mod no_panics {
         }
     }
 }
+
+#[test]
+fn route_mode_through_the_vpc_router() {
+    let route = with("[tunnel]\nvni = 100", "").replace(
+        "mode = \"tunnel\"",
+        "mode = \"route\"\nunderlay_interface = \"eth1\"",
+    );
+    // A peer without a MAC is reached through the router: the gateway (resolved by ARP) or
+    // the next hop's MAC must be known.
+    assert_eq!(err(&route).0, "peers[0].underlay_mac");
+    let via_gw = route.replace(
+        "underlay_interface = \"eth1\"",
+        "underlay_interface = \"eth1\"\nunderlay_gateway = \"192.168.0.1\"",
+    );
+    let c = parse(&via_gw).unwrap();
+    assert_eq!(c.underlay_gateway.unwrap().to_string(), "192.168.0.1");
+    assert!(c.peers[0].underlay_mac.is_none());
+    let via_mac = format!("{route}\n[egress]\nnext_hop_mac = \"02:00:00:00:00:01\"\n");
+    parse(&via_mac).unwrap();
+    // The gateway needs the uplink and is not our own address.
+    let no_uplink = with(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\nunderlay_gateway = \"192.168.0.1\"",
+    );
+    assert_eq!(err(&no_uplink).0, "node.underlay_gateway");
+    let own = via_gw.replace(
+        "underlay_gateway = \"192.168.0.1\"",
+        "underlay_gateway = \"192.168.0.11\"",
+    );
+    assert_eq!(err(&own).0, "node.underlay_gateway");
+    // SNAT with only a gateway to resolve is fine; no_snat_cidrs are prefixes, route mode only.
+    let snat = format!(
+        "{via_gw}\n[egress]\nsnat = true\nno_snat_cidrs = [\"192.168.0.0/16\", \"10.0.0.0/8\"]\n"
+    );
+    let c = parse(&snat).unwrap();
+    assert!(c.egress.snat);
+    assert_eq!(c.egress.no_snat_cidrs.len(), 2);
+    let bad = snat.replace("10.0.0.0/8", "10.0.0.1/8");
+    assert_eq!(err(&bad).0, "egress.no_snat_cidrs[1]");
+    let tunnel = with(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\nunderlay_interface = \"eth1\"",
+    ) + "\n[egress]\nnext_hop_mac = \"02:00:00:00:00:01\"\nno_snat_cidrs = [\"192.168.0.0/16\"]\n";
+    assert_eq!(err(&tunnel).0, "egress.no_snat_cidrs");
+}

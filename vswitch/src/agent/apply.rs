@@ -80,6 +80,10 @@ pub fn apply_on(
             Some(u) if u.mac.is_none() => tap_io::iface::mac(&u.interface).ok().map(Mac),
             _ => None,
         },
+        next_hop_mac: match (&cfg.uplink, cfg.underlay_gateway, cfg.egress.next_hop_mac) {
+            (Some(u), Some(gw), None) => Some(super::neighbor::resolve(&u.interface, gw)?),
+            _ => None,
+        },
     };
     let desired = compile::compile(cfg, &mut installed.numbering, rt)?;
     let prev = &installed.desired;

@@ -415,6 +415,9 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
 pub struct Runtime {
     /// Our underlay MAC (read from the uplink interface), when the file did not give it.
     pub uplink_mac: Option<Mac>,
+    /// The MAC of `node.underlay_gateway` (resolved by ARP), when `egress.next_hop_mac` is
+    /// not given.
+    pub next_hop_mac: Option<Mac>,
 }
 
 /// Compiles a configuration. `numbering` carries ofports and group ids across applies.
@@ -475,6 +478,16 @@ pub fn compile(
         }
         None => None,
     };
+    // The underlay's router: egress, replies to outside clients, peers without a MAC.
+    let next_hop = cfg.egress.next_hop_mac.or(rt.next_hop_mac);
+    if cfg.uplink.is_some() && cfg.has_next_hop() && next_hop.is_none() {
+        return Err(format!(
+            "node.underlay_gateway: no MAC for {} (it did not answer ARP; set egress.next_hop_mac)",
+            cfg.underlay_gateway
+                .map(|g| g.to_string())
+                .unwrap_or_default()
+        ));
+    }
 
     // Table 0: where did the packet come from?
     for p in &cfg.pods {
@@ -610,7 +623,7 @@ pub fn compile(
             zone,
             node_ip: cfg.underlay_ip,
             uplink: cfg.uplink.is_some(),
-            egress_out: own_mac.is_some() && cfg.egress.next_hop_mac.is_some(),
+            egress_out: own_mac.is_some() && next_hop.is_some(),
             pod_cidr: cfg.pod_cidr,
         };
         let out = match memo.get(&group) {
@@ -748,7 +761,9 @@ pub fn compile(
 
     // Table 50: to a peer node, over VXLAN or straight onto the underlay.
     for p in &cfg.peers {
-        let actions = match (cfg.mode, own_mac, p.underlay_mac) {
+        // Route mode: straight to the peer on our segment, or through the router (a peer in
+        // another subnet, whose pod CIDR the VPC routes to it).
+        let actions = match (cfg.mode, own_mac, p.underlay_mac.or(next_hop)) {
             (Mode::Tunnel { .. }, _, _) => {
                 let inner = match p.inner_mac {
                     Some(m) => format!("set_field:{gw_mac}->eth_src,set_field:{m}->eth_dst,"),
@@ -792,7 +807,36 @@ pub fn compile(
     // connections of pods to the node's address, and let out replies of connections to the
     // node's address (masqueraded ones, outside clients of NodePorts; external IPs have a
     // flow per frontend).
-    if let (Some(own), Some(next_hop)) = (own_mac, cfg.egress.next_hop_mac) {
+    if let (Some(own), Some(next_hop)) = (own_mac, next_hop) {
+        if cfg.mode == Mode::Route {
+            // The network routes pod addresses: replies of connections opened from outside
+            // (a VPC host, an outside client) and every later packet of the pods' own
+            // unmasqueraded connections leave with the pod's address. Masqueraded ones carry
+            // the node address by now (table 20 applied the NAT).
+            for state in ["+est", "+rel"] {
+                b.flow(
+                    Table::Egress,
+                    90,
+                    &format!("ct_state={state}+trk,ip,nw_src={}", cfg.pod_cidr),
+                    "goto_table:65",
+                );
+            }
+            // New connections to destinations that route pod addresses back keep the pod's
+            // address (committed here unless table 30 already did).
+            let commit = if cfg.egress.snat {
+                format!("ct(commit,table=65,zone={zone})")
+            } else {
+                "goto_table:65".to_string()
+            };
+            for c in &cfg.egress.no_snat_cidrs {
+                b.flow(
+                    Table::Egress,
+                    105,
+                    &format!("ct_state=+new+trk,ip,nw_src={},nw_dst={c}", cfg.pod_cidr),
+                    &commit,
+                );
+            }
+        }
         if cfg.egress.snat {
             // TCP and UDP ports and ICMP echo identifiers from the masquerade range (two
             // pods pinging one host with the same identifier must not clash); other

@@ -33,6 +33,8 @@ pub struct RawNode {
     pub underlay_interface: Option<String>,
     #[serde(default)]
     pub underlay_mac: Option<String>,
+    #[serde(default)]
+    pub underlay_gateway: Option<String>,
     pub pod_cidr: String,
     pub gateway_ip: String,
     pub gateway_mac: String,
@@ -127,4 +129,6 @@ pub struct RawEgress {
     pub snat: bool,
     #[serde(default)]
     pub next_hop_mac: Option<String>,
+    #[serde(default)]
+    pub no_snat_cidrs: Option<Vec<String>>,
 }

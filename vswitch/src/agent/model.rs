@@ -177,6 +177,9 @@ impl Service {
 pub struct Egress {
     pub snat: bool,
     pub next_hop_mac: Option<Mac>,
+    /// Destinations the network routes pod addresses back from (the VPC, peered networks):
+    /// pods reach them with their own address, never masqueraded.
+    pub no_snat_cidrs: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +189,10 @@ pub struct NodeConfig {
     pub underlay_ip: Ipv4Addr,
     /// The uplink port (required in route mode, optional in tunnel mode).
     pub uplink: Option<Uplink>,
+    /// The underlay's router (its MAC resolved by ARP when `egress.next_hop_mac` is not
+    /// given): next hop of egress, of replies to outside clients, and of peers listed
+    /// without an underlay MAC (route mode: nodes in other subnets).
+    pub underlay_gateway: Option<std::net::Ipv4Addr>,
     pub pod_cidr: Cidr,
     pub gateway_ip: Ipv4Addr,
     pub gateway_mac: Mac,
@@ -212,6 +219,11 @@ pub struct HostPort {
 }
 
 impl NodeConfig {
+    /// Whether the underlay has a next hop (configured MAC or a gateway to resolve).
+    pub fn has_next_hop(&self) -> bool {
+        self.egress.next_hop_mac.is_some() || self.underlay_gateway.is_some()
+    }
+
     /// Destinations that stay inside the cluster (never masqueraded).
     pub fn cluster_cidrs(&self) -> Vec<Cidr> {
         let mut v = vec![self.pod_cidr, self.service_cidr];

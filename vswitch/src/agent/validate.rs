@@ -209,6 +209,31 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         interface,
         mac: underlay_mac,
     });
+    let underlay_gateway = n
+        .underlay_gateway
+        .as_deref()
+        .map(|s| ipv4("node.underlay_gateway", s))
+        .transpose()?;
+    if let Some(gw) = underlay_gateway {
+        if uplink.is_none() {
+            return Err(invalid(
+                "node.underlay_gateway",
+                "only used with node.underlay_interface (the uplink's next hop)",
+            ));
+        }
+        if gw == underlay_ip {
+            return Err(invalid(
+                "node.underlay_gateway",
+                format!("{gw} is node.underlay_ip itself"),
+            ));
+        }
+    }
+    // Frames for a peer without an underlay MAC go to the underlay's router.
+    let next_hop_known = underlay_gateway.is_some()
+        || raw
+            .egress
+            .as_ref()
+            .is_some_and(|e| e.next_hop_mac.is_some());
 
     let mut peers = Vec::new();
     let mut peer_names = HashSet::new();
@@ -241,10 +266,11 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
             .as_deref()
             .map(|s| mac(&k("underlay_mac"), s))
             .transpose()?;
-        if route && m.is_none() {
+        if route && m.is_none() && !next_hop_known {
             return Err(invalid(
                 k("underlay_mac"),
-                "mode \"route\" needs each peer's underlay MAC (frames go to it directly)",
+                "mode \"route\" needs each peer's underlay MAC (frames go to it directly), \
+                 or a next hop to route through (node.underlay_gateway or egress.next_hop_mac)",
             ));
         }
         let inner_mac = p
@@ -384,6 +410,7 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         None => Egress {
             snat: false,
             next_hop_mac: None,
+            no_snat_cidrs: Vec::new(),
         },
         Some(e) => {
             let next_hop_mac = e
@@ -403,15 +430,37 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
                     "masquerading needs node.underlay_interface (traffic leaves through the uplink)",
                 ));
             }
-            if e.snat && next_hop_mac.is_none() {
+            if e.snat && next_hop_mac.is_none() && underlay_gateway.is_none() {
                 return Err(invalid(
                     "egress.next_hop_mac",
-                    "egress.snat needs the MAC of the underlay's next hop",
+                    "egress.snat needs the underlay's next hop: its MAC here, or node.underlay_gateway",
                 ));
+            }
+            let no_snat_cidrs = e
+                .no_snat_cidrs
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(j, s)| cidr(&format!("egress.no_snat_cidrs[{j}]"), s))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !no_snat_cidrs.is_empty() {
+                if !route {
+                    return Err(invalid(
+                        "egress.no_snat_cidrs",
+                        "only used in mode \"route\" (where the network routes pod addresses)",
+                    ));
+                }
+                if next_hop_mac.is_none() && underlay_gateway.is_none() {
+                    return Err(invalid(
+                        "egress.no_snat_cidrs",
+                        "needs the underlay's next hop: egress.next_hop_mac or node.underlay_gateway",
+                    ));
+                }
             }
             Egress {
                 snat: e.snat,
                 next_hop_mac,
+                no_snat_cidrs,
             }
         }
     };
@@ -451,6 +500,7 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         bridge,
         underlay_ip,
         uplink,
+        underlay_gateway,
         pod_cidr,
         gateway_ip,
         gateway_mac,
