@@ -243,19 +243,32 @@ fn route_config(n: usize) -> String {
     s
 }
 
-#[test]
-fn vpc_route_mode() {
-    if !require_root("vpc_route_mode") {
-        return;
+/// Three nodes on the fabric, a pod on each (`172.16.N.11`), every node's `vswitchd
+/// --config` running. Fields drop in order: daemons first, then the namespaces.
+struct Cluster {
+    daemons: Vec<Daemon>,
+    pods: Vec<Netns>,
+    _nodes: Vec<Netns>,
+    fab: Fabric,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.daemons.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    let fab = Fabric::new("r");
-    let dir = std::env::temp_dir().join(unique("vpcroute"));
+}
+
+fn build(tag: &str, config: fn(usize) -> String, mtu: u32) -> Cluster {
+    let fab = Fabric::new(tag);
+    let dir = std::env::temp_dir().join(unique(&format!("{tag}vpc")));
     std::fs::create_dir_all(&dir).expect("dir");
     let mut nodes = Vec::new();
     let mut pods = Vec::new();
     for (i, nd) in NODES.iter().enumerate() {
         let n = i + 1;
-        let ns = Netns::new(&unique(&format!("rn{n}"))).expect("node ns");
+        let ns = Netns::new(&unique(&format!("{tag}n{n}"))).expect("node ns");
         fab.attach(ns.name(), "eth1", nd.vlan, nd.mac);
         ns_sh(
             ns.name(),
@@ -265,20 +278,22 @@ fn vpc_route_mode() {
             ),
         );
         fab.route(&format!("172.16.{n}.0/24"), nd.ip);
-        pods.push(veth_pod(
+        let pod = veth_pod(
             ns.name(),
-            &format!("rp{n}"),
+            &format!("{tag}p{n}"),
             &format!("pod{n}"),
             &format!("172.16.{n}.11"),
             &format!("0a:58:0c:0{n}:00:0b"),
             &format!("172.16.{n}.1"),
-        ));
+        );
+        ns_sh(pod.name(), &format!("ip link set eth0 mtu {mtu}"));
+        pods.push(pod);
         nodes.push(ns);
     }
     let mut daemons = Vec::new();
     for (i, ns) in nodes.iter().enumerate() {
         let path = dir.join(format!("node{}.toml", i + 1));
-        std::fs::write(&path, route_config(i + 1)).expect("config");
+        std::fs::write(&path, config(i + 1)).expect("config");
         let rundir = dir.join(format!("run{}", i + 1));
         daemons.push(Daemon::start_with(
             ns.name(),
@@ -286,6 +301,44 @@ fn vpc_route_mode() {
             &["--config", path.to_str().expect("utf-8 path")],
         ));
     }
+    Cluster {
+        daemons,
+        pods,
+        _nodes: nodes,
+        fab,
+        dir,
+    }
+}
+
+/// Tunnel mode on the same fabric (VXLAN between the nodes' underlay addresses, routed by
+/// the router for node 3), for the throughput comparison.
+fn tunnel_config(n: usize) -> String {
+    let me = &NODES[n - 1];
+    let mut s = format!(
+        "[node]\nname = \"node{n}\"\nunderlay_ip = \"{}\"\npod_cidr = \"172.16.{n}.0/24\"\n\
+         gateway_ip = \"172.16.{n}.1\"\ngateway_mac = \"{GW_MAC}\"\nmode = \"tunnel\"\n\
+         [tunnel]\nvni = 100\n",
+        me.ip
+    );
+    for p in (1..=3).filter(|p| *p != n) {
+        s.push_str(&format!(
+            "[[peers]]\nname = \"node{p}\"\nunderlay_ip = \"{}\"\npod_cidr = \"172.16.{p}.0/24\"\n",
+            NODES[p - 1].ip
+        ));
+    }
+    s.push_str(&format!(
+        "[[pods]]\nname = \"p{n}\"\nport = \"pod{n}\"\nip = \"172.16.{n}.11\"\nmac = \"0a:58:0c:0{n}:00:0b\"\n"
+    ));
+    s
+}
+
+#[test]
+fn vpc_route_mode() {
+    if !require_root("vpc_route_mode") {
+        return;
+    }
+    let c = build("r", route_config, 1500);
+    let (daemons, pods, fab) = (&c.daemons, &c.pods, &c.fab);
     let mut servers = Vec::new();
     for (i, p) in pods.iter().enumerate() {
         servers.push(who_server(p.name(), &format!("p{}", i + 1)));
@@ -378,6 +431,78 @@ fn vpc_route_mode() {
     assert!(count("nw_dst=192.168.0.0/16 actions=ct(commit,table=65") >= 1);
     assert!(count("tcp,nw_src=172.16.1.0/24 actions=ct(commit,table=65,zone=1,nat") >= 1);
     drop(servers);
-    drop(daemons);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// iperf3 TCP, 3 s after a 1 s warm-up, from pod 1 to pod 2 (same subnet) and to pod 3 (through the router):
+/// Gbit/s per mode. A measurement, not a check: `cargo test --release -p vswitch --test
+/// e2e_vpc -- --ignored --nocapture pod_to_pod_tcp_per_mode` (docs/benchmarks.md).
+#[test]
+#[ignore]
+fn pod_to_pod_tcp_per_mode() {
+    if !require_root("pod_to_pod_tcp_per_mode") {
+        return;
+    }
+    for (tag, config, mtu) in [
+        ("t", tunnel_config as fn(usize) -> String, 1450),
+        ("r", route_config, 1500),
+    ] {
+        let c = build(tag, config, mtu);
+        // Pods keep their offloads here, as real pods do (the switch exchanges virtio-net
+        // headers with the kernel on AF_PACKET ports).
+        // The uplink needs TSO/GSO on for super-frames: with them off, the kernel refuses
+        // (the AF_PACKET qdisc bypass does not segment) and they count as tx_full.
+        for (ns, dev) in c
+            .pods
+            .iter()
+            .map(|p| (p, "eth0"))
+            .chain(c._nodes.iter().map(|n| (n, "eth1")))
+        {
+            ns_sh(
+                ns.name(),
+                &format!("ethtool -K {dev} tso on gso on gro on >/dev/null 2>&1; true"),
+            );
+        }
+        for to in [2, 3] {
+            let server = Spawned::start(
+                c.pods[to - 1].name(),
+                "iperf3",
+                &["timeout", "20", "iperf3", "-s", "-1"],
+            );
+            wait_listening(c.pods[to - 1].name(), "tcp", 5201);
+            let r = ns_run(
+                c.pods[0].name(),
+                &[
+                    "timeout",
+                    "15",
+                    "iperf3",
+                    "-c",
+                    &format!("172.16.{to}.11"),
+                    "-t",
+                    "3",
+                    "-J",
+                ],
+                Duration::from_secs(20),
+            );
+            assert!(r.ok, "iperf3 {tag} -> pod {to}: {}{}", r.stdout, r.stderr);
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("iperf3 json");
+            let bps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .expect("bits_per_second");
+            println!(
+                "mode {}: pod 1 -> pod {to} ({}): {:.2} Gbit/s",
+                if tag == "t" { "tunnel" } else { "route" },
+                if to == 2 {
+                    "same subnet"
+                } else {
+                    "through the router"
+                },
+                bps / 1e9
+            );
+            if std::env::var("VPC_BENCH_DEBUG").is_ok() {
+                println!("{}", c.daemons[0].ctl(&["dump-drops", "br-int"]));
+                println!("{}", c.daemons[0].ctl(&["dump-ports", "br-int"]));
+            }
+            drop(server);
+        }
+    }
 }
