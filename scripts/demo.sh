@@ -5,7 +5,9 @@
 # VXLAN tunnel between the nodes, a ClusterIP Service whose three backends sit on both nodes, and
 # an underlay router that is also a public host and an outside client: node 1's uplink serves it
 # a NodePort and a LoadBalancer IP (backends on both nodes) and masquerades pods' egress to it.
-# Real traffic for each scenario, a pass/fail table, teardown.
+# Then a second, small cluster in route mode on a VPC (two subnets behind a router, nodes
+# reaching each other through it, a VPC host reaching pods directly, pods keeping their address
+# towards the VPC). Real traffic for each scenario, a pass/fail table, teardown.
 #
 #   scripts/demo.sh            # as root: installs missing packages, builds, runs, tears down
 #   KEEP=1 scripts/demo.sh     # leave the cluster up to explore (scripts/demo.sh --down removes it)
@@ -15,8 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-NS_NODES=(dm-node1 dm-node2 dm-public)
-NS_PODS=(dm-client dm-web1 dm-web2 dm-web3)
+NS_NODES=(dm-node1 dm-node2 dm-public dm-vrouter dm-vnode1 dm-vnode3 dm-vhost)
+NS_PODS=(dm-client dm-web1 dm-web2 dm-web3 dm-vpod1 dm-vpod3)
 RUN=/tmp/vswitch-demo
 GW_MAC=0a:58:0c:00:00:fe
 VIP=10.247.0.10
@@ -297,6 +299,89 @@ else
     record "TCP throughput across nodes (iperf3 3 s)" FAIL "iperf3 failed"
 fi
 
+step "Route mode on a VPC: two subnets behind a router, pods reachable from the VPC"
+# A second, small cluster in route mode (docs/concepts.md): node v1 in 192.168.10.0/24 (with a
+# VPC host .50), node v3 in 192.168.20.0/24, a router (.1 in each) whose route table sends each
+# node's pod CIDR to it. The nodes list each other without MACs: pod traffic goes through the
+# router, whose MAC each node resolves by ARP (node.underlay_gateway). The VPC keeps pod
+# addresses (egress.no_snat_cidrs).
+VR=dm-vrouter
+# (Its namespaces were created with the others, above.)
+ip netns exec $VR sysctl -qw net.ipv4.ip_forward=1
+ip -n $VR link add bra type bridge; ip -n $VR link set bra up; ip -n $VR addr add 192.168.10.1/24 dev bra
+for peer in dm-vnode1 dm-vhost; do
+    ip link add "s-${peer#dm-}" netns $VR type veth peer name eth1 netns "$peer"
+    ip -n $VR link set "s-${peer#dm-}" master bra up
+done
+ip link add s-vnode3 netns $VR type veth peer name eth1 netns dm-vnode3
+ip -n $VR addr add 192.168.20.1/24 dev s-vnode3; ip -n $VR link set s-vnode3 up
+ip -n dm-vnode1 addr add 192.168.10.11/24 dev eth1; ip -n dm-vnode1 link set eth1 up
+ip -n dm-vnode3 addr add 192.168.20.13/24 dev eth1; ip -n dm-vnode3 link set eth1 up
+ip -n dm-vhost addr add 192.168.10.50/24 dev eth1; ip -n dm-vhost link set eth1 up
+ip -n dm-vhost route add default via 192.168.10.1
+ip -n $VR route add 172.20.1.0/24 via 192.168.10.11
+ip -n $VR route add 172.20.3.0/24 via 192.168.20.13
+vnode_config() { # node number, its underlay address, its router, the peer's number and address
+    cat <<TOML
+[node]
+name = "vnode$1"
+underlay_ip = "$2"
+underlay_interface = "eth1"
+underlay_gateway = "$3"
+pod_cidr = "172.20.$1.0/24"
+gateway_ip = "172.20.$1.1"
+gateway_mac = "$GW_MAC"
+mode = "route"
+host_port = false
+
+[[peers]]
+name = "vnode$4"
+underlay_ip = "$5"
+pod_cidr = "172.20.$4.0/24"
+
+[[pods]]
+port = "vpod$1"
+ip = "172.20.$1.11"
+mac = "0a:58:ac:14:0$1:0b"
+
+[egress]
+snat = true
+no_snat_cidrs = ["192.168.0.0/16"]
+TOML
+}
+vnode_config 1 192.168.10.11 192.168.10.1 3 192.168.20.13 >"$RUN/vnode1.toml"
+vnode_config 3 192.168.20.13 192.168.20.1 1 192.168.10.11 >"$RUN/vnode3.toml"
+for n in 1 3; do
+    ip link add "vpod$n" netns "dm-vnode$n" type veth peer name eth0 netns "dm-vpod$n"
+    ip -n "dm-vnode$n" link set "vpod$n" up
+    ip -n "dm-vpod$n" link set eth0 address "0a:58:ac:14:0$n:0b"
+    ip -n "dm-vpod$n" link set eth0 up
+    ip -n "dm-vpod$n" addr add "172.20.$n.11/32" dev eth0
+    ip -n "dm-vpod$n" route add "172.20.$n.1" dev eth0
+    ip -n "dm-vpod$n" route add default via "172.20.$n.1"
+    mkdir -p "$RUN/vnode$n"
+    ip netns exec "dm-vnode$n" "$D" --rundir "$RUN/vnode$n" --config "$RUN/vnode$n.toml" \
+        2>"$RUN/vnode$n/vswitchd.log" &
+done
+for n in 1 3; do
+    for _ in $(seq 100); do [ -S "$RUN/vnode$n/vswitchd.ctl" ] && break; sleep 0.05; done
+    [ -S "$RUN/vnode$n/vswitchd.ctl" ] || { cat "$RUN/vnode$n/vswitchd.log"; exit 1; }
+done
+echo "vnode1 -> router MAC $(ip -n $VR link show bra | awk '/ether/ {print $2}'), resolved: $("$C" --rundir "$RUN/vnode1" dump-flows br-int --no-stats | grep -c "$(ip -n $VR link show bra | awk '/ether/ {print $2}')") flows use it"
+for ns in dm-vpod3 dm-vhost; do
+    ip netns exec "$ns" socat -T 2 TCP-LISTEN:8081,fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR' >/dev/null 2>&1 &
+done
+sleep 0.5
+ping_check "route: pod -> pod in another subnet (router)" dm-vpod1 172.20.3.11
+seen_check() { # label, client ns, address, the peer address the server must see
+    local r
+    r=$(ip netns exec "$2" timeout 3 nc -w 2 "$3" 8081 </dev/null 2>/dev/null | head -1 || true)
+    if [ "$r" = "$4" ]; then record "$1" PASS "the server saw $r"; else record "$1" FAIL "the server saw '${r:-nothing}'"; fi
+}
+seen_check "route: VPC host -> pod, pod sees the host" dm-vhost 172.20.3.11 192.168.10.50
+seen_check "route: pod -> VPC host keeps the pod IP" dm-vpod1 192.168.10.50 172.20.1.11
+seen_check "route: pod -> pod across subnets (TCP)" dm-vpod1 172.20.3.11 172.20.1.11
+
 step "Results"
 printf "%-46s %-6s %s\n" "scenario" "result" "detail"
 printf '%s\n' "${RESULTS[@]}"
@@ -306,7 +391,7 @@ echo "  $C --rundir $RUN/node1 dump-flows br-int"
 echo "  $C --rundir $RUN/node1 trace br-int in_port=1,tcp,dl_src=0a:58:ac:10:01:0b,nw_src=172.16.1.11,nw_dst=$VIP,tp_dst=80"
 echo "  $C --rundir $RUN/node1 dump-drops br-int"
 echo "  $C --rundir $RUN/node1 dump-conntrack br-int"
-echo "Route mode, a shared DNAT address, external_traffic_policy = \"local\" and a plain-Linux VXLAN"
+echo "A shared DNAT address, external_traffic_policy = \"local\" and a plain-Linux VXLAN"
 echo "node are exercised by the end-to-end tests (vswitch/tests/e2e_cluster.rs, e2e_services.rs)."
 ctl 1 dump-drops br-int | head -3
 if printf '%s\n' "${RESULTS[@]}" | grep -q ' FAIL '; then exit 1; fi
