@@ -12,10 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(cfg) = parse(text) else {
         return;
     };
-    // Route mode without the uplink MAC in the file asks the runtime: give it one.
+    // Without the uplink MAC in the file, or with a router to resolve by ARP
+    // (`node.underlay_gateway`), the compiler asks the runtime: give it both.
     let rt = Runtime {
         uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 1])),
-        ..Runtime::default()
+        next_hop_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 2])),
     };
     let _ = compile(&cfg, &mut Numbering::default(), rt);
 });
