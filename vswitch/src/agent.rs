@@ -48,6 +48,14 @@ struct AgentState {
     current: Option<NodeConfig>,
     /// Services validated last time (one change among 10k validates one).
     memo: validate::ServiceMemo,
+    /// `memo` and `installed` describe `current` exactly, so one Service can change alone.
+    in_force: bool,
+}
+
+/// A change of one Service, applied on its own when the state allows.
+enum ServiceChange<'a> {
+    Set(Arc<RawService>),
+    Remove(&'a str),
 }
 
 impl Agent {
@@ -181,12 +189,17 @@ impl Agent {
             );
         };
         let name = svc.name.clone();
-        let mut services = st.live_services.clone();
-        services.insert(name.clone(), svc);
-        let pods = st.live_pods.clone();
-        let out = apply_merged(&mut st, switch, &file, &pods, &services, None)
-            .map_err(|e| format!("Service {name}: {e}"))?;
-        st.live_services = services;
+        let out = match apply_one_service(&mut st, switch, ServiceChange::Set(svc.clone())) {
+            Some(out) => out,
+            None => {
+                let mut services = st.live_services.clone();
+                services.insert(name.clone(), svc.clone());
+                let pods = st.live_pods.clone();
+                apply_merged(&mut st, switch, &file, &pods, &services, None)
+            }
+        }
+        .map_err(|e| format!("Service {name}: {e}"))?;
+        st.live_services.insert(name, svc);
         Ok(out)
     }
 
@@ -209,11 +222,21 @@ impl Agent {
             .file
             .clone()
             .expect("run-time Services exist only with a file");
-        let mut services = st.live_services.clone();
-        services.remove(name);
-        let pods = st.live_pods.clone();
-        let out = apply_merged(&mut st, switch, &file, &pods, &services, None)?;
-        st.live_services = services;
+        // The file's Service of that name, if any, comes back.
+        let change = match file.services.iter().find(|s| s.name == name) {
+            Some(from_file) => ServiceChange::Set(from_file.clone()),
+            None => ServiceChange::Remove(name),
+        };
+        let out = match apply_one_service(&mut st, switch, change) {
+            Some(out) => out?,
+            None => {
+                let mut services = st.live_services.clone();
+                services.remove(name);
+                let pods = st.live_pods.clone();
+                apply_merged(&mut st, switch, &file, &pods, &services, None)?
+            }
+        };
+        st.live_services.remove(name);
         Ok(out)
     }
 
@@ -298,6 +321,70 @@ impl Agent {
     }
 }
 
+/// One Service set or removed on its own: validated against the Services in force (through
+/// the memo's frontend index), compiled alone, and applied as one batch of its flows and
+/// group. The full path would reach the same state (the tests check); this one does not walk
+/// the other Services, so it costs the same with 10 or 10 000 of them. `None` when the
+/// state does not allow it (no configuration in force, or the last full apply failed).
+fn apply_one_service(
+    st: &mut AgentState,
+    switch: &Switch,
+    change: ServiceChange<'_>,
+) -> Option<Result<String, String>> {
+    if !st.in_force {
+        return None;
+    }
+    let AgentState {
+        installed,
+        current,
+        memo,
+        ..
+    } = st;
+    let cfg = current.as_mut()?;
+    let done = |cfg: &NodeConfig, changes: apply::Changes, warning: Option<String>| {
+        let mut out = format!("node {}: {changes}\n", cfg.name);
+        tracing::info!("{}", out.trim_end());
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    };
+    match change {
+        ServiceChange::Set(raw) => {
+            let one = match validate::validate_one(cfg, &raw, memo) {
+                Ok(one) => one,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            let (group, out) = compile::compile_one(
+                cfg,
+                &mut installed.numbering,
+                installed.runtime,
+                &one.service,
+            );
+            Some(
+                apply::apply_service(switch, installed, group, Some(out)).map(
+                    |(changes, warning)| {
+                        memo.set_one(cfg, raw, one);
+                        done(cfg, changes, warning)
+                    },
+                ),
+            )
+        }
+        ServiceChange::Remove(name) => {
+            memo.position(name)?;
+            let group = *installed.numbering.groups.get(name)?;
+            Some(
+                apply::apply_service(switch, installed, group, None).map(|(changes, _)| {
+                    installed.numbering.forget_service(name);
+                    memo.remove_one(cfg, name);
+                    done(cfg, changes, None)
+                }),
+            )
+        }
+    }
+}
+
 /// Validates `file` + `live` pods, applies the result, and remembers it. `new_pod` names the
 /// pod being added, so that its validation errors name it rather than an index.
 fn apply_merged(
@@ -322,6 +409,8 @@ fn apply_merged(
     }
     let first_live = merged.pods.len();
     merged.pods.extend(live.values().cloned());
+    // Until this apply is through, the memo may describe a configuration not in force.
+    st.in_force = false;
     let cfg = validate::validate_with(&merged, &mut st.memo).map_err(|e| {
         let text = e.to_string();
         // Errors about a run-time pod name it (its index means nothing to the caller).
@@ -346,6 +435,7 @@ fn apply_merged(
     }
     tracing::info!("{}", out.lines().next().unwrap_or_default());
     st.current = Some(cfg);
+    st.in_force = true;
     Ok(out)
 }
 

@@ -141,6 +141,13 @@ fn compile_only() {
     );
 }
 
+/// CPU time of the calling thread: on a shared machine it moves far less than wall time.
+fn thread_cpu() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("thread CPU clock");
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
+
 /// One pod or one Service changed at run time (`add-pod`, `set-service`, `set-backends`,
 /// `del-service`, `del-pod` through the management plane) with 10k Services installed: the
 /// whole request, validation to publish. Root (the pod is a TAP), in a namespace of its own:
@@ -175,18 +182,21 @@ fn live_changes_with_ten_thousand_services() {
     let time = |what: &str, args: &[&str]| {
         let mut best = Duration::MAX;
         let mut total = Duration::ZERO;
+        let mut best_cpu = Duration::MAX;
         for _ in 0..5 {
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), thread_cpu());
             ctl.command(args)
                 .unwrap_or_else(|e| panic!("{args:?}: {e}"));
             let d = t.elapsed();
+            best_cpu = best_cpu.min(thread_cpu() - cpu);
             best = best.min(d);
             total += d;
         }
         println!(
-            "{what}: best {:.2} ms, mean {:.2} ms (5 runs)",
+            "{what}: best {:.2} ms, mean {:.2} ms, best CPU of the calling thread {:.2} ms (5 runs)",
             best.as_secs_f64() * 1e3,
-            total.as_secs_f64() * 1e3 / 5.0
+            total.as_secs_f64() * 1e3 / 5.0,
+            best_cpu.as_secs_f64() * 1e3
         );
     };
     time(

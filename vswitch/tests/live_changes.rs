@@ -180,8 +180,13 @@ fn pods_and_services_change_live_and_survive_a_reapplied_file() {
         .unwrap_err();
     assert!(e.to_string().contains("Service bad"), "{e}");
 
-    // The node file applied again (SIGHUP, vswitchctl apply): run-time changes stay.
-    ctl.command(&["apply", NODE]).expect("re-apply");
+    // The node file applied again (SIGHUP, vswitchctl apply): run-time changes stay, and the
+    // full apply finds nothing to change (one-Service changes reach the state it would).
+    let reapplied = ctl.command(&["apply", NODE]).expect("re-apply");
+    assert!(
+        reapplied.contains("flows +0 ~0 -0, groups +0 ~0 -0"),
+        "{reapplied}"
+    );
     let again = flows(&ctl);
     assert!(
         again.contains("nw_src=172.16.1.11") && again.contains("nw_src=172.16.1.12"),
@@ -222,6 +227,113 @@ fn pods_and_services_change_live_and_survive_a_reapplied_file() {
     );
     ctl.command(&["del-service", "api", "--if-exists"])
         .expect("idempotent");
+    let reapplied = ctl.command(&["apply", NODE]).expect("re-apply");
+    assert!(
+        reapplied.contains("flows +0 ~0 -0, groups +0 ~0 -0"),
+        "{reapplied}"
+    );
+
+    sw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One-Service changes take a path of their own (validated against an index of the frontends
+/// in force, compiled and applied alone): a run of them, frontend conflicts included, must end
+/// where the full apply of the same state would, and refuse what it would refuse.
+#[test]
+fn one_service_changes_reach_what_a_full_apply_would() {
+    if !tap_io::netns::require_root("one_service_changes_reach_what_a_full_apply_would") {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+    let lo = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip");
+    assert!(lo.success());
+    let (dp, _threads) = datapath::spawn(datapath::Options::default()).expect("datapath");
+    let dir = std::env::temp_dir().join(format!("vswitch-live1-{}", std::process::id()));
+    let sw = Arc::new(Switch::new(dp, dir.clone()));
+    let ctl = Control::new(sw.clone());
+    let mut node = NODE.replace("dst_port = 47890", "dst_port = 47893");
+    for i in 0..40 {
+        node.push_str(&format!(
+            "[[services]]\nname = \"s{i}\"\ncluster_ip = \"10.247.1.{i}\"\nport = 80\n\
+             backends = [{{ ip = \"172.16.1.10\" }}]\n"
+        ));
+    }
+    ctl.command(&["apply", &node]).expect("apply");
+    let set = |spec: &str| ctl.command(&["set-service", spec]);
+    let svc = |name: &str, ip: &str| {
+        format!(
+            "{{ name = \"{name}\", cluster_ip = \"{ip}\", port = 80, backends = [{{ ip = \"172.16.1.10\" }}] }}"
+        )
+    };
+
+    // A file Service moves to a new address; its old one is free for another at once.
+    set(&svc("s3", "10.247.2.3")).expect("move s3");
+    set(&svc("n1", "10.247.1.3")).expect("n1 takes s3's old frontend");
+    // Taken frontends are refused, naming the Service; the refused one changes nothing.
+    for (name, ip) in [
+        ("n2", "10.247.1.7"),
+        ("s5", "10.247.2.3"),
+        ("n3", "10.247.0.10"),
+    ] {
+        let e = set(&svc(name, ip)).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("Service {name}")) && e.contains("already a frontend"),
+            "{name}: {e}"
+        );
+    }
+    // The VXLAN port is no frontend either.
+    let e = set(
+        "{ name = \"vx\", type = \"NodePort\", node_port = 47893, protocol = \"UDP\", port = 53, backends = [] }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("Service vx"), "{e}");
+    // A Service set again unchanged changes nothing.
+    let again = set(&svc("n1", "10.247.1.3")).expect("same again");
+    assert!(again.contains("flows +0 ~0 -0, groups +0 ~0 -0"), "{again}");
+    // Removals: a run-time Service goes (the last one moves into its place), a file Service
+    // replaced at run time comes back, and their frontends are free again.
+    set(&svc("n4", "10.247.3.4")).expect("n4");
+    set(&svc("n5", "10.247.3.5")).expect("n5");
+    ctl.command(&["del-service", "n4"]).expect("del n4");
+    set(&svc("n6", "10.247.3.4")).expect("n4's frontend is free");
+    ctl.command(&["set-backends", "n5", "172.16.1.10:81"])
+        .expect("n5 moved in the list and still changes");
+    // s3's file address is n1's now: s3 cannot come back until n1 goes.
+    let e = ctl.command(&["del-service", "s3"]).unwrap_err().to_string();
+    assert!(e.contains("already a frontend"), "{e}");
+    ctl.command(&["del-service", "n1"]).expect("del n1");
+    ctl.command(&["del-service", "s3"])
+        .expect("s3 back from the file");
+    let e = set(&svc("n7", "10.247.1.3")).unwrap_err().to_string();
+    assert!(
+        e.contains("already a frontend"),
+        "s3 holds 10.247.1.3 again? {e}"
+    );
+    set(&svc("n7", "10.247.2.3")).expect("s3's run-time address is free");
+
+    let flows_now = flows(&ctl);
+    let groups_now = ctl.command(&["dump-groups", "br-int"]).unwrap();
+    assert!(flows_now.contains("nw_dst=10.247.1.3,"), "s3: {flows_now}");
+    assert!(flows_now.contains("nw_dst=10.247.3.5,"), "{flows_now}");
+    assert!(flows_now.contains("nw_dst=10.247.3.4,"), "n6: {flows_now}");
+    assert!(flows_now.contains("nw_dst=10.247.2.3,"), "n7: {flows_now}");
+    // The full apply of the same state changes nothing and leaves the same tables.
+    let reapplied = ctl.command(&["apply", &node]).expect("re-apply");
+    assert!(
+        reapplied.contains("flows +0 ~0 -0, groups +0 ~0 -0"),
+        "{reapplied}"
+    );
+    assert_eq!(flows(&ctl), flows_now);
+    assert_eq!(ctl.command(&["dump-groups", "br-int"]).unwrap(), groups_now);
+    assert_eq!(
+        ctl.command(&["list-services"]).unwrap(),
+        "n5 10.247.3.5:80 backends=1\nn6 10.247.3.4:80 backends=1\nn7 10.247.2.3:80 backends=1\n"
+    );
 
     sw.shutdown();
     let _ = std::fs::remove_dir_all(&dir);

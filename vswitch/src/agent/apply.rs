@@ -28,6 +28,8 @@ pub struct Installed {
     pub host: super::host::HostState,
     /// Whether the host firewall table is installed.
     pub firewall: bool,
+    /// What the last apply read from the running system (one-Service changes compile with it).
+    pub runtime: Runtime,
 }
 
 /// Counts of what one apply changed.
@@ -86,6 +88,7 @@ pub fn apply_on(
         },
     };
     let desired = compile::compile(cfg, &mut installed.numbering, rt)?;
+    installed.runtime = rt;
     let prev = &installed.desired;
     let batch = Batch::plan(installed, &desired)?;
 
@@ -181,6 +184,26 @@ fn port_names(switch: &Switch, br: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Applies one Service's new output (`None`: the Service is gone) under group id `group`, as
+/// one all-or-nothing batch; `installed` follows on success. Nothing else is looked at: the
+/// caller validated and compiled the Service against the configuration in force.
+pub fn apply_service(
+    switch: &Switch,
+    installed: &mut Installed,
+    group: u32,
+    out: Option<Arc<ServiceOut>>,
+) -> Result<(Changes, Option<String>), String> {
+    let old = installed.desired.services.get(&group);
+    let batch = Batch::between(old.map(|o| &**o), out.as_deref())?;
+    switch.with_bridge(&installed.bridge, |b| batch.run(b))?;
+    let warning = out.as_ref().and_then(|o| o.warning.clone());
+    match out {
+        Some(out) => installed.desired.services.insert(group, out),
+        None => installed.desired.services.remove(&group),
+    };
+    Ok((batch.changes, warning))
+}
+
 /// AF_PACKET ports need an existing interface: checked before anything changes.
 fn check_interfaces(cfg: &NodeConfig) -> Result<(), String> {
     let exists = |name: &str| std::path::Path::new("/sys/class/net").join(name).exists();
@@ -241,7 +264,28 @@ impl Batch {
                 add_service(old, &mut old_flows, &mut old_groups);
             }
         }
+        Batch::diff(&old_flows, &new_flows, &old_groups, &new_groups)
+    }
 
+    /// The changes from one Service's output to another (`None`: no such Service).
+    pub fn between(old: Option<&ServiceOut>, new: Option<&ServiceOut>) -> Result<Batch, String> {
+        let (mut old_flows, mut new_flows) = (HashMap::new(), HashMap::new());
+        let (mut old_groups, mut new_groups) = (BTreeMap::new(), BTreeMap::new());
+        if let Some(old) = old {
+            add_service(old, &mut old_flows, &mut old_groups);
+        }
+        if let Some(new) = new {
+            add_service(new, &mut new_flows, &mut new_groups);
+        }
+        Batch::diff(&old_flows, &new_flows, &old_groups, &new_groups)
+    }
+
+    fn diff(
+        old_flows: &HashMap<&FlowKey, &str>,
+        new_flows: &HashMap<&FlowKey, &str>,
+        old_groups: &BTreeMap<u32, &str>,
+        new_groups: &BTreeMap<u32, &str>,
+    ) -> Result<Batch, String> {
         let mut b = Batch {
             group_adds: Vec::new(),
             flow_dels: Vec::new(),
@@ -249,7 +293,7 @@ impl Batch {
             group_dels: Vec::new(),
             changes: Changes::default(),
         };
-        for (id, g) in &new_groups {
+        for (id, g) in new_groups {
             let cmd = match old_groups.get(id) {
                 Some(old) if old == g => continue,
                 Some(_) => {
@@ -279,7 +323,7 @@ impl Batch {
                 b.changes.flows_removed += 1;
             }
         }
-        for (k, line) in &new_flows {
+        for (k, line) in new_flows {
             match old_flows.get(k) {
                 Some(old) if old == line => continue,
                 Some(_) => b.changes.flows_modified += 1,

@@ -192,6 +192,79 @@ struct ServiceContext {
     pod_cidr: Cidr,
 }
 
+impl ServiceContext {
+    fn of(cfg: &NodeConfig, rt: Runtime, group: u32) -> ServiceContext {
+        let own_mac = cfg.uplink.as_ref().and_then(|u| u.mac.or(rt.uplink_mac));
+        ServiceContext {
+            group,
+            zone: cfg.ct_zone,
+            node_ip: cfg.underlay_ip,
+            uplink: cfg.uplink.is_some(),
+            egress_out: own_mac.is_some() && cfg.egress.next_hop_mac.or(rt.next_hop_mac).is_some(),
+            pod_cidr: cfg.pod_cidr,
+        }
+    }
+}
+
+/// A Service's output: the memoized one while the Service and its context are unchanged.
+fn compile_memoized(
+    memo: &mut HashMap<u32, Memo>,
+    s: &Arc<Service>,
+    context: ServiceContext,
+) -> Arc<ServiceOut> {
+    match memo.get(&context.group) {
+        Some(m) if m.context == context && (Arc::ptr_eq(&m.service, s) || *m.service == **s) => {
+            m.out.clone()
+        }
+        _ => {
+            let out = Arc::new(compile_service(s, context));
+            memo.insert(
+                context.group,
+                Memo {
+                    service: s.clone(),
+                    context,
+                    out: out.clone(),
+                },
+            );
+            out
+        }
+    }
+}
+
+/// Compiles one Service of a node compiled before with `numbering` and `rt` (a one-Service
+/// change): its group id (kept, or the next free one) and its output. The full [`compile`]
+/// of the changed configuration gives the same.
+pub fn compile_one(
+    cfg: &NodeConfig,
+    numbering: &mut Numbering,
+    rt: Runtime,
+    s: &Arc<Service>,
+) -> (u32, Arc<ServiceOut>) {
+    let group = match numbering.groups.get(&s.name) {
+        Some(&g) => g,
+        None => {
+            let next = numbering
+                .groups
+                .values()
+                .max()
+                .map_or(GROUP_BASE, |m| m + 1);
+            numbering.groups.insert(s.name.clone(), next);
+            next
+        }
+    };
+    let context = ServiceContext::of(cfg, rt, group);
+    (group, compile_memoized(&mut numbering.memo, s, context))
+}
+
+impl Numbering {
+    /// Forgets Service `name` (removed by a one-Service change): its group id, if it had one.
+    pub fn forget_service(&mut self, name: &str) -> Option<u32> {
+        let group = self.groups.remove(name)?;
+        self.memo.remove(&group);
+        Some(group)
+    }
+}
+
 /// Stable numbers: a pod keeps its ofport and a Service its group across re-applies, so that
 /// one change in the file changes only the flows that depend on it.
 #[derive(Debug, Clone, Default)]
@@ -618,34 +691,10 @@ pub fn compile(
     // Table 30: Service load balancing of new connections, then commit everything else.
     let mut memo = std::mem::take(&mut numbering.memo);
     for (s, &group) in cfg.services.iter().zip(&group_ids) {
-        let context = ServiceContext {
-            group,
-            zone,
-            node_ip: cfg.underlay_ip,
-            uplink: cfg.uplink.is_some(),
-            egress_out: own_mac.is_some() && next_hop.is_some(),
-            pod_cidr: cfg.pod_cidr,
-        };
-        let out = match memo.get(&group) {
-            Some(m)
-                if m.context == context && (Arc::ptr_eq(&m.service, s) || *m.service == **s) =>
-            {
-                m.out.clone()
-            }
-            _ => {
-                let out = Arc::new(compile_service(s, context));
-                memo.insert(
-                    group,
-                    Memo {
-                        service: s.clone(),
-                        context,
-                        out: out.clone(),
-                    },
-                );
-                out
-            }
-        };
-        b.out.services.insert(group, out);
+        let context = ServiceContext::of(cfg, rt, group);
+        b.out
+            .services
+            .insert(group, compile_memoized(&mut memo, s, context));
     }
     memo.retain(|group, _| b.out.services.contains_key(group));
     numbering.memo = memo;

@@ -108,7 +108,135 @@ pub fn validate(raw: &RawConfig) -> Result<NodeConfig, ConfigError> {
 #[derive(Debug, Default)]
 pub struct ServiceMemo {
     cidr: Option<Cidr>,
-    services: HashMap<String, (Arc<RawService>, Arc<Service>)>,
+    services: HashMap<String, Memoized>,
+    /// Every frontend in force and the position (in `NodeConfig::services`) of its Service:
+    /// what a one-Service change is checked against without walking the others.
+    frontends: HashMap<Frontend, usize>,
+}
+
+/// A frontend: address, port and protocol.
+type Frontend = (Ipv4Addr, u16, Protocol);
+
+#[derive(Debug)]
+struct Memoized {
+    raw: Arc<RawService>,
+    service: Arc<Service>,
+    /// Where the Service sits in `NodeConfig::services`.
+    position: usize,
+}
+
+/// A Service validated on its own against a node already validated (see [`validate_one`]).
+pub struct OneService {
+    pub service: Arc<Service>,
+    /// The position of the Service it replaces, if one of that name is in force.
+    pub replaces: Option<usize>,
+}
+
+impl ServiceMemo {
+    /// Records a one-Service change that was applied: `cfg.services` is updated to match.
+    pub fn set_one(&mut self, cfg: &mut NodeConfig, raw: Arc<RawService>, one: OneService) {
+        let position = match one.replaces {
+            Some(p) => {
+                self.forget_frontends(cfg, p);
+                cfg.services[p] = one.service.clone();
+                p
+            }
+            None => {
+                cfg.services.push(one.service.clone());
+                cfg.services.len() - 1
+            }
+        };
+        for (ip, port) in one.service.frontends(cfg.underlay_ip) {
+            self.frontends
+                .insert((ip, port, one.service.protocol), position);
+        }
+        self.services.insert(
+            raw.name.clone(),
+            Memoized {
+                raw,
+                service: one.service,
+                position,
+            },
+        );
+    }
+
+    /// Records the removal of Service `name`: `cfg.services` is updated to match.
+    pub fn remove_one(&mut self, cfg: &mut NodeConfig, name: &str) {
+        let Some(gone) = self.services.remove(name) else {
+            return;
+        };
+        let p = gone.position;
+        self.forget_frontends(cfg, p);
+        cfg.services.swap_remove(p);
+        // The last Service moved into the hole: its positions follow.
+        if let Some(moved) = cfg.services.get(p) {
+            for (ip, port) in moved.frontends(cfg.underlay_ip) {
+                self.frontends.insert((ip, port, moved.protocol), p);
+            }
+            if let Some(m) = self.services.get_mut(&moved.name) {
+                m.position = p;
+            }
+        }
+    }
+
+    /// The position of Service `name` in force, if any.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.services.get(name).map(|m| m.position)
+    }
+
+    fn forget_frontends(&mut self, cfg: &NodeConfig, position: usize) {
+        let old = &cfg.services[position];
+        for (ip, port) in old.frontends(cfg.underlay_ip) {
+            self.frontends.remove(&(ip, port, old.protocol));
+        }
+    }
+}
+
+/// Validates one Service against `cfg` (validated with `memo`): what [`validate_with`] would
+/// check for it, the frontends of every other Service included, without walking them.
+pub fn validate_one(
+    cfg: &NodeConfig,
+    raw: &RawService,
+    memo: &ServiceMemo,
+) -> Result<OneService, ConfigError> {
+    let replaces = memo.position(&raw.name);
+    let i = replaces.unwrap_or(cfg.services.len());
+    let service = match memo.services.get(&raw.name) {
+        Some(m) if *m.raw == *raw => m.service.clone(),
+        _ => Arc::new(service(i, raw, cfg.service_cidr)?),
+    };
+    for (ip, port) in service.frontends(cfg.underlay_ip) {
+        check_frontend(i, cfg, (ip, port, service.protocol))?;
+        if let Some(&other) = memo.frontends.get(&(ip, port, service.protocol))
+            && Some(other) != replaces
+        {
+            return Err(taken(i, (ip, port, service.protocol)));
+        }
+    }
+    Ok(OneService { service, replaces })
+}
+
+/// A frontend must not be the node's VXLAN port.
+fn check_frontend(i: usize, cfg: &NodeConfig, f: Frontend) -> Result<(), ConfigError> {
+    if let Mode::Tunnel { dst_port, .. } = cfg.mode
+        && f == (cfg.underlay_ip, dst_port, Protocol::Udp)
+    {
+        return Err(invalid(
+            format!("services[{i}]"),
+            format!("{}:{}/udp is the VXLAN port", f.0, f.1),
+        ));
+    }
+    Ok(())
+}
+
+fn taken(i: usize, (ip, port, protocol): Frontend) -> ConfigError {
+    invalid(
+        format!("services[{i}]"),
+        format!(
+            "{ip}:{port}/{} is already a frontend of another Service",
+            protocol.as_str()
+        ),
+    )
 }
 
 /// [`validate`], reusing (and then replacing) `memo`.
@@ -363,18 +491,25 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
     }
 
     let mut services: Vec<Arc<Service>> = Vec::with_capacity(raw.services.len());
-    let mut frontends = HashSet::with_capacity(raw.services.len());
+    let mut frontends: HashMap<Frontend, usize> = HashMap::with_capacity(raw.services.len());
     let mut service_names: HashSet<&str> = HashSet::with_capacity(raw.services.len());
     if memo.cidr != Some(service_cidr) {
         memo.services.clear();
     }
-    let mut validated: Vec<(Arc<RawService>, Arc<Service>)> = Vec::new();
+    // (raw, validated, position): new entries of the memo, and positions of reused ones.
+    let mut validated: Vec<(Arc<RawService>, Arc<Service>, usize)> = Vec::new();
+    let mut moved: Vec<(&str, usize)> = Vec::new();
     for (i, s) in raw.services.iter().enumerate() {
         let svc = match memo.services.get(&s.name) {
-            Some((old_raw, old)) if Arc::ptr_eq(old_raw, s) || **old_raw == **s => old.clone(),
+            Some(m) if Arc::ptr_eq(&m.raw, s) || *m.raw == **s => {
+                if m.position != i {
+                    moved.push((&s.name, i));
+                }
+                m.service.clone()
+            }
             _ => {
                 let svc = Arc::new(service(i, s, service_cidr)?);
-                validated.push((s.clone(), svc.clone()));
+                validated.push((s.clone(), svc.clone(), i));
                 svc
             }
         };
@@ -385,22 +520,17 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
             ));
         }
         for (ip, port) in svc.frontends(underlay_ip) {
+            let f = (ip, port, svc.protocol);
             if let Mode::Tunnel { dst_port, .. } = mode
-                && (ip, port, svc.protocol) == (underlay_ip, dst_port, Protocol::Udp)
+                && f == (underlay_ip, dst_port, Protocol::Udp)
             {
                 return Err(invalid(
                     format!("services[{i}]"),
                     format!("{ip}:{port}/udp is the VXLAN port"),
                 ));
             }
-            if !frontends.insert((ip, port, svc.protocol)) {
-                return Err(invalid(
-                    format!("services[{i}]"),
-                    format!(
-                        "{ip}:{port}/{} is already a frontend of another Service",
-                        svc.protocol.as_str()
-                    ),
-                ));
+            if frontends.insert(f, i).is_some() {
+                return Err(taken(i, f));
             }
         }
         services.push(svc);
@@ -488,13 +618,24 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
 
     // The memo keeps what this call validated and forgets Services no longer there.
     memo.cidr = Some(service_cidr);
-    for (r, m) in validated {
-        memo.services.insert(r.name.clone(), (r, m));
+    for (name, position) in moved {
+        if let Some(m) = memo.services.get_mut(name) {
+            m.position = position;
+        }
+    }
+    for (raw, service, position) in validated {
+        let memoized = Memoized {
+            raw,
+            service,
+            position,
+        };
+        memo.services.insert(memoized.raw.name.clone(), memoized);
     }
     if memo.services.len() > raw.services.len() {
         memo.services
             .retain(|name, _| service_names.contains(name.as_str()));
     }
+    memo.frontends = frontends;
     Ok(NodeConfig {
         name: n.name.clone(),
         bridge,
