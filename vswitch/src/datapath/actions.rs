@@ -34,9 +34,11 @@ pub enum DpAction {
     },
     /// MAC learning + forwarding, resolved per packet (learning changes faster than flows).
     Normal,
-    /// Every port of the bridge but the input port (FLOOD) or including it (ALL).
+    /// Every port of the bridge but the input port, as OpenFlow defines both FLOOD and ALL
+    /// (they differ only in ports configured not to flood, which this switch has none of);
+    /// `all` keeps the name for traces.
     Flood {
-        include_in_port: bool,
+        all: bool,
     },
     SetEthSrc([u8; 6]),
     SetEthDst([u8; 6]),
@@ -111,9 +113,7 @@ impl std::fmt::Display for DpAction {
                 write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),output:dp{port}")
             }
             DpAction::Normal => f.write_str("normal"),
-            DpAction::Flood { include_in_port } => {
-                f.write_str(if *include_in_port { "all" } else { "flood" })
-            }
+            DpAction::Flood { all } => f.write_str(if *all { "all" } else { "flood" }),
             DpAction::SetEthSrc(m) => write!(f, "set(eth(src={}))", mac(m)),
             DpAction::SetEthDst(m) => write!(f, "set(eth(dst={}))", mac(m)),
             DpAction::SetIpv4Src(a) => write!(f, "set(ipv4(src={a}))"),

@@ -402,7 +402,7 @@ fn execute(
                 tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni)
             }
             DpAction::Normal => normal(ctx, pkt, key, parsed),
-            DpAction::Flood { include_in_port } => flood(ctx, pkt, key, parsed, *include_in_port),
+            DpAction::Flood { .. } => flood(ctx, pkt, key, parsed),
             // Only new connections reach a select group: one clock read and one store each.
             DpAction::AffinityTouch(t) => t.touch(conntrack::lb::affinity::clock_ns()),
             DpAction::SetEthSrc(mac) => {
@@ -690,7 +690,7 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed)
         }
         return;
     }
-    flood(ctx, pkt, key, parsed, false);
+    flood(ctx, pkt, key, parsed);
 }
 
 /// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
@@ -729,20 +729,14 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
     Some((dst, vni))
 }
 
-fn flood(
-    ctx: &mut Ctx,
-    pkt: &PacketBuf,
-    key: &FlowKey,
-    parsed: &encap::Parsed,
-    include_in_port: bool,
-) {
+fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let pipeline = ctx.pipeline;
     let from_tunnel = pipeline
         .ports
         .get(&key.in_port)
         .is_some_and(|p| p.kind == crate::pipeline::PortKind::Vxlan);
     for ofport in &pipeline.port_order {
-        if *ofport == key.in_port && !include_in_port {
+        if *ofport == key.in_port {
             continue;
         }
         let Some(info) = pipeline.ports.get(ofport) else {

@@ -308,7 +308,7 @@ impl<'a> Xlate<'a> {
                     if port == OfPort::ALL { "ALL" } else { "FLOOD" }
                 ));
                 self.out.push(DpAction::Flood {
-                    include_in_port: port == OfPort::ALL,
+                    all: port == OfPort::ALL,
                 })
             }
             OfPort::CONTROLLER => self.out.push(DpAction::Controller {
