@@ -242,46 +242,67 @@ impl Agent {
 
     /// The Services set at run time, one line each: `NAME FRONTEND backends=N`.
     pub fn list_services(&self) -> String {
-        let st = self.lock();
-        st.live_services
-            .values()
+        self.service_list()
+            .services
+            .iter()
             .map(|s| {
-                let front = s
-                    .cluster_ip
-                    .clone()
-                    .or_else(|| s.external_ip.clone())
-                    .unwrap_or_else(|| "-".into());
                 format!(
-                    "{} {front}:{} backends={}\n",
+                    "{} {}:{} backends={}\n",
                     s.name,
+                    s.frontend.as_deref().unwrap_or("-"),
                     s.port,
-                    s.backends.len()
+                    s.backends
                 )
             })
             .collect()
     }
 
+    /// The run-time Services, typed (`list-services --format json`).
+    pub fn service_list(&self) -> crate::views::ServiceList {
+        let st = self.lock();
+        let services = st
+            .live_services
+            .values()
+            .map(|s| crate::views::ServiceView {
+                name: s.name.clone(),
+                frontend: s.cluster_ip.clone().or_else(|| s.external_ip.clone()),
+                port: s.port,
+                backends: s.backends.len(),
+            })
+            .collect();
+        crate::views::ServiceList { services }
+    }
+
     /// The run-time pods, one line each: `NAME PORT IP MAC ofport=N`.
     pub fn list_pods(&self) -> String {
-        let st = self.lock();
-        st.live_pods
+        self.pod_list()
+            .pods
             .iter()
-            .map(|(name, p)| {
-                let of = st
-                    .installed
-                    .numbering
-                    .ofports
-                    .get(&p.port)
+            .map(|p| {
+                let of = p
+                    .ofport
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "?".into());
-                format!(
-                    "{name} {} {} {} ofport={of}\n",
-                    p.port,
-                    p.ip,
-                    p.mac.to_lowercase()
-                )
+                format!("{} {} {} {} ofport={of}\n", p.name, p.port, p.ip, p.mac)
             })
             .collect()
+    }
+
+    /// The run-time pods, typed (`list-pods --format json`).
+    pub fn pod_list(&self) -> crate::views::PodList {
+        let st = self.lock();
+        let pods = st
+            .live_pods
+            .iter()
+            .map(|(name, p)| crate::views::PodView {
+                name: name.clone(),
+                port: p.port.clone(),
+                ip: p.ip.to_string(),
+                mac: p.mac.to_lowercase(),
+                ofport: st.installed.numbering.ofports.get(&p.port).copied(),
+            })
+            .collect();
+        crate::views::PodList { pods }
     }
 
     /// Undoes what lives outside the switch (the host firewall table); the switch's own state

@@ -133,8 +133,15 @@ pub enum MgmtCommand {
     },
     /// Run a packet described in flow syntax through the tables and explain.
     Trace { bridge: String, flow: String },
-    /// Bridge features and ports (ovs-ofctl show's format).
-    Show { bridge: String },
+    /// Without a bridge: the whole switch on one screen (bridges, ports with type, ofport and
+    /// options, sockets), like `ovs-vsctl show`. With one: its features and ports, like
+    /// `ovs-ofctl show`.
+    Show {
+        #[serde(default)]
+        bridge: Option<String>,
+    },
+    /// The megaflow cache: each entry's masked key (dpctl/dump-flows style), hits and actions.
+    DumpMegaflows { bridge: String },
     /// The MAC learning table.
     #[command(alias = "dump-macs")]
     #[serde(alias = "dump-macs")]
@@ -205,6 +212,21 @@ impl MgmtCommand {
         CommandLine::try_parse_from(words.iter().map(|w| w.as_ref())).map(|c| c.command)
     }
 
+    /// Every management command as clap describes it (for help, completions and man pages).
+    pub fn clap_commands() -> Vec<clap::Command> {
+        use clap::CommandFactory;
+        CommandLine::command().get_subcommands().cloned().collect()
+    }
+
+    /// The command's name as typed (`add-br`).
+    pub fn name(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            Ok(serde_json::Value::Object(m)) => m.keys().next().cloned().unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
     /// Whether `word` names a management command (so vswitchctl sends it to vswitchd.ctl).
     pub fn is_management(word: &str) -> bool {
         use clap::CommandFactory;
@@ -249,5 +271,20 @@ mod tests {
         assert!(e.to_string().contains("frobnicate"), "{e}");
         assert!(MgmtCommand::is_management("dump-macs"));
         assert!(!MgmtCommand::is_management("dump-tables"));
+    }
+
+    #[test]
+    fn show_takes_an_optional_bridge_and_old_requests_still_parse() {
+        let all = MgmtCommand::parse_words(&["show"]).unwrap();
+        assert_eq!(all, MgmtCommand::Show { bridge: None });
+        assert_eq!(all.name(), "show");
+        let old: MgmtCommand = serde_json::from_str(r#"{"show":{"bridge":"br0"}}"#).unwrap();
+        assert_eq!(
+            old,
+            MgmtCommand::Show {
+                bridge: Some("br0".into())
+            }
+        );
+        assert_eq!(MgmtCommand::ListBr.name(), "list-br");
     }
 }

@@ -17,6 +17,9 @@ use crate::bridge::{PortCtl, dpid, flow_selected, with_live_counters};
 use crate::command::MgmtCommand;
 use crate::datapath::CacheStats;
 use crate::switch::Switch;
+use crate::views::OutputFormat;
+
+mod listing;
 
 type CmdResult = Result<String, String>;
 
@@ -58,7 +61,15 @@ impl Control {
         self.run(cmd)
     }
 
-    /// Runs one management command.
+    /// Runs one management command and prints its result in `format`.
+    pub fn run_as(&self, cmd: MgmtCommand, format: OutputFormat) -> Result<String, ControlError> {
+        match format {
+            OutputFormat::Text => self.run(cmd),
+            OutputFormat::Json => self.run_json(cmd),
+        }
+    }
+
+    /// Runs one management command (text output).
     pub fn run(&self, cmd: MgmtCommand) -> Result<String, ControlError> {
         use MgmtCommand as C;
         let sw = &self.switch;
@@ -158,28 +169,9 @@ impl Control {
             }),
             C::DumpPorts { bridge, port } => self.dump_ports(&bridge, port.as_deref()),
             C::DumpDrops { bridge } => self.dump_drops(&bridge),
-            C::DumpConntrack { bridge, zone } => {
-                // `dump-conntrack zone=N` without a bridge.
-                let (bridge, zone) = match bridge.as_deref().and_then(|b| b.strip_prefix("zone=")) {
-                    Some(z) => (
-                        None,
-                        Some(z.parse().map_err(|_| format!("bad zone '{z}'"))?),
-                    ),
-                    None => (bridge, zone),
-                };
-                // Conntrack is shared by every bridge of the datapath; the bridge names the switch.
-                if let Some(br) = &bridge {
-                    sw.with_bridge(br, |_| Ok(()))?;
-                }
-                Ok(sw.dp.call(move |dp| {
-                    let now = dp.now_ns();
-                    dp.conntrack()
-                        .dump(now)
-                        .filter(|e| zone.is_none_or(|z| e.zone == z))
-                        .map(|e| format!("{e}\n"))
-                        .collect::<String>()
-                }))
-            }
+            C::DumpConntrack { bridge, zone } => self
+                .connections(bridge, zone)
+                .map(|conns| conns.iter().map(|e| format!("{e}\n")).collect()),
             C::FlushConntrack { bridge } => {
                 if let Some(br) = &bridge {
                     sw.with_bridge(br, |_| Ok(()))?;
@@ -197,7 +189,11 @@ impl Control {
                 sw.capture(&bridge, &port, &file, &opts)
             }
             C::Trace { bridge, flow } => sw.with_bridge(&bridge, |b| crate::trace::trace(b, &flow)),
-            C::Show { bridge } => self.show(&bridge),
+            C::Show {
+                bridge: Some(bridge),
+            } => self.show(&bridge),
+            C::Show { bridge: None } => Ok(self.show_switch_text()),
+            C::DumpMegaflows { bridge } => self.dump_megaflows_text(&bridge),
             C::FdbShow { bridge } => self.fdb_show(&bridge),
             C::Apply { config } => {
                 // The file's contents, or (one line, no '=') a path the daemon can read.
@@ -267,13 +263,11 @@ impl Control {
     }
 
     fn fdb_show(&self, br: &str) -> CmdResult {
-        let idx = self.switch.with_bridge(br, |b| Ok(b.dp_index))?;
-        let rows = self.switch.dp.call(move |dp| dp.mac_table_dump(idx));
         let mut out = String::from(" port  VLAN  MAC                Age\n");
-        for (vlan, mac, port, age) in rows {
+        for e in self.fdb_dump(br)?.entries {
             out.push_str(&format!(
-                "{port:>5}  {vlan:>4}  {}  {age:>3}\n",
-                fmt_mac(&mac)
+                "{:>5}  {:>4}  {}  {:>3}\n",
+                e.port, e.vlan, e.mac, e.age_secs
             ));
         }
         Ok(out)

@@ -93,6 +93,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .spawn(move || serve(listener, server))
         .expect("spawning the management thread");
     info!(rundir = %opts.rundir.display(), "vswitchd ready");
+    // Under systemd (Type=notify): configured and serving, so dependants may start.
+    if let Err(e) = crate::sd_notify::notify("READY=1") {
+        warn!("cannot notify the service manager: {e}");
+    }
 
     for sig in signals.forever() {
         match sig {
@@ -107,6 +111,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     info!("shutting down");
+    let _ = crate::sd_notify::notify("STOPPING=1");
     stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
     Ok(())
 }
@@ -151,6 +156,6 @@ fn serve(listener: UnixListener, control: Arc<Control>) {
         // One thread per request: requests are rare and some (add-flows) take a while.
         let _ = std::thread::Builder::new()
             .name("mgmt-req".into())
-            .spawn(move || mgmt::serve_one(conn, |cmd| control.run(cmd)));
+            .spawn(move || mgmt::serve_one(conn, |cmd, format| control.run_as(cmd, format)));
     }
 }

@@ -9,22 +9,28 @@
 //! - `ofserver` (OpenFlow sessions) and `agent` (node configuration) call the switch;
 //! - `command` (the typed management commands), `control` (runs them), `mgmt` (the socket),
 //!   `daemon` (vswitchd's main loop); `ofclient` is vswitchctl's OpenFlow side;
+//! - `views` (typed results of the dump/list commands, `--format json`), `megaflow_text`
+//!   (a megaflow in dpctl style), `sd_notify` (readiness for systemd);
 //! - `trace` explains the slow path.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod bridge;
+pub mod cli_doc;
 pub mod command;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod events;
+pub mod megaflow_text;
 pub mod mgmt;
 pub mod ofclient;
 pub mod ofserver;
 pub mod pipeline;
 pub mod portspec;
 pub mod rundir;
+pub mod sd_notify;
 pub mod switch;
 pub mod trace;
+pub mod views;

@@ -16,21 +16,33 @@ use serde::{Deserialize, Serialize};
 use crate::command::MgmtCommand;
 use crate::control::ControlError;
 use crate::rundir::mgmt_socket;
+use crate::views::OutputFormat;
 
 /// One request: a typed command, or its words.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Request {
-    Typed { command: MgmtCommand },
-    Words { args: Vec<String> },
+    Typed {
+        command: MgmtCommand,
+        /// How to print the result (`"json"`: one JSON document); text when absent.
+        #[serde(default)]
+        format: OutputFormat,
+    },
+    Words {
+        args: Vec<String>,
+        #[serde(default)]
+        format: OutputFormat,
+    },
 }
 
 impl Request {
-    /// The command it carries (words are parsed by the shared clap grammar).
-    pub fn into_command(self) -> Result<MgmtCommand, ControlError> {
+    /// The command it carries (words are parsed by the shared clap grammar) and the format
+    /// its result is wanted in.
+    pub fn into_command(self) -> Result<(MgmtCommand, OutputFormat), ControlError> {
         match self {
-            Request::Typed { command } => Ok(command),
-            Request::Words { args } => MgmtCommand::parse_words(&args)
+            Request::Typed { command, format } => Ok((command, format)),
+            Request::Words { args, format } => MgmtCommand::parse_words(&args)
+                .map(|c| (c, format))
                 .map_err(|e| ControlError::Usage(e.render().to_string().trim_end().to_string())),
         }
     }
@@ -61,16 +73,27 @@ pub fn call(rundir: &Path, args: &[String]) -> Result<Reply, MgmtError> {
         rundir,
         &Request::Words {
             args: args.to_vec(),
+            format: OutputFormat::Text,
         },
     )
 }
 
-/// Sends one typed command and waits for its reply.
+/// Sends one typed command and waits for its reply (text).
 pub fn call_command(rundir: &Path, command: &MgmtCommand) -> Result<Reply, MgmtError> {
+    call_command_as(rundir, command, OutputFormat::Text)
+}
+
+/// Sends one typed command and waits for its reply, printed in `format`.
+pub fn call_command_as(
+    rundir: &Path,
+    command: &MgmtCommand,
+    format: OutputFormat,
+) -> Result<Reply, MgmtError> {
     send(
         rundir,
         &Request::Typed {
             command: command.clone(),
+            format,
         },
     )
 }
@@ -94,7 +117,7 @@ fn send(rundir: &Path, request: &Request) -> Result<Reply, MgmtError> {
 /// Reads one request from a connection, answers it with `handle`, and closes.
 pub fn serve_one(
     stream: UnixStream,
-    handle: impl FnOnce(MgmtCommand) -> Result<String, ControlError>,
+    handle: impl FnOnce(MgmtCommand, OutputFormat) -> Result<String, ControlError>,
 ) {
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();
@@ -108,7 +131,10 @@ pub fn serve_one(
         return;
     }
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => match req.into_command().and_then(handle) {
+        Ok(req) => match req
+            .into_command()
+            .and_then(|(command, format)| handle(command, format))
+        {
             Ok(output) => Reply { ok: true, output },
             Err(e) => Reply {
                 ok: false,

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod errors;
+pub mod json;
 pub mod print;
 
 use std::io::{Read, Write};

@@ -30,6 +30,13 @@ impl FlowStats {
         self.bytes.fetch_add(bytes, Relaxed);
         self.used_ns.store(now_ns, Relaxed);
     }
+
+    /// Takes over another entry's counts (a revalidated megaflow keeps its history).
+    pub fn carry_over(&self, old: &FlowStats) {
+        self.packets.store(old.packets.load(Relaxed), Relaxed);
+        self.bytes.store(old.bytes.load(Relaxed), Relaxed);
+        self.used_ns.store(old.used_ns.load(Relaxed), Relaxed);
+    }
 }
 
 /// A rule as the datapath sees it: the flow entry and its live counters.

@@ -11,16 +11,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use vswitch::command::MgmtCommand;
 use vswitch::ofclient::{self, ClientError, Command, Options, Outcome};
+use vswitch::views::OutputFormat;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "vswitchctl",
     version,
-    about = "Control a running vswitchd: bridges, ports, flows and diagnostics",
-    after_help = "OpenFlow 1.3 commands (SWITCH = bridge name, unix:PATH or tcp:IP:PORT):\n  show | dump-flows [MATCH] | dump-aggregate [MATCH] | add-flow FLOW | add-flows FILE |\n  mod-flows FLOW | del-flows [MATCH] | replace-flows FILE | diff-flows SRC1 SRC2 |\n  add-group GROUP | add-groups FILE | mod-group GROUP | del-groups [GROUP] | dump-groups [ID] |\n  dump-group-stats [ID] | dump-ports [PORT] | dump-ports-desc | dump-tables |\n  packet-out IN_PORT ACTIONS HEX..., each as `vswitchctl CMD SWITCH ARGS`\nManagement commands: add-br BR [--may-exist] | del-br BR [--if-exists] | list-br | br-exists BR |\n  add-port BR NAME [type=..] [ofport=N] [options:K=V].. | del-port BR NAME [--if-exists] |\n  list-ports BR | dump-drops BR | dump-conntrack [BR] [zone=N] | flush-conntrack [BR] |\n  trace BR FLOW | fdb-show BR | capture BR PORT FILE [count=N] [seconds=S] | apply FILE |\n  add-pod NAME port=IF ip=IP mac=MAC [type=..] [ofport=N] [allow_from=CIDR,..] |\n  del-pod NAME [--if-exists] | list-pods | node-info\n  (`vswitchctl CMD --help` for one command's arguments)\nFlags (before or after the command): --strict --no-stats --names --bundle"
+    about = "Control a running vswitchd: bridges, ports, flows and diagnostics"
 )]
 struct Cli {
     /// Run directory of the vswitchd to talk to (default $VSWITCH_RUNDIR or /run/vswitch).
@@ -38,9 +38,17 @@ struct Cli {
     /// Apply flow/group changes atomically in one ONF bundle.
     #[arg(long)]
     bundle: bool,
+    /// Output of the dump and list commands: text, or one JSON document.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// The whole grammar (flags and every command), for help, completions and the man page.
+fn grammar() -> clap::Command {
+    vswitch::cli_doc::vswitchctl_command(&Cli::command())
 }
 
 /// Pulls the flags users type after the command (`dump-flows br0 --no-stats`) into `cli`.
@@ -54,16 +62,25 @@ fn take_trailing_flags(cli: &mut Cli) -> Result<(), String> {
             "--names" => cli.names = true,
             "--no-names" => cli.names = false,
             "--bundle" => cli.bundle = true,
+            "--format" => {
+                let f = it.next().ok_or("--format needs text or json")?;
+                cli.format = parse_format(&f)?;
+            }
             "--rundir" => {
                 cli.rundir = it
                     .next()
                     .map(PathBuf::from)
                     .ok_or("--rundir needs a directory")?
             }
-            _ => match a.strip_prefix("--rundir=") {
-                Some(d) => cli.rundir = PathBuf::from(d),
-                None => rest.push(a),
-            },
+            _ => {
+                if let Some(d) = a.strip_prefix("--rundir=") {
+                    cli.rundir = PathBuf::from(d);
+                } else if let Some(f) = a.strip_prefix("--format=") {
+                    cli.format = parse_format(f)?;
+                } else {
+                    rest.push(a);
+                }
+            }
         }
     }
     if rest.is_empty() {
@@ -73,16 +90,58 @@ fn take_trailing_flags(cli: &mut Cli) -> Result<(), String> {
     Ok(())
 }
 
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    OutputFormat::from_str(s, false).map_err(|_| format!("--format {s}: expected text or json"))
+}
+
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let listing = vswitch::cli_doc::command_listing(&grammar());
+    let matches = Cli::command().after_help(listing).get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     if let Err(e) = take_trailing_flags(&mut cli) {
         eprintln!("vswitchctl: {e}");
         return ExitCode::from(1);
+    }
+    match cli.command[0].as_str() {
+        "completions" => return completions(&cli.command[1..]),
+        "man" => return man_page(),
+        // `show` alone is the whole switch (management); `show SWITCH` is ovs-ofctl's.
+        "show" if cli.command.len() == 1 => return management(&cli),
+        _ => {}
     }
     if Command::is_openflow(&cli.command[0]) {
         return openflow(&cli);
     }
     management(&cli)
+}
+
+/// `vswitchctl completions SHELL`: the completion script clap_complete makes of the grammar.
+fn completions(args: &[String]) -> ExitCode {
+    let shell = match args {
+        [one] => clap_complete::Shell::from_str(one, true),
+        _ => Err(String::new()),
+    };
+    let Ok(shell) = shell else {
+        eprintln!("vswitchctl: completions needs one shell: bash, zsh, fish, elvish or powershell");
+        return ExitCode::from(1);
+    };
+    clap_complete::generate(shell, &mut grammar(), "vswitchctl", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `vswitchctl man`: the man page (roff) clap_mangen makes of the grammar.
+fn man_page() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(grammar()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn openflow(cli: &Cli) -> ExitCode {
@@ -92,6 +151,7 @@ fn openflow(cli: &Cli) -> ExitCode {
         no_stats: cli.no_stats,
         names: cli.names,
         bundle: cli.bundle,
+        format: cli.format,
     };
     match ofclient::run(&cli.command[0], &cli.command[1..], &opts) {
         Ok(Outcome::Done(out)) => {
@@ -143,7 +203,7 @@ fn management(cli: &Cli) -> ExitCode {
         }
         _ => {}
     }
-    match vswitch::mgmt::call_command(&cli.rundir, &command) {
+    match vswitch::mgmt::call_command_as(&cli.rundir, &command, cli.format) {
         Ok(reply) if reply.ok => {
             print!("{}", reply.output);
             ExitCode::SUCCESS

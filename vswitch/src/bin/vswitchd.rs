@@ -38,6 +38,9 @@ struct Cli {
     /// other_first, other_multiple, other_bidir, icmp_first, icmp_reply).
     #[arg(long, value_name = "NAME=SECS")]
     ct_timeout: Vec<String>,
+    /// Print this man page (roff, generated from these options) and exit.
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if cli.man {
+        use clap::CommandFactory;
+        let page = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock());
+        return if page.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let mut conntrack = conntrack::Config {
         max_conns: cli.ct_max_conns,
         ..Default::default()

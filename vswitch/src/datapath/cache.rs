@@ -192,6 +192,13 @@ impl<T> MegaflowCache<T> {
     pub fn n_masks(&self) -> usize {
         self.groups.len()
     }
+
+    /// Every entry as (mask, masked key, value), for dumps; read-only, never on the fast path.
+    pub fn entries(&self) -> impl Iterator<Item = (&FlowKey, &FlowKey, &Arc<T>)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.entries.iter().map(move |(k, v)| (&g.mask, k, v)))
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +237,8 @@ mod tests {
         assert!(mf.lookup(&key(2, 7)).is_none());
         assert_eq!(mf.len(), 1);
         assert_eq!(mf.n_masks(), 1);
+        let dumped: Vec<_> = mf.entries().map(|(m, k, v)| (*m, *k, **v)).collect();
+        assert_eq!(dumped, vec![(mask, key(1, 0), "port1")]);
     }
 
     #[test]

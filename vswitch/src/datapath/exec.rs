@@ -79,6 +79,7 @@ impl FlowHits {
 
     fn flush(&mut self, now_ns: u64) {
         for (flow, packets, bytes) in self.flows.drain(..) {
+            flow.stats.hit(packets, bytes, now_ns);
             for r in &flow.rules {
                 r.hit(packets, bytes, now_ns);
             }
@@ -334,7 +335,10 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
             .iter()
             .zip(mask.words())
             .all(|(w, m)| w & !m == 0);
-        (covered && fresh.actions == old.actions).then(|| Arc::new(fresh))
+        (covered && fresh.actions == old.actions).then(|| {
+            fresh.stats.carry_over(&old.stats);
+            Arc::new(fresh)
+        })
     });
 }
 

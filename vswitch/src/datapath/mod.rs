@@ -20,6 +20,7 @@ pub mod drops;
 pub mod exec;
 pub mod icmp;
 pub mod mac_learning;
+pub mod megaflow_dump;
 pub mod ports;
 pub mod vxlan;
 pub mod xlate;

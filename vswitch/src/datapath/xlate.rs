@@ -33,6 +33,9 @@ pub struct CachedFlow {
     pub recirc_meta: FlowKey,
     /// The key the walk started from, so a pipeline change can re-run it (revalidation).
     pub origin: FlowKey,
+    /// Packets that used this entry (cache hits and the miss that made it), added once per
+    /// batch; for `dump-megaflows`.
+    pub stats: FlowStats,
 }
 
 /// Metadata words (in_port .. tun_dst) are matched exactly in every megaflow: they are not
@@ -88,6 +91,7 @@ impl<'a> Xlate<'a> {
                 rules: self.rules,
                 recirc_meta: self.recirc_meta,
                 origin: self.origin,
+                stats: FlowStats::default(),
             },
             self.wc,
         )

@@ -25,6 +25,8 @@ pub struct Options {
     pub no_stats: bool,
     pub names: bool,
     pub bundle: bool,
+    /// `--format json`: the dumps as one JSON document (see `super::json`).
+    pub format: crate::views::OutputFormat,
 }
 
 /// What a successful command produced.
@@ -72,7 +74,7 @@ impl Command {
 /// First xid of a change: ovs-ofctl spends 1..=5 on probes before its first flow-mod.
 const CHANGE_XID: u32 = 6;
 /// First xid of a dump.
-const DUMP_XID: u32 = 2;
+pub(super) const DUMP_XID: u32 = 2;
 /// Bundle id used for `--bundle` (one bundle per connection at a time).
 const BUNDLE_ID: u32 = 0;
 
@@ -80,7 +82,12 @@ fn usage(s: impl Into<String>) -> ClientError {
     ClientError::Usage(s.into())
 }
 
-fn arg<'a>(args: &'a [String], i: usize, cmd: &str, what: &str) -> Result<&'a str, ClientError> {
+pub(super) fn arg<'a>(
+    args: &'a [String],
+    i: usize,
+    cmd: &str,
+    what: &str,
+) -> Result<&'a str, ClientError> {
     args.get(i)
         .map(String::as_str)
         .ok_or_else(|| usage(format!("'{cmd}' command requires {what}")))
@@ -171,12 +178,15 @@ fn parse_one_flow(s: &str, command: FlowModCommand) -> Result<flowtable::FlowMod
     text::parse_flow_mod(s, command).map_err(|e| usage(e.to_string()))
 }
 
-fn wire(e: openflow::OfError) -> ClientError {
+pub(super) fn wire(e: openflow::OfError) -> ClientError {
     usage(e.detail)
 }
 
 /// Runs `cmd` with `args` (the first is the switch).
 pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, ClientError> {
+    if opts.format == crate::views::OutputFormat::Json {
+        return super::json::run(cmd, args, opts).map(Outcome::Done);
+    }
     if cmd == "diff-flows" {
         return diff_flows(args, opts);
     }
@@ -385,7 +395,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
     Ok(Outcome::Done(out))
 }
 
-fn group_filter(arg: Option<&String>) -> Result<Option<u32>, ClientError> {
+pub(super) fn group_filter(arg: Option<&String>) -> Result<Option<u32>, ClientError> {
     let Some(a) = arg else { return Ok(None) };
     let v = a.strip_prefix("group_id=").unwrap_or(a);
     if v == "all" {
@@ -409,7 +419,7 @@ fn port_desc(c: &mut Conn) -> Result<(u32, Vec<openflow::Port>), ClientError> {
 }
 
 /// A port given as number, reserved name, or port name (looked up on a side connection).
-fn resolve_port(target: &Target, p: &str) -> Result<u32, ClientError> {
+pub(super) fn resolve_port(target: &Target, p: &str) -> Result<u32, ClientError> {
     if let Ok(n) = p.parse() {
         return Ok(n);
     }
@@ -460,7 +470,10 @@ fn flow_stats_request(filter: Option<&str>) -> Result<FlowStatsRequest, ClientEr
 }
 
 /// All flows the switch has that `filter` selects, as table entries.
-fn fetch_flows(c: &mut Conn, filter: Option<&str>) -> Result<(u32, Vec<FlowEntry>), ClientError> {
+pub(super) fn fetch_flows(
+    c: &mut Conn,
+    filter: Option<&str>,
+) -> Result<(u32, Vec<FlowEntry>), ClientError> {
     let req = flow_stats_request(filter)?;
     let (xid, parts) = c.multipart(MultipartRequest::Flow(req))?;
     let now = Instant::now();

@@ -1,0 +1,82 @@
+//! `--format json` for the OpenFlow dumps (`dump-flows`, `dump-groups`, `dump-ports`): the
+//! same requests as the text commands, answered as one JSON document of [`crate::views`].
+//! Other OpenFlow commands have no JSON form and refuse the flag.
+
+use std::time::Instant;
+
+use openflow::{MultipartReply, MultipartRequest, convert};
+
+use super::commands::{DUMP_XID, Options, arg, fetch_flows, group_filter, resolve_port, wire};
+use super::{ClientError, Conn, Target};
+use crate::views::*;
+
+/// Runs dump `cmd` against the switch named by `args[0]` and answers its JSON.
+pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<String, ClientError> {
+    if !matches!(cmd, "dump-flows" | "dump-groups" | "dump-ports") {
+        return Err(ClientError::Usage(format!(
+            "--format json is not available for {cmd}: only dump-flows, dump-groups and \
+             dump-ports (and the management dumps and lists) print JSON"
+        )));
+    }
+    let target = Target::parse(
+        arg(args, 0, cmd, "a switch (bridge, unix:PATH or tcp:IP:PORT)")?,
+        &opts.rundir,
+    )?;
+    let rest = &args[1..];
+    let mut c = Conn::open(&target)?;
+    c.set_next_xid(DUMP_XID);
+    Ok(match cmd {
+        "dump-flows" => {
+            let (_, flows) = fetch_flows(&mut c, rest.first().map(String::as_str))?;
+            let now = Instant::now();
+            to_json(&FlowDump {
+                flows: flows.iter().map(|e| FlowView::of(e, now)).collect(),
+            })
+        }
+        "dump-groups" => {
+            let only = group_filter(rest.first())?;
+            let (_, parts) = c.multipart(MultipartRequest::GroupDesc)?;
+            let mut groups = Vec::new();
+            for part in parts {
+                let MultipartReply::GroupDesc(list) = part else {
+                    continue;
+                };
+                for gd in list
+                    .iter()
+                    .filter(|g| only.is_none_or(|id| id == g.group_id))
+                {
+                    groups.push(GroupView::of(&convert::group_desc_in(gd).map_err(wire)?));
+                }
+            }
+            to_json(&GroupDump { groups })
+        }
+        _ => {
+            let port_no = match rest.first() {
+                Some(p) => resolve_port(&target, p)?,
+                None => openflow::action::port::ANY,
+            };
+            let (_, parts) = c.multipart(MultipartRequest::PortStats { port_no })?;
+            let known = |v: u64| (v != openflow::PortStats::UNAVAILABLE).then_some(v);
+            let ports = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    MultipartReply::PortStats(l) => l,
+                    _ => Vec::new(),
+                })
+                .map(|p| PortStatsView {
+                    port_no: p.port_no,
+                    rx_packets: known(p.rx_packets),
+                    rx_bytes: known(p.rx_bytes),
+                    rx_dropped: known(p.rx_dropped),
+                    rx_errors: known(p.rx_errors),
+                    tx_packets: known(p.tx_packets),
+                    tx_bytes: known(p.tx_bytes),
+                    tx_dropped: known(p.tx_dropped),
+                    tx_errors: known(p.tx_errors),
+                    duration_secs: p.duration_sec as f64 + p.duration_nsec as f64 / 1e9,
+                })
+                .collect();
+            to_json(&PortStatsDump { ports })
+        }
+    })
+}
