@@ -14,5 +14,6 @@ gzip -9nf "$out/vswitchd.8" "$out/vswitchctl.8"
 target/release/vswitchctl completions bash >"$out/vswitchctl.bash"
 target/release/vswitchctl completions zsh >"$out/_vswitchctl"
 target/release/vswitchctl completions fish >"$out/vswitchctl.fish"
-cargo deb --no-build -p vswitch --output target/debian/
+# Stripped (the build keeps debug info for profiling) and quickly compressed.
+cargo deb --no-build --strip --fast -p vswitch --output target/debian/
 ls -l target/debian/*.deb

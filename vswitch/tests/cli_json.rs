@@ -48,7 +48,7 @@ fn json_show_and_megaflows_on_a_live_switch() {
     assert!(!d.ctl_run(&["del-br", "nosuch"]).ok);
     d.ctl(&["del-br", "nosuch", "--if-exists"]);
     assert!(!d.ctl_run(&["del-port", BR, "nosuch"]).ok);
-    d.ctl(&["--if-exists", "del-port", BR, "nosuch"]);
+    d.ctl(&["del-port", BR, "nosuch", "--if-exists"]);
 
     assert_ping(node.pod(a).name(), &node.pod(b).ip, 3);
 

@@ -135,7 +135,10 @@ fn completions(args: &[String]) -> ExitCode {
 /// `vswitchctl man`: the man page (roff) clap_mangen makes of the grammar.
 fn man_page() -> ExitCode {
     let mut out = std::io::stdout().lock();
-    match clap_mangen::Man::new(grammar()).render(&mut out) {
+    match clap_mangen::Man::new(grammar())
+        .section("8")
+        .render(&mut out)
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vswitchctl: {e}");

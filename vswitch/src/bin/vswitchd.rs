@@ -56,7 +56,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.man {
         use clap::CommandFactory;
-        let page = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock());
+        let page = clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut std::io::stdout().lock());
         return if page.is_ok() {
             ExitCode::SUCCESS
         } else {
