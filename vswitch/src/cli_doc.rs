@@ -88,9 +88,7 @@ fn described(name: &'static str, args: &[&'static str], about: &'static str) -> 
     for a in args {
         let optional = a.starts_with('[');
         let many = a.ends_with("...") || a.ends_with("...]");
-        let id = a
-            .trim_matches(|c| c == '[' || c == ']')
-            .trim_end_matches("...");
+        let id = a.trim_matches(['[', ']']).trim_end_matches("...");
         let mut arg = Arg::new(id).value_name(id).required(!optional);
         if many {
             arg = arg.action(ArgAction::Append).num_args(1..);

@@ -119,7 +119,7 @@ fn vswitchd_notifies_readiness_to_notify_socket() {
     let mut buf = [0u8; 256];
     let got = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
     let ready_then_serving =
-        got.as_deref() == Ok(b"READY=1".as_slice()) && rundir.join("vswitchd.ctl").exists();
+        matches!(got.as_deref(), Ok(b"READY=1")) && rundir.join("vswitchd.ctl").exists();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
