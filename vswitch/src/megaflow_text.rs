@@ -43,7 +43,7 @@ impl Group<'_> {
     }
 }
 
-fn group(out: &mut Vec<String>, name: &'static str) -> Group<'_> {
+fn group<'a>(out: &'a mut Vec<String>, name: &'static str) -> Group<'a> {
     Group {
         out,
         name,
