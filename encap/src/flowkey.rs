@@ -52,6 +52,11 @@ pub struct FlowKey {
     /// Outer IPv4 source/destination (host order). IPv6 underlay would add fields here.
     pub tun_src: u32,
     pub tun_dst: u32,
+    /// Packet mark (`pkt_mark`, the skb mark in Linux terms): pipeline metadata, 0 on receive.
+    pub pkt_mark: u32,
+    /// The conjunction id a conjunctive match found (`conj_id`); only set by the classifier
+    /// during the lookup that follows a completed conjunction, 0 in every packet's key.
+    pub conj_id: u32,
     // --- conntrack ---
     pub ct_mark: u32,
     pub ct_zone: u16,
@@ -98,7 +103,7 @@ impl PartialEq for FlowKey {
 
 impl Eq for FlowKey {}
 
-/// Hashes the key as its 21 words in one go: much cheaper than a field-by-field derive (tables
+/// Hashes the key as its 22 words in one go: much cheaper than a field-by-field derive (tables
 /// keyed by matches hash two keys per entry).
 impl core::hash::Hash for FlowKey {
     #[inline]
@@ -149,4 +154,4 @@ impl FlowKey {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 168);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 176);

@@ -1,5 +1,5 @@
 //! Actions and instructions of an OpenFlow 1.3 flow (plus the Nicira extensions Open vSwitch
-//! users rely on: `resubmit`, `ct`, `load`/`move`, `note`, `learn`, ...).
+//! users rely on: `resubmit`, `ct`, `load`/`move`, `note`, `conjunction`, ...).
 //!
 //! Legacy text forms are normalized when parsed (`mod_dl_src` becomes a `SetField`,
 //! `strip_vlan` becomes `PopVlan`), so the model holds one form per operation.
@@ -188,10 +188,6 @@ pub enum Action {
         clause: u8,
         n_clauses: u8,
     },
-    /// `learn(...)`, kept as its normalized argument text (not executed by this model).
-    Learn(String),
-    /// `bundle(...)`, kept as its argument text (not executed by this model).
-    Bundle(String),
 }
 
 impl Action {

@@ -53,6 +53,7 @@
 //! the list of subtable pointers.
 
 mod builder;
+mod conj;
 mod subtable;
 
 use std::fmt;
@@ -61,6 +62,7 @@ use std::sync::Arc;
 use encap::FlowKey;
 
 pub use builder::{ClassifierBuilder, ClassifierReader};
+pub use conj::Conjunction;
 use subtable::Subtable;
 
 /// Packets per internal step of [`Classifier::lookup_burst`].

@@ -29,6 +29,10 @@ pub enum FieldId {
     TunId,
     TunSrc,
     TunDst,
+    /// `pkt_mark`: packet metadata (the Linux skb mark).
+    PktMark,
+    /// `conj_id`: the id of a completed conjunctive match (read-only, set by the classifier).
+    ConjId,
     CtState,
     CtZone,
     CtMark,
@@ -433,6 +437,34 @@ pub static FIELDS: &[FieldInfo] = &[
         None,
         Ipv4,
         tun_dst,
+        u32
+    ),
+    row!(
+        PktMark,
+        "pkt_mark",
+        [],
+        "NXM_NX_PKT_MARK",
+        None,
+        w(NXM_CLASS_NX, 33, 4),
+        32,
+        true,
+        None,
+        Hex,
+        pkt_mark,
+        u32
+    ),
+    row!(
+        ConjId,
+        "conj_id",
+        [],
+        "NXM_NX_CONJ_ID",
+        None,
+        w(NXM_CLASS_NX, 37, 4),
+        32,
+        false,
+        None,
+        Decimal,
+        conj_id,
         u32
     ),
     row!(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::action::{Action, Instructions};
+use crate::fields::FieldId;
 use crate::flow::{FlowEntry, FlowFlags, FlowMod, FlowModCommand, GROUP_ANY, TABLE_ALL, TABLE_MAX};
 use crate::group::{GROUP_ALL, GROUP_MAX, Group, GroupMod, GroupModCommand, GroupType};
 use crate::match_::{Match, MatchError};
@@ -64,7 +65,22 @@ pub enum TableError {
     /// `OFPGMFC_LOOP`: a group that (indirectly) sends to itself.
     #[error("OFPGMFC_LOOP: group {0} would forward to itself")]
     GroupLoop(u32),
+    /// `NXBAC_BAD_CONJUNCTION`: `conjunction` mixed with actions other than `note`.
+    #[error(
+        "NXBAC_BAD_CONJUNCTION: \"conjunction\" actions may be used along with \"note\" but not any other kind of action"
+    )]
+    BadConjunction,
+    /// `OFPBAC_BAD_ARGUMENT`: `ct(alg=..)`; no application-layer gateway is implemented, and
+    /// accepting it would track the control connection without its related data connections.
+    #[error("OFPBAC_BAD_ARGUMENT: ct(alg={0}) is not supported (no FTP/TFTP ALG)")]
+    UnsupportedAlg(u16),
+    /// `OFPBAC_BAD_SET_ARGUMENT`: a write to a read-only field.
+    #[error("OFPBAC_BAD_SET_ARGUMENT: destination field {0} is not writable")]
+    ReadOnlyField(&'static str),
 }
+
+/// `OFPET_EXPERIMENTER`: the type of Nicira-extension errors (experimenter 0x2320).
+pub const OFPET_EXPERIMENTER: u16 = 0xffff;
 
 impl TableError {
     /// The OpenFlow 1.3 (type, code) for an `OFPT_ERROR` reply.
@@ -84,7 +100,43 @@ impl TableError {
             TableError::UnknownGroup(_) => (OFPET_GROUP_MOD_FAILED, 8),
             TableError::BadBucket(_) => (OFPET_GROUP_MOD_FAILED, 12),
             TableError::BadWatch(_) => (OFPET_GROUP_MOD_FAILED, 13),
+            TableError::BadConjunction => (OFPET_EXPERIMENTER, 15),
+            TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
+            TableError::UnsupportedAlg(_) => (OFPET_BAD_ACTION, 5),
         }
+    }
+}
+
+/// Fields a flow may match on but never write (OVS: `Access: read-only`).
+fn check_writable(field: FieldId) -> Result<(), TableError> {
+    match field {
+        FieldId::ConjId => Err(TableError::ReadOnlyField(field.info().name)),
+        _ => Ok(()),
+    }
+}
+
+/// A flow with `conjunction` actions is one dimension of a conjunctive match: its only
+/// other action may be `note` (OVS `ofpacts_verify`).
+fn check_conjunction(ins: &Instructions) -> Result<(), TableError> {
+    if !ins
+        .actions()
+        .any(|a| matches!(a, Action::Conjunction { .. }))
+    {
+        return Ok(());
+    }
+    let only_conj = ins
+        .apply
+        .iter()
+        .all(|a| matches!(a, Action::Conjunction { .. } | Action::Note(_)));
+    if only_conj
+        && ins.write_actions.is_none()
+        && !ins.clear_actions
+        && ins.write_metadata.is_none()
+        && ins.goto_table.is_none()
+    {
+        Ok(())
+    } else {
+        Err(TableError::BadConjunction)
     }
 }
 
@@ -434,7 +486,16 @@ impl Pipeline {
                 {
                     return Err(TableError::BadOutPort(port.0));
                 }
-                Action::Ct(ct) => self.check_actions(ct.exec.iter())?,
+                Action::Ct(ct) => {
+                    if let Some(port) = ct.alg {
+                        return Err(TableError::UnsupportedAlg(port));
+                    }
+                    self.check_actions(ct.exec.iter())?
+                }
+                Action::SetField { field, .. } => check_writable(*field)?,
+                Action::RegLoad { dst, .. } | Action::Move { dst, .. } => {
+                    check_writable(dst.field)?
+                }
                 _ => {}
             }
         }
@@ -443,6 +504,7 @@ impl Pipeline {
 
     fn check_instructions(&self, table: u8, ins: &Instructions) -> Result<(), TableError> {
         self.check_actions(ins.actions())?;
+        check_conjunction(ins)?;
         if let Some(to) = ins.goto_table
             && (to <= table || to > TABLE_MAX)
         {

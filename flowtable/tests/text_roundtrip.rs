@@ -263,14 +263,11 @@ fn arb_simple_action() -> impl Strategy<Value = Action> {
         prop_oneof![Just(6usize), Just(14)]
             .prop_flat_map(|n| prop::collection::vec(any::<u8>(), n))
             .prop_map(Action::Note),
-        (any::<u32>(), 1u8..=64, 1u8..=64).prop_map(|(id, a, b)| Action::Conjunction {
+        (any::<u32>(), 1u8..=64, 2u8..=64).prop_map(|(id, a, b)| Action::Conjunction {
             id,
             clause: a.min(b),
             n_clauses: a.max(b)
         }),
-        Just(Action::Learn(
-            "table=10,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]".into()
-        )),
     ]
 }
 
@@ -314,7 +311,7 @@ fn arb_ct() -> impl Strategy<Value = Action> {
             });
             Action::Ct(Ct {
                 commit,
-                force,
+                force: force && commit,
                 table,
                 zone,
                 nat,

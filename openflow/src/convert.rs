@@ -314,12 +314,6 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             clause: clause.saturating_sub(1),
             n_clauses: *n_clauses,
         },
-        T::Learn(_) | T::Bundle(_) => {
-            return Err(bad(
-                ErrorCode::BadActionBadExpType,
-                "learn/bundle actions have no wire encoding here",
-            ));
-        }
     })
 }
 

@@ -368,6 +368,7 @@ impl Match {
             out.fields
                 .extend(OxmTlv::new(f, v, (m != full).then_some(m)));
         };
+        put(ConjId);
         put(InPort);
         put(EthSrc);
         put(EthDst);
@@ -432,6 +433,7 @@ impl Match {
         for r in [Reg0, Reg1, Reg2, Reg3, Reg4, Reg5, Reg6, Reg7] {
             put(r);
         }
+        put(PktMark);
         put(CtState);
         put(CtZone);
         put(CtMark);

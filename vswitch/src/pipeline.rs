@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use flowtable::classifier::Classifier;
+use flowtable::classifier::{Classifier, Conjunction};
 use flowtable::{FlowEntry, Group};
 use hashbrown::HashMap;
 
@@ -44,6 +44,36 @@ impl FlowStats {
 pub struct RuleRef {
     pub entry: FlowEntry,
     pub stats: Arc<FlowStats>,
+    /// Its `conjunction(..)` actions: non-empty makes it one clause of a conjunctive match.
+    pub conj: Box<[Conjunction]>,
+}
+
+impl RuleRef {
+    pub fn new(entry: FlowEntry, stats: Arc<FlowStats>) -> RuleRef {
+        let conj = entry
+            .instructions
+            .apply
+            .iter()
+            .filter_map(|a| match a {
+                flowtable::Action::Conjunction {
+                    id,
+                    clause,
+                    n_clauses,
+                } => Some(Conjunction {
+                    id: *id,
+                    clause: clause.saturating_sub(1),
+                    n_clauses: *n_clauses,
+                }),
+                _ => None,
+            })
+            .collect();
+        RuleRef { entry, stats, conj }
+    }
+
+    /// The classifier's view of [`RuleRef::conj`].
+    pub fn conjunctions(rule: &Arc<RuleRef>) -> &[Conjunction] {
+        &rule.conj
+    }
 }
 
 /// What the datapath needs to know about a port of the bridge.

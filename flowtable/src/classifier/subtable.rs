@@ -64,6 +64,15 @@ impl<R> Bucket<R> {
     fn rules(&self) -> impl Iterator<Item = &Arc<Rule<R>>> {
         std::iter::once(&self.best).chain(self.others.iter())
     }
+
+    /// The `i`-th best rule of the bucket (0 = `best`): rules with this exact match, best first.
+    #[inline]
+    pub(crate) fn nth(&self, i: usize) -> Option<&Arc<Rule<R>>> {
+        match i {
+            0 => Some(&self.best),
+            _ => self.others.get(i - 1),
+        }
+    }
 }
 
 pub(crate) struct Shard<R> {
@@ -205,6 +214,16 @@ impl<R> Subtable<R> {
                 b.hash == hash && self.key_matches(key, &b.best.value)
             })
             .map(|b| &b.best)
+    }
+
+    /// The bucket of rules matching `key` (all share one masked value), best first.
+    #[inline]
+    pub(crate) fn lookup_bucket(&self, key: &[u64; FlowKey::WORDS]) -> Option<&Bucket<R>> {
+        let hash = self.hash(key);
+        let shard = &self.shards[self.shard_of(hash)];
+        shard.table.find(hash, |b| {
+            b.hash == hash && self.key_matches(key, &b.best.value)
+        })
     }
 
     /// The rule with exactly this (masked) value and priority, best first among equals.

@@ -14,6 +14,8 @@ use super::{ParseError, split_top, suggest};
 
 /// Actions ovs-ofctl accepts that this switch refuses (named precisely in the error).
 const UNSUPPORTED: &[&str] = &[
+    "learn",
+    "bundle",
     "enqueue",
     "set_queue",
     "pop_queue",
@@ -85,8 +87,6 @@ const KNOWN: &[&str] = &[
     "ct_clear",
     "note",
     "conjunction",
-    "learn",
-    "bundle",
 ];
 
 fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
@@ -294,8 +294,6 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
             Action::Note(bytes)
         }
         "conjunction" => parse_conjunction(tok)?,
-        "learn" => Action::Learn(paren_args(tok, name)?.to_string()),
-        "bundle" => Action::Bundle(paren_args(tok, name)?.to_string()),
         _ if UNSUPPORTED.contains(&lname.as_str()) => {
             return Err(ParseError::UnsupportedAction(name.into()));
         }
@@ -551,7 +549,7 @@ fn parse_conjunction(tok: &str) -> Result<Action, ParseError> {
         bad(
             "conjunction",
             tok,
-            "expected conjunction(id,k/n) with 1 <= k <= n <= 64",
+            "expected conjunction(id,k/n) with 1 <= k <= n and 2 <= n <= 64",
         )
     };
     let (id, kn) = args.split_once(',').ok_or_else(err)?;
@@ -559,7 +557,15 @@ fn parse_conjunction(tok: &str) -> Result<Action, ParseError> {
     let id = parse_uint_bits(id.trim(), 32).ok_or_else(err)? as u32;
     let k = parse_uint_bits(k.trim(), 8).ok_or_else(err)? as u8;
     let n = parse_uint_bits(n.trim(), 8).ok_or_else(err)? as u8;
-    if !(1..=64).contains(&n) || k == 0 || k > n {
+    // OVS' own limits: a conjunction has 2..64 dimensions.
+    if n < 2 {
+        return Err(bad(
+            "conjunction",
+            tok,
+            "conjunction must have at least 2 clauses",
+        ));
+    }
+    if n > 64 || k == 0 || k > n {
         return Err(err());
     }
     Ok(Action::Conjunction {
@@ -606,6 +612,10 @@ fn parse_ct(tok: &str, m: &Match) -> Result<Ct, ParseError> {
             }
             _ => return Err(bad("ct", tok, format!("unknown argument '{arg}'"))),
         }
+    }
+    if ct.force && !ct.commit {
+        // ovs-ofctl's own check.
+        return Err(bad("ct", tok, "\"force\" flag requires \"commit\" flag."));
     }
     Ok(ct)
 }

@@ -201,6 +201,11 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
     if priority != DEFAULT_PRIORITY {
         o.push(format!("priority={priority}"));
     }
+    let (v, mk) = g(FieldId::PktMark);
+    c_hex_masked(&mut o, "pkt_mark", v, mk, 0xffff_ffff);
+    if m.has(FieldId::ConjId) {
+        o.push(format!("conj_id={}", m.value.conj_id));
+    }
     let (v, mk) = g(FieldId::CtState);
     if mk != 0 {
         o.push(format!("ct_state={}", format_flags(v, mk, &CT_STATE_NAMES)));
@@ -546,8 +551,6 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
         } => {
             format!("conjunction({id},{clause}/{n_clauses})")
         }
-        Action::Learn(s) => format!("learn({s})"),
-        Action::Bundle(s) => format!("bundle({s})"),
     }
 }
 

@@ -243,9 +243,6 @@ fn install_rule(inst: &mut Installed, e: &FlowEntry, stats: Arc<FlowStats>) {
         &e.match_.value,
         &e.match_.mask,
         e.priority as u32,
-        Arc::new(RuleRef {
-            entry: e.clone(),
-            stats,
-        }),
+        Arc::new(RuleRef::new(e.clone(), stats)),
     );
 }

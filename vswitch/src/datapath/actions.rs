@@ -15,6 +15,8 @@ pub type DpPortId = u32;
 pub struct CtAction {
     pub zone: u16,
     pub commit: bool,
+    /// `force`: a commit in the reply direction ends the connection and starts a new one.
+    pub force: bool,
     /// The `nat(...)` clause, already in conntrack's terms.
     pub nat: Option<conntrack::NatSpec>,
     /// `exec(set_field:V/M->ct_mark)`.
@@ -144,6 +146,9 @@ impl std::fmt::Display for DpAction {
                 write!(f, "ct(zone={}", ct.zone)?;
                 if ct.commit {
                     f.write_str(",commit")?;
+                }
+                if ct.force {
+                    f.write_str(",force")?;
                 }
                 if let Some((v, m)) = ct.mark {
                     write!(f, ",mark={v:#x}/{m:#x}")?;

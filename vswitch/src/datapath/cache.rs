@@ -1,7 +1,7 @@
 //! The two fast-path cache tiers in front of the OpenFlow tables.
 //!
 //! - **Exact-match cache (EMC)**: a direct-mapped array indexed by a hash of the whole key. A hit
-//!   costs one hash and one 168-byte compare.
+//!   costs one hash and one 176-byte compare.
 //! - **Megaflow cache**: the OVS "dpcls" idea. Each entry is a (masked key, mask) produced by the
 //!   slow path's un-wildcarding, so it is correct for every packet that agrees with it on the
 //!   mask's bits. Entries are grouped by mask; a lookup masks the key once per distinct mask and

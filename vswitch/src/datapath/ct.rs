@@ -33,7 +33,7 @@ pub fn run(
             commit: act.commit,
             nat: act.nat.as_ref(),
             mark: act.mark,
-            force: false,
+            force: act.force,
         },
         now,
         pkt.data(),

@@ -19,7 +19,7 @@ use flowtable::{GroupType, OfPort};
 use super::MAX_DEPTH;
 use super::actions::{CtAction, DpAction};
 use super::drops::DropReason;
-use crate::pipeline::{FlowStats, GroupEntry, Pipeline};
+use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
 use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
@@ -38,9 +38,9 @@ pub struct CachedFlow {
     pub stats: FlowStats,
 }
 
-/// Metadata words (in_port .. tun_dst) are matched exactly in every megaflow: they are not
+/// Metadata words (in_port .. conj_id) are matched exactly in every megaflow: they are not
 /// packet bytes, and recirculation copies them from the cached walk.
-const META_BYTES: usize = 64;
+const META_BYTES: usize = 72;
 
 pub struct Xlate<'a> {
     pipeline: &'a Pipeline,
@@ -122,7 +122,8 @@ impl<'a> Xlate<'a> {
             self.miss();
             return;
         };
-        let Some(rule) = cls.lookup(&self.key, &mut self.wc) else {
+        let Some(rule) = cls.lookup_conjunctive(&self.key, &mut self.wc, RuleRef::conjunctions)
+        else {
             self.note(format_args!("{table}. No match: drop"));
             self.miss();
             return;
@@ -223,12 +224,10 @@ impl<'a> Xlate<'a> {
                 cookie: self.cur_cookie,
                 table: self.cur_table,
             }),
-            Action::Note(_) | Action::Conjunction { .. } => {}
-            Action::Learn(_) | Action::Bundle(_) => {
-                self.note(format_args!("unsupported action: dropping"));
-                self.out.push(DpAction::Drop(DropReason::UnsupportedAction));
-                self.stopped = true;
-            }
+            Action::Note(_) => {}
+            // A conjunctive flow never wins a lookup (the classifier only counts its clause),
+            // so its actions are never walked.
+            Action::Conjunction { .. } => {}
         }
     }
 
@@ -283,6 +282,7 @@ impl<'a> Xlate<'a> {
             | FieldId::TunId
             | FieldId::TunSrc
             | FieldId::TunDst
+            | FieldId::PktMark
             | FieldId::CtMark => None,
             _ => {
                 self.note(format_args!(
@@ -569,14 +569,16 @@ impl<'a> Xlate<'a> {
         // Conntrack reads the 5-tuple; the megaflow must pin it.
         self.hash_5tuple();
         self.note(format_args!(
-            "ct(zone={zone}{}{}{})",
+            "ct(zone={zone}{}{}{}{})",
             if ct.commit { ",commit" } else { "" },
+            if ct.force { ",force" } else { "" },
             ct.table.map(|t| format!(",table={t}")).unwrap_or_default(),
             if ct.nat.is_some() { ",nat" } else { "" }
         ));
         self.out.push(DpAction::Ct(CtAction {
             zone,
             commit: ct.commit,
+            force: ct.force,
             nat,
             mark,
             recirc_table: ct.table,

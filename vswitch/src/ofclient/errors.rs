@@ -171,10 +171,21 @@ pub fn error_name(err_type: u16, code: u16) -> String {
         .unwrap_or_else(|| format!("OFPET_{err_type}(code={code})"))
 }
 
+/// Names of the Nicira experimenter errors (OpenFlow 1.2+ codes) this switch sends.
+fn nx_error_name(code: u16) -> Option<&'static str> {
+    match code {
+        15 => Some("NXBAC_BAD_CONJUNCTION"),
+        _ => None,
+    }
+}
+
 /// The whole ovs-ofctl rendering: `OFPT_ERROR (OF1.3) (xid=..): NAME` and, when known, the
 /// refused request on the next line.
 pub fn format_error(e: &ErrorMsg, xid: u32, request: Option<&Message>) -> String {
     let name = match e.experimenter {
+        Some(openflow::action::NX_VENDOR_ID) if nx_error_name(e.code).is_some() => {
+            nx_error_name(e.code).unwrap_or_default().to_string()
+        }
         Some(exp) => format!("experimenter {exp:#x} error type {}", e.code),
         None => error_name(e.err_type, e.code),
     };

@@ -641,10 +641,7 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
         &entry.match_.value,
         &entry.match_.mask,
         0,
-        Arc::new(RuleRef {
-            entry: entry.clone(),
-            stats: Arc::new(FlowStats::default()),
-        }),
+        Arc::new(RuleRef::new(entry.clone(), Arc::new(FlowStats::default()))),
     );
     let mut tables = current.tables.clone();
     let t0 = builder.snapshot();
@@ -724,7 +721,9 @@ fn table_error(s: &Staged, e: &TableError) -> Vec<u8> {
         &Message::Error(ErrorMsg {
             err_type,
             code,
-            experimenter: None,
+            // Nicira-extension errors (NXBAC_*) are experimenter errors of vendor 0x2320.
+            experimenter: (err_type == flowtable::table::OFPET_EXPERIMENTER)
+                .then_some(openflow::action::NX_VENDOR_ID),
             data,
         }),
         s.xid,
