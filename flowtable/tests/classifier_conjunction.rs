@@ -150,15 +150,16 @@ fn a_conjunction_wider_than_its_soft_matches_is_skipped() {
 
 /// Rules over a tiny domain (nw_src, tp_dst in 0..3), random soft/hard mixes and conjunction
 /// ids; the answer for any key that agrees with the looked-up key on `wc` is the same.
-fn arb_rules() -> impl Strategy<
-    Value = Vec<(
-        Option<u32>,
-        Option<u16>,
-        Option<u32>,
-        u32,
-        Option<(u32, u8, u8)>,
-    )>,
-> {
+/// One random rule: nw_src, tp_dst, conj_id (None = wildcard), priority, conjunction.
+type ArbRule = (
+    Option<u32>,
+    Option<u16>,
+    Option<u32>,
+    u32,
+    Option<(u32, u8, u8)>,
+);
+
+fn arb_rules() -> impl Strategy<Value = Vec<ArbRule>> {
     prop::collection::vec(
         (
             prop::option::of(0u32..3),
