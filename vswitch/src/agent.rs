@@ -546,7 +546,13 @@ fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> 
 pub fn read_config(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        nix::fcntl::OFlag::O_NONBLOCK.bits(),
+    )
+    .open(path)
+    .map_err(|e| format!("{shown}: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{shown}: not a regular file"));

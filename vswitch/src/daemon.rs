@@ -1,6 +1,5 @@
 //! Daemon lifecycle: run directory, pid file, sockets, signals, clean shutdown.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +10,6 @@ use tracing::{info, warn};
 
 use crate::control::Control;
 use crate::datapath;
-use crate::mgmt;
 use crate::ofserver::Registry;
 use crate::switch::Switch;
 
@@ -23,6 +21,8 @@ pub struct Options {
     /// Forwarding threads (0 or 1: one).
     pub threads: usize,
     pub conntrack: conntrack::Config,
+    /// Bounds of the management and OpenFlow sockets.
+    pub limits: crate::ctlserver::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ pub enum DaemonError {
     Pidfile(PathBuf, std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the control-plane server: {0}")]
+    Server(std::io::Error),
     #[error("cannot start the datapath: {0}")]
     Datapath(std::io::Error),
     #[error("configuration {0}: {1}")]
@@ -44,7 +46,7 @@ pub enum DaemonError {
 }
 
 pub fn run(opts: Options) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&opts.rundir)
+    crate::ctlserver::bind::create_rundir(&opts.rundir)
         .map_err(|e| DaemonError::Rundir(opts.rundir.clone(), e))?;
     let sock = crate::rundir::mgmt_socket(&opts.rundir);
     let listener = bind_fresh(&sock)?;
@@ -57,6 +59,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
+    let server = crate::ctlserver::spawn(opts.limits.clone()).map_err(DaemonError::Server)?;
+    crate::ctlserver::log_limits(&opts.limits);
     let (dp, dp_threads) = datapath::spawn(datapath::Options {
         busy_poll_us: opts.busy_poll_us,
         threads: opts.threads,
@@ -64,12 +68,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     })
     .map_err(DaemonError::Datapath)?;
     let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));
-    switch.observe_bridges(Arc::new(Registry::new(&switch)));
+    switch.observe_bridges(Arc::new(Registry::new(&switch, server.clone())));
     // VSWITCH_OF_TCP=BRIDGE@127.0.0.1:6653: OpenFlow over loopback TCP as well.
     if let Ok(spec) = std::env::var("VSWITCH_OF_TCP") {
         match crate::ofserver::parse_tcp_spec(&spec) {
             Ok((br, addr)) => {
-                if let Err(e) = crate::ofserver::listen_tcp(&switch, br, addr) {
+                if let Err(e) = crate::ofserver::listen_tcp(&switch, &server, br, addr) {
                     warn!("cannot listen for OpenFlow on {addr}: {e}");
                 }
             }
@@ -87,11 +91,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 
     switch.start_packet_in_dispatch();
     switch.start_flow_expiry();
-    let server = control.clone();
-    std::thread::Builder::new()
-        .name("mgmt".into())
-        .spawn(move || serve(listener, server))
-        .expect("spawning the management thread");
+    let runner = control.clone();
+    let handler: crate::ctlserver::MgmtHandler =
+        Arc::new(move |cmd, format| runner.run_as(cmd, format));
+    if let Err(e) = server.listen(
+        crate::ctlserver::Listener::Unix(listener),
+        crate::ctlserver::Service::Mgmt(handler),
+    ) {
+        stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+        return Err(DaemonError::Listen(sock.clone(), e));
+    }
     info!(rundir = %opts.rundir.display(), "vswitchd ready");
     // Under systemd (Type=notify): configured and serving, so dependants may start.
     if let Err(e) = crate::sd_notify::notify("READY=1") {
@@ -143,19 +152,7 @@ pub(crate) fn bind_fresh(path: &Path) -> Result<UnixListener, DaemonError> {
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| DaemonError::Listen(path.to_path_buf(), e))?;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    Ok(listener)
-}
-
-fn serve(listener: UnixListener, control: Arc<Control>) {
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let control = control.clone();
-        // One thread per request: requests are rare and some (add-flows) take a while.
-        let _ = std::thread::Builder::new()
-            .name("mgmt-req".into())
-            .spawn(move || mgmt::serve_one(conn, |cmd, format| control.run_as(cmd, format)));
-    }
+    // Born 0600: never reachable by others, not even between bind and chmod.
+    crate::ctlserver::bind::bind_private(path)
+        .map_err(|e| DaemonError::Listen(path.to_path_buf(), e))
 }

@@ -8,6 +8,7 @@
 //! - `switch`: the bridges and their lifecycle; `events`: asynchronous OpenFlow events;
 //! - `ofserver` (OpenFlow sessions) and `agent` (node configuration) call the switch;
 //! - `command` (the typed management commands), `control` (runs them), `mgmt` (the socket),
+//!   `ctlserver` (the bounded event loop serving the sockets),
 //!   `daemon` (vswitchd's main loop); `ofclient` is vswitchctl's OpenFlow side;
 //! - `views` (typed results of the dump/list commands, `--format json`), `megaflow_text`
 //!   (a megaflow in dpctl style), `sd_notify` (readiness for systemd);
@@ -20,6 +21,7 @@ pub mod bridge;
 pub mod cli_doc;
 pub mod command;
 pub mod control;
+pub mod ctlserver;
 pub mod daemon;
 pub mod datapath;
 pub mod events;

@@ -6,7 +6,7 @@
 //! sends), or the same command as words, `{"args":["add-br","br0"]}`, parsed by the same clap
 //! grammar ([`MgmtCommand`]). The reply is `{"ok":true,"output":"..."}`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -114,23 +114,12 @@ fn send(rundir: &Path, request: &Request) -> Result<Reply, MgmtError> {
     Ok(serde_json::from_str(&reply)?)
 }
 
-/// Reads one request from a connection, answers it with `handle`, and closes.
-pub fn serve_one(
-    stream: UnixStream,
+/// Answers one request line (a JSON [`Request`]) with `handle`: the reply line, newline included.
+pub fn answer(
+    line: &[u8],
     handle: impl FnOnce(MgmtCommand, OutputFormat) -> Result<String, ControlError>,
-) {
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    // Cap a request at 256 MiB: add-flows ships whole files through here.
-    if reader
-        .by_ref()
-        .take(256 << 20)
-        .read_line(&mut line)
-        .is_err()
-    {
-        return;
-    }
-    let reply = match serde_json::from_str::<Request>(&line) {
+) -> Vec<u8> {
+    let reply = match serde_json::from_slice::<Request>(line) {
         Ok(req) => match req
             .into_command()
             .and_then(|(command, format)| handle(command, format))
@@ -146,8 +135,19 @@ pub fn serve_one(
             output: format!("malformed request: {e}"),
         },
     };
-    if let Ok(mut text) = serde_json::to_string(&reply) {
-        text.push('\n');
-        let _ = (&stream).write_all(text.as_bytes());
-    }
+    reply_line(&reply)
+}
+
+/// A failure reply line that is not about a command (limits, timeouts).
+pub fn error_reply(output: &str) -> Vec<u8> {
+    reply_line(&Reply {
+        ok: false,
+        output: output.to_string(),
+    })
+}
+
+fn reply_line(reply: &Reply) -> Vec<u8> {
+    let mut text = serde_json::to_vec(reply).unwrap_or_default();
+    text.push(b'\n');
+    text
 }

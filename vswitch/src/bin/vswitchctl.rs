@@ -193,9 +193,21 @@ fn management(cli: &Cli) -> ExitCode {
     };
     match &mut command {
         // `apply FILE`: ship the contents, the daemon may not share our cwd.
+        // Regular files of at most 64 MiB only: `apply /dev/zero` or a FIFO must not hang.
+        // A file we cannot read goes as its path (the daemon may be able to, with the same checks).
         MgmtCommand::Apply { config } => {
-            if let Ok(text) = std::fs::read_to_string(&*config) {
-                *config = text;
+            let path = std::path::Path::new(config.as_str());
+            match vswitch::agent::read_config(path) {
+                Ok(text) => *config = text,
+                Err(e)
+                    if std::fs::metadata(path).is_ok_and(|m| {
+                        !m.is_file() || m.len() > vswitch::agent::MAX_CONFIG_BYTES
+                    }) =>
+                {
+                    eprintln!("vswitchctl: {e}");
+                    return ExitCode::from(1);
+                }
+                Err(_) => {}
             }
         }
         // `capture BR PORT FILE`: the daemon writes the file, so give it an absolute path.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::builder::TypedValueParser;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +42,22 @@ struct Cli {
     /// Print this man page (roff, generated from these options) and exit.
     #[arg(long, hide = true)]
     man: bool,
+    /// Most clients connected to the management socket at once; more are refused.
+    #[arg(long, default_value_t = vswitch::ctlserver::limits::MGMT_MAX_CONNS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    mgmt_max_conns: usize,
+    /// Most clients connected to each OpenFlow socket (per bridge, and the TCP listener) at once.
+    #[arg(long, default_value_t = vswitch::ctlserver::limits::OF_MAX_CONNS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    of_max_conns: usize,
+    /// Longest management request (bytes); a longer one is refused and its connection closed.
+    #[arg(long, default_value_t = vswitch::ctlserver::limits::MGMT_MAX_REQUEST, value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
+    mgmt_max_request_bytes: usize,
+    /// Seconds a control-plane client may stay silent before it is dropped (OpenFlow peers
+    /// are first sent an echo request).
+    #[arg(long, value_name = "SECS", default_value_t = vswitch::ctlserver::limits::IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    ctl_idle_timeout: u64,
+    /// Threads that run management commands and OpenFlow requests.
+    #[arg(long, default_value_t = vswitch::ctlserver::limits::WORKERS, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
+    ctl_workers: usize,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +108,13 @@ fn main() -> ExitCode {
         busy_poll_us: cli.busy_poll_us,
         threads: usize::from(cli.threads),
         conntrack,
+        limits: vswitch::ctlserver::Limits {
+            mgmt_max_conns: cli.mgmt_max_conns,
+            of_max_conns: cli.of_max_conns,
+            mgmt_max_request: cli.mgmt_max_request_bytes,
+            idle_timeout: std::time::Duration::from_secs(cli.ctl_idle_timeout),
+            workers: cli.ctl_workers,
+        },
     };
     match vswitch::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

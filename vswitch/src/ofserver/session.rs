@@ -2,13 +2,12 @@
 //!
 //! Flow-mods are applied to the bridge's tables at once (so errors come back before the next
 //! barrier reply) but the datapath snapshot is published lazily: before any other request
-//! (a barrier, a dump), when the peer goes quiet (the listeners' read timeout,
+//! (a barrier, a dump), when the peer goes quiet (the server's tick,
 //! [`IDLE_PUBLISH`]), and while flow-mods keep streaming at most every [`IDLE_PUBLISH`] or
 //! four times the last publish's cost, whichever is longer. A publish snapshots every
 //! touched table, so publishing per read made `add-flows` of 100 000 lines quadratic.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,8 +31,8 @@ use openflow::{
     decode, encode, error_reply, negotiate,
 };
 
-/// How stale the datapath may be while flow-mods stream in (also the idle read timeout the
-/// listeners set, so a quiet peer's last changes are published this soon).
+/// How stale the datapath may be while flow-mods stream in (also how often the server ticks
+/// a session, so a quiet peer's last changes are published this soon).
 pub const IDLE_PUBLISH: Duration = Duration::from_millis(100);
 
 /// Offset of the inner message in an ONFT_BUNDLE_ADD_MESSAGE.
@@ -73,6 +72,7 @@ pub struct Session {
     packet_in_format: u32,
     /// ONF flow monitors this connection asked for (`ovs-ofctl monitor ... watch:`).
     monitors: Vec<MonitorRequest>,
+    framer: Framer,
 }
 
 impl Drop for Session {
@@ -83,6 +83,14 @@ impl Drop for Session {
             sw.packet_ins.monitoring(false);
         }
     }
+}
+
+/// What handling a read's bytes ended with.
+pub struct Step {
+    /// `false`: the peer broke the protocol; close after sending `out`.
+    pub open: bool,
+    /// At least one complete message was handled.
+    pub progressed: bool,
 }
 
 /// Why a session ends.
@@ -109,71 +117,71 @@ impl Session {
             packet_ins: None,
             packet_in_format: 0,
             monitors: Vec::new(),
+            framer: Framer::new(),
         }
     }
 
-    /// Serves the connection until the peer closes it or breaks the protocol.
-    pub fn run<S: Read + Write>(mut self, mut conn: S) {
-        let Ok(hello) = encode(&Message::Hello(Hello::ours()), 0) else {
-            return;
+    /// Our HELLO, the first thing a connection gets.
+    pub fn greeting() -> Vec<u8> {
+        encode(&Message::Hello(Hello::ours()), 0).unwrap_or_default()
+    }
+
+    /// Handles the bytes the peer sent: every complete message is answered into `out`, in
+    /// order; a trailing partial message waits for more.
+    pub fn input(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Step {
+        // Taken out while its messages are handled (they borrow it).
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.push(bytes);
+        let mut step = Step {
+            open: true,
+            progressed: false,
         };
-        if conn.write_all(&hello).is_err() {
-            return;
-        }
-        let mut framer = Framer::new();
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = match conn.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // The listeners set a read timeout: the peer went quiet, publish.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    self.publish_if_dirty();
-                    let mut out = Vec::new();
-                    self.drain_packet_ins(&mut out);
-                    if !out.is_empty() && conn.write_all(&out).is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            framer.push(&buf[..n]);
-            let mut out = Vec::new();
-            let mut closing = false;
-            loop {
-                let raw = match framer.next_message() {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!("closing OpenFlow session: {e}");
-                        closing = true;
-                        break;
-                    }
-                };
-                if let Err(Close::Done) = self.handle(raw, &mut out) {
-                    closing = true;
+            let raw = match framer.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("closing OpenFlow session: {e}");
+                    step.open = false;
                     break;
                 }
-            }
-            self.flush_pending(&mut out);
-            if self.last_publish.elapsed() >= IDLE_PUBLISH.max(self.publish_cost * 4) {
-                self.publish_if_dirty();
-            }
-            self.drain_packet_ins(&mut out);
-            if !out.is_empty() && conn.write_all(&out).is_err() {
-                break;
-            }
-            if closing {
+            };
+            step.progressed = true;
+            if let Err(Close::Done) = self.handle(raw, out) {
+                step.open = false;
                 break;
             }
         }
+        self.framer = framer;
+        self.flush_pending(out);
+        if self.last_publish.elapsed() >= IDLE_PUBLISH.max(self.publish_cost * 4) {
+            self.publish_if_dirty();
+        }
+        self.drain_packet_ins(out);
+        step
+    }
+
+    /// Called every [`IDLE_PUBLISH`] while [`Session::wants_tick`]: publishes once the peer
+    /// is `quiet` (or the streaming interval passed) and delivers asynchronous messages.
+    pub fn tick(&mut self, quiet: bool, out: &mut Vec<u8>) {
+        if quiet || self.last_publish.elapsed() >= IDLE_PUBLISH.max(self.publish_cost * 4) {
+            self.publish_if_dirty();
+        }
+        self.drain_packet_ins(out);
+    }
+
+    /// The session has unpublished changes or asked for asynchronous messages.
+    pub fn wants_tick(&self) -> bool {
+        self.dirty || self.packet_ins.is_some()
+    }
+
+    /// Part of a message is waiting for the rest.
+    pub fn partial(&self) -> bool {
+        self.framer.buffered() > 0
+    }
+
+    /// The connection is closed: publish what it changed.
+    pub fn finish(&mut self) {
         self.publish_if_dirty();
     }
 

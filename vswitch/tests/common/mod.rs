@@ -238,6 +238,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's pid (`ip netns exec` execs vswitchd in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// True while the daemon process runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
