@@ -26,7 +26,9 @@ impl Ours {
         let (dp, _threads) =
             vswitch::datapath::spawn(vswitch::datapath::Options::default()).expect("datapath");
         let switch = Arc::new(Switch::new(dp, dir.clone()));
-        switch.observe_bridges(Arc::new(vswitch::ofserver::Registry::new(&switch)));
+        let server = vswitch::ctlserver::spawn(vswitch::ctlserver::Limits::default())
+            .expect("control-plane server");
+        switch.observe_bridges(Arc::new(vswitch::ofserver::Registry::new(&switch, server)));
         switch.add_br("br0").expect("add-br");
         let mut peers = Vec::new();
         for i in 1..=ports {
