@@ -128,6 +128,31 @@ impl GroupEntry {
             affinity,
         }
     }
+
+    /// The select bucket for a flow hash: Maglev's choice, or a plain weighted hash when no
+    /// Maglev table could be built. `None` when no bucket has a weight. The slow path and the
+    /// datapath (`DpAction::Select`) both choose through here, so they always agree.
+    pub fn pick(&self, hash: u64) -> Option<usize> {
+        let total: u64 = self.group.buckets.iter().map(|b| b.weight as u64).sum();
+        if total == 0 {
+            return None;
+        }
+        if let Some(i) = self.maglev.as_ref().and_then(|m| m.pick(hash)) {
+            return Some(i);
+        }
+        let h = hash % total;
+        let mut acc = 0u64;
+        Some(
+            self.group
+                .buckets
+                .iter()
+                .position(|b| {
+                    acc += b.weight as u64;
+                    h < acc
+                })
+                .unwrap_or(0),
+        )
+    }
 }
 
 /// Bucket ids come from the bucket's actions, so a bucket keeps its id (and its slots) when

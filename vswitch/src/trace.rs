@@ -31,7 +31,20 @@ pub fn trace(b: &BridgeCtl, flow: &str) -> Result<String, String> {
         // Follow recirculations the way ofproto/trace does: the packet comes back from
         // conntrack as a new connection (+trk+new) unless the input says otherwise.
         for pass in 0..8 {
-            let (flow, wc) = Xlate::new(&pipeline, &key, Some(&mut log)).run(table);
+            let (flow, wc, chosen) =
+                Xlate::new(&pipeline, &key, Some(&mut log)).run_with_choice(table);
+            // The actions this packet takes: a select group resolved in the datapath
+            // contributes the bucket the walk narrated.
+            let mut taken: Vec<DpAction> = Vec::with_capacity(flow.actions.len());
+            for a in &flow.actions {
+                match a {
+                    DpAction::Select(sel) => {
+                        let i = chosen.unwrap_or(0);
+                        taken.extend(sel.branches.get(i).into_iter().flatten().cloned());
+                    }
+                    other => taken.push(other.clone()),
+                }
+            }
             log.push_str(&format!(
                 "\nMegaflow: {}\n",
                 text::print_match(&Match {
@@ -39,8 +52,8 @@ pub fn trace(b: &BridgeCtl, flow: &str) -> Result<String, String> {
                     mask: wc
                 })
             ));
-            all_actions.extend(flow.actions.iter().cloned());
-            let recirc = flow.actions.iter().find_map(|a| match a {
+            all_actions.extend(taken.iter().cloned());
+            let recirc = taken.iter().find_map(|a| match a {
                 DpAction::Ct(ct) => ct.recirc_table.map(|t| (t, ct)),
                 _ => None,
             });

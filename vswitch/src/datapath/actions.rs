@@ -25,6 +25,39 @@ pub struct CtAction {
     pub recirc_table: Option<u8>,
 }
 
+/// A select group whose bucket the datapath chooses per packet, from a hash of the packet's
+/// 5-tuple (Open vSwitch's `selection_method=dp_hash`): the megaflow holding it does not pin the
+/// 5-tuple, so one entry serves every connection. `branches[i]` is everything the packet does
+/// from here on when bucket `i` is chosen.
+#[derive(Debug, Clone)]
+pub struct SelectAction {
+    pub group_id: u32,
+    pub group: std::sync::Arc<crate::pipeline::GroupEntry>,
+    pub branches: Vec<Vec<DpAction>>,
+}
+
+impl SelectAction {
+    /// The actions a packet with this (current) key takes.
+    #[inline]
+    pub fn branch(&self, key: &encap::FlowKey) -> &[DpAction] {
+        let hash = encap::hash::flow_hash(key) as u64;
+        let i = self.group.pick(hash).unwrap_or(0);
+        self.branches.get(i).map_or(&[], |b| b.as_slice())
+    }
+}
+
+/// Same group entry (the pipeline keeps an unchanged group's entry across publishes) and the
+/// same branches.
+impl PartialEq for SelectAction {
+    fn eq(&self, other: &SelectAction) -> bool {
+        self.group_id == other.group_id
+            && std::sync::Arc::ptr_eq(&self.group, &other.group)
+            && self.branches == other.branches
+    }
+}
+
+impl Eq for SelectAction {}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpAction {
     Output(DpPortId),
@@ -79,6 +112,8 @@ pub enum DpAction {
     AffinityTouch(conntrack::lb::AffinityTouch),
     /// Dropping on purpose, with the reason counted.
     Drop(DropReason),
+    /// A select group resolved per packet (see [`SelectAction`]); always the last action.
+    Select(SelectAction),
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -172,6 +207,14 @@ impl std::fmt::Display for DpAction {
             }
             DpAction::AffinityTouch(t) => write!(f, "affinity(bucket={:#x})", t.0.bucket),
             DpAction::Drop(r) => write!(f, "drop({})", r.name()),
+            DpAction::Select(sel) => {
+                write!(f, "select(group={},hash(l4))", sel.group_id)?;
+                for (i, b) in sel.branches.iter().enumerate() {
+                    let text: Vec<String> = b.iter().map(|a| a.to_string()).collect();
+                    write!(f, "{}{}", if i == 0 { "{" } else { "|" }, text.join(","))?;
+                }
+                f.write_str("}")
+            }
         }
     }
 }

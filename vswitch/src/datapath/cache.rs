@@ -17,7 +17,8 @@
 use std::sync::Arc;
 
 use encap::FlowKey;
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
 
 /// Bits of the EMC index: 8192 entries.
 const EMC_BITS: u32 = 13;
@@ -93,92 +94,271 @@ impl<T> Emc<T> {
     }
 }
 
-struct MaskGroup<T> {
+/// Megaflows idle this long are dropped by [`MegaflowCache::sweep`] (Open vSwitch's default
+/// `max-idle`).
+pub const DEFAULT_IDLE_NS: u64 = 10_000_000_000;
+
+/// Slots examined by one eviction before the last one is taken whatever its use (keeps an
+/// insert into a full cache bounded).
+const EVICT_SCAN: usize = 64;
+
+/// One distinct mask: its entries are slot indices, hashed by the masked key.
+struct MaskGroup {
     mask: FlowKey,
-    entries: HashMap<FlowKey, Arc<T>>,
+    table: HashTable<u32>,
     hits: u64,
 }
 
-/// Megaflows grouped by mask.
+struct Slot<T> {
+    /// The masked key.
+    key: FlowKey,
+    group: u32,
+    value: Option<Arc<T>>,
+    /// Hit since the eviction hand last passed (CLOCK's second chance).
+    referenced: bool,
+    last_used_ns: u64,
+}
+
+/// Megaflows grouped by mask, bounded, with idle aging.
+///
+/// Entries live in a slab; each mask group's hash table holds slab indices. A full cache makes
+/// room with CLOCK (an entry hit since the hand last passed gets a second chance; at most
+/// [`EVICT_SCAN`] slots are looked at), so new flows keep getting cached however many distinct
+/// flows came before: no cliff at the bound. [`sweep`](Self::sweep) drops idle entries a
+/// bounded number of slots at a time.
 pub struct MegaflowCache<T> {
-    groups: Vec<MaskGroup<T>>,
+    /// Indexed by group id; `None` once emptied (ids are reused).
+    groups: Vec<Option<MaskGroup>>,
+    /// Live group ids, busiest first.
+    order: Vec<u32>,
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
     len: usize,
     max_entries: usize,
+    idle_ns: u64,
+    /// CLOCK hand (eviction) and sweep cursor (aging), slot indices.
+    hand: usize,
+    sweep_at: usize,
     lookups: u64,
+    evictions: u64,
+    hasher: DefaultHashBuilder,
 }
 
 impl<T> MegaflowCache<T> {
     pub fn new(max_entries: usize) -> Self {
+        MegaflowCache::with_idle(max_entries, DEFAULT_IDLE_NS)
+    }
+
+    pub fn with_idle(max_entries: usize, idle_ns: u64) -> Self {
         MegaflowCache {
             groups: Vec::new(),
+            order: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             len: 0,
             max_entries,
+            idle_ns,
+            hand: 0,
+            sweep_at: 0,
             lookups: 0,
+            evictions: 0,
+            hasher: DefaultHashBuilder::default(),
         }
     }
 
-    pub fn lookup(&mut self, key: &FlowKey) -> Option<Arc<T>> {
+    pub fn lookup(&mut self, key: &FlowKey, now_ns: u64) -> Option<Arc<T>> {
         self.lookups += 1;
         // Keep the busiest masks first, re-sorted rarely so the order stays cheap to maintain.
         if self.lookups.is_multiple_of(4096) {
-            self.groups.sort_by_key(|g| std::cmp::Reverse(g.hits));
-            self.groups.iter_mut().for_each(|g| g.hits /= 2);
+            let groups = &mut self.groups;
+            self.order.sort_by_key(|g| {
+                std::cmp::Reverse(groups[*g as usize].as_ref().map_or(0, |g| g.hits))
+            });
+            groups.iter_mut().flatten().for_each(|g| g.hits /= 2);
         }
-        for g in &mut self.groups {
-            if let Some(v) = g.entries.get(&key.masked(&g.mask)) {
+        for gid in &self.order {
+            let Some(g) = self.groups[*gid as usize].as_mut() else {
+                continue;
+            };
+            let masked = key.masked(&g.mask);
+            let h = self.hasher.hash_one(&masked);
+            let slots = &self.slots;
+            if let Some(&i) = g.table.find(h, |&i| slots[i as usize].key == masked) {
                 g.hits += 1;
-                return Some(v.clone());
+                let slot = &mut self.slots[i as usize];
+                slot.referenced = true;
+                slot.last_used_ns = now_ns;
+                return slot.value.clone();
             }
         }
         None
     }
 
-    /// Adds a megaflow; false when the cache is full (the packet still gets its actions, the
-    /// flow just stays on the slow path until the cache is flushed).
-    pub fn insert(&mut self, key: &FlowKey, mask: &FlowKey, value: Arc<T>) -> bool {
-        if self.len >= self.max_entries {
+    /// Adds a megaflow, evicting one (CLOCK) when the cache is full. Returns false only for a
+    /// cache of size 0.
+    pub fn insert(&mut self, key: &FlowKey, mask: &FlowKey, value: Arc<T>, now_ns: u64) -> bool {
+        if self.max_entries == 0 {
             return false;
         }
         let masked = key.masked(mask);
-        let group = match self.groups.iter().position(|g| g.mask == *mask) {
-            Some(i) => &mut self.groups[i],
+        let gid = match self
+            .order
+            .iter()
+            .find(|g| self.groups[**g as usize].as_ref().is_some_and(|g| g.mask == *mask))
+        {
+            Some(g) => *g,
+            None => self.new_group(mask),
+        };
+        let h = self.hasher.hash_one(&masked);
+        let slots = &mut self.slots;
+        let g = self.groups[gid as usize].as_mut().expect("live group");
+        if let Some(&i) = g.table.find(h, |&i| slots[i as usize].key == masked) {
+            let slot = &mut slots[i as usize];
+            slot.value = Some(value);
+            slot.last_used_ns = now_ns;
+            return true;
+        }
+        if self.len >= self.max_entries {
+            self.evict_one();
+        }
+        let slot = Slot {
+            key: masked,
+            group: gid,
+            value: Some(value),
+            referenced: false,
+            last_used_ns: now_ns,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
             None => {
-                self.groups.push(MaskGroup {
-                    mask: *mask,
-                    entries: HashMap::new(),
-                    hits: 0,
-                });
-                self.groups.last_mut().expect("just pushed")
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
             }
         };
-        if group.entries.insert(masked, value).is_none() {
-            self.len += 1;
-        }
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        let g = self.groups[gid as usize].as_mut().expect("live group");
+        g.table
+            .insert_unique(h, i, |&j| hasher.hash_one(&slots[j as usize].key));
+        self.len += 1;
         true
+    }
+
+    fn new_group(&mut self, mask: &FlowKey) -> u32 {
+        let group = MaskGroup {
+            mask: *mask,
+            table: HashTable::new(),
+            hits: 0,
+        };
+        let gid = match self.groups.iter().position(Option::is_none) {
+            Some(i) => {
+                self.groups[i] = Some(group);
+                i as u32
+            }
+            None => {
+                self.groups.push(Some(group));
+                (self.groups.len() - 1) as u32
+            }
+        };
+        self.order.push(gid);
+        gid
+    }
+
+    /// CLOCK: the first slot not hit since the hand last passed, or the last one looked at.
+    fn evict_one(&mut self) {
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        let mut victim = None;
+        for _ in 0..EVICT_SCAN.min(n) {
+            let i = self.hand % n;
+            self.hand = i + 1;
+            let slot = &mut self.slots[i];
+            if slot.value.is_none() {
+                continue;
+            }
+            victim = Some(i);
+            if !std::mem::take(&mut slot.referenced) {
+                break;
+            }
+        }
+        if let Some(i) = victim {
+            self.remove_slot(i);
+            self.evictions += 1;
+        }
+    }
+
+    fn remove_slot(&mut self, i: usize) {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        if slot.value.take().is_none() {
+            return;
+        }
+        let gid = slot.group as usize;
+        let h = self.hasher.hash_one(&slot.key);
+        if let Some(g) = self.groups[gid].as_mut()
+            && let Ok(entry) = g.table.find_entry(h, |&j| j as usize == i)
+        {
+            entry.remove();
+            if g.table.is_empty() {
+                self.groups[gid] = None;
+                self.order.retain(|o| *o as usize != gid);
+            }
+        }
+        self.free.push(i as u32);
+        self.len -= 1;
+    }
+
+    /// Drops entries idle for longer than the idle time, looking at up to `budget` slots from
+    /// where the last sweep stopped (so the datapath thread never pauses long). Returns how
+    /// many were dropped.
+    pub fn sweep(&mut self, now_ns: u64, budget: usize) -> usize {
+        let n = self.slots.len();
+        let mut dropped = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.sweep_at % n;
+            self.sweep_at = i + 1;
+            let slot = &self.slots[i];
+            if slot.value.is_some() && now_ns.saturating_sub(slot.last_used_ns) > self.idle_ns {
+                self.remove_slot(i);
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     pub fn clear(&mut self) {
         self.groups.clear();
+        self.order.clear();
+        self.slots.clear();
+        self.free.clear();
         self.len = 0;
+        self.hand = 0;
+        self.sweep_at = 0;
     }
 
     /// Re-checks every entry: `check(mask, value)` returns the entry to keep (possibly a fresh
     /// one) or `None` to drop it.
     pub fn revalidate(&mut self, mut check: impl FnMut(&FlowKey, &Arc<T>) -> Option<Arc<T>>) {
-        let mut len = 0;
-        for g in &mut self.groups {
-            let mask = g.mask;
-            g.entries.retain(|_, v| match check(&mask, v) {
-                Some(fresh) => {
-                    *v = fresh;
-                    true
-                }
-                None => false,
-            });
-            len += g.entries.len();
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let Some(v) = slot.value.as_ref() else {
+                continue;
+            };
+            let mask = match self.groups[slot.group as usize].as_ref() {
+                Some(g) => g.mask,
+                None => continue,
+            };
+            match check(&mask, v) {
+                Some(fresh) => self.slots[i].value = Some(fresh),
+                None => self.remove_slot(i),
+            }
         }
-        self.groups.retain(|g| !g.entries.is_empty());
-        self.len = len;
     }
 
     pub fn len(&self) -> usize {
@@ -190,7 +370,12 @@ impl<T> MegaflowCache<T> {
     }
 
     pub fn n_masks(&self) -> usize {
-        self.groups.len()
+        self.order.len()
+    }
+
+    /// Entries evicted to make room since the cache was made.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Every entry as (mask, masked key, value), for dumps; read-only, never on the fast path.
@@ -232,9 +417,9 @@ mod tests {
             in_port: u32::MAX,
             ..Default::default()
         };
-        assert!(mf.insert(&key(1, 7), &mask, Arc::new("port1")));
-        assert_eq!(mf.lookup(&key(1, 99)).map(|v| *v), Some("port1"));
-        assert!(mf.lookup(&key(2, 7)).is_none());
+        assert!(mf.insert(&key(1, 7), &mask, Arc::new("port1"), 0));
+        assert_eq!(mf.lookup(&key(1, 99), 0).map(|v| *v), Some("port1"));
+        assert!(mf.lookup(&key(2, 7), 0).is_none());
         assert_eq!(mf.len(), 1);
         assert_eq!(mf.n_masks(), 1);
         let dumped: Vec<_> = mf.entries().map(|(m, k, v)| (*m, *k, **v)).collect();
@@ -242,11 +427,74 @@ mod tests {
     }
 
     #[test]
-    fn megaflow_cache_is_bounded() {
-        let mut mf = MegaflowCache::new(1);
+    fn a_full_cache_evicts_and_keeps_caching_new_flows() {
+        let mut mf = MegaflowCache::new(100);
         let exact = FlowKey::exact_mask();
-        assert!(mf.insert(&key(1, 1), &exact, Arc::new(1)));
-        assert!(!mf.insert(&key(1, 2), &exact, Arc::new(2)));
-        assert_eq!(mf.len(), 1);
+        for i in 0..10_000u32 {
+            assert!(mf.insert(&key(1, i), &exact, Arc::new(i), 0));
+            assert_eq!(mf.lookup(&key(1, i), 0).map(|v| *v), Some(i), "new flow {i}");
+            assert!(mf.len() <= 100);
+        }
+        assert_eq!(mf.len(), 100);
+        assert_eq!(mf.evictions(), 9_900);
+        // The most recent flows are the ones cached.
+        assert!(mf.lookup(&key(1, 9_999), 0).is_some());
+        assert!(mf.lookup(&key(1, 0), 0).is_none());
+    }
+
+    #[test]
+    fn eviction_gives_recently_hit_entries_a_second_chance() {
+        let mut mf = MegaflowCache::new(4);
+        let exact = FlowKey::exact_mask();
+        for i in 0..4 {
+            mf.insert(&key(1, i), &exact, Arc::new(i), 0);
+        }
+        // Entry 0 is busy: it must survive the next insert, a cold one goes instead.
+        assert!(mf.lookup(&key(1, 0), 0).is_some());
+        mf.insert(&key(1, 100), &exact, Arc::new(100), 0);
+        assert!(mf.lookup(&key(1, 0), 0).is_some(), "hot entry evicted");
+        assert!(mf.lookup(&key(1, 100), 0).is_some());
+        assert_eq!(mf.len(), 4);
+    }
+
+    #[test]
+    fn idle_entries_age_out_and_empty_masks_go_away() {
+        const SEC: u64 = 1_000_000_000;
+        let mut mf = MegaflowCache::with_idle(100, 10 * SEC);
+        let exact = FlowKey::exact_mask();
+        let port = FlowKey {
+            in_port: u32::MAX,
+            ..Default::default()
+        };
+        mf.insert(&key(1, 1), &exact, Arc::new(1), 0);
+        mf.insert(&key(2, 1), &port, Arc::new(2), 0);
+        assert_eq!(mf.n_masks(), 2);
+        // The port megaflow stays in use; the exact one idles.
+        assert!(mf.lookup(&key(2, 5), 8 * SEC).is_some());
+        assert_eq!(mf.sweep(11 * SEC, 1000), 1);
+        assert!(mf.lookup(&key(1, 1), 11 * SEC).is_none());
+        assert!(mf.lookup(&key(2, 9), 11 * SEC).is_some());
+        assert_eq!((mf.len(), mf.n_masks()), (1, 1));
+        // Freed slots are reused.
+        mf.insert(&key(3, 3), &exact, Arc::new(3), 12 * SEC);
+        assert_eq!(mf.lookup(&key(3, 3), 12 * SEC).map(|v| *v), Some(3));
+    }
+
+    #[test]
+    fn revalidate_keeps_replaces_or_drops() {
+        let mut mf = MegaflowCache::new(10);
+        let exact = FlowKey::exact_mask();
+        for i in 0..4 {
+            mf.insert(&key(1, i), &exact, Arc::new(i), 0);
+        }
+        mf.revalidate(|_, v| match **v {
+            0 => None,
+            1 => Some(Arc::new(10)),
+            _ => Some(v.clone()),
+        });
+        assert_eq!(mf.len(), 3);
+        assert!(mf.lookup(&key(1, 0), 0).is_none());
+        assert_eq!(mf.lookup(&key(1, 1), 0).map(|v| *v), Some(10));
+        assert_eq!(mf.lookup(&key(1, 2), 0).map(|v| *v), Some(2));
     }
 }

@@ -13,7 +13,7 @@ use super::counters::PortCounters;
 use super::drops::DropReason;
 use super::mac_learning::MacTable;
 use super::ports::DpPort;
-use super::xlate::{CachedFlow, Xlate};
+use super::xlate::{CachedFlow, META_WORDS, Xlate};
 use super::{Datapath, DpBridge};
 use crate::pipeline::Pipeline;
 use conntrack::Conntrack;
@@ -377,7 +377,7 @@ fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
         b.stats.emc_hits.fetch_add(1, Relaxed);
         return f.clone();
     }
-    if let Some(f) = b.megaflows.lookup(key) {
+    if let Some(f) = b.megaflows.lookup(key, ctx.now_ns) {
         b.stats.megaflow_hits.fetch_add(1, Relaxed);
         b.emc.insert(key, h, f.clone());
         return f;
@@ -386,7 +386,7 @@ fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
     let table = key.recirc_id.saturating_sub(1) as u8;
     let (flow, wc) = Xlate::new(ctx.pipeline, key, None).run(table);
     let flow = Arc::new(flow);
-    b.megaflows.insert(key, &wc, flow.clone());
+    b.megaflows.insert(key, &wc, flow.clone(), ctx.now_ns);
     b.emc.insert(key, h, flow.clone());
     flow
 }
@@ -399,7 +399,19 @@ fn execute(
     flow: &CachedFlow,
     recirc: usize,
 ) {
-    for action in &flow.actions {
+    execute_list(ctx, pkt, key, parsed, flow, &flow.actions, recirc);
+}
+
+fn execute_list(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    key: &mut FlowKey,
+    parsed: &mut encap::Parsed,
+    flow: &CachedFlow,
+    actions: &[DpAction],
+    recirc: usize,
+) {
+    for action in actions {
         match action {
             DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
             DpAction::Tunnel { port, dst, vni } => {
@@ -541,10 +553,14 @@ fn execute(
                         ctx.bridge.drops.add(DropReason::LoopDetected, 1);
                         return;
                     }
-                    // Carry the walk's metadata (registers, tunnel fields) into the new pass.
+                    // Carry the walk's metadata writes (registers, tunnel fields) into the new
+                    // pass; the metadata it did not write stays the packet's own.
                     let mut k = next;
-                    let meta: &mut [u8] = bytemuck::bytes_of_mut(&mut k);
-                    meta[..64].copy_from_slice(&bytemuck::bytes_of(&flow.recirc_meta)[..64]);
+                    let written = &flow.recirc_written.words()[..META_WORDS];
+                    let walk = &flow.recirc_meta.words()[..META_WORDS];
+                    for ((w, m), bits) in k.words_mut().iter_mut().zip(walk).zip(written) {
+                        *w = (*w & !bits) | (m & bits);
+                    }
                     k.recirc_id = table as u32 + 1;
                     k.ct_state = next.ct_state;
                     k.ct_zone = next.ct_zone;
@@ -582,6 +598,11 @@ fn execute(
             }
             DpAction::Drop(reason) => {
                 ctx.bridge.drops.add(*reason, 1);
+                return;
+            }
+            DpAction::Select(sel) => {
+                let branch = sel.branch(key);
+                execute_list(ctx, pkt, key, parsed, flow, branch, recirc);
                 return;
             }
         }

@@ -1,4 +1,10 @@
 //! MAC learning for the NORMAL action: (VLAN, MAC) → port, with aging and a size cap.
+//!
+//! Every operation is O(1) (flushing a port is O(its entries)). Entries sit in a slab, each on
+//! its port's LRU list (least recently seen first). A full table keeps learning: it evicts the
+//! least recently seen entry of the port holding the most entries, as Open vSwitch does, so one
+//! port flooding random source MACs only churns its own entries and every other port's MACs
+//! stay learned.
 
 use hashbrown::HashMap;
 
@@ -6,24 +12,56 @@ use hashbrown::HashMap;
 pub const DEFAULT_AGING_SECS: u64 = 300;
 pub const DEFAULT_MAX_ENTRIES: usize = 8192;
 
+const NIL: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    vlan: u16,
+    mac: [u8; 6],
     port: u32,
     last_seen_ns: u64,
+    /// Neighbours on the port's LRU list.
+    prev: u32,
+    next: u32,
+}
+
+/// A port's entries, least recently seen first.
+#[derive(Debug, Clone, Copy)]
+struct PortList {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl Default for PortList {
+    fn default() -> Self {
+        PortList {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
 }
 
 pub struct MacTable {
-    entries: HashMap<(u16, [u8; 6]), Entry>,
+    index: HashMap<(u16, [u8; 6]), u32>,
+    slab: Vec<Entry>,
+    free: Vec<u32>,
+    ports: HashMap<u32, PortList>,
     max_entries: usize,
     aging_ns: u64,
+    evictions: u64,
 }
 
 /// What `learn` did, so the caller can count a full table.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Learned {
     New,
+    /// Learned after evicting another entry (the table was full).
+    Evicted,
     Refreshed,
     Moved,
+    /// Not learned: the table holds no entries at all (a size of 0).
     TableFull,
     NotLearnable,
 }
@@ -31,9 +69,13 @@ pub enum Learned {
 impl MacTable {
     pub fn new(max_entries: usize, aging_secs: u64) -> MacTable {
         MacTable {
-            entries: HashMap::with_capacity(max_entries),
+            index: HashMap::with_capacity(max_entries),
+            slab: Vec::with_capacity(max_entries),
+            free: Vec::new(),
+            ports: HashMap::new(),
             max_entries,
             aging_ns: aging_secs * 1_000_000_000,
+            evictions: 0,
         }
     }
 
@@ -41,69 +83,171 @@ impl MacTable {
         if mac[0] & 1 != 0 {
             return Learned::NotLearnable; // multicast/broadcast sources are never learned
         }
-        let len = self.entries.len();
-        if let Some(e) = self.entries.get_mut(&(vlan, mac)) {
-            let moved = e.port != port;
-            *e = Entry {
-                port,
-                last_seen_ns: now_ns,
-            };
-            return if moved {
+        if let Some(&i) = self.index.get(&(vlan, mac)) {
+            let old_port = self.slab[i as usize].port;
+            self.unlink(i);
+            let e = &mut self.slab[i as usize];
+            e.port = port;
+            e.last_seen_ns = now_ns;
+            self.link_tail(i);
+            return if old_port != port {
                 Learned::Moved
             } else {
                 Learned::Refreshed
             };
         }
-        if len >= self.max_entries {
-            self.expire(now_ns);
-            if self.entries.len() >= self.max_entries {
-                return Learned::TableFull;
+        if self.max_entries == 0 {
+            return Learned::TableFull;
+        }
+        let evicted = self.index.len() >= self.max_entries;
+        if evicted {
+            self.evict_one();
+        }
+        let entry = Entry {
+            vlan,
+            mac,
+            port,
+            last_seen_ns: now_ns,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = entry;
+                i
+            }
+            None => {
+                self.slab.push(entry);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.index.insert((vlan, mac), i);
+        self.link_tail(i);
+        if evicted {
+            Learned::Evicted
+        } else {
+            Learned::New
+        }
+    }
+
+    /// Makes room for one entry: the least recently seen entry of the port with the most
+    /// entries (a scan of the ports, not of the entries).
+    fn evict_one(&mut self) {
+        let Some((_, list)) = self
+            .ports
+            .iter()
+            .filter(|(_, l)| l.len > 0)
+            .max_by_key(|(p, l)| (l.len, std::cmp::Reverse(**p)))
+        else {
+            return;
+        };
+        let victim = list.head;
+        self.remove(victim);
+        self.evictions += 1;
+    }
+
+    fn link_tail(&mut self, i: u32) {
+        let port = self.slab[i as usize].port;
+        let list = self.ports.entry(port).or_default();
+        let old_tail = list.tail;
+        list.tail = i;
+        if old_tail == NIL {
+            list.head = i;
+        }
+        list.len += 1;
+        let e = &mut self.slab[i as usize];
+        e.prev = old_tail;
+        e.next = NIL;
+        if old_tail != NIL {
+            self.slab[old_tail as usize].next = i;
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Entry {
+            port, prev, next, ..
+        } = self.slab[i as usize];
+        if prev != NIL {
+            self.slab[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.slab[next as usize].prev = prev;
+        }
+        if let Some(list) = self.ports.get_mut(&port) {
+            if list.head == i {
+                list.head = next;
+            }
+            if list.tail == i {
+                list.tail = prev;
+            }
+            list.len -= 1;
+            if list.len == 0 {
+                self.ports.remove(&port);
             }
         }
-        self.entries.insert(
-            (vlan, mac),
-            Entry {
-                port,
-                last_seen_ns: now_ns,
-            },
-        );
-        Learned::New
+    }
+
+    fn remove(&mut self, i: u32) {
+        self.unlink(i);
+        let e = self.slab[i as usize];
+        self.index.remove(&(e.vlan, e.mac));
+        self.free.push(i);
     }
 
     pub fn lookup(&self, vlan: u16, mac: [u8; 6], now_ns: u64) -> Option<u32> {
-        let e = self.entries.get(&(vlan, mac))?;
+        let e = &self.slab[*self.index.get(&(vlan, mac))? as usize];
         (now_ns.saturating_sub(e.last_seen_ns) < self.aging_ns).then_some(e.port)
     }
 
-    /// Drops aged entries; called rarely (when full, and from the periodic timer).
+    /// Drops aged entries: each port's list is oldest first, so this looks only at what goes
+    /// plus one entry per port. Called from the periodic timer.
     pub fn expire(&mut self, now_ns: u64) {
-        let aging = self.aging_ns;
-        self.entries
-            .retain(|_, e| now_ns.saturating_sub(e.last_seen_ns) < aging);
+        let heads: Vec<u32> = self.ports.values().map(|l| l.head).collect();
+        for mut i in heads {
+            while i != NIL {
+                let e = self.slab[i as usize];
+                if now_ns.saturating_sub(e.last_seen_ns) < self.aging_ns {
+                    break;
+                }
+                self.remove(i);
+                i = e.next;
+            }
+        }
     }
 
     /// Forgets everything learned on a port (the port went away).
     pub fn flush_port(&mut self, port: u32) {
-        self.entries.retain(|_, e| e.port != port);
+        let mut i = self.ports.get(&port).map_or(NIL, |l| l.head);
+        while i != NIL {
+            let next = self.slab[i as usize].next;
+            self.remove(i);
+            i = next;
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
+    }
+
+    /// Entries evicted to make room for new ones since the table was made.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// `(vlan, mac, port, age_secs)` for `fdb/show`-style dumps.
     pub fn dump(&self, now_ns: u64) -> Vec<(u16, [u8; 6], u32, u64)> {
         let mut v: Vec<_> = self
-            .entries
-            .iter()
-            .map(|(&(vlan, mac), e)| {
+            .index
+            .values()
+            .map(|&i| {
+                let e = &self.slab[i as usize];
                 (
-                    vlan,
-                    mac,
+                    e.vlan,
+                    e.mac,
                     e.port,
                     now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
                 )
@@ -138,11 +282,53 @@ mod tests {
         let mut t = MacTable::new(1, 10);
         assert_eq!(t.learn(0, [0xff; 6], 1, 0), Learned::NotLearnable);
         assert_eq!(t.learn(0, A, 1, 0), Learned::New);
-        assert_eq!(t.learn(0, B, 1, 0), Learned::TableFull);
-        assert_eq!(t.lookup(0, B, 0), None);
-        // Once A ages out, B fits.
-        assert_eq!(t.learn(0, B, 1, 11 * SEC), Learned::New);
+        // Full: B still gets learned, A makes room.
+        assert_eq!(t.learn(0, B, 1, 0), Learned::Evicted);
+        assert_eq!(t.lookup(0, B, 0), Some(1));
+        assert_eq!(t.lookup(0, A, 0), None);
         assert_eq!(t.len(), 1);
+        assert_eq!(t.evictions(), 1);
+        assert_eq!(MacTable::new(0, 10).learn(0, A, 1, 0), Learned::TableFull);
+    }
+
+    #[test]
+    fn a_full_table_evicts_from_the_port_with_the_most_entries() {
+        let mut t = MacTable::new(100, 300);
+        let mac = |n: u32| {
+            let b = n.to_be_bytes();
+            [2, 0, b[0], b[1], b[2], b[3]]
+        };
+        // Port 2 holds 10 pods; port 1 floods random sources far past the size.
+        for n in 0..10 {
+            t.learn(0, mac(1_000_000 + n), 2, 0);
+        }
+        for n in 0..100_000 {
+            t.learn(0, mac(n), 1, n as u64);
+        }
+        assert_eq!(t.len(), 100);
+        for n in 0..10 {
+            assert_eq!(t.lookup(0, mac(1_000_000 + n), 0), Some(2), "pod {n} evicted");
+        }
+        // The flooding port keeps its most recent sources, and a new pod is learned at once.
+        assert_eq!(t.lookup(0, mac(99_999), 0), Some(1));
+        assert_eq!(t.learn(0, mac(2_000_000), 3, 0), Learned::Evicted);
+        assert_eq!(t.lookup(0, mac(2_000_000), 0), Some(3));
+        // A refreshed entry moves to the back of its port's queue.
+        t.learn(0, mac(99_990), 1, 200_000);
+        for n in 0..88 {
+            t.learn(0, mac(5_000_000 + n), 1, 200_001);
+        }
+        assert_eq!(t.lookup(0, mac(99_990), 200_001), Some(1));
+    }
+
+    #[test]
+    fn aging_removes_only_old_entries() {
+        let mut t = MacTable::new(16, 10);
+        t.learn(0, A, 1, 0);
+        t.learn(0, B, 1, 5 * SEC);
+        t.expire(12 * SEC);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lookup(0, B, 12 * SEC), Some(1));
     }
 
     #[test]

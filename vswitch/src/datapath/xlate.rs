@@ -6,6 +6,13 @@
 //! is skipped (use `IN_PORT`), a table miss drops, `resubmit` and `goto_table` nest up to
 //! [`MAX_DEPTH`], `ct(table=T)` ends the current walk and the packet continues in table T after
 //! conntrack (recirculation), select groups pick a bucket by a hash of the 5-tuple.
+//!
+//! Un-wildcarding follows Open vSwitch: a megaflow pins only what a classifier lookup, a
+//! field prerequisite or an action really read. `in_port` and the recirculation id are always
+//! exact; registers, metadata and tunnel fields only when read. Conntrack and NAT run in the
+//! datapath on the packet itself, so `ct` reads nothing of the key; the first select group of a
+//! walk is resolved by the datapath from a hash it takes per packet ([`SelectAction`]: the slow
+//! path translates every bucket), so a Service's megaflows do not pin the 5-tuple either.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,7 +24,7 @@ use flowtable::fields::FieldId;
 use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
-use super::actions::{CtAction, DpAction};
+use super::actions::{CtAction, DpAction, SelectAction};
 use super::drops::DropReason;
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
@@ -31,6 +38,10 @@ pub struct CachedFlow {
     pub rules: Vec<Arc<FlowStats>>,
     /// The working key at a `ct(table=..)` (registers, metadata, tunnel fields to carry over).
     pub recirc_meta: FlowKey,
+    /// The metadata bits the walk wrote before that `ct`: the next pass takes these bits from
+    /// `recirc_meta` and every other metadata bit from the packet's own key (the megaflow does
+    /// not pin metadata the walk never read, so the packet's values must ride along).
+    pub recirc_written: FlowKey,
     /// The key the walk started from, so a pipeline change can re-run it (revalidation).
     pub origin: FlowKey,
     /// Packets that used this entry (cache hits and the miss that made it), added once per
@@ -38,9 +49,20 @@ pub struct CachedFlow {
     pub stats: FlowStats,
 }
 
-/// Metadata words (in_port .. conj_id) are matched exactly in every megaflow: they are not
-/// packet bytes, and recirculation copies them from the cached walk.
-const META_BYTES: usize = 72;
+/// Metadata words (in_port .. conj_id): not packet bytes; a recirculation carries them over.
+pub const META_WORDS: usize = 9;
+
+/// Buckets of a select group up to which the datapath chooses the bucket (each is translated
+/// once per megaflow); larger groups pin the 5-tuple and pick in the slow path.
+const MAX_DP_SELECT_BUCKETS: usize = 256;
+
+/// The first select group of a walk, resolved in the datapath once the walk is done.
+struct Fork {
+    /// Actions emitted before the group (common to every bucket).
+    prefix: usize,
+    group_id: u32,
+    entry: Arc<GroupEntry>,
+}
 
 pub struct Xlate<'a> {
     pipeline: &'a Pipeline,
@@ -51,7 +73,20 @@ pub struct Xlate<'a> {
     depth: usize,
     stopped: bool,
     recirc_meta: FlowKey,
+    recirc_written: FlowKey,
+    /// Metadata bits written so far.
+    written: FlowKey,
     origin: FlowKey,
+    start_table: u8,
+    /// A select group was met (only the first is resolved in the datapath).
+    select_seen: bool,
+    /// A `ct` was emitted: later select groups hash the pre-NAT key, as the datapath cannot.
+    ct_emitted: bool,
+    /// Re-translation of one bucket of the first select group (set by [`Fork`] handling).
+    forced_bucket: Option<usize>,
+    fork: Option<Fork>,
+    /// The bucket this key takes at the first select group (for `trace`).
+    chosen: Option<usize>,
     /// The table and cookie of the rule being executed (for PACKET_IN).
     cur_table: u8,
     cur_cookie: u64,
@@ -60,9 +95,15 @@ pub struct Xlate<'a> {
 
 impl<'a> Xlate<'a> {
     pub fn new(pipeline: &'a Pipeline, key: &FlowKey, trace: Option<&'a mut String>) -> Self {
-        let mut wc = FlowKey::default();
-        let bytes: &mut [u8] = bytemuck::bytes_of_mut(&mut wc);
-        bytes[..META_BYTES].fill(0xff);
+        let wc = FlowKey {
+            in_port: u32::MAX,
+            recirc_id: u32::MAX,
+            ..FlowKey::default()
+        };
+        let written = FlowKey {
+            in_port: u32::MAX,
+            ..FlowKey::default()
+        };
         Xlate {
             pipeline,
             key: *key,
@@ -72,7 +113,15 @@ impl<'a> Xlate<'a> {
             depth: 0,
             stopped: false,
             recirc_meta: *key,
+            recirc_written: written,
+            written,
             origin: *key,
+            start_table: 0,
+            select_seen: false,
+            ct_emitted: false,
+            forced_bucket: None,
+            fork: None,
+            chosen: None,
             cur_table: 0,
             cur_cookie: 0,
             trace,
@@ -80,21 +129,73 @@ impl<'a> Xlate<'a> {
     }
 
     /// Walks the pipeline from `table` and returns the compiled flow and its megaflow mask.
-    pub fn run(mut self, table: u8) -> (CachedFlow, FlowKey) {
+    pub fn run(self, table: u8) -> (CachedFlow, FlowKey) {
+        let (flow, wc, _) = self.run_with_choice(table);
+        (flow, wc)
+    }
+
+    /// [`run`](Self::run), plus the bucket this key takes at a select group resolved in the
+    /// datapath (what `trace` narrates).
+    pub fn run_with_choice(mut self, table: u8) -> (CachedFlow, FlowKey, Option<usize>) {
+        self.start_table = table;
         self.run_table(table);
         if self.out.is_empty() {
             self.out.push(DpAction::Drop(DropReason::ExplicitDrop));
+        }
+        if let Some(fork) = self.fork.take() {
+            self.resolve_fork(fork);
         }
         (
             CachedFlow {
                 actions: self.out,
                 rules: self.rules,
                 recirc_meta: self.recirc_meta,
+                recirc_written: self.recirc_written,
                 origin: self.origin,
                 stats: FlowStats::default(),
             },
             self.wc,
+            self.chosen,
         )
+    }
+
+    /// Turns the walk's tail after the first select group into a [`SelectAction`]: every
+    /// bucket is translated from the origin key, and the megaflow pins the union of what those
+    /// walks read (not the 5-tuple the hash is taken over). When the buckets' walks differ in
+    /// anything but their tails (rules hit, metadata carried into a recirculation), the group
+    /// is picked here instead and the 5-tuple pinned, as before.
+    fn resolve_fork(&mut self, fork: Fork) {
+        let n = fork.entry.group.buckets.len();
+        let mut branches = Vec::with_capacity(n);
+        let mut wc = self.wc;
+        for i in 0..n {
+            let mut x = Xlate::new(self.pipeline, &self.origin, None);
+            x.forced_bucket = Some(i);
+            let (f, w) = x.run(self.start_table);
+            let same = f.actions.len() >= fork.prefix
+                && f.actions[..fork.prefix] == self.out[..fork.prefix]
+                && f.rules.len() == self.rules.len()
+                && f.rules.iter().zip(&self.rules).all(|(a, b)| Arc::ptr_eq(a, b))
+                && f.recirc_written == self.recirc_written
+                && f.recirc_meta.masked(&f.recirc_written)
+                    == self.recirc_meta.masked(&self.recirc_written);
+            if !same {
+                self.pin_5tuple();
+                return;
+            }
+            wc.words_mut()
+                .iter_mut()
+                .zip(w.words())
+                .for_each(|(a, b)| *a |= b);
+            branches.push(f.actions[fork.prefix..].to_vec());
+        }
+        self.wc = wc;
+        self.out.truncate(fork.prefix);
+        self.out.push(DpAction::Select(SelectAction {
+            group_id: fork.group_id,
+            group: fork.entry,
+            branches,
+        }));
     }
 
     fn note(&mut self, text: std::fmt::Arguments) {
@@ -143,6 +244,7 @@ impl<'a> Xlate<'a> {
         self.actions(&ins.apply);
         if let Some((value, mask)) = ins.write_metadata {
             self.key.metadata = (self.key.metadata & !mask) | (value & mask);
+            self.written.metadata |= mask;
         }
         if let Some(next) = ins.goto_table {
             self.run_table(next);
@@ -243,6 +345,15 @@ impl<'a> Xlate<'a> {
         let old = (info.get)(&self.key);
         let new = (old & !mask) | (value & mask);
         (info.set)(&mut self.key, new);
+        // Remember which metadata bits the walk now decides (carried into a recirculation).
+        let mut bits = FlowKey::default();
+        (info.set)(&mut bits, mask & info.full_mask());
+        for (w, b) in self.written.words_mut()[..META_WORDS]
+            .iter_mut()
+            .zip(&bits.words()[..META_WORDS])
+        {
+            *w |= b;
+        }
         // Header rewrites become datapath actions; metadata only lives in the key.
         let out = match field {
             FieldId::EthSrc => Some(DpAction::SetEthSrc(mac(new))),
@@ -294,7 +405,29 @@ impl<'a> Xlate<'a> {
             }
         };
         if let Some(a) = out {
+            if !matches!(a, DpAction::Drop(_)) {
+                self.pin_kept_bits(field, mask);
+            }
             self.out.push(a);
+        }
+    }
+
+    /// A header rewrite carries the field's whole new value, so the bits a masked write keeps
+    /// from the packet are read; VLAN and TOS writes carry the whole TCI / TOS byte.
+    fn pin_kept_bits(&mut self, field: FieldId, mask: u128) {
+        match field {
+            FieldId::VlanVid | FieldId::VlanTci | FieldId::DlVlan | FieldId::DlVlanPcp => {
+                self.wc.vlan_tci = u16::MAX;
+            }
+            FieldId::IpDscp | FieldId::NwTos | FieldId::IpEcn => self.wc.nw_tos = u8::MAX,
+            _ => {
+                let info = field.info();
+                let kept = info.full_mask() & !mask;
+                if kept != 0 {
+                    let consulted = (info.get)(&self.wc) | kept;
+                    (info.set)(&mut self.wc, consulted);
+                }
+            }
         }
     }
 
@@ -343,13 +476,17 @@ impl<'a> Xlate<'a> {
         let dst = match info.remote_ip {
             Some(FromFlow::Fixed(IpAddr::V4(ip))) => Some(ip),
             Some(FromFlow::Flow) => {
+                self.wc.tun_dst = u32::MAX;
                 (self.key.tun_dst != 0).then(|| Ipv4Addr::from(self.key.tun_dst))
             }
             _ => None,
         };
         let vni = match info.key {
             Some(FromFlow::Fixed(k)) => k,
-            _ => (self.key.tun_id & 0xff_ffff) as u32,
+            _ => {
+                self.wc.tun_id |= 0xff_ffff;
+                (self.key.tun_id & 0xff_ffff) as u32
+            }
         };
         match dst {
             Some(dst) => {
@@ -416,30 +553,38 @@ impl<'a> Xlate<'a> {
                     self.out.push(DpAction::Drop(DropReason::GroupMissing));
                     return;
                 }
+                // The first select group of a walk without an earlier `ct` (NAT would change
+                // what the datapath hashes) is resolved in the datapath: no 5-tuple pinned.
+                let in_datapath = !self.select_seen
+                    && !self.ct_emitted
+                    && group.selection.hash_fields().is_none()
+                    && entry.affinity.is_none()
+                    && group.buckets.len() <= MAX_DP_SELECT_BUCKETS;
+                self.select_seen = true;
                 let hash = match group.selection.hash_fields() {
                     Some(fields) => self.hash_fields(fields),
-                    None => self.hash_5tuple() as u64,
+                    None if in_datapath => encap::hash::flow_hash(&self.key) as u64,
+                    None => self.pin_5tuple() as u64,
                 };
-                let chosen = match entry.maglev.as_ref().and_then(|m| m.pick(hash)) {
+                let chosen = match self.forced_bucket.filter(|_| in_datapath) {
                     Some(i) => i,
-                    None => {
-                        // No Maglev table (it could not be built): plain weighted hash.
-                        let h = hash % total;
-                        let mut acc = 0u64;
-                        group
-                            .buckets
-                            .iter()
-                            .position(|b| {
-                                acc += b.weight as u64;
-                                h < acc
-                            })
-                            .unwrap_or(0)
-                    }
+                    None => entry.pick(hash).unwrap_or(0),
                 };
+                if in_datapath && self.forced_bucket.is_none() {
+                    self.fork = Some(Fork {
+                        prefix: self.out.len(),
+                        group_id: id,
+                        entry: entry.clone(),
+                    });
+                    self.chosen = Some(chosen);
+                }
                 match group.selection.hash_fields() {
                     Some(fields) => self.note(format_args!(
                         "group:{id} select (hash of {}): bucket {chosen}",
                         field_names(fields)
+                    )),
+                    None if in_datapath => self.note(format_args!(
+                        "group:{id} select: bucket {chosen} (hash taken in the datapath)"
                     )),
                     None => self.note(format_args!("group:{id} select: bucket {chosen}")),
                 }
@@ -509,7 +654,7 @@ impl<'a> Xlate<'a> {
 
     /// Hash of the fields a select group balances on (the 5-tuple, IPv4 or IPv6); they become
     /// part of the megaflow.
-    fn hash_5tuple(&mut self) -> u32 {
+    fn pin_5tuple(&mut self) -> u32 {
         self.wc.eth_type = u16::MAX;
         if self.key.eth_type == 0x86dd {
             self.wc.ipv6_src = [u8::MAX; 16];
@@ -566,8 +711,9 @@ impl<'a> Xlate<'a> {
             }
             None => None,
         };
-        // Conntrack reads the 5-tuple; the megaflow must pin it.
-        self.hash_5tuple();
+        // Conntrack and NAT run in the datapath on the packet itself: nothing of the key is
+        // read here, so nothing is pinned (one megaflow serves every connection).
+        self.ct_emitted = true;
         self.note(format_args!(
             "ct(zone={zone}{}{}{}{})",
             if ct.commit { ",commit" } else { "" },
@@ -585,6 +731,7 @@ impl<'a> Xlate<'a> {
         }));
         if ct.table.is_some() {
             self.recirc_meta = self.key;
+            self.recirc_written = self.written;
             self.stopped = true;
         }
     }
