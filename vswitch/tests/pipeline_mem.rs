@@ -704,7 +704,9 @@ fn ct_pins_nothing_of_the_packet_in_the_megaflow() {
 fn cluster_ip(b: &Bench) {
     let buckets: Vec<String> = (1..=3)
         .map(|i| {
-            format!("bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.2{i}:8080))")
+            format!(
+                "bucket=weight:100,actions=ct(commit,table=2,zone=1,nat(dst=172.16.1.2{i}:8080))"
+            )
         })
         .collect();
     b.control
@@ -780,4 +782,39 @@ fn a_cluster_ip_service_needs_one_megaflow_per_pass_not_per_connection() {
     // (one megaflow per pass and backend), not two per connection.
     let misses = cache_counter(&b, "misses") - misses_before;
     assert!(misses <= 12, "{misses} slow-path walks for 300 connections");
+}
+
+/// A pass that does not read a register does not pin it, so its megaflow is shared by packets
+/// with different register values: each must carry its own value into the next recirculation.
+#[test]
+fn a_shared_megaflow_carries_each_packets_own_registers_through_recirculation() {
+    let mut b = bench(3);
+    b.flows(
+        "table=0,priority=10,ip,nw_dst=10.0.0.5,actions=load:5->NXM_NX_REG0[],ct(table=1,zone=1)\n\
+         table=0,priority=10,ip,nw_dst=10.0.0.6,actions=load:6->NXM_NX_REG0[],ct(table=1,zone=1)\n\
+         table=1,priority=10,ip,actions=ct(table=2,zone=2)\n\
+         table=2,priority=10,reg0=5,actions=output:2\n\
+         table=2,priority=10,reg0=6,actions=output:3",
+    );
+    let to = |dst: [u8; 4], sport: u16| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], dst)
+            .udp(sport, 53)
+            .build()
+    };
+    for round in 0..3u16 {
+        b.send(1, &to([10, 0, 0, 5], 1000 + round));
+        b.send(1, &to([10, 0, 0, 6], 2000 + round));
+        assert_eq!(
+            (b.received(2).len(), b.received(3).len()),
+            (1, 1),
+            "round {round}"
+        );
+    }
+    let out = b
+        .control
+        .command(&["trace", "br0", "in_port=1,udp,nw_dst=10.0.0.6,tp_src=9"])
+        .unwrap();
+    let mf = megaflows(&out);
+    assert_eq!(mf.get(1).map(String::as_str), Some("ip,in_port=1"), "{out}");
 }

@@ -181,7 +181,7 @@ impl<T> MegaflowCache<T> {
                 continue;
             };
             let masked = key.masked(&g.mask);
-            let h = self.hasher.hash_one(&masked);
+            let h = self.hasher.hash_one(masked);
             let slots = &self.slots;
             if let Some(&i) = g.table.find(h, |&i| slots[i as usize].key == masked) {
                 g.hits += 1;
@@ -201,15 +201,15 @@ impl<T> MegaflowCache<T> {
             return false;
         }
         let masked = key.masked(mask);
-        let gid = match self
-            .order
-            .iter()
-            .find(|g| self.groups[**g as usize].as_ref().is_some_and(|g| g.mask == *mask))
-        {
+        let gid = match self.order.iter().find(|g| {
+            self.groups[**g as usize]
+                .as_ref()
+                .is_some_and(|g| g.mask == *mask)
+        }) {
             Some(g) => *g,
             None => self.new_group(mask),
         };
-        let h = self.hasher.hash_one(&masked);
+        let h = self.hasher.hash_one(masked);
         let slots = &mut self.slots;
         let g = self.groups[gid as usize].as_mut().expect("live group");
         if let Some(&i) = g.table.find(h, |&i| slots[i as usize].key == masked) {
@@ -242,7 +242,7 @@ impl<T> MegaflowCache<T> {
         let hasher = &self.hasher;
         let g = self.groups[gid as usize].as_mut().expect("live group");
         g.table
-            .insert_unique(h, i, |&j| hasher.hash_one(&slots[j as usize].key));
+            .insert_unique(h, i, |&j| hasher.hash_one(slots[j as usize].key));
         self.len += 1;
         true
     }
@@ -300,7 +300,7 @@ impl<T> MegaflowCache<T> {
             return;
         }
         let gid = slot.group as usize;
-        let h = self.hasher.hash_one(&slot.key);
+        let h = self.hasher.hash_one(slot.key);
         if let Some(g) = self.groups[gid].as_mut()
             && let Ok(entry) = g.table.find_entry(h, |&j| j as usize == i)
         {
@@ -432,7 +432,11 @@ mod tests {
         let exact = FlowKey::exact_mask();
         for i in 0..10_000u32 {
             assert!(mf.insert(&key(1, i), &exact, Arc::new(i), 0));
-            assert_eq!(mf.lookup(&key(1, i), 0).map(|v| *v), Some(i), "new flow {i}");
+            assert_eq!(
+                mf.lookup(&key(1, i), 0).map(|v| *v),
+                Some(i),
+                "new flow {i}"
+            );
             assert!(mf.len() <= 100);
         }
         assert_eq!(mf.len(), 100);

@@ -335,7 +335,11 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
             .iter()
             .zip(mask.words())
             .all(|(w, m)| w & !m == 0);
-        (covered && fresh.actions == old.actions).then(|| {
+        // Metadata writes produce no actions but ride into a recirculation: compare them too.
+        let same_meta = fresh.recirc_written == old.recirc_written
+            && fresh.recirc_meta.masked(&fresh.recirc_written)
+                == old.recirc_meta.masked(&old.recirc_written);
+        (covered && same_meta && fresh.actions == old.actions).then(|| {
             fresh.stats.carry_over(&old.stats);
             Arc::new(fresh)
         })

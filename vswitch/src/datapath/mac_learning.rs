@@ -307,7 +307,11 @@ mod tests {
         }
         assert_eq!(t.len(), 100);
         for n in 0..10 {
-            assert_eq!(t.lookup(0, mac(1_000_000 + n), 0), Some(2), "pod {n} evicted");
+            assert_eq!(
+                t.lookup(0, mac(1_000_000 + n), 0),
+                Some(2),
+                "pod {n} evicted"
+            );
         }
         // The flooding port keeps its most recent sources, and a new pod is learned at once.
         assert_eq!(t.lookup(0, mac(99_999), 0), Some(1));

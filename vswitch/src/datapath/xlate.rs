@@ -175,7 +175,10 @@ impl<'a> Xlate<'a> {
             let same = f.actions.len() >= fork.prefix
                 && f.actions[..fork.prefix] == self.out[..fork.prefix]
                 && f.rules.len() == self.rules.len()
-                && f.rules.iter().zip(&self.rules).all(|(a, b)| Arc::ptr_eq(a, b))
+                && f.rules
+                    .iter()
+                    .zip(&self.rules)
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
                 && f.recirc_written == self.recirc_written
                 && f.recirc_meta.masked(&f.recirc_written)
                     == self.recirc_meta.masked(&self.recirc_written);
