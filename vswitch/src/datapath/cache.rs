@@ -373,16 +373,18 @@ impl<T> MegaflowCache<T> {
         self.order.len()
     }
 
+    /// Every entry as (mask, masked key, value), for dumps; read-only, never on the fast path.
+    pub fn entries(&self) -> impl Iterator<Item = (&FlowKey, &FlowKey, &Arc<T>)> {
+        self.slots.iter().filter_map(|slot| {
+            let value = slot.value.as_ref()?;
+            let group = self.groups.get(slot.group as usize)?.as_ref()?;
+            Some((&group.mask, &slot.key, value))
+        })
+    }
+
     /// Entries evicted to make room since the cache was made.
     pub fn evictions(&self) -> u64 {
         self.evictions
-    }
-
-    /// Every entry as (mask, masked key, value), for dumps; read-only, never on the fast path.
-    pub fn entries(&self) -> impl Iterator<Item = (&FlowKey, &FlowKey, &Arc<T>)> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.entries.iter().map(move |(k, v)| (&g.mask, k, v)))
     }
 }
 
