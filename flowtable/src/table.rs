@@ -403,6 +403,11 @@ impl Pipeline {
         self.tables.values().map(|t| t.len()).sum()
     }
 
+    /// (table id, number of flows) of every table that has flows or had some.
+    pub fn table_sizes(&self) -> impl Iterator<Item = (u8, usize)> + '_ {
+        self.tables.iter().map(|(id, t)| (*id, t.len()))
+    }
+
     /// Bumped on every change, so caches can tell when to revalidate.
     pub fn version(&self) -> u64 {
         self.version

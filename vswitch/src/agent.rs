@@ -13,6 +13,7 @@ pub mod apply;
 pub mod compile;
 pub mod config;
 pub mod firewall;
+pub mod health;
 pub mod host;
 pub mod model;
 pub mod neighbor;
@@ -50,6 +51,19 @@ struct AgentState {
     memo: validate::ServiceMemo,
     /// `memo` and `installed` describe `current` exactly, so one Service can change alone.
     in_force: bool,
+    /// The Services' health-check listeners (`health_check_node_port`).
+    health: health::HealthChecks,
+}
+
+/// One Service as metrics see it: where clients reach it and which backends serve it.
+#[derive(Debug, Clone)]
+pub struct ServiceEndpoints {
+    pub name: String,
+    /// The conntrack zone its connections are tracked in.
+    pub zone: u16,
+    /// (address, port, IP protocol number) of each frontend.
+    pub frontends: Vec<(std::net::Ipv4Addr, u16, u8)>,
+    pub backends: Vec<(std::net::Ipv4Addr, u16)>,
 }
 
 /// A change of one Service, applied on its own when the state allows.
@@ -305,10 +319,42 @@ impl Agent {
         crate::views::PodList { pods }
     }
 
-    /// Undoes what lives outside the switch (the host firewall table); the switch's own state
-    /// goes with its bridges. Called when vswitchd stops.
+    /// The Services in force, with their frontends and backends (for metrics).
+    pub fn service_endpoints(&self) -> Vec<ServiceEndpoints> {
+        let st = self.lock();
+        let Some(cfg) = &st.current else {
+            return Vec::new();
+        };
+        cfg.services
+            .iter()
+            .map(|s| {
+                let proto = match s.protocol {
+                    model::Protocol::Tcp => 6,
+                    model::Protocol::Udp => 17,
+                };
+                ServiceEndpoints {
+                    name: s.name.clone(),
+                    zone: cfg.ct_zone,
+                    frontends: s
+                        .frontends(cfg.underlay_ip)
+                        .map(|(ip, port)| (ip, port, proto))
+                        .collect(),
+                    backends: s.backends.iter().map(|b| (b.ip, b.port)).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a node configuration has been applied.
+    pub fn configured(&self) -> bool {
+        self.lock().current.is_some()
+    }
+
+    /// Undoes what lives outside the switch (the host firewall table, the health-check
+    /// listeners); the switch's own state goes with its bridges. Called when vswitchd stops.
     pub fn shutdown(&self) {
         let mut st = self.lock();
+        st.health.close_all();
         if st.installed.firewall {
             match firewall::remove() {
                 Ok(()) => st.installed.firewall = false,
@@ -353,6 +399,21 @@ fn apply_one_service(
     change: ServiceChange<'_>,
 ) -> Option<Result<String, String>> {
     if !st.in_force {
+        return None;
+    }
+    // Health-check listeners open and close on the full path (it checks their ports too).
+    let has_health = |name: &str| {
+        st.current.as_ref().is_some_and(|c| {
+            c.services
+                .iter()
+                .any(|s| s.name == name && s.health_check_node_port.is_some())
+        })
+    };
+    let touches_health = match &change {
+        ServiceChange::Set(raw) => raw.health_check_node_port.is_some() || has_health(&raw.name),
+        ServiceChange::Remove(name) => has_health(name),
+    };
+    if touches_health {
         return None;
     }
     let AgentState {
@@ -446,7 +507,10 @@ fn apply_merged(
         }
         text
     })?;
+    // Listeners first: a health-check port that cannot be opened refuses the whole change.
+    let health = st.health.prepare(&cfg)?;
     let (changes, warnings) = apply::apply_on(switch, &cfg, &mut st.installed)?;
+    st.health.commit(health);
     for w in &warnings {
         tracing::warn!("{w}");
     }

@@ -186,6 +186,12 @@ pub enum MgmtCommand {
     ListServices,
     /// The node's pod network as JSON (name, bridge, mode, pod_cidr, gateway, mtu).
     NodeInfo,
+    /// Print vswitchd's log filter, or set it: a level (off, error, warn, info, debug,
+    /// trace) or a RUST_LOG-style filter such as info,vswitch::ofserver=debug.
+    LogLevel {
+        #[serde(default)]
+        filter: Option<String>,
+    },
 }
 
 fn parse_zone(s: &str) -> Result<u16, String> {

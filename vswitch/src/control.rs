@@ -211,6 +211,11 @@ impl Control {
             C::SetBackends { name, backends } => self.agent.set_backends(sw, &name, &backends),
             C::DelService { name, if_exists } => self.agent.del_service(sw, &name, if_exists),
             C::ListServices => Ok(self.agent.list_services()),
+            C::LogLevel { filter } => match filter {
+                Some(f) => crate::logging::set_filter(&f)
+                    .map(|old| format!("log filter: {} (was {old})\n", f.trim())),
+                None => crate::logging::current_filter().map(|f| format!("{f}\n")),
+            },
         };
         out.map_err(ControlError::Failed)
     }

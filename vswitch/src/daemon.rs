@@ -23,6 +23,8 @@ pub struct Options {
     pub conntrack: conntrack::Config,
     /// Bounds of the management and OpenFlow sockets.
     pub limits: crate::ctlserver::Limits,
+    /// Where `/metrics` and `/healthz` are served over HTTP (off when `None`).
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum DaemonError {
     Datapath(std::io::Error),
     #[error("configuration {0}: {1}")]
     Config(PathBuf, String),
+    #[error("cannot serve metrics on {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 pub fn run(opts: Options) -> Result<(), DaemonError> {
@@ -81,6 +85,14 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     let control = Arc::new(Control::new(switch.clone()));
+    // Served from before the configuration is applied: /healthz answers 503 until then.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = opts.metrics_address
+        && let Err(e) = crate::observe::http::serve(addr, control.clone(), ready.clone())
+    {
+        stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+        return Err(DaemonError::Metrics(addr, e));
+    }
     if let Some(config) = &opts.config
         && let Err(e) = control.agent.apply_file(&switch, config)
     {
@@ -101,6 +113,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Listen(sock.clone(), e));
     }
+    ready.store(true, std::sync::atomic::Ordering::Release);
     info!(rundir = %opts.rundir.display(), "vswitchd ready");
     // Under systemd (Type=notify): configured and serving, so dependants may start.
     if let Err(e) = crate::sd_notify::notify("READY=1") {

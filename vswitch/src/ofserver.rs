@@ -8,6 +8,7 @@
 //! applies changes to the bridge under the switch lock and answers in request order, so an
 //! error always precedes the barrier reply that follows it.
 
+pub mod counters;
 pub mod session;
 pub mod stats;
 

@@ -109,6 +109,8 @@ pub struct RawService {
     #[serde(default)]
     pub external_traffic_policy: Option<String>,
     #[serde(default)]
+    pub health_check_node_port: Option<u16>,
+    #[serde(default)]
     pub backends: Vec<RawBackend>,
 }
 

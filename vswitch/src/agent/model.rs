@@ -157,6 +157,10 @@ pub struct Service {
     pub port: u16,
     pub session_affinity_seconds: Option<u32>,
     pub external_traffic_policy: TrafficPolicy,
+    /// Policy `local` only: the TCP port on `underlay_ip` where an HTTP health check tells
+    /// external load balancers whether this node has backends of the Service
+    /// (Kubernetes' `healthCheckNodePort`).
+    pub health_check_node_port: Option<u16>,
     pub backends: Vec<Backend>,
 }
 

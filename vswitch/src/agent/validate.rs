@@ -535,6 +535,26 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         }
         services.push(svc);
     }
+    // Health-check ports are TCP listeners on underlay_ip: one Service each, and not a
+    // frontend the switch answers itself.
+    let mut health_ports = HashSet::new();
+    for (i, svc) in services.iter().enumerate() {
+        let Some(hc) = svc.health_check_node_port else {
+            continue;
+        };
+        if !health_ports.insert(hc) {
+            return Err(invalid(
+                format!("services[{i}].health_check_node_port"),
+                format!("{hc} is the health check port of another Service"),
+            ));
+        }
+        if frontends.contains_key(&(underlay_ip, hc, Protocol::Tcp)) {
+            return Err(invalid(
+                format!("services[{i}].health_check_node_port"),
+                format!("{underlay_ip}:{hc}/tcp is a Service frontend"),
+            ));
+        }
+    }
 
     let egress = match &raw.egress {
         None => Egress {
@@ -838,6 +858,17 @@ fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, Conf
             "a ClusterIP Service has no outside clients (NodePort, LoadBalancer and DNAT only)",
         ));
     }
+    if let Some(hc) = s.health_check_node_port {
+        if external_traffic_policy != TrafficPolicy::Local || s.external_traffic_policy.is_none() {
+            return Err(invalid(
+                k("health_check_node_port"),
+                "only a Service with external_traffic_policy = \"local\" has a health check",
+            ));
+        }
+        if hc == 0 {
+            return Err(invalid(k("health_check_node_port"), "must be 1..65535"));
+        }
+    }
     let mut backends: Vec<Backend> = Vec::new();
     for (j, b) in s.backends.iter().enumerate() {
         let bk = |f: &str| format!("services[{i}].backends[{j}].{f}");
@@ -868,6 +899,7 @@ fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, Conf
         port: s.port,
         session_affinity_seconds: s.session_affinity_seconds,
         external_traffic_policy,
+        health_check_node_port: s.health_check_node_port,
         backends,
     })
 }

@@ -58,18 +58,17 @@ struct Cli {
     /// Threads that run management commands and OpenFlow requests.
     #[arg(long, default_value_t = vswitch::ctlserver::limits::WORKERS, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
     ctl_workers: usize,
+    /// Serve Prometheus metrics at /metrics and readiness at /healthz over HTTP on
+    /// ADDR:PORT (a port alone: 127.0.0.1). Off by default.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = vswitch::observe::http::parse_address)]
+    metrics_address: Option<std::net::SocketAddr>,
+    /// Log lines as text or as one JSON object per line (stderr; level from RUST_LOG,
+    /// default info, changed at run time with `vswitchctl log-level`).
+    #[arg(long, value_enum, default_value_t = vswitch::logging::LogFormat::Text)]
+    log_format: vswitch::logging::LogFormat,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: logs redirected to files stay greppable.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     if cli.man {
         use clap::CommandFactory;
@@ -82,6 +81,7 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    vswitch::logging::init(cli.log_format);
     let mut conntrack = conntrack::Config {
         max_conns: cli.ct_max_conns,
         ..Default::default()
@@ -115,6 +115,7 @@ fn main() -> ExitCode {
             idle_timeout: std::time::Duration::from_secs(cli.ctl_idle_timeout),
             workers: cli.ctl_workers,
         },
+        metrics_address: cli.metrics_address,
     };
     match vswitch::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

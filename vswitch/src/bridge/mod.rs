@@ -29,7 +29,7 @@ use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::portspec::PortSpec;
 
 pub use port_factory::{open_port, underlay_mtu};
-pub use transaction::{Commit, Transaction};
+pub use transaction::{Commit, FlowModCounts, Transaction};
 
 /// One port as the control side knows it.
 pub struct PortCtl {
@@ -60,6 +60,8 @@ pub struct BridgeCtl {
     installed: Installed,
     /// Where FLOW_REMOVED messages go (shared with the switch).
     async_hub: Option<Arc<PacketInHub>>,
+    /// Flow-mods the tables took, by command and outcome (kept by `transaction`).
+    pub flow_mod_counts: FlowModCounts,
 }
 
 /// What `publish` has turned into classifiers and group entries so far.
@@ -93,6 +95,7 @@ impl BridgeCtl {
             created: Instant::now(),
             installed: Installed::default(),
             async_hub,
+            flow_mod_counts: FlowModCounts::default(),
         }
     }
 

@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use flowtable::flow::FlowModCommand;
 use flowtable::group::GroupMod;
 use flowtable::table::{Pipeline as FlowTables, TableError};
 use flowtable::{FlowEntry, FlowMod};
@@ -34,11 +35,49 @@ pub struct Transaction<'a> {
     removed: Vec<FlowEntry>,
     /// Deleted flows are not reported as FLOW_REMOVED/`delete` (expiry reports its own reason).
     quiet: bool,
+    /// Flow-mods that applied, by command; they count as rolled back if the batch is undone.
+    applied: [u64; FlowModCounts::COMMANDS],
+    refused: [u64; FlowModCounts::COMMANDS],
+}
+
+/// Flow-mods a bridge's tables took, by command and outcome, for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct FlowModCounts {
+    /// `[command][outcome]`, in the order of [`FlowModCounts::COMMAND_NAMES`] and
+    /// [`FlowModCounts::OUTCOME_NAMES`].
+    pub counts: [[u64; 3]; FlowModCounts::COMMANDS],
+}
+
+impl FlowModCounts {
+    const COMMANDS: usize = 5;
+    pub const COMMAND_NAMES: [&'static str; 5] =
+        ["add", "modify", "modify_strict", "delete", "delete_strict"];
+    /// Applied; refused (the tables' error, e.g. a bad group); rolled back (applied, then
+    /// undone because another change of its all-or-nothing batch was refused).
+    pub const OUTCOME_NAMES: [&'static str; 3] = ["applied", "refused", "rolled_back"];
+
+    fn index(c: FlowModCommand) -> usize {
+        match c {
+            FlowModCommand::Add => 0,
+            FlowModCommand::Modify => 1,
+            FlowModCommand::ModifyStrict => 2,
+            FlowModCommand::Delete => 3,
+            FlowModCommand::DeleteStrict => 4,
+        }
+    }
 }
 
 impl Transaction<'_> {
     pub fn flow_mod(&mut self, fm: &FlowMod) -> Result<(), TableError> {
-        let r = self.tables.flow_mod(fm, self.now)?;
+        let c = FlowModCounts::index(fm.command);
+        let r = match self.tables.flow_mod(fm, self.now) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refused[c] += 1;
+                return Err(e);
+            }
+        };
+        self.applied[c] += 1;
         self.removed.extend(r.removed);
         Ok(())
     }
@@ -86,10 +125,17 @@ impl BridgeCtl {
             now: Instant::now(),
             removed: Vec::new(),
             quiet: false,
+            applied: [0; FlowModCounts::COMMANDS],
+            refused: [0; FlowModCounts::COMMANDS],
         };
         let result = f(&mut tx);
         let (removed, quiet) = (tx.removed, tx.quiet);
-        if result.is_err() && commit == Commit::Atomic {
+        let rolled_back = result.is_err() && commit == Commit::Atomic;
+        for (c, counts) in self.flow_mod_counts.counts.iter_mut().enumerate() {
+            counts[if rolled_back { 2 } else { 0 }] += tx.applied[c];
+            counts[1] += tx.refused[c];
+        }
+        if rolled_back {
             self.tables.rollback();
             return result;
         }

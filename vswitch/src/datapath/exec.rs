@@ -325,6 +325,7 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
     b.cache_version = pipeline.version;
     if b.megaflows.len() > REVALIDATE_MAX {
         b.megaflows.clear();
+        note_cache_size(b);
         return;
     }
     b.megaflows.revalidate(|mask, old| {
@@ -344,6 +345,16 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
             Arc::new(fresh)
         })
     });
+    note_cache_size(b);
+}
+
+/// Publishes the megaflow cache's size for readers on other threads (metrics).
+fn note_cache_size(b: &DpBridge) {
+    use std::sync::atomic::Ordering::Relaxed;
+    b.stats.megaflows.store(b.megaflows.len() as u64, Relaxed);
+    b.stats
+        .megaflow_masks
+        .store(b.megaflows.n_masks() as u64, Relaxed);
 }
 
 fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usize) {
@@ -392,6 +403,7 @@ fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
     let flow = Arc::new(flow);
     b.megaflows.insert(key, &wc, flow.clone(), ctx.now_ns);
     b.emc.insert(key, h, flow.clone());
+    note_cache_size(b);
     flow
 }
 

@@ -40,6 +40,8 @@ pub struct DpPort {
     pub polled: bool,
     /// The back end's counters as last folded into `counters`/`drops` (tunnel refusals).
     seen: PortStats,
+    /// Receive errors repeat as long as their cause lasts: one warning per interval.
+    pub(crate) rx_warn: crate::ratelimit::RateLimit,
 }
 
 impl DpPort {
@@ -75,6 +77,7 @@ impl DpPort {
             drops,
             polled: true,
             seen: PortStats::default(),
+            rx_warn: crate::ratelimit::RateLimit::default(),
         }
     }
 

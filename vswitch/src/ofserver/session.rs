@@ -73,6 +73,8 @@ pub struct Session {
     /// ONF flow monitors this connection asked for (`ovs-ofctl monitor ... watch:`).
     monitors: Vec<MonitorRequest>,
     framer: Framer,
+    /// This session in the per-bridge session counters (metrics), until it is dropped.
+    counted: super::counters::OpenSession,
 }
 
 impl Drop for Session {
@@ -101,6 +103,7 @@ enum Close {
 
 impl Session {
     pub fn new(switch: Weak<Switch>, bridge: String) -> Session {
+        let counted = super::counters::OpenSession::start(&bridge);
         Session {
             switch,
             bridge,
@@ -118,6 +121,7 @@ impl Session {
             packet_in_format: 0,
             monitors: Vec::new(),
             framer: Framer::new(),
+            counted,
         }
     }
 
@@ -132,6 +136,7 @@ impl Session {
         // Taken out while its messages are handled (they borrow it).
         let mut framer = std::mem::take(&mut self.framer);
         framer.push(bytes);
+        let answered_from = out.len();
         let mut step = Step {
             open: true,
             progressed: false,
@@ -158,6 +163,9 @@ impl Session {
             self.publish_if_dirty();
         }
         self.drain_packet_ins(out);
+        for _ in 0..error_replies(out.get(answered_from..).unwrap_or_default()) {
+            self.counted.error_sent();
+        }
         step
     }
 
@@ -580,6 +588,7 @@ impl Session {
                     }
                     Ok(Err((i, e))) => {
                         // The failing message's own error, then the commit's.
+                        debug!(xid = staged[i].xid, "bundled OpenFlow change refused: {e}");
                         out.extend(table_error(&staged[i], &e));
                         return Err(bad_id("commit failed, nothing was applied"));
                     }
@@ -694,6 +703,7 @@ fn apply_each(b: &mut BridgeCtl, staged: &[Staged], out: &mut Vec<u8>) {
         reserve_for_adds(tx, staged);
         for s in staged {
             if let Err(e) = apply_op(tx, &s.op) {
+                debug!(xid = s.xid, "OpenFlow change refused: {e}");
                 out.extend(table_error(s, &e));
             }
         }
@@ -719,6 +729,19 @@ fn reserve_for_adds(tx: &mut Transaction<'_>, staged: &[Staged]) {
             tx.reserve(t as u8, n);
         }
     }
+}
+
+/// How many OFPT_ERROR messages `out` (whole messages, back to back) holds.
+fn error_replies(out: &[u8]) -> usize {
+    const OFPT_ERROR: u8 = 1;
+    let mut n = 0;
+    let mut rest = out;
+    while rest.len() >= 8 {
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]])).max(8);
+        n += usize::from(rest[1] == OFPT_ERROR);
+        rest = rest.get(len..).unwrap_or_default();
+    }
+    n
 }
 
 /// The OFPT_ERROR for a table refusal: its type/code, the request's xid and bytes.
