@@ -114,8 +114,7 @@ impl Agent {
         }
         let mut live = st.live_pods.clone();
         live.insert(name.to_string(), pod);
-        let services = st.live_services.clone();
-        apply_merged(&mut st, switch, &file, &live, &services, Some(name))?;
+        apply_pods(&mut st, switch, &file, &live, Some(name))?;
         st.live_pods = live;
         let ofport = st
             .installed
@@ -149,8 +148,7 @@ impl Agent {
             .expect("run-time pods exist only with a file");
         let mut live = st.live_pods.clone();
         live.remove(name);
-        let services = st.live_services.clone();
-        apply_merged(&mut st, switch, &file, &live, &services, None)?;
+        apply_pods(&mut st, switch, &file, &live, None)?;
         st.live_pods = live;
         Ok(format!("pod {name} removed\n"))
     }
@@ -403,11 +401,10 @@ fn apply_one_service(
     }
     // Health-check listeners open and close on the full path (it checks their ports too).
     let has_health = |name: &str| {
-        st.current.as_ref().is_some_and(|c| {
-            c.services
-                .iter()
-                .any(|s| s.name == name && s.health_check_node_port.is_some())
-        })
+        let in_force = st.memo.position(name).zip(st.current.as_ref());
+        in_force
+            .and_then(|(p, c)| c.services.get(p))
+            .is_some_and(|s| s.health_check_node_port.is_some())
     };
     let touches_health = match &change {
         ServiceChange::Set(raw) => raw.health_check_node_port.is_some() || has_health(&raw.name),
@@ -493,24 +490,79 @@ fn apply_merged(
     merged.pods.extend(live.values().cloned());
     // Until this apply is through, the memo may describe a configuration not in force.
     st.in_force = false;
-    let cfg = validate::validate_with(&merged, &mut st.memo).map_err(|e| {
-        let text = e.to_string();
-        // Errors about a run-time pod name it (its index means nothing to the caller).
-        for (i, name) in live.keys().enumerate() {
-            let key = format!("pods[{}]", first_live + i);
-            if let Some(rest) = text.strip_prefix(&key) {
-                return format!("pod {name}{rest}");
-            }
-        }
-        if let Some(name) = new_pod {
-            return format!("pod {name}: {text}");
-        }
-        text
-    })?;
+    let cfg = validate::validate_with(&merged, &mut st.memo)
+        .map_err(|e| name_pod_error(e, live, first_live, new_pod))?;
     // Listeners first: a health-check port that cannot be opened refuses the whole change.
     let health = st.health.prepare(&cfg)?;
     let (changes, warnings) = apply::apply_on(switch, &cfg, &mut st.installed)?;
     st.health.commit(health);
+    let out = summary(&cfg, changes, warnings);
+    st.current = Some(cfg);
+    st.in_force = true;
+    Ok(out)
+}
+
+/// Only the pods changed (`add-pod`, `del-pod`): the pods are validated against the node in
+/// force and the Services' compiled output is reused without a walk over them (the full
+/// path when the state does not allow it).
+fn apply_pods(
+    st: &mut AgentState,
+    switch: &Switch,
+    file: &RawConfig,
+    live: &BTreeMap<String, RawPod>,
+    new_pod: Option<&str>,
+) -> Result<String, String> {
+    let current = match &st.current {
+        Some(current) if st.in_force => current,
+        _ => {
+            let services = st.live_services.clone();
+            return apply_merged(st, switch, file, live, &services, new_pod);
+        }
+    };
+    let raw_pods: Vec<RawPod> = file.pods.iter().chain(live.values()).cloned().collect();
+    let pods = validate::validate_pods(&file.node, &raw_pods, current)
+        .map_err(|e| name_pod_error(e, live, file.pods.len(), new_pod))?;
+    let mut cfg = st.current.take().expect("checked above");
+    let old_pods = std::mem::replace(&mut cfg.pods, pods);
+    // Until this apply is through, `installed` may describe a configuration not in force.
+    st.in_force = false;
+    match apply::apply_with(switch, &cfg, &mut st.installed, true) {
+        Ok((changes, warnings)) => {
+            let out = summary(&cfg, changes, warnings);
+            st.current = Some(cfg);
+            st.in_force = true;
+            Ok(out)
+        }
+        Err(e) => {
+            cfg.pods = old_pods;
+            st.current = Some(cfg);
+            Err(e)
+        }
+    }
+}
+
+/// Errors about a run-time pod name it (its index means nothing to the caller).
+fn name_pod_error(
+    e: ConfigError,
+    live: &BTreeMap<String, RawPod>,
+    first_live: usize,
+    new_pod: Option<&str>,
+) -> String {
+    let text = e.to_string();
+    for (i, name) in live.keys().enumerate() {
+        let key = format!("pods[{}]", first_live + i);
+        if let Some(rest) = text.strip_prefix(&key) {
+            return format!("pod {name}{rest}");
+        }
+    }
+    if let Some(name) = new_pod {
+        return format!("pod {name}: {text}");
+    }
+    text
+}
+
+/// What an apply reports: the changes, then each warning (also logged).
+fn summary(cfg: &NodeConfig, changes: apply::Changes, warnings: Vec<String>) -> String {
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -519,9 +571,7 @@ fn apply_merged(
         out.push_str(&format!("warning: {w}\n"));
     }
     tracing::info!("{}", out.lines().next().unwrap_or_default());
-    st.current = Some(cfg);
-    st.in_force = true;
-    Ok(out)
+    out
 }
 
 /// `IP[:PORT][@WEIGHT]`.

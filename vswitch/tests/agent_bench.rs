@@ -215,7 +215,7 @@ fn live_changes_with_ten_thousand_services() {
         pods += 1;
         let name = format!("p{pods}");
         let port = format!("port=tp{pods}");
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu());
         ctl.command(&[
             "add-pod",
             &name,
@@ -225,10 +225,10 @@ fn live_changes_with_ten_thousand_services() {
             "mac=0a:58:0c:01:00:c8",
         ])
         .unwrap();
-        let add = t.elapsed();
-        let t = Instant::now();
+        let add = (t.elapsed(), thread_cpu() - cpu);
+        let (t, cpu) = (Instant::now(), thread_cpu());
         ctl.command(&["del-pod", &name]).unwrap();
-        (add, t.elapsed())
+        (add, (t.elapsed(), thread_cpu() - cpu))
     };
     let mut adds = Vec::new();
     let mut dels = Vec::new();
@@ -237,9 +237,15 @@ fn live_changes_with_ten_thousand_services() {
         adds.push(a);
         dels.push(d);
     }
-    let ms = |v: &[Duration]| {
+    let ms = |v: &[(Duration, Duration)]| {
         v.iter()
-            .map(|d| format!("{:.2}", d.as_secs_f64() * 1e3))
+            .map(|(wall, cpu)| {
+                format!(
+                    "{:.2} (CPU {:.2})",
+                    wall.as_secs_f64() * 1e3,
+                    cpu.as_secs_f64() * 1e3
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ")
     };

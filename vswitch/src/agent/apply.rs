@@ -69,6 +69,17 @@ pub fn apply_on(
     cfg: &NodeConfig,
     installed: &mut Installed,
 ) -> Result<(Changes, Vec<String>), String> {
+    apply_with(switch, cfg, installed, false)
+}
+
+/// [`apply_on`]; `only_pods_changed` says the Services and node settings are those of the
+/// last apply, so the Services' output is reused as it is (unless the runtime moved).
+pub fn apply_with(
+    switch: &Switch,
+    cfg: &NodeConfig,
+    installed: &mut Installed,
+    only_pods_changed: bool,
+) -> Result<(Changes, Vec<String>), String> {
     if installed.bridge != cfg.bridge {
         // A different bridge starts from nothing (the old one is left as it is).
         *installed = Installed {
@@ -87,7 +98,12 @@ pub fn apply_on(
             _ => None,
         },
     };
-    let desired = compile::compile(cfg, &mut installed.numbering, rt)?;
+    let services = if only_pods_changed && rt == installed.runtime {
+        compile::ServicesFrom::Previous(&installed.desired.services)
+    } else {
+        compile::ServicesFrom::Config
+    };
+    let desired = compile::compile_with(cfg, &mut installed.numbering, rt, services)?;
     installed.runtime = rt;
     let prev = &installed.desired;
     let batch = Batch::plan(installed, &desired)?;
@@ -197,9 +213,10 @@ pub fn apply_service(
     let batch = Batch::between(old.map(|o| &**o), out.as_deref())?;
     switch.with_bridge(&installed.bridge, |b| batch.run(b))?;
     let warning = out.as_ref().and_then(|o| o.warning.clone());
+    let services = Arc::make_mut(&mut installed.desired.services);
     match out {
-        Some(out) => installed.desired.services.insert(group, out),
-        None => installed.desired.services.remove(&group),
+        Some(out) => services.insert(group, out),
+        None => services.remove(&group),
     };
     Ok((batch.changes, warning))
 }
@@ -249,7 +266,9 @@ impl Batch {
             desired.flows.iter().map(|(k, l)| (k, l.as_str())).collect();
         let mut old_groups: BTreeMap<u32, &str> = BTreeMap::new();
         let mut new_groups: BTreeMap<u32, &str> = BTreeMap::new();
-        for (name, out) in &desired.services {
+        // Reused as a whole (only pods changed): nothing to look at.
+        let same_services = Arc::ptr_eq(&before.services, &desired.services);
+        for (name, out) in desired.services.iter().filter(|_| !same_services) {
             match before.services.get(name) {
                 Some(old) if Arc::ptr_eq(old, out) || old == out => continue,
                 Some(old) => {
@@ -259,7 +278,7 @@ impl Batch {
                 None => add_service(out, &mut new_flows, &mut new_groups),
             }
         }
-        for (name, old) in &before.services {
+        for (name, old) in before.services.iter().filter(|_| !same_services) {
             if !desired.services.contains_key(name) {
                 add_service(old, &mut old_flows, &mut old_groups);
             }

@@ -127,7 +127,7 @@ pub struct Desired {
     /// Per Service, keyed by its group id (stable while the Service keeps its name): its
     /// flows and groups. A number, not the name: 10 000 Services are hashed and compared on
     /// every apply.
-    pub services: HashMap<u32, Arc<ServiceOut>>,
+    pub services: Arc<HashMap<u32, Arc<ServiceOut>>>,
 }
 
 impl Desired {
@@ -276,9 +276,8 @@ pub struct Numbering {
 }
 
 impl Numbering {
-    /// Keeps only the names still configured, then numbers the new ones. Returns each
-    /// configured Service's group id, in file order.
-    fn assign(&mut self, cfg: &NodeConfig) -> Result<Vec<u32>, String> {
+    /// Numbers the pods' ports: keeps the ports still configured, then numbers the new ones.
+    fn assign_ofports(&mut self, cfg: &NodeConfig) -> Result<(), String> {
         self.ofports
             .retain(|name, _| cfg.pods.iter().any(|p| &p.port == name));
         // Pinned ofports first, so an allocated one never steals a pinned number.
@@ -302,6 +301,12 @@ impl Numbering {
                 return Err(format!("ofport {of} of pod port {port} is used twice"));
             }
         }
+        Ok(())
+    }
+
+    /// Numbers the Services (keeps the names still configured, then numbers the new ones):
+    /// each configured Service's group id, in file order.
+    fn assign_groups(&mut self, cfg: &NodeConfig) -> Vec<u32> {
         // One lookup per Service in the common case (names are unique after validation):
         // stale names exist only when fewer configured names are known than are numbered.
         let mut ids: Vec<Option<u32>> = cfg
@@ -322,7 +327,7 @@ impl Numbering {
                 next += 1;
             }
         }
-        Ok(ids.into_iter().map(|id| id.unwrap_or_default()).collect())
+        ids.into_iter().map(|id| id.unwrap_or_default()).collect()
     }
 }
 
@@ -484,7 +489,7 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
 }
 
 /// Values the compiler needs from the running system (resolved before compiling).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Runtime {
     /// Our underlay MAC (read from the uplink interface), when the file did not give it.
     pub uplink_mac: Option<Mac>,
@@ -493,18 +498,38 @@ pub struct Runtime {
     pub next_hop_mac: Option<Mac>,
 }
 
+/// Where the compiler takes the Services' output from.
+pub enum ServicesFrom<'a> {
+    /// Compiled from the configuration (memoized per Service).
+    Config,
+    /// Unchanged since this output was compiled with the same node settings and runtime
+    /// (only pods changed): taken as it is, without a walk over the Services.
+    Previous(&'a Arc<HashMap<u32, Arc<ServiceOut>>>),
+}
+
 /// Compiles a configuration. `numbering` carries ofports and group ids across applies.
 pub fn compile(
     cfg: &NodeConfig,
     numbering: &mut Numbering,
     rt: Runtime,
 ) -> Result<Desired, String> {
-    let group_ids = numbering.assign(cfg)?;
+    compile_with(cfg, numbering, rt, ServicesFrom::Config)
+}
+
+/// [`compile`], with the Services' output taken from `services`.
+pub fn compile_with(
+    cfg: &NodeConfig,
+    numbering: &mut Numbering,
+    rt: Runtime,
+    services: ServicesFrom<'_>,
+) -> Result<Desired, String> {
+    numbering.assign_ofports(cfg)?;
+    let group_ids = match services {
+        ServicesFrom::Config => numbering.assign_groups(cfg),
+        ServicesFrom::Previous(_) => Vec::new(),
+    };
     let mut b = Builder {
-        out: Desired {
-            services: HashMap::with_capacity(cfg.services.len()),
-            ..Desired::default()
-        },
+        out: Desired::default(),
     };
     let zone = cfg.ct_zone;
     let gw_mac = cfg.gateway_mac;
@@ -689,15 +714,20 @@ pub fn compile(
     );
 
     // Table 30: Service load balancing of new connections, then commit everything else.
-    let mut memo = std::mem::take(&mut numbering.memo);
-    for (s, &group) in cfg.services.iter().zip(&group_ids) {
-        let context = ServiceContext::of(cfg, rt, group);
-        b.out
-            .services
-            .insert(group, compile_memoized(&mut memo, s, context));
-    }
-    memo.retain(|group, _| b.out.services.contains_key(group));
-    numbering.memo = memo;
+    b.out.services = match services {
+        ServicesFrom::Previous(previous) => previous.clone(),
+        ServicesFrom::Config => {
+            let mut memo = std::mem::take(&mut numbering.memo);
+            let mut outs = HashMap::with_capacity(cfg.services.len());
+            for (s, &group) in cfg.services.iter().zip(&group_ids) {
+                let context = ServiceContext::of(cfg, rt, group);
+                outs.insert(group, compile_memoized(&mut memo, s, context));
+            }
+            memo.retain(|group, _| outs.contains_key(group));
+            numbering.memo = memo;
+            Arc::new(outs)
+        }
+    };
     if cfg.egress.snat {
         // Connections leaving the cluster are committed later, with their SNAT (table 60);
         // those to the node itself (through the host port) stay inside and are committed now.

@@ -418,77 +418,14 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         });
     }
 
-    let mut pods: Vec<Pod> = Vec::new();
-    for (i, p) in raw.pods.iter().enumerate() {
-        let k = |f: &str| format!("pods[{i}].{f}");
-        let port = ifname(&k("port"), &p.port)?;
-        if pods.iter().any(|q| q.port == port)
-            || uplink.as_ref().is_some_and(|u| u.interface == port)
-            || port == bridge
-        {
-            return Err(invalid(k("port"), format!("'{port}' is used twice")));
-        }
-        let kind = match p.kind.as_deref().unwrap_or("afpacket") {
-            "afpacket" => PodPortKind::AfPacket,
-            "tap" => PodPortKind::Tap,
-            other => {
-                return Err(invalid(
-                    k("type"),
-                    format!("unknown pod port type '{other}' (expected \"afpacket\" or \"tap\")"),
-                ));
-            }
-        };
-        let ip = ipv4(&k("ip"), &p.ip)?;
-        if !pod_cidr.contains(ip) {
-            return Err(invalid(
-                k("ip"),
-                format!("{ip} is outside node.pod_cidr {pod_cidr}"),
-            ));
-        }
-        let bcast = Ipv4Addr::from(u32::from(pod_cidr.addr) | !pod_cidr.mask());
-        if ip == gateway_ip || ip == pod_cidr.addr || ip == bcast {
-            return Err(invalid(
-                k("ip"),
-                format!("{ip} is the gateway, network or broadcast address"),
-            ));
-        }
-        if pods.iter().any(|q| q.ip == ip) {
-            return Err(invalid(k("ip"), format!("{ip} is used by two pods")));
-        }
-        let m = mac(&k("mac"), &p.mac)?;
-        if m == gateway_mac || pods.iter().any(|q| q.mac == m) {
-            return Err(invalid(k("mac"), format!("{m} is used twice")));
-        }
-        if let Some(of) = p.ofport {
-            if !(1..=999).contains(&of) {
-                return Err(invalid(
-                    k("ofport"),
-                    format!("{of} is outside 1..999 (1000 and up are the agent's)"),
-                ));
-            }
-            if pods.iter().any(|q| q.ofport == Some(of)) {
-                return Err(invalid(k("ofport"), format!("{of} is used twice")));
-            }
-        }
-        let allow_from = match &p.allow_from {
-            None => None,
-            Some(list) => Some(
-                list.iter()
-                    .enumerate()
-                    .map(|(j, s)| cidr(&format!("pods[{i}].allow_from[{j}]"), s))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        pods.push(Pod {
-            name: p.name.clone().unwrap_or_else(|| port.clone()),
-            port,
-            kind,
-            ip,
-            mac: m,
-            ofport: p.ofport,
-            allow_from,
-        });
-    }
+    let net = PodNet {
+        pod_cidr,
+        gateway_ip,
+        gateway_mac,
+        bridge: &bridge,
+        uplink: &uplink,
+    };
+    let mut pods = pods_of(&raw.pods, &net)?;
 
     let mut services: Vec<Arc<Service>> = Vec::with_capacity(raw.services.len());
     let mut frontends: HashMap<Frontend, usize> = HashMap::with_capacity(raw.services.len());
@@ -615,26 +552,8 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         }
     };
 
-    let host = host_port(
-        n,
-        pod_cidr,
-        gateway_ip,
-        gateway_mac,
-        &bridge,
-        &uplink,
-        &pods,
-    )?;
-    if let Some(h) = &host {
-        pods.push(Pod {
-            name: "host".into(),
-            port: h.interface.clone(),
-            kind: PodPortKind::Tap,
-            ip: h.ip,
-            mac: h.mac,
-            ofport: Some(super::compile::HOST_OFPORT),
-            allow_from: None,
-        });
-    }
+    let host = host_port(n, &net, &pods)?;
+    add_host_port(&mut pods, &host);
 
     // The memo keeps what this call validated and forgets Services no longer there.
     memo.cidr = Some(service_cidr);
@@ -676,16 +595,142 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
     })
 }
 
-/// The host port (on unless `node.host_port = false`): its interface, address and MAC.
-fn host_port(
-    n: &RawNode,
+/// What a pod is checked against: the node's pod network and the ports it cannot take.
+struct PodNet<'a> {
     pod_cidr: Cidr,
     gateway_ip: Ipv4Addr,
     gateway_mac: Mac,
-    bridge: &str,
-    uplink: &Option<Uplink>,
-    pods: &[Pod],
-) -> Result<Option<HostPort>, ConfigError> {
+    bridge: &'a str,
+    uplink: &'a Option<Uplink>,
+}
+
+/// The pods of a node, each checked on its own and against the others.
+fn pods_of(raw_pods: &[RawPod], net: &PodNet<'_>) -> Result<Vec<Pod>, ConfigError> {
+    let PodNet {
+        pod_cidr,
+        gateway_ip,
+        gateway_mac,
+        bridge,
+        uplink,
+    } = *net;
+    let mut pods: Vec<Pod> = Vec::new();
+    for (i, p) in raw_pods.iter().enumerate() {
+        let k = |f: &str| format!("pods[{i}].{f}");
+        let port = ifname(&k("port"), &p.port)?;
+        if pods.iter().any(|q| q.port == port)
+            || uplink.as_ref().is_some_and(|u| u.interface == port)
+            || port == bridge
+        {
+            return Err(invalid(k("port"), format!("'{port}' is used twice")));
+        }
+        let kind = match p.kind.as_deref().unwrap_or("afpacket") {
+            "afpacket" => PodPortKind::AfPacket,
+            "tap" => PodPortKind::Tap,
+            other => {
+                return Err(invalid(
+                    k("type"),
+                    format!("unknown pod port type '{other}' (expected \"afpacket\" or \"tap\")"),
+                ));
+            }
+        };
+        let ip = ipv4(&k("ip"), &p.ip)?;
+        if !pod_cidr.contains(ip) {
+            return Err(invalid(
+                k("ip"),
+                format!("{ip} is outside node.pod_cidr {pod_cidr}"),
+            ));
+        }
+        let bcast = Ipv4Addr::from(u32::from(pod_cidr.addr) | !pod_cidr.mask());
+        if ip == gateway_ip || ip == pod_cidr.addr || ip == bcast {
+            return Err(invalid(
+                k("ip"),
+                format!("{ip} is the gateway, network or broadcast address"),
+            ));
+        }
+        if pods.iter().any(|q| q.ip == ip) {
+            return Err(invalid(k("ip"), format!("{ip} is used by two pods")));
+        }
+        let m = mac(&k("mac"), &p.mac)?;
+        if m == gateway_mac || pods.iter().any(|q| q.mac == m) {
+            return Err(invalid(k("mac"), format!("{m} is used twice")));
+        }
+        if let Some(of) = p.ofport {
+            if !(1..=999).contains(&of) {
+                return Err(invalid(
+                    k("ofport"),
+                    format!("{of} is outside 1..999 (1000 and up are the agent's)"),
+                ));
+            }
+            if pods.iter().any(|q| q.ofport == Some(of)) {
+                return Err(invalid(k("ofport"), format!("{of} is used twice")));
+            }
+        }
+        let allow_from = match &p.allow_from {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .enumerate()
+                    .map(|(j, s)| cidr(&format!("pods[{i}].allow_from[{j}]"), s))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        pods.push(Pod {
+            name: p.name.clone().unwrap_or_else(|| port.clone()),
+            port,
+            kind,
+            ip,
+            mac: m,
+            ofport: p.ofport,
+            allow_from,
+        });
+    }
+    Ok(pods)
+}
+
+/// The host port takes part in the pipeline as one more (TAP) pod.
+fn add_host_port(pods: &mut Vec<Pod>, host: &Option<HostPort>) {
+    if let Some(h) = host {
+        pods.push(Pod {
+            name: "host".into(),
+            port: h.interface.clone(),
+            kind: PodPortKind::Tap,
+            ip: h.ip,
+            mac: h.mac,
+            ofport: Some(super::compile::HOST_OFPORT),
+            allow_from: None,
+        });
+    }
+}
+
+/// The pods of `cfg`'s node (validated before) when only its pods change: what
+/// [`validate_with`] checks for them, host port included, without the Services.
+pub fn validate_pods(
+    node: &RawNode,
+    raw_pods: &[RawPod],
+    cfg: &NodeConfig,
+) -> Result<Vec<Pod>, ConfigError> {
+    let net = PodNet {
+        pod_cidr: cfg.pod_cidr,
+        gateway_ip: cfg.gateway_ip,
+        gateway_mac: cfg.gateway_mac,
+        bridge: &cfg.bridge,
+        uplink: &cfg.uplink,
+    };
+    let mut pods = pods_of(raw_pods, &net)?;
+    let host = host_port(node, &net, &pods)?;
+    add_host_port(&mut pods, &host);
+    Ok(pods)
+}
+
+/// The host port (on unless `node.host_port = false`): its interface, address and MAC.
+fn host_port(n: &RawNode, net: &PodNet<'_>, pods: &[Pod]) -> Result<Option<HostPort>, ConfigError> {
+    let PodNet {
+        pod_cidr,
+        gateway_ip,
+        gateway_mac,
+        bridge,
+        uplink,
+    } = *net;
     if n.host_port == Some(false) {
         for (key, set) in [
             ("node.host_interface", n.host_interface.is_some()),
