@@ -22,18 +22,7 @@ const MAX_ACK_WINDOW: u32 = 65_535 + 1_500;
 const UNKNOWN_WSCALE_SHIFT: u8 = 14;
 
 /// TCP states with the numbering and names of OVS `ct_dpif` (`CT_DPIF_TCPS_*`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum TcpState {
     #[default]
@@ -71,7 +60,7 @@ impl TcpState {
 }
 
 /// What the packet's SYN said about window scaling.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WindowScale {
     /// The caller did not parse TCP options: conntrack assumes the most liberal scale.
     #[default]
@@ -116,7 +105,7 @@ pub enum TcpVerdict {
     Reopen,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Peer {
     state: TcpState,
     /// This side has sent at least one segment we accepted.
@@ -134,7 +123,7 @@ struct Peer {
 }
 
 /// Per-connection TCP tracking state; index 0 is the original direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpConn {
     peer: [Peer; 2],
     /// Created from a mid-stream segment (no SYN seen).

@@ -3,7 +3,7 @@
 //! Every address is kept as text here so that [`super::validate`] can name the key and the
 //! problem when one is wrong; unknown keys are refused by serde (`deny_unknown_fields`).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +71,7 @@ pub struct RawPeer {
     pub inner_mac: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPod {
     #[serde(default)]
@@ -87,7 +87,7 @@ pub struct RawPod {
     pub allow_from: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub name: String,
@@ -114,7 +114,7 @@ pub struct RawService {
     pub backends: Vec<RawBackend>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub ip: String,
