@@ -38,22 +38,28 @@ fn flows(ctl: &Control) -> String {
         .expect("dump-flows")
 }
 
-#[test]
-fn pods_and_services_change_live_and_survive_a_reapplied_file() {
-    if !tap_io::netns::require_root("pods_and_services_change_live_and_survive_a_reapplied_file") {
-        return;
-    }
-    // A namespace of our own: the TAP devices and the host port's routes go with it.
+/// A switch with its datapath in a network namespace of the calling thread's own (the TAP
+/// devices and the host port's routes go with it), its rundir tagged `tag`.
+fn switch_in_own_netns(tag: &str) -> (Arc<Switch>, Control, std::path::PathBuf, impl Sized) {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
     let lo = std::process::Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status()
         .expect("ip");
     assert!(lo.success());
-    let (dp, _threads) = datapath::spawn(datapath::Options::default()).expect("datapath");
-    let dir = std::env::temp_dir().join(format!("vswitch-live-{}", std::process::id()));
+    let (dp, threads) = datapath::spawn(datapath::Options::default()).expect("datapath");
+    let dir = std::env::temp_dir().join(format!("vswitch-{tag}-{}", std::process::id()));
     let sw = Arc::new(Switch::new(dp, dir.clone()));
     let ctl = Control::new(sw.clone());
+    (sw, ctl, dir, threads)
+}
+
+#[test]
+fn pods_and_services_change_live_and_survive_a_reapplied_file() {
+    if !tap_io::netns::require_root("pods_and_services_change_live_and_survive_a_reapplied_file") {
+        return;
+    }
+    let (sw, ctl, dir, _threads) = switch_in_own_netns("live");
 
     // Without a node configuration there is nothing to add a pod to.
     let e = ctl
@@ -245,16 +251,7 @@ fn one_service_changes_reach_what_a_full_apply_would() {
     if !tap_io::netns::require_root("one_service_changes_reach_what_a_full_apply_would") {
         return;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-    let lo = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip");
-    assert!(lo.success());
-    let (dp, _threads) = datapath::spawn(datapath::Options::default()).expect("datapath");
-    let dir = std::env::temp_dir().join(format!("vswitch-live1-{}", std::process::id()));
-    let sw = Arc::new(Switch::new(dp, dir.clone()));
-    let ctl = Control::new(sw.clone());
+    let (sw, ctl, dir, _threads) = switch_in_own_netns("live1");
     let mut node = NODE.replace("dst_port = 47890", "dst_port = 47893");
     for i in 0..40 {
         node.push_str(&format!(
