@@ -96,11 +96,11 @@ fn same_packets_as_open_vswitch() {
         had_groups = !c.groups.is_empty();
         match verdict {
             Verdict::Same => t.same += 1,
-            Verdict::Known => {
+            Verdict::Known(d) => {
                 t.known += 1;
                 if verbose {
                     println!(
-                        "known difference {} ({}): {}",
+                        "known difference {} ({}): {}\n{d}",
                         c.id(),
                         c.at,
                         c.known.as_deref().unwrap_or("")

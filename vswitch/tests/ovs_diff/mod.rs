@@ -203,8 +203,8 @@ fn program(b: &mut dyn Backend, case: &Case, dir: &Path, had_groups: bool) -> Re
 /// How a case came out.
 pub enum Verdict {
     Same,
-    /// Differs as documented.
-    Known,
+    /// Differs as documented (the diff, for `OVS_DIFF_VERBOSE`).
+    Known(String),
     /// Marked as a known difference but now behaves like Open vSwitch.
     KnownNowSame,
     Differs(String),
@@ -332,7 +332,7 @@ fn judge(case: &Case, diff: String) -> Verdict {
     match (diff.is_empty(), &case.known) {
         (true, None) => Verdict::Same,
         (true, Some(_)) => Verdict::KnownNowSame,
-        (false, Some(_)) => Verdict::Known,
+        (false, Some(_)) => Verdict::Known(diff),
         (false, None) => Verdict::Differs(diff),
     }
 }
