@@ -413,6 +413,17 @@ fn apply_one_service(
     if touches_health {
         return None;
     }
+    // NodePorts are also reached from the node through the host firewall's DNAT rules.
+    let has_node_port = |name: &str| {
+        let in_force = st.memo.position(name).zip(st.current.as_ref());
+        in_force
+            .and_then(|(p, c)| c.services.get(p))
+            .is_some_and(|s| s.node_port.is_some())
+    };
+    let touches_node_ports = match &change {
+        ServiceChange::Set(raw) => raw.node_port.is_some() || has_node_port(&raw.name),
+        ServiceChange::Remove(name) => has_node_port(name),
+    };
     let AgentState {
         installed,
         current,
@@ -420,10 +431,16 @@ fn apply_one_service(
         ..
     } = st;
     let cfg = current.as_mut()?;
-    let done = |cfg: &NodeConfig, changes: apply::Changes, warning: Option<String>| {
+    let done = |cfg: &NodeConfig,
+                installed: &mut apply::Installed,
+                changes: apply::Changes,
+                warning: Option<String>| {
         let mut out = format!("node {}: {changes}\n", cfg.name);
         tracing::info!("{}", out.trim_end());
-        if let Some(w) = warning {
+        let firewall = touches_node_ports
+            .then(|| apply::refresh_firewall(cfg, installed))
+            .flatten();
+        for w in warning.into_iter().chain(firewall) {
             tracing::warn!("{w}");
             out.push_str(&format!("warning: {w}\n"));
         }
@@ -445,7 +462,7 @@ fn apply_one_service(
                 apply::apply_service(switch, installed, group, Some(out)).map(
                     |(changes, warning)| {
                         memo.set_one(cfg, raw, one);
-                        done(cfg, changes, warning)
+                        done(cfg, installed, changes, warning)
                     },
                 ),
             )
@@ -457,7 +474,7 @@ fn apply_one_service(
                 apply::apply_service(switch, installed, group, None).map(|(changes, _)| {
                     installed.numbering.forget_service(name);
                     memo.remove_one(cfg, name);
-                    done(cfg, changes, None)
+                    done(cfg, installed, changes, None)
                 }),
             )
         }

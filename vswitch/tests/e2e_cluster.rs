@@ -676,6 +676,16 @@ fn run_cluster(mode: Mode) {
         matches!(via_vip.as_deref(), Some("b" | "f" | "e")),
         "node 1 -> ClusterIP {VIP}: {via_vip:?}"
     );
+    // A NodePort on the node's own address, from the node itself (the host firewall DNATs it
+    // into the host port): a backend on this node or another, the client seen as the host port.
+    let via_node_port = tcp_hello(node1, "192.168.0.11", 30080);
+    assert!(
+        matches!(
+            via_node_port.as_deref(),
+            Some("b 172.16.1.254" | "f 172.16.1.254")
+        ),
+        "node 1 -> its own NodePort 192.168.0.11:30080: {via_node_port:?}"
+    );
     assert_ping(c.pod_ns("a"), "192.168.0.11", 2);
     assert_ping(c.pod_ns("a"), "172.16.1.254", 2);
     assert_ping(c.pod_ns("c"), "172.16.1.254", 2);

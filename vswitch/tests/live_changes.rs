@@ -38,6 +38,15 @@ fn flows(ctl: &Control) -> String {
         .expect("dump-flows")
 }
 
+/// The switch's nftables table in this thread's namespace ("" when there is none).
+fn host_firewall() -> String {
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", "inet", "vswitchd"])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A switch with its datapath in a network namespace of the calling thread's own (the TAP
 /// devices and the host port's routes go with it), its rundir tagged `tag`.
 fn switch_in_own_netns(tag: &str) -> (Arc<Switch>, Control, std::path::PathBuf, impl Sized) {
@@ -312,6 +321,22 @@ fn one_service_changes_reach_what_a_full_apply_would() {
         "s3 holds 10.247.1.3 again? {e}"
     );
     set(&svc("n7", "10.247.2.3")).expect("s3's run-time address is free");
+
+    // A NodePort set at run time is reachable from the node itself: the host firewall's DNAT
+    // rule (the node's own address is local to its kernel) follows the Service, and goes with it.
+    set(
+        "{ name = \"np1\", type = \"NodePort\", cluster_ip = \"10.247.4.1\", node_port = 30090, \
+         port = 80, backends = [{ ip = \"172.16.1.10\" }] }",
+    )
+    .expect("np1");
+    let table = host_firewall();
+    assert!(
+        table.contains("tcp dport 30090 dnat ip to 10.247.4.1:80"),
+        "no DNAT for np1 in the host firewall:\n{table}"
+    );
+    ctl.command(&["del-service", "np1"]).expect("del np1");
+    let table = host_firewall();
+    assert!(!table.contains("30090"), "np1's rule stayed:\n{table}");
 
     let flows_now = flows(&ctl);
     let groups_now = ctl.command(&["dump-groups", "br-int"]).unwrap();

@@ -182,14 +182,24 @@ pub fn apply_with(
         Err(e) => warnings.push(e),
     }
     // The host firewall, likewise: retried by every apply.
-    let guard = super::firewall::ruleset(cfg).is_some();
-    if guard || installed.firewall {
-        match super::firewall::install(cfg) {
-            Ok(()) => installed.firewall = guard,
-            Err(e) => warnings.push(e),
-        }
-    }
+    warnings.extend(refresh_firewall(cfg, installed));
     Ok((changes, warnings))
+}
+
+/// Installs `cfg`'s host firewall table, or removes the one installed when `cfg` needs none;
+/// a failure is returned as a warning (the next apply retries).
+pub fn refresh_firewall(cfg: &NodeConfig, installed: &mut Installed) -> Option<String> {
+    let guard = super::firewall::ruleset(cfg).is_some();
+    if !guard && !installed.firewall {
+        return None;
+    }
+    match super::firewall::install(cfg) {
+        Ok(()) => {
+            installed.firewall = guard;
+            None
+        }
+        Err(e) => Some(e),
+    }
 }
 
 fn port_names(switch: &Switch, br: &str) -> Vec<String> {
