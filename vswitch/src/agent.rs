@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod compile;
 pub mod config;
+pub mod eni;
 pub mod firewall;
 pub mod health;
 pub mod host;
@@ -370,6 +371,7 @@ impl Agent {
         let mode = match cfg.mode {
             Mode::Tunnel { .. } => "tunnel",
             Mode::Route => "route",
+            Mode::Eni => "eni",
         };
         let mtu = host::pod_mtu(cfg);
         let info = serde_json::json!({
@@ -633,10 +635,15 @@ fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> 
         mac: String::new(),
         ofport: None,
         allow_from: None,
+        vlan: None,
+        security_groups: None,
+        eip: None,
     };
     for s in settings {
         let (k, v) = s.split_once('=').ok_or_else(|| {
-            format!("'{s}': expected KEY=VALUE (port, ip, mac, type, ofport, allow_from)")
+            format!(
+                "'{s}': expected KEY=VALUE (port, ip, mac, type, ofport, allow_from, vlan, security_groups, eip)"
+            )
         })?;
         match k {
             "port" => pod.port = v.to_string(),
@@ -657,9 +664,24 @@ fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> 
                         .collect(),
                 )
             }
+            "vlan" => {
+                pod.vlan = Some(
+                    v.parse()
+                        .map_err(|_| format!("vlan '{v}' is not a number"))?,
+                )
+            }
+            "security_groups" => {
+                pod.security_groups = Some(
+                    v.split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(String::from)
+                        .collect(),
+                )
+            }
+            "eip" => pod.eip = Some(v.to_string()),
             other => {
                 return Err(format!(
-                    "unknown pod setting '{other}' (port, ip, mac, type, ofport, allow_from)"
+                    "unknown pod setting '{other}' (port, ip, mac, type, ofport, allow_from, vlan, security_groups, eip)"
                 ));
             }
         }

@@ -149,10 +149,11 @@ pub enum MgmtCommand {
     /// Apply a node configuration (file contents, or a path the daemon can read).
     Apply { config: String },
     /// Add a pod to the node configuration at run time: port=IFACE ip=ADDR mac=MAC
-    /// [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...].
+    /// [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...] [vlan=N security_groups=G,.. eip=A].
     AddPod {
         name: String,
         /// port=IFACE ip=ADDR mac=MAC [type=afpacket|tap] [ofport=N] [allow_from=CIDR,..]
+        /// [vlan=N] [security_groups=G,..] [eip=ADDR] (mode eni)
         settings: Vec<String>,
     },
     /// Remove a pod added with add-pod.

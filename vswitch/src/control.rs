@@ -253,6 +253,26 @@ impl Control {
                 }
             }
             out.push_str(&format!("{line} total={total}\n"));
+            // The node agent's security groups (mode eni) drop refused new connections with
+            // flows of their own: their packets, one named counter.
+            let denied: u64 = [
+                crate::agent::compile::Table::SgEgress,
+                crate::agent::compile::Table::SgIngress,
+            ]
+            .iter()
+            .flat_map(|t| b.tables().table_flows(t.id()))
+            .filter(|e| {
+                e.cookie == crate::agent::compile::AGENT_COOKIE
+                    && e.priority == crate::agent::eni::SG_DENY_PRIORITY
+            })
+            .map(|e| crate::bridge::with_live_counters(b, e).packets)
+            .sum();
+            out.push_str(&format!(
+                "  {:<22} {:>12}  {}\n",
+                "secgroup_denied",
+                denied,
+                "new connections (packets) refused by a security group (node agent, mode eni)"
+            ));
             Ok(out)
         })?;
         // Conntrack is shared by the switch's bridges: its own counters, one line.

@@ -47,6 +47,9 @@ pub enum Table {
     ServiceLb = 30,
     OutsideSnat = 35,
     L3Forward = 40,
+    SgEgress = 41,
+    VpcRoute = 42,
+    SgIngress = 44,
     PeerOutput = 50,
     Egress = 60,
     EgressOut = 65,
@@ -55,7 +58,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 15] = [
         Table::Classifier,
         Table::SpoofGuard,
         Table::Conntrack,
@@ -63,6 +66,9 @@ impl Table {
         Table::ServiceLb,
         Table::OutsideSnat,
         Table::L3Forward,
+        Table::SgEgress,
+        Table::VpcRoute,
+        Table::SgIngress,
         Table::PeerOutput,
         Table::Egress,
         Table::EgressOut,
@@ -83,6 +89,9 @@ impl Table {
             Table::ServiceLb => "service-lb",
             Table::OutsideSnat => "outside-snat",
             Table::L3Forward => "l3-forward",
+            Table::SgEgress => "sg-egress",
+            Table::VpcRoute => "vpc-route",
+            Table::SgIngress => "sg-ingress",
             Table::PeerOutput => "peer-output",
             Table::Egress => "egress",
             Table::EgressOut => "egress-out",
@@ -199,7 +208,8 @@ impl ServiceContext {
             group,
             zone: cfg.ct_zone,
             node_ip: cfg.underlay_ip,
-            uplink: cfg.uplink.is_some(),
+            // Mode eni has no frontends for outside clients on this node.
+            uplink: cfg.uplink.is_some() && cfg.mode != Mode::Eni,
             egress_out: own_mac.is_some() && cfg.egress.next_hop_mac.or(rt.next_hop_mac).is_some(),
             pod_cidr: cfg.pod_cidr,
         }
@@ -351,12 +361,12 @@ fn flow_line(table: Table, priority: u16, match_text: &str, actions: &str) -> (F
     )
 }
 
-struct Builder {
-    out: Desired,
+pub(super) struct Builder {
+    pub(super) out: Desired,
 }
 
 impl Builder {
-    fn flow(&mut self, table: Table, priority: u16, match_text: &str, actions: &str) {
+    pub(super) fn flow(&mut self, table: Table, priority: u16, match_text: &str, actions: &str) {
         let (k, l) = flow_line(table, priority, match_text, actions);
         self.out.flows.insert(k, l);
     }
@@ -507,6 +517,31 @@ pub enum ServicesFrom<'a> {
     Previous(&'a Arc<HashMap<u32, Arc<ServiceOut>>>),
 }
 
+/// The Services' compiled output: the previous one as it is, or compiled (memoized per
+/// Service) from the configuration.
+fn services_output(
+    cfg: &NodeConfig,
+    numbering: &mut Numbering,
+    rt: Runtime,
+    services: ServicesFrom<'_>,
+    group_ids: &[u32],
+) -> Arc<HashMap<u32, Arc<ServiceOut>>> {
+    match services {
+        ServicesFrom::Previous(previous) => previous.clone(),
+        ServicesFrom::Config => {
+            let mut memo = std::mem::take(&mut numbering.memo);
+            let mut outs = HashMap::with_capacity(cfg.services.len());
+            for (s, &group) in cfg.services.iter().zip(group_ids) {
+                let context = ServiceContext::of(cfg, rt, group);
+                outs.insert(group, compile_memoized(&mut memo, s, context));
+            }
+            memo.retain(|group, _| outs.contains_key(group));
+            numbering.memo = memo;
+            Arc::new(outs)
+        }
+    }
+}
+
 /// Compiles a configuration. `numbering` carries ofports and group ids across applies.
 pub fn compile(
     cfg: &NodeConfig,
@@ -587,6 +622,19 @@ pub fn compile_with(
         ));
     }
 
+    if cfg.mode == Mode::Eni {
+        let own = own_mac.ok_or("mode eni needs the uplink's MAC")?;
+        let services_out = services_output(cfg, numbering, rt, services, &group_ids);
+        return Ok(super::eni::compile_eni(
+            cfg,
+            numbering,
+            b,
+            services_out,
+            own,
+            next_hop,
+        ));
+    }
+
     // Table 0: where did the packet come from?
     for p in &cfg.pods {
         let of = numbering.ofports[&p.port];
@@ -619,7 +667,7 @@ pub fn compile_with(
                 );
             }
         }
-        Mode::Route => {
+        Mode::Route | Mode::Eni => {
             b.flow(
                 Table::Classifier,
                 100,
@@ -714,20 +762,7 @@ pub fn compile_with(
     );
 
     // Table 30: Service load balancing of new connections, then commit everything else.
-    b.out.services = match services {
-        ServicesFrom::Previous(previous) => previous.clone(),
-        ServicesFrom::Config => {
-            let mut memo = std::mem::take(&mut numbering.memo);
-            let mut outs = HashMap::with_capacity(cfg.services.len());
-            for (s, &group) in cfg.services.iter().zip(&group_ids) {
-                let context = ServiceContext::of(cfg, rt, group);
-                outs.insert(group, compile_memoized(&mut memo, s, context));
-            }
-            memo.retain(|group, _| outs.contains_key(group));
-            numbering.memo = memo;
-            Arc::new(outs)
-        }
-    };
+    b.out.services = services_output(cfg, numbering, rt, services, &group_ids);
     if cfg.egress.snat {
         // Connections leaving the cluster are committed later, with their SNAT (table 60);
         // those to the node itself (through the host port) stay inside and are committed now.

@@ -20,6 +20,35 @@ pub struct RawConfig {
     pub services: Vec<std::sync::Arc<RawService>>,
     #[serde(default)]
     pub egress: Option<RawEgress>,
+    /// Mode `"eni"`: the security groups pods are bound to.
+    #[serde(default)]
+    pub security_groups: Vec<RawSecurityGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurityGroup {
+    pub name: String,
+    #[serde(default)]
+    pub rules: Vec<RawSecurityRule>,
+    /// Addresses of the group's members on other nodes (this node's pods that list the group
+    /// are members without being named here).
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurityRule {
+    pub direction: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub ports: Option<String>,
+    #[serde(default)]
+    pub remote_cidr: Option<String>,
+    #[serde(default)]
+    pub remote_group: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +114,15 @@ pub struct RawPod {
     pub ofport: Option<u32>,
     #[serde(default)]
     pub allow_from: Option<Vec<String>>,
+    /// Mode `"eni"`: the pod's sub-ENI VLAN id on the trunk uplink.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Mode `"eni"`: names of `[[security_groups]]` the pod is bound to.
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    /// Mode `"eni"`: an elastic IP mapped 1:1 to the pod.
+    #[serde(default)]
+    pub eip: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -110,6 +148,10 @@ pub struct RawService {
     pub external_traffic_policy: Option<String>,
     #[serde(default)]
     pub health_check_node_port: Option<u16>,
+    /// LoadBalancer, mode `"eni"`: the external load balancer sends straight to the pod
+    /// addresses (no frontend on this node for `external_ip`).
+    #[serde(default)]
+    pub passthrough: Option<bool>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
 }

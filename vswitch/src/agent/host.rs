@@ -87,7 +87,7 @@ pub fn pod_mtu(cfg: &NodeConfig) -> usize {
     match cfg.mode {
         Mode::Tunnel { .. } => crate::bridge::underlay_mtu(cfg.underlay_ip)
             .saturating_sub(encap::vxlan::UNDERLAY_OVERHEAD_V4 + 14),
-        Mode::Route => cfg
+        Mode::Route | Mode::Eni => cfg
             .uplink
             .as_ref()
             .and_then(|u| tap_io::iface::mtu(&u.interface).ok())

@@ -55,6 +55,9 @@ pub enum Mode {
     Tunnel { vni: u32, dst_port: u16 },
     /// Peers' pod CIDRs straight onto the underlay through the AF_PACKET uplink port.
     Route,
+    /// Cloud Native Network 2.0: pods are sub-ENIs (a VLAN each on the trunk uplink) with
+    /// addresses of the VPC subnet (`pod_cidr`); the VPC routes between them.
+    Eni,
 }
 
 /// The AF_PACKET port on the underlay interface: peers (route mode), outside clients of
@@ -102,6 +105,52 @@ pub struct Pod {
     pub ofport: Option<u32>,
     /// `None`: every source may open connections to the pod.
     pub allow_from: Option<Vec<Cidr>>,
+    /// Mode eni: the sub-ENI's VLAN id on the uplink (the host port has none).
+    pub vlan: Option<u16>,
+    /// Mode eni: indexes into `NodeConfig::security_groups`, sorted, no duplicates.
+    pub security_groups: Vec<usize>,
+    /// Mode eni: the elastic IP mapped 1:1 to the pod.
+    pub eip: Option<Ipv4Addr>,
+}
+
+/// Which way a security-group rule looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// What a security-group rule matches above IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleProtocol {
+    Any,
+    Tcp(u16, u16),
+    Udp(u16, u16),
+    Icmp,
+}
+
+/// The far side of a rule: a prefix, or the members of a group (an index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Remote {
+    Cidr(Cidr),
+    Group(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecurityRule {
+    pub direction: Direction,
+    pub protocol: RuleProtocol,
+    pub remote: Remote,
+}
+
+/// A named group of stateful rules: ingress denied unless a rule allows it; egress allowed
+/// unless the group has egress rules (then only what they allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityGroup {
+    pub name: String,
+    pub rules: Vec<SecurityRule>,
+    /// Members on other nodes (this node's members are the pods that list the group).
+    pub members: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +210,9 @@ pub struct Service {
     /// external load balancers whether this node has backends of the Service
     /// (Kubernetes' `healthCheckNodePort`).
     pub health_check_node_port: Option<u16>,
+    /// A LoadBalancer whose external load balancer sends to the pod addresses itself (mode
+    /// eni): its `external_ip` is not a frontend here.
+    pub passthrough: bool,
     pub backends: Vec<Backend>,
 }
 
@@ -170,7 +222,9 @@ impl Service {
         [
             self.cluster_ip.map(|ip| (ip, self.port)),
             self.node_port.map(|np| (node_ip, np)),
-            self.external_ip.map(|ip| (ip, self.port)),
+            self.external_ip
+                .filter(|_| !self.passthrough)
+                .map(|ip| (ip, self.port)),
         ]
         .into_iter()
         .flatten()
@@ -210,6 +264,8 @@ pub struct NodeConfig {
     pub egress: Egress,
     /// The node's own way into the pod network (also listed in `pods`, as the last one).
     pub host: Option<HostPort>,
+    /// Mode eni: the security groups pods refer to (by index).
+    pub security_groups: Vec<SecurityGroup>,
 }
 
 /// The host port: a TAP the switch creates in the node's namespace, through which the node's

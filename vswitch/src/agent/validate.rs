@@ -205,6 +205,7 @@ pub fn validate_one(
         Some(m) if *m.raw == *raw => m.service.clone(),
         _ => Arc::new(service(i, raw, cfg.service_cidr)?),
     };
+    check_mode(i, cfg.mode, &service)?;
     for (ip, port) in service.frontends(cfg.underlay_ip) {
         check_frontend(i, cfg, (ip, port, service.protocol))?;
         if let Some(&other) = memo.frontends.get(&(ip, port, service.protocol))
@@ -319,14 +320,40 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
             }
             Mode::Route
         }
+        "eni" => {
+            if underlay_interface.is_none() {
+                return Err(invalid(
+                    "node.underlay_interface",
+                    "mode \"eni\" needs the underlay interface (the trunk carrying the pods' VLANs)",
+                ));
+            }
+            if raw.tunnel.is_some() {
+                return Err(invalid("tunnel", "only allowed with mode \"tunnel\""));
+            }
+            if !raw.peers.is_empty() {
+                return Err(invalid(
+                    "peers",
+                    "mode \"eni\" has no peers (the VPC routes between the pods' sub-ENIs)",
+                ));
+            }
+            Mode::Eni
+        }
         other => {
             return Err(invalid(
                 "node.mode",
-                format!("unknown mode '{other}' (expected \"tunnel\" or \"route\")"),
+                format!("unknown mode '{other}' (expected \"tunnel\", \"route\" or \"eni\")"),
             ));
         }
     };
     let route = matches!(mode, Mode::Route);
+    let eni = matches!(mode, Mode::Eni);
+    if !eni && !raw.security_groups.is_empty() {
+        return Err(invalid(
+            "security_groups",
+            "only used in mode \"eni\" (pods are sub-ENIs there)",
+        ));
+    }
+    let security_groups = security_groups_of(&raw.security_groups)?;
     if underlay_mac.is_some() && underlay_interface.is_none() {
         return Err(invalid(
             "node.underlay_mac",
@@ -424,6 +451,8 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         gateway_mac,
         bridge: &bridge,
         uplink: &uplink,
+        eni,
+        groups: &security_groups,
     };
     let mut pods = pods_of(&raw.pods, &net)?;
 
@@ -450,6 +479,7 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
                 svc
             }
         };
+        check_mode(i, mode, &svc)?;
         if !service_names.insert(s.name.as_str()) {
             return Err(invalid(
                 format!("services[{i}].name"),
@@ -531,10 +561,10 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
                 .map(|(j, s)| cidr(&format!("egress.no_snat_cidrs[{j}]"), s))
                 .collect::<Result<Vec<_>, _>>()?;
             if !no_snat_cidrs.is_empty() {
-                if !route {
+                if !route && !eni {
                     return Err(invalid(
                         "egress.no_snat_cidrs",
-                        "only used in mode \"route\" (where the network routes pod addresses)",
+                        "only used in modes \"route\" and \"eni\" (where the network routes pod addresses)",
                     ));
                 }
                 if next_hop_mac.is_none() && underlay_gateway.is_none() {
@@ -592,7 +622,149 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         services,
         egress,
         host,
+        security_groups,
     })
+}
+
+/// Mode eni has no NodePort hop and no frontends on this node for outside clients: a
+/// LoadBalancer's load balancer sends straight to the pods (`passthrough = true`).
+fn check_mode(i: usize, mode: Mode, svc: &Service) -> Result<(), ConfigError> {
+    let eni = mode == Mode::Eni;
+    if svc.passthrough && !eni {
+        return Err(invalid(
+            format!("services[{i}].passthrough"),
+            "only used in mode \"eni\" (where the VPC routes the load balancer's traffic to the pods)",
+        ));
+    }
+    if eni {
+        let problem = match svc.kind {
+            ServiceKind::NodePort | ServiceKind::Dnat => Some(
+                "mode \"eni\" supports ClusterIP and LoadBalancer with passthrough = true (NodePort and DNAT are not implemented in this mode)",
+            ),
+            ServiceKind::LoadBalancer if !svc.passthrough || svc.node_port.is_some() => Some(
+                "mode \"eni\": a LoadBalancer needs passthrough = true and no node_port (the load balancer sends straight to the pod addresses)",
+            ),
+            _ => None,
+        };
+        if let Some(p) = problem {
+            return Err(invalid(format!("services[{i}].type"), p));
+        }
+    }
+    Ok(())
+}
+
+/// The `[[security_groups]]` table: names unique, rules well formed, remote groups known.
+fn security_groups_of(raw: &[RawSecurityGroup]) -> Result<Vec<SecurityGroup>, ConfigError> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, g) in raw.iter().enumerate() {
+        if g.name.trim().is_empty() {
+            return Err(invalid(
+                format!("security_groups[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if names.insert(g.name.as_str(), i).is_some() {
+            return Err(invalid(
+                format!("security_groups[{i}].name"),
+                format!("'{}' is used twice", g.name),
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, g) in raw.iter().enumerate() {
+        let mut rules = Vec::with_capacity(g.rules.len());
+        for (j, r) in g.rules.iter().enumerate() {
+            let k = |f: &str| format!("security_groups[{i}].rules[{j}].{f}");
+            let direction = match r.direction.as_str() {
+                "ingress" => Direction::Ingress,
+                "egress" => Direction::Egress,
+                other => {
+                    return Err(invalid(
+                        k("direction"),
+                        format!("unknown direction '{other}' (expected \"ingress\" or \"egress\")"),
+                    ));
+                }
+            };
+            let ports = match &r.ports {
+                None => (1, 65535),
+                Some(p) => port_range(&k("ports"), p)?,
+            };
+            let protocol = match r.protocol.as_deref().unwrap_or("any") {
+                "tcp" => RuleProtocol::Tcp(ports.0, ports.1),
+                "udp" => RuleProtocol::Udp(ports.0, ports.1),
+                "icmp" => RuleProtocol::Icmp,
+                "any" => RuleProtocol::Any,
+                other => {
+                    return Err(invalid(
+                        k("protocol"),
+                        format!("unknown protocol '{other}' (expected tcp, udp, icmp or any)"),
+                    ));
+                }
+            };
+            if r.ports.is_some() && matches!(protocol, RuleProtocol::Any | RuleProtocol::Icmp) {
+                return Err(invalid(k("ports"), "only used with protocol tcp or udp"));
+            }
+            let remote = match (&r.remote_cidr, &r.remote_group) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        k("remote_group"),
+                        "give remote_cidr or remote_group, not both",
+                    ));
+                }
+                (Some(c), None) => Remote::Cidr(cidr(&k("remote_cidr"), c)?),
+                (None, Some(name)) => {
+                    Remote::Group(*names.get(name.as_str()).ok_or_else(|| {
+                        invalid(
+                            k("remote_group"),
+                            format!("no security group named '{name}'"),
+                        )
+                    })?)
+                }
+                (None, None) => Remote::Cidr(Cidr {
+                    addr: Ipv4Addr::UNSPECIFIED,
+                    len: 0,
+                }),
+            };
+            let rule = SecurityRule {
+                direction,
+                protocol,
+                remote,
+            };
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+        let members = g
+            .members
+            .iter()
+            .enumerate()
+            .map(|(j, m)| ipv4(&format!("security_groups[{i}].members[{j}]"), m))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(SecurityGroup {
+            name: g.name.clone(),
+            rules,
+            members,
+        });
+    }
+    Ok(out)
+}
+
+/// `N` or `LO-HI`, 1..65535.
+fn port_range(key: &str, s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || {
+        invalid(
+            key,
+            format!("'{s}' is not a port or a range LO-HI within 1..65535"),
+        )
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u16>(), b.trim().parse::<u16>()),
+        None => (s.trim().parse::<u16>(), s.trim().parse::<u16>()),
+    };
+    match (lo, hi) {
+        (Ok(lo), Ok(hi)) if lo >= 1 && lo <= hi => Ok((lo, hi)),
+        _ => Err(bad()),
+    }
 }
 
 /// What a pod is checked against: the node's pod network and the ports it cannot take.
@@ -602,6 +774,8 @@ struct PodNet<'a> {
     gateway_mac: Mac,
     bridge: &'a str,
     uplink: &'a Option<Uplink>,
+    eni: bool,
+    groups: &'a [SecurityGroup],
 }
 
 /// The pods of a node, each checked on its own and against the others.
@@ -612,6 +786,8 @@ fn pods_of(raw_pods: &[RawPod], net: &PodNet<'_>) -> Result<Vec<Pod>, ConfigErro
         gateway_mac,
         bridge,
         uplink,
+        eni,
+        groups,
     } = *net;
     let mut pods: Vec<Pod> = Vec::new();
     for (i, p) in raw_pods.iter().enumerate() {
@@ -674,6 +850,62 @@ fn pods_of(raw_pods: &[RawPod], net: &PodNet<'_>) -> Result<Vec<Pod>, ConfigErro
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        if eni && allow_from.is_some() {
+            return Err(invalid(
+                k("allow_from"),
+                "mode \"eni\" filters with security_groups",
+            ));
+        }
+        let only_eni = |key: &str, set: bool| {
+            if set && !eni {
+                Err(invalid(k(key), "only used in mode \"eni\""))
+            } else {
+                Ok(())
+            }
+        };
+        only_eni("vlan", p.vlan.is_some())?;
+        only_eni("security_groups", p.security_groups.is_some())?;
+        only_eni("eip", p.eip.is_some())?;
+        let vlan = match p.vlan {
+            None if eni => {
+                return Err(invalid(
+                    k("vlan"),
+                    "mode \"eni\" needs the pod's sub-ENI VLAN id (1..4094)",
+                ));
+            }
+            Some(v) if !(1..=4094).contains(&v) => {
+                return Err(invalid(k("vlan"), format!("{v} is outside 1..4094")));
+            }
+            Some(v) if pods.iter().any(|q| q.vlan == Some(v)) => {
+                return Err(invalid(k("vlan"), format!("{v} is used by two pods")));
+            }
+            v => v,
+        };
+        let mut security_groups = Vec::new();
+        for (j, name) in p.security_groups.iter().flatten().enumerate() {
+            let g = groups.iter().position(|g| &g.name == name).ok_or_else(|| {
+                invalid(
+                    format!("pods[{i}].security_groups[{j}]"),
+                    format!("no security group named '{name}'"),
+                )
+            })?;
+            if !security_groups.contains(&g) {
+                security_groups.push(g);
+            }
+        }
+        security_groups.sort_unstable();
+        let eip = p.eip.as_deref().map(|e| ipv4(&k("eip"), e)).transpose()?;
+        if let Some(e) = eip {
+            if pod_cidr.contains(e) {
+                return Err(invalid(
+                    k("eip"),
+                    format!("{e} is inside node.pod_cidr {pod_cidr} (an EIP is a public address)"),
+                ));
+            }
+            if pods.iter().any(|q| q.eip == Some(e)) {
+                return Err(invalid(k("eip"), format!("{e} is bound to two pods")));
+            }
+        }
         pods.push(Pod {
             name: p.name.clone().unwrap_or_else(|| port.clone()),
             port,
@@ -682,6 +914,9 @@ fn pods_of(raw_pods: &[RawPod], net: &PodNet<'_>) -> Result<Vec<Pod>, ConfigErro
             mac: m,
             ofport: p.ofport,
             allow_from,
+            vlan,
+            security_groups,
+            eip,
         });
     }
     Ok(pods)
@@ -698,6 +933,9 @@ fn add_host_port(pods: &mut Vec<Pod>, host: &Option<HostPort>) {
             mac: h.mac,
             ofport: Some(super::compile::HOST_OFPORT),
             allow_from: None,
+            vlan: None,
+            security_groups: Vec::new(),
+            eip: None,
         });
     }
 }
@@ -715,6 +953,8 @@ pub fn validate_pods(
         gateway_mac: cfg.gateway_mac,
         bridge: &cfg.bridge,
         uplink: &cfg.uplink,
+        eni: cfg.mode == Mode::Eni,
+        groups: &cfg.security_groups,
     };
     let mut pods = pods_of(raw_pods, &net)?;
     let host = host_port(node, &net, &pods)?;
@@ -730,7 +970,20 @@ fn host_port(n: &RawNode, net: &PodNet<'_>, pods: &[Pod]) -> Result<Option<HostP
         gateway_mac,
         bridge,
         uplink,
+        eni,
+        ..
     } = *net;
+    if eni {
+        // The node reaches its pods through the VPC (node address → pod address), as any
+        // VPC host does; its address is always allowed in (kubelet's probes).
+        if n.host_port == Some(true) || n.host_interface.is_some() || n.host_ip.is_some() {
+            return Err(invalid(
+                "node.host_port",
+                "mode \"eni\" has no host port (the node reaches pods through the VPC)",
+            ));
+        }
+        return Ok(None);
+    }
     if n.host_port == Some(false) {
         for (key, set) in [
             ("node.host_interface", n.host_interface.is_some()),
@@ -914,6 +1167,13 @@ fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, Conf
             return Err(invalid(k("health_check_node_port"), "must be 1..65535"));
         }
     }
+    let passthrough = s.passthrough.unwrap_or(false);
+    if passthrough && kind != ServiceKind::LoadBalancer {
+        return Err(invalid(
+            k("passthrough"),
+            "only a LoadBalancer Service passes through",
+        ));
+    }
     let mut backends: Vec<Backend> = Vec::new();
     for (j, b) in s.backends.iter().enumerate() {
         let bk = |f: &str| format!("services[{i}].backends[{j}].{f}");
@@ -945,6 +1205,7 @@ fn service(i: usize, s: &RawService, service_cidr: Cidr) -> Result<Service, Conf
         session_affinity_seconds: s.session_affinity_seconds,
         external_traffic_policy,
         health_check_node_port: s.health_check_node_port,
+        passthrough,
         backends,
     })
 }

@@ -166,6 +166,16 @@ pub fn with_live_counters(b: &BridgeCtl, e: &FlowEntry) -> FlowEntry {
 }
 
 impl BridgeCtl {
+    /// Per table: the number of rules and of classifier subtables (distinct masks) the
+    /// datapath looks up, as of the last publish.
+    pub fn subtables(&self) -> BTreeMap<u8, (usize, usize)> {
+        self.installed
+            .builders
+            .iter()
+            .map(|(t, b)| (*t, (b.len(), b.n_subtables())))
+            .collect()
+    }
+
     /// The datapath counters of a flow: those of its installed rule (as of the last publish).
     pub fn flow_stats(&self, e: &FlowEntry) -> Option<&Arc<FlowStats>> {
         self.installed

@@ -1,0 +1,543 @@
+//! Mode `"eni"` (Cloud Native Network 2.0): each pod is a sub-ENI, a VLAN id on the trunk
+//! uplink with the pod's own MAC and VPC address; the VPC routes between sub-ENIs.
+//!
+//! The switch pushes the pod's tag on everything the pod sends to the VPC and pops it from
+//! everything the VPC sends on that tag, which is delivered to that pod only (`reg5` carries
+//! the tag a frame arrived with through conntrack). It answers nothing on the VPC's behalf:
+//! the pod's ARP goes to the VPC tagged, the VPC's ARP for the pod comes back tagged. Node
+//! traffic on the uplink stays untagged and never reaches a pod except as the reply of a
+//! masqueraded connection.
+//!
+//! Security groups are compiled into conjunctive matches (`conjunction(id,k/n)` clauses and a
+//! `conj_id=id` flow per rule), so the classifier masks of tables 41 and 44 depend on the
+//! prefix lengths and port ranges in use, not on pods × rules (see `docs/concepts.md`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::compile::{
+    Builder, Desired, MASQUERADE_PORTS, Numbering, ServiceOut, Table, UPLINK_OFPORT,
+};
+use super::model::*;
+
+/// The register carrying the VLAN a frame arrived with on the uplink (0: not from a sub-ENI).
+pub const VLAN_REG: &str = "reg5";
+/// Priority of the flows that drop a new connection no security-group rule allows: what
+/// `dump-drops` sums as `secgroup_denied` (tables 41 and 44).
+pub const SG_DENY_PRIORITY: u16 = 50;
+/// Priority of the conjunction clauses and `conj_id` flows.
+const SG_RULE_PRIORITY: u16 = 100;
+/// Priority of rules that need no conjunction (one dimension only).
+const SG_PLAIN_PRIORITY: u16 = 101;
+
+/// The conjunction id of rule `j` of group `g` (stable while groups and rules keep their
+/// places in the file).
+pub fn conj_id(g: usize, j: usize) -> u32 {
+    (((g as u32) + 1) << 12) | ((j as u32) + 1)
+}
+
+/// `lo..=hi` as value/mask prefixes (at most 2 × 16 - 2 of them).
+pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u16)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (lo as u32, hi as u32);
+    while lo <= hi {
+        // The largest aligned block starting at lo that stays within hi.
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        let mask = (!(size - 1)) & 0xffff;
+        out.push((lo as u16, mask as u16));
+        lo += size;
+    }
+    out
+}
+
+/// Conjunction clauses by flow identity: the same match may be a clause of many rules.
+#[derive(Default)]
+struct Clauses {
+    flows: BTreeMap<(u8, String), Vec<String>>,
+}
+
+impl Clauses {
+    fn add(&mut self, table: Table, match_text: String, id: u32, k: usize, n: usize) {
+        self.flows
+            .entry((table.id(), match_text))
+            .or_default()
+            .push(format!("conjunction({id},{k}/{n})"));
+    }
+}
+
+/// The members' addresses of group `g`: this node's pods in it and the ones listed.
+fn members(cfg: &NodeConfig, g: usize) -> Vec<std::net::Ipv4Addr> {
+    let mut v: Vec<_> = cfg
+        .pods
+        .iter()
+        .filter(|p| p.security_groups.contains(&g))
+        .map(|p| p.ip)
+        .chain(cfg.security_groups[g].members.iter().copied())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// One rule's clauses: local side (the group's pods on this node), remote side, protocol and
+/// ports. Returns false when the group has no member here (nothing to install).
+fn compile_rule(
+    cfg: &NodeConfig,
+    ofports: &BTreeMap<String, u32>,
+    b: &mut Builder,
+    clauses: &mut Clauses,
+    g: usize,
+    j: usize,
+    r: &SecurityRule,
+) {
+    let (table, next, local_key, remote_key) = match r.direction {
+        Direction::Ingress => (Table::SgIngress, Table::LocalDelivery, "nw_dst", "nw_src"),
+        Direction::Egress => (Table::SgEgress, Table::VpcRoute, "in_port", "nw_dst"),
+    };
+    let locals: Vec<String> = cfg
+        .pods
+        .iter()
+        .filter(|p| p.security_groups.contains(&g))
+        .map(|p| match r.direction {
+            Direction::Ingress => format!("{local_key}={}", p.ip),
+            Direction::Egress => format!("{local_key}={}", ofports[&p.port]),
+        })
+        .collect();
+    if locals.is_empty() {
+        return;
+    }
+    let remotes: Option<Vec<String>> = match r.remote {
+        Remote::Cidr(c) if c.len == 0 => None,
+        Remote::Cidr(c) => Some(vec![format!("{remote_key}={c}")]),
+        Remote::Group(rg) => Some(
+            members(cfg, rg)
+                .into_iter()
+                .map(|ip| format!("{remote_key}={ip}"))
+                .collect(),
+        ),
+    };
+    let protos: Option<Vec<String>> = match r.protocol {
+        RuleProtocol::Any => None,
+        RuleProtocol::Icmp => Some(vec!["icmp".into()]),
+        RuleProtocol::Tcp(lo, hi) | RuleProtocol::Udp(lo, hi) => {
+            let name = if matches!(r.protocol, RuleProtocol::Tcp(..)) {
+                "tcp"
+            } else {
+                "udp"
+            };
+            if (lo, hi) == (1, 65535) {
+                Some(vec![name.to_string()])
+            } else {
+                Some(
+                    port_prefixes(lo, hi)
+                        .into_iter()
+                        .map(|(v, m)| {
+                            if m == 0xffff {
+                                format!("{name},tp_dst={v}")
+                            } else {
+                                format!("{name},tp_dst={v:#x}/{m:#x}")
+                            }
+                        })
+                        .collect(),
+                )
+            }
+        }
+    };
+    // A remote group without members allows nothing.
+    if remotes.as_ref().is_some_and(|v| v.is_empty()) {
+        return;
+    }
+    let new = "ct_state=+new+trk";
+    let dims: Vec<Vec<String>> = [Some(locals), remotes, protos]
+        .into_iter()
+        .flatten()
+        .collect();
+    if dims.len() == 1 {
+        // Everything from/to these pods: no conjunction needed.
+        for l in &dims[0] {
+            b.flow(
+                table,
+                SG_PLAIN_PRIORITY,
+                &format!("{new},ip,{l}"),
+                &format!("goto_table:{}", next.id()),
+            );
+        }
+        return;
+    }
+    let id = conj_id(g, j);
+    let n = dims.len();
+    for (k, dim) in dims.iter().enumerate() {
+        for m in dim {
+            // Protocol clauses carry their own prerequisite (tcp/udp/icmp); the others
+            // match IP.
+            let m = if m.starts_with("tcp") || m.starts_with("udp") || m.starts_with("icmp") {
+                format!("{new},{m}")
+            } else {
+                format!("{new},ip,{m}")
+            };
+            clauses.add(table, m, id, k + 1, n);
+        }
+    }
+    b.flow(
+        table,
+        SG_RULE_PRIORITY,
+        &format!("conj_id={id},ip"),
+        &format!("goto_table:{}", next.id()),
+    );
+}
+
+/// The pipeline of mode eni (see `docs/pipeline.md` and `docs/concepts.md`).
+pub(super) fn compile_eni(
+    cfg: &NodeConfig,
+    numbering: &Numbering,
+    mut b: Builder,
+    services: Arc<HashMap<u32, Arc<ServiceOut>>>,
+    own: Mac,
+    next_hop: Option<Mac>,
+) -> Desired {
+    let zone = cfg.ct_zone;
+    let gw_mac = cfg.gateway_mac;
+    let of = |p: &Pod| numbering.ofports[&p.port];
+    let eni_pods: Vec<&Pod> = cfg.pods.iter().filter(|p| p.vlan.is_some()).collect();
+
+    // Table 0: a pod's port, or the uplink: tagged (a sub-ENI's VLAN) or untagged (the node).
+    for p in &eni_pods {
+        let (of, vlan) = (of(p), p.vlan.unwrap_or_default());
+        b.flow(
+            Table::Classifier,
+            100,
+            &format!("in_port={of}"),
+            "goto_table:10",
+        );
+        // The VPC's ARP for the pod and its answers to the pod's: to the pod as they are.
+        b.flow(
+            Table::Classifier,
+            110,
+            &format!("arp,in_port={UPLINK_OFPORT},dl_vlan={vlan}"),
+            &format!("pop_vlan,output:{of}"),
+        );
+        b.flow(
+            Table::Classifier,
+            100,
+            &format!("ip,in_port={UPLINK_OFPORT},dl_vlan={vlan}"),
+            &format!("pop_vlan,load:{vlan}->NXM_NX_REG5[],goto_table:20"),
+        );
+    }
+    if cfg.egress.snat {
+        // Replies to connections masqueraded to the node's address.
+        b.flow(
+            Table::Classifier,
+            90,
+            &format!(
+                "ip,in_port={UPLINK_OFPORT},vlan_tci=0x0000/0x1fff,nw_dst={}",
+                cfg.underlay_ip
+            ),
+            "goto_table:20",
+        );
+    }
+    b.flow(Table::Classifier, 0, "", "drop");
+
+    // Table 10: a pod sends only with its own MAC and IP; its ARP goes to the VPC tagged.
+    for p in &eni_pods {
+        let (of, vlan) = (of(p), p.vlan.unwrap_or_default());
+        b.flow(
+            Table::SpoofGuard,
+            100,
+            &format!("ip,in_port={of},dl_src={},nw_src={}", p.mac, p.ip),
+            "goto_table:20",
+        );
+        b.flow(Table::SpoofGuard, 10, &format!("ip,in_port={of}"), "drop");
+        b.flow(
+            Table::SpoofGuard,
+            110,
+            &format!(
+                "arp,in_port={of},dl_src={mac},arp_spa={ip},arp_sha={mac}",
+                mac = p.mac,
+                ip = p.ip
+            ),
+            &format!("mod_vlan_vid:{vlan},output:{UPLINK_OFPORT}"),
+        );
+    }
+    b.flow(Table::SpoofGuard, 0, "", "drop");
+
+    // Table 20: conntrack.
+    b.flow(
+        Table::Conntrack,
+        100,
+        "ip",
+        &format!("ct(table=30,zone={zone},nat)"),
+    );
+    b.flow(Table::Conntrack, 0, "", "drop");
+
+    // Table 30: Services (their own flows), EIPs in, then commit what stays in the VPC.
+    b.out.services = services;
+    for p in &eni_pods {
+        if let Some(eip) = p.eip {
+            b.flow(
+                Table::ServiceLb,
+                150,
+                &format!(
+                    "ct_state=+new+trk,ip,{VLAN_REG}={},nw_dst={eip}",
+                    p.vlan.unwrap_or_default()
+                ),
+                &format!("ct(commit,table=40,zone={zone},nat(dst={}))", p.ip),
+            );
+        }
+    }
+    let mut inside: Vec<String> = vec![
+        cfg.pod_cidr.to_string(),
+        cfg.service_cidr.to_string(),
+        cfg.underlay_ip.to_string(),
+    ];
+    inside.extend(cfg.egress.no_snat_cidrs.iter().map(|c| c.to_string()));
+    for c in &inside {
+        b.flow(
+            Table::ServiceLb,
+            100,
+            &format!("ct_state=+new+trk,ip,nw_dst={c}"),
+            &format!("ct(commit,table=40,zone={zone})"),
+        );
+    }
+    // New connections from the uplink to anything else are not ours.
+    b.flow(
+        Table::ServiceLb,
+        99,
+        &format!("ct_state=+new+trk,ip,in_port={UPLINK_OFPORT}"),
+        "drop",
+    );
+    // A pod's new connection out of the VPC: committed with its NAT in table 60.
+    b.flow(
+        Table::ServiceLb,
+        98,
+        "ct_state=+new+trk,ip",
+        "goto_table:40",
+    );
+    for state in ["+est", "+rel"] {
+        b.flow(
+            Table::ServiceLb,
+            90,
+            &format!("ct_state={state}+trk,ip"),
+            "goto_table:40",
+        );
+    }
+    b.flow(Table::ServiceLb, 80, "ct_state=+inv+trk,ip", "drop");
+    b.flow(Table::ServiceLb, 0, "", "drop");
+
+    // Table 40: on to the egress check (41) when the source is a pod of this node.
+    b.flow(Table::L3Forward, 0, "", "goto_table:41");
+
+    // Tables 41 (egress) and 44 (ingress): security groups, on new connections only.
+    let mut clauses = Clauses::default();
+    for (g, group) in cfg.security_groups.iter().enumerate() {
+        for (j, r) in group.rules.iter().enumerate() {
+            compile_rule(cfg, &numbering.ofports, &mut b, &mut clauses, g, j, r);
+        }
+    }
+    for ((table, m), conj) in clauses.flows {
+        let table = if table == Table::SgEgress.id() {
+            Table::SgEgress
+        } else {
+            Table::SgIngress
+        };
+        b.flow(table, SG_RULE_PRIORITY, &m, &conj.join(","));
+    }
+    for p in &eni_pods {
+        if p.security_groups.is_empty() {
+            continue;
+        }
+        // Egress: restricted only when one of the pod's groups has egress rules (a group
+        // without any allows all egress, as the cloud's default rule does).
+        let restricted = p.security_groups.iter().all(|&g| {
+            cfg.security_groups[g]
+                .rules
+                .iter()
+                .any(|r| r.direction == Direction::Egress)
+        });
+        if restricted {
+            b.flow(
+                Table::SgEgress,
+                SG_DENY_PRIORITY,
+                &format!("ct_state=+new+trk,ip,in_port={}", of(p)),
+                "drop",
+            );
+            // The pod's answers to the node (kubelet's probes are connections the node opens,
+            // so only new connections to the node need this).
+            b.flow(
+                Table::SgEgress,
+                SG_PLAIN_PRIORITY + 1,
+                &format!(
+                    "ct_state=+new+trk,ip,in_port={},nw_dst={}",
+                    of(p),
+                    cfg.underlay_ip
+                ),
+                "goto_table:42",
+            );
+        }
+        // Ingress: denied unless a rule allows it; the node itself always may (probes).
+        b.flow(
+            Table::SgIngress,
+            SG_DENY_PRIORITY,
+            &format!("ct_state=+new+trk,ip,nw_dst={}", p.ip),
+            "drop",
+        );
+        b.flow(
+            Table::SgIngress,
+            SG_PLAIN_PRIORITY + 1,
+            &format!(
+                "ct_state=+new+trk,ip,nw_src={},nw_dst={}",
+                cfg.underlay_ip, p.ip
+            ),
+            "goto_table:70",
+        );
+    }
+    b.flow(Table::SgEgress, 0, "", "goto_table:42");
+
+    // Table 42: a pod of this node (ingress check, then delivery), or the VPC / the world.
+    for p in &eni_pods {
+        b.flow(
+            Table::VpcRoute,
+            100,
+            &format!("ip,nw_dst={}", p.ip),
+            "goto_table:44",
+        );
+    }
+    b.flow(Table::VpcRoute, 0, "", "goto_table:60");
+    b.flow(Table::SgIngress, 0, "", "goto_table:70");
+
+    // Table 60: leaving the node. From the uplink nothing leaves again; pods' new connections
+    // to the VPC keep their address, those to the world leave as the pod's EIP or masqueraded
+    // to the node's address.
+    b.flow(
+        Table::Egress,
+        120,
+        &format!("ip,in_port={UPLINK_OFPORT}"),
+        "drop",
+    );
+    for c in &inside {
+        b.flow(
+            Table::Egress,
+            110,
+            &format!("ct_state=+new+trk,ip,nw_dst={c}"),
+            "goto_table:65",
+        );
+    }
+    for p in &eni_pods {
+        if let Some(eip) = p.eip {
+            b.flow(
+                Table::Egress,
+                101,
+                &format!("ct_state=+new+trk,ip,in_port={}", of(p)),
+                &format!("ct(commit,table=65,zone={zone},nat(src={eip}))"),
+            );
+        }
+    }
+    if cfg.egress.snat && next_hop.is_some() {
+        for proto in ["tcp", "udp", "icmp"] {
+            b.flow(
+                Table::Egress,
+                100,
+                &format!("ct_state=+new+trk,{proto},nw_src={}", cfg.pod_cidr),
+                &format!(
+                    "ct(commit,table=65,zone={zone},nat(src={}:{}-{}))",
+                    cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+                ),
+            );
+        }
+        b.flow(
+            Table::Egress,
+            99,
+            &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
+            &format!(
+                "ct(commit,table=65,zone={zone},nat(src={}))",
+                cfg.underlay_ip
+            ),
+        );
+    }
+    for state in ["+est", "+rel"] {
+        b.flow(
+            Table::Egress,
+            90,
+            &format!("ct_state={state}+trk,ip"),
+            "goto_table:65",
+        );
+    }
+    b.flow(Table::Egress, 0, "", "drop");
+
+    // Table 65: masqueraded traffic leaves untagged as the node's; everything else of a pod
+    // leaves on its sub-ENI, to the VPC's gateway.
+    if let Some(nh) = next_hop {
+        b.flow(
+            Table::EgressOut,
+            110,
+            &format!("ip,nw_src={}", cfg.underlay_ip),
+            &format!("set_field:{own}->eth_src,set_field:{nh}->eth_dst,output:{UPLINK_OFPORT}"),
+        );
+    }
+    for p in &eni_pods {
+        b.flow(
+            Table::EgressOut,
+            100,
+            &format!("ip,in_port={}", of(p)),
+            &format!(
+                "set_field:{}->eth_src,set_field:{gw_mac}->eth_dst,mod_vlan_vid:{},output:{UPLINK_OFPORT}",
+                p.mac,
+                p.vlan.unwrap_or_default()
+            ),
+        );
+    }
+    b.flow(Table::EgressOut, 0, "", "drop");
+
+    // Table 70: to a pod of this node: from this node's pods or masqueraded replies (no tag),
+    // or from the VPC on the pod's own VLAN only.
+    for p in &eni_pods {
+        let deliver = format!(
+            "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:{}",
+            p.mac,
+            of(p)
+        );
+        for tag in [0, p.vlan.unwrap_or_default()] {
+            b.flow(
+                Table::LocalDelivery,
+                100,
+                &format!("ip,{VLAN_REG}={tag},nw_dst={}", p.ip),
+                &deliver,
+            );
+        }
+    }
+    b.flow(Table::LocalDelivery, 0, "", "drop");
+    b.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_prefixes_cover_exactly_the_range() {
+        for (lo, hi) in [
+            (1u16, 65535u16),
+            (80, 80),
+            (8000, 8999),
+            (1, 1),
+            (1024, 2047),
+            (3, 17),
+        ] {
+            let pf = port_prefixes(lo, hi);
+            assert!(pf.len() <= 30, "{lo}-{hi}: {pf:?}");
+            for port in 0..=65535u16 {
+                let hits = pf.iter().filter(|(v, m)| port & m == *v).count();
+                let want = (lo..=hi).contains(&port) as usize;
+                assert_eq!(hits, want, "{lo}-{hi} port {port}");
+            }
+        }
+    }
+}
