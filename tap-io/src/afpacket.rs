@@ -28,6 +28,10 @@
 //! 128 KiB (one super-frame each) and the ring has at least 64 of them. The batches need
 //! [`crate::GSO_FRAME_ROOM`] buffers, or super-frames are counted in `rx_truncated` and dropped.
 //!
+//! Host stack: by default ([`HostRx::Auto`]) a port on an interface without an address of the
+//! host's own ends the kernel's processing of each received frame right after the port's
+//! socket copied it (a drop filter on tc ingress, `crate::hostrx`), as on a bridge port.
+//!
 //! Transmit: `sendmmsg` (64 frames per call) on a socket bound with protocol 0 (so it never
 //! queues received frames) and `PACKET_QDISC_BYPASS`; with vnet headers each message is two
 //! iovecs, the header built from the buffer's meta and the frame (no copy). The receive socket sets
@@ -111,6 +115,26 @@ pub struct AfPacketConfig {
     /// ring (a classic BPF filter on the socket): an uplink sharing the underlay with a kernel
     /// UDP tunnel socket (VXLAN, 4789) then never copies the tunnel's traffic to userspace.
     pub skip_udp_dst_port: Option<u16>,
+    /// Whether the host's network stack still receives the frames the port receives (see
+    /// [`HostRx`]); default [`HostRx::Auto`].
+    pub host_rx: HostRx,
+}
+
+/// What the host stack does with frames arriving on a port's interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRx {
+    /// [`HostRx::Drop`] unless the interface has an address the host uses (IPv4, or IPv6
+    /// other than link-local) when the port opens: a pod-facing veth is the switch's alone, an
+    /// uplink with the node's address keeps its host traffic. A failure to install the filter
+    /// (no `CAP_BPF`) leaves the host stack on and is reported by [`AfPacketPort::host_rx_error`].
+    Auto,
+    /// Frames go on to the host stack after the port's socket took its copy (the kernel's
+    /// default for a packet socket).
+    Keep,
+    /// Frames end after the port's socket took its copy (a `cls_bpf` drop on the clsact
+    /// ingress hook, removed when the port closes), as on a Linux bridge port: no route
+    /// lookup, no ARP answer, no wasted softirq time per frame under overload.
+    Drop,
 }
 
 impl AfPacketConfig {
@@ -131,6 +155,7 @@ impl AfPacketConfig {
             promisc: true,
             vnet_hdr: true,
             skip_udp_dst_port: None,
+            host_rx: HostRx::Auto,
         }
     }
 }
@@ -204,6 +229,10 @@ pub struct AfPacketPort {
     tx: Sender,
     stats: PortStats,
     vnet_hdr: bool,
+    /// The ingress drop filter, while the host stack is kept off the port's frames.
+    host_drop: Option<crate::hostrx::HostRxDrop>,
+    /// Why `HostRx::Auto` left the host stack on although it meant to drop.
+    host_rx_error: Option<String>,
 }
 
 /// The transmit half: a protocol-0 packet socket and the `sendmmsg` scratch arrays.
@@ -525,6 +554,27 @@ impl AfPacketPort {
         let _ = setsockopt(&tx_fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf);
         bind_to(&tx_fd, ifindex, 0).map_err(sys("bind (tx)"))?;
 
+        // After the rx socket is bound: its tap comes before the ingress hook, so from here on
+        // every frame reaches the ring whatever the filter does.
+        let (host_drop, host_rx_error) = match cfg.host_rx {
+            HostRx::Keep => (None, None),
+            HostRx::Drop => (
+                Some(
+                    crate::hostrx::HostRxDrop::attach(ifindex)
+                        .map_err(sys("host_rx drop filter"))?,
+                ),
+                None,
+            ),
+            HostRx::Auto => match crate::hostrx::has_host_address(&name) {
+                Ok(true) => (None, None),
+                Ok(false) => match crate::hostrx::HostRxDrop::attach(ifindex) {
+                    Ok(f) => (Some(f), None),
+                    Err(e) => (None, Some(format!("host_rx drop filter: {e}"))),
+                },
+                Err(e) => (None, Some(format!("interface addresses: {e}"))),
+            },
+        };
+
         Ok(Self {
             name,
             ifindex,
@@ -534,7 +584,19 @@ impl AfPacketPort {
             tx: Sender::new(tx_fd, cfg.vnet_hdr),
             stats: PortStats::default(),
             vnet_hdr: cfg.vnet_hdr,
+            host_drop,
+            host_rx_error,
         })
+    }
+
+    /// True while the host stack is kept off the port's frames (the ingress drop filter is on).
+    pub fn host_rx_dropped(&self) -> bool {
+        self.host_drop.is_some()
+    }
+
+    /// Why [`HostRx::Auto`] could not keep the host stack off the port's frames, if it failed.
+    pub fn host_rx_error(&self) -> Option<&str> {
+        self.host_rx_error.as_deref()
     }
 
     /// A transmit-only handle on the same interface (a duplicate of the send socket, with its

@@ -6,18 +6,20 @@
 
 pub mod afpacket;
 pub mod buf;
+pub mod hostrx;
 pub mod iface;
 pub mod mem;
 pub mod netns;
 pub mod pcap;
 pub mod port;
 mod rxring;
+pub mod sched;
 pub mod tap;
 pub mod tunnel;
 pub mod udp;
 pub mod vnet;
 
-pub use afpacket::{AfPacketConfig, AfPacketPort, RingKind};
+pub use afpacket::{AfPacketConfig, AfPacketPort, HostRx, RingKind};
 pub use buf::{
     Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta, TunnelMeta,
 };

@@ -557,3 +557,86 @@ fn afpacket_ring_overflow_is_counted_as_kernel_drops() {
     })
     .unwrap();
 }
+
+/// An ARP request for `ip` from `MAC_B`/10.77.0.2.
+fn arp_request(ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&MAC_B);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&MAC_B);
+    f.extend_from_slice(&[10, 77, 0, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip);
+    f.resize(60, 0);
+    f
+}
+
+/// Whether the host stack behind `va` answers an ARP request for 10.77.0.1 sent from `vb`.
+fn host_answers_arp(kernel: &RawEth) -> bool {
+    kernel.send(&arp_request([10, 77, 0, 1])).unwrap();
+    kernel
+        .recv_matching(Duration::from_millis(500), |f| {
+            f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2]
+        })
+        .unwrap()
+        .is_some()
+}
+
+fn host_filter_present(dev: &str) -> bool {
+    netns::sh(&format!("tc filter show dev {dev} ingress"))
+        .unwrap()
+        .contains("vswitch-host-rx-drop")
+}
+
+#[test]
+fn afpacket_port_without_address_keeps_the_host_stack_off_its_frames() {
+    if !require_root("afpacket_port_without_address_keeps_the_host_stack_off_its_frames") {
+        return;
+    }
+    in_private_netns(|| {
+        veth("va", "vb", 1500);
+        let kernel = RawEth::bind("vb").unwrap();
+        // No address on va when the port opens: the switch owns it, the host stack is cut off.
+        let mut port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        assert!(port.host_rx_dropped(), "{:?}", port.host_rx_error());
+        assert!(host_filter_present("va"));
+        netns::sh("ip addr add 10.77.0.1/24 dev va").unwrap();
+        assert!(
+            !host_answers_arp(&kernel),
+            "the host stack answered on a switch port"
+        );
+        // The port itself still received the request.
+        let mut batch = Batch::new(64, 128, 2048);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = false;
+        while !seen && Instant::now() < deadline {
+            batch.clear();
+            port.rx_batch(&mut batch).unwrap();
+            seen = batch.iter().any(|p| p.data()[12..14] == [0x08, 0x06]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(seen, "the port did not receive the ARP request");
+        // Closing the port gives the interface back to the host stack.
+        drop(port);
+        assert!(!host_filter_present("va"));
+        assert!(
+            host_answers_arp(&kernel),
+            "no ARP answer after the port closed"
+        );
+        // With an address (an uplink), the default leaves the host stack on.
+        let port = AfPacketPort::open(&AfPacketConfig::new("va")).unwrap();
+        assert!(!port.host_rx_dropped());
+        assert!(!host_filter_present("va"));
+        assert!(host_answers_arp(&kernel));
+        drop(port);
+        // Asked explicitly, the drop applies with an address too.
+        let mut c = AfPacketConfig::new("va");
+        c.host_rx = tap_io::HostRx::Drop;
+        let port = AfPacketPort::open(&c).unwrap();
+        assert!(port.host_rx_dropped());
+        assert!(!host_answers_arp(&kernel));
+        drop(port);
+        assert!(host_answers_arp(&kernel));
+    })
+    .unwrap();
+}

@@ -25,6 +25,10 @@ pub struct PortSpec {
     /// out of the port's receive ring, e.g. VXLAN on an uplink that shares the underlay with
     /// the tunnel socket.
     pub skip_udp_dport: Option<u16>,
+    /// `options:host_rx=true|false` (AF_PACKET ports): whether the host's network stack still
+    /// processes the frames arriving on the interface. Absent: off unless the interface has
+    /// an address of the host's own when the port opens (`tap_io::HostRx::Auto`).
+    pub host_rx: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,6 +68,7 @@ impl PortSpec {
         let mut options: Vec<(String, String)> = Vec::new();
         let mut thread = None;
         let mut skip_udp_dport: Option<u16> = None;
+        let mut host_rx: Option<bool> = None;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
@@ -101,6 +106,19 @@ impl PortSpec {
                         why: "expected a UDP port number",
                     })?);
                 }
+                "options:host_rx" => {
+                    host_rx = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(PortSpecError::BadOption {
+                                key: "host_rx".into(),
+                                value: value.to_string(),
+                                why: "expected true or false",
+                            });
+                        }
+                    });
+                }
                 _ => match key.strip_prefix("options:") {
                     Some(opt) => options.push((opt.to_string(), value.to_string())),
                     None => return Err(PortSpecError::UnexpectedArg(arg.clone())),
@@ -112,6 +130,13 @@ impl PortSpec {
                 key: "rx_skip_udp_dport".into(),
                 value: port.to_string(),
                 why: "only afpacket ports filter their receive ring",
+            });
+        }
+        if let Some(v) = host_rx.filter(|_| kind != PortKind::AfPacket) {
+            return Err(PortSpecError::BadOption {
+                key: "host_rx".into(),
+                value: v.to_string(),
+                why: "only afpacket ports share their interface with the host stack",
             });
         }
         let tunnel = if kind == PortKind::Vxlan {
@@ -129,6 +154,7 @@ impl PortSpec {
             tunnel,
             thread,
             skip_udp_dport,
+            host_rx,
         })
     }
 }
@@ -210,6 +236,15 @@ mod tests {
             tap.unwrap_err().to_string(),
             "bad value '4789' for options:rx_skip_udp_dport: only afpacket ports filter their receive ring"
         );
+        let p = PortSpec::parse("p", &args(&["options:host_rx=true"])).unwrap();
+        assert_eq!(p.host_rx, Some(true));
+        let p = PortSpec::parse("p", &args(&["options:host_rx=false"])).unwrap();
+        assert_eq!(p.host_rx, Some(false));
+        assert_eq!(PortSpec::parse("p", &[]).unwrap().host_rx, None);
+        let bad = PortSpec::parse("p", &args(&["options:host_rx=maybe"])).unwrap_err();
+        assert!(bad.to_string().contains("expected true or false"), "{bad}");
+        let bad = PortSpec::parse("t", &args(&["type=tap", "options:host_rx=false"])).unwrap_err();
+        assert!(bad.to_string().contains("only afpacket"), "{bad}");
         let bad = PortSpec::parse("p", &args(&["options:thread=x"])).unwrap_err();
         assert!(bad.to_string().contains("options:thread"), "{bad}");
     }

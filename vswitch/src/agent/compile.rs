@@ -594,7 +594,12 @@ pub fn compile_with(
     }
     let own_mac = match &cfg.uplink {
         Some(uplink) => {
-            let mut args = vec!["type=afpacket".into(), format!("ofport={UPLINK_OFPORT}")];
+            // The uplink carries the node's own traffic too: its host stack stays on.
+            let mut args = vec![
+                "type=afpacket".into(),
+                format!("ofport={UPLINK_OFPORT}"),
+                "options:host_rx=true".into(),
+            ];
             if let Mode::Tunnel { dst_port, .. } = cfg.mode {
                 // The tunnel's datagrams go to the kernel's UDP socket; keep the uplink's
                 // ring from copying them all (table 0 still drops any that slip through).

@@ -11,7 +11,15 @@ pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
         PortKind::AfPacket => {
             let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
             cfg.skip_udp_dst_port = spec.skip_udp_dport;
+            cfg.host_rx = match spec.host_rx {
+                None => tap_io::HostRx::Auto,
+                Some(true) => tap_io::HostRx::Keep,
+                Some(false) => tap_io::HostRx::Drop,
+            };
             let port = tap_io::AfPacketPort::open(&cfg).map_err(|e| e.to_string())?;
+            if let Some(e) = port.host_rx_error() {
+                tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");
+            }
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
             Ok((PortIo::Dev(Box::new(port)), mac))
         }

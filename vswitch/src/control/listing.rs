@@ -381,6 +381,9 @@ fn port_view(p: &PortCtl) -> PortView {
     if let Some(d) = s.skip_udp_dport {
         options.insert("rx_skip_udp_dport".to_string(), d.to_string());
     }
+    if let Some(h) = s.host_rx {
+        options.insert("host_rx".to_string(), h.to_string());
+    }
     PortView {
         name: s.name.clone(),
         ofport: p.ofport,
