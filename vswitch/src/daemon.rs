@@ -18,6 +18,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     pub busy_poll_us: u64,
+    /// `--rx-wait block`: forwarding threads always block when idle (no adaptive nap/spin).
+    pub rx_wait_block: bool,
     /// Forwarding threads (0 or 1: one).
     pub threads: usize,
     pub conntrack: conntrack::Config,
@@ -67,6 +69,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     crate::ctlserver::log_limits(&opts.limits);
     let (dp, dp_threads) = datapath::spawn(datapath::Options {
         busy_poll_us: opts.busy_poll_us,
+        rx_wait_block: opts.rx_wait_block,
         threads: opts.threads,
         conntrack: opts.conntrack.clone(),
     })

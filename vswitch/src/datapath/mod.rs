@@ -47,6 +47,9 @@ pub use ports::{DpPort, PortIo};
 #[derive(Default)]
 pub struct Options {
     pub busy_poll_us: u64,
+    /// `--rx-wait block`: always block in `poll` when nothing is ready (the default,
+    /// adaptive, naps or spins under load; see [`LoadMeter`]).
+    pub rx_wait_block: bool,
     /// Forwarding threads (0 or 1: one). Each port is polled by one of them; any thread
     /// sends out of any port.
     pub threads: usize,
@@ -279,6 +282,66 @@ const WAKER: Token = Token(usize::MAX);
 pub const BATCH: usize = 32;
 /// Batches taken from one port before others get a turn.
 const BATCHES_PER_TURN: usize = 4;
+/// Receive waiting (`--rx-wait adaptive`): how busy a thread was over the last
+/// [`LOAD_WINDOW`] decides how it waits for the next frames.
+/// - below [`MODERATE_PER_MS`] frames per ms: it blocks in `poll` and the first frame wakes it
+///   (idle latency is the kernel's wake-up alone);
+/// - from there: it naps [`COALESCE_NAP`] before polling, so a wake-up serves a few frames
+///   instead of one (the sender's softirq then finds nobody to wake);
+/// - from [`HIGH_PER_MS`]: it polls without sleeping while frames keep coming (up to
+///   [`SPIN_IDLE`] without one), as a busy-poll that is only on under load.
+const LOAD_WINDOW: Duration = Duration::from_millis(1);
+const MODERATE_PER_MS: u64 = 50;
+const HIGH_PER_MS: u64 = 250;
+const COALESCE_NAP: Duration = Duration::from_micros(30);
+const SPIN_IDLE: Duration = Duration::from_micros(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Idle,
+    Moderate,
+    High,
+}
+
+/// Frames per [`LOAD_WINDOW`], classified at the end of each window.
+struct LoadMeter {
+    level: Load,
+    since: Instant,
+    frames: u64,
+}
+
+impl LoadMeter {
+    fn new(now: Instant) -> Self {
+        Self {
+            level: Load::Idle,
+            since: now,
+            frames: 0,
+        }
+    }
+
+    fn add(&mut self, frames: usize, now: Instant) {
+        self.frames += frames as u64;
+        let span = now.saturating_duration_since(self.since);
+        if span >= LOAD_WINDOW {
+            self.level = classify(self.frames, span);
+            self.since = now;
+            self.frames = 0;
+        }
+    }
+}
+
+/// The load level of `frames` received over `span`.
+fn classify(frames: u64, span: Duration) -> Load {
+    let per_ms = frames * 1_000_000 / (span.as_micros() as u64).max(1) / 1000;
+    if per_ms >= HIGH_PER_MS {
+        Load::High
+    } else if per_ms >= MODERATE_PER_MS {
+        Load::Moderate
+    } else {
+        Load::Idle
+    }
+}
+
 /// Megaflow slots examined per housekeeping tick for idle aging (the whole default cache every
 /// ~1.6 s at 10 ticks/s, in steps of a few tens of microseconds).
 const MEGAFLOW_SWEEP: usize = 4096;
@@ -351,6 +414,8 @@ pub struct Datapath {
     still_ready: Vec<usize>,
     stop: bool,
     busy_poll: Duration,
+    /// `--rx-wait adaptive`: nap or spin by load (see [`LoadMeter`]) instead of blocking always.
+    adaptive_wait: bool,
     start: Instant,
     last_housekeeping: Instant,
     pub(crate) scratch: exec::Scratch,
@@ -382,6 +447,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)>
             packet_in: None,
             stop: false,
             busy_poll: Duration::from_micros(opts.busy_poll_us),
+            adaptive_wait: !opts.rx_wait_block,
             start,
             last_housekeeping: Instant::now(),
             scratch: exec::Scratch::new(),
@@ -418,8 +484,22 @@ impl Datapath {
         let mut idle_since = Instant::now();
         let mut turn_end = Instant::now();
         let mut poll_warn = crate::ratelimit::RateLimit::default();
+        let mut load = LoadMeter::new(turn_end);
+        if self.adaptive_wait {
+            // The coalescing naps are a few tens of µs: the default 50 µs slack would double them.
+            let _ = tap_io::sched::set_timer_slack(1000);
+        }
         while !self.stop {
-            let timeout = if !self.still_ready.is_empty() || idle_since.elapsed() < self.busy_poll {
+            let spinning =
+                self.adaptive_wait && load.level == Load::High && idle_since.elapsed() < SPIN_IDLE;
+            if self.adaptive_wait && load.level == Load::Moderate && self.still_ready.is_empty() {
+                // Let a few frames gather instead of being woken for each one.
+                std::thread::sleep(COALESCE_NAP);
+            }
+            let timeout = if !self.still_ready.is_empty()
+                || spinning
+                || idle_since.elapsed() < self.busy_poll
+            {
                 Some(Duration::ZERO)
             } else {
                 Some(Duration::from_millis(100))
@@ -442,11 +522,12 @@ impl Datapath {
                     ready.push(ev.token().0);
                 }
             }
-            if !ready.is_empty() {
-                idle_since = woke;
-            }
+            let mut got = 0;
             for &port in &ready {
-                self.service_port(port);
+                got += self.service_port(port);
+            }
+            if got > 0 {
+                idle_since = woke;
             }
             while let Ok(job) = jobs.try_recv() {
                 job(self);
@@ -455,6 +536,7 @@ impl Datapath {
                 self.housekeeping();
             }
             turn_end = Instant::now();
+            load.add(got, turn_end);
             add_ns(&self.time.busy_ns, turn_end - woke);
         }
     }
@@ -464,12 +546,13 @@ impl Datapath {
     }
 
     /// Drains up to a few batches from one port, then flushes every port that has output.
-    fn service_port(&mut self, port_id: usize) {
+    fn service_port(&mut self, port_id: usize) -> usize {
+        let mut total = 0;
         for turn in 0..BATCHES_PER_TURN {
             self.rx.clear();
             let (bridge, got) = {
                 let Some(port) = self.ports.get_mut(port_id).and_then(|p| p.as_mut()) else {
-                    return;
+                    return total;
                 };
                 match port.receive(&mut self.rx) {
                     Ok(n) => (port.bridge, n),
@@ -480,10 +563,11 @@ impl Datapath {
                         {
                             warn!(port = %port.name, suppressed, "receive failed: {e}");
                         }
-                        return;
+                        return total;
                     }
                 }
             };
+            total += got;
             if got > 0 {
                 exec::process_batch(self, bridge, port_id);
             }
@@ -495,6 +579,7 @@ impl Datapath {
             }
         }
         self.flush_all();
+        total
     }
 
     pub(crate) fn flush_all(&mut self) {
