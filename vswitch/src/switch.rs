@@ -199,6 +199,16 @@ impl Switch {
         self.attach_port(br, spec, move || Ok((PortIo::Dev(Box::new(io)), [0; 6])))
     }
 
+    /// Attaches a port with any back end (benchmarks: in-memory frame generators).
+    pub fn add_port_with_dev(
+        &self,
+        br: &str,
+        spec: PortSpec,
+        io: Box<dyn tap_io::Port + Send>,
+    ) -> CmdResult {
+        self.attach_port(br, spec, move || Ok((PortIo::Dev(io), [0; 6])))
+    }
+
     fn attach_port(
         &self,
         br: &str,

@@ -8,11 +8,13 @@
 #   FLOWS                 ports (default: in_port=1->2, 2->1) or normal (the bridge's default NORMAL flow)
 #   EXTRA_FLOWS=1         also install gen-10k-flows.sh's 10,000 non-matching rules above the forwarding rules
 #   FWD_PIDFILE           where to write vswitchd's pid, so the harness measures vswitchd itself
+#   VSWITCHD_ARGS         extra vswitchd options (word-split), e.g. '--rx-wait block'
 set -u
 A=$1 B=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 R=$(mktemp -d /tmp/vswitch-fwd.XXXXXX)
-"${VSWITCHD:-vswitchd}" --rundir "$R" &
+# shellcheck disable=SC2086
+"${VSWITCHD:-vswitchd}" --rundir "$R" ${VSWITCHD_ARGS:-} &
 pid=$!
 trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$R"' EXIT
 trap 'exit 0' INT TERM
