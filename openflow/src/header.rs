@@ -1,4 +1,7 @@
-//! `ofp_header`, message type numbers, and the stream [`Framer`].
+//! `ofp_header`, message type numbers, the stream [`Framer`] and [`read_into`], the one read
+//! routine of every OpenFlow stream (the daemon's event loop and vswitchctl's client).
+
+use std::io::{ErrorKind, Read};
 
 use super::error::{ErrorCode, OfError, err};
 
@@ -124,6 +127,15 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
+    /// Reads once from `r` straight into the buffer (at most one maximal message's worth):
+    /// [`Fill::Eof`] when the peer closed, [`Fill::WouldBlock`] from a nonblocking stream
+    /// with nothing to read. A blocking stream waits for data.
+    pub fn read_from<R: Read>(&mut self, r: &mut R) -> std::io::Result<Fill> {
+        self.push(&[]);
+        let limit = self.buf.len() + MAX_MSG_LEN + 1;
+        read_into(r, &mut self.buf, limit)
+    }
+
     /// Bytes received but not yet returned as a message.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -146,5 +158,140 @@ impl Framer {
         let at = self.start;
         self.start += len;
         Ok(Some(&self.buf[at..at + len]))
+    }
+}
+
+/// How one [`read_into`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// This many bytes were appended.
+    Read(usize),
+    /// The peer closed its side.
+    Eof,
+    /// A nonblocking stream has nothing now.
+    WouldBlock,
+    /// The buffer already holds `limit` bytes: nothing was read (backpressure).
+    Full,
+}
+
+/// Bytes [`read_into`] asks the kernel for at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Appends what one `read` of `r` returns to `buf`, keeping `buf` at most `limit` bytes long;
+/// an interrupted read is retried. The one read routine of every OpenFlow stream: the
+/// daemon's nonblocking event loop calls it until [`Fill::WouldBlock`], vswitchctl's blocking
+/// client (through [`Framer::read_from`]) until a message is complete.
+pub fn read_into<R: Read>(r: &mut R, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<Fill> {
+    let start = buf.len();
+    if start >= limit {
+        return Ok(Fill::Full);
+    }
+    let room = (limit - start).min(READ_CHUNK);
+    buf.resize(start + room, 0);
+    let got = loop {
+        match r.read(&mut buf[start..]) {
+            Ok(n) => break Ok(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    match got {
+        Ok(0) => {
+            buf.truncate(start);
+            Ok(Fill::Eof)
+        }
+        Ok(n) => {
+            buf.truncate(start + n);
+            Ok(Fill::Read(n))
+        }
+        Err(e) => {
+            buf.truncate(start);
+            if e.kind() == ErrorKind::WouldBlock {
+                Ok(Fill::WouldBlock)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    /// Hands out its script one step per read.
+    struct Script(Vec<io::Result<Vec<u8>>>);
+
+    impl Read for Script {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            match self.0.remove(0) {
+                Ok(mut data) => {
+                    if data.len() > out.len() {
+                        let rest = data.split_off(out.len());
+                        self.0.insert(0, Ok(rest));
+                    }
+                    out[..data.len()].copy_from_slice(&data);
+                    Ok(data.len())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn kind(k: ErrorKind) -> io::Result<Vec<u8>> {
+        Err(io::Error::from(k))
+    }
+
+    #[test]
+    fn read_into_retries_interrupts_and_reports_would_block_eof_and_full() {
+        let mut r = Script(vec![
+            kind(ErrorKind::Interrupted),
+            Ok(vec![1, 2, 3]),
+            kind(ErrorKind::WouldBlock),
+            Ok(vec![4, 5, 6, 7]),
+            kind(ErrorKind::ConnectionReset),
+        ]);
+        let mut buf = vec![9];
+        assert_eq!(read_into(&mut r, &mut buf, 100).unwrap(), Fill::Read(3));
+        assert_eq!(read_into(&mut r, &mut buf, 100).unwrap(), Fill::WouldBlock);
+        // The limit caps one read; the rest stays in the stream.
+        assert_eq!(read_into(&mut r, &mut buf, 6).unwrap(), Fill::Read(2));
+        assert_eq!(buf, [9, 1, 2, 3, 4, 5]);
+        assert_eq!(read_into(&mut r, &mut buf, 6).unwrap(), Fill::Full);
+        assert_eq!(read_into(&mut r, &mut buf, 100).unwrap(), Fill::Read(2));
+        assert_eq!(
+            read_into(&mut r, &mut buf, 100).unwrap_err().kind(),
+            ErrorKind::ConnectionReset
+        );
+        assert_eq!(read_into(&mut r, &mut buf, 100).unwrap(), Fill::Eof);
+        assert_eq!(buf, [9, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn framer_reads_messages_split_across_reads() {
+        // An echo request (12 bytes) in three pieces, then a hello (8 bytes) with the next.
+        let echo = [4, 2, 0, 12, 0, 0, 0, 7, 0xaa, 0xbb, 0xcc, 0xdd];
+        let hello = [4, 0, 0, 8, 0, 0, 0, 8];
+        let mut r = Script(vec![
+            Ok(echo[..3].to_vec()),
+            Ok(echo[3..9].to_vec()),
+            Ok([&echo[9..], &hello[..]].concat()),
+        ]);
+        let mut f = Framer::new();
+        let mut got = Vec::new();
+        loop {
+            while let Some(m) = f.next_message().unwrap() {
+                got.push(m.to_vec());
+            }
+            if f.read_from(&mut r).unwrap() == Fill::Eof {
+                break;
+            }
+        }
+        assert_eq!(got, vec![echo.to_vec(), hello.to_vec()]);
+        assert_eq!(f.buffered(), 0);
     }
 }

@@ -1,7 +1,8 @@
 //! OpenFlow 1.3 wire codec (plus the Nicira/ONF extensions `ovs-ofctl` uses).
 //!
-//! Pure encode/decode, no I/O:
-//! - [`Framer`] splits a byte stream into messages;
+//! Pure encode/decode, no sockets:
+//! - [`Framer`] splits a byte stream into messages ([`read_into`] is the one read routine
+//!   of every OpenFlow stream, generic over `std::io::Read`);
 //! - [`decode`] turns one message into `(Header, Message)` or an [`OfError`] carrying the
 //!   exact `OFPT_ERROR` type/code to answer with ([`error_reply`] builds that answer);
 //! - [`encode`] produces the bytes (ovs-ofctl-identical for everything it sends);
@@ -35,7 +36,7 @@ pub use flow::{FlowMod, FlowModCommand, FlowRemoved, PacketIn, PacketOut};
 pub use group::{
     Bucket, GroupDesc, GroupFeatures, GroupMod, GroupModCommand, GroupStats, GroupType,
 };
-pub use header::{Framer, FramingError, Header, OFP13_VERSION};
+pub use header::{Fill, Framer, FramingError, Header, OFP13_VERSION, read_into};
 pub use hello::{Hello, negotiate};
 pub use instruction::Instruction;
 pub use message::{BundleAdd, ErrorMsg, Message, decode, encode, encode_into, error_reply};

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openflow::{
-    Framer, Header, Hello, Message, MultipartReply, MultipartRequest, decode, encode_into,
+    Fill, Framer, Header, Hello, Message, MultipartReply, MultipartRequest, decode, encode_into,
     negotiate,
 };
 
@@ -206,7 +206,6 @@ impl Sender {
 pub struct Conn {
     stream: Stream,
     framer: Framer,
-    buf: Vec<u8>,
     next_xid: u32,
 }
 
@@ -233,7 +232,6 @@ impl Conn {
         let mut conn = Conn {
             stream,
             framer: Framer::new(),
-            buf: vec![0; 64 * 1024],
             next_xid: 1,
         };
         let xid = conn.alloc_xid();
@@ -292,13 +290,18 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
             }
-            let n = match self.stream.read(&mut self.buf) {
-                Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            self.framer.push(&self.buf[..n]);
+            match self.framer.read_from(&mut self.stream)? {
+                Fill::Eof => return Err(ClientError::Closed),
+                // The stream blocks with a read timeout: nothing within it.
+                Fill::WouldBlock => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no reply from the switch within {REPLY_TIMEOUT:?}"),
+                    )
+                    .into());
+                }
+                Fill::Read(_) | Fill::Full => {}
+            }
         }
     }
 

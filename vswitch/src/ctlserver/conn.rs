@@ -2,6 +2,8 @@
 //! taken yet, what it has not read yet, and the clocks its timeouts run on.
 
 use std::io::{ErrorKind, Read, Write};
+
+use openflow::Fill;
 use std::time::Instant;
 
 use mio::event::Source;
@@ -128,18 +130,14 @@ impl Conn {
 
     /// Reads until the socket is drained or `inbuf` holds `limit` bytes (the rest stays in the
     /// kernel: backpressure).
+    /// The read routine is OpenFlow's own ([`openflow::read_into`], also under vswitchctl's
+    /// client), for management lines as well.
     pub fn read_into_buffer(&mut self, limit: usize, now: Instant) -> ReadEnd {
-        let mut chunk = [0u8; 16 * 1024];
-        while !self.eof && self.inbuf.len() < limit {
-            let room = (limit - self.inbuf.len()).min(chunk.len());
-            match self.stream.read(&mut chunk[..room]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.inbuf.extend_from_slice(&chunk[..n]);
-                    self.last_read = now;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+        while !self.eof {
+            match openflow::read_into(&mut self.stream, &mut self.inbuf, limit) {
+                Ok(Fill::Read(_)) => self.last_read = now,
+                Ok(Fill::Eof) => self.eof = true,
+                Ok(Fill::WouldBlock | Fill::Full) => break,
                 Err(_) => return ReadEnd::Broken,
             }
         }
