@@ -249,6 +249,14 @@ fn metrics_move_with_traffic() {
     assert!(after.get("vswitch_openflow_errors_sent_total", &br) >= 1.0);
     assert_eq!(after.get("vswitch_openflow_sessions", &br), 0.0);
     assert!(after.get("vswitch_conntrack_entries", &[]) >= 1.0);
+    // The scrape's own cost, as measured by the previous scrape (there was one: `before`).
+    let gather = after.get("vswitch_scrape_gather_seconds", &[]);
+    let lock = after.get("vswitch_scrape_conntrack_lock_seconds", &[]);
+    assert!(gather > 0.0 && gather < 5.0, "gather {gather}");
+    assert!(
+        lock > 0.0 && lock <= gather,
+        "lock {lock} of gather {gather}"
+    );
     assert_eq!(
         after.get("vswitch_conntrack_entries_limit", &[]),
         (1u64 << 18) as f64

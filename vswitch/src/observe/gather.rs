@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use conntrack::Counter as CtCounter;
 
@@ -14,8 +16,34 @@ use crate::bridge::FlowModCounts;
 use crate::control::Control;
 use crate::datapath::drops::DropReason;
 
+/// How long the previous scrape took to gather (ns), and how long of it the conntrack
+/// table's lock was held (ns): exported by the next scrape (a scrape cannot time itself).
+static LAST_GATHER_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_CT_LOCK_NS: AtomicU64 = AtomicU64::new(0);
+
 /// Every family, in a stable order.
 pub fn gather(control: &Control) -> Vec<Family> {
+    let started = Instant::now();
+    let mut out = gather_families(control);
+    let mut f = Family::new(
+        "scrape_gather_seconds",
+        Kind::Gauge,
+        "How long the previous scrape took to read every counter (before encoding).",
+    );
+    f.add_f64(vec![], LAST_GATHER_NS.load(Relaxed) as f64 / 1e9);
+    out.push(f);
+    let mut f = Family::new(
+        "scrape_conntrack_lock_seconds",
+        Kind::Gauge,
+        "How long the previous scrape held the conntrack table's lock (ct traffic waits meanwhile).",
+    );
+    f.add_f64(vec![], LAST_CT_LOCK_NS.load(Relaxed) as f64 / 1e9);
+    out.push(f);
+    LAST_GATHER_NS.store(started.elapsed().as_nanos() as u64, Relaxed);
+    out
+}
+
+fn gather_families(control: &Control) -> Vec<Family> {
     let mut out = Vec::new();
     let mut build = Family::new("build_info", Kind::Gauge, "The running vswitchd; always 1.");
     build.add(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1);
@@ -25,6 +53,15 @@ pub fn gather(control: &Control) -> Vec<Family> {
     conntrack(control, &mut out);
     openflow(&mut out);
     out
+}
+
+/// Records how long the conntrack lock was held when dropped just before the guard.
+struct LockTimer(Instant);
+
+impl Drop for LockTimer {
+    fn drop(&mut self) {
+        LAST_CT_LOCK_NS.store(self.0.elapsed().as_nanos() as u64, Relaxed);
+    }
 }
 
 fn bl(bridge: &str) -> Vec<(&'static str, String)> {
@@ -209,6 +246,8 @@ fn conntrack(control: &Control, out: &mut Vec<Family>) {
     let now = dp.start.elapsed().as_nanos() as u64;
     let (entries, limit, counters) = {
         let ct = crate::datapath::lock(&dp.ct);
+        let locked = Instant::now();
+        let _timed = LockTimer(locked);
         for e in ct.dump(now) {
             *zones.entry(e.zone).or_default() += 1;
             if e.nat & conntrack::nat::NAT_DST == 0 || e.orig.family != conntrack::Family::V4 {
