@@ -45,4 +45,4 @@ pub use multipart::{
     TableFeatures, TableStats,
 };
 pub use oxm::{Match, OxmHeader, OxmTlv};
-pub use switch::{FeaturesReply, Port, PortStatus, SwitchConfig};
+pub use switch::{FeaturesReply, Port, PortMod, PortStatus, SwitchConfig};

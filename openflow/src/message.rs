@@ -11,7 +11,7 @@ use super::group::GroupMod;
 use super::header::{HEADER_LEN, Header, MAX_MSG_LEN, OFP13_VERSION, msg_type as t};
 use super::hello::Hello;
 use super::multipart::{MultipartReply, MultipartRequest};
-use super::switch::{FeaturesReply, PortStatus, SwitchConfig};
+use super::switch::{FeaturesReply, PortMod, PortStatus, SwitchConfig};
 
 /// An OFPT_ERROR body. For `OFPET_EXPERIMENTER` errors `code` is the experimenter's type and
 /// `experimenter` its id.
@@ -52,6 +52,7 @@ pub enum Message {
     PacketOut(PacketOut),
     FlowMod(FlowMod),
     GroupMod(GroupMod),
+    PortMod(PortMod),
     MultipartRequest {
         flags: u16,
         body: MultipartRequest,
@@ -100,6 +101,7 @@ impl Message {
             Message::PacketOut(_) => t::PACKET_OUT,
             Message::FlowMod(_) => t::FLOW_MOD,
             Message::GroupMod(_) => t::GROUP_MOD,
+            Message::PortMod(_) => t::PORT_MOD,
             Message::MultipartRequest { .. } => t::MULTIPART_REQUEST,
             Message::MultipartReply { .. } => t::MULTIPART_REPLY,
             Message::BarrierRequest => t::BARRIER_REQUEST,
@@ -204,6 +206,7 @@ fn decode_body(msg_type: u8, r: &mut Reader<'_>) -> Result<Message, OfError> {
         t::PACKET_OUT => Message::PacketOut(PacketOut::decode(r)?),
         t::FLOW_MOD => Message::FlowMod(FlowMod::decode(r)?),
         t::GROUP_MOD => Message::GroupMod(GroupMod::decode(r)?),
+        t::PORT_MOD => Message::PortMod(PortMod::decode(r)?),
         t::MULTIPART_REQUEST | t::MULTIPART_REPLY => {
             let mp = r.u16("multipart type")?;
             let flags = r.u16("multipart flags")?;
@@ -355,6 +358,7 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
         Message::PacketOut(p) => p.encode(out),
         Message::FlowMod(f) => f.encode(out),
         Message::GroupMod(g) => g.encode(out),
+        Message::PortMod(p) => p.encode(out),
         Message::MultipartRequest { flags, body } => {
             out.put_u16(body.mp_type());
             out.put_u16(*flags);

@@ -114,6 +114,50 @@ pub mod port_state {
     pub const LIVE: u32 = 1 << 2;
 }
 
+/// OFPT_PORT_MOD body (`ofp_port_mod`, 32 bytes after the header).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortMod {
+    pub port_no: u32,
+    /// Must be the port's address (a sanity check, as in the spec).
+    pub hw_addr: [u8; 6],
+    /// New `OFPPC_*` bits, of those set in `mask`.
+    pub config: u32,
+    pub mask: u32,
+    /// `OFPPF_*` features to advertise; 0 leaves them.
+    pub advertise: u32,
+}
+
+impl PortMod {
+    pub const LEN: usize = 32;
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<PortMod, OfError> {
+        let port_no = r.u32("port_no")?;
+        r.skip(4, "pad")?;
+        let hw_addr = r.array("hw_addr")?;
+        r.skip(2, "pad")?;
+        let pm = PortMod {
+            port_no,
+            hw_addr,
+            config: r.u32("config")?,
+            mask: r.u32("mask")?,
+            advertise: r.u32("advertise")?,
+        };
+        r.skip(4, "pad")?;
+        Ok(pm)
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.port_no);
+        out.put_zeros(4);
+        out.extend_from_slice(&self.hw_addr);
+        out.put_zeros(2);
+        out.put_u32(self.config);
+        out.put_u32(self.mask);
+        out.put_u32(self.advertise);
+        out.put_zeros(4);
+    }
+}
+
 impl Port {
     pub const LEN: usize = 64;
 

@@ -62,6 +62,21 @@ pub const OPENFLOW_COMMANDS: &[(&str, &[&str], &str)] = &[
     ("dump-ports-desc", &[], "Port descriptions"),
     ("dump-tables", &[], "Table counters"),
     (
+        "dump-desc",
+        &[],
+        "The switch's description (manufacturer, hardware, software, datapath)",
+    ),
+    (
+        "dump-group-features",
+        &[],
+        "Group types, capabilities, limits and actions the switch supports",
+    ),
+    (
+        "mod-port",
+        &["PORT", "ACTION"],
+        "Set a port up or down, or (no-)receive / (no-)forward (PORT: number or name)",
+    ),
+    (
         "packet-out",
         &["IN_PORT", "ACTIONS", "HEX..."],
         "Send a packet through the pipeline with the given actions",

@@ -131,6 +131,9 @@ pub enum MgmtCommand {
         #[serde(default)]
         options: Vec<String>,
     },
+    /// How far a running `capture` on the port got: `frames=N wanted=M` (what `capture`'s
+    /// progress line reads).
+    CaptureStatus { bridge: String, port: String },
     /// Run a packet described in flow syntax through the tables and explain.
     Trace { bridge: String, flow: String },
     /// Without a bridge: the whole switch on one screen (bridges, ports with type, ofport and

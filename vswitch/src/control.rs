@@ -188,6 +188,7 @@ impl Control {
                 let opts: Vec<&str> = options.iter().map(|s| s.as_str()).collect();
                 sw.capture(&bridge, &port, &file, &opts)
             }
+            C::CaptureStatus { bridge, port } => sw.capture_status(&bridge, &port),
             C::Trace { bridge, flow } => sw.with_bridge(&bridge, |b| crate::trace::trace(b, &flow)),
             C::Show {
                 bridge: Some(bridge),

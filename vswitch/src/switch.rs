@@ -266,6 +266,7 @@ impl Switch {
                 dp_id,
                 counters,
                 mac,
+                config: 0,
             },
         );
         b.publish();
@@ -413,13 +414,7 @@ impl Switch {
                 _ => return Err(format!("unexpected argument '{o}' (count=N or seconds=S)")),
             }
         }
-        let dp_id = self.with_bridge(br, |b| {
-            b.ports
-                .values()
-                .find(|p| p.spec.name == port || p.ofport.to_string() == port)
-                .map(|p| p.dp_id)
-                .ok_or_else(|| format!("bridge {br} has no port {port}"))
-        })?;
+        let dp_id = self.capture_port(br, port)?;
         if !self.dp.start_capture(dp_id, count) {
             return Err(format!("port {port} is gone"));
         }
@@ -430,6 +425,26 @@ impl Switch {
         let frames = self.dp.stop_capture(dp_id);
         crate::datapath::capture::write_pcap(Path::new(file), &frames)?;
         Ok(format!("{} frames written to {file}\n", frames.len()))
+    }
+}
+
+impl Switch {
+    fn capture_port(&self, br: &str, port: &str) -> Result<usize, String> {
+        self.with_bridge(br, |b| {
+            b.ports
+                .values()
+                .find(|p| p.spec.name == port || p.ofport.to_string() == port)
+                .map(|p| p.dp_id)
+                .ok_or_else(|| format!("bridge {br} has no port {port}"))
+        })
+    }
+
+    /// `capture-status BR PORT`: `frames=N wanted=M` of the capture running on the port
+    /// (`wanted=0`: none runs).
+    pub fn capture_status(&self, br: &str, port: &str) -> CmdResult {
+        let dp_id = self.capture_port(br, port)?;
+        let (taken, wanted) = self.dp.capture_progress(dp_id);
+        Ok(format!("frames={taken} wanted={wanted}\n"))
     }
 }
 

@@ -480,3 +480,104 @@ fn packet_out_and_names() {
     let theirs = d.ofctl_ok(&["--names", "--no-stats"], "dump-flows", &[]);
     assert_eq!(names, theirs.replace("table=table0, ", ""));
 }
+
+#[test]
+fn desc_and_group_features_print_as_ovs_ofctl() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    for cmd in ["dump-desc", "dump-group-features"] {
+        let ours = d.ctl_ok(&[cmd, "br0"]);
+        let theirs = d.ofctl_ok(&[], cmd, &[]);
+        assert_eq!(ours, theirs, "{cmd}");
+    }
+    let desc = d.ctl_ok(&["dump-desc", "br0"]);
+    assert!(
+        desc.starts_with("OFPST_DESC reply (OF1.3) (xid=0x2):\n"),
+        "{desc}"
+    );
+    assert!(desc.ends_with("DP Description: br0\n"), "{desc}");
+    let gf = d.ctl_ok(&["dump-group-features", "br0"]);
+    for t in ["all", "select", "indirect", "fast failover"] {
+        assert!(gf.contains(&format!("    {t} group:\n")), "{gf}");
+    }
+}
+
+#[test]
+fn sort_and_rsort_order_flows_as_ovs_ofctl() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let flows = "priority=5,ip,nw_src=10.0.0.3,actions=drop\n\
+        priority=7,ip,nw_src=10.0.0.1,actions=drop\n\
+        priority=9,tcp,tp_dst=80,actions=drop\n\
+        priority=3,ip,nw_src=10.0.0.2/31,actions=drop\n\
+        priority=8,in_port=3,actions=drop\n\
+        priority=6,in_port=1,ip,nw_src=10.0.0.9,actions=drop\n\
+        table=1,priority=4,reg0=0x7,actions=drop\n";
+    let file = d.file("sort.flows", flows);
+    d.ctl_ok(&["add-flows", "br0", &file]);
+    // Priorities are distinct, so a sort that ends in priority has no ties: same text. A
+    // field alone leaves the flows without it tied, in an order ovs-ofctl leaves to qsort:
+    // the flows with the field must come first in the same order, then the same others.
+    let cases: [(&[&str], Option<&str>); 10] = [
+        (&["--sort"], None),
+        (&["--rsort"], None),
+        (&["--sort=priority"], None),
+        (&["--sort=nw_src"], Some("nw_src=")),
+        (&["--rsort=nw_src"], Some("nw_src=")),
+        (&["--sort=in_port"], Some("in_port=")),
+        (&["--rsort=tp_dst"], Some("tp_dst=")),
+        (&["--sort=reg0"], Some("reg0=")),
+        (&["--sort=in_port", "--rsort=priority"], None),
+        (&["--rsort=nw_src", "--sort=priority"], None),
+    ];
+    for (opts, field) in cases {
+        let mut ours_args = vec!["dump-flows", "br0"];
+        ours_args.extend_from_slice(opts);
+        let ours = mask_durations(&d.ctl_ok(&ours_args));
+        let theirs = mask_durations(&d.ofctl_ok(opts, "dump-flows", &[]));
+        match field {
+            None => assert_eq!(ours, theirs, "{opts:?}"),
+            Some(f) => {
+                let split = |t: &str| -> (Vec<String>, Vec<String>) {
+                    let lines: Vec<String> = t.lines().map(String::from).collect();
+                    let n = lines.iter().take_while(|l| l.contains(f)).count();
+                    assert!(lines[n..].iter().all(|l| !l.contains(f)), "{opts:?}: {t}");
+                    let (with, mut rest) = (lines[..n].to_vec(), lines[n..].to_vec());
+                    rest.sort();
+                    (with, rest)
+                };
+                let (ours_with, ours_rest) = split(&ours);
+                assert!(!ours_with.is_empty(), "{opts:?}: no flow has {f}");
+                assert_eq!((ours_with, ours_rest), split(&theirs), "{opts:?}");
+            }
+        }
+        // Flags before the command too.
+        let mut before: Vec<&str> = opts.to_vec();
+        before.extend(["dump-flows", "br0"]);
+        assert_eq!(mask_durations(&d.ctl_ok(&before)), ours, "{opts:?}");
+    }
+    let sorted = d.ctl_ok(&["dump-flows", "br0", "--rsort", "--no-stats"]);
+    let prios: Vec<&str> = sorted
+        .lines()
+        .map(|l| {
+            l.split("priority=")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(prios, ["9", "8", "7", "6", "5", "4", "3", "0"]);
+    let bad = d.ctl(&["dump-flows", "br0", "--sort=nw_sorc"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("nw_sorc: unknown field"),
+        "{}",
+        stderr(&bad)
+    );
+}

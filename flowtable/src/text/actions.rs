@@ -9,7 +9,9 @@ use crate::fields::FieldId;
 use crate::match_::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Match};
 use crate::port::OfPort;
 
-use super::value::{parse_field_value, parse_hex_bytes, parse_port, parse_uint, parse_uint_bits};
+use super::value::{
+    parse_field_value, parse_hex_bytes, parse_port, parse_port_number, parse_uint, parse_uint_bits,
+};
 use super::{ParseError, split_top, suggest};
 
 /// Actions ovs-ofctl accepts that this switch refuses (named precisely in the error).
@@ -198,6 +200,15 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
     let lname = name.to_ascii_lowercase();
     // A bare port number or reserved port name is an output action.
     if rest.is_empty()
+        && let Some(port) = parse_port_number(name)
+    {
+        out.push(output(port, u16::MAX));
+        return Ok(());
+    }
+    // Not an action's name: a port's, as ovs-ofctl reads it (an output action).
+    if rest.is_empty()
+        && !KNOWN.contains(&lname.as_str())
+        && !UNSUPPORTED.contains(&lname.as_str())
         && let Some(port) = parse_port(name)
     {
         out.push(output(port, u16::MAX));

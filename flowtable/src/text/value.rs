@@ -59,12 +59,39 @@ pub fn format_mac(v: u128) -> String {
     )
 }
 
-/// Parses a port number or reserved name (`LOCAL`, `in_port`, ...).
-pub fn parse_port(s: &str) -> Option<OfPort> {
+/// Resolves a port name to its number (set once by a client that can ask the switch).
+pub type PortNameLookup = dyn Fn(&str) -> Option<u32> + Send + Sync;
+
+static PORT_NAMES: std::sync::OnceLock<Box<PortNameLookup>> = std::sync::OnceLock::new();
+
+/// Lets [`parse_port`] accept port names (`in_port=vethA`, `output:vethA`), as ovs-ofctl does
+/// after asking the switch for its ports. Process-wide and set once (vswitchctl sets it for
+/// the switch it talks to); without it a name is refused. `false` if one was set already.
+pub fn set_port_name_lookup(f: Box<PortNameLookup>) -> bool {
+    PORT_NAMES.set(f).is_ok()
+}
+
+/// Parses a port number or reserved name (`LOCAL`, `in_port`, ...), never a port's name.
+pub fn parse_port_number(s: &str) -> Option<OfPort> {
     if let Some(p) = OfPort::from_reserved_name(s) {
         return Some(p);
     }
     parse_uint_bits(s, 32).map(|v| OfPort(v as u32))
+}
+
+/// Parses a port number, reserved name (`LOCAL`, `in_port`, ...) or, when a lookup is set
+/// ([`set_port_name_lookup`]), a port name.
+pub fn parse_port(s: &str) -> Option<OfPort> {
+    if let Some(p) = parse_port_number(s) {
+        return Some(p);
+    }
+    let lookup = PORT_NAMES.get()?;
+    // Names as ovs-ofctl takes them: optionally in double quotes.
+    let name = s
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(s);
+    lookup(name).map(OfPort)
 }
 
 fn parse_flags(s: &str, names: &[&str]) -> Result<(u128, u128), String> {

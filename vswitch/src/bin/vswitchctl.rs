@@ -8,8 +8,12 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use vswitch::command::MgmtCommand;
@@ -38,12 +42,29 @@ struct Cli {
     /// Apply flow/group changes atomically in one ONF bundle.
     #[arg(long)]
     bundle: bool,
+    /// dump-flows: sort by FIELD (a match field, or priority when omitted), ascending; give it
+    /// (and --rsort) several times for several keys, applied in the order given. Flows that do
+    /// not match on FIELD come last.
+    #[arg(long, value_name = "FIELD", num_args = 0..=1, require_equals = true,
+          default_missing_value = "priority", action = clap::ArgAction::Append)]
+    sort: Vec<String>,
+    /// dump-flows: as --sort, descending.
+    #[arg(long, value_name = "FIELD", num_args = 0..=1, require_equals = true,
+          default_missing_value = "priority", action = clap::ArgAction::Append)]
+    rsort: Vec<String>,
+    /// Show a progress line on stderr for long commands (capture) even when stderr is not a
+    /// terminal (on a terminal it is always shown).
+    #[arg(long)]
+    progress: bool,
     /// Output of the dump and list commands: text, or one JSON document.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+    /// `--sort`/`--rsort` in the order given (taken out before clap parses).
+    #[arg(skip)]
+    sort_keys: Vec<(String, bool)>,
 }
 
 /// The whole grammar (flags and every command), for help, completions and the man page.
@@ -62,6 +83,7 @@ fn take_trailing_flags(cli: &mut Cli) -> Result<(), String> {
             "--names" => cli.names = true,
             "--no-names" => cli.names = false,
             "--bundle" => cli.bundle = true,
+            "--progress" => cli.progress = true,
             "--format" => {
                 let f = it.next().ok_or("--format needs text or json")?;
                 cli.format = parse_format(&f)?;
@@ -94,13 +116,38 @@ fn parse_format(s: &str) -> Result<OutputFormat, String> {
     OutputFormat::from_str(s, false).map_err(|_| format!("--format {s}: expected text or json"))
 }
 
+/// Takes every `--sort[=FIELD]` / `--rsort[=FIELD]` out of the arguments (before or after the
+/// command), keeping their order across the two flags: ovs-ofctl applies them in that order.
+fn take_sort_flags(args: Vec<String>) -> (Vec<String>, Vec<(String, bool)>) {
+    let mut rest = Vec::new();
+    let mut sort = Vec::new();
+    for a in args {
+        let (flag, field) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (a.as_str(), None),
+        };
+        let desc = match flag {
+            "--sort" => false,
+            "--rsort" => true,
+            _ => {
+                rest.push(a);
+                continue;
+            }
+        };
+        sort.push((field.unwrap_or("priority").to_string(), desc));
+    }
+    (rest, sort)
+}
+
 fn main() -> ExitCode {
     let listing = vswitch::cli_doc::command_listing(&grammar());
-    let matches = Cli::command().after_help(listing).get_matches();
+    let (args, sort) = take_sort_flags(std::env::args().collect());
+    let matches = Cli::command().after_help(listing).get_matches_from(args);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    cli.sort_keys = sort;
     if let Err(e) = take_trailing_flags(&mut cli) {
         eprintln!("vswitchctl: {e}");
         return ExitCode::from(1);
@@ -155,6 +202,7 @@ fn openflow(cli: &Cli) -> ExitCode {
         names: cli.names,
         bundle: cli.bundle,
         format: cli.format,
+        sort: cli.sort_keys.clone(),
     };
     match ofclient::run(&cli.command[0], &cli.command[1..], &opts) {
         Ok(Outcome::Done(out)) => {
@@ -218,7 +266,25 @@ fn management(cli: &Cli) -> ExitCode {
         }
         _ => {}
     }
-    match vswitch::mgmt::call_command_as(&cli.rundir, &command, cli.format) {
+    let progress = match &command {
+        MgmtCommand::Capture {
+            bridge,
+            port,
+            options,
+            ..
+        } if cli.progress || std::io::stderr().is_terminal() => Some(CaptureProgress::start(
+            cli.rundir.clone(),
+            bridge.clone(),
+            port.clone(),
+            options,
+        )),
+        _ => None,
+    };
+    let result = vswitch::mgmt::call_command_as(&cli.rundir, &command, cli.format);
+    if let Some(p) = progress {
+        p.finish();
+    }
+    match result {
         Ok(reply) if reply.ok => {
             print!("{}", reply.output);
             ExitCode::SUCCESS
@@ -231,5 +297,81 @@ fn management(cli: &Cli) -> ExitCode {
             eprintln!("vswitchctl: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The progress line of `capture`: frames taken so far (asked from the daemon with
+/// `capture-status` on a second connection) and time against the capture's limits, on
+/// stderr. On a terminal one line rewritten in place four times a second; otherwise (with
+/// `--progress`) a line per second.
+struct CaptureProgress {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl CaptureProgress {
+    fn start(rundir: PathBuf, bridge: String, port: String, options: &[String]) -> CaptureProgress {
+        let opt = |key: &str, default: u64| {
+            options
+                .iter()
+                .find_map(|o| o.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or(default)
+        };
+        let (count, seconds) = (opt("count", 100), opt("seconds", 10));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tty = std::io::stderr().is_terminal();
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let status = MgmtCommand::CaptureStatus {
+                bridge,
+                port: port.clone(),
+            };
+            let tick = if tty {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_secs(1)
+            };
+            let mut printed = false;
+            loop {
+                // Sleep in small steps so the line stops as soon as the capture ends.
+                let until = Instant::now() + tick;
+                while Instant::now() < until {
+                    if stopped.load(Ordering::Relaxed) {
+                        if tty && printed {
+                            eprint!("\r\x1b[K");
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let taken = vswitch::mgmt::call_command_as(&rundir, &status, OutputFormat::Text)
+                    .ok()
+                    .filter(|r| r.ok)
+                    .and_then(|r| {
+                        let f = r.output.split_whitespace().next()?;
+                        f.strip_prefix("frames=")?.parse::<u64>().ok()
+                    });
+                let taken = taken.map_or("?".to_string(), |n| n.to_string());
+                let line = format!(
+                    "capturing on {port}: {taken}/{count} frames, {:.1} s of {seconds} s",
+                    t0.elapsed().as_secs_f64()
+                );
+                let mut err = std::io::stderr().lock();
+                let _ = if tty {
+                    write!(err, "\r\x1b[K{line}")
+                } else {
+                    writeln!(err, "{line}")
+                };
+                let _ = err.flush();
+                printed = true;
+            }
+        });
+        CaptureProgress { stop, thread }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
     }
 }

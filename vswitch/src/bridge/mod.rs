@@ -38,6 +38,8 @@ pub struct PortCtl {
     pub dp_id: usize,
     pub counters: Arc<PortCounters>,
     pub mac: [u8; 6],
+    /// `OFPPC_*` bits set by `mod-port` (reported in PORT_DESC).
+    pub config: u32,
 }
 
 /// One bridge: its flow tables (the control state) and the datapath's view of them.

@@ -48,6 +48,8 @@ drop_reasons! {
     ControllerNone => "controller_unreachable", "output to CONTROLLER with no controller connected";
     UnsupportedAction => "unsupported", "an action this datapath cannot execute on this packet";
     NoBuffer => "no_buffer", "the buffer pool was empty";
+    PortNoRecv => "port_no_recv", "received on a port set down or no-receive (mod-port)";
+    PortNoFwd => "port_no_fwd", "output to a port set no-forward (mod-port)";
 }
 
 /// One counter per reason, shared by every thread's copy of a bridge: written by all forwarding

@@ -246,13 +246,28 @@ impl DatapathHandle {
             .all(|ok| ok)
     }
 
+    /// `mod-port`: the port's `OFPPC_*` bits, on every thread's copy of it.
+    pub fn set_port_config(&self, dp_id: usize, config: u32) {
+        self.each(move |_, dp| {
+            if let Some(Some(p)) = dp.ports.get_mut(dp_id) {
+                p.config = config;
+            }
+        });
+    }
+
     pub fn capture_full(&self, dp_id: usize) -> bool {
+        let (taken, want) = self.capture_progress(dp_id);
+        taken >= want
+    }
+
+    /// Frames a running capture has taken on all threads, and how many it wants (0: none runs).
+    pub fn capture_progress(&self, dp_id: usize) -> (usize, usize) {
         let taken: usize = self
             .each(move |_, dp| dp.capture_len(dp_id))
             .into_iter()
             .sum();
         let want = self.call(move |dp| dp.capture_want(dp_id));
-        taken >= want
+        (taken.min(want), want)
     }
 
     /// Stops a capture and returns its frames in time order, at most the count asked.
@@ -568,7 +583,7 @@ impl Datapath {
                 }
             };
             total += got;
-            if got > 0 {
+            if got > 0 && !self.rx.is_empty() {
                 exec::process_batch(self, bridge, port_id);
             }
             if got < BATCH {

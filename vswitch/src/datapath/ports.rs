@@ -12,6 +12,8 @@ use super::counters::PortCounters;
 use super::drops::DropReason;
 use crate::pipeline::PortKind;
 
+use openflow::switch::port_config;
+
 pub enum PortIo {
     /// A frame port (AF_PACKET, TAP, in-memory).
     Dev(Box<dyn Port + Send>),
@@ -38,6 +40,9 @@ pub struct DpPort {
     pub drops: Arc<super::drops::DropCounters>,
     /// Whether this thread receives from the port (else it only sends through its copy).
     pub polled: bool,
+    /// `OFPPC_*` bits set by `mod-port` (down, no-receive, no-forward): frames received are
+    /// dropped as `port_no_recv`, output as `port_down` / `port_no_fwd`.
+    pub config: u32,
     /// The back end's counters as last folded into `counters`/`drops` (tunnel refusals).
     seen: PortStats,
     /// Receive errors repeat as long as their cause lasts: one warning per interval.
@@ -76,6 +81,7 @@ impl DpPort {
             capture: None,
             drops,
             polled: true,
+            config: 0,
             seen: PortStats::default(),
             rx_warn: crate::ratelimit::RateLimit::default(),
         }
@@ -163,6 +169,10 @@ impl DpPort {
             let bytes: u64 = rx.iter().map(|p| p.len() as u64).sum();
             PortCounters::add(&self.counters.rx_packets, n as u64);
             PortCounters::add(&self.counters.rx_bytes, bytes);
+            if self.config & (port_config::PORT_DOWN | port_config::NO_RECV) != 0 {
+                self.drops.add(DropReason::PortNoRecv, rx.len() as u64);
+                rx.clear();
+            }
         }
         Ok(n)
     }
@@ -176,6 +186,7 @@ impl DpPort {
         meta: &RxMeta,
         scratch: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
+        self.may_send()?;
         if self.is_tunnel() {
             return Err(DropReason::TunnelNoRoute);
         }
@@ -201,6 +212,20 @@ impl DpPort {
         }
         let keep = meta.gso.is_some() || meta.csum_not_ready;
         self.push(frame, keep.then_some(meta))
+    }
+
+    /// Whether `mod-port` lets frames out (not down, not no-forward).
+    #[inline]
+    fn may_send(&self) -> Result<(), DropReason> {
+        if self.config == 0 {
+            Ok(())
+        } else if self.config & port_config::PORT_DOWN != 0 {
+            Err(DropReason::PortDown)
+        } else if self.config & port_config::NO_FWD != 0 {
+            Err(DropReason::PortNoFwd)
+        } else {
+            Ok(())
+        }
     }
 
     fn push(&mut self, frame: &[u8], meta: Option<&RxMeta>) -> Result<(), DropReason> {
@@ -281,6 +306,7 @@ impl DpPort {
         vni: u32,
         scratch: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
+        self.may_send()?;
         if let Some(gso) = meta.gso {
             let mut result = Ok(());
             let info = gso_info(&gso);

@@ -27,6 +27,9 @@ pub struct Options {
     pub bundle: bool,
     /// `--format json`: the dumps as one JSON document (see `super::json`).
     pub format: crate::views::OutputFormat,
+    /// `--sort[=FIELD]` / `--rsort[=FIELD]` in the order given: dump-flows sorted by these
+    /// (`priority` or a match field; `true`: descending).
+    pub sort: Vec<(String, bool)>,
 }
 
 /// What a successful command produced.
@@ -58,6 +61,9 @@ pub const COMMANDS: &[&str] = &[
     "dump-ports",
     "dump-ports-desc",
     "dump-tables",
+    "dump-desc",
+    "dump-group-features",
+    "mod-port",
     "packet-out",
     "monitor",
 ];
@@ -195,6 +201,7 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
         &opts.rundir,
     )?;
     let rest = &args[1..];
+    set_port_names(&target);
     let out = match cmd {
         "show" => show(&target)?,
         "dump-flows" => dump_flows(&target, rest.first().map(String::as_str), opts)?,
@@ -382,6 +389,38 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
                 .collect();
             print::table_stats(&list, xid)
         }
+        "dump-desc" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let (xid, parts) = c.multipart(MultipartRequest::Desc)?;
+            match parts.first() {
+                Some(MultipartReply::Desc(d)) => print::desc(d, xid),
+                _ => return Err(ClientError::Protocol("no description reply".into())),
+            }
+        }
+        "dump-group-features" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let (xid, parts) = c.multipart(MultipartRequest::GroupFeatures)?;
+            match parts.first() {
+                Some(MultipartReply::GroupFeatures(g)) => print::group_features(g, xid),
+                _ => return Err(ClientError::Protocol("no group features reply".into())),
+            }
+        }
+        "mod-port" => {
+            let pm = port_mod(
+                &target,
+                arg(rest, 0, cmd, "a port")?,
+                arg(
+                    rest,
+                    1,
+                    cmd,
+                    "an action (up, down, receive, no-receive, forward, no-forward)",
+                )?,
+            )?;
+            send_changes(&target, false, send_all(vec![Message::PortMod(pm)]))?;
+            String::new()
+        }
         "packet-out" => {
             packet_out(&target, rest)?;
             String::new()
@@ -416,6 +455,74 @@ fn port_desc(c: &mut Conn) -> Result<(u32, Vec<openflow::Port>), ClientError> {
         })
         .collect();
     Ok((xid, list))
+}
+
+/// Lets flow text name ports (`in_port=vethA`, `output:vethA`, `out_port=...`) as ovs-ofctl
+/// does: the first name met asks the switch for its ports (PORT_DESC, on a side connection)
+/// once; a name the switch does not have is refused by the parser.
+fn set_port_names(target: &Target) {
+    let target = target.clone();
+    let cache: std::sync::Mutex<Option<HashMap<String, u32>>> = std::sync::Mutex::new(None);
+    text::value::set_port_name_lookup(Box::new(move |name| {
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.is_none() {
+            let ports = Conn::open(&target)
+                .and_then(|mut c| port_desc(&mut c))
+                .map(|(_, ports)| ports)
+                .unwrap_or_default();
+            *cache = Some(
+                ports
+                    .into_iter()
+                    .map(|p| (p.name.text(), p.port_no))
+                    .collect(),
+            );
+        }
+        cache.as_ref().and_then(|m| m.get(name).copied())
+    }));
+}
+
+/// `mod-port SWITCH PORT ACTION` as ovs-ofctl builds it: the port's number and address from
+/// PORT_DESC, one config bit and its mask. The words ovs-ofctl takes whose bit OpenFlow 1.3
+/// does not have (stp, receive-stp, flood) are refused here rather than sent as a no-op, and
+/// packet-in is refused by the switch.
+fn port_mod(target: &Target, port: &str, action: &str) -> Result<openflow::PortMod, ClientError> {
+    use openflow::switch::port_config as pc;
+    let lower = action.to_ascii_lowercase();
+    let (word, not) = match lower
+        .strip_prefix("no-")
+        .or_else(|| lower.strip_prefix("no"))
+    {
+        Some(w) => (w, true),
+        None => (lower.as_str(), false),
+    };
+    // (word, bit, whether the word alone sets the bit)
+    let (bit, on) = match word {
+        "up" => (pc::PORT_DOWN, false),
+        "down" => (pc::PORT_DOWN, true),
+        "receive" => (pc::NO_RECV, false),
+        "forward" => (pc::NO_FWD, false),
+        "packet-in" => (pc::NO_PACKET_IN, false),
+        "stp" | "receive-stp" | "flood" => {
+            return Err(usage(format!(
+                "mod-port {action}: OpenFlow 1.3 has no such port setting (OpenFlow 1.0 only);                  vswitch ports support up, down, receive, no-receive, forward, no-forward"
+            )));
+        }
+        _ => return Err(usage(format!("unknown mod-port command '{action}'"))),
+    };
+    let mut c = Conn::open(target)?;
+    let (_, ports) = port_desc(&mut c)?;
+    let found = match port.parse::<u32>() {
+        Ok(n) => ports.iter().find(|p| p.port_no == n),
+        Err(_) => ports.iter().find(|p| p.name.text() == port),
+    };
+    let p = found.ok_or_else(|| usage(format!("{port}: couldn't find port `{port}'")))?;
+    Ok(openflow::PortMod {
+        port_no: p.port_no,
+        hw_addr: p.hw_addr,
+        config: if on ^ not { bit } else { 0 },
+        mask: bit,
+        advertise: 0,
+    })
 }
 
 /// A port given as number, reserved name, or port name (looked up on a side connection).
@@ -503,9 +610,13 @@ fn dump_flows(
     } else {
         HashMap::new()
     };
+    let criteria = sort_criteria(&opts.sort)?;
     let mut c = Conn::open(target)?;
     c.set_next_xid(DUMP_XID);
-    let (xid, flows) = fetch_flows(&mut c, filter)?;
+    let (xid, mut flows) = fetch_flows(&mut c, filter)?;
+    if !criteria.is_empty() {
+        flows.sort_by(|a, b| compare_flows(a, b, &criteria));
+    }
     let lookup = |p: OfPort| names.get(&p.0).cloned();
     let now = Instant::now();
     let popts = PrintOpts {
@@ -515,7 +626,8 @@ fn dump_flows(
         ..PrintOpts::default()
     };
     let mut s = String::new();
-    if !opts.no_stats {
+    // As ovs-ofctl: a sorted dump is printed flow by flow, without the reply's header line.
+    if !opts.no_stats && criteria.is_empty() {
         s.push_str(&format!("OFPST_FLOW reply (OF1.3) (xid={xid:#x}):\n"));
     }
     for e in &flows {
@@ -523,6 +635,49 @@ fn dump_flows(
         s.push('\n');
     }
     Ok(s)
+}
+
+/// One `--sort`/`--rsort` criterion: `None` is the priority.
+type SortKey = (Option<&'static flowtable::fields::FieldInfo>, bool);
+
+fn sort_criteria(sort: &[(String, bool)]) -> Result<Vec<SortKey>, ClientError> {
+    sort.iter()
+        .map(|(name, desc)| {
+            if name == "priority" {
+                return Ok((None, *desc));
+            }
+            flowtable::fields::FieldId::from_name(name)
+                .map(|f| (Some(f.info()), *desc))
+                .ok_or_else(|| {
+                    usage(format!(
+                        "{name}: unknown field (--sort/--rsort take priority or a match field)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// ovs-ofctl's `compare_flows`: by each criterion in turn; a flow that does not match on a
+/// field sorts after those that do, whichever the direction; wildcarded bits count as 0.
+fn compare_flows(a: &FlowEntry, b: &FlowEntry, criteria: &[SortKey]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for &(field, desc) in criteria {
+        let ord = match field {
+            None => a.priority.cmp(&b.priority),
+            Some(f) => {
+                let (am, bm) = ((f.get)(&a.match_.mask), (f.get)(&b.match_.mask));
+                match (am != 0, bm != 0) {
+                    (true, false) => return Ordering::Less,
+                    (false, true) => return Ordering::Greater,
+                    _ => ((f.get)(&a.match_.value) & am).cmp(&((f.get)(&b.match_.value) & bm)),
+                }
+            }
+        };
+        if ord != Ordering::Equal {
+            return if desc { ord.reverse() } else { ord };
+        }
+    }
+    Ordering::Equal
 }
 
 /// A producer that sends `msgs` as they are.

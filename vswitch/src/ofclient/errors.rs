@@ -236,6 +236,11 @@ pub fn describe(msg: &Message, xid: u32) -> Option<String> {
             Some(format!("{} {cmd} {body}", head("OFPT_GROUP_MOD")))
         }
         Message::PacketOut(_) => Some(head("OFPT_PACKET_OUT")),
+        Message::PortMod(pm) => Some(format!(
+            "{}{}",
+            head("OFPT_PORT_MOD"),
+            super::print::port_mod(pm)
+        )),
         Message::BundleControl(_) => Some(head("ONFT_BUNDLE_CONTROL")),
         _ => None,
     }

@@ -65,6 +65,35 @@ fn bits(v: u32, names: &[(u32, &str)]) -> String {
     parts.join(" ")
 }
 
+/// `OFPPC_*` bits by name (`0` for none).
+fn port_config_bits(v: u32) -> String {
+    bits(
+        v,
+        &[
+            (port_config::PORT_DOWN, "PORT_DOWN"),
+            (port_config::NO_RECV, "NO_RECV"),
+            (port_config::NO_FWD, "NO_FWD"),
+            (port_config::NO_PACKET_IN, "NO_PACKET_IN"),
+        ],
+    )
+}
+
+/// An OFPT_PORT_MOD as ovs-ofctl prints it (after the `OFPT_PORT_MOD (OF1.3) (xid=..):`).
+pub fn port_mod(pm: &openflow::PortMod) -> String {
+    format!(
+        " port: {}: addr:{}\n     config: {}\n     mask:   {}\n     advertise: {}",
+        port_name(pm.port_no),
+        mac(&pm.hw_addr),
+        port_config_bits(pm.config),
+        port_config_bits(pm.mask),
+        if pm.advertise == 0 {
+            "UNCHANGED".to_string()
+        } else {
+            format!("{:#x}", pm.advertise)
+        }
+    )
+}
+
 /// `OFPST_PORT_DESC reply`, or the port list inside `show`.
 pub fn port_desc(ports: &[Port], xid: u32) -> String {
     let mut s = format!("OFPST_PORT_DESC reply (OF1.3) (xid={xid:#x}):\n");
@@ -76,15 +105,7 @@ pub fn port_desc(ports: &[Port], xid: u32) -> String {
             p.name.text(),
             mac(&p.hw_addr)
         );
-        let config = bits(
-            p.config,
-            &[
-                (port_config::PORT_DOWN, "PORT_DOWN"),
-                (port_config::NO_RECV, "NO_RECV"),
-                (port_config::NO_FWD, "NO_FWD"),
-                (port_config::NO_PACKET_IN, "NO_PACKET_IN"),
-            ],
-        );
+        let config = port_config_bits(p.config);
         let state = bits(
             p.state,
             &[
@@ -264,4 +285,63 @@ mod tests {
         assert!(s.starts_with("OFPST_PORT reply (OF1.3) (xid=0x2): 1 ports\n  port LOCAL: rx pkts=0, bytes=0, drop=?, errs=0,"), "{s}");
         assert!(s.ends_with("           duration=99.704s\n"), "{s}");
     }
+}
+
+/// `OFPST_DESC` as ovs-ofctl prints it.
+pub fn desc(d: &openflow::Desc, xid: u32) -> String {
+    format!(
+        "OFPST_DESC reply (OF1.3) (xid={xid:#x}):\nManufacturer: {}\nHardware: {}\nSoftware: {}\nSerial Num: {}\nDP Description: {}\n",
+        d.mfr_desc.text(),
+        d.hw_desc.text(),
+        d.sw_desc.text(),
+        d.serial_num.text(),
+        d.dp_desc.text()
+    )
+}
+
+/// OpenFlow 1.3 action bits (`1 << OFPAT_*`) in the order and with the names Open vSwitch
+/// prints them (`ofpact_bitmap_format`; checked with `ovs-ofctl ofp-print`: the copy_ttl and
+/// PBB bits it does not print).
+const GROUP_ACTION_NAMES: &[(u32, &str)] = &[
+    (0, "output"),
+    (22, "group"),
+    (25, "set_field"),
+    (18, "strip_vlan"),
+    (17, "push_vlan"),
+    (23, "mod_nw_ttl"),
+    (24, "dec_ttl"),
+    (15, "set_mpls_ttl"),
+    (16, "dec_mpls_ttl"),
+    (19, "push_mpls"),
+    (20, "pop_mpls"),
+    (21, "set_queue"),
+];
+
+/// `OFPST_GROUP_FEATURES` as ovs-ofctl prints it.
+pub fn group_features(g: &openflow::GroupFeatures, xid: u32) -> String {
+    let mut s = format!(
+        "OFPST_GROUP_FEATURES reply (OF1.3) (xid={xid:#x}):\n Group table:\n    Types:  {:#x}\n    Capabilities:  {:#x}\n",
+        g.types, g.capabilities
+    );
+    for (i, name) in ["all", "select", "indirect", "fast failover"]
+        .iter()
+        .enumerate()
+    {
+        if g.types & (1 << i) == 0 {
+            continue;
+        }
+        let _ = write!(
+            s,
+            "    {name} group:\n       max_groups={:#x}\n       actions: ",
+            g.max_groups[i]
+        );
+        let names: Vec<&str> = GROUP_ACTION_NAMES
+            .iter()
+            .filter(|(bit, _)| g.actions[i] & (1 << bit) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        s.push_str(&names.join(" "));
+        s.push('\n');
+    }
+    s
 }

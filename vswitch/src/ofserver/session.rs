@@ -253,6 +253,7 @@ impl Session {
                 convert::group_mod_in(&gm).map(|gm| self.queue(raw, xid, Op::Group(gm)))
             }
             Message::PacketOut(po) => self.packet_out(&po),
+            Message::PortMod(pm) => self.port_mod(&pm),
             Message::MultipartRequest { body, .. } => match monitor_request(&body) {
                 Some(monitors) => monitors.and_then(|m| self.start_monitors(m, out, xid)),
                 None => {
@@ -642,6 +643,60 @@ impl Session {
         switch
             .dp
             .call(move |dp| dp.inject_with(idx, in_port, &frame, once));
+        Ok(())
+    }
+}
+
+impl Session {
+    /// OFPT_PORT_MOD: down/up, no-receive, no-forward on every thread's copy of the port.
+    /// What a port here cannot do is refused (OFPPMFC_BAD_CONFIG: no-packet-in and the OpenFlow
+    /// 1.0 bits; OFPPMFC_BAD_ADVERTISE: features, which these ports do not negotiate).
+    fn port_mod(&mut self, pm: &openflow::PortMod) -> Result<(), OfError> {
+        use openflow::switch::port_config as pc;
+        const SUPPORTED: u32 = pc::PORT_DOWN | pc::NO_RECV | pc::NO_FWD;
+        let switch = self
+            .switch
+            .upgrade()
+            .ok_or_else(|| OfError::new(ErrorCode::BadRequestEperm, "switch stopped"))?;
+        let mut state = switch.lock();
+        let b = state.get_mut(&self.bridge).ok_or_else(|| {
+            OfError::new(ErrorCode::BadRequestEperm, "the bridge no longer exists")
+        })?;
+        let port = b.ports.get_mut(&pm.port_no).ok_or_else(|| {
+            OfError::new(
+                ErrorCode::PortModBadPort,
+                format!("no port {} on this bridge", pm.port_no),
+            )
+        })?;
+        if pm.hw_addr != port.mac {
+            return Err(OfError::new(
+                ErrorCode::PortModBadHwAddr,
+                "hw_addr is not the port's address",
+            ));
+        }
+        if pm.mask & !SUPPORTED != 0 {
+            return Err(OfError::new(
+                ErrorCode::PortModBadConfig,
+                format!(
+                    "config bits {:#x}: ports here support PORT_DOWN, NO_RECV and NO_FWD only",
+                    pm.mask & !SUPPORTED
+                ),
+            ));
+        }
+        if pm.advertise != 0 {
+            return Err(OfError::new(
+                ErrorCode::PortModBadAdvertise,
+                "ports here advertise no features",
+            ));
+        }
+        let config = (port.config & !pm.mask) | (pm.config & pm.mask);
+        if config != port.config {
+            port.config = config;
+            let dp_id = port.dp_id;
+            drop(state);
+            switch.dp.set_port_config(dp_id, config);
+            debug!(port = pm.port_no, config, "port-mod applied");
+        }
         Ok(())
     }
 }

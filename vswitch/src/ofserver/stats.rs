@@ -12,7 +12,7 @@ use openflow::buf::FixedStr;
 use openflow::convert;
 use openflow::error::{ErrorCode, OfError};
 use openflow::multipart::TableStats;
-use openflow::switch::{capabilities as cap, port_state};
+use openflow::switch::{capabilities as cap, port_config, port_state};
 use openflow::{
     AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupFeatures, GroupStats, Message,
     MultipartReply, MultipartRequest, Port, PortStats, TableFeatures,
@@ -110,7 +110,12 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                     port_no: p.ofport,
                     hw_addr: p.mac,
                     name: FixedStr::new(&p.spec.name),
-                    state: port_state::LIVE,
+                    config: p.config,
+                    state: if p.config & port_config::PORT_DOWN != 0 {
+                        port_state::LINK_DOWN
+                    } else {
+                        port_state::LIVE
+                    },
                     ..Port::default()
                 })
                 .collect();
