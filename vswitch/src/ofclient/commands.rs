@@ -190,9 +190,6 @@ pub(super) fn wire(e: openflow::OfError) -> ClientError {
 
 /// Runs `cmd` with `args` (the first is the switch).
 pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, ClientError> {
-    if opts.format == crate::views::OutputFormat::Json {
-        return super::json::run(cmd, args, opts).map(Outcome::Done);
-    }
     if cmd == "diff-flows" {
         return diff_flows(args, opts);
     }
@@ -200,8 +197,11 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
         arg(args, 0, cmd, "a switch (bridge, unix:PATH or tcp:IP:PORT)")?,
         &opts.rundir,
     )?;
-    let rest = &args[1..];
     set_port_names(&target);
+    if opts.format == crate::views::OutputFormat::Json {
+        return super::json::run(cmd, args, opts).map(Outcome::Done);
+    }
+    let rest = &args[1..];
     let out = match cmd {
         "show" => show(&target)?,
         "dump-flows" => dump_flows(&target, rest.first().map(String::as_str), opts)?,
@@ -638,9 +638,9 @@ fn dump_flows(
 }
 
 /// One `--sort`/`--rsort` criterion: `None` is the priority.
-type SortKey = (Option<&'static flowtable::fields::FieldInfo>, bool);
+pub(super) type SortKey = (Option<&'static flowtable::fields::FieldInfo>, bool);
 
-fn sort_criteria(sort: &[(String, bool)]) -> Result<Vec<SortKey>, ClientError> {
+pub(super) fn sort_criteria(sort: &[(String, bool)]) -> Result<Vec<SortKey>, ClientError> {
     sort.iter()
         .map(|(name, desc)| {
             if name == "priority" {
@@ -659,7 +659,11 @@ fn sort_criteria(sort: &[(String, bool)]) -> Result<Vec<SortKey>, ClientError> {
 
 /// ovs-ofctl's `compare_flows`: by each criterion in turn; a flow that does not match on a
 /// field sorts after those that do, whichever the direction; wildcarded bits count as 0.
-fn compare_flows(a: &FlowEntry, b: &FlowEntry, criteria: &[SortKey]) -> std::cmp::Ordering {
+pub(super) fn compare_flows(
+    a: &FlowEntry,
+    b: &FlowEntry,
+    criteria: &[SortKey],
+) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     for &(field, desc) in criteria {
         let ord = match field {

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use openflow::{MultipartReply, MultipartRequest, convert};
 
-use super::commands::{DUMP_XID, Options, arg, fetch_flows, group_filter, resolve_port, wire};
+use super::commands::{
+    DUMP_XID, Options, arg, compare_flows, fetch_flows, group_filter, resolve_port, sort_criteria,
+    wire,
+};
 use super::{ClientError, Conn, Target};
 use crate::views::*;
 
@@ -27,7 +30,11 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<String, ClientE
     c.set_next_xid(DUMP_XID);
     Ok(match cmd {
         "dump-flows" => {
-            let (_, flows) = fetch_flows(&mut c, rest.first().map(String::as_str))?;
+            let criteria = sort_criteria(&opts.sort)?;
+            let (_, mut flows) = fetch_flows(&mut c, rest.first().map(String::as_str))?;
+            if !criteria.is_empty() {
+                flows.sort_by(|a, b| compare_flows(a, b, &criteria));
+            }
             let now = Instant::now();
             to_json(&FlowDump {
                 flows: flows.iter().map(|e| FlowView::of(e, now)).collect(),
