@@ -245,48 +245,6 @@ pub fn group_stats(list: &[GroupStats], xid: u32) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_collapse_into_ditto_like_ovs() {
-        let t = |id, active| TableStats {
-            table_id: id,
-            active_count: active,
-            lookup_count: 0,
-            matched_count: 0,
-        };
-        let list = vec![
-            t(0, 7),
-            t(1, 3),
-            t(2, 0),
-            t(3, 0),
-            t(4, 0),
-            t(5, 1),
-            t(6, 1),
-        ];
-        assert_eq!(
-            table_stats(&list, 2),
-            "OFPST_TABLE reply (OF1.3) (xid=0x2):\n  table 0:\n    active=7, lookup=0, matched=0\n\n  table 1:\n    active=3, lookup=0, matched=0\n\n  table 2:\n    active=0, lookup=0, matched=0\n\n  tables 3...4: ditto\n  table 5:\n    active=1, lookup=0, matched=0\n\n  table 6: ditto\n"
-        );
-    }
-
-    #[test]
-    fn port_stats_print_unavailable_as_question_mark() {
-        let p = PortStats {
-            port_no: ofpp::LOCAL,
-            rx_dropped: PortStats::UNAVAILABLE,
-            duration_sec: 99,
-            duration_nsec: 704_000_000,
-            ..PortStats::default()
-        };
-        let s = port_stats(&[p], 2);
-        assert!(s.starts_with("OFPST_PORT reply (OF1.3) (xid=0x2): 1 ports\n  port LOCAL: rx pkts=0, bytes=0, drop=?, errs=0,"), "{s}");
-        assert!(s.ends_with("           duration=99.704s\n"), "{s}");
-    }
-}
-
 /// `OFPST_DESC` as ovs-ofctl prints it.
 pub fn desc(d: &openflow::Desc, xid: u32) -> String {
     format!(
@@ -344,4 +302,46 @@ pub fn group_features(g: &openflow::GroupFeatures, xid: u32) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_collapse_into_ditto_like_ovs() {
+        let t = |id, active| TableStats {
+            table_id: id,
+            active_count: active,
+            lookup_count: 0,
+            matched_count: 0,
+        };
+        let list = vec![
+            t(0, 7),
+            t(1, 3),
+            t(2, 0),
+            t(3, 0),
+            t(4, 0),
+            t(5, 1),
+            t(6, 1),
+        ];
+        assert_eq!(
+            table_stats(&list, 2),
+            "OFPST_TABLE reply (OF1.3) (xid=0x2):\n  table 0:\n    active=7, lookup=0, matched=0\n\n  table 1:\n    active=3, lookup=0, matched=0\n\n  table 2:\n    active=0, lookup=0, matched=0\n\n  tables 3...4: ditto\n  table 5:\n    active=1, lookup=0, matched=0\n\n  table 6: ditto\n"
+        );
+    }
+
+    #[test]
+    fn port_stats_print_unavailable_as_question_mark() {
+        let p = PortStats {
+            port_no: ofpp::LOCAL,
+            rx_dropped: PortStats::UNAVAILABLE,
+            duration_sec: 99,
+            duration_nsec: 704_000_000,
+            ..PortStats::default()
+        };
+        let s = port_stats(&[p], 2);
+        assert!(s.starts_with("OFPST_PORT reply (OF1.3) (xid=0x2): 1 ports\n  port LOCAL: rx pkts=0, bytes=0, drop=?, errs=0,"), "{s}");
+        assert!(s.ends_with("           duration=99.704s\n"), "{s}");
+    }
 }
