@@ -567,7 +567,7 @@ fn sort_and_rsort_order_flows_as_ovs_ofctl() {
             l.split("priority=")
                 .nth(1)
                 .unwrap()
-                .split(',')
+                .split([',', ' '])
                 .next()
                 .unwrap()
         })
