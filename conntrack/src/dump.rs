@@ -21,6 +21,8 @@ pub struct ConnEntry {
     pub reply: Tuple,
     pub zone: u16,
     pub mark: u32,
+    /// `ct_label` (printed as `labels=0x..`).
+    pub label: u128,
     /// `NAT_SRC` / `NAT_DST` flags.
     pub nat: u8,
     /// TCP display state (coalesced as OVS prints it); `None` for other protocols.
@@ -60,6 +62,9 @@ impl fmt::Display for ConnEntry {
         }
         if self.mark != 0 {
             write!(f, ",mark={}", self.mark)?;
+        }
+        if self.label != 0 {
+            write!(f, ",labels={:#x}", self.label)?;
         }
         if let Some(s) = self.tcp_state {
             write!(f, ",protoinfo=(state={})", s.name())?;

@@ -123,6 +123,8 @@ pub struct CtAction<'a> {
     pub nat: Option<&'a NatSpec>,
     /// `exec(set_field:VALUE/MASK->ct_mark)`: applied when committing.
     pub mark: Option<(u32, u32)>,
+    /// `exec(set_field:VALUE/MASK->ct_label)`: applied when committing.
+    pub label: Option<(u128, u128)>,
     /// `force`: a committing packet in the reply direction replaces the connection.
     pub force: bool,
 }
@@ -162,7 +164,12 @@ pub struct CtResult {
     /// `CT_*` bits of `encap::flowkey`.
     pub ct_state: u8,
     pub ct_mark: u32,
+    pub ct_label: u128,
     pub ct_zone: u16,
+    /// The original-direction tuple of the packet's connection (`ct_nw_src`, ... `ct_tp_dst`),
+    /// with the ICMP type and code of its first packet: the stored connection's, or for a new
+    /// uncommitted packet its own; `None` for an invalid packet.
+    pub orig: Option<(Tuple, (u8, u8))>,
     pub conn: Option<ConnId>,
     pub rewrite: Option<Rewrite>,
     pub drop: Option<CtDrop>,
@@ -430,10 +437,13 @@ impl Conntrack {
         if reply {
             c.seen_reply = true;
         }
-        if act.commit
-            && let Some((value, mask)) = act.mark
-        {
-            c.mark = (c.mark & !mask) | (value & mask);
+        if act.commit {
+            if let Some((value, mask)) = act.mark {
+                c.mark = (c.mark & !mask) | (value & mask);
+            }
+            if let Some((value, mask)) = act.label {
+                c.label = (c.label & !mask) | (value & mask);
+            }
         }
         let class = class_of(c);
         let timeout = self.timeouts_ns[class as usize];
@@ -463,6 +473,8 @@ impl Conntrack {
         Some(CtResult {
             ct_state: state,
             ct_mark: c.mark,
+            ct_label: c.label,
+            orig: Some((c.orig, c.icmp_type_code)),
             ct_zone: act.zone,
             conn: Some(ConnId {
                 index: idx,
@@ -504,6 +516,7 @@ impl Conntrack {
         let mut res = CtResult {
             ct_state: CT_TRK | CT_NEW,
             ct_zone: act.zone,
+            orig: Some((tuple, if tuple.is_icmp() { icmp } else { (0, 0) })),
             ..CtResult::default()
         };
         if !act.commit {
@@ -577,6 +590,9 @@ impl Conntrack {
         if let Some((value, mask)) = act.mark {
             conn.mark = value & mask;
         }
+        if let Some((value, mask)) = act.label {
+            conn.label = value & mask;
+        }
         conn.class = class_of(&conn);
         let expires = now.saturating_add(self.timeouts_ns[conn.class as usize]);
         let idx = self.slab.insert(conn, expires);
@@ -605,6 +621,7 @@ impl Conntrack {
 
         let c = self.slab.get(idx);
         res.ct_mark = c.mark;
+        res.ct_label = c.label;
         res.conn = Some(ConnId {
             index: idx,
             generation: c.generation,
@@ -669,6 +686,8 @@ impl Conntrack {
         CtResult {
             ct_state: state,
             ct_mark: c.mark,
+            ct_label: c.label,
+            orig: Some((c.orig, c.icmp_type_code)),
             ct_zone: act.zone,
             conn: Some(ConnId {
                 index: idx,
@@ -808,6 +827,7 @@ impl Conntrack {
             reply: c.reply,
             zone: c.orig.zone,
             mark: c.mark,
+            label: c.label,
             nat: c.nat,
             tcp_state: match c.proto {
                 ProtoState::Tcp(t) => Some(t.display_state()),

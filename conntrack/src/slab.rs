@@ -29,6 +29,8 @@ pub(crate) struct Conn {
     /// The reply-direction key: the first packet after NAT, reversed.
     pub reply: Tuple,
     pub mark: u32,
+    /// `ct_label`.
+    pub label: u128,
     /// `NAT_SRC` / `NAT_DST`.
     pub nat: u8,
     pub seen_reply: bool,
@@ -50,6 +52,7 @@ impl Conn {
             orig,
             reply,
             mark: 0,
+            label: 0,
             nat: 0,
             seen_reply: false,
             proto,

@@ -61,7 +61,19 @@ pub struct FlowKey {
     pub ct_mark: u32,
     pub ct_zone: u16,
     pub ct_state: u8,
-    pub _pad0: u8,
+    /// The connection's original-direction tuple (`ct_nw_proto`, `ct_nw_src`/`ct_nw_dst` or
+    /// `ct_ipv6_src`/`ct_ipv6_dst`, `ct_tp_src`/`ct_tp_dst`: ICMP type and code for ICMP), set
+    /// by the conntrack stage for a tracked packet that is not invalid, zero otherwise.
+    pub ct_nw_proto: u8,
+    pub ct_nw_src: u32,
+    pub ct_nw_dst: u32,
+    pub ct_tp_src: u16,
+    pub ct_tp_dst: u16,
+    pub _pad0: u32,
+    /// The connection's 128-bit label (`ct_label`), as big-endian bytes.
+    pub ct_label: [u8; 16],
+    pub ct_ipv6_src: [u8; 16],
+    pub ct_ipv6_dst: [u8; 16],
     // --- L2 ---
     pub eth_dst: [u8; 6],
     pub eth_src: [u8; 6],
@@ -103,7 +115,7 @@ impl PartialEq for FlowKey {
 
 impl Eq for FlowKey {}
 
-/// Hashes the key as its 22 words in one go: much cheaper than a field-by-field derive (tables
+/// Hashes the key as its 30 words in one go: much cheaper than a field-by-field derive (tables
 /// keyed by matches hash two keys per entry).
 impl core::hash::Hash for FlowKey {
     #[inline]
@@ -154,4 +166,4 @@ impl FlowKey {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 176);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 240);

@@ -182,6 +182,17 @@ pub enum Action {
     Controller(Controller),
     /// Nicira `note`: opaque bytes, padded as on the wire.
     Note(Vec<u8>),
+    /// `set_queue:N` (OFPAT_SET_QUEUE): selects the output queue. The switch has no queues
+    /// (as Open vSwitch's userspace datapath on ports without QoS): recorded, no effect on the
+    /// packet.
+    SetQueue(u32),
+    /// `mod_nw_ttl:N` (OFPAT_SET_NW_TTL): the IPv4 TTL / IPv6 hop limit.
+    SetNwTtl(u8),
+    /// `output:FIELD[range]` (NXAST_OUTPUT_REG): output to the port number the bits hold.
+    OutputReg {
+        src: SubField,
+        max_len: u16,
+    },
     /// `conjunction(id, clause/n_clauses)`; `clause` is 1-based as in text.
     Conjunction {
         id: u32,

@@ -36,6 +36,16 @@ pub enum FieldId {
     CtState,
     CtZone,
     CtMark,
+    /// `ct_label`: the connection's 128-bit label.
+    CtLabel,
+    /// The original-direction tuple of the packet's connection (read-only).
+    CtNwSrc,
+    CtNwDst,
+    CtIpv6Src,
+    CtIpv6Dst,
+    CtNwProto,
+    CtTpSrc,
+    CtTpDst,
     EthSrc,
     EthDst,
     EthType,
@@ -100,6 +110,13 @@ pub enum Prereq {
     L4,
     Icmp,
     Icmpv6,
+    /// A valid conntrack entry: `ct_state` matches one of `+new`, `+est`, `+rel`, `+rpl`,
+    /// `+snat`, `+dnat`, or `+trk-inv` (Open vSwitch's `MFP_CT_VALID`).
+    Ct,
+    /// [`Prereq::Ct`] and IPv4.
+    CtIpv4,
+    /// [`Prereq::Ct`] and IPv6.
+    CtIpv6,
 }
 
 impl Prereq {
@@ -118,8 +135,20 @@ impl Prereq {
             Prereq::L4 => "tcp, udp or sctp (or their v6 forms)",
             Prereq::Icmp => "icmp",
             Prereq::Icmpv6 => "icmp6",
+            Prereq::Ct => "ct_state=+trk-inv (or +new, +est, +rel, +rpl, +snat, +dnat)",
+            Prereq::CtIpv4 => "ct_state=+trk-inv (or +new, +est, ...) and ip",
+            Prereq::CtIpv6 => "ct_state=+trk-inv (or +new, +est, ...) and ipv6",
         }
     }
+}
+
+/// Whether a `ct_state` value/mask pins down a valid conntrack entry (Open vSwitch's
+/// `is_ct_valid`): one of `+new +est +rel +rpl +snat +dnat` required, or `+trk-inv`.
+pub fn ct_state_valid(value: u8, mask: u8) -> bool {
+    use encap::flowkey::{CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK};
+    let v = value & mask;
+    v & (CT_NEW | CT_EST | CT_REL | CT_RPL | CT_SNAT | CT_DNAT) != 0
+        || (v & CT_TRK != 0 && mask & CT_INV != 0 && v & CT_INV == 0)
 }
 
 /// How a field's value is written in ovs-ofctl text.
@@ -508,6 +537,121 @@ pub static FIELDS: &[FieldInfo] = &[
         Hex,
         ct_mark,
         u32
+    ),
+    FieldInfo {
+        id: FieldId::CtLabel,
+        name: "ct_label",
+        aliases: &[],
+        nxm_name: "NXM_NX_CT_LABEL",
+        oxm: None,
+        nxm: w(NXM_CLASS_NX, 108, 16),
+        bits: 128,
+        maskable: true,
+        prereq: Prereq::None,
+        format: Format::Hex,
+        codec: Codec::PLAIN,
+        get: |k| v6_get(&k.ct_label),
+        set: |k, v| v6_set(&mut k.ct_label, v),
+    },
+    row!(
+        CtNwSrc,
+        "ct_nw_src",
+        [],
+        "NXM_NX_CT_NW_SRC",
+        None,
+        w(NXM_CLASS_NX, 120, 4),
+        32,
+        true,
+        CtIpv4,
+        Ipv4,
+        ct_nw_src,
+        u32
+    ),
+    row!(
+        CtNwDst,
+        "ct_nw_dst",
+        [],
+        "NXM_NX_CT_NW_DST",
+        None,
+        w(NXM_CLASS_NX, 121, 4),
+        32,
+        true,
+        CtIpv4,
+        Ipv4,
+        ct_nw_dst,
+        u32
+    ),
+    FieldInfo {
+        id: FieldId::CtIpv6Src,
+        name: "ct_ipv6_src",
+        aliases: &[],
+        nxm_name: "NXM_NX_CT_IPV6_SRC",
+        oxm: None,
+        nxm: w(NXM_CLASS_NX, 122, 16),
+        bits: 128,
+        maskable: true,
+        prereq: Prereq::CtIpv6,
+        format: Format::Ipv6,
+        codec: Codec::PLAIN,
+        get: |k| v6_get(&k.ct_ipv6_src),
+        set: |k, v| v6_set(&mut k.ct_ipv6_src, v),
+    },
+    FieldInfo {
+        id: FieldId::CtIpv6Dst,
+        name: "ct_ipv6_dst",
+        aliases: &[],
+        nxm_name: "NXM_NX_CT_IPV6_DST",
+        oxm: None,
+        nxm: w(NXM_CLASS_NX, 123, 16),
+        bits: 128,
+        maskable: true,
+        prereq: Prereq::CtIpv6,
+        format: Format::Ipv6,
+        codec: Codec::PLAIN,
+        get: |k| v6_get(&k.ct_ipv6_dst),
+        set: |k, v| v6_set(&mut k.ct_ipv6_dst, v),
+    },
+    row!(
+        CtNwProto,
+        "ct_nw_proto",
+        [],
+        "NXM_NX_CT_NW_PROTO",
+        None,
+        w(NXM_CLASS_NX, 119, 1),
+        8,
+        false,
+        Ct,
+        Decimal,
+        ct_nw_proto,
+        u8
+    ),
+    row!(
+        CtTpSrc,
+        "ct_tp_src",
+        [],
+        "NXM_NX_CT_TP_SRC",
+        None,
+        w(NXM_CLASS_NX, 124, 2),
+        16,
+        true,
+        Ct,
+        Decimal,
+        ct_tp_src,
+        u16
+    ),
+    row!(
+        CtTpDst,
+        "ct_tp_dst",
+        [],
+        "NXM_NX_CT_TP_DST",
+        None,
+        w(NXM_CLASS_NX, 125, 2),
+        16,
+        true,
+        Ct,
+        Decimal,
+        ct_tp_dst,
+        u16
     ),
     FieldInfo {
         id: FieldId::EthSrc,

@@ -139,6 +139,14 @@ impl Match {
             Prereq::L4 => ip && matches!(proto, Some(IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)),
             Prereq::Icmp => ip4 && proto == Some(IPPROTO_ICMP),
             Prereq::Icmpv6 => ip6 && proto == Some(IPPROTO_ICMPV6),
+            Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6 => {
+                crate::fields::ct_state_valid(self.value.ct_state, self.mask.ct_state)
+                    && match p {
+                        Prereq::CtIpv4 => ip4,
+                        Prereq::CtIpv6 => ip6,
+                        _ => true,
+                    }
+            }
         }
     }
 

@@ -77,6 +77,10 @@ pub enum TableError {
     /// `OFPBAC_BAD_SET_ARGUMENT`: a write to a read-only field.
     #[error("OFPBAC_BAD_SET_ARGUMENT: destination field {0} is not writable")]
     ReadOnlyField(&'static str),
+    /// `OFPBAC_BAD_ARGUMENT`: `ct(exec(..))` may only set `ct_mark` and `ct_label`, and those
+    /// two may only be set there (`cannot set CT fields outside of ct action`).
+    #[error("OFPBAC_BAD_ARGUMENT: {0}")]
+    BadCtNesting(String),
 }
 
 /// `OFPET_EXPERIMENTER`: the type of Nicira-extension errors (experimenter 0x2320).
@@ -103,14 +107,31 @@ impl TableError {
             TableError::BadConjunction => (OFPET_EXPERIMENTER, 15),
             TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
             TableError::UnsupportedAlg(_) => (OFPET_BAD_ACTION, 5),
+            TableError::BadCtNesting(_) => (OFPET_BAD_ACTION, 5),
         }
     }
 }
 
-/// Fields a flow may match on but never write (OVS: `Access: read-only`).
-fn check_writable(field: FieldId) -> Result<(), TableError> {
+/// Fields a flow may match on but never write (OVS: `Access: read-only`); `ct_label` is
+/// written only inside `ct(commit,exec(..))`.
+fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
     match field {
-        FieldId::ConjId => Err(TableError::ReadOnlyField(field.info().name)),
+        FieldId::ConjId
+        | FieldId::CtNwSrc
+        | FieldId::CtNwDst
+        | FieldId::CtIpv6Src
+        | FieldId::CtIpv6Dst
+        | FieldId::CtNwProto
+        | FieldId::CtTpSrc
+        | FieldId::CtTpDst => Err(TableError::ReadOnlyField(field.info().name)),
+        FieldId::CtLabel if !in_ct => Err(TableError::BadCtNesting(
+            "cannot set CT fields outside of ct action".into(),
+        )),
+        FieldId::CtMark | FieldId::CtLabel => Ok(()),
+        _ if in_ct => Err(TableError::BadCtNesting(format!(
+            "ct action doesn't support nested modification of {}",
+            field.info().name
+        ))),
         _ => Ok(()),
     }
 }
@@ -495,11 +516,22 @@ impl Pipeline {
                     if let Some(port) = ct.alg {
                         return Err(TableError::UnsupportedAlg(port));
                     }
-                    self.check_actions(ct.exec.iter())?
+                    for a in &ct.exec {
+                        match a {
+                            Action::SetField { field, .. } => check_writable(*field, true)?,
+                            Action::RegLoad { dst, .. } => check_writable(dst.field, true)?,
+                            other => {
+                                return Err(TableError::BadCtNesting(format!(
+                                    "ct action doesn't support nested action {}",
+                                    crate::text::print_actions(std::slice::from_ref(other))
+                                )));
+                            }
+                        }
+                    }
                 }
-                Action::SetField { field, .. } => check_writable(*field)?,
+                Action::SetField { field, .. } => check_writable(*field, false)?,
                 Action::RegLoad { dst, .. } | Action::Move { dst, .. } => {
-                    check_writable(dst.field)?
+                    check_writable(dst.field, false)?
                 }
                 _ => {}
             }

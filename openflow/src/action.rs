@@ -39,6 +39,7 @@ pub mod nx_subtype {
     pub const REG_LOAD: u16 = 7;
     pub const NOTE: u16 = 8;
     pub const BUNDLE: u16 = 12;
+    pub const OUTPUT_REG: u16 = 15;
     pub const RESUBMIT_TABLE: u16 = 14;
     pub const LEARN: u16 = 16;
     pub const DEC_TTL: u16 = 18;
@@ -143,6 +144,17 @@ pub enum Action {
     },
     /// NXAST_LEARN.
     Learn(Learn),
+    /// OFPAT_SET_QUEUE.
+    SetQueue(u32),
+    /// OFPAT_SET_NW_TTL (`mod_nw_ttl`).
+    SetNwTtl(u8),
+    /// NXAST_OUTPUT_REG: output to the port number in `src[ofs..ofs+n_bits]`.
+    OutputReg {
+        src: OxmHeader,
+        ofs: u16,
+        n_bits: u16,
+        max_len: u16,
+    },
 }
 
 /// `learn(...)`: a flow template installed when the action runs.
@@ -334,6 +346,14 @@ fn decode_action(r: &mut Reader<'_>, in_ct: bool) -> Result<Action, OfError> {
             Action::DecNwTtl
         }
         t::SET_FIELD => Action::SetField(decode_set_field(body, false)?),
+        t::SET_QUEUE => {
+            fixed(8)?;
+            Action::SetQueue(b.u32("set_queue queue id")?)
+        }
+        t::SET_NW_TTL => {
+            fixed(8)?;
+            Action::SetNwTtl(b.u8("set_nw_ttl ttl")?)
+        }
         t::EXPERIMENTER => decode_nx(&mut b, len, in_ct)?,
         t::COPY_TTL_OUT
         | t::COPY_TTL_IN
@@ -341,8 +361,6 @@ fn decode_action(r: &mut Reader<'_>, in_ct: bool) -> Result<Action, OfError> {
         | t::DEC_MPLS_TTL
         | t::PUSH_MPLS
         | t::POP_MPLS
-        | t::SET_QUEUE
-        | t::SET_NW_TTL
         | t::PUSH_PBB
         | t::POP_PBB => {
             return err(
@@ -475,6 +493,31 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
             }
         }
         s::REG_LOAD2 => Action::RegLoad2(decode_set_field(b.rest(), true)?),
+        s::OUTPUT_REG => {
+            fixed(24)?;
+            let ofs_nbits = b.u16("output_reg ofs_nbits")?;
+            let src = field_header(b.u32("output_reg src")?, "output_reg")?;
+            let max_len = b.u16("output_reg max_len")?;
+            if b.take_rest().iter().any(|&x| x != 0) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "output_reg: non-zero padding",
+                );
+            }
+            let (ofs, n_bits) = (ofs_nbits >> 6, (ofs_nbits & 0x3f) + 1);
+            if u32::from(ofs) + u32::from(n_bits) > field_bits(src) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "output_reg: bit range outside the field",
+                );
+            }
+            Action::OutputReg {
+                src,
+                ofs,
+                n_bits,
+                max_len,
+            }
+        }
         s::REG_MOVE => {
             fixed(24)?;
             let n_bits = b.u16("reg_move n_bits")?;
@@ -859,6 +902,27 @@ impl Action {
             Action::DecNwTtl => {
                 start = std_start(out, t::DEC_NW_TTL);
                 out.put_zeros(4);
+            }
+            Action::SetQueue(q) => {
+                start = std_start(out, t::SET_QUEUE);
+                out.put_u32(*q);
+            }
+            Action::SetNwTtl(ttl) => {
+                start = std_start(out, t::SET_NW_TTL);
+                out.put_u8(*ttl);
+                out.put_zeros(3);
+            }
+            Action::OutputReg {
+                src,
+                ofs,
+                n_bits,
+                max_len,
+            } => {
+                start = nx_start(out, s::OUTPUT_REG);
+                out.put_u16((ofs << 6) | (n_bits.saturating_sub(1) & 0x3f));
+                out.put_u32(src.0);
+                out.put_u16(*max_len);
+                out.put_zeros(6);
             }
             Action::Resubmit { in_port, table } => {
                 start = nx_start(

@@ -152,6 +152,17 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             clause: clause + 1,
             n_clauses: *n_clauses,
         },
+        WAction::SetQueue(q) => T::SetQueue(*q),
+        WAction::SetNwTtl(t) => T::SetNwTtl(*t),
+        WAction::OutputReg {
+            src,
+            ofs,
+            n_bits,
+            max_len,
+        } => T::OutputReg {
+            src: subfield(*src, *ofs, *n_bits)?,
+            max_len: *max_len,
+        },
         WAction::Learn(_) => {
             return Err(bad(
                 ErrorCode::BadActionBadExpType,
@@ -305,6 +316,14 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             meter_id: None,
         }),
         T::Note(b) => WAction::Note(b.clone()),
+        T::SetQueue(q) => WAction::SetQueue(*q),
+        T::SetNwTtl(t) => WAction::SetNwTtl(*t),
+        T::OutputReg { src, max_len } => WAction::OutputReg {
+            src: subfield_header(src.field)?,
+            ofs: u16::from(src.ofs),
+            n_bits: u16::from(src.n_bits),
+            max_len: *max_len,
+        },
         T::Conjunction {
             id,
             clause,

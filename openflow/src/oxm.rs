@@ -325,6 +325,15 @@ impl Match {
             Prereq::L4 => ip && matches!(proto, Some(6 | 17 | 132)),
             Prereq::Icmp => ip4 && proto == Some(1),
             Prereq::Icmpv6 => ip6 && proto == Some(58),
+            Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6 => {
+                self.get(FieldId::CtState).is_some_and(|t| {
+                    flowtable::fields::ct_state_valid(t.value as u8, t.effective_mask() as u8)
+                }) && match p {
+                    Prereq::CtIpv4 => ip4,
+                    Prereq::CtIpv6 => ip6,
+                    _ => true,
+                }
+            }
         }
     }
 
@@ -437,6 +446,18 @@ impl Match {
         put(CtState);
         put(CtZone);
         put(CtMark);
+        put(CtLabel);
+        put(CtNwSrc);
+        put(CtNwDst);
+        put(CtIpv6Src);
+        put(CtIpv6Dst);
+        // As ovs-ofctl: ct_nw_proto and the original-tuple ports travel only with a non-zero
+        // ct_nw_proto.
+        if value.ct_nw_proto & mask.ct_nw_proto != 0 {
+            put(CtNwProto);
+            put(CtTpSrc);
+            put(CtTpDst);
+        }
         put(Metadata);
         out
     }

@@ -182,6 +182,9 @@ pub struct ConnView {
     pub reply: TupleView,
     pub zone: u16,
     pub mark: u32,
+    /// `ct_label` in hex (`0x..`), absent when zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     pub src_nat: bool,
     pub dst_nat: bool,
     /// TCP state as OVS prints it; absent for other protocols.
@@ -211,6 +214,7 @@ impl ConnView {
             reply: tuple(&e.reply),
             zone: e.zone,
             mark: e.mark,
+            label: (e.label != 0).then(|| format!("{:#x}", e.label)),
             src_nat: e.nat & conntrack::nat::NAT_SRC != 0,
             dst_nat: e.nat & conntrack::nat::NAT_DST != 0,
             tcp_state: e.tcp_state.map(|s| s.name().to_string()),

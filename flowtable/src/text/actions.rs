@@ -19,11 +19,9 @@ const UNSUPPORTED: &[&str] = &[
     "learn",
     "bundle",
     "enqueue",
-    "set_queue",
     "pop_queue",
     "multipath",
     "bundle_load",
-    "output_reg",
     "fin_timeout",
     "sample",
     "clone",
@@ -67,6 +65,7 @@ const KNOWN: &[&str] = &[
     "mod_nw_dst",
     "mod_nw_tos",
     "mod_nw_ttl",
+    "set_queue",
     "mod_tp_src",
     "mod_tp_dst",
     "mod_vlan_vid",
@@ -215,6 +214,13 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
         return Ok(());
     }
     let action = match lname.as_str() {
+        "output" if arg_of(tok, "output")?.contains('[') => {
+            let src = parse_subfield(arg_of(tok, "output")?, "output", tok)?;
+            Action::OutputReg {
+                src,
+                max_len: u16::MAX,
+            }
+        }
         "output" => {
             let arg = arg_of(tok, "output")?;
             let port = parse_port(arg)
@@ -245,7 +251,12 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
             }
             set_field(FieldId::IpDscp, tos >> 2)
         }
-        "mod_nw_ttl" => set_field(FieldId::NwTtl, value_arg(tok, name, FieldId::NwTtl)?),
+        "mod_nw_ttl" => Action::SetNwTtl(value_arg(tok, name, FieldId::NwTtl)? as u8),
+        "set_queue" => {
+            let q = parse_uint_bits(arg_of(tok, name)?, 32)
+                .ok_or_else(|| bad(name, tok, "expected a queue id"))?;
+            Action::SetQueue(q as u32)
+        }
         "mod_tp_src" | "mod_tp_dst" => {
             let src = lname == "mod_tp_src";
             let f = match (m.nw_proto(), src) {

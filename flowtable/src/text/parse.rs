@@ -126,6 +126,14 @@ pub fn parse_flow_mod(s: &str, command: FlowModCommand) -> Result<FlowMod, Parse
         set_match_field(&mut fm.match_, field, val)?;
     }
     fm.match_.check_prereqs()?;
+    // ovs-ofctl sends ct_nw_proto and the original-tuple ports only with a non-zero
+    // ct_nw_proto.
+    if fm.match_.value.ct_nw_proto & fm.match_.mask.ct_nw_proto == 0 {
+        for f in [FieldId::CtNwProto, FieldId::CtTpSrc, FieldId::CtTpDst] {
+            (f.info().set)(&mut fm.match_.value, 0);
+            (f.info().set)(&mut fm.match_.mask, 0);
+        }
+    }
     if is_add && fm.cookie_mask != 0 {
         return Err(ParseError::NotAllowed(
             "cookie mask (only mod-flows/del-flows filter by cookie)".into(),

@@ -219,6 +219,23 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
     );
     let (v, mk) = g(FieldId::CtMark);
     c_hex_masked(&mut o, "ct_mark", v, mk, 0xffff_ffff);
+    let (v, mk) = g(FieldId::CtLabel);
+    c_hex_masked(&mut o, "ct_label", v, mk, u128::MAX);
+    let (v, mk) = g(FieldId::CtNwSrc);
+    ip_masked(&mut o, "ct_nw_src", v, mk);
+    let (v, mk) = g(FieldId::CtIpv6Src);
+    ipv6_masked(&mut o, "ct_ipv6_src", v, mk);
+    let (v, mk) = g(FieldId::CtNwDst);
+    ip_masked(&mut o, "ct_nw_dst", v, mk);
+    let (v, mk) = g(FieldId::CtIpv6Dst);
+    ipv6_masked(&mut o, "ct_ipv6_dst", v, mk);
+    if m.has(FieldId::CtNwProto) {
+        o.push(format!("ct_nw_proto={}", m.value.ct_nw_proto));
+    }
+    let (v, mk) = g(FieldId::CtTpSrc);
+    be16_masked(&mut o, "ct_tp_src", v, mk, 0xffff);
+    let (v, mk) = g(FieldId::CtTpDst);
+    be16_masked(&mut o, "ct_tp_dst", v, mk, 0xffff);
 
     let eth_type = m.eth_type();
     let proto = m.nw_proto();
@@ -469,6 +486,9 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
         Action::PushVlan(t) => format!("push_vlan:0x{t:x}"),
         Action::PopVlan => "pop_vlan".into(),
         Action::DecTtl => "dec_ttl".into(),
+        Action::SetQueue(q) => format!("set_queue:{q}"),
+        Action::SetNwTtl(t) => format!("mod_nw_ttl:{t}"),
+        Action::OutputReg { src, .. } => format!("output:{}", subfield_text(src)),
         Action::Resubmit { in_port, table } => match (in_port, table) {
             (Some(p), None) => format!("resubmit:{}", opts.port(*p)),
             (p, t) => format!(

@@ -21,6 +21,8 @@ pub struct CtAction {
     pub nat: Option<conntrack::NatSpec>,
     /// `exec(set_field:V/M->ct_mark)`.
     pub mark: Option<(u32, u32)>,
+    /// `exec(set_field:V/M->ct_label)`.
+    pub label: Option<(u128, u128)>,
     /// `table=T`: recirculate into table T with ct fields filled in.
     pub recirc_table: Option<u8>,
 }

@@ -33,6 +33,7 @@ pub fn run(
             commit: act.commit,
             nat: act.nat.as_ref(),
             mark: act.mark,
+            label: act.label,
             force: act.force,
         },
         now,
@@ -52,6 +53,7 @@ pub fn run(
     next.ct_state = res.ct_state;
     next.ct_mark = res.ct_mark;
     next.ct_zone = res.ct_zone;
+    set_orig_tuple(&mut next, res.ct_label, res.orig);
     if let Some(rw) = res.rewrite {
         let mode = if pkt.meta.csum_not_ready {
             L4Checksum::Partial
@@ -94,6 +96,45 @@ pub fn run(
         }
     }
     Ok(Some(next))
+}
+
+/// Writes `ct_label` and the original-direction tuple fields (`ct_nw_src` ... `ct_tp_dst`) as
+/// Open vSwitch does: ICMP carries its type and code in the port fields; no connection, all
+/// zero.
+pub fn set_orig_tuple(
+    k: &mut FlowKey,
+    label: u128,
+    orig: Option<(conntrack::tuple::Tuple, (u8, u8))>,
+) {
+    k.ct_label = label.to_be_bytes();
+    k.ct_nw_src = 0;
+    k.ct_nw_dst = 0;
+    k.ct_ipv6_src = [0; 16];
+    k.ct_ipv6_dst = [0; 16];
+    k.ct_nw_proto = 0;
+    k.ct_tp_src = 0;
+    k.ct_tp_dst = 0;
+    let Some((t, (icmp_type, icmp_code))) = orig else {
+        return;
+    };
+    match t.family {
+        conntrack::tuple::Family::V4 => {
+            k.ct_nw_src = v4(t.src);
+            k.ct_nw_dst = v4(t.dst);
+        }
+        conntrack::tuple::Family::V6 => {
+            k.ct_ipv6_src = t.src.0;
+            k.ct_ipv6_dst = t.dst.0;
+        }
+    }
+    k.ct_nw_proto = t.proto;
+    if t.is_icmp() {
+        k.ct_tp_src = icmp_type.into();
+        k.ct_tp_dst = icmp_code.into();
+    } else {
+        k.ct_tp_src = t.sport;
+        k.ct_tp_dst = t.dport;
+    }
 }
 
 fn v4(a: Addr) -> u32 {

@@ -275,6 +275,27 @@ impl<'a> Xlate<'a> {
     fn action(&mut self, a: &Action) {
         match a {
             Action::Output { port, max_len } => self.output(*port, *max_len),
+            Action::OutputReg { src, max_len } => {
+                // As Open vSwitch: a value above 16 bits names no port; 0xff00.. are the
+                // OpenFlow 1.0 reserved ports.
+                let v = self.read_subfield(src);
+                if let Ok(p) = u16::try_from(v) {
+                    let port = if p >= 0xff00 {
+                        u32::from(p) | 0xffff_0000
+                    } else {
+                        u32::from(p)
+                    };
+                    self.output(OfPort(port), *max_len);
+                }
+            }
+            // No queues: the queue id would pick a queue on output; the packet is unchanged.
+            Action::SetQueue(_) => {}
+            Action::SetNwTtl(ttl) => {
+                self.wc.eth_type = u16::MAX;
+                if matches!(self.key.eth_type, 0x0800 | 0x86dd) {
+                    self.set_field(FieldId::NwTtl, u128::from(*ttl), 0xff);
+                }
+            }
             Action::SetField { field, value, mask } => self.set_field(*field, *value, *mask),
             Action::RegLoad { dst, value } => {
                 self.set_field(dst.field, value << dst.ofs, dst.mask());
@@ -322,6 +343,7 @@ impl<'a> Xlate<'a> {
                 self.key.ct_state = 0;
                 self.key.ct_zone = 0;
                 self.key.ct_mark = 0;
+                super::ct::set_orig_tuple(&mut self.key, 0, None);
             }
             Action::Controller(c) => self.out.push(DpAction::Controller {
                 max_len: c.max_len,
@@ -693,17 +715,23 @@ impl<'a> Xlate<'a> {
             Some(CtZone::Imm(z)) => z,
             Some(CtZone::Field(sf)) => self.read_subfield(&sf) as u16,
         };
-        let mut mark = None;
+        // exec(...) writes, in order: set_field (maybe masked) and load of ct_mark/ct_label.
+        let (mut mark, mut label) = (None::<(u128, u128)>, None::<(u128, u128)>);
         for a in &ct.exec {
-            if let Action::SetField {
-                field: FieldId::CtMark,
-                value,
-                mask,
-            } = a
-            {
-                mark = Some((*value as u32, *mask as u32));
-            }
+            let (field, value, mask) = match a {
+                Action::SetField { field, value, mask } => (*field, *value, *mask),
+                Action::RegLoad { dst, value } => (dst.field, value << dst.ofs, dst.mask()),
+                _ => continue,
+            };
+            let slot = match field {
+                FieldId::CtMark => &mut mark,
+                FieldId::CtLabel => &mut label,
+                _ => continue,
+            };
+            let (v, m) = slot.unwrap_or((0, 0));
+            *slot = Some(((v & !mask) | (value & mask), m | mask));
         }
+        let mark = mark.map(|(v, m)| (v as u32, m as u32));
         let nat = match ct.nat.as_ref().map(nat_spec) {
             Some(Ok(n)) => Some(n),
             Some(Err(e)) => {
@@ -730,6 +758,7 @@ impl<'a> Xlate<'a> {
             force: ct.force,
             nat,
             mark,
+            label,
             recirc_table: ct.table,
         }));
         if ct.table.is_some() {
