@@ -7,7 +7,9 @@
 # a NodePort and a LoadBalancer IP (backends on both nodes) and masquerades pods' egress to it.
 # Then a second, small cluster in route mode on a VPC (two subnets behind a router, nodes
 # reaching each other through it, a VPC host reaching pods directly, pods keeping their address
-# towards the VPC). Real traffic for each scenario, a pass/fail table, teardown.
+# towards the VPC). Then a third in mode eni (Cloud Native Network 2.0): pods as sub-ENIs (a
+# VLAN each on the nodes' trunk uplinks), a VPC router, security groups, an EIP. Real traffic
+# for each scenario, a pass/fail table, teardown.
 #
 #   scripts/demo.sh            # as root: installs missing packages, builds, runs, tears down
 #   KEEP=1 scripts/demo.sh     # leave the cluster up to explore (scripts/demo.sh --down removes it)
@@ -17,8 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-NS_NODES=(dm-node1 dm-node2 dm-public dm-vrouter dm-vnode1 dm-vnode3 dm-vhost)
-NS_PODS=(dm-client dm-web1 dm-web2 dm-web3 dm-vpod1 dm-vpod3)
+NS_NODES=(dm-node1 dm-node2 dm-public dm-vrouter dm-vnode1 dm-vnode3 dm-vhost dm-erouter dm-enode1 dm-enode2)
+NS_PODS=(dm-client dm-web1 dm-web2 dm-web3 dm-vpod1 dm-vpod3 dm-epod1 dm-epod2 dm-epod3)
 RUN=/tmp/vswitch-demo
 GW_MAC=0a:58:0c:00:00:fe
 VIP=10.247.0.10
@@ -390,6 +392,136 @@ seen_check() { # label, client ns, address, the peer address the server must see
 seen_check "route: VPC host -> pod, pod sees the host" dm-vhost 172.20.3.11 192.168.10.50
 seen_check "route: pod -> VPC host keeps the pod IP" dm-vpod1 192.168.10.50 172.20.1.11
 seen_check "route: pod -> pod across subnets (TCP)" dm-vpod1 172.20.3.11 172.20.1.11
+
+step "Mode eni (Cloud Native Network 2.0): pods as sub-ENIs, security groups, an EIP"
+# Two nodes whose uplinks are trunks on one plain bridge (in dm-erouter; this kind of kernel
+# may lack 802.1Q devices and VLAN filtering, so the VPC's side of the sub-ENIs is a second
+# vswitchd in the router namespace popping each VLAN onto a TAP the router's kernel routes
+# on). Pods take addresses of the VPC subnet 192.168.70.0/24 (gateway .1, answered by the
+# router, not the switch): epod1 on enode1 (VLAN 11, group web, EIP 100.100.0.11), epod2 on
+# enode2 (VLAN 21, group web), epod3 on enode2 (VLAN 22, group locked: no ingress rule).
+ER=dm-erouter
+EGW_MAC=02:00:c0:a8:46:01
+ip netns exec $ER sysctl -qw net.ipv4.ip_forward=1
+for k in all default; do ip netns exec $ER sysctl -qw net.ipv4.conf.$k.rp_filter=0; done
+ip -n $ER link add brt type bridge; ip -n $ER link set brt up
+ip -n $ER link add tr0 type veth peer name tr0b
+ip -n $ER link set tr0b master brt up
+ip -n $ER link set tr0 address 02:00:c0:a8:1e:01 up
+ip -n $ER addr add 192.168.30.1/24 dev tr0
+ip -n $ER addr add 203.0.113.20/32 dev lo   # a public host, on the router itself
+for n in 1 2; do
+    ip link add "t-enode$n" netns $ER type veth peer name eth1 netns "dm-enode$n"
+    ip -n $ER link set "t-enode$n" master brt up
+    ip -n "dm-enode$n" addr add "192.168.30.1$n/24" dev eth1; ip -n "dm-enode$n" link set eth1 up
+    ip -n "dm-enode$n" route add default via 192.168.30.1
+done
+mkdir -p "$RUN/etrunk"
+ip netns exec $ER "$D" --rundir "$RUN/etrunk" 2>"$RUN/etrunk/vswitchd.log" &
+for _ in $(seq 100); do [ -S "$RUN/etrunk/vswitchd.ctl" ] && break; sleep 0.05; done
+T() { "$C" --rundir "$RUN/etrunk" "$@" >/dev/null; }
+T add-br trunk
+T add-port trunk tr0 type=afpacket ofport=1000
+T add-flow trunk "table=0,priority=0,actions=drop"
+sub_eni() { # VLAN, pod address: the router's interface for the sub-ENI
+    T add-port trunk "e$1" type=tap "ofport=$1"
+    T add-flow trunk "table=0,priority=100,in_port=1000,dl_vlan=$1,actions=pop_vlan,output:$1"
+    T add-flow trunk "table=0,priority=100,in_port=$1,actions=mod_vlan_vid:$1,output:1000"
+    ip -n $ER link set "e$1" address $EGW_MAC up
+    ip netns exec $ER sysctl -qw "net.ipv4.conf.e$1.rp_filter=0"
+    ip -n $ER addr add 192.168.70.1/32 dev "e$1"
+    ip -n $ER route add "$2/32" dev "e$1"
+}
+enode_config() { # node number, then its pods as NAME:IP:VLAN:GROUP[:EIP]
+    local n=$1; shift
+    cat <<TOML
+[node]
+name = "enode$n"
+underlay_ip = "192.168.30.1$n"
+underlay_interface = "eth1"
+underlay_gateway = "192.168.30.1"
+pod_cidr = "192.168.70.0/24"
+gateway_ip = "192.168.70.1"
+gateway_mac = "$EGW_MAC"
+mode = "eni"
+
+[egress]
+snat = true
+no_snat_cidrs = ["192.168.0.0/16"]
+
+[[security_groups]]
+name = "web"
+members = ["192.168.70.11", "192.168.70.21"]
+rules = [
+  { direction = "ingress", protocol = "tcp", ports = "8081", remote_group = "web" },
+  { direction = "ingress", protocol = "tcp", ports = "8081", remote_cidr = "203.0.113.0/24" },
+  { direction = "ingress", protocol = "icmp" },
+]
+
+[[security_groups]]
+name = "locked"
+TOML
+    local p name ip vlan group eip
+    for p in "$@"; do
+        IFS=: read -r name ip vlan group eip <<<"$p"
+        printf '\n[[pods]]\nport = "%s"\nip = "%s"\nmac = "0a:58:46:00:00:%02x"\nvlan = %s\nsecurity_groups = ["%s"]\n' \
+            "$name" "$ip" "$vlan" "$vlan" "$group"
+        if [ -n "$eip" ]; then printf 'eip = "%s"\n' "$eip"; fi
+    done
+}
+enode_config 1 epod1:192.168.70.11:11:web:100.100.0.11 >"$RUN/enode1.toml"
+enode_config 2 epod2:192.168.70.21:21:web epod3:192.168.70.22:22:locked >"$RUN/enode2.toml"
+for spec in 1:epod1:192.168.70.11:11 2:epod2:192.168.70.21:21 2:epod3:192.168.70.22:22; do
+    IFS=: read -r n pod ip vlan <<<"$spec"
+    sub_eni "$vlan" "$ip"
+    ip link add "$pod" netns "dm-enode$n" type veth peer name eth0 netns "dm-$pod"
+    ip -n "dm-enode$n" link set "$pod" up
+    ip -n "dm-$pod" link set eth0 address "$(printf '0a:58:46:00:00:%02x' "$vlan")" up
+    ip -n "dm-$pod" addr add "$ip/32" dev eth0
+    ip -n "dm-$pod" route add 192.168.70.1 dev eth0
+    ip -n "dm-$pod" route add default via 192.168.70.1
+done
+ip -n $ER route add 100.100.0.11/32 via 192.168.70.11 dev e11 onlink   # the EIP, onto epod1's sub-ENI
+for n in 1 2; do
+    mkdir -p "$RUN/enode$n"
+    ip netns exec "dm-enode$n" "$D" --rundir "$RUN/enode$n" --config "$RUN/enode$n.toml" \
+        2>"$RUN/enode$n/vswitchd.log" &
+done
+for n in 1 2; do
+    for _ in $(seq 100); do [ -S "$RUN/enode$n/vswitchd.ctl" ] && break; sleep 0.05; done
+    [ -S "$RUN/enode$n/vswitchd.ctl" ] || { cat "$RUN/enode$n/vswitchd.log"; exit 1; }
+done
+for ns in dm-epod1 dm-epod2 dm-epod3 $ER; do
+    ip netns exec "$ns" socat -T 2 TCP-LISTEN:8081,fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR' >/dev/null 2>&1 &
+done
+sleep 0.5
+ip netns exec $ER timeout 5 tcpdump -nn -e -c 1 -i t-enode1 vlan 11 >"$RUN/eni-wire.txt" 2>/dev/null &
+sleep 0.5
+seen_check "eni: pod -> pod on another node (sub-ENIs)" dm-epod1 192.168.70.21 192.168.70.11
+sleep 0.5
+if grep -q "vlan 11" "$RUN/eni-wire.txt"; then
+    record "eni: epod1's frames tagged on the trunk" PASS "vlan 11"
+else
+    record "eni: epod1's frames tagged on the trunk" FAIL "no tag seen"
+fi
+sg_denied() { "$C" --rundir "$RUN/enode$1" dump-drops br-int | awk '$1=="secgroup_denied" {print $2}'; }
+before=$(sg_denied 2)
+seen_check "eni: web refuses epod3 (same node, not web)" dm-epod3 192.168.70.21 ""
+seen_check "eni: web refuses epod3 (other node)" dm-epod3 192.168.70.11 ""
+after=$(sg_denied 2)
+if [ "${after:-0}" -gt "${before:-0}" ]; then
+    record "eni: the refusal is counted (secgroup_denied)" PASS "$before -> $after"
+else
+    record "eni: the refusal is counted (secgroup_denied)" FAIL "$before -> $after"
+fi
+r=$(ip netns exec $ER timeout 3 nc -w 2 -s 203.0.113.20 100.100.0.11 8081 </dev/null 2>/dev/null | head -1 || true)
+if [ "$r" = 203.0.113.20 ]; then
+    record "eni: client -> EIP reaches epod1" PASS "epod1 saw $r"
+else
+    record "eni: client -> EIP reaches epod1" FAIL "epod1 saw '${r:-nothing}'"
+fi
+seen_check "eni: epod1 -> public host leaves as its EIP" dm-epod1 203.0.113.20 100.100.0.11
+seen_check "eni: epod2 (no EIP) -> public, masqueraded" dm-epod2 203.0.113.20 192.168.30.12
 
 step "Results"
 printf "%-46s %-6s %s\n" "scenario" "result" "detail"
