@@ -33,6 +33,7 @@ mod fraghold;
 pub mod lb;
 pub mod nat;
 mod slab;
+pub mod snapshot;
 pub mod tcp;
 pub mod timeouts;
 pub mod tuple;

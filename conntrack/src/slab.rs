@@ -12,7 +12,7 @@ use super::tuple::Tuple;
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// Protocol-specific tracking state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ProtoState {
     Tcp(TcpConn),
     /// UDP and other protocols: whether the initiator has sent more than one packet.

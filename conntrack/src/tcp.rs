@@ -22,7 +22,18 @@ const MAX_ACK_WINDOW: u32 = 65_535 + 1_500;
 const UNKNOWN_WSCALE_SHIFT: u8 = 14;
 
 /// TCP states with the numbering and names of OVS `ct_dpif` (`CT_DPIF_TCPS_*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[repr(u8)]
 pub enum TcpState {
     #[default]
@@ -60,7 +71,7 @@ impl TcpState {
 }
 
 /// What the packet's SYN said about window scaling.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WindowScale {
     /// The caller did not parse TCP options: conntrack assumes the most liberal scale.
     #[default]
@@ -105,7 +116,7 @@ pub enum TcpVerdict {
     Reopen,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Peer {
     state: TcpState,
     /// This side has sent at least one segment we accepted.
@@ -123,7 +134,7 @@ struct Peer {
 }
 
 /// Per-connection TCP tracking state; index 0 is the original direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TcpConn {
     peer: [Peer; 2],
     /// Created from a mid-stream segment (no SYN seen).

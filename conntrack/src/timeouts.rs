@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// The timeout classes, with the names `ovs-appctl dpctl/ct-get-timeouts`-style tools use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum TimeoutClass {
     /// TCP, only the initiator has sent (a SYN).

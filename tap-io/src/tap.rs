@@ -221,6 +221,25 @@ impl TapPort {
         self.fd.as_raw_fd()
     }
 
+    /// Makes the device outlive (`true`) or die with (`false`) its last open descriptor.
+    pub fn set_persist(&self, on: bool) -> Result<(), TapError> {
+        // SAFETY: TUNSETPERSIST takes an integer argument, not a pointer.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETPERSIST,
+                libc::c_ulong::from(on),
+            )
+        };
+        if rc < 0 {
+            return Err(TapError::Persist {
+                name: self.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
     /// Re-reads the MTU from the kernel (after it was changed).
     pub fn refresh_mtu(&mut self) -> Result<usize, TapError> {
         self.mtu = iface::mtu(&self.name)?;
@@ -229,6 +248,17 @@ impl TapPort {
 }
 
 impl_mio_source!(TapPort);
+
+/// Deletes the persistent TAP device `name` of this namespace: attaches to it, clears its
+/// persistence and closes it (no device of that name: nothing changes). The device must have
+/// no other open descriptor.
+pub fn remove_persistent(name: &str) -> Result<(), TapError> {
+    let cfg = TapConfig {
+        bring_up: false,
+        ..TapConfig::new(name)
+    };
+    TapPort::open(&cfg)?.set_persist(false)
+}
 
 impl Port for TapPort {
     fn name(&self) -> &str {

@@ -42,6 +42,8 @@ struct AgentState {
     installed: apply::Installed,
     /// The node file as last applied (without the run-time pods).
     file: Option<Arc<RawConfig>>,
+    /// Its text (what the state file keeps).
+    file_text: Option<Arc<str>>,
     /// Pods added at run time, by name.
     live_pods: BTreeMap<String, RawPod>,
     /// Services set at run time, by name; one named like a Service of the file replaces it.
@@ -86,6 +88,8 @@ impl Agent {
         let (pods, services) = (st.live_pods.clone(), st.live_services.clone());
         let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         st.file = Some(Arc::new(raw));
+        st.file_text = Some(Arc::from(text));
+        switch.mark_changed();
         Ok(out)
     }
 
@@ -117,6 +121,7 @@ impl Agent {
         live.insert(name.to_string(), pod);
         apply_pods(&mut st, switch, &file, &live, Some(name))?;
         st.live_pods = live;
+        switch.mark_changed();
         let ofport = st
             .installed
             .numbering
@@ -151,6 +156,7 @@ impl Agent {
         live.remove(name);
         apply_pods(&mut st, switch, &file, &live, None)?;
         st.live_pods = live;
+        switch.mark_changed();
         Ok(format!("pod {name} removed\n"))
     }
 
@@ -213,6 +219,7 @@ impl Agent {
         }
         .map_err(|e| format!("Service {name}: {e}"))?;
         st.live_services.insert(name, svc);
+        switch.mark_changed();
         Ok(out)
     }
 
@@ -250,6 +257,7 @@ impl Agent {
             }
         };
         st.live_services.remove(name);
+        switch.mark_changed();
         Ok(out)
     }
 
@@ -360,6 +368,55 @@ impl Agent {
                 Err(e) => tracing::warn!("{e}"),
             }
         }
+    }
+
+    /// What the state file keeps of the agent: its inputs and numbering (`None`: no node file
+    /// was ever applied).
+    pub fn saved(&self) -> Option<crate::persist::format::SavedAgent> {
+        let st = self.lock();
+        let text = st.file_text.as_ref()?;
+        let n = &st.installed.numbering;
+        Some(crate::persist::format::SavedAgent {
+            node_file: Some(text.to_string()),
+            pods: st.live_pods.clone(),
+            services: st
+                .live_services
+                .values()
+                .map(|s| RawService::clone(s))
+                .collect(),
+            bridge: st.installed.bridge.clone(),
+            ofports: n.ofports.clone(),
+            groups: n.groups.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        })
+    }
+
+    /// Re-applies what [`saved`](Agent::saved) kept, with the same numbering, so that the
+    /// pipeline it compiles is the one the previous process installed.
+    pub fn restore(
+        &self,
+        switch: &Switch,
+        saved: &crate::persist::format::SavedAgent,
+    ) -> Result<(), String> {
+        let Some(text) = &saved.node_file else {
+            return Ok(());
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
+        let services: BTreeMap<String, Arc<RawService>> = saved
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(s.clone())))
+            .collect();
+        let mut st = self.lock();
+        st.installed.bridge = saved.bridge.clone();
+        st.installed.numbering.ofports = saved.ofports.clone();
+        st.installed.numbering.groups = saved.groups.clone().into_iter().collect();
+        apply_merged(&mut st, switch, &raw, &saved.pods, &services, None)?;
+        st.file = Some(Arc::new(raw));
+        st.file_text = Some(Arc::from(text.as_str()));
+        st.live_pods = saved.pods.clone();
+        st.live_services = services;
+        Ok(())
     }
 
     /// The node's pod network, as JSON, for the CNI plugin.

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::control::Control;
 use crate::datapath;
 use crate::ofserver::Registry;
+use crate::persist;
 use crate::switch::Switch;
 
 pub struct Options {
@@ -27,6 +28,10 @@ pub struct Options {
     pub limits: crate::ctlserver::Limits,
     /// Where `/metrics` and `/healthz` are served over HTTP (off when `None`).
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The state file (default `<rundir>/vswitchd.db`).
+    pub db: Option<PathBuf>,
+    /// Start empty: ignore (and replace) the saved state and any handover.
+    pub fresh: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,12 @@ pub enum DaemonError {
     Config(PathBuf, String),
     #[error("cannot serve metrics on {0}: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
+    #[error("state file refused: {0}")]
+    State(String),
+    #[error(
+        "cannot restore the saved state from {0}: {1} (nothing was kept; fix the cause, or start with --fresh to discard the saved state)"
+    )]
+    Restore(PathBuf, String),
 }
 
 pub fn run(opts: Options) -> Result<(), DaemonError> {
@@ -64,6 +75,29 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::Pidfile(p.clone(), e))?;
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+    let db = opts
+        .db
+        .clone()
+        .unwrap_or_else(|| crate::rundir::state_file(&opts.rundir));
+    let handover_path = crate::rundir::handover_file(&opts.rundir);
+    // Read and checked whole before anything is built: a refused file changes nothing.
+    let saved = if opts.fresh {
+        None
+    } else {
+        match persist::StateFile::load(&db) {
+            Ok(s) => s,
+            Err(e) => {
+                remove_files(&sock, opts.pidfile.as_deref());
+                return Err(DaemonError::State(e.to_string()));
+            }
+        }
+    };
+    let handover = if opts.fresh {
+        let _ = std::fs::remove_file(&handover_path);
+        None
+    } else {
+        persist::handover::take(&handover_path)
+    };
 
     let server = crate::ctlserver::spawn(opts.limits.clone()).map_err(DaemonError::Server)?;
     crate::ctlserver::log_limits(&opts.limits);
@@ -88,21 +122,44 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     let control = Arc::new(Control::new(switch.clone()));
+    if let Some(h) = &handover {
+        // Before any port forwards: connections of the previous process are known at once.
+        persist::handover::restore_conntrack(&switch, h);
+    }
+    if let Some(state) = &saved {
+        match persist::state::restore(&control, state) {
+            Ok(r) => info!(db = %db.display(), "restored {r}"),
+            Err(e) => {
+                stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
+                return Err(DaemonError::Restore(db, e));
+            }
+        }
+    }
+    if let Some(h) = &handover {
+        persist::handover::restore_mac_tables(&switch, h);
+    }
     // Served from before the configuration is applied: /healthz answers 503 until then.
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = opts.metrics_address
         && let Err(e) = crate::observe::http::serve(addr, control.clone(), ready.clone())
     {
-        stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+        stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Metrics(addr, e));
     }
     if let Some(config) = &opts.config
         && let Err(e) = control.agent.apply_file(&switch, config)
     {
-        // Nothing is left behind by a failed start: no socket, no pid file, no bridge.
-        stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+        // Nothing is left behind by a failed start: no socket, no pid file, no bridge; the
+        // saved state stays as it was (the interfaces it names too).
+        stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Config(config.clone(), e));
     }
+    let writer = persist::StateWriter::new(&db);
+    // Written now (with --fresh: replaced), then after every change.
+    if let Err(e) = writer.save(&control) {
+        warn!("cannot write the state file {}: {e}", db.display());
+    }
+    writer.start(&control);
 
     switch.start_packet_in_dispatch();
     switch.start_flow_expiry();
@@ -113,7 +170,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         crate::ctlserver::Listener::Unix(listener),
         crate::ctlserver::Service::Mgmt(handler),
     ) {
-        stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+        stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Listen(sock.clone(), e));
     }
     ready.store(true, std::sync::atomic::Ordering::Release);
@@ -135,25 +192,33 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             _ => break,
         }
     }
-    info!("shutting down");
+    info!("shutting down for a restart: state saved, interfaces kept");
     let _ = crate::sd_notify::notify("STOPPING=1");
-    stop(&control, dp_threads, &sock, opts.pidfile.as_deref());
+    if let Err(e) = writer.save(&control) {
+        warn!("cannot write the state file {}: {e}", db.display());
+    }
+    persist::handover::save(&switch, &handover_path);
+    stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
     Ok(())
 }
 
-/// Undoes a start: the agent's host firewall, the bridges (and so the TAP devices), the
-/// forwarding threads, the management socket and the pid file.
-fn stop(
+/// Stops so that the next start takes over: the bridges' sockets, the forwarding threads, the
+/// management socket and the pid file go; the interfaces (persistent TAP devices), the host
+/// firewall and the state file stay.
+fn stop_keeping_interfaces(
     control: &Control,
     dp_threads: Vec<std::thread::JoinHandle<()>>,
     sock: &Path,
     pidfile: Option<&Path>,
 ) {
-    control.agent.shutdown();
-    control.switch.shutdown();
+    control.switch.stop_keeping_interfaces();
     for t in dp_threads {
         let _ = t.join();
     }
+    remove_files(sock, pidfile);
+}
+
+fn remove_files(sock: &Path, pidfile: Option<&Path>) {
     let _ = std::fs::remove_file(sock);
     if let Some(p) = pidfile {
         let _ = std::fs::remove_file(p);

@@ -31,6 +31,7 @@ pub mod mgmt;
 pub mod observe;
 pub mod ofclient;
 pub mod ofserver;
+pub mod persist;
 pub mod pipeline;
 pub mod portspec;
 pub mod ratelimit;

@@ -159,6 +159,44 @@ impl PortSpec {
     }
 }
 
+impl PortSpec {
+    /// The `add-port` arguments that parse back into this spec (the state file keeps ports so).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let kind = match self.kind {
+            PortKind::AfPacket => "afpacket",
+            PortKind::Tap => "tap",
+            PortKind::Vxlan => "vxlan",
+            PortKind::Internal => "internal",
+        };
+        args.push(format!("type={kind}"));
+        if let Some(n) = self.ofport {
+            args.push(format!("ofport={n}"));
+        }
+        if let Some(t) = &self.tunnel {
+            args.push(match t.remote_ip {
+                FromFlow::Fixed(ip) => format!("options:remote_ip={ip}"),
+                FromFlow::Flow => "options:remote_ip=flow".to_string(),
+            });
+            args.push(match t.key {
+                FromFlow::Fixed(k) => format!("options:key={k}"),
+                FromFlow::Flow => "options:key=flow".to_string(),
+            });
+            if let Some(ip) = t.local_ip {
+                args.push(format!("options:local_ip={ip}"));
+            }
+            args.push(format!("options:dst_port={}", t.dst_port));
+        }
+        if let Some(t) = self.thread {
+            args.push(format!("options:thread={t}"));
+        }
+        if let Some(p) = self.skip_udp_dport {
+            args.push(format!("options:rx_skip_udp_dport={p}"));
+        }
+        args
+    }
+}
+
 fn parse_tunnel(options: &[(String, String)]) -> Result<TunnelSpec, PortSpecError> {
     let bad = |key: &str, value: &str, why| PortSpecError::BadOption {
         key: key.to_string(),
@@ -221,6 +259,32 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_spec_round_trips_through_its_arguments() {
+        let cases: [(&str, &[&str]); 4] = [
+            (
+                "eth1",
+                &["options:thread=1", "options:rx_skip_udp_dport=4789"],
+            ),
+            ("tap1", &["type=tap", "ofport=7"]),
+            ("br0", &["type=internal"]),
+            (
+                "vx0",
+                &[
+                    "type=vxlan",
+                    "options:remote_ip=flow",
+                    "options:key=0x10",
+                    "options:local_ip=10.0.0.1",
+                    "options:dst_port=4790",
+                ],
+            ),
+        ];
+        for (name, a) in cases {
+            let spec = PortSpec::parse(name, &args(a)).unwrap();
+            assert_eq!(PortSpec::parse(name, &spec.to_args()).unwrap(), spec);
+        }
     }
 
     #[test]

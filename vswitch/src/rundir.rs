@@ -14,3 +14,18 @@ pub fn mgmt_socket(rundir: &Path) -> PathBuf {
 pub fn bridge_socket(rundir: &Path, bridge: &str) -> PathBuf {
     rundir.join(format!("{bridge}.mgmt"))
 }
+
+/// File name of the state file inside the run directory (`vswitchd --db` moves it).
+pub const STATE_FILE_NAME: &str = "vswitchd.db";
+/// File name of the connection and MAC tables a graceful restart hands over.
+pub const HANDOVER_FILE_NAME: &str = "vswitchd.handover";
+
+/// `<rundir>/vswitchd.db`: the configuration that survives restarts.
+pub fn state_file(rundir: &Path) -> PathBuf {
+    rundir.join(STATE_FILE_NAME)
+}
+
+/// `<rundir>/vswitchd.handover`: what a graceful restart hands the next process.
+pub fn handover_file(rundir: &Path) -> PathBuf {
+    rundir.join(HANDOVER_FILE_NAME)
+}

@@ -37,6 +37,12 @@ pub struct Switch {
     state: Mutex<BTreeMap<String, BridgeCtl>>,
     pub packet_ins: Arc<PacketInHub>,
     observers: Mutex<Vec<Arc<dyn BridgeObserver>>>,
+    /// Rung after every change of bridges, ports, flows or groups (the state file's writer
+    /// listens); a full channel means a save is already due.
+    changes: (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
 }
 
 type CmdResult = Result<String, String>;
@@ -49,7 +55,18 @@ impl Switch {
             state: Mutex::new(BTreeMap::new()),
             packet_ins: Arc::new(PacketInHub::default()),
             observers: Mutex::new(Vec::new()),
+            changes: crossbeam_channel::bounded(1),
         }
+    }
+
+    /// Notes that the configuration changed (a save of the state file becomes due).
+    pub fn mark_changed(&self) {
+        let _ = self.changes.0.try_send(());
+    }
+
+    /// Where change notices arrive (one pending notice stands for any number of changes).
+    pub fn changes(&self) -> crossbeam_channel::Receiver<()> {
+        self.changes.1.clone()
     }
 
     /// Registers `o` for bridge additions and removals from now on.
@@ -114,10 +131,23 @@ impl Switch {
             });
     }
 
+    /// Removes every bridge (and the TAP devices of their ports) and stops the datapath.
     pub fn shutdown(&self) {
         let names: Vec<String> = self.lock().keys().cloned().collect();
         for n in names {
             let _ = self.del_br(&n);
+        }
+        self.dp.stop();
+    }
+
+    /// Stops for a restart: the bridges' OpenFlow sockets close and the datapath stops, but
+    /// the interfaces stay (TAP devices are persistent) for the next process to reattach.
+    pub fn stop_keeping_interfaces(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in &names {
+            for o in self.observers() {
+                o.bridge_removed(name);
+            }
         }
         self.dp.stop();
     }
@@ -162,6 +192,7 @@ impl Switch {
             cache_stats,
             Some(self.packet_ins.clone()),
         );
+        b.on_change = Some(self.changes.0.clone());
         // A new bridge is an L2 learning switch, as in Open vSwitch.
         let normal = text::parse_flow("priority=0,actions=NORMAL").map_err(|e| e.to_string())?;
         b.transaction(Commit::Atomic, |tx| tx.flow_mod(&normal))
@@ -185,6 +216,10 @@ impl Switch {
         }
         self.packet_ins.bridge_removed(b.dp_index);
         self.dp.del_bridge(b.dp_index);
+        for p in b.ports.values() {
+            remove_device(&p.spec);
+        }
+        self.mark_changed();
         Ok(String::new())
     }
 
@@ -314,6 +349,7 @@ impl Switch {
             },
         );
         self.dp.del_port(dp_id);
+        remove_device(&p.spec);
         Ok(String::new())
     }
 
@@ -445,6 +481,18 @@ impl Switch {
         let dp_id = self.capture_port(br, port)?;
         let (taken, wanted) = self.dp.capture_progress(dp_id);
         Ok(format!("frames={taken} wanted={wanted}\n"))
+    }
+}
+
+/// Deletes the TAP device a port created (they are persistent, to survive restarts); a
+/// device moved into another namespace goes with that namespace.
+fn remove_device(spec: &PortSpec) {
+    if matches!(
+        spec.kind,
+        crate::portspec::PortKind::Tap | crate::portspec::PortKind::Internal
+    ) && let Err(e) = tap_io::tap::remove_persistent(&spec.name)
+    {
+        tracing::warn!(port = %spec.name, "cannot remove the TAP device: {e}");
     }
 }
 

@@ -3,7 +3,7 @@
 //! Every address is kept as text here so that [`super::validate`] can name the key and the
 //! problem when one is wrong; unknown keys are refused by serde (`deny_unknown_fields`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +100,7 @@ pub struct RawPeer {
     pub inner_mac: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPod {
     #[serde(default)]
@@ -125,7 +125,7 @@ pub struct RawPod {
     pub eip: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub name: String,
@@ -156,7 +156,7 @@ pub struct RawService {
     pub backends: Vec<RawBackend>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub ip: String,

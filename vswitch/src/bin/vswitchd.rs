@@ -77,6 +77,13 @@ struct Cli {
     /// default info, changed at run time with `vswitchctl log-level`).
     #[arg(long, value_enum, default_value_t = vswitch::logging::LogFormat::Text)]
     log_format: vswitch::logging::LogFormat,
+    /// The state file: bridges, ports, flows, groups and the node agent's pods and Services,
+    /// restored at start and rewritten after every change (default <rundir>/vswitchd.db).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Start empty: ignore the saved state and connection handover (the state file is replaced).
+    #[arg(long)]
+    fresh: bool,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +135,8 @@ fn main() -> ExitCode {
             workers: cli.ctl_workers,
         },
         metrics_address: cli.metrics_address,
+        db: cli.db,
+        fresh: cli.fresh,
     };
     match vswitch::daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

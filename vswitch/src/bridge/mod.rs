@@ -64,6 +64,8 @@ pub struct BridgeCtl {
     async_hub: Option<Arc<PacketInHub>>,
     /// Flow-mods the tables took, by command and outcome (kept by `transaction`).
     pub flow_mod_counts: FlowModCounts,
+    /// Rung after every publish (the state file's writer listens; see `Switch::changes`).
+    pub on_change: Option<crossbeam_channel::Sender<()>>,
 }
 
 /// What `publish` has turned into classifiers and group entries so far.
@@ -98,6 +100,7 @@ impl BridgeCtl {
             installed: Installed::default(),
             async_hub,
             flow_mod_counts: FlowModCounts::default(),
+            on_change: None,
         }
     }
 
@@ -121,6 +124,9 @@ impl BridgeCtl {
     /// Publishes the current tables (port changes use it: the pipeline carries the ports).
     pub fn publish(&mut self) {
         publish::publish(self);
+        if let Some(tx) = &self.on_change {
+            let _ = tx.try_send(());
+        }
     }
 }
 

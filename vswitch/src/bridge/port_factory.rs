@@ -24,8 +24,13 @@ pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
             Ok((PortIo::Dev(Box::new(port)), mac))
         }
         PortKind::Tap | PortKind::Internal => {
-            let port = tap_io::TapPort::open(&tap_io::TapConfig::new(&spec.name))
-                .map_err(|e| e.to_string())?;
+            // Persistent: the device, and the addresses a pod gave it, outlive a restart of
+            // the switch, which reattaches by name (`Switch::del_port` deletes it).
+            let cfg = tap_io::TapConfig {
+                persist: true,
+                ..tap_io::TapConfig::new(&spec.name)
+            };
+            let port = tap_io::TapPort::open(&cfg).map_err(|e| e.to_string())?;
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
             Ok((PortIo::Dev(Box::new(port)), mac))
         }

@@ -779,6 +779,27 @@ impl Datapath {
         lock(&self.ct)
     }
 
+    /// Bridge `bridge`'s MAC table as `(vlan, mac, port, age_ns)`.
+    pub fn mac_table_export(&self, bridge: usize) -> Vec<(u16, [u8; 6], u32, u64)> {
+        let now = self.now_ns();
+        self.bridges
+            .get(bridge)
+            .and_then(|b| b.as_ref())
+            .map(|b| lock(&b.mac).export(now))
+            .unwrap_or_default()
+    }
+
+    /// Puts exported entries back into bridge `bridge`'s MAC table.
+    pub fn mac_table_import(&self, bridge: usize, entries: &[(u16, [u8; 6], u32, u64)]) {
+        let now = self.now_ns();
+        if let Some(b) = self.bridges.get(bridge).and_then(|b| b.as_ref()) {
+            let mut t = lock(&b.mac);
+            for &(vlan, mac, port, age) in entries {
+                t.import(vlan, mac, port, age, now);
+            }
+        }
+    }
+
     pub fn mac_table_dump(&self, bridge: usize) -> Vec<(u16, [u8; 6], u32, u64)> {
         let now = self.now_ns();
         self.bridges

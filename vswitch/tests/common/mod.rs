@@ -180,6 +180,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub rundir: PathBuf,
     log: PathBuf,
+    /// The namespace it runs in (for restarts).
+    ns: String,
 }
 
 impl Daemon {
@@ -192,8 +194,18 @@ impl Daemon {
     pub fn start_with(ns: &str, rundir: &Path, extra: &[&str]) -> Daemon {
         let _ = std::fs::remove_dir_all(rundir);
         std::fs::create_dir_all(rundir).expect("create rundir");
+        Daemon::spawn_in(ns, rundir, extra)
+    }
+
+    /// Starts vswitchd in `ns` on `rundir` as it is (a restart keeps what is there); the log
+    /// is appended to.
+    pub fn spawn_in(ns: &str, rundir: &Path, extra: &[&str]) -> Daemon {
         let log = rundir.join("vswitchd.log");
-        let logf = std::fs::File::create(&log).expect("create daemon log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open daemon log");
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -213,6 +225,7 @@ impl Daemon {
             child: Some(child),
             rundir: rundir.to_path_buf(),
             log,
+            ns: ns.to_string(),
         };
         let sock = rundir.join("vswitchd.ctl");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -241,6 +254,47 @@ impl Daemon {
     /// The daemon's pid (`ip netns exec` execs vswitchd in place).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM (a graceful restart's first half) and waits (at most 10 s) for the exit.
+    pub fn stop_gracefully(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("vswitchd ignored SIGTERM for 10 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash) and reaps it.
+    pub fn kill_hard(&mut self) {
+        let mut c = self.child.take().expect("daemon running");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts the next process on the same run directory (after `stop_gracefully` or
+    /// `kill_hard`) and waits for its socket.
+    pub fn start_again(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "the previous process still runs");
+        // After a kill -9 the old socket file is still there: wait for one that answers.
+        let sock = self.rundir.join("vswitchd.ctl");
+        let _ = std::fs::remove_file(&sock);
+        let mut next = Daemon::spawn_in(&self.ns, &self.rundir, extra);
+        self.child = next.child.take();
+        // Its drop would remove the run directory this one keeps using.
+        std::mem::forget(next);
     }
 
     /// True while the daemon process runs.

@@ -1,0 +1,125 @@
+//! A portable copy of the connection table, for handing it to the next process at a graceful
+//! restart: every live connection with both keys, its NAT binding, TCP tracking state, mark
+//! and timeout class, and the time it has left (not an absolute time: the next process has
+//! its own clock).
+
+use serde::{Deserialize, Serialize};
+
+use crate::slab::{Conn, ProtoState};
+use crate::{Conntrack, Entry, TimeoutClass, Tuple};
+
+/// One connection as saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedConn {
+    orig: Tuple,
+    reply: Tuple,
+    mark: u32,
+    nat: u8,
+    seen_reply: bool,
+    proto: ProtoState,
+    icmp_type_code: (u8, u8),
+    class: TimeoutClass,
+    /// Nanoseconds before it would have expired.
+    remaining_ns: u64,
+}
+
+impl SavedConn {
+    /// The original-direction key.
+    pub fn orig(&self) -> &Tuple {
+        &self.orig
+    }
+
+    /// The reply-direction key (NAT applied).
+    pub fn reply(&self) -> &Tuple {
+        &self.reply
+    }
+}
+
+/// What [`Conntrack::restore`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub restored: usize,
+    /// Refused: the table was full, a key was taken, or the entry did not hold together.
+    pub skipped: usize,
+}
+
+impl Conntrack {
+    /// Every live, unexpired connection at `now`.
+    pub fn snapshot(&self, now: u64) -> Vec<SavedConn> {
+        self.slab
+            .live_indices()
+            .map(|i| self.slab.get(i))
+            .filter(|c| c.expires > now)
+            .map(|c| SavedConn {
+                orig: c.orig,
+                reply: c.reply,
+                mark: c.mark,
+                nat: c.nat,
+                seen_reply: c.seen_reply,
+                proto: c.proto,
+                icmp_type_code: c.icmp_type_code,
+                class: c.class,
+                remaining_ns: c.expires - now,
+            })
+            .collect()
+    }
+
+    /// Adds saved connections as of `now`. Each keeps what it had left of its timeout (never
+    /// more than its class's timeout here); one that does not fit or clashes is skipped.
+    pub fn restore(&mut self, saved: &[SavedConn], now: u64) -> Restored {
+        self.restore_aged(saved, now, 0)
+    }
+
+    /// [`restore`](Self::restore), each connection `elapsed_ns` older than saved (the time
+    /// the table spent on disk); those whose time ran out are skipped.
+    pub fn restore_aged(&mut self, saved: &[SavedConn], now: u64, elapsed_ns: u64) -> Restored {
+        let mut r = Restored::default();
+        let seed = self.seed;
+        for s in saved {
+            let coherent = s.orig.zone == s.reply.zone
+                && s.orig.family == s.reply.family
+                && s.orig.proto == s.reply.proto
+                && s.remaining_ns > elapsed_ns;
+            let orig_hash = s.orig.hash(seed);
+            let reply_hash = s.reply.hash(seed);
+            if !coherent
+                || self.len() >= self.cfg.max_conns
+                || self.find(orig_hash, &s.orig).is_some()
+                || self.find(reply_hash, &s.reply).is_some()
+            {
+                r.skipped += 1;
+                continue;
+            }
+            let mut conn = Conn::new(s.orig, s.reply, s.proto, s.class);
+            conn.mark = s.mark;
+            conn.nat = s.nat;
+            conn.seen_reply = s.seen_reply;
+            conn.icmp_type_code = s.icmp_type_code;
+            let left = (s.remaining_ns - elapsed_ns).min(self.timeouts_ns[s.class as usize]);
+            let idx = self.slab.insert(conn, now.saturating_add(left));
+            self.table.insert_unique(
+                orig_hash,
+                Entry {
+                    key: s.orig,
+                    conn: idx,
+                    reply: false,
+                },
+                |e| e.key.hash(seed),
+            );
+            if s.reply != s.orig {
+                self.table.insert_unique(
+                    reply_hash,
+                    Entry {
+                        key: s.reply,
+                        conn: idx,
+                        reply: true,
+                    },
+                    |e| e.key.hash(seed),
+                );
+            }
+            r.restored += 1;
+        }
+        r
+    }
+}

@@ -1,0 +1,150 @@
+//! The connection table handed to another process: NAT bindings, TCP state, marks and the
+//! time left survive a snapshot, a JSON round trip and a restore into a fresh table.
+
+use conntrack::snapshot::SavedConn;
+use conntrack::tcp::{TCP_ACK, TCP_SYN};
+use conntrack::*;
+use encap::flowkey::{CT_DNAT, CT_EST, CT_RPL, CT_SNAT, CT_TRK, FlowKey};
+use std::net::Ipv4Addr;
+
+const SEC: u64 = 1_000_000_000;
+
+fn ip(s: &str) -> u32 {
+    u32::from(s.parse::<Ipv4Addr>().unwrap())
+}
+
+fn addr(s: &str) -> Addr {
+    Addr::v4(ip(s))
+}
+
+fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u16) -> FlowKey {
+    FlowKey {
+        eth_type: 0x0800,
+        nw_src: ip(src),
+        nw_dst: ip(dst),
+        nw_proto: 6,
+        tp_src: sport,
+        tp_dst: dport,
+        tcp_flags: flags,
+        ..FlowKey::default()
+    }
+}
+
+fn seg(seq: u32, ack: u32) -> PacketFacts {
+    PacketFacts {
+        tcp_seq: seq,
+        tcp_ack: ack,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    }
+}
+
+fn table(seed: u64) -> Conntrack {
+    Conntrack::new(Config {
+        max_conns: 16,
+        hash_seed: Some(seed),
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// An established Service connection (DNAT to a backend, mark 7) in zone 1.
+fn established_service_connection(ct: &mut Conntrack, now: u64) {
+    let spec =
+        NatSpec::dnat(NatRange::new(addr("172.16.1.5"), addr("172.16.1.5"), 8080, 8080).unwrap());
+    let act = CtAction {
+        zone: 1,
+        commit: true,
+        nat: Some(&spec),
+        mark: Some((7, u32::MAX)),
+        ..CtAction::default()
+    };
+    let syn = tcp("172.16.1.2", 40000, "10.247.0.10", 80, TCP_SYN);
+    ct.process(&syn, &seg(1, 0), &act, now);
+    let plain = NatSpec::default();
+    let un = CtAction {
+        zone: 1,
+        nat: Some(&plain),
+        ..CtAction::default()
+    };
+    let synack = tcp("172.16.1.5", 8080, "172.16.1.2", 40000, TCP_SYN | TCP_ACK);
+    ct.process(&synack, &seg(500, 2), &un, now);
+    let ack = tcp("172.16.1.2", 40000, "10.247.0.10", 80, TCP_ACK);
+    let r = ct.process(&ack, &seg(2, 501), &un, now);
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_DNAT);
+}
+
+fn dump(ct: &Conntrack, now: u64) -> Vec<String> {
+    let mut v: Vec<String> = ct.dump(now).map(|e| e.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_restored_table_keeps_nat_state_mark_and_time_left() {
+    let mut old = table(1);
+    established_service_connection(&mut old, 100 * SEC);
+    let saved = old.snapshot(130 * SEC);
+    assert_eq!(saved.len(), 1);
+    let text = serde_json::to_string(&saved).unwrap();
+    let back: Vec<SavedConn> = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, saved);
+
+    // Another process: another hash seed, another clock.
+    let mut new = table(2);
+    let r = new.restore(&back, 5 * SEC);
+    assert_eq!((r.restored, r.skipped), (1, 0));
+    assert_eq!(dump(&new, 5 * SEC), dump(&old, 130 * SEC));
+
+    // The backend's next segment is un-NATed as before, established, with the mark.
+    let plain = NatSpec::default();
+    let un = CtAction {
+        zone: 1,
+        nat: Some(&plain),
+        ..CtAction::default()
+    };
+    let data = tcp("172.16.1.5", 8080, "172.16.1.2", 40000, TCP_ACK);
+    let r = new.process(&data, &seg(501, 2), &un, 6 * SEC);
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_SNAT);
+    assert_eq!(r.ct_mark, 7);
+    let rw = r.rewrite.unwrap();
+    assert_eq!((rw.src, rw.sport), (addr("10.247.0.10"), 80));
+
+    // The time left carried over: established connections idle for the whole timeout expire
+    // then, not earlier.
+    let est = Timeouts::default().get(TimeoutClass::TcpEstablished);
+    let est_ns = u64::try_from(est.as_nanos()).unwrap();
+    assert_eq!(new.expire(6 * SEC + est_ns - 1, 100), 0);
+    assert_eq!(new.expire(6 * SEC + est_ns + 1, 100), 1);
+}
+
+#[test]
+fn clashing_or_overflowing_entries_are_skipped() {
+    let mut old = table(1);
+    established_service_connection(&mut old, 0);
+    let saved = old.snapshot(0);
+    let mut new = table(3);
+    established_service_connection(&mut new, 0);
+    let r = new.restore(&saved, 0);
+    assert_eq!((r.restored, r.skipped), (0, 1));
+
+    let mut tiny = Conntrack::new(Config {
+        max_conns: 1,
+        hash_seed: Some(4),
+        ..Config::default()
+    })
+    .unwrap();
+    let mut two = saved.clone();
+    two.extend(saved.iter().copied());
+    let r = tiny.restore(&two, 0);
+    assert_eq!((r.restored, r.skipped), (1, 1));
+    assert_eq!(tiny.len(), 1);
+}
+
+#[test]
+fn expired_connections_are_not_saved() {
+    let mut old = table(1);
+    established_service_connection(&mut old, 0);
+    assert!(old.snapshot(1_000_000 * SEC).is_empty());
+}

@@ -1,0 +1,175 @@
+//! Capturing the switch's configuration into a [`StateFile`] and putting it back.
+//!
+//! Restoring parses and checks the whole file before it changes anything; then the node agent
+//! re-applies its inputs with its saved numbering (so it recompiles the same pipeline and
+//! knows what it installed), then every bridge gets its saved ports and, in one transaction,
+//! exactly its saved groups and flows (flows added with `ovs-ofctl` or `vswitchctl` included).
+
+use std::time::Instant;
+
+use flowtable::FlowMod;
+use flowtable::flow::FlowModCommand;
+use flowtable::group::GroupModCommand;
+use flowtable::table::Pipeline as FlowTables;
+use flowtable::text;
+
+use super::format::{SavedBridge, SavedPort, StateFile};
+use crate::bridge::Commit;
+use crate::control::Control;
+use crate::portspec::PortSpec;
+
+/// The configuration of `control`'s switch and agent as a state file.
+pub fn capture(control: &Control) -> StateFile {
+    let agent = control.agent.saved();
+    let bridges = control
+        .switch
+        .lock()
+        .values()
+        .map(|b| SavedBridge {
+            name: b.name.clone(),
+            ports: b
+                .ports
+                .values()
+                .map(|p| {
+                    let spec = PortSpec {
+                        ofport: Some(p.ofport),
+                        ..p.spec.clone()
+                    };
+                    SavedPort {
+                        name: p.spec.name.clone(),
+                        args: spec.to_args(),
+                    }
+                })
+                .collect(),
+            groups: b
+                .tables()
+                .groups()
+                .map(|g| text::print_group_full(g).trim_start().to_string())
+                .collect(),
+            flows: b
+                .tables()
+                .flows()
+                .iter()
+                .map(|e| {
+                    text::print_flow_mod(&FlowMod {
+                        table_id: e.table_id,
+                        priority: e.priority,
+                        match_: e.match_,
+                        cookie: e.cookie,
+                        idle_timeout: e.idle_timeout,
+                        hard_timeout: e.hard_timeout,
+                        flags: e.flags,
+                        instructions: (*e.instructions).clone(),
+                        ..FlowMod::default()
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    StateFile::new(bridges, agent)
+}
+
+/// One bridge of the file, parsed and checked.
+struct Planned {
+    name: String,
+    ports: Vec<SavedPort>,
+    tables: FlowTables,
+}
+
+/// Parses and checks a saved bridge without touching the switch.
+fn plan(b: &SavedBridge) -> Result<Planned, String> {
+    let ctx = |what: &str, e: &dyn std::fmt::Display| format!("bridge {}: {what}: {e}", b.name);
+    for p in &b.ports {
+        PortSpec::parse(&p.name, &p.args).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
+    }
+    let mut tables = FlowTables::new();
+    for g in &b.groups {
+        let gm = text::parse_group_mod(g, GroupModCommand::Add)
+            .map_err(|e| ctx(&format!("group '{g}'"), &e))?;
+        tables
+            .group_mod(&gm)
+            .map_err(|e| ctx(&format!("group '{g}'"), &e))?;
+    }
+    let now = Instant::now();
+    for f in &b.flows {
+        let fm = text::parse_flow_mod(f, FlowModCommand::Add)
+            .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
+        tables
+            .flow_mod(&fm, now)
+            .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
+    }
+    Ok(Planned {
+        name: b.name.clone(),
+        ports: b.ports.clone(),
+        tables,
+    })
+}
+
+/// Checks every bridge of `state` (ports, groups, flows) the way a restore does, without a
+/// switch.
+pub fn check(state: &StateFile) -> Result<(), String> {
+    state.bridges.iter().try_for_each(|b| plan(b).map(|_| ()))
+}
+
+/// What a restore brought back, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub bridges: usize,
+    pub ports: usize,
+    pub flows: usize,
+    pub groups: usize,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bridges, {} ports, {} flows, {} groups",
+            self.bridges, self.ports, self.flows, self.groups
+        )
+    }
+}
+
+/// Puts `state` back on `control`'s (empty) switch. The file is checked whole first; an
+/// error after that (a port that cannot be opened) leaves the caller to stop.
+pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String> {
+    let plans = state
+        .bridges
+        .iter()
+        .map(plan)
+        .collect::<Result<Vec<_>, _>>()?;
+    let sw = &control.switch;
+    if let Some(agent) = &state.agent {
+        control
+            .agent
+            .restore(sw, agent)
+            .map_err(|e| format!("node agent: {e}"))?;
+    }
+    let mut done = Restored::default();
+    for p in plans {
+        if !sw.lock().contains_key(&p.name) {
+            sw.add_br(&p.name)?;
+        }
+        for port in &p.ports {
+            let present = sw.with_bridge(&p.name, |b| {
+                Ok(b.ports.values().any(|q| q.spec.name == port.name))
+            })?;
+            if !present {
+                sw.add_port(&p.name, &port.name, &port.args)
+                    .map_err(|e| format!("bridge {}: {e}", p.name))?;
+            }
+        }
+        done.bridges += 1;
+        done.ports += p.ports.len();
+        done.flows += p.tables.flows().len();
+        done.groups += p.tables.groups().count();
+        let tables = p.tables;
+        sw.with_bridge(&p.name, |b| {
+            b.transaction(Commit::Atomic, |tx| {
+                tx.replace_all(tables);
+                Ok::<(), String>(())
+            })
+        })?;
+    }
+    Ok(done)
+}

@@ -1,0 +1,403 @@
+//! Restart, upgrade and crash: the configuration (bridges, ports, flows, groups, the node
+//! agent's pods and Services) comes back from the state file, TAP devices and their addresses
+//! survive, a graceful restart hands the connection table over so that an established TCP
+//! connection through a ClusterIP keeps flowing, and a corrupt state file is refused. Root
+//! only, each test in namespaces of its own.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What must be equal before and after a restart, command by command.
+/// (`show` lists the ports' MACs as they were when added; the agent changes the host port's
+/// afterwards, so it is compared only where no agent runs.)
+fn config_view(d: &Daemon, bridges: &[&str], with_show: bool) -> Vec<(String, String)> {
+    let mut out = vec![("list-br".to_string(), d.ctl(&["list-br"]))];
+    for br in bridges {
+        let sorted = |text: String| {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort();
+            lines.join("\n")
+        };
+        out.push((format!("list-ports {br}"), d.ctl(&["list-ports", br])));
+        out.push((
+            format!("dump-flows {br}"),
+            sorted(d.ctl(&["dump-flows", br, "--no-stats"])),
+        ));
+        out.push((format!("dump-groups {br}"), d.ctl(&["dump-groups", br])));
+        if with_show {
+            out.push((format!("show {br}"), d.ctl(&["show", br])));
+        }
+    }
+    out
+}
+
+fn assert_same_view(before: &[(String, String)], after: &[(String, String)], when: &str) {
+    assert_eq!(before.len(), after.len());
+    for ((cmd, b), (_, a)) in before.iter().zip(after) {
+        assert_eq!(b, a, "{cmd} differs after {when}");
+    }
+}
+
+/// `ip -o` line of a device in `ns` (ifindex, name, addresses), or None when it is gone.
+fn device(ns: &str, dev: &str) -> Option<(String, String)> {
+    let link = ns_run(
+        ns,
+        &["ip", "-o", "link", "show", "dev", dev],
+        Duration::from_secs(5),
+    );
+    if !link.ok {
+        return None;
+    }
+    let index = link
+        .stdout
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let addr = ns_sh(
+        ns,
+        &format!("ip -o -4 addr show dev {dev} | awk '{{print $4}}'"),
+    );
+    Some((index, addr.trim().to_string()))
+}
+
+/// Waits until the state file mentions `needle` (the writer settles changes for 50 ms).
+fn wait_saved(rundir: &Path, needle: &str) {
+    let db = rundir.join("vswitchd.db");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&db).is_ok_and(|t| t.contains(needle)) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle} never reached the state file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs vswitchd on `rundir` expecting it to refuse to start; returns its stderr.
+fn refused_start(ns: &str, rundir: &Path) -> String {
+    let r = ns_run(
+        ns,
+        &[
+            env!("CARGO_BIN_EXE_vswitchd"),
+            "--rundir",
+            rundir.to_str().unwrap(),
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(
+        !r.ok && !r.timed_out,
+        "vswitchd started: {}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        !rundir.join("vswitchd.ctl").exists(),
+        "a refused start left its socket"
+    );
+    r.stderr
+}
+
+#[test]
+fn configuration_survives_restart_crash_and_refuses_a_corrupt_state_file() {
+    if !require_root("configuration_survives_restart_crash_and_refuses_a_corrupt_state_file") {
+        return;
+    }
+    let node = Node::new("rcfg");
+    let ns = node.name().to_string();
+    ns_sh(
+        &ns,
+        "ip link add rv0 type veth peer name rv1 && ip link set rv0 up && ip link set rv1 up",
+    );
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let mut d = Daemon::start(&ns, &rundir);
+    for br in ["br0", "br1", "brgone"] {
+        d.ctl(&["add-br", br]);
+    }
+    d.ctl(&["add-port", "br0", "rv0", "ofport=4"]);
+    d.ctl(&["add-port", "br0", "rtap0", "type=tap", "ofport=5"]);
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "rvx0",
+        "type=vxlan",
+        "options:remote_ip=flow",
+        "options:key=flow",
+        "options:dst_port=47999",
+        "ofport=9",
+    ]);
+    d.ctl(&["add-port", "br1", "rv1"]);
+    d.ctl(&["add-port", "br1", "rgone", "type=tap"]);
+    d.ctl(&[
+        "add-group",
+        "br0",
+        "group_id=7,type=select,bucket=weight:3,actions=output:4,bucket=actions=output:5",
+    ]);
+    let flows = rundir.join("flows.txt");
+    std::fs::write(
+        &flows,
+        "table=0,priority=100,cookie=0x1234,idle_timeout=300,hard_timeout=600,send_flow_rem,ip,nw_dst=10.1.0.0/16,actions=group:7\n\
+         table=0,priority=90,tcp,tp_dst=80,actions=ct(commit,zone=3,nat(dst=10.2.0.1:8080)),output:4\n\
+         table=1,priority=5,arp,actions=NORMAL\n",
+    )
+    .unwrap();
+    d.ctl(&["add-flows", "br0", flows.to_str().unwrap()]);
+    // Flows and deletions from Open vSwitch's own tool persist too (when it is installed).
+    let ofctl = std::process::Command::new("ovs-ofctl")
+        .args([
+            "-O",
+            "OpenFlow13",
+            "add-flow",
+            &format!("unix:{}", rundir.join("br1.mgmt").display()),
+            "table=2,priority=9,cookie=0x99,udp,actions=drop",
+        ])
+        .output();
+    if !ofctl.is_ok_and(|o| o.status.success()) {
+        d.ctl(&[
+            "add-flow",
+            "br1",
+            "table=2,priority=9,cookie=0x99,udp,actions=drop",
+        ]);
+    }
+    d.ctl(&["del-flows", "br0", "priority=0", "--strict"]);
+    d.ctl(&["del-port", "br1", "rgone"]);
+    d.ctl(&["del-br", "brgone"]);
+    ns_sh(&ns, "ip addr add 10.99.0.1/24 dev rtap0");
+    let tap_before = device(&ns, "rtap0").expect("TAP created");
+    assert_eq!(tap_before.1, "10.99.0.1/24");
+    assert!(device(&ns, "rgone").is_none(), "a deleted port's TAP stays");
+    let before = config_view(&d, &["br0", "br1"], true);
+    assert!(before[2].1.contains("cookie=0x1234"), "{}", before[2].1);
+
+    // A graceful restart: the same configuration, the same TAP device with its address.
+    let st = d.stop_gracefully();
+    assert!(st.success(), "exit {st}:\n{}", d.log_text());
+    assert!(
+        !rundir.join("br0.mgmt").exists(),
+        "a bridge socket left behind"
+    );
+    assert_eq!(device(&ns, "rtap0"), Some(tap_before.clone()), "TAP lost");
+    let db = std::fs::read_to_string(rundir.join("vswitchd.db")).expect("state file");
+    assert!(db.contains("\"format\": \"vswitchd-state\""), "{db}");
+    d.start_again(&[]);
+    let after = config_view(&d, &["br0", "br1"], true);
+    assert_same_view(&before, &after, "a graceful restart");
+    assert!(d.ctl(&["list-br"]).lines().all(|b| b != "brgone"));
+    assert_eq!(device(&ns, "rtap0"), Some(tap_before.clone()));
+
+    // A crash right after a change: the change is in the state file and comes back.
+    d.ctl(&["add-flow", "br1", "priority=50,in_port=1,actions=drop"]);
+    wait_saved(&rundir, "priority=50,in_port=1");
+    let before = config_view(&d, &["br0", "br1"], true);
+    d.kill_hard();
+    d.start_again(&[]);
+    assert_same_view(&before, &config_view(&d, &["br0", "br1"], true), "kill -9");
+    assert_eq!(device(&ns, "rtap0"), Some(tap_before));
+
+    // A damaged state file is refused by name, and nothing starts.
+    d.stop_gracefully();
+    let db = rundir.join("vswitchd.db");
+    let good = std::fs::read_to_string(&db).unwrap();
+    std::fs::write(&db, &good[..good.len() / 2]).unwrap();
+    let err = refused_start(&ns, &rundir);
+    assert!(err.contains("corrupt or truncated"), "{err}");
+    std::fs::write(&db, "[node]\nname = \"x\"\n").unwrap();
+    let err = refused_start(&ns, &rundir);
+    assert!(err.contains("not a vswitchd-state file"), "{err}");
+    std::fs::write(&db, good.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    let err = refused_start(&ns, &rundir);
+    assert!(err.contains("version 99"), "{err}");
+
+    // --fresh starts empty and replaces the file: the next start is empty too.
+    d.start_again(&["--fresh"]);
+    assert_eq!(d.ctl(&["list-br"]), "");
+    d.stop_gracefully();
+    d.start_again(&[]);
+    assert_eq!(d.ctl(&["list-br"]), "");
+    // --db puts the state elsewhere.
+    let elsewhere = rundir.join("elsewhere.db");
+    d.stop_gracefully();
+    d.start_again(&["--db", elsewhere.to_str().unwrap()]);
+    d.ctl(&["add-br", "brdb"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&elsewhere).is_ok_and(|t| t.contains("brdb")) {
+        assert!(Instant::now() < deadline, "--db file never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const NODE: &str = r#"
+[node]
+name = "rst"
+underlay_ip = "127.0.0.1"
+pod_cidr = "172.16.1.0/24"
+gateway_ip = "172.16.1.1"
+gateway_mac = "0a:58:0c:00:00:fe"
+mode = "tunnel"
+[tunnel]
+vni = 7
+dst_port = 47891
+"#;
+
+/// Echo server (one connection at a time, bounded) and a client that sends a numbered line
+/// every 10 ms over one connection and reports how the replies came.
+const HELPER: &str = r#"
+import json, os, socket, sys, threading, time
+if sys.argv[1] == 'serve':
+    threading.Timer(float(sys.argv[3]), lambda: os._exit(0)).start()
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', int(sys.argv[2]))); s.listen(4)
+    while True:
+        c, _ = s.accept()
+        f = c.makefile('rb')
+        for line in f:
+            c.sendall(line)
+else:
+    host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    res = {'sent': 0, 'echoed': 0, 'max_gap_ms': 0.0}
+    try:
+        c = socket.create_connection((host, port), timeout=5)
+        res['local_port'] = c.getsockname()[1]
+        f = c.makefile('rb')
+        end = time.time() + secs
+        last = time.time()
+        i = 0
+        while time.time() < end:
+            c.sendall(f"{i}\n".encode()); res['sent'] += 1
+            got = f.readline().decode().strip()
+            if got != str(i):
+                res['err'] = f'expected {i}, got {got!r}'; break
+            now = time.time(); res['max_gap_ms'] = max(res['max_gap_ms'], (now - last) * 1000); last = now
+            res['echoed'] += 1; i += 1
+            time.sleep(0.01)
+        c.close()
+    except Exception as e:
+        res['err'] = f'{type(e).__name__}: {e}'
+    print(json.dumps(res))
+"#;
+
+#[test]
+fn a_service_connection_and_the_pods_survive_a_graceful_restart() {
+    if !require_root("a_service_connection_and_the_pods_survive_a_graceful_restart") {
+        return;
+    }
+    let mut node = Node::new("rsvc");
+    let ns = node.name().to_string();
+    let cli = node.add_veth_pod("rcli", "vcli", "172.16.1.11/32", "0a:58:0c:01:00:0b");
+    let srv = node.add_veth_pod("rsrv", "vsrv", "172.16.1.12/32", "0a:58:0c:01:00:0c");
+    let (cli, srv) = (
+        node.pod(cli).name().to_string(),
+        node.pod(srv).name().to_string(),
+    );
+    for pod in [&cli, &srv] {
+        ns_sh(
+            pod,
+            "ip route add 172.16.1.1 dev eth0 && ip route add default via 172.16.1.1 dev eth0",
+        );
+    }
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let mut d = Daemon::start(&ns, &rundir);
+    d.ctl(&["apply", NODE]);
+    d.ctl(&[
+        "add-pod",
+        "cli",
+        "port=vcli",
+        "ip=172.16.1.11",
+        "mac=0a:58:0c:01:00:0b",
+    ]);
+    d.ctl(&[
+        "add-pod",
+        "srv",
+        "port=vsrv",
+        "ip=172.16.1.12",
+        "mac=0a:58:0c:01:00:0c",
+    ]);
+    d.ctl(&[
+        "set-service",
+        r#"{ name = "web", cluster_ip = "10.247.0.10", port = 80, target_port = 8080, backends = [{ ip = "172.16.1.12" }] }"#,
+    ]);
+    assert_ping(&cli, "172.16.1.12", 3);
+    let helper = rundir.join("helper.py");
+    std::fs::write(&helper, HELPER).unwrap();
+    let helper = helper.to_str().unwrap().to_string();
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &srv, "python3", &helper, "serve", "8080", "40",
+        ])
+        .spawn()
+        .expect("server");
+    std::thread::sleep(Duration::from_millis(500));
+    let client = {
+        let (cli, helper) = (cli.clone(), helper.clone());
+        std::thread::spawn(move || {
+            ns_run(
+                &cli,
+                &["python3", &helper, "client", "10.247.0.10", "80", "6"],
+                Duration::from_secs(30),
+            )
+        })
+    };
+    // A ping stream between the pods measures the data-plane gap: 5 ms apart, bounded.
+    let pinger = {
+        let cli = cli.clone();
+        std::thread::spawn(move || ping_with(&cli, "172.16.1.12", 1000, &["-i", "0.005"]))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let conns_before = d.ctl(&["dump-conntrack"]);
+    let view_before = config_view(&d, &["br-int"], false);
+    let pods_before = d.ctl(&["list-pods"]);
+    let services_before = d.ctl(&["list-services"]);
+    let t0 = Instant::now();
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    d.start_again(&[]);
+    let restart = t0.elapsed();
+    let conns_after = d.ctl(&["dump-conntrack"]);
+    let run = client.join().unwrap();
+    let ping = pinger.join().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let res: serde_json::Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|_| panic!("client: {}{}", run.stdout, run.stderr));
+    assert!(
+        res.get("err").is_none(),
+        "connection broke: {res}\n{}",
+        d.log_text()
+    );
+    assert!(res["echoed"].as_u64().unwrap() > 100, "{res}");
+    // The same NAT binding, in the same state, before and after.
+    let port = res["local_port"].as_u64().unwrap();
+    let line = |dump: &str| {
+        dump.lines()
+            .find(|l| l.contains(&format!("sport={port},dport=80")))
+            .map(str::to_string)
+    };
+    let was = line(&conns_before).unwrap_or_else(|| panic!("{conns_before}"));
+    assert!(
+        was.contains("src=172.16.1.12,dst=172.16.1.11,sport=8080"),
+        "{was}"
+    );
+    assert_eq!(line(&conns_after), Some(was), "{conns_after}");
+    assert!(d.log_text().contains("connections taken over"));
+    // Pods, Services and the whole pipeline came back as they were.
+    assert_eq!(d.ctl(&["list-pods"]), pods_before);
+    assert_eq!(d.ctl(&["list-services"]), services_before);
+    assert_same_view(
+        &view_before,
+        &config_view(&d, &["br-int"], false),
+        "a graceful restart",
+    );
+    let lost = ping.transmitted.saturating_sub(ping.received);
+    let gap_ms = lost * 5;
+    println!(
+        "restart took {} ms (SIGTERM to socket); ping gap ~{gap_ms} ms ({lost} of {} lost); TCP max reply gap {} ms",
+        restart.as_millis(),
+        ping.transmitted,
+        res["max_gap_ms"]
+    );
+    assert!(ping.received > 0, "{}", ping.output());
+}
