@@ -240,23 +240,28 @@ impl MacTable {
 
     /// `(vlan, mac, port, age_ns)` of every entry (what a graceful restart hands over).
     pub fn export(&self, now_ns: u64) -> Vec<(u16, [u8; 6], u32, u64)> {
-        self.entries
-            .iter()
-            .map(|(&(vlan, mac), e)| (vlan, mac, e.port, now_ns.saturating_sub(e.last_seen_ns)))
+        self.index
+            .values()
+            .map(|&i| {
+                let e = &self.slab[i as usize];
+                (e.vlan, e.mac, e.port, now_ns.saturating_sub(e.last_seen_ns))
+            })
             .collect()
     }
 
-    /// Takes back an exported entry as of `now_ns` (its age kept, as far as this clock
-    /// allows); aged-out entries and those beyond the cap are left out.
-    pub fn import(&mut self, vlan: u16, mac: [u8; 6], port: u32, age_ns: u64, now_ns: u64) {
-        if age_ns >= self.aging_ns
-            || (self.entries.len() >= self.max_entries && !self.entries.contains_key(&(vlan, mac)))
-        {
-            return;
+    /// Takes back exported entries as of `now_ns` (their ages kept, as far as this clock
+    /// allows), oldest first so that each port's list stays in age order; aged-out entries
+    /// are left out, and the cap applies as to learned ones.
+    pub fn import(&mut self, entries: &[(u16, [u8; 6], u32, u64)], now_ns: u64) {
+        let mut sorted: Vec<_> = entries
+            .iter()
+            .filter(|e| e.3 < self.aging_ns)
+            .copied()
+            .collect();
+        sorted.sort_by_key(|e| std::cmp::Reverse(e.3));
+        for (vlan, mac, port, age) in sorted {
+            self.learn(vlan, mac, port, now_ns.saturating_sub(age));
         }
-        let last_seen_ns = now_ns.saturating_sub(age_ns);
-        self.entries
-            .insert((vlan, mac), Entry { port, last_seen_ns });
     }
 
     /// `(vlan, mac, port, age_secs)` for `fdb/show`-style dumps.

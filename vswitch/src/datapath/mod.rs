@@ -793,10 +793,7 @@ impl Datapath {
     pub fn mac_table_import(&self, bridge: usize, entries: &[(u16, [u8; 6], u32, u64)]) {
         let now = self.now_ns();
         if let Some(b) = self.bridges.get(bridge).and_then(|b| b.as_ref()) {
-            let mut t = lock(&b.mac);
-            for &(vlan, mac, port, age) in entries {
-                t.import(vlan, mac, port, age, now);
-            }
+            lock(&b.mac).import(entries, now);
         }
     }
 
