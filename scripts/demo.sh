@@ -31,12 +31,24 @@ OUTSIDE_CLIENT=198.51.100.10
 ROUTER_MAC=02:00:c0:a8:00:01
 
 down() {
+    # SIGTERM: each vswitchd saves its state and hands its connections over in $RUN (a
+    # restart keeps the node); waited for (5 s at most) so that nothing writes into $RUN
+    # while it is removed. The TAP devices and the host firewall go with the namespaces.
+    local pids=()
     for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do
         if ip netns pids "$ns" >/dev/null 2>&1; then
-            ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+            pids+=($(ip netns pids "$ns" 2>/dev/null))
         fi
     done
-    sleep 0.2
+    if [ ${#pids[@]} -gt 0 ]; then
+        kill "${pids[@]}" 2>/dev/null || true
+        for _ in $(seq 50); do
+            local alive=0 p
+            for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+            [ $alive = 0 ] && break
+            sleep 0.1
+        done
+    fi
     for ns in "${NS_NODES[@]}" "${NS_PODS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$RUN"
 }

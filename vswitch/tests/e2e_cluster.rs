@@ -846,7 +846,11 @@ fn run_cluster(mode: Mode) {
     let flows_before = c.agents[0].ctl(&["dump-flows", "br-int", "--no-stats"]);
     let pid = c.agents[0].child.id().to_string();
     let _ = Command::new("kill").args(["-HUP", &pid]).status();
-    std::thread::sleep(Duration::from_millis(300));
+    // The reload is logged within 300 ms on an idle machine; a loaded one may take longer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.agents[0].log().contains("flows +0 ~0 -0") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         c.agents[0].log().contains("flows +0 ~0 -0"),
         "{}",
