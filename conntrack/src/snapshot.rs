@@ -74,6 +74,28 @@ impl Conntrack {
     /// [`restore`](Self::restore), each connection `elapsed_ns` older than saved (the time
     /// the table spent on disk); those whose time ran out are skipped.
     pub fn restore_aged(&mut self, saved: &[SavedConn], now: u64, elapsed_ns: u64) -> Restored {
+        self.restore_inner(saved, now, elapsed_ns, false)
+    }
+
+    /// [`restore_aged`](Self::restore_aged) for a periodic checkpoint read after a crash: the
+    /// peers may have sent much since it was taken, so TCP sequence windows are learned
+    /// again from each side's next segment (states, NAT bindings and marks are kept).
+    pub fn restore_checkpoint(
+        &mut self,
+        saved: &[SavedConn],
+        now: u64,
+        elapsed_ns: u64,
+    ) -> Restored {
+        self.restore_inner(saved, now, elapsed_ns, true)
+    }
+
+    fn restore_inner(
+        &mut self,
+        saved: &[SavedConn],
+        now: u64,
+        elapsed_ns: u64,
+        relearn: bool,
+    ) -> Restored {
         let mut r = Restored::default();
         let seed = self.seed;
         for s in saved {
@@ -91,7 +113,11 @@ impl Conntrack {
                 r.skipped += 1;
                 continue;
             }
-            let mut conn = Conn::new(s.orig, s.reply, s.proto, s.class);
+            let mut proto = s.proto;
+            if let (true, ProtoState::Tcp(t)) = (relearn, &mut proto) {
+                t.relearn_windows();
+            }
+            let mut conn = Conn::new(s.orig, s.reply, proto, s.class);
             conn.mark = s.mark;
             conn.nat = s.nat;
             conn.seen_reply = s.seen_reply;

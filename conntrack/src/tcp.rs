@@ -201,6 +201,17 @@ impl TcpConn {
         Ok(conn)
     }
 
+    /// Forgets both sides' sequence windows, keeping the states: the next segment of each
+    /// side is taken as its new starting point, as for a connection picked up mid-stream.
+    /// For connections restored from a periodic checkpoint, which may be seconds behind the
+    /// peers' sequence numbers.
+    pub fn relearn_windows(&mut self) {
+        for p in &mut self.peer {
+            p.seen = false;
+            p.seq_max_known = false;
+        }
+    }
+
     /// Feeds a segment travelling in direction `reply` (false: original direction).
     pub fn update(&mut self, reply: bool, seg: &TcpSegment, seq_check: bool) -> TcpVerdict {
         if bad_flags(seg.flags) {

@@ -148,3 +148,44 @@ fn expired_connections_are_not_saved() {
     established_service_connection(&mut old, 0);
     assert!(old.snapshot(1_000_000 * SEC).is_empty());
 }
+
+#[test]
+fn a_checkpoint_relearns_tcp_windows_that_moved_on_since() {
+    let mut old = table(1);
+    established_service_connection(&mut old, 0);
+    let saved = old.snapshot(SEC);
+    let plain = NatSpec::default();
+    let un = CtAction {
+        zone: 1,
+        nat: Some(&plain),
+        ..CtAction::default()
+    };
+    // Megabytes later (the checkpoint is seconds old): far beyond the saved windows.
+    let far = 2 + 50_000_000;
+    let data = tcp("172.16.1.2", 40000, "10.247.0.10", 80, TCP_ACK);
+    let reply = tcp("172.16.1.5", 8080, "172.16.1.2", 40000, TCP_ACK);
+
+    // A handover is exact: such a segment is out of window.
+    let mut exact = table(2);
+    exact.restore(&saved, 0);
+    let r = exact.process(&data, &seg(far, 501 + 9_000_000), &un, SEC);
+    assert_eq!(r.ct_state & CT_EST, 0, "{:#x}", r.ct_state);
+
+    // A checkpoint relearns: both directions continue established, still un-NATed.
+    let mut ck = table(3);
+    let r = ck.restore_checkpoint(&saved, 0, 3 * SEC);
+    assert_eq!((r.restored, r.skipped), (1, 0));
+    let r = ck.process(&data, &seg(far, 501 + 9_000_000), &un, SEC);
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_DNAT, "{:#x}", r.ct_state);
+    let r = ck.process(&reply, &seg(501 + 9_000_000, far + 100), &un, SEC);
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_SNAT);
+    assert_eq!(r.ct_mark, 7);
+    // And the windows are tracked again from there on.
+    let r = ck.process(
+        &data,
+        &seg(far.wrapping_add(1 << 30), 501 + 9_000_000),
+        &un,
+        SEC,
+    );
+    assert_eq!(r.ct_state & CT_EST, 0, "{:#x}", r.ct_state);
+}

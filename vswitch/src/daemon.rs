@@ -72,9 +72,15 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         let tmp = p.with_extension("pid.tmp");
         std::fs::write(&tmp, format!("{}\n", std::process::id()))
             .and_then(|()| std::fs::rename(&tmp, p))
-            .map_err(|e| DaemonError::Pidfile(p.clone(), e))?;
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&sock);
+                DaemonError::Pidfile(p.clone(), e)
+            })?;
     }
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| {
+        remove_files(&sock, opts.pidfile.as_deref());
+        DaemonError::Signals(e)
+    })?;
     let db = opts
         .db
         .clone()
@@ -92,14 +98,25 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             }
         }
     };
+    let checkpoint_path = crate::rundir::checkpoint_file(&opts.rundir);
     let handover = if opts.fresh {
         let _ = std::fs::remove_file(&handover_path);
+        let _ = std::fs::remove_file(&checkpoint_path);
         None
     } else {
+        // A graceful stop's handover, else (after a crash) the last checkpoint.
         persist::handover::take(&handover_path)
+            .map(|h| (h, persist::handover::Source::Handover))
+            .or_else(|| {
+                persist::handover::read_checkpoint(&checkpoint_path)
+                    .map(|h| (h, persist::handover::Source::Checkpoint))
+            })
     };
 
-    let server = crate::ctlserver::spawn(opts.limits.clone()).map_err(DaemonError::Server)?;
+    let server = crate::ctlserver::spawn(opts.limits.clone()).map_err(|e| {
+        remove_files(&sock, opts.pidfile.as_deref());
+        DaemonError::Server(e)
+    })?;
     crate::ctlserver::log_limits(&opts.limits);
     let (dp, dp_threads) = datapath::spawn(datapath::Options {
         busy_poll_us: opts.busy_poll_us,
@@ -107,7 +124,10 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         threads: opts.threads,
         conntrack: opts.conntrack.clone(),
     })
-    .map_err(DaemonError::Datapath)?;
+    .map_err(|e| {
+        remove_files(&sock, opts.pidfile.as_deref());
+        DaemonError::Datapath(e)
+    })?;
     let switch = Arc::new(Switch::new(dp, opts.rundir.clone()));
     switch.observe_bridges(Arc::new(Registry::new(&switch, server.clone())));
     // VSWITCH_OF_TCP=BRIDGE@127.0.0.1:6653: OpenFlow over loopback TCP as well.
@@ -122,9 +142,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         }
     }
     let control = Arc::new(Control::new(switch.clone()));
-    if let Some(h) = &handover {
+    if let Some((h, source)) = &handover {
         // Before any port forwards: connections of the previous process are known at once.
-        persist::handover::restore_conntrack(&switch, h);
+        persist::handover::restore_conntrack(&switch, h, *source);
     }
     if let Some(state) = &saved {
         match persist::state::restore(&control, state) {
@@ -135,8 +155,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             }
         }
     }
-    if let Some(h) = &handover {
+    if let Some((h, _)) = &handover {
         persist::handover::restore_mac_tables(&switch, h);
+        persist::handover::restore_affinity(&switch, h);
     }
     // Served from before the configuration is applied: /healthz answers 503 until then.
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -160,6 +181,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         warn!("cannot write the state file {}: {e}", db.display());
     }
     writer.start(&control);
+    let checkpointer = persist::handover::Checkpointer::start(switch.clone(), &checkpoint_path);
 
     switch.start_packet_in_dispatch();
     switch.start_flow_expiry();
@@ -170,6 +192,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         crate::ctlserver::Listener::Unix(listener),
         crate::ctlserver::Service::Mgmt(handler),
     ) {
+        checkpointer.stop(false);
         stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Listen(sock.clone(), e));
     }
@@ -197,6 +220,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     if let Err(e) = writer.save(&control) {
         warn!("cannot write the state file {}: {e}", db.display());
     }
+    checkpointer.stop(true);
     persist::handover::save(&switch, &handover_path);
     stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
     Ok(())

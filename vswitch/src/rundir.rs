@@ -25,6 +25,14 @@ pub fn state_file(rundir: &Path) -> PathBuf {
     rundir.join(STATE_FILE_NAME)
 }
 
+/// File name of the periodic checkpoint of the connection and MAC tables (for a crash).
+pub const CHECKPOINT_FILE_NAME: &str = "vswitchd.checkpoint";
+
+/// `<rundir>/vswitchd.checkpoint`: the connection and MAC tables a start after a crash uses.
+pub fn checkpoint_file(rundir: &Path) -> PathBuf {
+    rundir.join(CHECKPOINT_FILE_NAME)
+}
+
 /// `<rundir>/vswitchd.handover`: what a graceful restart hands the next process.
 pub fn handover_file(rundir: &Path) -> PathBuf {
     rundir.join(HANDOVER_FILE_NAME)

@@ -20,11 +20,16 @@ use hashbrown::HashMap;
 pub const DEFAULT_CAPACITY: usize = 65536;
 
 /// Nanoseconds on one process-wide monotonic clock (the slow path and the fast path must
-/// agree on it).
+/// agree on it). It starts at [`CLOCK_ORIGIN_NS`], not 0, so that memory handed over from a
+/// previous process ([`AffinityTable::import`]) can be dated before this process started.
 pub fn clock_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    CLOCK_ORIGIN_NS + START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
+
+/// What [`clock_ns`] reads when the process starts: about 39 hours, longer than any affinity
+/// timeout (Kubernetes allows at most 86400 s).
+pub const CLOCK_ORIGIN_NS: u64 = 1 << 47;
 
 /// One client's remembered choice.
 #[derive(Debug)]
@@ -122,6 +127,33 @@ impl AffinityTable {
         self.lock().len()
     }
 
+    /// Every remembered client as `(client, bucket, age_ns)` at `now` (for a graceful
+    /// restart's handover; the timeout is the group's, so expired ones are included and
+    /// expire again on the other side).
+    pub fn export(&self, now: u64) -> Vec<(u32, u64, u64)> {
+        self.lock()
+            .iter()
+            .map(|(c, r)| (*c, r.bucket, now.saturating_sub(r.last_ns.load(Relaxed))))
+            .collect()
+    }
+
+    /// Adds exported entries as of `now` (each `age_ns` old); a client already remembered
+    /// keeps its entry, and nothing is added beyond the capacity.
+    pub fn import(&self, entries: &[(u32, u64, u64)], now: u64) {
+        let mut clients = self.lock();
+        for &(client, bucket, age) in entries {
+            if clients.len() >= self.capacity {
+                break;
+            }
+            clients.entry(client).or_insert_with(|| {
+                Arc::new(Remembered {
+                    bucket,
+                    last_ns: AtomicU64::new(now.saturating_sub(age)),
+                })
+            });
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -152,6 +184,24 @@ mod tests {
         );
         assert_eq!(t.len(), 2);
         assert!(t.recall(2, 150, 100).is_none());
+    }
+
+    #[test]
+    fn exported_memory_is_imported_with_its_age() {
+        let t = AffinityTable::new(2);
+        t.remember(1, 50, 1_000, 100).unwrap();
+        t.remember(2, 60, 1_040, 100).unwrap();
+        let mut saved = t.export(1_050);
+        saved.sort_unstable();
+        assert_eq!(saved, vec![(1, 50, 50), (2, 60, 10)]);
+        let next = AffinityTable::new(2);
+        next.import(&saved, 5_000);
+        assert_eq!(next.recall(1, 5_049, 100).map(|r| r.bucket), Some(50));
+        assert!(next.recall(1, 5_050, 100).is_none(), "its age came along");
+        assert_eq!(next.recall(2, 5_089, 100).map(|r| r.bucket), Some(60));
+        next.import(&[(3, 70, 0)], 5_000);
+        assert_eq!(next.len(), 2, "bounded");
+        assert!(clock_ns() >= CLOCK_ORIGIN_NS);
     }
 
     #[test]

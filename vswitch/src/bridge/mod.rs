@@ -121,6 +121,16 @@ impl BridgeCtl {
         }
     }
 
+    /// The session-affinity memory of each select group that has one, by group id (what a
+    /// graceful restart hands over).
+    pub fn affinity_tables(&self) -> Vec<(u32, Arc<conntrack::lb::AffinityTable>)> {
+        self.installed
+            .groups
+            .iter()
+            .filter_map(|(id, e)| Some((*id, e.affinity.as_ref()?.0.clone())))
+            .collect()
+    }
+
     /// Publishes the current tables (port changes use it: the pipeline carries the ports).
     pub fn publish(&mut self) {
         publish::publish(self);

@@ -32,6 +32,18 @@ pub struct Handover {
     pub written_at_ns: u64,
     pub conntrack: Vec<SavedConn>,
     pub mac_tables: Vec<SavedMacTable>,
+    /// Session-affinity memory of select groups (absent in files of earlier builds).
+    #[serde(default)]
+    pub affinity: Vec<SavedAffinity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAffinity {
+    pub bridge: String,
+    pub group_id: u32,
+    /// `(client IPv4 address, bucket identity, age_ns)`.
+    pub clients: Vec<(u32, u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +83,24 @@ pub fn capture(switch: &Switch) -> Handover {
         .values()
         .map(|b| (b.name.clone(), b.dp_index))
         .collect();
+    let affinity = {
+        let now = conntrack::lb::affinity::clock_ns();
+        switch
+            .lock()
+            .values()
+            .flat_map(|b| {
+                b.affinity_tables()
+                    .into_iter()
+                    .map(|(group_id, t)| SavedAffinity {
+                        bridge: b.name.clone(),
+                        group_id,
+                        clients: t.export(now),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|a| !a.clients.is_empty())
+            .collect()
+    };
     let (conntrack, mac_tables) = switch.dp.call(move |dp| {
         let now = dp.now_ns();
         let conns = dp.conntrack().snapshot(now);
@@ -90,6 +120,7 @@ pub fn capture(switch: &Switch) -> Handover {
         written_at_ns: wall_ns(),
         conntrack,
         mac_tables,
+        affinity,
     }
 }
 
@@ -127,20 +158,132 @@ pub fn take(path: &Path) -> Option<Handover> {
     }
 }
 
+/// Reads the periodic checkpoint at `path` without deleting it (the next checkpoint replaces
+/// it); `None` when there is none or it cannot be used (logged).
+pub fn read_checkpoint(path: &Path) -> Option<Handover> {
+    let text = match read_capped(path, MAX_HANDOVER_BYTES) {
+        Ok(t) => t?,
+        Err(e) => {
+            warn!("connection checkpoint discarded: {e}");
+            return None;
+        }
+    };
+    match Handover::decode(&path.display().to_string(), &text) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!("connection checkpoint discarded: {e}");
+            None
+        }
+    }
+}
+
+/// Where the connections come from: a graceful stop's handover (exact) or, after a crash,
+/// the last periodic checkpoint (seconds old: TCP windows are learned again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Handover,
+    Checkpoint,
+}
+
 /// Loads the handed-over connections, less the time the switch was down.
-pub fn restore_conntrack(switch: &Switch, h: &Handover) {
+pub fn restore_conntrack(switch: &Switch, h: &Handover, source: Source) {
     let down = u64::try_from(h.age().as_nanos()).unwrap_or(u64::MAX);
     let conns = h.conntrack.clone();
     let r = switch.dp.call(move |dp| {
         let now = dp.now_ns();
-        dp.conntrack().restore_aged(&conns, now, down)
+        match source {
+            Source::Handover => dp.conntrack().restore_aged(&conns, now, down),
+            Source::Checkpoint => dp.conntrack().restore_checkpoint(&conns, now, down),
+        }
     });
     info!(
         restored = r.restored,
         skipped = r.skipped,
         down_ms = down / 1_000_000,
-        "connections taken over"
+        "connections taken over from the {}",
+        match source {
+            Source::Handover => "handover",
+            Source::Checkpoint => "last checkpoint (after a crash)",
+        }
     );
+}
+
+/// How often the connection table, MAC tables and affinity memory are checkpointed to the
+/// run directory, for a start after a crash.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// Writes a checkpoint every [`CHECKPOINT_EVERY`] until stopped.
+pub struct Checkpointer {
+    path: std::path::PathBuf,
+    /// True once stopped; held while a checkpoint is written, so none is written after.
+    stopped: std::sync::Mutex<bool>,
+}
+
+impl Checkpointer {
+    pub fn start(switch: std::sync::Arc<Switch>, path: &Path) -> std::sync::Arc<Checkpointer> {
+        let me = std::sync::Arc::new(Checkpointer {
+            path: path.to_path_buf(),
+            stopped: std::sync::Mutex::new(false),
+        });
+        let c = me.clone();
+        let _ = std::thread::Builder::new()
+            .name("ct-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    let stopped = c.stopped.lock().unwrap_or_else(|e| e.into_inner());
+                    if *stopped {
+                        break;
+                    }
+                    let h = capture(&switch);
+                    if let Err(e) = write_atomic(&c.path, h.encode().as_bytes()) {
+                        tracing::warn!("cannot write the checkpoint {}: {e}", c.path.display());
+                    }
+                }
+            });
+        me
+    }
+
+    /// Stops checkpointing (waiting for a write under way); with `remove`, also deletes the
+    /// checkpoint (a graceful stop's handover supersedes it).
+    pub fn stop(&self, remove: bool) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        *stopped = true;
+        if remove {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Loads the handed-over session-affinity memory into the select groups of the same bridge
+/// and id (after the configuration is restored; a group that is gone or has no affinity
+/// timeout any more takes nothing).
+pub fn restore_affinity(switch: &Switch, h: &Handover) {
+    let down = u64::try_from(h.age().as_nanos()).unwrap_or(u64::MAX);
+    let now = conntrack::lb::affinity::clock_ns();
+    let mut clients = 0;
+    let bridges = switch.lock();
+    for a in &h.affinity {
+        let Some(b) = bridges.get(&a.bridge) else {
+            continue;
+        };
+        if let Some((_, t)) = b
+            .affinity_tables()
+            .into_iter()
+            .find(|(id, _)| *id == a.group_id)
+        {
+            let aged: Vec<_> = a
+                .clients
+                .iter()
+                .map(|&(c, bucket, age)| (c, bucket, age.saturating_add(down)))
+                .collect();
+            t.import(&aged, now);
+            clients += aged.len();
+        }
+    }
+    if clients > 0 {
+        info!(clients, "session affinity taken over");
+    }
 }
 
 /// Loads the handed-over MAC tables into the bridges of the same names.
@@ -174,6 +317,11 @@ mod tests {
             mac_tables: vec![SavedMacTable {
                 bridge: "br0".into(),
                 entries: vec![(0, [2, 0, 0, 0, 0, 1], 3, 1_000)],
+            }],
+            affinity: vec![SavedAffinity {
+                bridge: "br0".into(),
+                group_id: 3,
+                clients: vec![(0x0a00_0001, 77, 5)],
             }],
         };
         assert_eq!(Handover::decode("h", &h.encode()).unwrap(), h);

@@ -200,6 +200,11 @@ impl Daemon {
     /// Starts vswitchd in `ns` on `rundir` as it is (a restart keeps what is there); the log
     /// is appended to.
     pub fn spawn_in(ns: &str, rundir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::spawn_binary(Path::new(env!("CARGO_BIN_EXE_vswitchd")), ns, rundir, extra)
+    }
+
+    /// [`Daemon::spawn_in`] with another vswitchd binary.
+    pub fn spawn_binary(bin: &Path, ns: &str, rundir: &Path, extra: &[&str]) -> Daemon {
         let log = rundir.join("vswitchd.log");
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -207,13 +212,9 @@ impl Daemon {
             .open(&log)
             .expect("open daemon log");
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                env!("CARGO_BIN_EXE_vswitchd"),
-                "--rundir",
-            ])
+            .args(["netns", "exec", ns])
+            .arg(bin)
+            .arg("--rundir")
             .arg(rundir)
             .args(extra)
             .stdin(Stdio::null())
@@ -287,11 +288,16 @@ impl Daemon {
     /// Starts the next process on the same run directory (after `stop_gracefully` or
     /// `kill_hard`) and waits for its socket.
     pub fn start_again(&mut self, extra: &[&str]) {
+        self.start_again_from(Path::new(env!("CARGO_BIN_EXE_vswitchd")), extra);
+    }
+
+    /// [`Daemon::start_again`] with another binary (an upgrade).
+    pub fn start_again_from(&mut self, bin: &Path, extra: &[&str]) {
         assert!(self.child.is_none(), "the previous process still runs");
         // After a kill -9 the old socket file is still there: wait for one that answers.
         let sock = self.rundir.join("vswitchd.ctl");
         let _ = std::fs::remove_file(&sock);
-        let mut next = Daemon::spawn_in(&self.ns, &self.rundir, extra);
+        let mut next = Daemon::spawn_binary(bin, &self.ns, &self.rundir, extra);
         self.child = next.child.take();
         // Its drop would remove the run directory this one keeps using.
         std::mem::forget(next);
