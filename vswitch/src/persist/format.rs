@@ -252,6 +252,9 @@ mod tests {
                 mac: "0a:58:0c:01:00:0b".into(),
                 ofport: None,
                 allow_from: Some(vec!["10.0.0.0/8".into()]),
+                vlan: None,
+                security_groups: None,
+                eip: None,
             },
         );
         StateFile::new(
