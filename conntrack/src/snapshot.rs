@@ -22,6 +22,12 @@ pub struct SavedConn {
     class: TimeoutClass,
     /// Nanoseconds before it would have expired.
     remaining_ns: u64,
+    /// `ct_label`'s high and low halves (JSON numbers stop at 64 bits); absent in files from
+    /// before labels, which had none.
+    #[serde(default)]
+    label_hi: u64,
+    #[serde(default)]
+    label_lo: u64,
 }
 
 impl SavedConn {
@@ -61,6 +67,8 @@ impl Conntrack {
                 icmp_type_code: c.icmp_type_code,
                 class: c.class,
                 remaining_ns: c.expires - now,
+                label_hi: (c.label >> 64) as u64,
+                label_lo: c.label as u64,
             })
             .collect()
     }
@@ -122,6 +130,7 @@ impl Conntrack {
             conn.nat = s.nat;
             conn.seen_reply = s.seen_reply;
             conn.icmp_type_code = s.icmp_type_code;
+            conn.label = (u128::from(s.label_hi) << 64) | u128::from(s.label_lo);
             let left = (s.remaining_ns - elapsed_ns).min(self.timeouts_ns[s.class as usize]);
             let idx = self.slab.insert(conn, now.saturating_add(left));
             self.table.insert_unique(

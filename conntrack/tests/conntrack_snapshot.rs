@@ -49,7 +49,10 @@ fn table(seed: u64) -> Conntrack {
     .unwrap()
 }
 
-/// An established Service connection (DNAT to a backend, mark 7) in zone 1.
+/// A `ct_label` with bits in both 64-bit halves.
+const LABEL: u128 = 0x8000_0000_0000_0001_0000_0000_0000_00ff;
+
+/// An established Service connection (DNAT to a backend, mark 7, label [`LABEL`]) in zone 1.
 fn established_service_connection(ct: &mut Conntrack, now: u64) {
     let spec =
         NatSpec::dnat(NatRange::new(addr("172.16.1.5"), addr("172.16.1.5"), 8080, 8080).unwrap());
@@ -58,6 +61,7 @@ fn established_service_connection(ct: &mut Conntrack, now: u64) {
         commit: true,
         nat: Some(&spec),
         mark: Some((7, u32::MAX)),
+        label: Some((LABEL, u128::MAX)),
         ..CtAction::default()
     };
     let syn = tcp("172.16.1.2", 40000, "10.247.0.10", 80, TCP_SYN);
@@ -90,6 +94,10 @@ fn a_restored_table_keeps_nat_state_mark_and_time_left() {
     let text = serde_json::to_string(&saved).unwrap();
     let back: Vec<SavedConn> = serde_json::from_str(&text).unwrap();
     assert_eq!(back, saved);
+    // The state file is read through serde_json::Value, whose numbers stop at 64 bits.
+    let via_value: Vec<SavedConn> =
+        serde_json::from_value(serde_json::from_str::<serde_json::Value>(&text).unwrap()).unwrap();
+    assert_eq!(via_value, saved);
 
     // Another process: another hash seed, another clock.
     let mut new = table(2);
@@ -108,6 +116,7 @@ fn a_restored_table_keeps_nat_state_mark_and_time_left() {
     let r = new.process(&data, &seg(501, 2), &un, 6 * SEC);
     assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_SNAT);
     assert_eq!(r.ct_mark, 7);
+    assert_eq!(r.ct_label, LABEL);
     let rw = r.rewrite.unwrap();
     assert_eq!((rw.src, rw.sport), (addr("10.247.0.10"), 80));
 
