@@ -30,10 +30,16 @@ const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
+const PROTO_SCTP: u8 = 132;
+/// The SCTP common header: ports, verification tag, CRC32c.
+const SCTP_LEN: usize = 12;
 
 /// Word index of `eth_dst` in `FlowKey::words()`: everything from there on is L2..L4.
 const L2_FIRST_WORD: usize = core::mem::offset_of!(FlowKey, eth_dst) / 8;
 const _: () = assert!(core::mem::offset_of!(FlowKey, eth_dst).is_multiple_of(8));
+/// Word index of `nw_src`: everything from there on is L3..L4.
+const L3_FIRST_WORD: usize = core::mem::offset_of!(FlowKey, nw_src) / 8;
+const _: () = assert!(core::mem::offset_of!(FlowKey, nw_src).is_multiple_of(8));
 
 /// What was wrong with an IPv4 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +169,12 @@ fn mac(b: &[u8], at: usize) -> [u8; 6] {
 
 /// Fills the L2..L4 fields of `key` from `frame` and returns the offsets (and the fault, if
 /// any). Leaves `in_port`, `recirc_id`, `metadata`, `regs`, `tun_*` and `ct_*` untouched.
+///
+/// A faulty layer contributes nothing, as in Open vSwitch's `miniflow_extract`: an IPv4/IPv6
+/// header that is cut short or inconsistent leaves every L3 and L4 field zero (the EtherType
+/// and VLAN stay), a cut-short transport header leaves the L4 fields zero. Such a packet is
+/// matched on what was parsed; its offsets stop before the faulty layer, so rewrites of that
+/// layer leave it alone.
 #[inline]
 pub fn extract(frame: &[u8], key: &mut FlowKey) -> Parsed {
     for w in &mut key.words_mut()[L2_FIRST_WORD..] {
@@ -198,6 +210,30 @@ pub fn extract(frame: &[u8], key: &mut FlowKey) -> Parsed {
         ETH_TYPE_IPV6 => parse_ipv6(frame, off, key, &mut parsed),
         ETH_TYPE_ARP => parse_arp(frame, off, key, &mut parsed),
         _ => {}
+    }
+    match parsed.error {
+        None => {}
+        Some(
+            ParseError::TruncatedIpv4
+            | ParseError::BadIpv4Header(_)
+            | ParseError::TruncatedIpv6
+            | ParseError::BadIpv6Version,
+        ) => {
+            for w in &mut key.words_mut()[L3_FIRST_WORD..] {
+                *w = 0;
+            }
+            parsed.l4 = 0;
+            parsed.payload = 0;
+            parsed.l3_end = 0;
+        }
+        Some(_) => {
+            key.tp_src = 0;
+            key.tp_dst = 0;
+            key.tcp_flags = 0;
+            key.icmp_type = 0;
+            key.icmp_code = 0;
+            parsed.payload = 0;
+        }
     }
     parsed
 }
@@ -371,6 +407,13 @@ fn parse_l4(
         key.tp_src = rd16(packet, l4);
         key.tp_dst = rd16(packet, l4 + 2);
         parsed.payload = (l4 + UDP_LEN) as u32;
+    } else if proto == PROTO_SCTP {
+        // As Open vSwitch: a cut-short SCTP header leaves the ports unset, nothing more.
+        if avail >= SCTP_LEN {
+            key.tp_src = rd16(packet, l4);
+            key.tp_dst = rd16(packet, l4 + 2);
+            parsed.payload = (l4 + SCTP_LEN) as u32;
+        }
     } else if proto == icmp_proto {
         if avail < ICMP_LEN {
             parsed.error = Some(ParseError::TruncatedL4);

@@ -24,6 +24,7 @@ use crate::wire::{EthernetAddress, arp, icmpv4, ipv4, ipv6, tcp, udp};
 
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
+const PROTO_SCTP: u8 = 132;
 
 /// What the L4 checksum field holds; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,6 +152,9 @@ fn set_port(
     new: u16,
     mode: L4Checksum,
 ) -> Result<(), RewriteError> {
+    if parsed.l4_proto == PROTO_SCTP {
+        return set_sctp_port(frame, parsed, field_offset, new);
+    }
     let Some((l4c, proto)) = l4_checksum_at(frame, parsed) else {
         return Err(
             if parsed.l4_offset().is_some() && frame.len() < parsed.payload_offset().unwrap_or(0) {
@@ -181,6 +185,34 @@ fn set_port(
         };
         wr16(frame, l4c, updated);
     }
+    Ok(())
+}
+
+/// SCTP ports: the CRC32c covers the whole SCTP packet. As Open vSwitch does, the field
+/// keeps whatever error it had: new = old ^ crc(before) ^ crc(after).
+fn set_sctp_port(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    field_offset: usize,
+    new: u16,
+) -> Result<(), RewriteError> {
+    let (Some(l4), Some(_)) = (parsed.l4_offset(), parsed.payload_offset()) else {
+        return Err(RewriteError::NoPorts);
+    };
+    let end = parsed.l3_end().unwrap_or(frame.len()).min(frame.len());
+    if end < l4 + 12 {
+        return Err(RewriteError::FrameTooShort);
+    }
+    let seg = &mut frame[l4..end];
+    if rd16(seg, field_offset) == new {
+        return Ok(());
+    }
+    let old_csum = u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]]);
+    seg[8..12].fill(0);
+    let before = checksum::crc32c(seg);
+    wr16(seg, field_offset, new);
+    let after = checksum::crc32c(seg);
+    seg[8..12].copy_from_slice(&(old_csum ^ before ^ after).to_le_bytes());
     Ok(())
 }
 
@@ -260,6 +292,82 @@ pub fn set_ipv4_tos(frame: &mut [u8], parsed: &Parsed, tos: u8) -> Result<(), Re
 /// Sets the IPv4 TTL, updating the header checksum (see [`dec_ttl`] to decrement it).
 pub fn set_ipv4_ttl(frame: &mut [u8], parsed: &Parsed, ttl: u8) -> Result<(), RewriteError> {
     set_ipv4_byte(frame, parsed, ipv4::TTL_OFFSET, ttl)
+}
+
+#[inline]
+fn ipv6_l3(frame: &[u8], parsed: &Parsed) -> Result<usize, RewriteError> {
+    match (parsed.l3_kind, parsed.l3_offset(), parsed.l3_end()) {
+        (L3Kind::Ipv6, Some(l3), Some(_)) if frame.len() >= l3 + 40 => Ok(l3),
+        (L3Kind::Ipv6, Some(_), Some(_)) => Err(RewriteError::FrameTooShort),
+        _ => Err(RewriteError::NotIp),
+    }
+}
+
+/// Rewrites the IPv6 source (`src`) or destination address, updating the TCP, UDP or ICMPv6
+/// checksum (the addresses are in their pseudo-header).
+pub fn set_ipv6_addr(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    src: bool,
+    new: [u8; 16],
+    mode: L4Checksum,
+) -> Result<(), RewriteError> {
+    let l3 = ipv6_l3(frame, parsed)?;
+    let at = l3 + if src { 8 } else { 24 };
+    let mut old = [0u8; 16];
+    old.copy_from_slice(&frame[at..at + 16]);
+    if old == new {
+        return Ok(());
+    }
+    frame[at..at + 16].copy_from_slice(&new);
+    let (o, n) = (
+        core::net::Ipv6Addr::from(old),
+        core::net::Ipv6Addr::from(new),
+    );
+    let l4c = match l4_checksum_at(frame, parsed) {
+        Some(x) => Some(x),
+        None => parsed
+            .l4_offset()
+            .filter(|l4| parsed.l4_proto == 58 && frame.len() >= l4 + 4)
+            .map(|l4| (l4 + 2, 58)),
+    };
+    if let Some((l4c, proto)) = l4c {
+        let cur = rd16(frame, l4c);
+        let updated = match mode {
+            L4Checksum::Partial => !checksum::update_addr_v6(!cur, &o, &n),
+            L4Checksum::Complete if proto == PROTO_UDP && cur == 0 => 0,
+            L4Checksum::Complete if proto == PROTO_UDP => {
+                checksum::udp_nonzero(checksum::update_addr_v6(cur, &o, &n))
+            }
+            L4Checksum::Complete => checksum::update_addr_v6(cur, &o, &n),
+        };
+        wr16(frame, l4c, updated);
+    }
+    Ok(())
+}
+
+/// Sets the IPv6 traffic class (the whole byte: DSCP and ECN).
+pub fn set_ipv6_tclass(frame: &mut [u8], parsed: &Parsed, tc: u8) -> Result<(), RewriteError> {
+    let l3 = ipv6_l3(frame, parsed)?;
+    frame[l3] = (frame[l3] & 0xf0) | (tc >> 4);
+    frame[l3 + 1] = (frame[l3 + 1] & 0x0f) | (tc << 4);
+    Ok(())
+}
+
+/// Sets the 20-bit IPv6 flow label.
+pub fn set_ipv6_label(frame: &mut [u8], parsed: &Parsed, label: u32) -> Result<(), RewriteError> {
+    let l3 = ipv6_l3(frame, parsed)?;
+    frame[l3 + 1] = (frame[l3 + 1] & 0xf0) | ((label >> 16) as u8 & 0x0f);
+    frame[l3 + 2] = (label >> 8) as u8;
+    frame[l3 + 3] = label as u8;
+    Ok(())
+}
+
+/// Sets the IPv6 hop limit.
+pub fn set_ipv6_hlim(frame: &mut [u8], parsed: &Parsed, hlim: u8) -> Result<(), RewriteError> {
+    let l3 = ipv6_l3(frame, parsed)?;
+    frame[l3 + 7] = hlim;
+    Ok(())
 }
 
 /// Offset of an ICMPv4 message's header when the frame holds all 8 bytes of it.

@@ -117,6 +117,8 @@ impl TableError {
 fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
     match field {
         FieldId::ConjId
+        | FieldId::CtState
+        | FieldId::CtZone
         | FieldId::CtNwSrc
         | FieldId::CtNwDst
         | FieldId::CtIpv6Src

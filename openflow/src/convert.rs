@@ -89,11 +89,21 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
         },
         WAction::Group(g) => T::Group(*g),
         WAction::SetField(t) | WAction::RegLoad2(t) => {
-            let full = t.field.info().full_mask();
+            // The wire carries the field in wire units (OXM_OF_VLAN_PCP: the bare PCP); the
+            // table holds it where the field's bits live (the PCP above the VLAN-present bit,
+            // which a set-field of vlan_pcp sets: the field requires a tag).
+            let info = t.field.info();
+            let shift = info.codec.shift;
+            let wire_full = info.wire_full_mask();
+            let low = (1u128 << shift) - 1;
+            let (value, mask) = match t.mask {
+                None => (((t.value & wire_full) << shift) | low, info.full_mask()),
+                Some(m) => ((t.value & wire_full) << shift, (m & wire_full) << shift),
+            };
             T::SetField {
                 field: t.field,
-                value: t.value,
-                mask: t.mask.unwrap_or(full) & full,
+                value,
+                mask,
             }
         }
         WAction::PushVlan(tpid) => T::PushVlan(*tpid),
@@ -101,7 +111,8 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
         WAction::DecNwTtl | WAction::NxDecTtl => T::DecTtl,
         WAction::Resubmit { in_port, table } => T::Resubmit {
             in_port: (*in_port != 0xfff8).then(|| port_from_of10(*in_port)),
-            table: *table,
+            // Table 255 is "the current table", as no table at all.
+            table: table.filter(|t| *t != 255),
         },
         WAction::RegLoad {
             dst,
@@ -263,10 +274,16 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             max_len: *max_len,
         },
         T::SetField { field, value, mask } => {
-            let full = field.info().full_mask();
+            let info = field.info();
+            let full = info.full_mask();
+            let shift = info.codec.shift;
             let exact = *mask & full == full;
-            let tlv = OxmTlv::new(*field, *value, (!exact).then_some(*mask))
-                .ok_or_else(|| no_wire_form(*field))?;
+            let tlv = OxmTlv::new(
+                *field,
+                (*value & full) >> shift,
+                (!exact).then_some((*mask & full) >> shift),
+            )
+            .ok_or_else(|| no_wire_form(*field))?;
             if exact {
                 WAction::SetField(tlv)
             } else {

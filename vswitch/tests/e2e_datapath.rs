@@ -419,7 +419,7 @@ fn vxlan_to_plain_linux_node() {
 }
 
 /// From a pod: 20 IPv4 frames with no IP header at all, 20 truncated IPv4 headers, 20 IPv4
-/// headers claiming more bytes than they carry; broadcast, so NORMAL would flood any it kept.
+/// headers claiming more bytes than they carry; broadcast, so NORMAL floods them.
 /// (No runts: the kernel refuses to send a frame shorter than an Ethernet header.)
 const BAD_FRAMES: &str = r#"
 import socket, sys
@@ -458,12 +458,7 @@ fn bad_input_is_counted_and_survived() {
     let pod_a = t.a.pod(0).name().to_string();
     assert_ping(&pod_a, "172.16.0.2", 2);
     let d = t.a.daemon();
-    let names = [
-        "malformed",
-        "vxlan_bad_flags",
-        "vxlan_short",
-        "vxlan_unknown_tunnel",
-    ];
+    let names = ["vxlan_bad_flags", "vxlan_short", "vxlan_unknown_tunnel"];
     let before: Vec<u64> = names.iter().map(|n| d.drops(BR, n)).collect();
     let rx_before = d.ports(BR)[&1].rx_packets;
 
@@ -483,34 +478,27 @@ fn bad_input_is_counted_and_survived() {
 
     let after: Vec<u64> = names.iter().map(|n| d.drops(BR, n)).collect();
     let grew = |i: usize| after[i] - before[i];
-    // The pod's 60 frames all reached the switch, and each was dropped as `malformed`: a
-    // header that lies about its length stops the packet before any flow sees it
-    // (datapath/exec.rs). Nothing else in this test is malformed, so the count is exact.
+    // The pod's 60 frames all reached the switch. As in Open vSwitch, a header that lies
+    // about its length adds nothing to the key (datapath/exec.rs): they are matched on their
+    // Ethernet header, here by the bridge's NORMAL flow (flooded, as Open vSwitch would).
     assert!(
         d.ports(BR)[&1].rx_packets >= rx_before + 60,
         "the switch did not see the bad frames"
     );
-    assert_eq!(
-        grew(0),
-        60,
-        "malformed grew by {} (want the pod's 60 bad frames):\n{}",
-        grew(0),
-        d.ctl(&["dump-drops", BR])
+    assert!(
+        grew(0) >= 10,
+        "vxlan_bad_flags grew by {} (want >= 10)",
+        grew(0)
     );
     assert!(
-        grew(1) >= 10,
-        "vxlan_bad_flags grew by {} (want >= 10)",
+        grew(1) >= 20,
+        "vxlan_short grew by {} (want >= 20)",
         grew(1)
     );
     assert!(
-        grew(2) >= 20,
-        "vxlan_short grew by {} (want >= 20)",
-        grew(2)
-    );
-    assert!(
-        grew(3) >= 10,
+        grew(2) >= 10,
         "vxlan_unknown_tunnel grew by {} (want >= 10)",
-        grew(3)
+        grew(2)
     );
 
     assert_ping(&pod_a, "172.16.0.2", 3);

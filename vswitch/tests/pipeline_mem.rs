@@ -293,20 +293,40 @@ fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
     );
 }
 
+/// As Open vSwitch: a frame with a cut-short header is matched on the layers before the fault
+/// (nothing of the faulty layer is in its key) and forwarded unchanged; only a runt is dropped.
 #[test]
-fn truncated_headers_are_dropped_and_counted() {
+fn truncated_headers_match_only_the_layers_before_the_fault() {
     let mut b = bench(2);
+    b.flows(
+        "priority=20,tcp,tp_dst=2,actions=output:2
+priority=10,ip,nw_src=10.0.0.1,actions=output:2
+priority=5,ip,actions=drop",
+    );
     let good = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
         .tcp(1, 2, 0x02)
         .build();
-    // IPv4 header cut in the middle, and a TCP header cut short.
+    // IPv4 header cut in the middle: only L2 and the EtherType are known, so `ip` matches but
+    // not `nw_src`: the drop flow takes it.
+    let dropped = b.drops("flow_drop");
     b.send(1, &good[..14 + 10]);
-    b.send(1, &good[..14 + 20 + 8]);
+    assert!(
+        b.received(2).is_empty(),
+        "a frame without L3 matched nw_src"
+    );
+    assert_eq!(b.drops("flow_drop"), dropped + 1);
+    // A TCP header cut short (the IP total length agrees): L3 is known, the ports are not.
+    let mut cut = good[..14 + 20 + 8].to_vec();
+    cut[16..18].copy_from_slice(&28u16.to_be_bytes());
+    b.send(1, &cut);
+    assert_eq!(
+        b.received(2),
+        vec![cut.clone()],
+        "matched on L3, sent unchanged"
+    );
     // A runt.
     b.send(1, &good[..10]);
-    assert!(b.received(2).is_empty(), "a malformed frame was forwarded");
-    assert_eq!(b.drops("malformed"), 2);
     assert_eq!(b.drops("runt"), 1);
     b.send(1, &good);
     assert_eq!(b.received(2).len(), 1, "well-formed traffic still flows");

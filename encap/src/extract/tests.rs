@@ -259,7 +259,11 @@ fn every_error_is_named() {
     bad_off[14 + 20 + 12] = 0x40;
     let (k, p) = key_of(&bad_off);
     assert_eq!(p.error, Some(ParseError::BadTcpOffset));
-    assert_eq!(k.tp_dst, 2);
+    assert_eq!(
+        (k.tp_dst, k.nw_proto),
+        (0, 6),
+        "a faulty L4 header adds no L4 field"
+    );
     assert_eq!(p.payload_offset(), None);
 
     let vlan = FrameBuilder::eth(A, B)
@@ -284,6 +288,21 @@ fn every_error_is_named() {
     let mut bad = v6.clone();
     bad[14] = 0x40;
     assert_eq!(key_of(&bad).1.error, Some(ParseError::BadIpv6Version));
+}
+
+/// As Open vSwitch: a faulty IP header contributes no L3 or L4 field; L2 stays.
+#[test]
+fn a_faulty_ip_header_leaves_only_l2() {
+    let tcp = FrameBuilder::eth(A, B)
+        .vlan(5)
+        .ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+        .tcp(1, 2, 0x02)
+        .build();
+    let (k, p) = key_of(&tcp[..tcp.len() - 1]);
+    assert_eq!(p.error, Some(ParseError::TruncatedIpv4));
+    assert_eq!((k.eth_type, k.vlan_tci & 0xfff), (0x0800, 5));
+    assert_eq!((k.nw_src, k.nw_proto, k.nw_ttl, k.tp_dst), (0, 0, 0, 0));
+    assert_eq!((p.l3_end(), p.l4_offset()), (None, None));
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub enum DpAction {
     SetEthDst([u8; 6]),
     SetIpv4Src(Ipv4Addr),
     SetIpv4Dst(Ipv4Addr),
+    SetIpv6Src([u8; 16]),
+    SetIpv6Dst([u8; 16]),
+    /// The 20-bit flow label.
+    SetIpv6Label(u32),
     SetTpSrc(u16),
     SetTpDst(u16),
     SetIpTos(u8),
@@ -116,6 +120,43 @@ pub enum DpAction {
     Drop(DropReason),
     /// A select group resolved per packet (see [`SelectAction`]); always the last action.
     Select(SelectAction),
+    /// Runs the actions on a copy of the packet, then goes on with the packet as it was (a
+    /// group bucket that changes the packet, followed by more actions).
+    Clone(Vec<DpAction>),
+}
+
+impl DpAction {
+    /// True when the action may change the packet's bytes or the key later actions read.
+    pub fn changes_packet(&self) -> bool {
+        !matches!(
+            self,
+            DpAction::Output(_)
+                | DpAction::Tunnel { .. }
+                | DpAction::Normal
+                | DpAction::Flood { .. }
+                | DpAction::Controller { .. }
+                | DpAction::AffinityTouch(_)
+                | DpAction::Drop(_)
+                | DpAction::Clone(_)
+        )
+    }
+
+    /// True when the action disposes of the packet: sends it somewhere, hands it to
+    /// conntrack for another pass, or drops it with a reason.
+    pub fn disposes(&self) -> bool {
+        match self {
+            DpAction::Output(_)
+            | DpAction::Tunnel { .. }
+            | DpAction::Normal
+            | DpAction::Flood { .. }
+            | DpAction::Controller { .. }
+            | DpAction::Drop(_)
+            | DpAction::Select(_) => true,
+            DpAction::Ct(ct) => ct.recirc_table.is_some(),
+            DpAction::Clone(inner) => inner.iter().any(DpAction::disposes),
+            _ => false,
+        }
+    }
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -157,10 +198,17 @@ impl std::fmt::Display for DpAction {
             DpAction::SetEthDst(m) => write!(f, "set(eth(dst={}))", mac(m)),
             DpAction::SetIpv4Src(a) => write!(f, "set(ipv4(src={a}))"),
             DpAction::SetIpv4Dst(a) => write!(f, "set(ipv4(dst={a}))"),
+            DpAction::SetIpv6Src(a) => {
+                write!(f, "set(ipv6(src={}))", std::net::Ipv6Addr::from(*a))
+            }
+            DpAction::SetIpv6Dst(a) => {
+                write!(f, "set(ipv6(dst={}))", std::net::Ipv6Addr::from(*a))
+            }
+            DpAction::SetIpv6Label(l) => write!(f, "set(ipv6(label={l:#x}))"),
             DpAction::SetTpSrc(p) => write!(f, "set(l4(src={p}))"),
             DpAction::SetTpDst(p) => write!(f, "set(l4(dst={p}))"),
-            DpAction::SetIpTos(t) => write!(f, "set(ipv4(tos={t:#x}))"),
-            DpAction::SetIpTtl(t) => write!(f, "set(ipv4(ttl={t}))"),
+            DpAction::SetIpTos(t) => write!(f, "set(ip(tos={t:#x}))"),
+            DpAction::SetIpTtl(t) => write!(f, "set(ip(ttl={t}))"),
             DpAction::PushVlan { tpid, tci } => write!(
                 f,
                 "push_vlan(tpid={tpid:#x},vid={},pcp={})",
@@ -216,6 +264,10 @@ impl std::fmt::Display for DpAction {
                     write!(f, "{}{}", if i == 0 { "{" } else { "|" }, text.join(","))?;
                 }
                 f.write_str("}")
+            }
+            DpAction::Clone(inner) => {
+                let text: Vec<String> = inner.iter().map(|a| a.to_string()).collect();
+                write!(f, "clone({})", text.join(","))
             }
         }
     }

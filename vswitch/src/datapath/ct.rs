@@ -24,6 +24,15 @@ pub fn run(
     parsed: &Parsed,
     act: &CtAction,
 ) -> Result<Option<FlowKey>, DropReason> {
+    if parsed.error.is_some() {
+        // A cut-short or inconsistent header: conntrack cannot identify a connection, the
+        // packet is invalid (Open vSwitch: +trk+inv), nothing is committed.
+        let mut next = *key;
+        next.ct_state = encap::flowkey::CT_TRK | encap::flowkey::CT_INV;
+        next.ct_zone = act.zone;
+        next.ct_mark = 0;
+        return Ok(Some(next));
+    }
     let facts = facts(pkt.data(), key, parsed);
     let res = ct.process_frame(
         lookup,
@@ -61,14 +70,25 @@ pub fn run(
             L4Checksum::Complete
         };
         let frame = pkt.data_mut();
-        let (src, dst) = (v4(rw.src), v4(rw.dst));
-        if src != key.nw_src {
-            let _ = encap::rewrite::set_ipv4_src(frame, parsed, src.into(), mode);
-            next.nw_src = src;
-        }
-        if dst != key.nw_dst {
-            let _ = encap::rewrite::set_ipv4_dst(frame, parsed, dst.into(), mode);
-            next.nw_dst = dst;
+        if key.eth_type == 0x86dd {
+            if rw.src.0 != key.ipv6_src {
+                let _ = encap::rewrite::set_ipv6_addr(frame, parsed, true, rw.src.0, mode);
+                next.ipv6_src = rw.src.0;
+            }
+            if rw.dst.0 != key.ipv6_dst {
+                let _ = encap::rewrite::set_ipv6_addr(frame, parsed, false, rw.dst.0, mode);
+                next.ipv6_dst = rw.dst.0;
+            }
+        } else {
+            let (src, dst) = (v4(rw.src), v4(rw.dst));
+            if src != key.nw_src {
+                let _ = encap::rewrite::set_ipv4_src(frame, parsed, src.into(), mode);
+                next.nw_src = src;
+            }
+            if dst != key.nw_dst {
+                let _ = encap::rewrite::set_ipv4_dst(frame, parsed, dst.into(), mode);
+                next.nw_dst = dst;
+            }
         }
         if key.nw_proto == 1 && matches!(key.icmp_type, 0 | 8) {
             // ICMP echo: the identifier is the "port" NAT allocates (both tuple ports hold it).
@@ -84,7 +104,7 @@ pub fn run(
                 next.tp_dst = rw.dport;
             }
         }
-        if let Some(inner) = rw.inner {
+        if let Some(inner) = rw.inner.filter(|_| key.eth_type == 0x0800) {
             let _ = encap::rewrite::set_icmpv4_quoted(
                 frame,
                 parsed,

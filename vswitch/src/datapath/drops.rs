@@ -25,9 +25,9 @@ macro_rules! drop_reasons {
 
 drop_reasons! {
     Runt => "runt", "frame shorter than an Ethernet header";
-    Malformed => "malformed", "truncated or inconsistent L2/L3/L4 header";
+    Malformed => "malformed", "a GSO super-frame that could not be segmented";
     NoMatch => "no_match", "no flow matched in a table (table-miss drop)";
-    ExplicitDrop => "flow_drop", "a flow's action list was empty (actions=drop)";
+    ExplicitDrop => "flow_drop", "the flows sent the packet nowhere (actions=drop, no output)";
     TtlExpired => "ttl_expired", "dec_ttl reached zero";
     TooBig => "too_big", "frame larger than the output port's MTU";
     TunnelTooBig => "tunnel_too_big", "frame too large for the underlay after VXLAN encapsulation";

@@ -30,6 +30,8 @@ pub struct Scratch {
     /// Held fragments released by conntrack are copied here, then run again.
     held_frame: Vec<u8>,
     held_pkt: Option<PacketBuf>,
+    /// Packet copies for [`DpAction::Clone`], one per nesting level, reused.
+    clones: Vec<PacketBuf>,
     hits: FlowHits,
 }
 
@@ -40,6 +42,7 @@ impl Scratch {
             gso: Vec::with_capacity(tap_io::buf::DEFAULT_FRAME_ROOM),
             held_frame: Vec::new(),
             held_pkt: None,
+            clones: Vec::new(),
             hits: FlowHits::default(),
         }
     }
@@ -362,18 +365,13 @@ fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usiz
     // they are: rewrites keep the partial sum right, and each output port finishes whatever its
     // back end cannot (ports.rs `queue`).
     let mut parsed = encap::extract(pkt.data(), &mut key);
-    match parsed.error {
-        None => {}
-        Some(encap::ParseError::Runt) => {
-            ctx.bridge.drops.add(DropReason::Runt, 1);
-            return;
-        }
-        // A header that lies about its length would make every later stage guess; the frame
-        // is dropped and counted rather than forwarded half-understood.
-        Some(_) => {
-            ctx.bridge.drops.add(DropReason::Malformed, 1);
-            return;
-        }
+    // A frame with a cut-short or inconsistent header goes on, as in Open vSwitch, matched on
+    // the layers before the fault (the key holds nothing of the faulty layer, and rewrites of
+    // it leave the frame alone); conntrack marks it +inv. Only a frame without a whole
+    // Ethernet header is dropped.
+    if parsed.error == Some(encap::ParseError::Runt) {
+        ctx.bridge.drops.add(DropReason::Runt, 1);
+        return;
     }
     let flow = lookup(ctx, &key);
     ctx.scratch.hits.add(&flow, pkt.len() as u64, ctx.now_ns);
@@ -459,6 +457,20 @@ fn execute_list(
                 let _ = encap::rewrite::set_ipv4_dst(pkt.data_mut(), parsed, *ip, mode);
                 key.nw_dst = u32::from(*ip);
             }
+            DpAction::SetIpv6Src(a) => {
+                let mode = csum_mode(pkt);
+                let _ = encap::rewrite::set_ipv6_addr(pkt.data_mut(), parsed, true, *a, mode);
+                key.ipv6_src = *a;
+            }
+            DpAction::SetIpv6Dst(a) => {
+                let mode = csum_mode(pkt);
+                let _ = encap::rewrite::set_ipv6_addr(pkt.data_mut(), parsed, false, *a, mode);
+                key.ipv6_dst = *a;
+            }
+            DpAction::SetIpv6Label(l) => {
+                let _ = encap::rewrite::set_ipv6_label(pkt.data_mut(), parsed, *l);
+                key.ipv6_label = *l;
+            }
             DpAction::SetTpSrc(p) => {
                 let mode = csum_mode(pkt);
                 let _ = encap::rewrite::set_l4_src_port(pkt.data_mut(), parsed, *p, mode);
@@ -470,11 +482,19 @@ fn execute_list(
                 key.tp_dst = *p;
             }
             DpAction::SetIpTos(tos) => {
-                let _ = encap::rewrite::set_ipv4_tos(pkt.data_mut(), parsed, *tos);
+                let _ = if parsed.l3_kind == encap::L3Kind::Ipv6 {
+                    encap::rewrite::set_ipv6_tclass(pkt.data_mut(), parsed, *tos)
+                } else {
+                    encap::rewrite::set_ipv4_tos(pkt.data_mut(), parsed, *tos)
+                };
                 key.nw_tos = *tos;
             }
             DpAction::SetIpTtl(ttl) => {
-                let _ = encap::rewrite::set_ipv4_ttl(pkt.data_mut(), parsed, *ttl);
+                let _ = if parsed.l3_kind == encap::L3Kind::Ipv6 {
+                    encap::rewrite::set_ipv6_hlim(pkt.data_mut(), parsed, *ttl)
+                } else {
+                    encap::rewrite::set_ipv4_ttl(pkt.data_mut(), parsed, *ttl)
+                };
                 key.nw_ttl = *ttl;
             }
             DpAction::PushVlan { tpid, tci } => {
@@ -620,6 +640,25 @@ fn execute_list(
                 let branch = sel.branch(key);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc);
                 return;
+            }
+            DpAction::Clone(inner) => {
+                // Buffers are kept for reuse: no allocation once every nesting level has one.
+                let mut copy = ctx.scratch.clones.pop().unwrap_or_else(|| {
+                    PacketBuf::new(
+                        tap_io::buf::DEFAULT_HEADROOM,
+                        tap_io::buf::DEFAULT_FRAME_ROOM,
+                    )
+                });
+                if copy.set_frame(pkt.data()).is_ok() {
+                    copy.meta = pkt.meta;
+                    let (mut k, mut p) = (*key, *parsed);
+                    let saved_first = ctx.ct_first;
+                    execute_list(ctx, &mut copy, &mut k, &mut p, flow, inner, recirc);
+                    ctx.ct_first = saved_first;
+                } else {
+                    ctx.bridge.drops.add(DropReason::TooBig, 1);
+                }
+                ctx.scratch.clones.push(copy);
             }
         }
     }

@@ -90,6 +90,14 @@ pub struct Xlate<'a> {
     /// The table and cookie of the rule being executed (for PACKET_IN).
     cur_table: u8,
     cur_cookie: u64,
+    /// Why the packet goes nowhere if the walk ends without sending it: a table miss, an
+    /// output to a missing port, a fast-failover group without a live bucket. None of these
+    /// stops the walk (Open vSwitch goes on with the next action); the drop is counted only
+    /// when nothing was sent.
+    soft_drop: Option<DropReason>,
+    /// Nesting depth of group buckets being translated: a select group inside a bucket is
+    /// resolved here (its bucket pinned), not forked into the datapath.
+    bucket_depth: usize,
     trace: Option<&'a mut String>,
 }
 
@@ -124,6 +132,8 @@ impl<'a> Xlate<'a> {
             chosen: None,
             cur_table: 0,
             cur_cookie: 0,
+            soft_drop: None,
+            bucket_depth: 0,
             trace,
         }
     }
@@ -138,10 +148,8 @@ impl<'a> Xlate<'a> {
     /// datapath (what `trace` narrates).
     pub fn run_with_choice(mut self, table: u8) -> (CachedFlow, FlowKey, Option<usize>) {
         self.start_table = table;
-        self.run_table(table);
-        if self.out.is_empty() {
-            self.out.push(DpAction::Drop(DropReason::ExplicitDrop));
-        }
+        self.run_table(table, None);
+        finish_actions(&mut self.out, self.soft_drop);
         if let Some(fork) = self.fork.take() {
             self.resolve_fork(fork);
         }
@@ -211,7 +219,10 @@ impl<'a> Xlate<'a> {
         }
     }
 
-    fn run_table(&mut self, table: u8) {
+    /// Looks `table` up (with `in_port` in place of the packet's, for `resubmit(PORT,T)`) and
+    /// runs the rule found. As in Open vSwitch the rule's actions see the packet's own in_port:
+    /// the resubmit's port only takes part in the lookup.
+    fn run_table(&mut self, table: u8, in_port: Option<u32>) {
         if self.stopped {
             return;
         }
@@ -226,8 +237,13 @@ impl<'a> Xlate<'a> {
             self.miss();
             return;
         };
-        let Some(rule) = cls.lookup_conjunctive(&self.key, &mut self.wc, RuleRef::conjunctions)
-        else {
+        let own_in_port = self.key.in_port;
+        if let Some(p) = in_port {
+            self.key.in_port = p;
+        }
+        let found = cls.lookup_conjunctive(&self.key, &mut self.wc, RuleRef::conjunctions);
+        self.key.in_port = own_in_port;
+        let Some(rule) = found else {
             self.note(format_args!("{table}. No match: drop"));
             self.miss();
             return;
@@ -250,17 +266,20 @@ impl<'a> Xlate<'a> {
             self.written.metadata |= mask;
         }
         if let Some(next) = ins.goto_table {
-            self.run_table(next);
+            self.run_table(next, None);
         }
         self.depth -= 1;
         (self.cur_table, self.cur_cookie) = (saved_table, saved_cookie);
     }
 
+    /// A table miss ends this lookup only: after a `resubmit` the walk goes on with the next
+    /// action. Counted as a drop when the packet is sent nowhere.
     fn miss(&mut self) {
-        // Only count the miss when nothing else was produced: a miss after outputs is benign.
-        if self.out.is_empty() {
-            self.out.push(DpAction::Drop(DropReason::NoMatch));
-        }
+        self.soft_drop(DropReason::NoMatch);
+    }
+
+    fn soft_drop(&mut self, reason: DropReason) {
+        self.soft_drop.get_or_insert(reason);
     }
 
     fn actions(&mut self, list: &[Action]) {
@@ -325,17 +344,14 @@ impl<'a> Xlate<'a> {
                 self.out.push(DpAction::DecTtl);
             }
             Action::Resubmit { in_port, table } => {
-                let saved = self.key.in_port;
-                if let Some(p) = in_port {
-                    self.key.in_port = if *p == OfPort::IN_PORT { saved } else { p.0 };
-                }
-                let t = table.unwrap_or(0);
+                let lookup_port = in_port.filter(|p| *p != OfPort::IN_PORT).map(|p| p.0);
+                // No table: the table of the rule being executed (OVS table 255).
+                let t = table.unwrap_or(self.cur_table);
                 self.note(format_args!(
                     "resubmit({},{t})",
                     in_port.map(|p| p.0.to_string()).unwrap_or_default()
                 ));
-                self.run_table(t);
-                self.key.in_port = saved;
+                self.run_table(t, lookup_port);
             }
             Action::Group(id) => self.group(*id),
             Action::Ct(ct) => self.ct(ct),
@@ -385,6 +401,9 @@ impl<'a> Xlate<'a> {
             FieldId::EthDst => Some(DpAction::SetEthDst(mac(new))),
             FieldId::Ipv4Src => Some(DpAction::SetIpv4Src(Ipv4Addr::from(new as u32))),
             FieldId::Ipv4Dst => Some(DpAction::SetIpv4Dst(Ipv4Addr::from(new as u32))),
+            FieldId::Ipv6Src => Some(DpAction::SetIpv6Src((new as u128).to_be_bytes())),
+            FieldId::Ipv6Dst => Some(DpAction::SetIpv6Dst((new as u128).to_be_bytes())),
+            FieldId::Ipv6Label => Some(DpAction::SetIpv6Label(new as u32)),
             FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc => {
                 Some(DpAction::SetTpSrc(new as u16))
             }
@@ -489,8 +508,9 @@ impl<'a> Xlate<'a> {
 
     fn output_ofport(&mut self, ofport: u32) {
         let Some(info) = self.pipeline.ports.get(&ofport) else {
-            self.note(format_args!("output:{ofport}: no such port"));
-            self.out.push(DpAction::Drop(DropReason::PortDown));
+            // Open vSwitch skips an output to a port it does not have and goes on.
+            self.note(format_args!("output:{ofport}: no such port: skipped"));
+            self.soft_drop(DropReason::PortDown);
             return;
         };
         if info.kind != PortKind::Vxlan {
@@ -546,14 +566,12 @@ impl<'a> Xlate<'a> {
             GroupType::All => {
                 for (i, b) in group.buckets.iter().enumerate() {
                     self.note(format_args!("group:{id} bucket {i}"));
-                    let saved = self.key;
-                    self.actions(&b.actions);
-                    self.key = saved;
+                    self.bucket(&b.actions);
                 }
             }
             GroupType::Indirect => {
                 if let Some(b) = group.buckets.first() {
-                    self.actions(&b.actions);
+                    self.bucket(&b.actions);
                 }
             }
             GroupType::FastFailover => {
@@ -566,22 +584,26 @@ impl<'a> Xlate<'a> {
                 match live {
                     Some(i) => {
                         self.note(format_args!("group:{id} fast_failover: bucket {i}"));
-                        let actions = group.buckets[i].actions.clone();
-                        self.actions(&actions);
+                        self.bucket(&group.buckets[i].actions);
                     }
-                    None => self.out.push(DpAction::Drop(DropReason::GroupMissing)),
+                    None => {
+                        self.note(format_args!("group:{id} fast_failover: no live bucket"));
+                        self.soft_drop(DropReason::GroupMissing);
+                    }
                 }
             }
             GroupType::Select => {
                 let total: u64 = group.buckets.iter().map(|b| b.weight as u64).sum();
                 if total == 0 {
-                    self.out.push(DpAction::Drop(DropReason::GroupMissing));
+                    self.note(format_args!("group:{id} select: no bucket with a weight"));
+                    self.soft_drop(DropReason::GroupMissing);
                     return;
                 }
                 // The first select group of a walk without an earlier `ct` (NAT would change
                 // what the datapath hashes) is resolved in the datapath: no 5-tuple pinned.
                 let in_datapath = !self.select_seen
                     && !self.ct_emitted
+                    && self.bucket_depth == 0
                     && group.selection.hash_fields().is_none()
                     && entry.affinity.is_none()
                     && group.buckets.len() <= MAX_DP_SELECT_BUCKETS;
@@ -614,9 +636,26 @@ impl<'a> Xlate<'a> {
                     None => self.note(format_args!("group:{id} select: bucket {chosen}")),
                 }
                 let chosen = self.affinity(&entry, chosen);
-                let actions = group.buckets[chosen].actions.clone();
-                self.actions(&actions);
+                self.bucket(&group.buckets[chosen].actions);
             }
+        }
+    }
+
+    /// Runs a group bucket on its own copy of the packet, as Open vSwitch does: what the
+    /// bucket changes (fields, tags, TTL, NAT) is seen neither by the next bucket nor by the
+    /// actions after `group:`, and a bucket that stops (TTL expired) stops only itself. A
+    /// bucket that changes nothing needs no copy; a copy at the very end of the walk is
+    /// dropped again by [`finish_actions`].
+    fn bucket(&mut self, actions: &[Action]) {
+        let saved = self.key;
+        let start = self.out.len();
+        self.bucket_depth += 1;
+        self.actions(actions);
+        self.bucket_depth -= 1;
+        self.key = saved;
+        if self.out[start..].iter().any(DpAction::changes_packet) {
+            let inner = self.out.split_off(start);
+            self.out.push(DpAction::Clone(inner));
         }
     }
 
@@ -769,6 +808,31 @@ impl<'a> Xlate<'a> {
     }
 }
 
+/// Ends a walk's action list: a group-bucket copy with nothing after it runs on the packet
+/// itself (no copy needed), and a packet sent nowhere is counted as a drop with the first
+/// reason the walk met.
+fn finish_actions(out: &mut Vec<DpAction>, soft_drop: Option<DropReason>) {
+    unclone_tail(out);
+    if !out.iter().any(DpAction::disposes) {
+        out.push(DpAction::Drop(
+            soft_drop.unwrap_or(DropReason::ExplicitDrop),
+        ));
+    }
+}
+
+fn unclone_tail(out: &mut Vec<DpAction>) {
+    while let Some(DpAction::Clone(_)) = out.last() {
+        if let Some(DpAction::Clone(inner)) = out.pop() {
+            out.extend(inner);
+        }
+    }
+    if let Some(DpAction::Select(sel)) = out.last_mut() {
+        for b in &mut sel.branches {
+            unclone_tail(b);
+        }
+    }
+}
+
 fn field_names(fields: &[FieldId]) -> String {
     let names: Vec<&str> = fields.iter().map(|f| f.info().name).collect();
     names.join(",")
@@ -795,7 +859,8 @@ fn nat_spec(n: &Nat) -> Result<NatSpec, String> {
     };
     let (lo, hi) = match n.addrs {
         Some((IpAddr::V4(a), IpAddr::V4(b))) => (Addr::v4(u32::from(a)), Addr::v4(u32::from(b))),
-        Some(_) => return Err("IPv6 NAT is not supported yet".into()),
+        Some((IpAddr::V6(a), IpAddr::V6(b))) => (Addr(a.octets()), Addr(b.octets())),
+        Some(_) => return Err("nat: a range mixes IPv4 and IPv6".into()),
         None => return Err("nat(src|dst) needs an address".into()),
     };
     let (pmin, pmax) = n.ports.unwrap_or((0, 0));
