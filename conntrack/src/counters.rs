@@ -22,6 +22,10 @@ pub enum Counter {
     DropNatExhausted,
     /// New connection refused: its reply tuple is already another connection's key.
     DropTupleClash,
+    /// New connection refused: its zone is at its limit (`ct-set-limits`).
+    DropZoneLimit,
+    /// New connection refused: its source address is at its limit in the zone.
+    DropSourceLimit,
     InvalidNotIp,
     InvalidIcmpType,
     InvalidIcmpUnrelated,
@@ -38,12 +42,15 @@ pub enum Counter {
     FragHoldFull,
     /// A fragment could not be held (frame larger than a hold slot): invalid instead.
     FragHoldTooBig,
+    /// A fragment could not be held (its zone or its source holds its share of the hold):
+    /// invalid instead.
+    FragHoldOverShare,
     /// Held fragments dropped: their first fragment did not come in time.
     FragHoldExpired,
 }
 
 impl Counter {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 25;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
@@ -54,6 +61,8 @@ impl Counter {
         Counter::DropTableFull,
         Counter::DropNatExhausted,
         Counter::DropTupleClash,
+        Counter::DropZoneLimit,
+        Counter::DropSourceLimit,
         Counter::InvalidNotIp,
         Counter::InvalidIcmpType,
         Counter::InvalidIcmpUnrelated,
@@ -66,6 +75,7 @@ impl Counter {
         Counter::FragReleased,
         Counter::FragHoldFull,
         Counter::FragHoldTooBig,
+        Counter::FragHoldOverShare,
         Counter::FragHoldExpired,
     ];
 
@@ -80,6 +90,8 @@ impl Counter {
             Counter::DropTableFull => "drop_table_full",
             Counter::DropNatExhausted => "drop_nat_exhausted",
             Counter::DropTupleClash => "drop_tuple_clash",
+            Counter::DropZoneLimit => "drop_zone_limit",
+            Counter::DropSourceLimit => "drop_source_limit",
             Counter::InvalidNotIp => "invalid_not_ip",
             Counter::InvalidIcmpType => "invalid_icmp_type",
             Counter::InvalidIcmpUnrelated => "invalid_icmp_error_unrelated",
@@ -92,6 +104,7 @@ impl Counter {
             Counter::FragReleased => "frag_released",
             Counter::FragHoldFull => "frag_hold_refused_full",
             Counter::FragHoldTooBig => "frag_hold_refused_too_big",
+            Counter::FragHoldOverShare => "frag_hold_refused_share",
             Counter::FragHoldExpired => "drop_frag_hold_expired",
         }
     }

@@ -7,6 +7,11 @@
 //! is not released within the timeout is dropped and counted; what does not fit (pool full,
 //! frame larger than a slot) is refused, and the caller treats the fragment as before (+inv).
 //! This is not reassembly: fragments leave one by one, as they came.
+//!
+//! Fair shares: in a pool of 8 slots or more, one zone may fill at most half of the slots and
+//! one source address within a zone a quarter, so a flood of out-of-order fragments from one
+//! pod (or one tenant's zone) cannot take the hold from the others. A fragment over its share
+//! is refused like one that does not fit.
 
 use super::frag::FragKey;
 use encap::FlowKey;
@@ -16,6 +21,8 @@ use encap::FlowKey;
 pub(crate) enum HoldRefused {
     Full,
     TooBig,
+    /// The fragment's zone, or its source within the zone, holds its share of the pool.
+    OverShare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +78,19 @@ impl FragHold {
         }
     }
 
+    /// Slots one zone may fill: half of the pool (no share in a pool smaller than 8).
+    fn zone_share(&self) -> usize {
+        let n = self.slots.len();
+        if n < 8 { usize::MAX } else { n / 2 }
+    }
+
+    /// Slots one source address within a zone may fill: a quarter of the pool (no share in a
+    /// pool smaller than 8).
+    fn source_share(&self) -> usize {
+        let n = self.slots.len();
+        if n < 8 { usize::MAX } else { n / 4 }
+    }
+
     /// Fragments waiting for their first fragment.
     pub fn held(&self) -> usize {
         self.held
@@ -92,11 +112,20 @@ impl FragHold {
         if frame.len() > self.slot_bytes {
             return Err(HoldRefused::TooBig);
         }
-        let i = self
-            .slots
-            .iter()
-            .position(|s| s.state == State::Free)
-            .ok_or(HoldRefused::Full)?;
+        // One pass: a free slot, and how many this fragment's zone and source already fill.
+        let (mut free, mut same_zone, mut same_source) = (None, 0, 0);
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.state == State::Free {
+                free.get_or_insert(i);
+            } else if s.key.zone == key.zone {
+                same_zone += 1;
+                same_source += usize::from(s.key.src == key.src && s.key.family == key.family);
+            }
+        }
+        if same_zone >= self.zone_share() || same_source >= self.source_share() {
+            return Err(HoldRefused::OverShare);
+        }
+        let i = free.ok_or(HoldRefused::Full)?;
         let at = i * self.slot_bytes;
         self.arena[at..at + frame.len()].copy_from_slice(frame);
         self.slots[i] = Slot {
@@ -229,5 +258,46 @@ mod tests {
         h.hold(key(3), &meta(1), &[0; 8], 1_200).unwrap();
         assert_eq!(h.release(&key(1)), 0, "expired fragments are gone");
         assert_eq!((h.held(), h.released()), (2, 0));
+    }
+
+    fn from(src: u32, zone: u16, id: u32) -> FragKey {
+        FragKey {
+            src: Addr::v4(src),
+            zone,
+            ..key(id)
+        }
+    }
+
+    #[test]
+    fn one_source_or_zone_cannot_take_the_pool() {
+        let mut h = FragHold::new(16, 64, 1_000);
+        // Source 1 of zone 0: a quarter of 16 slots.
+        for id in 0..4 {
+            h.hold(from(1, 0, id), &meta(1), &[0; 8], 0).unwrap();
+        }
+        assert_eq!(
+            h.hold(from(1, 0, 99), &meta(1), &[0; 8], 0),
+            Err(HoldRefused::OverShare)
+        );
+        // Another source of the same zone still gets its quarter, then zone 0 is at half.
+        for id in 0..4 {
+            h.hold(from(2, 0, id), &meta(1), &[0; 8], 0).unwrap();
+        }
+        assert_eq!(
+            h.hold(from(3, 0, 0), &meta(1), &[0; 8], 0),
+            Err(HoldRefused::OverShare),
+            "zone 0 fills half of the pool"
+        );
+        // Another zone (even with the same source address) still has its half.
+        for id in 0..4 {
+            h.hold(from(1, 7, id), &meta(1), &[0; 8], 0).unwrap();
+            h.hold(from(2, 7, id), &meta(1), &[0; 8], 0).unwrap();
+        }
+        assert_eq!(h.held(), 16);
+        // A released fragment gives its share back.
+        assert_eq!(h.release(&from(1, 0, 0)), 1);
+        let mut out = Vec::new();
+        assert!(h.take_released(&mut out).is_some());
+        h.hold(from(1, 0, 98), &meta(1), &[0; 8], 0).unwrap();
     }
 }

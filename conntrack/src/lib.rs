@@ -14,6 +14,9 @@
 //!   what the caller must write into the packet.
 //! - The table is bounded (`Config::max_conns`): a new connection that does not fit is refused
 //!   (`CtDrop::TableFull`) and counted; existing ones are never evicted early.
+//! - Below that, zones and source addresses within a zone may have limits of their own
+//!   (`set_zone_limit`, `set_source_limits`; `ct-set-limits` in OVS): a commit over its
+//!   zone's or its source's limit is refused (`CtDrop::ZoneLimit`, `CtDrop::SourceLimit`).
 //! - Nothing allocates per packet once built: the slab, the hash table, the fragment store and
 //!   the out-of-order fragment hold are sized at construction.
 //! - A non-first fragment that arrives before its first fragment is held (a copy, bounded in
@@ -31,6 +34,7 @@ mod extract;
 mod frag;
 mod fraghold;
 pub mod lb;
+pub mod limits;
 pub mod nat;
 mod slab;
 pub mod snapshot;
@@ -41,6 +45,7 @@ pub mod tuple;
 pub use counters::{Counter, Counters};
 pub use dump::ConnEntry;
 pub use extract::{InnerTuple, InvalidReason, PacketFacts};
+pub use limits::{SourceLimit, ZoneLimit};
 pub use nat::{NatError, NatRange, NatSpec, PortSelect};
 pub use tcp::{TcpInvalid, TcpState, WindowScale};
 pub use timeouts::{TimeoutClass, Timeouts};
@@ -144,6 +149,10 @@ pub enum CtDrop {
     NatExhausted,
     /// The new connection's reply tuple is already another connection's key.
     TupleClash,
+    /// Its zone holds as many connections as its limit allows.
+    ZoneLimit,
+    /// Its source address holds as many connections in the zone as its limit allows.
+    SourceLimit,
 }
 
 /// What to write into the packet. Addresses are the new IP header values; ports the new L4
@@ -198,6 +207,7 @@ pub struct Conntrack {
     slab: Slab,
     frags: frag::FragTracker,
     hold: fraghold::FragHold,
+    limits: limits::Limits,
     counters: Counters,
     rng: u64,
     expire_cursor: usize,
@@ -224,6 +234,7 @@ impl Conntrack {
                 cfg.frag_hold_bytes,
                 u64::try_from(cfg.frag_hold_timeout.as_nanos()).unwrap_or(u64::MAX),
             ),
+            limits: limits::Limits::default(),
             counters: Counters::default(),
             rng: encap::hash::fmix64(seed ^ 0xa076_1d64_78bd_642f) | 1,
             expire_cursor: 0,
@@ -370,6 +381,7 @@ impl Conntrack {
                 self.counters.bump(match why {
                     fraghold::HoldRefused::Full => Counter::FragHoldFull,
                     fraghold::HoldRefused::TooBig => Counter::FragHoldTooBig,
+                    fraghold::HoldRefused::OverShare => Counter::FragHoldOverShare,
                 });
                 self.invalid(zone, InvalidReason::FragmentUnknown)
             }
@@ -523,6 +535,24 @@ impl Conntrack {
         if !act.commit {
             return res;
         }
+        // Zone and source limits: two array reads, and one hash lookup while source limits
+        // are set. At a limit, reap what has expired (as for a full table) and look again.
+        let mut admitted = self.admit(&tuple);
+        if admitted.is_err() {
+            self.expire(now, EXPIRE_ON_FULL);
+            admitted = self.admit(&tuple);
+        }
+        let src_slot = match admitted {
+            Ok(slot) => slot,
+            Err(d) => {
+                self.counters.bump(match d {
+                    CtDrop::ZoneLimit => Counter::DropZoneLimit,
+                    _ => Counter::DropSourceLimit,
+                });
+                res.drop = Some(d);
+                return res;
+            }
+        };
         if self.slab.live() >= self.cfg.max_conns {
             self.expire(now, EXPIRE_ON_FULL);
             if self.slab.live() >= self.cfg.max_conns {
@@ -593,6 +623,10 @@ impl Conntrack {
         }
         if let Some((value, mask)) = act.label {
             conn.label = value & mask;
+        }
+        if let Some(i) = src_slot {
+            conn.src_slot = i;
+            conn.src_generation = self.limits.charge(i);
         }
         conn.class = class_of(&conn);
         let expires = now.saturating_add(self.timeouts_ns[conn.class as usize]);
@@ -741,7 +775,99 @@ impl Conntrack {
                 e.remove();
             }
         }
+        if c.src_slot != limits::NO_SLOT {
+            self.limits.release(c.src_slot, c.src_generation);
+        }
         self.slab.remove(idx);
+    }
+
+    /// Whether a new connection of `tuple` is within its zone's and its source's limits;
+    /// `Ok` carries the source slot to count it against.
+    #[inline]
+    fn admit(&self, tuple: &Tuple) -> Result<Option<u32>, CtDrop> {
+        let limit = self.limits.zone(tuple.zone);
+        if limit != 0 && self.slab.zone_live(tuple.zone) >= limit {
+            return Err(CtDrop::ZoneLimit);
+        }
+        if !self.limits.has_sources() {
+            return Ok(None);
+        }
+        match self.limits.source(tuple.zone, tuple.family, &tuple.src) {
+            Some((_, true)) => Err(CtDrop::SourceLimit),
+            Some((i, false)) => Ok(Some(i)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the limit of zones without one of their own (0: unlimited, the initial value).
+    pub fn set_default_zone_limit(&mut self, limit: u32) {
+        self.limits.set_default(limit);
+    }
+
+    /// Sets `zone`'s own limit (0: unlimited, whatever the default).
+    pub fn set_zone_limit(&mut self, zone: u16, limit: u32) {
+        self.limits.set_zone(zone, limit);
+    }
+
+    /// Removes `zone`'s own limit: the default applies again. False if it had none.
+    pub fn del_zone_limit(&mut self, zone: u16) -> bool {
+        self.limits.del_zone(zone)
+    }
+
+    /// The default zone limit (0: unlimited).
+    pub fn default_zone_limit(&self) -> u32 {
+        self.limits.default_limit()
+    }
+
+    /// The limit in force and the live connections of `zone`.
+    pub fn zone_limit(&self, zone: u16) -> ZoneLimit {
+        ZoneLimit {
+            zone,
+            limit: self.limits.zone(zone),
+            count: self.slab.zone_live(zone),
+        }
+    }
+
+    /// The zones with a limit of their own, ascending, with their counts.
+    pub fn zone_limits(&self) -> Vec<ZoneLimit> {
+        self.limits
+            .own()
+            .map(|(zone, limit)| ZoneLimit {
+                zone,
+                limit,
+                count: self.slab.zone_live(zone),
+            })
+            .collect()
+    }
+
+    /// Replaces every source limit with `wanted`: (zone, family, source address, limit; 0
+    /// counts without refusing). A source kept keeps its count; a new one counts the live
+    /// connections it already has (one walk of the table, only when sources are added).
+    pub fn set_source_limits(&mut self, wanted: &[(u16, Family, Addr, u32)]) {
+        let new = self.limits.replace_sources(wanted);
+        if new.is_empty() {
+            return;
+        }
+        let keys: std::collections::HashMap<_, u32> =
+            new.iter().map(|&i| (self.limits.slot_key(i), i)).collect();
+        let live: Vec<u32> = self.slab.live_indices().collect();
+        for idx in live {
+            let c = self.slab.get(idx);
+            if self.limits.attached(c.src_slot, c.src_generation) {
+                continue;
+            }
+            if let Some(&i) = keys.get(&(c.orig.zone, c.orig.family, c.orig.src)) {
+                let generation = self.limits.charge(i);
+                let c = self.slab.get_mut(idx);
+                c.src_slot = i;
+                c.src_generation = generation;
+            }
+        }
+    }
+
+    /// Every source limit with its count, by zone then address.
+    pub fn source_limits(&self) -> Vec<SourceLimit> {
+        self.limits.sources()
     }
 
     /// Reaps at most `budget` expired connections (oldest first in each timeout class) and

@@ -42,6 +42,10 @@ pub(crate) struct Conn {
     /// Bumped on every reuse of the slot, so stale `ConnId`s are refused.
     pub generation: u32,
     pub live: bool,
+    /// The source limit it was counted against (`limits::NO_SLOT`: none) and that slot's
+    /// generation then.
+    pub src_slot: u32,
+    pub src_generation: u32,
     prev: u32,
     next: u32,
 }
@@ -61,6 +65,8 @@ impl Conn {
             class,
             generation: 0,
             live: true,
+            src_slot: NIL,
+            src_generation: 0,
             prev: NIL,
             next: NIL,
         }
@@ -78,6 +84,8 @@ pub(crate) struct Slab {
     free: Vec<u32>,
     lists: [List; TimeoutClass::COUNT],
     live: usize,
+    /// Live connections per zone (of the original tuple), `limits::ZONES` entries.
+    zone_live: Box<[u32]>,
 }
 
 impl Slab {
@@ -90,11 +98,18 @@ impl Slab {
                 tail: NIL,
             }; TimeoutClass::COUNT],
             live: 0,
+            zone_live: vec![0; super::limits::ZONES].into_boxed_slice(),
         }
     }
 
     pub fn live(&self) -> usize {
         self.live
+    }
+
+    /// Live connections in `zone`.
+    #[inline]
+    pub fn zone_live(&self, zone: u16) -> u32 {
+        self.zone_live[zone as usize]
     }
 
     #[inline]
@@ -126,6 +141,7 @@ impl Slab {
             }
         };
         self.live += 1;
+        self.zone_live[self.conns[i as usize].orig.zone as usize] += 1;
         self.conns[i as usize].expires = expires;
         self.link_tail(i);
         i
@@ -138,6 +154,7 @@ impl Slab {
         if c.live {
             c.live = false;
             self.live -= 1;
+            self.zone_live[c.orig.zone as usize] -= 1;
             self.free.push(i);
         }
     }
