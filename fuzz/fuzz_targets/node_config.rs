@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(cfg) = parse(text) else {
         return;
     };
+    let _ = cfg.pod_conn_limits();
     // Without the uplink MAC in the file, or with a router to resolve by ARP
     // (`node.underlay_gateway`), the compiler asks the runtime: give it both.
     let rt = Runtime {

@@ -677,7 +677,8 @@ fn pod_name(p: &RawPod) -> &str {
     p.name.as_deref().unwrap_or(&p.port)
 }
 
-/// `port=IFACE ip=ADDR mac=MAC [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...]`.
+/// `port=IFACE ip=ADDR mac=MAC [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...]
+/// [conntrack_limit=N]`.
 fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> {
     if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_whitespace()) {
         return Err(format!(
@@ -695,11 +696,12 @@ fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> 
         vlan: None,
         security_groups: None,
         eip: None,
+        conntrack_limit: None,
     };
     for s in settings {
         let (k, v) = s.split_once('=').ok_or_else(|| {
             format!(
-                "'{s}': expected KEY=VALUE (port, ip, mac, type, ofport, allow_from, vlan, security_groups, eip)"
+                "'{s}': expected KEY=VALUE (port, ip, mac, type, ofport, allow_from, vlan, security_groups, eip, conntrack_limit)"
             )
         })?;
         match k {
@@ -712,6 +714,12 @@ fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> 
                     v.parse()
                         .map_err(|_| format!("ofport '{v}' is not a number"))?,
                 )
+            }
+            "conntrack_limit" => {
+                pod.conntrack_limit =
+                    Some(v.parse().map_err(|_| {
+                        format!("conntrack_limit '{v}' is not a number of connections")
+                    })?)
             }
             "allow_from" => {
                 pod.allow_from = Some(
@@ -738,7 +746,7 @@ fn pod_from_settings(name: &str, settings: &[String]) -> Result<RawPod, String> 
             "eip" => pod.eip = Some(v.to_string()),
             other => {
                 return Err(format!(
-                    "unknown pod setting '{other}' (port, ip, mac, type, ofport, allow_from, vlan, security_groups, eip)"
+                    "unknown pod setting '{other}' (port, ip, mac, type, ofport, allow_from, vlan, security_groups, eip, conntrack_limit)"
                 ));
             }
         }

@@ -122,6 +122,30 @@ pub enum MgmtCommand {
         #[serde(default)]
         bridge: Option<String>,
     },
+    /// Set connection limits of conntrack zones (`ovs-appctl dpctl/ct-set-limits`):
+    /// default=N (zones without a limit of their own) and zone=Z,limit=N; 0 is unlimited.
+    CtSetLimits {
+        bridge: String,
+        /// default=N, zone=Z,limit=N
+        #[arg(required = true, value_parser = parse_limit_setting)]
+        limits: Vec<LimitSetting>,
+    },
+    /// Print the default zone limit, then zone=Z,limit=N,count=C for the zones with a limit
+    /// of their own (or the zones asked for), then the per-source (per-pod) limits.
+    CtGetLimits {
+        bridge: String,
+        /// zone=Z[,Z...]
+        #[arg(value_parser = parse_zone_list)]
+        #[serde(default)]
+        zones: Option<ZoneList>,
+    },
+    /// Remove zones' own limits: they take the default limit again.
+    CtDelLimits {
+        bridge: String,
+        /// zone=Z[,Z...]
+        #[arg(value_parser = parse_zone_list)]
+        zones: ZoneList,
+    },
     /// Copy a port's traffic into a pcap file (count=N, seconds=S).
     Capture {
         bridge: String,
@@ -198,6 +222,64 @@ pub enum MgmtCommand {
     },
 }
 
+/// One `ct-set-limits` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSetting {
+    /// `default=N`: the limit of zones without one of their own.
+    Default(u32),
+    /// `zone=Z,limit=N`.
+    Zone { zone: u16, limit: u32 },
+}
+
+/// `zone=Z[,Z...]`: the zones `ct-get-limits` and `ct-del-limits` act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ZoneList(pub Vec<u16>);
+
+fn limit_value(key: &str, v: &str) -> Result<u32, String> {
+    v.parse().map_err(|_| {
+        format!("{key}={v}: expected a number of connections (0..4294967295, 0 is unlimited)")
+    })
+}
+
+fn zone_value(v: &str) -> Result<u16, String> {
+    v.parse()
+        .map_err(|_| format!("zone={v}: expected a zone number (0..65535)"))
+}
+
+/// `default=N` or `zone=Z,limit=N` (either order), as `ovs-appctl dpctl/ct-set-limits` takes.
+pub fn parse_limit_setting(s: &str) -> Result<LimitSetting, String> {
+    if let Some(v) = s.strip_prefix("default=") {
+        return limit_value("default", v).map(LimitSetting::Default);
+    }
+    let (mut zone, mut limit) = (None, None);
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("zone", v)) if zone.is_none() => zone = Some(zone_value(v)?),
+            Some(("limit", v)) if limit.is_none() => limit = Some(limit_value("limit", v)?),
+            _ => {
+                return Err(format!("'{s}': expected default=N or zone=Z,limit=N"));
+            }
+        }
+    }
+    match (zone, limit) {
+        (Some(zone), Some(limit)) => Ok(LimitSetting::Zone { zone, limit }),
+        _ => Err(format!("'{s}': expected default=N or zone=Z,limit=N")),
+    }
+}
+
+/// `zone=Z[,Z...]`.
+pub fn parse_zone_list(s: &str) -> Result<ZoneList, String> {
+    let list = s
+        .strip_prefix("zone=")
+        .ok_or_else(|| format!("'{s}': expected zone=Z[,Z...]"))?;
+    list.split(',')
+        .map(zone_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map(ZoneList)
+}
+
 fn parse_zone(s: &str) -> Result<u16, String> {
     let z = s.strip_prefix("zone=").unwrap_or(s);
     z.parse()
@@ -271,6 +353,60 @@ mod tests {
                 zone: Some(7)
             }
         );
+    }
+
+    #[test]
+    fn ct_limit_commands_parse_like_ovs_appctl() {
+        let c = MgmtCommand::parse_words(&[
+            "ct-set-limits",
+            "br0",
+            "default=10",
+            "zone=1,limit=5",
+            "limit=0,zone=65535",
+        ])
+        .unwrap();
+        assert_eq!(
+            c,
+            MgmtCommand::CtSetLimits {
+                bridge: "br0".into(),
+                limits: vec![
+                    LimitSetting::Default(10),
+                    LimitSetting::Zone { zone: 1, limit: 5 },
+                    LimitSetting::Zone {
+                        zone: 65535,
+                        limit: 0
+                    },
+                ]
+            }
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<MgmtCommand>(&json).unwrap(), c);
+        let g = MgmtCommand::parse_words(&["ct-get-limits", "br0", "zone=1,4,5"]).unwrap();
+        assert_eq!(
+            g,
+            MgmtCommand::CtGetLimits {
+                bridge: "br0".into(),
+                zones: Some(ZoneList(vec![1, 4, 5]))
+            }
+        );
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(serde_json::from_str::<MgmtCommand>(&json).unwrap(), g);
+        assert!(MgmtCommand::parse_words(&["ct-del-limits", "br0", "zone=3"]).is_ok());
+        for bad in [
+            &["ct-set-limits", "br0"][..],
+            &["ct-set-limits", "br0", "zone=1"],
+            &["ct-set-limits", "br0", "zone=1,limit=5,limit=6"],
+            &["ct-set-limits", "br0", "zone=70000,limit=5"],
+            &["ct-set-limits", "br0", "zone=1,limit=-1"],
+            &["ct-set-limits", "br0", "default=x"],
+            &["ct-set-limits", "br0", "zone=1,limit=5,mark=1"],
+            &["ct-get-limits", "br0", "1,2"],
+            &["ct-get-limits", "br0", "zone=1,,2"],
+            &["ct-del-limits", "br0"],
+        ] {
+            let e = MgmtCommand::parse_words(bad).unwrap_err();
+            assert!(!e.to_string().is_empty(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,10 +14,10 @@ use flowtable::text::{self, PrintOpts};
 
 use crate::agent::Agent;
 use crate::bridge::{PortCtl, dpid, flow_selected, with_live_counters};
-use crate::command::MgmtCommand;
+use crate::command::{LimitSetting, MgmtCommand};
 use crate::datapath::CacheStats;
 use crate::switch::Switch;
-use crate::views::OutputFormat;
+use crate::views::{CtLimitsView, OutputFormat, SourceLimitView, ZoneLimitView};
 
 mod listing;
 
@@ -179,6 +179,11 @@ impl Control {
                 let n = sw.dp.call(|dp| dp.conntrack().flush(None));
                 Ok(format!("flushed {n} connections\n"))
             }
+            C::CtSetLimits { bridge, limits } => self.ct_set_limits(&bridge, &limits),
+            C::CtGetLimits { bridge, zones } => self
+                .ct_limits(&bridge, zones.as_ref().map(|z| z.0.as_slice()))
+                .map(|v| v.text()),
+            C::CtDelLimits { bridge, zones } => self.ct_del_limits(&bridge, &zones.0),
             C::Capture {
                 bridge,
                 port,
@@ -219,6 +224,66 @@ impl Control {
             },
         };
         out.map_err(ControlError::Failed)
+    }
+
+    /// `ct-set-limits`: conntrack is the datapath's, shared by its bridges; the bridge names it.
+    fn ct_set_limits(&self, br: &str, limits: &[LimitSetting]) -> CmdResult {
+        self.switch.with_bridge(br, |_| Ok(()))?;
+        let mut ct = crate::datapath::lock(&self.switch.dp.ct);
+        for l in limits {
+            match *l {
+                LimitSetting::Default(n) => ct.set_default_zone_limit(n),
+                LimitSetting::Zone { zone, limit } => ct.set_zone_limit(zone, limit),
+            }
+        }
+        Ok(String::new())
+    }
+
+    /// `ct-del-limits`: the zones take the default limit again.
+    fn ct_del_limits(&self, br: &str, zones: &[u16]) -> CmdResult {
+        self.switch.with_bridge(br, |_| Ok(()))?;
+        let mut ct = crate::datapath::lock(&self.switch.dp.ct);
+        for &z in zones {
+            ct.del_zone_limit(z);
+        }
+        Ok(String::new())
+    }
+
+    /// `ct-get-limits`: the default, the zones asked for (else those with a limit of their
+    /// own), and the source limits of those zones (of all zones when none was asked for).
+    pub(crate) fn ct_limits(
+        &self,
+        br: &str,
+        zones: Option<&[u16]>,
+    ) -> Result<CtLimitsView, String> {
+        self.switch.with_bridge(br, |_| Ok(()))?;
+        let ct = crate::datapath::lock(&self.switch.dp.ct);
+        let zone_views = match zones {
+            Some(list) => list.iter().map(|&z| ct.zone_limit(z)).collect(),
+            None => ct.zone_limits(),
+        };
+        Ok(CtLimitsView {
+            default_limit: ct.default_zone_limit(),
+            zones: zone_views
+                .iter()
+                .map(|z| ZoneLimitView {
+                    zone: z.zone,
+                    limit: z.limit,
+                    count: z.count,
+                })
+                .collect(),
+            sources: ct
+                .source_limits()
+                .iter()
+                .filter(|s| zones.is_none_or(|list| list.contains(&s.zone)))
+                .map(|s| SourceLimitView {
+                    zone: s.zone,
+                    src: s.src_text(),
+                    limit: s.limit,
+                    count: s.count,
+                })
+                .collect(),
+        })
     }
 
     fn has_port(&self, br: &str, port: &str) -> Result<bool, String> {

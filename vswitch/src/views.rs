@@ -230,6 +230,53 @@ pub struct ConntrackDump {
     pub connections: Vec<ConnView>,
 }
 
+/// One zone of `ct-get-limits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneLimitView {
+    pub zone: u16,
+    /// The limit in force (its own or the default); 0 is unlimited.
+    pub limit: u32,
+    pub count: u32,
+}
+
+/// One source (pod) limit of `ct-get-limits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceLimitView {
+    pub zone: u16,
+    pub src: String,
+    pub limit: u32,
+    pub count: u32,
+}
+
+/// `ct-get-limits BR [zone=Z,...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtLimitsView {
+    pub default_limit: u32,
+    pub zones: Vec<ZoneLimitView>,
+    pub sources: Vec<SourceLimitView>,
+}
+
+impl CtLimitsView {
+    /// Open vSwitch's text (`default limit=N`, then `zone=Z,limit=N,count=C` lines), then
+    /// one `zone=Z,src=ADDR,limit=N,count=C` line per source limit.
+    pub fn text(&self) -> String {
+        let mut out = format!("default limit={}\n", self.default_limit);
+        for z in &self.zones {
+            out.push_str(&format!(
+                "zone={},limit={},count={}\n",
+                z.zone, z.limit, z.count
+            ));
+        }
+        for s in &self.sources {
+            out.push_str(&format!(
+                "zone={},src={},limit={},count={}\n",
+                s.zone, s.src, s.limit, s.count
+            ));
+        }
+        out
+    }
+}
+
 /// Cache counters of a bridge, summed over the forwarding threads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheCounters {

@@ -183,6 +183,7 @@ pub fn apply_with(
     }
     // The host firewall, likewise: retried by every apply.
     warnings.extend(refresh_firewall(cfg, installed));
+    set_pod_conn_limits(switch, cfg);
     Ok((changes, warnings))
 }
 
@@ -200,6 +201,19 @@ pub fn refresh_firewall(cfg: &NodeConfig, installed: &mut Installed) -> Option<S
         }
         Err(e) => Some(e),
     }
+}
+
+/// Each pod's connection limit, as a source limit in the pods' zone: pods send only from their
+/// own address (the spoof guard of table 10), so their connections are those it opens.
+/// Replaces every source limit (they are the agent's alone).
+fn set_pod_conn_limits(switch: &Switch, cfg: &NodeConfig) {
+    use conntrack::tuple::{Addr, Family};
+    let wanted: Vec<(u16, Family, Addr, u32)> = cfg
+        .pod_conn_limits()
+        .into_iter()
+        .map(|(ip, limit)| (cfg.ct_zone, Family::V4, Addr::v4(u32::from(ip)), limit))
+        .collect();
+    crate::datapath::lock(&switch.dp.ct).set_source_limits(&wanted);
 }
 
 fn port_names(switch: &Switch, br: &str) -> Vec<String> {

@@ -23,6 +23,8 @@ pub struct RawConfig {
     /// Mode `"eni"`: the security groups pods are bound to.
     #[serde(default)]
     pub security_groups: Vec<RawSecurityGroup>,
+    #[serde(default)]
+    pub conntrack: Option<RawConntrack>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -49,6 +51,14 @@ pub struct RawSecurityRule {
     pub remote_cidr: Option<String>,
     #[serde(default)]
     pub remote_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConntrack {
+    /// Most connections one pod may open (0 or absent: no per-pod limit).
+    #[serde(default)]
+    pub per_pod_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +133,8 @@ pub struct RawPod {
     /// Mode `"eni"`: an elastic IP mapped 1:1 to the pod.
     #[serde(default)]
     pub eip: Option<String>,
+    #[serde(default)]
+    pub conntrack_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -111,6 +111,9 @@ pub struct Pod {
     pub security_groups: Vec<usize>,
     /// Mode eni: the elastic IP mapped 1:1 to the pod.
     pub eip: Option<Ipv4Addr>,
+    /// Most connections the pod may open (its own `conntrack_limit`; `None`: the node's
+    /// `conntrack.per_pod_limit`).
+    pub conntrack_limit: Option<u32>,
 }
 
 /// Which way a security-group rule looks.
@@ -266,6 +269,9 @@ pub struct NodeConfig {
     pub host: Option<HostPort>,
     /// Mode eni: the security groups pods refer to (by index).
     pub security_groups: Vec<SecurityGroup>,
+    /// `conntrack.per_pod_limit`: most connections a pod without a limit of its own may
+    /// open (0: none).
+    pub per_pod_conn_limit: u32,
 }
 
 /// The host port: a TAP the switch creates in the node's namespace, through which the node's
@@ -279,6 +285,18 @@ pub struct HostPort {
 }
 
 impl NodeConfig {
+    /// The connection limits of the pods (host port left out), as (pod address, limit);
+    /// pods whose limit is 0 are not limited.
+    pub fn pod_conn_limits(&self) -> Vec<(Ipv4Addr, u32)> {
+        let host = self.host.as_ref().map(|h| h.ip);
+        self.pods
+            .iter()
+            .filter(|p| Some(p.ip) != host)
+            .map(|p| (p.ip, p.conntrack_limit.unwrap_or(self.per_pod_conn_limit)))
+            .filter(|&(_, limit)| limit > 0)
+            .collect()
+    }
+
     /// Whether the underlay has a next hop (configured MAC or a gateway to resolve).
     pub fn has_next_hop(&self) -> bool {
         self.egress.next_hop_mac.is_some() || self.underlay_gateway.is_some()

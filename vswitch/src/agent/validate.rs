@@ -623,6 +623,11 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         egress,
         host,
         security_groups,
+        per_pod_conn_limit: raw
+            .conntrack
+            .as_ref()
+            .and_then(|c| c.per_pod_limit)
+            .unwrap_or(0),
     })
 }
 
@@ -917,6 +922,7 @@ fn pods_of(raw_pods: &[RawPod], net: &PodNet<'_>) -> Result<Vec<Pod>, ConfigErro
             vlan,
             security_groups,
             eip,
+            conntrack_limit: p.conntrack_limit,
         });
     }
     Ok(pods)
@@ -936,6 +942,7 @@ fn add_host_port(pods: &mut Vec<Pod>, host: &Option<HostPort>) {
             vlan: None,
             security_groups: Vec::new(),
             eip: None,
+            conntrack_limit: None,
         });
     }
 }

@@ -50,6 +50,9 @@ impl Control {
                     .map(ConnView::of)
                     .collect(),
             }),
+            C::CtGetLimits { bridge, zones } => {
+                to_json(&self.ct_limits(&bridge, zones.as_ref().map(|z| z.0.as_slice()))?)
+            }
             C::FdbShow { bridge } => to_json(&self.fdb_dump(&bridge)?),
             C::DumpMegaflows { bridge } => to_json(&self.megaflow_dump(&bridge)?),
             C::ListPods => to_json(&self.agent.pod_list()),

@@ -55,6 +55,8 @@ pub fn run(
     if let Some(d) = res.drop {
         return Err(match d {
             CtDrop::TableFull => DropReason::CtTableFull,
+            CtDrop::ZoneLimit => DropReason::CtZoneLimit,
+            CtDrop::SourceLimit => DropReason::CtSourceLimit,
             CtDrop::NatExhausted | CtDrop::TupleClash => DropReason::NatExhausted,
         });
     }

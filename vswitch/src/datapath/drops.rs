@@ -42,6 +42,8 @@ drop_reasons! {
     GroupMissing => "group_missing", "the group a flow names does not exist or has no live bucket";
     CtInvalid => "ct_invalid", "conntrack marked the packet invalid and a flow dropped it";
     CtTableFull => "ct_table_full", "conntrack table full: new connection refused";
+    CtZoneLimit => "ct_zone_limit", "conntrack zone at its limit (ct-set-limits): new connection refused";
+    CtSourceLimit => "ct_source_limit", "source (pod) at its connection limit in its zone: new connection refused";
     NatExhausted => "nat_exhausted", "no free NAT port or address for a new connection";
     MacTableFull => "mac_table_full", "MAC learning table full: address not learned";
     VlanMismatch => "vlan_error", "VLAN action on a frame without/with too many tags";

@@ -244,7 +244,7 @@ fn conntrack(control: &Control, out: &mut Vec<Family>) {
     let mut zones: BTreeMap<u16, u64> = BTreeMap::new();
     let dp = &control.switch.dp;
     let now = dp.start.elapsed().as_nanos() as u64;
-    let (entries, limit, counters) = {
+    let (entries, limit, counters, default_zone_limit, zone_limits, source_limits) = {
         let ct = crate::datapath::lock(&dp.ct);
         let locked = Instant::now();
         let _timed = LockTimer(locked);
@@ -263,7 +263,14 @@ fn conntrack(control: &Control, out: &mut Vec<Family>) {
                 *per_backend.entry((name.to_string(), backend)).or_default() += 1;
             }
         }
-        (ct.len(), ct.config().max_conns, ct.counters().clone())
+        (
+            ct.len(),
+            ct.config().max_conns,
+            ct.counters().clone(),
+            ct.default_zone_limit(),
+            ct.zone_limits(),
+            ct.source_limits(),
+        )
     };
     let mut f = Family::new("conntrack_entries", Gauge, "Connections tracked.");
     f.add(vec![], entries as u64);
@@ -284,6 +291,35 @@ fn conntrack(control: &Control, out: &mut Vec<Family>) {
         f.add(vec![("zone", z.to_string())], n);
     }
     out.push(f);
+    let mut f = Family::new(
+        "conntrack_zone_limit",
+        Gauge,
+        "Connection limit of a zone (`vswitchctl ct-set-limits`; zone=\"default\": zones without their own); 0 is unlimited.",
+    );
+    f.add(
+        vec![("zone", "default".to_string())],
+        default_zone_limit as u64,
+    );
+    for z in &zone_limits {
+        f.add(vec![("zone", z.zone.to_string())], z.limit as u64);
+    }
+    out.push(f);
+    let mut f = Family::new(
+        "conntrack_source_limit",
+        Gauge,
+        "Connection limit of a source address (pod) in a zone (node.toml conntrack.per_pod_limit).",
+    );
+    let mut g = Family::new(
+        "conntrack_source_entries",
+        Gauge,
+        "Connections a limited source address (pod) holds in a zone.",
+    );
+    for s in &source_limits {
+        let labels = vec![("zone", s.zone.to_string()), ("src", s.src_text())];
+        f.add(labels.clone(), s.limit as u64);
+        g.add(labels, s.count as u64);
+    }
+    out.extend([f, g]);
     let mut f = Family::new(
         "conntrack_packets",
         Counter,
