@@ -255,6 +255,7 @@ mod tests {
                 vlan: None,
                 security_groups: None,
                 eip: None,
+                conntrack_limit: None,
             },
         );
         StateFile::new(
