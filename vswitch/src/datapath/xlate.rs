@@ -401,8 +401,8 @@ impl<'a> Xlate<'a> {
             FieldId::EthDst => Some(DpAction::SetEthDst(mac(new))),
             FieldId::Ipv4Src => Some(DpAction::SetIpv4Src(Ipv4Addr::from(new as u32))),
             FieldId::Ipv4Dst => Some(DpAction::SetIpv4Dst(Ipv4Addr::from(new as u32))),
-            FieldId::Ipv6Src => Some(DpAction::SetIpv6Src((new as u128).to_be_bytes())),
-            FieldId::Ipv6Dst => Some(DpAction::SetIpv6Dst((new as u128).to_be_bytes())),
+            FieldId::Ipv6Src => Some(DpAction::SetIpv6Src(new.to_be_bytes())),
+            FieldId::Ipv6Dst => Some(DpAction::SetIpv6Dst(new.to_be_bytes())),
             FieldId::Ipv6Label => Some(DpAction::SetIpv6Label(new as u32)),
             FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc => {
                 Some(DpAction::SetTpSrc(new as u16))
