@@ -423,7 +423,14 @@ pub fn instructions_in(list: &[Instruction]) -> Result<Instructions, OfError> {
             Instruction::WriteMetadata { metadata, mask } => {
                 out.write_metadata = Some((*metadata, *mask))
             }
-            Instruction::WriteActions(a) => out.write_actions = Some(actions_in(a)?),
+            // The pipeline keeps no action set to execute at its end: refused rather than
+            // accepted and ignored.
+            Instruction::WriteActions(_) => {
+                return Err(bad(
+                    ErrorCode::BadInstructionUnsupInst,
+                    "write_actions is not supported (no action set is executed)",
+                ));
+            }
             Instruction::ApplyActions(a) => out.apply = actions_in(a)?,
             Instruction::ClearActions => out.clear_actions = true,
             Instruction::Meter(_) => {
@@ -653,4 +660,26 @@ pub fn group_desc_in(gd: &of::GroupDesc) -> Result<flowtable::Group, OfError> {
         buckets: gd.buckets.clone(),
     };
     Ok(group_mod_in(&gm)?.group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Action;
+
+    #[test]
+    fn write_actions_is_refused_not_ignored() {
+        let output = Action::Output {
+            port: 2,
+            max_len: 0,
+        };
+        let e = instructions_in(&[
+            Instruction::WriteActions(vec![output.clone()]),
+            Instruction::GotoTable(1),
+        ])
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadInstructionUnsupInst, "{}", e.detail);
+        let ok = instructions_in(&[Instruction::ApplyActions(vec![output])]).unwrap();
+        assert_eq!(ok.apply.len(), 1);
+    }
 }
