@@ -361,6 +361,33 @@ fn flow_line(table: Table, priority: u16, match_text: &str, actions: &str) -> (F
     )
 }
 
+/// Table 60's masquerade of the pods' new connections to `node.underlay_ip`: TCP and UDP
+/// ports and ICMP echo identifiers from the masquerade range (two pods pinging one host with
+/// the same identifier must not clash); other protocols just get the address.
+pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig) {
+    let zone = cfg.ct_zone;
+    for proto in ["tcp", "udp", "icmp"] {
+        b.flow(
+            Table::Egress,
+            100,
+            &format!("ct_state=+new+trk,{proto},nw_src={}", cfg.pod_cidr),
+            &format!(
+                "ct(commit,table=65,zone={zone},nat(src={}:{}-{}))",
+                cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+            ),
+        );
+    }
+    b.flow(
+        Table::Egress,
+        99,
+        &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
+        &format!(
+            "ct(commit,table=65,zone={zone},nat(src={}))",
+            cfg.underlay_ip
+        ),
+    );
+}
+
 pub(super) struct Builder {
     pub(super) out: Desired,
 }
@@ -957,29 +984,7 @@ pub fn compile_with(
             }
         }
         if cfg.egress.snat {
-            // TCP and UDP ports and ICMP echo identifiers from the masquerade range (two
-            // pods pinging one host with the same identifier must not clash); other
-            // protocols just get the address.
-            for proto in ["tcp", "udp", "icmp"] {
-                b.flow(
-                    Table::Egress,
-                    100,
-                    &format!("ct_state=+new+trk,{proto},nw_src={}", cfg.pod_cidr),
-                    &format!(
-                        "ct(commit,table=65,zone={zone},nat(src={}:{}-{}))",
-                        cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
-                    ),
-                );
-            }
-            b.flow(
-                Table::Egress,
-                99,
-                &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
-                &format!(
-                    "ct(commit,table=65,zone={zone},nat(src={}))",
-                    cfg.underlay_ip
-                ),
-            );
+            masquerade_flows(&mut b, cfg);
         }
         b.flow(
             Table::Egress,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::compile::{
-    Builder, Desired, MASQUERADE_PORTS, Numbering, ServiceOut, Table, UPLINK_OFPORT,
+    Builder, Desired, Numbering, ServiceOut, Table, UPLINK_OFPORT, masquerade_flows,
 };
 use super::model::*;
 
@@ -441,26 +441,7 @@ pub(super) fn compile_eni(
         }
     }
     if cfg.egress.snat && next_hop.is_some() {
-        for proto in ["tcp", "udp", "icmp"] {
-            b.flow(
-                Table::Egress,
-                100,
-                &format!("ct_state=+new+trk,{proto},nw_src={}", cfg.pod_cidr),
-                &format!(
-                    "ct(commit,table=65,zone={zone},nat(src={}:{}-{}))",
-                    cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
-                ),
-            );
-        }
-        b.flow(
-            Table::Egress,
-            99,
-            &format!("ct_state=+new+trk,ip,nw_src={}", cfg.pod_cidr),
-            &format!(
-                "ct(commit,table=65,zone={zone},nat(src={}))",
-                cfg.underlay_ip
-            ),
-        );
+        masquerade_flows(&mut b, cfg);
     }
     for state in ["+est", "+rel"] {
         b.flow(
