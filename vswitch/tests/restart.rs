@@ -243,43 +243,6 @@ vni = 7
 dst_port = 47891
 "#;
 
-/// Echo server (one connection at a time, bounded) and a client that sends a numbered line
-/// every 10 ms over one connection and reports how the replies came.
-const HELPER: &str = r#"
-import json, os, socket, sys, threading, time
-if sys.argv[1] == 'serve':
-    threading.Timer(float(sys.argv[3]), lambda: os._exit(0)).start()
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', int(sys.argv[2]))); s.listen(4)
-    while True:
-        c, _ = s.accept()
-        f = c.makefile('rb')
-        for line in f:
-            c.sendall(line)
-else:
-    host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    res = {'sent': 0, 'echoed': 0, 'max_gap_ms': 0.0}
-    try:
-        c = socket.create_connection((host, port), timeout=5)
-        res['local_port'] = c.getsockname()[1]
-        f = c.makefile('rb')
-        end = time.time() + secs
-        last = time.time()
-        i = 0
-        while time.time() < end:
-            c.sendall(f"{i}\n".encode()); res['sent'] += 1
-            got = f.readline().decode().strip()
-            if got != str(i):
-                res['err'] = f'expected {i}, got {got!r}'; break
-            now = time.time(); res['max_gap_ms'] = max(res['max_gap_ms'], (now - last) * 1000); last = now
-            res['echoed'] += 1; i += 1
-            time.sleep(0.01)
-        c.close()
-    except Exception as e:
-        res['err'] = f'{type(e).__name__}: {e}'
-    print(json.dumps(res))
-"#;
-
 /// A node (namespace) with a client and a server pod behind ClusterIP 10.247.0.10:80
 /// (session affinity 300 s), the echo server running (for 60 s at most).
 struct ServiceNode {
@@ -303,8 +266,19 @@ impl ServiceNode {
     fn new(tag: &str) -> ServiceNode {
         let mut node = Node::new(tag);
         let ns = node.name().to_string();
-        let cli = node.add_veth_pod("rcli", "vcli", "172.16.1.11/32", "0a:58:0c:01:00:0b");
-        let srv = node.add_veth_pod("rsrv", "vsrv", "172.16.1.12/32", "0a:58:0c:01:00:0c");
+        // Pod namespaces named after the node: tests run in parallel.
+        let cli = node.add_veth_pod(
+            &format!("{tag}c"),
+            "vcli",
+            "172.16.1.11/32",
+            "0a:58:0c:01:00:0b",
+        );
+        let srv = node.add_veth_pod(
+            &format!("{tag}s"),
+            "vsrv",
+            "172.16.1.12/32",
+            "0a:58:0c:01:00:0c",
+        );
         let (cli, srv) = (
             node.pod(cli).name().to_string(),
             node.pod(srv).name().to_string(),
@@ -338,7 +312,7 @@ impl ServiceNode {
         ]);
         assert_ping(&cli, "172.16.1.12", 3);
         let helper = std::env::temp_dir().join(format!("{ns}-helper.py"));
-        std::fs::write(&helper, HELPER).unwrap();
+        std::fs::write(&helper, ECHO_HELPER).unwrap();
         let helper = helper.to_str().unwrap().to_string();
         let server = std::process::Command::new("ip")
             .args([
@@ -403,6 +377,8 @@ fn client_report(run: Run, d: &Daemon) -> serde_json::Value {
         d.log_text()
     );
     assert!(res["echoed"].as_u64().unwrap() > 100, "{res}");
+    // The server saw the connection come from one address:port all along.
+    assert_eq!(res["peers"].as_array().map(Vec::len), Some(1), "{res}");
     res
 }
 

@@ -811,3 +811,52 @@ impl Drop for MemBridge {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The long-lived TCP connection of the restart tests (python3, run in namespaces):
+/// - `serve PORT SECS`: accepts one connection at a time and answers each line with
+///   "LINE PEER-ADDRESS:PEER-PORT" (so the client sees the address the connection arrives
+///   from, NAT applied); exits after SECS;
+/// - `client HOST PORT SECS [SRC]`: one connection (from address SRC if given), a numbered
+///   line every 10 ms for SECS, each reply checked; prints JSON: `sent`, `echoed`,
+///   `max_gap_ms` (the longest pause between two replies), `peers` (the addresses the server
+///   saw), `local_port`, and `err` when the connection broke.
+pub const ECHO_HELPER: &str = r#"
+import json, os, socket, sys, threading, time
+if sys.argv[1] == 'serve':
+    threading.Timer(float(sys.argv[3]), lambda: os._exit(0)).start()
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', int(sys.argv[2]))); s.listen(4)
+    while True:
+        c, peer = s.accept()
+        tag = f'{peer[0]}:{peer[1]}'.encode()
+        f = c.makefile('rb')
+        for line in f:
+            c.sendall(line.rstrip(b'\n') + b' ' + tag + b'\n')
+else:
+    host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    src = sys.argv[5] if len(sys.argv) > 5 else '-'
+    res = {'sent': 0, 'echoed': 0, 'max_gap_ms': 0.0, 'peers': []}
+    try:
+        c = socket.create_connection((host, port), timeout=5,
+                                     source_address=(src, 0) if src != '-' else None)
+        res['local_port'] = c.getsockname()[1]
+        f = c.makefile('rb')
+        end = time.time() + secs
+        last = time.time()
+        i = 0
+        while time.time() < end:
+            c.sendall(f"{i}\n".encode()); res['sent'] += 1
+            got = f.readline().decode().strip()
+            n, _, peer = got.partition(' ')
+            if n != str(i):
+                res['err'] = f'expected {i}, got {got!r}'; break
+            if peer not in res['peers']:
+                res['peers'].append(peer)
+            now = time.time(); res['max_gap_ms'] = max(res['max_gap_ms'], (now - last) * 1000); last = now
+            res['echoed'] += 1; i += 1
+            time.sleep(0.01)
+        c.close()
+    except Exception as e:
+        res['err'] = f'{type(e).__name__}: {e}'
+    print(json.dumps(res))
+"#;
