@@ -240,6 +240,33 @@ impl TapPort {
         Ok(())
     }
 
+    /// Where the device is now: its network namespace and its name there. Both can change
+    /// under an open descriptor (`ip link set TAP netns POD`, `ip link set TAP name eth0`).
+    pub fn whereabouts(&self) -> io::Result<TapWhereabouts> {
+        // SAFETY: TUNGETDEVNETNS takes no argument and returns a new descriptor (or -1).
+        let raw = unsafe { libc::ioctl(self.fd.as_raw_fd(), TUNGETDEVNETNS) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw was just returned by the kernel and is owned by nobody else.
+        let ns = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        let netns = NetnsId::of(&ns.metadata()?);
+        // SAFETY: an all-zero ifreq is a valid value (a C struct of integers and arrays).
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: TUNGETIFF writes one ifreq, which lives across the call.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNGETIFF, &mut req) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let name = req
+            .ifr_name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8 as char)
+            .collect();
+        Ok(TapWhereabouts { netns, name })
+    }
+
     /// Re-reads the MTU from the kernel (after it was changed).
     pub fn refresh_mtu(&mut self) -> Result<usize, TapError> {
         self.mtu = iface::mtu(&self.name)?;
@@ -248,6 +275,73 @@ impl TapPort {
 }
 
 impl_mio_source!(TapPort);
+
+/// `_IO('T', 227)`: a descriptor of the network namespace the device is in (Linux 5.2+).
+const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
+
+/// A network namespace, as the device and inode numbers of its nsfs file (what `stat` of
+/// `/proc/PID/ns/net` or of a `/run/netns/NAME` bind mount shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NetnsId {
+    fn of(meta: &std::fs::Metadata) -> NetnsId {
+        use std::os::unix::fs::MetadataExt;
+        NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> io::Result<NetnsId> {
+        std::fs::metadata("/proc/thread-self/ns/net").map(|m| NetnsId::of(&m))
+    }
+
+    /// The namespace a file names (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub fn of_path(path: &std::path::Path) -> io::Result<NetnsId> {
+        std::fs::metadata(path).map(|m| NetnsId::of(&m))
+    }
+
+    /// A file that names this namespace: the bind mounts of `/run/netns` (`ip netns`, and
+    /// container runtimes pin pods' namespaces there), `None` when it has none.
+    pub fn named_path(&self) -> Option<std::path::PathBuf> {
+        let dir = std::fs::read_dir("/run/netns").ok()?;
+        dir.flatten()
+            .map(|e| e.path())
+            .find(|p| NetnsId::of_path(p).is_ok_and(|id| id == *self))
+    }
+}
+
+/// Where a TAP device is: its namespace and its name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapWhereabouts {
+    pub netns: NetnsId,
+    pub name: String,
+}
+
+/// Runs `f` on a thread of its own inside the network namespace the file `netns` names
+/// (`/run/netns/NAME`); descriptors it opens (a TAP's `/dev/net/tun`, sockets) stay bound to
+/// that namespace. Entering another namespace needs CAP_SYS_ADMIN.
+pub fn in_netns<T: Send>(netns: &std::path::Path, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let ns = std::fs::File::open(netns)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns takes a descriptor we hold open and a flag; it changes only the
+            // calling thread's namespace, and this thread ends after `f`.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}
 
 /// Deletes the persistent TAP device `name` of this namespace: attaches to it, clears its
 /// persistence and closes it (no device of that name: nothing changes). The device must have

@@ -236,6 +236,9 @@ impl Control {
                 LimitSetting::Zone { zone, limit } => ct.set_zone_limit(zone, limit),
             }
         }
+        drop(ct);
+        // Kept in the state file.
+        self.switch.mark_changed();
         Ok(String::new())
     }
 
@@ -246,6 +249,8 @@ impl Control {
         for &z in zones {
             ct.del_zone_limit(z);
         }
+        drop(ct);
+        self.switch.mark_changed();
         Ok(String::new())
     }
 

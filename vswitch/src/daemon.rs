@@ -217,6 +217,8 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
     info!("shutting down for a restart: state saved, interfaces kept");
     let _ = crate::sd_notify::notify("STOPPING=1");
+    // Where the TAP devices are now (moved into pods' namespaces since the last look).
+    switch.refresh_tap_whereabouts();
     if let Err(e) = writer.save(&control) {
         warn!("cannot write the state file {}: {e}", db.display());
     }

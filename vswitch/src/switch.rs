@@ -2,7 +2,7 @@
 //! sessions (those live in `ofserver`) or node configuration (`agent`), both of which call in
 //! here, never the reverse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,12 +14,13 @@ use flowtable::group::GroupModCommand;
 use flowtable::table::Pipeline as FlowTables;
 use flowtable::text;
 
-use crate::bridge::{BridgeCtl, Commit, PortCtl, open_port};
+use crate::bridge::{BridgeCtl, Commit, Opened, PortCtl, open_port};
 use crate::datapath::DatapathHandle;
 use crate::datapath::counters::PortCounters;
 use crate::datapath::drops::DropCounters;
 use crate::datapath::ports::{DpPort, PortIo};
 use crate::events::{AsyncEvent, PacketInHub};
+use crate::persist::format::MovedTap;
 use crate::pipeline::Pipeline;
 use crate::portspec::PortSpec;
 
@@ -43,6 +44,8 @@ pub struct Switch {
         crossbeam_channel::Sender<()>,
         crossbeam_channel::Receiver<()>,
     ),
+    /// Port name -> where its TAP device was moved, for the ports a restore is about to add.
+    moved_taps: Mutex<HashMap<String, MovedTap>>,
 }
 
 type CmdResult = Result<String, String>;
@@ -56,6 +59,7 @@ impl Switch {
             packet_ins: Arc::new(PacketInHub::default()),
             observers: Mutex::new(Vec::new()),
             changes: crossbeam_channel::bounded(1),
+            moved_taps: Mutex::new(HashMap::new()),
         }
     }
 
@@ -217,7 +221,7 @@ impl Switch {
         self.packet_ins.bridge_removed(b.dp_index);
         self.dp.del_bridge(b.dp_index);
         for p in b.ports.values() {
-            remove_device(&p.spec);
+            remove_device(p);
         }
         self.mark_changed();
         Ok(String::new())
@@ -226,12 +230,77 @@ impl Switch {
     pub fn add_port(&self, br: &str, name: &str, args: &[String]) -> CmdResult {
         let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
         let to_open = spec.clone();
-        self.attach_port(br, spec, move || open_port(&to_open))
+        let moved = self
+            .moved_taps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.attach_port(br, spec, move || open_port(&to_open, moved.as_ref()))
+    }
+
+    /// Where the TAP devices of ports about to be restored were moved (the state file's
+    /// `moved`): the port of that name reattaches there when it is added.
+    pub fn expect_moved_taps(&self, moved: HashMap<String, MovedTap>) {
+        *self.moved_taps.lock().unwrap_or_else(|e| e.into_inner()) = moved;
+    }
+
+    /// Notes where TAP devices went since they were last looked at (moved into another
+    /// namespace, renamed there), so that the state file says where to reattach them; a
+    /// change makes a save due. A few system calls per TAP port: run every few seconds, not
+    /// per packet.
+    pub fn refresh_tap_whereabouts(&self) {
+        let Ok(home) = tap_io::tap::NetnsId::current() else {
+            return;
+        };
+        let mut changed = false;
+        for b in self.lock().values_mut() {
+            for p in b.ports.values_mut() {
+                let Some(Ok(seen)) = p.tap.as_ref().map(|t| t.whereabouts()) else {
+                    continue;
+                };
+                if p.tap_seen.as_ref() == Some(&seen) {
+                    continue;
+                }
+                let moved = if seen.netns == home {
+                    None
+                } else {
+                    let known = p.moved.as_ref().map(|m| m.netns.clone()).filter(|path| {
+                        tap_io::tap::NetnsId::of_path(Path::new(path))
+                            .is_ok_and(|id| id == seen.netns)
+                    });
+                    match known.or_else(|| seen.netns.named_path().map(|p| p.display().to_string()))
+                    {
+                        Some(netns) => Some(MovedTap {
+                            netns,
+                            ifname: seen.name.clone(),
+                        }),
+                        None => {
+                            tracing::warn!(port = %p.spec.name, ifname = %seen.name,
+                                "the TAP device is in a network namespace without a name under /run/netns: it cannot be reattached after a restart");
+                            None
+                        }
+                    }
+                };
+                if moved != p.moved {
+                    tracing::info!(port = %p.spec.name, ifname = %seen.name,
+                        netns = moved.as_ref().map_or("(the switch's)", |m| m.netns.as_str()),
+                        "TAP device moved");
+                    p.moved = moved;
+                    changed = true;
+                }
+                p.tap_seen = Some(seen);
+            }
+        }
+        if changed {
+            self.mark_changed();
+        }
     }
 
     /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
     pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
-        self.attach_port(br, spec, move || Ok((PortIo::Dev(Box::new(io)), [0; 6])))
+        self.attach_port(br, spec, move || {
+            Ok(Opened::plain(PortIo::Dev(Box::new(io)), [0; 6]))
+        })
     }
 
     /// Attaches a port with any back end (benchmarks: in-memory frame generators).
@@ -241,14 +310,14 @@ impl Switch {
         spec: PortSpec,
         io: Box<dyn tap_io::Port + Send>,
     ) -> CmdResult {
-        self.attach_port(br, spec, move || Ok((PortIo::Dev(io), [0; 6])))
+        self.attach_port(br, spec, move || Ok(Opened::plain(PortIo::Dev(io), [0; 6])))
     }
 
     fn attach_port(
         &self,
         br: &str,
         spec: PortSpec,
-        open: impl FnOnce() -> Result<(PortIo, [u8; 6]), String>,
+        open: impl FnOnce() -> Result<Opened, String>,
     ) -> CmdResult {
         let name = spec.name.clone();
         let mut state = self.lock();
@@ -276,7 +345,13 @@ impl Switch {
             ));
         }
         let counters = Arc::new(PortCounters::default());
-        let (io, mac) = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
+        let Opened {
+            io,
+            mac,
+            tap,
+            moved,
+        } = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
+        let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
         let port = DpPort::new(
             &name,
             b.dp_index,
@@ -302,6 +377,9 @@ impl Switch {
                 counters,
                 mac,
                 config: 0,
+                tap,
+                moved,
+                tap_seen,
             },
         );
         b.publish();
@@ -349,7 +427,24 @@ impl Switch {
             },
         );
         self.dp.del_port(dp_id);
-        remove_device(&p.spec);
+        remove_device(&p);
+        Ok(String::new())
+    }
+
+    /// Sets a port's `mod-port` bits (`OFPPC_*`) on the control side and on every forwarding
+    /// thread (a restore; OpenFlow PORT_MOD checks its request first, then does the same).
+    pub fn set_port_config(&self, br: &str, name: &str, config: u32) -> CmdResult {
+        let dp_id = self.with_bridge(br, |b| {
+            let p = b
+                .ports
+                .values_mut()
+                .find(|p| p.spec.name == name)
+                .ok_or_else(|| format!("bridge {br} has no port named {name}"))?;
+            p.config = config;
+            Ok(p.dp_id)
+        })?;
+        self.dp.set_port_config(dp_id, config);
+        self.mark_changed();
         Ok(String::new())
     }
 
@@ -484,14 +579,22 @@ impl Switch {
     }
 }
 
-/// Deletes the TAP device a port created (they are persistent, to survive restarts); a
-/// device moved into another namespace goes with that namespace.
-fn remove_device(spec: &PortSpec) {
-    if matches!(
+/// Deletes the TAP device a port created (they are persistent, to survive restarts),
+/// wherever it is now (moved into a pod's namespace too): it is made non-persistent through
+/// the port's own handle, so it goes when the port's descriptors close.
+fn remove_device(p: &PortCtl) {
+    let spec = &p.spec;
+    if !matches!(
         spec.kind,
         crate::portspec::PortKind::Tap | crate::portspec::PortKind::Internal
-    ) && let Err(e) = tap_io::tap::remove_persistent(&spec.name)
-    {
+    ) {
+        return;
+    }
+    let done = match &p.tap {
+        Some(t) => t.set_persist(false),
+        None => tap_io::tap::remove_persistent(&spec.name),
+    };
+    if let Err(e) = done {
         tracing::warn!(port = %spec.name, "cannot remove the TAP device: {e}");
     }
 }

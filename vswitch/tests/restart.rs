@@ -78,6 +78,24 @@ fn wait_saved(rundir: &Path, needle: &str) {
     }
 }
 
+/// Stops the daemon (SIGTERM, or SIGKILL with `kill`), starts the next one and waits until it
+/// logs that it is ready (its socket exists before the state is restored).
+fn restart_until_ready(d: &mut Daemon, kill: bool) {
+    let ready = |d: &Daemon| d.log_text().matches("vswitchd ready").count();
+    let before = ready(d);
+    if kill {
+        d.kill_hard();
+    } else {
+        assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    }
+    d.start_again(&[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(d) <= before {
+        assert!(Instant::now() < deadline, "not ready:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs vswitchd on `rundir` expecting it to refuse to start; returns its stderr.
 fn refused_start(ns: &str, rundir: &Path) -> String {
     let r = ns_run(
@@ -552,4 +570,143 @@ fn a_service_connection_survives_kill_9_through_the_checkpoint() {
         d.log_text()
     );
     println!("after kill -9: TCP max reply gap {} ms", res["max_gap_ms"]);
+}
+
+/// Zone connection limits of `ct-set-limits` and port settings of `mod-port` are kept in the
+/// state file: equal after a graceful restart and after `kill -9`, and in force (a port set
+/// down still passes nothing).
+#[test]
+fn ct_limits_and_mod_port_settings_survive_restart_and_crash() {
+    if !require_root("ct_limits_and_mod_port_settings_survive_restart_and_crash") {
+        return;
+    }
+    let mut node = Node::new("rlim");
+    node.start_switch("br0");
+    node.add_veth_pod("rlima", "vlA", "10.79.1.1/24", "02:00:00:00:79:11");
+    node.add_veth_pod("rlimb", "vlB", "10.79.1.2/24", "02:00:00:00:79:12");
+    node.add_veth_pod("rlimc", "vlC", "10.79.1.3/24", "02:00:00:00:79:13");
+    let a = node.pod(0).name().to_string();
+    let d = node.daemon.as_mut().unwrap();
+    d.ctl(&["add-port", "br0", "vlA", "ofport=1"]);
+    d.ctl(&["add-port", "br0", "vlB", "ofport=2"]);
+    d.ctl(&["add-port", "br0", "vlC", "ofport=3"]);
+    assert!(ping_until(&a, "10.79.1.2", 5), "no path A -> B at start");
+    assert!(ping_until(&a, "10.79.1.3", 5), "no path A -> C at start");
+    d.ctl(&[
+        "ct-set-limits",
+        "br0",
+        "default=1000",
+        "zone=3,limit=5",
+        "zone=9,limit=0",
+        "zone=12,limit=40",
+    ]);
+    d.ctl(&["ct-del-limits", "br0", "zone=12"]);
+    d.ctl(&["mod-port", "br0", "vlB", "down"]);
+    d.ctl(&["mod-port", "br0", "vlC", "no-forward"]);
+    d.ctl(&["mod-port", "br0", "vlC", "no-receive"]);
+    let view = |d: &Daemon| {
+        (
+            d.ctl(&["ct-get-limits", "br0"]),
+            d.ctl(&["dump-ports-desc", "br0"]),
+        )
+    };
+    let before = view(d);
+    assert!(before.0.contains("default limit=1000"), "{}", before.0);
+    assert!(before.0.contains("zone=3,limit=5"), "{}", before.0);
+    assert!(!before.0.contains("zone=12"), "{}", before.0);
+    assert!(before.1.contains("PORT_DOWN"), "{}", before.1);
+    assert!(before.1.contains("NO_RECV NO_FWD"), "{}", before.1);
+    wait_saved(&d.rundir, "no-forward");
+
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    d.start_again(&[]);
+    assert_eq!(view(d), before, "after a graceful restart");
+    // In force, not only shown: B is down, C forwards nothing.
+    assert!(ping(&a, "10.79.1.2", 2).none_replied(), "B is up again");
+    assert!(ping(&a, "10.79.1.3", 2).none_replied(), "C forwards again");
+
+    // A change after the restart, then a crash: the change is kept too.
+    d.ctl(&["mod-port", "br0", "vlC", "forward"]);
+    d.ctl(&["mod-port", "br0", "vlC", "receive"]);
+    d.ctl(&["ct-set-limits", "br0", "zone=4,limit=7"]);
+    wait_saved(&d.rundir, "\"4\": 7");
+    let before = view(d);
+    assert!(!before.1.contains("NO_FWD"), "{}", before.1);
+    d.kill_hard();
+    d.start_again(&[]);
+    assert_eq!(view(d), before, "after kill -9");
+    assert!(ping_until(&a, "10.79.1.3", 5), "C forwards no more");
+    assert!(ping(&a, "10.79.1.2", 2).none_replied(), "B is up again");
+}
+
+/// A TAP port whose device was moved into a pod's namespace (and renamed `eth0` there) is
+/// reattached in that namespace after a graceful restart and after `kill -9`: the same
+/// device (ifindex, address), the pod keeps talking to a veth pod, no stray TAP appears in
+/// the node's namespace; deleting the port deletes the device in the pod's namespace.
+#[test]
+fn a_tap_moved_into_a_pod_is_reattached_there_after_restart_and_crash() {
+    if !require_root("a_tap_moved_into_a_pod_is_reattached_there_after_restart_and_crash") {
+        return;
+    }
+    let mut node = Node::new("rmv");
+    node.start_switch("br0");
+    let ns = node.name().to_string();
+    node.add_veth_pod("rmvv", "vmv", "10.79.2.2/24", "02:00:00:00:79:22");
+    let d = node.daemon.as_mut().unwrap();
+    d.ctl(&["add-port", "br0", "vmv", "ofport=1"]);
+    d.ctl(&["add-port", "br0", "tmv0", "type=tap", "ofport=2"]);
+    let tap_pod = node.adopt_tap_pod("rmvt", "tmv0", "10.79.2.1/24", "02:00:00:00:79:21");
+    let pod = node.pod(tap_pod).name().to_string();
+    let d = node.daemon.as_mut().unwrap();
+    assert!(ping_until(&pod, "10.79.2.2", 5), "no path at start");
+    let before = device(&pod, "eth0").expect("eth0 in the pod");
+    assert!(
+        device(&ns, "tmv0").is_none(),
+        "the TAP is still in the node"
+    );
+    // Seen moved within a second and saved, so that a crash knows too.
+    wait_saved(&d.rundir, "\"ifname\": \"eth0\"");
+
+    restart_until_ready(d, false);
+    assert!(
+        d.log_text().contains("TAP device reattached"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        device(&ns, "tmv0").is_none(),
+        "a new TAP was created in the node"
+    );
+    assert_eq!(
+        device(&pod, "eth0"),
+        Some(before.clone()),
+        "the pod's eth0 changed"
+    );
+    let r = ping(&pod, "10.79.2.2", 3);
+    assert!(r.all_replied(), "after a graceful restart:\n{}", r.output());
+
+    restart_until_ready(d, true);
+    assert_eq!(
+        d.log_text().matches("TAP device reattached").count(),
+        2,
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        device(&ns, "tmv0").is_none(),
+        "a new TAP was created in the node"
+    );
+    assert_eq!(device(&pod, "eth0"), Some(before), "the pod's eth0 changed");
+    assert!(ping_until(&pod, "10.79.2.2", 5), "after kill -9: no reply");
+    let r = ping(&pod, "10.79.2.2", 3);
+    assert!(r.all_replied(), "after kill -9:\n{}", r.output());
+
+    // Deleting the port deletes the device where it is.
+    d.ctl(&["del-port", "br0", "tmv0"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while device(&pod, "eth0").is_some() {
+        assert!(Instant::now() < deadline, "the moved TAP outlived its port");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(device(&ns, "tmv0").is_none());
 }

@@ -28,7 +28,7 @@ use crate::events::{AsyncEvent, PacketInHub};
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::portspec::PortSpec;
 
-pub use port_factory::{open_port, underlay_mtu};
+pub use port_factory::{Opened, open_port, underlay_mtu};
 pub use transaction::{Commit, FlowModCounts, Transaction};
 
 /// One port as the control side knows it.
@@ -40,6 +40,12 @@ pub struct PortCtl {
     pub mac: [u8; 6],
     /// `OFPPC_*` bits set by `mod-port` (reported in PORT_DESC).
     pub config: u32,
+    /// TAP ports: a second handle on the device, to see where it went and to delete it.
+    pub tap: Option<tap_io::TapPort>,
+    /// Where the TAP device lives when it is not in the switch's namespace (state file).
+    pub moved: Option<crate::persist::format::MovedTap>,
+    /// Where it was last seen (`Switch::refresh_tap_whereabouts` acts on changes only).
+    pub tap_seen: Option<tap_io::tap::TapWhereabouts>,
 }
 
 /// One bridge: its flow tables (the control state) and the datapath's view of them.

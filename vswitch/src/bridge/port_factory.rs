@@ -1,12 +1,76 @@
 //! Opens the I/O back end of a port from its spec: AF_PACKET, TAP, or the VXLAN tunnel socket.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use crate::datapath::ports::PortIo;
+use crate::persist::format::MovedTap;
 use crate::portspec::{FromFlow, PortKind, PortSpec};
 
-/// Opens the I/O back end of a port.
-pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
+/// An opened port: its I/O, its MAC, and for TAP ports a second handle on the device that
+/// the control side keeps to see where the device went (and to delete it wherever it is).
+pub struct Opened {
+    pub io: PortIo,
+    pub mac: [u8; 6],
+    pub tap: Option<tap_io::TapPort>,
+    /// Where the TAP device was found, when not in the switch's own namespace.
+    pub moved: Option<MovedTap>,
+}
+
+impl Opened {
+    pub fn plain(io: PortIo, mac: [u8; 6]) -> Opened {
+        Opened {
+            io,
+            mac,
+            tap: None,
+            moved: None,
+        }
+    }
+}
+
+/// Opens the I/O back end of a port; a TAP port that was `moved` into another namespace
+/// (the state file says where) is reattached there.
+pub fn open_port(spec: &PortSpec, moved: Option<&MovedTap>) -> Result<Opened, String> {
+    if matches!(spec.kind, PortKind::Tap | PortKind::Internal)
+        && let Some(m) = moved
+    {
+        match open_moved_tap(m) {
+            Ok((port, mac)) => {
+                tracing::info!(port = %spec.name, netns = %m.netns, ifname = %m.ifname,
+                    "TAP device reattached in the namespace it was moved to");
+                let tap = port.try_clone_tx().ok();
+                return Ok(Opened {
+                    io: PortIo::Dev(Box::new(port)),
+                    mac,
+                    tap,
+                    moved: Some(m.clone()),
+                });
+            }
+            Err(e) => tracing::warn!(port = %spec.name, netns = %m.netns, ifname = %m.ifname,
+                "the TAP device moved there cannot be reattached ({e}): a new one is created in the switch's namespace"),
+        }
+    }
+    open_here(spec)
+}
+
+/// Attaches to the persistent TAP device `m.ifname` in the namespace `m.netns` names; never
+/// creates one (a device of that name must exist there and be a TAP).
+fn open_moved_tap(m: &MovedTap) -> Result<(tap_io::TapPort, [u8; 6]), String> {
+    let cfg = tap_io::TapConfig {
+        persist: true,
+        // The pod decides whether its interface is up.
+        bring_up: false,
+        ..tap_io::TapConfig::new(&m.ifname)
+    };
+    tap_io::tap::in_netns(Path::new(&m.netns), || {
+        let mac = tap_io::iface::mac(&m.ifname).map_err(|e| e.to_string())?;
+        let port = tap_io::TapPort::open(&cfg).map_err(|e| e.to_string())?;
+        Ok::<_, String>((port, mac))
+    })
+    .map_err(|e| format!("{}: {e}", m.netns))?
+}
+
+fn open_here(spec: &PortSpec) -> Result<Opened, String> {
     match spec.kind {
         PortKind::AfPacket => {
             let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
@@ -21,7 +85,7 @@ pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
                 tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");
             }
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
-            Ok((PortIo::Dev(Box::new(port)), mac))
+            Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac))
         }
         PortKind::Tap | PortKind::Internal => {
             // Persistent: the device, and the addresses a pod gave it, outlive a restart of
@@ -32,7 +96,13 @@ pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
             };
             let port = tap_io::TapPort::open(&cfg).map_err(|e| e.to_string())?;
             let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
-            Ok((PortIo::Dev(Box::new(port)), mac))
+            let tap = port.try_clone_tx().ok();
+            Ok(Opened {
+                io: PortIo::Dev(Box::new(port)),
+                mac,
+                tap,
+                moved: None,
+            })
         }
         PortKind::Vxlan => {
             let t = spec
@@ -68,7 +138,7 @@ pub fn open_port(spec: &PortSpec) -> Result<(PortIo, [u8; 6]), String> {
                     underlay_mtu: underlay_mtu(local),
                 },
             );
-            Ok((PortIo::Tunnel(Box::new(port)), [0; 6]))
+            Ok(Opened::plain(PortIo::Tunnel(Box::new(port)), [0; 6]))
         }
     }
 }

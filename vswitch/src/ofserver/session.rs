@@ -695,6 +695,8 @@ impl Session {
             let dp_id = port.dp_id;
             drop(state);
             switch.dp.set_port_config(dp_id, config);
+            // Kept in the state file: the setting outlives a restart.
+            switch.mark_changed();
             debug!(port = pm.port_no, config, "port-mod applied");
         }
         Ok(())

@@ -29,6 +29,21 @@ pub struct StateFile {
     pub bridges: Vec<SavedBridge>,
     #[serde(default)]
     pub agent: Option<SavedAgent>,
+    /// Zone connection limits set with `ct-set-limits` (absent: none; the node agent's
+    /// per-pod limits come back with its pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct_limits: Option<SavedCtLimits>,
+}
+
+/// `ct-set-limits` settings: the default for zones without their own, and the zones' own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedCtLimits {
+    /// 0: unlimited.
+    pub default: u32,
+    /// Zone -> its own limit (0: unlimited whatever the default).
+    #[serde(default)]
+    pub zones: BTreeMap<u16, u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,6 +63,24 @@ pub struct SavedPort {
     pub name: String,
     /// `add-port` arguments (`type=`, `ofport=`, `options:...`).
     pub args: Vec<String>,
+    /// Settings of `mod-port` in force (`down`, `no-receive`, `no-forward`); absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mod_port: Vec<String>,
+    /// Where a TAP port's device was moved (`ip link set TAP netns POD`), so that the next
+    /// start reattaches it there; absent: in the switch's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<MovedTap>,
+}
+
+/// A TAP device living in another network namespace than the switch's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovedTap {
+    /// A file naming the namespace (`/run/netns/NAME`, a bind mount as `ip netns` and
+    /// container runtimes make).
+    pub netns: String,
+    /// The device's name there (pods usually rename it, `eth0`).
+    pub ifname: String,
 }
 
 /// The node agent's inputs and numbering, so that it recompiles the very same pipeline.
@@ -150,7 +183,13 @@ impl StateFile {
             written_by: format!("vswitchd {}", env!("CARGO_PKG_VERSION")),
             bridges,
             agent,
+            ct_limits: None,
         }
+    }
+
+    pub fn with_ct_limits(mut self, limits: Option<SavedCtLimits>) -> StateFile {
+        self.ct_limits = limits;
+        self
     }
 
     pub fn encode(&self) -> String {
@@ -264,6 +303,11 @@ mod tests {
                 ports: vec![SavedPort {
                     name: "tap1".into(),
                     args: vec!["type=tap".into(), "ofport=3".into()],
+                    mod_port: vec!["down".into()],
+                    moved: Some(MovedTap {
+                        netns: "/run/netns/pod1".into(),
+                        ifname: "eth0".into(),
+                    }),
                 }],
                 groups: vec!["group_id=1,type=select,bucket=actions=output:3".into()],
                 flows: vec!["cookie=0x5,table=1,priority=7,ip,actions=group:1".into()],
@@ -277,6 +321,10 @@ mod tests {
                 groups: BTreeMap::new(),
             }),
         )
+        .with_ct_limits(Some(SavedCtLimits {
+            default: 10,
+            zones: [(3, 0), (7, 20)].into_iter().collect(),
+        }))
     }
 
     #[test]

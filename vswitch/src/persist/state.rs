@@ -13,7 +13,9 @@ use flowtable::group::GroupModCommand;
 use flowtable::table::Pipeline as FlowTables;
 use flowtable::text;
 
-use super::format::{SavedBridge, SavedPort, StateFile};
+use openflow::switch::port_config;
+
+use super::format::{SavedBridge, SavedCtLimits, SavedPort, StateFile};
 use crate::bridge::Commit;
 use crate::control::Control;
 use crate::portspec::PortSpec;
@@ -38,6 +40,8 @@ pub fn capture(control: &Control) -> StateFile {
                     SavedPort {
                         name: p.spec.name.clone(),
                         args: spec.to_args(),
+                        mod_port: mod_port_words(p.config),
+                        moved: p.moved.clone(),
                     }
                 })
                 .collect(),
@@ -66,7 +70,41 @@ pub fn capture(control: &Control) -> StateFile {
                 .collect(),
         })
         .collect();
-    StateFile::new(bridges, agent)
+    StateFile::new(bridges, agent).with_ct_limits(ct_limits(control))
+}
+
+/// The `mod-port` words of a port's `OFPPC_*` bits, and back.
+const MOD_PORT_WORDS: [(u32, &str); 3] = [
+    (port_config::PORT_DOWN, "down"),
+    (port_config::NO_RECV, "no-receive"),
+    (port_config::NO_FWD, "no-forward"),
+];
+
+fn mod_port_words(config: u32) -> Vec<String> {
+    MOD_PORT_WORDS
+        .iter()
+        .filter(|(bit, _)| config & bit != 0)
+        .map(|(_, w)| (*w).to_string())
+        .collect()
+}
+
+fn mod_port_bits(words: &[String]) -> Result<u32, String> {
+    words.iter().try_fold(0, |acc, w| {
+        MOD_PORT_WORDS
+            .iter()
+            .find(|(_, name)| name == w)
+            .map(|(bit, _)| acc | bit)
+            .ok_or_else(|| format!("unknown mod_port setting '{w}' (down, no-receive, no-forward)"))
+    })
+}
+
+/// The `ct-set-limits` settings in force (`None`: none set).
+fn ct_limits(control: &Control) -> Option<SavedCtLimits> {
+    let ct = crate::datapath::lock(&control.switch.dp.ct);
+    let zones: std::collections::BTreeMap<u16, u32> =
+        ct.zone_limits().iter().map(|z| (z.zone, z.limit)).collect();
+    let default = ct.default_zone_limit();
+    (default != 0 || !zones.is_empty()).then_some(SavedCtLimits { default, zones })
 }
 
 /// One bridge of the file, parsed and checked.
@@ -81,6 +119,7 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     let ctx = |what: &str, e: &dyn std::fmt::Display| format!("bridge {}: {what}: {e}", b.name);
     for p in &b.ports {
         PortSpec::parse(&p.name, &p.args).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
+        mod_port_bits(&p.mod_port).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
     }
     let mut tables = FlowTables::new();
     for g in &b.groups {
@@ -139,6 +178,23 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
         .map(plan)
         .collect::<Result<Vec<_>, _>>()?;
     let sw = &control.switch;
+    // TAP devices moved into pods' namespaces are reattached there, whoever adds the port
+    // (the node agent's pods, or the bridges' saved ports below).
+    sw.expect_moved_taps(
+        state
+            .bridges
+            .iter()
+            .flat_map(|b| &b.ports)
+            .filter_map(|p| Some((p.name.clone(), p.moved.clone()?)))
+            .collect(),
+    );
+    if let Some(l) = &state.ct_limits {
+        let mut ct = crate::datapath::lock(&sw.dp.ct);
+        ct.set_default_zone_limit(l.default);
+        for (&zone, &limit) in &l.zones {
+            ct.set_zone_limit(zone, limit);
+        }
+    }
     if let Some(agent) = &state.agent {
         control
             .agent
@@ -157,6 +213,10 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
             if !present {
                 sw.add_port(&p.name, &port.name, &port.args)
                     .map_err(|e| format!("bridge {}: {e}", p.name))?;
+            }
+            let config = mod_port_bits(&port.mod_port)?;
+            if config != 0 {
+                sw.set_port_config(&p.name, &port.name, config)?;
             }
         }
         done.bridges += 1;

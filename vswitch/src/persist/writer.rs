@@ -13,6 +13,9 @@ use crate::control::Control;
 /// How long a burst of changes may go on before the file is written (a `kill -9` loses at
 /// most this much).
 pub const SETTLE: Duration = Duration::from_millis(50);
+/// How often TAP devices are looked for when nothing else changes (a TAP moved into a pod's
+/// namespace less than this before a `kill -9` is looked for in the switch's namespace).
+pub const WATCH_TAPS: Duration = Duration::from_secs(1);
 
 /// Writes the state file of one switch.
 pub struct StateWriter {
@@ -53,7 +56,20 @@ impl StateWriter {
         let _ = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || {
-                while changes.recv().is_ok() {
+                loop {
+                    match changes.recv_timeout(WATCH_TAPS) {
+                        Ok(()) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            // TAP devices move without telling the switch: look where they
+                            // are (a move rings `changes`, saved on the next turn).
+                            match control.upgrade() {
+                                Some(c) => c.switch.refresh_tap_whereabouts(),
+                                None => break,
+                            }
+                            continue;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    }
                     std::thread::sleep(SETTLE);
                     while changes.try_recv().is_ok() {}
                     let Some(control) = control.upgrade() else {
