@@ -422,7 +422,52 @@ fn parse_l4(
         key.icmp_type = packet[l4];
         key.icmp_code = packet[l4 + 1];
         parsed.payload = (l4 + ICMP_LEN) as u32;
+        if icmp_proto == PROTO_ICMPV6
+            && key.icmp_code == 0
+            && matches!(key.icmp_type, ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT)
+        {
+            parse_nd(packet, l4 + ICMP_LEN, key);
+        }
     }
+}
+
+/// ICMPv6 neighbor solicitation / advertisement types.
+pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
+pub const ND_NEIGHBOR_ADVERT: u8 = 136;
+/// ND options carrying an Ethernet address (RFC 4861 §4.6.1), 8 bytes each.
+pub const ND_OPT_SOURCE_LINKADDR: u8 = 1;
+pub const ND_OPT_TARGET_LINKADDR: u8 = 2;
+
+/// Fills `nd_target` and the link-layer address options (`nd_sll` in `arp_sha`, `nd_tll` in
+/// `arp_tha`) of a neighbor solicitation/advertisement whose target starts at `off`, as Open
+/// vSwitch's `parse_icmpv6`: a message too short for the target leaves all three zero; the
+/// options are walked while 8 bytes remain, stopping at a zero or overlong option length; an
+/// Ethernet address option given twice makes the message invalid (all three zero).
+#[inline]
+fn parse_nd(packet: &[u8], off: usize, key: &mut FlowKey) {
+    let Some(target) = packet.get(off..off + 16) else {
+        return;
+    };
+    let mut lla = [[0u8; 6]; 2];
+    let mut off = off + 16;
+    while packet.len() - off >= 8 {
+        let ty = packet[off];
+        let len = usize::from(packet[off + 1]) * 8;
+        if len == 0 || len > packet.len() - off {
+            break;
+        }
+        if len == 8 && (ty == ND_OPT_SOURCE_LINKADDR || ty == ND_OPT_TARGET_LINKADDR) {
+            let slot = &mut lla[usize::from(ty - 1)];
+            if *slot != [0; 6] {
+                return;
+            }
+            *slot = mac(packet, off + 2);
+        }
+        off += len;
+    }
+    key.nd_target.copy_from_slice(target);
+    key.arp_sha = lla[0];
+    key.arp_tha = lla[1];
 }
 
 #[cfg(test)]

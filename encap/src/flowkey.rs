@@ -16,6 +16,9 @@
 //!   the first fragment (then L4 fields are zero).
 //! - ARP: `arp_op`, `arp_spa`, `arp_tpa`, `arp_sha`, `arp_tha` (IPv4 over Ethernet only).
 //! - ICMPv4/ICMPv6: `icmp_type`, `icmp_code`; `tp_src`/`tp_dst` stay zero.
+//! - IPv6 neighbor discovery (ICMPv6 type 135/136, code 0): `nd_target`, and the source /
+//!   target link-layer address options in `arp_sha` / `arp_tha` (`nd_sll` / `nd_tll`), which
+//!   ARP and ND never both use — Open vSwitch's `struct flow` shares them the same way.
 //! - `ct_state`: the `CT_*` bits below, set by the conntrack stage, zero before it.
 
 use bytemuck::{Pod, Zeroable};
@@ -103,6 +106,8 @@ pub struct FlowKey {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub _pad1: [u8; 2],
+    /// The target address of an IPv6 neighbor solicitation/advertisement (`nd_target`).
+    pub nd_target: [u8; 16],
 }
 
 /// Compares word by word (the derive compares field by field, with many branches).
@@ -115,7 +120,7 @@ impl PartialEq for FlowKey {
 
 impl Eq for FlowKey {}
 
-/// Hashes the key as its 30 words in one go: much cheaper than a field-by-field derive (tables
+/// Hashes the key as its 32 words in one go: much cheaper than a field-by-field derive (tables
 /// keyed by matches hash two keys per entry).
 impl core::hash::Hash for FlowKey {
     #[inline]
@@ -166,4 +171,4 @@ impl FlowKey {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 240);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 256);

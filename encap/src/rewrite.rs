@@ -57,6 +57,10 @@ pub enum RewriteError {
     NoQuotedHeader,
     #[error("not an IPv4-over-Ethernet ARP packet")]
     NotArp,
+    #[error("not an IPv6 neighbor solicitation or advertisement with its target")]
+    NotNd,
+    #[error("the neighbor discovery message has no such link-layer address option first")]
+    NoNdOption,
 }
 
 #[inline]
@@ -533,3 +537,83 @@ pub fn set_arp(frame: &mut [u8], parsed: &Parsed, value: ArpField) -> Result<(),
 
 #[cfg(test)]
 mod tests;
+
+/// Offset of an IPv6 neighbor solicitation/advertisement (ICMPv6 type 135 or 136, code 0)
+/// and of the end of its IPv6 payload, when the 8-byte header and the 16-byte target are in
+/// the frame.
+fn nd_l4(frame: &[u8], parsed: &Parsed) -> Result<(usize, usize), RewriteError> {
+    match (
+        parsed.l3_kind,
+        parsed.l4_proto,
+        parsed.l4_offset(),
+        parsed.l3_end(),
+    ) {
+        (L3Kind::Ipv6, 58, Some(l4), Some(end))
+            if end >= l4 + 24
+                && frame.len() >= end
+                && matches!(frame[l4], 135 | 136)
+                && frame[l4 + 1] == 0 =>
+        {
+            Ok((l4, end))
+        }
+        _ => Err(RewriteError::NotNd),
+    }
+}
+
+/// Replaces `frame[at..at + new.len()]` (an even number of bytes at an even offset from the
+/// ICMPv6 header at `l4`) and updates the ICMPv6 checksum word by word.
+fn nd_write(frame: &mut [u8], l4: usize, at: usize, new: &[u8]) {
+    let mut c = rd16(frame, l4 + 2);
+    for (i, w) in new.chunks_exact(2).enumerate() {
+        let old = rd16(frame, at + 2 * i);
+        let n = u16::from_be_bytes([w[0], w[1]]);
+        c = checksum::update_u16(c, old, n);
+    }
+    frame[at..at + new.len()].copy_from_slice(new);
+    wr16(frame, l4 + 2, c);
+}
+
+/// Rewrites the target address of a neighbor solicitation/advertisement (`nd_target`),
+/// updating the ICMPv6 checksum.
+pub fn set_nd_target(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    target: [u8; 16],
+) -> Result<(), RewriteError> {
+    let (l4, _) = nd_l4(frame, parsed)?;
+    if frame[l4 + 8..l4 + 24] != target {
+        nd_write(frame, l4, l4 + 8, &target);
+    }
+    Ok(())
+}
+
+/// Rewrites the address in the source (`tll == false`, `nd_sll`) or target (`nd_tll`)
+/// link-layer address option, updating the ICMPv6 checksum. As Open vSwitch's
+/// `packet_set_nd`: only the first Ethernet address option of the message is looked at (a
+/// message carries one); it is rewritten when it is of the kind asked for, else nothing is.
+pub fn set_nd_lla(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    tll: bool,
+    mac: [u8; 6],
+) -> Result<(), RewriteError> {
+    let (l4, end) = nd_l4(frame, parsed)?;
+    let mut off = l4 + 24;
+    while end - off >= 8 && frame[off + 1] != 0 {
+        let ty = frame[off];
+        if frame[off + 1] == 1 && (ty == 1 || ty == 2) {
+            if (ty == 2) != tll {
+                return Err(RewriteError::NoNdOption);
+            }
+            if frame[off + 2..off + 8] != mac {
+                nd_write(frame, l4, off + 2, &mac);
+            }
+            return Ok(());
+        }
+        off += usize::from(frame[off + 1]) * 8;
+        if off > end {
+            break;
+        }
+    }
+    Err(RewriteError::NoNdOption)
+}

@@ -199,6 +199,19 @@ pub enum Action {
         clause: u8,
         n_clauses: u8,
     },
+    /// `clone(...)` (NXAST_CLONE): the actions run on a copy of the packet and of its
+    /// pipeline state; the original goes on unchanged after it.
+    Clone(Vec<Action>),
+    /// `exit` (NXAST_EXIT): stops the walk, the callers of `resubmit` included; what was
+    /// done so far (outputs) stands.
+    Exit,
+    /// `check_pkt_larger(N)->DST` (NXAST_CHECK_PKT_LARGER): writes 1 into the one-bit `dst`
+    /// when the packet is longer than `pkt_len` bytes (its Ethernet frame without padding),
+    /// else 0, for the rest of the action list.
+    CheckPktLarger {
+        pkt_len: u16,
+        dst: SubField,
+    },
 }
 
 impl Action {
@@ -208,6 +221,7 @@ impl Action {
             Action::Output { port: p, .. } => *p == port,
             Action::Controller(_) => port == OfPort::CONTROLLER,
             Action::Ct(ct) => ct.exec.iter().any(|a| a.outputs_to(port)),
+            Action::Clone(inner) => inner.iter().any(|a| a.outputs_to(port)),
             _ => false,
         }
     }
@@ -216,6 +230,7 @@ impl Action {
     pub fn group(&self) -> Option<u32> {
         match self {
             Action::Group(g) => Some(*g),
+            Action::Clone(inner) => inner.iter().find_map(Action::group),
             _ => None,
         }
     }

@@ -89,6 +89,14 @@ pub enum FieldId {
     IcmpCode,
     Icmpv6Type,
     Icmpv6Code,
+    /// `nd_target`: the target address of an IPv6 neighbor solicitation/advertisement.
+    NdTarget,
+    /// `nd_sll`: the source link-layer address option of a neighbor solicitation (stored in
+    /// `arp_sha`, as Open vSwitch does).
+    NdSll,
+    /// `nd_tll`: the target link-layer address option of a neighbor advertisement (stored in
+    /// `arp_tha`).
+    NdTll,
 }
 
 /// What must already be matched for a field to be meaningful (OpenFlow 1.3 §7.2.3.8).
@@ -110,6 +118,13 @@ pub enum Prereq {
     L4,
     Icmp,
     Icmpv6,
+    /// An IPv6 neighbor solicitation or advertisement: ICMPv6 with `icmp_type` 135 or 136
+    /// and `icmp_code` 0 (a code left unmatched counts as 0, as in Open vSwitch).
+    Nd,
+    /// A neighbor solicitation (`icmp_type=135`).
+    NdSolicit,
+    /// A neighbor advertisement (`icmp_type=136`).
+    NdAdvert,
     /// A valid conntrack entry: `ct_state` matches one of `+new`, `+est`, `+rel`, `+rpl`,
     /// `+snat`, `+dnat`, or `+trk-inv` (Open vSwitch's `MFP_CT_VALID`).
     Ct,
@@ -135,6 +150,9 @@ impl Prereq {
             Prereq::L4 => "tcp, udp or sctp (or their v6 forms)",
             Prereq::Icmp => "icmp",
             Prereq::Icmpv6 => "icmp6",
+            Prereq::Nd => "icmp6,icmp_type=135 or icmp6,icmp_type=136 (with icmp_code 0)",
+            Prereq::NdSolicit => "icmp6,icmp_type=135 (with icmp_code 0)",
+            Prereq::NdAdvert => "icmp6,icmp_type=136 (with icmp_code 0)",
             Prereq::Ct => "ct_state=+trk-inv (or +new, +est, +rel, +rpl, +snat, +dnat)",
             Prereq::CtIpv4 => "ct_state=+trk-inv (or +new, +est, ...) and ip",
             Prereq::CtIpv6 => "ct_state=+trk-inv (or +new, +est, ...) and ipv6",
@@ -183,6 +201,15 @@ pub struct WireId {
 
 /// OXM class of the OpenFlow basic fields.
 pub const OXM_CLASS_BASIC: u16 = 0x8000;
+/// Experimenter OXM class: the header is followed by a 32-bit experimenter id, counted in the
+/// header's length. The only experimenter fields carried are the ONF ones
+/// ([`ONF_EXPERIMENTER_ID`]) Open vSwitch uses in OpenFlow 1.3.
+pub const OXM_CLASS_EXPERIMENTER: u16 = 0xffff;
+/// The Open Networking Foundation's experimenter id (`ONF_VENDOR_ID`, "ONF\0").
+pub const ONF_EXPERIMENTER_ID: u32 = 0x4f4e_4600;
+/// `ONFOXM_ET_TCP_FLAGS`: how `ovs-ofctl -O OpenFlow13` and `ovs-vswitchd` carry `tcp_flags`
+/// in OpenFlow 1.3 (OpenFlow 1.5 made it the basic field 42).
+pub const ONFOXM_ET_TCP_FLAGS: u8 = 42;
 /// NXM class 0 (`NXM_OF_*`) and 1 (`NXM_NX_*`).
 pub const NXM_CLASS_OF: u16 = 0x0000;
 pub const NXM_CLASS_NX: u16 = 0x0001;
@@ -1118,7 +1145,7 @@ pub static FIELDS: &[FieldInfo] = &[
         "tcp_flags",
         [],
         "NXM_NX_TCP_FLAGS",
-        None,
+        w(OXM_CLASS_EXPERIMENTER, ONFOXM_ET_TCP_FLAGS, 2),
         w(NXM_CLASS_NX, 34, 2),
         12,
         true,
@@ -1184,6 +1211,51 @@ pub static FIELDS: &[FieldInfo] = &[
         icmp_code,
         u8
     ),
+    FieldInfo {
+        id: FieldId::NdTarget,
+        name: "nd_target",
+        aliases: &[],
+        nxm_name: "NXM_NX_ND_TARGET",
+        oxm: w(OXM_CLASS_BASIC, 31, 16),
+        nxm: w(NXM_CLASS_NX, 23, 16),
+        bits: 128,
+        maskable: true,
+        prereq: Prereq::Nd,
+        format: Format::Ipv6,
+        codec: Codec::PLAIN,
+        get: |k| v6_get(&k.nd_target),
+        set: |k, v| v6_set(&mut k.nd_target, v),
+    },
+    FieldInfo {
+        id: FieldId::NdSll,
+        name: "nd_sll",
+        aliases: &[],
+        nxm_name: "NXM_NX_ND_SLL",
+        oxm: w(OXM_CLASS_BASIC, 32, 6),
+        nxm: w(NXM_CLASS_NX, 24, 6),
+        bits: 48,
+        maskable: true,
+        prereq: Prereq::NdSolicit,
+        format: Format::Mac,
+        codec: Codec::PLAIN,
+        get: |k| mac_get(&k.arp_sha),
+        set: |k, v| mac_set(&mut k.arp_sha, v),
+    },
+    FieldInfo {
+        id: FieldId::NdTll,
+        name: "nd_tll",
+        aliases: &[],
+        nxm_name: "NXM_NX_ND_TLL",
+        oxm: w(OXM_CLASS_BASIC, 33, 6),
+        nxm: w(NXM_CLASS_NX, 25, 6),
+        bits: 48,
+        maskable: true,
+        prereq: Prereq::NdAdvert,
+        format: Format::Mac,
+        codec: Codec::PLAIN,
+        get: |k| mac_get(&k.arp_tha),
+        set: |k, v| mac_set(&mut k.arp_tha, v),
+    },
 ];
 
 impl FieldId {
@@ -1240,7 +1312,7 @@ mod tests {
         for (i, f) in FIELDS.iter().enumerate() {
             assert_eq!(f.id as usize, i, "row {i} is {:?}", f.name);
         }
-        assert_eq!(FieldId::Icmpv6Code as usize + 1, FIELDS.len());
+        assert_eq!(FieldId::NdTll as usize + 1, FIELDS.len());
     }
 
     #[test]
@@ -1313,9 +1385,15 @@ mod tests {
         assert_eq!(m(FieldId::VlanTci), Some((NXM_CLASS_OF, 4)));
         assert_eq!(m(FieldId::Reg3), Some((NXM_CLASS_NX, 3)));
         assert_eq!(m(FieldId::TpSrc), None);
+        // As ovs-ofctl -O OpenFlow13: the ONF experimenter OXM, not NXM_NX_TCP_FLAGS.
+        assert_eq!(
+            m(FieldId::TcpFlags),
+            Some((OXM_CLASS_EXPERIMENTER, ONFOXM_ET_TCP_FLAGS))
+        );
         let s = |id: FieldId| id.info().subfield_wire().map(|w| (w.class, w.field));
         assert_eq!(s(FieldId::TunId), Some((NXM_CLASS_NX, 16)));
         assert_eq!(s(FieldId::Metadata), Some((OXM_CLASS_BASIC, 2)));
+        assert_eq!(s(FieldId::TcpFlags), Some((NXM_CLASS_NX, 34)));
     }
 
     #[test]

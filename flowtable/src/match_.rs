@@ -44,6 +44,9 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_SCTP: u8 = 132;
+/// ICMPv6 neighbor solicitation / advertisement.
+pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
+pub const ND_NEIGHBOR_ADVERT: u8 = 136;
 
 impl Match {
     /// The match-everything match.
@@ -139,6 +142,19 @@ impl Match {
             Prereq::L4 => ip && matches!(proto, Some(IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)),
             Prereq::Icmp => ip4 && proto == Some(IPPROTO_ICMP),
             Prereq::Icmpv6 => ip6 && proto == Some(IPPROTO_ICMPV6),
+            // As Open vSwitch's is_nd(): the type and code values, 0 when not matched.
+            Prereq::Nd | Prereq::NdSolicit | Prereq::NdAdvert => {
+                ip6 && proto == Some(IPPROTO_ICMPV6)
+                    && self.value.icmp_code == 0
+                    && match p {
+                        Prereq::NdSolicit => self.value.icmp_type == ND_NEIGHBOR_SOLICIT,
+                        Prereq::NdAdvert => self.value.icmp_type == ND_NEIGHBOR_ADVERT,
+                        _ => matches!(
+                            self.value.icmp_type,
+                            ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT
+                        ),
+                    }
+            }
             Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6 => {
                 crate::fields::ct_state_valid(self.value.ct_state, self.mask.ct_state)
                     && match p {
@@ -164,6 +180,16 @@ impl Match {
                 // ICMPv4 and ICMPv6 type/code share storage too.
                 if matches!(f.prereq, Prereq::Icmp | Prereq::Icmpv6)
                     && (self.satisfies(Prereq::Icmp) || self.satisfies(Prereq::Icmpv6))
+                {
+                    continue;
+                }
+                // The ARP hardware addresses and the ND link-layer address options share
+                // storage: an IPv6 flow's bits are nd_sll/nd_tll (checked on their own
+                // rows), an ARP flow's are arp_sha/arp_tha.
+                if (matches!(f.id, FieldId::ArpSha | FieldId::ArpTha)
+                    && self.eth_type() == Some(ETH_TYPE_IPV6))
+                    || (matches!(f.id, FieldId::NdSll | FieldId::NdTll)
+                        && self.satisfies(Prereq::Arp))
                 {
                     continue;
                 }

@@ -532,9 +532,10 @@ impl Pipeline {
                     }
                 }
                 Action::SetField { field, .. } => check_writable(*field, false)?,
-                Action::RegLoad { dst, .. } | Action::Move { dst, .. } => {
-                    check_writable(dst.field, false)?
-                }
+                Action::RegLoad { dst, .. }
+                | Action::Move { dst, .. }
+                | Action::CheckPktLarger { dst, .. } => check_writable(dst.field, false)?,
+                Action::Clone(inner) => self.check_actions(inner.iter())?,
                 _ => {}
             }
         }

@@ -1,6 +1,7 @@
 #![no_main]
 //! Frame bytes -> `encap::extract`: must never panic, and the offsets it reports must lie inside
-//! the frame and in order. Rewrites on the parsed frame must not panic either.
+//! the frame and in order. Rewrites on the parsed frame (IP, ports, TTL, IPv6 ND) must not
+//! panic either.
 use encap::rewrite::{self, L4Checksum};
 use encap::{FlowKey, extract};
 use libfuzzer_sys::fuzz_target;
@@ -53,6 +54,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = rewrite::set_l4_src_port(&mut frame, &parsed, 1, L4Checksum::Complete);
     let _ = rewrite::set_l4_dst_port(&mut frame, &parsed, 2, L4Checksum::Partial);
     let _ = rewrite::dec_ttl(&mut frame, &parsed);
+    let _ = rewrite::set_nd_target(&mut frame, &parsed, [7; 16]);
+    let _ = rewrite::set_nd_lla(&mut frame, &parsed, false, [1; 6]);
+    let _ = rewrite::set_nd_lla(&mut frame, &parsed, true, [2; 6]);
+    let _ = rewrite::set_nd_lla(&mut frame[..len / 2], &parsed, true, [3; 6]);
     let _ = rewrite::set_ipv4_src(
         &mut frame[..len / 2],
         &parsed,

@@ -50,6 +50,9 @@ pub mod nx_subtype {
     pub const NAT: u16 = 36;
     pub const CONTROLLER2: u16 = 37;
     pub const CT_CLEAR: u16 = 43;
+    pub const EXIT: u16 = 17;
+    pub const CLONE: u16 = 42;
+    pub const CHECK_PKT_LARGER: u16 = 49;
 }
 
 /// Reserved port numbers (`ofp_port_no`).
@@ -155,6 +158,24 @@ pub enum Action {
         n_bits: u16,
         max_len: u16,
     },
+    /// NXAST_CLONE: the nested actions run on a copy of the packet.
+    Clone(Vec<Action>),
+    /// NXAST_EXIT.
+    Exit,
+    /// NXAST_CHECK_PKT_LARGER: 1 into bit `ofs` of `dst` when the packet is longer than
+    /// `pkt_len`, else 0.
+    CheckPktLarger {
+        pkt_len: u16,
+        dst: OxmHeader,
+        ofs: u16,
+    },
+}
+
+/// How deep NXAST_CLONE may nest in a decoded action list (bounds recursion on hostile input).
+pub const MAX_CLONE_DEPTH: usize = 16;
+
+thread_local! {
+    static CLONE_DEPTH: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
 /// `learn(...)`: a flow template installed when the action runs.
@@ -584,6 +605,43 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
             }
         }
         s::LEARN => decode_learn(b)?,
+        s::EXIT => {
+            fixed(16)?;
+            Action::Exit
+        }
+        s::CLONE => {
+            b.skip(6, "clone pad")?;
+            let depth = CLONE_DEPTH.with(|d| d.get());
+            if depth >= MAX_CLONE_DEPTH {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    format!("clone nested more than {MAX_CLONE_DEPTH} deep"),
+                );
+            }
+            CLONE_DEPTH.with(|d| d.set(depth + 1));
+            let inner = decode_action_list(b.take_rest(), in_ct);
+            CLONE_DEPTH.with(|d| d.set(depth));
+            Action::Clone(inner?)
+        }
+        s::CHECK_PKT_LARGER => {
+            fixed(24)?;
+            let pkt_len = b.u16("check_pkt_larger pkt_len")?;
+            let ofs = b.u16("check_pkt_larger offset")?;
+            let dst = field_header(b.u32("check_pkt_larger dst")?, "check_pkt_larger")?;
+            if b.take_rest().iter().any(|&x| x != 0) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "check_pkt_larger: non-zero padding",
+                );
+            }
+            if u32::from(ofs) >= field_bits(dst) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "check_pkt_larger: bit outside the field",
+                );
+            }
+            Action::CheckPktLarger { pkt_len, dst, ofs }
+        }
         s::BUNDLE => {
             return err(
                 ErrorCode::BadActionBadExpType,
@@ -923,6 +981,20 @@ impl Action {
                 out.put_u32(src.0);
                 out.put_u16(*max_len);
                 out.put_zeros(6);
+            }
+            Action::Exit => {
+                start = nx_start(out, s::EXIT);
+            }
+            Action::Clone(inner) => {
+                start = nx_start(out, s::CLONE);
+                out.put_zeros(6);
+                encode_actions(inner, out);
+            }
+            Action::CheckPktLarger { pkt_len, dst, ofs } => {
+                start = nx_start(out, s::CHECK_PKT_LARGER);
+                out.put_u16(*pkt_len);
+                out.put_u16(*ofs);
+                out.put_u32(dst.0);
             }
             Action::Resubmit { in_port, table } => {
                 start = nx_start(

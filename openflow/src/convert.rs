@@ -174,6 +174,12 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             src: subfield(*src, *ofs, *n_bits)?,
             max_len: *max_len,
         },
+        WAction::Clone(inner) => T::Clone(actions_in(inner)?),
+        WAction::Exit => T::Exit,
+        WAction::CheckPktLarger { pkt_len, dst, ofs } => T::CheckPktLarger {
+            pkt_len: *pkt_len,
+            dst: subfield(*dst, *ofs, 1)?,
+        },
         WAction::Learn(_) => {
             return Err(bad(
                 ErrorCode::BadActionBadExpType,
@@ -340,6 +346,13 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             ofs: u16::from(src.ofs),
             n_bits: u16::from(src.n_bits),
             max_len: *max_len,
+        },
+        T::Clone(inner) => WAction::Clone(actions_out(inner)?),
+        T::Exit => WAction::Exit,
+        T::CheckPktLarger { pkt_len, dst } => WAction::CheckPktLarger {
+            pkt_len: *pkt_len,
+            dst: subfield_header(dst.field)?,
+            ofs: u16::from(dst.ofs),
         },
         T::Conjunction {
             id,

@@ -10,13 +10,24 @@
 //! must send.
 
 use encap::flowkey::FlowKey;
-use flowtable::fields::{FieldId, NXM_CLASS_OF, Prereq, WireId};
+use flowtable::fields::{FieldId, NXM_CLASS_OF, ONF_EXPERIMENTER_ID, Prereq, WireId};
 
 use super::buf::{Put, Reader};
 use super::error::{ErrorCode, OfError, err};
 
-/// Experimenter OXM class (8-byte header); not supported.
-pub const OXM_CLASS_EXPERIMENTER: u16 = 0xffff;
+/// Experimenter OXM class (8-byte header: the OXM header, then the experimenter id, which the
+/// header's length counts). Only the ONF fields of the field table are carried
+/// (`ONFOXM_ET_TCP_FLAGS`, as Open vSwitch sends `tcp_flags` in OpenFlow 1.3).
+pub use flowtable::fields::OXM_CLASS_EXPERIMENTER;
+
+/// Bytes an experimenter id adds after the header of a TLV in `class`.
+fn experimenter_len(class: u16) -> u8 {
+    if class == OXM_CLASS_EXPERIMENTER {
+        4
+    } else {
+        0
+    }
+}
 
 /// A 32-bit OXM/NXM header as it appears on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,17 +95,27 @@ impl OxmTlv {
     /// Size on the wire (header + value + mask).
     pub fn wire_len(&self) -> usize {
         let w = usize::from(self.wire.len);
-        4 + if self.mask.is_some() { 2 * w } else { w }
+        4 + usize::from(experimenter_len(self.wire.class))
+            + if self.mask.is_some() { 2 * w } else { w }
     }
 
+    /// The header; for an experimenter field its length counts the experimenter id.
     pub fn header(&self) -> OxmHeader {
         let w = self.wire.len;
         let len = if self.mask.is_some() { 2 * w } else { w };
-        OxmHeader::new(self.wire.class, self.wire.field, self.mask.is_some(), len)
+        OxmHeader::new(
+            self.wire.class,
+            self.wire.field,
+            self.mask.is_some(),
+            len + experimenter_len(self.wire.class),
+        )
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u32(self.header().0);
+        if self.wire.class == OXM_CLASS_EXPERIMENTER {
+            out.put_u32(ONF_EXPERIMENTER_ID);
+        }
         put_be(out, self.value, self.wire.len);
         if let Some(m) = self.mask {
             put_be(out, m, self.wire.len);
@@ -104,11 +125,28 @@ impl OxmTlv {
     /// Decodes one TLV; checks the header, the length, mask bits and value ranges.
     pub fn decode(r: &mut Reader<'_>) -> Result<OxmTlv, OfError> {
         let header = OxmHeader(r.u32("oxm header")?);
-        if header.class() == OXM_CLASS_EXPERIMENTER {
-            return err(
-                ErrorCode::BadMatchBadField,
-                "experimenter OXM fields are not supported",
-            );
+        let exp_len = experimenter_len(header.class());
+        if exp_len != 0 {
+            if header.payload_len() < exp_len {
+                return err(
+                    ErrorCode::BadMatchBadLen,
+                    format!(
+                        "experimenter OXM field {}: length {} leaves no room for the experimenter id",
+                        header.id(),
+                        header.payload_len()
+                    ),
+                );
+            }
+            let exp = r.u32("oxm experimenter id")?;
+            if exp != ONF_EXPERIMENTER_ID {
+                return err(
+                    ErrorCode::BadMatchBadField,
+                    format!(
+                        "experimenter {exp:#010x} OXM field {} is not supported",
+                        header.id()
+                    ),
+                );
+            }
         }
         let Some((field, wire)) = header.field() else {
             return err(
@@ -122,7 +160,7 @@ impl OxmTlv {
         };
         let info = field.info();
         let w = wire.len;
-        let want = if header.hasmask() { 2 * w } else { w };
+        let want = if header.hasmask() { 2 * w } else { w } + exp_len;
         if header.payload_len() != want {
             return err(
                 ErrorCode::BadMatchBadLen,
@@ -325,6 +363,18 @@ impl Match {
             Prereq::L4 => ip && matches!(proto, Some(6 | 17 | 132)),
             Prereq::Icmp => ip4 && proto == Some(1),
             Prereq::Icmpv6 => ip6 && proto == Some(58),
+            // Open vSwitch's is_nd(): an unmatched type or code counts as 0.
+            Prereq::Nd | Prereq::NdSolicit | Prereq::NdAdvert => {
+                let ty = self.get(FieldId::Icmpv6Type).map_or(0, |t| t.value);
+                let code = self.get(FieldId::Icmpv6Code).map_or(0, |t| t.value);
+                ip6 && proto == Some(58)
+                    && code == 0
+                    && match p {
+                        Prereq::NdSolicit => ty == 135,
+                        Prereq::NdAdvert => ty == 136,
+                        _ => ty == 135 || ty == 136,
+                    }
+            }
             Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6 => {
                 self.get(FieldId::CtState).is_some_and(|t| {
                     flowtable::fields::ct_state_valid(t.value as u8, t.effective_mask() as u8)
@@ -425,6 +475,21 @@ impl Match {
                     58 if eth == 0x86dd => {
                         put(Icmpv6Type);
                         put(Icmpv6Code);
+                        // As ovs-vswitchd: the ND fields of a solicitation/advertisement,
+                        // nd_sll only for the one, nd_tll only for the other.
+                        if value.icmp_code & mask.icmp_code == 0 {
+                            match value.icmp_type & mask.icmp_type {
+                                135 => {
+                                    put(NdTarget);
+                                    put(NdSll);
+                                }
+                                136 => {
+                                    put(NdTarget);
+                                    put(NdTll);
+                                }
+                                _ => {}
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -463,11 +528,39 @@ impl Match {
     }
 }
 
-/// Decodes back-to-back OXM TLVs filling all of `bytes`.
+/// `OXM_OF_PACKET_TYPE` (OpenFlow 1.5 basic field 44, 32 bits: namespace << 16 | type).
+/// `ovs-ofctl -O OpenFlow13` sends `packet_type=(0,0)` (Ethernet) when a match's L2 fields
+/// all fall away in OpenFlow 1.3 (`vlan_tci=0xe000/0xe000` has no OXM form, so the match
+/// becomes "any Ethernet frame").
+pub const OXM_PACKET_TYPE: OxmHeader = OxmHeader(0x8000_5804);
+
+/// Decodes back-to-back OXM TLVs filling all of `bytes`. `packet_type=(0,0)` is accepted
+/// and dropped: every frame this switch handles is Ethernet, so it matches everything, as in
+/// Open vSwitch; any other packet type is refused (`OFPBMC_BAD_VALUE`).
 pub fn decode_oxm_list(bytes: &[u8]) -> Result<Vec<OxmTlv>, OfError> {
     let mut r = Reader::new(bytes, ErrorCode::BadMatchBadLen);
     let mut out = Vec::new();
+    let mut packet_type_seen = false;
     while !r.is_empty() {
+        if r.rest().get(..4) == Some(&OXM_PACKET_TYPE.0.to_be_bytes()[..]) {
+            r.u32("oxm header")?;
+            let pt = r.u32("packet_type")?;
+            if packet_type_seen {
+                return err(ErrorCode::BadMatchDupField, "packet_type appears twice");
+            }
+            packet_type_seen = true;
+            if pt != 0 {
+                return err(
+                    ErrorCode::BadMatchBadValue,
+                    format!(
+                        "packet_type=({},{:#x}): only Ethernet frames (0,0) are handled",
+                        pt >> 16,
+                        pt & 0xffff
+                    ),
+                );
+            }
+            continue;
+        }
         out.push(OxmTlv::decode(&mut r)?);
     }
     Ok(out)

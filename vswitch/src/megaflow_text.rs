@@ -181,6 +181,13 @@ pub fn format_megaflow(key: &FlowKey, mask: &FlowKey) -> String {
     g.field("type", k.icmp_type, m.icmp_type, u8::MAX, dec);
     g.field("code", k.icmp_code, m.icmp_code, u8::MAX, dec);
     g.done();
+    if l3 == "ipv6" {
+        let mut g = group(&mut out, "nd");
+        g.field("target", k.nd_target, m.nd_target, [0xff; 16], ip6);
+        g.field("sll", k.arp_sha, m.arp_sha, [0xff; 6], mac);
+        g.field("tll", k.arp_tha, m.arp_tha, [0xff; 6], mac);
+        g.done();
+    }
     single(&mut out, "tcp_flags", k.tcp_flags, m.tcp_flags, 0x0fff, hex);
     out.join(",")
 }

@@ -429,3 +429,130 @@ fn ipv6_address_rewrite_keeps_the_l4_checksum_valid() {
         assert_eq!(f, build(new), "proto {proto}");
     }
 }
+
+/// An IPv6 neighbor discovery frame (ICMPv6 `ty`/`code`, then `body`: flags, target,
+/// options) with a right checksum.
+fn nd_frame(ty: u8, code: u8, body: &[u8]) -> Vec<u8> {
+    let src = core::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    let dst = core::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 9);
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(body);
+    let c = checksum::l4_v6(&src, &dst, 58, &icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&B);
+    f.extend_from_slice(&A);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+fn icmpv6_verifies(f: &[u8]) -> bool {
+    let src = core::net::Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
+    let dst = core::net::Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap());
+    let mut zeroed = f[54..].to_vec();
+    let sent = u16::from_be_bytes([zeroed[2], zeroed[3]]);
+    zeroed[2..4].fill(0);
+    checksum::l4_v6(&src, &dst, 58, &zeroed) == sent
+}
+
+const TARGET: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+
+fn nd_body(flags: [u8; 4], opts: &[&[u8]]) -> Vec<u8> {
+    let mut b = flags.to_vec();
+    b.extend_from_slice(&TARGET);
+    for o in opts {
+        b.extend_from_slice(o);
+    }
+    b
+}
+
+fn key_nd(f: &[u8]) -> FlowKey {
+    let mut k = FlowKey::default();
+    extract(f, &mut k);
+    k
+}
+
+#[test]
+fn nd_fields_are_extracted_as_open_vswitch_does() {
+    let sll: &[u8] = &[1, 1, 0, 0, 0, 0, 0, 1];
+    let tll: &[u8] = &[2, 1, 0, 0, 0, 0, 0, 2];
+    let nonce: &[u8] = &[14, 1, 1, 2, 3, 4, 5, 6];
+    // A solicitation with an unknown option before the source address.
+    let k = key_nd(&nd_frame(135, 0, &nd_body([0; 4], &[nonce, sll])));
+    assert_eq!((k.icmp_type, k.icmp_code), (135, 0));
+    assert_eq!(k.nd_target, TARGET);
+    assert_eq!((k.arp_sha, k.arp_tha), ([0, 0, 0, 0, 0, 1], [0; 6]));
+    // An advertisement carrying both options: both are read.
+    let k = key_nd(&nd_frame(136, 0, &nd_body([0x60, 0, 0, 0], &[tll, sll])));
+    assert_eq!(
+        (k.arp_sha, k.arp_tha),
+        ([0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 2])
+    );
+    // An address option twice: the message is invalid, nothing of it is read.
+    let k = key_nd(&nd_frame(135, 0, &nd_body([0; 4], &[sll, sll])));
+    assert_eq!((k.nd_target, k.arp_sha), ([0; 16], [0; 6]));
+    assert_eq!(k.icmp_type, 135);
+    // A zero-length option ends the walk; what came before stays.
+    let k = key_nd(&nd_frame(
+        135,
+        0,
+        &nd_body([0; 4], &[&[1, 0, 0, 0, 0, 0, 0, 7], sll]),
+    ));
+    assert_eq!((k.nd_target, k.arp_sha), (TARGET, [0; 6]));
+    // An option longer than what is left ends the walk too.
+    let k = key_nd(&nd_frame(
+        135,
+        0,
+        &nd_body([0; 4], &[&[1, 2, 0, 0, 0, 0, 0, 7]]),
+    ));
+    assert_eq!((k.nd_target, k.arp_sha), (TARGET, [0; 6]));
+    // Too short for the target: no ND fields.
+    let k = key_nd(&nd_frame(135, 0, &[0, 0, 0, 0, 0xfe, 0x80, 0, 0]));
+    assert_eq!(k.nd_target, [0; 16]);
+    // Code 1, or another ICMPv6 type: not ND.
+    let k = key_nd(&nd_frame(135, 1, &nd_body([0; 4], &[sll])));
+    assert_eq!((k.nd_target, k.arp_sha), ([0; 16], [0; 6]));
+    let k = key_nd(&nd_frame(128, 0, &nd_body([0; 4], &[sll])));
+    assert_eq!((k.nd_target, k.arp_sha), ([0; 16], [0; 6]));
+}
+
+#[test]
+fn nd_rewrites_keep_the_icmpv6_checksum() {
+    let sll: &[u8] = &[1, 1, 0, 0, 0, 0, 0, 1];
+    let tll: &[u8] = &[2, 1, 0, 0, 0, 0, 0, 2];
+    let mut f = nd_frame(136, 0, &nd_body([0x60, 0, 0, 0], &[tll, sll]));
+    let p = parse(&f);
+    let new_target = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x77];
+    set_nd_target(&mut f, &p, new_target).unwrap();
+    set_nd_lla(&mut f, &p, true, [0xa, 0, 0, 0, 0, 0x99]).unwrap();
+    // The first address option is the target's: the source one is left alone.
+    assert_eq!(
+        set_nd_lla(&mut f, &p, false, [0xa, 0, 0, 0, 0, 0x98]),
+        Err(RewriteError::NoNdOption)
+    );
+    assert!(icmpv6_verifies(&f));
+    let k = key_nd(&f);
+    assert_eq!(k.nd_target, new_target);
+    assert_eq!(k.arp_tha, [0xa, 0, 0, 0, 0, 0x99]);
+    assert_eq!(k.arp_sha, [0, 0, 0, 0, 0, 1]);
+    // No option at all: nothing to rewrite; the target still is.
+    let mut f = nd_frame(135, 0, &nd_body([0; 4], &[]));
+    let p = parse(&f);
+    assert_eq!(
+        set_nd_lla(&mut f, &p, false, [1; 6]),
+        Err(RewriteError::NoNdOption)
+    );
+    set_nd_target(&mut f, &p, [0xff; 16]).unwrap();
+    assert!(icmpv6_verifies(&f));
+    // Not ND: refused, frame unchanged.
+    let mut f = nd_frame(128, 0, &nd_body([0; 4], &[sll]));
+    let before = f.clone();
+    let p = parse(&f);
+    assert_eq!(set_nd_target(&mut f, &p, [1; 16]), Err(RewriteError::NotNd));
+    assert_eq!(f, before);
+}

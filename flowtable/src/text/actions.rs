@@ -24,16 +24,13 @@ const UNSUPPORTED: &[&str] = &[
     "bundle_load",
     "fin_timeout",
     "sample",
-    "clone",
     "meter",
-    "exit",
     "set_mpls_label",
     "set_mpls_tc",
     "set_mpls_ttl",
     "dec_mpls_ttl",
     "push_mpls",
     "pop_mpls",
-    "check_pkt_larger",
     "encap",
     "decap",
     "dec_nsh_ttl",
@@ -88,6 +85,9 @@ const KNOWN: &[&str] = &[
     "ct_clear",
     "note",
     "conjunction",
+    "clone",
+    "exit",
+    "check_pkt_larger",
 ];
 
 fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
@@ -316,6 +316,9 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
             Action::Note(bytes)
         }
         "conjunction" => parse_conjunction(tok)?,
+        "clone" => parse_clone(tok, m)?,
+        "exit" => no_arg(tok, name, Action::Exit)?,
+        "check_pkt_larger" => parse_check_pkt_larger(tok)?,
         _ if UNSUPPORTED.contains(&lname.as_str()) => {
             return Err(ParseError::UnsupportedAction(name.into()));
         }
@@ -520,6 +523,63 @@ fn parse_move(tok: &str) -> Result<Action, ParseError> {
         ));
     }
     Ok(Action::Move { src, dst })
+}
+
+/// How deep `clone(...)` may nest (bounds the parser's recursion on hostile input).
+const MAX_CLONE_NESTING: usize = 16;
+
+/// `clone(ACTIONS)`: a plain action list (`drop` or empty = nothing); instructions are not
+/// allowed inside, as in ovs-ofctl.
+fn parse_clone(tok: &str, m: &Match) -> Result<Action, ParseError> {
+    let inner = paren_args(tok, "clone")?;
+    if tok.matches("clone(").count() > MAX_CLONE_NESTING {
+        return Err(bad(
+            "clone",
+            tok,
+            format!("clone nests more than {MAX_CLONE_NESTING} deep"),
+        ));
+    }
+    let mut actions = Vec::new();
+    let parts = split_top(inner, &[','])?;
+    let only_drop = parts.len() == 1 && parts[0].eq_ignore_ascii_case("drop");
+    if !only_drop {
+        for t in parts {
+            let (n, _) = split_name(t);
+            let n = n.to_ascii_lowercase();
+            if matches!(
+                n.as_str(),
+                "goto_table" | "write_metadata" | "clear_actions" | "drop"
+            ) {
+                return Err(bad(
+                    "clone",
+                    tok,
+                    format!("{n} is not allowed inside clone"),
+                ));
+            }
+            parse_action(t, m, &mut actions)?;
+        }
+    }
+    Ok(Action::Clone(actions))
+}
+
+/// `check_pkt_larger(LEN)->DST[bit]`: a 16-bit length and a one-bit destination.
+fn parse_check_pkt_larger(tok: &str) -> Result<Action, ParseError> {
+    const NAME: &str = "check_pkt_larger";
+    let (_, rest) = split_name(tok);
+    let (len, dst) = rest
+        .strip_prefix('(')
+        .and_then(|r| r.split_once(")->"))
+        .ok_or_else(|| bad(NAME, tok, "expected check_pkt_larger(LEN)->FIELD[bit]"))?;
+    let pkt_len = parse_uint_bits(len.trim(), 16)
+        .ok_or_else(|| bad(NAME, tok, "expected a length 0..65535"))?;
+    let dst = parse_subfield(dst, NAME, tok)?;
+    if dst.n_bits != 1 {
+        return Err(bad(NAME, tok, "Only 1-bit destination field is allowed"));
+    }
+    Ok(Action::CheckPktLarger {
+        pkt_len: pkt_len as u16,
+        dst,
+    })
 }
 
 fn parse_resubmit(tok: &str) -> Result<Action, ParseError> {

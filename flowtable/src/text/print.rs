@@ -13,8 +13,8 @@ use crate::match_::{ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_TCP, Match
 use crate::port::OfPort;
 
 use super::value::{
-    CT_STATE_NAMES, TCP_FLAG_NAMES, cidr_len, format_field_masked, format_flags, format_frag,
-    format_hex_bytes, format_mac, hex_c,
+    CT_STATE_NAMES, TCP_FLAG_NAMES, cidr_len, format_field_masked, format_flag_list, format_flags,
+    format_frag, format_hex_bytes, format_mac, hex_c,
 };
 
 /// Printing options.
@@ -332,10 +332,13 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
     if !skip_proto && m.mask.nw_proto != 0 {
         o.push(format!("nw_proto={}", m.value.nw_proto));
     }
-    let (v, mk) = g(FieldId::ArpSha);
-    eth_masked(&mut o, "arp_sha", v, mk);
-    let (v, mk) = g(FieldId::ArpTha);
-    eth_masked(&mut o, "arp_tha", v, mk);
+    // (In an IPv6 flow these bits are the ND link-layer address options, printed below.)
+    if eth_type != Some(ETH_TYPE_IPV6) {
+        let (v, mk) = g(FieldId::ArpSha);
+        eth_masked(&mut o, "arp_sha", v, mk);
+        let (v, mk) = g(FieldId::ArpTha);
+        eth_masked(&mut o, "arp_tha", v, mk);
+    }
     if m.mask.nw_tos & 0xfc != 0 {
         o.push(format!("nw_tos={}", m.value.nw_tos & 0xfc));
     }
@@ -357,14 +360,28 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
     if m.mask.icmp_code != 0 {
         o.push(format!("icmp_code={}", m.value.icmp_code));
     }
+    if eth_type == Some(ETH_TYPE_IPV6) {
+        let (v, mk) = g(FieldId::NdTarget);
+        ipv6_masked(&mut o, "nd_target", v, mk);
+        let (v, mk) = g(FieldId::NdSll);
+        eth_masked(&mut o, "nd_sll", v, mk);
+        let (v, mk) = g(FieldId::NdTll);
+        eth_masked(&mut o, "nd_tll", v, mk);
+    }
     let (v, mk) = g(FieldId::TpSrc);
     be16_masked(&mut o, "tp_src", v, mk, 0xffff);
     let (v, mk) = g(FieldId::TpDst);
     be16_masked(&mut o, "tp_dst", v, mk, 0xffff);
     let (v, mk) = g(FieldId::TcpFlags);
     if mk != 0 {
-        if mk == 0xfff || proto != Some(IPPROTO_TCP) {
-            o.push(format!("tcp_flags=0x{v:03x}/0x{mk:03x}").replace("/0xfff", ""));
+        if mk == 0xfff {
+            // As Open vSwitch's format_flags: the set flags joined by '|', or 0.
+            o.push(format!(
+                "tcp_flags={}",
+                format_flag_list(v, &TCP_FLAG_NAMES)
+            ));
+        } else if proto != Some(IPPROTO_TCP) {
+            o.push(format!("tcp_flags=0x{v:03x}/0x{mk:03x}"));
         } else {
             o.push(format!(
                 "tcp_flags={}",
@@ -570,6 +587,11 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
             n_clauses,
         } => {
             format!("conjunction({id},{clause}/{n_clauses})")
+        }
+        Action::Clone(inner) => format!("clone({})", actions_text(inner, opts)),
+        Action::Exit => "exit".into(),
+        Action::CheckPktLarger { pkt_len, dst } => {
+            format!("check_pkt_larger({pkt_len})->{}", subfield_text(dst))
         }
     }
 }

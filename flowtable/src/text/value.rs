@@ -130,6 +130,37 @@ fn parse_flags(s: &str, names: &[&str]) -> Result<(u128, u128), String> {
 }
 
 /// Formats flags as ovs-ofctl does: `+name` / `-name` for each masked bit, low bit first.
+/// Formats exactly matched flags as Open vSwitch does: the names of the set bits joined by
+/// `|` (`syn|ack`), `0` when none is set.
+pub fn format_flag_list(value: u128, names: &[&str]) -> String {
+    let set: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| value & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if set.is_empty() {
+        "0".into()
+    } else {
+        set.join("|")
+    }
+}
+
+/// Parses the `syn|ack` form of exactly matched flags.
+fn parse_flag_list(s: &str, names: &[&str]) -> Result<u128, String> {
+    let mut value = 0u128;
+    for name in s.split('|') {
+        let bit = names.iter().position(|n| *n == name).ok_or_else(|| {
+            format!(
+                "unknown flag '{name}' (expected one of {})",
+                names.join(", ")
+            )
+        })?;
+        value |= 1 << bit;
+    }
+    Ok(value)
+}
+
 pub fn format_flags(value: u128, mask: u128, names: &[&str]) -> String {
     let mut s = String::new();
     for (i, n) in names.iter().enumerate() {
@@ -265,6 +296,13 @@ pub fn parse_field_value(field: FieldId, text: &str) -> Result<(u128, Option<u12
             if v.starts_with(['+', '-']) && m.is_none() {
                 let (value, mask) = parse_flags(v, names).map_err(|e| bad(field, v, &e))?;
                 return Ok((value, Some(mask)));
+            }
+            if info.format == Format::TcpFlags
+                && m.is_none()
+                && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '[')
+            {
+                let value = parse_flag_list(v, names).map_err(|e| bad(field, v, &e))?;
+                return Ok((value, None));
             }
             let what = format!("+flag-flag... or a number of at most {bits} bits");
             let value = parse_uint_bits(v, bits).ok_or_else(|| bad(field, v, &what))?;

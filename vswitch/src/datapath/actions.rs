@@ -60,6 +60,50 @@ impl PartialEq for SelectAction {
 
 impl Eq for SelectAction {}
 
+/// `check_pkt_larger`: the rest of the walk translated twice; the datapath runs `greater`
+/// when the packet (its Ethernet frame without padding) is longer than `pkt_len` bytes, else
+/// `le`, and counts the rules that branch hit (the flow's own rules are counted as usual).
+#[derive(Debug, Clone)]
+pub struct CheckPktLen {
+    pub pkt_len: u16,
+    pub greater: Vec<DpAction>,
+    pub le: Vec<DpAction>,
+    pub greater_rules: Vec<std::sync::Arc<crate::pipeline::FlowStats>>,
+    pub le_rules: Vec<std::sync::Arc<crate::pipeline::FlowStats>>,
+}
+
+impl CheckPktLen {
+    /// The branch a packet of `len` bytes takes, with the rules it counts.
+    #[inline]
+    pub fn branch(
+        &self,
+        len: usize,
+    ) -> (&[DpAction], &[std::sync::Arc<crate::pipeline::FlowStats>]) {
+        if len > usize::from(self.pkt_len) {
+            (&self.greater, &self.greater_rules)
+        } else {
+            (&self.le, &self.le_rules)
+        }
+    }
+}
+
+/// Same length, same branches, the same rule counters.
+impl PartialEq for CheckPktLen {
+    fn eq(&self, other: &CheckPktLen) -> bool {
+        let same = |a: &[std::sync::Arc<crate::pipeline::FlowStats>],
+                    b: &[std::sync::Arc<crate::pipeline::FlowStats>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| std::sync::Arc::ptr_eq(x, y))
+        };
+        self.pkt_len == other.pkt_len
+            && self.greater == other.greater
+            && self.le == other.le
+            && same(&self.greater_rules, &other.greater_rules)
+            && same(&self.le_rules, &other.le_rules)
+    }
+}
+
+impl Eq for CheckPktLen {}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpAction {
     Output(DpPortId),
@@ -106,6 +150,12 @@ pub enum DpAction {
     /// ICMPv4 type/code writes (ICMP checksum updated), for echo responders written as flows.
     SetIcmpType(u8),
     SetIcmpCode(u8),
+    /// IPv6 neighbor discovery writes (ICMPv6 checksum updated): the target address, and the
+    /// address in the source / target link-layer address option when that is the message's
+    /// first such option (Open vSwitch's `set(nd(...))`).
+    SetNdTarget([u8; 16]),
+    SetNdSll([u8; 6]),
+    SetNdTll([u8; 6]),
     Ct(CtAction),
     Controller {
         max_len: u16,
@@ -123,6 +173,8 @@ pub enum DpAction {
     /// Runs the actions on a copy of the packet, then goes on with the packet as it was (a
     /// group bucket that changes the packet, followed by more actions).
     Clone(Vec<DpAction>),
+    /// `check_pkt_larger`: one of two branches by the packet's length.
+    CheckPktLen(Box<CheckPktLen>),
 }
 
 impl DpAction {
@@ -154,6 +206,9 @@ impl DpAction {
             | DpAction::Select(_) => true,
             DpAction::Ct(ct) => ct.recirc_table.is_some(),
             DpAction::Clone(inner) => inner.iter().any(DpAction::disposes),
+            DpAction::CheckPktLen(c) => {
+                c.greater.iter().any(DpAction::disposes) && c.le.iter().any(DpAction::disposes)
+            }
             _ => false,
         }
     }
@@ -227,6 +282,11 @@ impl std::fmt::Display for DpAction {
             DpAction::SetArpTha(m) => write!(f, "set(arp(tha={}))", mac(m)),
             DpAction::SetIcmpType(t) => write!(f, "set(icmp(type={t}))"),
             DpAction::SetIcmpCode(c) => write!(f, "set(icmp(code={c}))"),
+            DpAction::SetNdTarget(a) => {
+                write!(f, "set(nd(target={}))", std::net::Ipv6Addr::from(*a))
+            }
+            DpAction::SetNdSll(m) => write!(f, "set(nd(sll={}))", mac(m)),
+            DpAction::SetNdTll(m) => write!(f, "set(nd(tll={}))", mac(m)),
             DpAction::Ct(ct) => {
                 write!(f, "ct(zone={}", ct.zone)?;
                 if ct.commit {
@@ -268,6 +328,17 @@ impl std::fmt::Display for DpAction {
             DpAction::Clone(inner) => {
                 let text: Vec<String> = inner.iter().map(|a| a.to_string()).collect();
                 write!(f, "clone({})", text.join(","))
+            }
+            DpAction::CheckPktLen(c) => {
+                let g: Vec<String> = c.greater.iter().map(|a| a.to_string()).collect();
+                let l: Vec<String> = c.le.iter().map(|a| a.to_string()).collect();
+                write!(
+                    f,
+                    "check_pkt_len(size={},gt({}),le({}))",
+                    c.pkt_len,
+                    g.join(","),
+                    l.join(",")
+                )
             }
         }
     }

@@ -554,6 +554,18 @@ fn execute_list(
                     encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, Some(*t), None);
                 key.icmp_type = *t;
             }
+            DpAction::SetNdTarget(t) => {
+                let _ = encap::rewrite::set_nd_target(pkt.data_mut(), parsed, *t);
+                key.nd_target = *t;
+            }
+            DpAction::SetNdSll(mac) => {
+                let _ = encap::rewrite::set_nd_lla(pkt.data_mut(), parsed, false, *mac);
+                key.arp_sha = *mac;
+            }
+            DpAction::SetNdTll(mac) => {
+                let _ = encap::rewrite::set_nd_lla(pkt.data_mut(), parsed, true, *mac);
+                key.arp_tha = *mac;
+            }
             DpAction::SetIcmpCode(c) => {
                 let _ =
                     encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, None, Some(*c));
@@ -640,6 +652,16 @@ fn execute_list(
                 let branch = sel.branch(key);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc);
                 return;
+            }
+            DpAction::CheckPktLen(c) => {
+                // As Open vSwitch: the frame's length without the Ethernet padding after
+                // the IP packet.
+                let len = parsed.l3_end().unwrap_or(pkt.len()).min(pkt.len());
+                let (branch, rules) = c.branch(len);
+                for r in rules {
+                    r.hit(1, pkt.len() as u64, ctx.now_ns);
+                }
+                execute_list(ctx, pkt, key, parsed, flow, branch, recirc);
             }
             DpAction::Clone(inner) => {
                 // Buffers are kept for reuse: no allocation once every nesting level has one.

@@ -19,12 +19,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use encap::FlowKey;
-use flowtable::action::{Action, CtZone, Nat, NatKind, SubField};
+use flowtable::action::{Action, CtZone, Instructions, Nat, NatKind, SubField};
 use flowtable::fields::FieldId;
 use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
-use super::actions::{CtAction, DpAction, SelectAction};
+use super::actions::{CheckPktLen, CtAction, DpAction, SelectAction};
 use super::drops::DropReason;
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
@@ -98,6 +98,9 @@ pub struct Xlate<'a> {
     /// Nesting depth of group buckets being translated: a select group inside a bucket is
     /// resolved here (its bucket pinned), not forked into the datapath.
     bucket_depth: usize,
+    /// An `exit` ran: no further action or lookup of this walk (a group bucket's own exit
+    /// ends only the bucket).
+    exited: bool,
     trace: Option<&'a mut String>,
 }
 
@@ -134,6 +137,7 @@ impl<'a> Xlate<'a> {
             cur_cookie: 0,
             soft_drop: None,
             bucket_depth: 0,
+            exited: false,
             trace,
         }
     }
@@ -223,7 +227,7 @@ impl<'a> Xlate<'a> {
     /// runs the rule found. As in Open vSwitch the rule's actions see the packet's own in_port:
     /// the resubmit's port only takes part in the lookup.
     fn run_table(&mut self, table: u8, in_port: Option<u32>) {
-        if self.stopped {
+        if self.stopped || self.exited {
             return;
         }
         if self.depth >= MAX_DEPTH {
@@ -260,13 +264,8 @@ impl<'a> Xlate<'a> {
         }
         self.depth += 1;
         let ins = rule.entry.instructions.clone();
-        self.actions(&ins.apply);
-        if let Some((value, mask)) = ins.write_metadata {
-            self.key.metadata = (self.key.metadata & !mask) | (value & mask);
-            self.written.metadata |= mask;
-        }
-        if let Some(next) = ins.goto_table {
-            self.run_table(next, None);
+        if !self.actions_then(&ins.apply, Some(&ins)) {
+            self.instructions_tail(&ins);
         }
         self.depth -= 1;
         (self.cur_table, self.cur_cookie) = (saved_table, saved_cookie);
@@ -283,12 +282,116 @@ impl<'a> Xlate<'a> {
     }
 
     fn actions(&mut self, list: &[Action]) {
-        for a in list {
-            if self.stopped {
-                return;
+        self.actions_then(list, None);
+    }
+
+    /// Runs `list`; `tail` is the rule whose apply-actions these are (its `write_metadata` and
+    /// `goto_table` follow them). Returns true when a `check_pkt_larger` took the rest of the
+    /// list and the tail into its two branches (they must not run again).
+    fn actions_then(&mut self, list: &[Action], tail: Option<&Instructions>) -> bool {
+        for (i, a) in list.iter().enumerate() {
+            if self.stopped || self.exited {
+                return false;
+            }
+            if let Action::CheckPktLarger { pkt_len, dst } = a {
+                self.check_pkt_larger(*pkt_len, dst, &list[i + 1..], tail);
+                return true;
             }
             self.action(a);
         }
+        false
+    }
+
+    /// The instructions after a rule's apply-actions.
+    fn instructions_tail(&mut self, ins: &Instructions) {
+        if self.stopped || self.exited {
+            return;
+        }
+        if let Some((value, mask)) = ins.write_metadata {
+            self.key.metadata = (self.key.metadata & !mask) | (value & mask);
+            self.written.metadata |= mask;
+        }
+        if let Some(next) = ins.goto_table {
+            self.run_table(next, None);
+        }
+    }
+
+    /// `check_pkt_larger(N)->DST`, as Open vSwitch translates it for a datapath with
+    /// `check_pkt_len`: the rest of the action list (and the rule's `write_metadata` and
+    /// `goto_table`) is translated twice, with DST = 1 and DST = 0, into the two branches of
+    /// one datapath action that picks per packet by its length. What the branches change is
+    /// undone after it (the callers of a `resubmit` go on with the state from before), and
+    /// each branch counts the rules it hits itself.
+    fn check_pkt_larger(
+        &mut self,
+        pkt_len: u16,
+        dst: &SubField,
+        rest: &[Action],
+        tail: Option<&Instructions>,
+    ) {
+        let (key, written, stopped) = (self.key, self.written, self.stopped);
+        let recirc = (self.recirc_meta, self.recirc_written);
+        let (start, rules_start) = (self.out.len(), self.rules.len());
+        let mut branches: [(Vec<DpAction>, Vec<Arc<FlowStats>>); 2] = Default::default();
+        let mut recircs = [recirc; 2];
+        let mut greater_exited = false;
+        // A select group inside a branch is resolved here (its bucket pinned), not forked.
+        self.bucket_depth += 1;
+        for (bit, (b, r)) in [1u128, 0]
+            .into_iter()
+            .zip(branches.iter_mut().zip(&mut recircs))
+        {
+            (self.key, self.written, self.stopped) = (key, written, stopped);
+            (self.recirc_meta, self.recirc_written) = recirc;
+            self.exited = false;
+            self.note(format_args!(
+                "check_pkt_larger({pkt_len}): {} {pkt_len} bytes",
+                if bit == 1 { "longer than" } else { "at most" }
+            ));
+            self.set_field(dst.field, bit << dst.ofs, dst.mask());
+            if !self.actions_then(rest, tail)
+                && let Some(t) = tail
+            {
+                self.instructions_tail(t);
+            }
+            *b = (self.out.split_off(start), self.rules.split_off(rules_start));
+            *r = (self.recirc_meta, self.recirc_written);
+            if bit == 1 {
+                greater_exited = self.exited;
+            }
+        }
+        self.bucket_depth -= 1;
+        (self.key, self.written, self.stopped) = (key, written, stopped);
+        // As Open vSwitch: an `exit` met translating the "larger" branch ends the walk after
+        // the check (whatever the packet's length); one in the other branch does not.
+        self.exited = greater_exited;
+        let [(greater, greater_rules), (le, le_rules)] = branches;
+        // One recirculation state per cached flow: two branches that both send the packet
+        // through ct(table=..) with different metadata cannot share it.
+        let [g, l] = recircs;
+        if g != recirc && l != recirc && g != l {
+            self.note(format_args!(
+                "check_pkt_larger: both branches recirculate with different metadata: dropping"
+            ));
+            self.out.push(DpAction::Drop(DropReason::UnsupportedAction));
+            self.stopped = true;
+            return;
+        }
+        (self.recirc_meta, self.recirc_written) = if g != recirc { g } else { l };
+        let copy = greater.iter().chain(&le).any(DpAction::changes_packet);
+        let check = DpAction::CheckPktLen(Box::new(CheckPktLen {
+            pkt_len,
+            greater,
+            le,
+            greater_rules,
+            le_rules,
+        }));
+        // The actions after it (a resubmit's caller) see the packet as it was.
+        self.out.push(if copy {
+            DpAction::Clone(vec![check])
+        } else {
+            check
+        });
     }
 
     fn action(&mut self, a: &Action) {
@@ -320,6 +423,9 @@ impl<'a> Xlate<'a> {
                 self.set_field(dst.field, value << dst.ofs, dst.mask());
             }
             Action::Move { src, dst } => {
+                if !self.nd_prereq_ok(src.field) {
+                    return;
+                }
                 let v = self.read_subfield(src);
                 self.set_field(dst.field, v << dst.ofs, dst.mask());
             }
@@ -371,6 +477,21 @@ impl<'a> Xlate<'a> {
             // A conjunctive flow never wins a lookup (the classifier only counts its clause),
             // so its actions are never walked.
             Action::Conjunction { .. } => {}
+            // As Open vSwitch: the clone works on a copy of the packet and of the pipeline
+            // state (fields, registers, metadata); an `exit` inside it ends the whole walk.
+            Action::Clone(inner) => {
+                let (written, stopped) = (self.written, self.stopped);
+                self.note(format_args!("clone"));
+                self.bucket(inner);
+                self.written = written;
+                self.stopped = stopped;
+            }
+            Action::Exit => {
+                self.note(format_args!("exit"));
+                self.exited = true;
+            }
+            // Handled by `actions_then` (it takes the rest of the list).
+            Action::CheckPktLarger { .. } => {}
         }
     }
 
@@ -381,7 +502,40 @@ impl<'a> Xlate<'a> {
         ((info.get)(&self.key) & sf.mask()) >> sf.ofs
     }
 
+    /// Whether the packet has the ND field `field` (Open vSwitch checks a written or read
+    /// field's prerequisites per packet and skips the action when they do not hold); `true`
+    /// for every other field. Pins what it reads.
+    fn nd_prereq_ok(&mut self, field: FieldId) -> bool {
+        let want: &[u8] = match field {
+            FieldId::NdTarget => &[135, 136],
+            FieldId::NdSll => &[135],
+            FieldId::NdTll => &[136],
+            _ => return true,
+        };
+        self.wc.eth_type = u16::MAX;
+        if self.key.eth_type != 0x86dd {
+            return false;
+        }
+        self.wc.nw_proto = u8::MAX;
+        if self.key.nw_proto != 58 {
+            return false;
+        }
+        self.wc.icmp_type = u8::MAX;
+        self.wc.icmp_code = u8::MAX;
+        let ok = self.key.icmp_code == 0 && want.contains(&self.key.icmp_type);
+        if !ok {
+            self.note(format_args!(
+                "{}: prerequisites not met, skipping",
+                field.info().name
+            ));
+        }
+        ok
+    }
+
     fn set_field(&mut self, field: FieldId, value: u128, mask: u128) {
+        if !self.nd_prereq_ok(field) {
+            return;
+        }
         let info = field.info();
         let old = (info.get)(&self.key);
         let new = (old & !mask) | (value & mask);
@@ -410,9 +564,23 @@ impl<'a> Xlate<'a> {
             FieldId::TcpDst | FieldId::UdpDst | FieldId::SctpDst => {
                 Some(DpAction::SetTpDst(new as u16))
             }
-            FieldId::VlanVid | FieldId::VlanTci | FieldId::DlVlan | FieldId::DlVlanPcp => Some(
-                DpAction::SetVlanTci(self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT),
-            ),
+            // As Open vSwitch's commit_vlan_action: writing the whole TCI (`load:..->
+            // NXM_OF_VLAN_TCI[]`) pushes an 802.1Q tag onto an untagged packet when the new
+            // value has the CFI/present bit, pops the tag when it has not, else rewrites it.
+            FieldId::VlanTci => {
+                let present = encap::flowkey::VLAN_PRESENT;
+                let tci = self.key.vlan_tci & !present;
+                self.wc.vlan_tci = u16::MAX;
+                match (old as u16 & present != 0, new as u16 & present != 0) {
+                    (true, true) => Some(DpAction::SetVlanTci(tci)),
+                    (true, false) => Some(DpAction::PopVlan),
+                    (false, true) => Some(DpAction::PushVlan { tpid: 0x8100, tci }),
+                    (false, false) => None,
+                }
+            }
+            FieldId::VlanVid | FieldId::DlVlan | FieldId::DlVlanPcp => Some(DpAction::SetVlanTci(
+                self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT,
+            )),
             FieldId::IpDscp | FieldId::NwTos | FieldId::IpEcn => {
                 Some(DpAction::SetIpTos(self.key.nw_tos))
             }
@@ -422,6 +590,9 @@ impl<'a> Xlate<'a> {
             FieldId::ArpTpa => Some(DpAction::SetArpTpa(Ipv4Addr::from(new as u32))),
             FieldId::ArpSha => Some(DpAction::SetArpSha(mac(new))),
             FieldId::ArpTha => Some(DpAction::SetArpTha(mac(new))),
+            FieldId::NdTarget => Some(DpAction::SetNdTarget(new.to_be_bytes())),
+            FieldId::NdSll => Some(DpAction::SetNdSll(mac(new))),
+            FieldId::NdTll => Some(DpAction::SetNdTll(mac(new))),
             FieldId::IcmpType => Some(DpAction::SetIcmpType(new as u8)),
             FieldId::IcmpCode => Some(DpAction::SetIcmpCode(new as u8)),
             FieldId::InPort
@@ -556,6 +727,13 @@ impl<'a> Xlate<'a> {
     }
 
     fn group(&mut self, id: u32) {
+        let exited = self.exited;
+        self.group_buckets(id);
+        // The fact that a bucket exits does not end the walk (Open vSwitch resets it too).
+        self.exited = exited;
+    }
+
+    fn group_buckets(&mut self, id: u32) {
         let Some(entry) = self.pipeline.groups.get(&id).cloned() else {
             self.note(format_args!("group:{id}: no such group"));
             self.out.push(DpAction::Drop(DropReason::GroupMissing));
@@ -813,7 +991,17 @@ impl<'a> Xlate<'a> {
 /// reason the walk met.
 fn finish_actions(out: &mut Vec<DpAction>, soft_drop: Option<DropReason>) {
     unclone_tail(out);
-    if !out.iter().any(DpAction::disposes) {
+    let before_last = out.len().saturating_sub(1);
+    if out[..before_last].iter().any(DpAction::disposes) {
+        return;
+    }
+    // A packet-length check that ends the walk: each branch on its own.
+    if let Some(DpAction::CheckPktLen(c)) = out.last_mut() {
+        finish_actions(&mut c.greater, soft_drop);
+        finish_actions(&mut c.le, soft_drop);
+        return;
+    }
+    if !out.last().is_some_and(DpAction::disposes) {
         out.push(DpAction::Drop(
             soft_drop.unwrap_or(DropReason::ExplicitDrop),
         ));
