@@ -8,6 +8,7 @@
 //! - [`rewrite`]: address / port / TTL rewrites on a parsed frame with checksum updates.
 //! - [`vxlan`]: per-tunnel precomputed outer header, encap into headroom, decap.
 //! - [`gso`]: software segmentation of TSO/GSO super-frames, partial checksum completion.
+//! - [`gro`]: coalescing of consecutive TCP segments into a super-frame.
 //! - [`hash`]: the 5-tuple flow hash.
 //! - [`build`]: a frame builder for tests.
 
@@ -17,6 +18,7 @@ pub mod build;
 pub mod checksum;
 pub mod extract;
 pub mod flowkey;
+pub mod gro;
 pub mod gso;
 pub mod hash;
 pub mod rewrite;

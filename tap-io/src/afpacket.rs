@@ -239,6 +239,8 @@ pub struct AfPacketPort {
 struct Sender {
     fd: OwnedFd,
     vnet_hdr: bool,
+    /// The interface had TCP segmentation offload on when the port opened.
+    tso: bool,
     /// Per message: the virtio-net header (when on) and the frame.
     iov: Box<[[libc::iovec; 2]; MAX_BATCH]>,
     msgs: Box<[libc::mmsghdr; MAX_BATCH]>,
@@ -494,6 +496,8 @@ impl AfPacketPort {
         };
         let ifindex = iface::ifindex(&name)?;
         let mtu = iface::mtu(&name)?;
+        // Without TSO on the interface the kernel drops super-frames we send: say we take none.
+        let tso = !cfg.vnet_hdr || iface::tso_enabled(&name).unwrap_or(true);
 
         let rx_fd = packet_socket().map_err(sys("socket"))?;
         let version = match cfg.ring {
@@ -581,7 +585,7 @@ impl AfPacketPort {
             mtu,
             ring,
             rx_fd,
-            tx: Sender::new(tx_fd, cfg.vnet_hdr),
+            tx: Sender::new(tx_fd, cfg.vnet_hdr, tso),
             stats: PortStats::default(),
             vnet_hdr: cfg.vnet_hdr,
             host_drop,
@@ -605,7 +609,7 @@ impl AfPacketPort {
         Ok(AfPacketTx {
             name: self.name.clone(),
             mtu: self.mtu,
-            tx: Sender::new(self.tx.fd.try_clone()?, self.vnet_hdr),
+            tx: Sender::new(self.tx.fd.try_clone()?, self.vnet_hdr, self.tx.tso),
             stats: PortStats::default(),
         })
     }
@@ -799,17 +803,27 @@ impl Port for AfPacketPort {
     }
 
     fn offloads(&self) -> Offloads {
-        Offloads::virtio(self.vnet_hdr)
+        self.tx.offloads()
     }
 }
 
 impl Sender {
-    fn new(fd: OwnedFd, vnet_hdr: bool) -> Sender {
+    /// Super-frames only where the interface segments them (TSO on); partial checksums
+    /// wherever the virtio-net header is on.
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            gso: self.vnet_hdr && self.tso,
+            csum: self.vnet_hdr,
+        }
+    }
+
+    fn new(fd: OwnedFd, vnet_hdr: bool, tso: bool) -> Sender {
         // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
         let (iov, msgs) = unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
         Sender {
             fd,
             vnet_hdr,
+            tso,
             iov,
             msgs,
             vnet: Box::new([[0u8; VNET_HDR_LEN]; MAX_BATCH]),
@@ -924,7 +938,7 @@ impl Port for AfPacketTx {
     }
 
     fn offloads(&self) -> Offloads {
-        Offloads::virtio(self.tx.vnet_hdr)
+        self.tx.offloads()
     }
 }
 

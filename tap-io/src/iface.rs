@@ -56,7 +56,8 @@ fn ioctl(
 ) -> Result<(), IfaceError> {
     let sock = ctl_socket()?;
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call; every request used
-    // in this module reads or writes only an ifreq.
+    // in this module reads or writes only an ifreq, except SIOCETHTOOL, whose `ifru_data`
+    // points at an `ethtool_value` the caller keeps alive across this call.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
     if rc < 0 {
         return Err(IfaceError::Ioctl {
@@ -129,6 +130,29 @@ pub fn set_up(name: &str, up: bool) -> Result<(), IfaceError> {
     ioctl("SIOCSIFFLAGS", libc::SIOCSIFFLAGS, name, &mut req)
 }
 
+/// Whether TCP segmentation offload is on for the interface (`ETHTOOL_GTSO`: the device's
+/// `NETIF_F_TSO`; `ethtool -K IF tso off` clears it together with TSO6). A packet socket
+/// cannot send a TCP super-frame through an interface without it: the kernel drops it
+/// (`packet_direct_xmit` refuses to segment), so such a port must get segments.
+pub fn tso_enabled(name: &str) -> Result<bool, IfaceError> {
+    /// `struct ethtool_value`.
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_GTSO: u32 = 0x1e;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GTSO,
+        data: 0,
+    };
+    let mut req = ifreq_for(name)?;
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // `value` lives until after the call; SIOCETHTOOL reads `cmd` and writes `data` through it.
+    ioctl("SIOCETHTOOL", libc::SIOCETHTOOL, name, &mut req)?;
+    Ok(value.data != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +167,7 @@ mod tests {
             Err(IfaceError::InvalidName(_))
         ));
         assert!(matches!(ifindex(""), Err(IfaceError::InvalidName(_))));
+        assert!(tso_enabled("nosuchif0").is_err());
         let e = ifindex("nosuchif0").unwrap_err();
         assert!(e.to_string().contains("nosuchif0"), "{e}");
     }

@@ -25,8 +25,6 @@ const MAX_RECIRC: usize = 8;
 /// Reusable buffers so that the fast path never allocates.
 pub struct Scratch {
     icmp: Vec<u8>,
-    /// Where GSO super-frames are cut into segments for ports without GSO.
-    gso: Vec<u8>,
     /// Held fragments released by conntrack are copied here, then run again.
     held_frame: Vec<u8>,
     held_pkt: Option<PacketBuf>,
@@ -39,7 +37,6 @@ impl Scratch {
     pub fn new() -> Scratch {
         Scratch {
             icmp: Vec::with_capacity(1600),
-            gso: Vec::with_capacity(tap_io::buf::DEFAULT_FRAME_ROOM),
             held_frame: Vec::new(),
             held_pkt: None,
             clones: Vec::new(),
@@ -736,7 +733,7 @@ fn output(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf) {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
     };
-    if let Err(reason) = port.queue(pkt.data(), &pkt.meta, &mut ctx.scratch.gso) {
+    if let Err(reason) = port.queue(pkt.data(), &pkt.meta) {
         ctx.bridge.drops.add(reason, 1);
         PortCounters::add(&port.counters.tx_dropped, 1);
     }
@@ -754,18 +751,18 @@ fn tunnel(
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
     };
-    match port.queue_tunnel(pkt.data(), &pkt.meta, dst, vni, &mut ctx.scratch.gso) {
+    match port.queue_tunnel(pkt.data(), &pkt.meta, dst, vni) {
         Ok(()) => {}
         Err(DropReason::TunnelTooBig) => {
             ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
             PortCounters::add(&port.counters.tx_dropped, 1);
             let mtu = port.tunnel_inner_mtu();
             // Tell the sender, as a router on the path would (IPv4 with DF only).
-            let Scratch { icmp, gso, .. } = &mut *ctx.scratch;
+            let icmp = &mut ctx.scratch.icmp;
             if super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp) {
                 let in_dp = ctx.in_dp;
                 if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {
-                    let _ = inp.queue(icmp, &tap_io::RxMeta::default(), gso);
+                    let _ = inp.queue(icmp, &tap_io::RxMeta::default());
                 }
             }
         }

@@ -179,29 +179,36 @@ impl DpPort {
 
     /// Queues a copy of `frame` for transmission. Offloads the port lacks are done here: GSO
     /// super-frames are segmented, partial checksums completed (into the copy, never the
-    /// original, which other outputs may still send as is).
-    pub fn queue(
-        &mut self,
-        frame: &[u8],
-        meta: &RxMeta,
-        scratch: &mut Vec<u8>,
-    ) -> Result<(), DropReason> {
+    /// original, which other outputs may still send as is). Towards a port that takes
+    /// super-frames, a TCP segment that continues the last queued one is appended to it
+    /// (software GRO, [`encap::gro`]): the kernel behind the port gets one super-frame.
+    pub fn queue(&mut self, frame: &[u8], meta: &RxMeta) -> Result<(), DropReason> {
         self.may_send()?;
         if self.is_tunnel() {
             return Err(DropReason::TunnelNoRoute);
         }
         if let Some(gso) = meta.gso.filter(|_| !self.offloads.gso) {
-            let mut result = Ok(());
-            let info = gso_info(&gso);
-            let segmented = encap::gso::segment(frame, &info, scratch, |seg| {
-                if result.is_ok() {
-                    result = self.push(seg, None);
-                }
-            });
-            return segmented.map_err(|_| DropReason::Malformed).and(result);
+            let plan = encap::gso::GsoPlan::new(frame, &gso_info(&gso))
+                .map_err(|_| DropReason::Malformed)?;
+            for i in 0..plan.segments() {
+                let buf = self.spare()?;
+                let n = plan
+                    .write(frame, i, buf.rx_space())
+                    .map_err(|_| DropReason::TooBig)?;
+                buf.set_len(n).map_err(|_| DropReason::TooBig)?;
+                self.tx.commit();
+            }
+            return Ok(());
         }
         if meta.gso.is_none() && frame.len() > self.max_frame {
             return Err(DropReason::TooBig);
+        }
+        if self.offloads.gso
+            && meta.gso.is_none()
+            && !self.tx.is_empty()
+            && self.coalesce(frame, meta)
+        {
+            return Ok(());
         }
         // A port with checksum offload still needs the checksum's position to finish it.
         if meta.csum_not_ready && (!self.offloads.csum || meta.csum_start.is_none()) {
@@ -212,6 +219,71 @@ impl DpPort {
         }
         let keep = meta.gso.is_some() || meta.csum_not_ready;
         self.push(frame, keep.then_some(meta))
+    }
+
+    /// Appends the TCP segment `frame` to the last queued frame when it continues it (same
+    /// flow, next sequence number, see [`encap::gro::continues`]) and its checksum is good
+    /// (or still partial: the sender offloaded it), turning that frame into a super-frame:
+    /// `meta.gso` with the first segment's payload as the segment size, the TCP checksum
+    /// partial. False: nothing changed, queue the frame on its own.
+    fn coalesce(&mut self, frame: &[u8], meta: &RxMeta) -> bool {
+        use encap::gro::{TcpSegment, continues, finish_super_frame};
+        let Some(seg) = TcpSegment::parse(frame) else {
+            return false;
+        };
+        let last = self.tx.len() - 1;
+        let head_buf = &mut self.tx[last];
+        let Some(head) = TcpSegment::parse(head_buf.data()) else {
+            return false;
+        };
+        let kind = if head.is_v4() {
+            tap_io::GsoKind::Tcp4
+        } else {
+            tap_io::GsoKind::Tcp6
+        };
+        let (mss, plain) = match head_buf.meta.gso {
+            Some(g) if g.kind == kind && !g.ecn => (usize::from(g.size), false),
+            Some(_) => return false,
+            None => (head.payload_len(), true),
+        };
+        // Room behind the IP packet (Ethernet padding behind it is cut off first).
+        if !continues(head_buf.data(), &head, frame, &seg, mss)
+            || head_buf.tailroom() + (head_buf.len() - head.end()) < seg.payload_len()
+        {
+            return false;
+        }
+        // Never give a damaged segment a fresh checksum: verify what is complete.
+        if !(meta.csum_not_ready || seg.checksum_ok(frame)) {
+            return false;
+        }
+        if plain && !(head_buf.meta.csum_not_ready || head.checksum_ok(head_buf.data())) {
+            return false;
+        }
+        head_buf.truncate(head.end());
+        if head_buf.extend_from_slice(seg.payload(frame)).is_err() {
+            return false;
+        }
+        let grown = head.grown_by(seg.payload_len());
+        finish_super_frame(head_buf.data_mut(), &grown, seg.psh(frame));
+        let m = &mut head_buf.meta;
+        m.gso = Some(tap_io::Gso {
+            kind,
+            size: mss as u16,
+            hdr_len: head.hdr_len() as u16,
+            ecn: false,
+        });
+        m.csum_not_ready = true;
+        m.csum_start = Some(head.l4_offset() as u16);
+        m.csum_offset = Some(16);
+        true
+    }
+
+    /// The next spare transmit buffer (the batch flushed first when full).
+    fn spare(&mut self) -> Result<&mut tap_io::PacketBuf, DropReason> {
+        if self.tx.is_full() {
+            self.flush();
+        }
+        self.tx.spare().ok_or(DropReason::NoBuffer)
     }
 
     /// Whether `mod-port` lets frames out (not down, not no-forward).
@@ -297,25 +369,39 @@ impl DpPort {
     }
 
     /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`. The underlay socket has no
-    /// offloads: GSO super-frames are segmented and partial checksums completed first.
+    /// offloads: GSO super-frames are segmented (straight into the transmit buffers, so that
+    /// the socket's UDP GSO sends each run as one message) and partial checksums completed.
     pub fn queue_tunnel(
         &mut self,
         frame: &[u8],
         meta: &RxMeta,
         dst: Ipv4Addr,
         vni: u32,
-        scratch: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
         self.may_send()?;
         if let Some(gso) = meta.gso {
-            let mut result = Ok(());
-            let info = gso_info(&gso);
-            let segmented = encap::gso::segment(frame, &info, scratch, |seg| {
-                if result.is_ok() {
-                    result = self.push_tunnel(seg, None, dst, vni);
-                }
-            });
-            return segmented.map_err(|_| DropReason::Malformed).and(result);
+            let plan = encap::gso::GsoPlan::new(frame, &gso_info(&gso))
+                .map_err(|_| DropReason::Malformed)?;
+            if plan.max_segment_len().saturating_sub(14) > self.tunnel_inner_mtu() + 4 {
+                return Err(DropReason::TunnelTooBig);
+            }
+            if !matches!(self.io, PortIo::Tunnel(_)) {
+                return Err(DropReason::PortDown);
+            }
+            for i in 0..plan.segments() {
+                let buf = self.spare()?;
+                let n = plan
+                    .write(frame, i, buf.rx_space())
+                    .map_err(|_| DropReason::TooBig)?;
+                buf.set_len(n).map_err(|_| DropReason::TooBig)?;
+                buf.meta.tunnel = Some(tap_io::TunnelMeta {
+                    vni,
+                    src: Ipv4Addr::UNSPECIFIED,
+                    dst,
+                });
+                self.tx.commit();
+            }
+            return Ok(());
         }
         self.push_tunnel(frame, meta.csum_not_ready.then_some(meta), dst, vni)
     }
