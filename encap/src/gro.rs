@@ -194,7 +194,7 @@ pub fn continues(
     let (h, s) = (head_frame, frame);
     let (l3, l4) = (head.l3, head.l4);
     let payload = head.payload_len();
-    if payload % mss != 0
+    if !payload.is_multiple_of(mss)
         || seg.payload_len() > mss
         || head.end - l3 + seg.payload_len() > MAX_IP_LEN
         || h[l4 + 13] & TCP_PSH != 0

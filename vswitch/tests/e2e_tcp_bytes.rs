@@ -54,9 +54,8 @@ fn transfer(
 ) -> (String, usize) {
     let dst = dst_ns.to_string();
     let listen = format!("timeout 30 nc -l -n {port} | tee >(wc -c >&2) | sha256sum");
-    let receiver = std::thread::spawn(move || {
-        ns_run(&dst, &["bash", "-c", &listen], Duration::from_secs(35))
-    });
+    let receiver =
+        std::thread::spawn(move || ns_run(&dst, &["bash", "-c", &listen], Duration::from_secs(35)));
     wait_listening(dst_ns, "tcp", port);
     let send = ns_run(
         src_ns,
