@@ -14,16 +14,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::vpc::*;
 use common::*;
 
 const GW_MAC: &str = "0a:58:0c:00:00:fe";
 const ROUTER_MAC10: &str = "02:00:c0:a8:00:01";
 const ROUTER_MAC20: &str = "02:00:c0:a8:01:01";
-const OUTSIDE_CLIENT: &str = "198.51.100.10";
-const PUBLIC_HOST: &str = "203.0.113.10";
-const VPC_HOST: &str = "192.168.0.50";
-/// Servers everywhere answer "TAG PEER-ADDRESS" on this port.
-const WHO_PORT: u16 = 8081;
+/// Route mode: a ClusterIP on each node whose only backend is that node's pod.
+const SELF_VIP: &str = "10.247.0.11";
 
 /// A node: its subnet's VLAN, underlay address and MAC.
 struct NodeDef {
@@ -66,7 +64,6 @@ impl Fabric {
     fn new(tag: &str) -> Fabric {
         let fabric = Netns::new(&unique(&format!("{tag}fab"))).expect("fabric ns");
         let router = Netns::new(&unique(&format!("{tag}rtr"))).expect("router ns");
-        let internet = Netns::new(&unique(&format!("{tag}inet"))).expect("internet ns");
         let vpc_host = Netns::new(&unique(&format!("{tag}vpch"))).expect("vpc host ns");
         // One bridge per subnet: this kernel has neither VLAN filtering nor 802.1Q devices
         // (CONFIG_BRIDGE_VLAN_FILTERING, CONFIG_VLAN_8021Q), so the subnets are two segments.
@@ -89,22 +86,10 @@ impl Fabric {
                  ip addr add 192.168.0.1/24 dev v10 && ip addr add 192.168.1.1/24 dev v20 && \
                  ip link set v10 up && ip link set v20 up && \
                  sysctl -qw net.ipv4.conf.v10.send_redirects=0 && \
-                 sysctl -qw net.ipv4.conf.v20.send_redirects=0 && \
-                 ip link add inet type veth peer name eth1 netns {i} && \
-                 ip addr add 100.64.0.1/30 dev inet && ip link set inet up && \
-                 ip route add {OUTSIDE_CLIENT}/32 via 100.64.0.2 && \
-                 ip route add {PUBLIC_HOST}/32 via 100.64.0.2",
-                i = internet.name()
+                 sysctl -qw net.ipv4.conf.v20.send_redirects=0"
             ),
         );
-        ns_sh(
-            internet.name(),
-            &format!(
-                "ip addr add 100.64.0.2/30 dev eth1 && ip addr add {OUTSIDE_CLIENT}/32 dev eth1 && \
-                 ip addr add {PUBLIC_HOST}/32 dev eth1 && ip link set eth1 up && \
-                 ip route add default via 100.64.0.1"
-            ),
-        );
+        let internet = internet(router.name(), tag);
         let f = Fabric {
             fabric,
             router,
@@ -124,21 +109,7 @@ impl Fabric {
 
     /// A veth from subnet `vlan`'s bridge to `ns`'s `iface` with `mac`.
     fn attach(&self, ns: &str, iface: &str, vlan: u16, mac: &str) {
-        let port = format!("p{}", &mac[12..].replace(':', ""));
-        ns_sh(
-            self.fabric.name(),
-            &format!(
-                "ip link add {port} type veth peer name {iface} netns {ns} && \
-                 ip link set {port} master br{vlan} up"
-            ),
-        );
-        ns_sh(
-            ns,
-            &format!(
-                "ip link set {iface} address {mac} && \
-                 (ethtool -K {iface} tso off gso off gro off >/dev/null 2>&1; true)"
-            ),
-        );
+        attach(self.fabric.name(), &format!("br{vlan}"), ns, iface, mac);
     }
 
     /// The VPC's route table: `cidr` to the node at `via`.
@@ -148,65 +119,6 @@ impl Fabric {
             &format!("ip route add {cidr} via {via}"),
         );
     }
-}
-
-/// A "who are you" server: answers "TAG PEER-ADDRESS" on [`WHO_PORT`], for 50 s at most.
-fn who_server(ns: &str, tag: &str) -> Spawned {
-    let s = Spawned::start(
-        ns,
-        &format!("who-{tag}"),
-        &[
-            "timeout",
-            "50",
-            "socat",
-            &format!("TCP-LISTEN:{WHO_PORT},fork,reuseaddr"),
-            &format!("SYSTEM:echo {tag} $SOCAT_PEERADDR"),
-        ],
-    );
-    wait_listening(ns, "tcp", WHO_PORT);
-    s
-}
-
-/// One connection from `ns` (from `src`, if given) to `ip`'s who server: its answer.
-fn who(ns: &str, src: Option<&str>, ip: &str) -> Option<String> {
-    let port = WHO_PORT.to_string();
-    let mut args = vec!["timeout", "4", "nc", "-w", "2"];
-    if let Some(s) = src {
-        args.extend(["-s", s]);
-    }
-    args.extend([ip, &port]);
-    let r = ns_run(ns, &args, Duration::from_secs(6));
-    let line = r.stdout.lines().next()?.trim().to_string();
-    (!line.is_empty()).then_some(line)
-}
-
-/// `who`, retried a few times (the first packets may wait for ARP on a loaded machine).
-fn who_retry(ns: &str, src: Option<&str>, ip: &str) -> Option<String> {
-    (0..3).find_map(|_| who(ns, src, ip))
-}
-
-/// A pod on a veth: the node end `port` in `node`, `eth0` in a new namespace.
-fn veth_pod(node: &str, tag: &str, port: &str, ip: &str, mac: &str, gw: &str) -> Netns {
-    let ns = Netns::new(&unique(tag)).expect("pod ns");
-    ns_sh(
-        node,
-        &format!(
-            "ip link add {port} type veth peer name eth0 netns {pod} && \
-             sysctl -qw net.ipv6.conf.{port}.disable_ipv6=1 && ip link set {port} up",
-            pod = ns.name()
-        ),
-    );
-    ns_sh(
-        ns.name(),
-        &format!(
-            "ip link set eth0 address {mac} && ip link set eth0 up && \
-             ip addr add {ip}/32 dev eth0 && ip route add {gw} dev eth0 && \
-             ip route add default via {gw} && \
-             ip neigh replace {gw} lladdr {GW_MAC} dev eth0 nud permanent && \
-             (ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1; true)"
-        ),
-    );
-    ns
 }
 
 /// Route mode's node file for node `n` (1-based).
@@ -235,6 +147,12 @@ fn route_config(n: usize) -> String {
     }
     s.push_str(&format!(
         "[[pods]]\nname = \"p{n}\"\nport = \"pod{n}\"\nip = \"172.16.{n}.11\"\nmac = \"0a:58:0c:0{n}:00:0b\"\n"
+    ));
+    // A ClusterIP whose only backend is this node's pod (the pod reaching it is a hairpin),
+    // and one whose backend is node 3's pod.
+    s.push_str(&format!(
+        "[[services]]\nname = \"self\"\ncluster_ip = \"{SELF_VIP}\"\nport = 80\ntarget_port = {WHO_PORT}\n\
+         backends = [{{ ip = \"172.16.{n}.11\" }}]\n"
     ));
     s.push_str("[egress]\nsnat = true\nno_snat_cidrs = [\"192.168.0.0/16\"]\n");
     if n == 2 {
@@ -285,22 +203,13 @@ fn build(tag: &str, config: fn(usize) -> String, mtu: u32) -> Cluster {
             &format!("172.16.{n}.11"),
             &format!("0a:58:0c:0{n}:00:0b"),
             &format!("172.16.{n}.1"),
+            Some(GW_MAC),
         );
         ns_sh(pod.name(), &format!("ip link set eth0 mtu {mtu}"));
         pods.push(pod);
         nodes.push(ns);
     }
-    let mut daemons = Vec::new();
-    for (i, ns) in nodes.iter().enumerate() {
-        let path = dir.join(format!("node{}.toml", i + 1));
-        std::fs::write(&path, config(i + 1)).expect("config");
-        let rundir = dir.join(format!("run{}", i + 1));
-        daemons.push(Daemon::start_with(
-            ns.name(),
-            &rundir,
-            &["--config", path.to_str().expect("utf-8 path")],
-        ));
-    }
+    let daemons = start_nodes(&nodes, &dir, config);
     Cluster {
         daemons,
         pods,
@@ -341,10 +250,10 @@ fn vpc_route_mode() {
     let (daemons, pods, fab) = (&c.daemons, &c.pods, &c.fab);
     let mut servers = Vec::new();
     for (i, p) in pods.iter().enumerate() {
-        servers.push(who_server(p.name(), &format!("p{}", i + 1)));
+        servers.push(who_server(p.name(), &format!("p{}", i + 1), WHO_PORT, 50));
     }
-    servers.push(who_server(fab.vpc_host.name(), "vpchost"));
-    servers.push(who_server(fab.internet.name(), "public"));
+    servers.push(who_server(fab.vpc_host.name(), "vpchost", WHO_PORT, 50));
+    servers.push(who_server(fab.internet.name(), "public", WHO_PORT, 50));
     let dump = |i: usize| {
         format!(
             "node{}:\n{}\n{}\n{}",
@@ -369,7 +278,12 @@ fn vpc_route_mode() {
     // Pods across nodes: node 1 ↔ node 2 on one subnet, both ↔ node 3 through the router;
     // each pod sees the other's own address.
     for (from, to) in [(1, 2), (2, 1), (1, 3), (3, 1), (2, 3), (3, 2)] {
-        let got = who_retry(pods[from - 1].name(), None, &format!("172.16.{to}.11"));
+        let got = who_retry(
+            pods[from - 1].name(),
+            None,
+            &format!("172.16.{to}.11"),
+            WHO_PORT,
+        );
         assert_eq!(
             got.as_deref(),
             Some(format!("p{to} 172.16.{from}.11").as_str()),
@@ -382,14 +296,14 @@ fn vpc_route_mode() {
     // An outside client and a VPC host reach every pod directly; the pod sees them as they are.
     for n in 1..=3 {
         let pod_ip = format!("172.16.{n}.11");
-        let got = who_retry(fab.internet.name(), Some(OUTSIDE_CLIENT), &pod_ip);
+        let got = who_retry(fab.internet.name(), Some(OUTSIDE_CLIENT), &pod_ip, WHO_PORT);
         assert_eq!(
             got.as_deref(),
             Some(format!("p{n} {OUTSIDE_CLIENT}").as_str()),
             "outside client -> pod {n}\n{}",
             dump(n - 1)
         );
-        let got = who_retry(fab.vpc_host.name(), None, &pod_ip);
+        let got = who_retry(fab.vpc_host.name(), None, &pod_ip, WHO_PORT);
         assert_eq!(
             got.as_deref(),
             Some(format!("p{n} {VPC_HOST}").as_str()),
@@ -401,14 +315,14 @@ fn vpc_route_mode() {
     // Pods reach the VPC host with their own address (no_snat_cidrs) and the public host
     // masqueraded to their node's address.
     for n in 1..=3 {
-        let got = who_retry(pods[n - 1].name(), None, VPC_HOST);
+        let got = who_retry(pods[n - 1].name(), None, VPC_HOST, WHO_PORT);
         assert_eq!(
             got.as_deref(),
             Some(format!("vpchost 172.16.{n}.11").as_str()),
             "pod {n} -> VPC host\n{}",
             dump(n - 1)
         );
-        let got = who_retry(pods[n - 1].name(), None, PUBLIC_HOST);
+        let got = who_retry(pods[n - 1].name(), None, PUBLIC_HOST, WHO_PORT);
         assert_eq!(
             got.as_deref(),
             Some(format!("public {}", NODES[n - 1].ip).as_str()),
@@ -430,7 +344,100 @@ fn vpc_route_mode() {
     };
     assert!(count("nw_dst=192.168.0.0/16 actions=ct(commit,table=65") >= 1);
     assert!(count("tcp,nw_src=172.16.1.0/24 actions=ct(commit,table=65,zone=1,nat") >= 1);
+
+    // Hairpin: each pod reaches itself through its node's ClusterIP, seen from the gateway.
+    for n in 1..=3 {
+        let got = who_retry(pods[n - 1].name(), None, SELF_VIP, 80);
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("p{n} 172.16.{n}.1").as_str()),
+            "pod {n} -> itself through a ClusterIP\n{}",
+            dump(n - 1)
+        );
+    }
     drop(servers);
+}
+
+/// Route mode with the uplinks' TSO/GSO off (as [`build`] leaves them) and the pods' on: the
+/// pods' TCP super-frames (up to 64 KiB) must leave the uplink segmented. The AF_PACKET
+/// qdisc bypass cannot segment them (the kernel drops them, `tx_full`); the port sends them
+/// through the queue discipline instead. 20 MB over TCP to the pod on the same subnet and to
+/// the one behind the router, each within 30 s.
+#[test]
+fn route_mode_uplink_without_tso() {
+    if !require_root("route_mode_uplink_without_tso") {
+        return;
+    }
+    let c = build("g", route_config, 1500);
+    for p in &c.pods {
+        ns_sh(
+            p.name(),
+            "ethtool -K eth0 tso on gso on >/dev/null 2>&1; true",
+        );
+    }
+    let tso = ns_sh(c.pods[0].name(), "ethtool -k eth0");
+    assert!(
+        tso.contains("tcp-segmentation-offload: on"),
+        "pod without TSO: {tso}"
+    );
+    let uplink = ns_sh(c._nodes[0].name(), "ethtool -k eth1");
+    assert!(
+        uplink.contains("tcp-segmentation-offload: off")
+            && uplink.contains("generic-segmentation-offload: off"),
+        "uplink offloads: {uplink}"
+    );
+    for to in [2, 3] {
+        let server = Spawned::start(
+            c.pods[to - 1].name(),
+            "iperf3",
+            &["timeout", "40", "iperf3", "-s", "-1"],
+        );
+        wait_listening(c.pods[to - 1].name(), "tcp", 5201);
+        let r = ns_run(
+            c.pods[0].name(),
+            &[
+                "timeout",
+                "30",
+                "iperf3",
+                "-c",
+                &format!("172.16.{to}.11"),
+                "-n",
+                "20M",
+                "-J",
+            ],
+            Duration::from_secs(35),
+        );
+        let diag = || {
+            format!(
+                "{}{}\n{}\n{}",
+                r.stdout,
+                r.stderr,
+                c.daemons[0].ctl(&["dump-drops", "br-int"]),
+                c.daemons[0].ctl(&["dump-ports", "br-int"])
+            )
+        };
+        assert!(r.ok, "iperf3 -> pod {to}: {}", diag());
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("iperf3 json");
+        let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
+        // The server's count may stop short of the last segments: most of it is enough.
+        let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(
+            sent >= 20 << 20 && received >= 15 << 20,
+            "pod 1 -> pod {to}: sent {sent}, received {received}\n{}",
+            diag()
+        );
+        drop(server);
+    }
+    // The pod's frames reached the switch as super-frames (far above the MTU on average)
+    // and left the uplink without a send drop.
+    let ports = c.daemons[0].ports("br-int");
+    let pod = ports.get(&1).copied().unwrap_or_default();
+    assert!(
+        pod.rx_packets > 0 && pod.rx_bytes / pod.rx_packets > 4000,
+        "no super-frames from the pod: {pod:?}"
+    );
+    assert_eq!(c.daemons[0].drops("br-int", "tx_full"), 0);
+    assert_eq!(ports.get(&1001).map(|p| p.tx_dropped), Some(0));
 }
 
 /// iperf3 TCP, 3 s after a 1 s warm-up, from pod 1 to pod 2 (same subnet) and to pod 3 (through the router):

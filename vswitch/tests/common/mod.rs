@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod vpc;
+
 // Not every test crate that includes this module uses both.
 #[allow(unused_imports)]
 pub use tap_io::netns::{Netns, require_root};
