@@ -196,6 +196,8 @@ struct ServiceContext {
     node_ip: std::net::Ipv4Addr,
     /// Outside clients arrive on the uplink.
     uplink: bool,
+    /// Mode eni: outside clients arrive untagged (the node's own traffic, not a sub-ENI's).
+    eni: bool,
     /// Replies to outside clients can leave (the uplink and its next hop are known).
     egress_out: bool,
     pod_cidr: Cidr,
@@ -208,8 +210,8 @@ impl ServiceContext {
             group,
             zone: cfg.ct_zone,
             node_ip: cfg.underlay_ip,
-            // Mode eni has no frontends for outside clients on this node.
-            uplink: cfg.uplink.is_some() && cfg.mode != Mode::Eni,
+            uplink: cfg.uplink.is_some(),
+            eni: cfg.mode == Mode::Eni,
             egress_out: own_mac.is_some() && cfg.egress.next_hop_mac.or(rt.next_hop_mac).is_some(),
             pod_cidr: cfg.pod_cidr,
         }
@@ -474,10 +476,16 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
         if !cx.uplink || Some(ip) == s.cluster_ip {
             continue;
         }
+        // Mode eni: only the node's untagged traffic (a sub-ENI's VLAN is a pod's).
+        let untagged = if cx.eni {
+            ",vlan_tci=0x0000/0x1fff"
+        } else {
+            ""
+        };
         out.flows.push(flow_line(
             Table::Classifier,
             100,
-            &format!("{proto},in_port={UPLINK_OFPORT},nw_dst={ip},tp_dst={port}"),
+            &format!("{proto},in_port={UPLINK_OFPORT}{untagged},nw_dst={ip},tp_dst={port}"),
             "goto_table:20",
         ));
         // Outside clients: policy "cluster" balances over every backend and masquerades the

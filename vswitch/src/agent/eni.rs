@@ -18,7 +18,8 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::compile::{
-    Builder, Desired, Numbering, ServiceOut, Table, UPLINK_OFPORT, masquerade_flows,
+    Builder, Desired, HOST_OFPORT, MASQUERADE_MARK, MASQUERADE_PORTS, Numbering, ServiceOut, Table,
+    UPLINK_OFPORT, masquerade_flows,
 };
 use super::model::*;
 
@@ -232,8 +233,27 @@ pub(super) fn compile_eni(
             &format!("pop_vlan,load:{vlan}->NXM_NX_REG5[],goto_table:20"),
         );
     }
-    if cfg.egress.snat {
-        // Replies to connections masqueraded to the node's address.
+    if let Some(h) = &cfg.host {
+        // The host port: the node's own connections to Services, from its address.
+        b.flow(
+            Table::Classifier,
+            100,
+            &format!("in_port={HOST_OFPORT}"),
+            "goto_table:10",
+        );
+        b.flow(
+            Table::SpoofGuard,
+            100,
+            &format!(
+                "ip,in_port={HOST_OFPORT},dl_src={},nw_src={},nw_dst={}",
+                h.mac, cfg.underlay_ip, cfg.service_cidr
+            ),
+            "goto_table:20",
+        );
+    }
+    if cfg.egress.snat || cfg.host.is_some() {
+        // Replies to connections source-NATed to the node's address (masquerade, the host
+        // port's to other nodes' backends).
         b.flow(
             Table::Classifier,
             90,
@@ -276,7 +296,27 @@ pub(super) fn compile_eni(
         "ip",
         &format!("ct(table=30,zone={zone},nat)"),
     );
+    // Replies to connections source-NATed in the hairpin zone (zone + 1): a pod reaching
+    // itself through a Service (NATed to the gateway address) and outside clients of NodePort
+    // and DNAT Services (NATed to the node's address). Their NAT is undone there first, then
+    // the Service's DNAT in the pod zone; other traffic to these addresses finds no entry in
+    // the hairpin zone and goes on unchanged.
+    let hairpin_zone = zone + 1;
+    for to in [cfg.gateway_ip, cfg.underlay_ip] {
+        b.flow(
+            Table::Conntrack,
+            110,
+            &format!("ip,nw_dst={to}"),
+            &format!("ct(table=21,zone={hairpin_zone},nat)"),
+        );
+    }
     b.flow(Table::Conntrack, 0, "", "drop");
+    b.flow(
+        Table::HairpinUnsnat,
+        0,
+        "",
+        &format!("ct(table=30,zone={zone},nat)"),
+    );
 
     // Table 30: Services (their own flows), EIPs in, then commit what stays in the VPC.
     b.out.services = services;
@@ -307,7 +347,17 @@ pub(super) fn compile_eni(
             &format!("ct(commit,table=40,zone={zone})"),
         );
     }
-    // New connections from the uplink to anything else are not ours.
+    // New connections from the uplink to the node's address are the kernel's (it got the
+    // frame too); anything else new from the uplink is not ours either.
+    b.flow(
+        Table::ServiceLb,
+        101,
+        &format!(
+            "ct_state=+new+trk,ip,in_port={UPLINK_OFPORT},nw_dst={}",
+            cfg.underlay_ip
+        ),
+        "drop",
+    );
     b.flow(
         Table::ServiceLb,
         99,
@@ -331,6 +381,27 @@ pub(super) fn compile_eni(
     }
     b.flow(Table::ServiceLb, 80, "ct_state=+inv+trk,ip", "drop");
     b.flow(Table::ServiceLb, 0, "", "drop");
+
+    // Table 35: outside clients of NodePort and DNAT Services (their group marked the
+    // connection) are source-NATed to the node's address in the hairpin zone, on every packet
+    // of the original direction, so that a backend on any node answers through this one; the
+    // mark is set on that entry too, for tables 60 and 65.
+    b.flow(
+        Table::ServiceLb,
+        95,
+        &format!("ct_state=+est-rpl+trk,ct_mark={MASQUERADE_MARK:#x},ip"),
+        "goto_table:35",
+    );
+    b.flow(
+        Table::OutsideSnat,
+        100,
+        "ip",
+        &format!(
+            "ct(commit,table=40,zone={hairpin_zone},nat(src={}:{}-{}),exec(set_field:{MASQUERADE_MARK:#x}->ct_mark))",
+            cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+        ),
+    );
+    b.flow(Table::OutsideSnat, 0, "", "drop");
 
     // Table 40: on to the egress check (41) when the source is a pod of this node.
     b.flow(Table::L3Forward, 0, "", "goto_table:41");
@@ -410,6 +481,19 @@ pub(super) fn compile_eni(
             "goto_table:44",
         );
     }
+    if let Some(h) = &cfg.host {
+        // Replies to the node's Service connections (their DNAT undone: from a Service
+        // address) go back through the host port.
+        b.flow(
+            Table::VpcRoute,
+            110,
+            &format!("ip,nw_src={},nw_dst={}", cfg.service_cidr, cfg.underlay_ip),
+            &format!(
+                "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:{HOST_OFPORT}",
+                h.mac
+            ),
+        );
+    }
     b.flow(Table::VpcRoute, 0, "", "goto_table:60");
     b.flow(Table::SgIngress, 0, "", "goto_table:70");
 
@@ -422,6 +506,35 @@ pub(super) fn compile_eni(
         &format!("ip,in_port={UPLINK_OFPORT}"),
         "drop",
     );
+    // Except outside clients' NodePort/DNAT connections: to a backend on another node and
+    // back to the client, untagged through the node's next hop (table 65).
+    b.flow(
+        Table::Egress,
+        125,
+        &format!("ct_state=+trk,ct_mark={MASQUERADE_MARK:#x},ip"),
+        "goto_table:65",
+    );
+    if cfg.host.is_some() {
+        // The node's Service connections to a backend on another node: source-NATed to the
+        // node's address in the hairpin zone, from the masquerade ports (the node's kernel,
+        // which sees the replies on the uplink too, drops those), so the replies come back
+        // here and not to a socket the kernel does not have.
+        b.flow(
+            Table::Egress,
+            116,
+            &format!("ct_state=+new+trk,ip,in_port={HOST_OFPORT}"),
+            &format!(
+                "ct(commit,table=65,zone={hairpin_zone},nat(src={}:{}-{}))",
+                cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+            ),
+        );
+        b.flow(
+            Table::Egress,
+            115,
+            &format!("ip,in_port={HOST_OFPORT}"),
+            &format!("ct(table=65,zone={hairpin_zone},nat)"),
+        );
+    }
     for c in &inside {
         b.flow(
             Table::Egress,
@@ -456,6 +569,21 @@ pub(super) fn compile_eni(
     // Table 65: masqueraded traffic leaves untagged as the node's; everything else of a pod
     // leaves on its sub-ENI, to the VPC's gateway.
     if let Some(nh) = next_hop {
+        let set = format!("set_field:{own}->eth_src,set_field:{nh}->eth_dst");
+        // Outside clients' connections (marked in table 35): back out of the uplink they
+        // came in by, or from a local backend's reply.
+        b.flow(
+            Table::EgressOut,
+            120,
+            &format!("ct_state=+trk,ct_mark={MASQUERADE_MARK:#x},ip,in_port={UPLINK_OFPORT}"),
+            &format!("{set},output:in_port"),
+        );
+        b.flow(
+            Table::EgressOut,
+            119,
+            &format!("ct_state=+trk,ct_mark={MASQUERADE_MARK:#x},ip"),
+            &format!("{set},output:{UPLINK_OFPORT}"),
+        );
         b.flow(
             Table::EgressOut,
             110,
@@ -494,7 +622,42 @@ pub(super) fn compile_eni(
             );
         }
     }
+    // Hairpin: a pod reaching itself through a Service gets the gateway address as source
+    // (its kernel drops packets from its own address) and the frame back out of its port
+    // (OpenFlow's `output:P` skips the input port).
+    for p in &eni_pods {
+        let of = of(p);
+        let back = format!(
+            "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:in_port",
+            p.mac
+        );
+        let same = format!("ip,in_port={of},nw_src={ip},nw_dst={ip}", ip = p.ip);
+        b.flow(
+            Table::LocalDelivery,
+            130,
+            &format!("ct_state=+new+trk,{same}"),
+            &format!(
+                "ct(commit,table=71,zone={hairpin_zone},nat(src={}))",
+                cfg.gateway_ip
+            ),
+        );
+        b.flow(
+            Table::LocalDelivery,
+            129,
+            &same,
+            &format!("ct(table=71,zone={hairpin_zone},nat)"),
+        );
+        // The replies of hairpin connections come back on the port they go out of.
+        b.flow(
+            Table::LocalDelivery,
+            105,
+            &format!("ip,in_port={of},nw_dst={}", p.ip),
+            &back,
+        );
+        b.flow(Table::HairpinOut, 100, &format!("ip,in_port={of}"), &back);
+    }
     b.flow(Table::LocalDelivery, 0, "", "drop");
+    b.flow(Table::HairpinOut, 0, "", "drop");
     b.out
 }
 

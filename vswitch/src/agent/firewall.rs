@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use super::compile::MASQUERADE_PORTS;
-use super::model::{NodeConfig, Service};
+use super::model::{Mode, NodeConfig, Service};
 use super::validate::NODE_PORT_RANGE;
 
 /// The table's name in the `inet` family.
@@ -54,7 +54,8 @@ pub fn ruleset(cfg: &NodeConfig) -> Option<String> {
             ip = cfg.underlay_ip,
         ));
     }
-    if let Some(host) = &cfg.host {
+    // Mode eni's host port carries only the Service CIDR (from the node's own address).
+    if let Some(host) = cfg.host.as_ref().filter(|_| cfg.mode != Mode::Eni) {
         let dnat: String = cfg
             .services
             .iter()

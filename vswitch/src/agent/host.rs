@@ -3,6 +3,9 @@
 //! CIDR through the gateway, so the node (kubelet's probes, `hostNetwork` pods, a `curl` of a
 //! ClusterIP) reaches the pod network through the switch.
 //!
+//! Mode eni: the node reaches pods through the VPC, so the host port has no address of its own
+//! and carries only the Service CIDR, from the node's underlay address.
+//!
 //! Done with iproute2's `ip` (present on every node), idempotently (`replace`), after every
 //! apply; routes the previous apply added and this one does not want are removed.
 
@@ -32,7 +35,10 @@ pub fn configure(cfg: &NodeConfig, before: &HostState) -> Result<HostState, Stri
         ip(&["link", "set", "dev", dev, "mtu", &pod_mtu(cfg).to_string()])?;
     }
     ip(&["link", "set", "dev", dev, "up"])?;
-    ip(&["addr", "replace", &format!("{}/32", h.ip), "dev", dev])?;
+    let eni = cfg.mode == Mode::Eni;
+    if !eni {
+        ip(&["addr", "replace", &format!("{}/32", h.ip), "dev", dev])?;
+    }
     ip(&[
         "neigh",
         "replace",
@@ -44,17 +50,20 @@ pub fn configure(cfg: &NodeConfig, before: &HostState) -> Result<HostState, Stri
         "nud",
         "permanent",
     ])?;
-    ip(&[
-        "route",
-        "replace",
-        &gw,
-        "dev",
-        dev,
-        "src",
-        &h.ip.to_string(),
-    ])?;
-    let mut routes = vec![cfg.pod_cidr, cfg.service_cidr];
-    routes.extend(cfg.peers.iter().map(|p| p.pod_cidr));
+    let mut routes = vec![cfg.service_cidr];
+    if !eni {
+        ip(&[
+            "route",
+            "replace",
+            &gw,
+            "dev",
+            dev,
+            "src",
+            &h.ip.to_string(),
+        ])?;
+        routes.push(cfg.pod_cidr);
+        routes.extend(cfg.peers.iter().map(|p| p.pod_cidr));
+    }
     for r in &routes {
         ip(&[
             "route",

@@ -453,6 +453,7 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         uplink: &uplink,
         eni,
         groups: &security_groups,
+        underlay_ip,
     };
     let mut pods = pods_of(&raw.pods, &net)?;
 
@@ -631,8 +632,10 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
     })
 }
 
-/// Mode eni has no NodePort hop and no frontends on this node for outside clients: a
-/// LoadBalancer's load balancer sends straight to the pods (`passthrough = true`).
+/// Mode eni: a LoadBalancer's load balancer sends straight to the pods (`passthrough =
+/// true`); NodePort and DNAT frontends serve outside clients from any node's pods
+/// (`external_traffic_policy = "cluster"` only: the pod subnet is shared by the nodes, so
+/// "this node's backends" cannot be told from the addresses).
 fn check_mode(i: usize, mode: Mode, svc: &Service) -> Result<(), ConfigError> {
     let eni = mode == Mode::Eni;
     if svc.passthrough && !eni {
@@ -642,10 +645,14 @@ fn check_mode(i: usize, mode: Mode, svc: &Service) -> Result<(), ConfigError> {
         ));
     }
     if eni {
+        if svc.kind != ServiceKind::ClusterIp && svc.external_traffic_policy == TrafficPolicy::Local
+        {
+            return Err(invalid(
+                format!("services[{i}].external_traffic_policy"),
+                "mode \"eni\" supports only \"cluster\" (outside clients are source-NATed to the node address; the pod subnet is shared by the nodes)",
+            ));
+        }
         let problem = match svc.kind {
-            ServiceKind::NodePort | ServiceKind::Dnat => Some(
-                "mode \"eni\" supports ClusterIP and LoadBalancer with passthrough = true (NodePort and DNAT are not implemented in this mode)",
-            ),
             ServiceKind::LoadBalancer if !svc.passthrough || svc.node_port.is_some() => Some(
                 "mode \"eni\": a LoadBalancer needs passthrough = true and no node_port (the load balancer sends straight to the pod addresses)",
             ),
@@ -781,6 +788,7 @@ struct PodNet<'a> {
     uplink: &'a Option<Uplink>,
     eni: bool,
     groups: &'a [SecurityGroup],
+    underlay_ip: Ipv4Addr,
 }
 
 /// The pods of a node, each checked on its own and against the others.
@@ -793,6 +801,7 @@ fn pods_of(raw_pods: &[RawPod], net: &PodNet<'_>) -> Result<Vec<Pod>, ConfigErro
         uplink,
         eni,
         groups,
+        ..
     } = *net;
     let mut pods: Vec<Pod> = Vec::new();
     for (i, p) in raw_pods.iter().enumerate() {
@@ -962,6 +971,7 @@ pub fn validate_pods(
         uplink: &cfg.uplink,
         eni: cfg.mode == Mode::Eni,
         groups: &cfg.security_groups,
+        underlay_ip: cfg.underlay_ip,
     };
     let mut pods = pods_of(raw_pods, &net)?;
     let host = host_port(node, &net, &pods)?;
@@ -980,16 +990,14 @@ fn host_port(n: &RawNode, net: &PodNet<'_>, pods: &[Pod]) -> Result<Option<HostP
         eni,
         ..
     } = *net;
-    if eni {
+    if eni && n.host_ip.is_some() {
         // The node reaches its pods through the VPC (node address → pod address), as any
-        // VPC host does; its address is always allowed in (kubelet's probes).
-        if n.host_port == Some(true) || n.host_interface.is_some() || n.host_ip.is_some() {
-            return Err(invalid(
-                "node.host_port",
-                "mode \"eni\" has no host port (the node reaches pods through the VPC)",
-            ));
-        }
-        return Ok(None);
+        // VPC host does; the host port carries only its connections to Services, from the
+        // node's own address.
+        return Err(invalid(
+            "node.host_ip",
+            "mode \"eni\": the host port uses node.underlay_ip (it carries the node's connections to Services only)",
+        ));
     }
     if n.host_port == Some(false) {
         for (key, set) in [
@@ -1016,6 +1024,15 @@ fn host_port(n: &RawNode, net: &PodNet<'_>, pods: &[Pod]) -> Result<Option<HostP
         ));
     }
     let bcast = u32::from(pod_cidr.addr) | !pod_cidr.mask();
+    if eni {
+        let o = net.underlay_ip.octets();
+        let mac = Mac([0x0e, 0x76, 0x73, o[1], o[2], o[3]]);
+        return Ok(Some(HostPort {
+            interface,
+            ip: net.underlay_ip,
+            mac,
+        }));
+    }
     let ip = match &n.host_ip {
         Some(s) => ipv4("node.host_ip", s)?,
         // The last usable address of the pod CIDR (the gateway usually takes the first).
