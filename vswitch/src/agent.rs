@@ -46,6 +46,9 @@ struct AgentState {
     file_text: Option<Arc<str>>,
     /// Pods added at run time, by name.
     live_pods: BTreeMap<String, RawPod>,
+    /// EIPs bound (`Some`) or unbound (`None`) at run time, by pod name: they win over the
+    /// pod's own `eip` (file or `add-pod`).
+    live_eips: BTreeMap<String, Option<String>>,
     /// Services set at run time, by name; one named like a Service of the file replaces it.
     live_services: BTreeMap<String, Arc<RawService>>,
     /// The configuration in force (file + run-time pods).
@@ -156,8 +159,66 @@ impl Agent {
         live.remove(name);
         apply_pods(&mut st, switch, &file, &live, None)?;
         st.live_pods = live;
+        // A pod added again later under this name starts with its own `eip`.
+        st.live_eips.remove(name);
         switch.mark_changed();
         Ok(format!("pod {name} removed\n"))
+    }
+
+    /// Binds (`Some`) or unbinds (`None`) pod `name`'s elastic IP at run time (`set-eip`,
+    /// `del-eip`, mode eni): only that pod's EIP flows change.
+    pub fn set_eip(
+        &self,
+        switch: &Switch,
+        name: &str,
+        eip: Option<&str>,
+        if_exists: bool,
+    ) -> Result<String, String> {
+        let mut st = self.lock();
+        let Some(file) = st.file.clone() else {
+            return Err(
+                "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
+                    .into(),
+            );
+        };
+        if st.current.as_ref().is_some_and(|c| c.mode != Mode::Eni) {
+            return Err("EIPs are bound to pods in mode \"eni\" only".into());
+        }
+        let Some(pod) = file
+            .pods
+            .iter()
+            .chain(st.live_pods.values())
+            .find(|p| pod_name(p) == name)
+        else {
+            return Err(format!("no pod named {name}"));
+        };
+        let had = match st.live_eips.get(name) {
+            Some(e) => e.is_some(),
+            None => pod.eip.is_some(),
+        };
+        if eip.is_none() && !had {
+            return if if_exists {
+                Ok(String::new())
+            } else {
+                Err(format!("pod {name} has no EIP"))
+            };
+        }
+        let previous = st
+            .live_eips
+            .insert(name.to_string(), eip.map(str::to_string));
+        let live = st.live_pods.clone();
+        if let Err(e) = apply_pods(&mut st, switch, &file, &live, Some(name)) {
+            match previous {
+                Some(p) => st.live_eips.insert(name.to_string(), p),
+                None => st.live_eips.remove(name),
+            };
+            return Err(e);
+        }
+        switch.mark_changed();
+        Ok(match eip {
+            Some(e) => format!("pod {name} eip={e}\n"),
+            None => format!("pod {name} eip removed\n"),
+        })
     }
 
     /// Adds or replaces a Service at run time. `spec` is a `[[services]]` entry as a TOML
@@ -387,6 +448,7 @@ impl Agent {
             bridge: st.installed.bridge.clone(),
             ofports: n.ofports.clone(),
             groups: n.groups.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            eips: st.live_eips.clone(),
         })
     }
 
@@ -411,6 +473,7 @@ impl Agent {
         st.installed.bridge = saved.bridge.clone();
         st.installed.numbering.ofports = saved.ofports.clone();
         st.installed.numbering.groups = saved.groups.clone().into_iter().collect();
+        st.live_eips = saved.eips.clone();
         apply_merged(&mut st, switch, &raw, &saved.pods, &services, None)?;
         st.file = Some(Arc::new(raw));
         st.file_text = Some(Arc::from(text.as_str()));
@@ -564,6 +627,7 @@ fn apply_merged(
     }
     let first_live = merged.pods.len();
     merged.pods.extend(live.values().cloned());
+    bind_eips(&mut merged.pods, &st.live_eips);
     // Until this apply is through, the memo may describe a configuration not in force.
     st.in_force = false;
     let cfg = validate::validate_with(&merged, &mut st.memo)
@@ -595,7 +659,8 @@ fn apply_pods(
             return apply_merged(st, switch, file, live, &services, new_pod);
         }
     };
-    let raw_pods: Vec<RawPod> = file.pods.iter().chain(live.values()).cloned().collect();
+    let mut raw_pods: Vec<RawPod> = file.pods.iter().chain(live.values()).cloned().collect();
+    bind_eips(&mut raw_pods, &st.live_eips);
     let pods = validate::validate_pods(&file.node, &raw_pods, current)
         .map_err(|e| name_pod_error(e, live, file.pods.len(), new_pod))?;
     let mut cfg = st.current.take().expect("checked above");
@@ -671,6 +736,18 @@ fn parse_backend(s: &str) -> Result<RawBackend, String> {
         port,
         weight,
     })
+}
+
+/// The EIPs bound or unbound at run time, over the pods' own.
+fn bind_eips(pods: &mut [RawPod], eips: &BTreeMap<String, Option<String>>) {
+    if eips.is_empty() {
+        return;
+    }
+    for p in pods {
+        if let Some(e) = eips.get(pod_name(p)) {
+            p.eip = e.clone();
+        }
+    }
 }
 
 fn pod_name(p: &RawPod) -> &str {

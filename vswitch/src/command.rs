@@ -193,6 +193,17 @@ pub enum MgmtCommand {
     },
     /// The pods added at run time: NAME PORT IP MAC ofport=N.
     ListPods,
+    /// Mode eni: bind elastic IP EIP to pod POD at run time (replacing the one it had; a pod
+    /// of the node file or one added with add-pod).
+    SetEip { pod: String, eip: String },
+    /// Mode eni: unbind the pod's elastic IP at run time.
+    DelEip {
+        pod: String,
+        /// Succeed if the pod has no EIP.
+        #[arg(long)]
+        #[serde(default)]
+        if_exists: bool,
+    },
     /// Add or replace a Service at run time: a `[[services]]` entry as a TOML inline table,
     /// e.g. '{ name = "web", cluster_ip = "10.247.0.10", port = 80, backends = [{ ip = "172.16.1.11" }] }'.
     SetService { spec: String },

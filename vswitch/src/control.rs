@@ -211,6 +211,8 @@ impl Control {
             }
             C::AddPod { name, settings } => self.agent.add_pod(sw, &name, &settings),
             C::DelPod { name, if_exists } => self.agent.del_pod(sw, &name, if_exists),
+            C::SetEip { pod, eip } => self.agent.set_eip(sw, &pod, Some(&eip), false),
+            C::DelEip { pod, if_exists } => self.agent.set_eip(sw, &pod, None, if_exists),
             C::ListPods => Ok(self.agent.list_pods()),
             C::NodeInfo => self.agent.node_info(),
             C::SetService { spec } => self.agent.set_service(sw, &spec),

@@ -99,6 +99,10 @@ pub struct SavedAgent {
     pub ofports: BTreeMap<String, u32>,
     /// Service name -> group id.
     pub groups: BTreeMap<String, u32>,
+    /// EIPs bound (an address) or unbound (`null`) at run time, by pod name (`set-eip`,
+    /// `del-eip`); they win over the pod's `eip` in the node file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eips: BTreeMap<String, Option<String>>,
 }
 
 /// Why a state file was refused.
@@ -319,6 +323,9 @@ mod tests {
                 bridge: "br-int".into(),
                 ofports: [("tp1".to_string(), 1)].into_iter().collect(),
                 groups: BTreeMap::new(),
+                eips: [("a".to_string(), Some("100.100.0.11".to_string()))]
+                    .into_iter()
+                    .collect(),
             }),
         )
         .with_ct_limits(Some(SavedCtLimits {
