@@ -21,19 +21,25 @@ mod common;
 
 use std::time::Duration;
 
+use common::vpc::*;
 use common::*;
 
 /// The VPC gateway of the pod subnet, as the pods see it (every sub-ENI interface of the
 /// router has this MAC and 192.168.64.1).
 const VPC_GW_MAC: &str = "02:00:c0:a8:40:01";
 const ROUTER_MAC: &str = "02:00:c0:a8:00:01";
-const OUTSIDE_CLIENT: &str = "198.51.100.10";
-const PUBLIC_HOST: &str = "203.0.113.10";
-const VPC_HOST: &str = "192.168.0.50";
 const ELB: &str = "192.168.0.60";
 const EIP_A: &str = "100.100.0.11";
 const LB_VIP: &str = "100.100.0.100";
-const WHO_PORT: u16 = 8081;
+/// An EIP bound to c at run time (`set-eip`).
+const EIP_C: &str = "100.100.0.21";
+/// A DNAT Service's public address on node 1 (the VPC routes it to node 1's address).
+const DNAT_IP: &str = "100.100.0.50";
+/// Node 1's NodePorts: to c (on node 2) and to a (on node 1).
+const NP_REMOTE: u16 = 30080;
+const NP_LOCAL: u16 = 30081;
+/// A ClusterIP on node 1 whose only backend is a (a reaching it is a hairpin).
+const SELF_A: &str = "10.247.0.11";
 /// A second server port on pod c that the security groups do not open.
 const CLOSED_PORT: u16 = 8082;
 /// The trunk switch's port on the router's fabric interface.
@@ -102,7 +108,6 @@ impl Vpc {
     fn new(dir: &std::path::Path) -> Vpc {
         let fabric = Netns::new(&unique("efab")).expect("fabric ns");
         let router = Netns::new(&unique("ertr")).expect("router ns");
-        let internet = Netns::new(&unique("einet")).expect("internet ns");
         let vpc_host = Netns::new(&unique("evpch")).expect("vpc host ns");
         let elb = Netns::new(&unique("eelb")).expect("elb ns");
         ns_sh(
@@ -112,26 +117,12 @@ impl Vpc {
         attach(&fabric, router.name(), "v0", ROUTER_MAC);
         ns_sh(
             router.name(),
-            &format!(
-                "sysctl -qw net.ipv4.ip_forward=1 && \
-                 for k in all default; do sysctl -qw net.ipv4.conf.$k.rp_filter=0; \
-                 sysctl -qw net.ipv4.conf.$k.send_redirects=0; done && \
-                 ip addr add 192.168.0.1/24 dev v0 && ip link set v0 up && \
-                 ip link add inet type veth peer name eth1 netns {i} && \
-                 ip addr add 100.64.0.1/30 dev inet && ip link set inet up && \
-                 ip route add {OUTSIDE_CLIENT}/32 via 100.64.0.2 && \
-                 ip route add {PUBLIC_HOST}/32 via 100.64.0.2",
-                i = internet.name()
-            ),
+            "sysctl -qw net.ipv4.ip_forward=1 && \
+             for k in all default; do sysctl -qw net.ipv4.conf.$k.rp_filter=0; \
+             sysctl -qw net.ipv4.conf.$k.send_redirects=0; done && \
+             ip addr add 192.168.0.1/24 dev v0 && ip link set v0 up",
         );
-        ns_sh(
-            internet.name(),
-            &format!(
-                "ip addr add 100.64.0.2/30 dev eth1 && ip addr add {OUTSIDE_CLIENT}/32 dev eth1 && \
-                 ip addr add {PUBLIC_HOST}/32 dev eth1 && ip link set eth1 up && \
-                 ip route add default via 100.64.0.1"
-            ),
-        );
+        let internet = internet(router.name(), "e");
         for (ns, ip, mac) in [
             (&vpc_host, VPC_HOST, "02:00:c0:a8:00:32"),
             (&elb, ELB, "02:00:c0:a8:00:3c"),
@@ -205,85 +196,13 @@ impl Vpc {
 
 /// A veth from the fabric bridge to `ns`'s `iface` with `mac`.
 fn attach(fabric: &Netns, ns: &str, iface: &str, mac: &str) {
-    let port = format!("p{}", &mac[12..].replace(':', ""));
-    ns_sh(
-        fabric.name(),
-        &format!(
-            "ip link add {port} type veth peer name {iface} netns {ns} && \
-             ip link set {port} master br0 up"
-        ),
-    );
-    ns_sh(
-        ns,
-        &format!(
-            "ip link set {iface} address {mac} && \
-             (ethtool -K {iface} tso off gso off gro off >/dev/null 2>&1; true)"
-        ),
-    );
-}
-
-/// A "who are you" server: answers "TAG PEER-ADDRESS" on `port`, for 90 s at most.
-fn who_server(ns: &str, tag: &str, port: u16) -> Spawned {
-    let s = Spawned::start(
-        ns,
-        &format!("who-{tag}-{port}"),
-        &[
-            "timeout",
-            "90",
-            "socat",
-            &format!("TCP-LISTEN:{port},fork,reuseaddr"),
-            &format!("SYSTEM:echo {tag} $SOCAT_PEERADDR"),
-        ],
-    );
-    wait_listening(ns, "tcp", port);
-    s
-}
-
-/// One connection from `ns` to `ip:port`: the server's answer.
-fn who(ns: &str, ip: &str, port: u16) -> Option<String> {
-    who_from(ns, None, ip, port)
-}
-
-/// [`who`] from source address `src`, if given.
-fn who_from(ns: &str, src: Option<&str>, ip: &str, port: u16) -> Option<String> {
-    let port = port.to_string();
-    let mut args = vec!["timeout", "4", "nc", "-w", "2"];
-    if let Some(s) = src {
-        args.extend(["-s", s]);
-    }
-    args.extend([ip, &port]);
-    let r = ns_run(ns, &args, Duration::from_secs(6));
-    let line = r.stdout.lines().next()?.trim().to_string();
-    (!line.is_empty()).then_some(line)
-}
-
-/// `who`, retried a few times (the first packets may wait for ARP on a loaded machine).
-fn who_retry(ns: &str, ip: &str, port: u16) -> Option<String> {
-    (0..3).find_map(|_| who(ns, ip, port))
+    common::vpc::attach(fabric.name(), "br0", ns, iface, mac);
 }
 
 /// A pod on a veth: `port` in `node`, `eth0` in a new namespace, default route through the
 /// VPC gateway (resolved by ARP through the VPC: the switch does not answer it).
-fn veth_pod(node: &str, tag: &str, port: &str, ip: &str, mac: &str) -> Netns {
-    let ns = Netns::new(&unique(tag)).expect("pod ns");
-    ns_sh(
-        node,
-        &format!(
-            "ip link add {port} type veth peer name eth0 netns {pod} && \
-             sysctl -qw net.ipv6.conf.{port}.disable_ipv6=1 && ip link set {port} up",
-            pod = ns.name()
-        ),
-    );
-    ns_sh(
-        ns.name(),
-        &format!(
-            "ip link set eth0 address {mac} && ip link set eth0 up && \
-             ip addr add {ip}/32 dev eth0 && ip route add 192.168.64.1 dev eth0 && \
-             ip route add default via 192.168.64.1 && \
-             (ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1; true)"
-        ),
-    );
-    ns
+fn eni_pod(node: &str, tag: &str, port: &str, ip: &str, mac: &str) -> Netns {
+    veth_pod(node, tag, port, ip, mac, "192.168.64.1", None)
 }
 
 /// The security groups every node is given: `web` opens 8081 to its members, to the VPC's
@@ -331,10 +250,18 @@ fn eni_config(n: usize) -> String {
         }
     }
     if n == 1 {
-        s.push_str(
+        s.push_str(&format!(
             "[[services]]\nname = \"web\"\ncluster_ip = \"10.247.0.10\"\nport = 80\n\
-             target_port = 8081\nbackends = [{ ip = \"192.168.64.21\" }]\n",
-        );
+             target_port = 8081\nbackends = [{{ ip = \"192.168.64.21\" }}]\n\
+             [[services]]\nname = \"self-a\"\ncluster_ip = \"{SELF_A}\"\nport = 80\n\
+             target_port = 8081\nbackends = [{{ ip = \"192.168.64.11\" }}]\n\
+             [[services]]\nname = \"np-remote\"\ntype = \"NodePort\"\nnode_port = {NP_REMOTE}\n\
+             port = 80\ntarget_port = 8081\nbackends = [{{ ip = \"192.168.64.21\" }}]\n\
+             [[services]]\nname = \"np-local\"\ntype = \"NodePort\"\nnode_port = {NP_LOCAL}\n\
+             port = 80\ntarget_port = 8081\nbackends = [{{ ip = \"192.168.64.11\" }}]\n\
+             [[services]]\nname = \"dnat\"\ntype = \"DNAT\"\nexternal_ip = \"{DNAT_IP}\"\n\
+             port = 80\ntarget_port = 8081\nbackends = [{{ ip = \"192.168.64.21\" }}]\n"
+        ));
     }
     if n == 2 {
         s.push_str(&format!(
@@ -389,7 +316,7 @@ fn build(config: fn(usize) -> String) -> Cluster {
     let mut pods = Vec::new();
     for p in &PODS {
         vpc.sub_eni(p.vlan, p.ip);
-        pods.push(veth_pod(
+        pods.push(eni_pod(
             nodes[p.node - 1].name(),
             &format!("ep{}", p.name),
             &format!("pod{}", p.name),
@@ -399,18 +326,14 @@ fn build(config: fn(usize) -> String) -> Cluster {
     }
     ns_sh(
         vpc.router.name(),
-        &format!("ip route add {EIP_A}/32 via 192.168.64.11 dev e101 onlink"),
+        &format!(
+            "ip route add {EIP_A}/32 via 192.168.64.11 dev e101 onlink && \
+             ip route add {EIP_C}/32 via 192.168.64.21 dev e201 onlink && \
+             ip route add {DNAT_IP}/32 via {}",
+            node_ip(1)
+        ),
     );
-    let mut daemons = Vec::new();
-    for (i, ns) in nodes.iter().enumerate() {
-        let path = dir.join(format!("node{}.toml", i + 1));
-        std::fs::write(&path, config(i + 1)).expect("config");
-        daemons.push(Daemon::start_with(
-            ns.name(),
-            &dir.join(format!("run{}", i + 1)),
-            &["--config", path.to_str().expect("utf-8 path")],
-        ));
-    }
+    let daemons = start_nodes(&nodes, &dir, config);
     Cluster {
         daemons,
         pods,
@@ -437,10 +360,10 @@ fn eni_mode() {
     };
     let mut servers = Vec::new();
     for (i, p) in PODS.iter().enumerate() {
-        servers.push(who_server(pods[i].name(), p.name, WHO_PORT));
+        servers.push(who_server(pods[i].name(), p.name, WHO_PORT, 90));
     }
-    servers.push(who_server(pod("c").0, "c", CLOSED_PORT));
-    servers.push(who_server(vpc.internet.name(), "public", WHO_PORT));
+    servers.push(who_server(pod("c").0, "c", CLOSED_PORT, 90));
+    servers.push(who_server(vpc.internet.name(), "public", WHO_PORT, 90));
     let dump = |n: usize| {
         format!(
             "node{n}:\n{}\n{}\n{}\ntrunk:\n{}",
@@ -454,7 +377,7 @@ fn eni_mode() {
     // Pods on VLANs across nodes: a (node 1) -> c (node 2) leaves node 1 tagged 101 (seen on
     // the bridge), the VPC router routes it onto c's VLAN 201.
     let cap = Capture::start(vpc.fabric.name(), "br0", 2, "vlan 101 and tcp port 8081");
-    let got = who_retry(pod("a").0, pod("c").1, WHO_PORT);
+    let got = who_retry(pod("a").0, None, pod("c").1, WHO_PORT);
     assert_eq!(
         got.as_deref(),
         Some("c 192.168.64.11"),
@@ -468,7 +391,7 @@ fn eni_mode() {
         "a's frames on the wire:\n{wire}"
     );
     for (from, to) in [("c", "a"), ("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")] {
-        let got = who_retry(pod(from).0, pod(to).1, WHO_PORT);
+        let got = who_retry(pod(from).0, None, pod(to).1, WHO_PORT);
         assert_eq!(
             got.as_deref(),
             Some(format!("{to} {}", pod(from).1).as_str()),
@@ -483,25 +406,51 @@ fn eni_mode() {
 
     // Security groups. d (group "locked") is not a member of "web": a refuses it.
     let before = denied(&daemons[0]);
-    assert_eq!(who(pod("d").0, pod("a").1, WHO_PORT), None, "d -> a passed");
+    assert_eq!(
+        who(pod("d").0, None, pod("a").1, WHO_PORT),
+        None,
+        "d -> a passed"
+    );
     assert!(denied(&daemons[0]) > before, "{}", dump(1));
     // c's group opens 8081 only: a's connection to 8082 is refused on node 2.
     let before = denied(&daemons[1]);
     assert_eq!(
-        who(pod("a").0, pod("c").1, CLOSED_PORT),
+        who(pod("a").0, None, pod("c").1, CLOSED_PORT),
         None,
         "a -> c:8082"
     );
     assert!(denied(&daemons[1]) > before, "{}", dump(2));
     // "locked" lets d out only to web's members: the public host is refused on node 3.
     let before = denied(&daemons[2]);
-    assert_eq!(who(pod("d").0, PUBLIC_HOST, WHO_PORT), None, "d -> public");
+    assert_eq!(
+        who(pod("d").0, None, PUBLIC_HOST, WHO_PORT),
+        None,
+        "d -> public"
+    );
     assert!(denied(&daemons[2]) > before, "{}", dump(3));
-    // ... and its connection to a web member passes its egress (and c's ingress refuses d).
+    // Remote groups name members on other nodes: d's egress (node 3) resolves web's member c
+    // (node 2) and lets the connection out; c's ingress on node 2 refuses d (not in web).
+    let (before3, before2) = (denied(&daemons[2]), denied(&daemons[1]));
+    assert_eq!(
+        who(pod("d").0, None, pod("c").1, WHO_PORT),
+        None,
+        "d -> c passed"
+    );
+    assert_eq!(
+        denied(&daemons[2]),
+        before3,
+        "d -> c refused on node 3\n{}",
+        dump(3)
+    );
+    assert!(
+        denied(&daemons[1]) > before2,
+        "d -> c not refused on node 2\n{}",
+        dump(2)
+    );
     // A VPC host reaches a pod of "web"; the node reaches d, which has no ingress rule.
-    let got = who_retry(vpc.vpc_host.name(), pod("a").1, WHO_PORT);
+    let got = who_retry(vpc.vpc_host.name(), None, pod("a").1, WHO_PORT);
     assert_eq!(got.as_deref(), Some(format!("a {VPC_HOST}").as_str()));
-    let got = who_retry(c.nodes[2].name(), pod("d").1, WHO_PORT);
+    let got = who_retry(c.nodes[2].name(), None, pod("d").1, WHO_PORT);
     assert_eq!(
         got.as_deref(),
         Some(format!("d {}", node_ip(3)).as_str()),
@@ -511,15 +460,14 @@ fn eni_mode() {
 
     // EIP: the outside client reaches a at its EIP and a sees the client; a's own
     // connections to the world leave as the EIP.
-    let got =
-        (0..3).find_map(|_| who_from(vpc.internet.name(), Some(OUTSIDE_CLIENT), EIP_A, WHO_PORT));
+    let got = who_retry(vpc.internet.name(), Some(OUTSIDE_CLIENT), EIP_A, WHO_PORT);
     assert_eq!(
         got.as_deref(),
         Some(format!("a {OUTSIDE_CLIENT}").as_str()),
         "client -> EIP\n{}",
         dump(1)
     );
-    let got = who_retry(pod("a").0, PUBLIC_HOST, WHO_PORT);
+    let got = who_retry(pod("a").0, None, PUBLIC_HOST, WHO_PORT);
     assert_eq!(
         got.as_deref(),
         Some(format!("public {EIP_A}").as_str()),
@@ -527,7 +475,7 @@ fn eni_mode() {
         dump(1)
     );
     // c has no EIP: masqueraded to its node's address.
-    let got = who_retry(pod("c").0, PUBLIC_HOST, WHO_PORT);
+    let got = who_retry(pod("c").0, None, PUBLIC_HOST, WHO_PORT);
     assert_eq!(
         got.as_deref(),
         Some(format!("public {}", node_ip(2)).as_str()),
@@ -535,14 +483,123 @@ fn eni_mode() {
         dump(2)
     );
 
+    // EIPs bound and unbound at run time: a's EIP removed refuses the client, bound again
+    // serves it; c gets one (its connections out leave as it instead of masqueraded).
+    let client_to = |eip: &str| who_retry(vpc.internet.name(), Some(OUTSIDE_CLIENT), eip, WHO_PORT);
+    let out = daemons[0].ctl(&["del-eip", "a"]);
+    assert!(out.contains("pod a eip removed"), "{out}");
+    assert_eq!(
+        who(vpc.internet.name(), Some(OUTSIDE_CLIENT), EIP_A, WHO_PORT),
+        None,
+        "client -> EIP after del-eip\n{}",
+        dump(1)
+    );
+    let flows1 = daemons[0].ctl(&["dump-flows", "br-int"]);
+    assert!(!flows1.contains(EIP_A), "{flows1}");
+    daemons[0].ctl(&["set-eip", "a", EIP_A]);
+    assert_eq!(
+        client_to(EIP_A).as_deref(),
+        Some(format!("a {OUTSIDE_CLIENT}").as_str()),
+        "client -> EIP after set-eip\n{}",
+        dump(1)
+    );
+    let out = daemons[1].ctl(&["set-eip", "c", EIP_C]);
+    assert!(out.contains(&format!("pod c eip={EIP_C}")), "{out}");
+    assert_eq!(
+        client_to(EIP_C).as_deref(),
+        Some(format!("c {OUTSIDE_CLIENT}").as_str()),
+        "client -> c's new EIP\n{}",
+        dump(2)
+    );
+    let got = who_retry(pod("c").0, None, PUBLIC_HOST, WHO_PORT);
+    assert_eq!(
+        got.as_deref(),
+        Some(format!("public {EIP_C}").as_str()),
+        "c -> public with its EIP\n{}",
+        dump(2)
+    );
+    // Refused where it makes no sense.
+    let r = daemons[1].ctl_run(&["set-eip", "nosuch", EIP_C]);
+    assert!(
+        !r.ok && r.stderr.contains("no pod named nosuch"),
+        "{}",
+        r.stderr
+    );
+    let r = daemons[1].ctl_run(&["set-eip", "c", "192.168.64.99"]);
+    assert!(!r.ok && r.stderr.contains("eip"), "{}", r.stderr);
+    daemons[1].ctl(&["del-eip", "c"]);
+
     // ClusterIP on node 1, backend c on node 2.
-    let got = who_retry(pod("b").0, "10.247.0.10", 80);
+    let got = who_retry(pod("b").0, None, "10.247.0.10", 80);
     assert_eq!(
         got.as_deref(),
         Some(format!("c {}", pod("b").1).as_str()),
         "b -> ClusterIP\n{}\n{}",
         dump(1),
         dump(2)
+    );
+
+    // Hairpin: a reaches a ClusterIP whose only backend is itself (seen from the gateway
+    // address); b, on the same node, reaches it too and is seen as itself.
+    let got = who_retry(pod("a").0, None, SELF_A, 80);
+    assert_eq!(
+        got.as_deref(),
+        Some("a 192.168.64.1"),
+        "a -> itself through a ClusterIP\n{}",
+        dump(1)
+    );
+    let got = who_retry(pod("b").0, None, SELF_A, 80);
+    assert_eq!(
+        got.as_deref(),
+        Some(format!("a {}", pod("b").1).as_str()),
+        "b -> a through a ClusterIP\n{}",
+        dump(1)
+    );
+
+    // The node itself reaches ClusterIPs through its host port (from its own address): a
+    // backend on another node (source-NATed to the node's address there and back) and one
+    // on this node.
+    for (vip, to) in [("10.247.0.10", "c"), (SELF_A, "a")] {
+        let got = who_retry(c.nodes[0].name(), None, vip, 80);
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("{to} {}", node_ip(1)).as_str()),
+            "node 1 -> ClusterIP {vip}\n{}\n{}",
+            dump(1),
+            dump(2)
+        );
+    }
+
+    // NodePorts of node 1 from the outside client: to c on node 2 (through the VPC, c sees
+    // node 1's address) and to a on node 1; a DNAT address routed to node 1, to c. Pods reach
+    // the NodePort too.
+    for (port, to, what) in [
+        (NP_REMOTE, "c", "NodePort -> c (node 2)"),
+        (NP_LOCAL, "a", "NodePort -> a (node 1)"),
+    ] {
+        let got = who_retry(vpc.internet.name(), Some(OUTSIDE_CLIENT), &node_ip(1), port);
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("{to} {}", node_ip(1)).as_str()),
+            "{what}\n{}\n{}",
+            dump(1),
+            dump(2)
+        );
+    }
+    let got = who_retry(vpc.internet.name(), Some(OUTSIDE_CLIENT), DNAT_IP, 80);
+    assert_eq!(
+        got.as_deref(),
+        Some(format!("c {}", node_ip(1)).as_str()),
+        "DNAT -> c\n{}\n{}",
+        dump(1),
+        dump(2)
+    );
+    let got = who_retry(pod("b").0, None, &node_ip(1), NP_REMOTE);
+    assert_eq!(
+        got.as_deref(),
+        Some(format!("c {}", pod("b").1).as_str()),
+        "b -> NodePort\n{}",
+        dump(1)
     );
 
     // Passthrough load balancer: the ELB connects to the pod's own address; node 2 has no
@@ -559,7 +616,7 @@ fn eni_mode() {
         ],
     );
     wait_listening(vpc.elb.name(), "tcp", 80);
-    let got = who_retry(vpc.internet.name(), ELB, 80);
+    let got = who_retry(vpc.internet.name(), None, ELB, 80);
     assert_eq!(
         got.as_deref(),
         Some(format!("c {ELB}").as_str()),
@@ -571,7 +628,7 @@ fn eni_mode() {
 
     // A pod added at run time on node 3 (group "web"): a reaches it, d does not; removed,
     // nothing does.
-    let e = veth_pod(
+    let e = eni_pod(
         c.nodes[2].name(),
         "epe",
         "pode",
@@ -588,18 +645,22 @@ fn eni_mode() {
         "vlan=302",
         "security_groups=web",
     ]);
-    let _se = who_server(e.name(), "e", WHO_PORT);
-    let got = who_retry(pod("a").0, "192.168.64.32", WHO_PORT);
+    let _se = who_server(e.name(), "e", WHO_PORT, 90);
+    let got = who_retry(pod("a").0, None, "192.168.64.32", WHO_PORT);
     assert_eq!(
         got.as_deref(),
         Some(format!("e {}", pod("a").1).as_str()),
         "a -> e\n{}",
         dump(3)
     );
-    assert_eq!(who(pod("d").0, "192.168.64.32", WHO_PORT), None, "d -> e");
+    assert_eq!(
+        who(pod("d").0, None, "192.168.64.32", WHO_PORT),
+        None,
+        "d -> e"
+    );
     daemons[2].ctl(&["del-pod", "e"]);
     assert_eq!(
-        who(pod("a").0, "192.168.64.32", WHO_PORT),
+        who(pod("a").0, None, "192.168.64.32", WHO_PORT),
         None,
         "a -> removed e"
     );
