@@ -360,8 +360,8 @@ fn vpc_route_mode() {
 
 /// Route mode with the uplinks' TSO/GSO off (as [`build`] leaves them) and the pods' on: the
 /// pods' TCP super-frames (up to 64 KiB) must leave the uplink segmented (the AF_PACKET
-/// qdisc bypass cannot segment them: the kernel would drop them, `tx_full`). 20 MB over TCP to the pod on the same subnet and to
-/// the one behind the router, each within 30 s.
+/// qdisc bypass cannot segment them: the kernel would drop them, `tx_full`). 20 MB over TCP
+/// to the pod on the same subnet and to the one behind the router, each within 30 s.
 #[test]
 fn route_mode_uplink_without_tso() {
     if !require_root("route_mode_uplink_without_tso") {
