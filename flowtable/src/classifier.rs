@@ -47,10 +47,21 @@
 //! builder's own publishing: it takes [`ClassifierBuilder::snapshot`] of each table and publishes
 //! them together, in one per-bridge pipeline snapshot behind its own `ArcSwap`.)
 //!
-//! Publishing is cheap because snapshots share structure: each subtable's hash table is split
-//! into shards behind `Arc`s, and the builder copies a shard (copy-on-write) only when a change
-//! lands in it. Publishing a one-rule change to a million-rule classifier copies one shard and
-//! the list of subtable pointers.
+//! Publishing is cheap because snapshots share structure: each subtable is a two-level radix
+//! tree on the hash (directory nodes of 32 leaf pointers, leaves of a few buckets), every node
+//! behind an `Arc`, and the builder copies a node (copy-on-write) only when a change lands in it.
+//! A change costs one directory node and one leaf, whatever the table size, so publishing N
+//! scattered changes into a million rules costs O(N), not O(rules).
+//!
+//! # Bursts
+//!
+//! [`Classifier::lookup_burst`] probes one subtable for up to [`BURST`] packets at a time. In
+//! subtables too big for the cache it stages the probe: hash every packet and load its leaf
+//! pointer, then read every leaf's tag line, then every candidate bucket and the key word its
+//! rule is compared on, and only then compare. Each stage's loads are independent of each
+//! other, so the cache misses of a burst overlap instead of being paid one after another. The
+//! reads are ordinary loads (the crate has no `unsafe`; `_mm_prefetch` would need it), fed to
+//! `black_box` so the compiler keeps them.
 
 mod builder;
 mod conj;
@@ -63,10 +74,26 @@ use encap::FlowKey;
 
 pub use builder::{ClassifierBuilder, ClassifierReader};
 pub use conj::Conjunction;
-use subtable::Subtable;
+use subtable::{Leaf, Subtable};
 
 /// Packets per internal step of [`Classifier::lookup_burst`].
 pub const BURST: usize = 32;
+
+/// [`Classifier::lookup_burst`] stages its probes (loads first, compares after) in subtables
+/// with at least this many rules; smaller ones stay in cache and are probed directly.
+const STAGED_MIN_RULES: usize = 2048;
+
+/// The indices of the set bits of `mask`, lowest first.
+#[inline]
+fn set_bits(mut mask: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            i
+        })
+    })
+}
 
 /// Identifies a rule within one [`ClassifierBuilder`]; ids increase with insertion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -200,6 +227,7 @@ impl<R> Classifier<R> {
     ) {
         let mut best: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
         let mut hashes = [0u64; BURST];
+        let mut leaves: [Option<&'a Leaf<R>>; BURST] = [None; BURST];
         for subtable in self.subtables.iter() {
             let mut pending = 0u32;
             for (i, key) in keys.iter().enumerate() {
@@ -207,17 +235,37 @@ impl<R> Classifier<R> {
                     continue;
                 }
                 subtable.unwildcard(wcs[i].words_mut());
-                hashes[i] = subtable.hash(key.words());
+                let hash = subtable.hash(key.words());
+                hashes[i] = hash;
+                // Loads the leaf pointer only; its memory is read in the stages below.
+                leaves[i] = Some(subtable.leaf(hash));
                 pending |= 1 << i;
             }
             if pending == 0 {
                 // Later subtables have no higher maximum: every packet is settled.
                 break;
             }
-            while pending != 0 {
-                let i = pending.trailing_zeros() as usize;
-                pending &= pending - 1;
-                if let Some(rule) = subtable.probe(keys[i].words(), hashes[i])
+            if subtable.len() >= STAGED_MIN_RULES {
+                // Staged probe for subtables too big for the cache: start the loads of every
+                // packet's leaf tags, then of every candidate bucket and rule, so that the
+                // cache misses of the burst overlap; the probe below then finds them in cache.
+                let mut warm = 0u64;
+                for i in set_bits(pending) {
+                    if let Some(leaf) = leaves[i] {
+                        warm ^= u64::from(leaf.first_tag());
+                    }
+                }
+                let word = subtable.first_word();
+                for i in set_bits(pending) {
+                    if let Some(leaf) = leaves[i] {
+                        warm ^= leaf.touch_candidate(subtable::tag_of(hashes[i]), word);
+                    }
+                }
+                std::hint::black_box(warm);
+            }
+            for i in set_bits(pending) {
+                let Some(leaf) = leaves[i] else { continue };
+                if let Some(rule) = subtable.probe_leaf(leaf, keys[i].words(), hashes[i])
                     && best[i].is_none_or(|b| rule.beats(b))
                 {
                     best[i] = Some(rule);
@@ -253,7 +301,7 @@ impl<R> Classifier<R> {
         self.subtables.iter().flat_map(|s| s.rules()).map(|r| &**r)
     }
 
-    /// `(mask, max priority, rules, shards)` per subtable, in probe order: for diagnostics.
+    /// `(mask, max priority, rules, leaves)` per subtable, in probe order: for diagnostics.
     pub fn subtable_stats(&self) -> impl Iterator<Item = (&FlowKey, u32, usize, usize)> {
         self.subtables
             .iter()

@@ -20,8 +20,8 @@ struct MaskEntry<R> {
 
 /// Collects rule changes; [`publish`](Self::publish) makes them visible to readers, all at once.
 ///
-/// Between two publishes the builder shares every untouched subtable shard with the published
-/// snapshot, so a publish costs the shards the batch changed plus a sort of the subtable list.
+/// Between two publishes the builder shares every untouched subtable node with the published
+/// snapshot, so a publish costs the leaves the batch changed plus a sort of the subtable list.
 pub struct ClassifierBuilder<R> {
     seed: u64,
     next_id: u64,

@@ -1,27 +1,58 @@
 //! One subtable: every rule that shares one mask, in a hash table keyed by the masked fields.
 //!
-//! The table is split into shards (a power of two of them, picked by hash bits) and each shard
-//! sits behind its own `Arc`. A published snapshot and the builder share shards; the builder
-//! copies a shard only when a change lands in it (`Arc::make_mut`), so publishing a small batch
-//! costs the shards it touched, not the size of the subtable.
+//! # Layout
+//!
+//! The table is a two-level radix tree on the top bits of the hash: a directory of
+//! `Arc<[Arc<Leaf>]>` nodes (up to [`DIR_FANOUT`] leaves each), and small leaves of up to
+//! [`LEAF_CAP`] buckets held inline. The leaf count doubles when the subtable averages more
+//! than [`LEAF_FILL`] buckets per leaf, so a leaf holds 4–8 buckets on average; more than
+//! `LEAF_CAP` (rare: a Poisson(8) tail) spill into the leaf's overflow list.
+//!
+//! A leaf starts with a cache line of 32-bit tags (low hash bits, never 0), so a probe reads
+//! one tag line, then the matching bucket and its rule. Knowing each address one step ahead is
+//! what lets [`Classifier::lookup_burst`](super::Classifier::lookup_burst) start the memory
+//! loads of a whole burst before it needs any of them.
+//!
+//! # Sharing between snapshots
+//!
+//! A published snapshot and the builder share directory nodes and leaves; the builder copies
+//! a node only when a change lands in it (`Arc::make_mut`). A change therefore costs one
+//! directory node (its `DIR_FANOUT` leaf pointers) and one leaf (its few buckets), not the
+//! subtable: publishing 10k scattered changes into a million rules copies ~10k small leaves.
+//! Copying bumps the reference count of every pointer copied, and those counts sit in cold
+//! memory; [`touch`] reads them all first so the cache misses overlap instead of queueing
+//! behind one locked increment after another.
 
 use std::sync::Arc;
 
 use encap::FlowKey;
-use hashbrown::HashTable;
 
 use super::{Rule, RuleId};
 
-/// Grow the shard count when the average shard holds more buckets than this. Small shards keep
-/// copy-on-write cheap; the extra indirection costs one pointer load per probe.
-const SHARD_TARGET: usize = 512;
-/// Shard index bits come from bits 40.. of the hash (hashbrown uses the top 7 and the low bits).
-const SHARD_SHIFT: u32 = 40;
-const MAX_SHARDS: usize = 1 << 16;
+/// Buckets held inline in a leaf.
+pub(crate) const LEAF_CAP: usize = 16;
+/// The leaf count doubles when the subtable holds more buckets than this per leaf.
+const LEAF_FILL: usize = 8;
+/// Leaves per directory node (log2).
+const DIR_BITS: u32 = 5;
+const DIR_FANOUT: usize = 1 << DIR_BITS;
+/// 2^26 leaves is ~500M buckets: far beyond any table this switch holds.
+const MAX_LEAF_BITS: u32 = 26;
+
+/// Reads one word of each pointee so that their cache lines load in parallel: a copy that
+/// follows (reference-count increments, which are serialising locked instructions) then hits
+/// the cache. Only a hint for speed; it changes nothing.
+#[inline]
+fn touch<'a, T: ?Sized + 'a>(arcs: impl Iterator<Item = &'a Arc<T>>) {
+    let mut acc = 0usize;
+    for a in arcs {
+        acc = acc.wrapping_add(Arc::strong_count(a));
+    }
+    std::hint::black_box(acc);
+}
 
 /// Rules with the same masked value: `best` wins, `others` are sorted best-first.
 pub(crate) struct Bucket<R> {
-    hash: u64,
     best: Arc<Rule<R>>,
     others: Vec<Arc<Rule<R>>>,
 }
@@ -29,7 +60,6 @@ pub(crate) struct Bucket<R> {
 impl<R> Clone for Bucket<R> {
     fn clone(&self) -> Self {
         Bucket {
-            hash: self.hash,
             best: Arc::clone(&self.best),
             others: self.others.clone(),
         }
@@ -75,25 +105,181 @@ impl<R> Bucket<R> {
     }
 }
 
-pub(crate) struct Shard<R> {
-    table: HashTable<Bucket<R>>,
+/// The tags of a leaf's inline buckets: one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Tags([u32; LEAF_CAP]);
+
+/// Up to `LEAF_CAP` buckets inline (slots `0..len`, tag 0 = empty), the rest in `overflow`.
+#[repr(C)]
+pub(crate) struct Leaf<R> {
+    tags: Tags,
+    slots: [Option<Bucket<R>>; LEAF_CAP],
+    len: usize,
+    overflow: Vec<(u32, Bucket<R>)>,
 }
 
-impl<R> Clone for Shard<R> {
+impl<R> Clone for Leaf<R> {
     fn clone(&self) -> Self {
-        Shard {
-            table: self.table.clone(),
+        touch(self.buckets().map(|b| &b.best));
+        Leaf {
+            tags: self.tags,
+            slots: self.slots.clone(),
+            len: self.len,
+            overflow: self.overflow.clone(),
         }
     }
 }
 
-impl<R> Shard<R> {
+/// A bucket's position in its leaf: `< LEAF_CAP` inline, above that in the overflow list.
+type Pos = usize;
+
+impl<R> Leaf<R> {
     fn new() -> Self {
-        Shard {
-            table: HashTable::new(),
+        Leaf {
+            tags: Tags([0; LEAF_CAP]),
+            slots: std::array::from_fn(|_| None),
+            len: 0,
+            overflow: Vec::new(),
         }
     }
+
+    /// Bit `i` set when inline slot `i` carries `tag`.
+    #[inline]
+    fn tag_hits(&self, tag: u32) -> u32 {
+        let mut hits = 0u32;
+        for (i, &t) in self.tags.0.iter().enumerate() {
+            hits |= u32::from(t == tag) << i;
+        }
+        hits
+    }
+
+    /// The position of the first bucket with `tag` that `eq` accepts.
+    #[inline]
+    fn position(&self, tag: u32, eq: impl Fn(&Bucket<R>) -> bool) -> Option<Pos> {
+        let mut hits = self.tag_hits(tag);
+        while hits != 0 {
+            let i = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            if let Some(b) = &self.slots[i]
+                && eq(b)
+            {
+                return Some(i);
+            }
+        }
+        // Overflow exists only when every inline slot is taken.
+        if self.tags.0[LEAF_CAP - 1] == 0 {
+            return None;
+        }
+        self.overflow
+            .iter()
+            .position(|(t, b)| *t == tag && eq(b))
+            .map(|i| LEAF_CAP + i)
+    }
+
+    #[inline]
+    fn find(&self, tag: u32, eq: impl Fn(&Bucket<R>) -> bool) -> Option<&Bucket<R>> {
+        let pos = self.position(tag, eq)?;
+        self.get(pos)
+    }
+
+    #[inline]
+    fn get(&self, pos: Pos) -> Option<&Bucket<R>> {
+        if pos < LEAF_CAP {
+            self.slots[pos].as_ref()
+        } else {
+            self.overflow.get(pos - LEAF_CAP).map(|(_, b)| b)
+        }
+    }
+
+    fn get_mut(&mut self, pos: Pos) -> Option<&mut Bucket<R>> {
+        if pos < LEAF_CAP {
+            self.slots[pos].as_mut()
+        } else {
+            self.overflow.get_mut(pos - LEAF_CAP).map(|(_, b)| b)
+        }
+    }
+
+    /// Reads the first bucket with `tag` and the key word of its best rule at `word`, so that
+    /// the probe after it finds both in cache. Returns what it read (feed it to `black_box`).
+    #[inline]
+    pub(crate) fn touch_candidate(&self, tag: u32, word: usize) -> u64 {
+        let hits = self.tag_hits(tag);
+        if hits == 0 {
+            return 0;
+        }
+        match &self.slots[hits.trailing_zeros() as usize] {
+            Some(b) => b.best.value.words()[word],
+            None => 0,
+        }
+    }
+
+    /// The first inline tag, for warming the tag line.
+    #[inline]
+    pub(crate) fn first_tag(&self) -> u32 {
+        self.tags.0[0]
+    }
+
+    fn push(&mut self, tag: u32, bucket: Bucket<R>) {
+        if self.len < LEAF_CAP {
+            self.tags.0[self.len] = tag;
+            self.slots[self.len] = Some(bucket);
+            self.len += 1;
+        } else {
+            self.overflow.push((tag, bucket));
+        }
+    }
+
+    /// Removes the bucket at `pos`; the last inline bucket (or an overflow one) fills the gap.
+    fn remove_at(&mut self, pos: Pos) -> Option<Bucket<R>> {
+        if pos >= LEAF_CAP {
+            let i = pos - LEAF_CAP;
+            return (i < self.overflow.len()).then(|| self.overflow.swap_remove(i).1);
+        }
+        if pos >= self.len {
+            return None;
+        }
+        let last = self.len - 1;
+        self.tags.0.swap(pos, last);
+        self.slots.swap(pos, last);
+        let gone = self.slots[last].take();
+        self.tags.0[last] = 0;
+        self.len = last;
+        if let Some((tag, b)) = self.overflow.pop() {
+            self.push(tag, b);
+        }
+        gone
+    }
+
+    fn buckets(&self) -> impl Iterator<Item = &Bucket<R>> {
+        self.slots[..self.len]
+            .iter()
+            .flatten()
+            .chain(self.overflow.iter().map(|(_, b)| b))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Bucket<R>> + '_ {
+        self.tags = Tags([0; LEAF_CAP]);
+        self.len = 0;
+        self.slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.overflow.drain(..).map(|(_, b)| b))
+    }
+
+    fn bytes(&self) -> usize {
+        // The leaf plus the Arc header (padded to the leaf's alignment).
+        std::mem::size_of::<Self>()
+            + std::mem::align_of::<Self>()
+            + self.overflow.capacity() * std::mem::size_of::<(u32, Bucket<R>)>()
+            + self
+                .buckets()
+                .map(|b| b.others.capacity() * std::mem::size_of::<usize>())
+                .sum::<usize>()
+    }
 }
+
+type Dir<R> = Arc<[Arc<Leaf<R>>]>;
 
 pub(crate) struct Subtable<R> {
     mask: Arc<FlowKey>,
@@ -105,11 +291,15 @@ pub(crate) struct Subtable<R> {
     pub(crate) max_priority: u32,
     n_rules: usize,
     n_buckets: usize,
-    shards: Box<[Arc<Shard<R>>]>,
+    /// log2 of the leaf count; a leaf is picked by the top `leaf_bits` bits of the hash.
+    leaf_bits: u32,
+    /// `max(1, leaves / DIR_FANOUT)` nodes of `min(leaves, DIR_FANOUT)` leaves.
+    dirs: Box<[Dir<R>]>,
 }
 
 impl<R> Clone for Subtable<R> {
     fn clone(&self) -> Self {
+        touch(self.dirs.iter());
         Subtable {
             mask: Arc::clone(&self.mask),
             word_idx: self.word_idx.clone(),
@@ -118,7 +308,8 @@ impl<R> Clone for Subtable<R> {
             max_priority: self.max_priority,
             n_rules: self.n_rules,
             n_buckets: self.n_buckets,
-            shards: self.shards.clone(),
+            leaf_bits: self.leaf_bits,
+            dirs: self.dirs.clone(),
         }
     }
 }
@@ -131,6 +322,26 @@ fn fold_mul(a: u64, b: u64) -> u64 {
 
 const K1: u64 = 0x9e37_79b9_7f4a_7c15;
 const K2: u64 = 0xd6e8_feb8_6659_fd93;
+
+/// The leaf tag of a hash: its low 32 bits, never 0 (0 marks an empty slot).
+#[inline]
+pub(crate) fn tag_of(hash: u64) -> u32 {
+    (hash as u32) | 1
+}
+
+#[inline]
+fn leaf_index(hash: u64, bits: u32) -> usize {
+    hash.checked_shr(64 - bits).unwrap_or(0) as usize
+}
+
+fn make_dirs<R>(leaves: Vec<Leaf<R>>) -> Box<[Dir<R>]> {
+    let per_dir = leaves.len().min(DIR_FANOUT);
+    let n_dirs = leaves.len() / per_dir;
+    let mut it = leaves.into_iter().map(Arc::new);
+    (0..n_dirs)
+        .map(|_| it.by_ref().take(per_dir).collect::<Dir<R>>())
+        .collect()
+}
 
 impl<R> Subtable<R> {
     pub(crate) fn new(mask: Arc<FlowKey>, seed: u64) -> Self {
@@ -149,7 +360,8 @@ impl<R> Subtable<R> {
             max_priority: 0,
             n_rules: 0,
             n_buckets: 0,
-            shards: vec![Arc::new(Shard::new())].into(),
+            leaf_bits: 0,
+            dirs: make_dirs(vec![Leaf::new()]),
         }
     }
 
@@ -161,8 +373,9 @@ impl<R> Subtable<R> {
         self.n_rules
     }
 
+    /// Number of leaves.
     pub(crate) fn n_shards(&self) -> usize {
-        self.shards.len()
+        1 << self.leaf_bits
     }
 
     /// Hash of `key & mask` over the mask's nonzero words.
@@ -175,9 +388,33 @@ impl<R> Subtable<R> {
         fold_mul(h ^ K2, K1)
     }
 
+    /// The directory slot holding the leaf for `hash`.
     #[inline]
-    fn shard_of(&self, hash: u64) -> usize {
-        ((hash >> SHARD_SHIFT) as usize) & (self.shards.len() - 1)
+    pub(crate) fn leaf_slot(&self, hash: u64) -> &Arc<Leaf<R>> {
+        let li = leaf_index(hash, self.leaf_bits);
+        &self.dirs[li >> DIR_BITS][li & (DIR_FANOUT - 1)]
+    }
+
+    /// The leaf for `hash`.
+    #[inline]
+    pub(crate) fn leaf(&self, hash: u64) -> &Leaf<R> {
+        self.leaf_slot(hash)
+    }
+
+    /// The leaf for index `li`, copied first if a snapshot shares it or its directory node.
+    fn leaf_mut(&mut self, li: usize) -> &mut Leaf<R> {
+        let dir = &mut self.dirs[li >> DIR_BITS];
+        if Arc::get_mut(dir).is_none() {
+            touch(dir.iter());
+        }
+        let leaf = &mut Arc::make_mut(dir)[li & (DIR_FANOUT - 1)];
+        Arc::make_mut(leaf)
+    }
+
+    /// The first of the mask's nonzero word indices (the word a candidate's touch reads).
+    #[inline]
+    pub(crate) fn first_word(&self) -> usize {
+        self.word_idx.first().map_or(0, |&i| usize::from(i))
     }
 
     /// True when `key & mask` equals the (already masked) `value`.
@@ -207,60 +444,71 @@ impl<R> Subtable<R> {
     /// [`lookup`](Self::lookup) with the hash already computed.
     #[inline]
     pub(crate) fn probe(&self, key: &[u64; FlowKey::WORDS], hash: u64) -> Option<&Arc<Rule<R>>> {
-        let shard = &self.shards[self.shard_of(hash)];
-        shard
-            .table
-            .find(hash, |b| {
-                b.hash == hash && self.key_matches(key, &b.best.value)
-            })
+        self.probe_bucket(key, hash).map(|b| &b.best)
+    }
+
+    /// The bucket of rules matching `key` (all share one masked value), best first.
+    #[inline]
+    pub(crate) fn probe_bucket(
+        &self,
+        key: &[u64; FlowKey::WORDS],
+        hash: u64,
+    ) -> Option<&Bucket<R>> {
+        self.leaf(hash)
+            .find(tag_of(hash), |b| self.key_matches(key, &b.best.value))
+    }
+
+    /// [`probe`](Self::probe) in the leaf [`leaf`](Self::leaf) gave for `hash`.
+    #[inline]
+    pub(crate) fn probe_leaf<'a>(
+        &self,
+        leaf: &'a Leaf<R>,
+        key: &[u64; FlowKey::WORDS],
+        hash: u64,
+    ) -> Option<&'a Arc<Rule<R>>> {
+        leaf.find(tag_of(hash), |b| self.key_matches(key, &b.best.value))
             .map(|b| &b.best)
     }
 
     /// The bucket of rules matching `key` (all share one masked value), best first.
     #[inline]
     pub(crate) fn lookup_bucket(&self, key: &[u64; FlowKey::WORDS]) -> Option<&Bucket<R>> {
-        let hash = self.hash(key);
-        let shard = &self.shards[self.shard_of(hash)];
-        shard.table.find(hash, |b| {
-            b.hash == hash && self.key_matches(key, &b.best.value)
-        })
+        self.probe_bucket(key, self.hash(key))
     }
 
     /// The rule with exactly this (masked) value and priority, best first among equals.
     pub(crate) fn find_exact(&self, value: &FlowKey, priority: u32) -> Option<&Arc<Rule<R>>> {
         let hash = self.hash(value.words());
-        let shard = &self.shards[self.shard_of(hash)];
-        let bucket = shard
-            .table
-            .find(hash, |b| b.hash == hash && b.best.value == *value)?;
+        let bucket = self
+            .leaf(hash)
+            .find(tag_of(hash), |b| b.best.value == *value)?;
         bucket.rules().find(|r| r.priority == priority)
     }
 
     /// Adds `rule` (its value is already masked with this subtable's mask).
     pub(crate) fn insert(&mut self, rule: Arc<Rule<R>>) {
         let hash = self.hash(rule.value.words());
-        let si = self.shard_of(hash);
-        let shard = Arc::make_mut(&mut self.shards[si]);
-        match shard
-            .table
-            .find_mut(hash, |b| b.hash == hash && b.best.value == rule.value)
-        {
-            Some(bucket) => bucket.add(rule),
+        let tag = tag_of(hash);
+        let leaf = self.leaf_mut(leaf_index(hash, self.leaf_bits));
+        match leaf.position(tag, |b| b.best.value == rule.value) {
+            Some(pos) => {
+                if let Some(bucket) = leaf.get_mut(pos) {
+                    bucket.add(rule);
+                }
+            }
             None => {
-                shard.table.insert_unique(
-                    hash,
+                leaf.push(
+                    tag,
                     Bucket {
-                        hash,
                         best: rule,
                         others: Vec::new(),
                     },
-                    |b| b.hash,
                 );
                 self.n_buckets += 1;
             }
         }
         self.n_rules += 1;
-        if self.n_buckets > self.shards.len() * SHARD_TARGET && self.shards.len() < MAX_SHARDS {
+        if self.n_buckets > LEAF_FILL << self.leaf_bits && self.leaf_bits < MAX_LEAF_BITS {
             self.grow();
         }
     }
@@ -268,78 +516,179 @@ impl<R> Subtable<R> {
     /// Removes rule `id` whose masked value is `value`.
     pub(crate) fn remove(&mut self, value: &FlowKey, id: RuleId) -> Option<Arc<Rule<R>>> {
         let hash = self.hash(value.words());
-        let si = self.shard_of(hash);
-        // Probe the shared shard first so that a miss does not copy it.
-        self.shards[si]
-            .table
-            .find(hash, |b| b.hash == hash && b.best.value == *value)?;
-        let shard = Arc::make_mut(&mut self.shards[si]);
-        let Ok(mut entry) = shard
-            .table
-            .find_entry(hash, |b| b.hash == hash && b.best.value == *value)
-        else {
-            return None;
-        };
-        let (rule, now_empty) = entry.get_mut().remove(id)?;
+        let tag = tag_of(hash);
+        let eq = |b: &Bucket<R>| b.best.value == *value;
+        // Probe the shared leaf first so that a miss does not copy it.
+        self.leaf(hash).position(tag, eq)?;
+        let leaf = self.leaf_mut(leaf_index(hash, self.leaf_bits));
+        let pos = leaf.position(tag, eq)?;
+        let (rule, now_empty) = leaf.get_mut(pos)?.remove(id)?;
         if now_empty {
-            entry.remove();
+            leaf.remove_at(pos);
             self.n_buckets -= 1;
         }
         self.n_rules -= 1;
         Some(rule)
     }
 
-    /// Doubles the shard count, redistributing buckets by the next hash bit.
+    /// Doubles the leaf count, splitting each leaf by the next hash bit.
     fn grow(&mut self) {
-        let n = self.shards.len() * 2;
-        let per_shard = self.n_buckets / n + 1;
-        let mut shards: Vec<Shard<R>> = (0..n)
-            .map(|_| Shard {
-                table: HashTable::with_capacity(per_shard * 5 / 4),
-            })
-            .collect();
-        for old in std::mem::take(&mut self.shards).into_vec() {
-            // A shard no snapshot shares is moved, not copied.
-            match Arc::try_unwrap(old) {
-                Ok(shard) => {
-                    for b in shard.table {
-                        let si = ((b.hash >> SHARD_SHIFT) as usize) & (n - 1);
-                        shards[si].table.insert_unique(b.hash, b, |b| b.hash);
+        let bits = self.leaf_bits + 1;
+        let mut leaves: Vec<Leaf<R>> = (0..1usize << bits).map(|_| Leaf::new()).collect();
+        let dirs = std::mem::take(&mut self.dirs);
+        let mut place = |b: Bucket<R>| {
+            let hash = self.hash(b.best.value.words());
+            leaves[leaf_index(hash, bits)].push(tag_of(hash), b);
+        };
+        for mut dir in dirs.into_vec() {
+            // Nodes no snapshot shares are moved, not copied.
+            match Arc::get_mut(&mut dir) {
+                Some(unique) => {
+                    for leaf in unique.iter_mut() {
+                        match Arc::get_mut(leaf) {
+                            Some(l) => l.drain().for_each(&mut place),
+                            None => leaf.buckets().cloned().for_each(&mut place),
+                        }
                     }
                 }
-                Err(shared) => {
-                    for b in shared.table.iter() {
-                        let si = ((b.hash >> SHARD_SHIFT) as usize) & (n - 1);
-                        shards[si]
-                            .table
-                            .insert_unique(b.hash, b.clone(), |b| b.hash);
-                    }
-                }
+                None => dir
+                    .iter()
+                    .flat_map(|l| l.buckets())
+                    .cloned()
+                    .for_each(&mut place),
             }
         }
-        self.shards = shards.into_iter().map(Arc::new).collect();
+        self.leaf_bits = bits;
+        self.dirs = make_dirs(leaves);
     }
 
     pub(crate) fn rules(&self) -> impl Iterator<Item = &Arc<Rule<R>>> {
-        self.shards
+        self.dirs
             .iter()
-            .flat_map(|s| s.table.iter())
+            .flat_map(|d| d.iter())
+            .flat_map(|l| l.buckets())
             .flat_map(|b| b.rules())
     }
 
     /// Bytes this subtable's tables hold (rules themselves not included).
     pub(crate) fn table_bytes(&self) -> usize {
-        let per_slot = std::mem::size_of::<Bucket<R>>() + 1;
-        self.shards
+        let dirs = self.dirs.len() * (2 * std::mem::size_of::<usize>())
+            + (1usize << self.leaf_bits) * std::mem::size_of::<usize>();
+        let leaves: usize = self
+            .dirs
             .iter()
-            .map(|s| {
-                s.table.capacity() * per_slot
-                    + s.table
-                        .iter()
-                        .map(|b| b.others.capacity() * 8)
-                        .sum::<usize>()
-                    + std::mem::size_of::<Shard<R>>()
-            })
-            .sum()
+            .flat_map(|d| d.iter())
+            .map(|l| l.bytes())
+            .sum();
+        dirs + leaves
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: u64, port: u32, priority: u32) -> Arc<Rule<u64>> {
+        Arc::new(Rule {
+            id: RuleId(id),
+            priority,
+            value: FlowKey {
+                in_port: port,
+                ..FlowKey::default()
+            },
+            mask: Arc::new(FlowKey::default()),
+            payload: id,
+        })
+    }
+
+    /// A leaf past its inline capacity: every bucket stays findable through pushes into the
+    /// overflow list and removals that refill inline slots from it; a copy is independent.
+    #[test]
+    fn leaf_overflow_push_find_remove() {
+        let mut leaf: Leaf<u64> = Leaf::new();
+        let n = 3 * LEAF_CAP as u32;
+        // Tags collide in pairs, so the value check decides.
+        let tag = |p: u32| tag_of(u64::from(p / 2) << 1);
+        for p in 0..n {
+            leaf.push(
+                tag(p),
+                Bucket {
+                    best: rule(u64::from(p), p, 1),
+                    others: Vec::new(),
+                },
+            );
+        }
+        assert_eq!(leaf.len, LEAF_CAP);
+        assert_eq!(leaf.overflow.len(), n as usize - LEAF_CAP);
+        let find = |leaf: &Leaf<u64>, p: u32| {
+            leaf.find(tag(p), |b| b.best.value.in_port == p)
+                .map(|b| b.best.payload)
+        };
+        for p in 0..n {
+            assert_eq!(find(&leaf, p), Some(u64::from(p)));
+        }
+        let copy = leaf.clone();
+        let mut live: Vec<u32> = (0..n).collect();
+        // Remove from the front (inline) and from the overflow, alternately.
+        let mut k = 0;
+        while !live.is_empty() {
+            let p = if k % 2 == 0 {
+                live[0]
+            } else {
+                live[live.len() - 1]
+            };
+            let pos = leaf
+                .position(tag(p), |b| b.best.value.in_port == p)
+                .expect("live bucket found");
+            let gone = leaf.remove_at(pos).expect("bucket removed");
+            assert_eq!(gone.best.payload, u64::from(p));
+            live.retain(|&q| q != p);
+            assert_eq!(find(&leaf, p), None);
+            for &q in &live {
+                assert_eq!(find(&leaf, q), Some(u64::from(q)), "after removing {p}");
+            }
+            assert_eq!(leaf.buckets().count(), live.len());
+            assert!(leaf.overflow.is_empty() || leaf.len == LEAF_CAP);
+            k += 1;
+        }
+        for p in 0..n {
+            assert_eq!(find(&copy, p), Some(u64::from(p)), "the copy kept {p}");
+        }
+    }
+
+    /// Growth splits leaves by hash bits and keeps every rule; snapshots taken before the
+    /// growth still see their own rules.
+    #[test]
+    fn growth_keeps_rules_and_old_copies() {
+        let mask = Arc::new(FlowKey {
+            in_port: !0,
+            ..FlowKey::default()
+        });
+        let mut st: Subtable<u64> = Subtable::new(mask, 0x1234_5678_9abc_def1);
+        let mut copies = Vec::new();
+        for p in 0..5000u32 {
+            st.insert(rule(u64::from(p), p, p % 3));
+            if p % 1000 == 0 {
+                copies.push((p, st.clone()));
+            }
+        }
+        assert!(st.n_shards() >= 512, "{} leaves", st.n_shards());
+        let key = |p: u32| {
+            *FlowKey {
+                in_port: p,
+                ..FlowKey::default()
+            }
+            .words()
+        };
+        for p in 0..5000u32 {
+            assert_eq!(st.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
+        }
+        for (upto, c) in &copies {
+            for p in (0..5000u32).step_by(7) {
+                let want = (p <= *upto).then_some(u64::from(p));
+                assert_eq!(c.lookup(&key(p)).map(|r| r.payload), want);
+            }
+        }
+        assert_eq!(st.rules().count(), 5000);
     }
 }
