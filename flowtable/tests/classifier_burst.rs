@@ -58,7 +58,7 @@ fn key(seed: u64) -> FlowKey {
         in_port: (r(1) % 8) as u32,
         nw_dst: 0x0a00_0000 | (r(2) % 4096) as u32 | (((r(7) % 3) as u32) << 24),
         nw_src: 0x0a00_0000 | (r(3) % 4096) as u32,
-        nw_proto: if r(4) % 2 == 0 { 6 } else { 17 },
+        nw_proto: if r(4).is_multiple_of(2) { 6 } else { 17 },
         tp_dst: [80u16, 443, 53, 8080][(r(5) % 4) as usize],
         regs: [(r(6) % 4) as u32, 0, 0, 0, 0, 0, 0, 0],
         ..FlowKey::default()
@@ -90,7 +90,7 @@ fn check(cls: &Classifier<u32>, model: &Model, packets: &[FlowKey]) -> Result<()
         let want = cls.lookup(p, &mut want_wc).map(|r| r.id());
         prop_assert_eq!(got.map(|r| r.id()), want, "packet {} {:?}", i, p);
         prop_assert_eq!(wc, &want_wc, "wc of packet {}", i);
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             prop_assert_eq!(want, model.lookup(p), "linear scan, packet {}", i);
         }
     }
@@ -115,7 +115,7 @@ proptest! {
             let s = splitmix(seed ^ i as u64);
             // Most rules go to the fine masks, so those subtables grow past the staging
             // threshold; priorities 0..4 tie across subtables.
-            let m = if s % 4 == 0 { (s >> 8) as usize % n_masks } else { (s >> 8) as usize % n_masks.min(2) };
+            let m = if s.is_multiple_of(4) { (s >> 8) as usize % n_masks } else { (s >> 8) as usize % n_masks.min(2) };
             let value = key(s);
             let prio = ((s >> 20) % 4) as u32;
             let id = builder.insert(&value, &masks[m], prio, i as u32);
@@ -138,7 +138,7 @@ proptest! {
         // Remove a share of the rules (shrinking buckets, emptying leaves) and add new ones.
         let mut kept = Vec::new();
         for (n, r) in model.rules.drain(..).enumerate() {
-            if n % remove_every == 0 {
+            if n.is_multiple_of(remove_every) {
                 prop_assert!(builder.remove(r.0).is_some());
             } else {
                 kept.push(r);
