@@ -239,6 +239,8 @@ impl Action {
 /// The instruction set of a flow, in the order OpenFlow 1.3 executes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Instructions {
+    /// `OFPIT_METER`: the meter every packet of the flow passes before its actions.
+    pub meter: Option<u32>,
     /// `OFPIT_APPLY_ACTIONS` (what ovs-ofctl shows as the plain action list).
     pub apply: Vec<Action>,
     /// `OFPIT_CLEAR_ACTIONS`.
@@ -268,6 +270,11 @@ impl Instructions {
     /// True when some action outputs to `port` (the `out_port` filter).
     pub fn outputs_to(&self, port: OfPort) -> bool {
         self.actions().any(|a| a.outputs_to(port))
+    }
+
+    /// True when the flow passes its packets through meter `id`.
+    pub fn uses_meter(&self, id: u32) -> bool {
+        self.meter == Some(id)
     }
 
     /// True when some action sends to group `g` (the `out_group` filter).

@@ -3,7 +3,7 @@
 //! - [`fields`]: the match-field table (names, wire ids, prerequisites, `FlowKey` location).
 //! - [`match_::Match`]: value + mask over [`encap::FlowKey`], usable directly by the classifier.
 //! - [`action`]: actions and instructions; [`flow`]: flow entries and flow-mods;
-//!   [`group`]: groups and buckets; [`port::OfPort`]: port numbers.
+//!   [`group`]: groups and buckets; [`meter`]: meters and bands; [`port::OfPort`]: port numbers.
 //! - [`table`]: OpenFlow 1.3 flow-mod / group-mod semantics over per-table flow maps.
 //! - [`text`]: parse and print the ovs-ofctl syntax exactly as `ovs-ofctl -O OpenFlow13` does.
 
@@ -15,6 +15,7 @@ pub mod fields;
 pub mod flow;
 pub mod group;
 pub mod match_;
+pub mod meter;
 pub mod port;
 pub mod table;
 pub mod text;
@@ -24,4 +25,5 @@ pub use fields::FieldId;
 pub use flow::{FlowEntry, FlowMod, FlowModCommand};
 pub use group::{Bucket, Group, GroupType, Selection};
 pub use match_::Match;
+pub use meter::{Meter, MeterBand, MeterFlags, MeterMod, MeterModCommand};
 pub use port::OfPort;

@@ -15,6 +15,10 @@ use crate::fields::FieldId;
 use crate::flow::{FlowEntry, FlowFlags, FlowMod, FlowModCommand, GROUP_ANY, TABLE_ALL, TABLE_MAX};
 use crate::group::{GROUP_ALL, GROUP_MAX, Group, GroupMod, GroupModCommand, GroupType};
 use crate::match_::{Match, MatchError};
+use crate::meter::{
+    BAND_DROP, MAX_BANDS, MAX_METERS, METER_ALL, METER_MAX, Meter, MeterFlags, MeterMod,
+    MeterModCommand,
+};
 use crate::port::OfPort;
 
 /// `OFPET_*` error types used here.
@@ -23,6 +27,7 @@ pub const OFPET_BAD_INSTRUCTION: u16 = 3;
 pub const OFPET_BAD_MATCH: u16 = 4;
 pub const OFPET_FLOW_MOD_FAILED: u16 = 5;
 pub const OFPET_GROUP_MOD_FAILED: u16 = 6;
+pub const OFPET_METER_MOD_FAILED: u16 = 12;
 
 /// Why a flow-mod or group-mod was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +44,31 @@ pub enum TableError {
     /// `OFPBAC_BAD_OUT_GROUP`: an action names a group that does not exist.
     #[error("OFPBAC_BAD_OUT_GROUP: group {0} does not exist")]
     BadOutGroup(u32),
+    /// `OFPMMFC_METER_EXISTS`: add of a meter id in use.
+    #[error("OFPMMFC_METER_EXISTS: meter {0} already exists")]
+    MeterExists(u32),
+    /// `OFPMMFC_INVALID_METER`: a reserved meter id, or a flow naming a meter that does not
+    /// exist (Open vSwitch answers a flow-mod so).
+    #[error("OFPMMFC_INVALID_METER: {0}")]
+    InvalidMeter(String),
+    /// `OFPMMFC_UNKNOWN_METER`: modify of a meter that does not exist.
+    #[error("OFPMMFC_UNKNOWN_METER: meter {0} does not exist")]
+    UnknownMeter(u32),
+    /// `OFPMMFC_BAD_FLAGS`: not exactly one of kbps/pktps, or unknown flags.
+    #[error("OFPMMFC_BAD_FLAGS: {0}")]
+    BadMeterFlags(String),
+    /// `OFPMMFC_BAD_RATE`: a band with rate 0.
+    #[error("OFPMMFC_BAD_RATE: band {0} has rate 0")]
+    BadMeterRate(usize),
+    /// `OFPMMFC_BAD_BAND`: a band type other than drop.
+    #[error("OFPMMFC_BAD_BAND: band type {0} is not supported (only drop bands)")]
+    BadMeterBand(u16),
+    /// `OFPMMFC_OUT_OF_BANDS`: no band, or more than the switch holds.
+    #[error("OFPMMFC_OUT_OF_BANDS: {0} bands (1..=8 allowed)")]
+    OutOfBands(usize),
+    /// `OFPMMFC_OUT_OF_METERS`: the meter table is full.
+    #[error("OFPMMFC_OUT_OF_METERS: the bridge holds {0} meters already")]
+    OutOfMeters(u32),
     /// `OFPBAC_BAD_OUT_PORT`: output to a port number that can never exist.
     #[error("OFPBAC_BAD_OUT_PORT: port {0} is not a valid output port")]
     BadOutPort(u32),
@@ -97,6 +127,14 @@ impl TableError {
             TableError::BadMatch(MatchError::ValueTooWide { .. }) => (OFPET_BAD_MATCH, 7),
             TableError::BadOutGroup(_) => (OFPET_BAD_ACTION, 9),
             TableError::BadOutPort(_) => (OFPET_BAD_ACTION, 4),
+            TableError::MeterExists(_) => (OFPET_METER_MOD_FAILED, 1),
+            TableError::InvalidMeter(_) => (OFPET_METER_MOD_FAILED, 2),
+            TableError::UnknownMeter(_) => (OFPET_METER_MOD_FAILED, 3),
+            TableError::BadMeterFlags(_) => (OFPET_METER_MOD_FAILED, 5),
+            TableError::BadMeterRate(_) => (OFPET_METER_MOD_FAILED, 6),
+            TableError::BadMeterBand(_) => (OFPET_METER_MOD_FAILED, 8),
+            TableError::OutOfMeters(_) => (OFPET_METER_MOD_FAILED, 10),
+            TableError::OutOfBands(_) => (OFPET_METER_MOD_FAILED, 11),
             TableError::BadGotoTable { .. } => (OFPET_BAD_INSTRUCTION, 2),
             TableError::GroupExists(_) => (OFPET_GROUP_MOD_FAILED, 0),
             TableError::InvalidGroup(_) => (OFPET_GROUP_MOD_FAILED, 1),
@@ -154,6 +192,7 @@ fn check_conjunction(ins: &Instructions) -> Result<(), TableError> {
     if only_conj
         && ins.write_actions.is_none()
         && !ins.clear_actions
+        && ins.meter.is_none()
         && ins.write_metadata.is_none()
         && ins.goto_table.is_none()
     {
@@ -281,6 +320,10 @@ enum Undo {
         id: u32,
         old: Option<Group>,
     },
+    Meter {
+        id: u32,
+        old: Option<Meter>,
+    },
 }
 
 /// What changed since the journal was last cleared (flows by table/match/priority, groups by id).
@@ -293,6 +336,7 @@ pub enum Changed {
         priority: u16,
     },
     Group(u32),
+    Meter(u32),
 }
 
 /// One journal entry, borrowed (flow keys are large): what [`Pipeline::journal`] yields.
@@ -307,9 +351,10 @@ pub enum JournalEntry<'a> {
         was_present: bool,
     },
     Group(u32),
+    Meter(u32),
 }
 
-/// The flow tables and the group table of one bridge.
+/// The flow tables, the group table and the meter table of one bridge.
 ///
 /// Every change is journaled with the value it replaced, so that a consumer can apply just the
 /// changes to a derived structure (`changes` + `clear_journal`, as the switch does to keep its
@@ -319,6 +364,7 @@ pub struct Pipeline {
     /// Slots are boxed: table growth then moves keys and pointers, not whole entries.
     tables: BTreeMap<u8, FlowTable>,
     groups: BTreeMap<u32, Group>,
+    meters: BTreeMap<u32, Meter>,
     seq: u64,
     version: u64,
     journal: Vec<Undo>,
@@ -332,6 +378,7 @@ impl Default for Pipeline {
         Pipeline {
             tables: BTreeMap::new(),
             groups: BTreeMap::new(),
+            meters: BTreeMap::new(),
             seq: 0,
             version: 0,
             journal: Vec::new(),
@@ -359,6 +406,7 @@ impl Pipeline {
                 priority: key.1,
             },
             Undo::Group { id, .. } => Changed::Group(*id),
+            Undo::Meter { id, .. } => Changed::Meter(*id),
         })
     }
 
@@ -373,6 +421,7 @@ impl Pipeline {
                 was_present: old.is_some(),
             },
             Undo::Group { id, .. } => JournalEntry::Group(*id),
+            Undo::Meter { id, .. } => JournalEntry::Meter(*id),
         })
     }
 
@@ -414,6 +463,14 @@ impl Pipeline {
                     }
                     None => {
                         self.groups.remove(&id);
+                    }
+                },
+                Undo::Meter { id, old } => match old {
+                    Some(m) => {
+                        self.meters.insert(id, m);
+                    }
+                    None => {
+                        self.meters.remove(&id);
                     }
                 },
             }
@@ -498,6 +555,15 @@ impl Pipeline {
         self.groups.get(&id)
     }
 
+    /// Meters by id.
+    pub fn meters(&self) -> impl Iterator<Item = &Meter> {
+        self.meters.values()
+    }
+
+    pub fn meter(&self, id: u32) -> Option<&Meter> {
+        self.meters.get(&id)
+    }
+
     fn check_actions<'a>(
         &self,
         actions: impl Iterator<Item = &'a Action>,
@@ -543,6 +609,14 @@ impl Pipeline {
     }
 
     fn check_instructions(&self, table: u8, ins: &Instructions) -> Result<(), TableError> {
+        // Open vSwitch (`ofproto_check_ofpacts`) answers a missing meter with INVALID_METER.
+        if let Some(m) = ins.meter
+            && !self.meters.contains_key(&m)
+        {
+            return Err(TableError::InvalidMeter(format!(
+                "meter {m} does not exist"
+            )));
+        }
         self.check_actions(ins.actions())?;
         check_conjunction(ins)?;
         if let Some(to) = ins.goto_table
@@ -771,5 +845,130 @@ impl Pipeline {
         }
         self.version += 1;
         Ok(Vec::new())
+    }
+}
+
+impl Pipeline {
+    // What Open vSwitch's userspace datapath accepts as a meter configuration, checked in its
+    // order (`handle_meter_mod`, then the lookup, then `dpif_meter_set` and
+    // `dpif_netdev_meter_set`), so that the same request gets the same error.
+    /// The checks `handle_meter_mod` makes before looking the meter up.
+    fn check_meter_id(m: &Meter) -> Result<(), TableError> {
+        if m.id == 0 || m.id > METER_MAX {
+            // OFPM13_SLOWPATH and OFPM13_CONTROLLER rate-limit upcalls and packet-ins in Open
+            // vSwitch; this switch has no such limiter and refuses them rather than ignore them.
+            return Err(TableError::InvalidMeter(format!(
+                "meter id {:#x} is reserved (1..={METER_MAX:#x})",
+                m.id
+            )));
+        }
+        if m.bands.len() > MAX_BANDS {
+            return Err(TableError::OutOfBands(m.bands.len()));
+        }
+        Ok(())
+    }
+
+    /// The checks the datapath makes when it sets the meter up.
+    fn check_meter_config(m: &Meter) -> Result<(), TableError> {
+        let f = m.flags;
+        if f.contains(MeterFlags::KBPS) == f.contains(MeterFlags::PKTPS) {
+            return Err(TableError::BadMeterFlags(
+                "exactly one of kbps and pktps must be set".into(),
+            ));
+        }
+        if m.bands.is_empty() {
+            return Err(TableError::OutOfBands(0));
+        }
+        if let Some(i) = m.bands.iter().position(|b| b.rate == 0) {
+            return Err(TableError::BadMeterRate(i));
+        }
+        if f.0 & !MeterFlags::ALL != 0 {
+            return Err(TableError::BadMeterFlags(format!(
+                "unknown flags {:#x}",
+                f.0 & !MeterFlags::ALL
+            )));
+        }
+        if let Some(b) = m.bands.iter().find(|b| b.band_type != BAND_DROP) {
+            return Err(TableError::BadMeterBand(b.band_type));
+        }
+        Ok(())
+    }
+
+    /// Applies a meter-mod. Deleting a meter also deletes the flows that use it (OF1.3
+    /// §6.6); those flows are returned.
+    pub fn meter_mod(&mut self, mm: &MeterMod) -> Result<Vec<FlowEntry>, TableError> {
+        let m = &mm.meter;
+        match mm.command {
+            MeterModCommand::Add => {
+                Self::check_meter_id(m)?;
+                if self.meters.contains_key(&m.id) {
+                    return Err(TableError::MeterExists(m.id));
+                }
+                if self.meters.len() >= MAX_METERS as usize {
+                    return Err(TableError::OutOfMeters(MAX_METERS));
+                }
+                Self::check_meter_config(m)?;
+                let old = self.meters.insert(m.id, m.clone());
+                self.journal.push(Undo::Meter { id: m.id, old });
+            }
+            MeterModCommand::Modify => {
+                Self::check_meter_id(m)?;
+                if !self.meters.contains_key(&m.id) {
+                    return Err(TableError::UnknownMeter(m.id));
+                }
+                Self::check_meter_config(m)?;
+                let old = self.meters.insert(m.id, m.clone());
+                self.journal.push(Undo::Meter { id: m.id, old });
+            }
+            MeterModCommand::Delete => {
+                // Meter 0 deletes nothing (OpenFlow has no meter 0), as in Open vSwitch.
+                let ids: Vec<u32> = if m.id == METER_ALL {
+                    self.meters.keys().copied().collect()
+                } else {
+                    self.meters
+                        .contains_key(&m.id)
+                        .then_some(m.id)
+                        .into_iter()
+                        .collect()
+                };
+                let mut removed = Vec::new();
+                for id in ids {
+                    let old = self.meters.remove(&id);
+                    self.journal.push(Undo::Meter { id, old });
+                    removed.extend(self.delete_where(|e| e.instructions.uses_meter(id)));
+                }
+                self.version += 1;
+                return Ok(removed);
+            }
+        }
+        self.version += 1;
+        Ok(Vec::new())
+    }
+
+    /// Deletes every flow `pred` selects (in every table) and returns them.
+    fn delete_where(&mut self, pred: impl Fn(&FlowEntry) -> bool) -> Vec<FlowEntry> {
+        let mut removed = Vec::new();
+        let journal = &mut self.journal;
+        for (t, table) in self.tables.iter_mut() {
+            let FlowTable { slots, timed, .. } = table;
+            slots.retain(|(_, s)| {
+                let e = &s.entry;
+                let hit = pred(e);
+                if hit {
+                    *timed -= usize::from(is_timed(e));
+                    removed.push(e.clone());
+                    journal.push(Undo::Flow {
+                        table: *t,
+                        key: (e.match_, e.priority),
+                        old: Some(s.clone()),
+                    });
+                }
+                !hit
+            });
+        }
+        if !removed.is_empty() {
+            self.version += 1;
+        }
+        removed
     }
 }

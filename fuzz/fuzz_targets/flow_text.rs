@@ -1,16 +1,19 @@
 #![no_main]
-//! Flow and group text: anything that parses must print and parse back to the same value,
-//! and nothing may panic.
+//! Flow, group and meter text: anything that parses must print and parse back to the same
+//! value, and nothing may panic.
 
+use flowtable::MeterModCommand;
 use flowtable::flow::{FlowEntry, FlowFlags, FlowModCommand};
 use flowtable::text::{
-    PrintOpts, parse_flow, parse_flow_mod, parse_group, print_flow, print_flow_mod, print_group,
-    print_group_full,
+    PrintOpts, parse_flow, parse_flow_mod, parse_group, parse_meter_filter, parse_meter_mod,
+    print_flow, print_flow_mod, print_group, print_group_full, print_meter, print_meter_line,
 };
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(fm) = parse_flow(s) {
         let text = print_flow_mod(&fm);
         let back = parse_flow(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
@@ -34,4 +37,16 @@ fuzz_target!(|data: &[u8]| {
         let want = flowtable::group::Group::new(g.id, g.group_type, g.buckets.clone());
         assert_eq!(back, want, "{text}");
     }
+    for command in [MeterModCommand::Add, MeterModCommand::Delete] {
+        if let Ok(mm) = parse_meter_mod(s, command) {
+            let _ = print_meter(&mm.meter);
+            if command == MeterModCommand::Add {
+                let text = print_meter_line(&mm.meter);
+                let back =
+                    parse_meter_mod(&text, command).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                assert_eq!(back, mm, "{text}");
+            }
+        }
+    }
+    let _ = parse_meter_filter(s);
 });

@@ -55,11 +55,16 @@ fuzz_target!(|data: &[u8]| {
     let mut accepted = 0u64;
     loop {
         rx.clear();
-        let got = port.rx_batch(&mut rx).expect("in-memory receive never fails");
+        let got = port
+            .rx_batch(&mut rx)
+            .expect("in-memory receive never fails");
         assert!(rx.len() <= got);
         taken += got;
         for p in rx.iter() {
-            let t = p.meta.tunnel.expect("accepted frames carry tunnel metadata");
+            let t = p
+                .meta
+                .tunnel
+                .expect("accepted frames carry tunnel metadata");
             assert!(t.vni <= 0x00ff_ffff);
             assert_eq!(t.dst, LOCAL);
             assert!(remote.is_none_or(|r| r == t.src));
@@ -81,7 +86,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&payload[..8], Header::new(*v).as_bytes());
             assert_eq!(&payload[8..], &inner[..]);
             assert_eq!(check_header(&payload), Ok(*v));
-            assert!(sent_payloads.iter().any(|d| d.get(8..) == Some(&payload[8..])));
+            assert!(
+                sent_payloads
+                    .iter()
+                    .any(|d| d.get(8..) == Some(&payload[8..]))
+            );
         }
         if got < rx.capacity() {
             break;

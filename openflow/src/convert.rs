@@ -446,12 +446,7 @@ pub fn instructions_in(list: &[Instruction]) -> Result<Instructions, OfError> {
             }
             Instruction::ApplyActions(a) => out.apply = actions_in(a)?,
             Instruction::ClearActions => out.clear_actions = true,
-            Instruction::Meter(_) => {
-                return Err(bad(
-                    ErrorCode::BadInstructionUnsupInst,
-                    "meters are not supported",
-                ));
-            }
+            Instruction::Meter(m) => out.meter = Some(*m),
         }
     }
     Ok(out)
@@ -460,6 +455,9 @@ pub fn instructions_in(list: &[Instruction]) -> Result<Instructions, OfError> {
 /// Table instructions → wire instructions, in the order OVS emits them.
 pub fn instructions_out(i: &Instructions) -> Result<Vec<Instruction>, OfError> {
     let mut out = Vec::new();
+    if let Some(m) = i.meter {
+        out.push(Instruction::Meter(m));
+    }
     if !i.apply.is_empty() {
         out.push(Instruction::ApplyActions(actions_out(&i.apply)?));
     }
@@ -694,5 +692,76 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadInstructionUnsupInst, "{}", e.detail);
         let ok = instructions_in(&[Instruction::ApplyActions(vec![output])]).unwrap();
         assert_eq!(ok.apply.len(), 1);
+    }
+}
+
+/// A decoded METER_MOD as the table model's request (the table checks ids, rates and bands).
+pub fn meter_mod_in(mm: &of::MeterMod) -> flowtable::MeterMod {
+    flowtable::MeterMod {
+        command: match mm.command {
+            of::MeterModCommand::Add => flowtable::MeterModCommand::Add,
+            of::MeterModCommand::Modify => flowtable::MeterModCommand::Modify,
+            of::MeterModCommand::Delete => flowtable::MeterModCommand::Delete,
+        },
+        meter: flowtable::Meter {
+            id: mm.meter_id,
+            flags: flowtable::MeterFlags(mm.flags),
+            bands: mm.bands.iter().map(band_in).collect(),
+        },
+    }
+}
+
+/// A table-model meter-mod as the METER_MOD ovs-ofctl sends.
+pub fn meter_mod_out(mm: &flowtable::MeterMod) -> of::MeterMod {
+    let delete = mm.command == flowtable::MeterModCommand::Delete;
+    of::MeterMod {
+        command: match mm.command {
+            flowtable::MeterModCommand::Add => of::MeterModCommand::Add,
+            flowtable::MeterModCommand::Modify => of::MeterModCommand::Modify,
+            flowtable::MeterModCommand::Delete => of::MeterModCommand::Delete,
+        },
+        flags: if delete { 0 } else { mm.meter.flags.0 },
+        meter_id: mm.meter.id,
+        bands: if delete {
+            Vec::new()
+        } else {
+            mm.meter.bands.iter().map(band_out).collect()
+        },
+    }
+}
+
+fn band_in(b: &of::MeterBand) -> flowtable::MeterBand {
+    flowtable::MeterBand {
+        band_type: b.band_type,
+        rate: b.rate,
+        burst_size: b.burst_size,
+        prec_level: b.prec_level,
+    }
+}
+
+fn band_out(b: &flowtable::MeterBand) -> of::MeterBand {
+    of::MeterBand {
+        band_type: b.band_type,
+        rate: b.rate,
+        burst_size: b.burst_size,
+        prec_level: b.prec_level,
+    }
+}
+
+/// An installed meter as one METER_CONFIG record.
+pub fn meter_config_out(m: &flowtable::Meter) -> of::MeterConfig {
+    of::MeterConfig {
+        flags: m.flags.0,
+        meter_id: m.id,
+        bands: m.bands.iter().map(band_out).collect(),
+    }
+}
+
+/// A METER_CONFIG record as the table model's meter.
+pub fn meter_config_in(c: &of::MeterConfig) -> flowtable::Meter {
+    flowtable::Meter {
+        id: c.meter_id,
+        flags: flowtable::MeterFlags(c.flags),
+        bands: c.bands.iter().map(band_in).collect(),
     }
 }

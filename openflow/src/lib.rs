@@ -24,6 +24,7 @@ pub mod header;
 pub mod hello;
 pub mod instruction;
 pub mod message;
+pub mod meter;
 pub mod monitor;
 pub mod multipart;
 pub mod oxm;
@@ -40,6 +41,7 @@ pub use header::{Fill, Framer, FramingError, Header, OFP13_VERSION, read_into};
 pub use hello::{Hello, negotiate};
 pub use instruction::Instruction;
 pub use message::{BundleAdd, ErrorMsg, Message, decode, encode, encode_into, error_reply};
+pub use meter::{MeterBand, MeterConfig, MeterFeatures, MeterMod, MeterModCommand, MeterStats};
 pub use multipart::{
     AggregateStats, Desc, FlowStats, FlowStatsRequest, MultipartReply, MultipartRequest, PortStats,
     TableFeatures, TableStats,

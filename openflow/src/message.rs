@@ -10,6 +10,7 @@ use super::flow::{FlowMod, FlowRemoved, PacketIn, PacketOut};
 use super::group::GroupMod;
 use super::header::{HEADER_LEN, Header, MAX_MSG_LEN, OFP13_VERSION, msg_type as t};
 use super::hello::Hello;
+use super::meter::MeterMod;
 use super::multipart::{MultipartReply, MultipartRequest};
 use super::switch::{FeaturesReply, PortMod, PortStatus, SwitchConfig};
 
@@ -53,6 +54,7 @@ pub enum Message {
     FlowMod(FlowMod),
     GroupMod(GroupMod),
     PortMod(PortMod),
+    MeterMod(MeterMod),
     MultipartRequest {
         flags: u16,
         body: MultipartRequest,
@@ -102,6 +104,7 @@ impl Message {
             Message::FlowMod(_) => t::FLOW_MOD,
             Message::GroupMod(_) => t::GROUP_MOD,
             Message::PortMod(_) => t::PORT_MOD,
+            Message::MeterMod(_) => t::METER_MOD,
             Message::MultipartRequest { .. } => t::MULTIPART_REQUEST,
             Message::MultipartReply { .. } => t::MULTIPART_REPLY,
             Message::BarrierRequest => t::BARRIER_REQUEST,
@@ -207,6 +210,7 @@ fn decode_body(msg_type: u8, r: &mut Reader<'_>) -> Result<Message, OfError> {
         t::FLOW_MOD => Message::FlowMod(FlowMod::decode(r)?),
         t::GROUP_MOD => Message::GroupMod(GroupMod::decode(r)?),
         t::PORT_MOD => Message::PortMod(PortMod::decode(r)?),
+        t::METER_MOD => Message::MeterMod(MeterMod::decode(r)?),
         t::MULTIPART_REQUEST | t::MULTIPART_REPLY => {
             let mp = r.u16("multipart type")?;
             let flags = r.u16("multipart flags")?;
@@ -359,6 +363,7 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
         Message::FlowMod(f) => f.encode(out),
         Message::GroupMod(g) => g.encode(out),
         Message::PortMod(p) => p.encode(out),
+        Message::MeterMod(m) => m.encode(out),
         Message::MultipartRequest { flags, body } => {
             out.put_u16(body.mp_type());
             out.put_u16(*flags);

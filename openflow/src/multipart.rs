@@ -4,6 +4,7 @@ use super::buf::{FixedStr, Put, Reader};
 use super::error::{ErrorCode, OfError, err};
 use super::group::{GroupDesc, GroupFeatures, GroupStats};
 use super::instruction::{Instruction, decode_instructions, encode_instructions};
+use super::meter::{MeterConfig, MeterFeatures, MeterStats};
 use super::oxm::Match;
 use super::switch::Port;
 
@@ -103,6 +104,15 @@ pub enum MultipartRequest {
     },
     GroupDesc,
     GroupFeatures,
+    /// `meter_id` = `OFPM13_ALL` for all meters.
+    Meter {
+        meter_id: u32,
+    },
+    /// `meter_id` = `OFPM13_ALL` for all meters.
+    MeterConfig {
+        meter_id: u32,
+    },
+    MeterFeatures,
     /// Empty = "tell me"; entries = "set" (refuse with TABLE_FEATURES_FAILED/EPERM).
     TableFeatures(Vec<TableFeatures>),
     /// Experimenter multipart (e.g. ONFST_FLOW_MONITOR), kept raw.
@@ -136,6 +146,9 @@ impl MultipartRequest {
             MultipartRequest::Group { .. } => t::GROUP,
             MultipartRequest::GroupDesc => t::GROUP_DESC,
             MultipartRequest::GroupFeatures => t::GROUP_FEATURES,
+            MultipartRequest::Meter { .. } => t::METER,
+            MultipartRequest::MeterConfig { .. } => t::METER_CONFIG,
+            MultipartRequest::MeterFeatures => t::METER_FEATURES,
             MultipartRequest::TableFeatures(_) => t::TABLE_FEATURES,
             MultipartRequest::Experimenter { .. } => t::EXPERIMENTER,
         }
@@ -162,6 +175,16 @@ impl MultipartRequest {
             }
             t::GROUP_DESC => MultipartRequest::GroupDesc,
             t::GROUP_FEATURES => MultipartRequest::GroupFeatures,
+            t::METER | t::METER_CONFIG => {
+                let meter_id = r.u32("meter_id")?;
+                r.skip(4, "pad")?;
+                if ty == t::METER {
+                    MultipartRequest::Meter { meter_id }
+                } else {
+                    MultipartRequest::MeterConfig { meter_id }
+                }
+            }
+            t::METER_FEATURES => MultipartRequest::MeterFeatures,
             t::TABLE_FEATURES => {
                 MultipartRequest::TableFeatures(TableFeatures::decode_list(r.take_rest())?)
             }
@@ -187,7 +210,12 @@ impl MultipartRequest {
             | MultipartRequest::Table
             | MultipartRequest::PortDesc
             | MultipartRequest::GroupDesc
-            | MultipartRequest::GroupFeatures => {}
+            | MultipartRequest::GroupFeatures
+            | MultipartRequest::MeterFeatures => {}
+            MultipartRequest::Meter { meter_id } | MultipartRequest::MeterConfig { meter_id } => {
+                out.put_u32(*meter_id);
+                out.put_zeros(4);
+            }
             MultipartRequest::Flow(f) | MultipartRequest::Aggregate(f) => f.encode(out),
             MultipartRequest::PortStats { port_no } => {
                 out.put_u32(*port_no);
@@ -484,6 +512,9 @@ pub enum MultipartReply {
     Group(Vec<GroupStats>),
     GroupDesc(Vec<GroupDesc>),
     GroupFeatures(GroupFeatures),
+    Meter(Vec<MeterStats>),
+    MeterConfig(Vec<MeterConfig>),
+    MeterFeatures(MeterFeatures),
     TableFeatures(Vec<TableFeatures>),
     Experimenter {
         experimenter: u32,
@@ -524,6 +555,9 @@ impl MultipartReply {
             MultipartReply::Group(_) => t::GROUP,
             MultipartReply::GroupDesc(_) => t::GROUP_DESC,
             MultipartReply::GroupFeatures(_) => t::GROUP_FEATURES,
+            MultipartReply::Meter(_) => t::METER,
+            MultipartReply::MeterConfig(_) => t::METER_CONFIG,
+            MultipartReply::MeterFeatures(_) => t::METER_FEATURES,
             MultipartReply::TableFeatures(_) => t::TABLE_FEATURES,
             MultipartReply::Experimenter { .. } => t::EXPERIMENTER,
         }
@@ -571,6 +605,11 @@ impl MultipartReply {
             t::GROUP => MultipartReply::Group(GroupStats::decode_list(r.take_rest())?),
             t::GROUP_DESC => MultipartReply::GroupDesc(GroupDesc::decode_list(r.take_rest())?),
             t::GROUP_FEATURES => MultipartReply::GroupFeatures(GroupFeatures::decode(r)?),
+            t::METER => MultipartReply::Meter(MeterStats::decode_list(r.take_rest())?),
+            t::METER_CONFIG => {
+                MultipartReply::MeterConfig(MeterConfig::decode_list(r.take_rest())?)
+            }
+            t::METER_FEATURES => MultipartReply::MeterFeatures(MeterFeatures::decode(r)?),
             t::TABLE_FEATURES => {
                 MultipartReply::TableFeatures(TableFeatures::decode_list(r.take_rest())?)
             }
@@ -620,6 +659,9 @@ impl MultipartReply {
             MultipartReply::Group(list) => list.iter().for_each(|g| g.encode(out)),
             MultipartReply::GroupDesc(list) => list.iter().for_each(|g| g.encode(out)),
             MultipartReply::GroupFeatures(g) => g.encode(out),
+            MultipartReply::Meter(list) => list.iter().for_each(|m| m.encode(out)),
+            MultipartReply::MeterConfig(list) => list.iter().for_each(|m| m.encode(out)),
+            MultipartReply::MeterFeatures(f) => f.encode(out),
             MultipartReply::TableFeatures(list) => list.iter().for_each(|t| t.encode(out)),
             MultipartReply::Experimenter {
                 experimenter,

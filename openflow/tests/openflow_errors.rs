@@ -189,26 +189,33 @@ fn bad_instruction_and_command() {
 
 #[test]
 fn unsupported_message_and_multipart_types() {
-    // OFPT_METER_MOD.
+    // OFPT_ROLE_REQUEST.
     assert_eq!(
-        code_of(&unhex("041d000800000001")),
+        code_of(&unhex("041800180000000100000000000000000000000000000000")),
         ErrorCode::BadRequestBadType
     );
-    // OFPMP_METER_FEATURES.
+    // OFPMP_QUEUE.
     assert_eq!(
-        code_of(&unhex("04120010 00000001 000b 0000 00000000")),
+        code_of(&unhex(
+            "04120018 00000001 0005 0000 00000000 ffffffff ffffffff"
+        )),
         ErrorCode::BadRequestBadMultipart
+    );
+    // OFPT_METER_MOD without its body.
+    assert_eq!(
+        code_of(&unhex("041d000800000001")),
+        ErrorCode::BadRequestBadLen
     );
 }
 
 #[test]
 fn error_reply_carries_xid_type_code_and_request() {
-    let req = unhex("041d000800000042");
-    let e = decode(&req).expect_err("meter mod unsupported");
+    let req = unhex("041800180000004200000000000000000000000000000000");
+    let e = decode(&req).expect_err("role request unsupported");
     let reply = error_reply(&req, &e);
     assert_eq!(
         reply,
-        unhex("0401 0014 00000042 0001 0001 041d000800000042")
+        unhex("0401 0024 00000042 0001 0001 041800180000004200000000000000000000000000000000")
     );
     let e = OfError::new(ErrorCode::GroupModGroupExists, "exists");
     assert_eq!(e.type_code(), (6, 0));

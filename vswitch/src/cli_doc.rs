@@ -72,6 +72,34 @@ pub const OPENFLOW_COMMANDS: &[(&str, &[&str], &str)] = &[
         "Group types, capabilities, limits and actions the switch supports",
     ),
     (
+        "add-meter",
+        &["METER"],
+        "Add a meter (meter=N,kbps|pktps[,burst][,stats],bands=type=drop,rate=R[,burst_size=B])",
+    ),
+    ("mod-meter", &["METER"], "Modify a meter"),
+    (
+        "del-meter",
+        &["[METER]"],
+        "Delete a meter and its flows (meter=N; all without one)",
+    ),
+    (
+        "del-meters",
+        &["[METER]"],
+        "Delete meters and their flows (all without one)",
+    ),
+    ("dump-meter", &["[METER]"], "Print one meter (meter=N)"),
+    ("dump-meters", &["[METER]"], "Print the meters"),
+    (
+        "meter-stats",
+        &["[METER]"],
+        "Meter counters: packets in, packets dropped per band",
+    ),
+    (
+        "meter-features",
+        &[],
+        "Meter limits, band types and flags the switch supports",
+    ),
+    (
         "mod-port",
         &["PORT", "ACTION"],
         "Set a port up or down, or (no-)receive / (no-)forward (PORT: number or name)",

@@ -201,6 +201,8 @@ pub struct Pipeline {
     /// Index = table id (0..=254); tables without flows share one empty classifier.
     pub tables: Vec<Arc<TableClassifier>>,
     pub groups: HashMap<u32, Arc<GroupEntry>>,
+    /// Meters by id, with their buckets and counters.
+    pub meters: HashMap<u32, Arc<crate::datapath::meter::MeterEntry>>,
     pub ports: HashMap<u32, PortInfo>,
     /// Ports in ofport order, for FLOOD/ALL.
     pub port_order: Vec<u32>,
@@ -212,6 +214,7 @@ impl Pipeline {
             version: 0,
             tables: Vec::new(),
             groups: HashMap::new(),
+            meters: HashMap::new(),
             ports: HashMap::new(),
             port_order: Vec::new(),
         }

@@ -481,6 +481,14 @@ impl Switch {
                 };
                 next.group_mod(&gm).map_err(|e| e.to_string())?;
             }
+            // Meters stay too (flows may name them).
+            for m in b.tables().meters() {
+                let mm = flowtable::MeterMod {
+                    command: flowtable::MeterModCommand::Add,
+                    meter: m.clone(),
+                };
+                next.meter_mod(&mm).map_err(|e| e.to_string())?;
+            }
             let now = Instant::now();
             for (line, fm) in &mods {
                 next.flow_mod(fm, now)

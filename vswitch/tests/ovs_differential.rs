@@ -93,7 +93,7 @@ fn same_packets_as_open_vswitch() {
         t.cases += 1;
         t.packets += c.packets.len();
         let verdict = run_case(&mut ovs, &mut ours, c, &work, had_groups);
-        had_groups = !c.groups.is_empty();
+        had_groups = !c.groups.is_empty() || !c.meters.is_empty();
         match verdict {
             Verdict::Same => t.same += 1,
             Verdict::Known(d) => {

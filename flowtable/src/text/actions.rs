@@ -24,7 +24,6 @@ const UNSUPPORTED: &[&str] = &[
     "bundle_load",
     "fin_timeout",
     "sample",
-    "meter",
     "set_mpls_label",
     "set_mpls_tc",
     "set_mpls_ttl",
@@ -77,6 +76,7 @@ const KNOWN: &[&str] = &[
     "set_tunnel64",
     "dec_ttl",
     "resubmit",
+    "meter",
     "goto_table",
     "write_metadata",
     "clear_actions",
@@ -103,7 +103,7 @@ fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
 pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
     let mut ins = Instructions::default();
     let mut drop = false;
-    // 0 = apply actions, then 1 clear, 2 write_metadata, 3 goto_table.
+    // 0 = meter, 1 = apply actions, then 2 clear, 3 write_metadata, 4 goto_table.
     let mut stage = 0u8;
     let mut any = false;
     for tok in split_top(s, &[','])? {
@@ -111,17 +111,26 @@ pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
         let (name, _) = split_name(tok);
         let lname = name.to_ascii_lowercase();
         let next_stage = match lname.as_str() {
-            "clear_actions" => 1,
-            "write_metadata" => 2,
-            "goto_table" => 3,
-            _ => 0,
+            "meter" => 0,
+            "clear_actions" => 2,
+            "write_metadata" => 3,
+            "goto_table" => 4,
+            _ => 1,
         };
-        if next_stage < stage || (next_stage == stage && next_stage != 0) {
+        if next_stage < stage || (next_stage == stage && next_stage != 1 && any_stage(&ins, stage))
+        {
             return Err(ParseError::InstructionOrder(tok.into()));
         }
         stage = next_stage;
         match lname.as_str() {
             "drop" => drop = true,
+            "meter" => {
+                let arg = arg_of(tok, "meter")?;
+                let id = parse_uint_bits(arg, 32)
+                    .filter(|id| *id != 0)
+                    .ok_or_else(|| bad("meter", tok, "expected a meter id (1 or more)"))?;
+                ins.meter = Some(id as u32);
+            }
             "clear_actions" => ins.clear_actions = true,
             "write_metadata" => ins.write_metadata = Some(parse_write_metadata(tok)?),
             "goto_table" => {
@@ -141,6 +150,18 @@ pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
         return Err(ParseError::DropWithOthers);
     }
     Ok(ins)
+}
+
+/// Whether the instruction of `stage` (see `parse_actions`) was given already: a second one
+/// is out of order. Apply actions (stage 1) may repeat.
+fn any_stage(ins: &Instructions, stage: u8) -> bool {
+    match stage {
+        0 => ins.meter.is_some(),
+        2 => ins.clear_actions,
+        3 => ins.write_metadata.is_some(),
+        4 => ins.goto_table.is_some(),
+        _ => false,
+    }
 }
 
 /// Splits `name:arg`, `name(args)` or `name`; returns (name, rest-with-delimiter).
@@ -319,6 +340,15 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
         "clone" => parse_clone(tok, m)?,
         "exit" => no_arg(tok, name, Action::Exit)?,
         "check_pkt_larger" => parse_check_pkt_larger(tok)?,
+        // An instruction, only valid first in a flow's own action list (not in a group
+        // bucket, `write_actions` or `ct(exec(..))`).
+        "meter" => {
+            return Err(bad(
+                name,
+                tok,
+                "meter is an instruction: it may only come first in a flow's actions",
+            ));
+        }
         _ if UNSUPPORTED.contains(&lname.as_str()) => {
             return Err(ParseError::UnsupportedAction(name.into()));
         }

@@ -203,7 +203,11 @@ fn parse_bucket(toks: &[&str], t: GroupType) -> Result<Bucket, ParseError> {
     }
     if !action_toks.is_empty() {
         let ins = parse_actions(&action_toks.join(","), &Match::any())?;
-        if ins.goto_table.is_some() || ins.write_metadata.is_some() || ins.clear_actions {
+        if ins.goto_table.is_some()
+            || ins.write_metadata.is_some()
+            || ins.clear_actions
+            || ins.meter.is_some()
+        {
             return Err(ParseError::NotAllowed(
                 "instructions inside a group bucket".into(),
             ));

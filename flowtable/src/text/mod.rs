@@ -7,12 +7,16 @@
 
 mod actions;
 mod group;
+mod meter;
 mod parse;
 mod print;
 pub mod value;
 
 pub use actions::parse_actions;
 pub use group::{parse_group, parse_group_mod, print_group, print_group_full};
+pub use meter::{
+    meter_id_text, parse_meter_filter, parse_meter_mod, print_meter, print_meter_line,
+};
 pub use parse::{parse_flow, parse_flow_mod, parse_match};
 pub use print::{
     PrintOpts, print_actions, print_flow, print_flow_mod, print_instructions, print_match,
@@ -76,7 +80,7 @@ pub enum ParseError {
     DropWithOthers,
     /// Instructions out of OpenFlow order, or actions after an instruction.
     #[error(
-        "invalid instruction ordering at '{0}': expected apply actions, clear_actions, write_actions, write_metadata, goto_table in that order"
+        "invalid instruction ordering at '{0}': expected meter, apply actions, clear_actions, write_actions, write_metadata, goto_table in that order, each instruction once"
     )]
     InstructionOrder(String),
     /// A flow for add-flow without `actions=`.
@@ -85,6 +89,9 @@ pub enum ParseError {
     /// A keyword that is not valid for this command.
     #[error("'{0}' is not allowed here")]
     NotAllowed(String),
+    /// Meter text that ovs-ofctl refuses, with its message.
+    #[error("{0}")]
+    Meter(String),
     /// Parentheses that do not balance.
     #[error("unbalanced parentheses in '{0}'")]
     Unbalanced(String),

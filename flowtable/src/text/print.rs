@@ -427,6 +427,9 @@ pub fn print_instructions(ins: &Instructions) -> String {
 
 fn instructions_text(ins: &Instructions, opts: &PrintOpts) -> String {
     let mut parts: Vec<String> = Vec::new();
+    if let Some(m) = ins.meter {
+        parts.push(format!("meter:{m}"));
+    }
     if !ins.apply.is_empty() {
         parts.push(actions_text(&ins.apply, opts));
     }

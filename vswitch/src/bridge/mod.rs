@@ -24,6 +24,7 @@ use hashbrown::HashMap;
 use crate::datapath::CacheStats;
 use crate::datapath::counters::PortCounters;
 use crate::datapath::drops::DropCounters;
+use crate::datapath::meter::MeterEntry;
 use crate::events::{AsyncEvent, PacketInHub};
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::portspec::PortSpec;
@@ -81,6 +82,7 @@ pub struct Installed {
     lineage: u64,
     builders: BTreeMap<u8, ClassifierBuilder<Arc<RuleRef>>>,
     groups: HashMap<u32, Arc<GroupEntry>>,
+    meters: HashMap<u32, Arc<MeterEntry>>,
 }
 
 impl BridgeCtl {
@@ -135,6 +137,11 @@ impl BridgeCtl {
             .iter()
             .filter_map(|(id, e)| Some((*id, e.affinity.as_ref()?.0.clone())))
             .collect()
+    }
+
+    /// The datapath's entry of meter `id` (its counters), as last published.
+    pub fn meter_entry(&self, id: u32) -> Option<&Arc<MeterEntry>> {
+        self.installed.meters.get(&id)
     }
 
     /// Publishes the current tables (port changes use it: the pipeline carries the ports).

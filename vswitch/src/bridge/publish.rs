@@ -9,6 +9,7 @@ use flowtable::{FlowEntry, Match};
 use hashbrown::HashMap;
 
 use super::{BridgeCtl, Installed, OFPRR_DELETE};
+use crate::datapath::meter::MeterEntry;
 use crate::events::{AsyncEvent, PacketInHub};
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, PortInfo, RuleRef, TableClassifier};
 
@@ -61,6 +62,10 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         for g in b.tables.groups() {
             let entry = GroupEntry::replacing(g.clone(), previous.groups.get(&g.id).map(|e| &**e));
             inst.groups.insert(g.id, Arc::new(entry));
+        }
+        for m in b.tables.meters() {
+            let entry = meter_entry(m, previous.meters.get(&m.id));
+            inst.meters.insert(m.id, entry);
         }
         // Tables that had flows before and have none now must be emptied too.
         dirty.extend((0..previous.tables.len()).map(|t| t as u8));
@@ -118,6 +123,15 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                         inst.groups.remove(&id);
                     }
                 },
+                JournalEntry::Meter(id) => match tables.meter(id) {
+                    Some(m) => {
+                        let entry = meter_entry(m, inst.meters.get(&id));
+                        inst.meters.insert(id, entry);
+                    }
+                    None => {
+                        inst.meters.remove(&id);
+                    }
+                },
             }
         }
     }
@@ -149,6 +163,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
     // now rather than on the table's next change.
     inst.builders.retain(|_, bl| !bl.is_empty());
     let groups = inst.groups.clone();
+    let meters = inst.meters.clone();
     let mut ports = HashMap::new();
     for p in b.ports.values() {
         let tunnel = p.spec.tunnel.as_ref();
@@ -170,11 +185,25 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         version: b.version,
         tables,
         groups,
+        meters,
         ports,
         port_order,
     }));
     if let Some(hub) = b.async_hub.as_ref().filter(|_| !changes.is_empty()) {
         report_flow_changes(hub, &b.name, changes);
+    }
+}
+
+/// The datapath entry for meter `m`: the installed one while its configuration is the same
+/// (buckets and counters go on), else a fresh one that keeps the old one's age, as Open
+/// vSwitch sets a modified meter up anew in its datapath but keeps its duration.
+fn meter_entry(m: &flowtable::Meter, old: Option<&Arc<MeterEntry>>) -> Arc<MeterEntry> {
+    match old {
+        Some(e) if e.meter == *m => e.clone(),
+        old => Arc::new(MeterEntry::new(
+            m.clone(),
+            old.map_or_else(std::time::Instant::now, |e| e.created),
+        )),
     }
 }
 

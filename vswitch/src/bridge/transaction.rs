@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use flowtable::flow::FlowModCommand;
 use flowtable::group::GroupMod;
+use flowtable::meter::MeterMod;
 use flowtable::table::{Pipeline as FlowTables, TableError};
 use flowtable::{FlowEntry, FlowMod};
 
@@ -84,6 +85,13 @@ impl Transaction<'_> {
 
     pub fn group_mod(&mut self, gm: &GroupMod) -> Result<(), TableError> {
         let removed = self.tables.group_mod(gm)?;
+        self.removed.extend(removed);
+        Ok(())
+    }
+
+    /// Applies a meter-mod; a deleted meter's flows go with it.
+    pub fn meter_mod(&mut self, mm: &MeterMod) -> Result<(), TableError> {
+        let removed = self.tables.meter_mod(mm)?;
         self.removed.extend(removed);
         Ok(())
     }

@@ -104,6 +104,23 @@ impl PartialEq for CheckPktLen {
 
 impl Eq for CheckPktLen {}
 
+/// A meter the packet passes (the `meter:N` instruction of a flow it hit): over the rate,
+/// the packet is dropped here and counted (`meter_drop`); the actions after it do not run.
+#[derive(Debug, Clone)]
+pub struct MeterAction {
+    pub id: u32,
+    pub meter: std::sync::Arc<super::meter::MeterEntry>,
+}
+
+/// Same meter entry (an unchanged meter keeps its entry across publishes).
+impl PartialEq for MeterAction {
+    fn eq(&self, other: &MeterAction) -> bool {
+        self.id == other.id && std::sync::Arc::ptr_eq(&self.meter, &other.meter)
+    }
+}
+
+impl Eq for MeterAction {}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpAction {
     Output(DpPortId),
@@ -168,6 +185,8 @@ pub enum DpAction {
     AffinityTouch(conntrack::lb::AffinityTouch),
     /// Dropping on purpose, with the reason counted.
     Drop(DropReason),
+    /// Rate-limit through a meter (see [`MeterAction`]).
+    Meter(MeterAction),
     /// A select group resolved per packet (see [`SelectAction`]); always the last action.
     Select(SelectAction),
     /// Runs the actions on a copy of the packet, then goes on with the packet as it was (a
@@ -189,6 +208,7 @@ impl DpAction {
                 | DpAction::Controller { .. }
                 | DpAction::AffinityTouch(_)
                 | DpAction::Drop(_)
+                | DpAction::Meter(_)
                 | DpAction::Clone(_)
         )
     }
@@ -317,6 +337,7 @@ impl std::fmt::Display for DpAction {
             }
             DpAction::AffinityTouch(t) => write!(f, "affinity(bucket={:#x})", t.0.bucket),
             DpAction::Drop(r) => write!(f, "drop({})", r.name()),
+            DpAction::Meter(m) => write!(f, "meter({})", m.id),
             DpAction::Select(sel) => {
                 write!(f, "select(group={},hash(l4))", sel.group_id)?;
                 for (i, b) in sel.branches.iter().enumerate() {

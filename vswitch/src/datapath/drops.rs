@@ -39,6 +39,7 @@ drop_reasons! {
     TxQueueFull => "tx_full", "the output port's send queue was full";
     TxError => "tx_error", "the kernel refused to send the frame";
     LoopDetected => "loop", "resubmit/goto depth or recirculation limit exceeded";
+    MeterDrop => "meter_drop", "a meter band dropped the packet (above its rate)";
     GroupMissing => "group_missing", "the group a flow names does not exist or has no live bucket";
     CtInvalid => "ct_invalid", "conntrack marked the packet invalid and a flow dropped it";
     CtTableFull => "ct_table_full", "conntrack table full: new connection refused";

@@ -645,6 +645,12 @@ fn execute_list(
                 ctx.bridge.drops.add(*reason, 1);
                 return;
             }
+            DpAction::Meter(m) => {
+                if !m.meter.admit(ctx.now_ns, pkt.len()) {
+                    ctx.bridge.drops.add(DropReason::MeterDrop, 1);
+                    return;
+                }
+            }
             DpAction::Select(sel) => {
                 let branch = sel.branch(key);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc);

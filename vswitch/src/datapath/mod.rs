@@ -21,6 +21,7 @@ pub mod exec;
 pub mod icmp;
 pub mod mac_learning;
 pub mod megaflow_dump;
+pub mod meter;
 pub mod ports;
 pub mod vxlan;
 pub mod xlate;

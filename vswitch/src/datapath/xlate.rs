@@ -24,7 +24,7 @@ use flowtable::fields::FieldId;
 use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
-use super::actions::{CheckPktLen, CtAction, DpAction, SelectAction};
+use super::actions::{CheckPktLen, CtAction, DpAction, MeterAction, SelectAction};
 use super::drops::DropReason;
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
@@ -264,6 +264,18 @@ impl<'a> Xlate<'a> {
         }
         self.depth += 1;
         let ins = rule.entry.instructions.clone();
+        if let Some(id) = ins.meter {
+            // Every packet of the megaflow passes the meter: the cached actions carry it.
+            match self.pipeline.meters.get(&id) {
+                Some(m) => self.out.push(DpAction::Meter(MeterAction {
+                    id,
+                    meter: m.clone(),
+                })),
+                // The tables refuse a flow naming a missing meter and delete a meter's flows
+                // with it; like Open vSwitch's datapath, a missing meter passes the packet.
+                None => self.note(format_args!("    meter:{id} does not exist: not metered")),
+            }
+        }
         if !self.actions_then(&ins.apply, Some(&ins)) {
             self.instructions_tail(&ins);
         }

@@ -63,6 +63,14 @@ pub const COMMANDS: &[&str] = &[
     "dump-tables",
     "dump-desc",
     "dump-group-features",
+    "add-meter",
+    "mod-meter",
+    "del-meter",
+    "del-meters",
+    "dump-meter",
+    "dump-meters",
+    "meter-stats",
+    "meter-features",
     "mod-port",
     "packet-out",
     "monitor",
@@ -405,6 +413,84 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, Client
             match parts.first() {
                 Some(MultipartReply::GroupFeatures(g)) => print::group_features(g, xid),
                 _ => return Err(ClientError::Protocol("no group features reply".into())),
+            }
+        }
+        "add-meter" | "mod-meter" | "del-meter" | "del-meters" => {
+            use flowtable::MeterModCommand as M;
+            let command = match cmd {
+                "add-meter" => M::Add,
+                "mod-meter" => M::Modify,
+                _ => M::Delete,
+            };
+            let mm = match rest.first() {
+                None if command == M::Delete => flowtable::MeterMod {
+                    command,
+                    meter: flowtable::Meter {
+                        id: flowtable::meter::METER_ALL,
+                        flags: flowtable::MeterFlags(0),
+                        bands: Vec::new(),
+                    },
+                },
+                _ => text::parse_meter_mod(arg(rest, 0, cmd, "a meter")?, command)
+                    .map_err(|e| usage(e.to_string()))?,
+            };
+            // No name lookups before a meter-mod: ovs-ofctl sends it as its first request.
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let t = c.transact_with(
+                None,
+                send_all(vec![Message::MeterMod(convert::meter_mod_out(&mm))]),
+            )?;
+            refusals(&t.replies, &t.sent, &[])?;
+            t.produced?;
+            String::new()
+        }
+        "dump-meter" | "dump-meters" | "meter-stats" => {
+            let meter_id = match rest.first() {
+                Some(a) => text::parse_meter_filter(a).map_err(|e| usage(e.to_string()))?,
+                None => flowtable::meter::METER_ALL,
+            };
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let stats = cmd == "meter-stats";
+            let req = if stats {
+                MultipartRequest::Meter { meter_id }
+            } else {
+                MultipartRequest::MeterConfig { meter_id }
+            };
+            // ovs-ofctl prints an error reply (an unknown meter) like any reply, and exits 0.
+            let (xid, parts) = match c.multipart(req) {
+                Ok(r) => r,
+                Err(ClientError::Refused(text)) => return Ok(Outcome::Done(text)),
+                Err(e) => return Err(e),
+            };
+            if stats {
+                let list: Vec<_> = parts
+                    .into_iter()
+                    .flat_map(|p| match p {
+                        MultipartReply::Meter(l) => l,
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                print::meter_stats(&list, xid)
+            } else {
+                let list: Vec<_> = parts
+                    .into_iter()
+                    .flat_map(|p| match p {
+                        MultipartReply::MeterConfig(l) => l,
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                print::meter_config(&list, xid)
+            }
+        }
+        "meter-features" => {
+            let mut c = Conn::open(&target)?;
+            c.set_next_xid(DUMP_XID);
+            let (xid, parts) = c.multipart(MultipartRequest::MeterFeatures)?;
+            match parts.first() {
+                Some(MultipartReply::MeterFeatures(f)) => print::meter_features(f, xid),
+                _ => return Err(ClientError::Protocol("no meter features reply".into())),
             }
         }
         "mod-port" => {

@@ -235,6 +235,35 @@ pub fn describe(msg: &Message, xid: u32) -> Option<String> {
                 .unwrap_or_default();
             Some(format!("{} {cmd} {body}", head("OFPT_GROUP_MOD")))
         }
+        Message::MeterMod(mm) => {
+            let cmd = match mm.command {
+                openflow::MeterModCommand::Add => "ADD",
+                openflow::MeterModCommand::Modify => "MOD",
+                openflow::MeterModCommand::Delete => "DEL",
+            };
+            let body = text::print_meter(&convert::meter_mod_in(mm).meter);
+            Some(format!(
+                "{} {cmd} {}",
+                head("OFPT_METER_MOD"),
+                body.trim_end_matches('\n')
+            ))
+        }
+        Message::MultipartRequest {
+            body: openflow::MultipartRequest::Meter { meter_id },
+            ..
+        } => Some(format!(
+            "{} {}",
+            head("OFPST_METER request"),
+            text::meter_id_text(*meter_id, '=')
+        )),
+        Message::MultipartRequest {
+            body: openflow::MultipartRequest::MeterConfig { meter_id },
+            ..
+        } => Some(format!(
+            "{} {}",
+            head("OFPST_METER_CONFIG request"),
+            text::meter_id_text(*meter_id, '=')
+        )),
         Message::PacketOut(_) => Some(head("OFPT_PACKET_OUT")),
         Message::PortMod(pm) => Some(format!(
             "{}{}",
@@ -259,6 +288,7 @@ fn type_name(msg_type: u8) -> Option<&'static str> {
         16 => "OFPT_PORT_MOD",
         17 => "OFPT_TABLE_MOD",
         20 => "OFPT_BARRIER_REQUEST",
+        29 => "OFPT_METER_MOD",
         _ => return None,
     })
 }

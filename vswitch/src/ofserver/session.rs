@@ -48,6 +48,7 @@ struct Staged {
 enum Op {
     Flow(Box<flowtable::FlowMod>),
     Group(flowtable::group::GroupMod),
+    Meter(flowtable::MeterMod),
 }
 
 pub struct Session {
@@ -221,7 +222,10 @@ impl Session {
                 }
             };
         }
-        if !matches!(msg, Message::FlowMod(_) | Message::GroupMod(_)) {
+        if !matches!(
+            msg,
+            Message::FlowMod(_) | Message::GroupMod(_) | Message::MeterMod(_)
+        ) {
             self.flush_pending(out);
             self.publish_if_dirty();
         }
@@ -251,6 +255,10 @@ impl Session {
             }
             Message::GroupMod(gm) => {
                 convert::group_mod_in(&gm).map(|gm| self.queue(raw, xid, Op::Group(gm)))
+            }
+            Message::MeterMod(mm) => {
+                self.queue(raw, xid, Op::Meter(convert::meter_mod_in(&mm)));
+                Ok(())
             }
             Message::PacketOut(po) => self.packet_out(&po),
             Message::PortMod(pm) => self.port_mod(&pm),
@@ -729,6 +737,7 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
         version: current.version.wrapping_add(1 << 63),
         tables,
         groups: current.groups.clone(),
+        meters: current.meters.clone(),
         ports: current.ports.clone(),
         port_order: current.port_order.clone(),
     }
@@ -750,6 +759,7 @@ fn apply_op(tx: &mut Transaction<'_>, op: &Op) -> Result<(), TableError> {
     match op {
         Op::Flow(fm) => tx.flow_mod(fm),
         Op::Group(gm) => tx.group_mod(gm),
+        Op::Meter(mm) => tx.meter_mod(mm),
     }
 }
 

@@ -15,7 +15,8 @@ use openflow::multipart::TableStats;
 use openflow::switch::{capabilities as cap, port_config, port_state};
 use openflow::{
     AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupFeatures, GroupStats, Message,
-    MultipartReply, MultipartRequest, Port, PortStats, TableFeatures,
+    MeterConfig, MeterFeatures, MeterStats, MultipartReply, MultipartRequest, Port, PortStats,
+    TableFeatures,
 };
 
 /// FEATURES_REPLY capabilities.
@@ -163,6 +164,63 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                 capabilities: 0b101,
                 max_groups: [flowtable::group::GROUP_MAX; 4],
                 actions: [actions; 4],
+            })]
+        }
+        MultipartRequest::Meter { meter_id } | MultipartRequest::MeterConfig { meter_id } => {
+            use flowtable::meter::METER_ALL;
+            if *meter_id != METER_ALL && b.tables().meter(*meter_id).is_none() {
+                return Err(OfError::new(
+                    ErrorCode::MeterModUnknownMeter,
+                    format!("meter {meter_id} does not exist"),
+                ));
+            }
+            let meters = b
+                .tables()
+                .meters()
+                .filter(|m| *meter_id == METER_ALL || *meter_id == m.id);
+            if matches!(req, MultipartRequest::MeterConfig { .. }) {
+                let list: Vec<MeterConfig> = meters.map(convert::meter_config_out).collect();
+                chunked(list, |m, out| m.encode(out), MultipartReply::MeterConfig)
+            } else {
+                let flows = b.tables().flows();
+                let now = Instant::now();
+                let list: Vec<MeterStats> = meters
+                    .map(|m| {
+                        let entry = b.meter_entry(m.id);
+                        let counts = entry.map(|e| e.counts()).unwrap_or_default();
+                        let age = entry
+                            .map(|e| now.saturating_duration_since(e.created))
+                            .unwrap_or_default();
+                        MeterStats {
+                            meter_id: m.id,
+                            flow_count: flows
+                                .iter()
+                                .filter(|e| e.instructions.uses_meter(m.id))
+                                .count() as u32,
+                            packet_in_count: counts.packets,
+                            byte_in_count: counts.bytes,
+                            duration_sec: age.as_secs() as u32,
+                            duration_nsec: age.subsec_nanos(),
+                            bands: if counts.bands.len() == m.bands.len() {
+                                counts.bands
+                            } else {
+                                vec![(0, 0); m.bands.len()]
+                            },
+                        }
+                    })
+                    .collect();
+                chunked(list, |m, out| m.encode(out), MultipartReply::Meter)
+            }
+        }
+        MultipartRequest::MeterFeatures => {
+            use flowtable::meter::{BAND_DROP, MAX_BANDS, MAX_METERS, MeterFlags};
+            // What Open vSwitch's userspace datapath announces (drop bands only).
+            vec![MultipartReply::MeterFeatures(MeterFeatures {
+                max_meter: MAX_METERS,
+                band_types: 1 << BAND_DROP,
+                capabilities: u32::from(MeterFlags::ALL),
+                max_bands: MAX_BANDS as u8,
+                max_color: 0,
             })]
         }
         MultipartRequest::TableFeatures(set) if set.is_empty() => {

@@ -53,6 +53,10 @@ pub struct SavedBridge {
     pub ports: Vec<SavedPort>,
     /// Groups as `add-group` text.
     pub groups: Vec<String>,
+    /// Meters as `add-meter` text. Absent in files of builds without meters, and left out
+    /// when there are none, so that such builds still read the file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meters: Vec<String>,
     /// Flows as `add-flow` text (cookie, table, priority, timeouts, flags, match, actions).
     pub flows: Vec<String>,
 }
@@ -314,7 +318,11 @@ mod tests {
                     }),
                 }],
                 groups: vec!["group_id=1,type=select,bucket=actions=output:3".into()],
-                flows: vec!["cookie=0x5,table=1,priority=7,ip,actions=group:1".into()],
+                meters: vec!["meter=2,pktps,burst,bands=type=drop,rate=100,burst_size=10".into()],
+                flows: vec![
+                    "cookie=0x5,table=1,priority=7,ip,actions=group:1".into(),
+                    "table=1,priority=8,udp,actions=meter:2,output:3".into(),
+                ],
             }],
             Some(SavedAgent {
                 node_file: Some("[node]\nname = \"n1\"\n".into()),

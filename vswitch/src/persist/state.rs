@@ -50,6 +50,7 @@ pub fn capture(control: &Control) -> StateFile {
                 .groups()
                 .map(|g| text::print_group_full(g).trim_start().to_string())
                 .collect(),
+            meters: b.tables().meters().map(text::print_meter_line).collect(),
             flows: b
                 .tables()
                 .flows()
@@ -129,6 +130,13 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
             .group_mod(&gm)
             .map_err(|e| ctx(&format!("group '{g}'"), &e))?;
     }
+    for m in &b.meters {
+        let mm = text::parse_meter_mod(m, flowtable::MeterModCommand::Add)
+            .map_err(|e| ctx(&format!("meter '{m}'"), &e))?;
+        tables
+            .meter_mod(&mm)
+            .map_err(|e| ctx(&format!("meter '{m}'"), &e))?;
+    }
     let now = Instant::now();
     for f in &b.flows {
         let fm = text::parse_flow_mod(f, FlowModCommand::Add)
@@ -157,14 +165,15 @@ pub struct Restored {
     pub ports: usize,
     pub flows: usize,
     pub groups: usize,
+    pub meters: usize,
 }
 
 impl std::fmt::Display for Restored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} bridges, {} ports, {} flows, {} groups",
-            self.bridges, self.ports, self.flows, self.groups
+            "{} bridges, {} ports, {} flows, {} groups, {} meters",
+            self.bridges, self.ports, self.flows, self.groups, self.meters
         )
     }
 }
@@ -223,6 +232,7 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
         done.ports += p.ports.len();
         done.flows += p.tables.flows().len();
         done.groups += p.tables.groups().count();
+        done.meters += p.tables.meters().count();
         let tables = p.tables;
         sw.with_bridge(&p.name, |b| {
             b.transaction(Commit::Atomic, |tx| {

@@ -61,6 +61,8 @@ pub struct Case {
     pub at: String,
     pub flows: Vec<String>,
     pub groups: Vec<String>,
+    /// `add-meter` lines, added before the flows (and deleted with `del-meters` after).
+    pub meters: Vec<String>,
     pub packets: Vec<String>,
     /// Compare `dump-conntrack` after the packets too.
     pub ct: bool,
@@ -150,6 +152,7 @@ pub fn parse_cases(path: &Path) -> Vec<Case> {
                 match word {
                     "flow" => c.flows.push(rest.to_string()),
                     "group" => c.groups.push(rest.to_string()),
+                    "meter" => c.meters.push(rest.to_string()),
                     "packet" => c.packets.push(rest.to_string()),
                     _ => apply_option(c, line).unwrap_or_else(|e| bad(&e)),
                 }
@@ -169,6 +172,7 @@ fn apply_option(c: &mut Case, opt: &str) -> Result<(), String> {
         "known" if !v.trim().is_empty() => c.known = Some(v.trim().to_string()),
         "version" => c.version = v.trim().to_string(),
         "group" => c.groups.push(v.trim().to_string()),
+        "meter" => c.meters.push(v.trim().to_string()),
         _ => return Err(format!("unknown option {opt:?}")),
     }
     Ok(())
@@ -187,6 +191,13 @@ fn program(b: &mut dyn Backend, case: &Case, dir: &Path, had_groups: bool) -> Re
     };
     if had_groups || !case.groups.is_empty() {
         ofctl(&["del-groups", &target])?;
+    }
+    // Meters go with each case: a meter's buckets start full, so every case starts alike.
+    if had_groups || !case.meters.is_empty() {
+        ofctl(&["del-meters", &target])?;
+    }
+    for m in &case.meters {
+        ofctl(&["add-meter", &target, m])?;
     }
     if !case.groups.is_empty() {
         let f = dir.join("groups.txt");
