@@ -171,6 +171,8 @@ fn meters_over_openflow_read_like_open_vswitch() {
         return;
     }
     let mut s = Switch::start();
+    // A new bridge's one flow (priority=0,actions=NORMAL) would only pad the dumps below.
+    s.ofctl_ok("del-flows", &[]);
     for m in [
         "meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=5",
         "meter=2,kbps,bands=type=drop,rate=1000",

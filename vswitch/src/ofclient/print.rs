@@ -319,19 +319,24 @@ fn duration(sec: u32, nsec: u32) -> String {
 
 /// `OFPST_METER_CONFIG` as ovs-ofctl prints it (`dump-meters`).
 pub fn meter_config(list: &[openflow::MeterConfig], xid: u32) -> String {
-    let mut s = format!("OFPST_METER_CONFIG reply (OF1.3) (xid={xid:#x}):\n");
+    // The header ends without a newline: each entry starts with one (ofp-print).
+    let mut s = format!("OFPST_METER_CONFIG reply (OF1.3) (xid={xid:#x}):");
     for c in list {
         s.push('\n');
         s.push_str(&flowtable::text::print_meter(
             &openflow::convert::meter_config_in(c),
         ));
     }
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
     s
 }
 
 /// `OFPST_METER` as ovs-ofctl prints it (`meter-stats`).
 pub fn meter_stats(list: &[openflow::MeterStats], xid: u32) -> String {
-    let mut s = format!("OFPST_METER reply (OF1.3) (xid={xid:#x}):\n");
+    // The header ends without a newline: each entry starts with one (ofp-print).
+    let mut s = format!("OFPST_METER reply (OF1.3) (xid={xid:#x}):");
     for m in list {
         let _ = write!(
             s,
@@ -345,6 +350,9 @@ pub fn meter_stats(list: &[openflow::MeterStats], xid: u32) -> String {
         for (i, (p, b)) in m.bands.iter().enumerate() {
             let _ = writeln!(s, "{i}: packet_count:{p} byte_count:{b}");
         }
+    }
+    if !s.ends_with('\n') {
+        s.push('\n');
     }
     s
 }
