@@ -673,28 +673,6 @@ pub fn group_desc_in(gd: &of::GroupDesc) -> Result<flowtable::Group, OfError> {
     Ok(group_mod_in(&gm)?.group)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Action;
-
-    #[test]
-    fn write_actions_is_refused_not_ignored() {
-        let output = Action::Output {
-            port: 2,
-            max_len: 0,
-        };
-        let e = instructions_in(&[
-            Instruction::WriteActions(vec![output.clone()]),
-            Instruction::GotoTable(1),
-        ])
-        .unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadInstructionUnsupInst, "{}", e.detail);
-        let ok = instructions_in(&[Instruction::ApplyActions(vec![output])]).unwrap();
-        assert_eq!(ok.apply.len(), 1);
-    }
-}
-
 /// A decoded METER_MOD as the table model's request (the table checks ids, rates and bands).
 pub fn meter_mod_in(mm: &of::MeterMod) -> flowtable::MeterMod {
     flowtable::MeterMod {
@@ -763,5 +741,27 @@ pub fn meter_config_in(c: &of::MeterConfig) -> flowtable::Meter {
         id: c.meter_id,
         flags: flowtable::MeterFlags(c.flags),
         bands: c.bands.iter().map(band_in).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Action;
+
+    #[test]
+    fn write_actions_is_refused_not_ignored() {
+        let output = Action::Output {
+            port: 2,
+            max_len: 0,
+        };
+        let e = instructions_in(&[
+            Instruction::WriteActions(vec![output.clone()]),
+            Instruction::GotoTable(1),
+        ])
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadInstructionUnsupInst, "{}", e.detail);
+        let ok = instructions_in(&[Instruction::ApplyActions(vec![output])]).unwrap();
+        assert_eq!(ok.apply.len(), 1);
     }
 }
