@@ -117,6 +117,11 @@ impl Slab {
         &self.conns[i as usize]
     }
 
+    /// Slots allocated (live or free).
+    pub fn slots(&self) -> usize {
+        self.conns.len()
+    }
+
     pub fn try_get(&self, i: u32) -> Option<&Conn> {
         self.conns.get(i as usize)
     }

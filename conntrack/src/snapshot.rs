@@ -53,24 +53,46 @@ pub struct Restored {
 impl Conntrack {
     /// Every live, unexpired connection at `now`.
     pub fn snapshot(&self, now: u64) -> Vec<SavedConn> {
-        self.slab
-            .live_indices()
-            .map(|i| self.slab.get(i))
-            .filter(|c| c.expires > now)
-            .map(|c| SavedConn {
-                orig: c.orig,
-                reply: c.reply,
-                mark: c.mark,
-                nat: c.nat,
-                seen_reply: c.seen_reply,
-                proto: c.proto,
-                icmp_type_code: c.icmp_type_code,
-                class: c.class,
-                remaining_ns: c.expires - now,
-                label_hi: (c.label >> 64) as u64,
-                label_lo: c.label as u64,
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.len());
+        let mut next = Some(0);
+        while let Some(from) = next {
+            next = self.snapshot_chunk(now, from, usize::MAX, &mut out);
+        }
+        out
+    }
+
+    /// Appends to `out` the live, unexpired connections of slab slots `from..from + slots`;
+    /// returns the slot to go on from, `None` at the end of the table. A caller can take the
+    /// table's lock for one chunk at a time, so that packets wait for one chunk, never for the
+    /// whole walk: a connection added or moved between two chunks may then be missed, and
+    /// the copy is not one instant's (fine for a checkpoint, which is seconds old anyway).
+    pub fn snapshot_chunk(
+        &self,
+        now: u64,
+        from: usize,
+        slots: usize,
+        out: &mut Vec<SavedConn>,
+    ) -> Option<usize> {
+        let end = from.saturating_add(slots).min(self.slab.slots());
+        out.extend(
+            (from..end)
+                .filter_map(|i| self.slab.try_get(i as u32))
+                .filter(|c| c.live && c.expires > now)
+                .map(|c| SavedConn {
+                    orig: c.orig,
+                    reply: c.reply,
+                    mark: c.mark,
+                    nat: c.nat,
+                    seen_reply: c.seen_reply,
+                    proto: c.proto,
+                    icmp_type_code: c.icmp_type_code,
+                    class: c.class,
+                    remaining_ns: c.expires - now,
+                    label_hi: (c.label >> 64) as u64,
+                    label_lo: c.label as u64,
+                }),
+        );
+        (end < self.slab.slots()).then_some(end)
     }
 
     /// Adds saved connections as of `now`. Each keeps what it had left of its timeout (never

@@ -13,26 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A UDP frame from 10.0.0.1:`sport` to 10.0.0.2:`dport` (IPv4 checksum set, UDP's 0).
+/// A UDP frame from 10.0.0.1:`sport` to 10.0.0.2:`dport`.
 fn udp_frame(sport: u16, dport: u16) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let ip_len: u16 = 20 + 8 + 1;
-    let mut ip = vec![
-        0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-    ];
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    let sum: u32 = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    ip[10..12].copy_from_slice(&(!((folded & 0xffff) + (folded >> 16)) as u16).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&9u16.to_be_bytes());
-    f.extend_from_slice(&[0, 0, b'q']);
-    f
+    udp_frame_between([10, 0, 0, 1], [10, 0, 0, 2], sport, dport)
 }
 
 #[test]

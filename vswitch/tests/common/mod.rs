@@ -814,6 +814,29 @@ impl Drop for MemBridge {
     }
 }
 
+/// An Ethernet + IPv4 + UDP frame (02:00:00:00:00:01 -> 02:00:00:00:00:02) from `src:sport`
+/// to `dst:dport` with a one-byte payload; the IPv4 checksum set, UDP's 0 (none).
+pub fn udp_frame_between(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let ip_len: u16 = 20 + 8 + 1;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    let sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!((folded & 0xffff) + (folded >> 16)) as u16).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&9u16.to_be_bytes());
+    f.extend_from_slice(&[0, 0, b'q']);
+    f
+}
+
 /// The long-lived TCP connection of the restart tests (python3, run in namespaces):
 /// - `serve PORT SECS`: accepts one connection at a time and answers each line with
 ///   "LINE PEER-ADDRESS:PEER-PORT" (so the client sees the address the connection arrives
