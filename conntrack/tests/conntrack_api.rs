@@ -5,74 +5,13 @@ use conntrack::*;
 use encap::flowkey::{
     CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, FRAG_ANY, FRAG_LATER, FlowKey,
 };
-use std::net::Ipv4Addr;
+mod common;
+
+use common::*;
 use std::time::Duration;
 
-const SEC: u64 = 1_000_000_000;
-
-fn ip(s: &str) -> u32 {
-    u32::from(s.parse::<Ipv4Addr>().unwrap())
-}
-
-fn addr(s: &str) -> Addr {
-    Addr::v4(ip(s))
-}
-
-fn key(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
-    FlowKey {
-        eth_type: 0x0800,
-        nw_src: ip(src),
-        nw_dst: ip(dst),
-        nw_proto: proto,
-        tp_src: sport,
-        tp_dst: dport,
-        ..FlowKey::default()
-    }
-}
-
-fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u16) -> FlowKey {
-    FlowKey {
-        tcp_flags: flags,
-        ..key(6, src, sport, dst, dport)
-    }
-}
-
-fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
-    key(17, src, sport, dst, dport)
-}
-
-fn seg(seq: u32, ack: u32) -> PacketFacts {
-    PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    }
-}
-
 fn ct(max_conns: usize) -> Conntrack {
-    Conntrack::new(Config {
-        max_conns,
-        hash_seed: Some(42),
-        ..Config::default()
-    })
-    .unwrap()
-}
-
-fn commit(zone: u16) -> CtAction<'static> {
-    CtAction {
-        zone,
-        commit: true,
-        ..CtAction::default()
-    }
-}
-
-fn track(zone: u16) -> CtAction<'static> {
-    CtAction {
-        zone,
-        ..CtAction::default()
-    }
+    table_with(max_conns, 42)
 }
 
 fn nat(zone: u16, spec: &NatSpec) -> CtAction<'_> {
@@ -82,12 +21,6 @@ fn nat(zone: u16, spec: &NatSpec) -> CtAction<'_> {
         nat: Some(spec),
         ..CtAction::default()
     }
-}
-
-fn dump_lines(ct: &Conntrack, now: u64) -> Vec<String> {
-    let mut v: Vec<String> = ct.dump(now).map(|e| e.to_string()).collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -3,25 +3,9 @@
 use conntrack::tcp::TCP_SYN;
 use conntrack::*;
 use encap::flowkey::{CT_EST, CT_NEW, CT_RPL, CT_TRK, FlowKey};
-use std::net::Ipv4Addr;
+mod common;
 
-const SEC: u64 = 1_000_000_000;
-
-fn ip(s: &str) -> u32 {
-    u32::from(s.parse::<Ipv4Addr>().unwrap())
-}
-
-fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
-    FlowKey {
-        eth_type: 0x0800,
-        nw_src: ip(src),
-        nw_dst: ip(dst),
-        nw_proto: 17,
-        tp_src: sport,
-        tp_dst: dport,
-        ..FlowKey::default()
-    }
-}
+use common::*;
 
 fn syn(src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
     FlowKey {
@@ -32,20 +16,7 @@ fn syn(src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
 }
 
 fn ct(max_conns: usize) -> Conntrack {
-    Conntrack::new(Config {
-        max_conns,
-        hash_seed: Some(7),
-        ..Config::default()
-    })
-    .unwrap()
-}
-
-fn commit(zone: u16) -> CtAction<'static> {
-    CtAction {
-        zone,
-        commit: true,
-        ..CtAction::default()
-    }
+    table_with(max_conns, 7)
 }
 
 fn open(ct: &mut Conntrack, zone: u16, src: &str, sport: u16, now: u64) -> Option<CtDrop> {

@@ -4,11 +4,13 @@
 //! every candidate for that destination is really taken.
 
 use conntrack::*;
-use encap::flowkey::{CT_EST, CT_RPL, FlowKey};
+use encap::flowkey::{CT_EST, CT_RPL};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
-const SEC: u64 = 1_000_000_000;
+mod common;
+use common::{SEC, udp_n};
+
 /// 2 addresses x 3 ports = 6 bindings per destination endpoint.
 const NAT_ADDRS: [u32; 2] = [0xc0a8_0001, 0xc0a8_0002];
 const NAT_PORTS: (u16, u16) = (100, 102);
@@ -37,18 +39,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<prop::sample::Index>().prop_map(|pick| Op::Reply { pick }),
         1 => (0u8..40).prop_map(|secs| Op::Advance { secs }),
     ]
-}
-
-fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> FlowKey {
-    FlowKey {
-        eth_type: 0x0800,
-        nw_src: src,
-        nw_dst: dst,
-        nw_proto: 17,
-        tp_src: sport,
-        tp_dst: dport,
-        ..FlowKey::default()
-    }
 }
 
 fn check_invariants(ct: &Conntrack, now: u64) -> Result<(), TestCaseError> {
@@ -97,7 +87,7 @@ proptest! {
                     let src = 0x0a00_0000 + client as u32;
                     let existed = ct.dump(now).any(|e| e.orig.src == Addr::v4(src) && e.orig.sport == sport && e.orig.dst == Addr::v4(dst) && e.expires_in_ns > 0);
                     let taken_before = ct.dump(now).filter(|e| e.reply.src == Addr::v4(dst) && e.expires_in_ns > 0).count();
-                    let r = ct.process(&udp(src, sport, dst, 53), &PacketFacts::default(), &act, now);
+                    let r = ct.process(&udp_n(src, sport, dst, 53), &PacketFacts::default(), &act, now);
                     match r.drop {
                         Some(CtDrop::NatExhausted) => {
                             prop_assert!(!existed);
@@ -115,7 +105,7 @@ proptest! {
                     let entries: Vec<ConnEntry> = ct.dump(now).filter(|e| e.expires_in_ns > 0).collect();
                     if !entries.is_empty() {
                         let e = entries[pick.index(entries.len())];
-                        let k = udp(e.reply.src.v4_host(), e.reply.sport, e.reply.dst.v4_host(), e.reply.dport);
+                        let k = udp_n(e.reply.src.v4_host(), e.reply.sport, e.reply.dst.v4_host(), e.reply.dport);
                         let plain = NatSpec::default();
                         let act = CtAction { nat: Some(&plain), ..CtAction::default() };
                         let r = ct.process(&k, &PacketFacts::default(), &act, now);

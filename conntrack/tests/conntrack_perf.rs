@@ -5,17 +5,8 @@ use conntrack::*;
 use encap::flowkey::{CT_EST, FlowKey};
 use std::time::Instant;
 
-fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> FlowKey {
-    FlowKey {
-        eth_type: 0x0800,
-        nw_src: src,
-        nw_dst: dst,
-        nw_proto: 17,
-        tp_src: sport,
-        tp_dst: dport,
-        ..FlowKey::default()
-    }
-}
+mod common;
+use common::udp_n;
 
 #[test]
 #[ignore = "measurement; run in release with --ignored --nocapture"]
@@ -42,7 +33,7 @@ fn measure(n_conns: u32, n_packets: u32) {
     };
     let f = PacketFacts::default();
     let flow = |i: u32| {
-        udp(
+        udp_n(
             0x0a00_0000 + i / 1000,
             1024 + (i % 1000) as u16,
             0x0808_0800 + i % 16,
@@ -103,7 +94,7 @@ fn ct_reply_key(ct: &Conntrack, k: &FlowKey) -> FlowKey {
         family: Family::V4,
     };
     let (e, _) = ct.lookup(&t, 0).unwrap();
-    udp(
+    udp_n(
         e.reply.src.v4_host(),
         e.reply.sport,
         e.reply.dst.v4_host(),

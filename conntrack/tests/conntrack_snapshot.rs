@@ -4,49 +4,13 @@
 use conntrack::snapshot::SavedConn;
 use conntrack::tcp::{TCP_ACK, TCP_SYN};
 use conntrack::*;
-use encap::flowkey::{CT_DNAT, CT_EST, CT_RPL, CT_SNAT, CT_TRK, FlowKey};
-use std::net::Ipv4Addr;
+use encap::flowkey::{CT_DNAT, CT_EST, CT_RPL, CT_SNAT, CT_TRK};
+mod common;
 
-const SEC: u64 = 1_000_000_000;
-
-fn ip(s: &str) -> u32 {
-    u32::from(s.parse::<Ipv4Addr>().unwrap())
-}
-
-fn addr(s: &str) -> Addr {
-    Addr::v4(ip(s))
-}
-
-fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u16) -> FlowKey {
-    FlowKey {
-        eth_type: 0x0800,
-        nw_src: ip(src),
-        nw_dst: ip(dst),
-        nw_proto: 6,
-        tp_src: sport,
-        tp_dst: dport,
-        tcp_flags: flags,
-        ..FlowKey::default()
-    }
-}
-
-fn seg(seq: u32, ack: u32) -> PacketFacts {
-    PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    }
-}
+use common::*;
 
 fn table(seed: u64) -> Conntrack {
-    Conntrack::new(Config {
-        max_conns: 16,
-        hash_seed: Some(seed),
-        ..Config::default()
-    })
-    .unwrap()
+    table_with(16, seed)
 }
 
 /// A `ct_label` with bits in both 64-bit halves.
@@ -79,12 +43,6 @@ fn established_service_connection(ct: &mut Conntrack, now: u64) {
     assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_DNAT);
 }
 
-fn dump(ct: &Conntrack, now: u64) -> Vec<String> {
-    let mut v: Vec<String> = ct.dump(now).map(|e| e.to_string()).collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_restored_table_keeps_nat_state_mark_and_time_left() {
     let mut old = table(1);
@@ -103,7 +61,7 @@ fn a_restored_table_keeps_nat_state_mark_and_time_left() {
     let mut new = table(2);
     let r = new.restore(&back, 5 * SEC);
     assert_eq!((r.restored, r.skipped), (1, 0));
-    assert_eq!(dump(&new, 5 * SEC), dump(&old, 130 * SEC));
+    assert_eq!(dump_lines(&new, 5 * SEC), dump_lines(&old, 130 * SEC));
 
     // The backend's next segment is un-NATed as before, established, with the mark.
     let plain = NatSpec::default();
