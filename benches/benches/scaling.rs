@@ -7,9 +7,11 @@
 //! port replays its own 4096 flows in a loop, so every packet is a conntrack lookup with NAT.
 //!
 //! Cases, each for `SECS` seconds after a warm-up: one forwarding thread polling both client
-//! ports, then two threads (`--threads 2`), one client port each. Printed: delivered packets/s
-//! (frames the backends' ports were handed), process CPU per packet, and the 2-thread/1-thread
-//! ratio. Backends' transmit counters are per thread, folded per batch.
+//! ports, then two threads (`--threads 2`), one client port each; both with the connection
+//! table in one shard (one lock for the whole table, held for as long as a batch stays in it:
+//! how the table was shared before it was sharded) and in the default 16 shards. Printed:
+//! delivered packets/s (frames the backends' ports were handed), process CPU per packet, and
+//! the 2-thread/1-thread ratios. Backends' transmit counters are per thread, folded per batch.
 //!
 //! Run: `cargo bench --profile release -p benches --bench scaling` (`SECS=5` for longer runs).
 //! Without `--bench` (as `cargo test --benches` runs it) it only checks that both cases
@@ -155,9 +157,10 @@ struct Outcome {
     cpu_ns_per_pkt: f64,
 }
 
-fn run(threads: usize, warmup: Duration, secs: Duration) -> Outcome {
+fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outcome {
     let opts = vswitch::datapath::Options {
         threads,
+        ct_shards: shards,
         conntrack: conntrack::Config {
             max_conns: 1 << 16,
             ..conntrack::Config::default()
@@ -265,14 +268,14 @@ fn main() {
     } else {
         (Duration::from_millis(100), Duration::from_millis(200))
     };
-    let one = run(1, warmup, secs);
-    let two = run(2, warmup, secs);
-    assert!(
-        one.pps > 0.0 && two.pps > 0.0,
-        "no frames delivered: {} / {}",
-        one.pps,
-        two.pps
-    );
+    let shards = vswitch::datapath::DEFAULT_CT_SHARDS;
+    let cases: Vec<(usize, usize, Outcome)> = [(1, 1), (1, 2), (shards, 1), (shards, 2)]
+        .into_iter()
+        .map(|(s, t)| (s, t, run(t, s, warmup, secs)))
+        .collect();
+    for (s, t, o) in &cases {
+        assert!(o.pps > 0.0, "no frames delivered ({t} threads, {s} shards)");
+    }
     if !bench {
         return;
     }
@@ -280,10 +283,20 @@ fn main() {
         "scaling (ClusterIP: ct+NAT+select group, 64-byte UDP, 8192 flows, in memory, {} s):",
         secs.as_secs()
     );
-    println!("| forwarding threads | delivered pps | process CPU ns/packet |");
-    println!("|---|---|---|");
-    for (n, o) in [(1, &one), (2, &two)] {
-        println!("| {n} | {:.0}k | {:.0} |", o.pps / 1000.0, o.cpu_ns_per_pkt);
+    println!("| conntrack shards | forwarding threads | delivered pps | process CPU ns/packet |");
+    println!("|---|---|---|---|");
+    for (s, t, o) in &cases {
+        println!(
+            "| {s} | {t} | {:.0}k | {:.0} |",
+            o.pps / 1000.0,
+            o.cpu_ns_per_pkt
+        );
     }
-    println!("2 threads / 1 thread: {:.2}x", two.pps / one.pps);
+    for pair in cases.chunks(2) {
+        println!(
+            "{} shard(s): 2 threads / 1 thread: {:.2}x",
+            pair[0].0,
+            pair[1].2.pps / pair[0].2.pps
+        );
+    }
 }

@@ -125,6 +125,13 @@ impl Counters {
         self.0[c as usize] += n;
     }
 
+    /// Adds `other`'s values to these.
+    pub fn merge(&mut self, other: &Counters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
     pub fn get(&self, c: Counter) -> u64 {
         self.0[c as usize]
     }

@@ -200,3 +200,20 @@ pub(crate) fn extract(
         later_frag: false,
     })
 }
+
+/// For an ICMP error (not a later fragment): the header it carries, which names the
+/// connection it is about.
+pub(crate) fn error_inner(key: &FlowKey, facts: &PacketFacts) -> Option<InnerTuple> {
+    let family = match key.eth_type {
+        ETH_IPV4 if key.nw_proto == PROTO_ICMP => Family::V4,
+        ETH_IPV6 if key.nw_proto == PROTO_ICMPV6 => Family::V6,
+        _ => return None,
+    };
+    if key.nw_frag & FRAG_LATER != 0 {
+        return None;
+    }
+    match icmp_class(family, key.icmp_type) {
+        IcmpClass::Error => facts.icmp_inner,
+        _ => None,
+    }
+}

@@ -36,6 +36,8 @@ mod fraghold;
 pub mod lb;
 pub mod limits;
 pub mod nat;
+mod sharded;
+mod shared;
 mod slab;
 pub mod snapshot;
 pub mod tcp;
@@ -47,6 +49,8 @@ pub use dump::ConnEntry;
 pub use extract::{InnerTuple, InvalidReason, PacketFacts};
 pub use limits::{SourceLimit, ZoneLimit};
 pub use nat::{NatError, NatRange, NatSpec, PortSelect};
+pub use sharded::{Cursor, Sharded};
+pub use shared::DnatKey;
 pub use tcp::{TcpInvalid, TcpState, WindowScale};
 pub use timeouts::{TimeoutClass, Timeouts};
 pub use tuple::{Addr, Family, Tuple};
@@ -58,6 +62,7 @@ use extract::{Extracted, Kind};
 use hashbrown::HashTable;
 use nat::{AllocRequest, NAT_DST, NAT_SRC};
 use slab::{Conn, ProtoState, Slab};
+use std::sync::Arc;
 use std::time::Duration;
 use tcp::{TcpConn, TcpSegment, TcpVerdict};
 use thiserror::Error;
@@ -197,8 +202,8 @@ struct Entry {
     reply: bool,
 }
 
-/// A connection table. It does no locking of its own: vswitch keeps one for all forwarding
-/// threads behind a mutex (a connection's two directions may arrive on different threads).
+/// A connection table, or one shard of a [`Sharded`] one. It does no locking of its own; the
+/// accounting it shares with the other shards (limits, counts, the NAT reply index) does.
 pub struct Conntrack {
     cfg: Config,
     timeouts_ns: [u64; TimeoutClass::COUNT],
@@ -207,7 +212,12 @@ pub struct Conntrack {
     slab: Slab,
     frags: frag::FragTracker,
     hold: fraghold::FragHold,
-    limits: limits::Limits,
+    shared: Arc<shared::Shared>,
+    /// This table's index among the shards (0 alone).
+    shard: u32,
+    /// Set when the packet just processed belongs to another shard (its connection lives there,
+    /// or a new one must be created there): the caller runs it again in that shard.
+    redirect: Option<u32>,
     counters: Counters,
     rng: u64,
     expire_cursor: usize,
@@ -215,28 +225,44 @@ pub struct Conntrack {
 
 impl Conntrack {
     pub fn new(cfg: Config) -> Result<Conntrack, CtError> {
+        let seed = cfg.hash_seed.unwrap_or_else(random_seed);
+        let shared = Arc::new(shared::Shared::new(1, seed));
+        Self::new_shard(cfg, seed, shared, 0, None)
+    }
+
+    /// One shard of a table: `capacity` sizes its slab and hash table (the shared accounting
+    /// bounds the total).
+    fn new_shard(
+        cfg: Config,
+        seed: u64,
+        shared: Arc<shared::Shared>,
+        shard: u32,
+        capacity: Option<usize>,
+    ) -> Result<Conntrack, CtError> {
         if cfg.max_conns == 0 || cfg.max_conns > 1 << 30 {
             return Err(CtError::BadMaxConns(cfg.max_conns));
         }
         if cfg.frag_slots == 0 {
             return Err(CtError::NoFragSlots);
         }
-        let seed = cfg.hash_seed.unwrap_or_else(random_seed);
+        let cap = capacity.unwrap_or(cfg.max_conns);
         let frag_age = u64::try_from(cfg.frag_max_age.as_nanos()).unwrap_or(u64::MAX);
         Ok(Conntrack {
             timeouts_ns: cfg.timeouts.to_nanos(),
             seed,
-            table: HashTable::with_capacity(cfg.max_conns * 2),
-            slab: Slab::with_capacity(cfg.max_conns),
+            table: HashTable::with_capacity(cap * 2),
+            slab: Slab::with_capacity(cap),
             frags: frag::FragTracker::new(cfg.frag_slots, frag_age, seed ^ 0x5bd1_e995),
             hold: fraghold::FragHold::new(
                 cfg.frag_hold_slots,
                 cfg.frag_hold_bytes,
                 u64::try_from(cfg.frag_hold_timeout.as_nanos()).unwrap_or(u64::MAX),
             ),
-            limits: limits::Limits::default(),
+            shared,
+            shard,
+            redirect: None,
             counters: Counters::default(),
-            rng: encap::hash::fmix64(seed ^ 0xa076_1d64_78bd_642f) | 1,
+            rng: encap::hash::fmix64(seed ^ 0xa076_1d64_78bd_642f ^ u64::from(shard)) | 1,
             expire_cursor: 0,
             cfg,
         })
@@ -267,7 +293,7 @@ impl Conntrack {
         act: &CtAction<'_>,
         now: u64,
     ) -> CtResult {
-        self.process_inner(key, facts, act, now, None)
+        self.process_inner(key, facts, act, now, None, false)
     }
 
     /// [`process`](Self::process) with the packet's bytes at hand: a non-first fragment whose
@@ -285,7 +311,7 @@ impl Conntrack {
         frame: &[u8],
         meta: &FlowKey,
     ) -> CtResult {
-        self.process_inner(key, facts, act, now, Some((frame, meta)))
+        self.process_inner(key, facts, act, now, Some((frame, meta)), false)
     }
 
     /// Whether held fragments are ready to run again (cheap: check it after each packet).
@@ -312,8 +338,11 @@ impl Conntrack {
         act: &CtAction<'_>,
         now: u64,
         frame: Option<(&[u8], &FlowKey)>,
+        again: bool,
     ) -> CtResult {
-        self.counters.bump(Counter::Packets);
+        if !again {
+            self.counters.bump(Counter::Packets);
+        }
         let extracted = extract::extract(key, facts, act.zone, &mut self.frags, now);
         if key.nw_frag & (FRAG_ANY | FRAG_LATER) == FRAG_ANY
             && self.hold.held() > 0
@@ -415,6 +444,17 @@ impl Conntrack {
                         self.counters.bump(Counter::Reopened);
                     }
                 }
+            }
+        } else if let Some(o) = self.elsewhere(&tuple) {
+            // The reply key of a NAT binding another shard owns.
+            return self.redirect_to(o);
+        }
+        if self.shared.shards > 1 {
+            let home = self.shared.home_of(&tuple);
+            if home != self.shard {
+                // A reply key's packet that starts a connection of its own: it lives in the
+                // shard of its own addresses.
+                return self.redirect_to(home);
             }
         }
         self.new_conn(tuple, hash, kind, later_frag, seg, icmp, act, now)
@@ -535,32 +575,29 @@ impl Conntrack {
         if !act.commit {
             return res;
         }
-        // Zone and source limits: two array reads, and one hash lookup while source limits
-        // are set. At a limit, reap what has expired (as for a full table) and look again.
-        let mut admitted = self.admit(&tuple);
-        if admitted.is_err() {
+        // Zone, source and table limits, checked and counted at once (one short lock of the
+        // shared accounting). At a limit, reap what has expired and look again.
+        let mut charged = self.shared.charge(&tuple, self.cfg.max_conns);
+        if charged.is_err() {
             self.expire(now, EXPIRE_ON_FULL);
-            admitted = self.admit(&tuple);
+            charged = self.shared.charge(&tuple, self.cfg.max_conns);
         }
-        let src_slot = match admitted {
-            Ok(slot) => slot,
+        let (src_slot, src_generation) = match charged {
+            Ok(c) => c,
             Err(d) => {
                 self.counters.bump(match d {
                     CtDrop::ZoneLimit => Counter::DropZoneLimit,
-                    _ => Counter::DropSourceLimit,
+                    CtDrop::SourceLimit => Counter::DropSourceLimit,
+                    _ => Counter::DropTableFull,
                 });
                 res.drop = Some(d);
                 return res;
             }
         };
-        if self.slab.live() >= self.cfg.max_conns {
-            self.expire(now, EXPIRE_ON_FULL);
-            if self.slab.live() >= self.cfg.max_conns {
-                self.counters.bump(Counter::DropTableFull);
-                res.drop = Some(CtDrop::TableFull);
-                return res;
-            }
-        }
+        let uncharge = |s: &Self| {
+            s.shared
+                .uncharge(tuple.zone, src_slot, src_generation, None)
+        };
 
         let (wire, nat_flags) = match act.nat.filter(|s| s.has_range()) {
             None => (tuple, 0),
@@ -581,16 +618,20 @@ impl Conntrack {
                     max_probes: self.cfg.nat_max_probes,
                 };
                 let (table, slab, seed) = (&self.table, &self.slab, self.seed);
+                let (shared, shard) = (&self.shared, self.shard);
                 // Keys of expired-but-unreaped connections count as free: the clash check
-                // below reaps such a connection before its key is reused.
+                // below reaps such a connection before its key is reused. Another shard's
+                // NAT binding counts as in use.
                 let in_use = |t: &Tuple| {
                     table
                         .find(t.hash(seed), |e| e.key == *t)
                         .is_some_and(|e| slab.get(e.conn).expires > now)
+                        || shared.route(t).is_some_and(|o| o != shard)
                 };
                 match nat::allocate(&req, in_use) {
                     Ok(w) => w,
                     Err(_) => {
+                        uncharge(self);
                         self.counters.bump(Counter::DropNatExhausted);
                         res.drop = Some(CtDrop::NatExhausted);
                         return res;
@@ -607,6 +648,22 @@ impl Conntrack {
                 self.delete(other);
                 self.counters.bump(Counter::Expired);
             } else {
+                uncharge(self);
+                self.counters.bump(Counter::DropTupleClash);
+                res.drop = Some(CtDrop::TupleClash);
+                return res;
+            }
+        }
+        if self.shared.shards > 1 && reply != tuple {
+            // Another shard's NAT binding with this reply key (or, for a binding of ours, a
+            // race for it): refused like a clash in this shard.
+            let clash = if nat_flags != 0 && reply != tuple.reversed() {
+                self.shared.claim(&reply, self.shard).is_err()
+            } else {
+                self.shared.route(&reply).is_some_and(|o| o != self.shard)
+            };
+            if clash {
+                uncharge(self);
                 self.counters.bump(Counter::DropTupleClash);
                 res.drop = Some(CtDrop::TupleClash);
                 return res;
@@ -624,11 +681,12 @@ impl Conntrack {
         if let Some((value, mask)) = act.label {
             conn.label = value & mask;
         }
-        if let Some(i) = src_slot {
-            conn.src_slot = i;
-            conn.src_generation = self.limits.charge(i);
-        }
+        conn.src_slot = src_slot;
+        conn.src_generation = src_generation;
         conn.class = class_of(&conn);
+        if let Some(k) = dnat_key(&conn) {
+            self.shared.add_dnat(k);
+        }
         let expires = now.saturating_add(self.timeouts_ns[conn.class as usize]);
         let idx = self.slab.insert(conn, expires);
         let seed = self.seed;
@@ -690,6 +748,9 @@ impl Conntrack {
             .find(look.hash(self.seed), &look)
             .filter(|&(idx, _)| self.slab.get(idx).expires > now);
         let Some((idx, reply)) = found else {
+            if let Some(o) = self.elsewhere(&look) {
+                return self.redirect_to(o);
+            }
             return self.invalid(act.zone, InvalidReason::IcmpErrorUnrelated);
         };
         self.counters.bump(Counter::Related);
@@ -775,89 +836,94 @@ impl Conntrack {
                 e.remove();
             }
         }
-        if c.src_slot != limits::NO_SLOT {
-            self.limits.release(c.src_slot, c.src_generation);
+        self.shared
+            .uncharge(c.orig.zone, c.src_slot, c.src_generation, dnat_key(&c));
+        if c.nat != 0 && c.reply != c.orig.reversed() {
+            self.shared.unroute(&c.reply, self.shard);
         }
         self.slab.remove(idx);
     }
 
-    /// Whether a new connection of `tuple` is within its zone's and its source's limits;
-    /// `Ok` carries the source slot to count it against.
+    /// The shard owning the NAT binding whose reply key is `t`, when not this one.
     #[inline]
-    fn admit(&self, tuple: &Tuple) -> Result<Option<u32>, CtDrop> {
-        let limit = self.limits.zone(tuple.zone);
-        if limit != 0 && self.slab.zone_live(tuple.zone) >= limit {
-            return Err(CtDrop::ZoneLimit);
+    fn elsewhere(&self, t: &Tuple) -> Option<u32> {
+        if self.shared.shards <= 1 {
+            return None;
         }
-        if !self.limits.has_sources() {
-            return Ok(None);
-        }
-        match self.limits.source(tuple.zone, tuple.family, &tuple.src) {
-            Some((_, true)) => Err(CtDrop::SourceLimit),
-            Some((i, false)) => Ok(Some(i)),
-            None => Ok(None),
-        }
+        self.shared.route(t).filter(|&o| o != self.shard)
+    }
+
+    fn redirect_to(&mut self, shard: u32) -> CtResult {
+        self.redirect = Some(shard);
+        CtResult::default()
     }
 
     /// Sets the limit of zones without one of their own (0: unlimited, the initial value).
     pub fn set_default_zone_limit(&mut self, limit: u32) {
-        self.limits.set_default(limit);
+        self.shared.acct().limits.set_default(limit);
     }
 
     /// Sets `zone`'s own limit (0: unlimited, whatever the default).
     pub fn set_zone_limit(&mut self, zone: u16, limit: u32) {
-        self.limits.set_zone(zone, limit);
+        self.shared.acct().limits.set_zone(zone, limit);
     }
 
     /// Removes `zone`'s own limit: the default applies again. False if it had none.
     pub fn del_zone_limit(&mut self, zone: u16) -> bool {
-        self.limits.del_zone(zone)
+        self.shared.acct().limits.del_zone(zone)
     }
 
     /// The default zone limit (0: unlimited).
     pub fn default_zone_limit(&self) -> u32 {
-        self.limits.default_limit()
+        self.shared.acct().limits.default_limit()
     }
 
     /// The limit in force and the live connections of `zone`.
     pub fn zone_limit(&self, zone: u16) -> ZoneLimit {
-        ZoneLimit {
-            zone,
-            limit: self.limits.zone(zone),
-            count: self.slab.zone_live(zone),
-        }
+        self.shared.zone_limit(zone)
     }
 
     /// The zones with a limit of their own, ascending, with their counts.
     pub fn zone_limits(&self) -> Vec<ZoneLimit> {
-        self.limits
-            .own()
-            .map(|(zone, limit)| ZoneLimit {
-                zone,
-                limit,
-                count: self.slab.zone_live(zone),
-            })
-            .collect()
+        self.shared.zone_limits()
+    }
+
+    /// Live connections per zone, for the zones that have any (counted at commit and removal,
+    /// never by walking the table).
+    pub fn zone_counts(&self) -> Vec<(u16, u32)> {
+        self.shared.zone_counts()
+    }
+
+    /// Live connections per DNAT binding (frontend and backend), counted at commit and removal.
+    pub fn dnat_counts(&self) -> Vec<(DnatKey, u32)> {
+        self.shared.dnat_counts()
     }
 
     /// Replaces every source limit with `wanted`: (zone, family, source address, limit; 0
     /// counts without refusing). A source kept keeps its count; a new one counts the live
     /// connections it already has (one walk of the table, only when sources are added).
     pub fn set_source_limits(&mut self, wanted: &[(u16, Family, Addr, u32)]) {
-        let new = self.limits.replace_sources(wanted);
+        let new = self.shared.acct().limits.replace_sources(wanted);
+        self.charge_new_sources(&new);
+    }
+
+    /// Counts this table's live connections against the source slots `new` (just added).
+    fn charge_new_sources(&mut self, new: &[u32]) {
         if new.is_empty() {
             return;
         }
+        let shared = self.shared.clone();
+        let mut a = shared.acct();
         let keys: std::collections::HashMap<_, u32> =
-            new.iter().map(|&i| (self.limits.slot_key(i), i)).collect();
+            new.iter().map(|&i| (a.limits.slot_key(i), i)).collect();
         let live: Vec<u32> = self.slab.live_indices().collect();
         for idx in live {
             let c = self.slab.get(idx);
-            if self.limits.attached(c.src_slot, c.src_generation) {
+            if a.limits.attached(c.src_slot, c.src_generation) {
                 continue;
             }
             if let Some(&i) = keys.get(&(c.orig.zone, c.orig.family, c.orig.src)) {
-                let generation = self.limits.charge(i);
+                let generation = a.limits.charge(i);
                 let c = self.slab.get_mut(idx);
                 c.src_slot = i;
                 c.src_generation = generation;
@@ -867,7 +933,7 @@ impl Conntrack {
 
     /// Every source limit with its count, by zone then address.
     pub fn source_limits(&self) -> Vec<SourceLimit> {
-        self.limits.sources()
+        self.shared.acct().limits.sources()
     }
 
     /// Reaps at most `budget` expired connections (oldest first in each timeout class) and
@@ -1007,6 +1073,19 @@ fn nat_view(c: &Conn, reply: bool) -> (Tuple, u8) {
         bits |= CT_DNAT;
     }
     (wire, bits)
+}
+
+/// The DNAT binding a connection counts against, if it has one.
+fn dnat_key(c: &Conn) -> Option<DnatKey> {
+    (c.nat & NAT_DST != 0).then_some(DnatKey {
+        zone: c.orig.zone,
+        family: c.orig.family,
+        proto: c.orig.proto,
+        frontend: c.orig.dst,
+        frontend_port: c.orig.dport,
+        backend: c.reply.src,
+        backend_port: c.reply.sport,
+    })
 }
 
 fn class_of(c: &Conn) -> TimeoutClass {

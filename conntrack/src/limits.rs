@@ -4,8 +4,8 @@
 //!
 //! - **Zones**: a default limit for every zone and a limit of its own for some; 0 is
 //!   unlimited, and a zone without a limit of its own takes the default (initially unlimited).
-//!   The limit in force for each of the 65536 zones is kept in a dense array, and the slab
-//!   counts live connections per zone, so the check at commit is two array reads.
+//!   The limit in force for each of the 65536 zones is kept in a dense array, and the shared
+//!   accounting counts live connections per zone, so the check at commit is two array reads.
 //! - **Sources**: (zone, source address) pairs with a limit of their own, e.g. one per pod
 //!   (pods send only from their own address). Found by one hash lookup at commit, only while
 //!   any is set; a connection remembers which one it was counted against (slot and
@@ -63,7 +63,7 @@ struct Slot {
 
 type SourceKey = (u16, Family, Addr);
 
-/// Zone and source limits (the counts of zones live in the slab).
+/// Zone and source limits (the counts of zones live in the shared accounting, `shared.rs`).
 pub(crate) struct Limits {
     default: u32,
     /// Zones with a limit of their own.

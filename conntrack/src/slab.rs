@@ -84,8 +84,6 @@ pub(crate) struct Slab {
     free: Vec<u32>,
     lists: [List; TimeoutClass::COUNT],
     live: usize,
-    /// Live connections per zone (of the original tuple), `limits::ZONES` entries.
-    zone_live: Box<[u32]>,
 }
 
 impl Slab {
@@ -98,18 +96,11 @@ impl Slab {
                 tail: NIL,
             }; TimeoutClass::COUNT],
             live: 0,
-            zone_live: vec![0; super::limits::ZONES].into_boxed_slice(),
         }
     }
 
     pub fn live(&self) -> usize {
         self.live
-    }
-
-    /// Live connections in `zone`.
-    #[inline]
-    pub fn zone_live(&self, zone: u16) -> u32 {
-        self.zone_live[zone as usize]
     }
 
     #[inline]
@@ -146,7 +137,6 @@ impl Slab {
             }
         };
         self.live += 1;
-        self.zone_live[self.conns[i as usize].orig.zone as usize] += 1;
         self.conns[i as usize].expires = expires;
         self.link_tail(i);
         i
@@ -159,7 +149,6 @@ impl Slab {
         if c.live {
             c.live = false;
             self.live -= 1;
-            self.zone_live[c.orig.zone as usize] -= 1;
             self.free.push(i);
         }
     }

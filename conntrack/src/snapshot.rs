@@ -136,10 +136,18 @@ impl Conntrack {
             let orig_hash = s.orig.hash(seed);
             let reply_hash = s.reply.hash(seed);
             if !coherent
-                || self.len() >= self.cfg.max_conns
                 || self.find(orig_hash, &s.orig).is_some()
                 || self.find(reply_hash, &s.reply).is_some()
+                || !self.shared.charge_restored(s.orig.zone, self.cfg.max_conns)
             {
+                r.skipped += 1;
+                continue;
+            }
+            let routed = s.nat != 0 && s.reply != s.orig.reversed();
+            if self.shared.shards > 1 && routed && self.shared.claim(&s.reply, self.shard).is_err()
+            {
+                self.shared
+                    .uncharge(s.orig.zone, crate::limits::NO_SLOT, 0, None);
                 r.skipped += 1;
                 continue;
             }
@@ -154,6 +162,9 @@ impl Conntrack {
             conn.icmp_type_code = s.icmp_type_code;
             conn.label = (u128::from(s.label_hi) << 64) | u128::from(s.label_lo);
             let left = (s.remaining_ns - elapsed_ns).min(self.timeouts_ns[s.class as usize]);
+            if let Some(k) = crate::dnat_key(&conn) {
+                self.shared.add_dnat(k);
+            }
             let idx = self.slab.insert(conn, now.saturating_add(left));
             self.table.insert_unique(
                 orig_hash,

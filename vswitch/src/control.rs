@@ -231,7 +231,7 @@ impl Control {
     /// `ct-set-limits`: conntrack is the datapath's, shared by its bridges; the bridge names it.
     fn ct_set_limits(&self, br: &str, limits: &[LimitSetting]) -> CmdResult {
         self.switch.with_bridge(br, |_| Ok(()))?;
-        let mut ct = crate::datapath::lock(&self.switch.dp.ct);
+        let ct = &self.switch.dp.ct;
         for l in limits {
             match *l {
                 LimitSetting::Default(n) => ct.set_default_zone_limit(n),
@@ -247,7 +247,7 @@ impl Control {
     /// `ct-del-limits`: the zones take the default limit again.
     fn ct_del_limits(&self, br: &str, zones: &[u16]) -> CmdResult {
         self.switch.with_bridge(br, |_| Ok(()))?;
-        let mut ct = crate::datapath::lock(&self.switch.dp.ct);
+        let ct = &self.switch.dp.ct;
         for &z in zones {
             ct.del_zone_limit(z);
         }
@@ -264,7 +264,7 @@ impl Control {
         zones: Option<&[u16]>,
     ) -> Result<CtLimitsView, String> {
         self.switch.with_bridge(br, |_| Ok(()))?;
-        let ct = crate::datapath::lock(&self.switch.dp.ct);
+        let ct = &self.switch.dp.ct;
         let zone_views = match zones {
             Some(list) => list.iter().map(|&z| ct.zone_limit(z)).collect(),
             None => ct.zone_limits(),

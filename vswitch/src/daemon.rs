@@ -123,6 +123,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         rx_wait_block: opts.rx_wait_block,
         threads: opts.threads,
         conntrack: opts.conntrack.clone(),
+        ct_shards: 0,
     })
     .map_err(|e| {
         remove_files(&sock, opts.pidfile.as_deref());

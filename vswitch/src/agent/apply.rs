@@ -213,7 +213,7 @@ fn set_pod_conn_limits(switch: &Switch, cfg: &NodeConfig) {
         .into_iter()
         .map(|(ip, limit)| (cfg.ct_zone, Family::V4, Addr::v4(u32::from(ip)), limit))
         .collect();
-    crate::datapath::lock(&switch.dp.ct).set_source_limits(&wanted);
+    switch.dp.ct.set_source_limits(&wanted);
 }
 
 fn port_names(switch: &Switch, br: &str) -> Vec<String> {

@@ -248,10 +248,9 @@ impl Control {
         }
         Ok(sw.dp.call(move |dp| {
             let now = dp.now_ns();
-            dp.conntrack()
-                .dump(now)
-                .filter(|e| zone.is_none_or(|z| e.zone == z))
-                .collect()
+            let mut all = dp.conntrack().dump(now);
+            all.retain(|e| zone.is_none_or(|z| e.zone == z));
+            all
         }))
     }
 

@@ -8,15 +8,18 @@ use tap_io::PacketBuf;
 use super::actions::CtAction;
 use super::drops::DropReason;
 use conntrack::tuple::Addr;
-use conntrack::{Conntrack, CtDrop, PacketFacts};
+use conntrack::{CtDrop, Cursor, PacketFacts, Sharded};
 
 /// Runs `ct` on one packet. `lookup` is the key conntrack identifies the connection by (the
 /// packet's key before any NAT of this zone), `key` the packet as it is now. Returns the key as
 /// the next pipeline pass sees it (ct fields set, NAT applied), `None` when conntrack kept the
 /// packet (a fragment ahead of its first fragment: it comes back through
-/// `Conntrack::take_released_fragment`, with `key` as its metadata), or why it must be dropped.
-pub fn run(
-    ct: &mut Conntrack,
+/// `Sharded::take_released_fragment`, with `key` as its metadata), or why it must be dropped.
+/// Shards are locked through `cur`.
+#[allow(clippy::too_many_arguments)]
+pub fn run<'a>(
+    ct: &'a Sharded,
+    cur: &mut Cursor<'a>,
     now: u64,
     pkt: &mut PacketBuf,
     lookup: &FlowKey,
@@ -35,6 +38,7 @@ pub fn run(
     }
     let facts = facts(pkt.data(), key, parsed);
     let res = ct.process_frame(
+        cur,
         lookup,
         &facts,
         &conntrack::CtAction {
@@ -46,8 +50,7 @@ pub fn run(
             force: act.force,
         },
         now,
-        pkt.data(),
-        key,
+        Some((pkt.data(), key)),
     );
     if res.held {
         return Ok(None);

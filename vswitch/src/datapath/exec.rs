@@ -16,8 +16,7 @@ use super::ports::DpPort;
 use super::xlate::{CachedFlow, META_WORDS, Xlate};
 use super::{Datapath, DpBridge};
 use crate::pipeline::Pipeline;
-use conntrack::Conntrack;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::RwLock;
 
 /// Recirculations (ct with table=) one packet may take.
 const MAX_RECIRC: usize = 8;
@@ -97,10 +96,12 @@ impl Default for Scratch {
 struct Ctx<'a> {
     ports: &'a mut [Option<DpPort>],
     bridge: &'a mut DpBridge,
-    /// Shared state, locked on first use and held to the end of the batch: at most one lock
-    /// per batch, none for batches that never need it.
-    ct: Shared<'a, Conntrack>,
-    mac: Shared<'a, MacTable>,
+    /// The connection table: a shard is locked on first use and held while the packets that
+    /// follow stay in it (to the end of the batch at most); one shard at a time.
+    ct: &'a conntrack::Sharded,
+    ct_cur: conntrack::Cursor<'a>,
+    /// The bridge's MAC table: read-locked per frame, write-locked only to learn a change.
+    mac: &'a RwLock<MacTable>,
     /// PACKET_OUT with its own actions: translate without touching the caches.
     uncached: bool,
     pipeline: &'a Pipeline,
@@ -113,34 +114,6 @@ struct Ctx<'a> {
     ct_first: Option<(u16, FlowKey)>,
     packet_in: Option<&'a crossbeam_channel::Sender<super::PacketInEvent>>,
     bridge_index: usize,
-}
-
-/// A mutex shared between forwarding threads, locked lazily for the rest of a batch.
-struct Shared<'a, T> {
-    mutex: &'a Mutex<T>,
-    guard: Option<MutexGuard<'a, T>>,
-}
-
-impl<'a, T> Shared<'a, T> {
-    fn new(mutex: &'a Mutex<T>) -> Self {
-        Shared { mutex, guard: None }
-    }
-
-    fn get(&mut self) -> &mut T {
-        self.guard.get_or_insert_with(|| super::lock(self.mutex))
-    }
-}
-
-impl Ctx<'_> {
-    /// The connection table. Its lock is taken only while the MAC table's is not held (that
-    /// one is let go first and re-taken on next use), so every thread locks in the same order,
-    /// conntrack then MAC, and two threads can never wait on each other.
-    fn conntrack(&mut self) -> &mut Conntrack {
-        if self.ct.guard.is_none() {
-            self.mac.guard = None;
-        }
-        self.ct.get()
-    }
 }
 
 /// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
@@ -166,8 +139,9 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
         let mut ctx = Ctx {
             ports,
             bridge: b,
-            ct: Shared::new(ct),
-            mac: Shared::new(&mac),
+            ct,
+            ct_cur: conntrack::Cursor::default(),
+            mac: &mac,
             uncached: false,
             pipeline: &pipeline,
             scratch,
@@ -244,8 +218,9 @@ pub(super) fn inject(
     let mut ctx = Ctx {
         ports,
         bridge: b,
-        ct: Shared::new(ct),
-        mac: Shared::new(&mac),
+        ct,
+        ct_cur: conntrack::Cursor::default(),
+        mac: &mac,
         uncached,
         pipeline: &pipeline,
         scratch,
@@ -266,14 +241,9 @@ pub(super) fn inject(
 
 /// Runs again, from table 0 and as received, the fragments conntrack held until their first
 /// fragment passed (the packet just run may have been that first fragment). Cheap when there
-/// are none: conntrack is only asked if this batch already holds its lock.
+/// are none: the cursor knows whether a shard it used has any.
 fn run_released_fragments(ctx: &mut Ctx) {
-    if !ctx
-        .ct
-        .guard
-        .as_ref()
-        .is_some_and(|ct| ct.has_released_fragments())
-    {
+    if !ctx.ct_cur.has_released_fragments() {
         return;
     }
     let mut frame = std::mem::take(&mut ctx.scratch.held_frame);
@@ -284,7 +254,7 @@ fn run_released_fragments(ctx: &mut Ctx) {
         )
     });
     let saved_in_dp = ctx.in_dp;
-    while let Some(held) = ctx.conntrack().take_released_fragment(&mut frame) {
+    while let Some(held) = ctx.ct.take_released_fragment(&mut ctx.ct_cur, &mut frame) {
         if pkt.set_frame(&frame).is_err() {
             ctx.bridge.drops.add(DropReason::TooBig, 1);
             continue;
@@ -578,7 +548,8 @@ fn execute_list(
                 };
                 let now_ns = ctx.now_ns;
                 let next = match super::ct::run(
-                    ctx.conntrack(),
+                    ctx.ct,
+                    &mut ctx.ct_cur,
                     now_ns,
                     pkt,
                     &lookup_key,
@@ -782,14 +753,13 @@ fn tunnel(
 fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
-    if ctx.mac.get().learn(vlan, key.eth_src, in_port, ctx.now_ns)
-        == super::mac_learning::Learned::TableFull
-    {
+    let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
+    let (learned, out) =
+        super::mac_learning::learn_and_lookup(ctx.mac, vlan, key.eth_src, in_port, dst, ctx.now_ns);
+    if learned == Some(super::mac_learning::Learned::TableFull) {
         ctx.bridge.drops.add(DropReason::MacTableFull, 1);
     }
-    if key.eth_dst[0] & 1 == 0
-        && let Some(out) = ctx.mac.get().lookup(vlan, key.eth_dst, ctx.now_ns)
-    {
+    if let Some(out) = out {
         if out != in_port {
             output_ofport(ctx, out, pkt, key, parsed);
         }

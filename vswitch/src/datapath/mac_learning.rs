@@ -5,6 +5,15 @@
 //! least recently seen entry of the port holding the most entries, as Open vSwitch does, so one
 //! port flooding random source MACs only churns its own entries and every other port's MACs
 //! stay learned.
+//!
+//! Shared by forwarding threads read-mostly ([`learn_and_lookup`] on an `RwLock`): a frame
+//! from a known source on its known port only stores its time stamp (an atomic) under the read
+//! lock; the write lock is taken for a new or moved MAC, and to move a refreshed entry to the
+//! end of its port's list at most once a second ([`RELINK_NS`]), so the lists stay in
+//! last-seen order to within a second.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashMap;
 
@@ -14,11 +23,16 @@ pub const DEFAULT_MAX_ENTRIES: usize = 8192;
 
 const NIL: u32 = u32::MAX;
 
+/// A refreshed entry is moved to the end of its port's list (write lock) when it was last
+/// moved longer ago than this; otherwise only its time stamp is stored (read lock).
+pub const RELINK_NS: u64 = 1_000_000_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     vlan: u16,
     mac: [u8; 6],
     port: u32,
+    /// When it was last linked at the end of its port's list (`seen` may be later).
     last_seen_ns: u64,
     /// Neighbours on the port's LRU list.
     prev: u32,
@@ -46,6 +60,8 @@ impl Default for PortList {
 pub struct MacTable {
     index: HashMap<(u16, [u8; 6]), u32>,
     slab: Vec<Entry>,
+    /// Last seen, per slab slot: stored under the read lock.
+    seen: Vec<AtomicU64>,
     free: Vec<u32>,
     ports: HashMap<u32, PortList>,
     max_entries: usize,
@@ -71,6 +87,7 @@ impl MacTable {
         MacTable {
             index: HashMap::with_capacity(max_entries),
             slab: Vec::with_capacity(max_entries),
+            seen: Vec::with_capacity(max_entries),
             free: Vec::new(),
             ports: HashMap::new(),
             max_entries,
@@ -89,6 +106,7 @@ impl MacTable {
             let e = &mut self.slab[i as usize];
             e.port = port;
             e.last_seen_ns = now_ns;
+            self.seen[i as usize].store(now_ns, Ordering::Relaxed);
             self.link_tail(i);
             return if old_port != port {
                 Learned::Moved
@@ -114,10 +132,12 @@ impl MacTable {
         let i = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = entry;
+                self.seen[i as usize].store(now_ns, Ordering::Relaxed);
                 i
             }
             None => {
                 self.slab.push(entry);
+                self.seen.push(AtomicU64::new(now_ns));
                 (self.slab.len() - 1) as u32
             }
         };
@@ -195,8 +215,32 @@ impl MacTable {
     }
 
     pub fn lookup(&self, vlan: u16, mac: [u8; 6], now_ns: u64) -> Option<u32> {
-        let e = &self.slab[*self.index.get(&(vlan, mac))? as usize];
-        (now_ns.saturating_sub(e.last_seen_ns) < self.aging_ns).then_some(e.port)
+        let i = *self.index.get(&(vlan, mac))? as usize;
+        (now_ns.saturating_sub(self.seen_ns(i)) < self.aging_ns).then_some(self.slab[i].port)
+    }
+
+    #[inline]
+    fn seen_ns(&self, i: usize) -> u64 {
+        self.seen[i].load(Ordering::Relaxed)
+    }
+
+    /// A frame from `mac` on `port`: if the entry is there with that port and was moved to
+    /// its list's end less than [`RELINK_NS`] ago, stores its time stamp and returns true
+    /// (no write lock needed); false if `learn` must run.
+    #[inline]
+    fn refresh_shared(&self, vlan: u16, mac: [u8; 6], port: u32, now_ns: u64) -> bool {
+        if mac[0] & 1 != 0 {
+            return true; // never learned; nothing to do
+        }
+        let Some(&i) = self.index.get(&(vlan, mac)) else {
+            return false;
+        };
+        let e = &self.slab[i as usize];
+        if e.port != port || now_ns.saturating_sub(e.last_seen_ns) >= RELINK_NS {
+            return false;
+        }
+        self.seen[i as usize].fetch_max(now_ns, Ordering::Relaxed);
+        true
     }
 
     /// Drops aged entries: each port's list is oldest first, so this looks only at what goes
@@ -206,10 +250,19 @@ impl MacTable {
         for mut i in heads {
             while i != NIL {
                 let e = self.slab[i as usize];
-                if now_ns.saturating_sub(e.last_seen_ns) < self.aging_ns {
-                    break;
+                let seen = self.seen_ns(i as usize);
+                if now_ns.saturating_sub(seen) < self.aging_ns {
+                    if seen == e.last_seen_ns {
+                        break;
+                    }
+                    // Seen since it was last moved (under the read lock): move it now, the
+                    // entries behind it may be older.
+                    self.unlink(i);
+                    self.slab[i as usize].last_seen_ns = seen;
+                    self.link_tail(i);
+                } else {
+                    self.remove(i);
                 }
-                self.remove(i);
                 i = e.next;
             }
         }
@@ -244,7 +297,8 @@ impl MacTable {
             .values()
             .map(|&i| {
                 let e = &self.slab[i as usize];
-                (e.vlan, e.mac, e.port, now_ns.saturating_sub(e.last_seen_ns))
+                let seen = self.seen_ns(i as usize);
+                (e.vlan, e.mac, e.port, now_ns.saturating_sub(seen))
             })
             .collect()
     }
@@ -275,13 +329,36 @@ impl MacTable {
                     e.vlan,
                     e.mac,
                     e.port,
-                    now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+                    now_ns.saturating_sub(self.seen_ns(i as usize)) / 1_000_000_000,
                 )
             })
             .collect();
         v.sort_by_key(|&(vlan, mac, port, _)| (port, vlan, mac));
         v
     }
+}
+
+/// The NORMAL action's MAC work for one frame, on a table shared by forwarding threads: learns
+/// `src` on `in_port` (the write lock only if that changes the table, see the module
+/// documentation) and looks up `dst` (`None`: not looked up). Returns what learning did (`None`:
+/// only the time stamp was stored) and the port of `dst`.
+pub fn learn_and_lookup(
+    table: &RwLock<MacTable>,
+    vlan: u16,
+    src: [u8; 6],
+    in_port: u32,
+    dst: Option<[u8; 6]>,
+    now_ns: u64,
+) -> (Option<Learned>, Option<u32>) {
+    {
+        let t = table.read().unwrap_or_else(|e| e.into_inner());
+        if t.refresh_shared(vlan, src, in_port, now_ns) {
+            return (None, dst.and_then(|d| t.lookup(vlan, d, now_ns)));
+        }
+    }
+    let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+    let learned = t.learn(vlan, src, in_port, now_ns);
+    (Some(learned), dst.and_then(|d| t.lookup(vlan, d, now_ns)))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use tracing::warn;
 
 use crate::pipeline::Pipeline;
 use cache::{Emc, MegaflowCache};
-use conntrack::Conntrack;
+use conntrack::Sharded;
 use counters::PortCounters;
 use drops::DropCounters;
 use mac_learning::MacTable;
@@ -56,7 +56,13 @@ pub struct Options {
     pub threads: usize,
     /// Connection tracking: table size, timeouts, TCP checks.
     pub conntrack: conntrack::Config,
+    /// Shards of the connection table (0: [`DEFAULT_CT_SHARDS`]).
+    pub ct_shards: usize,
 }
+
+/// Shards of the connection table: a thread's lookup meets another thread's in the same shard
+/// with a probability of about threads/shards.
+pub const DEFAULT_CT_SHARDS: usize = 16;
 
 type Job = Box<dyn FnOnce(&mut Datapath) + Send>;
 
@@ -82,7 +88,7 @@ pub struct DatapathHandle {
     /// The datapath clock's zero: flow `used_ns` stamps are relative to it.
     pub start: Instant,
     /// The connection table the threads share (read by metrics scrapes, which lock it once).
-    pub ct: Arc<std::sync::Mutex<Conntrack>>,
+    pub ct: Arc<Sharded>,
     /// Busy and idle time of each forwarding thread, by thread index.
     pub thread_stats: Arc<[Arc<ThreadStats>]>,
 }
@@ -152,7 +158,7 @@ impl DatapathHandle {
         drops: Arc<DropCounters>,
     ) -> (usize, Vec<Arc<CacheStats>>) {
         let _order = self.placement();
-        let mac = Arc::new(std::sync::Mutex::new(MacTable::new(
+        let mac = Arc::new(std::sync::RwLock::new(MacTable::new(
             mac_learning::DEFAULT_MAX_ENTRIES,
             mac_learning::DEFAULT_AGING_SECS,
         )));
@@ -373,8 +379,8 @@ pub struct DpBridge {
     pub(crate) emc: Emc<xlate::CachedFlow>,
     pub(crate) megaflows: MegaflowCache<xlate::CachedFlow>,
     /// Shared by every thread's copy of the bridge (learning on one port, lookups on all);
-    /// locked at most once per batch.
-    pub(crate) mac: Arc<std::sync::Mutex<MacTable>>,
+    /// read-locked per frame, write-locked only when learning changes it.
+    pub(crate) mac: Arc<std::sync::RwLock<MacTable>>,
     /// Counters of cache behaviour, for `dump-drops` and benchmarks.
     pub stats: Arc<CacheStats>,
 }
@@ -423,8 +429,8 @@ pub struct Datapath {
     pub(crate) ports: Vec<Option<DpPort>>,
     pub(crate) bridges: Vec<Option<DpBridge>>,
     /// One connection table for all threads (a connection's two directions may arrive on
-    /// ports of different threads); locked at most once per batch, when a packet needs it.
-    pub(crate) ct: Arc<std::sync::Mutex<Conntrack>>,
+    /// ports of different threads), in shards locked one at a time.
+    pub(crate) ct: Arc<Sharded>,
     rx: Batch,
     /// Ports that still had packets when their turn ended (edge-triggered readiness).
     still_ready: Vec<usize>,
@@ -442,8 +448,12 @@ pub struct Datapath {
 pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)> {
     let n = opts.threads.max(1);
     let start = Instant::now();
-    let ct = Conntrack::new(opts.conntrack).map_err(|e| io::Error::other(e.to_string()))?;
-    let ct = Arc::new(std::sync::Mutex::new(ct));
+    let shards = match opts.ct_shards {
+        0 => DEFAULT_CT_SHARDS,
+        n => n,
+    };
+    let ct = Sharded::new(opts.conntrack, shards).map_err(|e| io::Error::other(e.to_string()))?;
+    let ct = Arc::new(ct);
     let mut handles = Vec::with_capacity(n);
     let mut joins = Vec::with_capacity(n);
     let thread_stats: Arc<[Arc<ThreadStats>]> =
@@ -621,7 +631,7 @@ impl Datapath {
         }
         self.conntrack().expire(now, 4096);
         for b in self.bridges.iter_mut().flatten() {
-            lock(&b.mac).expire(now);
+            write(&b.mac).expire(now);
         }
     }
 
@@ -631,7 +641,7 @@ impl Datapath {
         name: &str,
         pipeline: Arc<ArcSwap<Pipeline>>,
         drops: Arc<DropCounters>,
-        mac: Arc<std::sync::Mutex<MacTable>>,
+        mac: Arc<std::sync::RwLock<MacTable>>,
     ) -> (usize, Arc<CacheStats>) {
         let stats = Arc::new(CacheStats::default());
         let bridge = DpBridge {
@@ -705,7 +715,7 @@ impl Datapath {
                 port.deregister(self.poll.registry());
             }
             if let Some(Some(b)) = self.bridges.get_mut(port.bridge) {
-                lock(&b.mac).flush_port(port.ofport);
+                write(&b.mac).flush_port(port.ofport);
                 b.cache_version = u64::MAX;
             }
         }
@@ -776,8 +786,8 @@ impl Datapath {
     }
 
     /// The connection table (shared by every thread).
-    pub fn conntrack(&self) -> std::sync::MutexGuard<'_, Conntrack> {
-        lock(&self.ct)
+    pub fn conntrack(&self) -> &Sharded {
+        &self.ct
     }
 
     /// Bridge `bridge`'s MAC table as `(vlan, mac, port, age_ns)`.
@@ -786,7 +796,7 @@ impl Datapath {
         self.bridges
             .get(bridge)
             .and_then(|b| b.as_ref())
-            .map(|b| lock(&b.mac).export(now))
+            .map(|b| read(&b.mac).export(now))
             .unwrap_or_default()
     }
 
@@ -794,7 +804,7 @@ impl Datapath {
     pub fn mac_table_import(&self, bridge: usize, entries: &[(u16, [u8; 6], u32, u64)]) {
         let now = self.now_ns();
         if let Some(b) = self.bridges.get(bridge).and_then(|b| b.as_ref()) {
-            lock(&b.mac).import(entries, now);
+            write(&b.mac).import(entries, now);
         }
     }
 
@@ -803,7 +813,7 @@ impl Datapath {
         self.bridges
             .get(bridge)
             .and_then(|b| b.as_ref())
-            .map(|b| lock(&b.mac).dump(now))
+            .map(|b| read(&b.mac).dump(now))
             .unwrap_or_default()
     }
 }
@@ -814,6 +824,10 @@ fn add_ns(counter: &std::sync::atomic::AtomicU64, d: Duration) {
 
 /// Locks shared datapath state; a thread that panicked while holding it cannot have left it
 /// half-updated in a way that matters more than stopping forwarding would.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+pub(crate) fn read<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
 }

@@ -241,32 +241,33 @@ fn conntrack(control: &Control, out: &mut Vec<Family>) {
             per_backend.insert((s.name.clone(), format!("{ip}:{port}")), 0);
         }
     }
-    let mut zones: BTreeMap<u16, u64> = BTreeMap::new();
     let dp = &control.switch.dp;
-    let now = dp.start.elapsed().as_nanos() as u64;
-    let (entries, limit, counters, default_zone_limit, zone_limits, source_limits) = {
-        let ct = crate::datapath::lock(&dp.ct);
+    // Counts kept by conntrack at commit and removal: nothing here walks the table, and no
+    // shard is locked (only the accounting's own lock, for as long as the copy takes).
+    let (zones, entries, limit, counters, default_zone_limit, zone_limits, source_limits) = {
+        let ct = &dp.ct;
         let locked = Instant::now();
         let _timed = LockTimer(locked);
-        for e in ct.dump(now) {
-            *zones.entry(e.zone).or_default() += 1;
-            if e.nat & conntrack::nat::NAT_DST == 0 || e.orig.family != conntrack::Family::V4 {
+        for (k, n) in ct.dnat_counts() {
+            if k.family != conntrack::Family::V4 {
                 continue;
             }
-            let dst = Ipv4Addr::from(e.orig.dst.v4_host());
-            if let Some(name) = by_frontend.get(&(e.zone, dst, e.orig.dport, e.orig.proto)) {
-                let backend = format!(
-                    "{}:{}",
-                    Ipv4Addr::from(e.reply.src.v4_host()),
-                    e.reply.sport
-                );
-                *per_backend.entry((name.to_string(), backend)).or_default() += 1;
+            let dst = Ipv4Addr::from(k.frontend.v4_host());
+            if let Some(name) = by_frontend.get(&(k.zone, dst, k.frontend_port, k.proto)) {
+                let backend = format!("{}:{}", Ipv4Addr::from(k.backend.v4_host()), k.backend_port);
+                *per_backend.entry((name.to_string(), backend)).or_default() += u64::from(n);
             }
         }
+        let zones: BTreeMap<u16, u64> = ct
+            .zone_counts()
+            .into_iter()
+            .map(|(z, n)| (z, u64::from(n)))
+            .collect();
         (
+            zones,
             ct.len(),
             ct.config().max_conns,
-            ct.counters().clone(),
+            ct.counters(),
             ct.default_zone_limit(),
             ct.zone_limits(),
             ct.source_limits(),

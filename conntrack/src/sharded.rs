@@ -1,0 +1,353 @@
+//! A connection table shared by forwarding threads: S shards, each a [`Conntrack`] behind a
+//! mutex of its own, so threads contend only when they touch the same shard at once
+//! (probability ~1/S per lookup) instead of on one lock for the whole table.
+//!
+//! - A packet goes to the shard of its address pair in its zone (a symmetric hash): both
+//!   directions of an un-NATed connection, and every fragment of a datagram, meet in one shard.
+//! - A connection lives in the shard of its original-direction addresses. NAT gives its reply
+//!   other addresses, usually another shard; the reply key is then also entered in a shared
+//!   reply index (see `shared.rs`), and a reply packet that finds nothing in its own shard is
+//!   run again in the owner's ([`Conntrack`] says so through its `redirect`).
+//! - Limits (`max_conns`, zones, sources) and the per-zone and per-DNAT-binding counts are kept
+//!   in one shared accounting, charged at commit and released at removal: exact across shards.
+//! - A thread holds at most one shard lock at a time ([`Cursor`]): the last shard used stays
+//!   locked until another is needed or the cursor is dropped (at the end of a batch), so a
+//!   batch of packets to one shard locks once.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use encap::FlowKey;
+
+use crate::shared::{self, Shared};
+use crate::snapshot::{Restored, SavedConn};
+use crate::tuple::{Addr, Family, Tuple};
+use crate::{
+    Config, ConnEntry, Conntrack, Counters, CtAction, CtError, CtResult, DnatKey, PacketFacts,
+    SourceLimit, ZoneLimit,
+};
+
+/// Most shards (the cursor keeps a 64-bit set of shards with released fragments).
+pub const MAX_SHARDS: usize = 64;
+
+/// A shard on a cache line of its own: threads locking neighbouring shards do not share a line.
+#[repr(align(128))]
+struct Padded(Mutex<Conntrack>);
+
+/// A connection table split in shards; see the module documentation.
+pub struct Sharded {
+    shards: Box<[Padded]>,
+    shared: Arc<Shared>,
+    cfg: Config,
+}
+
+/// A thread's view of the table during a batch: the shard it holds locked, if any. While it
+/// holds one, the same thread must not call the table's other methods (they lock shards too):
+/// [`Cursor::release`] first, or drop the cursor.
+pub struct Cursor<'a> {
+    held: Option<(u32, MutexGuard<'a, Conntrack>)>,
+    /// Shards where fragments wait to be run again.
+    released: u64,
+}
+
+impl Default for Cursor<'_> {
+    fn default() -> Self {
+        Cursor {
+            held: None,
+            released: 0,
+        }
+    }
+}
+
+impl<'a> Cursor<'a> {
+    fn get(&mut self, table: &'a Sharded, shard: u32) -> &mut Conntrack {
+        if self.held.as_ref().is_none_or(|(i, _)| *i != shard) {
+            self.held = None;
+            self.held = Some((shard, shared::lock(&table.shards[shard as usize].0)));
+        }
+        &mut self.held.as_mut().expect("just locked").1
+    }
+
+    /// Lets the held shard go.
+    pub fn release(&mut self) {
+        self.held = None;
+    }
+
+    /// Whether a shard is locked by this cursor.
+    pub fn holds_lock(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Whether fragments conntrack held are ready to run again.
+    #[inline]
+    pub fn has_released_fragments(&self) -> bool {
+        self.released != 0
+    }
+}
+
+impl Sharded {
+    /// A table of `shards` shards (1 to [`MAX_SHARDS`]) with `cfg`'s limits for the whole.
+    pub fn new(cfg: Config, shards: usize) -> Result<Sharded, CtError> {
+        let n = shards.clamp(1, MAX_SHARDS);
+        if cfg.max_conns == 0 || cfg.max_conns > 1 << 30 {
+            return Err(CtError::BadMaxConns(cfg.max_conns));
+        }
+        let seed = cfg.hash_seed.unwrap_or_else(crate::random_seed);
+        let shared = Arc::new(Shared::new(n as u32, seed));
+        // Each shard is sized for twice its share (plus some): the shared accounting bounds the
+        // total, and a shard that gets more than that grows.
+        let cap = if n == 1 {
+            cfg.max_conns
+        } else {
+            (cfg.max_conns / n * 2 + 64).min(cfg.max_conns)
+        };
+        let shards = (0..n as u32)
+            .map(|i| {
+                Conntrack::new_shard(cfg.clone(), seed, shared.clone(), i, Some(cap))
+                    .map(|c| Padded(Mutex::new(c)))
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
+        Ok(Sharded {
+            shards,
+            shared,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Conntrack> {
+        shared::lock(&self.shards[i].0)
+    }
+
+    /// The shard a packet is looked up in first: its addresses' (an ICMP error: those of the
+    /// header it carries).
+    fn dispatch(&self, key: &FlowKey, facts: &PacketFacts, zone: u16) -> u32 {
+        if self.shards.len() == 1 {
+            return 0;
+        }
+        let (src, dst) = match (crate::extract::error_inner(key, facts), key.eth_type) {
+            (Some(inner), _) => (inner.src, inner.dst),
+            (None, 0x86dd) => (Addr(key.ipv6_src), Addr(key.ipv6_dst)),
+            (None, _) => (Addr::v4(key.nw_src), Addr::v4(key.nw_dst)),
+        };
+        self.shared.home(zone, &src, &dst)
+    }
+
+    /// Runs the `ct` action on one packet (see [`Conntrack::process_frame`]; `frame` `None`
+    /// is [`Conntrack::process`]), locking through `cur`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_frame<'a>(
+        &'a self,
+        cur: &mut Cursor<'a>,
+        key: &FlowKey,
+        facts: &PacketFacts,
+        act: &CtAction<'_>,
+        now: u64,
+        frame: Option<(&[u8], &FlowKey)>,
+    ) -> CtResult {
+        let mut shard = self.dispatch(key, facts, act.zone);
+        let mut again = false;
+        // A reply goes on to its owner, which may send a reopened connection back to its home:
+        // three hops at most.
+        for _ in 0..3 {
+            let ct = cur.get(self, shard);
+            let res = ct.process_inner(key, facts, act, now, frame, again);
+            let released = ct.has_released_fragments();
+            let redirect = ct.redirect.take();
+            if released {
+                cur.released |= 1 << shard;
+            }
+            match redirect {
+                Some(next) => {
+                    shard = next;
+                    again = true;
+                }
+                None => return res,
+            }
+        }
+        let ct = cur.get(self, shard);
+        ct.redirect = None;
+        ct.invalid(act.zone, crate::InvalidReason::IcmpErrorUnrelated)
+    }
+
+    /// Takes a held fragment whose first fragment has passed (see
+    /// [`Conntrack::take_released_fragment`]).
+    pub fn take_released_fragment<'a>(
+        &'a self,
+        cur: &mut Cursor<'a>,
+        out: &mut Vec<u8>,
+    ) -> Option<FlowKey> {
+        while cur.released != 0 {
+            let shard = cur.released.trailing_zeros();
+            let ct = cur.get(self, shard);
+            let meta = ct.take_released_fragment(out);
+            let more = ct.has_released_fragments();
+            if !more {
+                cur.released &= !(1 << shard);
+            }
+            if meta.is_some() {
+                return meta;
+            }
+        }
+        None
+    }
+
+    /// Fragments waiting in the shards' holds for their first fragment.
+    pub fn held_fragments(&self) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).held_fragments())
+            .sum()
+    }
+
+    /// Live connections (including expired ones not yet reaped).
+    pub fn len(&self) -> usize {
+        self.shared.acct().live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shards' counters, added up.
+    pub fn counters(&self) -> Counters {
+        let mut sum = Counters::default();
+        for i in 0..self.shards.len() {
+            sum.merge(self.lock(i).counters());
+        }
+        sum
+    }
+
+    /// Reaps at most `budget` expired connections, shard by shard (one lock each).
+    pub fn expire(&self, now: u64, budget: usize) -> usize {
+        let per = budget.div_ceil(self.shards.len()).max(1);
+        (0..self.shards.len())
+            .map(|i| self.lock(i).expire(now, per))
+            .sum()
+    }
+
+    /// Deletes every connection (of `zone` if given); returns how many.
+    pub fn flush(&self, zone: Option<u16>) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).flush(zone))
+            .sum()
+    }
+
+    /// All live connections, shard by shard.
+    pub fn dump(&self, now: u64) -> Vec<ConnEntry> {
+        let mut v = Vec::with_capacity(self.len());
+        for i in 0..self.shards.len() {
+            v.extend(self.lock(i).dump(now));
+        }
+        v
+    }
+
+    /// The connection a tuple belongs to (either direction), with whether it is the reply key.
+    pub fn lookup(&self, t: &Tuple, now: u64) -> Option<(ConnEntry, bool)> {
+        let home = self.shared.home_of(t);
+        if let Some(found) = self.lock(home as usize).lookup(t, now) {
+            return Some(found);
+        }
+        let owner = self.shared.route(t)?;
+        self.lock(owner as usize).lookup(t, now)
+    }
+
+    /// Every live, unexpired connection (see [`Conntrack::snapshot`]).
+    pub fn snapshot(&self, now: u64) -> Vec<SavedConn> {
+        let mut v = Vec::new();
+        for i in 0..self.shards.len() {
+            v.extend(self.lock(i).snapshot(now));
+        }
+        v
+    }
+
+    fn restore_with(
+        &self,
+        saved: &[SavedConn],
+        f: impl Fn(&mut Conntrack, &[SavedConn]) -> Restored,
+    ) -> Restored {
+        let mut by_shard: Vec<Vec<SavedConn>> = vec![Vec::new(); self.shards.len()];
+        for s in saved {
+            by_shard[self.shared.home_of(s.orig()) as usize].push(*s);
+        }
+        let mut r = Restored::default();
+        for (i, part) in by_shard.iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let p = f(&mut self.lock(i), part);
+            r.restored += p.restored;
+            r.skipped += p.skipped;
+        }
+        r
+    }
+
+    /// See [`Conntrack::restore`].
+    pub fn restore(&self, saved: &[SavedConn], now: u64) -> Restored {
+        self.restore_with(saved, |ct, part| ct.restore(part, now))
+    }
+
+    /// See [`Conntrack::restore_aged`].
+    pub fn restore_aged(&self, saved: &[SavedConn], now: u64, elapsed_ns: u64) -> Restored {
+        self.restore_with(saved, |ct, part| ct.restore_aged(part, now, elapsed_ns))
+    }
+
+    /// See [`Conntrack::restore_checkpoint`].
+    pub fn restore_checkpoint(&self, saved: &[SavedConn], now: u64, elapsed_ns: u64) -> Restored {
+        self.restore_with(saved, |ct, part| {
+            ct.restore_checkpoint(part, now, elapsed_ns)
+        })
+    }
+
+    pub fn set_default_zone_limit(&self, limit: u32) {
+        self.shared.acct().limits.set_default(limit);
+    }
+
+    pub fn set_zone_limit(&self, zone: u16, limit: u32) {
+        self.shared.acct().limits.set_zone(zone, limit);
+    }
+
+    pub fn del_zone_limit(&self, zone: u16) -> bool {
+        self.shared.acct().limits.del_zone(zone)
+    }
+
+    pub fn default_zone_limit(&self) -> u32 {
+        self.shared.acct().limits.default_limit()
+    }
+
+    pub fn zone_limit(&self, zone: u16) -> ZoneLimit {
+        self.shared.zone_limit(zone)
+    }
+
+    pub fn zone_limits(&self) -> Vec<ZoneLimit> {
+        self.shared.zone_limits()
+    }
+
+    /// See [`Conntrack::set_source_limits`]; the live connections of new sources are counted
+    /// shard by shard.
+    pub fn set_source_limits(&self, wanted: &[(u16, Family, Addr, u32)]) {
+        let new = self.shared.acct().limits.replace_sources(wanted);
+        for i in 0..self.shards.len() {
+            self.lock(i).charge_new_sources(&new);
+        }
+    }
+
+    pub fn source_limits(&self) -> Vec<SourceLimit> {
+        self.shared.acct().limits.sources()
+    }
+
+    /// Live connections per zone (zones with any), from the running counts: no table walk.
+    pub fn zone_counts(&self) -> Vec<(u16, u32)> {
+        self.shared.zone_counts()
+    }
+
+    /// Live connections per DNAT binding, from the running counts: no table walk.
+    pub fn dnat_counts(&self) -> Vec<(DnatKey, u32)> {
+        self.shared.dnat_counts()
+    }
+}

@@ -1,0 +1,242 @@
+//! What the shards of one connection table share ([`crate::Sharded`]; a lone [`crate::Conntrack`]
+//! has the same, used by itself).
+//!
+//! - **Accounting** (one small mutex, taken once per commit and once per removal, never per
+//!   packet): live connections against `max_conns`, live connections per zone against the zone
+//!   limits, source limits, and live connections per DNAT binding (frontend → backend), so
+//!   `ct-get-limits` and a metrics scrape read counts instead of walking the table.
+//! - **The reply index** (only with more than one shard): every NAT binding's reply key, with
+//!   the shard that owns its connection. A connection lives in the shard of its address pair
+//!   (a symmetric hash, so both directions of an un-NATed connection, and every fragment of a
+//!   datagram, land in the same shard); NAT changes the reply's addresses, so a reply packet is
+//!   sent on to the owner through this index. It also makes NAT bindings unique across shards.
+//!
+//! Lock order: one shard at a time; the accounting and reply-index mutexes are leaves (nothing
+//! else is locked while one is held).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use hashbrown::HashTable;
+
+use crate::CtDrop;
+use crate::limits::{self, Limits, ZONES, ZoneLimit};
+use crate::tuple::{Addr, Family, Tuple};
+
+/// Connections of one DNAT binding: a frontend (`orig` destination) and the backend it was
+/// translated to (the reply's source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnatKey {
+    pub zone: u16,
+    pub family: Family,
+    pub proto: u8,
+    pub frontend: Addr,
+    pub frontend_port: u16,
+    pub backend: Addr,
+    pub backend_port: u16,
+}
+
+pub(crate) struct Acct {
+    pub live: usize,
+    pub zone_live: Box<[u32]>,
+    pub limits: Limits,
+    pub dnat: HashMap<DnatKey, u32>,
+}
+
+pub(crate) struct Shared {
+    pub shards: u32,
+    seed: u64,
+    acct: Mutex<Acct>,
+    routes: Box<[Mutex<HashTable<(Tuple, u32)>>]>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(shards: u32, seed: u64) -> Shared {
+        let routes = if shards > 1 { shards } else { 0 };
+        Shared {
+            shards,
+            seed: encap::hash::fmix64(seed ^ 0x3c6e_f372_fe94_f82b),
+            acct: Mutex::new(Acct {
+                live: 0,
+                zone_live: vec![0; ZONES].into_boxed_slice(),
+                limits: Limits::default(),
+                dnat: HashMap::new(),
+            }),
+            routes: (0..routes).map(|_| Mutex::new(HashTable::new())).collect(),
+        }
+    }
+
+    pub fn acct(&self) -> MutexGuard<'_, Acct> {
+        lock(&self.acct)
+    }
+
+    /// The shard of a packet or connection between `a` and `b` in `zone` (either order).
+    #[inline]
+    pub fn home(&self, zone: u16, a: &Addr, b: &Addr) -> u32 {
+        if self.shards <= 1 {
+            return 0;
+        }
+        let h = |x: &Addr| {
+            let mut lo = [0u8; 8];
+            let mut hi = [0u8; 8];
+            lo.copy_from_slice(&x.0[..8]);
+            hi.copy_from_slice(&x.0[8..]);
+            encap::hash::fmix64(u64::from_ne_bytes(lo) ^ self.seed)
+                ^ encap::hash::fmix64(u64::from_ne_bytes(hi).wrapping_add(self.seed))
+        };
+        let sym = h(a).wrapping_add(h(b)) ^ u64::from(zone);
+        let h = encap::hash::fmix64(sym);
+        (((h >> 32) * u64::from(self.shards)) >> 32) as u32
+    }
+
+    #[inline]
+    pub fn home_of(&self, t: &Tuple) -> u32 {
+        self.home(t.zone, &t.src, &t.dst)
+    }
+
+    fn route_shard(&self, t: &Tuple) -> (&Mutex<HashTable<(Tuple, u32)>>, u64) {
+        let h = t.hash(self.seed);
+        let i = (((h >> 32) * self.routes.len() as u64) >> 32) as usize;
+        (&self.routes[i], h)
+    }
+
+    /// The shard owning the connection whose NAT reply key is `t`.
+    pub fn route(&self, t: &Tuple) -> Option<u32> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        let (m, h) = self.route_shard(t);
+        lock(m).find(h, |e| e.0 == *t).map(|e| e.1)
+    }
+
+    /// Records `t` as the reply key of a connection of `owner`; the owner already there if
+    /// another connection has it.
+    pub fn claim(&self, t: &Tuple, owner: u32) -> Result<(), u32> {
+        if self.routes.is_empty() {
+            return Ok(());
+        }
+        let (m, h) = self.route_shard(t);
+        let seed = self.seed;
+        let mut g = lock(m);
+        if let Some(e) = g.find(h, |e| e.0 == *t) {
+            return Err(e.1);
+        }
+        g.insert_unique(h, (*t, owner), |e| e.0.hash(seed));
+        Ok(())
+    }
+
+    pub fn unroute(&self, t: &Tuple, owner: u32) {
+        if self.routes.is_empty() {
+            return;
+        }
+        let (m, h) = self.route_shard(t);
+        if let Ok(e) = lock(m).find_entry(h, |e| e.0 == *t && e.1 == owner) {
+            e.remove();
+        }
+    }
+
+    /// Counts a new connection of `t` if its zone, its source and the table have room:
+    /// the source slot and generation it is counted against.
+    pub fn charge(&self, t: &Tuple, max: usize) -> Result<(u32, u32), CtDrop> {
+        let mut a = self.acct();
+        let z = t.zone as usize;
+        let limit = a.limits.zone(t.zone);
+        if limit != 0 && a.zone_live[z] >= limit {
+            return Err(CtDrop::ZoneLimit);
+        }
+        let slot = if a.limits.has_sources() {
+            match a.limits.source(t.zone, t.family, &t.src) {
+                Some((_, true)) => return Err(CtDrop::SourceLimit),
+                Some((i, false)) => Some(i),
+                None => None,
+            }
+        } else {
+            None
+        };
+        if a.live >= max {
+            return Err(CtDrop::TableFull);
+        }
+        a.live += 1;
+        a.zone_live[z] += 1;
+        Ok(match slot {
+            Some(i) => (i, a.limits.charge(i)),
+            None => (limits::NO_SLOT, 0),
+        })
+    }
+
+    /// Counts a restored connection (only the table's own limit applies).
+    pub fn charge_restored(&self, zone: u16, max: usize) -> bool {
+        let mut a = self.acct();
+        if a.live >= max {
+            return false;
+        }
+        a.live += 1;
+        a.zone_live[zone as usize] += 1;
+        true
+    }
+
+    /// A connection counted by `charge` ended (or was never stored).
+    pub fn uncharge(&self, zone: u16, slot: u32, generation: u32, dnat: Option<DnatKey>) {
+        let mut a = self.acct();
+        a.live = a.live.saturating_sub(1);
+        let z = &mut a.zone_live[zone as usize];
+        *z = z.saturating_sub(1);
+        if slot != limits::NO_SLOT {
+            a.limits.release(slot, generation);
+        }
+        if let Some(k) = dnat
+            && let Some(n) = a.dnat.get_mut(&k)
+        {
+            *n -= 1;
+            if *n == 0 {
+                a.dnat.remove(&k);
+            }
+        }
+    }
+
+    pub fn add_dnat(&self, k: DnatKey) {
+        *self.acct().dnat.entry(k).or_default() += 1;
+    }
+
+    pub fn zone_limit(&self, zone: u16) -> ZoneLimit {
+        let a = self.acct();
+        ZoneLimit {
+            zone,
+            limit: a.limits.zone(zone),
+            count: a.zone_live[zone as usize],
+        }
+    }
+
+    pub fn zone_limits(&self) -> Vec<ZoneLimit> {
+        let a = self.acct();
+        a.limits
+            .own()
+            .map(|(zone, limit)| ZoneLimit {
+                zone,
+                limit,
+                count: a.zone_live[zone as usize],
+            })
+            .collect()
+    }
+
+    pub fn zone_counts(&self) -> Vec<(u16, u32)> {
+        let a = self.acct();
+        a.zone_live
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 0)
+            .map(|(z, n)| (z as u16, *n))
+            .collect()
+    }
+
+    pub fn dnat_counts(&self) -> Vec<(DnatKey, u32)> {
+        let a = self.acct();
+        let mut v: Vec<_> = a.dnat.iter().map(|(k, n)| (*k, *n)).collect();
+        v.sort_unstable();
+        v
+    }
+}
