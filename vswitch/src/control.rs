@@ -238,7 +238,6 @@ impl Control {
                 LimitSetting::Zone { zone, limit } => ct.set_zone_limit(zone, limit),
             }
         }
-        drop(ct);
         // Kept in the state file.
         self.switch.mark_changed();
         Ok(String::new())
@@ -251,7 +250,6 @@ impl Control {
         for &z in zones {
             ct.del_zone_limit(z);
         }
-        drop(ct);
         self.switch.mark_changed();
         Ok(String::new())
     }

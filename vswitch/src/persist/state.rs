@@ -101,7 +101,7 @@ fn mod_port_bits(words: &[String]) -> Result<u32, String> {
 
 /// The `ct-set-limits` settings in force (`None`: none set).
 fn ct_limits(control: &Control) -> Option<SavedCtLimits> {
-    let ct = crate::datapath::lock(&control.switch.dp.ct);
+    let ct = &control.switch.dp.ct;
     let zones: std::collections::BTreeMap<u16, u32> =
         ct.zone_limits().iter().map(|z| (z.zone, z.limit)).collect();
     let default = ct.default_zone_limit();
@@ -198,7 +198,7 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
             .collect(),
     );
     if let Some(l) = &state.ct_limits {
-        let mut ct = crate::datapath::lock(&sw.dp.ct);
+        let ct = &sw.dp.ct;
         ct.set_default_zone_limit(l.default);
         for (&zone, &limit) in &l.zones {
             ct.set_zone_limit(zone, limit);
