@@ -5,7 +5,6 @@
 use conntrack::*;
 use encap::flowkey::{CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, FlowKey};
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 const SEC: u64 = 1_000_000_000;
 
@@ -267,5 +266,4 @@ fn snapshot_restores_into_any_shard_count() {
         assert_eq!((r.restored, r.skipped), (0, 100));
         assert_eq!(u.len(), 100);
     }
-    let _ = Duration::ZERO;
 }
