@@ -43,19 +43,11 @@ pub struct Sharded {
 /// A thread's view of the table during a batch: the shard it holds locked, if any. While it
 /// holds one, the same thread must not call the table's other methods (they lock shards too):
 /// [`Cursor::release`] first, or drop the cursor.
+#[derive(Default)]
 pub struct Cursor<'a> {
     held: Option<(u32, MutexGuard<'a, Conntrack>)>,
     /// Shards where fragments wait to be run again.
     released: u64,
-}
-
-impl Default for Cursor<'_> {
-    fn default() -> Self {
-        Cursor {
-            held: None,
-            released: 0,
-        }
-    }
 }
 
 impl<'a> Cursor<'a> {

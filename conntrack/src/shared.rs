@@ -43,11 +43,14 @@ pub(crate) struct Acct {
     pub dnat: HashMap<DnatKey, u32>,
 }
 
+/// Reply keys of NAT bindings with the shard owning each.
+type RouteShard = Mutex<HashTable<(Tuple, u32)>>;
+
 pub(crate) struct Shared {
     pub shards: u32,
     seed: u64,
     acct: Mutex<Acct>,
-    routes: Box<[Mutex<HashTable<(Tuple, u32)>>]>,
+    routes: Box<[RouteShard]>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,7 +101,7 @@ impl Shared {
         self.home(t.zone, &t.src, &t.dst)
     }
 
-    fn route_shard(&self, t: &Tuple) -> (&Mutex<HashTable<(Tuple, u32)>>, u64) {
+    fn route_shard(&self, t: &Tuple) -> (&RouteShard, u64) {
         let h = t.hash(self.seed);
         let i = (((h >> 32) * self.routes.len() as u64) >> 32) as usize;
         (&self.routes[i], h)
