@@ -258,6 +258,18 @@ impl Sharded {
         v
     }
 
+    /// [`Conntrack::snapshot_chunk`] on shard `shard` (locked for that chunk only).
+    pub fn snapshot_chunk(
+        &self,
+        shard: usize,
+        now: u64,
+        from: usize,
+        slots: usize,
+        out: &mut Vec<SavedConn>,
+    ) -> Option<usize> {
+        self.lock(shard).snapshot_chunk(now, from, slots, out)
+    }
+
     fn restore_with(
         &self,
         saved: &[SavedConn],

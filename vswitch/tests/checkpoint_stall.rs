@@ -146,5 +146,5 @@ fn the_checkpoint_copies_the_table_off_the_forwarding_thread() {
 }
 
 fn ct_len(b: &MemBridge) -> usize {
-    b.switch.dp.ct.lock().unwrap().len()
+    b.switch.dp.ct.len()
 }

@@ -133,22 +133,20 @@ const CHUNK_PAUSE: Duration = Duration::from_micros(50);
 /// table's lock for [`SNAPSHOT_CHUNK`] slots at a time, so forwarding threads go on between
 /// chunks and wait at most one chunk for the lock.
 pub fn snapshot_conntrack(switch: &Switch) -> Vec<SavedConn> {
-    let mut out = Vec::new();
-    let mut next = Some(0);
-    while let Some(from) = next {
-        {
-            let ct = crate::datapath::lock(&switch.dp.ct);
+    let ct = &switch.dp.ct;
+    let mut out = Vec::with_capacity(ct.len());
+    // Shard by shard, one shard's lock for one chunk at a time.
+    for shard in 0..ct.shard_count() {
+        let mut next = Some(0);
+        while let Some(from) = next {
             // The datapath's clock (the forwarding threads' `now_ns`).
             let now = u64::try_from(switch.dp.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            if from == 0 {
-                out.reserve(ct.len());
+            next = ct.snapshot_chunk(shard, now, from, SNAPSHOT_CHUNK, &mut out);
+            // The lock is not fair: taken again at once, a forwarding thread waiting for it
+            // would wait for the whole copy. A pause lets it in.
+            if next.is_some() {
+                std::thread::sleep(CHUNK_PAUSE);
             }
-            next = ct.snapshot_chunk(now, from, SNAPSHOT_CHUNK, &mut out);
-        }
-        // The lock is not fair: taken again at once, a forwarding thread waiting for it would
-        // wait for the whole copy. A pause lets it in (about 30 pauses per 100k connections).
-        if next.is_some() {
-            std::thread::sleep(CHUNK_PAUSE);
         }
     }
     out
