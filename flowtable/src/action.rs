@@ -18,18 +18,28 @@ pub struct SubField {
 }
 
 impl SubField {
+    /// The width of `field` as a subfield: its width, but 16 bits for `in_port` (Open
+    /// vSwitch's `NXM_OF_IN_PORT`, the name subfields use, is 16 bits wide).
+    pub fn field_bits(field: FieldId) -> u8 {
+        if field == FieldId::InPort {
+            16
+        } else {
+            field.info().bits
+        }
+    }
+
     /// The whole field (`NXM_NX_REG0[]`).
     pub fn whole(field: FieldId) -> SubField {
         SubField {
             field,
             ofs: 0,
-            n_bits: field.info().bits,
+            n_bits: SubField::field_bits(field),
         }
     }
 
     /// True when the range covers the whole field.
     pub fn is_whole(&self) -> bool {
-        self.ofs == 0 && self.n_bits == self.field.info().bits
+        self.ofs == 0 && self.n_bits == SubField::field_bits(self.field)
     }
 
     /// The field-width mask selecting this range.
@@ -212,6 +222,78 @@ pub enum Action {
         pkt_len: u16,
         dst: SubField,
     },
+    /// Nicira `learn(...)`: installs (or refreshes) a flow built from the packet.
+    Learn(Box<Learn>),
+    /// Nicira `fin_timeout(idle_timeout=I,hard_timeout=H)`: on a TCP FIN or RST, shortens
+    /// this flow's timeouts to these (0 = leave that one alone).
+    FinTimeout {
+        idle_timeout: u16,
+        hard_timeout: u16,
+    },
+}
+
+/// Where a `learn` spec takes its bits from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LearnSrc {
+    /// Bits of the packet's (working) key.
+    Field(SubField),
+    /// A constant, right-aligned (as wide as the destination range).
+    Imm(u128),
+}
+
+/// One spec of a `learn` action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LearnSpec {
+    /// The learned flow matches `dst` on the source's bits.
+    Match { src: LearnSrc, dst: SubField },
+    /// The learned flow loads the source's bits into `dst`.
+    Load { src: LearnSrc, dst: SubField },
+    /// The learned flow outputs to the port number the source's bits hold.
+    Output { src: SubField },
+}
+
+impl LearnSpec {
+    /// The number of bits the spec moves.
+    pub fn n_bits(&self) -> u8 {
+        match self {
+            LearnSpec::Match { dst, .. } | LearnSpec::Load { dst, .. } => dst.n_bits,
+            LearnSpec::Output { src } => src.n_bits,
+        }
+    }
+}
+
+/// The `learn(...)` action (Open vSwitch `ovs-actions(7)`). Timeouts of 0 are permanent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Learn {
+    pub table: u8,
+    pub priority: u16,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    pub fin_idle_timeout: u16,
+    pub fin_hard_timeout: u16,
+    pub cookie: u64,
+    pub send_flow_rem: bool,
+    /// Delete the flows learned (same table and cookie) when the last flow holding this
+    /// learn goes.
+    pub delete_learned: bool,
+    pub specs: Vec<LearnSpec>,
+}
+
+impl Default for Learn {
+    fn default() -> Self {
+        Learn {
+            table: 1,
+            priority: crate::flow::DEFAULT_PRIORITY,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            fin_idle_timeout: 0,
+            fin_hard_timeout: 0,
+            cookie: 0,
+            send_flow_rem: false,
+            delete_learned: false,
+            specs: Vec::new(),
+        }
+    }
 }
 
 impl Action {

@@ -108,6 +108,9 @@ pub struct FlowEntry {
     pub bytes: u64,
     /// When the flow was added (for `duration=`).
     pub created: Instant,
+    /// When the flow was added or last learned again by a `learn` action: its hard timeout
+    /// counts from here (Open vSwitch's `modified`).
+    pub modified: Instant,
 }
 
 impl FlowEntry {
@@ -126,6 +129,7 @@ impl FlowEntry {
             packets: 0,
             bytes: 0,
             created: now,
+            modified: now,
         }
     }
 }

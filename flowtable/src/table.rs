@@ -107,6 +107,10 @@ pub enum TableError {
     /// `OFPBAC_BAD_SET_ARGUMENT`: a write to a read-only field.
     #[error("OFPBAC_BAD_SET_ARGUMENT: destination field {0} is not writable")]
     ReadOnlyField(&'static str),
+    /// `OFPBAC_MATCH_INCONSISTENT`: a `learn` reads a field the flow's match does not make
+    /// meaningful, or its learned match lacks a field's prerequisite.
+    #[error("OFPBAC_MATCH_INCONSISTENT: {0}")]
+    MatchInconsistent(String),
     /// `OFPBAC_BAD_ARGUMENT`: `ct(exec(..))` may only set `ct_mark` and `ct_label`, and those
     /// two may only be set there (`cannot set CT fields outside of ct action`).
     #[error("OFPBAC_BAD_ARGUMENT: {0}")]
@@ -146,8 +150,50 @@ impl TableError {
             TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
             TableError::UnsupportedAlg(_) => (OFPET_BAD_ACTION, 5),
             TableError::BadCtNesting(_) => (OFPET_BAD_ACTION, 5),
+            TableError::MatchInconsistent(_) => (OFPET_BAD_ACTION, 11),
         }
     }
+}
+
+/// Open vSwitch's `learn_check`: every source field's prerequisites hold in the flow's match,
+/// and every learned match field's prerequisites hold in the learned match built so far (from
+/// the immediate values before it).
+pub fn check_learn(l: &crate::action::Learn, flow: &Match) -> Result<(), TableError> {
+    use crate::action::{LearnSpec, LearnSrc};
+    let mut learned = Match::any();
+    let bad = |what: &str, f: FieldId| {
+        TableError::MatchInconsistent(format!(
+            "learn: {what} field {} lacks its prerequisites ({})",
+            f.info().name,
+            f.info().prereq.hint()
+        ))
+    };
+    for spec in &l.specs {
+        let src = match spec {
+            LearnSpec::Match { src, .. } | LearnSpec::Load { src, .. } => *src,
+            LearnSpec::Output { src } => LearnSrc::Field(*src),
+        };
+        if let LearnSrc::Field(sf) = src
+            && !flow.satisfies(sf.field.info().prereq)
+        {
+            return Err(bad("source", sf.field));
+        }
+        if let LearnSpec::Match { src, dst } = spec {
+            if !learned.satisfies(dst.field.info().prereq) {
+                return Err(bad("learned", dst.field));
+            }
+            if let LearnSrc::Imm(v) = src {
+                let info = dst.field.info();
+                let (ov, om) = ((info.get)(&learned.value), (info.get)(&learned.mask));
+                (info.set)(&mut learned.mask, om | dst.mask());
+                (info.set)(
+                    &mut learned.value,
+                    (ov & !dst.mask()) | ((v << dst.ofs) & dst.mask()),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fields a flow may match on but never write (OVS: `Access: read-only`); `ct_label` is
@@ -370,6 +416,8 @@ pub struct Pipeline {
     journal: Vec<Undo>,
     /// Identifies this table set; clones keep it, `new` draws a fresh one.
     lineage: u64,
+    /// A `learn` is installing a flow (its `fin_timeout` needs no TCP match).
+    learning: bool,
 }
 
 impl Default for Pipeline {
@@ -383,6 +431,7 @@ impl Default for Pipeline {
             version: 0,
             journal: Vec::new(),
             lineage: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            learning: false,
         }
     }
 }
@@ -517,6 +566,14 @@ impl Pipeline {
         v.into_iter().map(|s| &s.entry).collect()
     }
 
+    /// True when some flow satisfies `f` (in no particular order, without sorting).
+    pub fn any_flow(&self, mut f: impl FnMut(&FlowEntry) -> bool) -> bool {
+        self.tables
+            .values()
+            .flat_map(|t| t.values())
+            .any(|s| f(&s.entry))
+    }
+
     /// Flows of one table, in dump order.
     pub fn table_flows(&self, table: u8) -> Vec<&FlowEntry> {
         self.flows()
@@ -528,6 +585,57 @@ impl Pipeline {
     /// The flow with exactly this match and priority.
     pub fn get(&self, table: u8, m: &Match, priority: u16) -> Option<&FlowEntry> {
         self.tables.get(&table)?.get(m, priority).map(|s| &s.entry)
+    }
+
+    /// Marks the flow as learned again at `now` (its hard timeout restarts, as a `learn`
+    /// refresh does in Open vSwitch). No change is journaled: the flow itself is unchanged.
+    /// Returns whether the flow exists.
+    pub fn refresh(&mut self, table: u8, m: &Match, priority: u16, now: Instant) -> bool {
+        match self
+            .tables
+            .get_mut(&table)
+            .and_then(|t| t.get_mut(m, priority))
+        {
+            Some(s) => {
+                s.entry.modified = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `fin_timeout`: lowers the flow's idle and hard timeouts to `idle` and `hard` where
+    /// those are nonzero and the flow has none or a longer one. Returns whether anything
+    /// changed.
+    pub fn reduce_timeouts(
+        &mut self,
+        table: u8,
+        m: &Match,
+        priority: u16,
+        idle: u16,
+        hard: u16,
+    ) -> bool {
+        let Some(t) = self.tables.get_mut(&table) else {
+            return false;
+        };
+        let Some(s) = t.get_mut(m, priority) else {
+            return false;
+        };
+        let was_timed = is_timed(&s.entry);
+        let reduce = |max: u16, timeout: &mut u16| {
+            if max != 0 && (*timeout == 0 || *timeout > max) {
+                *timeout = max;
+                true
+            } else {
+                false
+            }
+        };
+        let changed =
+            reduce(idle, &mut s.entry.idle_timeout) | reduce(hard, &mut s.entry.hard_timeout);
+        if !was_timed && is_timed(&s.entry) {
+            t.timed += 1;
+        }
+        changed
     }
 
     /// Adds traffic to a flow's counters (from the datapath's per-thread stats).
@@ -602,13 +710,25 @@ impl Pipeline {
                 | Action::Move { dst, .. }
                 | Action::CheckPktLarger { dst, .. } => check_writable(dst.field, false)?,
                 Action::Clone(inner) => self.check_actions(inner.iter())?,
+                Action::Learn(l) => {
+                    for spec in &l.specs {
+                        if let crate::action::LearnSpec::Load { dst, .. } = spec {
+                            check_writable(dst.field, false)?;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
         Ok(())
     }
 
-    fn check_instructions(&self, table: u8, ins: &Instructions) -> Result<(), TableError> {
+    fn check_instructions(
+        &self,
+        table: u8,
+        ins: &Instructions,
+        m: &Match,
+    ) -> Result<(), TableError> {
         // Open vSwitch (`ofproto_check_ofpacts`) answers a missing meter with INVALID_METER.
         if let Some(m) = ins.meter
             && !self.meters.contains_key(&m)
@@ -618,6 +738,19 @@ impl Pipeline {
             )));
         }
         self.check_actions(ins.actions())?;
+        for a in ins.actions() {
+            match a {
+                Action::Learn(l) => check_learn(l, m)?,
+                // Open vSwitch takes `fin_timeout` only in a flow that matches TCP (a learned
+                // flow is not checked: see `flow_mod_learned`).
+                Action::FinTimeout { .. } if !self.learning && m.nw_proto() != Some(6) => {
+                    return Err(TableError::MatchInconsistent(
+                        "fin_timeout needs a flow that matches tcp (or tcp6)".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
         check_conjunction(ins)?;
         if let Some(to) = ins.goto_table
             && (to <= table || to > TABLE_MAX)
@@ -628,6 +761,19 @@ impl Pipeline {
     }
 
     /// Applies a flow-mod.
+    /// [`flow_mod`](Self::flow_mod) for a flow a `learn` action built: as in Open vSwitch, its
+    /// `fin_timeout` does not need the learned match to name TCP.
+    pub fn flow_mod_learned(
+        &mut self,
+        fm: &FlowMod,
+        now: Instant,
+    ) -> Result<FlowModResult, TableError> {
+        self.learning = true;
+        let r = self.flow_mod(fm, now);
+        self.learning = false;
+        r
+    }
+
     pub fn flow_mod(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
         fm.match_.check_prereqs().map_err(TableError::BadMatch)?;
         match fm.command {
@@ -641,7 +787,7 @@ impl Pipeline {
         if fm.table_id > TABLE_MAX {
             return Err(TableError::BadTableId(fm.table_id));
         }
-        self.check_instructions(fm.table_id, &fm.instructions)?;
+        self.check_instructions(fm.table_id, &fm.instructions, &fm.match_)?;
         let table = self.tables.entry(fm.table_id).or_default();
         if fm.flags.contains(FlowFlags::CHECK_OVERLAP)
             && table
@@ -703,7 +849,7 @@ impl Pipeline {
     fn modify(&mut self, fm: &FlowMod) -> Result<FlowModResult, TableError> {
         let tables = self.target_tables(fm.table_id);
         for t in &tables {
-            self.check_instructions(*t, &fm.instructions)?;
+            self.check_instructions(*t, &fm.instructions, &fm.match_)?;
         }
         let ins = Arc::new(fm.instructions.clone());
         let mut modified = 0;

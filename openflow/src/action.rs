@@ -43,6 +43,7 @@ pub mod nx_subtype {
     pub const RESUBMIT_TABLE: u16 = 14;
     pub const LEARN: u16 = 16;
     pub const DEC_TTL: u16 = 18;
+    pub const FIN_TIMEOUT: u16 = 19;
     pub const CONTROLLER: u16 = 20;
     pub const REG_LOAD2: u16 = 33;
     pub const CONJUNCTION: u16 = 34;
@@ -147,6 +148,11 @@ pub enum Action {
     },
     /// NXAST_LEARN.
     Learn(Learn),
+    /// NXAST_FIN_TIMEOUT.
+    FinTimeout {
+        idle_timeout: u16,
+        hard_timeout: u16,
+    },
     /// OFPAT_SET_QUEUE.
     SetQueue(u32),
     /// OFPAT_SET_NW_TTL (`mod_nw_ttl`).
@@ -642,6 +648,13 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
             }
             Action::CheckPktLarger { pkt_len, dst, ofs }
         }
+        s::FIN_TIMEOUT => {
+            fixed(16)?;
+            Action::FinTimeout {
+                idle_timeout: b.u16("fin_timeout idle_timeout")?,
+                hard_timeout: b.u16("fin_timeout hard_timeout")?,
+            }
+        }
         s::BUNDLE => {
             return err(
                 ErrorCode::BadActionBadExpType,
@@ -719,10 +732,10 @@ fn decode_learn(b: &mut Reader<'_>) -> Result<Action, OfError> {
         if h == 0 {
             break;
         }
-        let n_bits = h & 0x7ff;
+        let n_bits = h & 0x3ff;
         let src_imm = h & 0x2000 != 0;
         let dst_kind = (h >> 11) & 3;
-        if h & 0xc000 != 0 || dst_kind == 3 || n_bits == 0 {
+        if h & 0xc400 != 0 || dst_kind == 3 || n_bits == 0 {
             return err(
                 ErrorCode::BadActionBadArgument,
                 format!("learn: bad spec header {h:#06x}"),
@@ -782,7 +795,7 @@ fn encode_learn(l: &Learn, out: &mut Vec<u8>) {
             LearnDst::Load { .. } => 1 << 11,
             LearnDst::Output => 2 << 11,
         };
-        out.put_u16(src_bit | dst_bits | (s.n_bits & 0x7ff));
+        out.put_u16(src_bit | dst_bits | (s.n_bits & 0x3ff));
         match &s.src {
             LearnSrc::Field { header, ofs } => {
                 out.put_u32(header.0);
@@ -1138,6 +1151,14 @@ impl Action {
             Action::Learn(l) => {
                 start = nx_start(out, s::LEARN);
                 encode_learn(l, out);
+            }
+            Action::FinTimeout {
+                idle_timeout,
+                hard_timeout,
+            } => {
+                start = nx_start(out, s::FIN_TIMEOUT);
+                out.put_u16(*idle_timeout);
+                out.put_u16(*hard_timeout);
             }
             Action::Conjunction {
                 id,

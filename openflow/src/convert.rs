@@ -7,7 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
-use flowtable::action::{Controller, Ct, CtZone, Nat, NatKind, PacketInReason, SubField};
+use flowtable::action::{
+    Controller, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, PacketInReason, SubField,
+};
 use flowtable::{FieldId, Instructions, OfPort};
 
 use crate::action::{self as wa, Action as WAction, CtAction, NatAction};
@@ -180,12 +182,148 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             pkt_len: *pkt_len,
             dst: subfield(*dst, *ofs, 1)?,
         },
-        WAction::Learn(_) => {
-            return Err(bad(
-                ErrorCode::BadActionBadExpType,
-                "learn is not executed by this switch",
-            ));
-        }
+        WAction::Learn(l) => T::Learn(Box::new(learn_in(l)?)),
+        WAction::FinTimeout {
+            idle_timeout,
+            hard_timeout,
+        } => T::FinTimeout {
+            idle_timeout: *idle_timeout,
+            hard_timeout: *hard_timeout,
+        },
+    })
+}
+
+/// `NX_LEARN_F_*`.
+const LEARN_SEND_FLOW_REM: u16 = 1 << 0;
+const LEARN_DELETE_LEARNED: u16 = 1 << 1;
+
+fn learn_in(l: &wa::Learn) -> Result<Learn, OfError> {
+    if l.flags & !(LEARN_SEND_FLOW_REM | LEARN_DELETE_LEARNED) != 0 {
+        return Err(bad(
+            ErrorCode::BadActionBadArgument,
+            format!("learn: unknown flags {:#x}", l.flags),
+        ));
+    }
+    let mut specs = Vec::with_capacity(l.specs.len());
+    for s in &l.specs {
+        let n_bits = s.n_bits;
+        let src = match &s.src {
+            wa::LearnSrc::Field { header, ofs } => {
+                LearnSrc::Field(subfield(*header, *ofs, n_bits)?)
+            }
+            wa::LearnSrc::Immediate(bytes) => {
+                if n_bits > 128 {
+                    return Err(bad(
+                        ErrorCode::BadActionBadArgument,
+                        "learn: immediate wider than 128 bits",
+                    ));
+                }
+                let v = bytes
+                    .iter()
+                    .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+                let mask = if n_bits >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << n_bits) - 1
+                };
+                LearnSrc::Imm(v & mask)
+            }
+        };
+        specs.push(match (&s.dst, src) {
+            (wa::LearnDst::Match { header, ofs }, src) => LearnSpec::Match {
+                src,
+                dst: subfield(*header, *ofs, n_bits)?,
+            },
+            (wa::LearnDst::Load { header, ofs }, src) => LearnSpec::Load {
+                src,
+                dst: subfield(*header, *ofs, n_bits)?,
+            },
+            (wa::LearnDst::Output, LearnSrc::Field(src)) => LearnSpec::Output { src },
+            (wa::LearnDst::Output, LearnSrc::Imm(_)) => {
+                return Err(bad(
+                    ErrorCode::BadActionBadArgument,
+                    "learn: output from an immediate",
+                ));
+            }
+        });
+    }
+    Ok(Learn {
+        table: l.table_id,
+        priority: l.priority,
+        idle_timeout: l.idle_timeout,
+        hard_timeout: l.hard_timeout,
+        fin_idle_timeout: l.fin_idle_timeout,
+        fin_hard_timeout: l.fin_hard_timeout,
+        cookie: l.cookie,
+        send_flow_rem: l.flags & LEARN_SEND_FLOW_REM != 0,
+        delete_learned: l.flags & LEARN_DELETE_LEARNED != 0,
+        specs,
+    })
+}
+
+fn learn_out(l: &Learn) -> Result<wa::Learn, OfError> {
+    let field = |sf: &SubField| -> Result<(OxmHeader, u16), OfError> {
+        Ok((subfield_header(sf.field)?, u16::from(sf.ofs)))
+    };
+    let src_out = |src: &LearnSrc, n_bits: u8| -> Result<wa::LearnSrc, OfError> {
+        Ok(match src {
+            LearnSrc::Field(sf) => {
+                let (header, ofs) = field(sf)?;
+                wa::LearnSrc::Field { header, ofs }
+            }
+            LearnSrc::Imm(v) => {
+                let n = 2 * usize::from(n_bits).div_ceil(16);
+                let bytes = v.to_be_bytes();
+                let mut out = vec![0u8; n.saturating_sub(16)];
+                out.extend_from_slice(&bytes[16usize.saturating_sub(n)..]);
+                wa::LearnSrc::Immediate(out)
+            }
+        })
+    };
+    let mut specs = Vec::with_capacity(l.specs.len());
+    for s in &l.specs {
+        let n_bits = s.n_bits();
+        specs.push(match s {
+            LearnSpec::Match { src, dst } => {
+                let (header, ofs) = field(dst)?;
+                wa::LearnSpec {
+                    n_bits: u16::from(n_bits),
+                    src: src_out(src, n_bits)?,
+                    dst: wa::LearnDst::Match { header, ofs },
+                }
+            }
+            LearnSpec::Load { src, dst } => {
+                let (header, ofs) = field(dst)?;
+                wa::LearnSpec {
+                    n_bits: u16::from(n_bits),
+                    src: src_out(src, n_bits)?,
+                    dst: wa::LearnDst::Load { header, ofs },
+                }
+            }
+            LearnSpec::Output { src } => wa::LearnSpec {
+                n_bits: u16::from(n_bits),
+                src: src_out(&LearnSrc::Field(*src), n_bits)?,
+                dst: wa::LearnDst::Output,
+            },
+        });
+    }
+    let mut flags = 0;
+    if l.send_flow_rem {
+        flags |= LEARN_SEND_FLOW_REM;
+    }
+    if l.delete_learned {
+        flags |= LEARN_DELETE_LEARNED;
+    }
+    Ok(wa::Learn {
+        idle_timeout: l.idle_timeout,
+        hard_timeout: l.hard_timeout,
+        priority: l.priority,
+        cookie: l.cookie,
+        flags,
+        table_id: l.table,
+        fin_idle_timeout: l.fin_idle_timeout,
+        fin_hard_timeout: l.fin_hard_timeout,
+        specs,
     })
 }
 
@@ -362,6 +500,14 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             id: *id,
             clause: clause.saturating_sub(1),
             n_clauses: *n_clauses,
+        },
+        T::Learn(l) => WAction::Learn(learn_out(l)?),
+        T::FinTimeout {
+            idle_timeout,
+            hard_timeout,
+        } => WAction::FinTimeout {
+            idle_timeout: *idle_timeout,
+            hard_timeout: *hard_timeout,
         },
     })
 }
@@ -642,6 +788,7 @@ pub fn flow_stats_in(fs: &of::FlowStats, now: Instant) -> Result<flowtable::Flow
         packets: fs.packet_count,
         bytes: fs.byte_count,
         created: now.checked_sub(age).unwrap_or(now),
+        modified: now.checked_sub(age).unwrap_or(now),
     })
 }
 

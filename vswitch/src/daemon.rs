@@ -185,6 +185,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let checkpointer = persist::handover::Checkpointer::start(switch.clone(), &checkpoint_path);
 
     switch.start_packet_in_dispatch();
+    switch.start_learning();
     switch.start_flow_expiry();
     let runner = control.clone();
     let handler: crate::ctlserver::MgmtHandler =

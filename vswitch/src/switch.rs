@@ -15,10 +15,10 @@ use flowtable::table::Pipeline as FlowTables;
 use flowtable::text;
 
 use crate::bridge::{BridgeCtl, Commit, Opened, PortCtl, open_port};
-use crate::datapath::DatapathHandle;
 use crate::datapath::counters::PortCounters;
 use crate::datapath::drops::DropCounters;
 use crate::datapath::ports::{DpPort, PortIo};
+use crate::datapath::{DatapathHandle, LearnEvent};
 use crate::events::{AsyncEvent, PacketInHub};
 use crate::persist::format::MovedTap;
 use crate::pipeline::Pipeline;
@@ -46,6 +46,8 @@ pub struct Switch {
     ),
     /// Port name -> where its TAP device was moved, for the ports a restore is about to add.
     moved_taps: Mutex<HashMap<String, MovedTap>>,
+    /// The queue of `learn` requests, once `start_learning` ran (for `settle_learning`).
+    learn_tx: Mutex<Option<crossbeam_channel::Sender<LearnEvent>>>,
 }
 
 type CmdResult = Result<String, String>;
@@ -60,6 +62,7 @@ impl Switch {
             observers: Mutex::new(Vec::new()),
             changes: crossbeam_channel::bounded(1),
             moved_taps: Mutex::new(HashMap::new()),
+            learn_tx: Mutex::new(None),
         }
     }
 
@@ -108,6 +111,67 @@ impl Switch {
                     }
                 }
             });
+    }
+
+    /// Starts applying the datapath's `learn` and `fin_timeout` requests to the bridges'
+    /// tables (one thread; a full queue makes the datapath try again on a later packet).
+    pub fn start_learning(self: &Arc<Self>) {
+        let (tx, rx) = crossbeam_channel::bounded::<LearnEvent>(4096);
+        self.dp.set_learn_sink(tx.clone());
+        *self.learn_tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let me = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("learn".into())
+            .spawn(move || {
+                for ev in rx {
+                    let Some(sw) = me.upgrade() else { break };
+                    sw.apply_learn_event(ev);
+                }
+            });
+    }
+
+    fn apply_learn_event(&self, ev: LearnEvent) {
+        match ev {
+            LearnEvent::Learn { bridge, req } => {
+                let mut state = self.lock();
+                if let Some(b) = state.values_mut().find(|b| b.dp_index == bridge)
+                    && let Err(e) = b.apply_learned(&req.fm)
+                {
+                    tracing::warn!(bridge = %b.name, error = %e, "learn: flow not installed");
+                }
+            }
+            LearnEvent::FinTimeout { bridge, req } => {
+                let mut state = self.lock();
+                if let Some(b) = state.values_mut().find(|b| b.dp_index == bridge) {
+                    b.apply_fin_timeout(
+                        req.table,
+                        &req.match_,
+                        req.priority,
+                        req.idle_timeout,
+                        req.hard_timeout,
+                    );
+                }
+            }
+            LearnEvent::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Waits until every `learn`/`fin_timeout` request queued so far has been applied (for
+    /// tests: the next packet then sees the learned flows). No-op without `start_learning`.
+    pub fn settle_learning(&self) {
+        let tx = self
+            .learn_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(tx) = tx {
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            if tx.send(LearnEvent::Barrier(done_tx)).is_ok() {
+                let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+            }
+        }
     }
 
     /// Removes flows whose idle or hard timeout has passed (OpenFlow 1.3 §6.5), publishing the

@@ -16,13 +16,11 @@ use super::{ParseError, split_top, suggest};
 
 /// Actions ovs-ofctl accepts that this switch refuses (named precisely in the error).
 const UNSUPPORTED: &[&str] = &[
-    "learn",
     "bundle",
     "enqueue",
     "pop_queue",
     "multipath",
     "bundle_load",
-    "fin_timeout",
     "sample",
     "set_mpls_label",
     "set_mpls_tc",
@@ -88,9 +86,11 @@ const KNOWN: &[&str] = &[
     "clone",
     "exit",
     "check_pkt_larger",
+    "learn",
+    "fin_timeout",
 ];
 
-fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
+pub(super) fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
     ParseError::BadAction {
         action: action.into(),
         text: text.into(),
@@ -181,7 +181,7 @@ fn arg_of<'a>(tok: &'a str, action: &str) -> Result<&'a str, ParseError> {
     Err(bad(action, tok, "missing argument"))
 }
 
-fn paren_args<'a>(tok: &'a str, action: &str) -> Result<&'a str, ParseError> {
+pub(super) fn paren_args<'a>(tok: &'a str, action: &str) -> Result<&'a str, ParseError> {
     let (_, rest) = split_name(tok);
     rest.strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
@@ -349,6 +349,8 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
                 "meter is an instruction: it may only come first in a flow's actions",
             ));
         }
+        "learn" => Action::Learn(Box::new(super::learn::parse_learn(tok)?)),
+        "fin_timeout" => parse_fin_timeout(tok)?,
         _ if UNSUPPORTED.contains(&lname.as_str()) => {
             return Err(ParseError::UnsupportedAction(name.into()));
         }
@@ -454,7 +456,7 @@ pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubFiel
             name: name.into(),
             suggestion: suggest(name, crate::fields::FIELDS.iter().map(|f| f.nxm_name)),
         })?;
-    let bits = field.info().bits;
+    let bits = SubField::field_bits(field);
     let (ofs, end) = if range.is_empty() {
         (0, bits - 1)
     } else {
@@ -653,6 +655,31 @@ fn parse_resubmit(tok: &str) -> Result<Action, ParseError> {
         return Err(ParseError::ResubmitNeedsPortOrTable);
     }
     Ok(Action::Resubmit { in_port, table })
+}
+
+fn parse_fin_timeout(tok: &str) -> Result<Action, ParseError> {
+    let (mut idle, mut hard) = (0u16, 0u16);
+    for arg in split_top(paren_args(tok, "fin_timeout")?, &[','])? {
+        let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+        let v = parse_uint_bits(v.trim(), 16)
+            .map(|v| v as u16)
+            .ok_or_else(|| bad("fin_timeout", tok, format!("{} must be 0..65535", k.trim())));
+        match k.trim() {
+            "idle_timeout" => idle = v?,
+            "hard_timeout" => hard = v?,
+            k => {
+                return Err(bad(
+                    "fin_timeout",
+                    tok,
+                    format!("invalid key '{k}' in 'fin_timeout' argument"),
+                ));
+            }
+        }
+    }
+    Ok(Action::FinTimeout {
+        idle_timeout: idle,
+        hard_timeout: hard,
+    })
 }
 
 fn parse_conjunction(tok: &str) -> Result<Action, ParseError> {

@@ -7,6 +7,7 @@
 
 mod actions;
 mod group;
+mod learn;
 mod meter;
 mod parse;
 mod print;

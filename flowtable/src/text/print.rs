@@ -584,6 +584,20 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
             format!("controller({})", parts.join(","))
         }
         Action::Note(b) => format!("note:{}", format_hex_bytes(b)),
+        Action::Learn(l) => super::learn::learn_text(l, subfield_text),
+        Action::FinTimeout {
+            idle_timeout,
+            hard_timeout,
+        } => {
+            let mut parts = Vec::new();
+            if *idle_timeout != 0 {
+                parts.push(format!("idle_timeout={idle_timeout}"));
+            }
+            if *hard_timeout != 0 {
+                parts.push(format!("hard_timeout={hard_timeout}"));
+            }
+            format!("fin_timeout({})", parts.join(","))
+        }
         Action::Conjunction {
             id,
             clause,

@@ -19,7 +19,8 @@ impl BridgeCtl {
         // Once a second under the switch lock: only tables holding timed flows are read.
         for e in self.tables.timed_flows() {
             let age = now.duration_since(e.created);
-            let hard = e.hard_timeout != 0 && age.as_secs() >= e.hard_timeout as u64;
+            let hard = e.hard_timeout != 0
+                && now.duration_since(e.modified).as_secs() >= e.hard_timeout as u64;
             let idle = e.idle_timeout != 0 && {
                 let used = self
                     .flow_stats(e)

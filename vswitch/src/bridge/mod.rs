@@ -7,6 +7,7 @@
 //! agent, management commands and flow expiry all use it, so they cannot drift apart.
 
 mod expiry;
+mod learn;
 mod port_factory;
 mod publish;
 mod transaction;

@@ -83,6 +83,21 @@ impl Transaction<'_> {
         Ok(())
     }
 
+    /// A flow-mod built by a `learn` action (see `FlowTables::flow_mod_learned`).
+    pub fn learned_flow_mod(&mut self, fm: &FlowMod) -> Result<(), TableError> {
+        let c = FlowModCounts::index(fm.command);
+        let r = match self.tables.flow_mod_learned(fm, self.now) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refused[c] += 1;
+                return Err(e);
+            }
+        };
+        self.applied[c] += 1;
+        self.removed.extend(r.removed);
+        Ok(())
+    }
+
     pub fn group_mod(&mut self, gm: &GroupMod) -> Result<(), TableError> {
         let removed = self.tables.group_mod(gm)?;
         self.removed.extend(removed);
@@ -118,6 +133,41 @@ impl Transaction<'_> {
     }
 }
 
+/// The (cookie, table) of every `learn(..., delete_learned)` of `e`.
+fn learned_cookies(e: &FlowEntry) -> impl Iterator<Item = (u64, u8)> + '_ {
+    e.instructions.actions().filter_map(|a| match a {
+        flowtable::Action::Learn(l) if l.delete_learned => Some((l.cookie, l.table)),
+        _ => None,
+    })
+}
+
+/// `delete_learned` (Open vSwitch's learned cookies): when the last flow holding a
+/// `learn(..., delete_learned)` with a given cookie and table is gone, every flow of that
+/// table with that cookie goes too (and so on, for learned flows that learn). Returns the
+/// flows deleted this way.
+fn flush_learned(tables: &mut FlowTables, removed: &[FlowEntry]) -> Vec<FlowEntry> {
+    let mut dead: Vec<(u64, u8)> = removed.iter().flat_map(learned_cookies).collect();
+    let mut flushed = Vec::new();
+    let now = Instant::now();
+    while let Some((cookie, table)) = dead.pop() {
+        if tables.any_flow(|e| learned_cookies(e).any(|c| c == (cookie, table))) {
+            continue;
+        }
+        let fm = FlowMod {
+            command: FlowModCommand::Delete,
+            table_id: table,
+            cookie,
+            cookie_mask: u64::MAX,
+            ..FlowMod::default()
+        };
+        if let Ok(r) = tables.flow_mod(&fm, now) {
+            dead.extend(r.removed.iter().flat_map(learned_cookies));
+            flushed.extend(r.removed);
+        }
+    }
+    flushed
+}
+
 impl BridgeCtl {
     /// Runs `f` as one transaction on this bridge's tables (see the module comment).
     pub fn transaction<T, E>(
@@ -147,10 +197,12 @@ impl BridgeCtl {
             self.tables.rollback();
             return result;
         }
+        let flushed = flush_learned(&mut self.tables, &removed);
         // Deferred changes that did apply stand, and so do their deletions.
         if !quiet {
             report_removed(self, removed, OFPRR_DELETE);
         }
+        report_removed(self, flushed, OFPRR_DELETE);
         if commit == Commit::Atomic {
             self.publish();
         }

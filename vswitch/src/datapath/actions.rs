@@ -5,8 +5,129 @@
 //! select groups have already picked a bucket, and field writes carry final values.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::drops::DropReason;
+
+/// How often a cached `learn` or `fin_timeout` is sent to the control side again while
+/// packets keep using it (Open vSwitch's revalidators push the same refresh about this often).
+pub const SIDE_EFFECT_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Claims the right to send now: true for the first use, then at most once per
+/// [`SIDE_EFFECT_REFRESH_NS`] across all threads.
+fn claim(last_sent_ns: &AtomicU64, now_ns: u64) -> bool {
+    let last = last_sent_ns.load(Relaxed);
+    if last != 0 && now_ns.saturating_sub(last) < SIDE_EFFECT_REFRESH_NS {
+        return false;
+    }
+    last_sent_ns
+        .compare_exchange(last, now_ns.max(1), Relaxed, Relaxed)
+        .is_ok()
+}
+
+/// What a `learn` asks the control side to install: the flow-mod the slow path built from the
+/// bits the learn reads. The megaflow pins those bits, so every packet the entry serves learns
+/// the same flow; the request rides in the cached actions and is sent when first used, then at
+/// most once per [`SIDE_EFFECT_REFRESH_NS`] (a refresh: the learned flow's hard timeout restarts,
+/// or the flow comes back after it expired), as Open vSwitch's `learn` in its xlate cache.
+#[derive(Debug)]
+pub struct LearnRequest {
+    /// `table_id`, `priority`, `match_`, `cookie`, timeouts, `send_flow_rem` and the actions
+    /// of the learned flow (command: add, or refresh when an identical flow exists).
+    pub fm: flowtable::FlowMod,
+    last_sent_ns: AtomicU64,
+}
+
+impl LearnRequest {
+    pub fn new(fm: flowtable::FlowMod) -> LearnRequest {
+        LearnRequest {
+            fm,
+            last_sent_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// True when this use should be sent (see [`LearnRequest`]).
+    #[inline]
+    pub fn claim(&self, now_ns: u64) -> bool {
+        claim(&self.last_sent_ns, now_ns)
+    }
+
+    /// Forgets the last send (the queue was full: the next packet tries again).
+    pub fn unclaim(&self) {
+        self.last_sent_ns.store(0, Relaxed);
+    }
+}
+
+/// Never equal to another walk's request: a megaflow that learns is re-made at every table
+/// change, so its next packet learns again at once (the change may have removed the learned
+/// flow).
+impl PartialEq for LearnRequest {
+    fn eq(&self, other: &LearnRequest) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for LearnRequest {}
+
+/// `fin_timeout`: on a TCP FIN or RST, the control side lowers the timeouts of the rule that
+/// ran it (identified by table, match and priority).
+#[derive(Debug)]
+pub struct FinTimeoutRequest {
+    pub table: u8,
+    pub priority: u16,
+    pub match_: flowtable::Match,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    last_sent_ns: AtomicU64,
+}
+
+impl FinTimeoutRequest {
+    pub fn new(
+        table: u8,
+        priority: u16,
+        match_: flowtable::Match,
+        idle_timeout: u16,
+        hard_timeout: u16,
+    ) -> FinTimeoutRequest {
+        FinTimeoutRequest {
+            table,
+            priority,
+            match_,
+            idle_timeout,
+            hard_timeout,
+            last_sent_ns: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn claim(&self, now_ns: u64) -> bool {
+        claim(&self.last_sent_ns, now_ns)
+    }
+
+    pub fn unclaim(&self) {
+        self.last_sent_ns.store(0, Relaxed);
+    }
+}
+
+impl PartialEq for FinTimeoutRequest {
+    fn eq(&self, o: &FinTimeoutRequest) -> bool {
+        (
+            self.table,
+            self.priority,
+            &self.match_,
+            self.idle_timeout,
+            self.hard_timeout,
+        ) == (
+            o.table,
+            o.priority,
+            &o.match_,
+            o.idle_timeout,
+            o.hard_timeout,
+        )
+    }
+}
+
+impl Eq for FinTimeoutRequest {}
 
 /// Index of a port in the datapath's port table.
 pub type DpPortId = u32;
@@ -194,6 +315,10 @@ pub enum DpAction {
     Clone(Vec<DpAction>),
     /// `check_pkt_larger`: one of two branches by the packet's length.
     CheckPktLen(Box<CheckPktLen>),
+    /// `learn`: ask the control side to install (or refresh) a flow.
+    Learn(std::sync::Arc<LearnRequest>),
+    /// `fin_timeout`: on a TCP FIN or RST, ask the control side to shorten a rule's timeouts.
+    FinTimeout(std::sync::Arc<FinTimeoutRequest>),
 }
 
 impl DpAction {
@@ -210,6 +335,8 @@ impl DpAction {
                 | DpAction::Drop(_)
                 | DpAction::Meter(_)
                 | DpAction::Clone(_)
+                | DpAction::Learn(_)
+                | DpAction::FinTimeout(_)
         )
     }
 
@@ -361,6 +488,16 @@ impl std::fmt::Display for DpAction {
                     l.join(",")
                 )
             }
+            DpAction::Learn(l) => write!(
+                f,
+                "userspace(learn,table={},priority={})",
+                l.fm.table_id, l.fm.priority
+            ),
+            DpAction::FinTimeout(t) => write!(
+                f,
+                "userspace(fin_timeout,idle={},hard={})",
+                t.idle_timeout, t.hard_timeout
+            ),
         }
     }
 }

@@ -113,6 +113,7 @@ struct Ctx<'a> {
     /// packet (the kernel keeps this on the skb; a retransmitted SYN relies on it).
     ct_first: Option<(u16, FlowKey)>,
     packet_in: Option<&'a crossbeam_channel::Sender<super::PacketInEvent>>,
+    learn: Option<&'a crossbeam_channel::Sender<super::LearnEvent>>,
     bridge_index: usize,
 }
 
@@ -126,6 +127,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
         ct,
         scratch,
         packet_in,
+        learn,
         ..
     } = dp;
     if let Some(Some(b)) = bridges.get_mut(bridge) {
@@ -149,6 +151,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             in_dp: port_id,
             ct_first: None,
             packet_in: packet_in.as_ref(),
+            learn: learn.as_ref(),
             bridge_index: bridge,
         };
         for i in 0..rx.len() {
@@ -187,6 +190,7 @@ pub(super) fn inject(
         ct,
         scratch,
         packet_in,
+        learn,
         ..
     } = dp;
     let Some(Some(b)) = bridges.get_mut(bridge) else {
@@ -228,6 +232,7 @@ pub(super) fn inject(
         in_dp,
         ct_first: None,
         packet_in: packet_in.as_ref(),
+        learn: learn.as_ref(),
         bridge_index: bridge,
     };
     let key = FlowKey {
@@ -610,6 +615,35 @@ fn execute_list(
                 });
                 if !sent {
                     ctx.bridge.drops.add(DropReason::ControllerNone, 1);
+                }
+            }
+            DpAction::Learn(req) => {
+                // An atomic check per packet; a send (no allocation: the channel is a bounded
+                // array) when first used and then once per refresh interval.
+                if req.claim(ctx.now_ns) {
+                    let ev = super::LearnEvent::Learn {
+                        bridge: ctx.bridge_index,
+                        req: req.clone(),
+                    };
+                    if ctx.learn.is_none_or(|tx| tx.try_send(ev).is_err()) {
+                        req.unclaim();
+                    }
+                }
+            }
+            DpAction::FinTimeout(req) => {
+                const TCP_FIN: u16 = 0x01;
+                const TCP_RST: u16 = 0x04;
+                if key.nw_proto == 6
+                    && key.tcp_flags & (TCP_FIN | TCP_RST) != 0
+                    && req.claim(ctx.now_ns)
+                {
+                    let ev = super::LearnEvent::FinTimeout {
+                        bridge: ctx.bridge_index,
+                        req: req.clone(),
+                    };
+                    if ctx.learn.is_none_or(|tx| tx.try_send(ev).is_err()) {
+                        req.unclaim();
+                    }
                 }
             }
             DpAction::Drop(reason) => {

@@ -245,6 +245,11 @@ impl DatapathHandle {
         self.each(move |_, dp| dp.set_packet_in_sink(sink.clone()));
     }
 
+    /// Sends every thread's `learn` and `fin_timeout` requests to `sink`.
+    pub fn set_learn_sink(&self, sink: crossbeam_channel::Sender<LearnEvent>) {
+        self.each(move |_, dp| dp.learn = Some(sink.clone()));
+    }
+
     /// Captures up to `count` frames on a port: what its polling thread receives and what any
     /// thread sends out of it.
     pub fn start_capture(&self, dp_id: usize, count: usize) -> bool {
@@ -420,12 +425,31 @@ pub struct PacketInEvent {
     pub frame: Vec<u8>,
 }
 
+/// A side effect on the flow tables the datapath asks the control side for.
+#[derive(Debug)]
+pub enum LearnEvent {
+    /// A `learn` ran on bridge `bridge` (datapath index).
+    Learn {
+        bridge: usize,
+        req: Arc<actions::LearnRequest>,
+    },
+    /// A `fin_timeout` saw a FIN or RST.
+    FinTimeout {
+        bridge: usize,
+        req: Arc<actions::FinTimeoutRequest>,
+    },
+    /// Answered once every event queued before it has been applied (tests, `settle`).
+    Barrier(crossbeam_channel::Sender<()>),
+}
+
 pub struct Datapath {
     /// This thread's index (0 runs the shared housekeeping).
     thread: usize,
     poll: Poll,
     /// Where `controller` actions go; `None` until the control side listens.
     pub(crate) packet_in: Option<crossbeam_channel::Sender<PacketInEvent>>,
+    /// Where `learn` and `fin_timeout` requests go; `None` until the control side listens.
+    pub(crate) learn: Option<crossbeam_channel::Sender<LearnEvent>>,
     pub(crate) ports: Vec<Option<DpPort>>,
     pub(crate) bridges: Vec<Option<DpBridge>>,
     /// One connection table for all threads (a connection's two directions may arrive on
@@ -471,6 +495,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)>
             rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
             still_ready: Vec::new(),
             packet_in: None,
+            learn: None,
             stop: false,
             busy_poll: Duration::from_micros(opts.busy_poll_us),
             adaptive_wait: !opts.rx_wait_block,

@@ -30,6 +30,15 @@ use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
 use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
+/// A 16-bit (OpenFlow 1.0) port number as a port: 0xff00.. are the reserved ports.
+fn port16(p: u16) -> OfPort {
+    if p >= 0xff00 {
+        OfPort(u32::from(p) | 0xffff_0000)
+    } else {
+        OfPort(u32::from(p))
+    }
+}
+
 /// The compiled result of one slow-path walk, shared by the EMC and the megaflow cache.
 #[derive(Debug)]
 pub struct CachedFlow {
@@ -90,6 +99,8 @@ pub struct Xlate<'a> {
     /// The table and cookie of the rule being executed (for PACKET_IN).
     cur_table: u8,
     cur_cookie: u64,
+    /// The rule being executed (`fin_timeout` changes its timeouts).
+    cur_rule: Option<Arc<RuleRef>>,
     /// Why the packet goes nowhere if the walk ends without sending it: a table miss, an
     /// output to a missing port, a fast-failover group without a live bucket. None of these
     /// stops the walk (Open vSwitch goes on with the next action); the drop is counted only
@@ -135,6 +146,7 @@ impl<'a> Xlate<'a> {
             chosen: None,
             cur_table: 0,
             cur_cookie: 0,
+            cur_rule: None,
             soft_drop: None,
             bucket_depth: 0,
             exited: false,
@@ -255,6 +267,7 @@ impl<'a> Xlate<'a> {
         let rule = rule.payload().clone();
         self.rules.push(rule.stats.clone());
         let (saved_table, saved_cookie) = (self.cur_table, self.cur_cookie);
+        let saved_rule = self.cur_rule.replace(rule.clone());
         self.cur_table = table;
         self.cur_cookie = rule.entry.cookie;
         if self.trace.is_some() {
@@ -281,6 +294,7 @@ impl<'a> Xlate<'a> {
         }
         self.depth -= 1;
         (self.cur_table, self.cur_cookie) = (saved_table, saved_cookie);
+        self.cur_rule = saved_rule;
     }
 
     /// A table miss ends this lookup only: after a `resubmit` the walk goes on with the next
@@ -504,10 +518,120 @@ impl<'a> Xlate<'a> {
             }
             // Handled by `actions_then` (it takes the rest of the list).
             Action::CheckPktLarger { .. } => {}
+            Action::Learn(l) => self.learn(l),
+            Action::FinTimeout {
+                idle_timeout,
+                hard_timeout,
+            } => {
+                // As Open vSwitch: the packet's TCP flags are looked at in the datapath (not
+                // pinned in the megaflow); a flow without a timeout to give is left alone.
+                if let Some(rule) = &self.cur_rule
+                    && (*idle_timeout != 0 || *hard_timeout != 0)
+                {
+                    let e = &rule.entry;
+                    self.out.push(DpAction::FinTimeout(Arc::new(
+                        super::actions::FinTimeoutRequest::new(
+                            e.table_id,
+                            e.priority,
+                            e.match_,
+                            *idle_timeout,
+                            *hard_timeout,
+                        ),
+                    )));
+                }
+            }
         }
     }
 
+    /// `learn`: builds the learned flow from the bits of the working key the specs read
+    /// (un-wildcarded, so the megaflow serves only packets that learn the same flow) and
+    /// emits it as a request the datapath sends to the control side (Open vSwitch's
+    /// `learn_execute` + `learn_mask`).
+    fn learn(&mut self, l: &flowtable::action::Learn) {
+        use flowtable::action::{LearnSpec, LearnSrc};
+        let mut m = flowtable::Match::any();
+        let mut ins = flowtable::Instructions::default();
+        if l.fin_idle_timeout != 0 || l.fin_hard_timeout != 0 {
+            ins.apply.push(Action::FinTimeout {
+                idle_timeout: l.fin_idle_timeout,
+                hard_timeout: l.fin_hard_timeout,
+            });
+        }
+        for spec in &l.specs {
+            let value = |x: &mut Self, src: &LearnSrc| match src {
+                LearnSrc::Field(sf) => x.read_subfield(sf),
+                LearnSrc::Imm(v) => *v,
+            };
+            match spec {
+                LearnSpec::Match { src, dst } => {
+                    let v = value(self, src);
+                    let info = dst.field.info();
+                    let (mut bits, mut mask) = (v << dst.ofs, dst.mask());
+                    if dst.field == FieldId::InPort && dst.is_whole() {
+                        // The 16-bit NXM_OF_IN_PORT: an exact port (reserved ones widened).
+                        bits = u128::from(port16(v as u16).0);
+                        mask = info.full_mask();
+                    }
+                    let old_v = (info.get)(&m.value);
+                    let old_m = (info.get)(&m.mask);
+                    (info.set)(&mut m.mask, old_m | mask);
+                    (info.set)(&mut m.value, (old_v & !mask) | (bits & mask));
+                }
+                LearnSpec::Load { src, dst } => {
+                    let v = value(self, src);
+                    ins.apply.push(Action::RegLoad {
+                        dst: *dst,
+                        value: v,
+                    });
+                }
+                LearnSpec::Output { src } => {
+                    let v = self.read_subfield(src);
+                    // Only a real port or IN_PORT, FLOOD, LOCAL, ALL (lib/learn.c).
+                    if let Ok(p) = u16::try_from(v) {
+                        let port = port16(p);
+                        if p < 0xff00
+                            || matches!(
+                                port,
+                                OfPort::IN_PORT | OfPort::FLOOD | OfPort::LOCAL | OfPort::ALL
+                            )
+                        {
+                            ins.apply.push(Action::Output { port, max_len: 0 });
+                        }
+                    }
+                }
+            }
+        }
+        let fm = flowtable::FlowMod {
+            table_id: l.table,
+            priority: l.priority,
+            cookie: l.cookie,
+            idle_timeout: l.idle_timeout,
+            hard_timeout: l.hard_timeout,
+            flags: flowtable::flow::FlowFlags(if l.send_flow_rem {
+                flowtable::flow::FlowFlags::SEND_FLOW_REM
+            } else {
+                0
+            }),
+            match_: m,
+            instructions: ins,
+            ..flowtable::FlowMod::default()
+        };
+        if self.trace.is_some() {
+            let text = flowtable::text::print_flow_mod(&fm);
+            self.note(format_args!("learn: {text}"));
+        }
+        self.out.push(DpAction::Learn(Arc::new(
+            super::actions::LearnRequest::new(fm),
+        )));
+    }
+
     fn read_subfield(&mut self, sf: &SubField) -> u128 {
+        if sf.field == FieldId::InPort && sf.ofs == 0 && sf.n_bits == 16 {
+            // NXM_OF_IN_PORT is 16 bits: reserved ports read as their OpenFlow 1.0 numbers.
+            self.wc.in_port = u32::MAX;
+            let p = self.key.in_port;
+            return u128::from(if p >= 0xffff_ff00 { p & 0xffff } else { p });
+        }
         let info = sf.field.info();
         let consulted = (info.get)(&self.wc) | sf.mask();
         (info.set)(&mut self.wc, consulted);

@@ -66,6 +66,8 @@ pub struct Case {
     pub packets: Vec<String>,
     /// Compare `dump-conntrack` after the packets too.
     pub ct: bool,
+    /// Compare `ovs-ofctl --no-stats dump-flows` after the packets too (learned flows).
+    pub dump: bool,
     /// Compare only how many frames went out per packet (select groups: the bucket is a hash).
     pub count_only: bool,
     /// Both switches must refuse the table (Open vSwitch refuses it too).
@@ -168,6 +170,7 @@ fn apply_option(c: &mut Case, opt: &str) -> Result<(), String> {
     match k {
         "ct" => c.ct = true,
         "count-only" => c.count_only = true,
+        "dump" => c.dump = true,
         "both-refuse" => c.both_refuse = true,
         "known" if !v.trim().is_empty() => c.known = Some(v.trim().to_string()),
         "version" => c.version = v.trim().to_string(),
@@ -321,6 +324,25 @@ pub fn run_case(
                 hexs(&p.frame),
                 show(&a),
                 show(&b)
+            );
+        }
+    }
+    if case.dump {
+        let dump = |b: &dyn Backend| -> Vec<String> {
+            let mut c = Command::new("ovs-ofctl");
+            c.args(["-O", &case.version, "--no-stats", "dump-flows", &b.mgmt()]);
+            let text = run_cmd(&mut c).unwrap_or_else(|e| panic!("{}: dump-flows: {e}", case.at));
+            let mut v: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+            v.sort();
+            v
+        };
+        let (a, b) = (dump(&*ovs), dump(&*ours));
+        if a != b {
+            let _ = write!(
+                diff,
+                "dump-flows differs\n Open vSwitch:\n  {}\n vswitch:\n  {}\n",
+                a.join("\n  "),
+                b.join("\n  ")
             );
         }
     }

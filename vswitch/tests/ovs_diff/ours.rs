@@ -41,6 +41,7 @@ impl Ours {
                 .expect("add-port");
             peers.push(theirs);
         }
+        switch.start_learning();
         let control = Control::new(switch.clone());
         Ours {
             switch,
@@ -69,7 +70,10 @@ impl Backend for Ours {
     }
 
     fn send(&mut self, in_port: u32, frame: &[u8]) -> Result<(), String> {
-        self.switch.inject("br0", in_port, frame)
+        self.switch.inject("br0", in_port, frame)?;
+        // Open vSwitch installs a learned flow before the next packet: so do we here.
+        self.switch.settle_learning();
+        Ok(())
     }
 
     fn collect(&mut self) -> Result<Outputs, String> {
