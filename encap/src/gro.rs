@@ -25,6 +25,7 @@
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::checksum;
+use crate::gso::l3_of;
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
@@ -45,20 +46,6 @@ pub struct TcpSegment {
     hdr_len: usize,
     /// End of the IP packet (Ethernet padding lies behind it).
     end: usize,
-}
-
-/// Where the IP header starts and its EtherType, after up to two VLAN tags.
-fn l3_of(frame: &[u8]) -> Option<(usize, u16)> {
-    let mut off = 12;
-    for _ in 0..3 {
-        let t = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-        if t == 0x8100 || t == 0x88a8 {
-            off += 4;
-            continue;
-        }
-        return Some((off + 2, t));
-    }
-    None
 }
 
 impl TcpSegment {

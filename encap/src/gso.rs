@@ -80,7 +80,7 @@ const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 
 /// Where the L3 header starts and which EtherType it has, after up to two VLAN tags.
-fn l3_of(frame: &[u8]) -> Option<(usize, u16)> {
+pub(crate) fn l3_of(frame: &[u8]) -> Option<(usize, u16)> {
     let mut off = 12;
     for _ in 0..3 {
         let t = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
