@@ -157,8 +157,8 @@ fn unexecuted_actions_are_refused_not_accepted() {
         ("udp,actions=ct(commit,alg=tftp)", "alg"),
         ("ip,actions=ct(force)", "requires \"commit\""),
         (
-            "actions=learn(table=1,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[])",
-            "unsupported action 'learn'",
+            "actions=multipath(eth_src,50,modulo_n,1,0,NXM_NX_REG0[])",
+            "unsupported action 'multipath'",
         ),
         (
             "actions=bundle(eth_src,0,hrw,ofport,members:1)",

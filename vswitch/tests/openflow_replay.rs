@@ -208,14 +208,12 @@ fn mask_flow_durations(msg: &mut [u8]) {
     }
 }
 
-/// Cases this switch refuses on purpose: the Nicira `learn` and `bundle` actions are decoded
-/// but not executed by the datapath, so the switch answers OFPBAC_BAD_EXP_TYPE rather than
-/// install a flow that would silently behave differently.
+/// Cases this switch refuses on purpose: the Nicira `bundle` action is decoded but not
+/// executed by the datapath, so the switch answers OFPBAC_BAD_EXP_TYPE rather than install a
+/// flow that would silently behave differently.
 fn refused_on_purpose(id: &str) -> Option<ErrorCode> {
     match id {
-        "flow/act-learn/of13" | "flow/act-multipath-bundle/of13" => {
-            Some(ErrorCode::BadActionBadExpType)
-        }
+        "flow/act-multipath-bundle/of13" => Some(ErrorCode::BadActionBadExpType),
         _ => None,
     }
 }
