@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -636,9 +637,12 @@ impl Spawned {
     pub fn start(ns: &str, tag: &str, args: &[&str]) -> Spawned {
         let out = std::env::temp_dir().join(format!("{ns}-{tag}.out"));
         let f = std::fs::File::create(&out).expect("spawned output file");
+        // Its own process group, so that drop also stops what it started (`timeout`'s
+        // child would otherwise outlive a killed `timeout`, orphaned in a deleted namespace).
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("dup"))
             .stderr(f)
@@ -664,6 +668,11 @@ impl Spawned {
 impl Drop for Spawned {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let group = format!("-{}", c.id());
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
