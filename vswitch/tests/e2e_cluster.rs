@@ -16,6 +16,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -301,7 +302,12 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Each server is `timeout socat` in its own process group: kill the group, or socat
+        // outlives a killed `timeout`.
         for s in &mut self.servers {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", s.id())])
+                .status();
             let _ = s.kill();
             let _ = s.wait();
         }
@@ -432,6 +438,7 @@ fn build(mode: Mode) -> Cluster {
             .args(["netns", "exec", &pod, "timeout", "50", "socat"])
             .arg("TCP-LISTEN:8080,fork,reuseaddr")
             .arg(format!("SYSTEM:echo {}", p.tag))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -442,6 +449,7 @@ fn build(mode: Mode) -> Cluster {
             .args(["netns", "exec", &pod, "timeout", "50", "socat"])
             .arg(format!("TCP-LISTEN:{WHO_PORT},fork,reuseaddr"))
             .arg(format!("SYSTEM:echo {} $SOCAT_PEERADDR", p.tag))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -454,6 +462,7 @@ fn build(mode: Mode) -> Cluster {
             .args(["netns", "exec", c.public.name(), "timeout", "50", "socat"])
             .arg(format!("TCP-LISTEN:{PUBLIC_PORT},fork,reuseaddr"))
             .arg("SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT")
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
