@@ -366,6 +366,46 @@ fn flow_line(table: Table, priority: u16, match_text: &str, actions: &str) -> (F
 /// Table 60's masquerade of the pods' new connections to `node.underlay_ip`: TCP and UDP
 /// ports and ICMP echo identifiers from the masquerade range (two pods pinging one host with
 /// the same identifier must not clash); other protocols just get the address.
+/// Hairpin for the pod on port `of`: a pod reaching itself through a Service gets the gateway
+/// address as source (its kernel drops packets from its own address) and the frame back out of
+/// its port (OpenFlow's `output:P` skips the input port); the replies come back on that port.
+pub(super) fn hairpin_flows(
+    b: &mut Builder,
+    cfg: &NodeConfig,
+    of: impl std::fmt::Display,
+    ip: impl std::fmt::Display,
+    mac: impl std::fmt::Display,
+    hairpin_zone: impl std::fmt::Display,
+) {
+    let back = format!(
+        "set_field:{}->eth_src,set_field:{mac}->eth_dst,output:in_port",
+        cfg.gateway_mac
+    );
+    let same = format!("ip,in_port={of},nw_src={ip},nw_dst={ip}");
+    b.flow(
+        Table::LocalDelivery,
+        130,
+        &format!("ct_state=+new+trk,{same}"),
+        &format!(
+            "ct(commit,table=71,zone={hairpin_zone},nat(src={}))",
+            cfg.gateway_ip
+        ),
+    );
+    b.flow(
+        Table::LocalDelivery,
+        129,
+        &same,
+        &format!("ct(table=71,zone={hairpin_zone},nat)"),
+    );
+    b.flow(
+        Table::LocalDelivery,
+        105,
+        &format!("ip,in_port={of},nw_dst={ip}"),
+        &back,
+    );
+    b.flow(Table::HairpinOut, 100, &format!("ip,in_port={of}"), &back);
+}
+
 pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig) {
     let zone = cfg.ct_zone;
     for proto in ["tcp", "udp", "icmp"] {
@@ -1059,44 +1099,14 @@ pub fn compile_with(
             }
         }
     }
-    // Hairpin: a pod reaching itself through a Service gets the gateway address as source
-    // (its kernel drops packets from its own address) and the frame back out of its port.
     for p in &cfg.pods {
-        let of = numbering.ofports[&p.port];
-        let same = format!("ip,in_port={of},nw_src={ip},nw_dst={ip}", ip = p.ip);
-        b.flow(
-            Table::LocalDelivery,
-            130,
-            &format!("ct_state=+new+trk,{same}"),
-            &format!(
-                "ct(commit,table=71,zone={hairpin_zone},nat(src={}))",
-                cfg.gateway_ip
-            ),
-        );
-        b.flow(
-            Table::LocalDelivery,
-            129,
-            &same,
-            &format!("ct(table=71,zone={hairpin_zone},nat)"),
-        );
-        // Replies of hairpin connections come back on the port they go out of.
-        b.flow(
-            Table::LocalDelivery,
-            105,
-            &format!("ip,in_port={of},nw_dst={}", p.ip),
-            &format!(
-                "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:in_port",
-                p.mac
-            ),
-        );
-        b.flow(
-            Table::HairpinOut,
-            100,
-            &format!("ip,in_port={of}"),
-            &format!(
-                "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:in_port",
-                p.mac
-            ),
+        hairpin_flows(
+            &mut b,
+            cfg,
+            numbering.ofports[&p.port],
+            p.ip,
+            p.mac,
+            hairpin_zone,
         );
     }
     b.flow(Table::LocalDelivery, 0, "", "drop");

@@ -19,7 +19,7 @@ use hashbrown::HashMap;
 
 use super::compile::{
     Builder, Desired, HOST_OFPORT, MASQUERADE_MARK, MASQUERADE_PORTS, Numbering, ServiceOut, Table,
-    UPLINK_OFPORT, masquerade_flows,
+    UPLINK_OFPORT, hairpin_flows, masquerade_flows,
 };
 use super::model::*;
 
@@ -622,39 +622,8 @@ pub(super) fn compile_eni(
             );
         }
     }
-    // Hairpin: a pod reaching itself through a Service gets the gateway address as source
-    // (its kernel drops packets from its own address) and the frame back out of its port
-    // (OpenFlow's `output:P` skips the input port).
     for p in &eni_pods {
-        let of = of(p);
-        let back = format!(
-            "set_field:{gw_mac}->eth_src,set_field:{}->eth_dst,output:in_port",
-            p.mac
-        );
-        let same = format!("ip,in_port={of},nw_src={ip},nw_dst={ip}", ip = p.ip);
-        b.flow(
-            Table::LocalDelivery,
-            130,
-            &format!("ct_state=+new+trk,{same}"),
-            &format!(
-                "ct(commit,table=71,zone={hairpin_zone},nat(src={}))",
-                cfg.gateway_ip
-            ),
-        );
-        b.flow(
-            Table::LocalDelivery,
-            129,
-            &same,
-            &format!("ct(table=71,zone={hairpin_zone},nat)"),
-        );
-        // The replies of hairpin connections come back on the port they go out of.
-        b.flow(
-            Table::LocalDelivery,
-            105,
-            &format!("ip,in_port={of},nw_dst={}", p.ip),
-            &back,
-        );
-        b.flow(Table::HairpinOut, 100, &format!("ip,in_port={of}"), &back);
+        hairpin_flows(&mut b, cfg, of(p), p.ip, p.mac, hairpin_zone);
     }
     b.flow(Table::LocalDelivery, 0, "", "drop");
     b.flow(Table::HairpinOut, 0, "", "drop");
