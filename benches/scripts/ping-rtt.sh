@@ -12,6 +12,7 @@
 # As root. Namespaces pr-node, pr-p1, pr-p2 (10.211.0.1/24, 10.211.0.2/24): created here,
 # deleted on exit; no route out of them.
 set -euo pipefail
+. "$(dirname "$0")/../harness/bench-lock.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VSWITCHD=${VSWITCHD:-$ROOT/target/release/vswitchd}
 VSWITCHCTL=${VSWITCHCTL:-$ROOT/target/release/vswitchctl}

@@ -29,6 +29,7 @@
 # fair figure on a shared machine), the forwarder core's busy time per delivered packet, and how
 # much of that core other work took (softirqs, other processes: a noisy measurement if high).
 set -euo pipefail
+. "$(dirname "$0")/../harness/bench-lock.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SRC=${SRC:-$ROOT/benches/harness/services/src}
 VSWITCHD=${VSWITCHD:-$ROOT/target/release/vswitchd}
