@@ -6,6 +6,8 @@
 #   benches/scripts/conntrack-bench.sh                     # REPS=1, cases kernel-nft, ovs, ours
 #   REPS=3 benches/scripts/conntrack-bench.sh
 #   ONLY='^ours' benches/scripts/conntrack-bench.sh        # just our switch
+#   ONLY='^kernel-nft sus|^ours sus' benches/scripts/conntrack-bench.sh \
+#       --add 'ours sustained 1 client IP|FWD=cmd NSRC=1|sustain'   # more cases (harness --add)
 #   benches/scripts/conntrack-bench.sh --start-only        # what FWD_START_CMD runs (needs the
 #                                                          # harness topology and its env vars)
 #
@@ -62,8 +64,8 @@ export FWD_STOP_CMD="{ date +%T; $(ctl_q)$RUNDIR_Q dump-drops ctbr | grep -vE ' 
 STAMP=$(date +%Y%m%d-%H%M%S)
 export OUT=${OUT:-/tmp/ct-bench-results/$STAMP}
 ONLY=${ONLY:-'^kernel-nft$|^ovs$|^ours'}
-echo "+ REPS=${REPS:-1} $HARNESS/run-all.sh --only '$ONLY' --add 'ours|FWD=cmd NSRC=32|conn udp1 udpE tcp'"
-REPS=${REPS:-1} "$HARNESS/run-all.sh" --only "$ONLY" --add 'ours|FWD=cmd NSRC=32|conn udp1 udpE tcp'
+echo "+ REPS=${REPS:-1} $HARNESS/run-all.sh --only '$ONLY' --add 'ours|FWD=cmd NSRC=32|conn udp1 udpE tcp' $*"
+REPS=${REPS:-1} "$HARNESS/run-all.sh" --only "$ONLY" --add 'ours|FWD=cmd NSRC=32|conn udp1 udpE tcp' "$@"
 
 # Ratios of ours against the two references, within each round (median over rounds).
 python3 - "$OUT" <<'PY' | tee "$OUT/ours-ratios.md"
