@@ -99,7 +99,7 @@ nsx sp-node ip link set spv2 up
 
 CT_MAX=${CT_MAX:-4200000}
 NEWCONN_FLOWS=${NEWCONN_FLOWS:-4000000}
-taskset -c "$FWD_CPU" ip netns exec sp-node "$VSWITCHD" --rundir "$RUN" --ct-max-conns "$CT_MAX" \
+taskset -c "$FWD_CPU" ip netns exec sp-node "$VSWITCHD" --rundir "$RUN" --fresh --ct-max-conns "$CT_MAX" \
     2>"$WORK/vswitchd.log" &
 VSWITCHD_PID=$!
 for _ in $(seq 100); do [ -S "$RUN/vswitchd.ctl" ] && break; sleep 0.05; done
