@@ -230,6 +230,173 @@ pub enum Action {
         idle_timeout: u16,
         hard_timeout: u16,
     },
+    /// Nicira `multipath(...)`: hashes the packet's fields, picks a link and writes it to a
+    /// field.
+    Multipath(Multipath),
+    /// Nicira `bundle(...)` (outputs to the chosen member) and `bundle_load(...)` (writes the
+    /// chosen member's port number to a field).
+    Bundle(Box<Bundle>),
+}
+
+/// The packet fields `multipath` and `bundle` hash (`NX_HASH_FIELDS_*`, in wire order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HashFields {
+    EthSrc,
+    SymmetricL4,
+    SymmetricL3L4,
+    SymmetricL3L4Udp,
+    NwSrc,
+    NwDst,
+    SymmetricL3,
+}
+
+impl HashFields {
+    pub const ALL: [HashFields; 7] = [
+        HashFields::EthSrc,
+        HashFields::SymmetricL4,
+        HashFields::SymmetricL3L4,
+        HashFields::SymmetricL3L4Udp,
+        HashFields::NwSrc,
+        HashFields::NwDst,
+        HashFields::SymmetricL3,
+    ];
+
+    /// The name ovs-ofctl reads and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashFields::EthSrc => "eth_src",
+            HashFields::SymmetricL4 => "symmetric_l4",
+            HashFields::SymmetricL3L4 => "symmetric_l3l4",
+            HashFields::SymmetricL3L4Udp => "symmetric_l3l4+udp",
+            HashFields::NwSrc => "nw_src",
+            HashFields::NwDst => "nw_dst",
+            HashFields::SymmetricL3 => "symmetric_l3",
+        }
+    }
+
+    /// Parses a name, case-insensitively (as ovs-ofctl's `strcasecmp`).
+    pub fn from_name(s: &str) -> Option<HashFields> {
+        HashFields::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s))
+    }
+
+    /// The `NX_HASH_FIELDS_*` wire value.
+    pub fn wire(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_wire(v: u16) -> Option<HashFields> {
+        HashFields::ALL.get(usize::from(v)).copied()
+    }
+}
+
+/// How `multipath` turns the hash into a link (`NX_MP_ALG_*`, in wire order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MultipathAlgorithm {
+    ModuloN,
+    HashThreshold,
+    Hrw,
+    IterHash,
+}
+
+impl MultipathAlgorithm {
+    pub const ALL: [MultipathAlgorithm; 4] = [
+        MultipathAlgorithm::ModuloN,
+        MultipathAlgorithm::HashThreshold,
+        MultipathAlgorithm::Hrw,
+        MultipathAlgorithm::IterHash,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MultipathAlgorithm::ModuloN => "modulo_n",
+            MultipathAlgorithm::HashThreshold => "hash_threshold",
+            MultipathAlgorithm::Hrw => "hrw",
+            MultipathAlgorithm::IterHash => "iter_hash",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<MultipathAlgorithm> {
+        MultipathAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn wire(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_wire(v: u16) -> Option<MultipathAlgorithm> {
+        MultipathAlgorithm::ALL.get(usize::from(v)).copied()
+    }
+}
+
+/// `multipath(fields, basis, algorithm, n_links, arg, dst)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Multipath {
+    pub fields: HashFields,
+    pub basis: u16,
+    pub algorithm: MultipathAlgorithm,
+    /// The number of links minus one (links are 0..=max_link).
+    pub max_link: u16,
+    /// `iter_hash`'s modulus (ignored by the other algorithms).
+    pub arg: u32,
+    pub dst: SubField,
+}
+
+/// How `bundle` chooses a member (`NX_BD_ALG_*` wire values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BundleAlgorithm {
+    /// The first live member.
+    ActiveBackup,
+    /// Highest random weight over the live members.
+    Hrw,
+}
+
+impl BundleAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            BundleAlgorithm::ActiveBackup => "active_backup",
+            BundleAlgorithm::Hrw => "hrw",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<BundleAlgorithm> {
+        [BundleAlgorithm::ActiveBackup, BundleAlgorithm::Hrw]
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn wire(self) -> u16 {
+        match self {
+            BundleAlgorithm::ActiveBackup => 0,
+            BundleAlgorithm::Hrw => 1,
+        }
+    }
+
+    pub fn from_wire(v: u16) -> Option<BundleAlgorithm> {
+        match v {
+            0 => Some(BundleAlgorithm::ActiveBackup),
+            1 => Some(BundleAlgorithm::Hrw),
+            _ => None,
+        }
+    }
+}
+
+/// Most members a bundle may have (Open vSwitch's `BUNDLE_MAX_MEMBERS`).
+pub const BUNDLE_MAX_MEMBERS: usize = 2048;
+
+/// `bundle(...)` / `bundle_load(...)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bundle {
+    pub fields: HashFields,
+    pub basis: u16,
+    pub algorithm: BundleAlgorithm,
+    /// `bundle_load`'s destination; `None` for `bundle` (output to the member).
+    pub dst: Option<SubField>,
+    /// Ports below 0xff00 or reserved (OpenFlow 1.0 numbers widened to 32 bits).
+    pub members: Vec<OfPort>,
 }
 
 /// Where a `learn` spec takes its bits from.

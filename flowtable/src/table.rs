@@ -115,6 +115,10 @@ pub enum TableError {
     /// two may only be set there (`cannot set CT fields outside of ct action`).
     #[error("OFPBAC_BAD_ARGUMENT: {0}")]
     BadCtNesting(String),
+    /// `OFPBAC_BAD_ARGUMENT`: an action argument the switch's decoder refuses (a
+    /// `bundle_load` destination narrower than 16 bits).
+    #[error("OFPBAC_BAD_ARGUMENT: {0}")]
+    BadArgument(String),
 }
 
 /// `OFPET_EXPERIMENTER`: the type of Nicira-extension errors (experimenter 0x2320).
@@ -150,6 +154,7 @@ impl TableError {
             TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
             TableError::UnsupportedAlg(_) => (OFPET_BAD_ACTION, 5),
             TableError::BadCtNesting(_) => (OFPET_BAD_ACTION, 5),
+            TableError::BadArgument(_) => (OFPET_BAD_ACTION, 5),
             TableError::MatchInconsistent(_) => (OFPET_BAD_ACTION, 11),
         }
     }
@@ -220,6 +225,29 @@ fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Open vSwitch's `bundle_check` (and its decoder's width check): every member is a port a
+/// packet can go out of (or `NONE`, never chosen as an output), not `CONTROLLER`; a
+/// `bundle_load` destination is writable and at least 16 bits wide (a port number).
+fn check_bundle(b: &crate::action::Bundle) -> Result<(), TableError> {
+    if let Some(dst) = &b.dst {
+        if dst.n_bits < 16 {
+            return Err(TableError::BadArgument(
+                "bundle_load action requires at least 16 bit destination.".into(),
+            ));
+        }
+        check_writable(dst.field, false)?;
+    }
+    for m in &b.members {
+        let ok = m.0 < 0xff00
+            || *m == OfPort::ANY
+            || (m.reserved_name().is_some() && *m != OfPort::CONTROLLER);
+        if !ok {
+            return Err(TableError::BadOutPort(m.0));
+        }
+    }
+    Ok(())
 }
 
 /// A flow with `conjunction` actions is one dimension of a conjunctive match: its only
@@ -710,6 +738,8 @@ impl Pipeline {
                 | Action::Move { dst, .. }
                 | Action::CheckPktLarger { dst, .. } => check_writable(dst.field, false)?,
                 Action::Clone(inner) => self.check_actions(inner.iter())?,
+                Action::Multipath(mp) => check_writable(mp.dst.field, false)?,
+                Action::Bundle(b) => check_bundle(b)?,
                 Action::Learn(l) => {
                     for spec in &l.specs {
                         if let crate::action::LearnSpec::Load { dst, .. } = spec {

@@ -38,7 +38,9 @@ pub mod nx_subtype {
     pub const REG_MOVE: u16 = 6;
     pub const REG_LOAD: u16 = 7;
     pub const NOTE: u16 = 8;
+    pub const MULTIPATH: u16 = 10;
     pub const BUNDLE: u16 = 12;
+    pub const BUNDLE_LOAD: u16 = 13;
     pub const OUTPUT_REG: u16 = 15;
     pub const RESUBMIT_TABLE: u16 = 14;
     pub const LEARN: u16 = 16;
@@ -175,6 +177,46 @@ pub enum Action {
         dst: OxmHeader,
         ofs: u16,
     },
+    /// NXAST_MULTIPATH.
+    Multipath(Multipath),
+    /// NXAST_BUNDLE (`dst: None`) or NXAST_BUNDLE_LOAD.
+    Bundle(Bundle),
+}
+
+/// `NX_HASH_FIELDS_*` values Open vSwitch 3.1 knows (eth_src .. symmetric_l3).
+pub const NX_HASH_FIELDS_MAX: u16 = 6;
+/// `NX_MP_ALG_*` values (modulo_n, hash_threshold, hrw, iter_hash).
+pub const NX_MP_ALG_MAX: u16 = 3;
+/// `NX_BD_ALG_*` values (active_backup, hrw).
+pub const NX_BD_ALG_MAX: u16 = 1;
+/// The only bundle member type: `NXM_OF_IN_PORT`'s header (16-bit port numbers).
+pub const NX_BUNDLE_MEMBER_TYPE: u32 = 0x0000_0002;
+/// Most members of a bundle (Open vSwitch's `BUNDLE_MAX_MEMBERS`).
+pub const NX_BUNDLE_MAX_MEMBERS: usize = 2048;
+
+/// `multipath(...)`: the hash of `fields` picks a link 0..=max_link, written to
+/// `dst[ofs..ofs+n_bits]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Multipath {
+    pub fields: u16,
+    pub basis: u16,
+    pub algorithm: u16,
+    pub max_link: u16,
+    pub arg: u32,
+    pub dst: OxmHeader,
+    pub ofs: u16,
+    pub n_bits: u16,
+}
+
+/// `bundle(...)` / `bundle_load(...)`: chooses one of `members` (16-bit port numbers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    pub algorithm: u16,
+    pub fields: u16,
+    pub basis: u16,
+    /// `bundle_load`'s destination (field, ofs, n_bits).
+    pub dst: Option<(OxmHeader, u16, u16)>,
+    pub members: Vec<u16>,
 }
 
 /// How deep NXAST_CLONE may nest in a decoded action list (bounds recursion on hostile input).
@@ -655,12 +697,11 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
                 hard_timeout: b.u16("fin_timeout hard_timeout")?,
             }
         }
-        s::BUNDLE => {
-            return err(
-                ErrorCode::BadActionBadExpType,
-                format!("Nicira action {sub} is not supported"),
-            );
+        s::MULTIPATH => {
+            fixed(32)?;
+            decode_multipath(b)?
         }
+        s::BUNDLE | s::BUNDLE_LOAD => decode_bundle(b, len, sub == s::BUNDLE_LOAD)?,
         _ => {
             return err(
                 ErrorCode::BadActionBadExpType,
@@ -669,6 +710,154 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
         }
     };
     Ok(a)
+}
+
+/// A destination subfield as Open vSwitch's `mf_check_dst` takes it: a known field
+/// (`OFPBAC_BAD_SET_TYPE`), the bits inside it (`OFPBAC_BAD_SET_LEN`).
+fn check_dst(h: OxmHeader, ofs: u16, n_bits: u16, what: &str) -> Result<(), OfError> {
+    if u32::from(ofs) + u32::from(n_bits) > field_bits(h) {
+        return err(
+            ErrorCode::BadActionBadSetLen,
+            format!("{what}: bits {ofs}+{n_bits} outside the destination field"),
+        );
+    }
+    Ok(())
+}
+
+fn known_dst(raw: u32, what: &str) -> Result<OxmHeader, OfError> {
+    let h = OxmHeader(raw);
+    if h.field().is_none() {
+        return err(
+            ErrorCode::BadActionBadSetType,
+            format!("{what}: unknown destination field {raw:#010x}"),
+        );
+    }
+    Ok(h)
+}
+
+/// NXAST_MULTIPATH, checked as Open vSwitch's `decode_NXAST_RAW_MULTIPATH`.
+fn decode_multipath(b: &mut Reader<'_>) -> Result<Action, OfError> {
+    let fields = b.u16("multipath fields")?;
+    let basis = b.u16("multipath basis")?;
+    b.skip(2, "multipath pad")?;
+    let algorithm = b.u16("multipath algorithm")?;
+    let max_link = b.u16("multipath max_link")?;
+    let arg = b.u32("multipath arg")?;
+    b.skip(2, "multipath pad")?;
+    let ofs_nbits = b.u16("multipath ofs_nbits")?;
+    let dst = known_dst(b.u32("multipath dst")?, "multipath")?;
+    let (ofs, n_bits) = (ofs_nbits >> 6, (ofs_nbits & 0x3f) + 1);
+    let n_links = u32::from(max_link) + 1;
+    // log2 rounded up: the bits the largest link needs.
+    let min_bits = 32 - (n_links - 1).leading_zeros();
+    if fields > NX_HASH_FIELDS_MAX {
+        return err(
+            ErrorCode::BadActionBadArgument,
+            format!("multipath: unsupported fields {fields}"),
+        );
+    }
+    if algorithm > NX_MP_ALG_MAX {
+        return err(
+            ErrorCode::BadActionBadArgument,
+            format!("multipath: unsupported algorithm {algorithm}"),
+        );
+    }
+    if u32::from(n_bits) < min_bits {
+        return err(
+            ErrorCode::BadActionBadArgument,
+            format!("multipath action requires at least {min_bits} bits for {n_links} links"),
+        );
+    }
+    check_dst(dst, ofs, n_bits, "multipath")?;
+    Ok(Action::Multipath(Multipath {
+        fields,
+        basis,
+        algorithm,
+        max_link,
+        arg,
+        dst,
+        ofs,
+        n_bits,
+    }))
+}
+
+/// NXAST_BUNDLE / NXAST_BUNDLE_LOAD, checked as Open vSwitch's `decode_bundle` and
+/// `bundle_check`.
+fn decode_bundle(b: &mut Reader<'_>, len: usize, load: bool) -> Result<Action, OfError> {
+    let algorithm = b.u16("bundle algorithm")?;
+    let fields = b.u16("bundle fields")?;
+    let basis = b.u16("bundle basis")?;
+    let member_type = b.u32("bundle member_type")?;
+    let n_members = usize::from(b.u16("bundle n_members")?);
+    let ofs_nbits = b.u16("bundle ofs_nbits")?;
+    let dst_raw = b.u32("bundle dst")?;
+    let zero = b.bytes(4, "bundle zero")?;
+    let bad_arg = |detail: String| err(ErrorCode::BadActionBadArgument, detail);
+    let mut error = if fields > NX_HASH_FIELDS_MAX {
+        bad_arg(format!("bundle: unsupported fields {fields}"))
+    } else if n_members > NX_BUNDLE_MAX_MEMBERS {
+        bad_arg("bundle: too many members".into())
+    } else if algorithm > NX_BD_ALG_MAX {
+        bad_arg(format!("bundle: unsupported algorithm {algorithm}"))
+    } else if member_type != NX_BUNDLE_MEMBER_TYPE {
+        bad_arg(format!("bundle: unsupported member type {member_type:#x}"))
+    } else {
+        Ok(())
+    };
+    if zero.iter().any(|&x| x != 0) {
+        error = bad_arg("bundle: reserved field is nonzero".into());
+    }
+    let (ofs, n_bits) = (ofs_nbits >> 6, (ofs_nbits & 0x3f) + 1);
+    let dst = if load {
+        let h = known_dst(dst_raw, "bundle_load")?;
+        if n_bits < 16 {
+            error = bad_arg("bundle_load action requires at least 16 bit destination.".into());
+        }
+        Some((h, ofs, n_bits))
+    } else {
+        if ofs_nbits != 0 || dst_raw != 0 {
+            error = bad_arg("bundle action has nonzero reserved fields".into());
+        }
+        None
+    };
+    let space = len.saturating_sub(32);
+    let mut members = Vec::new();
+    if space < n_members * 2 {
+        error = err(
+            ErrorCode::BadActionBadLen,
+            format!(
+                "bundle: {space} bytes for members, {} bytes are required for {n_members} members",
+                n_members * 2
+            ),
+        );
+    } else {
+        members.reserve(n_members);
+        for _ in 0..n_members {
+            members.push(b.u16("bundle member")?);
+        }
+    }
+    error?;
+    if let Some((h, ofs, n_bits)) = dst {
+        check_dst(h, ofs, n_bits, "bundle_load")?;
+    }
+    for &m in &members {
+        // `ofpact_check_output_port`: a port below 0xff00 or a reserved port; NONE is
+        // allowed (never live), CONTROLLER is not (no max_len to give it).
+        let ok = m < 0xff00 || (m >= 0xfff8 && m != 0xfffd);
+        if !ok {
+            return err(
+                ErrorCode::BadActionBadOutPort,
+                format!("bundle: invalid member {m:#x}"),
+            );
+        }
+    }
+    Ok(Action::Bundle(Bundle {
+        algorithm,
+        fields,
+        basis,
+        dst,
+        members,
+    }))
 }
 
 fn decode_ct(b: &mut Reader<'_>) -> Result<Action, OfError> {
@@ -1002,6 +1191,44 @@ impl Action {
                 start = nx_start(out, s::CLONE);
                 out.put_zeros(6);
                 encode_actions(inner, out);
+            }
+            Action::Multipath(m) => {
+                start = nx_start(out, s::MULTIPATH);
+                out.put_u16(m.fields);
+                out.put_u16(m.basis);
+                out.put_zeros(2);
+                out.put_u16(m.algorithm);
+                out.put_u16(m.max_link);
+                out.put_u32(m.arg);
+                out.put_zeros(2);
+                out.put_u16((m.ofs << 6) | (m.n_bits.saturating_sub(1) & 0x3f));
+                out.put_u32(m.dst.0);
+            }
+            Action::Bundle(bd) => {
+                start = nx_start(
+                    out,
+                    if bd.dst.is_some() {
+                        s::BUNDLE_LOAD
+                    } else {
+                        s::BUNDLE
+                    },
+                );
+                out.put_u16(bd.algorithm);
+                out.put_u16(bd.fields);
+                out.put_u16(bd.basis);
+                out.put_u32(NX_BUNDLE_MEMBER_TYPE);
+                out.put_u16(bd.members.len() as u16);
+                match bd.dst {
+                    Some((h, ofs, n_bits)) => {
+                        out.put_u16((ofs << 6) | (n_bits.saturating_sub(1) & 0x3f));
+                        out.put_u32(h.0);
+                    }
+                    None => out.put_zeros(6),
+                }
+                out.put_zeros(4);
+                for m in &bd.members {
+                    out.put_u16(*m);
+                }
             }
             Action::CheckPktLarger { pkt_len, dst, ofs } => {
                 start = nx_start(out, s::CHECK_PKT_LARGER);

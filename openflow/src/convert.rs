@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use flowtable::action::{
-    Controller, Ct, CtZone, Learn, LearnSpec, LearnSrc, Nat, NatKind, PacketInReason, SubField,
+    Bundle, BundleAlgorithm, Controller, Ct, CtZone, HashFields, Learn, LearnSpec, LearnSrc,
+    Multipath, MultipathAlgorithm, Nat, NatKind, PacketInReason, SubField,
 };
 use flowtable::{FieldId, Instructions, OfPort};
 
@@ -183,6 +184,8 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             dst: subfield(*dst, *ofs, 1)?,
         },
         WAction::Learn(l) => T::Learn(Box::new(learn_in(l)?)),
+        WAction::Multipath(m) => T::Multipath(multipath_in(m)?),
+        WAction::Bundle(b) => T::Bundle(Box::new(bundle_in(b)?)),
         WAction::FinTimeout {
             idle_timeout,
             hard_timeout,
@@ -190,6 +193,49 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             idle_timeout: *idle_timeout,
             hard_timeout: *hard_timeout,
         },
+    })
+}
+
+fn hash_fields_in(v: u16) -> Result<HashFields, OfError> {
+    HashFields::from_wire(v).ok_or_else(|| {
+        bad(
+            ErrorCode::BadActionBadArgument,
+            format!("unsupported hash fields {v}"),
+        )
+    })
+}
+
+fn multipath_in(m: &wa::Multipath) -> Result<Multipath, OfError> {
+    Ok(Multipath {
+        fields: hash_fields_in(m.fields)?,
+        basis: m.basis,
+        algorithm: MultipathAlgorithm::from_wire(m.algorithm).ok_or_else(|| {
+            bad(
+                ErrorCode::BadActionBadArgument,
+                format!("multipath: unsupported algorithm {}", m.algorithm),
+            )
+        })?,
+        max_link: m.max_link,
+        arg: m.arg,
+        dst: subfield(m.dst, m.ofs, m.n_bits)?,
+    })
+}
+
+fn bundle_in(b: &wa::Bundle) -> Result<Bundle, OfError> {
+    Ok(Bundle {
+        fields: hash_fields_in(b.fields)?,
+        basis: b.basis,
+        algorithm: BundleAlgorithm::from_wire(b.algorithm).ok_or_else(|| {
+            bad(
+                ErrorCode::BadActionBadArgument,
+                format!("bundle: unsupported algorithm {}", b.algorithm),
+            )
+        })?,
+        dst: b
+            .dst
+            .map(|(h, ofs, n_bits)| subfield(h, ofs, n_bits))
+            .transpose()?,
+        members: b.members.iter().map(|p| port_from_of10(*p)).collect(),
     })
 }
 
@@ -502,6 +548,32 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             n_clauses: *n_clauses,
         },
         T::Learn(l) => WAction::Learn(learn_out(l)?),
+        T::Multipath(m) => WAction::Multipath(wa::Multipath {
+            fields: m.fields.wire(),
+            basis: m.basis,
+            algorithm: m.algorithm.wire(),
+            max_link: m.max_link,
+            arg: m.arg,
+            dst: subfield_header(m.dst.field)?,
+            ofs: u16::from(m.dst.ofs),
+            n_bits: u16::from(m.dst.n_bits),
+        }),
+        T::Bundle(b) => WAction::Bundle(wa::Bundle {
+            algorithm: b.algorithm.wire(),
+            fields: b.fields.wire(),
+            basis: b.basis,
+            dst: b
+                .dst
+                .map(|d| -> Result<_, OfError> {
+                    Ok((
+                        subfield_header(d.field)?,
+                        u16::from(d.ofs),
+                        u16::from(d.n_bits),
+                    ))
+                })
+                .transpose()?,
+            members: b.members.iter().map(|p| port_to_of10(*p)).collect(),
+        }),
         T::FinTimeout {
             idle_timeout,
             hard_timeout,

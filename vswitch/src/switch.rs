@@ -504,8 +504,15 @@ impl Switch {
                 .values_mut()
                 .find(|p| p.spec.name == name)
                 .ok_or_else(|| format!("bridge {br} has no port named {name}"))?;
+            let liveness_changed =
+                (config ^ p.config) & openflow::switch::port_config::PORT_DOWN != 0;
             p.config = config;
-            Ok(p.dp_id)
+            let dp_id = p.dp_id;
+            if liveness_changed {
+                // Liveness is part of the pipeline (fast-failover groups, bundles).
+                b.publish();
+            }
+            Ok(dp_id)
         })?;
         self.dp.set_port_config(dp_id, config);
         self.mark_changed();

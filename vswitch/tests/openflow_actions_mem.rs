@@ -1,6 +1,7 @@
 //! OpenFlow match fields and actions of issue 15, executed on packets through the in-memory
-//! datapath (no root): conjunctive matching, `ct(force)`, `pkt_mark`, and the refusals of
-//! what the switch does not execute (`ct(alg=..)`, `learn`, `bundle`, writes to `conj_id`).
+//! datapath (no root): conjunctive matching, `ct(force)`, `pkt_mark`, `multipath` and
+//! `bundle` (their exact choices are compared with Open vSwitch by the differential suite), and
+//! the refusals of what the switch does not execute (`ct(alg=..)`, writes to `conj_id`).
 
 use encap::build::FrameBuilder;
 use vswitch::datapath;
@@ -157,12 +158,16 @@ fn unexecuted_actions_are_refused_not_accepted() {
         ("udp,actions=ct(commit,alg=tftp)", "alg"),
         ("ip,actions=ct(force)", "requires \"commit\""),
         (
-            "actions=multipath(eth_src,50,modulo_n,1,0,NXM_NX_REG0[])",
-            "unsupported action 'multipath'",
+            "actions=bundle_load(eth_src,0,hrw,ofport,NXM_NX_REG0[0..7],members:1)",
+            "at least 16 bit",
         ),
         (
-            "actions=bundle(eth_src,0,hrw,ofport,members:1)",
-            "unsupported action 'bundle'",
+            "actions=bundle(eth_src,0,hrw,ofport,members:1,CONTROLLER)",
+            "OFPBAC_BAD_OUT_PORT",
+        ),
+        (
+            "actions=multipath(eth_src,0,modulo_n,5,0,NXM_NX_REG0[0..1])",
+            "less than specified n_links 5",
         ),
     ] {
         let err = b
@@ -252,4 +257,60 @@ priority=0,actions=output:3",
     );
     b.send(1, &tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80));
     assert_eq!(outputs(&mut b, 3), vec![(2, 1)]);
+}
+
+/// `multipath` spreads flows over its links by their addresses and ports, the same flow always
+/// on the same link, cached or not; `bundle` skips a member that is down and takes it back
+/// when it comes up, and `bundle_load` writes 0xffff when no member is live.
+#[test]
+fn multipath_and_bundle_choose_by_hash_and_liveness() {
+    let mut b = bench(4);
+    b.flows(
+        "table=0,actions=multipath(symmetric_l4,0,modulo_n,3,0,NXM_NX_REG0[0..1]),resubmit(,1)
+table=1,reg0=0,actions=output:2
+table=1,reg0=1,actions=output:3
+table=1,reg0=2,actions=output:4",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 1000..1040u16 {
+        let frame = tcp([10, 0, 0, 1], [10, 0, 1, 1], sport, 80);
+        b.send(1, &frame);
+        let first = outputs(&mut b, 4);
+        assert_eq!(first.len(), 1, "sport {sport}: {first:?}");
+        b.send(1, &frame);
+        assert_eq!(
+            outputs(&mut b, 4),
+            first,
+            "sport {sport}: the cache chose another link"
+        );
+        seen.insert(first[0].0);
+    }
+    assert_eq!(seen.len(), 3, "40 flows over 3 links used {seen:?}");
+
+    b.flows("actions=bundle(eth_src,0,active_backup,ofport,members:2,3,4)");
+    let frame = tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80);
+    b.send(1, &frame);
+    assert_eq!(outputs(&mut b, 4), vec![(2, 1)]);
+    let down = openflow::switch::port_config::PORT_DOWN;
+    b.switch.set_port_config("br0", "m2", down).unwrap();
+    b.send(1, &frame);
+    assert_eq!(outputs(&mut b, 4), vec![(3, 1)], "member 2 is down");
+    b.switch.set_port_config("br0", "m2", 0).unwrap();
+    b.send(1, &frame);
+    assert_eq!(outputs(&mut b, 4), vec![(2, 1)], "member 2 is up again");
+
+    b.flows(
+        "table=0,actions=bundle_load(eth_src,0,hrw,ofport,NXM_NX_REG0[],members:3),resubmit(,1)
+table=1,reg0=3,actions=output:3
+table=1,reg0=0xffff,actions=output:4",
+    );
+    b.send(1, &frame);
+    assert_eq!(outputs(&mut b, 4), vec![(3, 1)]);
+    b.switch.set_port_config("br0", "m3", down).unwrap();
+    b.send(1, &frame);
+    assert_eq!(
+        outputs(&mut b, 4),
+        vec![(4, 1)],
+        "no live member: NONE is loaded"
+    );
 }

@@ -16,11 +16,8 @@ use super::{ParseError, split_top, suggest};
 
 /// Actions ovs-ofctl accepts that this switch refuses (named precisely in the error).
 const UNSUPPORTED: &[&str] = &[
-    "bundle",
     "enqueue",
     "pop_queue",
-    "multipath",
-    "bundle_load",
     "sample",
     "set_mpls_label",
     "set_mpls_tc",
@@ -88,6 +85,9 @@ const KNOWN: &[&str] = &[
     "check_pkt_larger",
     "learn",
     "fin_timeout",
+    "multipath",
+    "bundle",
+    "bundle_load",
 ];
 
 pub(super) fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
@@ -351,6 +351,9 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
         }
         "learn" => Action::Learn(Box::new(super::learn::parse_learn(tok)?)),
         "fin_timeout" => parse_fin_timeout(tok)?,
+        "multipath" => Action::Multipath(super::multipath::parse_multipath(tok)?),
+        "bundle" => Action::Bundle(Box::new(super::multipath::parse_bundle(tok, false)?)),
+        "bundle_load" => Action::Bundle(Box::new(super::multipath::parse_bundle(tok, true)?)),
         _ if UNSUPPORTED.contains(&lname.as_str()) => {
             return Err(ParseError::UnsupportedAction(name.into()));
         }
@@ -437,7 +440,18 @@ fn parse_controller(tok: &str) -> Result<Action, ParseError> {
     Ok(Action::Controller(c))
 }
 
-/// Parses `NAME[]`, `NAME[a..b]` or `NAME[a]` (NAME: NXM name or field name).
+/// An OpenFlow 1.2+ OXM name (`OXM_OF_ETH_SRC`, `OXM_OF_IPV4_DST`) for a field known here by
+/// its NXM name, as ovs-ofctl takes either.
+fn oxm_alias(name: &str) -> Option<FieldId> {
+    let rest = name.strip_prefix("OXM_OF_")?;
+    let ip = rest.strip_prefix("IPV4_").map(|r| format!("NXM_OF_IP_{r}"));
+    [format!("NXM_OF_{rest}"), format!("NXM_NX_{rest}")]
+        .into_iter()
+        .chain(ip)
+        .find_map(|n| FieldId::from_nxm_name(&n))
+}
+
+/// Parses `NAME[]`, `NAME[a..b]` or `NAME[a]` (NAME: NXM, OXM or field name).
 pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubField, ParseError> {
     let s = s.trim();
     let (name, range) = s
@@ -452,6 +466,7 @@ pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubFiel
         })?;
     let field = FieldId::from_nxm_name(name)
         .or_else(|| FieldId::from_name(name))
+        .or_else(|| oxm_alias(name))
         .ok_or_else(|| ParseError::UnknownField {
             name: name.into(),
             suggestion: suggest(name, crate::fields::FIELDS.iter().map(|f| f.nxm_name)),

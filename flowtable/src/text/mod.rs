@@ -9,6 +9,7 @@ mod actions;
 mod group;
 mod learn;
 mod meter;
+mod multipath;
 mod parse;
 mod print;
 pub mod value;

@@ -585,6 +585,8 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
         }
         Action::Note(b) => format!("note:{}", format_hex_bytes(b)),
         Action::Learn(l) => super::learn::learn_text(l, subfield_text),
+        Action::Multipath(mp) => super::multipath::multipath_text(mp, subfield_text),
+        Action::Bundle(b) => super::multipath::bundle_text(b, subfield_text, &|p| opts.port(p)),
         Action::FinTimeout {
             idle_timeout,
             hard_timeout,

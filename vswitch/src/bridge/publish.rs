@@ -176,7 +176,9 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                 kind: p.spec.kind,
                 remote_ip: tunnel.map(|t| t.remote_ip),
                 key: tunnel.map(|t| t.key),
-                live: true,
+                // Open vSwitch's `may_enable` for a port without CFM/BFD/LACP is its carrier,
+                // which `mod-port down` takes away (the device goes administratively down).
+                live: p.config & openflow::switch::port_config::PORT_DOWN == 0,
             },
         );
     }

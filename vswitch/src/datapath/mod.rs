@@ -22,6 +22,7 @@ pub mod icmp;
 pub mod mac_learning;
 pub mod megaflow_dump;
 pub mod meter;
+pub mod nx_hash;
 pub mod ports;
 pub mod vxlan;
 pub mod xlate;

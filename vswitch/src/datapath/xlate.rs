@@ -519,6 +519,8 @@ impl<'a> Xlate<'a> {
             // Handled by `actions_then` (it takes the rest of the list).
             Action::CheckPktLarger { .. } => {}
             Action::Learn(l) => self.learn(l),
+            Action::Multipath(mp) => self.multipath(mp),
+            Action::Bundle(b) => self.bundle(b),
             Action::FinTimeout {
                 idle_timeout,
                 hard_timeout,
@@ -540,6 +542,91 @@ impl<'a> Xlate<'a> {
                     )));
                 }
             }
+        }
+    }
+
+    /// `multipath`: Open vSwitch's hash of the packet's fields picks the link, written to the
+    /// destination; the hashed fields become exact in the megaflow.
+    fn multipath(&mut self, mp: &flowtable::action::Multipath) {
+        use super::nx_hash;
+        let hash = nx_hash::flow_hash_fields(&self.key, mp.fields, mp.basis);
+        let n_links = u32::from(mp.max_link) + 1;
+        let link = nx_hash::multipath_link(hash, mp.algorithm, n_links, mp.arg);
+        nx_hash::mask_hash_fields(&self.key, &mut self.wc, mp.fields);
+        self.note(format_args!(
+            "multipath({},{}): link {link} of {n_links}",
+            mp.fields.name(),
+            mp.algorithm.name()
+        ));
+        let dst = mp.dst;
+        self.set_field(
+            dst.field,
+            (u128::from(link) << dst.ofs) & dst.mask(),
+            dst.mask(),
+        );
+    }
+
+    /// Whether a bundle member may be chosen, as Open vSwitch's `member_enabled_cb`: the
+    /// reserved ports that are not real ports are always live (`NONE` too), `CONTROLLER`
+    /// never; a port is live when the bridge has it and it is up (not `mod-port down`).
+    fn member_live(&self, port: OfPort) -> bool {
+        match port {
+            OfPort::IN_PORT | OfPort::TABLE | OfPort::NORMAL | OfPort::FLOOD | OfPort::ALL => true,
+            OfPort::ANY => true,
+            OfPort::CONTROLLER => false,
+            p => self.pipeline.ports.get(&p.0).is_some_and(|i| i.live),
+        }
+    }
+
+    /// `bundle` / `bundle_load` (Open vSwitch's `bundle_execute`): `active_backup` takes the
+    /// first live member, `hrw` the live member of highest weight for the packet's hash (its
+    /// fields exact in the megaflow when there is more than one member). No live member is
+    /// `NONE`: nothing is sent, `bundle_load` writes 0xffff. A change of a port's liveness
+    /// publishes a new pipeline, so cached choices are revalidated.
+    fn bundle(&mut self, b: &flowtable::action::Bundle) {
+        use super::nx_hash;
+        use flowtable::action::BundleAlgorithm;
+        let chosen = match b.algorithm {
+            BundleAlgorithm::ActiveBackup => {
+                b.members.iter().copied().find(|m| self.member_live(*m))
+            }
+            BundleAlgorithm::Hrw => {
+                if b.members.len() > 1 {
+                    nx_hash::mask_hash_fields(&self.key, &mut self.wc, b.fields);
+                }
+                let hash = nx_hash::flow_hash_fields(&self.key, b.fields, b.basis);
+                let mut best: Option<(OfPort, u32)> = None;
+                for (i, m) in b.members.iter().enumerate() {
+                    if self.member_live(*m) {
+                        let w = nx_hash::bundle_weight(i, hash);
+                        if best.is_none_or(|(_, bw)| w > bw) {
+                            best = Some((*m, w));
+                        }
+                    }
+                }
+                best.map(|(m, _)| m)
+            }
+        };
+        let port = chosen.unwrap_or(OfPort::ANY);
+        self.note(format_args!(
+            "bundle({},{}): member {port}",
+            b.fields.name(),
+            b.algorithm.name()
+        ));
+        match &b.dst {
+            Some(dst) => {
+                // The OpenFlow 1.0 (16-bit) port number, as Open vSwitch loads it.
+                let v = u128::from(if port.0 >= OfPort::MAX.0 {
+                    port.0 & 0xffff
+                } else {
+                    port.0
+                });
+                self.set_field(dst.field, (v << dst.ofs) & dst.mask(), dst.mask());
+            }
+            None if port == OfPort::ANY => {
+                self.soft_drop(DropReason::PortDown);
+            }
+            None => self.output(port, 0),
         }
     }
 

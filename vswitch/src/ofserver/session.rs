@@ -699,8 +699,14 @@ impl Session {
         }
         let config = (port.config & !pm.mask) | (pm.config & pm.mask);
         if config != port.config {
+            let liveness_changed = (config ^ port.config) & pc::PORT_DOWN != 0;
             port.config = config;
             let dp_id = port.dp_id;
+            if liveness_changed {
+                // Fast-failover groups and bundles choose by liveness: a new pipeline makes
+                // the datapath revalidate what it cached.
+                b.publish();
+            }
             drop(state);
             switch.dp.set_port_config(dp_id, config);
             // Kept in the state file: the setting outlives a restart.

@@ -76,6 +76,8 @@ pub struct Case {
     pub known: Option<String>,
     /// `ovs-ofctl -O` version (default OpenFlow13).
     pub version: String,
+    /// Ports taken down (`mod-port N down`) for the case's packets and brought up after.
+    pub ports_down: Vec<u32>,
 }
 
 impl Case {
@@ -176,6 +178,11 @@ fn apply_option(c: &mut Case, opt: &str) -> Result<(), String> {
         "version" => c.version = v.trim().to_string(),
         "group" => c.groups.push(v.trim().to_string()),
         "meter" => c.meters.push(v.trim().to_string()),
+        "port-down" => c.ports_down.push(
+            v.trim()
+                .parse()
+                .map_err(|_| format!("port-down wants a port number: {opt:?}"))?,
+        ),
         _ => return Err(format!("unknown option {opt:?}")),
     }
     Ok(())
@@ -258,6 +265,26 @@ pub fn normalize_ct(text: &str) -> Vec<String> {
     v
 }
 
+/// `mod-port PORT up|down` through the real ovs-ofctl. Open vSwitch sees a port's carrier
+/// in its main loop and brings its translation up to date a round later: a few commands
+/// through that loop (stale megaflows purged) make sure it did before the next packet.
+fn mod_port(b: &mut dyn Backend, case: &Case, port: u32, how: &str) -> Result<(), String> {
+    let mut c = Command::new("ovs-ofctl");
+    c.args([
+        "-O",
+        &case.version,
+        "mod-port",
+        &b.mgmt(),
+        &port.to_string(),
+        how,
+    ]);
+    run_cmd(&mut c)?;
+    for _ in 0..4 {
+        b.settle_flows()?;
+    }
+    Ok(())
+}
+
 fn count(o: &Outputs) -> usize {
     o.values().map(Vec::len).sum()
 }
@@ -298,6 +325,10 @@ pub fn run_case(
             return judge(case, diff);
         }
         (Ok(()), Ok(()), false) => {}
+    }
+    for &p in &case.ports_down {
+        mod_port(ovs, case, p, "down").unwrap_or_else(|e| panic!("{}: {e}", case.at));
+        mod_port(ours, case, p, "down").unwrap_or_else(|e| panic!("{}: {e}", case.at));
     }
     for (i, p) in packets.iter().enumerate() {
         let sent = ovs
@@ -345,6 +376,10 @@ pub fn run_case(
                 b.join("\n  ")
             );
         }
+    }
+    for &p in &case.ports_down {
+        mod_port(ovs, case, p, "up").unwrap_or_else(|e| panic!("{}: {e}", case.at));
+        mod_port(ours, case, p, "up").unwrap_or_else(|e| panic!("{}: {e}", case.at));
     }
     if case.ct {
         let a = normalize_ct(&ovs.conntrack().unwrap_or_else(|e| panic!("{e}")));
