@@ -13,7 +13,11 @@
 //! delivered packets/s (frames the backends' ports were handed), process CPU per packet, and
 //! the 2-thread/1-thread ratios. Backends' transmit counters are per thread, folded per batch.
 //!
-//! Run: `cargo bench --profile release -p benches --bench scaling` (`SECS=5` for longer runs).
+//! Run: `cargo bench --profile release -p benches --bench scaling` (`SECS=5` for longer runs,
+//! `ROUNDS=3` for the median of three interleaved rounds, `CASES=16x2` for one case: shards x
+//! threads). Per forwarding thread it also prints the CPU time per packet it received, the
+//! share of a core it got and its context switches: on a shared machine the 2-thread pps
+//! depends on the cores the other work leaves, the CPU per packet does not.
 //! Without `--bench` (as `cargo test --benches` runs it) it only checks that both cases
 //! deliver frames.
 
@@ -38,6 +42,8 @@ struct Replay {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     clones: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
+    /// Frames handed out by `rx_batch` (one add per batch, by the thread polling the port).
+    received: Arc<AtomicU64>,
     stats: PortStats,
 }
 
@@ -51,6 +57,7 @@ impl Replay {
             stop,
             sent: sent.clone(),
             clones: Arc::new(Mutex::new(vec![sent])),
+            received: Arc::new(AtomicU64::new(0)),
             stats: PortStats::default(),
         }
     }
@@ -86,6 +93,7 @@ impl Port for Replay {
             self.next = (self.next + 1) % self.frames.len();
             n += 1;
         }
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -124,6 +132,7 @@ impl Port for Replay {
             stop: self.stop.clone(),
             sent,
             clones: self.clones.clone(),
+            received: Arc::new(AtomicU64::new(0)),
             stats: PortStats::default(),
         })))
     }
@@ -144,7 +153,11 @@ fn client_frames(client: u32) -> Vec<Vec<u8>> {
 
 /// CPU time (user + system) of this process so far.
 fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// User + system time from a `/proc/.../stat` line.
+fn cpu_of(stat: &str) -> Duration {
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -152,9 +165,71 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10) // USER_HZ = 100
 }
 
+/// One forwarding thread's CPU time and context switches so far.
+#[derive(Clone, Copy, Default)]
+struct ThreadUse {
+    cpu: Duration,
+    /// Voluntary switches: the thread slept (a futex wait on a contended lock, or an idle poll).
+    voluntary: u64,
+    /// Involuntary: the scheduler took the core away (other work on the machine).
+    involuntary: u64,
+}
+
+/// The forwarding threads (`datapath`, `datapath-N`) by index.
+fn datapath_threads() -> Vec<(usize, ThreadUse)> {
+    let mut v = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return v;
+    };
+    for t in dir.flatten() {
+        let path = t.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        let index = match comm.strip_prefix("datapath") {
+            Some("") => 0,
+            Some(n) => match n.strip_prefix('-').and_then(|n| n.parse().ok()) {
+                Some(i) => i,
+                None => continue,
+            },
+            None => continue,
+        };
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        v.push((
+            index,
+            ThreadUse {
+                cpu: cpu_of(&std::fs::read_to_string(path.join("stat")).unwrap_or_default()),
+                voluntary: field("voluntary_ctxt_switches:"),
+                involuntary: field("nonvoluntary_ctxt_switches:"),
+            },
+        ));
+    }
+    v.sort_by_key(|(i, _)| *i);
+    v
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
 struct Outcome {
     pps: f64,
     cpu_ns_per_pkt: f64,
+    /// Per forwarding thread: CPU ns per packet it received, share of a core it got,
+    /// voluntary and involuntary context switches per second.
+    threads: Vec<(f64, f64, f64, f64)>,
+    load: (String, String),
 }
 
 fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outcome {
@@ -216,9 +291,11 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
          table=2,priority=100,ip,nw_dst=172.16.1.23,actions=set_field:0a:58:0c:00:00:04->eth_dst,output:4",
     ]);
     // The clients last: they start replaying as soon as they are attached.
+    let mut received = Vec::new();
     for c in 0..2u32 {
         let thread = if threads > 1 { c } else { 0 };
         let port = Replay::new(&format!("cl{c}"), client_frames(c), stop.clone());
+        received.push((thread as usize, port.received.clone()));
         let ofport = 5 + c;
         let spec = vswitch::portspec::PortSpec::parse(
             &format!("cl{c}"),
@@ -233,10 +310,36 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
             .expect("client port");
     }
     let count = || delivered.iter().map(|c| total(c)).sum::<u64>();
+    let per_thread = || {
+        let mut n = vec![0u64; threads];
+        for (t, r) in &received {
+            n[*t] += r.load(Ordering::Relaxed);
+        }
+        n
+    };
     std::thread::sleep(warmup);
+    let load0 = loadavg();
     let (p0, c0, t0) = (count(), process_cpu(), Instant::now());
+    let (r0, u0) = (per_thread(), datapath_threads());
     std::thread::sleep(secs);
     let (p1, c1, t1) = (count(), process_cpu(), Instant::now());
+    let (r1, u1) = (per_thread(), datapath_threads());
+    let load1 = loadavg();
+    let span = (t1 - t0).as_secs_f64();
+    let thread_use = u1
+        .iter()
+        .filter_map(|(i, b)| {
+            let a = u0.iter().find(|(j, _)| j == i)?.1;
+            let pkts = r1.get(*i)?.saturating_sub(*r0.get(*i)?) as f64;
+            let cpu = (b.cpu - a.cpu).as_secs_f64();
+            Some((
+                cpu * 1e9 / pkts.max(1.0),
+                cpu / span,
+                (b.voluntary - a.voluntary) as f64 / span,
+                (b.involuntary - a.involuntary) as f64 / span,
+            ))
+        })
+        .collect();
     if p1 == p0 {
         eprintln!(
             "scaling: nothing delivered with {threads} thread(s):\n{}\n{}",
@@ -252,8 +355,10 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
     let _ = std::fs::remove_dir_all(&dir);
     let pkts = (p1 - p0) as f64;
     Outcome {
-        pps: pkts / (t1 - t0).as_secs_f64(),
+        pps: pkts / span,
         cpu_ns_per_pkt: (c1 - c0).as_nanos() as f64 / pkts.max(1.0),
+        threads: thread_use,
+        load: (load0, load1),
     }
 }
 
@@ -269,9 +374,39 @@ fn main() {
         (Duration::from_millis(100), Duration::from_millis(200))
     };
     let shards = vswitch::datapath::DEFAULT_CT_SHARDS;
-    let cases: Vec<(usize, usize, Outcome)> = [(1, 1), (1, 2), (shards, 1), (shards, 2)]
+    // `CASES=16x2,1x1` runs only those (shards x threads), e.g. for `perf record`.
+    let wanted: Vec<(usize, usize)> = std::env::var("CASES")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|c| {
+                    let (s, t) = c.split_once('x')?;
+                    Some((s.parse().ok()?, t.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(1, 1), (1, 2), (shards, 1), (shards, 2)]);
+    // `ROUNDS=N`: every case N times, interleaved (so a change of load on the machine hits
+    // all cases alike); the round with the median pps is printed.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut all: Vec<Vec<Outcome>> = wanted.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, &(s, t)) in wanted.iter().enumerate() {
+            all[i].push(run(t, s, warmup, secs));
+        }
+    }
+    let cases: Vec<(usize, usize, Outcome)> = wanted
         .into_iter()
-        .map(|(s, t)| (s, t, run(t, s, warmup, secs)))
+        .zip(all)
+        .map(|((s, t), mut v)| {
+            v.sort_by(|a, b| a.pps.total_cmp(&b.pps));
+            let mid = v.len() / 2;
+            (s, t, v.swap_remove(mid))
+        })
         .collect();
     for (s, t, o) in &cases {
         assert!(o.pps > 0.0, "no frames delivered ({t} threads, {s} shards)");
@@ -280,23 +415,48 @@ fn main() {
         return;
     }
     println!(
-        "scaling (ClusterIP: ct+NAT+select group, 64-byte UDP, 8192 flows, in memory, {} s):",
+        "scaling (ClusterIP: ct+NAT+select group, 64-byte UDP, 8192 flows, in memory, {} s, \
+         median of {rounds} round(s)):",
         secs.as_secs()
     );
-    println!("| conntrack shards | forwarding threads | delivered pps | process CPU ns/packet |");
-    println!("|---|---|---|---|");
+    println!(
+        "| conntrack shards | forwarding threads | delivered pps | process CPU ns/packet | \
+         per thread: CPU ns/packet received, cores used, voluntary/involuntary switches/s | \
+         load average (start, end) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (s, t, o) in &cases {
+        let per: Vec<String> = o
+            .threads
+            .iter()
+            .map(|(ns, core, vol, inv)| format!("{ns:.0} ns, {core:.2}, {vol:.0}/{inv:.0}"))
+            .collect();
         println!(
-            "| {s} | {t} | {:.0}k | {:.0} |",
+            "| {s} | {t} | {:.0}k | {:.0} | {} | {}, {} |",
             o.pps / 1000.0,
-            o.cpu_ns_per_pkt
+            o.cpu_ns_per_pkt,
+            per.join("; "),
+            o.load.0,
+            o.load.1
         );
     }
-    for pair in cases.chunks(2) {
-        println!(
-            "{} shard(s): 2 threads / 1 thread: {:.2}x",
-            pair[0].0,
-            pair[1].2.pps / pair[0].2.pps
-        );
+    for s in [1, shards] {
+        let find = |t| cases.iter().find(|c| c.0 == s && c.1 == t).map(|c| &c.2);
+        if let (Some(one), Some(two)) = (find(1), find(2)) {
+            println!(
+                "{s} shard(s): 2 threads / 1 thread: {:.2}x pps, {:.2}x CPU per packet",
+                two.pps / one.pps,
+                two.cpu_ns_per_pkt / one.cpu_ns_per_pkt
+            );
+        }
+    }
+    let one = |s| {
+        cases
+            .iter()
+            .find(|c| c.0 == s && c.1 == 1)
+            .map(|c| c.2.cpu_ns_per_pkt)
+    };
+    if let (Some(a), Some(b)) = (one(1), one(shards)) {
+        println!("1 thread: {shards} shards / 1 shard CPU per packet: {:.2}x", b / a);
     }
 }

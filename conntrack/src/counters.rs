@@ -125,6 +125,10 @@ impl Counters {
         self.0[c as usize] += n;
     }
 
+    pub(crate) fn sub(&mut self, c: Counter, n: u64) {
+        self.0[c as usize] = self.0[c as usize].saturating_sub(n);
+    }
+
     /// Adds `other`'s values to these.
     pub fn merge(&mut self, other: &Counters) {
         for (a, b) in self.0.iter_mut().zip(other.0.iter()) {

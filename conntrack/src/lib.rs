@@ -195,6 +195,15 @@ pub struct CtResult {
     pub held: bool,
 }
 
+/// A NAT binding committed in shard `owner` whose reply key is homed in shard `home`.
+#[derive(Clone, Copy, Debug)]
+struct Verify {
+    home: u32,
+    owner: u32,
+    reply: Tuple,
+    conn: ConnId,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     key: Tuple,
@@ -218,6 +227,18 @@ pub struct Conntrack {
     /// Set when the packet just processed belongs to another shard (its connection lives there,
     /// or a new one must be created there): the caller runs it again in that shard.
     redirect: Option<u32>,
+    /// Set when a commit found the table at a limit and this shard had nothing expired to
+    /// reap: the caller reaps the other shards (`Sharded::reap_others`) and runs the packet
+    /// again here with `reaped` set.
+    needs_room: bool,
+    /// The other shards were just reaped for this packet: a limit now refuses for good.
+    reaped: bool,
+    /// Set when a NAT binding just committed here has its reply key homed in another shard:
+    /// the caller checks that shard's own keys (`Sharded::verify_reply`).
+    verify: Option<Verify>,
+    /// A reply key the NAT allocation must not choose (it clashed with a key of its home
+    /// shard on the previous run of this packet).
+    exclude: Option<Tuple>,
     counters: Counters,
     rng: u64,
     expire_cursor: usize,
@@ -261,6 +282,10 @@ impl Conntrack {
             shared,
             shard,
             redirect: None,
+            needs_room: false,
+            reaped: false,
+            verify: None,
+            exclude: None,
             counters: Counters::default(),
             rng: encap::hash::fmix64(seed ^ 0xa076_1d64_78bd_642f ^ u64::from(shard)) | 1,
             expire_cursor: 0,
@@ -293,7 +318,7 @@ impl Conntrack {
         act: &CtAction<'_>,
         now: u64,
     ) -> CtResult {
-        self.process_inner(key, facts, act, now, None, false)
+        self.process_inner(key, facts, act, now, None, false, None)
     }
 
     /// [`process`](Self::process) with the packet's bytes at hand: a non-first fragment whose
@@ -311,7 +336,7 @@ impl Conntrack {
         frame: &[u8],
         meta: &FlowKey,
     ) -> CtResult {
-        self.process_inner(key, facts, act, now, Some((frame, meta)), false)
+        self.process_inner(key, facts, act, now, Some((frame, meta)), false, None)
     }
 
     /// Whether held fragments are ready to run again (cheap: check it after each packet).
@@ -331,6 +356,9 @@ impl Conntrack {
         self.hold.take_released(out)
     }
 
+    /// `peek` (sharded tables): whether a key is in use in another shard, when that shard can
+    /// be looked at without waiting (see `Sharded::process_frame`).
+    #[allow(clippy::too_many_arguments)]
     fn process_inner(
         &mut self,
         key: &FlowKey,
@@ -339,6 +367,7 @@ impl Conntrack {
         now: u64,
         frame: Option<(&[u8], &FlowKey)>,
         again: bool,
+        peek: Option<&dyn Fn(&Tuple) -> bool>,
     ) -> CtResult {
         if !again {
             self.counters.bump(Counter::Packets);
@@ -375,7 +404,7 @@ impl Conntrack {
             }) => {
                 let seg = extract::tcp_segment(key, facts);
                 let icmp = (key.icmp_type, key.icmp_code);
-                self.track(tuple, kind, later_frag, &seg, icmp, act, now)
+                self.track(tuple, kind, later_frag, &seg, icmp, act, now, peek)
             }
         }
     }
@@ -427,6 +456,7 @@ impl Conntrack {
         icmp: (u8, u8),
         act: &CtAction<'_>,
         now: u64,
+        peek: Option<&dyn Fn(&Tuple) -> bool>,
     ) -> CtResult {
         let hash = tuple.hash(self.seed);
         if let Some((idx, reply)) = self.find(hash, &tuple) {
@@ -457,7 +487,7 @@ impl Conntrack {
                 return self.redirect_to(home);
             }
         }
-        self.new_conn(tuple, hash, kind, later_frag, seg, icmp, act, now)
+        self.new_conn(tuple, hash, kind, later_frag, seg, icmp, act, now, peek)
     }
 
     /// A packet of a stored connection; `None` means "TCP reopen: start a new connection".
@@ -475,7 +505,9 @@ impl Conntrack {
         let verdict = match &mut c.proto {
             ProtoState::Tcp(t) if !later_frag => t.update(reply, seg, seq_check),
             ProtoState::Other { multiple } => {
-                if !reply {
+                // Stores only on a change: the connection's cache line stays clean (shared
+                // with readers on other cores) for the packets that follow.
+                if !reply && !*multiple {
                     *multiple = true;
                 }
                 TcpVerdict::Valid
@@ -487,7 +519,7 @@ impl Conntrack {
             TcpVerdict::Invalid(r) => return Some(self.invalid(act.zone, InvalidReason::Tcp(r))),
             TcpVerdict::Valid => {}
         }
-        if reply {
+        if reply && !c.seen_reply {
             c.seen_reply = true;
         }
         if act.commit {
@@ -551,6 +583,7 @@ impl Conntrack {
         icmp: (u8, u8),
         act: &CtAction<'_>,
         now: u64,
+        peek: Option<&dyn Fn(&Tuple) -> bool>,
     ) -> CtResult {
         if later_frag {
             return self.invalid(act.zone, InvalidReason::FragmentUnknown);
@@ -581,6 +614,19 @@ impl Conntrack {
         if charged.is_err() {
             self.expire(now, EXPIRE_ON_FULL);
             charged = self.shared.charge(&tuple, self.cfg.max_conns);
+            // Expired connections of other shards count too: without reaping them, a shard
+            // with none of its own would refuse while the table is full of dead entries
+            // (until the periodic expiry came by). Asked of the caller, which locks one shard
+            // at a time; at most once per packet, and rate-limited while there is nothing to
+            // reap anywhere (`Shared::may_reap`).
+            if charged.is_err()
+                && self.shared.shards > 1
+                && !self.reaped
+                && self.shared.may_reap(now)
+            {
+                self.needs_room = true;
+                return CtResult::default();
+            }
         }
         let (src_slot, src_generation) = match charged {
             Ok(c) => c,
@@ -618,15 +664,18 @@ impl Conntrack {
                     max_probes: self.cfg.nat_max_probes,
                 };
                 let (table, slab, seed) = (&self.table, &self.slab, self.seed);
-                let (shared, shard) = (&self.shared, self.shard);
+                let (shared, shard, exclude) = (&self.shared, self.shard, self.exclude);
                 // Keys of expired-but-unreaped connections count as free: the clash check
                 // below reaps such a connection before its key is reused. Another shard's
-                // NAT binding counts as in use.
+                // NAT binding counts as in use, and so does a key found in use in its home
+                // shard on this packet's previous run.
                 let in_use = |t: &Tuple| {
                     table
                         .find(t.hash(seed), |e| e.key == *t)
                         .is_some_and(|e| slab.get(e.conn).expires > now)
                         || shared.route(t).is_some_and(|o| o != shard)
+                        || exclude == Some(*t)
+                        || peek.is_some_and(|p| p(t))
                 };
                 match nat::allocate(&req, in_use) {
                     Ok(w) => w,
@@ -730,7 +779,49 @@ impl Conntrack {
                 inner: None,
             });
         }
+        if nat_flags != 0 && self.shared.shards > 1 && reply != tuple.reversed() {
+            // The reply key is claimed in the reply index (so no connection created from now
+            // on can take it), but its home shard may already hold it as a key of its own
+            // (an un-NATed connection): the caller looks there next.
+            let home = self.shared.home_of(&reply);
+            if home != self.shard {
+                self.verify = Some(Verify {
+                    home,
+                    owner: self.shard,
+                    reply,
+                    conn: res.conn.expect("just committed"),
+                });
+            }
+        }
         res
+    }
+
+    /// Whether `t` is a key of a live connection of this shard (read only).
+    fn key_live(&self, t: &Tuple, now: u64) -> bool {
+        self.find(t.hash(self.seed), t)
+            .is_some_and(|(idx, _)| self.slab.get(idx).expires > now)
+    }
+
+    /// Whether `t` is a key of a live connection of this shard (one that has expired is
+    /// reaped on the way).
+    fn key_in_use(&mut self, t: &Tuple, now: u64) -> bool {
+        match self.find(t.hash(self.seed), t) {
+            Some((idx, _)) if self.slab.get(idx).expires <= now => {
+                self.delete(idx);
+                self.counters.bump(Counter::Expired);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Takes back a commit whose NAT reply key turned out to be in use in its home shard.
+    fn undo_commit(&mut self, id: ConnId) {
+        if let Some(idx) = self.live_conn(id) {
+            self.delete(idx);
+            self.counters.sub(Counter::Committed, 1);
+        }
     }
 
     /// An ICMP error: `+rel` when the embedded header belongs to a connection.

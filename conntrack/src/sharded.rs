@@ -14,7 +14,8 @@
 //!   locked until another is needed or the cursor is dropped (at the end of a batch), so a
 //!   batch of packets to one shard locks once.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use encap::FlowKey;
 
@@ -25,6 +26,7 @@ use crate::{
     Config, ConnEntry, Conntrack, Counters, CtAction, CtError, CtResult, DnatKey, PacketFacts,
     SourceLimit, ZoneLimit,
 };
+use encap::flowkey::{CT_NEW, CT_TRK};
 
 /// Most shards (the cursor keeps a 64-bit set of shards with released fragments).
 pub const MAX_SHARDS: usize = 64;
@@ -38,6 +40,8 @@ pub struct Sharded {
     shards: Box<[Padded]>,
     shared: Arc<Shared>,
     cfg: Config,
+    /// `Counter::Packets`, added per batch by the cursors (the shards do not count it).
+    packets: AtomicU64,
 }
 
 /// A thread's view of the table during a batch: the shard it holds locked, if any. While it
@@ -48,6 +52,16 @@ pub struct Cursor<'a> {
     held: Option<(u32, MutexGuard<'a, Conntrack>)>,
     /// Shards where fragments wait to be run again.
     released: u64,
+    /// Packets run through this cursor, added to the table's count when it is let go: the
+    /// shards, which every thread writes, are not written for the count.
+    packets: u64,
+    table: Option<&'a Sharded>,
+}
+
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        self.fold_packets();
+    }
 }
 
 impl<'a> Cursor<'a> {
@@ -62,6 +76,15 @@ impl<'a> Cursor<'a> {
     /// Lets the held shard go.
     pub fn release(&mut self) {
         self.held = None;
+        self.fold_packets();
+    }
+
+    fn fold_packets(&mut self) {
+        if self.packets != 0
+            && let Some(t) = self.table
+        {
+            t.packets.fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);
+        }
     }
 
     /// Whether a shard is locked by this cursor.
@@ -102,6 +125,7 @@ impl Sharded {
             shards,
             shared,
             cfg,
+            packets: AtomicU64::new(0),
         })
     }
 
@@ -111,6 +135,12 @@ impl Sharded {
 
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The shard a packet with this tuple is looked up in first (its addresses' in its zone),
+    /// where a connection with it as original tuple lives.
+    pub fn home_shard(&self, t: &Tuple) -> usize {
+        self.shared.home_of(t) as usize
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Conntrack> {
@@ -144,28 +174,122 @@ impl Sharded {
         frame: Option<(&[u8], &FlowKey)>,
     ) -> CtResult {
         let mut shard = self.dispatch(key, facts, act.zone);
-        let mut again = false;
+        let mut reaped = false;
+        let mut exclude = None;
+        cur.table = Some(self);
+        cur.packets += 1;
         // A reply goes on to its owner, which may send a reopened connection back to its home:
-        // three hops at most.
-        for _ in 0..3 {
+        // three hops at most; plus one run again after reaping the other shards for room, and
+        // one after a NAT reply key found in use in its home shard.
+        // The shard's own fields are written only when set (its cache lines stay clean for the
+        // other threads).
+        for _ in 0..6 {
             let ct = cur.get(self, shard);
-            let res = ct.process_inner(key, facts, act, now, frame, again);
+            if reaped {
+                ct.reaped = true;
+            }
+            if exclude.is_some() {
+                ct.exclude = exclude;
+            }
+            // A NAT allocation here also asks the home shard of each candidate reply key,
+            // when it is free to look at; when it is not, the check after the commit decides.
+            let owner = shard;
+            let peek = |t: &Tuple| {
+                let h = self.shared.home_of(t);
+                if h == owner {
+                    return false;
+                }
+                match self.shards[h as usize].0.try_lock() {
+                    Ok(g) => g.key_live(t, now),
+                    Err(TryLockError::Poisoned(e)) => e.into_inner().key_live(t, now),
+                    Err(TryLockError::WouldBlock) => false,
+                }
+            };
+            let res = ct.process_inner(key, facts, act, now, frame, true, Some(&peek));
+            if reaped {
+                ct.reaped = false;
+            }
+            if exclude.is_some() {
+                ct.exclude = None;
+            }
             let released = ct.has_released_fragments();
-            let redirect = ct.redirect.take();
+            let redirect = if ct.redirect.is_some() {
+                ct.redirect.take()
+            } else {
+                None
+            };
+            let needs_room = ct.needs_room;
+            if needs_room {
+                ct.needs_room = false;
+            }
+            let verify = if ct.verify.is_some() {
+                ct.verify.take()
+            } else {
+                None
+            };
             if released {
                 cur.released |= 1 << shard;
             }
-            match redirect {
-                Some(next) => {
-                    shard = next;
-                    again = true;
+            if needs_room {
+                self.reap_others(cur, shard, now);
+                reaped = true;
+                continue;
+            }
+            if let Some(v) = verify {
+                if self.verify_reply(cur, &v, now) {
+                    return res;
                 }
+                if exclude.is_some() {
+                    // A second clash in a row: refused, as a clash in one table is.
+                    let ct = cur.get(self, v.owner);
+                    ct.counters.bump(crate::Counter::DropTupleClash);
+                    return CtResult {
+                        ct_state: CT_TRK | CT_NEW,
+                        ct_zone: res.ct_zone,
+                        orig: res.orig,
+                        drop: Some(crate::CtDrop::TupleClash),
+                        ..CtResult::default()
+                    };
+                }
+                exclude = Some(v.reply);
+                shard = v.owner;
+                continue;
+            }
+            match redirect {
+                Some(next) => shard = next,
                 None => return res,
             }
         }
         let ct = cur.get(self, shard);
         ct.redirect = None;
         ct.invalid(act.zone, crate::InvalidReason::IcmpErrorUnrelated)
+    }
+
+    /// After a NAT commit: whether its reply key is free in the key's home shard. The key was
+    /// claimed in the reply index before this look, and a connection is created in that shard
+    /// only after asking the index, under the shard's lock: so either this look sees the other
+    /// connection's key or the other connection saw the claim. When the key is taken, the
+    /// commit is undone (the packet then runs again with that key excluded).
+    fn verify_reply<'a>(&'a self, cur: &mut Cursor<'a>, v: &crate::Verify, now: u64) -> bool {
+        if !cur.get(self, v.home).key_in_use(&v.reply, now) {
+            return true;
+        }
+        cur.get(self, v.owner).undo_commit(v.conn);
+        false
+    }
+
+    /// Reaps expired connections in the shards other than `home` (a commit there found the
+    /// table at a limit and `home` had nothing expired), one shard locked at a time, starting
+    /// after `home` and stopping after the first shard that had any.
+    fn reap_others<'a>(&'a self, cur: &mut Cursor<'a>, home: u32, now: u64) {
+        let n = self.shards.len() as u32;
+        for k in 1..n {
+            let i = (home + k) % n;
+            if cur.get(self, i).expire(now, crate::EXPIRE_ON_FULL) > 0 {
+                return;
+            }
+        }
+        self.shared.reaped_nothing(now);
     }
 
     /// Takes a held fragment whose first fragment has passed (see
@@ -212,6 +336,7 @@ impl Sharded {
         for i in 0..self.shards.len() {
             sum.merge(self.lock(i).counters());
         }
+        sum.add(crate::Counter::Packets, self.packets.load(Ordering::Relaxed));
         sum
     }
 

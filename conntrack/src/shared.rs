@@ -15,6 +15,7 @@
 //! else is locked while one is held).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
@@ -51,7 +52,15 @@ pub(crate) struct Shared {
     seed: u64,
     acct: Mutex<Acct>,
     routes: Box<[RouteShard]>,
+    /// Before this time (the callers' clock, ns) a commit at a limit does not reap other
+    /// shards: the last such reaping found nothing expired anywhere.
+    next_reap_ns: AtomicU64,
 }
+
+/// After a reaping of every shard that found nothing expired, commits at a limit wait this
+/// long before reaping other shards again (a flood of new connections into a table full of
+/// live ones costs one sweep per interval, not one per packet; the periodic expiry goes on).
+pub(crate) const IDLE_REAP_INTERVAL_NS: u64 = 1_000_000;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -70,7 +79,20 @@ impl Shared {
                 dnat: HashMap::new(),
             }),
             routes: (0..routes).map(|_| Mutex::new(HashTable::new())).collect(),
+            next_reap_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a commit at a limit may reap the other shards now.
+    #[inline]
+    pub fn may_reap(&self, now: u64) -> bool {
+        now >= self.next_reap_ns.load(Ordering::Relaxed)
+    }
+
+    /// A reaping of the other shards at `now` found nothing expired.
+    pub fn reaped_nothing(&self, now: u64) {
+        self.next_reap_ns
+            .fetch_max(now.saturating_add(IDLE_REAP_INTERVAL_NS), Ordering::Relaxed);
     }
 
     pub fn acct(&self) -> MutexGuard<'_, Acct> {

@@ -267,3 +267,320 @@ fn snapshot_restores_into_any_shard_count() {
         assert_eq!(u.len(), 100);
     }
 }
+
+fn tuple(src: u32, sport: u16, dst: u32, dport: u16, zone: u16) -> Tuple {
+    Tuple {
+        src: Addr::v4(src),
+        dst: Addr::v4(dst),
+        sport,
+        dport,
+        zone,
+        proto: 17,
+        family: Family::V4,
+    }
+}
+
+/// Clients whose DNAT reply key (backend → client) is homed in another shard than the
+/// connection (client → VIP), and, for some, in a shard that is neither of the original
+/// packet's before or after translation.
+fn split_clients(t: &Sharded, vip: u32, backend: u32, n: usize) -> Vec<u32> {
+    let v: Vec<u32> = (0..4096)
+        .map(client)
+        .filter(|&c| {
+            let orig = t.home_shard(&tuple(c, 40000, vip, 53, 1));
+            let reply = t.home_shard(&tuple(backend, 5353, c, 40000, 1));
+            orig != reply
+        })
+        .take(n)
+        .collect();
+    assert_eq!(v.len(), n, "the hash spreads address pairs over the shards");
+    v
+}
+
+#[test]
+fn a_reply_key_in_another_shard_is_found_refreshed_and_expired_with_its_connection() {
+    let t = table(4096, 16);
+    let (vip, backend) = (ip("10.96.0.10"), ip("172.16.1.5"));
+    let spec = NatSpec::dnat(NatRange::new(Addr::v4(backend), Addr::v4(backend), 5353, 5353).unwrap());
+    let undo = NatSpec::default();
+    let clients = split_clients(&t, vip, backend, 64);
+    for &c in &clients {
+        let r = run(&t, &udp(c, 40000, vip, 53), &nat(1, &spec), 0);
+        assert_eq!(r.ct_state, CT_TRK | CT_NEW | CT_DNAT);
+    }
+    // The reply, looked up first in its own (other) shard, finds the connection in the owner's;
+    // a reply with `commit` commits nothing new there.
+    let commit_undo = nat(1, &undo);
+    for &c in &clients {
+        let r = run(&t, &udp(backend, 5353, c, 40000), &commit_undo, 50 * SEC);
+        assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_SNAT);
+        let rw = r.rewrite.unwrap();
+        assert_eq!((rw.src, rw.sport, rw.dst), (Addr::v4(vip), 53, Addr::v4(c)));
+    }
+    assert_eq!(t.len(), clients.len(), "no connection created by the replies");
+    // Replies keep the connection alive: it would have expired at 60 s (first packet at 0),
+    // the reply at 50 s moved that to 80 s.
+    assert_eq!(t.expire(70 * SEC, 10_000), 0, "refreshed by the replies");
+    // Once expired, the connection and its reply key go together: the reply tuple is a
+    // connection of its own in its own shard, no longer a reply of the old one.
+    let later = 3600 * SEC;
+    assert_eq!(t.expire(later, 10_000), clients.len());
+    assert!(t.is_empty());
+    for &c in &clients {
+        let r = run(&t, &udp(backend, 5353, c, 40000), &commit_undo, later);
+        assert_eq!(r.ct_state, CT_TRK | CT_NEW, "a new connection, not a reply");
+        let (e, is_reply) = t.lookup(&tuple(backend, 5353, c, 40000, 1), later).unwrap();
+        assert!(!is_reply && e.nat == 0);
+    }
+    assert_eq!(t.len(), clients.len());
+    assert!(t.dnat_counts().is_empty(), "the DNAT counts went with the connections");
+}
+
+#[test]
+fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
+    // One thread commits DNAT connections whose reply keys live in other shards while another
+    // sends their replies (each sees either no connection yet, or the whole binding); then
+    // one thread expires them while the other keeps sending replies.
+    let t = table(1 << 14, 16);
+    let (vip, backend) = (ip("10.96.0.10"), ip("172.16.1.5"));
+    let spec = NatSpec::dnat(NatRange::new(Addr::v4(backend), Addr::v4(backend), 5353, 5353).unwrap());
+    let undo = NatSpec::default();
+    let clients = split_clients(&t, vip, backend, 512);
+    // Replies un-NAT without committing (a reply with `commit` before its connection exists
+    // would start a connection of its own, in one table as well).
+    let reply_act = CtAction {
+        zone: 1,
+        nat: Some(&undo),
+        ..CtAction::default()
+    };
+    let replied = |r: &CtResult, c: u32| {
+        if r.ct_state == CT_TRK | CT_NEW {
+            assert!(r.rewrite.is_none() && r.drop.is_none());
+            return false;
+        }
+        assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_SNAT, "client {c:#x}");
+        let rw = r.rewrite.unwrap();
+        assert_eq!((rw.src, rw.sport), (Addr::v4(vip), 53));
+        assert_eq!((rw.dst, rw.dport), (Addr::v4(c), 40000));
+        true
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut cur = Cursor::default();
+            for (i, &c) in clients.iter().enumerate() {
+                let k = udp(c, 40000, vip, 53);
+                let r = t.process_frame(&mut cur, &k, &PacketFacts::default(), &nat(1, &spec), 0, None);
+                assert_eq!(r.ct_state, CT_TRK | CT_NEW | CT_DNAT);
+                if i % 16 == 15 {
+                    cur = Cursor::default(); // a batch ends
+                }
+            }
+        });
+        s.spawn(|| {
+            let mut seen = vec![false; clients.len()];
+            let mut cur = Cursor::default();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while seen.iter().any(|s| !s) && std::time::Instant::now() < deadline {
+                for (i, &c) in clients.iter().enumerate() {
+                    let k = udp(backend, 5353, c, 40000);
+                    let r = t.process_frame(&mut cur, &k, &PacketFacts::default(), &reply_act, 0, None);
+                    seen[i] |= replied(&r, c);
+                }
+                cur = Cursor::default();
+            }
+            assert!(seen.iter().all(|s| *s), "every reply found its connection");
+        });
+    });
+    assert_eq!(t.len(), clients.len());
+    let later = 3600 * SEC;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !t.is_empty() {
+                t.expire(later, 7);
+            }
+        });
+        s.spawn(|| {
+            let mut cur = Cursor::default();
+            for _ in 0..4 {
+                for &c in &clients {
+                    let k = udp(backend, 5353, c, 40000);
+                    // Before the expiry's time: a connection not yet reaped still answers.
+                    let r = t.process_frame(&mut cur, &k, &PacketFacts::default(), &reply_act, SEC, None);
+                    replied(&r, c);
+                }
+                cur = Cursor::default();
+            }
+        });
+    });
+    assert!(t.is_empty());
+    assert!(t.dnat_counts().is_empty() && t.zone_counts().is_empty());
+    // Nothing of the bindings is left behind in the reply index: each reply tuple now starts
+    // a connection of its own (in its own shard) instead of being sent to a departed owner.
+    for &c in &clients {
+        let r = run(&t, &udp(backend, 5353, c, 40000), &nat(1, &undo), later);
+        assert_eq!(r.ct_state, CT_TRK | CT_NEW);
+    }
+    let c = t.counters();
+    assert_eq!(c.get(Counter::Expired), clients.len() as u64);
+    assert_eq!(c.get(Counter::InvalidIcmpUnrelated), 0, "no packet ran out of hops");
+}
+
+#[test]
+fn a_commit_at_the_table_limit_reaps_expired_connections_of_other_shards() {
+    // The table is full of connections that have all expired, none of them in the shard the
+    // new connections go to (one client, one server: one address pair, one shard). Each
+    // commit must find room as in one table, not wait for the periodic expiry.
+    let t = table(1000, 16);
+    let (c0, server) = (client(100_000), ip("10.2.0.1"));
+    let home = t.home_shard(&tuple(c0, 1, server, 80, 0));
+    let commit = CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    };
+    let mut i = 0;
+    while t.len() < 1000 {
+        let c = client(i);
+        i += 1;
+        if t.home_shard(&tuple(c, 1, server, 80, 0)) == home {
+            continue;
+        }
+        let r = run(&t, &udp(c, 1, server, 80), &commit, 0);
+        assert_eq!(r.drop, None);
+    }
+    let later = 3600 * SEC;
+    for port in 0..1000u16 {
+        let r = run(&t, &udp(c0, 10_000 + port, server, 80), &commit, later);
+        assert_eq!(r.drop, None, "connection {port} refused with the table full of dead ones");
+        assert_eq!(r.ct_state, CT_TRK | CT_NEW);
+    }
+    assert_eq!(t.len(), 1000);
+    assert_eq!(t.counters().get(Counter::Expired), 1000);
+    assert_eq!(t.counters().get(Counter::DropTableFull), 0);
+    // Full of live connections, the limit holds (refused and counted), at any rate of
+    // attempts: the shards are reaped again only after a quiet interval.
+    for port in 0..100u16 {
+        let r = run(&t, &udp(c0, 30_000 + port, server, 80), &commit, later);
+        assert_eq!(r.drop, Some(CtDrop::TableFull));
+    }
+    assert_eq!(t.counters().get(Counter::DropTableFull), 100);
+    assert_eq!(t.len(), 1000);
+}
+
+#[test]
+fn one_address_pair_may_fill_the_whole_table() {
+    // A shard is sized for twice its share but has no limit of its own: one client talking to
+    // one server (all in one shard) can hold every connection the table allows.
+    let t = table(2000, 16);
+    let commit = CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    };
+    for port in 0..2000u16 {
+        let r = run(&t, &udp(client(1), 1024 + port, ip("10.2.0.1"), 80), &commit, 0);
+        assert_eq!(r.drop, None, "connection {port}");
+    }
+    assert_eq!(t.len(), 2000);
+    let r = run(&t, &udp(client(1), 9999, ip("10.2.0.1"), 80), &commit, 0);
+    assert_eq!(r.drop, Some(CtDrop::TableFull), "the table's own limit");
+}
+
+#[test]
+fn a_nat_binding_never_takes_a_key_held_in_another_shard() {
+    // The node talks to a server itself (un-NATed connections, in the shard of the pair
+    // node/server) from nine of the ten ports pods are masqueraded to. A pod's connection
+    // lives in another shard; its SNAT must still skip the nine keys those connections hold,
+    // as in one table, and the tenth pod finds no free binding.
+    let t = table(4096, 16);
+    let (server, node) = (ip("8.8.8.8"), ip("192.168.0.10"));
+    let plain = CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    };
+    for p in 20000..20009 {
+        let r = run(&t, &udp(node, p, server, 53), &plain, 0);
+        assert_eq!(r.ct_state, CT_TRK | CT_NEW);
+    }
+    let node_shard = t.home_shard(&tuple(server, 53, node, 20000, 0));
+    let pods: Vec<u32> = (0..4096)
+        .map(client)
+        .filter(|&c| t.home_shard(&tuple(c, 33000, server, 53, 0)) != node_shard)
+        .take(2)
+        .collect();
+    let range = NatRange::new(Addr::v4(node), Addr::v4(node), 20000, 20009).unwrap();
+    let spec = NatSpec::snat(range);
+    let r = run(&t, &udp(pods[0], 33000, server, 53), &nat(0, &spec), 0);
+    assert_eq!(r.ct_state, CT_TRK | CT_NEW | CT_SNAT);
+    assert_eq!(r.rewrite.unwrap().sport, 20009, "the one key no connection holds");
+    let r = run(&t, &udp(pods[1], 33000, server, 53), &nat(0, &spec), 0);
+    assert_eq!(r.drop, Some(CtDrop::NatExhausted));
+    // Every reply reaches the connection that owns its key.
+    let undo = nat(0, &NatSpec::default());
+    for p in 20000..20009 {
+        let r = run(&t, &udp(server, 53, node, p), &undo, SEC);
+        assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL, "the node's own, port {p}");
+        assert_eq!(r.rewrite, None);
+    }
+    let r = run(&t, &udp(server, 53, node, 20009), &undo, SEC);
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_DNAT);
+    assert_eq!(r.rewrite.unwrap().dst, Addr::v4(pods[0]));
+    assert_eq!(t.len(), 10);
+}
+
+#[test]
+fn a_nat_commit_racing_an_unnated_connection_for_its_reply_key_leaves_one_owner() {
+    // Two threads at once: one commits un-NATed connections server:53 -> node:P (as the node's
+    // replies would be keyed), the other masquerades pods to node:P for the same ports. Each key
+    // ends with exactly one connection, whichever came first, in one table or in shards.
+    let t = table(1 << 14, 16);
+    let (server, node) = (ip("8.8.8.8"), ip("192.168.0.10"));
+    let ports: Vec<u16> = (20000..20256).collect();
+    let plain = CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    };
+    let node_shard = t.home_shard(&tuple(server, 53, node, 20000, 0));
+    let pods: Vec<u32> = (0..100_000)
+        .map(client)
+        .filter(|&c| t.home_shard(&tuple(c, 33000, server, 53, 0)) != node_shard)
+        .take(ports.len())
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut cur = Cursor::default();
+            for &p in &ports {
+                // The key server:53 -> node:p, as an original direction.
+                let k = udp(node, p, server, 53);
+                t.process_frame(&mut cur, &k, &PacketFacts::default(), &plain, 0, None);
+                cur = Cursor::default();
+            }
+        });
+        s.spawn(|| {
+            let mut cur = Cursor::default();
+            for (i, &p) in ports.iter().enumerate() {
+                let range = NatRange::new(Addr::v4(node), Addr::v4(node), p, p).unwrap();
+                let spec = NatSpec::snat(range);
+                let k = udp(pods[i], 33000, server, 53);
+                t.process_frame(&mut cur, &k, &PacketFacts::default(), &nat(0, &spec), 0, None);
+                cur = Cursor::default();
+            }
+        });
+    });
+    let mut nat_won = 0;
+    for (i, &p) in ports.iter().enumerate() {
+        let key = tuple(server, 53, node, p, 0);
+        let (e, is_reply) = t.lookup(&key, SEC).expect("one connection holds the key");
+        assert!(is_reply);
+        if e.nat != 0 {
+            nat_won += 1;
+            assert_eq!(e.orig.src, Addr::v4(pods[i]));
+        } else {
+            assert_eq!(e.orig.src, Addr::v4(node));
+        }
+    }
+    // Each port went to exactly one of them: the connections number one per port.
+    assert_eq!(t.len(), ports.len(), "{nat_won} ports went to pods");
+}

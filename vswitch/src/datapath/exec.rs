@@ -11,12 +11,10 @@ use super::actions::DpAction;
 use super::cache::hash_key;
 use super::counters::PortCounters;
 use super::drops::DropReason;
-use super::mac_learning::MacTable;
 use super::ports::DpPort;
 use super::xlate::{CachedFlow, META_WORDS, Xlate};
 use super::{Datapath, DpBridge};
 use crate::pipeline::Pipeline;
-use std::sync::RwLock;
 
 /// Recirculations (ct with table=) one packet may take.
 const MAX_RECIRC: usize = 8;
@@ -30,6 +28,9 @@ pub struct Scratch {
     /// Packet copies for [`DpAction::Clone`], one per nesting level, reused.
     clones: Vec<PacketBuf>,
     hits: FlowHits,
+    /// EMC hits, megaflow hits and misses of the batch, added to the thread's `CacheStats`
+    /// when it ends.
+    cache: [u64; 3],
 }
 
 impl Scratch {
@@ -40,24 +41,34 @@ impl Scratch {
             held_pkt: None,
             clones: Vec::new(),
             hits: FlowHits::default(),
+            cache: [0; 3],
         }
     }
 }
 
-/// Rule counters gathered over a batch and added to the rules once per cached flow, not once
-/// per packet: the shared atomics are touched a few times per batch instead of twice per
-/// packet and rule. Counts reach `dump-flows` when the batch ends.
+/// Rule and flow counters gathered over a batch: a rule's counters (shared by every forwarding
+/// thread, so each update moves a cache line between cores) are updated once per batch and
+/// rule, a cached flow's (this thread's own) once per batch and flow. A batch holds few
+/// distinct rules but, with per-connection megaflows, many distinct flows: flows are summed in
+/// a small window and each one leaving it adds to its rules' sums, never to the rules
+/// themselves. Counts reach `dump-flows` when the batch ends.
 struct FlowHits {
     flows: Vec<(Arc<CachedFlow>, u64, u64)>,
+    /// A rule as (a cached flow of this thread that hit it, its index in the flow's rules):
+    /// no reference count of the rule itself (shared) is touched.
+    rules: Vec<(Arc<CachedFlow>, usize, u64, u64)>,
 }
 
-/// Distinct cached flows tracked at once (a batch usually holds a few; more just flush early).
+/// Distinct cached flows summed at once (more just move on to the rules' sums early).
 const FLOW_HITS: usize = 8;
+/// Distinct rules summed at once (more flush early: a batch rarely hits this many).
+const RULE_HITS: usize = 64;
 
 impl Default for FlowHits {
     fn default() -> Self {
         FlowHits {
             flows: Vec::with_capacity(FLOW_HITS),
+            rules: Vec::with_capacity(RULE_HITS),
         }
     }
 }
@@ -71,18 +82,45 @@ impl FlowHits {
             return;
         }
         if self.flows.len() == FLOW_HITS {
-            self.flush(now_ns);
+            self.fold_flows(now_ns);
         }
         self.flows.push((flow.clone(), 1, bytes));
     }
 
-    fn flush(&mut self, now_ns: u64) {
+    /// Adds the window's flows to their own counters and their counts to their rules' sums.
+    fn fold_flows(&mut self, now_ns: u64) {
         for (flow, packets, bytes) in self.flows.drain(..) {
             flow.stats.hit(packets, bytes, now_ns);
-            for r in &flow.rules {
-                r.hit(packets, bytes, now_ns);
+            for (i, r) in flow.rules.iter().enumerate() {
+                match self
+                    .rules
+                    .iter_mut()
+                    .find(|e| Arc::ptr_eq(&e.0.rules[e.1], r))
+                {
+                    Some(e) => {
+                        e.2 += packets;
+                        e.3 += bytes;
+                    }
+                    None => {
+                        if self.rules.len() == RULE_HITS {
+                            Self::fold_rules(&mut self.rules, now_ns);
+                        }
+                        self.rules.push((flow.clone(), i, packets, bytes));
+                    }
+                }
             }
         }
+    }
+
+    fn fold_rules(rules: &mut Vec<(Arc<CachedFlow>, usize, u64, u64)>, now_ns: u64) {
+        for (flow, i, packets, bytes) in rules.drain(..) {
+            flow.rules[i].hit(packets, bytes, now_ns);
+        }
+    }
+
+    fn flush(&mut self, now_ns: u64) {
+        self.fold_flows(now_ns);
+        Self::fold_rules(&mut self.rules, now_ns);
     }
 }
 
@@ -100,8 +138,6 @@ struct Ctx<'a> {
     /// follow stay in it (to the end of the batch at most); one shard at a time.
     ct: &'a conntrack::Sharded,
     ct_cur: conntrack::Cursor<'a>,
-    /// The bridge's MAC table: read-locked per frame, write-locked only to learn a change.
-    mac: &'a RwLock<MacTable>,
     /// PACKET_OUT with its own actions: translate without touching the caches.
     uncached: bool,
     pipeline: &'a Pipeline,
@@ -131,21 +167,21 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
         ..
     } = dp;
     if let Some(Some(b)) = bridges.get_mut(bridge) {
-        let pipeline = b.pipeline.load_full();
+        // A guard, not a clone: no write to the snapshot's reference count, which every
+        // forwarding thread shares.
+        let pipeline = b.pipeline.load();
         revalidate(b, &pipeline);
         let (ofport, tun) = match ports.get(port_id).and_then(|p| p.as_ref()) {
             Some(p) => (p.ofport, p.is_tunnel()),
             None => (0, false),
         };
-        let mac = b.mac.clone();
         let mut ctx = Ctx {
             ports,
             bridge: b,
             ct,
             ct_cur: conntrack::Cursor::default(),
-            mac: &mac,
             uncached: false,
-            pipeline: &pipeline,
+            pipeline: &**pipeline,
             scratch,
             now_ns,
             in_dp: port_id,
@@ -170,6 +206,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             run_released_fragments(&mut ctx);
         }
         ctx.scratch.hits.flush(now_ns);
+        fold_cache_stats(ctx.bridge, &mut ctx.scratch.cache);
     }
     rx.clear();
     dp.rx = rx;
@@ -218,13 +255,11 @@ pub(super) fn inject(
         .get(&in_port)
         .map(|p| p.dp_id as usize)
         .unwrap_or(usize::MAX);
-    let mac = b.mac.clone();
     let mut ctx = Ctx {
         ports,
         bridge: b,
         ct,
         ct_cur: conntrack::Cursor::default(),
-        mac: &mac,
         uncached,
         pipeline: &pipeline,
         scratch,
@@ -242,6 +277,22 @@ pub(super) fn inject(
     run_packet(&mut ctx, &mut pkt, key, 0);
     run_released_fragments(&mut ctx);
     ctx.scratch.hits.flush(now_ns);
+    fold_cache_stats(ctx.bridge, &mut ctx.scratch.cache);
+}
+
+/// Adds a batch's cache hits and misses to the thread's counters (three adds per batch).
+fn fold_cache_stats(b: &DpBridge, cache: &mut [u64; 3]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let [emc, megaflow, miss] = std::mem::take(cache);
+    if emc != 0 {
+        b.stats.emc_hits.fetch_add(emc, Relaxed);
+    }
+    if megaflow != 0 {
+        b.stats.megaflow_hits.fetch_add(megaflow, Relaxed);
+    }
+    if miss != 0 {
+        b.stats.misses.fetch_add(miss, Relaxed);
+    }
 }
 
 /// Runs again, from table 0 and as received, the fragments conntrack held until their first
@@ -351,7 +402,6 @@ fn run_packet(ctx: &mut Ctx, pkt: &mut PacketBuf, mut key: FlowKey, recirc: usiz
 }
 
 fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
-    use std::sync::atomic::Ordering::Relaxed;
     if ctx.uncached {
         let table = key.recirc_id.saturating_sub(1) as u8;
         return Arc::new(Xlate::new(ctx.pipeline, key, None).run(table).0);
@@ -359,15 +409,15 @@ fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
     let b = &mut *ctx.bridge;
     let h = hash_key(key);
     if let Some(f) = b.emc.get(key, h) {
-        b.stats.emc_hits.fetch_add(1, Relaxed);
+        ctx.scratch.cache[0] += 1;
         return f.clone();
     }
     if let Some(f) = b.megaflows.lookup(key, ctx.now_ns) {
-        b.stats.megaflow_hits.fetch_add(1, Relaxed);
+        ctx.scratch.cache[1] += 1;
         b.emc.insert(key, h, f.clone());
         return f;
     }
-    b.stats.misses.fetch_add(1, Relaxed);
+    ctx.scratch.cache[2] += 1;
     let table = key.recirc_id.saturating_sub(1) as u8;
     let (flow, wc) = Xlate::new(ctx.pipeline, key, None).run(table);
     let flow = Arc::new(flow);
@@ -746,7 +796,7 @@ fn output(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf) {
     };
     if let Err(reason) = port.queue(pkt.data(), &pkt.meta) {
         ctx.bridge.drops.add(reason, 1);
-        PortCounters::add(&port.counters.tx_dropped, 1);
+        PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
     }
 }
 
@@ -766,7 +816,7 @@ fn tunnel(
         Ok(()) => {}
         Err(DropReason::TunnelTooBig) => {
             ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
-            PortCounters::add(&port.counters.tx_dropped, 1);
+            PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
             let mtu = port.tunnel_inner_mtu();
             // Tell the sender, as a router on the path would (IPv4 with DF only).
             let icmp = &mut ctx.scratch.icmp;
@@ -779,7 +829,7 @@ fn tunnel(
         }
         Err(reason) => {
             ctx.bridge.drops.add(reason, 1);
-            PortCounters::add(&port.counters.tx_dropped, 1);
+            PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
         }
     }
 }
@@ -789,7 +839,7 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed)
     let in_port = key.in_port;
     let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
     let (learned, out) =
-        super::mac_learning::learn_and_lookup(ctx.mac, vlan, key.eth_src, in_port, dst, ctx.now_ns);
+        super::mac_learning::learn_and_lookup(&ctx.bridge.mac, vlan, key.eth_src, in_port, dst, ctx.now_ns);
     if learned == Some(super::mac_learning::Learned::TableFull) {
         ctx.bridge.drops.add(DropReason::MacTableFull, 1);
     }

@@ -609,7 +609,7 @@ impl Datapath {
                 match port.receive(&mut self.rx) {
                     Ok(n) => (port.bridge, n),
                     Err(e) => {
-                        PortCounters::add(&port.counters.rx_errors, 1);
+                        PortCounters::add(&port.counters.rx.errors, 1);
                         if e.kind() != io::ErrorKind::WouldBlock
                             && let Some(suppressed) = port.rx_warn.allow(Instant::now())
                         {
@@ -720,6 +720,7 @@ impl Datapath {
             .position(|p| p.is_none())
             .unwrap_or(self.ports.len());
         port.polled = polled;
+        port.thread = self.thread;
         if polled {
             port.register(self.poll.registry(), Token(idx))?;
         }

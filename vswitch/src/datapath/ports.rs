@@ -40,6 +40,8 @@ pub struct DpPort {
     pub drops: Arc<super::drops::DropCounters>,
     /// Whether this thread receives from the port (else it only sends through its copy).
     pub polled: bool,
+    /// The forwarding thread holding this copy: its transmit counters' slot.
+    pub thread: usize,
     /// `OFPPC_*` bits set by `mod-port` (down, no-receive, no-forward): frames received are
     /// dropped as `port_no_recv`, output as `port_down` / `port_no_fwd`.
     pub config: u32,
@@ -81,6 +83,7 @@ impl DpPort {
             capture: None,
             drops,
             polled: true,
+            thread: 0,
             config: 0,
             seen: PortStats::default(),
             rx_warn: crate::ratelimit::RateLimit::default(),
@@ -167,8 +170,8 @@ impl DpPort {
                 rx.iter().for_each(|p| tap.take(p.data()));
             }
             let bytes: u64 = rx.iter().map(|p| p.len() as u64).sum();
-            PortCounters::add(&self.counters.rx_packets, n as u64);
-            PortCounters::add(&self.counters.rx_bytes, bytes);
+            PortCounters::add(&self.counters.rx.packets, n as u64);
+            PortCounters::add(&self.counters.rx.bytes, bytes);
             if self.config & (port_config::PORT_DOWN | port_config::NO_RECV) != 0 {
                 self.drops.add(DropReason::PortNoRecv, rx.len() as u64);
                 rx.clear();
@@ -327,7 +330,7 @@ impl DpPort {
         p.refresh_stats();
         let now = p.stats().rx_kernel_drops;
         if now > self.seen.rx_kernel_drops {
-            PortCounters::add(&self.counters.rx_dropped, now - self.seen.rx_kernel_drops);
+            PortCounters::add(&self.counters.rx.dropped, now - self.seen.rx_kernel_drops);
         }
         self.seen.rx_kernel_drops = now;
     }
@@ -455,8 +458,9 @@ impl DpPort {
             PortIo::Dev(p) | PortIo::Tunnel(p) => p.tx_batch(&mut self.tx),
         };
         self.tx.clear();
-        PortCounters::add(&self.counters.tx_packets, report.sent as u64);
-        PortCounters::add(&self.counters.tx_bytes, report.bytes);
+        let tx = self.counters.tx(self.thread);
+        PortCounters::add(&tx.packets, report.sent as u64);
+        PortCounters::add(&tx.bytes, report.bytes);
         for reason in tap_io::TxDropReason::ALL {
             let n = report.dropped.get(reason);
             if n > 0 {
@@ -475,7 +479,7 @@ impl DpPort {
         }
         let dropped = report.dropped_total();
         if dropped > 0 {
-            PortCounters::add(&self.counters.tx_dropped, dropped);
+            PortCounters::add(&self.counters.tx(self.thread).dropped, dropped);
         }
     }
 }
@@ -559,13 +563,13 @@ mod tests {
             Arc::new(super::super::drops::DropCounters::default()),
         );
         p.fold_kernel_drops();
-        assert_eq!(counters.rx_dropped.load(Relaxed), 5);
+        assert_eq!(counters.rx.dropped.load(Relaxed), 5);
         p.fold_kernel_drops();
         p.fold_kernel_drops();
-        assert_eq!(counters.rx_dropped.load(Relaxed), 15, "deltas, not totals");
+        assert_eq!(counters.rx.dropped.load(Relaxed), 15, "deltas, not totals");
         // A transmit-only copy on another thread does not count them again.
         p.polled = false;
         p.fold_kernel_drops();
-        assert_eq!(counters.rx_dropped.load(Relaxed), 15);
+        assert_eq!(counters.rx.dropped.load(Relaxed), 15);
     }
 }
