@@ -11,8 +11,10 @@
 //! - Limits (`max_conns`, zones, sources) and the per-zone and per-DNAT-binding counts are kept
 //!   in one shared accounting, charged at commit and released at removal: exact across shards.
 //! - A thread holds at most one shard lock at a time ([`Cursor`]): the last shard used stays
-//!   locked until another is needed or the cursor is dropped (at the end of a batch), so a
-//!   batch of packets to one shard locks once.
+//!   locked until another is needed, the cursor is released or dropped. (The datapath releases
+//!   it after each `ct`, so another thread never waits for the rest of a packet's pipeline.)
+//! - A packet of an existing connection writes nothing shared but its shard's lock word (the
+//!   packet count is the cursor's, added to the table when the cursor is dropped).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -76,7 +78,6 @@ impl<'a> Cursor<'a> {
     /// Lets the held shard go.
     pub fn release(&mut self) {
         self.held = None;
-        self.fold_packets();
     }
 
     fn fold_packets(&mut self) {

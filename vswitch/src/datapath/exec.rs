@@ -134,8 +134,8 @@ impl Default for Scratch {
 struct Ctx<'a> {
     ports: &'a mut [Option<DpPort>],
     bridge: &'a mut DpBridge,
-    /// The connection table: a shard is locked on first use and held while the packets that
-    /// follow stay in it (to the end of the batch at most); one shard at a time.
+    /// The connection table: a shard is locked for one `ct` at a time (`ct::run` lets it go);
+    /// the cursor counts the batch's packets and adds them to the table when dropped.
     ct: &'a conntrack::Sharded,
     ct_cur: conntrack::Cursor<'a>,
     /// PACKET_OUT with its own actions: translate without touching the caches.
@@ -330,6 +330,7 @@ fn run_released_fragments(ctx: &mut Ctx) {
         ctx.ct_first = None;
         run_packet(ctx, &mut pkt, key, 0);
     }
+    ctx.ct_cur.release();
     ctx.in_dp = saved_in_dp;
     ctx.scratch.held_frame = frame;
     ctx.scratch.held_pkt = Some(pkt);
