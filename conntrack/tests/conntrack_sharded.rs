@@ -517,7 +517,8 @@ fn a_nat_binding_never_takes_a_key_held_in_another_shard() {
     let r = run(&t, &udp(pods[1], 33000, server, 53), &nat(0, &spec), 0);
     assert_eq!(r.drop, Some(CtDrop::NatExhausted));
     // Every reply reaches the connection that owns its key.
-    let undo = nat(0, &NatSpec::default());
+    let no_nat = NatSpec::default();
+    let undo = nat(0, &no_nat);
     for p in 20000..20009 {
         let r = run(&t, &udp(server, 53, node, p), &undo, SEC);
         assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL, "the node's own, port {p}");
