@@ -457,6 +457,9 @@ fn main() {
             .map(|c| c.2.cpu_ns_per_pkt)
     };
     if let (Some(a), Some(b)) = (one(1), one(shards)) {
-        println!("1 thread: {shards} shards / 1 shard CPU per packet: {:.2}x", b / a);
+        println!(
+            "1 thread: {shards} shards / 1 shard CPU per packet: {:.2}x",
+            b / a
+        );
     }
 }

@@ -84,7 +84,8 @@ impl<'a> Cursor<'a> {
         if self.packets != 0
             && let Some(t) = self.table
         {
-            t.packets.fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);
+            t.packets
+                .fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);
         }
     }
 
@@ -337,7 +338,10 @@ impl Sharded {
         for i in 0..self.shards.len() {
             sum.merge(self.lock(i).counters());
         }
-        sum.add(crate::Counter::Packets, self.packets.load(Ordering::Relaxed));
+        sum.add(
+            crate::Counter::Packets,
+            self.packets.load(Ordering::Relaxed),
+        );
         sum
     }
 

@@ -301,7 +301,8 @@ fn split_clients(t: &Sharded, vip: u32, backend: u32, n: usize) -> Vec<u32> {
 fn a_reply_key_in_another_shard_is_found_refreshed_and_expired_with_its_connection() {
     let t = table(4096, 16);
     let (vip, backend) = (ip("10.96.0.10"), ip("172.16.1.5"));
-    let spec = NatSpec::dnat(NatRange::new(Addr::v4(backend), Addr::v4(backend), 5353, 5353).unwrap());
+    let spec =
+        NatSpec::dnat(NatRange::new(Addr::v4(backend), Addr::v4(backend), 5353, 5353).unwrap());
     let undo = NatSpec::default();
     let clients = split_clients(&t, vip, backend, 64);
     for &c in &clients {
@@ -317,7 +318,11 @@ fn a_reply_key_in_another_shard_is_found_refreshed_and_expired_with_its_connecti
         let rw = r.rewrite.unwrap();
         assert_eq!((rw.src, rw.sport, rw.dst), (Addr::v4(vip), 53, Addr::v4(c)));
     }
-    assert_eq!(t.len(), clients.len(), "no connection created by the replies");
+    assert_eq!(
+        t.len(),
+        clients.len(),
+        "no connection created by the replies"
+    );
     // Replies keep the connection alive: it would have expired at 60 s (first packet at 0),
     // the reply at 50 s moved that to 80 s.
     assert_eq!(t.expire(70 * SEC, 10_000), 0, "refreshed by the replies");
@@ -333,7 +338,10 @@ fn a_reply_key_in_another_shard_is_found_refreshed_and_expired_with_its_connecti
         assert!(!is_reply && e.nat == 0);
     }
     assert_eq!(t.len(), clients.len());
-    assert!(t.dnat_counts().is_empty(), "the DNAT counts went with the connections");
+    assert!(
+        t.dnat_counts().is_empty(),
+        "the DNAT counts went with the connections"
+    );
 }
 
 #[test]
@@ -343,7 +351,8 @@ fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
     // one thread expires them while the other keeps sending replies.
     let t = table(1 << 14, 16);
     let (vip, backend) = (ip("10.96.0.10"), ip("172.16.1.5"));
-    let spec = NatSpec::dnat(NatRange::new(Addr::v4(backend), Addr::v4(backend), 5353, 5353).unwrap());
+    let spec =
+        NatSpec::dnat(NatRange::new(Addr::v4(backend), Addr::v4(backend), 5353, 5353).unwrap());
     let undo = NatSpec::default();
     let clients = split_clients(&t, vip, backend, 512);
     // Replies un-NAT without committing (a reply with `commit` before its connection exists
@@ -358,7 +367,11 @@ fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
             assert!(r.rewrite.is_none() && r.drop.is_none());
             return false;
         }
-        assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL | CT_SNAT, "client {c:#x}");
+        assert_eq!(
+            r.ct_state,
+            CT_TRK | CT_EST | CT_RPL | CT_SNAT,
+            "client {c:#x}"
+        );
         let rw = r.rewrite.unwrap();
         assert_eq!((rw.src, rw.sport), (Addr::v4(vip), 53));
         assert_eq!((rw.dst, rw.dport), (Addr::v4(c), 40000));
@@ -369,7 +382,14 @@ fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
             let mut cur = Cursor::default();
             for (i, &c) in clients.iter().enumerate() {
                 let k = udp(c, 40000, vip, 53);
-                let r = t.process_frame(&mut cur, &k, &PacketFacts::default(), &nat(1, &spec), 0, None);
+                let r = t.process_frame(
+                    &mut cur,
+                    &k,
+                    &PacketFacts::default(),
+                    &nat(1, &spec),
+                    0,
+                    None,
+                );
                 assert_eq!(r.ct_state, CT_TRK | CT_NEW | CT_DNAT);
                 if i % 16 == 15 {
                     cur = Cursor::default(); // a batch ends
@@ -383,7 +403,8 @@ fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
             while seen.iter().any(|s| !s) && std::time::Instant::now() < deadline {
                 for (i, &c) in clients.iter().enumerate() {
                     let k = udp(backend, 5353, c, 40000);
-                    let r = t.process_frame(&mut cur, &k, &PacketFacts::default(), &reply_act, 0, None);
+                    let r =
+                        t.process_frame(&mut cur, &k, &PacketFacts::default(), &reply_act, 0, None);
                     seen[i] |= replied(&r, c);
                 }
                 cur = Cursor::default();
@@ -405,7 +426,14 @@ fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
                 for &c in &clients {
                     let k = udp(backend, 5353, c, 40000);
                     // Before the expiry's time: a connection not yet reaped still answers.
-                    let r = t.process_frame(&mut cur, &k, &PacketFacts::default(), &reply_act, SEC, None);
+                    let r = t.process_frame(
+                        &mut cur,
+                        &k,
+                        &PacketFacts::default(),
+                        &reply_act,
+                        SEC,
+                        None,
+                    );
                     replied(&r, c);
                 }
                 cur = Cursor::default();
@@ -422,7 +450,11 @@ fn replies_racing_commits_and_expiry_see_all_or_nothing_of_a_connection() {
     }
     let c = t.counters();
     assert_eq!(c.get(Counter::Expired), clients.len() as u64);
-    assert_eq!(c.get(Counter::InvalidIcmpUnrelated), 0, "no packet ran out of hops");
+    assert_eq!(
+        c.get(Counter::InvalidIcmpUnrelated),
+        0,
+        "no packet ran out of hops"
+    );
 }
 
 #[test]
@@ -451,7 +483,10 @@ fn a_commit_at_the_table_limit_reaps_expired_connections_of_other_shards() {
     let later = 3600 * SEC;
     for port in 0..1000u16 {
         let r = run(&t, &udp(c0, 10_000 + port, server, 80), &commit, later);
-        assert_eq!(r.drop, None, "connection {port} refused with the table full of dead ones");
+        assert_eq!(
+            r.drop, None,
+            "connection {port} refused with the table full of dead ones"
+        );
         assert_eq!(r.ct_state, CT_TRK | CT_NEW);
     }
     assert_eq!(t.len(), 1000);
@@ -478,7 +513,12 @@ fn one_address_pair_may_fill_the_whole_table() {
         ..CtAction::default()
     };
     for port in 0..2000u16 {
-        let r = run(&t, &udp(client(1), 1024 + port, ip("10.2.0.1"), 80), &commit, 0);
+        let r = run(
+            &t,
+            &udp(client(1), 1024 + port, ip("10.2.0.1"), 80),
+            &commit,
+            0,
+        );
         assert_eq!(r.drop, None, "connection {port}");
     }
     assert_eq!(t.len(), 2000);
@@ -513,7 +553,11 @@ fn a_nat_binding_never_takes_a_key_held_in_another_shard() {
     let spec = NatSpec::snat(range);
     let r = run(&t, &udp(pods[0], 33000, server, 53), &nat(0, &spec), 0);
     assert_eq!(r.ct_state, CT_TRK | CT_NEW | CT_SNAT);
-    assert_eq!(r.rewrite.unwrap().sport, 20009, "the one key no connection holds");
+    assert_eq!(
+        r.rewrite.unwrap().sport,
+        20009,
+        "the one key no connection holds"
+    );
     let r = run(&t, &udp(pods[1], 33000, server, 53), &nat(0, &spec), 0);
     assert_eq!(r.drop, Some(CtDrop::NatExhausted));
     // Every reply reaches the connection that owns its key.
@@ -521,7 +565,11 @@ fn a_nat_binding_never_takes_a_key_held_in_another_shard() {
     let undo = nat(0, &no_nat);
     for p in 20000..20009 {
         let r = run(&t, &udp(server, 53, node, p), &undo, SEC);
-        assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL, "the node's own, port {p}");
+        assert_eq!(
+            r.ct_state,
+            CT_TRK | CT_EST | CT_RPL,
+            "the node's own, port {p}"
+        );
         assert_eq!(r.rewrite, None);
     }
     let r = run(&t, &udp(server, 53, node, 20009), &undo, SEC);
@@ -565,7 +613,14 @@ fn a_nat_commit_racing_an_unnated_connection_for_its_reply_key_leaves_one_owner(
                 let range = NatRange::new(Addr::v4(node), Addr::v4(node), p, p).unwrap();
                 let spec = NatSpec::snat(range);
                 let k = udp(pods[i], 33000, server, 53);
-                t.process_frame(&mut cur, &k, &PacketFacts::default(), &nat(0, &spec), 0, None);
+                t.process_frame(
+                    &mut cur,
+                    &k,
+                    &PacketFacts::default(),
+                    &nat(0, &spec),
+                    0,
+                    None,
+                );
                 cur = Cursor::default();
             }
         });

@@ -181,7 +181,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             ct,
             ct_cur: conntrack::Cursor::default(),
             uncached: false,
-            pipeline: &**pipeline,
+            pipeline: &pipeline,
             scratch,
             now_ns,
             in_dp: port_id,
@@ -839,8 +839,14 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed)
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
     let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
-    let (learned, out) =
-        super::mac_learning::learn_and_lookup(&ctx.bridge.mac, vlan, key.eth_src, in_port, dst, ctx.now_ns);
+    let (learned, out) = super::mac_learning::learn_and_lookup(
+        &ctx.bridge.mac,
+        vlan,
+        key.eth_src,
+        in_port,
+        dst,
+        ctx.now_ns,
+    );
     if learned == Some(super::mac_learning::Learned::TableFull) {
         ctx.bridge.drops.add(DropReason::MacTableFull, 1);
     }
