@@ -4,12 +4,14 @@
 //! - [`match_::Match`]: value + mask over [`encap::FlowKey`], usable directly by the classifier.
 //! - [`action`]: actions and instructions; [`flow`]: flow entries and flow-mods;
 //!   [`group`]: groups and buckets; [`meter`]: meters and bands; [`port::OfPort`]: port numbers.
+//! - [`check`]: actions against the flow's match (`OFPBAC_MATCH_INCONSISTENT`).
 //! - [`table`]: OpenFlow 1.3 flow-mod / group-mod semantics over per-table flow maps.
 //! - [`text`]: parse and print the ovs-ofctl syntax exactly as `ovs-ofctl -O OpenFlow13` does.
 
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod check;
 pub mod classifier;
 pub mod fields;
 pub mod flow;

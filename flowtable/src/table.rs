@@ -107,10 +107,14 @@ pub enum TableError {
     /// `OFPBAC_BAD_SET_ARGUMENT`: a write to a read-only field.
     #[error("OFPBAC_BAD_SET_ARGUMENT: destination field {0} is not writable")]
     ReadOnlyField(&'static str),
-    /// `OFPBAC_MATCH_INCONSISTENT`: a `learn` reads a field the flow's match does not make
-    /// meaningful, or its learned match lacks a field's prerequisite.
+    /// `OFPBAC_MATCH_INCONSISTENT`: an action reads or writes a field the flow's match does
+    /// not make present (see [`crate::check`]), or a `learn`'s learned match lacks a field's
+    /// prerequisite.
     #[error("OFPBAC_MATCH_INCONSISTENT: {0}")]
     MatchInconsistent(String),
+    /// `OFPBAC_BAD_TAG`: a `push_vlan` onto two tags (Open vSwitch keeps two).
+    #[error("OFPBAC_BAD_TAG: push_vlan onto a flow that already has two VLAN tags")]
+    BadTag,
     /// `OFPBAC_BAD_ARGUMENT`: `ct(exec(..))` may only set `ct_mark` and `ct_label`, and those
     /// two may only be set there (`cannot set CT fields outside of ct action`).
     #[error("OFPBAC_BAD_ARGUMENT: {0}")]
@@ -155,7 +159,8 @@ impl TableError {
             TableError::UnsupportedAlg(_) => (OFPET_BAD_ACTION, 5),
             TableError::BadCtNesting(_) => (OFPET_BAD_ACTION, 5),
             TableError::BadArgument(_) => (OFPET_BAD_ACTION, 5),
-            TableError::MatchInconsistent(_) => (OFPET_BAD_ACTION, 11),
+            TableError::MatchInconsistent(_) => (OFPET_BAD_ACTION, 10),
+            TableError::BadTag => (OFPET_BAD_ACTION, 12),
         }
     }
 }
@@ -700,15 +705,28 @@ impl Pipeline {
         self.meters.get(&id)
     }
 
+    /// Every group the actions send to exists (`OFPBAC_BAD_OUT_GROUP`).
+    fn check_groups<'a>(&self, actions: impl Iterator<Item = &'a Action>) -> Result<(), TableError> {
+        for a in actions {
+            match a {
+                Action::Group(g) if !self.groups.contains_key(g) => {
+                    return Err(TableError::BadOutGroup(*g));
+                }
+                Action::Clone(inner) => self.check_groups(inner.iter())?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks Open vSwitch makes when it decodes the actions (ports, writable fields,
+    /// what `ct(exec(..))` may hold).
     fn check_actions<'a>(
         &self,
         actions: impl Iterator<Item = &'a Action>,
     ) -> Result<(), TableError> {
         for a in actions {
             match a {
-                Action::Group(g) if !self.groups.contains_key(g) => {
-                    return Err(TableError::BadOutGroup(*g));
-                }
                 Action::Output { port, .. }
                     if port.0 == 0
                         || (port.0 > OfPort::MAX.0 && port.reserved_name().is_none())
@@ -759,7 +777,26 @@ impl Pipeline {
         ins: &Instructions,
         m: &Match,
     ) -> Result<(), TableError> {
-        // Open vSwitch (`ofproto_check_ofpacts`) answers a missing meter with INVALID_METER.
+        // In Open vSwitch's order: what decoding checks, then the actions against the match
+        // (`ofpacts_check_consistency`), then what the bridge holds (`ofproto_check_ofpacts`).
+        self.check_actions(ins.actions())?;
+        check_conjunction(ins)?;
+        // A learned flow's actions are checked against nothing (see `flow_mod_learned`): its
+        // `fin_timeout` needs no TCP match.
+        if !self.learning {
+            crate::check::check_consistency(ins, m)?;
+        }
+        for a in ins.actions() {
+            if let Action::Learn(l) = a {
+                check_learn(l, m)?;
+            }
+        }
+        if let Some(to) = ins.goto_table
+            && (to <= table || to > TABLE_MAX)
+        {
+            return Err(TableError::BadGotoTable { from: table, to });
+        }
+        // Open vSwitch answers a missing meter with INVALID_METER.
         if let Some(m) = ins.meter
             && !self.meters.contains_key(&m)
         {
@@ -767,26 +804,7 @@ impl Pipeline {
                 "meter {m} does not exist"
             )));
         }
-        self.check_actions(ins.actions())?;
-        for a in ins.actions() {
-            match a {
-                Action::Learn(l) => check_learn(l, m)?,
-                // Open vSwitch takes `fin_timeout` only in a flow that matches TCP (a learned
-                // flow is not checked: see `flow_mod_learned`).
-                Action::FinTimeout { .. } if !self.learning && m.nw_proto() != Some(6) => {
-                    return Err(TableError::MatchInconsistent(
-                        "fin_timeout needs a flow that matches tcp (or tcp6)".into(),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        check_conjunction(ins)?;
-        if let Some(to) = ins.goto_table
-            && (to <= table || to > TABLE_MAX)
-        {
-            return Err(TableError::BadGotoTable { from: table, to });
-        }
+        self.check_groups(ins.actions())?;
         Ok(())
     }
 
@@ -968,6 +986,7 @@ impl Pipeline {
                 return Err(TableError::GroupLoop(g.id));
             }
             self.check_actions(b.actions.iter())?;
+            self.check_groups(b.actions.iter())?;
         }
         Ok(())
     }

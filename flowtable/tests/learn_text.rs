@@ -133,7 +133,7 @@ fn learn_check_refuses_what_open_vswitch_refuses() {
     // A source field whose prerequisites the flow does not match.
     let e = add(&mut p, "actions=learn(NXM_OF_IP_SRC[]=NXM_OF_IP_DST[])").unwrap_err();
     assert!(matches!(e, TableError::MatchInconsistent(_)), "{e}");
-    assert_eq!(e.ofp_error(), (2, 11));
+    assert_eq!(e.ofp_error(), (2, 10));
     // A learned match field whose prerequisites the learned match does not have yet.
     let e = add(
         &mut p,

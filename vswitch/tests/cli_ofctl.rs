@@ -458,6 +458,53 @@ fn errors_read_like_ovs_ofctl() {
     assert!(stderr(&out).starts_with("vswitchctl: "), "{}", stderr(&out));
 }
 
+/// Actions inconsistent with the flow's match: ovs-ofctl refuses them before sending (its
+/// `ofpacts_check` is the one ovs-vswitchd runs on a flow-mod); vswitchctl sends them and the
+/// switch answers what ovs-vswitchd answers, installing nothing.
+#[test]
+fn inconsistent_actions_refused_like_open_vswitch() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let before = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    for (flow, error) in [
+        ("ip,actions=set_field:80->tcp_dst", "OFPBAC_MATCH_INCONSISTENT"),
+        ("actions=load:1->NXM_OF_TCP_DST[]", "OFPBAC_MATCH_INCONSISTENT"),
+        ("arp,actions=dec_ttl", "OFPBAC_MATCH_INCONSISTENT"),
+        ("ip,actions=pop_vlan", "OFPBAC_MATCH_INCONSISTENT"),
+        ("arp,actions=ct(commit)", "OFPBAC_MATCH_INCONSISTENT"),
+        (
+            "dl_vlan=5,actions=push_vlan:0x8100,push_vlan:0x8100",
+            "OFPBAC_BAD_TAG",
+        ),
+    ] {
+        let theirs = d.ofctl(&[], "add-flow", &[flow]);
+        assert_eq!(theirs.status.code(), Some(1), "{flow}");
+        let t = stderr(&theirs);
+        let open_vswitch = if t.contains("no usable protocol") {
+            "OFPBAC_MATCH_INCONSISTENT"
+        } else {
+            error
+        };
+        assert!(t.contains(open_vswitch), "{flow}: ovs-ofctl said {t}");
+        let ours = d.ctl(&["add-flow", "br0", flow]);
+        assert_eq!(ours.status.code(), Some(1), "{flow}");
+        let first = stderr(&ours).lines().next().unwrap_or_default().to_string();
+        assert_eq!(first, format!("OFPT_ERROR (OF1.3) (xid=0x6): {error}"), "{flow}");
+    }
+    // Nothing was installed; the consistent forms are.
+    assert_eq!(d.ofctl_ok(&["--no-stats"], "dump-flows", &[]), before);
+    d.ctl_ok(&["add-flow", "br0", "tcp,actions=set_field:80->tcp_dst"]);
+    d.ctl_ok(&["add-flow", "br0", "dl_vlan=5,actions=pop_vlan"]);
+    let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert_eq!(
+        dump.lines().count(),
+        before.lines().count() + 2,
+        "{dump}"
+    );
+}
+
 #[test]
 fn packet_out_and_names() {
     if !have_ofctl() {

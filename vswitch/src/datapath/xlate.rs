@@ -449,7 +449,7 @@ impl<'a> Xlate<'a> {
                 self.set_field(dst.field, value << dst.ofs, dst.mask());
             }
             Action::Move { src, dst } => {
-                if !self.nd_prereq_ok(src.field) {
+                if !self.packet_prereq_ok(dst.field) || !self.packet_prereq_ok(src.field) {
                     return;
                 }
                 let v = self.read_subfield(src);
@@ -725,14 +725,35 @@ impl<'a> Xlate<'a> {
         ((info.get)(&self.key) & sf.mask()) >> sf.ofs
     }
 
-    /// Whether the packet has the ND field `field` (Open vSwitch checks a written or read
-    /// field's prerequisites per packet and skips the action when they do not hold); `true`
-    /// for every other field. Pins what it reads.
-    fn nd_prereq_ok(&mut self, field: FieldId) -> bool {
+    /// Whether the packet has the ND or ct original-tuple field `field` (Open vSwitch checks a
+    /// written or read field's prerequisites per packet and skips the action when they do not
+    /// hold). Other fields' prerequisites (L2-L4 protocols, which no action changes) were
+    /// checked against the flow's match at install time (`flowtable::check`). Pins what it
+    /// reads.
+    fn packet_prereq_ok(&mut self, field: FieldId) -> bool {
+        use flowtable::fields::Prereq;
         let want: &[u8] = match field {
             FieldId::NdTarget => &[135, 136],
             FieldId::NdSll => &[135],
             FieldId::NdTll => &[136],
+            // The ct original-tuple fields: a valid connection (`is_ct_valid` on a packet),
+            // which a `ct_clear` or a resubmit chain can take away after the install check.
+            _ if matches!(
+                field.info().prereq,
+                Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6
+            ) =>
+            {
+                use encap::flowkey::{CT_EST, CT_NEW, CT_RPL};
+                self.wc.ct_state |= CT_NEW | CT_EST | CT_RPL;
+                let ok = self.key.ct_state & (CT_NEW | CT_EST | CT_RPL) != 0;
+                if !ok {
+                    self.note(format_args!(
+                        "{}: prerequisites not met, skipping",
+                        field.info().name
+                    ));
+                }
+                return ok;
+            }
             _ => return true,
         };
         self.wc.eth_type = u16::MAX;
@@ -756,7 +777,7 @@ impl<'a> Xlate<'a> {
     }
 
     fn set_field(&mut self, field: FieldId, value: u128, mask: u128) {
-        if !self.nd_prereq_ok(field) {
+        if !self.packet_prereq_ok(field) {
             return;
         }
         let info = field.info();
