@@ -16,7 +16,7 @@ use crate::flow::{FlowEntry, FlowFlags, FlowMod, FlowModCommand, GROUP_ANY, TABL
 use crate::group::{GROUP_ALL, GROUP_MAX, Group, GroupMod, GroupModCommand, GroupType};
 use crate::match_::{Match, MatchError};
 use crate::meter::{
-    BAND_DROP, MAX_BANDS, MAX_METERS, METER_ALL, METER_MAX, Meter, MeterFlags, MeterMod,
+    BAND_DROP, MAX_BANDS, MAX_METERS, METER_ALL, METER_CONTROLLER, METER_MAX, Meter, MeterFlags, MeterMod,
     MeterModCommand,
 };
 use crate::port::OfPort;
@@ -796,9 +796,10 @@ impl Pipeline {
         {
             return Err(TableError::BadGotoTable { from: table, to });
         }
-        // Open vSwitch answers a missing meter with INVALID_METER.
+        // Open vSwitch answers a missing meter with INVALID_METER, and a flow may not name
+        // the controller meter (`check_METER`).
         if let Some(m) = ins.meter
-            && !self.meters.contains_key(&m)
+            && (m == 0 || m > METER_MAX || !self.meters.contains_key(&m))
         {
             return Err(TableError::InvalidMeter(format!(
                 "meter {m} does not exist"
@@ -1049,11 +1050,12 @@ impl Pipeline {
     // `dpif_netdev_meter_set`), so that the same request gets the same error.
     /// The checks `handle_meter_mod` makes before looking the meter up.
     fn check_meter_id(m: &Meter) -> Result<(), TableError> {
-        if m.id == 0 || m.id > METER_MAX {
-            // OFPM13_SLOWPATH and OFPM13_CONTROLLER rate-limit upcalls and packet-ins in Open
-            // vSwitch; this switch has no such limiter and refuses them rather than ignore them.
+        // OFPM13_CONTROLLER rate-limits packet-ins, as in Open vSwitch. OFPM13_SLOWPATH
+        // limits Open vSwitch's sampling upcalls (sFlow, IPFIX), which this switch does not
+        // make: refused rather than accepted and never run.
+        if m.id == 0 || (m.id > METER_MAX && m.id != METER_CONTROLLER) {
             return Err(TableError::InvalidMeter(format!(
-                "meter id {:#x} is reserved (1..={METER_MAX:#x})",
+                "meter id {:#x} is reserved (1..={METER_MAX:#x} or controller)",
                 m.id
             )));
         }

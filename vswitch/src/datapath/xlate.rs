@@ -493,12 +493,7 @@ impl<'a> Xlate<'a> {
                 self.key.ct_mark = 0;
                 super::ct::set_orig_tuple(&mut self.key, 0, None);
             }
-            Action::Controller(c) => self.out.push(DpAction::Controller {
-                max_len: c.max_len,
-                reason: c.reason as u8,
-                cookie: self.cur_cookie,
-                table: self.cur_table,
-            }),
+            Action::Controller(c) => self.controller(c.max_len, c.reason as u8),
             Action::Note(_) => {}
             // A conjunctive flow never wins a lookup (the classifier only counts its clause),
             // so its actions are never walked.
@@ -627,6 +622,29 @@ impl<'a> Xlate<'a> {
                 self.soft_drop(DropReason::PortDown);
             }
             None => self.output(port, 0),
+        }
+    }
+
+    /// A packet-in. With a controller meter (`meter=controller`), it passes that meter first
+    /// and only the packet-in is dropped above its rate, as Open vSwitch does it
+    /// (`clone(meter(..),userspace(..))`).
+    fn controller(&mut self, max_len: u16, reason: u8) {
+        let packet_in = DpAction::Controller {
+            max_len,
+            reason,
+            cookie: self.cur_cookie,
+            table: self.cur_table,
+        };
+        let id = flowtable::meter::METER_CONTROLLER;
+        match self.pipeline.meters.get(&id) {
+            Some(m) => {
+                let meter = DpAction::Meter(MeterAction {
+                    id,
+                    meter: m.clone(),
+                });
+                self.out.push(DpAction::Clone(vec![meter, packet_in]));
+            }
+            None => self.out.push(packet_in),
         }
     }
 
@@ -907,12 +925,7 @@ impl<'a> Xlate<'a> {
                     all: port == OfPort::ALL,
                 })
             }
-            OfPort::CONTROLLER => self.out.push(DpAction::Controller {
-                max_len,
-                reason: 1,
-                cookie: self.cur_cookie,
-                table: self.cur_table,
-            }),
+            OfPort::CONTROLLER => self.controller(max_len, 1),
             OfPort::LOCAL => self.output_ofport(OfPort::LOCAL.0),
             OfPort(p) if p == in_port => {
                 self.note(format_args!("skipping output to input port {p}"));
