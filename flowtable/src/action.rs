@@ -443,6 +443,14 @@ pub struct Learn {
     /// Delete the flows learned (same table and cookie) when the last flow holding this
     /// learn goes.
     pub delete_learned: bool,
+    /// `limit=N` (NXAST_LEARN2): learn no new flow while the learned table holds `N` flows
+    /// with this learn's cookie (0: no limit); refreshing an identical flow still works.
+    pub limit: u32,
+    /// `result_dst=FIELD[bit]` (NXAST_LEARN2): set to 1 when the flow was learned (or was
+    /// there already), to 0 when the limit stopped it.
+    pub result_dst: Option<SubField>,
+    /// Encoded as NXAST_LEARN2 even without `limit` or `result_dst` (as it came in).
+    pub learn2: bool,
     pub specs: Vec<LearnSpec>,
 }
 
@@ -458,6 +466,9 @@ impl Default for Learn {
             cookie: 0,
             send_flow_rem: false,
             delete_learned: false,
+            limit: 0,
+            result_dst: None,
+            learn2: false,
             specs: Vec::new(),
         }
     }

@@ -296,6 +296,15 @@ impl<R> Classifier<R> {
         self.version
     }
 
+    /// The rule with exactly this match and priority, if any (the subtable of `mask` is
+    /// found by a scan: for the slow path, not per packet).
+    pub fn find_exact(&self, value: &FlowKey, mask: &FlowKey, priority: u32) -> Option<&Rule<R>> {
+        let subtable = self.subtables.iter().find(|s| **s.mask() == *mask)?;
+        subtable
+            .find_exact(&value.masked(mask), priority)
+            .map(|r| &**r)
+    }
+
     /// Every rule, subtable by subtable, in no particular order within a subtable.
     pub fn iter(&self) -> impl Iterator<Item = &Rule<R>> {
         self.subtables.iter().flat_map(|s| s.rules()).map(|r| &**r)

@@ -132,4 +132,16 @@ impl FlowEntry {
             modified: now,
         }
     }
+
+    /// Whether this flow is the one a `learn` built as `fm` (same cookie, timeouts,
+    /// `send_flow_rem` and actions; the caller found it by match and priority): learning it
+    /// again is only a refresh (Open vSwitch's `ofproto_flow_mod_init_for_learn`).
+    pub fn is_learned_as(&self, fm: &FlowMod) -> bool {
+        let state = FlowFlags::SEND_FLOW_REM;
+        self.idle_timeout == fm.idle_timeout
+            && self.hard_timeout == fm.hard_timeout
+            && self.cookie == fm.cookie
+            && self.flags.0 & state == fm.flags.0 & state
+            && *self.instructions == fm.instructions
+    }
 }

@@ -210,16 +210,7 @@ pub fn check_learn(l: &crate::action::Learn, flow: &Match) -> Result<(), TableEr
 /// written only inside `ct(commit,exec(..))`.
 fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
     match field {
-        FieldId::ConjId
-        | FieldId::CtState
-        | FieldId::CtZone
-        | FieldId::CtNwSrc
-        | FieldId::CtNwDst
-        | FieldId::CtIpv6Src
-        | FieldId::CtIpv6Dst
-        | FieldId::CtNwProto
-        | FieldId::CtTpSrc
-        | FieldId::CtTpDst => Err(TableError::ReadOnlyField(field.info().name)),
+        _ if is_read_only(field) => Err(TableError::ReadOnlyField(field.info().name)),
         FieldId::CtLabel if !in_ct => Err(TableError::BadCtNesting(
             "cannot set CT fields outside of ct action".into(),
         )),
@@ -253,6 +244,23 @@ fn check_bundle(b: &crate::action::Bundle) -> Result<(), TableError> {
         }
     }
     Ok(())
+}
+
+/// Fields no action may write (Open vSwitch's `Access: read-only`).
+pub fn is_read_only(field: FieldId) -> bool {
+    matches!(
+        field,
+        FieldId::ConjId
+            | FieldId::CtState
+            | FieldId::CtZone
+            | FieldId::CtNwSrc
+            | FieldId::CtNwDst
+            | FieldId::CtIpv6Src
+            | FieldId::CtIpv6Dst
+            | FieldId::CtNwProto
+            | FieldId::CtTpSrc
+            | FieldId::CtTpDst
+    )
 }
 
 /// A flow with `conjunction` actions is one dimension of a conjunctive match: its only
@@ -616,6 +624,16 @@ impl Pipeline {
     }
 
     /// The flow with exactly this match and priority.
+    /// How many flows of `table` carry `cookie` (what a `learn(limit=N)` counts).
+    pub fn count_cookie(&self, table: u8, cookie: u64) -> usize {
+        self.tables.get(&table).map_or(0, |t| {
+            t.slots
+                .iter()
+                .filter(|(_, s)| s.entry.cookie == cookie)
+                .count()
+        })
+    }
+
     pub fn get(&self, table: u8, m: &Match, priority: u16) -> Option<&FlowEntry> {
         self.tables.get(&table)?.get(m, priority).map(|s| &s.entry)
     }
@@ -759,6 +777,9 @@ impl Pipeline {
                 Action::Multipath(mp) => check_writable(mp.dst.field, false)?,
                 Action::Bundle(b) => check_bundle(b)?,
                 Action::Learn(l) => {
+                    if let Some(dst) = &l.result_dst {
+                        check_writable(dst.field, false)?;
+                    }
                     for spec in &l.specs {
                         if let crate::action::LearnSpec::Load { dst, .. } = spec {
                             check_writable(dst.field, false)?;

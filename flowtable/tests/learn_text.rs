@@ -37,6 +37,31 @@ fn learn_and_fin_timeout_print_like_ovs_ofctl() {
             "actions=learn(NXM_NX_REG0[3]=1,NXM_NX_REG0[4..6]=0,OXM_OF_METADATA[0..31]=NXM_NX_REG1[],load:0xfff->OXM_OF_METADATA[0..15],pkt_mark=3,NXM_NX_CT_MARK[]=NXM_NX_PKT_MARK[],NXM_NX_TUN_ID[0..31]=NXM_NX_REG2[])",
             "learn(table=1,NXM_NX_REG0[3]=0x1,NXM_NX_REG0[4..6]=0,OXM_OF_METADATA[0..31]=NXM_NX_REG1[],load:0xfff->OXM_OF_METADATA[0..15],pkt_mark=0x3,NXM_NX_CT_MARK[]=NXM_NX_PKT_MARK[],NXM_NX_TUN_ID[0..31]=NXM_NX_REG2[])",
         ),
+        // NXAST_LEARN2 (recorded from ovs-ofctl 3.1: `limit` read like C's atoi).
+        (
+            "in_port=1,actions=learn(table=1,limit=2,result_dst=NXM_NX_REG0[0],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,2)",
+            "learn(table=1,limit=2,result_dst=NXM_NX_REG0[0],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,2)",
+        ),
+        (
+            "actions=learn(limit=0,result_dst=reg0[3],cookie=0x5,NXM_OF_ETH_SRC[])",
+            "learn(table=1,cookie=0x5,result_dst=NXM_NX_REG0[3],NXM_OF_ETH_SRC[])",
+        ),
+        (
+            "actions=learn(limit=-1,NXM_OF_ETH_SRC[])",
+            "learn(table=1,limit=4294967295,NXM_OF_ETH_SRC[])",
+        ),
+        (
+            "actions=learn(limit=4294967296,NXM_OF_ETH_SRC[])",
+            "learn(table=1,NXM_OF_ETH_SRC[])",
+        ),
+        (
+            "actions=learn(limit=abc,NXM_OF_ETH_SRC[])",
+            "learn(table=1,NXM_OF_ETH_SRC[])",
+        ),
+        (
+            "actions=learn(result_dst=OXM_OF_METADATA[5],NXM_OF_ETH_SRC[])",
+            "learn(table=1,result_dst=OXM_OF_METADATA[5],NXM_OF_ETH_SRC[])",
+        ),
         (
             "tcp,actions=fin_timeout(idle_timeout=10,hard_timeout=20),output:2",
             "fin_timeout(idle_timeout=10,hard_timeout=20),output:2",
@@ -110,8 +135,9 @@ fn bad_learn_and_fin_timeout_text_is_refused() {
         "actions=learn(load:NXM_NX_REG0[])",
         "actions=learn(nosuchfield=1)",
         "actions=learn(eth_type=notanumber)",
-        "actions=learn(limit=10,NXM_OF_ETH_SRC[])",
-        "actions=learn(result_dst=reg0[1],NXM_OF_ETH_SRC[])",
+        "actions=learn(result_dst=reg0[3..4],NXM_OF_ETH_SRC[])",
+        "actions=learn(result_dst=ct_state[0],NXM_OF_ETH_SRC[])",
+        "actions=learn(result_dst=nosuch[0],NXM_OF_ETH_SRC[])",
         "actions=learn(priority=70000)",
         "actions=learn",
         "tcp,actions=fin_timeout(idle_timeout=70000)",

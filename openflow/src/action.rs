@@ -44,6 +44,7 @@ pub mod nx_subtype {
     pub const OUTPUT_REG: u16 = 15;
     pub const RESUBMIT_TABLE: u16 = 14;
     pub const LEARN: u16 = 16;
+    pub const LEARN2: u16 = 45;
     pub const DEC_TTL: u16 = 18;
     pub const FIN_TIMEOUT: u16 = 19;
     pub const CONTROLLER: u16 = 20;
@@ -238,8 +239,17 @@ pub struct Learn {
     pub table_id: u8,
     pub fin_idle_timeout: u16,
     pub fin_hard_timeout: u16,
+    /// NXAST_LEARN2 (`limit`, `result_dst`) rather than NXAST_LEARN.
+    pub learn2: bool,
+    /// NXAST_LEARN2: most flows with this cookie in the learned table (0: no limit).
+    pub limit: u32,
+    /// NXAST_LEARN2 with `NX_LEARN_F_WRITE_RESULT`: the one-bit result's field and offset.
+    pub result_dst: Option<(OxmHeader, u16)>,
     pub specs: Vec<LearnSpec>,
 }
+
+/// `NX_LEARN_F_WRITE_RESULT`: NXAST_LEARN2 carries `result_dst`.
+pub const LEARN_F_WRITE_RESULT: u16 = 1 << 2;
 
 /// One `flow_mod_spec` of a `learn`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -652,7 +662,8 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
                 n_clauses,
             }
         }
-        s::LEARN => decode_learn(b)?,
+        s::LEARN => decode_learn(b, false)?,
+        s::LEARN2 => decode_learn(b, true)?,
         s::EXIT => {
             fixed(16)?;
             Action::Exit
@@ -900,7 +911,7 @@ fn decode_ct(b: &mut Reader<'_>) -> Result<Action, OfError> {
     }))
 }
 
-fn decode_learn(b: &mut Reader<'_>) -> Result<Action, OfError> {
+fn decode_learn(b: &mut Reader<'_>, learn2: bool) -> Result<Action, OfError> {
     let mut l = Learn {
         idle_timeout: b.u16("learn idle_timeout")?,
         hard_timeout: b.u16("learn hard_timeout")?,
@@ -908,6 +919,7 @@ fn decode_learn(b: &mut Reader<'_>) -> Result<Action, OfError> {
         cookie: b.u64("learn cookie")?,
         flags: b.u16("learn flags")?,
         table_id: b.u8("learn table_id")?,
+        learn2,
         ..Learn::default()
     };
     b.skip(1, "learn pad")?;
@@ -915,6 +927,34 @@ fn decode_learn(b: &mut Reader<'_>) -> Result<Action, OfError> {
     l.fin_hard_timeout = b.u16("learn fin_hard_timeout")?;
     if l.table_id == 0xff {
         return err(ErrorCode::BadActionBadArgument, "learn: table 255");
+    }
+    if learn2 {
+        // As Open vSwitch's decode_NXAST_RAW_LEARN2.
+        l.limit = b.u32("learn2 limit")?;
+        let ofs = b.u16("learn2 result_dst_ofs")?;
+        if b.u16("learn2 pad")? != 0 {
+            return err(ErrorCode::BadActionBadArgument, "learn2: pad must be zero");
+        }
+        if l.flags & LEARN_F_WRITE_RESULT != 0 {
+            let header = field_header(b.u32("learn2 result_dst")?, "learn2 result_dst")?;
+            if u32::from(ofs) >= field_bits(header) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    format!("learn2: result_dst bit {ofs} beyond its field"),
+                );
+            }
+            l.result_dst = Some((header, ofs));
+        } else if ofs != 0 {
+            return err(
+                ErrorCode::BadActionBadArgument,
+                "learn2: result_dst_ofs without NX_LEARN_F_WRITE_RESULT",
+            );
+        }
+    } else if l.flags & LEARN_F_WRITE_RESULT != 0 {
+        return err(
+            ErrorCode::BadActionBadArgument,
+            "learn: NX_LEARN_F_WRITE_RESULT needs NXAST_LEARN2",
+        );
     }
     while b.remaining() >= 2 {
         let h = b.u16("learn spec header")?;
@@ -973,6 +1013,14 @@ fn encode_learn(l: &Learn, out: &mut Vec<u8>) {
     out.put_u8(0);
     out.put_u16(l.fin_idle_timeout);
     out.put_u16(l.fin_hard_timeout);
+    if l.learn2 {
+        out.put_u32(l.limit);
+        out.put_u16(l.result_dst.map_or(0, |(_, ofs)| ofs));
+        out.put_u16(0);
+        if let Some((header, _)) = l.result_dst {
+            out.put_u32(header.0);
+        }
+    }
     for s in &l.specs {
         let src_bit = if matches!(s.src, LearnSrc::Immediate(_)) {
             0x2000
@@ -1376,7 +1424,7 @@ impl Action {
                 }
             }
             Action::Learn(l) => {
-                start = nx_start(out, s::LEARN);
+                start = nx_start(out, if l.learn2 { s::LEARN2 } else { s::LEARN });
                 encode_learn(l, out);
             }
             Action::FinTimeout {

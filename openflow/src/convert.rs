@@ -244,7 +244,8 @@ const LEARN_SEND_FLOW_REM: u16 = 1 << 0;
 const LEARN_DELETE_LEARNED: u16 = 1 << 1;
 
 fn learn_in(l: &wa::Learn) -> Result<Learn, OfError> {
-    if l.flags & !(LEARN_SEND_FLOW_REM | LEARN_DELETE_LEARNED) != 0 {
+    let known = LEARN_SEND_FLOW_REM | LEARN_DELETE_LEARNED | wa::LEARN_F_WRITE_RESULT;
+    if l.flags & !known != 0 {
         return Err(bad(
             ErrorCode::BadActionBadArgument,
             format!("learn: unknown flags {:#x}", l.flags),
@@ -303,6 +304,12 @@ fn learn_in(l: &wa::Learn) -> Result<Learn, OfError> {
         cookie: l.cookie,
         send_flow_rem: l.flags & LEARN_SEND_FLOW_REM != 0,
         delete_learned: l.flags & LEARN_DELETE_LEARNED != 0,
+        limit: l.limit,
+        result_dst: match l.result_dst {
+            Some((header, ofs)) => Some(subfield(header, ofs, 1)?),
+            None => None,
+        },
+        learn2: l.learn2,
         specs,
     })
 }
@@ -360,7 +367,18 @@ fn learn_out(l: &Learn) -> Result<wa::Learn, OfError> {
     if l.delete_learned {
         flags |= LEARN_DELETE_LEARNED;
     }
+    let result_dst = match &l.result_dst {
+        Some(sf) => {
+            flags |= wa::LEARN_F_WRITE_RESULT;
+            Some(field(sf)?)
+        }
+        None => None,
+    };
     Ok(wa::Learn {
+        // As Open vSwitch's encode_LEARN: NXAST_LEARN2 when it came so or needs to.
+        learn2: l.learn2 || l.limit != 0 || result_dst.is_some(),
+        limit: l.limit,
+        result_dst,
         idle_timeout: l.idle_timeout,
         hard_timeout: l.hard_timeout,
         priority: l.priority,

@@ -135,7 +135,7 @@ impl Switch {
             LearnEvent::Learn { bridge, req } => {
                 let mut state = self.lock();
                 if let Some(b) = state.values_mut().find(|b| b.dp_index == bridge)
-                    && let Err(e) = b.apply_learned(&req.fm)
+                    && let Err(e) = b.apply_learned(&req.fm, req.limit)
                 {
                     tracing::warn!(bridge = %b.name, error = %e, "learn: flow not installed");
                 }

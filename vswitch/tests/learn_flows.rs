@@ -254,3 +254,111 @@ fn fin_timeout_lowers_the_timeouts_on_fin_or_rst_only() {
     s.sw.expire_flows();
     assert!(s.dump().is_empty(), "{:?}", s.dump());
 }
+
+/// `learn(limit=N,result_dst=..)` (NXAST_LEARN2): at most N flows with the learn's cookie in
+/// the learned table; `result_dst` says 1 when the flow was learned or was there already, 0
+/// when the limit stopped it; a freed place is taken by the next packet that learns. (Packet
+/// by packet against Open vSwitch: tests/data/ovs_diff/learn.cases.)
+#[test]
+fn learn_limit_and_result_dst() {
+    let mut s = Sw::start("lim");
+    s.flows(&[
+        "table=0,priority=10,actions=learn(table=1,priority=5,cookie=0x7,limit=2,result_dst=NXM_NX_REG0[0],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,2)",
+        "table=1,priority=0,actions=drop",
+        "table=2,priority=1,reg0=0x1/0x1,actions=output:2",
+        "table=2,priority=0,actions=output:3",
+    ]);
+    let learned = |s: &Sw| {
+        s.dump()
+            .iter()
+            .filter(|l| l.starts_with("cookie=0x7, table=1"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(s.send(1, 0x11, 0x22, None), vec![2], "first: learned");
+    assert_eq!(s.send(1, 0x12, 0x22, None), vec![2], "second: learned");
+    assert_eq!(s.send(1, 0x13, 0x22, None), vec![3], "third: over the limit");
+    assert_eq!(learned(&s).len(), 2, "{:?}", s.dump());
+    // Learning an existing flow again is a refresh: still a success at the limit.
+    assert_eq!(s.send(1, 0x11, 0x22, None), vec![2], "refresh");
+    assert_eq!(s.send(1, 0x13, 0x22, None), vec![3], "still over the limit");
+    // A learned flow goes: the next packet that learns takes its place.
+    s.cmd(&[
+        "del-flows",
+        "br0",
+        "table=1,dl_dst=00:00:00:00:00:11",
+    ]);
+    assert_eq!(learned(&s).len(), 1, "{:?}", s.dump());
+    assert_eq!(s.send(1, 0x13, 0x22, None), vec![2], "a place was freed");
+    assert_eq!(
+        learned(&s),
+        vec![
+            "cookie=0x7, table=1, priority=5,dl_dst=00:00:00:00:00:12 actions=output:1",
+            "cookie=0x7, table=1, priority=5,dl_dst=00:00:00:00:00:13 actions=output:1",
+        ]
+    );
+    // The limit counts every flow of the table with that cookie, not only learned ones.
+    s.flows(&[
+        "table=0,priority=10,actions=learn(table=1,cookie=0x9,limit=1,result_dst=NXM_NX_REG0[0],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,2)",
+        "table=1,priority=1,cookie=0x9,dl_dst=00:00:00:00:00:99,actions=drop",
+        "table=2,priority=1,reg0=0x1/0x1,actions=output:2",
+        "table=2,priority=0,actions=output:3",
+    ]);
+    assert_eq!(s.send(1, 0x11, 0x22, None), vec![3], "the table is full");
+    assert_eq!(s.dump().len(), 4, "{:?}", s.dump());
+}
+
+/// A full learn queue loses the request, counted as `learn_queue_full` in dump-drops; the
+/// packet itself goes on.
+#[test]
+fn a_full_learn_queue_is_counted() {
+    let (dp, _threads) =
+        vswitch::datapath::spawn(vswitch::datapath::Options::default()).expect("datapath");
+    let dir = std::env::temp_dir().join(format!("learn-full-{}", std::process::id()));
+    let sw = Arc::new(Switch::new(dp, dir));
+    sw.add_br("br0").expect("add-br");
+    let (ours, mut theirs) = tap_io::MemPort::pair("lqfp1", "lqfq1", 256);
+    let spec = vswitch::portspec::PortSpec::parse("lqfp1", &["ofport=1".to_string()])
+        .expect("port spec");
+    sw.add_port_with_io("br0", spec, ours).expect("add-port");
+    // A queue of one that nobody reads.
+    let (tx, _rx) = crossbeam_channel::bounded(1);
+    sw.dp.set_learn_sink(tx);
+    let ctl = Control::new(sw.clone());
+    let cmd = |args: &[&str]| ctl.command(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    cmd(&["del-flows", "br0"]);
+    cmd(&[
+        "add-flow",
+        "br0",
+        "actions=learn(table=1,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]),in_port",
+    ]);
+    let count = || -> u64 {
+        let text = cmd(&["dump-drops", "br0"]);
+        text.lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("learn_queue_full")).then(|| w.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no learn_queue_full in {text}"))
+    };
+    assert_eq!(count(), 0);
+    let mut back = 0;
+    for src in 1..=3u8 {
+        sw.inject("br0", 1, &frame(src, 0x22, None)).expect("inject");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut batch = tap_io::Batch::new(16, 128, 2048);
+        loop {
+            batch.clear();
+            use tap_io::Port as _;
+            if theirs.rx_batch(&mut batch).unwrap_or(0) > 0 {
+                back += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "packet {src} did not come back");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(back, 3, "every packet went on");
+    assert_eq!(count(), 2, "the first request filled the queue, the next two were lost");
+    sw.shutdown();
+}

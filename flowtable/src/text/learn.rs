@@ -79,8 +79,19 @@ pub(crate) fn parse_learn(tok: &str) -> Result<Learn, ParseError> {
             }
             "send_flow_rem" => l.send_flow_rem = true,
             "delete_learned" => l.delete_learned = true,
-            "limit" | "result_dst" => {
-                return Err(ParseError::UnsupportedAction(format!("learn with {k}")));
+            "limit" => l.limit = atoi_u32(v),
+            "result_dst" => {
+                let dst = parse_subfield(v, "learn", tok)?;
+                if crate::table::is_read_only(dst.field) {
+                    return Err(err(tok, format!("{v} is read-only")));
+                }
+                if dst.n_bits != 1 {
+                    return Err(err(
+                        tok,
+                        "result_dst in 'learn' action must be a single bit",
+                    ));
+                }
+                l.result_dst = Some(dst);
             }
             "load" => l.specs.push(parse_load_spec(v, tok)?),
             "output" => {
@@ -91,6 +102,25 @@ pub(crate) fn parse_learn(tok: &str) -> Result<Learn, ParseError> {
         }
     }
     Ok(l)
+}
+
+/// `limit=` read as Open vSwitch reads it (C `atoi` into an unsigned 32-bit field): leading
+/// digits with an optional sign, anything else 0, `-1` the largest limit.
+fn atoi_u32(v: &str) -> u32 {
+    let v = v.trim_start();
+    let (neg, digits) = match v.as_bytes().first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let n = digits
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .fold(0i64, |acc, d| {
+            acc.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+    let n = if neg { -n } else { n };
+    n as i32 as u32
 }
 
 /// `load:SRC[..]->DST[..]` or `load:VALUE->DST[..]`.
@@ -222,6 +252,12 @@ pub(crate) fn learn_text(l: &Learn, subfield_text: impl Fn(&SubField) -> String)
     }
     if l.cookie != 0 {
         let _ = write!(s, ",cookie={:#x}", l.cookie);
+    }
+    if l.limit != 0 {
+        let _ = write!(s, ",limit={}", l.limit);
+    }
+    if let Some(dst) = &l.result_dst {
+        let _ = write!(s, ",result_dst={}", subfield_text(dst));
     }
     for spec in &l.specs {
         s.push(',');

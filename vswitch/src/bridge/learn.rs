@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use flowtable::flow::{FlowFlags, FlowModCommand};
+use flowtable::flow::FlowModCommand;
 use flowtable::{FlowMod, Match};
 
 use super::{BridgeCtl, Commit};
@@ -13,21 +13,21 @@ impl BridgeCtl {
     /// match, priority, cookie, timeouts, flags and actions) is there already: then only its
     /// hard timeout restarts and nothing is published (Open vSwitch's
     /// `ofproto_flow_mod_learn`). Otherwise the flow is added, replacing a flow with the same
-    /// match and priority. Returns whether the tables changed.
-    pub fn apply_learned(&mut self, fm: &FlowMod) -> Result<bool, String> {
+    /// match and priority. With `limit` (`learn(limit=N)`), a new flow is not added while the
+    /// table holds `limit` flows with its cookie (the datapath checked too, on the snapshot
+    /// it had; this settles a race between two packets). Returns whether the tables changed.
+    pub fn apply_learned(&mut self, fm: &FlowMod, limit: u32) -> Result<bool, String> {
         let now = Instant::now();
-        if let Some(e) = self.tables.get(fm.table_id, &fm.match_, fm.priority) {
-            let state = FlowFlags::SEND_FLOW_REM;
-            if e.idle_timeout == fm.idle_timeout
-                && e.hard_timeout == fm.hard_timeout
-                && e.cookie == fm.cookie
-                && e.flags.0 & state == fm.flags.0 & state
-                && *e.instructions == fm.instructions
-            {
-                self.tables
-                    .refresh(fm.table_id, &fm.match_, fm.priority, now);
-                return Ok(false);
-            }
+        if let Some(e) = self.tables.get(fm.table_id, &fm.match_, fm.priority)
+            && e.is_learned_as(fm)
+        {
+            self.tables
+                .refresh(fm.table_id, &fm.match_, fm.priority, now);
+            return Ok(false);
+        }
+        if limit != 0 && self.tables.count_cookie(fm.table_id, fm.cookie) >= limit as usize {
+            tracing::debug!(bridge = %self.name, cookie = fm.cookie, limit, "learn limit reached");
+            return Ok(false);
         }
         let add = FlowMod {
             command: FlowModCommand::Add,

@@ -35,13 +35,16 @@ pub struct LearnRequest {
     /// `table_id`, `priority`, `match_`, `cookie`, timeouts, `send_flow_rem` and the actions
     /// of the learned flow (command: add, or refresh when an identical flow exists).
     pub fm: flowtable::FlowMod,
+    /// The `learn`'s `limit` (0: none), checked again when the flow is applied.
+    pub limit: u32,
     last_sent_ns: AtomicU64,
 }
 
 impl LearnRequest {
-    pub fn new(fm: flowtable::FlowMod) -> LearnRequest {
+    pub fn new(fm: flowtable::FlowMod, limit: u32) -> LearnRequest {
         LearnRequest {
             fm,
+            limit,
             last_sent_ns: AtomicU64::new(0),
         }
     }

@@ -53,6 +53,7 @@ drop_reasons! {
     NoBuffer => "no_buffer", "the buffer pool was empty";
     PortNoRecv => "port_no_recv", "received on a port set down or no-receive (mod-port)";
     PortNoFwd => "port_no_fwd", "output to a port set no-forward (mod-port)";
+    LearnQueueFull => "learn_queue_full", "a learn/fin_timeout request found the learn queue full (the packet went on; a later one asks again)";
 }
 
 /// One counter per reason, shared by every thread's copy of a bridge: written by all forwarding

@@ -676,7 +676,7 @@ fn execute_list(
                         bridge: ctx.bridge_index,
                         req: req.clone(),
                     };
-                    if ctx.learn.is_none_or(|tx| tx.try_send(ev).is_err()) {
+                    if !send_learn_event(ctx, ev) {
                         req.unclaim();
                     }
                 }
@@ -692,7 +692,7 @@ fn execute_list(
                         bridge: ctx.bridge_index,
                         req: req.clone(),
                     };
-                    if ctx.learn.is_none_or(|tx| tx.try_send(ev).is_err()) {
+                    if !send_learn_event(ctx, ev) {
                         req.unclaim();
                     }
                 }
@@ -743,6 +743,20 @@ fn execute_list(
             }
         }
     }
+}
+
+/// Queues a `learn`/`fin_timeout` request for the control side. A full queue loses the
+/// request (counted as `learn_queue_full`; the packet goes on, and a later packet of the
+/// megaflow asks again).
+fn send_learn_event(ctx: &mut Ctx, ev: super::LearnEvent) -> bool {
+    let Some(tx) = ctx.learn else {
+        return false;
+    };
+    let sent = tx.try_send(ev).is_ok();
+    if !sent {
+        ctx.bridge.drops.add(DropReason::LearnQueueFull, 1);
+    }
+    sent
 }
 
 /// Re-classifies a packet after conntrack: the key's packet fields are re-read (NAT may have

@@ -725,9 +725,35 @@ impl<'a> Xlate<'a> {
             let text = flowtable::text::print_flow_mod(&fm);
             self.note(format_args!("learn: {text}"));
         }
-        self.out.push(DpAction::Learn(Arc::new(
-            super::actions::LearnRequest::new(fm),
-        )));
+        let learned = l.limit == 0 || self.learn_has_room(&fm, l.limit);
+        if learned {
+            self.out.push(DpAction::Learn(Arc::new(
+                super::actions::LearnRequest::new(fm, l.limit),
+            )));
+        } else {
+            self.note(format_args!("learn: limit {} reached, not learned", l.limit));
+        }
+        // The result is part of the translation: a table change re-makes the megaflow.
+        if let Some(dst) = &l.result_dst {
+            self.set_field(dst.field, u128::from(learned) << dst.ofs, dst.mask());
+        }
+    }
+
+    /// Whether `learn(limit=N)` may install `fm` (Open vSwitch's `ofproto_flow_mod_learn`):
+    /// the identical flow is there already (a refresh), or the table holds fewer than `limit`
+    /// flows with its cookie.
+    fn learn_has_room(&self, fm: &flowtable::FlowMod, limit: u32) -> bool {
+        let Some(t) = self.pipeline.table(fm.table_id) else {
+            return true;
+        };
+        let (m, prio) = (&fm.match_, u32::from(fm.priority));
+        if t.find_exact(&m.value, &m.mask, prio)
+            .is_some_and(|r| r.payload().entry.is_learned_as(fm))
+        {
+            return true;
+        }
+        let same_cookie = t.iter().filter(|r| r.payload().entry.cookie == fm.cookie);
+        same_cookie.take(limit as usize).count() < limit as usize
     }
 
     fn read_subfield(&mut self, sf: &SubField) -> u128 {
