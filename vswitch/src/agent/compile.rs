@@ -837,7 +837,8 @@ pub fn compile_with(
     b.flow(
         Table::HairpinUnsnat,
         0,
-        "",
+        // `ct` needs an IP match (Open vSwitch refuses it otherwise: MATCH_INCONSISTENT).
+        "ip",
         &format!("ct(table=30,zone={zone},nat)"),
     );
 

@@ -314,7 +314,8 @@ pub(super) fn compile_eni(
     b.flow(
         Table::HairpinUnsnat,
         0,
-        "",
+        // `ct` needs an IP match (Open vSwitch refuses it otherwise: MATCH_INCONSISTENT).
+        "ip",
         &format!("ct(table=30,zone={zone},nat)"),
     );
 
