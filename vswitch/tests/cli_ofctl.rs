@@ -505,6 +505,50 @@ fn inconsistent_actions_refused_like_open_vswitch() {
     );
 }
 
+/// A packet-out's actions are checked against the packet, as Open vSwitch does: the
+/// errors ovs-ofctl printed against ovs-vswitchd 3.1 for the same requests.
+#[test]
+fn packet_out_actions_checked_against_the_packet() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Daemon::start(false);
+    let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
+    let decoded = "udp,vlan_tci=0x0000,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_tos=0,nw_ecn=0,nw_ttl=64,nw_frag=no,tp_src=1000,tp_dst=53 udp_csum:0\n";
+    for (actions, error) in [
+        ("set_field:80->tcp_dst", "OFPBAC_MATCH_INCONSISTENT"),
+        ("pop_vlan", "OFPBAC_MATCH_INCONSISTENT"),
+        (
+            "push_vlan:0x8100,push_vlan:0x8100,push_vlan:0x8100",
+            "OFPBAC_BAD_TAG",
+        ),
+    ] {
+        let out = d.ofctl(
+            &[],
+            "packet-out",
+            &[&format!("in_port=1 packet={packet} actions={actions}")],
+        );
+        assert_eq!(out.status.code(), Some(1), "{actions}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "OFPT_ERROR (OF1.3) (xid=0x6): {error}\n\
+                 OFPT_PACKET_OUT (OF1.3) (xid=0x6): in_port=1 actions={actions} data_len=50\n\
+                 {decoded}"
+            ),
+            "{actions}"
+        );
+    }
+    // The consistent form goes through.
+    d.ofctl_ok(
+        &[],
+        "packet-out",
+        &[&format!(
+            "in_port=1 packet={packet} actions=set_field:80->udp_dst,output:1"
+        )],
+    );
+}
+
 #[test]
 fn packet_out_and_names() {
     if !have_ofctl() {

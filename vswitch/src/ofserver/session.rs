@@ -622,6 +622,7 @@ impl Session {
         let actions = convert::actions_in(&po.actions)?;
         let frame = po.data.clone();
         let in_port = po.in_port;
+        check_packet_out(&actions, &frame, in_port)?;
         let switch = self
             .switch
             .upgrade()
@@ -715,6 +716,28 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// As Open vSwitch's `handle_packet_out`: the actions are checked against the packet's own
+/// flow (a `set_field:80->tcp_dst` on a UDP packet is `OFPBAC_MATCH_INCONSISTENT`).
+fn check_packet_out(actions: &[flowtable::Action], frame: &[u8], in_port: u32) -> Result<(), OfError> {
+    let mut key = encap::FlowKey {
+        in_port,
+        ..encap::FlowKey::default()
+    };
+    let _ = encap::extract(frame, &mut key);
+    let flow = flowtable::Match {
+        value: key,
+        mask: encap::FlowKey::exact_mask(),
+    };
+    let ins = flowtable::Instructions::apply(actions.to_vec());
+    flowtable::check::check_consistency(&ins, &flow).map_err(|e| {
+        let code = match e {
+            TableError::BadTag => ErrorCode::BadActionBadTag,
+            _ => ErrorCode::BadActionMatchInconsistent,
+        };
+        OfError::new(code, e.to_string())
+    })
 }
 
 fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pipeline {
