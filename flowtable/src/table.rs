@@ -623,7 +623,6 @@ impl Pipeline {
             .collect()
     }
 
-    /// The flow with exactly this match and priority.
     /// How many flows of `table` carry `cookie` (what a `learn(limit=N)` counts).
     pub fn count_cookie(&self, table: u8, cookie: u64) -> usize {
         self.tables.get(&table).map_or(0, |t| {
@@ -634,6 +633,7 @@ impl Pipeline {
         })
     }
 
+    /// The flow with exactly this match and priority.
     pub fn get(&self, table: u8, m: &Match, priority: u16) -> Option<&FlowEntry> {
         self.tables.get(&table)?.get(m, priority).map(|s| &s.entry)
     }
