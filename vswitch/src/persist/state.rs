@@ -10,7 +10,7 @@ use std::time::Instant;
 use flowtable::FlowMod;
 use flowtable::flow::FlowModCommand;
 use flowtable::group::GroupModCommand;
-use flowtable::table::Pipeline as FlowTables;
+use flowtable::table::{Pipeline as FlowTables, TableError};
 use flowtable::text;
 
 use openflow::switch::port_config;
@@ -141,9 +141,15 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     for f in &b.flows {
         let fm = text::parse_flow_mod(f, FlowModCommand::Add)
             .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
-        tables
-            .flow_mod(&fm, now)
-            .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
+        match tables.flow_mod(&fm, now) {
+            Ok(_) => {}
+            // Saved by a version that took actions inconsistent with their match (as Open
+            // vSwitch does not): left out rather than keeping the switch from starting.
+            Err(e @ (TableError::MatchInconsistent(_) | TableError::BadTag)) => {
+                tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
+            }
+            Err(e) => return Err(ctx(&format!("flow '{f}'"), &e)),
+        }
     }
     Ok(Planned {
         name: b.name.clone(),
