@@ -13,7 +13,7 @@ use flowtable::text::parse_flow;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
-    Ok,
+    Accepted,
     Inconsistent,
     BadTag,
 }
@@ -41,7 +41,7 @@ const CASES: &[(Verdict, &str)] = &[
     (Inconsistent, "arp,actions=ct(commit)"),
     (Inconsistent, "actions=ct(table=1)"),
     (Inconsistent, "ct_state=+inv+trk,ip,actions=ct(commit)"),
-    (Inconsistent, "ip,actions=ct(commit,nat(src=fe80::1))"),
+    (Inconsistent, "ip,actions=ct(commit,nat(src=[fe80::1]))"),
     (Inconsistent, "ipv6,actions=ct(commit,nat(src=10.0.0.1))"),
     (Inconsistent, "actions=ct(commit,exec(set_field:1->ct_mark))"),
     (Inconsistent, "ip,actions=pop_vlan"),
@@ -53,31 +53,31 @@ const CASES: &[(Verdict, &str)] = &[
     (Inconsistent, "ip,actions=output:2,pop_vlan,set_field:80->tcp_dst"),
     (BadTag, "dl_vlan=5,actions=push_vlan:0x8100,push_vlan:0x8100"),
     (BadTag, "actions=push_vlan:0x8100,push_vlan:0x8100,push_vlan:0x8100"),
-    (Ok, "tcp,actions=set_field:80->tcp_dst"),
-    (Ok, "udp6,actions=set_field:53->udp_dst"),
-    (Ok, "actions=push_vlan:0x8100,set_field:3->vlan_pcp"),
-    (Ok, "actions=load:0x1005->NXM_OF_VLAN_TCI[],set_field:3->vlan_pcp"),
-    (Ok, "dl_vlan=5,actions=pop_vlan"),
-    (Ok, "dl_vlan=5,actions=set_field:4196->vlan_vid"),
-    (Ok, "ct_state=-inv+trk,ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]"),
-    (Ok, "icmp6,icmp_type=135,actions=set_field:::1->nd_target"),
-    (Ok, "ip,actions=set_field:3->ip_ecn"),
-    (Ok, "ip,actions=ct(zone=NXM_NX_REG0[0..15],table=1)"),
-    (Ok, "ip,actions=ct(commit,zone=NXM_NX_REG0[0..15],nat(src=fe80::1))"),
-    (Ok, "ip,actions=ct(commit,nat(src=10.0.0.1))"),
-    (Ok, "ipv6,actions=dec_ttl,mod_nw_ttl:3"),
-    (Ok, "dl_vlan=5,actions=push_vlan:0x8100"),
-    (Ok, "tcp,actions=fin_timeout(idle_timeout=1)"),
-    (Ok, "actions=set_field:00:00:00:00:00:01->eth_src"),
-    (Ok, "actions=clone(push_vlan:0x8100,set_field:3->vlan_pcp)"),
-    (Ok, "ip,actions=ct(commit,exec(set_field:1->ct_mark))"),
-    (Ok, "actions=set_field:5->reg0,move:NXM_NX_REG0[]->NXM_NX_REG1[],output:NXM_NX_REG1[0..15]"),
+    (Accepted, "tcp,actions=set_field:80->tcp_dst"),
+    (Accepted, "udp6,actions=set_field:53->udp_dst"),
+    (Accepted, "actions=push_vlan:0x8100,set_field:3->vlan_pcp"),
+    (Accepted, "actions=load:0x1005->NXM_OF_VLAN_TCI[],set_field:3->vlan_pcp"),
+    (Accepted, "dl_vlan=5,actions=pop_vlan"),
+    (Accepted, "dl_vlan=5,actions=set_field:4196->vlan_vid"),
+    (Accepted, "ct_state=-inv+trk,ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]"),
+    (Accepted, "icmp6,icmp_type=135,actions=set_field:::1->nd_target"),
+    (Accepted, "ip,actions=set_field:3->ip_ecn"),
+    (Accepted, "ip,actions=ct(zone=NXM_NX_REG0[0..15],table=1)"),
+    (Accepted, "ip,actions=ct(commit,zone=NXM_NX_REG0[0..15],nat(src=[fe80::1]))"),
+    (Accepted, "ip,actions=ct(commit,nat(src=10.0.0.1))"),
+    (Accepted, "ipv6,actions=dec_ttl,mod_nw_ttl:3"),
+    (Accepted, "dl_vlan=5,actions=push_vlan:0x8100"),
+    (Accepted, "tcp,actions=fin_timeout(idle_timeout=1)"),
+    (Accepted, "actions=set_field:00:00:00:00:00:01->eth_src"),
+    (Accepted, "actions=clone(push_vlan:0x8100,set_field:3->vlan_pcp)"),
+    (Accepted, "ip,actions=ct(commit,exec(set_field:1->ct_mark))"),
+    (Accepted, "actions=set_field:5->reg0,move:NXM_NX_REG0[]->NXM_NX_REG1[],output:NXM_NX_REG1[0..15]"),
 ];
 
 fn ours(flow: &str) -> Verdict {
     let fm = parse_flow(flow).unwrap_or_else(|e| panic!("{flow}: {e}"));
     match Pipeline::new().flow_mod(&fm, Instant::now()) {
-        Ok(_) => Ok,
+        Ok(_) => Accepted,
         Err(e @ TableError::MatchInconsistent(_)) => {
             assert_eq!(e.ofp_error(), (2, 10), "{flow}");
             Inconsistent
@@ -122,7 +122,7 @@ fn recorded_verdicts_are_ovs_ofctls() {
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         let theirs = if out.status.success() && text.contains("OFPT_FLOW_MOD") {
-            Ok
+            Accepted
         } else if text.contains("OFPBAC_BAD_TAG") {
             BadTag
         } else if text.contains("OFPBAC_MATCH_INCONSISTENT") || text.contains("no usable protocol") {
