@@ -77,9 +77,7 @@ impl Walk<'_> {
         let later = self.m.value.nw_frag & FRAG_LATER != 0;
         match p {
             Prereq::Vlan => self.vlans[0] & VLAN_PRESENT != 0,
-            Prereq::Tcp | Prereq::Udp | Prereq::Sctp | Prereq::L4 => {
-                self.m.satisfies(p) && !later
-            }
+            Prereq::Tcp | Prereq::Udp | Prereq::Sctp | Prereq::L4 => self.m.satisfies(p) && !later,
             Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6 if !mask => {
                 self.m.value.ct_state & (CT_NEW | CT_EST | CT_RPL) != 0
                     && (p == Prereq::Ct || self.m.satisfies(p))
@@ -150,9 +148,10 @@ impl Walk<'_> {
                 }
                 self.vlans = [self.vlans[1], 0];
             }
-            Action::DecTtl | Action::SetNwTtl(_) if !self.ip_any() => {
-                Self::soft(soft, "dec_ttl and mod_nw_ttl need a flow that matches ip or ipv6")
-            }
+            Action::DecTtl | Action::SetNwTtl(_) if !self.ip_any() => Self::soft(
+                soft,
+                "dec_ttl and mod_nw_ttl need a flow that matches ip or ipv6",
+            ),
             Action::FinTimeout { .. } if self.m.value.nw_proto != IPPROTO_TCP => {
                 Self::soft(soft, "fin_timeout needs a flow that matches tcp (or tcp6)")
             }
@@ -160,8 +159,7 @@ impl Walk<'_> {
                 let commits_invalid = ct.commit && self.m.value.ct_state & CT_INV != 0;
                 if !self.ip_any() || commits_invalid {
                     return Err(TableError::MatchInconsistent(
-                        "ct needs a flow that matches ip or ipv6 (and does not commit +inv)"
-                            .into(),
+                        "ct needs a flow that matches ip or ipv6 (and does not commit +inv)".into(),
                     ));
                 }
                 if let Some(crate::action::CtZone::Field(sf)) = &ct.zone {

@@ -16,8 +16,8 @@ use crate::flow::{FlowEntry, FlowFlags, FlowMod, FlowModCommand, GROUP_ANY, TABL
 use crate::group::{GROUP_ALL, GROUP_MAX, Group, GroupMod, GroupModCommand, GroupType};
 use crate::match_::{Match, MatchError};
 use crate::meter::{
-    BAND_DROP, MAX_BANDS, MAX_METERS, METER_ALL, METER_CONTROLLER, METER_MAX, Meter, MeterFlags, MeterMod,
-    MeterModCommand,
+    BAND_DROP, MAX_BANDS, MAX_METERS, METER_ALL, METER_CONTROLLER, METER_MAX, Meter, MeterFlags,
+    MeterMod, MeterModCommand,
 };
 use crate::port::OfPort;
 
@@ -724,7 +724,10 @@ impl Pipeline {
     }
 
     /// Every group the actions send to exists (`OFPBAC_BAD_OUT_GROUP`).
-    fn check_groups<'a>(&self, actions: impl Iterator<Item = &'a Action>) -> Result<(), TableError> {
+    fn check_groups<'a>(
+        &self,
+        actions: impl Iterator<Item = &'a Action>,
+    ) -> Result<(), TableError> {
         for a in actions {
             match a {
                 Action::Group(g) if !self.groups.contains_key(g) => {

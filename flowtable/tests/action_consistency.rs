@@ -23,55 +23,109 @@ const CASES: &[(Verdict, &str)] = &[
     (Inconsistent, "ip,actions=set_field:80->tcp_dst"),
     (Inconsistent, "actions=load:1->NXM_OF_TCP_DST[]"),
     (Inconsistent, "udp,actions=set_field:80->tcp_dst"),
-    (Inconsistent, "tcp,nw_frag=later,actions=set_field:80->tcp_dst"),
-    (Inconsistent, "actions=move:NXM_OF_TCP_DST[]->NXM_NX_REG0[0..15]"),
-    (Inconsistent, "ip,actions=move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[]"),
+    (
+        Inconsistent,
+        "tcp,nw_frag=later,actions=set_field:80->tcp_dst",
+    ),
+    (
+        Inconsistent,
+        "actions=move:NXM_OF_TCP_DST[]->NXM_NX_REG0[0..15]",
+    ),
+    (
+        Inconsistent,
+        "ip,actions=move:NXM_NX_REG0[]->NXM_OF_ARP_SPA[]",
+    ),
     (Inconsistent, "actions=output:NXM_OF_TCP_DST[]"),
     (Inconsistent, "actions=set_field:1.2.3.4->ip_src"),
     (Inconsistent, "ipv6,actions=set_field:1.2.3.4->ip_src"),
     (Inconsistent, "arp,actions=set_field:3->ip_ecn"),
     (Inconsistent, "actions=set_field:4196->vlan_vid"),
-    (Inconsistent, "dl_vlan=5,actions=pop_vlan,set_field:3->vlan_pcp"),
-    (Inconsistent, "dl_vlan=5,actions=load:0->NXM_OF_VLAN_TCI[],set_field:3->vlan_pcp"),
-    (Inconsistent, "ip,actions=clone(push_vlan:0x8100),set_field:3->vlan_pcp"),
+    (
+        Inconsistent,
+        "dl_vlan=5,actions=pop_vlan,set_field:3->vlan_pcp",
+    ),
+    (
+        Inconsistent,
+        "dl_vlan=5,actions=load:0->NXM_OF_VLAN_TCI[],set_field:3->vlan_pcp",
+    ),
+    (
+        Inconsistent,
+        "ip,actions=clone(push_vlan:0x8100),set_field:3->vlan_pcp",
+    ),
     (Inconsistent, "actions=clone(set_field:80->tcp_dst)"),
     (Inconsistent, "icmp6,actions=set_field:::1->nd_target"),
-    (Inconsistent, "ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]"),
-    (Inconsistent, "ct_state=+trk,ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]"),
+    (
+        Inconsistent,
+        "ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]",
+    ),
+    (
+        Inconsistent,
+        "ct_state=+trk,ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]",
+    ),
     (Inconsistent, "arp,actions=ct(commit)"),
     (Inconsistent, "actions=ct(table=1)"),
     (Inconsistent, "ct_state=+inv+trk,ip,actions=ct(commit)"),
     (Inconsistent, "ip,actions=ct(commit,nat(src=[fe80::1]))"),
     (Inconsistent, "ipv6,actions=ct(commit,nat(src=10.0.0.1))"),
-    (Inconsistent, "actions=ct(commit,exec(set_field:1->ct_mark))"),
+    (
+        Inconsistent,
+        "actions=ct(commit,exec(set_field:1->ct_mark))",
+    ),
     (Inconsistent, "ip,actions=pop_vlan"),
     (Inconsistent, "actions=strip_vlan"),
     (Inconsistent, "arp,actions=dec_ttl"),
     (Inconsistent, "actions=mod_nw_ttl:5"),
     (Inconsistent, "ip,actions=fin_timeout(idle_timeout=1)"),
     (Inconsistent, "actions=clone(pop_vlan)"),
-    (Inconsistent, "ip,actions=output:2,pop_vlan,set_field:80->tcp_dst"),
-    (BadTag, "dl_vlan=5,actions=push_vlan:0x8100,push_vlan:0x8100"),
-    (BadTag, "actions=push_vlan:0x8100,push_vlan:0x8100,push_vlan:0x8100"),
+    (
+        Inconsistent,
+        "ip,actions=output:2,pop_vlan,set_field:80->tcp_dst",
+    ),
+    (
+        BadTag,
+        "dl_vlan=5,actions=push_vlan:0x8100,push_vlan:0x8100",
+    ),
+    (
+        BadTag,
+        "actions=push_vlan:0x8100,push_vlan:0x8100,push_vlan:0x8100",
+    ),
     (Accepted, "tcp,actions=set_field:80->tcp_dst"),
     (Accepted, "udp6,actions=set_field:53->udp_dst"),
     (Accepted, "actions=push_vlan:0x8100,set_field:3->vlan_pcp"),
-    (Accepted, "actions=load:0x1005->NXM_OF_VLAN_TCI[],set_field:3->vlan_pcp"),
+    (
+        Accepted,
+        "actions=load:0x1005->NXM_OF_VLAN_TCI[],set_field:3->vlan_pcp",
+    ),
     (Accepted, "dl_vlan=5,actions=pop_vlan"),
     (Accepted, "dl_vlan=5,actions=set_field:4196->vlan_vid"),
-    (Accepted, "ct_state=-inv+trk,ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]"),
-    (Accepted, "icmp6,icmp_type=135,actions=set_field:::1->nd_target"),
+    (
+        Accepted,
+        "ct_state=-inv+trk,ip,actions=move:NXM_NX_CT_NW_SRC[]->NXM_NX_REG0[]",
+    ),
+    (
+        Accepted,
+        "icmp6,icmp_type=135,actions=set_field:::1->nd_target",
+    ),
     (Accepted, "ip,actions=set_field:3->ip_ecn"),
     (Accepted, "ip,actions=ct(zone=NXM_NX_REG0[0..15],table=1)"),
-    (Accepted, "ip,actions=ct(commit,zone=NXM_NX_REG0[0..15],nat(src=[fe80::1]))"),
+    (
+        Accepted,
+        "ip,actions=ct(commit,zone=NXM_NX_REG0[0..15],nat(src=[fe80::1]))",
+    ),
     (Accepted, "ip,actions=ct(commit,nat(src=10.0.0.1))"),
     (Accepted, "ipv6,actions=dec_ttl,mod_nw_ttl:3"),
     (Accepted, "dl_vlan=5,actions=push_vlan:0x8100"),
     (Accepted, "tcp,actions=fin_timeout(idle_timeout=1)"),
     (Accepted, "actions=set_field:00:00:00:00:00:01->eth_src"),
-    (Accepted, "actions=clone(push_vlan:0x8100,set_field:3->vlan_pcp)"),
+    (
+        Accepted,
+        "actions=clone(push_vlan:0x8100,set_field:3->vlan_pcp)",
+    ),
     (Accepted, "ip,actions=ct(commit,exec(set_field:1->ct_mark))"),
-    (Accepted, "actions=set_field:5->reg0,move:NXM_NX_REG0[]->NXM_NX_REG1[],output:NXM_NX_REG1[0..15]"),
+    (
+        Accepted,
+        "actions=set_field:5->reg0,move:NXM_NX_REG0[]->NXM_NX_REG1[],output:NXM_NX_REG1[0..15]",
+    ),
 ];
 
 fn ours(flow: &str) -> Verdict {
@@ -125,7 +179,8 @@ fn recorded_verdicts_are_ovs_ofctls() {
             Accepted
         } else if text.contains("OFPBAC_BAD_TAG") {
             BadTag
-        } else if text.contains("OFPBAC_MATCH_INCONSISTENT") || text.contains("no usable protocol") {
+        } else if text.contains("OFPBAC_MATCH_INCONSISTENT") || text.contains("no usable protocol")
+        {
             Inconsistent
         } else {
             panic!("{flow}: ovs-ofctl refused it for another reason: {text}");

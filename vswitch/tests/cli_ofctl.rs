@@ -469,8 +469,14 @@ fn inconsistent_actions_refused_like_open_vswitch() {
     let d = Daemon::start(false);
     let before = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
     for (flow, error) in [
-        ("ip,actions=set_field:80->tcp_dst", "OFPBAC_MATCH_INCONSISTENT"),
-        ("actions=load:1->NXM_OF_TCP_DST[]", "OFPBAC_MATCH_INCONSISTENT"),
+        (
+            "ip,actions=set_field:80->tcp_dst",
+            "OFPBAC_MATCH_INCONSISTENT",
+        ),
+        (
+            "actions=load:1->NXM_OF_TCP_DST[]",
+            "OFPBAC_MATCH_INCONSISTENT",
+        ),
         ("arp,actions=dec_ttl", "OFPBAC_MATCH_INCONSISTENT"),
         ("ip,actions=pop_vlan", "OFPBAC_MATCH_INCONSISTENT"),
         ("arp,actions=ct(commit)", "OFPBAC_MATCH_INCONSISTENT"),
@@ -492,18 +498,18 @@ fn inconsistent_actions_refused_like_open_vswitch() {
         let ours = d.ctl(&["add-flow", "br0", flow]);
         assert_eq!(ours.status.code(), Some(1), "{flow}");
         let first = stderr(&ours).lines().next().unwrap_or_default().to_string();
-        assert_eq!(first, format!("OFPT_ERROR (OF1.3) (xid=0x6): {error}"), "{flow}");
+        assert_eq!(
+            first,
+            format!("OFPT_ERROR (OF1.3) (xid=0x6): {error}"),
+            "{flow}"
+        );
     }
     // Nothing was installed; the consistent forms are.
     assert_eq!(d.ofctl_ok(&["--no-stats"], "dump-flows", &[]), before);
     d.ctl_ok(&["add-flow", "br0", "tcp,actions=set_field:80->tcp_dst"]);
     d.ctl_ok(&["add-flow", "br0", "dl_vlan=5,actions=pop_vlan"]);
     let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
-    assert_eq!(
-        dump.lines().count(),
-        before.lines().count() + 2,
-        "{dump}"
-    );
+    assert_eq!(dump.lines().count(), before.lines().count() + 2, "{dump}");
 }
 
 /// A packet-out's actions are checked against the packet, as Open vSwitch does: the

@@ -277,17 +277,17 @@ fn learn_limit_and_result_dst() {
     };
     assert_eq!(s.send(1, 0x11, 0x22, None), vec![2], "first: learned");
     assert_eq!(s.send(1, 0x12, 0x22, None), vec![2], "second: learned");
-    assert_eq!(s.send(1, 0x13, 0x22, None), vec![3], "third: over the limit");
+    assert_eq!(
+        s.send(1, 0x13, 0x22, None),
+        vec![3],
+        "third: over the limit"
+    );
     assert_eq!(learned(&s).len(), 2, "{:?}", s.dump());
     // Learning an existing flow again is a refresh: still a success at the limit.
     assert_eq!(s.send(1, 0x11, 0x22, None), vec![2], "refresh");
     assert_eq!(s.send(1, 0x13, 0x22, None), vec![3], "still over the limit");
     // A learned flow goes: the next packet that learns takes its place.
-    s.cmd(&[
-        "del-flows",
-        "br0",
-        "table=1,dl_dst=00:00:00:00:00:11",
-    ]);
+    s.cmd(&["del-flows", "br0", "table=1,dl_dst=00:00:00:00:00:11"]);
     assert_eq!(learned(&s).len(), 1, "{:?}", s.dump());
     assert_eq!(s.send(1, 0x13, 0x22, None), vec![2], "a place was freed");
     assert_eq!(
@@ -318,14 +318,17 @@ fn a_full_learn_queue_is_counted() {
     let sw = Arc::new(Switch::new(dp, dir));
     sw.add_br("br0").expect("add-br");
     let (ours, mut theirs) = tap_io::MemPort::pair("lqfp1", "lqfq1", 256);
-    let spec = vswitch::portspec::PortSpec::parse("lqfp1", &["ofport=1".to_string()])
-        .expect("port spec");
+    let spec =
+        vswitch::portspec::PortSpec::parse("lqfp1", &["ofport=1".to_string()]).expect("port spec");
     sw.add_port_with_io("br0", spec, ours).expect("add-port");
     // A queue of one that nobody reads.
     let (tx, _rx) = crossbeam_channel::bounded(1);
     sw.dp.set_learn_sink(tx);
     let ctl = Control::new(sw.clone());
-    let cmd = |args: &[&str]| ctl.command(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let cmd = |args: &[&str]| {
+        ctl.command(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
     cmd(&["del-flows", "br0"]);
     cmd(&[
         "add-flow",
@@ -344,7 +347,8 @@ fn a_full_learn_queue_is_counted() {
     assert_eq!(count(), 0);
     let mut back = 0;
     for src in 1..=3u8 {
-        sw.inject("br0", 1, &frame(src, 0x22, None)).expect("inject");
+        sw.inject("br0", 1, &frame(src, 0x22, None))
+            .expect("inject");
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut batch = tap_io::Batch::new(16, 128, 2048);
         loop {
@@ -359,6 +363,10 @@ fn a_full_learn_queue_is_counted() {
         }
     }
     assert_eq!(back, 3, "every packet went on");
-    assert_eq!(count(), 2, "the first request filled the queue, the next two were lost");
+    assert_eq!(
+        count(),
+        2,
+        "the first request filled the queue, the next two were lost"
+    );
     sw.shutdown();
 }

@@ -448,14 +448,24 @@ fn controller_meter_limits_packet_ins_like_open_vswitch() {
     let packet_out = || {
         s.ofctl_ok(
             "packet-out",
-            &[&format!("in_port=controller packet={packet} actions=controller")],
+            &[&format!(
+                "in_port=controller packet={packet} actions=controller"
+            )],
         );
     };
     // A monitor that asks for packet-ins (Open vSwitch sends none to a service connection
     // that has not set a miss length); it prints them on stderr when not on a terminal.
     let (monitor_out, monitor_err) = (s.rundir.join("monitor.out"), s.rundir.join("monitor.err"));
     let mut monitor = Command::new("timeout")
-        .args(["30", "stdbuf", "-oL", OVS_OFCTL, "-O", "OpenFlow13", "monitor"])
+        .args([
+            "30",
+            "stdbuf",
+            "-oL",
+            OVS_OFCTL,
+            "-O",
+            "OpenFlow13",
+            "monitor",
+        ])
         .arg(s.target())
         .arg("65535")
         .env("OVS_RUNDIR", &s.rundir)
@@ -471,7 +481,10 @@ fn controller_meter_limits_packet_ins_like_open_vswitch() {
     // Unmetered packet-outs until the monitor shows one (it is connected then).
     let deadline = Instant::now() + Duration::from_secs(20);
     while packet_ins() == 0 {
-        assert!(Instant::now() < deadline, "the monitor never got a packet-in");
+        assert!(
+            Instant::now() < deadline,
+            "the monitor never got a packet-in"
+        );
         packet_out();
         std::thread::sleep(Duration::from_millis(300));
     }

@@ -731,7 +731,10 @@ impl<'a> Xlate<'a> {
                 super::actions::LearnRequest::new(fm, l.limit),
             )));
         } else {
-            self.note(format_args!("learn: limit {} reached, not learned", l.limit));
+            self.note(format_args!(
+                "learn: limit {} reached, not learned",
+                l.limit
+            ));
         }
         // The result is part of the translation: a table change re-makes the megaflow.
         if let Some(dst) = &l.result_dst {

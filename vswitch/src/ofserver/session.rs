@@ -720,7 +720,11 @@ impl Session {
 
 /// As Open vSwitch's `handle_packet_out`: the actions are checked against the packet's own
 /// flow (a `set_field:80->tcp_dst` on a UDP packet is `OFPBAC_MATCH_INCONSISTENT`).
-fn check_packet_out(actions: &[flowtable::Action], frame: &[u8], in_port: u32) -> Result<(), OfError> {
+fn check_packet_out(
+    actions: &[flowtable::Action],
+    frame: &[u8],
+    in_port: u32,
+) -> Result<(), OfError> {
     let mut key = encap::FlowKey {
         in_port,
         ..encap::FlowKey::default()
