@@ -136,6 +136,12 @@ impl Walk<'_> {
                 self.check_sub("destination", dst)?;
             }
             Action::OutputReg { src, .. } => self.check_sub("source", src)?,
+            Action::Multipath(mp) => self.check_sub("destination", &mp.dst)?,
+            Action::Bundle(b) => {
+                if let Some(dst) = &b.dst {
+                    self.check_sub("destination", dst)?;
+                }
+            }
             Action::PushVlan(_) => {
                 if self.vlans[1] & VLAN_PRESENT != 0 {
                     return Err(TableError::BadTag);

@@ -20,6 +20,18 @@ enum Verdict {
 use Verdict::*;
 
 const CASES: &[(Verdict, &str)] = &[
+    (
+        Inconsistent,
+        "ip,actions=multipath(eth_src,50,modulo_n,1,0,NXM_OF_TCP_DST[])",
+    ),
+    (
+        Inconsistent,
+        "actions=bundle_load(eth_src,0,hrw,ofport,NXM_OF_TCP_DST[],members:1)",
+    ),
+    (
+        Accepted,
+        "tcp,actions=bundle_load(eth_src,0,hrw,ofport,NXM_OF_TCP_DST[],members:1)",
+    ),
     (Inconsistent, "ip,actions=set_field:80->tcp_dst"),
     (Inconsistent, "actions=load:1->NXM_OF_TCP_DST[]"),
     (Inconsistent, "udp,actions=set_field:80->tcp_dst"),
