@@ -18,27 +18,39 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds the 16-bit big-endian words of `data` to `initial` (an odd final byte is padded with a
 /// zero byte). The result is not folded; fold it with [`fold`].
+///
+/// The words are summed in the machine's byte order, 8 bytes per step (the halves of each u64
+/// into a u64 accumulator, which the compiler vectorises), and the folded sum is byte-swapped
+/// once at the end: the one's-complement sum commutes with swapping the bytes of every word
+/// (RFC 1071 section 2(B)). About twice as fast as swapping each word on the way in.
 #[inline]
 pub fn sum(initial: u32, data: &[u8]) -> u32 {
-    // A u64 accumulator fed 32 bits at a time cannot overflow for any buffer below 2^32 words.
-    let mut acc: u64 = initial as u64;
-    let mut chunks = data.chunks_exact(4);
+    // Each step adds two values below 2^32: no overflow for any buffer below 2^34 bytes.
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w & 0xffff_ffff) + (w >> 32);
     }
     let rest = chunks.remainder();
     let mut i = 0;
     while i + 1 < rest.len() {
-        acc += u16::from_be_bytes([rest[i], rest[i + 1]]) as u64;
+        acc += u64::from(u16::from_ne_bytes([rest[i], rest[i + 1]]));
         i += 2;
     }
     if i < rest.len() {
-        acc += (rest[i] as u64) << 8;
+        // The odd byte is the high byte of a big-endian word padded with zero.
+        acc += u64::from(u16::from_ne_bytes([rest[i], 0]));
     }
-    // Fold 64 -> 32 bits with end-around carry, keeping one's-complement equivalence mod 0xffff.
-    let folded = (acc & 0xffff_ffff) + (acc >> 32);
-    let folded = (folded & 0xffff_ffff) + (folded >> 32);
-    let folded = folded as u32;
+    // Fold to 16 bits with end-around carry (a non-zero sum never folds to 0), then put the
+    // bytes in network order.
+    let mut f = (acc & 0xffff_ffff) + (acc >> 32);
+    f = (f & 0xffff) + (f >> 16);
+    f = (f & 0xffff) + (f >> 16);
+    f = (f & 0xffff) + (f >> 16);
+    let be = u16::from_be(f as u16);
+    let total = u64::from(initial) + u64::from(be);
+    let folded = ((total & 0xffff_ffff) + (total >> 32)) as u32;
     (folded & 0xffff) + (folded >> 16)
 }
 
@@ -242,6 +254,35 @@ mod tests {
         #[test]
         fn full_sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(!fold(sum(0, &data)), reference(&data));
+        }
+
+        /// With a starting value, at any alignment, and over long buffers of 0xff bytes (the
+        /// largest words: the accumulator must not overflow and the fold must carry right).
+        #[test]
+        fn sum_with_initial_matches_reference(
+            data in proptest::collection::vec(any::<u8>(), 0..2000),
+            skip in 0usize..8,
+            initial in any::<u32>(),
+            ones in any::<bool>(),
+        ) {
+            let mut data = data;
+            if ones {
+                data.iter_mut().for_each(|b| *b = 0xff);
+            }
+            let d = &data[skip.min(data.len())..];
+            // The reference adds `initial` folded as one more word.
+            let mut acc = u32::from(!reference(d));
+            acc += (initial & 0xffff) + (initial >> 16);
+            while acc > 0xffff {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            let got = fold(sum(initial, d));
+            prop_assert!(got == acc as u16 || (acc == 0 && got == 0xffff) || (acc == 0xffff && got == 0),
+                "{got:#x} vs {acc:#x}");
+            // A non-zero sum never folds to 0 (checksum_ok compares with 0xffff).
+            if d.iter().any(|&b| b != 0) {
+                prop_assert_ne!(got, 0);
+            }
         }
 
         #[test]

@@ -516,6 +516,25 @@ impl Batch {
         true
     }
 
+    /// Adds `pkt` by swapping buffers with this batch's next spare (no copy): `pkt` is left
+    /// holding that spare, reset. Only between buffers of one shape (same headroom and size),
+    /// so that both sides keep buffers that hold what they were sized for (a 64 KiB receive
+    /// buffer never ends up in an MTU-sized transmit batch, nor the other way round). False,
+    /// and nothing changed, when the batch is full or the shapes differ.
+    #[inline]
+    pub fn push_swap(&mut self, pkt: &mut PacketBuf) -> bool {
+        let Some(spare) = self.slots.get_mut(self.len) else {
+            return false;
+        };
+        if spare.mem.len() != pkt.mem.len() || spare.base != pkt.base {
+            return false;
+        }
+        std::mem::swap(spare, pkt);
+        pkt.reset();
+        self.len += 1;
+        true
+    }
+
     /// Keeps only the packets for which `keep` returns true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&PacketBuf) -> bool) {
         let mut w = 0;
@@ -660,6 +679,33 @@ mod tests {
         assert_eq!(frame_room_for(1500, false), 2048);
         assert_eq!(frame_room_for(1500, true), GSO_FRAME_ROOM);
         assert_eq!(frame_room_for(9000, false), 9022);
+    }
+
+    #[test]
+    fn push_swap_moves_the_buffer_only_between_equal_shapes() {
+        let mut tx = Batch::new(1, 128, GSO_FRAME_ROOM);
+        let mut pkt = PacketBuf::new(128, GSO_FRAME_ROOM);
+        pkt.set_frame(&[7; 60000]).unwrap();
+        pkt.meta.csum_not_ready = true;
+        let ptr = pkt.data().as_ptr();
+        assert!(tx.push_swap(&mut pkt));
+        assert_eq!(tx.len(), 1);
+        assert_eq!(tx[0].data().as_ptr(), ptr, "the same memory, not a copy");
+        assert_eq!(tx[0].len(), 60000);
+        assert!(tx[0].meta.csum_not_ready);
+        assert_eq!(pkt.len(), 0, "the caller gets the spare, reset");
+        assert!(!pkt.meta.csum_not_ready);
+        assert_eq!(pkt.frame_room(), GSO_FRAME_ROOM);
+        // Full: nothing changes.
+        pkt.set_frame(&[1; 10]).unwrap();
+        assert!(!tx.push_swap(&mut pkt));
+        assert_eq!(pkt.len(), 10);
+        // Another shape: nothing changes either.
+        let mut small = Batch::new(1, 128, 2048);
+        assert!(!small.push_swap(&mut pkt));
+        assert_eq!((small.len(), pkt.len()), (0, 10));
+        let mut other_headroom = Batch::new(1, 64, GSO_FRAME_ROOM + 64);
+        assert!(!other_headroom.push_swap(&mut pkt));
     }
 
     #[test]

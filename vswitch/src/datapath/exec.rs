@@ -428,6 +428,8 @@ fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
     flow
 }
 
+/// Runs a flow's actions on a packet that nothing reads afterwards (its last output may take
+/// the buffer instead of a copy, see [`output_owned`]).
 fn execute(
     ctx: &mut Ctx,
     pkt: &mut PacketBuf,
@@ -436,9 +438,11 @@ fn execute(
     flow: &CachedFlow,
     recirc: usize,
 ) {
-    execute_list(ctx, pkt, key, parsed, flow, &flow.actions, recirc);
+    execute_list(ctx, pkt, key, parsed, flow, &flow.actions, recirc, true);
 }
 
+/// `last`: nothing reads the packet after this list (the caller returns right after it).
+#[allow(clippy::too_many_arguments)]
 fn execute_list(
     ctx: &mut Ctx,
     pkt: &mut PacketBuf,
@@ -447,14 +451,18 @@ fn execute_list(
     flow: &CachedFlow,
     actions: &[DpAction],
     recirc: usize,
+    last: bool,
 ) {
-    for action in actions {
+    for (i, action) in actions.iter().enumerate() {
+        // This action is the packet's last use: an output may take its buffer.
+        let tail = last && i + 1 == actions.len();
         match action {
+            DpAction::Output(dp_id) if tail => output_owned(ctx, *dp_id as usize, pkt),
             DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
             DpAction::Tunnel { port, dst, vni } => {
                 tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni)
             }
-            DpAction::Normal => normal(ctx, pkt, key, parsed),
+            DpAction::Normal => normal(ctx, pkt, key, parsed, tail),
             DpAction::Flood { .. } => flood(ctx, pkt, key, parsed),
             // Only new connections reach a select group: one clock read and one store each.
             DpAction::AffinityTouch(t) => t.touch(conntrack::lb::affinity::clock_ns()),
@@ -637,7 +645,7 @@ fn execute_list(
                     k.ct_state = next.ct_state;
                     k.ct_zone = next.ct_zone;
                     k.ct_mark = next.ct_mark;
-                    run_packet_recirc(ctx, pkt, k, recirc + 1);
+                    run_packet_recirc(ctx, pkt, k, recirc + 1, last);
                     return;
                 }
                 *key = next;
@@ -709,7 +717,7 @@ fn execute_list(
             }
             DpAction::Select(sel) => {
                 let branch = sel.branch(key);
-                execute_list(ctx, pkt, key, parsed, flow, branch, recirc);
+                execute_list(ctx, pkt, key, parsed, flow, branch, recirc, last);
                 return;
             }
             DpAction::CheckPktLen(c) => {
@@ -720,7 +728,7 @@ fn execute_list(
                 for r in rules {
                     r.hit(1, pkt.len() as u64, ctx.now_ns);
                 }
-                execute_list(ctx, pkt, key, parsed, flow, branch, recirc);
+                execute_list(ctx, pkt, key, parsed, flow, branch, recirc, tail);
             }
             DpAction::Clone(inner) => {
                 // Buffers are kept for reuse: no allocation once every nesting level has one.
@@ -734,7 +742,7 @@ fn execute_list(
                     copy.meta = pkt.meta;
                     let (mut k, mut p) = (*key, *parsed);
                     let saved_first = ctx.ct_first;
-                    execute_list(ctx, &mut copy, &mut k, &mut p, flow, inner, recirc);
+                    execute_list(ctx, &mut copy, &mut k, &mut p, flow, inner, recirc, false);
                     ctx.ct_first = saved_first;
                 } else {
                     ctx.bridge.drops.add(DropReason::TooBig, 1);
@@ -761,12 +769,20 @@ fn send_learn_event(ctx: &mut Ctx, ev: super::LearnEvent) -> bool {
 
 /// Re-classifies a packet after conntrack: the key's packet fields are re-read (NAT may have
 /// rewritten them), its metadata comes from the walk that sent it to conntrack.
-fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: usize) {
+/// `last`: nothing reads the packet after this pass (see [`execute_list`]).
+fn run_packet_recirc(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    key: FlowKey,
+    recirc: usize,
+    last: bool,
+) {
     let mut fresh = key;
     let mut parsed = encap::extract(pkt.data(), &mut fresh);
     let flow = lookup(ctx, &fresh);
     ctx.scratch.hits.add(&flow, pkt.len() as u64, ctx.now_ns);
-    execute(ctx, pkt, &mut fresh, &mut parsed, &flow, recirc);
+    let actions = &flow.actions;
+    execute_list(ctx, pkt, &mut fresh, &mut parsed, &flow, actions, recirc, last);
 }
 
 /// Offsets after a VLAN push/pop moved the L3 header (the key itself stays as the walk left it).
@@ -815,6 +831,19 @@ fn output(ctx: &mut Ctx, dp_id: usize, pkt: &PacketBuf) {
     }
 }
 
+/// [`output`] as the packet's last use: the port may take the buffer itself instead of a copy
+/// (`DpPort::queue_owned`), after which `pkt` is an empty buffer.
+fn output_owned(ctx: &mut Ctx, dp_id: usize, pkt: &mut PacketBuf) {
+    let Some(Some(port)) = ctx.ports.get_mut(dp_id) else {
+        ctx.bridge.drops.add(DropReason::PortDown, 1);
+        return;
+    };
+    if let Err(reason) = port.queue_owned(pkt) {
+        ctx.bridge.drops.add(reason, 1);
+        PortCounters::add(&port.counters.tx_dropped, 1);
+    }
+}
+
 fn tunnel(
     ctx: &mut Ctx,
     dp_id: usize,
@@ -849,7 +878,14 @@ fn tunnel(
     }
 }
 
-fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
+/// `last`: the packet's last use (a learned unicast output may take its buffer).
+fn normal(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    key: &FlowKey,
+    parsed: &encap::Parsed,
+    last: bool,
+) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
     let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
@@ -866,7 +902,7 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed)
     }
     if let Some(out) = out {
         if out != in_port {
-            output_ofport(ctx, out, pkt, key, parsed);
+            output_ofport(ctx, out, pkt, key, parsed, last);
         }
         return;
     }
@@ -874,12 +910,14 @@ fn normal(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed)
 }
 
 /// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
+/// `last`: the packet's last use ([`output_owned`]).
 fn output_ofport(
     ctx: &mut Ctx,
     ofport: u32,
-    pkt: &PacketBuf,
+    pkt: &mut PacketBuf,
     key: &FlowKey,
     parsed: &encap::Parsed,
+    last: bool,
 ) {
     let Some(info) = ctx.pipeline.ports.get(&ofport) else {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
@@ -890,6 +928,8 @@ fn output_ofport(
         if let Some((dst, vni)) = tunnel_target(info, key) {
             tunnel(ctx, dp_id, pkt, parsed, dst, vni);
         }
+    } else if last {
+        output_owned(ctx, dp_id, pkt);
     } else {
         output(ctx, dp_id, pkt);
     }
@@ -909,7 +949,7 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
     Some((dst, vni))
 }
 
-fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
+fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let pipeline = ctx.pipeline;
     let from_tunnel = pipeline
         .ports
@@ -926,6 +966,6 @@ fn flood(ctx: &mut Ctx, pkt: &PacketBuf, key: &FlowKey, parsed: &encap::Parsed) 
         if from_tunnel && info.kind == crate::pipeline::PortKind::Vxlan {
             continue;
         }
-        output_ofport(ctx, *ofport, pkt, key, parsed);
+        output_ofport(ctx, *ofport, pkt, key, parsed, false);
     }
 }

@@ -224,6 +224,39 @@ impl DpPort {
         self.push(frame, keep.then_some(meta))
     }
 
+    /// [`DpPort::queue`] for a packet that nothing reads afterwards (its last output): when it
+    /// would be queued as it is (no segmentation, no checksum to finish, no coalescing with
+    /// the frame queued before it), its buffer is swapped into the transmit batch instead of
+    /// copied — a 64 KiB super-frame going from one offloading port to another costs no copy
+    /// here. `pkt` is then left holding an empty buffer. Anything else is [`DpPort::queue`].
+    pub fn queue_owned(&mut self, pkt: &mut tap_io::PacketBuf) -> Result<(), DropReason> {
+        let meta = &pkt.meta;
+        let as_is = self.config == 0
+            && !self.is_tunnel()
+            && (meta.gso.is_some() || pkt.len() <= self.max_frame)
+            && (meta.gso.is_none() || self.offloads.gso)
+            && !(meta.csum_not_ready && (!self.offloads.csum || meta.csum_start.is_none()))
+            // A plain frame may be appended to the last queued one (software GRO).
+            && !(self.offloads.gso && meta.gso.is_none() && !self.tx.is_empty());
+        if !as_is {
+            return self.queue(pkt.data(), &pkt.meta);
+        }
+        let keep = meta.gso.is_some() || meta.csum_not_ready;
+        if self.tx.is_full() {
+            self.flush();
+        }
+        if !self.tx.push_swap(pkt) {
+            // Buffers of another size (this port's batch is not for super-frames): copy.
+            return self.push(pkt.data(), keep.then_some(&pkt.meta));
+        }
+        if !keep {
+            // As a plain copy would: no offload request in the virtio-net header.
+            let last = self.tx.len() - 1;
+            self.tx[last].meta = RxMeta::default();
+        }
+        Ok(())
+    }
+
     /// Appends the TCP segment `frame` to the last queued frame when it continues it (same
     /// flow, next sequence number, see [`encap::gro::continues`]) and its checksum is good
     /// (or still partial: the sender offloaded it), turning that frame into a super-frame:
