@@ -457,6 +457,10 @@ pub struct Datapath {
     /// ports of different threads), in shards locked one at a time.
     pub(crate) ct: Arc<Sharded>,
     rx: Batch,
+    /// Some frame port of this thread takes super-frames: worth merging what a tunnel port
+    /// received into super-frames (`ports::coalesce_received`); without one they would only
+    /// be segmented again.
+    gso_out: bool,
     /// Ports that still had packets when their turn ended (edge-triggered readiness).
     still_ready: Vec<usize>,
     stop: bool,
@@ -494,6 +498,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)>
             bridges: Vec::new(),
             ct: ct.clone(),
             rx: Batch::new(BATCH, tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM),
+            gso_out: false,
             still_ready: Vec::new(),
             packet_in: None,
             learn: None,
@@ -607,7 +612,12 @@ impl Datapath {
                     return total;
                 };
                 match port.receive(&mut self.rx) {
-                    Ok(n) => (port.bridge, n),
+                    Ok(n) => {
+                        if self.gso_out && port.is_tunnel() {
+                            ports::coalesce_received(&mut self.rx);
+                        }
+                        (port.bridge, n)
+                    }
                     Err(e) => {
                         PortCounters::add(&port.counters.rx.errors, 1);
                         if e.kind() != io::ErrorKind::WouldBlock
@@ -733,7 +743,16 @@ impl Datapath {
             // A new port may already hold packets that arrived before registration.
             self.still_ready.push(idx);
         }
+        self.note_gso_out();
         Ok(idx)
+    }
+
+    fn note_gso_out(&mut self) {
+        self.gso_out = self
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.offloads.gso && !p.is_tunnel());
     }
 
     pub fn del_port(&mut self, idx: usize) {
@@ -747,6 +766,7 @@ impl Datapath {
             }
         }
         self.still_ready.retain(|p| *p != idx);
+        self.note_gso_out();
     }
 
     /// Runs a packet given by the control side (PACKET_OUT, `trace --inject`) through a bridge.

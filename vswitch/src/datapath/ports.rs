@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use mio::{Registry, Token};
-use tap_io::{Batch, Offloads, Port, PortStats, RxMeta};
+use tap_io::{Batch, Offloads, PacketBuf, Port, PortStats, RxMeta};
 
 use super::BATCH;
 use super::counters::PortCounters;
@@ -229,7 +229,7 @@ impl DpPort {
     /// the frame queued before it), its buffer is swapped into the transmit batch instead of
     /// copied — a 64 KiB super-frame going from one offloading port to another costs no copy
     /// here. `pkt` is then left holding an empty buffer. Anything else is [`DpPort::queue`].
-    pub fn queue_owned(&mut self, pkt: &mut tap_io::PacketBuf) -> Result<(), DropReason> {
+    pub fn queue_owned(&mut self, pkt: &mut PacketBuf) -> Result<(), DropReason> {
         let meta = &pkt.meta;
         let as_is = self.config == 0
             && !self.is_tunnel()
@@ -257,61 +257,11 @@ impl DpPort {
         Ok(())
     }
 
-    /// Appends the TCP segment `frame` to the last queued frame when it continues it (same
-    /// flow, next sequence number, see [`encap::gro::continues`]) and its checksum is good
-    /// (or still partial: the sender offloaded it), turning that frame into a super-frame:
-    /// `meta.gso` with the first segment's payload as the segment size, the TCP checksum
-    /// partial. False: nothing changed, queue the frame on its own.
+    /// Appends the TCP segment `frame` to the last queued frame when it continues it
+    /// ([`append_segment`]). False: nothing changed, queue the frame on its own.
     fn coalesce(&mut self, frame: &[u8], meta: &RxMeta) -> bool {
-        use encap::gro::{TcpSegment, continues, finish_super_frame};
-        let Some(seg) = TcpSegment::parse(frame) else {
-            return false;
-        };
         let last = self.tx.len() - 1;
-        let head_buf = &mut self.tx[last];
-        let Some(head) = TcpSegment::parse(head_buf.data()) else {
-            return false;
-        };
-        let kind = if head.is_v4() {
-            tap_io::GsoKind::Tcp4
-        } else {
-            tap_io::GsoKind::Tcp6
-        };
-        let (mss, plain) = match head_buf.meta.gso {
-            Some(g) if g.kind == kind && !g.ecn => (usize::from(g.size), false),
-            Some(_) => return false,
-            None => (head.payload_len(), true),
-        };
-        // Room behind the IP packet (Ethernet padding behind it is cut off first).
-        if !continues(head_buf.data(), &head, frame, &seg, mss)
-            || head_buf.tailroom() + (head_buf.len() - head.end()) < seg.payload_len()
-        {
-            return false;
-        }
-        // Never give a damaged segment a fresh checksum: verify what is complete.
-        if !(meta.csum_not_ready || seg.checksum_ok(frame)) {
-            return false;
-        }
-        if plain && !(head_buf.meta.csum_not_ready || head.checksum_ok(head_buf.data())) {
-            return false;
-        }
-        head_buf.truncate(head.end());
-        if head_buf.extend_from_slice(seg.payload(frame)).is_err() {
-            return false;
-        }
-        let grown = head.grown_by(seg.payload_len());
-        finish_super_frame(head_buf.data_mut(), &grown, seg.psh(frame));
-        let m = &mut head_buf.meta;
-        m.gso = Some(tap_io::Gso {
-            kind,
-            size: mss as u16,
-            hdr_len: head.hdr_len() as u16,
-            ecn: false,
-        });
-        m.csum_not_ready = true;
-        m.csum_start = Some(head.l4_offset() as u16);
-        m.csum_offset = Some(16);
-        true
+        append_segment(&mut self.tx[last], frame, meta)
     }
 
     /// The next spare transmit buffer (the batch flushed first when full).
@@ -517,6 +467,91 @@ impl DpPort {
     }
 }
 
+/// Appends the TCP segment `frame` (with `meta`) to the frame in `head_buf` when it continues
+/// it (same flow, next sequence number, see [`encap::gro::continues`]) and its checksum is
+/// good (or still partial: the sender offloaded it), turning that frame into a super-frame:
+/// `meta.gso` with the first segment's payload as the segment size, the TCP checksum partial.
+/// False: nothing changed.
+fn append_segment(head_buf: &mut PacketBuf, frame: &[u8], meta: &RxMeta) -> bool {
+    use encap::gro::{TcpSegment, continues, finish_super_frame};
+    let Some(seg) = TcpSegment::parse(frame) else {
+        return false;
+    };
+    let Some(head) = TcpSegment::parse(head_buf.data()) else {
+        return false;
+    };
+    let kind = if head.is_v4() {
+        tap_io::GsoKind::Tcp4
+    } else {
+        tap_io::GsoKind::Tcp6
+    };
+    let (mss, plain) = match head_buf.meta.gso {
+        Some(g) if g.kind == kind && !g.ecn => (usize::from(g.size), false),
+        Some(_) => return false,
+        None => (head.payload_len(), true),
+    };
+    // Room behind the IP packet (Ethernet padding behind it is cut off first).
+    if !continues(head_buf.data(), &head, frame, &seg, mss)
+        || head_buf.tailroom() + (head_buf.len() - head.end()) < seg.payload_len()
+    {
+        return false;
+    }
+    // Never give a damaged segment a fresh checksum: verify what is complete.
+    if !(meta.csum_not_ready || seg.checksum_ok(frame)) {
+        return false;
+    }
+    if plain && !(head_buf.meta.csum_not_ready || head.checksum_ok(head_buf.data())) {
+        return false;
+    }
+    head_buf.truncate(head.end());
+    if head_buf.extend_from_slice(seg.payload(frame)).is_err() {
+        return false;
+    }
+    let grown = head.grown_by(seg.payload_len());
+    finish_super_frame(head_buf.data_mut(), &grown, seg.psh(frame));
+    let m = &mut head_buf.meta;
+    m.gso = Some(tap_io::Gso {
+        kind,
+        size: mss as u16,
+        hdr_len: head.hdr_len() as u16,
+        ecn: false,
+    });
+    m.csum_not_ready = true;
+    m.csum_start = Some(head.l4_offset() as u16);
+    m.csum_offset = Some(16);
+    true
+}
+
+/// Software GRO on receive, for what a tunnel port received: consecutive TCP segments of one
+/// flow from the same tunnel (a peer's segmented super-frame, sent as one UDP GSO run and
+/// received as one UDP GRO message) are merged into one super-frame before the pipeline, as
+/// the kernel's GRO does behind a NIC. The pipeline then runs once for up to 64 KiB, and a
+/// port that takes super-frames gets it without a further copy. Returns the frames merged
+/// away. The port counters have already counted what arrived.
+pub fn coalesce_received(rx: &mut Batch) -> usize {
+    let n = rx.len();
+    if n < 2 {
+        return 0;
+    }
+    let pkts = rx.packets_mut();
+    let mut head = 0;
+    let mut merged = 0;
+    for r in 1..n {
+        let (front, back) = pkts.split_at_mut(r);
+        let (h, s) = (&mut front[head], &mut back[0]);
+        if h.meta.tunnel == s.meta.tunnel && append_segment(h, s.data(), &s.meta) {
+            s.truncate(0);
+            merged += 1;
+        } else {
+            head = r;
+        }
+    }
+    if merged > 0 {
+        rx.retain(|p| !p.is_empty());
+    }
+    merged
+}
+
 fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
     encap::gso::GsoInfo {
         kind: match gso.kind {
@@ -581,6 +616,108 @@ mod tests {
         fn mtu(&self) -> usize {
             1500
         }
+    }
+
+    /// A TCP super-frame and its segments as a tunnel delivers them (full checksums).
+    fn tunnel_segments(payload: &[u8], mss: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let sup = encap::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .ident(7)
+            .tcp(40000, 5201, 0x10)
+            .payload(payload)
+            .build();
+        let info = encap::gso::GsoInfo {
+            kind: encap::gso::GsoKind::Tcp4,
+            mss,
+            hdr_len: 54,
+        };
+        let mut segs = Vec::new();
+        let mut scratch = Vec::new();
+        encap::gso::segment(&sup, &info, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
+        (sup, segs)
+    }
+
+    fn rx_batch(frames: &[(Vec<u8>, u32)]) -> Batch {
+        let mut b = Batch::new(32, 128, tap_io::GSO_FRAME_ROOM);
+        for (f, vni) in frames {
+            let meta = RxMeta {
+                tunnel: Some(tap_io::TunnelMeta {
+                    vni: *vni,
+                    src: Ipv4Addr::new(192, 168, 0, 2),
+                    dst: Ipv4Addr::new(192, 168, 0, 1),
+                }),
+                ..RxMeta::default()
+            };
+            assert!(b.push_copy_with_meta(f, &meta));
+        }
+        b
+    }
+
+    /// Segments a super-frame the way an output without offloads would.
+    fn resegment(pkt: &PacketBuf) -> Vec<Vec<u8>> {
+        let g = pkt.meta.gso.expect("a super-frame");
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        encap::gso::segment(pkt.data(), &gso_info(&g), &mut scratch, |s| {
+            out.push(s.to_vec())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn received_tunnel_segments_merge_into_the_super_frame_they_came_from() {
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let (_, segs) = tunnel_segments(&payload, 1400);
+        assert_eq!(segs.len(), 15);
+        let mut rx = rx_batch(&segs.iter().map(|s| (s.clone(), 42)).collect::<Vec<_>>());
+        assert_eq!(coalesce_received(&mut rx), 14);
+        assert_eq!(rx.len(), 1);
+        let m = rx[0].meta;
+        assert_eq!(m.gso.map(|g| (g.kind, g.size)), Some((tap_io::GsoKind::Tcp4, 1400)));
+        assert!(m.csum_not_ready, "the TCP checksum is left partial");
+        assert_eq!(m.csum_start, Some(34));
+        assert!(m.tunnel.is_some(), "the tunnel metadata stays for the pipeline");
+        // Segmented again, it gives back the very segments that arrived.
+        assert_eq!(resegment(&rx[0]), segs);
+    }
+
+    #[test]
+    fn received_tunnel_segments_merge_only_what_may_be_merged() {
+        let payload: Vec<u8> = (0..8_000u32).map(|i| (i * 13) as u8).collect();
+        let (_, segs) = tunnel_segments(&payload, 1000);
+        assert_eq!(segs.len(), 8);
+        let mut bad = segs[5].clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0x40; // a damaged payload byte: its checksum no longer matches
+        let frames = vec![
+            (segs[0].clone(), 42),
+            (segs[1].clone(), 42),
+            (segs[2].clone(), 7), // another tunnel
+            (segs[3].clone(), 42),
+            (segs[4].clone(), 42),
+            (bad.clone(), 42),
+            (segs[6].clone(), 42),
+            (segs[7].clone(), 42),
+        ];
+        let mut rx = rx_batch(&frames);
+        assert_eq!(coalesce_received(&mut rx), 3);
+        let lens: Vec<usize> = rx.iter().map(|p| p.len()).collect();
+        assert_eq!(rx.len(), 5, "{lens:?}");
+        // [0+1] [2 from vni 7] [3+4] [5 damaged, alone] [6+7]: order kept, the damaged
+        // segment left exactly as it came, never given a fresh checksum.
+        assert_eq!(resegment(&rx[0]), segs[0..2].to_vec());
+        assert_eq!(rx[1].data(), &segs[2][..]);
+        assert_eq!(rx[1].meta.tunnel.map(|t| t.vni), Some(7));
+        assert!(rx[1].meta.gso.is_none());
+        assert_eq!(resegment(&rx[2]), segs[3..5].to_vec());
+        assert_eq!(rx[3].data(), &bad[..]);
+        assert!(rx[3].meta.gso.is_none() && !rx[3].meta.csum_not_ready);
+        assert_eq!(resegment(&rx[4]), segs[6..8].to_vec());
+        // Nothing to merge: nothing changes.
+        let mut one = rx_batch(&[(segs[0].clone(), 42)]);
+        assert_eq!(coalesce_received(&mut one), 0);
+        assert_eq!(one[0].data(), &segs[0][..]);
     }
 
     #[test]
