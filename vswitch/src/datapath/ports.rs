@@ -526,30 +526,121 @@ fn append_segment(head_buf: &mut PacketBuf, frame: &[u8], meta: &RxMeta) -> bool
 /// flow from the same tunnel (a peer's segmented super-frame, sent as one UDP GSO run and
 /// received as one UDP GRO message) are merged into one super-frame before the pipeline, as
 /// the kernel's GRO does behind a NIC. The pipeline then runs once for up to 64 KiB, and a
-/// port that takes super-frames gets it without a further copy. Returns the frames merged
-/// away. The port counters have already counted what arrived.
+/// port that takes super-frames gets it without a further copy. Same rules as
+/// [`append_segment`]; a run's IP length, header checksum and partial TCP sum are written
+/// once, when it ends. Returns the frames merged away. The port counters have already
+/// counted what arrived.
 pub fn coalesce_received(rx: &mut Batch) -> usize {
     let n = rx.len();
     if n < 2 {
         return 0;
     }
     let pkts = rx.packets_mut();
-    let mut head = 0;
+    let mut run: Option<RxRun> = None;
     let mut merged = 0;
-    for r in 1..n {
-        let (front, back) = pkts.split_at_mut(r);
-        let (h, s) = (&mut front[head], &mut back[0]);
-        if h.meta.tunnel == s.meta.tunnel && append_segment(h, s.data(), &s.meta) {
-            s.truncate(0);
-            merged += 1;
-        } else {
-            head = r;
+    for r in 0..n {
+        if let Some(cur) = run.as_mut() {
+            let (front, back) = pkts.split_at_mut(r);
+            let (h, s) = (&mut front[cur.head], &mut back[0]);
+            if cur.extend(h, s) {
+                s.truncate(0);
+                merged += 1;
+                continue;
+            }
+            cur.close(h);
         }
+        run = RxRun::open(r, &pkts[r]);
+    }
+    if let Some(cur) = run {
+        cur.close(&mut pkts[cur.head]);
     }
     if merged > 0 {
         rx.retain(|p| !p.is_empty());
     }
     merged
+}
+
+/// A run of received segments being merged into the frame at `head`.
+struct RxRun {
+    head: usize,
+    /// The head's headers with the payload appended so far.
+    seg: encap::gro::TcpSegment,
+    /// The segment size: the head's payload.
+    mss: usize,
+    /// The last segment appended carried PSH: the run is over.
+    psh: bool,
+    /// Something was appended (and the head's checksum was verified).
+    grown: bool,
+}
+
+impl RxRun {
+    fn open(head: usize, pkt: &PacketBuf) -> Option<RxRun> {
+        if pkt.meta.gso.is_some() {
+            return None;
+        }
+        let seg = encap::gro::TcpSegment::parse(pkt.data())?;
+        Some(RxRun {
+            head,
+            seg,
+            mss: seg.payload_len(),
+            psh: false,
+            grown: false,
+        })
+    }
+
+    /// Appends `s` to the head `h` when it continues the run (see [`append_segment`]).
+    fn extend(&mut self, h: &mut PacketBuf, s: &PacketBuf) -> bool {
+        use encap::gro::{TcpSegment, continues};
+        if self.psh || s.meta.gso.is_some() || s.meta.tunnel != h.meta.tunnel {
+            return false;
+        }
+        let frame = s.data();
+        let Some(seg) = TcpSegment::parse(frame) else {
+            return false;
+        };
+        if !continues(h.data(), &self.seg, frame, &seg, self.mss)
+            || h.tailroom() + (h.len() - self.seg.end()) < seg.payload_len()
+        {
+            return false;
+        }
+        // Never give a damaged segment a fresh checksum: verify what is complete.
+        if !(s.meta.csum_not_ready || seg.checksum_ok(frame)) {
+            return false;
+        }
+        if !self.grown && !(h.meta.csum_not_ready || self.seg.checksum_ok(h.data())) {
+            return false;
+        }
+        h.truncate(self.seg.end());
+        if h.extend_from_slice(seg.payload(frame)).is_err() {
+            return false;
+        }
+        self.seg = self.seg.grown_by(seg.payload_len());
+        self.psh = seg.psh(frame);
+        self.grown = true;
+        true
+    }
+
+    /// Writes the merged frame's headers and offload metadata (nothing when nothing merged).
+    fn close(&self, h: &mut PacketBuf) {
+        if !self.grown {
+            return;
+        }
+        encap::gro::finish_super_frame(h.data_mut(), &self.seg, self.psh);
+        let m = &mut h.meta;
+        m.gso = Some(tap_io::Gso {
+            kind: if self.seg.is_v4() {
+                tap_io::GsoKind::Tcp4
+            } else {
+                tap_io::GsoKind::Tcp6
+            },
+            size: self.mss as u16,
+            hdr_len: self.seg.hdr_len() as u16,
+            ecn: false,
+        });
+        m.csum_not_ready = true;
+        m.csum_start = Some(self.seg.l4_offset() as u16);
+        m.csum_offset = Some(16);
+    }
 }
 
 fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
