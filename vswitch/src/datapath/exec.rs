@@ -770,19 +770,22 @@ fn send_learn_event(ctx: &mut Ctx, ev: super::LearnEvent) -> bool {
 /// Re-classifies a packet after conntrack: the key's packet fields are re-read (NAT may have
 /// rewritten them), its metadata comes from the walk that sent it to conntrack.
 /// `last`: nothing reads the packet after this pass (see [`execute_list`]).
-fn run_packet_recirc(
-    ctx: &mut Ctx,
-    pkt: &mut PacketBuf,
-    key: FlowKey,
-    recirc: usize,
-    last: bool,
-) {
+fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: usize, last: bool) {
     let mut fresh = key;
     let mut parsed = encap::extract(pkt.data(), &mut fresh);
     let flow = lookup(ctx, &fresh);
     ctx.scratch.hits.add(&flow, pkt.len() as u64, ctx.now_ns);
     let actions = &flow.actions;
-    execute_list(ctx, pkt, &mut fresh, &mut parsed, &flow, actions, recirc, last);
+    execute_list(
+        ctx,
+        pkt,
+        &mut fresh,
+        &mut parsed,
+        &flow,
+        actions,
+        recirc,
+        last,
+    );
 }
 
 /// Offsets after a VLAN push/pop moved the L3 header (the key itself stays as the walk left it).
@@ -879,13 +882,7 @@ fn tunnel(
 }
 
 /// `last`: the packet's last use (a learned unicast output may take its buffer).
-fn normal(
-    ctx: &mut Ctx,
-    pkt: &mut PacketBuf,
-    key: &FlowKey,
-    parsed: &encap::Parsed,
-    last: bool,
-) {
+fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed, last: bool) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
     let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);

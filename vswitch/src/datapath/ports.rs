@@ -765,10 +765,16 @@ mod tests {
         assert_eq!(coalesce_received(&mut rx), 14);
         assert_eq!(rx.len(), 1);
         let m = rx[0].meta;
-        assert_eq!(m.gso.map(|g| (g.kind, g.size)), Some((tap_io::GsoKind::Tcp4, 1400)));
+        assert_eq!(
+            m.gso.map(|g| (g.kind, g.size)),
+            Some((tap_io::GsoKind::Tcp4, 1400))
+        );
         assert!(m.csum_not_ready, "the TCP checksum is left partial");
         assert_eq!(m.csum_start, Some(34));
-        assert!(m.tunnel.is_some(), "the tunnel metadata stays for the pipeline");
+        assert!(
+            m.tunnel.is_some(),
+            "the tunnel metadata stays for the pipeline"
+        );
         // Segmented again, it gives back the very segments that arrived.
         assert_eq!(resegment(&rx[0]), segs);
     }
