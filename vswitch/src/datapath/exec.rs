@@ -843,7 +843,7 @@ fn output_owned(ctx: &mut Ctx, dp_id: usize, pkt: &mut PacketBuf) {
     };
     if let Err(reason) = port.queue_owned(pkt) {
         ctx.bridge.drops.add(reason, 1);
-        PortCounters::add(&port.counters.tx_dropped, 1);
+        PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
     }
 }
 

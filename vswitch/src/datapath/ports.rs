@@ -607,7 +607,8 @@ impl RxRun {
         if !(s.meta.csum_not_ready || seg.checksum_ok(frame)) {
             return false;
         }
-        if !self.grown && !(h.meta.csum_not_ready || self.seg.checksum_ok(h.data())) {
+        // The head's own checksum, once, before the first append.
+        if !(self.grown || h.meta.csum_not_ready || self.seg.checksum_ok(h.data())) {
             return false;
         }
         h.truncate(self.seg.end());
