@@ -47,10 +47,21 @@ pub enum Counter {
     FragHoldOverShare,
     /// Held fragments dropped: their first fragment did not come in time.
     FragHoldExpired,
+    /// ALG expectations stored (an FTP `PORT`/`227`/`EPRT`/`229`, a TFTP request).
+    AlgExpected,
+    /// ALG announcements not stored: the expectation table was full.
+    AlgExpectFull,
+    /// ALG expectations removed unused: expired, or their control connection ended.
+    AlgExpectRemoved,
+    /// Related data connections committed (their expectation is used up).
+    AlgRelated,
+    /// FTP control packets marked invalid: a malformed announcement, or one naming another
+    /// host (an FTP bounce).
+    AlgFtpInvalid,
 }
 
 impl Counter {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 30;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
@@ -77,6 +88,11 @@ impl Counter {
         Counter::FragHoldTooBig,
         Counter::FragHoldOverShare,
         Counter::FragHoldExpired,
+        Counter::AlgExpected,
+        Counter::AlgExpectFull,
+        Counter::AlgExpectRemoved,
+        Counter::AlgRelated,
+        Counter::AlgFtpInvalid,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +122,11 @@ impl Counter {
             Counter::FragHoldTooBig => "frag_hold_refused_too_big",
             Counter::FragHoldOverShare => "frag_hold_refused_share",
             Counter::FragHoldExpired => "drop_frag_hold_expired",
+            Counter::AlgExpected => "alg_expectations",
+            Counter::AlgExpectFull => "alg_expectation_table_full",
+            Counter::AlgExpectRemoved => "alg_expectations_unused",
+            Counter::AlgRelated => "alg_related",
+            Counter::AlgFtpInvalid => "invalid_ftp_control",
         }
     }
 }

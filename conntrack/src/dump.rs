@@ -5,7 +5,8 @@
 //! icmp,orig=(src=10.1.1.1,dst=10.1.1.2,id=7,type=8,code=0),reply=(src=10.1.1.2,dst=10.1.1.1,id=7,type=0,code=0)
 //! ```
 //! As in OVS: `zone=` and `mark=` (decimal) only when non-zero, `protoinfo` for TCP only,
-//! TCP state coalesced (SYN_RECV shows ESTABLISHED, FIN_WAIT_2 shows TIME_WAIT).
+//! TCP state coalesced (SYN_RECV shows ESTABLISHED, FIN_WAIT_2 shows TIME_WAIT), `helper=`
+//! for an ALG control connection.
 
 use super::ConnId;
 use super::tcp::TcpState;
@@ -32,6 +33,10 @@ pub struct ConnEntry {
     /// Nanoseconds until expiry (0 if already due).
     pub expires_in_ns: u64,
     pub seen_reply: bool,
+    /// The ALG of a control connection (printed as `helper=ftp`).
+    pub helper: Option<crate::Alg>,
+    /// Whether an ALG announced it (a related data connection).
+    pub related: bool,
 }
 
 impl ConnEntry {
@@ -68,6 +73,11 @@ impl fmt::Display for ConnEntry {
         }
         if let Some(s) = self.tcp_state {
             write!(f, ",protoinfo=(state={})", s.name())?;
+        }
+        match self.helper {
+            Some(crate::Alg::Ftp) => f.write_str(",helper=ftp")?,
+            Some(crate::Alg::Tftp) => f.write_str(",helper=tftp")?,
+            None => {}
         }
         Ok(())
     }

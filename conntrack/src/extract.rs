@@ -26,6 +26,9 @@ pub struct PacketFacts {
     pub icmp_inner: Option<InnerTuple>,
     /// IPv4 identification or IPv6 fragment-header id, for fragments.
     pub ip_id: u32,
+    /// Where the L4 payload starts in the frame given to `process_frame` (0: not given). The
+    /// FTP ALG reads `l4_payload_len` bytes from there.
+    pub payload_offset: u32,
 }
 
 /// The IP + L4 header embedded in an ICMP error, as it appears in the packet. For an

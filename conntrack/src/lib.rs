@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alg;
 pub mod counters;
 pub mod dump;
 mod extract;
@@ -44,6 +45,7 @@ pub mod tcp;
 pub mod timeouts;
 pub mod tuple;
 
+pub use alg::{Alg, PayloadEdit, TcpFix};
 pub use counters::{Counter, Counters};
 pub use dump::ConnEntry;
 pub use extract::{InnerTuple, InvalidReason, PacketFacts};
@@ -55,6 +57,7 @@ pub use tcp::{TcpInvalid, TcpState, WindowScale};
 pub use timeouts::{TimeoutClass, Timeouts};
 pub use tuple::{Addr, Family, Tuple};
 
+use alg::{ALG_FTP, ALG_TFTP, AlgConn};
 use encap::flowkey::{
     CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK, FRAG_ANY, FRAG_LATER, FlowKey,
 };
@@ -105,6 +108,11 @@ pub struct Config {
     pub frag_hold_timeout: Duration,
     /// Hash key; `None` draws a random one (recommended: flooding attacks).
     pub hash_seed: Option<u64>,
+    /// ALG expectations stored at most at once (all shards); an announcement beyond is
+    /// dropped and counted (`alg_expectation_table_full`).
+    pub max_expectations: usize,
+    /// How long an announced data connection may take to start.
+    pub expectation_timeout: Duration,
 }
 
 impl Default for Config {
@@ -121,6 +129,8 @@ impl Default for Config {
             frag_hold_bytes: 2048,
             frag_hold_timeout: Duration::from_secs(5),
             hash_seed: None,
+            max_expectations: 4096,
+            expectation_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -138,6 +148,8 @@ pub struct CtAction<'a> {
     pub label: Option<(u128, u128)>,
     /// `force`: a committing packet in the reply direction replaces the connection.
     pub force: bool,
+    /// `alg=ftp|tftp`: a connection committed with it is an ALG control connection.
+    pub alg: Option<Alg>,
 }
 
 /// A handle on a stored connection; stale handles (the slot was reused) are refused.
@@ -193,6 +205,9 @@ pub struct CtResult {
     /// (`process_frame` only): the caller must not forward it now; it comes back through
     /// `take_released_fragment`.
     pub held: bool,
+    /// An FTP control packet under NAT: sequence numbers to shift and the announced address
+    /// to rewrite (see [`TcpFix`]).
+    pub tcp_fix: Option<TcpFix>,
 }
 
 /// A NAT binding committed in shard `owner` whose reply key is homed in shard `home`.
@@ -242,12 +257,17 @@ pub struct Conntrack {
     counters: Counters,
     rng: u64,
     expire_cursor: usize,
+    /// ALG state of the connections that have some (related ones, FTP ones under NAT), by
+    /// slab index.
+    alg_conns: hashbrown::HashMap<u32, AlgConn>,
+    /// When `expire` next sweeps the expectations.
+    next_expect_sweep: u64,
 }
 
 impl Conntrack {
     pub fn new(cfg: Config) -> Result<Conntrack, CtError> {
         let seed = cfg.hash_seed.unwrap_or_else(random_seed);
-        let shared = Arc::new(shared::Shared::new(1, seed));
+        let shared = Arc::new(shared::Shared::new(1, seed, cfg.max_expectations));
         Self::new_shard(cfg, seed, shared, 0, None)
     }
 
@@ -289,6 +309,8 @@ impl Conntrack {
             counters: Counters::default(),
             rng: encap::hash::fmix64(seed ^ 0xa076_1d64_78bd_642f ^ u64::from(shard)) | 1,
             expire_cursor: 0,
+            alg_conns: hashbrown::HashMap::new(),
+            next_expect_sweep: 0,
             cfg,
         })
     }
@@ -304,6 +326,12 @@ impl Conntrack {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// ALG expectations waiting for their data connection (shared by all shards; expired
+    /// ones not yet swept included).
+    pub fn expectations(&self) -> usize {
+        self.shared.expect.len()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -404,7 +432,13 @@ impl Conntrack {
             }) => {
                 let seg = extract::tcp_segment(key, facts);
                 let icmp = (key.icmp_type, key.icmp_code);
-                self.track(tuple, kind, later_frag, &seg, icmp, act, now, peek)
+                let payload = match (frame, facts.payload_offset as usize) {
+                    (Some((bytes, _)), off) if off > 0 && !later_frag => bytes
+                        .get(off..off.saturating_add(facts.l4_payload_len as usize))
+                        .unwrap_or(&[]),
+                    _ => &[],
+                };
+                self.track(tuple, kind, later_frag, &seg, icmp, act, now, peek, payload)
             }
         }
     }
@@ -448,6 +482,30 @@ impl Conntrack {
 
     #[allow(clippy::too_many_arguments)]
     fn track(
+        &mut self,
+        tuple: Tuple,
+        kind: Kind,
+        later_frag: bool,
+        seg: &TcpSegment,
+        icmp: (u8, u8),
+        act: &CtAction<'_>,
+        now: u64,
+        peek: Option<&dyn Fn(&Tuple) -> bool>,
+        payload: &[u8],
+    ) -> CtResult {
+        let mut res = self.track_conn(tuple, kind, later_frag, seg, icmp, act, now, peek);
+        if let Some(id) = res.conn
+            && res.ct_state & CT_INV == 0
+            && self.slab.get(id.index).alg != 0
+        {
+            let reply = res.ct_state & CT_RPL != 0;
+            self.alg_packet(&mut res, id.index, reply, seg, payload, act, now);
+        }
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn track_conn(
         &mut self,
         tuple: Tuple,
         kind: Kind,
@@ -502,8 +560,26 @@ impl Conntrack {
     ) -> Option<CtResult> {
         let seq_check = self.cfg.tcp_seq_check;
         let c = self.slab.get_mut(idx);
+        // An FTP control connection whose payload NAT resized: the tracker sees each side's
+        // acknowledgments in the numbering of the sequence numbers it saw from the other.
+        let mut seg = *seg;
+        let mut tcp_fix = None;
+        if c.alg == ALG_FTP
+            && act.nat.is_some()
+            && let Some(st) = self.alg_conns.get(&idx)
+        {
+            let (mine, theirs) = (st.skew[reply as usize], st.skew[!reply as usize]);
+            if mine != 0 || theirs != 0 {
+                seg.ack = seg.ack.wrapping_sub(theirs as u32);
+                tcp_fix = Some(TcpFix {
+                    seq_delta: mine,
+                    ack_delta: theirs.wrapping_neg(),
+                    edit: None,
+                });
+            }
+        }
         let verdict = match &mut c.proto {
-            ProtoState::Tcp(t) if !later_frag => t.update(reply, seg, seq_check),
+            ProtoState::Tcp(t) if !later_frag => t.update(reply, &seg, seq_check),
             ProtoState::Other { multiple } => {
                 // Stores only on a change: the connection's cache line stays clean (shared
                 // with readers on other cores) for the packets that follow.
@@ -522,7 +598,8 @@ impl Conntrack {
         if reply && !c.seen_reply {
             c.seen_reply = true;
         }
-        if act.commit {
+        // A related connection keeps its control connection's mark and label (Open vSwitch).
+        if act.commit && !c.related {
             if let Some((value, mask)) = act.mark {
                 c.mark = (c.mark & !mask) | (value & mask);
             }
@@ -543,6 +620,13 @@ impl Conntrack {
         if reply {
             state |= CT_RPL;
         }
+        let mut orig = (c.orig, c.icmp_type_code);
+        if c.related {
+            state |= CT_REL;
+            if let Some(p) = self.alg_conns.get(&idx).and_then(|s| s.parent) {
+                orig = (p, (0, 0));
+            }
+        }
         let mut rewrite = None;
         if act.nat.is_some() && c.nat != 0 {
             let (wire, bits) = nat_view(c, reply);
@@ -559,7 +643,7 @@ impl Conntrack {
             ct_state: state,
             ct_mark: c.mark,
             ct_label: c.label,
-            orig: Some((c.orig, c.icmp_type_code)),
+            orig: Some(orig),
             ct_zone: act.zone,
             conn: Some(ConnId {
                 index: idx,
@@ -569,6 +653,7 @@ impl Conntrack {
             drop: None,
             invalid: None,
             held: false,
+            tcp_fix,
         })
     }
 
@@ -605,6 +690,21 @@ impl Conntrack {
             orig: Some((tuple, if tuple.is_icmp() { icmp } else { (0, 0) })),
             ..CtResult::default()
         };
+        // A data connection an ALG announced: related to its control connection, whose
+        // original tuple, mark and label it reports (Open vSwitch).
+        let expected = match self.shared.expect.find(&tuple, now) {
+            Ok(x) => x,
+            Err(()) => {
+                self.counters.bump(Counter::AlgExpectRemoved);
+                None
+            }
+        };
+        if let Some(x) = &expected {
+            res.ct_state |= CT_REL;
+            res.orig = Some((x.parent, (0, 0)));
+            res.ct_mark = x.mark;
+            res.ct_label = x.label;
+        }
         if !act.commit {
             return res;
         }
@@ -645,8 +745,13 @@ impl Conntrack {
                 .uncharge(tuple.zone, src_slot, src_generation, None)
         };
 
-        let (wire, nat_flags) = match act.nat.filter(|s| s.has_range()) {
+        let (wire, nat_flags) = match act.nat.filter(|s| s.has_range() || expected.is_some()) {
             None => (tuple, 0),
+            // Translated like its control connection, whatever the action's own range.
+            Some(_) if expected.is_some() => expected
+                .as_ref()
+                .and_then(|x| alg::related_wire(&tuple, x))
+                .unwrap_or((tuple, 0)),
             Some(spec) => {
                 let req = AllocRequest {
                     spec,
@@ -730,6 +835,16 @@ impl Conntrack {
         if let Some((value, mask)) = act.label {
             conn.label = value & mask;
         }
+        if let Some(a) = act.alg.filter(|a| a.proto() == tuple.proto) {
+            conn.alg = a.code();
+        }
+        if let Some(x) = &expected {
+            conn.related = true;
+            conn.mark = x.mark;
+            conn.label = x.label;
+            self.shared.expect.remove(&x.key);
+            self.counters.bump(Counter::AlgRelated);
+        }
         conn.src_slot = src_slot;
         conn.src_generation = src_generation;
         conn.class = class_of(&conn);
@@ -738,6 +853,15 @@ impl Conntrack {
         }
         let expires = now.saturating_add(self.timeouts_ns[conn.class as usize]);
         let idx = self.slab.insert(conn, expires);
+        if let Some(x) = &expected {
+            self.alg_conns.insert(
+                idx,
+                AlgConn {
+                    parent: Some(x.parent),
+                    ..AlgConn::default()
+                },
+            );
+        }
         let seed = self.seed;
         self.table.insert_unique(
             hash,
@@ -884,6 +1008,82 @@ impl Conntrack {
             drop: None,
             invalid: None,
             held: false,
+            tcp_fix: None,
+        }
+    }
+
+    /// ALG work on a packet of a control connection, once it is tracked: a TFTP request
+    /// announces the server's answer; an FTP control packet may announce a data connection in
+    /// its payload (rewritten under NAT, see [`TcpFix`]).
+    #[allow(clippy::too_many_arguments)]
+    fn alg_packet(
+        &mut self,
+        res: &mut CtResult,
+        idx: u32,
+        reply: bool,
+        seg: &TcpSegment,
+        payload: &[u8],
+        act: &CtAction<'_>,
+        now: u64,
+    ) {
+        let c = *self.slab.get(idx);
+        let timeout = u64::try_from(self.cfg.expectation_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let expires = now.saturating_add(timeout);
+        match c.alg {
+            ALG_TFTP if !reply => {
+                let e = alg::tftp_expectation(&c.orig, &c.reply, c.mark, c.label, expires);
+                self.add_expectation(e, now);
+            }
+            ALG_FTP if !payload.is_empty() => {
+                let announced = match alg::ftp::parse(payload, c.orig.family) {
+                    alg::ftp::FtpMsg::Other => return,
+                    alg::ftp::FtpMsg::Invalid => None,
+                    alg::ftp::FtpMsg::Endpoint(e) => Some(e),
+                };
+                let nat = act.nat.is_some() && c.nat != 0;
+                let out = announced.and_then(|e| {
+                    alg::ftp_expectation(
+                        &e, &c.orig, &c.reply, reply, nat, c.mark, c.label, expires,
+                    )
+                });
+                let Some(out) = out else {
+                    // Open vSwitch marks it invalid too, keeping the other bits.
+                    res.ct_state |= CT_INV;
+                    self.counters.bump(Counter::AlgFtpInvalid);
+                    return;
+                };
+                self.add_expectation(out.expectation, now);
+                let Some(edit) = out.edit else {
+                    return;
+                };
+                let dir = usize::from(reply);
+                let st = self.alg_conns.entry(idx).or_default();
+                let seq_delta = match st.last_edit[dir] {
+                    Some((seq, d)) if seq == seg.seq => st.skew[dir].wrapping_sub(d),
+                    _ => {
+                        let before = st.skew[dir];
+                        st.skew[dir] = before.wrapping_add(edit.delta());
+                        st.last_edit[dir] = Some((seg.seq, edit.delta()));
+                        before
+                    }
+                };
+                res.tcp_fix = Some(TcpFix {
+                    seq_delta,
+                    ack_delta: st.skew[1 - dir].wrapping_neg(),
+                    edit: Some(edit),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn add_expectation(&mut self, e: alg::expect::Expectation, now: u64) {
+        let (stored, expired) = self.shared.expect.insert(e, now);
+        self.counters.add(Counter::AlgExpectRemoved, expired as u64);
+        match stored {
+            Ok(true) => self.counters.bump(Counter::AlgExpected),
+            Ok(false) => {}
+            Err(alg::expect::ExpectRefused::Full) => self.counters.bump(Counter::AlgExpectFull),
         }
     }
 
@@ -929,6 +1129,13 @@ impl Conntrack {
         }
         self.shared
             .uncharge(c.orig.zone, c.src_slot, c.src_generation, dnat_key(&c));
+        if c.alg != 0 {
+            let n = self.shared.expect.remove_parent(&c.orig);
+            self.counters.add(Counter::AlgExpectRemoved, n as u64);
+        }
+        if c.alg != 0 || c.related {
+            self.alg_conns.remove(&idx);
+        }
         if c.nat != 0 && c.reply != c.orig.reversed() {
             self.shared.unroute(&c.reply, self.shard);
         }
@@ -1048,6 +1255,11 @@ impl Conntrack {
             }
         }
         self.counters.add(Counter::Expired, n as u64);
+        if now >= self.next_expect_sweep {
+            self.next_expect_sweep = now.saturating_add(REFRESH_GRANULARITY_NS);
+            let gone = self.shared.expect.purge(now, None);
+            self.counters.add(Counter::AlgExpectRemoved, gone as u64);
+        }
         let dropped = self.hold.expire(now);
         self.counters.add(Counter::FragHoldExpired, dropped as u64);
         n
@@ -1063,6 +1275,8 @@ impl Conntrack {
         for &i in &victims {
             self.delete(i);
         }
+        let gone = self.shared.expect.purge(0, Some(zone));
+        self.counters.add(Counter::AlgExpectRemoved, gone as u64);
         self.counters.add(Counter::Flushed, victims.len() as u64);
         victims.len()
     }
@@ -1120,6 +1334,12 @@ impl Conntrack {
             icmp_type_code: c.orig.is_icmp().then_some(c.icmp_type_code),
             expires_in_ns: c.expires.saturating_sub(now),
             seen_reply: c.seen_reply,
+            helper: match c.alg {
+                ALG_FTP => Some(Alg::Ftp),
+                ALG_TFTP => Some(Alg::Tftp),
+                _ => None,
+            },
+            related: c.related,
         }
     }
 

@@ -109,7 +109,7 @@ impl Sharded {
             return Err(CtError::BadMaxConns(cfg.max_conns));
         }
         let seed = cfg.hash_seed.unwrap_or_else(crate::random_seed);
-        let shared = Arc::new(Shared::new(n as u32, seed));
+        let shared = Arc::new(Shared::new(n as u32, seed, cfg.max_expectations));
         // Each shard is sized for twice its share (plus some): the shared accounting bounds the
         // total, and a shard that gets more than that grows.
         let cap = if n == 1 {
@@ -326,6 +326,12 @@ impl Sharded {
     /// Live connections (including expired ones not yet reaped).
     pub fn len(&self) -> usize {
         self.shared.acct().live
+    }
+
+    /// ALG expectations waiting for their data connection (expired ones not yet swept
+    /// included).
+    pub fn expectations(&self) -> usize {
+        self.shared.expect.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -49,6 +49,8 @@ type RouteShard = Mutex<HashTable<(Tuple, u32)>>;
 
 pub(crate) struct Shared {
     pub shards: u32,
+    /// ALG expectations, for every shard (a data connection's addresses may hash elsewhere).
+    pub expect: crate::alg::expect::Expectations,
     seed: u64,
     acct: Mutex<Acct>,
     routes: Box<[RouteShard]>,
@@ -67,10 +69,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(shards: u32, seed: u64) -> Shared {
+    pub fn new(shards: u32, seed: u64, max_expectations: usize) -> Shared {
         let routes = if shards > 1 { shards } else { 0 };
         Shared {
             shards,
+            expect: crate::alg::expect::Expectations::new(max_expectations, seed),
             seed: encap::hash::fmix64(seed ^ 0x3c6e_f372_fe94_f82b),
             acct: Mutex::new(Acct {
                 live: 0,

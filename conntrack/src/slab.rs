@@ -33,6 +33,10 @@ pub(crate) struct Conn {
     pub label: u128,
     /// `NAT_SRC` / `NAT_DST`.
     pub nat: u8,
+    /// The ALG it is a control connection of (`alg::ALG_*`).
+    pub alg: u8,
+    /// A data connection an ALG announced (`+rel` on every packet).
+    pub related: bool,
     pub seen_reply: bool,
     pub proto: ProtoState,
     /// ICMP type/code of the first packet (for the dump), zero otherwise.
@@ -58,6 +62,8 @@ impl Conn {
             mark: 0,
             label: 0,
             nat: 0,
+            alg: 0,
+            related: false,
             seen_reply: false,
             proto,
             icmp_type_code: (0, 0),

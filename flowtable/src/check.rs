@@ -16,7 +16,7 @@ use encap::flowkey::{CT_EST, CT_INV, CT_NEW, CT_RPL, FRAG_LATER, VLAN_PRESENT};
 
 use crate::action::{Action, Instructions, Nat, SubField};
 use crate::fields::{FieldId, Prereq};
-use crate::match_::{ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_TCP, Match};
+use crate::match_::{ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP, Match};
 use crate::table::TableError;
 
 /// What the actions see of the flow as they run: the match, with its VLAN stack (Open vSwitch
@@ -167,6 +167,20 @@ impl Walk<'_> {
                     return Err(TableError::MatchInconsistent(
                         "ct needs a flow that matches ip or ipv6 (and does not commit +inv)".into(),
                     ));
+                }
+                // `check_CT` too: an ALG needs its protocol in the match.
+                let proto = self.m.value.nw_proto;
+                if (ct.alg == Some(21) && proto != IPPROTO_TCP)
+                    || (ct.alg == Some(69) && proto != IPPROTO_UDP)
+                {
+                    let (alg, needs) = if ct.alg == Some(21) {
+                        ("ftp", "tcp")
+                    } else {
+                        ("tftp", "udp")
+                    };
+                    return Err(TableError::MatchInconsistent(format!(
+                        "ct(alg={alg}) needs a flow that matches {needs}"
+                    )));
                 }
                 if let Some(crate::action::CtZone::Field(sf)) = &ct.zone {
                     // Open vSwitch stops here: with a zone from a field, the nested actions

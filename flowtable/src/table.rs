@@ -100,9 +100,9 @@ pub enum TableError {
         "NXBAC_BAD_CONJUNCTION: \"conjunction\" actions may be used along with \"note\" but not any other kind of action"
     )]
     BadConjunction,
-    /// `OFPBAC_BAD_ARGUMENT`: `ct(alg=..)`; no application-layer gateway is implemented, and
-    /// accepting it would track the control connection without its related data connections.
-    #[error("OFPBAC_BAD_ARGUMENT: ct(alg={0}) is not supported (no FTP/TFTP ALG)")]
+    /// `OFPBAC_BAD_ARGUMENT`: `ct(alg=..)` with a port that has no application-layer gateway
+    /// (only ftp, 21, and tftp, 69, have one; ovs-ofctl names no other).
+    #[error("OFPBAC_BAD_ARGUMENT: ct(alg={0}) is not supported (only ftp and tftp have an ALG)")]
     UnsupportedAlg(u16),
     /// `OFPBAC_BAD_SET_ARGUMENT`: a write to a read-only field.
     #[error("OFPBAC_BAD_SET_ARGUMENT: destination field {0} is not writable")]
@@ -756,7 +756,7 @@ impl Pipeline {
                     return Err(TableError::BadOutPort(port.0));
                 }
                 Action::Ct(ct) => {
-                    if let Some(port) = ct.alg {
+                    if let Some(port) = ct.alg.filter(|p| !matches!(p, 21 | 69)) {
                         return Err(TableError::UnsupportedAlg(port));
                     }
                     for a in &ct.exec {

@@ -1,7 +1,8 @@
 //! OpenFlow match fields and actions of issue 15, executed on packets through the in-memory
 //! datapath (no root): conjunctive matching, `ct(force)`, `pkt_mark`, `multipath` and
 //! `bundle` (their exact choices are compared with Open vSwitch by the differential suite), and
-//! the refusals of what the switch does not execute (`ct(alg=..)`, writes to `conj_id`).
+//! the refusals of what the switch does not execute (`ct(alg=..)` without its protocol or on a
+//! port without an ALG, writes to `conj_id`).
 
 use encap::build::FrameBuilder;
 use vswitch::datapath;
@@ -154,8 +155,20 @@ fn conjunction_flows_are_validated_like_ovs() {
 fn unexecuted_actions_are_refused_not_accepted() {
     let b = bench(1);
     for (flow, want) in [
-        ("ip,actions=ct(commit,alg=ftp)", "alg"),
-        ("udp,actions=ct(commit,alg=tftp)", "alg"),
+        // An ALG needs its protocol in the match (Open vSwitch's check_CT).
+        (
+            "ip,actions=ct(commit,alg=ftp)",
+            "needs a flow that matches tcp",
+        ),
+        (
+            "tcp,actions=ct(commit,alg=tftp)",
+            "needs a flow that matches udp",
+        ),
+        // Only ftp and tftp have an ALG.
+        (
+            "tcp,actions=ct(commit,alg=22)",
+            "only ftp and tftp have an ALG",
+        ),
         ("ip,actions=ct(force)", "requires \"commit\""),
         (
             "actions=bundle_load(eth_src,0,hrw,ofport,NXM_NX_REG0[0..7],members:1)",

@@ -149,6 +149,8 @@ pub struct CtAction {
     pub label: Option<(u128, u128)>,
     /// `table=T`: recirculate into table T with ct fields filled in.
     pub recirc_table: Option<u8>,
+    /// `alg=ftp|tftp`: the connection committed is an ALG control connection.
+    pub alg: Option<conntrack::Alg>,
 }
 
 /// A select group whose bucket the datapath chooses per packet, from a hash of the packet's

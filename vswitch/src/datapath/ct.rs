@@ -15,7 +15,10 @@ use conntrack::{CtDrop, Cursor, PacketFacts, Sharded};
 /// the next pipeline pass sees it (ct fields set, NAT applied), `None` when conntrack kept the
 /// packet (a fragment ahead of its first fragment: it comes back through
 /// `Sharded::take_released_fragment`, with `key` as its metadata), or why it must be dropped.
-/// Shards are locked through `cur`, and let go before this returns.
+/// Shards are locked through `cur`, and let go before this returns. An FTP ALG's fix is
+/// applied on the packet's first pass through this zone only (`first_pass`); when it resized
+/// the payload, `*resized` is set: the caller's offsets past the L4 header (and the IP end)
+/// must be parsed again.
 #[allow(clippy::too_many_arguments)]
 pub fn run<'a>(
     ct: &'a Sharded,
@@ -26,6 +29,8 @@ pub fn run<'a>(
     key: &FlowKey,
     parsed: &Parsed,
     act: &CtAction,
+    first_pass: bool,
+    resized: &mut bool,
 ) -> Result<Option<FlowKey>, DropReason> {
     if parsed.error.is_some() {
         // A cut-short or inconsistent header: conntrack cannot identify a connection, the
@@ -48,6 +53,7 @@ pub fn run<'a>(
             mark: act.mark,
             label: act.label,
             force: act.force,
+            alg: act.alg,
         },
         now,
         Some((pkt.data(), key)),
@@ -125,7 +131,87 @@ pub fn run<'a>(
             );
         }
     }
+    if let Some(fix) = res.tcp_fix.filter(|_| key.nw_proto == 6 && first_pass) {
+        *resized = apply_tcp_fix(pkt, parsed, key.eth_type == 0x86dd, &fix);
+    }
     Ok(Some(next))
+}
+
+/// Applies an FTP ALG's fix to a TCP packet (after its NAT): sequence and acknowledgment
+/// numbers shifted by what earlier rewrites added, then the announced address replaced in the
+/// payload (the frame grows or shrinks behind it, the IP length follows) and the TCP checksum
+/// computed again (or, for a checksum left to offload, its pseudo-header part). Returns whether
+/// the frame's length changed. A GSO frame, or one without tailroom, keeps its payload (the
+/// peer then sees the untranslated address, as with Open vSwitch at its MTU limit).
+fn apply_tcp_fix(pkt: &mut PacketBuf, parsed: &Parsed, v6: bool, fix: &conntrack::TcpFix) -> bool {
+    const TCP_ACK: u8 = 0x10;
+    let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
+    else {
+        return false;
+    };
+    let mut end = end.min(pkt.len());
+    if end < l4 + 20 {
+        return false;
+    }
+    let f = pkt.data_mut();
+    let seq = rd32(f, l4 + 4).wrapping_add(fix.seq_delta as u32);
+    f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    if f[l4 + 13] & TCP_ACK != 0 {
+        let ack = rd32(f, l4 + 8).wrapping_add(fix.ack_delta as u32);
+        f[l4 + 8..l4 + 12].copy_from_slice(&ack.to_be_bytes());
+    }
+    let data = l4 + usize::from(f[l4 + 12] >> 4) * 4;
+    let mut resized = false;
+    if let Some(edit) = fix.edit.filter(|_| pkt.meta.gso.is_none()) {
+        let at = data + usize::from(edit.offset);
+        let old_end = at + usize::from(edit.old_len);
+        let text = edit.text();
+        let new_end = (end as i64 + i64::from(edit.delta())) as usize;
+        if old_end <= end && new_end <= pkt.len() + pkt.tailroom() {
+            if new_end > pkt.len() {
+                let _ = pkt.set_len(new_end);
+            }
+            let f = pkt.data_mut();
+            f.copy_within(old_end..end, at + text.len());
+            f[at..at + text.len()].copy_from_slice(text);
+            // Ethernet padding behind the IP packet goes: the frame ends with the packet.
+            pkt.truncate(new_end);
+            let f = pkt.data_mut();
+            if v6 {
+                let plen = (new_end - (l3 + 40)) as u16;
+                f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+            } else {
+                let tot = (new_end - l3) as u16;
+                f[l3 + 2..l3 + 4].copy_from_slice(&tot.to_be_bytes());
+                let ihl = usize::from(f[l3] & 0x0f) * 4;
+                f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+                let c = encap::checksum::ipv4_header(&f[l3..l3 + ihl]);
+                f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            }
+            end = new_end;
+            resized = true;
+        }
+    }
+    let partial = pkt.meta.csum_not_ready;
+    let f = pkt.data_mut();
+    let l4_len = end - l4;
+    let pseudo = if v6 {
+        let (mut s, mut d) = ([0u8; 16], [0u8; 16]);
+        s.copy_from_slice(&f[l3 + 8..l3 + 24]);
+        d.copy_from_slice(&f[l3 + 24..l3 + 40]);
+        encap::checksum::pseudo_header_v6(&s.into(), &d.into(), 6, l4_len as u32)
+    } else {
+        let a = |at: usize| std::net::Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
+        encap::checksum::pseudo_header_v4(a(l3 + 12), a(l3 + 16), 6, l4_len as u16)
+    };
+    let csum = if partial {
+        encap::checksum::fold(pseudo)
+    } else {
+        f[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+        encap::checksum::finish(pseudo, &f[l4..end])
+    };
+    f[l4 + 16..l4 + 18].copy_from_slice(&csum.to_be_bytes());
+    resized
 }
 
 /// Writes `ct_label` and the original-direction tuple fields (`ct_nw_src` ... `ct_tp_dst`) as
@@ -205,6 +291,7 @@ fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
                 .map(|b| (b >> 4) as usize * 4)
                 .unwrap_or(20);
             f.l4_payload_len = end.saturating_sub(l4 + data_off) as u32;
+            f.payload_offset = (l4 + data_off) as u32;
             f.tcp_wscale = super::icmp::tcp_wscale(frame, l4, data_off, key.tcp_flags);
         }
         17 => f.l4_payload_len = end.saturating_sub(l4 + 8) as u32,

@@ -603,6 +603,9 @@ fn execute_list(
                 key.icmp_code = *c;
             }
             DpAction::Ct(ct) => {
+                // A second `ct` in the same zone sees the packet after the first one's NAT and
+                // ALG fix: the fix (sequence shift) must not be applied twice.
+                let first_pass = !matches!(ctx.ct_first, Some((zone, _)) if zone == ct.zone);
                 let lookup_key = match ctx.ct_first {
                     Some((zone, first)) if zone == ct.zone => first,
                     _ => {
@@ -611,6 +614,7 @@ fn execute_list(
                     }
                 };
                 let now_ns = ctx.now_ns;
+                let mut resized = false;
                 let next = match super::ct::run(
                     ctx.ct,
                     &mut ctx.ct_cur,
@@ -620,6 +624,8 @@ fn execute_list(
                     key,
                     parsed,
                     ct,
+                    first_pass,
+                    &mut resized,
                 ) {
                     Ok(Some(next)) => next,
                     Ok(None) => return,
@@ -628,6 +634,10 @@ fn execute_list(
                         return;
                     }
                 };
+                if resized {
+                    // An FTP ALG rewrote the payload: the IP end moved.
+                    *parsed = reparse(pkt, &next);
+                }
                 if let Some(table) = ct.recirc_table {
                     if recirc >= MAX_RECIRC {
                         ctx.bridge.drops.add(DropReason::LoopDetected, 1);

@@ -1263,6 +1263,8 @@ impl<'a> Xlate<'a> {
             mark,
             label,
             recirc_table: ct.table,
+            // The flow table refuses any other port: only these two have an ALG.
+            alg: ct.alg.and_then(conntrack::Alg::from_port),
         }));
         if ct.table.is_some() {
             self.recirc_meta = self.key;

@@ -2,6 +2,7 @@
 //! `tcp,in=1,vlan=10,nw_src=10.0.0.1,tp_dst=80,flags=S,payload=20`, or `hex=...` for raw bytes.
 //! Built by hand (checksums included) so that malformed variants are one key away:
 //! `trunc=N` cuts the frame, `ihl=`, `totlen=`, `bad_csum`, `frag=` bend the IP header.
+//! `data_hex=...` gives the L4 payload bytes (`payload=N` makes N filler bytes).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -154,6 +155,7 @@ const KNOWN: &[&str] = &[
     "arp_sha",
     "arp_tha",
     "payload",
+    "data_hex",
     "trunc",
     "pad",
     "bad_l4_csum",
@@ -206,6 +208,10 @@ fn tcp_flags(s: &str) -> Result<u16, String> {
 }
 
 fn payload(keys: &Keys) -> Result<Vec<u8>, String> {
+    // Literal L4 payload bytes (an FTP command: commas cannot appear in a description).
+    if let Some(h) = keys.get("data_hex") {
+        return hex(h);
+    }
     let n = keys.num_or("payload", 8)? as usize;
     Ok((0..n)
         .map(|i| (i as u8).wrapping_mul(7).wrapping_add(0x41))
