@@ -7,7 +7,8 @@
 //! - Only committed connections are remembered. An uncommitted new connection gets
 //!   `+trk+new` and leaves no trace.
 //! - `ct_state`: `trk` always; `new` until the reply direction has been seen, `est` after;
-//!   `rpl` for reply-direction packets; `rel` for ICMP errors about a connection; `inv` for
+//!   `rpl` for reply-direction packets; `rel` for ICMP errors about a connection and for the
+//!   data connections an ALG announced (`alg`: `ct(commit,alg=ftp|tftp)`); `inv` for
 //!   packets conntrack rejects (`CtResult::invalid` says why); `snat`/`dnat` when this packet's
 //!   source/destination is rewritten.
 //! - NAT is chosen at commit and undone automatically for replies; `CtResult::rewrite` says
