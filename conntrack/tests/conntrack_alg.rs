@@ -701,3 +701,72 @@ fn related_connection_across_shards_with_nat() {
     assert_eq!(ct.counters().get(Counter::AlgRelated), 16);
     assert_eq!(ct.expectations(), 0);
 }
+
+mod arbitrary_payloads {
+    //! What the fuzz target `ftp_alg` checks, run as a property test: any control payload
+    //! (random bytes, or an announcement with bytes changed) never panics, and a rewrite it
+    //! asks for lies inside the payload.
+    use super::*;
+    use conntrack::alg::ftp::{self, FtpMsg};
+    use proptest::prelude::*;
+
+    fn payloads() -> impl Strategy<Value = Vec<u8>> {
+        let seeds: Vec<&'static [u8]> = vec![
+            b"PORT 10,0,0,1,19,137\r\n",
+            b"227 Entering Passive Mode (10,0,0,2,117,48).\r\n",
+            b"EPRT |1|10.0.0.1|5282|\r\n",
+            b"229 Entering Extended Passive Mode (|||6446|)\r\n",
+        ];
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300),
+            (
+                prop::sample::select(seeds),
+                prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+                any::<prop::sample::Index>(),
+            )
+                .prop_map(|(seed, changes, cut)| {
+                    let mut v = seed.to_vec();
+                    for (at, b) in changes {
+                        let i = at.index(v.len());
+                        v[i] = b;
+                    }
+                    v.truncate(cut.index(v.len() + 1));
+                    v
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parser_and_alg_never_panic(data in payloads()) {
+            for family in [Family::V4, Family::V6] {
+                if let FtpMsg::Endpoint(e) = ftp::parse(&data, family) {
+                    let (a, b) = e.addr_span;
+                    prop_assert!(a <= b && b <= data.len().min(ftp::WINDOW));
+                    prop_assert_eq!(e.addr.is_some(), b > a);
+                    prop_assert_ne!(e.port, 0);
+                }
+            }
+            let mut ct = table(Config { max_conns: 16, max_expectations: 4, ..Config::default() });
+            let (c, s, n) = ("10.0.0.1", "10.0.0.2", "192.0.2.9");
+            let snat = NatSpec::snat(NatRange::addr(addr(n)));
+            let plain = NatSpec::default();
+            let master = CtAction { nat: Some(&snat), ..with_alg(commit(0), Alg::Ftp) };
+            let tracked = CtAction { nat: Some(&plain), ..track(0) };
+            ftp_control(&mut ct, c, s, n, &master, &tracked);
+            for (k, seq, ack) in [
+                (tcp(c, 40000, s, 21, TCP_ACK), 101, 901),
+                (tcp(s, 21, n, 40000, TCP_ACK), 901, 101),
+            ] {
+                let r = send(&mut ct, &k, seq, ack, &data, &tracked, 0);
+                if let Some(edit) = r.tcp_fix.and_then(|f| f.edit) {
+                    let end = usize::from(edit.offset) + usize::from(edit.old_len);
+                    prop_assert!(end <= data.len().min(ftp::WINDOW));
+                    prop_assert_eq!(edit.delta(), edit.text().len() as i32 - i32::from(edit.old_len));
+                }
+            }
+        }
+    }
+}
