@@ -75,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
             let end = usize::from(edit.offset) + usize::from(edit.old_len);
             assert!(end <= data.len().min(ftp::WINDOW));
             assert!(!edit.text().is_empty());
-            assert_eq!(edit.delta(), edit.text().len() as i32 - i32::from(edit.old_len));
+            assert_eq!(
+                edit.delta(),
+                edit.text().len() as i32 - i32::from(edit.old_len)
+            );
         }
     }
 });
