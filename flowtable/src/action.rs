@@ -236,6 +236,19 @@ pub enum Action {
     /// Nicira `bundle(...)` (outputs to the chosen member) and `bundle_load(...)` (writes the
     /// chosen member's port number to a field).
     Bundle(Box<Bundle>),
+    /// `sample(...)` (NXAST_SAMPLE, SAMPLE2, SAMPLE3): counts the packet for its collector set
+    /// with probability `probability / 65535`; the packet itself is unchanged.
+    Sample(Sample),
+    /// `dec_ttl(id1,id2,...)` (NXAST_DEC_TTL_CNT_IDS): `dec_ttl` whose TTL-expiry packet-in
+    /// (reason `invalid_ttl`) goes to the controllers with these ids.
+    DecTtlIds(Vec<u16>),
+    /// `resubmit(port,table,ct)` (NXAST_RESUBMIT_TABLE_CT): as `resubmit`, but the lookup
+    /// sees the connection's original tuple (`ct_nw_src`, `ct_tp_dst`, ...) in place of the
+    /// packet's addresses, protocol and ports.
+    ResubmitCt {
+        in_port: Option<OfPort>,
+        table: Option<u8>,
+    },
 }
 
 /// The packet fields `multipath` and `bundle` hash (`NX_HASH_FIELDS_*`, in wire order).
@@ -399,6 +412,28 @@ pub struct Bundle {
     pub members: Vec<OfPort>,
 }
 
+/// Which way a sampled packet was going, for the IPFIX record (`ingress`, `egress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SampleDirection {
+    #[default]
+    Default,
+    Ingress,
+    Egress,
+}
+
+/// The `sample(...)` action (Open vSwitch `ovs-actions(7)`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Sample {
+    /// Packets sampled out of 65535 (1 or more).
+    pub probability: u16,
+    pub collector_set_id: u32,
+    pub obs_domain_id: u32,
+    pub obs_point_id: u32,
+    /// `sampling_port=`: the port the sample describes (`None`: OFPP_NONE).
+    pub sampling_port: Option<OfPort>,
+    pub direction: SampleDirection,
+}
+
 /// Where a `learn` spec takes its bits from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LearnSrc {
@@ -482,6 +517,33 @@ impl Action {
             Action::Controller(_) => port == OfPort::CONTROLLER,
             Action::Ct(ct) => ct.exec.iter().any(|a| a.outputs_to(port)),
             Action::Clone(inner) => inner.iter().any(|a| a.outputs_to(port)),
+            _ => false,
+        }
+    }
+
+    /// Whether Open vSwitch admits this action in an action set (`write_actions`): the
+    /// actions `ofpacts_execute_action_set` knows how to order; anything else is refused
+    /// with OFPBAC_BAD_TYPE. `output:CONTROLLER` is an output; `controller(...)` is not.
+    pub fn allowed_in_action_set(&self) -> bool {
+        match self {
+            Action::Controller(c) => {
+                c.reason == PacketInReason::Action && c.id == 0 && c.userdata.is_empty() && !c.pause
+            }
+            Action::Output { .. }
+            | Action::Group(_)
+            | Action::Resubmit { .. }
+            | Action::ResubmitCt { .. }
+            | Action::Ct(_)
+            | Action::CtClear
+            | Action::PopVlan
+            | Action::PushVlan(_)
+            | Action::DecTtl
+            | Action::DecTtlIds(_)
+            | Action::SetField { .. }
+            | Action::RegLoad { .. }
+            | Action::Move { .. }
+            | Action::SetNwTtl(_)
+            | Action::SetQueue(_) => true,
             _ => false,
         }
     }

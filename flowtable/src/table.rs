@@ -123,6 +123,10 @@ pub enum TableError {
     /// `bundle_load` destination narrower than 16 bits).
     #[error("OFPBAC_BAD_ARGUMENT: {0}")]
     BadArgument(String),
+    /// `OFPBAC_BAD_TYPE`: an action Open vSwitch does not admit in an action set
+    /// (`write_actions`): "disallowed action in action set".
+    #[error("OFPBAC_BAD_TYPE: disallowed action in action set: {0}")]
+    ActionSetDisallowed(String),
 }
 
 /// `OFPET_EXPERIMENTER`: the type of Nicira-extension errors (experimenter 0x2320).
@@ -161,6 +165,7 @@ impl TableError {
             TableError::BadArgument(_) => (OFPET_BAD_ACTION, 5),
             TableError::MatchInconsistent(_) => (OFPET_BAD_ACTION, 10),
             TableError::BadTag => (OFPET_BAD_ACTION, 12),
+            TableError::ActionSetDisallowed(_) => (OFPET_BAD_ACTION, 0),
         }
     }
 }
@@ -204,6 +209,15 @@ pub fn check_learn(l: &crate::action::Learn, flow: &Match) -> Result<(), TableEr
         }
     }
     Ok(())
+}
+
+/// Open vSwitch's `is_ct_valid` on a match: it requires a conntrack state bit that implies a
+/// connection, or an explicit `+trk-inv`.
+fn ct_state_valid(m: &Match) -> bool {
+    use encap::flowkey::{CT_DNAT, CT_EST, CT_INV, CT_NEW, CT_REL, CT_RPL, CT_SNAT, CT_TRK};
+    let (v, mask) = (m.value.ct_state & m.mask.ct_state, m.mask.ct_state);
+    v & (CT_NEW | CT_EST | CT_REL | CT_RPL | CT_SNAT | CT_DNAT) != 0
+        || (v & CT_TRK != 0 && mask & CT_INV != 0 && v & CT_INV == 0)
 }
 
 /// Fields a flow may match on but never write (OVS: `Access: read-only`); `ct_label` is
@@ -803,6 +817,13 @@ impl Pipeline {
     ) -> Result<(), TableError> {
         // In Open vSwitch's order: what decoding checks, then the actions against the match
         // (`ofpacts_check_consistency`), then what the bridge holds (`ofproto_check_ofpacts`).
+        if let Some(w) = &ins.write_actions
+            && let Some(a) = w.iter().find(|a| !a.allowed_in_action_set())
+        {
+            return Err(TableError::ActionSetDisallowed(crate::text::print_actions(
+                std::slice::from_ref(a),
+            )));
+        }
         self.check_actions(ins.actions())?;
         check_conjunction(ins)?;
         // A learned flow's actions are checked against nothing (see `flow_mod_learned`): its
@@ -811,8 +832,18 @@ impl Pipeline {
             crate::check::check_consistency(ins, m)?;
         }
         for a in ins.actions() {
-            if let Action::Learn(l) = a {
-                check_learn(l, m)?;
+            match a {
+                // Open vSwitch (`check_RESUBMIT`): the lookup takes the connection's original
+                // tuple, so the flow must match a valid conntrack state.
+                Action::ResubmitCt { .. } if !self.learning && !ct_state_valid(m) => {
+                    return Err(TableError::MatchInconsistent(
+                        "resubmit(..,ct) needs a flow that matches a tracked, valid ct_state \
+                         (+new, +est, +rel, +rpl, +snat, +dnat, or +trk-inv)"
+                            .into(),
+                    ));
+                }
+                Action::Learn(l) => check_learn(l, m)?,
+                _ => {}
             }
         }
         if let Some(to) = ins.goto_table

@@ -4,6 +4,10 @@
 //! `resubmit(,2)` stays NXAST_RESUBMIT_TABLE, `set_field:0xab/0xff->reg1` stays NXAST_REG_LOAD).
 //! Anything else is refused with the precise `OFPET_BAD_ACTION` code.
 
+mod sample;
+
+pub use sample::{SAMPLE_NO_PORT, SampleAction};
+
 use super::buf::{Put, Reader};
 use super::error::{ErrorCode, OfError, err};
 use super::oxm::{OxmHeader, OxmTlv};
@@ -57,6 +61,11 @@ pub mod nx_subtype {
     pub const EXIT: u16 = 17;
     pub const CLONE: u16 = 42;
     pub const CHECK_PKT_LARGER: u16 = 49;
+    pub const RESUBMIT_TABLE_CT: u16 = 44;
+    pub const SAMPLE: u16 = super::sample::SAMPLE;
+    pub const SAMPLE2: u16 = super::sample::SAMPLE2;
+    pub const SAMPLE3: u16 = super::sample::SAMPLE3;
+    pub const DEC_TTL_CNT_IDS: u16 = super::sample::DEC_TTL_CNT_IDS;
 }
 
 /// Reserved port numbers (`ofp_port_no`).
@@ -182,6 +191,15 @@ pub enum Action {
     Multipath(Multipath),
     /// NXAST_BUNDLE (`dst: None`) or NXAST_BUNDLE_LOAD.
     Bundle(Bundle),
+    /// NXAST_SAMPLE, NXAST_SAMPLE2 or NXAST_SAMPLE3.
+    Sample(SampleAction),
+    /// NXAST_DEC_TTL_CNT_IDS: `dec_ttl` with the controller ids of its TTL-expiry packet-in.
+    DecTtlCntIds(Vec<u16>),
+    /// NXAST_RESUBMIT_TABLE_CT: `resubmit(port,table,ct)`; `table` 255 = the current table.
+    ResubmitCt {
+        in_port: u16,
+        table: u8,
+    },
 }
 
 /// `NX_HASH_FIELDS_*` values Open vSwitch 3.1 knows (eth_src .. symmetric_l3).
@@ -700,6 +718,20 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
                 );
             }
             Action::CheckPktLarger { pkt_len, dst, ofs }
+        }
+        s::SAMPLE | s::SAMPLE2 | s::SAMPLE3 => sample::decode_sample(b, sub, len)?,
+        s::DEC_TTL_CNT_IDS => sample::decode_dec_ttl_cnt_ids(b)?,
+        s::RESUBMIT_TABLE_CT => {
+            fixed(16)?;
+            let in_port = b.u16("resubmit in_port")?;
+            let table = b.u8("resubmit table")?;
+            if b.take_rest().iter().any(|&x| x != 0) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "resubmit: non-zero padding",
+                );
+            }
+            Action::ResubmitCt { in_port, table }
         }
         s::FIN_TIMEOUT => {
             fixed(16)?;
@@ -1434,6 +1466,20 @@ impl Action {
                 start = nx_start(out, s::FIN_TIMEOUT);
                 out.put_u16(*idle_timeout);
                 out.put_u16(*hard_timeout);
+            }
+            Action::Sample(x) => {
+                start = nx_start(out, x.subtype);
+                sample::encode_sample(x, out);
+            }
+            Action::DecTtlCntIds(ids) => {
+                start = nx_start(out, s::DEC_TTL_CNT_IDS);
+                sample::encode_dec_ttl_cnt_ids(ids, out);
+            }
+            Action::ResubmitCt { in_port, table } => {
+                start = nx_start(out, s::RESUBMIT_TABLE_CT);
+                out.put_u16(*in_port);
+                out.put_u8(*table);
+                out.put_zeros(3);
             }
             Action::Conjunction {
                 id,

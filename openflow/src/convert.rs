@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use flowtable::action::{
     Bundle, BundleAlgorithm, Controller, Ct, CtZone, HashFields, Learn, LearnSpec, LearnSrc,
-    Multipath, MultipathAlgorithm, Nat, NatKind, PacketInReason, SubField,
+    Multipath, MultipathAlgorithm, Nat, NatKind, PacketInReason, SampleDirection, SubField,
 };
 use flowtable::{FieldId, Instructions, OfPort};
 
@@ -192,6 +192,24 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
         } => T::FinTimeout {
             idle_timeout: *idle_timeout,
             hard_timeout: *hard_timeout,
+        },
+        WAction::Sample(x) => T::Sample(flowtable::action::Sample {
+            probability: x.probability,
+            collector_set_id: x.collector_set_id,
+            obs_domain_id: x.obs_domain_id,
+            obs_point_id: x.obs_point_id,
+            sampling_port: (x.sampling_port != wa::SAMPLE_NO_PORT)
+                .then(|| port_from_of10(x.sampling_port)),
+            direction: match x.direction {
+                1 => SampleDirection::Ingress,
+                2 => SampleDirection::Egress,
+                _ => SampleDirection::Default,
+            },
+        }),
+        WAction::DecTtlCntIds(ids) => T::DecTtlIds(ids.clone()),
+        WAction::ResubmitCt { in_port, table } => T::ResubmitCt {
+            in_port: (*in_port != 0xfff8).then(|| port_from_of10(*in_port)),
+            table: (*table != 255).then_some(*table),
         },
     })
 }
@@ -599,6 +617,28 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             idle_timeout: *idle_timeout,
             hard_timeout: *hard_timeout,
         },
+        T::Sample(x) => {
+            let sampling_port = x.sampling_port.map_or(wa::SAMPLE_NO_PORT, port_to_of10);
+            let direction = match x.direction {
+                SampleDirection::Default => 0,
+                SampleDirection::Ingress => 1,
+                SampleDirection::Egress => 2,
+            };
+            WAction::Sample(wa::SampleAction {
+                subtype: wa::SampleAction::subtype_for(sampling_port, direction),
+                probability: x.probability,
+                collector_set_id: x.collector_set_id,
+                obs_domain_id: x.obs_domain_id,
+                obs_point_id: x.obs_point_id,
+                sampling_port,
+                direction,
+            })
+        }
+        T::DecTtlIds(ids) => WAction::DecTtlCntIds(ids.clone()),
+        T::ResubmitCt { in_port, table } => WAction::ResubmitCt {
+            in_port: in_port.map(port_to_of10).unwrap_or(0xfff8),
+            table: table.unwrap_or(255),
+        },
     })
 }
 
@@ -672,13 +712,19 @@ pub fn instructions_in(list: &[Instruction]) -> Result<Instructions, OfError> {
             Instruction::WriteMetadata { metadata, mask } => {
                 out.write_metadata = Some((*metadata, *mask))
             }
-            // The pipeline keeps no action set to execute at its end: refused rather than
-            // accepted and ignored.
-            Instruction::WriteActions(_) => {
-                return Err(bad(
-                    ErrorCode::BadInstructionUnsupInst,
-                    "write_actions is not supported (no action set is executed)",
-                ));
+            // An empty action list writes nothing (ovs-ofctl prints no instruction for it).
+            Instruction::WriteActions(a) => {
+                let actions = actions_in(a)?;
+                if let Some(bad_one) = actions.iter().find(|a| !a.allowed_in_action_set()) {
+                    return Err(bad(
+                        ErrorCode::BadActionBadType,
+                        format!(
+                            "disallowed action in action set: {}",
+                            flowtable::text::print_actions(std::slice::from_ref(bad_one))
+                        ),
+                    ));
+                }
+                out.write_actions = (!actions.is_empty()).then_some(actions);
             }
             Instruction::ApplyActions(a) => out.apply = actions_in(a)?,
             Instruction::ClearActions => out.clear_actions = true,
@@ -987,18 +1033,23 @@ mod tests {
     use crate::Action;
 
     #[test]
-    fn write_actions_is_refused_not_ignored() {
+    fn write_actions_are_kept_and_disallowed_ones_refused() {
         let output = Action::Output {
             port: 2,
             max_len: 0,
         };
-        let e = instructions_in(&[
+        let ok = instructions_in(&[
             Instruction::WriteActions(vec![output.clone()]),
             Instruction::GotoTable(1),
         ])
-        .unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadInstructionUnsupInst, "{}", e.detail);
-        let ok = instructions_in(&[Instruction::ApplyActions(vec![output])]).unwrap();
-        assert_eq!(ok.apply.len(), 1);
+        .unwrap();
+        assert_eq!(ok.write_actions.as_ref().map(Vec::len), Some(1));
+        assert_eq!(instructions_out(&ok).unwrap().len(), 2);
+        // Open vSwitch: "disallowed action in action set" (OFPBAC_BAD_TYPE).
+        let e = instructions_in(&[Instruction::WriteActions(vec![Action::Note(vec![0; 6])])])
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadActionBadType, "{}", e.detail);
+        let empty = instructions_in(&[Instruction::WriteActions(vec![])]).unwrap();
+        assert_eq!(empty.write_actions, None);
     }
 }

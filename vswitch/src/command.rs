@@ -108,6 +108,8 @@ pub enum MgmtCommand {
     },
     /// Why packets died, by name, plus cache and conntrack counters.
     DumpDrops { bridge: String },
+    /// Packets `sample(...)` actions sampled, per collector set id.
+    DumpSamples { bridge: String },
     /// The connection table (`zone=N` selects one zone).
     DumpConntrack {
         #[serde(default)]

@@ -169,6 +169,7 @@ impl Control {
             }),
             C::DumpPorts { bridge, port } => self.dump_ports(&bridge, port.as_deref()),
             C::DumpDrops { bridge } => self.dump_drops(&bridge),
+            C::DumpSamples { bridge } => sw.with_bridge(&bridge, |b| Ok(b.samples.format())),
             C::DumpConntrack { bridge, zone } => self
                 .connections(bridge, zone)
                 .map(|conns| conns.iter().map(|e| format!("{e}\n")).collect()),

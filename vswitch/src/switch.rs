@@ -251,7 +251,10 @@ impl Switch {
         }
         let pipeline = Arc::new(ArcSwap::from_pointee(Pipeline::empty()));
         let drops = Arc::new(DropCounters::default());
-        let (dp_index, cache_stats) = self.dp.add_bridge(name, pipeline.clone(), drops.clone());
+        let samples = Arc::new(crate::datapath::sample::SampleCounters::default());
+        let (dp_index, cache_stats) =
+            self.dp
+                .add_bridge(name, pipeline.clone(), drops.clone(), samples.clone());
         let mut b = BridgeCtl::new(
             name,
             dp_index,
@@ -261,6 +264,7 @@ impl Switch {
             Some(self.packet_ins.clone()),
         );
         b.on_change = Some(self.changes.0.clone());
+        b.samples = samples;
         // A new bridge is an L2 learning switch, as in Open vSwitch.
         let normal = text::parse_flow("priority=0,actions=NORMAL").map_err(|e| e.to_string())?;
         b.transaction(Commit::Atomic, |tx| tx.flow_mod(&normal))

@@ -300,6 +300,16 @@ pub struct DropsView {
     pub conntrack_counters: BTreeMap<String, u64>,
 }
 
+/// `dump-samples BR`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplesView {
+    pub bridge: String,
+    /// Sampled packets by collector set id (sets never sampled are absent).
+    pub collector_sets: BTreeMap<String, u64>,
+    /// Packets of collector sets beyond the 256 counted apart.
+    pub other: u64,
+}
+
 /// One MAC learning entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FdbEntry {

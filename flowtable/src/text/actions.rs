@@ -18,7 +18,6 @@ use super::{ParseError, split_top, suggest};
 const UNSUPPORTED: &[&str] = &[
     "enqueue",
     "pop_queue",
-    "sample",
     "set_mpls_label",
     "set_mpls_tc",
     "set_mpls_ttl",
@@ -37,7 +36,6 @@ const UNSUPPORTED: &[&str] = &[
     "set_vlan_vid",
     "set_vlan_pcp",
     "mod_nw_ecn",
-    "write_actions",
     "set_field_masked",
 ];
 
@@ -88,6 +86,8 @@ const KNOWN: &[&str] = &[
     "multipath",
     "bundle",
     "bundle_load",
+    "sample",
+    "write_actions",
 ];
 
 pub(super) fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseError {
@@ -103,9 +103,12 @@ pub(super) fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseE
 pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
     let mut ins = Instructions::default();
     let mut drop = false;
-    // 0 = meter, 1 = apply actions, then 2 clear, 3 write_metadata, 4 goto_table.
+    // 0 = meter, 1 = apply actions, then 2 clear, 3 write_actions, 4 write_metadata,
+    // 5 goto_table.
     let mut stage = 0u8;
     let mut any = false;
+    // A `write_actions` was given (an empty one leaves no instruction, as in ovs-ofctl).
+    let mut written = false;
     for tok in split_top(s, &[','])? {
         any = true;
         let (name, _) = split_name(tok);
@@ -113,12 +116,15 @@ pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
         let next_stage = match lname.as_str() {
             "meter" => 0,
             "clear_actions" => 2,
-            "write_metadata" => 3,
-            "goto_table" => 4,
+            "write_actions" => 3,
+            "write_metadata" => 4,
+            "goto_table" => 5,
             _ => 1,
         };
-        if next_stage < stage || (next_stage == stage && next_stage != 1 && any_stage(&ins, stage))
-        {
+        let repeated = next_stage == stage
+            && next_stage != 1
+            && (any_stage(&ins, stage) || (next_stage == 3 && written));
+        if next_stage < stage || repeated {
             return Err(ParseError::InstructionOrder(tok.into()));
         }
         stage = next_stage;
@@ -132,6 +138,10 @@ pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
                 ins.meter = Some(id as u32);
             }
             "clear_actions" => ins.clear_actions = true,
+            "write_actions" => {
+                written = true;
+                ins.write_actions = parse_write_actions(tok, m)?;
+            }
             "write_metadata" => ins.write_metadata = Some(parse_write_metadata(tok)?),
             "goto_table" => {
                 let arg = arg_of(tok, "goto_table")?;
@@ -158,8 +168,9 @@ fn any_stage(ins: &Instructions, stage: u8) -> bool {
     match stage {
         0 => ins.meter.is_some(),
         2 => ins.clear_actions,
-        3 => ins.write_metadata.is_some(),
-        4 => ins.goto_table.is_some(),
+        3 => ins.write_actions.is_some(),
+        4 => ins.write_metadata.is_some(),
+        5 => ins.goto_table.is_some(),
         _ => false,
     }
 }
@@ -186,6 +197,22 @@ pub(super) fn paren_args<'a>(tok: &'a str, action: &str) -> Result<&'a str, Pars
     rest.strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| bad(action, tok, "expected '(...)'"))
+}
+
+/// `write_actions(...)`: the actions written into the action set, run at the end of the
+/// pipeline (`None` when empty: ovs-ofctl sends no instruction then).
+fn parse_write_actions(tok: &str, m: &Match) -> Result<Option<Vec<Action>>, ParseError> {
+    let inner = paren_args(tok, "write_actions")?;
+    if inner.trim().is_empty() {
+        return Ok(None);
+    }
+    let nested = parse_actions(inner, m)?;
+    if nested != Instructions::apply(nested.apply.clone()) {
+        return Err(ParseError::NotAllowed(
+            "instructions inside write_actions".into(),
+        ));
+    }
+    Ok((!nested.apply.is_empty()).then_some(nested.apply))
 }
 
 fn parse_write_metadata(tok: &str) -> Result<(u64, u64), ParseError> {
@@ -320,7 +347,12 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
         "set_tunnel" | "set_tunnel64" => {
             set_field(FieldId::TunId, value_arg(tok, name, FieldId::TunId)?)
         }
+        "dec_ttl" if paren_args(tok, name).is_ok_and(|a| !a.trim().is_empty()) => {
+            super::sample::parse_dec_ttl_ids(tok)?
+        }
+        "dec_ttl" if rest == "()" => Action::DecTtl,
         "dec_ttl" => no_arg(tok, name, Action::DecTtl)?,
+        "sample" => super::sample::parse_sample(tok)?,
         "resubmit" => parse_resubmit(tok)?,
         "group" => {
             let g = parse_uint_bits(arg_of(tok, name)?, 32)
@@ -651,12 +683,17 @@ fn parse_resubmit(tok: &str) -> Result<Action, ParseError> {
     }
     let args = paren_args(tok, "resubmit")?;
     let parts: Vec<&str> = args.split(',').map(str::trim).collect();
-    if parts.len() > 2 {
-        return Err(ParseError::UnsupportedAction(format!(
-            "resubmit with '{}'",
-            parts[2..].join(",")
-        )));
-    }
+    let with_ct = match parts.get(2).copied() {
+        None | Some("") if parts.len() <= 3 => false,
+        Some("ct") if parts.len() == 3 => true,
+        _ => {
+            return Err(bad(
+                "resubmit",
+                tok,
+                format!("{}: unknown parameter", parts[2..].join(",")),
+            ));
+        }
+    };
     let in_port = port_of(parts[0])?;
     let table = match parts.get(1).copied().unwrap_or("") {
         "" => None,
@@ -668,6 +705,18 @@ fn parse_resubmit(tok: &str) -> Result<Action, ParseError> {
     };
     if in_port.is_none() && table.is_none() {
         return Err(ParseError::ResubmitNeedsPortOrTable);
+    }
+    if with_ct {
+        // ovs-ofctl prints this one as `resubmit:PORT`, which reads back without `ct`:
+        // refused rather than dumped as something else.
+        if table.is_none() {
+            return Err(bad(
+                "resubmit",
+                tok,
+                "resubmit(PORT,,ct) needs a table (it would print as resubmit:PORT)",
+            ));
+        }
+        return Ok(Action::ResubmitCt { in_port, table });
     }
     Ok(Action::Resubmit { in_port, table })
 }

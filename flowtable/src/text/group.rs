@@ -206,6 +206,7 @@ fn parse_bucket(toks: &[&str], t: GroupType) -> Result<Bucket, ParseError> {
         if ins.goto_table.is_some()
             || ins.write_metadata.is_some()
             || ins.clear_actions
+            || ins.write_actions.is_some()
             || ins.meter.is_some()
         {
             return Err(ParseError::NotAllowed(

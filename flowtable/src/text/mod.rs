@@ -12,6 +12,7 @@ mod meter;
 mod multipath;
 mod parse;
 mod print;
+mod sample;
 pub mod value;
 
 pub use actions::parse_actions;

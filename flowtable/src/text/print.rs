@@ -612,6 +612,19 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
         Action::CheckPktLarger { pkt_len, dst } => {
             format!("check_pkt_larger({pkt_len})->{}", subfield_text(dst))
         }
+        Action::Sample(s) => super::sample::sample_text(s, |p| opts.port(p)),
+        Action::DecTtlIds(ids) => super::sample::dec_ttl_ids_text(ids),
+        // As ovs-ofctl: a port without a table prints as `resubmit:PORT` (the `ct` is
+        // only in the wire form then).
+        Action::ResubmitCt {
+            in_port: Some(p),
+            table: None,
+        } => format!("resubmit:{}", opts.port(*p)),
+        Action::ResubmitCt { in_port, table } => format!(
+            "resubmit({},{},ct)",
+            in_port.map(|p| opts.port(p)).unwrap_or_default(),
+            table.map(|t| t.to_string()).unwrap_or_default()
+        ),
     }
 }
 

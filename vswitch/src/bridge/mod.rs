@@ -62,6 +62,8 @@ pub struct BridgeCtl {
     pub ports: BTreeMap<u32, PortCtl>,
     pub pipeline: Arc<ArcSwap<Pipeline>>,
     pub drops: Arc<DropCounters>,
+    /// Packets `sample` actions sampled, by collector set (the datapath's counters).
+    pub samples: Arc<crate::datapath::sample::SampleCounters>,
     /// One per forwarding thread.
     pub cache_stats: Vec<Arc<CacheStats>>,
     version: u64,
@@ -103,6 +105,7 @@ impl BridgeCtl {
             ports: BTreeMap::new(),
             pipeline,
             drops,
+            samples: Arc::default(),
             cache_stats,
             version: 0,
             created: Instant::now(),

@@ -43,6 +43,18 @@ impl Control {
             })?),
             C::DumpPorts { bridge, port } => to_json(&self.port_stats(&bridge, port.as_deref())?),
             C::DumpDrops { bridge } => to_json(&self.drops_view(&bridge)?),
+            C::DumpSamples { bridge } => to_json(&sw.with_bridge(&bridge, |b| {
+                Ok(SamplesView {
+                    bridge: b.name.clone(),
+                    collector_sets: b
+                        .samples
+                        .snapshot()
+                        .into_iter()
+                        .map(|(id, packets)| (id.to_string(), packets))
+                        .collect(),
+                    other: b.samples.other(),
+                })
+            })?),
             C::DumpConntrack { bridge, zone } => to_json(&ConntrackDump {
                 connections: self
                     .connections(bridge, zone)?

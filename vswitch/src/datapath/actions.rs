@@ -324,6 +324,12 @@ pub enum DpAction {
     Learn(std::sync::Arc<LearnRequest>),
     /// `fin_timeout`: on a TCP FIN or RST, ask the control side to shorten a rule's timeouts.
     FinTimeout(std::sync::Arc<FinTimeoutRequest>),
+    /// `sample`: with probability `probability / 65535`, count the packet for its collector
+    /// set (see `datapath::sample`); the packet goes on unchanged either way.
+    Sample {
+        probability: u16,
+        collector_set_id: u32,
+    },
 }
 
 impl DpAction {
@@ -342,6 +348,7 @@ impl DpAction {
                 | DpAction::Clone(_)
                 | DpAction::Learn(_)
                 | DpAction::FinTimeout(_)
+                | DpAction::Sample { .. }
         )
     }
 
@@ -502,6 +509,13 @@ impl std::fmt::Display for DpAction {
                 f,
                 "userspace(fin_timeout,idle={},hard={})",
                 t.idle_timeout, t.hard_timeout
+            ),
+            DpAction::Sample {
+                probability,
+                collector_set_id,
+            } => write!(
+                f,
+                "sample(probability={probability},collector_set_id={collector_set_id})"
             ),
         }
     }

@@ -31,6 +31,8 @@ pub struct Scratch {
     /// EMC hits, megaflow hits and misses of the batch, added to the thread's `CacheStats`
     /// when it ends.
     cache: [u64; 3],
+    /// `sample`: this thread's random generator and the batch's counts.
+    samples: super::sample::SampleTally,
 }
 
 impl Scratch {
@@ -42,6 +44,7 @@ impl Scratch {
             clones: Vec::new(),
             hits: FlowHits::default(),
             cache: [0; 3],
+            samples: super::sample::SampleTally::default(),
         }
     }
 }
@@ -207,6 +210,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
         }
         ctx.scratch.hits.flush(now_ns);
         fold_cache_stats(ctx.bridge, &mut ctx.scratch.cache);
+        ctx.scratch.samples.flush(&ctx.bridge.samples);
     }
     rx.clear();
     dp.rx = rx;
@@ -278,6 +282,7 @@ pub(super) fn inject(
     run_released_fragments(&mut ctx);
     ctx.scratch.hits.flush(now_ns);
     fold_cache_stats(ctx.bridge, &mut ctx.scratch.cache);
+    ctx.scratch.samples.flush(&ctx.bridge.samples);
 }
 
 /// Adds a batch's cache hits and misses to the thread's counters (three adds per batch).
@@ -713,6 +718,16 @@ fn execute_list(
                     if !send_learn_event(ctx, ev) {
                         req.unclaim();
                     }
+                }
+            }
+            DpAction::Sample {
+                probability,
+                collector_set_id,
+            } => {
+                if ctx.scratch.samples.sampled(*probability) {
+                    ctx.scratch
+                        .samples
+                        .count(*collector_set_id, &ctx.bridge.samples);
                 }
             }
             DpAction::Drop(reason) => {

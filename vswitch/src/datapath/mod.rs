@@ -11,11 +11,13 @@
 //! a channel and wakes the poll with a `mio::Waker`; flow tables reach it as immutable pipeline
 //! snapshots swapped in with `ArcSwap`, loaded once per batch.
 
+pub mod action_set;
 pub mod actions;
 pub mod cache;
 pub mod capture;
 pub mod counters;
 pub mod ct;
+pub mod ct_orig;
 pub mod drops;
 pub mod exec;
 pub mod icmp;
@@ -24,6 +26,7 @@ pub mod megaflow_dump;
 pub mod meter;
 pub mod nx_hash;
 pub mod ports;
+pub mod sample;
 pub mod vxlan;
 pub mod xlate;
 
@@ -157,6 +160,7 @@ impl DatapathHandle {
         name: &str,
         pipeline: Arc<ArcSwap<Pipeline>>,
         drops: Arc<DropCounters>,
+        samples: Arc<sample::SampleCounters>,
     ) -> (usize, Vec<Arc<CacheStats>>) {
         let _order = self.placement();
         let mac = Arc::new(std::sync::RwLock::new(MacTable::new(
@@ -164,8 +168,15 @@ impl DatapathHandle {
             mac_learning::DEFAULT_AGING_SECS,
         )));
         let name = name.to_string();
-        let added = self
-            .each(move |_, dp| dp.add_bridge(&name, pipeline.clone(), drops.clone(), mac.clone()));
+        let added = self.each(move |_, dp| {
+            dp.add_bridge(
+                &name,
+                pipeline.clone(),
+                drops.clone(),
+                samples.clone(),
+                mac.clone(),
+            )
+        });
         let idx = added[0].0;
         debug_assert!(added.iter().all(|(i, _)| *i == idx));
         (idx, added.into_iter().map(|(_, s)| s).collect())
@@ -381,6 +392,8 @@ pub struct DpBridge {
     pub name: String,
     pub pipeline: Arc<ArcSwap<Pipeline>>,
     pub drops: Arc<DropCounters>,
+    /// Packets `sample` actions sampled, by collector set (shared by every thread's copy).
+    pub samples: Arc<sample::SampleCounters>,
     pub(crate) cache_version: u64,
     pub(crate) emc: Emc<xlate::CachedFlow>,
     pub(crate) megaflows: MegaflowCache<xlate::CachedFlow>,
@@ -677,6 +690,7 @@ impl Datapath {
         name: &str,
         pipeline: Arc<ArcSwap<Pipeline>>,
         drops: Arc<DropCounters>,
+        samples: Arc<sample::SampleCounters>,
         mac: Arc<std::sync::RwLock<MacTable>>,
     ) -> (usize, Arc<CacheStats>) {
         let stats = Arc::new(CacheStats::default());
@@ -684,6 +698,7 @@ impl Datapath {
             name: name.to_string(),
             pipeline,
             drops,
+            samples,
             cache_version: u64::MAX,
             emc: Emc::default(),
             megaflows: MegaflowCache::new(65536),

@@ -112,6 +112,12 @@ pub struct Xlate<'a> {
     /// An `exit` ran: no further action or lookup of this walk (a group bucket's own exit
     /// ends only the bucket).
     exited: bool,
+    /// A `dec_ttl` met a TTL of 0 or 1: the rest of the action list being run is skipped
+    /// (with the rule's instructions after it); its callers go on.
+    ttl_expired: bool,
+    /// The OpenFlow action set (`write_actions`), run when the walk ends (see
+    /// [`super::action_set`]).
+    action_set: Vec<Action>,
     trace: Option<&'a mut String>,
 }
 
@@ -150,6 +156,8 @@ impl<'a> Xlate<'a> {
             soft_drop: None,
             bucket_depth: 0,
             exited: false,
+            ttl_expired: false,
+            action_set: Vec::new(),
             trace,
         }
     }
@@ -165,6 +173,7 @@ impl<'a> Xlate<'a> {
     pub fn run_with_choice(mut self, table: u8) -> (CachedFlow, FlowKey, Option<usize>) {
         self.start_table = table;
         self.run_table(table, None);
+        self.run_action_set();
         finish_actions(&mut self.out, self.soft_drop);
         if let Some(fork) = self.fork.take() {
             self.resolve_fork(fork);
@@ -239,6 +248,12 @@ impl<'a> Xlate<'a> {
     /// runs the rule found. As in Open vSwitch the rule's actions see the packet's own in_port:
     /// the resubmit's port only takes part in the lookup.
     fn run_table(&mut self, table: u8, in_port: Option<u32>) {
+        self.run_table_with(table, in_port, false);
+    }
+
+    /// [`run_table`](Self::run_table); `ct_orig`: `resubmit(..,ct)`, the lookup sees the
+    /// connection's original tuple in place of the packet's (Open vSwitch's `tuple_swap`).
+    fn run_table_with(&mut self, table: u8, in_port: Option<u32>, ct_orig: bool) {
         if self.stopped || self.exited {
             return;
         }
@@ -257,7 +272,15 @@ impl<'a> Xlate<'a> {
         if let Some(p) = in_port {
             self.key.in_port = p;
         }
-        let found = cls.lookup_conjunctive(&self.key, &mut self.wc, RuleRef::conjunctions);
+        let found = if ct_orig {
+            let swapped = super::ct_orig::swapped_key(&self.key);
+            let mut wc = FlowKey::default();
+            let found = cls.lookup_conjunctive(&swapped, &mut wc, RuleRef::conjunctions);
+            super::ct_orig::unswap_mask(&mut self.wc, &wc);
+            found
+        } else {
+            cls.lookup_conjunctive(&self.key, &mut self.wc, RuleRef::conjunctions)
+        };
         self.key.in_port = own_in_port;
         let Some(rule) = found else {
             self.note(format_args!("{table}. No match: drop"));
@@ -324,6 +347,9 @@ impl<'a> Xlate<'a> {
                 return true;
             }
             self.action(a);
+            if std::mem::take(&mut self.ttl_expired) {
+                return true;
+            }
         }
         false
     }
@@ -332,6 +358,13 @@ impl<'a> Xlate<'a> {
     fn instructions_tail(&mut self, ins: &Instructions) {
         if self.stopped || self.exited {
             return;
+        }
+        if ins.clear_actions {
+            self.action_set.clear();
+        }
+        if let Some(w) = &ins.write_actions {
+            // As Open vSwitch: appended; the last of each kind counts when the set runs.
+            self.action_set.extend(w.iter().cloned());
         }
         if let Some((value, mask)) = ins.write_metadata {
             self.key.metadata = (self.key.metadata & !mask) | (value & mask);
@@ -357,6 +390,7 @@ impl<'a> Xlate<'a> {
     ) {
         let (key, written, stopped) = (self.key, self.written, self.stopped);
         let recirc = (self.recirc_meta, self.recirc_written);
+        let set = self.action_set.clone();
         let (start, rules_start) = (self.out.len(), self.rules.len());
         let mut branches: [(Vec<DpAction>, Vec<Arc<FlowStats>>); 2] = Default::default();
         let mut recircs = [recirc; 2];
@@ -380,6 +414,11 @@ impl<'a> Xlate<'a> {
             {
                 self.instructions_tail(t);
             }
+            // As Open vSwitch 3.1: each branch ends by running the action set it has and
+            // emptying it, so the "at most" branch starts with an empty set (only what it
+            // writes itself); the walk runs the set from before the check again when it ends.
+            self.run_action_set();
+            self.action_set.clear();
             *b = (self.out.split_off(start), self.rules.split_off(rules_start));
             *r = (self.recirc_meta, self.recirc_written);
             if bit == 1 {
@@ -388,6 +427,7 @@ impl<'a> Xlate<'a> {
         }
         self.bucket_depth -= 1;
         (self.key, self.written, self.stopped) = (key, written, stopped);
+        self.action_set = set;
         // As Open vSwitch: an `exit` met translating the "larger" branch ends the walk after
         // the check (whatever the packet's length); one in the other branch does not.
         self.exited = greater_exited;
@@ -471,9 +511,29 @@ impl<'a> Xlate<'a> {
                 self.key.vlan_tci = 0;
                 self.out.push(DpAction::PopVlan);
             }
-            Action::DecTtl => {
+            // `dec_ttl(ids)` names the controllers of its `invalid_ttl` packet-in; Open vSwitch
+            // sends that packet-in only to connections that enabled the reason through
+            // set-async (off by default in OpenFlow 1.3), which this switch's connections
+            // cannot: the TTL handling is the same as plain `dec_ttl`.
+            Action::DecTtl | Action::DecTtlIds(_) => self.dec_ttl(),
+            Action::Sample(s) => self.sample(s),
+            Action::ResubmitCt { in_port, table } => {
+                let lookup_port = in_port.filter(|p| *p != OfPort::IN_PORT).map(|p| p.0);
+                let t = table.unwrap_or(self.cur_table);
+                self.note(format_args!(
+                    "resubmit({},{t},ct)",
+                    in_port.map(|p| p.0.to_string()).unwrap_or_default()
+                ));
+                // Open vSwitch: no lookup for a packet without a conntrack tuple or not IP.
                 self.wc.eth_type = u16::MAX;
-                self.out.push(DpAction::DecTtl);
+                self.wc.ct_nw_proto = u8::MAX;
+                if self.key.ct_nw_proto == 0 || !matches!(self.key.eth_type, 0x0800 | 0x86dd) {
+                    self.note(format_args!(
+                        "    resubmit(ct) with non-tracked or non-IP packet: skipped"
+                    ));
+                    return;
+                }
+                self.run_table_with(t, lookup_port, true);
             }
             Action::Resubmit { in_port, table } => {
                 let lookup_port = in_port.filter(|p| *p != OfPort::IN_PORT).map(|p| p.0);
@@ -500,10 +560,13 @@ impl<'a> Xlate<'a> {
             Action::Conjunction { .. } => {}
             // As Open vSwitch: the clone works on a copy of the packet and of the pipeline
             // state (fields, registers, metadata); an `exit` inside it ends the whole walk.
+            // Its action set starts as a copy of the walk's and runs at the clone's end.
             Action::Clone(inner) => {
                 let (written, stopped) = (self.written, self.stopped);
+                let set = self.action_set.clone();
                 self.note(format_args!("clone"));
-                self.bucket(inner);
+                self.bucket_then(inner, true);
+                self.action_set = set;
                 self.written = written;
                 self.stopped = stopped;
             }
@@ -757,6 +820,73 @@ impl<'a> Xlate<'a> {
         }
         let same_cookie = t.iter().filter(|r| r.payload().entry.cookie == fm.cookie);
         same_cookie.take(limit as usize).count() < limit as usize
+    }
+
+    /// `dec_ttl`, decided here as Open vSwitch's `compose_dec_ttl` does (the TTL becomes part
+    /// of the megaflow): a packet that is not IP is left alone; a TTL above 1 is decremented
+    /// (in the datapath); a TTL of 0 or 1 ends the action list being run, and its `goto_table`,
+    /// while the callers of a `resubmit` go on.
+    fn dec_ttl(&mut self) {
+        self.wc.eth_type = u16::MAX;
+        if !matches!(self.key.eth_type, 0x0800 | 0x86dd) {
+            return;
+        }
+        self.wc.nw_ttl = u8::MAX;
+        if self.key.nw_ttl > 1 {
+            self.key.nw_ttl -= 1;
+            self.out.push(DpAction::DecTtl);
+            return;
+        }
+        let ttl = self.key.nw_ttl;
+        self.note(format_args!(
+            "dec_ttl: TTL {ttl} expired: the rest of this action list is skipped"
+        ));
+        self.soft_drop(DropReason::TtlExpired);
+        self.ttl_expired = true;
+    }
+
+    /// `sample`: counted in the datapath per packet. As Open vSwitch, a `sampling_port` that
+    /// is neither the input port nor a port of the bridge (`LOCAL` is one in Open vSwitch)
+    /// makes the action do nothing.
+    fn sample(&mut self, s: &flowtable::action::Sample) {
+        if let Some(p) = s.sampling_port
+            && p.0 != self.key.in_port
+            && p != OfPort::LOCAL
+            && !self.pipeline.ports.contains_key(&p.0)
+        {
+            self.note(format_args!(
+                "sample: can't use unknown port {p} in flow sample action"
+            ));
+            return;
+        }
+        self.note(format_args!(
+            "sample(probability={},collector_set_id={})",
+            s.probability, s.collector_set_id
+        ));
+        self.out.push(DpAction::Sample {
+            probability: s.probability,
+            collector_set_id: s.collector_set_id,
+        });
+    }
+
+    /// Runs the action set (in Open vSwitch's order, see [`super::action_set::ordered`]) and
+    /// empties it; nothing when an `exit` or a stop ended the walk.
+    fn run_action_set(&mut self) {
+        if self.action_set.is_empty() || self.stopped || self.exited {
+            return;
+        }
+        let list = super::action_set::ordered(&std::mem::take(&mut self.action_set));
+        if list.is_empty() {
+            self.note(format_args!(
+                "action set without output, group, resubmit or ct: nothing to run"
+            ));
+            return;
+        }
+        if self.trace.is_some() {
+            let text = flowtable::text::print_actions(&list);
+            self.note(format_args!("action set: {text}"));
+        }
+        self.actions(&list);
     }
 
     fn read_subfield(&mut self, sf: &SubField) -> u128 {
@@ -1111,10 +1241,18 @@ impl<'a> Xlate<'a> {
     /// bucket that changes nothing needs no copy; a copy at the very end of the walk is
     /// dropped again by [`finish_actions`].
     fn bucket(&mut self, actions: &[Action]) {
+        self.bucket_then(actions, false);
+    }
+
+    /// [`bucket`](Self::bucket); `run_set`: the walk's action set runs at its end (`clone`).
+    fn bucket_then(&mut self, actions: &[Action], run_set: bool) {
         let saved = self.key;
         let start = self.out.len();
         self.bucket_depth += 1;
         self.actions(actions);
+        if run_set {
+            self.run_action_set();
+        }
         self.bucket_depth -= 1;
         self.key = saved;
         if self.out[start..].iter().any(DpAction::changes_packet) {
@@ -1245,6 +1383,16 @@ impl<'a> Xlate<'a> {
             }
             None => None,
         };
+        if ct.table.is_some() && !self.action_set.is_empty() {
+            // Open vSwitch carries the action set into the recirculated pass (and runs it on
+            // the original too); the recirculation here carries metadata only.
+            self.note(format_args!(
+                "ct(table=..) with a non-empty action set (write_actions): not supported, dropping"
+            ));
+            self.out.push(DpAction::Drop(DropReason::UnsupportedAction));
+            self.stopped = true;
+            return;
+        }
         // Conntrack and NAT run in the datapath on the packet itself: nothing of the key is
         // read here, so nothing is pinned (one megaflow serves every connection).
         self.ct_emitted = true;

@@ -131,6 +131,11 @@ fn bridges(control: &Control, out: &mut Vec<Family>) {
     );
     let mut flows = Family::new("flows", Gauge, "OpenFlow flows, by bridge and table.");
     let mut groups = Family::new("groups", Gauge, "OpenFlow groups, by bridge.");
+    let mut sampled = Family::new(
+        "sampled_packets",
+        Counter,
+        "Packets `sample` actions sampled, by bridge and collector set id (`vswitchctl dump-samples`).",
+    );
     let mut flow_mods = Family::new(
         "flow_mods",
         Counter,
@@ -184,6 +189,24 @@ fn bridges(control: &Control, out: &mut Vec<Family>) {
                 );
             }
             groups.add(bl(&b.name), b.tables().groups().count() as u64);
+            for (id, n) in b.samples.snapshot() {
+                sampled.add(
+                    vec![
+                        ("bridge", b.name.clone()),
+                        ("collector_set_id", id.to_string()),
+                    ],
+                    n,
+                );
+            }
+            if b.samples.other() != 0 {
+                sampled.add(
+                    vec![
+                        ("bridge", b.name.clone()),
+                        ("collector_set_id", "other".to_string()),
+                    ],
+                    b.samples.other(),
+                );
+            }
             for (c, counts) in b.flow_mod_counts.counts.iter().enumerate() {
                 for (o, n) in counts.iter().enumerate() {
                     flow_mods.add(
@@ -201,7 +224,7 @@ fn bridges(control: &Control, out: &mut Vec<Family>) {
     out.extend(ports);
     out.extend([
         drops, emc_hits, emc_misses, mf_hits, mf_misses, upcalls, megaflows, masks, flows, groups,
-        flow_mods,
+        sampled, flow_mods,
     ]);
 }
 

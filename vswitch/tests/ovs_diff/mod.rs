@@ -29,6 +29,8 @@ pub trait Backend {
     fn collect(&mut self) -> Result<Outputs, String>;
     /// `dpctl/dump-conntrack` text.
     fn conntrack(&mut self) -> Result<String, String>;
+    /// Packets sampled so far per collector set id (`sample` actions).
+    fn samples(&mut self) -> Result<BTreeMap<u32, u64>, String>;
 }
 
 /// Runs a command with a generous limit; stdout, or an error with its stderr.
@@ -68,6 +70,9 @@ pub struct Case {
     pub ct: bool,
     /// Compare `ovs-ofctl --no-stats dump-flows` after the packets too (learned flows).
     pub dump: bool,
+    /// Compare how many packets each collector set sampled (Open vSwitch: its IPFIX
+    /// statistics, `dump-ipfix-flow`; ours: `dump-samples`).
+    pub samples: bool,
     /// Compare only how many frames went out per packet (select groups: the bucket is a hash).
     pub count_only: bool,
     /// Both switches must refuse the table (Open vSwitch refuses it too).
@@ -173,6 +178,7 @@ fn apply_option(c: &mut Case, opt: &str) -> Result<(), String> {
         "ct" => c.ct = true,
         "count-only" => c.count_only = true,
         "dump" => c.dump = true,
+        "samples" => c.samples = true,
         "both-refuse" => c.both_refuse = true,
         "known" if !v.trim().is_empty() => c.known = Some(v.trim().to_string()),
         "version" => c.version = v.trim().to_string(),
@@ -330,6 +336,13 @@ pub fn run_case(
         mod_port(ovs, case, p, "down").unwrap_or_else(|e| panic!("{}: {e}", case.at));
         mod_port(ours, case, p, "down").unwrap_or_else(|e| panic!("{}: {e}", case.at));
     }
+    let samples_before = case.samples.then(|| {
+        let a = ovs.samples().unwrap_or_else(|e| panic!("{}: {e}", case.at));
+        let b = ours
+            .samples()
+            .unwrap_or_else(|e| panic!("{}: {e}", case.at));
+        (a, b)
+    });
     for (i, p) in packets.iter().enumerate() {
         let sent = ovs
             .send(p.in_port, &p.frame)
@@ -380,6 +393,29 @@ pub fn run_case(
     for &p in &case.ports_down {
         mod_port(ovs, case, p, "up").unwrap_or_else(|e| panic!("{}: {e}", case.at));
         mod_port(ours, case, p, "up").unwrap_or_else(|e| panic!("{}: {e}", case.at));
+    }
+    if let Some((a0, b0)) = samples_before {
+        let delta = |now: BTreeMap<u32, u64>, before: &BTreeMap<u32, u64>| {
+            now.into_iter()
+                .map(|(id, n)| (id, n.saturating_sub(before.get(&id).copied().unwrap_or(0))))
+                .filter(|(_, n)| *n != 0)
+                .collect::<BTreeMap<u32, u64>>()
+        };
+        let a = delta(
+            ovs.samples().unwrap_or_else(|e| panic!("{}: {e}", case.at)),
+            &a0,
+        );
+        let b = delta(
+            ours.samples()
+                .unwrap_or_else(|e| panic!("{}: {e}", case.at)),
+            &b0,
+        );
+        if a != b {
+            let _ = writeln!(
+                diff,
+                "sampled packets per collector set differ\n Open vSwitch: {a:?}\n vswitch: {b:?}"
+            );
+        }
     }
     if case.ct {
         let a = normalize_ct(&ovs.conntrack().unwrap_or_else(|e| panic!("{e}")));

@@ -98,6 +98,23 @@ impl Backend for Ours {
     fn conntrack(&mut self) -> Result<String, String> {
         self.command(&["dump-conntrack", "br0"])
     }
+
+    fn samples(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, String> {
+        // `collector_set_id=C packets=N` lines.
+        let text = self.command(&["dump-samples", "br0"])?;
+        text.lines()
+            .filter_map(|l| l.strip_prefix("collector_set_id="))
+            .map(|l| {
+                let (id, n) = l
+                    .split_once(" packets=")
+                    .ok_or_else(|| format!("bad dump-samples line {l:?}"))?;
+                Ok((
+                    id.parse().map_err(|_| format!("bad id in {l:?}"))?,
+                    n.parse().map_err(|_| format!("bad count in {l:?}"))?,
+                ))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Ours {

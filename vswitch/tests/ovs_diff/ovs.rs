@@ -83,6 +83,11 @@ impl Unixctl {
 
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
+/// Collector set ids configured on Open vSwitch's bridge (an IPFIX exporter to a loopback
+/// address of its own namespace, where nothing listens): `sample` actions count for these
+/// only, so the cases with the `samples` option use them.
+pub const SAMPLE_COLLECTOR_SETS: &[u32] = &[1, 2, 3, 4, 5, 6, 7];
+
 /// True when the Open vSwitch programs the suite needs are installed.
 pub fn installed() -> bool {
     [
@@ -259,6 +264,34 @@ impl Ovs {
                 format!("options:tx_pcap={d}/p{i}.pcap"),
             ]);
         }
+        // Flow sampling needs an IPFIX exporter per collector set (Open vSwitch ignores
+        // `sample` without one); the target is in the namespace's loopback.
+        args.extend(
+            [
+                "--",
+                "--id=@br",
+                "get",
+                "bridge",
+                "br0",
+                "--",
+                "--id=@ipfix",
+                "create",
+                "ipfix",
+                "targets=\"127.0.0.1:4739\"",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        for id in SAMPLE_COLLECTOR_SETS {
+            args.extend([
+                "--".to_string(),
+                "create".into(),
+                "flow_sample_collector_set".into(),
+                format!("id={id}"),
+                "bridge=@br".into(),
+                "ipfix=@ipfix".into(),
+            ]);
+        }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         ovs.vsctl(&refs);
         ovs.wait_for("br0.mgmt");
@@ -333,6 +366,31 @@ impl Backend for Ovs {
 
     fn conntrack(&mut self) -> Result<String, String> {
         self.appctl(&["dpctl/dump-conntrack"])
+    }
+
+    fn samples(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, String> {
+        // `  id   1: flows=0, current flows=0, sampled pkts=5, ...` per collector set.
+        let mut c = Command::new("ovs-ofctl");
+        c.args(["dump-ipfix-flow", &self.mgmt()]);
+        let text = run_cmd(&mut c)?;
+        let mut out = std::collections::BTreeMap::new();
+        for l in text.lines() {
+            let Some(rest) = l.trim_start().strip_prefix("id") else {
+                continue;
+            };
+            let Some((id, stats)) = rest.split_once(':') else {
+                continue;
+            };
+            let n = stats
+                .split(", ")
+                .find_map(|f| f.trim().strip_prefix("sampled pkts="))
+                .ok_or_else(|| format!("no sampled pkts in {l:?}"))?;
+            out.insert(
+                id.trim().parse().map_err(|_| format!("bad id in {l:?}"))?,
+                n.parse().map_err(|_| format!("bad count in {l:?}"))?,
+            );
+        }
+        Ok(out)
     }
 }
 
