@@ -63,11 +63,8 @@ pub fn ordered(set: &[Action]) -> Vec<Action> {
     for a in set {
         match classify(a) {
             Some(Class::Slot(s)) => slots[s as usize] = Some(a),
-            Some(Class::Final(f)) => {
-                if last.is_none_or(|(g, _)| f >= g) {
-                    last = Some((f, a));
-                }
-            }
+            Some(Class::Final(f)) if last.is_none_or(|(g, _)| f >= g) => last = Some((f, a)),
+            Some(Class::Final(_)) => {}
             Some(Class::SetOrMove) => writes.push(a),
             None => {}
         }
