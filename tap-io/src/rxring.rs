@@ -224,6 +224,9 @@ pub(crate) struct FrameRing {
     pub frame_size: usize,
     pub frames_per_block: usize,
     pub frame_nr: usize,
+    /// Offset of each slot in the mapping (precomputed: the block/slot division would cost a
+    /// few integer divisions per frame).
+    offsets: Box<[usize]>,
     /// Slot to read next.
     cur: usize,
     /// The slot handed out last and not yet given back.
@@ -232,22 +235,27 @@ pub(crate) struct FrameRing {
 
 impl FrameRing {
     pub fn new(map: Mapping, block_size: usize, frame_size: usize, frame_nr: usize) -> Self {
+        let frames_per_block = block_size / frame_size;
+        let offsets = (0..frame_nr)
+            .map(|i| (i / frames_per_block) * block_size + (i % frames_per_block) * frame_size)
+            .collect();
         Self {
             map,
             block_size,
             frame_size,
-            frames_per_block: block_size / frame_size,
+            frames_per_block,
             frame_nr,
+            offsets,
             cur: 0,
             held: None,
         }
     }
 
     fn slot(&self, i: usize) -> *mut u8 {
-        let (b, f) = (i / self.frames_per_block, i % self.frames_per_block);
-        // SAFETY: i < frame_nr = frames_per_block * block_nr, so the slot lies inside the
-        // mapping (frames never straddle blocks).
-        unsafe { self.map.ptr.add(b * self.block_size + f * self.frame_size) }
+        // SAFETY: offsets[i] (i < frame_nr, bounds-checked by the index) is the start of slot
+        // i, which lies inside the mapping: frame_nr = frames_per_block * block_nr and frames
+        // never straddle blocks.
+        unsafe { self.map.ptr.add(self.offsets[i]) }
     }
 
     fn slot_status(&self, i: usize) -> &AtomicU32 {
@@ -275,7 +283,7 @@ impl FrameRing {
             return Next::Empty;
         }
         self.held = Some(i);
-        self.cur = (i + 1) % self.frame_nr;
+        self.cur = if i + 1 == self.frame_nr { 0 } else { i + 1 };
         let slot = self.slot(i);
         // SAFETY: the slot is user-owned (acquire above) and starts with its header.
         let h = unsafe { std::ptr::read(slot.cast::<libc::tpacket2_hdr>()) };

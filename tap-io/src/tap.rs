@@ -384,9 +384,11 @@ impl Port for TapPort {
                     iov_len: 1,
                 },
             ];
+            // Without vnet headers the empty header iovec is left out (fewer to import).
+            let skip = usize::from(!self.vnet_hdr);
             // SAFETY: all iovecs point to writable memory of the stated lengths that lives
-            // across the call (the first has length 0 without vnet headers).
-            let r = unsafe { libc::readv(fd, iov.as_ptr(), 3) };
+            // across the call.
+            let r = unsafe { libc::readv(fd, iov[skip..].as_ptr(), (3 - skip) as libc::c_int) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
@@ -447,8 +449,15 @@ impl Port for TapPort {
             ];
             loop {
                 // SAFETY: both iovecs point to readable memory of the stated lengths for the
-                // whole call; the kernel only reads them.
-                let w = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+                // whole call; the kernel only reads them. Without vnet headers a plain write
+                // of the frame (the kernel's single-segment path).
+                let w = unsafe {
+                    if self.vnet_hdr {
+                        libc::writev(fd, iov.as_ptr(), 2)
+                    } else {
+                        libc::write(fd, d.as_ptr().cast(), d.len())
+                    }
+                };
                 if w >= 0 {
                     r.sent += 1;
                     r.bytes += d.len() as u64;

@@ -640,3 +640,46 @@ fn afpacket_port_without_address_keeps_the_host_stack_off_its_frames() {
     })
     .unwrap();
 }
+
+/// With vnet headers a port sends frames with offload work (here a partial checksum) through
+/// its header socket and plain frames through the header-less one: a batch mixing them still
+/// leaves in batch order, every frame once.
+#[test]
+fn afpacket_mixed_offload_and_plain_frames_leave_in_batch_order() {
+    if !require_root("afpacket_mixed_offload_and_plain_frames_leave_in_batch_order") {
+        return;
+    }
+    in_private_netns(move || {
+        veth("va", "vb", 1500);
+        let mut port = AfPacketPort::open(&cfg("va", RingKind::V2)).unwrap();
+        let kernel = RawEth::bind("vb").unwrap();
+        let mut batch = Batch::new(64, 128, 2048);
+        // Runs of 1, 2 and 3 of each kind, then a single one: 0 p, 1-2 c, 3-5 p, 6 c, ...
+        let partial = |i: u8| matches!(i, 1 | 2 | 6 | 10 | 11 | 12);
+        for i in 0..14u8 {
+            let mut f = udp_frame(5000 + u16::from(i), 0);
+            f[42] = i; // first payload byte: the frame's number
+            let meta = tap_io::RxMeta {
+                csum_not_ready: partial(i),
+                csum_start: partial(i).then_some(34),
+                csum_offset: partial(i).then_some(6),
+                ..tap_io::RxMeta::default()
+            };
+            assert!(batch.push_copy_with_meta(&f, &meta));
+        }
+        let r = port.tx_batch(&mut batch);
+        assert_eq!((r.sent, r.dropped_total()), (14, 0));
+        let mut order = Vec::new();
+        while let Some(got) = kernel
+            .recv_matching(Duration::from_millis(500), |f| {
+                f.len() >= 43 && f[12..14] == [8, 0] && f[23] == 17 && f[6..12] == MAC_B
+            })
+            .unwrap()
+        {
+            order.push(got[42]);
+        }
+        assert_eq!(order, (0..14u8).collect::<Vec<_>>());
+        assert_eq!(port.stats().tx_packets, 14);
+    })
+    .unwrap();
+}
