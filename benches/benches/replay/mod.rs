@@ -1,0 +1,171 @@
+//! In-memory ports for the datapath benches (`scaling`, `newconn`): a port that receives
+//! pre-generated frames (no generator process, no kernel) and counts what it is handed to send.
+
+// Each bench uses its own part of this module.
+#![allow(dead_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tap_io::{Batch, Port, PortStats, TxReport};
+
+/// A port that receives its frames `passes` times over (or until stopped) and counts what it
+/// is given to send. Its transmit clones (one per other forwarding thread) count on their own.
+pub struct Replay {
+    name: String,
+    frames: Arc<Vec<Vec<u8>>>,
+    next: usize,
+    passes_left: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    clones: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
+    stats: PortStats,
+}
+
+/// Frames handed to a port and its transmit clones.
+pub type Sent = Arc<Mutex<Vec<Arc<AtomicU64>>>>;
+
+impl Replay {
+    /// Replays `frames` until `stop` is set.
+    pub fn new(name: &str, frames: Vec<Vec<u8>>, stop: Arc<AtomicBool>) -> Self {
+        Self::passes(name, frames, u64::MAX, stop)
+    }
+
+    /// Replays `frames` `passes` times, then receives nothing.
+    pub fn passes(name: &str, frames: Vec<Vec<u8>>, passes: u64, stop: Arc<AtomicBool>) -> Self {
+        let sent = Arc::new(AtomicU64::new(0));
+        Self {
+            name: name.to_string(),
+            frames: Arc::new(frames),
+            next: 0,
+            passes_left: passes,
+            stop,
+            sent: sent.clone(),
+            clones: Arc::new(Mutex::new(vec![sent])),
+            stats: PortStats::default(),
+        }
+    }
+
+    /// Frames handed to this port (and its clones) for sending.
+    pub fn counter(&self) -> Sent {
+        self.clones.clone()
+    }
+}
+
+/// What a port's counter says so far.
+pub fn total(c: &Mutex<Vec<Arc<AtomicU64>>>) -> u64 {
+    c.lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .sum()
+}
+
+impl Port for Replay {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        if self.frames.is_empty() || self.passes_left == 0 || self.stop.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while batch.room() > 0 && self.passes_left > 0 {
+            if !batch.push_copy(&self.frames[self.next]) {
+                break;
+            }
+            self.next += 1;
+            if self.next == self.frames.len() {
+                self.next = 0;
+                self.passes_left -= 1;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        let n = batch.len();
+        let bytes = batch.packets().iter().map(|p| p.len() as u64).sum();
+        batch.clear();
+        // One add per batch, on this thread's own counter.
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        TxReport {
+            sent: n,
+            bytes,
+            ..TxReport::default()
+        }
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+
+    fn mtu(&self) -> usize {
+        1500
+    }
+
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        let sent = Arc::new(AtomicU64::new(0));
+        self.clones.lock().unwrap().push(sent.clone());
+        Some(Ok(Box::new(Replay {
+            name: self.name.clone(),
+            frames: Arc::new(Vec::new()),
+            next: 0,
+            passes_left: 0,
+            stop: self.stop.clone(),
+            sent,
+            clones: self.clones.clone(),
+            stats: PortStats::default(),
+        })))
+    }
+}
+
+/// CPU time (user + system) of this process so far.
+pub fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    Duration::from_millis(stat_ticks(&stat) * 10) // USER_HZ = 100
+}
+
+fn stat_ticks(stat: &str) -> u64 {
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// CPU time of this process's threads named `name` (the forwarding threads: `datapath`,
+/// `datapath-N`), in nanoseconds from the scheduler's accounting when the kernel keeps it.
+pub fn threads_cpu(name: &str) -> Duration {
+    let mut ns = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in dir.flatten() {
+        let p = task.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if comm != name && !comm.starts_with(&format!("{name}-")) {
+            continue;
+        }
+        ns += match std::fs::read_to_string(p.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            Some(v) => v,
+            None => {
+                let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                stat_ticks(&stat) * 10_000_000
+            }
+        };
+    }
+    Duration::from_nanos(ns)
+}
