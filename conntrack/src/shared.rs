@@ -14,11 +14,10 @@
 //! Lock order: one shard at a time; the accounting and reply-index mutexes are leaves (nothing
 //! else is locked while one is held).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use hashbrown::HashTable;
+use hashbrown::{HashMap, HashTable};
 
 use crate::CtDrop;
 use crate::limits::{self, Limits, ZONES, ZoneLimit};
@@ -41,6 +40,8 @@ pub(crate) struct Acct {
     pub live: usize,
     pub zone_live: Box<[u32]>,
     pub limits: Limits,
+    /// Touched at every DNAT commit and removal: hashbrown's randomly seeded fast hash
+    /// rather than SipHash.
     pub dnat: HashMap<DnatKey, u32>,
 }
 

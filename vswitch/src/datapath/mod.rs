@@ -60,12 +60,15 @@ pub struct Options {
     pub threads: usize,
     /// Connection tracking: table size, timeouts, TCP checks.
     pub conntrack: conntrack::Config,
-    /// Shards of the connection table (0: [`DEFAULT_CT_SHARDS`]).
+    /// Shards of the connection table (0: one for one forwarding thread, else
+    /// [`DEFAULT_CT_SHARDS`]).
     pub ct_shards: usize,
 }
 
-/// Shards of the connection table: a thread's lookup meets another thread's in the same shard
-/// with a probability of about threads/shards.
+/// Shards of the connection table with several forwarding threads: a thread's lookup meets
+/// another thread's in the same shard with a probability of about threads/shards. One thread
+/// alone gets one shard: shards would only cost it (a NAT reply misses in its own shard and
+/// is run again in the owner's, found through the shared reply index).
 pub const DEFAULT_CT_SHARDS: usize = 16;
 
 type Job = Box<dyn FnOnce(&mut Datapath) + Send>;
@@ -487,8 +490,9 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)>
     let n = opts.threads.max(1);
     let start = Instant::now();
     let shards = match opts.ct_shards {
+        0 if n == 1 => 1,
         0 => DEFAULT_CT_SHARDS,
-        n => n,
+        s => s,
     };
     let ct = Sharded::new(opts.conntrack, shards).map_err(|e| io::Error::other(e.to_string()))?;
     let ct = Arc::new(ct);
