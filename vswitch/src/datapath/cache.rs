@@ -105,8 +105,62 @@ const EVICT_SCAN: usize = 64;
 /// One distinct mask: its entries are slot indices, hashed by the masked key.
 struct MaskGroup {
     mask: FlowKey,
+    /// Indices of the mask's nonzero words: only these are hashed and compared (a megaflow
+    /// mask pins a few of the key's 32 words; the rest are zero in every stored key).
+    words: Box<[u8]>,
+    /// Bit `recirc_id % 64` of every recirculation pass an entry was stored for (all bits
+    /// when the mask does not pin `recirc_id`): a lookup skips a group that cannot hold its
+    /// pass. Bits stay set until the group empties.
+    recircs: u64,
     table: HashTable<u32>,
     hits: u64,
+}
+
+impl MaskGroup {
+    fn new(mask: &FlowKey) -> MaskGroup {
+        let words = mask
+            .words()
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w != 0)
+            .map(|(i, _)| i as u8)
+            .collect();
+        MaskGroup {
+            mask: *mask,
+            words,
+            recircs: if mask.recirc_id == u32::MAX { 0 } else { u64::MAX },
+            table: HashTable::new(),
+            hits: 0,
+        }
+    }
+}
+
+#[inline]
+fn recirc_bit(key: &FlowKey) -> u64 {
+    1 << (key.recirc_id & 63)
+}
+
+/// Hash of `key` under a mask: only the mask's nonzero `words`, seeded.
+#[inline]
+fn masked_hash(seed: u64, key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let (k, m) = (key.words(), mask.words());
+    let mut h = seed;
+    for &i in words {
+        let w = k[i as usize] & m[i as usize];
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    encap::hash::fmix64(h)
+}
+
+/// Whether `key` under the mask equals `stored` (a key stored masked by the same mask, so
+/// zero outside the mask's words).
+#[inline]
+fn masked_eq(key: &FlowKey, mask: &FlowKey, words: &[u8], stored: &FlowKey) -> bool {
+    let (k, m, s) = (key.words(), mask.words(), stored.words());
+    words
+        .iter()
+        .all(|&i| k[i as usize] & m[i as usize] == s[i as usize])
 }
 
 struct Slot<T> {
@@ -141,7 +195,8 @@ pub struct MegaflowCache<T> {
     sweep_at: usize,
     lookups: u64,
     evictions: u64,
-    hasher: DefaultHashBuilder,
+    /// Seeds the masked-key hash (random per cache: keys come from the network).
+    seed: u64,
 }
 
 impl<T> MegaflowCache<T> {
@@ -162,7 +217,7 @@ impl<T> MegaflowCache<T> {
             sweep_at: 0,
             lookups: 0,
             evictions: 0,
-            hasher: DefaultHashBuilder::default(),
+            seed: DefaultHashBuilder::default().hash_one(0x6d65_6761_666c_6f77u64),
         }
     }
 
@@ -176,14 +231,19 @@ impl<T> MegaflowCache<T> {
             });
             groups.iter_mut().flatten().for_each(|g| g.hits /= 2);
         }
+        let pass = recirc_bit(key);
         for gid in &self.order {
             let Some(g) = self.groups[*gid as usize].as_mut() else {
                 continue;
             };
-            let masked = key.masked(&g.mask);
-            let h = self.hasher.hash_one(masked);
+            if g.recircs & pass == 0 {
+                continue;
+            }
+            let h = masked_hash(self.seed, key, &g.mask, &g.words);
             let slots = &self.slots;
-            if let Some(&i) = g.table.find(h, |&i| slots[i as usize].key == masked) {
+            if let Some(&i) = g.table.find(h, |&i| {
+                masked_eq(key, &g.mask, &g.words, &slots[i as usize].key)
+            }) {
                 g.hits += 1;
                 let slot = &mut self.slots[i as usize];
                 slot.referenced = true;
@@ -209,17 +269,23 @@ impl<T> MegaflowCache<T> {
             Some(g) => *g,
             None => self.new_group(mask),
         };
-        let h = self.hasher.hash_one(masked);
+        let seed = self.seed;
         let slots = &mut self.slots;
         let g = self.groups[gid as usize].as_mut().expect("live group");
+        let h = masked_hash(seed, &masked, &g.mask, &g.words);
         if let Some(&i) = g.table.find(h, |&i| slots[i as usize].key == masked) {
             let slot = &mut slots[i as usize];
             slot.value = Some(value);
             slot.last_used_ns = now_ns;
             return true;
         }
+        let mut gid = gid;
         if self.len >= self.max_entries {
             self.evict_one();
+            if self.groups[gid as usize].is_none() {
+                // The victim was the last entry of this very group.
+                gid = self.new_group(mask);
+            }
         }
         let slot = Slot {
             key: masked,
@@ -239,20 +305,23 @@ impl<T> MegaflowCache<T> {
             }
         };
         let slots = &self.slots;
-        let hasher = &self.hasher;
-        let g = self.groups[gid as usize].as_mut().expect("live group");
-        g.table
-            .insert_unique(h, i, |&j| hasher.hash_one(slots[j as usize].key));
+        let MaskGroup {
+            mask,
+            words,
+            recircs,
+            table,
+            ..
+        } = self.groups[gid as usize].as_mut().expect("live group");
+        *recircs |= recirc_bit(key);
+        table.insert_unique(h, i, |&j| {
+            masked_hash(seed, &slots[j as usize].key, mask, words)
+        });
         self.len += 1;
         true
     }
 
     fn new_group(&mut self, mask: &FlowKey) -> u32 {
-        let group = MaskGroup {
-            mask: *mask,
-            table: HashTable::new(),
-            hits: 0,
-        };
+        let group = MaskGroup::new(mask);
         let gid = match self.groups.iter().position(Option::is_none) {
             Some(i) => {
                 self.groups[i] = Some(group);
@@ -300,9 +369,12 @@ impl<T> MegaflowCache<T> {
             return;
         }
         let gid = slot.group as usize;
-        let h = self.hasher.hash_one(slot.key);
         if let Some(g) = self.groups[gid].as_mut()
-            && let Ok(entry) = g.table.find_entry(h, |&j| j as usize == i)
+            && let Ok(entry) = g
+                .table
+                .find_entry(masked_hash(self.seed, &slot.key, &g.mask, &g.words), |&j| {
+                    j as usize == i
+                })
         {
             entry.remove();
             if g.table.is_empty() {
@@ -484,6 +556,62 @@ mod tests {
         // Freed slots are reused.
         mf.insert(&key(3, 3), &exact, Arc::new(3), 12 * SEC);
         assert_eq!(mf.lookup(&key(3, 3), 12 * SEC).map(|v| *v), Some(3));
+    }
+
+    #[test]
+    fn evicting_the_last_entry_of_the_group_being_inserted_into_keeps_the_insert() {
+        let mut mf = MegaflowCache::new(1);
+        let exact = FlowKey::exact_mask();
+        mf.insert(&key(1, 1), &exact, Arc::new(1), 0);
+        // Full: the one entry of the exact group goes, and with it the group itself.
+        mf.insert(&key(1, 2), &exact, Arc::new(2), 0);
+        assert_eq!(mf.lookup(&key(1, 2), 0).map(|v| *v), Some(2));
+        assert!(mf.lookup(&key(1, 1), 0).is_none());
+        assert_eq!((mf.len(), mf.n_masks()), (1, 1));
+    }
+
+    #[test]
+    fn a_lookup_only_probes_masks_of_its_recirculation_pass_and_only_their_words() {
+        let mut mf = MegaflowCache::new(100);
+        // Megaflow masks as the slow path makes them: in_port and recirc_id always pinned.
+        let pass = |recirc_id: u32, nw_dst: u32, tp_dst: u16| FlowKey {
+            in_port: 1,
+            recirc_id,
+            nw_dst,
+            tp_dst,
+            ..Default::default()
+        };
+        let dst_mask = FlowKey {
+            in_port: u32::MAX,
+            recirc_id: u32::MAX,
+            nw_dst: u32::MAX,
+            ..Default::default()
+        };
+        let port_mask = FlowKey {
+            tp_dst: u16::MAX,
+            ..dst_mask
+        };
+        mf.insert(&pass(0, 7, 80), &dst_mask, Arc::new("first pass"), 0);
+        mf.insert(&pass(3, 7, 80), &port_mask, Arc::new("third pass"), 0);
+        // Fields outside a mask do not matter, those inside do, and the pass must agree.
+        assert_eq!(mf.lookup(&pass(0, 7, 9), 0).map(|v| *v), Some("first pass"));
+        assert_eq!(mf.lookup(&pass(3, 7, 80), 0).map(|v| *v), Some("third pass"));
+        assert!(mf.lookup(&pass(3, 7, 81), 0).is_none());
+        assert!(mf.lookup(&pass(2, 7, 80), 0).is_none());
+        assert!(mf.lookup(&pass(0, 8, 80), 0).is_none());
+        let other_port = FlowKey {
+            in_port: 2,
+            ..pass(0, 7, 80)
+        };
+        assert!(mf.lookup(&other_port, 0).is_none());
+        // A mask that does not pin recirc_id matches every pass.
+        let any_pass = FlowKey {
+            in_port: u32::MAX,
+            ..Default::default()
+        };
+        let mut anywhere = MegaflowCache::new(10);
+        anywhere.insert(&pass(0, 1, 1), &any_pass, Arc::new("any"), 0);
+        assert_eq!(anywhere.lookup(&pass(5, 2, 2), 0).map(|v| *v), Some("any"));
     }
 
     #[test]
