@@ -40,6 +40,15 @@ impl SavedConn {
     pub fn reply(&self) -> &Tuple {
         &self.reply
     }
+
+    /// A TCP connection that has ended (both FINs seen, or reset): it only waits out its
+    /// timeout to absorb late segments.
+    pub fn tcp_ended(&self) -> bool {
+        matches!(
+            self.class,
+            TimeoutClass::TcpFinWait | TimeoutClass::TcpClosed
+        )
+    }
 }
 
 /// What [`Conntrack::restore`] did.

@@ -156,3 +156,29 @@ fn a_checkpoint_relearns_tcp_windows_that_moved_on_since() {
     );
     assert_eq!(r.ct_state & CT_EST, 0, "{:#x}", r.ct_state);
 }
+
+#[test]
+fn a_reset_connection_is_saved_as_ended() {
+    let mut ct = table(1);
+    established_service_connection(&mut ct, 0);
+    let saved = ct.snapshot(SEC);
+    assert_eq!(saved.len(), 1);
+    assert!(!saved[0].tcp_ended(), "an established connection has not ended");
+    let plain = NatSpec::default();
+    let un = CtAction {
+        zone: 1,
+        nat: Some(&plain),
+        ..CtAction::default()
+    };
+    let rst = tcp(
+        "172.16.1.2",
+        40000,
+        "10.247.0.10",
+        80,
+        conntrack::tcp::TCP_RST | TCP_ACK,
+    );
+    ct.process(&rst, &seg(2, 501), &un, SEC);
+    let saved = ct.snapshot(2 * SEC);
+    assert_eq!(saved.len(), 1, "a reset connection waits out its timeout");
+    assert!(saved[0].tcp_ended());
+}
