@@ -53,19 +53,32 @@ pub fn hash_key(key: &FlowKey) -> u64 {
     h ^ (h >> 29)
 }
 
+/// A megaflow hit enters the EMC with a probability of 1 in this many (Open vSwitch's
+/// `emc-insert-inv-prob` default): a flow that keeps sending gets in after ~100 packets, while
+/// the one-packet keys of new connections (and each TCP flag combination) do not evict it.
+pub const EMC_INSERT_INV_PROB: u32 = 100;
+
 struct EmcSlot<T> {
     key: FlowKey,
     value: Arc<T>,
 }
 
 pub struct Emc<T> {
+    /// A 32-bit tag of each slot's hash (0: empty), checked before the slot itself: a miss
+    /// (every new connection's packets) reads this 32 KiB array, not a 272-byte slot of a
+    /// 2 MiB one that is rarely in the cache.
+    tags: Vec<u32>,
     slots: Vec<Option<EmcSlot<T>>>,
+    /// xorshift32 state for the insertion draw.
+    rng: u32,
 }
 
 impl<T> Default for Emc<T> {
     fn default() -> Self {
         Emc {
+            tags: vec![0; 1usize << EMC_BITS],
             slots: (0..1usize << EMC_BITS).map(|_| None).collect(),
+            rng: 0x9e37_79b9,
         }
     }
 }
@@ -76,9 +89,19 @@ impl<T> Emc<T> {
         (hash >> (64 - EMC_BITS)) as usize
     }
 
+    /// Never 0 (the empty tag); from the hash's low bits (the index takes the high ones).
+    #[inline]
+    fn tag(hash: u64) -> u32 {
+        hash as u32 | 1
+    }
+
     #[inline]
     pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&Arc<T>> {
-        match &self.slots[Self::index(hash)] {
+        let i = Self::index(hash);
+        if self.tags[i] != Self::tag(hash) {
+            return None;
+        }
+        match &self.slots[i] {
             Some(slot) if slot.key == *key => Some(&slot.value),
             _ => None,
         }
@@ -86,10 +109,26 @@ impl<T> Emc<T> {
 
     #[inline]
     pub fn insert(&mut self, key: &FlowKey, hash: u64, value: Arc<T>) {
-        self.slots[Self::index(hash)] = Some(EmcSlot { key: *key, value });
+        let i = Self::index(hash);
+        self.slots[i] = Some(EmcSlot { key: *key, value });
+        self.tags[i] = Self::tag(hash);
+    }
+
+    /// [`insert`](Self::insert) with a probability of 1 in [`EMC_INSERT_INV_PROB`].
+    #[inline]
+    pub fn insert_sometimes(&mut self, key: &FlowKey, hash: u64, value: &Arc<T>) {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        if x % EMC_INSERT_INV_PROB == 0 {
+            self.insert(key, hash, value.clone());
+        }
     }
 
     pub fn clear(&mut self) {
+        self.tags.iter_mut().for_each(|t| *t = 0);
         self.slots.iter_mut().for_each(|s| *s = None);
     }
 }
@@ -482,6 +521,28 @@ mod tests {
         assert!(emc.get(&other, hash_key(&other)).is_none());
         emc.clear();
         assert!(emc.get(&k, hash_key(&k)).is_none());
+    }
+
+    #[test]
+    fn emc_takes_a_repeated_flow_in_after_about_a_hundred_offers() {
+        let mut emc = Emc::default();
+        let k = key(1, 7);
+        let v = Arc::new(1);
+        let mut offers = 0;
+        while emc.get(&k, hash_key(&k)).is_none() {
+            emc.insert_sometimes(&k, hash_key(&k), &v);
+            offers += 1;
+            assert!(offers < 5000, "never inserted");
+        }
+        // One-packet keys: ~1 in 100 of 10,000 gets in.
+        let taken = (0..10_000u32)
+            .filter(|i| {
+                let k = key(2, *i);
+                emc.insert_sometimes(&k, hash_key(&k), &v);
+                emc.get(&k, hash_key(&k)).is_some()
+            })
+            .count();
+        assert!((50..200).contains(&taken), "{taken} of 10000 inserted");
     }
 
     #[test]

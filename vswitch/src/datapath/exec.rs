@@ -420,7 +420,7 @@ fn lookup(ctx: &mut Ctx, key: &FlowKey) -> Arc<CachedFlow> {
     }
     if let Some(f) = b.megaflows.lookup(key, ctx.now_ns) {
         ctx.scratch.cache[1] += 1;
-        b.emc.insert(key, h, f.clone());
+        b.emc.insert_sometimes(key, h, &f);
         return f;
     }
     ctx.scratch.cache[2] += 1;
