@@ -55,11 +55,14 @@ impl Case {
 /// UDP from client `i` (distinct source address and port up to 2^20 clients) to `dst`:53xx.
 fn frame(i: u32, dst: [u8; 4], dport: u16) -> Vec<u8> {
     let src = 0xac10_0300u32 + (i >> 14);
-    FrameBuilder::eth([0x0a, 0x58, 0x0c, 0, 0x0f, 0x01], [0x0a, 0x58, 0, 0, 0, 0xfe])
-        .ipv4(src.to_be_bytes(), dst)
-        .udp(1024 + (i & 0x3fff) as u16, dport)
-        .payload(&[0u8; 18])
-        .build()
+    FrameBuilder::eth(
+        [0x0a, 0x58, 0x0c, 0, 0x0f, 0x01],
+        [0x0a, 0x58, 0, 0, 0, 0xfe],
+    )
+    .ipv4(src.to_be_bytes(), dst)
+    .udp(1024 + (i & 0x3fff) as u16, dport)
+    .payload(&[0u8; 18])
+    .build()
 }
 
 struct Outcome {
@@ -71,8 +74,8 @@ struct Outcome {
 }
 
 fn run(case: Case, packets: u32) -> Outcome {
-    let (dp, joins) = vswitch::datapath::spawn(vswitch::datapath::Options::default())
-        .expect("datapath");
+    let (dp, joins) =
+        vswitch::datapath::spawn(vswitch::datapath::Options::default()).expect("datapath");
     let dir = std::env::temp_dir().join(format!("vswitch-newconn-{}", std::process::id()));
     let switch = Arc::new(vswitch::switch::Switch::new(dp, dir.clone()));
     switch.add_br("br0").expect("add-br");
@@ -81,9 +84,8 @@ fn run(case: Case, packets: u32) -> Outcome {
     for b in 2..=4u32 {
         let port = Replay::new(&format!("be{b}"), Vec::new(), stop.clone());
         delivered.push(port.counter());
-        let spec =
-            vswitch::portspec::PortSpec::parse(&format!("be{b}"), &[format!("ofport={b}")])
-                .expect("spec");
+        let spec = vswitch::portspec::PortSpec::parse(&format!("be{b}"), &[format!("ofport={b}")])
+            .expect("spec");
         switch
             .add_port_with_dev("br0", spec, Box::new(port))
             .expect("backend port");
@@ -203,7 +205,8 @@ fn main() {
         for (i, case) in cases.iter().enumerate() {
             let o = run(*case, packets);
             assert_eq!(
-                o.delivered, o.expected,
+                o.delivered,
+                o.expected,
                 "{}: every frame reaches a backend",
                 case.name()
             );

@@ -163,7 +163,10 @@ fn a_reset_connection_is_saved_as_ended() {
     established_service_connection(&mut ct, 0);
     let saved = ct.snapshot(SEC);
     assert_eq!(saved.len(), 1);
-    assert!(!saved[0].tcp_ended(), "an established connection has not ended");
+    assert!(
+        !saved[0].tcp_ended(),
+        "an established connection has not ended"
+    );
     let plain = NatSpec::default();
     let un = CtAction {
         zone: 1,

@@ -167,7 +167,11 @@ impl MaskGroup {
         MaskGroup {
             mask: *mask,
             words,
-            recircs: if mask.recirc_id == u32::MAX { 0 } else { u64::MAX },
+            recircs: if mask.recirc_id == u32::MAX {
+                0
+            } else {
+                u64::MAX
+            },
             table: HashTable::new(),
             hits: 0,
         }
@@ -656,7 +660,10 @@ mod tests {
         mf.insert(&pass(3, 7, 80), &port_mask, Arc::new("third pass"), 0);
         // Fields outside a mask do not matter, those inside do, and the pass must agree.
         assert_eq!(mf.lookup(&pass(0, 7, 9), 0).map(|v| *v), Some("first pass"));
-        assert_eq!(mf.lookup(&pass(3, 7, 80), 0).map(|v| *v), Some("third pass"));
+        assert_eq!(
+            mf.lookup(&pass(3, 7, 80), 0).map(|v| *v),
+            Some("third pass")
+        );
         assert!(mf.lookup(&pass(3, 7, 81), 0).is_none());
         assert!(mf.lookup(&pass(2, 7, 80), 0).is_none());
         assert!(mf.lookup(&pass(0, 8, 80), 0).is_none());
