@@ -122,7 +122,7 @@ impl<T> Emc<T> {
         x ^= x >> 17;
         x ^= x << 5;
         self.rng = x;
-        if x % EMC_INSERT_INV_PROB == 0 {
+        if x.is_multiple_of(EMC_INSERT_INV_PROB) {
             self.insert(key, hash, value.clone());
         }
     }
