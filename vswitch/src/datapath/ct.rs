@@ -132,7 +132,8 @@ pub fn run<'a>(
         }
     }
     if let Some(fix) = res.tcp_fix.filter(|_| key.nw_proto == 6 && first_pass) {
-        *resized = apply_tcp_fix(pkt, parsed, key.eth_type == 0x86dd, &fix);
+        *resized = apply_tcp_fix(pkt, parsed, key.eth_type == 0x86dd, &fix)
+            .ok_or(DropReason::AlgNoRoom)?;
     }
     Ok(Some(next))
 }
@@ -141,17 +142,23 @@ pub fn run<'a>(
 /// numbers shifted by what earlier rewrites added, then the announced address replaced in the
 /// payload (the frame grows or shrinks behind it, the IP length follows) and the TCP checksum
 /// computed again (or, for a checksum left to offload, its pseudo-header part). Returns whether
-/// the frame's length changed. A GSO frame, or one without tailroom, keeps its payload (the
-/// peer then sees the untranslated address, as with Open vSwitch at its MTU limit).
-fn apply_tcp_fix(pkt: &mut PacketBuf, parsed: &Parsed, v6: bool, fix: &conntrack::TcpFix) -> bool {
+/// the frame's length changed, or `None` when the rewrite does not fit (a GSO frame, or no
+/// tailroom): conntrack has already shifted the connection's sequence numbers by it, so the
+/// frame is dropped and its retransmission, which conntrack recognises, is rewritten instead.
+fn apply_tcp_fix(
+    pkt: &mut PacketBuf,
+    parsed: &Parsed,
+    v6: bool,
+    fix: &conntrack::TcpFix,
+) -> Option<bool> {
     const TCP_ACK: u8 = 0x10;
     let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
     else {
-        return false;
+        return Some(false);
     };
     let mut end = end.min(pkt.len());
     if end < l4 + 20 {
-        return false;
+        return Some(false);
     }
     let f = pkt.data_mut();
     let seq = rd32(f, l4 + 4).wrapping_add(fix.seq_delta as u32);
@@ -162,12 +169,12 @@ fn apply_tcp_fix(pkt: &mut PacketBuf, parsed: &Parsed, v6: bool, fix: &conntrack
     }
     let data = l4 + usize::from(f[l4 + 12] >> 4) * 4;
     let mut resized = false;
-    if let Some(edit) = fix.edit.filter(|_| pkt.meta.gso.is_none()) {
+    if let Some(edit) = fix.edit {
         let at = data + usize::from(edit.offset);
         let old_end = at + usize::from(edit.old_len);
         let text = edit.text();
         let new_end = (end as i64 + i64::from(edit.delta())) as usize;
-        if old_end <= end && new_end <= pkt.len() + pkt.tailroom() {
+        if pkt.meta.gso.is_none() && old_end <= end && new_end <= pkt.len() + pkt.tailroom() {
             if new_end > pkt.len() {
                 let _ = pkt.set_len(new_end);
             }
@@ -190,6 +197,8 @@ fn apply_tcp_fix(pkt: &mut PacketBuf, parsed: &Parsed, v6: bool, fix: &conntrack
             }
             end = new_end;
             resized = true;
+        } else {
+            return None;
         }
     }
     let partial = pkt.meta.csum_not_ready;
@@ -211,7 +220,7 @@ fn apply_tcp_fix(pkt: &mut PacketBuf, parsed: &Parsed, v6: bool, fix: &conntrack
         encap::checksum::finish(pseudo, &f[l4..end])
     };
     f[l4 + 16..l4 + 18].copy_from_slice(&csum.to_be_bytes());
-    resized
+    Some(resized)
 }
 
 /// Writes `ct_label` and the original-direction tuple fields (`ct_nw_src` ... `ct_tp_dst`) as

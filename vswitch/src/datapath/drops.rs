@@ -46,6 +46,7 @@ drop_reasons! {
     CtZoneLimit => "ct_zone_limit", "conntrack zone at its limit (ct-set-limits): new connection refused";
     CtSourceLimit => "ct_source_limit", "source (pod) at its connection limit in its zone: new connection refused";
     NatExhausted => "nat_exhausted", "no free NAT port or address for a new connection";
+    AlgNoRoom => "alg_no_room", "an FTP ALG rewrite did not fit the frame (GSO super-frame or no tailroom); its retransmission is rewritten";
     MacTableFull => "mac_table_full", "MAC learning table full: address not learned";
     VlanMismatch => "vlan_error", "VLAN action on a frame without/with too many tags";
     ControllerNone => "controller_unreachable", "output to CONTROLLER with no controller connected";
