@@ -21,122 +21,17 @@
 //! Without `--bench` (as `cargo test --benches` runs it) it only checks that both cases
 //! deliver frames.
 
-use std::io;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod replay;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use encap::build::FrameBuilder;
-use tap_io::{Batch, Port, PortStats, TxReport};
+use replay::{Replay, cpu_of, process_cpu, total};
 
 /// Flows per client port.
 const FLOWS: usize = 4096;
-
-/// A port that receives its frames over and over (until stopped) and counts what it is given
-/// to send. Its transmit clones (one per other forwarding thread) count on their own.
-struct Replay {
-    name: String,
-    frames: Arc<Vec<Vec<u8>>>,
-    next: usize,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    clones: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
-    /// Frames handed out by `rx_batch` (one add per batch, by the thread polling the port).
-    received: Arc<AtomicU64>,
-    stats: PortStats,
-}
-
-impl Replay {
-    fn new(name: &str, frames: Vec<Vec<u8>>, stop: Arc<AtomicBool>) -> Self {
-        let sent = Arc::new(AtomicU64::new(0));
-        Self {
-            name: name.to_string(),
-            frames: Arc::new(frames),
-            next: 0,
-            stop,
-            sent: sent.clone(),
-            clones: Arc::new(Mutex::new(vec![sent])),
-            received: Arc::new(AtomicU64::new(0)),
-            stats: PortStats::default(),
-        }
-    }
-
-    /// Frames handed to this port (and its clones) for sending.
-    fn counter(&self) -> Arc<Mutex<Vec<Arc<AtomicU64>>>> {
-        self.clones.clone()
-    }
-}
-
-fn total(c: &Mutex<Vec<Arc<AtomicU64>>>) -> u64 {
-    c.lock()
-        .unwrap()
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .sum()
-}
-
-impl Port for Replay {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
-        if self.frames.is_empty() || self.stop.load(Ordering::Relaxed) {
-            return Ok(0);
-        }
-        let mut n = 0;
-        while batch.room() > 0 {
-            if !batch.push_copy(&self.frames[self.next]) {
-                break;
-            }
-            self.next = (self.next + 1) % self.frames.len();
-            n += 1;
-        }
-        self.received.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
-        let n = batch.len();
-        let bytes = batch.packets().iter().map(|p| p.len() as u64).sum();
-        batch.clear();
-        // One add per batch, on this thread's own counter.
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
-        TxReport {
-            sent: n,
-            bytes,
-            ..TxReport::default()
-        }
-    }
-
-    fn fd(&self) -> Option<RawFd> {
-        None
-    }
-
-    fn stats(&self) -> PortStats {
-        self.stats
-    }
-
-    fn mtu(&self) -> usize {
-        1500
-    }
-
-    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
-        let sent = Arc::new(AtomicU64::new(0));
-        self.clones.lock().unwrap().push(sent.clone());
-        Some(Ok(Box::new(Replay {
-            name: self.name.clone(),
-            frames: Arc::new(Vec::new()),
-            next: 0,
-            stop: self.stop.clone(),
-            sent,
-            clones: self.clones.clone(),
-            received: Arc::new(AtomicU64::new(0)),
-            stats: PortStats::default(),
-        })))
-    }
-}
 
 fn client_frames(client: u32) -> Vec<Vec<u8>> {
     (0..FLOWS as u32)
@@ -149,20 +44,6 @@ fn client_frames(client: u32) -> Vec<Vec<u8>> {
                 .build()
         })
         .collect()
-}
-
-/// CPU time (user + system) of this process so far.
-fn process_cpu() -> Duration {
-    cpu_of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
-}
-
-/// User + system time from a `/proc/.../stat` line.
-fn cpu_of(stat: &str) -> Duration {
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ = 100
 }
 
 /// One forwarding thread's CPU time and context switches so far.
@@ -295,7 +176,7 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
     for c in 0..2u32 {
         let thread = if threads > 1 { c } else { 0 };
         let port = Replay::new(&format!("cl{c}"), client_frames(c), stop.clone());
-        received.push((thread as usize, port.received.clone()));
+        received.push((thread as usize, port.received()));
         let ofport = 5 + c;
         let spec = vswitch::portspec::PortSpec::parse(
             &format!("cl{c}"),

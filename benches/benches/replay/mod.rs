@@ -22,6 +22,8 @@ pub struct Replay {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     clones: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
+    /// Frames handed out by `rx_batch` (one add per batch, by the thread polling the port).
+    received: Arc<AtomicU64>,
     stats: PortStats,
 }
 
@@ -45,6 +47,7 @@ impl Replay {
             stop,
             sent: sent.clone(),
             clones: Arc::new(Mutex::new(vec![sent])),
+            received: Arc::new(AtomicU64::new(0)),
             stats: PortStats::default(),
         }
     }
@@ -52,6 +55,11 @@ impl Replay {
     /// Frames handed to this port (and its clones) for sending.
     pub fn counter(&self) -> Sent {
         self.clones.clone()
+    }
+
+    /// Frames this port has received so far (handed to the datapath).
+    pub fn received(&self) -> Arc<AtomicU64> {
+        self.received.clone()
     }
 }
 
@@ -85,6 +93,7 @@ impl Port for Replay {
             }
             n += 1;
         }
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -124,6 +133,7 @@ impl Port for Replay {
             stop: self.stop.clone(),
             sent,
             clones: self.clones.clone(),
+            received: Arc::new(AtomicU64::new(0)),
             stats: PortStats::default(),
         })))
     }
@@ -131,15 +141,16 @@ impl Port for Replay {
 
 /// CPU time (user + system) of this process so far.
 pub fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    Duration::from_millis(stat_ticks(&stat) * 10) // USER_HZ = 100
+    cpu_of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
-fn stat_ticks(stat: &str) -> u64 {
+/// User + system time from a `/proc/.../stat` line.
+pub fn cpu_of(stat: &str) -> Duration {
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0)
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ = 100
 }
 
 /// CPU time of this process's threads named `name` (the forwarding threads: `datapath`,
@@ -163,7 +174,7 @@ pub fn threads_cpu(name: &str) -> Duration {
             Some(v) => v,
             None => {
                 let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-                stat_ticks(&stat) * 10_000_000
+                cpu_of(&stat).as_nanos() as u64
             }
         };
     }
