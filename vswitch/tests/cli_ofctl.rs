@@ -4,146 +4,14 @@
 //!
 //! Without ovs-ofctl the tests print a skip message, unless CI=true (then they fail).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
+use std::process::Output;
 
-fn have_ofctl() -> bool {
-    if Path::new(OVS_OFCTL).exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{OVS_OFCTL} is missing and CI=true: install openvswitch-common");
-    }
-    eprintln!("SKIP: {OVS_OFCTL} not installed (apt-get install openvswitch-common)");
-    false
-}
-
-/// A running vswitchd with bridge br0 (and optionally a loopback TCP OpenFlow listener).
-struct Daemon {
-    child: Child,
-    rundir: PathBuf,
-    tcp_port: Option<u16>,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-impl Daemon {
-    fn start(with_tcp: bool) -> Daemon {
-        let rundir = std::env::temp_dir().join(format!(
-            "cli-ofctl-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ rand_tag()
-        ));
-        std::fs::create_dir_all(&rundir).unwrap();
-        let tcp_port = with_tcp.then(free_port);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vswitchd"));
-        cmd.arg("--rundir")
-            .arg(&rundir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(p) = tcp_port {
-            cmd.env("VSWITCH_OF_TCP", format!("br0@127.0.0.1:{p}"));
-        }
-        let child = cmd.spawn().expect("starting vswitchd");
-        let d = Daemon {
-            child,
-            rundir,
-            tcp_port,
-        };
-        wait_for(&d.rundir.join("vswitchd.ctl"));
-        let out = d.ctl(&["add-br", "br0"]);
-        assert!(out.status.success(), "add-br: {}", stderr(&out));
-        wait_for(&d.rundir.join("br0.mgmt"));
-        d
-    }
-
-    fn unix_target(&self) -> String {
-        format!("unix:{}", self.rundir.join("br0.mgmt").display())
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-            .arg("--rundir")
-            .arg(&self.rundir)
-            .args(args)
-            .output()
-            .expect("running vswitchctl")
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "vswitchctl {args:?} failed: {}",
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `ovs-ofctl -O OpenFlow13 [opts] CMD unix:<br0.mgmt> ARGS...`.
-    fn ofctl(&self, opts: &[&str], cmd: &str, args: &[&str]) -> Output {
-        Command::new(OVS_OFCTL)
-            .args(["-O", "OpenFlow13", "--timeout=10"])
-            .args(opts)
-            .arg(cmd)
-            .arg(self.unix_target())
-            .args(args)
-            .output()
-            .expect("running ovs-ofctl")
-    }
-
-    fn ofctl_ok(&self, opts: &[&str], cmd: &str, args: &[&str]) -> String {
-        let out = self.ofctl(opts, cmd, args);
-        assert!(
-            out.status.success(),
-            "ovs-ofctl {cmd} {args:?} failed: {}",
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.rundir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
-
-fn rand_tag() -> u128 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(0u8) as u128
-}
+use common::ofctl::{Switch, have_ofctl, text};
 
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    text(&o.stderr)
 }
 
 /// Durations masked: two dumps a few ms apart differ only there.
@@ -181,7 +49,7 @@ fn ovs_ofctl_writes_vswitchctl_reads_the_same() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let f = d.file("flows.txt", FLOWS);
     d.ofctl_ok(&[], "add-group", &[GROUP]);
     d.ofctl_ok(&[], "add-flows", &[&f]);
@@ -219,7 +87,7 @@ fn vswitchctl_writes_ovs_ofctl_reads_the_same() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let f = d.file("flows.txt", FLOWS);
     d.ctl_ok(&["add-group", "br0", GROUP]);
     d.ctl_ok(&["del-flows", "br0"]);
@@ -263,9 +131,9 @@ fn unix_and_tcp_targets() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(true);
+    let d = Switch::start_with("cli-ofctl", true);
     let tcp = format!("tcp:127.0.0.1:{}", d.tcp_port.unwrap());
-    let unix = d.unix_target();
+    let unix = d.target();
     d.ctl_ok(&["add-flow", &unix, "priority=3,udp,actions=drop"]);
     d.ctl_ok(&["add-flow", &tcp, "priority=4,icmp,actions=NORMAL"]);
     let via_unix = d.ctl_ok(&["dump-flows", &unix, "--no-stats"]);
@@ -292,7 +160,7 @@ fn diff_flows_exit_codes_and_text() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let want = d.file(
         "want.txt",
         "priority=7,tcp,tp_dst=80,actions=drop\ntable=1,cookie=0x9,priority=8,udp,actions=NORMAL\n",
@@ -337,7 +205,7 @@ fn bundle_applies_all_or_nothing() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let good = d.file(
         "good.txt",
         "priority=7,tcp,actions=drop\npriority=8,udp,actions=NORMAL\n",
@@ -429,7 +297,7 @@ fn errors_read_like_ovs_ofctl() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     // A flow pointing at a missing group: the switch's OFPT_ERROR, decoded identically.
     let ours = d.ctl(&["add-flow", "br0", "in_port=1,actions=group:99"]);
     let theirs = d.ofctl(&[], "add-flow", &["in_port=1,actions=group:99"]);
@@ -466,7 +334,7 @@ fn inconsistent_actions_refused_like_open_vswitch() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let before = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
     for (flow, error) in [
         (
@@ -519,7 +387,7 @@ fn packet_out_actions_checked_against_the_packet() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
     let decoded = "udp,vlan_tci=0x0000,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_tos=0,nw_ecn=0,nw_ttl=64,nw_frag=no,tp_src=1000,tp_dst=53 udp_csum:0\n";
     for (actions, error) in [
@@ -561,7 +429,7 @@ fn packet_out_and_names() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let frame =
         "0001020304050a0b0c0d0e0f08004500001c000100004011f9ce0a0000010a000002003500350008ffff";
     // output:TABLE runs the bridge's own table 0: the default NORMAL flow counts it.
@@ -584,7 +452,7 @@ fn desc_and_group_features_print_as_ovs_ofctl() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     for cmd in ["dump-desc", "dump-group-features"] {
         let ours = d.ctl_ok(&[cmd, "br0"]);
         let theirs = d.ofctl_ok(&[], cmd, &[]);
@@ -607,7 +475,7 @@ fn sort_and_rsort_order_flows_as_ovs_ofctl() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start(false);
+    let d = Switch::start("cli-ofctl");
     let flows = "priority=5,ip,nw_src=10.0.0.3,actions=drop\n\
         priority=7,ip,nw_src=10.0.0.1,actions=drop\n\
         priority=9,tcp,tp_dst=80,actions=drop\n\

@@ -17,22 +17,20 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    GW_MAC, OUTSIDE_CLIENT, PUBLIC_HOST, PUBLIC_MAC, attach_underlay, pod_eth0, pod_veth,
+    public_host, underlay, underlay_mac, underlay_node,
+};
 use common::*;
 
-const GW_MAC: &str = "0a:58:0c:00:00:fe";
 const VIP: &str = "10.247.0.10";
 const VIP2: &str = "10.247.0.20";
 /// A Service whose only backend is pod b.
 const VIP_SELF: &str = "10.247.0.30";
-/// The underlay router / public host (192.168.0.1, 203.0.113.10).
-const PUBLIC_MAC: &str = "02:00:cb:00:71:0a";
-const PUBLIC_HOST: &str = "203.0.113.10";
-/// An outside client (on the public host) of node 1's NodePorts and external IPs.
-const OUTSIDE_CLIENT: &str = "198.51.100.10";
 /// A LoadBalancer IP and a shared DNAT address, routed by the public host to node 1.
 const LB_IP: &str = "198.18.0.5";
 const DNAT_IP: &str = "198.18.0.6";
@@ -42,84 +40,6 @@ const WHO_PORT: u16 = 8081;
 const PUBLIC_PORT: u16 = 9000;
 /// The MAC of the kernel VXLAN device of the plain Linux node (tunnel mode).
 const KERNEL_VXLAN_MAC: &str = "02:00:00:00:04:01";
-
-/// `vswitchd --config` in a namespace, killed and reaped on drop.
-struct Agent {
-    child: Child,
-    rundir: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &str, rundir: &Path, config: &Path) -> Agent {
-        let _ = std::fs::remove_dir_all(rundir);
-        std::fs::create_dir_all(rundir).expect("rundir");
-        let log = std::fs::File::create(rundir.join("vswitchd.log")).expect("log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                env!("CARGO_BIN_EXE_vswitchd"),
-                "--rundir",
-            ])
-            .arg(rundir)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn vswitchd");
-        let mut a = Agent {
-            child,
-            rundir: rundir.to_path_buf(),
-        };
-        let sock = rundir.join("vswitchd.ctl");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            if let Ok(Some(st)) = a.child.try_wait() {
-                panic!("vswitchd exited ({st}):\n{}", a.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no socket from vswitchd:\n{}",
-                a.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        a
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.rundir.join("vswitchd.log")).unwrap_or_default()
-    }
-
-    fn ctl(&self, args: &[&str]) -> String {
-        let r = run_timeout(
-            Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-                .arg("--rundir")
-                .arg(&self.rundir)
-                .args(args),
-            Duration::from_secs(10),
-        );
-        assert!(
-            r.ok,
-            "vswitchctl {args:?}: {}{}\nlog:\n{}",
-            r.stdout,
-            r.stderr,
-            self.log()
-        );
-        r.stdout
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -186,10 +106,6 @@ const PODS: [PodDef; 6] = [
         mac: "0a:58:0c:03:00:0c",
     },
 ];
-
-fn underlay_mac(n: usize) -> String {
-    format!("02:00:c0:a8:00:{:02x}", 10 + n)
-}
 
 fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
     let mut s = format!(
@@ -290,7 +206,7 @@ fn node_config(n: usize, mode: Mode, extra_service: bool) -> String {
 
 struct Cluster {
     /// Declared first: the daemons stop before the namespaces go.
-    agents: Vec<Agent>,
+    agents: Vec<Daemon>,
     servers: Vec<Child>,
     pods: Vec<Netns>,
     nodes: Vec<Netns>,
@@ -329,55 +245,25 @@ impl Cluster {
 
 fn build(mode: Mode) -> Cluster {
     let m = if mode == Mode::Tunnel { "t" } else { "r" };
-    let underlay = Netns::new(&unique(&format!("{m}u"))).expect("underlay ns");
-    ns_sh(
-        underlay.name(),
-        "ip link add br0 type bridge && ip link set br0 up",
-    );
+    let underlay = underlay(&format!("{m}u"));
     let dir = std::env::temp_dir().join(unique(&format!("{m}cluster")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut nodes = Vec::new();
-    for n in 1..=3 {
-        let ns = Netns::new(&unique(&format!("{m}n{n}"))).expect("node ns");
-        ns_sh(
-            underlay.name(),
-            &format!(
-                "ip link add u{n} type veth peer name eth1 netns {node} && ip link set u{n} master br0 up",
-                node = ns.name()
-            ),
-        );
-        ns_sh(
-            ns.name(),
-            &format!(
-                "ip link set lo up && ip link set eth1 address {mac} && \
-                 ip addr add 192.168.0.{ip}/24 dev eth1 && ip link set eth1 up && \
-                 ethtool -K eth1 tso off gso off gro off >/dev/null 2>&1; true",
-                mac = underlay_mac(n),
-                ip = 10 + n
-            ),
-        );
-        nodes.push(ns);
-    }
+    let nodes: Vec<Netns> = (1..=3)
+        .map(|n| underlay_node(&underlay, &format!("{m}n{n}"), n))
+        .collect();
     // Pods with veth ends exist before the agent starts; TAP pods are created by the agent.
     let mut pods = Vec::new();
     for p in &PODS {
         let ns = Netns::new(&unique(&format!("{m}p{}", p.tag))).expect("pod ns");
         if !p.tap {
-            ns_sh(
-                nodes[p.node - 1].name(),
-                &format!(
-                    "ip link add {port} type veth peer name eth0 netns {pod} && \
-                     sysctl -qw net.ipv6.conf.{port}.disable_ipv6=1 && ip link set {port} up",
-                    port = p.port,
-                    pod = ns.name()
-                ),
-            );
+            pod_veth(nodes[p.node - 1].name(), p.port, ns.name());
         }
         pods.push(ns);
     }
     let linux = (mode == Mode::Tunnel).then(|| linux_node(&underlay));
-    let public = public_host(&underlay, m);
+    // Named per mode: the two clusters may be built at the same time.
+    let public = public_host(&underlay, &format!("{m}public"));
     // Node 1's kernel sees what its uplink sees (AF_PACKET copies): the switch's own nftables
     // table keeps it from answering NodePort SYNs or replies to masqueraded connections with
     // resets (checked in run_cluster: nothing is set up by hand here).
@@ -393,10 +279,11 @@ fn build(mode: Mode) -> Cluster {
     };
     for n in 1..=3 {
         std::fs::write(c.config_path(n), node_config(n, mode, false)).expect("write config");
-        let agent = Agent::start(
+        let config = c.config_path(n);
+        let agent = Daemon::start_with(
             c.nodes[n - 1].name(),
             &c.dir.join(format!("run{n}")),
-            &c.config_path(n),
+            &["--config", config.to_str().expect("utf-8 path")],
         );
         c.agents.push(agent);
     }
@@ -411,29 +298,9 @@ fn build(mode: Mode) -> Cluster {
             ns_sh(&pod, &format!("ip link set {} name eth0", p.port));
         }
         let mtu = if mode == Mode::Tunnel { 1450 } else { 1500 };
-        ns_sh(
-            &pod,
-            &format!(
-                "ip link set lo up && ip link set eth0 address {mac} && ip link set eth0 mtu {mtu} up && \
-                 ip addr add {ip}/32 dev eth0 && ip route add 172.16.{n}.1 dev eth0 && \
-                 ip route add default via 172.16.{n}.1 && \
-                 {neigh} \
-                 (ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1; true)",
-                mac = p.mac,
-                ip = p.ip,
-                n = p.node,
-                // Pod a resolves the gateway by ARP (answered by flows); the others, like
-                // the demo's pods, have a static entry.
-                neigh = if p.tag == "a" {
-                    String::new()
-                } else {
-                    format!(
-                        "ip neigh replace 172.16.{}.1 lladdr {GW_MAC} dev eth0 nud permanent &&",
-                        p.node
-                    )
-                }
-            ),
-        );
+        // Pod a resolves the gateway by ARP (answered by flows); the others, like the demo's
+        // pods, have a static entry.
+        pod_eth0(&pod, p.node, p.ip, p.mac, mtu, p.tag != "a");
         let server = Command::new("ip")
             .args(["netns", "exec", &pod, "timeout", "50", "socat"])
             .arg("TCP-LISTEN:8080,fork,reuseaddr")
@@ -480,13 +347,7 @@ fn build(mode: Mode) -> Cluster {
 /// checksum left partial by the sender's kernel (veth) would arrive unfinished.
 fn linux_node(underlay: &Netns) -> Netns {
     let ns = Netns::new(&unique("tlinux")).expect("linux node ns");
-    ns_sh(
-        underlay.name(),
-        &format!(
-            "ip link add u4 type veth peer name eth1 netns {} && ip link set u4 master br0 up",
-            ns.name()
-        ),
-    );
+    attach_underlay(underlay, 4, ns.name());
     ns_sh(
         ns.name(),
         &format!(
@@ -505,32 +366,6 @@ fn linux_node(underlay: &Netns) -> Netns {
     ns
 }
 
-/// The underlay's router, which is also the public host 203.0.113.10 and the outside client
-/// 198.51.100.10. It has no route to the pod CIDRs: it can only answer pods whose traffic was
-/// masqueraded to a node address. It routes the LoadBalancer and DNAT addresses to node 1.
-fn public_host(underlay: &Netns, mode_tag: &str) -> Netns {
-    // Named per mode: the two clusters may be built at the same time.
-    let ns = Netns::new(&unique(&format!("{mode_tag}public"))).expect("public host ns");
-    ns_sh(
-        underlay.name(),
-        &format!(
-            "ip link add u9 type veth peer name eth1 netns {} && ip link set u9 master br0 up",
-            ns.name()
-        ),
-    );
-    ns_sh(
-        ns.name(),
-        &format!(
-            "ip link set lo up && ip link set eth1 address {PUBLIC_MAC} && \
-             ip addr add 192.168.0.1/24 dev eth1 && ip addr add {PUBLIC_HOST}/32 dev eth1 && \
-             ip addr add {OUTSIDE_CLIENT}/32 dev eth1 && \
-             ip link set eth1 up && ip route add 198.18.0.0/24 via 192.168.0.11 && \
-             (ethtool -K eth1 tso off gso off gro off >/dev/null 2>&1; true)"
-        ),
-    );
-    ns
-}
-
 /// One TCP connection from `ns` to `ip:port`; the greeting line, if any.
 fn tcp_hello(ns: &str, ip: &str, port: u16) -> Option<String> {
     let p = port.to_string();
@@ -544,7 +379,7 @@ fn tcp_hello(ns: &str, ip: &str, port: u16) -> Option<String> {
 }
 
 /// n_packets of the one flow whose dump line contains every part of `parts`.
-fn flow_packets(agent: &Agent, parts: &[&str]) -> u64 {
+fn flow_packets(agent: &Daemon, parts: &[&str]) -> u64 {
     let dump = agent.ctl(&["dump-flows", "br-int"]);
     let line = dump
         .lines()
@@ -853,17 +688,17 @@ fn run_cluster(mode: Mode) {
     let out = held.wait_with_output().expect("socat client");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "c");
     let flows_before = c.agents[0].ctl(&["dump-flows", "br-int", "--no-stats"]);
-    let pid = c.agents[0].child.id().to_string();
+    let pid = c.agents[0].pid().to_string();
     let _ = Command::new("kill").args(["-HUP", &pid]).status();
     // The reload is logged within 300 ms on an idle machine; a loaded one may take longer.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !c.agents[0].log().contains("flows +0 ~0 -0") && Instant::now() < deadline {
+    while !c.agents[0].log_text().contains("flows +0 ~0 -0") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        c.agents[0].log().contains("flows +0 ~0 -0"),
+        c.agents[0].log_text().contains("flows +0 ~0 -0"),
         "{}",
-        c.agents[0].log()
+        c.agents[0].log_text()
     );
     assert_eq!(
         c.agents[0].ctl(&["dump-flows", "br-int", "--no-stats"]),

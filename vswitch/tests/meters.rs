@@ -6,140 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
-
-fn have_ofctl() -> bool {
-    if Path::new(OVS_OFCTL).exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{OVS_OFCTL} is missing and CI=true: install openvswitch-common");
-    }
-    eprintln!("SKIP: {OVS_OFCTL} not installed (apt-get install openvswitch-common)");
-    false
-}
-
-/// A vswitchd with bridge br0 and no ports, in this process's namespace (no root needed).
-struct Switch {
-    child: Child,
-    rundir: PathBuf,
-}
-
-impl Switch {
-    fn start() -> Switch {
-        let rundir = std::env::temp_dir().join(common::unique("meters"));
-        let _ = std::fs::remove_dir_all(&rundir);
-        std::fs::create_dir_all(&rundir).unwrap();
-        let s = Switch::spawn(&rundir);
-        let out = s.ctl(&["add-br", "br0"]);
-        assert!(out.status.success(), "add-br: {}", text(&out.stderr));
-        wait_for(&rundir.join("br0.mgmt"));
-        s
-    }
-
-    fn spawn(rundir: &Path) -> Switch {
-        Switch {
-            child: spawn_vswitchd(rundir),
-            rundir: rundir.to_path_buf(),
-        }
-    }
-
-    /// SIGTERM, wait, start again on the same run directory.
-    fn restart(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) {
-            assert!(Instant::now() < deadline, "vswitchd ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = std::fs::remove_file(self.rundir.join("vswitchd.ctl"));
-        self.child = spawn_vswitchd(&self.rundir);
-        wait_for(&self.rundir.join("br0.mgmt"));
-    }
-
-    fn target(&self) -> String {
-        format!("unix:{}", self.rundir.join("br0.mgmt").display())
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-            .arg("--rundir")
-            .arg(&self.rundir)
-            .args(args)
-            .output()
-            .expect("running vswitchctl")
-    }
-
-    fn ofctl(&self, cmd: &str, args: &[&str]) -> Output {
-        Command::new(OVS_OFCTL)
-            .args(["-O", "OpenFlow13", "--timeout=10", cmd])
-            .arg(self.target())
-            .args(args)
-            .output()
-            .expect("running ovs-ofctl")
-    }
-
-    fn ofctl_ok(&self, cmd: &str, args: &[&str]) -> String {
-        let out = self.ofctl(cmd, args);
-        assert!(
-            out.status.success(),
-            "ovs-ofctl {cmd} {args:?}: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "vswitchctl {args:?}: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-}
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
-
-/// Starts vswitchd on `rundir` and waits for its management socket.
-fn spawn_vswitchd(rundir: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_vswitchd"))
-        .arg("--rundir")
-        .arg(rundir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting vswitchd");
-    wait_for(&rundir.join("vswitchd.ctl"));
-    child
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{path:?} never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::ofctl::{OVS_OFCTL, Switch, have_ofctl, text};
 
 /// Durations (`duration:0.485s`, `duration=1.2s`) as `<T>`: they differ run to run.
 fn mask_durations(s: &str) -> String {
@@ -160,7 +30,7 @@ fn mask_durations(s: &str) -> String {
 /// The error ovs-ofctl prints (to stderr, exit 1) for a refused meter-mod, as against Open
 /// vSwitch.
 fn refused(s: &Switch, cmd: &str, meter: &str) -> String {
-    let out = s.ofctl(cmd, &[meter]);
+    let out = s.ofctl(&[], cmd, &[meter]);
     assert!(!out.status.success(), "{cmd} {meter} was accepted");
     text(&out.stderr)
 }
@@ -170,15 +40,15 @@ fn meters_over_openflow_read_like_open_vswitch() {
     if !have_ofctl() {
         return;
     }
-    let mut s = Switch::start();
+    let mut s = Switch::start("meters");
     // A new bridge's one flow (priority=0,actions=NORMAL) would only pad the dumps below.
-    s.ofctl_ok("del-flows", &[]);
+    s.ofctl_ok(&[], "del-flows", &[]);
     for m in [
         "meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=5",
         "meter=2,kbps,bands=type=drop,rate=1000",
         "meter=3,kbps,stats,bands=type=drop,rate=1000 type=drop,rate=2000",
     ] {
-        s.ofctl_ok("add-meter", &[m]);
+        s.ofctl_ok(&[], "add-meter", &[m]);
     }
     // Errors, byte for byte what ovs-ofctl printed against Open vSwitch 3.1.
     assert_eq!(
@@ -224,6 +94,7 @@ fn meters_over_openflow_read_like_open_vswitch() {
     );
     // A flow naming a missing meter: OFPMMFC_INVALID_METER, as Open vSwitch answers.
     let out = s.ofctl(
+        &[],
         "add-flow",
         &["priority=5,in_port=1,actions=meter:7,output:2"],
     );
@@ -234,19 +105,22 @@ fn meters_over_openflow_read_like_open_vswitch() {
          OFPT_FLOW_MOD (OF1.3) (xid=0x6): ADD priority=5,in_port=1 actions=meter:7,output:2\n"
     );
     s.ofctl_ok(
+        &[],
         "add-flow",
         &["priority=5,in_port=1,actions=meter:1,output:2"],
     );
     s.ofctl_ok(
+        &[],
         "add-flow",
         &["table=1,priority=5,in_port=1,actions=meter:2,goto_table:2"],
     );
     s.ofctl_ok(
+        &[],
         "add-flow",
         &["priority=7,in_port=2,ip,actions=meter:3,write_metadata:0x1,goto_table:3"],
     );
     assert_eq!(
-        s.ofctl_ok("dump-flows", &["--no-stats"]),
+        s.ofctl_ok(&[], "dump-flows", &["--no-stats"]),
         " priority=7,ip,in_port=2 actions=meter:3,write_metadata:0x1,goto_table:3\n \
          priority=5,in_port=1 actions=meter:1,output:2\n \
          table=1, priority=5,in_port=1 actions=meter:2,goto_table:2\n"
@@ -255,11 +129,11 @@ fn meters_over_openflow_read_like_open_vswitch() {
                 meter=1 pktps burst stats bands=\ntype=drop rate=10 burst_size=5\n\n\
                 meter=2 kbps bands=\ntype=drop rate=1000\n\n\
                 meter=3 kbps stats bands=\ntype=drop rate=1000\ntype=drop rate=2000\n";
-    assert_eq!(s.ofctl_ok("dump-meters", &[]), dump);
+    assert_eq!(s.ofctl_ok(&[], "dump-meters", &[]), dump);
     assert_eq!(s.ctl_ok(&["dump-meters", "br0"]), dump);
     let one = "OFPST_METER_CONFIG reply (OF1.3) (xid=0x2):\n\
                meter=1 pktps burst stats bands=\ntype=drop rate=10 burst_size=5\n";
-    assert_eq!(s.ofctl_ok("dump-meters", &["meter=1"]), one);
+    assert_eq!(s.ofctl_ok(&[], "dump-meters", &["meter=1"]), one);
     assert_eq!(s.ctl_ok(&["dump-meter", "br0", "meter=1"]), one);
     let stats = "OFPST_METER reply (OF1.3) (xid=0x2):\n\
                  meter:1 flow_count:1 packet_in_count:0 byte_in_count:0 duration:<T> bands:\n\
@@ -268,18 +142,18 @@ fn meters_over_openflow_read_like_open_vswitch() {
                  0: packet_count:0 byte_count:0\n\n\
                  meter:3 flow_count:1 packet_in_count:0 byte_in_count:0 duration:<T> bands:\n\
                  0: packet_count:0 byte_count:0\n1: packet_count:0 byte_count:0\n";
-    assert_eq!(mask_durations(&s.ofctl_ok("meter-stats", &[])), stats);
+    assert_eq!(mask_durations(&s.ofctl_ok(&[], "meter-stats", &[])), stats);
     assert_eq!(mask_durations(&s.ctl_ok(&["meter-stats", "br0"])), stats);
     let features = "OFPST_METER_FEATURES reply (OF1.3) (xid=0x2):\n\
                     max_meter:262144 max_bands:8 max_color:0\n\
                     band_types: drop\n\
                     capabilities: kbps pktps burst stats\n";
-    assert_eq!(s.ofctl_ok("meter-features", &[]), features);
+    assert_eq!(s.ofctl_ok(&[], "meter-features", &[]), features);
     assert_eq!(s.ctl_ok(&["meter-features", "br0"]), features);
     // An unknown meter in a dump: ovs-ofctl prints the error as the reply and exits 0.
     let unknown = "OFPT_ERROR (OF1.3) (xid=0x2): OFPMMFC_UNKNOWN_METER\n\
                    OFPST_METER_CONFIG request (OF1.3) (xid=0x2): meter=5\n";
-    assert_eq!(s.ofctl_ok("dump-meter", &["meter=5"]), unknown);
+    assert_eq!(s.ofctl_ok(&[], "dump-meter", &["meter=5"]), unknown);
     assert_eq!(s.ctl_ok(&["dump-meter", "br0", "meter=5"]), unknown);
 
     // vswitchctl writes what ovs-ofctl reads, and refuses what it refuses.
@@ -290,7 +164,7 @@ fn meters_over_openflow_read_like_open_vswitch() {
         "meter=4,kbps,burst,bands=type=drop,rate=8,burst_size=9",
     ]);
     assert!(
-        s.ofctl_ok("dump-meters", &["meter=4"])
+        s.ofctl_ok(&[], "dump-meters", &["meter=4"])
             .ends_with("meter=4 kbps burst bands=\ntype=drop rate=8 burst_size=9\n")
     );
     let out = s.ctl(&["add-meter", "br0", "meter=4,pktps,bands=type=drop,rate=10"]);
@@ -316,29 +190,29 @@ fn meters_over_openflow_read_like_open_vswitch() {
     );
 
     // Meters and their flows survive a restart.
-    let flows_before = s.ofctl_ok("dump-flows", &["--no-stats"]);
-    let meters_before = s.ofctl_ok("dump-meters", &[]);
+    let flows_before = s.ofctl_ok(&[], "dump-flows", &["--no-stats"]);
+    let meters_before = s.ofctl_ok(&[], "dump-meters", &[]);
     s.restart();
-    assert_eq!(s.ofctl_ok("dump-meters", &[]), meters_before);
-    assert_eq!(s.ofctl_ok("dump-flows", &["--no-stats"]), flows_before);
+    assert_eq!(s.ofctl_ok(&[], "dump-meters", &[]), meters_before);
+    assert_eq!(s.ofctl_ok(&[], "dump-flows", &["--no-stats"]), flows_before);
 
     // Deleting a meter deletes its flows (OpenFlow 1.3 §6.6); meter 0 and unknown ids delete
     // nothing; del-meters deletes every meter and every metered flow.
-    s.ofctl_ok("del-meter", &["meter=1"]);
+    s.ofctl_ok(&[], "del-meter", &["meter=1"]);
     assert_eq!(
-        s.ofctl_ok("dump-flows", &["--no-stats"]),
+        s.ofctl_ok(&[], "dump-flows", &["--no-stats"]),
         " priority=7,ip,in_port=2 actions=meter:3,write_metadata:0x1,goto_table:3\n \
          table=1, priority=5,in_port=1 actions=meter:2,goto_table:2\n"
     );
-    s.ofctl_ok("del-meter", &["meter=77"]);
+    s.ofctl_ok(&[], "del-meter", &["meter=77"]);
     s.ctl_ok(&["add-flow", "br0", "priority=1,actions=output:3"]);
     s.ctl_ok(&["del-meters", "br0"]);
     assert_eq!(
-        s.ofctl_ok("dump-meters", &[]),
+        s.ofctl_ok(&[], "dump-meters", &[]),
         "OFPST_METER_CONFIG reply (OF1.3) (xid=0x2):\n"
     );
     assert_eq!(
-        s.ofctl_ok("dump-flows", &["--no-stats"]),
+        s.ofctl_ok(&[], "dump-flows", &["--no-stats"]),
         " priority=1 actions=output:3\n"
     );
 }
@@ -443,10 +317,11 @@ fn controller_meter_limits_packet_ins_like_open_vswitch() {
     if !have_ofctl() {
         return;
     }
-    let s = Switch::start();
+    let s = Switch::start("meters");
     let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
     let packet_out = || {
         s.ofctl_ok(
+            &[],
             "packet-out",
             &[&format!(
                 "in_port=controller packet={packet} actions=controller"
@@ -492,11 +367,11 @@ fn controller_meter_limits_packet_ins_like_open_vswitch() {
     let before = packet_ins();
 
     let meter = "meter=controller,pktps,burst,stats,bands=type=drop,rate=1,burst_size=2";
-    s.ofctl_ok("add-meter", &[meter]);
+    s.ofctl_ok(&[], "add-meter", &[meter]);
     let config = "OFPST_METER_CONFIG reply (OF1.3) (xid=0x2):\n\
                   meter=controller pktps burst stats bands=\n\
                   type=drop rate=1 burst_size=2\n";
-    assert_eq!(s.ofctl_ok("dump-meter", &["meter=controller"]), config);
+    assert_eq!(s.ofctl_ok(&[], "dump-meter", &["meter=controller"]), config);
     assert_eq!(s.ctl_ok(&["dump-meter", "br0", "meter=controller"]), config);
     let out = s.ctl(&[
         "add-flow",
@@ -540,7 +415,7 @@ fn controller_meter_limits_packet_ins_like_open_vswitch() {
         50 * (6 - seen)
     );
     assert_eq!(
-        mask_durations(&s.ofctl_ok("meter-stats", &["meter=controller"])),
+        mask_durations(&s.ofctl_ok(&[], "meter-stats", &["meter=controller"])),
         stats
     );
     assert_eq!(
@@ -548,9 +423,9 @@ fn controller_meter_limits_packet_ins_like_open_vswitch() {
         stats
     );
     // It goes like any meter.
-    s.ofctl_ok("del-meter", &["meter=controller"]);
+    s.ofctl_ok(&[], "del-meter", &["meter=controller"]);
     assert_eq!(
-        s.ofctl_ok("dump-meters", &[]),
+        s.ofctl_ok(&[], "dump-meters", &[]),
         "OFPST_METER_CONFIG reply (OF1.3) (xid=0x2):\n"
     );
 }

@@ -3,129 +3,13 @@
 //!
 //! Without ovs-ofctl the tests print a skip message, unless CI=true (then they fail).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
-
-fn have_ofctl() -> bool {
-    if Path::new(OVS_OFCTL).exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{OVS_OFCTL} is missing and CI=true: install openvswitch-common");
-    }
-    eprintln!("SKIP: {OVS_OFCTL} not installed (apt-get install openvswitch-common)");
-    false
-}
-
-/// A running vswitchd with bridge br0; killed (and its run directory removed) on drop.
-struct Daemon {
-    child: Child,
-    rundir: PathBuf,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let rundir = std::env::temp_dir().join(format!(
-            "ofctl-live-{}-{:?}",
-            std::process::id(),
-            Instant::now()
-        ));
-        let rundir = PathBuf::from(
-            rundir
-                .to_string_lossy()
-                .replace([' ', '{', '}', ':', ','], "_"),
-        );
-        std::fs::create_dir_all(&rundir).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vswitchd"))
-            .arg("--rundir")
-            .arg(&rundir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting vswitchd");
-        let d = Daemon { child, rundir };
-        wait_for(&d.rundir.join("vswitchd.ctl"));
-        let out = d.ctl(&["add-br", "br0"]);
-        assert!(
-            out.status.success(),
-            "add-br: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_for(&d.socket());
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.rundir.join("br0.mgmt")
-    }
-
-    fn target(&self) -> String {
-        format!("unix:{}", self.socket().display())
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-            .arg("--rundir")
-            .arg(&self.rundir)
-            .args(args)
-            .output()
-            .expect("running vswitchctl")
-    }
-
-    /// `ovs-ofctl -O OpenFlow13 CMD unix:<br0.mgmt> ARGS...` (`opts` go before CMD).
-    fn ofctl(&self, opts: &[&str], cmd: &str, args: &[&str]) -> Output {
-        Command::new(OVS_OFCTL)
-            .args(["-O", "OpenFlow13", "--timeout=10"])
-            .args(opts)
-            .arg(cmd)
-            .arg(self.target())
-            .args(args)
-            .output()
-            .expect("running ovs-ofctl")
-    }
-
-    fn ofctl_ok(&self, opts: &[&str], cmd: &str, args: &[&str]) -> String {
-        let out = self.ofctl(opts, cmd, args);
-        assert!(
-            out.status.success(),
-            "ovs-ofctl {cmd} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let p = self.rundir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::ofctl::{Switch, have_ofctl};
 
 /// Flow dump lines with durations masked (ovs-ofctl prints ns, vswitchctl ms).
 fn normalize(dump: &str) -> Vec<String> {
@@ -151,7 +35,7 @@ fn show_reports_features_and_config() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let meta = std::fs::metadata(d.socket()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -176,7 +60,7 @@ fn flow_commands_match_vswitchctl() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     d.ofctl_ok(
         &[],
         "add-flow",
@@ -224,7 +108,7 @@ fn replace_and_diff_flows() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let f = d.file(
         "want.txt",
         "priority=7,tcp,tp_dst=80,actions=drop\npriority=8,udp,actions=NORMAL\n",
@@ -250,7 +134,7 @@ fn groups_add_dump_stats() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     d.ofctl_ok(
         &[],
         "add-group",
@@ -285,7 +169,7 @@ fn tables_ports_and_desc() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let tables = d.ofctl_ok(&[], "dump-tables", &[]);
     assert!(
         tables.contains("table 0:") && tables.contains("active=1"),
@@ -305,7 +189,7 @@ fn bundle_is_all_or_nothing() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let good = d.file(
         "good.txt",
         "priority=7,tcp,actions=drop\npriority=8,udp,actions=NORMAL\n",
@@ -337,7 +221,7 @@ fn bad_out_group_error_matches_recording() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let out = d.ofctl(&[], "add-flow", &["in_port=1,actions=group:99"]);
     assert_eq!(out.status.code(), Some(1));
     // Recorded from ovs-vswitchd 3.1 (vectors.jsonl, -O OpenFlow13 add-flow ... group:99).
@@ -353,7 +237,7 @@ fn packet_out_runs_through_the_datapath() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     // No port 1 exists, so the packet is dropped as port_down: proof it ran our action.
     let frame =
         "0001020304050a0b0c0d0e0f08004500001c000100004011f9ce0a0000010a000002003500350008ffff";
@@ -389,7 +273,7 @@ fn bad_input_gets_errors_or_a_clean_close() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let mut s = UnixStream::connect(d.socket()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let hello = read_msg(&mut s).unwrap();
@@ -438,7 +322,7 @@ fn del_br_removes_the_socket() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     assert!(d.ctl(&["del-br", "br0"]).status.success());
     assert!(!d.socket().exists());
     assert!(!d.ofctl(&[], "show", &[]).status.success());
@@ -449,7 +333,7 @@ fn flow_mods_without_barrier_reach_the_datapath_when_the_peer_goes_quiet() {
     if !have_ofctl() {
         return;
     }
-    let d = Daemon::start();
+    let d = Switch::start("ofctl-live");
     let mut s = UnixStream::connect(d.socket()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     read_msg(&mut s).unwrap();

@@ -8,22 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::ofctl::{have_ofctl, ofctl_at, ofctl_ok_at};
 use common::{Node, ping, ping_until, require_root};
-
-const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
-
-fn have_ofctl() -> bool {
-    if Path::new(OVS_OFCTL).exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{OVS_OFCTL} is missing and CI=true: install openvswitch-common");
-    }
-    eprintln!("SKIP: {OVS_OFCTL} not installed (apt-get install openvswitch-common)");
-    false
-}
 
 /// A switch (bridge br0, NORMAL) with pods A 10.79.0.1 on vethA (ofport 1) and B 10.79.0.2
 /// on vethB (ofport 2).
@@ -53,22 +41,11 @@ fn node(tag: &str) -> Node {
 }
 
 fn ofctl(rundir: &Path, cmd: &str, args: &[&str]) -> Output {
-    Command::new(OVS_OFCTL)
-        .args(["-O", "OpenFlow13", "--timeout=10", cmd])
-        .arg(format!("unix:{}", rundir.join("br0.mgmt").display()))
-        .args(args)
-        .output()
-        .expect("running ovs-ofctl")
+    ofctl_at(rundir, &[], cmd, args)
 }
 
 fn ofctl_ok(rundir: &Path, cmd: &str, args: &[&str]) -> String {
-    let out = ofctl(rundir, cmd, args);
-    assert!(
-        out.status.success(),
-        "ovs-ofctl {cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    ofctl_ok_at(rundir, &[], cmd, args)
 }
 
 /// The `config:`/`state:` lines of one port in a `dump-ports-desc`.

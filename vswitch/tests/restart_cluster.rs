@@ -19,12 +19,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    GW_MAC, OUTSIDE_CLIENT, PUBLIC_HOST, PUBLIC_MAC, pod_eth0, pod_veth, public_host, underlay,
+    underlay_node,
+};
 use common::*;
 
-const GW_MAC: &str = "0a:58:0c:00:00:fe";
-const PUBLIC_MAC: &str = "02:00:cb:00:71:0a";
-const PUBLIC_HOST: &str = "203.0.113.10";
-const OUTSIDE_CLIENT: &str = "198.51.100.10";
 const VIP: &str = "10.247.0.10";
 const POD_A: &str = "172.16.1.11";
 const POD_B: &str = "172.16.2.11";
@@ -34,10 +34,6 @@ const NODE_PORT_TARGET: u16 = 8081;
 const NODE_PORT: u16 = 30080;
 /// The public host's server (egress SNAT).
 const PUBLIC_PORT: u16 = 9000;
-
-fn underlay_mac(n: usize) -> String {
-    format!("02:00:c0:a8:00:{:02x}", 10 + n)
-}
 
 /// Node `n`'s node file: pod a on node 1, pod b on node 2; node 1 has the uplink (egress
 /// SNAT, outside clients); both know the ClusterIP and the NodePort, whose backend is pod b.
@@ -103,76 +99,23 @@ impl Drop for Cluster {
 }
 
 fn build() -> Cluster {
-    let underlay = Netns::new(&unique("rcu")).expect("underlay ns");
-    ns_sh(
-        underlay.name(),
-        "ip link add br0 type bridge && ip link set br0 up",
-    );
+    let underlay = underlay("rcu");
     let mut nodes = Vec::new();
     let mut pods = Vec::new();
     for n in 1..=2usize {
-        let ns = Netns::new(&unique(&format!("rcn{n}"))).expect("node ns");
-        ns_sh(
-            underlay.name(),
-            &format!(
-                "ip link add u{n} type veth peer name eth1 netns {node} && ip link set u{n} master br0 up",
-                node = ns.name()
-            ),
-        );
-        ns_sh(
-            ns.name(),
-            &format!(
-                "ip link set lo up && ip link set eth1 address {mac} && \
-                 ip addr add 192.168.0.{ip}/24 dev eth1 && ip link set eth1 up && \
-                 (ethtool -K eth1 tso off gso off gro off >/dev/null 2>&1; true)",
-                mac = underlay_mac(n),
-                ip = 10 + n
-            ),
-        );
+        let ns = underlay_node(&underlay, &format!("rcn{n}"), n);
         let pod = Netns::new(&unique(&format!("rcp{n}"))).expect("pod ns");
         let (port, ip, mac) = if n == 1 {
             ("pa", POD_A, "0a:58:0c:01:00:0b")
         } else {
             ("pb", POD_B, "0a:58:0c:02:00:0b")
         };
-        ns_sh(
-            ns.name(),
-            &format!(
-                "ip link add {port} type veth peer name eth0 netns {pod} && \
-                 sysctl -qw net.ipv6.conf.{port}.disable_ipv6=1 && ip link set {port} up",
-                pod = pod.name()
-            ),
-        );
-        ns_sh(
-            pod.name(),
-            &format!(
-                "ip link set lo up && ip link set eth0 address {mac} && ip link set eth0 mtu 1450 up && \
-                 ip addr add {ip}/32 dev eth0 && ip route add 172.16.{n}.1 dev eth0 && \
-                 ip route add default via 172.16.{n}.1 && \
-                 ip neigh replace 172.16.{n}.1 lladdr {GW_MAC} dev eth0 nud permanent && \
-                 (ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1; true)"
-            ),
-        );
+        pod_veth(ns.name(), port, pod.name());
+        pod_eth0(pod.name(), n, ip, mac, 1450, true);
         nodes.push(ns);
         pods.push(pod);
     }
-    let public = Netns::new(&unique("rcpub")).expect("public host ns");
-    ns_sh(
-        underlay.name(),
-        &format!(
-            "ip link add u9 type veth peer name eth1 netns {} && ip link set u9 master br0 up",
-            public.name()
-        ),
-    );
-    ns_sh(
-        public.name(),
-        &format!(
-            "ip link set lo up && ip link set eth1 address {PUBLIC_MAC} && \
-             ip addr add 192.168.0.1/24 dev eth1 && ip addr add {PUBLIC_HOST}/32 dev eth1 && \
-             ip addr add {OUTSIDE_CLIENT}/32 dev eth1 && ip link set eth1 up && \
-             (ethtool -K eth1 tso off gso off gro off >/dev/null 2>&1; true)"
-        ),
-    );
+    let public = public_host(&underlay, "rcpub");
     let helper = temp_script("restart-cluster.py", ECHO_HELPER);
     let mut c = Cluster {
         servers: Vec::new(),

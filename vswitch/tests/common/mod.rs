@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub mod ofctl;
 pub mod vpc;
 
 // Not every test crate that includes this module uses both.
