@@ -170,19 +170,44 @@ fn ftp_control(
     first: &CtAction<'_>,
     later: &CtAction<'_>,
 ) {
-    let r = send(ct, &tcp(c, 40000, s, 21, TCP_SYN), 100, 0, b"", first, 0);
-    assert_eq!(r.ct_state & (CT_NEW | CT_INV), CT_NEW);
-    let r = send(
+    handshake(
         ct,
-        &tcp(s, 21, n, 40000, TCP_SYN | TCP_ACK),
-        900,
-        101,
-        b"",
+        |flags| tcp(c, 40000, s, 21, flags),
+        |flags| tcp(s, 21, n, 40000, flags),
+        first,
         later,
-        0,
     );
+}
+
+/// An FTP control connection's actions under NAT: `ct(commit,alg=ftp,nat(NAT))` for its first
+/// packet, `ct(nat)` (`plain`: a `nat` without a range) for the others.
+fn ftp_nat<'a>(nat: &'a NatSpec, plain: &'a NatSpec) -> (CtAction<'a>, CtAction<'a>) {
+    let master = CtAction {
+        nat: Some(nat),
+        ..with_alg(commit(0), Alg::Ftp)
+    };
+    let tracked = CtAction {
+        nat: Some(plain),
+        ..track(0)
+    };
+    (master, tracked)
+}
+
+/// A TCP handshake: the client's SYN (its packets keyed by `client(flags)`) with `first`, the
+/// server's SYN-ACK (keyed by `server(flags)`) and the client's ACK with `later`. Client
+/// sequence numbers start at 101, the server's at 901.
+fn handshake(
+    ct: &mut Conntrack,
+    client: impl Fn(u16) -> FlowKey,
+    server: impl Fn(u16) -> FlowKey,
+    first: &CtAction<'_>,
+    later: &CtAction<'_>,
+) {
+    let r = send(ct, &client(TCP_SYN), 100, 0, b"", first, 0);
+    assert_eq!(r.ct_state & (CT_NEW | CT_INV), CT_NEW);
+    let r = send(ct, &server(TCP_SYN | TCP_ACK), 900, 101, b"", later, 0);
     assert_eq!(r.ct_state & (CT_EST | CT_RPL), CT_EST | CT_RPL);
-    let r = send(ct, &tcp(c, 40000, s, 21, TCP_ACK), 101, 901, b"", later, 0);
+    let r = send(ct, &client(TCP_ACK), 101, 901, b"", later, 0);
     assert_eq!(r.ct_state & (CT_EST | CT_INV), CT_EST);
 }
 
@@ -299,25 +324,12 @@ fn ftp_eprt_over_ipv6() {
         ..FlowKey::default()
     };
     let (c, s) = ("fd00::1", "fd00::2");
-    let ftp = with_alg(commit(0), Alg::Ftp);
-    send(&mut ct, &k(c, 40000, s, 21, TCP_SYN), 100, 0, b"", &ftp, 0);
-    send(
+    handshake(
         &mut ct,
-        &k(s, 21, c, 40000, TCP_SYN | TCP_ACK),
-        900,
-        101,
-        b"",
+        |flags| k(c, 40000, s, 21, flags),
+        |flags| k(s, 21, c, 40000, flags),
+        &with_alg(commit(0), Alg::Ftp),
         &track(0),
-        0,
-    );
-    send(
-        &mut ct,
-        &k(c, 40000, s, 21, TCP_ACK),
-        101,
-        901,
-        b"",
-        &track(0),
-        0,
     );
     let r = send(
         &mut ct,
@@ -347,14 +359,7 @@ fn ftp_port_through_source_nat_is_rewritten_and_sequence_numbers_follow() {
     let (c, s, n) = ("10.0.0.1", "198.51.100.7", "192.0.2.9");
     let snat = NatSpec::snat(NatRange::addr(addr(n)));
     let plain = NatSpec::default();
-    let master = CtAction {
-        nat: Some(&snat),
-        ..with_alg(commit(0), Alg::Ftp)
-    };
-    let tracked = CtAction {
-        nat: Some(&plain),
-        ..track(0)
-    };
+    let (master, tracked) = ftp_nat(&snat, &plain);
     ftp_control(&mut ct, c, s, n, &master, &tracked);
 
     let port = b"PORT 10,0,0,1,19,137\r\n";
@@ -435,40 +440,14 @@ fn ftp_pasv_reply_from_a_dnat_backend_names_the_service() {
     let (c, vip, be) = ("10.0.0.1", "10.96.0.10", "10.244.1.15");
     let dnat = NatSpec::dnat(NatRange::addr(addr(be)));
     let plain = NatSpec::default();
-    let master = CtAction {
-        nat: Some(&dnat),
-        ..with_alg(commit(0), Alg::Ftp)
-    };
-    let tracked = CtAction {
-        nat: Some(&plain),
-        ..track(0)
-    };
-    send(
+    let (master, tracked) = ftp_nat(&dnat, &plain);
+    // The backend answers from its own address: the reply key of the DNAT binding.
+    handshake(
         &mut ct,
-        &tcp(c, 40000, vip, 21, TCP_SYN),
-        100,
-        0,
-        b"",
+        |flags| tcp(c, 40000, vip, 21, flags),
+        |flags| tcp(be, 21, c, 40000, flags),
         &master,
-        0,
-    );
-    send(
-        &mut ct,
-        &tcp(be, 21, c, 40000, TCP_SYN | TCP_ACK),
-        900,
-        101,
-        b"",
         &tracked,
-        0,
-    );
-    send(
-        &mut ct,
-        &tcp(c, 40000, vip, 21, TCP_ACK),
-        101,
-        901,
-        b"",
-        &tracked,
-        0,
     );
     send(
         &mut ct,
@@ -753,8 +732,7 @@ mod arbitrary_payloads {
             let (c, s, n) = ("10.0.0.1", "10.0.0.2", "192.0.2.9");
             let snat = NatSpec::snat(NatRange::addr(addr(n)));
             let plain = NatSpec::default();
-            let master = CtAction { nat: Some(&snat), ..with_alg(commit(0), Alg::Ftp) };
-            let tracked = CtAction { nat: Some(&plain), ..track(0) };
+            let (master, tracked) = ftp_nat(&snat, &plain);
             ftp_control(&mut ct, c, s, n, &master, &tracked);
             for (k, seq, ack) in [
                 (tcp(c, 40000, s, 21, TCP_ACK), 101, 901),

@@ -20,16 +20,19 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_SCTP: u8 = 132;
 const VLAN_VID_MASK: u16 = 0x0fff;
 
+/// MurmurHash3's scrambling of one data word before it enters the hash.
+fn mhash_scramble(data: u32) -> u32 {
+    data.wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593)
+}
+
 fn mhash_add(hash: u32, data: u32) -> u32 {
     // A zero word leaves the hash as it is before the mixing step (Open vSwitch's shortcut).
     let hash = if data == 0 {
         hash
     } else {
-        let d = data
-            .wrapping_mul(0xcc9e_2d51)
-            .rotate_left(15)
-            .wrapping_mul(0x1b87_3593);
-        hash ^ d
+        hash ^ mhash_scramble(data)
     };
     hash.rotate_left(13)
         .wrapping_mul(5)
@@ -86,6 +89,13 @@ fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// Adds the three little-endian words of a 12-byte block to `a`, `b`, `c`.
+fn jhash_add_block(a: &mut u32, b: &mut u32, c: &mut u32, block: &[u8]) {
+    *a = a.wrapping_add(le32(&block[0..]));
+    *b = b.wrapping_add(le32(&block[4..]));
+    *c = c.wrapping_add(le32(&block[8..]));
+}
+
 /// Open vSwitch's `jhash_bytes` (Bob Jenkins' lookup3; a length that is a multiple of 12
 /// ends with a mix, not a final, unlike lookup3's `hashlittle`).
 pub fn jhash_bytes(p: &[u8], basis: u32) -> u32 {
@@ -95,18 +105,14 @@ pub fn jhash_bytes(p: &[u8], basis: u32) -> u32 {
     let (mut b, mut c) = (a, a);
     let mut rest = p;
     while rest.len() >= 12 {
-        a = a.wrapping_add(le32(&rest[0..]));
-        b = b.wrapping_add(le32(&rest[4..]));
-        c = c.wrapping_add(le32(&rest[8..]));
+        jhash_add_block(&mut a, &mut b, &mut c, rest);
         jhash_mix(&mut a, &mut b, &mut c);
         rest = &rest[12..];
     }
     if !rest.is_empty() {
         let mut tmp = [0u8; 12];
         tmp[..rest.len()].copy_from_slice(rest);
-        a = a.wrapping_add(le32(&tmp[0..]));
-        b = b.wrapping_add(le32(&tmp[4..]));
-        c = c.wrapping_add(le32(&tmp[8..]));
+        jhash_add_block(&mut a, &mut b, &mut c, &tmp);
         jhash_final(&mut a, &mut b, &mut c);
     }
     c
@@ -214,17 +220,23 @@ pub fn flow_hash_fields(k: &FlowKey, fields: HashFields, basis: u16) -> u32 {
         HashFields::SymmetricL4 => symmetric_l4(k, basis),
         HashFields::SymmetricL3L4 => symmetric_l3l4(k, basis, false),
         HashFields::SymmetricL3L4Udp => symmetric_l3l4(k, basis, true),
-        HashFields::NwSrc => match k.eth_type {
-            ETH_TYPE_IP => jhash_bytes(&k.nw_src.to_be_bytes(), basis),
-            ETH_TYPE_IPV6 => jhash_bytes(&k.ipv6_src, basis),
-            _ => basis,
-        },
-        HashFields::NwDst => match k.eth_type {
-            ETH_TYPE_IP => jhash_bytes(&k.nw_dst.to_be_bytes(), basis),
-            ETH_TYPE_IPV6 => jhash_bytes(&k.ipv6_dst, basis),
-            _ => basis,
-        },
+        HashFields::NwSrc => addr_hash(k, true, basis),
+        HashFields::NwDst => addr_hash(k, false, basis),
         HashFields::SymmetricL3 => symmetric_l3(k, basis),
+    }
+}
+
+/// jhash of the packet's source (`src`) or destination IP address; `basis` when it has none.
+fn addr_hash(k: &FlowKey, src: bool, basis: u32) -> u32 {
+    let (v4, v6) = if src {
+        (k.nw_src, &k.ipv6_src)
+    } else {
+        (k.nw_dst, &k.ipv6_dst)
+    };
+    match k.eth_type {
+        ETH_TYPE_IP => jhash_bytes(&v4.to_be_bytes(), basis),
+        ETH_TYPE_IPV6 => jhash_bytes(v6, basis),
+        _ => basis,
     }
 }
 
@@ -256,12 +268,16 @@ pub fn mask_hash_fields(k: &FlowKey, wc: &mut FlowKey, fields: HashFields) {
         wc.tp_src = u16::MAX;
         wc.tp_dst = u16::MAX;
     };
+    // What the symmetric hashes read of the Ethernet header.
+    let l2 = |wc: &mut FlowKey| {
+        wc.eth_src = [0xff; 6];
+        wc.eth_dst = [0xff; 6];
+        wc.vlan_tci |= VLAN_VID_MASK;
+    };
     match fields {
         HashFields::EthSrc => wc.eth_src = [0xff; 6],
         HashFields::SymmetricL4 => {
-            wc.eth_src = [0xff; 6];
-            wc.eth_dst = [0xff; 6];
-            wc.vlan_tci |= VLAN_VID_MASK;
+            l2(wc);
             addrs(wc, true, true);
             if ip {
                 wc.nw_proto = u8::MAX;
@@ -273,9 +289,7 @@ pub fn mask_hash_fields(k: &FlowKey, wc: &mut FlowKey, fields: HashFields) {
         HashFields::SymmetricL3L4 | HashFields::SymmetricL3L4Udp => {
             if !ip {
                 // The L2 hash.
-                wc.eth_src = [0xff; 6];
-                wc.eth_dst = [0xff; 6];
-                wc.vlan_tci |= VLAN_VID_MASK;
+                l2(wc);
                 return;
             }
             addrs(wc, true, true);
@@ -374,10 +388,7 @@ mod tests {
             k |= u32::from(b) << (8 * i);
         }
         if !tail.is_empty() {
-            h ^= k
-                .wrapping_mul(0xcc9e_2d51)
-                .rotate_left(15)
-                .wrapping_mul(0x1b87_3593);
+            h ^= mhash_scramble(k);
         }
         mhash_finish(h ^ data.len() as u32)
     }
