@@ -289,9 +289,14 @@ pub struct CacheCounters {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DropsView {
     pub bridge: String,
+    /// Packets dropped: the sum of `drops` but for the reasons in `counted_not_dropped`.
     pub total_dropped: u64,
     /// Every drop reason by name, zero or not.
     pub drops: BTreeMap<String, u64>,
+    /// The reasons of `drops` that count an event whose packet went on (a learn request lost,
+    /// a MAC address not learned): not in `total_dropped`.
+    #[serde(default)]
+    pub counted_not_dropped: Vec<String>,
     pub caches: CacheCounters,
     /// Frames each port's kernel ring dropped before the switch saw them.
     pub kernel_ring_drops: BTreeMap<String, u64>,

@@ -308,8 +308,8 @@ fn learn_limit_and_result_dst() {
     assert_eq!(s.dump().len(), 4, "{:?}", s.dump());
 }
 
-/// A full learn queue loses the request, counted as `learn_queue_full` in dump-drops; the
-/// packet itself goes on.
+/// A full learn queue loses the request, counted as `learn_queue_full` in dump-drops apart
+/// from the packets dropped: the packet itself goes on.
 #[test]
 fn a_full_learn_queue_is_counted() {
     let (dp, _threads) =
@@ -367,6 +367,21 @@ fn a_full_learn_queue_is_counted() {
         count(),
         2,
         "the first request filled the queue, the next two were lost"
+    );
+    let text = cmd(&["dump-drops", "br0"]);
+    assert!(
+        text.starts_with("total dropped: 0\n"),
+        "lost learn requests are no dropped packets:\n{text}"
+    );
+    let events = text
+        .split_once("counted, packet not dropped:\n")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no section for events whose packet went on:\n{text}"));
+    assert!(
+        events
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["learn_queue_full", "2"])),
+        "{text}"
     );
     sw.shutdown();
 }

@@ -212,8 +212,13 @@ impl Control {
                 .collect();
             Ok(DropsView {
                 bridge: b.name.clone(),
-                total_dropped: drops.values().sum(),
+                total_dropped: b.drops.total_dropped(),
                 drops,
+                counted_not_dropped: DropReason::ALL
+                    .iter()
+                    .filter(|r| !r.drops_packet())
+                    .map(|r| r.name().to_string())
+                    .collect(),
                 caches: CacheCounters {
                     emc_hits: sum(|s| &s.emc_hits),
                     megaflow_hits: sum(|s| &s.megaflow_hits),

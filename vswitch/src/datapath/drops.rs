@@ -1,4 +1,6 @@
-//! Every place a packet can die has a name and a counter (`vswitchctl dump-drops BR`).
+//! Every place a packet can die has a name and a counter (`vswitchctl dump-drops BR`); so do
+//! the few losses where the packet itself goes on (a learn request, a MAC address not learned),
+//! counted alike but kept out of the packets dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,6 +20,11 @@ macro_rules! drop_reasons {
             /// One line saying what it means.
             pub fn help(self) -> &'static str {
                 match self { $(DropReason::$variant => $help,)* }
+            }
+            /// False for the counted events whose packet went on: they are not in the total of
+            /// packets dropped.
+            pub fn drops_packet(self) -> bool {
+                !matches!(self, DropReason::LearnQueueFull | DropReason::MacTableFull)
             }
         }
     };
@@ -84,18 +91,33 @@ impl DropCounters {
         self.counts[reason as usize].load(Ordering::Relaxed)
     }
 
-    /// `dump-drops` text: one `name: count  (help)` line per reason, nonzero first.
+    /// Packets dropped, all reasons together (not the events whose packet went on).
+    pub fn total_dropped(&self) -> u64 {
+        DropReason::ALL
+            .iter()
+            .filter(|r| r.drops_packet())
+            .map(|r| self.get(*r))
+            .sum()
+    }
+
+    /// `dump-drops` text: the total, one `name count help` line per reason that drops the
+    /// packet, then the counted events whose packet went on under a heading of their own.
     pub fn format(&self) -> String {
-        let mut out = String::new();
-        let total: u64 = DropReason::ALL.iter().map(|r| self.get(*r)).sum();
-        out.push_str(&format!("total dropped: {total}\n"));
-        for r in DropReason::ALL {
+        let mut out = format!("total dropped: {}\n", self.total_dropped());
+        let line = |out: &mut String, r: &DropReason| {
             out.push_str(&format!(
                 "  {:<22} {:>12}  {}\n",
                 r.name(),
                 self.get(*r),
                 r.help()
             ));
+        };
+        for r in DropReason::ALL.iter().filter(|r| r.drops_packet()) {
+            line(&mut out, r);
+        }
+        out.push_str("counted, packet not dropped:\n");
+        for r in DropReason::ALL.iter().filter(|r| !r.drops_packet()) {
+            line(&mut out, r);
         }
         out
     }
@@ -116,5 +138,30 @@ mod tests {
         assert_eq!(c.get(DropReason::TtlExpired), 3);
         assert!(c.format().contains("ttl_expired"));
         assert!(c.format().starts_with("total dropped: 3\n"));
+    }
+
+    #[test]
+    fn events_whose_packet_went_on_are_counted_but_not_dropped() {
+        let c = DropCounters::default();
+        c.add(DropReason::TtlExpired, 3);
+        c.add(DropReason::LearnQueueFull, 5);
+        c.add(DropReason::MacTableFull, 7);
+        assert_eq!(c.total_dropped(), 3);
+        assert_eq!(c.get(DropReason::LearnQueueFull), 5);
+        let text = c.format();
+        assert!(text.starts_with("total dropped: 3\n"), "{text}");
+        let (drops, events) = text
+            .split_once("counted, packet not dropped:\n")
+            .expect("a section for the events");
+        assert!(drops.contains("ttl_expired") && !drops.contains("learn_queue_full"));
+        let count = |section: &str, name: &str| {
+            section.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next()?.parse::<u64>().ok())?
+            })
+        };
+        assert_eq!(count(events, "learn_queue_full"), Some(5), "{events}");
+        assert_eq!(count(events, "mac_table_full"), Some(7), "{events}");
+        assert!(!events.contains("ttl_expired"));
     }
 }
