@@ -15,140 +15,42 @@
 //! Counters are not masked: nothing sends traffic, so both sides report zero.
 //! Cases this switch answers differently on purpose are listed in [`expected_difference`].
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::ofctl::{Switch, have_ofctl};
 use openflow::{ErrorCode, Message, OfError, decode, error_reply};
 use serde_json::Value;
 use vswitch::ofclient::{self, Options, Outcome};
 
-const OVS_OFCTL: &str = "/usr/bin/ovs-ofctl";
-
-/// A vswitchd with bridge br0 in a private run directory; killed and cleaned up on drop.
-struct Daemon {
-    child: Child,
-    rundir: PathBuf,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        // One directory per daemon: the tests of this file run in parallel in one process.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let rundir = std::env::temp_dir().join(format!(
-            "of-replay-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&rundir).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vswitchd"))
-            .arg("--rundir")
-            .arg(&rundir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting vswitchd");
-        let d = Daemon { child, rundir };
-        wait_for(&d.rundir.join("vswitchd.ctl"));
-        let out = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-            .arg("--rundir")
-            .arg(&d.rundir)
-            .args(["add-br", "br0"])
-            .output()
-            .expect("vswitchctl add-br");
-        assert!(
-            out.status.success(),
-            "add-br: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_for(&d.socket());
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.rundir.join("br0.mgmt")
-    }
-
-    fn target(&self) -> String {
-        format!("unix:{}", self.socket().display())
-    }
-
-    /// An ovs-ofctl command through our own client library (`vswitchctl`'s code path).
-    fn client(&self, cmd: &str, args: &[&str], no_stats: bool) -> String {
-        let mut all = vec![self.target()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let opts = Options {
-            rundir: self.rundir.clone(),
-            no_stats,
-            ..Options::default()
-        };
-        match ofclient::run(cmd, &all, &opts) {
-            Ok(Outcome::Done(s)) => s,
-            other => panic!("vswitchctl {cmd} {args:?}: {other:?}"),
-        }
-    }
-
-    fn connect(&self) -> UnixStream {
-        let s = UnixStream::connect(self.socket()).expect("connect br0.mgmt");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
+/// An ovs-ofctl command through our own client library (`vswitchctl`'s code path).
+fn client(d: &Switch, cmd: &str, args: &[&str], no_stats: bool) -> String {
+    let mut all = vec![d.target()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let opts = Options {
+        rundir: d.rundir.clone(),
+        no_stats,
+        ..Options::default()
+    };
+    match ofclient::run(cmd, &all, &opts) {
+        Ok(Outcome::Done(s)) => s,
+        other => panic!("vswitchctl {cmd} {args:?}: {other:?}"),
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
-
-/// Whether the real ovs-ofctl is here to print our replies too; without it that half of the
-/// text check is skipped (with a message), unless CI=true.
-fn have_ofctl() -> bool {
-    if Path::new(OVS_OFCTL).exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{OVS_OFCTL} is missing and CI=true: install openvswitch-common");
-    }
-    eprintln!("SKIP (ovs-ofctl half): {OVS_OFCTL} not installed");
-    false
+fn connect(d: &Switch) -> UnixStream {
+    let s = UnixStream::connect(d.socket()).expect("connect br0.mgmt");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
 }
 
 /// `ovs-ofctl -O OpenFlow13 [--no-stats] CMD unix:<br0.mgmt>`.
-fn ofctl(d: &Daemon, cmd: &str, no_stats: bool) -> String {
-    let mut c = Command::new(OVS_OFCTL);
-    c.args(["-O", "OpenFlow13", "--timeout=10"]);
-    if no_stats {
-        c.arg("--no-stats");
-    }
-    let out = c
-        .arg(cmd)
-        .arg(d.target())
-        .output()
-        .expect("running ovs-ofctl");
-    assert!(
-        out.status.success(),
-        "ovs-ofctl {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn ofctl(d: &Switch, cmd: &str, no_stats: bool) -> String {
+    let opts: &[&str] = if no_stats { &["--no-stats"] } else { &[] };
+    d.ofctl_ok(opts, cmd, &[])
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -243,15 +145,15 @@ fn load() -> Vec<Value> {
         .collect()
 }
 
-fn setup(d: &Daemon, v: &Value) {
+fn setup(d: &Switch, v: &Value) {
     for step in v["setup"].as_array().unwrap() {
         let step = step.as_str().unwrap();
         if step.starts_with("del-flows") {
-            d.client("del-flows", &[], false);
+            client(d, "del-flows", &[], false);
         } else if step == "del-groups" {
-            d.client("del-groups", &[], false);
+            client(d, "del-groups", &[], false);
         } else if let Some(g) = step.strip_prefix("add-group ") {
-            d.client("add-group", &[g], false);
+            client(d, "add-group", &[g], false);
         } else {
             panic!("unknown setup step {step}");
         }
@@ -277,11 +179,11 @@ fn hello(conn: &mut UnixStream, v: &Value) {
 
 /// Replays one case; returns a description of each difference. With `ofctl`, the dump text
 /// is also read with the real ovs-ofctl.
-fn replay(d: &Daemon, v: &Value, ofctl_too: bool) -> Vec<String> {
+fn replay(d: &Switch, v: &Value, ofctl_too: bool) -> Vec<String> {
     let id = v["id"].as_str().unwrap();
     let mut diffs = Vec::new();
     setup(d, v);
-    let mut conn = d.connect();
+    let mut conn = connect(d);
     hello(&mut conn, v);
     let requests = messages(v, "request");
     let want = messages(v, "response");
@@ -323,7 +225,7 @@ fn replay(d: &Daemon, v: &Value, ofctl_too: bool) -> Vec<String> {
     ];
     for (key, cmd, no_stats) in dumps {
         let Some(want) = lines(v, key) else { continue };
-        let got = normalize(&d.client(cmd, &[], no_stats));
+        let got = normalize(&client(d, cmd, &[], no_stats));
         if got != want {
             diffs.push(format!(
                 "{id}: vswitchctl {cmd} (no_stats {no_stats}):\n  got  {got:?}\n  want {want:?}"
@@ -343,10 +245,10 @@ fn replay(d: &Daemon, v: &Value, ofctl_too: bool) -> Vec<String> {
 
 /// A case refused on purpose: the first request's exact OFPT_ERROR (its xid, type/code and
 /// bytes), then the recorded barrier reply, and nothing installed.
-fn refused(d: &Daemon, v: &Value, code: ErrorCode) {
+fn refused(d: &Switch, v: &Value, code: ErrorCode) {
     let id = v["id"].as_str().unwrap();
     setup(d, v);
-    let mut conn = d.connect();
+    let mut conn = connect(d);
     hello(&mut conn, v);
     let requests = messages(v, "request");
     let want = messages(v, "response");
@@ -355,7 +257,7 @@ fn refused(d: &Daemon, v: &Value, code: ErrorCode) {
     assert_eq!(hex(&got[0]), hex(&error), "{id}: refusal");
     assert_eq!(hex(&got[1]), hex(&want[0].1), "{id}: barrier reply");
     assert!(
-        normalize(&d.client("dump-flows", &[], false)).is_empty(),
+        normalize(&client(d, "dump-flows", &[], false)).is_empty(),
         "{id}: a refused flow was installed"
     );
 }
@@ -365,7 +267,7 @@ fn every_recorded_of13_case_replays_with_the_recorded_replies_and_dump_text() {
     let cases = load();
     assert_eq!(cases.len(), 67, "test data: 64 flow cases + 3 group cases");
     let ofctl_too = have_ofctl();
-    let d = Daemon::start();
+    let d = Switch::start("of-replay");
     let mut failures = Vec::new();
     let mut replayed = 0;
     for v in &cases {
@@ -503,10 +405,10 @@ OFPT_FLOW_MOD (OF1.3) (xid=0x6): ***decode error: OFPBMC_BAD_LEN***
 /// only).
 #[test]
 fn bad_and_truncated_requests_get_golden_errors_and_text() {
-    let d = Daemon::start();
+    let d = Switch::start("of-replay");
     let hello_c2s = serde_json::json!({ "hello": { "c2s": "04000010000000050001000800000010" } });
     for (case, request, error, text) in GOLDEN {
-        let mut conn = d.connect();
+        let mut conn = connect(&d);
         hello(&mut conn, &hello_c2s);
         let barrier = unhex("04140008000000ee");
         conn.write_all(&unhex(request)).unwrap();
@@ -526,7 +428,7 @@ fn bad_and_truncated_requests_get_golden_errors_and_text() {
         }
     }
     // A header shorter than itself cannot be framed: the switch closes the connection.
-    let mut conn = d.connect();
+    let mut conn = connect(&d);
     hello(&mut conn, &hello_c2s);
     conn.write_all(&unhex("0402000400000001")).unwrap();
     let mut rest = Vec::new();

@@ -1,6 +1,7 @@
 //! Pieces of the tests that drive vswitchd with the real `ovs-ofctl -O OpenFlow13`
-//! (`cli_ofctl.rs`, `ofctl_live.rs`, `meters.rs`, `ofctl_ports.rs`): the tool itself, and a
-//! vswitchd with bridge br0 and no ports in this process's namespace (no root needed).
+//! (`cli_ofctl.rs`, `ofctl_live.rs`, `meters.rs`, `ofctl_ports.rs`, `openflow_replay.rs`): the
+//! tool itself, and a vswitchd with bridge br0 and no ports in this process's namespace (no
+//! root needed).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
