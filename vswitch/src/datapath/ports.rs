@@ -154,7 +154,8 @@ impl DpPort {
 
     /// Receives a batch into `rx`; tunnel ports check and strip the tunnel header (their
     /// count includes the datagrams they refused, which are counted as drops by reason).
-    pub fn receive(&mut self, rx: &mut Batch) -> io::Result<usize> {
+    /// Returns the count and the bytes of the frames kept in `rx`.
+    pub fn receive(&mut self, rx: &mut Batch) -> io::Result<(usize, u64)> {
         let n = match &mut self.io {
             PortIo::Dev(p) => p.rx_batch(rx)?,
             PortIo::Tunnel(p) => {
@@ -165,11 +166,12 @@ impl DpPort {
                 n
             }
         };
+        let mut bytes = 0;
         if n > 0 {
             if let Some(tap) = self.capture.as_mut() {
                 rx.iter().for_each(|p| tap.take(p.data()));
             }
-            let bytes: u64 = rx.iter().map(|p| p.len() as u64).sum();
+            bytes = rx.iter().map(|p| p.len() as u64).sum();
             PortCounters::add(&self.counters.rx.packets, n as u64);
             PortCounters::add(&self.counters.rx.bytes, bytes);
             if self.config & (port_config::PORT_DOWN | port_config::NO_RECV) != 0 {
@@ -177,7 +179,7 @@ impl DpPort {
                 rx.clear();
             }
         }
-        Ok(n)
+        Ok((n, bytes))
     }
 
     /// Queues a copy of `frame` for transmission. Offloads the port lacks are done here: GSO
