@@ -902,3 +902,33 @@ pub(crate) fn read<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_
 pub(crate) fn write<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn a_super_frame_counts_as_the_full_size_frames_it_carries() {
+        // 32 frames of 64 bytes: one unit each, as before.
+        assert_eq!(load_units(32, 32 * 64), 32);
+        // One 64 KiB TSO super-frame: 43 full-size frames of work.
+        assert_eq!(load_units(1, 65_160), 43);
+        assert_eq!(load_units(0, 0), 0);
+    }
+
+    #[test]
+    fn a_tcp_stream_of_super_frames_is_busy() {
+        // ~12 Gbit/s of 64 KiB super-frames: ~23 per ms, under MODERATE_PER_MS as frames.
+        let now = Instant::now();
+        let mut by_frames = LoadMeter::new(now);
+        by_frames.add(23, now + LOAD_WINDOW);
+        assert_eq!(by_frames.level, Load::Idle);
+        let mut by_size = LoadMeter::new(now);
+        by_size.add(load_units(23, 23 * 65_160), now + LOAD_WINDOW);
+        assert_eq!(by_size.level, Load::Busy);
+        // A few pings stay idle (the first frame wakes the thread at once).
+        let mut idle = LoadMeter::new(now);
+        idle.add(load_units(2, 2 * 98), now + LOAD_WINDOW);
+        assert_eq!(idle.level, Load::Idle);
+    }
+}
