@@ -217,6 +217,9 @@ impl BlockRing {
     }
 }
 
+/// How many slots ahead of the one being read [`FrameRing`] prefetches.
+const PREFETCH_AHEAD: usize = 3;
+
 /// TPACKET_V2: fixed-size frame slots, each with its own status.
 pub(crate) struct FrameRing {
     pub map: Mapping,
@@ -275,6 +278,27 @@ impl FrameRing {
         }
     }
 
+    /// Starts loading the slot `PREFETCH_AHEAD` after `i` (its header and the first 128 bytes
+    /// after it, where a small frame lies) while frame `i` is copied out: under load the slots
+    /// ahead are already written, by the kernel on another CPU, and each one's first read is a
+    /// cache miss that the copy loop would otherwise wait for, one slot at a time.
+    #[inline]
+    fn prefetch_ahead(&self, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let j = (i + PREFETCH_AHEAD) % self.frame_nr;
+            let slot = self.slot(j);
+            for line in [0, 64, 128] {
+                // SAFETY: a prefetch only hints the cache: it reads nothing into the program
+                // and never faults, whatever the address (here slot j of the mapping).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(slot.wrapping_add(line).cast::<i8>()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+
     pub fn next_frame(&mut self) -> Next<'_> {
         self.release_done();
         let i = self.cur;
@@ -284,6 +308,7 @@ impl FrameRing {
         }
         self.held = Some(i);
         self.cur = if i + 1 == self.frame_nr { 0 } else { i + 1 };
+        self.prefetch_ahead(i);
         let slot = self.slot(i);
         // SAFETY: the slot is user-owned (acquire above) and starts with its header.
         let h = unsafe { std::ptr::read(slot.cast::<libc::tpacket2_hdr>()) };

@@ -365,15 +365,49 @@ impl Port for TapPort {
         while let Some(buf) = batch.spare() {
             let space = buf.rx_space();
             let room = space.len();
+            if !self.vnet_hdr {
+                // One plain buffer, no iovec array for the kernel to import. The TAP driver
+                // silently cuts a frame to the buffer it is given, so a read that fills it
+                // may be cut: counted as truncated. A buffer's frame room (at least MTU + 22)
+                // is above the largest frame the interface sends (MTU + 18, tagged).
+                // SAFETY: space is writable memory of room bytes that lives across the call.
+                let r = unsafe { libc::read(fd, space.as_mut_ptr().cast(), room) };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) => break,
+                        Some(libc::EINTR) => continue,
+                        _ => {
+                            self.stats.rx_errors += 1;
+                            if n > 0 {
+                                break;
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                let len = r as usize;
+                if len >= room {
+                    self.stats.rx_truncated += 1;
+                    continue;
+                }
+                // len < room == frame room, so set_len cannot fail.
+                let _ = buf.set_len(len);
+                buf.meta.wire_len = len as u32;
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += len as u64;
+                batch.commit();
+                n += 1;
+                continue;
+            }
             // The TAP driver silently cuts a frame to the buffer it is given; one spill byte
             // behind the buffer tells a cut frame (n > room) from one that fits exactly.
             let mut spill = 0u8;
             let mut vh = [0u8; VNET_HDR_LEN];
-            let hdr_len = if self.vnet_hdr { VNET_HDR_LEN } else { 0 };
             let iov = [
                 libc::iovec {
                     iov_base: vh.as_mut_ptr().cast(),
-                    iov_len: hdr_len,
+                    iov_len: VNET_HDR_LEN,
                 },
                 libc::iovec {
                     iov_base: space.as_mut_ptr().cast(),
@@ -384,11 +418,9 @@ impl Port for TapPort {
                     iov_len: 1,
                 },
             ];
-            // Without vnet headers the empty header iovec is left out (fewer to import).
-            let skip = usize::from(!self.vnet_hdr);
             // SAFETY: all iovecs point to writable memory of the stated lengths that lives
             // across the call.
-            let r = unsafe { libc::readv(fd, iov[skip..].as_ptr(), (3 - skip) as libc::c_int) };
+            let r = unsafe { libc::readv(fd, iov.as_ptr(), 3) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
@@ -403,7 +435,7 @@ impl Port for TapPort {
                     }
                 }
             }
-            let Some(len) = (r as usize).checked_sub(hdr_len) else {
+            let Some(len) = (r as usize).checked_sub(VNET_HDR_LEN) else {
                 self.stats.rx_errors += 1;
                 continue;
             };
@@ -414,14 +446,12 @@ impl Port for TapPort {
             // len <= room == frame room, so set_len cannot fail.
             let _ = buf.set_len(len);
             buf.meta.wire_len = len as u32;
-            if self.vnet_hdr {
-                if VnetHdr::parse(&vh).to_meta(&mut buf.meta, 0).is_err() {
-                    self.stats.rx_bad_vnet += 1;
-                    continue;
-                }
-                self.stats.rx_gso += u64::from(buf.meta.gso.is_some());
-                self.stats.rx_csum_not_ready += u64::from(buf.meta.csum_not_ready);
+            if VnetHdr::parse(&vh).to_meta(&mut buf.meta, 0).is_err() {
+                self.stats.rx_bad_vnet += 1;
+                continue;
             }
+            self.stats.rx_gso += u64::from(buf.meta.gso.is_some());
+            self.stats.rx_csum_not_ready += u64::from(buf.meta.csum_not_ready);
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len as u64;
             batch.commit();
@@ -435,7 +465,11 @@ impl Port for TapPort {
         let mut r = TxReport::default();
         for p in batch.iter() {
             let d = p.data();
-            let vh = VnetHdr::from_meta(&p.meta).emit();
+            let vh = if self.vnet_hdr {
+                VnetHdr::from_meta(&p.meta).emit()
+            } else {
+                [0; VNET_HDR_LEN]
+            };
             let hdr_len = if self.vnet_hdr { VNET_HDR_LEN } else { 0 };
             let iov = [
                 libc::iovec {
