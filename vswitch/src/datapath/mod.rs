@@ -20,6 +20,7 @@ pub mod ct;
 pub mod ct_orig;
 pub mod drops;
 pub mod exec;
+pub mod housekeeping_time;
 pub mod icmp;
 pub mod mac_learning;
 pub mod megaflow_dump;
@@ -46,6 +47,7 @@ use cache::{Emc, MegaflowCache};
 use conntrack::Sharded;
 use counters::PortCounters;
 use drops::DropCounters;
+use housekeeping_time::Housekeeping;
 use mac_learning::MacTable;
 pub use ports::{DpPort, PortIo};
 
@@ -336,6 +338,9 @@ const BATCHES_PER_TURN: usize = 4;
 const LOAD_WINDOW: Duration = Duration::from_millis(1);
 const MODERATE_PER_MS: u64 = 50;
 const COALESCE_NAP: Duration = Duration::from_micros(30);
+/// The forwarding thread's scheduler slice (`tap_io::sched::set_slice`): woken by a frame, it
+/// preempts whatever CPU-bound task shares its CPU instead of waiting up to a tick for it.
+const WAKE_SLICE_NS: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
@@ -566,6 +571,10 @@ impl Datapath {
         let mut turn_end = Instant::now();
         let mut poll_warn = crate::ratelimit::RateLimit::default();
         let mut load = LoadMeter::new(turn_end);
+        let mut housekeeping_deferred = false;
+        if let Err(e) = tap_io::sched::set_slice(WAKE_SLICE_NS) {
+            warn!("cannot ask for a short scheduler slice: {e}");
+        }
         if self.adaptive_wait {
             // The coalescing naps are a few tens of µs: the default 50 µs slack would double them.
             let _ = tap_io::sched::set_timer_slack(1000);
@@ -575,7 +584,10 @@ impl Datapath {
                 // Let a few frames gather instead of being woken for each one.
                 std::thread::sleep(COALESCE_NAP);
             }
-            let timeout = if !self.still_ready.is_empty() || idle_since.elapsed() < self.busy_poll {
+            let timeout = if !self.still_ready.is_empty()
+                || housekeeping_deferred
+                || idle_since.elapsed() < self.busy_poll
+            {
                 Some(Duration::ZERO)
             } else {
                 Some(Duration::from_millis(100))
@@ -611,9 +623,12 @@ impl Datapath {
             while let Ok(job) = jobs.try_recv() {
                 job(self);
             }
-            if self.last_housekeeping.elapsed() >= Duration::from_millis(100) {
+            let since = self.last_housekeeping.elapsed();
+            let when = housekeeping_time::decide(since, got, load.level == Load::Busy);
+            if when == Housekeeping::Now {
                 self.housekeeping();
             }
+            housekeeping_deferred = when == Housekeeping::Deferred;
             turn_end = Instant::now();
             load.add(got, turn_end);
             add_ns(&self.time.busy_ns, turn_end - woke);
