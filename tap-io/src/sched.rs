@@ -57,7 +57,10 @@ mod tests {
     /// Custom slices exist since Linux 6.12.
     fn kernel_has_custom_slices() -> bool {
         let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let mut v = r.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
+        let mut v = r
+            .trim()
+            .split(['.', '-'])
+            .map(|x| x.parse::<u32>().unwrap_or(0));
         (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12)
     }
 
@@ -65,11 +68,11 @@ mod tests {
     fn slice_is_set_for_this_thread_only() {
         std::thread::spawn(|| {
             let before = reported_slice();
-            // SAFETY: getpriority only reads this process's (thread's) nice value.
-            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            // SAFETY: getpriority only reads the calling thread's nice value.
+            let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            let before_nice = nice();
             assert!(set_slice(200_000).expect("sched_setattr"));
-            // SAFETY: as above.
-            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice, "nice kept");
+            assert_eq!(nice(), before_nice, "nice kept");
             let Some(after) = reported_slice() else {
                 eprintln!("no se.slice in /proc/thread-self/sched (CONFIG_SCHED_DEBUG off)");
                 return;

@@ -722,7 +722,10 @@ fn two_forwarding_threads_share_ports_and_conntrack() {
 /// CPU time (ns) each thread of `pid` has run, by thread name.
 fn thread_runtimes(pid: u32) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir").flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+    {
         let p = t.path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
         let ns = std::fs::read_to_string(p.join("schedstat"))
@@ -736,7 +739,10 @@ fn thread_runtimes(pid: u32) -> Vec<(String, u64)> {
 
 /// The scheduler slice the kernel reports for the forwarding thread (`se.slice`).
 fn datapath_slice(pid: u32) -> Option<u64> {
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
         if std::fs::read_to_string(t.path().join("comm")).ok()?.trim() != "datapath" {
             continue;
         }
@@ -760,7 +766,10 @@ fn idle_switch_sleeps_and_wakes_for_traffic() {
     assert_ping(&a, &b, 3);
     let pid = node.daemon().pid();
     let osrelease = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = osrelease.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
+    let mut v = osrelease
+        .trim()
+        .split(['.', '-'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
     if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12)
         && let Some(slice) = datapath_slice(pid)
     {
