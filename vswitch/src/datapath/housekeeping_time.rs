@@ -24,7 +24,7 @@ pub enum Housekeeping {
 
 /// What to do at the end of a turn that received `got` frames, `since` the last housekeeping,
 /// with the thread's load level `busy`.
-pub fn decide(since: Duration, got: usize, busy: bool) -> Housekeeping {
+pub fn decide(since: Duration, got: u64, busy: bool) -> Housekeeping {
     if since < EVERY {
         Housekeeping::NotDue
     } else if got == 0 || busy || since >= LATEST {
