@@ -23,12 +23,10 @@
 
 mod replay;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use encap::build::FrameBuilder;
-use replay::{Replay, threads_cpu, total};
+use replay::{Bench, Replay, threads_cpu};
 
 const VIP: [u8; 4] = [10, 247, 0, 12];
 const BACKEND: [u8; 4] = [172, 16, 1, 31];
@@ -74,28 +72,8 @@ struct Outcome {
 }
 
 fn run(case: Case, packets: u32) -> Outcome {
-    let (dp, joins) =
-        vswitch::datapath::spawn(vswitch::datapath::Options::default()).expect("datapath");
-    let dir = std::env::temp_dir().join(format!("vswitch-newconn-{}", std::process::id()));
-    let switch = Arc::new(vswitch::switch::Switch::new(dp, dir.clone()));
-    switch.add_br("br0").expect("add-br");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut delivered = Vec::new();
-    for b in 2..=4u32 {
-        let port = Replay::new(&format!("be{b}"), Vec::new(), stop.clone());
-        delivered.push(port.counter());
-        let spec = vswitch::portspec::PortSpec::parse(&format!("be{b}"), &[format!("ofport={b}")])
-            .expect("spec");
-        switch
-            .add_port_with_dev("br0", spec, Box::new(port))
-            .expect("backend port");
-    }
-    let control = vswitch::control::Control::new(switch.clone());
-    let cmd = |args: &[&str]| {
-        control
-            .command(args)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    };
+    let bench = Bench::new("newconn", vswitch::datapath::Options::default(), &[]);
+    let cmd = |args: &[&str]| bench.cmd(args);
     let (frames, passes): (Vec<Vec<u8>>, u64) = match case {
         Case::Plain => {
             cmd(&[
@@ -131,14 +109,11 @@ fn run(case: Case, packets: u32) -> Outcome {
         }
     };
     let expected = frames.len() as u64 * passes;
-    let count = || delivered.iter().map(|c| total(c)).sum::<u64>();
+    let count = || bench.delivered();
     // The client last: it starts replaying as soon as it is attached.
-    let client = Replay::passes("cl1", frames, passes, stop.clone());
-    let spec = vswitch::portspec::PortSpec::parse("cl1", &["ofport=1".to_string()]).expect("spec");
+    let client = Replay::passes("cl1", frames, passes, bench.stop.clone());
     let (c0, t0) = (threads_cpu("datapath"), Instant::now());
-    switch
-        .add_port_with_dev("br0", spec, Box::new(client))
-        .expect("client port");
+    bench.add_port(client, &["ofport=1".to_string()]);
     let deadline = t0 + Duration::from_secs(120);
     let mut got = count();
     while got < expected && Instant::now() < deadline {
@@ -158,12 +133,7 @@ fn run(case: Case, packets: u32) -> Outcome {
             cmd(&["dump-drops", "br0"])
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    switch.shutdown();
-    for j in joins {
-        let _ = j.join();
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    bench.finish();
     Outcome {
         delivered: got,
         expected,

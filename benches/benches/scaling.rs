@@ -23,12 +23,11 @@
 
 mod replay;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use encap::build::FrameBuilder;
-use replay::{Replay, cpu_of, process_cpu, total};
+use replay::{Bench, Replay, cpu_of, process_cpu};
 
 /// Flows per client port.
 const FLOWS: usize = 4096;
@@ -123,31 +122,8 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
         },
         ..Default::default()
     };
-    let (dp, joins) = vswitch::datapath::spawn(opts).expect("datapath");
-    let dir =
-        std::env::temp_dir().join(format!("vswitch-scaling-{}-{threads}", std::process::id()));
-    let switch = Arc::new(vswitch::switch::Switch::new(dp, dir.clone()));
-    switch.add_br("br0").expect("add-br");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut delivered = Vec::new();
-    for b in 2..=4u32 {
-        let port = Replay::new(&format!("be{b}"), Vec::new(), stop.clone());
-        delivered.push(port.counter());
-        let spec = vswitch::portspec::PortSpec::parse(
-            &format!("be{b}"),
-            &[format!("ofport={b}"), "options:thread=0".into()],
-        )
-        .expect("spec");
-        switch
-            .add_port_with_dev("br0", spec, Box::new(port))
-            .expect("backend port");
-    }
-    let control = vswitch::control::Control::new(switch.clone());
-    let cmd = |args: &[&str]| {
-        control
-            .command(args)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    };
+    let bench = Bench::new(&format!("scaling-{threads}"), opts, &["options:thread=0"]);
+    let cmd = |args: &[&str]| bench.cmd(args);
     let buckets: Vec<String> = (1..=3)
         .map(|i| {
             format!(
@@ -175,22 +151,17 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
     let mut received = Vec::new();
     for c in 0..2u32 {
         let thread = if threads > 1 { c } else { 0 };
-        let port = Replay::new(&format!("cl{c}"), client_frames(c), stop.clone());
+        let port = Replay::new(&format!("cl{c}"), client_frames(c), bench.stop.clone());
         received.push((thread as usize, port.received()));
-        let ofport = 5 + c;
-        let spec = vswitch::portspec::PortSpec::parse(
-            &format!("cl{c}"),
+        bench.add_port(
+            port,
             &[
-                format!("ofport={ofport}"),
+                format!("ofport={}", 5 + c),
                 format!("options:thread={thread}"),
             ],
-        )
-        .expect("spec");
-        switch
-            .add_port_with_dev("br0", spec, Box::new(port))
-            .expect("client port");
+        );
     }
-    let count = || delivered.iter().map(|c| total(c)).sum::<u64>();
+    let count = || bench.delivered();
     let per_thread = || {
         let mut n = vec![0u64; threads];
         for (t, r) in &received {
@@ -228,12 +199,7 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
             cmd(&["dump-drops", "br0"])
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    switch.shutdown();
-    for j in joins {
-        let _ = j.join();
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    bench.finish();
     let pkts = (p1 - p0) as f64;
     Outcome {
         pps: pkts / span,

@@ -139,6 +139,75 @@ impl Port for Replay {
     }
 }
 
+/// A switch on a fresh datapath with bridge br0 and three backend ports be2..be4 (ofports 2 to
+/// 4) that count what they are handed: what both datapath benches start from.
+pub struct Bench {
+    pub switch: Arc<vswitch::switch::Switch>,
+    pub control: vswitch::control::Control,
+    /// Stops every replay port of the bench.
+    pub stop: Arc<AtomicBool>,
+    delivered: Vec<Sent>,
+    joins: Vec<std::thread::JoinHandle<()>>,
+    dir: std::path::PathBuf,
+}
+
+impl Bench {
+    /// `tag` names the run directory; `backend_opts` are added to the backends' port specs.
+    pub fn new(tag: &str, opts: vswitch::datapath::Options, backend_opts: &[&str]) -> Bench {
+        let (dp, joins) = vswitch::datapath::spawn(opts).expect("datapath");
+        let dir = std::env::temp_dir().join(format!("vswitch-{tag}-{}", std::process::id()));
+        let switch = Arc::new(vswitch::switch::Switch::new(dp, dir.clone()));
+        switch.add_br("br0").expect("add-br");
+        let control = vswitch::control::Control::new(switch.clone());
+        let mut bench = Bench {
+            switch,
+            control,
+            stop: Arc::new(AtomicBool::new(false)),
+            delivered: Vec::new(),
+            joins,
+            dir,
+        };
+        for b in 2..=4u32 {
+            let port = Replay::new(&format!("be{b}"), Vec::new(), bench.stop.clone());
+            bench.delivered.push(port.counter());
+            let mut args = vec![format!("ofport={b}")];
+            args.extend(backend_opts.iter().map(|o| o.to_string()));
+            bench.add_port(port, &args);
+        }
+        bench
+    }
+
+    /// Attaches `port` to br0 with the port spec `args` (`ofport=N`, `options:...`).
+    pub fn add_port(&self, port: Replay, args: &[String]) {
+        let spec = vswitch::portspec::PortSpec::parse(&port.name, args).expect("port spec");
+        self.switch
+            .add_port_with_dev("br0", spec, Box::new(port))
+            .expect("add port");
+    }
+
+    /// A `vswitchctl` command, panicking when it fails.
+    pub fn cmd(&self, args: &[&str]) -> String {
+        self.control
+            .command(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Frames handed to the backends so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.iter().map(|c| total(c)).sum()
+    }
+
+    /// Stops the replays, the switch and its forwarding threads; removes the run directory.
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.switch.shutdown();
+        for j in self.joins {
+            let _ = j.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// CPU time (user + system) of this process so far.
 pub fn process_cpu() -> Duration {
     cpu_of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
