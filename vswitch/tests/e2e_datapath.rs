@@ -107,18 +107,6 @@ fn two_pod_node(tag: &str) -> Node {
     node
 }
 
-/// The `n_packets` of the flow `dump-flows BR` prints for `filter`.
-fn flow_packets(d: &Daemon, filter: &str) -> u64 {
-    let text = d.ctl(&["dump-flows", BR, filter]);
-    text.lines()
-        .filter_map(|l| {
-            l.split([',', ' '])
-                .find_map(|w| w.trim().strip_prefix("n_packets="))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 /// Port-to-port flows instead of NORMAL; deleting one direction stops the traffic at once
 /// (no stale cached forwarding) and the misses are counted as `no_match`.
 #[test]
@@ -144,11 +132,11 @@ fn explicit_port_flows_and_deletion() {
     assert_ping(a.name(), &b.ip, 5);
     assert_ping(b.name(), &a.ip, 3);
     assert!(
-        flow_packets(d, "in_port=1") >= 8,
+        d.flow_packets(BR, "in_port=1") >= 8,
         "in_port=1 flow did not count:\n{}",
         d.ctl(&["dump-flows", BR])
     );
-    assert!(flow_packets(d, "in_port=2") >= 8);
+    assert!(d.flow_packets(BR, "in_port=2") >= 8);
 
     // The caches hold the a->b walk now; deleting the flow must stop it immediately.
     let miss_before = d.drops(BR, "no_match");
@@ -170,9 +158,9 @@ fn explicit_port_flows_and_deletion() {
         "no_match went from {miss_before} to {miss_after} for 5 dropped pings"
     );
     // The other direction still forwards: b's requests reach a (its replies die at the switch).
-    let to_a = flow_packets(d, "in_port=2");
+    let to_a = d.flow_packets(BR, "in_port=2");
     let _ = ping(b.name(), &a.ip, 2);
-    assert!(flow_packets(d, "in_port=2") >= to_a + 2);
+    assert!(d.flow_packets(BR, "in_port=2") >= to_a + 2);
 }
 
 /// Plays a VLAN-100 endpoint on a pod's `eth0` (this kernel has no 8021q module for an
@@ -301,7 +289,7 @@ fn vlan_push_pop_to_tagged_pod() {
         "no tagged ICMP on the tagged pod's port:\n{seen}"
     );
     // The replies came back through the pop flow, and pod a saw them untagged (ping worked).
-    assert!(flow_packets(d, "in_port=2,dl_vlan=100") >= 5);
+    assert!(d.flow_packets(BR, "in_port=2,dl_vlan=100") >= 5);
 }
 
 /// Node A runs vswitchd with pod A (172.16.0.1) and a VXLAN port (VNI 100) to node B; node B

@@ -81,18 +81,6 @@ fn transfer(
     (sha, len)
 }
 
-/// The `n_packets` of the flows `dump-flows BR` prints for `filter`.
-fn flow_packets(d: &Daemon, filter: &str) -> u64 {
-    let text = d.ctl(&["dump-flows", BR, filter]);
-    text.lines()
-        .filter_map(|l| {
-            l.split([',', ' '])
-                .find_map(|w| w.trim().strip_prefix("n_packets="))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 fn set_offloads(ns: &str, on: bool) {
     if on {
         ns_sh(ns, "ethtool -K eth0 tx on tso on gso on >/dev/null");
@@ -201,7 +189,7 @@ fn tcp_across_vxlan_bytes_intact_with_and_without_offloads() {
         set_offloads(pa, on);
         set_offloads(pb, on);
         let before = n2.daemon().ports(BR);
-        let flow_before = flow_packets(n2.daemon(), "in_port=2");
+        let flow_before = n2.daemon().flow_packets(BR, "in_port=2");
         let (sha, len) = transfer(&payload, pa, pb, "10.32.0.2", 5301 + i as u16);
         assert_eq!(len, BYTES, "VXLAN, offloads {on}: bytes lost");
         assert_eq!(sha, payload.sha, "VXLAN, offloads {on}: bytes changed");
@@ -217,7 +205,7 @@ fn tcp_across_vxlan_bytes_intact_with_and_without_offloads() {
         // node merges each run before its pipeline (software GRO on receive): the flow from
         // the tunnel counts merged frames, far fewer than the datagrams.
         if on {
-            let through_flow = flow_packets(n2.daemon(), "in_port=2") - flow_before;
+            let through_flow = n2.daemon().flow_packets(BR, "in_port=2") - flow_before;
             assert!(
                 through_flow * 2 < rx,
                 "no merging on receive from the tunnel: {rx} datagrams, {through_flow} frames \

@@ -349,6 +349,18 @@ impl Daemon {
         parse_drop(&text, reason).unwrap_or_else(|| panic!("no {reason} in dump-drops:\n{text}"))
     }
 
+    /// The `n_packets` summed over the flows `dump-flows BR FILTER` prints.
+    pub fn flow_packets(&self, br: &str, filter: &str) -> u64 {
+        self.ctl(&["dump-flows", br, filter])
+            .lines()
+            .filter_map(|l| {
+                l.split([',', ' '])
+                    .find_map(|w| w.trim().strip_prefix("n_packets="))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .sum()
+    }
+
     /// `dump-ports BR` as ofport -> counters.
     pub fn ports(&self, br: &str) -> BTreeMap<u32, PortStats> {
         parse_ports(&self.ctl(&["dump-ports", br]))
