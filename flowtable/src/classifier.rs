@@ -55,13 +55,14 @@
 //!
 //! # Bursts
 //!
-//! [`Classifier::lookup_burst`] probes one subtable for up to [`BURST`] packets at a time. In
-//! subtables too big for the cache it stages the probe: hash every packet and load its leaf
-//! pointer, then read every leaf's tag line, then every candidate bucket and the key word its
-//! rule is compared on, and only then compare. Each stage's loads are independent of each
-//! other, so the cache misses of a burst overlap instead of being paid one after another. The
-//! reads are ordinary loads (the crate has no `unsafe`; `_mm_prefetch` would need it), fed to
-//! `black_box` so the compiler keeps them.
+//! [`Classifier::lookup_burst`] looks up to [`BURST`] packets at a time. When some subtable is
+//! too big for the cache it stages each subtable's probe: hash every packet and read its
+//! directory node (whose filter settles most misses without touching a leaf), then read every
+//! remaining leaf's tag line, then every candidate bucket and the key word its rule is compared
+//! on, and only then compare. Each stage's loads are independent of each other, so the cache
+//! misses of a burst overlap instead of being paid one after another. The reads are ordinary
+//! loads (the crate has no `unsafe`; `_mm_prefetch` would need it), fed to `black_box` so the
+//! compiler keeps them.
 
 mod builder;
 mod conj;
@@ -79,21 +80,10 @@ use subtable::{Leaf, Subtable};
 /// Packets per internal step of [`Classifier::lookup_burst`].
 pub const BURST: usize = 32;
 
-/// [`Classifier::lookup_burst`] stages its probes (loads first, compares after) in subtables
-/// with at least this many rules; smaller ones stay in cache and are probed directly.
+/// [`Classifier::lookup_burst`] stages its probes (loads first, compares after) in
+/// classifiers with a subtable of at least this many rules; smaller ones stay in cache and are
+/// probed directly.
 const STAGED_MIN_RULES: usize = 2048;
-
-/// The indices of the set bits of `mask`, lowest first.
-#[inline]
-fn set_bits(mut mask: u32) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        (mask != 0).then(|| {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            i
-        })
-    })
-}
 
 /// Identifies a rule within one [`ClassifierBuilder`]; ids increase with insertion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,6 +153,8 @@ impl<R: fmt::Debug> fmt::Debug for Rule<R> {
 pub struct Classifier<R> {
     /// Sorted by `max_priority`, highest first.
     subtables: Box<[Arc<Subtable<R>>]>,
+    /// Some subtable is too big for the cache: bursts take the pipelined probe.
+    staged: bool,
     n_rules: usize,
     version: u64,
 }
@@ -171,6 +163,7 @@ impl<R> Classifier<R> {
     fn empty() -> Self {
         Classifier {
             subtables: Box::new([]),
+            staged: false,
             n_rules: 0,
             version: 0,
         }
@@ -180,6 +173,11 @@ impl<R> Classifier<R> {
     /// key agreeing with `key` on `wc`'s bits gets the same rule. Does not allocate.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, wc: &mut FlowKey) -> Option<&Rule<R>> {
+        self.lookup_arc(key, wc).map(|r| &**r)
+    }
+
+    #[inline]
+    fn lookup_arc(&self, key: &FlowKey, wc: &mut FlowKey) -> Option<&Arc<Rule<R>>> {
         let key_words = key.words();
         let wc_words = wc.words_mut();
         let mut best: Option<&Arc<Rule<R>>> = None;
@@ -194,7 +192,7 @@ impl<R> Classifier<R> {
                 best = Some(rule);
             }
         }
-        best.map(|r| &**r)
+        best
     }
 
     /// [`lookup`](Self::lookup) for a burst: `out[i]` and `wcs[i]` get what `lookup(&keys[i],
@@ -225,56 +223,80 @@ impl<R> Classifier<R> {
         wcs: &mut [FlowKey],
         out: &mut [Option<&'a Rule<R>>],
     ) {
+        let best = if self.staged {
+            self.lookup_chunk_staged(keys, wcs)
+        } else {
+            self.lookup_chunk_direct(keys, wcs)
+        };
+        for (o, b) in out.iter_mut().zip(best) {
+            *o = b.map(|r| &**r);
+        }
+    }
+
+    /// The burst probe for tables that stay in cache: packet by packet, as [`lookup`](Self::lookup).
+    fn lookup_chunk_direct<'a>(
+        &'a self,
+        keys: &[FlowKey],
+        wcs: &mut [FlowKey],
+    ) -> [Option<&'a Arc<Rule<R>>>; BURST] {
+        let mut best: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
+        for ((key, wc), b) in keys.iter().zip(wcs.iter_mut()).zip(best.iter_mut()) {
+            *b = self.lookup_arc(key, wc);
+        }
+        best
+    }
+
+    /// The burst probe for tables too big for the cache, staged one subtable at a time: hash
+    /// every packet and read its directory node's filter (which settles most misses) and leaf
+    /// pointer, then read every remaining leaf's tag line, then every candidate bucket and the
+    /// key word its rule is compared on, and only then compare. Each stage's loads are
+    /// independent of each other, so the cache misses of the burst overlap.
+    fn lookup_chunk_staged<'a>(
+        &'a self,
+        keys: &[FlowKey],
+        wcs: &mut [FlowKey],
+    ) -> [Option<&'a Arc<Rule<R>>>; BURST] {
         let mut best: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
         let mut hashes = [0u64; BURST];
         let mut leaves: [Option<&'a Leaf<R>>; BURST] = [None; BURST];
         for subtable in self.subtables.iter() {
-            let mut pending = 0u32;
+            let mut probed = false;
             for (i, key) in keys.iter().enumerate() {
+                leaves[i] = None;
                 if best[i].is_some_and(|b| b.priority > subtable.max_priority) {
                     continue;
                 }
+                probed = true;
                 subtable.unwildcard(wcs[i].words_mut());
                 let hash = subtable.hash(key.words());
                 hashes[i] = hash;
-                // Loads the leaf pointer only; its memory is read in the stages below.
-                leaves[i] = Some(subtable.leaf(hash));
-                pending |= 1 << i;
+                leaves[i] = subtable.candidate_leaf(hash);
             }
-            if pending == 0 {
+            if !probed {
                 // Later subtables have no higher maximum: every packet is settled.
                 break;
             }
-            if subtable.len() >= STAGED_MIN_RULES {
-                // Staged probe for subtables too big for the cache: start the loads of every
-                // packet's leaf tags, then of every candidate bucket and rule, so that the
-                // cache misses of the burst overlap; the probe below then finds them in cache.
-                let mut warm = 0u64;
-                for i in set_bits(pending) {
-                    if let Some(leaf) = leaves[i] {
-                        warm ^= u64::from(leaf.first_tag());
-                    }
-                }
-                let word = subtable.first_word();
-                for i in set_bits(pending) {
-                    if let Some(leaf) = leaves[i] {
-                        warm ^= leaf.touch_candidate(subtable::tag_of(hashes[i]), word);
-                    }
-                }
-                std::hint::black_box(warm);
+            let mut warm = 0u64;
+            for leaf in leaves.iter().flatten() {
+                warm ^= u64::from(leaf.first_tag());
             }
-            for i in set_bits(pending) {
+            let word = subtable.first_word();
+            for (leaf, &hash) in leaves.iter().zip(&hashes) {
+                if let Some(leaf) = leaf {
+                    warm ^= leaf.touch_candidate(subtable::tag_of(hash), word);
+                }
+            }
+            std::hint::black_box(warm);
+            for (i, key) in keys.iter().enumerate() {
                 let Some(leaf) = leaves[i] else { continue };
-                if let Some(rule) = subtable.probe_leaf(leaf, keys[i].words(), hashes[i])
+                if let Some(rule) = subtable.probe_leaf(leaf, key.words(), hashes[i])
                     && best[i].is_none_or(|b| rule.beats(b))
                 {
                     best[i] = Some(rule);
                 }
             }
         }
-        for (o, b) in out.iter_mut().zip(best) {
-            *o = b.map(|r| &**r);
-        }
+        best
     }
 
     /// Number of rules.

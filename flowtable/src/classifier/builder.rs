@@ -159,8 +159,10 @@ impl<R> ClassifierBuilder<R> {
                     .cmp(&a.max_priority)
                     .then_with(|| a.mask().words().cmp(b.mask().words()))
             });
+            let staged = subtables.iter().any(|s| s.len() >= super::STAGED_MIN_RULES);
             self.snapshot = Arc::new(Classifier {
                 subtables: subtables.into(),
+                staged,
                 n_rules: self.rules.len(),
                 version: self.version,
             });
