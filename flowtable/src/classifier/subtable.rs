@@ -9,7 +9,10 @@
 //! `LEAF_CAP` (rare: a Poisson(8) tail) spill into the leaf's overflow list.
 //!
 //! A leaf starts with a cache line of 32-bit tags (low hash bits, never 0), so a probe reads
-//! one tag line, then the matching bucket and its rule. Knowing each address one step ahead is
+//! one tag line, then the matching bucket and its rule. Each directory node also holds a small
+//! Bloom filter over the tags of its leaves' buckets ([`DirNode`]): a probe that misses — most
+//! do, a packet is probed in every subtable the priorities leave in play — usually stops at the
+//! node, which stays in cache even for a million rules, and never loads the leaf. Knowing each address one step ahead is
 //! what lets [`Classifier::lookup_burst`](super::Classifier::lookup_burst) start the memory
 //! loads of a whole burst before it needs any of them.
 //!
@@ -779,6 +782,45 @@ mod tests {
         for p in 0..n {
             assert_eq!(find(&copy, p), Some(u64::from(p)), "the copy kept {p}");
         }
+    }
+
+    /// The directory filters: every rule stays findable through inserts, removals (which rebuild
+    /// the filters once stale bits pile up) and growth, and most absent keys are ruled out at the
+    /// directory node without reaching a leaf.
+    #[test]
+    fn directory_filter_keeps_rules_and_rules_out_misses() {
+        let mask = Arc::new(FlowKey {
+            in_port: !0,
+            ..FlowKey::default()
+        });
+        let mut st: Subtable<u64> = Subtable::new(mask, 0x0bad_cafe_f00d_1235);
+        let key = |p: u32| {
+            *FlowKey {
+                in_port: p,
+                ..FlowKey::default()
+            }
+            .words()
+        };
+        for p in 0..20_000u32 {
+            st.insert(rule(u64::from(p), p, 1));
+        }
+        let before = st.clone();
+        for p in (0..20_000u32).filter(|p| p % 4 != 0) {
+            let value = FlowKey {
+                in_port: p,
+                ..FlowKey::default()
+            };
+            assert!(st.remove(&value, RuleId(u64::from(p))).is_some());
+        }
+        for p in 0..20_000u32 {
+            let want = (p % 4 == 0).then_some(u64::from(p));
+            assert_eq!(st.lookup(&key(p)).map(|r| r.payload), want, "rule {p}");
+            assert_eq!(before.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
+        }
+        let absent = (1_000_000..1_020_000u32)
+            .filter(|&p| st.candidate_leaf(st.hash(&key(p))).is_some())
+            .count();
+        assert!(absent < 20_000 / 5, "{absent} of 20000 absent keys passed the filter");
     }
 
     /// Growth splits leaves by hash bits and keeps every rule; snapshots taken before the
