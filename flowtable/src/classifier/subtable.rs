@@ -419,9 +419,12 @@ impl<R> Drop for Subtable<R> {
         // Directory nodes only this subtable holds are freed here, and each decrements the
         // counts of its leaves: load a node's leaf headers together before dropping it, so the
         // cache misses overlap instead of queueing behind one locked decrement after another.
-        for mut dir in std::mem::take(&mut self.dirs).into_vec() {
-            if let Some(unique) = Arc::get_mut(&mut dir) {
-                touch(unique.leaves.iter());
+        // (`strong_count`, a plain load, not `get_mut`, a locked one: this is only a hint.)
+        let dirs = std::mem::take(&mut self.dirs);
+        touch(dirs.iter());
+        for dir in dirs.into_vec() {
+            if Arc::strong_count(&dir) == 1 {
+                touch(dir.leaves.iter());
             }
         }
     }
@@ -815,12 +818,18 @@ mod tests {
         for p in 0..20_000u32 {
             let want = (p % 4 == 0).then_some(u64::from(p));
             assert_eq!(st.lookup(&key(p)).map(|r| r.payload), want, "rule {p}");
-            assert_eq!(before.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
+            assert_eq!(
+                before.lookup(&key(p)).map(|r| r.payload),
+                Some(u64::from(p))
+            );
         }
         let absent = (1_000_000..1_020_000u32)
             .filter(|&p| st.candidate_leaf(st.hash(&key(p))).is_some())
             .count();
-        assert!(absent < 20_000 / 5, "{absent} of 20000 absent keys passed the filter");
+        assert!(
+            absent < 20_000 / 5,
+            "{absent} of 20000 absent keys passed the filter"
+        );
     }
 
     /// Growth splits leaves by hash bits and keeps every rule; snapshots taken before the
