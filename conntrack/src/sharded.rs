@@ -42,9 +42,14 @@ pub struct Sharded {
     shards: Box<[Padded]>,
     shared: Arc<Shared>,
     cfg: Config,
-    /// `Counter::Packets`, added per batch by the cursors (the shards do not count it).
-    packets: AtomicU64,
+    /// `Counter::Packets`, added per batch by the cursors (the shards do not count it). On a
+    /// cache line of its own: the fields above are read on every lookup by every thread.
+    packets: PaddedCount,
 }
+
+#[derive(Default)]
+#[repr(align(128))]
+struct PaddedCount(AtomicU64);
 
 /// A thread's view of the table during a batch: the shard it holds locked, if any. While it
 /// holds one, the same thread must not call the table's other methods (they lock shards too):
@@ -84,9 +89,14 @@ impl<'a> Cursor<'a> {
         if self.packets != 0
             && let Some(t) = self.table
         {
-            t.packets
-                .fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);
+            t.add_packets(std::mem::take(&mut self.packets));
         }
+    }
+
+    /// The packets counted so far, no longer added by this cursor: the caller adds them
+    /// ([`Sharded::add_packets`]), e.g. once for several batches.
+    pub fn take_packets(&mut self) -> u64 {
+        std::mem::take(&mut self.packets)
     }
 
     /// Whether a shard is locked by this cursor.
@@ -127,12 +137,19 @@ impl Sharded {
             shards,
             shared,
             cfg,
-            packets: AtomicU64::new(0),
+            packets: PaddedCount::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Adds packets run through `ct` to `Counter::Packets` (see [`Cursor::take_packets`]).
+    pub fn add_packets(&self, n: u64) {
+        if n != 0 {
+            self.packets.0.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn shard_count(&self) -> usize {
@@ -346,7 +363,7 @@ impl Sharded {
         }
         sum.add(
             crate::Counter::Packets,
-            self.packets.load(Ordering::Relaxed),
+            self.packets.0.load(Ordering::Relaxed),
         );
         sum
     }

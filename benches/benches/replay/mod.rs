@@ -12,6 +12,27 @@ use std::time::Duration;
 
 use tap_io::{Batch, Port, PortStats, TxReport};
 
+/// A counter or flag on cache lines of its own. The ports' counters are allocated one after the
+/// other by the main thread and each is written by one forwarding thread per batch: unpadded,
+/// two threads' counters (and the stop flag every poll reads) would share a line, a cost of the
+/// harness that the switch does not have.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct Own<T>(pub T);
+
+impl<T> std::ops::Deref for Own<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A frame count written by one thread.
+pub type Counter = Arc<Own<AtomicU64>>;
+
+/// Set to stop every port replaying.
+pub type Stop = Arc<Own<AtomicBool>>;
+
 /// A port that receives its frames `passes` times over (or until stopped) and counts what it
 /// is given to send. Its transmit clones (one per other forwarding thread) count on their own.
 pub struct Replay {
@@ -19,26 +40,26 @@ pub struct Replay {
     frames: Arc<Vec<Vec<u8>>>,
     next: usize,
     passes_left: u64,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    clones: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
+    stop: Stop,
+    sent: Counter,
+    clones: Sent,
     /// Frames handed out by `rx_batch` (one add per batch, by the thread polling the port).
-    received: Arc<AtomicU64>,
+    received: Counter,
     stats: PortStats,
 }
 
 /// Frames handed to a port and its transmit clones.
-pub type Sent = Arc<Mutex<Vec<Arc<AtomicU64>>>>;
+pub type Sent = Arc<Mutex<Vec<Counter>>>;
 
 impl Replay {
     /// Replays `frames` until `stop` is set.
-    pub fn new(name: &str, frames: Vec<Vec<u8>>, stop: Arc<AtomicBool>) -> Self {
+    pub fn new(name: &str, frames: Vec<Vec<u8>>, stop: Stop) -> Self {
         Self::passes(name, frames, u64::MAX, stop)
     }
 
     /// Replays `frames` `passes` times, then receives nothing.
-    pub fn passes(name: &str, frames: Vec<Vec<u8>>, passes: u64, stop: Arc<AtomicBool>) -> Self {
-        let sent = Arc::new(AtomicU64::new(0));
+    pub fn passes(name: &str, frames: Vec<Vec<u8>>, passes: u64, stop: Stop) -> Self {
+        let sent = Counter::default();
         Self {
             name: name.to_string(),
             frames: Arc::new(frames),
@@ -47,7 +68,7 @@ impl Replay {
             stop,
             sent: sent.clone(),
             clones: Arc::new(Mutex::new(vec![sent])),
-            received: Arc::new(AtomicU64::new(0)),
+            received: Counter::default(),
             stats: PortStats::default(),
         }
     }
@@ -58,13 +79,13 @@ impl Replay {
     }
 
     /// Frames this port has received so far (handed to the datapath).
-    pub fn received(&self) -> Arc<AtomicU64> {
+    pub fn received(&self) -> Counter {
         self.received.clone()
     }
 }
 
 /// What a port's counter says so far.
-pub fn total(c: &Mutex<Vec<Arc<AtomicU64>>>) -> u64 {
+pub fn total(c: &Mutex<Vec<Counter>>) -> u64 {
     c.lock()
         .unwrap()
         .iter()
@@ -123,7 +144,7 @@ impl Port for Replay {
     }
 
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Counter::default();
         self.clones.lock().unwrap().push(sent.clone());
         Some(Ok(Box::new(Replay {
             name: self.name.clone(),
@@ -133,7 +154,7 @@ impl Port for Replay {
             stop: self.stop.clone(),
             sent,
             clones: self.clones.clone(),
-            received: Arc::new(AtomicU64::new(0)),
+            received: Counter::default(),
             stats: PortStats::default(),
         })))
     }
@@ -145,7 +166,7 @@ pub struct Bench {
     pub switch: Arc<vswitch::switch::Switch>,
     pub control: vswitch::control::Control,
     /// Stops every replay port of the bench.
-    pub stop: Arc<AtomicBool>,
+    pub stop: Stop,
     delivered: Vec<Sent>,
     joins: Vec<std::thread::JoinHandle<()>>,
     dir: std::path::PathBuf,
@@ -162,7 +183,7 @@ impl Bench {
         let mut bench = Bench {
             switch,
             control,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Stop::default(),
             delivered: Vec::new(),
             joins,
             dir,

@@ -33,6 +33,8 @@ pub struct Scratch {
     cache: [u64; 3],
     /// `sample`: this thread's random generator and the batch's counts.
     samples: super::sample::SampleTally,
+    /// Packets run through conntrack this poll turn, added to the table's count at its end.
+    ct_packets: u64,
 }
 
 impl Scratch {
@@ -45,16 +47,29 @@ impl Scratch {
             hits: FlowHits::default(),
             cache: [0; 3],
             samples: super::sample::SampleTally::default(),
+            ct_packets: 0,
+        }
+    }
+
+    /// Adds what the turn's batches counted in shared counters (rules, flows, the connection
+    /// table's packet count): once per poll turn, before the thread runs control-side jobs or
+    /// waits, so a reader that synchronises with the thread sees every packet counted.
+    pub(super) fn end_turn(&mut self, ct: &conntrack::Sharded, now_ns: u64) {
+        self.hits.flush(now_ns);
+        if self.ct_packets != 0 {
+            ct.add_packets(std::mem::take(&mut self.ct_packets));
         }
     }
 }
 
-/// Rule and flow counters gathered over a batch: a rule's counters (shared by every forwarding
-/// thread, so each update moves a cache line between cores) are updated once per batch and
-/// rule, a cached flow's (this thread's own) once per batch and flow. A batch holds few
+/// Rule and flow counters gathered over a poll turn (up to 4 batches per ready port): a rule's
+/// counters (shared by every forwarding thread, so each update moves a cache line between
+/// cores) are updated once per turn and rule, a cached flow's (this thread's own) once per
+/// window and flow. A batch holds few
 /// distinct rules but, with per-connection megaflows, many distinct flows: flows are summed in
 /// a small window and each one leaving it adds to its rules' sums, never to the rules
-/// themselves. Counts reach `dump-flows` when the batch ends.
+/// themselves. Counts reach `dump-flows` when the turn ends (before the thread runs control-side
+/// jobs or waits for packets).
 struct FlowHits {
     flows: Vec<(Arc<CachedFlow>, u64, u64)>,
     /// A rule as (a cached flow of this thread that hit it, its index in the flow's rules):
@@ -173,6 +188,11 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
         // A guard, not a clone: no write to the snapshot's reference count, which every
         // forwarding thread shares.
         let pipeline = b.pipeline.load();
+        if b.cache_version != pipeline.version {
+            // The turn's counts go to the flows they were taken on before revalidation
+            // replaces them (a kept flow takes its old counters over).
+            scratch.hits.flush(now_ns);
+        }
         revalidate(b, &pipeline);
         let (ofport, tun) = match ports.get(port_id).and_then(|p| p.as_ref()) {
             Some(p) => (p.ofport, p.is_tunnel()),
@@ -209,7 +229,9 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             run_packet_held(&mut ctx, pkt, key, 0, &mut held);
             run_released_fragments(&mut ctx);
         }
-        ctx.scratch.hits.flush(now_ns);
+        // Rule counters and the conntrack packet count are shared by every thread: they are
+        // added once per poll turn (`end_turn`), not per batch.
+        ctx.scratch.ct_packets += ctx.ct_cur.take_packets();
         fold_cache_stats(ctx.bridge, &mut ctx.scratch.cache);
         ctx.scratch.samples.flush(&ctx.bridge.samples);
     }

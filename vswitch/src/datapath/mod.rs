@@ -419,7 +419,9 @@ pub struct DpBridge {
     pub stats: Arc<CacheStats>,
 }
 
+/// One thread's (written per batch by that thread only): on cache lines of its own.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct CacheStats {
     pub emc_hits: std::sync::atomic::AtomicU64,
     pub megaflow_hits: std::sync::atomic::AtomicU64,
@@ -433,8 +435,10 @@ pub struct CacheStats {
 
 /// Where a forwarding thread's time goes: waiting in `poll` (idle) or handling what it
 /// returned (busy: packets, control-side jobs, housekeeping). Two clock reads per loop turn
-/// (one turn is up to 4 batches per ready port), none per packet.
+/// (one turn is up to 4 batches per ready port), none per packet. On cache lines of its own:
+/// the threads' stats are allocated together, and each thread writes its own every turn.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct ThreadStats {
     pub busy_ns: std::sync::atomic::AtomicU64,
     pub idle_ns: std::sync::atomic::AtomicU64,
@@ -619,6 +623,8 @@ impl Datapath {
             self.flush_all();
             if got > 0 {
                 idle_since = woke;
+                let now = self.now_ns();
+                self.scratch.end_turn(&self.ct, now);
             }
             while let Ok(job) = jobs.try_recv() {
                 job(self);
