@@ -33,9 +33,12 @@
 //!
 //! Every probed subtable adds its whole mask to `wc`, whether it hit or missed: a miss is only a
 //! miss for packets that agree with the key on those bits. Subtables skipped by the priority
-//! early exit add nothing — their rules cannot beat the winner for any packet. Finer-grained
-//! un-wildcarding (OVS's staged lookup and prefix tries) would add fewer bits on a miss; it is not
-//! implemented yet, the whole-mask answer is always correct, only sometimes wider than needed.
+//! early exit add nothing — their rules cannot beat the winner for any packet. One stage of
+//! Open vSwitch's staged lookup is implemented: a subtable whose rules carry no key's metadata
+//! (pipeline metadata, tunnel and conntrack fields; a few distinct values per subtable are
+//! tracked) misses on those bits alone and adds only them, so an established packet does not
+//! pin the addresses and ports of `ct_state=+new` rules. Prefix tries are not implemented: the
+//! other misses add the whole mask, always correct, only sometimes wider than needed.
 //!
 //! # Snapshots
 //!
@@ -185,7 +188,9 @@ impl<R> Classifier<R> {
             if best.is_some_and(|b| b.priority > subtable.max_priority) {
                 break;
             }
-            subtable.unwildcard(wc_words);
+            if subtable.unwildcard_staged(key_words, wc_words) {
+                continue;
+            }
             if let Some(rule) = subtable.lookup(key_words)
                 && best.is_none_or(|b| rule.beats(b))
             {
@@ -267,7 +272,9 @@ impl<R> Classifier<R> {
                     continue;
                 }
                 probed = true;
-                subtable.unwildcard(wcs[i].words_mut());
+                if subtable.unwildcard_staged(key.words(), wcs[i].words_mut()) {
+                    continue;
+                }
                 let hash = subtable.hash(key.words());
                 hashes[i] = hash;
                 leaves[i] = subtable.candidate_leaf(hash);

@@ -185,3 +185,124 @@ fn catch_all_rule_matches_everything_and_adds_no_bits() {
     );
     assert_eq!(wc, FlowKey::default());
 }
+
+/// The Service harness's table 1: `ct_state=+new+trk,tcp,nw_dst=VIP,tp_dst=80` above
+/// `ct_state=+est+trk,ip`. An established packet is ruled out of the first subtable by its
+/// `ct_state` alone, so its megaflow must not pin the packet's address and port (one megaflow
+/// for every established packet, not one per connection); a new packet still pins them.
+#[test]
+fn metadata_miss_unwildcards_only_the_metadata() {
+    const NEW_TRK: u8 = 0x21;
+    const EST_TRK: u8 = 0x22;
+    let new_rule_mask = FlowKey {
+        ct_state: NEW_TRK,
+        eth_type: u16::MAX,
+        nw_proto: u8::MAX,
+        nw_dst: u32::MAX,
+        tp_dst: u16::MAX,
+        ..FlowKey::default()
+    };
+    let est_rule_mask = FlowKey {
+        ct_state: 0x23,
+        eth_type: u16::MAX,
+        ..FlowKey::default()
+    };
+    let mut b = ClassifierBuilder::new();
+    let vip = FlowKey {
+        ct_state: NEW_TRK,
+        eth_type: 0x0800,
+        nw_proto: 6,
+        nw_dst: 0x0af7_000a,
+        tp_dst: 80,
+        ..FlowKey::default()
+    };
+    b.insert(&vip, &new_rule_mask, 100, "group");
+    let est = FlowKey {
+        ct_state: EST_TRK,
+        eth_type: 0x0800,
+        ..FlowKey::default()
+    };
+    b.insert(&est, &est_rule_mask, 70, "resubmit");
+    let cls = b.snapshot();
+
+    // A reply of an established connection, to a client port.
+    let reply = FlowKey {
+        ct_state: EST_TRK,
+        eth_type: 0x0800,
+        nw_proto: 6,
+        nw_dst: 0xac10_030b,
+        tp_dst: 45992,
+        ..FlowKey::default()
+    };
+    let mut wc = FlowKey::default();
+    assert_eq!(cls.lookup(&reply, &mut wc).map(|r| *r.payload()), Some("resubmit"));
+    assert_eq!(
+        wc,
+        FlowKey {
+            ct_state: 0x23,
+            eth_type: u16::MAX,
+            ..FlowKey::default()
+        },
+        "only ct_state and eth_type decided"
+    );
+    // Every key agreeing on those bits gets the same rule: another connection's reply.
+    let mut other = reply;
+    other.nw_dst = 0xac10_0301;
+    other.tp_dst = 1;
+    let mut wc2 = FlowKey::default();
+    assert_eq!(cls.lookup(&other, &mut wc2).map(|r| *r.payload()), Some("resubmit"));
+
+    // A new connection to the VIP still depends on the address and port.
+    let mut wc = FlowKey::default();
+    assert_eq!(cls.lookup(&vip, &mut wc).map(|r| *r.payload()), Some("group"));
+    assert_eq!(wc.nw_dst, u32::MAX);
+    assert_eq!(wc.tp_dst, u16::MAX);
+    // A new connection elsewhere misses the VIP rule on its address, not on ct_state.
+    let mut elsewhere = vip;
+    elsewhere.nw_dst = 0xac10_0115;
+    let mut wc = FlowKey::default();
+    assert!(cls.lookup(&elsewhere, &mut wc).is_none());
+    assert_eq!(wc.nw_dst, u32::MAX);
+
+    // Burst lookups un-wildcard the same bits.
+    let keys = [reply, vip, elsewhere];
+    let mut wcs = [FlowKey::default(); 3];
+    let mut out = [None; 3];
+    cls.lookup_burst(&keys, &mut wcs, &mut out);
+    for (k, w) in keys.iter().zip(&wcs) {
+        let mut want = FlowKey::default();
+        cls.lookup(k, &mut want);
+        assert_eq!(*w, want);
+    }
+}
+
+/// A subtable whose rules carry more distinct metadata values than the stage tracks stops
+/// staging (wider masks, same answers), and removing rules keeps the stage exact.
+#[test]
+fn metadata_stage_survives_many_values_and_removal() {
+    let mask = FlowKey {
+        in_port: u32::MAX,
+        nw_dst: u32::MAX,
+        ..FlowKey::default()
+    };
+    let mut b = ClassifierBuilder::new();
+    let one = b.insert(&key(1, 9), &mask, 10, 1u32);
+    let mut wc = FlowKey::default();
+    assert!(b.snapshot().lookup(&key(2, 9), &mut wc).is_none());
+    assert_eq!(wc, port_mask(), "port 2 is ruled out by in_port alone");
+    b.remove(one);
+    b.insert(&key(3, 9), &mask, 10, 3);
+    let mut wc = FlowKey::default();
+    assert!(b.snapshot().lookup(&key(1, 9), &mut wc).is_none());
+    assert_eq!(wc, port_mask(), "the removed rule's port no longer counts");
+    for p in 10..40 {
+        b.insert(&key(p, 9), &mask, 10, p);
+    }
+    let cls = b.snapshot();
+    for p in 0..50 {
+        let mut wc = FlowKey::default();
+        let want = (p == 3 || (10..40).contains(&p)).then_some(p);
+        assert_eq!(cls.lookup(&key(p, 9), &mut wc).map(|r| *r.payload()), want);
+        assert_eq!(wc, mask, "past the tracked values every probe takes the whole mask");
+    }
+}

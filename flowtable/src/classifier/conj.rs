@@ -142,7 +142,9 @@ impl<R> Classifier<R> {
             if best.is_some_and(|b| b.priority > subtable.max_priority) {
                 break;
             }
-            subtable.unwildcard(wc_words);
+            if subtable.unwildcard_staged(key_words, wc_words) {
+                continue;
+            }
             let Some(bucket) = subtable.lookup_bucket(key_words) else {
                 continue;
             };

@@ -395,6 +395,85 @@ pub(crate) struct Subtable<R> {
     leaf_bits: u32,
     /// `max(1, leaves / DIR_FANOUT)` nodes of `min(leaves, DIR_FANOUT)` leaves.
     dirs: Box<[Dir<R>]>,
+    /// The metadata stage: `None` when the mask has no metadata bits or nothing besides them.
+    stage: Option<Stage>,
+}
+
+/// The mask's metadata words (pipeline metadata, tunnel and conntrack fields: everything before
+/// L2), checked before the full probe as Open vSwitch's staged lookup does. A key whose metadata
+/// no rule here has misses the subtable on those bits alone, so the probe un-wildcards only
+/// them: `table=1,ct_state=+new+trk,tcp,nw_dst=...,tp_dst=80` then pins only `ct_state` of an
+/// established packet, instead of its addresses and ports (one megaflow per connection).
+#[derive(Clone)]
+struct Stage {
+    word_idx: Box<[u8]>,
+    mask_words: Box<[u64]>,
+    /// `(hash of a rule's metadata, rules with it)`; `None` once more than [`STAGE_VALUES`]
+    /// distinct values were seen (the stage is skipped from then on: always correct, only wider).
+    values: Option<Vec<(u64, u32)>>,
+}
+
+/// Distinct metadata values a subtable's stage tracks (kept small: the list is scanned per
+/// probe and copied with the subtable when a snapshot shares it).
+const STAGE_VALUES: usize = 8;
+
+/// Words before this one hold only metadata, tunnel and conntrack fields.
+const L2_WORD: usize = std::mem::offset_of!(FlowKey, eth_dst) / 8;
+
+impl Stage {
+    fn new(word_idx: &[u8], mask_words: &[u64]) -> Option<Self> {
+        let n = word_idx.iter().take_while(|&&i| usize::from(i) < L2_WORD).count();
+        (n > 0 && n < word_idx.len()).then(|| Stage {
+            word_idx: word_idx[..n].into(),
+            mask_words: mask_words[..n].into(),
+            values: Some(Vec::new()),
+        })
+    }
+
+    #[inline]
+    fn hash(&self, key: &[u64; FlowKey::WORDS]) -> u64 {
+        let mut h = K2;
+        for (&i, &m) in self.word_idx.iter().zip(self.mask_words.iter()) {
+            h = fold_mul(h ^ (key[usize::from(i)] & m), K1);
+        }
+        h
+    }
+
+    fn add(&mut self, value: &[u64; FlowKey::WORDS]) {
+        let h = self.hash(value);
+        let Some(values) = self.values.as_mut() else {
+            return;
+        };
+        if let Some(at) = values.iter().position(|(v, _)| *v == h) {
+            values[at].1 += 1;
+        } else if values.len() < STAGE_VALUES {
+            values.push((h, 1));
+        } else {
+            self.values = None;
+        }
+    }
+
+    fn remove(&mut self, value: &[u64; FlowKey::WORDS]) {
+        let h = self.hash(value);
+        if let Some(values) = self.values.as_mut()
+            && let Some(at) = values.iter().position(|(v, _)| *v == h)
+        {
+            values[at].1 -= 1;
+            if values[at].1 == 0 {
+                values.swap_remove(at);
+            }
+        }
+    }
+
+    /// True when no rule's metadata equals the key's (a hash miss is exact: equal values hash
+    /// alike; a collision only means "maybe", and the full probe decides).
+    #[inline]
+    fn rules_out(&self, key: &[u64; FlowKey::WORDS]) -> bool {
+        self.values.as_ref().is_some_and(|values| {
+            let h = self.hash(key);
+            !values.iter().any(|(v, _)| *v == h)
+        })
+    }
 }
 
 impl<R> Clone for Subtable<R> {
@@ -410,6 +489,7 @@ impl<R> Clone for Subtable<R> {
             n_buckets: self.n_buckets,
             leaf_bits: self.leaf_bits,
             dirs: self.dirs.clone(),
+            stage: self.stage.clone(),
         }
     }
 }
@@ -475,7 +555,9 @@ impl<R> Subtable<R> {
             .filter(|(_, m)| **m != 0)
             .map(|(i, m)| (i as u8, *m))
             .unzip();
+        let stage = Stage::new(&word_idx, &mask_words);
         Subtable {
+            stage,
             mask,
             word_idx: word_idx.into(),
             mask_words: mask_words.into(),
@@ -557,6 +639,28 @@ impl<R> Subtable<R> {
         }
     }
 
+    /// The metadata stage: when no rule here has `key`'s metadata, ORs only the metadata bits
+    /// into `wc` and returns true (the subtable misses for every key agreeing on them);
+    /// otherwise ORs the whole mask, as [`unwildcard`](Self::unwildcard), and returns false:
+    /// the caller probes.
+    #[inline]
+    pub(crate) fn unwildcard_staged(
+        &self,
+        key: &[u64; FlowKey::WORDS],
+        wc: &mut [u64; FlowKey::WORDS],
+    ) -> bool {
+        if let Some(stage) = &self.stage
+            && stage.rules_out(key)
+        {
+            for (&i, &m) in stage.word_idx.iter().zip(stage.mask_words.iter()) {
+                wc[usize::from(i)] |= m;
+            }
+            return true;
+        }
+        self.unwildcard(wc);
+        false
+    }
+
     /// The best rule of this subtable matching `key`.
     #[inline]
     pub(crate) fn lookup(&self, key: &[u64; FlowKey::WORDS]) -> Option<&Arc<Rule<R>>> {
@@ -609,6 +713,9 @@ impl<R> Subtable<R> {
 
     /// Adds `rule` (its value is already masked with this subtable's mask).
     pub(crate) fn insert(&mut self, rule: Arc<Rule<R>>) {
+        if let Some(stage) = self.stage.as_mut() {
+            stage.add(rule.value.words());
+        }
         let hash = self.hash(rule.value.words());
         let tag = tag_of(hash);
         let li = leaf_index(hash, self.leaf_bits);
@@ -656,6 +763,9 @@ impl<R> Subtable<R> {
             self.n_buckets -= 1;
         }
         self.n_rules -= 1;
+        if let Some(stage) = self.stage.as_mut() {
+            stage.remove(value.words());
+        }
         Some(rule)
     }
 
