@@ -804,6 +804,49 @@ fn a_cluster_ip_service_needs_one_megaflow_per_pass_not_per_connection() {
     assert!(misses <= 12, "{misses} slow-path walks for 300 connections");
 }
 
+/// The replies of established connections through a ClusterIP share one megaflow per pass:
+/// `ct_state=+new+trk,tcp,nw_dst=VIP,tp_dst=80` rules them out on `ct_state` alone (the
+/// classifier's metadata stage), so a reply's megaflow does not pin the client's address and
+/// port. Before, every connection's first reply was a slow-path walk of its own.
+#[test]
+fn replies_through_a_cluster_ip_share_their_megaflows() {
+    let mut b = bench(4);
+    cluster_ip(&b);
+    b.command(&[
+        "add-flow",
+        "br0",
+        "table=2,priority=10,ip,nw_dst=172.16.1.11,actions=output:1",
+    ]);
+    let client = [172, 16, 1, 11];
+    let mut backend_of = Vec::new();
+    for sport in 0..200u16 {
+        let syn = FrameBuilder::eth(POD_MAC, GW_MAC)
+            .ipv4(client, [10, 96, 0, 10])
+            .tcp(40000 + sport, 80, 0x02)
+            .build();
+        b.send(1, &syn);
+        let got: Vec<usize> = (2..=4).map(|p| b.received(p).len()).collect();
+        let k = got.iter().position(|n| *n == 1).expect("SYN delivered");
+        backend_of.push(k);
+    }
+    let misses_before = cache_counter(&b, "misses");
+    for (sport, k) in backend_of.iter().enumerate() {
+        let port = 2 + *k as u32;
+        let synack = FrameBuilder::eth(GW_MAC, POD_MAC)
+            .ipv4([172, 16, 1, 21 + *k as u8], client)
+            .tcp(8080, 40000 + sport as u16, 0x12)
+            .build();
+        b.send(port, &synack);
+        let back = b.received(1);
+        assert_eq!(back.len(), 1, "reply of connection {sport} not delivered");
+        // Un-NATed: from the VIP's address and port.
+        assert_eq!(&back[0][26..30], &[10, 96, 0, 10], "reply not un-NATed");
+    }
+    // 200 replies over three backend ports, two passes each: a few walks, not one per reply.
+    let misses = cache_counter(&b, "misses") - misses_before;
+    assert!(misses <= 12, "{misses} slow-path walks for 200 replies");
+}
+
 /// A pass that does not read a register does not pin it, so its megaflow is shared by packets
 /// with different register values: each must carry its own value into the next recirculation.
 #[test]
