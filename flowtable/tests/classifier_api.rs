@@ -235,7 +235,10 @@ fn metadata_miss_unwildcards_only_the_metadata() {
         ..FlowKey::default()
     };
     let mut wc = FlowKey::default();
-    assert_eq!(cls.lookup(&reply, &mut wc).map(|r| *r.payload()), Some("resubmit"));
+    assert_eq!(
+        cls.lookup(&reply, &mut wc).map(|r| *r.payload()),
+        Some("resubmit")
+    );
     assert_eq!(
         wc,
         FlowKey {
@@ -250,11 +253,17 @@ fn metadata_miss_unwildcards_only_the_metadata() {
     other.nw_dst = 0xac10_0301;
     other.tp_dst = 1;
     let mut wc2 = FlowKey::default();
-    assert_eq!(cls.lookup(&other, &mut wc2).map(|r| *r.payload()), Some("resubmit"));
+    assert_eq!(
+        cls.lookup(&other, &mut wc2).map(|r| *r.payload()),
+        Some("resubmit")
+    );
 
     // A new connection to the VIP still depends on the address and port.
     let mut wc = FlowKey::default();
-    assert_eq!(cls.lookup(&vip, &mut wc).map(|r| *r.payload()), Some("group"));
+    assert_eq!(
+        cls.lookup(&vip, &mut wc).map(|r| *r.payload()),
+        Some("group")
+    );
     assert_eq!(wc.nw_dst, u32::MAX);
     assert_eq!(wc.tp_dst, u16::MAX);
     // A new connection elsewhere misses the VIP rule on its address, not on ct_state.
@@ -303,6 +312,9 @@ fn metadata_stage_survives_many_values_and_removal() {
         let mut wc = FlowKey::default();
         let want = (p == 3 || (10..40).contains(&p)).then_some(p);
         assert_eq!(cls.lookup(&key(p, 9), &mut wc).map(|r| *r.payload()), want);
-        assert_eq!(wc, mask, "past the tracked values every probe takes the whole mask");
+        assert_eq!(
+            wc, mask,
+            "past the tracked values every probe takes the whole mask"
+        );
     }
 }

@@ -422,7 +422,10 @@ const L2_WORD: usize = std::mem::offset_of!(FlowKey, eth_dst) / 8;
 
 impl Stage {
     fn new(word_idx: &[u8], mask_words: &[u64]) -> Option<Self> {
-        let n = word_idx.iter().take_while(|&&i| usize::from(i) < L2_WORD).count();
+        let n = word_idx
+            .iter()
+            .take_while(|&&i| usize::from(i) < L2_WORD)
+            .count();
         (n > 0 && n < word_idx.len()).then(|| Stage {
             word_idx: word_idx[..n].into(),
             mask_words: mask_words[..n].into(),
