@@ -44,16 +44,53 @@ const TC_ACT_SHOT: i32 = 2;
 /// The drop filter on one interface's ingress; removed on drop.
 #[derive(Debug)]
 pub struct HostRxDrop {
-    ifindex: u32,
-    /// The clsact qdisc did not exist before: remove it with the filter.
-    own_qdisc: bool,
+    _filter: IngressFilter,
 }
 
 impl HostRxDrop {
     /// Drops every frame the host stack would receive on `ifindex` after the packet taps
     /// (the switch's port socket still gets them). Needs `CAP_NET_ADMIN` and `CAP_BPF`.
     pub fn attach(ifindex: u32) -> io::Result<Self> {
-        let prog = load_drop_prog()?;
+        let prog = load_prog(&[insn(0xb7, 0, TC_ACT_SHOT), EXIT], b"vsw_host_rx")?;
+        IngressFilter::attach(ifindex, &prog, FILTER_NAME).map(|f| Self { _filter: f })
+    }
+}
+
+/// Our `cls_bpf` program (direct action) on one interface's clsact ingress hook; removed
+/// (with the clsact qdisc, if it was created here) on drop.
+#[derive(Debug)]
+pub struct IngressFilter {
+    ifindex: u32,
+    /// The clsact qdisc did not exist before: remove it with the filter.
+    own_qdisc: bool,
+}
+
+/// `BPF_FUNC_redirect_neigh` (5.10+): to another interface's egress, the L2 header from the
+/// FIB and neighbour tables.
+const BPF_FUNC_REDIRECT_NEIGH: i32 = 152;
+/// `BPF_JMP | BPF_EXIT`.
+const EXIT: u64 = insn_const(0x95, 0, 0);
+
+impl IngressFilter {
+    /// Sends every frame received on `ifindex` out of `to_ifindex` instead, with an Ethernet
+    /// header for the next hop of its IP destination (`bpf_redirect_neigh`: route and
+    /// neighbour lookup, ARP when needed), as if the host had routed it there.
+    pub fn redirect_neigh(ifindex: u32, to_ifindex: u32) -> io::Result<Self> {
+        let prog = load_prog(
+            &[
+                insn(0xb7, 1, to_ifindex as i32),       // r1 = ifindex
+                insn(0xb7, 2, 0),                       // r2 = NULL (params: route lookup)
+                insn(0xb7, 3, 0),                       // r3 = 0 (plen)
+                insn(0xb7, 4, 0),                       // r4 = 0 (flags)
+                insn(0x85, 0, BPF_FUNC_REDIRECT_NEIGH), // r0 = TC_ACT_REDIRECT or SHOT
+                EXIT,
+            ],
+            b"vsw_tnl_gso",
+        )?;
+        Self::attach(ifindex, &prog, "vswitch-tunnel-gso")
+    }
+
+    fn attach(ifindex: u32, prog: &OwnedFd, name: &str) -> io::Result<Self> {
         let nl = Netlink::open()?;
         let own_qdisc = match nl.request(
             RTM_NEWQDISC,
@@ -77,7 +114,7 @@ impl HostRxDrop {
                     TCA_OPTIONS,
                     vec![
                         Attr::U32(TCA_BPF_FD, prog.as_raw_fd() as u32),
-                        Attr::Str(TCA_BPF_NAME, FILTER_NAME),
+                        Attr::Str(TCA_BPF_NAME, name),
                         Attr::U32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT),
                     ],
                 ),
@@ -113,7 +150,7 @@ impl HostRxDrop {
     }
 }
 
-impl Drop for HostRxDrop {
+impl Drop for IngressFilter {
     fn drop(&mut self) {
         // Gone with the interface (ENODEV/ENOENT/EINVAL) is fine: so is the filter.
         let _ = self.detach();
@@ -245,20 +282,18 @@ impl Netlink {
     }
 }
 
-/// `r0 = TC_ACT_SHOT; exit` as a `BPF_PROG_TYPE_SCHED_CLS` program.
-fn load_drop_prog() -> io::Result<OwnedFd> {
-    // struct bpf_insn: code, dst_reg:4 | src_reg:4, off (i16), imm (i32).
-    let insn = |code: u8, regs: u8, imm: i32| -> u64 {
-        let mut b = [0u8; 8];
-        b[0] = code;
-        b[1] = regs;
-        b[4..8].copy_from_slice(&imm.to_ne_bytes());
-        u64::from_ne_bytes(b)
-    };
-    let prog: [u64; 2] = [
-        insn(0xb7, 0, TC_ACT_SHOT), // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
-        insn(0x95, 0, 0),           // BPF_JMP | BPF_EXIT
-    ];
+/// One `struct bpf_insn`: code, dst_reg:4 | src_reg:4, off (i16), imm (i32).
+const fn insn_const(code: u8, dst: u8, imm: i32) -> u64 {
+    let i = imm.to_ne_bytes();
+    u64::from_ne_bytes([code, dst, 0, 0, i[0], i[1], i[2], i[3]])
+}
+
+fn insn(code: u8, dst: u8, imm: i32) -> u64 {
+    insn_const(code, dst, imm)
+}
+
+/// Loads `prog` as a `BPF_PROG_TYPE_SCHED_CLS` program named `name` (at most 15 bytes).
+fn load_prog(prog: &[u64], name: &[u8]) -> io::Result<OwnedFd> {
     let license = c"GPL";
     // union bpf_attr for BPF_PROG_LOAD, up to prog_name; the rest stays zero.
     #[repr(C)]
@@ -275,8 +310,9 @@ fn load_drop_prog() -> io::Result<OwnedFd> {
         prog_name: [u8; 16],
         rest: [u8; 64],
     }
-    let mut name = [0u8; 16];
-    name[..12].copy_from_slice(b"vsw_host_rx\0");
+    let mut prog_name = [0u8; 16];
+    let n = name.len().min(15);
+    prog_name[..n].copy_from_slice(&name[..n]);
     let attr = ProgLoad {
         prog_type: BPF_PROG_TYPE_SCHED_CLS,
         insn_cnt: prog.len() as u32,
@@ -287,7 +323,7 @@ fn load_drop_prog() -> io::Result<OwnedFd> {
         log_buf: 0,
         kern_version: 0,
         prog_flags: 0,
-        prog_name: name,
+        prog_name,
         rest: [0; 64],
     };
     // SAFETY: attr is a valid bpf_attr prefix (zero-filled beyond the fields set) that lives

@@ -16,6 +16,7 @@ mod rxring;
 pub mod sched;
 pub mod tap;
 pub mod tunnel;
+pub mod tunnel_gso;
 pub mod udp;
 pub mod vnet;
 
@@ -28,4 +29,5 @@ pub use pcap::{Capture, PcapPort};
 pub use port::{DropCounts, Offloads, Port, PortStats, TxDropReason, TxReport};
 pub use tap::{TapConfig, TapPort};
 pub use tunnel::{Datagrams, MemDatagrams, TunnelConfig, TunnelHeader, TunnelPort, TunnelRxDrop};
+pub use tunnel_gso::TunnelGsoTx;
 pub use udp::{UdpTunnelSocket, VXLAN_PORT};

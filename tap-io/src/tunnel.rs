@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::buf::{Batch, MAX_BATCH, TunnelMeta};
+use crate::buf::{Batch, Gso, GsoKind, MAX_BATCH, PacketBuf, TunnelMeta};
 use crate::port::{Port, PortStats, TxDropReason, TxReport};
 use crate::udp::UdpTunnelSocket;
 
@@ -212,6 +212,9 @@ pub struct TunnelPort<D, H> {
     dsts: Vec<SocketAddr>,
     /// Receive refusals and header-push drops (merged into the back end's stats).
     own: PortStats,
+    /// Whole super-frames to the underlay through a TAP (UDP-tunnel GSO), where the kernel
+    /// has it; `None`: every super-frame is segmented before the socket.
+    gso_tx: Option<crate::TunnelGsoTx>,
     header: PhantomData<fn() -> H>,
 }
 
@@ -225,8 +228,21 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
             srcs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); MAX_BATCH],
             dsts: Vec::with_capacity(MAX_BATCH),
             own: PortStats::default(),
+            gso_tx: None,
             header: PhantomData,
         }
+    }
+
+    /// Sends batches holding GSO super-frames through `tx` (see [`crate::tunnel_gso`]); the
+    /// port then takes super-frames whole ([`Port::offloads`]).
+    pub fn with_gso_tx(mut self, tx: crate::TunnelGsoTx) -> Self {
+        self.gso_tx = Some(tx);
+        self
+    }
+
+    /// Whether super-frames leave whole (a TAP with UDP-tunnel GSO is attached).
+    pub fn has_gso_tx(&self) -> bool {
+        self.gso_tx.is_some()
     }
 
     /// The configuration.
@@ -241,7 +257,53 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
 
     /// A transmit handle for another thread (a clone of the back end; it never receives).
     pub fn try_clone_tunnel(&self) -> io::Result<Self> {
-        Ok(TunnelPort::new(&self.name, self.io.try_clone()?, self.cfg))
+        let mut p = TunnelPort::new(&self.name, self.io.try_clone()?, self.cfg);
+        p.gso_tx = self.gso_tx.clone();
+        Ok(p)
+    }
+
+    /// Sends the whole batch, in order, through the TAP: super-frames as tunnel GSO, the rest
+    /// as plain datagrams (so that nothing of one flow overtakes what came before it).
+    fn tx_batch_tap(&mut self, batch: &mut Batch) -> TxReport {
+        let mut r = TxReport::default();
+        let Some(tx) = self.gso_tx.as_mut() else {
+            return r;
+        };
+        for p in batch.iter_mut() {
+            let Some(t) = p.meta.tunnel else {
+                r.dropped.add(TxDropReason::Unreachable, 1);
+                continue;
+            };
+            let Ok(h) = p.push_front(H::LEN) else {
+                r.dropped.add(TxDropReason::Other, 1);
+                continue;
+            };
+            H::write(h, t.vni);
+            if !crate::TunnelGsoTx::fits(p) {
+                r.dropped.add(TxDropReason::TooBig, 1);
+                continue;
+            }
+            match tx.send(p, H::LEN, t.dst) {
+                Ok(()) => {
+                    r.sent += 1;
+                    r.bytes += p.len() as u64;
+                    self.own.tx_gso += u64::from(p.meta.gso.is_some());
+                }
+                Err(e) => r.dropped.add(
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN | libc::ENOBUFS) => TxDropReason::QueueFull,
+                        Some(libc::EIO | libc::ENETDOWN | libc::ENODEV) => TxDropReason::LinkDown,
+                        _ => TxDropReason::Other,
+                    },
+                    1,
+                ),
+            }
+        }
+        batch.clear();
+        self.own.tx_packets += r.sent as u64;
+        self.own.tx_bytes += r.bytes;
+        self.own.tx_dropped.merge(&r.dropped);
+        r
     }
 
     /// Checks and strips packet `i`; the tunnel metadata, or why it was refused.
@@ -258,6 +320,14 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
         if pkt.pull_front(H::LEN).is_err() || pkt.len() < H::MIN_INNER {
             return Err(RxRefusal::Header(TunnelRxDrop::Short));
         }
+        let inner_mtu = inner_mtu::<H>(self.cfg.underlay_mtu);
+        if pkt.len() > inner_mtu + 14 + 4 {
+            if mark_tunnel_super_frame(pkt, inner_mtu) {
+                self.own.rx_gso += 1;
+            }
+        } else if mark_partial_checksum(pkt) {
+            self.own.rx_csum_not_ready += 1;
+        }
         Ok(TunnelMeta {
             vni,
             src,
@@ -269,6 +339,120 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
 enum RxRefusal {
     Header(TunnelRxDrop),
     Unknown,
+}
+
+/// The largest inner IP packet over an underlay of `underlay_mtu`: minus the outer IPv4 and
+/// UDP headers, the tunnel header and the inner Ethernet header.
+fn inner_mtu<H: TunnelHeader>(underlay_mtu: usize) -> usize {
+    underlay_mtu.saturating_sub(20 + 8 + H::LEN + 14)
+}
+
+/// A datagram longer than the underlay MTU allows carries a whole inner TCP super-frame: the
+/// sender's kernel encapsulated a TSO super-frame once (UDP-tunnel GSO, `SKB_GSO_UDP_TUNNEL`)
+/// and nothing segmented it on the way, as over a veth underlay (a plain UDP socket takes such
+/// a GSO skb whole, without a `UDP_GRO` segment size). Its TCP checksum is still the partial
+/// pseudo-header sum, its IP length the whole frame's. Marks `pkt` as the super-frame it is
+/// (`meta.gso` with the segment size the underlay allows, the checksum partial), as a port with
+/// virtio-net headers would have received it; `false` (nothing changed) when the inner frame
+/// is not such a TCP frame (untagged IPv4/IPv6, IP length = the frame's, no IPv4 options or
+/// fragments, IPv6 without extension headers).
+fn mark_tunnel_super_frame(pkt: &mut PacketBuf, inner_mtu: usize) -> bool {
+    let f = pkt.data();
+    let be16 = |at: usize| usize::from(u16::from_be_bytes([f[at], f[at + 1]]));
+    let (kind, l3_len, ip_len) = match be16(12) {
+        0x0800 if f.len() >= 14 + 20 => {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            let frag = be16(14 + 6) & 0x3fff;
+            if f[14] >> 4 != 4 || ihl != 20 || f[14 + 9] != 6 || frag != 0 {
+                return false;
+            }
+            (GsoKind::Tcp4, ihl, be16(14 + 2))
+        }
+        0x86dd if f.len() >= 14 + 40 => {
+            if f[14] >> 4 != 6 || f[14 + 6] != 6 {
+                return false;
+            }
+            (GsoKind::Tcp6, 40, 40 + be16(14 + 4))
+        }
+        _ => return false,
+    };
+    let l4 = 14 + l3_len;
+    if ip_len != f.len() - 14 || f.len() < l4 + 20 {
+        return false;
+    }
+    let tcp_len = usize::from(f[l4 + 12] >> 4) * 4;
+    let hdr_len = l4 + tcp_len;
+    let Some(mss) = inner_mtu.checked_sub(l3_len + tcp_len).filter(|&m| m > 0) else {
+        return false;
+    };
+    if tcp_len < 20 || f.len() <= hdr_len {
+        return false;
+    }
+    // CWR on the super-frame: the first segment only keeps it (`SKB_GSO_TCP_ECN`).
+    let ecn = f[l4 + 13] & 0x80 != 0;
+    pkt.meta.gso = Some(Gso {
+        kind,
+        size: mss.min(usize::from(u16::MAX)) as u16,
+        hdr_len: hdr_len as u16,
+        ecn,
+    });
+    pkt.meta.csum_not_ready = true;
+    pkt.meta.csum_start = Some(l4 as u16);
+    pkt.meta.csum_offset = Some(16);
+    true
+}
+
+/// A kernel sender with checksum offload leaves the inner L4 checksum partial (the
+/// pseudo-header sum) for the device to finish; over a veth underlay nothing finishes it and
+/// a UDP socket is not told. A TCP/UDP checksum field that holds exactly the pseudo-header sum
+/// and does not verify as complete is that: marks `pkt` `csum_not_ready` (finished at the
+/// output, as for a port with virtio-net headers). Costs a pseudo-header sum per frame, and a
+/// pass over the payload only when the field matches.
+fn mark_partial_checksum(pkt: &mut PacketBuf) -> bool {
+    use crate::tunnel_gso::{fold, sum16};
+    let f = pkt.data();
+    if f.len() < 14 + 20 {
+        return false;
+    }
+    let be16 = |at: usize| usize::from(u16::from_be_bytes([f[at], f[at + 1]]));
+    let (proto, l4, l4_len, addrs) = match be16(12) {
+        0x0800 => {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            // Not a fragment (MF clear, offset 0): the checksum covers this packet only.
+            if f[14] >> 4 != 4 || ihl < 20 || f.len() < 14 + ihl || be16(14 + 6) & 0x3fff != 0 {
+                return false;
+            }
+            let Some(l4_len) = be16(14 + 2).checked_sub(ihl) else {
+                return false;
+            };
+            (f[14 + 9], 14 + ihl, l4_len, &f[14 + 12..14 + 20])
+        }
+        0x86dd if f.len() >= 14 + 40 && f[14] >> 4 == 6 => {
+            (f[14 + 6], 14 + 40, be16(14 + 4), &f[14 + 8..14 + 40])
+        }
+        _ => return false,
+    };
+    let off = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    if l4_len < off + 2 || f.len() < l4 + l4_len {
+        return false;
+    }
+    let field = u16::from_be_bytes([f[l4 + off], f[l4 + off + 1]]);
+    let pseudo = sum16(0, addrs) + u32::from(proto) + l4_len as u32;
+    if (proto == 17 && field == 0) || field != fold(pseudo) {
+        return false;
+    }
+    // A complete checksum that happens to equal the partial sum verifies: leave it.
+    if fold(sum16(pseudo, &f[l4..l4 + l4_len])) == 0xffff {
+        return false;
+    }
+    pkt.meta.csum_not_ready = true;
+    pkt.meta.csum_start = Some(l4 as u16);
+    pkt.meta.csum_offset = Some(off as u16);
+    true
 }
 
 impl<D, H> Port for TunnelPort<D, H>
@@ -317,6 +501,9 @@ where
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        if self.gso_tx.is_some() && batch.iter().any(|p| p.meta.gso.is_some()) {
+            return self.tx_batch_tap(batch);
+        }
         let mut dropped = crate::port::DropCounts::default();
         let dst_port = self.cfg.dst_port;
         let dsts = &mut self.dsts;
@@ -356,14 +543,26 @@ where
         s.rx_tunnel_short = self.own.rx_tunnel_short;
         s.rx_tunnel_bad_header = self.own.rx_tunnel_bad_header;
         s.rx_tunnel_unknown = self.own.rx_tunnel_unknown;
+        s.rx_gso += self.own.rx_gso;
+        s.rx_csum_not_ready += self.own.rx_csum_not_ready;
+        s.tx_packets += self.own.tx_packets;
+        s.tx_bytes += self.own.tx_bytes;
+        s.tx_gso += self.own.tx_gso;
         s.tx_dropped.merge(&self.own.tx_dropped);
         s
+    }
+
+    fn offloads(&self) -> crate::Offloads {
+        crate::Offloads {
+            gso: self.gso_tx.is_some(),
+            csum: false,
+        }
     }
 
     /// The largest inner IP packet: the underlay MTU minus the outer IPv4 and UDP headers,
     /// the tunnel header and the inner Ethernet header.
     fn mtu(&self) -> usize {
-        self.cfg.underlay_mtu.saturating_sub(20 + 8 + H::LEN + 14)
+        inner_mtu::<H>(self.cfg.underlay_mtu)
     }
 
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {

@@ -138,6 +138,18 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                     underlay_mtu: underlay_mtu(local),
                 },
             );
+            let port = match open_tunnel_gso(&spec.name, local, t.dst_port) {
+                Ok(tx) => {
+                    tracing::info!(port = %spec.name, tap = tx.tap_name(),
+                        "tunnel super-frames leave whole (UDP-tunnel GSO through a TAP)");
+                    port.with_gso_tx(tx)
+                }
+                Err(e) => {
+                    tracing::info!(port = %spec.name,
+                        "tunnel super-frames are segmented before the socket: {e}");
+                    port
+                }
+            };
             Ok(Opened::plain(PortIo::Tunnel(Box::new(port)), [0; 6]))
         }
     }
@@ -145,19 +157,38 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
 
 /// MTU of the interface that owns `local` (1500 when unknown or unspecified).
 pub fn underlay_mtu(local: Ipv4Addr) -> usize {
+    underlay_iface(local)
+        .and_then(|name| tap_io::iface::mtu(&name).ok())
+        .unwrap_or(1500)
+}
+
+/// The interface that owns `local`, if any.
+fn underlay_iface(local: Ipv4Addr) -> Option<String> {
     if local.is_unspecified() {
-        return 1500;
+        return None;
     }
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return 1500;
-    };
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
     for ifa in addrs {
         let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
             continue;
         };
         if addr.ip() == local {
-            return tap_io::iface::mtu(&ifa.interface_name).unwrap_or(1500);
+            return Some(ifa.interface_name);
         }
     }
-    1500
+    None
+}
+
+/// The TAP through which a VXLAN port sends super-frames whole (`tap_io::tunnel_gso`):
+/// the default where the kernel takes UDP-tunnel GSO from a TAP (6.17+) and the port has a
+/// local address on an interface; `VSWITCH_TUNNEL_GSO=off` keeps the socket path.
+fn open_tunnel_gso(name: &str, local: Ipv4Addr, port: u16) -> Result<tap_io::TunnelGsoTx, String> {
+    if std::env::var("VSWITCH_TUNNEL_GSO").is_ok_and(|v| v == "off") {
+        return Err("VSWITCH_TUNNEL_GSO=off".into());
+    }
+    let underlay = underlay_iface(local).ok_or("no local_ip on an interface")?;
+    // One TAP per tunnel port, named after it (15 bytes at most).
+    let tap: String = format!("gso-{name}").chars().take(15).collect();
+    tap_io::TunnelGsoTx::open(&tap, &underlay, local, port, port)
+        .map_err(|e| format!("no UDP-tunnel GSO through TAP {tap} to {underlay}: {e}"))
 }

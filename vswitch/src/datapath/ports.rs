@@ -367,6 +367,21 @@ impl DpPort {
         vni: u32,
     ) -> Result<(), DropReason> {
         self.may_send()?;
+        // A tunnel with UDP-tunnel GSO (tap_io::tunnel_gso) takes the super-frame whole, as
+        // long as it fits one outer IPv4 packet (outer IPv4 + UDP + VXLAN = 36 bytes).
+        if meta.gso.is_some() && self.offloads.gso && frame.len() + 36 <= usize::from(u16::MAX) {
+            if !matches!(self.io, PortIo::Tunnel(_)) {
+                return Err(DropReason::PortDown);
+            }
+            self.push(frame, Some(meta))?;
+            let last = self.tx.len() - 1;
+            self.tx[last].meta.tunnel = Some(tap_io::TunnelMeta {
+                vni,
+                src: Ipv4Addr::UNSPECIFIED,
+                dst,
+            });
+            return Ok(());
+        }
         if let Some(gso) = meta.gso {
             let plan = encap::gso::GsoPlan::new(frame, &gso_info(&gso))
                 .map_err(|_| DropReason::Malformed)?;
