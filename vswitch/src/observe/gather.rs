@@ -24,20 +24,25 @@ static LAST_CT_LOCK_NS: AtomicU64 = AtomicU64::new(0);
 /// Every family, in a stable order.
 pub fn gather(control: &Control) -> Vec<Family> {
     let started = Instant::now();
+    // Both figures are the previous scrape's: read them before this scrape's own conntrack
+    // copy stores its lock time, or a slow scrape would report its lock against the previous
+    // (shorter) gather.
+    let last_gather_ns = LAST_GATHER_NS.load(Relaxed);
+    let last_ct_lock_ns = LAST_CT_LOCK_NS.load(Relaxed);
     let mut out = gather_families(control);
     let mut f = Family::new(
         "scrape_gather_seconds",
         Kind::Gauge,
         "How long the previous scrape took to read every counter (before encoding).",
     );
-    f.add_f64(vec![], LAST_GATHER_NS.load(Relaxed) as f64 / 1e9);
+    f.add_f64(vec![], last_gather_ns as f64 / 1e9);
     out.push(f);
     let mut f = Family::new(
         "scrape_conntrack_lock_seconds",
         Kind::Gauge,
         "How long the previous scrape held the conntrack table's lock (ct traffic waits meanwhile).",
     );
-    f.add_f64(vec![], LAST_CT_LOCK_NS.load(Relaxed) as f64 / 1e9);
+    f.add_f64(vec![], last_ct_lock_ns as f64 / 1e9);
     out.push(f);
     LAST_GATHER_NS.store(started.elapsed().as_nanos() as u64, Relaxed);
     out
