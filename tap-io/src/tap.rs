@@ -365,62 +365,36 @@ impl Port for TapPort {
         while let Some(buf) = batch.spare() {
             let space = buf.rx_space();
             let room = space.len();
-            if !self.vnet_hdr {
-                // One plain buffer, no iovec array for the kernel to import. The TAP driver
-                // silently cuts a frame to the buffer it is given, so a read that fills it
-                // may be cut: counted as truncated. A buffer's frame room (at least MTU + 22)
-                // is above the largest frame the interface sends (MTU + 18, tagged).
-                // SAFETY: space is writable memory of room bytes that lives across the call.
-                let r = unsafe { libc::read(fd, space.as_mut_ptr().cast(), room) };
-                if r < 0 {
-                    let e = io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) => break,
-                        Some(libc::EINTR) => continue,
-                        _ => {
-                            self.stats.rx_errors += 1;
-                            if n > 0 {
-                                break;
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                let len = r as usize;
-                if len >= room {
-                    self.stats.rx_truncated += 1;
-                    continue;
-                }
-                // len < room == frame room, so set_len cannot fail.
-                let _ = buf.set_len(len);
-                buf.meta.wire_len = len as u32;
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += len as u64;
-                batch.commit();
-                n += 1;
-                continue;
-            }
-            // The TAP driver silently cuts a frame to the buffer it is given; one spill byte
-            // behind the buffer tells a cut frame (n > room) from one that fits exactly.
-            let mut spill = 0u8;
             let mut vh = [0u8; VNET_HDR_LEN];
-            let iov = [
-                libc::iovec {
-                    iov_base: vh.as_mut_ptr().cast(),
-                    iov_len: VNET_HDR_LEN,
-                },
-                libc::iovec {
-                    iov_base: space.as_mut_ptr().cast(),
-                    iov_len: room,
-                },
-                libc::iovec {
-                    iov_base: (&mut spill as *mut u8).cast(),
-                    iov_len: 1,
-                },
-            ];
-            // SAFETY: all iovecs point to writable memory of the stated lengths that lives
-            // across the call.
-            let r = unsafe { libc::readv(fd, iov.as_ptr(), 3) };
+            let r = if self.vnet_hdr {
+                // The TAP driver silently cuts a frame to the buffer it is given; one spill
+                // byte behind the buffer tells a cut frame (n > room) from one that fits.
+                let mut spill = 0u8;
+                let iov = [
+                    libc::iovec {
+                        iov_base: vh.as_mut_ptr().cast(),
+                        iov_len: VNET_HDR_LEN,
+                    },
+                    libc::iovec {
+                        iov_base: space.as_mut_ptr().cast(),
+                        iov_len: room,
+                    },
+                    libc::iovec {
+                        iov_base: (&mut spill as *mut u8).cast(),
+                        iov_len: 1,
+                    },
+                ];
+                // SAFETY: all iovecs point to writable memory of the stated lengths that
+                // lives across the call.
+                unsafe { libc::readv(fd, iov.as_ptr(), 3) }
+            } else {
+                // One plain buffer, no iovec array for the kernel to import. A read that
+                // fills it may be cut: counted as truncated below. A buffer's frame room (at
+                // least MTU + 22) is above the largest frame the interface sends (MTU + 18,
+                // tagged).
+                // SAFETY: space is writable memory of room bytes that lives across the call.
+                unsafe { libc::read(fd, space.as_mut_ptr().cast(), room) }
+            };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
@@ -435,23 +409,35 @@ impl Port for TapPort {
                     }
                 }
             }
-            let Some(len) = (r as usize).checked_sub(VNET_HDR_LEN) else {
-                self.stats.rx_errors += 1;
-                continue;
+            let len = if self.vnet_hdr {
+                let Some(len) = (r as usize).checked_sub(VNET_HDR_LEN) else {
+                    self.stats.rx_errors += 1;
+                    continue;
+                };
+                if len > room {
+                    self.stats.rx_truncated += 1;
+                    continue;
+                }
+                len
+            } else {
+                let len = r as usize;
+                if len >= room {
+                    self.stats.rx_truncated += 1;
+                    continue;
+                }
+                len
             };
-            if len > room {
-                self.stats.rx_truncated += 1;
-                continue;
-            }
             // len <= room == frame room, so set_len cannot fail.
             let _ = buf.set_len(len);
             buf.meta.wire_len = len as u32;
-            if VnetHdr::parse(&vh).to_meta(&mut buf.meta, 0).is_err() {
-                self.stats.rx_bad_vnet += 1;
-                continue;
+            if self.vnet_hdr {
+                if VnetHdr::parse(&vh).to_meta(&mut buf.meta, 0).is_err() {
+                    self.stats.rx_bad_vnet += 1;
+                    continue;
+                }
+                self.stats.rx_gso += u64::from(buf.meta.gso.is_some());
+                self.stats.rx_csum_not_ready += u64::from(buf.meta.csum_not_ready);
             }
-            self.stats.rx_gso += u64::from(buf.meta.gso.is_some());
-            self.stats.rx_csum_not_ready += u64::from(buf.meta.csum_not_ready);
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len as u64;
             batch.commit();
