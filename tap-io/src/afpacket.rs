@@ -969,6 +969,19 @@ fn send_run(fd: RawFd, msgs: &mut [libc::mmsghdr], frames: &[crate::PacketBuf], 
     }
 }
 
+impl AfPacketTx {
+    /// A send-only AF_PACKET handle on `ifindex` (no virtio-net header, qdisc bypass), for a
+    /// port of another kind (AF_XDP) that cannot share its own transmit ring between threads.
+    pub(crate) fn open(name: &str, ifindex: u32, mtu: usize) -> io::Result<AfPacketTx> {
+        Ok(AfPacketTx {
+            name: name.to_owned(),
+            mtu,
+            tx: Sender::new(tx_socket(ifindex, false, true)?, None, false),
+            stats: PortStats::default(),
+        })
+    }
+}
+
 impl Port for AfPacketTx {
     fn name(&self) -> &str {
         &self.name

@@ -294,6 +294,16 @@ fn insn(code: u8, dst: u8, imm: i32) -> u64 {
 
 /// Loads `prog` as a `BPF_PROG_TYPE_SCHED_CLS` program named `name` (at most 15 bytes).
 fn load_prog(prog: &[u64], name: &[u8]) -> io::Result<OwnedFd> {
+    load_prog_typed(BPF_PROG_TYPE_SCHED_CLS, 0, prog, name)
+}
+
+/// Loads `prog` as a program of `prog_type` (and `expected_attach_type`) named `name`.
+pub(crate) fn load_prog_typed(
+    prog_type: u32,
+    expected_attach_type: u32,
+    prog: &[u64],
+    name: &[u8],
+) -> io::Result<OwnedFd> {
     let license = c"GPL";
     // union bpf_attr for BPF_PROG_LOAD, up to prog_name; the rest stays zero.
     #[repr(C)]
@@ -308,13 +318,15 @@ fn load_prog(prog: &[u64], name: &[u8]) -> io::Result<OwnedFd> {
         kern_version: u32,
         prog_flags: u32,
         prog_name: [u8; 16],
-        rest: [u8; 64],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+        rest: [u8; 56],
     }
     let mut prog_name = [0u8; 16];
     let n = name.len().min(15);
     prog_name[..n].copy_from_slice(&name[..n]);
     let attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_SCHED_CLS,
+        prog_type,
         insn_cnt: prog.len() as u32,
         insns: prog.as_ptr() as u64,
         license: license.as_ptr() as u64,
@@ -324,7 +336,9 @@ fn load_prog(prog: &[u64], name: &[u8]) -> io::Result<OwnedFd> {
         kern_version: 0,
         prog_flags: 0,
         prog_name,
-        rest: [0; 64],
+        prog_ifindex: 0,
+        expected_attach_type,
+        rest: [0; 56],
     };
     // SAFETY: attr is a valid bpf_attr prefix (zero-filled beyond the fields set) that lives
     // for the call; insns and license point at live memory of the stated sizes.

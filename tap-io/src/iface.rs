@@ -57,7 +57,7 @@ fn ioctl(
     let sock = ctl_socket()?;
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call; every request used
     // in this module reads or writes only an ifreq, except SIOCETHTOOL, whose `ifru_data`
-    // points at an `ethtool_value` the caller keeps alive across this call.
+    // points at the ethtool structure of its command, which the caller keeps alive across this call.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
     if rc < 0 {
         return Err(IfaceError::Ioctl {
@@ -128,6 +128,14 @@ pub fn set_up(name: &str, up: bool) -> Result<(), IfaceError> {
     let mut req = ifreq_for(name)?;
     req.ifr_ifru.ifru_flags = f;
     ioctl("SIOCSIFFLAGS", libc::SIOCSIFFLAGS, name, &mut req)
+}
+
+/// One `SIOCETHTOOL` get request: `data` is the ethtool structure its `cmd` (set by the
+/// caller) reads and fills in, so it must be that command's full structure.
+pub(crate) fn ethtool<T>(name: &str, data: &mut T) -> Result<(), IfaceError> {
+    let mut req = ifreq_for(name)?;
+    req.ifr_ifru.ifru_data = (data as *mut T).cast();
+    ioctl("SIOCETHTOOL", libc::SIOCETHTOOL, name, &mut req)
 }
 
 /// Whether TCP segmentation offload is on for the interface (`ETHTOOL_GTSO`: the device's

@@ -1,10 +1,11 @@
 //! Port I/O for the switch: packet buffers with headroom, batches, a buffer pool, a small batch
-//! [`Port`] trait and its back ends (AF_PACKET, TAP, a UDP tunnel socket, an in-memory port and
+//! [`Port`] trait and its back ends (AF_PACKET, AF_XDP, TAP, a UDP tunnel socket, an in-memory port and
 //! a pcap-recording wrapper), interface helpers, and test support for network namespaces.
 //!
 //! All `unsafe` of the switch lives in this crate, each block with a `// SAFETY:` comment.
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod buf;
 pub mod hostrx;
 pub mod iface;
@@ -19,8 +20,11 @@ pub mod tunnel;
 pub mod tunnel_gso;
 pub mod udp;
 pub mod vnet;
+mod xdpprog;
+mod xskring;
 
 pub use afpacket::{AfPacketConfig, AfPacketPort, HostRx, RingKind};
+pub use afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
 pub use buf::{
     Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta, TunnelMeta,
 };
