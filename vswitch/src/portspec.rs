@@ -29,6 +29,11 @@ pub struct PortSpec {
     /// processes the frames arriving on the interface. Absent: off unless the interface has
     /// an address of the host's own when the port opens (`tap_io::HostRx::Auto`).
     pub host_rx: Option<bool>,
+    /// `options:xdp=on|off` (afpacket ports): read and write the interface through an AF_XDP
+    /// socket fed by a native XDP program (`tap_io::AfXdpPort`) instead of AF_PACKET. When
+    /// the kernel or the interface refuses it, the port falls back to AF_PACKET and the log
+    /// says why. Default off.
+    pub xdp: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -69,6 +74,7 @@ impl PortSpec {
         let mut thread = None;
         let mut skip_udp_dport: Option<u16> = None;
         let mut host_rx: Option<bool> = None;
+        let mut xdp = false;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
@@ -119,6 +125,19 @@ impl PortSpec {
                         }
                     });
                 }
+                "options:xdp" => {
+                    xdp = match value {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        _ => {
+                            return Err(PortSpecError::BadOption {
+                                key: "xdp".into(),
+                                value: value.to_string(),
+                                why: "expected on or off",
+                            });
+                        }
+                    };
+                }
                 _ => match key.strip_prefix("options:") {
                     Some(opt) => options.push((opt.to_string(), value.to_string())),
                     None => return Err(PortSpecError::UnexpectedArg(arg.clone())),
@@ -139,6 +158,27 @@ impl PortSpec {
                 why: "only afpacket ports share their interface with the host stack",
             });
         }
+        if xdp && kind != PortKind::AfPacket {
+            return Err(PortSpecError::BadOption {
+                key: "xdp".into(),
+                value: "on".into(),
+                why: "only afpacket ports open an existing interface",
+            });
+        }
+        if xdp && host_rx == Some(true) {
+            return Err(PortSpecError::BadOption {
+                key: "xdp".into(),
+                value: "on".into(),
+                why: "an AF_XDP port takes every frame from the host stack (host_rx=true)",
+            });
+        }
+        if xdp && skip_udp_dport.is_some() {
+            return Err(PortSpecError::BadOption {
+                key: "xdp".into(),
+                value: "on".into(),
+                why: "an AF_XDP port has no rx_skip_udp_dport filter",
+            });
+        }
         let tunnel = if kind == PortKind::Vxlan {
             Some(parse_tunnel(&options)?)
         } else {
@@ -155,6 +195,7 @@ impl PortSpec {
             thread,
             skip_udp_dport,
             host_rx,
+            xdp,
         })
     }
 }
@@ -192,6 +233,12 @@ impl PortSpec {
         }
         if let Some(p) = self.skip_udp_dport {
             args.push(format!("options:rx_skip_udp_dport={p}"));
+        }
+        if let Some(h) = self.host_rx {
+            args.push(format!("options:host_rx={h}"));
+        }
+        if self.xdp {
+            args.push("options:xdp=on".to_string());
         }
         args
     }
@@ -307,6 +354,18 @@ mod tests {
         assert_eq!(PortSpec::parse("p", &[]).unwrap().host_rx, None);
         let bad = PortSpec::parse("p", &args(&["options:host_rx=maybe"])).unwrap_err();
         assert!(bad.to_string().contains("expected true or false"), "{bad}");
+        let p = PortSpec::parse("p", &args(&["options:xdp=on"])).unwrap();
+        assert!(p.xdp);
+        assert_eq!(PortSpec::parse("p", &p.to_args()).unwrap(), p);
+        assert!(!PortSpec::parse("p", &[]).unwrap().xdp);
+        for bad in [
+            &["options:xdp=maybe"][..],
+            &["type=tap", "options:xdp=on"],
+            &["options:xdp=on", "options:host_rx=true"],
+            &["options:xdp=on", "options:rx_skip_udp_dport=4789"],
+        ] {
+            assert!(PortSpec::parse("p", &args(bad)).is_err(), "{bad:?}");
+        }
         let bad = PortSpec::parse("t", &args(&["type=tap", "options:host_rx=false"])).unwrap_err();
         assert!(bad.to_string().contains("only afpacket"), "{bad}");
         let bad = PortSpec::parse("p", &args(&["options:thread=x"])).unwrap_err();

@@ -1,4 +1,4 @@
-//! Opens the I/O back end of a port from its spec: AF_PACKET, TAP, or the VXLAN tunnel socket.
+//! Opens the I/O back end of a port from its spec: AF_PACKET (or AF_XDP), TAP, or the VXLAN tunnel socket.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -72,21 +72,15 @@ fn open_moved_tap(m: &MovedTap) -> Result<(tap_io::TapPort, [u8; 6]), String> {
 
 fn open_here(spec: &PortSpec) -> Result<Opened, String> {
     match spec.kind {
-        PortKind::AfPacket => {
-            let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
-            cfg.skip_udp_dst_port = spec.skip_udp_dport;
-            cfg.host_rx = match spec.host_rx {
-                None => tap_io::HostRx::Auto,
-                Some(true) => tap_io::HostRx::Keep,
-                Some(false) => tap_io::HostRx::Drop,
-            };
-            let port = tap_io::AfPacketPort::open(&cfg).map_err(|e| e.to_string())?;
-            if let Some(e) = port.host_rx_error() {
-                tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");
+        PortKind::AfPacket if spec.xdp => match open_afxdp(spec) {
+            Ok(opened) => Ok(opened),
+            Err(e) => {
+                tracing::warn!(port = %spec.name,
+                    "options:xdp=on refused ({e}): the port falls back to AF_PACKET");
+                open_afpacket(spec)
             }
-            let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
-            Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac))
-        }
+        },
+        PortKind::AfPacket => open_afpacket(spec),
         PortKind::Tap | PortKind::Internal => {
             // Persistent: the device, and the addresses a pod gave it, outlive a restart of
             // the switch, which reattaches by name (`Switch::del_port` deletes it).
@@ -153,6 +147,31 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
             Ok(Opened::plain(PortIo::Tunnel(Box::new(port)), [0; 6]))
         }
     }
+}
+
+fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
+    let mut cfg = tap_io::AfPacketConfig::new(&spec.name);
+    cfg.skip_udp_dst_port = spec.skip_udp_dport;
+    cfg.host_rx = match spec.host_rx {
+        None => tap_io::HostRx::Auto,
+        Some(true) => tap_io::HostRx::Keep,
+        Some(false) => tap_io::HostRx::Drop,
+    };
+    let port = tap_io::AfPacketPort::open(&cfg).map_err(|e| e.to_string())?;
+    if let Some(e) = port.host_rx_error() {
+        tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");
+    }
+    let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+    Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac))
+}
+
+/// An AF_XDP port (`options:xdp=on`); the caller falls back to AF_PACKET when it fails.
+fn open_afxdp(spec: &PortSpec) -> Result<Opened, String> {
+    let port = tap_io::AfXdpPort::open(&tap_io::AfXdpConfig::new(&spec.name))
+        .map_err(|e| e.to_string())?;
+    tracing::info!(port = %spec.name, "AF_XDP port: native XDP redirect into an XSK, copy mode");
+    let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+    Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac))
 }
 
 /// MTU of the interface that owns `local` (1500 when unknown or unspecified).

@@ -403,6 +403,9 @@ fn port_view(p: &PortCtl) -> PortView {
     if let Some(h) = s.host_rx {
         options.insert("host_rx".to_string(), h.to_string());
     }
+    if s.xdp {
+        options.insert("xdp".to_string(), "on".to_string());
+    }
     PortView {
         name: s.name.clone(),
         ofport: p.ofport,
