@@ -59,13 +59,14 @@
 //! # Bursts
 //!
 //! [`Classifier::lookup_burst`] looks up to [`BURST`] packets at a time. When some subtable is
-//! too big for the cache it stages each subtable's probe: hash every packet and read its
-//! directory node (whose filter settles most misses without touching a leaf), then read every
-//! remaining leaf's tag line, then every candidate bucket and the key word its rule is compared
-//! on, and only then compare. Each stage's loads are independent of each other, so the cache
-//! misses of a burst overlap instead of being paid one after another. The reads are ordinary
-//! loads (the crate has no `unsafe`; `_mm_prefetch` would need it), fed to `black_box` so the
-//! compiler keeps them.
+//! too big for the cache it goes in rounds: every packet first walks the subtables as `lookup`
+//! would, up to the next one whose directory node's filter (in cache; it settles most misses
+//! without touching a leaf) lets its hash through; then the burst reads all those candidates'
+//! leaf tag lines, then their buckets, then the key words of the buckets' rules, and only then
+//! compares. Each stage's loads are independent of each other, so a burst's cache misses
+//! overlap: a round costs a few memory latencies for the whole burst, not per packet and
+//! subtable. The reads are ordinary loads (the crate has no `unsafe`; `_mm_prefetch` would
+//! need it), fed to `black_box` so the compiler keeps them.
 
 mod builder;
 mod conj;
@@ -87,6 +88,23 @@ pub const BURST: usize = 32;
 /// classifiers with a subtable of at least this many rules; smaller ones stay in cache and are
 /// probed directly.
 const STAGED_MIN_RULES: usize = 2048;
+
+/// A probe the staged burst lookup reads ahead: packet `packet`'s hash passed the directory
+/// filter of `subtable`, so `leaf` may hold its rule.
+struct Candidate<'a, R> {
+    packet: usize,
+    subtable: &'a Subtable<R>,
+    leaf: &'a Leaf<R>,
+    hash: u64,
+}
+
+impl<R> Clone for Candidate<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Candidate<'_, R> {}
 
 /// Identifies a rule within one [`ClassifierBuilder`]; ids increase with insertion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -201,8 +219,8 @@ impl<R> Classifier<R> {
     }
 
     /// [`lookup`](Self::lookup) for a burst: `out[i]` and `wcs[i]` get what `lookup(&keys[i],
-    /// &mut wcs[i])` would give. Probes one subtable for up to [`BURST`] packets at a time,
-    /// hashing them all first, so the cache misses of different packets overlap.
+    /// &mut wcs[i])` would give. In tables too big for the cache, up to [`BURST`] packets'
+    /// probes are read ahead together, so the cache misses of different packets overlap.
     ///
     /// Only the first `min(keys.len(), wcs.len(), out.len())` packets are looked up.
     pub fn lookup_burst<'a>(
@@ -251,59 +269,84 @@ impl<R> Classifier<R> {
         best
     }
 
-    /// The burst probe for tables too big for the cache, staged one subtable at a time: hash
-    /// every packet and read its directory node's filter (which settles most misses) and leaf
-    /// pointer, then read every remaining leaf's tag line, then every candidate bucket and the
-    /// key word its rule is compared on, and only then compare. Each stage's loads are
-    /// independent of each other, so the cache misses of the burst overlap.
+    /// The burst probe for tables too big for the cache. Each packet walks the subtables in
+    /// the same order, with the same early exit and un-wildcarding, as [`lookup`](Self::lookup);
+    /// what differs is when the memory is read. A round first advances every packet to its next
+    /// *candidate*: the next subtable whose directory filter lets its hash through (the nodes
+    /// stay in cache; most probes end there). Then the round reads, for all candidates of the
+    /// burst together, their leaves' tag lines, then each leaf's first bucket with the tag,
+    /// then the key words of that bucket's rule, and only then compares. So a burst pays a few
+    /// memory latencies per round, its packets' misses overlapping, instead of a few per
+    /// packet and subtable; most packets need one or two rounds (a hit, then the early exit).
     fn lookup_chunk_staged<'a>(
         &'a self,
         keys: &[FlowKey],
         wcs: &mut [FlowKey],
     ) -> [Option<&'a Arc<Rule<R>>>; BURST] {
         let mut best: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
-        let mut hashes = [0u64; BURST];
-        let mut leaves: [Option<&'a Leaf<R>>; BURST] = [None; BURST];
-        for subtable in self.subtables.iter() {
-            let mut probed = false;
-            for (i, key) in keys.iter().enumerate() {
-                leaves[i] = None;
-                if best[i].is_some_and(|b| b.priority > subtable.max_priority) {
-                    continue;
+        let n_sub = self.subtables.len();
+        // The subtable each packet probes next; `n_sub` once the packet is settled.
+        let mut next = [0usize; BURST];
+        let mut cands: [Option<Candidate<'a, R>>; BURST] = [None; BURST];
+        loop {
+            let mut n_cands = 0;
+            for (i, (key, wc)) in keys.iter().zip(wcs.iter_mut()).enumerate() {
+                let (key, wc) = (key.words(), wc.words_mut());
+                let mut s = next[i];
+                while s < n_sub {
+                    let subtable = &*self.subtables[s];
+                    if best[i].is_some_and(|b| b.priority > subtable.max_priority) {
+                        s = n_sub;
+                        break;
+                    }
+                    s += 1;
+                    if subtable.unwildcard_staged(key, wc) {
+                        continue;
+                    }
+                    let hash = subtable.hash(key);
+                    if let Some(leaf) = subtable.candidate_leaf(hash) {
+                        cands[n_cands] = Some(Candidate {
+                            packet: i,
+                            subtable,
+                            leaf,
+                            hash,
+                        });
+                        n_cands += 1;
+                        break;
+                    }
                 }
-                probed = true;
-                if subtable.unwildcard_staged(key.words(), wcs[i].words_mut()) {
-                    continue;
-                }
-                let hash = subtable.hash(key.words());
-                hashes[i] = hash;
-                leaves[i] = subtable.candidate_leaf(hash);
+                next[i] = s;
             }
-            if !probed {
-                // Later subtables have no higher maximum: every packet is settled.
-                break;
+            if n_cands == 0 {
+                return best;
             }
+            let cands = &cands[..n_cands];
             let mut warm = 0u64;
-            for leaf in leaves.iter().flatten() {
-                warm ^= u64::from(leaf.first_tag());
+            for c in cands.iter().flatten() {
+                warm ^= u64::from(c.leaf.first_tag());
             }
-            let word = subtable.first_word();
-            for (leaf, &hash) in leaves.iter().zip(&hashes) {
-                if let Some(leaf) = leaf {
-                    warm ^= leaf.touch_candidate(subtable::tag_of(hash), word);
+            let mut rules: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
+            for (c, r) in cands.iter().flatten().zip(rules.iter_mut()) {
+                *r = c
+                    .leaf
+                    .first_candidate(subtable::tag_of(c.hash))
+                    .map(|b| b.best());
+            }
+            for (c, r) in cands.iter().flatten().zip(&rules) {
+                if let Some(rule) = r {
+                    warm ^= c.subtable.touch_rule(rule);
                 }
             }
             std::hint::black_box(warm);
-            for (i, key) in keys.iter().enumerate() {
-                let Some(leaf) = leaves[i] else { continue };
-                if let Some(rule) = subtable.probe_leaf(leaf, key.words(), hashes[i])
+            for c in cands.iter().flatten() {
+                let i = c.packet;
+                if let Some(rule) = c.subtable.probe_leaf(c.leaf, keys[i].words(), c.hash)
                     && best[i].is_none_or(|b| rule.beats(b))
                 {
                     best[i] = Some(rule);
                 }
             }
         }
-        best
     }
 
     /// Number of rules.

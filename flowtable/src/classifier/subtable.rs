@@ -98,6 +98,12 @@ impl<R> Bucket<R> {
         std::iter::once(&self.best).chain(self.others.iter())
     }
 
+    /// The winning rule of the bucket.
+    #[inline]
+    pub(crate) fn best(&self) -> &Arc<Rule<R>> {
+        &self.best
+    }
+
     /// The `i`-th best rule of the bucket (0 = `best`): rules with this exact match, best first.
     #[inline]
     pub(crate) fn nth(&self, i: usize) -> Option<&Arc<Rule<R>>> {
@@ -210,18 +216,15 @@ impl<R> Leaf<R> {
         }
     }
 
-    /// Reads the first bucket with `tag` and the key word of its best rule at `word`, so that
-    /// the probe after it finds both in cache. Returns what it read (feed it to `black_box`).
+    /// The first inline bucket with `tag`, if any: the one a probe most likely compares (read
+    /// ahead by the staged burst lookup; the probe itself still checks every candidate).
     #[inline]
-    pub(crate) fn touch_candidate(&self, tag: u32, word: usize) -> u64 {
+    pub(crate) fn first_candidate(&self, tag: u32) -> Option<&Bucket<R>> {
         let hits = self.tag_hits(tag);
         if hits == 0 {
-            return 0;
+            return None;
         }
-        match &self.slots[hits.trailing_zeros() as usize] {
-            Some(b) => b.best.value.words()[word],
-            None => 0,
-        }
+        self.slots[hits.trailing_zeros() as usize].as_ref()
     }
 
     /// The first inline tag, for warming the tag line.
@@ -618,10 +621,15 @@ impl<R> Subtable<R> {
         Arc::make_mut(&mut self.dirs[li >> DIR_BITS])
     }
 
-    /// The first of the mask's nonzero word indices (the word a candidate's touch reads).
+    /// Reads the key words of `rule` that a compare here looks at, the first and the last (a
+    /// mask's words span at most a few cache lines of the rule), and its priority, so that the
+    /// compare after it finds them in cache. Returns what it read (feed it to `black_box`).
     #[inline]
-    pub(crate) fn first_word(&self) -> usize {
-        self.word_idx.first().map_or(0, |&i| usize::from(i))
+    pub(crate) fn touch_rule(&self, rule: &Rule<R>) -> u64 {
+        let v = rule.value.words();
+        let first = self.word_idx.first().map_or(0, |&i| usize::from(i));
+        let last = self.word_idx.last().map_or(0, |&i| usize::from(i));
+        v[first] ^ v[last] ^ u64::from(rule.priority)
     }
 
     /// True when `key & mask` equals the (already masked) `value`.
