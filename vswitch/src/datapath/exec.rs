@@ -385,7 +385,7 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
     }
     b.megaflows.revalidate(|mask, old| {
         let table = old.origin.recirc_id.saturating_sub(1) as u8;
-        let (fresh, wc) = Xlate::new(pipeline, &old.origin, None).run(table);
+        let (mut fresh, wc) = Xlate::new(pipeline, &old.origin, None).run(table);
         let covered = wc
             .words()
             .iter()
@@ -397,6 +397,8 @@ fn revalidate(b: &mut DpBridge, pipeline: &Pipeline) {
                 == old.recirc_meta.masked(&old.recirc_written);
         (covered && same_meta && fresh.actions == old.actions).then(|| {
             fresh.stats.carry_over(&old.stats);
+            // The megaflow keeps its mask: the fresh walk read no more than it (`covered`).
+            fresh.pinned = super::cache::Pinned::new(&old.origin, mask);
             Arc::new(fresh)
         })
     });

@@ -25,6 +25,7 @@ use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
 use super::actions::{CheckPktLen, CtAction, DpAction, MeterAction, SelectAction};
+use super::cache::{EmcValue, Pinned};
 use super::drops::DropReason;
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
@@ -56,6 +57,16 @@ pub struct CachedFlow {
     /// Packets that used this entry (cache hits and the miss that made it), added once per
     /// batch; for `dump-megaflows`.
     pub stats: FlowStats,
+    /// The words the walk's megaflow pins, with `origin`'s values: the keys this flow is
+    /// right for (the EMC checks a key against these instead of keeping a copy of it).
+    pub pinned: Pinned,
+}
+
+impl EmcValue for CachedFlow {
+    #[inline]
+    fn covers(&self, key: &FlowKey) -> bool {
+        self.pinned.covers(key)
+    }
 }
 
 /// Metadata words (in_port .. conj_id): not packet bytes; a recirculation carries them over.
@@ -186,6 +197,7 @@ impl<'a> Xlate<'a> {
                 recirc_written: self.recirc_written,
                 origin: self.origin,
                 stats: FlowStats::default(),
+                pinned: Pinned::new(&self.origin, &self.wc),
             },
             self.wc,
             self.chosen,
