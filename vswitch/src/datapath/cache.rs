@@ -145,7 +145,10 @@ impl<T: EmcValue> Emc<T> {
     /// Stores `value` for `key`'s hash; `value` must cover `key` (else the slot never hits).
     #[inline]
     pub fn insert(&mut self, key: &FlowKey, hash: u64, value: Arc<T>) {
-        debug_assert!(value.covers(key), "an EMC value that does not cover its key");
+        debug_assert!(
+            value.covers(key),
+            "an EMC value that does not cover its key"
+        );
         self.slots[Self::index(hash)] = EmcSlot {
             hash,
             value: Some(value),
