@@ -575,7 +575,7 @@ fn execute_list(
             DpAction::Output(dp_id) if tail => output_owned(ctx, *dp_id as usize, pkt),
             DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
             DpAction::Tunnel { port, dst, vni } => {
-                tunnel(ctx, *port as usize, pkt, parsed, *dst, *vni)
+                tunnel(ctx, *port as usize, pkt, parsed, (*dst, *vni), tail)
             }
             DpAction::Normal => normal(ctx, pkt, key, parsed, tail),
             DpAction::Flood { .. } => flood(ctx, pkt, key, parsed),
@@ -982,19 +982,25 @@ fn output_owned(ctx: &mut Ctx, dp_id: usize, pkt: &mut PacketBuf) {
     }
 }
 
+/// `last`: the packet's last use (a super-frame leaving whole may take its buffer).
 fn tunnel(
     ctx: &mut Ctx,
     dp_id: usize,
-    pkt: &PacketBuf,
+    pkt: &mut PacketBuf,
     parsed: &encap::Parsed,
-    dst: Ipv4Addr,
-    vni: u32,
+    (dst, vni): (Ipv4Addr, u32),
+    last: bool,
 ) {
     let Some(Some(port)) = ctx.ports.get_mut(dp_id) else {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
         return;
     };
-    match port.queue_tunnel(pkt.data(), &pkt.meta, dst, vni) {
+    let queued = if last {
+        port.queue_tunnel_owned(pkt, dst, vni)
+    } else {
+        port.queue_tunnel(pkt.data(), &pkt.meta, dst, vni)
+    };
+    match queued {
         Ok(()) => {}
         Err(DropReason::TunnelTooBig) => {
             ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
@@ -1057,8 +1063,8 @@ fn output_ofport(
     };
     let dp_id = info.dp_id as usize;
     if info.kind == crate::pipeline::PortKind::Vxlan {
-        if let Some((dst, vni)) = tunnel_target(info, key) {
-            tunnel(ctx, dp_id, pkt, parsed, dst, vni);
+        if let Some(target) = tunnel_target(info, key) {
+            tunnel(ctx, dp_id, pkt, parsed, target, last);
         }
     } else if last {
         output_owned(ctx, dp_id, pkt);

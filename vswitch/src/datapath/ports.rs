@@ -14,6 +14,12 @@ use crate::pipeline::PortKind;
 
 use openflow::switch::port_config;
 
+/// Outer IPv4 + UDP + VXLAN headers in front of an inner frame.
+const TUNNEL_OUTER_LEN: usize = 20 + 8 + 8;
+/// Headroom a frame needs to leave through the GSO TAP: the VXLAN header, the outer Ethernet,
+/// IPv4 and UDP headers and the TAP's virtio-net header (`tap_io::tunnel_gso`).
+const TUNNEL_TAP_HEADROOM: usize = 8 + 14 + 20 + 8 + tap_io::tunnel_gso::TUNNEL_VNET_HDR_LEN;
+
 pub enum PortIo {
     /// A frame port (AF_PACKET, TAP, in-memory).
     Dev(Box<dyn Port + Send>),
@@ -193,8 +199,9 @@ impl DpPort {
             return Err(DropReason::TunnelNoRoute);
         }
         if let Some(gso) = meta.gso.filter(|_| !self.offloads.gso) {
-            let plan = encap::gso::GsoPlan::new(frame, &gso_info(&gso))
-                .map_err(|_| DropReason::Malformed)?;
+            let mut info = gso_info(&gso);
+            info.mss = fit_segment_size(frame, gso.hdr_len, gso.size, self.max_frame);
+            let plan = encap::gso::GsoPlan::new(frame, &info).map_err(|_| DropReason::Malformed)?;
             for i in 0..plan.segments() {
                 let buf = self.spare()?;
                 let n = plan
@@ -223,7 +230,27 @@ impl DpPort {
             return Ok(());
         }
         let keep = meta.gso.is_some() || meta.csum_not_ready;
-        self.push(frame, keep.then_some(meta))
+        self.push(frame, keep.then_some(meta))?;
+        self.fit_last_gso();
+        Ok(())
+    }
+
+    /// A super-frame queued whole must not announce segments larger than this port's MTU:
+    /// one received whole from a tunnel carries a segment size inferred from the tunnel's
+    /// inner MTU, which may exceed the receiving pod's (the kernel behind the port would
+    /// segment at it, or forward it, with frames the link refuses).
+    fn fit_last_gso(&mut self) {
+        let Some(last) = self.tx.len().checked_sub(1) else {
+            return;
+        };
+        let max_frame = self.max_frame;
+        let p = &mut self.tx[last];
+        if let Some(g) = p.meta.gso {
+            let size = fit_segment_size(p.data(), g.hdr_len, g.size, max_frame);
+            if let Some(g) = p.meta.gso.as_mut() {
+                g.size = size;
+            }
+        }
     }
 
     /// [`DpPort::queue`] for a packet that nothing reads afterwards (its last output): when it
@@ -256,6 +283,7 @@ impl DpPort {
             let last = self.tx.len() - 1;
             self.tx[last].meta = RxMeta::default();
         }
+        self.fit_last_gso();
         Ok(())
     }
 
@@ -369,7 +397,10 @@ impl DpPort {
         self.may_send()?;
         // A tunnel with UDP-tunnel GSO (tap_io::tunnel_gso) takes the super-frame whole, as
         // long as it fits one outer IPv4 packet (outer IPv4 + UDP + VXLAN = 36 bytes).
-        if meta.gso.is_some() && self.offloads.gso && frame.len() + 36 <= usize::from(u16::MAX) {
+        if meta.gso.is_some()
+            && self.offloads.gso
+            && frame.len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX)
+        {
             if !matches!(self.io, PortIo::Tunnel(_)) {
                 return Err(DropReason::PortDown);
             }
@@ -406,7 +437,63 @@ impl DpPort {
             }
             return Ok(());
         }
+        // Segments of one TCP flow from a pod without offloads: merged into one super-frame
+        // (software GRO, as towards a pod), which then leaves whole through the GSO TAP and
+        // reaches the peer node as one datagram.
+        if self.offloads.gso
+            && !self.tx.is_empty()
+            && frame.len().saturating_sub(14) <= self.tunnel_inner_mtu() + 4
+            && self.coalesce_tunnel(frame, meta, dst, vni)
+        {
+            return Ok(());
+        }
         self.push_tunnel(frame, meta.csum_not_ready.then_some(meta), dst, vni)
+    }
+
+    /// [`DpPort::queue_tunnel`] for a packet's last use: a super-frame that leaves whole
+    /// through the GSO TAP has its buffer swapped into the transmit batch (the VXLAN and outer
+    /// headers go into its headroom) instead of copied; `pkt` is then an empty buffer.
+    pub fn queue_tunnel_owned(
+        &mut self,
+        pkt: &mut PacketBuf,
+        dst: Ipv4Addr,
+        vni: u32,
+    ) -> Result<(), DropReason> {
+        let whole = self.config == 0
+            && self.offloads.gso
+            && pkt.meta.gso.is_some()
+            && pkt.len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX)
+            && pkt.headroom() >= TUNNEL_TAP_HEADROOM
+            && matches!(self.io, PortIo::Tunnel(_));
+        if whole {
+            if self.tx.is_full() {
+                self.flush();
+            }
+            if self.tx.push_swap(pkt) {
+                let last = self.tx.len() - 1;
+                self.tx[last].meta.tunnel = Some(tap_io::TunnelMeta {
+                    vni,
+                    src: Ipv4Addr::UNSPECIFIED,
+                    dst,
+                });
+                return Ok(());
+            }
+        }
+        self.queue_tunnel(pkt.data(), &pkt.meta, dst, vni)
+    }
+
+    /// Appends the TCP segment `frame` to the last frame queued for the same tunnel
+    /// destination when it continues it ([`append_segment`]), as long as the result still
+    /// fits one outer IPv4 packet. False: nothing changed.
+    fn coalesce_tunnel(&mut self, frame: &[u8], meta: &RxMeta, dst: Ipv4Addr, vni: u32) -> bool {
+        let last = self.tx.len() - 1;
+        let head = &mut self.tx[last];
+        let same = head
+            .meta
+            .tunnel
+            .is_some_and(|t| t.dst == dst && t.vni == vni);
+        same && head.len() + frame.len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX)
+            && append_segment(head, frame, meta)
     }
 
     fn push_tunnel(
@@ -661,6 +748,19 @@ impl RxRun {
     }
 }
 
+/// The segment size for a super-frame (`frame`, headers of `hdr_len` bytes) leaving through
+/// a port whose largest frame is `max_frame` (MTU + Ethernet + one VLAN tag): `size`, or less
+/// when segments of that size would not fit. Smaller segments are still valid TCP.
+fn fit_segment_size(frame: &[u8], hdr_len: u16, size: u16, max_frame: usize) -> u16 {
+    let tagged =
+        frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
+    let room = max_frame - if tagged { 0 } else { 4 };
+    match room.checked_sub(usize::from(hdr_len)) {
+        Some(fit) if fit > 0 && fit < usize::from(size) => fit as u16,
+        _ => size,
+    }
+}
+
 fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
     encap::gso::GsoInfo {
         kind: match gso.kind {
@@ -833,6 +933,227 @@ mod tests {
         let mut one = rx_batch(&[(segs[0].clone(), 42)]);
         assert_eq!(coalesce_received(&mut one), 0);
         assert_eq!(one[0].data(), &segs[0][..]);
+    }
+
+    /// A port that keeps what it is given (no flush happens in these tests: the batches
+    /// hold fewer than `BATCH` frames).
+    struct Sink {
+        mtu: usize,
+        gso: bool,
+    }
+
+    impl Port for Sink {
+        fn name(&self) -> &str {
+            "sink"
+        }
+        fn rx_batch(&mut self, _: &mut Batch) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn tx_batch(&mut self, batch: &mut Batch) -> tap_io::TxReport {
+            batch.clear();
+            tap_io::TxReport::default()
+        }
+        fn fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn stats(&self) -> PortStats {
+            PortStats::default()
+        }
+        fn mtu(&self) -> usize {
+            self.mtu
+        }
+        fn offloads(&self) -> Offloads {
+            Offloads {
+                gso: self.gso,
+                csum: self.gso,
+            }
+        }
+    }
+
+    fn sink_port(tunnel: bool, mtu: usize, gso: bool) -> DpPort {
+        let sink = Box::new(Sink { mtu, gso });
+        DpPort::new(
+            "p",
+            0,
+            1,
+            if tunnel {
+                PortKind::Vxlan
+            } else {
+                PortKind::AfPacket
+            },
+            if tunnel {
+                PortIo::Tunnel(sink)
+            } else {
+                PortIo::Dev(sink)
+            },
+            Arc::new(PortCounters::default()),
+            Arc::new(super::super::drops::DropCounters::default()),
+        )
+    }
+
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+
+    #[test]
+    fn pod_segments_into_a_gso_tunnel_leave_as_one_super_frame() {
+        // What a pod without offloads sends: MTU-sized segments with full checksums.
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 11 + 5) as u8).collect();
+        let (_, segs) = tunnel_segments(&payload, 1396);
+        assert_eq!(segs.len(), 15);
+        let mut bad = segs[10].clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0x08; // damaged: must not be merged (nor given a fresh checksum)
+        let mut vx = sink_port(true, 1450, true);
+        let plain = RxMeta::default();
+        for s in &segs[..4] {
+            vx.queue_tunnel(s, &plain, PEER, 42).unwrap();
+        }
+        // Another remote: a frame of its own, and the run ends there.
+        vx.queue_tunnel(&segs[4], &plain, Ipv4Addr::new(192, 168, 0, 3), 42)
+            .unwrap();
+        for s in &segs[5..10] {
+            vx.queue_tunnel(s, &plain, PEER, 42).unwrap();
+        }
+        vx.queue_tunnel(&bad, &plain, PEER, 42).unwrap();
+        for s in &segs[11..] {
+            vx.queue_tunnel(s, &plain, PEER, 7).unwrap();
+        }
+        let lens: Vec<usize> = vx.tx.iter().map(|p| p.len()).collect();
+        assert_eq!(vx.tx.len(), 5, "{lens:?}");
+        assert_eq!(resegment(&vx.tx[0]), segs[..4].to_vec());
+        assert_eq!(vx.tx[1].data(), &segs[4][..]);
+        assert_eq!(
+            vx.tx[1].meta.tunnel.map(|t| t.dst),
+            Some(Ipv4Addr::new(192, 168, 0, 3))
+        );
+        assert_eq!(resegment(&vx.tx[2]), segs[5..10].to_vec());
+        assert_eq!(vx.tx[3].data(), &bad[..]);
+        assert!(vx.tx[3].meta.gso.is_none());
+        // The last four went to VNI 7: merged among themselves only.
+        assert_eq!(resegment(&vx.tx[4]), segs[11..].to_vec());
+        let t = vx.tx[4].meta.tunnel.unwrap();
+        assert_eq!((t.dst, t.vni), (PEER, 7));
+        let m = vx.tx[0].meta;
+        assert_eq!(m.gso.map(|g| g.size), Some(1396));
+        assert!(m.csum_not_ready && m.csum_start == Some(34) && m.csum_offset == Some(16));
+
+        // A long run stays within one outer IPv4 packet.
+        let long: Vec<u8> = (0..65_000u32).map(|i| (i * 3) as u8).collect();
+        let (_, segs) = tunnel_segments(&long, 1396);
+        assert_eq!(segs.len(), 47);
+        let mut vx = sink_port(true, 1450, true);
+        for s in &segs {
+            vx.queue_tunnel(s, &plain, PEER, 42).unwrap();
+        }
+        assert_eq!(vx.tx.len(), 1);
+        assert!(vx.tx[0].len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX));
+        assert_eq!(resegment(&vx.tx[0]), segs);
+
+        // A tunnel without the GSO TAP keeps every segment a datagram of its own.
+        let mut vx = sink_port(true, 1450, false);
+        for s in &segs[..5] {
+            vx.queue_tunnel(s, &plain, PEER, 42).unwrap();
+        }
+        assert_eq!(vx.tx.len(), 5);
+    }
+
+    #[test]
+    fn a_super_frame_into_a_gso_tunnel_is_moved_not_copied() {
+        let payload: Vec<u8> = (0..30_000u32).map(|i| i as u8).collect();
+        let (sup, _) = tunnel_segments(&payload, 1396);
+        let gso_meta = RxMeta {
+            gso: Some(tap_io::Gso {
+                kind: tap_io::GsoKind::Tcp4,
+                size: 1396,
+                hdr_len: 54,
+                ecn: false,
+            }),
+            ..RxMeta::default()
+        };
+        let mut vx = sink_port(true, 1450, true);
+        let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM);
+        pkt.set_frame(&sup).unwrap();
+        pkt.meta = gso_meta;
+        let at = pkt.data().as_ptr();
+        vx.queue_tunnel_owned(&mut pkt, PEER, 42).unwrap();
+        assert_eq!(vx.tx.len(), 1);
+        assert_eq!(vx.tx[0].data().as_ptr(), at, "the same memory, not a copy");
+        assert_eq!(vx.tx[0].data(), &sup[..]);
+        assert_eq!(vx.tx[0].meta.gso, gso_meta.gso);
+        assert_eq!(
+            vx.tx[0].meta.tunnel.map(|t| (t.dst, t.vni)),
+            Some((PEER, 42))
+        );
+        assert!(pkt.is_empty(), "the caller is left an empty buffer");
+
+        // Too little headroom for the outer headers: copied, the packet left as it was.
+        let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM);
+        pkt.set_frame(&[]).unwrap();
+        pkt.push_front(tap_io::buf::DEFAULT_HEADROOM - 40).unwrap();
+        pkt.truncate(0);
+        pkt.extend_from_slice(&sup).unwrap();
+        pkt.meta = gso_meta;
+        assert!(pkt.headroom() < TUNNEL_TAP_HEADROOM);
+        vx.queue_tunnel_owned(&mut pkt, PEER, 42).unwrap();
+        assert_eq!(vx.tx.len(), 2);
+        assert_ne!(vx.tx[1].data().as_ptr(), pkt.data().as_ptr());
+        assert_eq!(vx.tx[1].data(), &sup[..]);
+        assert_eq!(pkt.data(), &sup[..]);
+
+        // A tunnel without the GSO TAP segments it (a copy per segment), as before.
+        let mut vx = sink_port(true, 1450, false);
+        let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM);
+        pkt.set_frame(&sup).unwrap();
+        pkt.meta = gso_meta;
+        vx.queue_tunnel_owned(&mut pkt, PEER, 42).unwrap();
+        assert_eq!(vx.tx.len(), 22);
+        assert_eq!(pkt.data(), &sup[..]);
+    }
+
+    /// A super-frame received whole from a tunnel announces the segment size the tunnel's
+    /// inner MTU allows (1410 bytes of payload for 1450); a pod behind a smaller MTU (1400)
+    /// must get segments that fit it.
+    #[test]
+    fn super_frames_are_cut_to_the_output_port_mtu() {
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 5 + 1) as u8).collect();
+        let (sup, _) = tunnel_segments(&payload, 1410);
+        let meta = RxMeta {
+            gso: Some(tap_io::Gso {
+                kind: tap_io::GsoKind::Tcp4,
+                size: 1410,
+                hdr_len: 54,
+                ecn: false,
+            }),
+            ..RxMeta::default()
+        };
+        // A port without offloads: segmented here, every segment within 1400 + 14 bytes,
+        // each a valid TCP segment, together the whole payload.
+        let mut pod = sink_port(false, 1400, false);
+        pod.queue(&sup, &meta).unwrap();
+        let mut got = Vec::new();
+        for p in pod.tx.iter() {
+            assert!(p.len() <= 1400 + 14, "{} bytes", p.len());
+            let seg = encap::gro::TcpSegment::parse(p.data()).unwrap();
+            assert!(seg.checksum_ok(p.data()));
+            got.extend_from_slice(seg.payload(p.data()));
+        }
+        assert_eq!(got, payload);
+        assert_eq!(pod.tx.len(), payload.len().div_ceil(1400 - 40));
+        // A port that takes super-frames: handed whole, with the segment size it allows.
+        let mut pod = sink_port(false, 1400, true);
+        pod.queue(&sup, &meta).unwrap();
+        assert_eq!(pod.tx[0].meta.gso.map(|g| g.size), Some(1360));
+        let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM);
+        pkt.set_frame(&sup).unwrap();
+        pkt.meta = meta;
+        pod.queue_owned(&mut pkt).unwrap();
+        assert_eq!(pod.tx[1].meta.gso.map(|g| g.size), Some(1360));
+        // Where it fits, nothing changes.
+        let mut pod = sink_port(false, 1500, true);
+        pod.queue(&sup, &meta).unwrap();
+        assert_eq!(pod.tx[0].meta.gso.map(|g| g.size), Some(1410));
+        let mut pod = sink_port(false, 1500, false);
+        pod.queue(&sup, &meta).unwrap();
+        assert_eq!(pod.tx.len(), payload.len().div_ceil(1410));
     }
 
     #[test]
