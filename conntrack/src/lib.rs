@@ -220,9 +220,12 @@ struct Verify {
     conn: ConnId,
 }
 
+/// A key of the table: connection `conn`'s original tuple, or its reply tuple when `reply`.
+/// The tuple itself is read from the slab (`Conn::key`): 8 bytes a bucket instead of 48, so
+/// the table of a default-sized conntrack is 8 MiB instead of 48 (fewer pages first touched
+/// as it fills, more of it in cache), and a hit loads the connection it needs next anyway.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    key: Tuple,
     conn: u32,
     reply: bool,
 }
@@ -777,7 +780,7 @@ impl Conntrack {
                 // shard on this packet's previous run.
                 let in_use = |t: &Tuple| {
                     table
-                        .find(t.hash(seed), |e| e.key == *t)
+                        .find(t.hash(seed), |e| slab.get(e.conn).key(e.reply) == t)
                         .is_some_and(|e| slab.get(e.conn).expires > now)
                         || shared.route(t).is_some_and(|o| o != shard)
                         || exclude == Some(*t)
@@ -863,26 +866,9 @@ impl Conntrack {
                 },
             );
         }
-        let seed = self.seed;
-        self.table.insert_unique(
-            hash,
-            Entry {
-                key: tuple,
-                conn: idx,
-                reply: false,
-            },
-            |e| e.key.hash(seed),
-        );
+        self.insert_key(hash, idx, false);
         if reply != tuple {
-            self.table.insert_unique(
-                reply_hash,
-                Entry {
-                    key: reply,
-                    conn: idx,
-                    reply: true,
-                },
-                |e| e.key.hash(seed),
-            );
+            self.insert_key(reply_hash, idx, true);
         }
         self.counters.bump(Counter::Committed);
 
@@ -1109,9 +1095,20 @@ impl Conntrack {
 
     #[inline]
     fn find(&self, hash: u64, t: &Tuple) -> Option<(u32, bool)> {
+        let slab = &self.slab;
         self.table
-            .find(hash, |e| e.key == *t)
+            .find(hash, |e| slab.get(e.conn).key(e.reply) == t)
             .map(|e| (e.conn, e.reply))
+    }
+
+    /// Indexes connection `idx` (already in the slab) by its original tuple, or by its reply
+    /// tuple when `reply`; `hash` is that tuple's.
+    fn insert_key(&mut self, hash: u64, idx: u32, reply: bool) {
+        let (slab, seed) = (&self.slab, self.seed);
+        self.table
+            .insert_unique(hash, Entry { conn: idx, reply }, |e| {
+                slab.get(e.conn).key(e.reply).hash(seed)
+            });
     }
 
     /// Removes connection `idx` and both its keys.
@@ -1120,10 +1117,10 @@ impl Conntrack {
         if !c.live {
             return;
         }
-        for key in [c.orig, c.reply] {
+        for (key, reply) in [(c.orig, false), (c.reply, true)] {
             if let Ok(e) = self
                 .table
-                .find_entry(key.hash(self.seed), |e| e.key == key && e.conn == idx)
+                .find_entry(key.hash(self.seed), |e| e.conn == idx && e.reply == reply)
             {
                 e.remove();
             }

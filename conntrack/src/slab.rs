@@ -77,6 +77,12 @@ impl Conn {
             next: NIL,
         }
     }
+
+    /// The tuple the table indexes it by: the original one, or the reply one.
+    #[inline]
+    pub fn key(&self, reply: bool) -> &Tuple {
+        if reply { &self.reply } else { &self.orig }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

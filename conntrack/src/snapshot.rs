@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::slab::{Conn, ProtoState};
-use crate::{Conntrack, Entry, TimeoutClass, Tuple};
+use crate::{Conntrack, TimeoutClass, Tuple};
 
 /// One connection as saved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,25 +175,9 @@ impl Conntrack {
                 self.shared.add_dnat(k);
             }
             let idx = self.slab.insert(conn, now.saturating_add(left));
-            self.table.insert_unique(
-                orig_hash,
-                Entry {
-                    key: s.orig,
-                    conn: idx,
-                    reply: false,
-                },
-                |e| e.key.hash(seed),
-            );
+            self.insert_key(orig_hash, idx, false);
             if s.reply != s.orig {
-                self.table.insert_unique(
-                    reply_hash,
-                    Entry {
-                        key: s.reply,
-                        conn: idx,
-                        reply: true,
-                    },
-                    |e| e.key.hash(seed),
-                );
+                self.insert_key(reply_hash, idx, true);
             }
             r.restored += 1;
         }
