@@ -16,12 +16,20 @@ fn veth(a: &str, b: &str) {
     .unwrap();
 }
 
+/// No IPv6 on new interfaces (no neighbour discovery): only the test's frames reach the port,
+/// so its counters can be checked exactly.
+fn no_ipv6() {
+    netns::sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+        .unwrap();
+}
+
 #[test]
 fn afxdp_frames_pass_both_ways_intact() {
     if !require_root("afxdp_frames_pass_both_ways_intact") {
         return;
     }
     in_private_netns(|| {
+        no_ipv6();
         veth("va", "vb");
         let mut port = AfXdpPort::open(&AfXdpConfig::new("va")).unwrap();
         let kernel = RawEth::bind("vb").unwrap();
@@ -85,11 +93,7 @@ fn afxdp_full_rx_ring_drops_in_the_kernel_and_counts() {
         return;
     }
     in_private_netns(|| {
-        // No IPv6 neighbour discovery: only the test's frames take ring slots.
-        netns::sh(
-            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-        )
-        .unwrap();
+        no_ipv6();
         veth("va", "vb");
         let cfg = AfXdpConfig {
             rx_frames: 64,
