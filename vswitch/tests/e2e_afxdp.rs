@@ -16,31 +16,6 @@ fn xdp_attached(node: &str, ifname: &str) -> bool {
     ns_sh(node, &format!("ip -d link show {ifname}")).contains("prog/xdp")
 }
 
-/// Sends `bytes` over TCP from `src_ns` to `dst_ip` (listening in `dst_ns`); bytes received.
-fn tcp_transfer(src_ns: &str, dst_ns: &str, dst_ip: &str, bytes: usize) -> usize {
-    let dst = dst_ns.to_string();
-    let receiver = std::thread::spawn(move || {
-        ns_run(
-            &dst,
-            &["sh", "-c", "timeout 8 nc -l -n 5001 | wc -c"],
-            Duration::from_secs(10),
-        )
-    });
-    wait_listening(dst_ns, "tcp", 5001);
-    let send = ns_run(
-        src_ns,
-        &[
-            "sh",
-            "-c",
-            &format!("head -c {bytes} /dev/zero | timeout 6 nc -N -n -w 3 {dst_ip} 5001"),
-        ],
-        Duration::from_secs(8),
-    );
-    let recv = receiver.join().expect("receiver thread");
-    assert!(send.ok, "TCP sender failed: {}{}", send.stdout, send.stderr);
-    recv.stdout.trim().parse().unwrap_or(0)
-}
-
 #[test]
 fn afxdp_ports_forward_ping_and_tcp_and_detach_on_delete() {
     if !require_root("afxdp_ports_forward_ping_and_tcp_and_detach_on_delete") {
@@ -83,6 +58,7 @@ fn afxdp_ports_forward_ping_and_tcp_and_detach_on_delete() {
             node.pod(from).name(),
             node.pod(to).name(),
             &node.pod(to).ip,
+            5001,
             2_000_000,
         );
         assert_eq!(got, 2_000_000, "TCP {from} -> {to} over AF_XDP lost bytes");
@@ -163,6 +139,7 @@ fn afxdp_ports_on_two_forwarding_threads() {
         node.pod(a).name(),
         node.pod(b).name(),
         &node.pod(b).ip,
+        5001,
         1_000_000,
     );
     assert_eq!(got, 1_000_000, "TCP across threads over AF_XDP lost bytes");

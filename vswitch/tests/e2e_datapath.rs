@@ -52,37 +52,13 @@ fn three_pods_normal_switching() {
             node.pod(from).name(),
             node.pod(to).name(),
             &node.pod(to).ip,
+            5001,
             300_000,
         );
         assert_eq!(got, 300_000, "TCP transfer {from} -> {to} lost bytes");
     }
     let d = node.daemon.as_mut().expect("daemon");
     assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
-}
-
-/// Sends `bytes` over TCP from `src_ns` to `dst_ip` (listening in `dst_ns`); bytes received.
-fn tcp_transfer(src_ns: &str, dst_ns: &str, dst_ip: &str, bytes: usize) -> usize {
-    let dst = dst_ns.to_string();
-    let receiver = std::thread::spawn(move || {
-        ns_run(
-            &dst,
-            &["sh", "-c", "timeout 8 nc -l -n 5001 | wc -c"],
-            Duration::from_secs(10),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let send = ns_run(
-        src_ns,
-        &[
-            "sh",
-            "-c",
-            &format!("head -c {bytes} /dev/zero | timeout 6 nc -N -n -w 3 {dst_ip} 5001"),
-        ],
-        Duration::from_secs(8),
-    );
-    let recv = receiver.join().expect("receiver thread");
-    assert!(send.ok, "TCP sender failed: {}{}", send.stdout, send.stderr);
-    recv.stdout.trim().parse().unwrap_or(0)
 }
 
 /// A node with two veth pods on ofports 1 and 2 (10.10.0.1 and 10.10.0.2).
@@ -649,6 +625,7 @@ fn two_forwarding_threads_share_ports_and_conntrack() {
         node.pod(a).name(),
         node.pod(b).name(),
         &node.pod(b).ip,
+        5001,
         300_000,
     );
     assert_eq!(got, 300_000, "TCP across threads lost bytes");
@@ -669,6 +646,7 @@ fn two_forwarding_threads_share_ports_and_conntrack() {
         node.pod(a).name(),
         node.pod(c).name(),
         &node.pod(c).ip,
+        5001,
         200_000,
     );
     assert_eq!(

@@ -908,3 +908,24 @@ else:
         res['err'] = f'{type(e).__name__}: {e}'
     print(json.dumps(res))
 "#;
+
+/// Sends `bytes` over TCP from `src_ns` to `dst_ip:port` (listening in `dst_ns`); bytes received.
+pub fn tcp_transfer(src_ns: &str, dst_ns: &str, dst_ip: &str, port: u16, bytes: usize) -> usize {
+    let dst = dst_ns.to_string();
+    let listen = format!("timeout 10 nc -l -n {port} | wc -c");
+    let receiver =
+        std::thread::spawn(move || ns_run(&dst, &["sh", "-c", &listen], Duration::from_secs(12)));
+    wait_listening(dst_ns, "tcp", port);
+    let send = ns_run(
+        src_ns,
+        &[
+            "sh",
+            "-c",
+            &format!("head -c {bytes} /dev/zero | timeout 8 nc -N -n -w 3 {dst_ip} {port}"),
+        ],
+        Duration::from_secs(10),
+    );
+    let recv = receiver.join().expect("receiver thread");
+    assert!(send.ok, "TCP sender failed: {}{}", send.stdout, send.stderr);
+    recv.stdout.trim().parse().unwrap_or(0)
+}
