@@ -384,7 +384,7 @@ impl Switch {
     fn attach_port(
         &self,
         br: &str,
-        spec: PortSpec,
+        mut spec: PortSpec,
         open: impl FnOnce() -> Result<Opened, String>,
     ) -> CmdResult {
         let name = spec.name.clone();
@@ -418,7 +418,11 @@ impl Switch {
             mac,
             tap,
             moved,
+            xdp_refused,
         } = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
+        if xdp_refused {
+            spec.xdp = false;
+        }
         let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
         let port = DpPort::new(
             &name,

@@ -92,6 +92,24 @@ fn afxdp_ports_forward_ping_and_tcp_and_detach_on_delete() {
             && l.contains("address of the host's own")),
         "no fallback reason in the log:\n{log}"
     );
+    // What runs is listed: the fallen-back port carries no `xdp` option, the others keep it.
+    let listed: String = d
+        .ctl(&["--format", "json", "list-ports", BR])
+        .split_whitespace()
+        .collect();
+    let vpa = listed
+        .split("\"name\":\"vpa\"")
+        .nth(1)
+        .and_then(|rest| rest.split("\"name\":").next())
+        .expect("vpa listed");
+    assert!(
+        !vpa.contains("\"xdp\""),
+        "vpa fell back but is listed with xdp: {listed}"
+    );
+    assert!(
+        listed.contains("\"xdp\":\"on\""),
+        "vpb lost its xdp option: {listed}"
+    );
     ns_sh(&node_ns, "ip addr del 192.0.2.1/24 dev vpa");
     assert_ping(node.pod(a).name(), &node.pod(b).ip, 2);
 

@@ -15,6 +15,9 @@ pub struct Opened {
     pub tap: Option<tap_io::TapPort>,
     /// Where the TAP device was found, when not in the switch's own namespace.
     pub moved: Option<MovedTap>,
+    /// `options:xdp=on` was asked for but the port fell back to AF_PACKET: the port's
+    /// recorded options say what runs (`xdp` off), the log says why.
+    pub xdp_refused: bool,
 }
 
 impl Opened {
@@ -24,6 +27,7 @@ impl Opened {
             mac,
             tap: None,
             moved: None,
+            xdp_refused: false,
         }
     }
 }
@@ -44,6 +48,7 @@ pub fn open_port(spec: &PortSpec, moved: Option<&MovedTap>) -> Result<Opened, St
                     mac,
                     tap,
                     moved: Some(m.clone()),
+                    xdp_refused: false,
                 });
             }
             Err(e) => tracing::warn!(port = %spec.name, netns = %m.netns, ifname = %m.ifname,
@@ -77,7 +82,10 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
             Err(e) => {
                 tracing::warn!(port = %spec.name,
                     "options:xdp=on refused ({e}): the port falls back to AF_PACKET");
-                open_afpacket(spec)
+                open_afpacket(spec).map(|opened| Opened {
+                    xdp_refused: true,
+                    ..opened
+                })
             }
         },
         PortKind::AfPacket => open_afpacket(spec),
@@ -96,6 +104,7 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 mac,
                 tap,
                 moved: None,
+                xdp_refused: false,
             })
         }
         PortKind::Vxlan => {
