@@ -25,7 +25,7 @@ CHARTS = [
     (
         "bench-forwarding.svg",
         "forwarding.csv",
-        "64-byte UDP between two ports, one forwarding core (2026-11-27, runs 193842 / 194039)",
+        "64-byte UDP between two ports, one forwarding core (2026-12-05, run 214652, medians of 3)",
         "forwarder",
         [
             ("delivered_kpps", "Delivered packets/s (higher is better)", "k", 1, 0),
@@ -36,7 +36,7 @@ CHARTS = [
     (
         "bench-services.svg",
         "services.csv",
-        "ClusterIP Service: conntrack + DNAT + select group (2026-11-27 23:14, run 231423)",
+        "ClusterIP Service: conntrack + DNAT + select group (2026-12-05, runs 215713 / 215948)",
         "system",
         [
             ("conn_per_s", "TCP connections/s through the ClusterIP (generator-bound; higher is better)", "k", 0.001, 1),
@@ -48,7 +48,7 @@ CHARTS = [
     (
         "bench-vxlan.svg",
         "vxlan.csv",
-        "VXLAN node to node, 64-byte UDP (2026-11-27, runs 194717 / 220540)",
+        "VXLAN node to node, 64-byte UDP (2026-12-05, run 214652, medians of 3)",
         "forwarder",
         [
             ("delivered_kpps", "Delivered packets/s (higher is better)", "k", 1, 0),
