@@ -50,6 +50,7 @@ use crate::buf::{Batch, GSO_FRAME_ROOM, MAX_BATCH};
 use crate::iface::{self, IfaceError};
 use crate::port::{Offloads, Port, PortStats, TxDropReason, TxReport, impl_mio_source};
 use crate::rxring::{BlockRing, FrameRing, Mapping, Next, RxRing};
+use crate::sockopt;
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 
 /// Errors of opening an AF_PACKET port.
@@ -286,23 +287,6 @@ impl std::fmt::Debug for AfPacketPort {
     }
 }
 
-fn setsockopt<T>(fd: &OwnedFd, level: i32, opt: i32, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live T of size_of::<T>() bytes for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn packet_socket() -> io::Result<OwnedFd> {
     // Protocol 0: nothing is queued to the socket until it is bound with a protocol.
     // SAFETY: plain socket(2) call; the result is checked.
@@ -353,25 +337,7 @@ fn block_size_for_mtu(mtu: usize, vnet: bool) -> usize {
 
 /// Maps the ring the kernel just allocated for `fd`.
 fn map_ring(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
-    // SAFETY: maps the ring the kernel allocated for this socket; the result is checked, and
-    // the mapping is owned (and unmapped) by Mapping.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Mapping {
-        ptr: ptr.cast(),
-        len,
-    })
+    sockopt::map_shared(fd, len, 0)
 }
 
 const PAGE: usize = 4096;
@@ -396,7 +362,7 @@ fn setup_v3(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<BlockR
         tp_sizeof_priv: 0,
         tp_feature_req_word: 0,
     };
-    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    sockopt::set(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
     let map = map_ring(fd, block_size * block_nr)?;
     Ok(BlockRing::new(map, block_size, block_nr))
 }
@@ -426,12 +392,12 @@ fn setup_v2(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<FrameR
         .unwrap_or_else(|| (cfg.ring_bytes / frame_size).max(MIN_FRAMES))
         .max(1);
     let one: libc::c_int = 1;
-    setsockopt(fd, libc::SOL_PACKET, PACKET_COPY_THRESH, &one)?;
+    sockopt::set(fd, libc::SOL_PACKET, PACKET_COPY_THRESH, &one)?;
     let rcvbuf = libc::c_int::try_from(cfg.copy_rcvbuf / 2).unwrap_or(libc::c_int::MAX);
     // The kernel doubles the value; FORCE passes rmem_max (we run with CAP_NET_ADMIN, but
     // fall back to the capped option without it).
-    if setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
-        setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
+    if sockopt::set(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf).is_err() {
+        sockopt::set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &rcvbuf)?;
     }
     let block_nr = wanted.div_ceil(per_block);
     let frame_nr = block_nr * per_block;
@@ -441,7 +407,7 @@ fn setup_v2(fd: &OwnedFd, cfg: &AfPacketConfig, mtu: usize) -> io::Result<FrameR
         tp_frame_size: frame_size as u32,
         tp_frame_nr: frame_nr as u32,
     };
-    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    sockopt::set(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
     let map = map_ring(fd, block_size * block_nr)?;
     Ok(FrameRing::new(map, block_size, frame_size, frame_nr))
 }
@@ -452,14 +418,14 @@ fn tx_socket(ifindex: u32, vnet: bool, qdisc_bypass: bool) -> io::Result<OwnedFd
     let fd = packet_socket()?;
     let one: libc::c_int = 1;
     if vnet {
-        setsockopt(&fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)?;
+        sockopt::set(&fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)?;
     }
     if qdisc_bypass {
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)?;
+        sockopt::set(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)?;
     }
     let sndbuf: libc::c_int = 4 << 20;
     // Best effort: a larger send buffer only avoids ENOBUFS under bursts.
-    let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf);
+    let _ = sockopt::set(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf);
     bind_to(&fd, ifindex, 0)?;
     Ok(fd)
 }
@@ -531,14 +497,14 @@ impl AfPacketPort {
             RingKind::V2 => libc::tpacket_versions::TPACKET_V2,
             RingKind::V3 => libc::tpacket_versions::TPACKET_V3,
         } as libc::c_int;
-        setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
+        sockopt::set(&rx_fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
             .map_err(sys("PACKET_VERSION"))?;
         let one: libc::c_int = 1;
-        setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
+        sockopt::set(&rx_fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
             .map_err(sys("PACKET_IGNORE_OUTGOING"))?;
         if cfg.vnet_hdr {
             // Must come before the ring is set up (the kernel refuses it afterwards).
-            setsockopt(&rx_fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)
+            sockopt::set(&rx_fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one)
                 .map_err(sys("PACKET_VNET_HDR (rx)"))?;
         }
         let ring = match cfg.ring {
@@ -556,7 +522,7 @@ impl AfPacketPort {
                 len: prog.len() as u16,
                 filter: prog.as_ptr().cast_mut(),
             };
-            setsockopt(&rx_fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+            sockopt::set(&rx_fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
                 .map_err(sys("SO_ATTACH_FILTER"))?;
         }
         bind_to(&rx_fd, ifindex, libc::ETH_P_ALL as u16).map_err(sys("bind (rx)"))?;
@@ -567,7 +533,7 @@ impl AfPacketPort {
                 mr_alen: 0,
                 mr_address: [0; 8],
             };
-            setsockopt(&rx_fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
+            sockopt::set(&rx_fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
                 .map_err(sys("PACKET_ADD_MEMBERSHIP promisc"))?;
         }
 
@@ -660,18 +626,14 @@ impl AfPacketPort {
     pub fn poll_kernel_stats(&mut self) {
         // SAFETY: tpacket_stats_v3 is plain data; all-zero is valid.
         let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-        // SAFETY: st and len are valid for writes of the stated size.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.rx_fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats_v3).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
+        if sockopt::get_into(
+            &self.rx_fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut st,
+        )
+        .is_ok()
+        {
             self.stats.rx_kernel_drops += u64::from(st.tp_drops);
         }
     }
@@ -680,18 +642,8 @@ impl AfPacketPort {
     /// reading it clears it. Call it when `poll` reports an error condition on the fd.
     pub fn take_error(&mut self) -> Option<io::Error> {
         let mut err: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: err and len are valid for writes of the stated size.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.rx_fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 && err != 0 {
+        let rc = sockopt::get_into(&self.rx_fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err);
+        if rc.is_ok() && err != 0 {
             self.stats.rx_errors += 1;
             return Some(io::Error::from_raw_os_error(err));
         }

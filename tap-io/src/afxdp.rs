@@ -30,6 +30,7 @@ use thiserror::Error;
 use crate::buf::Batch;
 use crate::iface::{self, IfaceError};
 use crate::port::{Port, PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::sockopt;
 use crate::xdpprog::XdpRedirect;
 use crate::xskring::{Umem, XskRing};
 
@@ -115,23 +116,6 @@ impl std::fmt::Debug for AfXdpPort {
             .field("mtu", &self.mtu)
             .finish()
     }
-}
-
-fn setsockopt<T>(fd: &OwnedFd, opt: i32, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live T of size_of::<T>() bytes for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Receive queues of the interface (`ETHTOOL_GCHANNELS`: rx + combined); `None` when the
@@ -223,41 +207,21 @@ impl AfXdpPort {
             flags: 0,
             tx_metadata_len: 0,
         };
-        setsockopt(&fd, libc::XDP_UMEM_REG, &reg).map_err(sys("XDP_UMEM_REG"))?;
-        setsockopt(&fd, libc::XDP_UMEM_FILL_RING, &rx_n).map_err(sys("XDP_UMEM_FILL_RING"))?;
-        setsockopt(&fd, libc::XDP_UMEM_COMPLETION_RING, &tx_n)
+        sockopt::set(&fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg).map_err(sys("XDP_UMEM_REG"))?;
+        sockopt::set(&fd, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &rx_n)
+            .map_err(sys("XDP_UMEM_FILL_RING"))?;
+        sockopt::set(&fd, libc::SOL_XDP, libc::XDP_UMEM_COMPLETION_RING, &tx_n)
             .map_err(sys("XDP_UMEM_COMPLETION_RING"))?;
-        setsockopt(&fd, libc::XDP_RX_RING, &rx_n).map_err(sys("XDP_RX_RING"))?;
-        setsockopt(&fd, libc::XDP_TX_RING, &tx_n).map_err(sys("XDP_TX_RING"))?;
+        sockopt::set(&fd, libc::SOL_XDP, libc::XDP_RX_RING, &rx_n).map_err(sys("XDP_RX_RING"))?;
+        sockopt::set(&fd, libc::SOL_XDP, libc::XDP_TX_RING, &tx_n).map_err(sys("XDP_TX_RING"))?;
         // Copy-mode transmit holds an skb per frame in flight against the send buffer.
         let sndbuf: libc::c_int = 4 << 20;
-        // SAFETY: sndbuf lives for the call and has the stated size.
-        let _ = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                (&sndbuf as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let _ = sockopt::set(&fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf);
 
         // SAFETY: xdp_mmap_offsets is plain data; all-zero is valid.
         let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-        // SAFETY: off and len are valid for writes of the stated size.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(sys("XDP_MMAP_OFFSETS")(io::Error::last_os_error()));
-        }
+        sockopt::get_into(&fd, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS, &mut off)
+            .map_err(sys("XDP_MMAP_OFFSETS"))?;
         let rx = XskRing::map(&fd, &off.rx, rx_n, libc::XDP_PGOFF_RX_RING)
             .map_err(sys("rx ring mmap"))?;
         let tx = XskRing::map(&fd, &off.tx, tx_n, libc::XDP_PGOFF_TX_RING)
@@ -346,18 +310,7 @@ impl AfXdpPort {
     pub fn poll_kernel_stats(&mut self) {
         // SAFETY: xdp_statistics is plain data; all-zero is valid.
         let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: st and len are valid for writes of the stated size.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                (&mut st as *mut libc::xdp_statistics).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
+        if sockopt::get_into(&self.fd, libc::SOL_XDP, libc::XDP_STATISTICS, &mut st).is_ok() {
             let total = st.rx_dropped + st.rx_ring_full;
             self.stats.rx_kernel_drops += total.saturating_sub(self.kernel_drops);
             self.kernel_drops = total;

@@ -15,6 +15,7 @@ pub mod pcap;
 pub mod port;
 mod rxring;
 pub mod sched;
+mod sockopt;
 pub mod tap;
 pub mod tunnel;
 pub mod tunnel_gso;

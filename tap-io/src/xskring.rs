@@ -7,10 +7,11 @@
 //! with release ordering, as in the kernel's `xsk_queue.h`.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::rxring::Mapping;
+use crate::sockopt;
 
 /// A mapped ring of `T` (`u64` frame addresses, or `libc::xdp_desc`).
 pub(crate) struct XskRing<T> {
@@ -33,22 +34,8 @@ impl<T: Copy> XskRing<T> {
         pgoff: i64,
     ) -> io::Result<Self> {
         let len = off.desc as usize + size as usize * std::mem::size_of::<T>();
-        // SAFETY: maps the ring the kernel allocated for this socket at `pgoff`; the result is
-        // checked, and the mapping is owned (and unmapped) by `Mapping`.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                pgoff,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = ptr.cast::<u8>();
+        let map = sockopt::map_shared(fd, len, pgoff)?;
+        let base = map.ptr;
         // SAFETY: the offsets come from XDP_MMAP_OFFSETS for this socket and lie inside the
         // `len` bytes just mapped; the index words are u32-aligned there.
         let (producer, consumer, flags, descs) = unsafe {
@@ -60,7 +47,7 @@ impl<T: Copy> XskRing<T> {
             )
         };
         let mut ring = Self {
-            _map: Mapping { ptr: base, len },
+            _map: map,
             producer,
             consumer,
             flags,
