@@ -793,15 +793,37 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering::Relaxed;
 
-    /// A port whose kernel drop counter grows by 5 per `refresh_stats`, as AF_PACKET's
-    /// accumulated `tp_drops` would.
-    struct Dropping {
+    /// A port that drops what it is given (no flush happens in these tests: the batches hold
+    /// fewer than `BATCH` frames) and whose kernel drop counter grows by `drop_step` per
+    /// `refresh_stats`, as AF_PACKET's accumulated `tp_drops` would.
+    struct StubPort {
+        mtu: usize,
+        gso: bool,
         drops: u64,
+        drop_step: u64,
     }
 
-    impl Port for Dropping {
+    impl StubPort {
+        fn sink(mtu: usize, gso: bool) -> StubPort {
+            StubPort {
+                mtu,
+                gso,
+                drops: 0,
+                drop_step: 0,
+            }
+        }
+
+        fn dropping() -> StubPort {
+            StubPort {
+                drop_step: 5,
+                ..StubPort::sink(1500, false)
+            }
+        }
+    }
+
+    impl Port for StubPort {
         fn name(&self) -> &str {
-            "d"
+            "stub"
         }
         fn rx_batch(&mut self, _: &mut Batch) -> io::Result<usize> {
             Ok(0)
@@ -820,10 +842,16 @@ mod tests {
             }
         }
         fn refresh_stats(&mut self) {
-            self.drops += 5;
+            self.drops += self.drop_step;
         }
         fn mtu(&self) -> usize {
-            1500
+            self.mtu
+        }
+        fn offloads(&self) -> Offloads {
+            Offloads {
+                gso: self.gso,
+                csum: self.gso,
+            }
         }
     }
 
@@ -935,43 +963,8 @@ mod tests {
         assert_eq!(one[0].data(), &segs[0][..]);
     }
 
-    /// A port that keeps what it is given (no flush happens in these tests: the batches
-    /// hold fewer than `BATCH` frames).
-    struct Sink {
-        mtu: usize,
-        gso: bool,
-    }
-
-    impl Port for Sink {
-        fn name(&self) -> &str {
-            "sink"
-        }
-        fn rx_batch(&mut self, _: &mut Batch) -> io::Result<usize> {
-            Ok(0)
-        }
-        fn tx_batch(&mut self, batch: &mut Batch) -> tap_io::TxReport {
-            batch.clear();
-            tap_io::TxReport::default()
-        }
-        fn fd(&self) -> Option<std::os::fd::RawFd> {
-            None
-        }
-        fn stats(&self) -> PortStats {
-            PortStats::default()
-        }
-        fn mtu(&self) -> usize {
-            self.mtu
-        }
-        fn offloads(&self) -> Offloads {
-            Offloads {
-                gso: self.gso,
-                csum: self.gso,
-            }
-        }
-    }
-
     fn sink_port(tunnel: bool, mtu: usize, gso: bool) -> DpPort {
-        let sink = Box::new(Sink { mtu, gso });
+        let sink = Box::new(StubPort::sink(mtu, gso));
         DpPort::new(
             "p",
             0,
@@ -1164,7 +1157,7 @@ mod tests {
             0,
             1,
             PortKind::AfPacket,
-            PortIo::Dev(Box::new(Dropping { drops: 0 })),
+            PortIo::Dev(Box::new(StubPort::dropping())),
             counters.clone(),
             Arc::new(super::super::drops::DropCounters::default()),
         );
