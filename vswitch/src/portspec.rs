@@ -31,8 +31,8 @@ pub struct PortSpec {
     pub host_rx: Option<bool>,
     /// `options:xdp=on|off` (afpacket ports): read and write the interface through an AF_XDP
     /// socket fed by a native XDP program (`tap_io::AfXdpPort`) instead of AF_PACKET. When
-    /// the kernel or the interface refuses it, the port falls back to AF_PACKET and the log
-    /// says why. Default off.
+    /// the kernel or the interface refuses it, the port falls back to AF_PACKET, the log says
+    /// why and the port's recorded spec has `xdp` off (what runs). Default off.
     pub xdp: bool,
 }
 
