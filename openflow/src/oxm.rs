@@ -432,9 +432,17 @@ impl Match {
         put(EthSrc);
         put(EthDst);
         put(EthType);
-        put(VlanVid);
-        if value.vlan_tci & 0x1000 != 0 {
+        // OXM speaks of the VID with its present bit and of an exact PCP of a tagged frame. A
+        // TCI match outside that (a PCP without the present bit matched as 1, a masked PCP)
+        // travels as NXM_OF_VLAN_TCI, which OpenFlow 1.3 matches carry too, so nothing is lost.
+        let tci_mask = mask.vlan_tci;
+        let pcp_mask = tci_mask & 0xe000;
+        let tagged = value.vlan_tci & tci_mask & 0x1000 != 0;
+        if pcp_mask == 0 || (pcp_mask == 0xe000 && tagged) {
+            put(VlanVid);
             put(DlVlanPcp);
+        } else {
+            put(VlanTci);
         }
         let eth = value.eth_type & mask.eth_type;
         if eth == 0x0800 || eth == 0x86dd {
@@ -573,5 +581,41 @@ pub fn of10_port_to_of13(p: u16) -> u32 {
         u32::from(p) | 0xffff_0000
     } else {
         u32::from(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every TCI match survives the trip to a wire match and back, including those OXM cannot
+    /// say (a fuzzer found `vlan_tci=0x0a80`, which lost its PCP bits on the way out).
+    #[test]
+    fn vlan_tci_matches_round_trip() {
+        for (v, m) in [
+            (0x0a80, 0xffff),
+            (0x0000, 0xffff),
+            (0x0000, 0x1fff),
+            (0x1005, 0x1fff),
+            (0x1000, 0x1000),
+            (0x3005, 0xffff),
+            (0x3000, 0xf000),
+            (0x2000, 0xe000),
+            (0x2000, 0x2000),
+            (0x0000, 0xe000),
+            (0x0005, 0x0fff),
+        ] {
+            let mut value = FlowKey::default();
+            let mut mask = FlowKey::default();
+            value.vlan_tci = v;
+            mask.vlan_tci = m;
+            let wire = Match::from_flow(&value, &mask);
+            let back = wire.to_flow();
+            assert_eq!(
+                back.as_ref().map(|(v, m)| (v.vlan_tci, m.vlan_tci)),
+                Ok((v, m)),
+                "vlan_tci={v:#06x}/{m:#06x} became {wire:?}"
+            );
+        }
     }
 }
