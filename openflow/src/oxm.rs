@@ -707,7 +707,7 @@ mod tests {
     /// vswitchctl), and the match written back encodes and decodes to itself.
     #[test]
     fn every_accepted_match_survives_from_flow_and_back() {
-        let mut rng = Rng(0x5eed_0f_f10e_c0de);
+        let mut rng = Rng(0x5eed_0ff1_0ec0_de42);
         let mut seen = std::collections::HashMap::<FieldId, usize>::new();
         let mut failures = Vec::new();
         for _ in 0..200_000 {
@@ -725,9 +725,7 @@ mod tests {
                     Err(e) => vec![format!("refused: {e}")],
                     Ok((v, mk)) => flowtable::fields::FIELDS
                         .iter()
-                        .filter(|f| {
-                            ((f.get)(v), (f.get)(mk)) != ((f.get)(&value), (f.get)(&mask))
-                        })
+                        .filter(|f| ((f.get)(v), (f.get)(mk)) != ((f.get)(&value), (f.get)(&mask)))
                         .map(|f| {
                             format!(
                                 "{}={:#x}/{:#x} became {:#x}/{:#x}",
@@ -756,9 +754,16 @@ mod tests {
             assert_eq!(Match::decode(&mut r).as_ref(), Ok(&wire), "{wire:?}");
         }
         let failures: Vec<String> = failures.into_iter().map(|(_, f)| f).collect();
-        assert!(failures.is_empty(), "lossy matches:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "lossy matches:\n{}",
+            failures.join("\n")
+        );
         // Not vacuous: every field the codec carries was in many accepted matches.
-        for f in flowtable::fields::FIELDS.iter().filter(|f| f.match_wire().is_some()) {
+        for f in flowtable::fields::FIELDS
+            .iter()
+            .filter(|f| f.match_wire().is_some())
+        {
             let n = seen.get(&f.id).copied().unwrap_or(0);
             assert!(n > 200, "{}: only {n} accepted matches", f.name);
         }
