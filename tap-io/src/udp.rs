@@ -14,8 +14,10 @@
 //!
 //! UDP GRO on receive (on by default, [`UdpTunnelSocket::set_rx_gro`]): a run that arrives as
 //! one GSO skb (a peer using UDP GSO over a veth or loopback) is received as one coalesced
-//! message into a 512 KiB scratch and split back into one payload per buffer, in order, with
-//! its source; what does not fit the batch waits for the next call.
+//! message into one of 8 held buffers and split back into one payload per buffer, in order,
+//! with its source; what does not fit the batch waits for the next call. A message that is one
+//! datagram (a tunnel super-frame sent whole, or a lone datagram) is not copied: its held
+//! buffer is swapped into the batch, which gives a spare back in its place.
 
 use std::io;
 use std::mem::size_of;
@@ -24,7 +26,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use thiserror::Error;
 
-use crate::buf::{Batch, MAX_BATCH};
+use crate::buf::{Batch, MAX_BATCH, PacketBuf};
 use crate::port::{PortStats, TxDropReason, TxReport, impl_mio_source};
 
 /// The IANA VXLAN port.
@@ -118,7 +120,10 @@ const GRO_CMSG_WORDS: usize = 8;
 
 /// Coalesced messages received but not yet split into a batch.
 struct GroRx {
-    buf: Box<[u8]>,
+    /// One buffer per message, shaped like the batch's buffers (so that a whole datagram is
+    /// swapped into the batch instead of copied) with room for a 64 KiB message; allocated
+    /// at the first receive, when the batch's shape is known.
+    bufs: Vec<PacketBuf>,
     cmsgs: [[u64; GRO_CMSG_WORDS]; GRO_MSGS],
     /// Per received message: its length, segment size and source.
     len: [usize; GRO_MSGS],
@@ -133,7 +138,7 @@ struct GroRx {
 impl GroRx {
     fn new() -> Self {
         Self {
-            buf: vec![0; GRO_MSGS * GRO_MSG_LEN].into_boxed_slice(),
+            bufs: Vec::new(),
             cmsgs: [[0; GRO_CMSG_WORDS]; GRO_MSGS],
             len: [0; GRO_MSGS],
             seg: [0; GRO_MSGS],
@@ -141,6 +146,18 @@ impl GroRx {
             n: 0,
             cur: 0,
             off: 0,
+        }
+    }
+
+    /// Makes the held buffers the shape of `like` (a batch's spare, reset), with room for a
+    /// whole message; allocates only when the shape changes (once per port in practice).
+    fn shape_like(&mut self, like: &PacketBuf) {
+        let (headroom, room) = (like.headroom(), like.frame_room().max(GRO_MSG_LEN));
+        let fits = |b: &PacketBuf| b.headroom() == headroom && b.frame_room() == room;
+        if self.bufs.len() != GRO_MSGS || !self.bufs.iter().all(fits) {
+            self.bufs = (0..GRO_MSGS)
+                .map(|_| PacketBuf::new(headroom, room))
+                .collect();
         }
     }
 }
@@ -345,7 +362,8 @@ impl UdpTunnelSocket {
     /// Turns `UDP_GRO` on or off (on after `bind` where the kernel has it): the kernel may hand over runs of datagrams from one sender coalesced
     /// (up to 64 KiB, when they arrive as one GSO skb, e.g. from a peer using UDP GSO over a
     /// veth); [`UdpTunnelSocket::recv_batch`] splits them back into one payload per buffer.
-    /// Costs 512 KiB of receive scratch; datagrams are copied once more (scratch to buffer).
+    /// Costs 8 held 64 KiB buffers; the datagrams of a coalesced run are copied once more
+    /// (held buffer to batch buffer), a message of one datagram is not.
     pub fn set_rx_gro(&mut self, on: bool) -> io::Result<()> {
         let v: libc::c_int = on.into();
         // SAFETY: v is a live c_int for the call.
@@ -486,13 +504,26 @@ impl UdpTunnelSocket {
                     g.off = 0;
                     continue;
                 }
+                let take = seg.min(len - g.off);
+                let held = &mut g.bufs[g.cur];
+                if g.off == 0 && take == len {
+                    // One datagram: move the held buffer into the batch (no copy).
+                    held.meta.wire_len = len as u32;
+                    if batch.push_swap(held) {
+                        g.off = len;
+                        srcs[base] = src;
+                        self.stats.rx_packets += 1;
+                        self.stats.rx_bytes += len as u64;
+                        added += 1;
+                        continue;
+                    }
+                }
                 let Some(b) = batch.spare() else {
                     return Ok(added);
                 };
-                let take = seg.min(len - g.off);
-                let at = g.cur * GRO_MSG_LEN + g.off;
+                let at = g.off;
                 g.off += take;
-                if b.set_frame(&g.buf[at..at + take]).is_err() {
+                if b.set_frame(&held.data()[at..at + take]).is_err() {
                     self.stats.rx_truncated += 1;
                     continue;
                 }
@@ -506,12 +537,15 @@ impl UdpTunnelSocket {
             if batch.room() == 0 || batch.len() >= srcs.len() {
                 return Ok(added);
             }
-            // Receive more into the scratch.
+            // Receive more into the held buffers.
+            if let Some(like) = batch.spare() {
+                g.shape_like(like);
+            }
             for i in 0..GRO_MSGS {
-                let region = &mut g.buf[i * GRO_MSG_LEN..(i + 1) * GRO_MSG_LEN];
+                let region = g.bufs[i].rx_space();
                 self.iov[i] = libc::iovec {
                     iov_base: region.as_mut_ptr().cast(),
-                    iov_len: GRO_MSG_LEN,
+                    iov_len: region.len(),
                 };
                 let hdr = &mut self.msgs[i].msg_hdr;
                 hdr.msg_iov = &mut self.iov[i];
@@ -522,7 +556,7 @@ impl UdpTunnelSocket {
                 hdr.msg_controllen = size_of::<[u64; GRO_CMSG_WORDS]>();
                 hdr.msg_flags = 0;
             }
-            // SAFETY: msgs[..GRO_MSGS] point into the scratch, `names` and the control
+            // SAFETY: msgs[..GRO_MSGS] point into the held buffers, `names` and the control
             // buffers, all owned by the socket and exclusively borrowed for the call.
             let got = match unsafe {
                 recv_msgs(
@@ -551,9 +585,10 @@ impl UdpTunnelSocket {
                 self.stats.rx_gso += u64::from(len > seg);
                 let k = g.n;
                 if k != i {
-                    g.buf
-                        .copy_within(i * GRO_MSG_LEN..i * GRO_MSG_LEN + len, k * GRO_MSG_LEN);
+                    g.bufs.swap(k, i);
                 }
+                // len <= the held buffer's room (not truncated), so this cannot fail.
+                let _ = g.bufs[k].set_len(len);
                 g.len[k] = len;
                 g.seg[k] = seg;
                 g.src[k] = from_sockaddr(&self.names[i]);
