@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use tap_io::buf::GSO_FRAME_ROOM;
 use tap_io::netns::{self, in_private_netns, require_root};
 use tap_io::{Batch, UdpTunnelSocket};
 
@@ -103,16 +104,15 @@ fn udp_gso_refused_by_the_kernel_falls_back_to_single_datagrams() {
     .unwrap();
 }
 
-#[test]
-fn udp_gro_splits_coalesced_runs_back_into_the_same_datagrams() {
+/// Sends `plan` (payload lengths) to a GRO receiver and takes it back through batches of 16
+/// buffers with `frame_room`; checks the payloads, their order and source, and that every
+/// buffer the batch holds afterwards still has the batch's shape.
+fn gro_round_trip(plan: &[usize], frame_room: usize) -> UdpTunnelSocket {
     let mut tx = UdpTunnelSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut rx = UdpTunnelSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     rx.set_rx_gro(true).unwrap();
     let to = rx.local_addr();
-    let mut plan: Vec<usize> = vec![1400; 40];
-    plan.extend([1400, 700, 1000, 1000, 64, 9000]);
-    plan.extend(vec![500; 14]);
-    let mut out = Batch::new(64, 128, 9216);
+    let mut out = Batch::new(64, 128, GSO_FRAME_ROOM);
     for (i, &len) in plan.iter().enumerate() {
         assert!(out.push_copy(&payload(i, len)));
     }
@@ -120,7 +120,7 @@ fn udp_gro_splits_coalesced_runs_back_into_the_same_datagrams() {
     assert_eq!(r.sent, plan.len());
     // A small batch, so coalesced runs are split across calls.
     let mut got: Vec<Vec<u8>> = Vec::new();
-    let mut inb = Batch::new(16, 128, 9216);
+    let mut inb = Batch::new(16, 128, frame_room);
     let mut srcs = vec![to; 16];
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while got.len() < plan.len() && std::time::Instant::now() < deadline {
@@ -128,6 +128,7 @@ fn udp_gro_splits_coalesced_runs_back_into_the_same_datagrams() {
         let n = rx.recv_batch(&mut inb, &mut srcs).unwrap();
         for (k, p) in inb.iter().enumerate() {
             assert_eq!(srcs[k], tx.local_addr());
+            assert_eq!(p.meta.wire_len as usize, p.len());
             got.push(p.data().to_vec());
         }
         if n == 0 {
@@ -140,6 +141,32 @@ fn udp_gro_splits_coalesced_runs_back_into_the_same_datagrams() {
         .map(|(i, &l)| payload(i, l))
         .collect();
     assert_eq!(got, want);
-    assert!(rx.stats().rx_gso > 0, "some runs arrived coalesced");
+    inb.clear();
+    while let Some(b) = inb.spare() {
+        assert_eq!((b.headroom(), b.frame_room()), (128, frame_room));
+        inb.commit();
+    }
     assert_eq!(rx.stats().rx_packets, plan.len() as u64);
+    rx
+}
+
+#[test]
+fn udp_gro_splits_coalesced_runs_back_into_the_same_datagrams() {
+    let mut plan: Vec<usize> = vec![1400; 40];
+    plan.extend([1400, 700, 1000, 1000, 64, 9000]);
+    plan.extend(vec![500; 14]);
+    let rx = gro_round_trip(&plan, 9216);
+    assert!(rx.stats().rx_gso > 0, "some runs arrived coalesced");
+}
+
+#[test]
+fn udp_gro_moves_whole_datagrams_into_64k_buffers_and_still_splits_runs() {
+    // Buffers shaped like the held ones: lone datagrams (the 60000-byte tunnel super-frame
+    // among them) are swapped into the batch, runs are split by copying; both in order.
+    let mut plan: Vec<usize> = vec![1400; 30];
+    plan.extend([60000, 1400, 700, 65000, 64, 9000, 60000]);
+    plan.extend(vec![500; 14]);
+    plan.extend([60000, 60000, 60000]);
+    let rx = gro_round_trip(&plan, GSO_FRAME_ROOM);
+    assert!(rx.stats().rx_gso > 0, "some runs arrived coalesced");
 }
