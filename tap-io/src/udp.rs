@@ -782,7 +782,7 @@ mod tests {
             .unwrap()
             .bufs
             .iter_mut()
-            .map(|b| b.rx_space().as_ptr() as *const u8)
+            .map(|b| b.rx_space().as_ptr())
             .collect();
         let mut out = Batch::new(1, 128, crate::buf::GSO_FRAME_ROOM);
         let payload: Vec<u8> = (0..60000).map(|k| (k % 251) as u8).collect();
