@@ -12,12 +12,14 @@ use super::value::{parse_field_value, parse_port, parse_uint, parse_uint_bits};
 use super::{ParseError, parse_actions, split_top, suggest};
 
 /// Protocol shorthands: (name, eth_type, nw_proto).
-const SHORTHANDS: [(&str, u16, Option<u8>); 12] = [
+const SHORTHANDS: [(&str, u16, Option<u8>); 13] = [
     ("ip", ETH_TYPE_IP, None),
     ("ipv6", ETH_TYPE_IPV6, None),
     ("arp", ETH_TYPE_ARP, None),
     ("rarp", 0x8035, None),
     ("icmp", ETH_TYPE_IP, Some(IPPROTO_ICMP)),
+    // Printed for `ip,nw_proto=2`, as ovs-ofctl does (and reads).
+    ("igmp", ETH_TYPE_IP, Some(2)),
     ("tcp", ETH_TYPE_IP, Some(IPPROTO_TCP)),
     ("udp", ETH_TYPE_IP, Some(IPPROTO_UDP)),
     ("sctp", ETH_TYPE_IP, Some(IPPROTO_SCTP)),

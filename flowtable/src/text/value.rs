@@ -313,14 +313,17 @@ pub fn parse_field_value(field: FieldId, text: &str) -> Result<(u128, Option<u12
             Ok((value, mask))
         }
         Format::Frag => {
-            if m.is_some() {
-                return Err(bad(field, text, "one of no, yes, first, later, not_later"));
+            const WANT: &str = "one of no, yes, first, later, not_later (or 0xV/0xM of 2 bits)";
+            if let Some(&(_, val, mask)) = FRAG_NAMES.iter().find(|(n, _, _)| *n == v) {
+                if m.is_some() {
+                    return Err(bad(field, text, WANT));
+                }
+                return Ok((val, Some(mask)));
             }
-            FRAG_NAMES
-                .iter()
-                .find(|(n, _, _)| *n == v)
-                .map(|(_, val, mask)| (*val, Some(*mask)))
-                .ok_or_else(|| bad(field, v, "one of no, yes, first, later, not_later"))
+            // The value/mask pairs without a name (`0x2/0x3`: "later" without "fragment"),
+            // which a controller may send as NXM_NX_IP_FRAG and `format_frag` prints so.
+            let bits = |s: &str| parse_uint_bits(s, 2).ok_or_else(|| bad(field, text, WANT));
+            Ok((bits(v)?, m.map(bits).transpose()?))
         }
         Format::DlVlan => {
             let vid = parse_uint_bits(v, 16).ok_or_else(|| bad(field, v, "a VLAN id 0..4095"))?;
