@@ -9,6 +9,7 @@
 //! - [`vxlan`]: per-tunnel precomputed outer header, encap into headroom, decap.
 //! - [`gso`]: software segmentation of TSO/GSO super-frames, partial checksum completion.
 //! - [`gro`]: coalescing of consecutive TCP segments into a super-frame.
+//! - [`partial_csum`]: recognising a TCP/UDP checksum a sender left partial (no offload state).
 //! - [`hash`]: the 5-tuple flow hash.
 //! - [`build`]: a frame builder for tests.
 
@@ -21,6 +22,7 @@ pub mod flowkey;
 pub mod gro;
 pub mod gso;
 pub mod hash;
+pub mod partial_csum;
 pub mod rewrite;
 pub mod vxlan;
 pub mod wire;

@@ -16,9 +16,11 @@
 //! Batches, fixed rings and a preallocated free list: nothing is allocated per packet.
 //!
 //! Limits: one receive queue (interfaces with more are refused); frames up to the UMEM chunk
-//! (MTU up to 3800); no offloads (XDP carries no checksum state, so a peer must send finished
-//! checksums: `ethtool -K eth0 tx off` on the pod side; the kernel turns the peer's GSO off
-//! while the program is attached); every frame goes to the switch, none to the host stack, so
+//! (MTU up to 3800); no super-frames (the kernel turns the peer's GSO off while the program is
+//! attached). XDP carries no checksum state: a frame a pod sent with a partial checksum (tx
+//! checksum offload on) is recognised from its bytes (`encap::partial_csum`: the field holds
+//! exactly the pseudo-header sum and does not verify) and marked `csum_not_ready`, so the
+//! output finishes it; every frame goes to the switch, none to the host stack, so
 //! interfaces with a host address are refused. Another forwarding thread sends through an
 //! AF_PACKET socket on the same interface ([`Port::try_clone_tx`]).
 
@@ -392,6 +394,11 @@ impl Port for AfXdpPort {
                     // len <= space.len(), so set_len cannot fail.
                     let _ = buf.set_len(len);
                     buf.meta.wire_len = len as u32;
+                    // XDP carries no checksum state: a pod with tx checksum offload on sent
+                    // a partial one, recognisable only from its bytes.
+                    if buf.mark_partial_checksum() {
+                        self.stats.rx_csum_not_ready += 1;
+                    }
                     self.stats.rx_packets += 1;
                     self.stats.rx_bytes += len as u64;
                     batch.commit();

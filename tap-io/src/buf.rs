@@ -147,6 +147,21 @@ impl PacketBuf {
         self.meta = RxMeta::default();
     }
 
+    /// For a port that receives frames without the sender's checksum state (AF_XDP, a tunnel
+    /// over a veth underlay): a TCP/UDP checksum field holding exactly the pseudo-header sum,
+    /// and not verifying as complete, was left partial by a sender with checksum offload
+    /// (`encap::partial_csum`). Marks the buffer `csum_not_ready` with the field's position,
+    /// so the output finishes it (or hands it on to a port that offloads checksums).
+    pub fn mark_partial_checksum(&mut self) -> bool {
+        let Some(at) = encap::partial_csum::find(self.data()) else {
+            return false;
+        };
+        self.meta.csum_not_ready = true;
+        self.meta.csum_start = Some(at.start);
+        self.meta.csum_offset = Some(at.offset);
+        true
+    }
+
     /// The frame bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {

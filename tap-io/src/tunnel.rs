@@ -325,7 +325,9 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
             if mark_tunnel_super_frame(pkt, inner_mtu) {
                 self.own.rx_gso += 1;
             }
-        } else if mark_partial_checksum(pkt) {
+        } else if pkt.mark_partial_checksum() {
+            // A kernel sender with checksum offload leaves the inner checksum partial; over
+            // a veth underlay nothing finishes it and a UDP socket is not told.
             self.own.rx_csum_not_ready += 1;
         }
         Ok(TunnelMeta {
@@ -399,59 +401,6 @@ fn mark_tunnel_super_frame(pkt: &mut PacketBuf, inner_mtu: usize) -> bool {
     pkt.meta.csum_not_ready = true;
     pkt.meta.csum_start = Some(l4 as u16);
     pkt.meta.csum_offset = Some(16);
-    true
-}
-
-/// A kernel sender with checksum offload leaves the inner L4 checksum partial (the
-/// pseudo-header sum) for the device to finish; over a veth underlay nothing finishes it and
-/// a UDP socket is not told. A TCP/UDP checksum field that holds exactly the pseudo-header sum
-/// and does not verify as complete is that: marks `pkt` `csum_not_ready` (finished at the
-/// output, as for a port with virtio-net headers). Costs a pseudo-header sum per frame, and a
-/// pass over the payload only when the field matches.
-fn mark_partial_checksum(pkt: &mut PacketBuf) -> bool {
-    use crate::tunnel_gso::{fold, sum16};
-    let f = pkt.data();
-    if f.len() < 14 + 20 {
-        return false;
-    }
-    let be16 = |at: usize| usize::from(u16::from_be_bytes([f[at], f[at + 1]]));
-    let (proto, l4, l4_len, addrs) = match be16(12) {
-        0x0800 => {
-            let ihl = usize::from(f[14] & 0x0f) * 4;
-            // Not a fragment (MF clear, offset 0): the checksum covers this packet only.
-            if f[14] >> 4 != 4 || ihl < 20 || f.len() < 14 + ihl || be16(14 + 6) & 0x3fff != 0 {
-                return false;
-            }
-            let Some(l4_len) = be16(14 + 2).checked_sub(ihl) else {
-                return false;
-            };
-            (f[14 + 9], 14 + ihl, l4_len, &f[14 + 12..14 + 20])
-        }
-        0x86dd if f.len() >= 14 + 40 && f[14] >> 4 == 6 => {
-            (f[14 + 6], 14 + 40, be16(14 + 4), &f[14 + 8..14 + 40])
-        }
-        _ => return false,
-    };
-    let off = match proto {
-        6 => 16,
-        17 => 6,
-        _ => return false,
-    };
-    if l4_len < off + 2 || f.len() < l4 + l4_len {
-        return false;
-    }
-    let field = u16::from_be_bytes([f[l4 + off], f[l4 + off + 1]]);
-    let pseudo = sum16(0, addrs) + u32::from(proto) + l4_len as u32;
-    if (proto == 17 && field == 0) || field != fold(pseudo) {
-        return false;
-    }
-    // A complete checksum that happens to equal the partial sum verifies: leave it.
-    if fold(sum16(pseudo, &f[l4..l4 + l4_len])) == 0xffff {
-        return false;
-    }
-    pkt.meta.csum_not_ready = true;
-    pkt.meta.csum_start = Some(l4 as u16);
-    pkt.meta.csum_offset = Some(off as u16);
     true
 }
 
