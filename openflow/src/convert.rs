@@ -30,9 +30,19 @@ fn no_wire_form(field: FieldId) -> OfError {
     )
 }
 
-/// The header `load`/`move`/`ct(zone=...)` name `field` by on the wire.
-fn subfield_header(field: FieldId) -> Result<OxmHeader, OfError> {
-    OxmHeader::for_subfield(field).ok_or_else(|| no_wire_form(field))
+/// The header `load`/`move`/`ct(zone=...)` name the bits `sf` by on the wire: the field's
+/// NXM spelling, as ovs-ofctl writes it, unless the bits lie beyond it (`in_port[16..31]`:
+/// NXM_OF_IN_PORT is 16 bits wide), then the OXM one, which holds the whole field.
+fn subfield_header(sf: &SubField) -> Result<OxmHeader, OfError> {
+    let info = sf.field.info();
+    let end = u16::from(sf.ofs) + u16::from(sf.n_bits);
+    let wide_enough = |w: &flowtable::fields::WireId| u16::from(w.len) * 8 >= end;
+    match info.subfield_wire() {
+        Some(w) if !wide_enough(&w) => info.oxm.filter(wide_enough),
+        other => other,
+    }
+    .map(|w| OxmHeader::new(w.class, w.field, false, w.len))
+    .ok_or_else(|| no_wire_form(sf.field))
 }
 
 fn subfield(h: OxmHeader, ofs: u16, n_bits: u16) -> Result<SubField, OfError> {
@@ -334,7 +344,7 @@ fn learn_in(l: &wa::Learn) -> Result<Learn, OfError> {
 
 fn learn_out(l: &Learn) -> Result<wa::Learn, OfError> {
     let field = |sf: &SubField| -> Result<(OxmHeader, u16), OfError> {
-        Ok((subfield_header(sf.field)?, u16::from(sf.ofs)))
+        Ok((subfield_header(sf)?, u16::from(sf.ofs)))
     };
     let src_out = |src: &LearnSrc, n_bits: u8| -> Result<wa::LearnSrc, OfError> {
         Ok(match src {
@@ -517,14 +527,14 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             }
         }
         T::RegLoad { dst, value } => WAction::RegLoad {
-            dst: subfield_header(dst.field)?,
+            dst: subfield_header(dst)?,
             ofs: u16::from(dst.ofs),
             n_bits: u16::from(dst.n_bits),
             value: *value as u64,
         },
         T::Move { src, dst } => WAction::RegMove {
-            src: subfield_header(src.field)?,
-            dst: subfield_header(dst.field)?,
+            src: subfield_header(src)?,
+            dst: subfield_header(dst)?,
             src_ofs: u16::from(src.ofs),
             dst_ofs: u16::from(dst.ofs),
             n_bits: u16::from(src.n_bits),
@@ -562,7 +572,7 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
         T::SetQueue(q) => WAction::SetQueue(*q),
         T::SetNwTtl(t) => WAction::SetNwTtl(*t),
         T::OutputReg { src, max_len } => WAction::OutputReg {
-            src: subfield_header(src.field)?,
+            src: subfield_header(src)?,
             ofs: u16::from(src.ofs),
             n_bits: u16::from(src.n_bits),
             max_len: *max_len,
@@ -571,7 +581,7 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
         T::Exit => WAction::Exit,
         T::CheckPktLarger { pkt_len, dst } => WAction::CheckPktLarger {
             pkt_len: *pkt_len,
-            dst: subfield_header(dst.field)?,
+            dst: subfield_header(dst)?,
             ofs: u16::from(dst.ofs),
         },
         T::Conjunction {
@@ -590,7 +600,7 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             algorithm: m.algorithm.wire(),
             max_link: m.max_link,
             arg: m.arg,
-            dst: subfield_header(m.dst.field)?,
+            dst: subfield_header(&m.dst)?,
             ofs: u16::from(m.dst.ofs),
             n_bits: u16::from(m.dst.n_bits),
         }),
@@ -601,11 +611,7 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             dst: b
                 .dst
                 .map(|d| -> Result<_, OfError> {
-                    Ok((
-                        subfield_header(d.field)?,
-                        u16::from(d.ofs),
-                        u16::from(d.n_bits),
-                    ))
+                    Ok((subfield_header(&d)?, u16::from(d.ofs), u16::from(d.n_bits)))
                 })
                 .transpose()?,
             members: b.members.iter().map(|p| port_to_of10(*p)).collect(),
@@ -647,7 +653,7 @@ fn ct_out(ct: &Ct) -> Result<CtAction, OfError> {
         None => (None, 0),
         Some(CtZone::Imm(z)) => (None, z),
         Some(CtZone::Field(sf)) => (
-            Some(subfield_header(sf.field)?),
+            Some(subfield_header(&sf)?),
             (u16::from(sf.ofs) << 6) | u16::from(sf.n_bits.saturating_sub(1)),
         ),
     };
@@ -1031,6 +1037,393 @@ pub fn meter_config_in(c: &of::MeterConfig) -> flowtable::Meter {
 mod tests {
     use super::*;
     use crate::Action;
+
+    /// xorshift64*: a deterministic generator for the property test (no dependency).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[self.below(from.len() as u64) as usize]
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// A field header in either of its spellings, and its width on the wire in bits.
+    fn header(rng: &mut Rng) -> (OxmHeader, u16) {
+        let fields: Vec<_> = flowtable::fields::FIELDS
+            .iter()
+            .filter(|f| f.subfield_wire().is_some())
+            .collect();
+        let f = fields[rng.below(fields.len() as u64) as usize];
+        let spellings: Vec<_> = [f.oxm, f.nxm].into_iter().flatten().collect();
+        let w = rng.pick(&spellings);
+        (
+            OxmHeader::new(w.class, w.field, false, w.len),
+            u16::from(w.len) * 8,
+        )
+    }
+
+    /// A field header with a bit range inside it.
+    fn range(rng: &mut Rng) -> (OxmHeader, u16, u16) {
+        let (h, width) = header(rng);
+        let n_bits = 1 + rng.below(u64::from(width.min(64))) as u16;
+        let ofs = rng.below(u64::from(width - n_bits + 1)) as u16;
+        (h, ofs, n_bits)
+    }
+
+    fn tlv(rng: &mut Rng, masked: bool) -> OxmTlv {
+        let fields: Vec<_> = flowtable::fields::FIELDS
+            .iter()
+            .filter(|f| f.match_wire().is_some())
+            .collect();
+        let f = fields[rng.below(fields.len() as u64) as usize];
+        let spellings: Vec<_> = [f.oxm, f.nxm].into_iter().flatten().collect();
+        let wire = rng.pick(&spellings);
+        let full = f.wire_full_mask() & (u128::MAX >> (128 - u32::from(wire.len) * 8));
+        let any = ((u128::from(rng.next()) << 64) | u128::from(rng.next())) & full;
+        let mask = masked.then(|| rng.pick(&[full, any, full >> 1, 0]));
+        OxmTlv {
+            field: f.id,
+            wire,
+            value: any & mask.unwrap_or(full),
+            mask,
+        }
+    }
+
+    fn random_action(rng: &mut Rng, depth: u32) -> Action {
+        use crate::action::{self as wa, port};
+        let ports = [
+            1,
+            2,
+            0xfeff,
+            port::IN_PORT,
+            port::TABLE,
+            port::NORMAL,
+            port::FLOOD,
+            port::ALL,
+            port::CONTROLLER,
+            port::LOCAL,
+        ];
+        let ports16 = [1u16, 2, 0xfeff, 0xfff8, 0xfffa, 0xfffe, 0xffff];
+        match rng.below(30) {
+            0 => Action::Output {
+                port: rng.pick(&ports),
+                max_len: rng.pick(&[0, 128, 0xffff]),
+            },
+            1 => Action::Group(rng.below(5) as u32),
+            2 => Action::SetField(tlv(rng, false)),
+            3 => Action::RegLoad2(tlv(rng, true)),
+            4 => Action::PushVlan(rng.pick(&[0x8100, 0x88a8])),
+            5 => Action::PopVlan,
+            6 => Action::DecNwTtl,
+            7 => Action::NxDecTtl,
+            8 => Action::Resubmit {
+                in_port: rng.pick(&ports16),
+                table: rng.pick(&[None, Some(0), Some(3), Some(255)]),
+            },
+            9 => {
+                let (dst, ofs, n_bits) = range(rng);
+                Action::RegLoad {
+                    dst,
+                    ofs,
+                    n_bits,
+                    value: rng.next() & (u64::MAX >> (64 - n_bits)),
+                }
+            }
+            10 => {
+                let (src, src_ofs, n1) = range(rng);
+                let (dst, dst_ofs, n2) = range(rng);
+                Action::RegMove {
+                    src,
+                    dst,
+                    src_ofs,
+                    dst_ofs,
+                    n_bits: n1.min(n2),
+                }
+            }
+            11 => {
+                let n = 6 + 8 * rng.below(2) as usize;
+                Action::Note(rng.bytes(n))
+            }
+            12 => {
+                let zone_src = rng.chance(30).then(|| range(rng));
+                let mut actions = Vec::new();
+                if rng.chance(50) {
+                    let kind = rng.pick(&[0, wa::NAT_SRC, wa::NAT_DST]);
+                    let extra = rng.pick(&[0, wa::NAT_PERSISTENT, wa::NAT_PROTO_HASH]);
+                    let lo = rng.next() as u32;
+                    actions.push(Action::Nat(wa::NatAction {
+                        flags: kind | extra,
+                        ipv4_min: (kind != 0 && rng.chance(60)).then_some(lo),
+                        ipv4_max: rng.chance(30).then_some(lo.wrapping_add(5)),
+                        proto_min: rng.chance(40).then_some(1000),
+                        proto_max: rng.chance(30).then_some(2000),
+                        ..wa::NatAction::default()
+                    }));
+                }
+                if rng.chance(50) {
+                    actions.push(Action::SetField(tlv(rng, false)));
+                }
+                Action::Ct(wa::CtAction {
+                    flags: rng.below(4) as u16,
+                    zone_src: zone_src.map(|z| z.0),
+                    zone: match zone_src {
+                        Some((_, ofs, n)) => (ofs << 6) | (n - 1),
+                        None => rng.pick(&[0, 1, 0xffff]),
+                    },
+                    recirc_table: rng.pick(&[wa::CT_NO_RECIRC, 1, 0]),
+                    alg: rng.pick(&[0, 21]),
+                    actions,
+                })
+            }
+            13 => Action::CtClear,
+            14 => Action::Controller {
+                max_len: rng.pick(&[0, 0xffff]),
+                controller_id: rng.below(3) as u16,
+                reason: rng.below(4) as u8,
+            },
+            15 => Action::Controller2(wa::Controller2 {
+                userdata: {
+                    let n = rng.below(5) as usize;
+                    rng.bytes(n)
+                },
+                max_len: rng.pick(&[0, 0xffff, 64]),
+                controller_id: rng.below(3) as u16,
+                reason: rng.below(4) as u8,
+                pause: rng.chance(30),
+                meter_id: rng.chance(20).then_some(3),
+            }),
+            16 => {
+                let n_clauses = 2 + rng.below(3) as u8;
+                Action::Conjunction {
+                    id: rng.next() as u32,
+                    clause: rng.below(u64::from(n_clauses)) as u8,
+                    n_clauses,
+                }
+            }
+            17 => {
+                let mut specs = Vec::new();
+                for _ in 0..1 + rng.below(3) {
+                    let (h, ofs, n_bits) = range(rng);
+                    let src = if rng.chance(50) {
+                        let (sh, _, _) = range(rng);
+                        wa::LearnSrc::Field { header: sh, ofs: 0 }
+                    } else {
+                        let n = 2 * usize::from(n_bits.div_ceil(16));
+                        wa::LearnSrc::Immediate(rng.bytes(n))
+                    };
+                    let dst = match rng.below(3) {
+                        0 => wa::LearnDst::Match { header: h, ofs },
+                        1 => wa::LearnDst::Load { header: h, ofs },
+                        _ => wa::LearnDst::Output,
+                    };
+                    specs.push(wa::LearnSpec { n_bits, src, dst });
+                }
+                let learn2 = rng.chance(40);
+                let result_dst = (learn2 && rng.chance(50)).then(|| {
+                    let (h, ofs, _) = range(rng);
+                    (h, ofs)
+                });
+                Action::Learn(wa::Learn {
+                    idle_timeout: rng.below(100) as u16,
+                    hard_timeout: rng.below(100) as u16,
+                    priority: rng.next() as u16,
+                    cookie: rng.next(),
+                    flags: rng.below(4) as u16
+                        | if result_dst.is_some() {
+                            wa::LEARN_F_WRITE_RESULT
+                        } else {
+                            0
+                        },
+                    table_id: rng.below(5) as u8,
+                    fin_idle_timeout: rng.below(3) as u16,
+                    fin_hard_timeout: rng.below(3) as u16,
+                    learn2,
+                    limit: if learn2 { rng.below(3) as u32 } else { 0 },
+                    result_dst,
+                    specs,
+                })
+            }
+            18 => Action::FinTimeout {
+                idle_timeout: rng.below(100) as u16,
+                hard_timeout: rng.below(100) as u16,
+            },
+            19 => Action::SetQueue(rng.below(8) as u32),
+            20 => Action::SetNwTtl(rng.next() as u8),
+            21 => {
+                let (src, ofs, n_bits) = range(rng);
+                Action::OutputReg {
+                    src,
+                    ofs,
+                    n_bits,
+                    max_len: rng.pick(&[0, 0xffff]),
+                }
+            }
+            22 if depth < 2 => Action::Clone(
+                (0..rng.below(3))
+                    .map(|_| random_action(rng, depth + 1))
+                    .collect(),
+            ),
+            23 => Action::Exit,
+            24 => {
+                let (dst, width) = header(rng);
+                Action::CheckPktLarger {
+                    pkt_len: rng.next() as u16,
+                    dst,
+                    ofs: rng.below(u64::from(width)) as u16,
+                }
+            }
+            25 => {
+                let (dst, ofs, n_bits) = range(rng);
+                Action::Multipath(wa::Multipath {
+                    fields: rng.below(7) as u16,
+                    basis: rng.next() as u16,
+                    algorithm: rng.below(4) as u16,
+                    max_link: rng.below(4) as u16,
+                    arg: rng.next() as u32,
+                    dst,
+                    ofs,
+                    n_bits,
+                })
+            }
+            26 => Action::Bundle(wa::Bundle {
+                algorithm: rng.below(2) as u16,
+                fields: rng.below(7) as u16,
+                basis: rng.next() as u16,
+                dst: rng.chance(50).then(|| range(rng)),
+                members: (0..rng.below(4)).map(|_| rng.pick(&ports16)).collect(),
+            }),
+            27 => {
+                let sampling_port = rng.pick(&[wa::SAMPLE_NO_PORT, 1, 0xfffe]);
+                let direction = rng.below(3) as u8;
+                Action::Sample(wa::SampleAction {
+                    subtype: wa::SampleAction::subtype_for(sampling_port, direction),
+                    probability: rng.next() as u16,
+                    collector_set_id: rng.below(3) as u32,
+                    obs_domain_id: rng.below(3) as u32,
+                    obs_point_id: rng.below(3) as u32,
+                    sampling_port,
+                    direction,
+                })
+            }
+            28 => Action::DecTtlCntIds((0..rng.below(4)).map(|i| i as u16).collect()),
+            _ => Action::ResubmitCt {
+                in_port: rng.pick(&ports16),
+                table: rng.pick(&[0, 3, 255]),
+            },
+        }
+    }
+
+    fn variant(a: &Action) -> String {
+        let d = format!("{a:?}");
+        d.split(['(', ' ', '{']).next().unwrap_or("").to_string()
+    }
+
+    /// Property: every instruction list a controller may send (random actions of every
+    /// kind, kept when the codec decodes them) becomes table instructions that
+    /// `instructions_out` writes back so that they convert to the same instructions, and what
+    /// it writes encodes and decodes to itself (the flow-mods vswitchctl sends).
+    #[test]
+    fn every_accepted_instruction_list_survives_out_and_back() {
+        use crate::action::{decode_actions, encode_actions};
+        use crate::instruction::{decode_instructions, encode_instructions};
+        let mut rng = Rng(0xac71_0a5e_ed00_0042);
+        let mut accepted = std::collections::HashMap::<String, usize>::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
+        for _ in 0..60_000 {
+            let list: Vec<Action> = (0..1 + rng.below(3))
+                .map(|_| random_action(&mut rng, 0))
+                .collect();
+            let mut bytes = Vec::new();
+            encode_actions(&list, &mut bytes);
+            // What the codec decodes is what a controller can send.
+            let Ok(list) = decode_actions(&bytes) else {
+                continue;
+            };
+            let mut insts = Vec::new();
+            if rng.chance(20) {
+                insts.push(Instruction::Meter(1 + rng.below(3) as u32));
+            }
+            if rng.chance(70) {
+                insts.push(Instruction::ApplyActions(list.clone()));
+            }
+            if rng.chance(20) {
+                insts.push(Instruction::ClearActions);
+            }
+            if rng.chance(30) {
+                insts.push(Instruction::WriteActions(list.clone()));
+            }
+            if rng.chance(20) {
+                insts.push(Instruction::WriteMetadata {
+                    metadata: rng.next() & 0xff,
+                    mask: 0xff,
+                });
+            }
+            if rng.chance(30) {
+                insts.push(Instruction::GotoTable(1 + rng.below(3) as u8));
+            }
+            let mut bytes = Vec::new();
+            encode_instructions(&insts, &mut bytes);
+            let Ok(insts) = decode_instructions(&bytes) else {
+                continue;
+            };
+            let Ok(model) = instructions_in(&insts) else {
+                continue;
+            };
+            for a in &list {
+                *accepted.entry(variant(a)).or_default() += 1;
+            }
+            let out = instructions_out(&model);
+            let back = out
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|o| instructions_in(o));
+            let mut bytes = Vec::new();
+            if let Ok(o) = &out {
+                encode_instructions(o, &mut bytes);
+            }
+            let redecoded = decode_instructions(&bytes);
+            let problem = if back.as_ref() != Ok(&model) {
+                Some(format!("model changed: {back:?}"))
+            } else if redecoded.as_ref().ok() != out.as_ref().ok() {
+                Some(format!("written instructions do not decode: {redecoded:?}"))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                let kind: Vec<String> = list.iter().map(variant).collect();
+                let kind = kind.join(",");
+                if !failures.iter().any(|(k, _)| *k == kind) {
+                    failures.push((kind, format!("{insts:?}\n    {p}")));
+                }
+            }
+        }
+        let report: Vec<String> = failures.iter().map(|(_, f)| f.clone()).collect();
+        assert!(
+            report.is_empty(),
+            "lossy instructions:\n{}",
+            report.join("\n")
+        );
+        // Not vacuous: every kind of action was in many accepted lists.
+        assert_eq!(accepted.len(), 30, "{accepted:?}");
+        for (v, n) in &accepted {
+            assert!(*n > 50, "{v}: only {n} accepted");
+        }
+    }
 
     #[test]
     fn write_actions_are_kept_and_disallowed_ones_refused() {
