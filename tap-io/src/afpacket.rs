@@ -934,6 +934,35 @@ impl AfPacketTx {
     }
 }
 
+impl AfPacketTx {
+    /// A send-only handle with virtio-net headers (GSO super-frames when the interface has
+    /// TSO on, partial checksums always), qdisc bypass: the transmit half of an AF_XDP port
+    /// whose frames should leave with the offloads an AF_PACKET port would give them.
+    pub(crate) fn open_offloading(name: &str, ifindex: u32, mtu: usize) -> io::Result<AfPacketTx> {
+        let tso = iface::tso_enabled(name).unwrap_or(true);
+        Ok(AfPacketTx {
+            name: name.to_owned(),
+            mtu,
+            tx: Sender::new(
+                tx_socket(ifindex, false, true)?,
+                Some(tx_socket(ifindex, true, true)?),
+                tso,
+            ),
+            stats: PortStats::default(),
+        })
+    }
+
+    /// Another handle on the same sockets, with scratch of its own (another thread's).
+    pub(crate) fn try_clone(&self) -> io::Result<AfPacketTx> {
+        Ok(AfPacketTx {
+            name: self.name.clone(),
+            mtu: self.mtu,
+            tx: self.tx.try_clone()?,
+            stats: PortStats::default(),
+        })
+    }
+}
+
 impl Port for AfPacketTx {
     fn name(&self) -> &str {
         &self.name

@@ -67,6 +67,34 @@ pub struct AfXdpConfig {
     /// Refuse an interface with an address of the host's own (default true): the port takes
     /// every frame, the host stack gets none.
     pub refuse_host_address: bool,
+    /// How frames leave (default [`XdpTx::Xsk`]; `TAP_IO_AFXDP_TX=afpacket` picks the other).
+    pub tx: XdpTx,
+}
+
+/// The transmit path of an AF_XDP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpTx {
+    /// The XSK's own tx ring (copy mode: each frame copied into UMEM, then into an skb the
+    /// kernel builds in `sendto`; no offloads).
+    Xsk,
+    /// An AF_PACKET socket pair on the same interface with virtio-net headers: consecutive
+    /// TCP segments leave merged into super-frames (software GRO) and partial checksums are
+    /// handed on, as from an AF_PACKET port. Receiving stays on the XSK.
+    AfPacket,
+}
+
+/// Environment variable choosing [`XdpTx`] for A/B runs: `xsk` (default) or `afpacket`.
+/// Measured (docs/benchmarks.md, 2026-12-06): `afpacket` gives TCP through a Service VIP 1.5×,
+/// and costs 7–10 % of the 64-byte UDP capacity; not the default until a quiet run decides.
+pub const TX_ENV: &str = "TAP_IO_AFXDP_TX";
+
+impl XdpTx {
+    fn from_env() -> XdpTx {
+        match std::env::var(TX_ENV).as_deref() {
+            Ok("afpacket") => XdpTx::AfPacket,
+            _ => XdpTx::Xsk,
+        }
+    }
 }
 
 impl AfXdpConfig {
@@ -76,6 +104,7 @@ impl AfXdpConfig {
             rx_frames: 2048,
             tx_frames: 2048,
             refuse_host_address: true,
+            tx: XdpTx::from_env(),
         }
     }
 }
@@ -103,6 +132,8 @@ pub struct AfXdpPort {
     stats: PortStats,
     /// Kernel drops already counted when the statistics were last read.
     kernel_drops: u64,
+    /// With [`XdpTx::AfPacket`]: the sockets frames leave through.
+    packet_tx: Option<crate::afpacket::AfPacketTx>,
 }
 
 // SAFETY: the rings and UMEM are mappings owned exclusively by this port (raw pointers into
@@ -279,10 +310,18 @@ impl AfXdpPort {
             ifname: name.clone(),
             source: e.source,
         })?;
+        let packet_tx = match cfg.tx {
+            XdpTx::Xsk => None,
+            XdpTx::AfPacket => Some(
+                crate::afpacket::AfPacketTx::open_offloading(&name, ifindex, mtu)
+                    .map_err(sys("AF_PACKET transmit socket"))?,
+            ),
+        };
         Ok(Self {
             name,
             ifindex,
             mtu,
+            packet_tx,
             _xdp: xdp,
             rx,
             fill,
@@ -430,6 +469,11 @@ impl Port for AfXdpPort {
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
+        if let Some(t) = self.packet_tx.as_mut() {
+            let r = t.tx_batch(batch);
+            self.stats.account_tx(&r);
+            return r;
+        }
         let mut r = TxReport::default();
         self.reclaim();
         let max = self.mtu + 18;
@@ -484,8 +528,11 @@ impl Port for AfXdpPort {
 
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
         Some(
-            crate::afpacket::AfPacketTx::open(&self.name, self.ifindex, self.mtu)
-                .map(|t| Box::new(t) as Box<dyn Port + Send>),
+            match &self.packet_tx {
+                Some(t) => t.try_clone(),
+                None => crate::afpacket::AfPacketTx::open(&self.name, self.ifindex, self.mtu),
+            }
+            .map(|t| Box::new(t) as Box<dyn Port + Send>),
         )
     }
 
@@ -503,5 +550,11 @@ impl Port for AfXdpPort {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn offloads(&self) -> crate::Offloads {
+        self.packet_tx
+            .as_ref()
+            .map_or(crate::Offloads::default(), |t| t.offloads())
     }
 }

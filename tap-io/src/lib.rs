@@ -25,7 +25,7 @@ mod xdpprog;
 mod xskring;
 
 pub use afpacket::{AfPacketConfig, AfPacketPort, HostRx, RingKind};
-pub use afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
+pub use afxdp::{AfXdpConfig, AfXdpError, AfXdpPort, XdpTx};
 pub use buf::{
     Batch, BufError, BufferPool, GSO_FRAME_ROOM, Gso, GsoKind, PacketBuf, RxMeta, TunnelMeta,
 };

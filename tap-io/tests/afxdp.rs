@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tap_io::netns::{self, RawEth, in_private_netns, require_root, test_frame};
-use tap_io::{AfXdpConfig, AfXdpError, AfXdpPort, Batch, Port};
+use tap_io::{AfXdpConfig, AfXdpError, AfXdpPort, Batch, Port, XdpTx};
 
 /// A veth pair `a` <-> `b`, both up (one queue each, the default).
 fn veth(a: &str, b: &str) {
@@ -24,14 +24,31 @@ fn no_ipv6() {
 }
 
 #[test]
-fn afxdp_frames_pass_both_ways_intact() {
-    if !require_root("afxdp_frames_pass_both_ways_intact") {
+fn afxdp_frames_pass_both_ways_intact_xsk_tx() {
+    if !require_root("afxdp_frames_pass_both_ways_intact_xsk_tx") {
         return;
     }
-    in_private_netns(|| {
+    frames_pass_both_ways_intact(XdpTx::Xsk);
+}
+
+#[test]
+fn afxdp_frames_pass_both_ways_intact_afpacket_tx() {
+    if !require_root("afxdp_frames_pass_both_ways_intact_afpacket_tx") {
+        return;
+    }
+    frames_pass_both_ways_intact(XdpTx::AfPacket);
+}
+
+fn frames_pass_both_ways_intact(tx: XdpTx) {
+    in_private_netns(move || {
         no_ipv6();
         veth("va", "vb");
-        let mut port = AfXdpPort::open(&AfXdpConfig::new("va")).unwrap();
+        let cfg = AfXdpConfig {
+            tx,
+            ..AfXdpConfig::new("va")
+        };
+        let mut port = AfXdpPort::open(&cfg).unwrap();
+        assert_eq!(port.offloads().csum, tx == XdpTx::AfPacket, "{tx:?}");
         let kernel = RawEth::bind("vb").unwrap();
         // Kernel -> port, in batches of several sizes, up to a full-MTU frame.
         for n in [1usize, 2, 31, 33, 64] {
