@@ -323,17 +323,10 @@ impl<R> Classifier<R> {
             let cands = &cands[..n_cands];
             let mut warm = 0u64;
             for c in cands.iter().flatten() {
-                warm ^= u64::from(c.leaf.first_tag());
+                warm ^= u64::from(c.leaf.warm(subtable::tag_of(c.hash)));
             }
-            let mut rules: [Option<&'a Arc<Rule<R>>>; BURST] = [None; BURST];
-            for (c, r) in cands.iter().flatten().zip(rules.iter_mut()) {
-                *r = c
-                    .leaf
-                    .first_candidate(subtable::tag_of(c.hash))
-                    .map(|b| b.best());
-            }
-            for (c, r) in cands.iter().flatten().zip(&rules) {
-                if let Some(rule) = r {
+            for c in cands.iter().flatten() {
+                if let Some(rule) = c.leaf.first_candidate(subtable::tag_of(c.hash)) {
                     warm ^= c.subtable.touch_rule(rule);
                 }
             }

@@ -20,7 +20,7 @@
 use encap::FlowKey;
 use std::sync::Arc;
 
-use super::subtable::Bucket;
+use super::subtable::BucketRef;
 use super::{Classifier, Rule};
 
 /// One `conjunction(id, clause/n_clauses)` of a rule; `clause` is 0-based (the wire form).
@@ -33,7 +33,7 @@ pub struct Conjunction {
 
 /// A soft match: the rule standing for it, its bucket and its position there.
 struct Soft<'a, R> {
-    bucket: &'a Bucket<R>,
+    bucket: BucketRef<'a, R>,
     at: usize,
     rule: &'a Arc<Rule<R>>,
 }

@@ -5,11 +5,16 @@
 //! The table is a two-level radix tree on the top bits of the hash: a directory of
 //! `Arc<[Arc<Leaf>]>` nodes (up to [`DIR_FANOUT`] leaves each), and small leaves of up to
 //! [`LEAF_CAP`] buckets held inline. The leaf count doubles when the subtable averages more
-//! than [`LEAF_FILL`] buckets per leaf, so a leaf holds 4–8 buckets on average; more than
-//! `LEAF_CAP` (rare: a Poisson(8) tail) spill into the leaf's overflow list.
+//! than [`LEAF_FILL`] buckets per leaf, so a leaf holds 4–8 buckets on average.
 //!
-//! A leaf starts with a cache line of 32-bit tags (low hash bits, never 0), so a probe reads
-//! one tag line, then the matching bucket and its rule. Each directory node also holds a small
+//! A leaf is [`GROUPS`] cache lines ([`Group`]), each holding the 32-bit tags (low hash bits,
+//! never 0) of up to [`GROUP`] buckets next to those buckets' winning rule pointers, as Open
+//! vSwitch's cmap bucket does; a bucket's group is picked by its tag. So a probe reads one
+//! line, which answers it, then the rule itself: two dependent loads where a tag line followed
+//! by a separate bucket line took three. The rest of a bucket's rules (same match, lower
+//! priority) sit apart in the leaf (`others`), read only by conjunctive matching and removal;
+//! buckets of a full group (rare: a Poisson(2) tail) spill into the leaf's overflow list. Each
+//! directory node also holds a small
 //! Bloom filter over the tags of its leaves' buckets ([`DirNode`]): a probe that misses — most
 //! do, a packet is probed in every subtable the priorities leave in play — usually stops at the
 //! node, which stays in cache even for a million rules, and never loads the leaf. Knowing each address one step ahead is
@@ -32,8 +37,6 @@ use encap::FlowKey;
 
 use super::{Rule, RuleId};
 
-/// Buckets held inline in a leaf.
-pub(crate) const LEAF_CAP: usize = 16;
 /// The leaf count doubles when the subtable holds more buckets than this per leaf.
 const LEAF_FILL: usize = 8;
 /// Leaves per directory node (log2).
@@ -54,7 +57,9 @@ fn touch<'a, T: ?Sized + 'a>(arcs: impl Iterator<Item = &'a Arc<T>>) {
     std::hint::black_box(acc);
 }
 
-/// Rules with the same masked value: `best` wins, `others` are sorted best-first.
+/// Rules with the same masked value, owned: `best` wins, `others` are sorted best-first. Used
+/// where buckets move (the overflow list, growth); inline buckets are split between a group
+/// line and the leaf's `others` array.
 pub(crate) struct Bucket<R> {
     best: Arc<Rule<R>>,
     others: Vec<Arc<Rule<R>>>,
@@ -69,72 +74,149 @@ impl<R> Clone for Bucket<R> {
     }
 }
 
-impl<R> Bucket<R> {
-    fn add(&mut self, rule: Arc<Rule<R>>) {
-        if rule.beats(&self.best) {
-            let old = std::mem::replace(&mut self.best, rule);
-            self.others.insert(0, old);
-        } else {
-            let at = self.others.partition_point(|r| r.beats(&rule));
-            self.others.insert(at, rule);
+/// Adds `rule` to the bucket `(best, others)`.
+fn bucket_add<R>(best: &mut Arc<Rule<R>>, others: &mut Vec<Arc<Rule<R>>>, rule: Arc<Rule<R>>) {
+    if rule.beats(best) {
+        let old = std::mem::replace(best, rule);
+        others.insert(0, old);
+    } else {
+        let at = others.partition_point(|r| r.beats(&rule));
+        others.insert(at, rule);
+    }
+}
+
+/// Removes rule `id` from the bucket `(best, others)`; returns it, and true when it was the
+/// only one (the caller drops the bucket then).
+fn bucket_remove<R>(
+    best: &mut Arc<Rule<R>>,
+    others: &mut Vec<Arc<Rule<R>>>,
+    id: RuleId,
+) -> Option<(Arc<Rule<R>>, bool)> {
+    if best.id == id {
+        if others.is_empty() {
+            return Some((Arc::clone(best), true));
+        }
+        let next = others.remove(0);
+        return Some((std::mem::replace(best, next), false));
+    }
+    let at = others.iter().position(|r| r.id == id)?;
+    Some((others.remove(at), false))
+}
+
+/// A bucket as the lookup sees it: the winning rule and the rest, best first.
+pub(crate) struct BucketRef<'a, R> {
+    best: &'a Arc<Rule<R>>,
+    others: &'a [Arc<Rule<R>>],
+}
+
+impl<R> Clone for BucketRef<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for BucketRef<'_, R> {}
+
+impl<'a, R> BucketRef<'a, R> {
+    fn to_owned(self) -> Bucket<R> {
+        Bucket {
+            best: Arc::clone(self.best),
+            others: self.others.to_vec(),
         }
     }
 
-    /// Removes rule `id`; returns it. The bucket is empty afterwards when `best` was the only one
-    /// (the caller drops the bucket then).
-    fn remove(&mut self, id: RuleId) -> Option<(Arc<Rule<R>>, bool)> {
-        if self.best.id == id {
-            if self.others.is_empty() {
-                return Some((Arc::clone(&self.best), true));
-            }
-            let next = self.others.remove(0);
-            return Some((std::mem::replace(&mut self.best, next), false));
-        }
-        let at = self.others.iter().position(|r| r.id == id)?;
-        Some((self.others.remove(at), false))
-    }
-
-    fn rules(&self) -> impl Iterator<Item = &Arc<Rule<R>>> {
-        std::iter::once(&self.best).chain(self.others.iter())
-    }
-
-    /// The winning rule of the bucket.
-    #[inline]
-    pub(crate) fn best(&self) -> &Arc<Rule<R>> {
-        &self.best
+    fn rules(self) -> impl Iterator<Item = &'a Arc<Rule<R>>> {
+        std::iter::once(self.best).chain(self.others.iter())
     }
 
     /// The `i`-th best rule of the bucket (0 = `best`): rules with this exact match, best first.
     #[inline]
-    pub(crate) fn nth(&self, i: usize) -> Option<&Arc<Rule<R>>> {
+    pub(crate) fn nth(self, i: usize) -> Option<&'a Arc<Rule<R>>> {
         match i {
-            0 => Some(&self.best),
+            0 => Some(self.best),
             _ => self.others.get(i - 1),
         }
     }
 }
 
-/// The tags of a leaf's inline buckets: one cache line.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Tags([u32; LEAF_CAP]);
+/// Buckets per group: one cache line of their tags and winning rules.
+const GROUP: usize = 5;
+/// Groups per leaf; a bucket's group is fixed by its tag ([`group_of`]).
+const GROUPS: usize = 4;
+/// Buckets held inline in a leaf.
+pub(crate) const LEAF_CAP: usize = GROUP * GROUPS;
 
-/// Up to `LEAF_CAP` buckets inline (slots `0..len`, tag 0 = empty), the rest in `overflow`.
+/// One cache line that answers a probe: the tags (low hash bits, never 0; 0 = empty lane,
+/// lanes fill in order) of up to `GROUP` buckets next to their winning rules. A probe reads
+/// the group its tag picks and goes straight to the rule, one dependent load fewer than a tag
+/// line followed by a separate bucket line.
+#[repr(C, align(64))]
+struct Group<R> {
+    tags: [u32; GROUP],
+    best: [Option<Arc<Rule<R>>>; GROUP],
+}
+
+impl<R> Clone for Group<R> {
+    fn clone(&self) -> Self {
+        Group {
+            tags: self.tags,
+            best: self.best.clone(),
+        }
+    }
+}
+
+impl<R> Group<R> {
+    fn new() -> Self {
+        Group {
+            tags: [0; GROUP],
+            best: std::array::from_fn(|_| None),
+        }
+    }
+
+    /// Lanes in use (they fill in order).
+    #[inline]
+    fn len(&self) -> usize {
+        self.tags.iter().take_while(|&&t| t != 0).count()
+    }
+
+    /// Bit `i` set when lane `i` carries `tag`.
+    #[inline]
+    fn hits(&self, tag: u32) -> u32 {
+        let mut hits = 0u32;
+        for (i, &t) in self.tags.iter().enumerate() {
+            hits |= u32::from(t == tag) << i;
+        }
+        hits
+    }
+
+    #[inline]
+    fn full(&self) -> bool {
+        self.tags[GROUP - 1] != 0
+    }
+}
+
+/// The group of a tag: bits the directory filter and the leaf index do not use.
+#[inline]
+fn group_of(tag: u32) -> usize {
+    (tag >> 24) as usize % GROUPS
+}
+
+/// `GROUPS` group lines of `GROUP` inline buckets each (the rest of an inline bucket's rules
+/// in `others`), and the buckets whose group was full in `overflow`.
 #[repr(C)]
 pub(crate) struct Leaf<R> {
-    tags: Tags,
-    slots: [Option<Bucket<R>>; LEAF_CAP],
-    len: usize,
+    groups: [Group<R>; GROUPS],
+    /// `others[g * GROUP + lane]`: the rules after the best one of that inline bucket.
+    others: [Vec<Arc<Rule<R>>>; LEAF_CAP],
     overflow: Vec<(u32, Bucket<R>)>,
 }
 
 impl<R> Clone for Leaf<R> {
     fn clone(&self) -> Self {
-        touch(self.buckets().map(|b| &b.best));
+        touch(self.groups.iter().flat_map(|g| g.best.iter().flatten()));
         Leaf {
-            tags: self.tags,
-            slots: self.slots.clone(),
-            len: self.len,
+            groups: self.groups.clone(),
+            others: self.others.clone(),
             overflow: self.overflow.clone(),
         }
     }
@@ -143,148 +225,179 @@ impl<R> Clone for Leaf<R> {
 impl<R> Drop for Leaf<R> {
     fn drop(&mut self) {
         // The rules' reference counts are decremented next; load their lines together first.
-        touch(self.buckets().map(|b| &b.best));
+        touch(self.groups.iter().flat_map(|g| g.best.iter().flatten()));
     }
 }
 
-/// A bucket's position in its leaf: `< LEAF_CAP` inline, above that in the overflow list.
+/// A bucket's position in its leaf: `group * GROUP + lane` inline (`< LEAF_CAP`), above that
+/// in the overflow list.
 type Pos = usize;
 
 impl<R> Leaf<R> {
     fn new() -> Self {
         Leaf {
-            tags: Tags([0; LEAF_CAP]),
-            slots: std::array::from_fn(|_| None),
-            len: 0,
+            groups: std::array::from_fn(|_| Group::new()),
+            others: std::array::from_fn(|_| Vec::new()),
             overflow: Vec::new(),
         }
     }
 
-    /// Bit `i` set when inline slot `i` carries `tag`.
+    /// The position of the first bucket with `tag` whose winning rule `eq` accepts.
     #[inline]
-    fn tag_hits(&self, tag: u32) -> u32 {
-        let mut hits = 0u32;
-        for (i, &t) in self.tags.0.iter().enumerate() {
-            hits |= u32::from(t == tag) << i;
-        }
-        hits
-    }
-
-    /// The position of the first bucket with `tag` that `eq` accepts.
-    #[inline]
-    fn position(&self, tag: u32, eq: impl Fn(&Bucket<R>) -> bool) -> Option<Pos> {
-        let mut hits = self.tag_hits(tag);
+    fn position(&self, tag: u32, eq: impl Fn(&Rule<R>) -> bool) -> Option<Pos> {
+        let g = group_of(tag);
+        let group = &self.groups[g];
+        let mut hits = group.hits(tag);
         while hits != 0 {
-            let i = hits.trailing_zeros() as usize;
+            let lane = hits.trailing_zeros() as usize;
             hits &= hits - 1;
-            if let Some(b) = &self.slots[i]
-                && eq(b)
+            if let Some(r) = &group.best[lane]
+                && eq(r)
             {
-                return Some(i);
+                return Some(g * GROUP + lane);
             }
         }
-        // Overflow exists only when every inline slot is taken.
-        if self.tags.0[LEAF_CAP - 1] == 0 {
+        // A group spills into the overflow list only when it is full.
+        if !group.full() {
             return None;
         }
         self.overflow
             .iter()
-            .position(|(t, b)| *t == tag && eq(b))
+            .position(|(t, b)| *t == tag && eq(&b.best))
             .map(|i| LEAF_CAP + i)
     }
 
     #[inline]
-    fn find(&self, tag: u32, eq: impl Fn(&Bucket<R>) -> bool) -> Option<&Bucket<R>> {
+    fn find(&self, tag: u32, eq: impl Fn(&Rule<R>) -> bool) -> Option<BucketRef<'_, R>> {
         let pos = self.position(tag, eq)?;
         self.get(pos)
     }
 
     #[inline]
-    fn get(&self, pos: Pos) -> Option<&Bucket<R>> {
+    fn get(&self, pos: Pos) -> Option<BucketRef<'_, R>> {
         if pos < LEAF_CAP {
-            self.slots[pos].as_ref()
+            let best = self.groups[pos / GROUP].best[pos % GROUP].as_ref()?;
+            Some(BucketRef {
+                best,
+                others: &self.others[pos],
+            })
         } else {
-            self.overflow.get(pos - LEAF_CAP).map(|(_, b)| b)
+            self.overflow
+                .get(pos - LEAF_CAP)
+                .map(|(_, b)| BucketRef {
+                    best: &b.best,
+                    others: &b.others,
+                })
         }
     }
 
-    fn get_mut(&mut self, pos: Pos) -> Option<&mut Bucket<R>> {
+    /// The bucket at `pos` as `(best, others)`, to change in place.
+    fn get_mut(&mut self, pos: Pos) -> Option<(&mut Arc<Rule<R>>, &mut Vec<Arc<Rule<R>>>)> {
         if pos < LEAF_CAP {
-            self.slots[pos].as_mut()
+            let best = self.groups[pos / GROUP].best[pos % GROUP].as_mut()?;
+            Some((best, &mut self.others[pos]))
         } else {
-            self.overflow.get_mut(pos - LEAF_CAP).map(|(_, b)| b)
+            self.overflow
+                .get_mut(pos - LEAF_CAP)
+                .map(|(_, b)| (&mut b.best, &mut b.others))
         }
     }
 
-    /// The first inline bucket with `tag`, if any: the one a probe most likely compares (read
-    /// ahead by the staged burst lookup; the probe itself still checks every candidate).
+    /// The first bucket's winning rule with `tag`, if any: the one a probe most likely
+    /// compares (read ahead by the staged burst lookup; the probe itself still checks every
+    /// candidate). It sits in the group line [`warm`](Self::warm) read.
     #[inline]
-    pub(crate) fn first_candidate(&self, tag: u32) -> Option<&Bucket<R>> {
-        let hits = self.tag_hits(tag);
+    pub(crate) fn first_candidate(&self, tag: u32) -> Option<&Arc<Rule<R>>> {
+        let group = &self.groups[group_of(tag)];
+        let hits = group.hits(tag);
         if hits == 0 {
             return None;
         }
-        self.slots[hits.trailing_zeros() as usize].as_ref()
+        group.best[hits.trailing_zeros() as usize].as_ref()
     }
 
-    /// The first inline tag, for warming the tag line.
+    /// Reads the group line a probe for `tag` needs, so that it loads ahead of the probe.
     #[inline]
-    pub(crate) fn first_tag(&self) -> u32 {
-        self.tags.0[0]
+    pub(crate) fn warm(&self, tag: u32) -> u32 {
+        self.groups[group_of(tag)].tags[0]
     }
 
     fn push(&mut self, tag: u32, bucket: Bucket<R>) {
-        if self.len < LEAF_CAP {
-            self.tags.0[self.len] = tag;
-            self.slots[self.len] = Some(bucket);
-            self.len += 1;
+        let g = group_of(tag);
+        let group = &mut self.groups[g];
+        let lane = group.len();
+        if lane < GROUP {
+            group.tags[lane] = tag;
+            group.best[lane] = Some(bucket.best);
+            self.others[g * GROUP + lane] = bucket.others;
         } else {
             self.overflow.push((tag, bucket));
         }
     }
 
-    /// Removes the bucket at `pos`; the last inline bucket (or an overflow one) fills the gap.
+    /// Removes the bucket at `pos`; the last bucket of its group (or an overflow one of the
+    /// same group) fills the gap.
     fn remove_at(&mut self, pos: Pos) -> Option<Bucket<R>> {
         if pos >= LEAF_CAP {
             let i = pos - LEAF_CAP;
             return (i < self.overflow.len()).then(|| self.overflow.swap_remove(i).1);
         }
-        if pos >= self.len {
+        let (g, lane) = (pos / GROUP, pos % GROUP);
+        let group = &mut self.groups[g];
+        let len = group.len();
+        if lane >= len {
             return None;
         }
-        let last = self.len - 1;
-        self.tags.0.swap(pos, last);
-        self.slots.swap(pos, last);
-        let gone = self.slots[last].take();
-        self.tags.0[last] = 0;
-        self.len = last;
-        if let Some((tag, b)) = self.overflow.pop() {
+        let last = len - 1;
+        group.tags.swap(lane, last);
+        group.best.swap(lane, last);
+        self.others.swap(pos, g * GROUP + last);
+        group.tags[last] = 0;
+        let best = group.best[last].take();
+        let others = std::mem::take(&mut self.others[g * GROUP + last]);
+        if let Some(i) = self.overflow.iter().position(|(t, _)| group_of(*t) == g) {
+            let (tag, b) = self.overflow.swap_remove(i);
             self.push(tag, b);
         }
-        gone
+        best.map(|best| Bucket { best, others })
     }
 
     /// The tags of every bucket, inline and overflow.
     fn all_tags(&self) -> impl Iterator<Item = u32> + '_ {
-        self.tags.0[..self.len]
+        self.groups
             .iter()
-            .copied()
+            .flat_map(|g| g.tags.iter().copied().filter(|&t| t != 0))
             .chain(self.overflow.iter().map(|(t, _)| *t))
     }
 
-    fn buckets(&self) -> impl Iterator<Item = &Bucket<R>> {
-        self.slots[..self.len]
-            .iter()
-            .flatten()
-            .chain(self.overflow.iter().map(|(_, b)| b))
+    fn buckets(&self) -> impl Iterator<Item = BucketRef<'_, R>> {
+        (0..LEAF_CAP)
+            .filter_map(|pos| self.get(pos))
+            .chain(self.overflow.iter().map(|(_, b)| BucketRef {
+                best: &b.best,
+                others: &b.others,
+            }))
+    }
+
+    /// Number of buckets.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.groups.iter().map(Group::len).sum::<usize>() + self.overflow.len()
     }
 
     fn drain(&mut self) -> impl Iterator<Item = Bucket<R>> + '_ {
-        self.tags = Tags([0; LEAF_CAP]);
-        self.len = 0;
-        self.slots
-            .iter_mut()
-            .filter_map(Option::take)
+        let mut inline = Vec::with_capacity(LEAF_CAP);
+        for (g, group) in self.groups.iter_mut().enumerate() {
+            group.tags = [0; GROUP];
+            for (lane, best) in group.best.iter_mut().enumerate() {
+                if let Some(best) = best.take() {
+                    let others = std::mem::take(&mut self.others[g * GROUP + lane]);
+                    inline.push(Bucket { best, others });
+                }
+            }
+        }
+        inline
+            .into_iter()
             .chain(self.overflow.drain(..).map(|(_, b)| b))
     }
 
@@ -295,7 +408,7 @@ impl<R> Leaf<R> {
             + self.overflow.capacity() * std::mem::size_of::<(u32, Bucket<R>)>()
             + self
                 .buckets()
-                .map(|b| b.others.capacity() * std::mem::size_of::<usize>())
+                .map(|b| b.others.len() * std::mem::size_of::<usize>())
                 .sum::<usize>()
     }
 }
@@ -681,7 +794,7 @@ impl<R> Subtable<R> {
     /// [`lookup`](Self::lookup) with the hash already computed.
     #[inline]
     pub(crate) fn probe(&self, key: &[u64; FlowKey::WORDS], hash: u64) -> Option<&Arc<Rule<R>>> {
-        self.probe_bucket(key, hash).map(|b| &b.best)
+        self.probe_bucket(key, hash).map(|b| b.best)
     }
 
     /// The bucket of rules matching `key` (all share one masked value), best first.
@@ -690,9 +803,9 @@ impl<R> Subtable<R> {
         &self,
         key: &[u64; FlowKey::WORDS],
         hash: u64,
-    ) -> Option<&Bucket<R>> {
+    ) -> Option<BucketRef<'_, R>> {
         self.candidate_leaf(hash)?
-            .find(tag_of(hash), |b| self.key_matches(key, &b.best.value))
+            .find(tag_of(hash), |r| self.key_matches(key, &r.value))
     }
 
     /// [`probe`](Self::probe) in the leaf [`leaf`](Self::leaf) gave for `hash`.
@@ -703,13 +816,13 @@ impl<R> Subtable<R> {
         key: &[u64; FlowKey::WORDS],
         hash: u64,
     ) -> Option<&'a Arc<Rule<R>>> {
-        leaf.find(tag_of(hash), |b| self.key_matches(key, &b.best.value))
-            .map(|b| &b.best)
+        leaf.find(tag_of(hash), |r| self.key_matches(key, &r.value))
+            .map(|b| b.best)
     }
 
     /// The bucket of rules matching `key` (all share one masked value), best first.
     #[inline]
-    pub(crate) fn lookup_bucket(&self, key: &[u64; FlowKey::WORDS]) -> Option<&Bucket<R>> {
+    pub(crate) fn lookup_bucket(&self, key: &[u64; FlowKey::WORDS]) -> Option<BucketRef<'_, R>> {
         self.probe_bucket(key, self.hash(key))
     }
 
@@ -718,7 +831,7 @@ impl<R> Subtable<R> {
         let hash = self.hash(value.words());
         let bucket = self
             .leaf(hash)
-            .find(tag_of(hash), |b| b.best.value == *value)?;
+            .find(tag_of(hash), |r| r.value == *value)?;
         bucket.rules().find(|r| r.priority == priority)
     }
 
@@ -733,10 +846,10 @@ impl<R> Subtable<R> {
         let dir = self.dir_mut(li);
         dir.note(tag);
         let leaf = Arc::make_mut(&mut dir.leaves[li & (DIR_FANOUT - 1)]);
-        match leaf.position(tag, |b| b.best.value == rule.value) {
+        match leaf.position(tag, |r| r.value == rule.value) {
             Some(pos) => {
-                if let Some(bucket) = leaf.get_mut(pos) {
-                    bucket.add(rule);
+                if let Some((best, others)) = leaf.get_mut(pos) {
+                    bucket_add(best, others, rule);
                 }
             }
             None => {
@@ -760,14 +873,15 @@ impl<R> Subtable<R> {
     pub(crate) fn remove(&mut self, value: &FlowKey, id: RuleId) -> Option<Arc<Rule<R>>> {
         let hash = self.hash(value.words());
         let tag = tag_of(hash);
-        let eq = |b: &Bucket<R>| b.best.value == *value;
+        let eq = |r: &Rule<R>| r.value == *value;
         // Probe the shared leaf first so that a miss does not copy it.
         self.leaf(hash).position(tag, eq)?;
         let li = leaf_index(hash, self.leaf_bits);
         let dir = self.dir_mut(li);
         let leaf = Arc::make_mut(&mut dir.leaves[li & (DIR_FANOUT - 1)]);
         let pos = leaf.position(tag, eq)?;
-        let (rule, now_empty) = leaf.get_mut(pos)?.remove(id)?;
+        let (best, others) = leaf.get_mut(pos)?;
+        let (rule, now_empty) = bucket_remove(best, others, id)?;
         if now_empty {
             leaf.remove_at(pos);
             dir.forget_one();
@@ -796,7 +910,7 @@ impl<R> Subtable<R> {
                     for leaf in unique.leaves.iter_mut() {
                         match Arc::get_mut(leaf) {
                             Some(l) => l.drain().for_each(&mut place),
-                            None => leaf.buckets().cloned().for_each(&mut place),
+                            None => leaf.buckets().map(BucketRef::to_owned).for_each(&mut place),
                         }
                     }
                 }
@@ -804,7 +918,7 @@ impl<R> Subtable<R> {
                     .leaves
                     .iter()
                     .flat_map(|l| l.buckets())
-                    .cloned()
+                    .map(BucketRef::to_owned)
                     .for_each(&mut place),
             }
         }
@@ -859,8 +973,9 @@ mod tests {
     fn leaf_overflow_push_find_remove() {
         let mut leaf: Leaf<u64> = Leaf::new();
         let n = 3 * LEAF_CAP as u32;
-        // Tags collide in pairs, so the value check decides.
-        let tag = |p: u32| tag_of(u64::from(p / 2) << 1);
+        // Tags collide in pairs, so the value check decides; their high bits spread them over
+        // the groups.
+        let tag = |p: u32| tag_of(u64::from(p / 2).wrapping_mul(K1));
         for p in 0..n {
             leaf.push(
                 tag(p),
@@ -870,10 +985,10 @@ mod tests {
                 },
             );
         }
-        assert_eq!(leaf.len, LEAF_CAP);
-        assert_eq!(leaf.overflow.len(), n as usize - LEAF_CAP);
+        assert!(!leaf.overflow.is_empty());
+        assert_eq!(leaf.len(), n as usize);
         let find = |leaf: &Leaf<u64>, p: u32| {
-            leaf.find(tag(p), |b| b.best.value.in_port == p)
+            leaf.find(tag(p), |r| r.value.in_port == p)
                 .map(|b| b.best.payload)
         };
         for p in 0..n {
@@ -881,7 +996,7 @@ mod tests {
         }
         let copy = leaf.clone();
         let mut live: Vec<u32> = (0..n).collect();
-        // Remove from the front (inline) and from the overflow, alternately.
+        // Remove from the front and from the back, alternately.
         let mut k = 0;
         while !live.is_empty() {
             let p = if k % 2 == 0 {
@@ -890,7 +1005,7 @@ mod tests {
                 live[live.len() - 1]
             };
             let pos = leaf
-                .position(tag(p), |b| b.best.value.in_port == p)
+                .position(tag(p), |r| r.value.in_port == p)
                 .expect("live bucket found");
             let gone = leaf.remove_at(pos).expect("bucket removed");
             assert_eq!(gone.best.payload, u64::from(p));
@@ -900,7 +1015,11 @@ mod tests {
                 assert_eq!(find(&leaf, q), Some(u64::from(q)), "after removing {p}");
             }
             assert_eq!(leaf.buckets().count(), live.len());
-            assert!(leaf.overflow.is_empty() || leaf.len == LEAF_CAP);
+            assert_eq!(leaf.len(), live.len());
+            // Only a full group spills into the overflow list.
+            for (t, _) in &leaf.overflow {
+                assert!(leaf.groups[group_of(*t)].full());
+            }
             k += 1;
         }
         for p in 0..n {
