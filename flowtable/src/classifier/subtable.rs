@@ -12,7 +12,8 @@
 //! vSwitch's cmap bucket does; a bucket's group is picked by its tag. So a probe reads one
 //! line, which answers it, then the rule itself: two dependent loads where a tag line followed
 //! by a separate bucket line took three. The rest of a bucket's rules (same match, lower
-//! priority) sit apart in the leaf (`others`), read only by conjunctive matching and removal;
+//! priority) sit apart (`others`, allocated only when some bucket has them), read only by
+//! conjunctive matching and removal;
 //! buckets of a full group (rare: a Poisson(2) tail) spill into the leaf's overflow list. Each
 //! directory node also holds a small
 //! Bloom filter over the tags of its leaves' buckets ([`DirNode`]): a probe that misses — most
@@ -206,8 +207,9 @@ fn group_of(tag: u32) -> usize {
 #[repr(C)]
 pub(crate) struct Leaf<R> {
     groups: [Group<R>; GROUPS],
-    /// `others[g * GROUP + lane]`: the rules after the best one of that inline bucket.
-    others: [Vec<Arc<Rule<R>>>; LEAF_CAP],
+    /// `others[g * GROUP + lane]`: the rules after the best one of that inline bucket; boxed
+    /// and absent until some bucket has a second rule, so a leaf copy is its group lines.
+    others: Option<Box<[Vec<Arc<Rule<R>>>; LEAF_CAP]>>,
     overflow: Vec<(u32, Bucket<R>)>,
 }
 
@@ -237,7 +239,7 @@ impl<R> Leaf<R> {
     fn new() -> Self {
         Leaf {
             groups: std::array::from_fn(|_| Group::new()),
-            others: std::array::from_fn(|_| Vec::new()),
+            others: None,
             overflow: Vec::new(),
         }
     }
@@ -279,7 +281,7 @@ impl<R> Leaf<R> {
             let best = self.groups[pos / GROUP].best[pos % GROUP].as_ref()?;
             Some(BucketRef {
                 best,
-                others: &self.others[pos],
+                others: self.others.as_ref().map_or(&[], |o| o[pos].as_slice()),
             })
         } else {
             self.overflow
@@ -295,12 +297,26 @@ impl<R> Leaf<R> {
     fn get_mut(&mut self, pos: Pos) -> Option<(&mut Arc<Rule<R>>, &mut Vec<Arc<Rule<R>>>)> {
         if pos < LEAF_CAP {
             let best = self.groups[pos / GROUP].best[pos % GROUP].as_mut()?;
-            Some((best, &mut self.others[pos]))
+            let others = self
+                .others
+                .get_or_insert_with(|| Box::new(std::array::from_fn(|_| Vec::new())));
+            Some((best, &mut others[pos]))
         } else {
             self.overflow
                 .get_mut(pos - LEAF_CAP)
                 .map(|(_, b)| (&mut b.best, &mut b.others))
         }
+    }
+
+    /// Removes rule `id` from the bucket at `pos`; returns it, and true when it was the
+    /// bucket's only rule (the caller removes the bucket then).
+    fn remove_rule(&mut self, pos: Pos, id: RuleId) -> Option<(Arc<Rule<R>>, bool)> {
+        let bucket = self.get(pos)?;
+        if bucket.others.is_empty() {
+            return (bucket.best.id == id).then(|| (Arc::clone(bucket.best), true));
+        }
+        let (best, others) = self.get_mut(pos)?;
+        bucket_remove(best, others, id)
     }
 
     /// The first bucket's winning rule with `tag`, if any: the one a probe most likely
@@ -329,7 +345,12 @@ impl<R> Leaf<R> {
         if lane < GROUP {
             group.tags[lane] = tag;
             group.best[lane] = Some(bucket.best);
-            self.others[g * GROUP + lane] = bucket.others;
+            if !bucket.others.is_empty() {
+                let others = self
+                    .others
+                    .get_or_insert_with(|| Box::new(std::array::from_fn(|_| Vec::new())));
+                others[g * GROUP + lane] = bucket.others;
+            }
         } else {
             self.overflow.push((tag, bucket));
         }
@@ -351,10 +372,15 @@ impl<R> Leaf<R> {
         let last = len - 1;
         group.tags.swap(lane, last);
         group.best.swap(lane, last);
-        self.others.swap(pos, g * GROUP + last);
         group.tags[last] = 0;
         let best = group.best[last].take();
-        let others = std::mem::take(&mut self.others[g * GROUP + last]);
+        let others = match self.others.as_mut() {
+            Some(o) => {
+                o.swap(pos, g * GROUP + last);
+                std::mem::take(&mut o[g * GROUP + last])
+            }
+            None => Vec::new(),
+        };
         if let Some(i) = self.overflow.iter().position(|(t, _)| group_of(*t) == g) {
             let (tag, b) = self.overflow.swap_remove(i);
             self.push(tag, b);
@@ -391,7 +417,11 @@ impl<R> Leaf<R> {
             group.tags = [0; GROUP];
             for (lane, best) in group.best.iter_mut().enumerate() {
                 if let Some(best) = best.take() {
-                    let others = std::mem::take(&mut self.others[g * GROUP + lane]);
+                    let others = self
+                        .others
+                        .as_mut()
+                        .map(|o| std::mem::take(&mut o[g * GROUP + lane]))
+                        .unwrap_or_default();
                     inline.push(Bucket { best, others });
                 }
             }
@@ -410,6 +440,10 @@ impl<R> Leaf<R> {
                 .buckets()
                 .map(|b| b.others.len() * std::mem::size_of::<usize>())
                 .sum::<usize>()
+            + self
+                .others
+                .as_ref()
+                .map_or(0, |o| std::mem::size_of_val(&**o))
     }
 }
 
@@ -880,8 +914,7 @@ impl<R> Subtable<R> {
         let dir = self.dir_mut(li);
         let leaf = Arc::make_mut(&mut dir.leaves[li & (DIR_FANOUT - 1)]);
         let pos = leaf.position(tag, eq)?;
-        let (best, others) = leaf.get_mut(pos)?;
-        let (rule, now_empty) = bucket_remove(best, others, id)?;
+        let (rule, now_empty) = leaf.remove_rule(pos, id)?;
         if now_empty {
             leaf.remove_at(pos);
             dir.forget_one();
