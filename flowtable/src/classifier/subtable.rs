@@ -209,7 +209,7 @@ pub(crate) struct Leaf<R> {
     groups: [Group<R>; GROUPS],
     /// `others[g * GROUP + lane]`: the rules after the best one of that inline bucket; boxed
     /// and absent until some bucket has a second rule, so a leaf copy is its group lines.
-    others: Option<Box<[Vec<Arc<Rule<R>>>; LEAF_CAP]>>,
+    others: Option<Box<[Rules<R>; LEAF_CAP]>>,
     overflow: Vec<(u32, Bucket<R>)>,
 }
 
@@ -230,6 +230,9 @@ impl<R> Drop for Leaf<R> {
         touch(self.groups.iter().flat_map(|g| g.best.iter().flatten()));
     }
 }
+
+/// Rules of one bucket after its best, best first.
+type Rules<R> = Vec<Arc<Rule<R>>>;
 
 /// A bucket's position in its leaf: `group * GROUP + lane` inline (`< LEAF_CAP`), above that
 /// in the overflow list.
@@ -284,17 +287,15 @@ impl<R> Leaf<R> {
                 others: self.others.as_ref().map_or(&[], |o| o[pos].as_slice()),
             })
         } else {
-            self.overflow
-                .get(pos - LEAF_CAP)
-                .map(|(_, b)| BucketRef {
-                    best: &b.best,
-                    others: &b.others,
-                })
+            self.overflow.get(pos - LEAF_CAP).map(|(_, b)| BucketRef {
+                best: &b.best,
+                others: &b.others,
+            })
         }
     }
 
     /// The bucket at `pos` as `(best, others)`, to change in place.
-    fn get_mut(&mut self, pos: Pos) -> Option<(&mut Arc<Rule<R>>, &mut Vec<Arc<Rule<R>>>)> {
+    fn get_mut(&mut self, pos: Pos) -> Option<(&mut Arc<Rule<R>>, &mut Rules<R>)> {
         if pos < LEAF_CAP {
             let best = self.groups[pos / GROUP].best[pos % GROUP].as_mut()?;
             let others = self
@@ -863,9 +864,7 @@ impl<R> Subtable<R> {
     /// The rule with exactly this (masked) value and priority, best first among equals.
     pub(crate) fn find_exact(&self, value: &FlowKey, priority: u32) -> Option<&Arc<Rule<R>>> {
         let hash = self.hash(value.words());
-        let bucket = self
-            .leaf(hash)
-            .find(tag_of(hash), |r| r.value == *value)?;
+        let bucket = self.leaf(hash).find(tag_of(hash), |r| r.value == *value)?;
         bucket.rules().find(|r| r.priority == priority)
     }
 
