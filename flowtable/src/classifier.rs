@@ -51,7 +51,7 @@
 //! them together, in one per-bridge pipeline snapshot behind its own `ArcSwap`.)
 //!
 //! Publishing is cheap because snapshots share structure: each subtable is a two-level radix
-//! tree on the hash (directory nodes of 32 leaf pointers, leaves of a few buckets), every node
+//! tree on the hash (directory nodes of 8 leaf pointers, leaves of a few buckets), every node
 //! behind an `Arc`, and the builder copies a node (copy-on-write) only when a change lands in it.
 //! A change costs one directory node and one leaf, whatever the table size, so publishing N
 //! scattered changes into a million rules costs O(N), not O(rules).
@@ -62,8 +62,8 @@
 //! too big for the cache it goes in rounds: every packet first walks the subtables as `lookup`
 //! would, up to the next one whose directory node's filter (in cache; it settles most misses
 //! without touching a leaf) lets its hash through; then the burst reads all those candidates'
-//! leaf tag lines, then their buckets, then the key words of the buckets' rules, and only then
-//! compares. Each stage's loads are independent of each other, so a burst's cache misses
+//! leaf group lines (tags next to rule pointers), then the key words of those rules, and only
+//! then compares. Each stage's loads are independent of each other, so a burst's cache misses
 //! overlap: a round costs a few memory latencies for the whole burst, not per packet and
 //! subtable. The reads are ordinary loads (the crate has no `unsafe`; `_mm_prefetch` would
 //! need it), fed to `black_box` so the compiler keeps them.
@@ -274,8 +274,9 @@ impl<R> Classifier<R> {
     /// what differs is when the memory is read. A round first advances every packet to its next
     /// *candidate*: the next subtable whose directory filter lets its hash through (the nodes
     /// stay in cache; most probes end there). Then the round reads, for all candidates of the
-    /// burst together, their leaves' tag lines, then each leaf's first bucket with the tag,
-    /// then the key words of that bucket's rule, and only then compares. So a burst pays a few
+    /// burst together, the leaf group line each candidate's tag picks (tags next to rule
+    /// pointers), then the key words of the first rule there with the tag, and only then
+    /// compares. So a burst pays a few
     /// memory latencies per round, its packets' misses overlapping, instead of a few per
     /// packet and subtable; most packets need one or two rounds (a hit, then the early exit).
     fn lookup_chunk_staged<'a>(

@@ -467,7 +467,7 @@ fn filter_bits(tag: u32) -> (usize, u64) {
 ///
 /// The filter lets a probe that misses (most probes: a packet is looked up in every subtable
 /// until the priorities rule the rest out) stop at the node, which is small enough to stay in
-/// cache for a million rules, instead of loading a leaf's tag line from memory: with 8 bits per
+/// cache for a million rules, instead of loading a leaf's group line from memory: with 8 bits per
 /// bucket and two bits per tag, about 5 % of misses go on to the leaf.
 pub(crate) struct DirNode<R> {
     filter: [u64; FILTER_WORDS],
