@@ -41,7 +41,7 @@ use super::{Rule, RuleId};
 /// The leaf count doubles when the subtable holds more buckets than this per leaf.
 const LEAF_FILL: usize = 8;
 /// Leaves per directory node (log2).
-const DIR_BITS: u32 = 3;
+const DIR_BITS: u32 = 5;
 const DIR_FANOUT: usize = 1 << DIR_BITS;
 /// 2^26 leaves is ~500M buckets: far beyond any table this switch holds.
 const MAX_LEAF_BITS: u32 = 26;
@@ -452,7 +452,7 @@ impl<R> Leaf<R> {
 /// leaves of `LEAF_FILL` buckets).
 const FILTER_WORDS: usize = DIR_FANOUT * LEAF_FILL * 8 / 64;
 /// Buckets removed from a node before its filter is rebuilt from the tags.
-const FILTER_STALE_MAX: u32 = DIR_FANOUT as u32;
+const FILTER_STALE_MAX: u32 = 32;
 
 /// The filter word and the two bits of a tag: a blocked Bloom filter, both bits in one word.
 /// Taken from the tag's bits, which are independent of the leaf index (the hash's top bits).
