@@ -51,7 +51,7 @@
 //! them together, in one per-bridge pipeline snapshot behind its own `ArcSwap`.)
 //!
 //! Publishing is cheap because snapshots share structure: each subtable is a two-level radix
-//! tree on the hash (directory nodes of 8 leaf pointers, leaves of a few buckets), every node
+//! tree on the hash (directory nodes of 32 leaf pointers, leaves of a few buckets), every node
 //! behind an `Arc`, and the builder copies a node (copy-on-write) only when a change lands in it.
 //! A change costs one directory node and one leaf, whatever the table size, so publishing N
 //! scattered changes into a million rules costs O(N), not O(rules).
