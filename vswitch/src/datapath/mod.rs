@@ -335,7 +335,7 @@ const BATCHES_PER_TURN: usize = 4;
 ///   instead of a frame or two, and the sender's softirq finds nobody to wake. At a moderate
 ///   rate (a Service's new connections, ~150 frames/ms) a 30 µs nap brought ~5 frames; the
 ///   longer nap makes fewer turns, `sendmmsg` calls, timer interrupts and wake-up IPIs to the
-///   pods' CPU per frame. From ~1000 frames/ms (a TCP stream) it is ~30 µs as before. It never spins: polling an empty ring again at once made every turn (a `poll`, a
+///   pods' CPU per frame. From ~1000 frames/ms (a TCP stream) it stays at 30 µs. It never spins: polling an empty ring again at once made every turn (a `poll`, a
 ///   `sendmmsg`) carry one or two frames and cost ~10 % more CPU per frame when the switch
 ///   keeps up with its load. A saturated switch never naps (its ports are never drained).
 const LOAD_WINDOW: Duration = Duration::from_millis(1);
@@ -986,9 +986,8 @@ mod load_tests {
         assert_eq!(at(150), COALESCE_NAP_MAX);
         // 640 frames/ms: 50 µs brings a batch.
         assert_eq!(at(640), Duration::from_micros(50));
-        // A TCP stream (~1000 full-size frames per ms): about the old fixed 30 µs.
-        assert_eq!(at(1000), Duration::from_micros(32));
-        // Faster: never below the shortest nap.
+        // A TCP stream (~1000 full-size frames per ms) and faster: the shortest nap.
+        assert_eq!(at(1000), COALESCE_NAP);
         assert_eq!(at(5000), COALESCE_NAP);
         // No window measured yet: the shortest nap.
         assert_eq!(LoadMeter::new(now).nap(), COALESCE_NAP);
