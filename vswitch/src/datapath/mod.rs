@@ -330,21 +330,14 @@ const BATCHES_PER_TURN: usize = 4;
 /// [`LOAD_WINDOW`] decides how it waits for the next frames.
 /// - below [`MODERATE_PER_MS`] frames per ms (super-frames counted by size, [`load_units`]): it blocks in `poll` and the first frame wakes it
 ///   (idle latency is the kernel's wake-up alone);
-/// - from there, whenever its ports are drained: it naps before polling for as long as its rate
-///   takes to bring [`NAP_FRAMES`] (30–100 µs: [`LoadMeter::nap`]), so a turn serves a batch
-///   instead of a frame or two, and the sender's softirq finds nobody to wake. At a moderate
-///   rate (a Service's new connections, ~150 frames/ms) a 30 µs nap brought ~5 frames; the
-///   longer nap makes fewer turns, `sendmmsg` calls, timer interrupts and wake-up IPIs to the
-///   pods' CPU per frame. From ~1000 frames/ms (a TCP stream) it stays at 30 µs. It never spins: polling an empty ring again at once made every turn (a `poll`, a
+/// - from there, whenever its ports are drained: it naps [`COALESCE_NAP`] before polling, so a
+///   turn serves a batch instead of a frame or two, and the sender's softirq finds nobody to
+///   wake. It never spins: polling an empty ring again at once made every turn (a `poll`, a
 ///   `sendmmsg`) carry one or two frames and cost ~10 % more CPU per frame when the switch
 ///   keeps up with its load. A saturated switch never naps (its ports are never drained).
 const LOAD_WINDOW: Duration = Duration::from_millis(1);
 const MODERATE_PER_MS: u64 = 50;
 const COALESCE_NAP: Duration = Duration::from_micros(30);
-/// The longest nap: what a frame may wait at a moderate rate, on top of its wake-up.
-const COALESCE_NAP_MAX: Duration = Duration::from_micros(100);
-/// Frames a nap waits for, at the thread's recent rate: one receive batch.
-const NAP_FRAMES: u64 = BATCH as u64;
 /// The forwarding thread's scheduler slice (`tap_io::sched::set_slice`): woken by a frame, it
 /// preempts whatever CPU-bound task shares its CPU instead of waiting up to a tick for it.
 const WAKE_SLICE_NS: u64 = 100_000;
@@ -369,8 +362,6 @@ fn load_units(frames: usize, bytes: u64) -> u64 {
 /// Frames per [`LOAD_WINDOW`] (in [`load_units`]), classified at the end of each window.
 struct LoadMeter {
     level: Load,
-    /// Frames per ms over the last full window (in [`load_units`]).
-    per_ms: u64,
     since: Instant,
     frames: u64,
 }
@@ -379,7 +370,6 @@ impl LoadMeter {
     fn new(now: Instant) -> Self {
         Self {
             level: Load::Idle,
-            per_ms: 0,
             since: now,
             frames: 0,
         }
@@ -389,28 +379,16 @@ impl LoadMeter {
         self.frames += frames;
         let span = now.saturating_duration_since(self.since);
         if span >= LOAD_WINDOW {
-            self.per_ms = per_ms(self.frames, span);
             self.level = classify(self.frames, span);
             self.since = now;
             self.frames = 0;
         }
     }
-
-    /// How long a busy thread naps before polling its drained ports: the time its last window's
-    /// rate takes to bring [`NAP_FRAMES`], within [`COALESCE_NAP`]..[`COALESCE_NAP_MAX`].
-    fn nap(&self) -> Duration {
-        let us = (NAP_FRAMES * 1000).checked_div(self.per_ms).unwrap_or(0);
-        Duration::from_micros(us).clamp(COALESCE_NAP, COALESCE_NAP_MAX)
-    }
-}
-
-fn per_ms(frames: u64, span: Duration) -> u64 {
-    frames * 1_000_000 / (span.as_micros() as u64).max(1) / 1000
 }
 
 /// The load level of `frames` received over `span`.
 fn classify(frames: u64, span: Duration) -> Load {
-    let per_ms = per_ms(frames, span);
+    let per_ms = frames * 1_000_000 / (span.as_micros() as u64).max(1) / 1000;
     if per_ms >= MODERATE_PER_MS {
         Load::Busy
     } else {
@@ -608,7 +586,7 @@ impl Datapath {
         while !self.stop {
             if self.adaptive_wait && load.level == Load::Busy && self.still_ready.is_empty() {
                 // Let a few frames gather instead of being woken for each one.
-                std::thread::sleep(load.nap());
+                std::thread::sleep(COALESCE_NAP);
             }
             let timeout = if !self.still_ready.is_empty()
                 || housekeeping_deferred
@@ -973,23 +951,5 @@ mod load_tests {
         let mut idle = LoadMeter::new(now);
         idle.add(load_units(2, 2 * 98), now + LOAD_WINDOW);
         assert_eq!(idle.level, Load::Idle);
-    }
-    #[test]
-    fn the_nap_waits_for_a_batch_at_the_recent_rate_within_bounds() {
-        let now = Instant::now();
-        let at = |frames: u64| {
-            let mut m = LoadMeter::new(now);
-            m.add(frames, now + LOAD_WINDOW);
-            m.nap()
-        };
-        // ~150 frames/ms (a Service's new connections): 32 frames take 213 µs, capped at 100.
-        assert_eq!(at(150), COALESCE_NAP_MAX);
-        // 640 frames/ms: 50 µs brings a batch.
-        assert_eq!(at(640), Duration::from_micros(50));
-        // A TCP stream (~1000 full-size frames per ms) and faster: the shortest nap.
-        assert_eq!(at(1000), COALESCE_NAP);
-        assert_eq!(at(5000), COALESCE_NAP);
-        // No window measured yet: the shortest nap.
-        assert_eq!(LoadMeter::new(now).nap(), COALESCE_NAP);
     }
 }
