@@ -20,6 +20,8 @@ pub mod match_;
 pub mod meter;
 pub mod port;
 pub mod table;
+#[doc(hidden)]
+pub mod testgen;
 pub mod text;
 
 pub use action::{Action, Instructions};

@@ -9,39 +9,7 @@ use flowtable::fields::{FIELDS, FieldId};
 use flowtable::flow::{FlowEntry, FlowFlags};
 use flowtable::text::{PrintOpts, parse_flow, print_flow, print_flow_mod};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len())]
-    }
-    /// Bits within `full`, biased to none, all, one bit, a prefix, low bits, anything.
-    fn bits(&mut self, full: u128) -> u128 {
-        let any = ((u128::from(self.next()) << 64) | u128::from(self.next())) & full;
-        let width = 128 - full.leading_zeros();
-        match self.below(7) {
-            0 => 0,
-            1 => full,
-            2 => (1u128 << self.below(width.max(1) as usize)) & full,
-            3 => full & !(full >> (self.below(width as usize + 1) as u32).min(127)),
-            4 => full >> (self.below(width as usize + 1) as u32).min(127),
-            _ => any,
-        }
-    }
-}
+use flowtable::testgen::Rng;
 
 /// Values that make prerequisites hold, so the fields behind them are reached often.
 fn interesting(rng: &mut Rng, field: FieldId) -> Option<u128> {
@@ -64,7 +32,7 @@ fn random_match(rng: &mut Rng) -> flowtable::Match {
     let mut m = flowtable::Match::any();
     let mut order: Vec<FieldId> = FIELDS.iter().map(|f| f.id).collect();
     for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i + 1));
+        order.swap(i, rng.index(i + 1));
     }
     for f in order {
         let info = f.info();

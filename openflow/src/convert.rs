@@ -1038,29 +1038,7 @@ mod tests {
     use super::*;
     use crate::Action;
 
-    /// xorshift64*: a deterministic generator for the property test (no dependency).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
-        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-            from[self.below(from.len() as u64) as usize]
-        }
-        fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
+    use flowtable::testgen::Rng;
 
     /// A field header in either of its spellings, and its width on the wire in bits.
     fn header(rng: &mut Rng) -> (OxmHeader, u16) {
@@ -1094,7 +1072,7 @@ mod tests {
         let spellings: Vec<_> = [f.oxm, f.nxm].into_iter().flatten().collect();
         let wire = rng.pick(&spellings);
         let full = f.wire_full_mask() & (u128::MAX >> (128 - u32::from(wire.len) * 8));
-        let any = ((u128::from(rng.next()) << 64) | u128::from(rng.next())) & full;
+        let any = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & full;
         let mask = masked.then(|| rng.pick(&[full, any, full >> 1, 0]));
         OxmTlv {
             field: f.id,
@@ -1141,7 +1119,7 @@ mod tests {
                     dst,
                     ofs,
                     n_bits,
-                    value: rng.next() & (u64::MAX >> (64 - n_bits)),
+                    value: rng.next_u64() & (u64::MAX >> (64 - n_bits)),
                 }
             }
             10 => {
@@ -1165,7 +1143,7 @@ mod tests {
                 if rng.chance(50) {
                     let kind = rng.pick(&[0, wa::NAT_SRC, wa::NAT_DST]);
                     let extra = rng.pick(&[0, wa::NAT_PERSISTENT, wa::NAT_PROTO_HASH]);
-                    let lo = rng.next() as u32;
+                    let lo = rng.next_u64() as u32;
                     actions.push(Action::Nat(wa::NatAction {
                         flags: kind | extra,
                         ipv4_min: (kind != 0 && rng.chance(60)).then_some(lo),
@@ -1210,7 +1188,7 @@ mod tests {
             16 => {
                 let n_clauses = 2 + rng.below(3) as u8;
                 Action::Conjunction {
-                    id: rng.next() as u32,
+                    id: rng.next_u64() as u32,
                     clause: rng.below(u64::from(n_clauses)) as u8,
                     n_clauses,
                 }
@@ -1241,8 +1219,8 @@ mod tests {
                 Action::Learn(wa::Learn {
                     idle_timeout: rng.below(100) as u16,
                     hard_timeout: rng.below(100) as u16,
-                    priority: rng.next() as u16,
-                    cookie: rng.next(),
+                    priority: rng.next_u64() as u16,
+                    cookie: rng.next_u64(),
                     flags: rng.below(4) as u16
                         | if result_dst.is_some() {
                             wa::LEARN_F_WRITE_RESULT
@@ -1263,7 +1241,7 @@ mod tests {
                 hard_timeout: rng.below(100) as u16,
             },
             19 => Action::SetQueue(rng.below(8) as u32),
-            20 => Action::SetNwTtl(rng.next() as u8),
+            20 => Action::SetNwTtl(rng.next_u64() as u8),
             21 => {
                 let (src, ofs, n_bits) = range(rng);
                 Action::OutputReg {
@@ -1282,7 +1260,7 @@ mod tests {
             24 => {
                 let (dst, width) = header(rng);
                 Action::CheckPktLarger {
-                    pkt_len: rng.next() as u16,
+                    pkt_len: rng.next_u64() as u16,
                     dst,
                     ofs: rng.below(u64::from(width)) as u16,
                 }
@@ -1291,10 +1269,10 @@ mod tests {
                 let (dst, ofs, n_bits) = range(rng);
                 Action::Multipath(wa::Multipath {
                     fields: rng.below(7) as u16,
-                    basis: rng.next() as u16,
+                    basis: rng.next_u64() as u16,
                     algorithm: rng.below(4) as u16,
                     max_link: rng.below(4) as u16,
-                    arg: rng.next() as u32,
+                    arg: rng.next_u64() as u32,
                     dst,
                     ofs,
                     n_bits,
@@ -1303,7 +1281,7 @@ mod tests {
             26 => Action::Bundle(wa::Bundle {
                 algorithm: rng.below(2) as u16,
                 fields: rng.below(7) as u16,
-                basis: rng.next() as u16,
+                basis: rng.next_u64() as u16,
                 dst: rng.chance(50).then(|| range(rng)),
                 members: (0..rng.below(4)).map(|_| rng.pick(&ports16)).collect(),
             }),
@@ -1312,7 +1290,7 @@ mod tests {
                 let direction = rng.below(3) as u8;
                 Action::Sample(wa::SampleAction {
                     subtype: wa::SampleAction::subtype_for(sampling_port, direction),
-                    probability: rng.next() as u16,
+                    probability: rng.next_u64() as u16,
                     collector_set_id: rng.below(3) as u32,
                     obs_domain_id: rng.below(3) as u32,
                     obs_point_id: rng.below(3) as u32,
@@ -1369,7 +1347,7 @@ mod tests {
             }
             if rng.chance(20) {
                 insts.push(Instruction::WriteMetadata {
-                    metadata: rng.next() & 0xff,
+                    metadata: rng.next_u64() & 0xff,
                     mask: 0xff,
                 });
             }

@@ -588,40 +588,7 @@ pub fn of10_port_to_of13(p: u16) -> u32 {
 mod tests {
     use super::*;
 
-    /// xorshift64*: a deterministic generator for the property tests (no dependency).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-            from[self.below(from.len())]
-        }
-        /// Bits within `full`, biased to the values conversions special-case: none, all,
-        /// one bit, a prefix, a run of low bits, anything.
-        fn bits(&mut self, full: u128) -> u128 {
-            let any = (u128::from(self.next()) << 64 | u128::from(self.next())) & full;
-            let width = 128 - full.leading_zeros();
-            match self.below(7) {
-                0 => 0,
-                1 => full,
-                2 => (1u128 << self.below(width.max(1) as usize)) & full,
-                3 => full & !(full >> (self.below(width as usize + 1) as u32).min(127)),
-                4 => full >> (self.below(width as usize + 1) as u32).min(127),
-                _ => any,
-            }
-        }
-    }
+    use flowtable::testgen::Rng;
 
     /// The values that make a prerequisite hold (or nearly), so generated matches reach the
     /// fields behind them often.
@@ -683,7 +650,7 @@ mod tests {
         }
         // Shuffle: fields that share bits (vlan_tci, vlan_vid, vlan_pcp) meet in any order.
         for i in (1..fields.len()).rev() {
-            fields.swap(i, rng.below(i + 1));
+            fields.swap(i, rng.index(i + 1));
         }
         let mut m = Match { fields };
         loop {
