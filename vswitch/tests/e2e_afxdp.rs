@@ -18,19 +18,24 @@ fn xdp_attached(node: &str, ifname: &str) -> bool {
     ns_sh(node, &format!("ip -d link show {ifname}")).contains("prog/xdp")
 }
 
-#[test]
-fn afxdp_ports_forward_ping_and_tcp_and_detach_on_delete() {
-    if !require_root("afxdp_ports_forward_ping_and_tcp_and_detach_on_delete") {
-        return;
-    }
-    let mut node = Node::new("xd");
+/// A node with three pods: `vpa` and `vpb` on AF_XDP ports 1 and 2, `vpc` on an AF_PACKET port
+/// 3, each pod's transmit checksum offload set to `tx` ("on" or "off").
+fn three_pod_node(tag: &str, mac_byte: u8, tx: &str) -> (Node, [usize; 3]) {
+    let mut node = Node::new(tag);
     node.start_switch(BR);
-    let a = node.add_veth_pod("xda", "vpa", "10.10.0.1/24", "02:00:00:00:05:01");
-    let b = node.add_veth_pod("xdb", "vpb", "10.10.0.2/24", "02:00:00:00:05:02");
-    let c = node.add_veth_pod("xdc", "vpc", "10.10.0.3/24", "02:00:00:00:05:03");
-    // Finished checksums here; partial ones in the test below.
-    for p in [a, b, c] {
-        ns_sh(node.pod(p).name(), "ethtool -K eth0 tx off >/dev/null");
+    let pods = [("a", "vpa", 1), ("b", "vpb", 2), ("c", "vpc", 3)].map(|(x, host_if, n)| {
+        node.add_veth_pod(
+            &format!("{tag}{x}"),
+            host_if,
+            &format!("10.10.0.{n}/24"),
+            &format!("02:00:00:00:{mac_byte:02x}:{n:02x}"),
+        )
+    });
+    for p in pods {
+        ns_sh(
+            node.pod(p).name(),
+            &format!("ethtool -K eth0 tx {tx} >/dev/null"),
+        );
     }
     let d = node.daemon();
     d.ctl(&["add-port", BR, "vpa", "ofport=1", "options:xdp=on"]);
@@ -38,6 +43,18 @@ fn afxdp_ports_forward_ping_and_tcp_and_detach_on_delete() {
     d.ctl(&["add-port", BR, "vpc", "ofport=3"]);
     let node_ns = node.name().to_string();
     assert!(xdp_attached(&node_ns, "vpa") && xdp_attached(&node_ns, "vpb"));
+    (node, pods)
+}
+
+#[test]
+fn afxdp_ports_forward_ping_and_tcp_and_detach_on_delete() {
+    if !require_root("afxdp_ports_forward_ping_and_tcp_and_detach_on_delete") {
+        return;
+    }
+    // Finished checksums here; partial ones in the test below.
+    let (mut node, [a, b, c]) = three_pod_node("xd", 0x05, "off");
+    let d = node.daemon();
+    let node_ns = node.name().to_string();
     assert!(
         !xdp_attached(&node_ns, "vpc"),
         "an AF_PACKET port has no XDP"
@@ -197,14 +214,9 @@ fn afxdp_ports_carry_tcp_and_udp_from_pods_with_checksum_offload_on() {
     if !require_root("afxdp_ports_carry_tcp_and_udp_from_pods_with_checksum_offload_on") {
         return;
     }
-    let mut node = Node::new("xo");
-    node.start_switch(BR);
-    let a = node.add_veth_pod("xoa", "vpa", "10.10.0.1/24", "02:00:00:00:07:01");
-    let b = node.add_veth_pod("xob", "vpb", "10.10.0.2/24", "02:00:00:00:07:02");
-    let c = node.add_veth_pod("xoc", "vpc", "10.10.0.3/24", "02:00:00:00:07:03");
+    let (mut node, [a, b, c]) = three_pod_node("xo", 0x07, "on");
     for p in [a, b, c] {
         let pod = node.pod(p).name().to_string();
-        ns_sh(&pod, "ethtool -K eth0 tx on >/dev/null");
         let k = ns_sh(&pod, "ethtool -k eth0");
         assert!(
             k.lines()
@@ -212,12 +224,6 @@ fn afxdp_ports_carry_tcp_and_udp_from_pods_with_checksum_offload_on() {
             "{pod}: tx checksum offload did not turn on:\n{k}"
         );
     }
-    let d = node.daemon();
-    d.ctl(&["add-port", BR, "vpa", "ofport=1", "options:xdp=on"]);
-    d.ctl(&["add-port", BR, "vpb", "ofport=2", "options:xdp=on"]);
-    d.ctl(&["add-port", BR, "vpc", "ofport=3"]);
-    let node_ns = node.name().to_string();
-    assert!(xdp_attached(&node_ns, "vpa") && xdp_attached(&node_ns, "vpb"));
     assert_ping(node.pod(a).name(), &node.pod(b).ip, 2);
     // AF_XDP to AF_XDP, both ways; AF_XDP to AF_PACKET and back.
     for (i, (from, to)) in [(a, b), (b, a), (a, c), (c, a)].into_iter().enumerate() {
