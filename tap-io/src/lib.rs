@@ -7,6 +7,7 @@
 pub mod afpacket;
 pub mod afxdp;
 pub mod buf;
+pub mod env;
 pub mod hostrx;
 pub mod iface;
 pub mod mem;

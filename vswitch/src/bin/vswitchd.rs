@@ -100,6 +100,10 @@ fn main() -> ExitCode {
         };
     }
     vswitch::logging::init(cli.log_format);
+    if let Err(e) = tap_io::env::check() {
+        eprintln!("vswitchd: {e}");
+        return ExitCode::from(2);
+    }
     let mut conntrack = conntrack::Config {
         max_conns: cli.ct_max_conns,
         ..Default::default()
