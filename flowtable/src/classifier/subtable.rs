@@ -145,7 +145,7 @@ const GROUP: usize = 5;
 /// Groups per leaf; a bucket's group is fixed by its tag ([`group_of`]).
 const GROUPS: usize = 4;
 /// Buckets held inline in a leaf.
-pub(crate) const LEAF_CAP: usize = GROUP * GROUPS;
+const LEAF_CAP: usize = GROUP * GROUPS;
 
 /// One cache line that answers a probe: the tags (low hash bits, never 0; 0 = empty lane,
 /// lanes fill in order) of up to `GROUP` buckets next to their winning rules. A probe reads
@@ -317,7 +317,21 @@ impl<R> Leaf<R> {
             return (bucket.best.id == id).then(|| (Arc::clone(bucket.best), true));
         }
         let (best, others) = self.get_mut(pos)?;
-        bucket_remove(best, others, id)
+        let removed = bucket_remove(best, others, id);
+        self.drop_empty_others();
+        removed
+    }
+
+    /// Frees the boxed rule lists once no inline bucket has a second rule, so later copies
+    /// of the leaf are its group lines again.
+    fn drop_empty_others(&mut self) {
+        if self
+            .others
+            .as_ref()
+            .is_some_and(|o| o.iter().all(Vec::is_empty))
+        {
+            self.others = None;
+        }
     }
 
     /// The first bucket's winning rule with `tag`, if any: the one a probe most likely
@@ -386,6 +400,7 @@ impl<R> Leaf<R> {
             let (tag, b) = self.overflow.swap_remove(i);
             self.push(tag, b);
         }
+        self.drop_empty_others();
         best.map(|best| Bucket { best, others })
     }
 
@@ -438,13 +453,14 @@ impl<R> Leaf<R> {
             + std::mem::align_of::<Self>()
             + self.overflow.capacity() * std::mem::size_of::<(u32, Bucket<R>)>()
             + self
-                .buckets()
-                .map(|b| b.others.len() * std::mem::size_of::<usize>())
+                .overflow
+                .iter()
+                .map(|(_, b)| b.others.capacity() * std::mem::size_of::<usize>())
                 .sum::<usize>()
-            + self
-                .others
-                .as_ref()
-                .map_or(0, |o| std::mem::size_of_val(&**o))
+            + self.others.as_ref().map_or(0, |o| {
+                std::mem::size_of_val(&**o)
+                    + o.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<usize>()
+            })
     }
 }
 
@@ -1013,15 +1029,20 @@ mod tests {
                 tag(p),
                 Bucket {
                     best: rule(u64::from(p), p, 1),
-                    others: Vec::new(),
+                    others: others_of(p),
                 },
             );
         }
         assert!(!leaf.overflow.is_empty());
         assert_eq!(leaf.len(), n as usize);
+        // Every third bucket carries two lower-priority rules; a bucket moved to fill a gap
+        // (or back from the overflow list) must keep them.
         let find = |leaf: &Leaf<u64>, p: u32| {
-            leaf.find(tag(p), |r| r.value.in_port == p)
-                .map(|b| b.best.payload)
+            leaf.find(tag(p), |r| r.value.in_port == p).map(|b| {
+                let others: Vec<u64> = b.others.iter().map(|r| r.payload).collect();
+                assert_eq!(others, payloads(&others_of(p)), "the other rules of {p}");
+                b.best.payload
+            })
         };
         for p in 0..n {
             assert_eq!(find(&leaf, p), Some(u64::from(p)));
@@ -1041,6 +1062,7 @@ mod tests {
                 .expect("live bucket found");
             let gone = leaf.remove_at(pos).expect("bucket removed");
             assert_eq!(gone.best.payload, u64::from(p));
+            assert_eq!(payloads(&gone.others), payloads(&others_of(p)));
             live.retain(|&q| q != p);
             assert_eq!(find(&leaf, p), None);
             for &q in &live {
@@ -1054,9 +1076,27 @@ mod tests {
             }
             k += 1;
         }
+        assert!(
+            leaf.others.is_none(),
+            "the emptied leaf frees its boxed rule lists"
+        );
         for p in 0..n {
             assert_eq!(find(&copy, p), Some(u64::from(p)), "the copy kept {p}");
         }
+    }
+
+    /// The lower-priority rules the leaf test gives bucket `p`: two for every third bucket.
+    fn others_of(p: u32) -> Vec<Arc<Rule<u64>>> {
+        if p.is_multiple_of(3) {
+            let base = 1_000_000 + 2 * u64::from(p);
+            vec![rule(base, p, 0), rule(base + 1, p, 0)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn payloads(rules: &[Arc<Rule<u64>>]) -> Vec<u64> {
+        rules.iter().map(|r| r.payload).collect()
     }
 
     /// The directory filters: every rule stays findable through inserts, removals (which rebuild
