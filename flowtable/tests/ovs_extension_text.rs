@@ -135,3 +135,24 @@ fn ct_fields_writes_are_checked() {
     assert_eq!(e.ofp_error(), (2, 5));
     add("ip,actions=ct(commit,exec(set_field:0x1->ct_label,load:1->NXM_NX_CT_MARK[]))").unwrap();
 }
+
+/// The exact parser (saved state) keeps what ovs-ofctl's syntax drops, and reads back what the
+/// printer wrote.
+#[test]
+fn exact_parse_keeps_a_zero_ct_nw_proto() {
+    use flowtable::FlowModCommand;
+    use flowtable::text::{parse_flow_mod_exact, print_flow_mod};
+    let line = "ct_state=+trk-inv,ct_nw_proto=0,ct_tp_src=5,actions=drop";
+    let fm = parse_flow_mod_exact(line, FlowModCommand::Add).unwrap();
+    assert_eq!(
+        print_match(&fm.match_),
+        "ct_state=-inv+trk,ct_nw_proto=0,ct_tp_src=5"
+    );
+    let again = parse_flow_mod_exact(&print_flow_mod(&fm), FlowModCommand::Add).unwrap();
+    assert_eq!(again.match_, fm.match_);
+    assert_eq!(
+        printed(line).0,
+        "ct_state=-inv+trk",
+        "ovs-ofctl's reading unchanged"
+    );
+}

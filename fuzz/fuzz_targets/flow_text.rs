@@ -5,7 +5,7 @@
 use flowtable::MeterModCommand;
 use flowtable::flow::{FlowEntry, FlowFlags, FlowModCommand};
 use flowtable::text::{
-    PrintOpts, parse_flow, parse_flow_mod, parse_group, parse_meter_filter, parse_meter_mod,
+    PrintOpts, parse_flow, parse_flow_mod, parse_flow_mod_exact, parse_group, parse_meter_filter, parse_meter_mod,
     print_flow, print_flow_mod, print_group, print_group_full, print_meter, print_meter_line,
 };
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +27,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(back, want, "{line}");
     }
     let _ = parse_flow_mod(s, FlowModCommand::Delete);
+    // Saved state is read back exactly: what the printer writes, the exact parser returns.
+    if let Ok(fm) = parse_flow_mod_exact(s, FlowModCommand::Add) {
+        let text = print_flow_mod(&fm);
+        let back = parse_flow_mod_exact(&text, FlowModCommand::Add)
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(back, fm, "{text}");
+    }
     if let Ok(g) = parse_group(s) {
         let text = print_group_full(&g);
         let back = parse_group(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));

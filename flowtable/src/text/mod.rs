@@ -20,7 +20,7 @@ pub use group::{parse_group, parse_group_mod, print_group, print_group_full};
 pub use meter::{
     meter_id_text, parse_meter_filter, parse_meter_mod, print_meter, print_meter_line,
 };
-pub use parse::{parse_flow, parse_flow_mod, parse_match};
+pub use parse::{parse_flow, parse_flow_mod, parse_flow_mod_exact, parse_match};
 pub use print::{
     PrintOpts, print_actions, print_flow, print_flow_mod, print_instructions, print_match,
 };

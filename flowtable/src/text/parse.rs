@@ -76,8 +76,25 @@ fn setting<T: TryFrom<u128>>(what: &str, v: &str, max: u128) -> Result<T, ParseE
         })
 }
 
-/// Parses a flow-mod line for `command` (add, mod or del syntax).
+/// Parses a flow-mod line for `command` (add, mod or del syntax), as `ovs-ofctl` reads it: a
+/// `ct_nw_proto` of 0, and the original-tuple ports with it, are dropped, because its encoder
+/// sends them only with a non-zero `ct_nw_proto`.
 pub fn parse_flow_mod(s: &str, command: FlowModCommand) -> Result<FlowMod, ParseError> {
+    parse_flow_mod_as(s, command, true)
+}
+
+/// Parses a flow-mod line keeping every match field as written: for text this program printed
+/// itself (saved state), where a flow a controller installed with `ct_nw_proto=0` must come back
+/// with it.
+pub fn parse_flow_mod_exact(s: &str, command: FlowModCommand) -> Result<FlowMod, ParseError> {
+    parse_flow_mod_as(s, command, false)
+}
+
+fn parse_flow_mod_as(
+    s: &str,
+    command: FlowModCommand,
+    like_ovs_ofctl: bool,
+) -> Result<FlowMod, ParseError> {
     let is_add = command == FlowModCommand::Add;
     let mut fm = FlowMod {
         command,
@@ -130,7 +147,7 @@ pub fn parse_flow_mod(s: &str, command: FlowModCommand) -> Result<FlowMod, Parse
     fm.match_.check_prereqs()?;
     // ovs-ofctl sends ct_nw_proto and the original-tuple ports only with a non-zero
     // ct_nw_proto.
-    if fm.match_.value.ct_nw_proto & fm.match_.mask.ct_nw_proto == 0 {
+    if like_ovs_ofctl && fm.match_.value.ct_nw_proto & fm.match_.mask.ct_nw_proto == 0 {
         for f in [FieldId::CtNwProto, FieldId::CtTpSrc, FieldId::CtTpDst] {
             (f.info().set)(&mut fm.match_.value, 0);
             (f.info().set)(&mut fm.match_.mask, 0);

@@ -139,7 +139,7 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     }
     let now = Instant::now();
     for f in &b.flows {
-        let fm = text::parse_flow_mod(f, FlowModCommand::Add)
+        let fm = text::parse_flow_mod_exact(f, FlowModCommand::Add)
             .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
         match tables.flow_mod(&fm, now) {
             Ok(_) => {}
@@ -273,5 +273,26 @@ mod tests {
         assert_eq!(flows.len(), 1);
         assert_eq!(flows[0].priority, 1);
         assert!(plan(&bridge(&["actions=group:9"])).is_err());
+    }
+
+    /// A controller may install `ct_nw_proto=0` (with original-tuple ports) over OpenFlow,
+    /// which ovs-ofctl's text syntax drops; the state file must bring the flow back whole.
+    #[test]
+    fn saved_flows_keep_a_zero_ct_nw_proto() {
+        use flowtable::fields::FieldId;
+        let mut fm = text::parse_flow("priority=7,ct_state=+trk-inv,actions=drop").unwrap();
+        fm.match_.set(FieldId::CtNwProto, 0, None).unwrap();
+        fm.match_.set(FieldId::CtTpSrc, 5, None).unwrap();
+        let saved = text::print_flow_mod(&fm);
+        let planned = plan(&SavedBridge {
+            name: "br0".into(),
+            flows: vec![saved.clone()],
+            ..SavedBridge::default()
+        })
+        .expect("plan");
+        let flows = planned.tables.flows();
+        assert_eq!(flows.len(), 1, "{saved}");
+        assert_eq!(flows[0].match_, fm.match_, "{saved}");
+        assert_eq!(flows[0].match_.mask.ct_nw_proto, 0xff, "{saved}");
     }
 }
