@@ -983,7 +983,7 @@ mod load_tests {
     }
 
     #[test]
-    fn a_tcp_stream_of_super_frames_is_busy() {
+    fn a_tcp_stream_of_super_frames_is_bulk() {
         // ~12 Gbit/s of 64 KiB super-frames: ~23 per ms, under MODERATE_PER_MS as frames.
         let now = Instant::now();
         let mut by_frames = LoadMeter::new(now);
