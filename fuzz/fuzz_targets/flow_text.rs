@@ -5,8 +5,9 @@
 use flowtable::MeterModCommand;
 use flowtable::flow::{FlowEntry, FlowFlags, FlowModCommand};
 use flowtable::text::{
-    PrintOpts, parse_flow, parse_flow_mod, parse_flow_mod_exact, parse_group, parse_meter_filter, parse_meter_mod,
-    print_flow, print_flow_mod, print_group, print_group_full, print_meter, print_meter_line,
+    PrintOpts, parse_flow, parse_flow_mod, parse_flow_mod_exact, parse_group, parse_meter_filter,
+    parse_meter_mod, print_flow, print_flow_mod, print_group, print_group_full, print_meter,
+    print_meter_line,
 };
 use libfuzzer_sys::fuzz_target;
 

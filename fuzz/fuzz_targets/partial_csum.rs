@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let (start, offset) = (usize::from(at.start), usize::from(at.offset));
     assert!(offset == 16 || offset == 6, "{at:?}");
-    assert!(start + offset + 2 <= data.len(), "{at:?} outside {}", data.len());
+    assert!(
+        start + offset + 2 <= data.len(),
+        "{at:?} outside {}",
+        data.len()
+    );
     let mut frame = data.to_vec();
     complete_checksum(&mut frame, start, offset).expect("a found position completes");
     assert_eq!(
