@@ -55,7 +55,7 @@ pub use ports::{DpPort, PortIo};
 pub struct Options {
     pub busy_poll_us: u64,
     /// `--rx-wait block`: always block in `poll` when nothing is ready (the default,
-    /// adaptive, naps or spins under load; see [`LoadMeter`]).
+    /// adaptive, naps under load; see [`LoadMeter`]).
     pub rx_wait_block: bool,
     /// Forwarding threads (0 or 1: one). Each port is polled by one of them; any thread
     /// sends out of any port.
@@ -357,6 +357,29 @@ enum Load {
     Bulk,
 }
 
+/// What a forwarding thread does before it polls its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BeforePoll {
+    /// Poll at once (idle: the first frame wakes the thread; or work is left over).
+    Nothing,
+    /// Let a few frames gather instead of being woken for each one.
+    Nap,
+    /// Look once without waiting, nap only if nothing is there: under a super-frame stream our
+    /// own sends made work for our own ports (the receiving pod's ACK, the sender's next
+    /// segments: both pods' TCP runs in our sendmmsg's softirq), and a nap on it would add
+    /// 30 µs to every round trip of a window of a few super-frames.
+    PollThenNap,
+}
+
+fn before_poll(adaptive_wait: bool, level: Load, drained: bool) -> BeforePoll {
+    match level {
+        _ if !adaptive_wait || !drained => BeforePoll::Nothing,
+        Load::Idle => BeforePoll::Nothing,
+        Load::Busy => BeforePoll::Nap,
+        Load::Bulk => BeforePoll::PollThenNap,
+    }
+}
+
 /// Bytes of a full-size frame (MTU 1500 and its Ethernet header): the unit of work the load
 /// meter counts.
 const LOAD_UNIT_BYTES: u64 = 1514;
@@ -527,7 +550,7 @@ pub struct Datapath {
     still_ready: Vec<usize>,
     stop: bool,
     busy_poll: Duration,
-    /// `--rx-wait adaptive`: nap or spin by load (see [`LoadMeter`]) instead of blocking always.
+    /// `--rx-wait adaptive`: nap by load (see [`LoadMeter`]) instead of blocking always.
     adaptive_wait: bool,
     start: Instant,
     last_housekeeping: Instant,
@@ -615,18 +638,15 @@ impl Datapath {
         }
         while !self.stop {
             let mut polled = false;
-            if self.adaptive_wait && load.level != Load::Idle && self.still_ready.is_empty() {
-                if load.level == Load::Bulk {
-                    // Our own sends made work for our own ports (the receiving pod's ACK, the
-                    // sender's next segments: both pods' TCP runs in our sendmmsg's softirq).
-                    // It goes out now: a nap on it would add 30 µs to every round trip of a
-                    // stream whose window is a few super-frames.
+            match before_poll(self.adaptive_wait, load.level, self.still_ready.is_empty()) {
+                BeforePoll::Nothing => {}
+                BeforePoll::Nap => std::thread::sleep(COALESCE_NAP),
+                BeforePoll::PollThenNap => {
                     let _ = self.poll.poll(&mut events, Some(Duration::ZERO));
                     polled = !events.is_empty();
-                }
-                if !polled {
-                    // Let a few frames gather instead of being woken for each one.
-                    std::thread::sleep(COALESCE_NAP);
+                    if !polled {
+                        std::thread::sleep(COALESCE_NAP);
+                    }
                 }
             }
             let timeout = if !self.still_ready.is_empty()
@@ -996,6 +1016,18 @@ mod load_tests {
         let mut idle = LoadMeter::new(now);
         idle.add(received(2, 2 * 98), now + LOAD_WINDOW);
         assert_eq!(idle.level, Load::Idle);
+    }
+
+    #[test]
+    fn only_a_super_frame_stream_looks_before_it_naps() {
+        assert_eq!(before_poll(true, Load::Idle, true), BeforePoll::Nothing);
+        assert_eq!(before_poll(true, Load::Busy, true), BeforePoll::Nap);
+        assert_eq!(before_poll(true, Load::Bulk, true), BeforePoll::PollThenNap);
+        // Work left over from the last turn, or `--rx-wait block`: no nap at all.
+        for level in [Load::Idle, Load::Busy, Load::Bulk] {
+            assert_eq!(before_poll(true, level, false), BeforePoll::Nothing);
+            assert_eq!(before_poll(false, level, true), BeforePoll::Nothing);
+        }
     }
 
     fn received(frames: usize, bytes: u64) -> Received {
