@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use encap::FlowKey;
 use flowtable::classifier::{Classifier, ClassifierBuilder, Conjunction};
 
@@ -191,4 +191,4 @@ fn lookup(c: &mut Criterion) {
 }
 
 criterion_group!(benches, lookup);
-criterion_main!(benches);
+benches::criterion_main!(benches);

@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use conntrack::lb::{Backend, DEFAULT_TABLE_SIZE, Maglev};
 use conntrack::{Addr, Config, Conntrack, CtAction, NatRange, NatSpec, PacketFacts};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use encap::FlowKey;
 use encap::hash::flow_hash;
 
@@ -108,4 +108,4 @@ fn maglev_pick(c: &mut Criterion) {
 }
 
 criterion_group!(benches, established, new_with_snat, maglev_pick);
-criterion_main!(benches);
+benches::criterion_main!(benches);

@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use encap::FlowKey;
 use encap::build::FrameBuilder;
 use vswitch::datapath::cache::MegaflowCache;
@@ -318,4 +318,4 @@ fn service_pipeline(c: &mut Criterion) {
 }
 
 criterion_group!(benches, mac_learning, megaflow_cache, service_pipeline);
-criterion_main!(benches);
+benches::criterion_main!(benches);

@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use encap::build::FrameBuilder;
 use encap::vxlan::{HEADER_LEN, Header, check_header};
 use encap::{FlowKey, extract, flow_hash};
@@ -148,4 +148,4 @@ fn bench_vxlan(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_extract, bench_vxlan);
-criterion_main!(benches);
+benches::criterion_main!(benches);

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use encap::FlowKey;
 use encap::flowkey::{CT_EST, CT_NEW, CT_TRK};
 use flowtable::classifier::{Classifier, ClassifierBuilder, RuleId};
@@ -420,4 +420,4 @@ criterion_group!(
     bench_insert_remove,
     bench_publish
 );
-criterion_main!(benches);
+benches::criterion_main!(benches);

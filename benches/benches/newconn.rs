@@ -156,6 +156,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    benches::enable_heap_huge_pages();
     let bench = std::env::args().any(|a| a == "--bench");
     let (packets, rounds) = if bench {
         (env("CONNS", 200_000), env("ROUNDS", 3).max(1))

@@ -210,6 +210,7 @@ fn run(threads: usize, shards: usize, warmup: Duration, secs: Duration) -> Outco
 }
 
 fn main() {
+    benches::enable_heap_huge_pages();
     let bench = std::env::args().any(|a| a == "--bench");
     let (warmup, secs) = if bench {
         let s: u64 = std::env::var("SECS")

@@ -11,7 +11,8 @@
 //!   `ctlserver` (the bounded event loop serving the sockets),
 //!   `daemon` (vswitchd's main loop); `ofclient` is vswitchctl's OpenFlow side;
 //! - `views` (typed results of the dump/list commands, `--format json`), `megaflow_text`
-//!   (a megaflow in dpctl style), `sd_notify` (readiness for systemd);
+//!   (a megaflow in dpctl style), `sd_notify` (readiness for systemd), `heap_huge_pages`
+//!   (vswitchd and the benches execute themselves again with THP for the heap);
 //! - `trace` explains the slow path.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod ctlserver;
 pub mod daemon;
 pub mod datapath;
 pub mod events;
+pub mod heap_huge_pages;
 pub mod logging;
 pub mod megaflow_text;
 pub mod mgmt;

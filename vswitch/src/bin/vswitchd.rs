@@ -99,7 +99,15 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    // Before any thread starts; on success this process is replaced (same pid) and starts over.
+    let huge_pages = vswitch::heap_huge_pages::enable();
     vswitch::logging::init(cli.log_format);
+    if let Err(e) = huge_pages {
+        tracing::warn!(
+            "could not execute itself again with {}=1 in GLIBC_TUNABLES (heap on 4 KiB pages): {e}",
+            vswitch::heap_huge_pages::TUNABLE
+        );
+    }
     if let Err(e) = tap_io::env::check() {
         eprintln!("vswitchd: {e}");
         return ExitCode::from(2);
