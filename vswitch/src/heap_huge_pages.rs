@@ -30,14 +30,19 @@ pub const REEXEC_MARK: &str = "VSWITCH_HEAP_THP_REEXEC";
 /// in about half of the starts; one that did not executes itself again.
 pub const MAX_EXECS: u32 = 16;
 
+/// glibc's older name for `glibc.malloc.arena_max`; the tunable would override it.
+pub const ARENA_MAX_ENV: &str = "MALLOC_ARENA_MAX";
+
 /// The `GLIBC_TUNABLES` value to run with: `current` and those of [`ADDED`] it does not name;
-/// `None` when it names [`TUNABLE`] (whatever its value: the operator chose).
-pub fn tunables_with_thp(current: Option<&str>) -> Option<String> {
+/// `None` when it names [`TUNABLE`] (whatever its value: the operator chose). An operator's
+/// [`ARENA_MAX_ENV`] (`arena_max_env`) counts as naming `arena_max`.
+pub fn tunables_with_thp(current: Option<&str>, arena_max_env: bool) -> Option<String> {
     let current = current.unwrap_or("");
     let named = |name: &str| {
-        current
-            .split(':')
-            .any(|t| t.split('=').next() == Some(name))
+        (arena_max_env && name == "glibc.malloc.arena_max")
+            || current
+                .split(':')
+                .any(|t| t.split('=').next() == Some(name))
     };
     if named(TUNABLE) {
         return None;
@@ -57,6 +62,11 @@ pub fn tunables_with_thp(current: Option<&str>) -> Option<String> {
 /// on without huge pages). Call it first in `main`, before any thread starts. On other C
 /// libraries it does nothing.
 pub fn enable() -> std::io::Result<()> {
+    if secure_mode() {
+        // The loader ignores tunables for a set-id or file-capability program run by another
+        // user: an exec would change nothing (and the retry below would spin to its limit).
+        return Ok(());
+    }
     if let Some(mark) = std::env::var_os(REEXEC_MARK) {
         // glibc wrote a NUL after the first tunable's value in our environment, so the value
         // to run with is taken from the mark.
@@ -81,10 +91,23 @@ pub fn enable() -> std::io::Result<()> {
     else {
         return Ok(());
     };
-    match tunables_with_thp(current) {
+    match tunables_with_thp(current, std::env::var_os(ARENA_MAX_ENV).is_some()) {
         Some(value) if cfg!(all(target_os = "linux", target_env = "gnu")) => exec_self(&value, 1),
         _ => Ok(()),
     }
+}
+
+/// Whether the loader ran this program in secure mode (`AT_SECURE` in the auxiliary vector).
+fn secure_mode() -> bool {
+    std::fs::read("/proc/self/auxv").is_ok_and(|auxv| at_secure(&auxv))
+}
+
+/// `AT_SECURE` is set in `auxv` (native-endian pairs of 64-bit type and value).
+fn at_secure(auxv: &[u8]) -> bool {
+    const AT_SECURE: u64 = 23;
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+    auxv.chunks_exact(16)
+        .any(|pair| word(&pair[..8]) == AT_SECURE && word(&pair[8..]) != 0)
 }
 
 fn kernel_mode_is_madvise() -> bool {
@@ -141,15 +164,15 @@ mod tests {
     #[test]
     fn the_tunables_are_added_unless_the_operator_named_them() {
         let both = Some("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1".to_string());
-        assert_eq!(tunables_with_thp(None), both);
-        assert_eq!(tunables_with_thp(Some("")), both);
+        assert_eq!(tunables_with_thp(None, false), both);
+        assert_eq!(tunables_with_thp(Some(""), false), both);
         assert_eq!(
-            tunables_with_thp(Some("glibc.malloc.tcache_count=0")).as_deref(),
+            tunables_with_thp(Some("glibc.malloc.tcache_count=0"), false).as_deref(),
             Some("glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1")
         );
         // The operator's arena count stays.
         assert_eq!(
-            tunables_with_thp(Some("glibc.malloc.arena_max=4")).as_deref(),
+            tunables_with_thp(Some("glibc.malloc.arena_max=4"), false).as_deref(),
             Some("glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1")
         );
         for chosen in [
@@ -158,9 +181,31 @@ mod tests {
             "glibc.malloc.hugetlb=2",
             "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0",
         ] {
-            assert_eq!(tunables_with_thp(Some(chosen)), None, "{chosen}");
+            assert_eq!(tunables_with_thp(Some(chosen), false), None, "{chosen}");
         }
         // A tunable whose name only contains ours is another one.
-        assert!(tunables_with_thp(Some("glibc.malloc.hugetlbx=0")).is_some());
+        assert!(tunables_with_thp(Some("glibc.malloc.hugetlbx=0"), false).is_some());
+        // So does an arena count given as MALLOC_ARENA_MAX.
+        assert_eq!(
+            tunables_with_thp(None, true).as_deref(),
+            Some("glibc.malloc.hugetlb=1")
+        );
+    }
+
+    #[test]
+    fn secure_mode_is_read_from_the_auxiliary_vector() {
+        let auxv = |pairs: &[(u64, u64)]| -> Vec<u8> {
+            pairs
+                .iter()
+                .flat_map(|(t, v)| [t.to_ne_bytes(), v.to_ne_bytes()])
+                .flatten()
+                .collect()
+        };
+        assert!(at_secure(&auxv(&[(6, 4096), (23, 1), (0, 0)])));
+        assert!(!at_secure(&auxv(&[(6, 4096), (23, 0), (0, 0)])));
+        // The value 23 of another entry is not the type.
+        assert!(!at_secure(&auxv(&[(6, 23), (0, 0)])));
+        // `cargo test` runs without set-id bits or file capabilities.
+        assert!(!secure_mode());
     }
 }
