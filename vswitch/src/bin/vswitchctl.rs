@@ -345,14 +345,21 @@ impl CaptureProgress {
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                let taken = vswitch::mgmt::call_command_as(&rundir, &status, OutputFormat::Text)
+                let reply = vswitch::mgmt::call_command_as(&rundir, &status, OutputFormat::Text)
                     .ok()
-                    .filter(|r| r.ok)
-                    .and_then(|r| {
-                        let f = r.output.split_whitespace().next()?;
-                        f.strip_prefix("frames=")?.parse::<u64>().ok()
-                    });
-                let taken = taken.map_or("?".to_string(), |n| n.to_string());
+                    .filter(|r| r.ok);
+                let field = |name: &str| {
+                    let words = reply.as_ref()?.output.split_whitespace();
+                    words
+                        .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                        .find_map(|v| v.parse::<u64>().ok())
+                };
+                if field("wanted") == Some(0) {
+                    // The daemon's capture is over (its status reads 0 of 0) and the count
+                    // line follows from the main thread: a "0 frames" line would be wrong.
+                    continue;
+                }
+                let taken = field("frames").map_or("?".to_string(), |n| n.to_string());
                 let line = format!(
                     "capturing on {port}: {taken}/{count} frames, {:.1} s of {seconds} s",
                     t0.elapsed().as_secs_f64()
