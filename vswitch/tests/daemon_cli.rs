@@ -1,39 +1,16 @@
 //! The daemon's surfaces: flags, run directory, pid file, clean shutdown, refusing a second
 //! instance. No root needed (no ports).
 
+mod host_daemon;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
-const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
-
-struct Daemon {
-    child: Child,
-    rundir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
+use host_daemon::{Daemon, VSWITCHCTL, VSWITCHD, wait_for};
 
 fn rundir(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("vswitchd-cli-{}-{tag}", std::process::id()))
-}
-
-fn wait_for(path: &Path, present: bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if path.exists() == present {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    host_daemon::rundir("vswitchd-cli", tag)
 }
 
 fn start(tag: &str, extra: &[&str]) -> Daemon {

@@ -2,41 +2,16 @@
 //! (`vswitch::heap_huge_pages`): same pid, the tunables in its environment, an operator's
 //! choice left alone, and the flow tables really on huge pages. No root needed (no ports).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod host_daemon;
 
-const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
-const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
+use std::process::{Command, Stdio};
 
-struct Daemon {
-    child: Child,
-    rundir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.rundir);
-    }
-}
-
-fn wait_for(path: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+use host_daemon::{Daemon, VSWITCHCTL, VSWITCHD, wait_for};
 
 /// Starts vswitchd with `GLIBC_TUNABLES` set to `tunables` (unset for `None`) and waits for
 /// its pid file.
 fn start(tag: &str, tunables: Option<&str>) -> Daemon {
-    let rundir = std::env::temp_dir().join(format!("vswitchd-thp-{}-{tag}", std::process::id()));
+    let rundir = host_daemon::rundir("vswitchd-thp", tag);
     let mut cmd = Command::new(VSWITCHD);
     cmd.arg("--rundir")
         .arg(&rundir)
@@ -53,7 +28,10 @@ fn start(tag: &str, tunables: Option<&str>) -> Daemon {
         child: cmd.spawn().expect("start vswitchd"),
         rundir,
     };
-    assert!(wait_for(&d.rundir.join("vswitchd.pid")), "no pid file");
+    assert!(
+        wait_for(&d.rundir.join("vswitchd.pid"), true),
+        "no pid file"
+    );
     d
 }
 
