@@ -38,6 +38,7 @@ mod fraghold;
 pub mod lb;
 pub mod limits;
 pub mod nat;
+mod prefault;
 mod sharded;
 mod shared;
 mod slab;
@@ -269,6 +270,19 @@ pub struct Conntrack {
 }
 
 impl Conntrack {
+    /// Faults in the memory the first connections would write (the hash table, the slab's
+    /// head) now, off the packet path; see `prefault`. For a long-lived table, after `new`.
+    pub fn prefault(&mut self) {
+        prefault::hash_table(
+            &mut self.table,
+            Entry {
+                conn: 0,
+                reply: false,
+            },
+        );
+        self.slab.prefault();
+    }
+
     pub fn new(cfg: Config) -> Result<Conntrack, CtError> {
         let seed = cfg.hash_seed.unwrap_or_else(random_seed);
         let shared = Arc::new(shared::Shared::new(1, seed, cfg.max_expectations));

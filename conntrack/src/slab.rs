@@ -111,6 +111,11 @@ impl Slab {
         }
     }
 
+    /// Faults in the head of the connection storage (see `prefault`).
+    pub fn prefault(&mut self) {
+        super::prefault::vec_first_huge_page(&mut self.conns);
+    }
+
     pub fn live(&self) -> usize {
         self.live
     }

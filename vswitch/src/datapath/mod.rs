@@ -568,6 +568,7 @@ pub fn spawn(opts: Options) -> io::Result<(DatapathHandle, Vec<JoinHandle<()>>)>
         s => s,
     };
     let ct = Sharded::new(opts.conntrack, shards).map_err(|e| io::Error::other(e.to_string()))?;
+    ct.prefault();
     let ct = Arc::new(ct);
     let mut handles = Vec::with_capacity(n);
     let mut joins = Vec::with_capacity(n);
