@@ -67,6 +67,9 @@ if cmd == 'tcp-serve':      # PORT NAME LIMIT: greet "NAME PEER_IP", then echo u
                     self.request.sendall(d)
             except OSError:
                 pass
+    # A server's usual backlog: Python's default (5) overflows when a client's parallel
+    # connections arrive together, and the kernel then drops their handshake's last ACK.
+    socketserver.ThreadingTCPServer.request_queue_size = 128
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     socketserver.ThreadingTCPServer.daemon_threads = True
     socketserver.ThreadingTCPServer(('0.0.0.0', port), H).serve_forever()
@@ -668,6 +671,12 @@ fn clusterip_tcp_spreads_300_connections_over_3_endpoints() {
     );
     let res = answers(&out);
     assert_eq!(res.len(), 300);
+    if res.iter().any(|a| a.err.is_some()) {
+        // Whether the switch dropped anything, for the failure below.
+        for n in [1, 2] {
+            eprintln!("node {n}:\n{}", c.node(n).ctl(&["dump-drops", BR]));
+        }
+    }
     let by = tally("ClusterIP TCP", &res);
     for w in WEBS {
         let got = by.get(w).copied().unwrap_or(0);
