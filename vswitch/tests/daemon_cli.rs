@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use host_daemon::{Daemon, VSWITCHCTL, VSWITCHD, wait_for};
+use host_daemon::{Daemon, VSWITCHD, ctl, wait_for};
 
 fn rundir(tag: &str) -> PathBuf {
     host_daemon::rundir("vswitchd-cli", tag)
@@ -27,15 +27,6 @@ fn start(tag: &str, extra: &[&str]) -> Daemon {
         "no management socket"
     );
     Daemon { child, rundir }
-}
-
-fn ctl(rundir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(VSWITCHCTL)
-        .arg("--rundir")
-        .arg(rundir)
-        .args(args)
-        .output()
-        .expect("run vswitchctl")
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod host_daemon;
 
 use std::process::{Command, Stdio};
 
-use host_daemon::{Daemon, VSWITCHCTL, VSWITCHD, wait_for};
+use host_daemon::{Daemon, VSWITCHD, wait_for};
 
 /// Starts vswitchd with `GLIBC_TUNABLES` set to `tunables` (unset for `None`) and waits for
 /// its pid file.
@@ -69,12 +69,7 @@ impl Daemon {
     }
 
     fn ctl(&self, args: &[&str]) {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--rundir")
-            .arg(&self.rundir)
-            .args(args)
-            .output()
-            .expect("run vswitchctl");
+        let out = host_daemon::ctl(&self.rundir, args);
         assert!(
             out.status.success(),
             "vswitchctl {args:?}: {}",

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 pub const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
@@ -37,4 +37,14 @@ pub fn wait_for(path: &Path, present: bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Runs `vswitchctl --rundir RUNDIR ARGS`.
+pub fn ctl(rundir: &Path, args: &[&str]) -> Output {
+    Command::new(VSWITCHCTL)
+        .arg("--rundir")
+        .arg(rundir)
+        .args(args)
+        .output()
+        .expect("run vswitchctl")
 }
