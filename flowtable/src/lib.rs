@@ -15,6 +15,7 @@ pub mod check;
 pub mod classifier;
 pub mod fields;
 pub mod flow;
+pub mod grace;
 pub mod group;
 pub mod match_;
 pub mod meter;

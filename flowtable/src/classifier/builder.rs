@@ -172,11 +172,15 @@ impl<R> ClassifierBuilder<R> {
     }
 
     /// Makes every change since the last publish visible to readers, atomically. Returns the
-    /// version of the published snapshot.
+    /// version of the published snapshot. The replaced snapshot is freed here, after the
+    /// readers still in it let go ([`crate::grace`]), not by the last reader.
     pub fn publish(&mut self) -> u64 {
         let snapshot = self.snapshot();
         let version = snapshot.version;
-        self.published.store(snapshot);
+        let old = self.published.swap(snapshot);
+        if !Arc::ptr_eq(&old, &self.snapshot) {
+            crate::grace::drop_after_readers(old, crate::grace::PATIENCE);
+        }
         version
     }
 

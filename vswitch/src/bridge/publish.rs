@@ -183,7 +183,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         );
     }
     let port_order = b.ports.keys().copied().collect();
-    b.pipeline.store(Arc::new(Pipeline {
+    let replaced = b.pipeline.swap(Arc::new(Pipeline {
         version: b.version,
         tables,
         groups,
@@ -191,6 +191,10 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         ports,
         port_order,
     }));
+    // The replaced pipeline holds the changed tables' old classifier snapshots: free them here,
+    // once the forwarding threads are out of their bursts, not on a forwarding thread.
+    drop(previous);
+    flowtable::grace::drop_after_readers(replaced, flowtable::grace::PATIENCE);
     if let Some(hub) = b.async_hub.as_ref().filter(|_| !changes.is_empty()) {
         report_flow_changes(hub, &b.name, changes);
     }
