@@ -413,9 +413,65 @@ fn report_memory(_c: &mut Criterion) {
     );
 }
 
+/// Not a timing of its own: a reader thread (a forwarding thread's pattern: load the snapshot,
+/// look up a burst of 32 packets, let go) runs while 10k-change batches are published into the
+/// 1M rules; prints the reader's longest burst and how many took over 1 ms. A reader that
+/// holds the snapshot a publish replaces may end up freeing it (`flowtable::grace`).
+fn report_reader_stall(_c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROUNDS: u64 = 20;
+    const BATCH: usize = 10_000;
+    let mut setup = million().lock().expect("bench setup lock");
+    let masks = k8s_masks(16);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let reader = setup.builder.reader();
+        let packets: Vec<FlowKey> = setup.hits[..32].to_vec();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut longest, mut over_1ms, mut bursts) = (Duration::ZERO, 0u64, 0u64);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let t = Instant::now();
+                let cls = reader.load();
+                black_box(lookup_all_burst(&cls, &packets));
+                drop(cls);
+                let took = t.elapsed();
+                longest = longest.max(took);
+                over_1ms += u64::from(took > Duration::from_millis(1));
+                bursts += 1;
+            }
+            (longest, over_1ms, bursts)
+        })
+    };
+    let t = Instant::now();
+    for round in 0..ROUNDS {
+        let ids: Vec<RuleId> = (0..BATCH)
+            .map(|i| {
+                let k = random_key(splitmix(round ^ 0xa11_0000) ^ i as u64);
+                setup.builder.insert(&k, &masks[i % masks.len()], 5, 0)
+            })
+            .collect();
+        setup.builder.publish();
+        for id in ids {
+            setup.builder.remove(id);
+        }
+        setup.builder.publish();
+    }
+    let publishing = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (longest, over_1ms, bursts) = reader.join().expect("reader thread");
+    println!(
+        "reader during {} publishes of {BATCH} changes into 1M rules ({publishing:.2?}): \
+         longest burst {longest:.2?}, {over_1ms} of {bursts} bursts over 1 ms",
+        2 * ROUNDS
+    );
+}
+
 criterion_group!(
     benches,
     report_memory,
+    report_reader_stall,
     bench_lookup,
     bench_insert_remove,
     bench_publish
