@@ -749,7 +749,6 @@ impl<R> Drop for Subtable<R> {
         // Directory nodes only this subtable holds are freed here, and each decrements the
         // counts of its leaves: load a node's leaf headers together before dropping it, so the
         // cache misses overlap instead of queueing behind one locked decrement after another.
-        // (`strong_count`, a plain load, not `get_mut`, a locked one: this is only a hint.)
         // Leaves only this subtable holds go to the spare list, emptied, for the next copies.
         let dirs = std::mem::take(&mut self.dirs);
         touch(dirs.iter());
