@@ -12,6 +12,9 @@ pub enum Counter {
     Expired,
     /// Connections removed by `flush`.
     Flushed,
+    /// Closed TCP connections (TIME_WAIT) removed before their timeout to make room for a new
+    /// connection in a full table.
+    ClosedEvicted,
     /// Closed TCP connections replaced by a new SYN.
     Reopened,
     /// ICMP errors related to a connection.
@@ -61,12 +64,13 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 31;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
         Counter::Expired,
         Counter::Flushed,
+        Counter::ClosedEvicted,
         Counter::Reopened,
         Counter::Related,
         Counter::DropTableFull,
@@ -101,6 +105,7 @@ impl Counter {
             Counter::Committed => "committed",
             Counter::Expired => "expired",
             Counter::Flushed => "flushed",
+            Counter::ClosedEvicted => "tcp_closed_evicted",
             Counter::Reopened => "tcp_reopened",
             Counter::Related => "related",
             Counter::DropTableFull => "drop_table_full",

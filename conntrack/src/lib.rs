@@ -14,7 +14,10 @@
 //! - NAT is chosen at commit and undone automatically for replies; `CtResult::rewrite` says
 //!   what the caller must write into the packet.
 //! - The table is bounded (`Config::max_conns`): a new connection that does not fit is refused
-//!   (`CtDrop::TableFull`) and counted; existing ones are never evicted early.
+//!   (`CtDrop::TableFull`) and counted. Live connections are never evicted early; closed TCP
+//!   ones (TIME_WAIT, kept only for late segments) are, oldest first, to make room, as the
+//!   kernel's conntrack does (`early_drop`): otherwise a node opening short connections faster
+//!   than `max_conns` / 30 s would fill its table with them and refuse every new one.
 //! - Below that, zones and source addresses within a zone may have limits of their own
 //!   (`set_zone_limit`, `set_source_limits`; `ct-set-limits` in OVS): a commit over its
 //!   zone's or its source's limit is refused (`CtDrop::ZoneLimit`, `CtDrop::SourceLimit`).
@@ -746,6 +749,9 @@ impl Conntrack {
                 return CtResult::default();
             }
         }
+        if matches!(charged, Err(CtDrop::TableFull)) && self.evict_closed() {
+            charged = self.shared.charge(&tuple, self.cfg.max_conns);
+        }
         let (src_slot, src_generation) = match charged {
             Ok(c) => c,
             Err(d) => {
@@ -1123,6 +1129,17 @@ impl Conntrack {
             .insert_unique(hash, Entry { conn: idx, reply }, |e| {
                 slab.get(e.conn).key(e.reply).hash(seed)
             });
+    }
+
+    /// Makes room in a full table: removes the oldest closed TCP connection of this shard
+    /// (TIME_WAIT, whose only use left is to recognise late segments). False when there is none.
+    fn evict_closed(&mut self) -> bool {
+        let Some(oldest) = self.slab.head(TimeoutClass::TcpClosed) else {
+            return false;
+        };
+        self.delete(oldest);
+        self.counters.bump(Counter::ClosedEvicted);
+        true
     }
 
     /// Removes connection `idx` and both its keys.

@@ -568,6 +568,60 @@ fn table_full_refuses_new_connections_but_keeps_existing_ones() {
     assert!(ct.len() <= 2);
 }
 
+/// A full table makes room from closed TCP connections (TIME_WAIT), oldest first, as the
+/// kernel's conntrack does; live ones (answered or not) are never evicted.
+#[test]
+fn table_full_evicts_closed_tcp_connections_but_no_live_one() {
+    let mut ct = ct(3);
+    let f = PacketFacts::default();
+    // Two connections reset (closed: TIME_WAIT for 30 s), the older first, and one UDP flow.
+    for port in [1, 2] {
+        ct.process(
+            &tcp("1.1.1.1", port, "2.2.2.2", 80, TCP_SYN),
+            &seg(10, 0),
+            &commit(0),
+            0,
+        );
+        ct.process(
+            &tcp("2.2.2.2", 80, "1.1.1.1", port, TCP_RST | TCP_ACK),
+            &seg(0, 11),
+            &track(0),
+            u64::from(port),
+        );
+    }
+    let live = udp("10.0.0.1", 1000, "10.0.0.2", 53);
+    assert!(ct.process(&live, &f, &commit(0), 5).drop.is_none());
+    assert_eq!(ct.len(), 3);
+
+    // Full: a new connection takes the oldest closed one's place.
+    let r = ct.process(&udp("10.0.0.1", 1001, "10.0.0.2", 53), &f, &commit(0), 6);
+    assert_eq!(r.drop, None);
+    assert_eq!(ct.counters().get(Counter::ClosedEvicted), 1);
+    let ports: Vec<u16> = ct
+        .dump(6)
+        .filter(|e| e.tcp_state.is_some())
+        .map(|e| e.orig.sport)
+        .collect();
+    assert_eq!(ports, vec![2], "the older closed connection went first");
+
+    // Then the other closed one; after that only live connections are left, and a new one
+    // is refused and counted, as before.
+    let r = ct.process(&udp("10.0.0.1", 1002, "10.0.0.2", 53), &f, &commit(0), 7);
+    assert_eq!(r.drop, None);
+    let r = ct.process(&udp("10.0.0.1", 1003, "10.0.0.2", 53), &f, &commit(0), 8);
+    assert_eq!(r.drop, Some(CtDrop::TableFull));
+    assert_eq!(ct.counters().get(Counter::ClosedEvicted), 2);
+    assert_eq!(ct.counters().get(Counter::DropTableFull), 1);
+    assert_eq!(ct.len(), 3);
+    let reply = udp("10.0.0.2", 53, "10.0.0.1", 1000);
+    let r = ct.process(&reply, &f, &track(0), 9);
+    assert_eq!(
+        r.ct_state,
+        CT_TRK | CT_EST | CT_RPL,
+        "the live flow is still tracked"
+    );
+}
+
 #[test]
 fn nat_port_exhaustion_is_refused_cleanly_and_recovers() {
     let mut ct = ct(64);
