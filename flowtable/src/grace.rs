@@ -43,7 +43,7 @@ mod tests {
     use std::sync::mpsc::channel;
 
     /// Records the name of the thread that dropped it.
-    struct Tracked(Arc<Mutex<Option<String>>>);
+    struct Tracked(DroppedOn);
 
     impl Drop for Tracked {
         fn drop(&mut self) {
@@ -52,10 +52,15 @@ mod tests {
         }
     }
 
-    /// A reader inside its burst when the snapshot is swapped: the publishing thread waits for
-    /// it and frees the old snapshot itself.
-    #[test]
-    fn the_publisher_frees_a_snapshot_a_reader_held_during_the_swap() {
+    type DroppedOn = Arc<Mutex<Option<String>>>;
+
+    /// A published snapshot and a thread "reader" that holds it (a guard) for 5 ms; returns
+    /// once the reader holds it.
+    fn published_with_a_reader_inside() -> (
+        Arc<ArcSwap<Tracked>>,
+        DroppedOn,
+        std::thread::JoinHandle<()>,
+    ) {
         let dropped_on = Arc::new(Mutex::new(None));
         let published = Arc::new(ArcSwap::from_pointee(Tracked(dropped_on.clone())));
         let (held_tx, held_rx) = channel();
@@ -72,6 +77,14 @@ mod tests {
                 .expect("spawn")
         };
         held_rx.recv().expect("reader holds the snapshot");
+        (published, dropped_on, reader)
+    }
+
+    /// A reader inside its burst when the snapshot is swapped: the publishing thread waits for
+    /// it and frees the old snapshot itself.
+    #[test]
+    fn the_publisher_frees_a_snapshot_a_reader_held_during_the_swap() {
+        let (published, dropped_on, reader) = published_with_a_reader_inside();
         let old = published.swap(Arc::new(Tracked(Arc::new(Mutex::new(None)))));
         let publisher = std::thread::current().name().map(str::to_owned);
         assert!(drop_after_readers(old, Duration::from_secs(5)));
@@ -82,22 +95,7 @@ mod tests {
     /// Without the wait the reader frees it: what this module prevents.
     #[test]
     fn without_the_wait_the_reader_frees_it() {
-        let dropped_on = Arc::new(Mutex::new(None));
-        let published = Arc::new(ArcSwap::from_pointee(Tracked(dropped_on.clone())));
-        let (held_tx, held_rx) = channel();
-        let reader = {
-            let published = published.clone();
-            std::thread::Builder::new()
-                .name("reader".into())
-                .spawn(move || {
-                    let guard = published.load();
-                    held_tx.send(()).expect("send");
-                    std::thread::sleep(Duration::from_millis(5));
-                    drop(guard);
-                })
-                .expect("spawn")
-        };
-        held_rx.recv().expect("reader holds the snapshot");
+        let (published, dropped_on, reader) = published_with_a_reader_inside();
         drop(published.swap(Arc::new(Tracked(Arc::new(Mutex::new(None))))));
         reader.join().expect("join");
         assert_eq!(dropped_on.lock().expect("lock").as_deref(), Some("reader"));

@@ -1104,6 +1104,24 @@ mod tests {
         })
     }
 
+    /// An empty subtable matching `in_port` only.
+    fn in_port_subtable(seed: u64) -> Subtable<u64> {
+        let mask = Arc::new(FlowKey {
+            in_port: !0,
+            ..FlowKey::default()
+        });
+        Subtable::new(mask, seed)
+    }
+
+    /// The key words of a packet from port `p`.
+    fn in_port_key(p: u32) -> [u64; FlowKey::WORDS] {
+        *FlowKey {
+            in_port: p,
+            ..FlowKey::default()
+        }
+        .words()
+    }
+
     /// A leaf past its inline capacity: every bucket stays findable through pushes into the
     /// overflow list and removals that refill inline slots from it; a copy is independent.
     #[test]
@@ -1193,18 +1211,8 @@ mod tests {
     /// directory node without reaching a leaf.
     #[test]
     fn directory_filter_keeps_rules_and_rules_out_misses() {
-        let mask = Arc::new(FlowKey {
-            in_port: !0,
-            ..FlowKey::default()
-        });
-        let mut st: Subtable<u64> = Subtable::new(mask, 0x0bad_cafe_f00d_1235);
-        let key = |p: u32| {
-            *FlowKey {
-                in_port: p,
-                ..FlowKey::default()
-            }
-            .words()
-        };
+        let mut st = in_port_subtable(0x0bad_cafe_f00d_1235);
+        let key = in_port_key;
         for p in 0..20_000u32 {
             st.insert(rule(u64::from(p), p, 1));
         }
@@ -1237,11 +1245,7 @@ mod tests {
     /// growth still see their own rules.
     #[test]
     fn growth_keeps_rules_and_old_copies() {
-        let mask = Arc::new(FlowKey {
-            in_port: !0,
-            ..FlowKey::default()
-        });
-        let mut st: Subtable<u64> = Subtable::new(mask, 0x1234_5678_9abc_def1);
+        let mut st = in_port_subtable(0x1234_5678_9abc_def1);
         let mut copies = Vec::new();
         for p in 0..5000u32 {
             st.insert(rule(u64::from(p), p, p % 3));
@@ -1250,13 +1254,7 @@ mod tests {
             }
         }
         assert!(st.n_shards() >= 512, "{} leaves", st.n_shards());
-        let key = |p: u32| {
-            *FlowKey {
-                in_port: p,
-                ..FlowKey::default()
-            }
-            .words()
-        };
+        let key = in_port_key;
         for p in 0..5000u32 {
             assert_eq!(st.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
         }
@@ -1273,21 +1271,11 @@ mod tests {
     /// the builder's next copy is made in one of them; rules come out right on both sides.
     #[test]
     fn dropped_snapshot_leaves_are_reused_for_the_next_copy() {
-        let mask = Arc::new(FlowKey {
-            in_port: !0,
-            ..FlowKey::default()
-        });
-        let mut st: Subtable<u64> = Subtable::new(mask, 0x5eed_1eaf_0000_0001);
+        let mut st = in_port_subtable(0x5eed_1eaf_0000_0001);
         for p in 0..2000u32 {
             st.insert(rule(u64::from(p), p, 1));
         }
-        let key = |p: u32| {
-            *FlowKey {
-                in_port: p,
-                ..FlowKey::default()
-            }
-            .words()
-        };
+        let key = in_port_key;
         let leaf_at =
             |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))) };
         let snapshot = st.clone();
