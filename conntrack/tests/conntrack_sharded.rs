@@ -502,6 +502,65 @@ fn a_commit_at_the_table_limit_reaps_expired_connections_of_other_shards() {
     assert_eq!(t.len(), 1000);
 }
 
+/// Closed TCP connections make room in a full table with several shards too: each commit
+/// evicts one of its own shard's, and clients spread over the shards find one there.
+#[test]
+fn a_full_table_of_closed_connections_takes_new_ones_in_every_shard() {
+    let t = table(1000, 16);
+    let server = ip("10.2.0.1");
+    let commit = CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    };
+    let facts = |seq, ack| PacketFacts {
+        tcp_seq: seq,
+        tcp_ack: ack,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    };
+    let tcp = |src, sport, dst, dport, flags| FlowKey {
+        nw_proto: 6,
+        tcp_flags: flags,
+        ..udp(src, sport, dst, dport)
+    };
+    let mut cur = Cursor::default();
+    // 1000 clients open and are reset: the table is full of closed connections.
+    for i in 0..1000 {
+        let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
+        let r = t.process_frame(
+            &mut cur,
+            &tcp(client(i), 1, server, 80, syn),
+            &facts(10, 0),
+            &commit,
+            0,
+            None,
+        );
+        assert_eq!(r.drop, None, "connection {i}");
+        t.process_frame(
+            &mut cur,
+            &tcp(server, 80, client(i), 1, rst),
+            &facts(0, 11),
+            &commit,
+            1,
+            None,
+        );
+    }
+    // The cursor holds a shard locked; the table's other methods lock shards too.
+    drop(cur);
+    assert_eq!(t.len(), 1000);
+    // 500 other clients' UDP flows: every one is taken, each in place of a closed connection.
+    for i in 0..500 {
+        let r = run(&t, &udp(client(10_000 + i), 1, server, 53), &commit, 2);
+        assert_eq!(r.drop, None, "flow {i} refused");
+    }
+    let c = t.counters();
+    assert_eq!(c.get(Counter::ClosedEvicted), 500);
+    assert_eq!(c.get(Counter::DropTableFull), 0);
+    assert_eq!(t.len(), 1000);
+}
+
 #[test]
 fn one_address_pair_may_fill_the_whole_table() {
     // A shard is sized for twice its share but has no limit of its own: one client talking to
