@@ -5,10 +5,10 @@
 //! write into each 2 MiB of a table zeroes the whole page: about 0.25 ms, and several ms in a
 //! VM whose host has not backed that memory yet. The hash table is written at random places,
 //! so its first few connections each paid that on a forwarding thread (a fresh daemon's first
-//! Service connection took 15 ms to answer instead of 0.5). Done at start, off the packet path, the cost is
-//! paid once and nobody waits for it. Blocks smaller than a huge page never get one (the
-//! kernel aligns only mappings of at least 2 MiB), and their 4 KiB faults cost about a
-//! microsecond, so they are left alone rather than made resident for nothing.
+//! Service connection took 15 ms to answer instead of 0.5). Done at start, off the packet
+//! path, the cost is paid once and nobody waits for it. Blocks smaller than a huge page never
+//! get one (the kernel aligns only mappings of at least 2 MiB), and their 4 KiB faults cost
+//! about a microsecond, so they are left alone rather than made resident for nothing.
 
 use std::mem::{MaybeUninit, size_of};
 
