@@ -295,13 +295,15 @@ fn count(o: &Outputs) -> usize {
     o.values().map(Vec::len).sum()
 }
 
-/// Runs one case through both switches.
+/// Runs one case through both switches; what our switch sent for each packet goes to
+/// `ours_sent`.
 pub fn run_case(
     ovs: &mut dyn Backend,
     ours: &mut dyn Backend,
     case: &Case,
     dir: &Path,
     had_groups: bool,
+    ours_sent: &mut Vec<Outputs>,
 ) -> Verdict {
     let packets: Vec<packet::TestPacket> = case
         .packets
@@ -359,6 +361,7 @@ pub fn run_case(
         } else {
             a != b
         };
+        ours_sent.push(b.clone());
         if differs {
             let _ = write!(
                 diff,
