@@ -17,7 +17,8 @@
 //!   (`CtDrop::TableFull`) and counted. Live connections are never evicted early; closed TCP
 //!   ones (TIME_WAIT, kept only for late segments) are, oldest first, to make room, as the
 //!   kernel's conntrack does (`early_drop`): otherwise a node opening short connections faster
-//!   than `max_conns` / 30 s would fill its table with them and refuse every new one.
+//!   than `max_conns` / 30 s would fill its table with them and refuse every new one. A shard
+//!   with none of its own evicts another shard's (`Sharded::evict_elsewhere`).
 //! - Below that, zones and source addresses within a zone may have limits of their own
 //!   (`set_zone_limit`, `set_source_limits`; `ct-set-limits` in OVS): a commit over its
 //!   zone's or its source's limit is refused (`CtDrop::ZoneLimit`, `CtDrop::SourceLimit`).
@@ -256,6 +257,12 @@ pub struct Conntrack {
     needs_room: bool,
     /// The other shards were just reaped for this packet: a limit now refuses for good.
     reaped: bool,
+    /// Set when a commit found the table full and this shard had no closed TCP connection to
+    /// evict: the caller evicts one in another shard (`Sharded::evict_elsewhere`) and runs the
+    /// packet again here with `evicted_elsewhere` set.
+    needs_eviction: bool,
+    /// Another shard was just asked for a closed connection to evict for this packet.
+    evicted_elsewhere: bool,
     /// Set when a NAT binding just committed here has its reply key homed in another shard:
     /// the caller checks that shard's own keys (`Sharded::verify_reply`).
     verify: Option<Verify>,
@@ -325,6 +332,8 @@ impl Conntrack {
             redirect: None,
             needs_room: false,
             reaped: false,
+            needs_eviction: false,
+            evicted_elsewhere: false,
             verify: None,
             exclude: None,
             counters: Counters::default(),
@@ -749,8 +758,18 @@ impl Conntrack {
                 return CtResult::default();
             }
         }
-        if matches!(charged, Err(CtDrop::TableFull)) && self.evict_closed() {
-            charged = self.shared.charge(&tuple, self.cfg.max_conns);
+        if matches!(charged, Err(CtDrop::TableFull)) {
+            if self.evict_closed() {
+                charged = self.shared.charge(&tuple, self.cfg.max_conns);
+            } else if self.shared.shards > 1
+                && !self.evicted_elsewhere
+                && self.shared.may_evict(now)
+            {
+                // The table is full but not of this shard's closed connections (one busy
+                // client's TIME_WAITs all live in its own shard): another shard's will do.
+                self.needs_eviction = true;
+                return CtResult::default();
+            }
         }
         let (src_slot, src_generation) = match charged {
             Ok(c) => c,
@@ -1133,7 +1152,7 @@ impl Conntrack {
 
     /// Makes room in a full table: removes the oldest closed TCP connection of this shard
     /// (TIME_WAIT, whose only use left is to recognise late segments). False when there is none.
-    fn evict_closed(&mut self) -> bool {
+    pub(crate) fn evict_closed(&mut self) -> bool {
         let Some(oldest) = self.slab.head(TimeoutClass::TcpClosed) else {
             return false;
         };

@@ -205,18 +205,23 @@ impl Sharded {
     ) -> CtResult {
         let mut shard = self.dispatch(key, facts, act.zone);
         let mut reaped = false;
+        let mut evicted = false;
         let mut exclude = None;
         cur.table = Some(self);
         cur.packets += 1;
         // A reply goes on to its owner, which may send a reopened connection back to its home:
-        // three hops at most; plus one run again after reaping the other shards for room, and
-        // one after a NAT reply key found in use in its home shard.
+        // three hops at most; plus one run again after reaping the other shards for room, one
+        // after evicting a closed connection in another shard, and one after a NAT reply key
+        // found in use in its home shard.
         // The shard's own fields are written only when set (its cache lines stay clean for the
         // other threads).
-        for _ in 0..6 {
+        for _ in 0..7 {
             let ct = cur.get(self, shard);
             if reaped {
                 ct.reaped = true;
+            }
+            if evicted {
+                ct.evicted_elsewhere = true;
             }
             if exclude.is_some() {
                 ct.exclude = exclude;
@@ -239,6 +244,9 @@ impl Sharded {
             if reaped {
                 ct.reaped = false;
             }
+            if evicted {
+                ct.evicted_elsewhere = false;
+            }
             if exclude.is_some() {
                 ct.exclude = None;
             }
@@ -252,6 +260,10 @@ impl Sharded {
             if needs_room {
                 ct.needs_room = false;
             }
+            let needs_eviction = ct.needs_eviction;
+            if needs_eviction {
+                ct.needs_eviction = false;
+            }
             let verify = if ct.verify.is_some() {
                 ct.verify.take()
             } else {
@@ -263,6 +275,11 @@ impl Sharded {
             if needs_room {
                 self.reap_others(cur, shard, now);
                 reaped = true;
+                continue;
+            }
+            if needs_eviction {
+                self.evict_elsewhere(cur, shard, now);
+                evicted = true;
                 continue;
             }
             if let Some(v) = verify {
@@ -320,6 +337,18 @@ impl Sharded {
             }
         }
         self.shared.reaped_nothing(now);
+    }
+
+    /// Evicts the oldest closed TCP connection of the first shard after `home` that has one (a
+    /// commit in `home` found the table full and none of its own), one shard locked at a time.
+    fn evict_elsewhere<'a>(&'a self, cur: &mut Cursor<'a>, home: u32, now: u64) {
+        let n = self.shards.len() as u32;
+        for k in 1..n {
+            if cur.get(self, (home + k) % n).evict_closed() {
+                return;
+            }
+        }
+        self.shared.evicted_nothing(now);
     }
 
     /// Takes a held fragment whose first fragment has passed (see

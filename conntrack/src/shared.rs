@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     /// Before this time (the callers' clock, ns) a commit at a limit does not reap other
     /// shards: the last such reaping found nothing expired anywhere.
     next_reap_ns: AtomicU64,
+    /// Likewise for evicting a closed TCP connection of another shard: the last look found
+    /// none in any shard.
+    next_evict_ns: AtomicU64,
 }
 
 /// After a reaping of every shard that found nothing expired, commits at a limit wait this
@@ -84,6 +87,7 @@ impl Shared {
             }),
             routes: (0..routes).map(|_| Mutex::new(HashTable::new())).collect(),
             next_reap_ns: AtomicU64::new(0),
+            next_evict_ns: AtomicU64::new(0),
         }
     }
 
@@ -96,6 +100,19 @@ impl Shared {
     /// A reaping of the other shards at `now` found nothing expired.
     pub fn reaped_nothing(&self, now: u64) {
         self.next_reap_ns
+            .fetch_max(now.saturating_add(IDLE_REAP_INTERVAL_NS), Ordering::Relaxed);
+    }
+
+    /// Whether a commit into a full table may look for a closed connection to evict in the
+    /// other shards now.
+    #[inline]
+    pub fn may_evict(&self, now: u64) -> bool {
+        now >= self.next_evict_ns.load(Ordering::Relaxed)
+    }
+
+    /// A look at `now` found no closed connection in any other shard.
+    pub fn evicted_nothing(&self, now: u64) {
+        self.next_evict_ns
             .fetch_max(now.saturating_add(IDLE_REAP_INTERVAL_NS), Ordering::Relaxed);
     }
 

@@ -561,6 +561,74 @@ fn a_full_table_of_closed_connections_takes_new_ones_in_every_shard() {
     assert_eq!(t.len(), 1000);
 }
 
+/// One busy client's closed connections all live in its own shard; a full table of them still
+/// takes other clients' new connections, whose shards evict one of that client's.
+#[test]
+fn closed_connections_of_one_shard_make_room_for_every_shard() {
+    let t = table(1000, 16);
+    let (busy, server) = (client(1), ip("10.2.0.1"));
+    let commit = CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    };
+    let facts = |seq, ack| PacketFacts {
+        tcp_seq: seq,
+        tcp_ack: ack,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    };
+    let tcp = |src, sport, dst, dport, flags| FlowKey {
+        nw_proto: 6,
+        tcp_flags: flags,
+        ..udp(src, sport, dst, dport)
+    };
+    let mut cur = Cursor::default();
+    for port in 0..1000u16 {
+        let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
+        let sport = 1024 + port;
+        let r = t.process_frame(
+            &mut cur,
+            &tcp(busy, sport, server, 80, syn),
+            &facts(10, 0),
+            &commit,
+            0,
+            None,
+        );
+        assert_eq!(r.drop, None, "connection {port}");
+        t.process_frame(
+            &mut cur,
+            &tcp(server, 80, busy, sport, rst),
+            &facts(0, 11),
+            &commit,
+            1,
+            None,
+        );
+    }
+    drop(cur);
+    assert_eq!(t.len(), 1000);
+    // 200 other clients, nearly all homed in other shards than the busy one.
+    for i in 0..200 {
+        let r = run(&t, &udp(client(10_000 + i), 1, server, 53), &commit, 2);
+        assert_eq!(r.drop, None, "flow {i} refused");
+    }
+    let c = t.counters();
+    assert_eq!(c.get(Counter::ClosedEvicted), 200);
+    assert_eq!(c.get(Counter::DropTableFull), 0);
+    assert_eq!(t.len(), 1000);
+    // With only live connections left elsewhere, a new one is still refused and counted.
+    let mut refused = 0;
+    for i in 0..1000 {
+        let r = run(&t, &udp(client(20_000 + i), 1, server, 53), &commit, 3);
+        refused += u64::from(r.drop.is_some());
+    }
+    let c = t.counters();
+    assert_eq!(c.get(Counter::ClosedEvicted), 1000);
+    assert_eq!(refused, 200);
+    assert_eq!(c.get(Counter::DropTableFull), 200);
+}
+
 #[test]
 fn one_address_pair_may_fill_the_whole_table() {
     // A shard is sized for twice its share but has no limit of its own: one client talking to
