@@ -8,8 +8,9 @@
 #   ONLY='^ours' benches/scripts/conntrack-bench.sh        # just our switch
 #   ONLY='^kernel-nft sus|^ours sus' benches/scripts/conntrack-bench.sh \
 #       --add 'ours sustained 1 client IP|FWD=cmd NSRC=1|sustain'   # more cases (harness --add)
-#   XDP=on benches/scripts/conntrack-bench.sh              # ports with options:xdp=on (AF_XDP;
-#                                                          # default off: AF_PACKET)
+#   XDP=on benches/scripts/conntrack-bench.sh              # ports with options:xdp=on (AF_XDP),
+#                                                          # off (AF_PACKET only) or auto; unset:
+#                                                          # the default (auto)
 #   benches/scripts/conntrack-bench.sh --start-only        # what FWD_START_CMD runs (needs the
 #                                                          # harness topology and its env vars)
 #
@@ -38,7 +39,7 @@ start_switch() {
     "${ctl[@]}" add-br ctbr
     local k
     local opts=()
-    [ "${XDP:-off}" = on ] && opts=(options:xdp=on)
+    [ -n "${XDP:-}" ] && opts=("options:xdp=$XDP")
     for k in 1 2 3 4; do "${ctl[@]}" add-port ctbr "ctv$k" "ofport=$k" "${opts[@]}"; done
     "${ctl[@]}" add-groups ctbr "$CT_GROUPS"
     "${ctl[@]}" del-flows ctbr
@@ -59,7 +60,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 ctl_q() { printf '%q ' "$VSWITCHCTL" --rundir; }
-export FWD_START_CMD="XDP=$(printf %q "${XDP:-off}") VSWITCHD=$(printf %q "$VSWITCHD") VSWITCHCTL=$(printf %q "$VSWITCHCTL") bash $(printf %q "$ROOT/benches/scripts/conntrack-bench.sh") --start-only"
+export FWD_START_CMD="XDP=$(printf %q "${XDP:-}") VSWITCHD=$(printf %q "$VSWITCHD") VSWITCHCTL=$(printf %q "$VSWITCHCTL") bash $(printf %q "$ROOT/benches/scripts/conntrack-bench.sh") --start-only"
 # The harness runs the count command without CT_TMP in its environment.
 RUNDIR_Q="\"\${CT_TMP:-/tmp/ct-anchor}/vswitchd\""
 export FWD_COUNT_CMD="$(ctl_q)$RUNDIR_Q dump-conntrack ctbr | wc -l"

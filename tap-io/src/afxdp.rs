@@ -120,7 +120,8 @@ pub struct AfXdpPort {
     ifindex: u32,
     mtu: usize,
     // The program leaves the interface first, then the rings go, then the socket, then UMEM.
-    _xdp: XdpRedirect,
+    /// `None` once [`AfXdpPort::detach_program`] took the program off the interface.
+    xdp: Option<XdpRedirect>,
     rx: XskRing<libc::xdp_desc>,
     fill: XskRing<u64>,
     tx: XskRing<libc::xdp_desc>,
@@ -322,7 +323,7 @@ impl AfXdpPort {
             ifindex,
             mtu,
             packet_tx,
-            _xdp: xdp,
+            xdp: Some(xdp),
             rx,
             fill,
             tx,
@@ -348,6 +349,12 @@ impl AfXdpPort {
     /// Reads the kernel's counters (`XDP_STATISTICS`, cumulative): frames dropped because the
     /// rx ring was full or the fill ring empty go to `rx_kernel_drops`, descriptors the kernel
     /// found invalid to `rx_errors` / `tx_dropped` (other).
+    /// Takes the XDP program off the interface: new frames go to the kernel's stack (and any
+    /// packet socket) again, while the frames already in this socket's ring can still be read.
+    pub fn detach_program(&mut self) {
+        self.xdp = None;
+    }
+
     pub fn poll_kernel_stats(&mut self) {
         // SAFETY: xdp_statistics is plain data; all-zero is valid.
         let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };

@@ -16,6 +16,7 @@ pub mod pcap;
 pub mod port;
 mod rxring;
 pub mod sched;
+pub mod shed;
 mod sockopt;
 pub mod tap;
 pub mod tunnel;
@@ -33,6 +34,7 @@ pub use buf::{
 pub use mem::MemPort;
 pub use pcap::{Capture, PcapPort};
 pub use port::{DropCounts, Offloads, Port, PortStats, TxDropReason, TxReport};
+pub use shed::{ShedConfig, SheddingPort};
 pub use tap::{TapConfig, TapPort};
 pub use tunnel::{Datagrams, MemDatagrams, TunnelConfig, TunnelHeader, TunnelPort, TunnelRxDrop};
 pub use tunnel_gso::TunnelGsoTx;

@@ -214,6 +214,12 @@ pub trait Port {
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
         None
     }
+
+    /// Something the port changed by itself since the last call, for the operator's log (a
+    /// shedding port attaching its XDP socket). Default: never.
+    fn take_notice(&mut self) -> Option<String> {
+        None
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -243,6 +249,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
         (**self).try_clone_tx()
+    }
+    fn take_notice(&mut self) -> Option<String> {
+        (**self).take_notice()
     }
 }
 

@@ -29,11 +29,15 @@ pub struct PortSpec {
     /// processes the frames arriving on the interface. Absent: off unless the interface has
     /// an address of the host's own when the port opens (`tap_io::HostRx::Auto`).
     pub host_rx: Option<bool>,
-    /// `options:xdp=on|off` (afpacket ports): read and write the interface through an AF_XDP
+    /// `options:xdp=on` (afpacket ports): read and write the interface through an AF_XDP
     /// socket fed by a native XDP program (`tap_io::AfXdpPort`) instead of AF_PACKET. When
     /// the kernel or the interface refuses it, the port falls back to AF_PACKET, the log says
-    /// why and the port's recorded spec has `xdp` off (what runs). Default off.
+    /// why and the port's recorded spec has no `xdp` option (what runs).
     pub xdp: bool,
+    /// `options:xdp=auto|off` (afpacket ports): whether the AF_PACKET port attaches an AF_XDP
+    /// socket while a flood overruns its ring (`tap_io::SheddingPort`). Absent: auto, unless
+    /// `host_rx=true` or `rx_skip_udp_dport` (an XDP program would take those frames too).
+    pub shed: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +79,7 @@ impl PortSpec {
         let mut skip_udp_dport: Option<u16> = None;
         let mut host_rx: Option<bool> = None;
         let mut xdp = false;
+        let mut shed = None;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
@@ -126,14 +131,15 @@ impl PortSpec {
                     });
                 }
                 "options:xdp" => {
-                    xdp = match value {
-                        "on" | "true" => true,
-                        "off" | "false" => false,
+                    (xdp, shed) = match value {
+                        "on" | "true" => (true, None),
+                        "off" | "false" => (false, Some(false)),
+                        "auto" => (false, Some(true)),
                         _ => {
                             return Err(PortSpecError::BadOption {
                                 key: "xdp".into(),
                                 value: value.to_string(),
-                                why: "expected on or off",
+                                why: "expected on, off or auto",
                             });
                         }
                     };
@@ -158,26 +164,30 @@ impl PortSpec {
                 why: "only afpacket ports share their interface with the host stack",
             });
         }
-        if xdp && kind != PortKind::AfPacket {
-            return Err(PortSpecError::BadOption {
-                key: "xdp".into(),
-                value: "on".into(),
-                why: "only afpacket ports open an existing interface",
-            });
-        }
-        if xdp && host_rx == Some(true) {
-            return Err(PortSpecError::BadOption {
-                key: "xdp".into(),
-                value: "on".into(),
-                why: "an AF_XDP port takes every frame from the host stack (host_rx=true)",
-            });
-        }
-        if xdp && skip_udp_dport.is_some() {
-            return Err(PortSpecError::BadOption {
-                key: "xdp".into(),
-                value: "on".into(),
-                why: "an AF_XDP port has no rx_skip_udp_dport filter",
-            });
+        let asked = match (xdp, shed) {
+            (true, _) => Some("on"),
+            (false, Some(true)) => Some("auto"),
+            _ => None,
+        };
+        if let Some(v) = asked {
+            let bad = |why| {
+                Err(PortSpecError::BadOption {
+                    key: "xdp".into(),
+                    value: v.into(),
+                    why,
+                })
+            };
+            if kind != PortKind::AfPacket {
+                return bad("only afpacket ports open an existing interface");
+            }
+            if host_rx == Some(true) {
+                return bad(
+                    "an AF_XDP socket takes every frame from the host stack (host_rx=true)",
+                );
+            }
+            if skip_udp_dport.is_some() {
+                return bad("an AF_XDP socket has no rx_skip_udp_dport filter");
+            }
         }
         let tunnel = if kind == PortKind::Vxlan {
             Some(parse_tunnel(&options)?)
@@ -196,11 +206,21 @@ impl PortSpec {
             skip_udp_dport,
             host_rx,
             xdp,
+            shed,
         })
     }
 }
 
 impl PortSpec {
+    /// Whether this AF_PACKET port attaches an AF_XDP socket while a flood overruns it.
+    pub fn sheds(&self) -> bool {
+        self.kind == PortKind::AfPacket
+            && !self.xdp
+            && self
+                .shed
+                .unwrap_or(self.host_rx != Some(true) && self.skip_udp_dport.is_none())
+    }
+
     /// The `add-port` arguments that parse back into this spec (the state file keeps ports so).
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -237,8 +257,11 @@ impl PortSpec {
         if let Some(h) = self.host_rx {
             args.push(format!("options:host_rx={h}"));
         }
-        if self.xdp {
-            args.push("options:xdp=on".to_string());
+        match (self.xdp, self.shed) {
+            (true, _) => args.push("options:xdp=on".to_string()),
+            (false, Some(false)) => args.push("options:xdp=off".to_string()),
+            (false, Some(true)) => args.push("options:xdp=auto".to_string()),
+            (false, None) => {}
         }
         args
     }
@@ -358,11 +381,24 @@ mod tests {
         assert!(p.xdp);
         assert_eq!(PortSpec::parse("p", &p.to_args()).unwrap(), p);
         assert!(!PortSpec::parse("p", &[]).unwrap().xdp);
+        assert!(PortSpec::parse("p", &[]).unwrap().sheds());
+        for (arg, sheds) in [("options:xdp=off", false), ("options:xdp=auto", true)] {
+            let p = PortSpec::parse("p", &args(&[arg])).unwrap();
+            assert!(!p.xdp);
+            assert_eq!(p.sheds(), sheds, "{arg}");
+            assert_eq!(PortSpec::parse("p", &p.to_args()).unwrap(), p);
+        }
+        let kept = PortSpec::parse("p", &args(&["options:host_rx=true"])).unwrap();
+        assert!(!kept.sheds(), "host_rx=true keeps the port AF_PACKET only");
+        let tap = PortSpec::parse("p", &args(&["type=tap"])).unwrap();
+        assert!(!tap.sheds());
         for bad in [
             &["options:xdp=maybe"][..],
             &["type=tap", "options:xdp=on"],
             &["options:xdp=on", "options:host_rx=true"],
             &["options:xdp=on", "options:rx_skip_udp_dport=4789"],
+            &["type=tap", "options:xdp=auto"],
+            &["options:xdp=auto", "options:host_rx=true"],
         ] {
             assert!(PortSpec::parse("p", &args(bad)).is_err(), "{bad:?}");
         }

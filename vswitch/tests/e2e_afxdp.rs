@@ -252,3 +252,133 @@ fn afxdp_ports_carry_tcp_and_udp_from_pods_with_checksum_offload_on() {
     let d = node.daemon.as_mut().expect("daemon");
     assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
 }
+
+/// Sends `count` 18-byte UDP datagrams from `ns` to `dst_ip:9` as fast as Python can.
+fn udp_burst(ns: &str, dst_ip: &str, count: usize) {
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for _ in range({count}):\n    try:\n        s.sendto(b'x' * 18, ('{dst_ip}', 9))\n    \
+         except OSError:\n        pass\n"
+    );
+    ns_run(ns, &["python3", "-c", &script], Duration::from_secs(20));
+}
+
+fn tso(ns: &str) -> String {
+    ns_sh(ns, "ethtool -k eth0 | grep '^tcp-segmentation-offload'")
+        .trim()
+        .to_string()
+}
+
+/// A default AF_PACKET port whose ring overruns (here: frames sent while the switch is
+/// stopped) attaches an AF_XDP socket, so a flood is shed before the kernel's receive path;
+/// traffic goes on through it, and once no frame is dropped for a while the program leaves
+/// the interface again and the pod gets its TSO back.
+#[test]
+fn afpacket_ports_shed_an_overrun_through_xdp_and_detach_when_calm() {
+    if !require_root("afpacket_ports_shed_an_overrun_through_xdp_and_detach_when_calm") {
+        return;
+    }
+    let mut node = Node::new("sh");
+    node.start_switch(BR);
+    let [a, b] = [("a", "vsa", 1), ("b", "vsb", 2)].map(|(x, host_if, n)| {
+        node.add_veth_pod(
+            &format!("sh{x}"),
+            host_if,
+            &format!("10.10.0.{n}/24"),
+            &format!("02:00:00:00:07:{n:02x}"),
+        )
+    });
+    let d = node.daemon();
+    d.ctl(&["add-port", BR, "vsa", "ofport=1"]);
+    d.ctl(&["add-port", BR, "vsb", "ofport=2"]);
+    let node_ns = node.name().to_string();
+    let (pa, pb) = (
+        node.pod(a).name().to_string(),
+        node.pod(b).name().to_string(),
+    );
+    let ip_b = node.pod(b).ip.clone();
+    assert_ping(&pa, &ip_b, 2);
+    assert!(!xdp_attached(&node_ns, "vsa"), "XDP before any overrun");
+    ns_sh(&pa, "ethtool -K eth0 tx on tso on >/dev/null");
+    let tso_before = tso(&pa);
+    assert!(tso_before.ends_with(": on"), "pod TSO: {tso_before}");
+
+    // The switch stops; the pod's burst fills the ring and the rest is dropped by the kernel.
+    let pid = d.pid().to_string();
+    let signal = |sig: &str| {
+        let r = run_timeout(
+            std::process::Command::new("kill").args([sig, &pid]),
+            Duration::from_secs(2),
+        );
+        assert!(r.ok, "kill {sig}: {}", r.stderr);
+    };
+    signal("-STOP");
+    udp_burst(&pa, &ip_b, 60_000);
+    signal("-CONT");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !xdp_attached(&node_ns, "vsa") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        xdp_attached(&node_ns, "vsa"),
+        "no XDP after the overrun:\n{}",
+        d.log_text()
+    );
+    assert!(!xdp_attached(&node_ns, "vsb"), "vsb never overran");
+    assert!(
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("shedding the excess") && l.contains("vsa")),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        tso(&pa).ends_with(": off"),
+        "TSO while shedding: {}",
+        tso(&pa)
+    );
+
+    // Traffic goes on through the AF_XDP socket, and the port counts what it received.
+    let before = d.ports(BR)[&1].rx_packets;
+    assert_ping(&pa, &ip_b, 3);
+    assert_ping(&pb, &node.pod(a).ip, 3);
+    let got = tcp_transfer(&pa, &pb, &ip_b, 5003, 1_000_000);
+    assert_eq!(got, 1_000_000, "TCP through the shedding port lost bytes");
+    assert!(
+        d.ports(BR)[&1].rx_packets >= before + 6,
+        "frames received through XDP not counted"
+    );
+
+    // No drops for the calm period (after the minimum hold): back to AF_PACKET only.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while xdp_attached(&node_ns, "vsa") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !xdp_attached(&node_ns, "vsa"),
+        "XDP still on after the calm period:\n{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("the flood has passed"));
+    assert_eq!(tso(&pa), tso_before, "the pod's TSO did not come back");
+    assert_ping(&pa, &ip_b, 3);
+
+    // `options:xdp=off`: the same overrun leaves the port AF_PACKET only.
+    d.ctl(&["del-port", BR, "vsb"]);
+    d.ctl(&["add-port", BR, "vsb", "ofport=2", "options:xdp=off"]);
+    assert_ping(&pb, &node.pod(a).ip, 2);
+    signal("-STOP");
+    udp_burst(&pb, &node.pod(a).ip, 60_000);
+    signal("-CONT");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!xdp_attached(&node_ns, "vsb"), "xdp=off port attached XDP");
+    let listed: String = d
+        .ctl(&["--format", "json", "list-ports", BR])
+        .split_whitespace()
+        .collect();
+    assert!(listed.contains("\"xdp\":\"off\""), "{listed}");
+
+    let d = node.daemon.as_mut().expect("daemon");
+    assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
+}

@@ -171,6 +171,11 @@ fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
         tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");
     }
     let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
+    if !spec.sheds() {
+        return Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac));
+    }
+    let port = tap_io::SheddingPort::new(port, tap_io::ShedConfig::default())
+        .map_err(|e| format!("epoll for the port's sockets: {e}"))?;
     Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac))
 }
 

@@ -341,6 +341,9 @@ impl DpPort {
         }
         let (PortIo::Dev(p) | PortIo::Tunnel(p)) = &mut self.io;
         p.refresh_stats();
+        if let Some(notice) = p.take_notice() {
+            tracing::info!(port = %self.name, "{notice}");
+        }
         let now = p.stats().rx_kernel_drops;
         if now > self.seen.rx_kernel_drops {
             PortCounters::add(&self.counters.rx.dropped, now - self.seen.rx_kernel_drops);

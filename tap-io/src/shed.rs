@@ -1,0 +1,291 @@
+//! An AF_PACKET port that sheds a flood before the kernel's receive path.
+//!
+//! A packet socket sees a frame only after the kernel has received it: the softirq that builds
+//! the skb, steers it (RPS) and runs the packet tap costs ~0.7 µs per frame on the core that
+//! receives it, before a full ring refuses the frame. Under a flood that core is the
+//! forwarder's, and those softirqs preempt the forwarding thread, so the more is offered the
+//! less is forwarded (a receive livelock: 16–21 % of capacity at the Service harness's flood).
+//! An XDP program on the interface drops at a full AF_XDP ring before any skb exists, and the
+//! receive work runs in the sender's NAPI; but on a veth any attached program turns the peer's
+//! TSO off, which costs pods their TCP super-frames. So the port is AF_PACKET while it keeps
+//! up, and attaches an AF_XDP socket only while the kernel drops frames for a full ring:
+//! the flood is shed at the driver, and the pods get their TSO back once it has passed.
+//!
+//! Frames always leave through the AF_PACKET socket (virtio-net headers, GSO). Both sockets
+//! sit in one epoll instance whose descriptor is the port's, so the poll loop registers the
+//! port once whichever socket receives.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Poll, Token};
+
+use crate::afpacket::AfPacketPort;
+use crate::afxdp::{AfXdpConfig, AfXdpPort};
+use crate::buf::Batch;
+use crate::port::{Offloads, Port, PortStats};
+
+/// When the port switches to XDP and back. Rates are frames per second, measured between two
+/// calls of [`Port::refresh_stats`] (the poll loop calls it every 100 ms).
+#[derive(Clone, Debug)]
+pub struct ShedConfig {
+    /// Ring drops per second that attach the XDP socket.
+    pub attach_drops: u64,
+    /// Detach once the XDP socket's own drops stayed below this rate for `calm_for`: the
+    /// flood is over, or the port keeps up with it without the XDP socket's help. (Not the
+    /// frame rate: a pod's TCP stream without TSO is as many frames as a flood, but it does
+    /// not overrun the ring.)
+    pub calm_drops: u64,
+    pub calm_for: Duration,
+    /// Stay attached at least this long (a flood in bursts does not toggle the peer's TSO).
+    pub hold: Duration,
+    /// After a failed attach, try again only after this long.
+    pub retry_after: Duration,
+}
+
+impl Default for ShedConfig {
+    fn default() -> Self {
+        ShedConfig {
+            attach_drops: 20_000,
+            calm_drops: 5_000,
+            calm_for: Duration::from_secs(2),
+            hold: Duration::from_secs(5),
+            retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+const PACKET_TOKEN: Token = Token(0);
+const XDP_TOKEN: Token = Token(1);
+
+/// An AF_PACKET port that attaches an AF_XDP socket while a flood overruns its ring.
+pub struct SheddingPort {
+    packet: AfPacketPort,
+    xdp: Option<AfXdpPort>,
+    /// An XDP socket whose program already left the interface: read until the next check, so
+    /// the frames in its ring are forwarded, then closed.
+    draining: Option<AfXdpPort>,
+    xdp_cfg: AfXdpConfig,
+    cfg: ShedConfig,
+    /// Holds both sockets; its descriptor is the port's.
+    poll: Poll,
+    /// Receive counters of XDP sockets already detached.
+    detached: PortStats,
+    /// Combined counters at the last check, and when it was.
+    last: (u64, u64, Instant),
+    /// When the XDP socket was attached.
+    attached: Option<Instant>,
+    calm_since: Option<Instant>,
+    retry_at: Option<Instant>,
+    /// What changed since the operator's log last asked ([`Port::take_notice`]).
+    notice: Option<String>,
+}
+
+impl SheddingPort {
+    pub fn new(packet: AfPacketPort, cfg: ShedConfig) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        if let Some(fd) = packet.fd() {
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                PACKET_TOKEN,
+                Interest::READABLE,
+            )?;
+        }
+        // Frames leave through the AF_PACKET socket; the XDP socket's tx ring stays unused.
+        let xdp_cfg = AfXdpConfig::new(packet.name());
+        let s = packet.stats();
+        Ok(SheddingPort {
+            packet,
+            xdp: None,
+            draining: None,
+            xdp_cfg,
+            cfg,
+            poll,
+            detached: PortStats::default(),
+            last: (s.rx_packets, s.rx_kernel_drops, Instant::now()),
+            attached: None,
+            calm_since: None,
+            retry_at: None,
+            notice: None,
+        })
+    }
+
+    fn attach(&mut self, offered: f64, now: Instant) {
+        let opened = AfXdpPort::open(&self.xdp_cfg)
+            .map_err(|e| e.to_string())
+            .and_then(|x| {
+                let fd = x.fd().ok_or("the AF_XDP socket has no descriptor")?;
+                self.poll
+                    .registry()
+                    .register(&mut mio::unix::SourceFd(&fd), XDP_TOKEN, Interest::READABLE)
+                    .map_err(|e| format!("registering the AF_XDP socket: {e}"))?;
+                Ok(x)
+            });
+        match opened {
+            Ok(x) => {
+                self.xdp = Some(x);
+                self.attached = Some(now);
+                self.calm_since = None;
+                self.notice = Some(format!(
+                    "receive ring overrun ({offered:.0} frames/s offered): shedding the excess \
+                     through an AF_XDP socket until the rate falls (the peer's TSO is off \
+                     meanwhile)"
+                ));
+            }
+            Err(e) => {
+                self.notice = Some(format!(
+                    "receive ring overrun ({offered:.0} frames/s offered), but no AF_XDP socket \
+                     to shed it ({e}); trying again in {} s",
+                    self.cfg.retry_after.as_secs()
+                ));
+                self.retry_at = Some(now + self.cfg.retry_after);
+            }
+        }
+    }
+
+    /// Takes the program off the interface; the socket drains until the next check.
+    fn detach(&mut self) {
+        let Some(mut x) = self.xdp.take() else { return };
+        x.detach_program();
+        self.close_drained();
+        self.draining = Some(x);
+        self.attached = None;
+        self.calm_since = None;
+        self.notice = Some("the flood has passed: AF_XDP socket detached, AF_PACKET only".into());
+    }
+
+    /// Closes the socket a detach left draining, keeping its counters.
+    fn close_drained(&mut self) {
+        let Some(mut x) = self.draining.take() else {
+            return;
+        };
+        x.refresh_stats();
+        if let Some(fd) = x.fd() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&fd));
+        }
+        add_rx(&mut self.detached, &x.stats());
+    }
+
+    /// Decides, from the counters since the last call, whether to attach or detach.
+    fn steer(&mut self, now: Instant) {
+        self.close_drained();
+        let s = self.stats();
+        let (rx0, drops0, t0) = self.last;
+        self.last = (s.rx_packets, s.rx_kernel_drops, now);
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let drops = s.rx_kernel_drops.saturating_sub(drops0) as f64 / secs;
+        let offered = s.rx_packets.saturating_sub(rx0) as f64 / secs + drops;
+        match self.attached {
+            None => {
+                let may_try = self.retry_at.is_none_or(|t| now >= t);
+                if drops >= self.cfg.attach_drops as f64 && may_try {
+                    self.attach(offered, now);
+                }
+            }
+            Some(since) => {
+                if drops >= self.cfg.calm_drops as f64 {
+                    self.calm_since = None;
+                    return;
+                }
+                let calm_since = *self.calm_since.get_or_insert(now);
+                if now.duration_since(calm_since) >= self.cfg.calm_for
+                    && now.duration_since(since) >= self.cfg.hold
+                {
+                    self.detach();
+                }
+            }
+        }
+    }
+}
+
+/// Adds `b`'s receive counters to `a`.
+fn add_rx(a: &mut PortStats, b: &PortStats) {
+    a.rx_packets += b.rx_packets;
+    a.rx_bytes += b.rx_bytes;
+    a.rx_truncated += b.rx_truncated;
+    a.rx_kernel_drops += b.rx_kernel_drops;
+    a.rx_errors += b.rx_errors;
+    a.rx_csum_not_ready += b.rx_csum_not_ready;
+}
+
+impl Port for SheddingPort {
+    fn name(&self) -> &str {
+        self.packet.name()
+    }
+
+    fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        let mut n = 0;
+        for x in [self.xdp.as_mut(), self.draining.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if batch.room() > 0 {
+                n += x.rx_batch(batch)?;
+            }
+        }
+        // Frames the ring took before the XDP socket came, or while it goes.
+        if batch.room() > 0 {
+            n += self.packet.rx_batch(batch)?;
+        }
+        Ok(n)
+    }
+
+    fn tx_batch(&mut self, batch: &mut Batch) -> crate::port::TxReport {
+        self.packet.tx_batch(batch)
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.poll.as_raw_fd())
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.packet.stats();
+        add_rx(&mut s, &self.detached);
+        for x in [self.xdp.as_ref(), self.draining.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            add_rx(&mut s, &x.stats());
+        }
+        s
+    }
+
+    fn refresh_stats(&mut self) {
+        self.packet.refresh_stats();
+        if let Some(x) = self.xdp.as_mut() {
+            x.refresh_stats();
+        }
+        self.steer(Instant::now());
+    }
+
+    fn mtu(&self) -> usize {
+        self.packet.mtu()
+    }
+
+    fn offloads(&self) -> Offloads {
+        self.packet.offloads()
+    }
+
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        Port::try_clone_tx(&self.packet)
+    }
+
+    fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
+    }
+}
+
+impl Drop for SheddingPort {
+    fn drop(&mut self) {
+        // The program leaves the interface with the XDP socket, before the packet socket goes.
+        self.detach();
+        self.close_drained();
+    }
+}
