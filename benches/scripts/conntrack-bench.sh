@@ -60,7 +60,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 ctl_q() { printf '%q ' "$VSWITCHCTL" --rundir; }
-export FWD_START_CMD="XDP=$(printf %q "${XDP:-}") VSWITCHD=$(printf %q "$VSWITCHD") VSWITCHCTL=$(printf %q "$VSWITCHCTL") bash $(printf %q "$ROOT/benches/scripts/conntrack-bench.sh") --start-only"
+# A case's own XDP=... (harness --add) wins over the script's.
+export FWD_START_CMD="XDP=\${XDP:-$(printf %q "${XDP:-}")} VSWITCHD=$(printf %q "$VSWITCHD") VSWITCHCTL=$(printf %q "$VSWITCHCTL") bash $(printf %q "$ROOT/benches/scripts/conntrack-bench.sh") --start-only"
 # The harness runs the count command without CT_TMP in its environment.
 RUNDIR_Q="\"\${CT_TMP:-/tmp/ct-anchor}/vswitchd\""
 export FWD_COUNT_CMD="$(ctl_q)$RUNDIR_Q dump-conntrack ctbr | wc -l"

@@ -290,6 +290,24 @@ fn build(mode: Mode) -> Cluster {
     for (i, p) in PODS.iter().enumerate() {
         let pod = c.pods[i].name().to_string();
         if p.tap {
+            // The control socket is up before the agent has applied its config: wait for the
+            // TAP it creates.
+            let node = c.nodes[p.node - 1].name().to_string();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ns_run(
+                &node,
+                &["ip", "link", "show", p.port],
+                Duration::from_secs(2),
+            )
+            .ok
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the agent never created {}",
+                    p.port
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
             // Hand the agent-created TAP to its pod (the switch keeps the file descriptor).
             ns_sh(
                 c.nodes[p.node - 1].name(),
