@@ -346,15 +346,15 @@ impl AfXdpPort {
         self.fd.as_raw_fd()
     }
 
-    /// Reads the kernel's counters (`XDP_STATISTICS`, cumulative): frames dropped because the
-    /// rx ring was full or the fill ring empty go to `rx_kernel_drops`, descriptors the kernel
-    /// found invalid to `rx_errors` / `tx_dropped` (other).
     /// Takes the XDP program off the interface: new frames go to the kernel's stack (and any
     /// packet socket) again, while the frames already in this socket's ring can still be read.
     pub fn detach_program(&mut self) {
         self.xdp = None;
     }
 
+    /// Reads the kernel's counters (`XDP_STATISTICS`, cumulative): frames dropped because the
+    /// rx ring was full or the fill ring empty go to `rx_kernel_drops`, descriptors the kernel
+    /// found invalid to `rx_errors` / `tx_dropped` (other).
     pub fn poll_kernel_stats(&mut self) {
         // SAFETY: xdp_statistics is plain data; all-zero is valid.
         let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };

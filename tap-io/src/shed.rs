@@ -30,8 +30,11 @@ use crate::port::{Offloads, Port, PortStats};
 /// calls of [`Port::refresh_stats`] (the poll loop calls it every 100 ms).
 #[derive(Clone, Debug)]
 pub struct ShedConfig {
-    /// Ring drops per second that attach the XDP socket.
+    /// Ring drops per second that attach the XDP socket, when they are also at least
+    /// `attach_share` of the frames offered: a ring that overflows now and then at a high rate
+    /// (1 % of 1.4M frames/s) is no livelock, and the XDP socket's copies cost more per frame.
     pub attach_drops: u64,
+    pub attach_share: f64,
     /// Detach once the XDP socket's own drops stayed below this rate for `calm_for`: the
     /// flood is over, or the port keeps up with it without the XDP socket's help. (Not the
     /// frame rate: a pod's TCP stream without TSO is as many frames as a flood, but it does
@@ -39,7 +42,11 @@ pub struct ShedConfig {
     pub calm_drops: u64,
     pub calm_for: Duration,
     /// Stay attached at least this long (a flood in bursts does not toggle the peer's TSO).
+    /// Doubled, up to `max_hold`, each time the ring overruns again within `hold` of a
+    /// detach: a flood the XDP socket keeps up with but the ring does not would otherwise
+    /// toggle the port every few seconds.
     pub hold: Duration,
+    pub max_hold: Duration,
     /// After a failed attach, try again only after this long.
     pub retry_after: Duration,
 }
@@ -48,9 +55,11 @@ impl Default for ShedConfig {
     fn default() -> Self {
         ShedConfig {
             attach_drops: 20_000,
+            attach_share: 0.1,
             calm_drops: 5_000,
-            calm_for: Duration::from_secs(2),
-            hold: Duration::from_secs(5),
+            calm_for: Duration::from_secs(1),
+            hold: Duration::from_secs(2),
+            max_hold: Duration::from_secs(120),
             retry_after: Duration::from_secs(60),
         }
     }
@@ -72,10 +81,14 @@ pub struct SheddingPort {
     poll: Poll,
     /// Receive counters of XDP sockets already detached.
     detached: PortStats,
-    /// Combined counters at the last check, and when it was.
-    last: (u64, u64, Instant),
+    /// Combined counters at the last check, and when it was (`None` before the first check:
+    /// drops from before the port was polled do not count).
+    last: Option<(u64, u64, Instant)>,
     /// When the XDP socket was attached.
     attached: Option<Instant>,
+    /// When it was last detached, and the hold the next attach gets.
+    detached_at: Option<Instant>,
+    hold: Duration,
     calm_since: Option<Instant>,
     retry_at: Option<Instant>,
     /// What changed since the operator's log last asked ([`Port::take_notice`]).
@@ -92,9 +105,14 @@ impl SheddingPort {
                 Interest::READABLE,
             )?;
         }
-        // Frames leave through the AF_PACKET socket; the XDP socket's tx ring stays unused.
-        let xdp_cfg = AfXdpConfig::new(packet.name());
-        let s = packet.stats();
+        // Frames leave through the AF_PACKET socket: the XDP socket's tx ring stays unused
+        // (the smallest the kernel takes), and no send sockets of its own.
+        let xdp_cfg = AfXdpConfig {
+            tx_frames: 64,
+            tx: crate::afxdp::XdpTx::Xsk,
+            ..AfXdpConfig::new(packet.name())
+        };
+        let hold = cfg.hold;
         Ok(SheddingPort {
             packet,
             xdp: None,
@@ -103,8 +121,10 @@ impl SheddingPort {
             cfg,
             poll,
             detached: PortStats::default(),
-            last: (s.rx_packets, s.rx_kernel_drops, Instant::now()),
+            last: None,
             attached: None,
+            detached_at: None,
+            hold,
             calm_since: None,
             retry_at: None,
             notice: None,
@@ -124,6 +144,13 @@ impl SheddingPort {
             });
         match opened {
             Ok(x) => {
+                // Overrun again soon after a detach: the flood never stopped, hold longer.
+                self.hold = match self.detached_at {
+                    Some(t) if now.duration_since(t) < self.hold => {
+                        (self.hold * 2).min(self.cfg.max_hold)
+                    }
+                    _ => self.cfg.hold,
+                };
                 self.xdp = Some(x);
                 self.attached = Some(now);
                 self.calm_since = None;
@@ -151,6 +178,7 @@ impl SheddingPort {
         self.close_drained();
         self.draining = Some(x);
         self.attached = None;
+        self.detached_at = Some(Instant::now());
         self.calm_since = None;
         self.notice = Some("the flood has passed: AF_XDP socket detached, AF_PACKET only".into());
     }
@@ -174,8 +202,10 @@ impl SheddingPort {
     fn steer(&mut self, now: Instant) {
         self.close_drained();
         let s = self.stats();
-        let (rx0, drops0, t0) = self.last;
-        self.last = (s.rx_packets, s.rx_kernel_drops, now);
+        let last = self.last.replace((s.rx_packets, s.rx_kernel_drops, now));
+        let Some((rx0, drops0, t0)) = last else {
+            return;
+        };
         let secs = now.duration_since(t0).as_secs_f64();
         if secs <= 0.0 {
             return;
@@ -185,7 +215,9 @@ impl SheddingPort {
         match self.attached {
             None => {
                 let may_try = self.retry_at.is_none_or(|t| now >= t);
-                if drops >= self.cfg.attach_drops as f64 && may_try {
+                let overrun = drops >= self.cfg.attach_drops as f64
+                    && drops >= offered * self.cfg.attach_share;
+                if overrun && may_try {
                     self.attach(offered, now);
                 }
             }
@@ -196,7 +228,7 @@ impl SheddingPort {
                 }
                 let calm_since = *self.calm_since.get_or_insert(now);
                 if now.duration_since(calm_since) >= self.cfg.calm_for
-                    && now.duration_since(since) >= self.cfg.hold
+                    && now.duration_since(since) >= self.hold
                 {
                     self.detach();
                 }
@@ -221,18 +253,17 @@ impl Port for SheddingPort {
     }
 
     fn rx_batch(&mut self, batch: &mut Batch) -> io::Result<usize> {
+        // Oldest first: what a detached socket still holds, then the ring (frames it took
+        // before the XDP socket came, or since it went), then the XDP socket.
         let mut n = 0;
-        for x in [self.xdp.as_mut(), self.draining.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            if batch.room() > 0 {
-                n += x.rx_batch(batch)?;
-            }
+        if let Some(x) = self.draining.as_mut() {
+            n += x.rx_batch(batch)?;
         }
-        // Frames the ring took before the XDP socket came, or while it goes.
         if batch.room() > 0 {
             n += self.packet.rx_batch(batch)?;
+        }
+        if let Some(x) = self.xdp.as_mut().filter(|_| batch.room() > 0) {
+            n += x.rx_batch(batch)?;
         }
         Ok(n)
     }

@@ -189,6 +189,10 @@ impl PortSpec {
                 return bad("an AF_XDP socket has no rx_skip_udp_dport filter");
             }
         }
+        // `xdp=off` means nothing on other ports: recorded as not given.
+        if kind != PortKind::AfPacket {
+            shed = None;
+        }
         let tunnel = if kind == PortKind::Vxlan {
             Some(parse_tunnel(&options)?)
         } else {

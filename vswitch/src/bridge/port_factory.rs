@@ -82,7 +82,12 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
             Err(e) => {
                 tracing::warn!(port = %spec.name,
                     "options:xdp=on refused ({e}): the port falls back to AF_PACKET");
-                open_afpacket(spec).map(|opened| Opened {
+                // What runs is recorded without `xdp` (the default: shedding), so open that.
+                let fallback = PortSpec {
+                    xdp: false,
+                    ..spec.clone()
+                };
+                open_afpacket(&fallback).map(|opened| Opened {
                     xdp_refused: true,
                     ..opened
                 })
@@ -171,7 +176,8 @@ fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
         tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");
     }
     let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
-    if !spec.sheds() {
+    // A port that leaves the host stack on keeps every frame for it: no XDP program.
+    if !spec.sheds() || !port.host_rx_dropped() {
         return Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac));
     }
     let port = tap_io::SheddingPort::new(port, tap_io::ShedConfig::default())

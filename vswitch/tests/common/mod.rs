@@ -404,6 +404,7 @@ pub fn parse_drop(text: &str, name: &str) -> Option<u64> {
 pub struct PortStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    pub rx_dropped: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
@@ -429,6 +430,7 @@ pub fn parse_ports(text: &str) -> BTreeMap<u32, PortStats> {
                 let s: &mut PortStats = out.entry(n).or_default();
                 s.rx_packets = field(t, "pkts");
                 s.rx_bytes = field(t, "bytes");
+                s.rx_dropped = field(t, "drop");
             }
         } else if let Some(rest) = t.strip_prefix("tx")
             && let Some(n) = cur
