@@ -191,6 +191,13 @@ pub trait Port {
     /// The descriptor to register for read readiness, if the port has one.
     fn fd(&self) -> Option<RawFd>;
 
+    /// Every descriptor to wait on for this port's receive, with a number that changes
+    /// whenever the set does (a shedding port adds its XDP socket's while it has one): the
+    /// poll loop registers them all, again when the number changes. Default: [`Port::fd`].
+    fn rx_fds(&self) -> (u64, [Option<RawFd>; 2]) {
+        (0, [self.fd(), None])
+    }
+
     /// Counters since the port was opened.
     fn stats(&self) -> PortStats;
 
@@ -234,6 +241,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn fd(&self) -> Option<RawFd> {
         (**self).fd()
+    }
+    fn rx_fds(&self) -> (u64, [Option<RawFd>; 2]) {
+        (**self).rx_fds()
     }
     fn stats(&self) -> PortStats {
         (**self).stats()

@@ -180,8 +180,7 @@ fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
     if !spec.sheds() || !port.host_rx_dropped() {
         return Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac));
     }
-    let port = tap_io::SheddingPort::new(port, tap_io::ShedConfig::default())
-        .map_err(|e| format!("epoll for the port's sockets: {e}"))?;
+    let port = tap_io::SheddingPort::new(port, tap_io::ShedConfig::default());
     Ok(Opened::plain(PortIo::Dev(Box::new(port)), mac))
 }
 

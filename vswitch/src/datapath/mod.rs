@@ -762,9 +762,14 @@ impl Datapath {
     /// Expiry of shared state (connections, MAC entries): thread 0's job.
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
-        // Each thread for the ports it receives from: kernel ring drops into rx_dropped.
-        for port in self.ports.iter_mut().flatten() {
+        // Each thread for the ports it receives from: kernel ring drops into rx_dropped (a
+        // shedding port may attach or close its XDP socket there: its descriptors follow).
+        for (idx, port) in self.ports.iter_mut().enumerate() {
+            let Some(port) = port else { continue };
             port.fold_kernel_drops();
+            if let Err(e) = port.sync_registration(self.poll.registry(), Token(idx)) {
+                tracing::warn!(port = %port.name, "cannot wait on the port's new socket: {e}");
+            }
         }
         // This thread's megaflows: idle ones go, a bounded slice of the cache per tick.
         let now = self.now_ns();

@@ -55,6 +55,8 @@ pub struct DpPort {
     seen: PortStats,
     /// Receive errors repeat as long as their cause lasts: one warning per interval.
     pub(crate) rx_warn: crate::ratelimit::RateLimit,
+    /// The descriptors registered with the poll loop, and their set's version.
+    registered: (u64, [Option<std::os::fd::RawFd>; 2]),
 }
 
 impl DpPort {
@@ -93,6 +95,7 @@ impl DpPort {
             config: 0,
             seen: PortStats::default(),
             rx_warn: crate::ratelimit::RateLimit::default(),
+            registered: (0, [None, None]),
         }
     }
 
@@ -141,21 +144,43 @@ impl DpPort {
         self.port().and_then(|p| p.fd())
     }
 
+    /// Registers every descriptor the port receives through ([`tap_io::Port::rx_fds`]) under
+    /// `token`.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        match self.fd() {
-            Some(fd) => registry.register(
+        let (version, fds) = match &self.io {
+            PortIo::Dev(p) | PortIo::Tunnel(p) => p.rx_fds(),
+        };
+        for fd in fds.into_iter().flatten() {
+            registry.register(
                 &mut mio::unix::SourceFd(&fd),
                 token,
                 mio::Interest::READABLE,
-            ),
-            None => Ok(()),
+            )?;
         }
+        self.registered = (version, fds);
+        Ok(())
     }
 
     pub fn deregister(&mut self, registry: &Registry) {
-        if let Some(fd) = self.fd() {
+        // A descriptor closed since is gone from epoll already (an error, ignored).
+        for fd in self.registered.1.into_iter().flatten() {
             let _ = registry.deregister(&mut mio::unix::SourceFd(&fd));
         }
+        self.registered = (self.registered.0, [None, None]);
+    }
+
+    /// Registers the port's descriptors again when their set changed (a shedding port
+    /// attached or closed its XDP socket). By version, not by number: a new socket may reuse
+    /// a closed one's number.
+    pub fn sync_registration(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let version = match &self.io {
+            PortIo::Dev(p) | PortIo::Tunnel(p) => p.rx_fds().0,
+        };
+        if !self.polled || version == self.registered.0 {
+            return Ok(());
+        }
+        self.deregister(registry);
+        self.register(registry, token)
     }
 
     /// Receives a batch into `rx`; tunnel ports check and strip the tunnel header (their
