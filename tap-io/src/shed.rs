@@ -13,7 +13,8 @@
 //!
 //! Frames always leave through the AF_PACKET socket (virtio-net headers, GSO). While the XDP
 //! socket exists the port has two descriptors to wait on ([`Port::rx_fds`]); the poll loop
-//! registers both (one epoll hop: a nested epoll instance cost idle round trips ~5 µs).
+//! registers both (one epoll hop: a nested epoll instance would add one to every idle round
+//! trip).
 
 use std::io;
 use std::os::fd::RawFd;
