@@ -64,6 +64,10 @@ impl Default for ShedConfig {
     }
 }
 
+/// How long after a detach a failed attach is retried at every check instead of after
+/// `retry_after`.
+const REBIND_WINDOW: Duration = Duration::from_secs(2);
+
 /// An AF_PACKET port that attaches an AF_XDP socket while a flood overruns its ring.
 pub struct SheddingPort {
     packet: AfPacketPort,
@@ -139,6 +143,12 @@ impl SheddingPort {
                      meanwhile)"
                 ));
             }
+            // Just after a detach the queue may still be bound to the closing socket (the
+            // kernel tears it down later): try again at the next checks, quietly.
+            Err(_)
+                if self
+                    .detached_at
+                    .is_some_and(|t| now.duration_since(t) < REBIND_WINDOW) => {}
             Err(e) => {
                 self.notice = Some(format!(
                     "receive ring overrun ({offered:.0} frames/s offered), but no AF_XDP socket \
