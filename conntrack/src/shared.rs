@@ -55,12 +55,29 @@ pub(crate) struct Shared {
     seed: u64,
     acct: Mutex<Acct>,
     routes: Box<[RouteShard]>,
-    /// Before this time (the callers' clock, ns) a commit at a limit does not reap other
-    /// shards: the last such reaping found nothing expired anywhere.
-    next_reap_ns: AtomicU64,
+    /// A commit at a limit does not reap other shards while this pauses it: the last such
+    /// reaping found nothing expired anywhere.
+    reap: Pause,
     /// Likewise for evicting a closed TCP connection of another shard: the last look found
     /// none in any shard.
-    next_evict_ns: AtomicU64,
+    evict: Pause,
+}
+
+/// Until when (the callers' clock, ns) a search of the other shards that found nothing is
+/// not made again.
+#[derive(Default)]
+struct Pause(AtomicU64);
+
+impl Pause {
+    #[inline]
+    fn over(&self, now: u64) -> bool {
+        now >= self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self, now: u64) {
+        self.0
+            .fetch_max(now.saturating_add(IDLE_REAP_INTERVAL_NS), Ordering::Relaxed);
+    }
 }
 
 /// After a reaping of every shard that found nothing expired, commits at a limit wait this
@@ -86,34 +103,32 @@ impl Shared {
                 dnat: HashMap::new(),
             }),
             routes: (0..routes).map(|_| Mutex::new(HashTable::new())).collect(),
-            next_reap_ns: AtomicU64::new(0),
-            next_evict_ns: AtomicU64::new(0),
+            reap: Pause::default(),
+            evict: Pause::default(),
         }
     }
 
     /// Whether a commit at a limit may reap the other shards now.
     #[inline]
     pub fn may_reap(&self, now: u64) -> bool {
-        now >= self.next_reap_ns.load(Ordering::Relaxed)
+        self.reap.over(now)
     }
 
     /// A reaping of the other shards at `now` found nothing expired.
     pub fn reaped_nothing(&self, now: u64) {
-        self.next_reap_ns
-            .fetch_max(now.saturating_add(IDLE_REAP_INTERVAL_NS), Ordering::Relaxed);
+        self.reap.start(now);
     }
 
     /// Whether a commit into a full table may look for a closed connection to evict in the
     /// other shards now.
     #[inline]
     pub fn may_evict(&self, now: u64) -> bool {
-        now >= self.next_evict_ns.load(Ordering::Relaxed)
+        self.evict.over(now)
     }
 
     /// A look at `now` found no closed connection in any other shard.
     pub fn evicted_nothing(&self, now: u64) {
-        self.next_evict_ns
-            .fetch_max(now.saturating_add(IDLE_REAP_INTERVAL_NS), Ordering::Relaxed);
+        self.evict.start(now);
     }
 
     pub fn acct(&self) -> MutexGuard<'_, Acct> {

@@ -59,6 +59,56 @@ fn client(i: u32) -> u32 {
     ip("10.1.0.0") + i
 }
 
+fn commit() -> CtAction<'static> {
+    CtAction {
+        zone: 0,
+        commit: true,
+        ..CtAction::default()
+    }
+}
+
+/// A TCP connection `src:sport` → `server:80` opened and reset by the server, so it is closed
+/// (kept only for late segments); the SYN's drop reason, if it was refused.
+fn open_and_reset<'a>(
+    t: &'a Sharded,
+    cur: &mut Cursor<'a>,
+    src: u32,
+    sport: u16,
+    server: u32,
+) -> Option<CtDrop> {
+    let facts = |seq, ack| PacketFacts {
+        tcp_seq: seq,
+        tcp_ack: ack,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    };
+    let tcp = |src, sport, dst, dport, flags| FlowKey {
+        nw_proto: 6,
+        tcp_flags: flags,
+        ..udp(src, sport, dst, dport)
+    };
+    let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
+    let act = commit();
+    let r = t.process_frame(
+        cur,
+        &tcp(src, sport, server, 80, syn),
+        &facts(10, 0),
+        &act,
+        0,
+        None,
+    );
+    t.process_frame(
+        cur,
+        &tcp(server, 80, src, sport, rst),
+        &facts(0, 11),
+        &act,
+        1,
+        None,
+    );
+    r.drop
+}
+
 #[test]
 fn dnat_replies_are_found_in_the_owners_shard() {
     let t = table(4096, 16);
@@ -508,43 +558,14 @@ fn a_commit_at_the_table_limit_reaps_expired_connections_of_other_shards() {
 fn a_full_table_of_closed_connections_takes_new_ones_in_every_shard() {
     let t = table(1000, 16);
     let server = ip("10.2.0.1");
-    let commit = CtAction {
-        zone: 0,
-        commit: true,
-        ..CtAction::default()
-    };
-    let facts = |seq, ack| PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    };
-    let tcp = |src, sport, dst, dport, flags| FlowKey {
-        nw_proto: 6,
-        tcp_flags: flags,
-        ..udp(src, sport, dst, dport)
-    };
+    let commit = commit();
     let mut cur = Cursor::default();
     // 1000 clients open and are reset: the table is full of closed connections.
     for i in 0..1000 {
-        let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
-        let r = t.process_frame(
-            &mut cur,
-            &tcp(client(i), 1, server, 80, syn),
-            &facts(10, 0),
-            &commit,
-            0,
+        assert_eq!(
+            open_and_reset(&t, &mut cur, client(i), 1, server),
             None,
-        );
-        assert_eq!(r.drop, None, "connection {i}");
-        t.process_frame(
-            &mut cur,
-            &tcp(server, 80, client(i), 1, rst),
-            &facts(0, 11),
-            &commit,
-            1,
-            None,
+            "connection {i}"
         );
     }
     // The cursor holds a shard locked; the table's other methods lock shards too.
@@ -567,43 +588,14 @@ fn a_full_table_of_closed_connections_takes_new_ones_in_every_shard() {
 fn closed_connections_of_one_shard_make_room_for_every_shard() {
     let t = table(1000, 16);
     let (busy, server) = (client(1), ip("10.2.0.1"));
-    let commit = CtAction {
-        zone: 0,
-        commit: true,
-        ..CtAction::default()
-    };
-    let facts = |seq, ack| PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    };
-    let tcp = |src, sport, dst, dport, flags| FlowKey {
-        nw_proto: 6,
-        tcp_flags: flags,
-        ..udp(src, sport, dst, dport)
-    };
+    let commit = commit();
     let mut cur = Cursor::default();
     for port in 0..1000u16 {
-        let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
         let sport = 1024 + port;
-        let r = t.process_frame(
-            &mut cur,
-            &tcp(busy, sport, server, 80, syn),
-            &facts(10, 0),
-            &commit,
-            0,
+        assert_eq!(
+            open_and_reset(&t, &mut cur, busy, sport, server),
             None,
-        );
-        assert_eq!(r.drop, None, "connection {port}");
-        t.process_frame(
-            &mut cur,
-            &tcp(server, 80, busy, sport, rst),
-            &facts(0, 11),
-            &commit,
-            1,
-            None,
+            "connection {port}"
         );
     }
     drop(cur);
