@@ -29,15 +29,34 @@ pub struct PortSpec {
     /// processes the frames arriving on the interface. Absent: off unless the interface has
     /// an address of the host's own when the port opens (`tap_io::HostRx::Auto`).
     pub host_rx: Option<bool>,
-    /// `options:xdp=on` (afpacket ports): read and write the interface through an AF_XDP
-    /// socket fed by a native XDP program (`tap_io::AfXdpPort`) instead of AF_PACKET. When
-    /// the kernel or the interface refuses it, the port falls back to AF_PACKET, the log says
-    /// why and the port's recorded spec has no `xdp` option (what runs).
-    pub xdp: bool,
-    /// `options:xdp=auto|off` (afpacket ports): whether the AF_PACKET port attaches an AF_XDP
-    /// socket while a flood overruns its ring (`tap_io::SheddingPort`). Absent: auto, unless
-    /// `host_rx=true` or `rx_skip_udp_dport` (an XDP program would take those frames too).
-    pub shed: Option<bool>,
+    /// `options:xdp=on|auto|off` (afpacket ports). Absent: auto, unless `host_rx=true` or
+    /// `rx_skip_udp_dport` (an XDP program would take those frames too).
+    pub xdp: Option<XdpMode>,
+}
+
+/// How an afpacket port uses AF_XDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Read and write the interface through an AF_XDP socket fed by a native XDP program
+    /// (`tap_io::AfXdpPort`) instead of AF_PACKET. When the kernel or the interface refuses
+    /// it, the port falls back to AF_PACKET, the log says why and the port's recorded spec has
+    /// no `xdp` option (what runs).
+    On,
+    /// AF_PACKET, attaching an AF_XDP socket while a flood overruns the receive ring
+    /// (`tap_io::SheddingPort`).
+    Auto,
+    /// AF_PACKET only.
+    Off,
+}
+
+impl XdpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::On => "on",
+            XdpMode::Auto => "auto",
+            XdpMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,8 +97,7 @@ impl PortSpec {
         let mut thread = None;
         let mut skip_udp_dport: Option<u16> = None;
         let mut host_rx: Option<bool> = None;
-        let mut xdp = false;
-        let mut shed = None;
+        let mut xdp = None;
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
@@ -131,10 +149,10 @@ impl PortSpec {
                     });
                 }
                 "options:xdp" => {
-                    (xdp, shed) = match value {
-                        "on" | "true" => (true, None),
-                        "off" | "false" => (false, Some(false)),
-                        "auto" => (false, Some(true)),
+                    xdp = Some(match value {
+                        "on" | "true" => XdpMode::On,
+                        "off" | "false" => XdpMode::Off,
+                        "auto" => XdpMode::Auto,
                         _ => {
                             return Err(PortSpecError::BadOption {
                                 key: "xdp".into(),
@@ -142,7 +160,7 @@ impl PortSpec {
                                 why: "expected on, off or auto",
                             });
                         }
-                    };
+                    });
                 }
                 _ => match key.strip_prefix("options:") {
                     Some(opt) => options.push((opt.to_string(), value.to_string())),
@@ -164,12 +182,8 @@ impl PortSpec {
                 why: "only afpacket ports share their interface with the host stack",
             });
         }
-        let asked = match (xdp, shed) {
-            (true, _) => Some("on"),
-            (false, Some(true)) => Some("auto"),
-            _ => None,
-        };
-        if let Some(v) = asked {
+        if let Some(mode) = xdp.filter(|&m| m != XdpMode::Off) {
+            let v = mode.as_str();
             let bad = |why| {
                 Err(PortSpecError::BadOption {
                     key: "xdp".into(),
@@ -191,7 +205,7 @@ impl PortSpec {
         }
         // `xdp=off` means nothing on other ports: recorded as not given.
         if kind != PortKind::AfPacket {
-            shed = None;
+            xdp = None;
         }
         let tunnel = if kind == PortKind::Vxlan {
             Some(parse_tunnel(&options)?)
@@ -210,7 +224,6 @@ impl PortSpec {
             skip_udp_dport,
             host_rx,
             xdp,
-            shed,
         })
     }
 }
@@ -219,10 +232,10 @@ impl PortSpec {
     /// Whether this AF_PACKET port attaches an AF_XDP socket while a flood overruns it.
     pub fn sheds(&self) -> bool {
         self.kind == PortKind::AfPacket
-            && !self.xdp
-            && self
-                .shed
-                .unwrap_or(self.host_rx != Some(true) && self.skip_udp_dport.is_none())
+            && match self.xdp {
+                Some(mode) => mode == XdpMode::Auto,
+                None => self.host_rx != Some(true) && self.skip_udp_dport.is_none(),
+            }
     }
 
     /// The `add-port` arguments that parse back into this spec (the state file keeps ports so).
@@ -261,11 +274,8 @@ impl PortSpec {
         if let Some(h) = self.host_rx {
             args.push(format!("options:host_rx={h}"));
         }
-        match (self.xdp, self.shed) {
-            (true, _) => args.push("options:xdp=on".to_string()),
-            (false, Some(false)) => args.push("options:xdp=off".to_string()),
-            (false, Some(true)) => args.push("options:xdp=auto".to_string()),
-            (false, None) => {}
+        if let Some(mode) = self.xdp {
+            args.push(format!("options:xdp={}", mode.as_str()));
         }
         args
     }
@@ -382,13 +392,13 @@ mod tests {
         let bad = PortSpec::parse("p", &args(&["options:host_rx=maybe"])).unwrap_err();
         assert!(bad.to_string().contains("expected true or false"), "{bad}");
         let p = PortSpec::parse("p", &args(&["options:xdp=on"])).unwrap();
-        assert!(p.xdp);
+        assert_eq!(p.xdp, Some(XdpMode::On));
+        assert!(!p.sheds(), "an AF_XDP port has nothing to shed");
         assert_eq!(PortSpec::parse("p", &p.to_args()).unwrap(), p);
-        assert!(!PortSpec::parse("p", &[]).unwrap().xdp);
+        assert_eq!(PortSpec::parse("p", &[]).unwrap().xdp, None);
         assert!(PortSpec::parse("p", &[]).unwrap().sheds());
         for (arg, sheds) in [("options:xdp=off", false), ("options:xdp=auto", true)] {
             let p = PortSpec::parse("p", &args(&[arg])).unwrap();
-            assert!(!p.xdp);
             assert_eq!(p.sheds(), sheds, "{arg}");
             assert_eq!(PortSpec::parse("p", &p.to_args()).unwrap(), p);
         }

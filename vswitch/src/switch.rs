@@ -421,7 +421,7 @@ impl Switch {
             xdp_refused,
         } = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
         if xdp_refused {
-            spec.xdp = false;
+            spec.xdp = None;
         }
         let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
         let port = DpPort::new(

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::datapath::ports::PortIo;
 use crate::persist::format::MovedTap;
-use crate::portspec::{FromFlow, PortKind, PortSpec};
+use crate::portspec::{FromFlow, PortKind, PortSpec, XdpMode};
 
 /// An opened port: its I/O, its MAC, and for TAP ports a second handle on the device that
 /// the control side keeps to see where the device went (and to delete it wherever it is).
@@ -77,14 +77,14 @@ fn open_moved_tap(m: &MovedTap) -> Result<(tap_io::TapPort, [u8; 6]), String> {
 
 fn open_here(spec: &PortSpec) -> Result<Opened, String> {
     match spec.kind {
-        PortKind::AfPacket if spec.xdp => match open_afxdp(spec) {
+        PortKind::AfPacket if spec.xdp == Some(XdpMode::On) => match open_afxdp(spec) {
             Ok(opened) => Ok(opened),
             Err(e) => {
                 tracing::warn!(port = %spec.name,
                     "options:xdp=on refused ({e}): the port falls back to AF_PACKET");
                 // What runs is recorded without `xdp` (the default: shedding), so open that.
                 let fallback = PortSpec {
-                    xdp: false,
+                    xdp: None,
                     ..spec.clone()
                 };
                 open_afpacket(&fallback).map(|opened| Opened {

@@ -403,12 +403,9 @@ fn port_view(p: &PortCtl) -> PortView {
     if let Some(h) = s.host_rx {
         options.insert("host_rx".to_string(), h.to_string());
     }
-    match (s.xdp, s.shed) {
-        (true, _) => options.insert("xdp".to_string(), "on".to_string()),
-        (false, Some(false)) => options.insert("xdp".to_string(), "off".to_string()),
-        (false, Some(true)) => options.insert("xdp".to_string(), "auto".to_string()),
-        (false, None) => None,
-    };
+    if let Some(mode) = s.xdp {
+        options.insert("xdp".to_string(), mode.as_str().to_string());
+    }
     PortView {
         name: s.name.clone(),
         ofport: p.ofport,

@@ -57,6 +57,8 @@ pub struct DpPort {
     pub(crate) rx_warn: crate::ratelimit::RateLimit,
     /// The descriptors registered with the poll loop, and their set's version.
     registered: (u64, [Option<std::os::fd::RawFd>; 2]),
+    /// The descriptor set whose registration failed last (reported once).
+    failed_registration: Option<u64>,
 }
 
 impl DpPort {
@@ -96,6 +98,7 @@ impl DpPort {
             seen: PortStats::default(),
             rx_warn: crate::ratelimit::RateLimit::default(),
             registered: (0, [None, None]),
+            failed_registration: None,
         }
     }
 
@@ -150,14 +153,23 @@ impl DpPort {
         let (version, fds) = match &self.io {
             PortIo::Dev(p) | PortIo::Tunnel(p) => p.rx_fds(),
         };
-        for fd in fds.into_iter().flatten() {
-            registry.register(
+        let mut done = [None, None];
+        for (slot, fd) in fds.into_iter().enumerate() {
+            let Some(fd) = fd else { continue };
+            let added = registry.register(
                 &mut mio::unix::SourceFd(&fd),
                 token,
                 mio::Interest::READABLE,
-            )?;
+            );
+            if let Err(e) = added {
+                // Keep the old version, so the next sync tries again, and what did go in, so
+                // that `deregister` takes it out first.
+                self.registered.1 = done;
+                return Err(e);
+            }
+            done[slot] = Some(fd);
         }
-        self.registered = (version, fds);
+        self.registered = (version, done);
         Ok(())
     }
 
@@ -172,6 +184,8 @@ impl DpPort {
     /// Registers the port's descriptors again when their set changed (a shedding port
     /// attached or closed its XDP socket). By version, not by number: a new socket may reuse
     /// a closed one's number.
+    /// A failure is retried at every call but returned only once per set, so the caller's
+    /// warning is not repeated every housekeeping tick.
     pub fn sync_registration(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let version = match &self.io {
             PortIo::Dev(p) | PortIo::Tunnel(p) => p.rx_fds().0,
@@ -180,7 +194,13 @@ impl DpPort {
             return Ok(());
         }
         self.deregister(registry);
-        self.register(registry, token)
+        match self.register(registry, token) {
+            Err(e) if self.failed_registration != Some(version) => {
+                self.failed_registration = Some(version);
+                Err(e)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Receives a batch into `rx`; tunnel ports check and strip the tunnel header (their
