@@ -11,6 +11,10 @@
 #   XDP=on benches/scripts/conntrack-bench.sh              # ports with options:xdp=on (AF_XDP),
 #                                                          # off (AF_PACKET only) or auto; unset:
 #                                                          # the default (auto)
+#   ONLY='^ours' benches/scripts/conntrack-bench.sh \
+#       --add "ours block|FWD=cmd NSRC=32 VSWITCHD_ARGS='--rx-wait block'|conn"   # daemon flags
+#   ONLY='^ours' benches/scripts/conntrack-bench.sh \
+#       --add 'ours old|FWD=cmd NSRC=32 VSWITCHD=/tmp/old/vswitchd|conn'     # another build
 #   benches/scripts/conntrack-bench.sh --start-only        # what FWD_START_CMD runs (needs the
 #                                                          # harness topology and its env vars)
 #
@@ -31,8 +35,9 @@ start_switch() {
     rm -rf "$run"
     mkdir -p "$run"
     # `ip netns exec` and `taskset` both exec: $! is vswitchd's own pid.
+    # shellcheck disable=SC2086 # VSWITCHD_ARGS: words, e.g. '--rx-wait block'
     ip netns exec ctnode taskset -c "$FWD_CPU" "$VSWITCHD" --rundir "$run" \
-        --pidfile "$run/vswitchd.pid" 2>"$run/vswitchd.log" &
+        --pidfile "$run/vswitchd.pid" ${VSWITCHD_ARGS:-} 2>"$run/vswitchd.log" &
     echo $! >"$CT_TMP/fwd.pid.tmp"
     for _ in $(seq 100); do [ -S "$run/vswitchd.ctl" ] && break; sleep 0.05; done
     local ctl=("$VSWITCHCTL" --rundir "$run")
@@ -60,8 +65,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 ctl_q() { printf '%q ' "$VSWITCHCTL" --rundir; }
-# A case's own XDP=... (harness --add) wins over the script's.
-export FWD_START_CMD="XDP=\${XDP:-$(printf %q "${XDP:-}")} VSWITCHD=$(printf %q "$VSWITCHD") VSWITCHCTL=$(printf %q "$VSWITCHCTL") bash $(printf %q "$ROOT/benches/scripts/conntrack-bench.sh") --start-only"
+# A case's own XDP=..., VSWITCHD_ARGS=... or VSWITCHD=... (harness --add) wins over the script's.
+export FWD_START_CMD="XDP=\${XDP:-$(printf %q "${XDP:-}")} VSWITCHD_ARGS=\${VSWITCHD_ARGS:-$(printf %q "${VSWITCHD_ARGS:-}")} VSWITCHD=\${VSWITCHD:-$(printf %q "$VSWITCHD")} VSWITCHCTL=$(printf %q "$VSWITCHCTL") bash $(printf %q "$ROOT/benches/scripts/conntrack-bench.sh") --start-only"
 # The harness runs the count command without CT_TMP in its environment.
 RUNDIR_Q="\"\${CT_TMP:-/tmp/ct-anchor}/vswitchd\""
 export FWD_COUNT_CMD="$(ctl_q)$RUNDIR_Q dump-conntrack ctbr | wc -l"

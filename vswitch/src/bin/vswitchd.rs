@@ -34,8 +34,9 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     busy_poll_us: u64,
     /// How a forwarding thread waits for frames: `adaptive` (blocks when traffic is light, so
-    /// the first frame wakes it; from 50 frames/ms naps ~30 µs whenever its ports are drained,
-    /// so each turn serves a batch) or `block` (always blocks, one wake-up per burst).
+    /// the first frame wakes it; from 50 frames/ms naps whenever its ports are drained, as long
+    /// as its recent rate takes to bring 32 frames (30–100 µs), so each turn serves a batch) or
+    /// `block` (always blocks, one wake-up per burst).
     #[arg(long, value_enum, default_value_t = RxWait::Adaptive)]
     rx_wait: RxWait,
     /// Forwarding threads; each port is polled by one of them (`add-port ...

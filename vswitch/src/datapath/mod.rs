@@ -330,11 +330,15 @@ const BATCHES_PER_TURN: usize = 4;
 /// [`LOAD_WINDOW`] decides how it waits for the next frames.
 /// - below [`MODERATE_PER_MS`] frames per ms (super-frames counted by size, [`load_units`]): it blocks in `poll` and the first frame wakes it
 ///   (idle latency is the kernel's wake-up alone);
-/// - from there, whenever its ports are drained: it naps [`COALESCE_NAP`] before polling, so a
-///   turn serves a batch instead of a frame or two, and the sender's softirq finds nobody to
-///   wake. It never spins: polling an empty ring again at once made every turn (a `poll`, a
-///   `sendmmsg`) carry one or two frames and cost ~10 % more CPU per frame when the switch
-///   keeps up with its load. A saturated switch never naps (its ports are never drained).
+/// - from there, whenever its ports are drained: it naps before polling for as long as its
+///   last window's rate takes to bring [`NAP_FRAMES`] ([`LoadMeter::nap`], within
+///   [`COALESCE_NAP`]..[`COALESCE_NAP_MAX`]), so a turn serves a batch instead of a frame or
+///   two, and the sender's softirq finds nobody to wake. At a Service's new-connection rate
+///   (~120 frames/ms) a fixed 30 µs nap gathered ~4 frames over four ports: a `sendmmsg` per
+///   port per turn, a timer interrupt per nap. It never spins: polling an empty ring again at
+///   once made every turn (a `poll`, a `sendmmsg`) carry one or two frames and cost ~10 % more
+///   CPU per frame when the switch keeps up with its load. A saturated switch never naps (its
+///   ports are never drained; a flood's excess is shed at the port, `tap_io::SheddingPort`).
 /// - under a stream of GSO super-frames ([`Load::Bulk`]: TCP between pods with offloads on),
 ///   it first polls once without waiting and naps only if that finds nothing: what its own
 ///   sends produced (the receiving pod's ACK, the sending pod's next super-frame) leaves in
@@ -342,6 +346,10 @@ const BATCHES_PER_TURN: usize = 4;
 const LOAD_WINDOW: Duration = Duration::from_millis(1);
 const MODERATE_PER_MS: u64 = 50;
 const COALESCE_NAP: Duration = Duration::from_micros(30);
+/// The longest nap: what a frame may wait at a moderate rate, on top of its wake-up.
+const COALESCE_NAP_MAX: Duration = Duration::from_micros(100);
+/// Frames a nap waits for, at the thread's recent rate: one receive batch.
+const NAP_FRAMES: u64 = BATCH as u64;
 /// A busy thread whose frames average at least this many full-size frames of work is
 /// serving a stream of GSO super-frames ([`Load::Bulk`]).
 const BULK_UNITS_PER_FRAME: u64 = 4;
@@ -394,6 +402,8 @@ fn load_units(frames: usize, bytes: u64) -> u64 {
 /// Frames per [`LOAD_WINDOW`] (in [`load_units`]), classified at the end of each window.
 struct LoadMeter {
     level: Load,
+    /// Work per ms over the last full window (in [`load_units`]).
+    per_ms: u64,
     since: Instant,
     /// Work in [`load_units`] and frames received in this window.
     units: u64,
@@ -404,6 +414,7 @@ impl LoadMeter {
     fn new(now: Instant) -> Self {
         Self {
             level: Load::Idle,
+            per_ms: 0,
             since: now,
             units: 0,
             frames: 0,
@@ -415,12 +426,27 @@ impl LoadMeter {
         self.frames += got.frames;
         let span = now.saturating_duration_since(self.since);
         if span >= LOAD_WINDOW {
+            self.per_ms = per_ms(self.units, span);
             self.level = classify(self.units, self.frames, span);
             self.since = now;
             self.units = 0;
             self.frames = 0;
         }
     }
+}
+
+impl LoadMeter {
+    /// How long a busy thread naps before polling its drained ports: the time its last
+    /// window's rate takes to bring [`NAP_FRAMES`], within
+    /// [`COALESCE_NAP`]..[`COALESCE_NAP_MAX`].
+    fn nap(&self) -> Duration {
+        let us = (NAP_FRAMES * 1000).checked_div(self.per_ms).unwrap_or(0);
+        Duration::from_micros(us).clamp(COALESCE_NAP, COALESCE_NAP_MAX)
+    }
+}
+
+fn per_ms(units: u64, span: Duration) -> u64 {
+    units * 1_000_000 / (span.as_micros() as u64).max(1) / 1000
 }
 
 /// What a turn received: frames, and their work in [`load_units`].
@@ -439,8 +465,7 @@ impl Received {
 
 /// The load level of `units` of work in `frames` received over `span`.
 fn classify(units: u64, frames: u64, span: Duration) -> Load {
-    let per_ms = units * 1_000_000 / (span.as_micros() as u64).max(1) / 1000;
-    if per_ms < MODERATE_PER_MS {
+    if per_ms(units, span) < MODERATE_PER_MS {
         Load::Idle
     } else if units >= BULK_UNITS_PER_FRAME * frames.max(1) {
         Load::Bulk
@@ -641,7 +666,7 @@ impl Datapath {
             let mut polled = false;
             match before_poll(self.adaptive_wait, load.level, self.still_ready.is_empty()) {
                 BeforePoll::Nothing => {}
-                BeforePoll::Nap => std::thread::sleep(COALESCE_NAP),
+                BeforePoll::Nap => std::thread::sleep(load.nap()),
                 BeforePoll::PollThenNap => {
                     let _ = self.poll.poll(&mut events, Some(Duration::ZERO));
                     polled = !events.is_empty();
@@ -1022,6 +1047,29 @@ mod load_tests {
         let mut idle = LoadMeter::new(now);
         idle.add(received(2, 2 * 98), now + LOAD_WINDOW);
         assert_eq!(idle.level, Load::Idle);
+    }
+
+    #[test]
+    fn the_nap_waits_for_a_batch_at_the_recent_rate_within_bounds() {
+        let now = Instant::now();
+        let at = |frames: u64| {
+            let mut m = LoadMeter::new(now);
+            let got = Received {
+                units: frames,
+                frames,
+            };
+            m.add(got, now + LOAD_WINDOW);
+            m.nap()
+        };
+        // ~120 frames/ms (a Service's new connections): 32 frames take 266 µs, capped at 100.
+        assert_eq!(at(120), COALESCE_NAP_MAX);
+        // 640 frames/ms: 50 µs brings a batch.
+        assert_eq!(at(640), Duration::from_micros(50));
+        // From ~1070 frames/ms (64-byte forwarding, a TCP stream): the shortest nap.
+        assert_eq!(at(1100), COALESCE_NAP);
+        assert_eq!(at(5000), COALESCE_NAP);
+        // No window measured yet: the shortest nap.
+        assert_eq!(LoadMeter::new(now).nap(), COALESCE_NAP);
     }
 
     #[test]
