@@ -433,9 +433,7 @@ impl LoadMeter {
             self.frames = 0;
         }
     }
-}
 
-impl LoadMeter {
     /// How long a busy thread naps before polling its drained ports: the time its last
     /// window's rate takes to bring [`NAP_FRAMES`], within
     /// [`COALESCE_NAP`]..[`COALESCE_NAP_MAX`].
