@@ -217,8 +217,69 @@ pub struct Attachment {
     pub ifname: String,
 }
 
-/// The plugin's network configuration (unknown keys are allowed: runtimes add `args`,
-/// `runtimeConfig`, `capabilities`, `prevResult`, ...).
+/// Top-level keys of a network configuration this plugin takes (anything else is refused
+/// with code 2, as are the spec's `cni.dev/` keys it does not know): its own, the ones runtimes
+/// add (`prevResult`, `runtimeConfig`, `capabilities`), and `args` and `cniVersions`, which
+/// inform and ask for nothing.
+const KNOWN_KEYS: [&str; 12] = [
+    "cniVersion",
+    "cniVersions",
+    "name",
+    "type",
+    "rundir",
+    "bridge",
+    "mtu",
+    "ipam",
+    "prevResult",
+    "runtimeConfig",
+    "capabilities",
+    "args",
+];
+
+/// The spec's runtime-injected keys this plugin reads.
+const KNOWN_CNI_DEV_KEYS: [&str; 1] = ["cni.dev/valid-attachments"];
+
+/// The capabilities (and so `runtimeConfig` keys) this plugin implements.
+const CAPABILITIES: [&str; 1] = ["mac"];
+
+/// Refuses, with code 2 ("unsupported field", naming the key and its value), what this plugin
+/// would otherwise accept without doing: an unknown key (a typo such as `"mut"`, or a
+/// well-known one it does not implement, such as `dns` or `ipMasq`), a capability other than
+/// `mac`, or a `runtimeConfig` key for one.
+fn refuse_unsupported_fields(raw: &Value) -> Result<()> {
+    let refuse = |key: &str, value: &Value| {
+        Err(CniError::new(
+            code::UNSUPPORTED_FIELD,
+            format!("unsupported field {key}: {value} (vswitch-cni does not implement it)"),
+        ))
+    };
+    let Some(fields) = raw.as_object() else {
+        return Ok(());
+    };
+    for (key, value) in fields {
+        if !KNOWN_KEYS.contains(&key.as_str()) && !KNOWN_CNI_DEV_KEYS.contains(&key.as_str()) {
+            return refuse(key, value);
+        }
+    }
+    if let Some(caps) = fields.get("capabilities").and_then(Value::as_object) {
+        for (cap, on) in caps {
+            if !CAPABILITIES.contains(&cap.as_str()) && *on != Value::Bool(false) {
+                return refuse(&format!("capabilities.{cap}"), on);
+            }
+        }
+    }
+    if let Some(rc) = fields.get("runtimeConfig").and_then(Value::as_object) {
+        for (key, value) in rc {
+            if !CAPABILITIES.contains(&key.as_str()) {
+                return refuse(&format!("runtimeConfig.{key}"), value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The plugin's network configuration (keys outside [`KNOWN_KEYS`] are refused by
+/// [`Config::parse`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetConf {
@@ -266,7 +327,7 @@ pub struct Config {
 
 impl Config {
     /// Parses stdin's bytes: not JSON → 6, not a valid configuration → 7, a version this
-    /// plugin does not speak → 1.
+    /// plugin does not speak → 1, a field it does not implement → 2.
     pub fn parse(bytes: &[u8]) -> Result<Config> {
         let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
             CniError::new(
@@ -290,6 +351,7 @@ impl Config {
                 ),
             ));
         }
+        refuse_unsupported_fields(&raw)?;
         let bad = |m: String| Err(CniError::new(code::INVALID_CONFIG, m));
         if conf.name.is_empty() {
             return bad("name must not be empty".into());
@@ -336,6 +398,27 @@ impl Config {
 
     pub fn version(&self) -> &str {
         &self.conf.cni_version
+    }
+
+    /// Refuses (code 1) a command this configuration's version does not have: CHECK came
+    /// with 0.4.0, STATUS and GC with 1.1.0 (as the reference plugins' `skel` does).
+    pub fn allows(&self, cmd: Command) -> Result<()> {
+        let (name, since) = match cmd {
+            Command::Check => ("CHECK", "0.4.0"),
+            Command::Status => ("STATUS", "1.1.0"),
+            Command::Gc => ("GC", "1.1.0"),
+            Command::Add | Command::Del | Command::Version => return Ok(()),
+        };
+        if self.at_least(since) {
+            return Ok(());
+        }
+        Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "cniVersion {} does not have {name} (it came with {since})",
+                self.version()
+            ),
+        ))
     }
 
     /// True when the configuration's version is at least `v`.
@@ -406,6 +489,64 @@ mod tests {
         let no_ipam = Config::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"x"}"#)
             .expect("valid without ipam");
         assert_eq!(no_ipam.ipam_type().unwrap_err().code, code::INVALID_CONFIG);
+    }
+
+    #[test]
+    fn unsupported_fields_are_code_2() {
+        let base =
+            r#""cniVersion":"1.0.0","name":"n","type":"vswitch-cni","ipam":{"type":"host-local"}"#;
+        let parse = |extra: &str| Config::parse(format!("{{{base}{extra}}}").as_bytes());
+        for extra in [
+            r#","mut":1400"#,
+            r#","dns":{"nameservers":["10.96.0.10"]}"#,
+            r#","ipMasq":true"#,
+            r#","cni.dev/frobnicate":1"#,
+            r#","capabilities":{"portMappings":true}"#,
+            r#","runtimeConfig":{"portMappings":[]}"#,
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert_eq!(e.code, code::UNSUPPORTED_FIELD, "{extra}: {e}");
+        }
+        assert!(
+            parse(r#","mut":1400"#)
+                .unwrap_err()
+                .msg
+                .contains("mut: 1400")
+        );
+        for extra in [
+            r#","capabilities":{"mac":true,"portMappings":false}"#,
+            r#","runtimeConfig":{"mac":"0a:58:ac:10:01:05"}"#,
+            r#","args":{"cni":{"labels":[]}},"cniVersions":["1.0.0"]"#,
+            r#","cni.dev/valid-attachments":[]"#,
+        ] {
+            parse(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        }
+    }
+
+    #[test]
+    fn commands_need_the_version_that_brought_them() {
+        let with = |v: &str| {
+            Config::parse(
+                format!(r#"{{"cniVersion":"{v}","name":"n","type":"vswitch-cni"}}"#).as_bytes(),
+            )
+            .expect("valid")
+        };
+        assert_eq!(
+            with("0.3.1").allows(Command::Check).unwrap_err().code,
+            code::INCOMPATIBLE_VERSION
+        );
+        with("0.4.0")
+            .allows(Command::Check)
+            .expect("CHECK in 0.4.0");
+        for cmd in [Command::Status, Command::Gc] {
+            assert_eq!(
+                with("1.0.0").allows(cmd).unwrap_err().code,
+                code::INCOMPATIBLE_VERSION
+            );
+            with("1.1.0").allows(cmd).expect("1.1.0");
+        }
+        with("0.3.0").allows(Command::Add).expect("ADD");
+        with("0.3.0").allows(Command::Del).expect("DEL");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::fmt;
 pub mod code {
     /// Incompatible CNI version.
     pub const INCOMPATIBLE_VERSION: u32 = 1;
+    /// Unsupported field in the network configuration (the message names it and its value).
+    pub const UNSUPPORTED_FIELD: u32 = 2;
     /// Invalid necessary environment variables (`CNI_COMMAND`, `CNI_CONTAINERID`, ...).
     pub const INVALID_ENV: u32 = 4;
     /// I/O failure (e.g. reading stdin).

@@ -130,12 +130,19 @@ impl Ipam {
         )))
     }
 
-    /// ADD: the allocation result.
+    /// ADD: the allocation result. The plugin succeeded once `exec` returns, so it may hold an
+    /// address: a result this plugin cannot use (none, or no IPv4 address) releases it first.
     pub fn add(&self) -> Result<Allocation> {
-        let v = self
-            .exec("ADD", None)?
-            .ok_or_else(|| CniError::new(code::IPAM, "IPAM plugin returned no result"))?;
-        Allocation::from_result(&v)
+        let v = self.exec("ADD", None)?;
+        let alloc = v
+            .ok_or_else(|| CniError::new(code::IPAM, "IPAM plugin returned no result"))
+            .and_then(|v| Allocation::from_result(&v));
+        if alloc.is_err()
+            && let Err(e) = self.del()
+        {
+            eprintln!("vswitch-cni: undo: IPAM DEL: {e}");
+        }
+        alloc
     }
 
     pub fn del(&self) -> Result<()> {

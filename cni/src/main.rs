@@ -60,6 +60,7 @@ fn run(version: &mut String) -> Result<Option<Value>> {
     let env = Env::read();
     env.validate(cmd)?;
     let config = read_config(version)?;
+    config.allows(cmd)?;
     match cmd {
         Command::Add => add(&env, &config).map(Some),
         Command::Del => del(&env, &config).map(|()| None),
@@ -218,31 +219,45 @@ fn add_result(
     alloc: &ipam::Allocation,
     gw: Ipv4Addr,
 ) -> Value {
+    // In a chain, an earlier plugin's result comes as `prevResult`: ours is appended to it
+    // (the spec's ADD must pass it on), our interfaces after its own.
+    let prev = config.conf.prev_result.as_ref().filter(|p| p.is_object());
+    let list = |key: &str| {
+        prev.and_then(|p| p[key].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut interfaces = list("interfaces");
+    let container_index = interfaces.len() + 1;
     let mut ipc = json!({
         "address": format!("{}/32", alloc.ip),
         "gateway": gw.to_string(),
-        "interface": 1,
+        "interface": container_index,
     });
     if !config.at_least("1.0.0") {
         ipc["version"] = "4".into();
     }
-    let mut routes = vec![json!({"dst": "0.0.0.0/0", "gw": gw.to_string()})];
+    interfaces.push(json!({"name": host, "mac": host_mac}));
+    interfaces.push(json!({"name": ifname, "mac": mac, "sandbox": netns}));
+    let mut ips = list("ips");
+    ips.push(ipc);
+    let mut routes = list("routes");
+    routes.push(json!({"dst": "0.0.0.0/0", "gw": gw.to_string()}));
     routes.extend(
         alloc
             .routes
             .iter()
             .map(|(dst, via)| json!({"dst": dst, "gw": via.unwrap_or(gw).to_string()})),
     );
-    let mut r = json!({
-        "cniVersion": config.version(),
-        "interfaces": [
-            {"name": host, "mac": host_mac},
-            {"name": ifname, "mac": mac, "sandbox": netns},
-        ],
-        "ips": [ipc],
-        "routes": routes,
-    });
-    if let Some(dns) = &alloc.dns {
+    let mut r = prev.cloned().unwrap_or_else(|| json!({}));
+    r["cniVersion"] = config.version().into();
+    r["interfaces"] = interfaces.into();
+    r["ips"] = ips.into();
+    r["routes"] = routes.into();
+    let prev_dns = r
+        .get("dns")
+        .is_some_and(|d| d.as_object().is_some_and(|o| !o.is_empty()));
+    if let Some(dns) = alloc.dns.as_ref().filter(|_| !prev_dns) {
         r["dns"] = dns.clone();
     }
     r

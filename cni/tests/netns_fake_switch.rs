@@ -3,7 +3,9 @@
 //! the veth pair in a node namespace, configures the container end as the node's pods are
 //! configured (MAC, /32, the gateway route, the default route, MTU), registers the pod;
 //! CHECK passes and then notices a missing route; a refused registration leaves nothing
-//! behind (no veth, the address released); DEL twice succeeds and removes everything.
+//! behind (no veth, the address released); DEL twice succeeds and removes everything. In a
+//! chain, ADD passes an earlier plugin's `prevResult` on with its own result appended; an IPAM
+//! result without an IPv4 address is refused and its reservation released.
 
 mod common;
 
@@ -234,5 +236,104 @@ fn configured_mtu_overrides_the_nodes() {
         .assert_ok("ADD mtu 1400");
     assert!(ns_sh(pod.name(), "ip -o link show net1").contains("mtu 1400"));
     a.run(Some(node.name()), "DEL", &small, "").assert_ok("DEL");
+    assert!(host_ends(node.name()).is_empty());
+}
+
+#[test]
+fn add_appends_to_an_earlier_plugins_result() {
+    if !require_root("add_appends_to_an_earlier_plugins_result") {
+        return;
+    }
+    let Some(bin) = cni_bin_dir("add_appends_to_an_earlier_plugins_result") else {
+        return;
+    };
+    let dir = TempDir::new("chain");
+    let rundir = dir.path().join("run");
+    let _pods = fake_switch(&rundir, "tunnel", 1450);
+    let node = Netns::new(&unique("cnode")).expect("node ns");
+    let pod = Netns::new(&unique("cpod")).expect("pod ns");
+    let a = Attach {
+        id: format!("chain-{}", std::process::id()),
+        netns: format!("/run/netns/{}", pod.name()),
+        ifname: "eth0".into(),
+        bin,
+    };
+    let mut conf = netconf(
+        &rundir,
+        &dir.path().join("ipam"),
+        "172.16.1.40",
+        "172.16.1.41",
+    );
+    let earlier = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "dummy0", "mac": "02:00:00:00:00:09", "sandbox": a.netns}],
+        "ips": [{"address": "192.0.2.9/24", "interface": 0}],
+        "routes": [{"dst": "192.0.2.0/24"}],
+        "dns": {"nameservers": ["192.0.2.53"]},
+    });
+    conf["prevResult"] = earlier.clone();
+    let out = a.run(Some(node.name()), "ADD", &conf, "");
+    out.assert_ok("ADD with prevResult");
+    let r = out.json();
+    // The earlier plugin's entries first, unchanged; ours after them, indexes shifted.
+    assert_eq!(r["interfaces"][0], earlier["interfaces"][0], "{r}");
+    assert_eq!(r["interfaces"][2]["name"], "eth0", "{r}");
+    assert_eq!(r["ips"][0], earlier["ips"][0], "{r}");
+    assert_eq!(r["ips"][1]["address"], "172.16.1.40/32", "{r}");
+    assert_eq!(r["ips"][1]["interface"], 2, "{r}");
+    assert_eq!(r["routes"][0], earlier["routes"][0], "{r}");
+    assert!(
+        r["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .any(|rt| rt["dst"] == "0.0.0.0/0"),
+        "{r}"
+    );
+    assert_eq!(r["dns"], earlier["dns"], "{r}");
+    // CHECK finds our interface in the merged result.
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = r.clone();
+    a.run(Some(node.name()), "CHECK", &with_prev, "")
+        .assert_ok("CHECK");
+    a.run(Some(node.name()), "DEL", &conf, "").assert_ok("DEL");
+    assert!(host_ends(node.name()).is_empty());
+}
+
+#[test]
+fn an_ipam_result_without_ipv4_is_released() {
+    if !require_root("an_ipam_result_without_ipv4_is_released") {
+        return;
+    }
+    let Some(bin) = cni_bin_dir("an_ipam_result_without_ipv4_is_released") else {
+        return;
+    };
+    let dir = TempDir::new("v6only");
+    let rundir = dir.path().join("run");
+    let data = dir.path().join("ipam");
+    let _pods = fake_switch(&rundir, "tunnel", 1450);
+    let node = Netns::new(&unique("v6node")).expect("node ns");
+    let pod = Netns::new(&unique("v6pod")).expect("pod ns");
+    let a = Attach {
+        id: format!("v6-{}", std::process::id()),
+        netns: format!("/run/netns/{}", pod.name()),
+        ifname: "eth0".into(),
+        bin,
+    };
+    let mut conf = netconf(&rundir, &data, "172.16.1.50", "172.16.1.51");
+    conf["ipam"]["ranges"] = json!([[{"subnet": "fd00:16::/120"}]]);
+    let out = a.run(Some(node.name()), "ADD", &conf, "");
+    assert_eq!(out.code(), 102, "{out:?}");
+    // host-local keeps one file per reserved address (and its own lock and last-reserved
+    // files): none may name an address.
+    let held: Vec<String> = std::fs::read_dir(data.join("vswitch-test"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(held.is_empty(), "still reserved: {held:?}");
     assert!(host_ends(node.name()).is_empty());
 }

@@ -1,7 +1,8 @@
 //! The plugin against the CNI specification's calling convention, without vswitchd and
-//! without root: VERSION, the error object and its codes (1 incompatible version, 4 invalid
-//! environment, 6 undecodable input, 7 invalid configuration, 11 try again later, 50 not
-//! available), DEL of what was never added (twice), CHECK without prevResult, GC.
+//! without root: VERSION, the error object and its codes (1 incompatible version, also for a
+//! command the configuration's version lacks; 2 unsupported field, 4 invalid environment, 6
+//! undecodable input, 7 invalid configuration, 11 try again later, 50 not available), DEL of
+//! what was never added (twice), CHECK without prevResult, GC.
 
 mod common;
 
@@ -104,6 +105,21 @@ fn bad_configuration_is_code_6_7_or_1() {
         assert_eq!(out.code(), 7, "{c}: {out:?}");
         assert_eq!(out.json()["cniVersion"], "1.0.0");
     }
+    // A field the plugin does not implement (a typo, or a well-known key such as dns): 2,
+    // the message naming it.
+    for (key, value) in [
+        ("mut", json!(1400)),
+        ("dns", json!({"nameservers": ["10.96.0.10"]})),
+    ] {
+        let mut c = json!({"cniVersion":"1.0.0","name":"n","type":"vswitch-cni","ipam":{"type":"host-local"}});
+        c[key] = value;
+        let out = run_plugin(None, &env, &c.to_string());
+        assert_eq!(out.code(), 2, "{c}: {out:?}");
+        assert!(
+            out.json()["msg"].as_str().unwrap_or_default().contains(key),
+            "{out:?}"
+        );
+    }
     let old =
         json!({"cniVersion":"0.2.0","name":"n","type":"vswitch-cni","ipam":{"type":"host-local"}});
     assert_eq!(run_plugin(None, &env, &old.to_string()).code(), 1);
@@ -128,12 +144,24 @@ fn add_without_vswitchd_is_try_again_later_and_allocates_nothing() {
     assert_eq!(out.code(), 11, "{out:?}");
     assert!(reserved(&dir.path().join("ipam"), "vswitch-test").is_empty());
     // The same answer for STATUS, as its own code.
-    let out = run_plugin(
-        None,
-        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", &bin)],
-        &conf.to_string(),
-    );
+    let mut conf11 = conf.clone();
+    conf11["cniVersion"] = "1.1.0".into();
+    let status = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", bin.as_str())];
+    let out = run_plugin(None, &status, &conf11.to_string());
     assert_eq!(out.code(), 50, "{out:?}");
+    // A 1.0.0 configuration has no STATUS (nor GC; CHECK came with 0.4.0): code 1, before
+    // anything is asked of vswitchd or the IPAM plugin.
+    let out = run_plugin(None, &status, &conf.to_string());
+    assert_eq!(out.code(), 1, "{out:?}");
+    let gc = [("CNI_COMMAND", "GC"), ("CNI_PATH", bin.as_str())];
+    let mut gc_conf = conf.clone();
+    gc_conf["cni.dev/valid-attachments"] = json!([]);
+    assert_eq!(run_plugin(None, &gc, &gc_conf.to_string()).code(), 1);
+    let mut old = conf.clone();
+    old["cniVersion"] = "0.3.1".into();
+    old["prevResult"] = json!({"interfaces": [], "ips": []});
+    let out = run_plugin(None, &base_env("CHECK", &bin), &old.to_string());
+    assert_eq!(out.code(), 1, "{out:?}");
 }
 
 #[test]

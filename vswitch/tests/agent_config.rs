@@ -190,6 +190,13 @@ fn mode_rules() {
         "underlay_mac = \"02:00:00:00:00:02\"\ninner_mac = \"02:00:00:00:00:03\"",
     );
     assert_eq!(err(&inner).0, "peers[0].inner_mac");
+    // And the other way round: a peer's underlay MAC has no use in tunnel mode.
+    let (k, p) = err(&with(
+        "pod_cidr = \"172.16.2.0/24\"",
+        "pod_cidr = \"172.16.2.0/24\"\nunderlay_mac = \"02:00:00:00:00:02\"",
+    ));
+    assert_eq!(k, "peers[0].underlay_mac");
+    assert!(p.contains("route"), "{p}");
     // Tunnel mode without an uplink has no way out: egress and our underlay MAC need one.
     let snat_tunnel = format!("{BASE}\n[egress]\nsnat = true\n");
     let (k, p) = err(&snat_tunnel);

@@ -421,6 +421,13 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
             .as_deref()
             .map(|s| mac(&k("underlay_mac"), s))
             .transpose()?;
+        if !route && m.is_some() {
+            return Err(invalid(
+                k("underlay_mac"),
+                "only used in mode \"route\" (in tunnel mode the node's kernel addresses the VXLAN \
+                 datagrams to underlay_ip)",
+            ));
+        }
         if route && m.is_none() && !next_hop_known {
             return Err(invalid(
                 k("underlay_mac"),
