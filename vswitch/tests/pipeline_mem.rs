@@ -881,3 +881,107 @@ fn a_shared_megaflow_carries_each_packets_own_registers_through_recirculation() 
     let mf = megaflows(&out);
     assert_eq!(mf.get(1).map(String::as_str), Some("ip,in_port=1"), "{out}");
 }
+
+#[test]
+fn normal_counts_a_frame_for_a_mac_learned_on_its_input_port() {
+    let mut b = bench(3);
+    let from = |src, dst| {
+        FrameBuilder::eth(src, dst)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(1000, 2000)
+            .build()
+    };
+    // POD_MAC and POD2_MAC both learned behind port 1 (two hosts behind one uplink).
+    b.send(1, &from(POD_MAC, [0x02, 0, 0, 0, 0, 9]));
+    b.send(1, &from(POD2_MAC, [0x02, 0, 0, 0, 0, 9]));
+    for p in 1..=3 {
+        b.received(p);
+    }
+    let before = b.drops("normal_hairpin");
+    b.send(1, &from(POD_MAC, POD2_MAC));
+    for p in 1..=3 {
+        assert!(b.received(p).is_empty(), "sent out of port {p}");
+    }
+    assert_eq!(b.drops("normal_hairpin"), before + 1);
+}
+
+#[test]
+fn a_flow_based_tunnel_without_tun_dst_is_skipped_and_counted() {
+    let mut b = bench(2);
+    // A flow-based VXLAN port on loopback (it never sends here: no flow sets tun_dst).
+    b.command(&[
+        "add-port",
+        "br0",
+        "vxflow",
+        "type=vxlan",
+        "ofport=9",
+        "options:remote_ip=flow",
+        "options:key=100",
+        "options:local_ip=127.0.0.1",
+        "options:dst_port=47891",
+    ]);
+    b.flows(
+        "priority=10,in_port=1,udp,tp_dst=1,actions=output:9,output:2\n\
+         priority=10,in_port=1,udp,tp_dst=2,actions=output:9",
+    );
+    let to = |port| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(1000, port)
+            .build()
+    };
+    b.send(1, &to(1));
+    assert_eq!(
+        b.received(2).len(),
+        1,
+        "the output after the skipped tunnel output must run"
+    );
+    let before = b.drops("tunnel_no_dst");
+    b.send(1, &to(2));
+    assert!(b.received(2).is_empty());
+    assert_eq!(b.drops("tunnel_no_dst"), before + 1);
+}
+
+#[test]
+fn a_flow_dropping_conntrack_invalid_packets_counts_ct_invalid() {
+    let mut b = bench(2);
+    let flows = "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
+                 table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
+                 table=1,priority=10,ct_state=+trk,actions=output:2";
+    b.flows(flows);
+    // SYN and RST together: conntrack marks it invalid.
+    const SYN: u16 = 0x02;
+    const RST: u16 = 0x04;
+    let bad = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .tcp(40000, 80, SYN | RST)
+        .build();
+    let (inv, flow_drop) = (b.drops("ct_invalid"), b.drops("flow_drop"));
+    b.send(1, &bad);
+    assert!(b.received(2).is_empty());
+    assert_eq!(b.drops("ct_invalid"), inv + 1);
+    assert_eq!(
+        b.drops("flow_drop"),
+        flow_drop,
+        "counted as flow_drop instead"
+    );
+    // A valid SYN goes through, and a plain `actions=drop` on it stays flow_drop.
+    let syn = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .tcp(40001, 80, SYN)
+        .build();
+    b.send(1, &syn);
+    assert_eq!(b.received(2).len(), 1);
+    b.flows(&format!(
+        "{flows}\ntable=1,priority=30,ct_state=+new+trk,tcp,tp_src=40002,actions=drop"
+    ));
+    b.send(
+        1,
+        &FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .tcp(40002, 80, SYN)
+            .build(),
+    );
+    assert_eq!(b.drops("flow_drop"), flow_drop + 1);
+    assert_eq!(b.drops("ct_invalid"), inv + 1);
+}

@@ -42,6 +42,7 @@ drop_reasons! {
     VxlanBadFlags => "vxlan_bad_flags", "VXLAN header without the I flag or with reserved bits set";
     VxlanUnknownTunnel => "vxlan_unknown_tunnel", "VXLAN from a remote/VNI no tunnel port accepts";
     TunnelNoRoute => "tunnel_no_dst", "output to a flow-based tunnel without tun_dst set";
+    NormalHairpin => "normal_hairpin", "NORMAL learned the destination MAC on the input port: not sent back";
     PortDown => "port_down", "output port missing or down";
     TxQueueFull => "tx_full", "the output port's send queue was full";
     TxError => "tx_error", "the kernel refused to send the frame";

@@ -1039,7 +1039,10 @@ fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Par
         ctx.bridge.drops.add(DropReason::MacTableFull, 1);
     }
     if let Some(out) = out {
-        if out != in_port {
+        if out == in_port {
+            // Learned behind the port it came in on: not sent back (no hairpin).
+            ctx.bridge.drops.add(DropReason::NormalHairpin, 1);
+        } else {
             output_ofport(ctx, out, pkt, key, parsed, last);
         }
         return;
@@ -1063,8 +1066,9 @@ fn output_ofport(
     };
     let dp_id = info.dp_id as usize;
     if info.kind == crate::pipeline::PortKind::Vxlan {
-        if let Some(target) = tunnel_target(info, key) {
-            tunnel(ctx, dp_id, pkt, parsed, target, last);
+        match tunnel_target(info, key) {
+            Some(target) => tunnel(ctx, dp_id, pkt, parsed, target, last),
+            None => ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1),
         }
     } else if last {
         output_owned(ctx, dp_id, pkt);

@@ -185,7 +185,8 @@ impl<'a> Xlate<'a> {
         self.start_table = table;
         self.run_table(table, None);
         self.run_action_set();
-        finish_actions(&mut self.out, self.soft_drop);
+        let drop_reason = self.drop_reason();
+        finish_actions(&mut self.out, drop_reason);
         if let Some(fork) = self.fork.take() {
             self.resolve_fork(fork);
         }
@@ -340,6 +341,16 @@ impl<'a> Xlate<'a> {
 
     fn soft_drop(&mut self, reason: DropReason) {
         self.soft_drop.get_or_insert(reason);
+    }
+
+    /// Why a packet the flows send nowhere is dropped, when it is more than "the flows said
+    /// so": a reason noted on the way, or conntrack's `+inv` when the flows looked at it (only
+    /// then: the reason must not split the megaflow).
+    fn drop_reason(&self) -> Option<DropReason> {
+        use encap::flowkey::CT_INV;
+        self.soft_drop.or_else(|| {
+            (self.wc.ct_state & self.key.ct_state & CT_INV != 0).then_some(DropReason::CtInvalid)
+        })
     }
 
     fn actions(&mut self, list: &[Action]) {
@@ -1145,11 +1156,12 @@ impl<'a> Xlate<'a> {
                 })
             }
             None => {
+                // Skipped, as an output to a missing port: the actions after it still run.
                 self.note(format_args!(
-                    "output:{ofport} ({}): no tun_dst: dropping",
+                    "output:{ofport} ({}): no tun_dst: skipped",
                     info.name
                 ));
-                self.out.push(DpAction::Drop(DropReason::TunnelNoRoute));
+                self.soft_drop(DropReason::TunnelNoRoute);
             }
         }
     }
