@@ -1121,7 +1121,54 @@ fn decode_nat(b: &mut Reader<'_>) -> Result<Action, OfError> {
     if present & NAT_RANGE_PROTO_MAX != 0 {
         n.proto_max = Some(b.u16("nat proto_max")?);
     }
+    check_nat(&n)?;
     Ok(Action::Nat(n))
+}
+
+/// Open vSwitch's checks of a NAT action (`decode_NXAST_RAW_NAT`): flags and ranges the
+/// datapath could not run are refused with the flow-mod, not turned into a drop of every packet
+/// the flow matches (or silently narrowed).
+fn check_nat(n: &NatAction) -> Result<(), OfError> {
+    const KNOWN: u16 = NAT_SRC | NAT_DST | NAT_PERSISTENT | NAT_PROTO_HASH | NAT_PROTO_RANDOM;
+    let bad = |m: String| err(ErrorCode::BadActionBadArgument, format!("nat: {m}"));
+    if n.flags & !KNOWN != 0 {
+        return bad(format!("unknown flags {:#x}", n.flags & !KNOWN));
+    }
+    if n.flags & NAT_PROTO_HASH != 0 && n.flags & NAT_PROTO_RANDOM != 0 {
+        return bad("both hash and random port selection".into());
+    }
+    let v6 = |a: Option<[u8; 16]>| a.map(u128::from_be_bytes);
+    let has_v4 = n.ipv4_min.is_some() || n.ipv4_max.is_some();
+    let has_v6 = n.ipv6_min.is_some() || n.ipv6_max.is_some();
+    if has_v4 && has_v6 {
+        return bad("an IPv4 and an IPv6 range together".into());
+    }
+    for (what, min, max) in [
+        (
+            "ipv4",
+            n.ipv4_min.map(u128::from),
+            n.ipv4_max.map(u128::from),
+        ),
+        ("ipv6", v6(n.ipv6_min), v6(n.ipv6_max)),
+        (
+            "port",
+            n.proto_min.map(u128::from),
+            n.proto_max.map(u128::from),
+        ),
+    ] {
+        match (min, max) {
+            (None, Some(_)) => return bad(format!("{what} maximum without a minimum")),
+            (Some(0), _) => return bad(format!("{what} minimum 0")),
+            (Some(lo), Some(hi)) if hi < lo => {
+                return bad(format!("{what} range ends below its start"));
+            }
+            _ => {}
+        }
+    }
+    if n.proto_min.is_some() && !has_v4 && !has_v6 {
+        return bad("a port range without an address range".into());
+    }
+    Ok(())
 }
 
 mod c2prop {

@@ -160,6 +160,13 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             reason: reason_in(*reason),
             ..Controller::default()
         }),
+        // A packet-in meter is not run: refused rather than dropped from the action.
+        WAction::Controller2(c) if c.meter_id.is_some() => {
+            return Err(bad(
+                ErrorCode::BadActionBadArgument,
+                "controller(meter_id=...) is not supported",
+            ));
+        }
         WAction::Controller2(c) => T::Controller(Controller {
             max_len: c.max_len,
             id: c.controller_id,
@@ -1422,5 +1429,24 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadActionBadType, "{}", e.detail);
         let empty = instructions_in(&[Instruction::WriteActions(vec![])]).unwrap();
         assert_eq!(empty.write_actions, None);
+    }
+
+    #[test]
+    fn a_packet_in_meter_is_refused_not_dropped() {
+        let c2 = |meter_id| {
+            Action::Controller2(wa::Controller2 {
+                userdata: vec![],
+                max_len: 0xffff,
+                controller_id: 0,
+                reason: 1,
+                pause: false,
+                meter_id,
+            })
+        };
+        assert_eq!(
+            actions_in(&[c2(Some(1))]).unwrap_err().code,
+            ErrorCode::BadActionBadArgument
+        );
+        assert_eq!(actions_in(&[c2(None)]).unwrap().len(), 1);
     }
 }

@@ -294,3 +294,77 @@ fn hostile_inputs_never_panic() {
         }
     }
 }
+
+/// NAT ranges and flags the datapath could not run are refused when decoded (as Open vSwitch's
+/// `decode_NXAST_RAW_NAT` refuses them), not accepted and then dropped or narrowed.
+#[test]
+fn impossible_nat_ranges_are_bad_argument() {
+    use openflow::NatAction;
+    use openflow::action::{NAT_DST, NAT_PROTO_HASH, NAT_PROTO_RANDOM, NAT_SRC};
+    let v4 = |a: [u8; 4]| Some(u32::from_be_bytes(a));
+    let base = NatAction {
+        flags: NAT_SRC,
+        ipv4_min: v4([10, 0, 0, 1]),
+        ipv4_max: v4([10, 0, 0, 9]),
+        proto_min: Some(1000),
+        proto_max: Some(2000),
+        ..NatAction::default()
+    };
+    let decoded = |n: &NatAction| {
+        let mut bytes = Vec::new();
+        openflow::action::encode_actions(&[openflow::Action::Nat(n.clone())], &mut bytes);
+        openflow::action::decode_actions(&bytes)
+    };
+    decoded(&base).expect("a plain SNAT range");
+    decoded(&NatAction::default()).expect("nat without a range");
+    let bad = [
+        NatAction {
+            flags: NAT_SRC | 0x80,
+            ..base.clone()
+        },
+        NatAction {
+            flags: NAT_SRC | NAT_PROTO_HASH | NAT_PROTO_RANDOM,
+            ..base.clone()
+        },
+        NatAction {
+            ipv4_max: v4([10, 0, 0, 0]),
+            ..base.clone()
+        },
+        NatAction {
+            ipv4_min: None,
+            ..base.clone()
+        },
+        NatAction {
+            ipv4_min: Some(0),
+            ipv4_max: None,
+            ..base.clone()
+        },
+        NatAction {
+            ipv6_min: Some([0xfd; 16]),
+            ..base.clone()
+        },
+        NatAction {
+            proto_max: Some(999),
+            ..base.clone()
+        },
+        NatAction {
+            proto_min: None,
+            ..base.clone()
+        },
+        NatAction {
+            flags: NAT_DST,
+            ipv4_min: None,
+            ipv4_max: None,
+            ..base.clone()
+        },
+    ];
+    for n in bad {
+        let e = decoded(&n).expect_err(&format!("{n:?} must be refused"));
+        assert_eq!(
+            e.code,
+            ErrorCode::BadActionBadArgument,
+            "{n:?}: {}",
+            e.detail
+        );
+    }
+}

@@ -435,3 +435,31 @@ fn bad_and_truncated_requests_get_golden_errors_and_text() {
     conn.read_to_end(&mut rest).expect("closed, not timed out");
     assert!(rest.is_empty(), "unexpected reply {}", hex(&rest));
 }
+
+/// Fragments are handled as OFPC_FRAG_NORMAL only: SET_CONFIG asking for another mode is
+/// refused (OFPET_SWITCH_CONFIG_FAILED / OFPSCFC_BAD_FLAGS), not stored and echoed back by
+/// GET_CONFIG while fragments keep being forwarded.
+#[test]
+fn set_config_refuses_fragment_modes_it_does_not_run() {
+    let d = Switch::start("of-setcfg");
+    let hello_c2s = serde_json::json!({ "hello": { "c2s": "04000010000000050001000800000010" } });
+    let mut conn = connect(&d);
+    hello(&mut conn, &hello_c2s);
+    for flags in ["0001", "0002", "8000"] {
+        conn.write_all(&unhex(&format!("0409000c00000011{flags}ffe5")))
+            .unwrap();
+        conn.write_all(&unhex("04140008000000ee")).unwrap();
+        let got = read_msg(&mut conn);
+        assert_eq!(got[1], 1, "flags {flags}: an OFPT_ERROR, got {}", hex(&got));
+        assert_eq!(
+            hex(&got[8..12]),
+            "000a0000",
+            "flags {flags}: SWITCH_CONFIG_FAILED / BAD_FLAGS"
+        );
+        assert_eq!(hex(&read_msg(&mut conn)), "04150008000000ee");
+    }
+    // Normal handling is taken, and GET_CONFIG reports what runs.
+    conn.write_all(&unhex("0409000c000000120000ff00")).unwrap();
+    conn.write_all(&unhex("0407000800000013")).unwrap();
+    assert_eq!(hex(&read_msg(&mut conn)), "0408000c000000130000ff00");
+}

@@ -244,6 +244,15 @@ impl Session {
                 self.send(out, &reply, xid)
             }
             Message::GetConfigRequest => self.send(out, &Message::GetConfigReply(self.config), xid),
+            // Fragments are always handled as OFPC_FRAG_NORMAL: another mode (drop, reassemble,
+            // or bits OpenFlow 1.3 does not define) would be stored and reported back undone.
+            Message::SetConfig(c) if c.flags != 0 => Err(OfError::new(
+                ErrorCode::SwitchConfigBadFlags,
+                format!(
+                    "config flags {:#06x}: only fragment handling \"normal\" (0) is supported",
+                    c.flags
+                ),
+            )),
             Message::SetConfig(c) => {
                 self.config = c;
                 self.subscribe_packet_ins();
