@@ -463,3 +463,30 @@ fn set_config_refuses_fragment_modes_it_does_not_run() {
     conn.write_all(&unhex("0407000800000013")).unwrap();
     assert_eq!(hex(&read_msg(&mut conn)), "0408000c000000130000ff00");
 }
+
+/// A multipart request that says more parts follow (OFPMPF_REQ_MORE) is refused, not
+/// answered as if it were whole.
+#[test]
+fn multipart_requests_in_several_parts_are_refused() {
+    let d = Switch::start("of-reqmore");
+    let hello_c2s = serde_json::json!({ "hello": { "c2s": "04000010000000050001000800000010" } });
+    let mut conn = connect(&d);
+    hello(&mut conn, &hello_c2s);
+    // OFPMP_DESC (0) with flags REQ_MORE, then a barrier.
+    conn.write_all(&unhex("04120010000000210000000100000000"))
+        .unwrap();
+    conn.write_all(&unhex("04140008000000ee")).unwrap();
+    let got = read_msg(&mut conn);
+    assert_eq!(got[1], 1, "an OFPT_ERROR, got {}", hex(&got));
+    assert_eq!(
+        hex(&got[8..12]),
+        "0001000d",
+        "BAD_REQUEST / MULTIPART_BUFFER_OVERFLOW"
+    );
+    assert_eq!(hex(&read_msg(&mut conn)), "04150008000000ee");
+    // The same request in one part is answered.
+    conn.write_all(&unhex("04120010000000220000000000000000"))
+        .unwrap();
+    let got = read_msg(&mut conn);
+    assert_eq!(&got[..2], &[4, 19], "a MULTIPART_REPLY, got {}", hex(&got));
+}

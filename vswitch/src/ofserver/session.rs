@@ -271,6 +271,14 @@ impl Session {
             }
             Message::PacketOut(po) => self.packet_out(&po),
             Message::PortMod(pm) => self.port_mod(&pm),
+            // Each request part is answered as it comes: one that says more parts follow would
+            // be answered half (Open vSwitch reassembles them; this switch has no buffer).
+            Message::MultipartRequest { flags, .. } if flags & openflow::multipart::MORE != 0 => {
+                Err(OfError::new(
+                    ErrorCode::BadRequestMultipartBufferOverflow,
+                    "multipart requests in several parts (OFPMPF_REQ_MORE) are not reassembled",
+                ))
+            }
             Message::MultipartRequest { body, .. } => match monitor_request(&body) {
                 Some(monitors) => monitors.and_then(|m| self.start_monitors(m, out, xid)),
                 None => {
