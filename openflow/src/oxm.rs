@@ -322,6 +322,20 @@ impl Match {
                 );
             }
         }
+        // Two fields over the same bits (NXM_OF_VLAN_TCI and OXM_OF_VLAN_VID or VLAN_PCP,
+        // IP_TOS and IP_DSCP, ...): the later would overwrite the earlier. Open vSwitch's
+        // `nx_pull_raw` refuses a field whose bits an earlier one already matched.
+        let mut matched = FlowKey::default();
+        for t in &self.fields {
+            let info = t.field.info();
+            if info.wire_get(&matched) != 0 {
+                return err(
+                    ErrorCode::BadMatchDupField,
+                    format!("{} overlaps a field matched before it", info.name),
+                );
+            }
+            info.wire_set(&mut matched, t.effective_mask());
+        }
         for t in &self.fields {
             let info = t.field.info();
             if !self.satisfies(info.wire_prereq()) {
@@ -662,6 +676,16 @@ mod tests {
                 .copied()
                 .collect();
             m.fields = keep;
+            // A field over bits an earlier one matched is refused (DUP_FIELD): drop it.
+            let mut matched = FlowKey::default();
+            m.fields.retain(|t| {
+                let info = t.field.info();
+                let fresh = info.wire_get(&matched) == 0;
+                if fresh {
+                    info.wire_set(&mut matched, t.effective_mask());
+                }
+                fresh
+            });
             if m.fields.len() == before {
                 return m;
             }
@@ -738,6 +762,34 @@ mod tests {
 
     /// Every TCI match survives the trip to a wire match and back, including those OXM cannot
     /// say (a fuzzer found `vlan_tci=0x0a80`, which lost its PCP bits on the way out).
+    #[test]
+    fn fields_over_the_same_bits_are_dup_field() {
+        let tlv = |field: FieldId, value: u128, mask: Option<u128>| {
+            let info = field.info();
+            OxmTlv {
+                field,
+                wire: info.nxm.or(info.oxm).expect("a wire spelling"),
+                value,
+                mask,
+            }
+        };
+        let tci = tlv(FieldId::VlanTci, 0x1005, None);
+        let m = Match {
+            fields: vec![tci, tlv(FieldId::VlanVid, 0x1007, None)],
+        };
+        assert_eq!(m.to_flow().unwrap_err().code, ErrorCode::BadMatchDupField);
+        // Disjoint bits of the same word are two fields, as in Open vSwitch: OXM_OF_VLAN_VID
+        // and OXM_OF_VLAN_PCP.
+        let m = Match {
+            fields: vec![
+                tlv(FieldId::VlanVid, 0x1005, None),
+                tlv(FieldId::DlVlanPcp, 3, None),
+            ],
+        };
+        let (value, mask) = m.to_flow().expect("disjoint bits");
+        assert_eq!((value.vlan_tci, mask.vlan_tci), (0x7005, 0xffff));
+    }
+
     #[test]
     fn vlan_tci_matches_round_trip() {
         for (v, m) in [
