@@ -490,3 +490,37 @@ fn multipart_requests_in_several_parts_are_refused() {
     let got = read_msg(&mut conn);
     assert_eq!(&got[..2], &[4, 19], "a MULTIPART_REPLY, got {}", hex(&got));
 }
+
+/// In a packet-out, output:TABLE is taken only as the one action (it injects into the
+/// bridge's tables); mixed with others it is refused, not looped through the packet-out's own
+/// one-rule table.
+#[test]
+fn packet_out_takes_output_table_only_alone() {
+    let d = Switch::start("of-potable");
+    let hello_c2s = serde_json::json!({ "hello": { "c2s": "04000010000000050001000800000010" } });
+    let mut conn = connect(&d);
+    hello(&mut conn, &hello_c2s);
+    let frame =
+        "0a580c01000c0a580c01000b08004500001c000000004011000000000000000000000000000000000000";
+    let output = |port: &str| format!("00000010{port}ffe5000000000000");
+    let packet_out = |actions: &str, xid: u8| {
+        let body = format!(
+            "ffffffff fffffffd {:04x} 000000000000 {actions} {frame}",
+            actions.len() / 2
+        )
+        .replace(' ', "");
+        format!("040d{:04x}000000{xid:02x}{body}", 8 + body.len() / 2)
+    };
+    let mixed = format!("{}{}", output("fffffff9"), output("00000001"));
+    conn.write_all(&unhex(&packet_out(&mixed, 0x31))).unwrap();
+    conn.write_all(&unhex("04140008000000ee")).unwrap();
+    let got = read_msg(&mut conn);
+    assert_eq!(got[1], 1, "an OFPT_ERROR, got {}", hex(&got));
+    assert_eq!(hex(&got[8..12]), "00020004", "BAD_ACTION / BAD_OUT_PORT");
+    assert_eq!(hex(&read_msg(&mut conn)), "04150008000000ee");
+    // Alone it is taken (the bridge has no flows: the packet is a table miss).
+    conn.write_all(&unhex(&packet_out(&output("fffffff9"), 0x32)))
+        .unwrap();
+    conn.write_all(&unhex("04140008000000ef")).unwrap();
+    assert_eq!(hex(&read_msg(&mut conn)), "04150008000000ef");
+}

@@ -985,3 +985,19 @@ fn a_flow_dropping_conntrack_invalid_packets_counts_ct_invalid() {
     assert_eq!(b.drops("flow_drop"), flow_drop + 1);
     assert_eq!(b.drops("ct_invalid"), inv + 1);
 }
+
+#[test]
+fn output_table_runs_the_packet_through_table_0_again() {
+    let mut b = bench(3);
+    b.flows(
+        "priority=10,reg0=5,actions=output:3\n\
+         priority=5,in_port=1,actions=set_field:5->reg0,output:TABLE,output:2",
+    );
+    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1, 2)
+        .build();
+    b.send(1, &f);
+    assert_eq!(b.received(3).len(), 1, "table 0 again, with reg0 set");
+    assert_eq!(b.received(2).len(), 1, "and the actions after it");
+}

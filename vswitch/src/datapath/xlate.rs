@@ -1108,6 +1108,11 @@ impl<'a> Xlate<'a> {
                 })
             }
             OfPort::CONTROLLER => self.controller(max_len, 1),
+            // As Open vSwitch: the packet, as it is now, goes through table 0 again.
+            OfPort::TABLE => {
+                self.note(format_args!("output: TABLE (table 0 again)"));
+                self.run_table(0, None);
+            }
             OfPort::LOCAL => self.output_ofport(OfPort::LOCAL.0),
             OfPort(p) if p == in_port => {
                 self.note(format_args!("skipping output to input port {p}"));

@@ -663,6 +663,16 @@ impl Session {
             switch.dp.call(move |dp| dp.inject(idx, in_port, &frame));
             return Ok(());
         }
+        // Elsewhere in the list, output:TABLE would run the one-flow table below again.
+        if actions
+            .iter()
+            .any(|a| a.outputs_to(flowtable::OfPort::TABLE))
+        {
+            return Err(OfError::new(
+                ErrorCode::BadActionBadOutPort,
+                "output:TABLE in a packet-out is supported only as its one action",
+            ));
+        }
         // The packet runs through a one-flow pipeline of its own, never published: the
         // forwarding threads keep using the bridge's pipeline meanwhile.
         let once = Arc::new(one_shot_pipeline(&b.pipeline.load_full(), actions));
