@@ -76,6 +76,10 @@ pub const META_WORDS: usize = 9;
 /// once per megaflow); larger groups pin the 5-tuple and pick in the slow path.
 const MAX_DP_SELECT_BUCKETS: usize = 256;
 
+/// Groups a fast-failover bucket's liveness follows through `watch_group` (Open vSwitch's
+/// `MAX_LIVENESS_RECURSION`).
+const MAX_LIVENESS_DEPTH: u32 = 32;
+
 /// The first select group of a walk, resolved in the datapath once the walk is done.
 struct Fork {
     /// Actions emitted before the group (common to every bucket).
@@ -1178,6 +1182,33 @@ impl<'a> Xlate<'a> {
         self.exited = exited;
     }
 
+    /// Open vSwitch's `bucket_is_alive`: a bucket is live when it watches nothing, when the
+    /// port it watches is live, or when the group it watches has a live bucket (followed at
+    /// most [`MAX_LIVENESS_DEPTH`] groups deep). A select bucket of weight 0 never is.
+    fn bucket_live(&self, group_type: GroupType, b: &flowtable::Bucket, depth: u32) -> bool {
+        if depth >= MAX_LIVENESS_DEPTH || (group_type == GroupType::Select && b.weight == 0) {
+            return false;
+        }
+        let (port, group) = (
+            b.watch_port != OfPort::ANY,
+            b.watch_group != flowtable::group::GROUP_ANY,
+        );
+        (!port && !group)
+            || (port
+                && self
+                    .pipeline
+                    .ports
+                    .get(&b.watch_port.0)
+                    .is_some_and(|p| p.live))
+            || (group
+                && self.pipeline.groups.get(&b.watch_group).is_some_and(|e| {
+                    e.group
+                        .buckets
+                        .iter()
+                        .any(|w| self.bucket_live(e.group.group_type, w, depth + 1))
+                }))
+    }
+
     fn group_buckets(&mut self, id: u32) {
         let Some(entry) = self.pipeline.groups.get(&id).cloned() else {
             self.note(format_args!("group:{id}: no such group"));
@@ -1198,12 +1229,10 @@ impl<'a> Xlate<'a> {
                 }
             }
             GroupType::FastFailover => {
-                let live = group.buckets.iter().position(|b| {
-                    self.pipeline
-                        .ports
-                        .get(&b.watch_port.0)
-                        .is_some_and(|p| p.live)
-                });
+                let live = group
+                    .buckets
+                    .iter()
+                    .position(|b| self.bucket_live(group.group_type, b, 0));
                 match live {
                     Some(i) => {
                         self.note(format_args!("group:{id} fast_failover: bucket {i}"));
