@@ -416,6 +416,8 @@ enum Undo {
         key: (Match, u16),
         /// Boxed: most journal entries are adds (no old value) and should stay small.
         old: Option<Box<Slot>>,
+        /// The change reset the flow's counters (`reset_counts`).
+        reset_counts: bool,
     },
     Group {
         id: u32,
@@ -450,6 +452,9 @@ pub enum JournalEntry<'a> {
         /// Whether the key held a flow just before this change. For the first entry of a key
         /// since the journal was cleared, that is whether it held one at the clear.
         was_present: bool,
+        /// The change reset the flow's counters (`reset_counts` on a modify, or on an add
+        /// that replaced the flow): a consumer keeping counters of its own starts them anew.
+        reset_counts: bool,
     },
     Group(u32),
     Meter(u32),
@@ -518,11 +523,17 @@ impl Pipeline {
     /// keys, and with what each key held before its change.
     pub fn journal(&self) -> impl Iterator<Item = JournalEntry<'_>> + '_ {
         self.journal.iter().map(|u| match u {
-            Undo::Flow { table, key, old } => JournalEntry::Flow {
+            Undo::Flow {
+                table,
+                key,
+                old,
+                reset_counts,
+            } => JournalEntry::Flow {
                 table: *table,
                 match_: &key.0,
                 priority: key.1,
                 was_present: old.is_some(),
+                reset_counts: *reset_counts,
             },
             Undo::Group { id, .. } => JournalEntry::Group(*id),
             Undo::Meter { id, .. } => JournalEntry::Meter(*id),
@@ -550,7 +561,9 @@ impl Pipeline {
     pub fn rollback(&mut self) {
         while let Some(u) = self.journal.pop() {
             match u {
-                Undo::Flow { table, key, old } => {
+                Undo::Flow {
+                    table, key, old, ..
+                } => {
                     let t = self.tables.entry(table).or_default();
                     match old {
                         Some(slot) => {
@@ -916,10 +929,12 @@ impl Pipeline {
             new.entry.packets = prev.entry.packets;
             new.entry.bytes = prev.entry.bytes;
         }
+        let reset_counts = old.is_some() && fm.flags.contains(FlowFlags::RESET_COUNTS);
         self.journal.push(Undo::Flow {
             table: fm.table_id,
             key,
             old,
+            reset_counts,
         });
         self.version += 1;
         Ok(FlowModResult {
@@ -967,6 +982,7 @@ impl Pipeline {
                         table: t,
                         key: (s.entry.match_, s.entry.priority),
                         old: Some(s.clone()),
+                        reset_counts: fm.flags.contains(FlowFlags::RESET_COUNTS),
                     });
                     s.entry.instructions = Arc::clone(&ins);
                     if fm.flags.contains(FlowFlags::RESET_COUNTS) {
@@ -1007,6 +1023,7 @@ impl Pipeline {
                         table: t,
                         key: (e.match_, e.priority),
                         old: Some(s.clone()),
+                        reset_counts: false,
                     });
                 }
                 !hit
@@ -1213,6 +1230,7 @@ impl Pipeline {
                         table: *t,
                         key: (e.match_, e.priority),
                         old: Some(s.clone()),
+                        reset_counts: false,
                     });
                 }
                 !hit

@@ -1001,3 +1001,46 @@ fn output_table_runs_the_packet_through_table_0_again() {
     assert_eq!(b.received(3).len(), 1, "table 0 again, with reg0 set");
     assert_eq!(b.received(2).len(), 1, "and the actions after it");
 }
+
+#[test]
+fn reset_counts_starts_the_datapath_counters_anew() {
+    let mut b = bench(3);
+    b.flows("priority=10,in_port=1,actions=output:2");
+    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1, 2)
+        .build();
+    let packets = |b: &Bench| {
+        let dump = b.command(&["dump-flows", "br0"]);
+        let n = dump
+            .split("n_packets=")
+            .nth(1)
+            .and_then(|t| t.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        n.unwrap_or_else(|| panic!("no n_packets in {dump}"))
+    };
+    for _ in 0..3 {
+        b.send(1, &f);
+    }
+    assert_eq!(b.received(2).len(), 3);
+    assert_eq!(packets(&b), 3);
+    // A modify keeps the counts; with reset_counts they start again from zero.
+    b.command(&["mod-flows", "br0", "in_port=1,actions=output:3"]);
+    assert_eq!(packets(&b), 3, "a plain modify keeps the counters");
+    b.command(&[
+        "mod-flows",
+        "br0",
+        "reset_counts,in_port=1,actions=output:2",
+    ]);
+    assert_eq!(packets(&b), 0, "reset_counts");
+    b.send(1, &f);
+    assert_eq!(b.received(2).len(), 1);
+    assert_eq!(packets(&b), 1);
+    // The same for an add that replaces the flow.
+    b.command(&[
+        "add-flow",
+        "br0",
+        "reset_counts,priority=10,in_port=1,actions=output:2",
+    ]);
+    assert_eq!(packets(&b), 0, "add with reset_counts");
+}

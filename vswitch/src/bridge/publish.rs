@@ -2,6 +2,7 @@
 //! snapshot in.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use flowtable::classifier::ClassifierBuilder;
 use flowtable::table::JournalEntry;
@@ -82,6 +83,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                     match_,
                     priority,
                     was_present,
+                    reset_counts,
                 } => {
                     // A key's first journal entry tells whether it was installed; only then,
                     // or when the key may have come up earlier in this pass, look for its
@@ -106,7 +108,19 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                         ));
                     }
                     if let Some(e) = now {
-                        let stats = replaced.map(|r| r.payload().stats.clone());
+                        let stats = replaced.map(|r| match reset_counts {
+                            // Counts start anew; the idle timer keeps running (Open vSwitch
+                            // resets only the packet and byte counts).
+                            true => {
+                                let fresh = FlowStats::default();
+                                fresh.used_ns.store(
+                                    r.payload().stats.used_ns.load(Ordering::Relaxed),
+                                    Ordering::Relaxed,
+                                );
+                                Arc::new(fresh)
+                            }
+                            false => r.payload().stats.clone(),
+                        });
                         install_rule(inst, e, stats.unwrap_or_default());
                     }
                     dirty.insert(table);
