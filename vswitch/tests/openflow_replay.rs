@@ -524,3 +524,20 @@ fn packet_out_takes_output_table_only_alone() {
     conn.write_all(&unhex("04140008000000ef")).unwrap();
     assert_eq!(hex(&read_msg(&mut conn)), "04150008000000ef");
 }
+
+/// A request before HELLO gets HELLO_FAILED and the connection is closed, as Open vSwitch
+/// does, instead of being executed.
+#[test]
+fn requests_before_hello_are_refused_and_the_connection_closed() {
+    let d = Switch::start("of-nohello");
+    let mut conn = connect(&d);
+    // The switch's HELLO comes first; then ours would be due, but a FEATURES_REQUEST comes.
+    assert_eq!(read_msg(&mut conn)[1], 0, "the switch's HELLO");
+    conn.write_all(&unhex("0405000800000007")).unwrap();
+    let got = read_msg(&mut conn);
+    assert_eq!(got[1], 1, "an OFPT_ERROR, got {}", hex(&got));
+    assert_eq!(hex(&got[8..12]), "00000000", "HELLO_FAILED / INCOMPATIBLE");
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).expect("closed, not timed out");
+    assert!(rest.is_empty(), "unexpected reply {}", hex(&rest));
+}

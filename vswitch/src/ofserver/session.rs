@@ -222,6 +222,18 @@ impl Session {
                 }
             };
         }
+        if !self.negotiated {
+            // Nothing but HELLO before a version is agreed (OpenFlow 1.3 §6.3.1): Open vSwitch
+            // answers anything else with HELLO_FAILED and closes, and so does this switch.
+            out.extend(error_reply(
+                raw,
+                &OfError::new(
+                    ErrorCode::HelloIncompatible,
+                    "expected HELLO before any other message",
+                ),
+            ));
+            return Err(Close::Done);
+        }
         if !matches!(
             msg,
             Message::FlowMod(_) | Message::GroupMod(_) | Message::MeterMod(_)
