@@ -541,3 +541,71 @@ fn requests_before_hello_are_refused_and_the_connection_closed() {
     conn.read_to_end(&mut rest).expect("closed, not timed out");
     assert!(rest.is_empty(), "unexpected reply {}", hex(&rest));
 }
+
+/// A closed bundle takes no more adds (nor a second close), only a commit or a discard.
+#[test]
+fn a_closed_bundle_takes_no_more_adds() {
+    use openflow::experimenter::bundle_ctrl;
+    let d = Switch::start("of-bundle-closed");
+    let hello_c2s = serde_json::json!({ "hello": { "c2s": "04000010000000050001000800000010" } });
+    let mut conn = connect(&d);
+    hello(&mut conn, &hello_c2s);
+    let ctrl = |ctrl_type, xid| {
+        openflow::encode(
+            &Message::BundleControl(openflow::BundleControl {
+                bundle_id: 7,
+                ctrl_type,
+                flags: 0,
+                properties: vec![],
+            }),
+            xid,
+        )
+        .expect("encode bundle control")
+    };
+    let fm = flowtable::text::parse_flow("in_port=1,actions=output:2").expect("flow");
+    let add = |xid| {
+        openflow::encode(
+            &Message::BundleAdd(openflow::BundleAdd {
+                bundle_id: 7,
+                flags: 0,
+                inner_xid: xid,
+                inner: Box::new(Message::FlowMod(
+                    openflow::convert::flow_mod_out(&fm).expect("flow-mod"),
+                )),
+            }),
+            xid,
+        )
+        .expect("encode bundle add")
+    };
+    let reply_type = |m: &[u8]| m[1];
+    conn.write_all(&ctrl(bundle_ctrl::OPEN_REQUEST, 0x41))
+        .unwrap();
+    assert_eq!(
+        reply_type(&read_msg(&mut conn)),
+        4,
+        "OPEN_REPLY (experimenter)"
+    );
+    conn.write_all(&add(0x42)).unwrap();
+    conn.write_all(&ctrl(bundle_ctrl::CLOSE_REQUEST, 0x43))
+        .unwrap();
+    assert_eq!(reply_type(&read_msg(&mut conn)), 4, "CLOSE_REPLY");
+    // After the close: an add and a second close are refused.
+    conn.write_all(&add(0x44)).unwrap();
+    let e = read_msg(&mut conn);
+    assert_eq!(reply_type(&e), 1, "an error for the add, got {}", hex(&e));
+    conn.write_all(&ctrl(bundle_ctrl::CLOSE_REQUEST, 0x45))
+        .unwrap();
+    let e = read_msg(&mut conn);
+    assert_eq!(
+        reply_type(&e),
+        1,
+        "an error for the second close, got {}",
+        hex(&e)
+    );
+    // The commit applies what was added before the close.
+    conn.write_all(&ctrl(bundle_ctrl::COMMIT_REQUEST, 0x46))
+        .unwrap();
+    assert_eq!(reply_type(&read_msg(&mut conn)), 4, "COMMIT_REPLY");
+    let flows = client(&d, "dump-flows", &[], true);
+    assert!(flows.contains("in_port=1 actions=output:2"), "{flows}");
+}

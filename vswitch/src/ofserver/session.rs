@@ -7,7 +7,7 @@
 //! four times the last publish's cost, whichever is longer. A publish snapshots every
 //! touched table, so publishing per read made `add-flows` of 100 000 lines quadratic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,8 @@ pub struct Session {
     /// most a fifth of the time (a publish snapshots every touched table, 100k rules ≈ 40 ms).
     publish_cost: Duration,
     bundles: HashMap<u32, Vec<Staged>>,
+    /// Open bundles that were closed: they take no more adds, only a commit or a discard.
+    closed_bundles: HashSet<u32>,
     /// Flow/group-mods outside bundles, applied together (one lock, one journal pass) before
     /// anything else is answered and at the end of each read.
     pending: Vec<Staged>,
@@ -117,6 +119,7 @@ impl Session {
             last_publish: Instant::now(),
             publish_cost: Duration::ZERO,
             bundles: HashMap::new(),
+            closed_bundles: HashSet::new(),
             pending: Vec::new(),
             packet_ins: None,
             packet_in_format: 0,
@@ -312,6 +315,12 @@ impl Session {
                     )),
                 };
                 match (op, self.bundles.get_mut(&add.bundle_id)) {
+                    (Ok(_), Some(_)) if self.closed_bundles.contains(&add.bundle_id) => {
+                        Err(OfError::new(
+                            ErrorCode::BadRequestBadExpType,
+                            "bundle is closed: it takes only a commit or a discard",
+                        ))
+                    }
                     (Ok(op), Some(staged)) => {
                         staged.push(Staged {
                             xid: add.inner_xid,
@@ -611,12 +620,17 @@ impl Session {
                 if !self.bundles.contains_key(&id) {
                     return Err(bad_id("not open"));
                 }
+                if !self.closed_bundles.insert(id) {
+                    return Err(bad_id("already closed"));
+                }
             }
             bundle_ctrl::DISCARD_REQUEST => {
                 self.bundles.remove(&id).ok_or_else(|| bad_id("not open"))?;
+                self.closed_bundles.remove(&id);
             }
             bundle_ctrl::COMMIT_REQUEST => {
                 let staged = self.bundles.remove(&id).ok_or_else(|| bad_id("not open"))?;
+                self.closed_bundles.remove(&id);
                 match self.bridge_do(|b| apply_bundle(b, &staged)) {
                     Err(Close::Done) => {
                         return Err(OfError::new(
