@@ -20,7 +20,7 @@ use core::net::Ipv4Addr;
 
 use crate::checksum;
 use crate::extract::{L3Kind, Parsed};
-use crate::wire::{EthernetAddress, arp, icmpv4, ipv4, ipv6, tcp, udp};
+use crate::wire::{EthernetAddress, arp, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
 
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
@@ -55,6 +55,10 @@ pub enum RewriteError {
     NotIcmpv4Echo,
     #[error("not an ICMPv4 error quoting an IPv4 header")]
     NoQuotedHeader,
+    #[error("not an ICMPv6 echo request or reply")]
+    NotIcmpv6Echo,
+    #[error("not an ICMPv6 error quoting an IPv6 header")]
+    NoQuotedIpv6Header,
     #[error("not an IPv4-over-Ethernet ARP packet")]
     NotArp,
     #[error("not an IPv6 neighbor solicitation or advertisement with its target")]
@@ -416,6 +420,75 @@ pub fn set_icmpv4_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) -> Result<
     }
     wr16(frame, l4 + 4, id);
     let c = checksum::update_u16(rd16(frame, l4 + 2), old, id);
+    wr16(frame, l4 + 2, c);
+    Ok(())
+}
+
+#[inline]
+fn icmpv6_l4(frame: &[u8], parsed: &Parsed) -> Option<usize> {
+    match (parsed.l3_kind, parsed.l4_proto, parsed.l4_offset()) {
+        (L3Kind::Ipv6, 58, Some(l4)) if frame.len() >= l4 + icmpv6::HEADER_LEN => Some(l4),
+        _ => None,
+    }
+}
+
+/// Rewrites the identifier of an ICMPv6 echo request or reply (conntrack's "port" for ICMPv6,
+/// changed by NAT), updating the ICMPv6 checksum (the identifier is not in its pseudo-header).
+pub fn set_icmpv6_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) -> Result<(), RewriteError> {
+    let l4 = icmpv6_l4(frame, parsed)
+        .filter(|&l4| matches!(frame[l4], 128 | 129))
+        .ok_or(RewriteError::NotIcmpv6Echo)?;
+    let old = rd16(frame, l4 + 4);
+    if old == id {
+        return Ok(());
+    }
+    wr16(frame, l4 + 4, id);
+    let c = checksum::update_u16(rd16(frame, l4 + 2), old, id);
+    wr16(frame, l4 + 2, c);
+    Ok(())
+}
+
+/// Rewrites the header an ICMPv6 error quotes (addresses; TCP/UDP ports or the echo
+/// identifier, as far as the quote holds them) for NAT, and recomputes the ICMPv6 checksum
+/// with the packet's own pseudo-header. As for ICMPv4, the quoted L4 checksum is left alone.
+pub fn set_icmpv6_quoted(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    src: [u8; 16],
+    dst: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+) -> Result<(), RewriteError> {
+    let (Some(l4), Some(l3), Some(end)) = (
+        icmpv6_l4(frame, parsed),
+        parsed.l3_offset(),
+        parsed.l3_end(),
+    ) else {
+        return Err(RewriteError::NoQuotedIpv6Header);
+    };
+    let end = end.min(frame.len());
+    let q = icmpv6::Packet::new_checked(&frame[l4..end])
+        .ok()
+        .and_then(|p| p.quoted_header())
+        .ok_or(RewriteError::NoQuotedIpv6Header)?;
+    let ip = l4 + icmpv6::HEADER_LEN;
+    frame[ip + 8..ip + 24].copy_from_slice(&src);
+    frame[ip + 24..ip + 40].copy_from_slice(&dst);
+    let at = ip + q.l4_offset;
+    if matches!(q.protocol, PROTO_TCP | PROTO_UDP) && end >= at + 4 {
+        wr16(frame, at, src_port);
+        wr16(frame, at + 2, dst_port);
+    } else if q.protocol == 58 && end >= at + 8 && matches!(frame[at], 128 | 129) {
+        wr16(frame, at + 4, src_port);
+    }
+    let addr = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&frame[at..at + 16]);
+        core::net::Ipv6Addr::from(a)
+    };
+    let (outer_src, outer_dst) = (addr(l3 + 8), addr(l3 + 24));
+    wr16(frame, l4 + 2, 0);
+    let c = checksum::l4_v6(&outer_src, &outer_dst, 58, &frame[l4..end]);
     wr16(frame, l4 + 2, c);
     Ok(())
 }

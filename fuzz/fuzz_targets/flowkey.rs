@@ -65,4 +65,22 @@ fuzz_target!(|data: &[u8]| {
         L4Checksum::Complete,
     );
     let _ = rewrite::set_l4_src_port(&mut frame[..len / 2], &parsed, 9, L4Checksum::Complete);
+    // ICMP: the quote an error carries (conntrack reads it for every ICMP packet it tracks)
+    // and the NAT rewrites of echo identifiers and quotes.
+    if let Some(l4) = parsed.l4_offset() {
+        let message = &data[l4..parsed.l3_end().unwrap_or(len).min(len)];
+        if let Ok(p) = encap::wire::icmpv6::Packet::new_checked(message)
+            && let Some(q) = p.quoted_header()
+        {
+            assert!(q.l4_offset >= 40);
+        }
+        if let Ok(p) = encap::wire::icmpv4::Packet::new_checked(message) {
+            let _ = p.quoted_header();
+        }
+    }
+    let _ = rewrite::set_icmpv4_echo_id(&mut frame, &parsed, 3);
+    let _ = rewrite::set_icmpv6_echo_id(&mut frame, &parsed, 3);
+    let _ = rewrite::set_icmpv4_quoted(&mut frame, &parsed, [1; 4].into(), [2; 4].into(), 5, 6);
+    let _ = rewrite::set_icmpv6_quoted(&mut frame, &parsed, [1; 16], [2; 16], 5, 6);
+    let _ = rewrite::set_icmpv6_quoted(&mut frame[..len / 2], &parsed, [1; 16], [2; 16], 5, 6);
 });

@@ -1044,3 +1044,115 @@ fn reset_counts_starts_the_datapath_counters_anew() {
     ]);
     assert_eq!(packets(&b), 0, "add with reset_counts");
 }
+
+/// An ICMPv6 frame with echo identifier `id` (the builder zeroes the rest of the header):
+/// `ty` 128 or 129.
+fn icmp6_echo(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    ty: u8,
+    id: u16,
+) -> Vec<u8> {
+    let (s, d): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let mut f = FrameBuilder::eth(src_mac, dst_mac)
+        .ipv6(s, d)
+        .icmp(ty, 0)
+        .payload(&[0xab; 8])
+        .build();
+    let l4 = 14 + 40;
+    f[l4 + 4..l4 + 6].copy_from_slice(&id.to_be_bytes());
+    f[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+    let c = checksum::l4_v6(&s, &d, 58, &f[l4..]);
+    f[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn icmp6_id(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[14 + 40 + 4], frame[14 + 40 + 5]])
+}
+
+#[test]
+fn icmpv6_errors_about_a_tracked_connection_are_related() {
+    let mut b = bench(3);
+    b.flows(
+        "table=0,priority=10,ipv6,actions=ct(table=1,zone=1)\n\
+         table=1,priority=30,ct_state=+new+trk,ipv6,actions=ct(commit,zone=1),output:2\n\
+         table=1,priority=20,ct_state=+rel+trk,ipv6,actions=output:3\n\
+         table=1,priority=10,ct_state=+trk,ipv6,actions=drop",
+    );
+    let (a, z): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    let syn = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv6(a, z)
+        .tcp(40000, 80, 0x02)
+        .build();
+    b.send(1, &syn);
+    assert_eq!(b.received(2).len(), 1, "the SYN is committed and forwarded");
+    // Packet Too Big from the far side, quoting the SYN: related, not invalid.
+    let mut quote = vec![0, 0, 0x05, 0x00]; // the rest of the header: MTU 1280
+    quote.extend_from_slice(&syn[14..]);
+    let ptb = FrameBuilder::eth(POD2_MAC, POD_MAC)
+        .ipv6(z, a)
+        .icmp(2, 0)
+        .payload(&quote[4..])
+        .build();
+    b.send(2, &ptb);
+    assert_eq!(b.received(3).len(), 1, "ct_state=+rel");
+    assert_eq!(b.drops("ct_invalid") + b.drops("flow_drop"), 0);
+}
+
+#[test]
+fn icmpv6_echo_ids_are_tracked_and_translated_by_snat() {
+    let mut b = bench(3);
+    b.flows(
+        "table=0,priority=10,in_port=1,ipv6,icmp6,actions=ct(commit,zone=1,nat(src=[fd00::100]),table=1)\n\
+         table=0,priority=10,in_port=3,ipv6,icmp6,actions=ct(commit,zone=1,nat(src=[fd00::100]),table=1)\n\
+         table=0,priority=10,in_port=2,ipv6,icmp6,actions=ct(zone=1,nat,table=2)\n\
+         table=1,priority=10,actions=output:2\n\
+         table=2,priority=10,ipv6,ipv6_dst=fd00::1,actions=output:1\n\
+         table=2,priority=10,ipv6,ipv6_dst=fd00::3,actions=output:3",
+    );
+    // Two pods ping the same host with the same identifier.
+    b.send(
+        1,
+        &icmp6_echo(POD_MAC, GW_MAC, "fd00::1", "fd00::9", 128, 7),
+    );
+    b.send(
+        3,
+        &icmp6_echo(POD2_MAC, GW_MAC, "fd00::3", "fd00::9", 128, 7),
+    );
+    let out = b.received(2);
+    assert_eq!(out.len(), 2);
+    let ids: Vec<u16> = out.iter().map(|f| icmp6_id(f)).collect();
+    assert_ne!(
+        ids[0], ids[1],
+        "both connections SNATed to one address need two ids"
+    );
+    for f in &out {
+        let k = key_of(f);
+        let (s, d) = (
+            std::net::Ipv6Addr::from(k.ipv6_src),
+            std::net::Ipv6Addr::from(k.ipv6_dst),
+        );
+        assert_eq!(s, "fd00::100".parse::<std::net::Ipv6Addr>().unwrap());
+        // Summed with its checksum in place, a valid message sums to zero.
+        assert_eq!(
+            checksum::l4_v6(&s, &d, 58, &f[14 + 40..]),
+            0,
+            "ICMPv6 checksum"
+        );
+    }
+    // Each reply goes back to its own pod, with the pod's identifier.
+    for (id, port) in [(ids[0], 1u32), (ids[1], 3)] {
+        b.send(
+            2,
+            &icmp6_echo(GW_MAC, POD_MAC, "fd00::9", "fd00::100", 129, id),
+        );
+        let back = b.received(port);
+        assert_eq!(back.len(), 1, "reply with id {id} to port {port}");
+        assert_eq!(icmp6_id(&back[0]), 7);
+    }
+}

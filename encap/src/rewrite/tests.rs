@@ -556,3 +556,57 @@ fn nd_rewrites_keep_the_icmpv6_checksum() {
     assert_eq!(set_nd_target(&mut f, &p, [1; 16]), Err(RewriteError::NotNd));
     assert_eq!(f, before);
 }
+
+#[test]
+fn icmpv6_echo_id_and_quoted_header_for_nat() {
+    let (a, z, n): (
+        core::net::Ipv6Addr,
+        core::net::Ipv6Addr,
+        core::net::Ipv6Addr,
+    ) = (
+        "fd00::1".parse().unwrap(),
+        "fd00::2".parse().unwrap(),
+        "fd00::100".parse().unwrap(),
+    );
+    let icmp6_ok = |f: &[u8]| {
+        let ip = crate::wire::ipv6::Packet::new_checked(&f[14..]).unwrap();
+        crate::wire::icmpv6::Packet::new_checked(ip.payload())
+            .unwrap()
+            .verify_checksum(&ip.src_addr(), &ip.dst_addr())
+    };
+    // Echo request: the identifier changes, the checksum follows.
+    let mut echo = FrameBuilder::eth(A, B).ipv6(a, z).icmp(128, 0).build();
+    let p = parse(&echo);
+    set_icmpv6_echo_id(&mut echo, &p, 0x0400).unwrap();
+    assert_eq!(&echo[54 + 4..54 + 6], &[0x04, 0x00]);
+    assert!(icmp6_ok(&echo));
+    // Packet Too Big quoting a UDP datagram from the NAT address: the quote is put back to
+    // the pod's address and port.
+    let udp = FrameBuilder::eth(A, B).ipv6(n, z).udp(1024, 53).build();
+    let mut ptb = FrameBuilder::eth(B, A)
+        .ipv6(z, a)
+        .icmp(2, 0)
+        .payload(&udp[14..])
+        .build();
+    let p = parse(&ptb);
+    set_icmpv6_quoted(&mut ptb, &p, a.octets(), z.octets(), 40000, 53).unwrap();
+    let quote = &ptb[54 + 8..];
+    assert_eq!(&quote[8..24], &a.octets());
+    assert_eq!(&quote[24..40], &z.octets());
+    assert_eq!(&quote[40..44], &[0x9c, 0x40, 0x00, 0x35]);
+    assert!(icmp6_ok(&ptb));
+    // Refused, frame untouched: an echo is no error, a TCP segment no echo.
+    let before = echo.clone();
+    let p = parse(&echo);
+    assert_eq!(
+        set_icmpv6_quoted(&mut echo, &p, a.octets(), z.octets(), 1, 2),
+        Err(RewriteError::NoQuotedIpv6Header)
+    );
+    assert_eq!(echo, before);
+    let mut t = FrameBuilder::eth(A, B).ipv6(a, z).tcp(1, 2, 0x02).build();
+    let p = parse(&t);
+    assert_eq!(
+        set_icmpv6_echo_id(&mut t, &p, 9),
+        Err(RewriteError::NotIcmpv6Echo)
+    );
+}

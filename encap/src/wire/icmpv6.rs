@@ -128,6 +128,79 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// Is an ICMPv6 type an error that quotes the offending packet (destination unreachable,
+/// packet too big, time exceeded, parameter problem: RFC 4443)?
+pub fn is_error_type(msg_type: u8) -> bool {
+    matches!(msg_type, 1..=4)
+}
+
+/// Extension headers a quote may carry before the upper-layer header, at most (a longer chain
+/// is not followed: the quote then has no ports).
+const MAX_QUOTED_EXTENSIONS: usize = 8;
+
+/// The header an ICMPv6 error quotes: the offending packet's addresses, its upper-layer
+/// protocol (past any extension headers), and where that protocol's header starts in the
+/// quote with its ports (TCP/UDP) or echo identifier (ICMPv6 echo, in both port fields); ports
+/// 0 when the quote is too short for them or the protocol has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotedHeader {
+    pub src_addr: Ipv6Addr,
+    pub dst_addr: Ipv6Addr,
+    pub protocol: u8,
+    /// Offset of the upper-layer header from the start of the quoted IPv6 header.
+    pub l4_offset: usize,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// The quoted IPv6 header of an error message (see [`is_error_type`]); `None` for other
+    /// types, or when the payload holds no whole IPv6 header.
+    pub fn quoted_header(&self) -> Option<QuotedHeader> {
+        let b = self.buffer.as_ref();
+        if !is_error_type(*b.get(field::TYPE)?) {
+            return None;
+        }
+        let ip = b.get(field::PAYLOAD)?;
+        if ip.len() < 40 || ip[0] >> 4 != 6 {
+            return None;
+        }
+        let addr = |at: usize| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&ip[at..at + 16]);
+            Ipv6Addr::from(a)
+        };
+        let (mut next, mut at) = (ip[6], 40usize);
+        for _ in 0..MAX_QUOTED_EXTENSIONS {
+            let len = match next {
+                // Hop-by-hop, routing, destination options: (length + 1) * 8 bytes.
+                0 | 43 | 60 => (usize::from(*ip.get(at + 1)?) + 1) * 8,
+                // Fragment: 8 bytes. Authentication header: (length + 2) * 4 bytes.
+                44 => 8,
+                51 => (usize::from(*ip.get(at + 1)?) + 2) * 4,
+                _ => break,
+            };
+            next = *ip.get(at)?;
+            at += len;
+        }
+        let (src_port, dst_port) = match next {
+            6 | 17 if ip.len() >= at + 4 => (be16(ip, at), be16(ip, at + 2)),
+            58 if ip.len() >= at + 8 && matches!(ip[at], 128 | 129) => {
+                (be16(ip, at + 4), be16(ip, at + 4))
+            }
+            _ => (0, 0),
+        };
+        Some(QuotedHeader {
+            src_addr: addr(8),
+            dst_addr: addr(24),
+            protocol: next,
+            l4_offset: at,
+            src_port,
+            dst_port,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +239,45 @@ mod tests {
         p.set_echo_seq_no(1);
         p.fill_checksum(&src, &dst);
         assert_eq!(bytes, ECHO_BYTES);
+    }
+
+    #[test]
+    fn an_error_quotes_addresses_protocol_and_ports_past_extension_headers() {
+        let (src, dst) = addrs();
+        // Packet too big (type 2), quoting a UDP datagram behind a destination-options header.
+        let mut m = vec![2u8, 0, 0, 0, 0, 0, 0x05, 0x00];
+        let mut ip = vec![0x60, 0, 0, 0, 0, 16, 60, 64];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        ip.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // dest options: next UDP, 8 bytes
+        ip.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0]); // UDP 12345 -> 53
+        m.extend_from_slice(&ip);
+        let q = Packet::new_checked(&m[..])
+            .unwrap()
+            .quoted_header()
+            .unwrap();
+        assert_eq!((q.src_addr, q.dst_addr), (src, dst));
+        assert_eq!((q.protocol, q.l4_offset), (17, 48));
+        assert_eq!((q.src_port, q.dst_port), (12345, 53));
+        // Cut inside the extension header: no ports, no panic.
+        let q = Packet::new_checked(&m[..8 + 44])
+            .unwrap()
+            .quoted_header()
+            .unwrap();
+        assert_eq!((q.src_port, q.dst_port), (0, 0));
+        // Not an error, or no whole IPv6 header: nothing.
+        assert!(
+            Packet::new_checked(&ECHO_BYTES[..])
+                .unwrap()
+                .quoted_header()
+                .is_none()
+        );
+        assert!(
+            Packet::new_checked(&m[..8 + 39])
+                .unwrap()
+                .quoted_header()
+                .is_none()
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub fn run<'a>(
             // ICMP echo: the identifier is the "port" NAT allocates (both tuple ports hold it).
             let _ = encap::rewrite::set_icmpv4_echo_id(frame, parsed, rw.sport);
         }
+        if key.nw_proto == 58 && matches!(key.icmp_type, 128 | 129) {
+            let _ = encap::rewrite::set_icmpv6_echo_id(frame, parsed, rw.sport);
+        }
         if matches!(key.nw_proto, 6 | 17) {
             if rw.sport != key.tp_src {
                 let _ = encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, mode);
@@ -119,6 +122,16 @@ pub fn run<'a>(
                 let _ = encap::rewrite::set_l4_dst_port(frame, parsed, rw.dport, mode);
                 next.tp_dst = rw.dport;
             }
+        }
+        if let Some(inner) = rw.inner.filter(|_| key.eth_type == 0x86dd) {
+            let _ = encap::rewrite::set_icmpv6_quoted(
+                frame,
+                parsed,
+                inner.src.0,
+                inner.dst.0,
+                inner.sport,
+                inner.dport,
+            );
         }
         if let Some(inner) = rw.inner.filter(|_| key.eth_type == 0x0800) {
             let _ = encap::rewrite::set_icmpv4_quoted(
@@ -304,9 +317,13 @@ fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
             f.tcp_wscale = super::icmp::tcp_wscale(frame, l4, data_off, key.tcp_flags);
         }
         17 => f.l4_payload_len = end.saturating_sub(l4 + 8) as u32,
-        1 => {
+        1 if key.eth_type == 0x0800 => {
             f.icmp_id = rd16(frame, l4 + 4);
             f.icmp_inner = super::icmp::embedded_tuple(frame, l4, end);
+        }
+        58 if key.eth_type == 0x86dd => {
+            f.icmp_id = rd16(frame, l4 + 4);
+            f.icmp_inner = super::icmp::embedded_tuple_v6(frame, l4, end);
         }
         _ => {}
     }

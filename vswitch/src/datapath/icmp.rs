@@ -43,6 +43,22 @@ pub fn embedded_tuple(frame: &[u8], l4: usize, end: usize) -> Option<InnerTuple>
     })
 }
 
+/// [`embedded_tuple`] for an ICMPv6 error (the message at `frame[l4..end]`): the quoted
+/// packet's addresses, upper-layer protocol (past its extension headers) and ports or echo
+/// identifier.
+pub fn embedded_tuple_v6(frame: &[u8], l4: usize, end: usize) -> Option<InnerTuple> {
+    let q = encap::wire::icmpv6::Packet::new_checked(frame.get(l4..end)?)
+        .ok()?
+        .quoted_header()?;
+    Some(InnerTuple {
+        src: Addr(q.src_addr.octets()),
+        dst: Addr(q.dst_addr.octets()),
+        proto: q.protocol,
+        sport: q.src_port,
+        dport: q.dst_port,
+    })
+}
+
 /// Builds, into `out`, an ICMPv4 "fragmentation needed" answering `frame`, addressed back to
 /// its sender, advertising `mtu`. False when the frame is not IPv4 with DF.
 pub fn frag_needed(frame: &[u8], parsed: &Parsed, mtu: u16, out: &mut Vec<u8>) -> bool {
