@@ -327,7 +327,8 @@ pub struct Config {
 
 impl Config {
     /// Parses stdin's bytes: not JSON → 6, not a valid configuration → 7, a version this
-    /// plugin does not speak → 1, a field it does not implement → 2.
+    /// plugin does not speak → 1. Fields it does not implement are checked apart
+    /// ([`refuse_unsupported_fields`](Self::refuse_unsupported_fields)).
     pub fn parse(bytes: &[u8]) -> Result<Config> {
         let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
             CniError::new(
@@ -351,7 +352,6 @@ impl Config {
                 ),
             ));
         }
-        refuse_unsupported_fields(&raw)?;
         let bad = |m: String| Err(CniError::new(code::INVALID_CONFIG, m));
         if conf.name.is_empty() {
             return bad("name must not be empty".into());
@@ -398,6 +398,13 @@ impl Config {
 
     pub fn version(&self) -> &str {
         &self.conf.cni_version
+    }
+
+    /// Refuses (code 2) a field this plugin does not implement. Checked for ADD, CHECK and
+    /// STATUS, not for DEL and GC: a configuration an older plugin took must still tear down
+    /// what it set up.
+    pub fn refuse_unsupported_fields(&self) -> Result<()> {
+        refuse_unsupported_fields(&self.raw)
     }
 
     /// Refuses (code 1) a command this configuration's version does not have: CHECK came
@@ -495,7 +502,10 @@ mod tests {
     fn unsupported_fields_are_code_2() {
         let base =
             r#""cniVersion":"1.0.0","name":"n","type":"vswitch-cni","ipam":{"type":"host-local"}"#;
-        let parse = |extra: &str| Config::parse(format!("{{{base}{extra}}}").as_bytes());
+        let parse = |extra: &str| {
+            Config::parse(format!("{{{base}{extra}}}").as_bytes())
+                .and_then(|c| c.refuse_unsupported_fields().map(|()| c))
+        };
         for extra in [
             r#","mut":1400"#,
             r#","dns":{"nameservers":["10.96.0.10"]}"#,

@@ -61,6 +61,9 @@ fn run(version: &mut String) -> Result<Option<Value>> {
     env.validate(cmd)?;
     let config = read_config(version)?;
     config.allows(cmd)?;
+    if matches!(cmd, Command::Add | Command::Check | Command::Status) {
+        config.refuse_unsupported_fields()?;
+    }
     match cmd {
         Command::Add => add(&env, &config).map(Some),
         Command::Del => del(&env, &config).map(|()| None),

@@ -324,16 +324,7 @@ fn an_ipam_result_without_ipv4_is_released() {
     conf["ipam"]["ranges"] = json!([[{"subnet": "fd00:16::/120"}]]);
     let out = a.run(Some(node.name()), "ADD", &conf, "");
     assert_eq!(out.code(), 102, "{out:?}");
-    // host-local keeps one file per reserved address (and its own lock and last-reserved
-    // files): none may name an address.
-    let held: Vec<String> = std::fs::read_dir(data.join("vswitch-test"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let held = reserved(&data, "vswitch-test");
     assert!(held.is_empty(), "still reserved: {held:?}");
     assert!(host_ends(node.name()).is_empty());
 }

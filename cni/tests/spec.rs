@@ -181,6 +181,16 @@ fn del_of_what_was_never_added_succeeds_twice() {
         out.assert_ok("DEL");
         assert!(out.stdout.trim().is_empty(), "DEL printed {}", out.stdout);
     }
+    // A key this plugin refuses on ADD does not stop DEL: an older plugin took the
+    // configuration, so its pods must still come down.
+    let mut with_dns = conf.clone();
+    with_dns["dns"] = json!({"nameservers": ["10.96.0.10"]});
+    run_plugin(None, &base_env("DEL", &bin), &with_dns.to_string()).assert_ok("DEL with dns");
+    assert_eq!(
+        run_plugin(None, &base_env("ADD", &bin), &with_dns.to_string()).code(),
+        2,
+        "ADD refuses it"
+    );
     // Without CNI_NETNS (the namespace is gone): still fine.
     let env: Vec<_> = base_env("DEL", &bin)
         .into_iter()

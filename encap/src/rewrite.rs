@@ -414,14 +414,19 @@ pub fn set_icmpv4_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) -> Result<
     if !matches!(frame[l4], 0 | 8) {
         return Err(RewriteError::NotIcmpv4Echo);
     }
-    let old = rd16(frame, l4 + 4);
-    if old == id {
-        return Ok(());
-    }
-    wr16(frame, l4 + 4, id);
-    let c = checksum::update_u16(rd16(frame, l4 + 2), old, id);
-    wr16(frame, l4 + 2, c);
+    write_echo_id(frame, l4, id);
     Ok(())
+}
+
+/// Writes the echo identifier of the ICMP or ICMPv6 header at `l4` and updates its checksum
+/// (the identifier is in neither pseudo-header).
+fn write_echo_id(frame: &mut [u8], l4: usize, id: u16) {
+    let old = rd16(frame, l4 + 4);
+    if old != id {
+        wr16(frame, l4 + 4, id);
+        let c = checksum::update_u16(rd16(frame, l4 + 2), old, id);
+        wr16(frame, l4 + 2, c);
+    }
 }
 
 #[inline]
@@ -433,18 +438,12 @@ fn icmpv6_l4(frame: &[u8], parsed: &Parsed) -> Option<usize> {
 }
 
 /// Rewrites the identifier of an ICMPv6 echo request or reply (conntrack's "port" for ICMPv6,
-/// changed by NAT), updating the ICMPv6 checksum (the identifier is not in its pseudo-header).
+/// changed by NAT), updating the ICMPv6 checksum.
 pub fn set_icmpv6_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) -> Result<(), RewriteError> {
     let l4 = icmpv6_l4(frame, parsed)
         .filter(|&l4| matches!(frame[l4], 128 | 129))
         .ok_or(RewriteError::NotIcmpv6Echo)?;
-    let old = rd16(frame, l4 + 4);
-    if old == id {
-        return Ok(());
-    }
-    wr16(frame, l4 + 4, id);
-    let c = checksum::update_u16(rd16(frame, l4 + 2), old, id);
-    wr16(frame, l4 + 2, c);
+    write_echo_id(frame, l4, id);
     Ok(())
 }
 

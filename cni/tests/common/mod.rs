@@ -174,13 +174,14 @@ impl Attach {
     }
 }
 
-/// The addresses host-local holds reservations for in `data_dir`.
+/// The addresses (IPv4 or IPv6) host-local holds reservations for in `data_dir`: one file
+/// each, next to its own lock and last-reserved files.
 pub fn reserved(data_dir: &Path, network: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(data_dir.join(network))
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
                 .collect()
         })
         .unwrap_or_default();

@@ -1042,8 +1042,8 @@ fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Par
         if out == in_port {
             // Learned behind the port it came in on: not sent back (no hairpin).
             ctx.bridge.drops.add(DropReason::NormalHairpin, 1);
-        } else {
-            output_ofport(ctx, out, pkt, key, parsed, last);
+        } else if !output_ofport(ctx, out, pkt, key, parsed, last) {
+            ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1);
         }
         return;
     }
@@ -1051,7 +1051,9 @@ fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Par
 }
 
 /// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
-/// `last`: the packet's last use ([`output_owned`]).
+/// `last`: the packet's last use ([`output_owned`]). False when nothing was sent because the
+/// port is a flow-based tunnel and the packet has no `tun_dst` (a flood passes such ports by;
+/// a unicast counts it).
 fn output_ofport(
     ctx: &mut Ctx,
     ofport: u32,
@@ -1059,22 +1061,23 @@ fn output_ofport(
     key: &FlowKey,
     parsed: &encap::Parsed,
     last: bool,
-) {
+) -> bool {
     let Some(info) = ctx.pipeline.ports.get(&ofport) else {
         ctx.bridge.drops.add(DropReason::PortDown, 1);
-        return;
+        return true;
     };
     let dp_id = info.dp_id as usize;
     if info.kind == crate::pipeline::PortKind::Vxlan {
-        match tunnel_target(info, key) {
-            Some(target) => tunnel(ctx, dp_id, pkt, parsed, target, last),
-            None => ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1),
-        }
+        let Some(target) = tunnel_target(info, key) else {
+            return false;
+        };
+        tunnel(ctx, dp_id, pkt, parsed, target, last);
     } else if last {
         output_owned(ctx, dp_id, pkt);
     } else {
         output(ctx, dp_id, pkt);
     }
+    true
 }
 
 fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv4Addr, u32)> {

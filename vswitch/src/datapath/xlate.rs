@@ -80,6 +80,9 @@ const MAX_DP_SELECT_BUCKETS: usize = 256;
 /// `MAX_LIVENESS_RECURSION`).
 const MAX_LIVENESS_DEPTH: u32 = 32;
 
+/// Buckets one fast-failover choice may look at through `watch_group` chains.
+const MAX_LIVENESS_BUCKETS: u32 = 1024;
+
 /// The first select group of a walk, resolved in the datapath once the walk is done.
 struct Fork {
     /// Actions emitted before the group (common to every bucket).
@@ -1185,10 +1188,23 @@ impl<'a> Xlate<'a> {
     /// Open vSwitch's `bucket_is_alive`: a bucket is live when it watches nothing, when the
     /// port it watches is live, or when the group it watches has a live bucket (followed at
     /// most [`MAX_LIVENESS_DEPTH`] groups deep). A select bucket of weight 0 never is.
-    fn bucket_live(&self, group_type: GroupType, b: &flowtable::Bucket, depth: u32) -> bool {
-        if depth >= MAX_LIVENESS_DEPTH || (group_type == GroupType::Select && b.weight == 0) {
+    /// `budget` counts the buckets looked at: `watch_group` may form cycles (the group table
+    /// refuses loops only through actions) and a walk of every path would be exponential, so a
+    /// walk that runs out of it takes the bucket as dead.
+    fn bucket_live(
+        &self,
+        group_type: GroupType,
+        b: &flowtable::Bucket,
+        depth: u32,
+        budget: &mut u32,
+    ) -> bool {
+        if *budget == 0
+            || depth >= MAX_LIVENESS_DEPTH
+            || (group_type == GroupType::Select && b.weight == 0)
+        {
             return false;
         }
+        *budget -= 1;
         let (port, group) = (
             b.watch_port != OfPort::ANY,
             b.watch_group != flowtable::group::GROUP_ANY,
@@ -1205,7 +1221,7 @@ impl<'a> Xlate<'a> {
                     e.group
                         .buckets
                         .iter()
-                        .any(|w| self.bucket_live(e.group.group_type, w, depth + 1))
+                        .any(|w| self.bucket_live(e.group.group_type, w, depth + 1, budget))
                 }))
     }
 
@@ -1229,10 +1245,11 @@ impl<'a> Xlate<'a> {
                 }
             }
             GroupType::FastFailover => {
+                let mut budget = MAX_LIVENESS_BUCKETS;
                 let live = group
                     .buckets
                     .iter()
-                    .position(|b| self.bucket_live(group.group_type, b, 0));
+                    .position(|b| self.bucket_live(group.group_type, b, 0, &mut budget));
                 match live {
                     Some(i) => {
                         self.note(format_args!("group:{id} fast_failover: bucket {i}"));
