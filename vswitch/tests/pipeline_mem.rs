@@ -905,10 +905,9 @@ fn normal_counts_a_frame_for_a_mac_learned_on_its_input_port() {
     assert_eq!(b.drops("normal_hairpin"), before + 1);
 }
 
-#[test]
-fn a_flow_based_tunnel_without_tun_dst_is_skipped_and_counted() {
-    let mut b = bench(2);
-    // A flow-based VXLAN port on loopback (it never sends here: no flow sets tun_dst).
+/// A flow-based VXLAN port, ofport 9, on loopback UDP port `udp_port` (it never sends in
+/// these tests: no flow sets `tun_dst`).
+fn add_flow_based_tunnel(b: &Bench, udp_port: u16) {
     b.command(&[
         "add-port",
         "br0",
@@ -918,8 +917,14 @@ fn a_flow_based_tunnel_without_tun_dst_is_skipped_and_counted() {
         "options:remote_ip=flow",
         "options:key=100",
         "options:local_ip=127.0.0.1",
-        "options:dst_port=47891",
+        &format!("options:dst_port={udp_port}"),
     ]);
+}
+
+#[test]
+fn a_flow_based_tunnel_without_tun_dst_is_skipped_and_counted() {
+    let mut b = bench(2);
+    add_flow_based_tunnel(&b, 47891);
     b.flows(
         "priority=10,in_port=1,udp,tp_dst=1,actions=output:9,output:2\n\
          priority=10,in_port=1,udp,tp_dst=2,actions=output:9",
@@ -1160,17 +1165,7 @@ fn icmpv6_echo_ids_are_tracked_and_translated_by_snat() {
 #[test]
 fn a_flood_passes_a_flow_based_tunnel_by_without_counting_a_drop() {
     let mut b = bench(2);
-    b.command(&[
-        "add-port",
-        "br0",
-        "vxflow",
-        "type=vxlan",
-        "ofport=9",
-        "options:remote_ip=flow",
-        "options:key=100",
-        "options:local_ip=127.0.0.1",
-        "options:dst_port=47892",
-    ]);
+    add_flow_based_tunnel(&b, 47892);
     b.flows("priority=0,actions=NORMAL");
     let before = b.drops("tunnel_no_dst");
     let arp = FrameBuilder::eth(POD_MAC, [0xff; 6])
