@@ -507,10 +507,12 @@ for ns in dm-epod1 dm-epod2 dm-epod3 $ER; do
     ip netns exec "$ns" socat -T 2 TCP-LISTEN:8081,fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR' >/dev/null 2>&1 &
 done
 sleep 0.5
-ip netns exec $ER timeout 5 tcpdump -nn -e -c 1 -i t-enode1 vlan 11 >"$RUN/eni-wire.txt" 2>/dev/null &
-sleep 0.5
+ip netns exec $ER timeout 5 tcpdump -nn -e -c 1 -i t-enode1 vlan 11 >"$RUN/eni-wire.txt" 2>"$RUN/eni-wire.err" &
+dump=$!
+# Traffic only once tcpdump listens (a fixed sleep was not always enough on a busy machine).
+for _ in $(seq 50); do grep -q "listening on" "$RUN/eni-wire.err" 2>/dev/null && break; sleep 0.1; done
 seen_check "eni: pod -> pod on another node (sub-ENIs)" dm-epod1 192.168.70.21 192.168.70.11
-sleep 0.5
+wait "$dump" 2>/dev/null || true   # -c 1 ends it at the first tagged frame, timeout at 5 s
 if grep -q "vlan 11" "$RUN/eni-wire.txt"; then
     record "eni: epod1's frames tagged on the trunk" PASS "vlan 11"
 else
