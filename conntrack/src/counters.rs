@@ -37,6 +37,8 @@ pub enum Counter {
     InvalidTcpNotNew,
     InvalidTcpWindow,
     InvalidFragment,
+    /// Headers conntrack could not read (cut short or inconsistent): invalid without a lookup.
+    InvalidMalformed,
     /// A fragment ahead of its first fragment was held.
     FragHeld,
     /// Held fragments handed back after their first fragment passed.
@@ -64,7 +66,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const COUNT: usize = 31;
+    pub const COUNT: usize = 32;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
@@ -86,6 +88,7 @@ impl Counter {
         Counter::InvalidTcpNotNew,
         Counter::InvalidTcpWindow,
         Counter::InvalidFragment,
+        Counter::InvalidMalformed,
         Counter::FragHeld,
         Counter::FragReleased,
         Counter::FragHoldFull,
@@ -121,6 +124,7 @@ impl Counter {
             Counter::InvalidTcpNotNew => "invalid_tcp_cannot_open",
             Counter::InvalidTcpWindow => "invalid_tcp_out_of_window",
             Counter::InvalidFragment => "invalid_fragment_unknown",
+            Counter::InvalidMalformed => "invalid_malformed",
             Counter::FragHeld => "frag_held",
             Counter::FragReleased => "frag_released",
             Counter::FragHoldFull => "frag_hold_refused_full",

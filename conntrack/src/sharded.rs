@@ -45,6 +45,8 @@ pub struct Sharded {
     /// `Counter::Packets`, added per batch by the cursors (the shards do not count it). On a
     /// cache line of its own: the fields above are read on every lookup by every thread.
     packets: PaddedCount,
+    /// `Counter::InvalidMalformed`: packets the caller found unreadable before any lookup.
+    malformed: PaddedCount,
 }
 
 #[derive(Default)]
@@ -62,6 +64,9 @@ pub struct Cursor<'a> {
     /// Packets run through this cursor, added to the table's count when it is let go: the
     /// shards, which every thread writes, are not written for the count.
     packets: u64,
+    /// Unreadable packets noted through this cursor ([`Sharded::note_malformed`]), added the
+    /// same way.
+    malformed: u64,
     table: Option<&'a Sharded>,
 }
 
@@ -86,10 +91,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn fold_packets(&mut self) {
-        if self.packets != 0
-            && let Some(t) = self.table
-        {
+        if let Some(t) = self.table {
             t.add_packets(std::mem::take(&mut self.packets));
+            let malformed = std::mem::take(&mut self.malformed);
+            if malformed != 0 {
+                t.malformed.0.fetch_add(malformed, Ordering::Relaxed);
+            }
         }
     }
 
@@ -138,6 +145,7 @@ impl Sharded {
             shared,
             cfg,
             packets: PaddedCount::default(),
+            malformed: PaddedCount::default(),
         })
     }
 
@@ -154,6 +162,14 @@ impl Sharded {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Counts a packet whose headers the caller could not read, so conntrack marks it invalid
+    /// without a lookup (`Counter::InvalidMalformed`); added when `cur` is let go, as the
+    /// packets it ran are.
+    pub fn note_malformed<'a>(&'a self, cur: &mut Cursor<'a>) {
+        cur.table = Some(self);
+        cur.malformed += 1;
     }
 
     /// Adds packets run through `ct` to `Counter::Packets` (see [`Cursor::take_packets`]).
@@ -404,6 +420,10 @@ impl Sharded {
         sum.add(
             crate::Counter::Packets,
             self.packets.0.load(Ordering::Relaxed),
+        );
+        sum.add(
+            crate::Counter::InvalidMalformed,
+            self.malformed.0.load(Ordering::Relaxed),
         );
         sum
     }

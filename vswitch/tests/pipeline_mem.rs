@@ -1206,3 +1206,32 @@ fn fast_failover_groups_watching_each_other_in_a_cycle_stay_cheap() {
     assert_eq!(b.drops("group_missing"), 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn a_packet_conntrack_cannot_read_is_counted_invalid_malformed() {
+    let mut b = bench(2);
+    b.flows(
+        "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
+         table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
+         table=1,priority=10,ct_state=+trk,actions=output:2",
+    );
+    let counter = |b: &Bench| {
+        let dump = b.command(&["dump-drops", "br0"]);
+        dump.split_whitespace()
+            .find_map(|w| w.strip_prefix("invalid_malformed="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no invalid_malformed in {dump}"))
+    };
+    let whole = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .tcp(40000, 80, 0x02)
+        .build();
+    // Cut inside the TCP header: the IPv4 total length says more than the frame holds.
+    b.send(1, &whole[..14 + 20 + 10]);
+    assert!(b.received(2).is_empty());
+    assert_eq!(counter(&b), 1);
+    assert_eq!(b.drops("ct_invalid"), 1);
+    b.send(1, &whole);
+    assert_eq!(b.received(2).len(), 1, "a whole SYN goes through");
+    assert_eq!(counter(&b), 1);
+}

@@ -35,6 +35,7 @@ pub fn run<'a>(
     if parsed.error.is_some() {
         // A cut-short or inconsistent header: conntrack cannot identify a connection, the
         // packet is invalid (Open vSwitch: +trk+inv), nothing is committed.
+        ct.note_malformed(cur);
         let mut next = *key;
         next.ct_state = encap::flowkey::CT_TRK | encap::flowkey::CT_INV;
         next.ct_zone = act.zone;
