@@ -279,7 +279,7 @@ fn refuse_unsupported_fields(raw: &Value) -> Result<()> {
 }
 
 /// The plugin's network configuration (keys outside [`KNOWN_KEYS`] are refused by
-/// [`Config::parse`]).
+/// [`Config::refuse_unsupported_fields`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetConf {

@@ -31,6 +31,14 @@ impl FlowStats {
         self.used_ns.store(now_ns, Relaxed);
     }
 
+    /// Fresh counts with `old`'s idle timer (`reset_counts`: Open vSwitch resets only the
+    /// packet and byte counts).
+    pub fn counts_reset(old: &FlowStats) -> FlowStats {
+        let fresh = FlowStats::default();
+        fresh.used_ns.store(old.used_ns.load(Relaxed), Relaxed);
+        fresh
+    }
+
     /// Takes over another entry's counts (a revalidated megaflow keeps its history).
     pub fn carry_over(&self, old: &FlowStats) {
         self.packets.store(old.packets.load(Relaxed), Relaxed);

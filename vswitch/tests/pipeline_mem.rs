@@ -20,6 +20,15 @@ fn bench(n: u32) -> Bench {
     Bench::new(n, datapath::Options::default())
 }
 
+/// A UDP datagram from the first pod (POD_MAC, 10.0.0.1:1) to the second (POD2_MAC,
+/// 10.0.0.2:2).
+fn pod_udp() -> Vec<u8> {
+    FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1, 2)
+        .build()
+}
+
 fn key_of(frame: &[u8]) -> FlowKey {
     let mut k = FlowKey::default();
     let parsed = encap::extract(frame, &mut k);
@@ -114,10 +123,7 @@ fn normal_learns_then_forwards_only_to_the_learned_port() {
 fn deleted_flow_stops_forwarding_despite_warm_caches() {
     let mut b = bench(2);
     b.flows("priority=10,in_port=1,actions=output:2");
-    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-        .udp(1, 2)
-        .build();
+    let f = pod_udp();
     for _ in 0..3 {
         b.send(1, &f);
     }
@@ -254,10 +260,7 @@ fn cache_counter(b: &Bench, name: &str) -> u64 {
 fn flow_changes_revalidate_megaflows_instead_of_flushing_them() {
     let mut b = bench(3);
     b.flows("priority=10,in_port=1,actions=output:2");
-    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-        .udp(1, 2)
-        .build();
+    let f = pod_udp();
     b.send(1, &f);
     assert_eq!(b.received(2).len(), 1);
     let misses = cache_counter(&b, "misses");
@@ -530,10 +533,7 @@ fn replace_flows_under_traffic_never_shows_a_half_applied_table() {
         let sw = b.switch.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
-                .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-                .udp(1, 2)
-                .build();
+            let f = pod_udp();
             let mut sent = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 sw.inject("br0", 1, &f).unwrap();
@@ -998,10 +998,7 @@ fn output_table_runs_the_packet_through_table_0_again() {
         "priority=10,reg0=5,actions=output:3\n\
          priority=5,in_port=1,actions=set_field:5->reg0,output:TABLE,output:2",
     );
-    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-        .udp(1, 2)
-        .build();
+    let f = pod_udp();
     b.send(1, &f);
     assert_eq!(b.received(3).len(), 1, "table 0 again, with reg0 set");
     assert_eq!(b.received(2).len(), 1, "and the actions after it");
@@ -1011,10 +1008,7 @@ fn output_table_runs_the_packet_through_table_0_again() {
 fn reset_counts_starts_the_datapath_counters_anew() {
     let mut b = bench(3);
     b.flows("priority=10,in_port=1,actions=output:2");
-    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-        .udp(1, 2)
-        .build();
+    let f = pod_udp();
     let packets = |b: &Bench| {
         let dump = b.command(&["dump-flows", "br0"]);
         let n = dump
@@ -1194,10 +1188,7 @@ fn fast_failover_groups_watching_each_other_in_a_cycle_stay_cheap() {
         "group_id=2,type=ff,bucket=watch_group:1,output:2,bucket=watch_group:1,output:3",
     ]);
     b.flows("priority=10,in_port=1,actions=group:1");
-    let f = FrameBuilder::eth(POD_MAC, POD2_MAC)
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-        .udp(1, 2)
-        .build();
+    let f = pod_udp();
     let started = std::time::Instant::now();
     b.send(1, &f);
     // Every bucket only watches the cycle: none is live, and finding that out is bounded

@@ -171,12 +171,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
             Ipv6Addr::from(a)
         };
         let (mut next, mut at) = (ip[6], 40usize);
+        let mut first_fragment = true;
         for _ in 0..MAX_QUOTED_EXTENSIONS {
             let len = match next {
                 // Hop-by-hop, routing, destination options: (length + 1) * 8 bytes.
                 0 | 43 | 60 => (usize::from(*ip.get(at + 1)?) + 1) * 8,
-                // Fragment: 8 bytes. Authentication header: (length + 2) * 4 bytes.
-                44 => 8,
+                // Fragment: 8 bytes; a later fragment (offset ≠ 0) carries no upper-layer
+                // header, so no ports.
+                44 => {
+                    let offset = u16::from_be_bytes([*ip.get(at + 2)?, *ip.get(at + 3)?]) >> 3;
+                    first_fragment &= offset == 0;
+                    8
+                }
+                // Authentication header: (length + 2) * 4 bytes.
                 51 => (usize::from(*ip.get(at + 1)?) + 2) * 4,
                 _ => break,
             };
@@ -184,6 +191,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             at += len;
         }
         let (src_port, dst_port) = match next {
+            _ if !first_fragment => (0, 0),
             6 | 17 if ip.len() >= at + 4 => (be16(ip, at), be16(ip, at + 2)),
             58 if ip.len() >= at + 8 && matches!(ip[at], 128 | 129) => {
                 (be16(ip, at + 4), be16(ip, at + 4))
@@ -258,6 +266,21 @@ mod tests {
             .unwrap();
         assert_eq!((q.src_addr, q.dst_addr), (src, dst));
         assert_eq!((q.protocol, q.l4_offset), (17, 48));
+        assert_eq!((q.src_port, q.dst_port), (12345, 53));
+        // The same quote as a later fragment (fragment header, offset 8): no ports.
+        let mut frag = m.clone();
+        frag[8 + 6] = 44;
+        frag[8 + 40..8 + 48].copy_from_slice(&[17, 0, 0, 8, 0, 0, 0, 1]);
+        let q = Packet::new_checked(&frag[..])
+            .unwrap()
+            .quoted_header()
+            .unwrap();
+        assert_eq!((q.protocol, q.src_port, q.dst_port), (17, 0, 0));
+        frag[8 + 43] = 0; // offset 0: the first fragment, ports read
+        let q = Packet::new_checked(&frag[..])
+            .unwrap()
+            .quoted_header()
+            .unwrap();
         assert_eq!((q.src_port, q.dst_port), (12345, 53));
         // Cut inside the extension header: no ports, no panic.
         let q = Packet::new_checked(&m[..8 + 44])

@@ -2,7 +2,6 @@
 //! snapshot in.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use flowtable::classifier::ClassifierBuilder;
 use flowtable::table::JournalEntry;
@@ -108,18 +107,13 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                         ));
                     }
                     if let Some(e) = now {
-                        let stats = replaced.map(|r| match reset_counts {
-                            // Counts start anew; the idle timer keeps running (Open vSwitch
-                            // resets only the packet and byte counts).
-                            true => {
-                                let fresh = FlowStats::default();
-                                fresh.used_ns.store(
-                                    r.payload().stats.used_ns.load(Ordering::Relaxed),
-                                    Ordering::Relaxed,
-                                );
-                                Arc::new(fresh)
+                        let stats = replaced.map(|r| {
+                            let old = &r.payload().stats;
+                            if reset_counts {
+                                Arc::new(FlowStats::counts_reset(old))
+                            } else {
+                                old.clone()
                             }
-                            false => r.payload().stats.clone(),
                         });
                         install_rule(inst, e, stats.unwrap_or_default());
                     }

@@ -7,7 +7,7 @@
 //! four times the last publish's cost, whichever is longer. A publish snapshots every
 //! touched table, so publishing per read made `add-flows` of 100 000 lines quadratic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,14 @@ struct Staged {
     op: Op,
 }
 
+/// An open bundle: its staged changes, and whether it was closed (a closed bundle takes no
+/// more adds, only a commit or a discard).
+#[derive(Default)]
+struct Bundle {
+    staged: Vec<Staged>,
+    closed: bool,
+}
+
 enum Op {
     Flow(Box<flowtable::FlowMod>),
     Group(flowtable::group::GroupMod),
@@ -62,9 +70,7 @@ pub struct Session {
     /// How long the last publish took: streaming publishes are spaced so that they cost at
     /// most a fifth of the time (a publish snapshots every touched table, 100k rules ≈ 40 ms).
     publish_cost: Duration,
-    bundles: HashMap<u32, Vec<Staged>>,
-    /// Open bundles that were closed: they take no more adds, only a commit or a discard.
-    closed_bundles: HashSet<u32>,
+    bundles: HashMap<u32, Bundle>,
     /// Flow/group-mods outside bundles, applied together (one lock, one journal pass) before
     /// anything else is answered and at the end of each read.
     pending: Vec<Staged>,
@@ -119,7 +125,6 @@ impl Session {
             last_publish: Instant::now(),
             publish_cost: Duration::ZERO,
             bundles: HashMap::new(),
-            closed_bundles: HashSet::new(),
             pending: Vec::new(),
             packet_ins: None,
             packet_in_format: 0,
@@ -315,14 +320,12 @@ impl Session {
                     )),
                 };
                 match (op, self.bundles.get_mut(&add.bundle_id)) {
-                    (Ok(_), Some(_)) if self.closed_bundles.contains(&add.bundle_id) => {
-                        Err(OfError::new(
-                            ErrorCode::BadRequestBadExpType,
-                            "bundle is closed: it takes only a commit or a discard",
-                        ))
-                    }
-                    (Ok(op), Some(staged)) => {
-                        staged.push(Staged {
+                    (Ok(_), Some(bundle)) if bundle.closed => Err(OfError::new(
+                        ErrorCode::BadRequestBadExpType,
+                        "bundle is closed: it takes only a commit or a discard",
+                    )),
+                    (Ok(op), Some(bundle)) => {
+                        bundle.staged.push(Staged {
                             xid: add.inner_xid,
                             raw: inner_raw,
                             op,
@@ -614,23 +617,26 @@ impl Session {
                 if self.bundles.contains_key(&id) {
                     return Err(bad_id("already open"));
                 }
-                self.bundles.insert(id, Vec::new());
+                self.bundles.insert(id, Bundle::default());
             }
             bundle_ctrl::CLOSE_REQUEST => {
-                if !self.bundles.contains_key(&id) {
-                    return Err(bad_id("not open"));
-                }
-                if !self.closed_bundles.insert(id) {
+                let bundle = self
+                    .bundles
+                    .get_mut(&id)
+                    .ok_or_else(|| bad_id("not open"))?;
+                if std::mem::replace(&mut bundle.closed, true) {
                     return Err(bad_id("already closed"));
                 }
             }
             bundle_ctrl::DISCARD_REQUEST => {
                 self.bundles.remove(&id).ok_or_else(|| bad_id("not open"))?;
-                self.closed_bundles.remove(&id);
             }
             bundle_ctrl::COMMIT_REQUEST => {
-                let staged = self.bundles.remove(&id).ok_or_else(|| bad_id("not open"))?;
-                self.closed_bundles.remove(&id);
+                let staged = self
+                    .bundles
+                    .remove(&id)
+                    .ok_or_else(|| bad_id("not open"))?
+                    .staged;
                 match self.bridge_do(|b| apply_bundle(b, &staged)) {
                     Err(Close::Done) => {
                         return Err(OfError::new(
