@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod events;
 pub mod heap_huge_pages;
+pub mod http_endpoint;
 pub mod logging;
 pub mod megaflow_text;
 pub mod mgmt;

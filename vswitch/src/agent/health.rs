@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use super::model::NodeConfig;
+use crate::http_endpoint::{Handler, Limits, Response, Server};
 
 /// What one listener answers: the Service's name and its local backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,16 +27,10 @@ struct Status {
     local_endpoints: usize,
 }
 
+/// Dropping it closes the port.
 struct Listener {
     status: Arc<Mutex<Status>>,
-    server: Arc<tiny_http::Server>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // Ends the serving thread's loop; the socket closes when its last handle goes.
-        self.server.unblock();
-    }
+    _server: Server,
 }
 
 /// The health-check listeners in service.
@@ -113,41 +108,31 @@ impl HealthChecks {
 
 fn open(addr: SocketAddr, status: Status) -> std::io::Result<Listener> {
     let listener = TcpListener::bind(addr)?;
-    let server = Arc::new(
-        tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
-    );
     let status = Arc::new(Mutex::new(status));
-    let (srv, st) = (server.clone(), status.clone());
-    std::thread::Builder::new()
-        .name(format!("health-{}", addr.port()))
-        .spawn(move || {
-            for req in srv.incoming_requests() {
-                let s = st.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let _ = req.respond(answer(&s));
-            }
-        })?;
+    let st = status.clone();
+    let handler: Arc<Handler> =
+        Arc::new(move |_path: &str| answer(&st.lock().unwrap_or_else(|e| e.into_inner())));
+    let name = format!("health-{}", addr.port());
+    let server = Server::spawn(listener, name, Limits::default(), handler)?;
     tracing::info!(%addr, "Service health check listening");
-    Ok(Listener { status, server })
+    Ok(Listener {
+        status,
+        _server: server,
+    })
 }
 
 /// kube-proxy's answer: 200 with local endpoints, 503 without; JSON either way.
-fn answer(s: &Status) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+fn answer(s: &Status) -> Response {
     let body = serde_json::json!({
         "service": { "namespace": "", "name": s.service },
         "localEndpoints": s.local_endpoints,
         "serviceProxyHealthy": true,
     });
     let code = if s.local_endpoints > 0 { 200 } else { 503 };
-    let header = |k: &str, v: &str| {
-        tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("a valid header")
-    };
-    tiny_http::Response::from_string(body.to_string())
-        .with_status_code(code)
-        .with_header(header("Content-Type", "application/json"))
-        .with_header(header("X-Content-Type-Options", "nosniff"))
-        .with_header(header(
+    Response::new(code, "application/json", body.to_string())
+        .with_header("X-Content-Type-Options", "nosniff")
+        .with_header(
             "X-Load-Balancing-Endpoint-Weight",
-            &s.local_endpoints.to_string(),
-        ))
+            s.local_endpoints.to_string(),
+        )
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{families, gather};
 use crate::control::Control;
+use crate::http_endpoint::{Handler, Limits, Response, Server};
 
 /// `ADDR:PORT`, or a port alone (`9100`, `:9100`) for loopback.
 pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
@@ -19,43 +20,28 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// Listens on `addr` and serves scrapes from a thread named `metrics`.
+/// Listens on `addr` and serves scrapes from a thread named `metrics`; the server lives as
+/// long as vswitchd.
 pub fn serve(
     addr: SocketAddr,
     control: Arc<Control>,
     ready: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let handler: Arc<Handler> = Arc::new(move |path: &str| answer(path, &control, &ready));
+    let server = Server::spawn(listener, "metrics".into(), Limits::default(), handler)?;
     tracing::info!(%addr, "metrics and health served over HTTP");
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let resp = answer(req.url(), &control, &ready);
-                let _ = req.respond(resp);
-            }
-        })?;
+    std::mem::forget(server);
     Ok(())
 }
 
-fn header(k: &str, v: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("a valid header")
-}
-
-fn answer(
-    url: &str,
-    control: &Control,
-    ready: &AtomicBool,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let path = url.split('?').next().unwrap_or(url);
+fn answer(path: &str, control: &Control, ready: &AtomicBool) -> Response {
     match path {
-        "/metrics" => {
-            let text = families::encode(gather::gather(control));
-            tiny_http::Response::from_string(text)
-                .with_header(header("Content-Type", families::CONTENT_TYPE))
-        }
+        "/metrics" => Response::new(
+            200,
+            families::CONTENT_TYPE,
+            families::encode(gather::gather(control)),
+        ),
         "/healthz" => {
             let up = ready.load(Ordering::Acquire);
             let body = serde_json::json!({
@@ -63,12 +49,17 @@ fn answer(
                 "configured": control.agent.configured(),
                 "bridges": control.switch.lock().len(),
             });
-            tiny_http::Response::from_string(format!("{body}\n"))
-                .with_status_code(if up { 200 } else { 503 })
-                .with_header(header("Content-Type", "application/json"))
+            Response::new(
+                if up { 200 } else { 503 },
+                "application/json",
+                format!("{body}\n"),
+            )
         }
-        _ => tiny_http::Response::from_string("not found: try /metrics or /healthz\n")
-            .with_status_code(404),
+        _ => Response::new(
+            404,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics or /healthz\n",
+        ),
     }
 }
 
