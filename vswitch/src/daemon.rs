@@ -105,7 +105,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         None
     } else {
         // A graceful stop's handover, else (after a crash) the last checkpoint.
-        persist::handover::take(&handover_path)
+        persist::handover::read(&handover_path)
             .map(|h| (h, persist::handover::Source::Handover))
             .or_else(|| {
                 persist::handover::read_checkpoint(&checkpoint_path)
@@ -198,6 +198,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
         return Err(DaemonError::Listen(sock.clone(), e));
     }
+    if matches!(handover, Some((_, persist::handover::Source::Handover))) {
+        persist::handover::used(&handover_path);
+    }
     ready.store(true, std::sync::atomic::Ordering::Release);
     info!(rundir = %opts.rundir.display(), "vswitchd ready");
     // Under systemd (Type=notify): configured and serving, so dependants may start.
@@ -224,8 +227,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     if let Err(e) = writer.save(&control) {
         warn!("cannot write the state file {}: {e}", db.display());
     }
-    checkpointer.stop(true);
+    // The handover first: killed between the two, the next start still finds one of them.
     persist::handover::save(&switch, &handover_path);
+    checkpointer.stop(true);
     stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
     Ok(())
 }

@@ -450,6 +450,34 @@ fn a_service_connection_and_the_pods_survive_a_graceful_restart_and_an_upgrade()
     let conns_upgraded = d.ctl(&["dump-conntrack"]);
     let _ = std::fs::remove_file(&next);
 
+    // A start that fails (a configuration file that is not there) keeps the handover for the
+    // next one, which takes the connection over; a used handover is deleted.
+    let handover = d.rundir.join("vswitchd.handover");
+    assert!(!handover.exists(), "a used handover was left behind");
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    assert!(handover.exists(), "a graceful stop wrote no handover");
+    let r = ns_run(
+        &s.ns,
+        &[
+            env!("CARGO_BIN_EXE_vswitchd"),
+            "--rundir",
+            d.rundir.to_str().unwrap(),
+            "--config",
+            "/nonexistent/node.toml",
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(
+        !r.ok && !r.timed_out,
+        "vswitchd started: {}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(handover.exists(), "a failed start lost the handover");
+    d.start_again(&[]);
+    let conns_retried = d.ctl(&["dump-conntrack"]);
+    assert!(!handover.exists(), "a used handover was left behind");
+
     let res = client_report(client.join().unwrap(), d);
     // The same NAT binding, in the same state, before and after.
     let port = res["local_port"].as_u64().unwrap();
@@ -465,8 +493,13 @@ fn a_service_connection_and_the_pods_survive_a_graceful_restart_and_an_upgrade()
     );
     assert_eq!(
         conn_line(&conns_upgraded, port),
-        Some(was),
+        Some(was.clone()),
         "{conns_upgraded}"
+    );
+    assert_eq!(
+        conn_line(&conns_retried, port),
+        Some(was),
+        "{conns_retried}"
     );
     assert!(
         d.log_text()

@@ -165,9 +165,10 @@ pub fn save(switch: &Switch, path: &Path) {
     }
 }
 
-/// Reads and deletes the handover at `path` (a handover is used once); `None` when there is
-/// none or it cannot be used (logged).
-pub fn take(path: &Path) -> Option<Handover> {
+/// Reads the handover at `path`; `None` when there is none or it cannot be used (logged, and
+/// the file deleted). A usable one stays until the start has succeeded ([`used`]): a start
+/// that fails (a missing interface, a refused configuration) leaves it to the next try.
+pub fn read(path: &Path) -> Option<Handover> {
     let text = match read_capped(path, MAX_HANDOVER_BYTES) {
         Ok(t) => t?,
         Err(e) => {
@@ -176,13 +177,23 @@ pub fn take(path: &Path) -> Option<Handover> {
             return None;
         }
     };
-    let _ = std::fs::remove_file(path);
     match Handover::decode(&path.display().to_string(), &text) {
         Ok(h) => Some(h),
         Err(e) => {
             warn!("handover discarded (connections through NAT start over): {e}");
+            let _ = std::fs::remove_file(path);
             None
         }
+    }
+}
+
+/// Deletes the handover once the start that read it has succeeded: it is used once, and
+/// from then on the periodic checkpoint is newer.
+pub fn used(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!("cannot delete the used handover {}: {e}", path.display());
     }
 }
 

@@ -123,12 +123,35 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
         mod_port_bits(&p.mod_port).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
     }
     let mut tables = FlowTables::new();
+    // A group may send to a group with a higher id (chained groups), so the groups go in
+    // rounds: each round adds those whose targets are in, until a round adds none.
+    let mut pending = Vec::new();
+    let mut left_out = std::collections::BTreeSet::new();
     for g in &b.groups {
         let gm = text::parse_group_mod(g, GroupModCommand::Add)
             .map_err(|e| ctx(&format!("group '{g}'"), &e))?;
-        tables
-            .group_mod(&gm)
-            .map_err(|e| ctx(&format!("group '{g}'"), &e))?;
+        pending.push((g, gm));
+    }
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut waiting = Vec::new();
+        for (g, gm) in pending {
+            match tables.group_mod(&gm) {
+                Ok(_) => {}
+                Err(TableError::BadOutGroup(_)) => waiting.push((g, gm)),
+                Err(e) => return Err(ctx(&format!("group '{g}'"), &e)),
+            }
+        }
+        if waiting.len() == before {
+            // They send to a group that was deleted after them: Open vSwitch's delete
+            // leaves such buckets behind. Left out, with the flows that use them.
+            for (g, gm) in &waiting {
+                left_out.insert(gm.group.id);
+                tracing::warn!(bridge = %b.name, group = %g, "saved group left out: it sends to a deleted group");
+            }
+            break;
+        }
+        pending = waiting;
     }
     for m in &b.meters {
         let mm = text::parse_meter_mod(m, flowtable::MeterModCommand::Add)
@@ -146,6 +169,10 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
             // Saved by a version that took actions inconsistent with their match (as Open
             // vSwitch does not): left out rather than keeping the switch from starting.
             Err(e @ (TableError::MatchInconsistent(_) | TableError::BadTag)) => {
+                tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
+            }
+            // Uses a group left out above.
+            Err(e @ TableError::BadOutGroup(id)) if left_out.contains(&id) => {
                 tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
             }
             Err(e) => return Err(ctx(&format!("flow '{f}'"), &e)),
@@ -273,6 +300,34 @@ mod tests {
         assert_eq!(flows.len(), 1);
         assert_eq!(flows[0].priority, 1);
         assert!(plan(&bridge(&["actions=group:9"])).is_err());
+    }
+
+    /// Group 1 sends to group 2 (saved after it): both come back. Group 3 sends to a group
+    /// deleted after it was added: it is left out with the flow that uses it, and the rest
+    /// of the bridge comes back.
+    #[test]
+    fn chained_groups_come_back_and_dangling_ones_are_left_out() {
+        let planned = plan(&SavedBridge {
+            name: "br0".into(),
+            groups: vec![
+                "group_id=1,type=all,bucket=actions=group:2".into(),
+                "group_id=2,type=all,bucket=actions=output:1".into(),
+                "group_id=3,type=all,bucket=actions=group:7".into(),
+            ],
+            flows: vec![
+                "priority=1,actions=group:1".into(),
+                "priority=2,actions=group:3".into(),
+            ],
+            ..SavedBridge::default()
+        })
+        .expect("plan");
+        assert_eq!(
+            planned.tables.groups().map(|g| g.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let flows = planned.tables.flows();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].priority, 1);
     }
 
     /// A controller may install `ct_nw_proto=0` (with original-tuple ports) over OpenFlow,
