@@ -296,6 +296,18 @@ impl Switch {
     }
 
     pub fn add_port(&self, br: &str, name: &str, args: &[String]) -> CmdResult {
+        self.add_port_with_config(br, name, args, 0)
+    }
+
+    /// [`Switch::add_port`] with OpenFlow port config bits (`port_down`, `no_fwd`, ...) in
+    /// force from its first frame (a restore: a port saved down never forwards).
+    pub fn add_port_with_config(
+        &self,
+        br: &str,
+        name: &str,
+        args: &[String],
+        config: u32,
+    ) -> CmdResult {
         let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
         let to_open = spec.clone();
         let moved = self
@@ -303,7 +315,9 @@ impl Switch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        self.attach_port(br, spec, move || open_port(&to_open, moved.as_ref()))
+        self.attach_port(br, spec, config, move || {
+            open_port(&to_open, moved.as_ref())
+        })
     }
 
     /// Where the TAP devices of ports about to be restored were moved (the state file's
@@ -366,7 +380,7 @@ impl Switch {
 
     /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
     pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
-        self.attach_port(br, spec, move || {
+        self.attach_port(br, spec, 0, move || {
             Ok(Opened::plain(PortIo::Dev(Box::new(io)), [0; 6]))
         })
     }
@@ -378,13 +392,16 @@ impl Switch {
         spec: PortSpec,
         io: Box<dyn tap_io::Port + Send>,
     ) -> CmdResult {
-        self.attach_port(br, spec, move || Ok(Opened::plain(PortIo::Dev(io), [0; 6])))
+        self.attach_port(br, spec, 0, move || {
+            Ok(Opened::plain(PortIo::Dev(io), [0; 6]))
+        })
     }
 
     fn attach_port(
         &self,
         br: &str,
         mut spec: PortSpec,
+        config: u32,
         open: impl FnOnce() -> Result<Opened, String>,
     ) -> CmdResult {
         let name = spec.name.clone();
@@ -424,7 +441,7 @@ impl Switch {
             spec.xdp = None;
         }
         let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
-        let port = DpPort::new(
+        let mut port = DpPort::new(
             &name,
             b.dp_index,
             ofport,
@@ -433,6 +450,7 @@ impl Switch {
             counters.clone(),
             b.drops.clone(),
         );
+        port.config = config;
         let (dp_id, thread) = self
             .dp
             .add_port(port, spec.thread)
@@ -448,7 +466,7 @@ impl Switch {
                 dp_id,
                 counters,
                 mac,
-                config: 0,
+                config,
                 tap,
                 moved,
                 tap_seen,

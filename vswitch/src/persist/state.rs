@@ -248,24 +248,13 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
         if !sw.lock().contains_key(&p.name) {
             sw.add_br(&p.name)?;
         }
-        for port in &p.ports {
-            let present = sw.with_bridge(&p.name, |b| {
-                Ok(b.ports.values().any(|q| q.spec.name == port.name))
-            })?;
-            if !present {
-                sw.add_port(&p.name, &port.name, &port.args)
-                    .map_err(|e| format!("bridge {}: {e}", p.name))?;
-            }
-            let config = mod_port_bits(&port.mod_port)?;
-            if config != 0 {
-                sw.set_port_config(&p.name, &port.name, config)?;
-            }
-        }
         done.bridges += 1;
         done.ports += p.ports.len();
         done.flows += p.tables.flows().len();
         done.groups += p.tables.groups().count();
         done.meters += p.tables.meters().count();
+        // The saved tables before the ports: a port forwards from the moment it is added,
+        // and a new bridge's `NORMAL` flow must not carry what the saved flows drop.
         let tables = p.tables;
         sw.with_bridge(&p.name, |b| {
             b.transaction(Commit::Atomic, |tx| {
@@ -273,6 +262,18 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
                 Ok::<(), String>(())
             })
         })?;
+        for port in &p.ports {
+            let present = sw.with_bridge(&p.name, |b| {
+                Ok(b.ports.values().any(|q| q.spec.name == port.name))
+            })?;
+            let config = mod_port_bits(&port.mod_port)?;
+            if !present {
+                sw.add_port_with_config(&p.name, &port.name, &port.args, config)
+                    .map_err(|e| format!("bridge {}: {e}", p.name))?;
+            } else if config != 0 {
+                sw.set_port_config(&p.name, &port.name, config)?;
+            }
+        }
     }
     Ok(done)
 }
