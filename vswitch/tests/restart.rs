@@ -688,6 +688,28 @@ fn a_tap_moved_into_a_pod_is_reattached_there_after_restart_and_crash() {
     let d = node.daemon.as_mut().unwrap();
     d.ctl(&["add-port", "br0", "vmv", "ofport=1"]);
     d.ctl(&["add-port", "br0", "tmv0", "type=tap", "ofport=2"]);
+    // Changes every 300 ms while the TAP moves: the look for moved TAPs must not wait for a
+    // quiet second (it did, and a crash then lost the move).
+    let churn_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, rundir) = (churn_stop.clone(), d.rundir.clone());
+        std::thread::spawn(move || {
+            for cookie in 1..=100 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let flow = format!("table=9,priority=1,cookie={cookie},actions=drop");
+                let _ = run_timeout(
+                    std::process::Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+                        .arg("--rundir")
+                        .arg(&rundir)
+                        .args(["add-flow", "br0", &flow]),
+                    Duration::from_secs(5),
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
     let tap_pod = node.adopt_tap_pod("rmvt", "tmv0", "10.79.2.1/24", "02:00:00:00:79:21");
     let pod = node.pod(tap_pod).name().to_string();
     let d = node.daemon.as_mut().unwrap();
@@ -699,6 +721,8 @@ fn a_tap_moved_into_a_pod_is_reattached_there_after_restart_and_crash() {
     );
     // Seen moved within a second and saved, so that a crash knows too.
     wait_saved(&d.rundir, "\"ifname\": \"eth0\"");
+    churn_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
 
     restart_until_ready(d, false);
     assert!(

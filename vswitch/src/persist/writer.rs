@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::format::write_atomic;
 use super::state::capture;
@@ -16,6 +16,8 @@ pub const SETTLE: Duration = Duration::from_millis(50);
 /// How often TAP devices are looked for when nothing else changes (a TAP moved into a pod's
 /// namespace less than this before a `kill -9` is looked for in the switch's namespace).
 pub const WATCH_TAPS: Duration = Duration::from_secs(1);
+/// How soon a write that failed is tried again.
+pub const RETRY: Duration = Duration::from_secs(1);
 
 /// Writes the state file of one switch.
 pub struct StateWriter {
@@ -36,10 +38,11 @@ impl StateWriter {
         &self.path
     }
 
-    /// Captures the configuration and writes it if it changed since the last write.
+    /// Captures the configuration and writes it if it changed since the last write. The
+    /// capture is taken under the writer's lock, so two saves write in the order they looked.
     pub fn save(&self, control: &Control) -> std::io::Result<()> {
-        let text = capture(control).encode();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let text = capture(control).encode();
         if last.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
@@ -48,7 +51,9 @@ impl StateWriter {
         Ok(())
     }
 
-    /// Saves after every burst of changes while `control` lives.
+    /// Saves after every burst of changes while `control` lives, looks for moved TAP devices
+    /// every [`WATCH_TAPS`] however often changes come, and retries a failed write (a full
+    /// disk) every [`RETRY`] until it succeeds.
     pub fn start(self: &Arc<Self>, control: &Arc<Control>) {
         let changes = control.switch.changes();
         let me = self.clone();
@@ -56,27 +61,47 @@ impl StateWriter {
         let _ = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || {
+                let mut look_for_taps = Instant::now() + WATCH_TAPS;
+                let mut failing = false;
                 loop {
-                    match changes.recv_timeout(WATCH_TAPS) {
-                        Ok(()) => {}
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            // TAP devices move without telling the switch: look where they
-                            // are (a move rings `changes`, saved on the next turn).
-                            match control.upgrade() {
-                                Some(c) => c.switch.refresh_tap_whereabouts(),
-                                None => break,
-                            }
-                            continue;
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    let mut wait = look_for_taps.saturating_duration_since(Instant::now());
+                    if failing {
+                        wait = wait.min(RETRY);
                     }
-                    std::thread::sleep(SETTLE);
-                    while changes.try_recv().is_ok() {}
+                    let changed = match changes.recv_timeout(wait) {
+                        Ok(()) => true,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    };
                     let Some(control) = control.upgrade() else {
                         break;
                     };
-                    if let Err(e) = me.save(&control) {
-                        tracing::warn!("cannot write the state file {}: {e}", me.path.display());
+                    if Instant::now() >= look_for_taps {
+                        // TAP devices move without telling the switch: a move rings
+                        // `changes`, and is saved on the next turn.
+                        control.switch.refresh_tap_whereabouts();
+                        look_for_taps = Instant::now() + WATCH_TAPS;
+                    }
+                    if !changed && !failing {
+                        continue;
+                    }
+                    std::thread::sleep(SETTLE);
+                    while changes.try_recv().is_ok() {}
+                    match me.save(&control) {
+                        Ok(()) if failing => {
+                            tracing::info!("state file {} written again", me.path.display());
+                            failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            tracing::warn!(
+                                "cannot write the state file {} (retried every {}s): {e}",
+                                me.path.display(),
+                                RETRY.as_secs()
+                            );
+                            failing = true;
+                        }
+                        Err(_) => {}
                     }
                 }
             });
