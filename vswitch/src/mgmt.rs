@@ -105,7 +105,15 @@ fn send(rundir: &Path, request: &Request) -> Result<Reply, MgmtError> {
         source,
     })?;
     // Large flow sets take a while to compile; a stuck daemon must not hang the CLI forever.
-    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    // A capture answers when it ends: up to its own 300 s after the daemon got the request.
+    let wait = match request {
+        Request::Typed {
+            command: MgmtCommand::Capture { .. },
+            ..
+        } => Duration::from_secs(300 + 300),
+        _ => Duration::from_secs(300),
+    };
+    stream.set_read_timeout(Some(wait))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     (&stream).write_all(line.as_bytes())?;

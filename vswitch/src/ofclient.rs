@@ -51,6 +51,9 @@ pub enum ClientError {
     /// Bad command-line input (flow text, file, arguments).
     #[error("{0}")]
     Usage(String),
+    /// Our standard output was closed (the reader of a pipe went away).
+    #[error("standard output closed")]
+    OutputClosed,
 }
 
 /// Where the switch is.

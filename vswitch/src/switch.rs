@@ -627,7 +627,9 @@ impl Switch {
     }
 
     /// `capture BR PORT FILE [count=N] [seconds=S]`: copies what the port receives and sends
-    /// into a pcap file, until N frames (default 100) or S seconds (default 10, at most 300).
+    /// into a pcap file, until N frames (default 100, at most [`CAPTURE_MAX_FRAMES`]) or S
+    /// seconds (default 10, at most 300). It waits on a control-plane worker, the ones that
+    /// also serve OpenFlow: at most [`CAPTURES_AT_ONCE`] run at once.
     pub fn capture(&self, br: &str, port: &str, file: &str, opts: &[&str]) -> CmdResult {
         let mut count = 100usize;
         let mut seconds = 10u64;
@@ -637,8 +639,8 @@ impl Switch {
                     count = v
                         .parse()
                         .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| format!("bad count '{v}' (a positive number)"))?
+                        .filter(|n| (1..=CAPTURE_MAX_FRAMES).contains(n))
+                        .ok_or_else(|| format!("bad count '{v}' (1 to {CAPTURE_MAX_FRAMES})"))?
                 }
                 Some(("seconds", v)) => {
                     seconds = v
@@ -651,6 +653,11 @@ impl Switch {
             }
         }
         let dp_id = self.capture_port(br, port)?;
+        let Some(_slot) = CaptureSlot::take() else {
+            return Err(format!(
+                "{CAPTURES_AT_ONCE} captures are running already: wait for one to end"
+            ));
+        };
         if !self.dp.start_capture(dp_id, count) {
             return Err(format!("port {port} is gone"));
         }
@@ -661,6 +668,34 @@ impl Switch {
         let frames = self.dp.stop_capture(dp_id);
         crate::datapath::capture::write_pcap(Path::new(file), &frames)?;
         Ok(format!("{} frames written to {file}\n", frames.len()))
+    }
+}
+
+/// Most frames one capture keeps (they are held in memory until it ends).
+pub const CAPTURE_MAX_FRAMES: usize = 100_000;
+/// Captures running at once.
+pub const CAPTURES_AT_ONCE: usize = 2;
+
+/// One of the [`CAPTURES_AT_ONCE`] places, given back when dropped.
+struct CaptureSlot;
+
+static CAPTURES_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl CaptureSlot {
+    fn take() -> Option<CaptureSlot> {
+        use std::sync::atomic::Ordering;
+        CAPTURES_RUNNING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < CAPTURES_AT_ONCE).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CaptureSlot)
+    }
+}
+
+impl Drop for CaptureSlot {
+    fn drop(&mut self) {
+        CAPTURES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

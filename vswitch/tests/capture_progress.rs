@@ -106,4 +106,55 @@ fn capture_prints_a_growing_frame_count_and_capture_status_reads_it() {
     );
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stderr, "");
+
+    // A capture holds its frames in memory and a control-plane worker while it runs: the
+    // count is bounded, and a third capture at once is refused while two run.
+    let big = d.ctl_run(&["capture", "br0", "vethA", "/tmp/x.pcap", "count=100001"]);
+    assert!(
+        !big.ok && big.stderr.contains("1 to 100000"),
+        "{}",
+        big.stderr
+    );
+    let long = |name: &str| {
+        let (rundir, file) = (d.rundir.clone(), d.rundir.join(name));
+        std::thread::spawn(move || {
+            run_timeout(
+                Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+                    .arg("--rundir")
+                    .arg(&rundir)
+                    .args(["capture", "br0", "vethB"])
+                    .arg(&file)
+                    .args(["count=100000", "seconds=3"]),
+                Duration::from_secs(15),
+            )
+        })
+    };
+    let (first, second) = (long("c1.pcap"), long("c2.pcap"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while d.ctl(&["capture-status", "br0", "vethB"]) == "frames=0 wanted=0\n" {
+        assert!(std::time::Instant::now() < deadline, "no capture started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let third = d.ctl_run(&["capture", "br0", "vethA", "/tmp/x.pcap", "seconds=1"]);
+    assert!(
+        !third.ok && third.stderr.contains("2 captures are running already"),
+        "{}{}",
+        third.stdout,
+        third.stderr
+    );
+    for c in [first, second] {
+        let r = c.join().expect("capture thread");
+        assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    }
+    // Ended: a capture may run again.
+    let again = d.ctl_run(&[
+        "capture",
+        "br0",
+        "vethA",
+        "/tmp/x.pcap",
+        "count=1",
+        "seconds=1",
+    ]);
+    assert!(again.ok, "{}", again.stderr);
 }

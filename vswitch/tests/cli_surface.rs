@@ -97,6 +97,62 @@ fn a_bad_format_is_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected text or json"));
 }
 
+/// `--format json` on a command that prints no JSON is refused (exit 1), `diff-flows` too.
+#[test]
+fn json_diff_flows_is_refused() {
+    let dir = std::env::temp_dir().join(format!("vswitch-jsondiff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+    std::fs::write(&a, "priority=7,actions=drop\n").unwrap();
+    std::fs::write(&b, "").unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let o = run(VSWITCHCTL, &["--format", "json", "diff-flows", a, b]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--format json is not available"));
+    assert_eq!(
+        run(VSWITCHCTL, &["diff-flows", a, b]).status.code(),
+        Some(2)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reader that goes away (`| head -1`) ends vswitchctl quietly: no panic, exit 0.
+#[test]
+fn a_closed_pipe_is_not_a_crash() {
+    use std::io::Read;
+    let dir = std::env::temp_dir().join(format!("vswitch-epipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+    // ~300 KiB of differences: more than a pipe holds.
+    let flows: String = (0..5000)
+        .map(|i| format!("priority={i},tcp,tp_dst={},actions=drop\n", i % 60000 + 1))
+        .collect();
+    std::fs::write(&a, flows).unwrap();
+    std::fs::write(&b, "").unwrap();
+    let mut child = Command::new(VSWITCHCTL)
+        .args(["diff-flows", a.to_str().unwrap(), b.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is closed here.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An idle timeout that would overflow the clock is refused at start, not at the first client.
+#[test]
+fn an_endless_idle_timeout_is_refused() {
+    let o = run(VSWITCHD, &["--ctl-idle-timeout", "18446744073709551615"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ctl-idle-timeout"));
+}
+
 /// vswitchd under a fake systemd: READY=1 once the management socket serves, STOPPING=1 on
 /// SIGTERM.
 #[test]

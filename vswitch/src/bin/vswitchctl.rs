@@ -206,13 +206,15 @@ fn openflow(cli: &Cli) -> ExitCode {
     };
     match ofclient::run(&cli.command[0], &cli.command[1..], &opts) {
         Ok(Outcome::Done(out)) => {
-            print!("{out}");
+            emit(&out);
             ExitCode::SUCCESS
         }
         Ok(Outcome::Differ(out)) => {
-            print!("{out}");
+            emit(&out);
             ExitCode::from(2)
         }
+        // `vswitchctl monitor br0 | grep -m1 ...`: the reader has what it wanted.
+        Err(ClientError::OutputClosed) => ExitCode::SUCCESS,
         // ovs-ofctl prints a switch's OFPT_ERROR as is, everything else prefixed.
         Err(ClientError::Refused(text)) => {
             eprint!("{text}");
@@ -223,6 +225,16 @@ fn openflow(cli: &Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints a command's output. A reader that went away (`vswitchctl dump-flows br0 | head -1`)
+/// is not an error: the rest is dropped, as a process killed by SIGPIPE would drop it.
+fn emit(out: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 fn management(cli: &Cli) -> ExitCode {
@@ -286,7 +298,7 @@ fn management(cli: &Cli) -> ExitCode {
     }
     match result {
         Ok(reply) if reply.ok => {
-            print!("{}", reply.output);
+            emit(&reply.output);
             ExitCode::SUCCESS
         }
         Ok(reply) => {

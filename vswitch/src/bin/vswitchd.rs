@@ -65,7 +65,7 @@ struct Cli {
     mgmt_max_request_bytes: usize,
     /// Seconds a control-plane client may stay silent before it is dropped (OpenFlow peers
     /// are first sent an echo request).
-    #[arg(long, value_name = "SECS", default_value_t = vswitch::ctlserver::limits::IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = vswitch::ctlserver::limits::IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     ctl_idle_timeout: u64,
     /// Threads that run management commands and OpenFlow requests.
     #[arg(long, default_value_t = vswitch::ctlserver::limits::WORKERS, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]

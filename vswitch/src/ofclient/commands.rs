@@ -199,6 +199,9 @@ pub(super) fn wire(e: openflow::OfError) -> ClientError {
 /// Runs `cmd` with `args` (the first is the switch).
 pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<Outcome, ClientError> {
     if cmd == "diff-flows" {
+        if opts.format == crate::views::OutputFormat::Json {
+            return super::json::run(cmd, args, opts).map(Outcome::Done); // refused there
+        }
         return diff_flows(args, opts);
     }
     let target = Target::parse(
@@ -1085,6 +1088,8 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
         let got = match c.recv() {
             Ok(r) => r,
             Err(ClientError::Closed) => return Ok(()),
+            // Nothing to show for a while: a monitor runs until stopped.
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(e) => return Err(e),
         };
         let pi = match got.msg {
@@ -1100,15 +1105,16 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
             } => {
                 let updates = FlowUpdate::decode_list(&body).map_err(wire)?;
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(
+                writeln!(
                     out,
                     "ONFST_FLOW_MONITOR reply (OF1.3) (xid={:#x}):",
                     got.header.xid
-                );
+                )
+                .map_err(output_closed)?;
                 for u in &updates {
-                    let _ = writeln!(out, " {}", flow_update_text(u)?);
+                    writeln!(out, " {}", flow_update_text(u)?).map_err(output_closed)?;
                 }
-                let _ = out.flush();
+                out.flush().map_err(output_closed)?;
                 continue;
             }
             Message::FlowRemoved(fr) => {
@@ -1119,7 +1125,7 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
                     .map(|(value, mask)| text::print_match(&flowtable::Match { value, mask }))
                     .unwrap_or_default();
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(
+                writeln!(
                     out,
                     "OFPT_FLOW_REMOVED (OF1.3) (xid={:#x}): priority={},{m} reason={reason} table_id={} duration{}.{:03}s idle{} hard{} pkts{} bytes{}",
                     got.header.xid,
@@ -1131,8 +1137,8 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
                     fr.hard_timeout,
                     fr.packet_count,
                     fr.byte_count
-                );
-                let _ = out.flush();
+                ).map_err(output_closed)?;
+                out.flush().map_err(output_closed)?;
                 continue;
             }
             _ => continue,
@@ -1152,7 +1158,7 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
             .map(|r| r.name())
             .unwrap_or("unknown");
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(
+        writeln!(
             out,
             "OFPT_PACKET_IN (OF1.3) (xid={:#x}): table_id={} cookie={:#x} total_len={} in_port={port} (via {reason}) data_len={} (unbuffered)",
             got.header.xid,
@@ -1160,10 +1166,15 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
             pi.cookie,
             pi.total_len,
             pi.data.len()
-        );
-        let _ = writeln!(out, "{}", packet_summary(&pi.data));
-        let _ = out.flush();
+        ).map_err(output_closed)?;
+        writeln!(out, "{}", packet_summary(&pi.data)).map_err(output_closed)?;
+        out.flush().map_err(output_closed)?;
     }
+}
+
+/// Standard output failed (a reader like `grep -m1` went away): the monitor ends.
+fn output_closed(_: std::io::Error) -> ClientError {
+    ClientError::OutputClosed
 }
 
 /// ovs-ofctl's name for an `OFPRR_*` flow-removal reason.
