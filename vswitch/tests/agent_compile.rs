@@ -2,7 +2,7 @@
 //! flows and groups onto a real (port-less) bridge.
 
 use std::sync::Arc;
-use vswitch::agent::apply::{Batch, Installed};
+use vswitch::agent::apply::{Batch, Installed, apply_with};
 use vswitch::agent::compile::{AGENT_COOKIE, Numbering, Runtime, compile};
 use vswitch::agent::validate::parse;
 use vswitch::datapath;
@@ -307,6 +307,50 @@ fn numbering_is_stable_across_edits() {
     assert_eq!(n.groups["db"], 1_000_001);
     // A Service without backends refuses new connections and needs no group.
     assert!(!d.groups().contains_key(&1_000_001));
+}
+
+/// One edit replaces a pod by another: the new one does not get the old one's ofport, which
+/// the old port still holds until the apply has put the new pipeline in.
+#[test]
+fn a_pod_replaced_in_one_edit_gets_a_new_ofport() {
+    let cfg = parse(SMALL).unwrap();
+    let mut n = Numbering::default();
+    compile(&cfg, &mut n, Runtime::default()).unwrap();
+    let old = n.ofports["p-a"];
+    let edited = SMALL.replacen("port = \"p-a\"", "port = \"p-c\"", 1);
+    assert_ne!(edited, SMALL);
+    compile(&parse(&edited).unwrap(), &mut n, Runtime::default()).unwrap();
+    assert!(!n.ofports.contains_key("p-a"));
+    assert_ne!(n.ofports["p-c"], old, "{:?}", n.ofports);
+    assert_ne!(n.ofports["p-c"], n.ofports["p-b"]);
+}
+
+/// Renaming the node's bridge at run time is refused before anything is touched, and the
+/// agent still knows what it installed (a renamed bridge used to wipe that and fail later).
+#[test]
+fn renaming_the_bridge_at_run_time_is_refused() {
+    let (dp, _thread) = datapath::spawn(datapath::Options::default()).unwrap();
+    let sw = Arc::new(Switch::new(dp, std::env::temp_dir()));
+    let cfg = parse(&SMALL.replacen("name = \"node1\"", "name = \"node1\"\nbridge = \"br-x\"", 1))
+        .unwrap();
+    assert_eq!(cfg.bridge, "br-x");
+    let mut n = Numbering::default();
+    let desired = compile(&parse(SMALL).unwrap(), &mut n, Runtime::default()).unwrap();
+    let mut installed = Installed {
+        bridge: "br-int".into(),
+        numbering: n,
+        desired,
+        ..Installed::default()
+    };
+    let err = apply_with(&sw, &cfg, &mut installed, false).unwrap_err();
+    assert!(
+        err.contains("node.bridge changed from br-int to br-x"),
+        "{err}"
+    );
+    assert_eq!(installed.bridge, "br-int");
+    assert!(installed.desired.flow_count() > 0);
+    assert!(sw.lock().is_empty(), "the refused apply made a bridge");
+    sw.shutdown();
 }
 
 fn bridge_flows(ctl: &Control) -> String {

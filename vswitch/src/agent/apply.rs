@@ -80,12 +80,15 @@ pub fn apply_with(
     installed: &mut Installed,
     only_pods_changed: bool,
 ) -> Result<(Changes, Vec<String>), String> {
-    if installed.bridge != cfg.bridge {
-        // A different bridge starts from nothing (the old one is left as it is).
-        *installed = Installed {
-            bridge: cfg.bridge.clone(),
-            ..Installed::default()
-        };
+    if installed.bridge.is_empty() {
+        installed.bridge = cfg.bridge.clone();
+    } else if installed.bridge != cfg.bridge {
+        // The pods' ports, the uplink and the tunnel port are on the old bridge (a port
+        // name is one port in the whole switch), and the agent's numbering is that bridge's.
+        return Err(format!(
+            "node.bridge changed from {} to {}: the node's bridge cannot be renamed while              vswitchd runs (stop it, start it with --fresh and the new file)",
+            installed.bridge, cfg.bridge
+        ));
     }
     check_interfaces(cfg)?;
     let rt = Runtime {

@@ -290,8 +290,16 @@ pub struct Numbering {
 impl Numbering {
     /// Numbers the pods' ports: keeps the ports still configured, then numbers the new ones.
     fn assign_ofports(&mut self, cfg: &NodeConfig) -> Result<(), String> {
-        self.ofports
-            .retain(|name, _| cfg.pods.iter().any(|p| &p.port == name));
+        // A pod removed by this apply keeps its port until the new pipeline is in (it goes
+        // last), so its number is not given to a pod this apply adds.
+        let mut released = HashSet::new();
+        self.ofports.retain(|name, of| {
+            let kept = cfg.pods.iter().any(|p| &p.port == name);
+            if !kept {
+                released.insert(*of);
+            }
+            kept
+        });
         // Pinned ofports first, so an allocated one never steals a pinned number.
         for p in &cfg.pods {
             if let Some(of) = p.ofport {
@@ -301,8 +309,10 @@ impl Numbering {
         for p in &cfg.pods {
             if p.ofport.is_none() && !self.ofports.contains_key(&p.port) {
                 let used: HashSet<u32> = self.ofports.values().copied().collect();
+                let free = |n: &u32| !used.contains(n);
                 let of = (1..=POD_OFPORT_MAX)
-                    .find(|n| !used.contains(n))
+                    .find(|n| free(n) && !released.contains(n))
+                    .or_else(|| (1..=POD_OFPORT_MAX).find(free))
                     .ok_or("more than 999 pods on one node")?;
                 self.ofports.insert(p.port.clone(), of);
             }
