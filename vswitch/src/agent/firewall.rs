@@ -44,9 +44,30 @@ pub fn ruleset(cfg: &NodeConfig) -> Option<String> {
             MASQUERADE_PORTS.0,
             MASQUERADE_PORTS.1
         );
+        // Services' health checks are served by vswitchd's own listeners on the node's
+        // address, often on a port of the NodePort range (Kubernetes allocates them there).
+        let health: Vec<String> = cfg
+            .services
+            .iter()
+            .filter_map(|s| s.health_check_node_port)
+            .collect::<std::collections::BTreeSet<u16>>()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let health_accept = if health.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\t\tiifname \"{}\" ip daddr {} tcp dport {{ {} }} accept comment \"Services' health checks are served by vswitchd's listeners\"\n",
+                uplink.interface,
+                cfg.underlay_ip,
+                health.join(", ")
+            )
+        };
         chains.push_str(&format!(
             "\tchain input {{\n\
              \t\ttype filter hook input priority filter - 10; policy accept;\n\
+             {health_accept}\
              \t\tiifname \"{ifname}\" ip daddr {ip} tcp dport {ports} counter drop comment \"NodePorts and masquerade ports belong to vswitchd\"\n\
              \t\tiifname \"{ifname}\" ip daddr {ip} udp dport {ports} counter drop comment \"NodePorts and masquerade ports belong to vswitchd\"\n\
              \t}}\n",
@@ -189,6 +210,19 @@ mod tests {
             rules.contains("udp dport { 30000-32767, 61000-65535 }"),
             "{rules}"
         );
+        assert!(!rules.contains("} accept"), "{rules}");
+        // A Service's health check port (here in the NodePort range) is let through first.
+        let with_health = format!(
+            "{text}[[services]]\nname = \"web\"\ntype = \"NodePort\"\nport = 80\nnode_port = 30080\n\
+             external_traffic_policy = \"local\"\nhealth_check_node_port = 31080\n\
+             backends = [{{ ip = \"172.16.1.5\" }}]\n"
+        );
+        let cfg_h = super::super::validate::parse(&with_health).unwrap();
+        let rules = ruleset(&cfg_h).unwrap();
+        let accept = rules
+            .find("iifname \"eth1\" ip daddr 192.168.0.11 tcp dport { 31080 } accept")
+            .unwrap_or_else(|| panic!("{rules}"));
+        assert!(accept < rules.find("counter drop").unwrap(), "{rules}");
         let without_uplink = text
             .replace("underlay_interface = \"eth1\"\n", "")
             .replace("underlay_mac = \"02:00:00:00:00:01\"\n", "")
