@@ -353,6 +353,37 @@ fn renaming_the_bridge_at_run_time_is_refused() {
     sw.shutdown();
 }
 
+/// Outside clients of a NodePort on an uplink without the underlay's next hop would get no
+/// replies: the apply says so (a warning per Service), and says nothing once a next hop is set.
+#[test]
+fn outside_clients_without_a_next_hop_are_warned_about() {
+    let uplink = SMALL.replacen(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\nunderlay_interface = \"eth1\"\nunderlay_mac = \"02:00:00:00:00:0b\"",
+        1,
+    );
+    let np = "[[services]]\nname = \"np\"\ntype = \"NodePort\"\nport = 80\nnode_port = 30080\n\
+              backends = [{ ip = \"172.16.1.11\" }]\n";
+    let without = format!("{uplink}\n{np}");
+    let d = compile(
+        &parse(&without).unwrap(),
+        &mut Numbering::default(),
+        Runtime::default(),
+    )
+    .unwrap();
+    let w = d.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("Service np: outside clients"), "{w:?}");
+    let with = format!("{uplink}\n[egress]\nnext_hop_mac = \"02:00:00:00:00:01\"\n{np}");
+    let d = compile(
+        &parse(&with).unwrap(),
+        &mut Numbering::default(),
+        Runtime::default(),
+    )
+    .unwrap();
+    assert!(d.warnings().is_empty(), "{:?}", d.warnings());
+}
+
 fn bridge_flows(ctl: &Control) -> String {
     ctl.command(&["dump-flows", "br-int", "--no-stats"])
         .unwrap()

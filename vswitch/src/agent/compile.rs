@@ -580,6 +580,13 @@ fn compile_service(s: &Service, cx: ServiceContext) -> ServiceOut {
             ));
         }
     }
+    if outside_action.is_some() && !cx.egress_out && !s.passthrough {
+        out.warning = Some(format!(
+            "Service {}: outside clients arriving on the uplink get no replies: the underlay's \
+             next hop is not known (set node.underlay_gateway or egress.next_hop_mac)",
+            s.name
+        ));
+    }
     out
 }
 
