@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use vswitch::agent::apply::{Batch, Installed, apply_with};
-use vswitch::agent::compile::{AGENT_COOKIE, Numbering, Runtime, compile};
+use vswitch::agent::compile::{AGENT_COOKIE, Numbering, Runtime, compile, unmasqueraded_backends};
 use vswitch::agent::validate::parse;
 use vswitch::datapath;
 
@@ -382,6 +382,30 @@ fn outside_clients_without_a_next_hop_are_warned_about() {
     )
     .unwrap();
     assert!(d.warnings().is_empty(), "{:?}", d.warnings());
+}
+
+/// A Service backend outside the cluster on a masquerading node is named in a warning: its
+/// connections are not masqueraded (DNAT and SNAT would share one conntrack zone).
+#[test]
+fn backends_outside_the_cluster_are_warned_about_when_pods_masquerade() {
+    let uplink = SMALL.replacen(
+        "mode = \"tunnel\"",
+        "mode = \"tunnel\"\nunderlay_interface = \"eth1\"\nunderlay_mac = \"02:00:00:00:00:0b\"",
+        1,
+    );
+    let api = "[[services]]\nname = \"kubernetes\"\ncluster_ip = \"10.247.0.1\"\nport = 443\n\
+               backends = [{ ip = \"192.168.0.5\", port = 5443 }]\n";
+    let snat =
+        format!("{uplink}\n[egress]\nsnat = true\nnext_hop_mac = \"02:00:00:00:00:01\"\n{api}");
+    let w = unmasqueraded_backends(&parse(&snat).unwrap());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("Service kubernetes: backend 192.168.0.5 is outside"),
+        "{w:?}"
+    );
+    // Without masquerading, or with backends in the cluster, nothing to say.
+    assert!(unmasqueraded_backends(&parse(&format!("{uplink}\n{api}")).unwrap()).is_empty());
+    assert!(unmasqueraded_backends(&parse(SMALL).unwrap()).is_empty());
 }
 
 fn bridge_flows(ctl: &Control) -> String {

@@ -177,6 +177,7 @@ pub fn apply_with(
         }
     }
     let mut warnings: Vec<String> = desired.warnings().iter().map(|w| w.to_string()).collect();
+    warnings.extend(compile::unmasqueraded_backends(cfg));
     installed.desired = desired;
     // The node's side of the host port: a failure is reported, not undone (the pipeline
     // itself is in place and the kernel's side is retried by every apply).

@@ -416,6 +416,37 @@ pub(super) fn hairpin_flows(
     b.flow(Table::HairpinOut, 100, &format!("ip,in_port={of}"), &back);
 }
 
+/// Warnings for Service backends outside the cluster on a node that masquerades its pods:
+/// the Service's DNAT and the masquerade would share one conntrack zone, where a connection
+/// takes one source and one destination rewrite when it is first committed, so the
+/// connection leaves with the pod's address, which the backend may not route back.
+pub fn unmasqueraded_backends(cfg: &NodeConfig) -> Vec<String> {
+    if !cfg.egress.snat {
+        return Vec::new();
+    }
+    let inside = cfg.cluster_cidrs();
+    let mut out = Vec::new();
+    for s in &cfg.services {
+        let outside: Vec<String> = s
+            .backends
+            .iter()
+            .filter(|b| !inside.iter().any(|c| c.contains(b.ip)))
+            .map(|b| b.ip.to_string())
+            .collect();
+        if !outside.is_empty() {
+            out.push(format!(
+                "Service {}: backend {} is outside the cluster: pods reach it with their own \
+                 address (egress.snat does not apply to Service connections), so it must route \
+                 {} back to this node",
+                s.name,
+                outside.join(", "),
+                cfg.pod_cidr
+            ));
+        }
+    }
+    out
+}
+
 pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig) {
     let zone = cfg.ct_zone;
     for proto in ["tcp", "udp", "icmp"] {
