@@ -236,6 +236,41 @@ fn tunnel_mode_takes_an_uplink_for_outside_traffic() {
     assert!(p.contains("VXLAN"), "{p}");
 }
 
+/// A run-time `set-service` whose NodePort is another Service's health check port is refused,
+/// as the whole-file check refuses it.
+#[test]
+fn a_live_service_cannot_take_a_health_check_port() {
+    use vswitch::agent::config::{RawConfig, RawService};
+    use vswitch::agent::validate::{ServiceMemo, validate_one, validate_with};
+    let text = format!(
+        "{BASE}\n[[services]]\nname = \"a\"\ntype = \"NodePort\"\nport = 80\nnode_port = 30080\n\
+         external_traffic_policy = \"local\"\nhealth_check_node_port = 32000\n\
+         backends = [{{ ip = \"172.16.1.11\" }}]\n"
+    );
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    let mut memo = ServiceMemo::default();
+    let cfg = validate_with(&raw, &mut memo).unwrap();
+    let b = |node_port: u16| -> RawService {
+        toml::from_str(&format!(
+            "name = \"b\"\ntype = \"NodePort\"\nport = 80\nnode_port = {node_port}\n\
+             backends = [{{ ip = \"172.16.1.11\" }}]\n"
+        ))
+        .unwrap()
+    };
+    let Err(e) = validate_one(&cfg, &b(32000), &memo) else {
+        panic!("a NodePort on another Service's health check port was accepted");
+    };
+    let e = e.to_string();
+    assert!(e.contains("health check port of another Service"), "{e}");
+    assert!(validate_one(&cfg, &b(32001), &memo).is_ok());
+    // The whole file says the same.
+    let whole = format!(
+        "{text}[[services]]\nname = \"b\"\ntype = \"NodePort\"\nport = 80\nnode_port = 32000\n\
+         backends = [{{ ip = \"172.16.1.11\" }}]\n"
+    );
+    assert!(err(&whole).1.contains("Service frontend"));
+}
+
 #[test]
 fn external_traffic_policy_is_checked() {
     let np = with(

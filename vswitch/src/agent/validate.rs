@@ -208,6 +208,20 @@ pub fn validate_one(
     check_mode(i, cfg.mode, &service)?;
     for (ip, port) in service.frontends(cfg.underlay_ip) {
         check_frontend(i, cfg, (ip, port, service.protocol))?;
+        // Another Service's health check listens there (a Service with a health check of
+        // its own goes through the whole-file check).
+        if ip == cfg.underlay_ip
+            && service.protocol == Protocol::Tcp
+            && cfg
+                .services
+                .iter()
+                .any(|o| o.name != service.name && o.health_check_node_port == Some(port))
+        {
+            return Err(invalid(
+                format!("services[{i}]"),
+                format!("{ip}:{port}/tcp is the health check port of another Service"),
+            ));
+        }
         if let Some(&other) = memo.frontends.get(&(ip, port, service.protocol))
             && Some(other) != replaces
         {
