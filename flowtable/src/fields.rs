@@ -1295,6 +1295,15 @@ impl FieldId {
         })
     }
 
+    /// True for a write of `value` under `mask` that leaves `vlan_vid` without its
+    /// VLAN-present bit (`OFPVID_PRESENT`, 0x1000). OpenFlow 1.3 sets a VID with the bit on,
+    /// and Open vSwitch refuses one without it (`OFPBAC_BAD_SET_ARGUMENT`, "Invalid value for
+    /// set field vlan_vid"): removing a tag is `pop_vlan`'s job.
+    pub fn clears_vlan_present(self, value: u128, mask: u128) -> bool {
+        const OFPVID_PRESENT: u128 = 0x1000;
+        self == FieldId::VlanVid && mask & OFPVID_PRESENT != 0 && value & OFPVID_PRESENT == 0
+    }
+
     /// All names the parser accepts, for "did you mean" suggestions.
     pub fn all_names() -> impl Iterator<Item = &'static str> {
         FIELDS

@@ -170,9 +170,11 @@ impl Match {
     pub fn check_prereqs(&self) -> Result<(), MatchError> {
         for f in crate::fields::FIELDS {
             if f.prereq != Prereq::None && (f.get)(&self.mask) != 0 && !self.satisfies(f.prereq) {
-                // Generic and protocol-specific L4 fields share storage: accept whichever
-                // protocol the flow actually names.
+                // Generic and protocol-specific L4 ports share storage: accept whichever
+                // protocol the flow actually names. `tcp_flags` has bits of its own and is
+                // TCP's alone.
                 if matches!(f.prereq, Prereq::Tcp | Prereq::Udp | Prereq::Sctp)
+                    && f.id != FieldId::TcpFlags
                     && self.satisfies(Prereq::L4)
                 {
                     continue;

@@ -47,16 +47,34 @@ impl OfPort {
             .map(|(p, _)| *p)
     }
 
+    /// A port number written in flow text, as ovs-ofctl reads it: OpenFlow 1.0's 16-bit
+    /// reserved numbers (0xff00..=0xffff: 65534 is LOCAL, 65533 CONTROLLER, 65535 ANY) stand
+    /// for their OpenFlow 1.3 ports (0xffffff00 and up); other numbers are themselves.
+    pub fn from_text_number(n: u32) -> OfPort {
+        if (0xff00..=0xffff).contains(&n) {
+            OfPort(n | 0xffff_0000)
+        } else {
+            OfPort(n)
+        }
+    }
+
     /// True for a numbered (non-reserved) port.
     pub fn is_physical(self) -> bool {
         self.0 != 0 && self.0 <= Self::MAX.0
     }
 }
 
+/// As ovs-ofctl prints a port, so that the text reads back as the same port
+/// ([`OfPort::from_text_number`]).
 impl core::fmt::Display for OfPort {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.reserved_name() {
             Some(n) => f.write_str(n),
+            // An unnamed reserved port by its OpenFlow 1.0 number (0xffffff00 is 65280).
+            None if self.0 >= Self::MAX.0 => write!(f, "{}", self.0 & 0xffff),
+            // A port numbered in OpenFlow 1.0's reserved range: in decimal it would read
+            // back as a reserved port.
+            None if (0xff00..=0xffff).contains(&self.0) => write!(f, "{:#x}", self.0),
             None => write!(f, "{}", self.0),
         }
     }

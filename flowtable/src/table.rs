@@ -107,6 +107,10 @@ pub enum TableError {
     /// `OFPBAC_BAD_SET_ARGUMENT`: a write to a read-only field.
     #[error("OFPBAC_BAD_SET_ARGUMENT: destination field {0} is not writable")]
     ReadOnlyField(&'static str),
+    /// `OFPBAC_BAD_SET_ARGUMENT`: a value the field may not be set to (`vlan_vid` without
+    /// its VLAN-present bit).
+    #[error("OFPBAC_BAD_SET_ARGUMENT: {0}")]
+    BadSetArgument(String),
     /// `OFPBAC_MATCH_INCONSISTENT`: an action reads or writes a field the flow's match does
     /// not make present (see [`crate::check`]), or a `learn`'s learned match lacks a field's
     /// prerequisite.
@@ -160,6 +164,7 @@ impl TableError {
             TableError::BadWatch(_) => (OFPET_GROUP_MOD_FAILED, 13),
             TableError::BadConjunction => (OFPET_EXPERIMENTER, 15),
             TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
+            TableError::BadSetArgument(_) => (OFPET_BAD_ACTION, 15),
             TableError::UnsupportedAlg(_) => (OFPET_BAD_ACTION, 5),
             TableError::BadCtNesting(_) => (OFPET_BAD_ACTION, 5),
             TableError::BadArgument(_) => (OFPET_BAD_ACTION, 5),
@@ -235,6 +240,18 @@ fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// A value Open vSwitch's decoder refuses to set: `vlan_vid` without its VLAN-present bit.
+fn check_set_value(field: FieldId, value: u128, mask: u128) -> Result<(), TableError> {
+    if field.clears_vlan_present(value, mask) {
+        return Err(TableError::BadSetArgument(format!(
+            "Invalid value for set field {}: {} (the VLAN-present bit 0x1000 is not set)",
+            field.info().name,
+            value & mask
+        )));
+    }
+    Ok(())
 }
 
 /// Open vSwitch's `bundle_check` (and its decoder's width check): every member is a port a
@@ -799,10 +816,17 @@ impl Pipeline {
                         }
                     }
                 }
-                Action::SetField { field, .. } => check_writable(*field, false)?,
-                Action::RegLoad { dst, .. }
-                | Action::Move { dst, .. }
-                | Action::CheckPktLarger { dst, .. } => check_writable(dst.field, false)?,
+                Action::SetField { field, value, mask } => {
+                    check_writable(*field, false)?;
+                    check_set_value(*field, *value, *mask)?;
+                }
+                Action::RegLoad { dst, value } => {
+                    check_writable(dst.field, false)?;
+                    check_set_value(dst.field, value << dst.ofs, dst.mask())?;
+                }
+                Action::Move { dst, .. } | Action::CheckPktLarger { dst, .. } => {
+                    check_writable(dst.field, false)?
+                }
                 Action::Clone(inner) => self.check_actions(inner.iter())?,
                 Action::Multipath(mp) => check_writable(mp.dst.field, false)?,
                 Action::Bundle(b) => check_bundle(b)?,

@@ -278,7 +278,12 @@ fn arb_ct() -> impl Strategy<Value = Action> {
         prop::option::of(0u8..255),
         prop::option::of(prop_oneof![
             (1u16..).prop_map(CtZone::Imm),
-            arb_subfield().prop_map(CtZone::Field)
+            // A zone is taken from exactly 16 bits.
+            (0u8..8, 0u8..=16).prop_map(|(r, ofs)| CtZone::Field(SubField {
+                field: reg(r),
+                ofs,
+                n_bits: 16,
+            }))
         ]),
         prop::option::of((
             any::<bool>(),

@@ -504,6 +504,18 @@ fn decode_set_field(body: &[u8], masked_ok: bool) -> Result<OxmTlv, OfError> {
             "set_field with a mask (use NXAST_REG_LOAD2)",
         );
     }
+    if tlv
+        .field
+        .clears_vlan_present(tlv.value, tlv.mask.unwrap_or(u128::MAX))
+    {
+        return err(
+            ErrorCode::BadActionBadSetArgument,
+            format!(
+                "Invalid value for set field vlan_vid: {} (the VLAN-present bit 0x1000 is not set)",
+                tlv.value
+            ),
+        );
+    }
     if r.rest().iter().any(|&b| b != 0) || r.remaining() >= 8 {
         return err(
             ErrorCode::BadActionBadSetLen,
@@ -580,6 +592,16 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
                 return err(
                     ErrorCode::BadActionBadArgument,
                     "reg_load: value wider than the bit range",
+                );
+            }
+            let bits = (u128::from(u64::MAX) >> (64 - n_bits)) << ofs;
+            if dst
+                .field()
+                .is_some_and(|(f, _)| f.clears_vlan_present(u128::from(value) << ofs, bits))
+            {
+                return err(
+                    ErrorCode::BadActionBadSetArgument,
+                    "reg_load: clears the VLAN-present bit 0x1000 of vlan_vid",
                 );
             }
             Action::RegLoad {

@@ -440,13 +440,26 @@ fn reason_out(r: PacketInReason) -> u8 {
         .unwrap_or(1) as u8
 }
 
+/// A zone taken from a field must be exactly 16 bits, the zone's width (Open vSwitch:
+/// "zone n_bits not within valid range [16..16]", OFPBAC_BAD_SET_LEN).
+fn check_zone_bits(n_bits: u16) -> Result<(), OfError> {
+    if n_bits == 16 {
+        Ok(())
+    } else {
+        Err(bad(
+            ErrorCode::BadActionBadSetLen,
+            format!("ct: zone from {n_bits} bits of a field (a zone is 16 bits)"),
+        ))
+    }
+}
+
 fn ct_in(ct: &CtAction) -> Result<Ct, OfError> {
     let zone = match ct.zone_src {
-        Some(h) => Some(CtZone::Field(subfield(
-            h,
-            ct.zone >> 6,
-            (ct.zone & 0x3f) + 1,
-        )?)),
+        Some(h) => {
+            let n_bits = (ct.zone & 0x3f) + 1;
+            check_zone_bits(n_bits)?;
+            Some(CtZone::Field(subfield(h, ct.zone >> 6, n_bits)?))
+        }
         None if ct.zone == 0 => None,
         None => Some(CtZone::Imm(ct.zone)),
     };
@@ -461,6 +474,13 @@ fn ct_in(ct: &CtAction) -> Result<Ct, OfError> {
     };
     for a in &ct.actions {
         match a {
+            // Open vSwitch runs only the last nat: one that would be ignored is refused.
+            WAction::Nat(_) if out.nat.is_some() => {
+                return Err(bad(
+                    ErrorCode::BadActionBadArgument,
+                    "ct: more than one nat",
+                ));
+            }
             WAction::Nat(n) => out.nat = Some(nat_in(n)),
             other => out.exec.push(action_in(other)?),
         }
@@ -506,7 +526,35 @@ fn nat_in(n: &NatAction) -> Nat {
 
 /// Table actions → wire actions.
 pub fn actions_out(list: &[flowtable::Action]) -> Result<Vec<WAction>, OfError> {
-    list.iter().map(action_out).collect()
+    let mut out = Vec::with_capacity(list.len());
+    for a in list {
+        match a {
+            flowtable::Action::RegLoad { dst, value } if dst.n_bits > 64 => {
+                for piece in load_pieces(*dst, *value) {
+                    out.push(action_out(&piece)?);
+                }
+            }
+            other => out.push(action_out(other)?),
+        }
+    }
+    Ok(out)
+}
+
+/// NXAST_REG_LOAD carries at most 64 bits: a wider `load` (`ct_label`, an IPv6 address) goes
+/// as consecutive loads of 64 bits, low bits first, as Open vSwitch's `set_field_to_nxast`
+/// sends it (and `ovs-ofctl` prints it back).
+fn load_pieces(dst: SubField, value: u128) -> impl Iterator<Item = flowtable::Action> {
+    (0..dst.n_bits).step_by(64).map(move |lo| {
+        let n_bits = (dst.n_bits - lo).min(64);
+        flowtable::Action::RegLoad {
+            dst: SubField {
+                field: dst.field,
+                ofs: dst.ofs + lo,
+                n_bits,
+            },
+            value: (value >> lo) & ((1u128 << n_bits) - 1),
+        }
+    })
 }
 
 fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
@@ -533,11 +581,20 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
                 WAction::RegLoad2(tlv)
             }
         }
+        // `actions_out` splits a wider one: nothing may be cut off here.
         T::RegLoad { dst, value } => WAction::RegLoad {
             dst: subfield_header(dst)?,
             ofs: u16::from(dst.ofs),
             n_bits: u16::from(dst.n_bits),
-            value: *value as u64,
+            value: u64::try_from(*value)
+                .ok()
+                .filter(|_| dst.n_bits <= 64)
+                .ok_or_else(|| {
+                    bad(
+                        ErrorCode::BadActionBadSetLen,
+                        "load wider than 64 bits in one NXAST_REG_LOAD",
+                    )
+                })?,
         },
         T::Move { src, dst } => WAction::RegMove {
             src: subfield_header(src)?,
@@ -659,10 +716,14 @@ fn ct_out(ct: &Ct) -> Result<CtAction, OfError> {
     let (zone_src, zone) = match ct.zone {
         None => (None, 0),
         Some(CtZone::Imm(z)) => (None, z),
-        Some(CtZone::Field(sf)) => (
-            Some(subfield_header(&sf)?),
-            (u16::from(sf.ofs) << 6) | u16::from(sf.n_bits.saturating_sub(1)),
-        ),
+        Some(CtZone::Field(sf)) => {
+            // The wire's 6-bit width would wrap a wider one around.
+            check_zone_bits(u16::from(sf.n_bits))?;
+            (
+                Some(subfield_header(&sf)?),
+                (u16::from(sf.ofs) << 6) | u16::from(sf.n_bits - 1),
+            )
+        }
     };
     let mut actions = Vec::new();
     if let Some(n) = &ct.nat {

@@ -245,11 +245,19 @@ fn set_field(field: FieldId, value: u128) -> Action {
 fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), ParseError> {
     let (name, rest) = split_name(tok);
     let lname = name.to_ascii_lowercase();
-    // A bare port number or reserved port name is an output action.
+    // A bare port number or reserved port name is an output action. ovs-ofctl reads a bare
+    // number as a plain output, whose max_len is 0 (`65533` is `CONTROLLER:0`); the name
+    // `CONTROLLER` is its controller action (all of the packet).
     if rest.is_empty()
         && let Some(port) = parse_port_number(name)
     {
-        out.push(output(port, u16::MAX));
+        let numeric = OfPort::from_reserved_name(name).is_none();
+        let max_len = if numeric && port == OfPort::CONTROLLER {
+            0
+        } else {
+            u16::MAX
+        };
+        out.push(output(port, max_len));
         return Ok(());
     }
     // Not an action's name: a port's, as ovs-ofctl reads it (an output action).
@@ -541,6 +549,19 @@ fn parse_set_field(tok: &str) -> Result<Action, ParseError> {
     let (value, mask) = parse_field_value(field, v.trim())?;
     let full = info.full_mask();
     let mask = mask.unwrap_or(full) & full;
+    if field.clears_vlan_present(value, mask) {
+        return Err(bad(
+            "set_field",
+            tok,
+            format!(
+                "invalid value for set field vlan_vid: {} (the VLAN-present bit 0x1000 must be \
+                 set, as in {} for VLAN {}; pop_vlan removes a tag)",
+                v.trim(),
+                (value & 0xfff) | 0x1000,
+                value & 0xfff
+            ),
+        ));
+    }
     if mask == full {
         return Ok(Action::SetField { field, value, mask });
     }
@@ -579,6 +600,14 @@ fn parse_load(tok: &str) -> Result<Action, ParseError> {
             "load",
             tok,
             format!("value does not fit in {} bits", dst.n_bits),
+        ));
+    }
+    if dst.field.clears_vlan_present(value << dst.ofs, dst.mask()) {
+        return Err(bad(
+            "load",
+            tok,
+            "it would clear the VLAN-present bit 0x1000 of vlan_vid (load the VLAN id into \
+             OXM_OF_VLAN_VID[0..11]; pop_vlan removes a tag)",
         ));
     }
     Ok(Action::RegLoad { dst, value })
@@ -793,16 +822,21 @@ fn parse_ct(tok: &str, m: &Match) -> Result<Ct, ParseError> {
             "zone" => {
                 let z = arg_of(arg, "ct")?;
                 ct.zone = if z.contains('[') {
-                    Some(CtZone::Field(parse_subfield(z, "ct", tok)?))
+                    Some(CtZone::Field(parse_zone_field(z, tok)?))
                 } else {
                     let z = parse_uint_bits(z, 16)
                         .ok_or_else(|| bad("ct", tok, "zone must be 0..65535 or a FIELD[range]"))?;
                     (z != 0).then_some(CtZone::Imm(z as u16))
                 };
             }
+            // Open vSwitch runs only the last of several nats: the others would be ignored.
+            "nat" if ct.nat.is_some() => {
+                return Err(bad("ct", tok, "nat may be given only once"));
+            }
             "nat" if rest.is_empty() => ct.nat = Some(Nat::default()),
             "nat" => ct.nat = Some(parse_nat(paren_args(arg, "nat")?, tok)?),
-            "exec" => ct.exec = parse_actions(paren_args(arg, "exec")?, m)?.apply,
+            // Several exec(...) make one list, as in ovs-ofctl.
+            "exec" => ct.exec.extend(parse_exec(arg, tok, m)?),
             "alg" => {
                 let a = arg_of(arg, "ct")?;
                 ct.alg = Some(match a {
@@ -821,6 +855,43 @@ fn parse_ct(tok: &str, m: &Match) -> Result<Ct, ParseError> {
         return Err(bad("ct", tok, "\"force\" flag requires \"commit\" flag."));
     }
     Ok(ct)
+}
+
+/// `zone=FIELD[range]`: exactly 16 bits, the zone's width (Open vSwitch refuses other
+/// widths with OFPBAC_BAD_SET_LEN).
+fn parse_zone_field(z: &str, tok: &str) -> Result<SubField, ParseError> {
+    let sf = parse_subfield(z, "ct", tok)?;
+    if sf.n_bits != 16 {
+        return Err(bad(
+            "ct",
+            tok,
+            format!(
+                "zone={z} is {} bits: a zone is taken from exactly 16 bits",
+                sf.n_bits
+            ),
+        ));
+    }
+    Ok(sf)
+}
+
+/// `exec(ACTIONS)`: a plain action list; an instruction inside would be lost, so it is
+/// refused with ovs-ofctl's words.
+fn parse_exec(arg: &str, tok: &str, m: &Match) -> Result<Vec<Action>, ParseError> {
+    let inner = paren_args(arg, "exec")?;
+    for t in split_top(inner, &[','])? {
+        let n = split_name(t).0.to_ascii_lowercase();
+        if matches!(
+            n.as_str(),
+            "meter" | "clear_actions" | "write_actions" | "write_metadata" | "goto_table"
+        ) {
+            return Err(bad(
+                "ct",
+                tok,
+                format!("ct action doesn't support nested action {n}"),
+            ));
+        }
+    }
+    Ok(parse_actions(inner, m)?.apply)
 }
 
 fn parse_addr(s: &str) -> Option<IpAddr> {

@@ -29,6 +29,10 @@ const SHORTHANDS: [(&str, u16, Option<u8>); 13] = [
     ("sctp6", ETH_TYPE_IPV6, Some(IPPROTO_SCTP)),
 ];
 
+/// The statistics `dump-flows` prints: ovs-ofctl skips them, whatever their value, so its
+/// output can be fed back.
+const STATISTICS: [&str; 5] = ["duration", "n_packets", "n_bytes", "idle_age", "hard_age"];
+
 const SETTINGS: [&str; 8] = [
     "table",
     "priority",
@@ -124,6 +128,16 @@ fn parse_flow_mod_as(
                 return Err(ParseError::NotAllowed(tok.into()));
             }
             fm.flags.0 |= bit;
+            continue;
+        }
+        if STATISTICS.contains(&key) {
+            if val.is_none() {
+                return Err(ParseError::BadSetting {
+                    what: key.into(),
+                    value: String::new(),
+                    expected: "a value, as dump-flows prints it (the value is ignored)".into(),
+                });
+            }
             continue;
         }
         let Some(val) = val else {

@@ -72,11 +72,19 @@ pub fn set_port_name_lookup(f: Box<PortNameLookup>) -> bool {
 }
 
 /// Parses a port number or reserved name (`LOCAL`, `in_port`, ...), never a port's name.
+/// A decimal number is read as ovs-ofctl reads it: OpenFlow 1.0's reserved numbers name
+/// their ports (`65534` is `LOCAL`). A hex number, which ovs-ofctl refuses, is the OpenFlow
+/// 1.3 port as written (how a port numbered 0xff00..0xffff prints).
 pub fn parse_port_number(s: &str) -> Option<OfPort> {
     if let Some(p) = OfPort::from_reserved_name(s) {
         return Some(p);
     }
-    parse_uint_bits(s, 32).map(|v| OfPort(v as u32))
+    let v = parse_uint_bits(s, 32)? as u32;
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        Some(OfPort::from_text_number(v))
+    } else {
+        Some(OfPort(v))
+    }
 }
 
 /// Parses a port number, reserved name (`LOCAL`, `in_port`, ...) or, when a lookup is set

@@ -213,7 +213,7 @@ mod tests {
         assert!(!rules.contains("} accept"), "{rules}");
         // A Service's health check port (here in the NodePort range) is let through first.
         let with_health = format!(
-            "{text}[[services]]\nname = \"web\"\ntype = \"NodePort\"\nport = 80\nnode_port = 30080\n\
+            "{text}underlay_gateway = \"192.168.0.1\"\n[[services]]\nname = \"web\"\ntype = \"NodePort\"\nport = 80\nnode_port = 30080\n\
              external_traffic_policy = \"local\"\nhealth_check_node_port = 31080\n\
              backends = [{{ ip = \"172.16.1.5\" }}]\n"
         );
