@@ -4,6 +4,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::fcntl::{Flock, FlockArg};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
@@ -66,6 +67,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     crate::ctlserver::bind::create_rundir(&opts.rundir)
         .map_err(|e| DaemonError::Rundir(opts.rundir.clone(), e))?;
     let sock = crate::rundir::mgmt_socket(&opts.rundir);
+    // Held until this process exits (a crash too): two starts on one run directory, say
+    // after a crash, cannot both get past here and take each other's socket.
+    let _instance = lock_rundir(&opts.rundir, &sock)?;
     let listener = bind_fresh(&sock)?;
     if let Some(p) = &opts.pidfile {
         // Written aside and renamed: a reader sees no file or the whole pid, never half.
@@ -255,6 +259,24 @@ fn remove_files(sock: &Path, pidfile: Option<&Path>) {
     if let Some(p) = pidfile {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// Takes the run directory's instance lock (`vswitchd.lock`, an `flock`).
+fn lock_rundir(rundir: &Path, sock: &Path) -> Result<Flock<std::fs::File>, DaemonError> {
+    let path = rundir.join("vswitchd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DaemonError::Rundir(path.clone(), e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            DaemonError::AlreadyRunning(sock.to_path_buf())
+        } else {
+            DaemonError::Rundir(path, std::io::Error::from(errno))
+        }
+    })
 }
 
 /// Binds the socket, replacing a stale file left by a crash but never a live daemon's socket.

@@ -86,6 +86,37 @@ fn a_second_daemon_on_the_same_rundir_is_refused() {
     assert!(ctl(&d.rundir, &["list-br"]).status.success());
 }
 
+/// The run directory's lock refuses a second daemon even when the first one's socket file is
+/// gone (two starts after a crash both see a stale socket, and each would delete the other's).
+#[test]
+fn a_second_daemon_is_refused_without_the_first_ones_socket_file() {
+    let d = start("twice-nosock", &[]);
+    std::fs::remove_file(d.rundir.join("vswitchd.ctl")).unwrap();
+    let mut second = Command::new(VSWITCHD)
+        .arg("--rundir")
+        .arg(&d.rundir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second vswitchd started on the same run directory");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("already serving"), "{err}");
+}
+
 #[test]
 fn bad_flags_are_refused_with_a_clear_message() {
     let out = Command::new(VSWITCHD)
