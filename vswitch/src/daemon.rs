@@ -231,10 +231,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     if let Err(e) = writer.save(&control) {
         warn!("cannot write the state file {}: {e}", db.display());
     }
+    // The MAC tables need the forwarding threads; the connection table is copied once they
+    // have stopped, so the handover is exact (nothing forwarded after the copy).
+    let mac_tables = persist::handover::capture_mac_tables(&switch);
+    checkpointer.stop(false);
+    stop_forwarding(&control, dp_threads);
+    let h = persist::handover::capture_with(&switch, mac_tables);
     // The handover first: killed between the two, the next start still finds one of them.
-    persist::handover::save(&switch, &handover_path);
-    checkpointer.stop(true);
-    stop_keeping_interfaces(&control, dp_threads, &sock, opts.pidfile.as_deref());
+    persist::handover::save(&h, &handover_path);
+    checkpointer.remove();
+    remove_files(&sock, opts.pidfile.as_deref());
     Ok(())
 }
 
@@ -247,11 +253,16 @@ fn stop_keeping_interfaces(
     sock: &Path,
     pidfile: Option<&Path>,
 ) {
+    stop_forwarding(control, dp_threads);
+    remove_files(sock, pidfile);
+}
+
+/// The bridges' OpenFlow sockets close and the forwarding threads end; the interfaces stay.
+fn stop_forwarding(control: &Control, dp_threads: Vec<std::thread::JoinHandle<()>>) {
     control.switch.stop_keeping_interfaces();
     for t in dp_threads {
         let _ = t.join();
     }
-    remove_files(sock, pidfile);
 }
 
 fn remove_files(sock: &Path, pidfile: Option<&Path>) {

@@ -78,11 +78,34 @@ impl Handover {
 
 /// Captures the connection and MAC tables of `switch`.
 pub fn capture(switch: &Switch) -> Handover {
+    let mac_tables = capture_mac_tables(switch);
+    capture_with(switch, mac_tables)
+}
+
+/// The MAC tables, small: copied on the first forwarding thread between two batches (so the
+/// forwarding threads must run).
+pub fn capture_mac_tables(switch: &Switch) -> Vec<SavedMacTable> {
     let bridges: Vec<(String, usize)> = switch
         .lock()
         .values()
         .map(|b| (b.name.clone(), b.dp_index))
         .collect();
+    switch.dp.call(move |dp| {
+        bridges
+            .into_iter()
+            .map(|(bridge, idx)| SavedMacTable {
+                bridge,
+                entries: dp.mac_table_export(idx),
+            })
+            .collect()
+    })
+}
+
+/// A handover of `mac_tables` and the affinity memory and connection table as they are now.
+/// Also after the forwarding threads have stopped: a graceful stop copies the connection
+/// table then, so that it is exactly what the next process needs (no connection opened and
+/// no segment seen after the copy).
+pub fn capture_with(switch: &Switch, mac_tables: Vec<SavedMacTable>) -> Handover {
     let affinity = {
         let now = conntrack::lb::affinity::clock_ns();
         switch
@@ -101,16 +124,6 @@ pub fn capture(switch: &Switch) -> Handover {
             .filter(|a| !a.clients.is_empty())
             .collect()
     };
-    // The MAC tables are small: copied on the first forwarding thread between two batches.
-    let mac_tables = switch.dp.call(move |dp| {
-        bridges
-            .into_iter()
-            .map(|(bridge, idx)| SavedMacTable {
-                bridge,
-                entries: dp.mac_table_export(idx),
-            })
-            .collect()
-    });
     let conntrack = snapshot_conntrack(switch);
     Handover {
         format: HANDOVER_FORMAT.into(),
@@ -152,9 +165,8 @@ pub fn snapshot_conntrack(switch: &Switch) -> Vec<SavedConn> {
     out
 }
 
-/// Writes the handover for the next process (at a graceful stop).
-pub fn save(switch: &Switch, path: &Path) {
-    let h = capture(switch);
+/// Writes the handover `h` for the next process (at a graceful stop).
+pub fn save(h: &Handover, path: &Path) {
     match write_atomic(path, h.encode().as_bytes()) {
         Ok(()) => info!(
             connections = h.conntrack.len(),
@@ -308,8 +320,13 @@ impl Checkpointer {
         let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         *stopped = true;
         if remove {
-            let _ = std::fs::remove_file(&self.path);
+            self.remove();
         }
+    }
+
+    /// Deletes the checkpoint (after [`Checkpointer::stop`], once a handover is written).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
