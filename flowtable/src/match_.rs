@@ -258,6 +258,23 @@ mod tests {
     }
 
     #[test]
+    fn tcp_flags_need_tcp_not_just_an_l4_protocol() {
+        let mut m = Match::any();
+        m.set(FieldId::EthType, 0x0800, None).unwrap();
+        m.set(FieldId::IpProto, 17, None).unwrap();
+        m.set(FieldId::TcpFlags, 2, Some(2)).unwrap();
+        assert!(matches!(
+            m.check_prereqs(),
+            Err(MatchError::Prereq {
+                field: "tcp_flags",
+                ..
+            })
+        ));
+        m.set(FieldId::IpProto, 6, None).unwrap();
+        m.check_prereqs().unwrap();
+    }
+
+    #[test]
     fn prereqs_are_enforced() {
         let mut m = Match::any();
         m.set(FieldId::TpDst, 80, None).unwrap();

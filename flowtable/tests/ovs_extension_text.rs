@@ -156,3 +156,72 @@ fn exact_parse_keeps_a_zero_ct_nw_proto() {
         "ovs-ofctl's reading unchanged"
     );
 }
+
+/// `ct(exec(...))` holds actions only: an instruction inside is refused (ovs-ofctl: "ct action
+/// doesn't support nested action goto_table") rather than dropped.
+#[test]
+fn instructions_inside_ct_exec_are_refused() {
+    for i in [
+        "goto_table:1",
+        "write_metadata:1",
+        "meter:1",
+        "clear_actions",
+        "write_actions(output:1)",
+    ] {
+        let flow = format!("ip,actions=ct(commit,exec(set_field:1->ct_mark,{i}))");
+        let e = parse_flow(&flow).unwrap_err().to_string();
+        let name = i.split([':', '(']).next().unwrap();
+        assert!(
+            e.contains(&format!("ct action doesn't support nested action {name}")),
+            "{flow}: {e}"
+        );
+    }
+}
+
+/// Several `exec(...)` make one list and a second `nat` is refused (Open vSwitch would run
+/// only the last one). Expected text recorded from `ovs-ofctl -O OpenFlow13 parse-flow`.
+#[test]
+fn repeated_ct_exec_joins_and_a_second_nat_is_refused() {
+    assert_eq!(
+        printed("ip,actions=ct(commit,exec(set_field:1->ct_mark),exec(set_field:2->ct_label))").1,
+        "ct(commit,exec(set_field:0x1->ct_mark,set_field:0x2->ct_label))"
+    );
+    assert_eq!(
+        printed("ip,actions=ct(commit,nat(src=1.1.1.1),exec(set_field:1->ct_mark),exec(set_field:2->ct_mark))").1,
+        "ct(commit,nat(src=1.1.1.1),exec(set_field:0x1->ct_mark,set_field:0x2->ct_mark))"
+    );
+    for flow in [
+        "ip,actions=ct(commit,nat(src=1.1.1.1),nat(dst=2.2.2.2))",
+        "ip,actions=ct(commit,nat,nat)",
+    ] {
+        let e = parse_flow(flow).unwrap_err().to_string();
+        assert!(e.contains("nat may be given only once"), "{flow}: {e}");
+    }
+}
+
+/// `ct(zone=FIELD[range])` takes exactly 16 bits (Open vSwitch: "zone n_bits 8 not within
+/// valid range [16..16]"); a wider range would wrap around the wire's 6-bit width.
+#[test]
+fn a_ct_zone_field_is_16_bits() {
+    for flow in [
+        "ip,actions=ct(zone=NXM_NX_REG0[0..7])",
+        "ip,actions=ct(zone=NXM_NX_REG0[])",
+        "ip,actions=ct(zone=NXM_NX_CT_LABEL[])",
+    ] {
+        let e = parse_flow(flow).unwrap_err().to_string();
+        assert!(e.contains("exactly 16 bits"), "{flow}: {e}");
+    }
+    for (flow, want) in [
+        (
+            "ip,actions=ct(zone=NXM_NX_REG0[16..31])",
+            "ct(zone=NXM_NX_REG0[16..31])",
+        ),
+        (
+            "ip,actions=ct(zone=NXM_NX_CT_LABEL[100..115])",
+            "ct(zone=NXM_NX_CT_LABEL[100..115])",
+        ),
+        ("ip,actions=ct(zone=reg0[0..15])", "ct(zone=NXM_NX_REG0[0..15])"),
+    ] {
+        assert_eq!(printed(flow).1, want, "{flow}");
+    }
+}

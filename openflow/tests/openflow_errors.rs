@@ -368,3 +368,23 @@ fn impossible_nat_ranges_are_bad_argument() {
         );
     }
 }
+
+/// `dl_vlan=5,actions=set_field:6->vlan_vid` as ovs-ofctl 3.1 sends it: the VID lacks the
+/// VLAN-present bit, which Open vSwitch refuses with OFPBAC_BAD_SET_ARGUMENT ("Invalid value
+/// for set field vlan_vid: 6"); with the bit (4102) it is taken.
+#[test]
+fn vlan_vid_set_field_without_the_present_bit_is_bad_set_argument() {
+    let msg = |vid: &str| {
+        unhex(&format!(
+            "040e0058 00000001 0000000000000000 0000000000000000 00 00 0000 0000 8000
+             ffffffff ffffffff ffffffff 0000 0000
+             0001 000a 80000c02 1005 000000000000
+             0004 0018 00000000 0019 0010 80000c02 {vid} 000000000000"
+        ))
+    };
+    assert_eq!(code_of(&msg("0006")), ErrorCode::BadActionBadSetArgument);
+    assert_eq!(code_of(&msg("0000")), ErrorCode::BadActionBadSetArgument);
+    assert_eq!(ErrorCode::BadActionBadSetArgument.type_code(), (2, 15));
+    let (_, m) = decode(&msg("1006")).expect("valid");
+    assert!(matches!(m, Message::FlowMod(_)));
+}

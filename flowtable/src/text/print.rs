@@ -501,7 +501,10 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
                 field.info().name
             )
         }
-        Action::RegLoad { dst, value } => format!("load:0x{value:x}->{}", subfield_text(dst)),
+        // C's `%#x`, as ovs-ofctl: `load:0->` (the zero pieces of a split wide load).
+        Action::RegLoad { dst, value } => {
+            format!("load:{}->{}", hex_c(*value), subfield_text(dst))
+        }
         Action::Move { src, dst } => format!("move:{}->{}", subfield_text(src), subfield_text(dst)),
         Action::PushVlan(t) => format!("push_vlan:0x{t:x}"),
         Action::PopVlan => "pop_vlan".into(),

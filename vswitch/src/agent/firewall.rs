@@ -105,6 +105,11 @@ pub fn ruleset(cfg: &NodeConfig) -> Option<String> {
 /// client), else to one of the backends at random, in proportion to their weights.
 fn node_port_from_node(node_ip: Ipv4Addr, svc: &Service) -> Option<String> {
     let node_port = svc.node_port?;
+    // No backend: no rule, so the kernel resets the connection at once (through the
+    // ClusterIP the switch would drop the SYN and the client would hang).
+    if svc.backends.is_empty() {
+        return None;
+    }
     let proto = svc.protocol.as_str();
     let to = match svc.cluster_ip {
         Some(vip) => format!("{vip}:{}", svc.port),
@@ -241,6 +246,7 @@ mod tests {
                     [[services]]\nname = \"no-vip\"\ntype = \"NodePort\"\nprotocol = \"udp\"\nnode_port = 30081\n\
                     port = 53\nbackends = [{ ip = \"172.16.1.12\" }, { ip = \"172.16.2.12\", port = 5353, weight = 3 }]\n\
                     [[services]]\nname = \"empty\"\ntype = \"NodePort\"\nnode_port = 30082\nport = 80\nbackends = []\n\
+                    [[services]]\nname = \"empty-vip\"\ntype = \"NodePort\"\ncluster_ip = \"10.247.0.12\"\nnode_port = 30083\nport = 80\nbackends = []\n\
                     [[services]]\nname = \"plain\"\ncluster_ip = \"10.247.0.11\"\nport = 80\nbackends = []\n";
         let cfg = super::super::validate::parse(text).unwrap();
         let rules = ruleset(&cfg).unwrap();
@@ -257,6 +263,7 @@ mod tests {
             "{rules}"
         );
         assert!(!rules.contains("30082"), "no backend, no rule:\n{rules}");
+        assert!(!rules.contains("30083"), "no backend, no rule:\n{rules}");
         assert!(
             rules.contains("oifname \"vswhost0\" ip saddr != 172.16.1.254 masquerade"),
             "{rules}"
