@@ -408,6 +408,36 @@ fn backends_outside_the_cluster_are_warned_about_when_pods_masquerade() {
     assert!(unmasqueraded_backends(&parse(SMALL).unwrap()).is_empty());
 }
 
+/// With an uplink, a host port and masquerading, the uplink's copies of new connections to
+/// the node's own address (the kernel serves them) take no conntrack entry: dropped before
+/// table 30's commit, below the Services' NodePort flows.
+#[test]
+fn the_nodes_own_connections_from_the_uplink_are_not_committed() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/node1-tunnel-uplink.toml"
+    ))
+    .unwrap();
+    let cfg = parse(&text).unwrap();
+    assert!(cfg.egress.snat && cfg.host.is_some() && cfg.uplink.is_some());
+    let rt = Runtime {
+        uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0xc0, 0xa8, 0, 0x0b])),
+        ..Runtime::default()
+    };
+    let d = compile(&cfg, &mut Numbering::default(), rt).unwrap();
+    let lines = d.flow_lines().join("\n");
+    let guard = format!(
+        "ct_state=+new+trk,ip,in_port=1001,nw_dst={},actions=drop",
+        cfg.underlay_ip
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.starts_with("table=30,priority=101,") && l.ends_with(&guard)),
+        "{lines}"
+    );
+}
+
 fn bridge_flows(ctl: &Control) -> String {
     ctl.command(&["dump-flows", "br-int", "--no-stats"])
         .unwrap()

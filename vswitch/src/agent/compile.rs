@@ -898,6 +898,19 @@ pub fn compile_with(
         let mut inside: Vec<String> = cfg.cluster_cidrs().iter().map(|c| c.to_string()).collect();
         if cfg.host.is_some() {
             inside.push(cfg.underlay_ip.to_string());
+            if cfg.uplink.is_some() {
+                // The uplink's copies of the node's own new connections (SSH, the kubelet's
+                // API): the kernel has them, so they take no conntrack entry here.
+                b.flow(
+                    Table::ServiceLb,
+                    101,
+                    &format!(
+                        "ct_state=+new+trk,ip,in_port={UPLINK_OFPORT},nw_dst={}",
+                        cfg.underlay_ip
+                    ),
+                    "drop",
+                );
+            }
         }
         for c in inside {
             b.flow(
