@@ -438,6 +438,39 @@ fn the_nodes_own_connections_from_the_uplink_are_not_committed() {
     );
 }
 
+/// Mode eni without a host port or masquerading: outside clients of a NodePort are
+/// source-NATed to the node's address for a backend on another node, so that backend's
+/// replies (untagged, to the node's address) must get past table 0.
+#[test]
+fn eni_outside_clients_replies_come_in_without_host_port_or_snat() {
+    let text = "[node]\nname = \"n1\"\nunderlay_ip = \"192.168.0.11\"\nunderlay_interface = \"eth1\"\n\
+                underlay_mac = \"02:00:00:00:00:0b\"\nunderlay_gateway = \"192.168.0.1\"\n\
+                pod_cidr = \"192.168.64.0/24\"\ngateway_ip = \"192.168.64.1\"\n\
+                gateway_mac = \"02:00:00:00:00:01\"\nmode = \"eni\"\nhost_port = false\n\
+                [[pods]]\nport = \"p1\"\nip = \"192.168.64.11\"\nmac = \"0a:58:00:00:00:0b\"\nvlan = 11\n\
+                [[services]]\nname = \"np\"\ntype = \"NodePort\"\nport = 80\nnode_port = 30080\n\
+                backends = [{ ip = \"192.168.65.12\" }]\n";
+    let rt = Runtime {
+        next_hop_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 1])),
+        ..Runtime::default()
+    };
+    let reply_in =
+        "ip,in_port=1001,vlan_tci=0x0000/0x1fff,nw_dst=192.168.0.11,actions=goto_table:20";
+    let has = |cfg_text: &str| {
+        let d = compile(&parse(cfg_text).unwrap(), &mut Numbering::default(), rt).unwrap();
+        d.flow_lines()
+            .iter()
+            .any(|l| l.starts_with("table=0,priority=90,") && l.ends_with(reply_in))
+    };
+    assert!(has(text));
+    // Without the NodePort nothing comes back to the node's address.
+    let ip_only = text.replace(
+        "type = \"NodePort\"\nport = 80\nnode_port = 30080\n",
+        "cluster_ip = \"10.247.0.10\"\nport = 80\n",
+    );
+    assert!(!has(&ip_only));
+}
+
 fn bridge_flows(ctl: &Control) -> String {
     ctl.command(&["dump-flows", "br-int", "--no-stats"])
         .unwrap()

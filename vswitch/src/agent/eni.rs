@@ -251,9 +251,13 @@ pub(super) fn compile_eni(
             "goto_table:20",
         );
     }
-    if cfg.egress.snat || cfg.host.is_some() {
+    let outside_clients = cfg
+        .services
+        .iter()
+        .any(|s| !s.passthrough && (s.node_port.is_some() || s.external_ip.is_some()));
+    if cfg.egress.snat || cfg.host.is_some() || outside_clients {
         // Replies to connections source-NATed to the node's address (masquerade, the host
-        // port's to other nodes' backends).
+        // port's and outside clients' to other nodes' backends).
         b.flow(
             Table::Classifier,
             90,
