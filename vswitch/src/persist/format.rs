@@ -157,19 +157,27 @@ pub fn decode<T: serde::de::DeserializeOwned>(
         format,
         why,
     };
-    let value: serde_json::Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    // The header alone first (the rest is skipped, not built: a large connection table as a
+    // generic JSON tree would take ten times the file's size), then the file as `T`.
+    #[derive(Deserialize)]
+    struct Header {
+        format: Option<serde_json::Value>,
+        version: Option<serde_json::Value>,
+    }
+    let header: Header = match serde_json::from_str(text) {
+        Ok(h) => h,
         // Cut short, or damaged after our header: ours, but corrupt.
         Err(e) if e.is_eof() || text.contains(format) => return Err(corrupt(e.to_string())),
         Err(e) => return Err(foreign(e.to_string())),
     };
-    match value.get("format").and_then(|f| f.as_str()) {
+    match header.format.as_ref().and_then(|f| f.as_str()) {
         Some(f) if f == format => {}
         Some(f) => return Err(foreign(format!("its format is '{f}'"))),
         None => return Err(foreign("no \"format\" field".into())),
     }
-    let found = value
-        .get("version")
+    let found = header
+        .version
+        .as_ref()
         .and_then(|v| v.as_u64())
         .ok_or_else(|| corrupt("no \"version\" number".into()))?;
     if found != u64::from(version) {
@@ -180,7 +188,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(
             supported: version,
         });
     }
-    serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+    serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))
 }
 
 impl StateFile {
