@@ -164,20 +164,27 @@ impl GroupEntry {
 }
 
 /// Bucket ids come from the bucket's actions, so a bucket keeps its id (and its slots) when
-/// other buckets come and go. Identical buckets are told apart by position.
+/// other buckets come and go. Identical buckets are told apart by position. The hash is of
+/// the actions' flow text with FNV-1a, defined bit for bit: the ids (and the session-affinity
+/// memory handed over by them) stay the same across builds and toolchains, which std's
+/// `DefaultHasher` and the derived `Hash` of the action types do not promise.
 fn bucket_ids(group: &Group) -> Vec<u64> {
-    use std::hash::{Hash, Hasher};
     let mut ids: Vec<u64> = Vec::with_capacity(group.buckets.len());
     for (i, b) in group.buckets.iter().enumerate() {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        b.actions.hash(&mut h);
-        let mut id = h.finish();
+        let mut id = fnv1a(flowtable::text::print_actions(&b.actions).as_bytes());
         if ids.contains(&id) {
             id ^= (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
         ids.push(id);
     }
     ids
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn build_maglev(group: &Group, ids: &[u64]) -> Option<Maglev> {
@@ -266,4 +273,28 @@ impl PortKind {
 pub enum FromFlow<T> {
     Fixed(T),
     Flow,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids are part of the handover (session affinity): pinned, so a change of hash,
+    /// text or toolchain that would move them shows here.
+    #[test]
+    fn bucket_ids_are_stable_across_builds() {
+        let gm = flowtable::text::parse_group_mod(
+            "group_id=1,type=select,bucket=weight:1,actions=ct(commit,table=40,zone=1,nat(dst=172.16.1.12:8080)),bucket=weight:1,actions=output:2,bucket=weight:1,actions=output:2",
+            flowtable::group::GroupModCommand::Add,
+        )
+        .unwrap();
+        let ids = bucket_ids(&gm.group);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            ids[0],
+            fnv1a(b"ct(commit,table=40,zone=1,nat(dst=172.16.1.12:8080))")
+        );
+        assert_eq!(ids[1], fnv1a(b"output:2"));
+        assert_ne!(ids[2], ids[1], "identical buckets are told apart");
+    }
 }
