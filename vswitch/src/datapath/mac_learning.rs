@@ -96,7 +96,20 @@ impl MacTable {
         }
     }
 
+    /// The table's own time for the datapath's `now_ns`: one aging time ahead, so that an
+    /// entry handed over from the previous process keeps its age even when that age is more
+    /// than this process has run (the datapath's clock starts at 0).
+    #[inline]
+    fn clock(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_add(self.aging_ns)
+    }
+
     pub fn learn(&mut self, vlan: u16, mac: [u8; 6], port: u32, now_ns: u64) -> Learned {
+        let t = self.clock(now_ns);
+        self.learn_at(vlan, mac, port, t)
+    }
+
+    fn learn_at(&mut self, vlan: u16, mac: [u8; 6], port: u32, now_ns: u64) -> Learned {
         if mac[0] & 1 != 0 {
             return Learned::NotLearnable; // multicast/broadcast sources are never learned
         }
@@ -215,6 +228,7 @@ impl MacTable {
     }
 
     pub fn lookup(&self, vlan: u16, mac: [u8; 6], now_ns: u64) -> Option<u32> {
+        let now_ns = self.clock(now_ns);
         let i = *self.index.get(&(vlan, mac))? as usize;
         (now_ns.saturating_sub(self.seen_ns(i)) < self.aging_ns).then_some(self.slab[i].port)
     }
@@ -229,6 +243,7 @@ impl MacTable {
     /// (no write lock needed); false if `learn` must run.
     #[inline]
     fn refresh_shared(&self, vlan: u16, mac: [u8; 6], port: u32, now_ns: u64) -> bool {
+        let now_ns = self.clock(now_ns);
         if mac[0] & 1 != 0 {
             return true; // never learned; nothing to do
         }
@@ -246,6 +261,7 @@ impl MacTable {
     /// Drops aged entries: each port's list is oldest first, so this looks only at what goes
     /// plus one entry per port. Called from the periodic timer.
     pub fn expire(&mut self, now_ns: u64) {
+        let now_ns = self.clock(now_ns);
         let heads: Vec<u32> = self.ports.values().map(|l| l.head).collect();
         for mut i in heads {
             while i != NIL {
@@ -293,6 +309,7 @@ impl MacTable {
 
     /// `(vlan, mac, port, age_ns)` of every entry (what a graceful restart hands over).
     pub fn export(&self, now_ns: u64) -> Vec<(u16, [u8; 6], u32, u64)> {
+        let now_ns = self.clock(now_ns);
         self.index
             .values()
             .map(|&i| {
@@ -307,6 +324,7 @@ impl MacTable {
     /// allows), oldest first so that each port's list stays in age order; aged-out entries
     /// are left out, and the cap applies as to learned ones.
     pub fn import(&mut self, entries: &[(u16, [u8; 6], u32, u64)], now_ns: u64) {
+        let now_ns = self.clock(now_ns);
         let mut sorted: Vec<_> = entries
             .iter()
             .filter(|e| e.3 < self.aging_ns)
@@ -314,12 +332,13 @@ impl MacTable {
             .collect();
         sorted.sort_by_key(|e| std::cmp::Reverse(e.3));
         for (vlan, mac, port, age) in sorted {
-            self.learn(vlan, mac, port, now_ns.saturating_sub(age));
+            self.learn_at(vlan, mac, port, now_ns - age); // age < aging_ns <= now_ns
         }
     }
 
     /// `(vlan, mac, port, age_secs)` for `fdb/show`-style dumps.
     pub fn dump(&self, now_ns: u64) -> Vec<(u16, [u8; 6], u32, u64)> {
+        let now_ns = self.clock(now_ns);
         let mut v: Vec<_> = self
             .index
             .values()
@@ -446,5 +465,22 @@ mod tests {
         t.flush_port(1);
         assert_eq!(t.lookup(0, A, 0), None);
         assert_eq!(t.lookup(0, B, 0), Some(2));
+    }
+
+    /// A new process's clock starts at 0: an entry handed over 200 s old (aging 300 s)
+    /// still has only 100 s to live, not 300.
+    #[test]
+    fn handed_over_entries_keep_their_age_in_a_new_process() {
+        let mut old = MacTable::new(16, 300);
+        old.learn(0, A, 1, 1_000 * SEC);
+        let handed = old.export(1_200 * SEC);
+        assert_eq!(handed, vec![(0, A, 1, 200 * SEC)]);
+        let mut new = MacTable::new(16, 300);
+        new.import(&handed, SEC);
+        assert_eq!(new.lookup(0, A, 99 * SEC), Some(1));
+        assert_eq!(new.lookup(0, A, 102 * SEC), None);
+        assert_eq!(new.export(SEC)[0].3, 200 * SEC);
+        new.expire(102 * SEC);
+        assert!(new.is_empty());
     }
 }
