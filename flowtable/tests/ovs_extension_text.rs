@@ -220,7 +220,10 @@ fn a_ct_zone_field_is_16_bits() {
             "ip,actions=ct(zone=NXM_NX_CT_LABEL[100..115])",
             "ct(zone=NXM_NX_CT_LABEL[100..115])",
         ),
-        ("ip,actions=ct(zone=reg0[0..15])", "ct(zone=NXM_NX_REG0[0..15])"),
+        (
+            "ip,actions=ct(zone=reg0[0..15])",
+            "ct(zone=NXM_NX_REG0[0..15])",
+        ),
     ] {
         assert_eq!(printed(flow).1, want, "{flow}");
     }

@@ -1597,7 +1597,10 @@ mod tests {
             assert_eq!(e.code, ErrorCode::BadActionBadSetLen, "{n}: {}", e.detail);
         }
         let ok = actions_in(&[ct_with(Some((reg0, 16, 16)), vec![])]).unwrap();
-        assert_eq!(actions_out(&ok).unwrap(), [ct_with(Some((reg0, 16, 16)), vec![])]);
+        assert_eq!(
+            actions_out(&ok).unwrap(),
+            [ct_with(Some((reg0, 16, 16)), vec![])]
+        );
         // A wider one is not cut down to the wire's 6-bit width on the way out either.
         let wide = flowtable::Action::Ct(Ct {
             zone: Some(CtZone::Field(SubField::whole(FieldId::CtLabel))),
