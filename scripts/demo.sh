@@ -60,12 +60,18 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Installing missing packages"
 need=()
-for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool nft:nftables; do
+for p in ip:iproute2 ping:iputils-ping iperf3:iperf3 socat:socat nc:netcat-openbsd tcpdump:tcpdump ethtool:ethtool nft:nftables python3:python3 curl:curl; do
     command -v "${p%%:*}" >/dev/null || need+=("${p##*:}")
 done
 [ -x /usr/lib/cni/host-local ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# No Rust toolchain (a fresh machine): rustup's, the version the workspace pins (rust-version).
+if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile minimal --default-toolchain "$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)" >/dev/null
+    export PATH="$HOME/.cargo/bin:$PATH"
 fi
 echo "ok"
 
