@@ -268,7 +268,9 @@ fn add_result(
 
 fn del(env: &Env, config: &Config) -> Result<()> {
     let conf = &config.conf;
-    let ipam = Ipam::new(config, &env.path)?;
+    // An unusable IPAM configuration (no type, plugin not found) fails only the IPAM step:
+    // the pod is still unregistered and its veth deleted.
+    let ipam = Ipam::new(config, &env.path);
     let (id, ifname) = (env.container_id(), env.ifname());
     let host = link::host_ifname(id, ifname);
     let mut first_err: Option<CniError> = None;
@@ -287,7 +289,7 @@ fn del(env: &Env, config: &Config) -> Result<()> {
     if let Err(e) = link::delete(None, &host) {
         first_err.get_or_insert(e);
     }
-    if let Err(e) = ipam.del() {
+    if let Err(e) = ipam.and_then(|ipam| ipam.del()) {
         first_err.get_or_insert(e);
     }
     first_err.map_or(Ok(()), Err)
@@ -414,7 +416,8 @@ fn gc(env: &Env, config: &Config) -> Result<()> {
         .iter()
         .map(|a| pod_name(&a.container_id, &a.ifname))
         .collect();
-    let ipam = Ipam::new(config, &env.path)?;
+    // As DEL: an unusable IPAM configuration fails only the IPAM step.
+    let ipam = Ipam::new(config, &env.path);
     let mut first_err: Option<CniError> = None;
     match switch::call(&config.conf.rundir, &["list-pods"]) {
         Ok(text) => {
@@ -441,7 +444,7 @@ fn gc(env: &Env, config: &Config) -> Result<()> {
             first_err.get_or_insert(e.into_cni("list-pods"));
         }
     }
-    if let Err(e) = ipam.gc() {
+    if let Err(e) = ipam.and_then(|ipam| ipam.gc()) {
         first_err.get_or_insert(e);
     }
     first_err.map_or(Ok(()), Err)

@@ -212,7 +212,7 @@ fn configured_mtu_overrides_the_nodes() {
     };
     let dir = TempDir::new("mtu");
     let rundir = dir.path().join("run");
-    let _pods = fake_switch(&rundir, "route", 1500);
+    let pods = fake_switch(&rundir, "route", 1500);
     let node = Netns::new(&unique("mnode")).expect("node ns");
     let pod = Netns::new(&unique("mpod")).expect("pod ns");
     let a = Attach {
@@ -237,6 +237,18 @@ fn configured_mtu_overrides_the_nodes() {
     assert!(ns_sh(pod.name(), "ip -o link show net1").contains("mtu 1400"));
     a.run(Some(node.name()), "DEL", &small, "").assert_ok("DEL");
     assert!(host_ends(node.name()).is_empty());
+
+    // A DEL whose IPAM plugin is not there fails (102) at the IPAM step only: the pod is
+    // unregistered and its veth deleted all the same; a DEL with the plugin releases the rest.
+    a.run(Some(node.name()), "ADD", &conf, "").assert_ok("ADD");
+    assert_eq!(pods.lock().expect("lock").len(), 1);
+    let mut no_ipam = conf.clone();
+    no_ipam["ipam"]["type"] = "no-such-ipam".into();
+    let out = a.run(Some(node.name()), "DEL", &no_ipam, "");
+    assert_eq!(out.code(), 102, "{out:?}");
+    assert!(pods.lock().expect("lock").is_empty(), "the pod is still registered");
+    assert!(host_ends(node.name()).is_empty(), "the veth is still there");
+    a.run(Some(node.name()), "DEL", &conf, "").assert_ok("DEL");
 }
 
 #[test]
