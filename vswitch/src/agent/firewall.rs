@@ -18,8 +18,9 @@
 //! the switch, and the postrouting hook gives it the host port's address as source so that
 //! backends on any node can answer it.
 //!
-//! The table is replaced atomically by every apply (one `nft -f` transaction), removed when
-//! there is nothing to guard and when the switch stops.
+//! The table is replaced atomically by every apply (one `nft -f` transaction) and removed when
+//! there is nothing to guard; it stays when vswitchd stops for a restart (the next process
+//! finds it in place).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
