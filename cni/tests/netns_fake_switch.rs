@@ -246,7 +246,10 @@ fn configured_mtu_overrides_the_nodes() {
     no_ipam["ipam"]["type"] = "no-such-ipam".into();
     let out = a.run(Some(node.name()), "DEL", &no_ipam, "");
     assert_eq!(out.code(), 102, "{out:?}");
-    assert!(pods.lock().expect("lock").is_empty(), "the pod is still registered");
+    assert!(
+        pods.lock().expect("lock").is_empty(),
+        "the pod is still registered"
+    );
     assert!(host_ends(node.name()).is_empty(), "the veth is still there");
     a.run(Some(node.name()), "DEL", &conf, "").assert_ok("DEL");
 }

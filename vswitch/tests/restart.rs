@@ -96,17 +96,16 @@ fn restart_until_ready(d: &mut Daemon, kill: bool) {
     }
 }
 
-/// Runs vswitchd on `rundir` expecting it to refuse to start; returns its stderr.
-fn refused_start(ns: &str, rundir: &Path) -> String {
-    let r = ns_run(
-        ns,
-        &[
-            env!("CARGO_BIN_EXE_vswitchd"),
-            "--rundir",
-            rundir.to_str().unwrap(),
-        ],
-        Duration::from_secs(15),
-    );
+/// Runs vswitchd on `rundir` (with `extra` arguments) expecting it to refuse to start;
+/// returns its stderr.
+fn refused_start(ns: &str, rundir: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        env!("CARGO_BIN_EXE_vswitchd"),
+        "--rundir",
+        rundir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let r = ns_run(ns, &args, Duration::from_secs(15));
     assert!(
         !r.ok && !r.timed_out,
         "vswitchd started: {}{}",
@@ -221,13 +220,13 @@ fn configuration_survives_restart_crash_and_refuses_a_corrupt_state_file() {
     let db = rundir.join("vswitchd.db");
     let good = std::fs::read_to_string(&db).unwrap();
     std::fs::write(&db, &good[..good.len() / 2]).unwrap();
-    let err = refused_start(&ns, &rundir);
+    let err = refused_start(&ns, &rundir, &[]);
     assert!(err.contains("corrupt or truncated"), "{err}");
     std::fs::write(&db, "[node]\nname = \"x\"\n").unwrap();
-    let err = refused_start(&ns, &rundir);
+    let err = refused_start(&ns, &rundir, &[]);
     assert!(err.contains("not a vswitchd-state file"), "{err}");
     std::fs::write(&db, good.replace("\"version\": 1", "\"version\": 99")).unwrap();
-    let err = refused_start(&ns, &rundir);
+    let err = refused_start(&ns, &rundir, &[]);
     assert!(err.contains("version 99"), "{err}");
 
     // --fresh starts empty and replaces the file: the next start is empty too.
@@ -456,23 +455,7 @@ fn a_service_connection_and_the_pods_survive_a_graceful_restart_and_an_upgrade()
     assert!(!handover.exists(), "a used handover was left behind");
     assert!(d.stop_gracefully().success(), "{}", d.log_text());
     assert!(handover.exists(), "a graceful stop wrote no handover");
-    let r = ns_run(
-        &s.ns,
-        &[
-            env!("CARGO_BIN_EXE_vswitchd"),
-            "--rundir",
-            d.rundir.to_str().unwrap(),
-            "--config",
-            "/nonexistent/node.toml",
-        ],
-        Duration::from_secs(15),
-    );
-    assert!(
-        !r.ok && !r.timed_out,
-        "vswitchd started: {}{}",
-        r.stdout,
-        r.stderr
-    );
+    refused_start(&s.ns, &d.rundir, &["--config", "/nonexistent/node.toml"]);
     assert!(handover.exists(), "a failed start lost the handover");
     d.start_again(&[]);
     let conns_retried = d.ctl(&["dump-conntrack"]);

@@ -447,6 +447,21 @@ pub fn unmasqueraded_backends(cfg: &NodeConfig) -> Vec<String> {
     out
 }
 
+/// The uplink's copies of new connections to the node's own address (SSH, the kubelet's
+/// API) are the kernel's (it got the frame too): dropped before table 30 commits anything, so
+/// they take no conntrack entry; the Services' NodePort flows are above.
+pub(super) fn drop_new_from_uplink_to_node(b: &mut Builder, cfg: &NodeConfig) {
+    b.flow(
+        Table::ServiceLb,
+        101,
+        &format!(
+            "ct_state=+new+trk,ip,in_port={UPLINK_OFPORT},nw_dst={}",
+            cfg.underlay_ip
+        ),
+        "drop",
+    );
+}
+
 pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig) {
     let zone = cfg.ct_zone;
     for proto in ["tcp", "udp", "icmp"] {
@@ -899,17 +914,7 @@ pub fn compile_with(
         if cfg.host.is_some() {
             inside.push(cfg.underlay_ip.to_string());
             if cfg.uplink.is_some() {
-                // The uplink's copies of the node's own new connections (SSH, the kubelet's
-                // API): the kernel has them, so they take no conntrack entry here.
-                b.flow(
-                    Table::ServiceLb,
-                    101,
-                    &format!(
-                        "ct_state=+new+trk,ip,in_port={UPLINK_OFPORT},nw_dst={}",
-                        cfg.underlay_ip
-                    ),
-                    "drop",
-                );
+                drop_new_from_uplink_to_node(&mut b, cfg);
             }
         }
         for c in inside {

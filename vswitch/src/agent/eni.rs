@@ -352,17 +352,9 @@ pub(super) fn compile_eni(
             &format!("ct(commit,table=40,zone={zone})"),
         );
     }
-    // New connections from the uplink to the node's address are the kernel's (it got the
-    // frame too); anything else new from the uplink is not ours either.
-    b.flow(
-        Table::ServiceLb,
-        101,
-        &format!(
-            "ct_state=+new+trk,ip,in_port={UPLINK_OFPORT},nw_dst={}",
-            cfg.underlay_ip
-        ),
-        "drop",
-    );
+    // New connections from the uplink to the node's address are the kernel's; anything else
+    // new from the uplink is not ours either.
+    super::compile::drop_new_from_uplink_to_node(&mut b, cfg);
     b.flow(
         Table::ServiceLb,
         99,
