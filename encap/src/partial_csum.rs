@@ -87,6 +87,36 @@ pub fn find(frame: &[u8]) -> Option<PartialChecksum> {
     })
 }
 
+/// For a TCP super-frame about to be marked partial (one a tunnel delivered whole, longer than
+/// the underlay's MTU; `l3`, `l4`: its IP and TCP offsets, the IP header already checked):
+/// true when its checksum field holds the partial pseudo-header sum (a kernel sender's TSO
+/// frame), or a complete checksum that verifies, which is then written back as the partial
+/// sum, so that whoever finishes the frame sums it once; false when it is neither (a damaged
+/// frame is not given a checksum that hides the damage). The full pass runs only in the
+/// second case: a peer sent a complete frame larger than this node's underlay MTU allows.
+pub fn make_tcp_partial(frame: &mut [u8], l3: usize, l4: usize) -> bool {
+    let l4_len = frame.len().saturating_sub(l4);
+    if l4_len < 20 || l4_len > usize::from(u16::MAX) {
+        return false;
+    }
+    let addrs = if frame[l3] >> 4 == 4 {
+        &frame[l3 + 12..l3 + 20]
+    } else {
+        &frame[l3 + 8..l3 + 40]
+    };
+    let pseudo = sum(0, addrs) + u32::from(TCP) + l4_len as u32;
+    let partial = fold(pseudo);
+    let at = l4 + 16;
+    if u16::from_be_bytes([frame[at], frame[at + 1]]) == partial {
+        return true;
+    }
+    if fold(sum(pseudo, &frame[l4..])) != 0xffff {
+        return false;
+    }
+    frame[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +315,40 @@ mod tests {
         let mut padded = frame.clone();
         padded.extend_from_slice(&[0xaa; 6]);
         assert_eq!(find(&padded), Some(at));
+    }
+
+    /// A super-frame's TCP checksum as a tunnel hands it over: partial stays partial, a
+    /// complete one becomes the partial sum (and completing it gives it back), a damaged one
+    /// is refused and left as it is.
+    #[test]
+    fn a_complete_tcp_checksum_is_made_partial_and_a_damaged_one_is_refused() {
+        for (name, frame) in complete_frames() {
+            if !name.starts_with("tcp") || name.contains("vlan") {
+                continue;
+            }
+            let l4 = if name.starts_with("tcp4") {
+                14 + 20
+            } else {
+                14 + 40
+            };
+            let at = PartialChecksum {
+                start: l4 as u16,
+                offset: 16,
+            };
+            let mut f = frame.clone();
+            assert!(make_tcp_partial(&mut f, 14, l4), "{name}");
+            let mut partial = frame.clone();
+            make_partial(&mut partial, at);
+            assert_eq!(f, partial, "{name}: the field is the partial sum");
+            assert!(make_tcp_partial(&mut f, 14, l4), "{name}: partial stays");
+            assert_eq!(f, partial, "{name}");
+            complete_checksum(&mut f, l4, 16).unwrap();
+            assert_eq!(f, frame, "{name}: completed again, as sent");
+            let mut damaged = frame.clone();
+            *damaged.last_mut().unwrap() ^= 0x55;
+            let before = damaged.clone();
+            assert!(!make_tcp_partial(&mut damaged, 14, l4), "{name}");
+            assert_eq!(damaged, before, "{name}: left as it is");
+        }
     }
 }

@@ -392,6 +392,11 @@ fn mark_tunnel_super_frame(pkt: &mut PacketBuf, inner_mtu: usize) -> bool {
     }
     // CWR on the super-frame: the first segment only keeps it (`SKB_GSO_TCP_ECN`).
     let ecn = f[l4 + 13] & 0x80 != 0;
+    // A kernel sender's TSO frame carries the partial sum; a peer's complete one is turned
+    // into it (finished again later, it would be summed twice); a damaged one stays as it is.
+    if !encap::partial_csum::make_tcp_partial(pkt.data_mut(), 14, l4) {
+        return false;
+    }
     pkt.meta.gso = Some(Gso {
         kind,
         size: mss.min(usize::from(u16::MAX)) as u16,
