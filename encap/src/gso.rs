@@ -297,11 +297,15 @@ pub fn segment(
     Ok(plan.segments())
 }
 
+/// Where SCTP's checksum sits in its common header.
+const SCTP_CRC_OFFSET: usize = 8;
+
 /// Completes a partial L4 checksum (virtio `NEEDS_CSUM`, AF_PACKET `CSUMNOTREADY`): the field
 /// at `csum_start + csum_offset` holds the pseudo-header sum; the one's-complement sum from
 /// `csum_start` to the end of the IP packet (or of the frame, when no IP header is found) is
 /// folded, complemented and stored there. A UDP result of 0 (`csum_offset` 6) is stored as
-/// 0xffff. This is the canonical helper; `vswitch`'s `complete_l4` does the same from parsed
+/// 0xffff. At `csum_offset` 8 (SCTP) the CRC32c of the packet is stored instead. This is the
+/// canonical helper; [`crate::rewrite::complete_l4_checksum`] does the same from parsed
 /// offsets.
 pub fn complete_checksum(
     frame: &mut [u8],
@@ -325,12 +329,21 @@ pub fn complete_checksum(
             end = e;
         }
     }
-    if field + 2 > end {
+    // Offset 8 is SCTP's CRC32c (the kernel's `csum_not_inet`: veth offloads it too), 4
+    // bytes, stored little-endian; no Internet checksum sits at 8.
+    let width = if csum_offset == SCTP_CRC_OFFSET { 4 } else { 2 };
+    if field + width > end {
         return Err(GsoError::BadCsumPosition {
             start: csum_start,
             offset: csum_offset,
             len: frame.len(),
         });
+    }
+    if width == 4 {
+        frame[field..field + 4].fill(0);
+        let crc = checksum::crc32c(&frame[csum_start..end]);
+        frame[field..field + 4].copy_from_slice(&crc.to_le_bytes());
+        return Ok(());
     }
     let mut c = !checksum::fold(checksum::sum(0, &frame[csum_start..end]));
     if csum_offset == 6 {

@@ -537,7 +537,7 @@ pub fn set_icmpv4_quoted(
 
 /// Finishes a TCP/UDP checksum the sender left partial (`csum_not_ready`) from the parsed
 /// offsets: the full checksum over pseudo-header and segment (Ethernet padding excluded), 0
-/// written as 0xffff for UDP. For frames whose port gave the checksum's position,
+/// written as 0xffff for UDP; for SCTP the CRC32c of the packet. For frames whose port gave the checksum's position,
 /// [`crate::gso::complete_checksum`] does the same without the parse.
 pub fn complete_l4_checksum(frame: &mut [u8], parsed: &Parsed) -> Result<(), RewriteError> {
     let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
@@ -548,6 +548,14 @@ pub fn complete_l4_checksum(frame: &mut [u8], parsed: &Parsed) -> Result<(), Rew
     let field = match parsed.l4_proto {
         PROTO_TCP => tcp::CHECKSUM_OFFSET,
         PROTO_UDP => udp::CHECKSUM_OFFSET,
+        // SCTP's CRC32c (veth offloads it as well), 4 bytes little-endian at offset 8.
+        PROTO_SCTP if end >= l4 + 12 => {
+            frame[l4 + 8..l4 + 12].fill(0);
+            let crc = checksum::crc32c(&frame[l4..end]);
+            frame[l4 + 8..l4 + 12].copy_from_slice(&crc.to_le_bytes());
+            return Ok(());
+        }
+        PROTO_SCTP => return Err(RewriteError::FrameTooShort),
         _ => return Err(RewriteError::NoPorts),
     };
     if end < l4 + field + 2 {

@@ -318,6 +318,45 @@ fn complete_partial_checksums() {
     assert!(complete_l4_checksum(&mut arp, &p).is_err());
 }
 
+/// An SCTP packet whose CRC32c a sender left to the device (veth offloads it: the field is
+/// 0, `csum_offset` 8): both completions write the CRC32c, little-endian, as SCTP does, and
+/// leave Ethernet padding out of it.
+#[test]
+fn complete_partial_sctp_crc() {
+    // IPv4 (proto 132) + SCTP common header + a DATA chunk of 20 bytes.
+    let mut good = FrameBuilder::eth(A, B)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .payload(&[0u8; 12 + 20])
+        .build();
+    good[14 + 9] = 132;
+    let l4 = 34;
+    good[l4..l4 + 4].copy_from_slice(&[0x9c, 0x40, 0x0b, 0x59]); // ports 40000 -> 2905
+    good[l4 + 4..l4 + 8].copy_from_slice(&[1, 2, 3, 4]); // verification tag
+    good[l4 + 12] = 0; // DATA
+    good[l4 + 14..l4 + 16].copy_from_slice(&20u16.to_be_bytes());
+    for (i, b) in good[l4 + 16..].iter_mut().enumerate() {
+        *b = i as u8 * 3 + 1;
+    }
+    let mut ip = good[14..34].to_vec();
+    ip[10..12].fill(0);
+    let c = crate::checksum::ipv4_header(&ip);
+    good[24..26].copy_from_slice(&c.to_be_bytes());
+    let crc = checksum::crc32c(&good[l4..]);
+    assert_ne!(crc, 0);
+    let mut sent = good.clone();
+    sent[l4 + 8..l4 + 12].copy_from_slice(&crc.to_le_bytes());
+    // From the parsed offsets, with Ethernet padding after the packet.
+    let mut f = good.clone();
+    f.extend_from_slice(&[0xee; 6]);
+    let p = parse(&f);
+    complete_l4_checksum(&mut f, &p).unwrap();
+    assert_eq!(&f[..sent.len()], &sent[..]);
+    // From the port's csum_start / csum_offset.
+    let mut g = good.clone();
+    crate::gso::complete_checksum(&mut g, l4, 8).unwrap();
+    assert_eq!(g, sent);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
