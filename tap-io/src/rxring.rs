@@ -192,9 +192,10 @@ impl BlockRing {
             self.left = 0;
             return Next::Corrupt;
         }
-        // SAFETY: at + header size is inside the user-owned block (checked above); the
-        // kernel aligns frame headers to TPACKET_ALIGNMENT.
-        let h = unsafe { std::ptr::read(block.add(at).cast::<libc::tpacket3_hdr>()) };
+        // SAFETY: at + header size is inside the user-owned block (checked above). The kernel
+        // aligns frame headers to TPACKET_ALIGNMENT, but `at` comes from its offsets, which
+        // the check above does not trust either: read unaligned.
+        let h = unsafe { std::ptr::read_unaligned(block.add(at).cast::<libc::tpacket3_hdr>()) };
         self.left -= 1;
         self.next += h.tp_next_offset as usize;
         let mac = at + h.tp_mac as usize;
