@@ -245,7 +245,10 @@ impl DpPort {
         }
         if let Some(gso) = meta.gso.filter(|_| !self.offloads.gso) {
             let mut info = gso_info(&gso);
-            info.mss = fit_segment_size(frame, gso.hdr_len, gso.size, self.max_frame);
+            info.mss = fit_segment_size(frame, &gso, self.max_frame)?;
+            if gso.kind == tap_io::GsoKind::Udp && info.mss < gso.size {
+                return Err(DropReason::TooBig); // datagrams larger than the port takes
+            }
             let plan = encap::gso::GsoPlan::new(frame, &info).map_err(|_| DropReason::Malformed)?;
             for i in 0..plan.segments() {
                 let buf = self.spare()?;
@@ -290,11 +293,11 @@ impl DpPort {
         };
         let max_frame = self.max_frame;
         let p = &mut self.tx[last];
-        if let Some(g) = p.meta.gso {
-            let size = fit_segment_size(p.data(), g.hdr_len, g.size, max_frame);
-            if let Some(g) = p.meta.gso.as_mut() {
-                g.size = size;
-            }
+        if let Some(g) = p.meta.gso.filter(|g| g.kind != tap_io::GsoKind::Udp)
+            && let Ok(size) = fit_segment_size(p.data(), &g, max_frame)
+            && let Some(g) = p.meta.gso.as_mut()
+        {
+            g.size = size;
         }
     }
 
@@ -445,15 +448,18 @@ impl DpPort {
         self.may_send()?;
         // A tunnel with UDP-tunnel GSO (tap_io::tunnel_gso) takes the super-frame whole, as
         // long as it fits one outer IPv4 packet (outer IPv4 + UDP + VXLAN = 36 bytes).
-        if meta.gso.is_some()
-            && self.offloads.gso
-            && frame.len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX)
-        {
+        if let Some(gso) = meta.gso.filter(|_| {
+            self.offloads.gso && frame.len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX)
+        }) {
             if !matches!(self.io, PortIo::Tunnel(_)) {
                 return Err(DropReason::PortDown);
             }
+            let size = self.tunnel_segment_size(frame, &gso)?;
             self.push(frame, Some(meta))?;
             let last = self.tx.len() - 1;
+            if let Some(g) = self.tx[last].meta.gso.as_mut() {
+                g.size = size;
+            }
             self.tx[last].meta.tunnel = Some(tap_io::TunnelMeta {
                 vni,
                 src: Ipv4Addr::UNSPECIFIED,
@@ -513,7 +519,8 @@ impl DpPort {
             && pkt.len() + TUNNEL_OUTER_LEN <= usize::from(u16::MAX)
             && pkt.headroom() >= TUNNEL_TAP_HEADROOM
             && matches!(self.io, PortIo::Tunnel(_));
-        if whole {
+        if let Some(gso) = pkt.meta.gso.filter(|_| whole) {
+            let size = self.tunnel_segment_size(pkt.data(), &gso)?;
             if self.tx.is_full() {
                 self.flush();
             }
@@ -524,10 +531,25 @@ impl DpPort {
                     src: Ipv4Addr::UNSPECIFIED,
                     dst,
                 });
+                if let Some(g) = self.tx[last].meta.gso.as_mut() {
+                    g.size = size;
+                }
                 return Ok(());
             }
         }
         self.queue_tunnel(pkt.data(), &pkt.meta, dst, vni)
+    }
+
+    /// The segment size a super-frame sent whole into the tunnel (UDP-tunnel GSO) is cut at:
+    /// its segments must fit the tunnel's inner MTU, as the socket path's must (the outer
+    /// header says DF). TCP segments are made smaller (still valid TCP); UDP ones are the
+    /// sender's datagrams and are refused.
+    fn tunnel_segment_size(&self, frame: &[u8], gso: &tap_io::Gso) -> Result<u16, DropReason> {
+        let size = fit_segment_size(frame, gso, self.tunnel_inner_mtu() + 14 + 4)?;
+        if gso.kind == tap_io::GsoKind::Udp && size < gso.size {
+            return Err(DropReason::TunnelTooBig);
+        }
+        Ok(size)
     }
 
     /// Appends the TCP segment `frame` to the last frame queued for the same tunnel
@@ -796,17 +818,22 @@ impl RxRun {
     }
 }
 
-/// The segment size for a super-frame (`frame`, headers of `hdr_len` bytes) leaving through
-/// a port whose largest frame is `max_frame` (MTU + Ethernet + one VLAN tag): `size`, or less
-/// when segments of that size would not fit. Smaller segments are still valid TCP.
-fn fit_segment_size(frame: &[u8], hdr_len: u16, size: u16, max_frame: usize) -> u16 {
+/// The segment size for a super-frame (`frame`, described by `gso`) leaving through a port
+/// whose largest frame is `max_frame` (MTU + Ethernet + one VLAN tag): `gso.size`, or less
+/// when segments of that size would not fit. Smaller segments are still valid TCP; a UDP
+/// super-frame's segments are the sender's datagrams, which callers never split. The headers'
+/// length is measured in the frame: the sender's `hdr_len` is only a hint.
+fn fit_segment_size(frame: &[u8], gso: &tap_io::Gso, max_frame: usize) -> Result<u16, DropReason> {
+    let hdr_len = encap::gso::GsoPlan::new(frame, &gso_info(gso))
+        .map_err(|_| DropReason::Malformed)?
+        .hdr_len();
     let tagged =
         frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
     let room = max_frame - if tagged { 0 } else { 4 };
-    match room.checked_sub(usize::from(hdr_len)) {
-        Some(fit) if fit > 0 && fit < usize::from(size) => fit as u16,
-        _ => size,
-    }
+    Ok(match room.checked_sub(hdr_len) {
+        Some(fit) if fit > 0 && fit < usize::from(gso.size) => fit as u16,
+        _ => gso.size,
+    })
 }
 
 fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
@@ -1139,6 +1166,45 @@ mod tests {
         assert_ne!(vx.tx[1].data().as_ptr(), pkt.data().as_ptr());
         assert_eq!(vx.tx[1].data(), &sup[..]);
         assert_eq!(pkt.data(), &sup[..]);
+
+        // A pod's MSS larger than the tunnel's inner MTU allows (1448 over 1450: 1410): the
+        // super-frame still goes whole, announcing segments that fit, by either path.
+        let (big, _) = tunnel_segments(&payload, 1448);
+        let big_meta = RxMeta {
+            gso: Some(tap_io::Gso {
+                size: 1448,
+                ..gso_meta.gso.unwrap()
+            }),
+            ..RxMeta::default()
+        };
+        let mut vx = sink_port(true, 1450, true);
+        vx.queue_tunnel(&big, &big_meta, PEER, 42).unwrap();
+        let mut pkt = PacketBuf::new(tap_io::buf::DEFAULT_HEADROOM, tap_io::GSO_FRAME_ROOM);
+        pkt.set_frame(&big).unwrap();
+        pkt.meta = big_meta;
+        vx.queue_tunnel_owned(&mut pkt, PEER, 42).unwrap();
+        for p in vx.tx.iter() {
+            assert_eq!(p.meta.gso.map(|g| g.size), Some(1410));
+        }
+        // A UDP super-frame's segments are datagrams: refused, not split.
+        let udp_meta = RxMeta {
+            gso: Some(tap_io::Gso {
+                kind: tap_io::GsoKind::Udp,
+                size: 1448,
+                hdr_len: 42,
+                ecn: false,
+            }),
+            ..RxMeta::default()
+        };
+        let dgrams = encap::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(40000, 5201)
+            .payload(&payload[..4 * 1448])
+            .build();
+        assert_eq!(
+            vx.queue_tunnel(&dgrams, &udp_meta, PEER, 42),
+            Err(DropReason::TunnelTooBig)
+        );
 
         // A tunnel without the GSO TAP segments it (a copy per segment), as before.
         let mut vx = sink_port(true, 1450, false);
