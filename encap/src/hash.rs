@@ -1,5 +1,6 @@
-//! The switch's one flow hash: a fast, non-cryptographic hash of a flow's 5-tuple, for the VXLAN
-//! UDP source port (RFC 7348 entropy), select-group bucket choice and Maglev lookups. It reads only addresses (v4 and v6), protocol and ports, so
+//! The switch's one flow hash: a fast, non-cryptographic hash of a flow's 5-tuple, for
+//! select-group bucket choice and Maglev lookups (and, once tunnels vary it, the VXLAN UDP
+//! source port: docs/architecture.md, "RSS for busy ports"). It reads only addresses (v4 and v6), protocol and ports, so
 //! every packet of a connection gets the same value whatever the other key fields hold.
 
 use crate::FlowKey;
