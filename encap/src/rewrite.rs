@@ -474,10 +474,12 @@ pub fn set_icmpv6_quoted(
     frame[ip + 8..ip + 24].copy_from_slice(&src);
     frame[ip + 24..ip + 40].copy_from_slice(&dst);
     let at = ip + q.l4_offset;
-    if matches!(q.protocol, PROTO_TCP | PROTO_UDP) && end >= at + 4 {
+    // A quoted later fragment has no ports: its data is left as it is.
+    let first = q.first_fragment;
+    if first && matches!(q.protocol, PROTO_TCP | PROTO_UDP) && end >= at + 4 {
         wr16(frame, at, src_port);
         wr16(frame, at + 2, dst_port);
-    } else if q.protocol == 58 && end >= at + 8 && matches!(frame[at], 128 | 129) {
+    } else if first && q.protocol == 58 && end >= at + 8 && matches!(frame[at], 128 | 129) {
         wr16(frame, at + 4, src_port);
     }
     let addr = |at: usize| {
@@ -523,10 +525,12 @@ pub fn set_icmpv4_quoted(
     wr16(frame, ip + ipv4::CHECKSUM_OFFSET, c);
     let proto = frame[ip + 9];
     let q = ip + ihl;
-    if matches!(proto, PROTO_TCP | PROTO_UDP) && end >= q + 4 {
+    // A quoted later fragment has no ports: its data is left as it is.
+    let first = rd16(frame, ip + 6) & 0x1fff == 0;
+    if first && matches!(proto, PROTO_TCP | PROTO_UDP) && end >= q + 4 {
         wr16(frame, q, src_port);
         wr16(frame, q + 2, dst_port);
-    } else if proto == 1 && end >= q + icmpv4::HEADER_LEN {
+    } else if first && proto == 1 && end >= q + icmpv4::HEADER_LEN {
         wr16(frame, q + 4, src_port);
     }
     wr16(frame, l4 + 2, 0);

@@ -294,6 +294,29 @@ fn quoted_header_rewrite() {
     assert_eq!((q.protocol, q.src_port, q.dst_port), (6, 1234, 80));
     // The quoted IPv4 header's checksum (its total length runs past the quote).
     assert_eq!(checksum::fold(checksum::sum(0, &f[42..62])), 0xffff);
+
+    // Quoting a later fragment (offset 8 bytes): addresses rewritten, its data left alone.
+    let mut later_quote = quote.to_vec();
+    later_quote[6..8].copy_from_slice(&[0x00, 0x01]);
+    let mut g = FrameBuilder::eth(A, B)
+        .ipv4([10, 0, 0, 9], [10, 0, 0, 1])
+        .icmp(3, 4)
+        .payload(&later_quote)
+        .build();
+    let data = g[42 + 20..42 + 28].to_vec();
+    let p = parse(&g);
+    set_icmpv4_quoted(
+        &mut g,
+        &p,
+        Ipv4Addr::new(192, 168, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        1234,
+        80,
+    )
+    .unwrap();
+    assert!(icmp_verifies(&g));
+    assert_eq!(&g[42 + 12..42 + 16], &[192, 168, 0, 1]);
+    assert_eq!(&g[42 + 20..42 + 28], &data[..], "the fragment's data");
 }
 
 #[test]
@@ -633,6 +656,23 @@ fn icmpv6_echo_id_and_quoted_header_for_nat() {
     assert_eq!(&quote[8..24], &a.octets());
     assert_eq!(&quote[24..40], &z.octets());
     assert_eq!(&quote[40..44], &[0x9c, 0x40, 0x00, 0x35]);
+    assert!(icmp6_ok(&ptb));
+    // Quoting a later fragment (a fragment header, offset 8 bytes): the addresses are put
+    // back, the fragment's data is left alone.
+    let mut frag = udp[14..54].to_vec();
+    frag[6] = 44;
+    frag.extend_from_slice(&[17, 0, 0x00, 0x08, 0, 0, 0, 7]);
+    frag.extend_from_slice(&udp[54..]);
+    let mut ptb = FrameBuilder::eth(B, A)
+        .ipv6(z, a)
+        .icmp(2, 0)
+        .payload(&frag)
+        .build();
+    let data = ptb[54 + 8 + 48..].to_vec();
+    let p = parse(&ptb);
+    set_icmpv6_quoted(&mut ptb, &p, a.octets(), z.octets(), 40000, 53).unwrap();
+    assert_eq!(&ptb[54 + 8 + 8..54 + 8 + 24], &a.octets());
+    assert_eq!(&ptb[54 + 8 + 48..], &data[..], "the fragment's data");
     assert!(icmp6_ok(&ptb));
     // Refused, frame untouched: an echo is no error, a TCP segment no echo.
     let before = echo.clone();

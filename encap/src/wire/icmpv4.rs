@@ -146,7 +146,8 @@ pub struct QuotedHeader {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// The quoted IPv4 header of an error message (see [`is_error_type`]); `None` for other
-    /// types, or when the payload holds no IPv4 header of at least 20 bytes.
+    /// types, or when the payload holds no IPv4 header of at least 20 bytes (IHL 5 or more).
+    /// Ports are 0 for a quoted later fragment (its data holds none).
     pub fn quoted_header(&self) -> Option<QuotedHeader> {
         let b = self.buffer.as_ref();
         if !is_error_type(*b.get(field::TYPE)?) {
@@ -157,8 +158,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return None;
         }
         let ihl = (ip[0] & 0x0f) as usize * 4;
+        if ihl < 20 {
+            return None;
+        }
         let protocol = ip[9];
+        // A quoted later fragment carries data, not the L4 header: no ports in it.
+        let later_fragment = be16(ip, 6) & 0x1fff != 0;
         let (src_port, dst_port) = match protocol {
+            _ if later_fragment => (0, 0),
             6 | 17 if ip.len() >= ihl + 4 => (be16(ip, ihl), be16(ip, ihl + 2)),
             1 if ip.len() >= ihl + 8 => (be16(ip, ihl + 4), be16(ip, ihl + 4)),
             _ => (0, 0),
@@ -337,6 +344,26 @@ mod tests {
         assert_eq!((q.protocol, q.src_port, q.dst_port), (17, 0, 0));
         assert_eq!(
             Packet::new_checked(&FRAG_NEEDED[34..34 + 8 + 19])
+                .unwrap()
+                .quoted_header(),
+            None
+        );
+        // A quoted later fragment (offset 8 bytes): addresses, but no ports in its data.
+        let mut later = FRAG_NEEDED;
+        later[34 + 8 + 6..34 + 8 + 8].copy_from_slice(&[0x40, 0x01]);
+        let q = Packet::new_checked(&later[34..])
+            .unwrap()
+            .quoted_header()
+            .unwrap();
+        assert_eq!(
+            (q.src_addr, q.src_port, q.dst_port),
+            (Ipv4Addr::new(10, 0, 0, 1), 0, 0)
+        );
+        // IHL below 5: no IPv4 header.
+        let mut short_ihl = FRAG_NEEDED;
+        short_ihl[34 + 8] = 0x44;
+        assert_eq!(
+            Packet::new_checked(&short_ihl[34..])
                 .unwrap()
                 .quoted_header(),
             None

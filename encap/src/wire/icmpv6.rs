@@ -151,6 +151,9 @@ pub struct QuotedHeader {
     pub l4_offset: usize,
     pub src_port: u16,
     pub dst_port: u16,
+    /// False for a quoted later fragment: what follows its headers is data, not the
+    /// upper-layer header (ports are then 0).
+    pub first_fragment: bool,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -205,6 +208,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             l4_offset: at,
             src_port,
             dst_port,
+            first_fragment,
         })
     }
 }
