@@ -142,6 +142,71 @@ fn deleted_flow_stops_forwarding_despite_warm_caches() {
     assert_eq!(b.drops("no_match"), before + 3);
 }
 
+/// replace-flows with a set that leaves a table out empties that table: its old rules do
+/// not go on matching behind `dump-flows`' back.
+#[test]
+fn replace_flows_empties_the_tables_it_leaves_out() {
+    let mut b = bench(3);
+    let three = "table=0,priority=1,actions=goto_table:1\n\
+                 table=1,priority=1,actions=output:2\n\
+                 table=2,priority=1,actions=output:3\n";
+    b.control.command(&["replace-flows", "br0", three]).unwrap();
+    let f = pod_udp();
+    b.send(1, &f);
+    assert_eq!(b.received(2).len(), 1);
+    let without_1 = "table=0,priority=1,actions=goto_table:1\n\
+                     table=2,priority=1,actions=output:3\n";
+    b.control
+        .command(&["replace-flows", "br0", without_1])
+        .unwrap();
+    let before = b.drops("no_match");
+    b.send(1, &f);
+    assert!(
+        b.received(2).is_empty(),
+        "table 1's replaced rule still forwards"
+    );
+    assert_eq!(b.drops("no_match"), before + 1);
+}
+
+/// A register a group bucket writes is rolled back after the bucket, for the packet and for
+/// the recirculation that follows: each packet enters table 2 with its own reg0, whichever
+/// packet made the cached flow of table 1.
+#[test]
+fn a_group_buckets_register_write_does_not_leak_into_recirculation() {
+    let mut b = bench(3);
+    b.control
+        .command(&[
+            "add-group",
+            "br0",
+            "group_id=5,type=all,bucket=actions=load:9->NXM_NX_REG0[],resubmit(,30)",
+        ])
+        .unwrap();
+    b.flows(
+        "table=0,priority=10,ip,in_port=1,nw_src=10.0.0.1,actions=load:1->NXM_NX_REG0[],ct(table=1)\n\
+         table=0,priority=10,ip,in_port=1,nw_src=10.0.0.3,actions=load:2->NXM_NX_REG0[],ct(table=1)\n\
+         table=1,priority=1,ip,actions=group:5,ct(zone=2,table=2)\n\
+         table=2,priority=1,reg0=1,actions=output:2\n\
+         table=2,priority=1,reg0=2,actions=output:3\n\
+         table=30,priority=1,actions=drop",
+    );
+    let from = |src: [u8; 4]| {
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4(src, [10, 0, 0, 2])
+            .udp(1, 2)
+            .build()
+    };
+    for _ in 0..2 {
+        b.send(1, &from([10, 0, 0, 1]));
+        b.send(1, &from([10, 0, 0, 3]));
+    }
+    assert_eq!(b.received(2).len(), 2, "10.0.0.1's packets");
+    assert_eq!(
+        b.received(3).len(),
+        2,
+        "10.0.0.3's packets took 10.0.0.1's register"
+    );
+}
+
 #[test]
 fn dec_ttl_drops_at_one_and_counts() {
     let mut b = bench(2);

@@ -162,9 +162,13 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         })
         .collect();
     for t in dirty {
-        if let (Some(slot), Some(builder)) = (tables.get_mut(t as usize), inst.builders.get_mut(&t))
-        {
-            *slot = builder.snapshot();
+        if let Some(slot) = tables.get_mut(t as usize) {
+            // No builder: the table has no flows in a replaced set (replace-flows), and its
+            // slot still holds the old set's rules.
+            *slot = match inst.builders.get_mut(&t) {
+                Some(builder) => builder.snapshot(),
+                None => empty.clone(),
+            };
         }
     }
     // An emptied table's builder still holds its last snapshot (the deleted rules): drop it

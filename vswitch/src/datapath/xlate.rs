@@ -1321,7 +1321,10 @@ impl<'a> Xlate<'a> {
 
     /// [`bucket`](Self::bucket); `run_set`: the walk's action set runs at its end (`clone`).
     fn bucket_then(&mut self, actions: &[Action], run_set: bool) {
-        let saved = self.key;
+        // The bucket's writes are rolled back with the key, and so is the note of them: a
+        // later `ct(table=...)` must not carry a rolled-back register as written by the walk
+        // (the cached flow would then give every packet the first one's value).
+        let (saved, written) = (self.key, self.written);
         let start = self.out.len();
         self.bucket_depth += 1;
         self.actions(actions);
@@ -1330,6 +1333,7 @@ impl<'a> Xlate<'a> {
         }
         self.bucket_depth -= 1;
         self.key = saved;
+        self.written = written;
         if self.out[start..].iter().any(DpAction::changes_packet) {
             let inner = self.out.split_off(start);
             self.out.push(DpAction::Clone(inner));
