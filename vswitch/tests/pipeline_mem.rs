@@ -764,6 +764,29 @@ fn megaflows(trace: &str) -> Vec<String> {
         .collect()
 }
 
+/// An affinity group looks at the packet's EtherType before anything (only IPv4 clients are
+/// remembered): an IPv6 packet's cached flow pins it, so it cannot serve an IPv4 packet that
+/// must be looked up.
+#[test]
+fn affinity_pins_the_ethertype_it_looked_at() {
+    let b = bench(3);
+    b.control
+        .command(&[
+            "add-group",
+            "br0",
+            "group_id=5,type=select,selection_method=hash,fields(ip_src),affinity_timeout=60,\
+             bucket=actions=output:2,bucket=actions=output:3",
+        ])
+        .unwrap();
+    b.flows("table=0,priority=1,in_port=1,actions=group:5");
+    let out = b
+        .control
+        .command(&["trace", "br0", "in_port=1,ipv6,ipv6_src=fd00::1"])
+        .unwrap();
+    let m = megaflows(&out);
+    assert!(m.first().is_some_and(|m| m.contains("ipv6")), "{out}");
+}
+
 #[test]
 fn ct_pins_nothing_of_the_packet_in_the_megaflow() {
     let b = bench(2);

@@ -1348,10 +1348,11 @@ impl<'a> Xlate<'a> {
         let Some((table, timeout)) = entry.affinity.as_ref() else {
             return hashed;
         };
+        // Looked at whatever the answer: an IPv6 packet's flow must not serve IPv4 ones.
+        self.wc.eth_type = u16::MAX;
         if self.key.eth_type != 0x0800 {
             return hashed;
         }
-        self.wc.eth_type = u16::MAX;
         self.wc.nw_src = u32::MAX;
         let client = self.key.nw_src;
         let now = conntrack::lb::affinity::clock_ns();
