@@ -88,8 +88,11 @@ impl Agent {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
         let mut st = self.lock();
-        let (pods, services) = (st.live_pods.clone(), st.live_services.clone());
+        let (mut pods, services) = (st.live_pods.clone(), st.live_services.clone());
+        let (gone, _) = forget_vanished(&mut pods);
         let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
+        st.live_pods = pods;
+        let out = out + &gone;
         st.file = Some(Arc::new(raw));
         st.file_text = Some(Arc::from(text));
         switch.mark_changed();
@@ -121,6 +124,7 @@ impl Agent {
             return Err(format!("a pod named {name} already exists"));
         }
         let mut live = st.live_pods.clone();
+        forget_vanished(&mut live);
         live.insert(name.to_string(), pod);
         apply_pods(&mut st, switch, &file, &live, Some(name))?;
         st.live_pods = live;
@@ -157,6 +161,7 @@ impl Agent {
             .expect("run-time pods exist only with a file");
         let mut live = st.live_pods.clone();
         live.remove(name);
+        forget_vanished(&mut live);
         apply_pods(&mut st, switch, &file, &live, None)?;
         st.live_pods = live;
         // A pod added again later under this name starts with its own `eip`.
@@ -453,14 +458,16 @@ impl Agent {
     }
 
     /// Re-applies what [`saved`](Agent::saved) kept, with the same numbering, so that the
-    /// pipeline it compiles is the one the previous process installed.
+    /// pipeline it compiles is the one the previous process installed. Returns the ports of
+    /// run-time pods forgotten because their interface is gone (the bridge's saved ports
+    /// leave them out too).
     pub fn restore(
         &self,
         switch: &Switch,
         saved: &crate::persist::format::SavedAgent,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let Some(text) = &saved.node_file else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
@@ -474,12 +481,14 @@ impl Agent {
         st.installed.numbering.ofports = saved.ofports.clone();
         st.installed.numbering.groups = saved.groups.clone().into_iter().collect();
         st.live_eips = saved.eips.clone();
-        apply_merged(&mut st, switch, &raw, &saved.pods, &services, None)?;
+        let mut pods = saved.pods.clone();
+        let (_, gone) = forget_vanished(&mut pods);
+        apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         st.file = Some(Arc::new(raw));
         st.file_text = Some(Arc::from(text.as_str()));
-        st.live_pods = saved.pods.clone();
+        st.live_pods = pods;
         st.live_services = services;
-        Ok(())
+        Ok(gone)
     }
 
     /// The node's pod network, as JSON, for the CNI plugin.
@@ -601,6 +610,29 @@ fn apply_one_service(
             )
         }
     }
+}
+
+/// Forgets the run-time pods (`add-pod`, the CNI plugin) whose AF_PACKET interface is gone:
+/// the runtime deleted the pod's veth while its DEL could not reach vswitchd (stopped, or
+/// the request failed). Kept, they would refuse every later change, and a start. Returns a
+/// warning line per pod forgotten (also logged) and their ports.
+fn forget_vanished(live: &mut BTreeMap<String, RawPod>) -> (String, Vec<String>) {
+    let exists = |port: &str| std::path::Path::new("/sys/class/net").join(port).exists();
+    let (mut out, mut ports) = (String::new(), Vec::new());
+    live.retain(|name, p| {
+        let afpacket = p.kind.as_deref().unwrap_or("afpacket") == "afpacket";
+        if !afpacket || exists(&p.port) {
+            return true;
+        }
+        tracing::warn!(pod = %name, port = %p.port, "run-time pod forgotten: its interface is gone");
+        out.push_str(&format!(
+            "warning: pod {name} forgotten: its interface {} is gone\n",
+            p.port
+        ));
+        ports.push(p.port.clone());
+        false
+    });
+    (out, ports)
 }
 
 /// Validates `file` + `live` pods, applies the result, and remembers it. `new_pod` names the

@@ -750,3 +750,52 @@ fn a_tap_moved_into_a_pod_is_reattached_there_after_restart_and_crash() {
     }
     assert!(device(&ns, "tmv0").is_none());
 }
+
+/// A pod added at run time (as the CNI plugin adds it) whose veth the runtime deleted while
+/// vswitchd was stopped (its DEL found no vswitchd) is forgotten at the next start, with a
+/// warning: the start and the other pods go on.
+#[test]
+fn a_pod_whose_veth_went_while_stopped_is_forgotten_at_start() {
+    if !require_root("a_pod_whose_veth_went_while_stopped_is_forgotten_at_start") {
+        return;
+    }
+    let mut node = Node::new("rgone");
+    let ns = node.name().to_string();
+    node.add_veth_pod("rgonea", "vgonea", "172.16.1.11/32", "0a:58:0c:01:00:0b");
+    node.add_veth_pod("rgoneb", "vgoneb", "172.16.1.12/32", "0a:58:0c:01:00:0c");
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let mut d = Daemon::start(&ns, &rundir);
+    d.ctl(&["apply", NODE]);
+    for (name, port, ip, mac) in [
+        ("a", "vgonea", "172.16.1.11", "0a:58:0c:01:00:0b"),
+        ("b", "vgoneb", "172.16.1.12", "0a:58:0c:01:00:0c"),
+    ] {
+        d.ctl(&[
+            "add-pod",
+            name,
+            &format!("port={port}"),
+            &format!("ip={ip}"),
+            &format!("mac={mac}"),
+        ]);
+    }
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    ns_sh(&ns, "ip link del vgonea");
+    d.start_again(&[]);
+    let pods = d.ctl(&["list-pods"]);
+    assert!(
+        !pods.contains("vgonea") && pods.contains("vgoneb"),
+        "{pods}"
+    );
+    assert!(
+        d.log_text().contains("run-time pod forgotten"),
+        "{}",
+        d.log_text()
+    );
+    // None of its flows came back with the saved tables.
+    let flows = d.ctl(&["dump-flows", "br-int"]);
+    assert!(!flows.contains("172.16.1.11"), "{flows}");
+    assert!(flows.contains("172.16.1.12"), "{flows}");
+    // The node takes changes again.
+    d.ctl(&["del-pod", "b"]);
+    assert!(d.ctl(&["list-pods"]).trim().is_empty());
+}

@@ -19,6 +19,7 @@ use super::format::{SavedBridge, SavedCtLimits, SavedPort, StateFile};
 use crate::bridge::Commit;
 use crate::control::Control;
 use crate::portspec::PortSpec;
+use crate::switch::Switch;
 
 /// The configuration of `control`'s switch and agent as a state file.
 pub fn capture(control: &Control) -> StateFile {
@@ -185,6 +186,43 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     })
 }
 
+/// Replaces the node agent's flows (its cookie) in `tables` with those bridge `br` holds now.
+fn keep_agents_flows(sw: &Switch, br: &str, tables: &mut FlowTables) -> Result<(), String> {
+    let cookie = crate::agent::compile::AGENT_COOKIE;
+    let now = Instant::now();
+    let current: Vec<FlowMod> = sw.with_bridge(br, |b| {
+        Ok(b.tables()
+            .flows()
+            .iter()
+            .filter(|e| e.cookie == cookie)
+            .map(|e| FlowMod {
+                table_id: e.table_id,
+                priority: e.priority,
+                match_: e.match_,
+                cookie: e.cookie,
+                idle_timeout: e.idle_timeout,
+                hard_timeout: e.hard_timeout,
+                flags: e.flags,
+                instructions: (*e.instructions).clone(),
+                ..FlowMod::default()
+            })
+            .collect())
+    })?;
+    let delete = FlowMod {
+        command: FlowModCommand::Delete,
+        table_id: flowtable::flow::TABLE_ALL,
+        cookie,
+        cookie_mask: u64::MAX,
+        ..FlowMod::default()
+    };
+    let bridge = |e: &dyn std::fmt::Display| format!("bridge {br}: {e}");
+    tables.flow_mod(&delete, now).map_err(|e| bridge(&e))?;
+    for fm in &current {
+        tables.flow_mod(fm, now).map_err(|e| bridge(&e))?;
+    }
+    Ok(())
+}
+
 /// Checks every bridge of `state` (ports, groups, flows) the way a restore does, without a
 /// switch.
 pub fn check(state: &StateFile) -> Result<(), String> {
@@ -237,8 +275,9 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
             ct.set_zone_limit(zone, limit);
         }
     }
+    let mut forgotten = Vec::new();
     if let Some(agent) = &state.agent {
-        control
+        forgotten = control
             .agent
             .restore(sw, agent)
             .map_err(|e| format!("node agent: {e}"))?;
@@ -255,14 +294,23 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
         done.meters += p.tables.meters().count();
         // The saved tables before the ports: a port forwards from the moment it is added,
         // and a new bridge's `NORMAL` flow must not carry what the saved flows drop.
-        let tables = p.tables;
+        let mut tables = p.tables;
+        if !forgotten.is_empty() {
+            // Run-time pods were forgotten: the saved flows of the node agent still serve
+            // them, those it has just installed do not. Its own are the ones to keep.
+            keep_agents_flows(sw, &p.name, &mut tables)?;
+        }
         sw.with_bridge(&p.name, |b| {
             b.transaction(Commit::Atomic, |tx| {
                 tx.replace_all(tables);
                 Ok::<(), String>(())
             })
         })?;
-        for port in &p.ports {
+        for port in p
+            .ports
+            .iter()
+            .filter(|port| !forgotten.contains(&port.name))
+        {
             let present = sw.with_bridge(&p.name, |b| {
                 Ok(b.ports.values().any(|q| q.spec.name == port.name))
             })?;
