@@ -157,12 +157,25 @@ impl TapPort {
         }
         // SAFETY: raw was just returned by open(2) and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: TUNSETIFF reads and writes one ifreq, which lives across the call.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if rc < 0 {
+        // A device of that name whose last descriptor closed a moment ago (its port deleted
+        // and added again at once) is still being torn down and answers EBUSY: retried for
+        // at most 100 ms.
+        let mut busy_retries = 20;
+        loop {
+            // SAFETY: TUNSETIFF reads and writes one ifreq, which lives across the call.
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+            if rc >= 0 {
+                break;
+            }
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() == Some(libc::EBUSY) && busy_retries > 0 {
+                busy_retries -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
             return Err(TapError::SetIff {
                 name: cfg.name.clone(),
-                source: io::Error::last_os_error(),
+                source,
             });
         }
         if cfg.vnet_hdr {

@@ -360,3 +360,30 @@ fn one_service_changes_reach_what_a_full_apply_would() {
     sw.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The node's bridge deleted behind the agent's back (`del-br`): the next apply of the same
+/// file puts the whole pipeline back, not just the bridge and its ports.
+#[test]
+fn an_apply_rebuilds_a_deleted_bridge_whole() {
+    if !tap_io::netns::require_root("an_apply_rebuilds_a_deleted_bridge_whole") {
+        return;
+    }
+    let (sw, ctl, dir, _threads) = switch_in_own_netns("rebuild");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(&file, NODE).unwrap();
+    let file = file.to_str().unwrap();
+    ctl.command(&["apply", file]).expect("apply");
+    let sorted = |text: String| {
+        let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let before = sorted(flows(&ctl));
+    assert!(before.len() > 10, "{before:?}");
+    ctl.command(&["del-br", "br-int"]).expect("del-br");
+    let out = ctl.command(&["apply", file]).expect("apply again");
+    assert_eq!(sorted(flows(&ctl)), before, "{out}");
+    sw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

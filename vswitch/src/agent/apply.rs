@@ -108,10 +108,14 @@ pub fn apply_with(
     };
     let desired = compile::compile_with(cfg, &mut installed.numbering, rt, services)?;
     installed.runtime = rt;
+    let exists = switch.lock().contains_key(&cfg.bridge);
+    if !exists {
+        // The bridge is gone (`del-br` behind the agent's back): everything goes in again.
+        installed.desired = compile::Desired::default();
+    }
     let prev = &installed.desired;
     let batch = Batch::plan(installed, &desired)?;
 
-    let exists = switch.lock().contains_key(&cfg.bridge);
     if !exists {
         switch.add_br(&cfg.bridge)?;
         // A new bridge is a NORMAL L2 switch: make it drop everything until the pipeline is
@@ -278,7 +282,6 @@ pub struct Batch {
     flow_dels: Vec<FlowMod>,
     flow_adds: Vec<FlowMod>,
     group_dels: Vec<GroupMod>,
-    /// Re-install everything: the bridge lost agent flows behind the agent's back.
     pub changes: Changes,
 }
 
