@@ -251,42 +251,22 @@ impl Agent {
             .iter()
             .map(|b| parse_backend(b))
             .collect::<Result<Vec<_>, _>>()?;
-        let current = {
-            let st = self.lock();
-            st.live_services.get(name).cloned().or_else(|| {
-                st.file
-                    .as_ref()
-                    .and_then(|f| f.services.iter().find(|s| s.name == name).cloned())
-            })
-        };
+        // Read and changed under one hold of the lock: a set-service or del-service of the
+        // same Service in between must not be undone by this one.
+        let mut st = self.lock();
+        let current = st.live_services.get(name).cloned().or_else(|| {
+            st.file
+                .as_ref()
+                .and_then(|f| f.services.iter().find(|s| s.name == name).cloned())
+        });
         let current = current.ok_or_else(|| format!("no Service named {name}"))?;
         let mut svc = RawService::clone(&current);
         svc.backends = parsed;
-        self.change_service(switch, Arc::new(svc))
+        change_service_locked(&mut st, switch, Arc::new(svc))
     }
 
     fn change_service(&self, switch: &Switch, svc: Arc<RawService>) -> Result<String, String> {
-        let mut st = self.lock();
-        let Some(file) = st.file.clone() else {
-            return Err(
-                "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
-                    .into(),
-            );
-        };
-        let name = svc.name.clone();
-        let out = match apply_one_service(&mut st, switch, ServiceChange::Set(svc.clone())) {
-            Some(out) => out,
-            None => {
-                let mut services = st.live_services.clone();
-                services.insert(name.clone(), svc.clone());
-                let pods = st.live_pods.clone();
-                apply_merged(&mut st, switch, &file, &pods, &services, None)
-            }
-        }
-        .map_err(|e| format!("Service {name}: {e}"))?;
-        st.live_services.insert(name, svc);
-        switch.mark_changed();
-        Ok(out)
+        change_service_locked(&mut self.lock(), switch, svc)
     }
 
     /// Removes a Service set at run time (a file Service it replaced comes back).
@@ -610,6 +590,34 @@ fn apply_one_service(
             )
         }
     }
+}
+
+/// Sets Service `svc` at run time, under the agent's lock `st`.
+fn change_service_locked(
+    st: &mut AgentState,
+    switch: &Switch,
+    svc: Arc<RawService>,
+) -> Result<String, String> {
+    let Some(file) = st.file.clone() else {
+        return Err(
+            "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
+                .into(),
+        );
+    };
+    let name = svc.name.clone();
+    let out = match apply_one_service(st, switch, ServiceChange::Set(svc.clone())) {
+        Some(out) => out,
+        None => {
+            let mut services = st.live_services.clone();
+            services.insert(name.clone(), svc.clone());
+            let pods = st.live_pods.clone();
+            apply_merged(st, switch, &file, &pods, &services, None)
+        }
+    }
+    .map_err(|e| format!("Service {name}: {e}"))?;
+    st.live_services.insert(name, svc);
+    switch.mark_changed();
+    Ok(out)
 }
 
 /// Forgets the run-time pods (`add-pod`, the CNI plugin) whose AF_PACKET interface is gone:
