@@ -1329,6 +1329,24 @@ impl Conntrack {
         victims.len()
     }
 
+    /// Deletes every connection with `addr` at one end, in either direction (a pod that
+    /// went: as client, as a Service's backend, as a NAT target); returns how many.
+    pub fn flush_address(&mut self, addr: Addr) -> usize {
+        let victims: Vec<u32> = self
+            .slab
+            .live_indices()
+            .filter(|&i| {
+                let c = self.slab.get(i);
+                [c.orig.src, c.orig.dst, c.reply.src, c.reply.dst].contains(&addr)
+            })
+            .collect();
+        for &i in &victims {
+            self.delete(i);
+        }
+        self.counters.add(Counter::Flushed, victims.len() as u64);
+        victims.len()
+    }
+
     /// `exec(set_field:VALUE/MASK->ct_mark)` on a stored connection; false if the handle is stale.
     pub fn set_mark(&mut self, id: ConnId, value: u32, mask: u32) -> bool {
         match self.live_conn(id) {

@@ -443,6 +443,13 @@ impl Sharded {
             .sum()
     }
 
+    /// See [`Conntrack::flush_address`].
+    pub fn flush_address(&self, addr: Addr) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).flush_address(addr))
+            .sum()
+    }
+
     /// All live connections, shard by shard.
     pub fn dump(&self, now: u64) -> Vec<ConnEntry> {
         let mut v = Vec::with_capacity(self.len());

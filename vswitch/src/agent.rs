@@ -91,6 +91,11 @@ impl Agent {
         let (mut pods, services) = (st.live_pods.clone(), st.live_services.clone());
         let (gone, _) = forget_vanished(&mut pods);
         let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
+        // A run-time EIP binding goes with its pod: a pod of that name added later starts
+        // with its own `eip`.
+        st.live_eips.retain(|name, _| {
+            pods.contains_key(name) || raw.pods.iter().any(|p| pod_name(p) == name)
+        });
         st.live_pods = pods;
         let out = out + &gone;
         st.file = Some(Arc::new(raw));
@@ -620,6 +625,21 @@ fn change_service_locked(
     Ok(out)
 }
 
+/// Deletes the connections of the pods in `old` that are not in `new` (by address): a pod
+/// that went leaves no connection behind to be counted against, or reached through, the
+/// next pod given its address.
+fn flush_gone_pods(switch: &Switch, old: &[model::Pod], new: &[model::Pod]) {
+    for p in old.iter().filter(|p| !new.iter().any(|n| n.ip == p.ip)) {
+        let n = switch
+            .dp
+            .ct
+            .flush_address(conntrack::tuple::Addr::from(p.ip));
+        if n > 0 {
+            tracing::info!(pod = %p.name, ip = %p.ip, connections = n, "connections of a removed pod deleted");
+        }
+    }
+}
+
 /// Forgets the run-time pods (`add-pod`, the CNI plugin) whose AF_PACKET interface is gone:
 /// the runtime deleted the pod's veth while its DEL could not reach vswitchd (stopped, or
 /// the request failed). Kept, they would refuse every later change, and a start. Returns a
@@ -677,6 +697,9 @@ fn apply_merged(
     let (changes, warnings) = apply::apply_on(switch, &cfg, &mut st.installed)?;
     st.health.commit(health);
     let out = summary(&cfg, changes, warnings);
+    if let Some(old) = &st.current {
+        flush_gone_pods(switch, &old.pods, &cfg.pods);
+    }
     st.current = Some(cfg);
     st.in_force = true;
     Ok(out)
@@ -710,6 +733,7 @@ fn apply_pods(
     match apply::apply_with(switch, &cfg, &mut st.installed, true) {
         Ok((changes, warnings)) => {
             let out = summary(&cfg, changes, warnings);
+            flush_gone_pods(switch, &old_pods, &cfg.pods);
             st.current = Some(cfg);
             st.in_force = true;
             Ok(out)

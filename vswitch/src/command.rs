@@ -178,11 +178,12 @@ pub enum MgmtCommand {
     /// Apply a node configuration (file contents, or a path the daemon can read).
     Apply { config: String },
     /// Add a pod to the node configuration at run time: port=IFACE ip=ADDR mac=MAC
-    /// [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...] [vlan=N security_groups=G,.. eip=A].
+    /// [type=afpacket|tap] [ofport=N] [allow_from=CIDR,...] [conntrack_limit=N]
+    /// [vlan=N security_groups=G,.. eip=A].
     AddPod {
         name: String,
         /// port=IFACE ip=ADDR mac=MAC [type=afpacket|tap] [ofport=N] [allow_from=CIDR,..]
-        /// [vlan=N] [security_groups=G,..] [eip=ADDR] (mode eni)
+        /// [conntrack_limit=N] [vlan=N] [security_groups=G,..] [eip=ADDR] (mode eni)
         settings: Vec<String>,
     },
     /// Remove a pod added with add-pod.
@@ -225,7 +226,8 @@ pub enum MgmtCommand {
     },
     /// The Services set at run time: NAME FRONTEND:PORT backends=N.
     ListServices,
-    /// The node's pod network as JSON (name, bridge, mode, pod_cidr, gateway, mtu).
+    /// The node's pod network as JSON (name, bridge, mode, pod_cidr, gateway_ip, gateway_mac,
+    /// service_cidr, mtu).
     NodeInfo,
     /// Print vswitchd's log filter, or set it: a level (off, error, warn, info, debug,
     /// trace) or a RUST_LOG-style filter such as info,vswitch::ofserver=debug.

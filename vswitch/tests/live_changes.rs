@@ -3,6 +3,8 @@
 //! incremental change of the node agent that survives a re-applied node file. Root only (the
 //! switch creates TAP devices), in a network namespace of this test's own.
 
+mod common;
+
 use std::sync::Arc;
 
 use vswitch::control::Control;
@@ -386,4 +388,124 @@ fn an_apply_rebuilds_a_deleted_bridge_whole() {
     assert_eq!(sorted(flows(&ctl)), before, "{out}");
     sw.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pod deleted at run time takes its connections with it: none is left to be counted
+/// against, or reached through, the next pod given its address; other pods' stay.
+#[test]
+fn a_deleted_pods_connections_go_with_it() {
+    if !tap_io::netns::require_root("a_deleted_pods_connections_go_with_it") {
+        return;
+    }
+    let (sw, ctl, dir, _threads) = switch_in_own_netns("ctgone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(&file, NODE).unwrap();
+    ctl.command(&["apply", file.to_str().unwrap()])
+        .expect("apply");
+    let out = ctl
+        .command(&[
+            "add-pod",
+            "p1",
+            "port=tg1",
+            "type=tap",
+            "ip=172.16.1.11",
+            "mac=0a:58:0c:01:00:0b",
+        ])
+        .expect("add-pod");
+    let ofport: u32 = out
+        .split("ofport=")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // From the file's pod and from p1, one UDP datagram each to the other: two connections.
+    let udp = |src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]| {
+        encap::build::FrameBuilder::eth(src_mac, [0x0a, 0x58, 0x0c, 0, 0, 0xfe])
+            .ipv4(src, dst)
+            .udp(5000, 6000)
+            .build()
+    };
+    sw.inject(
+        "br-int",
+        ofport,
+        &udp(
+            [0x0a, 0x58, 0x0c, 1, 0, 0x0b],
+            [172, 16, 1, 11],
+            [172, 16, 1, 10],
+        ),
+    )
+    .unwrap();
+    let file_pod_port = 1;
+    sw.inject(
+        "br-int",
+        file_pod_port,
+        &udp(
+            [0x0a, 0x58, 0x0c, 1, 0, 0x0a],
+            [172, 16, 1, 10],
+            [172, 16, 1, 99],
+        ),
+    )
+    .unwrap();
+    let conns = || ctl.command(&["dump-conntrack", "br-int"]).unwrap();
+    let before = conns();
+    assert!(before.contains("src=172.16.1.11"), "{before}");
+    assert!(
+        before.contains("src=172.16.1.10,dst=172.16.1.99"),
+        "{before}"
+    );
+    ctl.command(&["del-pod", "p1"]).expect("del-pod");
+    let after = conns();
+    assert!(!after.contains("172.16.1.11"), "{after}");
+    assert!(after.contains("src=172.16.1.10,dst=172.16.1.99"), "{after}");
+    sw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Mode eni: an EIP bound at run time (`set-eip`) goes with its pod when a changed node file
+/// drops the pod; a pod of that name added later does not inherit it.
+#[test]
+fn a_run_time_eip_goes_with_its_pod() {
+    if !tap_io::netns::require_root("a_run_time_eip_goes_with_its_pod") {
+        return;
+    }
+    // In a namespace of its own, whose /sys shows its interfaces (the uplink is checked).
+    let node = common::Node::new("eipgone");
+    let ns = node.name().to_string();
+    common::ns_sh(
+        &ns,
+        "ip link add eth1 type veth peer name eth1p && ip link set eth1 up",
+    );
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let d = common::Daemon::start(&ns, &rundir);
+    let base = "[node]\nname = \"e\"\nunderlay_ip = \"192.168.0.11\"\nunderlay_interface = \"eth1\"\n\
+                underlay_mac = \"02:00:00:00:00:0b\"\npod_cidr = \"192.168.64.0/24\"\n\
+                gateway_ip = \"192.168.64.1\"\ngateway_mac = \"02:00:00:00:00:01\"\nmode = \"eni\"\n\
+                [egress]\nnext_hop_mac = \"02:00:00:00:00:01\"\n";
+    let db = "[[pods]]\nname = \"db\"\nport = \"tdb\"\ntype = \"tap\"\nip = \"192.168.64.11\"\n\
+              mac = \"0a:58:00:00:00:0b\"\nvlan = 11\n";
+    let apply = |text: &str| {
+        let f = rundir.join("node.toml");
+        std::fs::write(&f, text).unwrap();
+        d.ctl(&["apply", f.to_str().unwrap()]);
+    };
+    let flows = || d.ctl(&["dump-flows", "br-int"]);
+    apply(&format!("{base}{db}"));
+    d.ctl(&["set-eip", "db", "198.51.100.7"]);
+    assert!(flows().contains("198.51.100.7"));
+    apply(base);
+    assert!(!flows().contains("198.51.100.7"));
+    d.ctl(&[
+        "add-pod",
+        "db",
+        "port=tdb",
+        "type=tap",
+        "ip=192.168.64.11",
+        "mac=0a:58:00:00:00:0b",
+        "vlan=11",
+    ]);
+    let f = flows();
+    assert!(
+        !f.contains("198.51.100.7"),
+        "the new pod db inherited the old one's EIP:\n{f}"
+    );
 }
