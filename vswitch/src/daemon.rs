@@ -236,10 +236,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let mac_tables = persist::handover::capture_mac_tables(&switch);
     checkpointer.stop(false);
     stop_forwarding(&control, dp_threads);
-    let h = persist::handover::capture_with(&switch, mac_tables);
-    // The handover first: killed between the two, the next start still finds one of them.
-    persist::handover::save(&h, &handover_path);
-    checkpointer.remove();
+    let h = persist::handover::capture_with(
+        &switch,
+        mac_tables,
+        persist::handover::Forwarding::Stopped,
+    );
+    // The handover first: killed between the two, or unable to write it, the next start
+    // still finds one of them.
+    if persist::handover::save(&h, &handover_path) {
+        checkpointer.remove();
+    }
     remove_files(&sock, opts.pidfile.as_deref());
     Ok(())
 }

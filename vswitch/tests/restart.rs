@@ -799,3 +799,34 @@ fn a_pod_whose_veth_went_while_stopped_is_forgotten_at_start() {
     d.ctl(&["del-pod", "b"]);
     assert!(d.ctl(&["list-pods"]).trim().is_empty());
 }
+
+/// A graceful stop that cannot write its handover (here: a directory in its place) keeps the
+/// last checkpoint, so the next start still has the connections of two seconds before.
+#[test]
+fn a_handover_that_cannot_be_written_keeps_the_checkpoint() {
+    if !require_root("a_handover_that_cannot_be_written_keeps_the_checkpoint") {
+        return;
+    }
+    let node = Node::new("rnohand");
+    let ns = node.name().to_string();
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let mut d = Daemon::start(&ns, &rundir);
+    let checkpoint = rundir.join("vswitchd.checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::create_dir(rundir.join("vswitchd.handover")).unwrap();
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("cannot write the handover"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        checkpoint.exists(),
+        "the checkpoint went with the failed handover"
+    );
+    std::fs::remove_dir(rundir.join("vswitchd.handover")).unwrap();
+}

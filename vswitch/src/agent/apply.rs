@@ -86,7 +86,8 @@ pub fn apply_with(
         // The pods' ports, the uplink and the tunnel port are on the old bridge (a port
         // name is one port in the whole switch), and the agent's numbering is that bridge's.
         return Err(format!(
-            "node.bridge changed from {} to {}: the node's bridge cannot be renamed while              vswitchd runs (stop it, start it with --fresh and the new file)",
+            "node.bridge changed from {} to {}: the node's bridge cannot be renamed while \
+             vswitchd runs (stop it, start it with --fresh and the new file)",
             installed.bridge, cfg.bridge
         ));
     }

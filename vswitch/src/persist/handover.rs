@@ -79,7 +79,15 @@ impl Handover {
 /// Captures the connection and MAC tables of `switch`.
 pub fn capture(switch: &Switch) -> Handover {
     let mac_tables = capture_mac_tables(switch);
-    capture_with(switch, mac_tables)
+    capture_with(switch, mac_tables, Forwarding::Running)
+}
+
+/// Whether the forwarding threads still run while the connection table is copied: then the
+/// copy pauses between chunks so that they get the table's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    Running,
+    Stopped,
 }
 
 /// The MAC tables, small: copied on the first forwarding thread between two batches (so the
@@ -105,7 +113,11 @@ pub fn capture_mac_tables(switch: &Switch) -> Vec<SavedMacTable> {
 /// Also after the forwarding threads have stopped: a graceful stop copies the connection
 /// table then, so that it is exactly what the next process needs (no connection opened and
 /// no segment seen after the copy).
-pub fn capture_with(switch: &Switch, mac_tables: Vec<SavedMacTable>) -> Handover {
+pub fn capture_with(
+    switch: &Switch,
+    mac_tables: Vec<SavedMacTable>,
+    forwarding: Forwarding,
+) -> Handover {
     let affinity = {
         let now = conntrack::lb::affinity::clock_ns();
         switch
@@ -124,7 +136,7 @@ pub fn capture_with(switch: &Switch, mac_tables: Vec<SavedMacTable>) -> Handover
             .filter(|a| !a.clients.is_empty())
             .collect()
     };
-    let conntrack = snapshot_conntrack(switch);
+    let conntrack = snapshot_conntrack_while(switch, forwarding);
     Handover {
         format: HANDOVER_FORMAT.into(),
         version: HANDOVER_VERSION,
@@ -146,6 +158,10 @@ const CHUNK_PAUSE: Duration = Duration::from_micros(50);
 /// table's lock for [`SNAPSHOT_CHUNK`] slots at a time, so forwarding threads go on between
 /// chunks and wait at most one chunk for the lock.
 pub fn snapshot_conntrack(switch: &Switch) -> Vec<SavedConn> {
+    snapshot_conntrack_while(switch, Forwarding::Running)
+}
+
+fn snapshot_conntrack_while(switch: &Switch, forwarding: Forwarding) -> Vec<SavedConn> {
     let ct = &switch.dp.ct;
     let mut out = Vec::with_capacity(ct.len());
     // Shard by shard, one shard's lock for one chunk at a time.
@@ -157,7 +173,7 @@ pub fn snapshot_conntrack(switch: &Switch) -> Vec<SavedConn> {
             next = ct.snapshot_chunk(shard, now, from, SNAPSHOT_CHUNK, &mut out);
             // The lock is not fair: taken again at once, a forwarding thread waiting for it
             // would wait for the whole copy. A pause lets it in.
-            if next.is_some() {
+            if next.is_some() && forwarding == Forwarding::Running {
                 std::thread::sleep(CHUNK_PAUSE);
             }
         }
@@ -165,15 +181,25 @@ pub fn snapshot_conntrack(switch: &Switch) -> Vec<SavedConn> {
     out
 }
 
-/// Writes the handover `h` for the next process (at a graceful stop).
-pub fn save(h: &Handover, path: &Path) {
+/// Writes the handover `h` for the next process (at a graceful stop); false (logged) when it
+/// could not be written.
+pub fn save(h: &Handover, path: &Path) -> bool {
     match write_atomic(path, h.encode().as_bytes()) {
-        Ok(()) => info!(
-            connections = h.conntrack.len(),
-            "connection and MAC tables handed over in {}",
-            path.display()
-        ),
-        Err(e) => warn!("cannot write the handover {}: {e}", path.display()),
+        Ok(()) => {
+            info!(
+                connections = h.conntrack.len(),
+                "connection and MAC tables handed over in {}",
+                path.display()
+            );
+            true
+        }
+        Err(e) => {
+            warn!(
+                "cannot write the handover {}: {e} (the last checkpoint is kept instead)",
+                path.display()
+            );
+            false
+        }
     }
 }
 
