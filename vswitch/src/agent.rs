@@ -88,15 +88,14 @@ impl Agent {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
         let mut st = self.lock();
-        let (mut pods, services) = (st.live_pods.clone(), st.live_services.clone());
-        let (gone, _) = forget_vanished(&mut pods);
+        let gone = prune_vanished(&mut st, switch);
+        let (pods, services) = (st.live_pods.clone(), st.live_services.clone());
         let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         // A run-time EIP binding goes with its pod: a pod of that name added later starts
         // with its own `eip`.
         st.live_eips.retain(|name, _| {
             pods.contains_key(name) || raw.pods.iter().any(|p| pod_name(p) == name)
         });
-        st.live_pods = pods;
         let out = out + &gone;
         st.file = Some(Arc::new(raw));
         st.file_text = Some(Arc::from(text));
@@ -128,8 +127,8 @@ impl Agent {
         if st.live_pods.contains_key(name) || file.pods.iter().any(|p| pod_name(p) == name) {
             return Err(format!("a pod named {name} already exists"));
         }
+        prune_vanished(&mut st, switch);
         let mut live = st.live_pods.clone();
-        forget_vanished(&mut live);
         live.insert(name.to_string(), pod);
         apply_pods(&mut st, switch, &file, &live, Some(name))?;
         st.live_pods = live;
@@ -164,9 +163,9 @@ impl Agent {
             .file
             .clone()
             .expect("run-time pods exist only with a file");
+        prune_vanished(&mut st, switch);
         let mut live = st.live_pods.clone();
         live.remove(name);
-        forget_vanished(&mut live);
         apply_pods(&mut st, switch, &file, &live, None)?;
         st.live_pods = live;
         // A pod added again later under this name starts with its own `eip`.
@@ -185,6 +184,7 @@ impl Agent {
         if_exists: bool,
     ) -> Result<String, String> {
         let mut st = self.lock();
+        prune_vanished(&mut st, switch);
         let Some(file) = st.file.clone() else {
             return Err(
                 "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
@@ -282,6 +282,7 @@ impl Agent {
         if_exists: bool,
     ) -> Result<String, String> {
         let mut st = self.lock();
+        prune_vanished(&mut st, switch);
         if !st.live_services.contains_key(name) {
             return if if_exists {
                 Ok(String::new())
@@ -466,12 +467,13 @@ impl Agent {
         st.installed.numbering.ofports = saved.ofports.clone();
         st.installed.numbering.groups = saved.groups.clone().into_iter().collect();
         st.live_eips = saved.eips.clone();
-        let mut pods = saved.pods.clone();
-        let (_, gone) = forget_vanished(&mut pods);
+        st.live_pods = saved.pods.clone();
+        let gone = forgotten_ports(&st.live_pods);
+        prune_vanished(&mut st, switch);
+        let pods = st.live_pods.clone();
         apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         st.file = Some(Arc::new(raw));
         st.file_text = Some(Arc::from(text.as_str()));
-        st.live_pods = pods;
         st.live_services = services;
         Ok(gone)
     }
@@ -603,6 +605,7 @@ fn change_service_locked(
     switch: &Switch,
     svc: Arc<RawService>,
 ) -> Result<String, String> {
+    prune_vanished(st, switch);
     let Some(file) = st.file.clone() else {
         return Err(
             "no node configuration: start vswitchd with --config (or vswitchctl apply) first"
@@ -625,11 +628,16 @@ fn change_service_locked(
     Ok(out)
 }
 
-/// Deletes the connections of the pods in `old` that are not in `new` (by address): a pod
+/// Deletes the connections of the pods in `old` that are not in `new` (by name and address): a pod
 /// that went leaves no connection behind to be counted against, or reached through, the
 /// next pod given its address.
 fn flush_gone_pods(switch: &Switch, old: &[model::Pod], new: &[model::Pod]) {
-    for p in old.iter().filter(|p| !new.iter().any(|n| n.ip == p.ip)) {
+    // Another pod given the same address in the same change is a new pod: the old one's
+    // connections go too.
+    for p in old
+        .iter()
+        .filter(|p| !new.iter().any(|n| n.ip == p.ip && n.name == p.name))
+    {
         let n = switch
             .dp
             .ct
@@ -640,27 +648,49 @@ fn flush_gone_pods(switch: &Switch, old: &[model::Pod], new: &[model::Pod]) {
     }
 }
 
+/// Whether a run-time pod's AF_PACKET interface is gone (a TAP the switch creates itself).
+fn vanished(p: &RawPod) -> bool {
+    let afpacket = p.kind.as_deref().unwrap_or("afpacket") == "afpacket";
+    afpacket
+        && !std::path::Path::new("/sys/class/net")
+            .join(&p.port)
+            .exists()
+}
+
+/// The ports of the run-time pods [`prune_vanished`] would forget.
+fn forgotten_ports(live: &BTreeMap<String, RawPod>) -> Vec<String> {
+    live.values()
+        .filter(|p| vanished(p))
+        .map(|p| p.port.clone())
+        .collect()
+}
+
 /// Forgets the run-time pods (`add-pod`, the CNI plugin) whose AF_PACKET interface is gone:
 /// the runtime deleted the pod's veth while its DEL could not reach vswitchd (stopped, or
-/// the request failed). Kept, they would refuse every later change, and a start. Returns a
-/// warning line per pod forgotten (also logged) and their ports.
-fn forget_vanished(live: &mut BTreeMap<String, RawPod>) -> (String, Vec<String>) {
-    let exists = |port: &str| std::path::Path::new("/sys/class/net").join(port).exists();
-    let (mut out, mut ports) = (String::new(), Vec::new());
-    live.retain(|name, p| {
-        let afpacket = p.kind.as_deref().unwrap_or("afpacket") == "afpacket";
-        if !afpacket || exists(&p.port) {
-            return true;
+/// the request failed). Kept, they would refuse every later change, and a start. Their EIP
+/// bindings and connections go with them. Runs first in every change of the pods; returns a
+/// warning line per pod forgotten (also logged).
+fn prune_vanished(st: &mut AgentState, switch: &Switch) -> String {
+    let gone: Vec<(String, RawPod)> = st
+        .live_pods
+        .iter()
+        .filter(|(_, p)| vanished(p))
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
+    let mut out = String::new();
+    for (name, p) in gone {
+        st.live_pods.remove(&name);
+        st.live_eips.remove(&name);
+        if let Ok(ip) = p.ip.parse::<std::net::Ipv4Addr>() {
+            switch.dp.ct.flush_address(conntrack::tuple::Addr::from(ip));
         }
         tracing::warn!(pod = %name, port = %p.port, "run-time pod forgotten: its interface is gone");
         out.push_str(&format!(
             "warning: pod {name} forgotten: its interface {} is gone\n",
             p.port
         ));
-        ports.push(p.port.clone());
-        false
-    });
-    (out, ports)
+    }
+    out
 }
 
 /// Validates `file` + `live` pods, applies the result, and remembers it. `new_pod` names the

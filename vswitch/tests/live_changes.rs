@@ -509,3 +509,36 @@ fn a_run_time_eip_goes_with_its_pod() {
         "the new pod db inherited the old one's EIP:\n{f}"
     );
 }
+
+/// A node file that replaces a pod by another with the same address (another port, another
+/// name) takes the old pod's connections away with it.
+#[test]
+fn a_pod_replaced_at_the_same_address_starts_without_the_old_ones_connections() {
+    if !tap_io::netns::require_root(
+        "a_pod_replaced_at_the_same_address_starts_without_the_old_ones_connections",
+    ) {
+        return;
+    }
+    let (sw, ctl, dir, _threads) = switch_in_own_netns("ctswap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(&file, NODE).unwrap();
+    ctl.command(&["apply", file.to_str().unwrap()])
+        .expect("apply");
+    let udp = encap::build::FrameBuilder::eth(
+        [0x0a, 0x58, 0x0c, 1, 0, 0x0a],
+        [0x0a, 0x58, 0x0c, 0, 0, 0xfe],
+    )
+    .ipv4([172, 16, 1, 10], [172, 16, 1, 99])
+    .udp(5000, 6000)
+    .build();
+    sw.inject("br-int", 1, &udp).unwrap();
+    let conns = || ctl.command(&["dump-conntrack", "br-int"]).unwrap();
+    assert!(conns().contains("src=172.16.1.10"), "{}", conns());
+    std::fs::write(&file, NODE.replace("port = \"tfile\"", "port = \"tfile2\"")).unwrap();
+    ctl.command(&["apply", file.to_str().unwrap()])
+        .expect("apply the replacement");
+    assert!(!conns().contains("172.16.1.10"), "{}", conns());
+    sw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -795,8 +795,13 @@ fn a_pod_whose_veth_went_while_stopped_is_forgotten_at_start() {
     let flows = d.ctl(&["dump-flows", "br-int"]);
     assert!(!flows.contains("172.16.1.11"), "{flows}");
     assert!(flows.contains("172.16.1.12"), "{flows}");
-    // The node takes changes again.
-    d.ctl(&["del-pod", "b"]);
+    // While it runs: b's veth goes too; a Service change (a full apply: NodePort) forgets b
+    // instead of being refused for it.
+    ns_sh(&ns, "ip link del vgoneb");
+    d.ctl(&[
+        "set-service",
+        r#"{ name = "np", type = "NodePort", port = 80, node_port = 30080, backends = [] }"#,
+    ]);
     assert!(d.ctl(&["list-pods"]).trim().is_empty());
 }
 
