@@ -5,10 +5,12 @@
 //! crash, stall or grow. Requests carry no body (GET and HEAD only); each answer closes its
 //! connection.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,9 @@ pub struct Limits {
     pub deadline: Duration,
     /// Connections served at once; past it a new one is closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one client address (so that one client cannot hold
+    /// every place, and a load balancer's probe still gets in).
+    pub max_per_client: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +36,7 @@ impl Default for Limits {
             max_head: 8 * 1024,
             deadline: Duration::from_secs(5),
             max_connections: 32,
+            max_per_client: 4,
         }
     }
 }
@@ -71,6 +77,8 @@ pub type Handler = dyn Fn(&str) -> Response + Send + Sync;
 pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// The listening socket (a second handle): shut down to wake the blocked accept.
+    wake: TcpListener,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -83,6 +91,7 @@ impl Server {
         handler: Arc<Handler>,
     ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
+        let wake = listener.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let accept = std::thread::Builder::new()
@@ -91,6 +100,7 @@ impl Server {
         Ok(Server {
             addr,
             stop,
+            wake,
             accept: Some(accept),
         })
     }
@@ -103,31 +113,72 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // A blocked accept() returns only on a connection: make one, then wait for the
-        // thread so the port is free again when this returns.
-        let woke = TcpStream::connect_timeout(&reachable(self.addr), Duration::from_secs(1));
-        if let (Ok(_), Some(t)) = (woke, self.accept.take()) {
+        // On Linux, shutting a listening socket down makes a blocked accept() return (with
+        // EINVAL); the thread then sees `stop` and ends, and the port is free once it has.
+        let woken =
+            nix::sys::socket::shutdown(self.wake.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        if let (Ok(()), Some(t)) = (woken, self.accept.take()) {
             let _ = t.join();
         }
     }
 }
 
-/// An address that reaches a listener bound to `addr` (a wildcard becomes loopback).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, addr.port())
+/// The connections being served: at most `max_connections`, `max_per_client` per address.
+struct Slots {
+    limits: Limits,
+    taken: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One connection's place, given back when dropped (a handler that panics too).
+struct Slot {
+    slots: Arc<Slots>,
+    client: IpAddr,
+}
+
+impl Slots {
+    fn take(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        let mut t = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per) = &mut *t;
+        let mine = per.entry(client).or_insert(0);
+        if *total >= self.limits.max_connections || *mine >= self.limits.max_per_client {
+            if *mine == 0 {
+                per.remove(&client);
+            }
+            return None;
+        }
+        *total += 1;
+        *mine += 1;
+        Some(Slot {
+            slots: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.slots.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per) = &mut *t;
+        *total -= 1;
+        if let Some(n) = per.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.client);
+            }
+        }
+    }
 }
 
 fn accept_loop(listener: TcpListener, stop: &AtomicBool, limits: Limits, handler: Arc<Handler>) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots {
+        limits,
+        taken: Mutex::new((0, HashMap::new())),
+    });
     let mut warn = RateLimit::new(Duration::from_secs(10));
     while !stop.load(Ordering::Acquire) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(_) if stop.load(Ordering::Acquire) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of descriptors, an aborted handshake…: the port stays open, and
@@ -142,20 +193,17 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, limits: Limits, handler
         if stop.load(Ordering::Acquire) {
             break;
         }
-        if active.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-            active.fetch_sub(1, Ordering::AcqRel);
-            continue; // closed unanswered: the slots are taken
-        }
-        let (active2, handler) = (active.clone(), handler.clone());
-        let spawned = std::thread::Builder::new()
+        let Some(slot) = slots.take(peer.ip()) else {
+            continue; // closed unanswered: the places (or this client's) are taken
+        };
+        let handler = handler.clone();
+        // A failed spawn drops the closure, and the slot with it.
+        let _ = std::thread::Builder::new()
             .name("http-conn".into())
             .spawn(move || {
+                let _slot = slot;
                 let _ = serve_one(stream, limits, &*handler);
-                active2.fetch_sub(1, Ordering::AcqRel);
             });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::AcqRel);
-        }
     }
 }
 
@@ -381,5 +429,52 @@ mod tests {
         let addr = srv.local_addr();
         drop(srv);
         TcpListener::bind(addr).expect("the port is free again");
+        // Bound to the wildcard address too.
+        let handler: Arc<Handler> = Arc::new(|_: &str| Response::text(200, "ok\n"));
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        let srv = Server::spawn(listener, "http-test".into(), Limits::default(), handler).unwrap();
+        let addr = srv.local_addr();
+        drop(srv);
+        TcpListener::bind(addr).expect("the wildcard port is free again");
+    }
+
+    /// One client holds at most `max_per_client` places, whatever is left in all.
+    #[test]
+    fn one_client_cannot_take_every_place() {
+        let srv = serve(Limits {
+            max_per_client: 1,
+            max_connections: 8,
+            ..Limits::default()
+        });
+        let mut silent = TcpStream::connect(srv.local_addr()).unwrap();
+        silent.write_all(b"GET /ok HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(exchange(srv.local_addr(), b"GET /ok HTTP/1.1\r\n\r\n"), "");
+        drop(silent);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(exchange(srv.local_addr(), b"GET /ok HTTP/1.1\r\n\r\n").contains(" 200 "));
+    }
+
+    /// A handler that panics loses its connection, not its place: the server keeps serving.
+    #[test]
+    fn a_panicking_handler_gives_its_place_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let handler: Arc<Handler> = Arc::new(|path: &str| {
+            assert_ne!(path, "/panic", "a handler bug");
+            Response::text(200, "ok\n")
+        });
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let srv = Server::spawn(listener, "http-test".into(), limits, handler).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                exchange(srv.local_addr(), b"GET /panic HTTP/1.1\r\n\r\n"),
+                ""
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(exchange(srv.local_addr(), b"GET /ok HTTP/1.1\r\n\r\n").contains(" 200 "));
     }
 }
