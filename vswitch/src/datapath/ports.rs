@@ -468,8 +468,10 @@ impl DpPort {
             return Ok(());
         }
         if let Some(gso) = meta.gso {
-            let plan = encap::gso::GsoPlan::new(frame, &gso_info(&gso))
-                .map_err(|_| DropReason::Malformed)?;
+            // Segments cut to fit the tunnel, as on the whole-frame path (TCP; UDP refused).
+            let mut info = gso_info(&gso);
+            info.mss = self.tunnel_segment_size(frame, &gso)?;
+            let plan = encap::gso::GsoPlan::new(frame, &info).map_err(|_| DropReason::Malformed)?;
             if plan.max_segment_len().saturating_sub(14) > self.tunnel_inner_mtu() + 4 {
                 return Err(DropReason::TunnelTooBig);
             }
@@ -1205,6 +1207,14 @@ mod tests {
             vx.queue_tunnel(&dgrams, &udp_meta, PEER, 42),
             Err(DropReason::TunnelTooBig)
         );
+
+        // Without the GSO TAP the same super-frame is segmented here, at the size that fits.
+        let mut vx = sink_port(true, 1450, false);
+        vx.queue_tunnel(&big, &big_meta, PEER, 42).unwrap();
+        assert!(vx.tx.len() > 1);
+        for p in vx.tx.iter() {
+            assert!(p.len() <= 1450 + 14, "{} bytes", p.len());
+        }
 
         // A tunnel without the GSO TAP segments it (a copy per segment), as before.
         let mut vx = sink_port(true, 1450, false);
