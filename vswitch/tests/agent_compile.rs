@@ -403,7 +403,20 @@ fn backends_outside_the_cluster_are_warned_about_when_pods_masquerade() {
         w[0].starts_with("Service kubernetes: backend 192.168.0.5 is outside"),
         "{w:?}"
     );
-    // Without masquerading, or with backends in the cluster, nothing to say.
+    // Without masquerading, with backends in the cluster, or in a network that routes the
+    // pod CIDR back (route mode's no_snat_cidrs), nothing to say.
+    let routed = format!(
+        "{}\n{api}",
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/node1-route.toml"
+        ))
+        .unwrap()
+        .replace("[egress]", "[egress]\nno_snat_cidrs = [\"192.168.0.0/16\"]")
+    );
+    let cfg = parse(&routed).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.egress.snat);
+    assert!(unmasqueraded_backends(&cfg).is_empty());
     assert!(unmasqueraded_backends(&parse(&format!("{uplink}\n{api}")).unwrap()).is_empty());
     assert!(unmasqueraded_backends(&parse(SMALL).unwrap()).is_empty());
 }

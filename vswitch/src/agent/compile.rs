@@ -424,7 +424,9 @@ pub fn unmasqueraded_backends(cfg: &NodeConfig) -> Vec<String> {
     if !cfg.egress.snat {
         return Vec::new();
     }
-    let inside = cfg.cluster_cidrs();
+    // The cluster, and the networks that route the pod CIDRs back (`no_snat_cidrs`).
+    let mut inside = cfg.cluster_cidrs();
+    inside.extend(cfg.egress.no_snat_cidrs.iter().copied());
     let mut out = Vec::new();
     for s in &cfg.services {
         let outside: Vec<String> = s
