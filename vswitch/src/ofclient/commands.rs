@@ -601,7 +601,11 @@ fn port_mod(target: &Target, port: &str, action: &str) -> Result<openflow::PortM
     let mut c = Conn::open(target)?;
     let (_, ports) = port_desc(&mut c)?;
     let found = match port.parse::<u32>() {
-        Ok(n) => ports.iter().find(|p| p.port_no == n),
+        // As in flow text: OpenFlow 1.0's reserved numbers name their ports (65534: LOCAL).
+        Ok(n) => {
+            let n = flowtable::OfPort::from_text_number(n).0;
+            ports.iter().find(|p| p.port_no == n)
+        }
         Err(_) => ports.iter().find(|p| p.name.text() == port),
     };
     let p = found.ok_or_else(|| usage(format!("{port}: couldn't find port `{port}'")))?;
@@ -617,7 +621,7 @@ fn port_mod(target: &Target, port: &str, action: &str) -> Result<openflow::PortM
 /// A port given as number, reserved name, or port name (looked up on a side connection).
 pub(super) fn resolve_port(target: &Target, p: &str) -> Result<u32, ClientError> {
     if let Ok(n) = p.parse() {
-        return Ok(n);
+        return Ok(flowtable::OfPort::from_text_number(n).0);
     }
     if let Some(port) = text::value::parse_port(p) {
         return Ok(port.0);
@@ -1017,7 +1021,7 @@ fn packet_out(target: &Target, rest: &[String]) -> Result<(), ClientError> {
         ));
     }
     let in_port = match in_port.parse::<u32>() {
-        Ok(n) => n,
+        Ok(n) => flowtable::OfPort::from_text_number(n).0,
         Err(_) => text::value::parse_port(in_port)
             .map(|p| p.0)
             .ok_or_else(|| usage(format!("{in_port}: bad in_port")))?,
@@ -1330,5 +1334,21 @@ mod tests {
             Target::Tcp("127.0.0.1:6653".parse().unwrap())
         );
         assert!(Target::parse("tcp:nope", r).is_err());
+    }
+
+    /// A port given by number reads as in flow text: OpenFlow 1.0's 65534 is LOCAL (no
+    /// connection is needed for a number).
+    #[test]
+    fn port_numbers_read_as_in_flow_text() {
+        let t = Target::Unix("/nonexistent/br0.mgmt".into());
+        assert_eq!(
+            resolve_port(&t, "65534").unwrap(),
+            flowtable::OfPort::LOCAL.0
+        );
+        assert_eq!(resolve_port(&t, "3").unwrap(), 3);
+        assert_eq!(
+            resolve_port(&t, "LOCAL").unwrap(),
+            flowtable::OfPort::LOCAL.0
+        );
     }
 }
