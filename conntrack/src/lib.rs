@@ -1329,15 +1329,21 @@ impl Conntrack {
         victims.len()
     }
 
-    /// Deletes every connection with `addr` at one end, in either direction (a pod that
-    /// went: as client, as a Service's backend, as a NAT target); returns how many.
-    pub fn flush_address(&mut self, addr: Addr) -> usize {
+    /// Deletes every connection with one of `addrs` at one end, in either direction (pods
+    /// that went: as client, as a Service's backend, as a NAT target), in one pass over the
+    /// table; returns how many.
+    pub fn flush_addresses(&mut self, addrs: &[Addr]) -> usize {
+        if addrs.is_empty() {
+            return 0;
+        }
         let victims: Vec<u32> = self
             .slab
             .live_indices()
             .filter(|&i| {
                 let c = self.slab.get(i);
-                [c.orig.src, c.orig.dst, c.reply.src, c.reply.dst].contains(&addr)
+                [c.orig.src, c.orig.dst, c.reply.src, c.reply.dst]
+                    .iter()
+                    .any(|a| addrs.contains(a))
             })
             .collect();
         for &i in &victims {

@@ -443,10 +443,10 @@ impl Sharded {
             .sum()
     }
 
-    /// See [`Conntrack::flush_address`].
-    pub fn flush_address(&self, addr: Addr) -> usize {
+    /// See [`Conntrack::flush_addresses`].
+    pub fn flush_addresses(&self, addrs: &[Addr]) -> usize {
         (0..self.shards.len())
-            .map(|i| self.lock(i).flush_address(addr))
+            .map(|i| self.lock(i).flush_addresses(addrs))
             .sum()
     }
 

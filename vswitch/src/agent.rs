@@ -634,17 +634,15 @@ fn change_service_locked(
 fn flush_gone_pods(switch: &Switch, old: &[model::Pod], new: &[model::Pod]) {
     // Another pod given the same address in the same change is a new pod: the old one's
     // connections go too.
-    for p in old
+    let gone: Vec<&model::Pod> = old
         .iter()
         .filter(|p| !new.iter().any(|n| n.ip == p.ip && n.name == p.name))
-    {
-        let n = switch
-            .dp
-            .ct
-            .flush_address(conntrack::tuple::Addr::from(p.ip));
-        if n > 0 {
-            tracing::info!(pod = %p.name, ip = %p.ip, connections = n, "connections of a removed pod deleted");
-        }
+        .collect();
+    let addrs: Vec<conntrack::tuple::Addr> = gone.iter().map(|p| p.ip.into()).collect();
+    let n = switch.dp.ct.flush_addresses(&addrs);
+    if n > 0 {
+        let names: Vec<&str> = gone.iter().map(|p| p.name.as_str()).collect();
+        tracing::info!(pods = ?names, connections = n, "connections of removed pods deleted");
     }
 }
 
@@ -682,7 +680,10 @@ fn prune_vanished(st: &mut AgentState, switch: &Switch) -> String {
         st.live_pods.remove(&name);
         st.live_eips.remove(&name);
         if let Ok(ip) = p.ip.parse::<std::net::Ipv4Addr>() {
-            switch.dp.ct.flush_address(conntrack::tuple::Addr::from(ip));
+            switch
+                .dp
+                .ct
+                .flush_addresses(&[conntrack::tuple::Addr::from(ip)]);
         }
         tracing::warn!(pod = %name, port = %p.port, "run-time pod forgotten: its interface is gone");
         out.push_str(&format!(
