@@ -56,19 +56,7 @@ pub fn capture(control: &Control) -> StateFile {
                 .tables()
                 .flows()
                 .iter()
-                .map(|e| {
-                    text::print_flow_mod(&FlowMod {
-                        table_id: e.table_id,
-                        priority: e.priority,
-                        match_: e.match_,
-                        cookie: e.cookie,
-                        idle_timeout: e.idle_timeout,
-                        hard_timeout: e.hard_timeout,
-                        flags: e.flags,
-                        instructions: (*e.instructions).clone(),
-                        ..FlowMod::default()
-                    })
-                })
+                .map(|e| text::print_flow_mod(&adding(e)))
                 .collect(),
         })
         .collect();
@@ -186,6 +174,21 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     })
 }
 
+/// The flow-mod that adds flow `e` again as it is (what the state file saves of a flow).
+fn adding(e: &flowtable::FlowEntry) -> FlowMod {
+    FlowMod {
+        table_id: e.table_id,
+        priority: e.priority,
+        match_: e.match_,
+        cookie: e.cookie,
+        idle_timeout: e.idle_timeout,
+        hard_timeout: e.hard_timeout,
+        flags: e.flags,
+        instructions: (*e.instructions).clone(),
+        ..FlowMod::default()
+    }
+}
+
 /// Replaces the node agent's flows (its cookie) in `tables` with those bridge `br` holds now.
 fn keep_agents_flows(sw: &Switch, br: &str, tables: &mut FlowTables) -> Result<(), String> {
     let cookie = crate::agent::compile::AGENT_COOKIE;
@@ -195,17 +198,7 @@ fn keep_agents_flows(sw: &Switch, br: &str, tables: &mut FlowTables) -> Result<(
             .flows()
             .iter()
             .filter(|e| e.cookie == cookie)
-            .map(|e| FlowMod {
-                table_id: e.table_id,
-                priority: e.priority,
-                match_: e.match_,
-                cookie: e.cookie,
-                idle_timeout: e.idle_timeout,
-                hard_timeout: e.hard_timeout,
-                flags: e.flags,
-                instructions: (*e.instructions).clone(),
-                ..FlowMod::default()
-            })
+            .map(|e| adding(e))
             .collect())
     })?;
     let delete = FlowMod {
