@@ -1349,6 +1349,8 @@ impl Conntrack {
         for &i in &victims {
             self.delete(i);
         }
+        let gone = self.shared.expect.purge_addresses(addrs);
+        self.counters.add(Counter::AlgExpectRemoved, gone as u64);
         self.counters.add(Counter::Flushed, victims.len() as u64);
         victims.len()
     }

@@ -150,6 +150,24 @@ impl Expectations {
         self.count.store(table.len(), Ordering::Relaxed);
         before - table.len()
     }
+
+    /// Drops the expectations with one of `addrs` at either end or as their NAT target (the
+    /// pods that went: an expected data connection must not reach the next pod given the
+    /// address); returns how many.
+    pub fn purge_addresses(&self, addrs: &[Addr]) -> usize {
+        if self.len() == 0 || addrs.is_empty() {
+            return 0;
+        }
+        let mut table = lock(&self.table);
+        let before = table.len();
+        table.retain(|x| {
+            ![x.key.src, x.key.dst, x.nat_to.0, x.nat_to.1]
+                .iter()
+                .any(|a| addrs.contains(a))
+        });
+        self.count.store(table.len(), Ordering::Relaxed);
+        before - table.len()
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +211,15 @@ mod tests {
         assert!(x.find(&Tuple { zone: 4, ..pkt }, 10).unwrap().is_none());
         assert!(x.find(&Tuple { dport: 5001, ..pkt }, 10).unwrap().is_none());
         assert_eq!(x.find(&pkt, 100), Err(()), "expired at its deadline");
+        assert_eq!(x.len(), 0);
+    }
+
+    #[test]
+    fn purged_by_address() {
+        let x = Expectations::new(8, 1);
+        assert_eq!(x.insert(exp(5000, 3, 100), 0), (Ok(true), 0));
+        assert_eq!(x.purge_addresses(&[Addr::v4(9)]), 0);
+        assert_eq!(x.purge_addresses(&[Addr::v4(2)]), 1);
         assert_eq!(x.len(), 0);
     }
 
