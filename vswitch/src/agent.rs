@@ -88,7 +88,7 @@ impl Agent {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()).to_string())?;
         let mut st = self.lock();
-        let gone = prune_vanished(&mut st, switch);
+        let (gone, _) = prune_vanished(&mut st, switch);
         let (pods, services) = (st.live_pods.clone(), st.live_services.clone());
         let out = apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         // A run-time EIP binding goes with its pod: a pod of that name added later starts
@@ -468,8 +468,7 @@ impl Agent {
         st.installed.numbering.groups = saved.groups.clone().into_iter().collect();
         st.live_eips = saved.eips.clone();
         st.live_pods = saved.pods.clone();
-        let gone = forgotten_ports(&st.live_pods);
-        prune_vanished(&mut st, switch);
+        let (_, gone) = prune_vanished(&mut st, switch);
         let pods = st.live_pods.clone();
         apply_merged(&mut st, switch, &raw, &pods, &services, None)?;
         st.file = Some(Arc::new(raw));
@@ -655,20 +654,12 @@ fn vanished(p: &RawPod) -> bool {
             .exists()
 }
 
-/// The ports of the run-time pods [`prune_vanished`] would forget.
-fn forgotten_ports(live: &BTreeMap<String, RawPod>) -> Vec<String> {
-    live.values()
-        .filter(|p| vanished(p))
-        .map(|p| p.port.clone())
-        .collect()
-}
-
 /// Forgets the run-time pods (`add-pod`, the CNI plugin) whose AF_PACKET interface is gone:
 /// the runtime deleted the pod's veth while its DEL could not reach vswitchd (stopped, or
 /// the request failed). Kept, they would refuse every later change, and a start. Their EIP
 /// bindings and connections go with them. Runs first in every change of the pods; returns a
-/// warning line per pod forgotten (also logged).
-fn prune_vanished(st: &mut AgentState, switch: &Switch) -> String {
+/// warning line per pod forgotten (also logged) and their ports.
+fn prune_vanished(st: &mut AgentState, switch: &Switch) -> (String, Vec<String>) {
     let gone: Vec<(String, RawPod)> = st
         .live_pods
         .iter()
@@ -676,14 +667,12 @@ fn prune_vanished(st: &mut AgentState, switch: &Switch) -> String {
         .map(|(n, p)| (n.clone(), p.clone()))
         .collect();
     let mut out = String::new();
-    for (name, p) in gone {
-        st.live_pods.remove(&name);
-        st.live_eips.remove(&name);
+    let mut addrs = Vec::new();
+    for (name, p) in &gone {
+        st.live_pods.remove(name);
+        st.live_eips.remove(name);
         if let Ok(ip) = p.ip.parse::<std::net::Ipv4Addr>() {
-            switch
-                .dp
-                .ct
-                .flush_addresses(&[conntrack::tuple::Addr::from(ip)]);
+            addrs.push(conntrack::tuple::Addr::from(ip));
         }
         tracing::warn!(pod = %name, port = %p.port, "run-time pod forgotten: its interface is gone");
         out.push_str(&format!(
@@ -691,7 +680,8 @@ fn prune_vanished(st: &mut AgentState, switch: &Switch) -> String {
             p.port
         ));
     }
-    out
+    switch.dp.ct.flush_addresses(&addrs);
+    (out, gone.into_iter().map(|(_, p)| p.port).collect())
 }
 
 /// Validates `file` + `live` pods, applies the result, and remembers it. `new_pod` names the
