@@ -9,20 +9,15 @@
 //! `docs/cni.md`.
 #![forbid(unsafe_code)]
 
-mod args;
-mod error;
-mod ipam;
-mod link;
-mod switch;
-
 use std::io::Read;
 use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use args::{Command, Config, Env};
-use error::{CniError, Result, code};
-use ipam::Ipam;
+use vswitch_cni::args::{self, Command, Config, Env};
+use vswitch_cni::error::{CniError, Result, code};
+use vswitch_cni::ipam::{self, Ipam};
+use vswitch_cni::{link, switch};
 
 fn main() {
     let mut version = args::DEFAULT_VERSION.to_string();

@@ -258,6 +258,12 @@ fn linger(stream: &mut TcpStream, deadline: Instant) {
     }
 }
 
+/// The bytes sent back for a request head read so far: `None` while more are needed. (The
+/// server's parse and encoding without a socket, for the fuzz target.)
+pub fn answer_head(head: &[u8], handler: &Handler) -> Option<Vec<u8>> {
+    parse_head(head, handler).map(|r| encode(&r))
+}
+
 /// The answer to `head` once it is complete, `None` while more bytes are needed.
 fn parse_head(head: &[u8], handler: &Handler) -> Option<Response> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
