@@ -454,6 +454,10 @@ fn recv_copy(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov[skip..].as_mut_ptr();
     msg.msg_iovlen = 2 - skip;
+    // A pending socket error (ENETDOWN once the interface went down, even after it came back)
+    // is reported by the first read instead of the frame, and cleared by it: read once more,
+    // or this slot takes the frame of the next one from then on.
+    let mut pending_error_read = false;
     loop {
         // SAFETY: the iovecs point at `vnet` and `room`, both live and writable for the call;
         // MSG_TRUNC only changes the returned length, the kernel writes within the iovecs.
@@ -469,8 +473,11 @@ fn recv_copy(
             return Ok((rc as usize).saturating_sub(if vnet_on { VNET_HDR_LEN } else { 0 }));
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Err(e),
+            _ if !pending_error_read => pending_error_read = true,
+            _ => return Err(e),
         }
     }
 }
