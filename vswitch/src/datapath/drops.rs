@@ -32,6 +32,8 @@ macro_rules! drop_reasons {
 
 drop_reasons! {
     Runt => "runt", "frame shorter than an Ethernet header";
+    RxTruncated => "rx_truncated", "a received frame longer than the port's buffer or ring slot (cut, so dropped)";
+    RxBadVnet => "rx_bad_vnet", "a received frame whose virtio-net header asks for an offload the switch cannot follow";
     Malformed => "malformed", "a GSO super-frame that could not be segmented";
     NoMatch => "no_match", "no flow matched in a table (table-miss drop)";
     ExplicitDrop => "flow_drop", "the flows sent the packet nowhere (actions=drop, no output)";

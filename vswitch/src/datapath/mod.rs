@@ -45,7 +45,6 @@ use tracing::warn;
 use crate::pipeline::Pipeline;
 use cache::{Emc, MegaflowCache};
 use conntrack::Sharded;
-use counters::PortCounters;
 use drops::DropCounters;
 use housekeeping_time::Housekeeping;
 use mac_learning::MacTable;
@@ -753,7 +752,7 @@ impl Datapath {
                         (port.bridge, n)
                     }
                     Err(e) => {
-                        PortCounters::add(&port.counters.rx.errors, 1);
+                        // Counted by the port itself (its `rx_errors`, folded in housekeeping).
                         if e.kind() != io::ErrorKind::WouldBlock
                             && let Some(suppressed) = port.rx_warn.allow(Instant::now())
                         {

@@ -381,8 +381,10 @@ impl DpPort {
 
     /// Folds the frames the kernel dropped before we could read them (AF_PACKET ring full:
     /// `PACKET_STATISTICS` `tp_drops`, read and accumulated by the port) into the port's
-    /// `rx_dropped` counter. Called from the poll loop's 100 ms housekeeping, by the thread
-    /// that receives from the port.
+    /// `rx_dropped` counter, and the frames the port itself refused on receive (cut to its
+    /// buffer, a virtio-net header it cannot follow) into `rx_dropped` and their drop reasons;
+    /// failed receive calls go to `rx_errors`. Called from the poll loop's 100 ms
+    /// housekeeping, by the thread that receives from the port.
     pub fn fold_kernel_drops(&mut self) {
         if !self.polled {
             return;
@@ -392,11 +394,28 @@ impl DpPort {
         if let Some(notice) = p.take_notice() {
             tracing::info!(port = %self.name, "{notice}");
         }
-        let now = p.stats().rx_kernel_drops;
-        if now > self.seen.rx_kernel_drops {
-            PortCounters::add(&self.counters.rx.dropped, now - self.seen.rx_kernel_drops);
+        let now = p.stats();
+        let new = |now: u64, seen: u64| now.saturating_sub(seen);
+        let kernel = new(now.rx_kernel_drops, self.seen.rx_kernel_drops);
+        let truncated = new(now.rx_truncated, self.seen.rx_truncated);
+        let bad_vnet = new(now.rx_bad_vnet, self.seen.rx_bad_vnet);
+        let errors = new(now.rx_errors, self.seen.rx_errors);
+        if kernel + truncated + bad_vnet > 0 {
+            PortCounters::add(&self.counters.rx.dropped, kernel + truncated + bad_vnet);
         }
-        self.seen.rx_kernel_drops = now;
+        if truncated > 0 {
+            self.drops.add(DropReason::RxTruncated, truncated);
+        }
+        if bad_vnet > 0 {
+            self.drops.add(DropReason::RxBadVnet, bad_vnet);
+        }
+        if errors > 0 {
+            PortCounters::add(&self.counters.rx.errors, errors);
+        }
+        self.seen.rx_kernel_drops = now.rx_kernel_drops;
+        self.seen.rx_truncated = now.rx_truncated;
+        self.seen.rx_bad_vnet = now.rx_bad_vnet;
+        self.seen.rx_errors = now.rx_errors;
     }
 
     /// Adds the tunnel port's refusals since the last call to the bridge's drop counters.
@@ -913,8 +932,12 @@ mod tests {
             None
         }
         fn stats(&self) -> PortStats {
+            // Each refusal of the port's own grows with the kernel's drops, at its own rate.
             PortStats {
                 rx_kernel_drops: self.drops,
+                rx_truncated: self.drops / 5,
+                rx_bad_vnet: self.drops / 5 * 2,
+                rx_errors: self.drops / 5 * 3,
                 ..PortStats::default()
             }
         }
@@ -1286,13 +1309,34 @@ mod tests {
             Arc::new(super::super::drops::DropCounters::default()),
         );
         p.fold_kernel_drops();
-        assert_eq!(counters.rx.dropped.load(Relaxed), 5);
+        // 5 kernel drops, 1 frame cut, 2 with a bad virtio-net header.
+        assert_eq!(counters.rx.dropped.load(Relaxed), 8);
         p.fold_kernel_drops();
         p.fold_kernel_drops();
-        assert_eq!(counters.rx.dropped.load(Relaxed), 15, "deltas, not totals");
+        assert_eq!(counters.rx.dropped.load(Relaxed), 24, "deltas, not totals");
         // A transmit-only copy on another thread does not count them again.
         p.polled = false;
         p.fold_kernel_drops();
-        assert_eq!(counters.rx.dropped.load(Relaxed), 15);
+        assert_eq!(counters.rx.dropped.load(Relaxed), 24);
+    }
+
+    #[test]
+    fn frames_the_port_refused_are_named_drops_and_failed_reads_errors() {
+        let counters = Arc::new(PortCounters::default());
+        let drops = Arc::new(super::super::drops::DropCounters::default());
+        let mut p = DpPort::new(
+            "d",
+            0,
+            1,
+            PortKind::AfPacket,
+            PortIo::Dev(Box::new(StubPort::dropping())),
+            counters.clone(),
+            drops.clone(),
+        );
+        p.fold_kernel_drops();
+        p.fold_kernel_drops();
+        assert_eq!(drops.get(DropReason::RxTruncated), 2);
+        assert_eq!(drops.get(DropReason::RxBadVnet), 4);
+        assert_eq!(counters.rx.errors.load(Relaxed), 6);
     }
 }
