@@ -1329,6 +1329,23 @@ impl Conntrack {
         victims.len()
     }
 
+    /// Deletes every connection of `zone` whose mark has a bit of `mask`; returns how many.
+    pub fn flush_marked(&mut self, zone: u16, mask: u32) -> usize {
+        let victims: Vec<u32> = self
+            .slab
+            .live_indices()
+            .filter(|&i| {
+                let c = self.slab.get(i);
+                c.orig.zone == zone && c.mark & mask != 0
+            })
+            .collect();
+        for &i in &victims {
+            self.delete(i);
+        }
+        self.counters.add(Counter::Flushed, victims.len() as u64);
+        victims.len()
+    }
+
     /// Deletes every connection with one of `addrs` at one end, in either direction (pods
     /// that went: as client, as a Service's backend, as a NAT target), in one pass over the
     /// table; returns how many.

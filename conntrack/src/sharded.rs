@@ -443,6 +443,13 @@ impl Sharded {
             .sum()
     }
 
+    /// See [`Conntrack::flush_marked`].
+    pub fn flush_marked(&self, zone: u16, mask: u32) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).flush_marked(zone, mask))
+            .sum()
+    }
+
     /// See [`Conntrack::flush_addresses`].
     pub fn flush_addresses(&self, addrs: &[Addr]) -> usize {
         (0..self.shards.len())

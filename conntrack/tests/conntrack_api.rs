@@ -791,6 +791,25 @@ fn set_mark_and_commit_marks() {
 }
 
 #[test]
+fn flush_marked_deletes_only_the_zones_connections_with_the_bit() {
+    let mut ct = ct(16);
+    let f = PacketFacts::default();
+    let marked = |m: u32, zone: u16| CtAction {
+        mark: Some((m, u32::MAX)),
+        ..commit(zone)
+    };
+    ct.process(&udp("10.0.0.1", 1, "10.0.0.2", 2), &f, &marked(0x4, 0), 0);
+    ct.process(&udp("10.0.0.1", 3, "10.0.0.2", 2), &f, &marked(0x6, 0), 0);
+    ct.process(&udp("10.0.0.1", 4, "10.0.0.2", 2), &f, &marked(0x2, 0), 0);
+    ct.process(&udp("10.0.0.1", 5, "10.0.0.2", 2), &f, &marked(0x4, 1), 0);
+    assert_eq!(ct.flush_marked(0, 0x4), 2);
+    let left: Vec<String> = ct.dump(0).map(|c| c.to_string()).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|c| c.contains("sport=4,")), "{left:?}");
+    assert!(left.iter().any(|c| c.contains("sport=5,")), "{left:?}");
+}
+
+#[test]
 fn later_fragments_are_attributed_to_the_connection() {
     let mut ct = ct(16);
     let mut first = udp("10.0.0.1", 5000, "10.0.0.2", 53);

@@ -627,21 +627,36 @@ fn change_service_locked(
     Ok(out)
 }
 
-/// Deletes the connections of the pods in `old` that are not in `new` (by name and address): a pod
-/// that went leaves no connection behind to be counted against, or reached through, the
-/// next pod given its address.
-fn flush_gone_pods(switch: &Switch, old: &[model::Pod], new: &[model::Pod]) {
+/// Deletes the connections an apply leaves stale:
+/// - those of the pods in `old` that are not in `cfg` (by name and address): a pod that went
+///   leaves no connection behind to be counted against, or reached through, the next pod
+///   given its address. The node's own address stays (mode eni's host port has it: turning
+///   the port off must not cut the masqueraded and outside clients' connections);
+/// - those a security group or `allow_from` refused: the rules may have changed, and a
+///   refused connection's next packet is then judged again as new.
+fn flush_stale_connections(switch: &Switch, old: &[model::Pod], cfg: &model::NodeConfig) {
     // Another pod given the same address in the same change is a new pod: the old one's
     // connections go too.
     let gone: Vec<&model::Pod> = old
         .iter()
-        .filter(|p| !new.iter().any(|n| n.ip == p.ip && n.name == p.name))
+        .filter(|p| p.ip != cfg.underlay_ip)
+        .filter(|p| !cfg.pods.iter().any(|n| n.ip == p.ip && n.name == p.name))
         .collect();
     let addrs: Vec<conntrack::tuple::Addr> = gone.iter().map(|p| p.ip.into()).collect();
     let n = switch.dp.ct.flush_addresses(&addrs);
     if n > 0 {
         let names: Vec<&str> = gone.iter().map(|p| p.name.as_str()).collect();
         tracing::info!(pods = ?names, connections = n, "connections of removed pods deleted");
+    }
+    let refused = switch
+        .dp
+        .ct
+        .flush_marked(cfg.ct_zone, compile::REFUSED_MARK);
+    if refused > 0 {
+        tracing::info!(
+            connections = refused,
+            "refused connections forgotten (judged again)"
+        );
     }
 }
 
@@ -718,9 +733,8 @@ fn apply_merged(
     let (changes, warnings) = apply::apply_on(switch, &cfg, &mut st.installed)?;
     st.health.commit(health);
     let out = summary(&cfg, changes, warnings);
-    if let Some(old) = &st.current {
-        flush_gone_pods(switch, &old.pods, &cfg.pods);
-    }
+    let old_pods = st.current.as_ref().map_or(&[][..], |old| &old.pods[..]);
+    flush_stale_connections(switch, old_pods, &cfg);
     st.current = Some(cfg);
     st.in_force = true;
     Ok(out)
@@ -754,7 +768,7 @@ fn apply_pods(
     match apply::apply_with(switch, &cfg, &mut st.installed, true) {
         Ok((changes, warnings)) => {
             let out = summary(&cfg, changes, warnings);
-            flush_gone_pods(switch, &old_pods, &cfg.pods);
+            flush_stale_connections(switch, &old_pods, &cfg);
             st.current = Some(cfg);
             st.in_force = true;
             Ok(out)

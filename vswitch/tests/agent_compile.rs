@@ -66,6 +66,7 @@ table=20,priority=110,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.1,actions=ct(
 table=20,priority=100,cookie=0xa9e0000000000000,ip,actions=ct(table=30,zone=1,nat)
 table=20,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=21,priority=0,cookie=0xa9e0000000000000,ip,actions=ct(table=30,zone=1,nat)
+table=30,priority=250,cookie=0xa9e0000000000000,ct_state=+trk,ct_mark=0x4/0x4,ip,actions=drop
 table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=10.247.0.10,tp_dst=80,actions=group:1000000
 table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,actions=ct(commit,table=40,zone=1)
 table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,actions=goto_table:40
@@ -87,7 +88,7 @@ table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=1002,nw_src=172.16.1.
 table=70,priority=129,cookie=0xa9e0000000000000,ip,in_port=2,nw_src=172.16.1.12,nw_dst=172.16.1.12,actions=ct(table=71,zone=2,nat)
 table=70,priority=120,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.1.254,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
 table=70,priority=120,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_src=172.16.2.0/24,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:2
-table=70,priority=110,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=172.16.1.12,actions=drop
+table=70,priority=110,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,nw_dst=172.16.1.12,actions=ct(commit,zone=1,exec(set_field:0x4->ct_mark))
 table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=1,nw_dst=172.16.1.11,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0b->eth_dst,output:in_port
 table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=1002,nw_dst=172.16.1.254,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0e:76:73:10:01:fe->eth_dst,output:in_port
 table=70,priority=105,cookie=0xa9e0000000000000,ip,in_port=2,nw_dst=172.16.1.12,actions=set_field:0a:58:0c:00:00:fe->eth_src,set_field:0a:58:0c:01:00:0c->eth_dst,output:in_port

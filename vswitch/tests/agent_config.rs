@@ -333,6 +333,48 @@ fn service_types_need_their_addresses() {
     assert_eq!(err(&proto).0, "services[0].protocol");
 }
 
+#[test]
+fn an_external_ip_on_the_nodes_own_address_is_refused() {
+    let lb = with(
+        "name = \"web\"",
+        "name = \"web\"\ntype = \"LoadBalancer\"\nexternal_ip = \"192.168.0.11\"",
+    );
+    let (k, p) = err(&lb);
+    assert_eq!(k, "services[0].external_ip");
+    assert!(p.contains("node.underlay_ip"), "{p}");
+    let other = lb.replace(
+        "external_ip = \"192.168.0.11\"",
+        "external_ip = \"192.168.0.99\"",
+    );
+    parse(&other).expect("another address is a frontend");
+}
+
+/// A security group's rule keeps 12 bits of its conjunction id for its place in the group:
+/// the 4,096th distinct rule would share an id with another rule and merge their clauses.
+#[test]
+fn a_security_group_has_at_most_4095_rules() {
+    let eni = |rules: usize| {
+        let mut s = String::from(
+            "[node]\nname = \"n1\"\nunderlay_ip = \"192.168.0.11\"\nunderlay_interface = \"eth1\"\n\
+             pod_cidr = \"10.8.0.0/16\"\ngateway_ip = \"10.8.0.1\"\n\
+             gateway_mac = \"02:00:00:00:00:01\"\nmode = \"eni\"\n\
+             [[security_groups]]\nname = \"g\"\nrules = [\n",
+        );
+        for r in 0..rules {
+            s.push_str(&format!(
+                "{{ direction = \"ingress\", protocol = \"tcp\", ports = \"{}\" }},\n",
+                r + 1
+            ));
+        }
+        s.push_str("]\n");
+        s
+    };
+    parse(&eni(4095)).expect("4095 rules");
+    let (k, p) = err(&eni(4096));
+    assert_eq!(k, "security_groups[0].rules");
+    assert!(p.contains("at most 4095"), "{p}");
+}
+
 mod no_panics {
     use super::BASE;
     use proptest::prelude::*;

@@ -363,6 +363,7 @@ fn eni_mode() {
         servers.push(who_server(pods[i].name(), p.name, WHO_PORT, 90));
     }
     servers.push(who_server(pod("c").0, "c", CLOSED_PORT, 90));
+    servers.push(who_server(pod("a").0, "a", CLOSED_PORT, 90));
     servers.push(who_server(vpc.internet.name(), "public", WHO_PORT, 90));
     let dump = |n: usize| {
         format!(
@@ -447,6 +448,53 @@ fn eni_mode() {
         "d -> c not refused on node 2\n{}",
         dump(2)
     );
+    // A refused connection stays refused from both ends: the VPC host's datagram to d (no
+    // ingress rule) is dropped, and d's datagrams back on the same ports, which would find
+    // the connection in the reply direction, do not leave node 3 either.
+    let before = denied(&daemons[2]);
+    ns_sh(
+        vpc.vpc_host.name(),
+        &format!(
+            "echo probe | timeout 2 socat -u - UDP:{}:6000,sourceport=5000",
+            pod("d").1
+        ),
+    );
+    // The probe's socket is gone: listen on its port for what d sends back.
+    let receiver = {
+        let host = vpc.vpc_host.name().to_string();
+        std::thread::spawn(move || {
+            ns_run(
+                &host,
+                &["timeout", "4", "socat", "-u", "UDP-RECV:5000", "STDOUT"],
+                Duration::from_secs(6),
+            )
+            .stdout
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(denied(&daemons[2]) > before, "{}", dump(3));
+    ns_sh(
+        pod("d").0,
+        &format!(
+            "for i in 1 2 3; do echo reply | timeout 2 socat -u - UDP:{VPC_HOST}:5000,sourceport=6000; sleep 0.3; done"
+        ),
+    );
+    let got = receiver.join().expect("receiver");
+    assert!(
+        !got.contains("reply"),
+        "d answered through a refused connection: {got:?}\n{}",
+        dump(3)
+    );
+    // The node's own address is let in through the host port only: b, masqueraded to the
+    // node's address on its way to a's EIP, is not the node, and a's groups do not open 8082.
+    let before = denied(&daemons[0]);
+    assert_eq!(
+        who(pod("b").0, None, EIP_A, CLOSED_PORT),
+        None,
+        "b -> a's EIP on a port a's groups do not open\n{}",
+        dump(1)
+    );
+    assert!(denied(&daemons[0]) > before, "{}", dump(1));
     // A VPC host reaches a pod of "web"; the node reaches d, which has no ingress rule.
     let got = who_retry(vpc.vpc_host.name(), None, pod("a").1, WHO_PORT);
     assert_eq!(got.as_deref(), Some(format!("a {VPC_HOST}").as_str()));

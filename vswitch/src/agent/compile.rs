@@ -30,10 +30,23 @@ pub const OUTSIDE_GROUP_OFFSET: u32 = 1 << 30;
 /// `ct_mark` of a Service connection whose client is source-NATed to the gateway address
 /// (outside client, `external_traffic_policy = "cluster"`).
 pub const MASQUERADE_MARK: u32 = 0x2;
+/// `ct_mark` bit of a connection whose first packet a security group or `allow_from` refused.
+/// It is committed anyway (table 30 may have committed it already, with its NAT), so that
+/// none of its later packets passes as established: a packet from the refused side's peer
+/// would otherwise find the entry in the reply direction and make it `+est`.
+pub const REFUSED_MARK: u32 = 0x4;
+/// Priority of the table-30 flow that drops every packet of a refused connection.
+pub const REFUSED_PRIORITY: u16 = 250;
 /// Source ports of egress masquerade: above the NodePort range (a reply never looks like a
 /// NodePort request) and above Linux's default ephemeral range (the node's own connections
 /// never share a port with a masqueraded one, so a firewall rule can drop exactly these).
 pub const MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
+/// Mode eni source-NATs to the node's address in two zones (the pods' masquerade in the pods'
+/// zone; the node's Service connections and outside clients in the next one), and a NAT
+/// allocation looks only into its own zone: so each zone takes its own part of the range, or
+/// both could give one port to two connections with the same peer.
+pub const ENI_POD_MASQUERADE_PORTS: (u16, u16) = (61000, 63999);
+pub const ENI_NODE_SNAT_PORTS: (u16, u16) = (64000, 65535);
 /// Pods get ofports below this.
 pub const POD_OFPORT_MAX: u32 = 999;
 
@@ -464,7 +477,25 @@ pub(super) fn drop_new_from_uplink_to_node(b: &mut Builder, cfg: &NodeConfig) {
     );
 }
 
-pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig) {
+/// The action refusing a new connection: marked as refused in the pods' zone, and dropped.
+pub(super) fn refuse_new(cfg: &NodeConfig) -> String {
+    format!(
+        "ct(commit,zone={},exec(set_field:{REFUSED_MARK:#x}->ct_mark))",
+        cfg.ct_zone
+    )
+}
+
+/// Table 30: every packet of a refused connection, in either direction, is dropped.
+pub(super) fn drop_refused(b: &mut Builder) {
+    b.flow(
+        Table::ServiceLb,
+        REFUSED_PRIORITY,
+        &format!("ct_state=+trk,ct_mark={REFUSED_MARK:#x}/{REFUSED_MARK:#x},ip"),
+        "drop",
+    );
+}
+
+pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig, ports: (u16, u16)) {
     let zone = cfg.ct_zone;
     for proto in ["tcp", "udp", "icmp"] {
         b.flow(
@@ -473,7 +504,7 @@ pub(super) fn masquerade_flows(b: &mut Builder, cfg: &NodeConfig) {
             &format!("ct_state=+new+trk,{proto},nw_src={}", cfg.pod_cidr),
             &format!(
                 "ct(commit,table=65,zone={zone},nat(src={}:{}-{}))",
-                cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+                cfg.underlay_ip, ports.0, ports.1
             ),
         );
     }
@@ -909,6 +940,9 @@ pub fn compile_with(
 
     // Table 30: Service load balancing of new connections, then commit everything else.
     b.out.services = services_output(cfg, numbering, rt, services, &group_ids);
+    if cfg.pods.iter().any(|p| p.allow_from.is_some()) {
+        drop_refused(&mut b);
+    }
     if cfg.egress.snat {
         // Connections leaving the cluster are committed later, with their SNAT (table 60);
         // those to the node itself (through the host port) stay inside and are committed now.
@@ -1101,7 +1135,7 @@ pub fn compile_with(
             }
         }
         if cfg.egress.snat {
-            masquerade_flows(&mut b, cfg);
+            masquerade_flows(&mut b, cfg, MASQUERADE_PORTS);
         }
         b.flow(
             Table::Egress,
@@ -1147,7 +1181,7 @@ pub fn compile_with(
                 Table::LocalDelivery,
                 110,
                 &format!("ct_state=+new+trk,ip,nw_dst={}", p.ip),
-                "drop",
+                &refuse_new(cfg),
             );
             // The node itself (kubelet's probes) is always allowed, as in Kubernetes.
             if let Some(h) = &cfg.host {

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::compile::{
-    Builder, Desired, HOST_OFPORT, MASQUERADE_MARK, MASQUERADE_PORTS, Numbering, ServiceOut, Table,
-    UPLINK_OFPORT, hairpin_flows, masquerade_flows,
+    Builder, Desired, ENI_NODE_SNAT_PORTS, ENI_POD_MASQUERADE_PORTS, HOST_OFPORT, MASQUERADE_MARK,
+    MASQUERADE_PORTS, Numbering, ServiceOut, Table, UPLINK_OFPORT, drop_refused, hairpin_flows,
+    masquerade_flows, refuse_new,
 };
 use super::model::*;
 
@@ -32,6 +33,9 @@ pub const SG_DENY_PRIORITY: u16 = 50;
 const SG_RULE_PRIORITY: u16 = 100;
 /// Priority of rules that need no conjunction (one dimension only).
 const SG_PLAIN_PRIORITY: u16 = 101;
+
+/// Distinct rules a security group may have: [`conj_id`] keeps 12 bits for the rule's place.
+pub const MAX_RULES_PER_GROUP: usize = (1 << 12) - 1;
 
 /// The conjunction id of rule `j` of group `g` (stable while groups and rules keep their
 /// places in the file).
@@ -324,7 +328,9 @@ pub(super) fn compile_eni(
     );
 
     // Table 30: Services (their own flows), EIPs in, then commit what stays in the VPC.
+    // Connections a security group refused are dropped first, whichever side sends.
     b.out.services = services;
+    drop_refused(&mut b);
     for p in &eni_pods {
         if let Some(eip) = p.eip {
             b.flow(
@@ -395,7 +401,7 @@ pub(super) fn compile_eni(
         "ip",
         &format!(
             "ct(commit,table=40,zone={hairpin_zone},nat(src={}:{}-{}),exec(set_field:{MASQUERADE_MARK:#x}->ct_mark))",
-            cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+            cfg.underlay_ip, ENI_NODE_SNAT_PORTS.0, ENI_NODE_SNAT_PORTS.1
         ),
     );
     b.flow(Table::OutsideSnat, 0, "", "drop");
@@ -435,7 +441,7 @@ pub(super) fn compile_eni(
                 Table::SgEgress,
                 SG_DENY_PRIORITY,
                 &format!("ct_state=+new+trk,ip,in_port={}", of(p)),
-                "drop",
+                &refuse_new(cfg),
             );
             // The pod's answers to the node (kubelet's probes are connections the node opens,
             // so only new connections to the node need this).
@@ -450,22 +456,31 @@ pub(super) fn compile_eni(
                 "goto_table:42",
             );
         }
-        // Ingress: denied unless a rule allows it; the node itself always may (probes).
+        // Ingress: denied unless a rule allows it (the node itself is let in below).
         b.flow(
             Table::SgIngress,
             SG_DENY_PRIORITY,
             &format!("ct_state=+new+trk,ip,nw_dst={}", p.ip),
-            "drop",
+            &refuse_new(cfg),
         );
-        b.flow(
-            Table::SgIngress,
-            SG_PLAIN_PRIORITY + 1,
-            &format!(
-                "ct_state=+new+trk,ip,nw_src={},nw_dst={}",
-                cfg.underlay_ip, p.ip
-            ),
-            "goto_table:70",
-        );
+    }
+    // The node itself always may connect to its pods (kubelet's probes). Not by source
+    // address alone: the switch source-NATs others to the node's address too (masqueraded
+    // pods reaching an EIP, outside clients of NodePorts), from the masquerade ports, which
+    // the node's own connections never use (Linux's ephemeral ports end below them). Only
+    // TCP and UDP: other protocols from the node's address follow the groups.
+    for proto in ["tcp", "udp"] {
+        for (value, mask) in port_prefixes(0, MASQUERADE_PORTS.0 - 1) {
+            b.flow(
+                Table::SgIngress,
+                SG_PLAIN_PRIORITY + 1,
+                &format!(
+                    "ct_state=+new+trk,{proto},nw_src={},tp_src={value:#x}/{mask:#x}",
+                    cfg.underlay_ip
+                ),
+                "goto_table:70",
+            );
+        }
     }
     b.flow(Table::SgEgress, 0, "", "goto_table:42");
 
@@ -522,7 +537,7 @@ pub(super) fn compile_eni(
             &format!("ct_state=+new+trk,ip,in_port={HOST_OFPORT}"),
             &format!(
                 "ct(commit,table=65,zone={hairpin_zone},nat(src={}:{}-{}))",
-                cfg.underlay_ip, MASQUERADE_PORTS.0, MASQUERADE_PORTS.1
+                cfg.underlay_ip, ENI_NODE_SNAT_PORTS.0, ENI_NODE_SNAT_PORTS.1
             ),
         );
         b.flow(
@@ -551,7 +566,7 @@ pub(super) fn compile_eni(
         }
     }
     if cfg.egress.snat && next_hop.is_some() {
-        masquerade_flows(&mut b, cfg);
+        masquerade_flows(&mut b, cfg, ENI_POD_MASQUERADE_PORTS);
     }
     for state in ["+est", "+rel"] {
         b.flow(

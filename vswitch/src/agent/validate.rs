@@ -207,7 +207,13 @@ pub fn validate_one(
     };
     check_mode(i, cfg.mode, &service)?;
     for (ip, port) in service.frontends(cfg.underlay_ip) {
-        check_frontend(i, cfg, (ip, port, service.protocol))?;
+        check_frontend(
+            i,
+            cfg.mode,
+            cfg.underlay_ip,
+            &service,
+            (ip, port, service.protocol),
+        )?;
         // Another Service's health check listens there (a Service with a health check of
         // its own goes through the whole-file check).
         if ip == cfg.underlay_ip
@@ -231,14 +237,30 @@ pub fn validate_one(
     Ok(OneService { service, replaces })
 }
 
-/// A frontend must not be the node's VXLAN port.
-fn check_frontend(i: usize, cfg: &NodeConfig, f: Frontend) -> Result<(), ConfigError> {
-    if let Mode::Tunnel { dst_port, .. } = cfg.mode
-        && f == (cfg.underlay_ip, dst_port, Protocol::Udp)
+/// A frontend must not be the node's VXLAN port; an external address must not be the node's
+/// own (the node's firewall guards only the NodePort range there: the kernel would answer the
+/// clients' packets too, with resets, or take them on a port it listens on).
+fn check_frontend(
+    i: usize,
+    mode: Mode,
+    underlay_ip: Ipv4Addr,
+    service: &Service,
+    f: Frontend,
+) -> Result<(), ConfigError> {
+    if let Mode::Tunnel { dst_port, .. } = mode
+        && f == (underlay_ip, dst_port, Protocol::Udp)
     {
         return Err(invalid(
             format!("services[{i}]"),
             format!("{}:{}/udp is the VXLAN port", f.0, f.1),
+        ));
+    }
+    if service.external_ip == Some(underlay_ip) {
+        return Err(invalid(
+            format!("services[{i}].external_ip"),
+            format!(
+                "{underlay_ip} is node.underlay_ip itself: use a NodePort (type = \"NodePort\") to serve on the node's address"
+            ),
         ));
     }
     Ok(())
@@ -510,14 +532,7 @@ pub fn validate_with(raw: &RawConfig, memo: &mut ServiceMemo) -> Result<NodeConf
         }
         for (ip, port) in svc.frontends(underlay_ip) {
             let f = (ip, port, svc.protocol);
-            if let Mode::Tunnel { dst_port, .. } = mode
-                && f == (underlay_ip, dst_port, Protocol::Udp)
-            {
-                return Err(invalid(
-                    format!("services[{i}]"),
-                    format!("{ip}:{port}/udp is the VXLAN port"),
-                ));
-            }
+            check_frontend(i, mode, underlay_ip, &svc, f)?;
             if frontends.insert(f, i).is_some() {
                 return Err(taken(i, f));
             }
@@ -766,6 +781,13 @@ fn security_groups_of(raw: &[RawSecurityGroup]) -> Result<Vec<SecurityGroup>, Co
             if !rules.contains(&rule) {
                 rules.push(rule);
             }
+        }
+        // A rule's conjunction id keeps 12 bits for its place in the group.
+        if rules.len() > super::eni::MAX_RULES_PER_GROUP {
+            return Err(invalid(
+                format!("security_groups[{i}].rules"),
+                format!("{} distinct rules: at most {} per group", rules.len(), 4095),
+            ));
         }
         let members = g
             .members
