@@ -14,14 +14,14 @@ use flowtable::group::GroupModCommand;
 use flowtable::table::Pipeline as FlowTables;
 use flowtable::text;
 
-use crate::bridge::{BridgeCtl, Commit, Opened, PortCtl, open_port};
+use crate::bridge::{BridgeCtl, Commit, IfaceSeen, Opened, PortCtl, open_port};
 use crate::datapath::counters::PortCounters;
 use crate::datapath::drops::DropCounters;
 use crate::datapath::ports::{DpPort, PortIo};
 use crate::datapath::{DatapathHandle, LearnEvent};
 use crate::events::{AsyncEvent, PacketInHub};
 use crate::persist::format::MovedTap;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PortKind};
 use crate::portspec::PortSpec;
 
 /// Told when bridges come and go (the OpenFlow server opens and closes their sockets).
@@ -195,6 +195,7 @@ impl Switch {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                     let Some(sw) = me.upgrade() else { break };
                     sw.expire_flows();
+                    sw.reattach_changed_interfaces();
                 }
             });
     }
@@ -378,6 +379,48 @@ impl Switch {
         }
     }
 
+    /// Reopens the ports on existing interfaces (afpacket) whose interface was deleted and
+    /// created again under the same name (another ifindex) since the port opened: a packet
+    /// socket stays bound to the interface it opened on, so the port would never receive
+    /// again. The port keeps its ofport, options and `mod-port` bits; the new sockets open
+    /// before the old ones go, so a failed open (logged, tried again on the next call) leaves
+    /// the port as it was. An MTU changed under a port is warned about (the port's frame size
+    /// follows the MTU it opened with; `del-port` and `add-port` apply the new one). A few
+    /// system calls per port: run every second, not per packet.
+    pub fn reattach_changed_interfaces(&self) {
+        let mut stale = Vec::new();
+        for (br, b) in self.lock().iter_mut() {
+            for p in b.ports.values_mut() {
+                let (Some(seen), Some(now)) = (p.iface_seen, IfaceSeen::of(&p.spec.name)) else {
+                    continue;
+                };
+                if now.ifindex != seen.ifindex {
+                    stale.push((br.clone(), p.spec.clone(), p.config));
+                } else if now.mtu != seen.mtu {
+                    tracing::warn!(port = %p.spec.name, from = seen.mtu, to = now.mtu,
+                        "interface MTU changed under the port: del-port and add-port it to follow (frames above the old MTU are dropped as too_big)");
+                    p.iface_seen = Some(now);
+                }
+            }
+        }
+        for (br, spec, config) in stale {
+            let name = spec.name.clone();
+            let opened = match open_port(&spec, None) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(port = %name, "interface created again, reopening the port failed (tried again in a second): {e}");
+                    continue;
+                }
+            };
+            tracing::info!(port = %name, "interface deleted and created again: port reopened on it");
+            if self.del_port(&br, &name).is_ok()
+                && let Err(e) = self.attach_port(&br, spec, config, move || Ok(opened))
+            {
+                tracing::warn!(port = %name, "reopening failed: {e}");
+            }
+        }
+    }
+
     /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
     pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
         self.attach_port(br, spec, 0, move || {
@@ -441,6 +484,9 @@ impl Switch {
             spec.xdp = None;
         }
         let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
+        let iface_seen = (spec.kind == PortKind::AfPacket)
+            .then(|| IfaceSeen::of(&name))
+            .flatten();
         let mut port = DpPort::new(
             &name,
             b.dp_index,
@@ -470,6 +516,7 @@ impl Switch {
                 tap,
                 moved,
                 tap_seen,
+                iface_seen,
             },
         );
         b.publish();

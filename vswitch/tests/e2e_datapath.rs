@@ -83,6 +83,40 @@ fn two_pod_node(tag: &str) -> Node {
     node
 }
 
+/// A pod's veth deleted and created again under the same name while vswitchd runs (a CNI
+/// DEL and ADD reusing the name, a node's network reloaded): the port, bound to the old
+/// interface, is reopened on the new one within seconds, with its ofport and flows.
+#[test]
+fn a_port_follows_its_interface_deleted_and_created_again() {
+    if !require_root("a_port_follows_its_interface_deleted_and_created_again") {
+        return;
+    }
+    let node = two_pod_node("rc");
+    let (a, b) = (node.pod(0), node.pod(1));
+    assert_ping(a.name(), &b.ip, 2);
+    ns_sh(
+        node.name(),
+        &format!(
+            "ip link del vpb && ip link add vpb type veth peer name eth0 netns {pod} && \
+             sysctl -qw net.ipv6.conf.vpb.disable_ipv6=1 && ip link set vpb up",
+            pod = b.name()
+        ),
+    );
+    configure_pod_eth0(b.name(), "10.10.0.2/24", "02:00:00:00:02:02");
+    ns_sh(b.name(), "ethtool -K eth0 tso off gso off >/dev/null");
+    // Reopened within the next second or two (the check runs every second).
+    assert!(
+        ping_until(a.name(), &b.ip, 15),
+        "no reply from the recreated pod interface:\n{}",
+        node.daemon().log_text()
+    );
+    assert_ping(a.name(), &b.ip, 3);
+    let log = node.daemon().log_text();
+    assert!(log.contains("port reopened on it"), "{log}");
+    let ports = node.daemon().ctl(&["list-ports", BR]);
+    assert_eq!(ports, "vpa\nvpb\n");
+}
+
 /// Port-to-port flows instead of NORMAL; deleting one direction stops the traffic at once
 /// (no stale cached forwarding) and the misses are counted as `no_match`.
 #[test]

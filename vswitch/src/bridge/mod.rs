@@ -48,6 +48,26 @@ pub struct PortCtl {
     pub moved: Option<crate::persist::format::MovedTap>,
     /// Where it was last seen (`Switch::refresh_tap_whereabouts` acts on changes only).
     pub tap_seen: Option<tap_io::tap::TapWhereabouts>,
+    /// Ports on an existing interface (afpacket): the interface as the port opened it, so
+    /// that `Switch::reattach_changed_interfaces` sees it recreated or its MTU changed.
+    pub iface_seen: Option<IfaceSeen>,
+}
+
+/// An interface's identity and MTU when a port opened on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfaceSeen {
+    pub ifindex: u32,
+    pub mtu: usize,
+}
+
+impl IfaceSeen {
+    /// The interface `name` now, if it exists.
+    pub fn of(name: &str) -> Option<IfaceSeen> {
+        Some(IfaceSeen {
+            ifindex: tap_io::iface::ifindex(name).ok()?,
+            mtu: tap_io::iface::mtu(name).ok()?,
+        })
+    }
 }
 
 /// One bridge: its flow tables (the control state) and the datapath's view of them.
