@@ -26,6 +26,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -53,6 +54,13 @@ pub enum AfXdpError {
     /// Looking up the interface failed (no such device, bad name).
     #[error(transparent)]
     Iface(#[from] IfaceError),
+}
+
+impl AfXdpError {
+    /// The kernel found the queue or the XDP hook taken (`EBUSY`).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, AfXdpError::Sys { source, .. } if source.raw_os_error() == Some(libc::EBUSY))
+    }
 }
 
 /// How to open an AF_XDP port.
@@ -181,6 +189,22 @@ fn rx_queues(name: &str) -> Option<u32> {
 impl AfXdpPort {
     /// Opens a port on an existing interface: UMEM, rings, the socket bound to queue 0 in copy
     /// mode, then the XDP program that feeds it.
+    /// [`open`](Self::open), tried again for up to `patience` while the kernel says the
+    /// interface's queue or XDP hook is busy (`EBUSY`): it releases a closed AF_XDP socket's
+    /// queue asynchronously, so a port deleted and added again at once (or a restart) finds
+    /// it taken for a moment.
+    pub fn open_patiently(cfg: &AfXdpConfig, patience: Duration) -> Result<Self, AfXdpError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match Self::open(cfg) {
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn open(cfg: &AfXdpConfig) -> Result<Self, AfXdpError> {
         let name = cfg.ifname.clone();
         let sys = |what: &'static str| {

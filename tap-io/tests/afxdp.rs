@@ -202,3 +202,35 @@ fn afxdp_refuses_multi_queue_and_host_address_interfaces() {
     })
     .unwrap();
 }
+
+/// The queue an AF_XDP port held is taken for a moment after it closes (the kernel releases
+/// it asynchronously), and refused with EBUSY while another port holds it: opening patiently
+/// gets the port as soon as the queue is free.
+#[test]
+fn afxdp_open_patiently_waits_for_a_busy_queue() {
+    if !require_root("afxdp_open_patiently_waits_for_a_busy_queue") {
+        return;
+    }
+    in_private_netns(|| {
+        no_ipv6();
+        veth("va", "vb");
+        let cfg = AfXdpConfig::new("va");
+        let first = AfXdpPort::open(&cfg).unwrap();
+        let e = AfXdpPort::open(&cfg).unwrap_err();
+        assert!(e.is_busy(), "{e}");
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let t = Instant::now();
+        let second = AfXdpPort::open_patiently(&cfg, Duration::from_secs(3));
+        holder.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+    })
+    .unwrap();
+}

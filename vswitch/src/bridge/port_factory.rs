@@ -186,7 +186,10 @@ fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
 
 /// An AF_XDP port (`options:xdp=on`); the caller falls back to AF_PACKET when it fails.
 fn open_afxdp(spec: &PortSpec) -> Result<Opened, String> {
-    let port = tap_io::AfXdpPort::open(&tap_io::AfXdpConfig::new(&spec.name))
+    // A queue just given up by a port of the same interface (deleted and added again, a
+    // restart) is busy for a moment.
+    let cfg = tap_io::AfXdpConfig::new(&spec.name);
+    let port = tap_io::AfXdpPort::open_patiently(&cfg, std::time::Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
     tracing::info!(port = %spec.name, "AF_XDP port: native XDP redirect into an XSK, copy mode");
     let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
