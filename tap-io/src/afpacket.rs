@@ -761,7 +761,7 @@ impl Port for AfPacketPort {
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
-        self.tx.send(batch, &mut self.stats)
+        self.tx.send(batch, &mut self.stats, &self.name)
     }
 
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
@@ -823,7 +823,7 @@ impl Sender {
         Ok(Sender::new(self.fd.try_clone()?, vnet_fd, self.tso))
     }
 
-    fn send(&mut self, batch: &mut Batch, stats: &mut PortStats) -> TxReport {
+    fn send(&mut self, batch: &mut Batch, stats: &mut PortStats, ifname: &str) -> TxReport {
         let mut r = TxReport::default();
         for chunk in batch.packets().chunks(MAX_BATCH) {
             let n = chunk.len();
@@ -875,7 +875,13 @@ impl Sender {
                     (Some(v), true) => v.as_raw_fd(),
                     _ => self.fd.as_raw_fd(),
                 };
-                send_run(fd, &mut self.msgs[start..end], &chunk[start..end], &mut r);
+                send_run(
+                    fd,
+                    &mut self.msgs[start..end],
+                    &chunk[start..end],
+                    ifname,
+                    &mut r,
+                );
                 start = end;
             }
         }
@@ -887,7 +893,13 @@ impl Sender {
 
 /// Sends `msgs` (built for `frames`) with as few `sendmmsg` calls as the kernel allows,
 /// counting what went and what was refused into `r`.
-fn send_run(fd: RawFd, msgs: &mut [libc::mmsghdr], frames: &[crate::PacketBuf], r: &mut TxReport) {
+fn send_run(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    frames: &[crate::PacketBuf],
+    ifname: &str,
+    r: &mut TxReport,
+) {
     let n = msgs.len();
     let mut done = 0;
     while done < n {
@@ -916,7 +928,12 @@ fn send_run(fd: RawFd, msgs: &mut [libc::mmsghdr], frames: &[crate::PacketBuf], 
         if errno == libc::EINTR {
             continue;
         }
-        let reason = TxDropReason::from_errno(errno);
+        let mut reason = TxDropReason::from_errno(errno);
+        // With the qdisc bypassed, an interface without carrier (a veth whose pod end is down)
+        // refuses every frame with ENOBUFS, as a full queue would: ask the interface which.
+        if reason == TxDropReason::QueueFull && matches!(iface::is_running(ifname), Ok(false)) {
+            reason = TxDropReason::LinkDown;
+        }
         if reason == TxDropReason::LinkDown {
             // Every following frame would fail the same way: one syscall is enough.
             r.dropped.add(reason, (n - done) as u64);
@@ -981,7 +998,7 @@ impl Port for AfPacketTx {
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> TxReport {
-        self.tx.send(batch, &mut self.stats)
+        self.tx.send(batch, &mut self.stats, &self.name)
     }
 
     fn fd(&self) -> Option<RawFd> {

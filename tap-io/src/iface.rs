@@ -117,6 +117,11 @@ pub fn is_up(name: &str) -> Result<bool, IfaceError> {
     Ok(flags(name)? & libc::IFF_UP as libc::c_short != 0)
 }
 
+/// True when the interface is operationally up (`IFF_RUNNING`: up, with carrier).
+pub fn is_running(name: &str) -> Result<bool, IfaceError> {
+    Ok(flags(name)? & libc::IFF_RUNNING as libc::c_short != 0)
+}
+
 /// Sets the interface administratively up or down.
 pub fn set_up(name: &str, up: bool) -> Result<(), IfaceError> {
     let mut f = flags(name)?;

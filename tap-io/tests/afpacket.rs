@@ -267,6 +267,29 @@ fn afpacket_interface_going_down_mid_run_is_counted_not_fatal(ring: RingKind) {
     .unwrap();
 }
 
+/// The pod end of a veth set down takes the carrier from the switch's end: with the qdisc
+/// bypassed the kernel refuses each frame with ENOBUFS, as for a full queue; they count as
+/// the link being down.
+#[test]
+fn afpacket_sends_to_a_peer_without_carrier_count_as_link_down() {
+    if !require_root("afpacket_sends_to_a_peer_without_carrier_count_as_link_down") {
+        return;
+    }
+    in_private_netns(|| {
+        veth("va", "vb", 1500);
+        let mut port = AfPacketPort::open(&cfg("va", RingKind::V2)).unwrap();
+        iface::set_up("vb", false).unwrap();
+        let mut batch = Batch::new(32, 128, 2048);
+        for i in 0..32 {
+            batch.push_copy(&test_frame(MAC_B, MAC_A, i, 60));
+        }
+        let r = port.tx_batch(&mut batch);
+        assert_eq!(r.sent, 0);
+        assert_eq!(r.dropped.get(TxDropReason::LinkDown), 32, "{r:?}");
+    })
+    .unwrap();
+}
+
 fn afpacket_offloaded_checksum_is_flagged_not_ready(ring: RingKind) {
     if !require_root("afpacket_offloaded_checksum_is_flagged_not_ready") {
         return;
