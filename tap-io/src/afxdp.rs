@@ -143,6 +143,9 @@ pub struct AfXdpPort {
     kernel_drops: u64,
     /// With [`XdpTx::AfPacket`]: the sockets frames leave through.
     packet_tx: Option<crate::afpacket::AfPacketTx>,
+    /// The last kick found the link down: nothing more is posted (it would wait in the ring
+    /// to leave, late, when the link comes back) until the interface runs again.
+    link_down: bool,
 }
 
 // SAFETY: the rings and UMEM are mappings owned exclusively by this port (raw pointers into
@@ -357,6 +360,7 @@ impl AfXdpPort {
             tx_free,
             stats: PortStats::default(),
             kernel_drops: 0,
+            link_down: false,
         })
     }
 
@@ -433,8 +437,17 @@ impl AfXdpPort {
                     r.sent = r.sent.saturating_sub(1);
                     r.dropped.add(TxDropReason::QueueFull, 1);
                 }
-                // Link down, no buffers: the frames stay in the ring and go with a later kick
-                // (or their chunks run out and new frames are counted `queue_full`).
+                libc::ENETDOWN | libc::ENXIO | libc::ENODEV => {
+                    // The frames of this batch the kernel did not take are not sent (they
+                    // wait in the ring, and leave if the link comes back).
+                    let left = (self.tx.pending() as usize).min(posted);
+                    r.sent = r.sent.saturating_sub(left);
+                    r.dropped.add(TxDropReason::LinkDown, left as u64);
+                    self.link_down = true;
+                    return;
+                }
+                // No buffers: the frames stay in the ring and go with a later kick (or their
+                // chunks run out and new frames are counted `queue_full`).
                 _ => return,
             }
         }
@@ -506,6 +519,16 @@ impl Port for AfXdpPort {
             return r;
         }
         let mut r = TxReport::default();
+        if self.link_down {
+            if matches!(crate::iface::is_running(&self.name), Ok(true)) {
+                self.link_down = false;
+            } else {
+                r.dropped.add(TxDropReason::LinkDown, batch.len() as u64);
+                batch.clear();
+                self.stats.account_tx(&r);
+                return r;
+            }
+        }
         self.reclaim();
         let max = self.mtu + 18;
         let room = self.tx.free() as usize;

@@ -122,6 +122,11 @@ impl<T: Copy> XskRing<T> {
         self.prod().store(self.local, Ordering::Release);
     }
 
+    /// Submitted slots the kernel has not consumed yet.
+    pub fn pending(&self) -> u32 {
+        self.local.wrapping_sub(self.cons().load(Ordering::Acquire))
+    }
+
     /// Whether the kernel has consumed everything we submitted.
     pub fn drained(&self) -> bool {
         self.cons().load(Ordering::Acquire) == self.local

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tap_io::netns::{self, RawEth, in_private_netns, require_root, test_frame};
-use tap_io::{AfXdpConfig, AfXdpError, AfXdpPort, Batch, Port, XdpTx};
+use tap_io::{AfXdpConfig, AfXdpError, AfXdpPort, Batch, Port, TxDropReason, XdpTx};
 
 /// A veth pair `a` <-> `b`, both up (one queue each, the default).
 fn veth(a: &str, b: &str) {
@@ -231,6 +231,46 @@ fn afxdp_open_patiently_waits_for_a_busy_queue() {
             "{:?}",
             t.elapsed()
         );
+    })
+    .unwrap();
+}
+
+/// Frames sent while the interface is down are counted as dropped for the link, not as sent
+/// (and not as a full queue later); once it runs again, frames leave.
+#[test]
+fn afxdp_sends_on_a_down_link_count_as_link_down() {
+    if !require_root("afxdp_sends_on_a_down_link_count_as_link_down") {
+        return;
+    }
+    in_private_netns(|| {
+        no_ipv6();
+        veth("va", "vb");
+        let mut port = AfXdpPort::open(&AfXdpConfig::new("va")).unwrap();
+        tap_io::iface::set_up("va", false).unwrap();
+        let mut batch = Batch::new(16, 128, 2048);
+        for round in 0..3u8 {
+            for i in 0..10 {
+                batch.push_copy(&test_frame(MAC_B, MAC_A, round * 10 + i, 60));
+            }
+            let r = port.tx_batch(&mut batch);
+            assert_eq!(r.sent, 0, "round {round}: {r:?}");
+            assert_eq!(
+                r.dropped.get(TxDropReason::LinkDown),
+                10,
+                "round {round}: {r:?}"
+            );
+        }
+        tap_io::iface::set_up("va", true).unwrap();
+        let kernel = RawEth::bind("vb").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut sent = 0;
+        while sent == 0 && Instant::now() < deadline {
+            batch.push_copy(&test_frame(MAC_B, MAC_A, 99, 60));
+            sent = port.tx_batch(&mut batch).sent;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(sent, 1, "nothing sent once the link is up again");
+        drop(kernel);
     })
     .unwrap();
 }
