@@ -427,15 +427,8 @@ impl Control {
                 "OFPT_FEATURES_REPLY (OF1.3) (xid=0x2): dpid:{:016x}\nn_tables:254, n_buffers:0\ncapabilities: FLOW_STATS TABLE_STATS PORT_STATS GROUP_STATS\n",
                 dpid(&b.name)
             );
-            out.push_str("OFPST_PORT_DESC reply (OF1.3) (xid=0x3):\n");
-            for p in b.ports.values() {
-                out.push_str(&format!(
-                    " {}({}): addr:{}\n     config:     0\n     state:      LIVE\n     speed: 0 Mbps now, 0 Mbps max\n",
-                    p.ofport,
-                    p.spec.name,
-                    fmt_mac(&p.mac)
-                ));
-            }
+            let ports: Vec<openflow::switch::Port> = b.ports.values().map(PortCtl::desc).collect();
+            out.push_str(&crate::ofclient::print::port_desc(&ports, 3));
             out.push_str("OFPT_GET_CONFIG_REPLY (OF1.3) (xid=0x5): frags=normal miss_send_len=0\n");
             Ok(out)
         })

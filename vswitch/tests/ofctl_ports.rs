@@ -88,6 +88,20 @@ fn mod_port_down_up_receive_forward_by_both_tools() {
         port_lines(&desc(), "vethB"),
         "config:     PORT_DOWN\nstate:      LINK_DOWN\n"
     );
+    // The management socket's `show BR` says the same.
+    let show = vswitch::mgmt::call_command(
+        &d.rundir,
+        &vswitch::command::MgmtCommand::Show {
+            bridge: Some("br0".into()),
+        },
+    )
+    .expect("management show");
+    assert_eq!(
+        port_lines(&show.output, "vethB"),
+        "config:     PORT_DOWN\nstate:      LINK_DOWN\n",
+        "{}",
+        show.output
+    );
     let before = d.drops("br0", "port_down");
     assert!(
         ping(&a, "10.79.0.2", 3).none_replied(),

@@ -53,6 +53,30 @@ pub struct PortCtl {
     pub iface_seen: Option<IfaceSeen>,
 }
 
+impl PortCtl {
+    /// The port as OpenFlow describes it (`OFPST_PORT_DESC`, `show`): its `mod-port` bits,
+    /// and `LINK_DOWN` when it is set down or its interface is not running (a pod's end set
+    /// down, the interface deleted), else `LIVE`.
+    pub fn desc(&self) -> openflow::switch::Port {
+        use openflow::switch::{port_config, port_state};
+        let link_down = self.config & port_config::PORT_DOWN != 0
+            || (self.iface_seen.is_some()
+                && !matches!(tap_io::iface::is_running(&self.spec.name), Ok(true)));
+        openflow::switch::Port {
+            port_no: self.ofport,
+            hw_addr: self.mac,
+            name: openflow::buf::FixedStr::new(&self.spec.name),
+            config: self.config,
+            state: if link_down {
+                port_state::LINK_DOWN
+            } else {
+                port_state::LIVE
+            },
+            ..openflow::switch::Port::default()
+        }
+    }
+}
+
 /// An interface's identity and MTU when a port opened on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfaceSeen {
