@@ -385,12 +385,23 @@ impl Switch {
     /// again. The port keeps its ofport, options and `mod-port` bits; the new sockets open
     /// before the old ones go, so a failed open (logged, tried again on the next call) leaves
     /// the port as it was. An MTU changed under a port is warned about (the port's frame size
-    /// follows the MTU it opened with; `del-port` and `add-port` apply the new one). A few
-    /// system calls per port: run every second, not per packet.
+    /// follows the MTU it opened with; `del-port` and `add-port` apply the new one). A
+    /// tunnel port is reopened when the underlay interface with its local address is created
+    /// again, another, or has another MTU (its super-frames are redirected to that interface
+    /// and its packets bounded by its MTU). A few system calls per port: run every second,
+    /// not per packet.
     pub fn reattach_changed_interfaces(&self) {
         let mut stale = Vec::new();
+        let mut stale_tunnels = Vec::new();
         for (br, b) in self.lock().iter_mut() {
             for p in b.ports.values_mut() {
+                if let Some(seen) = &p.underlay_seen
+                    && let Some(now) = underlay_of(&p.spec).filter(|now| now != seen)
+                {
+                    tracing::debug!(port = %p.spec.name, ?seen, ?now, "underlay changed");
+                    stale_tunnels.push((br.clone(), p.spec.clone(), p.config));
+                    continue;
+                }
                 let (Some(seen), Some(now)) = (p.iface_seen, IfaceSeen::of(&p.spec.name)) else {
                     continue;
                 };
@@ -401,6 +412,18 @@ impl Switch {
                         "interface MTU changed under the port: del-port and add-port it to follow (frames above the old MTU are dropped as too_big)");
                     p.iface_seen = Some(now);
                 }
+            }
+        }
+        // A tunnel port's socket holds its local address and port: the old one goes first.
+        for (br, spec, config) in stale_tunnels {
+            let name = spec.name.clone();
+            tracing::info!(port = %name, "the underlay interface changed (created again, moved or another MTU): tunnel port reopened");
+            let to_open = spec.clone();
+            if self.del_port(&br, &name).is_ok()
+                && let Err(e) =
+                    self.attach_port(&br, spec, config, move || open_port(&to_open, None))
+            {
+                tracing::error!(port = %name, "reopening the tunnel port failed, it is gone: {e}");
             }
         }
         for (br, spec, config) in stale {
@@ -487,6 +510,7 @@ impl Switch {
         let iface_seen = (spec.kind == PortKind::AfPacket)
             .then(|| IfaceSeen::of(&name))
             .flatten();
+        let underlay_seen = underlay_of(&spec);
         let mut port = DpPort::new(
             &name,
             b.dp_index,
@@ -517,6 +541,7 @@ impl Switch {
                 moved,
                 tap_seen,
                 iface_seen,
+                underlay_seen,
             },
         );
         b.publish();
@@ -769,6 +794,16 @@ impl Switch {
 /// Deletes the TAP device a port created (they are persistent, to survive restarts),
 /// wherever it is now (moved into a pod's namespace too): it is made non-persistent through
 /// the port's own handle, so it goes when the port's descriptors close.
+/// A tunnel port's underlay interface (the one with its local address) as it is now.
+fn underlay_of(spec: &PortSpec) -> Option<(String, IfaceSeen)> {
+    let Some(std::net::IpAddr::V4(local)) = spec.tunnel.as_ref()?.local_ip else {
+        return None;
+    };
+    let name = crate::bridge::underlay_iface(local)?;
+    let seen = IfaceSeen::of(&name)?;
+    Some((name, seen))
+}
+
 fn remove_device(p: &PortCtl) {
     let spec = &p.spec;
     if !matches!(

@@ -416,6 +416,39 @@ fn vxlan_to_plain_linux_node() {
     );
 }
 
+/// The underlay's MTU raised while vswitchd runs: the tunnel port, which bounds what it
+/// encapsulates by the MTU it opened with, is reopened within seconds and carries the larger
+/// packets.
+#[test]
+fn a_tunnel_port_follows_its_underlay_interface() {
+    if !require_root("a_tunnel_port_follows_its_underlay_interface") {
+        return;
+    }
+    let t = two_nodes("vm");
+    let pod_a = t.a.pod(0).name();
+    assert_ping(pod_a, "172.16.0.2", 2);
+    let full = |n: u32| ping_with(pod_a, "172.16.0.2", n, &["-M", "do", "-s", "1472"]);
+    ns_sh(t.a.name(), "ip link set ula mtu 9000");
+    ns_sh(
+        t.b.name(),
+        "ip link set ulb mtu 9000 && ip link set vx0 mtu 1500",
+    );
+    // Not before the port is reopened (at most a second or two): a packet the tunnel could
+    // not take would teach pod A a path MTU of 1450.
+    std::thread::sleep(Duration::from_secs(3));
+    let r = full(3);
+    assert!(
+        r.all_replied(),
+        "1500-byte packets over a 9000-byte underlay:\n{}\n{}\n{}\n{}",
+        r.output(),
+        ns_sh(pod_a, "ip route get 172.16.0.2; ip link show eth0"),
+        t.a.daemon().ctl(&["dump-drops", BR]),
+        t.a.daemon().log_text()
+    );
+    let log = t.a.daemon().log_text();
+    assert!(log.contains("tunnel port reopened"), "{log}");
+}
+
 /// From a pod: 20 IPv4 frames with no IP header at all, 20 truncated IPv4 headers, 20 IPv4
 /// headers claiming more bytes than they carry; broadcast, so NORMAL floods them.
 /// (No runts: the kernel refuses to send a frame shorter than an Ethernet header.)

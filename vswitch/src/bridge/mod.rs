@@ -30,7 +30,7 @@ use crate::events::{AsyncEvent, PacketInHub};
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::portspec::PortSpec;
 
-pub use port_factory::{Opened, open_port, underlay_mtu};
+pub use port_factory::{Opened, open_port, underlay_iface, underlay_mtu};
 pub use transaction::{Commit, FlowModCounts, Transaction};
 
 /// One port as the control side knows it.
@@ -51,6 +51,9 @@ pub struct PortCtl {
     /// Ports on an existing interface (afpacket): the interface as the port opened it, so
     /// that `Switch::reattach_changed_interfaces` sees it recreated or its MTU changed.
     pub iface_seen: Option<IfaceSeen>,
+    /// Tunnel ports with a local address: the underlay interface that had it when the port
+    /// opened (its super-frames are redirected to that interface, its MTU bounds them).
+    pub underlay_seen: Option<(String, IfaceSeen)>,
 }
 
 impl PortCtl {

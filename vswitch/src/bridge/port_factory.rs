@@ -204,7 +204,7 @@ pub fn underlay_mtu(local: Ipv4Addr) -> usize {
 }
 
 /// The interface that owns `local`, if any.
-fn underlay_iface(local: Ipv4Addr) -> Option<String> {
+pub fn underlay_iface(local: Ipv4Addr) -> Option<String> {
     if local.is_unspecified() {
         return None;
     }
