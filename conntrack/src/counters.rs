@@ -33,6 +33,9 @@ pub enum Counter {
     InvalidIcmpType,
     InvalidIcmpUnrelated,
     InvalidIcmpReplyNoConn,
+    /// An ICMP echo request in a connection's reply direction, or an echo reply in its
+    /// original direction (the same identifier the other way round).
+    InvalidIcmpEchoDirection,
     InvalidTcpFlags,
     InvalidTcpNotNew,
     InvalidTcpWindow,
@@ -66,7 +69,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const COUNT: usize = 32;
+    pub const COUNT: usize = 33;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
@@ -84,6 +87,7 @@ impl Counter {
         Counter::InvalidIcmpType,
         Counter::InvalidIcmpUnrelated,
         Counter::InvalidIcmpReplyNoConn,
+        Counter::InvalidIcmpEchoDirection,
         Counter::InvalidTcpFlags,
         Counter::InvalidTcpNotNew,
         Counter::InvalidTcpWindow,
@@ -120,6 +124,7 @@ impl Counter {
             Counter::InvalidIcmpType => "invalid_icmp_type",
             Counter::InvalidIcmpUnrelated => "invalid_icmp_error_unrelated",
             Counter::InvalidIcmpReplyNoConn => "invalid_icmp_reply_without_request",
+            Counter::InvalidIcmpEchoDirection => "invalid_icmp_echo_direction",
             Counter::InvalidTcpFlags => "invalid_tcp_flags",
             Counter::InvalidTcpNotNew => "invalid_tcp_cannot_open",
             Counter::InvalidTcpWindow => "invalid_tcp_out_of_window",
@@ -141,8 +146,14 @@ impl Counter {
 }
 
 /// The counter values, indexed by `Counter`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters([u64; Counter::COUNT]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters([0; Counter::COUNT])
+    }
+}
 
 impl Counters {
     #[inline]

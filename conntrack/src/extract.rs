@@ -53,6 +53,10 @@ pub enum InvalidReason {
     IcmpErrorUnrelated,
     /// An echo reply with no request seen.
     IcmpReplyWithoutRequest,
+    /// An echo request travelling in its connection's reply direction, or an echo reply in
+    /// its original direction: the identifier matches, the type does not (Linux and Open
+    /// vSwitch key the type, request one way and reply the other).
+    IcmpEchoWrongDirection,
     Tcp(TcpInvalid),
     /// A non-first fragment whose first fragment was not seen.
     FragmentUnknown,

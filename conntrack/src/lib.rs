@@ -22,6 +22,8 @@
 //! - Below that, zones and source addresses within a zone may have limits of their own
 //!   (`set_zone_limit`, `set_source_limits`; `ct-set-limits` in OVS): a commit over its
 //!   zone's or its source's limit is refused (`CtDrop::ZoneLimit`, `CtDrop::SourceLimit`).
+//!   Closed TCP connections do not count against these (Linux's `nf_conncount`), only
+//!   against the table's own limit.
 //! - Nothing allocates per packet once built: the slab, the hash table, the fragment store and
 //!   the out-of-order fragment hold are sized at construction.
 //! - A non-first fragment that arrives before its first fragment is held (a copy, bounded in
@@ -441,8 +443,9 @@ impl Conntrack {
         }
         match extracted {
             Err(r) => match frame {
-                // IPv4 only: the datapath does not give the IPv6 fragment id yet (it is 0), so
-                // IPv6 datagrams between two hosts could not be told apart.
+                // IPv4 only, so far: callers are not bound to give the IPv6 Fragment header's
+                // identification (the datapath does), and without it IPv6 datagrams between
+                // two hosts could not be told apart in the hold.
                 Some((bytes, meta))
                     if r == InvalidReason::FragmentUnknown && key.eth_type == 0x0800 =>
                 {
@@ -554,6 +557,12 @@ impl Conntrack {
                 self.counters.bump(Counter::Expired);
             } else if act.force && act.commit && reply {
                 self.delete(idx);
+            } else if matches!(kind, Kind::IcmpEcho { request } if request == reply) {
+                // The echo identifier is the key, the type is not: an echo request the way
+                // the replies go (or a reply the way the requests went) is no packet of this
+                // connection. Established, it would pass as the peer's reply (un-NATed, by
+                // the `+est` rules).
+                return self.invalid(act.zone, InvalidReason::IcmpEchoWrongDirection);
             } else {
                 match self.existing(idx, reply, later_frag, seg, act, now) {
                     Some(r) => return r,
@@ -640,6 +649,14 @@ impl Conntrack {
         let class = class_of(c);
         let timeout = self.timeouts_ns[class as usize];
         let expires = now.saturating_add(timeout);
+        if class == TimeoutClass::TcpClosed && !c.closed {
+            // Closed: it no longer holds a place against its zone's and source's limits
+            // (Linux's `nf_conncount` skips closed connections). Once per connection.
+            c.closed = true;
+            let (zone, slot, generation) = (c.orig.zone, c.src_slot, c.src_generation);
+            c.src_slot = limits::NO_SLOT;
+            self.shared.closed(zone, slot, generation);
+        }
         if class != c.class
             || expires.saturating_sub(c.expires) >= REFRESH_GRANULARITY_NS.min(timeout / 16)
         {
@@ -785,7 +802,7 @@ impl Conntrack {
         };
         let uncharge = |s: &Self| {
             s.shared
-                .uncharge(tuple.zone, src_slot, src_generation, None)
+                .uncharge(tuple.zone, src_slot, src_generation, None, false)
         };
 
         let (wire, nat_flags) = match act.nat.filter(|s| s.has_range() || expected.is_some()) {
@@ -1119,6 +1136,7 @@ impl Conntrack {
             InvalidReason::IcmpType => Counter::InvalidIcmpType,
             InvalidReason::IcmpErrorUnrelated => Counter::InvalidIcmpUnrelated,
             InvalidReason::IcmpReplyWithoutRequest => Counter::InvalidIcmpReplyNoConn,
+            InvalidReason::IcmpEchoWrongDirection => Counter::InvalidIcmpEchoDirection,
             InvalidReason::Tcp(TcpInvalid::BadFlags) => Counter::InvalidTcpFlags,
             InvalidReason::Tcp(TcpInvalid::NotNew) => Counter::InvalidTcpNotNew,
             InvalidReason::Tcp(TcpInvalid::OutOfWindow) => Counter::InvalidTcpWindow,
@@ -1175,8 +1193,13 @@ impl Conntrack {
                 e.remove();
             }
         }
-        self.shared
-            .uncharge(c.orig.zone, c.src_slot, c.src_generation, dnat_key(&c));
+        self.shared.uncharge(
+            c.orig.zone,
+            c.src_slot,
+            c.src_generation,
+            dnat_key(&c),
+            c.closed,
+        );
         if c.alg != 0 {
             let n = self.shared.expect.remove_parent(&c.orig);
             self.counters.add(Counter::AlgExpectRemoved, n as u64);
@@ -1265,7 +1288,7 @@ impl Conntrack {
         let live: Vec<u32> = self.slab.live_indices().collect();
         for idx in live {
             let c = self.slab.get(idx);
-            if a.limits.attached(c.src_slot, c.src_generation) {
+            if c.closed || a.limits.attached(c.src_slot, c.src_generation) {
                 continue;
             }
             if let Some(&i) = keys.get(&(c.orig.zone, c.orig.family, c.orig.src)) {

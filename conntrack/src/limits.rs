@@ -13,7 +13,11 @@
 //!   another source is never decremented by connections of the old one.
 //!
 //! Existing connections are never evicted: a lowered limit refuses new ones until enough have
-//! ended. Only commits are limited; tracking without commit stores nothing and is never refused.
+//! ended. A TCP connection ends for the limits when it closes (both FINs acknowledged, or a
+//! reset: `TimeoutClass::TcpClosed`), not when its TIME_WAIT runs out, as Linux's
+//! `nf_conncount` skips closed connections: it is released from its zone and source counts
+//! then (once, at that transition) while it stays in the table for late segments. Only
+//! commits are limited; tracking without commit stores nothing and is never refused.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,7 +33,8 @@ pub struct ZoneLimit {
     pub zone: u16,
     /// The limit in force (its own, or the default); 0 is unlimited.
     pub limit: u32,
-    /// Live connections in the zone.
+    /// Live connections in the zone, closed TCP ones (TIME_WAIT, reset) excepted: those do
+    /// not count against the limit.
     pub count: u32,
 }
 
@@ -41,7 +46,7 @@ pub struct SourceLimit {
     pub src: Addr,
     /// 0 is unlimited (the source is counted, never refused).
     pub limit: u32,
-    /// Live connections committed from it while its limit was set.
+    /// Live connections committed from it while its limit was set, closed TCP ones excepted.
     pub count: u32,
 }
 

@@ -38,7 +38,11 @@ pub struct DnatKey {
 
 pub(crate) struct Acct {
     pub live: usize,
+    /// Live connections per zone (closed TCP ones included: the table still holds them).
     pub zone_live: Box<[u32]>,
+    /// Of those, closed TCP connections (TIME_WAIT, reset), which no longer count against
+    /// the zone's limit (Linux's `nf_conncount` skips them too).
+    pub zone_closed: Box<[u32]>,
     pub limits: Limits,
     /// Touched at every DNAT commit and removal: hashbrown's randomly seeded fast hash
     /// rather than SipHash.
@@ -99,6 +103,7 @@ impl Shared {
             acct: Mutex::new(Acct {
                 live: 0,
                 zone_live: vec![0; ZONES].into_boxed_slice(),
+                zone_closed: vec![0; ZONES].into_boxed_slice(),
                 limits: Limits::default(),
                 dnat: HashMap::new(),
             }),
@@ -206,7 +211,7 @@ impl Shared {
         let mut a = self.acct();
         let z = t.zone as usize;
         let limit = a.limits.zone(t.zone);
-        if limit != 0 && a.zone_live[z] >= limit {
+        if limit != 0 && a.zone_live[z].saturating_sub(a.zone_closed[z]) >= limit {
             return Err(CtDrop::ZoneLimit);
         }
         let slot = if a.limits.has_sources() {
@@ -229,23 +234,50 @@ impl Shared {
         })
     }
 
-    /// Counts a restored connection (only the table's own limit applies).
-    pub fn charge_restored(&self, zone: u16, max: usize) -> bool {
+    /// Counts a restored connection (only the table's own limit applies); a `closed` one
+    /// (closed TCP) does not count against its zone's limit.
+    pub fn charge_restored(&self, zone: u16, max: usize, closed: bool) -> bool {
         let mut a = self.acct();
         if a.live >= max {
             return false;
         }
         a.live += 1;
         a.zone_live[zone as usize] += 1;
+        if closed {
+            a.zone_closed[zone as usize] += 1;
+        }
         true
     }
 
-    /// A connection counted by `charge` ended (or was never stored).
-    pub fn uncharge(&self, zone: u16, slot: u32, generation: u32, dnat: Option<DnatKey>) {
+    /// A TCP connection counted by `charge` has closed: it stays in the table (and in its
+    /// zone's count of live connections) but no longer holds a place against its zone's and
+    /// its source's limits. Once per connection.
+    pub fn closed(&self, zone: u16, slot: u32, generation: u32) {
+        let mut a = self.acct();
+        a.zone_closed[zone as usize] += 1;
+        if slot != limits::NO_SLOT {
+            a.limits.release(slot, generation);
+        }
+    }
+
+    /// A connection counted by `charge` ended (or was never stored); `closed` if `closed`
+    /// was called for it.
+    pub fn uncharge(
+        &self,
+        zone: u16,
+        slot: u32,
+        generation: u32,
+        dnat: Option<DnatKey>,
+        closed: bool,
+    ) {
         let mut a = self.acct();
         a.live = a.live.saturating_sub(1);
         let z = &mut a.zone_live[zone as usize];
         *z = z.saturating_sub(1);
+        if closed {
+            let z = &mut a.zone_closed[zone as usize];
+            *z = z.saturating_sub(1);
+        }
         if slot != limits::NO_SLOT {
             a.limits.release(slot, generation);
         }
@@ -268,7 +300,7 @@ impl Shared {
         ZoneLimit {
             zone,
             limit: a.limits.zone(zone),
-            count: a.zone_live[zone as usize],
+            count: a.zone_live[zone as usize].saturating_sub(a.zone_closed[zone as usize]),
         }
     }
 
@@ -279,7 +311,7 @@ impl Shared {
             .map(|(zone, limit)| ZoneLimit {
                 zone,
                 limit,
-                count: a.zone_live[zone as usize],
+                count: a.zone_live[zone as usize].saturating_sub(a.zone_closed[zone as usize]),
             })
             .collect()
     }

@@ -3,7 +3,9 @@
 //!
 //! All connections in a class share one timeout, so appending a connection at the tail
 //! whenever it is refreshed keeps each list sorted by expiry time; expiry pops heads and never
-//! scans. Links are slab indices, so nothing here allocates after construction.
+//! scans. Restored connections, whose time left is anything up to the timeout, are linked at
+//! their place instead (`insert_by_expiry`). Links are slab indices, so nothing here
+//! allocates after construction.
 
 use super::tcp::TcpConn;
 use super::timeouts::TimeoutClass;
@@ -50,6 +52,9 @@ pub(crate) struct Conn {
     /// generation then.
     pub src_slot: u32,
     pub src_generation: u32,
+    /// A closed TCP connection (it reached `TimeoutClass::TcpClosed`): it no longer counts
+    /// against its zone's and source's limits (`Shared::closed`), for good.
+    pub closed: bool,
     prev: u32,
     next: u32,
 }
@@ -73,6 +78,7 @@ impl Conn {
             live: true,
             src_slot: NIL,
             src_generation: 0,
+            closed: false,
             prev: NIL,
             next: NIL,
         }
@@ -141,7 +147,41 @@ impl Slab {
 
     /// Stores `conn` (expiring at `expires` in its class's list) and returns its index.
     /// The caller bounds the number of live connections, so pushes stay within capacity.
-    pub fn insert(&mut self, mut conn: Conn, expires: u64) -> u32 {
+    pub fn insert(&mut self, conn: Conn, expires: u64) -> u32 {
+        let i = self.alloc(conn, expires);
+        self.link_tail(i);
+        i
+    }
+
+    /// [`insert`](Self::insert) for a connection whose expiry need not be the latest of its
+    /// class (a restored one): linked at its place by expiry, after the last connection that
+    /// expires no later, so the list stays sorted. `cursor` (one per class, `NIL` at first)
+    /// holds where the previous such insertion of each class went; with connections inserted
+    /// in descending expiry order, each walk starts there and the walks of a whole run add
+    /// up to one pass over the list.
+    pub fn insert_by_expiry(
+        &mut self,
+        conn: Conn,
+        expires: u64,
+        cursor: &mut [u32; TimeoutClass::COUNT],
+    ) -> u32 {
+        let class = conn.class as usize;
+        let i = self.alloc(conn, expires);
+        let mut p = match cursor[class] {
+            NIL => self.lists[class].tail,
+            c if self.conns[c as usize].expires >= expires => self.conns[c as usize].prev,
+            // Not descending after all: still right, from the tail.
+            _ => self.lists[class].tail,
+        };
+        while p != NIL && self.conns[p as usize].expires > expires {
+            p = self.conns[p as usize].prev;
+        }
+        self.link_after(i, p);
+        cursor[class] = i;
+        i
+    }
+
+    fn alloc(&mut self, mut conn: Conn, expires: u64) -> u32 {
         let i = match self.free.pop() {
             Some(i) => {
                 conn.generation = self.conns[i as usize].generation.wrapping_add(1);
@@ -155,7 +195,6 @@ impl Slab {
         };
         self.live += 1;
         self.conns[i as usize].expires = expires;
-        self.link_tail(i);
         i
     }
 
@@ -210,6 +249,31 @@ impl Slab {
             self.conns[tail as usize].next = i;
         }
         self.lists[class].tail = i;
+    }
+
+    /// Links `i` into its class's list right after `prev` (`NIL`: at the head).
+    fn link_after(&mut self, i: u32, prev: u32) {
+        let class = self.conns[i as usize].class as usize;
+        let next = if prev == NIL {
+            self.lists[class].head
+        } else {
+            self.conns[prev as usize].next
+        };
+        {
+            let c = &mut self.conns[i as usize];
+            c.prev = prev;
+            c.next = next;
+        }
+        if prev == NIL {
+            self.lists[class].head = i;
+        } else {
+            self.conns[prev as usize].next = i;
+        }
+        if next == NIL {
+            self.lists[class].tail = i;
+        } else {
+            self.conns[next as usize].prev = i;
+        }
     }
 
     fn unlink(&mut self, i: u32) {
@@ -284,5 +348,46 @@ mod tests {
         assert_eq!(s.head(TimeoutClass::OtherFirst), None);
         s.remove(a); // double remove is harmless
         assert_eq!(s.live(), 1);
+    }
+
+    /// The expiries of `class`'s list, head to tail.
+    fn expiries(s: &Slab, class: TimeoutClass) -> Vec<u64> {
+        let mut v = Vec::new();
+        let mut i = s.lists[class as usize].head;
+        while i != NIL {
+            v.push(s.get(i).expires);
+            i = s.get(i).next;
+        }
+        v
+    }
+
+    #[test]
+    fn insertion_by_expiry_keeps_each_list_sorted_in_any_order() {
+        let class = TimeoutClass::OtherFirst;
+        let mut s = Slab::with_capacity(32);
+        s.insert(conn(100), 50);
+        s.insert(conn(101), 70);
+        let mut cursor = [NIL; TimeoutClass::COUNT];
+        // Descending (as restore inserts), then out of order.
+        for (n, e) in [
+            (1, 90),
+            (2, 60),
+            (3, 60),
+            (4, 10),
+            (5, 80),
+            (6, 5),
+            (7, 100),
+        ] {
+            s.insert_by_expiry(conn(n), e, &mut cursor);
+        }
+        assert_eq!(expiries(&s, class), [5, 10, 50, 60, 60, 70, 80, 90, 100]);
+        let tail = s.lists[class as usize].tail;
+        assert_eq!(s.get(tail).expires, 100);
+        assert_eq!(s.get(tail).next, NIL);
+        // Still a proper list: a refresh moves one to the tail, removal unlinks.
+        let h = s.head(class).unwrap();
+        s.refresh(h, class, 200);
+        s.remove(tail);
+        assert_eq!(expiries(&s, class), [10, 50, 60, 60, 70, 80, 90, 200]);
     }
 }

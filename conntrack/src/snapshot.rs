@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::slab::{Conn, ProtoState};
+use crate::slab::{Conn, NIL, ProtoState};
 use crate::{Conntrack, TimeoutClass, Tuple};
 
 /// One connection as saved.
@@ -137,17 +137,35 @@ impl Conntrack {
     ) -> Restored {
         let mut r = Restored::default();
         let seed = self.seed;
-        for s in saved {
+        // What each has left here: its time saved, less the time on disk, never more than its
+        // class's timeout.
+        let timeouts = self.timeouts_ns;
+        let left = |s: &SavedConn| {
+            s.remaining_ns
+                .saturating_sub(elapsed_ns)
+                .min(timeouts[s.class as usize])
+        };
+        // Longest-lived first, each linked at its place by expiry: the expiry lists must stay
+        // sorted (`expire` stops at the first head not yet due), whatever the snapshot's
+        // order; and a table that cannot take them all keeps those with the most time left.
+        let mut order: Vec<u32> = (0..saved.len() as u32).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(left(&saved[i as usize])));
+        let mut cursor = [NIL; TimeoutClass::COUNT];
+        for s in order.iter().map(|&i| &saved[i as usize]) {
             let coherent = s.orig.zone == s.reply.zone
                 && s.orig.family == s.reply.family
                 && s.orig.proto == s.reply.proto
                 && s.remaining_ns > elapsed_ns;
+            // A closed TCP connection does not count against its zone's limit.
+            let closed = s.class == TimeoutClass::TcpClosed;
             let orig_hash = s.orig.hash(seed);
             let reply_hash = s.reply.hash(seed);
             if !coherent
                 || self.find(orig_hash, &s.orig).is_some()
                 || self.find(reply_hash, &s.reply).is_some()
-                || !self.shared.charge_restored(s.orig.zone, self.cfg.max_conns)
+                || !self
+                    .shared
+                    .charge_restored(s.orig.zone, self.cfg.max_conns, closed)
             {
                 r.skipped += 1;
                 continue;
@@ -156,7 +174,7 @@ impl Conntrack {
             if self.shared.shards > 1 && routed && self.shared.claim(&s.reply, self.shard).is_err()
             {
                 self.shared
-                    .uncharge(s.orig.zone, crate::limits::NO_SLOT, 0, None);
+                    .uncharge(s.orig.zone, crate::limits::NO_SLOT, 0, None, closed);
                 r.skipped += 1;
                 continue;
             }
@@ -170,11 +188,13 @@ impl Conntrack {
             conn.seen_reply = s.seen_reply;
             conn.icmp_type_code = s.icmp_type_code;
             conn.label = (u128::from(s.label_hi) << 64) | u128::from(s.label_lo);
-            let left = (s.remaining_ns - elapsed_ns).min(self.timeouts_ns[s.class as usize]);
+            conn.closed = closed;
             if let Some(k) = crate::dnat_key(&conn) {
                 self.shared.add_dnat(k);
             }
-            let idx = self.slab.insert(conn, now.saturating_add(left));
+            let idx = self
+                .slab
+                .insert_by_expiry(conn, now.saturating_add(left(s)), &mut cursor);
             self.insert_key(orig_hash, idx, false);
             if s.reply != s.orig {
                 self.insert_key(reply_hash, idx, true);

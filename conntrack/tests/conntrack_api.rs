@@ -536,6 +536,66 @@ fn icmp_echo_tracking_and_id_nat() {
 }
 
 #[test]
+fn an_echo_request_the_way_replies_go_is_not_established() {
+    // A pinged B (request A→B, reply B→A). An echo request B→A with the same identifier
+    // matches the connection's reply key, but it is no reply: Linux and Open vSwitch key the
+    // echo type. Let through as +est+rpl it would pass the rules that drop B's +new (and,
+    // under SNAT, be un-NATed into A). Likewise a reply A→B.
+    let mut ct = ct(16);
+    let spec =
+        NatSpec::snat(NatRange::new(addr("192.168.0.10"), addr("192.168.0.10"), 100, 100).unwrap());
+    let (k, f) = echo("10.1.0.5", "1.1.1.1", 8, 7);
+    assert_eq!(
+        ct.process(&k, &f, &nat(0, &spec), 0).ct_state,
+        CT_TRK | CT_NEW | CT_SNAT
+    );
+    let (k, f) = echo("1.1.1.1", "192.168.0.10", 0, 100);
+    assert_eq!(
+        ct.process(&k, &f, &nat(0, &NatSpec::default()), 1).ct_state,
+        CT_TRK | CT_EST | CT_RPL | CT_DNAT
+    );
+    let (k, f) = echo("1.1.1.1", "192.168.0.10", 8, 100);
+    let r = ct.process(&k, &f, &nat(0, &NatSpec::default()), 2);
+    assert_eq!(r.ct_state, CT_TRK | CT_INV, "{r:?}");
+    assert_eq!(r.invalid, Some(InvalidReason::IcmpEchoWrongDirection));
+    assert!(r.rewrite.is_none(), "not un-NATed");
+    let (k, f) = echo("10.1.0.5", "1.1.1.1", 0, 7);
+    let r = ct.process(&k, &f, &nat(0, &NatSpec::default()), 2);
+    assert_eq!(r.ct_state, CT_TRK | CT_INV, "{r:?}");
+    assert_eq!(ct.counters().get(Counter::InvalidIcmpEchoDirection), 2);
+    // The same for ICMPv6 (128 request, 129 reply), without NAT.
+    let v6 = |src: &str, dst: &str, ty: u8| {
+        let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let k = FlowKey {
+            eth_type: 0x86dd,
+            ipv6_src: a(src),
+            ipv6_dst: a(dst),
+            nw_proto: 58,
+            icmp_type: ty,
+            ..FlowKey::default()
+        };
+        let f = PacketFacts {
+            icmp_id: 9,
+            ..PacketFacts::default()
+        };
+        (k, f)
+    };
+    let (k, f) = v6("fd00::1", "fd00::2", 128);
+    assert_eq!(ct.process(&k, &f, &commit(0), 3).ct_state, CT_TRK | CT_NEW);
+    let (k, f) = v6("fd00::2", "fd00::1", 129);
+    assert_eq!(
+        ct.process(&k, &f, &commit(0), 3).ct_state,
+        CT_TRK | CT_EST | CT_RPL
+    );
+    let (k, f) = v6("fd00::2", "fd00::1", 128);
+    assert_eq!(ct.process(&k, &f, &commit(0), 4).ct_state, CT_TRK | CT_INV);
+    // The connection itself goes on: requests one way, replies the other.
+    let (k, f) = v6("fd00::1", "fd00::2", 128);
+    assert_eq!(ct.process(&k, &f, &commit(0), 5).ct_state, CT_TRK | CT_EST);
+    assert_eq!(ct.counters().get(Counter::InvalidIcmpEchoDirection), 3);
+}
+
+#[test]
 fn table_full_refuses_new_connections_but_keeps_existing_ones() {
     let mut ct = ct(2);
     let f = PacketFacts::default();

@@ -299,3 +299,103 @@ fn zone_counts_follow_every_way_out() {
     assert_eq!(ct.zone_limit(3).count, 0);
     assert!(ct.is_empty());
 }
+
+/// Opens a TCP connection `src:sport` → 10.0.9.9:80 in `zone` with a full handshake, closes
+/// it with FINs from both sides (TIME_WAIT); the commit's drop, if refused.
+fn open_and_close_tcp(
+    ct: &mut Conntrack,
+    zone: u16,
+    src: &str,
+    sport: u16,
+    now: u64,
+) -> Option<CtDrop> {
+    use conntrack::tcp::{TCP_ACK, TCP_FIN};
+    let s = "10.0.9.9";
+    let r = ct.process(
+        &tcp(src, sport, s, 80, TCP_SYN),
+        &seg(100, 0),
+        &commit(zone),
+        now,
+    );
+    if r.drop.is_some() {
+        return r.drop;
+    }
+    let steps = [
+        (false, TCP_SYN | TCP_ACK, 900, 101),
+        (true, TCP_ACK, 101, 901),
+        (true, TCP_FIN | TCP_ACK, 101, 901),
+        (false, TCP_FIN | TCP_ACK, 901, 102),
+        (true, TCP_ACK, 102, 902),
+    ];
+    for (from_client, flags, seq, ack) in steps {
+        let k = if from_client {
+            tcp(src, sport, s, 80, flags)
+        } else {
+            tcp(s, 80, src, sport, flags)
+        };
+        let r = ct.process(&k, &seg(seq, ack), &commit(zone), now);
+        assert_eq!(r.ct_state & CT_EST, CT_EST, "{flags:#x}: {r:?}");
+    }
+    let e = ct
+        .dump(now)
+        .find(|e| e.orig.sport == sport && e.orig.src == addr(src))
+        .unwrap();
+    assert_eq!(e.tcp_state, Some(TcpState::TimeWait));
+    None
+}
+
+#[test]
+fn closed_tcp_connections_do_not_hold_a_place_against_source_or_zone_limits() {
+    // Linux's nf_conncount (connlimit, nft `ct count`, OVS kernel zone limits) skips closed
+    // connections: three short connections closed by FIN must not refuse a fourth for the
+    // 30 s of their TIME_WAIT.
+    let mut ct = ct(1000);
+    let (fa, a) = v4("10.0.0.1");
+    ct.set_source_limits(&[(1, fa, a, 3)]);
+    ct.set_zone_limit(2, 3);
+    for p in 0..3 {
+        assert_eq!(
+            open_and_close_tcp(&mut ct, 1, "10.0.0.1", 40000 + p, 0),
+            None
+        );
+        assert_eq!(
+            open_and_close_tcp(&mut ct, 2, "10.0.0.2", 40000 + p, 0),
+            None
+        );
+    }
+    assert_eq!(ct.len(), 6, "the closed connections stay for late segments");
+    assert_eq!(ct.source_limits()[0].count, 0);
+    assert_eq!(ct.zone_limit(2).count, 0);
+    assert_eq!(ct.zone_counts(), vec![(1, 3), (2, 3)], "still in the table");
+    // A fourth (and more) fit, up to the limit of open ones.
+    for p in 3..6 {
+        assert_eq!(open(&mut ct, 1, "10.0.0.1", p, SEC), None);
+        assert_eq!(open(&mut ct, 2, "10.0.0.2", p, SEC), None);
+    }
+    assert_eq!(
+        open(&mut ct, 1, "10.0.0.1", 99, SEC),
+        Some(CtDrop::SourceLimit)
+    );
+    assert_eq!(
+        open(&mut ct, 2, "10.0.0.2", 99, SEC),
+        Some(CtDrop::ZoneLimit)
+    );
+    assert_eq!(ct.source_limits()[0].count, 3);
+    assert_eq!(ct.zone_limit(2).count, 3);
+    // A source limit set later does not count the closed ones either.
+    let (fb, b) = v4("10.0.0.2");
+    ct.set_source_limits(&[(1, fa, a, 3), (2, fb, b, 5)]);
+    assert_eq!(
+        ct.source_limits()[1].count,
+        3,
+        "the three open UDP ones only"
+    );
+    // Removal of a closed connection does not count it out twice.
+    assert_eq!(ct.expire(40 * SEC, 100), 6, "the TIME_WAITs");
+    assert_eq!(ct.source_limits()[0].count, 3);
+    assert_eq!(ct.zone_limit(2).count, 3);
+    assert_eq!(ct.expire(100 * SEC, 100), 6, "the UDP ones");
+    assert_eq!(ct.source_limits()[0].count, 0);
+    assert_eq!(ct.zone_limit(2).count, 0);
+    assert!(ct.zone_counts().is_empty());
+}

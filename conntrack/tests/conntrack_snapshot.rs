@@ -185,3 +185,52 @@ fn a_reset_connection_is_saved_as_ended() {
     assert_eq!(saved.len(), 1, "a reset connection waits out its timeout");
     assert!(saved[0].tcp_ended());
 }
+
+/// An established TCP connection 10.0.0.1:`sport` → 10.0.0.2:80 (zone 0, no NAT) at `now`.
+fn established(ct: &mut Conntrack, sport: u16, now: u64) {
+    let (c, s) = ("10.0.0.1", "10.0.0.2");
+    ct.process(&tcp(c, sport, s, 80, TCP_SYN), &seg(1, 0), &commit(0), now);
+    let synack = tcp(s, 80, c, sport, TCP_SYN | TCP_ACK);
+    ct.process(&synack, &seg(500, 2), &commit(0), now);
+    let r = ct.process(
+        &tcp(c, sport, s, 80, TCP_ACK),
+        &seg(2, 501),
+        &commit(0),
+        now,
+    );
+    assert_eq!(r.ct_state, CT_TRK | CT_EST);
+}
+
+#[test]
+fn restored_connections_expire_in_order_whatever_the_snapshot_order() {
+    // The expiry lists are sorted by deadline and `expire` stops at the first head not yet
+    // due: restored connections must be linked in deadline order, not in the snapshot's.
+    let est = u64::try_from(Timeouts::default().tcp_established.as_nanos()).unwrap();
+    let mut old = table(1);
+    established(&mut old, 1000, 0); // expires at `est`
+    established(&mut old, 2000, est - 3600 * SEC - 10 * SEC); // 23 h later
+    let mut saved = old.snapshot(est - 10 * SEC); // 10 s and 23 h left
+    assert_eq!(saved.len(), 2);
+    // The long-lived one first (snapshots follow slab slots, which get reused in any order).
+    saved.sort_by_key(|s| s.orig().sport != 2000);
+    let mut new = table(2);
+    let r = new.restore(&saved, 0);
+    assert_eq!((r.restored, r.skipped), (2, 0));
+    // 20 s later the one that had 10 s left is reaped, the other (23 h left) stays.
+    assert_eq!(new.expire(20 * SEC, 100), 1);
+    let left: Vec<u16> = new.dump(20 * SEC).map(|e| e.orig.sport).collect();
+    assert_eq!(left, [2000]);
+    assert_eq!(new.expire(23 * 3600 * SEC - 20 * SEC, 100), 0);
+    assert_eq!(new.expire(23 * 3600 * SEC, 100), 1);
+    assert!(new.is_empty());
+
+    // Restored into a table that already has connections of the class: each goes to its
+    // place among them too.
+    let mut busy = table(3);
+    established(&mut busy, 3000, 0); // expires at `est`
+    let r = busy.restore(&saved, est - 3600 * SEC); // 10 s and 23 h left
+    assert_eq!((r.restored, r.skipped), (2, 0));
+    assert_eq!(busy.expire(est - 3600 * SEC + 20 * SEC, 100), 1);
+    assert_eq!(busy.expire(est + SEC, 100), 1, "the one of the table's own");
+    assert_eq!(busy.len(), 1);
+}

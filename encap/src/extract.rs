@@ -117,6 +117,8 @@ pub struct Parsed {
     /// The transport protocol when `l4_offset` is set (IPv6: after extension headers).
     pub l4_proto: u8,
     pub error: Option<ParseError>,
+    /// The IPv6 Fragment header's identification (0 without one).
+    ipv6_frag_id: u32,
 }
 
 impl Parsed {
@@ -144,6 +146,14 @@ impl Parsed {
     #[inline]
     pub fn l3_end(&self) -> Option<usize> {
         Self::opt(self.l3_end)
+    }
+
+    /// The identification of an IPv6 fragment (its Fragment header's, 32 bits): with the
+    /// addresses it names the datagram, as the IPv4 header's identification does. 0 for a
+    /// packet without a Fragment header.
+    #[inline]
+    pub fn ipv6_frag_id(&self) -> u32 {
+        self.ipv6_frag_id
     }
 
     #[inline]
@@ -354,6 +364,7 @@ fn parse_ipv6(frame: &[u8], off: usize, key: &mut FlowKey, parsed: &mut Parsed) 
                     } else {
                         FRAG_ANY
                     };
+                    parsed.ipv6_frag_id = upper.fragment_id;
                 }
                 if upper.later_fragment {
                     return;

@@ -172,7 +172,7 @@ fn ipv6_fragments() {
         f.extend_from_slice(&A);
         f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 16, 44, 64]);
         f.extend_from_slice(&[0u8; 32]);
-        f.extend_from_slice(&[17, 0, frag_word[0], frag_word[1], 0, 0, 0, 7]);
+        f.extend_from_slice(&[17, 0, frag_word[0], frag_word[1], 0x89, 0xab, 0xcd, 0xef]);
         f.extend_from_slice(&[0x04, 0xd2, 0x00, 0x35, 0, 8, 0, 0]);
         f
     };
@@ -181,11 +181,17 @@ fn ipv6_fragments() {
     assert_eq!(k.nw_frag, FRAG_ANY);
     assert_eq!(k.nw_proto, 17);
     assert_eq!((k.tp_src, k.tp_dst), (1234, 53));
+    assert_eq!(
+        p.ipv6_frag_id(),
+        0x89ab_cdef,
+        "the datagram's identification"
+    );
     let (k, p) = key_of(&base([0x00, 0x10])); // offset 16
     assert_eq!(p.error, None);
     assert_eq!(k.nw_frag, FRAG_ANY | FRAG_LATER);
     assert_eq!((k.tp_src, k.tp_dst), (0, 0));
     assert_eq!(p.l4_offset(), None);
+    assert_eq!(p.ipv6_frag_id(), 0x89ab_cdef);
 }
 
 #[test]

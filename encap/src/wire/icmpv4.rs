@@ -133,7 +133,7 @@ pub fn is_error_type(msg_type: u8) -> bool {
 }
 
 /// The header an ICMPv4 error quotes: the offending packet's IPv4 addresses and protocol,
-/// and its ports (TCP/UDP) or echo identifier (ICMP, in both port fields); 0 when the quote is
+/// and its ports (TCP/UDP/SCTP) or echo identifier (ICMP, in both port fields); 0 when the quote is
 /// too short for them or the protocol has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotedHeader {
@@ -166,7 +166,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let later_fragment = be16(ip, 6) & 0x1fff != 0;
         let (src_port, dst_port) = match protocol {
             _ if later_fragment => (0, 0),
-            6 | 17 if ip.len() >= ihl + 4 => (be16(ip, ihl), be16(ip, ihl + 2)),
+            // TCP, UDP, SCTP: the ports open the header.
+            6 | 17 | 132 if ip.len() >= ihl + 4 => (be16(ip, ihl), be16(ip, ihl + 2)),
             1 if ip.len() >= ihl + 8 => (be16(ip, ihl + 4), be16(ip, ihl + 4)),
             _ => (0, 0),
         };

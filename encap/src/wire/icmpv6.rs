@@ -140,7 +140,7 @@ const MAX_QUOTED_EXTENSIONS: usize = 8;
 
 /// The header an ICMPv6 error quotes: the offending packet's addresses, its upper-layer
 /// protocol (past any extension headers), and where that protocol's header starts in the
-/// quote with its ports (TCP/UDP) or echo identifier (ICMPv6 echo, in both port fields); ports
+/// quote with its ports (TCP/UDP/SCTP) or echo identifier (ICMPv6 echo, in both port fields); ports
 /// 0 when the quote is too short for them or the protocol has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotedHeader {
@@ -195,7 +195,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         let (src_port, dst_port) = match next {
             _ if !first_fragment => (0, 0),
-            6 | 17 if ip.len() >= at + 4 => (be16(ip, at), be16(ip, at + 2)),
+            // TCP, UDP, SCTP: the ports open the header.
+            6 | 17 | 132 if ip.len() >= at + 4 => (be16(ip, at), be16(ip, at + 2)),
             58 if ip.len() >= at + 8 && matches!(ip[at], 128 | 129) => {
                 (be16(ip, at + 4), be16(ip, at + 4))
             }
@@ -305,6 +306,25 @@ mod tests {
                 .quoted_header()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_error_quoting_sctp_gives_its_ports() {
+        // Conntrack relates the error to an SCTP connection (and NAT rewrites the quote) by
+        // these ports, which open the SCTP common header as they open TCP's and UDP's.
+        let (src, dst) = addrs();
+        let mut m = vec![1u8, 4, 0, 0, 0, 0, 0, 0]; // destination unreachable, port
+        let mut ip = vec![0x60, 0, 0, 0, 0, 12, 132, 64];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        ip.extend_from_slice(&[0x9c, 0x40, 0x23, 0x28, 1, 2, 3, 4, 0, 0, 0, 0]); // 40000 -> 9000
+        m.extend_from_slice(&ip);
+        let q = Packet::new_checked(&m[..])
+            .unwrap()
+            .quoted_header()
+            .unwrap();
+        assert_eq!((q.protocol, q.l4_offset), (132, 40));
+        assert_eq!((q.src_port, q.dst_port), (40000, 9000));
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct UpperLayer {
     pub fragment: bool,
     /// ... and its offset was not zero (not the first fragment).
     pub later_fragment: bool,
+    /// ... and its identification (0 without a fragment header): with the addresses, it
+    /// names the datagram the fragment belongs to (RFC 8200 §4.5).
+    pub fragment_id: u32,
 }
 
 /// Skips hop-by-hop, routing, fragment and destination-options headers in `payload` (the bytes
@@ -159,6 +162,7 @@ pub fn skip_extension_headers(
     let mut offset = 0usize;
     let mut fragment = false;
     let mut later_fragment = false;
+    let mut fragment_id = 0;
     while next_header.is_ipv6_extension() {
         let rest = payload.get(offset..).unwrap_or(&[]);
         if rest.len() < 8 {
@@ -168,6 +172,7 @@ pub fn skip_extension_headers(
             // Fragment header: fixed 8 bytes; offset in bits 3.. of bytes 2-3.
             fragment = true;
             later_fragment = be16(rest, 2) & 0xfff8 != 0;
+            fragment_id = be32(rest, 4);
             8
         } else {
             (rest[1] as usize + 1) * 8
@@ -186,6 +191,7 @@ pub fn skip_extension_headers(
         offset,
         fragment,
         later_fragment,
+        fragment_id,
     })
 }
 
@@ -266,7 +272,8 @@ mod tests {
                 protocol: IpProtocol::Udp,
                 offset: 16,
                 fragment: true,
-                later_fragment: false
+                later_fragment: false,
+                fragment_id: 0xcafe_babe,
             }
         );
     }
@@ -315,7 +322,8 @@ mod tests {
                 protocol: IpProtocol::Tcp,
                 offset: 8,
                 fragment: true,
-                later_fragment: true
+                later_fragment: true,
+                fragment_id: 1,
             }
         );
         // Truncated fixed header and payload length past the end.
