@@ -548,12 +548,28 @@ impl Action {
         }
     }
 
-    /// The group this action sends to, if any.
-    pub fn group(&self) -> Option<u32> {
+    /// Every group this action sends to: `group:N`, and each one inside `clone(...)`, in
+    /// order (a flow holds a reference to each, as in Open vSwitch).
+    pub fn groups(&self) -> Vec<u32> {
+        let mut v = Vec::new();
+        self.each_group(&mut |g| v.push(g));
+        v
+    }
+
+    /// Whether this action sends to group `g` (itself, or inside `clone(...)`).
+    pub fn uses_group(&self, g: u32) -> bool {
         match self {
-            Action::Group(g) => Some(*g),
-            Action::Clone(inner) => inner.iter().find_map(Action::group),
-            _ => None,
+            Action::Group(id) => *id == g,
+            Action::Clone(inner) => inner.iter().any(|a| a.uses_group(g)),
+            _ => false,
+        }
+    }
+
+    fn each_group(&self, f: &mut impl FnMut(u32)) {
+        match self {
+            Action::Group(g) => f(*g),
+            Action::Clone(inner) => inner.iter().for_each(|a| a.each_group(f)),
+            _ => {}
         }
     }
 }
@@ -599,8 +615,9 @@ impl Instructions {
         self.meter == Some(id)
     }
 
-    /// True when some action sends to group `g` (the `out_group` filter).
+    /// True when some action sends to group `g` (the `out_group` filter), in `clone(...)`
+    /// too.
     pub fn uses_group(&self, g: u32) -> bool {
-        self.actions().any(|a| a.group() == Some(g))
+        self.actions().any(|a| a.uses_group(g))
     }
 }

@@ -108,8 +108,8 @@ pub struct FlowEntry {
     pub bytes: u64,
     /// When the flow was added (for `duration=`).
     pub created: Instant,
-    /// When the flow was added or last learned again by a `learn` action: its hard timeout
-    /// counts from here (Open vSwitch's `modified`).
+    /// When the flow was added, last modified (`mod-flows`, a replacing add) or learned again
+    /// by a `learn` action: its hard timeout counts from here (Open vSwitch's `modified`).
     pub modified: Instant,
 }
 

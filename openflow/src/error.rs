@@ -128,6 +128,9 @@ pub enum ErrorCode {
     TableFeaturesBadLen,
     TableFeaturesBadArgument,
     TableFeaturesEperm,
+    /// `NXBRC_MUST_BE_ZERO` (a Nicira experimenter error, vendor 0x2320, code 5 in OpenFlow
+    /// 1.2+): a field that must be zero is not.
+    NxBadRequestMustBeZero,
 }
 
 impl ErrorCode {
@@ -235,6 +238,7 @@ impl ErrorCode {
             TableFeaturesBadLen => (ty::TABLE_FEATURES_FAILED, 3),
             TableFeaturesBadArgument => (ty::TABLE_FEATURES_FAILED, 4),
             TableFeaturesEperm => (ty::TABLE_FEATURES_FAILED, 5),
+            NxBadRequestMustBeZero => (ty::EXPERIMENTER, 5),
         }
     }
 }

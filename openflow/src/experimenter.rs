@@ -20,6 +20,7 @@ pub mod nxt {
     pub const SET_FLOW_FORMAT: u32 = 12;
     pub const FLOW_MOD_TABLE_ID: u32 = 15;
     pub const SET_PACKET_IN_FORMAT: u32 = 16;
+    pub const SET_CONTROLLER_ID: u32 = 20;
     pub const PACKET_IN2: u32 = 30;
 }
 

@@ -70,6 +70,9 @@ pub enum Message {
     BundleAdd(BundleAdd),
     /// NXT_SET_PACKET_IN_FORMAT: 0 standard, 1 NXT_PACKET_IN, 2 NXT_PACKET_IN2.
     NxSetPacketInFormat(u32),
+    /// NXT_SET_CONTROLLER_ID: the connection's controller id (packet-ins of
+    /// `controller(id=N)` go to connections with id N).
+    NxSetControllerId(u16),
     /// NXT_SET_FLOW_FORMAT (OpenFlow 1.0 sessions only).
     NxSetFlowFormat(u32),
     /// NXT_FLOW_MOD_TABLE_ID (OpenFlow 1.0 sessions only).
@@ -112,6 +115,7 @@ impl Message {
             Message::BundleControl(_)
             | Message::BundleAdd(_)
             | Message::NxSetPacketInFormat(_)
+            | Message::NxSetControllerId(_)
             | Message::NxSetFlowFormat(_)
             | Message::NxFlowModTableId(_)
             | Message::NxPacketIn2(_)
@@ -283,6 +287,19 @@ fn decode_experimenter(r: &mut Reader<'_>) -> Result<Message, OfError> {
         (NX_EXPERIMENTER_ID, nxt::SET_PACKET_IN_FORMAT) => {
             Message::NxSetPacketInFormat(r.u32("packet_in format")?)
         }
+        (NX_EXPERIMENTER_ID, nxt::SET_CONTROLLER_ID) => {
+            let mut zero = [0u8; 6];
+            for b in &mut zero {
+                *b = r.u8("nx_controller_id zero")?;
+            }
+            if zero != [0; 6] {
+                return err(
+                    ErrorCode::NxBadRequestMustBeZero,
+                    "NXT_SET_CONTROLLER_ID: the 6 bytes before the id must be zero",
+                );
+            }
+            Message::NxSetControllerId(r.u16("controller_id")?)
+        }
         (NX_EXPERIMENTER_ID, nxt::SET_FLOW_FORMAT) => {
             Message::NxSetFlowFormat(r.u32("flow format")?)
         }
@@ -401,6 +418,11 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             experimenter_header(out, NX_EXPERIMENTER_ID, nxt::SET_PACKET_IN_FORMAT);
             out.put_u32(*f);
         }
+        Message::NxSetControllerId(id) => {
+            experimenter_header(out, NX_EXPERIMENTER_ID, nxt::SET_CONTROLLER_ID);
+            out.put_zeros(6);
+            out.put_u16(*id);
+        }
         Message::NxSetFlowFormat(f) => {
             experimenter_header(out, NX_EXPERIMENTER_ID, nxt::SET_FLOW_FORMAT);
             out.put_u32(*f);
@@ -443,7 +465,8 @@ pub fn error_reply(request: &[u8], error: &OfError) -> Vec<u8> {
     let msg = Message::Error(ErrorMsg {
         err_type,
         code,
-        experimenter: None,
+        // The only experimenter errors reported are Nicira's (NXBRC_*).
+        experimenter: (err_type == ty::EXPERIMENTER).then_some(NX_EXPERIMENTER_ID),
         data,
     });
     // Cannot exceed the limit: data is capped above.

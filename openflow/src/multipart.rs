@@ -397,7 +397,7 @@ impl PortStats {
         })
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u32(self.port_no);
         out.put_zeros(4);
         for v in [

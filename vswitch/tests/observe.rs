@@ -256,6 +256,14 @@ fn metrics_move_with_traffic() {
     );
     assert!(after.get("vswitch_openflow_sessions_opened_total", &br) >= 1.0);
     assert!(after.get("vswitch_openflow_errors_sent_total", &br) >= 1.0);
+    // No OpenFlow connection fell behind: exported, and nothing lost.
+    for what in ["packet_in", "monitor_update", "connection"] {
+        let labels = [("bridge", BR), ("what", what)];
+        assert_eq!(
+            after.get("vswitch_openflow_async_dropped_total", &labels),
+            0.0
+        );
+    }
     assert_eq!(after.get("vswitch_openflow_sessions", &br), 0.0);
     assert!(after.get("vswitch_conntrack_entries", &[]) >= 1.0);
     // The scrape's own cost, as measured by the previous scrape (there was one: `before`).

@@ -1,7 +1,6 @@
 //! Flow timeouts (OpenFlow 1.3 §6.5): flows whose idle or hard timeout has passed are deleted
 //! like any flow-mod, and reported with their real reason.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,6 @@ use flowtable::flow::FlowModCommand;
 use flowtable::{FlowEntry, FlowMod};
 
 use super::{BridgeCtl, Commit, OFPRR_HARD_TIMEOUT, OFPRR_IDLE_TIMEOUT, report_removed};
-use crate::events::AsyncEvent;
 
 impl BridgeCtl {
     /// Deletes the flows that timed out by `now` (`dp_now_ns`: the same instant on the
@@ -45,12 +43,16 @@ impl BridgeCtl {
         if expiring.is_empty() {
             return 0;
         }
+        // Changes made before are published (and reported to flow monitors) on their own:
+        // the reasons noted below are for these deletes only.
+        self.publish_pending();
         for (e, reason) in &expiring {
             report_removed(self, vec![e.clone()], *reason);
+            self.note_removal_reasons(std::iter::once(e), *reason);
         }
-        // The deletes are not reported again as `delete`, neither as FLOW_REMOVED nor to flow
-        // monitors (which hear of them below with their real reason).
-        let hub = self.async_hub.take();
+        // The deletes are not reported again as `delete` FLOW_REMOVED (`quiet`), and flow
+        // monitors hear of them with their real reason; the learned flows a
+        // `delete_learned` takes with them are reported as any delete.
         let _ = self.transaction(Commit::Atomic, |tx| {
             tx.quiet();
             for (e, _) in &expiring {
@@ -64,19 +66,7 @@ impl BridgeCtl {
             }
             Ok::<(), flowtable::table::TableError>(())
         });
-        if let Some(h) = hub.as_ref().filter(|h| h.has_flow_monitors()) {
-            for (e, reason) in &expiring {
-                h.send(
-                    &self.name,
-                    AsyncEvent::FlowUpdate {
-                        event: openflow::monitor::event::DELETED,
-                        reason: *reason,
-                        entry: Arc::new(e.clone()),
-                    },
-                );
-            }
-        }
-        self.async_hub = hub;
+        self.removal_reasons.clear();
         expiring.len()
     }
 }

@@ -119,6 +119,10 @@ pub struct BridgeCtl {
     installed: Installed,
     /// Where FLOW_REMOVED messages go (shared with the switch).
     async_hub: Option<Arc<PacketInHub>>,
+    /// Flows deleted for another reason than a delete flow-mod (expiry, group deletion), by
+    /// key, until the next publish reports them to flow monitors with it (only kept while
+    /// some connection monitors).
+    removal_reasons: HashMap<FlowKeyOf, u8>,
     /// Flow-mods the tables took, by command and outcome (kept by `transaction`).
     pub flow_mod_counts: FlowModCounts,
     /// Rung after every publish (the state file's writer listens; see `Switch::changes`).
@@ -158,6 +162,7 @@ impl BridgeCtl {
             created: Instant::now(),
             installed: Installed::default(),
             async_hub,
+            removal_reasons: HashMap::new(),
             flow_mod_counts: FlowModCounts::default(),
             on_change: None,
         }
@@ -207,23 +212,46 @@ impl BridgeCtl {
 pub const OFPRR_IDLE_TIMEOUT: u8 = 0;
 pub const OFPRR_HARD_TIMEOUT: u8 = 1;
 pub const OFPRR_DELETE: u8 = 2;
+/// OpenFlow 1.3: the flow went with the group it sends to.
+pub const OFPRR_GROUP_DELETE: u8 = 3;
+
+/// A flow's key in its table: (table, priority, match).
+type FlowKeyOf = (u8, u16, flowtable::Match);
+
+fn key_of(e: &FlowEntry) -> FlowKeyOf {
+    (e.table_id, e.priority, e.match_)
+}
+
+impl BridgeCtl {
+    /// Flow monitors are to hear of these flows' deletion (in the next publish) with `reason`
+    /// rather than `delete`.
+    fn note_removal_reasons<'a>(&mut self, flows: impl Iterator<Item = &'a FlowEntry>, reason: u8) {
+        if self
+            .async_hub
+            .as_ref()
+            .is_some_and(|h| h.has_flow_monitors())
+        {
+            for e in flows {
+                self.removal_reasons.insert(key_of(e), reason);
+            }
+        }
+    }
+}
 
 /// Sends FLOW_REMOVED for the removed flows that asked for it (`send_flow_rem`), with their
-/// final counters.
+/// final counters. None is lost (see `crate::events`).
 fn report_removed(b: &BridgeCtl, removed: Vec<FlowEntry>, reason: u8) {
-    let Some(hub) = &b.async_hub else { return };
+    let Some(hub) = b.async_hub.as_ref().filter(|h| h.has_subscribers(&b.name)) else {
+        return;
+    };
     for e in removed {
         if !e.flags.contains(flowtable::flow::FlowFlags::SEND_FLOW_REM) {
             continue;
         }
         let e = with_live_counters(b, &e);
-        hub.send(
-            &b.name,
-            AsyncEvent::FlowRemoved {
-                entry: Box::new(e),
-                reason,
-            },
-        );
+        if let Some(msg) = crate::events::flow_removed_message(&e, reason) {
+            hub.send(&b.name, AsyncEvent::FlowRemoved(msg));
+        }
     }
 }
 

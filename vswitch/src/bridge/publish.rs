@@ -89,7 +89,8 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                     // rule (a table holds one flow per (match, priority), as does its
                     // classifier, so the rule is found by its masked value).
                     let may_be_installed = seen.check_and_set(table, match_, priority);
-                    // The replaced rule's counters go to its successor.
+                    // The replaced rule's counters go to its successor (an add over a flow or a
+                    // modify keeps them, as in Open vSwitch, unless `reset_counts`).
                     let mut replaced = None;
                     if (was_present || may_be_installed)
                         && let Some(builder) = inst.builders.get_mut(&table)
@@ -107,7 +108,11 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                         ));
                     }
                     if let Some(e) = now {
-                        let stats = replaced.map(|r| {
+                        // Unless the key held no flow just before this change: deleted and
+                        // added again before this publish, it is a new flow, counted from 0
+                        // (the rule found was put in earlier in this pass, from the tables
+                        // as they are now, with the deleted flow's counters).
+                        let stats = replaced.filter(|_| was_present).map(|r| {
                             let old = &r.payload().stats;
                             if reset_counts {
                                 Arc::new(FlowStats::counts_reset(old))
@@ -208,8 +213,9 @@ pub(super) fn publish(b: &mut BridgeCtl) {
     drop(previous);
     flowtable::grace::drop_after_readers(replaced, flowtable::grace::PATIENCE);
     if let Some(hub) = b.async_hub.as_ref().filter(|_| !changes.is_empty()) {
-        report_flow_changes(hub, &b.name, changes);
+        report_flow_changes(hub, &b.name, changes, &b.removal_reasons);
     }
+    b.removal_reasons.clear();
 }
 
 /// The datapath entry for meter `m`: the installed one while its configuration is the same
@@ -226,14 +232,23 @@ fn meter_entry(m: &flowtable::Meter, old: Option<&Arc<MeterEntry>>) -> Arc<Meter
 }
 
 /// Turns (before, after) pairs of changed flows into flow-monitor events. A flow whose
-/// actions and cookie did not change (re-installed as is) is no event.
+/// actions and cookie did not change (re-installed as is) is no event. A deleted flow's
+/// reason is `delete` unless `reasons` has another for it (expiry, group deletion).
 fn report_flow_changes(
     hub: &PacketInHub,
     bridge: &str,
     changes: Vec<(Option<FlowEntry>, Option<FlowEntry>)>,
+    reasons: &HashMap<super::FlowKeyOf, u8>,
 ) {
     use openflow::monitor::event;
     for (old, new) in changes {
+        let reason = match (&old, &new) {
+            (Some(old), None) => reasons
+                .get(&super::key_of(old))
+                .copied()
+                .unwrap_or(OFPRR_DELETE),
+            _ => OFPRR_DELETE,
+        };
         let (ev, entry) = match (old, new) {
             (None, Some(new)) => (event::ADDED, new),
             (Some(old), None) => (event::DELETED, old),
@@ -248,7 +263,7 @@ fn report_flow_changes(
             bridge,
             AsyncEvent::FlowUpdate {
                 event: ev,
-                reason: OFPRR_DELETE,
+                reason,
                 entry: Arc::new(entry),
             },
         );

@@ -10,17 +10,19 @@
 //!   ([`BridgeCtl::publish_pending`]), so streaming 100k flow-mods is not 100k publishes.
 //!
 //! Either way, deleted flows that asked for it (`send_flow_rem`) are reported as FLOW_REMOVED
-//! with reason `delete`, with their final counters.
+//! with reason `delete` (`group_delete` for the flows a group deletion took), with their
+//! final counters.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use flowtable::flow::FlowModCommand;
 use flowtable::group::GroupMod;
 use flowtable::meter::MeterMod;
 use flowtable::table::{Pipeline as FlowTables, TableError};
-use flowtable::{FlowEntry, FlowMod};
+use flowtable::{FlowEntry, FlowMod, Instructions};
 
-use super::{BridgeCtl, OFPRR_DELETE, report_removed};
+use super::{BridgeCtl, OFPRR_DELETE, OFPRR_GROUP_DELETE, report_removed};
 
 /// How a transaction ends (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,10 @@ pub struct Transaction<'a> {
     tables: &'a mut FlowTables,
     now: Instant,
     removed: Vec<FlowEntry>,
+    /// Flows deleted with the group they send to (reason `group_delete`).
+    group_removed: Vec<FlowEntry>,
+    /// Former instructions (with a `delete_learned` learn) of flows replaced or modified.
+    replaced_learning: Vec<Arc<Instructions>>,
     /// Deleted flows are not reported as FLOW_REMOVED/`delete` (expiry reports its own reason).
     quiet: bool,
     /// Flow-mods that applied, by command; they count as rolled back if the batch is undone.
@@ -80,6 +86,7 @@ impl Transaction<'_> {
         };
         self.applied[c] += 1;
         self.removed.extend(r.removed);
+        self.replaced_learning.extend(r.replaced_learning);
         Ok(())
     }
 
@@ -95,12 +102,13 @@ impl Transaction<'_> {
         };
         self.applied[c] += 1;
         self.removed.extend(r.removed);
+        self.replaced_learning.extend(r.replaced_learning);
         Ok(())
     }
 
     pub fn group_mod(&mut self, gm: &GroupMod) -> Result<(), TableError> {
         let removed = self.tables.group_mod(gm)?;
-        self.removed.extend(removed);
+        self.group_removed.extend(removed);
         Ok(())
     }
 
@@ -135,18 +143,31 @@ impl Transaction<'_> {
 
 /// The (cookie, table) of every `learn(..., delete_learned)` of `e`.
 fn learned_cookies(e: &FlowEntry) -> impl Iterator<Item = (u64, u8)> + '_ {
-    e.instructions.actions().filter_map(|a| match a {
+    ins_learned_cookies(&e.instructions)
+}
+
+fn ins_learned_cookies(ins: &Instructions) -> impl Iterator<Item = (u64, u8)> + '_ {
+    ins.actions().filter_map(|a| match a {
         flowtable::Action::Learn(l) if l.delete_learned => Some((l.cookie, l.table)),
         _ => None,
     })
 }
 
 /// `delete_learned` (Open vSwitch's learned cookies): when the last flow holding a
-/// `learn(..., delete_learned)` with a given cookie and table is gone, every flow of that
-/// table with that cookie goes too (and so on, for learned flows that learn). Returns the
-/// flows deleted this way.
-fn flush_learned(tables: &mut FlowTables, removed: &[FlowEntry]) -> Vec<FlowEntry> {
-    let mut dead: Vec<(u64, u8)> = removed.iter().flat_map(learned_cookies).collect();
+/// `learn(..., delete_learned)` with a given cookie and table is gone (deleted, or replaced
+/// or modified into one without it), every flow of that table with that cookie goes too (and
+/// so on, for learned flows that learn). Returns the flows deleted this way.
+fn flush_learned<'a>(
+    tables: &mut FlowTables,
+    removed: impl Iterator<Item = &'a FlowEntry>,
+    replaced: &[Arc<Instructions>],
+) -> Vec<FlowEntry> {
+    let mut dead: Vec<(u64, u8)> = removed.flat_map(learned_cookies).collect();
+    dead.extend(replaced.iter().flat_map(|ins| ins_learned_cookies(ins)));
+    // A modify of many learning flows names the same few cookies many times: each is
+    // looked for once.
+    dead.sort_unstable();
+    dead.dedup();
     let mut flushed = Vec::new();
     let now = Instant::now();
     while let Some((cookie, table)) = dead.pop() {
@@ -182,12 +203,15 @@ impl BridgeCtl {
             tables: &mut self.tables,
             now: Instant::now(),
             removed: Vec::new(),
+            group_removed: Vec::new(),
+            replaced_learning: Vec::new(),
             quiet: false,
             applied: [0; FlowModCounts::COMMANDS],
             refused: [0; FlowModCounts::COMMANDS],
         };
         let result = f(&mut tx);
-        let (removed, quiet) = (tx.removed, tx.quiet);
+        let (removed, quiet, replaced) = (tx.removed, tx.quiet, tx.replaced_learning);
+        let group_removed = tx.group_removed;
         let rolled_back = result.is_err() && commit == Commit::Atomic;
         for (c, counts) in self.flow_mod_counts.counts.iter_mut().enumerate() {
             counts[if rolled_back { 2 } else { 0 }] += tx.applied[c];
@@ -197,11 +221,17 @@ impl BridgeCtl {
             self.tables.rollback();
             return result;
         }
-        let flushed = flush_learned(&mut self.tables, &removed);
+        let flushed = flush_learned(
+            &mut self.tables,
+            removed.iter().chain(&group_removed),
+            &replaced,
+        );
         // Deferred changes that did apply stand, and so do their deletions.
         if !quiet {
             report_removed(self, removed, OFPRR_DELETE);
         }
+        self.note_removal_reasons(group_removed.iter(), OFPRR_GROUP_DELETE);
+        report_removed(self, group_removed, OFPRR_GROUP_DELETE);
         report_removed(self, flushed, OFPRR_DELETE);
         if commit == Commit::Atomic {
             self.publish();

@@ -400,10 +400,25 @@ fn openflow(out: &mut Vec<Family>) {
         Kind::Counter,
         "OFPT_ERROR replies sent, by bridge.",
     );
+    let mut lost = Family::new(
+        "openflow_async_dropped",
+        Kind::Counter,
+        "Asynchronous messages lost to OpenFlow connections that fell behind, by bridge and what (packet_in, monitor_update: dropped past 1024 waiting; connection: cut off past 256k waiting, so that no FLOW_REMOVED or PORT_STATUS is lost).",
+    );
     for (bridge, c) in crate::ofserver::counters::snapshot() {
         open.add(bl(&bridge), c.open);
         opened.add(bl(&bridge), c.opened);
         errors.add(bl(&bridge), c.errors_sent);
+        for (what, n) in [
+            ("packet_in", c.packet_ins_dropped),
+            ("monitor_update", c.monitor_updates_dropped),
+            ("connection", c.async_overruns),
+        ] {
+            lost.add(
+                vec![("bridge", bridge.clone()), ("what", what.to_string())],
+                n,
+            );
+        }
     }
-    out.extend([open, opened, errors]);
+    out.extend([open, opened, errors, lost]);
 }

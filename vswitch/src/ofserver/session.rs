@@ -74,11 +74,17 @@ pub struct Session {
     /// Flow/group-mods outside bundles, applied together (one lock, one journal pass) before
     /// anything else is answered and at the end of each read.
     pending: Vec<Staged>,
-    /// Packet-ins for this connection, once it asked for them (SET_CONFIG or a packet-in
-    /// format): plain one-shot ovs-ofctl commands never see asynchronous messages.
-    packet_ins: Option<crossbeam_channel::Receiver<crate::events::AsyncEvent>>,
+    /// Asynchronous messages for this connection, once it asked for them (SET_CONFIG, a
+    /// packet-in format, a controller id, flow monitors): plain one-shot ovs-ofctl commands
+    /// never see one.
+    packet_ins: Option<crate::events::Subscription>,
+    /// The connection fell too far behind its asynchronous messages and lost some it may
+    /// not lose (see `crate::events`): it is closed.
+    cut_off: bool,
     /// NXT_SET_PACKET_IN_FORMAT: 0 standard OFPT_PACKET_IN, 2 NXT_PACKET_IN2.
     packet_in_format: u32,
+    /// NXT_SET_CONTROLLER_ID (0 until set).
+    controller_id: u16,
     /// ONF flow monitors this connection asked for (`ovs-ofctl monitor ... watch:`).
     monitors: Vec<MonitorRequest>,
     framer: Framer,
@@ -127,7 +133,9 @@ impl Session {
             bundles: HashMap::new(),
             pending: Vec::new(),
             packet_ins: None,
+            cut_off: false,
             packet_in_format: 0,
+            controller_id: 0,
             monitors: Vec::new(),
             framer: Framer::new(),
             counted,
@@ -174,6 +182,9 @@ impl Session {
         self.drain_packet_ins(out);
         for _ in 0..error_replies(out.get(answered_from..).unwrap_or_default()) {
             self.counted.error_sent();
+        }
+        if self.cut_off {
+            step.open = false;
         }
         step
     }
@@ -344,9 +355,28 @@ impl Session {
                 exp_type,
                 ..
             } => Err(Message::unsupported_experimenter(experimenter, exp_type)),
+            // Open vSwitch refuses formats it does not know with OFPBRC_EPERM; NXT_PACKET_IN
+            // (1) is refused the same way, as this switch does not send it.
+            Message::NxSetPacketInFormat(f) if f != PACKET_IN_STD && f != PACKET_IN_NXT2 => {
+                Err(OfError::new(
+                    ErrorCode::BadRequestEperm,
+                    format!(
+                        "packet-in format {f}: only standard (0) and nxt_packet_in2 (2) are \
+                         supported"
+                    ),
+                ))
+            }
             Message::NxSetPacketInFormat(f) => {
                 self.packet_in_format = f;
                 self.subscribe_packet_ins();
+                Ok(())
+            }
+            Message::NxSetControllerId(id) => {
+                self.controller_id = id;
+                self.subscribe_packet_ins();
+                if let Some(sub) = &self.packet_ins {
+                    sub.set_controller_id(id);
+                }
                 Ok(())
             }
             Message::NxSetFlowFormat(_) | Message::NxFlowModTableId(_) => Err(OfError::new(
@@ -428,7 +458,9 @@ impl Session {
         if self.packet_ins.is_none()
             && let Some(sw) = self.switch.upgrade()
         {
-            self.packet_ins = Some(sw.packet_ins.subscribe(&self.bridge));
+            let sub = sw.packet_ins.subscribe(&self.bridge);
+            sub.set_controller_id(self.controller_id);
+            self.packet_ins = Some(sub);
         }
     }
 
@@ -442,11 +474,19 @@ impl Session {
     ) -> Result<(), OfError> {
         // Pending changes first: the initial dump shows them, later updates do not repeat them.
         self.publish_if_dirty();
-        if self.monitors.is_empty()
-            && let Some(sw) = self.switch.upgrade()
-        {
-            sw.packet_ins.monitoring(true);
+        // Counted as monitoring before the initial dump (no change may fall between the two),
+        // and no longer if the request fails or names no monitor: `Drop` only uncounts a
+        // session that holds monitors.
+        let hub = self.switch.upgrade().map(|sw| sw.packet_ins.clone());
+        let starts = self.monitors.is_empty() && !monitors.is_empty();
+        if starts && let Some(h) = &hub {
+            h.monitoring(true);
         }
+        let stop = |hub: &Option<Arc<crate::events::PacketInHub>>| {
+            if starts && let Some(h) = hub {
+                h.monitoring(false);
+            }
+        };
         self.subscribe_packet_ins();
         let initial = self
             .bridge_do(|b| {
@@ -466,19 +506,29 @@ impl Session {
                 }
                 Ok::<_, OfError>(ups)
             })
-            .map_err(|_| {
-                OfError::new(ErrorCode::BadRequestEperm, "the bridge no longer exists")
-            })??;
+            .map_err(|_| OfError::new(ErrorCode::BadRequestEperm, "the bridge no longer exists"))
+            .and_then(|r| r)
+            .inspect_err(|_| stop(&hub))?;
         self.monitors.extend(monitors);
         self.send_multipart(out, monitor_replies(&initial, MONITOR_BODY_MAX), xid)
     }
 
-    /// Encodes every waiting packet-in into `out` (in the format the peer asked for).
+    /// Encodes waiting asynchronous messages into `out` (packet-ins in the format the peer
+    /// asked for), at most [`DRAIN_MAX`] bytes of them per call: the rest waits in the
+    /// compact queue for the next tick rather than in the output buffer. A subscription cut
+    /// off for falling behind closes the connection.
     fn drain_packet_ins(&mut self, out: &mut Vec<u8>) {
-        let Some(rx) = &self.packet_ins else { return };
-        while let Ok(event) = rx.try_recv() {
-            let ev = match event {
-                crate::events::AsyncEvent::PacketIn(ev) => ev,
+        let Some(sub) = &self.packet_ins else { return };
+        let start = out.len();
+        while out.len() - start < DRAIN_MAX
+            && let Some(event) = sub.try_recv()
+        {
+            match event {
+                crate::events::AsyncEvent::PacketIn(ev) => {
+                    if let Ok(bytes) = encode(&packet_in_message(*ev, self.packet_in_format), 0) {
+                        out.extend(bytes);
+                    }
+                }
                 crate::events::AsyncEvent::PortStatus {
                     reason,
                     ofport,
@@ -498,7 +548,6 @@ impl Session {
                     if let Ok(bytes) = encode(&msg, 0) {
                         out.extend(bytes);
                     }
-                    continue;
                 }
                 crate::events::AsyncEvent::FlowUpdate {
                     event: ev,
@@ -524,61 +573,12 @@ impl Session {
                             }
                         }
                     }
-                    continue;
                 }
-                crate::events::AsyncEvent::FlowRemoved { entry, reason } => {
-                    let age = entry.created.elapsed();
-                    let msg = Message::FlowRemoved(openflow::flow::FlowRemoved {
-                        cookie: entry.cookie,
-                        priority: entry.priority,
-                        reason,
-                        table_id: entry.table_id,
-                        duration_sec: age.as_secs() as u32,
-                        duration_nsec: age.subsec_nanos(),
-                        idle_timeout: entry.idle_timeout,
-                        hard_timeout: entry.hard_timeout,
-                        packet_count: entry.packets,
-                        byte_count: entry.bytes,
-                        match_: openflow::oxm::Match::from_flow(
-                            &entry.match_.value,
-                            &entry.match_.mask,
-                        ),
-                    });
-                    if let Ok(bytes) = encode(&msg, 0) {
-                        out.extend(bytes);
-                    }
-                    continue;
-                }
-            };
-            let mut m = flowtable::Match::default();
-            m.value.in_port = ev.in_port;
-            m.mask.in_port = u32::MAX;
-            let oxm = openflow::oxm::Match::from_flow(&m.value, &m.mask);
-            let msg = if self.packet_in_format == 2 {
-                Message::NxPacketIn2(openflow::experimenter::PacketIn2 {
-                    packet: ev.frame,
-                    full_len: (ev.total_len as usize != 0).then_some(ev.total_len),
-                    buffer_id: None,
-                    table_id: ev.table,
-                    cookie: ev.cookie,
-                    reason: ev.reason,
-                    metadata: oxm.fields.clone(),
-                    userdata: None,
-                })
-            } else {
-                Message::PacketIn(openflow::flow::PacketIn {
-                    buffer_id: u32::MAX,
-                    total_len: ev.total_len.min(u16::MAX as u32) as u16,
-                    reason: ev.reason,
-                    table_id: ev.table,
-                    cookie: ev.cookie,
-                    match_: oxm,
-                    data: ev.frame,
-                })
-            };
-            if let Ok(bytes) = encode(&msg, 0) {
-                out.extend(bytes);
+                crate::events::AsyncEvent::FlowRemoved(msg) => out.extend_from_slice(&msg),
             }
+        }
+        if sub.overrun() {
+            self.cut_off = true;
         }
     }
 
@@ -669,6 +669,8 @@ impl Session {
             ));
         }
         let actions = convert::actions_in(&po.actions)?;
+        flowtable::table::check_controller_actions(actions.iter())
+            .map_err(|e| OfError::new(ErrorCode::BadActionBadArgument, e.to_string()))?;
         let frame = po.data.clone();
         let in_port = po.in_port;
         check_packet_out(&actions, &frame, in_port)?;
@@ -680,7 +682,7 @@ impl Session {
         let b = state.get(&self.bridge).ok_or_else(|| {
             OfError::new(ErrorCode::BadRequestEperm, "the bridge no longer exists")
         })?;
-        for g in actions.iter().filter_map(|a| a.group()) {
+        for g in actions.iter().flat_map(|a| a.groups()) {
             if b.tables().group(g).is_none() {
                 return Err(OfError::new(
                     ErrorCode::BadActionBadOutGroup,
@@ -919,6 +921,53 @@ fn table_error(s: &Staged, e: &TableError) -> Vec<u8> {
         s.xid,
     )
     .unwrap_or_default()
+}
+
+/// NXT_SET_PACKET_IN_FORMAT values this switch sends.
+const PACKET_IN_STD: u32 = 0;
+const PACKET_IN_NXT2: u32 = 2;
+
+/// Bytes of asynchronous messages one drain writes to the output at most.
+const DRAIN_MAX: usize = 1 << 20;
+
+/// A packet-in as OFPT_PACKET_IN (OpenFlow 1.3) or NXT_PACKET_IN2, as Open vSwitch encodes
+/// them for an OpenFlow 1.3 connection (`ofputil_encode_packet_in_private`): the pipeline
+/// fields as match / metadata; the reasons OpenFlow 1.3 lacks (`action_set`, `group`,
+/// `packet_out`) as `action`, in both formats (`encode_packet_in_reason`); FULL_LEN only
+/// when the packet was cut; USERDATA only when the action has some.
+fn packet_in_message(ev: crate::datapath::PacketInEvent, format: u32) -> Message {
+    const OFPR_ACTION: u8 = 1;
+    const OFPR_INVALID_TTL: u8 = 2;
+    let a = &ev.action;
+    let fields = openflow::oxm::Match::from_flow(&a.metadata.value, &a.metadata.mask);
+    let reason = if a.reason > OFPR_INVALID_TTL {
+        OFPR_ACTION
+    } else {
+        a.reason
+    };
+    if format == PACKET_IN_NXT2 {
+        let cut = ev.frame.len() < ev.total_len as usize;
+        Message::NxPacketIn2(openflow::experimenter::PacketIn2 {
+            packet: ev.frame,
+            full_len: cut.then_some(ev.total_len),
+            buffer_id: None,
+            table_id: a.table,
+            cookie: a.cookie,
+            reason,
+            metadata: fields.fields,
+            userdata: (!a.userdata.is_empty()).then(|| a.userdata.clone()),
+        })
+    } else {
+        Message::PacketIn(openflow::flow::PacketIn {
+            buffer_id: u32::MAX,
+            total_len: ev.total_len.min(u32::from(u16::MAX)) as u16,
+            reason,
+            table_id: a.table,
+            cookie: a.cookie,
+            match_: fields,
+            data: ev.frame,
+        })
+    }
 }
 
 /// Bytes of flow updates per flow-monitor reply (an OpenFlow message is at most 64 KiB).

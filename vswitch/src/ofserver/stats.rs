@@ -101,7 +101,11 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                     }
                 })
                 .collect();
-            vec![MultipartReply::PortStats(list)]
+            chunked(
+                list,
+                |p: &PortStats, out| p.encode(out),
+                MultipartReply::PortStats,
+            )
         }
         MultipartRequest::PortDesc => {
             let list = b
@@ -120,7 +124,11 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                     ..Port::default()
                 })
                 .collect();
-            vec![MultipartReply::PortDesc(list)]
+            chunked(
+                list,
+                |p: &Port, out| p.encode(out),
+                MultipartReply::PortDesc,
+            )
         }
         MultipartRequest::Group { group_id } => {
             let flows = b.tables().flows();
@@ -132,7 +140,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                     group_id: g.id,
                     ref_count: flows
                         .iter()
-                        .filter(|e| e.instructions.actions().any(|a| a.group() == Some(g.id)))
+                        .filter(|e| e.instructions.uses_group(g.id))
                         .count() as u32,
                     packet_count: 0,
                     byte_count: 0,
@@ -262,10 +270,7 @@ fn selected(b: &BridgeCtl, f: &FlowStatsRequest) -> Vec<FlowEntry> {
         .filter(|e| f.cookie_mask == 0 || (e.cookie & f.cookie_mask) == (f.cookie & f.cookie_mask))
         .filter(|e| f.out_port == OFPP_ANY || e.instructions.outputs_to(OfPort(f.out_port)))
         .filter(|e| {
-            f.out_group == flowtable::flow::GROUP_ANY
-                || e.instructions
-                    .actions()
-                    .any(|a| a.group() == Some(f.out_group))
+            f.out_group == flowtable::flow::GROUP_ANY || e.instructions.uses_group(f.out_group)
         })
         .map(|e| {
             let mut e = e.clone();
