@@ -55,6 +55,8 @@ pub enum RewriteError {
     NotIcmpv4Echo,
     #[error("not an ICMPv4 error quoting an IPv4 header")]
     NoQuotedHeader,
+    #[error("not an ICMPv6 message with a complete header")]
+    NotIcmpv6,
     #[error("not an ICMPv6 echo request or reply")]
     NotIcmpv6Echo,
     #[error("not an ICMPv6 error quoting an IPv6 header")]
@@ -447,7 +449,29 @@ pub fn set_icmpv6_echo_id(frame: &mut [u8], parsed: &Parsed, id: u16) -> Result<
     Ok(())
 }
 
-/// Rewrites the header an ICMPv6 error quotes (addresses; TCP/UDP ports or the echo
+/// Rewrites the ICMPv6 type and/or code, updating the ICMPv6 checksum (the two bytes are in
+/// the checksummed message, not in the pseudo-header).
+pub fn set_icmpv6_type_code(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    msg_type: Option<u8>,
+    code: Option<u8>,
+) -> Result<(), RewriteError> {
+    let l4 = icmpv6_l4(frame, parsed).ok_or(RewriteError::NotIcmpv6)?;
+    let old = rd16(frame, l4);
+    if let Some(t) = msg_type {
+        frame[l4] = t;
+    }
+    if let Some(c) = code {
+        frame[l4 + 1] = c;
+    }
+    let new = rd16(frame, l4);
+    let c = checksum::update_u16(rd16(frame, l4 + 2), old, new);
+    wr16(frame, l4 + 2, c);
+    Ok(())
+}
+
+/// Rewrites the header an ICMPv6 error quotes (addresses; TCP/UDP/SCTP ports or the echo
 /// identifier, as far as the quote holds them) for NAT, and recomputes the ICMPv6 checksum
 /// with the packet's own pseudo-header. As for ICMPv4, the quoted L4 checksum is left alone.
 pub fn set_icmpv6_quoted(
@@ -476,7 +500,7 @@ pub fn set_icmpv6_quoted(
     let at = ip + q.l4_offset;
     // A quoted later fragment has no ports: its data is left as it is.
     let first = q.first_fragment;
-    if first && matches!(q.protocol, PROTO_TCP | PROTO_UDP) && end >= at + 4 {
+    if first && matches!(q.protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && end >= at + 4 {
         wr16(frame, at, src_port);
         wr16(frame, at + 2, dst_port);
     } else if first && q.protocol == 58 && end >= at + 8 && matches!(frame[at], 128 | 129) {
@@ -494,7 +518,7 @@ pub fn set_icmpv6_quoted(
     Ok(())
 }
 
-/// Rewrites the header an ICMPv4 error quotes (addresses; TCP/UDP ports or the ICMP echo
+/// Rewrites the header an ICMPv4 error quotes (addresses; TCP/UDP/SCTP ports or the ICMP echo
 /// identifier, as far as the quote holds them) for NAT, recomputing the quoted IPv4 header
 /// checksum and the ICMP checksum. The quoted L4 checksum is left alone: it covers bytes that
 /// were cut off, so receivers do not check it.
@@ -527,7 +551,7 @@ pub fn set_icmpv4_quoted(
     let q = ip + ihl;
     // A quoted later fragment has no ports: its data is left as it is.
     let first = rd16(frame, ip + 6) & 0x1fff == 0;
-    if first && matches!(proto, PROTO_TCP | PROTO_UDP) && end >= q + 4 {
+    if first && matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) && end >= q + 4 {
         wr16(frame, q, src_port);
         wr16(frame, q + 2, dst_port);
     } else if first && proto == 1 && end >= q + icmpv4::HEADER_LEN {

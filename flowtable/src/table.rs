@@ -277,11 +277,17 @@ fn check_bundle(b: &crate::action::Bundle) -> Result<(), TableError> {
     Ok(())
 }
 
-/// Fields no action may write (Open vSwitch's `Access: read-only`).
+/// Fields no action may write (Open vSwitch's `Access: read-only`): what the classifier or
+/// conntrack sets, and the fields that say what the packet is (`eth_type`, `nw_proto`,
+/// `nw_frag`, `tcp_flags`), which the datapath has no rewrite for.
 pub fn is_read_only(field: FieldId) -> bool {
     matches!(
         field,
         FieldId::ConjId
+            | FieldId::EthType
+            | FieldId::IpProto
+            | FieldId::IpFrag
+            | FieldId::TcpFlags
             | FieldId::CtState
             | FieldId::CtZone
             | FieldId::CtNwSrc
@@ -292,6 +298,28 @@ pub fn is_read_only(field: FieldId) -> bool {
             | FieldId::CtTpSrc
             | FieldId::CtTpDst
     )
+}
+
+/// What this switch cannot execute of a `controller` action, refused rather than accepted
+/// and ignored: `pause` (the packet would wait for an NXT_RESUME, which this switch does not
+/// implement). Looks inside `clone` too; for packet-outs, whose actions reach no table.
+pub fn check_controller_actions<'a>(
+    actions: impl Iterator<Item = &'a Action>,
+) -> Result<(), TableError> {
+    for a in actions {
+        match a {
+            Action::Controller(c) if c.pause => {
+                return Err(TableError::BadArgument(
+                    "controller(pause) is not supported: this switch does not resume paused \
+                     packets (NXT_RESUME)"
+                        .into(),
+                ));
+            }
+            Action::Clone(inner) => check_controller_actions(inner.iter())?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A flow with `conjunction` actions is one dimension of a conjunctive match: its only
@@ -327,6 +355,16 @@ pub struct FlowModResult {
     pub modified: usize,
     /// Entries removed by delete (for `OFPT_FLOW_REMOVED` when `send_flow_rem` is set).
     pub removed: Vec<FlowEntry>,
+    /// The former instructions of flows this change replaced (an add over the same match
+    /// and priority) or modified, when they held a `learn(..., delete_learned)`: that learn's
+    /// flows may have lost their last learning flow (Open vSwitch's learned cookies).
+    pub replaced_learning: Vec<Arc<Instructions>>,
+}
+
+/// Whether `ins` holds a `learn(..., delete_learned)`.
+fn learns_with_delete(ins: &Instructions) -> bool {
+    ins.actions()
+        .any(|a| matches!(a, Action::Learn(l) if l.delete_learned))
 }
 
 #[derive(Clone, Debug)]
@@ -828,6 +866,7 @@ impl Pipeline {
                     check_writable(dst.field, false)?
                 }
                 Action::Clone(inner) => self.check_actions(inner.iter())?,
+                Action::Controller(_) => check_controller_actions(std::iter::once(a))?,
                 Action::Multipath(mp) => check_writable(mp.dst.field, false)?,
                 Action::Bundle(b) => check_bundle(b)?,
                 Action::Learn(l) => {
@@ -919,7 +958,7 @@ impl Pipeline {
         fm.match_.check_prereqs().map_err(TableError::BadMatch)?;
         match fm.command {
             FlowModCommand::Add => self.add(fm, now),
-            FlowModCommand::Modify | FlowModCommand::ModifyStrict => self.modify(fm),
+            FlowModCommand::Modify | FlowModCommand::ModifyStrict => self.modify(fm, now),
             FlowModCommand::Delete | FlowModCommand::DeleteStrict => Ok(self.delete(fm)),
         }
     }
@@ -954,6 +993,13 @@ impl Pipeline {
             new.entry.bytes = prev.entry.bytes;
         }
         let reset_counts = old.is_some() && fm.flags.contains(FlowFlags::RESET_COUNTS);
+        let replaced_learning = old
+            .as_ref()
+            .map(|o| &o.entry.instructions)
+            .filter(|ins| learns_with_delete(ins))
+            .cloned()
+            .into_iter()
+            .collect();
         self.journal.push(Undo::Flow {
             table: fm.table_id,
             key,
@@ -963,6 +1009,7 @@ impl Pipeline {
         self.version += 1;
         Ok(FlowModResult {
             added: 1,
+            replaced_learning,
             ..FlowModResult::default()
         })
     }
@@ -989,13 +1036,16 @@ impl Pipeline {
         match_ok && (e.cookie & fm.cookie_mask) == (fm.cookie & fm.cookie_mask)
     }
 
-    fn modify(&mut self, fm: &FlowMod) -> Result<FlowModResult, TableError> {
+    /// As Open vSwitch's modify: new instructions, the flow's `created` (its duration) and
+    /// timeouts kept, its `modified` set to `now` (the hard timeout starts again).
+    fn modify(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
         let tables = self.target_tables(fm.table_id);
         for t in &tables {
             self.check_instructions(*t, &fm.instructions, &fm.match_)?;
         }
         let ins = Arc::new(fm.instructions.clone());
         let mut modified = 0;
+        let mut replaced_learning = Vec::new();
         for t in tables {
             let Some(table) = self.tables.get_mut(&t) else {
                 continue;
@@ -1008,7 +1058,11 @@ impl Pipeline {
                         old: Some(s.clone()),
                         reset_counts: fm.flags.contains(FlowFlags::RESET_COUNTS),
                     });
-                    s.entry.instructions = Arc::clone(&ins);
+                    let old = std::mem::replace(&mut s.entry.instructions, Arc::clone(&ins));
+                    s.entry.modified = now;
+                    if learns_with_delete(&old) {
+                        replaced_learning.push(old);
+                    }
                     if fm.flags.contains(FlowFlags::RESET_COUNTS) {
                         s.entry.packets = 0;
                         s.entry.bytes = 0;
@@ -1022,6 +1076,7 @@ impl Pipeline {
         }
         Ok(FlowModResult {
             modified,
+            replaced_learning,
             ..FlowModResult::default()
         })
     }
@@ -1079,7 +1134,7 @@ impl Pipeline {
             {
                 return Err(TableError::BadWatch(i));
             }
-            if b.actions.iter().any(|a| a.group() == Some(g.id)) {
+            if b.actions.iter().any(|a| a.uses_group(g.id)) {
                 return Err(TableError::GroupLoop(g.id));
             }
             self.check_actions(b.actions.iter())?;
@@ -1089,7 +1144,7 @@ impl Pipeline {
     }
 
     /// Applies a group-mod. Deleting a group also deletes the flows that use it (OF1.3 §6.5);
-    /// those flows are returned.
+    /// those flows are returned (their FLOW_REMOVED reason is `OFPRR_GROUP_DELETE`).
     pub fn group_mod(&mut self, gm: &GroupMod) -> Result<Vec<FlowEntry>, TableError> {
         let g = &gm.group;
         match gm.command {

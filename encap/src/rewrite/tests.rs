@@ -689,3 +689,29 @@ fn icmpv6_echo_id_and_quoted_header_for_nat() {
         Err(RewriteError::NotIcmpv6Echo)
     );
 }
+
+#[test]
+fn icmpv6_type_and_code_rewrites_keep_the_checksum() {
+    let (a, z): (core::net::Ipv6Addr, core::net::Ipv6Addr) =
+        ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    let mut f = FrameBuilder::eth(A, B)
+        .ipv6(a, z)
+        .icmp(128, 0)
+        .payload(b"ping")
+        .build();
+    assert!(icmpv6_verifies(&f));
+    let p = parse(&f);
+    set_icmpv6_type_code(&mut f, &p, Some(129), None).unwrap();
+    set_icmpv6_type_code(&mut f, &p, None, Some(3)).unwrap();
+    assert_eq!(&f[54..56], &[129, 3]);
+    assert!(icmpv6_verifies(&f));
+    // Not ICMPv6: refused, frame unchanged.
+    let mut t = FrameBuilder::eth(A, B).ipv6(a, z).tcp(1, 2, 0x02).build();
+    let before = t.clone();
+    let p = parse(&t);
+    assert_eq!(
+        set_icmpv6_type_code(&mut t, &p, Some(1), None),
+        Err(RewriteError::NotIcmpv6)
+    );
+    assert_eq!(t, before);
+}

@@ -349,7 +349,7 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
                 .ok_or_else(|| bad(name, tok, "expected ethertype 0x8100 or 0x88a8"))?;
             Action::PushVlan(t as u16)
         }
-        "set_field" => parse_set_field(tok)?,
+        "set_field" => l4_port_of_match(parse_set_field(tok)?, m),
         "load" => parse_load(tok)?,
         "move" => parse_move(tok)?,
         "set_tunnel" | "set_tunnel64" => {
@@ -534,6 +534,32 @@ pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubFiel
         ofs,
         n_bits: end - ofs + 1,
     })
+}
+
+/// `set_field:..->tp_src`/`tp_dst` (Open vSwitch's aliases of the L4 ports) becomes the port
+/// of the protocol the flow matches, as `mod_tp_src`/`mod_tp_dst` do: printed and sent over
+/// OpenFlow as that field. Without a protocol in the match (a group bucket) it stays the
+/// generic port, which the datapath rewrites in whichever of TCP, UDP and SCTP a packet is
+/// (and skips for a packet that is none of them).
+fn l4_port_of_match(a: Action, m: &Match) -> Action {
+    let Action::SetField { field, value, mask } = a else {
+        return a;
+    };
+    let src = match field {
+        FieldId::TpSrc => true,
+        FieldId::TpDst => false,
+        _ => return a,
+    };
+    let field = match (m.nw_proto(), src) {
+        (Some(IPPROTO_TCP), true) => FieldId::TcpSrc,
+        (Some(IPPROTO_TCP), false) => FieldId::TcpDst,
+        (Some(IPPROTO_UDP), true) => FieldId::UdpSrc,
+        (Some(IPPROTO_UDP), false) => FieldId::UdpDst,
+        (Some(IPPROTO_SCTP), true) => FieldId::SctpSrc,
+        (Some(IPPROTO_SCTP), false) => FieldId::SctpDst,
+        _ => field,
+    };
+    Action::SetField { field, value, mask }
 }
 
 fn parse_set_field(tok: &str) -> Result<Action, ParseError> {

@@ -300,12 +300,8 @@ pub enum DpAction {
     SetNdSll([u8; 6]),
     SetNdTll([u8; 6]),
     Ct(CtAction),
-    Controller {
-        max_len: u16,
-        reason: u8,
-        cookie: u64,
-        table: u8,
-    },
+    /// A packet-in (see [`super::PacketInAction`]).
+    Controller(std::sync::Arc<super::PacketInAction>),
     /// Session affinity: the client opened a new connection now (refreshes its remembered
     /// bucket, see `lb::affinity`).
     AffinityTouch(conntrack::lb::AffinityTouch),
@@ -341,7 +337,7 @@ impl DpAction {
                 | DpAction::Tunnel { .. }
                 | DpAction::Normal
                 | DpAction::Flood { .. }
-                | DpAction::Controller { .. }
+                | DpAction::Controller(_)
                 | DpAction::AffinityTouch(_)
                 | DpAction::Drop(_)
                 | DpAction::Meter(_)
@@ -360,7 +356,7 @@ impl DpAction {
             | DpAction::Tunnel { .. }
             | DpAction::Normal
             | DpAction::Flood { .. }
-            | DpAction::Controller { .. }
+            | DpAction::Controller(_)
             | DpAction::Drop(_)
             | DpAction::Select(_) => true,
             DpAction::Ct(ct) => ct.recirc_table.is_some(),
@@ -471,8 +467,8 @@ impl std::fmt::Display for DpAction {
                 }
                 Ok(())
             }
-            DpAction::Controller { max_len, .. } => {
-                write!(f, "userspace(controller,max_len={max_len})")
+            DpAction::Controller(pi) => {
+                write!(f, "userspace(controller,max_len={})", pi.max_len)
             }
             DpAction::AffinityTouch(t) => write!(f, "affinity(bucket={:#x})", t.0.bucket),
             DpAction::Drop(r) => write!(f, "drop({})", r.name()),

@@ -81,11 +81,7 @@ pub fn run<'a>(
     next.ct_zone = res.ct_zone;
     set_orig_tuple(&mut next, res.ct_label, res.orig);
     if let Some(rw) = res.rewrite {
-        let mode = if pkt.meta.csum_not_ready {
-            L4Checksum::Partial
-        } else {
-            L4Checksum::Complete
-        };
+        let mode = super::exec::csum_mode(pkt, parsed);
         let frame = pkt.data_mut();
         if key.eth_type == 0x86dd {
             if rw.src.0 != key.ipv6_src {
@@ -114,7 +110,9 @@ pub fn run<'a>(
         if key.nw_proto == 58 && matches!(key.icmp_type, 128 | 129) {
             let _ = encap::rewrite::set_icmpv6_echo_id(frame, parsed, rw.sport);
         }
-        if matches!(key.nw_proto, 6 | 17) {
+        // TCP, UDP and SCTP (conntrack allocates SCTP ports as well; the SCTP rewrite keeps
+        // the CRC32c right, and one left to offload is computed from scratch later anyway).
+        if matches!(key.nw_proto, 6 | 17 | 132) {
             if rw.sport != key.tp_src {
                 let _ = encap::rewrite::set_l4_src_port(frame, parsed, rw.sport, mode);
                 next.tp_src = rw.sport;
@@ -215,7 +213,7 @@ fn apply_tcp_fix(
             return None;
         }
     }
-    let partial = pkt.meta.csum_not_ready;
+    let partial = super::exec::csum_mode(pkt, parsed) == L4Checksum::Partial;
     let f = pkt.data_mut();
     let l4_len = end - l4;
     let pseudo = if v6 {
@@ -295,10 +293,14 @@ fn rd32(b: &[u8], at: usize) -> u32 {
 /// The per-packet facts conntrack needs beyond the key.
 fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
     let mut f = PacketFacts::default();
+    // The datagram a fragment belongs to (with its addresses): IPv4's identification, or the
+    // IPv6 Fragment header's (0 for a packet that has none, which is no fragment).
     if let Some(l3) = parsed.l3_offset()
         && key.eth_type == 0x0800
     {
         f.ip_id = rd16(frame, l3 + 4) as u32;
+    } else if key.eth_type == 0x86dd {
+        f.ip_id = parsed.ipv6_frag_id();
     }
     let Some(l4) = parsed.l4_offset() else {
         return f;

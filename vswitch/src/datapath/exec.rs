@@ -245,6 +245,7 @@ pub(super) fn inject(
     bridge: usize,
     in_port: u32,
     frame: &[u8],
+    meta: tap_io::RxMeta,
     one_shot: Option<Arc<Pipeline>>,
 ) {
     let now_ns = dp.now_ns();
@@ -269,14 +270,12 @@ pub(super) fn inject(
             p
         }
     };
-    let mut pkt = PacketBuf::new(
-        tap_io::buf::DEFAULT_HEADROOM,
-        tap_io::buf::DEFAULT_FRAME_ROOM,
-    );
+    let mut pkt = buf_with_room(None, frame.len());
     if pkt.set_frame(frame).is_err() {
         b.drops.add(DropReason::TooBig, 1);
         return;
     }
+    pkt.meta = meta;
     let in_dp = pipeline
         .ports
         .get(&in_port)
@@ -331,14 +330,11 @@ fn run_released_fragments(ctx: &mut Ctx) {
         return;
     }
     let mut frame = std::mem::take(&mut ctx.scratch.held_frame);
-    let mut pkt = ctx.scratch.held_pkt.take().unwrap_or_else(|| {
-        PacketBuf::new(
-            tap_io::buf::DEFAULT_HEADROOM,
-            tap_io::buf::DEFAULT_FRAME_ROOM,
-        )
-    });
+    let mut pkt = ctx.scratch.held_pkt.take();
     let saved_in_dp = ctx.in_dp;
     while let Some(held) = ctx.ct.take_released_fragment(&mut ctx.ct_cur, &mut frame) {
+        let buf = buf_with_room(pkt.take(), frame.len());
+        let pkt = pkt.insert(buf);
         if pkt.set_frame(&frame).is_err() {
             ctx.bridge.drops.add(DropReason::TooBig, 1);
             continue;
@@ -356,12 +352,25 @@ fn run_released_fragments(ctx: &mut Ctx) {
             .get(&held.in_port)
             .map_or(usize::MAX, |p| p.dp_id as usize);
         ctx.ct_first = None;
-        run_packet(ctx, &mut pkt, key, 0);
+        run_packet(ctx, pkt, key, 0);
     }
     ctx.ct_cur.release();
     ctx.in_dp = saved_in_dp;
     ctx.scratch.held_frame = frame;
-    ctx.scratch.held_pkt = Some(pkt);
+    ctx.scratch.held_pkt = pkt;
+}
+
+/// A buffer for a copy of a `len`-byte frame: `kept` (a buffer kept for reuse) when it has the
+/// room, else a new one: jumbo-sized, or with room for a GSO super-frame when the frame is
+/// longer. A kept buffer therefore grows once, the first time a super-frame needs it, and is
+/// reused after that: no allocation per packet.
+fn buf_with_room(kept: Option<PacketBuf>, len: usize) -> PacketBuf {
+    use tap_io::buf::{DEFAULT_FRAME_ROOM, DEFAULT_HEADROOM, GSO_FRAME_ROOM};
+    match kept {
+        Some(b) if b.frame_room() >= len => b,
+        _ if len <= DEFAULT_FRAME_ROOM => PacketBuf::new(DEFAULT_HEADROOM, DEFAULT_FRAME_ROOM),
+        _ => PacketBuf::new(DEFAULT_HEADROOM, GSO_FRAME_ROOM.max(len)),
+    }
 }
 
 /// Above this many megaflows a pipeline change flushes instead of re-checking each one: the
@@ -594,22 +603,22 @@ fn execute_list(
                 key.eth_dst = *mac;
             }
             DpAction::SetIpv4Src(ip) => {
-                let mode = csum_mode(pkt);
+                let mode = csum_mode(pkt, parsed);
                 let _ = encap::rewrite::set_ipv4_src(pkt.data_mut(), parsed, *ip, mode);
                 key.nw_src = u32::from(*ip);
             }
             DpAction::SetIpv4Dst(ip) => {
-                let mode = csum_mode(pkt);
+                let mode = csum_mode(pkt, parsed);
                 let _ = encap::rewrite::set_ipv4_dst(pkt.data_mut(), parsed, *ip, mode);
                 key.nw_dst = u32::from(*ip);
             }
             DpAction::SetIpv6Src(a) => {
-                let mode = csum_mode(pkt);
+                let mode = csum_mode(pkt, parsed);
                 let _ = encap::rewrite::set_ipv6_addr(pkt.data_mut(), parsed, true, *a, mode);
                 key.ipv6_src = *a;
             }
             DpAction::SetIpv6Dst(a) => {
-                let mode = csum_mode(pkt);
+                let mode = csum_mode(pkt, parsed);
                 let _ = encap::rewrite::set_ipv6_addr(pkt.data_mut(), parsed, false, *a, mode);
                 key.ipv6_dst = *a;
             }
@@ -618,12 +627,12 @@ fn execute_list(
                 key.ipv6_label = *l;
             }
             DpAction::SetTpSrc(p) => {
-                let mode = csum_mode(pkt);
+                let mode = csum_mode(pkt, parsed);
                 let _ = encap::rewrite::set_l4_src_port(pkt.data_mut(), parsed, *p, mode);
                 key.tp_src = *p;
             }
             DpAction::SetTpDst(p) => {
-                let mode = csum_mode(pkt);
+                let mode = csum_mode(pkt, parsed);
                 let _ = encap::rewrite::set_l4_dst_port(pkt.data_mut(), parsed, *p, mode);
                 key.tp_dst = *p;
             }
@@ -644,7 +653,13 @@ fn execute_list(
                 key.nw_ttl = *ttl;
             }
             DpAction::PushVlan { tpid, tci } => {
-                if pkt.insert_vlan_tag(*tpid, *tci).is_err() {
+                // A frame with two tags already (all the parser reads, and all the flow key
+                // holds) would get a third that hides its IP header from every later action
+                // (rewrites silently fail, dec_ttl drops it as expired): refused, as the install
+                // check refuses a push onto a match with two tags. Decided here, per packet, on
+                // the frame's own tags (the key knows only the outer one): nothing cached
+                // depends on it.
+                if parsed.vlans >= 2 || pkt.insert_vlan_tag(*tpid, *tci).is_err() {
                     ctx.bridge.drops.add(DropReason::VlanMismatch, 1);
                     return;
                 }
@@ -696,8 +711,7 @@ fn execute_list(
                 key.arp_tpa = u32::from(*ip);
             }
             DpAction::SetIcmpType(t) => {
-                let _ =
-                    encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, Some(*t), None);
+                set_icmp_type_code(pkt, parsed, Some(*t), None);
                 key.icmp_type = *t;
             }
             DpAction::SetNdTarget(t) => {
@@ -713,8 +727,7 @@ fn execute_list(
                 key.arp_tha = *mac;
             }
             DpAction::SetIcmpCode(c) => {
-                let _ =
-                    encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, None, Some(*c));
+                set_icmp_type_code(pkt, parsed, None, Some(*c));
                 key.icmp_code = *c;
             }
             DpAction::Ct(ct) => {
@@ -775,27 +788,12 @@ fn execute_list(
                 }
                 *key = next;
             }
-            DpAction::Controller {
-                max_len,
-                reason,
-                cookie,
-                table,
-            } => {
+            DpAction::Controller(pi) => {
                 let sent = ctx.packet_in.as_ref().is_some_and(|sink| {
                     // A copy per packet-in: the controller path is a slow path by nature, and
                     // a full queue drops (counted) rather than stalling the datapath.
-                    let data = pkt.data();
-                    let take = data.len().min(*max_len as usize);
-                    sink.try_send(super::PacketInEvent {
-                        bridge: ctx.bridge_index,
-                        in_port: key.in_port,
-                        table: *table,
-                        cookie: *cookie,
-                        reason: *reason,
-                        total_len: data.len() as u32,
-                        frame: data[..take].to_vec(),
-                    })
-                    .is_ok()
+                    sink.try_send(pi.event(ctx.bridge_index, pkt.data()))
+                        .is_ok()
                 });
                 if !sent {
                     ctx.bridge.drops.add(DropReason::ControllerNone, 1);
@@ -856,9 +854,7 @@ fn execute_list(
                 return;
             }
             DpAction::CheckPktLen(c) => {
-                // As Open vSwitch: the frame's length without the Ethernet padding after
-                // the IP packet.
-                let len = parsed.l3_end().unwrap_or(pkt.len()).min(pkt.len());
+                let len = checked_len(pkt, parsed);
                 let (branch, rules) = c.branch(len);
                 for r in rules {
                     r.hit(1, pkt.len() as u64, ctx.now_ns);
@@ -866,13 +862,9 @@ fn execute_list(
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc, tail);
             }
             DpAction::Clone(inner) => {
-                // Buffers are kept for reuse: no allocation once every nesting level has one.
-                let mut copy = ctx.scratch.clones.pop().unwrap_or_else(|| {
-                    PacketBuf::new(
-                        tap_io::buf::DEFAULT_HEADROOM,
-                        tap_io::buf::DEFAULT_FRAME_ROOM,
-                    )
-                });
+                // Buffers are kept for reuse: no allocation once every nesting level has one
+                // (big enough for a super-frame once one came by).
+                let mut copy = buf_with_room(ctx.scratch.clones.pop(), pkt.len());
                 if copy.set_frame(pkt.data()).is_ok() {
                     copy.meta = pkt.meta;
                     let (mut k, mut p) = (*key, *parsed);
@@ -885,6 +877,21 @@ fn execute_list(
                 ctx.scratch.clones.push(copy);
             }
         }
+    }
+}
+
+/// The length `check_pkt_larger` compares, as Open vSwitch's datapath measures it: the
+/// frame's length without the Ethernet padding after the IP packet; for a GSO super-frame, the
+/// length of the segments it stands for (its headers and one segment's payload, as the
+/// kernel's `skb_gso_validate_mac_len`), not the whole super-frame's.
+fn checked_len(pkt: &PacketBuf, parsed: &encap::Parsed) -> usize {
+    let len = parsed.l3_end().unwrap_or(pkt.len()).min(pkt.len());
+    match pkt.meta.gso {
+        Some(g) => {
+            let headers = parsed.payload_offset().unwrap_or(usize::from(g.hdr_len));
+            len.min(headers + usize::from(g.size))
+        }
+        None => len,
     }
 }
 
@@ -923,15 +930,39 @@ fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: u
     );
 }
 
+/// `icmp_type`/`icmp_code` (ICMP) or `icmpv6_type`/`icmpv6_code` (ICMPv6), by the packet's
+/// family; the checksum follows. A packet that is neither is left alone.
+fn set_icmp_type_code(
+    pkt: &mut PacketBuf,
+    parsed: &encap::Parsed,
+    msg_type: Option<u8>,
+    code: Option<u8>,
+) {
+    let _ = if parsed.l3_kind == encap::L3Kind::Ipv6 {
+        encap::rewrite::set_icmpv6_type_code(pkt.data_mut(), parsed, msg_type, code)
+    } else {
+        encap::rewrite::set_icmpv4_type_code(pkt.data_mut(), parsed, msg_type, code)
+    };
+}
+
 /// Offsets after a VLAN push/pop moved the L3 header (the key itself stays as the walk left it).
 fn reparse(pkt: &PacketBuf, key: &FlowKey) -> encap::Parsed {
     let mut scratch = *key;
     encap::extract(pkt.data(), &mut scratch)
 }
 
-/// How rewrites must treat the L4 checksum field of this packet.
-fn csum_mode(pkt: &PacketBuf) -> L4Checksum {
-    if pkt.meta.csum_not_ready {
+/// How rewrites must treat the checksum field of the packet's L4 header (`parsed`'s):
+/// `Partial` only when the checksum the sender left unfinished (`csum_not_ready`) is that
+/// header's, i.e. starts where it does. A pod's own tunnel traffic (VXLAN: the outer UDP
+/// checksum 0 or complete, the inner TCP's left partial) has it further in: the outer one is
+/// then complete and updated as such (a UDP checksum of 0 stays 0). A port that gave no
+/// position (AF_PACKET without virtio-net headers) means the packet's own L4 header.
+pub(super) fn csum_mode(pkt: &PacketBuf, parsed: &encap::Parsed) -> L4Checksum {
+    let ours = pkt
+        .meta
+        .csum_start
+        .is_none_or(|start| parsed.l4_offset() == Some(usize::from(start)));
+    if pkt.meta.csum_not_ready && ours {
         L4Checksum::Partial
     } else {
         L4Checksum::Complete

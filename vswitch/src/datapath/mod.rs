@@ -524,13 +524,130 @@ pub struct ThreadStats {
 #[derive(Debug, Clone)]
 pub struct PacketInEvent {
     pub bridge: usize,
-    pub in_port: u32,
-    pub table: u8,
-    pub cookie: u64,
-    pub reason: u8,
+    /// The action that sent it: reason, table, cookie, controller id, userdata, metadata.
+    pub action: Arc<PacketInAction>,
     /// The whole frame's length; `frame` holds at most `max_len` bytes of it.
     pub total_len: u32,
     pub frame: Vec<u8>,
+}
+
+/// A translated `controller` action: everything its packet-ins say besides the packet, fixed
+/// when the flow is translated (the megaflow pins every field `metadata` reports, so each
+/// packet it serves has the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketInAction {
+    pub max_len: u16,
+    /// `OFPR_*` as the action says (a connection's format may report it otherwise).
+    pub reason: u8,
+    pub cookie: u64,
+    pub table: u8,
+    /// `controller(id=N)`: only connections with controller id N get these packet-ins.
+    pub controller_id: u16,
+    /// `controller(userdata=...)`, empty when none.
+    pub userdata: Vec<u8>,
+    /// The pipeline fields at the action, as Open vSwitch's `flow_get_metadata` reports them:
+    /// `in_port` always; tunnel fields, `metadata`, registers, `pkt_mark` and the conntrack
+    /// fields when not zero (the original-direction tuple with `eth_type` when `ct_state` says
+    /// the connection is valid). `mask` marks the fields present.
+    pub metadata: flowtable::Match,
+}
+
+impl PacketInAction {
+    /// The packet-in of `frame`, cut to `max_len`.
+    pub fn event(self: &Arc<Self>, bridge: usize, frame: &[u8]) -> PacketInEvent {
+        let take = frame.len().min(usize::from(self.max_len));
+        PacketInEvent {
+            bridge,
+            action: self.clone(),
+            total_len: frame.len() as u32,
+            frame: frame[..take].to_vec(),
+        }
+    }
+
+    /// [`PacketInAction::metadata`] for a packet whose pipeline fields are `key`.
+    pub fn metadata_of(key: &encap::FlowKey) -> flowtable::Match {
+        use encap::flowkey::{CT_INV, CT_TRK};
+        let mut m = flowtable::Match::default();
+        let (v, k) = (&mut m.value, &mut m.mask);
+        v.in_port = key.in_port;
+        k.in_port = u32::MAX;
+        macro_rules! if_set {
+            ($($f:ident: $t:ty),*) => {$(
+                if key.$f != 0 {
+                    v.$f = key.$f;
+                    k.$f = <$t>::MAX;
+                }
+            )*};
+        }
+        if_set!(tun_id: u64, tun_src: u32, tun_dst: u32, metadata: u64, pkt_mark: u32);
+        if_set!(ct_zone: u16, ct_mark: u32);
+        for i in 0..key.regs.len() {
+            if key.regs[i] != 0 {
+                v.regs[i] = key.regs[i];
+                k.regs[i] = u32::MAX;
+            }
+        }
+        if key.ct_label != [0; 16] {
+            v.ct_label = key.ct_label;
+            k.ct_label = [0xff; 16];
+        }
+        if key.ct_state != 0 {
+            v.ct_state = key.ct_state;
+            k.ct_state = u8::MAX;
+            // Open vSwitch adds the eth_type the conntrack fields are read with.
+            v.eth_type = key.eth_type;
+            k.eth_type = u16::MAX;
+            let valid = key.ct_state & CT_TRK != 0 && key.ct_state & CT_INV == 0;
+            if valid && key.ct_nw_proto != 0 {
+                v.ct_nw_proto = key.ct_nw_proto;
+                k.ct_nw_proto = u8::MAX;
+                v.ct_tp_src = key.ct_tp_src;
+                k.ct_tp_src = u16::MAX;
+                v.ct_tp_dst = key.ct_tp_dst;
+                k.ct_tp_dst = u16::MAX;
+                if key.eth_type == 0x0800 {
+                    v.ct_nw_src = key.ct_nw_src;
+                    k.ct_nw_src = u32::MAX;
+                    v.ct_nw_dst = key.ct_nw_dst;
+                    k.ct_nw_dst = u32::MAX;
+                } else if key.eth_type == 0x86dd {
+                    v.ct_ipv6_src = key.ct_ipv6_src;
+                    k.ct_ipv6_src = [0xff; 16];
+                    v.ct_ipv6_dst = key.ct_ipv6_dst;
+                    k.ct_ipv6_dst = [0xff; 16];
+                }
+            }
+        }
+        m
+    }
+
+    /// The key fields [`PacketInAction::metadata_of`] reads, as a mask (what the megaflow of
+    /// a flow sending packet-ins must pin).
+    pub fn metadata_mask() -> encap::FlowKey {
+        let mut k = encap::FlowKey {
+            in_port: u32::MAX,
+            tun_id: u64::MAX,
+            tun_src: u32::MAX,
+            tun_dst: u32::MAX,
+            metadata: u64::MAX,
+            regs: [u32::MAX; 8],
+            pkt_mark: u32::MAX,
+            ct_zone: u16::MAX,
+            ct_mark: u32::MAX,
+            ct_label: [0xff; 16],
+            ct_state: u8::MAX,
+            eth_type: u16::MAX,
+            ..encap::FlowKey::default()
+        };
+        k.ct_nw_proto = u8::MAX;
+        k.ct_tp_src = u16::MAX;
+        k.ct_tp_dst = u16::MAX;
+        k.ct_nw_src = u32::MAX;
+        k.ct_nw_dst = u32::MAX;
+        k.ct_ipv6_src = [0xff; 16];
+        k.ct_ipv6_dst = [0xff; 16];
+        k
+    }
 }
 
 /// A side effect on the flow tables the datapath asks the control side for.
@@ -909,7 +1026,19 @@ impl Datapath {
 
     /// Runs a packet given by the control side (PACKET_OUT, `trace --inject`) through a bridge.
     pub fn inject(&mut self, bridge: usize, in_port: u32, frame: &[u8]) {
-        exec::inject(self, bridge, in_port, frame, None);
+        self.inject_with_meta(bridge, in_port, frame, tap_io::RxMeta::default());
+    }
+
+    /// [`inject`](Self::inject) with the receive metadata a port would have given the frame
+    /// (offload state: a GSO super-frame, a partial checksum), as in tests of the offload paths.
+    pub fn inject_with_meta(
+        &mut self,
+        bridge: usize,
+        in_port: u32,
+        frame: &[u8],
+        meta: tap_io::RxMeta,
+    ) {
+        exec::inject(self, bridge, in_port, frame, meta, None);
         self.flush_all();
     }
 
@@ -922,7 +1051,14 @@ impl Datapath {
         frame: &[u8],
         pipeline: Arc<Pipeline>,
     ) {
-        exec::inject(self, bridge, in_port, frame, Some(pipeline));
+        exec::inject(
+            self,
+            bridge,
+            in_port,
+            frame,
+            tap_io::RxMeta::default(),
+            Some(pipeline),
+        );
         self.flush_all();
     }
 

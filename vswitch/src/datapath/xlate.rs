@@ -537,7 +537,14 @@ impl<'a> Xlate<'a> {
                 });
             }
             Action::PopVlan => {
+                // As Open vSwitch: on a packet without a tag (a group bucket or an action set,
+                // which the install check does not hold to the match), nothing to pop. The
+                // tag's presence is pinned either way.
                 self.wc.vlan_tci = u16::MAX;
+                if self.key.vlan_tci & encap::flowkey::VLAN_PRESENT == 0 {
+                    self.note(format_args!("pop_vlan: no VLAN tag: nothing to pop"));
+                    return;
+                }
                 self.key.vlan_tci = 0;
                 self.out.push(DpAction::PopVlan);
             }
@@ -583,7 +590,7 @@ impl<'a> Xlate<'a> {
                 self.key.ct_mark = 0;
                 super::ct::set_orig_tuple(&mut self.key, 0, None);
             }
-            Action::Controller(c) => self.controller(c.max_len, c.reason as u8),
+            Action::Controller(c) => self.controller(c),
             Action::Note(_) => {}
             // A conjunctive flow never wins a lookup (the classifier only counts its clause),
             // so its actions are never walked.
@@ -721,13 +728,24 @@ impl<'a> Xlate<'a> {
     /// A packet-in. With a controller meter (`meter=controller`), it passes that meter first
     /// and only the packet-in is dropped above its rate, as Open vSwitch does it
     /// (`clone(meter(..),userspace(..))`).
-    fn controller(&mut self, max_len: u16, reason: u8) {
-        let packet_in = DpAction::Controller {
-            max_len,
-            reason,
+    ///
+    /// The packet-in reports the pipeline fields as they are here (registers, metadata,
+    /// tunnel and conntrack fields): the megaflow pins them all, so that every packet it
+    /// serves reports its own.
+    fn controller(&mut self, c: &flowtable::action::Controller) {
+        let pinned = super::PacketInAction::metadata_mask();
+        for (w, m) in self.wc.words_mut().iter_mut().zip(pinned.words()) {
+            *w |= m;
+        }
+        let packet_in = DpAction::Controller(Arc::new(super::PacketInAction {
+            max_len: c.max_len,
+            reason: c.reason as u8,
             cookie: self.cur_cookie,
             table: self.cur_table,
-        };
+            controller_id: c.id,
+            userdata: c.userdata.clone(),
+            metadata: super::PacketInAction::metadata_of(&self.key),
+        }));
         let id = flowtable::meter::METER_CONTROLLER;
         match self.pipeline.meters.get(&id) {
             Some(m) => {
@@ -932,48 +950,49 @@ impl<'a> Xlate<'a> {
         ((info.get)(&self.key) & sf.mask()) >> sf.ofs
     }
 
-    /// Whether the packet has the ND or ct original-tuple field `field` (Open vSwitch checks a
-    /// written or read field's prerequisites per packet and skips the action when they do not
-    /// hold). Other fields' prerequisites (L2-L4 protocols, which no action changes) were
-    /// checked against the flow's match at install time (`flowtable::check`). Pins what it
-    /// reads.
+    /// Whether the packet has the field `field` (its prerequisites hold for this packet), as
+    /// Open vSwitch checks a written or read field per packet and skips the action when they
+    /// do not: a flow's own match was checked at install time (`flowtable::check`), but a
+    /// group bucket, a learned flow, a resubmit chain or a `ct_clear` may bring a packet
+    /// without the field to the action (`set_field:8080->tcp_dst` in a bucket meeting a UDP
+    /// packet). Pins what decided it (`eth_type`, `nw_proto`, a later fragment, the ICMP type
+    /// and code of ND, the connection state), so the megaflow serves only packets with the
+    /// same answer. A VLAN tag is not looked at here (VLAN writes check the tag themselves).
     fn packet_prereq_ok(&mut self, field: FieldId) -> bool {
         use flowtable::fields::Prereq;
-        let want: &[u8] = match field {
-            FieldId::NdTarget => &[135, 136],
-            FieldId::NdSll => &[135],
-            FieldId::NdTll => &[136],
+        const IP: &[u16] = &[0x0800, 0x86dd];
+        let ok = match field.info().prereq {
+            Prereq::None | Prereq::Vlan => return true,
+            Prereq::Ipv4 => self.eth_type_in(&[0x0800]),
+            Prereq::Ipv6 => self.eth_type_in(&[0x86dd]),
+            Prereq::Ip => self.eth_type_in(IP),
+            Prereq::Arp => self.eth_type_in(&[0x0806]),
+            Prereq::Tcp => self.l4_in(&[6]),
+            Prereq::Udp => self.l4_in(&[17]),
+            Prereq::Sctp => self.l4_in(&[132]),
+            Prereq::L4 => self.l4_in(&[6, 17, 132]),
+            Prereq::Icmp => self.eth_type_in(&[0x0800]) && self.nw_proto_in(&[1]),
+            Prereq::Icmpv6 => self.eth_type_in(&[0x86dd]) && self.nw_proto_in(&[58]),
+            p @ (Prereq::Nd | Prereq::NdSolicit | Prereq::NdAdvert) => {
+                let want: &[u8] = match p {
+                    Prereq::NdSolicit => &[135],
+                    Prereq::NdAdvert => &[136],
+                    _ => &[135, 136],
+                };
+                self.eth_type_in(&[0x86dd]) && self.nw_proto_in(&[58]) && {
+                    self.wc.icmp_type = u8::MAX;
+                    self.wc.icmp_code = u8::MAX;
+                    self.key.icmp_code == 0 && want.contains(&self.key.icmp_type)
+                }
+            }
             // The ct original-tuple fields: a valid connection (`is_ct_valid` on a packet),
             // which a `ct_clear` or a resubmit chain can take away after the install check.
-            _ if matches!(
-                field.info().prereq,
-                Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6
-            ) =>
-            {
+            Prereq::Ct | Prereq::CtIpv4 | Prereq::CtIpv6 => {
                 use encap::flowkey::{CT_EST, CT_NEW, CT_RPL};
                 self.wc.ct_state |= CT_NEW | CT_EST | CT_RPL;
-                let ok = self.key.ct_state & (CT_NEW | CT_EST | CT_RPL) != 0;
-                if !ok {
-                    self.note(format_args!(
-                        "{}: prerequisites not met, skipping",
-                        field.info().name
-                    ));
-                }
-                return ok;
+                self.key.ct_state & (CT_NEW | CT_EST | CT_RPL) != 0
             }
-            _ => return true,
         };
-        self.wc.eth_type = u16::MAX;
-        if self.key.eth_type != 0x86dd {
-            return false;
-        }
-        self.wc.nw_proto = u8::MAX;
-        if self.key.nw_proto != 58 {
-            return false;
-        }
-        self.wc.icmp_type = u8::MAX;
-        self.wc.icmp_code = u8::MAX;
-        let ok = self.key.icmp_code == 0 && want.contains(&self.key.icmp_type);
         if !ok {
             self.note(format_args!(
                 "{}: prerequisites not met, skipping",
@@ -981,6 +1000,29 @@ impl<'a> Xlate<'a> {
             ));
         }
         ok
+    }
+
+    /// Whether the packet's `eth_type` is one of `types` (pinned).
+    fn eth_type_in(&mut self, types: &[u16]) -> bool {
+        self.wc.eth_type = u16::MAX;
+        types.contains(&self.key.eth_type)
+    }
+
+    /// Whether the packet's `nw_proto` is one of `protos` (pinned; the caller knows it is IP).
+    fn nw_proto_in(&mut self, protos: &[u8]) -> bool {
+        self.wc.nw_proto = u8::MAX;
+        protos.contains(&self.key.nw_proto)
+    }
+
+    /// Whether the packet is IP with one of `protos` and has its L4 header (not a later
+    /// fragment): Open vSwitch's TCP/UDP/SCTP prerequisites.
+    fn l4_in(&mut self, protos: &[u8]) -> bool {
+        use encap::flowkey::FRAG_LATER;
+        if !self.eth_type_in(&[0x0800, 0x86dd]) || !self.nw_proto_in(protos) {
+            return false;
+        }
+        self.wc.nw_frag |= FRAG_LATER;
+        self.key.nw_frag & FRAG_LATER == 0
     }
 
     fn set_field(&mut self, field: FieldId, value: u128, mask: u128) {
@@ -1009,10 +1051,12 @@ impl<'a> Xlate<'a> {
             FieldId::Ipv6Src => Some(DpAction::SetIpv6Src(new.to_be_bytes())),
             FieldId::Ipv6Dst => Some(DpAction::SetIpv6Dst(new.to_be_bytes())),
             FieldId::Ipv6Label => Some(DpAction::SetIpv6Label(new as u32)),
-            FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc => {
+            // `tp_src`/`tp_dst` are Open vSwitch's aliases of the L4 port of whichever of
+            // TCP, UDP or SCTP the packet is (checked per packet above).
+            FieldId::TcpSrc | FieldId::UdpSrc | FieldId::SctpSrc | FieldId::TpSrc => {
                 Some(DpAction::SetTpSrc(new as u16))
             }
-            FieldId::TcpDst | FieldId::UdpDst | FieldId::SctpDst => {
+            FieldId::TcpDst | FieldId::UdpDst | FieldId::SctpDst | FieldId::TpDst => {
                 Some(DpAction::SetTpDst(new as u16))
             }
             // As Open vSwitch's commit_vlan_action: writing the whole TCI (`load:..->
@@ -1044,8 +1088,9 @@ impl<'a> Xlate<'a> {
             FieldId::NdTarget => Some(DpAction::SetNdTarget(new.to_be_bytes())),
             FieldId::NdSll => Some(DpAction::SetNdSll(mac(new))),
             FieldId::NdTll => Some(DpAction::SetNdTll(mac(new))),
-            FieldId::IcmpType => Some(DpAction::SetIcmpType(new as u8)),
-            FieldId::IcmpCode => Some(DpAction::SetIcmpCode(new as u8)),
+            // ICMP or ICMPv6 by the packet's family (the datapath looks at the frame).
+            FieldId::IcmpType | FieldId::Icmpv6Type => Some(DpAction::SetIcmpType(new as u8)),
+            FieldId::IcmpCode | FieldId::Icmpv6Code => Some(DpAction::SetIcmpCode(new as u8)),
             FieldId::InPort
             | FieldId::Metadata
             | FieldId::Reg0
@@ -1114,7 +1159,10 @@ impl<'a> Xlate<'a> {
                     all: port == OfPort::ALL,
                 })
             }
-            OfPort::CONTROLLER => self.controller(max_len, 1),
+            OfPort::CONTROLLER => self.controller(&flowtable::action::Controller {
+                max_len,
+                ..Default::default()
+            }),
             // As Open vSwitch: the packet, as it is now, goes through table 0 again.
             OfPort::TABLE => {
                 self.note(format_args!("output: TABLE (table 0 again)"));
