@@ -902,6 +902,8 @@ fn send_run(
 ) {
     let n = msgs.len();
     let mut done = 0;
+    // Asked once per run, on the first refusal only.
+    let mut running: Option<bool> = None;
     while done < n {
         // SAFETY: msgs[done..n] are initialised by the caller and point (via their iovecs)
         // into the batch's buffers and the sender's header scratch, which are borrowed and
@@ -931,7 +933,9 @@ fn send_run(
         let mut reason = TxDropReason::from_errno(errno);
         // With the qdisc bypassed, an interface without carrier (a veth whose pod end is down)
         // refuses every frame with ENOBUFS, as a full queue would: ask the interface which.
-        if reason == TxDropReason::QueueFull && matches!(iface::is_running(ifname), Ok(false)) {
+        if reason == TxDropReason::QueueFull
+            && !*running.get_or_insert_with(|| !matches!(iface::is_running(ifname), Ok(false)))
+        {
             reason = TxDropReason::LinkDown;
         }
         if reason == TxDropReason::LinkDown {

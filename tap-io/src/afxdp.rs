@@ -56,6 +56,9 @@ pub enum AfXdpError {
     Iface(#[from] IfaceError),
 }
 
+/// How often a port whose link went down asks whether it runs again.
+const LINK_RECHECK: Duration = Duration::from_millis(100);
+
 impl AfXdpError {
     /// The kernel found the queue or the XDP hook taken (`EBUSY`).
     pub fn is_busy(&self) -> bool {
@@ -144,8 +147,9 @@ pub struct AfXdpPort {
     /// With [`XdpTx::AfPacket`]: the sockets frames leave through.
     packet_tx: Option<crate::afpacket::AfPacketTx>,
     /// The last kick found the link down: nothing more is posted (it would wait in the ring
-    /// to leave, late, when the link comes back) until the interface runs again.
-    link_down: bool,
+    /// to leave, late, when the link comes back) until the interface runs again, asked at
+    /// most every 100 ms (the time of the next question).
+    link_down: Option<Instant>,
 }
 
 // SAFETY: the rings and UMEM are mappings owned exclusively by this port (raw pointers into
@@ -360,7 +364,7 @@ impl AfXdpPort {
             tx_free,
             stats: PortStats::default(),
             kernel_drops: 0,
-            link_down: false,
+            link_down: None,
         })
     }
 
@@ -443,7 +447,7 @@ impl AfXdpPort {
                     let left = (self.tx.pending() as usize).min(posted);
                     r.sent = r.sent.saturating_sub(left);
                     r.dropped.add(TxDropReason::LinkDown, left as u64);
-                    self.link_down = true;
+                    self.link_down = Some(Instant::now() + LINK_RECHECK);
                     return;
                 }
                 // No buffers: the frames stay in the ring and go with a later kick (or their
@@ -519,10 +523,14 @@ impl Port for AfXdpPort {
             return r;
         }
         let mut r = TxReport::default();
-        if self.link_down {
-            if matches!(crate::iface::is_running(&self.name), Ok(true)) {
-                self.link_down = false;
+        if let Some(next) = self.link_down {
+            let now = Instant::now();
+            if now >= next && matches!(crate::iface::is_running(&self.name), Ok(true)) {
+                self.link_down = None;
             } else {
+                if now >= next {
+                    self.link_down = Some(now + LINK_RECHECK);
+                }
                 r.dropped.add(TxDropReason::LinkDown, batch.len() as u64);
                 batch.clear();
                 self.stats.account_tx(&r);

@@ -627,13 +627,11 @@ fn change_service_locked(
     Ok(out)
 }
 
-/// Deletes the connections an apply leaves stale:
-/// - those of the pods in `old` that are not in `cfg` (by name and address): a pod that went
-///   leaves no connection behind to be counted against, or reached through, the next pod
-///   given its address. The node's own address stays (mode eni's host port has it: turning
-///   the port off must not cut the masqueraded and outside clients' connections);
-/// - those a security group or `allow_from` refused: the rules may have changed, and a
-///   refused connection's next packet is then judged again as new.
+/// Deletes the connections an apply leaves stale: those of the pods in `old` that are not in
+/// `cfg` (by name and address). A pod that went leaves no connection behind to be counted
+/// against, or reached through, the next pod given its address. The node's own address stays
+/// (mode eni's host port has it: turning the port off must not cut the masqueraded and
+/// outside clients' connections).
 fn flush_stale_connections(switch: &Switch, old: &[model::Pod], cfg: &model::NodeConfig) {
     // Another pod given the same address in the same change is a new pod: the old one's
     // connections go too.
@@ -647,6 +645,27 @@ fn flush_stale_connections(switch: &Switch, old: &[model::Pod], cfg: &model::Nod
     if n > 0 {
         let names: Vec<&str> = gone.iter().map(|p| p.name.as_str()).collect();
         tracing::info!(pods = ?names, connections = n, "connections of removed pods deleted");
+    }
+}
+
+/// Forgets the connections a security group or `allow_from` refused when the rules changed:
+/// a refused connection's next packet is then judged again as new. One pass over the
+/// connection table, so only when the rules (or which pods have them) differ.
+fn forget_refused_if_rules_changed(
+    switch: &Switch,
+    old: Option<&model::NodeConfig>,
+    cfg: &model::NodeConfig,
+) {
+    let rules = |c: &model::NodeConfig| {
+        let allow: Vec<_> = c
+            .pods
+            .iter()
+            .map(|p| (&p.name, &p.allow_from, &p.security_groups))
+            .collect();
+        format!("{:?}{allow:?}", c.security_groups)
+    };
+    if old.is_some_and(|o| rules(o) == rules(cfg)) {
+        return;
     }
     let refused = switch
         .dp
@@ -735,6 +754,7 @@ fn apply_merged(
     let out = summary(&cfg, changes, warnings);
     let old_pods = st.current.as_ref().map_or(&[][..], |old| &old.pods[..]);
     flush_stale_connections(switch, old_pods, &cfg);
+    forget_refused_if_rules_changed(switch, st.current.as_ref(), &cfg);
     st.current = Some(cfg);
     st.in_force = true;
     Ok(out)

@@ -335,7 +335,11 @@ impl Control {
             .flat_map(|t| b.tables().table_flows(t.id()))
             .filter(|e| {
                 e.cookie == crate::agent::compile::AGENT_COOKIE
-                    && e.priority == crate::agent::eni::SG_DENY_PRIORITY
+                    && [
+                        crate::agent::eni::SG_DENY_PRIORITY,
+                        crate::agent::eni::SG_DENY_COMMITTED_PRIORITY,
+                    ]
+                    .contains(&e.priority)
             })
             .map(|e| crate::bridge::with_live_counters(b, e).packets)
             .sum();

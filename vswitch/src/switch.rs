@@ -48,6 +48,10 @@ pub struct Switch {
     moved_taps: Mutex<HashMap<String, MovedTap>>,
     /// The queue of `learn` requests, once `start_learning` ran (for `settle_learning`).
     learn_tx: Mutex<Option<crossbeam_channel::Sender<LearnEvent>>>,
+    /// Tunnel ports whose reopening on a changed underlay failed: (bridge, spec, mod-port
+    /// bits), added again by `reattach_changed_interfaces` until it works or the operator
+    /// adds a port of that name.
+    tunnels_to_reopen: Mutex<Vec<(String, PortSpec, u32)>>,
 }
 
 type CmdResult = Result<String, String>;
@@ -63,6 +67,7 @@ impl Switch {
             changes: crossbeam_channel::bounded(1),
             moved_taps: Mutex::new(HashMap::new()),
             learn_tx: Mutex::new(None),
+            tunnels_to_reopen: Mutex::new(Vec::new()),
         }
     }
 
@@ -316,6 +321,11 @@ impl Switch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if spec.xdp == Some(crate::portspec::XdpMode::On) {
+            // Its open may wait up to 2 s for a busy queue: not under the switch lock.
+            let opened = open_port(&to_open, moved.as_ref());
+            return self.attach_port(br, spec, config, move || opened);
+        }
         self.attach_port(br, spec, config, move || {
             open_port(&to_open, moved.as_ref())
         })
@@ -382,64 +392,165 @@ impl Switch {
     /// Reopens the ports on existing interfaces (afpacket) whose interface was deleted and
     /// created again under the same name (another ifindex) since the port opened: a packet
     /// socket stays bound to the interface it opened on, so the port would never receive
-    /// again. The port keeps its ofport, options and `mod-port` bits; the new sockets open
-    /// before the old ones go, so a failed open (logged, tried again on the next call) leaves
-    /// the port as it was. An MTU changed under a port is warned about (the port's frame size
-    /// follows the MTU it opened with; `del-port` and `add-port` apply the new one). A
-    /// tunnel port is reopened when the underlay interface with its local address is created
-    /// again, another, or has another MTU (its super-frames are redirected to that interface
-    /// and its packets bounded by its MTU). A few system calls per port: run every second,
-    /// not per packet.
+    /// again. The new sockets open first (a failed open is logged and tried again on the next
+    /// call), then the port's I/O is swapped under one lock, keeping its ofport, counters and
+    /// current spec and `mod-port` bits; a port changed meanwhile (deleted, added again) is
+    /// left alone. An MTU changed under a port is warned about (the port's frame size follows
+    /// the MTU it opened with; `del-port` and `add-port` apply the new one). A tunnel port is
+    /// reopened when the underlay interface with its local address is created again, another,
+    /// or has another MTU (its super-frames are redirected to that interface and its packets
+    /// bounded by its MTU); its socket holds the address, so the old one closes first, and a
+    /// failed open is retried every call. The system calls run outside the switch lock, a
+    /// few per port: run every second, not per packet.
     pub fn reattach_changed_interfaces(&self) {
-        let mut stale = Vec::new();
-        let mut stale_tunnels = Vec::new();
-        for (br, b) in self.lock().iter_mut() {
-            for p in b.ports.values_mut() {
-                if let Some(seen) = &p.underlay_seen
-                    && let Some(now) = underlay_of(&p.spec).filter(|now| now != seen)
-                {
-                    tracing::debug!(port = %p.spec.name, ?seen, ?now, "underlay changed");
-                    stale_tunnels.push((br.clone(), p.spec.clone(), p.config));
-                    continue;
+        self.reopen_pending_tunnels();
+        let watched: Vec<Watched> = self
+            .lock()
+            .iter()
+            .flat_map(|(br, b)| {
+                b.ports
+                    .values()
+                    .filter(|p| p.iface_seen.is_some() || p.underlay_seen.is_some())
+                    .map(|p| Watched {
+                        br: br.clone(),
+                        spec: p.spec.clone(),
+                        dp_id: p.dp_id,
+                        iface: p.iface_seen,
+                        underlay: p.underlay_seen.clone(),
+                    })
+            })
+            .collect();
+        for w in watched {
+            let name = w.spec.name.as_str();
+            if let Some(seen) = &w.underlay
+                && let Some(now) = underlay_of(&w.spec).filter(|now| now != seen)
+            {
+                tracing::debug!(port = %name, ?seen, ?now, "underlay changed");
+                self.swap_port_io(&w, None);
+                continue;
+            }
+            let (Some(seen), Some(now)) = (w.iface, IfaceSeen::of(name)) else {
+                continue;
+            };
+            if now.ifindex != seen.ifindex {
+                match open_port(&w.spec, None) {
+                    Ok(opened) => self.swap_port_io(&w, Some(opened)),
+                    Err(e) => tracing::warn!(port = %name,
+                        "interface created again, reopening the port failed (tried again in a second): {e}"),
                 }
-                let (Some(seen), Some(now)) = (p.iface_seen, IfaceSeen::of(&p.spec.name)) else {
-                    continue;
-                };
-                if now.ifindex != seen.ifindex {
-                    stale.push((br.clone(), p.spec.clone(), p.config));
-                } else if now.mtu != seen.mtu {
-                    tracing::warn!(port = %p.spec.name, from = seen.mtu, to = now.mtu,
-                        "interface MTU changed under the port: del-port and add-port it to follow (frames above the old MTU are dropped as too_big)");
+            } else if now.mtu != seen.mtu {
+                tracing::warn!(port = %name, from = seen.mtu, to = now.mtu,
+                    "interface MTU changed under the port: del-port and add-port it to follow (frames above the old MTU are dropped as too_big)");
+                if let Some(p) = self
+                    .lock()
+                    .get_mut(&w.br)
+                    .and_then(|b| b.ports.values_mut().find(|p| p.dp_id == w.dp_id))
+                {
                     p.iface_seen = Some(now);
                 }
             }
         }
-        // A tunnel port's socket holds its local address and port: the old one goes first.
-        for (br, spec, config) in stale_tunnels {
-            let name = spec.name.clone();
-            tracing::info!(port = %name, "the underlay interface changed (created again, moved or another MTU): tunnel port reopened");
-            let to_open = spec.clone();
-            if self.del_port(&br, &name).is_ok()
-                && let Err(e) =
-                    self.attach_port(&br, spec, config, move || open_port(&to_open, None))
-            {
-                tracing::error!(port = %name, "reopening the tunnel port failed, it is gone: {e}");
+    }
+
+    /// Gives the port `w` looked at new I/O (`opened`, or for a tunnel opened here once the
+    /// old socket is closed), under one lock: only if it is still that port.
+    fn swap_port_io(&self, w: &Watched, opened: Option<Opened>) {
+        let name = w.spec.name.as_str();
+        let mut state = self.lock();
+        let Some(b) = state.get_mut(&w.br) else {
+            return;
+        };
+        let Some(ofport) = b
+            .ports
+            .iter()
+            .find(|(_, p)| p.spec.name == name && p.dp_id == w.dp_id)
+            .map(|(n, _)| *n)
+        else {
+            return; // deleted or added again meanwhile: not ours to touch
+        };
+        let old = b.ports.remove(&ofport).expect("found above");
+        self.dp.del_port(old.dp_id);
+        let mut spec = old.spec.clone();
+        spec.ofport = Some(ofport);
+        let opened = match opened.map_or_else(|| open_port(&spec, None), Ok) {
+            Ok(o) => o,
+            Err(e) => {
+                // Only a tunnel gets here (an interface port opened before): its old socket
+                // is closed, so it waits in the list until it opens again.
+                tracing::error!(port = %name, "reopening the tunnel port on its new underlay failed (tried again every second): {e}");
+                b.publish();
+                self.tunnels_to_reopen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((w.br.clone(), spec, old.config));
+                return;
+            }
+        };
+        let tap_seen = opened.tap.as_ref().and_then(|t| t.whereabouts().ok());
+        let mut port = DpPort::new(
+            name,
+            b.dp_index,
+            ofport,
+            spec.kind,
+            opened.io,
+            old.counters.clone(),
+            b.drops.clone(),
+        );
+        port.config = old.config;
+        match self.dp.add_port(port, spec.thread) {
+            Ok((dp_id, _)) => {
+                tracing::info!(port = %name, "the interface under the port changed (created again, or the tunnel's underlay moved or has another MTU): port reopened on it");
+                b.ports.insert(
+                    ofport,
+                    PortCtl {
+                        iface_seen: (spec.kind == PortKind::AfPacket)
+                            .then(|| IfaceSeen::of(name))
+                            .flatten(),
+                        underlay_seen: underlay_of(&spec),
+                        spec,
+                        ofport,
+                        dp_id,
+                        counters: old.counters,
+                        mac: opened.mac,
+                        config: old.config,
+                        tap: opened.tap,
+                        moved: opened.moved,
+                        tap_seen,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(port = %name, "reopening the port failed, it is gone: cannot poll it: {e}")
             }
         }
-        for (br, spec, config) in stale {
-            let name = spec.name.clone();
-            let opened = match open_port(&spec, None) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(port = %name, "interface created again, reopening the port failed (tried again in a second): {e}");
-                    continue;
-                }
-            };
-            tracing::info!(port = %name, "interface deleted and created again: port reopened on it");
-            if self.del_port(&br, &name).is_ok()
-                && let Err(e) = self.attach_port(&br, spec, config, move || Ok(opened))
+        b.publish();
+    }
+
+    /// Adds again the tunnel ports whose reopening failed, unless a port took the name.
+    fn reopen_pending_tunnels(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .tunnels_to_reopen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (br, spec, config) in pending {
+            let taken = self
+                .lock()
+                .values()
+                .any(|b| b.ports.values().any(|p| p.spec.name == spec.name));
+            if taken {
+                continue;
+            }
+            let to_open = spec.clone();
+            if let Err(e) =
+                self.attach_port(&br, spec.clone(), config, move || open_port(&to_open, None))
             {
-                tracing::warn!(port = %name, "reopening failed: {e}");
+                tracing::debug!(port = %spec.name, "tunnel port still cannot be reopened: {e}");
+                self.tunnels_to_reopen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((br, spec, config));
             }
         }
     }
@@ -794,6 +905,15 @@ impl Switch {
 /// Deletes the TAP device a port created (they are persistent, to survive restarts),
 /// wherever it is now (moved into a pod's namespace too): it is made non-persistent through
 /// the port's own handle, so it goes when the port's descriptors close.
+/// A port `reattach_changed_interfaces` looks at, as it was under the lock.
+struct Watched {
+    br: String,
+    spec: PortSpec,
+    dp_id: usize,
+    iface: Option<IfaceSeen>,
+    underlay: Option<(String, IfaceSeen)>,
+}
+
 /// A tunnel port's underlay interface (the one with its local address) as it is now.
 fn underlay_of(spec: &PortSpec) -> Option<(String, IfaceSeen)> {
     let Some(std::net::IpAddr::V4(local)) = spec.tunnel.as_ref()?.local_ip else {

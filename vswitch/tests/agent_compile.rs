@@ -66,7 +66,8 @@ table=20,priority=110,cookie=0xa9e0000000000000,ip,nw_dst=172.16.1.1,actions=ct(
 table=20,priority=100,cookie=0xa9e0000000000000,ip,actions=ct(table=30,zone=1,nat)
 table=20,priority=0,cookie=0xa9e0000000000000,actions=drop
 table=21,priority=0,cookie=0xa9e0000000000000,ip,actions=ct(table=30,zone=1,nat)
-table=30,priority=250,cookie=0xa9e0000000000000,ct_state=+trk,ct_mark=0x4/0x4,ip,actions=drop
+table=30,priority=250,cookie=0xa9e0000000000000,ct_state=+trk+rpl,ct_mark=0x4/0x4,ip,actions=ct(commit,force,zone=1,table=30)
+table=30,priority=250,cookie=0xa9e0000000000000,ct_state=+trk-rpl,ct_mark=0x4/0x4,ip,actions=drop
 table=30,priority=200,cookie=0xa9e0000000000000,ct_state=+new+trk,tcp,nw_dst=10.247.0.10,tp_dst=80,actions=group:1000000
 table=30,priority=100,cookie=0xa9e0000000000000,ct_state=+new+trk,ip,actions=ct(commit,table=40,zone=1)
 table=30,priority=90,cookie=0xa9e0000000000000,ct_state=+est+trk,ip,actions=goto_table:40

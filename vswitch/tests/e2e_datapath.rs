@@ -446,7 +446,7 @@ fn a_tunnel_port_follows_its_underlay_interface() {
         t.a.daemon().log_text()
     );
     let log = t.a.daemon().log_text();
-    assert!(log.contains("tunnel port reopened"), "{log}");
+    assert!(log.contains("port reopened on it"), "{log}");
 }
 
 /// From a pod: 20 IPv4 frames with no IP header at all, 20 truncated IPv4 headers, 20 IPv4

@@ -485,6 +485,42 @@ fn eni_mode() {
         "d answered through a refused connection: {got:?}\n{}",
         dump(3)
     );
+    // A refusal binds the refused side only, as a stateful cloud group does: after the VPC
+    // host's datagram to a (whose groups open no UDP) is refused, a's own datagrams to the
+    // host on the same ports (a's egress is open) start a connection of their own and leave.
+    let before = denied(&daemons[0]);
+    ns_sh(
+        vpc.vpc_host.name(),
+        &format!(
+            "echo probe | timeout 2 socat -u - UDP:{}:6001,sourceport=5001",
+            pod("a").1
+        ),
+    );
+    assert!(denied(&daemons[0]) > before, "{}", dump(1));
+    let receiver = {
+        let host = vpc.vpc_host.name().to_string();
+        std::thread::spawn(move || {
+            ns_run(
+                &host,
+                &["timeout", "4", "socat", "-u", "UDP-RECV:5001", "STDOUT"],
+                Duration::from_secs(6),
+            )
+            .stdout
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    ns_sh(
+        pod("a").0,
+        &format!(
+            "for i in 1 2 3; do echo hello | timeout 2 socat -u - UDP:{VPC_HOST}:5001,sourceport=6001; sleep 0.3; done"
+        ),
+    );
+    let got = receiver.join().expect("receiver");
+    assert!(
+        got.contains("hello"),
+        "a's own datagrams to a peer it refused did not leave: {got:?}\n{}",
+        dump(1)
+    );
     // The node's own address is let in through the host port only: b, masqueraded to the
     // node's address on its way to a's EIP, is not the node, and a's groups do not open 8082.
     let before = denied(&daemons[0]);

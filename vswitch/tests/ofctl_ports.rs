@@ -146,6 +146,13 @@ fn mod_port_down_up_receive_forward_by_both_tools() {
         port_lines(&desc(), "vethB"),
         "config:     0\nstate:      LIVE\n"
     );
+    // The pod's end set down takes the link from the port: both tools say so.
+    common::ns_sh(node.pod(1).name(), "ip link set eth0 down");
+    assert_eq!(
+        port_lines(&desc(), "vethB"),
+        "config:     0\nstate:      LINK_DOWN\n"
+    );
+    common::ns_sh(node.pod(1).name(), "ip link set eth0 up");
 }
 
 #[test]

@@ -485,13 +485,23 @@ pub(super) fn refuse_new(cfg: &NodeConfig) -> String {
     )
 }
 
-/// Table 30: every packet of a refused connection, in either direction, is dropped.
-pub(super) fn drop_refused(b: &mut Builder) {
+/// Table 30: the refused side's further packets of a refused connection are dropped. A
+/// packet from the other side (the direction of replies) starts a connection of its own,
+/// judged as new by that side's rules (as a stateful cloud security group does: the pod's
+/// own connection to a peer that was refused is not blocked by that refusal).
+pub(super) fn drop_refused(b: &mut Builder, cfg: &NodeConfig) {
+    let refused = format!("ct_mark={REFUSED_MARK:#x}/{REFUSED_MARK:#x},ip");
     b.flow(
         Table::ServiceLb,
         REFUSED_PRIORITY,
-        &format!("ct_state=+trk,ct_mark={REFUSED_MARK:#x}/{REFUSED_MARK:#x},ip"),
+        &format!("ct_state=+trk-rpl,{refused}"),
         "drop",
+    );
+    b.flow(
+        Table::ServiceLb,
+        REFUSED_PRIORITY,
+        &format!("ct_state=+trk+rpl,{refused}"),
+        &format!("ct(commit,force,zone={},table=30)", cfg.ct_zone),
     );
 }
 
@@ -941,7 +951,7 @@ pub fn compile_with(
     // Table 30: Service load balancing of new connections, then commit everything else.
     b.out.services = services_output(cfg, numbering, rt, services, &group_ids);
     if cfg.pods.iter().any(|p| p.allow_from.is_some()) {
-        drop_refused(&mut b);
+        drop_refused(&mut b, cfg);
     }
     if cfg.egress.snat {
         // Connections leaving the cluster are committed later, with their SNAT (table 60);

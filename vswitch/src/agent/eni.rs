@@ -29,6 +29,9 @@ pub const VLAN_REG: &str = "reg5";
 /// Priority of the flows that drop a new connection no security-group rule allows: what
 /// `dump-drops` sums as `secgroup_denied` (tables 41 and 44).
 pub const SG_DENY_PRIORITY: u16 = 50;
+/// Priority of the egress refusals of connections table 30 already committed (to the VPC and
+/// the cluster): marked refused there (`compile::refuse_new`). Counted with the others.
+pub const SG_DENY_COMMITTED_PRIORITY: u16 = 51;
 /// Priority of the conjunction clauses and `conj_id` flows.
 const SG_RULE_PRIORITY: u16 = 100;
 /// Priority of rules that need no conjunction (one dimension only).
@@ -330,7 +333,7 @@ pub(super) fn compile_eni(
     // Table 30: Services (their own flows), EIPs in, then commit what stays in the VPC.
     // Connections a security group refused are dropped first, whichever side sends.
     b.out.services = services;
-    drop_refused(&mut b);
+    drop_refused(&mut b, cfg);
     for p in &eni_pods {
         if let Some(eip) = p.eip {
             b.flow(
@@ -437,12 +440,22 @@ pub(super) fn compile_eni(
                 .any(|r| r.direction == Direction::Egress)
         });
         if restricted {
+            // Connections out of the VPC are not committed yet (table 60 does it with their
+            // NAT): a plain drop leaves no entry to charge against the pod's limits.
             b.flow(
                 Table::SgEgress,
                 SG_DENY_PRIORITY,
                 &format!("ct_state=+new+trk,ip,in_port={}", of(p)),
-                &refuse_new(cfg),
+                "drop",
             );
+            for c in &inside {
+                b.flow(
+                    Table::SgEgress,
+                    SG_DENY_COMMITTED_PRIORITY,
+                    &format!("ct_state=+new+trk,ip,in_port={},nw_dst={c}", of(p)),
+                    &refuse_new(cfg),
+                );
+            }
             // The pod's answers to the node (kubelet's probes are connections the node opens,
             // so only new connections to the node need this).
             b.flow(

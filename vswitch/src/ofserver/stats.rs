@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use flowtable::{FlowEntry, OfPort};
 
-use crate::bridge::BridgeCtl;
+use crate::bridge::{BridgeCtl, PortCtl};
 use openflow::buf::FixedStr;
 use openflow::convert;
 use openflow::error::{ErrorCode, OfError};
 use openflow::multipart::TableStats;
-use openflow::switch::{capabilities as cap, port_config, port_state};
+use openflow::switch::capabilities as cap;
 use openflow::{
     AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupFeatures, GroupStats, Message,
     MeterConfig, MeterFeatures, MeterStats, MultipartReply, MultipartRequest, Port, PortStats,
@@ -108,22 +108,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
             )
         }
         MultipartRequest::PortDesc => {
-            let list = b
-                .ports
-                .values()
-                .map(|p| Port {
-                    port_no: p.ofport,
-                    hw_addr: p.mac,
-                    name: FixedStr::new(&p.spec.name),
-                    config: p.config,
-                    state: if p.config & port_config::PORT_DOWN != 0 {
-                        port_state::LINK_DOWN
-                    } else {
-                        port_state::LIVE
-                    },
-                    ..Port::default()
-                })
-                .collect();
+            let list = b.ports.values().map(PortCtl::desc).collect();
             chunked(
                 list,
                 |p: &Port, out| p.encode(out),
