@@ -388,14 +388,9 @@ fn icmpv4_l4(frame: &[u8], parsed: &Parsed) -> Result<usize, RewriteError> {
     }
 }
 
-/// Rewrites the ICMPv4 type and/or code, updating the ICMP checksum.
-pub fn set_icmpv4_type_code(
-    frame: &mut [u8],
-    parsed: &Parsed,
-    msg_type: Option<u8>,
-    code: Option<u8>,
-) -> Result<(), RewriteError> {
-    let l4 = icmpv4_l4(frame, parsed)?;
+/// Writes an ICMP or ICMPv6 message's type and/or code at `l4`, updating its checksum (the
+/// two bytes are in the checksummed message, never in a pseudo-header).
+fn write_type_code(frame: &mut [u8], l4: usize, msg_type: Option<u8>, code: Option<u8>) {
     let old = rd16(frame, l4);
     if let Some(t) = msg_type {
         frame[l4] = t;
@@ -406,6 +401,17 @@ pub fn set_icmpv4_type_code(
     let new = rd16(frame, l4);
     let c = checksum::update_u16(rd16(frame, l4 + 2), old, new);
     wr16(frame, l4 + 2, c);
+}
+
+/// Rewrites the ICMPv4 type and/or code, updating the ICMP checksum.
+pub fn set_icmpv4_type_code(
+    frame: &mut [u8],
+    parsed: &Parsed,
+    msg_type: Option<u8>,
+    code: Option<u8>,
+) -> Result<(), RewriteError> {
+    let l4 = icmpv4_l4(frame, parsed)?;
+    write_type_code(frame, l4, msg_type, code);
     Ok(())
 }
 
@@ -458,16 +464,7 @@ pub fn set_icmpv6_type_code(
     code: Option<u8>,
 ) -> Result<(), RewriteError> {
     let l4 = icmpv6_l4(frame, parsed).ok_or(RewriteError::NotIcmpv6)?;
-    let old = rd16(frame, l4);
-    if let Some(t) = msg_type {
-        frame[l4] = t;
-    }
-    if let Some(c) = code {
-        frame[l4 + 1] = c;
-    }
-    let new = rd16(frame, l4);
-    let c = checksum::update_u16(rd16(frame, l4 + 2), old, new);
-    wr16(frame, l4 + 2, c);
+    write_type_code(frame, l4, msg_type, code);
     Ok(())
 }
 

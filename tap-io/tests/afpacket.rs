@@ -279,6 +279,12 @@ fn afpacket_sends_to_a_peer_without_carrier_count_as_link_down() {
         veth("va", "vb", 1500);
         let mut port = AfPacketPort::open(&cfg("va", RingKind::V2)).unwrap();
         iface::set_up("vb", false).unwrap();
+        // The kernel marks the switch's end not running a moment later (link watch): wait
+        // for it, as a pod down for longer than that would be.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(iface::is_running("va"), Ok(true)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut batch = Batch::new(32, 128, 2048);
         for i in 0..32 {
             batch.push_copy(&test_frame(MAC_B, MAC_A, i, 60));

@@ -315,15 +315,8 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
         }
         "mod_tp_src" | "mod_tp_dst" => {
             let src = lname == "mod_tp_src";
-            let f = match (m.nw_proto(), src) {
-                (Some(IPPROTO_TCP), true) => FieldId::TcpSrc,
-                (Some(IPPROTO_TCP), false) => FieldId::TcpDst,
-                (Some(IPPROTO_UDP), true) => FieldId::UdpSrc,
-                (Some(IPPROTO_UDP), false) => FieldId::UdpDst,
-                (Some(IPPROTO_SCTP), true) => FieldId::SctpSrc,
-                (Some(IPPROTO_SCTP), false) => FieldId::SctpDst,
-                _ => return Err(bad(name, tok, "the flow must match tcp, udp or sctp")),
-            };
+            let f = l4_port_field(m, src)
+                .ok_or_else(|| bad(name, tok, "the flow must match tcp, udp or sctp"))?;
             set_field(f, value_arg(tok, name, f)?)
         }
         "mod_vlan_vid" => {
@@ -550,16 +543,21 @@ fn l4_port_of_match(a: Action, m: &Match) -> Action {
         FieldId::TpDst => false,
         _ => return a,
     };
-    let field = match (m.nw_proto(), src) {
-        (Some(IPPROTO_TCP), true) => FieldId::TcpSrc,
-        (Some(IPPROTO_TCP), false) => FieldId::TcpDst,
-        (Some(IPPROTO_UDP), true) => FieldId::UdpSrc,
-        (Some(IPPROTO_UDP), false) => FieldId::UdpDst,
-        (Some(IPPROTO_SCTP), true) => FieldId::SctpSrc,
-        (Some(IPPROTO_SCTP), false) => FieldId::SctpDst,
-        _ => field,
-    };
+    let field = l4_port_field(m, src).unwrap_or(field);
     Action::SetField { field, value, mask }
+}
+
+/// The source or destination port field of the L4 protocol `m` matches (TCP, UDP, SCTP).
+fn l4_port_field(m: &Match, src: bool) -> Option<FieldId> {
+    Some(match (m.nw_proto()?, src) {
+        (IPPROTO_TCP, true) => FieldId::TcpSrc,
+        (IPPROTO_TCP, false) => FieldId::TcpDst,
+        (IPPROTO_UDP, true) => FieldId::UdpSrc,
+        (IPPROTO_UDP, false) => FieldId::UdpDst,
+        (IPPROTO_SCTP, true) => FieldId::SctpSrc,
+        (IPPROTO_SCTP, false) => FieldId::SctpDst,
+        _ => return None,
+    })
 }
 
 fn parse_set_field(tok: &str) -> Result<Action, ParseError> {
