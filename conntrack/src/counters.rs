@@ -15,6 +15,10 @@ pub enum Counter {
     /// Closed TCP connections (TIME_WAIT) removed before their timeout to make room for a new
     /// connection in a full table.
     ClosedEvicted,
+    /// Connections not yet established (a TCP handshake not completed; UDP or ICMP heard from
+    /// the initiator only) removed before their timeout, oldest first, to make room in a full
+    /// table with no closed TCP connection left (the kernel's `early_drop`).
+    UnestablishedEvicted,
     /// Closed TCP connections replaced by a new SYN.
     Reopened,
     /// ICMP errors related to a connection.
@@ -69,13 +73,14 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const COUNT: usize = 33;
+    pub const COUNT: usize = 34;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
         Counter::Expired,
         Counter::Flushed,
         Counter::ClosedEvicted,
+        Counter::UnestablishedEvicted,
         Counter::Reopened,
         Counter::Related,
         Counter::DropTableFull,
@@ -113,6 +118,7 @@ impl Counter {
             Counter::Expired => "expired",
             Counter::Flushed => "flushed",
             Counter::ClosedEvicted => "tcp_closed_evicted",
+            Counter::UnestablishedEvicted => "unestablished_evicted",
             Counter::Reopened => "tcp_reopened",
             Counter::Related => "related",
             Counter::DropTableFull => "drop_table_full",

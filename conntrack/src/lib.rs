@@ -81,6 +81,17 @@ use tuple::{PROTO_TCP, PROTO_UDP};
 
 /// Connections expired opportunistically when a commit finds the table full.
 const EXPIRE_ON_FULL: usize = 32;
+
+/// The timeout classes of connections that are not established, which a full table may
+/// remove early: a TCP handshake not completed (a spoofed SYN answered by a backend waits in
+/// `TcpOpening`), UDP and ICMP heard from the initiator only.
+const UNESTABLISHED: [TimeoutClass; 5] = [
+    TimeoutClass::TcpFirst,
+    TimeoutClass::TcpOpening,
+    TimeoutClass::OtherFirst,
+    TimeoutClass::OtherMultiple,
+    TimeoutClass::IcmpFirst,
+];
 /// A refresh that moves the expiry by less than this (or 1/16 of the timeout, if smaller) is
 /// skipped, so steady traffic does not relink its connection on every packet.
 const REFRESH_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -780,12 +791,19 @@ impl Conntrack {
                 charged = self.shared.charge(&tuple, self.cfg.max_conns);
             } else if self.shared.shards > 1
                 && !self.evicted_elsewhere
-                && self.shared.may_evict(now)
+                && (self.shared.may_evict(now)
+                    || (self.shared.may_evict_unestablished(now) && !self.has_unestablished()))
             {
                 // The table is full but not of this shard's closed connections (one busy
-                // client's TIME_WAITs all live in its own shard): another shard's will do.
+                // client's TIME_WAITs all live in its own shard): another shard's will do; or,
+                // with none anywhere, another shard's connection not established when this
+                // one has none.
                 self.needs_eviction = true;
                 return CtResult::default();
+            } else if self.evict_unestablished() {
+                // No closed connection anywhere: a flood of handshakes that never complete
+                // (SYNs from spoofed sources) must not lock every new connection out.
+                charged = self.shared.charge(&tuple, self.cfg.max_conns);
             }
         }
         let (src_slot, src_generation) = match charged {
@@ -1177,6 +1195,36 @@ impl Conntrack {
         self.delete(oldest);
         self.counters.bump(Counter::ClosedEvicted);
         true
+    }
+
+    /// Makes room in a full table with no closed TCP connection left: removes this shard's
+    /// oldest connection that is not established (a TCP handshake not completed, UDP or ICMP
+    /// heard from the initiator only), as the kernel's `early_drop` removes connections not
+    /// yet assured. Established connections are never removed. False when there is none.
+    pub(crate) fn evict_unestablished(&mut self) -> bool {
+        let oldest = UNESTABLISHED
+            .iter()
+            .filter_map(|&class| {
+                let idx = self.slab.head(class)?;
+                // A class's list is sorted by expiry and all share its timeout: the head was
+                // seen last the longest ago.
+                let expires = self.slab.get(idx).expires;
+                let seen = expires.saturating_sub(self.timeouts_ns[class as usize]);
+                Some((seen, idx))
+            })
+            .min();
+        let Some((_, idx)) = oldest else {
+            return false;
+        };
+        self.delete(idx);
+        self.counters.bump(Counter::UnestablishedEvicted);
+        true
+    }
+
+    /// Whether this shard holds a connection [`evict_unestablished`](Self::evict_unestablished)
+    /// could remove.
+    pub(crate) fn has_unestablished(&self) -> bool {
+        UNESTABLISHED.iter().any(|&c| self.slab.head(c).is_some())
     }
 
     /// Removes connection `idx` and both its keys.

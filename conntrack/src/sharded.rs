@@ -355,16 +355,32 @@ impl Sharded {
         self.shared.reaped_nothing(now);
     }
 
-    /// Evicts the oldest closed TCP connection of the first shard after `home` that has one (a
-    /// commit in `home` found the table full and none of its own), one shard locked at a time.
+    /// Makes room for a commit in `home`, which found the table full and no closed TCP
+    /// connection of its own, one shard locked at a time: evicts the oldest closed TCP
+    /// connection of the first shard after `home` that has one; with none anywhere, and none
+    /// in `home` that is not established, the oldest such connection of another shard.
+    /// Each search that finds nothing pauses itself (`Shared::evicted_nothing`), so a flood into
+    /// a table full of established connections costs one sweep per interval, not per packet.
     fn evict_elsewhere<'a>(&'a self, cur: &mut Cursor<'a>, home: u32, now: u64) {
         let n = self.shards.len() as u32;
+        if self.shared.may_evict(now) {
+            for k in 1..n {
+                if cur.get(self, (home + k) % n).evict_closed() {
+                    return;
+                }
+            }
+            self.shared.evicted_nothing(now);
+        }
+        // `home` removes its own on the packet's next run.
+        if cur.get(self, home).has_unestablished() || !self.shared.may_evict_unestablished(now) {
+            return;
+        }
         for k in 1..n {
-            if cur.get(self, (home + k) % n).evict_closed() {
+            if cur.get(self, (home + k) % n).evict_unestablished() {
                 return;
             }
         }
-        self.shared.evicted_nothing(now);
+        self.shared.evicted_no_unestablished(now);
     }
 
     /// Takes a held fragment whose first fragment has passed (see

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     /// Likewise for evicting a closed TCP connection of another shard: the last look found
     /// none in any shard.
     evict: Pause,
+    /// The same for connections not established (`Conntrack::evict_unestablished`).
+    evict_unestablished: Pause,
 }
 
 /// Until when (the callers' clock, ns) a search of the other shards that found nothing is
@@ -110,6 +112,7 @@ impl Shared {
             routes: (0..routes).map(|_| Mutex::new(HashTable::new())).collect(),
             reap: Pause::default(),
             evict: Pause::default(),
+            evict_unestablished: Pause::default(),
         }
     }
 
@@ -134,6 +137,18 @@ impl Shared {
     /// A look at `now` found no closed connection in any other shard.
     pub fn evicted_nothing(&self, now: u64) {
         self.evict.start(now);
+    }
+
+    /// Whether a commit into a full table, with no closed connection and none that is not
+    /// established in its own shard, may look for one not established in the other shards now.
+    #[inline]
+    pub fn may_evict_unestablished(&self, now: u64) -> bool {
+        self.evict_unestablished.over(now)
+    }
+
+    /// A look at `now` found no connection that is not established in any other shard.
+    pub fn evicted_no_unestablished(&self, now: u64) {
+        self.evict_unestablished.start(now);
     }
 
     pub fn acct(&self) -> MutexGuard<'_, Acct> {

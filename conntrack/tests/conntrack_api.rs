@@ -605,6 +605,8 @@ fn table_full_refuses_new_connections_but_keeps_existing_ones() {
                 .drop
                 .is_none()
         );
+        // Answered: established, so a full table does not remove it.
+        ct.process(&udp("10.0.0.2", 53, "10.0.0.1", p), &f, &track(0), 0);
     }
     let r = ct.process(&udp("10.0.0.1", 1002, "10.0.0.2", 53), &f, &commit(0), 0);
     assert_eq!(r.drop, Some(CtDrop::TableFull));
@@ -629,9 +631,9 @@ fn table_full_refuses_new_connections_but_keeps_existing_ones() {
 }
 
 /// A full table makes room from closed TCP connections (TIME_WAIT), oldest first, as the
-/// kernel's conntrack does; live ones (answered or not) are never evicted.
+/// kernel's conntrack does; established ones are never evicted.
 #[test]
-fn table_full_evicts_closed_tcp_connections_but_no_live_one() {
+fn table_full_evicts_closed_tcp_connections_but_no_established_one() {
     let mut ct = ct(3);
     let f = PacketFacts::default();
     // Two connections reset (closed: TIME_WAIT for 30 s), the older first, and one UDP flow.
@@ -651,6 +653,8 @@ fn table_full_evicts_closed_tcp_connections_but_no_live_one() {
     }
     let live = udp("10.0.0.1", 1000, "10.0.0.2", 53);
     assert!(ct.process(&live, &f, &commit(0), 5).drop.is_none());
+    let reply = udp("10.0.0.2", 53, "10.0.0.1", 1000);
+    ct.process(&reply, &f, &track(0), 5);
     assert_eq!(ct.len(), 3);
 
     // Full: a new connection takes the oldest closed one's place.
@@ -664,22 +668,116 @@ fn table_full_evicts_closed_tcp_connections_but_no_live_one() {
         .collect();
     assert_eq!(ports, vec![2], "the older closed connection went first");
 
-    // Then the other closed one; after that only live connections are left, and a new one
-    // is refused and counted, as before.
+    // Then the other closed one; after that only established connections are left (each
+    // answered), and a new one is refused and counted, as before.
     let r = ct.process(&udp("10.0.0.1", 1002, "10.0.0.2", 53), &f, &commit(0), 7);
     assert_eq!(r.drop, None);
+    for p in [1001, 1002] {
+        ct.process(&udp("10.0.0.2", 53, "10.0.0.1", p), &f, &track(0), 7);
+    }
     let r = ct.process(&udp("10.0.0.1", 1003, "10.0.0.2", 53), &f, &commit(0), 8);
     assert_eq!(r.drop, Some(CtDrop::TableFull));
     assert_eq!(ct.counters().get(Counter::ClosedEvicted), 2);
+    assert_eq!(ct.counters().get(Counter::UnestablishedEvicted), 0);
     assert_eq!(ct.counters().get(Counter::DropTableFull), 1);
     assert_eq!(ct.len(), 3);
-    let reply = udp("10.0.0.2", 53, "10.0.0.1", 1000);
     let r = ct.process(&reply, &f, &track(0), 9);
     assert_eq!(
         r.ct_state,
         CT_TRK | CT_EST | CT_RPL,
         "the live flow is still tracked"
     );
+}
+
+/// A flood of handshakes that never complete (SYNs from spoofed sources, answered by a
+/// backend or not) fills the table; with no closed connection to remove, a new connection
+/// takes the place of the oldest one not established (the kernel's `early_drop`), so the
+/// flood locks no new client out. Established connections stay.
+#[test]
+fn table_full_of_unestablished_connections_makes_room_for_a_new_one() {
+    let mut ct = ct(4);
+    let f = PacketFacts::default();
+    // Established: a completed handshake, and a UDP flow answered.
+    let est = tcp("10.0.0.9", 5000, "10.0.0.2", 80, TCP_SYN);
+    ct.process(&est, &seg(100, 0), &commit(0), 0);
+    ct.process(
+        &tcp("10.0.0.2", 80, "10.0.0.9", 5000, TCP_SYN | TCP_ACK),
+        &seg(500, 101),
+        &track(0),
+        0,
+    );
+    ct.process(
+        &tcp("10.0.0.9", 5000, "10.0.0.2", 80, TCP_ACK),
+        &seg(101, 501),
+        &track(0),
+        0,
+    );
+    ct.process(&udp("10.0.0.9", 53, "10.0.0.2", 53), &f, &commit(0), 0);
+    ct.process(&udp("10.0.0.2", 53, "10.0.0.9", 53), &f, &track(0), 0);
+    // The flood: a SYN the backend answered (waiting for an ACK that never comes), then a SYN
+    // nobody answered, a second later.
+    ct.process(
+        &tcp("6.6.6.1", 1, "10.0.0.2", 80, TCP_SYN),
+        &seg(7, 0),
+        &commit(0),
+        SEC,
+    );
+    ct.process(
+        &tcp("10.0.0.2", 80, "6.6.6.1", 1, TCP_SYN | TCP_ACK),
+        &seg(900, 8),
+        &track(0),
+        SEC,
+    );
+    ct.process(
+        &tcp("6.6.6.2", 2, "10.0.0.2", 80, TCP_SYN),
+        &seg(7, 0),
+        &commit(0),
+        2 * SEC,
+    );
+    assert_eq!(ct.len(), 4);
+
+    // A new client takes the place of the oldest handshake, then of the next one.
+    for (n, port) in [(1, 6001u16), (2, 6002)] {
+        let r = ct.process(
+            &tcp("10.0.0.7", port, "10.0.0.2", 80, TCP_SYN),
+            &seg(1, 0),
+            &commit(0),
+            3 * SEC,
+        );
+        assert_eq!(r.drop, None, "client {port}");
+        assert_eq!(ct.counters().get(Counter::UnestablishedEvicted), n);
+        assert_eq!(ct.len(), 4);
+    }
+    let flood = [addr("6.6.6.1"), addr("6.6.6.2")];
+    assert!(
+        !ct.dump(3 * SEC).any(|e| flood.contains(&e.orig.src)),
+        "the flood's entries went first"
+    );
+    assert_eq!(
+        ct.dump(3 * SEC)
+            .filter(|e| e.orig.src == addr("10.0.0.7"))
+            .count(),
+        2
+    );
+    // The oldest not established is now the first new client's handshake: a third client
+    // replaces it, and the established connections are still there.
+    let r = ct.process(
+        &tcp("10.0.0.7", 6003, "10.0.0.2", 80, TCP_SYN),
+        &seg(1, 0),
+        &commit(0),
+        4 * SEC,
+    );
+    assert_eq!(r.drop, None);
+    let r = ct.process(
+        &tcp("10.0.0.2", 80, "10.0.0.9", 5000, TCP_ACK),
+        &seg(501, 101),
+        &track(0),
+        4 * SEC,
+    );
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL);
+    let r = ct.process(&udp("10.0.0.2", 53, "10.0.0.9", 53), &f, &track(0), 4 * SEC);
+    assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL);
+    assert_eq!(ct.counters().get(Counter::DropTableFull), 0);
 }
 
 #[test]

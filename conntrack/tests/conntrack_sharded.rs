@@ -54,6 +54,24 @@ fn nat(zone: u16, spec: &NatSpec) -> CtAction<'_> {
     }
 }
 
+/// Commits the UDP flow `key` and answers it (established: a full table never removes it);
+/// the commit's result.
+fn open_answered(t: &Sharded, key: &FlowKey, act: &CtAction<'_>, now: u64) -> CtResult {
+    let r = run(t, key, act, now);
+    if r.drop.is_none() {
+        let reply = udp(key.nw_dst, key.tp_dst, key.nw_src, key.tp_src);
+        let track = CtAction {
+            zone: act.zone,
+            ..CtAction::default()
+        };
+        assert_eq!(
+            run(t, &reply, &track, now).ct_state,
+            CT_TRK | CT_EST | CT_RPL
+        );
+    }
+    r
+}
+
 /// Client `i` of a ClusterIP: its own address, so the clients spread over the shards.
 fn client(i: u32) -> u32 {
     ip("10.1.0.0") + i
@@ -264,10 +282,11 @@ fn zone_source_and_table_limits_hold_across_threads() {
     let c = t.counters();
     assert_eq!(c.get(Counter::DropZoneLimit), 1300);
     assert_eq!(c.get(Counter::DropSourceLimit), 1995);
-    // The table's own limit, across shards.
+    // The table's own limit, across shards: the 705 flows above were never answered, so
+    // answered ones take their places, then the rest is refused.
     t.set_zone_limit(3, 0);
     for i in 0..2000 {
-        run(
+        open_answered(
             &t,
             &udp(client(500_000 + i), 1, ip("10.2.0.1"), 80),
             &commit(3),
@@ -275,7 +294,8 @@ fn zone_source_and_table_limits_hold_across_threads() {
         );
     }
     assert_eq!(t.len(), 1500);
-    assert_eq!(t.counters().get(Counter::DropTableFull), 1205);
+    assert_eq!(t.counters().get(Counter::UnestablishedEvicted), 705);
+    assert_eq!(t.counters().get(Counter::DropTableFull), 500);
 }
 
 #[test]
@@ -532,7 +552,7 @@ fn a_commit_at_the_table_limit_reaps_expired_connections_of_other_shards() {
     }
     let later = 3600 * SEC;
     for port in 0..1000u16 {
-        let r = run(&t, &udp(c0, 10_000 + port, server, 80), &commit, later);
+        let r = open_answered(&t, &udp(c0, 10_000 + port, server, 80), &commit, later);
         assert_eq!(
             r.drop, None,
             "connection {port} refused with the table full of dead ones"
@@ -602,23 +622,68 @@ fn closed_connections_of_one_shard_make_room_for_every_shard() {
     assert_eq!(t.len(), 1000);
     // 200 other clients, nearly all homed in other shards than the busy one.
     for i in 0..200 {
-        let r = run(&t, &udp(client(10_000 + i), 1, server, 53), &commit, 2);
+        let r = open_answered(&t, &udp(client(10_000 + i), 1, server, 53), &commit, 2);
         assert_eq!(r.drop, None, "flow {i} refused");
     }
     let c = t.counters();
     assert_eq!(c.get(Counter::ClosedEvicted), 200);
     assert_eq!(c.get(Counter::DropTableFull), 0);
     assert_eq!(t.len(), 1000);
-    // With only live connections left elsewhere, a new one is still refused and counted.
+    // With only established connections left elsewhere, a new one is still refused and
+    // counted.
     let mut refused = 0;
     for i in 0..1000 {
-        let r = run(&t, &udp(client(20_000 + i), 1, server, 53), &commit, 3);
+        let r = open_answered(&t, &udp(client(20_000 + i), 1, server, 53), &commit, 3);
         refused += u64::from(r.drop.is_some());
     }
     let c = t.counters();
     assert_eq!(c.get(Counter::ClosedEvicted), 1000);
     assert_eq!(refused, 200);
     assert_eq!(c.get(Counter::DropTableFull), 200);
+}
+
+/// A SYN flood from one spoofed address fills the table, all of it in that address pair's
+/// shard; other clients, homed in shards with nothing of their own to remove, take the places
+/// of the flood's oldest handshakes instead of being refused.
+#[test]
+fn a_flood_of_handshakes_in_one_shard_makes_room_for_every_shard() {
+    let t = table(1000, 16);
+    let (spoofed, server) = (ip("6.6.6.6"), ip("10.2.0.1"));
+    let facts = PacketFacts {
+        tcp_seq: 7,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    };
+    let flood_home = t.home_shard(&tuple(spoofed, 1024, server, 80, 0));
+    let mut cur = Cursor::default();
+    for port in 0..1000u16 {
+        let syn = FlowKey {
+            nw_proto: 6,
+            tcp_flags: tcp::TCP_SYN,
+            ..udp(spoofed, 1024 + port, server, 80)
+        };
+        let r = t.process_frame(&mut cur, &syn, &facts, &commit(), 0, None);
+        assert_eq!(r.drop, None, "SYN {port}");
+    }
+    drop(cur);
+    assert_eq!(t.len(), 1000);
+    let mut elsewhere = 0;
+    for i in 0..200 {
+        let key = udp(client(10_000 + i), 1, server, 53);
+        let home = t.home_shard(&tuple(key.nw_src, 1, server, 53, 0));
+        elsewhere += u32::from(home != flood_home);
+        let r = open_answered(&t, &key, &commit(), SEC);
+        assert_eq!(r.drop, None, "client {i} refused");
+    }
+    assert!(
+        elsewhere > 150,
+        "most clients live in other shards ({elsewhere})"
+    );
+    let c = t.counters();
+    assert_eq!(c.get(Counter::UnestablishedEvicted), 200);
+    assert_eq!(c.get(Counter::DropTableFull), 0);
+    assert_eq!(t.len(), 1000);
 }
 
 #[test]
@@ -632,7 +697,7 @@ fn one_address_pair_may_fill_the_whole_table() {
         ..CtAction::default()
     };
     for port in 0..2000u16 {
-        let r = run(
+        let r = open_answered(
             &t,
             &udp(client(1), 1024 + port, ip("10.2.0.1"), 80),
             &commit,

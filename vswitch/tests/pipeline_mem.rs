@@ -481,6 +481,9 @@ fn capture_writes_what_a_port_sends_to_a_pcap_file() {
     assert_eq!(got, frames);
 }
 
+/// A full table: a connection nobody answered gives its place to a new one (the oldest
+/// first, counted as `unestablished_evicted`); answered ones never do, and with only those
+/// left a new connection is refused and counted.
 #[test]
 fn a_full_conntrack_table_refuses_new_connections_only() {
     let opts = datapath::Options {
@@ -493,7 +496,9 @@ fn a_full_conntrack_table_refuses_new_connections_only() {
     let mut b = Bench::new(2, opts);
     b.flows(
         "table=0,priority=10,in_port=1,udp,actions=ct(commit,table=1)\n\
-         table=1,priority=10,ct_state=+trk,actions=output:2",
+         table=0,priority=10,in_port=2,udp,actions=ct(table=2)\n\
+         table=1,priority=10,ct_state=+trk,actions=output:2\n\
+         table=2,priority=10,ct_state=+trk+est,actions=output:1",
     );
     let flow = |sport: u16| {
         FrameBuilder::eth(POD_MAC, POD2_MAC)
@@ -501,18 +506,42 @@ fn a_full_conntrack_table_refuses_new_connections_only() {
             .udp(sport, 53)
             .build()
     };
+    let reply = |dport: u16| {
+        FrameBuilder::eth(POD2_MAC, POD_MAC)
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1])
+            .udp(53, dport)
+            .build()
+    };
+    let evicted = |b: &Bench| {
+        // The conntrack line: `conntrack: connections=N packets=N ... unestablished_evicted=N`.
+        let text = b.command(&["dump-drops", "br0"]);
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("unestablished_evicted="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no unestablished_evicted in:\n{text}"))
+    };
+    // Unanswered, both: a third takes the oldest one's place.
     b.send(1, &flow(1001));
     b.send(1, &flow(1002));
-    assert_eq!(b.received(2).len(), 2);
     b.send(1, &flow(1003));
+    assert_eq!(b.received(2).len(), 3);
+    assert_eq!(evicted(&b), 1);
+    b.send(2, &reply(1001));
+    assert!(b.received(1).is_empty(), "1001 was the one removed");
+    // Answered: established, kept; a new connection is refused.
+    b.send(2, &reply(1002));
+    b.send(2, &reply(1003));
+    assert_eq!(b.received(1).len(), 2);
+    b.send(1, &flow(1004));
     assert!(
         b.received(2).is_empty(),
-        "a third connection got through a 2-entry table"
+        "a third connection got through a 2-entry table of established ones"
     );
     assert_eq!(b.drops("ct_table_full"), 1);
+    assert_eq!(evicted(&b), 1);
     // Established connections keep working.
-    b.send(1, &flow(1001));
     b.send(1, &flow(1002));
+    b.send(1, &flow(1003));
     assert_eq!(b.received(2).len(), 2);
 }
 
