@@ -82,6 +82,11 @@ use tuple::{PROTO_TCP, PROTO_UDP};
 /// Connections expired opportunistically when a commit finds the table full.
 const EXPIRE_ON_FULL: usize = 32;
 
+/// A shard whose oldest connection not established was seen this long ago removes it to make
+/// room without looking at the other shards (`Conntrack::has_old_unestablished`): longer than
+/// a handshake takes, shorter than a flood's entries live in a table it keeps full.
+const LOCAL_EVICT_AGE_NS: u64 = 1_000_000_000;
+
 /// The timeout classes of connections that are not established, which a full table may
 /// remove early: a TCP handshake not completed (a spoofed SYN answered by a backend waits in
 /// `TcpOpening`), UDP and ICMP heard from the initiator only.
@@ -792,12 +797,13 @@ impl Conntrack {
             } else if self.shared.shards > 1
                 && !self.evicted_elsewhere
                 && (self.shared.may_evict(now)
-                    || (self.shared.may_evict_unestablished(now) && !self.has_unestablished()))
+                    || (self.shared.may_evict_unestablished(now)
+                        && !self.has_old_unestablished(now)))
             {
                 // The table is full but not of this shard's closed connections (one busy
                 // client's TIME_WAITs all live in its own shard): another shard's will do; or,
-                // with none anywhere, another shard's connection not established when this
-                // one has none.
+                // with none anywhere, the oldest connection not established of all shards,
+                // unless this one has an old one itself.
                 self.needs_eviction = true;
                 return CtResult::default();
             } else if self.evict_unestablished() {
@@ -1202,18 +1208,7 @@ impl Conntrack {
     /// heard from the initiator only), as the kernel's `early_drop` removes connections not
     /// yet assured. Established connections are never removed. False when there is none.
     pub(crate) fn evict_unestablished(&mut self) -> bool {
-        let oldest = UNESTABLISHED
-            .iter()
-            .filter_map(|&class| {
-                let idx = self.slab.head(class)?;
-                // A class's list is sorted by expiry and all share its timeout: the head was
-                // seen last the longest ago.
-                let expires = self.slab.get(idx).expires;
-                let seen = expires.saturating_sub(self.timeouts_ns[class as usize]);
-                Some((seen, idx))
-            })
-            .min();
-        let Some((_, idx)) = oldest else {
+        let Some((_, idx)) = self.oldest_unestablished() else {
             return false;
         };
         self.delete(idx);
@@ -1221,10 +1216,31 @@ impl Conntrack {
         true
     }
 
-    /// Whether this shard holds a connection [`evict_unestablished`](Self::evict_unestablished)
-    /// could remove.
-    pub(crate) fn has_unestablished(&self) -> bool {
-        UNESTABLISHED.iter().any(|&c| self.slab.head(c).is_some())
+    /// This shard's connection not established that was seen last the longest ago: when
+    /// (the callers' clock) and its index.
+    pub(crate) fn oldest_unestablished(&self) -> Option<(u64, u32)> {
+        UNESTABLISHED
+            .iter()
+            .filter_map(|&class| {
+                let idx = self.slab.head(class)?;
+                // A class's list is sorted by expiry and all share its timeout: the head was
+                // seen last the longest ago.
+                let expires = self.slab.get(idx).expires;
+                Some((
+                    expires.saturating_sub(self.timeouts_ns[class as usize]),
+                    idx,
+                ))
+            })
+            .min()
+    }
+
+    /// Whether this shard may make room from its own connections not established without
+    /// asking the other shards: its oldest was seen at least [`LOCAL_EVICT_AGE_NS`] ago. A
+    /// younger one may be a real client's handshake in progress while a flood's older entries
+    /// sit in another shard (a flood from one address lives in one shard).
+    pub(crate) fn has_old_unestablished(&self, now: u64) -> bool {
+        self.oldest_unestablished()
+            .is_some_and(|(seen, _)| now.saturating_sub(seen) >= LOCAL_EVICT_AGE_NS)
     }
 
     /// Removes connection `idx` and both its keys.

@@ -357,10 +357,12 @@ impl Sharded {
 
     /// Makes room for a commit in `home`, which found the table full and no closed TCP
     /// connection of its own, one shard locked at a time: evicts the oldest closed TCP
-    /// connection of the first shard after `home` that has one; with none anywhere, and none
-    /// in `home` that is not established, the oldest such connection of another shard.
-    /// Each search that finds nothing pauses itself (`Shared::evicted_nothing`), so a flood into
-    /// a table full of established connections costs one sweep per interval, not per packet.
+    /// connection of the first shard after `home` that has one; with none anywhere, and no old
+    /// enough connection not established in `home`, the oldest such connection of all shards
+    /// (a real client's handshake in progress in `home` keeps its place while a flood's older
+    /// entries fill another shard). Each search that finds nothing pauses itself
+    /// (`Shared::evicted_nothing`), so a flood into a table full of established connections
+    /// costs one sweep per interval, not per packet.
     fn evict_elsewhere<'a>(&'a self, cur: &mut Cursor<'a>, home: u32, now: u64) {
         let n = self.shards.len() as u32;
         if self.shared.may_evict(now) {
@@ -371,16 +373,23 @@ impl Sharded {
             }
             self.shared.evicted_nothing(now);
         }
-        // `home` removes its own on the packet's next run.
-        if cur.get(self, home).has_unestablished() || !self.shared.may_evict_unestablished(now) {
+        // `home` removes its own old one on the packet's next run.
+        if cur.get(self, home).has_old_unestablished(now)
+            || !self.shared.may_evict_unestablished(now)
+        {
             return;
         }
-        for k in 1..n {
-            if cur.get(self, (home + k) % n).evict_unestablished() {
-                return;
+        let oldest = (0..n)
+            .filter_map(|i| Some((cur.get(self, i).oldest_unestablished()?.0, i)))
+            .min();
+        match oldest {
+            // Gone if another thread removed it meanwhile: the packet's next run then removes
+            // its own shard's oldest, or is refused.
+            Some((_, i)) => {
+                cur.get(self, i).evict_unestablished();
             }
+            None => self.shared.evicted_no_unestablished(now),
         }
-        self.shared.evicted_no_unestablished(now);
     }
 
     /// Takes a held fragment whose first fragment has passed (see

@@ -768,6 +768,13 @@ fn table_full_of_unestablished_connections_makes_room_for_a_new_one() {
         4 * SEC,
     );
     assert_eq!(r.drop, None);
+    let mut ports: Vec<u16> = ct
+        .dump(4 * SEC)
+        .filter(|e| e.orig.src == addr("10.0.0.7"))
+        .map(|e| e.orig.sport)
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![6002, 6003], "6001 was the oldest handshake");
     let r = ct.process(
         &tcp("10.0.0.2", 80, "10.0.0.9", 5000, TCP_ACK),
         &seg(501, 101),
@@ -778,6 +785,31 @@ fn table_full_of_unestablished_connections_makes_room_for_a_new_one() {
     let r = ct.process(&udp("10.0.0.2", 53, "10.0.0.9", 53), &f, &track(0), 4 * SEC);
     assert_eq!(r.ct_state, CT_TRK | CT_EST | CT_RPL);
     assert_eq!(ct.counters().get(Counter::DropTableFull), 0);
+}
+
+/// "Oldest" is the one heard from the longest ago, whatever its class's timeout: a UDP flow
+/// heard at 0 s (expiring at 60 s) goes before a SYN heard at 1 s (expiring at 31 s).
+#[test]
+fn the_connection_not_established_heard_from_longest_ago_goes_first() {
+    let mut ct = ct(2);
+    let f = PacketFacts::default();
+    ct.process(&udp("10.0.0.1", 1000, "10.0.0.2", 53), &f, &commit(0), 0);
+    ct.process(
+        &tcp("10.0.0.1", 2000, "10.0.0.2", 80, TCP_SYN),
+        &seg(1, 0),
+        &commit(0),
+        SEC,
+    );
+    let r = ct.process(
+        &udp("10.0.0.1", 1001, "10.0.0.2", 53),
+        &f,
+        &commit(0),
+        2 * SEC,
+    );
+    assert_eq!(r.drop, None);
+    let mut ports: Vec<u16> = ct.dump(2 * SEC).map(|e| e.orig.sport).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![1001, 2000], "the UDP flow was heard from first");
 }
 
 #[test]

@@ -686,6 +686,67 @@ fn a_flood_of_handshakes_in_one_shard_makes_room_for_every_shard() {
     assert_eq!(t.len(), 1000);
 }
 
+/// A real client's handshake in progress in its own shard keeps its place while a flood's
+/// older entries fill another shard: a second client of the same shard takes a flood entry's
+/// place, not the first client's.
+#[test]
+fn a_young_handshake_keeps_its_place_while_a_flood_fills_another_shard() {
+    let t = table(100, 16);
+    let (spoofed, server) = (ip("6.6.6.6"), ip("10.2.0.1"));
+    let flood_home = t.home_shard(&tuple(spoofed, 1024, server, 80, 0));
+    let facts = |seq, ack| PacketFacts {
+        tcp_seq: seq,
+        tcp_ack: ack,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    };
+    let key = |src, sport, dst, dport, flags| FlowKey {
+        nw_proto: 6,
+        tcp_flags: flags,
+        ..udp(src, sport, dst, dport)
+    };
+    for port in 0..100u16 {
+        let r = run(
+            &t,
+            &key(spoofed, 1024 + port, server, 80, tcp::TCP_SYN),
+            &commit(),
+            0,
+        );
+        assert_eq!(r.drop, None);
+    }
+    // Two clients of one shard other than the flood's, a millisecond apart, 10 s later.
+    let clients: Vec<u32> = (0..)
+        .map(client)
+        .filter(|&c| t.home_shard(&tuple(c, 1, server, 80, 0)) != flood_home)
+        .take(1)
+        .collect();
+    let (c, now) = (clients[0], 10 * SEC);
+    let syn = |sport| key(c, sport, server, 80, tcp::TCP_SYN);
+    assert_eq!(run(&t, &syn(1), &commit(), now).drop, None);
+    assert_eq!(run(&t, &syn(2), &commit(), now + 1_000_000).drop, None);
+    assert_eq!(t.counters().get(Counter::UnestablishedEvicted), 2);
+    // The first client's handshake completes.
+    let mut cur = Cursor::default();
+    let track = CtAction::default();
+    let synack = key(server, 80, c, 1, tcp::TCP_SYN | tcp::TCP_ACK);
+    let r = t.process_frame(
+        &mut cur,
+        &synack,
+        &facts(500, 1),
+        &track,
+        now + 2_000_000,
+        None,
+    );
+    assert_eq!(
+        r.ct_state,
+        CT_TRK | CT_EST | CT_RPL,
+        "the first handshake was kept"
+    );
+    drop(cur);
+    assert_eq!(t.len(), 100);
+}
+
 #[test]
 fn one_address_pair_may_fill_the_whole_table() {
     // A shard is sized for twice its share but has no limit of its own: one client talking to
