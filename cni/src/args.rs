@@ -88,7 +88,9 @@ impl Env {
     }
 
     /// Checks what `cmd` needs: ADD and CHECK the container id, netns, interface name and
-    /// plugin path; DEL the same but the netns (which may be gone); GC the plugin path.
+    /// plugin path; DEL the container id and interface name (the netns may be gone, and
+    /// without a plugin path only its IPAM step fails: see `del` in main.rs); GC the plugin
+    /// path.
     pub fn validate(&self, cmd: Command) -> Result<()> {
         let needs_container = matches!(cmd, Command::Add | Command::Del | Command::Check);
         if needs_container {
@@ -120,11 +122,7 @@ impl Env {
                 return Err(invalid_env(format!("CNI_NETNS {netns} does not exist")));
             }
         }
-        if matches!(
-            cmd,
-            Command::Add | Command::Del | Command::Check | Command::Gc
-        ) && self.path.is_empty()
-        {
+        if matches!(cmd, Command::Add | Command::Check | Command::Gc) && self.path.is_empty() {
             return Err(invalid_env(
                 "CNI_PATH is not set (the IPAM plugin is looked up there)".into(),
             ));

@@ -75,6 +75,16 @@ impl Ipam {
     /// Runs the plugin with `CNI_COMMAND=command`; its JSON output (`None` when it printed
     /// nothing), or its error passed on with the plugin's name in front.
     fn exec(&self, command: &str, conf: Option<&Value>) -> Result<Option<Value>> {
+        self.exec_env(command, conf, &[])
+    }
+
+    /// [`exec`](Self::exec) with `env` set in the plugin's environment besides ours.
+    fn exec_env(
+        &self,
+        command: &str,
+        conf: Option<&Value>,
+        env: &[(&str, &str)],
+    ) -> Result<Option<Value>> {
         let conf = conf.unwrap_or(&self.conf);
         let name = self
             .plugin
@@ -84,6 +94,7 @@ impl Ipam {
         let fail = |m: String| CniError::new(code::IPAM, format!("IPAM plugin {name}: {m}"));
         let mut child = Command::new(&self.plugin)
             .env("CNI_COMMAND", command)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -171,6 +182,41 @@ impl Ipam {
         }
         self.exec("GC", None).map(|_| ())
     }
+
+    /// DEL of attachment `container_id`/`ifname` (not the one of our environment): what GC
+    /// does for each attachment it collects when the plugin has no GC of its own.
+    pub fn del_attachment(&self, container_id: &str, ifname: &str) -> Result<()> {
+        self.exec_env(
+            "DEL",
+            None,
+            &[("CNI_CONTAINERID", container_id), ("CNI_IFNAME", ifname)],
+        )
+        .map(|_| ())
+    }
+}
+
+/// The pod's only next hop is the node's gateway `gw` (the pod has `ip/32` and a link route
+/// to `gw`; no other address is reachable on the link): a route via `via` cannot be set up.
+fn route_via_another_gateway(dst: &str, via: Ipv4Addr, gw: Ipv4Addr) -> CniError {
+    CniError::new(
+        code::INVALID_CONFIG,
+        format!(
+            "the IPAM route to {dst} via {via}: the pods' only next hop is the node's gateway {gw} (leave the route's gw out, or set it to {gw})"
+        ),
+    )
+}
+
+/// The first IPv4 route, other than the default one (which this plugin sets itself), of
+/// `routes` (the spec's route objects, as the `ipam.routes` of host-local's and static's
+/// configuration) whose `gw` is not `gw`, as an error (code 7) to refuse the configuration
+/// with.
+pub fn foreign_gateway_route(routes: Option<&Value>, gw: Ipv4Addr) -> Option<CniError> {
+    routes?.as_array()?.iter().find_map(|r| {
+        let dst = r["dst"].as_str()?;
+        dst.split_once('/')?.0.parse::<Ipv4Addr>().ok()?;
+        let via: Ipv4Addr = r["gw"].as_str()?.parse().ok()?;
+        (dst != "0.0.0.0/0" && via != gw).then(|| route_via_another_gateway(dst, via, gw))
+    })
 }
 
 /// What the IPAM plugin gave: the pod's IPv4 address, its gateway, routes and DNS.
@@ -184,6 +230,14 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// As [`foreign_gateway_route`], for the routes of the result.
+    pub fn foreign_gateway_route(&self, gw: Ipv4Addr) -> Option<CniError> {
+        self.routes.iter().find_map(|(dst, via)| {
+            via.filter(|v| *v != gw)
+                .map(|v| route_via_another_gateway(dst, v, gw))
+        })
+    }
+
     pub fn from_result(v: &Value) -> Result<Allocation> {
         let bad = |m: &str| CniError::new(code::IPAM, format!("IPAM result {v}: {m}"));
         let ips = v["ips"].as_array().ok_or_else(|| bad("no ips"))?;
@@ -246,5 +300,37 @@ mod tests {
             Allocation::from_result(&serde_json::json!({"ips": [{"address": "fd00::1/64"}]}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn routes_via_another_gateway_are_refused() {
+        let gw = Ipv4Addr::new(172, 16, 1, 1);
+        let routes = serde_json::json!([
+            {"dst": "0.0.0.0/0", "gw": "172.16.1.254"},
+            {"dst": "10.0.0.0/8"},
+            {"dst": "10.1.0.0/16", "gw": "172.16.1.1"},
+            {"dst": "fd00::/8", "gw": "fd00::1"},
+        ]);
+        assert!(foreign_gateway_route(Some(&routes), gw).is_none());
+        assert!(foreign_gateway_route(None, gw).is_none());
+        let mut bad = routes.clone();
+        bad.as_array_mut()
+            .expect("list")
+            .push(serde_json::json!({"dst": "192.168.0.0/16", "gw": "172.16.1.254"}));
+        let e = foreign_gateway_route(Some(&bad), gw).expect("refused");
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("192.168.0.0/16 via 172.16.1.254"), "{e}");
+        // The same for an IPAM result's routes.
+        let a = Allocation::from_result(&serde_json::json!({
+            "ips": [{"address": "172.16.1.5/24"}], "routes": bad,
+        }))
+        .expect("allocation");
+        let e = a.foreign_gateway_route(gw).expect("refused");
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        let ok = Allocation::from_result(&serde_json::json!({
+            "ips": [{"address": "172.16.1.5/24"}], "routes": routes,
+        }))
+        .expect("allocation");
+        assert!(ok.foreign_gateway_route(gw).is_none());
     }
 }

@@ -169,7 +169,8 @@ pub fn link_info(netns: Option<&str>, name: &str) -> Result<Option<LinkInfo>> {
 
 /// Creates the veth pair: `host` here, its peer `ifname` directly inside `netns` with `mac`,
 /// both with `mtu`; the host end gets no IPv6 (the node's kernel must not talk on a switch
-/// port) and is brought up.
+/// port) and is brought up. When a step after the creation fails, the pair is deleted again
+/// before the error is returned: on `Err` nothing of it is left.
 pub fn create_veth(host: &str, netns: &str, ifname: &str, mac: &str, mtu: u32) -> Result<()> {
     let m = mtu.to_string();
     ip(
@@ -188,32 +189,64 @@ pub fn create_veth(host: &str, netns: &str, ifname: &str, mac: &str, mtu: u32) -
             .join("disable_ipv6"),
         "1",
     );
-    ip(None, &["link", "set", "dev", host, "up"], None)
-        .map_err(|e| e.into_cni("cannot bring the host end up"))?;
+    if let Err(e) = ip(None, &["link", "set", "dev", host, "up"], None) {
+        // The caller does not own the pair yet: delete it here (which removes its peer too).
+        if let Err(d) = delete(None, host) {
+            eprintln!("vswitch-cni: undo: delete {host}: {d}");
+        }
+        return Err(e.into_cni("cannot bring the host end up"));
+    }
     Ok(())
 }
 
 /// Configures the pod side as `scripts/demo.sh` does: up, `ip/32`, a route to the gateway on
-/// the link, a default route via the gateway, and `extra` routes via the gateway.
+/// the link, a default route via the gateway, and `extra` destinations via the gateway.
+///
+/// Another interface may have been attached to the namespace first (Multus' `net1`, a second
+/// network): the route to the gateway is appended (an existing one to the same address on
+/// another interface keeps precedence), and the default route is added only when the namespace
+/// has none; an existing default route is left alone. Returns whether the default route was
+/// added (it is in the result only then).
 pub fn configure_pod(
     netns: &str,
     ifname: &str,
     addr: Ipv4Addr,
     gw: Ipv4Addr,
-    extra: &[(String, Ipv4Addr)],
-) -> Result<()> {
+    extra: &[String],
+) -> Result<bool> {
     let mut batch = format!(
         "link set dev {ifname} up\n\
          address add {addr}/32 dev {ifname}\n\
-         route add {gw}/32 dev {ifname} scope link\n\
-         route add default via {gw} dev {ifname}\n"
+         route append {gw}/32 dev {ifname} scope link\n"
     );
-    for (dst, via) in extra {
-        batch.push_str(&format!("route replace {dst} via {via} dev {ifname}\n"));
+    for dst in extra {
+        batch.push_str(&format!("route replace {dst} via {gw} dev {ifname}\n"));
     }
     ip(Some(netns), &["-batch", "-"], Some(&batch))
         .map_err(|e| e.into_cni("cannot configure the container interface"))?;
-    Ok(())
+    // `add` is exclusive: it fails ("File exists") when the namespace has a default route
+    // already, checked and added in one step. Whether that was the reason is asked afterwards
+    // (the message may be translated).
+    match ip(
+        Some(netns),
+        &[
+            "-4",
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw.to_string(),
+            "dev",
+            ifname,
+        ],
+        None,
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) => match default_routes(netns) {
+            Ok(routes) if !routes.is_empty() => Ok(false),
+            _ => Err(e.into_cni("cannot add the default route")),
+        },
+    }
 }
 
 /// Deletes interface `name` (and with it its veth peer); `false` when it did not exist.
@@ -229,8 +262,8 @@ pub fn delete(netns: Option<&str>, name: &str) -> Result<bool> {
     }
 }
 
-/// True when `netns` has a default route via `gw` on `ifname`.
-pub fn has_default_route(netns: &str, ifname: &str, gw: Ipv4Addr) -> Result<bool> {
+/// The IPv4 default routes of `netns`, as `ip -j route` shows them.
+fn default_routes(netns: &str) -> Result<Vec<Value>> {
     let text = ip(Some(netns), &["-j", "-4", "route", "show", "default"], None)
         .map_err(|e| e.into_cni("cannot read the container's routes"))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
@@ -239,12 +272,15 @@ pub fn has_default_route(netns: &str, ifname: &str, gw: Ipv4Addr) -> Result<bool
             format!("cannot parse `ip -j route` output: {e}"),
         )
     })?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// True when `netns` has a default route via `gw` on `ifname`.
+pub fn has_default_route(netns: &str, ifname: &str, gw: Ipv4Addr) -> Result<bool> {
     let gw = gw.to_string();
-    Ok(v.as_array().is_some_and(|routes| {
-        routes
-            .iter()
-            .any(|r| r["gateway"] == gw.as_str() && r["dev"] == ifname)
-    }))
+    Ok(default_routes(netns)?
+        .iter()
+        .any(|r| r["gateway"] == gw.as_str() && r["dev"] == ifname))
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //!
 //! ADD: IPAM (delegated, e.g. `host-local`) allocates the address; a veth pair is created, its
 //! container end moved into `CNI_NETNS` as `CNI_IFNAME` and configured as `scripts/demo.sh`
-//! configures pods (`ip/32`, a route to the gateway on the link, a default route through it,
-//! the node's pod MTU); the host end is registered with vswitchd (`add-pod`). A failed ADD
-//! undoes what it did. DEL undoes ADD and succeeds when there is nothing to undo. See
-//! `docs/cni.md`.
+//! configures pods (`ip/32`, a route to the gateway on the link, a default route through it
+//! unless the namespace has one, the node's pod MTU); the host end is registered with vswitchd
+//! (`add-pod`). A failed ADD undoes what it did. DEL undoes ADD and succeeds when there is
+//! nothing to undo. See `docs/cni.md`.
 #![forbid(unsafe_code)]
 
 use std::io::Read;
@@ -156,6 +156,14 @@ fn add(env: &Env, config: &Config) -> Result<Value> {
         ));
     }
     let mtu = conf.mtu.unwrap_or_else(|| node.pod_mtu());
+    // Routes via another next hop than the node's gateway cannot work: refused before
+    // anything is allocated when the configuration names them (host-local's `ipam.routes`).
+    if let Some(e) = ipam::foreign_gateway_route(
+        conf.ipam.as_ref().and_then(|i| i.get("routes")),
+        node.gateway_ip,
+    ) {
+        return Err(e);
+    }
 
     let alloc = ipam.add()?;
     let mut undo = Undo {
@@ -175,15 +183,15 @@ fn add(env: &Env, config: &Config) -> Result<Value> {
             ));
         }
         let gw = node.gateway_ip;
+        // And when only the IPAM plugin's result has them (released by the undo).
+        if let Some(e) = alloc.foreign_gateway_route(gw) {
+            return Err(e);
+        }
         let mac = mac.clone().unwrap_or_else(|| args::mac_for_ip(alloc.ip));
         link::create_veth(&host, netns, ifname, &mac, mtu)?;
         undo.veth = Some(host.clone());
-        let extra: Vec<(String, Ipv4Addr)> = alloc
-            .routes
-            .iter()
-            .map(|(dst, via)| (dst.clone(), via.unwrap_or(gw)))
-            .collect();
-        link::configure_pod(netns, ifname, alloc.ip, gw, &extra)?;
+        let extra: Vec<String> = alloc.routes.iter().map(|(dst, _)| dst.clone()).collect();
+        let default_route = link::configure_pod(netns, ifname, alloc.ip, gw, &extra)?;
         let host_mac = link::link_info(None, &host)?
             .map(|l| l.mac)
             .unwrap_or_default();
@@ -196,9 +204,17 @@ fn add(env: &Env, config: &Config) -> Result<Value> {
         );
         switch::call(&conf.rundir, &["add-pod", &name, &port, &ip, &macarg])
             .map_err(|e| e.into_cni("add-pod"))?;
-        Ok(add_result(
-            config, &host, &host_mac, ifname, &mac, netns, &alloc, gw,
-        ))
+        let pod = Attached {
+            host: &host,
+            host_mac: &host_mac,
+            ifname,
+            mac: &mac,
+            netns,
+            mtu,
+            gw,
+            default_route,
+        };
+        Ok(add_result(config, &pod, &alloc))
     })();
     if result.is_err() {
         undo.run(config, &ipam);
@@ -206,17 +222,30 @@ fn add(env: &Env, config: &Config) -> Result<Value> {
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn add_result(
-    config: &Config,
-    host: &str,
-    host_mac: &str,
-    ifname: &str,
-    mac: &str,
-    netns: &str,
-    alloc: &ipam::Allocation,
+/// What ADD set up, for its result.
+struct Attached<'a> {
+    host: &'a str,
+    host_mac: &'a str,
+    ifname: &'a str,
+    mac: &'a str,
+    netns: &'a str,
+    mtu: u32,
     gw: Ipv4Addr,
-) -> Value {
+    /// False when the namespace had a default route already (left alone, not reported).
+    default_route: bool,
+}
+
+fn add_result(config: &Config, pod: &Attached, alloc: &ipam::Allocation) -> Value {
+    let Attached {
+        host,
+        host_mac,
+        ifname,
+        mac,
+        netns,
+        mtu,
+        gw,
+        default_route,
+    } = *pod;
     // In a chain, an earlier plugin's result comes as `prevResult`: ours is appended to it
     // (the spec's ADD must pass it on), our interfaces after its own.
     let prev = config.conf.prev_result.as_ref().filter(|p| p.is_object());
@@ -235,17 +264,26 @@ fn add_result(
     if !config.at_least("1.0.0") {
         ipc["version"] = "4".into();
     }
-    interfaces.push(json!({"name": host, "mac": host_mac}));
-    interfaces.push(json!({"name": ifname, "mac": mac, "sandbox": netns}));
+    let mut host_if = json!({"name": host, "mac": host_mac});
+    let mut pod_if = json!({"name": ifname, "mac": mac, "sandbox": netns});
+    if config.at_least("1.1.0") {
+        // 1.1.0's interface `mtu`: what CHECK compares the MTU with.
+        host_if["mtu"] = mtu.into();
+        pod_if["mtu"] = mtu.into();
+    }
+    interfaces.push(host_if);
+    interfaces.push(pod_if);
     let mut ips = list("ips");
     ips.push(ipc);
     let mut routes = list("routes");
-    routes.push(json!({"dst": "0.0.0.0/0", "gw": gw.to_string()}));
+    if default_route {
+        routes.push(json!({"dst": "0.0.0.0/0", "gw": gw.to_string()}));
+    }
     routes.extend(
         alloc
             .routes
             .iter()
-            .map(|(dst, via)| json!({"dst": dst, "gw": via.unwrap_or(gw).to_string()})),
+            .map(|(dst, _)| json!({"dst": dst, "gw": gw.to_string()})),
     );
     let mut r = prev.cloned().unwrap_or_else(|| json!({}));
     r["cniVersion"] = config.version().into();
@@ -263,9 +301,16 @@ fn add_result(
 
 fn del(env: &Env, config: &Config) -> Result<()> {
     let conf = &config.conf;
-    // An unusable IPAM configuration (no type, plugin not found) fails only the IPAM step:
-    // the pod is still unregistered and its veth deleted.
-    let ipam = Ipam::new(config, &env.path);
+    // An unusable IPAM configuration (no type, plugin not found, no CNI_PATH to find it in)
+    // fails only the IPAM step: the pod is still unregistered and its veth deleted.
+    let ipam = if env.path.is_empty() {
+        Err(CniError::new(
+            code::INVALID_ENV,
+            "CNI_PATH is not set: the IPAM plugin could not be run to release the address (the pod was unregistered and its interfaces deleted)",
+        ))
+    } else {
+        Ipam::new(config, &env.path)
+    };
     let (id, ifname) = (env.container_id(), env.ifname());
     let host = link::host_ifname(id, ifname);
     let mut first_err: Option<CniError> = None;
@@ -316,6 +361,9 @@ fn check(env: &Env, config: &Config) -> Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_ascii_lowercase();
+    // 1.1.0 results give the interface's MTU; without it any MTU passes (a later plugin in
+    // the chain may have changed it).
+    let mtu = ifaces[idx]["mtu"].as_u64();
     let ip: Ipv4Addr = prev["ips"]
         .as_array()
         .and_then(|ips| {
@@ -333,7 +381,14 @@ fn check(env: &Env, config: &Config) -> Result<()> {
 
     let node = switch::node_info(&conf.rundir)?;
     let gw = node.gateway_ip;
-    let mtu = conf.mtu.unwrap_or_else(|| node.pod_mtu());
+    // The default route is checked only when the result has ours: ADD leaves a namespace's
+    // existing default route alone (and does not report one then).
+    let gw_text = gw.to_string();
+    let default_route = prev["routes"].as_array().is_some_and(|routes| {
+        routes
+            .iter()
+            .any(|r| r["dst"] == "0.0.0.0/0" && r["gw"] == gw_text.as_str())
+    });
     match link::link_info(None, &host)? {
         None => return Err(check_failed(format!("host interface {host} is missing"))),
         Some(l) if !l.up => return Err(check_failed(format!("host interface {host} is down"))),
@@ -350,7 +405,9 @@ fn check(env: &Env, config: &Config) -> Result<()> {
             pod.mac
         )));
     }
-    if pod.mtu != mtu {
+    if let Some(mtu) = mtu
+        && u64::from(pod.mtu) != mtu
+    {
         return Err(check_failed(format!(
             "{ifname} has MTU {} instead of {mtu}",
             pod.mtu
@@ -359,7 +416,7 @@ fn check(env: &Env, config: &Config) -> Result<()> {
     if !pod.ipv4.contains(&(ip, 32)) {
         return Err(check_failed(format!("{ifname} lacks {ip}/32")));
     }
-    if !link::has_default_route(netns, ifname, gw)? {
+    if default_route && !link::has_default_route(netns, ifname, gw)? {
         return Err(check_failed(format!(
             "no default route via {gw} on {ifname}"
         )));
@@ -401,7 +458,8 @@ fn status(env: &Env, config: &Config) -> Result<()> {
 }
 
 /// GC: removes the pods (and their veths) this plugin registered whose attachment is not in
-/// `cni.dev/valid-attachments`, then delegates GC to the IPAM plugin.
+/// `cni.dev/valid-attachments`, then delegates GC to the IPAM plugin; one that has no GC (does
+/// not speak 1.1.0) gets a DEL for each attachment removed instead.
 fn gc(env: &Env, config: &Config) -> Result<()> {
     let valid =
         config.conf.valid_attachments.as_ref().ok_or_else(|| {
@@ -430,6 +488,12 @@ fn gc(env: &Env, config: &Config) -> Result<()> {
                     first_err.get_or_insert(e.into_cni("del-pod"));
                 }
                 if let Err(e) = link::delete(None, &p.port) {
+                    first_err.get_or_insert(e);
+                }
+                if let Ok(ipam) = &ipam
+                    && !ipam.speaks_ours
+                    && let Err(e) = ipam.del_attachment(id, ifname)
+                {
                     first_err.get_or_insert(e);
                 }
             }

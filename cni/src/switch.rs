@@ -33,13 +33,22 @@ pub enum CallError {
     Failed(String),
 }
 
+/// How vswitchd refuses a request while it has no node configuration yet (running, but not
+/// started with `--config` nor given one by `vswitchctl apply`): a transient state.
+const NO_NODE_CONFIGURATION: &str = "no node configuration";
+
 impl CallError {
-    /// As a CNI error: not running → 11 (try again later), refused → 101, other → 101.
+    /// As a CNI error: not running, or running without a node configuration yet → 11 (try
+    /// again later); refused otherwise → 101, other → 101.
     pub fn into_cni(self, what: &str) -> CniError {
         match self {
             CallError::NotRunning(m) => {
                 CniError::new(code::TRY_AGAIN, format!("vswitchd is not running: {m}"))
             }
+            CallError::Refused(m) if m.starts_with(NO_NODE_CONFIGURATION) => CniError::new(
+                code::TRY_AGAIN,
+                format!("vswitchd {what}: {m} (try again once it has one)"),
+            ),
             CallError::Refused(m) => CniError::new(code::SWITCH, format!("vswitchd {what}: {m}")),
             CallError::Failed(m) => CniError::new(code::SWITCH, format!("vswitchd {what}: {m}")),
         }
@@ -147,6 +156,39 @@ mod tests {
         )
         .expect("node-info");
         assert_eq!(n.pod_mtu(), 1450);
+    }
+
+    /// Serves one reply line per connection on `<dir>/vswitchd.ctl` from a thread.
+    fn one_reply_socket(dir: &Path, reply: serde_json::Value) {
+        std::fs::create_dir_all(dir).expect("dir");
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.join("vswitchd.ctl")).expect("bind");
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { return };
+                let mut line = String::new();
+                let _ = BufReader::new(&s).read_line(&mut line);
+                let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+            }
+        });
+    }
+
+    #[test]
+    fn a_switch_without_node_configuration_is_try_again_later() {
+        let dir = std::env::temp_dir().join(format!("vswitch-cni-nocfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        one_reply_socket(
+            &dir,
+            serde_json::json!({"ok": false, "output":
+                "no node configuration: start vswitchd with --config (or vswitchctl apply) first"}),
+        );
+        let e = node_info(&dir).unwrap_err();
+        assert_eq!(e.code, code::TRY_AGAIN, "{e}");
+        assert!(e.msg.contains("no node configuration"), "{e}");
+        // Any other refusal stays permanent.
+        let e = CallError::Refused("a pod named x already exists".into()).into_cni("add-pod");
+        assert_eq!(e.code, code::SWITCH);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! CHECK passes and then notices a missing route; a refused registration leaves nothing
 //! behind (no veth, the address released); DEL twice succeeds and removes everything. In a
 //! chain, ADD passes an earlier plugin's `prevResult` on with its own result appended; an IPAM
-//! result without an IPv4 address is refused and its reservation released.
+//! result without an IPv4 address is refused and its reservation released. A host end that
+//! does not come up (an `ip` stand-in fails it) is deleted with its pair; a second interface
+//! (`net1`) leaves the namespace's default route alone; IPAM routes via another gateway are
+//! error 7 before allocating; CHECK takes a MTU a later plugin set (held to a 1.1.0 result's
+//! `mtu`); DEL without `CNI_PATH` fails only its IPAM step; GC releases addresses through an
+//! IPAM plugin without GC by its DEL.
 
 mod common;
 
@@ -342,4 +347,392 @@ fn an_ipam_result_without_ipv4_is_released() {
     let held = reserved(&data, "vswitch-test");
     assert!(held.is_empty(), "still reserved: {held:?}");
     assert!(host_ends(node.name()).is_empty());
+}
+
+/// A pod namespace, a node namespace and an attachment in them, with a fake switch in a temp
+/// dir: the common setup of the tests below.
+struct Setup {
+    pods: Pods,
+    node: Netns,
+    pod: Netns,
+    dir: TempDir,
+    a: Attach,
+}
+
+fn setup(test: &str, tag: &str, ifname: &str) -> Option<Setup> {
+    if !require_root(test) {
+        return None;
+    }
+    let bin = cni_bin_dir(test)?;
+    let dir = TempDir::new(tag);
+    let pods = fake_switch(&dir.path().join("run"), "tunnel", 1450);
+    let node = Netns::new(&unique(&format!("{tag}n"))).expect("node ns");
+    let pod = Netns::new(&unique(&format!("{tag}p"))).expect("pod ns");
+    let a = Attach {
+        id: format!("{tag}-{}", std::process::id()),
+        netns: format!("/run/netns/{}", pod.name()),
+        ifname: ifname.into(),
+        bin,
+    };
+    Some(Setup {
+        pods,
+        node,
+        pod,
+        dir,
+        a,
+    })
+}
+
+impl Setup {
+    fn conf(&self, start: &str, end: &str) -> Value {
+        netconf(&self.dir.path().join("run"), &self.data(), start, end)
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("ipam")
+    }
+
+    fn with_prev(conf: &Value, result: &Value) -> Value {
+        let mut c = conf.clone();
+        c["prevResult"] = result.clone();
+        c
+    }
+}
+
+/// The real `ip`, for the stand-in below to pass on to.
+fn real_ip() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("iproute2's ip")
+}
+
+#[test]
+fn a_host_end_that_does_not_come_up_is_deleted() {
+    let Some(s) = setup("a_host_end_that_does_not_come_up_is_deleted", "hup", "eth0") else {
+        return;
+    };
+    // An `ip` first in PATH that fails to bring a host end (vs…) up, after the pair was
+    // created; everything else goes to the real one.
+    let fake = s.dir.path().join("fakebin");
+    std::fs::create_dir_all(&fake).expect("fakebin");
+    let script = fake.join("ip");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1 $2 $3 $5\" = \"link set dev up\" ]; then\n\
+               case \"$4\" in vs*) echo 'RTNETLINK answers: injected failure' >&2; exit 2;; esac\n\
+             fi\n\
+             exec {} \"$@\"\n",
+            real_ip()
+        ),
+    )
+    .expect("fake ip");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display());
+    let conf = s.conf("172.16.1.60", "172.16.1.61");
+    let env = [
+        ("PATH", path.as_str()),
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", s.a.id.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_NETNS", s.a.netns.as_str()),
+        ("CNI_PATH", s.a.bin.as_str()),
+    ];
+    let out = run_plugin(Some(s.node.name()), &env, &conf.to_string());
+    assert_eq!(out.code(), 100, "{out:?}");
+    assert!(out.stdout.contains("injected failure"), "{out:?}");
+    assert!(
+        host_ends(s.node.name()).is_empty(),
+        "the veth pair is left: {:?}",
+        host_ends(s.node.name())
+    );
+    assert!(
+        !ns_sh(s.pod.name(), "ip -o link show").contains("eth0"),
+        "the container end is left"
+    );
+    assert!(reserved(&s.data(), "vswitch-test").is_empty());
+    assert!(s.pods.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn a_second_interface_leaves_the_default_route_alone() {
+    let Some(s) = setup(
+        "a_second_interface_leaves_the_default_route_alone",
+        "two",
+        "eth0",
+    ) else {
+        return;
+    };
+    let conf = s.conf("172.16.1.70", "172.16.1.71");
+    let net1 = Attach {
+        id: s.a.id.clone(),
+        netns: s.a.netns.clone(),
+        ifname: "net1".into(),
+        bin: s.a.bin.clone(),
+    };
+    let out = s.a.run(Some(s.node.name()), "ADD", &conf, "");
+    out.assert_ok("ADD eth0");
+    let r0 = out.json();
+    assert!(
+        r0["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .any(|r| r["dst"] == "0.0.0.0/0" && r["gw"] == GW),
+        "{r0}"
+    );
+    // Multus' net1 (a second network, or this one again): the namespace has a default route.
+    let out = net1.run(Some(s.node.name()), "ADD", &conf, "");
+    out.assert_ok("ADD net1");
+    let r1 = out.json();
+    assert!(
+        r1["routes"]
+            .as_array()
+            .is_none_or(|rs| rs.iter().all(|r| r["dst"] != "0.0.0.0/0")),
+        "net1's result reports a default route it did not add: {r1}"
+    );
+    let routes = ns_sh(s.pod.name(), "ip -4 route show");
+    assert!(
+        routes.contains("default via 172.16.1.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(
+        !routes.contains("default via 172.16.1.1 dev net1"),
+        "{routes}"
+    );
+    assert!(
+        ns_sh(s.pod.name(), "ip -o -4 addr show dev net1").contains("172.16.1.71/32"),
+        "net1 is not configured"
+    );
+    assert_eq!(s.pods.lock().expect("lock").len(), 2);
+    // CHECK of each with its own result: net1's has no default route to look for.
+    s.a.run(
+        Some(s.node.name()),
+        "CHECK",
+        &Setup::with_prev(&conf, &r0),
+        "",
+    )
+    .assert_ok("CHECK eth0");
+    net1.run(
+        Some(s.node.name()),
+        "CHECK",
+        &Setup::with_prev(&conf, &r1),
+        "",
+    )
+    .assert_ok("CHECK net1");
+    // Removing net1 leaves eth0's routes as they were.
+    net1.run(Some(s.node.name()), "DEL", &conf, "")
+        .assert_ok("DEL net1");
+    let routes = ns_sh(s.pod.name(), "ip -4 route show");
+    assert!(
+        routes.contains("default via 172.16.1.1 dev eth0"),
+        "{routes}"
+    );
+    s.a.run(
+        Some(s.node.name()),
+        "CHECK",
+        &Setup::with_prev(&conf, &r0),
+        "",
+    )
+    .assert_ok("CHECK eth0 after DEL net1");
+    s.a.run(Some(s.node.name()), "DEL", &conf, "")
+        .assert_ok("DEL eth0");
+    assert!(host_ends(s.node.name()).is_empty());
+    assert!(reserved(&s.data(), "vswitch-test").is_empty());
+    assert!(s.pods.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn ipam_routes_via_another_gateway_are_invalid_config() {
+    let Some(s) = setup(
+        "ipam_routes_via_another_gateway_are_invalid_config",
+        "rgw",
+        "eth0",
+    ) else {
+        return;
+    };
+    let mut conf = s.conf("172.16.1.80", "172.16.1.81");
+    conf["ipam"]["routes"] = json!([{"dst": "10.0.0.0/8", "gw": "172.16.1.254"}]);
+    let out = s.a.run(Some(s.node.name()), "ADD", &conf, "");
+    assert_eq!(out.code(), 7, "{out:?}");
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("172.16.1.254"),
+        "{out:?}"
+    );
+    assert!(host_ends(s.node.name()).is_empty());
+    assert!(reserved(&s.data(), "vswitch-test").is_empty());
+    assert!(s.pods.lock().expect("lock").is_empty());
+    // Without a gw (or with the node's), the route goes via the node's gateway.
+    conf["ipam"]["routes"] = json!([{"dst": "10.0.0.0/8"}, {"dst": "10.1.0.0/16", "gw": GW}]);
+    let out = s.a.run(Some(s.node.name()), "ADD", &conf, "");
+    out.assert_ok("ADD with routes via the gateway");
+    let routes = ns_sh(s.pod.name(), "ip -4 route show");
+    assert!(
+        routes.contains("10.0.0.0/8 via 172.16.1.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.1.0.0/16 via 172.16.1.1 dev eth0"),
+        "{routes}"
+    );
+    s.a.run(Some(s.node.name()), "DEL", &conf, "")
+        .assert_ok("DEL");
+    assert!(reserved(&s.data(), "vswitch-test").is_empty());
+}
+
+#[test]
+fn check_lets_a_later_plugin_change_the_mtu() {
+    let Some(s) = setup("check_lets_a_later_plugin_change_the_mtu", "cmtu", "eth0") else {
+        return;
+    };
+    // 1.0.0: the result has no MTU, so CHECK takes any (a tuning plugin may have set it).
+    let conf = s.conf("172.16.1.90", "172.16.1.91");
+    let out = s.a.run(Some(s.node.name()), "ADD", &conf, "");
+    out.assert_ok("ADD");
+    let r = out.json();
+    assert!(r["interfaces"][1].get("mtu").is_none(), "{r}");
+    ns_sh(s.pod.name(), "ip link set dev eth0 mtu 1400");
+    s.a.run(
+        Some(s.node.name()),
+        "CHECK",
+        &Setup::with_prev(&conf, &r),
+        "",
+    )
+    .assert_ok("CHECK after a later plugin set the MTU");
+    s.a.run(Some(s.node.name()), "DEL", &conf, "")
+        .assert_ok("DEL");
+
+    // 1.1.0: the result has the MTU, and CHECK holds the interface to the result's.
+    let mut conf11 = conf.clone();
+    conf11["cniVersion"] = "1.1.0".into();
+    let out = s.a.run(Some(s.node.name()), "ADD", &conf11, "");
+    out.assert_ok("ADD 1.1.0");
+    let mut r = out.json();
+    assert_eq!(r["interfaces"][1]["mtu"], 1450, "{r}");
+    s.a.run(
+        Some(s.node.name()),
+        "CHECK",
+        &Setup::with_prev(&conf11, &r),
+        "",
+    )
+    .assert_ok("CHECK 1.1.0");
+    ns_sh(s.pod.name(), "ip link set dev eth0 mtu 1400");
+    assert_eq!(
+        s.a.run(
+            Some(s.node.name()),
+            "CHECK",
+            &Setup::with_prev(&conf11, &r),
+            ""
+        )
+        .code(),
+        103
+    );
+    // The final result of a chain whose later plugin set 1400 says so.
+    r["interfaces"][1]["mtu"] = 1400.into();
+    s.a.run(
+        Some(s.node.name()),
+        "CHECK",
+        &Setup::with_prev(&conf11, &r),
+        "",
+    )
+    .assert_ok("CHECK with the chain's MTU");
+    s.a.run(Some(s.node.name()), "DEL", &conf11, "")
+        .assert_ok("DEL");
+    assert!(host_ends(s.node.name()).is_empty());
+}
+
+#[test]
+fn del_without_cni_path_still_tears_down() {
+    let Some(s) = setup("del_without_cni_path_still_tears_down", "nopath", "eth0") else {
+        return;
+    };
+    let conf = s.conf("172.16.1.100", "172.16.1.101");
+    s.a.run(Some(s.node.name()), "ADD", &conf, "")
+        .assert_ok("ADD");
+    assert_eq!(s.pods.lock().expect("lock").len(), 1);
+    let no_path = Attach {
+        bin: String::new(),
+        id: s.a.id.clone(),
+        netns: s.a.netns.clone(),
+        ifname: s.a.ifname.clone(),
+    };
+    // Only the IPAM step needs CNI_PATH: it alone fails (4, naming it).
+    let out = no_path.run(Some(s.node.name()), "DEL", &conf, "");
+    assert_eq!(out.code(), 4, "{out:?}");
+    assert!(
+        out.json()["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CNI_PATH"),
+        "{out:?}"
+    );
+    assert!(
+        s.pods.lock().expect("lock").is_empty(),
+        "the pod is still registered"
+    );
+    assert!(
+        host_ends(s.node.name()).is_empty(),
+        "the veth is still there"
+    );
+    assert_eq!(reserved(&s.data(), "vswitch-test"), vec!["172.16.1.100"]);
+    s.a.run(Some(s.node.name()), "DEL", &conf, "")
+        .assert_ok("DEL with CNI_PATH");
+    assert!(reserved(&s.data(), "vswitch-test").is_empty());
+}
+
+#[test]
+fn gc_releases_addresses_through_an_ipam_plugin_without_gc() {
+    let Some(s) = setup(
+        "gc_releases_addresses_through_an_ipam_plugin_without_gc",
+        "gcdel",
+        "eth0",
+    ) else {
+        return;
+    };
+    let mut conf = s.conf("172.16.1.110", "172.16.1.111");
+    conf["cniVersion"] = "1.1.0".into();
+    let pod2 = Netns::new(&unique("gcdelp2")).expect("pod2 ns");
+    let b = Attach {
+        id: format!("gcdel2-{}", std::process::id()),
+        netns: format!("/run/netns/{}", pod2.name()),
+        ifname: "eth0".into(),
+        bin: s.a.bin.clone(),
+    };
+    s.a.run(Some(s.node.name()), "ADD", &conf, "")
+        .assert_ok("ADD a");
+    b.run(Some(s.node.name()), "ADD", &conf, "")
+        .assert_ok("ADD b");
+    assert_eq!(
+        reserved(&s.data(), "vswitch-test"),
+        vec!["172.16.1.110", "172.16.1.111"]
+    );
+    // host-local before 1.5 has no GC (it stops at 1.0.0): GC runs its DEL for b.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": s.a.id, "ifname": "eth0"}]);
+    let env = [("CNI_COMMAND", "GC"), ("CNI_PATH", s.a.bin.as_str())];
+    run_plugin(Some(s.node.name()), &env, &gc.to_string()).assert_ok("GC");
+    assert_eq!(
+        s.pods
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![format!("{}:eth0", s.a.id)]
+    );
+    assert_eq!(host_ends(s.node.name()).len(), 1);
+    assert_eq!(
+        reserved(&s.data(), "vswitch-test"),
+        vec!["172.16.1.110"],
+        "the collected attachment's address is still reserved"
+    );
+    s.a.run(Some(s.node.name()), "DEL", &conf, "")
+        .assert_ok("DEL a");
+    assert!(reserved(&s.data(), "vswitch-test").is_empty());
 }

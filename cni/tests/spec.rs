@@ -1,7 +1,8 @@
 //! The plugin against the CNI specification's calling convention, without vswitchd and
 //! without root: VERSION, the error object and its codes (1 incompatible version, also for a
 //! command the configuration's version lacks; 2 unsupported field, 4 invalid environment, 6
-//! undecodable input, 7 invalid configuration, 11 try again later, 50 not available), DEL of
+//! undecodable input, 7 invalid configuration, 11 try again later (also from a vswitchd
+//! without node configuration), 50 not available), DEL of
 //! what was never added (twice), CHECK without prevResult, GC.
 
 mod common;
@@ -242,4 +243,37 @@ fn gc_needs_valid_attachments_and_tolerates_a_stopped_switch() {
     assert_eq!(run_plugin(None, &env, &conf.to_string()).code(), 7);
     conf["cni.dev/valid-attachments"] = json!([{"containerID": "c0ffee", "ifname": "eth0"}]);
     run_plugin(None, &env, &conf.to_string()).assert_ok("GC");
+}
+
+#[test]
+fn a_switch_without_node_configuration_is_try_again_later() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(bin) = cni_bin_dir("a_switch_without_node_configuration_is_try_again_later") else {
+        return;
+    };
+    let dir = TempDir::new("nocfg");
+    let rundir = dir.path().join("run");
+    std::fs::create_dir_all(&rundir).expect("rundir");
+    // vswitchd running without --config: it refuses node-info (and add-pod) so.
+    let listener =
+        std::os::unix::net::UnixListener::bind(rundir.join("vswitchd.ctl")).expect("bind");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            let mut line = String::new();
+            let _ = BufReader::new(&s).read_line(&mut line);
+            let reply = json!({"ok": false, "output":
+                "no node configuration: start vswitchd with --config (or vswitchctl apply) first"});
+            let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+        }
+    });
+    let conf = netconf(
+        &rundir,
+        &dir.path().join("ipam"),
+        "172.16.1.10",
+        "172.16.1.20",
+    );
+    let out = run_plugin(None, &base_env("ADD", &bin), &conf.to_string());
+    assert_eq!(out.code(), 11, "{out:?}");
+    assert!(reserved(&dir.path().join("ipam"), "vswitch-test").is_empty());
 }
