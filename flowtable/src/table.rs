@@ -1140,7 +1140,35 @@ impl Pipeline {
             self.check_actions(b.actions.iter())?;
             self.check_groups(b.actions.iter())?;
         }
+        // Through other groups (the self-reference above is refused before a missing group).
+        if self.group_reaches_itself(g) {
+            return Err(TableError::GroupLoop(g.id));
+        }
         Ok(())
+    }
+
+    /// Whether `g`, installed as it is given, would send a packet back to itself: through its
+    /// buckets' `group:` actions (in `clone(...)` too) and those of the groups they name,
+    /// as installed (Open vSwitch's OFPGMFC_LOOP). The installed groups hold no loop (every
+    /// add and modify is checked), so a new one can only pass through `g`; each group is
+    /// looked at once.
+    fn group_reaches_itself(&self, g: &Group) -> bool {
+        let named = |b: &crate::group::Bucket| -> Vec<u32> {
+            b.actions.iter().flat_map(Action::groups).collect()
+        };
+        let mut todo: Vec<u32> = g.buckets.iter().flat_map(named).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = todo.pop() {
+            if id == g.id {
+                return true;
+            }
+            if seen.insert(id)
+                && let Some(next) = self.groups.get(&id)
+            {
+                todo.extend(next.buckets.iter().flat_map(named));
+            }
+        }
+        false
     }
 
     /// Applies a group-mod. Deleting a group also deletes the flows that use it (OF1.3 §6.5);

@@ -114,6 +114,13 @@ pub mod port_state {
     pub const LIVE: u32 = 1 << 2;
 }
 
+/// `ofp_port_reason`: why a PORT_STATUS was sent.
+pub mod port_reason {
+    pub const ADD: u8 = 0;
+    pub const DELETE: u8 = 1;
+    pub const MODIFY: u8 = 2;
+}
+
 /// OFPT_PORT_MOD body (`ofp_port_mod`, 32 bytes after the header).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortMod {

@@ -38,12 +38,11 @@ pub enum AsyncEvent {
     /// A flow with `send_flow_rem` went away: the whole OFPT_FLOW_REMOVED (xid 0), encoded
     /// when it went (its duration is the flow's age then), shared by every subscriber.
     FlowRemoved(Arc<[u8]>),
-    /// A port was added (`reason` 0) or deleted (1).
+    /// A port was added (`reason` 0, `OFPPR_ADD`), deleted (1) or changed (2: its `mod-port`
+    /// bits, or its interface's link went down or up); `port` as PORT_DESC describes it.
     PortStatus {
         reason: u8,
-        ofport: u32,
-        name: String,
-        mac: [u8; 6],
+        port: openflow::switch::Port,
     },
     /// A flow was added, deleted or modified (for flow monitors; only sent while some
     /// connection monitors). `event` is `NXFME_*`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use flowtable::classifier::{Classifier, Conjunction};
-use flowtable::{FlowEntry, Group};
+use flowtable::{Bucket, FlowEntry, Group, GroupType, OfPort};
 use hashbrown::HashMap;
 
 use conntrack::lb::AffinityTable;
@@ -107,6 +107,13 @@ pub struct GroupEntry {
     pub maglev: Option<Maglev>,
     /// Per bucket, its identity: a hash of its actions (what Maglev and affinity know it by).
     pub bucket_ids: Vec<u64>,
+    /// Per bucket, the weight a select group chooses it with: its own, or 0 while the port or
+    /// group it watches is not live (Open vSwitch skips dead buckets). Set when the pipeline
+    /// is published ([`GroupEntry::replacing_live`]); the bucket keeps its id, so only a dead
+    /// bucket's flows move.
+    pub weights: Vec<u16>,
+    /// A select group some bucket of which watches a port or a group.
+    watches: bool,
     /// `affinity_timeout`: the clients' remembered buckets (kept across group changes) and the
     /// timeout in ns.
     pub affinity: Option<(Arc<AffinityTable>, u64)>,
@@ -119,9 +126,28 @@ impl GroupEntry {
 
     /// The entry for `group`, keeping the affinity memory of the entry it replaces.
     pub fn replacing(group: Group, old: Option<&GroupEntry>) -> GroupEntry {
+        let live = vec![true; group.buckets.len()];
+        GroupEntry::replacing_live(group, old, &live)
+    }
+
+    /// [`replacing`](Self::replacing), with the buckets `live` says are dead (false) left out
+    /// of the selection.
+    pub fn replacing_live(group: Group, old: Option<&GroupEntry>, live: &[bool]) -> GroupEntry {
         let bucket_ids = bucket_ids(&group);
-        let select = group.group_type == flowtable::GroupType::Select;
-        let maglev = select.then(|| build_maglev(&group, &bucket_ids)).flatten();
+        let weights: Vec<u16> = group
+            .buckets
+            .iter()
+            .zip(live.iter().chain(std::iter::repeat(&true)))
+            .map(|(b, l)| if *l { b.weight } else { 0 })
+            .collect();
+        let select = group.group_type == GroupType::Select;
+        let watches = select
+            && group.buckets.iter().any(|b| {
+                b.watch_port != OfPort::ANY || b.watch_group != flowtable::group::GROUP_ANY
+            });
+        let maglev = select
+            .then(|| build_maglev(&bucket_ids, &weights))
+            .flatten();
         let affinity = group.affinity_timeout.filter(|_| select).map(|secs| {
             let table = old
                 .and_then(|o| o.affinity.as_ref())
@@ -133,15 +159,49 @@ impl GroupEntry {
             group,
             maglev,
             bucket_ids,
+            weights,
+            watches,
             affinity,
         }
+    }
+
+    /// The entry again, when the liveness of its buckets (see [`bucket_live`]) is no longer
+    /// what its weights say: a select group some bucket of which watches a port or group,
+    /// after a port went down or up or a watched group changed. The publish of a new pipeline
+    /// asks every group, with the new pipeline's ports and groups.
+    pub fn relive(
+        &self,
+        ports: &HashMap<u32, PortInfo>,
+        groups: &HashMap<u32, Arc<GroupEntry>>,
+    ) -> Option<GroupEntry> {
+        if !self.watches {
+            return None;
+        }
+        let g = &self.group;
+        // A budget per bucket: every bucket is asked (a fast-failover group stops at the first
+        // live one).
+        let live: Vec<bool> = g
+            .buckets
+            .iter()
+            .map(|b| {
+                let mut budget = MAX_LIVENESS_BUCKETS;
+                bucket_live(ports, groups, g.group_type, b, 0, &mut budget)
+            })
+            .collect();
+        let same = g
+            .buckets
+            .iter()
+            .zip(&live)
+            .zip(&self.weights)
+            .all(|((b, l), w)| *w == if *l { b.weight } else { 0 });
+        (!same).then(|| GroupEntry::replacing_live(g.clone(), Some(self), &live))
     }
 
     /// The select bucket for a flow hash: Maglev's choice, or a plain weighted hash when no
     /// Maglev table could be built. `None` when no bucket has a weight. The slow path and the
     /// datapath (`DpAction::Select`) both choose through here, so they always agree.
     pub fn pick(&self, hash: u64) -> Option<usize> {
-        let total: u64 = self.group.buckets.iter().map(|b| b.weight as u64).sum();
+        let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
         if total == 0 {
             return None;
         }
@@ -151,16 +211,63 @@ impl GroupEntry {
         let h = hash % total;
         let mut acc = 0u64;
         Some(
-            self.group
-                .buckets
+            self.weights
                 .iter()
-                .position(|b| {
-                    acc += b.weight as u64;
+                .position(|w| {
+                    acc += u64::from(*w);
                     h < acc
                 })
                 .unwrap_or(0),
         )
     }
+
+    /// No bucket can be chosen: every one has weight 0 or is dead.
+    pub fn none_selectable(&self) -> bool {
+        self.weights.iter().all(|w| *w == 0)
+    }
+}
+
+/// Groups a bucket's liveness follows through `watch_group` (Open vSwitch's
+/// `MAX_LIVENESS_RECURSION`).
+pub const MAX_LIVENESS_DEPTH: u32 = 32;
+
+/// Buckets one liveness question may look at through `watch_group` chains.
+pub const MAX_LIVENESS_BUCKETS: u32 = 1024;
+
+/// Open vSwitch's `bucket_is_alive`: a bucket is live when it watches nothing, when the port
+/// it watches is live, or when the group it watches has a live bucket (followed at most
+/// [`MAX_LIVENESS_DEPTH`] groups deep). A select bucket of weight 0 never is. `budget`
+/// counts the buckets looked at: `watch_group` may form cycles (the group table refuses loops
+/// only through actions) and a walk of every path would be exponential, so a walk that runs
+/// out of it takes the bucket as dead.
+pub fn bucket_live(
+    ports: &HashMap<u32, PortInfo>,
+    groups: &HashMap<u32, Arc<GroupEntry>>,
+    group_type: GroupType,
+    b: &Bucket,
+    depth: u32,
+    budget: &mut u32,
+) -> bool {
+    if *budget == 0
+        || depth >= MAX_LIVENESS_DEPTH
+        || (group_type == GroupType::Select && b.weight == 0)
+    {
+        return false;
+    }
+    *budget -= 1;
+    let (port, group) = (
+        b.watch_port != OfPort::ANY,
+        b.watch_group != flowtable::group::GROUP_ANY,
+    );
+    (!port && !group)
+        || (port && ports.get(&b.watch_port.0).is_some_and(|p| p.live))
+        || (group
+            && groups.get(&b.watch_group).is_some_and(|e| {
+                e.group
+                    .buckets
+                    .iter()
+                    .any(|w| bucket_live(ports, groups, e.group.group_type, w, depth + 1, budget))
+            }))
 }
 
 /// Bucket ids come from the bucket's actions, so a bucket keeps its id (and its slots) when
@@ -187,14 +294,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn build_maglev(group: &Group, ids: &[u64]) -> Option<Maglev> {
-    let backends: Vec<Backend> = group
-        .buckets
+fn build_maglev(ids: &[u64], weights: &[u16]) -> Option<Maglev> {
+    let backends: Vec<Backend> = ids
         .iter()
-        .zip(ids)
-        .map(|(b, id)| Backend {
+        .zip(weights)
+        .map(|(id, w)| Backend {
             id: *id,
-            weight: b.weight as u32,
+            weight: u32::from(*w),
         })
         .collect();
     Maglev::new(&backends, maglev_size(backends.len())).ok()
@@ -221,6 +327,11 @@ pub struct Pipeline {
     pub ports: HashMap<u32, PortInfo>,
     /// Ports in ofport order, for FLOOD/ALL.
     pub port_order: Vec<u32>,
+    /// A PACKET_OUT's actions as a one-rule pseudo-table, in the one-off pipeline the packet
+    /// runs through (`None` in every published one): it takes table 0's place for the walk's
+    /// first lookup only, so a `resubmit(,0)`, `output:TABLE` or `ct(table=0)` of the walk
+    /// meets the bridge's own table 0. No action can name it.
+    pub packet_out: Option<Arc<TableClassifier>>,
 }
 
 impl Pipeline {
@@ -232,6 +343,7 @@ impl Pipeline {
             meters: HashMap::new(),
             ports: HashMap::new(),
             port_order: Vec::new(),
+            packet_out: None,
         }
     }
 

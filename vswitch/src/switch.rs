@@ -438,18 +438,42 @@ impl Switch {
                     Err(e) => tracing::warn!(port = %name,
                         "interface created again, reopening the port failed (tried again in a second): {e}"),
                 }
-            } else if now.mtu != seen.mtu {
-                tracing::warn!(port = %name, from = seen.mtu, to = now.mtu,
-                    "interface MTU changed under the port: del-port and add-port it to follow (frames above the old MTU are dropped as too_big)");
-                if let Some(p) = self
-                    .lock()
-                    .get_mut(&w.br)
-                    .and_then(|b| b.ports.values_mut().find(|p| p.dp_id == w.dp_id))
-                {
-                    p.iface_seen = Some(now);
+            } else if now != seen {
+                if now.mtu != seen.mtu {
+                    tracing::warn!(port = %name, from = seen.mtu, to = now.mtu,
+                        "interface MTU changed under the port: del-port and add-port it to follow (frames above the old MTU are dropped as too_big)");
                 }
+                self.note_iface_change(&w, now, seen.running != now.running);
             }
         }
+    }
+
+    /// Records what the port `w`'s interface looks like now. When its link went down or up,
+    /// the port's liveness changed: the pipeline is published again (fast-failover groups,
+    /// select groups' watched buckets and bundles choose by it, and the datapath revalidates
+    /// what it cached) and OpenFlow connections get a PORT_STATUS.
+    fn note_iface_change(&self, w: &Watched, now: IfaceSeen, link_changed: bool) {
+        let mut state = self.lock();
+        let Some(b) = state.get_mut(&w.br) else {
+            return;
+        };
+        let Some(p) = b.ports.values_mut().find(|p| p.dp_id == w.dp_id) else {
+            return;
+        };
+        p.iface_seen = Some(now);
+        if !link_changed {
+            return;
+        }
+        tracing::info!(port = %w.spec.name, running = now.running, "port link changed");
+        let desc = p.desc();
+        b.publish();
+        self.packet_ins.send(
+            &w.br,
+            AsyncEvent::PortStatus {
+                reason: openflow::switch::port_reason::MODIFY,
+                port: desc,
+            },
+        );
     }
 
     /// Gives the port `w` looked at new I/O (`opened`, or for a tunnel opened here once the
@@ -656,13 +680,12 @@ impl Switch {
             },
         );
         b.publish();
+        let desc = b.ports[&ofport].desc();
         self.packet_ins.send(
             br,
             AsyncEvent::PortStatus {
-                reason: 0,
-                ofport,
-                name,
-                mac,
+                reason: openflow::switch::port_reason::ADD,
+                port: desc,
             },
         );
         Ok(String::new())
@@ -693,10 +716,8 @@ impl Switch {
         self.packet_ins.send(
             br,
             AsyncEvent::PortStatus {
-                reason: 1,
-                ofport,
-                name: p.spec.name.clone(),
-                mac: p.mac,
+                reason: openflow::switch::port_reason::DELETE,
+                port: p.desc(),
             },
         );
         self.dp.del_port(dp_id);
@@ -707,7 +728,7 @@ impl Switch {
     /// Sets a port's `mod-port` bits (`OFPPC_*`) on the control side and on every forwarding
     /// thread (a restore; OpenFlow PORT_MOD checks its request first, then does the same).
     pub fn set_port_config(&self, br: &str, name: &str, config: u32) -> CmdResult {
-        let dp_id = self.with_bridge(br, |b| {
+        let (dp_id, changed) = self.with_bridge(br, |b| {
             let p = b
                 .ports
                 .values_mut()
@@ -715,14 +736,24 @@ impl Switch {
                 .ok_or_else(|| format!("bridge {br} has no port named {name}"))?;
             let liveness_changed =
                 (config ^ p.config) & openflow::switch::port_config::PORT_DOWN != 0;
+            let changed = p.config != config;
             p.config = config;
-            let dp_id = p.dp_id;
+            let (dp_id, desc) = (p.dp_id, p.desc());
             if liveness_changed {
                 // Liveness is part of the pipeline (fast-failover groups, bundles).
                 b.publish();
             }
-            Ok(dp_id)
+            Ok((dp_id, changed.then_some(desc)))
         })?;
+        if let Some(port) = changed {
+            self.packet_ins.send(
+                br,
+                AsyncEvent::PortStatus {
+                    reason: openflow::switch::port_reason::MODIFY,
+                    port,
+                },
+            );
+        }
         self.dp.set_port_config(dp_id, config);
         self.mark_changed();
         Ok(String::new())

@@ -117,6 +117,64 @@ fn a_port_follows_its_interface_deleted_and_created_again() {
     assert_eq!(ports, "vpa\nvpb\n");
 }
 
+/// A fast-failover group watches the link of its port, not only its `mod-port` bit: a pod's
+/// end set down makes the port dead within a second or two (the port watcher), the group
+/// fails over to its next bucket, and comes back when the link returns (Open vSwitch's
+/// `may_enable`). PORT_DESC says LINK_DOWN meanwhile.
+#[test]
+fn fast_failover_follows_the_link_of_its_watched_port() {
+    if !require_root("fast_failover_follows_the_link_of_its_watched_port") {
+        return;
+    }
+    let node = two_pod_node("ff");
+    let d = node.daemon();
+    let (a, b) = (node.pod(0), node.pod(1));
+    d.ctl(&["del-flows", BR]);
+    d.ctl(&[
+        "add-group",
+        BR,
+        "group_id=1,type=ff,bucket=watch_port:2,actions=resubmit(,10),bucket=watch_port:1,actions=resubmit(,11)",
+    ]);
+    for flow in [
+        "priority=10,in_port=1,actions=group:1",
+        "priority=10,in_port=2,actions=output:1",
+        "table=10,priority=0,actions=output:2",
+        "table=11,priority=0,actions=drop",
+    ] {
+        d.ctl(&["add-flow", BR, flow]);
+    }
+    assert_ping(a.name(), &b.ip, 2);
+    let spare = |d: &Daemon| d.flow_packets(BR, "table=11");
+    assert_eq!(spare(d), 0, "the spare bucket was used while port 2 was up");
+
+    ns_sh(b.name(), "ip link set eth0 down");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while spare(d) == 0 && std::time::Instant::now() < deadline {
+        let _ = ping_with(a.name(), &b.ip, 1, &["-W", "1"]);
+    }
+    assert!(
+        spare(d) > 0,
+        "frames still went to the dead port:\n{}\n{}",
+        d.ctl(&["dump-flows", BR]),
+        d.ctl(&["dump-ports-desc", BR])
+    );
+    assert!(d.ctl(&["dump-ports-desc", BR]).contains("LINK_DOWN"));
+
+    ns_sh(b.name(), "ip link set eth0 up");
+    assert!(
+        ping_until(a.name(), &b.ip, 15),
+        "no failback once the link came back:\n{}",
+        d.log_text()
+    );
+    let after = spare(d);
+    assert_ping(a.name(), &b.ip, 3);
+    assert_eq!(
+        spare(d),
+        after,
+        "the spare bucket was still used after the failback"
+    );
+}
+
 /// Port-to-port flows instead of NORMAL; deleting one direction stops the traffic at once
 /// (no stale cached forwarding) and the misses are counted as `no_match`.
 #[test]

@@ -272,18 +272,26 @@ fn port_status_reaches_ovs_ofctl_monitor_on_add_and_delete() {
     // A TAP port the switch creates (unique name per test process).
     let name = format!("vps{}", std::process::id() % 100_000);
     ctl(&["add-port", "br0", &name, "type=tap", "ofport=7"]);
+    ctl(&["mod-port", "br0", &name, "down"]);
     ctl(&["del-port", "br0", &name]);
     let mut monitor = guard.0.pop().unwrap();
     let _ = monitor.wait();
     // ovs-ofctl monitor prints what it receives on stderr when stdout is not a terminal.
     let text = monitor_text(&rundir);
     let add = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): ADD:");
+    let modify = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): MOD:");
     let del = text.find("OFPT_PORT_STATUS (OF1.3) (xid=0x0): DEL:");
     assert!(
-        add.is_some() && del.is_some() && add < del,
-        "no PORT_STATUS ADD then DEL:\n{text}"
+        add.is_some() && modify.is_some() && del.is_some() && add < modify && modify < del,
+        "no PORT_STATUS ADD, MOD then DEL:\n{text}"
     );
     assert!(text.contains(&format!(" 7({name}):")), "{text}");
+    // The MOD and the DEL describe the port as it is: set down.
+    let after_mod = &text[modify.unwrap()..];
+    assert!(
+        after_mod.contains("config:     PORT_DOWN") && after_mod.contains("state:      LINK_DOWN"),
+        "the MOD does not describe the port set down:\n{text}"
+    );
 }
 
 /// `ovs-ofctl -O OpenFlow13 monitor BR 65534 watch:` (ONF flow monitors): the flows present

@@ -1,4 +1,6 @@
-//! ICMPv6 (RFC 4443): the common header. Its checksum covers the IPv6 pseudo-header.
+//! ICMPv6 (RFC 4443): the common header, the header an error message quotes
+//! ([`Packet::quoted_header`]) and the "Packet Too Big" reply for a packet too large for a
+//! tunnel ([`emit_packet_too_big`]). Its checksum covers the IPv6 pseudo-header.
 
 use core::net::Ipv6Addr;
 
@@ -214,6 +216,61 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+/// The smallest MTU an IPv6 link may have (RFC 8200): a Packet Too Big never advertises less,
+/// and the whole error message fits in it.
+pub const MIN_MTU: u32 = 1280;
+
+/// Builds, into `out` (cleared first), the Ethernet frame of an ICMPv6 "Packet Too Big" (type 2,
+/// RFC 4443 3.2) answering the IPv6 packet at `frame[l3..l3_end]` (`l3` after the Ethernet
+/// header and any VLAN tags, which the reply keeps), as [`super::icmpv4::emit_frag_needed`]
+/// does for IPv4: Ethernet addresses swapped; IPv6 from the packet's destination to its
+/// source, hop limit 64; `mtu` (raised to [`MIN_MTU`]) in the message; the quote is as much of
+/// the packet as keeps the reply within [`MIN_MTU`]; the checksum covers the pseudo-header.
+/// False, with `out` untouched, when the packet is not a whole IPv6 header inside `frame`, or
+/// its addresses cannot be swapped (an unspecified or multicast source, a multicast
+/// destination: no unicast address to answer from). Whether the packet is itself an ICMPv6
+/// error (never answered, RFC 4443 2.4) is the caller's to check: it needs the extension
+/// headers walked.
+pub fn emit_packet_too_big(
+    frame: &[u8],
+    l3: usize,
+    l3_end: usize,
+    mtu: u32,
+    out: &mut Vec<u8>,
+) -> bool {
+    if l3 < 14 || l3_end > frame.len() || l3_end < l3 + 40 {
+        return false;
+    }
+    let ip = &frame[l3..l3_end];
+    let addr = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&ip[at..at + 16]);
+        Ipv6Addr::from(a)
+    };
+    let (src, dst) = (addr(8), addr(24));
+    if ip[0] >> 4 != 6 || src.is_unspecified() || src.is_multicast() || dst.is_multicast() {
+        return false;
+    }
+    let quoted = &ip[..ip.len().min(MIN_MTU as usize - 40 - HEADER_LEN)];
+    out.clear();
+    out.extend_from_slice(&frame[6..12]);
+    out.extend_from_slice(&frame[0..6]);
+    out.extend_from_slice(&frame[12..l3]);
+    let payload_len = ((HEADER_LEN + quoted.len()) as u16).to_be_bytes();
+    // version 6, traffic class and flow label 0, payload length, next header ICMPv6, hop limit
+    out.extend_from_slice(&[0x60, 0, 0, 0, payload_len[0], payload_len[1], 58, 64]);
+    // From the original destination (the path "router" is the tunnel endpoint behind it).
+    out.extend_from_slice(&dst.octets());
+    out.extend_from_slice(&src.octets());
+    let i = out.len();
+    out.extend_from_slice(&[Icmpv6Type::PacketTooBig.into(), 0, 0, 0]);
+    out.extend_from_slice(&mtu.max(MIN_MTU).to_be_bytes());
+    out.extend_from_slice(quoted);
+    let c = checksum::l4_v6(&dst, &src, IpProtocol::Icmpv6.into(), &out[i..]);
+    put16(out, i + 2, c);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +390,59 @@ mod tests {
             Packet::new_checked(&ECHO_BYTES[..7]).unwrap_err(),
             WireError::Truncated
         );
+    }
+
+    #[test]
+    fn packet_too_big_answers_from_the_destination_quoting_within_1280_bytes() {
+        let (src, dst) = addrs();
+        let big = crate::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .vlan(7)
+            .ipv6(src, dst)
+            .udp(40000, 53)
+            .payload(&[0x5a; 1500])
+            .build();
+        let l3 = 18;
+        let mut out = Vec::new();
+        assert!(emit_packet_too_big(&big, l3, big.len(), 1450, &mut out));
+        assert_eq!(out.len(), l3 + 1280, "the reply is a 1280-byte IPv6 packet");
+        assert_eq!(&out[0..6], &big[6..12]);
+        assert_eq!(&out[6..12], &big[0..6]);
+        assert_eq!(&out[12..18], &big[12..18], "the VLAN tag is kept");
+        let ip = &out[l3..];
+        assert_eq!((ip[0] >> 4, u16::from_be_bytes([ip[4], ip[5]])), (6, 1240));
+        assert_eq!((ip[6], ip[7]), (58, 64));
+        assert_eq!(&ip[8..24], &dst.octets(), "from the original destination");
+        assert_eq!(&ip[24..40], &src.octets());
+        let p = Packet::new_checked(&ip[40..]).unwrap();
+        assert_eq!((p.msg_type(), p.msg_code()), (Icmpv6Type::PacketTooBig, 0));
+        assert_eq!(&ip[44..48], &1450u32.to_be_bytes());
+        assert!(p.verify_checksum(&dst, &src));
+        assert_eq!(p.payload(), &big[l3..l3 + 1232]);
+        let q = p.quoted_header().unwrap();
+        assert_eq!((q.src_addr, q.dst_addr, q.dst_port), (src, dst, 53));
+
+        // A small packet is quoted whole; the MTU is never below 1280.
+        let small = crate::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv6(src, dst)
+            .udp(40000, 53)
+            .payload(b"hi")
+            .build();
+        assert!(emit_packet_too_big(&small, 14, small.len(), 1000, &mut out));
+        assert_eq!(out.len(), 14 + 40 + 8 + small.len() - 14);
+        assert_eq!(&out[14 + 44..14 + 48], &MIN_MTU.to_be_bytes());
+        let p = Packet::new_checked(&out[54..]).unwrap();
+        assert!(p.verify_checksum(&dst, &src));
+
+        // Nothing to answer from or to: out untouched.
+        out.clear();
+        let mut refused = |f: &[u8], end: usize| !emit_packet_too_big(f, 14, end, 1450, &mut out);
+        let mut mcast = small.clone();
+        mcast[14 + 24] = 0xff;
+        assert!(refused(&mcast, small.len()));
+        let mut unspecified = small.clone();
+        unspecified[14 + 8..14 + 24].fill(0);
+        assert!(refused(&unspecified, small.len()));
+        assert!(refused(&small, small.len() + 1));
+        assert!(out.is_empty());
     }
 }

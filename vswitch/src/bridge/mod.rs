@@ -85,6 +85,9 @@ impl PortCtl {
 pub struct IfaceSeen {
     pub ifindex: u32,
     pub mtu: usize,
+    /// Up with a carrier (`IFF_RUNNING`): the port is live only then (Open vSwitch's
+    /// `may_enable` for a port without CFM/BFD/LACP).
+    pub running: bool,
 }
 
 impl IfaceSeen {
@@ -93,6 +96,7 @@ impl IfaceSeen {
         Some(IfaceSeen {
             ifindex: tap_io::iface::ifindex(name).ok()?,
             mtu: tap_io::iface::mtu(name).ok()?,
+            running: matches!(tap_io::iface::is_running(name), Ok(true)),
         })
     }
 }

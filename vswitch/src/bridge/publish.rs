@@ -179,7 +179,6 @@ pub(super) fn publish(b: &mut BridgeCtl) {
     // An emptied table's builder still holds its last snapshot (the deleted rules): drop it
     // now rather than on the table's next change.
     inst.builders.retain(|_, bl| !bl.is_empty());
-    let groups = inst.groups.clone();
     let meters = inst.meters.clone();
     let mut ports = HashMap::new();
     for p in b.ports.values() {
@@ -194,11 +193,23 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                 remote_ip: tunnel.map(|t| t.remote_ip),
                 key: tunnel.map(|t| t.key),
                 // Open vSwitch's `may_enable` for a port without CFM/BFD/LACP is its carrier,
-                // which `mod-port down` takes away (the device goes administratively down).
-                live: p.config & openflow::switch::port_config::PORT_DOWN == 0,
+                // which `mod-port down` takes away (the device goes administratively down), as
+                // does the interface losing its link (a pod's end set down; the port watcher
+                // notices within a second).
+                live: p.config & openflow::switch::port_config::PORT_DOWN == 0
+                    && p.iface_seen.is_none_or(|s| s.running),
             },
         );
     }
+    // Select groups leave out the buckets whose watched port or group is dead: rebuilt when
+    // that changed (a port went down or up, a watched group changed).
+    let relived: Vec<(u32, Arc<GroupEntry>)> = inst
+        .groups
+        .iter()
+        .filter_map(|(id, e)| Some((*id, Arc::new(e.relive(&ports, &inst.groups)?))))
+        .collect();
+    inst.groups.extend(relived);
+    let groups = inst.groups.clone();
     let port_order = b.ports.keys().copied().collect();
     let replaced = b.pipeline.swap(Arc::new(Pipeline {
         version: b.version,
@@ -207,6 +218,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         meters,
         ports,
         port_order,
+        packet_out: None,
     }));
     // The replaced pipeline holds the changed tables' old classifier snapshots: free them here,
     // once the forwarding threads are out of their bursts, not on a forwarding thread.

@@ -247,6 +247,71 @@ impl PartialEq for MeterAction {
 
 impl Eq for MeterAction {}
 
+/// The metadata NORMAL and FLOOD/ALL read that a walk may have written before them (an
+/// `in_port`, `tun_id` or `tun_dst` write is no datapath action: it lives only in the walk's
+/// key). The values are constants of the translation (in_port is always pinned; written bits
+/// come from constants or from fields the walk read, and so pinned); the bits not written are
+/// the packet's own, taken per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalkMeta {
+    /// The input port the walk set (a write to `in_port`), if it differs from the packet's.
+    pub in_port: Option<u32>,
+    /// `tun_id` as (value, bits written); only the written bits of the value count.
+    pub tun_id: (u64, u64),
+    /// `tun_dst` as (value, bits written).
+    pub tun_dst: (u32, u32),
+}
+
+impl WalkMeta {
+    /// Nothing written: the packet's own key is what NORMAL/FLOOD read.
+    pub fn is_empty(&self) -> bool {
+        self.in_port.is_none() && self.tun_id.1 == 0 && self.tun_dst.1 == 0
+    }
+
+    /// The packet's key with the walk's writes applied.
+    pub fn apply(&self, key: &encap::FlowKey) -> encap::FlowKey {
+        let mut k = *key;
+        if let Some(p) = self.in_port {
+            k.in_port = p;
+        }
+        let (v, m) = self.tun_id;
+        k.tun_id = (k.tun_id & !m) | (v & m);
+        let (v, m) = self.tun_dst;
+        k.tun_dst = (k.tun_dst & !m) | (v & m);
+        k
+    }
+}
+
+/// `(in_port=..,tun_id=..,tun_dst=..)` for what the walk wrote, nothing when it wrote nothing.
+impl std::fmt::Display for WalkMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut sep = "(";
+        if let Some(p) = self.in_port {
+            write!(f, "{sep}in_port={p}")?;
+            sep = ",";
+        }
+        let (v, m) = self.tun_id;
+        if m != 0 {
+            write!(f, "{sep}tun_id={v:#x}")?;
+            if m != u64::MAX {
+                write!(f, "/{m:#x}")?;
+            }
+            sep = ",";
+        }
+        let (v, m) = self.tun_dst;
+        if m != 0 {
+            write!(f, "{sep}tun_dst={}", Ipv4Addr::from(v))?;
+            if m != u32::MAX {
+                write!(f, "/{}", Ipv4Addr::from(m))?;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpAction {
     Output(DpPortId),
@@ -256,13 +321,15 @@ pub enum DpAction {
         dst: Ipv4Addr,
         vni: u32,
     },
-    /// MAC learning + forwarding, resolved per packet (learning changes faster than flows).
-    Normal,
+    /// MAC learning + forwarding, resolved per packet (learning changes faster than flows),
+    /// with the input port and tunnel fields the walk had written by then.
+    Normal(WalkMeta),
     /// Every port of the bridge but the input port, as OpenFlow defines both FLOOD and ALL
     /// (they differ only in ports configured not to flood, which this switch has none of);
-    /// `all` keeps the name for traces.
+    /// `all` keeps the name for traces. `meta` as for [`DpAction::Normal`].
     Flood {
         all: bool,
+        meta: WalkMeta,
     },
     SetEthSrc([u8; 6]),
     SetEthDst([u8; 6]),
@@ -335,7 +402,7 @@ impl DpAction {
             self,
             DpAction::Output(_)
                 | DpAction::Tunnel { .. }
-                | DpAction::Normal
+                | DpAction::Normal(_)
                 | DpAction::Flood { .. }
                 | DpAction::Controller(_)
                 | DpAction::AffinityTouch(_)
@@ -354,7 +421,7 @@ impl DpAction {
         match self {
             DpAction::Output(_)
             | DpAction::Tunnel { .. }
-            | DpAction::Normal
+            | DpAction::Normal(_)
             | DpAction::Flood { .. }
             | DpAction::Controller(_)
             | DpAction::Drop(_)
@@ -402,8 +469,10 @@ impl std::fmt::Display for DpAction {
             DpAction::Tunnel { port, dst, vni } => {
                 write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),output:dp{port}")
             }
-            DpAction::Normal => f.write_str("normal"),
-            DpAction::Flood { all } => f.write_str(if *all { "all" } else { "flood" }),
+            DpAction::Normal(m) => write!(f, "normal{m}"),
+            DpAction::Flood { all, meta } => {
+                write!(f, "{}{meta}", if *all { "all" } else { "flood" })
+            }
             DpAction::SetEthSrc(m) => write!(f, "set(eth(src={}))", mac(m)),
             DpAction::SetEthDst(m) => write!(f, "set(eth(dst={}))", mac(m)),
             DpAction::SetIpv4Src(a) => write!(f, "set(ipv4(src={a}))"),

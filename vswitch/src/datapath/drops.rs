@@ -45,6 +45,7 @@ drop_reasons! {
     VxlanUnknownTunnel => "vxlan_unknown_tunnel", "VXLAN from a remote/VNI no tunnel port accepts";
     TunnelNoRoute => "tunnel_no_dst", "output to a flow-based tunnel without tun_dst set";
     NormalHairpin => "normal_hairpin", "NORMAL learned the destination MAC on the input port: not sent back";
+    NormalReservedMac => "normal_reserved_mac", "NORMAL got a frame for a reserved address (STP, LACP, 802.1X, LLDP, Cisco CDP/PVST+...): not forwarded";
     PortDown => "port_down", "output port missing or down";
     TxQueueFull => "tx_full", "the output port's send queue was full";
     TxError => "tx_error", "the kernel refused to send the frame";

@@ -262,6 +262,9 @@ pub(super) fn inject(
         return;
     };
     let uncached = one_shot.is_some();
+    // Fragments conntrack releases on the way were not the packet-out's: they run through
+    // the bridge's own pipeline, never the packet-out's actions.
+    let own = uncached.then(|| b.pipeline.load_full());
     let pipeline = match one_shot {
         Some(p) => p,
         None => {
@@ -301,6 +304,9 @@ pub(super) fn inject(
         ..FlowKey::default()
     };
     run_packet(&mut ctx, &mut pkt, key, 0);
+    if let Some(own) = own.as_deref() {
+        ctx.pipeline = own;
+    }
     run_released_fragments(&mut ctx);
     ctx.scratch.hits.flush(now_ns);
     fold_cache_stats(ctx.bridge, &mut ctx.scratch.cache);
@@ -586,8 +592,11 @@ fn execute_list(
             DpAction::Tunnel { port, dst, vni } => {
                 tunnel(ctx, *port as usize, pkt, parsed, (*dst, *vni), tail)
             }
-            DpAction::Normal => normal(ctx, pkt, key, parsed, tail),
-            DpAction::Flood { .. } => flood(ctx, pkt, key, parsed),
+            // The in_port and tunnel fields the walk wrote (not in the packet's key).
+            DpAction::Normal(m) if m.is_empty() => normal(ctx, pkt, key, parsed, tail),
+            DpAction::Normal(m) => normal(ctx, pkt, &m.apply(key), parsed, tail),
+            DpAction::Flood { meta, .. } if meta.is_empty() => flood(ctx, pkt, key, parsed, false),
+            DpAction::Flood { meta, .. } => flood(ctx, pkt, &meta.apply(key), parsed, false),
             // Only new connections reach a select group: one clock read and one store each.
             DpAction::AffinityTouch(t) => t.touch(conntrack::lb::affinity::clock_ns()),
             DpAction::SetEthSrc(mac) => {
@@ -1037,9 +1046,12 @@ fn tunnel(
             ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
             PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
             let mtu = port.tunnel_inner_mtu();
-            // Tell the sender, as a router on the path would (IPv4 with DF only).
+            // Tell the sender, as a router on the path would (IPv4 with DF; IPv6 always, as
+            // Linux's vxlan does: IPv6 is never fragmented on the way).
             let icmp = &mut ctx.scratch.icmp;
-            if super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp) {
+            let told = super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp)
+                || super::icmp::packet_too_big(pkt.data(), parsed, mtu as u32, icmp);
+            if told {
                 let in_dp = ctx.in_dp;
                 if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {
                     let _ = inp.queue(icmp, &tap_io::RxMeta::default());
@@ -1053,22 +1065,36 @@ fn tunnel(
     }
 }
 
-/// `last`: the packet's last use (a learned unicast output may take its buffer).
+/// `last`: the packet's last use (a learned unicast output may take its buffer). `key`: the
+/// packet's key with the walk's in_port and tunnel writes applied.
 fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed, last: bool) {
     let vlan = key.vlan_tci & 0x0fff;
     let in_port = key.in_port;
     let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
-    let (learned, out) = super::mac_learning::learn_and_lookup(
-        &ctx.bridge.mac,
-        vlan,
-        key.eth_src,
-        in_port,
-        dst,
-        ctx.now_ns,
-    );
-    if learned == Some(super::mac_learning::Learned::TableFull) {
-        ctx.bridge.drops.add(DropReason::MacTableFull, 1);
-    }
+    // As Open vSwitch: from a port of the bridge, a frame to a reserved address (STP, LACP,
+    // LLDP, ...) is dropped before anything is learned, any other has its source learned;
+    // from no port (a packet-out from CONTROLLER, NONE) nothing is learned, the frame is only
+    // looked up or flooded.
+    let out = if ctx.pipeline.ports.contains_key(&in_port) {
+        if super::mac_learning::is_reserved(key.eth_dst) {
+            ctx.bridge.drops.add(DropReason::NormalReservedMac, 1);
+            return;
+        }
+        let (learned, out) = super::mac_learning::learn_and_lookup(
+            &ctx.bridge.mac,
+            vlan,
+            key.eth_src,
+            in_port,
+            dst,
+            ctx.now_ns,
+        );
+        if learned == Some(super::mac_learning::Learned::TableFull) {
+            ctx.bridge.drops.add(DropReason::MacTableFull, 1);
+        }
+        out
+    } else {
+        dst.and_then(|d| super::mac_learning::lookup(&ctx.bridge.mac, vlan, d, ctx.now_ns))
+    };
     if let Some(out) = out {
         if out == in_port {
             // Learned behind the port it came in on: not sent back (no hairpin).
@@ -1078,7 +1104,7 @@ fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Par
         }
         return;
     }
-    flood(ctx, pkt, key, parsed);
+    flood(ctx, pkt, key, parsed, true);
 }
 
 /// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
@@ -1125,12 +1151,24 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
     Some((dst, vni))
 }
 
-fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
+/// Every port of the bridge but `key.in_port`, as Open vSwitch floods: ports set down or
+/// no-forward (`mod-port`) are passed by without counting a drop. `split_horizon` (NORMAL
+/// only; FLOOD and ALL send into every tunnel): what came from a tunnel port is not sent back
+/// into the overlay.
+fn flood(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    key: &FlowKey,
+    parsed: &encap::Parsed,
+    split_horizon: bool,
+) {
+    use openflow::switch::port_config::{NO_FWD, PORT_DOWN};
     let pipeline = ctx.pipeline;
-    let from_tunnel = pipeline
-        .ports
-        .get(&key.in_port)
-        .is_some_and(|p| p.kind == crate::pipeline::PortKind::Vxlan);
+    let from_tunnel = split_horizon
+        && pipeline
+            .ports
+            .get(&key.in_port)
+            .is_some_and(|p| p.kind == crate::pipeline::PortKind::Vxlan);
     for ofport in &pipeline.port_order {
         if *ofport == key.in_port {
             continue;
@@ -1140,6 +1178,11 @@ fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Pars
         };
         // Split horizon: what came from the overlay is not sent back into it.
         if from_tunnel && info.kind == crate::pipeline::PortKind::Vxlan {
+            continue;
+        }
+        if let Some(Some(port)) = ctx.ports.get(info.dp_id as usize)
+            && port.config & (PORT_DOWN | NO_FWD) != 0
+        {
             continue;
         }
         output_ofport(ctx, *ofport, pkt, key, parsed, false);

@@ -1,10 +1,10 @@
-//! What conntrack needs from ICMP and TCP headers, and the "fragmentation needed" reply for
-//! oversized tunnel traffic: the byte work is in `encap` (`wire::tcp::options`,
-//! `wire::icmpv4::{Packet::quoted_header, emit_frag_needed}`); this maps it to the datapath's
-//! and conntrack's types.
+//! What conntrack needs from ICMP and TCP headers, and the "fragmentation needed" (IPv4) and
+//! "Packet Too Big" (IPv6) replies for oversized tunnel traffic: the byte work is in `encap`
+//! (`wire::tcp::options`, `wire::icmpv4::{Packet::quoted_header, emit_frag_needed}`,
+//! `wire::icmpv6::emit_packet_too_big`); this maps it to the datapath's and conntrack's types.
 
 use encap::Parsed;
-use encap::wire::{icmpv4, tcp};
+use encap::wire::{icmpv4, icmpv6, tcp};
 
 use conntrack::InnerTuple;
 use conntrack::tcp::WindowScale;
@@ -66,4 +66,22 @@ pub fn frag_needed(frame: &[u8], parsed: &Parsed, mtu: u16, out: &mut Vec<u8>) -
         return false;
     };
     parsed.l3_kind == encap::L3Kind::Ipv4 && icmpv4::emit_frag_needed(frame, l3, end, mtu, out)
+}
+
+/// Builds, into `out`, an ICMPv6 "Packet Too Big" answering `frame`, addressed back to its
+/// sender from its destination, advertising `mtu` (at least 1280). False when the frame is
+/// not IPv6, or is itself an ICMPv6 error message (never answered, RFC 4443 2.4), or has no
+/// unicast addresses to answer between.
+pub fn packet_too_big(frame: &[u8], parsed: &Parsed, mtu: u32, out: &mut Vec<u8>) -> bool {
+    let (Some(l3), Some(end)) = (parsed.l3_offset(), parsed.l3_end()) else {
+        return false;
+    };
+    let icmp_error = parsed.l4_proto == 58
+        && parsed
+            .l4_offset()
+            .and_then(|l4| frame.get(l4))
+            .is_some_and(|t| *t < 128);
+    parsed.l3_kind == encap::L3Kind::Ipv6
+        && !icmp_error
+        && icmpv6::emit_packet_too_big(frame, l3, end, mtu, out)
 }

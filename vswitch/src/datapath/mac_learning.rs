@@ -380,6 +380,34 @@ pub fn learn_and_lookup(
     (Some(learned), dst.and_then(|d| t.lookup(vlan, d, now_ns)))
 }
 
+/// [`learn_and_lookup`] without the learning, for a frame from no port of the bridge (a
+/// packet-out from `CONTROLLER`): the port of `dst`, under the read lock.
+pub fn lookup(table: &RwLock<MacTable>, vlan: u16, dst: [u8; 6], now_ns: u64) -> Option<u32> {
+    let t = table.read().unwrap_or_else(|e| e.into_inner());
+    t.lookup(vlan, dst, now_ns)
+}
+
+/// The destinations Open vSwitch's NORMAL never forwards (`eth_addr_is_reserved`, its bridges
+/// without `other_config:forward-bpdu`): the IEEE 802.1D range 01:80:c2:00:00:00-0f (STP,
+/// pause, LACP, 802.1X, LLDP, ...), Extreme's EDP and EAPS, and Cisco's ISL, CDP/VTP/DTP/PAgP/
+/// UDLD, PVST+, UplinkFast and CFM addresses.
+pub fn is_reserved(mac: [u8; 6]) -> bool {
+    let [a, b, c, d, e, f] = mac;
+    let m = u64::from_be_bytes([0, 0, a, b, c, d, e, f]);
+    matches!(
+        m,
+        0x0180_c200_0000..=0x0180_c200_000f
+            | 0x00e0_2b00_0000
+            | 0x00e0_2b00_0004
+            | 0x00e0_2b00_0006
+            | 0x0100_0c00_0000
+            | 0x0100_0ccc_cccc
+            | 0x0100_0ccc_cccd
+            | 0x0100_0ccd_cdcd
+            | 0x0100_0ccc_ccc0..=0x0100_0ccc_ccc7
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +415,23 @@ mod tests {
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn reserved_destinations_are_open_vswitchs() {
+        for last in 0..=0x0f {
+            assert!(is_reserved([0x01, 0x80, 0xc2, 0, 0, last]), "{last:#x}");
+        }
+        assert!(!is_reserved([0x01, 0x80, 0xc2, 0, 0, 0x10]));
+        assert!(is_reserved([0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcc]));
+        assert!(is_reserved([0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xcd]));
+        assert!(is_reserved([0x01, 0x00, 0x0c, 0xcd, 0xcd, 0xcd]));
+        assert!(is_reserved([0x01, 0x00, 0x0c, 0xcc, 0xcc, 0xc7]));
+        assert!(is_reserved([0x00, 0xe0, 0x2b, 0, 0, 0x04]));
+        assert!(!is_reserved([0xff; 6]));
+        assert!(!is_reserved([0x01, 0x00, 0x5e, 0, 0, 1]), "IPv4 multicast");
+        assert!(!is_reserved([0x33, 0x33, 0, 0, 0, 1]), "IPv6 multicast");
+        assert!(!is_reserved(A));
+    }
 
     #[test]
     fn learns_moves_and_ages() {

@@ -454,6 +454,14 @@ impl DpPort {
         self.port().map_or(0, |p| p.mtu())
     }
 
+    /// The longest inner frame like `frame` the tunnel takes: its IP packet at most the inner
+    /// MTU behind the Ethernet header, plus 4 bytes when the frame is VLAN-tagged (one tag's
+    /// allowance, as `max_frame` and `fit_segment_size` give; a second tag gets none, as
+    /// Linux's MTU check allows one `VLAN_HLEN`).
+    fn tunnel_max_frame(&self, frame: &[u8]) -> usize {
+        self.tunnel_inner_mtu() + 14 + if is_tagged(frame) { 4 } else { 0 }
+    }
+
     /// Queues `frame` VXLAN-encapsulated towards `dst` with `vni`. The underlay socket has no
     /// offloads: GSO super-frames are segmented (straight into the transmit buffers, so that
     /// the socket's UDP GSO sends each run as one message) and partial checksums completed.
@@ -491,7 +499,7 @@ impl DpPort {
             let mut info = gso_info(&gso);
             info.mss = self.tunnel_segment_size(frame, &gso)?;
             let plan = encap::gso::GsoPlan::new(frame, &info).map_err(|_| DropReason::Malformed)?;
-            if plan.max_segment_len().saturating_sub(14) > self.tunnel_inner_mtu() + 4 {
+            if plan.max_segment_len() > self.tunnel_max_frame(frame) {
                 return Err(DropReason::TunnelTooBig);
             }
             if !matches!(self.io, PortIo::Tunnel(_)) {
@@ -517,7 +525,7 @@ impl DpPort {
         // reaches the peer node as one datagram.
         if self.offloads.gso
             && !self.tx.is_empty()
-            && frame.len().saturating_sub(14) <= self.tunnel_inner_mtu() + 4
+            && frame.len() <= self.tunnel_max_frame(frame)
             && self.coalesce_tunnel(frame, meta, dst, vni)
         {
             return Ok(());
@@ -595,7 +603,7 @@ impl DpPort {
         vni: u32,
     ) -> Result<(), DropReason> {
         // The inner frame's L3 part must fit the underlay MTU minus the outer headers.
-        if frame.len().saturating_sub(14) > self.tunnel_inner_mtu() + 4 {
+        if frame.len() > self.tunnel_max_frame(frame) {
             return Err(DropReason::TunnelTooBig);
         }
         if self.tx.is_full() {
@@ -848,13 +856,16 @@ fn fit_segment_size(frame: &[u8], gso: &tap_io::Gso, max_frame: usize) -> Result
     let hdr_len = encap::gso::GsoPlan::new(frame, &gso_info(gso))
         .map_err(|_| DropReason::Malformed)?
         .hdr_len();
-    let tagged =
-        frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
-    let room = max_frame - if tagged { 0 } else { 4 };
+    let room = max_frame - if is_tagged(frame) { 0 } else { 4 };
     Ok(match room.checked_sub(hdr_len) {
         Some(fit) if fit > 0 && fit < usize::from(gso.size) => fit as u16,
         _ => gso.size,
     })
+}
+
+/// Whether `frame` carries a VLAN tag (802.1Q or 802.1ad) after its Ethernet addresses.
+fn is_tagged(frame: &[u8]) -> bool {
+    frame.len() >= 14 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8)
 }
 
 fn gso_info(gso: &tap_io::Gso) -> encap::gso::GsoInfo {
@@ -1338,5 +1349,49 @@ mod tests {
         assert_eq!(drops.get(DropReason::RxTruncated), 2);
         assert_eq!(drops.get(DropReason::RxBadVnet), 4);
         assert_eq!(counters.rx.errors.load(Relaxed), 6);
+    }
+
+    /// An untagged frame's IP packet must fit the tunnel's inner MTU (1450 over a 1500-byte
+    /// underlay); a VLAN-tagged frame gets the tag's 4 bytes on top, a second tag nothing
+    /// more. With and without the GSO TAP (where a frame may be merged into the one queued
+    /// before it).
+    #[test]
+    fn tunnel_mtu_check_counts_the_vlan_tag_only_when_there_is_one() {
+        let frame = |tags: &[u16], ip_len: usize| {
+            let mut b = encap::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+            for (i, tci) in tags.iter().enumerate() {
+                b = b.tag(if i + 1 < tags.len() { 0x88a8 } else { 0x8100 }, *tci);
+            }
+            let f = b
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+                .udp(40000, 5201)
+                .payload(&vec![7u8; ip_len - 28])
+                .build();
+            assert_eq!(f.len(), 14 + 4 * tags.len() + ip_len);
+            f
+        };
+        let meta = RxMeta::default();
+        for gso in [false, true] {
+            let mut vx = sink_port(true, 1450, gso);
+            // Something queued first: with GSO the frames below may be merged into it.
+            vx.queue_tunnel(&frame(&[], 100), &meta, PEER, 42).unwrap();
+            for (tags, ip_len, fits) in [
+                (&[][..], 1450, true),
+                (&[][..], 1451, false),
+                (&[][..], 1454, false),
+                (&[5][..], 1450, true), // 1454 bytes after the Ethernet header
+                (&[5][..], 1451, false),
+                (&[5, 6][..], 1446, true),
+                (&[5, 6][..], 1447, false),
+            ] {
+                let got = vx.queue_tunnel(&frame(tags, ip_len), &meta, PEER, 42);
+                let want = if fits {
+                    Ok(())
+                } else {
+                    Err(DropReason::TunnelTooBig)
+                };
+                assert_eq!(got, want, "gso {gso}, tags {tags:?}, IP {ip_len} bytes");
+            }
+        }
     }
 }

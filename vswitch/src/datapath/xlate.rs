@@ -3,9 +3,10 @@
 //! cached as a megaflow that is correct for every packet agreeing on those bits.
 //!
 //! Semantics follow Open vSwitch where OpenFlow is silent: output to the input port by number
-//! is skipped (use `IN_PORT`), a table miss drops, `resubmit` and `goto_table` nest up to
-//! [`MAX_DEPTH`], `ct(table=T)` ends the current walk and the packet continues in table T after
-//! conntrack (recirculation), select groups pick a bucket by a hash of the 5-tuple.
+//! is skipped (use `IN_PORT`), a table miss drops, `resubmit`, `goto_table` and groups nest up
+//! to [`MAX_DEPTH`] (and run `MAX_RESUBMITS` times in all), `ct(table=T)` ends the current
+//! walk and the packet continues in table T after conntrack (recirculation), select groups
+//! pick a live bucket by a hash of the 5-tuple.
 //!
 //! Un-wildcarding follows Open vSwitch: a megaflow pins only what a classifier lookup, a
 //! field prerequisite or an action really read. `in_port` and the recirculation id are always
@@ -24,10 +25,10 @@ use flowtable::fields::FieldId;
 use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
-use super::actions::{CheckPktLen, CtAction, DpAction, MeterAction, SelectAction};
+use super::actions::{CheckPktLen, CtAction, DpAction, MeterAction, SelectAction, WalkMeta};
 use super::cache::{EmcValue, Pinned};
 use super::drops::DropReason;
-use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
+use crate::pipeline::{FlowStats, GroupEntry, MAX_LIVENESS_BUCKETS, Pipeline, RuleRef};
 use crate::pipeline::{FromFlow, PortKind};
 use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
@@ -76,12 +77,10 @@ pub const META_WORDS: usize = 9;
 /// once per megaflow); larger groups pin the 5-tuple and pick in the slow path.
 const MAX_DP_SELECT_BUCKETS: usize = 256;
 
-/// Groups a fast-failover bucket's liveness follows through `watch_group` (Open vSwitch's
-/// `MAX_LIVENESS_RECURSION`).
-const MAX_LIVENESS_DEPTH: u32 = 32;
-
-/// Buckets one fast-failover choice may look at through `watch_group` chains.
-const MAX_LIVENESS_BUCKETS: u32 = 1024;
+/// Table lookups and groups one walk may run in all (Open vSwitch's `MAX_RESUBMITS`):
+/// [`MAX_DEPTH`] bounds how deep they nest, this how many there are (each level of `all`
+/// groups whose two buckets name the same next group doubles the work).
+const MAX_RESUBMITS: usize = MAX_DEPTH * MAX_DEPTH;
 
 /// The first select group of a walk, resolved in the datapath once the walk is done.
 struct Fork {
@@ -98,6 +97,13 @@ pub struct Xlate<'a> {
     out: Vec<DpAction>,
     rules: Vec<Arc<FlowStats>>,
     depth: usize,
+    /// Groups being translated, one inside the other: they count towards [`MAX_DEPTH`] with
+    /// `depth` (kept apart so that a trace's indentation stays that of the tables).
+    group_depth: usize,
+    /// Table lookups and groups run so far (bounded by [`MAX_RESUBMITS`]).
+    resubmits: usize,
+    /// The walk was ended for nesting too deep or running too long.
+    too_deep: bool,
     stopped: bool,
     recirc_meta: FlowKey,
     recirc_written: FlowKey,
@@ -130,13 +136,16 @@ pub struct Xlate<'a> {
     /// An `exit` ran: no further action or lookup of this walk (a group bucket's own exit
     /// ends only the bucket).
     exited: bool,
-    /// A `dec_ttl` met a TTL of 0 or 1: the rest of the action list being run is skipped
-    /// (with the rule's instructions after it); its callers go on.
+    /// A `dec_ttl` met a TTL of 0 or 1, or a `group:` a missing group: the rest of the action
+    /// list being run is skipped (with the rule's instructions after it); its callers go on.
     ttl_expired: bool,
     /// The OpenFlow action set (`write_actions`), run when the walk ends (see
     /// [`super::action_set`]).
     action_set: Vec<Action>,
     trace: Option<&'a mut String>,
+    /// A PACKET_OUT's one-rule pseudo-table (`Pipeline::packet_out`) until the walk's first
+    /// lookup takes it in table 0's place.
+    packet_out: Option<&'a crate::pipeline::TableClassifier>,
 }
 
 impl<'a> Xlate<'a> {
@@ -157,6 +166,9 @@ impl<'a> Xlate<'a> {
             out: Vec::new(),
             rules: Vec::new(),
             depth: 0,
+            group_depth: 0,
+            resubmits: 0,
+            too_deep: false,
             stopped: false,
             recirc_meta: *key,
             recirc_written: written,
@@ -177,6 +189,7 @@ impl<'a> Xlate<'a> {
             ttl_expired: false,
             action_set: Vec::new(),
             trace,
+            packet_out: None,
         }
     }
 
@@ -190,12 +203,27 @@ impl<'a> Xlate<'a> {
     /// datapath (what `trace` narrates).
     pub fn run_with_choice(mut self, table: u8) -> (CachedFlow, FlowKey, Option<usize>) {
         self.start_table = table;
+        // A packet-out's actions stand for table 0 at the start of its walk only (not in a
+        // recirculation, which comes back with a recirc_id).
+        let first = table == 0 && self.key.recirc_id == 0;
+        self.packet_out = self.pipeline.packet_out.as_deref().filter(|_| first);
         self.run_table(table, None);
         self.run_action_set();
+        if self.too_deep {
+            // As Open vSwitch ("Datapath actions: drop"): a walk ended for looping sends the
+            // packet nowhere, not even where it went before the limit.
+            self.out.clear();
+            self.out.push(DpAction::Drop(DropReason::LoopDetected));
+        }
         let drop_reason = self.drop_reason();
         finish_actions(&mut self.out, drop_reason);
         if let Some(fork) = self.fork.take() {
-            self.resolve_fork(fork);
+            if self.too_deep {
+                // Every bucket's walk would run to the limit again: this key's bucket decides.
+                self.pin_5tuple();
+            } else {
+                self.resolve_fork(fork);
+            }
         }
         (
             CachedFlow {
@@ -277,13 +305,11 @@ impl<'a> Xlate<'a> {
         if self.stopped || self.exited {
             return;
         }
-        if self.depth >= MAX_DEPTH {
-            self.note(format_args!(">>>> too many resubmits/gotos: dropping"));
-            self.out.push(DpAction::Drop(DropReason::LoopDetected));
-            self.stopped = true;
+        if !self.resource_check() {
             return;
         }
-        let Some(cls) = self.pipeline.table(table) else {
+        let packet_out = self.packet_out.take();
+        let Some(cls) = packet_out.or_else(|| self.pipeline.table(table)) else {
             self.note(format_args!("{table}. No match (table has no flows): drop"));
             self.miss();
             return;
@@ -338,6 +364,27 @@ impl<'a> Xlate<'a> {
         self.depth -= 1;
         (self.cur_table, self.cur_cookie) = (saved_table, saved_cookie);
         self.cur_rule = saved_rule;
+    }
+
+    /// Open vSwitch's `xlate_resubmit_resource_check`, before a table lookup or a group: the
+    /// walk may go on unless it is [`MAX_DEPTH`] deep (resubmits, gotos and groups together)
+    /// or has run [`MAX_RESUBMITS`] of them; then the packet is dropped as looping and the
+    /// walk ends.
+    fn resource_check(&mut self) -> bool {
+        if self.depth + self.group_depth >= MAX_DEPTH {
+            self.note(format_args!(">>>> too many resubmits/gotos: dropping"));
+        } else if self.resubmits >= MAX_RESUBMITS {
+            self.note(format_args!(
+                ">>>> over {MAX_RESUBMITS} resubmits/gotos/groups: dropping"
+            ));
+        } else {
+            self.resubmits += 1;
+            return true;
+        }
+        self.out.push(DpAction::Drop(DropReason::LoopDetected));
+        self.stopped = true;
+        self.too_deep = true;
+        false
     }
 
     /// A table miss ends this lookup only: after a `resubmit` the walk goes on with the next
@@ -1148,15 +1195,18 @@ impl<'a> Xlate<'a> {
             OfPort::IN_PORT => self.output_ofport(in_port),
             OfPort::NORMAL => {
                 self.note(format_args!("output: NORMAL"));
-                self.out.push(DpAction::Normal);
+                let meta = self.walk_meta();
+                self.out.push(DpAction::Normal(meta));
             }
             OfPort::FLOOD | OfPort::ALL => {
                 self.note(format_args!(
                     "output: {}",
                     if port == OfPort::ALL { "ALL" } else { "FLOOD" }
                 ));
+                let meta = self.walk_meta();
                 self.out.push(DpAction::Flood {
                     all: port == OfPort::ALL,
+                    meta,
                 })
             }
             OfPort::CONTROLLER => self.controller(&flowtable::action::Controller {
@@ -1173,6 +1223,17 @@ impl<'a> Xlate<'a> {
                 self.note(format_args!("skipping output to input port {p}"));
             }
             OfPort(p) => self.output_ofport(p),
+        }
+    }
+
+    /// What NORMAL and FLOOD/ALL must use instead of the packet's own metadata: the input
+    /// port and tunnel fields as the walk has written them so far (see [`WalkMeta`]).
+    fn walk_meta(&self) -> WalkMeta {
+        let (tun_id, tun_dst) = (self.written.tun_id, self.written.tun_dst);
+        WalkMeta {
+            in_port: (self.key.in_port != self.origin.in_port).then_some(self.key.in_port),
+            tun_id: (self.key.tun_id & tun_id, tun_id),
+            tun_dst: (self.key.tun_dst & tun_dst, tun_dst),
         }
     }
 
@@ -1227,56 +1288,24 @@ impl<'a> Xlate<'a> {
     }
 
     fn group(&mut self, id: u32) {
+        if !self.resource_check() {
+            return;
+        }
         let exited = self.exited;
+        self.group_depth += 1;
         self.group_buckets(id);
+        self.group_depth -= 1;
         // The fact that a bucket exits does not end the walk (Open vSwitch resets it too).
         self.exited = exited;
     }
 
-    /// Open vSwitch's `bucket_is_alive`: a bucket is live when it watches nothing, when the
-    /// port it watches is live, or when the group it watches has a live bucket (followed at
-    /// most [`MAX_LIVENESS_DEPTH`] groups deep). A select bucket of weight 0 never is.
-    /// `budget` counts the buckets looked at: `watch_group` may form cycles (the group table
-    /// refuses loops only through actions) and a walk of every path would be exponential, so a
-    /// walk that runs out of it takes the bucket as dead.
-    fn bucket_live(
-        &self,
-        group_type: GroupType,
-        b: &flowtable::Bucket,
-        depth: u32,
-        budget: &mut u32,
-    ) -> bool {
-        if *budget == 0
-            || depth >= MAX_LIVENESS_DEPTH
-            || (group_type == GroupType::Select && b.weight == 0)
-        {
-            return false;
-        }
-        *budget -= 1;
-        let (port, group) = (
-            b.watch_port != OfPort::ANY,
-            b.watch_group != flowtable::group::GROUP_ANY,
-        );
-        (!port && !group)
-            || (port
-                && self
-                    .pipeline
-                    .ports
-                    .get(&b.watch_port.0)
-                    .is_some_and(|p| p.live))
-            || (group
-                && self.pipeline.groups.get(&b.watch_group).is_some_and(|e| {
-                    e.group
-                        .buckets
-                        .iter()
-                        .any(|w| self.bucket_live(e.group.group_type, w, depth + 1, budget))
-                }))
-    }
-
     fn group_buckets(&mut self, id: u32) {
         let Some(entry) = self.pipeline.groups.get(&id).cloned() else {
+            // As Open vSwitch: the rest of this action list is skipped (a sibling bucket and
+            // the actions after a `resubmit` still run), a drop only if nothing was sent.
             self.note(format_args!("group:{id}: no such group"));
-            self.out.push(DpAction::Drop(DropReason::GroupMissing));
+            self.soft_drop(DropReason::GroupMissing);
+            self.ttl_expired = true;
             return;
         };
         let group = &entry.group;
@@ -1294,10 +1323,10 @@ impl<'a> Xlate<'a> {
             }
             GroupType::FastFailover => {
                 let mut budget = MAX_LIVENESS_BUCKETS;
-                let live = group
-                    .buckets
-                    .iter()
-                    .position(|b| self.bucket_live(group.group_type, b, 0, &mut budget));
+                let (ports, groups) = (&self.pipeline.ports, &self.pipeline.groups);
+                let live = group.buckets.iter().position(|b| {
+                    crate::pipeline::bucket_live(ports, groups, group.group_type, b, 0, &mut budget)
+                });
                 match live {
                     Some(i) => {
                         self.note(format_args!("group:{id} fast_failover: bucket {i}"));
@@ -1310,9 +1339,11 @@ impl<'a> Xlate<'a> {
                 }
             }
             GroupType::Select => {
-                let total: u64 = group.buckets.iter().map(|b| b.weight as u64).sum();
-                if total == 0 {
-                    self.note(format_args!("group:{id} select: no bucket with a weight"));
+                // Buckets whose watched port or group is dead have weight 0 in the entry.
+                if entry.none_selectable() {
+                    self.note(format_args!(
+                        "group:{id} select: no live bucket with a weight"
+                    ));
                     self.soft_drop(DropReason::GroupMissing);
                     return;
                 }
@@ -1406,7 +1437,7 @@ impl<'a> Xlate<'a> {
         let now = conntrack::lb::affinity::clock_ns();
         let recalled = table.recall(client, now, *timeout).and_then(|r| {
             let i = entry.bucket_ids.iter().position(|b| *b == r.bucket)?;
-            (entry.group.buckets[i].weight > 0).then_some((i, r))
+            (entry.weights[i] > 0).then_some((i, r))
         });
         let (chosen, remembered) = match recalled {
             Some((i, r)) => {

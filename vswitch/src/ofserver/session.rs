@@ -529,22 +529,8 @@ impl Session {
                         out.extend(bytes);
                     }
                 }
-                crate::events::AsyncEvent::PortStatus {
-                    reason,
-                    ofport,
-                    name,
-                    mac,
-                } => {
-                    let msg = Message::PortStatus(openflow::switch::PortStatus {
-                        reason,
-                        port: openflow::switch::Port {
-                            port_no: ofport,
-                            hw_addr: mac,
-                            name: openflow::buf::FixedStr::new(&name),
-                            state: openflow::switch::port_state::LIVE,
-                            ..Default::default()
-                        },
-                    });
+                crate::events::AsyncEvent::PortStatus { reason, port } => {
+                    let msg = Message::PortStatus(openflow::switch::PortStatus { reason, port });
                     if let Ok(bytes) = encode(&msg, 0) {
                         out.extend(bytes);
                     }
@@ -658,9 +644,10 @@ impl Session {
         self.send(out, &Message::BundleControl(bc.reply()), xid)
     }
 
-    /// PACKET_OUT: the packet runs through a one-rule table 0 holding the request's actions
-    /// (tables 1.. and groups stay the bridge's), swapped in and back on the datapath
-    /// thread, so no other packet ever sees it.
+    /// PACKET_OUT: the packet's walk starts at a one-rule pseudo-table holding the request's
+    /// actions (`Pipeline::packet_out`; every table, table 0 included, and group stays the
+    /// bridge's), in a pipeline of its own run on the datapath thread, so no other packet
+    /// ever sees it.
     fn packet_out(&mut self, po: &PacketOut) -> Result<(), OfError> {
         if po.buffer_id != openflow::flow::NO_BUFFER {
             return Err(OfError::new(
@@ -763,7 +750,7 @@ impl Session {
         if config != port.config {
             let liveness_changed = (config ^ port.config) & pc::PORT_DOWN != 0;
             port.config = config;
-            let dp_id = port.dp_id;
+            let (dp_id, desc) = (port.dp_id, port.desc());
             if liveness_changed {
                 // Fast-failover groups and bundles choose by liveness: a new pipeline makes
                 // the datapath revalidate what it cached.
@@ -771,6 +758,13 @@ impl Session {
             }
             drop(state);
             switch.dp.set_port_config(dp_id, config);
+            switch.packet_ins.send(
+                &self.bridge,
+                crate::events::AsyncEvent::PortStatus {
+                    reason: openflow::switch::port_reason::MODIFY,
+                    port: desc,
+                },
+            );
             // Kept in the state file: the setting outlives a restart.
             switch.mark_changed();
             debug!(port = pm.port_no, config, "port-mod applied");
@@ -819,21 +813,17 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
         0,
         Arc::new(RuleRef::new(entry.clone(), Arc::new(FlowStats::default()))),
     );
-    let mut tables = current.tables.clone();
-    let t0 = builder.snapshot();
-    if tables.is_empty() {
-        tables.push(t0);
-    } else {
-        tables[0] = t0;
-    }
     Pipeline {
         // A version no real snapshot has, so cached walks are dropped both ways.
         version: current.version.wrapping_add(1 << 63),
-        tables,
+        // The bridge's own tables, table 0 included: a resubmit or a recirculation of the
+        // packet's walk meets them, not the packet-out's actions again.
+        tables: current.tables.clone(),
         groups: current.groups.clone(),
         meters: current.meters.clone(),
         ports: current.ports.clone(),
         port_order: current.port_order.clone(),
+        packet_out: Some(builder.snapshot()),
     }
 }
 

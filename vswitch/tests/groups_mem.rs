@@ -1,0 +1,285 @@
+//! Groups end to end on in-memory ports (no root): loops refused and translation bounded, a
+//! bucket naming a deleted group, select buckets following the liveness of what they watch.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use openflow::switch::port_config::PORT_DOWN;
+use vswitch::datapath;
+
+mod common;
+
+type Bench = common::MemBridge;
+
+fn bench(n: u32) -> Bench {
+    Bench::new(n, datapath::Options::default())
+}
+
+fn udp(sport: u16) -> Vec<u8> {
+    common::udp_frame_between([10, 0, 0, 1], [10, 0, 0, 2], sport, 53)
+}
+
+/// Sends `frame` on port 1 from another thread: a translation that runs away fails the test
+/// (ends the test binary) after `limit` instead of hanging it.
+fn send_within(b: &Bench, frame: Vec<u8>, limit: Duration) {
+    let sw = b.switch.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        sw.inject("br0", 1, &frame).expect("inject");
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(limit).is_err() {
+        // A panic would hang on the bridge's shutdown, which waits for the busy datapath
+        // thread: end the test binary instead.
+        // Written past the test harness's capture, which the exit would lose.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "the packet was still being translated after {limit:?}"
+        );
+        std::process::exit(101);
+    }
+}
+
+/// The review's repro: 1 → 2 → output, then 2 modified to go back to 1. The modify is refused
+/// (OFPGMFC_LOOP), the groups stay as they were and the packet goes out (it used to recurse
+/// until the stack overflowed).
+#[test]
+fn a_group_cycle_is_refused_and_the_packet_still_flows() {
+    let mut b = bench(2);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=2,type=indirect,bucket=actions=output:2",
+    ]);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=1,type=indirect,bucket=actions=group:2",
+    ]);
+    let err = b
+        .control
+        .command(&[
+            "mod-group",
+            "br0",
+            "group_id=2,type=indirect,bucket=actions=group:1",
+        ])
+        .expect_err("a cycle between groups is refused");
+    assert!(err.to_string().contains("OFPGMFC_LOOP"), "{err}");
+    b.flows("priority=10,in_port=1,actions=group:1");
+    send_within(&b, udp(1), Duration::from_secs(10));
+    assert_eq!(b.received(2).len(), 1);
+}
+
+/// Groups count towards the nesting limit with resubmits: a chain of indirect groups deeper
+/// than 64 is dropped as a loop; a shorter one forwards.
+#[test]
+fn a_group_chain_deeper_than_the_limit_is_a_loop_drop() {
+    let mut b = bench(2);
+    let chain = |b: &Bench, first: u32, len: u32| {
+        let last = first + len - 1;
+        b.command(&[
+            "add-group",
+            "br0",
+            &format!("group_id={last},type=indirect,bucket=actions=output:2"),
+        ]);
+        for id in (first..last).rev() {
+            b.command(&[
+                "add-group",
+                "br0",
+                &format!(
+                    "group_id={id},type=indirect,bucket=actions=group:{}",
+                    id + 1
+                ),
+            ]);
+        }
+    };
+    chain(&b, 1000, 50);
+    chain(&b, 2000, 80);
+    b.flows(
+        "priority=10,in_port=1,udp,tp_src=1,actions=group:1000\n\
+         priority=10,in_port=1,udp,tp_src=2,actions=group:2000",
+    );
+    send_within(&b, udp(1), Duration::from_secs(10));
+    assert_eq!(b.received(2).len(), 1, "50 groups deep is within the limit");
+    let loops = b.drops("loop");
+    send_within(&b, udp(2), Duration::from_secs(10));
+    assert!(b.received(2).is_empty(), "80 groups deep is over the limit");
+    assert_eq!(b.drops("loop"), loops + 1);
+}
+
+/// A chain of `all` groups whose two buckets both name the next one doubles the work at each
+/// level (2^40 outputs): the walk stops at the total budget (Open vSwitch's 4096) and the
+/// packet is dropped as a loop, outputs made before the limit included.
+#[test]
+fn an_exponential_chain_of_all_groups_ends_as_a_loop_drop() {
+    let mut b = bench(2);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=40,type=all,bucket=actions=output:2",
+    ]);
+    for id in (1..40u32).rev() {
+        let next = id + 1;
+        b.command(&[
+            "add-group",
+            "br0",
+            &format!(
+                "group_id={id},type=all,bucket=actions=group:{next},bucket=actions=group:{next}"
+            ),
+        ]);
+    }
+    b.flows("priority=10,in_port=1,actions=group:1");
+    send_within(&b, udp(1), Duration::from_secs(20));
+    assert!(b.received(2).is_empty());
+    assert_eq!(b.drops("loop"), 1);
+    let trace = b.command(&["trace", "br0", "in_port=1,udp,tp_src=1"]);
+    assert!(trace.contains("over 4096"), "{trace}");
+    assert!(trace.contains("Datapath actions: drop"), "{trace}");
+}
+
+/// A bucket naming a deleted group ends only its own action list: the other buckets of an
+/// `all` group and the actions after a `resubmit` still run, and a packet that was sent on is
+/// no `group_missing` drop (Open vSwitch).
+#[test]
+fn a_bucket_naming_a_deleted_group_spares_its_siblings() {
+    let mut b = bench(4);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=2,type=indirect,bucket=actions=output:2",
+    ]);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=1,type=all,bucket=actions=group:2,output:4,bucket=actions=output:3",
+    ]);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=5,type=indirect,bucket=actions=group:2",
+    ]);
+    b.flows(
+        "table=0,priority=10,in_port=1,udp,tp_src=1,actions=group:1\n\
+         table=0,priority=10,in_port=1,udp,tp_src=2,actions=resubmit(,1),output:4\n\
+         table=0,priority=10,in_port=1,udp,tp_src=3,actions=group:5\n\
+         table=1,priority=10,actions=group:5",
+    );
+    send_within(&b, udp(1), Duration::from_secs(10));
+    assert_eq!(b.received(2).len(), 1);
+    assert_eq!(b.received(3).len(), 1);
+    assert_eq!(b.received(4).len(), 1);
+    b.command(&["del-groups", "br0", "group_id=2"]);
+    let missing = b.drops("group_missing");
+    send_within(&b, udp(1), Duration::from_secs(10));
+    assert_eq!(b.received(3).len(), 1, "the sibling bucket still runs");
+    assert!(
+        b.received(4).is_empty(),
+        "the rest of the bucket naming the missing group is skipped"
+    );
+    send_within(&b, udp(2), Duration::from_secs(10));
+    assert_eq!(b.received(4).len(), 1, "the actions after the resubmit run");
+    assert_eq!(
+        b.drops("group_missing"),
+        missing,
+        "packets sent on are no drops"
+    );
+    send_within(&b, udp(3), Duration::from_secs(10));
+    assert!((1..=4).all(|p| b.received(p).is_empty()));
+    assert_eq!(b.drops("group_missing"), missing + 1);
+}
+
+/// Where each of `n` flows goes (the port it came out of, 0 for none).
+fn place(b: &mut Bench, n: u16) -> Vec<u32> {
+    (0..n)
+        .map(|s| {
+            b.send(1, &udp(20000 + s));
+            let ports = b.peers.len() as u32;
+            let out: Vec<u32> = (2..=ports).filter(|p| !b.received(*p).is_empty()).collect();
+            assert!(out.len() <= 1, "flow {s} went to {out:?}");
+            out.first().copied().unwrap_or(0)
+        })
+        .collect()
+}
+
+fn port_down(b: &Bench, port: u32, down: bool) {
+    b.switch
+        .set_port_config("br0", &format!("m{port}"), if down { PORT_DOWN } else { 0 })
+        .expect("mod-port");
+}
+
+/// A select bucket whose watched port is down is not chosen: only its flows move (to the
+/// other live buckets), and they come back when the port is up again. With every bucket dead
+/// the packet is dropped as `group_missing`.
+#[test]
+fn select_groups_skip_buckets_whose_watched_port_is_down() {
+    let mut b = bench(4);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=1,type=select,bucket=weight:100,watch_port:2,actions=output:2,\
+         bucket=weight:100,watch_port:3,actions=output:3,bucket=weight:100,watch_port:4,actions=output:4",
+    ]);
+    b.flows("priority=10,in_port=1,udp,actions=group:1");
+    let before = place(&mut b, 300);
+    assert!(before.iter().all(|p| *p != 0));
+    assert!((2..=4).all(|p| before.contains(&p)), "{before:?}");
+
+    port_down(&b, 3, true);
+    let during = place(&mut b, 300);
+    for (i, (was, now)) in before.iter().zip(&during).enumerate() {
+        assert_ne!(*now, 0, "flow {i} (was on port {was}) went nowhere");
+        assert_ne!(*now, 3, "flow {i} still chose the dead bucket");
+    }
+    let survivors: Vec<usize> = (0..300).filter(|i| before[*i] != 3).collect();
+    let kept = survivors
+        .iter()
+        .filter(|i| before[**i] == during[**i])
+        .count();
+    assert!(
+        kept * 100 >= survivors.len() * 90,
+        "only {kept} of {} flows on live buckets kept their bucket",
+        survivors.len()
+    );
+
+    port_down(&b, 3, false);
+    assert_eq!(place(&mut b, 300), before, "every flow back where it was");
+
+    for p in 2..=4 {
+        port_down(&b, p, true);
+    }
+    let missing = b.drops("group_missing");
+    assert!(place(&mut b, 10).iter().all(|p| *p == 0));
+    assert_eq!(b.drops("group_missing"), missing + 10);
+}
+
+/// Liveness through `watch_group`: a select bucket watching a fast-failover group is dead
+/// while that group has no live bucket.
+#[test]
+fn select_buckets_follow_the_groups_they_watch() {
+    let mut b = bench(5);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=10,type=ff,bucket=watch_port:3,actions=output:3",
+    ]);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=1,type=select,bucket=weight:100,actions=output:2,\
+         bucket=weight:100,watch_group:10,actions=group:10",
+    ]);
+    b.flows("priority=10,in_port=1,udp,actions=group:1");
+    let before = place(&mut b, 200);
+    assert!(before.contains(&2) && before.contains(&3), "{before:?}");
+    // Port 5 is watched by no one: nothing moves.
+    port_down(&b, 5, true);
+    assert_eq!(place(&mut b, 200), before);
+    port_down(&b, 3, true);
+    assert!(
+        place(&mut b, 200).iter().all(|p| *p == 2),
+        "the bucket watching a dead group is not chosen"
+    );
+    port_down(&b, 3, false);
+    assert_eq!(place(&mut b, 200), before);
+}
