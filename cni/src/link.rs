@@ -224,9 +224,13 @@ pub fn configure_pod(
     }
     ip(Some(netns), &["-batch", "-"], Some(&batch))
         .map_err(|e| e.into_cni("cannot configure the container interface"))?;
-    // `add` is exclusive: it fails ("File exists") when the namespace has a default route
-    // already, checked and added in one step. Whether that was the reason is asked afterwards
-    // (the message may be translated).
+    // Looked at first: `add` fails ("File exists") only on a default route with the same
+    // metric, and one with another metric (a first interface's, metric 100) would be shadowed
+    // by ours. `add` stays exclusive for a route added meanwhile; whether that was the reason
+    // it failed is asked afterwards (the message may be translated).
+    if !default_routes(netns)?.is_empty() {
+        return Ok(false);
+    }
     match ip(
         Some(netns),
         &[

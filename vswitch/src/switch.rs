@@ -422,14 +422,32 @@ impl Switch {
             .collect();
         for w in watched {
             let name = w.spec.name.as_str();
+            // The underlay's link going down or up changes nothing for the tunnel socket: only
+            // another interface or another MTU reopens it.
             if let Some(seen) = &w.underlay
-                && let Some(now) = underlay_of(&w.spec).filter(|now| now != seen)
+                && let Some(now) = underlay_of(&w.spec)
+                    .filter(|now| now.0 != seen.0 || !now.1.same_device(&seen.1))
             {
                 tracing::debug!(port = %name, ?seen, ?now, "underlay changed");
                 self.swap_port_io(&w, None);
                 continue;
             }
-            let (Some(seen), Some(now)) = (w.iface, IfaceSeen::of(name)) else {
+            let Some(seen) = w.iface else {
+                continue;
+            };
+            let Some(now) = IfaceSeen::of(name) else {
+                // Deleted (a pod's namespace removed before its CNI DEL): the port is dead
+                // until an interface of that name comes back.
+                if seen.running {
+                    self.note_iface_change(
+                        &w,
+                        IfaceSeen {
+                            running: false,
+                            ..seen
+                        },
+                        true,
+                    );
+                }
                 continue;
             };
             if now.ifindex != seen.ifindex {
@@ -465,7 +483,13 @@ impl Switch {
             return;
         }
         tracing::info!(port = %w.spec.name, running = now.running, "port link changed");
-        let desc = p.desc();
+        // As the pipeline now sees it (a second look at the interface could disagree).
+        let mut desc = p.desc();
+        desc.state = if now.running && p.config & openflow::switch::port_config::PORT_DOWN == 0 {
+            openflow::switch::port_state::LIVE
+        } else {
+            openflow::switch::port_state::LINK_DOWN
+        };
         b.publish();
         self.packet_ins.send(
             &w.br,

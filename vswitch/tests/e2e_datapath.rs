@@ -173,6 +173,18 @@ fn fast_failover_follows_the_link_of_its_watched_port() {
         after,
         "the spare bucket was still used after the failback"
     );
+
+    // The pod's interface deleted (its namespace gone before a CNI DEL): dead as well.
+    ns_sh(b.name(), "ip link del eth0");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while spare(d) == after && std::time::Instant::now() < deadline {
+        let _ = ping_with(a.name(), &b.ip, 1, &["-W", "1"]);
+    }
+    assert!(
+        spare(d) > after,
+        "frames still went to the deleted interface's port:\n{}",
+        d.ctl(&["dump-flows", BR])
+    );
 }
 
 /// Port-to-port flows instead of NORMAL; deleting one direction stops the traffic at once

@@ -98,9 +98,9 @@ fn send(b: &mut common::MemBridge, frame: &[u8]) -> (bool, Vec<Vec<u8>>) {
 }
 
 /// The ICMP "fragmentation needed" answering `sent` (its Ethernet header `l3` bytes long):
-/// addressed back, from the packet's destination, advertising the inner MTU, quoting the IP
-/// header and 8 bytes.
-fn assert_frag_needed(sent: &[u8], l3: usize, got: &[u8]) {
+/// addressed back, from the packet's destination, advertising `mtu`, quoting the IP header and
+/// 8 bytes.
+fn assert_frag_needed(sent: &[u8], l3: usize, mtu: usize, got: &[u8]) {
     assert_eq!(&got[..6], &sent[6..12]);
     assert_eq!(&got[6..12], &sent[..6]);
     assert_eq!(&got[12..l3], &sent[12..l3], "VLAN tags and EtherType kept");
@@ -111,7 +111,7 @@ fn assert_frag_needed(sent: &[u8], l3: usize, got: &[u8]) {
     let icmp = icmpv4::Packet::new_checked(&ip[20..]).unwrap();
     assert!(icmp.verify_checksum());
     assert_eq!((ip[20], ip[21]), (3, icmpv4::CODE_FRAG_NEEDED));
-    assert_eq!(u16::from_be_bytes([ip[26], ip[27]]) as usize, INNER_MTU);
+    assert_eq!(u16::from_be_bytes([ip[26], ip[27]]) as usize, mtu);
     assert_eq!(icmp.payload(), &sent[l3..l3 + 28]);
 }
 
@@ -135,7 +135,14 @@ fn the_inner_mtu_counts_a_vlan_tag_only_when_the_frame_has_one() {
             assert!(answers.is_empty(), "{case}: {answers:02x?}");
         } else {
             assert_eq!(answers.len(), 1, "{case}: one frag-needed");
-            assert_frag_needed(&frame, 14 + 4 * tags.len(), &answers[0]);
+            // What a packet behind these tags may carry: a second tag takes 4 bytes of it, so
+            // a sender that follows the advice fits.
+            let mtu = if tags.len() == 2 {
+                INNER_MTU - 4
+            } else {
+                INNER_MTU
+            };
+            assert_frag_needed(&frame, 14 + 4 * tags.len(), mtu, &answers[0]);
         }
     }
 }

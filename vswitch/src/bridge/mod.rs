@@ -91,6 +91,11 @@ pub struct IfaceSeen {
 }
 
 impl IfaceSeen {
+    /// The same interface with the same MTU (its link may have gone down or up meanwhile).
+    pub fn same_device(&self, other: &IfaceSeen) -> bool {
+        self.ifindex == other.ifindex && self.mtu == other.mtu
+    }
+
     /// The interface `name` now, if it exists.
     pub fn of(name: &str) -> Option<IfaceSeen> {
         Some(IfaceSeen {

@@ -1045,7 +1045,11 @@ fn tunnel(
         Err(DropReason::TunnelTooBig) => {
             ctx.bridge.drops.add(DropReason::TunnelTooBig, 1);
             PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
-            let mtu = port.tunnel_inner_mtu();
+            // What this frame's network-layer packet may carry: the inner MTU, less 4 bytes
+            // for a second VLAN tag (one tag has its allowance).
+            let mtu = parsed.l3_offset().map_or(port.tunnel_inner_mtu(), |l3| {
+                port.tunnel_max_frame(pkt.data()).saturating_sub(l3)
+            });
             // Tell the sender, as a router on the path would (IPv4 with DF; IPv6 always, as
             // Linux's vxlan does: IPv6 is never fragmented on the way).
             let icmp = &mut ctx.scratch.icmp;

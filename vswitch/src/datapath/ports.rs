@@ -458,7 +458,7 @@ impl DpPort {
     /// MTU behind the Ethernet header, plus 4 bytes when the frame is VLAN-tagged (one tag's
     /// allowance, as `max_frame` and `fit_segment_size` give; a second tag gets none, as
     /// Linux's MTU check allows one `VLAN_HLEN`).
-    fn tunnel_max_frame(&self, frame: &[u8]) -> usize {
+    pub(crate) fn tunnel_max_frame(&self, frame: &[u8]) -> usize {
         self.tunnel_inner_mtu() + 14 + if is_tagged(frame) { 4 } else { 0 }
     }
 
