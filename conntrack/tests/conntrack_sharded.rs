@@ -28,6 +28,26 @@ fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> FlowKey {
     }
 }
 
+/// A TCP segment `src:sport` → `dst:dport` with `flags`.
+fn tcp_key(src: u32, sport: u16, dst: u32, dport: u16, flags: u16) -> FlowKey {
+    FlowKey {
+        nw_proto: 6,
+        tcp_flags: flags,
+        ..udp(src, sport, dst, dport)
+    }
+}
+
+/// A TCP segment's sequence and acknowledgement numbers, a full window, no window scaling.
+fn tcp_facts(seq: u32, ack: u32) -> PacketFacts {
+    PacketFacts {
+        tcp_seq: seq,
+        tcp_ack: ack,
+        tcp_window: 65535,
+        tcp_wscale: WindowScale::Absent,
+        ..PacketFacts::default()
+    }
+}
+
 fn table(max_conns: usize, shards: usize) -> Sharded {
     Sharded::new(
         Config {
@@ -94,18 +114,7 @@ fn open_and_reset<'a>(
     sport: u16,
     server: u32,
 ) -> Option<CtDrop> {
-    let facts = |seq, ack| PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    };
-    let tcp = |src, sport, dst, dport, flags| FlowKey {
-        nw_proto: 6,
-        tcp_flags: flags,
-        ..udp(src, sport, dst, dport)
-    };
+    let (facts, tcp) = (tcp_facts, tcp_key);
     let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
     let act = commit();
     let r = t.process_frame(
@@ -649,20 +658,11 @@ fn closed_connections_of_one_shard_make_room_for_every_shard() {
 fn a_flood_of_handshakes_in_one_shard_makes_room_for_every_shard() {
     let t = table(1000, 16);
     let (spoofed, server) = (ip("6.6.6.6"), ip("10.2.0.1"));
-    let facts = PacketFacts {
-        tcp_seq: 7,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    };
+    let facts = tcp_facts(7, 0);
     let flood_home = t.home_shard(&tuple(spoofed, 1024, server, 80, 0));
     let mut cur = Cursor::default();
     for port in 0..1000u16 {
-        let syn = FlowKey {
-            nw_proto: 6,
-            tcp_flags: tcp::TCP_SYN,
-            ..udp(spoofed, 1024 + port, server, 80)
-        };
+        let syn = tcp_key(spoofed, 1024 + port, server, 80, tcp::TCP_SYN);
         let r = t.process_frame(&mut cur, &syn, &facts, &commit(), 0, None);
         assert_eq!(r.drop, None, "SYN {port}");
     }
@@ -694,18 +694,7 @@ fn a_young_handshake_keeps_its_place_while_a_flood_fills_another_shard() {
     let t = table(100, 16);
     let (spoofed, server) = (ip("6.6.6.6"), ip("10.2.0.1"));
     let flood_home = t.home_shard(&tuple(spoofed, 1024, server, 80, 0));
-    let facts = |seq, ack| PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
-    };
-    let key = |src, sport, dst, dport, flags| FlowKey {
-        nw_proto: 6,
-        tcp_flags: flags,
-        ..udp(src, sport, dst, dport)
-    };
+    let (facts, key) = (tcp_facts, tcp_key);
     for port in 0..100u16 {
         let r = run(
             &t,

@@ -32,16 +32,6 @@ fn udp(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> 
         .build()
 }
 
-/// Which of ports `1..=n` sent something since the last call (and how many frames).
-fn outputs(b: &mut common::MemBridge, n: u32) -> Vec<(u32, usize)> {
-    (1..=n)
-        .filter_map(|p| {
-            let got = b.received(p).len();
-            (got > 0).then_some((p, got))
-        })
-        .collect()
-}
-
 /// A NetworkPolicy-style rule: sources {10.0.0.1, 10.0.0.3} x ports {80, 443} allowed (to
 /// port 2), everything else to the default (port 3).
 const POLICY: &str = "\
@@ -70,7 +60,7 @@ fn conjunction_matches_only_when_every_dimension_matches() {
         for (src, dport, want) in cases {
             b.send(1, &tcp(src, [10, 0, 1, 1], 40000, dport));
             assert_eq!(
-                outputs(&mut b, 3),
+                b.outputs(3),
                 vec![(want, 1)],
                 "round {round}: {src:?} -> port {dport}"
             );
@@ -88,13 +78,13 @@ priority=100,ip,nw_src=10.0.0.1,actions=output:1"
     ));
     // A hard match above the conjunction wins.
     b.send(5, &tcp([10, 0, 0, 3], [10, 0, 1, 1], 1, 443));
-    assert_eq!(outputs(&mut b, 5), vec![(4, 1)]);
+    assert_eq!(b.outputs(5), vec![(4, 1)]);
     // The conjunction completes: it wins over the priority-100 flow.
     b.send(5, &tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80));
-    assert_eq!(outputs(&mut b, 5), vec![(2, 1)]);
+    assert_eq!(b.outputs(5), vec![(2, 1)]);
     // Incomplete: OVS drops back to the lower-priority flow with the identical match.
     b.send(5, &tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 22));
-    assert_eq!(outputs(&mut b, 5), vec![(1, 1)]);
+    assert_eq!(b.outputs(5), vec![(1, 1)]);
 }
 
 #[test]
@@ -108,7 +98,7 @@ priority=200,conj_id=9,actions=output:2
 priority=0,actions=output:3",
     );
     b.send(1, &tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80));
-    assert_eq!(outputs(&mut b, 3), vec![(3, 1)]);
+    assert_eq!(b.outputs(3), vec![(3, 1)]);
 }
 
 #[test]
@@ -218,27 +208,23 @@ table=1,priority=10,ip,in_port=2,ct_state=+trk+rpl,actions={reply_actions},outpu
     // Without force the reply leaves the connection as it is.
     b.flows(&flows("ct(commit)"));
     b.send(1, &a_to_b);
-    assert_eq!(outputs(&mut b, 4), vec![(2, 1)]);
+    assert_eq!(b.outputs(4), vec![(2, 1)]);
     b.send(2, &b_to_a);
-    assert_eq!(outputs(&mut b, 4), vec![(1, 1)]);
+    assert_eq!(b.outputs(4), vec![(1, 1)]);
     b.send(1, &a_to_b);
-    assert_eq!(
-        outputs(&mut b, 4),
-        vec![(2, 1)],
-        "still the original direction"
-    );
+    assert_eq!(b.outputs(4), vec![(2, 1)], "still the original direction");
 
     // With force (another 5-tuple, a fresh connection).
     let a_to_b = udp(A_MAC, [10, 0, 0, 1], [10, 0, 0, 2], 5001, 53);
     let b_to_a = udp(B_MAC, [10, 0, 0, 2], [10, 0, 0, 1], 53, 5001);
     b.flows(&flows("ct(commit,force)"));
     b.send(1, &a_to_b);
-    assert_eq!(outputs(&mut b, 4), vec![(2, 1)]);
+    assert_eq!(b.outputs(4), vec![(2, 1)]);
     b.send(2, &b_to_a);
-    assert_eq!(outputs(&mut b, 4), vec![(1, 1)]);
+    assert_eq!(b.outputs(4), vec![(1, 1)]);
     b.send(1, &a_to_b);
     assert_eq!(
-        outputs(&mut b, 4),
+        b.outputs(4),
         vec![(4, 1)],
         "after force, the original side is the reply direction"
     );
@@ -253,7 +239,7 @@ table=1,pkt_mark=0x2a/0xff,actions=output:2
 table=1,priority=0,actions=output:3",
     );
     b.send(1, &tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80));
-    assert_eq!(outputs(&mut b, 3), vec![(2, 1)]);
+    assert_eq!(b.outputs(3), vec![(2, 1)]);
     let dump = b.command(&["dump-flows", "br0", "--no-stats"]);
     assert!(
         dump.contains("table=1, pkt_mark=0x2a/0xff actions=output:2"),
@@ -269,7 +255,7 @@ table=1,priority=0,actions=output:3",
 priority=0,actions=output:3",
     );
     b.send(1, &tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80));
-    assert_eq!(outputs(&mut b, 3), vec![(2, 1)]);
+    assert_eq!(b.outputs(3), vec![(2, 1)]);
 }
 
 /// `multipath` spreads flows over its links by their addresses and ports, the same flow always
@@ -288,11 +274,11 @@ table=1,reg0=2,actions=output:4",
     for sport in 1000..1040u16 {
         let frame = tcp([10, 0, 0, 1], [10, 0, 1, 1], sport, 80);
         b.send(1, &frame);
-        let first = outputs(&mut b, 4);
+        let first = b.outputs(4);
         assert_eq!(first.len(), 1, "sport {sport}: {first:?}");
         b.send(1, &frame);
         assert_eq!(
-            outputs(&mut b, 4),
+            b.outputs(4),
             first,
             "sport {sport}: the cache chose another link"
         );
@@ -303,14 +289,14 @@ table=1,reg0=2,actions=output:4",
     b.flows("actions=bundle(eth_src,0,active_backup,ofport,members:2,3,4)");
     let frame = tcp([10, 0, 0, 1], [10, 0, 1, 1], 1, 80);
     b.send(1, &frame);
-    assert_eq!(outputs(&mut b, 4), vec![(2, 1)]);
+    assert_eq!(b.outputs(4), vec![(2, 1)]);
     let down = openflow::switch::port_config::PORT_DOWN;
     b.switch.set_port_config("br0", "m2", down).unwrap();
     b.send(1, &frame);
-    assert_eq!(outputs(&mut b, 4), vec![(3, 1)], "member 2 is down");
+    assert_eq!(b.outputs(4), vec![(3, 1)], "member 2 is down");
     b.switch.set_port_config("br0", "m2", 0).unwrap();
     b.send(1, &frame);
-    assert_eq!(outputs(&mut b, 4), vec![(2, 1)], "member 2 is up again");
+    assert_eq!(b.outputs(4), vec![(2, 1)], "member 2 is up again");
 
     b.flows(
         "table=0,actions=bundle_load(eth_src,0,hrw,ofport,NXM_NX_REG0[],members:3),resubmit(,1)
@@ -318,12 +304,8 @@ table=1,reg0=3,actions=output:3
 table=1,reg0=0xffff,actions=output:4",
     );
     b.send(1, &frame);
-    assert_eq!(outputs(&mut b, 4), vec![(3, 1)]);
+    assert_eq!(b.outputs(4), vec![(3, 1)]);
     b.switch.set_port_config("br0", "m3", down).unwrap();
     b.send(1, &frame);
-    assert_eq!(
-        outputs(&mut b, 4),
-        vec![(4, 1)],
-        "no live member: NONE is loaded"
-    );
+    assert_eq!(b.outputs(4), vec![(4, 1)], "no live member: NONE is loaded");
 }

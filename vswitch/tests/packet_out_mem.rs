@@ -43,16 +43,6 @@ fn udp() -> Vec<u8> {
         .build()
 }
 
-/// Which of ports `1..=n` sent something since the last call (and how many frames).
-fn outputs(b: &mut common::MemBridge, n: u32) -> Vec<(u32, usize)> {
-    (1..=n)
-        .filter_map(|p| {
-            let got = b.received(p).len();
-            (got > 0).then_some((p, got))
-        })
-        .collect()
-}
-
 #[test]
 fn packet_out_resubmit_and_recirculation_reach_the_bridges_table_0() {
     let mut b = common::MemBridge::new(3, vswitch::datapath::Options::default());
@@ -66,26 +56,18 @@ fn packet_out_resubmit_and_recirculation_reach_the_bridges_table_0() {
 
     // ct(table=0): the packet comes back tracked into the bridge's table 0.
     packet_out(&mut s, 1, "ct(table=0)", &frame);
-    assert_eq!(outputs(&mut b, 3), vec![(2, 1)], "ct(table=0)");
+    assert_eq!(b.outputs(3), vec![(2, 1)], "ct(table=0)");
 
     // resubmit(,0), directly or from a flow of another table: the bridge's table 0 (the
     // packet is not tracked there).
     packet_out(&mut s, 1, "resubmit(,0)", &frame);
-    assert_eq!(outputs(&mut b, 3), vec![(3, 1)], "resubmit(,0)");
+    assert_eq!(b.outputs(3), vec![(3, 1)], "resubmit(,0)");
     packet_out(&mut s, 1, "resubmit(,1)", &frame);
-    assert_eq!(
-        outputs(&mut b, 3),
-        vec![(3, 1)],
-        "resubmit(,1) -> resubmit(,0)"
-    );
+    assert_eq!(b.outputs(3), vec![(3, 1)], "resubmit(,1) -> resubmit(,0)");
 
     // Actions after the resubmit still run, once.
     packet_out(&mut s, 1, "resubmit(,0),output:2", &frame);
-    assert_eq!(
-        outputs(&mut b, 3),
-        vec![(2, 1), (3, 1)],
-        "resubmit(,0),output:2"
-    );
+    assert_eq!(b.outputs(3), vec![(2, 1), (3, 1)], "resubmit(,0),output:2");
 
     assert_eq!(b.drops("loop"), 0, "no walk ran into the resubmit limit");
 }

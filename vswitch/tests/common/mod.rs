@@ -825,6 +825,16 @@ impl MemBridge {
         }
     }
 
+    /// Which of ports `1..=n` sent something since the last call (and how many frames).
+    pub fn outputs(&mut self, n: u32) -> Vec<(u32, usize)> {
+        (1..=n)
+            .filter_map(|p| {
+                let got = self.received(p).len();
+                (got > 0).then_some((p, got))
+            })
+            .collect()
+    }
+
     /// A drop counter of `dump-drops br0`.
     pub fn drops(&self, reason: &str) -> u64 {
         let text = self.command(&["dump-drops", "br0"]);
