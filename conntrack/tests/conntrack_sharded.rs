@@ -6,6 +6,9 @@ use conntrack::*;
 use encap::flowkey::{CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_SNAT, CT_TRK, FlowKey};
 use std::net::Ipv4Addr;
 
+mod common;
+use common::seg;
+
 const SEC: u64 = 1_000_000_000;
 
 fn ip(s: &str) -> u32 {
@@ -34,17 +37,6 @@ fn tcp_key(src: u32, sport: u16, dst: u32, dport: u16, flags: u16) -> FlowKey {
         nw_proto: 6,
         tcp_flags: flags,
         ..udp(src, sport, dst, dport)
-    }
-}
-
-/// A TCP segment's sequence and acknowledgement numbers, a full window, no window scaling.
-fn tcp_facts(seq: u32, ack: u32) -> PacketFacts {
-    PacketFacts {
-        tcp_seq: seq,
-        tcp_ack: ack,
-        tcp_window: 65535,
-        tcp_wscale: WindowScale::Absent,
-        ..PacketFacts::default()
     }
 }
 
@@ -114,7 +106,7 @@ fn open_and_reset<'a>(
     sport: u16,
     server: u32,
 ) -> Option<CtDrop> {
-    let (facts, tcp) = (tcp_facts, tcp_key);
+    let (facts, tcp) = (seg, tcp_key);
     let (syn, rst) = (tcp::TCP_SYN, tcp::TCP_RST | tcp::TCP_ACK);
     let act = commit();
     let r = t.process_frame(
@@ -658,7 +650,7 @@ fn closed_connections_of_one_shard_make_room_for_every_shard() {
 fn a_flood_of_handshakes_in_one_shard_makes_room_for_every_shard() {
     let t = table(1000, 16);
     let (spoofed, server) = (ip("6.6.6.6"), ip("10.2.0.1"));
-    let facts = tcp_facts(7, 0);
+    let facts = seg(7, 0);
     let flood_home = t.home_shard(&tuple(spoofed, 1024, server, 80, 0));
     let mut cur = Cursor::default();
     for port in 0..1000u16 {
@@ -694,7 +686,7 @@ fn a_young_handshake_keeps_its_place_while_a_flood_fills_another_shard() {
     let t = table(100, 16);
     let (spoofed, server) = (ip("6.6.6.6"), ip("10.2.0.1"));
     let flood_home = t.home_shard(&tuple(spoofed, 1024, server, 80, 0));
-    let (facts, key) = (tcp_facts, tcp_key);
+    let (facts, key) = (seg, tcp_key);
     for port in 0..100u16 {
         let r = run(
             &t,

@@ -132,7 +132,7 @@ impl GroupEntry {
 
     /// [`replacing`](Self::replacing), with the buckets `live` says are dead (false) left out
     /// of the selection.
-    pub fn replacing_live(group: Group, old: Option<&GroupEntry>, live: &[bool]) -> GroupEntry {
+    fn replacing_live(group: Group, old: Option<&GroupEntry>, live: &[bool]) -> GroupEntry {
         let bucket_ids = bucket_ids(&group);
         let weights: Vec<u16> = group
             .buckets
@@ -229,7 +229,7 @@ impl GroupEntry {
 
 /// Groups a bucket's liveness follows through `watch_group` (Open vSwitch's
 /// `MAX_LIVENESS_RECURSION`).
-pub const MAX_LIVENESS_DEPTH: u32 = 32;
+const MAX_LIVENESS_DEPTH: u32 = 32;
 
 /// Buckets one liveness question may look at through `watch_group` chains.
 pub const MAX_LIVENESS_BUCKETS: u32 = 1024;

@@ -503,9 +503,14 @@ fn a_tunnel_port_follows_its_underlay_interface() {
         t.b.name(),
         "ip link set ulb mtu 9000 && ip link set vx0 mtu 1500",
     );
-    // Not before the port is reopened (at most a second or two): a packet the tunnel could
-    // not take would teach pod A a path MTU of 1450.
-    std::thread::sleep(Duration::from_secs(3));
+    // Not before the port is reopened (the watcher looks every second): a packet the tunnel
+    // could not take would teach pod A a path MTU of 1450.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !t.a.daemon().log_text().contains("port reopened on it")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let r = full(3);
     assert!(
         r.all_replied(),

@@ -1166,7 +1166,6 @@ fn flood(
     parsed: &encap::Parsed,
     split_horizon: bool,
 ) {
-    use openflow::switch::port_config::{NO_FWD, PORT_DOWN};
     let pipeline = ctx.pipeline;
     let from_tunnel = split_horizon
         && pipeline
@@ -1185,7 +1184,7 @@ fn flood(
             continue;
         }
         if let Some(Some(port)) = ctx.ports.get(info.dp_id as usize)
-            && port.config & (PORT_DOWN | NO_FWD) != 0
+            && port.may_send().is_err()
         {
             continue;
         }

@@ -352,7 +352,7 @@ impl DpPort {
 
     /// Whether `mod-port` lets frames out (not down, not no-forward).
     #[inline]
-    fn may_send(&self) -> Result<(), DropReason> {
+    pub(crate) fn may_send(&self) -> Result<(), DropReason> {
         if self.config == 0 {
             Ok(())
         } else if self.config & port_config::PORT_DOWN != 0 {
