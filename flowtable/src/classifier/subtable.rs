@@ -30,9 +30,10 @@
 //! subtable: publishing 10k scattered changes into a million rules copies ~10k small leaves.
 //! Copying bumps the reference count of every pointer copied, and those counts sit in cold
 //! memory; [`touch`] reads them all first so the cache misses overlap instead of queueing
-//! behind one locked increment after another. When a snapshot is dropped, the leaves only it
-//! held are emptied and kept for the next copies ([`SpareLeaves`]): publishing batch after
-//! batch then reuses the same leaf allocations instead of a malloc and a free per copy.
+//! behind one locked increment after another. When a snapshot is dropped, the leaves and
+//! directory nodes only it held are emptied and kept for the next copies ([`Spares`]):
+//! publishing batch after batch then reuses the same allocations instead of a malloc and a
+//! free per copy (both are line-aligned, which glibc serves slowly, through `memalign`).
 
 use std::sync::Arc;
 
@@ -516,23 +517,32 @@ pub(crate) struct DirNode<R> {
     filter: [u64; FILTER_WORDS],
     /// Buckets removed since the filter was built: their bits are still set.
     stale: u32,
-    /// Subtables with fewer than `DIR_FANOUT` leaves fill the rest with an empty leaf.
-    leaves: [Arc<Leaf<R>>; DIR_FANOUT],
+    /// `None` past the last leaf of a subtable with fewer than `DIR_FANOUT` leaves, and
+    /// everywhere in a spare node.
+    leaves: [Option<Arc<Leaf<R>>>; DIR_FANOUT],
 }
 
 impl<R> Clone for DirNode<R> {
     fn clone(&self) -> Self {
-        touch(self.leaves.iter());
+        touch(self.leaves.iter().flatten());
         DirNode {
             filter: self.filter,
             stale: self.stale,
             leaves: self.leaves.clone(),
         }
     }
+
+    /// A copy into an existing (spare, emptied) node: no allocation for the node itself.
+    fn clone_from(&mut self, source: &Self) {
+        touch(source.leaves.iter().flatten());
+        self.filter = source.filter;
+        self.stale = source.stale;
+        self.leaves.clone_from(&source.leaves);
+    }
 }
 
 impl<R> DirNode<R> {
-    fn new(leaves: [Arc<Leaf<R>>; DIR_FANOUT]) -> Self {
+    fn new(leaves: [Option<Arc<Leaf<R>>>; DIR_FANOUT]) -> Self {
         let mut node = DirNode {
             filter: [0; FILTER_WORDS],
             stale: 0,
@@ -564,7 +574,7 @@ impl<R> DirNode<R> {
 
     fn rebuild_filter(&mut self) {
         let mut filter = [0u64; FILTER_WORDS];
-        for tag in self.leaves.iter().flat_map(|l| l.all_tags()) {
+        for tag in self.leaves.iter().flatten().flat_map(|l| l.all_tags()) {
             let (word, bits) = filter_bits(tag);
             filter[word] |= bits;
         }
@@ -575,54 +585,101 @@ impl<R> DirNode<R> {
 
 type Dir<R> = Arc<DirNode<R>>;
 
-/// Leaves kept for reuse per subtable: at most this many (~1 MiB).
+/// Leaves kept for reuse per subtable: at most this many (~1.5 MiB).
 const SPARE_LEAVES_MAX: usize = 4096;
+/// Directory nodes kept for reuse per subtable: at most this many (~0.8 MiB).
+const SPARE_DIRS_MAX: usize = 1024;
 
-/// Leaf allocations an old snapshot gave back, for the builder's next copies.
+/// Leaf and directory node allocations an old snapshot gave back, for the builder's next copies.
 ///
 /// A publish after a batch of scattered changes frees the previous snapshot's copies of the
-/// changed leaves, and the next batch allocates as many new copies: with the pool the copies
-/// land in the freed allocations, which skips a malloc and a free per changed leaf.
-struct SpareLeaves<R>(std::sync::Mutex<Vec<Arc<Leaf<R>>>>);
+/// changed leaves and their nodes, and the next batch allocates as many new copies: with the
+/// pool the copies land in the freed allocations, which skips a malloc and a free per copy.
+struct Spares<R> {
+    leaves: std::sync::Mutex<Vec<Arc<Leaf<R>>>>,
+    dirs: std::sync::Mutex<Vec<Dir<R>>>,
+}
 
-impl<R> SpareLeaves<R> {
+/// Locks a spare list. A panic elsewhere cannot leave one inconsistent: every entry is an
+/// emptied leaf or node.
+fn lock_spares<T>(list: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Adds `items` to `list` up to `max` entries; frees the rest.
+fn keep_spares<T>(list: &std::sync::Mutex<Vec<T>>, items: Vec<T>, max: usize) {
+    if items.is_empty() {
+        return;
+    }
+    let mut spare = lock_spares(list);
+    let room = max.saturating_sub(spare.len());
+    spare.extend(items.into_iter().take(room));
+}
+
+impl<R> Spares<R> {
     fn new() -> Self {
-        SpareLeaves(std::sync::Mutex::new(Vec::new()))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Leaf<R>>>> {
-        // A panic elsewhere cannot leave the list inconsistent: every entry is an empty leaf.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn take(&self) -> Option<Arc<Leaf<R>>> {
-        self.lock().pop()
-    }
-
-    /// Keeps `leaves` (emptied, held only here) up to [`SPARE_LEAVES_MAX`]; frees the rest.
-    fn give(&self, leaves: Vec<Arc<Leaf<R>>>) {
-        if leaves.is_empty() {
-            return;
+        Spares {
+            leaves: std::sync::Mutex::new(Vec::new()),
+            dirs: std::sync::Mutex::new(Vec::new()),
         }
-        let mut spare = self.lock();
-        let room = SPARE_LEAVES_MAX.saturating_sub(spare.len());
-        spare.extend(leaves.into_iter().take(room));
+    }
+
+    fn take_leaf(&self) -> Option<Arc<Leaf<R>>> {
+        lock_spares(&self.leaves).pop()
+    }
+
+    fn take_dir(&self) -> Option<Dir<R>> {
+        lock_spares(&self.dirs).pop()
+    }
+
+    /// Keeps `leaves` and `dirs` (emptied, held only here), each up to its maximum.
+    fn give(&self, leaves: Vec<Arc<Leaf<R>>>, dirs: Vec<Dir<R>>) {
+        keep_spares(&self.leaves, leaves, SPARE_LEAVES_MAX);
+        keep_spares(&self.dirs, dirs, SPARE_DIRS_MAX);
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        (
+            lock_spares(&self.leaves).len(),
+            lock_spares(&self.dirs).len(),
+        )
     }
 }
 
 /// The leaf in `slot` to change: itself when nothing else holds it, else a copy, made in a
 /// spare leaf when there is one.
-fn leaf_mut<'a, R>(slot: &'a mut Arc<Leaf<R>>, spare: &SpareLeaves<R>) -> &'a mut Leaf<R> {
+fn leaf_mut<'a, R>(slot: &'a mut Arc<Leaf<R>>, spare: &Spares<R>) -> &'a mut Leaf<R> {
     if Arc::get_mut(slot).is_none()
-        && let Some(mut fresh) = spare.take()
+        && let Some(mut fresh) = spare.take_leaf()
         && let Some(leaf) = Arc::get_mut(&mut fresh)
     {
         leaf.clone_from(slot);
         *slot = fresh;
     }
     Arc::make_mut(slot)
+}
+
+/// The directory node in `slot` to change, as [`leaf_mut`] for leaves.
+fn dir_mut<'a, R>(slot: &'a mut Dir<R>, spare: &Spares<R>) -> &'a mut DirNode<R> {
+    if Arc::get_mut(slot).is_none()
+        && let Some(mut fresh) = spare.take_dir()
+        && let Some(node) = Arc::get_mut(&mut fresh)
+    {
+        node.clone_from(slot);
+        *slot = fresh;
+    }
+    Arc::make_mut(slot)
+}
+
+/// Leaf `i` of `dir` to change; a slot past a small subtable's last leaf gets an empty one
+/// (the leaf index never points there, so this is only for safety).
+fn dir_leaf_mut<'a, R>(dir: &'a mut DirNode<R>, i: usize, spare: &Spares<R>) -> &'a mut Leaf<R> {
+    leaf_mut(
+        dir.leaves[i].get_or_insert_with(|| Arc::new(Leaf::new())),
+        spare,
+    )
 }
 
 pub(crate) struct Subtable<R> {
@@ -642,7 +699,7 @@ pub(crate) struct Subtable<R> {
     /// The metadata stage: `None` when the mask has no metadata bits or nothing besides them.
     stage: Option<Stage>,
     /// Shared by every copy of this subtable (the builder's and its snapshots').
-    spare: Arc<SpareLeaves<R>>,
+    spare: Arc<Spares<R>>,
 }
 
 /// The mask's metadata words (pipeline metadata, tunnel and conntrack fields: everything before
@@ -749,27 +806,31 @@ impl<R> Drop for Subtable<R> {
         // Directory nodes only this subtable holds are freed here, and each decrements the
         // counts of its leaves: load a node's leaf headers together before dropping it, so the
         // cache misses overlap instead of queueing behind one locked decrement after another.
-        // Leaves only this subtable holds go to the spare list, emptied, for the next copies.
+        // Leaves and nodes only this subtable holds go to the spare lists, emptied, for the
+        // next copies.
         let dirs = std::mem::take(&mut self.dirs);
         touch(dirs.iter());
-        let mut freed = Vec::new();
-        for dir in dirs.into_vec() {
-            // A plain load first: most nodes are shared, and `try_unwrap` is a locked write.
+        let (mut leaves, mut nodes) = (Vec::new(), Vec::new());
+        for mut dir in dirs.into_vec() {
+            // A plain load first: most nodes are shared, and `get_mut` is a locked write.
             if Arc::strong_count(&dir) != 1 {
                 continue;
             }
-            let Ok(node) = Arc::try_unwrap(dir) else {
+            let Some(node) = Arc::get_mut(&mut dir) else {
                 continue;
             };
-            touch(node.leaves.iter());
-            for mut leaf in node.leaves {
-                if let Some(l) = Arc::get_mut(&mut leaf) {
+            touch(node.leaves.iter().flatten());
+            for slot in &mut node.leaves {
+                if let Some(mut leaf) = slot.take()
+                    && let Some(l) = Arc::get_mut(&mut leaf)
+                {
                     l.clear();
-                    freed.push(leaf);
+                    leaves.push(leaf);
                 }
             }
+            nodes.push(dir);
         }
-        self.spare.give(freed);
+        self.spare.give(leaves, nodes);
     }
 }
 
@@ -796,14 +857,10 @@ fn leaf_index(hash: u64, bits: u32) -> usize {
 fn make_dirs<R>(leaves: Vec<Leaf<R>>) -> Box<[Dir<R>]> {
     let per_dir = leaves.len().min(DIR_FANOUT);
     let n_dirs = leaves.len() / per_dir;
-    let empty = Arc::new(Leaf::new());
     let mut it = leaves.into_iter().map(Arc::new);
     (0..n_dirs)
         .map(|_| {
-            let slots = std::array::from_fn(|i| match i < per_dir {
-                true => it.next().unwrap_or_else(|| Arc::clone(&empty)),
-                false => Arc::clone(&empty),
-            });
+            let slots = std::array::from_fn(|i| if i < per_dir { it.next() } else { None });
             Arc::new(DirNode::new(slots))
         })
         .collect()
@@ -830,7 +887,7 @@ impl<R> Subtable<R> {
             n_buckets: 0,
             leaf_bits: 0,
             dirs: make_dirs(vec![Leaf::new()]),
-            spare: Arc::new(SpareLeaves::new()),
+            spare: Arc::new(Spares::new()),
         }
     }
 
@@ -857,11 +914,11 @@ impl<R> Subtable<R> {
         fold_mul(h ^ K2, K1)
     }
 
-    /// The leaf for `hash`.
+    /// The leaf for `hash` (`None` only in a corrupt table: the index always has a leaf).
     #[inline]
-    pub(crate) fn leaf(&self, hash: u64) -> &Leaf<R> {
+    pub(crate) fn leaf(&self, hash: u64) -> Option<&Leaf<R>> {
         let li = leaf_index(hash, self.leaf_bits);
-        &self.dirs[li >> DIR_BITS].leaves[li & (DIR_FANOUT - 1)]
+        self.dirs[li >> DIR_BITS].leaves[li & (DIR_FANOUT - 1)].as_deref()
     }
 
     /// The leaf for `hash`, or `None` when its directory node's filter rules `hash` out: then
@@ -870,8 +927,10 @@ impl<R> Subtable<R> {
     pub(crate) fn candidate_leaf(&self, hash: u64) -> Option<&Leaf<R>> {
         let li = leaf_index(hash, self.leaf_bits);
         let dir = &self.dirs[li >> DIR_BITS];
-        dir.may_hold(tag_of(hash))
-            .then(|| &*dir.leaves[li & (DIR_FANOUT - 1)])
+        if !dir.may_hold(tag_of(hash)) {
+            return None;
+        }
+        dir.leaves[li & (DIR_FANOUT - 1)].as_deref()
     }
 
     /// Reads the key words of `rule` that a compare here looks at, the first and the last (a
@@ -969,7 +1028,7 @@ impl<R> Subtable<R> {
     /// The rule with exactly this (masked) value and priority, best first among equals.
     pub(crate) fn find_exact(&self, value: &FlowKey, priority: u32) -> Option<&Arc<Rule<R>>> {
         let hash = self.hash(value.words());
-        let bucket = self.leaf(hash).find(tag_of(hash), |r| r.value == *value)?;
+        let bucket = self.leaf(hash)?.find(tag_of(hash), |r| r.value == *value)?;
         bucket.rules().find(|r| r.priority == priority)
     }
 
@@ -981,9 +1040,9 @@ impl<R> Subtable<R> {
         let hash = self.hash(rule.value.words());
         let tag = tag_of(hash);
         let li = leaf_index(hash, self.leaf_bits);
-        let dir = Arc::make_mut(&mut self.dirs[li >> DIR_BITS]);
+        let dir = dir_mut(&mut self.dirs[li >> DIR_BITS], &self.spare);
         dir.note(tag);
-        let leaf = leaf_mut(&mut dir.leaves[li & (DIR_FANOUT - 1)], &self.spare);
+        let leaf = dir_leaf_mut(dir, li & (DIR_FANOUT - 1), &self.spare);
         match leaf.position(tag, |r| r.value == rule.value) {
             Some(pos) => {
                 if let Some((best, others)) = leaf.get_mut(pos) {
@@ -1013,10 +1072,10 @@ impl<R> Subtable<R> {
         let tag = tag_of(hash);
         let eq = |r: &Rule<R>| r.value == *value;
         // Probe the shared leaf first so that a miss does not copy it.
-        self.leaf(hash).position(tag, eq)?;
+        self.leaf(hash)?.position(tag, eq)?;
         let li = leaf_index(hash, self.leaf_bits);
-        let dir = Arc::make_mut(&mut self.dirs[li >> DIR_BITS]);
-        let leaf = leaf_mut(&mut dir.leaves[li & (DIR_FANOUT - 1)], &self.spare);
+        let dir = dir_mut(&mut self.dirs[li >> DIR_BITS], &self.spare);
+        let leaf = dir_leaf_mut(dir, li & (DIR_FANOUT - 1), &self.spare);
         let pos = leaf.position(tag, eq)?;
         let (rule, now_empty) = leaf.remove_rule(pos, id)?;
         if now_empty {
@@ -1044,7 +1103,7 @@ impl<R> Subtable<R> {
             // Nodes no snapshot shares are moved, not copied.
             match Arc::get_mut(&mut dir) {
                 Some(unique) => {
-                    for leaf in unique.leaves.iter_mut() {
+                    for leaf in unique.leaves.iter_mut().flatten() {
                         match Arc::get_mut(leaf) {
                             Some(l) => l.drain().for_each(&mut place),
                             None => leaf.buckets().map(BucketRef::to_owned).for_each(&mut place),
@@ -1054,6 +1113,7 @@ impl<R> Subtable<R> {
                 None => dir
                     .leaves
                     .iter()
+                    .flatten()
                     .flat_map(|l| l.buckets())
                     .map(BucketRef::to_owned)
                     .for_each(&mut place),
@@ -1066,7 +1126,7 @@ impl<R> Subtable<R> {
     pub(crate) fn rules(&self) -> impl Iterator<Item = &Arc<Rule<R>>> {
         self.dirs
             .iter()
-            .flat_map(|d| d.leaves.iter())
+            .flat_map(|d| d.leaves.iter().flatten())
             .flat_map(|l| l.buckets())
             .flat_map(|b| b.rules())
     }
@@ -1075,12 +1135,10 @@ impl<R> Subtable<R> {
     pub(crate) fn table_bytes(&self) -> usize {
         let dirs = self.dirs.len()
             * (std::mem::size_of::<usize>() * 3 + std::mem::size_of::<DirNode<R>>());
-        // Only the real leaves: a small subtable's padding shares one empty leaf.
-        let per_dir = self.n_shards().min(DIR_FANOUT);
         let leaves: usize = self
             .dirs
             .iter()
-            .flat_map(|d| d.leaves.iter().take(per_dir))
+            .flat_map(|d| d.leaves.iter().flatten())
             .map(|l| l.bytes())
             .sum();
         dirs + leaves
@@ -1267,25 +1325,37 @@ mod tests {
         assert_eq!(st.rules().count(), 5000);
     }
 
-    /// A snapshot's own copies of changed leaves go to the spare list when it is dropped, and
-    /// the builder's next copy is made in one of them; rules come out right on both sides.
+    /// A snapshot's own copies of changed leaves and directory nodes go to the spare lists
+    /// when it is dropped, and the builder's next copies are made in them; rules come out
+    /// right on both sides.
     #[test]
-    fn dropped_snapshot_leaves_are_reused_for_the_next_copy() {
+    fn dropped_snapshot_leaves_and_nodes_are_reused_for_the_next_copy() {
         let mut st = in_port_subtable(0x5eed_1eaf_0000_0001);
         for p in 0..2000u32 {
             st.insert(rule(u64::from(p), p, 1));
         }
         let key = in_port_key;
         let leaf_at =
-            |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))) };
+            |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))).unwrap() };
         let snapshot = st.clone();
         st.insert(rule(5000, 5000, 1));
         // The builder copied the leaf of port 5000; the snapshot alone holds the old one.
         let old_leaf = leaf_at(&snapshot, 5000);
         assert_ne!(leaf_at(&st, 5000), old_leaf);
-        assert_eq!(st.spare.lock().len(), 0);
+        // The node of port 5000's leaf: copied by the builder too, the snapshot alone holds it.
+        let node_at = |st: &Subtable<u64>, p: u32| -> *const DirNode<u64> {
+            let li = leaf_index(st.hash(&key(p)), st.leaf_bits);
+            Arc::as_ptr(&st.dirs[li >> DIR_BITS])
+        };
+        let old_node = node_at(&snapshot, 5000);
+        assert_ne!(node_at(&st, 5000), old_node);
+        assert_eq!(st.spare.counts(), (0, 0));
         drop(snapshot);
-        assert_eq!(st.spare.lock().len(), 1, "the old leaf was kept");
+        assert_eq!(
+            st.spare.counts(),
+            (1, 1),
+            "the old leaf and its node were kept"
+        );
 
         let snapshot = st.clone();
         // A port whose leaf is another one than 5000's: its copy takes the spare allocation.
@@ -1294,7 +1364,12 @@ mod tests {
             .expect("another leaf");
         st.insert(rule(u64::from(other), other, 1));
         assert_eq!(leaf_at(&st, other), old_leaf, "copied into the spare leaf");
-        assert_eq!(st.spare.lock().len(), 0);
+        assert_eq!(
+            node_at(&st, other),
+            old_node,
+            "its node copied into the spare node"
+        );
+        assert_eq!(st.spare.counts(), (0, 0));
         for p in (0..2000u32).chain([5000, other]) {
             assert_eq!(st.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
         }
