@@ -7,6 +7,7 @@
 //! - [`checksum`]: full and incremental (RFC 1624) Internet checksums.
 //! - [`rewrite`]: address / port / TTL rewrites on a parsed frame with checksum updates.
 //! - [`vxlan`]: per-tunnel precomputed outer header, encap into headroom, decap.
+//! - [`ecn`]: the ECN field across a tunnel (RFC 6040): outer from inner, CE back onto inner.
 //! - [`gso`]: software segmentation of TSO/GSO super-frames, partial checksum completion.
 //! - [`gro`]: coalescing of consecutive TCP segments into a super-frame.
 //! - [`partial_csum`]: recognising a TCP/UDP checksum a sender left partial (no offload state).
@@ -17,6 +18,7 @@
 
 pub mod build;
 pub mod checksum;
+pub mod ecn;
 pub mod extract;
 pub mod flowkey;
 pub mod gro;

@@ -113,7 +113,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(taken, sent_payloads.len(), "every datagram taken once");
     let s = port.stats();
     assert_eq!(
-        accepted + s.rx_tunnel_short + s.rx_tunnel_bad_header + s.rx_tunnel_unknown,
+        accepted
+            + s.rx_tunnel_short
+            + s.rx_tunnel_bad_header
+            + s.rx_tunnel_unknown
+            + s.rx_tunnel_ce_not_ect,
         taken as u64
     );
 });

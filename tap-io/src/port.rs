@@ -135,6 +135,9 @@ pub struct PortStats {
     pub rx_tunnel_bad_header: u64,
     /// Tunnel ports: datagrams from a peer or with a VNI the port does not accept.
     pub rx_tunnel_unknown: u64,
+    /// Tunnel ports: datagrams whose outer ECN field is CE around an inner packet that is not
+    /// ECN-capable (RFC 6040: dropped).
+    pub rx_tunnel_ce_not_ect: u64,
     pub tx_packets: u64,
     /// GSO super-frames handed to the kernel whole.
     pub tx_gso: u64,

@@ -10,12 +10,16 @@
 //!   IPv6 peer, from another remote than a fixed-remote port's, or with another VNI than a
 //!   fixed-key port's are refused; the header is stripped (the inner frame is pulled forward
 //!   in place) and an inner frame shorter than [`TunnelHeader::MIN_INNER`] is refused. The
-//!   accepted frames carry `meta.tunnel` = (VNI, outer source, local address). Refusals are
+//!   accepted frames carry `meta.tunnel` = (VNI, outer source, local address). The outer ECN
+//!   field is applied to the inner packet (`encap::ecn::decapsulate`, RFC 6040): an outer CE
+//!   marks an ECN-capable inner packet CE, and a Not-ECT one is refused. Refusals are
 //!   counted per reason in [`PortStats`] (`rx_tunnel_short`, `rx_tunnel_bad_header`,
-//!   `rx_tunnel_unknown`).
+//!   `rx_tunnel_unknown`, `rx_tunnel_ce_not_ect`).
 //! - transmit: each frame's `meta.tunnel` names the VNI and the remote; the header is pushed
-//!   into the buffer's headroom and the datagram sent to `(remote, dst_port)`. A frame without
-//!   `meta.tunnel` is dropped as `Unreachable`, one without headroom as `Other`.
+//!   into the buffer's headroom and the datagram sent to `(remote, dst_port)` with the outer
+//!   ECN field taken from the inner packet's (`encap::ecn::encapsulate`: CE leaves as ECT(0),
+//!   not IP as Not-ECT; the DSCP is 0). A frame without `meta.tunnel` is dropped as
+//!   `Unreachable`, one without headroom as `Other`.
 //!
 //! Nothing is allocated per packet.
 
@@ -52,14 +56,20 @@ pub trait TunnelHeader {
     fn write(header: &mut [u8], vni: u32);
 }
 
-/// A datagram underlay moving payloads with their peer addresses in batches.
+/// A datagram underlay moving payloads with their peer addresses and outer TOS bytes in
+/// batches.
 pub trait Datagrams {
     /// Receives payloads into the batch's spare slots; the payload appended at batch index
-    /// `k` came from `srcs[k]`. Returns how many were appended; fewer than the room (bounded
-    /// by `srcs`) means drained.
-    fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize>;
-    /// Sends payload `k` to `dsts[k]` and empties the batch.
-    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport;
+    /// `k` came from `srcs[k]` with the outer TOS byte `tos[k]` (`tos` is as long as `srcs`).
+    /// Returns how many were appended; fewer than the room (bounded by `srcs`) means drained.
+    fn recv_batch(
+        &mut self,
+        batch: &mut Batch,
+        srcs: &mut [SocketAddr],
+        tos: &mut [u8],
+    ) -> io::Result<usize>;
+    /// Sends payload `k` to `dsts[k]` with the outer TOS byte `tos[k]` and empties the batch.
+    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr], tos: &[u8]) -> TxReport;
     /// The descriptor to register for read readiness, if any.
     fn fd(&self) -> Option<RawFd>;
     /// Counters since the back end was opened.
@@ -71,11 +81,16 @@ pub trait Datagrams {
 }
 
 impl Datagrams for UdpTunnelSocket {
-    fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
-        UdpTunnelSocket::recv_batch(self, batch, srcs)
+    fn recv_batch(
+        &mut self,
+        batch: &mut Batch,
+        srcs: &mut [SocketAddr],
+        tos: &mut [u8],
+    ) -> io::Result<usize> {
+        UdpTunnelSocket::recv_batch_tos(self, batch, srcs, tos)
     }
-    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport {
-        UdpTunnelSocket::send_batch(self, batch, dsts)
+    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr], tos: &[u8]) -> TxReport {
+        UdpTunnelSocket::send_batch_tos(self, batch, dsts, tos)
     }
     fn fd(&self) -> Option<RawFd> {
         Some(self.raw_fd())
@@ -88,16 +103,17 @@ impl Datagrams for UdpTunnelSocket {
     }
 }
 
-type DatagramQueue = Arc<Mutex<VecDeque<(SocketAddr, Vec<u8>)>>>;
+/// Datagrams as (peer, outer TOS byte, payload).
+type DatagramQueue = Arc<Mutex<VecDeque<(SocketAddr, u8, Vec<u8>)>>>;
 
-fn lock(q: &DatagramQueue) -> MutexGuard<'_, VecDeque<(SocketAddr, Vec<u8>)>> {
+fn lock(q: &DatagramQueue) -> MutexGuard<'_, VecDeque<(SocketAddr, u8, Vec<u8>)>> {
     q.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An in-memory datagram underlay for tests and fuzzing: [`MemDatagrams::inject`] queues a
-/// payload to receive from a peer, [`MemDatagrams::take_sent`] takes what was sent. Clones
-/// share the queues. Payloads larger than a buffer are counted `rx_truncated` and dropped, as
-/// the UDP socket does.
+/// payload to receive from a peer, [`MemDatagrams::take_sent`] takes what was sent (the `_tos`
+/// variants with the outer TOS byte). Clones share the queues. Payloads larger than a buffer
+/// are counted `rx_truncated` and dropped, as the UDP socket does.
 #[derive(Debug, Clone, Default)]
 pub struct MemDatagrams {
     rx: DatagramQueue,
@@ -111,13 +127,23 @@ impl MemDatagrams {
         Self::default()
     }
 
-    /// Queues `payload` as received from `src`.
+    /// Queues `payload` as received from `src` (outer TOS 0).
     pub fn inject(&self, src: SocketAddr, payload: &[u8]) {
-        lock(&self.rx).push_back((src, payload.to_vec()));
+        self.inject_with_tos(src, 0, payload);
+    }
+
+    /// Queues `payload` as received from `src` with the outer TOS byte `tos`.
+    pub fn inject_with_tos(&self, src: SocketAddr, tos: u8, payload: &[u8]) {
+        lock(&self.rx).push_back((src, tos, payload.to_vec()));
     }
 
     /// Takes every datagram sent, with its destination.
     pub fn take_sent(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        lock(&self.tx).drain(..).map(|(a, _, d)| (a, d)).collect()
+    }
+
+    /// Takes every datagram sent, with its destination and outer TOS byte.
+    pub fn take_sent_with_tos(&self) -> Vec<(SocketAddr, u8, Vec<u8>)> {
         lock(&self.tx).drain(..).collect()
     }
 
@@ -128,13 +154,18 @@ impl MemDatagrams {
 }
 
 impl Datagrams for MemDatagrams {
-    fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+    fn recv_batch(
+        &mut self,
+        batch: &mut Batch,
+        srcs: &mut [SocketAddr],
+        tos: &mut [u8],
+    ) -> io::Result<usize> {
         let mut q = lock(&self.rx);
         let mut n = 0;
         while batch.len() < srcs.len() {
             let k = batch.len();
             let Some(buf) = batch.spare() else { break };
-            let Some((src, payload)) = q.pop_front() else {
+            let Some((src, outer_tos, payload)) = q.pop_front() else {
                 break;
             };
             if buf.set_frame(&payload).is_err() {
@@ -143,6 +174,9 @@ impl Datagrams for MemDatagrams {
             }
             buf.meta.wire_len = payload.len() as u32;
             srcs[k] = src;
+            if let Some(t) = tos.get_mut(k) {
+                *t = outer_tos;
+            }
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += payload.len() as u64;
             batch.commit();
@@ -151,13 +185,14 @@ impl Datagrams for MemDatagrams {
         Ok(n)
     }
 
-    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport {
+    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr], tos: &[u8]) -> TxReport {
         let mut r = TxReport::default();
         let mut q = lock(&self.tx);
         for (i, p) in batch.iter().enumerate() {
             match dsts.get(i) {
                 Some(dst) => {
-                    q.push_back((*dst, p.data().to_vec()));
+                    let t = tos.get(i).copied().unwrap_or(0);
+                    q.push_back((*dst, t, p.data().to_vec()));
                     r.sent += 1;
                     r.bytes += p.len() as u64;
                 }
@@ -206,10 +241,12 @@ pub struct TunnelPort<D, H> {
     name: String,
     io: D,
     cfg: TunnelConfig,
-    /// Sources of the datagrams of one receive, indexed like the batch.
+    /// Sources and outer TOS bytes of the datagrams of one receive, indexed like the batch.
     srcs: Vec<SocketAddr>,
-    /// Destinations of one transmit, indexed like the batch.
+    rx_tos: Vec<u8>,
+    /// Destinations and outer TOS bytes of one transmit, indexed like the batch.
     dsts: Vec<SocketAddr>,
+    tx_tos: Vec<u8>,
     /// Receive refusals and header-push drops (merged into the back end's stats).
     own: PortStats,
     /// Whole super-frames to the underlay through a TAP (UDP-tunnel GSO), where the kernel
@@ -226,7 +263,9 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
             io,
             cfg,
             srcs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); MAX_BATCH],
+            rx_tos: vec![0; MAX_BATCH],
             dsts: Vec::with_capacity(MAX_BATCH),
+            tx_tos: Vec::with_capacity(MAX_BATCH),
             own: PortStats::default(),
             gso_tx: None,
             header: PhantomData,
@@ -274,6 +313,7 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
                 r.dropped.add(TxDropReason::Unreachable, 1);
                 continue;
             };
+            let tos = encap::ecn::encapsulate(0, p.data());
             let Ok(h) = p.push_front(H::LEN) else {
                 r.dropped.add(TxDropReason::Other, 1);
                 continue;
@@ -283,7 +323,7 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
                 r.dropped.add(TxDropReason::TooBig, 1);
                 continue;
             }
-            match tx.send(p, H::LEN, t.dst) {
+            match tx.send(p, H::LEN, t.dst, tos) {
                 Ok(()) => {
                     r.sent += 1;
                     r.bytes += p.len() as u64;
@@ -320,6 +360,9 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
         if pkt.pull_front(H::LEN).is_err() || pkt.len() < H::MIN_INNER {
             return Err(RxRefusal::Header(TunnelRxDrop::Short));
         }
+        // RFC 6040: congestion the underlay marked reaches the inner packet, or the packet
+        // goes (a Not-ECT one cannot carry the mark).
+        encap::ecn::decapsulate(self.rx_tos[i], pkt.data_mut()).map_err(|_| RxRefusal::CeNotEct)?;
         let inner_mtu = inner_mtu::<H>(self.cfg.underlay_mtu);
         if pkt.len() > inner_mtu + 14 + 4 {
             if mark_tunnel_super_frame(pkt, inner_mtu) {
@@ -341,6 +384,8 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
 enum RxRefusal {
     Header(TunnelRxDrop),
     Unknown,
+    /// Outer CE around an inner packet that is not ECN-capable.
+    CeNotEct,
 }
 
 /// The largest inner IP packet over an underlay of `underlay_mtu`: minus the outer IPv4 and
@@ -425,9 +470,12 @@ where
             // Once per larger batch, not per packet.
             self.srcs
                 .resize(batch.capacity(), SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.rx_tos.resize(batch.capacity(), 0);
         }
         let start = batch.len();
-        let got = self.io.recv_batch(batch, &mut self.srcs)?;
+        let got = self
+            .io
+            .recv_batch(batch, &mut self.srcs, &mut self.rx_tos)?;
         let mut kept = start;
         for i in start..start + got {
             match self.accept(batch, i) {
@@ -443,6 +491,7 @@ where
                     self.own.rx_tunnel_bad_header += 1
                 }
                 Err(RxRefusal::Unknown) => self.own.rx_tunnel_unknown += 1,
+                Err(RxRefusal::CeNotEct) => self.own.rx_tunnel_ce_not_ect += 1,
             }
         }
         // Drop the refused tail.
@@ -460,8 +509,9 @@ where
         }
         let mut dropped = crate::port::DropCounts::default();
         let dst_port = self.cfg.dst_port;
-        let dsts = &mut self.dsts;
+        let (dsts, tos) = (&mut self.dsts, &mut self.tx_tos);
         dsts.clear();
+        tos.clear();
         batch.retain(|p| {
             p.meta.tunnel.is_some() || {
                 dropped.add(TxDropReason::Unreachable, 1);
@@ -476,12 +526,13 @@ where
         });
         for p in batch.iter_mut() {
             let Some(t) = p.meta.tunnel else { continue };
+            tos.push(encap::ecn::encapsulate(0, p.data()));
             if let Ok(h) = p.push_front(H::LEN) {
                 H::write(h, t.vni);
             }
             dsts.push(SocketAddrV4::new(t.dst, dst_port).into());
         }
-        let mut r = self.io.send_batch(batch, dsts);
+        let mut r = self.io.send_batch(batch, dsts, tos);
         dsts.clear();
         r.dropped.merge(&dropped);
         self.own.tx_dropped.merge(&dropped);
@@ -497,6 +548,7 @@ where
         s.rx_tunnel_short = self.own.rx_tunnel_short;
         s.rx_tunnel_bad_header = self.own.rx_tunnel_bad_header;
         s.rx_tunnel_unknown = self.own.rx_tunnel_unknown;
+        s.rx_tunnel_ce_not_ect = self.own.rx_tunnel_ce_not_ect;
         s.rx_gso += self.own.rx_gso;
         s.rx_csum_not_ready += self.own.rx_csum_not_ready;
         s.tx_packets += self.own.tx_packets;

@@ -158,15 +158,17 @@ impl TunnelGsoTx {
             && pkt.headroom() >= TUNNEL_VNET_HDR_LEN + OUTER_LEN
     }
 
-    /// Sends `pkt` — `[tunnel header (tunnel_len bytes) | inner frame]` — to `dst`: a GSO
-    /// super-frame (`meta.gso`) as one tunnel GSO skb, anything else as one plain datagram
-    /// (the inner checksum must be complete then). The outer headers go into the headroom
+    /// Sends `pkt` — `[tunnel header (tunnel_len bytes) | inner frame]` — to `dst` with the
+    /// outer TOS byte `tos`: a GSO super-frame (`meta.gso`) as one tunnel GSO skb (each
+    /// segment gets the same outer TOS), anything else as one plain datagram (the inner
+    /// checksum must be complete then). The outer headers go into the headroom
     /// ([`TunnelGsoTx::fits`]); the UDP checksum is 0 (VXLAN over IPv4 may do without).
     pub fn send(
         &mut self,
         pkt: &mut PacketBuf,
         tunnel_len: usize,
         dst: Ipv4Addr,
+        tos: u8,
     ) -> io::Result<()> {
         let gso = pkt.meta.gso;
         let inner_nh_rel = match gso {
@@ -211,7 +213,7 @@ impl TunnelGsoTx {
         outer[12..14].copy_from_slice(&[0x08, 0x00]);
         let ip = &mut outer[14..34];
         ip[0] = 0x45;
-        ip[1] = 0;
+        ip[1] = tos;
         ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
         self.ip_id = self.ip_id.wrapping_add(1);
         ip[4..6].copy_from_slice(&self.ip_id.to_be_bytes());

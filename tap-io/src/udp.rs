@@ -18,6 +18,11 @@
 //! with its source; what does not fit the batch waits for the next call. A message that is one
 //! datagram (a tunnel super-frame sent whole, or a lone datagram) is not copied: its held
 //! buffer is swapped into the batch, which gives a spare back in its place.
+//!
+//! The outer TOS byte (the tunnel's ECN, RFC 6040): [`UdpTunnelSocket::send_batch_tos`] sends
+//! each payload with its own (an `IP_TOS` cmsg when not 0, the socket's default; a UDP GSO run
+//! never mixes two), [`UdpTunnelSocket::recv_batch_tos`] reports the one each datagram came
+//! with (`IP_RECVTOS`; a coalesced message has one, the kernel's GRO never merges two).
 
 use std::io;
 use std::mem::size_of;
@@ -100,11 +105,14 @@ pub struct UdpTunnelSocket {
     iov: Box<[libc::iovec; MAX_BATCH]>,
     msgs: Box<[libc::mmsghdr; MAX_BATCH]>,
     names: Box<[libc::sockaddr_storage; MAX_BATCH]>,
-    /// Per message: a `UDP_SEGMENT` control message (cmsghdr + u16, 8-aligned).
+    /// Per message: on send a `UDP_SEGMENT` and an `IP_TOS` control message, on receive the
+    /// `IP_TOS` one the kernel gives.
     cmsgs: Box<[[u64; CMSG_WORDS]; MAX_BATCH]>,
     /// Per message: the batch range `[first, end)` of the payloads it carries.
     runs: Box<[(usize, usize); MAX_BATCH]>,
     tx_gso: bool,
+    /// An IPv6 socket: its TOS is the traffic class (`IPV6_TCLASS`).
+    v6: bool,
     /// Receive-side GRO state, when turned on.
     gro: Option<Box<GroRx>>,
 }
@@ -115,7 +123,7 @@ const UDP_GRO: libc::c_int = 104;
 const GRO_MSGS: usize = 8;
 /// Room for one coalesced message (the kernel coalesces at most 64 KiB).
 const GRO_MSG_LEN: usize = 65536;
-/// Control buffer per message, in u64 words (a `UDP_GRO` cmsg needs 24 bytes).
+/// Control buffer per message, in u64 words (a `UDP_GRO` and an `IP_TOS` cmsg, 24 bytes each).
 const GRO_CMSG_WORDS: usize = 8;
 
 /// Coalesced messages received but not yet split into a batch.
@@ -125,10 +133,11 @@ struct GroRx {
     /// at the first receive, when the batch's shape is known.
     bufs: Vec<PacketBuf>,
     cmsgs: [[u64; GRO_CMSG_WORDS]; GRO_MSGS],
-    /// Per received message: its length, segment size and source.
+    /// Per received message: its length, segment size, source and TOS.
     len: [usize; GRO_MSGS],
     seg: [usize; GRO_MSGS],
     src: [Option<SocketAddr>; GRO_MSGS],
+    tos: [u8; GRO_MSGS],
     /// Messages held, the one being split and the offset in it.
     n: usize,
     cur: usize,
@@ -143,6 +152,7 @@ impl GroRx {
             len: [0; GRO_MSGS],
             seg: [0; GRO_MSGS],
             src: [None; GRO_MSGS],
+            tos: [0; GRO_MSGS],
             n: 0,
             cur: 0,
             off: 0,
@@ -168,9 +178,10 @@ const UDP_SEGMENT: libc::c_int = 103;
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Payload bytes per UDP GSO send, below the 65507 an IPv4 datagram can carry.
 const MAX_GSO_BYTES: usize = 64000;
-/// `CMSG_SPACE(sizeof(u16))` in u64 words: a 16-byte cmsghdr and the value, 8-aligned.
-const CMSG_WORDS: usize = 3;
-const _: () = assert!(size_of::<libc::cmsghdr>() + size_of::<u16>() <= CMSG_WORDS * 8);
+/// `CMSG_SPACE(sizeof(u16)) + CMSG_SPACE(sizeof(int))` in u64 words: a `UDP_SEGMENT` and an
+/// `IP_TOS` control message, each a 16-byte cmsghdr and its value, 8-aligned.
+const CMSG_WORDS: usize = 6;
+const _: () = assert!(2 * (size_of::<libc::cmsghdr>() + 8) <= CMSG_WORDS * 8);
 
 // SAFETY: the iovec/mmsghdr scratch arrays hold pointers only during one recv/send call and
 // point into the batch passed to that call or into `names`, owned by the socket itself.
@@ -313,6 +324,24 @@ impl UdpTunnelSocket {
             return Err(sys("getsockname")(io::Error::last_os_error()));
         }
         let local = from_sockaddr(&ss).unwrap_or(local);
+        let (level, opt) = if local.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_RECVTOS)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS)
+        };
+        let on: libc::c_int = 1;
+        // Best effort (every Linux has it): without it every datagram reads as TOS 0, so an
+        // outer CE is not carried onto the inner packet.
+        // SAFETY: on is a live c_int for the call.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                opt,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         let mut sock = Self::with_fd(fd, local, true);
         // Best effort: a kernel without UDP_GRO (before 5.0) just delivers datagrams singly.
         let _ = sock.set_rx_gro(true);
@@ -345,6 +374,7 @@ impl UdpTunnelSocket {
             cmsgs: Box::new([[0; CMSG_WORDS]; MAX_BATCH]),
             runs: Box::new([(0, 0); MAX_BATCH]),
             tx_gso,
+            v6: local.is_ipv6(),
             gro: None,
         }
     }
@@ -399,8 +429,19 @@ impl UdpTunnelSocket {
     /// were added; fewer than the room means drained. Datagrams larger than a buffer are
     /// counted in `rx_truncated` and dropped.
     pub fn recv_batch(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+        self.recv_batch_tos(batch, srcs, &mut [])
+    }
+
+    /// [`UdpTunnelSocket::recv_batch`], also writing the TOS byte (IPv6: traffic class) each
+    /// datagram arrived with to `tos[k]`, as far as `tos` reaches.
+    pub fn recv_batch_tos(
+        &mut self,
+        batch: &mut Batch,
+        srcs: &mut [SocketAddr],
+        tos: &mut [u8],
+    ) -> io::Result<usize> {
         if self.gro.is_some() {
-            return self.recv_batch_gro(batch, srcs);
+            return self.recv_batch_gro(batch, srcs, tos);
         }
         let mut added = 0;
         loop {
@@ -425,12 +466,12 @@ impl UdpTunnelSocket {
                 hdr.msg_iovlen = 1;
                 hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
                 hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
+                hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+                hdr.msg_controllen = size_of::<[u64; CMSG_WORDS]>();
                 hdr.msg_flags = 0;
             }
             // SAFETY: msgs[..want] are initialised above and point into the batch's spare
-            // buffers and `names`, all live and exclusively borrowed for the call.
+            // buffers, `names` and `cmsgs`, all live and exclusively borrowed for the call.
             let got = match unsafe {
                 recv_msgs(
                     self.fd.as_raw_fd(),
@@ -461,6 +502,9 @@ impl UdpTunnelSocket {
                         let _ = b.set_len(len);
                         b.meta.wire_len = len as u32;
                         srcs[base + kept] = src;
+                        if let Some(t) = tos.get_mut(base + kept) {
+                            *t = rx_cmsgs(&self.msgs[i].msg_hdr).tos;
+                        }
                         self.stats.rx_packets += 1;
                         self.stats.rx_bytes += len as u64;
                         kept += 1;
@@ -480,7 +524,12 @@ impl UdpTunnelSocket {
     /// [`UdpTunnelSocket::recv_batch`] with GRO on: coalesced messages are received into the
     /// scratch and split into the batch, one datagram per buffer; what does not fit waits for
     /// the next call (the batch is then full, so the caller comes back).
-    fn recv_batch_gro(&mut self, batch: &mut Batch, srcs: &mut [SocketAddr]) -> io::Result<usize> {
+    fn recv_batch_gro(
+        &mut self,
+        batch: &mut Batch,
+        srcs: &mut [SocketAddr],
+        tos: &mut [u8],
+    ) -> io::Result<usize> {
         let Some(g) = self.gro.as_deref_mut() else {
             return Ok(0);
         };
@@ -512,6 +561,9 @@ impl UdpTunnelSocket {
                     if batch.push_swap(held) {
                         g.off = len;
                         srcs[base] = src;
+                        if let Some(t) = tos.get_mut(base) {
+                            *t = g.tos[g.cur];
+                        }
                         self.stats.rx_packets += 1;
                         self.stats.rx_bytes += len as u64;
                         added += 1;
@@ -529,6 +581,9 @@ impl UdpTunnelSocket {
                 }
                 b.meta.wire_len = take as u32;
                 srcs[base] = src;
+                if let Some(t) = tos.get_mut(base) {
+                    *t = g.tos[g.cur];
+                }
                 batch.commit();
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += take as u64;
@@ -581,7 +636,8 @@ impl UdpTunnelSocket {
                     continue;
                 }
                 let len = m.msg_len as usize;
-                let seg = gro_segment_size(&m.msg_hdr).unwrap_or(len).max(1);
+                let c = rx_cmsgs(&m.msg_hdr);
+                let seg = c.gro_segment.unwrap_or(len).max(1);
                 self.stats.rx_gso += u64::from(len > seg);
                 let k = g.n;
                 if k != i {
@@ -592,6 +648,7 @@ impl UdpTunnelSocket {
                 g.len[k] = len;
                 g.seg[k] = seg;
                 g.src[k] = from_sockaddr(&self.names[i]);
+                g.tos[k] = c.tos;
                 g.n += 1;
             }
             if got < GRO_MSGS && g.n == 0 {
@@ -604,6 +661,18 @@ impl UdpTunnelSocket {
     /// destination (`dsts` shorter than the batch) are dropped as `Unreachable`. Runs of
     /// equal-size payloads to one destination go out as one UDP GSO message (module docs).
     pub fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr]) -> TxReport {
+        self.send_batch_tos(batch, dsts, &[])
+    }
+
+    /// [`UdpTunnelSocket::send_batch`] with payload `k` sent with the TOS byte (IPv6: traffic
+    /// class) `tos[k]` (0, the socket's default, past the end of `tos`).
+    pub fn send_batch_tos(
+        &mut self,
+        batch: &mut Batch,
+        dsts: &[SocketAddr],
+        tos: &[u8],
+    ) -> TxReport {
+        let tos_of = |k: usize| tos.get(k).copied().unwrap_or(0);
         let mut r = TxReport::default();
         let total = batch.len();
         let routed = total.min(dsts.len());
@@ -620,10 +689,16 @@ impl UdpTunnelSocket {
                 let first = i;
                 let seg = batch[start + i].len();
                 let dst = &dsts[start + i];
+                let run_tos = tos_of(start + i);
                 let mut bytes = seg;
                 i += 1;
                 if self.tx_gso && seg > 0 && start + first >= plain_until {
-                    while i < n && i - first < MAX_GSO_SEGMENTS && dsts[start + i] == *dst {
+                    // One message has one outer header: a run keeps one TOS.
+                    while i < n
+                        && i - first < MAX_GSO_SEGMENTS
+                        && dsts[start + i] == *dst
+                        && tos_of(start + i) == run_tos
+                    {
                         let len = batch[start + i].len();
                         if len == 0 || len > seg || bytes + len > MAX_GSO_BYTES {
                             break;
@@ -649,11 +724,11 @@ impl UdpTunnelSocket {
                 hdr.msg_name = (&mut self.names[m] as *mut libc::sockaddr_storage).cast();
                 hdr.msg_namelen = namelen;
                 hdr.msg_flags = 0;
-                if i - first > 1 {
+                let segment = (i - first > 1).then_some(seg as u16);
+                if segment.is_some() || run_tos != 0 {
                     let c = &mut self.cmsgs[m];
-                    write_udp_segment_cmsg(c, seg as u16);
+                    hdr.msg_controllen = write_tx_cmsgs(c, segment, run_tos, self.v6);
                     hdr.msg_control = c.as_mut_ptr().cast();
-                    hdr.msg_controllen = size_of::<[u64; CMSG_WORDS]>();
                 } else {
                     hdr.msg_control = std::ptr::null_mut();
                     hdr.msg_controllen = 0;
@@ -710,39 +785,90 @@ impl UdpTunnelSocket {
     }
 }
 
-/// The segment size of a received message from its `UDP_GRO` control message, if any.
-fn gro_segment_size(hdr: &libc::msghdr) -> Option<usize> {
+/// What the control messages of a received message say.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct RxCmsgs {
+    /// The segment size of a coalesced message (`UDP_GRO`).
+    gro_segment: Option<usize>,
+    /// The TOS byte (IPv6: traffic class) it arrived with; 0 when not told.
+    tos: u8,
+}
+
+/// Reads the `UDP_GRO` and `IP_TOS` / `IPV6_TCLASS` control messages of a received message.
+fn rx_cmsgs(hdr: &libc::msghdr) -> RxCmsgs {
+    let mut out = RxCmsgs::default();
     // SAFETY: hdr is a msghdr the kernel just filled: msg_control/msg_controllen describe
-    // the valid control data, which the CMSG_* walkers stay within.
+    // the valid control data, which the CMSG_* walkers stay within; each value read is
+    // within its cmsg (IP_TOS carries one byte, the others an int).
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(v).ok().filter(|&v| v > 0);
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_UDP, UDP_GRO) => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    out.gro_segment = usize::try_from(v).ok().filter(|&v| v > 0);
+                }
+                (libc::IPPROTO_IP, libc::IP_TOS) => out.tos = *data,
+                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
+                    out.tos = std::ptr::read_unaligned(data.cast::<libc::c_int>()) as u8;
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    None
+    out
 }
 
-/// Writes a `SOL_UDP`/`UDP_SEGMENT` control message carrying `size` into `buf`.
-fn write_udp_segment_cmsg(buf: &mut [u64; CMSG_WORDS], size: u16) {
+/// Writes one control message carrying `value` at byte `at` of `buf` (8-aligned); returns
+/// where the next one goes (`CMSG_SPACE`).
+fn put_cmsg(
+    buf: &mut [u64; CMSG_WORDS],
+    at: usize,
+    level: libc::c_int,
+    ty: libc::c_int,
+    value: &[u8],
+) -> usize {
+    let head = size_of::<libc::cmsghdr>();
+    let next = at + head + value.len().next_multiple_of(8);
+    assert!(
+        at.is_multiple_of(8) && next <= CMSG_WORDS * 8,
+        "control buffer too small"
+    );
     let hdr = libc::cmsghdr {
-        // CMSG_LEN(2): the header and the value, without trailing padding.
-        cmsg_len: size_of::<libc::cmsghdr>() + size_of::<u16>(),
-        cmsg_level: libc::SOL_UDP,
-        cmsg_type: UDP_SEGMENT,
+        // CMSG_LEN: the header and the value, without trailing padding.
+        cmsg_len: head + value.len(),
+        cmsg_level: level,
+        cmsg_type: ty,
     };
-    *buf = [0; CMSG_WORDS];
-    // SAFETY: `buf` is 24 bytes, 8-aligned: room for the 16-byte cmsghdr (alignment 8) at
-    // its start and the u16 value right behind it (CMSG_DATA).
+    // SAFETY: checked above: the header (alignment 8) and the value right behind it
+    // (CMSG_DATA) lie within `buf`, whose start is 8-aligned, as is `at`.
     unsafe {
-        let p = buf.as_mut_ptr().cast::<u8>();
+        let p = buf.as_mut_ptr().cast::<u8>().add(at);
         std::ptr::write(p.cast::<libc::cmsghdr>(), hdr);
-        std::ptr::write_unaligned(p.add(size_of::<libc::cmsghdr>()).cast::<u16>(), size);
+        std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(head), value.len());
     }
+    next
+}
+
+/// Writes the control messages of one sent message into `buf`: `SOL_UDP`/`UDP_SEGMENT` with
+/// `segment`, and the TOS (`IP_TOS`, IPv6 `IPV6_TCLASS`) when not 0. Returns their length.
+fn write_tx_cmsgs(buf: &mut [u64; CMSG_WORDS], segment: Option<u16>, tos: u8, v6: bool) -> usize {
+    *buf = [0; CMSG_WORDS];
+    let mut at = 0;
+    if let Some(size) = segment {
+        at = put_cmsg(buf, at, libc::SOL_UDP, UDP_SEGMENT, &size.to_ne_bytes());
+    }
+    if tos != 0 {
+        let (level, ty) = if v6 {
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_TOS)
+        };
+        at = put_cmsg(buf, at, level, ty, &libc::c_int::from(tos).to_ne_bytes());
+    }
+    at
 }
 
 impl_mio_source!(UdpTunnelSocket);
@@ -762,6 +888,55 @@ mod tests {
             to_sockaddr(&a, &mut ss);
             assert_eq!(from_sockaddr(&ss), Some(a));
         }
+    }
+
+    /// The control messages of a sent message, as the kernel's `CMSG_*` walk reads them: the
+    /// segment size and the TOS, each only when there is one to send.
+    #[test]
+    fn tx_cmsgs_carry_the_segment_size_and_the_tos() {
+        let walk = |buf: &mut [u64; CMSG_WORDS], len: usize| {
+            // SAFETY: msghdr is plain data; all-zero is valid.
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_control = buf.as_mut_ptr().cast();
+            hdr.msg_controllen = len;
+            let mut out = Vec::new();
+            // SAFETY: the control data is `buf[..len]`, which the walkers stay within.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&hdr);
+                while !c.is_null() {
+                    let n = (*c).cmsg_len - size_of::<libc::cmsghdr>();
+                    let data = std::slice::from_raw_parts(libc::CMSG_DATA(c), n).to_vec();
+                    out.push(((*c).cmsg_level, (*c).cmsg_type, data));
+                    c = libc::CMSG_NXTHDR(&hdr, c);
+                }
+            }
+            out
+        };
+        let mut buf = [0u64; CMSG_WORDS];
+        assert_eq!(write_tx_cmsgs(&mut buf, None, 0, false), 0);
+        let len = write_tx_cmsgs(&mut buf, Some(1400), 0, false);
+        assert_eq!(
+            walk(&mut buf, len),
+            vec![(libc::SOL_UDP, UDP_SEGMENT, 1400u16.to_ne_bytes().to_vec())]
+        );
+        let len = write_tx_cmsgs(&mut buf, Some(1400), 2, false);
+        assert_eq!(len, CMSG_WORDS * 8);
+        assert_eq!(
+            walk(&mut buf, len),
+            vec![
+                (libc::SOL_UDP, UDP_SEGMENT, 1400u16.to_ne_bytes().to_vec()),
+                (libc::IPPROTO_IP, libc::IP_TOS, 2i32.to_ne_bytes().to_vec()),
+            ]
+        );
+        let len = write_tx_cmsgs(&mut buf, None, 3, true);
+        assert_eq!(
+            walk(&mut buf, len),
+            vec![(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_TCLASS,
+                3i32.to_ne_bytes().to_vec()
+            )]
+        );
     }
 
     /// A lone 60000-byte datagram (a tunnel super-frame) reaches the batch in the very buffer

@@ -613,6 +613,171 @@ fn bad_input_is_counted_and_survived() {
     assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
 }
 
+/// From a pod: `argv[3]` UDP datagrams to `argv[1]`:9 with the TOS byte `argv[2]`.
+const SEND_TOS: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(sys.argv[2]))
+for _ in range(int(sys.argv[3])):
+    s.sendto(b'ecn', (sys.argv[1], 9))
+"#;
+
+/// In pod A: prints `got TAG TOS` for each datagram to 172.16.0.1:`argv[1]` until `argv[2]`
+/// seconds pass without one.
+const RECV_TOS: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, getattr(socket, 'IP_RECVTOS', 13), 1)
+s.bind(('172.16.0.1', int(sys.argv[1])))
+s.settimeout(float(sys.argv[2]))
+try:
+    while True:
+        data, anc, _, _ = s.recvmsg(64, 64)
+        tos = [c[2][0] for c in anc if c[0] == socket.IPPROTO_IP and c[1] == socket.IP_TOS]
+        print('got', data.decode(), tos[0] if tos else -1, flush=True)
+except socket.timeout:
+    pass
+"#;
+
+/// From node B's underlay: VXLAN (VNI 100) to node A around an IPv4 UDP datagram from pod B
+/// to pod A (172.16.0.1:`argv[1]`), one per `TAG:OUTER:INNER` argument: outer TOS OUTER
+/// (the sending socket's IP_TOS), inner TOS INNER, payload TAG; inner header checksum valid.
+const SEND_VXLAN_ECN: &str = r#"
+import socket, struct, sys
+def csum(b):
+    s = sum(struct.unpack('!10H', b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('192.168.0.12', 0))
+for arg in sys.argv[2:]:
+    tag, outer, inner = arg.split(':')
+    data = tag.encode()
+    udp = struct.pack('!HHHH', 40000, port, 8 + len(data), 0) + data
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, int(inner), 20 + len(udp), 1, 0x4000, 64, 17, 0,
+                     socket.inet_aton('172.16.0.2'), socket.inet_aton('172.16.0.1'))
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    eth = bytes.fromhex('02000000' '0a01' '02000000' '0b02' '0800')
+    vxlan = bytes.fromhex('08000000' '00006400')
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(outer))
+    s.sendto(vxlan + eth + ip + udp, ('192.168.0.11', 4789))
+"#;
+
+/// ECN across the tunnel to and from a kernel VXLAN node (RFC 6040, as Linux's vxlan does):
+/// the outer ECN field is the inner packet's, an inner CE leaving as ECT(0); an outer CE
+/// reaches pod A on an ECN-capable packet (whose IPv4 checksum stays valid: the pod's kernel
+/// takes it) and drops a Not-ECT one as `tunnel_ecn_ce_not_ect`; super-frames sent whole
+/// through the GSO TAP carry the outer ECN too.
+#[test]
+fn vxlan_carries_ecn_both_ways() {
+    if !require_root("vxlan_carries_ecn_both_ways") {
+        return;
+    }
+    let mut t = two_nodes("ve");
+    let pod_a = t.a.pod(0).name();
+    assert_ping(pod_a, "172.16.0.2", 2);
+
+    // Encapsulation, seen on node B's underlay. Inner byte: UDP 8 + VXLAN 8 + Ethernet 14 + 1.
+    // (Datagrams of one UDP GSO send cross the veth as one packet: count packets, not sends.)
+    let from_a = "udp dst port 4789 and src host 192.168.0.11";
+    for (inner, inner_ecn) in [(0xb8 | 2, 2), (3, 3)] {
+        let cap = Capture::start(
+            t.b.name(),
+            "ulb",
+            1,
+            &format!("{from_a} and ip[1] = 2 and udp[31] & 3 = {inner_ecn}"),
+        );
+        let r = ns_run(
+            pod_a,
+            &[
+                "python3",
+                "-c",
+                SEND_TOS,
+                "172.16.0.2",
+                &inner.to_string(),
+                "3",
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(r.ok, "sender failed: {}", r.stderr);
+        let seen = cap.finish(Duration::from_secs(2));
+        assert!(
+            seen.contains("vni 100"),
+            "inner TOS {inner:#x}: want the outer TOS exactly ECT(0) (DSCP 0):\n{seen}"
+        );
+    }
+
+    // Decapsulation: datagrams crafted on node B with the outer TOS set by their socket.
+    let d = t.a.daemon();
+    let dropped = d.drops(BR, "tunnel_ecn_ce_not_ect");
+    let mut rx = Spawned::start(pod_a, "ecnrx", &["python3", "-c", RECV_TOS, "7000", "3"]);
+    wait_listening(pod_a, "udp", 7000);
+    let cases = [
+        ("ce-ect0", 3, 2, Some(3)),
+        ("ce-ect1", 3, 1, Some(3)),
+        ("ce-notect", 3, 0, None),
+        ("ect0-ce", 2, 3, Some(3)),
+        ("notect-ect0", 0, 2, Some(2)),
+        ("ce-dscp", 0xb8 | 3, 0x28 | 2, Some(0x28 | 3)),
+    ];
+    let mut args = vec!["python3", "-c", SEND_VXLAN_ECN, "7000"];
+    let specs: Vec<String> = cases
+        .iter()
+        .map(|(tag, o, i, _)| format!("{tag}:{o}:{i}"))
+        .collect();
+    args.extend(specs.iter().map(String::as_str));
+    let r = ns_run(t.b.name(), &args, Duration::from_secs(10));
+    assert!(r.ok, "VXLAN sender failed: {}", r.stderr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rx.alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = rx.output();
+    for (tag, _, _, want) in cases {
+        let got = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("got {tag} ")));
+        assert_eq!(
+            got.map(|t| t.trim().parse::<i32>().unwrap_or(-2)),
+            want,
+            "{tag}: TOS pod A received (None: not received):\n{out}"
+        );
+    }
+    assert_eq!(d.drops(BR, "tunnel_ecn_ce_not_ect"), dropped + 1);
+
+    // Super-frames through the UDP-tunnel GSO TAP (kernel 6.17+): ECN-capable TCP from pod A
+    // with its offloads on leaves as whole datagrams above the underlay MTU, ECT(0) outside.
+    let tap = ns_run(
+        t.a.name(),
+        &["ip", "link", "show", "gso-vx0"],
+        Duration::from_secs(5),
+    );
+    if tap.ok {
+        for ns in [pod_a, t.b_pod.name()] {
+            ns_sh(ns, "sysctl -qw net.ipv4.tcp_ecn=1");
+        }
+        ns_sh(pod_a, "ethtool -K eth0 tx on tso on gso on >/dev/null");
+        let cap = Capture::start(
+            t.b.name(),
+            "ulb",
+            3,
+            &format!("{from_a} and greater 3000 and ip[1] = 2"),
+        );
+        let got = tcp_transfer(pod_a, t.b_pod.name(), "172.16.0.2", 5301, 2_000_000);
+        let seen = cap.finish(Duration::from_secs(2));
+        assert!(
+            seen.matches("vni 100").count() >= 1,
+            "no ECT(0) super-frame on the underlay ({got} bytes crossed):\n{seen}"
+        );
+    } else {
+        eprintln!("no UDP-tunnel GSO TAP: the super-frame part is skipped");
+    }
+    let d = t.a.daemon.as_mut().expect("daemon");
+    assert!(d.alive(), "vswitchd died:\n{}", d.log_text());
+}
+
 /// Flow tables change under a ping flood: the daemon survives, every lost ping is a counted
 /// drop, forwarding follows the last table, and once the forwarding flows are gone nothing
 /// crosses.

@@ -4,7 +4,9 @@
 //! inner MTU is 1450: an untagged frame's IP packet may have 1450 bytes, a VLAN-tagged frame
 //! 4 bytes more after the Ethernet header (the tag). What is refused is counted as
 //! `tunnel_too_big` and answered on the input port: ICMP "fragmentation needed" for IPv4 with
-//! DF, ICMPv6 "Packet Too Big" for IPv6, both advertising 1450.
+//! DF, ICMPv6 "Packet Too Big" for IPv6, both advertising 1450; a flood of them gets at most
+//! the forwarding thread's burst of answers (50) plus its rate (1000/s), the rest counted as
+//! `icmp_rate_limited` (these tests send nothing through the tunnel: every frame is refused).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -191,4 +193,78 @@ fn an_ipv6_packet_too_big_for_the_tunnel_is_answered_with_packet_too_big() {
         .build();
     let (taken, answers) = send(&mut b, &error);
     assert!(!taken && answers.is_empty(), "{answers:02x?}");
+}
+
+/// Runs `n` copies of `frame` through the bridge from port 1 in one call on the forwarding
+/// thread, as one burst arriving; returns how long the thread took over them (what the reply
+/// budget may have refilled meanwhile).
+fn burst(b: &common::MemBridge, frame: &[u8], n: usize) -> Duration {
+    let idx = b
+        .switch
+        .with_bridge("br0", |br| Ok(br.dp_index))
+        .expect("br0");
+    let frame = frame.to_vec();
+    b.switch.dp.call(move |dp| {
+        let t = Instant::now();
+        for _ in 0..n {
+            dp.inject(idx, 1, &frame);
+        }
+        t.elapsed()
+    })
+}
+
+/// Tokens the reply budget (1000/s) gains in `d`, rounded up.
+fn refilled(d: Duration) -> usize {
+    d.as_millis() as usize + 1
+}
+
+#[test]
+fn a_flood_of_oversized_frames_gets_a_bounded_number_of_icmp_replies() {
+    let mut b = bridge();
+    let frame = udp4(&[], INNER_MTU + 1);
+    let took = burst(&b, &frame, 200);
+    let answers = b.received(1);
+    assert!(
+        answers.len() >= 50,
+        "the burst is answered: {} replies",
+        answers.len()
+    );
+    assert!(
+        answers.len() <= 50 + refilled(took),
+        "{} replies to 200 frames in {took:?}: no more than the burst and the rate",
+        answers.len()
+    );
+    for a in &answers {
+        assert_frag_needed(&frame, 14, INNER_MTU, a);
+    }
+    // Every frame is dropped and counted as before; the replies not sent are counted apart,
+    // outside the total of packets dropped.
+    assert_eq!(b.drops("tunnel_too_big"), 200);
+    assert_eq!(b.drops("icmp_rate_limited"), 200 - answers.len() as u64);
+    let text = b.command(&["dump-drops", "br0"]);
+    assert!(text.starts_with("total dropped: 200\n"), "{text}");
+}
+
+#[test]
+fn icmp_replies_resume_once_the_budget_has_refilled() {
+    let mut b = bridge();
+    let v4 = udp4(&[], INNER_MTU + 1);
+    let v6 = udp6(INNER_MTU + 1);
+    // Spend the budget: the last frames of a long burst are not answered.
+    let took = burst(&b, &v4, 200);
+    let first = b.received(1).len();
+    let limited = b.drops("icmp_rate_limited");
+    assert!(
+        limited > 0 && first <= 50 + refilled(took),
+        "{first} replies to 200 frames in {took:?}"
+    );
+    // 60 ms later (at 1000/s) the budget is full again: IPv6 and IPv4 both answered.
+    std::thread::sleep(Duration::from_millis(60));
+    burst(&b, &v6, 10);
+    burst(&b, &v4, 10);
+    let answers = b.received(1);
+    assert_eq!(answers.len(), 20, "every frame answered after the refill");
+    assert_eq!(&answers[0][12..14], &[0x86, 0xdd], "Packet Too Big");
+    assert_frag_needed(&v4, 14, INNER_MTU, &answers[19]);
+    assert_eq!(b.drops("icmp_rate_limited"), limited);
 }

@@ -21,10 +21,16 @@ macro_rules! drop_reasons {
             pub fn help(self) -> &'static str {
                 match self { $(DropReason::$variant => $help,)* }
             }
-            /// False for the counted events whose packet went on: they are not in the total of
-            /// packets dropped.
+            /// False for the counted events whose packet went on (or, for a rate-limited ICMP
+            /// reply, whose packet is counted under its own reason already): they are not in
+            /// the total of packets dropped.
             pub fn drops_packet(self) -> bool {
-                !matches!(self, DropReason::LearnQueueFull | DropReason::MacTableFull)
+                !matches!(
+                    self,
+                    DropReason::LearnQueueFull
+                        | DropReason::MacTableFull
+                        | DropReason::IcmpRateLimited
+                )
             }
         }
     };
@@ -43,6 +49,7 @@ drop_reasons! {
     VxlanShort => "vxlan_short", "UDP/4789 datagram too short for a VXLAN header and an inner frame";
     VxlanBadFlags => "vxlan_bad_flags", "VXLAN header without the I flag or with reserved bits set";
     VxlanUnknownTunnel => "vxlan_unknown_tunnel", "VXLAN from a remote/VNI no tunnel port accepts";
+    TunnelEcnCeNotEct => "tunnel_ecn_ce_not_ect", "VXLAN whose outer ECN is CE around a packet that is not ECN-capable (RFC 6040: the mark cannot be passed on)";
     TunnelNoRoute => "tunnel_no_dst", "output to a flow-based tunnel without tun_dst set";
     NormalHairpin => "normal_hairpin", "NORMAL learned the destination MAC on the input port: not sent back";
     NormalReservedMac => "normal_reserved_mac", "NORMAL got a frame for a reserved address (STP, LACP, 802.1X, LLDP, Cisco CDP/PVST+...): not forwarded";
@@ -66,6 +73,7 @@ drop_reasons! {
     PortNoRecv => "port_no_recv", "received on a port set down or no-receive (mod-port)";
     PortNoFwd => "port_no_fwd", "output to a port set no-forward (mod-port)";
     LearnQueueFull => "learn_queue_full", "a learn/fin_timeout request found the learn queue full (the packet went on; a later one asks again)";
+    IcmpRateLimited => "icmp_rate_limited", "a frag-needed / Packet Too Big reply not sent: over the thread's limit (1000/s, burst 50); the frame is counted as tunnel_too_big";
 }
 
 /// One counter per reason, shared by every thread's copy of a bridge: written by all forwarding

@@ -22,6 +22,8 @@ const MAX_RECIRC: usize = 8;
 /// Reusable buffers so that the fast path never allocates.
 pub struct Scratch {
     icmp: Vec<u8>,
+    /// This thread's budget of ICMP error replies (`icmp::reply_limit`).
+    icmp_limit: crate::ratelimit::TokenBucket,
     /// Held fragments released by conntrack are copied here, then run again.
     held_frame: Vec<u8>,
     held_pkt: Option<PacketBuf>,
@@ -41,6 +43,7 @@ impl Scratch {
     pub fn new() -> Scratch {
         Scratch {
             icmp: Vec::with_capacity(1600),
+            icmp_limit: super::icmp::reply_limit(),
             held_frame: Vec::new(),
             held_pkt: None,
             clones: Vec::new(),
@@ -1055,7 +1058,11 @@ fn tunnel(
             let icmp = &mut ctx.scratch.icmp;
             let told = super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp)
                 || super::icmp::packet_too_big(pkt.data(), parsed, mtu as u32, icmp);
-            if told {
+            // A flood of oversized frames gets a bounded number of replies; the rest are only
+            // counted (the batch's clock: no clock read per packet).
+            if told && !ctx.scratch.icmp_limit.allow(ctx.now_ns) {
+                ctx.bridge.drops.add(DropReason::IcmpRateLimited, 1);
+            } else if told {
                 let in_dp = ctx.in_dp;
                 if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {
                     let _ = inp.queue(icmp, &tap_io::RxMeta::default());

@@ -2,6 +2,7 @@
 //! "Packet Too Big" (IPv6) replies for oversized tunnel traffic: the byte work is in `encap`
 //! (`wire::tcp::options`, `wire::icmpv4::{Packet::quoted_header, emit_frag_needed}`,
 //! `wire::icmpv6::emit_packet_too_big`); this maps it to the datapath's and conntrack's types.
+//! The replies are rate-limited per forwarding thread ([`REPLIES_PER_SEC`], [`REPLY_BURST`]).
 
 use encap::Parsed;
 use encap::wire::{icmpv4, icmpv6, tcp};
@@ -9,6 +10,19 @@ use encap::wire::{icmpv4, icmpv6, tcp};
 use conntrack::InnerTuple;
 use conntrack::tcp::WindowScale;
 use conntrack::tuple::Addr;
+
+/// ICMP errors one forwarding thread sends per second, after a burst of [`REPLY_BURST`]:
+/// Linux's `icmp_msgs_per_sec` and `icmp_msgs_burst` defaults. A flood of oversized frames
+/// then gets a bounded trickle of replies (counted `icmp_rate_limited` beyond it), while a
+/// sender doing path MTU discovery still hears back at once.
+pub const REPLIES_PER_SEC: u64 = 1000;
+/// See [`REPLIES_PER_SEC`].
+pub const REPLY_BURST: u64 = 50;
+
+/// The per-thread limit on the ICMP errors the datapath generates.
+pub fn reply_limit() -> crate::ratelimit::TokenBucket {
+    crate::ratelimit::TokenBucket::new(REPLIES_PER_SEC, REPLY_BURST)
+}
 
 /// The window-scale option of a SYN (conntrack needs it to judge windows); `NotParsed` when
 /// the segment is not a SYN or its options are not all in the frame.

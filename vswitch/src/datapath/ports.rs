@@ -439,6 +439,11 @@ impl DpPort {
                 self.seen.rx_tunnel_unknown,
                 DropReason::VxlanUnknownTunnel,
             ),
+            (
+                s.rx_tunnel_ce_not_ect,
+                self.seen.rx_tunnel_ce_not_ect,
+                DropReason::TunnelEcnCeNotEct,
+            ),
         ] {
             if now > seen {
                 self.drops.add(reason, now - seen);
@@ -447,6 +452,7 @@ impl DpPort {
         self.seen.rx_tunnel_short = s.rx_tunnel_short;
         self.seen.rx_tunnel_bad_header = s.rx_tunnel_bad_header;
         self.seen.rx_tunnel_unknown = s.rx_tunnel_unknown;
+        self.seen.rx_tunnel_ce_not_ect = s.rx_tunnel_ce_not_ect;
     }
 
     /// Largest inner frame's IP packet that fits the underlay after encapsulation.

@@ -7,7 +7,9 @@
 //! source, local address), which the datapath copies into `tun_id`/`tun_src`/`tun_dst`;
 //! refusals are counted as `vxlan_short`, `vxlan_bad_flags`, `vxlan_unknown_tunnel` drops.
 //! Transmit pushes `encap::vxlan::Header` for `meta.tunnel.vni` and sends to
-//! `(meta.tunnel.dst, dst_port)`.
+//! `(meta.tunnel.dst, dst_port)`. ECN crosses the tunnel as RFC 6040 says (`encap::ecn`): the
+//! outer ECN field is the inner packet's (CE sent as ECT(0)), an outer CE is carried onto an
+//! ECN-capable inner packet, and around a Not-ECT one it is a `tunnel_ecn_ce_not_ect` drop.
 
 use encap::vxlan::{HEADER_LEN, Header, MIN_INNER_LEN, VxlanError, check_header};
 use tap_io::{TunnelHeader, TunnelRxDrop};
@@ -293,6 +295,105 @@ mod tests {
         .unwrap();
         assert_eq!(n, 20_000usize.div_ceil(1398));
         assert_eq!(joined, sf[66..]);
+    }
+
+    /// An inner IPv4 UDP frame with the TOS byte `tos` (IPv6 with `v6`: the traffic class).
+    fn ip_inner(tos: u8, v6: bool) -> Vec<u8> {
+        let b = encap::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let b = if v6 {
+            b.ipv6(
+                std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+                std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+            )
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        };
+        b.tos(tos).udp(40000, 5201).payload(b"ecn").build()
+    }
+
+    #[test]
+    fn transmit_sets_the_outer_ecn_from_the_inner_packet() {
+        use encap::ecn::{CE, ECT_0, ECT_1, NOT_ECT};
+        let (mut p, mem) = port(None, None);
+        let cases = [
+            (ip_inner(0xb8 | ECT_0, false), ECT_0),
+            (ip_inner(CE, false), ECT_0),
+            (ip_inner(ECT_1, false), ECT_1),
+            (ip_inner(0xb8, false), NOT_ECT),
+            (ip_inner(ECT_0, true), ECT_0),
+            (ip_inner(CE, true), ECT_0),
+            (inner(1), NOT_ECT),
+        ];
+        let mut tx = Batch::new(8, 128, 2048);
+        for (frame, _) in &cases {
+            let b = tx.spare().unwrap();
+            b.set_frame(frame).unwrap();
+            b.meta.tunnel = Some(TunnelMeta {
+                vni: 9,
+                src: Ipv4Addr::UNSPECIFIED,
+                dst: REMOTE,
+            });
+            tx.commit();
+        }
+        assert_eq!(p.tx_batch(&mut tx).sent, cases.len());
+        let sent = mem.take_sent_with_tos();
+        let want: Vec<u8> = cases.iter().map(|c| c.1).collect();
+        let got: Vec<u8> = sent.iter().map(|s| s.1).collect();
+        // The DSCP stays inside: only the ECN field goes out.
+        assert_eq!(got, want);
+        for ((_, _, d), (frame, _)) in sent.iter().zip(&cases) {
+            assert_eq!(&d[HEADER_LEN..], &frame[..], "inner frame unchanged");
+        }
+    }
+
+    #[test]
+    fn receive_carries_outer_ce_onto_the_inner_packet_or_drops() {
+        use encap::ecn::{CE, ECT_0, ECT_1, NOT_ECT};
+        let (mut p, mem) = port(None, None);
+        let v4_ok = |f: &[u8]| encap::checksum::ipv4_header(&f[14..34]) == 0;
+        for (outer, frame) in [
+            (CE, ip_inner(0xb8 | ECT_0, false)),
+            (CE, ip_inner(ECT_1, true)),
+            (CE, ip_inner(NOT_ECT, false)), // refused
+            (0xb8 | ECT_0, ip_inner(CE, false)),
+            (ECT_1, ip_inner(ECT_0, false)),
+            (CE, inner(5)),                // not IP: left alone
+            (CE, ip_inner(NOT_ECT, true)), // refused
+        ] {
+            mem.inject_with_tos(from(REMOTE), outer, &datagram(0x08, 7, &frame));
+        }
+        let mut rx = Batch::new(8, 128, 2048);
+        assert_eq!(p.rx_batch(&mut rx).unwrap(), 7);
+        assert_eq!(rx.len(), 5);
+        assert_eq!(rx[0].data()[15], 0xb8 | CE, "IPv4 ECT(0) -> CE, DSCP kept");
+        assert!(v4_ok(rx[0].data()), "IPv4 header checksum updated");
+        assert_eq!(
+            encap::ecn::inner_ecn(rx[1].data()),
+            Some(CE),
+            "IPv6 ECT(1) -> CE"
+        );
+        assert_eq!(rx[2].data(), &ip_inner(CE, false)[..]);
+        assert_eq!(rx[3].data(), &ip_inner(ECT_0, false)[..]);
+        assert_eq!(rx[4].data(), &inner(5)[..]);
+        let s = p.stats();
+        assert_eq!(s.rx_tunnel_ce_not_ect, 2);
+        assert_eq!(
+            s.rx_tunnel_short + s.rx_tunnel_bad_header + s.rx_tunnel_unknown,
+            0
+        );
+
+        // A whole tunnel super-frame (one inner IP header for many segments) is marked once.
+        let mut sf = tcp_super_frame(20_000, 6);
+        sf[15] = ECT_0;
+        sf[24..26].fill(0);
+        let c = encap::checksum::ipv4_header(&sf[14..34]);
+        sf[24..26].copy_from_slice(&c.to_be_bytes());
+        mem.inject_with_tos(from(REMOTE), CE, &datagram(0x08, 7, &sf));
+        let mut rx = Batch::new(2, 128, tap_io::GSO_FRAME_ROOM);
+        assert_eq!(p.rx_batch(&mut rx).unwrap(), 1);
+        assert!(rx[0].meta.gso.is_some());
+        assert_eq!(rx[0].data()[15], CE);
+        assert!(v4_ok(rx[0].data()));
     }
 
     #[test]
