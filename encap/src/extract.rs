@@ -22,6 +22,8 @@ const ICMP_LEN: usize = 8;
 
 const ETH_TYPE_IPV4: u16 = 0x0800;
 const ETH_TYPE_ARP: u16 = 0x0806;
+/// Reverse ARP: the ARP packet format, parsed alike (as Open vSwitch's `flow_extract`).
+const ETH_TYPE_RARP: u16 = 0x8035;
 const ETH_TYPE_IPV6: u16 = 0x86dd;
 const ETH_TYPE_VLAN: u16 = 0x8100;
 const ETH_TYPE_QINQ: u16 = 0x88a8;
@@ -218,7 +220,7 @@ pub fn extract(frame: &[u8], key: &mut FlowKey) -> Parsed {
     match eth_type {
         ETH_TYPE_IPV4 => parse_ipv4(frame, off, key, &mut parsed),
         ETH_TYPE_IPV6 => parse_ipv6(frame, off, key, &mut parsed),
-        ETH_TYPE_ARP => parse_arp(frame, off, key, &mut parsed),
+        ETH_TYPE_ARP | ETH_TYPE_RARP => parse_arp(frame, off, key, &mut parsed),
         _ => {}
     }
     match parsed.error {

@@ -14,7 +14,7 @@
 //! - `eth_type`: the type after any VLAN tags.
 //! - `nw_frag`: [`FRAG_ANY`] when the packet is a fragment, plus [`FRAG_LATER`] when it is not
 //!   the first fragment (then L4 fields are zero).
-//! - ARP: `arp_op`, `arp_spa`, `arp_tpa`, `arp_sha`, `arp_tha` (IPv4 over Ethernet only).
+//! - ARP and RARP: `arp_op`, `arp_spa`, `arp_tpa`, `arp_sha`, `arp_tha` (IPv4 over Ethernet only).
 //! - ICMPv4/ICMPv6: `icmp_type`, `icmp_code`; `tp_src`/`tp_dst` stay zero.
 //! - IPv6 neighbor discovery (ICMPv6 type 135/136, code 0): `nd_target`, and the source /
 //!   target link-layer address options in `arp_sha` / `arp_tha` (`nd_sll` / `nd_tll`), which

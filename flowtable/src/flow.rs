@@ -123,8 +123,9 @@ impl FlowEntry {
             cookie: fm.cookie,
             idle_timeout: fm.idle_timeout,
             hard_timeout: fm.hard_timeout,
-            // check_overlap is a request-time flag; OVS does not keep it on the flow.
-            flags: FlowFlags(fm.flags.0 & !FlowFlags::CHECK_OVERLAP),
+            // Kept as Open vSwitch keeps it (`OFPUTIL_FF_STATE`): flow stats carry it and
+            // ovs-ofctl prints `check_overlap priority=1 actions=drop`.
+            flags: fm.flags,
             instructions: Arc::new(fm.instructions.clone()),
             packets: 0,
             bytes: 0,

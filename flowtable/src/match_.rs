@@ -5,7 +5,7 @@
 
 use encap::flowkey::FlowKey;
 
-use crate::fields::{FieldId, Prereq};
+use crate::fields::{FieldId, FieldInfo, Prereq};
 
 /// Errors from building a match field by field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +38,7 @@ pub struct Match {
 
 pub const ETH_TYPE_IP: u16 = 0x0800;
 pub const ETH_TYPE_ARP: u16 = 0x0806;
+pub const ETH_TYPE_RARP: u16 = 0x8035;
 pub const ETH_TYPE_IPV6: u16 = 0x86dd;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -135,7 +136,8 @@ impl Match {
             Prereq::Ipv4 => ip4,
             Prereq::Ipv6 => ip6,
             Prereq::Ip => ip,
-            Prereq::Arp => et == Some(ETH_TYPE_ARP),
+            // RARP frames carry the ARP fields too (Open vSwitch parses both alike).
+            Prereq::Arp => matches!(et, Some(ETH_TYPE_ARP | ETH_TYPE_RARP)),
             Prereq::Tcp => ip && proto == Some(IPPROTO_TCP),
             Prereq::Udp => ip && proto == Some(IPPROTO_UDP),
             Prereq::Sctp => ip && proto == Some(IPPROTO_SCTP),
@@ -166,35 +168,37 @@ impl Match {
         }
     }
 
+    /// Whether field `f`'s prerequisite holds (or `f` is not matched).
+    fn prereq_holds(&self, f: &FieldInfo) -> bool {
+        if f.prereq == Prereq::None || (f.get)(&self.mask) == 0 || self.satisfies(f.prereq) {
+            return true;
+        }
+        // Generic and protocol-specific L4 ports share storage: accept whichever protocol the
+        // flow actually names. `tcp_flags` has bits of its own and is TCP's alone.
+        if matches!(f.prereq, Prereq::Tcp | Prereq::Udp | Prereq::Sctp)
+            && f.id != FieldId::TcpFlags
+            && self.satisfies(Prereq::L4)
+        {
+            return true;
+        }
+        // ICMPv4 and ICMPv6 type/code share storage too.
+        if matches!(f.prereq, Prereq::Icmp | Prereq::Icmpv6)
+            && (self.satisfies(Prereq::Icmp) || self.satisfies(Prereq::Icmpv6))
+        {
+            return true;
+        }
+        // The ARP hardware addresses and the ND link-layer address options share storage: an
+        // IPv6 flow's bits are nd_sll/nd_tll (checked on their own rows), an ARP flow's are
+        // arp_sha/arp_tha.
+        (matches!(f.id, FieldId::ArpSha | FieldId::ArpTha)
+            && self.eth_type() == Some(ETH_TYPE_IPV6))
+            || (matches!(f.id, FieldId::NdSll | FieldId::NdTll) && self.satisfies(Prereq::Arp))
+    }
+
     /// Checks every matched field's prerequisite (OpenFlow `OFPBMC_BAD_PREREQ`).
     pub fn check_prereqs(&self) -> Result<(), MatchError> {
         for f in crate::fields::FIELDS {
-            if f.prereq != Prereq::None && (f.get)(&self.mask) != 0 && !self.satisfies(f.prereq) {
-                // Generic and protocol-specific L4 ports share storage: accept whichever
-                // protocol the flow actually names. `tcp_flags` has bits of its own and is
-                // TCP's alone.
-                if matches!(f.prereq, Prereq::Tcp | Prereq::Udp | Prereq::Sctp)
-                    && f.id != FieldId::TcpFlags
-                    && self.satisfies(Prereq::L4)
-                {
-                    continue;
-                }
-                // ICMPv4 and ICMPv6 type/code share storage too.
-                if matches!(f.prereq, Prereq::Icmp | Prereq::Icmpv6)
-                    && (self.satisfies(Prereq::Icmp) || self.satisfies(Prereq::Icmpv6))
-                {
-                    continue;
-                }
-                // The ARP hardware addresses and the ND link-layer address options share
-                // storage: an IPv6 flow's bits are nd_sll/nd_tll (checked on their own
-                // rows), an ARP flow's are arp_sha/arp_tha.
-                if (matches!(f.id, FieldId::ArpSha | FieldId::ArpTha)
-                    && self.eth_type() == Some(ETH_TYPE_IPV6))
-                    || (matches!(f.id, FieldId::NdSll | FieldId::NdTll)
-                        && self.satisfies(Prereq::Arp))
-                {
-                    continue;
-                }
+            if !self.prereq_holds(f) {
                 return Err(MatchError::Prereq {
                     field: f.name,
                     needs: f.prereq.hint(),
@@ -202,6 +206,66 @@ impl Match {
             }
         }
         Ok(())
+    }
+
+    /// The megaflow of packet `key` under wildcards `wc` as a valid flow match (what
+    /// `trace` prints): a field the packet does not have (`arp_op` of a TCP packet, the ports
+    /// of an ICMP one: a lookup in another protocol's subtable looks at them, and they are 0)
+    /// is left out, and a field the packet has brings the packet's Ethernet type, IP protocol
+    /// (and ICMP type/code for ND fields) along when the wildcards left them out.
+    pub fn from_megaflow(key: &FlowKey, wc: &FlowKey) -> Match {
+        let packet = Match {
+            value: *key,
+            mask: FlowKey::exact_mask(),
+        };
+        let mut m = Match {
+            value: key.masked(wc),
+            mask: *wc,
+        };
+        // Clearing or widening one field can change another's prerequisite: repeat until
+        // nothing changes (the prerequisites are at most a few levels deep).
+        for _ in 0..4 {
+            let mut changed = false;
+            for f in crate::fields::FIELDS {
+                if m.prereq_holds(f) {
+                    continue;
+                }
+                changed = true;
+                if packet.prereq_holds(f) {
+                    let mask = &mut m.mask;
+                    match f.prereq {
+                        Prereq::None => {}
+                        Prereq::Vlan => mask.vlan_tci |= encap::flowkey::VLAN_PRESENT,
+                        Prereq::Ipv4 | Prereq::Ipv6 | Prereq::Ip | Prereq::Arp => {
+                            mask.eth_type = u16::MAX
+                        }
+                        Prereq::Tcp
+                        | Prereq::Udp
+                        | Prereq::Sctp
+                        | Prereq::L4
+                        | Prereq::Icmp
+                        | Prereq::Icmpv6 => (mask.eth_type, mask.nw_proto) = (u16::MAX, u8::MAX),
+                        Prereq::Nd | Prereq::NdSolicit | Prereq::NdAdvert => {
+                            (mask.eth_type, mask.nw_proto) = (u16::MAX, u8::MAX);
+                            (mask.icmp_type, mask.icmp_code) = (u8::MAX, u8::MAX);
+                        }
+                        Prereq::Ct => mask.ct_state = u8::MAX,
+                        Prereq::CtIpv4 | Prereq::CtIpv6 => {
+                            (mask.ct_state, mask.eth_type) = (u8::MAX, u16::MAX)
+                        }
+                    }
+                    m.value = key.masked(&m.mask);
+                }
+                if !m.prereq_holds(f) {
+                    (f.set)(&mut m.mask, 0);
+                    m.value = key.masked(&m.mask);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        m
     }
 
     /// True when every packet this match accepts is also accepted by `wider`
@@ -282,5 +346,65 @@ mod tests {
         m.set(FieldId::EthType, 0x0800, None).unwrap();
         m.set(FieldId::IpProto, 17, None).unwrap();
         m.check_prereqs().unwrap();
+    }
+
+    /// A megaflow's wildcards may cover fields of other protocols (a TCP packet's lookup in
+    /// an ARP subtable looks at its zero `arp_op`): the match made of them leaves those out,
+    /// brings the prerequisites of the packet's own fields along, and is valid flow syntax.
+    #[test]
+    fn megaflow_matches_keep_only_the_packets_own_fields() {
+        let tcp = FlowKey {
+            in_port: 1,
+            eth_type: ETH_TYPE_IP,
+            nw_proto: IPPROTO_TCP,
+            nw_dst: 0x0a00_0002,
+            tp_dst: 80,
+            tcp_flags: 2,
+            ..Default::default()
+        };
+        let wc = FlowKey {
+            in_port: u32::MAX,
+            nw_dst: u32::MAX,
+            arp_op: u16::MAX,
+            icmp_type: u8::MAX,
+            icmp_code: u8::MAX,
+            tp_dst: u16::MAX,
+            tcp_flags: 0x0fff,
+            nd_target: [0xff; 16],
+            ..Default::default()
+        };
+        let m = Match::from_megaflow(&tcp, &wc);
+        m.check_prereqs().unwrap();
+        let mut want = Match::any();
+        for (f, v) in [
+            (FieldId::InPort, 1),
+            (FieldId::EthType, ETH_TYPE_IP as u128),
+            (FieldId::IpProto, IPPROTO_TCP as u128),
+            (FieldId::Ipv4Dst, 0x0a00_0002),
+            (FieldId::TpDst, 80),
+            (FieldId::TcpFlags, 2),
+        ] {
+            want.set(f, v, None).unwrap();
+        }
+        assert_eq!(m, want);
+
+        let arp = FlowKey {
+            eth_type: ETH_TYPE_ARP,
+            arp_op: 1,
+            ..Default::default()
+        };
+        let wc = FlowKey {
+            eth_type: u16::MAX,
+            nw_proto: u8::MAX,
+            ..wc
+        };
+        let m = Match::from_megaflow(&arp, &wc);
+        m.check_prereqs().unwrap();
+        let mut want = Match::any();
+        want.set(FieldId::InPort, 0, None).unwrap();
+        want.set(FieldId::EthType, ETH_TYPE_ARP as u128, None)
+            .unwrap();
+        want.set(FieldId::ArpOp, 1, None).unwrap();
+        assert_eq!(m, want);
     }
 }

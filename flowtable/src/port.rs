@@ -58,6 +58,22 @@ impl OfPort {
         }
     }
 
+    /// Whether Open vSwitch can represent the port: it keeps OpenFlow 1.0's 16-bit port
+    /// numbers inside, so an OpenFlow 1.3 number must be below 0xff00 or 0xffffff00 and up
+    /// (`ofputil_port_from_ofp11`, lib/ofp-port.c). A port in 0xff00..=0xfffffeff is one
+    /// ovs-vswitchd refuses in a flow-mod and ovs-ofctl cannot decode in a reply.
+    pub fn is_representable(self) -> bool {
+        self.0 < 0xff00 || self.0 >= Self::MAX.0
+    }
+
+    /// Whether a packet can be sent to the port (Open vSwitch's `ofpact_check_output_port`,
+    /// after `ofputil_port_from_ofp11`): a numbered port below 0xff00, or one of the reserved
+    /// ports `IN_PORT`, `TABLE`, `NORMAL`, `FLOOD`, `ALL`, `CONTROLLER`, `LOCAL`. Port 0 is
+    /// refused too (no port has it).
+    pub fn is_output_port(self) -> bool {
+        (self.0 != 0 && self.0 < 0xff00) || (self.reserved_name().is_some() && self != OfPort::ANY)
+    }
+
     /// True for a numbered (non-reserved) port.
     pub fn is_physical(self) -> bool {
         self.0 != 0 && self.0 <= Self::MAX.0

@@ -92,6 +92,13 @@ pub enum TableError {
     /// `OFPGMFC_BAD_WATCH`: a fast-failover bucket without watch_port/watch_group.
     #[error("OFPGMFC_BAD_WATCH: fast_failover bucket {0} needs watch_port or watch_group")]
     BadWatch(usize),
+    /// `OFPGMFC_BAD_WATCH`: a bucket's watch_port Open vSwitch cannot represent
+    /// (0xff00..=0xfffffeff, [`OfPort::is_representable`]).
+    #[error(
+        "OFPGMFC_BAD_WATCH: watch_port {0:#x} is outside the supported range 0 through 0xfeff \
+         or 0xffffff00 through 0xffffffff"
+    )]
+    BadWatchPort(u32),
     /// `OFPGMFC_LOOP`: a group that (indirectly) sends to itself.
     #[error("OFPGMFC_LOOP: group {0} would forward to itself")]
     GroupLoop(u32),
@@ -161,7 +168,7 @@ impl TableError {
             TableError::GroupLoop(_) => (OFPET_GROUP_MOD_FAILED, 7),
             TableError::UnknownGroup(_) => (OFPET_GROUP_MOD_FAILED, 8),
             TableError::BadBucket(_) => (OFPET_GROUP_MOD_FAILED, 12),
-            TableError::BadWatch(_) => (OFPET_GROUP_MOD_FAILED, 13),
+            TableError::BadWatch(_) | TableError::BadWatchPort(_) => (OFPET_GROUP_MOD_FAILED, 13),
             TableError::BadConjunction => (OFPET_EXPERIMENTER, 15),
             TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
             TableError::BadSetArgument(_) => (OFPET_BAD_ACTION, 15),
@@ -226,7 +233,10 @@ fn ct_state_valid(m: &Match) -> bool {
 }
 
 /// Fields a flow may match on but never write (OVS: `Access: read-only`); `ct_label` is
-/// written only inside `ct(commit,exec(..))`.
+/// written only inside `ct(commit,exec(..))`: `set_field`, `load` and `move` are checked by
+/// [`check_ct_field_dst`] first (both CT fields, as Open vSwitch); this refuses `ct_label` as
+/// the destination of `multipath`, `bundle_load`, `check_pkt_larger` and `learn` too, which
+/// Open vSwitch takes.
 fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
     match field {
         _ if is_read_only(field) => Err(TableError::ReadOnlyField(field.info().name)),
@@ -240,6 +250,36 @@ fn check_writable(field: FieldId, in_ct: bool) -> Result<(), TableError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Open vSwitch's `ofpacts_verify_nested`: `ct_mark` and `ct_label` are the connection's, set
+/// only by `ct(commit,exec(..))`; a `set_field`, `load` or `move` to one anywhere else (the
+/// flow's actions, `clone(..)`, `write_actions(..)`, a group bucket) is refused with
+/// `OFPBAC_BAD_SET_ARGUMENT`, "cannot set CT fields outside of ct action".
+fn check_ct_field_dst(field: FieldId) -> Result<(), TableError> {
+    if matches!(field, FieldId::CtMark | FieldId::CtLabel) {
+        return Err(TableError::BadSetArgument(
+            "cannot set CT fields outside of ct action".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Open vSwitch's `decode_NXAST_RAW_CT`: a `ct` without `commit` may hold only a `nat` without
+/// arguments (plain `nat`, which un-NATs the packets of connections NATed before); a `nat`
+/// with a range or flags, or `exec(..)` actions, need `commit` (`OFPBAC_BAD_ARGUMENT`).
+fn check_ct_commit(ct: &crate::action::Ct) -> Result<(), TableError> {
+    let nat_args = ct.nat.as_ref().is_some_and(|n| {
+        n.kind.is_some() || n.addrs.is_some() || n.persistent || n.hash || n.random
+    });
+    if !ct.commit && (nat_args || !ct.exec.is_empty()) {
+        return Err(TableError::BadArgument(
+            "CT action requires commit flag if actions other than NAT without arguments are \
+             specified."
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A value Open vSwitch's decoder refuses to set: `vlan_vid` without its VLAN-present bit.
@@ -511,7 +551,12 @@ pub enum JournalEntry<'a> {
         /// that replaced the flow): a consumer keeping counters of its own starts them anew.
         reset_counts: bool,
     },
-    Group(u32),
+    Group {
+        id: u32,
+        /// Whether the group existed just before this change (false for an add, also one
+        /// that re-adds a group deleted earlier in the same batch).
+        was_present: bool,
+    },
     Meter(u32),
 }
 
@@ -590,7 +635,10 @@ impl Pipeline {
                 was_present: old.is_some(),
                 reset_counts: *reset_counts,
             },
-            Undo::Group { id, .. } => JournalEntry::Group(*id),
+            Undo::Group { id, old } => JournalEntry::Group {
+                id: *id,
+                was_present: old.is_some(),
+            },
             Undo::Meter { id, .. } => JournalEntry::Meter(*id),
         })
     }
@@ -830,17 +878,12 @@ impl Pipeline {
     ) -> Result<(), TableError> {
         for a in actions {
             match a {
-                Action::Output { port, .. }
-                    if port.0 == 0
-                        || (port.0 > OfPort::MAX.0 && port.reserved_name().is_none())
-                        || *port == OfPort::ANY =>
-                {
+                // Port 0, ANY, a port Open vSwitch cannot represent (0xff00..=0xfffffeff) and
+                // the unnamed reserved ones (0xffffff00..=0xfffffff7).
+                Action::Output { port, .. } if !port.is_output_port() => {
                     return Err(TableError::BadOutPort(port.0));
                 }
                 Action::Ct(ct) => {
-                    if let Some(port) = ct.alg.filter(|p| !matches!(p, 21 | 69)) {
-                        return Err(TableError::UnsupportedAlg(port));
-                    }
                     for a in &ct.exec {
                         match a {
                             Action::SetField { field, .. } => check_writable(*field, true)?,
@@ -853,18 +896,26 @@ impl Pipeline {
                             }
                         }
                     }
+                    check_ct_commit(ct)?;
+                    if let Some(port) = ct.alg.filter(|p| !matches!(p, 21 | 69)) {
+                        return Err(TableError::UnsupportedAlg(port));
+                    }
                 }
                 Action::SetField { field, value, mask } => {
+                    check_ct_field_dst(*field)?;
                     check_writable(*field, false)?;
                     check_set_value(*field, *value, *mask)?;
                 }
                 Action::RegLoad { dst, value } => {
+                    check_ct_field_dst(dst.field)?;
                     check_writable(dst.field, false)?;
                     check_set_value(dst.field, value << dst.ofs, dst.mask())?;
                 }
-                Action::Move { dst, .. } | Action::CheckPktLarger { dst, .. } => {
-                    check_writable(dst.field, false)?
+                Action::Move { dst, .. } => {
+                    check_ct_field_dst(dst.field)?;
+                    check_writable(dst.field, false)?;
                 }
+                Action::CheckPktLarger { dst, .. } => check_writable(dst.field, false)?,
                 Action::Clone(inner) => self.check_actions(inner.iter())?,
                 Action::Controller(_) => check_controller_actions(std::iter::once(a))?,
                 Action::Multipath(mp) => check_writable(mp.dst.field, false)?,
@@ -1138,6 +1189,10 @@ impl Pipeline {
                 return Err(TableError::GroupLoop(g.id));
             }
             self.check_actions(b.actions.iter())?;
+            // Open vSwitch decodes a bucket's actions, then its watch_port.
+            if !b.watch_port.is_representable() {
+                return Err(TableError::BadWatchPort(b.watch_port.0));
+            }
             self.check_groups(b.actions.iter())?;
         }
         // Through other groups (the self-reference above is refused before a missing group).

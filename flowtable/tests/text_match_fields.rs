@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use flowtable::fields::{FIELDS, FieldId};
-use flowtable::flow::{FlowEntry, FlowFlags};
+use flowtable::flow::FlowEntry;
 use flowtable::text::{PrintOpts, parse_flow, print_flow, print_flow_mod};
 
 use flowtable::testgen::Rng;
@@ -45,7 +45,11 @@ fn random_match(rng: &mut Rng) -> flowtable::Match {
         }
         let full = info.full_mask();
         let mask = (info.maskable && rng.chance(40)).then(|| rng.bits(full));
-        let value = interesting(rng, f).unwrap_or_else(|| rng.bits(full)) & full;
+        let mut value = interesting(rng, f).unwrap_or_else(|| rng.bits(full)) & full;
+        // An in_port Open vSwitch cannot represent (0xff00..=0xfffffeff) is refused as text.
+        if f == FieldId::InPort && !flowtable::OfPort(value as u32).is_representable() {
+            value &= 0xfeff;
+        }
         let _ = m.set(f, value & mask.unwrap_or(full), mask);
     }
     // Drop what lacks its prerequisite until everything left has it. Fields that share bits
@@ -126,8 +130,7 @@ fn every_field_prints_and_parses_back() {
         let text = print_flow_mod(&first);
         let back = parse_flow(&text);
         let line = print_flow(&FlowEntry::from_mod(&first, now), &PrintOpts::default());
-        let mut want = first.clone();
-        want.flags = FlowFlags(first.flags.0 & !FlowFlags::CHECK_OVERLAP);
+        let want = first.clone();
         let back_line = parse_flow(&line);
         for (got, expected, shown) in [(&back, &first, &text), (&back_line, &want, &line)] {
             if got.as_ref() != Ok(expected) {

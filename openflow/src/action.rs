@@ -475,8 +475,11 @@ fn decode_action(r: &mut Reader<'_>, in_ct: bool) -> Result<Action, OfError> {
     Ok(a)
 }
 
+/// Open vSwitch's `ofputil_port_from_ofp11` and `ofpact_check_output_port`: 0xff00..=0xfffffeff
+/// is no port it can represent, 0xffffff00..=0xfffffff7 no reserved port it names; ANY (and 0)
+/// no port to send to.
 fn check_output_port(p: u32) -> Result<(), OfError> {
-    if p == 0 || p == port::ANY || (p > port::MAX && p < port::IN_PORT) {
+    if p == 0 || p == port::ANY || (0xff00..port::IN_PORT).contains(&p) {
         return err(
             ErrorCode::BadActionBadOutPort,
             format!("output to invalid port {p:#x}"),

@@ -109,6 +109,11 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             let shift = info.codec.shift;
             let wire_full = info.wire_full_mask();
             let low = (1u128 << shift) - 1;
+            let mut t = *t;
+            if t.field == FieldId::InPort && t.wire.class == flowtable::fields::NXM_CLASS_OF {
+                // NXM_OF_IN_PORT is the OpenFlow 1.0 port: 0xfffe is LOCAL (0xfffffffe).
+                t.value = oxm::of10_port_to_of13(t.value as u16).into();
+            }
             let (value, mask) = match t.mask {
                 None => (((t.value & wire_full) << shift) | low, info.full_mask()),
                 Some(m) => ((t.value & wire_full) << shift, (m & wire_full) << shift),
@@ -557,6 +562,36 @@ fn load_pieces(dst: SubField, value: u128) -> impl Iterator<Item = flowtable::Ac
     })
 }
 
+/// `set_field:P->in_port` as Open vSwitch sends it: NXM_OF_IN_PORT, the 16-bit OpenFlow 1.0
+/// port (`LOCAL` is 0xfffe), since it refuses OXM_OF_IN_PORT in a set-field
+/// (`OFPBAC_BAD_SET_ARGUMENT`, which would break `ovs-ofctl dump-flows` of the whole bridge).
+/// `None` for a port the 16 bits cannot carry (0xff00..0xfffffeff, which only a hex number
+/// names): it stays OXM_OF_IN_PORT, as only this switch reads it.
+fn in_port_nxm(field: FieldId, port: u128, exact: bool) -> Option<OxmTlv> {
+    let port = u32::try_from(port).ok()?;
+    if field != FieldId::InPort || !exact || (0xff00..OfPort::MAX.0).contains(&port) {
+        return None;
+    }
+    Some(OxmTlv {
+        field,
+        wire: field.info().nxm?,
+        value: u128::from(port_to_of10(OfPort(port))),
+        mask: None,
+    })
+}
+
+/// The field a set-field of `field` goes on the wire as: `tp_src`/`tp_dst` without a protocol
+/// (a group bucket's, which rewrites the port of whichever of TCP, UDP and SCTP the packet
+/// is) have no wire field of their own and go as `tcp_src`/`tcp_dst`, the fields Open
+/// vSwitch's `tp_src`/`tp_dst` name (ovs-ofctl sends and prints them so).
+fn wire_alias(field: FieldId) -> FieldId {
+    match field {
+        FieldId::TpSrc => FieldId::TcpSrc,
+        FieldId::TpDst => FieldId::TcpDst,
+        f => f,
+    }
+}
+
 fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
     use flowtable::Action as T;
     Ok(match a {
@@ -569,12 +604,15 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             let full = info.full_mask();
             let shift = info.codec.shift;
             let exact = *mask & full == full;
-            let tlv = OxmTlv::new(
-                *field,
-                (*value & full) >> shift,
-                (!exact).then_some((*mask & full) >> shift),
-            )
-            .ok_or_else(|| no_wire_form(*field))?;
+            let tlv = match in_port_nxm(*field, *value, exact) {
+                Some(tlv) => tlv,
+                None => OxmTlv::new(
+                    wire_alias(*field),
+                    (*value & full) >> shift,
+                    (!exact).then_some((*mask & full) >> shift),
+                )
+                .ok_or_else(|| no_wire_form(*field))?,
+            };
             if exact {
                 WAction::SetField(tlv)
             } else {
@@ -870,13 +908,14 @@ pub fn flow_mod_in(fm: &of::FlowMod) -> Result<flowtable::FlowMod, OfError> {
     })
 }
 
-/// A table entry as one flow-stats record.
+/// A table entry as one flow-stats record. The duration is in whole milliseconds, as Open
+/// vSwitch's `calc_duration` gives it (ovs-ofctl then prints `4.135s`, not `4.135166054s`).
 pub fn flow_stats_out(e: &flowtable::FlowEntry, now: Instant) -> Result<of::FlowStats, OfError> {
     let age = now.saturating_duration_since(e.created);
     Ok(of::FlowStats {
         table_id: e.table_id,
         duration_sec: age.as_secs() as u32,
-        duration_nsec: age.subsec_nanos(),
+        duration_nsec: age.subsec_millis() * 1_000_000,
         priority: e.priority,
         idle_timeout: e.idle_timeout,
         hard_timeout: e.hard_timeout,
@@ -1648,6 +1687,81 @@ mod tests {
         assert_eq!(code(load(0, 12, 6)), None);
         assert_eq!(code(load2(0x1006, 0x1fff)), None);
         assert_eq!(code(load2(0x6, 0xfff)), None);
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// `set_field:P->in_port` goes as Open vSwitch sends it (an OFPAT_SET_FIELD of the 16-bit
+    /// NXM_OF_IN_PORT: it refuses OXM_OF_IN_PORT there, OFPBAC_BAD_SET_ARGUMENT, and with it a
+    /// whole flow-stats or group-desc reply), and what it sends reads back by port name.
+    #[test]
+    fn set_field_in_port_goes_as_open_vswitch_sends_it() {
+        use crate::action::{decode_actions, encode_actions};
+        // The action bytes of the flow-mod `ovs-ofctl -O OpenFlow13 add-flow` (3.1) sends
+        // for these flows (recorded with strace).
+        for (flow, bytes) in [
+            (
+                "actions=set_field:5->in_port",
+                "00190010000000020005000000000000",
+            ),
+            (
+                "actions=set_field:LOCAL->in_port",
+                "0019001000000002fffe000000000000",
+            ),
+            (
+                "actions=set_field:65280->in_port",
+                "0019001000000002ff00000000000000",
+            ),
+        ] {
+            let fm = flowtable::text::parse_flow(flow).unwrap();
+            let mut out = Vec::new();
+            encode_actions(&actions_out(&fm.instructions.apply).unwrap(), &mut out);
+            assert_eq!(hex(&out), bytes, "{flow}");
+            let back = actions_in(&decode_actions(&unhex(bytes)).unwrap()).unwrap();
+            assert_eq!(back, fm.instructions.apply, "{flow}");
+            assert_eq!(
+                flowtable::text::print_instructions(&flowtable::Instructions::apply(back)),
+                flow.trim_start_matches("actions="),
+            );
+        }
+    }
+
+    /// A group bucket's `set_field:80->tp_dst` (no match names the protocol) goes as
+    /// `tcp_dst`, the field Open vSwitch's `tp_dst` is: ovs-ofctl sends and prints it so.
+    #[test]
+    fn a_buckets_tp_dst_goes_as_tcp_dst() {
+        use flowtable::group::GroupModCommand;
+        let text = "group_id=1,type=all,bucket=actions=set_field:80->tp_dst,\
+                    set_field:1000->tp_src,output:1";
+        let gm = flowtable::text::parse_group_mod(text, GroupModCommand::Add).unwrap();
+        let wire = group_mod_out(&gm).unwrap();
+        let back = group_mod_in(&wire).unwrap();
+        assert_eq!(
+            flowtable::text::print_group(&back.group),
+            " group_id=1,type=all,bucket=actions=set_field:80->tcp_dst,\
+             set_field:1000->tcp_src,output:1"
+        );
+    }
+
+    /// Flow-stats durations are whole milliseconds, as Open vSwitch's `calc_duration` makes
+    /// them (ovs-ofctl prints `duration=4.135s`, not `4.135166054s`).
+    #[test]
+    fn flow_stats_durations_are_whole_milliseconds() {
+        let now = Instant::now();
+        let fm = flowtable::text::parse_flow("actions=drop").unwrap();
+        let mut e = flowtable::FlowEntry::from_mod(&fm, now);
+        e.created = now - std::time::Duration::new(4, 135_166_054);
+        let fs = flow_stats_out(&e, now).unwrap();
+        assert_eq!((fs.duration_sec, fs.duration_nsec), (4, 135_000_000));
     }
 
     #[test]

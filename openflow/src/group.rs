@@ -79,6 +79,17 @@ impl Bucket {
             let watch_group = b.u32("watch_group")?;
             b.skip(4, "pad")?;
             let actions = decode_actions(b.take_rest())?;
+            // Open vSwitch decodes the actions first, then the watch_port, which must be a port
+            // it can represent: below 0xff00 or from 0xffffff00 on (`ofputil_port_from_ofp11`).
+            if (0xff00..super::action::port::MAX).contains(&watch_port) {
+                return err(
+                    ErrorCode::GroupModBadWatch,
+                    format!(
+                        "watch_port {watch_port:#x} is outside the supported range 0 through \
+                         0xfeff or 0xffffff00 through 0xffffffff"
+                    ),
+                );
+            }
             out.push(Bucket {
                 weight,
                 watch_port,

@@ -206,6 +206,22 @@ impl OxmTlv {
                 ),
             );
         }
+        // Open vSwitch's `mf_is_value_valid`: an OXM in_port it cannot represent
+        // (0xff00..=0xfffffeff, `ofputil_port_from_ofp11`) is a bad value (a set-field's
+        // decoder makes it OFPBAC_BAD_SET_ARGUMENT).
+        if self.field == FieldId::InPort
+            && self.wire.class != NXM_CLASS_OF
+            && (0xff00..0xffff_ff00).contains(&self.value)
+        {
+            return err(
+                ErrorCode::BadMatchBadValue,
+                format!(
+                    "in_port {:#x} is outside the supported range 0 through 0xfeff or \
+                     0xffffff00 through 0xffffffff",
+                    self.value
+                ),
+            );
+        }
         if let Some(m) = self.mask
             && self.value & !m != 0
         {
@@ -631,7 +647,11 @@ mod tests {
         let width = u32::from(wire.len) * 8;
         let full = info.wire_full_mask() & (u128::MAX >> (128 - width));
         let mask = (info.maskable && rng.chance(40)).then(|| rng.bits(full));
-        let value = interesting_value(rng, field, full).unwrap_or_else(|| rng.bits(full));
+        let mut value = interesting_value(rng, field, full).unwrap_or_else(|| rng.bits(full));
+        // An OXM in_port Open vSwitch cannot represent (0xff00..=0xfffffeff) is a bad value.
+        if field == FieldId::InPort && (0xff00..0xffff_ff00).contains(&value) {
+            value &= 0xfeff;
+        }
         OxmTlv {
             field,
             wire,

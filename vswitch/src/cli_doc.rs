@@ -235,7 +235,7 @@ pub fn command_listing(cmd: &Command) -> String {
         }
     }
     out.push_str(
-        "\n`vswitchctl COMMAND --help` explains one management command; flags may come before or \
+        "\n`vswitchctl COMMAND --help` explains one command; flags may come before or \
          after the command.\nExit status: 0 success, 1 failure (refused, not found, daemon \
          unreachable, bad arguments), 2 diff-flows found differences or a flag clap rejects.",
     );

@@ -417,8 +417,9 @@ impl Control {
             for p in selected {
                 let c = p.counters.snapshot();
                 out.push_str(&format!(
-                    "  port {:>2}: rx pkts={}, bytes={}, drop={}, errs={}, frame=?, over=?, crc=?\n           tx pkts={}, bytes={}, drop={}, errs={}, coll=?\n           duration={:.3}s\n",
-                    p.ofport, c.rx_packets, c.rx_bytes, c.rx_dropped, c.rx_errors, c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_errors, c.duration_secs
+                    "  port {:>2}: rx pkts={}, bytes={}, drop={}, errs={}, frame=?, over=?, crc=?\n           tx pkts={}, bytes={}, drop={}, errs={}, coll=?\n           duration={}\n",
+                    p.ofport, c.rx_packets, c.rx_bytes, c.rx_dropped, c.rx_errors, c.tx_packets, c.tx_bytes, c.tx_dropped, c.tx_errors,
+                    flowtable::text::duration_ms((c.duration_secs * 1000.0) as u128)
                 ));
             }
             Ok(out)

@@ -75,7 +75,8 @@ pub fn flow_removed_message(e: &FlowEntry, reason: u8) -> Option<Arc<[u8]>> {
         reason,
         table_id: e.table_id,
         duration_sec: age.as_secs() as u32,
-        duration_nsec: age.subsec_nanos(),
+        // Whole milliseconds, as Open vSwitch's `calc_duration`.
+        duration_nsec: age.subsec_millis() * 1_000_000,
         idle_timeout: e.idle_timeout,
         hard_timeout: e.hard_timeout,
         packet_count: e.packets,

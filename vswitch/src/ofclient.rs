@@ -5,11 +5,13 @@
 //!   (pipelined, from a writer thread so a switch answering errors never deadlocks us) and
 //!   collects replies up to a barrier;
 //! - `commands` implements each command, `print` formats replies as `ovs-ofctl -O OpenFlow13`
-//!   does, `errors` decodes `OFPT_ERROR` the way ovs-ofctl prints it.
+//!   does, `packet` prints a packet-in's or packet-out's frame as ovs-ofctl does, `errors`
+//!   decodes `OFPT_ERROR` the way ovs-ofctl prints it.
 
 pub mod commands;
 pub mod errors;
 pub mod json;
+pub mod packet;
 pub mod print;
 
 use std::io::{Read, Write};

@@ -117,6 +117,9 @@ pub struct GroupEntry {
     /// `affinity_timeout`: the clients' remembered buckets (kept across group changes) and the
     /// timeout in ns.
     pub affinity: Option<(Arc<AffinityTable>, u64)>,
+    /// When the group was added (its OpenFlow group stats' duration). A modified group keeps
+    /// it, as in Open vSwitch (`modify_group_start`); a deleted and re-added one starts anew.
+    pub created: std::time::Instant,
 }
 
 impl GroupEntry {
@@ -124,7 +127,8 @@ impl GroupEntry {
         GroupEntry::replacing(group, None)
     }
 
-    /// The entry for `group`, keeping the affinity memory of the entry it replaces.
+    /// The entry for `group`, keeping the affinity memory and the creation time of the entry
+    /// it replaces.
     pub fn replacing(group: Group, old: Option<&GroupEntry>) -> GroupEntry {
         let live = vec![true; group.buckets.len()];
         GroupEntry::replacing_live(group, old, &live)
@@ -162,6 +166,7 @@ impl GroupEntry {
             weights,
             watches,
             affinity,
+            created: old.map_or_else(std::time::Instant::now, |o| o.created),
         }
     }
 

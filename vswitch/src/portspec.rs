@@ -83,8 +83,10 @@ pub enum PortSpecError {
     BadName(String),
 }
 
-/// Highest ofport a user may assign (OpenFlow 1.3 `OFPP_MAX`).
-pub const OFPP_MAX: u32 = 0xffff_ff00;
+/// Highest ofport a user may assign: 65279, as Open vSwitch's `ofport_request` (it keeps
+/// OpenFlow 1.0's 16-bit port numbers, below `OFPP_MAX` 0xff00; a higher OpenFlow 1.3 number
+/// is one it refuses in a flow and ovs-ofctl cannot decode in a reply or packet-in).
+pub const OFPP_MAX: u32 = 0xfeff;
 
 impl PortSpec {
     pub fn parse(name: &str, args: &[String]) -> Result<PortSpec, PortSpecError> {
@@ -481,6 +483,21 @@ mod tests {
         assert_eq!(
             PortSpec::parse("p", &args(&["ofport=0"])).unwrap_err(),
             PortSpecError::BadOfport("0".into())
+        );
+        // A port Open vSwitch can represent (and output to): 1..=65279.
+        assert_eq!(
+            PortSpec::parse("p", &args(&["ofport=65280"])).unwrap_err(),
+            PortSpecError::BadOfport("65280".into())
+        );
+        assert_eq!(
+            PortSpec::parse("p", &args(&["ofport=70000"])).unwrap_err(),
+            PortSpecError::BadOfport("70000".into())
+        );
+        assert_eq!(
+            PortSpec::parse("p", &args(&["ofport=65279"]))
+                .unwrap()
+                .ofport,
+            Some(65279)
         );
         assert_eq!(
             PortSpec::parse("p", &args(&["type=vxlan"])).unwrap_err(),

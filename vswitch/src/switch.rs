@@ -201,6 +201,7 @@ impl Switch {
                     let Some(sw) = me.upgrade() else { break };
                     sw.expire_flows();
                     sw.reattach_changed_interfaces();
+                    sw.refresh_port_macs();
                 }
             });
     }
@@ -463,6 +464,74 @@ impl Switch {
                 }
                 self.note_iface_change(&w, now, seen.running != now.running);
             }
+        }
+    }
+
+    /// Follows MAC addresses changed under ports (`ip link set dev X address ...`; the node
+    /// agent gives its host port a MAC of its own after creating it): a port whose interface
+    /// in the switch's namespace now has another MAC than the port reports takes it (`show`,
+    /// `list-ports`, PORT_DESC), and OpenFlow connections get a PORT_STATUS MODIFY, as Open
+    /// vSwitch reports a netdev's changed address. A TAP device moved into another namespace
+    /// (a pod's) is not looked at: the port keeps the MAC it had. The system calls run
+    /// outside the switch lock, one per port: run every second (and by the agent after it
+    /// set the host port's MAC).
+    pub fn refresh_port_macs(&self) {
+        let home = tap_io::tap::NetnsId::current().ok();
+        // (bridge, dp_id, interface name, MAC the port reports)
+        let watched: Vec<(String, usize, String, [u8; 6])> = self
+            .lock()
+            .iter()
+            .flat_map(|(br, b)| {
+                b.ports.values().filter_map(|p| {
+                    let name = match p.spec.kind {
+                        PortKind::AfPacket => p.spec.name.clone(),
+                        PortKind::Tap | PortKind::Internal => {
+                            let seen = p.tap_seen.as_ref()?;
+                            if p.moved.is_some() || Some(seen.netns) != home {
+                                return None;
+                            }
+                            seen.name.clone()
+                        }
+                        PortKind::Vxlan => return None,
+                    };
+                    Some((br.clone(), p.dp_id, name, p.mac))
+                })
+            })
+            .collect();
+        for (br, dp_id, name, known) in watched {
+            let Ok(mac) = tap_io::iface::mac(&name) else {
+                continue; // gone (moved, deleted): nothing to follow
+            };
+            if mac == known || mac == [0; 6] {
+                continue;
+            }
+            let mut state = self.lock();
+            let Some(b) = state.get_mut(&br) else {
+                continue;
+            };
+            let Some(p) = b.ports.values_mut().find(|p| p.dp_id == dp_id) else {
+                continue; // deleted or added again meanwhile
+            };
+            // A TAP device read by name: still the port's own, in the switch's namespace.
+            if let Some(tap) = &p.tap
+                && !tap
+                    .whereabouts()
+                    .is_ok_and(|w| Some(w.netns) == home && w.name == name)
+            {
+                continue;
+            }
+            tracing::info!(port = %p.spec.name, from = %fmt_mac(&p.mac), to = %fmt_mac(&mac),
+                "port MAC changed");
+            p.mac = mac;
+            let desc = p.desc();
+            drop(state);
+            self.packet_ins.send(
+                &br,
+                AsyncEvent::PortStatus {
+                    reason: openflow::switch::port_reason::MODIFY,
+                    port: desc,
+                },
+            );
         }
     }
 
@@ -977,6 +1046,13 @@ fn underlay_of(spec: &PortSpec) -> Option<(String, IfaceSeen)> {
     let name = crate::bridge::underlay_iface(local)?;
     let seen = IfaceSeen::of(&name)?;
     Some((name, seen))
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 fn remove_device(p: &PortCtl) {

@@ -47,10 +47,8 @@ pub fn trace(b: &BridgeCtl, flow: &str) -> Result<String, String> {
             }
             log.push_str(&format!(
                 "\nMegaflow: {}\n",
-                text::print_match(&Match {
-                    value: key.masked(&wc),
-                    mask: wc
-                })
+                // Only the fields of the packet's protocol, as valid flow syntax.
+                text::print_match(&Match::from_megaflow(&key, &wc))
             ));
             all_actions.extend(taken.iter().cloned());
             let recirc = taken.iter().find_map(|a| match a {

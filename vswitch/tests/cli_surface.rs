@@ -145,6 +145,114 @@ fn a_closed_pipe_is_not_a_crash() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `vswitchctl completions bash | head -1`, `vswitchctl man | head`: a reader that is gone
+/// before (or while) they write drops the rest; exit 0, nothing on stderr (no clap_complete
+/// panic, no "Broken pipe").
+#[test]
+fn completions_and_man_end_quietly_when_the_reader_is_gone() {
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"][..],
+        &["completions", "fish"][..],
+        &["man"][..],
+    ] {
+        // A pipe whose read end is closed: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(VSWITCHCTL)
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run vswitchctl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+/// `vswitchctl COMMAND --help` (or `-h`, before or after the switch) explains the command and
+/// exits 0 for every command, OpenFlow ones (`show`, `dump-flows`, ...) and local ones
+/// included: none takes `--help` for a switch name. No daemon is needed.
+#[test]
+fn every_command_answers_help() {
+    let rundir = std::env::temp_dir().join(format!("vswitch-nohelp-{}", std::process::id()));
+    let rundir = rundir.to_str().unwrap();
+    let mut names: Vec<String> = vswitch::ofclient::commands::COMMANDS
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    names.extend(
+        vswitch::command::MgmtCommand::clap_commands()
+            .iter()
+            .map(|c| c.get_name().to_string()),
+    );
+    names.extend(["completions".to_string(), "man".to_string()]);
+    for name in &names {
+        let mut forms = vec![vec![name.as_str(), "--help"], vec![name.as_str(), "-h"]];
+        // After the switch too (clap refuses an argument a management command lacks).
+        if vswitch::ofclient::commands::COMMANDS.contains(&name.as_str()) {
+            forms.push(vec![name.as_str(), "br0", "--help"]);
+        }
+        for args in forms {
+            let mut full = vec!["--rundir", rundir];
+            full.extend(&args);
+            let o = run(VSWITCHCTL, &full);
+            let (out, err) = (text(&o), String::from_utf8_lossy(&o.stderr).into_owned());
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {out}{err}");
+            assert!(
+                out.contains(&format!("Usage: {name}")) && err.is_empty(),
+                "{args:?}: {out}{err}"
+            );
+        }
+    }
+    // The OpenFlow `show` explains its optional switch.
+    let show = text(&run(VSWITCHCTL, &["--rundir", rundir, "show", "--help"]));
+    assert!(show.contains("Usage: show [SWITCH]"), "{show}");
+}
+
+/// A global flag clap does not know, in front of the command, exits 2 (clap's usage error),
+/// not 1 as if it were a command.
+#[test]
+fn an_unknown_global_flag_exits_2() {
+    for args in [
+        &["--bogus-flag", "list-br"][..],
+        &["-x", "list-br"][..],
+        &["--format", "yaml", "list-br"][..],
+    ] {
+        let o = run(VSWITCHCTL, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    let err =
+        String::from_utf8_lossy(&run(VSWITCHCTL, &["--bogus-flag", "list-br"]).stderr).into_owned();
+    assert!(err.contains("unexpected argument '--bogus-flag'"), "{err}");
+}
+
+/// `mod-port ... no-flood` (an OpenFlow 1.0 bit) is refused with one readable sentence,
+/// before any connection.
+#[test]
+fn mod_port_of10_settings_are_refused_in_one_sentence() {
+    let o = run(
+        VSWITCHCTL,
+        &[
+            "--rundir",
+            "/nonexistent",
+            "mod-port",
+            "br0",
+            "1",
+            "no-flood",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "vswitchctl: mod-port no-flood: OpenFlow 1.3 has no such port setting (OpenFlow 1.0 \
+         only); vswitch ports support up, down, receive, no-receive, forward, no-forward\n"
+    );
+}
+
 /// An idle timeout that would overflow the clock is refused at start, not at the first client.
 #[test]
 fn an_endless_idle_timeout_is_refused() {

@@ -145,6 +145,43 @@ fn bad_flags_are_refused_with_a_clear_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SECONDS"));
+    // Values out of a flag's range are refused by the command line parser (status 2, naming
+    // the flag and the range), not later by the start (status 1).
+    for (flag, value, range) in [
+        ("--ct-max-conns", "0", "1..=1073741824"),
+        ("--ct-max-conns", "1073741825", "1..=1073741824"),
+        ("--threads", "0", "1..=64"),
+        ("--mgmt-max-request-bytes", "1023", "1024.."),
+    ] {
+        let out = Command::new(VSWITCHD)
+            .args(["--rundir", "/nonexistent-unused", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(range),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
+/// `--man` is a documented flag: `--help` lists it and the man page's synopsis has it.
+#[test]
+fn man_flag_is_listed_in_help_and_man_page() {
+    let out = Command::new(VSWITCHD).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--man"), "{help}");
+    let out = Command::new(VSWITCHD).arg("--man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    let synopsis = page
+        .split(".SH SYNOPSIS")
+        .nth(1)
+        .and_then(|s| s.split(".SH").next())
+        .unwrap_or_else(|| panic!("no synopsis in {page}"));
+    assert!(synopsis.contains("\\-\\-man"), "{synopsis}");
 }
 
 #[test]

@@ -542,3 +542,93 @@ fn a_pod_replaced_at_the_same_address_starts_without_the_old_ones_connections() 
     sw.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The MAC `ip link show DEV` gives.
+fn kernel_mac(dev: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", dev])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC for {dev}: {text}"))
+        .to_string()
+}
+
+/// The `mac:` `show` prints for port `port`.
+fn shown_mac(ctl: &Control, port: &str) -> String {
+    let show = ctl.command(&["show"]).expect("show");
+    show.lines()
+        .skip_while(|l| l.trim() != format!("Port {port}"))
+        .find_map(|l| l.trim().strip_prefix("mac: "))
+        .unwrap_or_else(|| panic!("no port {port} in {show}"))
+        .trim_matches('"')
+        .to_string()
+}
+
+/// What OpenFlow's PORT_DESC says port `ofport` of br-int's MAC is.
+fn desc_mac(sw: &Switch, ofport: u32) -> String {
+    let m = sw.lock()["br-int"].ports[&ofport].desc().hw_addr;
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// The host port, a TAP the agent creates and then gives a MAC of its own (`0e:76:73` + the
+/// address's low bytes, what its flows use), reports that MAC (`show`, PORT_DESC), not the
+/// one the kernel made the TAP with. A MAC changed under a port later is followed, and
+/// OpenFlow connections get a PORT_STATUS MODIFY saying so.
+#[test]
+fn ports_report_the_mac_their_interface_has() {
+    if !tap_io::netns::require_root("ports_report_the_mac_their_interface_has") {
+        return;
+    }
+    let (sw, ctl, dir, _threads) = switch_in_own_netns("portmac");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(&file, NODE).unwrap();
+    ctl.command(&["apply", file.to_str().unwrap()])
+        .expect("apply");
+    let host = "0e:76:73:10:01:fe";
+    assert_eq!(kernel_mac("vswhost0"), host);
+    assert_eq!(shown_mac(&ctl, "vswhost0"), host);
+    assert_eq!(desc_mac(&sw, 1002), host);
+
+    // A MAC changed under a port (here the pod's TAP, still in the switch's namespace).
+    let events = sw.packet_ins.subscribe("br-int");
+    let ofport = *sw.lock()["br-int"]
+        .ports
+        .iter()
+        .find(|(_, p)| p.spec.name == "tfile")
+        .expect("pod port")
+        .0;
+    let new = "02:00:00:5e:00:01";
+    let set = std::process::Command::new("ip")
+        .args(["link", "set", "dev", "tfile", "address", new])
+        .status()
+        .expect("ip");
+    assert!(set.success());
+    sw.refresh_port_macs();
+    assert_eq!(shown_mac(&ctl, "tfile"), new);
+    assert_eq!(desc_mac(&sw, ofport), new);
+    let status = std::iter::from_fn(|| events.try_recv()).find_map(|ev| match ev {
+        vswitch::events::AsyncEvent::PortStatus { reason, port } => Some((reason, port)),
+        _ => None,
+    });
+    let (reason, port) = status.expect("no PORT_STATUS for the changed MAC");
+    assert_eq!(reason, openflow::switch::port_reason::MODIFY);
+    assert_eq!(port.port_no, ofport);
+    assert_eq!(port.hw_addr, [2, 0, 0, 0x5e, 0, 1]);
+    // Nothing changed: nothing is reported again.
+    sw.refresh_port_macs();
+    assert!(
+        !std::iter::from_fn(|| events.try_recv())
+            .any(|ev| matches!(ev, vswitch::events::AsyncEvent::PortStatus { .. })),
+        "a PORT_STATUS without a change"
+    );
+    sw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

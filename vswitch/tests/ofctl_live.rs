@@ -164,6 +164,77 @@ fn groups_add_dump_stats() {
     assert!(feats.contains("select group"), "{feats}");
 }
 
+/// The `duration=` of group `id` in a dump-group-stats text, as printed and in seconds.
+fn group_duration(stats: &str, id: u32) -> (String, f64) {
+    let line = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("group_id={id},")))
+        .unwrap_or_else(|| panic!("no group {id} in {stats}"));
+    let text = line
+        .split(',')
+        .find_map(|p| p.strip_prefix("duration="))
+        .unwrap_or_else(|| panic!("no duration in {line}"))
+        .to_string();
+    let secs = text
+        .strip_suffix('s')
+        .and_then(|t| t.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("bad duration {text}"));
+    (text, secs)
+}
+
+/// Open vSwitch's `ofp_print_duration` with millisecond durations: `N s` on a whole second,
+/// else `N.mmm s`.
+fn printed_like_ovs(d: &str) -> bool {
+    let Some(t) = d.strip_suffix('s') else {
+        return false;
+    };
+    match t.split_once('.') {
+        None => t.parse::<u32>().is_ok(),
+        Some((s, ms)) => s.parse::<u32>().is_ok() && ms.len() == 3 && ms != "000",
+    }
+}
+
+/// Group stats count their duration from the add (OpenFlow 1.3 `ofp_group_stats`), a modify
+/// keeps it and a re-add starts it again (Open vSwitch's `group->created`); vswitchctl prints
+/// it as ovs-ofctl does.
+#[test]
+fn group_stats_duration_counts_from_the_add() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Switch::start("ofctl-live");
+    d.ofctl_ok(
+        &[],
+        "add-group",
+        &["group_id=1,type=select,bucket=output:1,bucket=output:2"],
+    );
+    std::thread::sleep(Duration::from_millis(1300));
+    d.ofctl_ok(&[], "add-group", &["group_id=2,type=all,bucket=output:1"]);
+    let theirs = d.ofctl_ok(&[], "dump-group-stats", &[]);
+    let ours = d.ctl_ok(&["dump-group-stats", "br0"]);
+    for stats in [&theirs, &ours] {
+        let (t1, s1) = group_duration(stats, 1);
+        let (t2, s2) = group_duration(stats, 2);
+        assert!(
+            (1.3..60.0).contains(&s1),
+            "group 1 added 1.3 s ago: {stats}"
+        );
+        assert!(s2 < 1.0, "group 2 just added: {stats}");
+        assert!(printed_like_ovs(&t1) && printed_like_ovs(&t2), "{stats}");
+    }
+    // A modify keeps the duration, a delete and add starts it anew.
+    d.ofctl_ok(
+        &[],
+        "mod-group",
+        &["group_id=1,type=select,bucket=output:3"],
+    );
+    d.ofctl_ok(&[], "del-groups", &["group_id=2"]);
+    d.ofctl_ok(&[], "add-group", &["group_id=2,type=all,bucket=output:1"]);
+    let stats = d.ctl_ok(&["dump-group-stats", "br0"]);
+    assert!(group_duration(&stats, 1).1 >= 1.3, "{stats}");
+    assert!(group_duration(&stats, 2).1 < 1.0, "{stats}");
+}
+
 #[test]
 fn tables_ports_and_desc() {
     if !have_ofctl() {

@@ -159,21 +159,61 @@ fn controller_action_reaches_ovs_ofctl_monitor() {
     );
 }
 
+/// The frames of tests/data/openflow/packet_text.tsv named `names`, with the packet line
+/// `ovs-ofctl ofp-print` printed for each.
+fn recorded_frames(names: &[&str]) -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/openflow/packet_text.tsv"
+    );
+    let data = std::fs::read_to_string(path).unwrap();
+    names
+        .iter()
+        .map(|name| {
+            let line = data
+                .lines()
+                .find(|l| l.split('\t').next() == Some(name))
+                .unwrap_or_else(|| panic!("{name} not in {path}"));
+            let cols: Vec<&str> = line.split('\t').collect();
+            (cols[1].to_string(), cols[2].to_string())
+        })
+        .collect()
+}
+
+/// The packet-ins of a monitor's output: (header line, packet line) pairs.
+fn packet_ins(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].contains("PACKET_IN"))
+        .map(|w| (w[0].to_string(), w[1].to_string()))
+        .collect()
+}
+
+/// `vswitchctl monitor` prints a packet-in as `ovs-ofctl ofp-print` prints an OFPT_PACKET_IN:
+/// the header, then the packet as `ofp_packet_to_string` does (every header field, checksum)
+/// — TCP, UDP, ICMP, ICMPv6 ND, ARP, IPv6 TCP, a VLAN tag, QinQ. With ovs-ofctl installed,
+/// its `monitor` on the same switch at the same time prints the same lines (its header names
+/// the NXT_PACKET_IN2 it asks for).
 #[test]
 fn vswitchctl_monitor_prints_packet_ins() {
-    let (_guard, rundir) = start_switch("pin2");
+    let (mut guard, rundir) = start_switch("pin2");
     let ctl = |args: &[&str]| run_ctl(&rundir, args);
     assert!(ctl(&["add-br", "br0"]).status.success());
-    // A flow with a cookie sends to the controller from table 0.
+    // A flow with a cookie sends everything to the controller from table 0.
     assert!(
         ctl(&[
             "add-flow",
             "br0",
-            "cookie=0x42,priority=5,udp,actions=controller"
+            "cookie=0x42,priority=5,actions=controller"
         ])
         .status
         .success()
     );
+    let ofctl = have_ovs_ofctl();
+    if ofctl {
+        guard.0.push(ovs_ofctl_monitor(&rundir, 5, &[]));
+    }
     let monitor = Command::new("timeout")
         .args(["4", VSWITCHCTL, "--rundir"])
         .arg(&rundir)
@@ -183,31 +223,49 @@ fn vswitchctl_monitor_prints_packet_ins() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let frame = FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
-        .udp(1000, 53)
-        .build();
-    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
-    let po = ctl(&["packet-out", "br0", "controller", "table", &hex]);
-    assert!(
-        po.status.success(),
-        "{}",
-        String::from_utf8_lossy(&po.stderr)
-    );
+    let frames = recorded_frames(&[
+        "tcp_syn",
+        "udp",
+        "icmp_echo",
+        "icmpv6_ns",
+        "arp_req",
+        "tcp6",
+        "vlan_udp",
+        "qinq",
+    ]);
+    for (hex, _) in &frames {
+        let po = ctl(&["packet-out", "br0", "controller", "table", hex]);
+        assert!(
+            po.status.success(),
+            "{}",
+            String::from_utf8_lossy(&po.stderr)
+        );
+    }
     let out = monitor.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("OFPT_PACKET_IN (OF1.3)")
-            && text.contains("cookie=0x42")
-            && text.contains(&format!("total_len={}", frame.len())),
-        "no packet-in printed:\n{text}"
-    );
-    assert!(
-        text.contains(
-            "udp,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2"
-        ),
-        "{text}"
-    );
+    let ours = packet_ins(&text);
+    assert_eq!(ours.len(), frames.len(), "{text}");
+    for ((head, packet), (hex, want)) in ours.iter().zip(&frames) {
+        let len = hex.len() / 2;
+        assert_eq!(
+            head,
+            &format!(
+                "OFPT_PACKET_IN (OF1.3) (xid=0x0): cookie=0x42 total_len={len} in_port=CONTROLLER (via action) data_len={len} (unbuffered)"
+            ),
+            "{text}"
+        );
+        assert_eq!(packet, want, "{text}");
+    }
+    if ofctl {
+        let mut theirs = guard.0.pop().unwrap();
+        let _ = theirs.wait();
+        let theirs = monitor_text(&rundir);
+        let theirs: Vec<(String, String)> = packet_ins(&theirs)
+            .into_iter()
+            .map(|(h, p)| (h.replace("NXT_PACKET_IN2", "OFPT_PACKET_IN"), p))
+            .collect();
+        assert_eq!(ours, theirs, "vswitchctl:\n{text}\novs-ofctl:\n{theirs:#?}");
+    }
 }
 
 #[test]

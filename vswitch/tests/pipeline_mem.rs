@@ -1343,3 +1343,159 @@ fn a_packet_conntrack_cannot_read_is_counted_invalid_malformed() {
     assert_eq!(b.received(2).len(), 1, "a whole SYN goes through");
     assert_eq!(counter(&b), 1);
 }
+
+/// A table whose flows look at ARP, ICMP, TCP, UDP and IPv6 fields: a packet of one protocol
+/// probes the other protocols' subtables too.
+const MIXED_PROTOCOLS: &str = "table=0,priority=100,arp,arp_op=1,actions=output:2\n\
+     table=0,priority=90,icmp,icmp_type=8,actions=output:2\n\
+     table=0,priority=80,tcp,tp_dst=80,tcp_flags=+syn,actions=output:2\n\
+     table=0,priority=70,udp,tp_src=53,actions=output:2\n\
+     table=0,priority=60,ipv6,ipv6_dst=fd00::1,actions=output:2\n\
+     table=0,priority=50,icmp6,icmp_type=135,nd_target=fd00::9,actions=output:2\n\
+     table=0,priority=1,actions=output:2";
+
+/// The fields a printed match names (`name` or `name=value`).
+fn match_fields(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|p| p.split('=').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `trace`'s Megaflow lines name only fields of the packet's protocol and read back, with the
+/// flow parser, as the same match.
+#[test]
+fn trace_megaflow_lines_parse_back_as_flow_matches() {
+    let b = bench(2);
+    b.flows(MIXED_PROTOCOLS);
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=40000,tp_dst=80,tcp_flags=+syn",
+            &["arp_op", "icmp_type", "icmp_code", "nd_target", "ipv6_dst"],
+        ),
+        (
+            "in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=53,tp_dst=4000",
+            &["arp_op", "icmp_type", "icmp_code", "tcp_flags", "nd_target"],
+        ),
+        (
+            "in_port=1,icmp,nw_src=10.0.0.1,nw_dst=10.0.0.2,icmp_type=8,icmp_code=0",
+            &["arp_op", "tp_src", "tp_dst", "tcp_flags", "nd_target"],
+        ),
+        (
+            "in_port=1,arp,arp_op=1,arp_spa=10.0.0.1,arp_tpa=10.0.0.2",
+            &[
+                "icmp_type",
+                "icmp_code",
+                "tp_src",
+                "tp_dst",
+                "tcp_flags",
+                "nw_proto",
+            ],
+        ),
+        (
+            "in_port=1,tcp6,ipv6_src=fd00::2,ipv6_dst=fd00::1,tp_src=40000,tp_dst=80",
+            &["arp_op", "icmp_type", "icmp_code", "nd_target", "nw_dst"],
+        ),
+        (
+            "in_port=1,icmp6,ipv6_src=fd00::2,ipv6_dst=fd00::3,icmp_type=135,icmp_code=0,nd_target=fd00::9",
+            &["arp_op", "tp_src", "tp_dst", "tcp_flags"],
+        ),
+    ];
+    for (flow, absent) in cases {
+        let out = b.command(&["trace", "br0", flow]);
+        let lines = megaflows(&out);
+        assert!(!lines.is_empty(), "{out}");
+        for line in lines {
+            let back = flowtable::text::parse_match(&line)
+                .unwrap_or_else(|e| panic!("{flow}: Megaflow `{line}` does not parse: {e}"));
+            assert_eq!(
+                flowtable::text::print_match(&back),
+                line,
+                "{flow}: Megaflow does not read back the same"
+            );
+            let names = match_fields(&line);
+            for f in absent {
+                assert!(
+                    !names.iter().any(|n| n == f),
+                    "{flow}: Megaflow `{line}` names {f}"
+                );
+            }
+        }
+    }
+}
+
+/// `dump-megaflows` prints, for each entry, only the fields of its own protocol: no ICMP
+/// type/code in a TCP entry, no ports in an ICMP entry.
+#[test]
+fn dump_megaflows_names_only_fields_of_the_entrys_protocol() {
+    let mut b = bench(2);
+    b.flows(MIXED_PROTOCOLS);
+    let frames = [
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .tcp(40000, 80, 0x02)
+            .build(),
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(53, 4000)
+            .build(),
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .icmp(8, 0)
+            .payload(b"ping")
+            .build(),
+        FrameBuilder::eth(POD_MAC, [0xff; 6])
+            .arp(1, POD_MAC, [10, 0, 0, 1], [0; 6], [10, 0, 0, 2])
+            .build(),
+        FrameBuilder::eth(POD_MAC, POD2_MAC)
+            .ipv6(
+                "fd00::2".parse::<std::net::Ipv6Addr>().unwrap(),
+                "fd00::1".parse::<std::net::Ipv6Addr>().unwrap(),
+            )
+            .tcp(40000, 80, 0x02)
+            .build(),
+    ];
+    for f in &frames {
+        b.send(1, f);
+    }
+    assert_eq!(b.received(2).len(), frames.len());
+    let dump = b.command(&["dump-megaflows", "br0"]);
+    let entries: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.starts_with("recirc_id"))
+        .collect();
+    assert_eq!(entries.len(), frames.len(), "{dump}");
+    for e in entries {
+        let key = e.split(", packets:").next().unwrap();
+        let groups: Vec<&str> = key.split("),").collect();
+        let group = |name: &str| {
+            groups
+                .iter()
+                .find(|g| g.starts_with(&format!("{name}(")))
+                .map(|g| g.to_string())
+        };
+        if key.contains("eth_type(0x0806)") {
+            assert!(group("arp").is_some(), "{e}");
+            for g in ["ipv4", "ipv6", "tcp", "udp", "icmp", "l4"] {
+                assert!(group(g).is_none(), "ARP entry has {g}: {e}");
+            }
+        } else if key.contains("proto=6") {
+            let tcp = group("tcp").unwrap_or_default();
+            assert!(!tcp.contains("type=") && !tcp.contains("code="), "{e}");
+            assert!(!key.contains("arp(") && !key.contains("nd("), "{e}");
+        } else if key.contains("proto=17") {
+            let udp = group("udp").unwrap_or_default();
+            assert!(!udp.contains("type=") && !udp.contains("code="), "{e}");
+            assert!(!key.contains("tcp_flags"), "{e}");
+        } else if key.contains("proto=1,") || key.contains("proto=1)") {
+            let icmp = group("icmp").unwrap_or_default();
+            assert!(!icmp.contains("src=") && !icmp.contains("dst="), "{e}");
+            assert!(!key.contains("tcp_flags"), "{e}");
+        } else {
+            panic!("unexpected entry {e}");
+        }
+        if key.contains("eth_type(0x86dd)") {
+            let v6 = group("ipv6").unwrap_or_default();
+            assert!(!v6.contains("."), "IPv4 address in an IPv6 entry: {e}");
+        }
+    }
+}

@@ -115,6 +115,27 @@ fn arp_request() {
     assert_eq!(p.error, Some(ParseError::TruncatedArp));
 }
 
+/// RARP (EtherType 0x8035) has ARP's packet format: its fields are extracted as ARP's, as
+/// Open vSwitch's `flow_extract` does (a flow `rarp,arp_op=3` is accepted, so it must match).
+#[test]
+fn rarp_fields_are_extracted_like_arp() {
+    let mut f = FrameBuilder::eth(A, [0xff; 6])
+        .arp(3, A, [0, 0, 0, 0], A, [0, 0, 0, 0])
+        .build();
+    f[12..14].copy_from_slice(&0x8035u16.to_be_bytes());
+    let (k, p) = key_of(&f);
+    assert_eq!(p.error, None);
+    assert_eq!(p.l3_kind, L3Kind::Arp);
+    assert_eq!(k.eth_type, 0x8035);
+    assert_eq!((k.arp_op, k.arp_sha, k.arp_tha), (3, A, A));
+    f[20..22].copy_from_slice(&4u16.to_be_bytes());
+    f[28..32].copy_from_slice(&[10, 0, 0, 9]);
+    let (k, _) = key_of(&f);
+    assert_eq!((k.arp_op, k.arp_spa), (4, 0x0a00_0009));
+    let (_, p) = key_of(&f[..14 + 27]);
+    assert_eq!(p.error, Some(ParseError::TruncatedArp));
+}
+
 #[test]
 fn icmpv4_echo() {
     let f = FrameBuilder::eth(A, B)

@@ -99,18 +99,17 @@ pub(super) fn bad(action: &str, text: &str, reason: impl Into<String>) -> ParseE
 }
 
 /// Parses the text after `actions=`. `m` is the flow's match, needed by legacy actions whose
-/// OpenFlow 1.3 form depends on it (`mod_tp_dst`, `mod_vlan_vid`).
+/// OpenFlow 1.3 form depends on it (`mod_tp_dst`, `mod_vlan_vid`). An empty list (`actions=`)
+/// is `drop`, as in ovs-ofctl.
 pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
     let mut ins = Instructions::default();
     let mut drop = false;
     // 0 = meter, 1 = apply actions, then 2 clear, 3 write_actions, 4 write_metadata,
     // 5 goto_table.
     let mut stage = 0u8;
-    let mut any = false;
     // A `write_actions` was given (an empty one leaves no instruction, as in ovs-ofctl).
     let mut written = false;
     for tok in split_top(s, &[','])? {
-        any = true;
         let (name, _) = split_name(tok);
         let lname = name.to_ascii_lowercase();
         let next_stage = match lname.as_str() {
@@ -152,9 +151,6 @@ pub fn parse_actions(s: &str, m: &Match) -> Result<Instructions, ParseError> {
             }
             _ => parse_action(tok, m, &mut ins.apply)?,
         }
-    }
-    if !any {
-        return Err(ParseError::MissingActions);
     }
     if drop && (ins != Instructions::default()) {
         return Err(ParseError::DropWithOthers);
@@ -231,7 +227,9 @@ fn parse_write_metadata(tok: &str) -> Result<(u64, u64), ParseError> {
         Some(m) => num(m)?,
         None => u64::MAX,
     };
-    Ok((value & mask, mask))
+    // Kept as written, as ovs-ofctl does (`write_metadata:0x1/0` stays `0x1/0`): the
+    // instruction writes only the mask's bits.
+    Ok((value, mask))
 }
 
 fn set_field(field: FieldId, value: u128) -> Action {
@@ -934,23 +932,30 @@ fn parse_nat(args: &str, tok: &str) -> Result<Nat, ParseError> {
             "hash" => nat.hash = true,
             "random" => nat.random = true,
             _ => {
-                let (kind, range) = if let Some(r) = arg.strip_prefix("src=") {
-                    (NatKind::Src, r)
-                } else if let Some(r) = arg.strip_prefix("dst=") {
-                    (NatKind::Dst, r)
-                } else {
-                    return Err(bad("ct", tok, format!("unknown nat argument '{arg}'")));
+                // `src`/`dst` alone (or with nothing after `=`), as Open vSwitch reads them:
+                // NAT of that kind without an address range.
+                let (key, range) = arg.split_once('=').unwrap_or((arg, ""));
+                let kind = match key {
+                    "src" => NatKind::Src,
+                    "dst" => NatKind::Dst,
+                    _ => return Err(bad("ct", tok, format!("unknown nat argument '{arg}'"))),
                 };
                 if nat.kind.is_some() {
                     return Err(bad("ct", tok, "nat takes one of src= or dst="));
                 }
                 nat.kind = Some(kind);
-                // Split "ADDRS[:PORTS]"; IPv6 addresses are bracketed.
+                if range.is_empty() {
+                    continue;
+                }
+                // Split "ADDRS[:PORTS]"; IPv6 addresses are bracketed when a port follows
+                // (an unbracketed one is all address, as Open vSwitch scans it).
                 let (addrs, ports) = if range.starts_with('[') {
                     match range.rfind("]:") {
                         Some(i) => (&range[..=i], Some(&range[i + 2..])),
                         None => (range, None),
                     }
+                } else if range.matches(':').count() > 1 {
+                    (range, None)
                 } else {
                     match range.split_once(':') {
                         Some((a, p)) => (a, Some(p)),

@@ -22,7 +22,8 @@ pub use meter::{
 };
 pub use parse::{parse_flow, parse_flow_mod, parse_flow_mod_exact, parse_match};
 pub use print::{
-    PrintOpts, print_actions, print_flow, print_flow_mod, print_instructions, print_match,
+    PrintOpts, duration_ms, print_actions, print_flow, print_flow_mod, print_instructions,
+    print_match,
 };
 
 use crate::match_::MatchError;

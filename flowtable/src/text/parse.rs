@@ -4,8 +4,8 @@ use crate::action::Instructions;
 use crate::fields::FieldId;
 use crate::flow::{FlowFlags, FlowMod, FlowModCommand, TABLE_ALL, TABLE_MAX};
 use crate::match_::{
-    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP,
-    IPPROTO_TCP, IPPROTO_UDP, Match,
+    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_RARP, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Match,
 };
 
 use super::value::{parse_field_value, parse_port, parse_uint, parse_uint_bits};
@@ -16,7 +16,7 @@ const SHORTHANDS: [(&str, u16, Option<u8>); 13] = [
     ("ip", ETH_TYPE_IP, None),
     ("ipv6", ETH_TYPE_IPV6, None),
     ("arp", ETH_TYPE_ARP, None),
-    ("rarp", 0x8035, None),
+    ("rarp", ETH_TYPE_RARP, None),
     ("icmp", ETH_TYPE_IP, Some(IPPROTO_ICMP)),
     // Printed for `ip,nw_proto=2`, as ovs-ofctl does (and reads).
     ("igmp", ETH_TYPE_IP, Some(2)),
@@ -234,7 +234,7 @@ fn apply_setting(
     Ok(())
 }
 
-/// Resolves a field name, applying ovs-ofctl's OpenFlow 1.0 aliases on ARP flows
+/// Resolves a field name, applying ovs-ofctl's OpenFlow 1.0 aliases on ARP and RARP flows
 /// (`nw_src` = `arp_spa`, `nw_dst` = `arp_tpa`, `nw_proto` = `arp_op`).
 pub(crate) fn resolve_field(m: &Match, key: &str) -> Result<FieldId, ParseError> {
     let field = FieldId::from_name(key).ok_or_else(|| ParseError::UnknownField {
@@ -244,7 +244,7 @@ pub(crate) fn resolve_field(m: &Match, key: &str) -> Result<FieldId, ParseError>
             FieldId::all_names().chain(SHORTHANDS.iter().map(|s| s.0)),
         ),
     })?;
-    if m.eth_type() == Some(ETH_TYPE_ARP) {
+    if matches!(m.eth_type(), Some(ETH_TYPE_ARP | ETH_TYPE_RARP)) {
         return Ok(match field {
             FieldId::Ipv4Src => FieldId::ArpSpa,
             FieldId::Ipv4Dst => FieldId::ArpTpa,

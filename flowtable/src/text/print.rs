@@ -39,6 +39,15 @@ impl PrintOpts<'_> {
     }
 }
 
+/// A duration of whole milliseconds as Open vSwitch's `ofp_print_duration` writes it: `5.250s`,
+/// and `5s` on a whole second (the switch reports milliseconds, as Open vSwitch does).
+pub fn duration_ms(ms: u128) -> String {
+    match ms % 1000 {
+        0 => format!("{}s", ms / 1000),
+        frac => format!("{}.{frac:03}s", ms / 1000),
+    }
+}
+
 /// One `dump-flows` line, with its leading space.
 pub fn print_flow(e: &FlowEntry, opts: &PrintOpts) -> String {
     let mut s = String::from(" ");
@@ -51,7 +60,7 @@ pub fn print_flow(e: &FlowEntry, opts: &PrintOpts) -> String {
         } else {
             let now = opts.now.unwrap_or_else(Instant::now);
             let d = now.saturating_duration_since(e.created);
-            let _ = write!(s, "duration={:.3}s, ", d.as_secs_f64());
+            let _ = write!(s, "duration={}, ", duration_ms(d.as_millis()));
         }
     }
     if opts.stats || e.table_id != 0 {
@@ -245,7 +254,8 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
         Some(ETH_TYPE_IP) => {
             let name = match proto {
                 Some(1) => Some("icmp"),
-                Some(2) => Some("igmp"),
+                // `igmp` is read but not printed: ovs-ofctl prints (and only reads)
+                // `ip,nw_proto=2`.
                 Some(6) => Some("tcp"),
                 Some(17) => Some("udp"),
                 Some(132) => Some("sctp"),
@@ -635,17 +645,23 @@ fn nat_text(n: &Nat) -> String {
     let Some(kind) = n.kind else {
         return "nat".into();
     };
-    let mut s = format!("nat({}=", if kind == NatKind::Src { "src" } else { "dst" });
-    if let Some((a, b)) = n.addrs {
-        let fmt = |x: std::net::IpAddr| match x {
-            std::net::IpAddr::V4(v) => v.to_string(),
-            std::net::IpAddr::V6(v) => format!("[{v}]"),
-        };
-        s.push_str(&fmt(a));
-        if a != b {
-            s.push('-');
-            s.push_str(&fmt(b));
-        }
+    let mut s = format!("nat({}", if kind == NatKind::Src { "src" } else { "dst" });
+    // As Open vSwitch's `format_NAT`: without an address, `nat(src)` alone (the flags are
+    // not printed either); an IPv6 address in brackets only when a port follows.
+    let Some((a, b)) = n.addrs else {
+        s.push(')');
+        return s;
+    };
+    let bracket = n.ports.is_some();
+    let fmt = |x: std::net::IpAddr| match x {
+        std::net::IpAddr::V6(v) if bracket => format!("[{v}]"),
+        x => x.to_string(),
+    };
+    s.push('=');
+    s.push_str(&fmt(a));
+    if a != b {
+        s.push('-');
+        s.push_str(&fmt(b));
     }
     if let Some((p1, p2)) = n.ports {
         let _ = write!(s, ":{p1}");
@@ -665,4 +681,19 @@ fn nat_text(n: &Nat) -> String {
     }
     s.push(')');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+
+    /// As `ofp_print_duration` prints a whole-millisecond duration: no decimals on a whole
+    /// second, else three.
+    #[test]
+    fn durations_print_as_ovs_ofctl_prints_them() {
+        assert_eq!(duration_ms(5000), "5s");
+        assert_eq!(duration_ms(5250), "5.250s");
+        assert_eq!(duration_ms(7), "0.007s");
+        assert_eq!(duration_ms(0), "0s");
+    }
 }

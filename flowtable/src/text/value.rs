@@ -180,15 +180,21 @@ pub fn format_flags(value: u128, mask: u128, names: &[&str]) -> String {
     s
 }
 
+/// The names `nw_frag` reads, as (name, value, mask): Open vSwitch's `all_frags` (its first
+/// entry of a name is the one it reads: `no` is `0/0x3`, as ovs-ofctl sends it).
 const FRAG_NAMES: [(&str, u128, u128); 5] = [
-    ("no", 0, 1),
-    ("yes", 1, 1),
+    ("no", 0, 3),
     ("first", 1, 3),
     ("later", 3, 3),
+    ("yes", 1, 1),
     ("not_later", 0, 2),
 ];
 
-/// Formats `nw_frag` (value, mask) as a name.
+/// Formats `nw_frag` (value, mask) as a name when the name reads back as that pair (as
+/// ovs-ofctl prints them: `no` is `0/0x3`, what ovs-ofctl sends for it), else as numbers,
+/// which read back as themselves: `0x2/0x3` (ovs-ofctl prints `<error>`), and `0/0x1` and
+/// `0x2/0x2`, which only a controller sends (ovs-ofctl prints `no` and `later`, which it reads
+/// as `0/0x3` and `0x3/0x3`).
 pub fn format_frag(value: u128, mask: u128) -> String {
     match FRAG_NAMES
         .iter()
@@ -250,6 +256,15 @@ pub fn parse_field_value(field: FieldId, text: &str) -> Result<(u128, Option<u12
         }
         Format::Port => {
             let p = parse_port(v).ok_or_else(|| bad(field, v, "a port number or name"))?;
+            // As ovs-ofctl: a port Open vSwitch cannot represent is not a port.
+            if !p.is_representable() {
+                return Err(bad(
+                    field,
+                    v,
+                    "a port below 0xff00 or from 0xffffff00 on (0xff00..0xfffffeff cannot be \
+                     represented by Open vSwitch)",
+                ));
+            }
             Ok((p.0 as u128, None))
         }
         Format::Ipv4 => {
@@ -356,12 +371,13 @@ pub fn hex_c(v: u128) -> String {
     }
 }
 
-/// Formats a value of `field` the way `set_field:` prints it (OVS `mf_format`).
+/// Formats a value of `field` the way `set_field:` prints it (OVS `mf_format`; a hex field
+/// through `ds_put_hex`, which prints zero as `0`: `set_field:0->reg0`).
 pub fn format_field_value(field: FieldId, value: u128) -> String {
     let info = field.info();
     match info.format {
         Format::Decimal => value.to_string(),
-        Format::Hex | Format::CtState | Format::TcpFlags => format!("0x{value:x}"),
+        Format::Hex | Format::CtState | Format::TcpFlags => hex_c(value),
         Format::Ipv4 => Ipv4Addr::from(value as u32).to_string(),
         Format::Ipv6 => Ipv6Addr::from(value).to_string(),
         Format::Mac => format_mac(value),
@@ -391,7 +407,10 @@ pub fn format_field_masked(field: FieldId, value: u128, mask: u128) -> String {
             }
         }
         Format::Mac => format!("{}/{}", format_mac(value), format_mac(mask)),
-        _ => format!("0x{value:x}/0x{mask:x}"),
+        // `mf_format_integer_string`: the value in the field's base (a port as a number), the
+        // mask in hex, both through `ds_put_hex` (zero is `0`).
+        Format::Decimal | Format::Port => format!("{value}/{}", hex_c(mask)),
+        _ => format!("{}/{}", hex_c(value), hex_c(mask)),
     }
 }
 

@@ -190,6 +190,11 @@ pub fn apply_with(
         Ok(host) => installed.host = host,
         Err(e) => warnings.push(e),
     }
+    // The host port's TAP was created with a MAC of the kernel's choosing and has just been
+    // given its own: the port reports the one it has now (`show`, PORT_DESC).
+    if cfg.host.is_some() {
+        switch.refresh_port_macs();
+    }
     // The host firewall, likewise: retried by every apply.
     warnings.extend(refresh_firewall(cfg, installed));
     set_pod_conn_limits(switch, cfg);

@@ -60,7 +60,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
     /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
     /// `--sort`/`--rsort` in the order given (taken out before clap parses).
     #[arg(skip)]
@@ -152,6 +152,15 @@ fn main() -> ExitCode {
         eprintln!("vswitchctl: {e}");
         return ExitCode::from(1);
     }
+    // `vswitchctl dump-flows --help`, `show br0 --help`, `completions --help`: the command's
+    // help, not a switch named `--help` (a management command's comes from its own grammar).
+    let name = cli.command[0].as_str();
+    if cli.command[1..].iter().any(|a| a == "--help" || a == "-h")
+        && (Command::is_openflow(name) || !MgmtCommand::is_management(name))
+        && let Some(code) = command_help(name)
+    {
+        return code;
+    }
     match cli.command[0].as_str() {
         "completions" => return completions(&cli.command[1..]),
         "man" => return man_page(),
@@ -165,6 +174,15 @@ fn main() -> ExitCode {
     management(&cli)
 }
 
+/// The help of an OpenFlow or local command (`vswitchctl dump-flows --help`), as clap prints a
+/// management command's; `None` for a command the grammar does not know.
+fn command_help(name: &str) -> Option<ExitCode> {
+    let cmd = grammar().find_subcommand(name)?.clone();
+    let err = cmd.try_get_matches_from([name, "--help"]).err()?;
+    let _ = err.print();
+    Some(ExitCode::SUCCESS)
+}
+
 /// `vswitchctl completions SHELL`: the completion script clap_complete makes of the grammar.
 fn completions(args: &[String]) -> ExitCode {
     let shell = match args {
@@ -175,18 +193,26 @@ fn completions(args: &[String]) -> ExitCode {
         eprintln!("vswitchctl: completions needs one shell: bash, zsh, fish, elvish or powershell");
         return ExitCode::from(1);
     };
-    clap_complete::generate(shell, &mut grammar(), "vswitchctl", &mut std::io::stdout());
+    // Made in memory and written as every command's output is (`emit`): clap_complete panics
+    // when it cannot write (`vswitchctl completions bash | head -1`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut grammar(), "vswitchctl", &mut script);
+    emit(&String::from_utf8_lossy(&script));
     ExitCode::SUCCESS
 }
 
 /// `vswitchctl man`: the man page (roff) clap_mangen makes of the grammar.
 fn man_page() -> ExitCode {
-    let mut out = std::io::stdout().lock();
+    let mut page = Vec::new();
     match clap_mangen::Man::new(grammar())
         .section("8")
-        .render(&mut out)
+        .render(&mut page)
     {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // A reader that goes away (`vswitchctl man | head`) is not an error.
+            emit(&String::from_utf8_lossy(&page));
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("vswitchctl: {e}");
             ExitCode::from(1)

@@ -43,24 +43,23 @@ struct Cli {
     /// options:thread=K` picks it, else the least loaded), and any of them sends out of any port.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
-    /// Most connections conntrack keeps; new ones beyond it are dropped (`ct_table_full`).
-    #[arg(long, default_value_t = 1 << 18)]
+    /// Most connections conntrack keeps (1 to 1073741824); new ones beyond it are dropped
+    /// (`ct_table_full`).
+    #[arg(long, default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1..=1 << 30).map(|v| v as usize))]
     ct_max_conns: usize,
     /// A conntrack timeout in seconds, e.g. `--ct-timeout tcp_established=3600` (repeatable;
     /// names: tcp_first, tcp_opening, tcp_established, tcp_closing, tcp_fin_wait, tcp_closed,
     /// other_first, other_multiple, other_bidir, icmp_first, icmp_reply).
     #[arg(long, value_name = "NAME=SECS")]
     ct_timeout: Vec<String>,
-    /// Print this man page (roff, generated from these options) and exit.
-    #[arg(long, hide = true)]
-    man: bool,
     /// Most clients connected to the management socket at once; more are refused.
     #[arg(long, default_value_t = vswitch::ctlserver::limits::MGMT_MAX_CONNS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     mgmt_max_conns: usize,
     /// Most clients connected to each OpenFlow socket (per bridge, and the TCP listener) at once.
     #[arg(long, default_value_t = vswitch::ctlserver::limits::OF_MAX_CONNS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     of_max_conns: usize,
-    /// Longest management request (bytes); a longer one is refused and its connection closed.
+    /// Longest management request (bytes, at least 1024); a longer one is refused and its
+    /// connection closed.
     #[arg(long, default_value_t = vswitch::ctlserver::limits::MGMT_MAX_REQUEST, value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
     mgmt_max_request_bytes: usize,
     /// Seconds a control-plane client may stay silent before it is dropped (OpenFlow peers
@@ -85,6 +84,9 @@ struct Cli {
     /// Start empty: ignore the saved state and connection handover (the state file is replaced).
     #[arg(long)]
     fresh: bool,
+    /// Print the man page (roff, generated from these options) and exit.
+    #[arg(long)]
+    man: bool,
 }
 
 fn main() -> ExitCode {

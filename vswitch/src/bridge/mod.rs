@@ -204,6 +204,11 @@ impl BridgeCtl {
             .collect()
     }
 
+    /// The datapath's entry of group `id` (when it was added), as last published.
+    pub fn group_entry(&self, id: u32) -> Option<&Arc<GroupEntry>> {
+        self.installed.groups.get(&id)
+    }
+
     /// The datapath's entry of meter `id` (its counters), as last published.
     pub fn meter_entry(&self, id: u32) -> Option<&Arc<MeterEntry>> {
         self.installed.meters.get(&id)

@@ -124,11 +124,18 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                     }
                     dirty.insert(table);
                 }
-                JournalEntry::Group(id) => match tables.group(id) {
+                JournalEntry::Group { id, was_present } => match tables.group(id) {
                     Some(g) => {
                         let entry = match inst.groups.get(&id) {
-                            Some(e) if e.group == *g => e.clone(),
-                            old => Arc::new(GroupEntry::replacing(g.clone(), old.map(|e| &**e))),
+                            Some(e) if e.group == *g && was_present => e.clone(),
+                            old => {
+                                let mut e = GroupEntry::replacing(g.clone(), old.map(|e| &**e));
+                                if !was_present {
+                                    // Added (again): its duration starts now.
+                                    e.created = std::time::Instant::now();
+                                }
+                                Arc::new(e)
+                            }
                         };
                         inst.groups.insert(id, entry);
                     }

@@ -1013,7 +1013,7 @@ impl<'a> Xlate<'a> {
             Prereq::Ipv4 => self.eth_type_in(&[0x0800]),
             Prereq::Ipv6 => self.eth_type_in(&[0x86dd]),
             Prereq::Ip => self.eth_type_in(IP),
-            Prereq::Arp => self.eth_type_in(&[0x0806]),
+            Prereq::Arp => self.eth_type_in(&[0x0806, 0x8035]),
             Prereq::Tcp => self.l4_in(&[6]),
             Prereq::Udp => self.l4_in(&[17]),
             Prereq::Sctp => self.l4_in(&[132]),

@@ -593,7 +593,8 @@ fn port_mod(target: &Target, port: &str, action: &str) -> Result<openflow::PortM
         "packet-in" => (pc::NO_PACKET_IN, false),
         "stp" | "receive-stp" | "flood" => {
             return Err(usage(format!(
-                "mod-port {action}: OpenFlow 1.3 has no such port setting (OpenFlow 1.0 only);                  vswitch ports support up, down, receive, no-receive, forward, no-forward"
+                "mod-port {action}: OpenFlow 1.3 has no such port setting (OpenFlow 1.0 only); \
+                 vswitch ports support up, down, receive, no-receive, forward, no-forward"
             )));
         }
         _ => return Err(usage(format!("unknown mod-port command '{action}'"))),
@@ -696,10 +697,7 @@ fn dump_flows(
     let names: HashMap<u32, String> = if opts.names {
         let mut c = Conn::open(target)?;
         let (_, ports) = port_desc(&mut c)?;
-        ports
-            .into_iter()
-            .map(|p| (p.port_no, p.name.text()))
-            .collect()
+        port_name_map(ports.iter().map(|p| (p.port_no, p.name.text())))
     } else {
         HashMap::new()
     };
@@ -719,8 +717,9 @@ fn dump_flows(
         ..PrintOpts::default()
     };
     let mut s = String::new();
-    // As ovs-ofctl: a sorted dump is printed flow by flow, without the reply's header line.
-    if !opts.no_stats && criteria.is_empty() {
+    // As ovs-ofctl: a sorted dump, or one with port names, is printed flow by flow, without
+    // the reply's header line.
+    if !opts.no_stats && criteria.is_empty() && !opts.names {
         s.push_str(&format!("OFPST_FLOW reply (OF1.3) (xid={xid:#x}):\n"));
     }
     for e in &flows {
@@ -728,6 +727,63 @@ fn dump_flows(
         s.push('\n');
     }
     Ok(s)
+}
+
+/// How `--names` prints each port, as ovs-ofctl's port map (`namemap_put`,
+/// `ofputil_format_port`): a reserved port keeps its reserved name (`LOCAL`), a name two ports
+/// share or a port with two names prints as its number, and a name that is not a letter
+/// followed by letters and digits is quoted as a JSON string (`"aud-v1"`, `"eth_1"`).
+fn port_name_map(ports: impl IntoIterator<Item = (u32, String)>) -> HashMap<u32, String> {
+    let mut by_number: HashMap<u32, (String, bool)> = HashMap::new();
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    for (number, name) in ports {
+        if let Some(&other) = by_name.get(&name) {
+            if other != number
+                && let Some(entry) = by_number.get_mut(&other)
+            {
+                entry.1 = true;
+            }
+            continue;
+        }
+        if let Some(entry) = by_number.get_mut(&number) {
+            entry.1 = true;
+            continue;
+        }
+        by_name.insert(name.clone(), number);
+        by_number.insert(number, (name, false));
+    }
+    by_number
+        .into_iter()
+        .filter(|(number, (_, duplicate))| !duplicate && OfPort(*number).reserved_name().is_none())
+        .map(|(number, (name, _))| (number, quoted_name(&name)))
+        .collect()
+}
+
+/// `namemap_put_name`: a name as is when it is a letter followed by letters and digits, else
+/// as a JSON string (`json_string_escape`).
+fn quoted_name(name: &str) -> String {
+    let mut bytes = name.bytes();
+    let plain = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric());
+    if plain {
+        return name.to_string();
+    }
+    let mut s = String::from('"');
+    for c in name.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\u{8}' => s.push_str("\\b"),
+            '\t' => s.push_str("\\t"),
+            '\n' => s.push_str("\\n"),
+            '\u{c}' => s.push_str("\\f"),
+            '\r' => s.push_str("\\r"),
+            c if u32::from(c) < 0x20 => s.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
 }
 
 /// One `--sort`/`--rsort` criterion: `None` is the priority.
@@ -1147,33 +1203,54 @@ fn monitor(target: &Target, args: &[String]) -> Result<(), ClientError> {
             }
             _ => continue,
         };
-        let in_port = pi
-            .match_
-            .to_flow()
-            .ok()
-            .map(|(v, _)| OfPort(v.in_port))
-            .unwrap_or(OfPort::ANY);
-        let port = in_port
-            .reserved_name()
-            .map(str::to_string)
-            .unwrap_or_else(|| in_port.0.to_string());
-        let reason = flowtable::action::PacketInReason::ALL
-            .get(pi.reason as usize)
-            .map(|r| r.name())
-            .unwrap_or("unknown");
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "OFPT_PACKET_IN (OF1.3) (xid={:#x}): table_id={} cookie={:#x} total_len={} in_port={port} (via {reason}) data_len={} (unbuffered)",
-            got.header.xid,
-            pi.table_id,
-            pi.cookie,
-            pi.total_len,
-            pi.data.len()
-        ).map_err(output_closed)?;
-        writeln!(out, "{}", packet_summary(&pi.data)).map_err(output_closed)?;
+        writeln!(out, "{}", packet_in_text(got.header.xid, &pi)).map_err(output_closed)?;
         out.flush().map_err(output_closed)?;
     }
+}
+
+/// An `OFPT_PACKET_IN` as `ovs-ofctl ofp-print` prints it (`ofputil_packet_in_private_format`):
+/// the header line (`table_id=` unless 0, `cookie=` unless all ones, the pipeline fields in
+/// the match, the truncation remark) and the packet (`ofp_packet_to_string`), no final
+/// newline.
+fn packet_in_text(xid: u32, pi: &openflow::flow::PacketIn) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("OFPT_PACKET_IN (OF1.3) (xid={xid:#x}):");
+    if pi.table_id != 0 {
+        let _ = write!(s, " table_id={}", pi.table_id);
+    }
+    if pi.cookie != u64::MAX {
+        let _ = write!(s, " cookie={:#x}", pi.cookie);
+    }
+    let fields = pi
+        .match_
+        .to_flow()
+        .map(|(value, mask)| text::print_match(&flowtable::Match { value, mask }))
+        .unwrap_or_default();
+    let _ = write!(s, " total_len={} {fields}", pi.total_len);
+    match flowtable::action::PacketInReason::ALL.get(usize::from(pi.reason)) {
+        Some(r) => {
+            let _ = write!(s, " (via {})", r.name());
+        }
+        None => {
+            let _ = write!(s, " (via {})", pi.reason);
+        }
+    }
+    let _ = write!(s, " data_len={}", pi.data.len());
+    if pi.buffer_id == u32::MAX {
+        s.push_str(" (unbuffered)");
+        if usize::from(pi.total_len) != pi.data.len() {
+            s.push_str(" (***total_len != data_len***)");
+        }
+    } else {
+        let _ = write!(s, " buffer=0x{:08x}", pi.buffer_id);
+        if usize::from(pi.total_len) < pi.data.len() {
+            s.push_str(" (***total_len < data_len***)");
+        }
+    }
+    s.push('\n');
+    s.push_str(&super::packet::packet_to_string(&pi.data));
+    s
 }
 
 /// Standard output failed (a reader like `grep -m1` went away): the monitor ends.
@@ -1233,49 +1310,6 @@ fn flow_update_text(u: &openflow::monitor::FlowUpdate) -> Result<String, ClientE
     Ok(s)
 }
 
-/// The packet's headers in flow syntax (what ovs-ofctl prints under a packet-in).
-fn packet_summary(frame: &[u8]) -> String {
-    let mut key = encap::FlowKey::default();
-    let parsed = encap::extract(frame, &mut key);
-    let mut m = flowtable::Match {
-        value: key,
-        ..Default::default()
-    };
-    let mask = &mut m.mask;
-    mask.eth_src = [0xff; 6];
-    mask.eth_dst = [0xff; 6];
-    mask.eth_type = u16::MAX;
-    match parsed.l3_kind {
-        encap::L3Kind::Ipv4 => {
-            mask.nw_src = u32::MAX;
-            mask.nw_dst = u32::MAX;
-            mask.nw_proto = u8::MAX;
-            mask.nw_ttl = u8::MAX;
-        }
-        encap::L3Kind::Arp => {
-            mask.arp_op = u16::MAX;
-            mask.arp_spa = u32::MAX;
-            mask.arp_tpa = u32::MAX;
-        }
-        _ => {}
-    }
-    if parsed.l4_offset().is_some() {
-        match key.nw_proto {
-            6 | 17 | 132 => {
-                mask.tp_src = u16::MAX;
-                mask.tp_dst = u16::MAX;
-            }
-            1 => {
-                mask.icmp_type = u8::MAX;
-                mask.icmp_code = u8::MAX;
-            }
-            _ => {}
-        }
-    }
-    m.value = m.value.masked(&m.mask);
-    text::print_match(&m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1316,6 +1350,75 @@ mod tests {
             .collect();
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].0.1, 1);
+    }
+
+    /// Packet-ins print as `ovs-ofctl ofp-print` (3.1) printed these messages: pipeline
+    /// fields in the match, `table_id` only when not 0, `cookie` only when not all ones, a
+    /// cut packet remarked on, a reason OpenFlow 1.3 has no name for by number.
+    #[test]
+    fn packet_ins_print_as_ovs_ofctl_prints_them() {
+        let udp = "udp,vlan_tci=0x0000,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_tos=0,nw_ecn=0,nw_ttl=64,nw_frag=no,tp_src=9999,tp_dst=9999 udp_csum:0";
+        for (hex, head, packet) in [
+            (
+                "040a007900000007ffffffff002f010300000000000012340001002c8000000400000001800004080000000000000005000100040000000780004c080000000000000064000000000000020000000002020000000001080045000021000100004011f9ca0a0000010a000002270f270f000d000068656c6c6f",
+                "OFPT_PACKET_IN (OF1.3) (xid=0x7): table_id=3 cookie=0x1234 total_len=47 reg0=0x7,tun_id=0x64,metadata=0x5,in_port=1 (via action) data_len=47 (unbuffered)",
+                udp,
+            ),
+            (
+                "040a003e00000007ffffffff002f0000ffffffffffffffff0001000c80000004fffffffe0000000000000200000000020200000000010800450000210001",
+                "OFPT_PACKET_IN (OF1.3) (xid=0x7): total_len=47 in_port=LOCAL (via no_match) data_len=20 (unbuffered) (***total_len != data_len***)",
+                "ip,vlan_tci=0x0000,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,nw_src=0.0.0.0,nw_dst=0.0.0.0,nw_proto=0,nw_tos=0,nw_ecn=0,nw_ttl=0,nw_frag=no",
+            ),
+            (
+                "040a005900000007ffffffff002f050000000000000000000001000c8000000400000002000000000000020000000002020000000001080045000021000100004011f9ca0a0000010a000002270f270f000d000068656c6c6f",
+                "OFPT_PACKET_IN (OF1.3) (xid=0x7): cookie=0x0 total_len=47 in_port=2 (via packet_out) data_len=47 (unbuffered)",
+                udp,
+            ),
+            (
+                "040a005900000007ffffffff002f090100000000000000000001000c8000000400000002000000000000020000000002020000000001080045000021000100004011f9ca0a0000010a000002270f270f000d000068656c6c6f",
+                "OFPT_PACKET_IN (OF1.3) (xid=0x7): table_id=1 cookie=0x0 total_len=47 in_port=2 (via 9) data_len=47 (unbuffered)",
+                udp,
+            ),
+        ] {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            let (h, Message::PacketIn(pi)) = openflow::decode(&bytes).unwrap() else {
+                panic!("not a packet-in: {hex}");
+            };
+            assert_eq!(packet_in_text(h.xid, &pi), format!("{head}\n{packet}"));
+        }
+    }
+
+    /// `--names` prints ports as ovs-ofctl's port map does (lib/namemap.c, lib/ofp-port.c).
+    #[test]
+    fn port_names_print_as_ovs_ofctl_prints_them() {
+        let map = port_name_map(
+            [
+                (1, "aud-v1"),
+                (2, "plain3"),
+                (3, "3x"),
+                (4, "eth_1"),
+                (5, "twice"),
+                (6, "twice"),
+                (7, "q\"b\\s"),
+                (8, ""),
+                (OfPort::LOCAL.0, "br0"),
+            ]
+            .map(|(n, s)| (n, s.to_string())),
+        );
+        let name = |n: u32| map.get(&n).cloned();
+        assert_eq!(name(1).as_deref(), Some("\"aud-v1\""));
+        assert_eq!(name(2).as_deref(), Some("plain3"));
+        assert_eq!(name(3).as_deref(), Some("\"3x\""));
+        assert_eq!(name(4).as_deref(), Some("\"eth_1\""));
+        // A name two ports share names neither; LOCAL stays LOCAL.
+        assert_eq!((name(5), name(6)), (None, None));
+        assert_eq!(name(7).as_deref(), Some(r#""q\"b\\s""#));
+        assert_eq!(name(8).as_deref(), Some("\"\""));
+        assert_eq!(name(OfPort::LOCAL.0), None);
+        assert_eq!(quoted_name("tab\there\u{1}"), r#""tab\there\u0001""#);
     }
 
     #[test]

@@ -264,7 +264,28 @@ pub fn describe(msg: &Message, xid: u32) -> Option<String> {
             head("OFPST_METER_CONFIG request"),
             text::meter_id_text(*meter_id, '=')
         )),
-        Message::PacketOut(_) => Some(head("OFPT_PACKET_OUT")),
+        // `ofputil_packet_out_format`: the in_port, the actions, the data's length and the
+        // packet as a packet-in shows it.
+        Message::PacketOut(po) => {
+            let actions = convert::actions_in(&po.actions)
+                .map(|a| text::print_actions(&a))
+                .unwrap_or_default();
+            let mut s = format!(
+                "{} in_port={} actions={actions}",
+                head("OFPT_PACKET_OUT"),
+                flowtable::OfPort(po.in_port)
+            );
+            if po.buffer_id == u32::MAX {
+                s.push_str(&format!(" data_len={}", po.data.len()));
+                if !po.data.is_empty() {
+                    s.push('\n');
+                    s.push_str(&super::packet::packet_to_string(&po.data));
+                }
+            } else {
+                s.push_str(&format!(" buffer=0x{:08x}", po.buffer_id));
+            }
+            Some(s)
+        }
         Message::PortMod(pm) => Some(format!(
             "{}{}",
             head("OFPT_PORT_MOD"),

@@ -176,43 +176,49 @@ pub fn port_stats(list: &[PortStats], xid: u32) -> String {
         );
         let _ = writeln!(
             s,
-            "           duration={}.{:03}s",
-            p.duration_sec,
-            p.duration_nsec / 1_000_000
+            "           duration={}",
+            duration(p.duration_sec, p.duration_nsec)
         );
     }
     s
 }
 
-/// `OFPST_TABLE reply`: runs of tables equal to the one before collapse into "ditto".
+/// `OFPST_TABLE reply` as Open vSwitch's `ofputil_table_features_format` prints it: every
+/// table starts with a blank line (`\n  table N:`), a run of tables equal to the one before
+/// collapses into one `  table N: ditto` / `  tables N...M: ditto` line, which is printed when
+/// the run ends (so a blank line follows it when another table comes), and the text ends with
+/// exactly one newline.
 pub fn table_stats(list: &[TableStats], xid: u32) -> String {
-    let mut s = format!("OFPST_TABLE reply (OF1.3) (xid={xid:#x}):\n");
+    let mut s = format!("OFPST_TABLE reply (OF1.3) (xid={xid:#x}):");
     let same = |a: &TableStats, b: &TableStats| {
         (a.active_count, a.lookup_count, a.matched_count)
             == (b.active_count, b.lookup_count, b.matched_count)
     };
-    let mut i = 0;
-    while i < list.len() {
-        let t = &list[i];
+    let finish = |s: &mut String, ditto: Option<(u8, u8)>| match ditto {
+        Some((first, last)) if first == last => {
+            let _ = write!(s, "\n  table {first}: ditto\n");
+        }
+        Some((first, last)) => {
+            let _ = write!(s, "\n  tables {first}...{last}: ditto\n");
+        }
+        None => {}
+    };
+    let mut ditto: Option<(u8, u8)> = None;
+    for (i, t) in list.iter().enumerate() {
         if i > 0 && same(t, &list[i - 1]) {
-            let mut j = i;
-            while j + 1 < list.len() && same(&list[j + 1], t) {
-                j += 1;
-            }
-            if j == i {
-                let _ = writeln!(s, "  table {}: ditto", t.table_id);
-            } else {
-                let _ = writeln!(s, "  tables {}...{}: ditto", t.table_id, list[j].table_id);
-            }
-            i = j + 1;
+            ditto = Some((ditto.map_or(t.table_id, |(first, _)| first), t.table_id));
             continue;
         }
-        let _ = writeln!(
+        finish(&mut s, ditto.take());
+        let _ = write!(
             s,
-            "  table {}:\n    active={}, lookup={}, matched={}\n",
+            "\n  table {}:\n    active={}, lookup={}, matched={}\n",
             t.table_id, t.active_count, t.lookup_count, t.matched_count
         );
-        i += 1;
+    }
+    finish(&mut s, ditto);
+    if !s.ends_with('\n') {
+        s.push('\n');
     }
     s
 }
@@ -229,10 +235,9 @@ pub fn group_stats(list: &[GroupStats], xid: u32) -> String {
     for g in list {
         let _ = write!(
             s,
-            " group_id={},duration={}.{:03}s,ref_count={},packet_count={},byte_count={}",
+            " group_id={},duration={},ref_count={},packet_count={},byte_count={}",
             g.group_id,
-            g.duration_sec,
-            g.duration_nsec / 1_000_000,
+            duration(g.duration_sec, g.duration_nsec),
             g.ref_count,
             g.packet_count,
             g.byte_count
@@ -304,13 +309,18 @@ pub fn group_features(g: &openflow::GroupFeatures, xid: u32) -> String {
     s
 }
 
-/// `ofp_print_duration`: whole seconds, then `.mmm` when there are nanoseconds.
+/// Open vSwitch's `ofp_print_duration`: whole seconds; then, when there are nanoseconds,
+/// `.mmm` if they are whole milliseconds, else as many of the 9 digits as they need.
 fn duration(sec: u32, nsec: u32) -> String {
     let mut s = sec.to_string();
     if nsec > 0 {
-        let frac = format!("{:.3}", f64::from(nsec) / 1e9);
-        if let Some(dot) = frac.find('.') {
-            s.push_str(&frac[dot..]);
+        if nsec.is_multiple_of(1_000_000) {
+            let _ = write!(s, ".{:03}", nsec / 1_000_000);
+        } else {
+            let _ = write!(s, ".{nsec:09}");
+            while s.ends_with('0') {
+                s.pop();
+            }
         }
     }
     s.push('s');
@@ -440,6 +450,10 @@ mod tests {
              0: packet_count:0 byte_count:0\n1: packet_count:0 byte_count:0\n"
         );
         assert_eq!(duration(4, 0), "4s");
+        // ofp_print_duration: whole milliseconds print three digits, finer ones what they need.
+        assert_eq!(duration(0, 999_000_000), "0.999s");
+        assert_eq!(duration(1, 999_600_000), "1.9996s");
+        assert_eq!(duration(2, 5), "2.000000005s");
         let f = openflow::MeterFeatures {
             max_meter: 262_144,
             band_types: 2,
@@ -452,6 +466,25 @@ mod tests {
             "OFPST_METER_FEATURES reply (OF1.3) (xid=0x2):\n\
              max_meter:262144 max_bands:8 max_color:0\nband_types: drop\n\
              capabilities: kbps pktps burst stats\n"
+        );
+    }
+
+    /// Group stats durations print as ovs-ofctl prints them (`ofp_print_duration`).
+    #[test]
+    fn group_stats_durations_print_like_ovs() {
+        let g = |id, duration_sec, duration_nsec| GroupStats {
+            group_id: id,
+            duration_sec,
+            duration_nsec,
+            ref_count: 1,
+            buckets: vec![(0, 0)],
+            ..GroupStats::default()
+        };
+        assert_eq!(
+            group_stats(&[g(1, 0, 0), g(2, 75, 12_000_000)], 6),
+            "OFPST_GROUP reply (OF1.3) (xid=0x6):\n \
+             group_id=1,duration=0s,ref_count=1,packet_count=0,byte_count=0,bucket0:packet_count=0,byte_count=0\n \
+             group_id=2,duration=75.012s,ref_count=1,packet_count=0,byte_count=0,bucket0:packet_count=0,byte_count=0\n"
         );
     }
 
@@ -471,10 +504,13 @@ mod tests {
             t(4, 0),
             t(5, 1),
             t(6, 1),
+            t(7, 2),
         ];
+        // What `ovs-ofctl ofp-print` prints for this reply: a blank line after a ditto line
+        // when a table follows, none after the last table.
         assert_eq!(
             table_stats(&list, 2),
-            "OFPST_TABLE reply (OF1.3) (xid=0x2):\n  table 0:\n    active=7, lookup=0, matched=0\n\n  table 1:\n    active=3, lookup=0, matched=0\n\n  table 2:\n    active=0, lookup=0, matched=0\n\n  tables 3...4: ditto\n  table 5:\n    active=1, lookup=0, matched=0\n\n  table 6: ditto\n"
+            "OFPST_TABLE reply (OF1.3) (xid=0x2):\n  table 0:\n    active=7, lookup=0, matched=0\n\n  table 1:\n    active=3, lookup=0, matched=0\n\n  table 2:\n    active=0, lookup=0, matched=0\n\n  tables 3...4: ditto\n\n  table 5:\n    active=1, lookup=0, matched=0\n\n  table 6: ditto\n\n  table 7:\n    active=2, lookup=0, matched=0\n"
         );
     }
 

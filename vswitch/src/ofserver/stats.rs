@@ -97,7 +97,8 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                         rx_crc_err: PortStats::UNAVAILABLE,
                         collisions: PortStats::UNAVAILABLE,
                         duration_sec: c.duration_secs as u32,
-                        duration_nsec: (c.duration_secs.fract() * 1e9) as u32,
+                        // Whole milliseconds, as Open vSwitch's `calc_duration`.
+                        duration_nsec: (c.duration_secs.fract() * 1e3) as u32 * 1_000_000,
                     }
                 })
                 .collect();
@@ -117,21 +118,31 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
         }
         MultipartRequest::Group { group_id } => {
             let flows = b.tables().flows();
+            let now = Instant::now();
             let list = b
                 .tables()
                 .groups()
                 .filter(|g| *group_id == OFPG_ALL || *group_id == g.id)
-                .map(|g| GroupStats {
-                    group_id: g.id,
-                    ref_count: flows
-                        .iter()
-                        .filter(|e| e.instructions.uses_group(g.id))
-                        .count() as u32,
-                    packet_count: 0,
-                    byte_count: 0,
-                    duration_sec: 0,
-                    duration_nsec: 0,
-                    buckets: vec![(0, 0); g.buckets.len()],
+                .map(|g| {
+                    // Since the group was added (a modify keeps it), in milliseconds as Open
+                    // vSwitch's calc_duration.
+                    let age = b
+                        .group_entry(g.id)
+                        .map(|e| now.saturating_duration_since(e.created))
+                        .unwrap_or_default();
+                    let (duration_sec, duration_nsec) = ms_duration(age);
+                    GroupStats {
+                        group_id: g.id,
+                        ref_count: flows
+                            .iter()
+                            .filter(|e| e.instructions.uses_group(g.id))
+                            .count() as u32,
+                        packet_count: 0,
+                        byte_count: 0,
+                        duration_sec,
+                        duration_nsec,
+                        buckets: vec![(0, 0); g.buckets.len()],
+                    }
                 })
                 .collect();
             chunked(
@@ -184,6 +195,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                         let age = entry
                             .map(|e| now.saturating_duration_since(e.created))
                             .unwrap_or_default();
+                        let (duration_sec, duration_nsec) = ms_duration(age);
                         MeterStats {
                             meter_id: m.id,
                             flow_count: flows
@@ -192,8 +204,8 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                                 .count() as u32,
                             packet_in_count: counts.packets,
                             byte_in_count: counts.bytes,
-                            duration_sec: age.as_secs() as u32,
-                            duration_nsec: age.subsec_nanos(),
+                            duration_sec,
+                            duration_nsec,
                             bands: if counts.bands.len() == m.bands.len() {
                                 counts.bands
                             } else {
@@ -217,8 +229,10 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
             })]
         }
         MultipartRequest::TableFeatures(set) if set.is_empty() => {
+            // Unnamed, as Open vSwitch's tables are unless configured: `ovs-ofctl --names`
+            // then prints `table=1`, `resubmit(,1)`, not a name.
             let list = (0..N_TABLES)
-                .map(|t| TableFeatures::minimal(t, &format!("table{t}"), 1_000_000))
+                .map(|t| TableFeatures::minimal(t, "", 1_000_000))
                 .collect();
             chunked(
                 list,
@@ -290,4 +304,10 @@ fn chunked<T>(
     }
     out.push(wrap(cur));
     out
+}
+
+/// An age as OpenFlow `duration_sec`/`duration_nsec` at millisecond precision, as Open
+/// vSwitch's `calc_duration` (so `ovs-ofctl` prints `1.234s`, or `1s` on a whole second).
+fn ms_duration(age: std::time::Duration) -> (u32, u32) {
+    (age.as_secs() as u32, age.subsec_millis() * 1_000_000)
 }

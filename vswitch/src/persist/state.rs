@@ -128,6 +128,17 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
             match tables.group_mod(&gm) {
                 Ok(_) => {}
                 Err(TableError::BadOutGroup(_)) => waiting.push((g, gm)),
+                // Saved by a version that took what Open vSwitch refuses (see the flows
+                // below): left out, with the flows that use it.
+                Err(
+                    e @ (TableError::BadArgument(_)
+                    | TableError::BadSetArgument(_)
+                    | TableError::BadOutPort(_)
+                    | TableError::BadWatchPort(_)),
+                ) => {
+                    left_out.insert(gm.group.id);
+                    tracing::warn!(bridge = %b.name, group = %g, error = %e, "saved group left out");
+                }
                 Err(e) => return Err(ctx(&format!("group '{g}'"), &e)),
             }
         }
@@ -153,11 +164,30 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     for f in &b.flows {
         let fm = text::parse_flow_mod_exact(f, FlowModCommand::Add)
             .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
-        match tables.flow_mod(&fm, now) {
+        let mut added = tables.flow_mod(&fm, now);
+        if matches!(added, Err(TableError::Overlap)) {
+            // A `check_overlap` flow (the flag is kept on the flow, as in Open vSwitch) that a
+            // flow added after it without the flag overlaps: it was in the table, so it comes
+            // back (without the flag, which only mattered when it was added).
+            let mut unchecked = fm.clone();
+            unchecked.flags.0 &= !flowtable::flow::FlowFlags::CHECK_OVERLAP;
+            added = tables.flow_mod(&unchecked, now);
+        }
+        match added {
             Ok(_) => {}
             // Saved by a version that took actions inconsistent with their match (as Open
             // vSwitch does not): left out rather than keeping the switch from starting.
             Err(e @ (TableError::MatchInconsistent(_) | TableError::BadTag)) => {
+                tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
+            }
+            // Likewise what Open vSwitch refuses and earlier versions took: a `ct` without
+            // `commit` holding a NAT range or `exec(..)`, a write of `ct_mark`/`ct_label`
+            // outside `ct`, an output to a port Open vSwitch cannot represent.
+            Err(
+                e @ (TableError::BadArgument(_)
+                | TableError::BadSetArgument(_)
+                | TableError::BadOutPort(_)),
+            ) => {
                 tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
             }
             // Uses a group left out above.
@@ -344,6 +374,36 @@ mod tests {
         assert!(plan(&bridge(&["actions=group:9"])).is_err());
     }
 
+    /// What earlier versions took and Open vSwitch refuses (a `ct` without `commit` holding a
+    /// NAT range, a `ct_mark` write outside `ct`, an output or watch_port Open vSwitch cannot
+    /// represent) is left out of a saved bridge, with the flows that use such a group; the
+    /// rest comes back.
+    #[test]
+    fn saved_flows_open_vswitch_refuses_are_left_out() {
+        let planned = plan(&SavedBridge {
+            name: "br0".into(),
+            groups: vec![
+                "group_id=1,type=ff,bucket=watch_port:0xfff0,actions=output:1".into(),
+                "group_id=2,type=all,bucket=actions=set_field:0x1->ct_mark".into(),
+                "group_id=3,type=all,bucket=actions=output:1".into(),
+            ],
+            flows: vec![
+                "priority=1,ip,actions=ct(table=1,nat(src=10.0.0.1))".into(),
+                "priority=2,actions=set_field:0x1->ct_mark".into(),
+                "priority=3,actions=output:0xfff0".into(),
+                "priority=4,actions=group:1".into(),
+                "priority=5,ip,actions=ct(table=1,nat),group:3".into(),
+            ],
+            ..SavedBridge::default()
+        })
+        .expect("plan");
+        let flows = planned.tables.flows();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].priority, 5);
+        let groups: Vec<u32> = planned.tables.groups().map(|g| g.id).collect();
+        assert_eq!(groups, [3]);
+    }
+
     /// Group 1 sends to group 2 (saved after it): both come back. Group 3 sends to a group
     /// deleted after it was added: it is left out with the flow that uses it, and the rest
     /// of the bridge comes back.
@@ -391,5 +451,21 @@ mod tests {
         assert_eq!(flows.len(), 1, "{saved}");
         assert_eq!(flows[0].match_, fm.match_, "{saved}");
         assert_eq!(flows[0].match_.mask.ct_nw_proto, 0xff, "{saved}");
+    }
+
+    /// A `check_overlap` flow stays on the table with its flag (as in Open vSwitch), and a
+    /// flow without the flag may overlap it later: saved in the other order, both come back.
+    #[test]
+    fn a_saved_check_overlap_flow_comes_back_beside_one_overlapping_it() {
+        let planned = plan(&SavedBridge {
+            name: "br0".into(),
+            flows: vec![
+                "priority=5,ip,actions=drop".into(),
+                "check_overlap priority=5,tcp actions=output:1".into(),
+            ],
+            ..SavedBridge::default()
+        })
+        .expect("plan");
+        assert_eq!(planned.tables.flows().len(), 2);
     }
 }
