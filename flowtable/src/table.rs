@@ -926,6 +926,8 @@ impl Pipeline {
                     }
                     for spec in &l.specs {
                         if let crate::action::LearnSpec::Load { dst, .. } = spec {
+                            // The learned flow's load is checked as any flow's would be.
+                            check_ct_field_dst(dst.field)?;
                             check_writable(dst.field, false)?;
                         }
                     }

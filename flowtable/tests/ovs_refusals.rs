@@ -85,6 +85,9 @@ fn ct_fields_are_set_only_inside_ct() {
         "actions=move:NXM_NX_REG0[]->NXM_NX_CT_LABEL[0..31]",
         "actions=clone(set_field:0x1->ct_mark)",
         "actions=write_actions(set_field:0x1->ct_mark)",
+        // A learned flow that would load one: refused with the flow that learns it, not
+        // accepted and then failing at each learned flow.
+        "actions=learn(table=1,load:NXM_NX_REG0[]->NXM_NX_CT_MARK[])",
     ] {
         let e = add(flow).expect_err(flow);
         assert_eq!(e.ofp_error(), (2, 15), "{flow}: {e}");

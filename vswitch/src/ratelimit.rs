@@ -65,7 +65,11 @@ impl TokenBucket {
     /// A full bucket of `burst` tokens refilled at `per_sec` (at least 1) per second.
     pub const fn new(per_sec: u64, burst: u64) -> TokenBucket {
         TokenBucket {
-            every_ns: 1_000_000_000 / if per_sec == 0 { 1 } else { per_sec },
+            // At least 1 ns per token: a rate above 1e9/s would make it 0 (a division by 0).
+            every_ns: match 1_000_000_000 / if per_sec == 0 { 1 } else { per_sec } {
+                0 => 1,
+                ns => ns,
+            },
             burst,
             tokens: burst,
             credited_ns: 0,

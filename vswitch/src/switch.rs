@@ -509,7 +509,10 @@ impl Switch {
             let Some(b) = state.get_mut(&br) else {
                 continue;
             };
-            let Some(p) = b.ports.values_mut().find(|p| p.dp_id == dp_id) else {
+            let Some(p) = b.ports.values_mut().find(|p| {
+                p.dp_id == dp_id
+                    && (!matches!(p.spec.kind, PortKind::AfPacket) || p.spec.name == name)
+            }) else {
                 continue; // deleted or added again meanwhile
             };
             // A TAP device read by name: still the port's own, in the switch's namespace.

@@ -1499,3 +1499,21 @@ fn dump_megaflows_names_only_fields_of_the_entrys_protocol() {
         }
     }
 }
+
+/// `ct(commit,nat(src))` without an address (ovs-ofctl takes it): a binding that keeps the
+/// address, as Linux's null binding; the packets go on unchanged and the reply is `+est`.
+#[test]
+fn nat_without_an_address_commits_the_connection_unchanged() {
+    let mut b = bench(3);
+    b.flows(
+        "table=0,priority=10,ip,in_port=1,actions=ct(commit,zone=1,nat(src),table=1)\n\
+         table=0,priority=10,ip,in_port=2,actions=ct(zone=1,nat,table=1)\n\
+         table=1,priority=10,ip,in_port=1,actions=output:2\n\
+         table=1,priority=10,ct_state=+est+trk,ip,in_port=2,actions=output:3",
+    );
+    let request = echo(POD_MAC, [10, 0, 0, 1], [10, 0, 0, 2], 8, 7);
+    b.send(1, &request);
+    assert_eq!(b.received(2), vec![request], "forwarded unchanged");
+    b.send(2, &echo(POD2_MAC, [10, 0, 0, 2], [10, 0, 0, 1], 0, 7));
+    assert_eq!(b.received(3).len(), 1, "the reply is +est");
+}

@@ -1644,7 +1644,10 @@ fn nat_spec(n: &Nat) -> Result<NatSpec, String> {
         Some((IpAddr::V4(a), IpAddr::V4(b))) => (Addr::v4(u32::from(a)), Addr::v4(u32::from(b))),
         Some((IpAddr::V6(a), IpAddr::V6(b))) => (Addr(a.octets()), Addr(b.octets())),
         Some(_) => return Err("nat: a range mixes IPv4 and IPv6".into()),
-        None => return Err("nat(src|dst) needs an address".into()),
+        // `nat(src)` / `nat(dst)` without a range: a binding that keeps the address and
+        // port (Linux's null binding, what Open vSwitch's datapath sets up): nothing to
+        // translate, the connection is committed as it is.
+        None => return Ok(spec),
     };
     let (pmin, pmax) = n.ports.unwrap_or((0, 0));
     let range = NatRange::new(lo, hi, pmin, pmax).map_err(|e| e.to_string())?;

@@ -107,9 +107,17 @@ struct Planned {
 /// Parses and checks a saved bridge without touching the switch.
 fn plan(b: &SavedBridge) -> Result<Planned, String> {
     let ctx = |what: &str, e: &dyn std::fmt::Display| format!("bridge {}: {what}: {e}", b.name);
+    let mut ports = Vec::with_capacity(b.ports.len());
     for p in &b.ports {
-        PortSpec::parse(&p.name, &p.args).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
         mod_port_bits(&p.mod_port).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
+        // Saved by a version that took what this one refuses (an `ofport=` above 65279,
+        // which Open vSwitch cannot represent): left out rather than keeping the switch
+        // from starting.
+        if let Err(e) = PortSpec::parse(&p.name, &p.args) {
+            tracing::warn!(bridge = %b.name, port = %p.name, error = %e, "saved port left out");
+            continue;
+        }
+        ports.push(p.clone());
     }
     let mut tables = FlowTables::new();
     // A group may send to a group with a higher id (chained groups), so the groups go in
@@ -162,8 +170,14 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     }
     let now = Instant::now();
     for f in &b.flows {
-        let fm = text::parse_flow_mod_exact(f, FlowModCommand::Add)
-            .map_err(|e| ctx(&format!("flow '{f}'"), &e))?;
+        // Likewise a flow whose text this version refuses (an `in_port` above 65279).
+        let fm = match text::parse_flow_mod_exact(f, FlowModCommand::Add) {
+            Ok(fm) => fm,
+            Err(e) => {
+                tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
+                continue;
+            }
+        };
         let mut added = tables.flow_mod(&fm, now);
         if matches!(added, Err(TableError::Overlap)) {
             // A `check_overlap` flow (the flag is kept on the flow, as in Open vSwitch) that a
@@ -199,7 +213,7 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     }
     Ok(Planned {
         name: b.name.clone(),
-        ports: b.ports.clone(),
+        ports,
         tables,
     })
 }
@@ -402,6 +416,33 @@ mod tests {
         assert_eq!(flows[0].priority, 5);
         let groups: Vec<u32> = planned.tables.groups().map(|g| g.id).collect();
         assert_eq!(groups, [3]);
+    }
+
+    /// A port and a flow an earlier version took with a number Open vSwitch cannot represent
+    /// (`ofport=` / `in_port=` above 65279) are left out; the rest of the bridge comes back.
+    #[test]
+    fn saved_ports_and_flows_this_version_refuses_are_left_out() {
+        let port = |name: &str, args: &[&str]| SavedPort {
+            name: name.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            mod_port: Vec::new(),
+            moved: None,
+        };
+        let planned = plan(&SavedBridge {
+            name: "br0".into(),
+            ports: vec![port("big", &["ofport=70000"]), port("small", &["ofport=5"])],
+            flows: vec![
+                "priority=1,in_port=70000,actions=drop".into(),
+                "priority=2,in_port=5,actions=drop".into(),
+            ],
+            ..SavedBridge::default()
+        })
+        .expect("plan");
+        let names: Vec<&str> = planned.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["small"]);
+        let flows = planned.tables.flows();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].priority, 2);
     }
 
     /// Group 1 sends to group 2 (saved after it): both come back. Group 3 sends to a group
