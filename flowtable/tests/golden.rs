@@ -308,3 +308,78 @@ fn del_flows_text_filters() {
     assert_eq!(removed[0].cookie, 0x1234);
     assert_eq!(p.flows().len(), n - 4);
 }
+
+/// Flow files read as ovs-ofctl's `ds_get_preprocessed_line` reads them: `#` starts a comment
+/// anywhere in a line, blank lines are skipped, line numbers are the file's.
+#[test]
+fn file_lines_strip_comments_anywhere() {
+    let got: Vec<(usize, &str)> = flowtable::text::file_lines(
+        "# head\n  ip,actions=drop # tail\n\n \t\narp,actions=NORMAL#x\n  # indented\nudp,\\\n",
+    )
+    .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "ip,actions=drop"),
+            (5, "arp,actions=NORMAL"),
+            (7, "udp,\\")
+        ]
+    );
+}
+
+/// The keywords each flow-mod command takes, as ovs-ofctl's `parse_ofp_str__`: a delete (and
+/// a dump match) refuses priority unless strict, timeouts, flags, actions and an unmasked
+/// cookie; a modify refuses out_port and out_group.
+#[test]
+fn flow_mod_keywords_by_command_as_ovs_ofctl() {
+    use FlowModCommand::*;
+    for (cmd, s, want) in [
+        (Delete, "priority=100", "unknown keyword priority"),
+        (Delete, "ip,idle_timeout=5", "unknown keyword idle_timeout"),
+        (
+            DeleteStrict,
+            "priority=1,hard_timeout=5",
+            "unknown keyword hard_timeout",
+        ),
+        (Delete, "send_flow_rem", "field send_flow_rem missing value"),
+        (Delete, "check_overlap=1", "unknown keyword check_overlap"),
+        (Delete, "ip,actions=drop", "unknown keyword actions"),
+        (
+            Delete,
+            "cookie=0x5",
+            "cannot set cookie (to match on a cookie, specify a mask, e.g. cookie=0x5/-1)",
+        ),
+        (
+            Modify,
+            "out_port=1,actions=drop",
+            "unknown keyword out_port",
+        ),
+        (
+            ModifyStrict,
+            "out_group=1,actions=drop",
+            "unknown keyword out_group",
+        ),
+        (
+            Modify,
+            "out_port=1",
+            "must specify an action (e.g. 'actions=drop')",
+        ),
+    ] {
+        let err = parse_flow_mod(s, cmd).expect_err(s);
+        assert_eq!(err.to_string(), want, "{cmd:?} {s}");
+    }
+    assert_eq!(
+        parse_flow_mod("priority=7,ip", DeleteStrict)
+            .unwrap()
+            .priority,
+        7
+    );
+    assert_eq!(
+        parse_flow_mod("priority=7,ip,actions=drop", Modify)
+            .unwrap()
+            .priority,
+        7
+    );
+    let fm = parse_flow_mod("cookie=0x5/-1,out_port=2", Delete).unwrap();
+    assert_eq!((fm.cookie, fm.cookie_mask), (5, u64::MAX));
+}

@@ -915,14 +915,9 @@ impl Switch {
         if command == GroupModCommand::Delete && text_in.trim().is_empty() {
             mods.push(text::parse_group_mod("group_id=all", command).map_err(|e| e.to_string())?);
         } else {
-            for (i, line) in text_in.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
+            for (n, line) in text::file_lines(text_in) {
                 mods.push(
-                    text::parse_group_mod(line, command)
-                        .map_err(|e| format!("line {}: {e}", i + 1))?,
+                    text::parse_group_mod(line, command).map_err(|e| format!("line {n}: {e}"))?,
                 );
             }
         }
@@ -1075,7 +1070,8 @@ fn remove_device(p: &PortCtl) {
     }
 }
 
-/// Parses flow-mod text: one flow, or one per line (`#` comments and blank lines skipped).
+/// Parses flow-mod text: one flow, or one per line (read as ovs-ofctl reads a flow file:
+/// `#` comments anywhere in a line and blank lines skipped).
 pub fn parse_flow_mods(
     text_in: &str,
     command: FlowModCommand,
@@ -1087,13 +1083,9 @@ pub fn parse_flow_mods(
             .map_err(|e| e.to_string());
     }
     let mut mods = Vec::new();
-    for (i, line) in text_in.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fm = text::parse_flow_mod(line, command).map_err(|e| format!("line {}: {e}", i + 1))?;
-        mods.push((i + 1, fm));
+    for (n, line) in text::file_lines(text_in) {
+        let fm = text::parse_flow_mod(line, command).map_err(|e| format!("line {n}: {e}"))?;
+        mods.push((n, fm));
     }
     Ok(mods)
 }

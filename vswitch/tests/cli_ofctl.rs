@@ -581,3 +581,199 @@ fn sort_and_rsort_order_flows_as_ovs_ofctl() {
         stderr(&bad)
     );
 }
+
+/// Flow and group files read as ovs-ofctl reads them (`ds_get_preprocessed_line`): a `#`
+/// anywhere in a line starts a comment, blank and comment-only lines are skipped, and a
+/// trailing backslash joins nothing (both refuse the line). The same file through either tool
+/// installs the same flows, and `replace-flows`, `diff-flows` and `add-groups` read it alike.
+#[test]
+fn flow_files_with_comments_read_as_ovs_ofctl() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Switch::start("cli-ofctl");
+    let flows = "# full-line comment\n\
+        priority=10,ip,nw_dst=10.0.0.1,actions=output:1 # a trailing comment\n\
+        \n\
+        \t  \n\
+        table=1,priority=20,tcp,tp_dst=80 actions=drop#no space before it\n   \
+        # an indented comment\n\
+        priority=30,arp,actions=NORMAL\n";
+    let f = d.file("commented.txt", flows);
+    d.ofctl_ok(&[], "del-flows", &[]);
+    d.ofctl_ok(&[], "add-flows", &[&f]);
+    let theirs = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert_eq!(theirs.lines().count(), 3, "{theirs}");
+    d.ctl_ok(&["del-flows", "br0"]);
+    d.ctl_ok(&["add-flows", "br0", &f]);
+    assert_eq!(d.ofctl_ok(&["--no-stats"], "dump-flows", &[]), theirs);
+    // Bundled: the same reader.
+    d.ctl_ok(&["del-flows", "br0"]);
+    d.ctl_ok(&["--bundle", "add-flows", "br0", &f]);
+    assert_eq!(d.ofctl_ok(&["--no-stats"], "dump-flows", &[]), theirs);
+    // diff-flows against the switch: nothing differs; replace-flows changes nothing.
+    let out = d.ctl(&["diff-flows", &f, "br0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(text(&out.stdout), "");
+    d.ctl_ok(&["add-flow", "br0", "priority=99,udp,actions=drop"]);
+    d.ctl_ok(&["replace-flows", "br0", &f]);
+    assert_eq!(d.ofctl_ok(&["--no-stats"], "dump-flows", &[]), theirs);
+    // Groups: the same reading.
+    let groups = d.file(
+        "groups.txt",
+        "# groups\ngroup_id=1,type=all,bucket=output:1 # first\n\n\
+         group_id=2,type=all,bucket=output:2\n",
+    );
+    d.ofctl_ok(&[], "add-groups", &[&groups]);
+    let theirs = d.ofctl_ok(&[], "dump-groups", &[]);
+    d.ctl_ok(&["del-groups", "br0"]);
+    d.ctl_ok(&["add-groups", "br0", &groups]);
+    assert_eq!(d.ofctl_ok(&[], "dump-groups", &[]), theirs);
+    assert!(theirs.contains("group_id=2"), "{theirs}");
+    // A trailing backslash continues nothing: ovs-ofctl refuses the line, and so do we.
+    let cont = d.file(
+        "continued.txt",
+        "priority=5,ip,\\\nnw_src=1.2.3.4,actions=drop\n",
+    );
+    let theirs = d.ofctl(&[], "add-flows", &[&cont]);
+    let ours = d.ctl(&["add-flows", "br0", &cont]);
+    assert_eq!(theirs.status.code(), Some(1), "{}", stderr(&theirs));
+    assert_eq!(ours.status.code(), Some(1), "{}", stderr(&ours));
+}
+
+/// Keywords ovs-ofctl does not take in a dump or delete match (`parse_ofp_str__`'s fields:
+/// no priority unless strict, no timeouts, no flags, no actions, no cookie without a mask) and
+/// `out_port` in a modify: refused with ovs-ofctl's message and exit code 1, never ignored.
+#[test]
+fn dump_and_delete_matches_refuse_what_ovs_ofctl_refuses() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Switch::start("cli-ofctl");
+    d.ctl_ok(&["add-flow", "br0", "priority=100,ip,actions=drop"]);
+    d.ctl_ok(&["add-flow", "br0", "priority=50,arp,actions=drop"]);
+    let before = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    let message = |o: &Output| {
+        let e = stderr(o);
+        let e = e.trim_end();
+        e.strip_prefix("ovs-ofctl: ")
+            .or_else(|| e.strip_prefix("vswitchctl: "))
+            .unwrap_or(e)
+            .to_string()
+    };
+    for (opts, cmd, arg, want) in [
+        (
+            &[][..],
+            "dump-flows",
+            "priority=100",
+            "unknown keyword priority",
+        ),
+        (
+            &[][..],
+            "dump-flows",
+            "ip,priority=100",
+            "unknown keyword priority",
+        ),
+        (
+            &[][..],
+            "dump-flows",
+            "idle_timeout=5",
+            "unknown keyword idle_timeout",
+        ),
+        (
+            &[][..],
+            "dump-flows",
+            "hard_timeout=5",
+            "unknown keyword hard_timeout",
+        ),
+        (
+            &[][..],
+            "dump-flows",
+            "actions=drop",
+            "unknown keyword actions",
+        ),
+        (
+            &[][..],
+            "dump-flows",
+            "send_flow_rem",
+            "field send_flow_rem missing value",
+        ),
+        (
+            &[][..],
+            "dump-flows",
+            "cookie=5",
+            "cannot set cookie (to match on a cookie, specify a mask, e.g. cookie=5/-1)",
+        ),
+        (
+            &[][..],
+            "dump-aggregate",
+            "priority=100",
+            "unknown keyword priority",
+        ),
+        (
+            &[][..],
+            "del-flows",
+            "priority=100",
+            "unknown keyword priority",
+        ),
+        (
+            &[][..],
+            "del-flows",
+            "idle_timeout=5",
+            "unknown keyword idle_timeout",
+        ),
+        (
+            &[][..],
+            "del-flows",
+            "ip,actions=drop",
+            "unknown keyword actions",
+        ),
+        (
+            &["--strict"][..],
+            "del-flows",
+            "priority=100,hard_timeout=1",
+            "unknown keyword hard_timeout",
+        ),
+        (
+            &["--strict"][..],
+            "del-flows",
+            "priority=100,ip,actions=drop",
+            "unknown keyword actions",
+        ),
+        (
+            &[][..],
+            "mod-flows",
+            "out_port=1,actions=drop",
+            "unknown keyword out_port",
+        ),
+        (
+            &["--strict"][..],
+            "mod-flows",
+            "out_group=1,actions=drop",
+            "unknown keyword out_group",
+        ),
+    ] {
+        let theirs = d.ofctl(opts, cmd, &[arg]);
+        let mut args = opts.to_vec();
+        args.extend([cmd, "br0", arg]);
+        let ours = d.ctl(&args);
+        assert_eq!(theirs.status.code(), Some(1), "ovs-ofctl {cmd} {arg}");
+        assert_eq!(ours.status.code(), Some(1), "vswitchctl {cmd} {arg}");
+        assert_eq!(message(&theirs), want, "ovs-ofctl {cmd} {arg}");
+        assert_eq!(message(&ours), want, "vswitchctl {cmd} {arg}");
+        assert_eq!(text(&ours.stdout), "", "vswitchctl {cmd} {arg}");
+    }
+    // Nothing was deleted or modified.
+    assert_eq!(d.ofctl_ok(&["--no-stats"], "dump-flows", &[]), before);
+    // The mask ovs-ofctl's message suggests works in both.
+    assert_eq!(
+        d.ctl_ok(&["dump-flows", "br0", "--no-stats", "cookie=0/-1"]),
+        d.ofctl_ok(&["--no-stats"], "dump-flows", &["cookie=0/-1"])
+    );
+    // With --strict, priority is part of the match; mod-flows takes it.
+    d.ctl_ok(&["mod-flows", "br0", "priority=1,arp,actions=NORMAL"]);
+    d.ctl_ok(&["--strict", "del-flows", "br0", "priority=100,ip"]);
+    let after = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    assert!(!after.contains("priority=100"), "{after}");
+    assert!(after.contains(" priority=50,arp actions=NORMAL"), "{after}");
+}

@@ -93,6 +93,17 @@ pub enum ParseError {
     /// A keyword that is not valid for this command.
     #[error("'{0}' is not allowed here")]
     NotAllowed(String),
+    /// A flow keyword this command does not take, as ovs-ofctl words it: `priority` in a
+    /// `dump-flows` or non-strict `del-flows` match, `actions` in a delete, `out_port` in a
+    /// modify.
+    #[error("unknown keyword {0}")]
+    UnknownKeyword(String),
+    /// A flow keyword without its value (`send_flow_rem` in a delete), as ovs-ofctl words it.
+    #[error("field {0} missing value")]
+    MissingValue(String),
+    /// `cookie=V` without a mask in a delete or dump match (ovs-ofctl's wording).
+    #[error("cannot set cookie (to match on a cookie, specify a mask, e.g. cookie={0}/-1)")]
+    CookieWithoutMask(String),
     /// Meter text that ovs-ofctl refuses, with its message.
     #[error("{0}")]
     Meter(String),
@@ -129,6 +140,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// The lines of a flow, group or meter file as ovs-ofctl reads them (`ds_get_preprocessed_line`):
+/// a `#` anywhere starts a comment to the end of its line, and lines left blank are skipped.
+/// Each line comes trimmed, with its 1-based number in the file. A trailing backslash is kept
+/// as written: Open vSwitch does not join continued lines.
+pub fn file_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, l)| {
+        let l = l.split_once('#').map_or(l, |(before, _)| before).trim();
+        (!l.is_empty()).then_some((i + 1, l))
+    })
 }
 
 /// [`split_top`] for separators outside ASCII.

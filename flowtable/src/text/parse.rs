@@ -105,6 +105,10 @@ fn parse_flow_mod_as(
         table_id: if is_add { 0 } else { TABLE_ALL },
         ..FlowMod::default()
     };
+    let deleting = matches!(
+        command,
+        FlowModCommand::Delete | FlowModCommand::DeleteStrict
+    );
     let (match_text, actions_text) = split_actions(s);
     let mut table_given = false;
     let mut seen: Vec<FieldId> = Vec::new();
@@ -124,6 +128,13 @@ fn parse_flow_mod_as(
             continue;
         }
         if let Some(&(bit, _)) = FlowFlags::NAMES.iter().find(|(_, n)| *n == key) {
+            if deleting {
+                // ovs-ofctl reads flags only where they are set (add, modify).
+                return Err(match val {
+                    Some(_) => ParseError::UnknownKeyword(key.into()),
+                    None => ParseError::MissingValue(key.into()),
+                });
+            }
             if val.is_some() {
                 return Err(ParseError::NotAllowed(tok.into()));
             }
@@ -148,6 +159,16 @@ fn parse_flow_mod_as(
             });
         };
         if SETTINGS.contains(&key) {
+            if !takes_setting(command, key) {
+                // ovs-ofctl looks for the actions of a modify before its keywords.
+                if !deleting && actions_text.is_none() {
+                    return Err(ParseError::MissingActions);
+                }
+                return Err(ParseError::UnknownKeyword(key.into()));
+            }
+            if deleting && key == "cookie" && !val.contains('/') {
+                return Err(ParseError::CookieWithoutMask(val.into()));
+            }
             apply_setting(&mut fm, key, val, &mut table_given)?;
             continue;
         }
@@ -179,17 +200,35 @@ fn parse_flow_mod_as(
             expected: format!("a table 0..{TABLE_MAX} for add-flow"),
         });
     }
-    let deleting = matches!(
-        command,
-        FlowModCommand::Delete | FlowModCommand::DeleteStrict
-    );
     match actions_text {
-        Some(a) if deleting => return Err(ParseError::NotAllowed(format!("actions={a}"))),
+        // ovs-ofctl reads `actions` in a delete (or dump) match as an unknown keyword.
+        Some(_) if deleting => return Err(ParseError::UnknownKeyword("actions".into())),
         Some(a) => fm.instructions = parse_actions(a, &fm.match_)?,
         None if deleting => fm.instructions = Instructions::default(),
         None => return Err(ParseError::MissingActions),
     }
     Ok(fm)
+}
+
+/// Whether a flow-mod `command` takes setting `key`, as ovs-ofctl's `parse_ofp_str__` decides:
+/// a delete (and a dump-flows or dump-aggregate match, read as one) takes no priority (but a
+/// strict delete does), no timeouts and no importance; a modify takes no `out_port` or
+/// `out_group` and no importance. ovs-ofctl refuses the others as unknown keywords rather than
+/// ignoring them.
+fn takes_setting(command: FlowModCommand, key: &str) -> bool {
+    match command {
+        FlowModCommand::Add => true,
+        FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
+            !matches!(key, "out_port" | "out_group" | "importance")
+        }
+        FlowModCommand::Delete => !matches!(
+            key,
+            "priority" | "idle_timeout" | "hard_timeout" | "importance"
+        ),
+        FlowModCommand::DeleteStrict => {
+            !matches!(key, "idle_timeout" | "hard_timeout" | "importance")
+        }
+    }
 }
 
 fn apply_setting(
@@ -216,9 +255,15 @@ fn apply_setting(
                 Some((v, m)) => (v, Some(m)),
                 None => (val, None),
             };
-            fm.cookie = setting(key, v, u64::MAX as u128)?;
+            // As ovs-ofctl's strtoull: `-N` wraps (`cookie=5/-1`, the mask its own message
+            // suggests, is all ones).
+            let cookie = |what: &str, v: &str| match v.strip_prefix('-') {
+                Some(n) => setting::<u64>(what, n, u64::MAX as u128).map(u64::wrapping_neg),
+                None => setting(what, v, u64::MAX as u128),
+            };
+            fm.cookie = cookie(key, v)?;
             if let Some(m) = m {
-                fm.cookie_mask = setting("cookie mask", m, u64::MAX as u128)?;
+                fm.cookie_mask = cookie("cookie mask", m)?;
             }
         }
         "out_port" => {

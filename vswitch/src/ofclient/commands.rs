@@ -116,13 +116,11 @@ fn read_file(path: &str) -> Result<String, ClientError> {
     r.map_err(|e| usage(format!("{path}: {e}")))
 }
 
-/// Meaningful lines of a flow or group file, with their 1-based numbers.
+/// Meaningful lines of a flow or group file, with their 1-based numbers: what ovs-ofctl reads
+/// (`#` comments anywhere in a line and blank lines skipped), for every command that reads a
+/// flow or group file (`add-flows`, `replace-flows`, `diff-flows`, `add-groups`).
 fn file_lines(text_in: &str) -> impl Iterator<Item = (usize, &str)> {
-    text_in
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+    text::file_lines(text_in)
 }
 
 fn parse_flows(
