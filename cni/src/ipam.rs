@@ -60,13 +60,15 @@ impl Ipam {
                 .unwrap_or_default();
             if !supported.iter().any(|v| v == config.version()) {
                 ipam.speaks_ours = false;
-                if let Some(best) = supported
+                // A plugin whose VERSION gave no list gets 1.0.0, which every plugin that
+                // speaks the 1.x spec takes.
+                let best = supported
                     .iter()
                     .filter(|v| version_tuple(v).is_some())
                     .max_by_key(|v| version_tuple(v))
-                {
-                    ipam.conf["cniVersion"] = best.clone().into();
-                }
+                    .cloned()
+                    .unwrap_or_else(|| "1.0.0".to_string());
+                ipam.conf["cniVersion"] = best.into();
             }
         }
         Ok(ipam)
@@ -102,9 +104,12 @@ impl Ipam {
             .map_err(|e| fail(format!("cannot run {}: {e}", self.plugin.display())))?;
         if let Some(mut stdin) = child.stdin.take() {
             let bytes = serde_json::to_vec(conf).map_err(|e| fail(e.to_string()))?;
-            stdin
-                .write_all(&bytes)
-                .map_err(|e| fail(format!("cannot write its configuration: {e}")))?;
+            match stdin.write_all(&bytes) {
+                // A plugin that exits without reading all of it (VERSION may): its exit
+                // status and output below decide, not the pipe.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.map_err(|e| fail(format!("cannot write its configuration: {e}")))?,
+            }
         }
         let out = child
             .wait_with_output()

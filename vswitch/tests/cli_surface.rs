@@ -230,6 +230,29 @@ fn an_unknown_global_flag_exits_2() {
     assert!(err.contains("unexpected argument '--bogus-flag'"), "{err}");
 }
 
+/// Known flags before the command (`--names`, `--no-names`, `--strict`) and arguments that
+/// start with `-` after it (`add-flows BR -` for stdin, `cookie=5/-1`, `--strict`, `--bundle`)
+/// reach the command: with no switch to talk to it fails to connect (exit 1), never with a
+/// usage error (exit 2).
+#[test]
+fn flags_and_hyphen_arguments_reach_the_command() {
+    for args in [
+        &["--no-names", "dump-flows", "br0"][..],
+        &["--names", "--no-names", "dump-flows", "br0"][..],
+        &["--strict", "del-flows", "br0", "priority=0"][..],
+        &["del-flows", "br0", "priority=0", "--strict"][..],
+        &["dump-flows", "br0", "cookie=5/-1"][..],
+        &["add-flow", "br0", "actions=drop", "--bundle"][..],
+    ] {
+        let mut all = vec!["--rundir", "/nonexistent"];
+        all.extend_from_slice(args);
+        let o = run(VSWITCHCTL, &all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("cannot connect"), "{args:?}: {err}");
+    }
+}
+
 /// `mod-port ... no-flood` (an OpenFlow 1.0 bit) is refused with one readable sentence,
 /// before any connection.
 #[test]

@@ -37,8 +37,11 @@ struct Cli {
     #[arg(long = "no-stats")]
     no_stats: bool,
     /// Print port names instead of numbers (dump-flows).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_names")]
     names: bool,
+    /// Print port numbers (the default; undoes an earlier --names).
+    #[arg(long = "no-names", overrides_with = "names")]
+    no_names: bool,
     /// Apply flow/group changes atomically in one ONF bundle.
     #[arg(long)]
     bundle: bool,
@@ -225,7 +228,7 @@ fn openflow(cli: &Cli) -> ExitCode {
         rundir: cli.rundir.clone(),
         strict: cli.strict,
         no_stats: cli.no_stats,
-        names: cli.names,
+        names: cli.names && !cli.no_names,
         bundle: cli.bundle,
         format: cli.format,
         sort: cli.sort_keys.clone(),

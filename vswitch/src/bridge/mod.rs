@@ -407,8 +407,27 @@ mod tests {
                 3 => FlowModCommand::Modify,
                 _ => FlowModCommand::Delete,
             };
-            let Ok(fm) = text::parse_flow_mod(&text, cmd) else {
-                continue;
+            // A delete names no actions, and a priority only when strict (as ovs-ofctl).
+            let (text, cmd) = match cmd {
+                FlowModCommand::Delete => {
+                    let m = text.split(",actions=").next().unwrap_or(&text).to_string();
+                    let strict = m.contains("priority=");
+                    (
+                        m,
+                        if strict {
+                            FlowModCommand::DeleteStrict
+                        } else {
+                            cmd
+                        },
+                    )
+                }
+                _ => (text, cmd),
+            };
+            let fm = match text::parse_flow_mod(&text, cmd) {
+                Ok(fm) => fm,
+                // An add or modify without actions is refused (as by ovs-ofctl): skipped.
+                Err(_) if matches!(cmd, FlowModCommand::Add | FlowModCommand::Modify) => continue,
+                Err(e) => panic!("round {round}: '{text}': {e}"),
             };
             let _ = apply_flow_mods(&mut b, &[(1, fm)]);
             if round % 50 == 49 {

@@ -18,7 +18,7 @@ use openflow::switch::port_config;
 use super::format::{SavedBridge, SavedCtLimits, SavedPort, StateFile};
 use crate::bridge::Commit;
 use crate::control::Control;
-use crate::portspec::PortSpec;
+use crate::portspec::{PortSpec, PortSpecError};
 use crate::switch::Switch;
 
 /// The configuration of `control`'s switch and agent as a state file.
@@ -110,14 +110,15 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     let mut ports = Vec::with_capacity(b.ports.len());
     for p in &b.ports {
         mod_port_bits(&p.mod_port).map_err(|e| ctx(&format!("port {}", p.name), &e))?;
-        // Saved by a version that took what this one refuses (an `ofport=` above 65279,
-        // which Open vSwitch cannot represent): left out rather than keeping the switch
-        // from starting.
-        if let Err(e) = PortSpec::parse(&p.name, &p.args) {
-            tracing::warn!(bridge = %b.name, port = %p.name, error = %e, "saved port left out");
-            continue;
+        match PortSpec::parse(&p.name, &p.args) {
+            Ok(_) => ports.push(p.clone()),
+            // Saved by a version that took an `ofport=` above 65279 (which Open vSwitch
+            // cannot represent): left out rather than keeping the switch from starting.
+            Err(e @ PortSpecError::BadOfport(_)) => {
+                tracing::warn!(bridge = %b.name, port = %p.name, error = %e, "saved port left out");
+            }
+            Err(e) => return Err(ctx(&format!("port {}", p.name), &e)),
         }
-        ports.push(p.clone());
     }
     let mut tables = FlowTables::new();
     // A group may send to a group with a higher id (chained groups), so the groups go in
@@ -443,6 +444,13 @@ mod tests {
         let flows = planned.tables.flows();
         assert_eq!(flows.len(), 1);
         assert_eq!(flows[0].priority, 2);
+        // Anything else wrong with a saved port still refuses the file.
+        let bad = plan(&SavedBridge {
+            name: "br0".into(),
+            ports: vec![port("odd", &["type=bogus"])],
+            ..SavedBridge::default()
+        });
+        assert!(bad.is_err_and(|e| e.contains("port odd")));
     }
 
     /// Group 1 sends to group 2 (saved after it): both come back. Group 3 sends to a group
