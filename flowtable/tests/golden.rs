@@ -349,6 +349,8 @@ fn flow_mod_keywords_by_command_as_ovs_ofctl() {
             "cookie=0x5",
             "cannot set cookie (to match on a cookie, specify a mask, e.g. cookie=0x5/-1)",
         ),
+        (Add, "out_port=1,actions=drop", "unknown keyword out_port"),
+        (Add, "out_group=1,actions=drop", "unknown keyword out_group"),
         (
             Modify,
             "out_port=1,actions=drop",

@@ -747,6 +747,12 @@ fn dump_and_delete_matches_refuse_what_ovs_ofctl_refuses() {
             "unknown keyword out_port",
         ),
         (
+            &[][..],
+            "add-flow",
+            "out_port=1,actions=drop",
+            "unknown keyword out_port",
+        ),
+        (
             &["--strict"][..],
             "mod-flows",
             "out_group=1,actions=drop",

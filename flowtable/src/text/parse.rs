@@ -217,7 +217,7 @@ fn parse_flow_mod_as(
 /// ignoring them.
 fn takes_setting(command: FlowModCommand, key: &str) -> bool {
     match command {
-        FlowModCommand::Add => true,
+        FlowModCommand::Add => !matches!(key, "out_port" | "out_group"),
         FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
             !matches!(key, "out_port" | "out_group" | "importance")
         }
