@@ -908,14 +908,20 @@ pub fn flow_mod_in(fm: &of::FlowMod) -> Result<flowtable::FlowMod, OfError> {
     })
 }
 
-/// A table entry as one flow-stats record. The duration is in whole milliseconds, as Open
-/// vSwitch's `calc_duration` gives it (ovs-ofctl then prints `4.135s`, not `4.135166054s`).
+/// `(duration_sec, duration_nsec)` of a stats record or FLOW_REMOVED: whole milliseconds, as
+/// Open vSwitch's `calc_duration` gives them (ovs-ofctl then prints `4.135s`, not
+/// `4.135166054s`).
+pub fn duration_ms(age: std::time::Duration) -> (u32, u32) {
+    (age.as_secs() as u32, age.subsec_millis() * 1_000_000)
+}
+
+/// A table entry as one flow-stats record (its duration by [`duration_ms`]).
 pub fn flow_stats_out(e: &flowtable::FlowEntry, now: Instant) -> Result<of::FlowStats, OfError> {
-    let age = now.saturating_duration_since(e.created);
+    let (duration_sec, duration_nsec) = duration_ms(now.saturating_duration_since(e.created));
     Ok(of::FlowStats {
         table_id: e.table_id,
-        duration_sec: age.as_secs() as u32,
-        duration_nsec: age.subsec_millis() * 1_000_000,
+        duration_sec,
+        duration_nsec,
         priority: e.priority,
         idle_timeout: e.idle_timeout,
         hard_timeout: e.hard_timeout,

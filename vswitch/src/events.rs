@@ -68,15 +68,14 @@ impl AsyncEvent {
 /// The OFPT_FLOW_REMOVED (OpenFlow 1.3, xid 0) for flow `e` (with its final counters) that
 /// went away now for `reason` (`OFPRR_*`).
 pub fn flow_removed_message(e: &FlowEntry, reason: u8) -> Option<Arc<[u8]>> {
-    let age = e.created.elapsed();
+    let (duration_sec, duration_nsec) = openflow::convert::duration_ms(e.created.elapsed());
     let msg = openflow::Message::FlowRemoved(openflow::flow::FlowRemoved {
         cookie: e.cookie,
         priority: e.priority,
         reason,
         table_id: e.table_id,
-        duration_sec: age.as_secs() as u32,
-        // Whole milliseconds, as Open vSwitch's `calc_duration`.
-        duration_nsec: age.subsec_millis() * 1_000_000,
+        duration_sec,
+        duration_nsec,
         idle_timeout: e.idle_timeout,
         hard_timeout: e.hard_timeout,
         packet_count: e.packets,

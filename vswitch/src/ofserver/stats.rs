@@ -82,6 +82,9 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                 .filter(|p| *port_no == OFPP_ANY || *port_no == p.ofport)
                 .map(|p| {
                     let c = p.counters.snapshot();
+                    let (duration_sec, duration_nsec) = openflow::convert::duration_ms(
+                        std::time::Duration::from_secs_f64(c.duration_secs),
+                    );
                     PortStats {
                         port_no: p.ofport,
                         rx_packets: c.rx_packets,
@@ -96,9 +99,8 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                         rx_over_err: PortStats::UNAVAILABLE,
                         rx_crc_err: PortStats::UNAVAILABLE,
                         collisions: PortStats::UNAVAILABLE,
-                        duration_sec: c.duration_secs as u32,
-                        // Whole milliseconds, as Open vSwitch's `calc_duration`.
-                        duration_nsec: (c.duration_secs.fract() * 1e3) as u32 * 1_000_000,
+                        duration_sec,
+                        duration_nsec,
                     }
                 })
                 .collect();
@@ -130,7 +132,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                         .group_entry(g.id)
                         .map(|e| now.saturating_duration_since(e.created))
                         .unwrap_or_default();
-                    let (duration_sec, duration_nsec) = ms_duration(age);
+                    let (duration_sec, duration_nsec) = openflow::convert::duration_ms(age);
                     GroupStats {
                         group_id: g.id,
                         ref_count: flows
@@ -195,7 +197,7 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                         let age = entry
                             .map(|e| now.saturating_duration_since(e.created))
                             .unwrap_or_default();
-                        let (duration_sec, duration_nsec) = ms_duration(age);
+                        let (duration_sec, duration_nsec) = openflow::convert::duration_ms(age);
                         MeterStats {
                             meter_id: m.id,
                             flow_count: flows
@@ -304,10 +306,4 @@ fn chunked<T>(
     }
     out.push(wrap(cur));
     out
-}
-
-/// An age as OpenFlow `duration_sec`/`duration_nsec` at millisecond precision, as Open
-/// vSwitch's `calc_duration` (so `ovs-ofctl` prints `1.234s`, or `1s` on a whole second).
-fn ms_duration(age: std::time::Duration) -> (u32, u32) {
-    (age.as_secs() as u32, age.subsec_millis() * 1_000_000)
 }
