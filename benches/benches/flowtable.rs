@@ -77,12 +77,12 @@ fn k8s_masks(n: usize) -> Vec<FlowKey> {
             ..z()
         },
         FlowKey {
-            regs: [!0, 0, 0, 0, 0, 0, 0, 0],
+            regs: [!0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             nw_dst: !0,
             ..z()
         },
         FlowKey {
-            regs: [0, 0xffff, 0, 0, 0, 0, 0, 0],
+            regs: [0, 0xffff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             in_port: !0,
             ..z()
         },
@@ -121,13 +121,13 @@ fn k8s_masks(n: usize) -> Vec<FlowKey> {
             ..z()
         },
         FlowKey {
-            regs: [0, 0, !0, 0, 0, 0, 0, 0],
+            regs: [0, 0, !0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             nw_dst: !0,
             tp_dst: !0,
             ..z()
         },
         FlowKey {
-            regs: [0, 0, 0, !0, 0, 0, 0, 0],
+            regs: [0, 0, 0, !0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             eth_dst: [0xff; 6],
             ..z()
         },
@@ -178,7 +178,7 @@ fn k8s_masks(n: usize) -> Vec<FlowKey> {
             ..z()
         },
         FlowKey {
-            regs: [0, 0, 0, 0, !0, 0, 0, 0],
+            regs: [0, 0, 0, 0, !0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             ct_state: CT_TRK,
             ..z()
         },
@@ -189,7 +189,7 @@ fn k8s_masks(n: usize) -> Vec<FlowKey> {
             ..z()
         },
         FlowKey {
-            regs: [0, 0, 0, 0, 0, !0, 0, 0],
+            regs: [0, 0, 0, 0, 0, !0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             nw_src: !0,
             ..z()
         },

@@ -49,7 +49,8 @@ pub struct FlowKey {
     /// recirculation it comes back from.
     pub recirc_id: u32,
     pub metadata: u64,
-    pub regs: [u32; 8],
+    /// `reg0`..`reg15` (`xreg<N>` is `reg<2N>`:`reg<2N+1>`, `xxreg<N>` four of them, high first).
+    pub regs: [u32; 16],
     // --- tunnel metadata (set by VXLAN decap or by set_field) ---
     pub tun_id: u64,
     /// Outer IPv4 source/destination (host order). IPv6 underlay would add fields here.
@@ -120,7 +121,7 @@ impl PartialEq for FlowKey {
 
 impl Eq for FlowKey {}
 
-/// Hashes the key as its 32 words in one go: much cheaper than a field-by-field derive (tables
+/// Hashes the key as its 36 words in one go: much cheaper than a field-by-field derive (tables
 /// keyed by matches hash two keys per entry).
 impl core::hash::Hash for FlowKey {
     #[inline]
@@ -171,4 +172,4 @@ impl FlowKey {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 256);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 288);

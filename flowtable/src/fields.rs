@@ -26,6 +26,28 @@ pub enum FieldId {
     Reg5,
     Reg6,
     Reg7,
+    Reg8,
+    Reg9,
+    Reg10,
+    Reg11,
+    Reg12,
+    Reg13,
+    Reg14,
+    Reg15,
+    /// `xreg<N>`: `reg<2N>` (high half) and `reg<2N+1>` as one 64-bit field.
+    Xreg0,
+    Xreg1,
+    Xreg2,
+    Xreg3,
+    Xreg4,
+    Xreg5,
+    Xreg6,
+    Xreg7,
+    /// `xxreg<N>`: `reg<4N>` (most significant) .. `reg<4N+3>` as one 128-bit field.
+    Xxreg0,
+    Xxreg1,
+    Xxreg2,
+    Xxreg3,
     TunId,
     TunSrc,
     TunDst,
@@ -201,6 +223,8 @@ pub struct WireId {
 
 /// OXM class of the OpenFlow basic fields.
 pub const OXM_CLASS_BASIC: u16 = 0x8000;
+/// OXM class of OpenFlow 1.5's packet registers (`OFPXMC_PACKET_REGS`: `xreg<N>`).
+pub const OXM_CLASS_PACKET_REGS: u16 = 0x8001;
 /// Experimenter OXM class: the header is followed by a 32-bit experimenter id, counted in the
 /// header's length. The only experimenter fields carried are the ONF ones
 /// ([`ONF_EXPERIMENTER_ID`]) Open vSwitch uses in OpenFlow 1.3.
@@ -415,6 +439,60 @@ macro_rules! reg_row {
     };
 }
 
+/// `xreg<N>`: OpenFlow 1.5's 64-bit packet register (`OXM_OF_PKT_REG<N>`, which Open vSwitch
+/// also carries in OpenFlow 1.3), stored as two 32-bit registers, the high half first.
+macro_rules! xreg_row {
+    ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
+        FieldInfo {
+            id: FieldId::$id,
+            name: $name,
+            aliases: &[],
+            nxm_name: $nxm_name,
+            oxm: w(OXM_CLASS_PACKET_REGS, $i, 8),
+            nxm: None,
+            bits: 64,
+            maskable: true,
+            prereq: Prereq::None,
+            format: Format::Hex,
+            codec: Codec::PLAIN,
+            get: |k| regs_get(&k.regs[2 * $i..2 * $i + 2]),
+            set: |k, v| regs_set(&mut k.regs[2 * $i..2 * $i + 2], v),
+        }
+    };
+}
+
+/// `xxreg<N>`: Open vSwitch's 128-bit register (`NXM_NX_XXREG<N>`), four 32-bit registers.
+macro_rules! xxreg_row {
+    ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
+        FieldInfo {
+            id: FieldId::$id,
+            name: $name,
+            aliases: &[],
+            nxm_name: $nxm_name,
+            oxm: None,
+            nxm: w(NXM_CLASS_NX, 111 + $i, 16),
+            bits: 128,
+            maskable: true,
+            prereq: Prereq::None,
+            format: Format::Hex,
+            codec: Codec::PLAIN,
+            get: |k| regs_get(&k.regs[4 * $i..4 * $i + 4]),
+            set: |k, v| regs_set(&mut k.regs[4 * $i..4 * $i + 4], v),
+        }
+    };
+}
+
+/// Registers read as one number, the first the most significant.
+fn regs_get(regs: &[u32]) -> u128 {
+    regs.iter().fold(0u128, |acc, &r| (acc << 32) | r as u128)
+}
+fn regs_set(regs: &mut [u32], v: u128) {
+    let n = regs.len();
+    for (i, r) in regs.iter_mut().enumerate() {
+        *r = (v >> (32 * (n - 1 - i))) as u32;
+    }
+}
+
 /// The field table. Order is the order of [`FieldId`].
 pub static FIELDS: &[FieldInfo] = &[
     row!(
@@ -453,6 +531,26 @@ pub static FIELDS: &[FieldInfo] = &[
     reg_row!(Reg5, "reg5", "NXM_NX_REG5", 5),
     reg_row!(Reg6, "reg6", "NXM_NX_REG6", 6),
     reg_row!(Reg7, "reg7", "NXM_NX_REG7", 7),
+    reg_row!(Reg8, "reg8", "NXM_NX_REG8", 8),
+    reg_row!(Reg9, "reg9", "NXM_NX_REG9", 9),
+    reg_row!(Reg10, "reg10", "NXM_NX_REG10", 10),
+    reg_row!(Reg11, "reg11", "NXM_NX_REG11", 11),
+    reg_row!(Reg12, "reg12", "NXM_NX_REG12", 12),
+    reg_row!(Reg13, "reg13", "NXM_NX_REG13", 13),
+    reg_row!(Reg14, "reg14", "NXM_NX_REG14", 14),
+    reg_row!(Reg15, "reg15", "NXM_NX_REG15", 15),
+    xreg_row!(Xreg0, "xreg0", "OXM_OF_PKT_REG0", 0),
+    xreg_row!(Xreg1, "xreg1", "OXM_OF_PKT_REG1", 1),
+    xreg_row!(Xreg2, "xreg2", "OXM_OF_PKT_REG2", 2),
+    xreg_row!(Xreg3, "xreg3", "OXM_OF_PKT_REG3", 3),
+    xreg_row!(Xreg4, "xreg4", "OXM_OF_PKT_REG4", 4),
+    xreg_row!(Xreg5, "xreg5", "OXM_OF_PKT_REG5", 5),
+    xreg_row!(Xreg6, "xreg6", "OXM_OF_PKT_REG6", 6),
+    xreg_row!(Xreg7, "xreg7", "OXM_OF_PKT_REG7", 7),
+    xxreg_row!(Xxreg0, "xxreg0", "NXM_NX_XXREG0", 0),
+    xxreg_row!(Xxreg1, "xxreg1", "NXM_NX_XXREG1", 1),
+    xxreg_row!(Xxreg2, "xxreg2", "NXM_NX_XXREG2", 2),
+    xxreg_row!(Xxreg3, "xxreg3", "NXM_NX_XXREG3", 3),
     row!(
         TunId,
         "tun_id",
@@ -1259,6 +1357,26 @@ pub static FIELDS: &[FieldInfo] = &[
 ];
 
 impl FieldId {
+    /// `reg0`..`reg15`, in order.
+    pub const REGS: [FieldId; 16] = [
+        FieldId::Reg0,
+        FieldId::Reg1,
+        FieldId::Reg2,
+        FieldId::Reg3,
+        FieldId::Reg4,
+        FieldId::Reg5,
+        FieldId::Reg6,
+        FieldId::Reg7,
+        FieldId::Reg8,
+        FieldId::Reg9,
+        FieldId::Reg10,
+        FieldId::Reg11,
+        FieldId::Reg12,
+        FieldId::Reg13,
+        FieldId::Reg14,
+        FieldId::Reg15,
+    ];
+
     /// The field's table row.
     pub fn info(self) -> &'static FieldInfo {
         &FIELDS[self as usize]

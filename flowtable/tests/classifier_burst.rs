@@ -37,7 +37,7 @@ fn masks() -> Vec<FlowKey> {
             ..z()
         },
         FlowKey {
-            regs: [!0, 0, 0, 0, 0, 0, 0, 0],
+            regs: [!0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             nw_src: !0,
             ..z()
         },
@@ -60,7 +60,24 @@ fn key(seed: u64) -> FlowKey {
         nw_src: 0x0a00_0000 | (r(3) % 4096) as u32,
         nw_proto: if r(4).is_multiple_of(2) { 6 } else { 17 },
         tp_dst: [80u16, 443, 53, 8080][(r(5) % 4) as usize],
-        regs: [(r(6) % 4) as u32, 0, 0, 0, 0, 0, 0, 0],
+        regs: [
+            (r(6) % 4) as u32,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ],
         ..FlowKey::default()
     }
 }

@@ -63,7 +63,7 @@ fn mask_pool() -> Vec<FlowKey> {
             ..z()
         },
         FlowKey {
-            regs: [1, 0, 0, 0, 0, 0, 0, 0],
+            regs: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             ..z()
         },
         z(),
@@ -96,7 +96,7 @@ fn key_strategy() -> impl Strategy<Value = FlowKey> {
                 nw_proto,
                 tp_dst,
                 ct_state,
-                regs: [reg0, 0, 0, 0, 0, 0, 0, 0],
+                regs: [reg0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 ..FlowKey::default()
             },
         )

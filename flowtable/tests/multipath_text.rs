@@ -121,8 +121,8 @@ fn refused_with_ovs_ofctl_messages() {
             "2-bit destination field has 4 possible values, less than specified n_links 5",
         ),
         (
-            "actions=multipath(eth_src,50,modulo_n,5,0,NXM_NX_REG9[])",
-            "unknown field 'NXM_NX_REG9'",
+            "actions=multipath(eth_src,50,modulo_n,5,0,NXM_NX_REG16[])",
+            "unknown field 'NXM_NX_REG16'",
         ),
     ] {
         let got = refused(input);

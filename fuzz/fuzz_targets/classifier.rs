@@ -27,7 +27,24 @@ impl SmallKey {
             nw_dst: 0x0a00_0000 | u32::from(self.nw_dst & 0x0303),
             tp_dst: u16::from(self.tp_dst & 3),
             ct_state: self.ct_state & 0x23,
-            regs: [u32::from(self.reg0 & 1), 0, 0, 0, 0, 0, 0, 0],
+            regs: [
+                u32::from(self.reg0 & 1),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
             ..FlowKey::default()
         }
     }
@@ -55,7 +72,7 @@ impl SmallKey {
             },
             tp_dst: u16::from(self.tp_dst),
             ct_state: self.ct_state,
-            regs: [bits(self.reg0), 0, 0, 0, 0, 0, 0, 0],
+            regs: [bits(self.reg0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             ..FlowKey::default()
         }
     }

@@ -542,7 +542,7 @@ impl Match {
         put(TunId);
         put(TunSrc);
         put(TunDst);
-        for r in [Reg0, Reg1, Reg2, Reg3, Reg4, Reg5, Reg6, Reg7] {
+        for r in FieldId::REGS {
             put(r);
         }
         put(PktMark);

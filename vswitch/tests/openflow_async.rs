@@ -366,7 +366,7 @@ fn packet_ins_carry_metadata_userdata_and_openflow13_reasons() {
         "add-flow",
         &d.br,
         "table=1,priority=10,ct_state=+trk,udp,actions=load:0x2a->NXM_NX_REG0[],\
-         load:0x5->OXM_OF_METADATA[],controller(reason=group,userdata=01.02.03),\
+         load:0x7->NXM_NX_REG12[],load:0x5->OXM_OF_METADATA[],controller(reason=group,userdata=01.02.03),\
          controller(max_len=20)",
     ]);
     let mut nxt2 = d.session();
@@ -381,7 +381,9 @@ fn packet_ins_carry_metadata_userdata_and_openflow13_reasons() {
         let (v, k) = (&m.value, &m.mask);
         assert_eq!((v.in_port, k.in_port), (1, u32::MAX));
         assert_eq!((v.regs[0], k.regs[0]), (0x2a, u32::MAX));
-        assert_eq!(k.regs[1..], [0; 7], "zero registers are left out");
+        assert_eq!((v.regs[12], k.regs[12]), (7, u32::MAX));
+        assert_eq!(k.regs[1..12], [0; 11], "zero registers are left out");
+        assert_eq!(k.regs[13..], [0; 3], "zero registers are left out");
         assert_eq!((v.metadata, k.metadata), (5, u64::MAX));
         assert_eq!((v.ct_state, k.ct_state), (CT_TRK | CT_NEW, u8::MAX));
         assert_eq!((v.ct_zone, k.ct_zone), (3, u16::MAX));

@@ -338,7 +338,7 @@ fn key_is_reset_but_metadata_is_kept() {
         in_port: 7,
         recirc_id: 3,
         metadata: 9,
-        regs: [1; 8],
+        regs: [1; 16],
         tun_id: 42,
         tun_src: 5,
         tun_dst: 6,
@@ -364,7 +364,7 @@ fn key_is_reset_but_metadata_is_kept() {
     assert_eq!(key.arp_op, 2);
     assert_eq!(
         (key.in_port, key.recirc_id, key.metadata, key.regs),
-        (7, 3, 9, [1; 8])
+        (7, 3, 9, [1; 16])
     );
     assert_eq!((key.tun_id, key.tun_src, key.tun_dst), (42, 5, 6));
     assert_eq!((key.ct_state, key.ct_zone, key.ct_mark), (0x21, 4, 8));

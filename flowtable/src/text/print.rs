@@ -279,19 +279,8 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
         Some(0x8035) => o.push("rarp".into()),
         _ => skip_type = false,
     }
-    for (i, f) in [
-        FieldId::Reg0,
-        FieldId::Reg1,
-        FieldId::Reg2,
-        FieldId::Reg3,
-        FieldId::Reg4,
-        FieldId::Reg5,
-        FieldId::Reg6,
-        FieldId::Reg7,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    // A match on `xreg`/`xxreg` is a match on its registers, printed as those (as OVS does).
+    for (i, f) in FieldId::REGS.into_iter().enumerate() {
         let (v, mk) = g(f);
         c_hex_masked(&mut o, &format!("reg{i}"), v, mk, 0xffff_ffff);
     }

@@ -68,8 +68,8 @@ pub trait EmcValue {
 
 /// The words a megaflow pins, as (word index, mask, masked value): a key is one of the
 /// megaflow's keys when it agrees on these (the megaflow cache's own rule). A megaflow pins
-/// a few of the key's 32 words, so checking them reads a few words of the (hot) flow instead
-/// of a 256-byte copy of the key.
+/// a few of the key's 36 words, so checking them reads a few words of the (hot) flow instead
+/// of a 288-byte copy of the key.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pinned(Box<[(u64, u64, u8)]>);
 
@@ -188,7 +188,7 @@ const EVICT_SCAN: usize = 64;
 struct MaskGroup {
     mask: FlowKey,
     /// Indices of the mask's nonzero words: only these are hashed and compared (a megaflow
-    /// mask pins a few of the key's 32 words; the rest are zero in every stored key).
+    /// mask pins a few of the key's 36 words; the rest are zero in every stored key).
     words: Box<[u8]>,
     /// Bit `recirc_id % 64` of every recirculation pass an entry was stored for (all bits
     /// when the mask does not pin `recirc_id`): a lookup skips a group that cannot hold its

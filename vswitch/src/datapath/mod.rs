@@ -630,7 +630,7 @@ impl PacketInAction {
             tun_src: u32::MAX,
             tun_dst: u32::MAX,
             metadata: u64::MAX,
-            regs: [u32::MAX; 8],
+            regs: [u32::MAX; 16],
             pkt_mark: u32::MAX,
             ct_zone: u16::MAX,
             ct_mark: u32::MAX,

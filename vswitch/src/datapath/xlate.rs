@@ -71,7 +71,7 @@ impl EmcValue for CachedFlow {
 }
 
 /// Metadata words (in_port .. conj_id): not packet bytes; a recirculation carries them over.
-pub const META_WORDS: usize = 9;
+pub const META_WORDS: usize = core::mem::offset_of!(encap::FlowKey, ct_mark) / 8;
 
 /// Buckets of a select group up to which the datapath chooses the bucket (each is translated
 /// once per megaflow); larger groups pin the 5-tuple and pick in the slow path.
@@ -1148,6 +1148,26 @@ impl<'a> Xlate<'a> {
             | FieldId::Reg5
             | FieldId::Reg6
             | FieldId::Reg7
+            | FieldId::Reg8
+            | FieldId::Reg9
+            | FieldId::Reg10
+            | FieldId::Reg11
+            | FieldId::Reg12
+            | FieldId::Reg13
+            | FieldId::Reg14
+            | FieldId::Reg15
+            | FieldId::Xreg0
+            | FieldId::Xreg1
+            | FieldId::Xreg2
+            | FieldId::Xreg3
+            | FieldId::Xreg4
+            | FieldId::Xreg5
+            | FieldId::Xreg6
+            | FieldId::Xreg7
+            | FieldId::Xxreg0
+            | FieldId::Xxreg1
+            | FieldId::Xxreg2
+            | FieldId::Xxreg3
             | FieldId::TunId
             | FieldId::TunSrc
             | FieldId::TunDst
