@@ -47,15 +47,15 @@ impl TimeoutClass {
 
     pub fn name(self) -> &'static str {
         match self {
-            TimeoutClass::TcpFirst => "tcp_syn_sent",
-            TimeoutClass::TcpOpening => "tcp_syn_recv",
+            TimeoutClass::TcpFirst => "tcp_first",
+            TimeoutClass::TcpOpening => "tcp_opening",
             TimeoutClass::TcpEstablished => "tcp_established",
-            TimeoutClass::TcpClosing => "tcp_fin_wait",
-            TimeoutClass::TcpFinWait => "tcp_time_wait",
-            TimeoutClass::TcpClosed => "tcp_close",
-            TimeoutClass::OtherFirst => "udp_first",
-            TimeoutClass::OtherMultiple => "udp_single",
-            TimeoutClass::OtherBidir => "udp_multiple",
+            TimeoutClass::TcpClosing => "tcp_closing",
+            TimeoutClass::TcpFinWait => "tcp_fin_wait",
+            TimeoutClass::TcpClosed => "tcp_closed",
+            TimeoutClass::OtherFirst => "other_first",
+            TimeoutClass::OtherMultiple => "other_multiple",
+            TimeoutClass::OtherBidir => "other_bidir",
             TimeoutClass::IcmpFirst => "icmp_first",
             TimeoutClass::IcmpReply => "icmp_reply",
         }
@@ -159,5 +159,24 @@ impl Timeouts {
     /// The timeouts in nanoseconds, indexed by class, for the fast path.
     pub(crate) fn to_nanos(&self) -> [u64; TimeoutClass::COUNT] {
         TimeoutClass::ALL.map(|c| u64::try_from(self.get(c).as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A class's name is the one `--ct-timeout` takes for that class (they once differed:
+    /// `tcp_fin_wait` named the 15-minute class here and the 45-second one on the command line).
+    #[test]
+    fn each_class_is_set_by_its_own_name() {
+        for class in TimeoutClass::ALL {
+            let mut t = Timeouts::default();
+            t.set(class.name(), Duration::from_secs(12345)).unwrap();
+            assert_eq!(t.get(class), Duration::from_secs(12345), "{}", class.name());
+            for other in TimeoutClass::ALL.into_iter().filter(|c| *c != class) {
+                assert_eq!(t.get(other), Timeouts::default().get(other));
+            }
+        }
     }
 }

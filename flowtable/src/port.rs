@@ -68,10 +68,11 @@ impl OfPort {
 
     /// Whether a packet can be sent to the port (Open vSwitch's `ofpact_check_output_port`,
     /// after `ofputil_port_from_ofp11`): a numbered port below 0xff00, or one of the reserved
-    /// ports `IN_PORT`, `TABLE`, `NORMAL`, `FLOOD`, `ALL`, `CONTROLLER`, `LOCAL`. Port 0 is
-    /// refused too (no port has it).
+    /// ports `IN_PORT`, `TABLE`, `NORMAL`, `FLOOD`, `ALL`, `CONTROLLER`, `LOCAL`. Port 0 is one
+    /// (below the port count, as `ofpact_check_output_port` checks): no port has it, so the
+    /// output sends nothing, as to any absent port.
     pub fn is_output_port(self) -> bool {
-        (self.0 != 0 && self.0 < 0xff00) || (self.reserved_name().is_some() && self != OfPort::ANY)
+        self.0 < 0xff00 || (self.reserved_name().is_some() && self != OfPort::ANY)
     }
 
     /// True for a numbered (non-reserved) port.

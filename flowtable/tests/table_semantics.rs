@@ -145,8 +145,10 @@ fn instruction_and_action_checks() {
         "{e:?}"
     );
     assert_eq!(e.ofp_error(), (2, 5));
+    // Port 0 is taken, as Open vSwitch takes it (no port has it); 0xff00 is no port at all.
+    add(&mut p, "actions=output:0").unwrap();
     assert_eq!(
-        add(&mut p, "actions=output:0").unwrap_err().ofp_error(),
+        add(&mut p, "actions=output:65280").unwrap_err().ofp_error(),
         (2, 4)
     );
 }

@@ -476,10 +476,10 @@ fn decode_action(r: &mut Reader<'_>, in_ct: bool) -> Result<Action, OfError> {
 }
 
 /// Open vSwitch's `ofputil_port_from_ofp11` and `ofpact_check_output_port`: 0xff00..=0xfffffeff
-/// is no port it can represent, 0xffffff00..=0xfffffff7 no reserved port it names; ANY (and 0)
-/// no port to send to.
+/// is no port it can represent, 0xffffff00..=0xfffffff7 no reserved port it names; ANY no port
+/// to send to. Port 0 passes, as in Open vSwitch (an output to a port that is not there).
 fn check_output_port(p: u32) -> Result<(), OfError> {
-    if p == 0 || p == port::ANY || (0xff00..port::IN_PORT).contains(&p) {
+    if p == port::ANY || (0xff00..port::IN_PORT).contains(&p) {
         return err(
             ErrorCode::BadActionBadOutPort,
             format!("output to invalid port {p:#x}"),

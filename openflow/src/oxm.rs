@@ -465,10 +465,15 @@ impl Match {
         // OXM speaks of the VID with its present bit and of an exact PCP of a tagged frame. A
         // TCI match outside that (a PCP without the present bit matched as 1, a masked PCP)
         // travels as NXM_OF_VLAN_TCI, which OpenFlow 1.3 matches carry too, so nothing is lost.
+        // A match on "no tag" (VID and present bit 0) goes as VLAN_VID alone, as Open vSwitch
+        // encodes it (no PCP without a VID), so `vlan_tci=0` from either tool is one flow
+        // (0x0000/0x1fff).
         let tci_mask = mask.vlan_tci;
         let pcp_mask = tci_mask & 0xe000;
         let tagged = value.vlan_tci & tci_mask & 0x1000 != 0;
-        if pcp_mask == 0 || (pcp_mask == 0xe000 && tagged) {
+        if tci_mask & 0x1000 != 0 && value.vlan_tci & tci_mask & 0x1fff == 0 {
+            put(VlanVid);
+        } else if pcp_mask == 0 || (pcp_mask == 0xe000 && tagged) {
             put(VlanVid);
             put(DlVlanPcp);
         } else {
@@ -731,6 +736,12 @@ mod tests {
             }
             let wire = Match::from_flow(&value, &mask);
             let back = wire.to_flow();
+            // "No tag" goes without its PCP bits, as Open vSwitch encodes it.
+            let (mut value, mut mask) = (value, mask);
+            if mask.vlan_tci & 0x1000 != 0 && value.vlan_tci & mask.vlan_tci & 0x1fff == 0 {
+                mask.vlan_tci &= 0x1fff;
+                value.vlan_tci &= 0x1fff;
+            }
             if back.as_ref() != Ok(&(value, mask)) {
                 let lost: Vec<String> = match &back {
                     Err(e) => vec![format!("refused: {e}")],
@@ -814,7 +825,6 @@ mod tests {
     fn vlan_tci_matches_round_trip() {
         for (v, m) in [
             (0x0a80, 0xffff),
-            (0x0000, 0xffff),
             (0x0000, 0x1fff),
             (0x1005, 0x1fff),
             (0x1000, 0x1000),
@@ -836,6 +846,19 @@ mod tests {
                 Ok((v, m)),
                 "vlan_tci={v:#06x}/{m:#06x} became {wire:?}"
             );
+        }
+        // "No tag" goes as VLAN_VID alone, as Open vSwitch encodes it: the PCP bits of an
+        // untagged match are not carried (`vlan_tci=0` reads back as 0x0000/0x1fff).
+        for (v, m) in [(0x0000, 0xffff), (0x0000, 0xf000), (0x0000, 0x1fff)] {
+            let mut value = FlowKey::default();
+            let mut mask = FlowKey::default();
+            value.vlan_tci = v;
+            mask.vlan_tci = m;
+            let wire = Match::from_flow(&value, &mask);
+            assert_eq!(wire.fields.len(), 1, "{wire:?}");
+            assert_eq!(wire.fields[0].field, FieldId::VlanVid, "{wire:?}");
+            let back = wire.to_flow().map(|(v, mk)| (v.vlan_tci, mk.vlan_tci));
+            assert_eq!(back, Ok((0, m & 0x1fff)), "vlan_tci={v:#06x}/{m:#06x}");
         }
     }
 }

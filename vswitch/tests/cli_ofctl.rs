@@ -783,3 +783,28 @@ fn dump_and_delete_matches_refuse_what_ovs_ofctl_refuses() {
     assert!(!after.contains("priority=100"), "{after}");
     assert!(after.contains(" priority=50,arp actions=NORMAL"), "{after}");
 }
+
+/// "No VLAN tag" written either way, by either tool, is one flow, `vlan_tci=0x0000/0x1fff`, as
+/// Open vSwitch stores it (before: vswitchctl's `dl_vlan=0xffff` and `vlan_tci=0` made a second
+/// flow with the whole TCI masked, which a strict delete from ovs-ofctl did not find).
+#[test]
+fn no_vlan_tag_is_one_flow_from_either_tool() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Switch::start("cli-novlan");
+    d.ctl_ok(&["add-flow", "br0", "dl_vlan=0xffff,actions=output:1"]);
+    d.ctl_ok(&["add-flow", "br0", "vlan_tci=0,actions=output:2"]);
+    d.ofctl_ok(&[], "add-flow", &["dl_vlan=0xffff,actions=output:3"]);
+    d.ofctl_ok(&[], "add-flow", &["vlan_tci=0,actions=output:4"]);
+    let dump = d.ofctl_ok(&["--no-stats"], "dump-flows", &[]);
+    let flows: Vec<&str> = dump
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("priority=0 "))
+        .collect();
+    assert_eq!(flows, ["vlan_tci=0x0000/0x1fff actions=output:4"], "{dump}");
+    d.ctl_ok(&["--strict", "del-flows", "br0", "dl_vlan=0xffff"]);
+    let dump = d.ctl_ok(&["dump-flows", "br0"]);
+    assert!(!dump.contains("vlan_tci"), "{dump}");
+}

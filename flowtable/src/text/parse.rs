@@ -301,9 +301,10 @@ pub(crate) fn resolve_field(m: &Match, key: &str) -> Result<FieldId, ParseError>
 }
 
 fn set_match_field(m: &mut Match, field: FieldId, val: &str) -> Result<(), ParseError> {
-    // dl_vlan=0xffff means "no VLAN tag".
+    // dl_vlan=0xffff means "no VLAN tag": the VID and present bit are zero (Open vSwitch's
+    // `match_set_dl_vlan`, `vlan_tci=0x0000/0x1fff`).
     if field == FieldId::DlVlan && parse_uint_bits(val, 16) == Some(0xffff) {
-        m.set(FieldId::VlanTci, 0, None)?;
+        m.set(FieldId::VlanTci, 0, Some(0x1fff))?;
         return Ok(());
     }
     let (v, mask) = parse_field_value(field, val)?;

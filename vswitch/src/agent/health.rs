@@ -5,7 +5,7 @@
 //! can serve them. The body is kube-proxy's:
 //!
 //! ```text
-//! {"service":{"namespace":"","name":"web"},"localEndpoints":2,"serviceProxyHealthy":true}
+//! {"service":{"namespace":"default","name":"web"},"localEndpoints":2,"serviceProxyHealthy":true}
 //! ```
 //!
 //! A node change is applied in two steps: [`HealthChecks::prepare`] opens the listeners the
@@ -121,10 +121,22 @@ fn open(addr: SocketAddr, status: Status) -> std::io::Result<Listener> {
     })
 }
 
+/// The namespace and name kube-proxy reports for a Service named as docs/kubernetes.md plans
+/// (`NAMESPACE/NAME:PORTNAME`): `("default", "web")`; any other name is the name alone.
+fn kube_service_name(service: &str) -> (&str, &str) {
+    match service.split_once('/') {
+        Some((ns, rest)) if !ns.is_empty() && !rest.is_empty() => {
+            (ns, rest.split_once(':').map_or(rest, |(name, _port)| name))
+        }
+        _ => ("", service),
+    }
+}
+
 /// kube-proxy's answer: 200 with local endpoints, 503 without; JSON either way.
 fn answer(s: &Status) -> Response {
+    let (namespace, name) = kube_service_name(&s.service);
     let body = serde_json::json!({
-        "service": { "namespace": "", "name": s.service },
+        "service": { "namespace": namespace, "name": name },
         "localEndpoints": s.local_endpoints,
         "serviceProxyHealthy": true,
     });
@@ -135,4 +147,17 @@ fn answer(s: &Status) -> Response {
             "X-Load-Balancing-Endpoint-Weight",
             s.local_endpoints.to_string(),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kube_service_name;
+
+    #[test]
+    fn a_kubernetes_style_name_reports_namespace_and_name() {
+        assert_eq!(kube_service_name("default/web:http"), ("default", "web"));
+        assert_eq!(kube_service_name("kube-system/dns"), ("kube-system", "dns"));
+        assert_eq!(kube_service_name("web"), ("", "web"));
+        assert_eq!(kube_service_name("/web"), ("", "/web"));
+    }
 }
