@@ -182,3 +182,30 @@ fn nat_prints_as_ovs_ofctl() {
         ("ip,actions=ct(nat)", "ip ct(nat)"),
     ]);
 }
+
+/// Actions ovs-ofctl also reads bare, without their parentheses (`ovs-ofctl -O OpenFlow13
+/// parse-flow`); the ones it refuses bare stay refused.
+#[test]
+fn bare_actions_read_as_ovs_ofctl() {
+    check(&[
+        ("ip,actions=ct", "ip ct()"),
+        ("ip,actions=ct,output:2", "ip ct(),output:2"),
+        ("ip,actions=ct()", "ip ct()"),
+        ("ip,actions=clone", "ip clone(drop)"),
+        ("ip,actions=clone()", "ip clone(drop)"),
+        ("ip,actions=learn", "ip learn(table=1)"),
+        ("ip,actions=learn()", "ip learn(table=1)"),
+        ("ip,actions=write_actions", "ip drop"),
+        ("ip,actions=write_actions()", "ip drop"),
+    ]);
+    for refused in [
+        "ip,actions=conjunction",
+        "ip,actions=check_pkt_larger",
+        "ip,actions=multipath",
+        "ip,actions=bundle",
+        "ip,actions=sample",
+        "ip,actions=resubmit",
+    ] {
+        assert!(parse_flow(refused).is_err(), "{refused}");
+    }
+}

@@ -11,6 +11,7 @@ pub use sample::{SAMPLE_NO_PORT, SampleAction};
 use super::buf::{Put, Reader};
 use super::error::{ErrorCode, OfError, err};
 use super::oxm::{OxmHeader, OxmTlv};
+use flowtable::fields::FieldId;
 
 /// `ofp_action_type` values.
 pub mod action_type {
@@ -491,6 +492,9 @@ fn check_output_port(p: u32) -> Result<(), OfError> {
 /// The TLV inside a set-field: one OXM, zero padding after it.
 fn decode_set_field(body: &[u8], masked_ok: bool) -> Result<OxmTlv, OfError> {
     let mut r = Reader::new(body, ErrorCode::BadActionBadSetLen);
+    if let Some(tlv) = decode_set_nw_tos(body)? {
+        return Ok(tlv);
+    }
     let tlv = OxmTlv::decode(&mut r).map_err(|e| {
         let code = match e.code {
             ErrorCode::BadMatchBadField => ErrorCode::BadActionBadSetType,
@@ -526,6 +530,38 @@ fn decode_set_field(body: &[u8], masked_ok: bool) -> Result<OxmTlv, OfError> {
         );
     }
     Ok(tlv)
+}
+
+/// A set-field of NXM_OF_IP_TOS (`set_field:16->nw_tos`, as ovs-ofctl sends it): the TOS byte
+/// with the ECN bits zero (else `OFPBAC_BAD_SET_ARGUMENT`, as Open vSwitch's "not a valid
+/// value for field nw_tos"). `None` for any other field.
+fn decode_set_nw_tos(body: &[u8]) -> Result<Option<OxmTlv>, OfError> {
+    let Some(wire) = FieldId::NwTos.info().nxm else {
+        return Ok(None);
+    };
+    let header = OxmHeader::new(wire.class, wire.field, false, wire.len);
+    if body.len() < 5 || body[..4] != header.0.to_be_bytes() {
+        return Ok(None);
+    }
+    if body[5..].iter().any(|&b| b != 0) || body.len() >= 5 + 8 {
+        return err(
+            ErrorCode::BadActionBadSetLen,
+            "set_field: bytes after the field are not padding",
+        );
+    }
+    let tos = body[4];
+    if tos & 0x03 != 0 {
+        return err(
+            ErrorCode::BadActionBadSetArgument,
+            format!("{tos} is not a valid value for field nw_tos (the ECN bits must be zero)"),
+        );
+    }
+    Ok(Some(OxmTlv {
+        field: FieldId::NwTos,
+        wire,
+        value: u128::from(tos),
+        mask: None,
+    }))
 }
 
 fn field_header(raw: u32, what: &str) -> Result<OxmHeader, OfError> {

@@ -580,6 +580,17 @@ fn in_port_nxm(field: FieldId, port: u128, exact: bool) -> Option<OxmTlv> {
     })
 }
 
+/// `set_field:V->nw_tos` goes as Open vSwitch sends it: an OFPAT_SET_FIELD of NXM_OF_IP_TOS
+/// (the TOS byte, ECN bits zero), which matches never carry (they carry OXM_OF_IP_DSCP).
+fn nw_tos_nxm(field: FieldId, tos: u128) -> Option<OxmTlv> {
+    (field == FieldId::NwTos).then_some(OxmTlv {
+        field,
+        wire: field.info().nxm?,
+        value: tos & 0xfc,
+        mask: None,
+    })
+}
+
 /// The field a set-field of `field` goes on the wire as: `tp_src`/`tp_dst` without a protocol
 /// (a group bucket's, which rewrites the port of whichever of TCP, UDP and SCTP the packet
 /// is) have no wire field of their own and go as `tcp_src`/`tcp_dst`, the fields Open
@@ -604,15 +615,16 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             let full = info.full_mask();
             let shift = info.codec.shift;
             let exact = *mask & full == full;
-            let tlv = match in_port_nxm(*field, *value, exact) {
-                Some(tlv) => tlv,
-                None => OxmTlv::new(
-                    wire_alias(*field),
-                    (*value & full) >> shift,
-                    (!exact).then_some((*mask & full) >> shift),
-                )
-                .ok_or_else(|| no_wire_form(*field))?,
-            };
+            let tlv =
+                match in_port_nxm(*field, *value, exact).or_else(|| nw_tos_nxm(*field, *value)) {
+                    Some(tlv) => tlv,
+                    None => OxmTlv::new(
+                        wire_alias(*field),
+                        (*value & full) >> shift,
+                        (!exact).then_some((*mask & full) >> shift),
+                    )
+                    .ok_or_else(|| no_wire_form(*field))?,
+                };
             if exact {
                 WAction::SetField(tlv)
             } else {
@@ -1710,8 +1722,11 @@ mod tests {
     /// NXM_OF_IN_PORT: it refuses OXM_OF_IN_PORT there, OFPBAC_BAD_SET_ARGUMENT, and with it a
     /// whole flow-stats or group-desc reply), and what it sends reads back by port name.
     #[test]
-    fn set_field_in_port_goes_as_open_vswitch_sends_it() {
+    fn set_field_in_port_and_nw_tos_go_as_open_vswitch_sends_them() {
         use crate::action::{decode_actions, encode_actions};
+        // A TOS with ECN bits is refused, as Open vSwitch refuses `set_field:17->nw_tos`.
+        let e = decode_actions(&unhex("0019001000000a011100000000000000")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadActionBadSetArgument, "{e:?}");
         // The action bytes of the flow-mod `ovs-ofctl -O OpenFlow13 add-flow` (3.1) sends
         // for these flows (recorded with strace).
         for (flow, bytes) in [
@@ -1726,6 +1741,11 @@ mod tests {
             (
                 "actions=set_field:65280->in_port",
                 "0019001000000002ff00000000000000",
+            ),
+            // NXM_OF_IP_TOS, the TOS byte (matches carry OXM_OF_IP_DSCP instead).
+            (
+                "actions=set_field:16->nw_tos",
+                "0019001000000a011000000000000000",
             ),
         ] {
             let fm = flowtable::text::parse_flow(flow).unwrap();

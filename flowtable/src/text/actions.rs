@@ -195,10 +195,20 @@ pub(super) fn paren_args<'a>(tok: &'a str, action: &str) -> Result<&'a str, Pars
         .ok_or_else(|| bad(action, tok, "expected '(...)'"))
 }
 
+/// The arguments of an action that may also be written bare, as ovs-ofctl reads it: `ct` is
+/// `ct()`, `clone` is `clone(drop)`, `learn` is `learn(table=1)`, `write_actions` writes nothing.
+pub(super) fn optional_paren_args<'a>(tok: &'a str, action: &str) -> Result<&'a str, ParseError> {
+    if split_name(tok).1.is_empty() {
+        Ok("")
+    } else {
+        paren_args(tok, action)
+    }
+}
+
 /// `write_actions(...)`: the actions written into the action set, run at the end of the
 /// pipeline (`None` when empty: ovs-ofctl sends no instruction then).
 fn parse_write_actions(tok: &str, m: &Match) -> Result<Option<Vec<Action>>, ParseError> {
-    let inner = paren_args(tok, "write_actions")?;
+    let inner = optional_paren_args(tok, "write_actions")?;
     if inner.trim().is_empty() {
         return Ok(None);
     }
@@ -661,7 +671,7 @@ const MAX_CLONE_NESTING: usize = 16;
 /// `clone(ACTIONS)`: a plain action list (`drop` or empty = nothing); instructions are not
 /// allowed inside, as in ovs-ofctl.
 fn parse_clone(tok: &str, m: &Match) -> Result<Action, ParseError> {
-    let inner = paren_args(tok, "clone")?;
+    let inner = optional_paren_args(tok, "clone")?;
     if tok.matches("clone(").count() > MAX_CLONE_NESTING {
         return Err(bad(
             "clone",
@@ -831,7 +841,7 @@ fn parse_conjunction(tok: &str) -> Result<Action, ParseError> {
 
 fn parse_ct(tok: &str, m: &Match) -> Result<Ct, ParseError> {
     let mut ct = Ct::default();
-    for arg in split_top(paren_args(tok, "ct")?, &[','])? {
+    for arg in split_top(optional_paren_args(tok, "ct")?, &[','])? {
         let (k, rest) = split_name(arg);
         match k {
             "commit" => ct.commit = true,

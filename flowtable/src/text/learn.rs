@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::action::{Learn, LearnSpec, LearnSrc, SubField};
 use crate::fields::FieldId;
 
-use super::actions::{bad, paren_args, parse_subfield};
+use super::actions::{bad, optional_paren_args, parse_subfield};
 use super::value::{format_field_value, parse_field_value, parse_uint, parse_uint_bits};
 use super::{ParseError, split_top, suggest};
 
@@ -57,7 +57,7 @@ fn u16_arg(v: &str, what: &str, tok: &str) -> Result<u16, ParseError> {
 /// Parses `learn(...)` (the whole token).
 pub(crate) fn parse_learn(tok: &str) -> Result<Learn, ParseError> {
     let mut l = Learn::default();
-    for arg in split_top(paren_args(tok, "learn")?, &[','])? {
+    for arg in split_top(optional_paren_args(tok, "learn")?, &[','])? {
         let (k, v) = key_value(arg);
         match k {
             "table" => {
