@@ -150,7 +150,7 @@ fn lowering_a_limit_evicts_nothing() {
 fn expired_connections_are_reaped_at_the_limit() {
     let mut ct = ct(1000);
     ct.set_zone_limit(1, 2);
-    // SYNs only: tcp_syn_sent times out after 30 s.
+    // SYNs only: tcp_first times out after 30 s.
     for p in 0..2 {
         let r = ct.process(
             &syn("10.0.0.1", 40000 + p, "10.0.9.9", 80),

@@ -123,6 +123,21 @@ impl Match {
             && self.value.vlan_tci & encap::flowkey::VLAN_PRESENT != 0
     }
 
+    /// "No VLAN tag" as Open vSwitch keeps it: a match on the present bit as 0 with every other
+    /// matched bit 0 keeps only the VID and present bit (`vlan_tci=0` is `0x0000/0x1fff`; an untagged
+    /// frame's TCI is all zero, and OpenFlow 1.3 carries no PCP without a VID). Every way a flow
+    /// comes in (text, OpenFlow, a saved state) then names the same flow.
+    pub fn untagged_as_open_vswitch(&self) -> Option<Match> {
+        let (v, m) = (self.value.vlan_tci, self.mask.vlan_tci);
+        if m & encap::flowkey::VLAN_PRESENT == 0 || v & m != 0 || m & !0x1fff == 0 {
+            return None;
+        }
+        let mut out = *self;
+        out.mask.vlan_tci = m & 0x1fff;
+        out.value.vlan_tci = 0;
+        Some(out)
+    }
+
     /// True when `p` is satisfied by what this match pins down.
     pub fn satisfies(&self, p: Prereq) -> bool {
         let et = self.eth_type();

@@ -86,12 +86,24 @@ pub enum TableError {
     /// `OFPGMFC_UNKNOWN_GROUP`: modify of a group that does not exist.
     #[error("OFPGMFC_UNKNOWN_GROUP: group {0} does not exist")]
     UnknownGroup(u32),
-    /// `OFPGMFC_BAD_BUCKET`: bucket list not valid for the group type.
-    #[error("OFPGMFC_BAD_BUCKET: {0}")]
-    BadBucket(String),
+    /// `OFPGMFC_INVALID_GROUP`: an indirect group without exactly one bucket (Open vSwitch's
+    /// `ofputil_check_group_mod`; ovs-ofctl refuses more than one itself).
+    #[error("OFPGMFC_INVALID_GROUP: {0}")]
+    IndirectBuckets(String),
     /// `OFPGMFC_BAD_WATCH`: a fast-failover bucket without watch_port/watch_group.
     #[error("OFPGMFC_BAD_WATCH: fast_failover bucket {0} needs watch_port or watch_group")]
     BadWatch(usize),
+    /// `OFPGMFC_WATCH_UNSUPPORTED`: a watch_port/watch_group on a bucket of an `all` or
+    /// `indirect` group, which never looks at liveness (Open vSwitch's
+    /// `ofputil_check_group_mod`).
+    #[error(
+        "OFPGMFC_WATCH_UNSUPPORTED: bucket {0} of an all or indirect group has watch_port or watch_group"
+    )]
+    WatchUnsupported(usize),
+    /// `OFPGMFC_INVALID_GROUP`: a bucket weight in a group that is not `select` (Open
+    /// vSwitch's `ofputil_check_group_mod`).
+    #[error("OFPGMFC_INVALID_GROUP: bucket {0} has a weight, which only select groups take")]
+    WeightUnsupported(usize),
     /// `OFPGMFC_BAD_WATCH`: a bucket's watch_port Open vSwitch cannot represent
     /// (0xff00..=0xfffffeff, [`OfPort::is_representable`]).
     #[error(
@@ -167,7 +179,9 @@ impl TableError {
             TableError::InvalidGroup(_) => (OFPET_GROUP_MOD_FAILED, 1),
             TableError::GroupLoop(_) => (OFPET_GROUP_MOD_FAILED, 7),
             TableError::UnknownGroup(_) => (OFPET_GROUP_MOD_FAILED, 8),
-            TableError::BadBucket(_) => (OFPET_GROUP_MOD_FAILED, 12),
+            TableError::IndirectBuckets(_) => (OFPET_GROUP_MOD_FAILED, 1),
+            TableError::WatchUnsupported(_) => (OFPET_GROUP_MOD_FAILED, 6),
+            TableError::WeightUnsupported(_) => (OFPET_GROUP_MOD_FAILED, 1),
             TableError::BadWatch(_) | TableError::BadWatchPort(_) => (OFPET_GROUP_MOD_FAILED, 13),
             TableError::BadConjunction => (OFPET_EXPERIMENTER, 15),
             TableError::ReadOnlyField(_) => (OFPET_BAD_ACTION, 15),
@@ -284,6 +298,12 @@ fn check_ct_commit(ct: &crate::action::Ct) -> Result<(), TableError> {
 
 /// A value Open vSwitch's decoder refuses to set: `vlan_vid` without its VLAN-present bit.
 fn check_set_value(field: FieldId, value: u128, mask: u128) -> Result<(), TableError> {
+    if field == FieldId::NwTos && value & mask & 0x03 != 0 {
+        return Err(TableError::BadSetArgument(format!(
+            "{} is not a valid value for field nw_tos",
+            value & mask
+        )));
+    }
     if field.clears_vlan_present(value, mask) {
         return Err(TableError::BadSetArgument(format!(
             "Invalid value for set field {}: {} (the VLAN-present bit 0x1000 is not set)",
@@ -1008,6 +1028,13 @@ impl Pipeline {
     }
 
     pub fn flow_mod(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
+        if let Some(m) = fm.match_.untagged_as_open_vswitch() {
+            let fm = FlowMod {
+                match_: m,
+                ..fm.clone()
+            };
+            return self.flow_mod(&fm, now);
+        }
         fm.match_.check_prereqs().map_err(TableError::BadMatch)?;
         match fm.command {
             FlowModCommand::Add => self.add(fm, now),
@@ -1175,7 +1202,7 @@ impl Pipeline {
             return Err(TableError::InvalidGroup(g.id));
         }
         if g.group_type == GroupType::Indirect && g.buckets.len() != 1 {
-            return Err(TableError::BadBucket(format!(
+            return Err(TableError::IndirectBuckets(format!(
                 "an indirect group needs exactly one bucket, got {}",
                 g.buckets.len()
             )));
@@ -1186,6 +1213,14 @@ impl Pipeline {
                 && b.watch_group == crate::group::GROUP_ANY
             {
                 return Err(TableError::BadWatch(i));
+            }
+            if b.weight != 0 && g.group_type != GroupType::Select {
+                return Err(TableError::WeightUnsupported(i));
+            }
+            if matches!(g.group_type, GroupType::All | GroupType::Indirect)
+                && (b.watch_port != OfPort::ANY || b.watch_group != crate::group::GROUP_ANY)
+            {
+                return Err(TableError::WatchUnsupported(i));
             }
             if b.actions.iter().any(|a| a.uses_group(g.id)) {
                 return Err(TableError::GroupLoop(g.id));

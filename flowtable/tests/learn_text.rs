@@ -139,7 +139,6 @@ fn bad_learn_and_fin_timeout_text_is_refused() {
         "actions=learn(result_dst=ct_state[0],NXM_OF_ETH_SRC[])",
         "actions=learn(result_dst=nosuch[0],NXM_OF_ETH_SRC[])",
         "actions=learn(priority=70000)",
-        "actions=learn",
         "tcp,actions=fin_timeout(idle_timeout=70000)",
         "tcp,actions=fin_timeout(bogus=1)",
         "tcp,actions=fin_timeout",

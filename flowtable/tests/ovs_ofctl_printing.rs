@@ -209,3 +209,33 @@ fn bare_actions_read_as_ovs_ofctl() {
         assert!(parse_flow(refused).is_err(), "{refused}");
     }
 }
+
+/// A partial set-field of a field with only an OXM header (`metadata`, `xreg`) is a `load:` as
+/// ovs-ofctl makes it; what ovs-ofctl or this switch cannot carry is refused, not changed.
+#[test]
+fn partial_set_fields_and_wide_subfields_as_ovs_ofctl() {
+    check(&[
+        (
+            "actions=set_field:1/1->metadata",
+            "load:0x1->OXM_OF_METADATA[0]",
+        ),
+        (
+            "actions=set_field:0x100/0xff00->xreg1",
+            "load:0x1->OXM_OF_PKT_REG1[8..15]",
+        ),
+        ("ip,actions=set_field:16->nw_tos", "ip set_field:16->nw_tos"),
+    ]);
+    for refused in [
+        // ovs-ofctl: "17 is not a valid value for field nw_tos".
+        "ip,actions=set_field:17->nw_tos",
+        // Wider than the 64 bits NXAST_OUTPUT_REG / MULTIPATH / BUNDLE_LOAD carry (Open
+        // vSwitch wraps these on the wire: `[0..64]` becomes `[1]`).
+        "actions=output:NXM_NX_XXREG0[]",
+        "actions=output:NXM_NX_XXREG0[0..64]",
+        "actions=multipath(eth_src,50,modulo_n,2,0,NXM_NX_XXREG1[])",
+        "actions=bundle_load(eth_src,0,hrw,ofport,NXM_NX_XXREG1[],members:1,2)",
+    ] {
+        assert!(parse_flow(refused).is_err(), "{refused}");
+    }
+    assert!(parse_flow("actions=output:NXM_NX_XXREG0[0..63]").is_ok());
+}

@@ -185,13 +185,46 @@ fn group_add_modify_delete_errors_and_cascade() {
     )
     .unwrap_err();
     assert_eq!(e.ofp_error(), (6, 13));
+    // As Open vSwitch's `ofputil_check_group_mod`: a watch on an all or indirect bucket
+    // (WATCH_UNSUPPORTED), a weight outside a select group (INVALID_GROUP); select takes both.
+    for (text, want) in [
+        (
+            "group_id=4,type=all,bucket=watch_port:2,actions=output:1",
+            (6, 6),
+        ),
+        (
+            "group_id=4,type=all,bucket=watch_group:9,actions=output:1",
+            (6, 6),
+        ),
+        (
+            "group_id=4,type=indirect,bucket=watch_port:2,actions=output:1",
+            (6, 6),
+        ),
+        (
+            "group_id=4,type=all,bucket=weight:5,actions=output:1",
+            (6, 1),
+        ),
+        (
+            "group_id=4,type=fast_failover,bucket=weight:5,watch_port:2,actions=output:1",
+            (6, 1),
+        ),
+    ] {
+        let e = group(&mut p, a, text).unwrap_err();
+        assert_eq!(e.ofp_error(), want, "{text}: {e}");
+    }
+    group(
+        &mut p,
+        a,
+        "group_id=7,type=select,bucket=weight:5,watch_port:2,actions=output:1",
+    )
+    .unwrap();
     let e = group(
         &mut p,
         a,
         "group_id=4,type=indirect,bucket=actions=output:1,bucket=actions=output:2",
     )
     .unwrap_err();
-    assert_eq!(e.ofp_error(), (6, 12));
+    assert_eq!(e.ofp_error(), (6, 1));
     assert_eq!(
         group(&mut p, a, "group_id=5,type=all,bucket=actions=group:9").unwrap_err(),
         TableError::BadOutGroup(9)
@@ -212,4 +245,38 @@ fn group_add_modify_delete_errors_and_cascade() {
     );
     assert_eq!(p.flows().len(), 1);
     assert!(p.group(1).is_none());
+}
+
+/// "No VLAN tag" given with the whole TCI masked (a controller's NXM_OF_VLAN_TCI, a saved
+/// state of an earlier version) is kept as Open vSwitch keeps it, 0x0000/0x1fff: one flow,
+/// which a strict delete in ovs-ofctl's form finds.
+#[test]
+fn no_vlan_tag_is_kept_as_open_vswitch_keeps_it() {
+    let mut p = Pipeline::new();
+    let mut fm = parse_flow("priority=7,actions=output:1").unwrap();
+    fm.match_.value.vlan_tci = 0;
+    fm.match_.mask.vlan_tci = 0xffff;
+    p.flow_mod(&fm, Instant::now()).unwrap();
+    add(&mut p, "priority=7,vlan_tci=0x0000/0x1fff,actions=output:2").unwrap();
+    let flows = p.flows();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(
+        (
+            flows[0].match_.value.vlan_tci,
+            flows[0].match_.mask.vlan_tci
+        ),
+        (0, 0x1fff)
+    );
+    // Not a "no tag" match (a PCP asked of an untagged frame): kept as given.
+    let mut odd = parse_flow("priority=8,actions=output:1").unwrap();
+    odd.match_.value.vlan_tci = 0x6000;
+    odd.match_.mask.vlan_tci = 0xf000;
+    p.flow_mod(&odd, Instant::now()).unwrap();
+    cmd(
+        &mut p,
+        FlowModCommand::DeleteStrict,
+        "priority=7,vlan_tci=0x0000/0x1fff",
+    );
+    let left: Vec<u16> = p.flows().iter().map(|f| f.match_.mask.vlan_tci).collect();
+    assert_eq!(left, [0xf000]);
 }

@@ -465,13 +465,13 @@ impl Match {
         // OXM speaks of the VID with its present bit and of an exact PCP of a tagged frame. A
         // TCI match outside that (a PCP without the present bit matched as 1, a masked PCP)
         // travels as NXM_OF_VLAN_TCI, which OpenFlow 1.3 matches carry too, so nothing is lost.
-        // A match on "no tag" (VID and present bit 0) goes as VLAN_VID alone, as Open vSwitch
-        // encodes it (no PCP without a VID), so `vlan_tci=0` from either tool is one flow
-        // (0x0000/0x1fff).
+        // A match on "no tag" (every matched bit 0, the present bit among them) goes as
+        // VLAN_VID alone, as Open vSwitch encodes it (no PCP without a VID), so `vlan_tci=0`
+        // from either tool is one flow (0x0000/0x1fff; `Match::untagged_as_open_vswitch`).
         let tci_mask = mask.vlan_tci;
         let pcp_mask = tci_mask & 0xe000;
         let tagged = value.vlan_tci & tci_mask & 0x1000 != 0;
-        if tci_mask & 0x1000 != 0 && value.vlan_tci & tci_mask & 0x1fff == 0 {
+        if tci_mask & 0x1000 != 0 && value.vlan_tci & tci_mask == 0 {
             put(VlanVid);
         } else if pcp_mask == 0 || (pcp_mask == 0xe000 && tagged) {
             put(VlanVid);
@@ -738,7 +738,7 @@ mod tests {
             let back = wire.to_flow();
             // "No tag" goes without its PCP bits, as Open vSwitch encodes it.
             let (mut value, mut mask) = (value, mask);
-            if mask.vlan_tci & 0x1000 != 0 && value.vlan_tci & mask.vlan_tci & 0x1fff == 0 {
+            if mask.vlan_tci & 0x1000 != 0 && value.vlan_tci & mask.vlan_tci == 0 {
                 mask.vlan_tci &= 0x1fff;
                 value.vlan_tci &= 0x1fff;
             }

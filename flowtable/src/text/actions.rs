@@ -280,6 +280,7 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
     let action = match lname.as_str() {
         "output" if arg_of(tok, "output")?.contains('[') => {
             let src = parse_subfield(arg_of(tok, "output")?, "output", tok)?;
+            at_most_64_bits(&src, "output", tok)?;
             Action::OutputReg {
                 src,
                 max_len: u16::MAX,
@@ -493,6 +494,20 @@ fn oxm_alias(name: &str) -> Option<FieldId> {
 }
 
 /// Parses `NAME[]`, `NAME[a..b]` or `NAME[a]` (NAME: NXM, OXM or field name).
+/// NXAST_OUTPUT_REG, NXAST_MULTIPATH and NXAST_BUNDLE_LOAD carry a bit count of 1..64: a
+/// wider range (`NXM_NX_XXREG0[]`) is refused rather than cut on the wire (Open vSwitch
+/// wraps it, `[0..64]` into `[1]`).
+pub(crate) fn at_most_64_bits(sf: &SubField, action: &str, tok: &str) -> Result<(), ParseError> {
+    if sf.n_bits > 64 {
+        return Err(bad(
+            action,
+            tok,
+            format!("{} bits of a field, at most 64 fit this action", sf.n_bits),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubField, ParseError> {
     let s = s.trim();
     let (name, range) = s
@@ -579,6 +594,13 @@ fn parse_set_field(tok: &str) -> Result<Action, ParseError> {
     })?;
     let info = field.info();
     let (value, mask) = parse_field_value(field, v.trim())?;
+    if field == FieldId::NwTos && value & 0x03 != 0 {
+        return Err(bad(
+            "set_field",
+            tok,
+            format!("{value} is not a valid value for field nw_tos (the ECN bits must be zero)"),
+        ));
+    }
     let full = info.full_mask();
     let mask = mask.unwrap_or(full) & full;
     if field.clears_vlan_present(value, mask) {
@@ -601,7 +623,12 @@ fn parse_set_field(tok: &str) -> Result<Action, ParseError> {
     // bits; ovs-ofctl then prints it back as `load:`.
     let ofs = mask.trailing_zeros();
     let run = mask >> ofs;
-    if run & (run + 1) == 0 && info.nxm.is_some() {
+    // (As OVS: any field `load` can name, OXM-only ones such as `xreg` and `metadata` too.)
+    if run & (run + 1) == 0
+        && info
+            .subfield_wire()
+            .is_some_and(|w| w.class != crate::fields::OXM_CLASS_EXPERIMENTER)
+    {
         let n_bits = run.count_ones() as u8;
         let dst = SubField {
             field,

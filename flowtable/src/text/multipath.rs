@@ -71,6 +71,7 @@ fn parse_dst(s: &str, action: &str, tok: &str, args: &str) -> Result<SubField, P
             })?;
         SubField::whole(f)
     };
+    super::actions::at_most_64_bits(&sf, action, tok)?;
     if sf.field.info().nxm.is_none() && sf.field.info().oxm.is_none() {
         return Err(bad(
             action,

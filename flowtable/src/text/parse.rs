@@ -180,6 +180,9 @@ fn parse_flow_mod_as(
         set_match_field(&mut fm.match_, field, val)?;
     }
     fm.match_.check_prereqs()?;
+    if let Some(m) = fm.match_.untagged_as_open_vswitch() {
+        fm.match_ = m;
+    }
     // ovs-ofctl sends ct_nw_proto and the original-tuple ports only with a non-zero
     // ct_nw_proto.
     if like_ovs_ofctl && fm.match_.value.ct_nw_proto & fm.match_.mask.ct_nw_proto == 0 {

@@ -133,8 +133,23 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
     while !pending.is_empty() {
         let before = pending.len();
         let mut waiting = Vec::new();
-        for (g, gm) in pending {
-            match tables.group_mod(&gm) {
+        for (g, mut gm) in pending {
+            let mut added = tables.group_mod(&gm);
+            while matches!(
+                added,
+                Err(TableError::WatchUnsupported(_) | TableError::WeightUnsupported(_))
+            ) {
+                // A group saved with a watch or weight its type never looks at (Open vSwitch
+                // refuses them, earlier versions took them): restored without them.
+                for bucket in &mut gm.group.buckets {
+                    bucket.watch_port = flowtable::OfPort::ANY;
+                    bucket.watch_group = flowtable::group::GROUP_ANY;
+                    bucket.weight = 0;
+                }
+                tracing::warn!(bridge = %b.name, group = %g, "saved group restored without the watch_port/watch_group/weight its type ignores");
+                added = tables.group_mod(&gm);
+            }
+            match added {
                 Ok(_) => {}
                 Err(TableError::BadOutGroup(_)) => waiting.push((g, gm)),
                 // Saved by a version that took what Open vSwitch refuses (see the flows
@@ -417,6 +432,32 @@ mod tests {
         assert_eq!(flows[0].priority, 5);
         let groups: Vec<u32> = planned.tables.groups().map(|g| g.id).collect();
         assert_eq!(groups, [3]);
+    }
+
+    /// An `all`/`indirect` group an earlier version saved with a watch or a weight (which Open
+    /// vSwitch refuses: `OFPGMFC_WATCH_UNSUPPORTED`, `OFPGMFC_INVALID_GROUP`) comes back
+    /// without them, with the flows using it.
+    #[test]
+    fn saved_watch_on_an_all_group_is_dropped_not_the_group() {
+        let planned = plan(&SavedBridge {
+            name: "br0".into(),
+            groups: vec![
+                "group_id=1,type=all,bucket=watch_port:2,actions=output:1".into(),
+                "group_id=2,type=indirect,bucket=watch_group:1,actions=output:2".into(),
+                "group_id=3,type=all,bucket=weight:5,actions=output:3".into(),
+            ],
+            flows: vec!["priority=4,actions=group:1,group:2".into()],
+            ..SavedBridge::default()
+        })
+        .expect("plan");
+        assert_eq!(planned.tables.flows().len(), 1);
+        let groups: Vec<_> = planned.tables.groups().collect();
+        assert_eq!(groups.len(), 3);
+        for g in groups {
+            assert_eq!(g.buckets[0].weight, 0);
+            assert_eq!(g.buckets[0].watch_port, flowtable::OfPort::ANY);
+            assert_eq!(g.buckets[0].watch_group, flowtable::group::GROUP_ANY);
+        }
     }
 
     /// A port and a flow an earlier version took with a number Open vSwitch cannot represent
