@@ -239,3 +239,25 @@ fn partial_set_fields_and_wide_subfields_as_ovs_ofctl() {
     }
     assert!(parse_flow("actions=output:NXM_NX_XXREG0[0..63]").is_ok());
 }
+
+/// `ct_state` with every flag matched reads and prints as Open vSwitch's flag list
+/// (`new|trk`, `0`), as `tcp_flags` does (`ovs-ofctl -O OpenFlow13 parse-flow`).
+#[test]
+fn exact_ct_state_as_ovs_ofctl() {
+    check(&[
+        ("ct_state=trk,actions=drop", "ct_state=trk drop"),
+        ("ct_state=new|trk,actions=drop", "ct_state=new|trk drop"),
+        ("ct_state=0x21,actions=drop", "ct_state=new|trk drop"),
+        ("ct_state=0/0xff,actions=drop", "ct_state=0 drop"),
+        (
+            "ct_state=0xff,actions=drop",
+            "ct_state=new|est|rel|rpl|inv|trk|snat|dnat drop",
+        ),
+        ("ct_state=0x21/0x21,actions=drop", "ct_state=+new+trk drop"),
+        (
+            "ct_state=0x1/0xfe,actions=drop",
+            "ct_state=-est-rel-rpl-inv-trk-snat-dnat drop",
+        ),
+    ]);
+    assert!(parse_flow("ct_state=bogus,actions=drop").is_err());
+}

@@ -347,7 +347,8 @@ fn arb_flow() -> impl Strategy<Value = FlowMod> {
                 idle_timeout: idle,
                 hard_timeout: hard,
                 flags: FlowFlags(flags & !FlowFlags::CHECK_OVERLAP),
-                match_: m,
+                // As a table keeps it ("no VLAN tag" as 0x0000/0x1fff).
+                match_: m.untagged_as_open_vswitch().unwrap_or(m),
                 instructions: Instructions {
                     apply,
                     write_metadata: wm.map(|(v, mk)| (v & mk, mk)),

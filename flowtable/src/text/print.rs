@@ -216,7 +216,10 @@ fn match_text(m: &Match, priority: u16, opts: &PrintOpts) -> String {
         o.push(format!("conj_id={}", m.value.conj_id));
     }
     let (v, mk) = g(FieldId::CtState);
-    if mk != 0 {
+    if mk == 0xff {
+        // Every flag matched: as Open vSwitch's format_flags, the set ones joined by '|'.
+        o.push(format!("ct_state={}", format_flag_list(v, &CT_STATE_NAMES)));
+    } else if mk != 0 {
         o.push(format!("ct_state={}", format_flags(v, mk, &CT_STATE_NAMES)));
     }
     be16_masked(

@@ -320,10 +320,8 @@ pub fn parse_field_value(field: FieldId, text: &str) -> Result<(u128, Option<u12
                 let (value, mask) = parse_flags(v, names).map_err(|e| bad(field, v, &e))?;
                 return Ok((value, Some(mask)));
             }
-            if info.format == Format::TcpFlags
-                && m.is_none()
-                && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '[')
-            {
+            // The exact form Open vSwitch prints and reads: `syn|ack`, `new|trk`.
+            if m.is_none() && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') {
                 let value = parse_flag_list(v, names).map_err(|e| bad(field, v, &e))?;
                 return Ok((value, None));
             }
