@@ -22,6 +22,10 @@ use crate::meter::{
 use crate::port::OfPort;
 
 /// `OFPET_*` error types used here.
+/// Open vSwitch's `TBL_INTERNAL`: hidden and read-only to controllers.
+const TABLE_READ_ONLY: u8 = 254;
+
+pub const OFPET_BAD_REQUEST: u16 = 1;
 pub const OFPET_BAD_ACTION: u16 = 2;
 pub const OFPET_BAD_INSTRUCTION: u16 = 3;
 pub const OFPET_BAD_MATCH: u16 = 4;
@@ -93,6 +97,10 @@ pub enum TableError {
     /// `OFPGMFC_BAD_WATCH`: a fast-failover bucket without watch_port/watch_group.
     #[error("OFPGMFC_BAD_WATCH: fast_failover bucket {0} needs watch_port or watch_group")]
     BadWatch(usize),
+    /// `OFPBRC_EPERM`: an add or modify in table 254, which Open vSwitch keeps for itself
+    /// (hidden, read-only).
+    #[error("OFPBRC_EPERM: table {0} is read-only (Open vSwitch keeps it for itself)")]
+    ReadOnlyTable(u8),
     /// `OFPGMFC_WATCH_UNSUPPORTED`: a watch_port/watch_group on a bucket of an `all` or
     /// `indirect` group, which never looks at liveness (Open vSwitch's
     /// `ofputil_check_group_mod`).
@@ -180,6 +188,7 @@ impl TableError {
             TableError::GroupLoop(_) => (OFPET_GROUP_MOD_FAILED, 7),
             TableError::UnknownGroup(_) => (OFPET_GROUP_MOD_FAILED, 8),
             TableError::IndirectBuckets(_) => (OFPET_GROUP_MOD_FAILED, 1),
+            TableError::ReadOnlyTable(_) => (OFPET_BAD_REQUEST, 5),
             TableError::WatchUnsupported(_) => (OFPET_GROUP_MOD_FAILED, 6),
             TableError::WeightUnsupported(_) => (OFPET_GROUP_MOD_FAILED, 1),
             TableError::BadWatch(_) | TableError::BadWatchPort(_) => (OFPET_GROUP_MOD_FAILED, 13),
@@ -1047,6 +1056,9 @@ impl Pipeline {
         if fm.table_id > TABLE_MAX {
             return Err(TableError::BadTableId(fm.table_id));
         }
+        if fm.table_id == TABLE_READ_ONLY {
+            return Err(TableError::ReadOnlyTable(fm.table_id));
+        }
         self.check_instructions(fm.table_id, &fm.instructions, &fm.match_)?;
         let table = self.tables.entry(fm.table_id).or_default();
         if fm.flags.contains(FlowFlags::CHECK_OVERLAP)
@@ -1119,6 +1131,9 @@ impl Pipeline {
     /// As Open vSwitch's modify: new instructions, the flow's `created` (its duration) and
     /// timeouts kept, its `modified` set to `now` (the hard timeout starts again).
     fn modify(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
+        if fm.table_id == TABLE_READ_ONLY {
+            return Err(TableError::ReadOnlyTable(fm.table_id));
+        }
         let tables = self.target_tables(fm.table_id);
         for t in &tables {
             self.check_instructions(*t, &fm.instructions, &fm.match_)?;

@@ -280,3 +280,21 @@ fn no_vlan_tag_is_kept_as_open_vswitch_keeps_it() {
     let left: Vec<u16> = p.flows().iter().map(|f| f.match_.mask.vlan_tci).collect();
     assert_eq!(left, [0xf000]);
 }
+
+/// Table 254 is Open vSwitch's own (hidden, read-only): an add or modify there is
+/// `OFPBRC_EPERM`, as ovs-vswitchd answers; a delete finds nothing.
+#[test]
+fn table_254_is_read_only() {
+    let mut p = Pipeline::new();
+    let e = add(&mut p, "table=254,actions=drop").unwrap_err();
+    assert_eq!(e.ofp_error(), (1, 5), "{e}");
+    let e = p
+        .flow_mod(
+            &parse_flow_mod("table=254,actions=drop", FlowModCommand::Modify).unwrap(),
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert_eq!(e.ofp_error(), (1, 5), "{e}");
+    add(&mut p, "table=253,actions=drop").unwrap();
+    assert_eq!(p.flows().len(), 1);
+}

@@ -216,7 +216,8 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
             Err(
                 e @ (TableError::BadArgument(_)
                 | TableError::BadSetArgument(_)
-                | TableError::BadOutPort(_)),
+                | TableError::BadOutPort(_)
+                | TableError::ReadOnlyTable(_)),
             ) => {
                 tracing::warn!(bridge = %b.name, flow = %f, error = %e, "saved flow left out");
             }
