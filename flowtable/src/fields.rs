@@ -419,23 +419,32 @@ macro_rules! bits_row {
     };
 }
 
-macro_rules! reg_row {
-    ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
+/// Builds a row for `n` consecutive registers from `first` read as one field, the first the
+/// most significant: a register, or an `xreg`/`xxreg` view of several.
+macro_rules! regs_row {
+    ($id:ident, $name:expr, $nxm_name:expr, $oxm:expr, $nxm:expr, $first:expr, $n:expr) => {
         FieldInfo {
             id: FieldId::$id,
             name: $name,
             aliases: &[],
             nxm_name: $nxm_name,
-            oxm: None,
-            nxm: w(NXM_CLASS_NX, $i, 4),
-            bits: 32,
+            oxm: $oxm,
+            nxm: $nxm,
+            bits: 32 * $n,
             maskable: true,
             prereq: Prereq::None,
             format: Format::Hex,
             codec: Codec::PLAIN,
-            get: |k| k.regs[$i] as u128,
-            set: |k, v| k.regs[$i] = v as u32,
+            get: |k| regs_get(&k.regs[$first..$first + $n]),
+            set: |k, v| regs_set(&mut k.regs[$first..$first + $n], v),
         }
+    };
+}
+
+/// `reg<N>`: a 32-bit Nicira register (`NXM_NX_REG<N>`).
+macro_rules! reg_row {
+    ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
+        regs_row!($id, $name, $nxm_name, None, w(NXM_CLASS_NX, $i, 4), $i, 1)
     };
 }
 
@@ -443,42 +452,30 @@ macro_rules! reg_row {
 /// also carries in OpenFlow 1.3), stored as two 32-bit registers, the high half first.
 macro_rules! xreg_row {
     ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
-        FieldInfo {
-            id: FieldId::$id,
-            name: $name,
-            aliases: &[],
-            nxm_name: $nxm_name,
-            oxm: w(OXM_CLASS_PACKET_REGS, $i, 8),
-            nxm: None,
-            bits: 64,
-            maskable: true,
-            prereq: Prereq::None,
-            format: Format::Hex,
-            codec: Codec::PLAIN,
-            get: |k| regs_get(&k.regs[2 * $i..2 * $i + 2]),
-            set: |k, v| regs_set(&mut k.regs[2 * $i..2 * $i + 2], v),
-        }
+        regs_row!(
+            $id,
+            $name,
+            $nxm_name,
+            w(OXM_CLASS_PACKET_REGS, $i, 8),
+            None,
+            2 * $i,
+            2
+        )
     };
 }
 
 /// `xxreg<N>`: Open vSwitch's 128-bit register (`NXM_NX_XXREG<N>`), four 32-bit registers.
 macro_rules! xxreg_row {
     ($id:ident, $name:expr, $nxm_name:expr, $i:expr) => {
-        FieldInfo {
-            id: FieldId::$id,
-            name: $name,
-            aliases: &[],
-            nxm_name: $nxm_name,
-            oxm: None,
-            nxm: w(NXM_CLASS_NX, 111 + $i, 16),
-            bits: 128,
-            maskable: true,
-            prereq: Prereq::None,
-            format: Format::Hex,
-            codec: Codec::PLAIN,
-            get: |k| regs_get(&k.regs[4 * $i..4 * $i + 4]),
-            set: |k, v| regs_set(&mut k.regs[4 * $i..4 * $i + 4], v),
-        }
+        regs_row!(
+            $id,
+            $name,
+            $nxm_name,
+            None,
+            w(NXM_CLASS_NX, 111 + $i, 16),
+            4 * $i,
+            4
+        )
     };
 }
 

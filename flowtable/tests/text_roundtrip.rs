@@ -166,16 +166,7 @@ fn arb_port() -> impl Strategy<Value = OfPort> {
 }
 
 fn reg(i: u8) -> FieldId {
-    [
-        FieldId::Reg0,
-        FieldId::Reg1,
-        FieldId::Reg2,
-        FieldId::Reg3,
-        FieldId::Reg4,
-        FieldId::Reg5,
-        FieldId::Reg6,
-        FieldId::Reg7,
-    ][i as usize % 8]
+    FieldId::REGS[i as usize % 8]
 }
 
 fn arb_subfield() -> impl Strategy<Value = SubField> {
