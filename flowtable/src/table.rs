@@ -917,6 +917,9 @@ impl Pipeline {
                         match a {
                             Action::SetField { field, .. } => check_writable(*field, true)?,
                             Action::RegLoad { dst, .. } => check_writable(dst.field, true)?,
+                            // Open vSwitch's `ofpact_get_mf_dst` names a move's destination
+                            // too: `exec(move:NXM_NX_REG0[0..3]->NXM_NX_CT_MARK[0..3])`.
+                            Action::Move { dst, .. } => check_writable(dst.field, true)?,
                             other => {
                                 return Err(TableError::BadCtNesting(format!(
                                     "ct action doesn't support nested action {}",

@@ -298,3 +298,21 @@ fn table_254_is_read_only() {
     add(&mut p, "table=253,actions=drop").unwrap();
     assert_eq!(p.flows().len(), 1);
 }
+
+/// Inside `ct(exec(..))` a `move` may write ct_mark or ct_label, as a set_field or load may
+/// (Open vSwitch's `ofpact_get_mf_dst`); into anything else it is refused.
+#[test]
+fn ct_exec_takes_a_move_into_the_connections_fields() {
+    let mut p = Pipeline::new();
+    add(
+        &mut p,
+        "ip,actions=ct(commit,exec(move:NXM_NX_REG0[0..3]->NXM_NX_CT_MARK[0..3],move:NXM_OF_ETH_SRC[]->NXM_NX_CT_LABEL[0..47]))",
+    )
+    .unwrap();
+    let e = add(
+        &mut p,
+        "ip,actions=ct(commit,exec(move:NXM_NX_REG0[]->NXM_NX_REG1[]))",
+    )
+    .unwrap_err();
+    assert_eq!(e.ofp_error(), (2, 5), "{e}");
+}

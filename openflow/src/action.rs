@@ -986,11 +986,15 @@ fn decode_ct(b: &mut Reader<'_>) -> Result<Action, OfError> {
     for a in &actions {
         if !matches!(
             a,
-            Action::SetField(_) | Action::RegLoad { .. } | Action::RegLoad2(_) | Action::Nat(_)
+            Action::SetField(_)
+                | Action::RegLoad { .. }
+                | Action::RegLoad2(_)
+                | Action::RegMove { .. }
+                | Action::Nat(_)
         ) {
             return err(
                 ErrorCode::BadActionBadArgument,
-                "ct: only set_field/load/nat may be nested",
+                "ct: only set_field/load/move/nat may be nested",
             );
         }
     }

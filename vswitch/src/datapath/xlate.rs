@@ -1535,12 +1535,18 @@ impl<'a> Xlate<'a> {
             Some(CtZone::Imm(z)) => z,
             Some(CtZone::Field(sf)) => self.read_subfield(&sf) as u16,
         };
-        // exec(...) writes, in order: set_field (maybe masked) and load of ct_mark/ct_label.
+        // exec(...) writes, in order: set_field (maybe masked), load and move into ct_mark /
+        // ct_label. A move reads the packet's field now (pinned in the megaflow), as Open
+        // vSwitch runs the nested actions on the flow when it composes the ct action.
         let (mut mark, mut label) = (None::<(u128, u128)>, None::<(u128, u128)>);
         for a in &ct.exec {
             let (field, value, mask) = match a {
                 Action::SetField { field, value, mask } => (*field, *value, *mask),
                 Action::RegLoad { dst, value } => (dst.field, value << dst.ofs, dst.mask()),
+                Action::Move { src, dst } => {
+                    let v = self.read_subfield(src);
+                    (dst.field, v << dst.ofs, dst.mask())
+                }
                 _ => continue,
             };
             let slot = match field {
