@@ -35,8 +35,10 @@ const UNSUPPORTED: &[&str] = &[
     "delete_field",
     "set_vlan_vid",
     "set_vlan_pcp",
-    "mod_nw_ecn",
     "set_field_masked",
+    // NXAST_STACK_PUSH / NXAST_STACK_POP.
+    "push",
+    "pop",
 ];
 
 const KNOWN: &[&str] = &[
@@ -53,6 +55,7 @@ const KNOWN: &[&str] = &[
     "mod_nw_src",
     "mod_nw_dst",
     "mod_nw_tos",
+    "mod_nw_ecn",
     "mod_nw_ttl",
     "set_queue",
     "mod_tp_src",
@@ -309,6 +312,8 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
             };
             set_field(f, value_arg(tok, name, f)?)
         }
+        // As ovs-ofctl: a set-field of `nw_ecn` (printed so).
+        "mod_nw_ecn" => set_field(FieldId::IpEcn, value_arg(tok, name, FieldId::IpEcn)?),
         "mod_nw_tos" => {
             let tos = value_arg(tok, name, FieldId::NwTos)?;
             if tos & 3 != 0 {
@@ -510,16 +515,20 @@ pub(crate) fn at_most_64_bits(sf: &SubField, action: &str, tok: &str) -> Result<
 
 pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubField, ParseError> {
     let s = s.trim();
-    let (name, range) = s
-        .split_once('[')
-        .and_then(|(n, r)| Some((n, r.strip_suffix(']')?)))
-        .ok_or_else(|| {
-            bad(
-                action,
-                tok,
-                format!("expected FIELD[] or FIELD[start..end] at '{s}'"),
-            )
-        })?;
+    // A bare field name is the whole field, as `mf_parse_subfield` reads it (`move:tun_src->tun_dst`).
+    let (name, range) = match s.split_once('[') {
+        None => (s, ""),
+        Some((n, r)) => (
+            n,
+            r.strip_suffix(']').ok_or_else(|| {
+                bad(
+                    action,
+                    tok,
+                    format!("expected FIELD[] or FIELD[start..end] at '{s}'"),
+                )
+            })?,
+        ),
+    };
     let field = FieldId::from_nxm_name(name)
         .or_else(|| FieldId::from_name(name))
         .or_else(|| oxm_alias(name))
@@ -868,7 +877,8 @@ fn parse_conjunction(tok: &str) -> Result<Action, ParseError> {
 
 fn parse_ct(tok: &str, m: &Match) -> Result<Ct, ParseError> {
     let mut ct = Ct::default();
-    for arg in split_top(optional_paren_args(tok, "ct")?, &[','])? {
+    // Commas or spaces between arguments, as ovs-ofctl reads them (`ct(zone=64003 nat,table=7)`).
+    for arg in split_top(optional_paren_args(tok, "ct")?, &[',', ' ', '\t'])? {
         let (k, rest) = split_name(arg);
         match k {
             "commit" => ct.commit = true,

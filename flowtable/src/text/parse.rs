@@ -12,7 +12,7 @@ use super::value::{parse_field_value, parse_port, parse_uint, parse_uint_bits};
 use super::{ParseError, parse_actions, split_top, suggest};
 
 /// Protocol shorthands: (name, eth_type, nw_proto).
-const SHORTHANDS: [(&str, u16, Option<u8>); 13] = [
+const SHORTHANDS: [(&str, u16, Option<u8>); 14] = [
     ("ip", ETH_TYPE_IP, None),
     ("ipv6", ETH_TYPE_IPV6, None),
     ("arp", ETH_TYPE_ARP, None),
@@ -23,6 +23,8 @@ const SHORTHANDS: [(&str, u16, Option<u8>); 13] = [
     ("tcp", ETH_TYPE_IP, Some(IPPROTO_TCP)),
     ("udp", ETH_TYPE_IP, Some(IPPROTO_UDP)),
     ("sctp", ETH_TYPE_IP, Some(IPPROTO_SCTP)),
+    // ovs-ofctl's other name for `ipv6` (printed as `ipv6`).
+    ("ip6", ETH_TYPE_IPV6, None),
     ("icmp6", ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)),
     ("tcp6", ETH_TYPE_IPV6, Some(IPPROTO_TCP)),
     ("udp6", ETH_TYPE_IPV6, Some(IPPROTO_UDP)),
@@ -49,7 +51,9 @@ pub fn parse_flow(s: &str) -> Result<FlowMod, ParseError> {
     parse_flow_mod(s, FlowModCommand::Add)
 }
 
-/// Finds `actions=` outside parentheses at a token start; returns (match part, actions part).
+/// Finds `actions=` outside parentheses; returns (match part, actions part). As ovs-ofctl
+/// (`ofp_extract_actions`), it need not start a token: ovn-kubernetes writes
+/// `nw_src=10.244.0.0/24actions=...`.
 fn split_actions(s: &str) -> (&str, Option<&str>) {
     let mut depth = 0i32;
     let bytes = s.as_bytes();
@@ -57,10 +61,7 @@ fn split_actions(s: &str) -> (&str, Option<&str>) {
         match c {
             b'(' => depth += 1,
             b')' => depth -= 1,
-            _ if depth == 0
-                && bytes[i..].starts_with(b"actions=")
-                && (i == 0 || matches!(bytes[i - 1], b',' | b' ' | b'\t')) =>
-            {
+            _ if depth == 0 && bytes[i..].starts_with(b"actions=") => {
                 return (&s[..i], Some(&s[i + "actions=".len()..]));
             }
             _ => {}
