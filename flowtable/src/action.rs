@@ -177,6 +177,10 @@ pub enum Action {
         src: SubField,
         dst: SubField,
     },
+    /// Nicira `push:src[range]` (NXAST_STACK_PUSH): the bits onto the walk's stack.
+    StackPush(SubField),
+    /// Nicira `pop:dst[range]` (NXAST_STACK_POP): the top of the walk's stack into the bits.
+    StackPop(SubField),
     /// Push an 802.1Q tag with this TPID (0x8100 or 0x88a8).
     PushVlan(u16),
     PopVlan,
@@ -542,6 +546,8 @@ impl Action {
             | Action::SetField { .. }
             | Action::RegLoad { .. }
             | Action::Move { .. }
+            | Action::StackPush(_)
+            | Action::StackPop(_)
             | Action::SetNwTtl(_)
             | Action::SetQueue(_) => true,
             _ => false,

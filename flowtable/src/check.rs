@@ -135,6 +135,8 @@ impl Walk<'_> {
                 self.check_sub("source", src)?;
                 self.check_sub("destination", dst)?;
             }
+            Action::StackPush(sf) => self.check_sub("source", sf)?,
+            Action::StackPop(sf) => self.check_sub("destination", sf)?,
             Action::OutputReg { src, .. } => self.check_sub("source", src)?,
             Action::Multipath(mp) => self.check_sub("destination", &mp.dst)?,
             Action::Bundle(b) => {

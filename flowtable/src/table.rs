@@ -947,6 +947,10 @@ impl Pipeline {
                     check_ct_field_dst(dst.field)?;
                     check_writable(dst.field, false)?;
                 }
+                Action::StackPop(dst) => {
+                    check_ct_field_dst(dst.field)?;
+                    check_writable(dst.field, false)?;
+                }
                 Action::CheckPktLarger { dst, .. } => check_writable(dst.field, false)?,
                 Action::Clone(inner) => self.check_actions(inner.iter())?,
                 Action::Controller(_) => check_controller_actions(std::iter::once(a))?,

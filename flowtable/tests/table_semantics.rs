@@ -316,3 +316,12 @@ fn ct_exec_takes_a_move_into_the_connections_fields() {
     .unwrap_err();
     assert_eq!(e.ofp_error(), (2, 5), "{e}");
 }
+
+/// `pop:` writes its field: a read-only one is refused as a move into it is.
+#[test]
+fn pop_into_a_read_only_field_is_refused() {
+    let mut p = Pipeline::new();
+    add(&mut p, "actions=push:NXM_NX_REG0[],pop:NXM_NX_REG1[0..15]").unwrap();
+    let e = add(&mut p, "actions=pop:NXM_NX_CT_STATE[]").unwrap_err();
+    assert_eq!(e.ofp_error(), (2, 15), "{e}");
+}

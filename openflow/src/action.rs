@@ -54,6 +54,8 @@ pub mod nx_subtype {
     pub const FIN_TIMEOUT: u16 = 19;
     pub const CONTROLLER: u16 = 20;
     pub const REG_LOAD2: u16 = 33;
+    pub const STACK_PUSH: u16 = 27;
+    pub const STACK_POP: u16 = 28;
     pub const CONJUNCTION: u16 = 34;
     pub const CT: u16 = 35;
     pub const NAT: u16 = 36;
@@ -170,6 +172,14 @@ pub enum Action {
     SetQueue(u32),
     /// OFPAT_SET_NW_TTL (`mod_nw_ttl`).
     SetNwTtl(u8),
+    /// NXAST_STACK_PUSH (`pop`: NXAST_STACK_POP): `field[ofs..ofs+n_bits]` onto (off) the
+    /// walk's stack.
+    Stack {
+        pop: bool,
+        field: OxmHeader,
+        ofs: u16,
+        n_bits: u16,
+    },
     /// NXAST_OUTPUT_REG: output to the port number in `src[ofs..ofs+n_bits]`.
     OutputReg {
         src: OxmHeader,
@@ -674,6 +684,27 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
                 ofs,
                 n_bits,
                 max_len,
+            }
+        }
+        s::STACK_PUSH | s::STACK_POP => {
+            fixed(24)?;
+            let ofs = b.u16("stack offset")?;
+            let field = field_header(b.u32("stack field")?, "stack")?;
+            let n_bits = b.u16("stack n_bits")?;
+            if b.take_rest().iter().any(|&x| x != 0) {
+                return err(ErrorCode::BadActionBadArgument, "stack: non-zero padding");
+            }
+            if n_bits == 0 || u32::from(ofs) + u32::from(n_bits) > field_bits(field) {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "stack: bit range outside the field",
+                );
+            }
+            Action::Stack {
+                pop: sub == s::STACK_POP,
+                field,
+                ofs,
+                n_bits,
             }
         }
         s::REG_MOVE => {
@@ -1455,6 +1486,18 @@ impl Action {
             Action::RegLoad2(tlv) => {
                 start = nx_start(out, s::REG_LOAD2);
                 tlv.encode(out);
+            }
+            Action::Stack {
+                pop,
+                field,
+                ofs,
+                n_bits,
+            } => {
+                start = nx_start(out, if *pop { s::STACK_POP } else { s::STACK_PUSH });
+                out.put_u16(*ofs);
+                out.put_u32(field.0);
+                out.put_u16(*n_bits);
+                out.put_zeros(6);
             }
             Action::RegMove {
                 src,

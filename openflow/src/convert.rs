@@ -151,6 +151,19 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             src: subfield(*src, *src_ofs, *n_bits)?,
             dst: subfield(*dst, *dst_ofs, *n_bits)?,
         },
+        WAction::Stack {
+            pop,
+            field,
+            ofs,
+            n_bits,
+        } => {
+            let sf = subfield(*field, *ofs, *n_bits)?;
+            if *pop {
+                T::StackPop(sf)
+            } else {
+                T::StackPush(sf)
+            }
+        }
         WAction::Note(bytes) => T::Note(bytes.clone()),
         WAction::Ct(ct) => T::Ct(ct_in(ct)?),
         WAction::Nat(_) => return Err(bad(ErrorCode::BadActionBadArgument, "nat outside ct")),
@@ -652,6 +665,12 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             src_ofs: u16::from(src.ofs),
             dst_ofs: u16::from(dst.ofs),
             n_bits: u16::from(src.n_bits),
+        },
+        T::StackPush(sf) | T::StackPop(sf) => WAction::Stack {
+            pop: matches!(a, T::StackPop(_)),
+            field: subfield_header(sf)?,
+            ofs: u16::from(sf.ofs),
+            n_bits: u16::from(sf.n_bits),
         },
         T::PushVlan(t) => WAction::PushVlan(*t),
         T::PopVlan => WAction::PopVlan,

@@ -36,9 +36,6 @@ const UNSUPPORTED: &[&str] = &[
     "set_vlan_vid",
     "set_vlan_pcp",
     "set_field_masked",
-    // NXAST_STACK_PUSH / NXAST_STACK_POP.
-    "push",
-    "pop",
 ];
 
 const KNOWN: &[&str] = &[
@@ -68,6 +65,8 @@ const KNOWN: &[&str] = &[
     "set_field",
     "load",
     "move",
+    "push",
+    "pop",
     "set_tunnel",
     "set_tunnel64",
     "dec_ttl",
@@ -359,6 +358,8 @@ fn parse_action(tok: &str, m: &Match, out: &mut Vec<Action>) -> Result<(), Parse
         "set_field" => l4_port_of_match(parse_set_field(tok)?, m),
         "load" => parse_load(tok)?,
         "move" => parse_move(tok)?,
+        "push" => Action::StackPush(parse_subfield(arg_of(tok, name)?, name, tok)?),
+        "pop" => Action::StackPop(parse_subfield(arg_of(tok, name)?, name, tok)?),
         "set_tunnel" | "set_tunnel64" => {
             set_field(FieldId::TunId, value_arg(tok, name, FieldId::TunId)?)
         }

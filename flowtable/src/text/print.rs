@@ -508,6 +508,8 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
             format!("load:{}->{}", hex_c(*value), subfield_text(dst))
         }
         Action::Move { src, dst } => format!("move:{}->{}", subfield_text(src), subfield_text(dst)),
+        Action::StackPush(sf) => format!("push:{}", subfield_text(sf)),
+        Action::StackPop(sf) => format!("pop:{}", subfield_text(sf)),
         Action::PushVlan(t) => format!("push_vlan:0x{t:x}"),
         Action::PopVlan => "pop_vlan".into(),
         Action::DecTtl => "dec_ttl".into(),

@@ -70,6 +70,10 @@ impl EmcValue for CachedFlow {
     }
 }
 
+/// Values one walk's stack holds at most (`push:` beyond it pushes nothing; a table that
+/// pushes in a loop is bounded by the resubmit limit anyway).
+const MAX_STACK: usize = 1024;
+
 /// Metadata words (in_port .. conj_id): not packet bytes; a recirculation carries them over.
 pub const META_WORDS: usize = core::mem::offset_of!(encap::FlowKey, ct_mark) / 8;
 
@@ -142,6 +146,9 @@ pub struct Xlate<'a> {
     /// The OpenFlow action set (`write_actions`), run when the walk ends (see
     /// [`super::action_set`]).
     action_set: Vec<Action>,
+    /// The values `push:` put on the walk's stack (`pop:` takes them back), shared by the
+    /// resubmits of one walk; a `clone` works on a copy.
+    stack: Vec<u128>,
     trace: Option<&'a mut String>,
     /// A PACKET_OUT's one-rule pseudo-table (`Pipeline::packet_out`) until the walk's first
     /// lookup takes it in table 0's place.
@@ -188,6 +195,7 @@ impl<'a> Xlate<'a> {
             exited: false,
             ttl_expired: false,
             action_set: Vec::new(),
+            stack: Vec::new(),
             trace,
             packet_out: None,
         }
@@ -572,6 +580,25 @@ impl<'a> Xlate<'a> {
                 let v = self.read_subfield(src);
                 self.set_field(dst.field, v << dst.ofs, dst.mask());
             }
+            Action::StackPush(src) => {
+                if self.stack.len() >= MAX_STACK {
+                    self.note(format_args!(
+                        "push: stack full ({MAX_STACK}), nothing pushed"
+                    ));
+                } else {
+                    let v = self.read_subfield(src);
+                    self.stack.push(v);
+                }
+            }
+            Action::StackPop(dst) => match self.stack.pop() {
+                // As Open vSwitch: an empty stack leaves the field alone.
+                None => self.note(format_args!("pop: empty stack, nothing popped")),
+                Some(v) => {
+                    if self.packet_prereq_ok(dst.field) {
+                        self.set_field(dst.field, (v << dst.ofs) & dst.mask(), dst.mask());
+                    }
+                }
+            },
             Action::PushVlan(tpid) => {
                 // The pushed tag copies the VID/PCP of an existing tag, else zero (OF1.3).
                 let tci = (self.key.vlan_tci & !encap::flowkey::VLAN_PRESENT)
@@ -648,9 +675,11 @@ impl<'a> Xlate<'a> {
             Action::Clone(inner) => {
                 let (written, stopped) = (self.written, self.stopped);
                 let set = self.action_set.clone();
+                let stack = self.stack.clone();
                 self.note(format_args!("clone"));
                 self.bucket_then(inner, true);
                 self.action_set = set;
+                self.stack = stack;
                 self.written = written;
                 self.stopped = stopped;
             }
