@@ -45,20 +45,9 @@ impl TimeoutClass {
         TimeoutClass::IcmpReply,
     ];
 
+    /// The name `--ct-timeout` takes for this class.
     pub fn name(self) -> &'static str {
-        match self {
-            TimeoutClass::TcpFirst => "tcp_first",
-            TimeoutClass::TcpOpening => "tcp_opening",
-            TimeoutClass::TcpEstablished => "tcp_established",
-            TimeoutClass::TcpClosing => "tcp_closing",
-            TimeoutClass::TcpFinWait => "tcp_fin_wait",
-            TimeoutClass::TcpClosed => "tcp_closed",
-            TimeoutClass::OtherFirst => "other_first",
-            TimeoutClass::OtherMultiple => "other_multiple",
-            TimeoutClass::OtherBidir => "other_bidir",
-            TimeoutClass::IcmpFirst => "icmp_first",
-            TimeoutClass::IcmpReply => "icmp_reply",
-        }
+        Timeouts::NAMES[self as usize]
     }
 }
 

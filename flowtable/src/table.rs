@@ -21,10 +21,10 @@ use crate::meter::{
 };
 use crate::port::OfPort;
 
-/// `OFPET_*` error types used here.
 /// Open vSwitch's `TBL_INTERNAL`: hidden and read-only to controllers.
 const TABLE_READ_ONLY: u8 = 254;
 
+/// `OFPET_*` error types used here.
 pub const OFPET_BAD_REQUEST: u16 = 1;
 pub const OFPET_BAD_ACTION: u16 = 2;
 pub const OFPET_BAD_INSTRUCTION: u16 = 3;

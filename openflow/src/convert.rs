@@ -599,7 +599,8 @@ fn nw_tos_nxm(field: FieldId, tos: u128) -> Option<OxmTlv> {
     (field == FieldId::NwTos).then_some(OxmTlv {
         field,
         wire: field.info().nxm?,
-        value: tos & 0xfc,
+        // Not masked here: a value with ECN bits is the receiver's to refuse, not to change.
+        value: tos,
         mask: None,
     })
 }

@@ -499,7 +499,6 @@ fn oxm_alias(name: &str) -> Option<FieldId> {
         .find_map(|n| FieldId::from_nxm_name(&n))
 }
 
-/// Parses `NAME[]`, `NAME[a..b]` or `NAME[a]` (NAME: NXM, OXM or field name).
 /// NXAST_OUTPUT_REG, NXAST_MULTIPATH and NXAST_BUNDLE_LOAD carry a bit count of 1..64: a
 /// wider range (`NXM_NX_XXREG0[]`) is refused rather than cut on the wire (Open vSwitch
 /// wraps it, `[0..64]` into `[1]`).
@@ -514,6 +513,7 @@ pub(crate) fn at_most_64_bits(sf: &SubField, action: &str, tok: &str) -> Result<
     Ok(())
 }
 
+/// Parses `NAME[]`, `NAME[a..b]`, `NAME[a]` or a bare `NAME` (NAME: NXM, OXM or field name).
 pub(crate) fn parse_subfield(s: &str, action: &str, tok: &str) -> Result<SubField, ParseError> {
     let s = s.trim();
     // A bare field name is the whole field, as `mf_parse_subfield` reads it (`move:tun_src->tun_dst`).

@@ -135,16 +135,22 @@ fn plan(b: &SavedBridge) -> Result<Planned, String> {
         let mut waiting = Vec::new();
         for (g, mut gm) in pending {
             let mut added = tables.group_mod(&gm);
-            while matches!(
+            if matches!(
                 added,
                 Err(TableError::WatchUnsupported(_) | TableError::WeightUnsupported(_))
             ) {
                 // A group saved with a watch or weight its type never looks at (Open vSwitch
                 // refuses them, earlier versions took them): restored without them.
+                use flowtable::group::GroupType;
+                let t = gm.group.group_type;
                 for bucket in &mut gm.group.buckets {
-                    bucket.watch_port = flowtable::OfPort::ANY;
-                    bucket.watch_group = flowtable::group::GROUP_ANY;
-                    bucket.weight = 0;
+                    if matches!(t, GroupType::All | GroupType::Indirect) {
+                        bucket.watch_port = flowtable::OfPort::ANY;
+                        bucket.watch_group = flowtable::group::GROUP_ANY;
+                    }
+                    if t != GroupType::Select {
+                        bucket.weight = 0;
+                    }
                 }
                 tracing::warn!(bridge = %b.name, group = %g, "saved group restored without the watch_port/watch_group/weight its type ignores");
                 added = tables.group_mod(&gm);
@@ -446,6 +452,8 @@ mod tests {
                 "group_id=1,type=all,bucket=watch_port:2,actions=output:1".into(),
                 "group_id=2,type=indirect,bucket=watch_group:1,actions=output:2".into(),
                 "group_id=3,type=all,bucket=weight:5,actions=output:3".into(),
+                // A fast-failover bucket keeps the watch it needs, loses only the weight.
+                "group_id=4,type=ff,bucket=weight:5,watch_port:2,actions=output:4".into(),
             ],
             flows: vec!["priority=4,actions=group:1,group:2".into()],
             ..SavedBridge::default()
@@ -453,12 +461,14 @@ mod tests {
         .expect("plan");
         assert_eq!(planned.tables.flows().len(), 1);
         let groups: Vec<_> = planned.tables.groups().collect();
-        assert_eq!(groups.len(), 3);
-        for g in groups {
+        assert_eq!(groups.len(), 4);
+        for g in &groups[..3] {
             assert_eq!(g.buckets[0].weight, 0);
             assert_eq!(g.buckets[0].watch_port, flowtable::OfPort::ANY);
             assert_eq!(g.buckets[0].watch_group, flowtable::group::GROUP_ANY);
         }
+        assert_eq!(groups[3].buckets[0].weight, 0);
+        assert_eq!(groups[3].buckets[0].watch_port, flowtable::OfPort(2));
     }
 
     /// A port and a flow an earlier version took with a number Open vSwitch cannot represent
