@@ -532,12 +532,36 @@ impl<R> Clone for DirNode<R> {
         }
     }
 
-    /// A copy into an existing (spare, emptied) node: no allocation for the node itself.
+    /// A copy into an existing spare node: no allocation for the node itself. Slots that
+    /// already hold the source's leaf are left alone, so a spare that was this position's node
+    /// a publish ago costs only the leaves changed since, not a count per leaf.
     fn clone_from(&mut self, source: &Self) {
-        touch(source.leaves.iter().flatten());
+        let differs = |i: &usize| !same_leaf(&self.leaves[*i], &source.leaves[*i]);
+        touch(
+            (0..DIR_FANOUT)
+                .filter(differs)
+                .flat_map(|i| &source.leaves[i]),
+        );
+        touch(
+            (0..DIR_FANOUT)
+                .filter(differs)
+                .flat_map(|i| &self.leaves[i]),
+        );
         self.filter = source.filter;
         self.stale = source.stale;
-        self.leaves.clone_from(&source.leaves);
+        for (dst, src) in self.leaves.iter_mut().zip(source.leaves.iter()) {
+            if !same_leaf(dst, src) {
+                dst.clone_from(src);
+            }
+        }
+    }
+}
+
+fn same_leaf<R>(a: &Option<Arc<Leaf<R>>>, b: &Option<Arc<Leaf<R>>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -587,7 +611,7 @@ type Dir<R> = Arc<DirNode<R>>;
 
 /// Leaves kept for reuse per subtable: at most this many (~1.5 MiB).
 const SPARE_LEAVES_MAX: usize = 4096;
-/// Directory nodes kept for reuse per subtable: at most this many (~0.8 MiB).
+/// Emptied directory nodes kept for reuse per subtable: at most this many (~0.6 MiB).
 const SPARE_DIRS_MAX: usize = 1024;
 
 /// Leaf and directory node allocations an old snapshot gave back, for the builder's next copies.
@@ -595,13 +619,27 @@ const SPARE_DIRS_MAX: usize = 1024;
 /// A publish after a batch of scattered changes frees the previous snapshot's copies of the
 /// changed leaves and their nodes, and the next batch allocates as many new copies: with the
 /// pool the copies land in the freed allocations, which skips a malloc and a free per copy.
+///
+/// A dropped snapshot's own directory node is kept at its position (`placed`) with the leaves
+/// it shares with newer versions still in it: the next copy of that position starts from it,
+/// and only the slots changed since cost a reference count ([`DirNode::clone_from`]). Emptying
+/// the node and refilling it took two locked count updates per slot, one at the drop and one
+/// at the copy, on leaf headers that are rarely in cache: most of a large publish's time.
 struct Spares<R> {
     leaves: std::sync::Mutex<Vec<Arc<Leaf<R>>>>,
     dirs: std::sync::Mutex<Vec<Dir<R>>>,
+    placed: std::sync::Mutex<PlacedDirs<R>>,
+}
+
+/// Spare directory nodes by position, for the layout of `leaf_bits` (a grown subtable's
+/// positions mean other leaves, so its old nodes go to the emptied pool instead).
+struct PlacedDirs<R> {
+    leaf_bits: u32,
+    nodes: Vec<Option<Dir<R>>>,
 }
 
 /// Locks a spare list. A panic elsewhere cannot leave one inconsistent: every entry is an
-/// emptied leaf or node.
+/// emptied leaf or node, or a node that is some snapshot's exact old version.
 fn lock_spares<T>(list: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     list.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -618,10 +656,14 @@ fn keep_spares<T>(list: &std::sync::Mutex<Vec<T>>, items: Vec<T>, max: usize) {
 }
 
 impl<R> Spares<R> {
-    fn new() -> Self {
+    fn new(leaf_bits: u32, n_dirs: usize) -> Self {
         Spares {
             leaves: std::sync::Mutex::new(Vec::new()),
             dirs: std::sync::Mutex::new(Vec::new()),
+            placed: std::sync::Mutex::new(PlacedDirs {
+                leaf_bits,
+                nodes: (0..n_dirs).map(|_| None).collect(),
+            }),
         }
     }
 
@@ -629,21 +671,61 @@ impl<R> Spares<R> {
         lock_spares(&self.leaves).pop()
     }
 
-    fn take_dir(&self) -> Option<Dir<R>> {
-        lock_spares(&self.dirs).pop()
+    /// A spare node for position `at` of the `leaf_bits` layout: that position's old version
+    /// when there is one, else an emptied node.
+    fn take_dir(&self, at: usize, leaf_bits: u32) -> Option<Dir<R>> {
+        let placed = {
+            let mut placed = lock_spares(&self.placed);
+            match placed.leaf_bits == leaf_bits {
+                true => placed.nodes.get_mut(at).and_then(Option::take),
+                false => None,
+            }
+        };
+        placed.or_else(|| lock_spares(&self.dirs).pop())
     }
 
-    /// Keeps `leaves` and `dirs` (emptied, held only here), each up to its maximum.
-    fn give(&self, leaves: Vec<Arc<Leaf<R>>>, dirs: Vec<Dir<R>>) {
+    /// Keeps `leaves` (emptied) and the nodes `dirs` of a dropped `leaf_bits` layout (held only
+    /// here): at their positions when free, else emptied, each up to its maximum.
+    fn give(&self, leaves: Vec<Arc<Leaf<R>>>, dirs: Vec<(usize, Dir<R>)>, leaf_bits: u32) {
         keep_spares(&self.leaves, leaves, SPARE_LEAVES_MAX);
-        keep_spares(&self.dirs, dirs, SPARE_DIRS_MAX);
+        let mut unplaced = Vec::new();
+        {
+            let mut placed = lock_spares(&self.placed);
+            let fits = placed.leaf_bits == leaf_bits;
+            for (at, dir) in dirs {
+                match placed.nodes.get_mut(at) {
+                    Some(slot @ None) if fits => *slot = Some(dir),
+                    _ => unplaced.push(dir),
+                }
+            }
+        }
+        // Emptied outside the lock: dropping the leaves' references may free some.
+        for dir in &mut unplaced {
+            if let Some(node) = Arc::get_mut(dir) {
+                touch(node.leaves.iter().flatten());
+                node.leaves = std::array::from_fn(|_| None);
+            }
+        }
+        keep_spares(&self.dirs, unplaced, SPARE_DIRS_MAX);
+    }
+
+    /// The layout changed to `leaf_bits` with `n_dirs` nodes: nodes placed for the old one
+    /// are dropped (they would hold its leaves' counts up while the builder moves them).
+    fn relayout(&self, leaf_bits: u32, n_dirs: usize) {
+        let old = {
+            let mut placed = lock_spares(&self.placed);
+            placed.leaf_bits = leaf_bits;
+            std::mem::replace(&mut placed.nodes, (0..n_dirs).map(|_| None).collect())
+        };
+        drop(old);
     }
 
     #[cfg(test)]
-    fn counts(&self) -> (usize, usize) {
+    fn counts(&self) -> (usize, usize, usize) {
         (
             lock_spares(&self.leaves).len(),
             lock_spares(&self.dirs).len(),
+            lock_spares(&self.placed).nodes.iter().flatten().count(),
         )
     }
 }
@@ -661,10 +743,16 @@ fn leaf_mut<'a, R>(slot: &'a mut Arc<Leaf<R>>, spare: &Spares<R>) -> &'a mut Lea
     Arc::make_mut(slot)
 }
 
-/// The directory node in `slot` to change, as [`leaf_mut`] for leaves.
-fn dir_mut<'a, R>(slot: &'a mut Dir<R>, spare: &Spares<R>) -> &'a mut DirNode<R> {
+/// The directory node in `slot` (position `at` of the `leaf_bits` layout) to change, as
+/// [`leaf_mut`] for leaves.
+fn dir_mut<'a, R>(
+    slot: &'a mut Dir<R>,
+    at: usize,
+    leaf_bits: u32,
+    spare: &Spares<R>,
+) -> &'a mut DirNode<R> {
     if Arc::get_mut(slot).is_none()
-        && let Some(mut fresh) = spare.take_dir()
+        && let Some(mut fresh) = spare.take_dir(at, leaf_bits)
         && let Some(node) = Arc::get_mut(&mut fresh)
     {
         node.clone_from(slot);
@@ -803,15 +891,15 @@ impl<R> Clone for Subtable<R> {
 
 impl<R> Drop for Subtable<R> {
     fn drop(&mut self) {
-        // Directory nodes only this subtable holds are freed here, and each decrements the
-        // counts of its leaves: load a node's leaf headers together before dropping it, so the
-        // cache misses overlap instead of queueing behind one locked decrement after another.
-        // Leaves and nodes only this subtable holds go to the spare lists, emptied, for the
-        // next copies.
+        // Directory nodes only this subtable holds go to the spares. Their leaves that nothing
+        // else holds (old versions of changed leaves) are emptied into the spare leaves now, so
+        // their rules go as they would with the node; the rest stay in the node, for the next
+        // copy of its position. Each node's leaf headers are loaded together first, so the
+        // cache misses overlap.
         let dirs = std::mem::take(&mut self.dirs);
         touch(dirs.iter());
         let (mut leaves, mut nodes) = (Vec::new(), Vec::new());
-        for mut dir in dirs.into_vec() {
+        for (at, mut dir) in dirs.into_vec().into_iter().enumerate() {
             // A plain load first: most nodes are shared, and `get_mut` is a locked write.
             if Arc::strong_count(&dir) != 1 {
                 continue;
@@ -821,16 +909,17 @@ impl<R> Drop for Subtable<R> {
             };
             touch(node.leaves.iter().flatten());
             for slot in &mut node.leaves {
-                if let Some(mut leaf) = slot.take()
+                if slot.as_ref().is_some_and(|l| Arc::strong_count(l) == 1)
+                    && let Some(mut leaf) = slot.take()
                     && let Some(l) = Arc::get_mut(&mut leaf)
                 {
                     l.clear();
                     leaves.push(leaf);
                 }
             }
-            nodes.push(dir);
+            nodes.push((at, dir));
         }
-        self.spare.give(leaves, nodes);
+        self.spare.give(leaves, nodes, self.leaf_bits);
     }
 }
 
@@ -887,7 +976,7 @@ impl<R> Subtable<R> {
             n_buckets: 0,
             leaf_bits: 0,
             dirs: make_dirs(vec![Leaf::new()]),
-            spare: Arc::new(Spares::new()),
+            spare: Arc::new(Spares::new(0, 1)),
         }
     }
 
@@ -1040,7 +1129,8 @@ impl<R> Subtable<R> {
         let hash = self.hash(rule.value.words());
         let tag = tag_of(hash);
         let li = leaf_index(hash, self.leaf_bits);
-        let dir = dir_mut(&mut self.dirs[li >> DIR_BITS], &self.spare);
+        let at = li >> DIR_BITS;
+        let dir = dir_mut(&mut self.dirs[at], at, self.leaf_bits, &self.spare);
         dir.note(tag);
         let leaf = dir_leaf_mut(dir, li & (DIR_FANOUT - 1), &self.spare);
         match leaf.position(tag, |r| r.value == rule.value) {
@@ -1074,7 +1164,8 @@ impl<R> Subtable<R> {
         // Probe the shared leaf first so that a miss does not copy it.
         self.leaf(hash)?.position(tag, eq)?;
         let li = leaf_index(hash, self.leaf_bits);
-        let dir = dir_mut(&mut self.dirs[li >> DIR_BITS], &self.spare);
+        let at = li >> DIR_BITS;
+        let dir = dir_mut(&mut self.dirs[at], at, self.leaf_bits, &self.spare);
         let leaf = dir_leaf_mut(dir, li & (DIR_FANOUT - 1), &self.spare);
         let pos = leaf.position(tag, eq)?;
         let (rule, now_empty) = leaf.remove_rule(pos, id)?;
@@ -1093,7 +1184,10 @@ impl<R> Subtable<R> {
     /// Doubles the leaf count, splitting each leaf by the next hash bit.
     fn grow(&mut self) {
         let bits = self.leaf_bits + 1;
-        let mut leaves: Vec<Leaf<R>> = (0..1usize << bits).map(|_| Leaf::new()).collect();
+        let n_leaves = 1usize << bits;
+        self.spare
+            .relayout(bits, n_leaves / n_leaves.min(DIR_FANOUT));
+        let mut leaves: Vec<Leaf<R>> = (0..n_leaves).map(|_| Leaf::new()).collect();
         let dirs = std::mem::take(&mut self.dirs);
         let mut place = |b: Bucket<R>| {
             let hash = self.hash(b.best.value.words());
@@ -1325,9 +1419,10 @@ mod tests {
         assert_eq!(st.rules().count(), 5000);
     }
 
-    /// A snapshot's own copies of changed leaves and directory nodes go to the spare lists
-    /// when it is dropped, and the builder's next copies are made in them; rules come out
-    /// right on both sides.
+    /// A snapshot's own copies of changed leaves and directory nodes go to the spares when it
+    /// is dropped: the leaf emptied, the node kept at its position with its shared leaves. The
+    /// builder's next copies of that position are made in them; rules come out right on both
+    /// sides.
     #[test]
     fn dropped_snapshot_leaves_and_nodes_are_reused_for_the_next_copy() {
         let mut st = in_port_subtable(0x5eed_1eaf_0000_0001);
@@ -1337,44 +1432,109 @@ mod tests {
         let key = in_port_key;
         let leaf_at =
             |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))).unwrap() };
+        let node_index =
+            |st: &Subtable<u64>, p: u32| leaf_index(st.hash(&key(p)), st.leaf_bits) >> DIR_BITS;
+        let node_at = |st: &Subtable<u64>, p: u32| -> *const DirNode<u64> {
+            Arc::as_ptr(&st.dirs[node_index(st, p)])
+        };
         let snapshot = st.clone();
         st.insert(rule(5000, 5000, 1));
-        // The builder copied the leaf of port 5000; the snapshot alone holds the old one.
+        // The builder copied the leaf of port 5000 and its node; the snapshot alone holds the old ones.
         let old_leaf = leaf_at(&snapshot, 5000);
-        assert_ne!(leaf_at(&st, 5000), old_leaf);
-        // The node of port 5000's leaf: copied by the builder too, the snapshot alone holds it.
-        let node_at = |st: &Subtable<u64>, p: u32| -> *const DirNode<u64> {
-            let li = leaf_index(st.hash(&key(p)), st.leaf_bits);
-            Arc::as_ptr(&st.dirs[li >> DIR_BITS])
-        };
         let old_node = node_at(&snapshot, 5000);
+        assert_ne!(leaf_at(&st, 5000), old_leaf);
         assert_ne!(node_at(&st, 5000), old_node);
-        assert_eq!(st.spare.counts(), (0, 0));
+        assert_eq!(st.spare.counts(), (0, 0, 0));
         drop(snapshot);
         assert_eq!(
             st.spare.counts(),
-            (1, 1),
-            "the old leaf and its node were kept"
+            (1, 0, 1),
+            "the old leaf was emptied and kept, the old node kept at its position"
         );
 
         let snapshot = st.clone();
-        // A port whose leaf is another one than 5000's: its copy takes the spare allocation.
-        let other = (6000..7000u32)
-            .find(|&p| leaf_at(&st, p) != leaf_at(&st, 5000))
-            .expect("another leaf");
+        // A port under the same node, in another leaf: the node's copy starts from its old
+        // version, the leaf's copy takes the spare leaf.
+        let other = (6000..9000u32)
+            .find(|&p| {
+                node_index(&st, p) == node_index(&st, 5000) && leaf_at(&st, p) != leaf_at(&st, 5000)
+            })
+            .expect("another leaf under the same node");
         st.insert(rule(u64::from(other), other, 1));
         assert_eq!(leaf_at(&st, other), old_leaf, "copied into the spare leaf");
-        assert_eq!(
-            node_at(&st, other),
-            old_node,
-            "its node copied into the spare node"
-        );
-        assert_eq!(st.spare.counts(), (0, 0));
+        assert_eq!(node_at(&st, other), old_node, "copied into its old node");
+        assert_eq!(st.spare.counts(), (0, 0, 0));
         for p in (0..2000u32).chain([5000, other]) {
             assert_eq!(st.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
         }
         assert_eq!(snapshot.lookup(&key(other)).map(|r| r.payload), None);
         assert_eq!(snapshot.lookup(&key(5000)).map(|r| r.payload), Some(5000));
         assert_eq!(st.rules().count(), 2002);
+
+        // A port under another node: no old version there, a fresh copy.
+        let third = (9000..12000u32)
+            .find(|&p| node_index(&st, p) != node_index(&st, 5000))
+            .expect("a port under another node");
+        st.insert(rule(u64::from(third), third, 1));
+        assert_eq!(
+            st.lookup(&key(third)).map(|r| r.payload),
+            Some(u64::from(third))
+        );
+        assert_eq!(snapshot.lookup(&key(third)).map(|r| r.payload), None);
+    }
+
+    /// Rules a dropped snapshot alone held go with it, although its node is kept.
+    #[test]
+    fn a_kept_node_does_not_keep_removed_rules() {
+        let mut st = in_port_subtable(0x5eed_1eaf_0000_0002);
+        for p in 0..500u32 {
+            st.insert(rule(u64::from(p), p, 1));
+        }
+        let key = in_port_key(7);
+        let watched = Arc::clone(st.lookup(&key).expect("rule 7"));
+        let snapshot = st.clone();
+        st.remove(&watched.value, watched.id);
+        assert_eq!(Arc::strong_count(&watched), 2, "the test and the snapshot");
+        drop(snapshot);
+        assert_eq!(st.spare.counts().2, 1, "the snapshot's node was kept");
+        assert_eq!(
+            Arc::strong_count(&watched),
+            1,
+            "only the test holds the removed rule"
+        );
+    }
+
+    /// Nodes of a layout the subtable has grown out of are never reused at a position.
+    #[test]
+    fn nodes_of_an_older_layout_are_emptied_not_placed() {
+        let mut st = in_port_subtable(0x5eed_1eaf_0000_0003);
+        for p in 0..2000u32 {
+            st.insert(rule(u64::from(p), p, 1));
+        }
+        let bits = st.leaf_bits;
+        let snapshot = st.clone();
+        let mut p = 2000u32;
+        while st.leaf_bits == bits {
+            st.insert(rule(u64::from(p), p, 1));
+            p += 1;
+        }
+        drop(snapshot);
+        let (_, emptied, placed) = st.spare.counts();
+        assert_eq!(placed, 0);
+        assert!(
+            emptied > 0,
+            "the old layout's nodes went to the emptied pool"
+        );
+        let snapshot = st.clone();
+        for q in p..p + 300 {
+            st.insert(rule(u64::from(q), q, 1));
+        }
+        for q in 0..p + 300 {
+            assert_eq!(
+                st.lookup(&in_port_key(q)).map(|r| r.payload),
+                Some(u64::from(q))
+            );
+        }
+        assert_eq!(snapshot.lookup(&in_port_key(p)).map(|r| r.payload), None);
     }
 }
