@@ -518,7 +518,7 @@ pub(crate) struct DirNode<R> {
     /// Buckets removed since the filter was built: their bits are still set.
     stale: u32,
     /// `None` past the last leaf of a subtable with fewer than `DIR_FANOUT` leaves, and
-    /// everywhere in a spare node.
+    /// everywhere in an emptied spare node.
     leaves: [Option<Arc<Leaf<R>>>; DIR_FANOUT],
 }
 
@@ -620,11 +620,16 @@ const SPARE_DIRS_MAX: usize = 1024;
 /// changed leaves and their nodes, and the next batch allocates as many new copies: with the
 /// pool the copies land in the freed allocations, which skips a malloc and a free per copy.
 ///
-/// A dropped snapshot's own directory node is kept at its position (`placed`) with the leaves
-/// it shares with newer versions still in it: the next copy of that position starts from it,
-/// and only the slots changed since cost a reference count ([`DirNode::clone_from`]). Emptying
-/// the node and refilling it took two locked count updates per slot, one at the drop and one
-/// at the copy, on leaf headers that are rarely in cache: most of a large publish's time.
+/// A dropped snapshot's own directory node is kept at its position (`placed`, at most one per
+/// position: ~2 MiB at a million rules) with the leaves it shares with newer versions still in
+/// it: the next copy of that position starts from it, and only the slots changed since cost a
+/// reference count ([`DirNode::clone_from`]). Emptying the node and refilling it took two
+/// locked count updates per slot, one at the drop and one at the copy, on leaf headers that
+/// are rarely in cache: most of a large publish's time. Its leaves that nothing else held at
+/// the drop were emptied then, and a second old version of a position empties both, so removed
+/// rules do not wait in a placed node. (One race is left: a reader thread dropping a snapshot,
+/// which happens only past the publisher's grace wait, while the builder copies the same
+/// position, can leave that position's node holding an old leaf until its next change.)
 struct Spares<R> {
     leaves: std::sync::Mutex<Vec<Arc<Leaf<R>>>>,
     dirs: std::sync::Mutex<Vec<Dir<R>>>,
@@ -639,7 +644,7 @@ struct PlacedDirs<R> {
 }
 
 /// Locks a spare list. A panic elsewhere cannot leave one inconsistent: every entry is an
-/// emptied leaf or node, or a node that is some snapshot's exact old version.
+/// emptied leaf or node, or an old node whose slots are each empty or a leaf that was shared.
 fn lock_spares<T>(list: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     list.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -695,6 +700,13 @@ impl<R> Spares<R> {
             for (at, dir) in dirs {
                 match placed.nodes.get_mut(at) {
                     Some(slot @ None) if fits => *slot = Some(dir),
+                    // Another old version of this position waits already (two snapshots went
+                    // before the builder copied it again): the two may share old leaves that
+                    // nothing else holds now, so both are emptied and neither keeps them.
+                    Some(slot) if fits => {
+                        unplaced.extend(slot.take());
+                        unplaced.push(dir);
+                    }
                     _ => unplaced.push(dir),
                 }
             }
@@ -1501,6 +1513,46 @@ mod tests {
             Arc::strong_count(&watched),
             1,
             "only the test holds the removed rule"
+        );
+    }
+
+    /// Two old versions of one position dropped before the builder copies it again: the old
+    /// leaf only those two held goes, with the rule removed from it.
+    #[test]
+    fn two_old_versions_of_a_node_do_not_keep_removed_rules() {
+        let mut st = in_port_subtable(0x5eed_1eaf_0000_0004);
+        for p in 0..500u32 {
+            st.insert(rule(u64::from(p), p, 1));
+        }
+        let key = in_port_key;
+        let node_index =
+            |st: &Subtable<u64>, p: u32| leaf_index(st.hash(&key(p)), st.leaf_bits) >> DIR_BITS;
+        let leaf_at =
+            |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))).unwrap() };
+        let watched = Arc::clone(st.lookup(&key(7)).expect("rule 7"));
+        let first = st.clone();
+        // A change in another leaf of rule 7's node: the second version shares rule 7's leaf.
+        let other = (1000..5000u32)
+            .find(|&p| {
+                node_index(&st, p) == node_index(&st, 7) && leaf_at(&st, p) != leaf_at(&st, 7)
+            })
+            .expect("another leaf under the same node");
+        st.insert(rule(u64::from(other), other, 1));
+        let second = st.clone();
+        st.remove(&watched.value, watched.id);
+        assert_eq!(Arc::strong_count(&watched), 2, "the test and the old leaf");
+        drop(second);
+        drop(first);
+        assert_eq!(
+            Arc::strong_count(&watched),
+            1,
+            "only the test holds the removed rule"
+        );
+        assert_eq!(st.spare.counts().2, 0, "both old versions were emptied");
+        assert_eq!(st.lookup(&key(7)).map(|r| r.payload), None);
+        assert_eq!(
+            st.lookup(&key(other)).map(|r| r.payload),
+            Some(u64::from(other))
         );
     }
 
