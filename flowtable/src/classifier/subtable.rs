@@ -1288,6 +1288,28 @@ mod tests {
 
     /// A leaf past its inline capacity: every bucket stays findable through pushes into the
     /// overflow list and removals that refill inline slots from it; a copy is independent.
+    /// Where port `p`'s rule goes in `st`: its leaf and its directory node's index.
+    fn leaf_of(st: &Subtable<u64>, p: u32) -> *const Leaf<u64> {
+        st.leaf(st.hash(&in_port_key(p))).expect("a leaf")
+    }
+
+    fn node_index_of(st: &Subtable<u64>, p: u32) -> usize {
+        leaf_index(st.hash(&in_port_key(p)), st.leaf_bits) >> DIR_BITS
+    }
+
+    fn payload_of(st: &Subtable<u64>, p: u32) -> Option<u64> {
+        st.lookup(&in_port_key(p)).map(|r| r.payload)
+    }
+
+    /// A subtable of in_port rules for ports `0..n`, payload the port.
+    fn ports_subtable(seed: u64, n: u32) -> Subtable<u64> {
+        let mut st = in_port_subtable(seed);
+        for p in 0..n {
+            st.insert(rule(u64::from(p), p, 1));
+        }
+        st
+    }
+
     #[test]
     fn leaf_overflow_push_find_remove() {
         let mut leaf: Leaf<u64> = Leaf::new();
@@ -1437,24 +1459,16 @@ mod tests {
     /// sides.
     #[test]
     fn dropped_snapshot_leaves_and_nodes_are_reused_for_the_next_copy() {
-        let mut st = in_port_subtable(0x5eed_1eaf_0000_0001);
-        for p in 0..2000u32 {
-            st.insert(rule(u64::from(p), p, 1));
-        }
-        let key = in_port_key;
-        let leaf_at =
-            |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))).unwrap() };
-        let node_index =
-            |st: &Subtable<u64>, p: u32| leaf_index(st.hash(&key(p)), st.leaf_bits) >> DIR_BITS;
+        let mut st = ports_subtable(0x5eed_1eaf_0000_0001, 2000);
         let node_at = |st: &Subtable<u64>, p: u32| -> *const DirNode<u64> {
-            Arc::as_ptr(&st.dirs[node_index(st, p)])
+            Arc::as_ptr(&st.dirs[node_index_of(st, p)])
         };
         let snapshot = st.clone();
         st.insert(rule(5000, 5000, 1));
         // The builder copied the leaf of port 5000 and its node; the snapshot alone holds the old ones.
-        let old_leaf = leaf_at(&snapshot, 5000);
+        let old_leaf = leaf_of(&snapshot, 5000);
         let old_node = node_at(&snapshot, 5000);
-        assert_ne!(leaf_at(&st, 5000), old_leaf);
+        assert_ne!(leaf_of(&st, 5000), old_leaf);
         assert_ne!(node_at(&st, 5000), old_node);
         assert_eq!(st.spare.counts(), (0, 0, 0));
         drop(snapshot);
@@ -1467,43 +1481,41 @@ mod tests {
         let snapshot = st.clone();
         // A port under the same node, in another leaf: the node's copy starts from its old
         // version, the leaf's copy takes the spare leaf.
-        let other = (6000..9000u32)
-            .find(|&p| {
-                node_index(&st, p) == node_index(&st, 5000) && leaf_at(&st, p) != leaf_at(&st, 5000)
-            })
-            .expect("another leaf under the same node");
+        let other = another_leaf_under_the_node_of(&st, 5000);
         st.insert(rule(u64::from(other), other, 1));
-        assert_eq!(leaf_at(&st, other), old_leaf, "copied into the spare leaf");
+        assert_eq!(leaf_of(&st, other), old_leaf, "copied into the spare leaf");
         assert_eq!(node_at(&st, other), old_node, "copied into its old node");
         assert_eq!(st.spare.counts(), (0, 0, 0));
         for p in (0..2000u32).chain([5000, other]) {
-            assert_eq!(st.lookup(&key(p)).map(|r| r.payload), Some(u64::from(p)));
+            assert_eq!(payload_of(&st, p), Some(u64::from(p)));
         }
-        assert_eq!(snapshot.lookup(&key(other)).map(|r| r.payload), None);
-        assert_eq!(snapshot.lookup(&key(5000)).map(|r| r.payload), Some(5000));
+        assert_eq!(payload_of(&snapshot, other), None);
+        assert_eq!(payload_of(&snapshot, 5000), Some(5000));
         assert_eq!(st.rules().count(), 2002);
 
         // A port under another node: no old version there, a fresh copy.
         let third = (9000..12000u32)
-            .find(|&p| node_index(&st, p) != node_index(&st, 5000))
+            .find(|&p| node_index_of(&st, p) != node_index_of(&st, 5000))
             .expect("a port under another node");
         st.insert(rule(u64::from(third), third, 1));
-        assert_eq!(
-            st.lookup(&key(third)).map(|r| r.payload),
-            Some(u64::from(third))
-        );
-        assert_eq!(snapshot.lookup(&key(third)).map(|r| r.payload), None);
+        assert_eq!(payload_of(&st, third), Some(u64::from(third)));
+        assert_eq!(payload_of(&snapshot, third), None);
+    }
+
+    /// A port above the test tables' ports whose rule would go under `p`'s node, in another leaf.
+    fn another_leaf_under_the_node_of(st: &Subtable<u64>, p: u32) -> u32 {
+        (6000..9000u32)
+            .find(|&q| {
+                node_index_of(st, q) == node_index_of(st, p) && leaf_of(st, q) != leaf_of(st, p)
+            })
+            .expect("another leaf under the same node")
     }
 
     /// Rules a dropped snapshot alone held go with it, although its node is kept.
     #[test]
     fn a_kept_node_does_not_keep_removed_rules() {
-        let mut st = in_port_subtable(0x5eed_1eaf_0000_0002);
-        for p in 0..500u32 {
-            st.insert(rule(u64::from(p), p, 1));
-        }
-        let key = in_port_key(7);
-        let watched = Arc::clone(st.lookup(&key).expect("rule 7"));
+        let mut st = ports_subtable(0x5eed_1eaf_0000_0002, 500);
+        let watched = Arc::clone(st.lookup(&in_port_key(7)).expect("rule 7"));
         let snapshot = st.clone();
         st.remove(&watched.value, watched.id);
         assert_eq!(Arc::strong_count(&watched), 2, "the test and the snapshot");
@@ -1520,23 +1532,11 @@ mod tests {
     /// leaf only those two held goes, with the rule removed from it.
     #[test]
     fn two_old_versions_of_a_node_do_not_keep_removed_rules() {
-        let mut st = in_port_subtable(0x5eed_1eaf_0000_0004);
-        for p in 0..500u32 {
-            st.insert(rule(u64::from(p), p, 1));
-        }
-        let key = in_port_key;
-        let node_index =
-            |st: &Subtable<u64>, p: u32| leaf_index(st.hash(&key(p)), st.leaf_bits) >> DIR_BITS;
-        let leaf_at =
-            |st: &Subtable<u64>, p: u32| -> *const Leaf<u64> { st.leaf(st.hash(&key(p))).unwrap() };
-        let watched = Arc::clone(st.lookup(&key(7)).expect("rule 7"));
+        let mut st = ports_subtable(0x5eed_1eaf_0000_0004, 500);
+        let watched = Arc::clone(st.lookup(&in_port_key(7)).expect("rule 7"));
         let first = st.clone();
         // A change in another leaf of rule 7's node: the second version shares rule 7's leaf.
-        let other = (1000..5000u32)
-            .find(|&p| {
-                node_index(&st, p) == node_index(&st, 7) && leaf_at(&st, p) != leaf_at(&st, 7)
-            })
-            .expect("another leaf under the same node");
+        let other = another_leaf_under_the_node_of(&st, 7);
         st.insert(rule(u64::from(other), other, 1));
         let second = st.clone();
         st.remove(&watched.value, watched.id);
@@ -1549,20 +1549,14 @@ mod tests {
             "only the test holds the removed rule"
         );
         assert_eq!(st.spare.counts().2, 0, "both old versions were emptied");
-        assert_eq!(st.lookup(&key(7)).map(|r| r.payload), None);
-        assert_eq!(
-            st.lookup(&key(other)).map(|r| r.payload),
-            Some(u64::from(other))
-        );
+        assert_eq!(payload_of(&st, 7), None);
+        assert_eq!(payload_of(&st, other), Some(u64::from(other)));
     }
 
     /// Nodes of a layout the subtable has grown out of are never reused at a position.
     #[test]
     fn nodes_of_an_older_layout_are_emptied_not_placed() {
-        let mut st = in_port_subtable(0x5eed_1eaf_0000_0003);
-        for p in 0..2000u32 {
-            st.insert(rule(u64::from(p), p, 1));
-        }
+        let mut st = ports_subtable(0x5eed_1eaf_0000_0003, 2000);
         let bits = st.leaf_bits;
         let snapshot = st.clone();
         let mut p = 2000u32;
@@ -1582,11 +1576,8 @@ mod tests {
             st.insert(rule(u64::from(q), q, 1));
         }
         for q in 0..p + 300 {
-            assert_eq!(
-                st.lookup(&in_port_key(q)).map(|r| r.payload),
-                Some(u64::from(q))
-            );
+            assert_eq!(payload_of(&st, q), Some(u64::from(q)));
         }
-        assert_eq!(snapshot.lookup(&in_port_key(p)).map(|r| r.payload), None);
+        assert_eq!(payload_of(&snapshot, p), None);
     }
 }
