@@ -621,7 +621,7 @@ const SPARE_DIRS_MAX: usize = 1024;
 /// pool the copies land in the freed allocations, which skips a malloc and a free per copy.
 ///
 /// A dropped snapshot's own directory node is kept at its position (`placed`, at most one per
-/// position: ~2 MiB at a million rules) with the leaves it shares with newer versions still in
+/// position: ~2.5 MiB at a million rules) with the leaves it shares with newer versions still in
 /// it: the next copy of that position starts from it, and only the slots changed since cost a
 /// reference count ([`DirNode::clone_from`]). Emptying the node and refilling it took two
 /// locked count updates per slot, one at the drop and one at the copy, on leaf headers that
@@ -711,13 +711,16 @@ impl<R> Spares<R> {
                 }
             }
         }
-        // Emptied outside the lock: dropping the leaves' references may free some.
-        for dir in &mut unplaced {
-            if let Some(node) = Arc::get_mut(dir) {
+        // Emptied outside the lock: dropping the leaves' references may free some. Only nodes
+        // held here alone join the emptied pool (all of them: they came from a drop or a slot).
+        unplaced.retain_mut(|dir| match Arc::get_mut(dir) {
+            Some(node) => {
                 touch(node.leaves.iter().flatten());
                 node.leaves = std::array::from_fn(|_| None);
+                true
             }
-        }
+            None => false,
+        });
         keep_spares(&self.dirs, unplaced, SPARE_DIRS_MAX);
     }
 
