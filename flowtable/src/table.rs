@@ -1052,6 +1052,13 @@ impl Pipeline {
             return self.flow_mod(&fm, now);
         }
         fm.match_.check_prereqs().map_err(TableError::BadMatch)?;
+        let deletes = matches!(
+            fm.command,
+            FlowModCommand::Delete | FlowModCommand::DeleteStrict
+        );
+        if fm.table_id == TABLE_READ_ONLY && !deletes {
+            return Err(TableError::ReadOnlyTable(fm.table_id));
+        }
         match fm.command {
             FlowModCommand::Add => self.add(fm, now),
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => self.modify(fm, now),
@@ -1062,9 +1069,6 @@ impl Pipeline {
     fn add(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
         if fm.table_id > TABLE_MAX {
             return Err(TableError::BadTableId(fm.table_id));
-        }
-        if fm.table_id == TABLE_READ_ONLY {
-            return Err(TableError::ReadOnlyTable(fm.table_id));
         }
         self.check_instructions(fm.table_id, &fm.instructions, &fm.match_)?;
         let table = self.tables.entry(fm.table_id).or_default();
@@ -1138,9 +1142,6 @@ impl Pipeline {
     /// As Open vSwitch's modify: new instructions, the flow's `created` (its duration) and
     /// timeouts kept, its `modified` set to `now` (the hard timeout starts again).
     fn modify(&mut self, fm: &FlowMod, now: Instant) -> Result<FlowModResult, TableError> {
-        if fm.table_id == TABLE_READ_ONLY {
-            return Err(TableError::ReadOnlyTable(fm.table_id));
-        }
         let tables = self.target_tables(fm.table_id);
         for t in &tables {
             self.check_instructions(*t, &fm.instructions, &fm.match_)?;

@@ -12,9 +12,16 @@ fn add(p: &mut Pipeline, s: &str) -> Result<(), TableError> {
         .map(|_| ())
 }
 
-fn cmd(p: &mut Pipeline, c: FlowModCommand, s: &str) -> flowtable::table::FlowModResult {
+fn try_cmd(
+    p: &mut Pipeline,
+    c: FlowModCommand,
+    s: &str,
+) -> Result<flowtable::table::FlowModResult, TableError> {
     p.flow_mod(&parse_flow_mod(s, c).unwrap(), Instant::now())
-        .unwrap()
+}
+
+fn cmd(p: &mut Pipeline, c: FlowModCommand, s: &str) -> flowtable::table::FlowModResult {
+    try_cmd(p, c, s).unwrap()
 }
 
 fn group(p: &mut Pipeline, c: GroupModCommand, s: &str) -> Result<usize, TableError> {
@@ -288,12 +295,7 @@ fn table_254_is_read_only() {
     let mut p = Pipeline::new();
     let e = add(&mut p, "table=254,actions=drop").unwrap_err();
     assert_eq!(e.ofp_error(), (1, 5), "{e}");
-    let e = p
-        .flow_mod(
-            &parse_flow_mod("table=254,actions=drop", FlowModCommand::Modify).unwrap(),
-            Instant::now(),
-        )
-        .unwrap_err();
+    let e = try_cmd(&mut p, FlowModCommand::Modify, "table=254,actions=drop").unwrap_err();
     assert_eq!(e.ofp_error(), (1, 5), "{e}");
     add(&mut p, "table=253,actions=drop").unwrap();
     assert_eq!(p.flows().len(), 1);
