@@ -15,10 +15,11 @@
 //! priority) sit apart (`others`, allocated only when some bucket has them), read only by
 //! conjunctive matching and removal;
 //! buckets of a full group (rare: a Poisson(2) tail) spill into the leaf's overflow list. Each
-//! directory node also holds a small
-//! Bloom filter over the tags of its leaves' buckets ([`DirNode`]): a probe that misses — most
-//! do, a packet is probed in every subtable the priorities leave in play — usually stops at the
-//! node, which stays in cache even for a million rules, and never loads the leaf. Knowing each address one step ahead is
+//! directory node also has a small Bloom filter over the tags of its leaves' buckets
+//! ([`Filter`]): a probe that misses — most do, a packet is probed in every subtable the
+//! priorities leave in play — usually stops at the filter and never loads the leaf. The
+//! filters sit apart from the nodes, eight consecutive nodes' to a block, so that the 1 MiB a
+//! million rules need stay in cache on few pages. Knowing each address one step ahead is
 //! what lets [`Classifier::lookup_burst`](super::Classifier::lookup_burst) start the memory
 //! loads of a whole burst before it needs any of them.
 //!
@@ -504,31 +505,73 @@ fn filter_bits(tag: u32) -> (usize, u64) {
     (word, bits)
 }
 
-/// A directory node: `DIR_FANOUT` leaf pointers and a filter over the tags of their buckets.
+/// One directory node's Bloom filter over the tags of its leaves' buckets.
 ///
-/// The filter lets a probe that misses (most probes: a packet is looked up in every subtable
-/// until the priorities rule the rest out) stop at the node, which is small enough to stay in
-/// cache for a million rules, instead of loading a leaf's group line from memory: with 8 bits per
-/// bucket and two bits per tag, about 5 % of misses go on to the leaf.
+/// It lets a probe that misses (most probes: a packet is looked up in every subtable until the
+/// priorities rule the rest out) stop before the leaf, whose group line is in memory for a
+/// million rules: with 8 bits per bucket and two bits per tag, about 5 % of misses go on to
+/// the leaf.
+type Filter = [u64; FILTER_WORDS];
+
+/// Directory filters per block: a subtable's filters sit together in blocks of this many
+/// consecutive nodes', apart from the nodes ([`Subtable::filters`]).
+const BLOCK_FILTERS: usize = 8;
+
+/// The filters of `BLOCK_FILTERS` consecutive directory nodes (a fixed size, so that a probe
+/// indexes it without a length check; a small subtable's last block has unused filters).
+#[derive(Clone)]
+#[repr(C, align(64))]
+struct FilterBlock([Filter; BLOCK_FILTERS]);
+
+/// False only when no bucket counted in `filter` has `tag`.
+#[inline]
+fn filter_may_hold(filter: &Filter, tag: u32) -> bool {
+    let (word, bits) = filter_bits(tag);
+    filter[word] & bits == bits
+}
+
+fn filter_note(filter: &mut Filter, tag: u32) {
+    let (word, bits) = filter_bits(tag);
+    filter[word] |= bits;
+}
+
+/// The filter of every bucket under `node`.
+fn filter_of<R>(node: &DirNode<R>) -> Filter {
+    let mut filter = [0u64; FILTER_WORDS];
+    for tag in node.leaves.iter().flatten().flat_map(|l| l.all_tags()) {
+        filter_note(&mut filter, tag);
+    }
+    filter
+}
+
+/// The filter blocks of `dirs`, built from their leaves.
+fn make_filters<R>(dirs: &[Dir<R>]) -> Box<[Arc<FilterBlock>]> {
+    dirs.chunks(BLOCK_FILTERS)
+        .map(|nodes| {
+            Arc::new(FilterBlock(std::array::from_fn(|i| {
+                nodes.get(i).map_or([0; FILTER_WORDS], |n| filter_of(n))
+            })))
+        })
+        .collect()
+}
+
+/// A directory node: `DIR_FANOUT` leaf pointers (its filter is in the subtable's filter
+/// blocks). Line-aligned, so a probe that passes the filter reads one line of pointers.
 #[repr(C, align(64))]
 pub(crate) struct DirNode<R> {
-    /// First and line-aligned: at a million rules every probe reads one of these lines, so
-    /// they take exactly `FILTER_WORDS / 8` lines and share none with leaf pointers.
-    filter: [u64; FILTER_WORDS],
-    /// Buckets removed since the filter was built: their bits are still set.
-    stale: u32,
     /// `None` past the last leaf of a subtable with fewer than `DIR_FANOUT` leaves, and
     /// everywhere in an emptied spare node.
     leaves: [Option<Arc<Leaf<R>>>; DIR_FANOUT],
+    /// Buckets removed since the node's filter was built: their bits are still set.
+    stale: u32,
 }
 
 impl<R> Clone for DirNode<R> {
     fn clone(&self) -> Self {
         touch(self.leaves.iter().flatten());
         DirNode {
-            filter: self.filter,
-            stale: self.stale,
             leaves: self.leaves.clone(),
+            stale: self.stale,
         }
     }
 
@@ -547,7 +590,6 @@ impl<R> Clone for DirNode<R> {
                 .filter(differs)
                 .flat_map(|i| &self.leaves[i]),
         );
-        self.filter = source.filter;
         self.stale = source.stale;
         for (dst, src) in self.leaves.iter_mut().zip(source.leaves.iter()) {
             if !same_leaf(dst, src) {
@@ -567,43 +609,16 @@ fn same_leaf<R>(a: &Option<Arc<Leaf<R>>>, b: &Option<Arc<Leaf<R>>>) -> bool {
 
 impl<R> DirNode<R> {
     fn new(leaves: [Option<Arc<Leaf<R>>>; DIR_FANOUT]) -> Self {
-        let mut node = DirNode {
-            filter: [0; FILTER_WORDS],
-            stale: 0,
-            leaves,
-        };
-        node.rebuild_filter();
-        node
+        DirNode { leaves, stale: 0 }
     }
 
-    /// False only when no bucket under this node has `tag`.
-    #[inline]
-    fn may_hold(&self, tag: u32) -> bool {
-        let (word, bits) = filter_bits(tag);
-        self.filter[word] & bits == bits
-    }
-
-    fn note(&mut self, tag: u32) {
-        let (word, bits) = filter_bits(tag);
-        self.filter[word] |= bits;
-    }
-
-    /// A bucket left: rebuild the filter once enough stale bits have piled up.
-    fn forget_one(&mut self) {
+    /// A bucket left: the node's filter rebuilt, once enough stale bits have piled up.
+    fn forget_one(&mut self) -> Option<Filter> {
         self.stale += 1;
-        if self.stale > FILTER_STALE_MAX {
-            self.rebuild_filter();
-        }
-    }
-
-    fn rebuild_filter(&mut self) {
-        let mut filter = [0u64; FILTER_WORDS];
-        for tag in self.leaves.iter().flatten().flat_map(|l| l.all_tags()) {
-            let (word, bits) = filter_bits(tag);
-            filter[word] |= bits;
-        }
-        self.filter = filter;
-        self.stale = 0;
+        (self.stale > FILTER_STALE_MAX).then(|| {
+            self.stale = 0;
+            filter_of(self)
+        })
     }
 }
 
@@ -799,6 +814,10 @@ pub(crate) struct Subtable<R> {
     leaf_bits: u32,
     /// `max(1, leaves / DIR_FANOUT)` nodes of `min(leaves, DIR_FANOUT)` leaves.
     dirs: Box<[Dir<R>]>,
+    /// The nodes' filters, `BLOCK_FILTERS` nodes' to a block: every probe reads one, and at a
+    /// million rules they are 1 MiB in ~256 blocks, where inside the nodes they were spread
+    /// over 4096 allocations across the whole table (an address translation missed per probe).
+    filters: Box<[Arc<FilterBlock>]>,
     /// The metadata stage: `None` when the mask has no metadata bits or nothing besides them.
     stage: Option<Stage>,
     /// Shared by every copy of this subtable (the builder's and its snapshots').
@@ -898,6 +917,7 @@ impl<R> Clone for Subtable<R> {
             n_buckets: self.n_buckets,
             leaf_bits: self.leaf_bits,
             dirs: self.dirs.clone(),
+            filters: self.filters.clone(),
             stage: self.stage.clone(),
             spare: Arc::clone(&self.spare),
         }
@@ -955,7 +975,9 @@ pub(crate) fn tag_of(hash: u64) -> u32 {
 
 #[inline]
 fn leaf_index(hash: u64, bits: u32) -> usize {
-    hash.checked_shr(64 - bits).unwrap_or(0) as usize
+    // Two shifts rather than one by `64 - bits`, which overflows at 0 bits and would need a
+    // check on the probe's critical path.
+    ((hash >> 1) >> (63 - bits)) as usize
 }
 
 fn make_dirs<R>(leaves: Vec<Leaf<R>>) -> Box<[Dir<R>]> {
@@ -990,9 +1012,33 @@ impl<R> Subtable<R> {
             n_rules: 0,
             n_buckets: 0,
             leaf_bits: 0,
-            dirs: make_dirs(vec![Leaf::new()]),
+            dirs: Box::new([]),
+            filters: Box::new([]),
             spare: Arc::new(Spares::new(0, 1)),
         }
+        .with_dirs(make_dirs(vec![Leaf::new()]))
+    }
+
+    fn with_dirs(mut self, dirs: Box<[Dir<R>]>) -> Self {
+        self.set_dirs(dirs);
+        self
+    }
+
+    /// A new layout: `dirs`, and their filters built from their leaves.
+    fn set_dirs(&mut self, dirs: Box<[Dir<R>]>) {
+        self.filters = make_filters(&dirs);
+        self.dirs = dirs;
+    }
+
+    /// The filter of directory node `at`.
+    #[inline]
+    fn filter(&self, at: usize) -> &Filter {
+        &self.filters[at / BLOCK_FILTERS].0[at % BLOCK_FILTERS]
+    }
+
+    /// The filter of directory node `at`, to change (its block copied when a snapshot shares it).
+    fn filter_mut(&mut self, at: usize) -> &mut Filter {
+        &mut Arc::make_mut(&mut self.filters[at / BLOCK_FILTERS]).0[at % BLOCK_FILTERS]
     }
 
     pub(crate) fn mask(&self) -> &Arc<FlowKey> {
@@ -1030,8 +1076,10 @@ impl<R> Subtable<R> {
     #[inline]
     pub(crate) fn candidate_leaf(&self, hash: u64) -> Option<&Leaf<R>> {
         let li = leaf_index(hash, self.leaf_bits);
-        let dir = &self.dirs[li >> DIR_BITS];
-        if !dir.may_hold(tag_of(hash)) {
+        let at = li >> DIR_BITS;
+        // The node's pointer loads beside its filter word, so a hit does not wait for it after.
+        let dir = &self.dirs[at];
+        if !filter_may_hold(self.filter(at), tag_of(hash)) {
             return None;
         }
         dir.leaves[li & (DIR_FANOUT - 1)].as_deref()
@@ -1145,8 +1193,8 @@ impl<R> Subtable<R> {
         let tag = tag_of(hash);
         let li = leaf_index(hash, self.leaf_bits);
         let at = li >> DIR_BITS;
+        filter_note(self.filter_mut(at), tag);
         let dir = dir_mut(&mut self.dirs[at], at, self.leaf_bits, &self.spare);
-        dir.note(tag);
         let leaf = dir_leaf_mut(dir, li & (DIR_FANOUT - 1), &self.spare);
         match leaf.position(tag, |r| r.value == rule.value) {
             Some(pos) => {
@@ -1186,7 +1234,9 @@ impl<R> Subtable<R> {
         let (rule, now_empty) = leaf.remove_rule(pos, id)?;
         if now_empty {
             leaf.remove_at(pos);
-            dir.forget_one();
+            if let Some(rebuilt) = dir.forget_one() {
+                *self.filter_mut(at) = rebuilt;
+            }
             self.n_buckets -= 1;
         }
         self.n_rules -= 1;
@@ -1229,7 +1279,7 @@ impl<R> Subtable<R> {
             }
         }
         self.leaf_bits = bits;
-        self.dirs = make_dirs(leaves);
+        self.set_dirs(make_dirs(leaves));
     }
 
     pub(crate) fn rules(&self) -> impl Iterator<Item = &Arc<Rule<R>>> {
@@ -1243,7 +1293,9 @@ impl<R> Subtable<R> {
     /// Bytes this subtable's tables hold (rules themselves not included).
     pub(crate) fn table_bytes(&self) -> usize {
         let dirs = self.dirs.len()
-            * (std::mem::size_of::<usize>() * 3 + std::mem::size_of::<DirNode<R>>());
+            * (std::mem::size_of::<usize>() * 3
+                + std::mem::size_of::<DirNode<R>>()
+                + std::mem::size_of::<Filter>());
         let leaves: usize = self
             .dirs
             .iter()
