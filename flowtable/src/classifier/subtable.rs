@@ -515,20 +515,18 @@ type Filter = [u64; FILTER_WORDS];
 
 /// Directory filters per block: a subtable's filters sit together in blocks of this many
 /// consecutive nodes', apart from the nodes ([`Subtable::filters`]).
-const BLOCK_FILTERS: usize = 8;
+const BLOCK_FILTERS: usize = 1 << BLOCK_BITS;
+const BLOCK_BITS: u32 = 3;
+const _: () = assert!(
+    FILTER_WORDS == DIR_FANOUT,
+    "candidate_leaf indexes a block by leaf index"
+);
 
 /// The filters of `BLOCK_FILTERS` consecutive directory nodes (a fixed size, so that a probe
 /// indexes it without a length check; a small subtable's last block has unused filters).
 #[derive(Clone)]
 #[repr(C, align(64))]
 struct FilterBlock([Filter; BLOCK_FILTERS]);
-
-/// False only when no bucket counted in `filter` has `tag`.
-#[inline]
-fn filter_may_hold(filter: &Filter, tag: u32) -> bool {
-    let (word, bits) = filter_bits(tag);
-    filter[word] & bits == bits
-}
 
 fn filter_note(filter: &mut Filter, tag: u32) {
     let (word, bits) = filter_bits(tag);
@@ -1030,12 +1028,6 @@ impl<R> Subtable<R> {
         self.dirs = dirs;
     }
 
-    /// The filter of directory node `at`.
-    #[inline]
-    fn filter(&self, at: usize) -> &Filter {
-        &self.filters[at / BLOCK_FILTERS].0[at % BLOCK_FILTERS]
-    }
-
     /// The filter of directory node `at`, to change (its block copied when a snapshot shares it).
     fn filter_mut(&mut self, at: usize) -> &mut Filter {
         &mut Arc::make_mut(&mut self.filters[at / BLOCK_FILTERS]).0[at % BLOCK_FILTERS]
@@ -1076,10 +1068,15 @@ impl<R> Subtable<R> {
     #[inline]
     pub(crate) fn candidate_leaf(&self, hash: u64) -> Option<&Leaf<R>> {
         let li = leaf_index(hash, self.leaf_bits);
-        let at = li >> DIR_BITS;
         // The node's pointer loads beside its filter word, so a hit does not wait for it after.
-        let dir = &self.dirs[at];
-        if !filter_may_hold(self.filter(at), tag_of(hash)) {
+        let dir = &self.dirs[li >> DIR_BITS];
+        // The filter word straight from the leaf index: the block is its top bits, and with
+        // as many words per filter as leaves per node, the node's filter within the block is
+        // the index's bits above the leaf's (`filter_mut` picks the same word). False only when
+        // no bucket under the node has the tag.
+        let (word, bits) = filter_bits(tag_of(hash));
+        let block = self.filters[li >> (DIR_BITS + BLOCK_BITS)].0.as_flattened();
+        if block[(li & ((BLOCK_FILTERS - 1) << DIR_BITS)) | word] & bits != bits {
             return None;
         }
         dir.leaves[li & (DIR_FANOUT - 1)].as_deref()
