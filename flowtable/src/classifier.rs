@@ -53,7 +53,8 @@
 //! Publishing is cheap because snapshots share structure: each subtable is a two-level radix
 //! tree on the hash (directory nodes of 32 leaf pointers, leaves of a few buckets), every node
 //! behind an `Arc`, and the builder copies a node (copy-on-write) only when a change lands in it.
-//! A change costs one directory node and one leaf, whatever the table size, so publishing N
+//! A change costs one directory node, one leaf and (once per publish) one block of eight nodes'
+//! filters, whatever the table size, so publishing N
 //! scattered changes into a million rules costs O(N), not O(rules).
 //!
 //! # Bursts
@@ -272,7 +273,7 @@ impl<R> Classifier<R> {
     /// The burst probe for tables too big for the cache. Each packet walks the subtables in
     /// the same order, with the same early exit and un-wildcarding, as [`lookup`](Self::lookup);
     /// what differs is when the memory is read. A round first advances every packet to its next
-    /// *candidate*: the next subtable whose directory filter lets its hash through (the nodes
+    /// *candidate*: the next subtable whose directory filter lets its hash through (the filters
     /// stay in cache; most probes end there). Then the round reads, for all candidates of the
     /// burst together, the leaf group line each candidate's tag picks (tags next to rule
     /// pointers), then the key words of the first rule there with the tag, and only then

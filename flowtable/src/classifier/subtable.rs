@@ -27,8 +27,8 @@
 //!
 //! A published snapshot and the builder share directory nodes and leaves; the builder copies
 //! a node only when a change lands in it (`Arc::make_mut`). A change therefore costs one
-//! directory node (its `DIR_FANOUT` leaf pointers) and one leaf (its few buckets), not the
-//! subtable: publishing 10k scattered changes into a million rules copies ~10k small leaves.
+//! directory node (its `DIR_FANOUT` leaf pointers), one leaf (its few buckets) and one filter
+//! block (2 KiB, once per publish), not the subtable: publishing 10k scattered changes into a million rules copies ~10k small leaves.
 //! Copying bumps the reference count of every pointer copied, and those counts sit in cold
 //! memory; [`touch`] reads them all first so the cache misses overlap instead of queueing
 //! behind one locked increment after another. When a snapshot is dropped, the leaves and
@@ -624,7 +624,7 @@ type Dir<R> = Arc<DirNode<R>>;
 
 /// Leaves kept for reuse per subtable: at most this many (~1.5 MiB).
 const SPARE_LEAVES_MAX: usize = 4096;
-/// Emptied directory nodes kept for reuse per subtable: at most this many (~0.6 MiB).
+/// Emptied directory nodes kept for reuse per subtable: at most this many (~0.3 MiB).
 const SPARE_DIRS_MAX: usize = 1024;
 
 /// Leaf and directory node allocations an old snapshot gave back, for the builder's next copies.
@@ -634,7 +634,7 @@ const SPARE_DIRS_MAX: usize = 1024;
 /// pool the copies land in the freed allocations, which skips a malloc and a free per copy.
 ///
 /// A dropped snapshot's own directory node is kept at its position (`placed`, at most one per
-/// position: ~2.5 MiB at a million rules) with the leaves it shares with newer versions still in
+/// position: ~1.3 MiB at a million rules) with the leaves it shares with newer versions still in
 /// it: the next copy of that position starts from it, and only the slots changed since cost a
 /// reference count ([`DirNode::clone_from`]). Emptying the node and refilling it took two
 /// locked count updates per slot, one at the drop and one at the copy, on leaf headers that
@@ -813,7 +813,7 @@ pub(crate) struct Subtable<R> {
     /// `max(1, leaves / DIR_FANOUT)` nodes of `min(leaves, DIR_FANOUT)` leaves.
     dirs: Box<[Dir<R>]>,
     /// The nodes' filters, `BLOCK_FILTERS` nodes' to a block: every probe reads one, and at a
-    /// million rules they are 1 MiB in ~256 blocks, where inside the nodes they were spread
+    /// million rules they are 1 MiB in ~512 blocks, where inside the nodes they were spread
     /// over 4096 allocations across the whole table (an address translation missed per probe).
     filters: Box<[Arc<FilterBlock>]>,
     /// The metadata stage: `None` when the mask has no metadata bits or nothing besides them.
@@ -1290,16 +1290,18 @@ impl<R> Subtable<R> {
     /// Bytes this subtable's tables hold (rules themselves not included).
     pub(crate) fn table_bytes(&self) -> usize {
         let dirs = self.dirs.len()
-            * (std::mem::size_of::<usize>() * 3
-                + std::mem::size_of::<DirNode<R>>()
-                + std::mem::size_of::<Filter>());
+            * (std::mem::size_of::<usize>() * 3 + std::mem::size_of::<DirNode<R>>());
+        // Each block with its `Arc` header (a line: the block is line-aligned) and pointer; a
+        // small subtable's one block is whole, used or not.
+        let filters = self.filters.len()
+            * (64 + std::mem::size_of::<usize>() + std::mem::size_of::<FilterBlock>());
         let leaves: usize = self
             .dirs
             .iter()
             .flat_map(|d| d.leaves.iter().flatten())
             .map(|l| l.bytes())
             .sum();
-        dirs + leaves
+        dirs + filters + leaves
     }
 }
 
@@ -1445,8 +1447,8 @@ mod tests {
     }
 
     /// The directory filters: every rule stays findable through inserts, removals (which rebuild
-    /// the filters once stale bits pile up) and growth, and most absent keys are ruled out at the
-    /// directory node without reaching a leaf.
+    /// the filters once stale bits pile up) and growth, and most absent keys are ruled out by
+    /// their directory node's filter without reaching a leaf.
     #[test]
     fn directory_filter_keeps_rules_and_rules_out_misses() {
         let mut st = in_port_subtable(0x0bad_cafe_f00d_1235);
