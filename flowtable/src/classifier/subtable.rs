@@ -28,7 +28,8 @@
 //! A published snapshot and the builder share directory nodes and leaves; the builder copies
 //! a node only when a change lands in it (`Arc::make_mut`). A change therefore costs one
 //! directory node (its `DIR_FANOUT` leaf pointers), one leaf (its few buckets) and one filter
-//! block (2 KiB, once per publish), not the subtable: publishing 10k scattered changes into a million rules copies ~10k small leaves.
+//! block (2 KiB, once per publish), not the subtable: publishing 10k scattered changes into a
+//! million rules copies ~10k small leaves.
 //! Copying bumps the reference count of every pointer copied, and those counts sit in cold
 //! memory; [`touch`] reads them all first so the cache misses overlap instead of queueing
 //! behind one locked increment after another. When a snapshot is dropped, the leaves and
