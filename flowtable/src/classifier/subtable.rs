@@ -556,7 +556,7 @@ fn make_filters<R>(dirs: &[Dir<R>]) -> Box<[Arc<FilterBlock>]> {
 }
 
 /// A directory node: `DIR_FANOUT` leaf pointers (its filter is in the subtable's filter
-/// blocks). Line-aligned, so a probe that passes the filter reads one line of pointers.
+/// blocks). Line-aligned as it was when the filter came first; not re-measured without.
 #[repr(C, align(64))]
 pub(crate) struct DirNode<R> {
     /// `None` past the last leaf of a subtable with fewer than `DIR_FANOUT` leaves, and
@@ -1002,6 +1002,7 @@ impl<R> Subtable<R> {
             .map(|(i, m)| (i as u8, *m))
             .unzip();
         let stage = Stage::new(&word_idx, &mask_words);
+        let dirs = make_dirs(vec![Leaf::new()]);
         Subtable {
             stage,
             mask,
@@ -1012,16 +1013,10 @@ impl<R> Subtable<R> {
             n_rules: 0,
             n_buckets: 0,
             leaf_bits: 0,
-            dirs: Box::new([]),
-            filters: Box::new([]),
+            filters: make_filters(&dirs),
+            dirs,
             spare: Arc::new(Spares::new(0, 1)),
         }
-        .with_dirs(make_dirs(vec![Leaf::new()]))
-    }
-
-    fn with_dirs(mut self, dirs: Box<[Dir<R>]>) -> Self {
-        self.set_dirs(dirs);
-        self
     }
 
     /// A new layout: `dirs`, and their filters built from their leaves.
