@@ -31,6 +31,11 @@ impl FlowStats {
         self.used_ns.store(now_ns, Relaxed);
     }
 
+    /// (packets, bytes) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.packets.load(Relaxed), self.bytes.load(Relaxed))
+    }
+
     /// Fresh counts with `old`'s idle timer (`reset_counts`: Open vSwitch resets only the
     /// packet and byte counts).
     pub fn counts_reset(old: &FlowStats) -> FlowStats {
@@ -120,6 +125,28 @@ pub struct GroupEntry {
     /// When the group was added (its OpenFlow group stats' duration). A modified group keeps
     /// it, as in Open vSwitch (`modify_group_start`); a deleted and re-added one starts anew.
     pub created: std::time::Instant,
+    /// Its packet and byte counters and its buckets'. They survive a publish that leaves the
+    /// group as it is (a bucket's liveness changing included); a group modified into another
+    /// one, or deleted and added again, counts from 0, as Open vSwitch's new group does.
+    pub counts: Arc<GroupCounts>,
+}
+
+/// A group's traffic counters: the group's own and one per bucket. The slow path puts them in
+/// a cached flow's counters like a rule's (`DpAction::Select` keeps each branch's), so the
+/// datapath adds to them once per turn, never per packet.
+#[derive(Debug)]
+pub struct GroupCounts {
+    pub group: Arc<FlowStats>,
+    pub buckets: Box<[Arc<FlowStats>]>,
+}
+
+impl GroupCounts {
+    pub fn new(buckets: usize) -> GroupCounts {
+        GroupCounts {
+            group: Arc::default(),
+            buckets: (0..buckets).map(|_| Arc::default()).collect(),
+        }
+    }
 }
 
 impl GroupEntry {
@@ -159,6 +186,10 @@ impl GroupEntry {
                 .unwrap_or_default();
             (table, u64::from(secs) * 1_000_000_000)
         });
+        let counts = match old {
+            Some(o) if o.group == group => o.counts.clone(),
+            _ => Arc::new(GroupCounts::new(group.buckets.len())),
+        };
         GroupEntry {
             group,
             maglev,
@@ -167,7 +198,15 @@ impl GroupEntry {
             watches,
             affinity,
             created: old.map_or_else(std::time::Instant::now, |o| o.created),
+            counts,
         }
+    }
+
+    /// The entry of a group added (again): its duration and its counters start now.
+    pub fn added_anew(mut self) -> GroupEntry {
+        self.created = std::time::Instant::now();
+        self.counts = Arc::new(GroupCounts::new(self.group.buckets.len()));
+        self
     }
 
     /// The entry again, when the liveness of its buckets (see [`bucket_live`]) is no longer

@@ -283,3 +283,75 @@ fn select_buckets_follow_the_groups_they_watch() {
     port_down(&b, 3, false);
     assert_eq!(place(&mut b, 200), before);
 }
+
+/// Group `id`'s counters as `dump-group-stats` reads them: (packets, bytes) of the group and
+/// of each bucket.
+fn group_counts(b: &Bench, id: u32) -> ((u64, u64), Vec<(u64, u64)>) {
+    b.switch
+        .with_bridge("br0", |br| {
+            let e = br.group_entry(id).ok_or("no such group")?;
+            let buckets = e.counts.buckets.iter().map(|c| c.counts()).collect();
+            Ok((e.counts.group.counts(), buckets))
+        })
+        .expect("group counters")
+}
+
+/// Every packet through a select group counts to the group and to the bucket it took (chosen
+/// in the datapath: one megaflow for all the flows), each bucket's count being the packets
+/// that came out of its port; an `all` group counts a packet to every bucket. The counters
+/// survive another group's change, and start from 0 when the group itself is modified.
+#[test]
+fn group_and_bucket_counters_follow_the_traffic() {
+    let mut b = bench(4);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=1,type=select,bucket=output:2,bucket=output:3,bucket=output:4",
+    ]);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=2,type=all,bucket=output:2,bucket=output:3",
+    ]);
+    b.flows(
+        "priority=10,in_port=1,udp,tp_dst=53,actions=group:1\n\
+         priority=10,in_port=1,udp,tp_dst=54,actions=group:2",
+    );
+    let len = udp(1).len() as u64;
+    let placed = place(&mut b, 300);
+    let (group, buckets) = group_counts(&b, 1);
+    assert_eq!(group, (300, 300 * len));
+    for (i, port) in (2..=4).enumerate() {
+        let n = placed.iter().filter(|p| **p == port).count() as u64;
+        assert!(n > 0, "no flow chose port {port}: {placed:?}");
+        assert_eq!(buckets[i], (n, n * len), "bucket {i} (port {port})");
+    }
+
+    let to_all = common::udp_frame_between([10, 0, 0, 1], [10, 0, 0, 2], 7, 54);
+    for _ in 0..7 {
+        b.send(1, &to_all);
+    }
+    assert_eq!(b.received(2).len(), 7);
+    assert_eq!(b.received(3).len(), 7);
+    let l = to_all.len() as u64;
+    assert_eq!(group_counts(&b, 2), ((7, 7 * l), vec![(7, 7 * l); 2]));
+    assert_eq!(
+        group_counts(&b, 1).0,
+        (300, 300 * len),
+        "group 1 counted no more"
+    );
+
+    b.command(&[
+        "mod-group",
+        "br0",
+        "group_id=2,type=all,bucket=output:2,bucket=output:4",
+    ]);
+    assert_eq!(group_counts(&b, 2), ((0, 0), vec![(0, 0); 2]));
+    assert_eq!(
+        group_counts(&b, 1).0,
+        (300, 300 * len),
+        "group 1 kept its counts"
+    );
+    b.send(1, &to_all);
+    assert_eq!(group_counts(&b, 2), ((1, l), vec![(1, l); 2]));
+}

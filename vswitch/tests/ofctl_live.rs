@@ -160,6 +160,43 @@ fn groups_add_dump_stats() {
         stats.contains("group_id=1,") && stats.contains("ref_count=1"),
         "{stats}"
     );
+    // Traffic through the group counts to it and to the bucket each packet took (the same
+    // packet, so the same bucket, three times).
+    let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
+    for _ in 0..3 {
+        d.ofctl_ok(
+            &[],
+            "packet-out",
+            &[&format!(
+                "in_port=controller packet={packet} actions=group:1"
+            )],
+        );
+    }
+    let stats = d.ofctl_ok(&[], "dump-group-stats", &[]);
+    assert!(
+        stats.contains(",packet_count=3,byte_count=150,bucket0:"),
+        "{stats}"
+    );
+    let buckets: Vec<&str> = stats.matches(":packet_count=").collect();
+    assert_eq!(buckets.len(), 2, "{stats}");
+    assert!(
+        stats.contains("bucket0:packet_count=3,byte_count=150,bucket1:packet_count=0,byte_count=0")
+            || stats.contains(
+                "bucket0:packet_count=0,byte_count=0,bucket1:packet_count=3,byte_count=150"
+            ),
+        "{stats}"
+    );
+    let ours = String::from_utf8(d.ctl(&["dump-group-stats", "br0"]).stdout).unwrap();
+    let counts = |t: &str| {
+        t.lines()
+            .map(|l| {
+                l.split_once(",ref_count")
+                    .map_or(l.trim(), |(_, rest)| rest)
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&stats).last(), counts(&ours).last(), "{ours}");
     let feats = d.ofctl_ok(&[], "dump-group-features", &[]);
     assert!(feats.contains("select group"), "{feats}");
 }

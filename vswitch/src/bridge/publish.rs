@@ -129,12 +129,9 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                         let entry = match inst.groups.get(&id) {
                             Some(e) if e.group == *g && was_present => e.clone(),
                             old => {
-                                let mut e = GroupEntry::replacing(g.clone(), old.map(|e| &**e));
-                                if !was_present {
-                                    // Added (again): its duration starts now.
-                                    e.created = std::time::Instant::now();
-                                }
-                                Arc::new(e)
+                                let e = GroupEntry::replacing(g.clone(), old.map(|e| &**e));
+                                // Added (again): its duration and counters start now.
+                                Arc::new(if was_present { e } else { e.added_anew() })
                             }
                         };
                         inst.groups.insert(id, entry);

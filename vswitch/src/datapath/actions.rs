@@ -162,25 +162,41 @@ pub struct SelectAction {
     pub group_id: u32,
     pub group: std::sync::Arc<crate::pipeline::GroupEntry>,
     pub branches: Vec<Vec<DpAction>>,
+    /// Per branch, the counters a packet taking it adds to: its bucket's, and those of the
+    /// rules and groups its walk went through after the group.
+    pub counted: Vec<Box<[std::sync::Arc<crate::pipeline::FlowStats>]>>,
 }
 
 impl SelectAction {
-    /// The actions a packet with this (current) key takes.
+    /// The actions a packet with this (current) key takes, with the counters it adds to.
     #[inline]
-    pub fn branch(&self, key: &encap::FlowKey) -> &[DpAction] {
+    pub fn branch(
+        &self,
+        key: &encap::FlowKey,
+    ) -> (&[DpAction], &[std::sync::Arc<crate::pipeline::FlowStats>]) {
         let hash = encap::hash::flow_hash(key) as u64;
         let i = self.group.pick(hash).unwrap_or(0);
-        self.branches.get(i).map_or(&[], |b| b.as_slice())
+        (
+            self.branches.get(i).map_or(&[], |b| b.as_slice()),
+            self.counted.get(i).map_or(&[], |c| &c[..]),
+        )
     }
 }
 
-/// Same group entry (the pipeline keeps an unchanged group's entry across publishes) and the
-/// same branches.
+/// Same group entry (the pipeline keeps an unchanged group's entry across publishes), the
+/// same branches and the same counters.
 impl PartialEq for SelectAction {
     fn eq(&self, other: &SelectAction) -> bool {
         self.group_id == other.group_id
             && std::sync::Arc::ptr_eq(&self.group, &other.group)
             && self.branches == other.branches
+            && self.counted.len() == other.counted.len()
+            && self.counted.iter().zip(&other.counted).all(|(a, b)| {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| std::sync::Arc::ptr_eq(x, y))
+            })
     }
 }
 

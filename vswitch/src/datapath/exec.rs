@@ -14,7 +14,7 @@ use super::drops::DropReason;
 use super::ports::DpPort;
 use super::xlate::{CachedFlow, META_WORDS, Xlate};
 use super::{Datapath, DpBridge};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{FlowStats, Pipeline};
 
 /// Recirculations (ct with table=) one packet may take.
 const MAX_RECIRC: usize = 8;
@@ -78,18 +78,24 @@ struct FlowHits {
     /// A rule as (a cached flow of this thread that hit it, its index in the flow's rules):
     /// no reference count of the rule itself (shared) is touched.
     rules: Vec<(Arc<CachedFlow>, usize, u64, u64)>,
+    /// Counters a packet adds to by the branch it takes (a select group's bucket in the
+    /// datapath, a `check_pkt_larger`): one reference count write per counter and turn.
+    branches: Vec<(Arc<FlowStats>, u64, u64)>,
 }
 
 /// Distinct cached flows summed at once (more just move on to the rules' sums early).
 const FLOW_HITS: usize = 8;
 /// Distinct rules summed at once (more flush early: a batch rarely hits this many).
 const RULE_HITS: usize = 64;
+/// Distinct branch counters summed at once (a select group's buckets, typically).
+const BRANCH_HITS: usize = 32;
 
 impl Default for FlowHits {
     fn default() -> Self {
         FlowHits {
             flows: Vec::with_capacity(FLOW_HITS),
             rules: Vec::with_capacity(RULE_HITS),
+            branches: Vec::with_capacity(BRANCH_HITS),
         }
     }
 }
@@ -139,9 +145,35 @@ impl FlowHits {
         }
     }
 
+    /// One packet of `bytes` through a branch whose walk went through `counters`.
+    #[inline]
+    fn add_branch(&mut self, counters: &[Arc<FlowStats>], bytes: u64, now_ns: u64) {
+        for c in counters {
+            match self.branches.iter_mut().find(|e| Arc::ptr_eq(&e.0, c)) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += bytes;
+                }
+                None => {
+                    if self.branches.len() == BRANCH_HITS {
+                        Self::fold_branches(&mut self.branches, now_ns);
+                    }
+                    self.branches.push((c.clone(), 1, bytes));
+                }
+            }
+        }
+    }
+
+    fn fold_branches(branches: &mut Vec<(Arc<FlowStats>, u64, u64)>, now_ns: u64) {
+        for (c, packets, bytes) in branches.drain(..) {
+            c.hit(packets, bytes, now_ns);
+        }
+    }
+
     fn flush(&mut self, now_ns: u64) {
         self.fold_flows(now_ns);
         Self::fold_rules(&mut self.rules, now_ns);
+        Self::fold_branches(&mut self.branches, now_ns);
     }
 }
 
@@ -861,16 +893,19 @@ fn execute_list(
                 }
             }
             DpAction::Select(sel) => {
-                let branch = sel.branch(key);
+                let (branch, counters) = sel.branch(key);
+                let now_ns = ctx.now_ns;
+                ctx.scratch
+                    .hits
+                    .add_branch(counters, pkt.len() as u64, now_ns);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc, last);
                 return;
             }
             DpAction::CheckPktLen(c) => {
                 let len = checked_len(pkt, parsed);
                 let (branch, rules) = c.branch(len);
-                for r in rules {
-                    r.hit(1, pkt.len() as u64, ctx.now_ns);
-                }
+                let now_ns = ctx.now_ns;
+                ctx.scratch.hits.add_branch(rules, pkt.len() as u64, now_ns);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc, tail);
             }
             DpAction::Clone(inner) => {

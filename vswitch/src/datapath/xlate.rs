@@ -45,7 +45,8 @@ fn port16(p: u16) -> OfPort {
 #[derive(Debug)]
 pub struct CachedFlow {
     pub actions: Vec<DpAction>,
-    /// Counters of every rule the walk hit.
+    /// Counters of every rule, group and group bucket the walk went through (a select group's
+    /// bucket chosen in the datapath is counted by its branch, see [`SelectAction`]).
     pub rules: Vec<Arc<FlowStats>>,
     /// The working key at a `ct(table=..)` (registers, metadata, tunnel fields to carry over).
     pub recirc_meta: FlowKey,
@@ -90,6 +91,9 @@ const MAX_RESUBMITS: usize = MAX_DEPTH * MAX_DEPTH;
 struct Fork {
     /// Actions emitted before the group (common to every bucket).
     prefix: usize,
+    /// Counters taken before the group's bucket (common to every bucket): the ones after are
+    /// the chosen bucket's and its tail's, counted per branch in the datapath.
+    counters_at: usize,
     group_id: u32,
     entry: Arc<GroupEntry>,
 }
@@ -250,23 +254,27 @@ impl<'a> Xlate<'a> {
 
     /// Turns the walk's tail after the first select group into a [`SelectAction`]: every
     /// bucket is translated from the origin key, and the megaflow pins the union of what those
-    /// walks read (not the 5-tuple the hash is taken over). When the buckets' walks differ in
-    /// anything but their tails (rules hit, metadata carried into a recirculation), the group
-    /// is picked here instead and the 5-tuple pinned, as before.
+    /// walks read (not the 5-tuple the hash is taken over). Each branch keeps the counters of
+    /// its tail (the bucket's, and the rules and groups after it), which the datapath adds to
+    /// when a packet takes it. When the buckets' walks differ before the group (actions,
+    /// counters) or in the metadata carried into a recirculation, the group is picked here
+    /// instead and the 5-tuple pinned.
     fn resolve_fork(&mut self, fork: Fork) {
         let n = fork.entry.group.buckets.len();
         let mut branches = Vec::with_capacity(n);
+        let mut counted = Vec::with_capacity(n);
         let mut wc = self.wc;
+        let common = fork.counters_at;
         for i in 0..n {
             let mut x = Xlate::new(self.pipeline, &self.origin, None);
             x.forced_bucket = Some(i);
             let (f, w) = x.run(self.start_table);
             let same = f.actions.len() >= fork.prefix
                 && f.actions[..fork.prefix] == self.out[..fork.prefix]
-                && f.rules.len() == self.rules.len()
-                && f.rules
+                && f.rules.len() >= common
+                && f.rules[..common]
                     .iter()
-                    .zip(&self.rules)
+                    .zip(&self.rules[..common])
                     .all(|(a, b)| Arc::ptr_eq(a, b))
                 && f.recirc_written == self.recirc_written
                 && f.recirc_meta.masked(&f.recirc_written)
@@ -280,13 +288,16 @@ impl<'a> Xlate<'a> {
                 .zip(w.words())
                 .for_each(|(a, b)| *a |= b);
             branches.push(f.actions[fork.prefix..].to_vec());
+            counted.push(f.rules[common..].into());
         }
         self.wc = wc;
         self.out.truncate(fork.prefix);
+        self.rules.truncate(common);
         self.out.push(DpAction::Select(SelectAction {
             group_id: fork.group_id,
             group: fork.entry,
             branches,
+            counted,
         }));
     }
 
@@ -1360,12 +1371,14 @@ impl<'a> Xlate<'a> {
         let group = &entry.group;
         match group.group_type {
             GroupType::All => {
+                self.count_group_and_buckets(&entry);
                 for (i, b) in group.buckets.iter().enumerate() {
                     self.note(format_args!("group:{id} bucket {i}"));
                     self.bucket(&b.actions);
                 }
             }
             GroupType::Indirect => {
+                self.count_group_and_buckets(&entry);
                 if let Some(b) = group.buckets.first() {
                     self.bucket(&b.actions);
                 }
@@ -1379,6 +1392,8 @@ impl<'a> Xlate<'a> {
                 match live {
                     Some(i) => {
                         self.note(format_args!("group:{id} fast_failover: bucket {i}"));
+                        self.count_group(&entry);
+                        self.count_bucket(&entry, i);
                         self.bucket(&group.buckets[i].actions);
                     }
                     None => {
@@ -1396,6 +1411,7 @@ impl<'a> Xlate<'a> {
                     self.soft_drop(DropReason::GroupMissing);
                     return;
                 }
+                self.count_group(&entry);
                 // The first select group of a walk without an earlier `ct` (NAT would change
                 // what the datapath hashes) is resolved in the datapath: no 5-tuple pinned.
                 let in_datapath = !self.select_seen
@@ -1417,6 +1433,7 @@ impl<'a> Xlate<'a> {
                 if in_datapath && self.forced_bucket.is_none() {
                     self.fork = Some(Fork {
                         prefix: self.out.len(),
+                        counters_at: self.rules.len(),
                         group_id: id,
                         entry: entry.clone(),
                     });
@@ -1433,8 +1450,27 @@ impl<'a> Xlate<'a> {
                     None => self.note(format_args!("group:{id} select: bucket {chosen}")),
                 }
                 let chosen = self.affinity(&entry, chosen);
+                // After the fork's point: a bucket chosen in the datapath is counted there.
+                self.count_bucket(&entry, chosen);
                 self.bucket(&group.buckets[chosen].actions);
             }
+        }
+    }
+
+    /// Counts the walk's packets to the group (when a bucket of it runs, as Open vSwitch).
+    fn count_group(&mut self, entry: &GroupEntry) {
+        self.rules.push(entry.counts.group.clone());
+    }
+
+    /// Counts them to the group and every bucket: an `all` or `indirect` group runs them all.
+    fn count_group_and_buckets(&mut self, entry: &GroupEntry) {
+        self.count_group(entry);
+        self.rules.extend(entry.counts.buckets.iter().cloned());
+    }
+
+    fn count_bucket(&mut self, entry: &GroupEntry, bucket: usize) {
+        if let Some(c) = entry.counts.buckets.get(bucket) {
+            self.rules.push(c.clone());
         }
     }
 

@@ -126,12 +126,22 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                 .groups()
                 .filter(|g| *group_id == OFPG_ALL || *group_id == g.id)
                 .map(|g| {
+                    let entry = b.group_entry(g.id);
                     // Since the group was added (a modify keeps it), in milliseconds as Open
                     // vSwitch's calc_duration.
-                    let age = b
-                        .group_entry(g.id)
+                    let age = entry
                         .map(|e| now.saturating_duration_since(e.created))
                         .unwrap_or_default();
+                    // A group not yet published has counted nothing.
+                    let (packet_count, byte_count) =
+                        entry.map_or((0, 0), |e| e.counts.group.counts());
+                    let buckets = (0..g.buckets.len())
+                        .map(|i| {
+                            entry
+                                .and_then(|e| e.counts.buckets.get(i))
+                                .map_or((0, 0), |c| c.counts())
+                        })
+                        .collect();
                     let (duration_sec, duration_nsec) = openflow::convert::duration_ms(age);
                     GroupStats {
                         group_id: g.id,
@@ -139,11 +149,11 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
                             .iter()
                             .filter(|e| e.instructions.uses_group(g.id))
                             .count() as u32,
-                        packet_count: 0,
-                        byte_count: 0,
+                        packet_count,
+                        byte_count,
                         duration_sec,
                         duration_nsec,
-                        buckets: vec![(0, 0); g.buckets.len()],
+                        buckets,
                     }
                 })
                 .collect();
