@@ -304,13 +304,21 @@ fn vswitchd_notifies_readiness_to_notify_socket() {
         .spawn()
         .expect("start vswitchd");
     let mut buf = [0u8; 256];
-    let got = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
+    // A socket with a receive timeout is not restarted after a signal (signal(7)): another
+    // test's child exiting may interrupt the wait.
+    let recv = |buf: &mut [u8]| loop {
+        match sock.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.map(|n| buf[..n].to_vec()),
+        }
+    };
+    let got = recv(&mut buf);
     let ready_then_serving =
         matches!(got.as_deref(), Ok(b"READY=1")) && rundir.join("vswitchd.ctl").exists();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let stopping = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
+    let stopping = recv(&mut buf);
     let status = child.wait().expect("wait vswitchd");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
