@@ -131,6 +131,34 @@ pub struct GroupEntry {
     pub counts: Arc<GroupCounts>,
 }
 
+/// Per table, the packets whose lookup found a rule and those whose lookup found none (OpenFlow
+/// table stats: `lookup` is their sum). A walk puts one of them in its cached flow's counters
+/// for every lookup it makes, as Open vSwitch's translation cache does, so the datapath adds
+/// to them once per turn like to a rule's.
+#[derive(Debug)]
+pub struct TableCounts {
+    pub matched: Box<[Arc<FlowStats>]>,
+    pub missed: Box<[Arc<FlowStats>]>,
+}
+
+impl Default for TableCounts {
+    fn default() -> Self {
+        let tables = || (0..=u8::MAX).map(|_| Arc::default()).collect();
+        TableCounts {
+            matched: tables(),
+            missed: tables(),
+        }
+    }
+}
+
+impl TableCounts {
+    /// (lookups, matches) of table `id`.
+    pub fn of(&self, id: u8) -> (u64, u64) {
+        let matched = self.matched[usize::from(id)].counts().0;
+        (matched + self.missed[usize::from(id)].counts().0, matched)
+    }
+}
+
 /// A group's traffic counters: the group's own and one per bucket. The slow path puts them in
 /// a cached flow's counters like a rule's (`DpAction::Select` keeps each branch's), so the
 /// datapath adds to them once per turn, never per packet.
@@ -376,6 +404,8 @@ pub struct Pipeline {
     /// first lookup only, so a `resubmit(,0)`, `output:TABLE` or `ct(table=0)` of the walk
     /// meets the bridge's own table 0. No action can name it.
     pub packet_out: Option<Arc<TableClassifier>>,
+    /// The bridge's table lookup counters, the same in every snapshot.
+    pub table_counts: Arc<TableCounts>,
 }
 
 impl Pipeline {
@@ -388,6 +418,7 @@ impl Pipeline {
             ports: HashMap::new(),
             port_order: Vec::new(),
             packet_out: None,
+            table_counts: Arc::default(),
         }
     }
 

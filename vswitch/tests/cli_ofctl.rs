@@ -112,6 +112,43 @@ fn dump_tables_ditto_runs_read_as_ovs_ofctl() {
     assert_eq!(d.ctl_ok(&["dump-tables", "br0"]), theirs);
 }
 
+/// Table lookup counters count what the walks looked up: two packets run table 0 (a match
+/// that resubmits) and table 1 (no flows: a miss), table 2 is never looked at.
+#[test]
+fn dump_tables_counts_lookups_and_matches() {
+    if !have_ofctl() {
+        return;
+    }
+    let d = Switch::start("cli-ofctl");
+    d.ctl_ok(&["del-flows", "br0"]);
+    d.ctl_ok(&[
+        "add-flow",
+        "br0",
+        "table=0,priority=10,udp,actions=resubmit(,1)",
+    ]);
+    d.ctl_ok(&["add-flow", "br0", "table=0,priority=5,actions=drop"]);
+    let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
+    for _ in 0..2 {
+        d.ofctl_ok(
+            &[],
+            "packet-out",
+            &[&format!(
+                "in_port=controller packet={packet} actions=output:TABLE"
+            )],
+        );
+    }
+    let theirs = d.ofctl_ok(&[], "dump-tables", &[]);
+    assert!(
+        theirs.contains(
+            "  table 0:\n    active=2, lookup=2, matched=2\n\n  \
+             table 1:\n    active=0, lookup=2, matched=0\n\n  \
+             table 2:\n    active=0, lookup=0, matched=0\n\n  tables 3...253: ditto\n"
+        ),
+        "{theirs}"
+    );
+    assert_eq!(d.ctl_ok(&["dump-tables", "br0"]), theirs);
+}
+
 #[test]
 fn vswitchctl_writes_ovs_ofctl_reads_the_same() {
     if !have_ofctl() {

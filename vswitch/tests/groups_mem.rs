@@ -299,7 +299,8 @@ fn group_counts(b: &Bench, id: u32) -> ((u64, u64), Vec<(u64, u64)>) {
 /// Every packet through a select group counts to the group and to the bucket it took (chosen
 /// in the datapath: one megaflow for all the flows), each bucket's count being the packets
 /// that came out of its port; an `all` group counts a packet to every bucket. The counters
-/// survive another group's change, and start from 0 when the group itself is modified.
+/// survive another group's change, and start from 0 when the group itself is modified. Table
+/// 0 counts each packet's lookup.
 #[test]
 fn group_and_bucket_counters_follow_the_traffic() {
     let mut b = bench(4);
@@ -354,4 +355,13 @@ fn group_and_bucket_counters_follow_the_traffic() {
     );
     b.send(1, &to_all);
     assert_eq!(group_counts(&b, 2), ((1, l), vec![(1, l); 2]));
+    // Every packet was one lookup in table 0, matched there (cached flows count it too).
+    let tables = b
+        .switch
+        .with_bridge("br0", |br| {
+            let c = br.pipeline.load().table_counts.clone();
+            Ok((c.of(0), c.of(1)))
+        })
+        .expect("table counters");
+    assert_eq!(tables, ((308, 308), (0, 0)));
 }

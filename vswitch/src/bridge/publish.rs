@@ -223,6 +223,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         ports,
         port_order,
         packet_out: None,
+        table_counts: previous.table_counts.clone(),
     }));
     // The replaced pipeline holds the changed tables' old classifier snapshots: free them here,
     // once the forwarding threads are out of their bursts, not on a forwarding thread.

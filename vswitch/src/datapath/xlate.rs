@@ -28,7 +28,9 @@ use super::MAX_DEPTH;
 use super::actions::{CheckPktLen, CtAction, DpAction, MeterAction, SelectAction, WalkMeta};
 use super::cache::{EmcValue, Pinned};
 use super::drops::DropReason;
-use crate::pipeline::{FlowStats, GroupEntry, MAX_LIVENESS_BUCKETS, Pipeline, RuleRef};
+use crate::pipeline::{
+    FlowStats, GroupEntry, MAX_LIVENESS_BUCKETS, Pipeline, RuleRef, TableCounts,
+};
 use crate::pipeline::{FromFlow, PortKind};
 use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
@@ -328,8 +330,13 @@ impl<'a> Xlate<'a> {
             return;
         }
         let packet_out = self.packet_out.take();
+        // A packet-out's own actions are no table: only the bridge's tables count lookups.
+        let counts = packet_out
+            .is_none()
+            .then(|| self.pipeline.table_counts.clone());
         let Some(cls) = packet_out.or_else(|| self.pipeline.table(table)) else {
             self.note(format_args!("{table}. No match (table has no flows): drop"));
+            self.count_lookup(counts.as_deref(), table, false);
             self.miss();
             return;
         };
@@ -349,9 +356,11 @@ impl<'a> Xlate<'a> {
         self.key.in_port = own_in_port;
         let Some(rule) = found else {
             self.note(format_args!("{table}. No match: drop"));
+            self.count_lookup(counts.as_deref(), table, false);
             self.miss();
             return;
         };
+        self.count_lookup(counts.as_deref(), table, true);
         let rule = rule.payload().clone();
         self.rules.push(rule.stats.clone());
         let (saved_table, saved_cookie) = (self.cur_table, self.cur_cookie);
@@ -408,6 +417,14 @@ impl<'a> Xlate<'a> {
 
     /// A table miss ends this lookup only: after a `resubmit` the walk goes on with the next
     /// action. Counted as a drop when the packet is sent nowhere.
+    /// Counts the walk's packets to table `table`'s lookups, matched or not.
+    fn count_lookup(&mut self, counts: Option<&TableCounts>, table: u8, matched: bool) {
+        if let Some(c) = counts {
+            let of = if matched { &c.matched } else { &c.missed };
+            self.rules.push(of[usize::from(table)].clone());
+        }
+    }
+
     fn miss(&mut self) {
         self.soft_drop(DropReason::NoMatch);
     }

@@ -824,6 +824,7 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
         ports: current.ports.clone(),
         port_order: current.port_order.clone(),
         packet_out: Some(builder.snapshot()),
+        table_counts: current.table_counts.clone(),
     }
 }
 

@@ -64,13 +64,22 @@ pub fn reply(b: &BridgeCtl, req: &MultipartRequest) -> Result<Vec<MultipartReply
             vec![MultipartReply::Aggregate(a)]
         }
         MultipartRequest::Table => {
-            let flows = b.tables().flows();
+            let mut active = [0u32; N_TABLES as usize];
+            for e in b.tables().flows() {
+                if let Some(n) = active.get_mut(usize::from(e.table_id)) {
+                    *n += 1;
+                }
+            }
+            let counts = b.pipeline.load().table_counts.clone();
             let list = (0..N_TABLES)
-                .map(|t| TableStats {
-                    table_id: t,
-                    active_count: flows.iter().filter(|e| e.table_id == t).count() as u32,
-                    lookup_count: 0,
-                    matched_count: 0,
+                .map(|t| {
+                    let (lookup_count, matched_count) = counts.of(t);
+                    TableStats {
+                        table_id: t,
+                        active_count: active[usize::from(t)],
+                        lookup_count,
+                        matched_count,
+                    }
                 })
                 .collect();
             vec![MultipartReply::Table(list)]
