@@ -365,3 +365,133 @@ fn group_and_bucket_counters_follow_the_traffic() {
         .expect("table counters");
     assert_eq!(tables, ((308, 308), (0, 0)));
 }
+
+/// `n_packets` of the flow in `table` whose printed form contains `what`.
+fn flow_packets(b: &Bench, table: u8, what: &str) -> u64 {
+    let dump = b.command(&["dump-flows", "br0", &format!("table={table}")]);
+    let line = dump
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no flow with {what} in table {table}:\n{dump}"));
+    let n = line
+        .split("n_packets=")
+        .nth(1)
+        .and_then(|r| r.split(',').next());
+    n.and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no n_packets in {line}"))
+}
+
+/// Packets that missed the datapath's caches (translated in the slow path).
+fn cache_misses(b: &Bench) -> u64 {
+    let text = b.command(&["dump-drops", "br0"]);
+    let line = text.lines().find(|l| l.starts_with("caches:"));
+    line.and_then(|l| {
+        l.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("misses="))
+    })
+    .and_then(|n| n.parse().ok())
+    .unwrap_or_else(|| panic!("no cache misses in {text}"))
+}
+
+fn table_lookups(b: &Bench, table: u8) -> (u64, u64) {
+    b.switch
+        .with_bridge("br0", |br| Ok(br.pipeline.load().table_counts.of(table)))
+        .expect("table counters")
+}
+
+/// Counters for each kind of group and of select: buckets whose walks go on through different
+/// tables (still one megaflow, each branch counting its own rules and lookups), a select that
+/// hashes given fields (picked in the slow path), fast_failover and indirect groups; a port
+/// going down keeps the counts of the group that watches it, a deleted and re-added group
+/// starts from 0.
+#[test]
+fn every_kind_of_group_counts_its_packets_and_the_rules_behind_its_buckets() {
+    let mut b = bench(4);
+    for g in [
+        "group_id=1,type=select,bucket=actions=resubmit(,5),bucket=actions=resubmit(,6)",
+        "group_id=2,type=select,selection_method=hash,fields(udp_src),\
+         bucket=output:2,bucket=output:3,bucket=output:4",
+        "group_id=3,type=ff,bucket=watch_port:2,actions=output:2,bucket=watch_port:3,actions=output:3",
+        "group_id=4,type=indirect,bucket=actions=output:4",
+    ] {
+        b.command(&["add-group", "br0", g]);
+    }
+    b.flows(
+        "table=0,priority=10,in_port=1,udp,tp_dst=53,actions=group:1\n\
+         table=0,priority=10,in_port=1,udp,tp_dst=54,actions=group:2\n\
+         table=0,priority=10,in_port=1,udp,tp_dst=55,actions=group:3\n\
+         table=0,priority=10,in_port=1,udp,tp_dst=56,actions=group:4\n\
+         table=5,priority=1,actions=output:2\n\
+         table=6,priority=1,actions=output:3",
+    );
+    let len = udp(1).len() as u64;
+    let misses = cache_misses(&b);
+    let placed = place(&mut b, 200);
+    assert_eq!(
+        cache_misses(&b),
+        misses + 1,
+        "one megaflow for all the flows"
+    );
+    let (to2, to3) = (
+        placed.iter().filter(|p| **p == 2).count() as u64,
+        placed.iter().filter(|p| **p == 3).count() as u64,
+    );
+    assert!(to2 > 0 && to3 > 0 && to2 + to3 == 200, "{placed:?}");
+    assert_eq!(
+        group_counts(&b, 1),
+        ((200, 200 * len), vec![(to2, to2 * len), (to3, to3 * len)])
+    );
+    assert_eq!(flow_packets(&b, 5, "output:2"), to2);
+    assert_eq!(flow_packets(&b, 6, "output:3"), to3);
+    assert_eq!(table_lookups(&b, 5), (to2, to2));
+    assert_eq!(table_lookups(&b, 6), (to3, to3));
+
+    let to = |dport: u16, sport: u16| {
+        common::udp_frame_between([10, 0, 0, 1], [10, 0, 0, 2], sport, dport)
+    };
+    let mut by_port = [0u64; 5];
+    for s in 0..60 {
+        b.send(1, &to(54, 30000 + s));
+        for p in 2..=4 {
+            by_port[p as usize] += b.received(p).len() as u64;
+        }
+    }
+    let (group, buckets) = group_counts(&b, 2);
+    assert_eq!(group, (60, 60 * len));
+    for (i, p) in (2..=4).enumerate() {
+        assert_eq!(buckets[i], (by_port[p], by_port[p] * len), "bucket {i}");
+    }
+
+    for _ in 0..5 {
+        b.send(1, &to(55, 1));
+        b.send(1, &to(56, 1));
+    }
+    assert_eq!(
+        group_counts(&b, 3),
+        ((5, 5 * len), vec![(5, 5 * len), (0, 0)])
+    );
+    assert_eq!(group_counts(&b, 4), ((5, 5 * len), vec![(5, 5 * len)]));
+    // Port 2 down: the fast_failover group moves to its second bucket, counts kept.
+    port_down(&b, 2, true);
+    b.send(1, &to(55, 1));
+    assert_eq!(b.received(3).len(), 1);
+    assert_eq!(
+        group_counts(&b, 3),
+        ((6, 6 * len), vec![(5, 5 * len), (1, len)])
+    );
+
+    b.command(&["del-groups", "br0", "group_id=4"]);
+    b.command(&[
+        "add-group",
+        "br0",
+        "group_id=4,type=indirect,bucket=actions=output:4",
+    ]);
+    assert_eq!(group_counts(&b, 4), ((0, 0), vec![(0, 0)]));
+    b.command(&[
+        "add-flow",
+        "br0",
+        "table=0,priority=10,in_port=1,udp,tp_dst=56,actions=group:4",
+    ]);
+    b.send(1, &to(56, 1));
+    assert_eq!(group_counts(&b, 4), ((1, len), vec![(1, len)]));
+}

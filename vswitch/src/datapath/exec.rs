@@ -201,6 +201,9 @@ struct Ctx<'a> {
     /// actions in the same zone must find the same connection even after NAT rewrote the
     /// packet (the kernel keeps this on the skb; a retransmitted SYN relies on it).
     ct_first: Option<(u16, FlowKey)>,
+    /// The bytes the packet's cached flow was counted with (its length when it was looked up):
+    /// a branch taken further on counts the same, whatever the actions before it changed.
+    hit_bytes: u64,
     packet_in: Option<&'a crossbeam_channel::Sender<super::PacketInEvent>>,
     learn: Option<&'a crossbeam_channel::Sender<super::LearnEvent>>,
     bridge_index: usize,
@@ -244,6 +247,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             now_ns,
             in_dp: port_id,
             ct_first: None,
+            hit_bytes: 0,
             packet_in: packet_in.as_ref(),
             learn: learn.as_ref(),
             bridge_index: bridge,
@@ -330,6 +334,7 @@ pub(super) fn inject(
         now_ns,
         in_dp,
         ct_first: None,
+        hit_bytes: 0,
         packet_in: packet_in.as_ref(),
         learn: learn.as_ref(),
         bridge_index: bridge,
@@ -525,7 +530,8 @@ fn run_packet_held(
     let Some(flow) = held.flow.as_ref() else {
         return;
     };
-    ctx.scratch.hits.add(flow, pkt.len() as u64, ctx.now_ns);
+    ctx.hit_bytes = pkt.len() as u64;
+    ctx.scratch.hits.add(flow, ctx.hit_bytes, ctx.now_ns);
     execute(ctx, pkt, &mut key, &mut parsed, flow, recirc);
 }
 
@@ -894,18 +900,16 @@ fn execute_list(
             }
             DpAction::Select(sel) => {
                 let (branch, counters) = sel.branch(key);
-                let now_ns = ctx.now_ns;
-                ctx.scratch
-                    .hits
-                    .add_branch(counters, pkt.len() as u64, now_ns);
+                let (bytes, now_ns) = (ctx.hit_bytes, ctx.now_ns);
+                ctx.scratch.hits.add_branch(counters, bytes, now_ns);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc, last);
                 return;
             }
             DpAction::CheckPktLen(c) => {
                 let len = checked_len(pkt, parsed);
                 let (branch, rules) = c.branch(len);
-                let now_ns = ctx.now_ns;
-                ctx.scratch.hits.add_branch(rules, pkt.len() as u64, now_ns);
+                let (bytes, now_ns) = (ctx.hit_bytes, ctx.now_ns);
+                ctx.scratch.hits.add_branch(rules, bytes, now_ns);
                 execute_list(ctx, pkt, key, parsed, flow, branch, recirc, tail);
             }
             DpAction::Clone(inner) => {
@@ -963,7 +967,8 @@ fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: u
     let mut fresh = key;
     let mut parsed = encap::extract(pkt.data(), &mut fresh);
     let flow = lookup(ctx, &fresh);
-    ctx.scratch.hits.add(&flow, pkt.len() as u64, ctx.now_ns);
+    let outer_hit_bytes = std::mem::replace(&mut ctx.hit_bytes, pkt.len() as u64);
+    ctx.scratch.hits.add(&flow, ctx.hit_bytes, ctx.now_ns);
     let actions = &flow.actions;
     execute_list(
         ctx,
@@ -975,6 +980,7 @@ fn run_packet_recirc(ctx: &mut Ctx, pkt: &mut PacketBuf, key: FlowKey, recirc: u
         recirc,
         last,
     );
+    ctx.hit_bytes = outer_hit_bytes;
 }
 
 /// `icmp_type`/`icmp_code` (ICMP) or `icmpv6_type`/`icmpv6_code` (ICMPv6), by the packet's

@@ -93,8 +93,8 @@ const MAX_RESUBMITS: usize = MAX_DEPTH * MAX_DEPTH;
 struct Fork {
     /// Actions emitted before the group (common to every bucket).
     prefix: usize,
-    /// Counters taken before the group's bucket (common to every bucket): the ones after are
-    /// the chosen bucket's and its tail's, counted per branch in the datapath.
+    /// Counters taken before the group (common to every bucket): the ones after are the
+    /// group's, the chosen bucket's and its tail's, counted per branch in the datapath.
     counters_at: usize,
     group_id: u32,
     entry: Arc<GroupEntry>,
@@ -331,12 +331,11 @@ impl<'a> Xlate<'a> {
         }
         let packet_out = self.packet_out.take();
         // A packet-out's own actions are no table: only the bridge's tables count lookups.
-        let counts = packet_out
-            .is_none()
-            .then(|| self.pipeline.table_counts.clone());
+        let pipeline = self.pipeline;
+        let counts = packet_out.is_none().then_some(&*pipeline.table_counts);
         let Some(cls) = packet_out.or_else(|| self.pipeline.table(table)) else {
             self.note(format_args!("{table}. No match (table has no flows): drop"));
-            self.count_lookup(counts.as_deref(), table, false);
+            self.count_lookup(counts, table, false);
             self.miss();
             return;
         };
@@ -356,11 +355,11 @@ impl<'a> Xlate<'a> {
         self.key.in_port = own_in_port;
         let Some(rule) = found else {
             self.note(format_args!("{table}. No match: drop"));
-            self.count_lookup(counts.as_deref(), table, false);
+            self.count_lookup(counts, table, false);
             self.miss();
             return;
         };
-        self.count_lookup(counts.as_deref(), table, true);
+        self.count_lookup(counts, table, true);
         let rule = rule.payload().clone();
         self.rules.push(rule.stats.clone());
         let (saved_table, saved_cookie) = (self.cur_table, self.cur_cookie);
@@ -1428,6 +1427,9 @@ impl<'a> Xlate<'a> {
                     self.soft_drop(DropReason::GroupMissing);
                     return;
                 }
+                // A select group resolved in the datapath counts itself with the bucket, per
+                // branch: a packet that ends before the group (a meter) counts to neither.
+                let group_counter_at = self.rules.len();
                 self.count_group(&entry);
                 // The first select group of a walk without an earlier `ct` (NAT would change
                 // what the datapath hashes) is resolved in the datapath: no 5-tuple pinned.
@@ -1450,7 +1452,7 @@ impl<'a> Xlate<'a> {
                 if in_datapath && self.forced_bucket.is_none() {
                     self.fork = Some(Fork {
                         prefix: self.out.len(),
-                        counters_at: self.rules.len(),
+                        counters_at: group_counter_at,
                         group_id: id,
                         entry: entry.clone(),
                     });
@@ -1467,7 +1469,6 @@ impl<'a> Xlate<'a> {
                     None => self.note(format_args!("group:{id} select: bucket {chosen}")),
                 }
                 let chosen = self.affinity(&entry, chosen);
-                // After the fork's point: a bucket chosen in the datapath is counted there.
                 self.count_bucket(&entry, chosen);
                 self.bucket(&group.buckets[chosen].actions);
             }
