@@ -159,6 +159,12 @@ fn metrics_move_with_traffic() {
     // Traffic: 20 pings a -> b, then the same again to a port a flow drops.
     assert_ping(a.name(), &b.ip, 20);
     d.ctl(&["add-flow", BR, "priority=10,udp,tp_dst=9,actions=drop"]);
+    d.ctl(&[
+        "add-group",
+        BR,
+        "group_id=7,type=indirect,bucket=actions=output:2",
+    ]);
+    d.ctl(&["add-flow", BR, "priority=10,udp,tp_dst=10,actions=group:7"]);
     // A refused flow-mod (no such group) and an OpenFlow session that gets an error back.
     assert!(
         !d.ctl_run(&["add-flow", BR, "priority=5,ip,actions=group:99"])
@@ -182,7 +188,8 @@ fn metrics_move_with_traffic() {
         // Python, not `nc -u -w0`: nc's zero timeout can close before it reads stdin, and
         // then sends nothing (it did in about one run in three).
         &format!(
-            "python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x', ('{}', 9)) for _ in range(5)]\"",
+            "python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             [s.sendto(b'x', ('{0}', 9)) for _ in range(5)]; [s.sendto(b'y', ('{0}', 10)) for _ in range(4)]\"",
             b.ip
         ),
     );
@@ -237,8 +244,20 @@ fn metrics_move_with_traffic() {
     );
     assert_eq!(
         after.get("vswitch_flows", &[("bridge", BR), ("table", "0")]),
-        3.0
+        4.0
     );
+    // Four datagrams through group 7 (43-byte frames: 14 + 20 + 8 + 1).
+    let group = [("bridge", BR), ("group", "7")];
+    assert_eq!(after.get("vswitch_group_packets_total", &group), 4.0);
+    assert_eq!(after.get("vswitch_group_bytes_total", &group), 4.0 * 43.0);
+    let lookups = |result: &str| {
+        after.get(
+            "vswitch_table_lookups_total",
+            &[("bridge", BR), ("table", "0"), ("result", result)],
+        )
+    };
+    assert!(lookups("matched") >= 23.0 + 4.0, "{}", lookups("matched"));
+    assert_eq!(lookups("missed"), 0.0, "table 0 has a flow for everything");
     let fm = |cmd: &str, res: &str| {
         after.get(
             "vswitch_flow_mods_total",

@@ -136,6 +136,22 @@ fn bridges(control: &Control, out: &mut Vec<Family>) {
     );
     let mut flows = Family::new("flows", Gauge, "OpenFlow flows, by bridge and table.");
     let mut groups = Family::new("groups", Gauge, "OpenFlow groups, by bridge.");
+    let mut group_packets = Family::new(
+        "group_packets",
+        Counter,
+        "Packets that ran a bucket of the group (`vswitchctl dump-group-stats`), by bridge and group.",
+    );
+    let mut group_bytes = Family::new(
+        "group_bytes",
+        Counter,
+        "Bytes of those packets, by bridge and group.",
+    );
+    let mut table_lookups = Family::new(
+        "table_lookups",
+        Counter,
+        "Packets looked up in an OpenFlow table, by bridge, table and result (matched, missed); \
+         tables never looked up are left out (`vswitchctl dump-tables`).",
+    );
     let mut sampled = Family::new(
         "sampled_packets",
         Counter,
@@ -194,6 +210,32 @@ fn bridges(control: &Control, out: &mut Vec<Family>) {
                 );
             }
             groups.add(bl(&b.name), b.tables().groups().count() as u64);
+            for g in b.tables().groups() {
+                let Some(e) = b.group_entry(g.id) else {
+                    continue;
+                };
+                let (packets, bytes) = e.counts.group.counts();
+                let l = vec![("bridge", b.name.clone()), ("group", g.id.to_string())];
+                group_packets.add(l.clone(), packets);
+                group_bytes.add(l, bytes);
+            }
+            let counts = b.pipeline.load().table_counts.clone();
+            for table in 0..=u8::MAX {
+                let (lookups, matched) = counts.of(table);
+                if lookups == 0 {
+                    continue;
+                }
+                for (result, n) in [("matched", matched), ("missed", lookups - matched)] {
+                    table_lookups.add(
+                        vec![
+                            ("bridge", b.name.clone()),
+                            ("table", table.to_string()),
+                            ("result", result.to_string()),
+                        ],
+                        n,
+                    );
+                }
+            }
             for (id, n) in b.samples.snapshot() {
                 sampled.add(
                     vec![
@@ -228,8 +270,21 @@ fn bridges(control: &Control, out: &mut Vec<Family>) {
     }
     out.extend(ports);
     out.extend([
-        drops, emc_hits, emc_misses, mf_hits, mf_misses, upcalls, megaflows, masks, flows, groups,
-        sampled, flow_mods,
+        drops,
+        emc_hits,
+        emc_misses,
+        mf_hits,
+        mf_misses,
+        upcalls,
+        megaflows,
+        masks,
+        flows,
+        groups,
+        group_packets,
+        group_bytes,
+        table_lookups,
+        sampled,
+        flow_mods,
     ]);
 }
 
