@@ -127,16 +127,7 @@ fn dump_tables_counts_lookups_and_matches() {
         "table=0,priority=10,udp,actions=resubmit(,1)",
     ]);
     d.ctl_ok(&["add-flow", "br0", "table=0,priority=5,actions=drop"]);
-    let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
-    for _ in 0..2 {
-        d.ofctl_ok(
-            &[],
-            "packet-out",
-            &[&format!(
-                "in_port=controller packet={packet} actions=output:TABLE"
-            )],
-        );
-    }
+    d.packet_out_udp("output:TABLE", 2);
     let theirs = d.ofctl_ok(&[], "dump-tables", &[]);
     assert!(
         theirs.contains(

@@ -162,16 +162,7 @@ fn groups_add_dump_stats() {
     );
     // Traffic through the group counts to it and to the bucket each packet took (the same
     // packet, so the same bucket, three times).
-    let packet = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
-    for _ in 0..3 {
-        d.ofctl_ok(
-            &[],
-            "packet-out",
-            &[&format!(
-                "in_port=controller packet={packet} actions=group:1"
-            )],
-        );
-    }
+    d.packet_out_udp("group:1", 3);
     let stats = d.ofctl_ok(&[], "dump-group-stats", &[]);
     assert!(
         stats.contains(",packet_count=3,byte_count=150,bucket0:"),

@@ -46,6 +46,9 @@ pub fn ofctl_ok_at(rundir: &Path, opts: &[&str], cmd: &str, args: &[&str]) -> St
     text(&out.stdout)
 }
 
+/// A 50-byte UDP frame, 10.0.0.1:1000 → 10.0.0.2:53 (`hi here `).
+pub const UDP_50: &str = "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520";
+
 /// A running vswitchd with bridge br0 and no ports (and optionally a loopback TCP OpenFlow
 /// listener); killed, and its run directory removed, on drop.
 pub struct Switch {
@@ -130,6 +133,19 @@ impl Switch {
 
     pub fn ofctl_ok(&self, opts: &[&str], cmd: &str, args: &[&str]) -> String {
         ofctl_ok_at(&self.rundir, opts, cmd, args)
+    }
+
+    /// Sends [`UDP_50`] from the controller with `actions`, `times` times, through ovs-ofctl.
+    pub fn packet_out_udp(&self, actions: &str, times: usize) {
+        for _ in 0..times {
+            self.ofctl_ok(
+                &[],
+                "packet-out",
+                &[&format!(
+                    "in_port=controller packet={UDP_50} actions={actions}"
+                )],
+            );
+        }
     }
 
     /// Writes `text` to `name` in the run directory; its path.
