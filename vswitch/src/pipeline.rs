@@ -161,7 +161,8 @@ impl TableCounts {
 
 /// A group's traffic counters: the group's own and one per bucket. The slow path puts them in
 /// a cached flow's counters like a rule's (`DpAction::Select` keeps each branch's), so the
-/// datapath adds to them once per turn, never per packet.
+/// datapath adds to them once per turn (a select branch's packets are first summed in the
+/// forwarding thread's own window).
 #[derive(Debug)]
 pub struct GroupCounts {
     pub group: Arc<FlowStats>,

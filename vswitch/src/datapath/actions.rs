@@ -162,8 +162,8 @@ pub struct SelectAction {
     pub group_id: u32,
     pub group: std::sync::Arc<crate::pipeline::GroupEntry>,
     pub branches: Vec<Vec<DpAction>>,
-    /// Per branch, the counters a packet taking it adds to: its bucket's, and those of the
-    /// rules and groups its walk went through after the group.
+    /// Per branch, the counters a packet taking it adds to: the group's and its bucket's, and
+    /// those of the rules, groups and table lookups its walk went through after them.
     pub counted: Vec<Box<[std::sync::Arc<crate::pipeline::FlowStats>]>>,
 }
 

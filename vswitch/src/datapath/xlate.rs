@@ -47,8 +47,9 @@ fn port16(p: u16) -> OfPort {
 #[derive(Debug)]
 pub struct CachedFlow {
     pub actions: Vec<DpAction>,
-    /// Counters of every rule, group and group bucket the walk went through (a select group's
-    /// bucket chosen in the datapath is counted by its branch, see [`SelectAction`]).
+    /// Counters of every rule, group, group bucket and table lookup the walk went through (a
+    /// select group resolved in the datapath and what follows it are counted by the branch a
+    /// packet takes, see [`SelectAction`]).
     pub rules: Vec<Arc<FlowStats>>,
     /// The working key at a `ct(table=..)` (registers, metadata, tunnel fields to carry over).
     pub recirc_meta: FlowKey,
@@ -257,8 +258,8 @@ impl<'a> Xlate<'a> {
     /// Turns the walk's tail after the first select group into a [`SelectAction`]: every
     /// bucket is translated from the origin key, and the megaflow pins the union of what those
     /// walks read (not the 5-tuple the hash is taken over). Each branch keeps the counters of
-    /// its tail (the bucket's, and the rules and groups after it), which the datapath adds to
-    /// when a packet takes it. When the buckets' walks differ before the group (actions,
+    /// its tail (the group's and the bucket's, and those of the rules, groups and table lookups
+    /// after them), which the datapath adds to when a packet takes it. When the buckets' walks differ before the group (actions,
     /// counters) or in the metadata carried into a recirculation, the group is picked here
     /// instead and the 5-tuple pinned.
     fn resolve_fork(&mut self, fork: Fork) {
@@ -414,8 +415,6 @@ impl<'a> Xlate<'a> {
         false
     }
 
-    /// A table miss ends this lookup only: after a `resubmit` the walk goes on with the next
-    /// action. Counted as a drop when the packet is sent nowhere.
     /// Counts the walk's packets to table `table`'s lookups, matched or not.
     fn count_lookup(&mut self, counts: Option<&TableCounts>, table: u8, matched: bool) {
         if let Some(c) = counts {
@@ -424,6 +423,8 @@ impl<'a> Xlate<'a> {
         }
     }
 
+    /// A table miss ends this lookup only: after a `resubmit` the walk goes on with the next
+    /// action. Counted as a drop when the packet is sent nowhere.
     fn miss(&mut self) {
         self.soft_drop(DropReason::NoMatch);
     }
