@@ -164,6 +164,47 @@ pub struct PortStatsDump {
     pub ports: Vec<PortStatsView>,
 }
 
+/// Packets and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CountsView {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One group's counters (`dump-group-stats`): the group's and each bucket's, in bucket order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupStatsView {
+    pub group_id: u32,
+    pub duration_secs: f64,
+    /// Flows that name the group.
+    pub ref_count: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub buckets: Vec<CountsView>,
+}
+
+/// `dump-group-stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupStatsDump {
+    pub groups: Vec<GroupStatsView>,
+}
+
+/// One table's counters (`dump-tables`): its flows, the packets looked up in it and those that
+/// matched a flow there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TableStatsView {
+    pub table: u8,
+    pub active: u32,
+    pub lookups: u64,
+    pub matched: u64,
+}
+
+/// `dump-tables`: every table the switch has, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableStatsDump {
+    pub tables: Vec<TableStatsView>,
+}
+
 /// One direction of a connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TupleView {

@@ -99,6 +99,32 @@ fn json_show_and_megaflows_on_a_live_switch() {
         groups.groups[0].buckets,
         vec!["actions=output:1".to_string()]
     );
+    // One 50-byte frame through group 7 (its bucket sends it to pod a): the group's counters.
+    d.ctl(&[
+        "packet-out",
+        BR,
+        "CONTROLLER",
+        "group:7",
+        "020000000002020000000001080045000024000100004011f9c60a0000010a00000203e80035001000006869206865726520",
+    ]);
+    let gs: GroupStatsDump = json(d, &["dump-group-stats", BR]);
+    assert_eq!(gs.groups.len(), 1);
+    let g = &gs.groups[0];
+    assert_eq!((g.group_id, g.ref_count, g.packets, g.bytes), (7, 0, 1, 50));
+    assert_eq!(
+        g.buckets,
+        vec![CountsView {
+            packets: 1,
+            bytes: 50
+        }]
+    );
+    // Every lookup in table 0 found a flow (NORMAL at priority 0 takes what the rest do not).
+    let tables: TableStatsDump = json(d, &["dump-tables", BR]);
+    assert_eq!(tables.tables.len(), 254);
+    let t0 = tables.tables[0];
+    assert_eq!((t0.table, t0.active), (0, 3));
+    assert!(t0.lookups >= 6 && t0.matched == t0.lookups, "{t0:?}");
+    assert_eq!(tables.tables[1].lookups, 0);
     // The flag after the command works as well.
     let out = d.ctl(&["dump-ports", BR, "--format=json"]);
     let stats: PortStatsDump = serde_json::from_str(&out).expect("dump-ports json");
@@ -163,7 +189,7 @@ fn json_show_and_megaflows_on_a_live_switch() {
     // A command that lists nothing refuses JSON rather than printing text.
     let r = d.ctl_run(&["--format", "json", "add-br", "br9"]);
     assert!(!r.ok && r.stderr.contains("not available"), "{}", r.stderr);
-    let r = d.ctl_run(&["--format", "json", "dump-tables", BR]);
+    let r = d.ctl_run(&["--format", "json", "dump-meters", BR]);
     assert!(!r.ok && r.stderr.contains("not available"), "{}", r.stderr);
     assert!(!d.ctl(&["list-br"]).contains("br9"));
 

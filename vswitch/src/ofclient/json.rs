@@ -1,5 +1,6 @@
-//! `--format json` for the OpenFlow dumps (`dump-flows`, `dump-groups`, `dump-ports`): the
-//! same requests as the text commands, answered as one JSON document of [`crate::views`].
+//! `--format json` for the OpenFlow dumps (`dump-flows`, `dump-groups`, `dump-group-stats`,
+//! `dump-ports`, `dump-tables`): the same requests as the text commands, answered as one JSON
+//! document of [`crate::views`].
 //! Other OpenFlow commands have no JSON form and refuse the flag.
 
 use std::time::Instant;
@@ -15,10 +16,14 @@ use crate::views::*;
 
 /// Runs dump `cmd` against the switch named by `args[0]` and answers its JSON.
 pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<String, ClientError> {
-    if !matches!(cmd, "dump-flows" | "dump-groups" | "dump-ports") {
+    if !matches!(
+        cmd,
+        "dump-flows" | "dump-groups" | "dump-group-stats" | "dump-ports" | "dump-tables"
+    ) {
         return Err(ClientError::Usage(format!(
-            "--format json is not available for {cmd}: only dump-flows, dump-groups and \
-             dump-ports (and the management dumps and lists) print JSON"
+            "--format json is not available for {cmd}: only dump-flows, dump-groups, \
+             dump-group-stats, dump-ports and dump-tables (and the management dumps and lists) \
+             print JSON"
         )));
     }
     let target = Target::parse(
@@ -56,6 +61,47 @@ pub fn run(cmd: &str, args: &[String], opts: &Options) -> Result<String, ClientE
                 }
             }
             to_json(&GroupDump { groups })
+        }
+        "dump-group-stats" => {
+            let group_id = group_filter(rest.first())?.unwrap_or(openflow::group::group_id::ALL);
+            let (_, parts) = c.multipart(MultipartRequest::Group { group_id })?;
+            let groups = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    MultipartReply::Group(l) => l,
+                    _ => Vec::new(),
+                })
+                .map(|g| GroupStatsView {
+                    group_id: g.group_id,
+                    duration_secs: g.duration_sec as f64 + g.duration_nsec as f64 / 1e9,
+                    ref_count: g.ref_count,
+                    packets: g.packet_count,
+                    bytes: g.byte_count,
+                    buckets: g
+                        .buckets
+                        .iter()
+                        .map(|&(packets, bytes)| CountsView { packets, bytes })
+                        .collect(),
+                })
+                .collect();
+            to_json(&GroupStatsDump { groups })
+        }
+        "dump-tables" => {
+            let (_, parts) = c.multipart(MultipartRequest::Table)?;
+            let tables = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    MultipartReply::Table(l) => l,
+                    _ => Vec::new(),
+                })
+                .map(|t| TableStatsView {
+                    table: t.table_id,
+                    active: t.active_count,
+                    lookups: t.lookup_count,
+                    matched: t.matched_count,
+                })
+                .collect();
+            to_json(&TableStatsDump { tables })
         }
         _ => {
             let port_no = match rest.first() {
