@@ -149,17 +149,17 @@ impl FlowHits {
     #[inline]
     fn add_branch(&mut self, counters: &[Arc<FlowStats>], bytes: u64, now_ns: u64) {
         for c in counters {
+            let full = self.branches.len() == BRANCH_HITS;
             match self.branches.iter_mut().find(|e| Arc::ptr_eq(&e.0, c)) {
                 Some(e) => {
                     e.1 += 1;
                     e.2 += bytes;
                 }
-                None => {
-                    if self.branches.len() == BRANCH_HITS {
-                        Self::fold_branches(&mut self.branches, now_ns);
-                    }
-                    self.branches.push((c.clone(), 1, bytes));
-                }
+                // A full window keeps the counters it has (more packets of this turn are
+                // likely theirs) and this one is added to at once: with more branches in play
+                // than it holds, each costs one shared update, not a fold and a clone.
+                None if full => c.hit(1, bytes, now_ns),
+                None => self.branches.push((c.clone(), 1, bytes)),
             }
         }
     }
@@ -1237,5 +1237,32 @@ fn flood(
             continue;
         }
         output_ofport(ctx, *ofport, pkt, key, parsed, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More branch counters in play than the window holds: the first ones are summed, the
+    /// rest added to at once, and after the flush every counter has every packet it took.
+    #[test]
+    fn branch_counts_are_exact_past_the_window() {
+        let counters: Vec<Arc<FlowStats>> = (0..BRANCH_HITS + 8).map(|_| Arc::default()).collect();
+        let mut hits = FlowHits::default();
+        let mut want = vec![0u64; counters.len()];
+        for p in 0..1000usize {
+            // A group counter on every packet, then a bucket's, as a select branch has.
+            let bucket = 1 + (p * 7) % (counters.len() - 1);
+            hits.add_branch(&[counters[0].clone(), counters[bucket].clone()], 60, 1);
+            want[0] += 1;
+            want[bucket] += 1;
+        }
+        assert_eq!(hits.branches.len(), BRANCH_HITS, "the window filled");
+        hits.flush(2);
+        assert!(hits.branches.is_empty());
+        for (i, c) in counters.iter().enumerate() {
+            assert_eq!(c.counts(), (want[i], want[i] * 60), "counter {i}");
+        }
     }
 }
