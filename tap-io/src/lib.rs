@@ -22,6 +22,7 @@ pub mod tap;
 pub mod tunnel;
 pub mod tunnel_gso;
 pub mod udp;
+mod udp_share;
 pub mod vnet;
 mod xdpprog;
 mod xskring;

@@ -26,13 +26,15 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use thiserror::Error;
 
 use crate::buf::{Batch, MAX_BATCH, PacketBuf};
 use crate::port::{PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::udp_share::{self, Claim};
 
 /// The IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
@@ -48,6 +50,42 @@ pub enum UdpError {
         #[source]
         source: io::Error,
     },
+    /// Another tunnel port of this switch already receives these datagrams
+    /// ([`UdpTunnelSocket::bind_tunnel`]).
+    #[error(
+        "port {owner} already receives the tunnel datagrams from {remote} on {addr} (one port per remote and UDP port, and one for any remote)"
+    )]
+    Taken {
+        addr: SocketAddr,
+        remote: String,
+        owner: String,
+    },
+}
+
+/// Whether the socket has the UDP port to itself or shares it with other tunnel ports.
+#[derive(Clone, Copy)]
+enum Sharing {
+    Alone,
+    /// `SO_REUSEPORT`, connected to `remote` when there is one.
+    Shared {
+        remote: Option<IpAddr>,
+    },
+}
+
+/// An error a connected socket reports once for an ICMP message about an earlier datagram
+/// (port or host unreachable, ...): no fault of the call that returns it, which may be
+/// repeated.
+fn is_icmp_report(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::ENOPROTOOPT
+            | libc::EPROTO
+    )
 }
 
 /// What one `recvmmsg` call gave.
@@ -90,6 +128,8 @@ unsafe fn recv_msgs(
     match e.raw_os_error() {
         Some(libc::EAGAIN) => Received::Drained,
         Some(libc::EINTR) => Received::Again,
+        // Consumed by this call: the next one reads the datagrams waiting.
+        Some(errno) if is_icmp_report(errno) => Received::Again,
         _ => {
             stats.rx_errors += 1;
             Received::Failed(e)
@@ -115,6 +155,9 @@ pub struct UdpTunnelSocket {
     v6: bool,
     /// Receive-side GRO state, when turned on.
     gro: Option<Box<GroRx>>,
+    /// A port's claim on its share of a UDP port ([`UdpTunnelSocket::bind_tunnel`]), kept
+    /// while any handle on the socket is.
+    claim: Option<Arc<Claim>>,
 }
 
 /// `SOL_UDP` option / cmsg type: receive coalesced datagrams with their segment size.
@@ -258,6 +301,39 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 impl UdpTunnelSocket {
     /// Binds a nonblocking socket to `local` (e.g. `192.0.2.1:4789`; port 0 picks one).
     pub fn bind(local: SocketAddr) -> Result<Self, UdpError> {
+        Self::open(local, Sharing::Alone)
+    }
+
+    /// The socket of a tunnel port, named `owner`, that receives from `remote` (`None`: from
+    /// any remote) on `local`, a UDP port other tunnel ports of this process may share: each
+    /// remote's datagrams reach the socket connected to it, the rest the one taking any
+    /// (`udp_share`). Refused when another port already receives the same datagrams, or when
+    /// another program holds the port.
+    pub fn bind_tunnel(
+        local: SocketAddr,
+        remote: Option<IpAddr>,
+        owner: &str,
+    ) -> Result<Self, UdpError> {
+        if local.port() == 0 {
+            return Self::bind(local);
+        }
+        let (mut sock, claim) = udp_share::claim(local, remote, owner, |first_on_port| {
+            if first_on_port {
+                // Bound without SO_REUSEPORT, then closed: fails as a plain bind would if
+                // another program holds the port (or joins it through its own SO_REUSEPORT).
+                std::net::UdpSocket::bind(local).map_err(|source| UdpError::Sys {
+                    what: "bind",
+                    addr: local,
+                    source,
+                })?;
+            }
+            Self::open(local, Sharing::Shared { remote })
+        })?;
+        sock.claim = Some(Arc::new(claim));
+        Ok(sock)
+    }
+
+    fn open(local: SocketAddr, sharing: Sharing) -> Result<Self, UdpError> {
         let sys = |what: &'static str| {
             move |source: io::Error| UdpError::Sys {
                 what,
@@ -297,6 +373,22 @@ impl UdpTunnelSocket {
                 )
             };
         }
+        if let Sharing::Shared { .. } = sharing {
+            let on: libc::c_int = 1;
+            // SAFETY: on is a live c_int for the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEPORT,
+                    (&on as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                return Err(sys("SO_REUSEPORT")(io::Error::last_os_error()));
+            }
+        }
         // SAFETY: sockaddr_storage is plain data; all-zero is valid.
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let len = to_sockaddr(&local, &mut ss);
@@ -310,6 +402,25 @@ impl UdpTunnelSocket {
         };
         if rc < 0 {
             return Err(sys("bind")(io::Error::last_os_error()));
+        }
+        if let Sharing::Shared {
+            remote: Some(remote),
+        } = sharing
+        {
+            // Port 0: the kernel then matches the sender's address only. Sends still name
+            // their destination (sendmmsg with an address on a connected socket).
+            let len = to_sockaddr(&SocketAddr::new(remote, 0), &mut ss);
+            // SAFETY: ss holds a valid address of length len.
+            let rc = unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&ss as *const libc::sockaddr_storage).cast(),
+                    len,
+                )
+            };
+            if rc < 0 {
+                return Err(sys("connect to the remote")(io::Error::last_os_error()));
+            }
         }
         let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: ss and len are valid for writes of the stated size.
@@ -351,7 +462,9 @@ impl UdpTunnelSocket {
     /// A second handle on the same socket (a duplicated descriptor, its own scratch) for
     /// another thread to send through; receiving stays with the original.
     pub fn try_clone(&self) -> io::Result<UdpTunnelSocket> {
-        Ok(Self::with_fd(self.fd.try_clone()?, self.local, self.tx_gso))
+        let mut clone = Self::with_fd(self.fd.try_clone()?, self.local, self.tx_gso);
+        clone.claim = self.claim.clone();
+        Ok(clone)
     }
 
     /// A socket around a bound descriptor, with fresh batch scratch and GRO off.
@@ -376,6 +489,7 @@ impl UdpTunnelSocket {
             tx_gso,
             v6: local.is_ipv6(),
             gro: None,
+            claim: None,
         }
     }
 
@@ -737,6 +851,8 @@ impl UdpTunnelSocket {
                 m += 1;
             }
             let mut done = 0;
+            // A connected socket's report of an ICMP message fails one send: retried once.
+            let mut retried = usize::MAX;
             while done < m {
                 // SAFETY: msgs[done..m] are initialised above and point into the batch's
                 // buffers, `iov`, `names` and `cmsgs`, live and unchanged for the call; the
@@ -763,6 +879,10 @@ impl UdpTunnelSocket {
                 }
                 let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
                 if errno == libc::EINTR {
+                    continue;
+                }
+                if is_icmp_report(errno) && retried != done {
+                    retried = done;
                     continue;
                 }
                 let (a, b) = self.runs[done];

@@ -204,3 +204,103 @@ fn udp_socket_talks_vxlan_with_the_kernel() {
     })
     .unwrap();
 }
+
+/// A UDP port nothing holds (bound, read and closed: another test could take it in between,
+/// which the binds below would report).
+fn free_port(ip: &str) -> SocketAddr {
+    std::net::UdpSocket::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn send_from(from: &str, to: SocketAddr, payload: &[u8]) -> UdpTunnelSocket {
+    let mut s = UdpTunnelSocket::bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut batch = Batch::new(4, 128, 2048);
+    batch.push_copy(payload);
+    assert_eq!(s.send_batch(&mut batch, &[to]).sent, 1);
+    s
+}
+
+/// Tunnel ports sharing one UDP port (loopback, no root): each remote's datagrams reach the
+/// socket of the port for that remote, the others the port for any remote; a second port for
+/// the same remote, or for any remote, is refused; another program's socket on the port too.
+#[test]
+fn tunnel_ports_share_a_udp_port_parted_by_remote() {
+    let local = free_port("127.0.0.1");
+    let ip = |s: &str| Some(s.parse().unwrap());
+    let mut any = UdpTunnelSocket::bind_tunnel(local, None, "vx0").unwrap();
+    let mut to2 = UdpTunnelSocket::bind_tunnel(local, ip("127.0.0.2"), "vx2").unwrap();
+    let mut to3 = UdpTunnelSocket::bind_tunnel(local, ip("127.0.0.3"), "vx3").unwrap();
+    let err = UdpTunnelSocket::bind_tunnel(local, ip("127.0.0.2"), "vx9")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("port vx2") && err.contains("127.0.0.2"),
+        "{err}"
+    );
+    let err = UdpTunnelSocket::bind_tunnel(local, None, "vx9")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("port vx0") && err.contains("any remote"),
+        "{err}"
+    );
+
+    for (from, tag) in [("127.0.0.2", 2u8), ("127.0.0.3", 3), ("127.0.0.4", 4)] {
+        for _ in 0..3 {
+            send_from(from, local, &[tag; 16]);
+        }
+    }
+    let tags =
+        |got: Vec<(Vec<u8>, SocketAddr)>| -> Vec<u8> { got.iter().map(|(p, _)| p[0]).collect() };
+    assert_eq!(tags(recv_n(&mut to2, 3)), vec![2; 3]);
+    assert_eq!(tags(recv_n(&mut to3, 3)), vec![3; 3]);
+    assert_eq!(tags(recv_n(&mut any, 3)), vec![4; 3]);
+
+    // A port given up frees its remote for another.
+    drop(to3);
+    let _again = UdpTunnelSocket::bind_tunnel(local, ip("127.0.0.3"), "vx3b").unwrap();
+
+    // Another program holding a UDP port: the first tunnel port there is refused.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = UdpTunnelSocket::bind_tunnel(other.local_addr().unwrap(), None, "vx1")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Address already in use"), "{err}");
+}
+
+/// A port connected to its remote hears of an ICMP port unreachable for what it sent there
+/// (the remote has no tunnel socket yet): neither the datagrams waiting for it nor the next
+/// send are lost to that report.
+#[test]
+fn an_icmp_report_on_a_connected_tunnel_socket_loses_nothing() {
+    let local = free_port("127.0.0.1");
+    let mut port =
+        UdpTunnelSocket::bind_tunnel(local, Some("127.0.0.5".parse().unwrap()), "vx5").unwrap();
+    let closed = free_port("127.0.0.5");
+    let mut batch = Batch::new(4, 128, 2048);
+    batch.push_copy(&[1; 16]);
+    assert_eq!(port.send_batch(&mut batch, &[closed]).sent, 1);
+    // The remote's answer arrives meanwhile, after the ICMP report.
+    std::thread::sleep(Duration::from_millis(50));
+    let _peer = send_from("127.0.0.5", local, &[7; 16]);
+    let got = recv_n(&mut port, 1);
+    assert_eq!(got.len(), 1, "the datagram behind the report was not read");
+    assert_eq!(got[0].0, vec![7; 16]);
+
+    // Again, now with a send as the first call after the report.
+    let mut peer = UdpTunnelSocket::bind("127.0.0.5:0".parse().unwrap()).unwrap();
+    batch.push_copy(&[2; 16]);
+    port.send_batch(&mut batch, &[closed]);
+    std::thread::sleep(Duration::from_millis(50));
+    batch.push_copy(&[3; 16]);
+    let r = port.send_batch(&mut batch, &[peer.local_addr()]);
+    assert_eq!(
+        (r.sent, r.dropped_total()),
+        (1, 0),
+        "the send after the report"
+    );
+    assert_eq!(recv_n(&mut peer, 1)[0].0, vec![3; 16]);
+    assert_eq!(port.stats().rx_errors, 0);
+}

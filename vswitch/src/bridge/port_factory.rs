@@ -122,8 +122,6 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 Some(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
                 None => Ipv4Addr::UNSPECIFIED,
             };
-            let sock = tap_io::UdpTunnelSocket::bind(SocketAddr::from((local, t.dst_port)))
-                .map_err(|e| e.to_string())?;
             let remote = match t.remote_ip {
                 FromFlow::Fixed(IpAddr::V4(ip)) => Some(ip),
                 FromFlow::Fixed(IpAddr::V6(_)) => {
@@ -131,6 +129,14 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 }
                 FromFlow::Flow => None,
             };
+            // Other tunnel ports may share the UDP port: the kernel parts the datagrams by
+            // remote (one port per remote, one for any).
+            let sock = tap_io::UdpTunnelSocket::bind_tunnel(
+                SocketAddr::from((local, t.dst_port)),
+                remote.map(IpAddr::V4),
+                &spec.name,
+            )
+            .map_err(|e| e.to_string())?;
             let vni = match t.key {
                 FromFlow::Fixed(k) => Some(k),
                 FromFlow::Flow => None,
