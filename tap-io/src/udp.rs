@@ -60,6 +60,14 @@ pub enum UdpError {
         remote: String,
         owner: String,
     },
+    /// The kernel could not tell this port's datagrams from another tunnel port's on the
+    /// same UDP port ([`UdpTunnelSocket::bind_tunnel`]).
+    #[error("port {owner} shares UDP {addr} in a way the kernel cannot part from this port: {why}")]
+    Unparted {
+        addr: SocketAddr,
+        owner: String,
+        why: String,
+    },
 }
 
 /// Whether the socket has the UDP port to itself or shares it with other tunnel ports.
@@ -85,6 +93,10 @@ fn is_icmp_report(errno: i32) -> bool {
             | libc::ENONET
             | libc::ENOPROTOOPT
             | libc::EPROTO
+            // Fragmentation needed (path MTU discovery is on), IPv6's administratively
+            // prohibited.
+            | libc::EMSGSIZE
+            | libc::EACCES
     )
 }
 
@@ -158,6 +170,9 @@ pub struct UdpTunnelSocket {
     /// A port's claim on its share of a UDP port ([`UdpTunnelSocket::bind_tunnel`]), kept
     /// while any handle on the socket is.
     claim: Option<Arc<Claim>>,
+    /// The remote the socket is connected to: the kernel gives it that sender's datagrams
+    /// only.
+    connected: Option<IpAddr>,
 }
 
 /// `SOL_UDP` option / cmsg type: receive coalesced datagrams with their segment size.
@@ -307,8 +322,11 @@ impl UdpTunnelSocket {
     /// The socket of a tunnel port, named `owner`, that receives from `remote` (`None`: from
     /// any remote) on `local`, a UDP port other tunnel ports of this process may share: each
     /// remote's datagrams reach the socket connected to it, the rest the one taking any
-    /// (`udp_share`). Refused when another port already receives the same datagrams, or when
-    /// another program holds the port.
+    /// (`udp_share`). Refused when another port already receives the same datagrams, when
+    /// the kernel could not part them, or when another program holds the port. A socket with
+    /// no route to its remote yet stays unconnected ([`UdpTunnelSocket::connected_remote`]
+    /// says `None`): it then takes any sender's datagrams, as a port alone on its UDP port
+    /// did before ports shared one.
     pub fn bind_tunnel(
         local: SocketAddr,
         remote: Option<IpAddr>,
@@ -327,7 +345,9 @@ impl UdpTunnelSocket {
                     source,
                 })?;
             }
-            Self::open(local, Sharing::Shared { remote })
+            let sock = Self::open(local, Sharing::Shared { remote })?;
+            let connected = sock.connected.is_some();
+            Ok((sock, connected))
         })?;
         sock.claim = Some(Arc::new(claim));
         Ok(sock)
@@ -403,6 +423,7 @@ impl UdpTunnelSocket {
         if rc < 0 {
             return Err(sys("bind")(io::Error::last_os_error()));
         }
+        let mut connected = None;
         if let Sharing::Shared {
             remote: Some(remote),
         } = sharing
@@ -418,8 +439,17 @@ impl UdpTunnelSocket {
                     len,
                 )
             };
-            if rc < 0 {
-                return Err(sys("connect to the remote")(io::Error::last_os_error()));
+            if rc == 0 {
+                connected = Some(remote);
+            } else {
+                let e = io::Error::last_os_error();
+                // No route to the remote yet: unconnected (see `bind_tunnel`).
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN)
+                ) {
+                    return Err(sys("connect to the remote")(e));
+                }
             }
         }
         let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -454,6 +484,7 @@ impl UdpTunnelSocket {
             )
         };
         let mut sock = Self::with_fd(fd, local, true);
+        sock.connected = connected;
         // Best effort: a kernel without UDP_GRO (before 5.0) just delivers datagrams singly.
         let _ = sock.set_rx_gro(true);
         Ok(sock)
@@ -464,6 +495,7 @@ impl UdpTunnelSocket {
     pub fn try_clone(&self) -> io::Result<UdpTunnelSocket> {
         let mut clone = Self::with_fd(self.fd.try_clone()?, self.local, self.tx_gso);
         clone.claim = self.claim.clone();
+        clone.connected = self.connected;
         Ok(clone)
     }
 
@@ -490,7 +522,13 @@ impl UdpTunnelSocket {
             v6: local.is_ipv6(),
             gro: None,
             claim: None,
+            connected: None,
         }
+    }
+
+    /// The remote a tunnel port's socket is connected to ([`UdpTunnelSocket::bind_tunnel`]).
+    pub fn connected_remote(&self) -> Option<IpAddr> {
+        self.connected
     }
 
     /// The bound address (with the port the kernel picked, if 0 was asked).

@@ -262,12 +262,82 @@ fn tunnel_ports_share_a_udp_port_parted_by_remote() {
     drop(to3);
     let _again = UdpTunnelSocket::bind_tunnel(local, ip("127.0.0.3"), "vx3b").unwrap();
 
-    // Another program holding a UDP port: the first tunnel port there is refused.
-    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let err = UdpTunnelSocket::bind_tunnel(other.local_addr().unwrap(), None, "vx1")
+    // Another local address on the same UDP port is refused (the kernel could not part a
+    // wildcard-bound connected socket from an address-bound one).
+    let wildcard = SocketAddr::new("0.0.0.0".parse().unwrap(), local.port());
+    let err = UdpTunnelSocket::bind_tunnel(wildcard, ip("127.0.0.6"), "vx6")
         .unwrap_err()
         .to_string();
+    assert!(err.contains("same local_ip"), "{err}");
+
+    // Another program holding a UDP port with SO_REUSEPORT (which a plain bind of ours with
+    // it would join): the first tunnel port there is refused.
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", HOLD_WITH_REUSEPORT])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let held: SocketAddr = format!("127.0.0.1:{}", line.trim()).parse().unwrap();
+    let err = UdpTunnelSocket::bind_tunnel(held, None, "vx1")
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = err.unwrap_err();
     assert!(err.contains("Address already in use"), "{err}");
+}
+
+/// Binds a UDP socket with SO_REUSEPORT on loopback, prints its port, holds it for 10 s.
+const HOLD_WITH_REUSEPORT: &str = "import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(('127.0.0.1', 0))
+print(s.getsockname()[1], flush=True)
+time.sleep(10)
+";
+
+/// A port with a remote it has no route to when it opens: its socket stays unconnected and
+/// takes any sender's datagrams, as a lone port did; a port for any remote cannot join it on
+/// the UDP port (root: a namespace with loopback only).
+#[test]
+fn a_port_with_no_route_to_its_remote_stays_unconnected() {
+    if !require_root("a_port_with_no_route_to_its_remote_stays_unconnected") {
+        return;
+    }
+    in_private_netns(|| {
+        netns::sh("ip link set lo up").unwrap();
+        let local: SocketAddr = "127.0.0.1:4789".parse().unwrap();
+        let mut lone =
+            UdpTunnelSocket::bind_tunnel(local, Some("10.9.9.9".parse().unwrap()), "vx9").unwrap();
+        assert_eq!(lone.connected_remote(), None);
+        send_from("127.0.0.2", local, &[9; 16]);
+        assert_eq!(
+            recv_n(&mut lone, 1).len(),
+            1,
+            "an unconnected socket takes any sender"
+        );
+        let err = UdpTunnelSocket::bind_tunnel(local, None, "vx0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("port vx9") && err.contains("any sender"),
+            "{err}"
+        );
+        // A remote with a route connects, and shares the port.
+        let routed =
+            UdpTunnelSocket::bind_tunnel(local, Some("127.0.0.3".parse().unwrap()), "vx3").unwrap();
+        assert_eq!(
+            routed.connected_remote(),
+            Some("127.0.0.3".parse().unwrap())
+        );
+    })
+    .unwrap();
 }
 
 /// A port connected to its remote hears of an ICMP port unreachable for what it sent there

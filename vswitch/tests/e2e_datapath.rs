@@ -950,6 +950,7 @@ fn flow_churn_under_traffic() {
         ]);
         d.ctl(&["mod-flows", BR, "in_port=2,actions=output:1"]);
         d.ctl(&["del-flows", BR, "icmp"]);
+        d.ctl(&["del-flows", BR, "in_port=2"]);
         d.ctl(&["add-flow", BR, "priority=10,in_port=2,actions=output:1"]);
         rounds += 1;
     }
@@ -994,6 +995,7 @@ fn flow_churn_under_traffic() {
     // Without the forwarding flows nothing crosses, cached walks included.
     let miss_before = d.drops(BR, "no_match");
     d.ctl(&["del-flows", BR, "in_port=1"]);
+    d.ctl(&["del-flows", BR, "in_port=2"]);
     let r = ping(&pod_a, &ip_b, 3);
     assert!(
         r.transmitted == 3 && r.none_replied(),

@@ -137,6 +137,12 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 &spec.name,
             )
             .map_err(|e| e.to_string())?;
+            if let Some(remote) = remote
+                && sock.connected_remote().is_none()
+            {
+                tracing::warn!(port = %spec.name, %remote,
+                    "no route to the remote: the port's socket takes datagrams from any sender (its remote filter keeps the remote's), and no port for any remote can share its UDP port until this one is added again");
+            }
             let vni = match t.key {
                 FromFlow::Fixed(k) => Some(k),
                 FromFlow::Flow => None,
