@@ -202,6 +202,14 @@ pub enum Action {
     SetQueue(u32),
     /// `mod_nw_ttl:N` (OFPAT_SET_NW_TTL): the IPv4 TTL / IPv6 hop limit.
     SetNwTtl(u8),
+    /// `output(port=P,max_len=N)` (NXAST_OUTPUT_TRUNC): sends the packet's first `max_len`
+    /// bytes (at least an Ethernet header's 14) to `port`, a numbered port, `LOCAL` or
+    /// `IN_PORT` in text; a packet no longer than that goes whole. The actions after it see
+    /// the packet whole.
+    OutputTrunc {
+        port: OfPort,
+        max_len: u32,
+    },
     /// `output:FIELD[range]` (NXAST_OUTPUT_REG): output to the port number the bits hold.
     OutputReg {
         src: SubField,
@@ -517,7 +525,7 @@ impl Action {
     /// True when this action (or a nested one) outputs to `port`.
     pub fn outputs_to(&self, port: OfPort) -> bool {
         match self {
-            Action::Output { port: p, .. } => *p == port,
+            Action::Output { port: p, .. } | Action::OutputTrunc { port: p, .. } => *p == port,
             Action::Controller(_) => port == OfPort::CONTROLLER,
             Action::Ct(ct) => ct.exec.iter().any(|a| a.outputs_to(port)),
             Action::Clone(inner) => inner.iter().any(|a| a.outputs_to(port)),

@@ -909,7 +909,9 @@ impl Pipeline {
             match a {
                 // Port 0, ANY, a port Open vSwitch cannot represent (0xff00..=0xfffffeff) and
                 // the unnamed reserved ones (0xffffff00..=0xfffffff7).
-                Action::Output { port, .. } if !port.is_output_port() => {
+                Action::Output { port, .. } | Action::OutputTrunc { port, .. }
+                    if !port.is_output_port() =>
+                {
                     return Err(TableError::BadOutPort(port.0));
                 }
                 Action::Ct(ct) => {

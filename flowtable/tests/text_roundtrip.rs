@@ -186,6 +186,10 @@ fn arb_simple_action() -> impl Strategy<Value = Action> {
             port,
             max_len: u16::MAX
         }),
+        (1u32..0xff00, 14u32..).prop_map(|(p, max_len)| Action::OutputTrunc {
+            port: OfPort(p),
+            max_len
+        }),
         any::<u32>().prop_map(|v| Action::SetField {
             field: FieldId::Ipv4Dst,
             value: v as u128,
@@ -450,6 +454,43 @@ fn errors_name_the_token_and_what_was_expected() {
         err("ip,actions=ct(commit"),
         "unbalanced parentheses in 'ct(commit'"
     );
+    // output(port=P,max_len=N), with ovs-ofctl's words.
+    assert_eq!(
+        err("actions=output(port=2,max_len=13)"),
+        "invalid output action 'output(port=2,max_len=13)': max_len 13 is less than the minimum value 14"
+    );
+    assert_eq!(
+        err("actions=output(port=NORMAL,max_len=20)"),
+        "invalid output action 'output(port=NORMAL,max_len=20)': output to unsupported truncate port: NORMAL"
+    );
+    assert_eq!(
+        err("actions=output(port=2,max_len=20,x=1)"),
+        "invalid output action 'output(port=2,max_len=20,x=1)': invalid key 'x' in output_trunc argument"
+    );
+    assert_eq!(
+        err("actions=output(max_len=20,port=nope)"),
+        "invalid output action 'output(max_len=20,port=nope)': output to unknown truncate port: nope"
+    );
+}
+
+#[test]
+fn output_trunc_reads_and_prints_as_ovs_ofctl() {
+    for (text, printed) in [
+        ("output(port=2,max_len=100)", "output(port=2,max_len=100)"),
+        ("output(max_len=14,port=7)", "output(port=7,max_len=14)"),
+        (
+            "output(port=LOCAL,max_len=64)",
+            "output(port=LOCAL,max_len=64)",
+        ),
+        (
+            "output(port=in_port,max_len=64)",
+            "output(port=IN_PORT,max_len=64)",
+        ),
+    ] {
+        let fm = parse_flow(&format!("actions={text}")).unwrap();
+        let shown = flowtable::text::print_instructions(&fm.instructions);
+        assert_eq!(shown, printed, "{text}");
+    }
 }
 
 #[test]

@@ -47,6 +47,7 @@ pub mod nx_subtype {
     pub const BUNDLE: u16 = 12;
     pub const BUNDLE_LOAD: u16 = 13;
     pub const OUTPUT_REG: u16 = 15;
+    pub const OUTPUT_TRUNC: u16 = 39;
     pub const RESUBMIT_TABLE: u16 = 14;
     pub const LEARN: u16 = 16;
     pub const LEARN2: u16 = 45;
@@ -179,6 +180,12 @@ pub enum Action {
         field: OxmHeader,
         ofs: u16,
         n_bits: u16,
+    },
+    /// NXAST_OUTPUT_TRUNC: output the first `max_len` bytes (at least 14) to `port`, an
+    /// OpenFlow 1.0 (16-bit) port number.
+    OutputTrunc {
+        port: u16,
+        max_len: u32,
     },
     /// NXAST_OUTPUT_REG: output to the port number in `src[ofs..ofs+n_bits]`.
     OutputReg {
@@ -685,6 +692,19 @@ fn decode_nx(b: &mut Reader<'_>, len: usize, in_ct: bool) -> Result<Action, OfEr
                 n_bits,
                 max_len,
             }
+        }
+        s::OUTPUT_TRUNC => {
+            fixed(16)?;
+            let port = b.u16("output_trunc port")?;
+            let max_len = b.u32("output_trunc max_len")?;
+            // As Open vSwitch: shorter than an Ethernet header is refused.
+            if max_len < 14 {
+                return err(
+                    ErrorCode::BadActionBadArgument,
+                    "output_trunc: max_len below 14",
+                );
+            }
+            Action::OutputTrunc { port, max_len }
         }
         s::STACK_PUSH | s::STACK_POP => {
             fixed(24)?;
@@ -1406,6 +1426,11 @@ impl Action {
                 out.put_u32(src.0);
                 out.put_u16(*max_len);
                 out.put_zeros(6);
+            }
+            Action::OutputTrunc { port, max_len } => {
+                start = nx_start(out, s::OUTPUT_TRUNC);
+                out.put_u16(*port);
+                out.put_u32(*max_len);
             }
             Action::Exit => {
                 start = nx_start(out, s::EXIT);

@@ -212,6 +212,10 @@ fn action_in(a: &WAction) -> Result<flowtable::Action, OfError> {
             src: subfield(*src, *ofs, *n_bits)?,
             max_len: *max_len,
         },
+        WAction::OutputTrunc { port, max_len } => T::OutputTrunc {
+            port: port_from_of10(*port),
+            max_len: *max_len,
+        },
         WAction::Clone(inner) => T::Clone(actions_in(inner)?),
         WAction::Exit => T::Exit,
         WAction::CheckPktLarger { pkt_len, dst, ofs } => T::CheckPktLarger {
@@ -709,6 +713,10 @@ fn action_out(a: &flowtable::Action) -> Result<WAction, OfError> {
             src: subfield_header(src)?,
             ofs: u16::from(src.ofs),
             n_bits: u16::from(src.n_bits),
+            max_len: *max_len,
+        },
+        T::OutputTrunc { port, max_len } => WAction::OutputTrunc {
+            port: port_to_of10(*port),
             max_len: *max_len,
         },
         T::Clone(inner) => WAction::Clone(actions_out(inner)?),
@@ -1256,7 +1264,7 @@ mod tests {
             port::LOCAL,
         ];
         let ports16 = [1u16, 2, 0xfeff, 0xfff8, 0xfffa, 0xfffe, 0xffff];
-        match rng.below(30) {
+        match rng.below(31) {
             0 => Action::Output {
                 port: rng.pick(&ports),
                 max_len: rng.pick(&[0, 128, 0xffff]),
@@ -1458,6 +1466,10 @@ mod tests {
                 })
             }
             28 => Action::DecTtlCntIds((0..rng.below(4)).map(|i| i as u16).collect()),
+            29 => Action::OutputTrunc {
+                port: rng.pick(&ports16),
+                max_len: rng.pick(&[13, 14, 100, u32::MAX]),
+            },
             _ => Action::ResubmitCt {
                 in_port: rng.pick(&ports16),
                 table: rng.pick(&[0, 3, 255]),
@@ -1556,7 +1568,7 @@ mod tests {
             report.join("\n")
         );
         // Not vacuous: every kind of action was in many accepted lists.
-        assert_eq!(accepted.len(), 30, "{accepted:?}");
+        assert_eq!(accepted.len(), 31, "{accepted:?}");
         for (v, n) in &accepted {
             assert!(*n > 50, "{v}: only {n} accepted");
         }

@@ -242,3 +242,27 @@ fn outer_rewrites_keep_a_complete_outer_checksum_of_tunnelled_traffic() {
         }
     }
 }
+
+/// `output(port=P,max_len=N)` of a super-frame sends one frame, its first N bytes, without
+/// the offload work (a cut super-frame is no segmentation job); the output after it still
+/// gets every segment, whole.
+#[test]
+fn output_trunc_cuts_a_super_frame_once() {
+    let mut b = bench(3);
+    b.flows("in_port=1,actions=output(port=2,max_len=100),output:3");
+    let (frame, meta) = tcp_super_frame(20 * 1000);
+    send_with_meta(&b, 1, &frame, meta);
+    assert_eq!(b.received(2), vec![frame[..100].to_vec()]);
+    let whole = b.received(3);
+    assert_eq!(whole.len(), 20_000usize.div_ceil(usize::from(MSS)));
+    assert_eq!(payload_of(&whole).len(), 20_000);
+    // A frame no longer than max_len leaves as it is.
+    let small = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .udp(1, 2)
+        .payload(&[7; 40])
+        .build();
+    b.send(1, &small);
+    assert_eq!(b.received(2), vec![small.clone()]);
+    assert_eq!(b.received(3), vec![small]);
+}

@@ -268,3 +268,19 @@ fn icmp_replies_resume_once_the_budget_has_refilled() {
     assert_frag_needed(&v4, 14, INNER_MTU, &answers[19]);
     assert_eq!(b.drops("icmp_rate_limited"), limited);
 }
+
+/// `output(port=P,max_len=N)` to a VXLAN port encapsulates the cut frame: it comes back out of
+/// the tunnel with its first N bytes; the tunnel's MTU check sees the cut frame, so an
+/// oversized one cut short crosses.
+#[test]
+fn output_trunc_through_the_tunnel_carries_the_cut_frame() {
+    let mut b = bridge();
+    b.flows("in_port=1,actions=output(port=10,max_len=60)\nin_port=10,actions=output:2");
+    for ip_len in [200, INNER_MTU + 100] {
+        let frame = udp4(&[], ip_len);
+        b.send(1, &frame);
+        let crossed = wait_received(&mut b, 2, 1);
+        assert_eq!(crossed, vec![frame[..60].to_vec()], "ip_len {ip_len}");
+    }
+    assert_eq!(b.drops("tunnel_too_big"), 0);
+}

@@ -516,6 +516,9 @@ fn action_text(a: &Action, opts: &PrintOpts) -> String {
         Action::SetQueue(q) => format!("set_queue:{q}"),
         Action::SetNwTtl(t) => format!("mod_nw_ttl:{t}"),
         Action::OutputReg { src, .. } => format!("output:{}", subfield_text(src)),
+        Action::OutputTrunc { port, max_len } => {
+            format!("output(port={},max_len={max_len})", opts.port(*port))
+        }
         Action::Resubmit { in_port, table } => match (in_port, table) {
             (Some(p), None) => format!("resubmit:{}", opts.port(*p)),
             (p, t) => format!(

@@ -353,6 +353,12 @@ fn megaflow_view(
             DpAction::Tunnel { port: p, dst, vni } => {
                 format!("tnl_push(vxlan(vni={vni},dst={dst})),output:{}", port(*p))
             }
+            DpAction::OutputTrunc(t) => {
+                let tunnel = t.tunnel.map_or(String::new(), |(dst, vni)| {
+                    format!("tnl_push(vxlan(vni={vni},dst={dst})),")
+                });
+                format!("trunc({}),{tunnel}output:{}", t.max_len, port(t.port))
+            }
             other => other.to_string(),
         })
         .collect();

@@ -328,6 +328,15 @@ impl std::fmt::Display for WalkMeta {
     }
 }
 
+/// An output of a packet cut to `max_len` bytes, through a VXLAN port to `tunnel`'s
+/// `(destination, VNI)` when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruncOutput {
+    pub port: DpPortId,
+    pub max_len: u32,
+    pub tunnel: Option<(Ipv4Addr, u32)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpAction {
     Output(DpPortId),
@@ -337,6 +346,9 @@ pub enum DpAction {
         dst: Ipv4Addr,
         vni: u32,
     },
+    /// `output(port=P,max_len=N)`: the packet's first `max_len` bytes out (see
+    /// [`TruncOutput`]); the packet goes on whole.
+    OutputTrunc(TruncOutput),
     /// MAC learning + forwarding, resolved per packet (learning changes faster than flows),
     /// with the input port and tunnel fields the walk had written by then.
     Normal(WalkMeta),
@@ -418,6 +430,7 @@ impl DpAction {
             self,
             DpAction::Output(_)
                 | DpAction::Tunnel { .. }
+                | DpAction::OutputTrunc(_)
                 | DpAction::Normal(_)
                 | DpAction::Flood { .. }
                 | DpAction::Controller(_)
@@ -437,6 +450,7 @@ impl DpAction {
         match self {
             DpAction::Output(_)
             | DpAction::Tunnel { .. }
+            | DpAction::OutputTrunc(_)
             | DpAction::Normal(_)
             | DpAction::Flood { .. }
             | DpAction::Controller(_)
@@ -484,6 +498,13 @@ impl std::fmt::Display for DpAction {
             DpAction::Output(p) => write!(f, "output:dp{p}"),
             DpAction::Tunnel { port, dst, vni } => {
                 write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),output:dp{port}")
+            }
+            DpAction::OutputTrunc(t) => {
+                write!(f, "trunc({}),", t.max_len)?;
+                if let Some((dst, vni)) = t.tunnel {
+                    write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),")?;
+                }
+                write!(f, "output:dp{}", t.port)
             }
             DpAction::Normal(m) => write!(f, "normal{m}"),
             DpAction::Flood { all, meta } => {

@@ -633,6 +633,7 @@ fn execute_list(
             DpAction::Tunnel { port, dst, vni } => {
                 tunnel(ctx, *port as usize, pkt, parsed, (*dst, *vni), tail)
             }
+            DpAction::OutputTrunc(t) => output_trunc(ctx, pkt, parsed, t),
             // The in_port and tunnel fields the walk wrote (not in the packet's key).
             DpAction::Normal(m) if m.is_empty() => normal(ctx, pkt, key, parsed, tail),
             DpAction::Normal(m) => normal(ctx, pkt, &m.apply(key), parsed, tail),
@@ -1061,6 +1062,46 @@ fn output_owned(ctx: &mut Ctx, dp_id: usize, pkt: &mut PacketBuf) {
         return;
     };
     if let Err(reason) = port.queue_owned(pkt) {
+        ctx.bridge.drops.add(reason, 1);
+        PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
+    }
+}
+
+/// `output(port=P,max_len=N)`: a packet longer than `max_len` leaves as a plain frame of its
+/// first `max_len` bytes, without the offload work the whole one carried (a cut super-frame
+/// or partial checksum means nothing; Open vSwitch does not fix a cut packet's checksums
+/// either); a shorter one as an output would send it.
+fn output_trunc(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    parsed: &encap::Parsed,
+    t: &super::actions::TruncOutput,
+) {
+    let dp_id = t.port as usize;
+    if pkt.len() <= t.max_len as usize {
+        match t.tunnel {
+            Some(target) => tunnel(ctx, dp_id, pkt, parsed, target, false),
+            None => output(ctx, dp_id, pkt),
+        }
+        return;
+    }
+    let Some(Some(port)) = ctx.ports.get_mut(dp_id) else {
+        ctx.bridge.drops.add(DropReason::PortDown, 1);
+        return;
+    };
+    let cut = &pkt.data()[..t.max_len as usize];
+    let meta = tap_io::RxMeta {
+        gso: None,
+        csum_not_ready: false,
+        csum_start: None,
+        csum_offset: None,
+        ..pkt.meta
+    };
+    let queued = match t.tunnel {
+        Some((dst, vni)) => port.queue_tunnel(cut, &meta, dst, vni),
+        None => port.queue(cut, &meta),
+    };
+    if let Err(reason) = queued {
         ctx.bridge.drops.add(reason, 1);
         PortCounters::add(&port.counters.tx(port.thread).dropped, 1);
     }

@@ -25,7 +25,9 @@ use flowtable::fields::FieldId;
 use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
-use super::actions::{CheckPktLen, CtAction, DpAction, MeterAction, SelectAction, WalkMeta};
+use super::actions::{
+    CheckPktLen, CtAction, DpAction, MeterAction, SelectAction, TruncOutput, WalkMeta,
+};
 use super::cache::{EmcValue, Pinned};
 use super::drops::DropReason;
 use crate::pipeline::{
@@ -576,6 +578,7 @@ impl<'a> Xlate<'a> {
     fn action(&mut self, a: &Action) {
         match a {
             Action::Output { port, max_len } => self.output(*port, *max_len),
+            Action::OutputTrunc { port, max_len } => self.output_trunc(*port, *max_len),
             Action::OutputReg { src, max_len } => {
                 // As Open vSwitch: a value above 16 bits names no port; 0xff00.. are the
                 // OpenFlow 1.0 reserved ports.
@@ -1300,6 +1303,39 @@ impl<'a> Xlate<'a> {
                 self.note(format_args!("skipping output to input port {p}"));
             }
             OfPort(p) => self.output_ofport(p),
+        }
+    }
+
+    /// `output(port=P,max_len=N)`, as Open vSwitch translates it: to a port of the bridge
+    /// other than the input port; `IN_PORT`, `LOCAL` (this bridge has none) and the reserved
+    /// ports a flow from the wire may name send nothing.
+    fn output_trunc(&mut self, port: OfPort, max_len: u32) {
+        if port.0 == self.key.in_port {
+            self.note(format_args!("output_trunc: skipping output to input port"));
+            return;
+        }
+        if !port.is_physical() {
+            self.note(format_args!(
+                "output_trunc does not support port {port}: skipped"
+            ));
+            return;
+        }
+        let before = self.out.len();
+        self.output_ofport(port.0);
+        // The output just made (if any) becomes its cut form.
+        let cut = |port, tunnel| {
+            DpAction::OutputTrunc(TruncOutput {
+                port,
+                max_len,
+                tunnel,
+            })
+        };
+        match self.out.get(before..) {
+            Some([DpAction::Output(p)]) => self.out[before] = cut(*p, None),
+            Some([DpAction::Tunnel { port, dst, vni }]) => {
+                self.out[before] = cut(*port, Some((*dst, *vni)));
+            }
+            _ => {}
         }
     }
 
