@@ -525,7 +525,9 @@ impl Action {
     /// True when this action (or a nested one) outputs to `port`.
     pub fn outputs_to(&self, port: OfPort) -> bool {
         match self {
-            Action::Output { port: p, .. } | Action::OutputTrunc { port: p, .. } => *p == port,
+            // Not `output(port=P,max_len=N)`: Open vSwitch's `ofpact_outputs_to_port` leaves
+            // it out (an `out_port` filter does not find it).
+            Action::Output { port: p, .. } => *p == port,
             Action::Controller(_) => port == OfPort::CONTROLLER,
             Action::Ct(ct) => ct.exec.iter().any(|a| a.outputs_to(port)),
             Action::Clone(inner) => inner.iter().any(|a| a.outputs_to(port)),

@@ -909,8 +909,14 @@ impl Pipeline {
             match a {
                 // Port 0, ANY, a port Open vSwitch cannot represent (0xff00..=0xfffffeff) and
                 // the unnamed reserved ones (0xffffff00..=0xfffffff7).
-                Action::Output { port, .. } | Action::OutputTrunc { port, .. }
-                    if !port.is_output_port() =>
+                Action::Output { port, .. } if !port.is_output_port() => {
+                    return Err(TableError::BadOutPort(port.0));
+                }
+                // Open vSwitch takes NORMAL, FLOOD, ALL, CONTROLLER and TABLE here and sends
+                // nothing: refused instead, as nothing is taken that is not done (the text
+                // form refuses them too, so a saved flow always reads back).
+                Action::OutputTrunc { port, .. }
+                    if port.0 >= 0xff00 && *port != OfPort::LOCAL && *port != OfPort::IN_PORT =>
                 {
                     return Err(TableError::BadOutPort(port.0));
                 }

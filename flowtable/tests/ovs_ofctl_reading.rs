@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use flowtable::OfPort;
 use flowtable::action::Action;
 use flowtable::fields::FieldId;
 use flowtable::table::{Pipeline, TableError};
@@ -195,4 +196,26 @@ fn tcp_flags_needs_tcp() {
     );
     // The L4 ports still read under any L4 protocol, as in ovs-ofctl.
     assert_eq!(printed("udp,tcp_src=80,actions=drop").0, "udp,tp_src=80");
+}
+
+/// `output(port=P,max_len=N)` to a reserved port other than `LOCAL` and `IN_PORT` (which
+/// OpenFlow can carry; the text form refuses it) is refused at install: Open vSwitch would
+/// take it and send nothing. And an `out_port` filter does not see it, as in Open vSwitch.
+#[test]
+fn output_trunc_to_a_reserved_port_is_refused_and_out_port_ignores_it() {
+    for port in [
+        OfPort::NORMAL,
+        OfPort::FLOOD,
+        OfPort::TABLE,
+        OfPort::CONTROLLER,
+    ] {
+        let mut fm = parse_flow("actions=drop").unwrap();
+        fm.instructions.apply = vec![Action::OutputTrunc { port, max_len: 64 }];
+        let e = Pipeline::new().flow_mod(&fm, Instant::now()).unwrap_err();
+        assert!(matches!(e, TableError::BadOutPort(p) if p == port.0), "{e}");
+    }
+    let fm = parse_flow("actions=output(port=LOCAL,max_len=64)").unwrap();
+    assert!(Pipeline::new().flow_mod(&fm, Instant::now()).is_ok());
+    let fm = parse_flow("actions=output(port=2,max_len=64)").unwrap();
+    assert!(!fm.instructions.outputs_to(OfPort(2)));
 }

@@ -388,3 +388,51 @@ fn vlan_vid_set_field_without_the_present_bit_is_bad_set_argument() {
     let (_, m) = decode(&msg("1006")).expect("valid");
     assert!(matches!(m, Message::FlowMod(_)));
 }
+
+/// `FLOW_MOD` with its apply-actions output replaced by NXAST_OUTPUT_TRUNC (16 bytes too):
+/// port 2, `max_len` as given; `instruction` 4 applies the actions, 3 writes them into the
+/// action set.
+fn flow_mod_with_output_trunc(instruction: u16, max_len: u32) -> Vec<u8> {
+    let mut b = unhex(FLOW_MOD);
+    let n = b.len();
+    b[n - 24..n - 22].copy_from_slice(&instruction.to_be_bytes());
+    let action = unhex(&format!("ffff 0010 00002320 0027 0002 {max_len:08x}"));
+    b[n - 16..].copy_from_slice(&action);
+    b
+}
+
+/// NXAST_OUTPUT_TRUNC as Open vSwitch checks it: `max_len` under an Ethernet header is
+/// `BAD_ARGUMENT`; in an action set it is `BAD_TYPE` (not admitted there).
+#[test]
+fn output_trunc_max_len_and_action_set() {
+    assert_eq!(
+        code_of(&flow_mod_with_output_trunc(4, 13)),
+        ErrorCode::BadActionBadArgument
+    );
+    let (_, msg) = decode(&flow_mod_with_output_trunc(4, 14)).expect("14 is taken");
+    let Message::FlowMod(fm) = msg else {
+        panic!("not a flow mod")
+    };
+    let model = openflow::convert::flow_mod_in(&fm).expect("converts");
+    assert_eq!(
+        model.instructions.apply,
+        vec![flowtable::Action::OutputTrunc {
+            port: flowtable::OfPort(2),
+            max_len: 14
+        }]
+    );
+    // Back to the same bytes.
+    let again = encode(
+        &Message::FlowMod(openflow::convert::flow_mod_out(&model).unwrap()),
+        6,
+    )
+    .unwrap();
+    assert_eq!(again, flow_mod_with_output_trunc(4, 14));
+
+    let (_, msg) = decode(&flow_mod_with_output_trunc(3, 100)).expect("framing is fine");
+    let Message::FlowMod(fm) = msg else {
+        panic!("not a flow mod")
+    };
+    let e = openflow::convert::flow_mod_in(&fm).expect_err("not in an action set");
+    assert_eq!(e.code, ErrorCode::BadActionBadType);
+}
