@@ -1316,7 +1316,7 @@ fn fast_failover_groups_watching_each_other_in_a_cycle_stay_cheap() {
 }
 
 #[test]
-fn a_packet_conntrack_cannot_read_is_counted_invalid_malformed() {
+fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
     let mut b = bench(2);
     b.flows(
         "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
@@ -1339,9 +1339,16 @@ fn a_packet_conntrack_cannot_read_is_counted_invalid_malformed() {
     assert!(b.received(2).is_empty());
     assert_eq!(counter(&b), 1);
     assert_eq!(b.drops("ct_invalid"), 1);
+    // A wrong IPv4 header checksum (as Open vSwitch's conntrack checks it).
+    let mut bad = whole.clone();
+    bad[14 + 10] ^= 0x40;
+    b.send(1, &bad);
+    assert!(b.received(2).is_empty());
+    assert_eq!(counter(&b), 2);
+    assert_eq!(b.drops("ct_invalid"), 2);
     b.send(1, &whole);
     assert_eq!(b.received(2).len(), 1, "a whole SYN goes through");
-    assert_eq!(counter(&b), 1);
+    assert_eq!(counter(&b), 2);
 }
 
 /// A table whose flows look at ARP, ICMP, TCP, UDP and IPv6 fields: a packet of one protocol

@@ -10,6 +10,23 @@ use super::drops::DropReason;
 use conntrack::tuple::Addr;
 use conntrack::{CtDrop, Cursor, PacketFacts, Sharded};
 
+/// An IPv4 header whose checksum does not sum to all ones (Open vSwitch's conntrack checks it
+/// unless the port vouched for it). Every header the switch rewrites gets its checksum
+/// updated, and one made by merging segments gets a new one, so a wrong one came so from the
+/// wire.
+fn bad_ipv4_header_checksum(frame: &[u8], parsed: &Parsed) -> bool {
+    if parsed.l3_kind != encap::L3Kind::Ipv4 {
+        return false;
+    }
+    let Some(l3) = parsed.l3_offset() else {
+        return false;
+    };
+    let ihl = frame.get(l3).map_or(0, |b| usize::from(b & 0x0f) * 4);
+    frame
+        .get(l3..l3 + ihl)
+        .is_some_and(|h| encap::checksum::fold(encap::checksum::sum(0, h)) != 0xffff)
+}
+
 /// Runs `ct` on one packet. `lookup` is the key conntrack identifies the connection by (the
 /// packet's key before any NAT of this zone), `key` the packet as it is now. Returns the key as
 /// the next pipeline pass sees it (ct fields set, NAT applied), `None` when conntrack kept the
@@ -32,9 +49,10 @@ pub fn run<'a>(
     first_pass: bool,
     resized: &mut bool,
 ) -> Result<Option<FlowKey>, DropReason> {
-    if parsed.error.is_some() {
-        // A cut-short or inconsistent header: conntrack cannot identify a connection, the
-        // packet is invalid (Open vSwitch: +trk+inv), nothing is committed.
+    if parsed.error.is_some() || bad_ipv4_header_checksum(pkt.data(), parsed) {
+        // A cut-short or inconsistent header, or an IPv4 header whose checksum is wrong:
+        // conntrack cannot trust it to identify a connection, the packet is invalid (Open
+        // vSwitch: +trk+inv), nothing is committed.
         ct.note_malformed(cur);
         let mut next = *key;
         next.ct_state = encap::flowkey::CT_TRK | encap::flowkey::CT_INV;
