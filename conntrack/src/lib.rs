@@ -459,11 +459,12 @@ impl Conntrack {
         }
         match extracted {
             Err(r) => match frame {
-                // IPv4 only, so far: callers are not bound to give the IPv6 Fragment header's
-                // identification (the datapath does), and without it IPv6 datagrams between
-                // two hosts could not be told apart in the hold.
+                // IPv4 and IPv6: a caller giving the frame gives an IPv6 fragment's Fragment
+                // header identification in `facts.ip_id` too (the datapath does), which
+                // tells apart the datagrams between two hosts in the hold.
                 Some((bytes, meta))
-                    if r == InvalidReason::FragmentUnknown && key.eth_type == 0x0800 =>
+                    if r == InvalidReason::FragmentUnknown
+                        && matches!(key.eth_type, 0x0800 | 0x86dd) =>
                 {
                     self.hold_fragment(key, facts, act.zone, bytes, meta, now)
                 }

@@ -207,10 +207,10 @@ fn with_the_hold_disabled_a_later_fragment_first_is_invalid() {
 }
 
 /// The API directly: `process_frame` holds an IPv4 later fragment ahead of its first one, and
-/// hands it back with its metadata once the first fragment passed; IPv6 is not held (not yet:
-/// the datapath gives the IPv6 fragment id now, other callers need not).
+/// hands it back with its metadata once the first fragment passed; an IPv6 one is held too,
+/// by its own datagram (addresses and Fragment header identification).
 #[test]
-fn process_frame_holds_ipv4_only_and_releases_with_the_metadata() {
+fn process_frame_holds_later_fragments_and_releases_with_the_metadata() {
     use conntrack::{Conntrack, CtAction, PacketFacts};
     use encap::flowkey::{FRAG_ANY, FRAG_LATER};
     let mut ct = Conntrack::new(conntrack::Config::default()).unwrap();
@@ -242,8 +242,8 @@ fn process_frame_holds_ipv4_only_and_releases_with_the_metadata() {
         ..later
     };
     let r6 = ct.process_frame(&v6, &facts, &act, 0, b"v6", &v6);
-    assert!(!r6.held && r6.invalid.is_some());
-    assert_eq!(ct.held_fragments(), 1);
+    assert!(r6.held && r6.invalid.is_none());
+    assert_eq!(ct.held_fragments(), 2);
     let mut out = Vec::new();
     assert_eq!(ct.take_released_fragment(&mut out), None);
     let first = FlowKey {
@@ -259,6 +259,11 @@ fn process_frame_holds_ipv4_only_and_releases_with_the_metadata() {
     assert_eq!((meta.in_port, meta.tun_id), (4, 9));
     assert_eq!(out, b"later-bytes");
     assert!(!ct.has_released_fragments());
+    assert_eq!(
+        ct.held_fragments(),
+        1,
+        "the IPv6 one waits for its own first fragment"
+    );
     // Run again, it now finds its first fragment's ports and the committed connection.
     let again = ct.process_frame(&later, &facts, &act, 2, &out.clone(), &later);
     assert!(
@@ -296,6 +301,54 @@ fn v6_datagram(id: u32, sport: u16, dport: u16) -> (Vec<u8>, Vec<u8>) {
     (frag(0, &udp[..56], true), frag(56, &udp[56..], false))
 }
 
+/// The Service flows of the IPv6 tests: a DNAT to [fd00:0:16::31]:5353 for UDP to
+/// [fd00:0:96::53]:53, any other new connection committed as it is; out of port 2.
+const V6_SERVICE_FLOWS: &str = "table=0,priority=100,ipv6,actions=ct(table=1,zone=1,nat)\n\
+     table=1,priority=100,ct_state=+new+trk,udp6,ipv6_dst=fd00:0:96::53,tp_dst=53,actions=ct(commit,table=2,zone=1,nat(dst=[fd00:0:16::31]:5353))\n\
+     table=1,priority=80,ct_state=+new+trk,ipv6,actions=ct(commit,table=2,zone=1)\n\
+     table=1,priority=70,ct_state=+est+trk,ipv6,actions=resubmit(,2)\n\
+     table=1,priority=60,ct_state=+inv+trk,ipv6,actions=drop\n\
+     table=2,priority=10,ipv6,actions=output:2";
+
+/// IPv6 later fragments ahead of their first ones wait in the hold, each by its own
+/// datagram, and follow their first fragment with its connection's DNAT.
+#[test]
+fn ipv6_later_fragments_first_wait_and_follow_their_own_first_fragment() {
+    let mut b = common::MemBridge::new(2, datapath::Options::default());
+    b.flows(V6_SERVICE_FLOWS);
+    let (f1, l1) = v6_datagram(0x1111_0001, 40001, 53); // to the Service: DNAT
+    let (f2, l2) = v6_datagram(0x2222_0002, 40002, 54); // not a Service: as sent
+    for f in [&l1, &l2] {
+        b.send(1, f);
+    }
+    assert!(b.received(2).is_empty(), "later fragments went ahead");
+    assert_eq!(b.switch.dp.call(|dp| dp.conntrack().held_fragments()), 2);
+    b.send(1, &f2);
+    b.send(1, &f1);
+    let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let seen: Vec<([u8; 16], u32, bool)> = b
+        .received(2)
+        .iter()
+        .map(|f| {
+            let k = key_of(f);
+            let id = u32::from_be_bytes([f[58], f[59], f[60], f[61]]);
+            (k.ipv6_dst, id, k.nw_frag & encap::flowkey::FRAG_LATER != 0)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (a("fd00:0:96::53"), 0x2222_0002, false),
+            (a("fd00:0:96::53"), 0x2222_0002, true),
+            (a("fd00:0:16::31"), 0x1111_0001, false),
+            (a("fd00:0:16::31"), 0x1111_0001, true),
+        ],
+        "each later fragment after its own first fragment, with its connection's NAT"
+    );
+    assert_eq!(b.switch.dp.call(|dp| dp.conntrack().held_fragments()), 0);
+    assert_eq!(b.drops("ct_invalid"), 0);
+}
+
 #[test]
 fn interleaved_ipv6_datagrams_keep_their_own_connection_by_fragment_id() {
     // Later fragments carry no ports: conntrack finds them from their first fragment, by
@@ -303,14 +356,7 @@ fn interleaved_ipv6_datagrams_keep_their_own_connection_by_fragment_id() {
     // the Fragment header's identification; without it, the second first fragment took the
     // first datagram's place and its later fragment left with the other connection's NAT.
     let mut b = common::MemBridge::new(2, datapath::Options::default());
-    b.flows(
-        "table=0,priority=100,ipv6,actions=ct(table=1,zone=1,nat)\n\
-         table=1,priority=100,ct_state=+new+trk,udp6,ipv6_dst=fd00:0:96::53,tp_dst=53,actions=ct(commit,table=2,zone=1,nat(dst=[fd00:0:16::31]:5353))\n\
-         table=1,priority=80,ct_state=+new+trk,ipv6,actions=ct(commit,table=2,zone=1)\n\
-         table=1,priority=70,ct_state=+est+trk,ipv6,actions=resubmit(,2)\n\
-         table=1,priority=60,ct_state=+inv+trk,ipv6,actions=drop\n\
-         table=2,priority=10,ipv6,actions=output:2",
-    );
+    b.flows(V6_SERVICE_FLOWS);
     let (f1, l1) = v6_datagram(0x1111_0001, 40001, 53); // to the Service: DNAT
     let (f2, l2) = v6_datagram(0x2222_0002, 40002, 54); // not a Service: as sent
     for f in [&f1, &f2, &l1, &l2] {
