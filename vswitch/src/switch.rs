@@ -14,7 +14,7 @@ use flowtable::group::GroupModCommand;
 use flowtable::table::Pipeline as FlowTables;
 use flowtable::text;
 
-use crate::bridge::{BridgeCtl, Commit, IfaceSeen, Opened, PortCtl, open_port};
+use crate::bridge::{AbsentPort, BridgeCtl, Commit, IfaceSeen, Opened, PortCtl, open_port};
 use crate::datapath::counters::PortCounters;
 use crate::datapath::drops::DropCounters;
 use crate::datapath::ports::{DpPort, PortIo};
@@ -329,6 +329,31 @@ impl Switch {
         }
         self.attach_port(br, spec, config, move || {
             open_port(&to_open, moved.as_ref())
+        })
+    }
+
+    /// A saved AF_PACKET port whose interface does not exist now (deleted while the switch was
+    /// down, not back yet after a reboot): added without I/O (`AbsentPort`: receives nothing,
+    /// drops what is sent to it as a link down), its link down, with its ofport, flows and
+    /// `mod-port` bits. The interface watcher opens it once an interface of that name appears,
+    /// as it reopens a port whose interface is deleted and created again while the switch runs.
+    /// Refused for another kind of port, or when the interface exists.
+    pub fn add_port_awaiting_interface(
+        &self,
+        br: &str,
+        name: &str,
+        args: &[String],
+        config: u32,
+    ) -> CmdResult {
+        let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
+        if spec.kind != PortKind::AfPacket || IfaceSeen::of(name).is_some() {
+            return Err(format!(
+                "port {name}: not an AF_PACKET port without its interface"
+            ));
+        }
+        let io = AbsentPort::new(name);
+        self.attach_port(br, spec, config, move || {
+            Ok(Opened::plain(PortIo::Dev(Box::new(io)), [0; 6]))
         })
     }
 
@@ -738,9 +763,10 @@ impl Switch {
             spec.xdp = None;
         }
         let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
+        // An interface gone already (or never there: `add_port_awaiting_interface`) is
+        // watched for one of its name to appear.
         let iface_seen = (spec.kind == PortKind::AfPacket)
-            .then(|| IfaceSeen::of(&name))
-            .flatten();
+            .then(|| IfaceSeen::of(&name).unwrap_or(IfaceSeen::ABSENT));
         let underlay_seen = underlay_of(&spec);
         let mut port = DpPort::new(
             &name,

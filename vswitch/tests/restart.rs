@@ -805,6 +805,66 @@ fn a_pod_whose_veth_went_while_stopped_is_forgotten_at_start() {
     assert!(d.ctl(&["list-pods"]).trim().is_empty());
 }
 
+/// A port added with `add-port` whose interface was deleted while the switch was stopped (a
+/// pod gone, a node rebooted before its pods are back): the switch starts, with the port kept,
+/// down, and its flows in place, and opens it once an interface of that name appears.
+#[test]
+fn a_port_whose_interface_went_while_stopped_waits_for_it() {
+    if !require_root("a_port_whose_interface_went_while_stopped_waits_for_it") {
+        return;
+    }
+    let mut node = Node::new("rwait");
+    let ns = node.name().to_string();
+    node.add_veth_pod("rwaita", "vwa", "10.44.0.1/24", "02:00:00:00:44:01");
+    node.add_veth_pod("rwaitb", "vwb", "10.44.0.2/24", "02:00:00:00:44:02");
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let mut d = Daemon::start(&ns, &rundir);
+    d.ctl(&["add-br", "br0"]);
+    d.ctl(&["add-port", "br0", "vwa", "ofport=1"]);
+    d.ctl(&["add-port", "br0", "vwb", "ofport=2"]);
+    d.ctl(&["add-flow", "br0", "in_port=1,actions=output:2"]);
+    d.ctl(&["add-flow", "br0", "in_port=2,actions=output:1"]);
+    wait_saved(&rundir, "in_port=2");
+    let pod_a = node.pod(0).name().to_string();
+    assert_ping(&pod_a, "10.44.0.2", 2);
+
+    let ready = |d: &Daemon| d.log_text().matches("vswitchd ready").count();
+    let before = ready(&d);
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    ns_sh(&ns, "ip link del vwb");
+    d.start_again(&[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(&d) <= before {
+        assert!(Instant::now() < deadline, "not ready:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.alive(), "vswitchd refused to start:\n{}", d.log_text());
+    assert!(d.ctl(&["list-ports", "br0"]).contains("vwb"));
+    let desc = d.ctl(&["dump-ports-desc", "br0"]);
+    let vwb = desc.split(" 2(vwb)").nth(1).unwrap_or_default();
+    assert!(vwb.contains("LINK_DOWN"), "{desc}");
+    assert!(d.ctl(&["dump-flows", "br0"]).contains("in_port=2"));
+    assert!(
+        d.log_text()
+            .contains("the port's interface does not exist: the port is kept"),
+        "{}",
+        d.log_text()
+    );
+
+    // The pod comes back (a new namespace, the same host-side name): the port opens on it.
+    node.add_veth_pod("rwaitc", "vwb", "10.44.0.2/24", "02:00:00:00:44:02");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains("port reopened on it") {
+        assert!(
+            Instant::now() < deadline,
+            "never reopened:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ping(&pod_a, "10.44.0.2", 3);
+}
+
 /// A graceful stop that cannot write its handover (here: a directory in its place) keeps the
 /// last checkpoint, so the next start still has the connections of two seconds before.
 #[test]

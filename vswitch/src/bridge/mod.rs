@@ -6,6 +6,7 @@
 //! send FLOW_REMOVED for deleted flows that asked for it, publish. OpenFlow sessions, the node
 //! agent, management commands and flow expiry all use it, so they cannot drift apart.
 
+mod absent_port;
 mod expiry;
 mod learn;
 mod port_factory;
@@ -30,6 +31,7 @@ use crate::events::{AsyncEvent, PacketInHub};
 use crate::pipeline::{FlowStats, GroupEntry, Pipeline, RuleRef};
 use crate::portspec::PortSpec;
 
+pub use absent_port::AbsentPort;
 pub use port_factory::{Opened, open_port, underlay_iface, underlay_mtu};
 pub use transaction::{Commit, FlowModCounts, Transaction};
 
@@ -91,6 +93,14 @@ pub struct IfaceSeen {
 }
 
 impl IfaceSeen {
+    /// No interface: what a port waiting for its interface saw (no interface has index 0, so
+    /// any that appears under the name is new to it).
+    pub const ABSENT: IfaceSeen = IfaceSeen {
+        ifindex: 0,
+        mtu: 0,
+        running: false,
+    };
+
     /// The same interface with the same MTU (its link may have gone down or up meanwhile).
     pub fn same_device(&self, other: &IfaceSeen) -> bool {
         self.ifindex == other.ifindex && self.mtu == other.mtu
