@@ -403,6 +403,9 @@ impl Conntrack {
     /// the caller needs to run it again (its in_port, tunnel fields); it is returned by
     /// [`take_released_fragment`](Self::take_released_fragment) once the first fragment has
     /// passed. A fragment the hold cannot take (full, frame too large) is invalid, as before.
+    /// An IPv6 fragment's datagram is named by its addresses and `facts.ip_id`, which must be
+    /// its Fragment header's identification (with 0 for all, the datagrams between two hosts
+    /// would be one).
     pub fn process_frame(
         &mut self,
         key: &FlowKey,

@@ -325,9 +325,9 @@ impl Switch {
         if spec.xdp == Some(crate::portspec::XdpMode::On) {
             // Its open may wait up to 2 s for a busy queue: not under the switch lock.
             let opened = open_port(&to_open, moved.as_ref());
-            return self.attach_port(br, spec, config, move || opened);
+            return self.attach_port(br, spec, config, true, move || opened);
         }
-        self.attach_port(br, spec, config, move || {
+        self.attach_port(br, spec, config, true, move || {
             open_port(&to_open, moved.as_ref())
         })
     }
@@ -352,7 +352,7 @@ impl Switch {
             ));
         }
         let io = AbsentPort::new(name);
-        self.attach_port(br, spec, config, move || {
+        self.attach_port(br, spec, config, true, move || {
             Ok(Opened::plain(PortIo::Dev(Box::new(io)), [0; 6]))
         })
     }
@@ -648,9 +648,9 @@ impl Switch {
                 b.ports.insert(
                     ofport,
                     PortCtl {
+                        // Gone again already: watched for the next one.
                         iface_seen: (spec.kind == PortKind::AfPacket)
-                            .then(|| IfaceSeen::of(name))
-                            .flatten(),
+                            .then(|| IfaceSeen::of(name).unwrap_or(IfaceSeen::ABSENT)),
                         underlay_seen: underlay_of(&spec),
                         spec,
                         ofport,
@@ -669,6 +669,19 @@ impl Switch {
             }
         }
         b.publish();
+        // Its link and MAC as the new interface has them (a port that waited for its
+        // interface was announced down, without a MAC).
+        if let Some(p) = b.ports.get(&ofport) {
+            let desc = p.desc();
+            drop(state);
+            self.packet_ins.send(
+                &w.br,
+                AsyncEvent::PortStatus {
+                    reason: openflow::switch::port_reason::MODIFY,
+                    port: desc,
+                },
+            );
+        }
     }
 
     /// Adds again the tunnel ports whose reopening failed, unless a port took the name.
@@ -688,9 +701,9 @@ impl Switch {
                 continue;
             }
             let to_open = spec.clone();
-            if let Err(e) =
-                self.attach_port(&br, spec.clone(), config, move || open_port(&to_open, None))
-            {
+            if let Err(e) = self.attach_port(&br, spec.clone(), config, true, move || {
+                open_port(&to_open, None)
+            }) {
                 tracing::debug!(port = %spec.name, "tunnel port still cannot be reopened: {e}");
                 self.tunnels_to_reopen
                     .lock()
@@ -702,7 +715,7 @@ impl Switch {
 
     /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
     pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
-        self.attach_port(br, spec, 0, move || {
+        self.attach_port(br, spec, 0, false, move || {
             Ok(Opened::plain(PortIo::Dev(Box::new(io)), [0; 6]))
         })
     }
@@ -714,16 +727,19 @@ impl Switch {
         spec: PortSpec,
         io: Box<dyn tap_io::Port + Send>,
     ) -> CmdResult {
-        self.attach_port(br, spec, 0, move || {
+        self.attach_port(br, spec, 0, false, move || {
             Ok(Opened::plain(PortIo::Dev(io), [0; 6]))
         })
     }
 
+    /// `by_name`: the port's I/O is opened on the interface of its name (not given by a test),
+    /// so an AF_PACKET port whose interface cannot be seen is watched for one to appear.
     fn attach_port(
         &self,
         br: &str,
         mut spec: PortSpec,
         config: u32,
+        by_name: bool,
         open: impl FnOnce() -> Result<Opened, String>,
     ) -> CmdResult {
         let name = spec.name.clone();
@@ -766,7 +782,8 @@ impl Switch {
         // An interface gone already (or never there: `add_port_awaiting_interface`) is
         // watched for one of its name to appear.
         let iface_seen = (spec.kind == PortKind::AfPacket)
-            .then(|| IfaceSeen::of(&name).unwrap_or(IfaceSeen::ABSENT));
+            .then(|| IfaceSeen::of(&name).or(by_name.then_some(IfaceSeen::ABSENT)))
+            .flatten();
         let underlay_seen = underlay_of(&spec);
         let mut port = DpPort::new(
             &name,

@@ -12,8 +12,8 @@ use conntrack::{CtDrop, Cursor, PacketFacts, Sharded};
 
 /// An IPv4 header whose checksum does not sum to all ones (Open vSwitch's conntrack checks it
 /// unless the port vouched for it). Every header the switch rewrites gets its checksum
-/// updated, and one made by merging segments gets a new one, so a wrong one came so from the
-/// wire.
+/// updated and every one it builds (merged segments) a new one, so a wrong one came so from
+/// the wire (a merge checks the TCP checksums of its segments, not their IPv4 headers').
 fn bad_ipv4_header_checksum(frame: &[u8], parsed: &Parsed) -> bool {
     if parsed.l3_kind != encap::L3Kind::Ipv4 {
         return false;
