@@ -301,6 +301,19 @@ fn v6_datagram(id: u32, sport: u16, dport: u16) -> (Vec<u8>, Vec<u8>) {
     (frag(0, &udp[..56], true), frag(56, &udp[56..], false))
 }
 
+/// Each IPv6 fragment sent: its destination, its Fragment header's identification, and
+/// whether it is a later fragment.
+fn v6_seen(frames: &[Vec<u8>]) -> Vec<([u8; 16], u32, bool)> {
+    frames
+        .iter()
+        .map(|f| {
+            let k = key_of(f);
+            let id = u32::from_be_bytes([f[58], f[59], f[60], f[61]]);
+            (k.ipv6_dst, id, k.nw_frag & encap::flowkey::FRAG_LATER != 0)
+        })
+        .collect()
+}
+
 /// The Service flows of the IPv6 tests: a DNAT to [fd00:0:16::31]:5353 for UDP to
 /// [fd00:0:96::53]:53, any other new connection committed as it is; out of port 2.
 const V6_SERVICE_FLOWS: &str = "table=0,priority=100,ipv6,actions=ct(table=1,zone=1,nat)\n\
@@ -326,15 +339,7 @@ fn ipv6_later_fragments_first_wait_and_follow_their_own_first_fragment() {
     b.send(1, &f2);
     b.send(1, &f1);
     let a = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let seen: Vec<([u8; 16], u32, bool)> = b
-        .received(2)
-        .iter()
-        .map(|f| {
-            let k = key_of(f);
-            let id = u32::from_be_bytes([f[58], f[59], f[60], f[61]]);
-            (k.ipv6_dst, id, k.nw_frag & encap::flowkey::FRAG_LATER != 0)
-        })
-        .collect();
+    let seen = v6_seen(&b.received(2));
     assert_eq!(
         seen,
         [
@@ -371,14 +376,7 @@ fn interleaved_ipv6_datagrams_keep_their_own_connection_by_fragment_id() {
         .parse::<std::net::Ipv6Addr>()
         .unwrap()
         .octets();
-    let seen: Vec<([u8; 16], u32, bool)> = out
-        .iter()
-        .map(|f| {
-            let k = key_of(f);
-            let id = u32::from_be_bytes([f[58], f[59], f[60], f[61]]);
-            (k.ipv6_dst, id, k.nw_frag & encap::flowkey::FRAG_LATER != 0)
-        })
-        .collect();
+    let seen = v6_seen(&out);
     assert_eq!(
         seen,
         [
