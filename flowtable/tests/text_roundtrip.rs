@@ -478,6 +478,7 @@ fn output_trunc_reads_and_prints_as_ovs_ofctl() {
     for (text, printed) in [
         ("output(port=2,max_len=100)", "output(port=2,max_len=100)"),
         ("output(max_len=14,port=7)", "output(port=7,max_len=14)"),
+        ("output(port:3,max_len:20)", "output(port=3,max_len=20)"),
         (
             "output(port=LOCAL,max_len=64)",
             "output(port=LOCAL,max_len=64)",

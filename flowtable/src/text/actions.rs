@@ -440,8 +440,9 @@ fn output(port: OfPort, max_len: u16) -> Action {
 fn parse_output_trunc(tok: &str) -> Result<Action, ParseError> {
     let (mut port, mut max_len) = (None, None);
     for arg in split_top(arg_of(tok, "output")?, &[','])? {
+        // `key=value` or `key:value`, as ovs-ofctl reads them.
         let (k, v) = arg
-            .split_once('=')
+            .split_once(['=', ':'])
             .map_or((arg, ""), |(k, v)| (k.trim(), v.trim()));
         match k {
             "port" => {
