@@ -119,7 +119,7 @@ impl FragHold {
                 free.get_or_insert(i);
             } else if s.key.zone == key.zone {
                 same_zone += 1;
-                same_source += usize::from(s.key.src == key.src && s.key.family == key.family);
+                same_source += usize::from(same_source_host(&s.key, &key));
             }
         }
         if same_zone >= self.zone_share() || same_source >= self.source_share() {
@@ -194,6 +194,17 @@ impl FragHold {
         self.held -= n;
         n
     }
+}
+
+/// Whether two fragments come from one source for the hold's shares: the same IPv4 address,
+/// or the same IPv6 /64 (a host picks any address of its prefix, so a whole address would let
+/// one pod take the hold with many of them).
+fn same_source_host(a: &FragKey, b: &FragKey) -> bool {
+    a.family == b.family
+        && match a.family {
+            crate::tuple::Family::V6 => a.src.0[..8] == b.src.0[..8],
+            _ => a.src == b.src,
+        }
 }
 
 #[cfg(test)]
@@ -299,5 +310,32 @@ mod tests {
         let mut out = Vec::new();
         assert!(h.take_released(&mut out).is_some());
         h.hold(from(1, 0, 98), &meta(1), &[0; 8], 0).unwrap();
+    }
+
+    /// IPv6 sources share by /64: one host's many addresses are one source.
+    #[test]
+    fn ipv6_sources_of_one_prefix_share_one_quarter() {
+        let v6 = |prefix: u8, host: u8, id: u32| {
+            let mut a = [0u8; 16];
+            a[0] = 0xfd;
+            a[7] = prefix;
+            a[15] = host;
+            FragKey {
+                src: Addr(a),
+                family: Family::V6,
+                ..key(id)
+            }
+        };
+        let mut h = FragHold::new(16, 64, 1_000);
+        for i in 0..4u8 {
+            h.hold(v6(1, i, u32::from(i)), &meta(1), &[0; 8], 0)
+                .unwrap();
+        }
+        assert_eq!(
+            h.hold(v6(1, 9, 9), &meta(1), &[0; 8], 0),
+            Err(HoldRefused::OverShare),
+            "a fifth address of the same /64"
+        );
+        h.hold(v6(2, 0, 9), &meta(1), &[0; 8], 0).unwrap();
     }
 }
