@@ -34,6 +34,7 @@ use thiserror::Error;
 
 use crate::buf::{Batch, MAX_BATCH, PacketBuf};
 use crate::port::{PortStats, TxDropReason, TxReport, impl_mio_source};
+use crate::sockopt;
 use crate::udp_share::{self, Claim};
 
 /// The IANA VXLAN port.
@@ -382,32 +383,16 @@ impl UdpTunnelSocket {
         let buf: libc::c_int = 4 << 20;
         for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
             // Best effort: bigger buffers only absorb bursts.
-            // SAFETY: buf is a live c_int for the call.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&buf as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
+            let _ = sockopt::set(&fd, libc::SOL_SOCKET, opt, &buf);
         }
         if let Sharing::Shared { .. } = sharing {
-            let on: libc::c_int = 1;
-            // SAFETY: on is a live c_int for the call.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_REUSEPORT,
-                    (&on as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                return Err(sys("SO_REUSEPORT")(io::Error::last_os_error()));
-            }
+            sockopt::set(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEPORT,
+                &1 as &libc::c_int,
+            )
+            .map_err(sys("SO_REUSEPORT"))?;
         }
         // SAFETY: sockaddr_storage is plain data; all-zero is valid.
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -470,19 +455,9 @@ impl UdpTunnelSocket {
         } else {
             (libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS)
         };
-        let on: libc::c_int = 1;
         // Best effort (every Linux has it): without it every datagram reads as TOS 0, so an
         // outer CE is not carried onto the inner packet.
-        // SAFETY: on is a live c_int for the call.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                level,
-                opt,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let _ = sockopt::set(&fd, level, opt, &1 as &libc::c_int);
         let mut sock = Self::with_fd(fd, local, true);
         sock.connected = connected;
         // Best effort: a kernel without UDP_GRO (before 5.0) just delivers datagrams singly.
@@ -548,19 +523,7 @@ impl UdpTunnelSocket {
     /// (held buffer to batch buffer), a message of one datagram is not.
     pub fn set_rx_gro(&mut self, on: bool) -> io::Result<()> {
         let v: libc::c_int = on.into();
-        // SAFETY: v is a live c_int for the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_UDP,
-                UDP_GRO,
-                (&v as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sockopt::set(&self.fd, libc::SOL_UDP, UDP_GRO, &v)?;
         self.gro = on.then(|| Box::new(GroRx::new()));
         Ok(())
     }
