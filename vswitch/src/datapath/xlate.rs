@@ -1307,8 +1307,8 @@ impl<'a> Xlate<'a> {
     }
 
     /// `output(port=P,max_len=N)`, as Open vSwitch translates it: to a port of the bridge
-    /// other than the input port; `IN_PORT`, `LOCAL` (this bridge has none) and the reserved
-    /// ports a flow from the wire may name send nothing.
+    /// other than the input port; `IN_PORT` and `LOCAL` (this bridge has none) send nothing
+    /// (the other reserved ports are refused at install).
     fn output_trunc(&mut self, port: OfPort, max_len: u32) {
         if port.0 == self.key.in_port {
             self.note(format_args!("output_trunc: skipping output to input port"));
