@@ -68,8 +68,20 @@ pub trait Datagrams {
         srcs: &mut [SocketAddr],
         tos: &mut [u8],
     ) -> io::Result<usize>;
-    /// Sends payload `k` to `dsts[k]` with the outer TOS byte `tos[k]` and empties the batch.
-    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr], tos: &[u8]) -> TxReport;
+    /// Sends payload `k` to `dsts[k]` with the outer TOS byte `tos[k]`, from the source port
+    /// of its inner flow's hash `flows[k]` where the back end varies it, and empties the batch.
+    fn send_batch(
+        &mut self,
+        batch: &mut Batch,
+        dsts: &[SocketAddr],
+        tos: &[u8],
+        flows: &[u32],
+    ) -> TxReport;
+    /// The UDP source port a datagram of the flow with this hash leaves from, where the back
+    /// end varies it by flow; `None`: one port for all.
+    fn source_port(&self, _flow: u32) -> Option<u16> {
+        None
+    }
     /// The descriptor to register for read readiness, if any.
     fn fd(&self) -> Option<RawFd>;
     /// Counters since the back end was opened.
@@ -89,8 +101,17 @@ impl Datagrams for UdpTunnelSocket {
     ) -> io::Result<usize> {
         UdpTunnelSocket::recv_batch_tos(self, batch, srcs, tos)
     }
-    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr], tos: &[u8]) -> TxReport {
-        UdpTunnelSocket::send_batch_tos(self, batch, dsts, tos)
+    fn send_batch(
+        &mut self,
+        batch: &mut Batch,
+        dsts: &[SocketAddr],
+        tos: &[u8],
+        flows: &[u32],
+    ) -> TxReport {
+        UdpTunnelSocket::send_batch_flows(self, batch, dsts, tos, flows)
+    }
+    fn source_port(&self, flow: u32) -> Option<u16> {
+        self.source_ports().map(|p| p.port_of(flow))
     }
     fn fd(&self) -> Option<RawFd> {
         Some(self.raw_fd())
@@ -103,16 +124,18 @@ impl Datagrams for UdpTunnelSocket {
     }
 }
 
-/// Datagrams as (peer, outer TOS byte, payload).
-type DatagramQueue = Arc<Mutex<VecDeque<(SocketAddr, u8, Vec<u8>)>>>;
+/// A datagram as (peer, outer TOS byte, inner flow hash (sent ones), payload).
+type Datagram = (SocketAddr, u8, u32, Vec<u8>);
+type DatagramQueue = Arc<Mutex<VecDeque<Datagram>>>;
 
-fn lock(q: &DatagramQueue) -> MutexGuard<'_, VecDeque<(SocketAddr, u8, Vec<u8>)>> {
+fn lock(q: &DatagramQueue) -> MutexGuard<'_, VecDeque<Datagram>> {
     q.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An in-memory datagram underlay for tests and fuzzing: [`MemDatagrams::inject`] queues a
 /// payload to receive from a peer, [`MemDatagrams::take_sent`] takes what was sent (the `_tos`
-/// variants with the outer TOS byte). Clones share the queues. Payloads larger than a buffer
+/// variants with the outer TOS byte, the `_flows` one with the inner flow hash the port gave
+/// each). Clones share the queues. Payloads larger than a buffer
 /// are counted `rx_truncated` and dropped, as the UDP socket does.
 #[derive(Debug, Clone, Default)]
 pub struct MemDatagrams {
@@ -134,17 +157,32 @@ impl MemDatagrams {
 
     /// Queues `payload` as received from `src` with the outer TOS byte `tos`.
     pub fn inject_with_tos(&self, src: SocketAddr, tos: u8, payload: &[u8]) {
-        lock(&self.rx).push_back((src, tos, payload.to_vec()));
+        lock(&self.rx).push_back((src, tos, 0, payload.to_vec()));
     }
 
     /// Takes every datagram sent, with its destination.
     pub fn take_sent(&self) -> Vec<(SocketAddr, Vec<u8>)> {
-        lock(&self.tx).drain(..).map(|(a, _, d)| (a, d)).collect()
+        lock(&self.tx)
+            .drain(..)
+            .map(|(a, _, _, d)| (a, d))
+            .collect()
     }
 
     /// Takes every datagram sent, with its destination and outer TOS byte.
     pub fn take_sent_with_tos(&self) -> Vec<(SocketAddr, u8, Vec<u8>)> {
-        lock(&self.tx).drain(..).collect()
+        lock(&self.tx)
+            .drain(..)
+            .map(|(a, t, _, d)| (a, t, d))
+            .collect()
+    }
+
+    /// Takes every datagram sent, with its destination and the inner flow hash it was sent
+    /// with (what picks its UDP source port on a socket).
+    pub fn take_sent_with_flows(&self) -> Vec<(SocketAddr, u32, Vec<u8>)> {
+        lock(&self.tx)
+            .drain(..)
+            .map(|(a, _, f, d)| (a, f, d))
+            .collect()
     }
 
     /// Datagrams waiting to be received.
@@ -165,7 +203,7 @@ impl Datagrams for MemDatagrams {
         while batch.len() < srcs.len() {
             let k = batch.len();
             let Some(buf) = batch.spare() else { break };
-            let Some((src, outer_tos, payload)) = q.pop_front() else {
+            let Some((src, outer_tos, _, payload)) = q.pop_front() else {
                 break;
             };
             if buf.set_frame(&payload).is_err() {
@@ -185,14 +223,21 @@ impl Datagrams for MemDatagrams {
         Ok(n)
     }
 
-    fn send_batch(&mut self, batch: &mut Batch, dsts: &[SocketAddr], tos: &[u8]) -> TxReport {
+    fn send_batch(
+        &mut self,
+        batch: &mut Batch,
+        dsts: &[SocketAddr],
+        tos: &[u8],
+        flows: &[u32],
+    ) -> TxReport {
         let mut r = TxReport::default();
         let mut q = lock(&self.tx);
         for (i, p) in batch.iter().enumerate() {
             match dsts.get(i) {
                 Some(dst) => {
                     let t = tos.get(i).copied().unwrap_or(0);
-                    q.push_back((*dst, t, p.data().to_vec()));
+                    let f = flows.get(i).copied().unwrap_or(0);
+                    q.push_back((*dst, t, f, p.data().to_vec()));
                     r.sent += 1;
                     r.bytes += p.len() as u64;
                 }
@@ -247,6 +292,9 @@ pub struct TunnelPort<D, H> {
     /// Destinations and outer TOS bytes of one transmit, indexed like the batch.
     dsts: Vec<SocketAddr>,
     tx_tos: Vec<u8>,
+    /// The inner flow hash of each frame of one transmit (its UDP source port where the back
+    /// end varies it).
+    tx_flows: Vec<u32>,
     /// Receive refusals and header-push drops (merged into the back end's stats).
     own: PortStats,
     /// Whole super-frames to the underlay through a TAP (UDP-tunnel GSO), where the kernel
@@ -266,6 +314,7 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
             rx_tos: vec![0; MAX_BATCH],
             dsts: Vec::with_capacity(MAX_BATCH),
             tx_tos: Vec::with_capacity(MAX_BATCH),
+            tx_flows: Vec::with_capacity(MAX_BATCH),
             own: PortStats::default(),
             gso_tx: None,
             header: PhantomData,
@@ -314,6 +363,7 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
                 continue;
             };
             let tos = encap::ecn::encapsulate(0, p.data());
+            let src_port = self.io.source_port(encap::hash::frame_flow_hash(p.data()));
             let Ok(h) = p.push_front(H::LEN) else {
                 r.dropped.add(TxDropReason::Other, 1);
                 continue;
@@ -323,7 +373,7 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
                 r.dropped.add(TxDropReason::TooBig, 1);
                 continue;
             }
-            match tx.send(p, H::LEN, t.dst, tos) {
+            match tx.send(p, H::LEN, t.dst, src_port, tos) {
                 Ok(()) => {
                     r.sent += 1;
                     r.bytes += p.len() as u64;
@@ -509,9 +559,10 @@ where
         }
         let mut dropped = crate::port::DropCounts::default();
         let dst_port = self.cfg.dst_port;
-        let (dsts, tos) = (&mut self.dsts, &mut self.tx_tos);
+        let (dsts, tos, flows) = (&mut self.dsts, &mut self.tx_tos, &mut self.tx_flows);
         dsts.clear();
         tos.clear();
+        flows.clear();
         batch.retain(|p| {
             p.meta.tunnel.is_some() || {
                 dropped.add(TxDropReason::Unreachable, 1);
@@ -527,12 +578,13 @@ where
         for p in batch.iter_mut() {
             let Some(t) = p.meta.tunnel else { continue };
             tos.push(encap::ecn::encapsulate(0, p.data()));
+            flows.push(encap::hash::frame_flow_hash(p.data()));
             if let Ok(h) = p.push_front(H::LEN) {
                 H::write(h, t.vni);
             }
             dsts.push(SocketAddrV4::new(t.dst, dst_port).into());
         }
-        let mut r = self.io.send_batch(batch, dsts, tos);
+        let mut r = self.io.send_batch(batch, dsts, tos, flows);
         dsts.clear();
         r.dropped.merge(&dropped);
         self.own.tx_dropped.merge(&dropped);

@@ -158,8 +158,8 @@ impl TunnelGsoTx {
             && pkt.headroom() >= TUNNEL_VNET_HDR_LEN + OUTER_LEN
     }
 
-    /// Sends `pkt` — `[tunnel header (tunnel_len bytes) | inner frame]` — to `dst` with the
-    /// outer TOS byte `tos`: a GSO super-frame (`meta.gso`) as one tunnel GSO skb (each
+    /// Sends `pkt` — `[tunnel header (tunnel_len bytes) | inner frame]` — to `dst` from UDP
+    /// port `src_port` (`None`: the tunnel's own) with the outer TOS byte `tos`: a GSO super-frame (`meta.gso`) as one tunnel GSO skb (each
     /// segment gets the same outer TOS), anything else as one plain datagram (the inner
     /// checksum must be complete then). The outer headers go into the headroom
     /// ([`TunnelGsoTx::fits`]); the UDP checksum is 0 (VXLAN over IPv4 may do without).
@@ -168,6 +168,7 @@ impl TunnelGsoTx {
         pkt: &mut PacketBuf,
         tunnel_len: usize,
         dst: Ipv4Addr,
+        src_port: Option<u16>,
         tos: u8,
     ) -> io::Result<()> {
         let gso = pkt.meta.gso;
@@ -226,7 +227,7 @@ impl TunnelGsoTx {
         let c = !fold(sum16(0, ip));
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let udp = &mut outer[34..42];
-        udp[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        udp[0..2].copy_from_slice(&src_port.unwrap_or(self.src_port).to_be_bytes());
         udp[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
         udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
         udp[6..8].fill(0);

@@ -35,6 +35,7 @@ use thiserror::Error;
 use crate::buf::{Batch, MAX_BATCH, PacketBuf};
 use crate::port::{PortStats, TxDropReason, TxReport, impl_mio_source};
 use crate::sockopt;
+use crate::source_ports::SourcePorts;
 use crate::udp_share::{self, Claim};
 
 /// The IANA VXLAN port.
@@ -174,6 +175,11 @@ pub struct UdpTunnelSocket {
     /// The remote the socket is connected to: the kernel gives it that sender's datagrams
     /// only.
     connected: Option<IpAddr>,
+    /// Sockets that send a flow's datagrams from a port of its own ([`SourcePorts`]).
+    source_ports: Option<Arc<SourcePorts>>,
+    /// Send scratch, kept for the next batch: the payloads in lane order, each one's lane.
+    order: Vec<usize>,
+    lane_of: Vec<u8>,
 }
 
 /// `SOL_UDP` option / cmsg type: receive coalesced datagrams with their segment size.
@@ -314,6 +320,44 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// `bind(2)` of `fd` to `addr`.
+pub(crate) fn bind_fd(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = to_sockaddr(&addr, &mut ss);
+    // SAFETY: ss holds a valid address of length len.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The address `fd` is bound to (`getsockname(2)`), with the port the kernel picked.
+pub(crate) fn bound_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss and len are valid for writes of the stated size.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    from_sockaddr(&ss).ok_or_else(|| io::Error::other("not an IP socket"))
+}
+
 impl UdpTunnelSocket {
     /// Binds a nonblocking socket to `local` (e.g. `192.0.2.1:4789`; port 0 picks one).
     pub fn bind(local: SocketAddr) -> Result<Self, UdpError> {
@@ -394,20 +438,7 @@ impl UdpTunnelSocket {
             )
             .map_err(sys("SO_REUSEPORT"))?;
         }
-        // SAFETY: sockaddr_storage is plain data; all-zero is valid.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = to_sockaddr(&local, &mut ss);
-        // SAFETY: ss holds a valid address of length len.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&ss as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        if rc < 0 {
-            return Err(sys("bind")(io::Error::last_os_error()));
-        }
+        bind_fd(&fd, local).map_err(sys("bind"))?;
         let mut connected = None;
         if let Sharing::Shared {
             remote: Some(remote),
@@ -415,6 +446,8 @@ impl UdpTunnelSocket {
         {
             // Port 0: the kernel then matches the sender's address only. Sends still name
             // their destination (sendmmsg with an address on a connected socket).
+            // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+            let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
             let len = to_sockaddr(&SocketAddr::new(remote, 0), &mut ss);
             // SAFETY: ss holds a valid address of length len.
             let rc = unsafe {
@@ -437,19 +470,7 @@ impl UdpTunnelSocket {
                 }
             }
         }
-        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: ss and len are valid for writes of the stated size.
-        let rc = unsafe {
-            libc::getsockname(
-                fd.as_raw_fd(),
-                (&mut ss as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(sys("getsockname")(io::Error::last_os_error()));
-        }
-        let local = from_sockaddr(&ss).unwrap_or(local);
+        let local = bound_addr(&fd).map_err(sys("getsockname"))?;
         let (level, opt) = if local.is_ipv4() {
             (libc::IPPROTO_IP, libc::IP_RECVTOS)
         } else {
@@ -471,6 +492,7 @@ impl UdpTunnelSocket {
         let mut clone = Self::with_fd(self.fd.try_clone()?, self.local, self.tx_gso);
         clone.claim = self.claim.clone();
         clone.connected = self.connected;
+        clone.source_ports = self.source_ports.clone();
         Ok(clone)
     }
 
@@ -498,6 +520,9 @@ impl UdpTunnelSocket {
             gro: None,
             claim: None,
             connected: None,
+            source_ports: None,
+            order: Vec::with_capacity(MAX_BATCH),
+            lane_of: Vec::with_capacity(MAX_BATCH),
         }
     }
 
@@ -787,12 +812,94 @@ impl UdpTunnelSocket {
         dsts: &[SocketAddr],
         tos: &[u8],
     ) -> TxReport {
-        let tos_of = |k: usize| tos.get(k).copied().unwrap_or(0);
+        self.send_batch_flows(batch, dsts, tos, &[])
+    }
+
+    /// Spreads what this socket sends over `ports` ([`SourcePorts`]): a payload given a flow
+    /// hash leaves from that flow's port instead of the socket's own. `None`: every payload
+    /// leaves from the socket's port.
+    pub fn set_source_ports(&mut self, ports: Option<Arc<SourcePorts>>) {
+        self.source_ports = ports;
+    }
+
+    /// The source ports sends are spread over, if any.
+    pub fn source_ports(&self) -> Option<&Arc<SourcePorts>> {
+        self.source_ports.as_ref()
+    }
+
+    /// [`UdpTunnelSocket::send_batch_tos`] with payload `k` sent from the source port of the
+    /// flow hash `flows[k]` (0 past the end of `flows`) where the socket has source ports
+    /// ([`UdpTunnelSocket::set_source_ports`]); with `flows` empty or without source ports,
+    /// from the socket's own port. The payloads of one lane go in one `sendmmsg` run, in
+    /// their batch order.
+    pub fn send_batch_flows(
+        &mut self,
+        batch: &mut Batch,
+        dsts: &[SocketAddr],
+        tos: &[u8],
+        flows: &[u32],
+    ) -> TxReport {
         let mut r = TxReport::default();
         let total = batch.len();
         let routed = total.min(dsts.len());
         r.dropped
             .add(TxDropReason::Unreachable, (total - routed) as u64);
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        match self.source_ports.take() {
+            Some(ports) if !flows.is_empty() => {
+                // A stable counting sort of the payloads by lane.
+                let mut lane = std::mem::take(&mut self.lane_of);
+                lane.clear();
+                let mut starts = [0usize; SourcePorts::LANES_MAX + 1];
+                for k in 0..routed {
+                    let l = ports.lane_of(flows.get(k).copied().unwrap_or(0));
+                    lane.push(l as u8);
+                    starts[l + 1] += 1;
+                }
+                for l in 0..ports.len() {
+                    starts[l + 1] += starts[l];
+                }
+                order.resize(routed, 0);
+                let mut next = starts;
+                for (k, &l) in lane.iter().enumerate() {
+                    order[next[usize::from(l)]] = k;
+                    next[usize::from(l)] += 1;
+                }
+                for l in 0..ports.len() {
+                    let run = &order[starts[l]..starts[l + 1]];
+                    if !run.is_empty() {
+                        self.send_in_order(ports.fd(l), batch, run, dsts, tos, &mut r);
+                    }
+                }
+                self.lane_of = lane;
+                self.source_ports = Some(ports);
+            }
+            ports => {
+                self.source_ports = ports;
+                order.extend(0..routed);
+                let fd = self.fd.as_raw_fd();
+                self.send_in_order(fd, batch, &order, dsts, tos, &mut r);
+            }
+        }
+        self.order = order;
+        batch.clear();
+        self.stats.account_tx(&r);
+        r
+    }
+
+    /// Sends the payloads `batch[order[..]]`, in that order, through `fd`; adds to `r`.
+    fn send_in_order(
+        &mut self,
+        fd: RawFd,
+        batch: &Batch,
+        order: &[usize],
+        dsts: &[SocketAddr],
+        tos: &[u8],
+        r: &mut TxReport,
+    ) {
+        let tos_of = |k: usize| tos.get(k).copied().unwrap_or(0);
+        let routed = order.len();
         let mut start = 0;
         // Payloads before this index are sent one per message (after a refused GSO send).
         let mut plain_until = 0;
@@ -802,19 +909,19 @@ impl UdpTunnelSocket {
             let mut i = 0;
             while i < n {
                 let first = i;
-                let seg = batch[start + i].len();
-                let dst = &dsts[start + i];
-                let run_tos = tos_of(start + i);
+                let seg = batch[order[start + i]].len();
+                let dst = &dsts[order[start + i]];
+                let run_tos = tos_of(order[start + i]);
                 let mut bytes = seg;
                 i += 1;
                 if self.tx_gso && seg > 0 && start + first >= plain_until {
                     // One message has one outer header: a run keeps one TOS.
                     while i < n
                         && i - first < MAX_GSO_SEGMENTS
-                        && dsts[start + i] == *dst
-                        && tos_of(start + i) == run_tos
+                        && dsts[order[start + i]] == *dst
+                        && tos_of(order[start + i]) == run_tos
                     {
-                        let len = batch[start + i].len();
+                        let len = batch[order[start + i]].len();
                         if len == 0 || len > seg || bytes + len > MAX_GSO_BYTES {
                             break;
                         }
@@ -826,7 +933,7 @@ impl UdpTunnelSocket {
                     }
                 }
                 for k in first..i {
-                    let d = batch[start + k].data();
+                    let d = batch[order[start + k]].data();
                     self.iov[k] = libc::iovec {
                         iov_base: d.as_ptr().cast_mut().cast(),
                         iov_len: d.len(),
@@ -860,7 +967,7 @@ impl UdpTunnelSocket {
                 // kernel only reads them.
                 let rc = unsafe {
                     libc::sendmmsg(
-                        self.fd.as_raw_fd(),
+                        fd,
                         self.msgs.as_mut_ptr().add(done),
                         (m - done) as u32,
                         libc::MSG_DONTWAIT,
@@ -872,7 +979,7 @@ impl UdpTunnelSocket {
                         r.sent += b - a;
                         self.stats.tx_gso += u64::from(b - a > 1);
                         for k in a..b {
-                            r.bytes += batch[start + k].len() as u64;
+                            r.bytes += batch[order[start + k]].len() as u64;
                         }
                     }
                     done += rc as usize;
@@ -900,9 +1007,6 @@ impl UdpTunnelSocket {
             }
             start += n;
         }
-        batch.clear();
-        self.stats.account_tx(&r);
-        r
     }
 }
 

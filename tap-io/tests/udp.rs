@@ -374,3 +374,84 @@ fn an_icmp_report_on_a_connected_tunnel_socket_loses_nothing() {
     assert_eq!(recv_n(&mut peer, 1)[0].0, vec![3; 16]);
     assert_eq!(port.stats().rx_errors, 0);
 }
+
+/// With source ports, each payload leaves from its flow's lane, in its batch order; a run of
+/// one flow's equal payloads is still one UDP GSO message; no flow hash means the socket's
+/// own port. The lanes drop what is sent to them.
+#[test]
+fn flows_leave_from_their_own_source_ports() {
+    let mut a = UdpTunnelSocket::bind(lo()).unwrap();
+    let mut b = UdpTunnelSocket::bind(lo()).unwrap();
+    let ports = std::sync::Arc::new(
+        tap_io::SourcePorts::open("127.0.0.1".parse().unwrap(), 4).expect("source ports"),
+    );
+    a.set_source_ports(Some(ports.clone()));
+    // Flow hashes that fall on lanes 0..4, interleaved; payload k names its flow and place.
+    let hashes = [0u32, 0x4000_0000, 0x8000_0000, 0xc000_0000];
+    let mut batch = Batch::new(64, 128, 9216);
+    let mut flows = Vec::new();
+    for k in 0..40u8 {
+        let f = usize::from(k % 4);
+        assert!(batch.push_copy(&[f as u8, k, 0, 0, 0, 0, 0, 0]));
+        flows.push(hashes[f]);
+    }
+    let dsts = vec![b.local_addr(); 40];
+    let gso_before = a.stats().tx_gso;
+    let r = a.send_batch_flows(&mut batch, &dsts, &[], &flows);
+    assert_eq!((r.sent, r.dropped_total()), (40, 0));
+    assert!(
+        a.stats().tx_gso > gso_before,
+        "a lane's run of equal payloads was not one GSO message"
+    );
+    let got = recv_n(&mut b, 40);
+    assert_eq!(got.len(), 40);
+    let mut last_seq = [None::<u8>; 4];
+    for (p, src) in &got {
+        let f = usize::from(p[0]);
+        assert_eq!(src.port(), ports.port(f), "flow {f} from the wrong port");
+        assert_ne!(src.port(), a.local_addr().port());
+        // In its flow, in batch order.
+        assert!(last_seq[f].is_none_or(|s| s < p[1]), "flow {f} reordered");
+        last_seq[f] = Some(p[1]);
+    }
+    // No flow hashes: the socket's own port.
+    batch.push_copy(&[9; 8]);
+    a.send_batch_flows(&mut batch, &[b.local_addr()], &[], &[]);
+    let got = recv_n(&mut b, 1);
+    assert_eq!(got[0].1, a.local_addr());
+    // A datagram to a lane is dropped by its filter, not queued.
+    let stray = send_from(
+        "127.0.0.1",
+        SocketAddr::new(ports.local(), ports.port(0)),
+        &[1; 8],
+    );
+    drop(stray);
+    let drops = udp_socket_drops(ports.port(0));
+    assert!(
+        drops >= 1,
+        "the lane took a stray datagram without dropping it"
+    );
+}
+
+/// The `drops` column of `/proc/net/udp` for the socket bound to local `port`.
+fn udp_socket_drops(port: u16) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+        let want = format!(":{port:04X}");
+        let drops = table
+            .lines()
+            .skip(1)
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(&want))
+            })
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0);
+        if drops > 0 || Instant::now() > deadline {
+            return drops;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -486,6 +486,116 @@ fn vxlan_to_plain_linux_node() {
     );
 }
 
+/// The outer UDP source port of each VXLAN datagram node A sent, by the inner flow's source
+/// port (`tcpdump -vv` prints the outer and the inner header on consecutive lines).
+fn outer_ports_by_inner_port(seen: &str, inner: &str) -> Vec<(u16, u16)> {
+    let port_after = |line: &str, host: &str| -> Option<u16> {
+        let rest = &line[line.find(host)? + host.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut out = Vec::new();
+    let mut outer = None;
+    for line in seen.lines() {
+        if line.contains("> 192.168.0.12.4789:") {
+            outer = port_after(line, "192.168.0.11.");
+        } else if let (Some(o), true) = (outer, line.contains(inner)) {
+            if let Some(i) = port_after(line, inner) {
+                out.push((i, o));
+            }
+            outer = None;
+        }
+    }
+    out
+}
+
+/// RFC 7348 §5: the outer UDP source port follows the inner flow, so the underlay's ECMP and
+/// the receiver's RSS spread one pair of nodes' traffic by flow. Sixteen UDP flows from pod A
+/// leave from several source ports, each flow from one; a TCP transfer with the pods'
+/// offloads on (its super-frames through the UDP-tunnel GSO TAP where the kernel has it, its
+/// handshake through the socket) leaves from one port too; the kernel's VXLAN peer takes
+/// them all.
+#[test]
+fn vxlan_source_port_follows_the_inner_flow() {
+    if !require_root("vxlan_source_port_follows_the_inner_flow") {
+        return;
+    }
+    let t = two_nodes("vs");
+    let pod_a = t.a.pod(0).name();
+    assert_ping(pod_a, "172.16.0.2", 2);
+    // Every datagram one size larger than the one before: none of them are sent together as
+    // one UDP GSO message, which the capture would see as one packet.
+    let cap = Capture::start(
+        t.b.name(),
+        "ulb",
+        32,
+        "udp dst port 4789 and src host 192.168.0.11",
+    );
+    let send = ns_run(
+        pod_a,
+        &[
+            "python3",
+            "-c",
+            "import socket\n\
+             for p in range(5001, 5017):\n\
+             \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             \x20   s.bind(('172.16.0.1', p))\n\
+             \x20   for k in range(2): s.sendto(b'x' * (2 * p + k - 10000), ('172.16.0.2', 7000))\n\
+             \x20   s.close()",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(send.ok, "UDP sender: {}{}", send.stdout, send.stderr);
+    let seen = cap.finish(Duration::from_secs(3));
+    let pairs = outer_ports_by_inner_port(&seen, "172.16.0.1.");
+    let flows: std::collections::BTreeMap<u16, std::collections::BTreeSet<u16>> =
+        pairs.iter().fold(Default::default(), |mut m, &(i, o)| {
+            m.entry(i).or_default().insert(o);
+            m
+        });
+    assert_eq!(
+        flows.len(),
+        16,
+        "not every flow seen on the underlay:\n{seen}"
+    );
+    assert!(
+        flows.values().all(|o| o.len() == 1),
+        "a flow left from two source ports: {flows:?}"
+    );
+    let ports: std::collections::BTreeSet<u16> = flows.values().flatten().copied().collect();
+    assert!(
+        ports.len() >= 4,
+        "16 flows from only {} source ports: {flows:?}",
+        ports.len()
+    );
+    assert!(
+        !ports.contains(&4789),
+        "a datagram left from the tunnel's own port: {ports:?}"
+    );
+
+    let cap = Capture::start(
+        t.b.name(),
+        "ulb",
+        400,
+        "udp dst port 4789 and src host 192.168.0.11",
+    );
+    let got = tcp_transfer(pod_a, t.b_pod.name(), "172.16.0.2", 5201, 4 << 20);
+    assert_eq!(got, 4 << 20, "TCP transfer across the tunnel");
+    let seen = cap.finish(Duration::from_secs(2));
+    let tcp: std::collections::BTreeSet<u16> = outer_ports_by_inner_port(&seen, "172.16.0.1.")
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(
+        tcp.len(),
+        1,
+        "one TCP connection left from several source ports: {tcp:?}\n{}",
+        &seen[..seen.len().min(4000)]
+    );
+}
+
 /// Node A (vswitchd, pod 172.16.0.1) with one VXLAN port per peer on the same UDP port, as
 /// an Open vSwitch user builds an overlay: `vx1` to node B (192.168.0.12), `vx2` to node C
 /// (192.168.0.13), both kernel VXLAN + bridge nodes with a pod (172.16.0.2, 172.16.0.3). The

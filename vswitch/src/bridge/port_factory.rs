@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::datapath::ports::PortIo;
 use crate::persist::format::MovedTap;
@@ -131,12 +132,13 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
             };
             // Other tunnel ports may share the UDP port: the kernel parts the datagrams by
             // remote (one port per remote, one for any).
-            let sock = tap_io::UdpTunnelSocket::bind_tunnel(
+            let mut sock = tap_io::UdpTunnelSocket::bind_tunnel(
                 SocketAddr::from((local, t.dst_port)),
                 remote.map(IpAddr::V4),
                 &spec.name,
             )
             .map_err(|e| e.to_string())?;
+            sock.set_source_ports(tunnel_source_ports(&spec.name, local));
             if let Some(remote) = remote
                 && sock.connected_remote().is_none()
             {
@@ -230,6 +232,35 @@ pub fn underlay_iface(local: Ipv4Addr) -> Option<String> {
         }
     }
     None
+}
+
+/// The sockets a VXLAN port's datagrams leave from, one UDP source port per inner flow
+/// (`tap_io::source_ports`), shared by the tunnel ports on `local`: `VSWITCH_TUNNEL_SRC_PORTS`
+/// of them (16 unless set; `0` sends everything from the port's own UDP port, as before).
+fn tunnel_source_ports(port: &str, local: Ipv4Addr) -> Option<Arc<tap_io::SourcePorts>> {
+    let lanes = match std::env::var("VSWITCH_TUNNEL_SRC_PORTS") {
+        Err(_) => tap_io::SourcePorts::LANES_DEFAULT,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(0) => return None,
+            Ok(n) if n <= tap_io::SourcePorts::LANES_MAX => n,
+            _ => {
+                tracing::warn!(port, value = %v,
+                    "VSWITCH_TUNNEL_SRC_PORTS is not a number from 0 to {}: {} source ports",
+                    tap_io::SourcePorts::LANES_MAX, tap_io::SourcePorts::LANES_DEFAULT);
+                tap_io::SourcePorts::LANES_DEFAULT
+            }
+        },
+    };
+    match tap_io::SourcePorts::shared(IpAddr::V4(local), lanes) {
+        Ok(ports) => Some(ports),
+        Err(e) => {
+            tracing::warn!(
+                port,
+                "one UDP source port for every flow: no source port sockets: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// The TAP through which a VXLAN port sends super-frames whole (`tap_io::tunnel_gso`):
