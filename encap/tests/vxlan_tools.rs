@@ -1,5 +1,6 @@
 //! VXLAN headers from `encap` decoded by real tools: the test writes a pcap of underlay frames
-//! as the kernel sends them for a tunnel port (UDP from the bound port 4789 to 4789, payload =
+//! as the kernel sends them for a tunnel port (UDP to 4789, here from 4789 as well, the
+//! source port with `VSWITCH_TUNNEL_SRC_PORTS=0`; payload =
 //! `encap::vxlan::Header` + inner frame) and asserts that tcpdump and tshark see the VNI, the
 //! ports and the inner addresses. A missing tool is a skip (with a message), or a failure when
 //! CI=true.

@@ -1,12 +1,18 @@
 #![no_main]
 //! Frame bytes -> `encap::extract`: must never panic, and the offsets it reports must lie inside
-//! the frame and in order. Rewrites on the parsed frame (IP, ports, TTL, IPv6 ND) must not
+//! the frame and in order. Rewrites on the parsed frame (IP, ports, TTL, IPv6 ND) and the
+//! tunnel's frame hash (`encap::hash::frame_flow_hash`, which parses on its own) must not
 //! panic either.
 use encap::rewrite::{self, L4Checksum};
 use encap::{FlowKey, extract};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // Read from the frame alone: the same bytes hash the same.
+    assert_eq!(
+        encap::hash::frame_flow_hash(data),
+        encap::hash::frame_flow_hash(&data.to_vec())
+    );
     let mut key = FlowKey::default();
     let parsed = extract(data, &mut key);
     let len = data.len();

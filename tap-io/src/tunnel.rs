@@ -18,8 +18,9 @@
 //! - transmit: each frame's `meta.tunnel` names the VNI and the remote; the header is pushed
 //!   into the buffer's headroom and the datagram sent to `(remote, dst_port)` with the outer
 //!   ECN field taken from the inner packet's (`encap::ecn::encapsulate`: CE leaves as ECT(0),
-//!   not IP as Not-ECT; the DSCP is 0). A frame without `meta.tunnel` is dropped as
-//!   `Unreachable`, one without headroom as `Other`.
+//!   not IP as Not-ECT; the DSCP is 0), from the UDP source port of its inner flow where the
+//!   back end varies it (`encap::hash::frame_flow_hash`, [`Datagrams::source_port`]). A frame
+//!   without `meta.tunnel` is dropped as `Unreachable`, one without headroom as `Other`.
 //!
 //! Nothing is allocated per packet.
 
@@ -82,6 +83,10 @@ pub trait Datagrams {
     fn source_port(&self, _flow: u32) -> Option<u16> {
         None
     }
+    /// Whether the back end uses the flow hashes (else the port does not compute them).
+    fn varies_source_port(&self) -> bool {
+        false
+    }
     /// The descriptor to register for read readiness, if any.
     fn fd(&self) -> Option<RawFd>;
     /// Counters since the back end was opened.
@@ -113,6 +118,9 @@ impl Datagrams for UdpTunnelSocket {
     fn source_port(&self, flow: u32) -> Option<u16> {
         self.source_ports().map(|p| p.port_of(flow))
     }
+    fn varies_source_port(&self) -> bool {
+        self.source_ports().is_some()
+    }
     fn fd(&self) -> Option<RawFd> {
         Some(self.raw_fd())
     }
@@ -142,12 +150,21 @@ pub struct MemDatagrams {
     rx: DatagramQueue,
     tx: DatagramQueue,
     stats: PortStats,
+    /// Asks the port for flow hashes ([`MemDatagrams::recording_flows`]).
+    flows: bool,
 }
 
 impl MemDatagrams {
     /// An empty underlay.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Asks the port for each datagram's inner flow hash and keeps it
+    /// ([`MemDatagrams::take_sent_with_flows`]), as a socket with source ports does.
+    pub fn recording_flows(mut self) -> Self {
+        self.flows = true;
+        self
     }
 
     /// Queues `payload` as received from `src` (outer TOS 0).
@@ -253,6 +270,10 @@ impl Datagrams for MemDatagrams {
         None
     }
 
+    fn varies_source_port(&self) -> bool {
+        self.flows
+    }
+
     fn stats(&self) -> PortStats {
         self.stats
     }
@@ -262,6 +283,7 @@ impl Datagrams for MemDatagrams {
             rx: Arc::new(Mutex::new(VecDeque::new())),
             tx: self.tx.clone(),
             stats: PortStats::default(),
+            flows: self.flows,
         })
     }
 }
@@ -363,7 +385,11 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
                 continue;
             };
             let tos = encap::ecn::encapsulate(0, p.data());
-            let src_port = self.io.source_port(encap::hash::frame_flow_hash(p.data()));
+            let src_port = if self.io.varies_source_port() {
+                self.io.source_port(encap::hash::frame_flow_hash(p.data()))
+            } else {
+                None
+            };
             let Ok(h) = p.push_front(H::LEN) else {
                 r.dropped.add(TxDropReason::Other, 1);
                 continue;
@@ -563,6 +589,7 @@ where
         dsts.clear();
         tos.clear();
         flows.clear();
+        let hash_flows = self.io.varies_source_port();
         batch.retain(|p| {
             p.meta.tunnel.is_some() || {
                 dropped.add(TxDropReason::Unreachable, 1);
@@ -578,7 +605,9 @@ where
         for p in batch.iter_mut() {
             let Some(t) = p.meta.tunnel else { continue };
             tos.push(encap::ecn::encapsulate(0, p.data()));
-            flows.push(encap::hash::frame_flow_hash(p.data()));
+            if hash_flows {
+                flows.push(encap::hash::frame_flow_hash(p.data()));
+            }
             if let Ok(h) = p.push_front(H::LEN) {
                 H::write(h, t.vni);
             }

@@ -19,6 +19,11 @@
 //! datagram (a tunnel super-frame sent whole, or a lone datagram) is not copied: its held
 //! buffer is swapped into the batch, which gives a spare back in its place.
 //!
+//! The source port by flow ([`UdpTunnelSocket::send_batch_flows`] with
+//! [`UdpTunnelSocket::set_source_ports`]): each payload leaves through the lane of
+//! [`SourcePorts`] its inner flow hash picks, one `sendmmsg` run per lane in batch order, the
+//! GSO runs formed within a lane.
+//!
 //! The outer TOS byte (the tunnel's ECN, RFC 6040): [`UdpTunnelSocket::send_batch_tos`] sends
 //! each payload with its own (an `IP_TOS` cmsg when not 0, the socket's default; a UDP GSO run
 //! never mixes two), [`UdpTunnelSocket::recv_batch_tos`] reports the one each datagram came
@@ -817,9 +822,23 @@ impl UdpTunnelSocket {
 
     /// Spreads what this socket sends over `ports` ([`SourcePorts`]): a payload given a flow
     /// hash leaves from that flow's port instead of the socket's own. `None`: every payload
-    /// leaves from the socket's port.
-    pub fn set_source_ports(&mut self, ports: Option<Arc<SourcePorts>>) {
+    /// leaves from the socket's port. Refused unless the set is bound to the socket's own
+    /// address (the outer source address a peer filters on, and the same family).
+    pub fn set_source_ports(&mut self, ports: Option<Arc<SourcePorts>>) -> io::Result<()> {
+        if let Some(p) = &ports
+            && p.local() != self.local.ip()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "source ports on {} for a socket on {}",
+                    p.local(),
+                    self.local.ip()
+                ),
+            ));
+        }
         self.source_ports = ports;
+        Ok(())
     }
 
     /// The source ports sends are spread over, if any.

@@ -385,7 +385,11 @@ fn flows_leave_from_their_own_source_ports() {
     let ports = std::sync::Arc::new(
         tap_io::SourcePorts::open("127.0.0.1".parse().unwrap(), 4).expect("source ports"),
     );
-    a.set_source_ports(Some(ports.clone()));
+    a.set_source_ports(Some(ports.clone()))
+        .expect("same address");
+    // A set on another address would change the outer source address: refused.
+    let mut other = UdpTunnelSocket::bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    assert!(other.set_source_ports(Some(ports.clone())).is_err());
     // Flow hashes that fall on lanes 0..4, interleaved; payload k names its flow and place.
     let hashes = [0u32, 0x4000_0000, 0x8000_0000, 0xc000_0000];
     let mut batch = Batch::new(64, 128, 9216);

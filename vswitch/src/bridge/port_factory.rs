@@ -138,7 +138,12 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 &spec.name,
             )
             .map_err(|e| e.to_string())?;
-            sock.set_source_ports(tunnel_source_ports(&spec.name, local));
+            // On the socket's own address: a wildcard-bound socket connected to its remote
+            // has its route's source address, which the lanes must send from too.
+            let ports = tunnel_source_ports(&spec.name, sock.local_addr().ip());
+            if let Err(e) = sock.set_source_ports(ports) {
+                tracing::warn!(port = %spec.name, "one UDP source port for every flow: {e}");
+            }
             if let Some(remote) = remote
                 && sock.connected_remote().is_none()
             {
@@ -237,7 +242,7 @@ pub fn underlay_iface(local: Ipv4Addr) -> Option<String> {
 /// The sockets a VXLAN port's datagrams leave from, one UDP source port per inner flow
 /// (`tap_io::source_ports`), shared by the tunnel ports on `local`: `VSWITCH_TUNNEL_SRC_PORTS`
 /// of them (16 unless set; `0` sends everything from the port's own UDP port, as before).
-fn tunnel_source_ports(port: &str, local: Ipv4Addr) -> Option<Arc<tap_io::SourcePorts>> {
+fn tunnel_source_ports(port: &str, local: IpAddr) -> Option<Arc<tap_io::SourcePorts>> {
     let lanes = match std::env::var("VSWITCH_TUNNEL_SRC_PORTS") {
         Err(_) => tap_io::SourcePorts::LANES_DEFAULT,
         Ok(v) => match v.trim().parse::<usize>() {
@@ -251,7 +256,7 @@ fn tunnel_source_ports(port: &str, local: Ipv4Addr) -> Option<Arc<tap_io::Source
             }
         },
     };
-    match tap_io::SourcePorts::shared(IpAddr::V4(local), lanes) {
+    match tap_io::SourcePorts::shared(local, lanes) {
         Ok(ports) => Some(ports),
         Err(e) => {
             tracing::warn!(

@@ -194,6 +194,62 @@ mod tests {
         assert_eq!(rx[0].data(), &inner(4242u32 as u8)[..]);
     }
 
+    /// Each frame goes to the back end with its inner flow's hash (its UDP source port on a
+    /// socket with source ports): the same flow the same hash, another flow another; a back
+    /// end that does not vary the source port is given none.
+    #[test]
+    fn transmit_gives_each_datagram_its_inner_flow_hash() {
+        let mem = MemDatagrams::new().recording_flows();
+        let cfg = TunnelConfig {
+            local: LOCAL,
+            dst_port: 4789,
+            remote: None,
+            vni: None,
+            underlay_mtu: 1500,
+        };
+        let mut p = VxlanPort::new("vx0", mem.clone(), cfg);
+        let udp = |sport: u16, payload: &[u8]| {
+            encap::build::FrameBuilder::eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+                .udp(sport, 80)
+                .payload(payload)
+                .build()
+        };
+        let frames = [udp(1000, b"a"), udp(1001, b"b"), udp(1000, b"cc")];
+        let mut tx = Batch::new(8, 128, 2048);
+        for f in &frames {
+            let b = tx.spare().unwrap();
+            b.set_frame(f).unwrap();
+            b.meta.tunnel = Some(TunnelMeta {
+                vni: 5,
+                src: Ipv4Addr::UNSPECIFIED,
+                dst: REMOTE,
+            });
+            tx.commit();
+        }
+        assert_eq!(p.tx_batch(&mut tx).sent, 3);
+        let sent = mem.take_sent_with_flows();
+        let hashes: Vec<u32> = sent.iter().map(|(_, h, _)| *h).collect();
+        for (h, f) in hashes.iter().zip(&frames) {
+            assert_eq!(*h, encap::hash::frame_flow_hash(f));
+        }
+        assert_eq!(hashes[0], hashes[2], "one flow, one hash");
+        assert_ne!(hashes[0], hashes[1]);
+
+        // Without source ports the hash is not computed.
+        let (mut q, plain) = port(None, None);
+        let b = tx.spare().unwrap();
+        b.set_frame(&frames[0]).unwrap();
+        b.meta.tunnel = Some(TunnelMeta {
+            vni: 5,
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: REMOTE,
+        });
+        tx.commit();
+        assert_eq!(q.tx_batch(&mut tx).sent, 1);
+        assert_eq!(plain.take_sent_with_flows()[0].1, 0);
+    }
+
     /// An inner IPv4 TCP super-frame as the kernel's tunnel GSO leaves it: IP length the whole
     /// frame's, TCP checksum the partial pseudo-header sum, 32-byte TCP header (timestamps).
     fn tcp_super_frame(payload: usize, proto: u8) -> Vec<u8> {
