@@ -43,9 +43,11 @@ static SHARED: Mutex<Option<Registry>> = Mutex::new(None);
 
 impl SourcePorts {
     /// Lanes per local address unless told otherwise (`VSWITCH_TUNNEL_SRC_PORTS` in the
-    /// switch): enough for the receiver's RSS to spread over a NIC's usual 8–16 queues, few
-    /// enough that a batch of many flows costs a handful of `sendmmsg` calls.
-    pub const LANES_DEFAULT: usize = 16;
+    /// switch): enough for a receiver's RSS to use most of a NIC's usual 4–8 queues, few
+    /// enough to keep the batching that matters at 64 bytes: datagrams of different lanes
+    /// cannot share a UDP GSO message, so a batch of many flows costs up to one message per
+    /// lane (docs/benchmarks.md, *Twenty-fourth session*).
+    pub const LANES_DEFAULT: usize = 8;
     /// The most lanes a set may have.
     pub const LANES_MAX: usize = 64;
 

@@ -337,6 +337,8 @@ impl Switch {
     /// drops what is sent to it as a link down), its link down, with its ofport, flows and
     /// `mod-port` bits. The interface watcher opens it once an interface of that name appears,
     /// as it reopens a port whose interface is deleted and created again while the switch runs.
+    /// A saved VXLAN port that cannot open (its local address not on an interface yet, its
+    /// UDP port held) is added the same way and tried again every second (`Opened::tunnel_waits`).
     /// Refused for another kind of port, or when the interface exists.
     pub fn add_port_awaiting_interface(
         &self,
@@ -346,6 +348,12 @@ impl Switch {
         config: u32,
     ) -> CmdResult {
         let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
+        if spec.kind == PortKind::Vxlan {
+            let name = name.to_string();
+            return self.attach_port(br, spec, config, true, move || {
+                Ok(Opened::waiting_tunnel(&name))
+            });
+        }
         if spec.kind != PortKind::AfPacket || IfaceSeen::of(name).is_some() {
             return Err(format!(
                 "port {name}: not an AF_PACKET port without its interface"
@@ -436,18 +444,30 @@ impl Switch {
             .flat_map(|(br, b)| {
                 b.ports
                     .values()
-                    .filter(|p| p.iface_seen.is_some() || p.underlay_seen.is_some())
+                    .filter(|p| {
+                        p.iface_seen.is_some() || p.underlay_seen.is_some() || p.tunnel_waits
+                    })
                     .map(|p| Watched {
                         br: br.clone(),
                         spec: p.spec.clone(),
                         dp_id: p.dp_id,
                         iface: p.iface_seen,
                         underlay: p.underlay_seen.clone(),
+                        tunnel_waits: p.tunnel_waits,
                     })
             })
             .collect();
         for w in watched {
             let name = w.spec.name.as_str();
+            if w.tunnel_waits {
+                // Tried every second: a bind and a connect, the TAP only once it opens.
+                match open_port(&w.spec, None) {
+                    Ok(opened) if !opened.tunnel_waits => self.swap_port_io(&w, Some(opened)),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(port = %name, "tunnel port still cannot open: {e}"),
+                }
+                continue;
+            }
             // The underlay's link going down or up changes nothing for the tunnel socket: only
             // another interface or another MTU reopens it.
             if let Some(seen) = &w.underlay
@@ -644,7 +664,7 @@ impl Switch {
         port.config = old.config;
         match self.dp.add_port(port, spec.thread) {
             Ok((dp_id, _)) => {
-                tracing::info!(port = %name, "the interface under the port changed (created again, or the tunnel's underlay moved or has another MTU): port reopened on it");
+                tracing::info!(port = %name, "port reopened: its interface was created again, the tunnel's underlay moved or has another MTU, or a waiting tunnel port could open");
                 b.ports.insert(
                     ofport,
                     PortCtl {
@@ -661,6 +681,7 @@ impl Switch {
                         tap: opened.tap,
                         moved: opened.moved,
                         tap_seen,
+                        tunnel_waits: opened.tunnel_waits,
                     },
                 );
             }
@@ -774,6 +795,7 @@ impl Switch {
             tap,
             moved,
             xdp_refused,
+            tunnel_waits,
         } = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
         if xdp_refused {
             spec.xdp = None;
@@ -816,6 +838,7 @@ impl Switch {
                 tap_seen,
                 iface_seen,
                 underlay_seen,
+                tunnel_waits,
             },
         );
         b.publish();
@@ -1077,6 +1100,7 @@ struct Watched {
     dp_id: usize,
     iface: Option<IfaceSeen>,
     underlay: Option<(String, IfaceSeen)>,
+    tunnel_waits: bool,
 }
 
 /// A tunnel port's underlay interface (the one with its local address) as it is now.

@@ -846,7 +846,7 @@ fn a_port_whose_interface_went_while_stopped_waits_for_it() {
     assert!(d.ctl(&["dump-flows", "br0"]).contains("in_port=2"));
     assert!(
         d.log_text()
-            .contains("the port's interface does not exist: the port is kept"),
+            .contains("the port cannot open now: it is kept"),
         "{}",
         d.log_text()
     );
@@ -854,7 +854,7 @@ fn a_port_whose_interface_went_while_stopped_waits_for_it() {
     // The pod comes back (a new namespace, the same host-side name): the port opens on it.
     node.add_veth_pod("rwaitc", "vwb", "10.44.0.2/24", "02:00:00:00:44:02");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log_text().contains("port reopened on it") {
+    while !d.log_text().contains("port reopened") {
         assert!(
             Instant::now() < deadline,
             "never reopened:\n{}",
@@ -863,6 +863,140 @@ fn a_port_whose_interface_went_while_stopped_waits_for_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_ping(&pod_a, "10.44.0.2", 3);
+}
+
+/// The state of VXLAN port `ofport` in `dump-ports-desc`: true when `LINK_DOWN`.
+fn port_down(d: &Daemon, ofport: u32, name: &str) -> bool {
+    let desc = d.ctl(&["dump-ports-desc", "br0"]);
+    let head = format!(" {ofport}({name}):");
+    // Its lines: from its head to the next port's (" N(name):").
+    desc.lines()
+        .skip_while(|l| !l.starts_with(&head))
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .any(|l| l.contains("LINK_DOWN"))
+}
+
+/// Waits up to 10 s for `cond`.
+fn eventually(what: &str, d: &Daemon, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node whose underlay is not up yet (a boot): a VXLAN port to a remote it has no route to
+/// is added down, beside a port for any remote on the same UDP port (which an unconnected
+/// socket would keep off), and opens by itself once the route exists; a port with a local
+/// address restored while that address is gone starts down too and opens when it is back.
+/// Traffic crosses to a kernel VXLAN node each time.
+#[test]
+fn a_tunnel_port_waits_for_its_underlay() {
+    if !require_root("a_tunnel_port_waits_for_its_underlay") {
+        return;
+    }
+    let mut node = Node::new("rtun");
+    let ns = node.name().to_string();
+    let b = Netns::new(&unique("rtunB")).expect("node B namespace");
+    let b_pod = Netns::new(&unique("rtunBp")).expect("pod B namespace");
+    ns_sh(
+        &ns,
+        &format!(
+            "ip link add ula type veth peer name ulb netns {b} && ip link set ula up",
+            b = b.name()
+        ),
+    );
+    ns_sh(
+        b.name(),
+        &format!(
+            "ip addr add 192.168.0.12/24 dev ulb && ip link set ulb up && \
+             ip link add vx0 type vxlan id 100 local 192.168.0.12 remote 192.168.0.11 dstport 4789 dev ulb && \
+             ip link add brb type bridge && ip link set vx0 master brb && \
+             ip link add vpb type veth peer name eth0 netns {pod} && ip link set vpb master brb && \
+             ip link set vx0 up && ip link set vpb up && ip link set brb up",
+            pod = b_pod.name()
+        ),
+    );
+    configure_pod_eth0(b_pod.name(), "172.16.0.2/16", "02:00:00:00:0b:02");
+    node.add_veth_pod("rtunA", "vpa", "172.16.0.1/16", "02:00:00:00:0a:01");
+    let pod_a = node.pod(0).name().to_string();
+    let rundir = std::env::temp_dir().join(format!("{ns}-run"));
+    let mut d = Daemon::start(&ns, &rundir);
+    d.ctl(&["add-br", "br0"]);
+    d.ctl(&["add-port", "br0", "vpa", "ofport=1"]);
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "type=vxlan",
+        "ofport=2",
+        "options:remote_ip=192.168.0.12",
+        "options:key=100",
+    ]);
+    assert!(
+        port_down(&d, 2, "vx0"),
+        "a port without a route is up:\n{}\n{}",
+        d.ctl(&["dump-ports-desc", "br0"]),
+        d.log_text()
+    );
+    // A port for any remote on the same UDP port is taken meanwhile.
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "vxf",
+        "type=vxlan",
+        "ofport=3",
+        "options:remote_ip=flow",
+        "options:key=flow",
+    ]);
+    d.ctl(&["add-flow", "br0", "in_port=1,actions=output:2"]);
+    d.ctl(&["add-flow", "br0", "in_port=2,actions=output:1"]);
+
+    ns_sh(&ns, "ip addr add 192.168.0.11/24 dev ula");
+    eventually("the port never opened", &d, || !port_down(&d, 2, "vx0"));
+    assert!(
+        ping_until(&pod_a, "172.16.0.2", 10),
+        "no ping over the tunnel"
+    );
+
+    // A port with a local address; restarted while the address is gone.
+    d.ctl(&["del-port", "br0", "vxf"]);
+    d.ctl(&["del-port", "br0", "vx0"]);
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "type=vxlan",
+        "ofport=2",
+        "options:remote_ip=192.168.0.12",
+        "options:key=100",
+        "options:local_ip=192.168.0.11",
+    ]);
+    assert!(
+        ping_until(&pod_a, "172.16.0.2", 10),
+        "no ping over the tunnel"
+    );
+    wait_saved(&rundir, "local_ip=192.168.0.11");
+    assert!(d.stop_gracefully().success(), "{}", d.log_text());
+    ns_sh(&ns, "ip addr del 192.168.0.11/24 dev ula");
+    d.start_again(&[]);
+    eventually("not serving", &d, || {
+        d.ctl_run(&["list-ports", "br0"]).stdout.contains("vx0")
+    });
+    assert!(d.alive(), "vswitchd refused to start:\n{}", d.log_text());
+    assert!(
+        port_down(&d, 2, "vx0"),
+        "restored without its address, yet up"
+    );
+    ns_sh(&ns, "ip addr add 192.168.0.11/24 dev ula");
+    eventually("the restored port never opened", &d, || {
+        !port_down(&d, 2, "vx0")
+    });
+    assert!(
+        ping_until(&pod_a, "172.16.0.2", 10),
+        "no ping after the restore"
+    );
 }
 
 /// A graceful stop that cannot write its handover (here: a directory in its place) keeps the

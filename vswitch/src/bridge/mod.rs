@@ -56,6 +56,10 @@ pub struct PortCtl {
     /// Tunnel ports with a local address: the underlay interface that had it when the port
     /// opened (its super-frames are redirected to that interface, its MTU bounds them).
     pub underlay_seen: Option<(String, IfaceSeen)>,
+    /// A tunnel port that could not open yet (no route to its remote, or restored without
+    /// its local address): down, its I/O an `AbsentPort`, opened by
+    /// `Switch::reattach_changed_interfaces` once it can.
+    pub tunnel_waits: bool,
 }
 
 impl PortCtl {
@@ -65,6 +69,7 @@ impl PortCtl {
     pub fn desc(&self) -> openflow::switch::Port {
         use openflow::switch::{port_config, port_state};
         let link_down = self.config & port_config::PORT_DOWN != 0
+            || self.tunnel_waits
             || (self.iface_seen.is_some()
                 && !matches!(tap_io::iface::is_running(&self.spec.name), Ok(true)));
         openflow::switch::Port {

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use super::AbsentPort;
 use crate::datapath::ports::PortIo;
 use crate::persist::format::MovedTap;
 use crate::portspec::{FromFlow, PortKind, PortSpec, XdpMode};
@@ -19,6 +20,9 @@ pub struct Opened {
     /// `options:xdp=on` was asked for but the port fell back to AF_PACKET: the port's
     /// recorded options say what runs (`xdp` off), the log says why.
     pub xdp_refused: bool,
+    /// A tunnel port that cannot open yet (no route to its remote; a saved one also without
+    /// its local address): its I/O is an [`AbsentPort`], the switch tries again every second.
+    pub tunnel_waits: bool,
 }
 
 impl Opened {
@@ -29,6 +33,15 @@ impl Opened {
             tap: None,
             moved: None,
             xdp_refused: false,
+            tunnel_waits: false,
+        }
+    }
+
+    /// A tunnel port waiting to open ([`Opened::tunnel_waits`]).
+    pub fn waiting_tunnel(name: &str) -> Opened {
+        Opened {
+            tunnel_waits: true,
+            ..Opened::plain(PortIo::Dev(Box::new(AbsentPort::new(name))), [0; 6])
         }
     }
 }
@@ -50,6 +63,7 @@ pub fn open_port(spec: &PortSpec, moved: Option<&MovedTap>) -> Result<Opened, St
                     tap,
                     moved: Some(m.clone()),
                     xdp_refused: false,
+                    tunnel_waits: false,
                 });
             }
             Err(e) => tracing::warn!(port = %spec.name, netns = %m.netns, ifname = %m.ifname,
@@ -111,6 +125,7 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 tap,
                 moved: None,
                 xdp_refused: false,
+                tunnel_waits: false,
             })
         }
         PortKind::Vxlan => {
@@ -147,8 +162,11 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
             if let Some(remote) = remote
                 && sock.connected_remote().is_none()
             {
+                // Unconnected, it would take any sender's datagrams and keep a port for any
+                // remote off its UDP port; it could not send to the remote anyway.
                 tracing::warn!(port = %spec.name, %remote,
-                    "no route to the remote: the port's socket takes datagrams from any sender (its remote filter keeps the remote's), and no port for any remote can share its UDP port until this one is added again");
+                    "no route to the remote: the port is down until one exists (tried every second)");
+                return Ok(Opened::waiting_tunnel(&spec.name));
             }
             let vni = match t.key {
                 FromFlow::Fixed(k) => Some(k),
@@ -241,7 +259,7 @@ pub fn underlay_iface(local: Ipv4Addr) -> Option<String> {
 
 /// The sockets a VXLAN port's datagrams leave from, one UDP source port per inner flow
 /// (`tap_io::source_ports`), shared by the tunnel ports on `local`: `VSWITCH_TUNNEL_SRC_PORTS`
-/// of them (16 unless set; `0` sends everything from the port's own UDP port, as before).
+/// of them (8 unless set; `0` sends everything from the port's own UDP port, as before).
 fn tunnel_source_ports(port: &str, local: IpAddr) -> Option<Arc<tap_io::SourcePorts>> {
     let lanes = match std::env::var("VSWITCH_TUNNEL_SRC_PORTS") {
         Err(_) => tap_io::SourcePorts::LANES_DEFAULT,

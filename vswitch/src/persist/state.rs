@@ -377,12 +377,12 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
             let config = mod_port_bits(&port.mod_port)?;
             if !present {
                 if let Err(e) = sw.add_port_with_config(&p.name, &port.name, &port.args, config) {
-                    // An interface deleted while the switch was down: the port waits for it
-                    // rather than the whole state being refused.
+                    // An interface deleted while the switch was down, a tunnel's underlay not up
+                    // yet: the port waits for it rather than the whole state being refused.
                     sw.add_port_awaiting_interface(&p.name, &port.name, &port.args, config)
                         .map_err(|_| format!("bridge {}: {e}", p.name))?;
                     tracing::warn!(bridge = %p.name, port = %port.name,
-                        "the port's interface does not exist: the port is kept, down, and opened when an interface of that name appears ({e})");
+                        "the port cannot open now: it is kept, down, and opened when its interface appears (a tunnel: tried every second) ({e})");
                 }
             } else if config != 0 {
                 sw.set_port_config(&p.name, &port.name, config)?;
