@@ -7,6 +7,7 @@
 //! - [`checksum`]: full and incremental (RFC 1624) Internet checksums.
 //! - [`rewrite`]: address / port / TTL rewrites on a parsed frame with checksum updates.
 //! - [`vxlan`]: per-tunnel precomputed outer header, encap into headroom, decap.
+//! - [`geneve`]: the Geneve header (RFC 8926): receive check with options, header to push.
 //! - [`ecn`]: the ECN field across a tunnel (RFC 6040): outer from inner, CE back onto inner.
 //! - [`gso`]: software segmentation of TSO/GSO super-frames, partial checksum completion.
 //! - [`gro`]: coalescing of consecutive TCP segments into a super-frame.
@@ -21,6 +22,7 @@ pub mod checksum;
 pub mod ecn;
 pub mod extract;
 pub mod flowkey;
+pub mod geneve;
 pub mod gro;
 pub mod gso;
 pub mod hash;

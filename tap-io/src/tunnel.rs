@@ -46,13 +46,15 @@ pub enum TunnelRxDrop {
 
 /// The tunnel header format: checked and stripped on receive, pushed on transmit.
 pub trait TunnelHeader {
-    /// Header length in bytes.
+    /// Length in bytes of the header pushed on transmit (a received one may be longer:
+    /// options).
     const LEN: usize;
     /// Shortest inner frame accepted after the header.
     const MIN_INNER: usize;
     /// Checks the header at the front of `payload` (the inner frame's length is checked by
-    /// the port, after its remote/VNI filters); returns the VNI.
-    fn check(payload: &[u8]) -> Result<u32, TunnelRxDrop>;
+    /// the port, after its remote/VNI filters); returns the VNI and the header's length (the
+    /// inner frame starts there).
+    fn check(payload: &[u8]) -> Result<(u32, usize), TunnelRxDrop>;
     /// Writes the header for `vni` into `header` (exactly [`TunnelHeader::LEN`] bytes).
     fn write(header: &mut [u8], vni: u32);
 }
@@ -429,11 +431,11 @@ impl<D: Datagrams, H: TunnelHeader> TunnelPort<D, H> {
             SocketAddr::V6(_) => return Err(RxRefusal::Unknown),
         };
         let pkt = &mut batch.packets_mut()[i];
-        let vni = H::check(pkt.data()).map_err(RxRefusal::Header)?;
+        let (vni, header_len) = H::check(pkt.data()).map_err(RxRefusal::Header)?;
         if self.cfg.remote.is_some_and(|r| r != src) || self.cfg.vni.is_some_and(|k| k != vni) {
             return Err(RxRefusal::Unknown);
         }
-        if pkt.pull_front(H::LEN).is_err() || pkt.len() < H::MIN_INNER {
+        if pkt.pull_front(header_len).is_err() || pkt.len() < H::MIN_INNER {
             return Err(RxRefusal::Header(TunnelRxDrop::Short));
         }
         // RFC 6040: congestion the underlay marked reaches the inner packet, or the packet

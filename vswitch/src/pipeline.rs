@@ -441,6 +441,8 @@ pub enum PortKind {
     Tap,
     /// A VXLAN tunnel port over the kernel's UDP stack.
     Vxlan,
+    /// A Geneve tunnel port over the kernel's UDP stack (as VXLAN, another header).
+    Geneve,
     /// The bridge's own kernel interface (a TAP device named like the port).
     Internal,
 }
@@ -451,8 +453,14 @@ impl PortKind {
             PortKind::AfPacket => "afpacket",
             PortKind::Tap => "tap",
             PortKind::Vxlan => "vxlan",
+            PortKind::Geneve => "geneve",
             PortKind::Internal => "internal",
         }
+    }
+
+    /// A UDP tunnel (VXLAN, Geneve): frames carry tunnel metadata in and out.
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, PortKind::Vxlan | PortKind::Geneve)
     }
 }
 

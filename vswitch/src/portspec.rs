@@ -110,6 +110,7 @@ impl PortSpec {
                         "afpacket" | "system" => PortKind::AfPacket,
                         "tap" => PortKind::Tap,
                         "vxlan" => PortKind::Vxlan,
+                        "geneve" => PortKind::Geneve,
                         "internal" => PortKind::Internal,
                         other => return Err(PortSpecError::UnknownType(other.to_string())),
                     }
@@ -209,8 +210,12 @@ impl PortSpec {
         if kind != PortKind::AfPacket {
             xdp = None;
         }
-        let tunnel = if kind == PortKind::Vxlan {
-            Some(parse_tunnel(&options)?)
+        let tunnel = if kind.is_tunnel() {
+            let default_port = match kind {
+                PortKind::Geneve => encap::geneve::GENEVE_PORT,
+                _ => encap::vxlan::VXLAN_PORT,
+            };
+            Some(parse_tunnel(&options, default_port)?)
         } else {
             if let Some((k, _)) = options.first() {
                 return Err(PortSpecError::TunnelOptionOnPlainPort(k.clone()));
@@ -247,6 +252,7 @@ impl PortSpec {
             PortKind::AfPacket => "afpacket",
             PortKind::Tap => "tap",
             PortKind::Vxlan => "vxlan",
+            PortKind::Geneve => "geneve",
             PortKind::Internal => "internal",
         };
         args.push(format!("type={kind}"));
@@ -283,7 +289,10 @@ impl PortSpec {
     }
 }
 
-fn parse_tunnel(options: &[(String, String)]) -> Result<TunnelSpec, PortSpecError> {
+fn parse_tunnel(
+    options: &[(String, String)],
+    default_port: u16,
+) -> Result<TunnelSpec, PortSpecError> {
     let bad = |key: &str, value: &str, why| PortSpecError::BadOption {
         key: key.to_string(),
         value: value.to_string(),
@@ -292,7 +301,7 @@ fn parse_tunnel(options: &[(String, String)]) -> Result<TunnelSpec, PortSpecErro
     let mut remote_ip = None;
     let mut key = FromFlow::Fixed(0);
     let mut local_ip = None;
-    let mut dst_port = 4789;
+    let mut dst_port = default_port;
     for (k, v) in options {
         match k.as_str() {
             "remote_ip" => {
@@ -308,7 +317,7 @@ fn parse_tunnel(options: &[(String, String)]) -> Result<TunnelSpec, PortSpecErro
                 } else {
                     let n = parse_u32(v).ok_or_else(|| bad(k, v, "not a number"))?;
                     if n >= 1 << 24 {
-                        return Err(bad(k, v, "a VXLAN VNI has 24 bits"));
+                        return Err(bad(k, v, "a VNI has 24 bits"));
                     }
                     FromFlow::Fixed(n)
                 }

@@ -337,9 +337,9 @@ impl Switch {
     /// drops what is sent to it as a link down), its link down, with its ofport, flows and
     /// `mod-port` bits. The interface watcher opens it once an interface of that name appears,
     /// as it reopens a port whose interface is deleted and created again while the switch runs.
-    /// A saved VXLAN port that cannot open (its local address not on an interface yet, its
-    /// UDP port held) is added the same way and tried again every second (`Opened::tunnel_waits`).
-    /// Refused for another kind of port, or when the interface exists.
+    /// A saved tunnel port whose `local_ip` is on no interface yet (the underlay not up: a
+    /// boot) is added the same way and tried again every second (`Opened::tunnel_waits`).
+    /// Refused for another kind of port, or when the interface (the address) exists.
     pub fn add_port_awaiting_interface(
         &self,
         br: &str,
@@ -348,7 +348,16 @@ impl Switch {
         config: u32,
     ) -> CmdResult {
         let spec = PortSpec::parse(name, args).map_err(|e| e.to_string())?;
-        if spec.kind == PortKind::Vxlan {
+        if spec.kind.is_tunnel() {
+            let local = spec.tunnel.as_ref().and_then(|t| match t.local_ip {
+                Some(std::net::IpAddr::V4(ip)) => Some(ip),
+                _ => None,
+            });
+            if local.is_none_or(|ip| crate::bridge::underlay_iface(ip).is_some()) {
+                return Err(format!(
+                    "port {name}: not a tunnel port whose local address is missing"
+                ));
+            }
             let name = name.to_string();
             return self.attach_port(br, spec, config, true, move || {
                 Ok(Opened::waiting_tunnel(&name))
@@ -537,7 +546,7 @@ impl Switch {
                             }
                             seen.name.clone()
                         }
-                        PortKind::Vxlan => return None,
+                        PortKind::Vxlan | PortKind::Geneve => return None,
                     };
                     Some((br.clone(), p.dp_id, name, p.mac))
                 })
@@ -628,7 +637,7 @@ impl Switch {
         let Some(ofport) = b
             .ports
             .iter()
-            .find(|(_, p)| p.spec.name == name && p.dp_id == w.dp_id)
+            .find(|(_, p)| p.spec.name == name && p.dp_id == w.dp_id && p.spec == w.spec)
             .map(|(n, _)| *n)
         else {
             return; // deleted or added again meanwhile: not ours to touch
@@ -664,7 +673,11 @@ impl Switch {
         port.config = old.config;
         match self.dp.add_port(port, spec.thread) {
             Ok((dp_id, _)) => {
-                tracing::info!(port = %name, "port reopened: its interface was created again, the tunnel's underlay moved or has another MTU, or a waiting tunnel port could open");
+                if w.tunnel_waits {
+                    tracing::info!(port = %name, "tunnel port opened: its underlay is ready (a route to its remote, its local address)");
+                } else {
+                    tracing::info!(port = %name, "the interface under the port changed (created again, or the tunnel's underlay moved or has another MTU): port reopened on it");
+                }
                 b.ports.insert(
                     ofport,
                     PortCtl {
@@ -799,6 +812,10 @@ impl Switch {
         } = open().map_err(|e| format!("cannot open port {name}: {e}"))?;
         if xdp_refused {
             spec.xdp = None;
+        }
+        if tunnel_waits {
+            tracing::warn!(port = %name,
+                "tunnel port added down: no route to its remote or no local address yet (tried every second)");
         }
         let tap_seen = tap.as_ref().and_then(|t| t.whereabouts().ok());
         // An interface gone already (or never there: `add_port_awaiting_interface`) is

@@ -854,7 +854,7 @@ fn a_port_whose_interface_went_while_stopped_waits_for_it() {
     // The pod comes back (a new namespace, the same host-side name): the port opens on it.
     node.add_veth_pod("rwaitc", "vwb", "10.44.0.2/24", "02:00:00:00:44:02");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log_text().contains("port reopened") {
+    while !d.log_text().contains("port reopened on it") {
         assert!(
             Instant::now() < deadline,
             "never reopened:\n{}",

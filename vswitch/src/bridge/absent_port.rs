@@ -40,6 +40,11 @@ impl Port for AbsentPort {
         None
     }
 
+    /// Another thread's handle is as absent as this one.
+    fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        Some(Ok(Box::new(AbsentPort::new(&self.name))))
+    }
+
     fn stats(&self) -> PortStats {
         PortStats::default()
     }

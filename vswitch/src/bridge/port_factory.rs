@@ -128,76 +128,100 @@ fn open_here(spec: &PortSpec) -> Result<Opened, String> {
                 tunnel_waits: false,
             })
         }
-        PortKind::Vxlan => {
-            let t = spec
-                .tunnel
-                .as_ref()
-                .ok_or("vxlan port without tunnel options")?;
-            let local = match t.local_ip {
-                Some(IpAddr::V4(ip)) => ip,
-                Some(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
-                None => Ipv4Addr::UNSPECIFIED,
-            };
-            let remote = match t.remote_ip {
-                FromFlow::Fixed(IpAddr::V4(ip)) => Some(ip),
-                FromFlow::Fixed(IpAddr::V6(_)) => {
-                    return Err("IPv6 underlay is not supported yet".into());
-                }
-                FromFlow::Flow => None,
-            };
-            // Other tunnel ports may share the UDP port: the kernel parts the datagrams by
-            // remote (one port per remote, one for any).
-            let mut sock = tap_io::UdpTunnelSocket::bind_tunnel(
-                SocketAddr::from((local, t.dst_port)),
-                remote.map(IpAddr::V4),
-                &spec.name,
-            )
-            .map_err(|e| e.to_string())?;
-            // On the socket's own address: a wildcard-bound socket connected to its remote
-            // has its route's source address, which the lanes must send from too.
-            let ports = tunnel_source_ports(&spec.name, sock.local_addr().ip());
-            if let Err(e) = sock.set_source_ports(ports) {
-                tracing::warn!(port = %spec.name, "one UDP source port for every flow: {e}");
-            }
-            if let Some(remote) = remote
-                && sock.connected_remote().is_none()
-            {
-                // Unconnected, it would take any sender's datagrams and keep a port for any
-                // remote off its UDP port; it could not send to the remote anyway.
-                tracing::warn!(port = %spec.name, %remote,
-                    "no route to the remote: the port is down until one exists (tried every second)");
-                return Ok(Opened::waiting_tunnel(&spec.name));
-            }
-            let vni = match t.key {
-                FromFlow::Fixed(k) => Some(k),
-                FromFlow::Flow => None,
-            };
-            let port = crate::datapath::vxlan::VxlanPort::new(
-                &spec.name,
-                sock,
-                tap_io::TunnelConfig {
-                    local,
-                    dst_port: t.dst_port,
-                    remote,
-                    vni,
-                    underlay_mtu: underlay_mtu(local),
-                },
-            );
-            let port = match open_tunnel_gso(&spec.name, local, t.dst_port) {
-                Ok(tx) => {
-                    tracing::info!(port = %spec.name, tap = tx.tap_name(),
-                        "tunnel super-frames leave whole (UDP-tunnel GSO through a TAP)");
-                    port.with_gso_tx(tx)
-                }
-                Err(e) => {
-                    tracing::info!(port = %spec.name,
-                        "tunnel super-frames are segmented before the socket: {e}");
-                    port
-                }
-            };
-            Ok(Opened::plain(PortIo::Tunnel(Box::new(port)), [0; 6]))
-        }
+        PortKind::Vxlan | PortKind::Geneve => open_tunnel(spec),
     }
+}
+
+/// A VXLAN or Geneve port: its UDP socket (sharing the UDP port with the other tunnel ports
+/// of this local address, one per remote), its source ports, its GSO TAP where the kernel
+/// takes one; a port whose remote has no route yet waits ([`Opened::waiting_tunnel`]).
+fn open_tunnel(spec: &PortSpec) -> Result<Opened, String> {
+    let t = spec
+        .tunnel
+        .as_ref()
+        .ok_or("tunnel port without tunnel options")?;
+    let local = match t.local_ip {
+        Some(IpAddr::V4(ip)) => ip,
+        Some(IpAddr::V6(_)) => return Err("IPv6 underlay is not supported yet".into()),
+        None => Ipv4Addr::UNSPECIFIED,
+    };
+    let remote = match t.remote_ip {
+        FromFlow::Fixed(IpAddr::V4(ip)) => Some(ip),
+        FromFlow::Fixed(IpAddr::V6(_)) => {
+            return Err("IPv6 underlay is not supported yet".into());
+        }
+        FromFlow::Flow => None,
+    };
+    // Unconnected, its socket would take any sender's datagrams and keep a port for any remote
+    // off its UDP port, and it could not send to the remote anyway: without a route the port
+    // waits. Asked of a plain socket first, so that a retry holds no share of the UDP port.
+    if let Some(remote) = remote
+        && !route_exists(local, SocketAddr::from((remote, t.dst_port)))
+    {
+        return Ok(Opened::waiting_tunnel(&spec.name));
+    }
+    // Other tunnel ports may share the UDP port: the kernel parts the datagrams by
+    // remote (one port per remote, one for any).
+    let mut sock = tap_io::UdpTunnelSocket::bind_tunnel(
+        SocketAddr::from((local, t.dst_port)),
+        remote.map(IpAddr::V4),
+        &spec.name,
+    )
+    .map_err(|e| e.to_string())?;
+    if remote.is_some() && sock.connected_remote().is_none() {
+        // The route went in between.
+        return Ok(Opened::waiting_tunnel(&spec.name));
+    }
+    // On the socket's own address: a wildcard-bound socket connected to its remote
+    // has its route's source address, which the lanes must send from too.
+    let ports = tunnel_source_ports(&spec.name, sock.local_addr().ip());
+    if let Err(e) = sock.set_source_ports(ports) {
+        tracing::warn!(port = %spec.name, "one UDP source port for every flow: {e}");
+    }
+    let cfg = tap_io::TunnelConfig {
+        local,
+        dst_port: t.dst_port,
+        remote,
+        vni: match t.key {
+            FromFlow::Fixed(k) => Some(k),
+            FromFlow::Flow => None,
+        },
+        underlay_mtu: underlay_mtu(local),
+    };
+    let io = match spec.kind {
+        PortKind::Geneve => tunnel_io::<crate::datapath::geneve::Geneve>(&spec.name, sock, cfg),
+        _ => tunnel_io::<crate::datapath::vxlan::Vxlan>(&spec.name, sock, cfg),
+    };
+    Ok(Opened::plain(io, [0; 6]))
+}
+
+/// Whether the kernel has a route from `local` (unspecified: any) to `remote`: a UDP
+/// `connect` of an unbound-port socket, which sends nothing. A local address not on an
+/// interface has none.
+fn route_exists(local: Ipv4Addr, remote: SocketAddr) -> bool {
+    std::net::UdpSocket::bind((local, 0)).is_ok_and(|s| s.connect(remote).is_ok())
+}
+
+/// The tunnel port with header `H` over `sock`, with a GSO TAP where the kernel has one.
+fn tunnel_io<H: tap_io::TunnelHeader + 'static>(
+    name: &str,
+    sock: tap_io::UdpTunnelSocket,
+    cfg: tap_io::TunnelConfig,
+) -> PortIo {
+    let port = tap_io::TunnelPort::<_, H>::new(name, sock, cfg);
+    let port = match open_tunnel_gso(name, cfg.local, cfg.dst_port) {
+        Ok(tx) => {
+            tracing::info!(port = %name, tap = tx.tap_name(),
+                "tunnel super-frames leave whole (UDP-tunnel GSO through a TAP)");
+            port.with_gso_tx(tx)
+        }
+        Err(e) => {
+            tracing::info!(port = %name,
+                "tunnel super-frames are segmented before the socket: {e}");
+            port
+        }
+    };
+    PortIo::Tunnel(Box::new(port))
 }
 
 fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {

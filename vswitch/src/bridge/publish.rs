@@ -201,7 +201,8 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                 // does the interface losing its link (a pod's end set down; the port watcher
                 // notices within a second).
                 live: p.config & openflow::switch::port_config::PORT_DOWN == 0
-                    && p.iface_seen.is_none_or(|s| s.running),
+                    && p.iface_seen.is_none_or(|s| s.running)
+                    && !p.tunnel_waits,
             },
         );
     }

@@ -1217,7 +1217,7 @@ fn output_ofport(
         return true;
     };
     let dp_id = info.dp_id as usize;
-    if info.kind == crate::pipeline::PortKind::Vxlan {
+    if info.kind.is_tunnel() {
         let Some(target) = tunnel_target(info, key) else {
             return false;
         };
@@ -1260,7 +1260,7 @@ fn flood(
         && pipeline
             .ports
             .get(&key.in_port)
-            .is_some_and(|p| p.kind == crate::pipeline::PortKind::Vxlan);
+            .is_some_and(|p| p.kind.is_tunnel());
     for ofport in &pipeline.port_order {
         if *ofport == key.in_port {
             continue;
@@ -1269,7 +1269,7 @@ fn flood(
             continue;
         };
         // Split horizon: what came from the overlay is not sent back into it.
-        if from_tunnel && info.kind == crate::pipeline::PortKind::Vxlan {
+        if from_tunnel && info.kind.is_tunnel() {
             continue;
         }
         if let Some(Some(port)) = ctx.ports.get(info.dp_id as usize)

@@ -20,6 +20,7 @@ pub mod ct;
 pub mod ct_orig;
 pub mod drops;
 pub mod exec;
+pub mod geneve;
 pub mod housekeeping_time;
 pub mod icmp;
 pub mod mac_learning;

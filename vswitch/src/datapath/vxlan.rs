@@ -25,11 +25,12 @@ impl TunnelHeader for Vxlan {
     const MIN_INNER: usize = MIN_INNER_LEN;
 
     #[inline]
-    fn check(payload: &[u8]) -> Result<u32, TunnelRxDrop> {
-        check_header(payload).map_err(|e| match e {
-            VxlanError::Short => TunnelRxDrop::Short,
-            VxlanError::BadFlags(_) => TunnelRxDrop::BadHeader,
-        })
+    fn check(payload: &[u8]) -> Result<(u32, usize), TunnelRxDrop> {
+        match check_header(payload) {
+            Ok(vni) => Ok((vni, HEADER_LEN)),
+            Err(VxlanError::Short) => Err(TunnelRxDrop::Short),
+            Err(VxlanError::BadFlags(_)) => Err(TunnelRxDrop::BadHeader),
+        }
     }
 
     #[inline]

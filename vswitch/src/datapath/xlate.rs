@@ -30,10 +30,10 @@ use super::actions::{
 };
 use super::cache::{EmcValue, Pinned};
 use super::drops::DropReason;
+use crate::pipeline::FromFlow;
 use crate::pipeline::{
     FlowStats, GroupEntry, MAX_LIVENESS_BUCKETS, Pipeline, RuleRef, TableCounts,
 };
-use crate::pipeline::{FromFlow, PortKind};
 use conntrack::{NatRange, NatSpec, PortSelect, tuple::Addr};
 
 /// A 16-bit (OpenFlow 1.0) port number as a port: 0xff00.. are the reserved ports.
@@ -1357,7 +1357,7 @@ impl<'a> Xlate<'a> {
             self.soft_drop(DropReason::PortDown);
             return;
         };
-        if info.kind != PortKind::Vxlan {
+        if !info.kind.is_tunnel() {
             self.note(format_args!("output:{ofport} ({})", info.name));
             self.out.push(DpAction::Output(info.dp_id));
             return;
