@@ -10,8 +10,9 @@
 //! Received: version 0, protocol type 0x6558 (Transparent Ethernet Bridging), options skipped
 //! (their length is `Opt Len` × 4 bytes). The switch understands no option, so a header with
 //! the C bit (a critical option present) is refused, as RFC 8926 §3.5 asks of an endpoint that
-//! does not understand one; the O bit (an OAM frame) is passed on like any frame, as Linux
-//! does. Sent: the 8-byte header without options, O and C clear.
+//! does not understand one; so is a control packet (the O bit), whose payload a tunnel
+//! endpoint must not forward (§3.4) and which the switch has no use for. Sent: the 8-byte
+//! header without options, O and C clear.
 
 /// IANA-assigned Geneve UDP port.
 pub const GENEVE_PORT: u16 = 6081;
@@ -37,6 +38,8 @@ pub enum GeneveError {
     Protocol(u16),
     #[error("Geneve critical options present, none understood")]
     Critical,
+    #[error("Geneve control packet (O bit): its payload is not forwarded")]
+    Control,
 }
 
 /// Checks the Geneve header a UDP payload starts with; returns the VNI and the header's length
@@ -59,6 +62,9 @@ pub fn check_header(payload: &[u8]) -> Result<(u32, usize), GeneveError> {
     }
     if h[1] & FLAG_CRITICAL != 0 {
         return Err(GeneveError::Critical);
+    }
+    if h[1] & FLAG_OAM != 0 {
+        return Err(GeneveError::Control);
     }
     let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
     Ok((vni, len))
@@ -109,9 +115,9 @@ mod tests {
         // The same with the C bit: refused.
         d[1] = FLAG_CRITICAL;
         assert_eq!(check_header(&d), Err(GeneveError::Critical));
-        // The O bit alone: an OAM frame, passed on.
+        // The O bit: a control packet, not forwarded.
         d[1] = FLAG_OAM;
-        assert_eq!(check_header(&d), Ok((7, 16)));
+        assert_eq!(check_header(&d), Err(GeneveError::Control));
         // Options longer than the datagram.
         d[0] = 0x3f;
         assert_eq!(check_header(&d), Err(GeneveError::Short));

@@ -31,7 +31,7 @@ pub enum MgmtCommand {
     ListBr,
     /// Exit 0 if the bridge exists, else fail.
     BrExists { bridge: String },
-    /// Add a port: an existing interface (AF_PACKET), or `type=tap|internal|vxlan`, with
+    /// Add a port: an existing interface (AF_PACKET), or `type=tap|internal|vxlan|geneve`, with
     /// `ofport=N` and `options:K=V` settings.
     AddPort {
         bridge: String,

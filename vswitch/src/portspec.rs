@@ -61,7 +61,7 @@ impl XdpMode {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortSpecError {
-    #[error("unknown port type '{0}' (expected afpacket, tap, vxlan or internal)")]
+    #[error("unknown port type '{0}' (expected afpacket, tap, vxlan, geneve or internal)")]
     UnknownType(String),
     #[error("bad ofport '{0}' (expected a number from 1 to 65279)")]
     BadOfport(String),
@@ -75,9 +75,9 @@ pub enum PortSpecError {
     UnknownOption(String),
     #[error("unexpected argument '{0}' (expected type=, ofport= or options:KEY=VALUE)")]
     UnexpectedArg(String),
-    #[error("a vxlan port needs options:remote_ip=IP or options:remote_ip=flow")]
+    #[error("a tunnel port (vxlan, geneve) needs options:remote_ip=IP or options:remote_ip=flow")]
     MissingRemote,
-    #[error("options:{0} only applies to vxlan ports")]
+    #[error("options:{0} only applies to tunnel ports (vxlan, geneve)")]
     TunnelOptionOnPlainPort(String),
     #[error("bad port name '{0}' (1 to 15 characters, no '/', ' ' or ':')")]
     BadName(String),

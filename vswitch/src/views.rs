@@ -35,7 +35,7 @@ pub struct BridgeList {
 pub struct PortView {
     pub name: String,
     pub ofport: u32,
-    /// afpacket, tap, vxlan or internal.
+    /// afpacket, tap, vxlan, geneve or internal.
     #[serde(rename = "type")]
     pub kind: String,
     /// The `options:K=V` that shape it (tunnel endpoints, thread, ...).

@@ -547,6 +547,13 @@ fn geneve_between_two_nodes() {
         d.ctl(&["add-flow", BR, "in_port=2,actions=output:1"]);
     }
     let (pod_a, pod_b) = (a.pod(0).name(), b.pod(0).name());
+    let trace = a
+        .daemon()
+        .ctl(&["trace", BR, "in_port=1,ip,nw_dst=172.16.0.2"]);
+    assert!(
+        trace.contains("Geneve encap vni=100") && trace.contains("tnl_push(geneve(vni=100"),
+        "{trace}"
+    );
     let cap = Capture::start(
         b.name(),
         "ulb",

@@ -156,7 +156,7 @@ fn open_tunnel(spec: &PortSpec) -> Result<Opened, String> {
     // off its UDP port, and it could not send to the remote anyway: without a route the port
     // waits. Asked of a plain socket first, so that a retry holds no share of the UDP port.
     if let Some(remote) = remote
-        && !route_exists(local, SocketAddr::from((remote, t.dst_port)))
+        && !route_ready(local, remote)?
     {
         return Ok(Opened::waiting_tunnel(&spec.name));
     }
@@ -195,11 +195,30 @@ fn open_tunnel(spec: &PortSpec) -> Result<Opened, String> {
     Ok(Opened::plain(io, [0; 6]))
 }
 
-/// Whether the kernel has a route from `local` (unspecified: any) to `remote`: a UDP
-/// `connect` of an unbound-port socket, which sends nothing. A local address not on an
-/// interface has none.
-fn route_exists(local: Ipv4Addr, remote: SocketAddr) -> bool {
-    std::net::UdpSocket::bind((local, 0)).is_ok_and(|s| s.connect(remote).is_ok())
+/// Whether the kernel has a route from `local` (unspecified: any) to `remote` now: `false`
+/// for no route yet or a `local` on no interface yet (the underlay not up), asked of a plain
+/// socket's `connect` to `(remote, 0)` as the port's own socket asks it (it sends nothing);
+/// any other failure (a broadcast remote, ...) is the port's error.
+fn route_ready(local: Ipv4Addr, remote: Ipv4Addr) -> Result<bool, String> {
+    use nix::errno::Errno;
+    let errno = |e: &std::io::Error| e.raw_os_error().map(Errno::from_raw);
+    let sock = match std::net::UdpSocket::bind((local, 0)) {
+        Ok(s) => s,
+        Err(e) if errno(&e) == Some(Errno::EADDRNOTAVAIL) => return Ok(false),
+        Err(e) => return Err(format!("bind {local}: {e}")),
+    };
+    match sock.connect((remote, 0)) {
+        Ok(()) => Ok(true),
+        Err(e)
+            if matches!(
+                errno(&e),
+                Some(Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::ENETDOWN)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(format!("connect to {remote}: {e}")),
+    }
 }
 
 /// The tunnel port with header `H` over `sock`, with a GSO TAP where the kernel has one.

@@ -350,12 +350,18 @@ fn megaflow_view(
         .iter()
         .map(|a| match a {
             DpAction::Output(p) => format!("output:{}", port(*p)),
-            DpAction::Tunnel { port: p, dst, vni } => {
-                format!("tnl_push(vxlan(vni={vni},dst={dst})),output:{}", port(*p))
+            DpAction::Tunnel {
+                port: p,
+                dst,
+                vni,
+                proto,
+            } => {
+                let name = proto.name();
+                format!("tnl_push({name}(vni={vni},dst={dst})),output:{}", port(*p))
             }
             DpAction::OutputTrunc(t) => {
                 let tunnel = t.tunnel.map_or(String::new(), |(dst, vni)| {
-                    format!("tnl_push(vxlan(vni={vni},dst={dst})),")
+                    format!("tnl_push({}(vni={vni},dst={dst})),", t.proto.name())
                 });
                 format!("trunc({}),{tunnel}output:{}", t.max_len, port(t.port))
             }

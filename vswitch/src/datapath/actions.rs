@@ -328,23 +328,58 @@ impl std::fmt::Display for WalkMeta {
     }
 }
 
-/// An output of a packet cut to `max_len` bytes, through a VXLAN port to `tunnel`'s
-/// `(destination, VNI)` when set.
+/// An output of a packet cut to `max_len` bytes, through a tunnel port to `tunnel`'s
+/// `(destination, VNI)` when set (with the `proto` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TruncOutput {
     pub port: DpPortId,
     pub max_len: u32,
     pub tunnel: Option<(Ipv4Addr, u32)>,
+    pub proto: TunnelProto,
+}
+
+/// The header a tunnel port pushes: what trace and megaflow listings name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelProto {
+    Vxlan,
+    Geneve,
+}
+
+impl TunnelProto {
+    /// The protocol of a tunnel port of `kind` (VXLAN for any other).
+    pub fn of(kind: crate::pipeline::PortKind) -> TunnelProto {
+        match kind {
+            crate::pipeline::PortKind::Geneve => TunnelProto::Geneve,
+            _ => TunnelProto::Vxlan,
+        }
+    }
+
+    /// As `ovs-appctl ofproto/trace` writes it in `tnl_push(...)`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TunnelProto::Vxlan => "vxlan",
+            TunnelProto::Geneve => "geneve",
+        }
+    }
+
+    /// As a sentence names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            TunnelProto::Vxlan => "VXLAN",
+            TunnelProto::Geneve => "Geneve",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DpAction {
     Output(DpPortId),
-    /// Encapsulate and send through a VXLAN port to `dst` with `vni`.
+    /// Encapsulate and send through a tunnel port to `dst` with `vni`.
     Tunnel {
         port: DpPortId,
         dst: Ipv4Addr,
         vni: u32,
+        proto: TunnelProto,
     },
     /// `output(port=P,max_len=N)`: the packet's first `max_len` bytes out (see
     /// [`TruncOutput`]); the packet goes on whole.
@@ -496,13 +531,19 @@ impl std::fmt::Display for DpAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DpAction::Output(p) => write!(f, "output:dp{p}"),
-            DpAction::Tunnel { port, dst, vni } => {
-                write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),output:dp{port}")
+            DpAction::Tunnel {
+                port,
+                dst,
+                vni,
+                proto,
+            } => {
+                let p = proto.name();
+                write!(f, "tnl_push({p}(vni={vni},dst={dst})),output:dp{port}")
             }
             DpAction::OutputTrunc(t) => {
                 write!(f, "trunc({}),", t.max_len)?;
                 if let Some((dst, vni)) = t.tunnel {
-                    write!(f, "tnl_push(vxlan(vni={vni},dst={dst})),")?;
+                    write!(f, "tnl_push({}(vni={vni},dst={dst})),", t.proto.name())?;
                 }
                 write!(f, "output:dp{}", t.port)
             }

@@ -45,11 +45,11 @@ drop_reasons! {
     ExplicitDrop => "flow_drop", "the flows sent the packet nowhere (actions=drop, no output)";
     TtlExpired => "ttl_expired", "dec_ttl reached zero";
     TooBig => "too_big", "frame larger than the output port's MTU";
-    TunnelTooBig => "tunnel_too_big", "frame too large for the underlay after VXLAN encapsulation";
-    VxlanShort => "vxlan_short", "UDP/4789 datagram too short for a VXLAN header and an inner frame";
-    VxlanBadFlags => "vxlan_bad_flags", "VXLAN header without the I flag or with reserved bits set";
-    VxlanUnknownTunnel => "vxlan_unknown_tunnel", "VXLAN from a remote/VNI no tunnel port accepts";
-    TunnelEcnCeNotEct => "tunnel_ecn_ce_not_ect", "VXLAN whose outer ECN is CE around a packet that is not ECN-capable (RFC 6040: the mark cannot be passed on)";
+    TunnelTooBig => "tunnel_too_big", "frame too large for the underlay after tunnel (VXLAN, Geneve) encapsulation";
+    VxlanShort => "vxlan_short", "tunnel datagram (VXLAN, Geneve) too short for its header and an inner frame";
+    VxlanBadFlags => "vxlan_bad_flags", "VXLAN header without the I flag or with reserved bits set; Geneve header of another version or protocol, a control (O) packet or a critical option";
+    VxlanUnknownTunnel => "vxlan_unknown_tunnel", "VXLAN or Geneve from a remote/VNI no tunnel port accepts";
+    TunnelEcnCeNotEct => "tunnel_ecn_ce_not_ect", "a tunnel datagram whose outer ECN is CE around a packet that is not ECN-capable (RFC 6040: the mark cannot be passed on)";
     TunnelNoRoute => "tunnel_no_dst", "output to a flow-based tunnel without tun_dst set";
     NormalHairpin => "normal_hairpin", "NORMAL learned the destination MAC on the input port: not sent back";
     NormalReservedMac => "normal_reserved_mac", "NORMAL got a frame for a reserved address (STP, LACP, 802.1X, LLDP, Cisco CDP/PVST+...): not forwarded";

@@ -630,7 +630,7 @@ fn execute_list(
         match action {
             DpAction::Output(dp_id) if tail => output_owned(ctx, *dp_id as usize, pkt),
             DpAction::Output(dp_id) => output(ctx, *dp_id as usize, pkt),
-            DpAction::Tunnel { port, dst, vni } => {
+            DpAction::Tunnel { port, dst, vni, .. } => {
                 tunnel(ctx, *port as usize, pkt, parsed, (*dst, *vni), tail)
             }
             DpAction::OutputTrunc(t) => output_trunc(ctx, pkt, parsed, t),

@@ -6,7 +6,8 @@
 //! same remote/VNI filters, ECN, source port by flow, GSO TAP and drop counters (`vxlan_short`,
 //! `vxlan_bad_flags`, `vxlan_unknown_tunnel` count Geneve's refusals too). What differs is the
 //! header: a received one may carry options, skipped (no option is understood; one with the C
-//! bit, a critical option, is refused as `vxlan_bad_flags`), and the header sent has none.
+//! bit, a critical option, is refused as `vxlan_bad_flags`, as is a control packet, the O bit),
+//! and the header sent has none.
 
 use encap::geneve::{GeneveError, HEADER_LEN, Header, check_header};
 use encap::vxlan::MIN_INNER_LEN;
@@ -24,9 +25,10 @@ impl TunnelHeader for Geneve {
     fn check(payload: &[u8]) -> Result<(u32, usize), TunnelRxDrop> {
         check_header(payload).map_err(|e| match e {
             GeneveError::Short => TunnelRxDrop::Short,
-            GeneveError::Version(_) | GeneveError::Protocol(_) | GeneveError::Critical => {
-                TunnelRxDrop::BadHeader
-            }
+            GeneveError::Version(_)
+            | GeneveError::Protocol(_)
+            | GeneveError::Critical
+            | GeneveError::Control => TunnelRxDrop::BadHeader,
         })
     }
 

@@ -26,7 +26,7 @@ use flowtable::{GroupType, OfPort};
 
 use super::MAX_DEPTH;
 use super::actions::{
-    CheckPktLen, CtAction, DpAction, MeterAction, SelectAction, TruncOutput, WalkMeta,
+    CheckPktLen, CtAction, DpAction, MeterAction, SelectAction, TruncOutput, TunnelProto, WalkMeta,
 };
 use super::cache::{EmcValue, Pinned};
 use super::drops::DropReason;
@@ -1323,17 +1323,29 @@ impl<'a> Xlate<'a> {
         let before = self.out.len();
         self.output_ofport(port.0);
         // The output just made (if any) becomes its cut form.
-        let cut = |port, tunnel| {
+        let cut = |port, tunnel, proto| {
             DpAction::OutputTrunc(TruncOutput {
                 port,
                 max_len,
                 tunnel,
+                proto,
             })
         };
         match self.out.get(before..) {
-            Some([DpAction::Output(p)]) => self.out[before] = cut(*p, None),
-            Some([DpAction::Tunnel { port, dst, vni }]) => {
-                self.out[before] = cut(*port, Some((*dst, *vni)));
+            Some([DpAction::Output(p)]) => {
+                self.out[before] = cut(*p, None, TunnelProto::Vxlan);
+            }
+            Some(
+                [
+                    DpAction::Tunnel {
+                        port,
+                        dst,
+                        vni,
+                        proto,
+                    },
+                ],
+            ) => {
+                self.out[before] = cut(*port, Some((*dst, *vni)), *proto);
             }
             _ => {}
         }
@@ -1379,14 +1391,17 @@ impl<'a> Xlate<'a> {
         };
         match dst {
             Some(dst) => {
+                let proto = TunnelProto::of(info.kind);
                 self.note(format_args!(
-                    "output:{ofport} ({}): VXLAN encap vni={vni} dst={dst}",
-                    info.name
+                    "output:{ofport} ({}): {} encap vni={vni} dst={dst}",
+                    info.name,
+                    proto.label()
                 ));
                 self.out.push(DpAction::Tunnel {
                     port: info.dp_id,
                     dst,
                     vni,
+                    proto,
                 })
             }
             None => {
