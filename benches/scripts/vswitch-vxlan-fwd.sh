@@ -10,6 +10,7 @@
 #     benches/harness/packet/run-all.sh --only '^vxlan kernel$|ovs-netdev vxlan|^vswitchd vxlan' \
 #       --add 'vswitchd vxlan|vxlan_base|cmd|UT|'
 # Runs inside ab-n1 (the harness's FWD_NS); reaches ab-n2 with `ip netns exec`.
+# TUNNEL_TYPE=geneve puts Geneve ports (UDP 6081) in place of the VXLAN ones.
 set -u
 D=${VSWITCHD:-vswitchd}
 C=${VSWITCHCTL:-vswitchctl}
@@ -34,7 +35,7 @@ for i in 1 2; do
     ctl() { "$C" --rundir "$R/n$i" "$@" || { echo "vswitch-vxlan-fwd: vswitchctl $* failed" >&2; exit 1; }; }
     ctl add-br br0
     ctl add-port br0 abn$i ofport=1
-    ctl add-port br0 vx$i type=vxlan ofport=2 options:remote_ip=192.168.254.$peer \
+    ctl add-port br0 vx$i type="${TUNNEL_TYPE:-vxlan}" ofport=2 options:remote_ip=192.168.254.$peer \
         options:local_ip=192.168.254.$i options:key=42
     ctl del-flows br0
     ctl add-flow br0 priority=100,in_port=1,actions=output:2
