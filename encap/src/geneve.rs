@@ -20,6 +20,8 @@ pub const GENEVE_PORT: u16 = 6081;
 pub const HEADER_LEN: usize = 8;
 /// The longest header: `Opt Len` is 6 bits of 4-byte words.
 pub const MAX_HEADER_LEN: usize = HEADER_LEN + 63 * 4;
+/// The shortest inner frame accepted: an Ethernet header.
+pub const MIN_INNER_LEN: usize = 14;
 /// Transparent Ethernet Bridging: the inner frame is Ethernet.
 pub const PROTO_ETHERNET: u16 = 0x6558;
 /// The O bit: an OAM frame.

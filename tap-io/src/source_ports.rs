@@ -1,6 +1,7 @@
 //! The tunnel's UDP source ports: one per inner flow, from a small set of send-only sockets.
 //!
-//! RFC 7348 §5 asks a VXLAN sender to derive the outer UDP source port from the inner flow, so
+//! RFC 7348 §5 (VXLAN) and RFC 8926 §3.3 (Geneve) ask a sender to derive the outer UDP source
+//! port from the inner flow, so
 //! that the underlay's ECMP and the receiver's RSS (both hash the outer 4-tuple) spread one
 //! pair of nodes' traffic by flow; Linux's vxlan device does (`udp_flow_src_port`). A UDP
 //! socket sends from its bound port only, so the set is [`SourcePorts::LANES_DEFAULT`]
@@ -18,7 +19,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::sockopt;
@@ -123,24 +124,7 @@ impl SourcePorts {
 
 /// A nonblocking UDP socket bound to `(local, 0)` that drops everything it receives.
 fn open_lane(local: IpAddr) -> io::Result<Lane> {
-    let family = if local.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket(2) call; the result is checked.
-    let raw = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: raw was just returned by socket(2) and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = crate::udp::udp_socket(local)?;
     // Classic BPF "ret #0": every datagram is dropped before it is queued. Attached before
     // bind, so none is queued in between.
     let drop_all = [libc::sock_filter {

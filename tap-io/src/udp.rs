@@ -24,7 +24,7 @@
 //! [`SourcePorts`] its inner flow hash picks, one `sendmmsg` run per lane in batch order, the
 //! GSO runs formed within a lane.
 //!
-//! The outer TOS byte (the tunnel's ECN, RFC 6040): [`UdpTunnelSocket::send_batch_tos`] sends
+//! The outer TOS byte (the tunnel's ECN, RFC 6040): [`UdpTunnelSocket::send_batch_flows`] sends
 //! each payload with its own (an `IP_TOS` cmsg when not 0, the socket's default; a UDP GSO run
 //! never mixes two), [`UdpTunnelSocket::recv_batch_tos`] reports the one each datagram came
 //! with (`IP_RECVTOS`; a coalesced message has one, the kernel's GRO never merges two).
@@ -325,6 +325,28 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// A nonblocking, close-on-exec UDP socket of `ip`'s family.
+pub(crate) fn udp_socket(ip: IpAddr) -> io::Result<OwnedFd> {
+    let family = if ip.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// `bind(2)` of `fd` to `addr`.
 pub(crate) fn bind_fd(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
@@ -411,24 +433,7 @@ impl UdpTunnelSocket {
                 source,
             }
         };
-        let family = if local.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                family,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(sys("socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: raw was just returned by socket(2) and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = udp_socket(local.ip()).map_err(sys("socket"))?;
         let buf: libc::c_int = 4 << 20;
         for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
             // Best effort: bigger buffers only absorb bursts.

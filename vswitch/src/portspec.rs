@@ -248,14 +248,7 @@ impl PortSpec {
     /// The `add-port` arguments that parse back into this spec (the state file keeps ports so).
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
-        let kind = match self.kind {
-            PortKind::AfPacket => "afpacket",
-            PortKind::Tap => "tap",
-            PortKind::Vxlan => "vxlan",
-            PortKind::Geneve => "geneve",
-            PortKind::Internal => "internal",
-        };
-        args.push(format!("type={kind}"));
+        args.push(format!("type={}", self.kind.as_str()));
         if let Some(n) = self.ofport {
             args.push(format!("ofport={n}"));
         }

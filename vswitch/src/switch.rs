@@ -48,10 +48,6 @@ pub struct Switch {
     moved_taps: Mutex<HashMap<String, MovedTap>>,
     /// The queue of `learn` requests, once `start_learning` ran (for `settle_learning`).
     learn_tx: Mutex<Option<crossbeam_channel::Sender<LearnEvent>>>,
-    /// Tunnel ports whose reopening on a changed underlay failed: (bridge, spec, mod-port
-    /// bits), added again by `reattach_changed_interfaces` until it works or the operator
-    /// adds a port of that name.
-    tunnels_to_reopen: Mutex<Vec<(String, PortSpec, u32)>>,
 }
 
 type CmdResult = Result<String, String>;
@@ -67,7 +63,6 @@ impl Switch {
             changes: crossbeam_channel::bounded(1),
             moved_taps: Mutex::new(HashMap::new()),
             learn_tx: Mutex::new(None),
-            tunnels_to_reopen: Mutex::new(Vec::new()),
         }
     }
 
@@ -446,7 +441,6 @@ impl Switch {
     /// failed open is retried every call. The system calls run outside the switch lock, a
     /// few per port: run every second, not per packet.
     pub fn reattach_changed_interfaces(&self) {
-        self.reopen_pending_tunnels();
         let watched: Vec<Watched> = self
             .lock()
             .iter()
@@ -650,16 +644,12 @@ impl Switch {
             Ok(o) => o,
             Err(e) => {
                 // Only a tunnel gets here (an interface port opened before): its old socket
-                // is closed, so it waits in the list until it opens again.
+                // is closed, so it waits, down, and is tried again every second.
                 tracing::error!(port = %name, "reopening the tunnel port on its new underlay failed (tried again every second): {e}");
-                b.publish();
-                self.tunnels_to_reopen
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((w.br.clone(), spec, old.config));
-                return;
+                Opened::waiting_tunnel(name)
             }
         };
+        let now_waits = opened.tunnel_waits;
         let tap_seen = opened.tap.as_ref().and_then(|t| t.whereabouts().ok());
         let mut port = DpPort::new(
             name,
@@ -673,7 +663,9 @@ impl Switch {
         port.config = old.config;
         match self.dp.add_port(port, spec.thread) {
             Ok((dp_id, _)) => {
-                if w.tunnel_waits {
+                if now_waits {
+                    // Said above, or by `open_port`'s caller.
+                } else if w.tunnel_waits {
                     tracing::info!(port = %name, "tunnel port opened: its underlay is ready (a route to its remote, its local address)");
                 } else {
                     tracing::info!(port = %name, "the interface under the port changed (created again, or the tunnel's underlay moved or has another MTU): port reopened on it");
@@ -715,35 +707,6 @@ impl Switch {
                     port: desc,
                 },
             );
-        }
-    }
-
-    /// Adds again the tunnel ports whose reopening failed, unless a port took the name.
-    fn reopen_pending_tunnels(&self) {
-        let pending = std::mem::take(
-            &mut *self
-                .tunnels_to_reopen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for (br, spec, config) in pending {
-            let taken = self
-                .lock()
-                .values()
-                .any(|b| b.ports.values().any(|p| p.spec.name == spec.name));
-            if taken {
-                continue;
-            }
-            let to_open = spec.clone();
-            if let Err(e) = self.attach_port(&br, spec.clone(), config, true, move || {
-                open_port(&to_open, None)
-            }) {
-                tracing::debug!(port = %spec.name, "tunnel port still cannot be reopened: {e}");
-                self.tunnels_to_reopen
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((br, spec, config));
-            }
         }
     }
 

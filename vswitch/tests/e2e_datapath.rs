@@ -394,18 +394,7 @@ fn two_nodes(tag: &str) -> TwoNodes {
             b = b.name()
         ),
     );
-    ns_sh(
-        b.name(),
-        &format!(
-            "ip addr add 192.168.0.12/24 dev ulb && ip link set ulb up && \
-             ip link add vx0 type vxlan id 100 local 192.168.0.12 remote 192.168.0.11 dstport 4789 dev ulb && \
-             ip link add brb type bridge && ip link set vx0 master brb && \
-             ip link add vpb type veth peer name eth0 netns {pod} && ip link set vpb master brb && \
-             ip link set vx0 up && ip link set vpb up && ip link set brb up",
-            pod = b_pod.name()
-        ),
-    );
-    configure_pod_eth0(b_pod.name(), "172.16.0.2/16", "02:00:00:00:0b:02");
+    kernel_vxlan_peer(b.name(), b_pod.name());
     a.start_switch(BR);
     a.add_veth_pod(
         &format!("{tag}Ap"),

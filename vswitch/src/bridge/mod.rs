@@ -56,8 +56,9 @@ pub struct PortCtl {
     /// Tunnel ports with a local address: the underlay interface that had it when the port
     /// opened (its super-frames are redirected to that interface, its MTU bounds them).
     pub underlay_seen: Option<(String, IfaceSeen)>,
-    /// A tunnel port that could not open yet (no route to its remote, or restored without
-    /// its local address): down, its I/O an `AbsentPort`, opened by
+    /// A tunnel port that could not open yet (a fixed remote with no route to it or a
+    /// `local_ip` on no interface; a port for any remote only when restored; a reopen on a
+    /// changed underlay that failed): down, its I/O an `AbsentPort`, opened by
     /// `Switch::reattach_changed_interfaces` once it can.
     pub tunnel_waits: bool,
 }

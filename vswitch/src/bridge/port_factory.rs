@@ -20,8 +20,9 @@ pub struct Opened {
     /// `options:xdp=on` was asked for but the port fell back to AF_PACKET: the port's
     /// recorded options say what runs (`xdp` off), the log says why.
     pub xdp_refused: bool,
-    /// A tunnel port that cannot open yet (no route to its remote; a saved one also without
-    /// its local address): its I/O is an [`AbsentPort`], the switch tries again every second.
+    /// A tunnel port that cannot open yet (a fixed remote with no route to it, or a
+    /// `local_ip` on no interface; a port for any remote only when restored): its I/O is an
+    /// [`AbsentPort`], the switch tries again every second.
     pub tunnel_waits: bool,
 }
 

@@ -346,11 +346,15 @@ pub enum TunnelProto {
 }
 
 impl TunnelProto {
-    /// The protocol of a tunnel port of `kind` (VXLAN for any other).
+    /// The protocol of a tunnel port of `kind` (VXLAN for a port that is not a tunnel: it
+    /// never pushes one).
     pub fn of(kind: crate::pipeline::PortKind) -> TunnelProto {
+        use crate::pipeline::PortKind;
         match kind {
-            crate::pipeline::PortKind::Geneve => TunnelProto::Geneve,
-            _ => TunnelProto::Vxlan,
+            PortKind::Geneve => TunnelProto::Geneve,
+            PortKind::Vxlan | PortKind::AfPacket | PortKind::Tap | PortKind::Internal => {
+                TunnelProto::Vxlan
+            }
         }
     }
 

@@ -9,8 +9,7 @@
 //! bit, a critical option, is refused as `vxlan_bad_flags`, as is a control packet, the O bit),
 //! and the header sent has none.
 
-use encap::geneve::{GeneveError, HEADER_LEN, Header, check_header};
-use encap::vxlan::MIN_INNER_LEN;
+use encap::geneve::{GeneveError, HEADER_LEN, Header, MIN_INNER_LEN, check_header};
 use tap_io::{TunnelHeader, TunnelRxDrop, UdpTunnelSocket};
 
 /// The Geneve header as a [`TunnelHeader`].

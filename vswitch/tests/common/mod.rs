@@ -566,6 +566,23 @@ pub fn configure_pod_eth0(ns: &str, ip_cidr: &str, mac: &str) {
     );
 }
 
+/// Node `b` as a plain Linux node on the tunnel tests' underlay: 192.168.0.12/24 on its end
+/// `ulb` of the underlay veth, the kernel's VXLAN device `vx0` (VNI 100, UDP 4789, remote
+/// 192.168.0.11) in a bridge with pod `pod` (172.16.0.2/16, 02:00:00:00:0b:02).
+pub fn kernel_vxlan_peer(b: &str, pod: &str) {
+    ns_sh(
+        b,
+        &format!(
+            "ip addr add 192.168.0.12/24 dev ulb && ip link set ulb up && \
+             ip link add vx0 type vxlan id 100 local 192.168.0.12 remote 192.168.0.11 dstport 4789 dev ulb && \
+             ip link add brb type bridge && ip link set vx0 master brb && \
+             ip link add vpb type veth peer name eth0 netns {pod} && ip link set vpb master brb && \
+             ip link set vx0 up && ip link set vpb up && ip link set brb up"
+        ),
+    );
+    configure_pod_eth0(pod, "172.16.0.2/16", "02:00:00:00:0b:02");
+}
+
 /// A capture running in a namespace; `finish` stops it and returns what it printed.
 pub struct Capture {
     child: Option<Child>,
