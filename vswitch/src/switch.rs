@@ -48,6 +48,9 @@ pub struct Switch {
     moved_taps: Mutex<HashMap<String, MovedTap>>,
     /// The queue of `learn` requests, once `start_learning` ran (for `settle_learning`).
     learn_tx: Mutex<Option<crossbeam_channel::Sender<LearnEvent>>>,
+    /// The last reason each waiting tunnel port's open failed, so that a new one is logged
+    /// once rather than every second.
+    wait_errors: Mutex<HashMap<String, String>>,
 }
 
 type CmdResult = Result<String, String>;
@@ -63,6 +66,7 @@ impl Switch {
             changes: crossbeam_channel::bounded(1),
             moved_taps: Mutex::new(HashMap::new()),
             learn_tx: Mutex::new(None),
+            wait_errors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -467,7 +471,11 @@ impl Switch {
                 match open_port(&w.spec, None) {
                     Ok(opened) if !opened.tunnel_waits => self.swap_port_io(&w, Some(opened)),
                     Ok(_) => {}
-                    Err(e) => tracing::debug!(port = %name, "tunnel port still cannot open: {e}"),
+                    // Said once per new reason: the operator's why a port stays down.
+                    Err(e) if self.note_wait_error(name, &e) => {
+                        tracing::warn!(port = %name, "tunnel port still cannot open (tried every second): {e}");
+                    }
+                    Err(_) => {}
                 }
                 continue;
             }
@@ -710,6 +718,23 @@ impl Switch {
         }
     }
 
+    /// Records `err` as waiting port `name`'s reason; true when it is new for the port.
+    fn note_wait_error(&self, name: &str, err: &str) -> bool {
+        let mut seen = self.wait_errors.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|n, _| self.has_port_named(n) || n == name);
+        if seen.get(name).is_some_and(|e| e == err) {
+            return false;
+        }
+        seen.insert(name.to_string(), err.to_string());
+        true
+    }
+
+    fn has_port_named(&self, name: &str) -> bool {
+        self.lock()
+            .values()
+            .any(|b| b.ports.values().any(|p| p.spec.name == name))
+    }
+
     /// Adds a port whose I/O the caller provides (in-memory ports in tests, for instance).
     pub fn add_port_with_io(&self, br: &str, spec: PortSpec, io: tap_io::MemPort) -> CmdResult {
         self.attach_port(br, spec, 0, false, move || {
@@ -746,6 +771,23 @@ impl Switch {
             .any(|b| b.ports.values().any(|p| p.spec.name == spec.name))
         {
             return Err(format!("a port named {name} already exists"));
+        }
+        // A waiting tunnel port holds no share of its UDP port yet: one that would take the
+        // same datagrams is refused here as the socket's claim would refuse it.
+        if let Some(t) = &spec.tunnel
+            && let Some(w) = state.values().flat_map(|b| b.ports.values()).find(|p| {
+                p.tunnel_waits
+                    && p.spec.tunnel.as_ref().is_some_and(|u| {
+                        u.local_ip == t.local_ip
+                            && u.dst_port == t.dst_port
+                            && u.remote_ip == t.remote_ip
+                    })
+            })
+        {
+            return Err(format!(
+                "port {} (waiting for its underlay) already takes the tunnel datagrams from that remote on UDP {}",
+                w.spec.name, t.dst_port
+            ));
         }
         let b = state
             .get_mut(br)

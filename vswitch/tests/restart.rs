@@ -929,6 +929,21 @@ fn a_tunnel_port_waits_for_its_underlay() {
         d.ctl(&["dump-ports-desc", "br0"]),
         d.log_text()
     );
+    // Another port for the same remote would take its datagrams once it opens: refused.
+    let twin = d.ctl_run(&[
+        "add-port",
+        "br0",
+        "vx9",
+        "type=vxlan",
+        "options:remote_ip=192.168.0.12",
+        "options:key=200",
+    ]);
+    assert!(
+        !twin.ok && twin.stderr.contains("waiting for its underlay"),
+        "{}{}",
+        twin.stdout,
+        twin.stderr
+    );
     // A port for any remote on the same UDP port is taken meanwhile.
     d.ctl(&[
         "add-port",
