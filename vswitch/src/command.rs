@@ -52,6 +52,16 @@ pub enum MgmtCommand {
         #[serde(default)]
         if_exists: bool,
     },
+    /// Change a port's VLAN role for NORMAL, as `ovs-vsctl set port`: tag=N,
+    /// trunks=N[,N...], vlan_mode=access|trunk|native-tagged|native-untagged; an empty value
+    /// (`tag=`) clears that setting. The bridge's learned MACs are forgotten.
+    SetPort {
+        bridge: String,
+        port: String,
+        /// tag=N, trunks=LIST, vlan_mode=MODE
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
     /// List a bridge's ports by name.
     ListPorts { bridge: String },
     /// Add one flow (ovs-ofctl syntax).
@@ -175,6 +185,8 @@ pub enum MgmtCommand {
     #[command(alias = "dump-macs")]
     #[serde(alias = "dump-macs")]
     FdbShow { bridge: String },
+    /// Forget the bridge's learned MACs (`ovs-appctl fdb/flush`).
+    FdbFlush { bridge: String },
     /// Apply a node configuration (file contents, or a path the daemon can read).
     Apply { config: String },
     /// Add a pod to the node configuration at run time: port=IFACE ip=ADDR mac=MAC

@@ -109,6 +109,11 @@ impl Control {
                 }
                 sw.del_port(&bridge, &port)
             }
+            C::SetPort {
+                bridge,
+                port,
+                settings,
+            } => sw.set_port_vlan(&bridge, &port, &settings),
             C::ListPorts { bridge } => sw.with_bridge(&bridge, |b| {
                 let mut names: Vec<&str> = b.ports.values().map(|p| p.spec.name.as_str()).collect();
                 names.sort();
@@ -202,6 +207,7 @@ impl Control {
             C::Show { bridge: None } => Ok(self.show_switch_text()),
             C::DumpMegaflows { bridge } => self.dump_megaflows_text(&bridge),
             C::FdbShow { bridge } => self.fdb_show(&bridge),
+            C::FdbFlush { bridge } => sw.flush_macs(&bridge),
             C::Apply { config } => {
                 // The file's contents, or (one line, no '=') a path the daemon can read.
                 if config.contains(['\n', '=']) {

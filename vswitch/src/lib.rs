@@ -36,6 +36,7 @@ pub mod ofclient;
 pub mod ofserver;
 pub mod persist;
 pub mod pipeline;
+pub mod port_vlan;
 pub mod portspec;
 pub mod ratelimit;
 pub mod rundir;

@@ -99,6 +99,8 @@ pub struct PortInfo {
     pub remote_ip: Option<FromFlow<std::net::IpAddr>>,
     pub key: Option<FromFlow<u32>>,
     pub live: bool,
+    /// Its VLAN role for NORMAL (`tag=`, `trunks=`, `vlan_mode=`).
+    pub vlan: crate::port_vlan::VlanRole,
 }
 
 pub type TableClassifier = Classifier<Arc<RuleRef>>;

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 pub use crate::pipeline::{FromFlow, PortKind};
+pub use crate::port_vlan::{PortVlan, PortVlanError, VlanMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSpec {
@@ -32,6 +33,8 @@ pub struct PortSpec {
     /// `options:xdp=on|auto|off` (afpacket ports). Absent: auto, unless `host_rx=true` or
     /// `rx_skip_udp_dport` (an XDP program would take those frames too).
     pub xdp: Option<XdpMode>,
+    /// `tag=`, `trunks=`, `vlan_mode=`: the port's VLAN role for NORMAL.
+    pub vlan: PortVlan,
 }
 
 /// How an afpacket port uses AF_XDP.
@@ -73,8 +76,12 @@ pub enum PortSpecError {
     },
     #[error("unknown option '{0}' (expected remote_ip, key, local_ip or dst_port)")]
     UnknownOption(String),
-    #[error("unexpected argument '{0}' (expected type=, ofport= or options:KEY=VALUE)")]
+    #[error(
+        "unexpected argument '{0}' (expected type=, ofport=, tag=, trunks=, vlan_mode= or options:KEY=VALUE)"
+    )]
     UnexpectedArg(String),
+    #[error(transparent)]
+    Vlan(#[from] PortVlanError),
     #[error("a tunnel port (vxlan, geneve) needs options:remote_ip=IP or options:remote_ip=flow")]
     MissingRemote,
     #[error("options:{0} only applies to tunnel ports (vxlan, geneve)")]
@@ -100,10 +107,14 @@ impl PortSpec {
         let mut skip_udp_dport: Option<u16> = None;
         let mut host_rx: Option<bool> = None;
         let mut xdp = None;
+        let mut vlan = PortVlan::default();
         for arg in args {
             let (key, value) = arg
                 .split_once('=')
                 .ok_or_else(|| PortSpecError::UnexpectedArg(arg.clone()))?;
+            if vlan.take_arg(key, value)? {
+                continue;
+            }
             match key {
                 "type" => {
                     kind = match value {
@@ -206,6 +217,7 @@ impl PortSpec {
                 return bad("an AF_XDP socket has no rx_skip_udp_dport filter");
             }
         }
+        vlan.check()?;
         // `xdp=off` means nothing on other ports: recorded as not given.
         if kind != PortKind::AfPacket {
             xdp = None;
@@ -231,6 +243,7 @@ impl PortSpec {
             skip_udp_dport,
             host_rx,
             xdp,
+            vlan,
         })
     }
 }
@@ -278,6 +291,7 @@ impl PortSpec {
         if let Some(mode) = self.xdp {
             args.push(format!("options:xdp={}", mode.as_str()));
         }
+        args.extend(self.vlan.to_args());
         args
     }
 }
@@ -356,7 +370,7 @@ mod tests {
                 "eth1",
                 &["options:thread=1", "options:rx_skip_udp_dport=4789"],
             ),
-            ("tap1", &["type=tap", "ofport=7"]),
+            ("tap1", &["type=tap", "ofport=7", "tag=10"]),
             ("br0", &["type=internal"]),
             (
                 "vx0",

@@ -943,6 +943,57 @@ impl Switch {
         Ok(String::new())
     }
 
+    /// `set-port BR PORT tag=.. trunks=.. vlan_mode=..`: each setting given replaces the
+    /// port's (an empty value clears it); the result is checked as `add-port` checks it. As
+    /// Open vSwitch, the bridge's learned MACs are forgotten: they were learned in VLANs the
+    /// port may no longer carry.
+    pub fn set_port_vlan(&self, br: &str, name: &str, settings: &[String]) -> CmdResult {
+        let changed = self.with_bridge(br, |b| {
+            let p = b
+                .ports
+                .values_mut()
+                .find(|p| p.spec.name == name)
+                .ok_or_else(|| format!("bridge {br} has no port named {name}"))?;
+            let mut vlan = p.spec.vlan.clone();
+            for arg in settings {
+                let (key, value) = arg
+                    .split_once('=')
+                    .ok_or_else(|| format!("expected KEY=VALUE, got '{arg}'"))?;
+                match (key, value) {
+                    ("tag", "") => vlan.tag = None,
+                    ("trunks", "") => vlan.trunks.clear(),
+                    ("vlan_mode", "") => vlan.mode = None,
+                    _ => {
+                        if !vlan.take_arg(key, value).map_err(|e| e.to_string())? {
+                            return Err(format!(
+                                "unknown port setting '{key}' (expected tag, trunks or vlan_mode)"
+                            ));
+                        }
+                    }
+                }
+            }
+            vlan.check().map_err(|e| e.to_string())?;
+            if vlan == p.spec.vlan {
+                return Ok(None);
+            }
+            p.spec.vlan = vlan;
+            b.publish();
+            Ok(Some(b.dp_index))
+        })?;
+        if let Some(idx) = changed {
+            self.dp.call(move |dp| dp.flush_macs(idx));
+            self.mark_changed();
+        }
+        Ok(String::new())
+    }
+
+    /// `fdb-flush BR`: forgets every MAC the bridge learned.
+    pub fn flush_macs(&self, br: &str) -> CmdResult {
+        let idx = self.with_bridge(br, |b| Ok(b.dp_index))?;
+        self.dp.call(move |dp| dp.flush_macs(idx));
+        Ok("table successfully flushed\n".to_string())
+    }
+
     /// Applies flow-mods given as text (one per line for `add-flows`), all or nothing.
     pub fn flow_mods(
         &self,

@@ -41,6 +41,13 @@ pub struct PortView {
     /// The `options:K=V` that shape it (tunnel endpoints, thread, ...).
     pub options: BTreeMap<String, String>,
     pub mac: String,
+    /// The VLAN role NORMAL gives it (`access`, `trunk`, `native-tagged`, `native-untagged`)
+    /// and, where set, its `tag` and `trunks`.
+    pub vlan_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
 }
 
 /// `list-ports BR`.

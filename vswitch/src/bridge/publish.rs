@@ -203,6 +203,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
                 live: p.config & openflow::switch::port_config::PORT_DOWN == 0
                     && p.iface_seen.is_none_or(|s| s.running)
                     && !p.tunnel_waits,
+                vlan: p.spec.vlan.role(),
             },
         );
     }

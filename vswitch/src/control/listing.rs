@@ -424,5 +424,8 @@ fn port_view(p: &PortCtl) -> PortView {
         kind: s.kind.as_str().to_string(),
         options,
         mac: fmt_mac(&p.mac),
+        vlan_mode: s.vlan.effective_mode().as_str().to_string(),
+        tag: s.vlan.tag,
+        trunks: s.vlan.trunks.clone(),
     }
 }

@@ -52,6 +52,7 @@ drop_reasons! {
     TunnelEcnCeNotEct => "tunnel_ecn_ce_not_ect", "a tunnel datagram whose outer ECN is CE around a packet that is not ECN-capable (RFC 6040: the mark cannot be passed on)";
     TunnelNoRoute => "tunnel_no_dst", "output to a flow-based tunnel without tun_dst set";
     NormalHairpin => "normal_hairpin", "NORMAL learned the destination MAC on the input port: not sent back";
+    NormalVlanRefused => "normal_vlan_refused", "NORMAL got a frame of a VLAN its input port does not carry (a tagged frame on an access port, a VLAN outside a trunk's trunks=)";
     NormalReservedMac => "normal_reserved_mac", "NORMAL got a frame for a reserved address (STP, LACP, 802.1X, LLDP, Cisco CDP/PVST+...): not forwarded";
     PortDown => "port_down", "output port missing or down";
     TxQueueFull => "tx_full", "the output port's send queue was full";

@@ -16,6 +16,8 @@ use super::xlate::{CachedFlow, META_WORDS, Xlate};
 use super::{Datapath, DpBridge};
 use crate::pipeline::{FlowStats, Pipeline};
 
+mod normal;
+
 /// Recirculations (ct with table=) one packet may take.
 const MAX_RECIRC: usize = 8;
 
@@ -635,10 +637,10 @@ fn execute_list(
             }
             DpAction::OutputTrunc(t) => output_trunc(ctx, pkt, parsed, t),
             // The in_port and tunnel fields the walk wrote (not in the packet's key).
-            DpAction::Normal(m) if m.is_empty() => normal(ctx, pkt, key, parsed, tail),
-            DpAction::Normal(m) => normal(ctx, pkt, &m.apply(key), parsed, tail),
-            DpAction::Flood { meta, .. } if meta.is_empty() => flood(ctx, pkt, key, parsed, false),
-            DpAction::Flood { meta, .. } => flood(ctx, pkt, &meta.apply(key), parsed, false),
+            DpAction::Normal(m) if m.is_empty() => normal::run(ctx, pkt, key, parsed, tail),
+            DpAction::Normal(m) => normal::run(ctx, pkt, &m.apply(key), parsed, tail),
+            DpAction::Flood { meta, .. } if meta.is_empty() => flood(ctx, pkt, key, parsed),
+            DpAction::Flood { meta, .. } => flood(ctx, pkt, &meta.apply(key), parsed),
             // Only new connections reach a select group: one clock read and one store each.
             DpAction::AffinityTouch(t) => t.touch(conntrack::lb::affinity::clock_ns()),
             DpAction::SetEthSrc(mac) => {
@@ -1158,48 +1160,6 @@ fn tunnel(
     }
 }
 
-/// `last`: the packet's last use (a learned unicast output may take its buffer). `key`: the
-/// packet's key with the walk's in_port and tunnel writes applied.
-fn normal(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed, last: bool) {
-    let vlan = key.vlan_tci & 0x0fff;
-    let in_port = key.in_port;
-    let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
-    // As Open vSwitch: from a port of the bridge, a frame to a reserved address (STP, LACP,
-    // LLDP, ...) is dropped before anything is learned, any other has its source learned;
-    // from no port (a packet-out from CONTROLLER, NONE) nothing is learned, the frame is only
-    // looked up or flooded.
-    let out = if ctx.pipeline.ports.contains_key(&in_port) {
-        if super::mac_learning::is_reserved(key.eth_dst) {
-            ctx.bridge.drops.add(DropReason::NormalReservedMac, 1);
-            return;
-        }
-        let (learned, out) = super::mac_learning::learn_and_lookup(
-            &ctx.bridge.mac,
-            vlan,
-            key.eth_src,
-            in_port,
-            dst,
-            ctx.now_ns,
-        );
-        if learned == Some(super::mac_learning::Learned::TableFull) {
-            ctx.bridge.drops.add(DropReason::MacTableFull, 1);
-        }
-        out
-    } else {
-        dst.and_then(|d| super::mac_learning::lookup(&ctx.bridge.mac, vlan, d, ctx.now_ns))
-    };
-    if let Some(out) = out {
-        if out == in_port {
-            // Learned behind the port it came in on: not sent back (no hairpin).
-            ctx.bridge.drops.add(DropReason::NormalHairpin, 1);
-        } else if !output_ofport(ctx, out, pkt, key, parsed, last) {
-            ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1);
-        }
-        return;
-    }
-    flood(ctx, pkt, key, parsed, true);
-}
-
 /// `parsed` describes `pkt`: a tunnel output needs it to answer an oversized DF packet.
 /// `last`: the packet's last use ([`output_owned`]). False when nothing was sent because the
 /// port is a flow-based tunnel and the packet has no `tun_dst` (a flood passes such ports by;
@@ -1244,41 +1204,24 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
     Some((dst, vni))
 }
 
-/// Every port of the bridge but `key.in_port`, as Open vSwitch floods: ports set down or
-/// no-forward (`mod-port`) are passed by without counting a drop. `split_horizon` (NORMAL
-/// only; FLOOD and ALL send into every tunnel): what came from a tunnel port is not sent back
-/// into the overlay.
-fn flood(
-    ctx: &mut Ctx,
-    pkt: &mut PacketBuf,
-    key: &FlowKey,
-    parsed: &encap::Parsed,
-    split_horizon: bool,
-) {
+/// FLOOD and ALL: every port of the bridge but `key.in_port`, tunnels included, the frame as
+/// it is, as Open vSwitch floods; ports set down or no-forward (`mod-port`) are passed by
+/// without counting a drop. (NORMAL floods in `normal.rs`.)
+fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let pipeline = ctx.pipeline;
-    let from_tunnel = split_horizon
-        && pipeline
-            .ports
-            .get(&key.in_port)
-            .is_some_and(|p| p.kind.is_tunnel());
     for ofport in &pipeline.port_order {
-        if *ofport == key.in_port {
-            continue;
+        if *ofport != key.in_port && may_send(ctx, *ofport) {
+            output_ofport(ctx, *ofport, pkt, key, parsed, false);
         }
-        let Some(info) = pipeline.ports.get(ofport) else {
-            continue;
-        };
-        // Split horizon: what came from the overlay is not sent back into it.
-        if from_tunnel && info.kind.is_tunnel() {
-            continue;
-        }
-        if let Some(Some(port)) = ctx.ports.get(info.dp_id as usize)
-            && port.may_send().is_err()
-        {
-            continue;
-        }
-        output_ofport(ctx, *ofport, pkt, key, parsed, false);
     }
+}
+
+/// Whether a flood passes the port by: it is gone, down or no-forward.
+fn may_send(ctx: &Ctx, ofport: u32) -> bool {
+    let Some(info) = ctx.pipeline.ports.get(&ofport) else {
+        return false;
+    };
+    !matches!(ctx.ports.get(info.dp_id as usize), Some(Some(port)) if port.may_send().is_err())
 }
 
 #[cfg(test)]

@@ -294,6 +294,14 @@ impl MacTable {
         }
     }
 
+    /// Forgets everything learned (a port's VLAN role changed).
+    pub fn flush(&mut self) {
+        let ports: Vec<u32> = self.ports.keys().copied().collect();
+        for port in ports {
+            self.flush_port(port);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -510,6 +518,17 @@ mod tests {
         t.flush_port(1);
         assert_eq!(t.lookup(0, A, 0), None);
         assert_eq!(t.lookup(0, B, 0), Some(2));
+        t.learn(5, A, 3, 0);
+        t.flush();
+        assert_eq!(
+            (t.lookup(0, B, 0), t.lookup(5, A, 0), t.len()),
+            (None, None, 0)
+        );
+        assert_eq!(
+            t.learn(0, A, 1, 0),
+            Learned::New,
+            "learns again after a flush"
+        );
     }
 
     /// A new process's clock starts at 0: an entry handed over 200 s old (aging 300 s)

@@ -1025,6 +1025,14 @@ impl Datapath {
         self.note_gso_out();
     }
 
+    /// Forgets every MAC the bridge learned (a port's VLAN role changed).
+    pub fn flush_macs(&mut self, bridge: usize) {
+        if let Some(Some(b)) = self.bridges.get_mut(bridge) {
+            // Shared by every thread: one flush does. NORMAL reads it per packet (nothing cached).
+            write(&b.mac).flush();
+        }
+    }
+
     /// Runs a packet given by the control side (PACKET_OUT, `trace --inject`) through a bridge.
     pub fn inject(&mut self, bridge: usize, in_port: u32, frame: &[u8]) {
         self.inject_with_meta(bridge, in_port, frame, tap_io::RxMeta::default());

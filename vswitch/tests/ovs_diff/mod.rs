@@ -29,6 +29,8 @@ pub trait Backend {
     fn collect(&mut self) -> Result<Outputs, String>;
     /// `dpctl/dump-conntrack` text.
     fn conntrack(&mut self) -> Result<String, String>;
+    /// Sets port `port`'s VLAN role (`tag=N`, `trunks=N,M`, `vlan_mode=M`); `&[]` clears it.
+    fn set_port_vlan(&mut self, port: u32, settings: &[String]) -> Result<(), String>;
     /// Packets sampled so far per collector set id (`sample` actions).
     fn samples(&mut self) -> Result<BTreeMap<u32, u64>, String>;
 }
@@ -83,6 +85,8 @@ pub struct Case {
     pub version: String,
     /// Ports taken down (`mod-port N down`) for the case's packets and brought up after.
     pub ports_down: Vec<u32>,
+    /// Ports given a VLAN role (`vlan-port N tag=10 ...`) for the case, cleared after.
+    pub port_vlans: Vec<(u32, Vec<String>)>,
 }
 
 impl Case {
@@ -189,6 +193,14 @@ fn apply_option(c: &mut Case, opt: &str) -> Result<(), String> {
                 .parse()
                 .map_err(|_| format!("port-down wants a port number: {opt:?}"))?,
         ),
+        "vlan-port" => {
+            let mut words = v.split_whitespace();
+            let port = words
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| format!("vlan-port wants a port number: {opt:?}"))?;
+            c.port_vlans.push((port, words.map(String::from).collect()));
+        }
         _ => return Err(format!("unknown option {opt:?}")),
     }
     Ok(())
@@ -338,6 +350,12 @@ pub fn run_case(
         mod_port(ovs, case, p, "down").unwrap_or_else(|e| panic!("{}: {e}", case.at));
         mod_port(ours, case, p, "down").unwrap_or_else(|e| panic!("{}: {e}", case.at));
     }
+    for (p, settings) in &case.port_vlans {
+        let set = ovs
+            .set_port_vlan(*p, settings)
+            .and_then(|()| ours.set_port_vlan(*p, settings));
+        set.unwrap_or_else(|e| panic!("{}: {e}", case.at));
+    }
     let samples_before = case.samples.then(|| {
         let a = ovs.samples().unwrap_or_else(|e| panic!("{}: {e}", case.at));
         let b = ours
@@ -396,6 +414,12 @@ pub fn run_case(
     for &p in &case.ports_down {
         mod_port(ovs, case, p, "up").unwrap_or_else(|e| panic!("{}: {e}", case.at));
         mod_port(ours, case, p, "up").unwrap_or_else(|e| panic!("{}: {e}", case.at));
+    }
+    for (p, _) in &case.port_vlans {
+        let clear = ovs
+            .set_port_vlan(*p, &[])
+            .and_then(|()| ours.set_port_vlan(*p, &[]));
+        clear.unwrap_or_else(|e| panic!("{}: {e}", case.at));
     }
     if let Some((a0, b0)) = samples_before {
         let delta = |now: BTreeMap<u32, u64>, before: &BTreeMap<u32, u64>| {

@@ -62,7 +62,8 @@ impl Backend for Ours {
     }
 
     fn reset_state(&mut self) -> Result<(), String> {
-        self.command(&["flush-conntrack", "br0"]).map(|_| ())
+        self.command(&["flush-conntrack", "br0"])?;
+        self.command(&["fdb-flush", "br0"]).map(|_| ())
     }
 
     fn settle_flows(&mut self) -> Result<(), String> {
@@ -97,6 +98,16 @@ impl Backend for Ours {
 
     fn conntrack(&mut self) -> Result<String, String> {
         self.command(&["dump-conntrack", "br0"])
+    }
+
+    fn set_port_vlan(&mut self, port: u32, settings: &[String]) -> Result<(), String> {
+        let name = format!("p{port}");
+        let mut args = vec!["set-port", "br0", &name];
+        if settings.is_empty() {
+            args.extend(["tag=", "trunks=", "vlan_mode="]);
+        }
+        args.extend(settings.iter().map(String::as_str));
+        self.command(&args).map(|_| ())
     }
 
     fn samples(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, String> {

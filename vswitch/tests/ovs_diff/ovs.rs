@@ -368,6 +368,26 @@ impl Backend for Ovs {
         self.appctl(&["dpctl/dump-conntrack"])
     }
 
+    fn set_port_vlan(&mut self, port: u32, settings: &[String]) -> Result<(), String> {
+        let name = format!("p{port}");
+        let mut args = vec!["clear", "port", &name, "tag", "trunks", "vlan_mode"];
+        // ovs-vsctl writes a set of several values in brackets.
+        let settings: Vec<String> = settings
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some(("trunks", v)) => format!("trunks=[{v}]"),
+                _ => s.clone(),
+            })
+            .collect();
+        if !settings.is_empty() {
+            args.extend(["--", "set", "port", &name]);
+            args.extend(settings.iter().map(String::as_str));
+        }
+        // ovs-vsctl waits until ovs-vswitchd has reconfigured; stale megaflows go too.
+        self.vsctl(&args);
+        self.settle_flows()
+    }
+
     fn samples(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, String> {
         // `  id   1: flows=0, current flows=0, sampled pkts=5, ...` per collector set.
         let mut c = Command::new("ovs-ofctl");
