@@ -32,11 +32,11 @@ pub enum MgmtCommand {
     /// Exit 0 if the bridge exists, else fail.
     BrExists { bridge: String },
     /// Add a port: an existing interface (AF_PACKET), or `type=tap|internal|vxlan|geneve`, with
-    /// `ofport=N` and `options:K=V` settings.
+    /// `ofport=N`, VLAN role (`tag=N`, `trunks=N,N`, `vlan_mode=MODE`) and `options:K=V` settings.
     AddPort {
         bridge: String,
         port: String,
-        /// type=..., ofport=N, options:K=V
+        /// type=..., ofport=N, tag=N, trunks=LIST, vlan_mode=MODE, options:K=V
         settings: Vec<String>,
         /// Succeed if a port of that name is already on the bridge.
         #[arg(long)]

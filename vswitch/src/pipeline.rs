@@ -402,6 +402,9 @@ pub struct Pipeline {
     pub ports: HashMap<u32, PortInfo>,
     /// Ports in ofport order, for FLOOD/ALL.
     pub port_order: Vec<u32>,
+    /// Some port has a VLAN role other than a trunk of every VLAN: NORMAL may retag frames.
+    /// Without one it sends every frame as it came and skips the role checks.
+    pub vlan_roles: bool,
     /// A PACKET_OUT's actions as a one-rule pseudo-table, in the one-off pipeline the packet
     /// runs through (`None` in every published one): it takes table 0's place for the walk's
     /// first lookup only, so a `resubmit(,0)`, `output:TABLE` or `ct(table=0)` of the walk
@@ -420,6 +423,7 @@ impl Pipeline {
             meters: HashMap::new(),
             ports: HashMap::new(),
             port_order: Vec::new(),
+            vlan_roles: false,
             packet_out: None,
             table_counts: Arc::default(),
         }

@@ -250,9 +250,13 @@ impl VlanRole {
         }
     }
 
-    /// Whether frames of `vlan` may leave by this port (NORMAL's flood).
+    /// Whether frames of `vlan` may leave by this port (NORMAL's flood). A native port's
+    /// own VLAN is in its trunks (see [`PortVlan::role`]).
     pub fn includes(&self, vlan: u16) -> bool {
-        (self.mode != VlanMode::Trunk && vlan == self.tag) || self.trunks_vlan(vlan)
+        match self.mode {
+            VlanMode::Access => vlan == self.tag,
+            _ => self.trunks_vlan(vlan),
+        }
     }
 
     /// The VLAN ID a frame of `vlan` leaves this port with, or `None` when its outer tag

@@ -43,11 +43,17 @@ pub struct PortView {
     pub mac: String,
     /// The VLAN role NORMAL gives it (`access`, `trunk`, `native-tagged`, `native-untagged`)
     /// and, where set, its `tag` and `trunks`.
+    #[serde(default = "trunk")]
     pub vlan_mode: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunks: Vec<u16>,
+}
+
+/// Older daemons' ports: trunks of every VLAN.
+fn trunk() -> String {
+    "trunk".to_string()
 }
 
 /// `list-ports BR`.

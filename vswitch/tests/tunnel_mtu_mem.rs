@@ -284,3 +284,40 @@ fn output_trunc_through_the_tunnel_carries_the_cut_frame() {
     }
     assert_eq!(b.drops("tunnel_too_big"), 0);
 }
+
+/// NORMAL tags a frame for each port it leaves by: an answer about a frame too big for the
+/// tunnel goes back tagged as the frame came, not as the tunnel port wanted it.
+#[test]
+fn an_answer_through_normal_carries_the_tag_the_frame_came_with() {
+    let mut b = bridge();
+    b.flows("actions=NORMAL");
+    let listed = b.command(&["list-ports", "br0"]);
+    let tunnel = listed
+        .lines()
+        .find(|l| l.starts_with("vxm"))
+        .expect("the tunnel port")
+        .to_string();
+    // Port 1 an access port of VLAN 10: the tunnel (a trunk) gets the frame tagged 10.
+    b.command(&["set-port", "br0", "m1", "tag=10"]);
+    let frame = udp4(&[], INNER_MTU + 1);
+    b.send(1, &frame);
+    assert_eq!(b.drops("tunnel_too_big"), 1);
+    let answers = b.received(1);
+    assert_eq!(answers.len(), 1, "{answers:02x?}");
+    assert_frag_needed(&frame, 14, INNER_MTU, &answers[0]);
+    let flooded = b.received(2);
+    assert_eq!(flooded.len(), 1, "flooded to the other port");
+    assert_eq!(&flooded[0][12..16], &[0x81, 0, 0, 10], "tagged for a trunk");
+
+    // Port 1 a trunk, the tunnel an access port of VLAN 5: the tag comes off for the tunnel
+    // and goes back on the answer.
+    b.command(&["set-port", "br0", "m1", "tag="]);
+    b.command(&["set-port", "br0", &tunnel, "tag=5"]);
+    let frame = udp4(&[5], INNER_MTU + 1);
+    b.send(1, &frame);
+    assert_eq!(b.drops("tunnel_too_big"), 2);
+    let answers = b.received(1);
+    assert_eq!(answers.len(), 1, "{answers:02x?}");
+    assert_frag_needed(&frame, 18, INNER_MTU, &answers[0]);
+    assert_eq!(b.received(2).len(), 1, "flooded to the other port");
+}

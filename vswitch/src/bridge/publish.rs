@@ -217,6 +217,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
     inst.groups.extend(relived);
     let groups = inst.groups.clone();
     let port_order = b.ports.keys().copied().collect();
+    let vlan_roles = ports.values().any(|p| !p.vlan.is_plain_trunk());
     let replaced = b.pipeline.swap(Arc::new(Pipeline {
         version: b.version,
         tables,
@@ -224,6 +225,7 @@ pub(super) fn publish(b: &mut BridgeCtl) {
         meters,
         ports,
         port_order,
+        vlan_roles,
         packet_out: None,
         table_counts: previous.table_counts.clone(),
     }));

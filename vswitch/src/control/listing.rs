@@ -124,8 +124,20 @@ impl Control {
                 b.name, b.openflow_socket, b.dpid, b.flows, b.groups
             ));
             for p in &b.ports {
+                out.push_str(&format!("        Port {}\n", p.name));
+                // As `ovs-vsctl show`: the VLAN settings a port has.
+                if let Some(tag) = p.tag {
+                    out.push_str(&format!("            tag: {tag}\n"));
+                }
+                if !p.trunks.is_empty() {
+                    let list: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
+                    out.push_str(&format!("            trunks: [{}]\n", list.join(", ")));
+                }
+                if p.vlan_mode != "access" && p.vlan_mode != "trunk" {
+                    out.push_str(&format!("            vlan_mode: {}\n", p.vlan_mode));
+                }
                 out.push_str(&format!(
-                    "        Port {name}\n            Interface {name}\n                type: {}\n                ofport: {}\n                mac: \"{}\"\n",
+                    "            Interface {name}\n                type: {}\n                ofport: {}\n                mac: \"{}\"\n",
                     p.kind,
                     p.ofport,
                     p.mac,

@@ -209,6 +209,9 @@ struct Ctx<'a> {
     packet_in: Option<&'a crossbeam_channel::Sender<super::PacketInEvent>>,
     learn: Option<&'a crossbeam_channel::Sender<super::LearnEvent>>,
     bridge_index: usize,
+    /// While NORMAL sends the frame tagged otherwise than it came: its outer tag as it came,
+    /// (TPID, TCI) or `None` for untagged, which an ICMP error about the frame carries back.
+    normal_came: Option<Option<(u16, u16)>>,
 }
 
 /// Processes `dp.rx`, received on port `port_id` of bridge `bridge`.
@@ -253,6 +256,7 @@ pub(super) fn process_batch(dp: &mut Datapath, bridge: usize, port_id: usize) {
             packet_in: packet_in.as_ref(),
             learn: learn.as_ref(),
             bridge_index: bridge,
+            normal_came: None,
         };
         let mut held = LastFlow::default();
         for i in 0..rx.len() {
@@ -340,6 +344,7 @@ pub(super) fn inject(
         packet_in: packet_in.as_ref(),
         learn: learn.as_ref(),
         bridge_index: bridge,
+        normal_came: None,
     };
     let key = FlowKey {
         in_port,
@@ -1142,6 +1147,9 @@ fn tunnel(
             let icmp = &mut ctx.scratch.icmp;
             let told = super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp)
                 || super::icmp::packet_too_big(pkt.data(), parsed, mtu as u32, icmp);
+            if let Some(came) = ctx.normal_came.filter(|_| told) {
+                normal::tag_reply(icmp, came);
+            }
             // A flood of oversized frames gets a bounded number of replies; the rest are only
             // counted (the batch's clock: no clock read per packet).
             if told && !ctx.scratch.icmp_limit.allow(ctx.now_ns) {
@@ -1164,18 +1172,14 @@ fn tunnel(
 /// `last`: the packet's last use ([`output_owned`]). False when nothing was sent because the
 /// port is a flow-based tunnel and the packet has no `tun_dst` (a flood passes such ports by;
 /// a unicast counts it).
-fn output_ofport(
+fn output_port(
     ctx: &mut Ctx,
-    ofport: u32,
+    info: &crate::pipeline::PortInfo,
     pkt: &mut PacketBuf,
     key: &FlowKey,
     parsed: &encap::Parsed,
     last: bool,
 ) -> bool {
-    let Some(info) = ctx.pipeline.ports.get(&ofport) else {
-        ctx.bridge.drops.add(DropReason::PortDown, 1);
-        return true;
-    };
     let dp_id = info.dp_id as usize;
     if info.kind.is_tunnel() {
         let Some(target) = tunnel_target(info, key) else {
@@ -1210,17 +1214,17 @@ fn tunnel_target(info: &crate::pipeline::PortInfo, key: &FlowKey) -> Option<(Ipv
 fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Parsed) {
     let pipeline = ctx.pipeline;
     for ofport in &pipeline.port_order {
-        if *ofport != key.in_port && may_send(ctx, *ofport) {
-            output_ofport(ctx, *ofport, pkt, key, parsed, false);
+        match pipeline.ports.get(ofport) {
+            Some(info) if *ofport != key.in_port && may_send(ctx, info) => {
+                output_port(ctx, info, pkt, key, parsed, false);
+            }
+            _ => {}
         }
     }
 }
 
-/// Whether a flood passes the port by: it is gone, down or no-forward.
-fn may_send(ctx: &Ctx, ofport: u32) -> bool {
-    let Some(info) = ctx.pipeline.ports.get(&ofport) else {
-        return false;
-    };
+/// Whether a flood passes the port by: it is down or no-forward.
+fn may_send(ctx: &Ctx, info: &crate::pipeline::PortInfo) -> bool {
     !matches!(ctx.ports.get(info.dp_id as usize), Some(Some(port)) if port.may_send().is_err())
 }
 

@@ -823,6 +823,7 @@ fn one_shot_pipeline(current: &Pipeline, actions: Vec<flowtable::Action>) -> Pip
         meters: current.meters.clone(),
         ports: current.ports.clone(),
         port_order: current.port_order.clone(),
+        vlan_roles: current.vlan_roles,
         packet_out: Some(builder.snapshot()),
         table_counts: current.table_counts.clone(),
     }

@@ -7,8 +7,9 @@ use encap::FlowKey;
 use encap::flowkey::VLAN_PRESENT;
 use tap_io::PacketBuf;
 
-use super::{Ctx, DropReason, may_send, output_ofport, pop_vlan, reparse, shift_offload_offsets};
+use super::{Ctx, DropReason, may_send, output_port, pop_vlan, reparse, shift_offload_offsets};
 use crate::datapath::mac_learning;
+use crate::pipeline::PortInfo;
 
 /// `last`: the packet's last use (a learned unicast output may take its buffer). `key`: the
 /// packet's key with the walk's in_port and tunnel writes applied.
@@ -22,17 +23,20 @@ pub(super) fn run(
     let in_port = key.in_port;
     let vid = key.vlan_tci & 0x0fff;
     let dst = (key.eth_dst[0] & 1 == 0).then_some(key.eth_dst);
-    let from_port = ctx.pipeline.ports.get(&in_port);
+    let pipeline = ctx.pipeline;
+    let from_port = pipeline.ports.get(&in_port);
     // The frame's VLAN: the input port's role decides (a tagged frame on an access port, or a
     // VLAN outside a trunk's list, is refused); from no port (a packet-out from CONTROLLER or
-    // NONE) its own.
-    let vlan = match from_port.map(|p| p.vlan.input_vlan(vid)) {
+    // NONE), or with no roles on the bridge, its own.
+    let vlan = match from_port.filter(|_| pipeline.vlan_roles) {
         None => vid,
-        Some(Some(vlan)) => vlan,
-        Some(None) => {
-            ctx.bridge.drops.add(DropReason::NormalVlanRefused, 1);
-            return;
-        }
+        Some(p) => match p.vlan.input_vlan(vid) {
+            Some(vlan) => vlan,
+            None => {
+                ctx.bridge.drops.add(DropReason::NormalVlanRefused, 1);
+                return;
+            }
+        },
     };
     // As Open vSwitch: from a port of the bridge, a frame to a reserved address (STP, LACP,
     // LLDP, ...) is dropped before anything is learned, any other has its source learned;
@@ -57,18 +61,23 @@ pub(super) fn run(
     } else {
         dst.and_then(|d| mac_learning::lookup(&ctx.bridge.mac, vlan, d, ctx.now_ns))
     };
-    let mut tags = Tags::of(pkt, key, parsed);
-    if let Some(out) = out {
-        if out == in_port {
+    // Without VLAN roles every port sends the frame as it came: no tag work at all.
+    let mut tags = pipeline.vlan_roles.then(|| Tags::of(pkt, key, parsed));
+    match out.map(|o| (o, pipeline.ports.get(&o))) {
+        Some((out, _)) if out == in_port => {
             // Learned behind the port it came in on: not sent back (no hairpin).
             ctx.bridge.drops.add(DropReason::NormalHairpin, 1);
-        } else if !output_in_vlan(ctx, out, vlan, &mut tags, pkt, key, last) {
-            ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1);
         }
-    } else {
-        flood(ctx, pkt, key, vlan, &mut tags);
+        Some((_, None)) => ctx.bridge.drops.add(DropReason::PortDown, 1),
+        // A port that no longer carries the VLAN (its role changed since) is flooded past.
+        Some((_, Some(info))) if info.vlan.includes(vlan) => {
+            if !output_in_vlan(ctx, info, vlan, &mut tags, pkt, key, parsed, last) {
+                ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1);
+            }
+        }
+        _ => flood(ctx, pkt, key, parsed, vlan, &mut tags),
     }
-    if !last {
+    if let Some(tags) = tags.as_mut().filter(|_| !last) {
         tags.restore(ctx, pkt, key);
     }
 }
@@ -76,7 +85,14 @@ pub(super) fn run(
 /// Every port but the input port that carries `vlan`; split horizon: what came from a tunnel
 /// port is not sent back into the overlay. Ports set down or no-forward are passed by
 /// without counting a drop.
-fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, vlan: u16, tags: &mut Tags) {
+fn flood(
+    ctx: &mut Ctx,
+    pkt: &mut PacketBuf,
+    key: &FlowKey,
+    parsed: &encap::Parsed,
+    vlan: u16,
+    tags: &mut Option<Tags>,
+) {
     let pipeline = ctx.pipeline;
     let from_tunnel = pipeline
         .ports
@@ -89,33 +105,61 @@ fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, vlan: u16, tags: &mu
         if *ofport == key.in_port
             || (from_tunnel && info.kind.is_tunnel())
             || !info.vlan.includes(vlan)
-            || !may_send(ctx, *ofport)
+            || !may_send(ctx, info)
         {
             continue;
         }
-        output_in_vlan(ctx, *ofport, vlan, tags, pkt, key, false);
+        output_in_vlan(ctx, info, vlan, tags, pkt, key, parsed, false);
     }
 }
 
-/// Sends the frame out of `ofport` tagged as the port's role says for `vlan` (Open vSwitch's
-/// `output_normal`). False as [`output_ofport`]: a flow-based tunnel without `tun_dst`.
+/// Sends the frame out of the port tagged as its role says for `vlan` (Open vSwitch's
+/// `output_normal`); `tags` is `None` when no port has a role (the frame goes as it came).
+/// False as [`output_port`]: a flow-based tunnel without `tun_dst`.
+#[allow(clippy::too_many_arguments)]
 fn output_in_vlan(
     ctx: &mut Ctx,
-    ofport: u32,
+    info: &PortInfo,
     vlan: u16,
-    tags: &mut Tags,
+    tags: &mut Option<Tags>,
     pkt: &mut PacketBuf,
     key: &FlowKey,
+    parsed: &encap::Parsed,
     last: bool,
 ) -> bool {
-    let vid = match ctx.pipeline.ports.get(&ofport) {
-        Some(info) => info.vlan.output_vid(vlan),
-        None => Some(vlan),
+    let Some(tags) = tags.as_mut() else {
+        return output_port(ctx, info, pkt, key, parsed, last);
     };
-    if !tags.set(ctx, pkt, key, tags.wanted(vid)) {
+    if !tags.set(ctx, pkt, key, tags.wanted(info.vlan.output_vid(vlan))) {
         return true;
     }
-    output_ofport(ctx, ofport, pkt, key, &tags.parsed, last)
+    // An ICMP error about the frame (too big for a tunnel) goes back tagged as it came.
+    ctx.normal_came = (tags.now != tags.came).then_some(tags.came.map(|tci| (tags.tpid, tci)));
+    let sent = output_port(ctx, info, pkt, key, &tags.parsed, last);
+    ctx.normal_came = None;
+    sent
+}
+
+/// Gives an ICMP error built from a retagged frame the outer tag its frame came with
+/// (`None`: untagged). The error is rare (a bounded rate): moving its bytes is fine.
+pub(super) fn tag_reply(reply: &mut Vec<u8>, came: Option<(u16, u16)>) {
+    let tagged =
+        reply.len() >= 16 && matches!(u16::from_be_bytes([reply[12], reply[13]]), 0x8100 | 0x88a8);
+    match (tagged, came) {
+        (true, Some((tpid, tci))) => {
+            reply[12..14].copy_from_slice(&tpid.to_be_bytes());
+            reply[14..16].copy_from_slice(&tci.to_be_bytes());
+        }
+        (false, Some((tpid, tci))) if reply.len() >= 12 => {
+            let [t0, t1] = tpid.to_be_bytes();
+            let [c0, c1] = tci.to_be_bytes();
+            reply.splice(12..12, [t0, t1, c0, c1]);
+        }
+        (true, None) => {
+            reply.drain(12..16);
+        }
+        _ => {}
+    }
 }
 
 /// The frame's outer 802.1Q tag as NORMAL changes it port by port, and as it came.
