@@ -46,6 +46,8 @@ pub enum Counter {
     InvalidFragment,
     /// Headers conntrack could not read (cut short or inconsistent): invalid without a lookup.
     InvalidMalformed,
+    /// A TCP, UDP or ICMP checksum that does not verify: invalid without a lookup.
+    InvalidL4Checksum,
     /// A fragment ahead of its first fragment was held.
     FragHeld,
     /// Held fragments handed back after their first fragment passed.
@@ -73,7 +75,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const COUNT: usize = 34;
+    pub const COUNT: usize = 35;
     pub const ALL: [Counter; Self::COUNT] = [
         Counter::Packets,
         Counter::Committed,
@@ -98,6 +100,7 @@ impl Counter {
         Counter::InvalidTcpWindow,
         Counter::InvalidFragment,
         Counter::InvalidMalformed,
+        Counter::InvalidL4Checksum,
         Counter::FragHeld,
         Counter::FragReleased,
         Counter::FragHoldFull,
@@ -136,6 +139,7 @@ impl Counter {
             Counter::InvalidTcpWindow => "invalid_tcp_out_of_window",
             Counter::InvalidFragment => "invalid_fragment_unknown",
             Counter::InvalidMalformed => "invalid_malformed",
+            Counter::InvalidL4Checksum => "invalid_l4_checksum",
             Counter::FragHeld => "frag_held",
             Counter::FragReleased => "frag_released",
             Counter::FragHoldFull => "frag_hold_refused_full",

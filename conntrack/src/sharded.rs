@@ -47,6 +47,8 @@ pub struct Sharded {
     packets: PaddedCount,
     /// `Counter::InvalidMalformed`: packets the caller found unreadable before any lookup.
     malformed: PaddedCount,
+    /// `Counter::InvalidL4Checksum`: packets whose L4 checksum the caller found wrong.
+    bad_l4_checksum: PaddedCount,
 }
 
 #[derive(Default)]
@@ -67,6 +69,8 @@ pub struct Cursor<'a> {
     /// Unreadable packets noted through this cursor ([`Sharded::note_malformed`]), added the
     /// same way.
     malformed: u64,
+    /// Packets with a wrong L4 checksum ([`Sharded::note_bad_l4_checksum`]), the same way.
+    bad_l4_checksum: u64,
     table: Option<&'a Sharded>,
 }
 
@@ -93,9 +97,14 @@ impl<'a> Cursor<'a> {
     fn fold_packets(&mut self) {
         if let Some(t) = self.table {
             t.add_packets(std::mem::take(&mut self.packets));
-            let malformed = std::mem::take(&mut self.malformed);
-            if malformed != 0 {
-                t.malformed.0.fetch_add(malformed, Ordering::Relaxed);
+            for (n, total) in [
+                (&mut self.malformed, &t.malformed),
+                (&mut self.bad_l4_checksum, &t.bad_l4_checksum),
+            ] {
+                let n = std::mem::take(n);
+                if n != 0 {
+                    total.0.fetch_add(n, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -146,6 +155,7 @@ impl Sharded {
             cfg,
             packets: PaddedCount::default(),
             malformed: PaddedCount::default(),
+            bad_l4_checksum: PaddedCount::default(),
         })
     }
 
@@ -170,6 +180,14 @@ impl Sharded {
     pub fn note_malformed<'a>(&'a self, cur: &mut Cursor<'a>) {
         cur.table = Some(self);
         cur.malformed += 1;
+    }
+
+    /// Counts a packet whose TCP, UDP or ICMP checksum the caller found wrong, so conntrack
+    /// marks it invalid without a lookup (`Counter::InvalidL4Checksum`); added as
+    /// [`Sharded::note_malformed`]'s are.
+    pub fn note_bad_l4_checksum<'a>(&'a self, cur: &mut Cursor<'a>) {
+        cur.table = Some(self);
+        cur.bad_l4_checksum += 1;
     }
 
     /// Adds packets run through `ct` to `Counter::Packets` (see [`Cursor::take_packets`]).
@@ -449,6 +467,10 @@ impl Sharded {
         sum.add(
             crate::Counter::InvalidMalformed,
             self.malformed.0.load(Ordering::Relaxed),
+        );
+        sum.add(
+            crate::Counter::InvalidL4Checksum,
+            self.bad_l4_checksum.0.load(Ordering::Relaxed),
         );
         sum
     }

@@ -743,6 +743,8 @@ impl Port for AfPacketPort {
             }
             if f.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
                 buf.meta.csum_not_ready = true;
+            } else if f.status & libc::TP_STATUS_CSUM_VALID != 0 {
+                buf.meta.csum_valid = true;
             }
             if buf.meta.csum_not_ready {
                 self.stats.rx_csum_not_ready += 1;

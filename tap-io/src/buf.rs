@@ -73,6 +73,10 @@ pub struct RxMeta {
     /// checksum offload (`encap::gso::complete_checksum`); clear it once completed, or a port
     /// with offloads would ask the kernel to checksum it again.
     pub csum_not_ready: bool,
+    /// The receiving device or the kernel verified the L4 checksum (AF_PACKET
+    /// `TP_STATUS_CSUM_VALID`, virtio-net `VIRTIO_NET_HDR_F_DATA_VALID`): conntrack takes it
+    /// as good instead of summing the packet again.
+    pub csum_valid: bool,
     /// Where the checksummed L4 area starts, from the frame start, when the port knows it.
     pub csum_start: Option<u16>,
     /// Offset of the checksum field from `csum_start`, when the port knows it.

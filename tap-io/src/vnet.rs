@@ -97,6 +97,8 @@ impl VnetHdr {
             meta.csum_not_ready = true;
             meta.csum_start = Some(self.csum_start.saturating_add(shift));
             meta.csum_offset = Some(self.csum_offset);
+        } else if self.flags & F_DATA_VALID != 0 {
+            meta.csum_valid = true;
         }
         Ok(())
     }
@@ -128,6 +130,21 @@ impl VnetHdr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checksum_the_kernel_verified_is_marked_valid() {
+        let h = VnetHdr {
+            flags: F_DATA_VALID,
+            ..VnetHdr::default()
+        };
+        let mut m = RxMeta::default();
+        h.to_meta(&mut m, 0).unwrap();
+        assert!(m.csum_valid && !m.csum_not_ready);
+        assert_eq!(VnetHdr::from_meta(&m), VnetHdr::default(), "never sent on");
+        let mut m = RxMeta::default();
+        VnetHdr::default().to_meta(&mut m, 0).unwrap();
+        assert!(!m.csum_valid);
+    }
 
     #[test]
     fn tso_header_round_trips_through_meta() {

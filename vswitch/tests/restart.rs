@@ -954,8 +954,22 @@ fn a_tunnel_port_waits_for_its_underlay() {
         "options:remote_ip=flow",
         "options:key=flow",
     ]);
+    // NORMAL's flood passes the waiting port by without counting it; an output to it counts.
+    assert!(ping_with(&pod_a, "172.16.0.2", 2, &["-W", "1"]).none_replied());
+    assert_eq!(
+        d.drops("br0", "port_down"),
+        0,
+        "{}",
+        d.ctl(&["dump-drops", "br0"])
+    );
     d.ctl(&["add-flow", "br0", "in_port=1,actions=output:2"]);
     d.ctl(&["add-flow", "br0", "in_port=2,actions=output:1"]);
+    assert!(ping_with(&pod_a, "172.16.0.2", 1, &["-W", "1"]).none_replied());
+    assert!(
+        d.drops("br0", "port_down") > 0,
+        "{}",
+        d.ctl(&["dump-drops", "br0"])
+    );
 
     ns_sh(&ns, "ip addr add 192.168.0.11/24 dev ula");
     eventually("the port never opened", &d, || !port_down(&d, 2, "vx0"));

@@ -27,6 +27,59 @@ fn bad_ipv4_header_checksum(frame: &[u8], parsed: &Parsed) -> bool {
         .is_some_and(|h| encap::checksum::fold(encap::checksum::sum(0, h)) != 0xffff)
 }
 
+/// Whether a whole (unfragmented) TCP, UDP, ICMP or ICMPv6 packet's checksum fails to
+/// verify. An IPv4 UDP checksum of 0 means none; an IPv6 one of 0 is wrong (RFC 8200). Other
+/// protocols, fragments and unreadable headers are not judged here.
+fn bad_l4_checksum(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> bool {
+    use encap::checksum::{fold, pseudo_header_v4, pseudo_header_v6, sum};
+    let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
+    else {
+        return false;
+    };
+    if key.nw_frag != 0 || !matches!(parsed.l4_proto, 1 | 6 | 17 | 58) {
+        return false;
+    }
+    let Some(segment) = frame.get(l4..end) else {
+        return false;
+    };
+    let len = segment.len();
+    let pseudo = match parsed.l3_kind {
+        encap::L3Kind::Ipv4 if parsed.l4_proto == 1 => 0,
+        encap::L3Kind::Ipv4 if parsed.l4_proto == 17 && segment.get(6..8) == Some(&[0, 0]) => {
+            return false;
+        }
+        // The addresses as the frame has them (the header was read whole to find l4).
+        encap::L3Kind::Ipv4 => match frame.get(l3 + 12..l3 + 20) {
+            Some(a) => pseudo_header_v4(
+                [a[0], a[1], a[2], a[3]].into(),
+                [a[4], a[5], a[6], a[7]].into(),
+                parsed.l4_proto,
+                len as u16,
+            ),
+            None => return false,
+        },
+        encap::L3Kind::Ipv6 => match frame.get(l3 + 8..l3 + 40) {
+            Some(a) => {
+                let src: [u8; 16] = a[..16].try_into().unwrap_or_default();
+                let dst: [u8; 16] = a[16..].try_into().unwrap_or_default();
+                pseudo_header_v6(&src.into(), &dst.into(), parsed.l4_proto, len as u32)
+            }
+            None => return false,
+        },
+        _ => return false,
+    };
+    fold(sum(pseudo, segment)) != 0xffff
+}
+
+/// The key of a packet conntrack refuses before any lookup: `+trk+inv`, nothing committed.
+fn invalid(key: &FlowKey, act: &CtAction) -> FlowKey {
+    let mut next = *key;
+    next.ct_state = encap::flowkey::CT_TRK | encap::flowkey::CT_INV;
+    next.ct_zone = act.zone;
+    next.ct_mark = 0;
+    next
+}
+
 /// Runs `ct` on one packet. `lookup` is the key conntrack identifies the connection by (the
 /// packet's key before any NAT of this zone), `key` the packet as it is now. Returns the key as
 /// the next pipeline pass sees it (ct fields set, NAT applied), `None` when conntrack kept the
@@ -54,11 +107,21 @@ pub fn run<'a>(
         // conntrack cannot trust it to identify a connection, the packet is invalid (Open
         // vSwitch: +trk+inv), nothing is committed.
         ct.note_malformed(cur);
-        let mut next = *key;
-        next.ct_state = encap::flowkey::CT_TRK | encap::flowkey::CT_INV;
-        next.ct_zone = act.zone;
-        next.ct_mark = 0;
-        return Ok(Some(next));
+        return Ok(Some(invalid(key, act)));
+    }
+    let m = &pkt.meta;
+    if !(m.csum_valid || m.csum_not_ready || m.gso.is_some()) {
+        // Neither verified by the port nor left to offload by a local sender (a tunnel's
+        // inner packet, a packet-out, an AF_XDP port): a corrupt TCP flag byte must not close
+        // a connection the endpoint will never see closed (the kernel's conntrack and Open
+        // vSwitch's check it too).
+        if bad_l4_checksum(pkt.data(), key, parsed) {
+            ct.note_bad_l4_checksum(cur);
+            return Ok(Some(invalid(key, act)));
+        }
+        // Verified once: a later `ct` of this packet (after a recirculation) does not sum it
+        // again; every rewrite keeps the checksum right.
+        pkt.meta.csum_valid = true;
     }
     let facts = facts(pkt.data(), key, parsed);
     let res = ct.process_frame(
@@ -349,4 +412,58 @@ fn facts(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> PacketFacts {
         _ => {}
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use encap::build::FrameBuilder;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    fn judged(frame: &[u8]) -> bool {
+        let mut key = FlowKey::default();
+        let parsed = encap::extract(frame, &mut key);
+        bad_l4_checksum(frame, &key, &parsed)
+    }
+
+    /// Flips a bit of the last byte (payload or checksum alike).
+    fn corrupt(mut f: Vec<u8>) -> Vec<u8> {
+        *f.last_mut().unwrap() ^= 1;
+        f
+    }
+
+    #[test]
+    fn l4_checksums_are_judged_as_the_kernel_judges_them() {
+        let v4 = || FrameBuilder::eth(MAC, MAC).ipv4([10, 0, 0, 1], [10, 0, 0, 2]);
+        let v6 = || {
+            FrameBuilder::eth(MAC, MAC)
+                .ipv6([0xfd00, 0, 0, 0, 0, 0, 0, 1], [0xfd00, 0, 0, 0, 0, 0, 0, 2])
+        };
+        let frames = [
+            v4().tcp(1, 2, 0x02).payload(b"abc").build(),
+            v4().udp(1, 2).payload(b"abc").build(),
+            v4().icmp(8, 0).payload(b"abc").build(),
+            v6().tcp(1, 2, 0x04).payload(b"abc").build(),
+            v6().udp(1, 2).payload(b"abc").build(),
+            v6().icmp(128, 0).payload(b"abc").build(),
+        ];
+        for f in frames {
+            assert!(!judged(&f), "built right: {f:02x?}");
+            assert!(judged(&corrupt(f.clone())), "one bit off: {f:02x?}");
+        }
+        // UDP over IPv4 without a checksum is fine; over IPv6 it is wrong.
+        let mut none4 = v4().udp(1, 2).payload(b"abc").build();
+        none4[14 + 20 + 6..14 + 20 + 8].fill(0);
+        assert!(!judged(&corrupt(none4)));
+        let mut none6 = v6().udp(1, 2).payload(b"abc").build();
+        none6[14 + 40 + 6..14 + 40 + 8].fill(0);
+        assert!(judged(&none6));
+        // Not judged: a fragment, SCTP, a frame cut short.
+        let frag = v4().fragment(true, 0).udp(1, 2).payload(b"abc").build();
+        assert!(!judged(&corrupt(frag)));
+        let mut cut = v4().tcp(1, 2, 0x10).payload(b"abcdef").build();
+        cut.truncate(cut.len() - 3);
+        assert!(!judged(&cut));
+    }
 }

@@ -1100,6 +1100,7 @@ fn output_trunc(
     let meta = tap_io::RxMeta {
         gso: None,
         csum_not_ready: false,
+        csum_valid: false,
         csum_start: None,
         csum_offset: None,
         ..pkt.meta
@@ -1223,8 +1224,12 @@ fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Pars
     }
 }
 
-/// Whether a flood passes the port by: it is down or no-forward.
+/// Whether a flood passes the port by: it is down or no-forward, or a tunnel port still
+/// waiting for its underlay (not live: nothing to count, an explicit output still counts it).
 fn may_send(ctx: &Ctx, info: &crate::pipeline::PortInfo) -> bool {
+    if info.kind.is_tunnel() && !info.live {
+        return false;
+    }
     !matches!(ctx.ports.get(info.dp_id as usize), Some(Some(port)) if port.may_send().is_err())
 }
 
