@@ -151,6 +151,12 @@ fn access_and_trunk_ports_keep_vlans_apart() {
     assert_eq!(port("vpc")["vlan_mode"], "access");
     assert_eq!(port("tr0")["trunks"], serde_json::json!([10, 20]));
     assert_eq!(port("tr0")["vlan_mode"], "trunk");
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("Port vpc\n            tag: 10\n")
+            && show.contains("Port tr0\n            trunks: [10, 20]\n"),
+        "{show}"
+    );
 
     // Native VLAN 10 on br0's end only: VLAN 10 leaves untagged and br1 takes it as VLAN 0.
     d.ctl(&["set-port", BR, "tr0", "vlan_mode=native-untagged", "tag=10"]);

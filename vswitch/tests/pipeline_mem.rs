@@ -1351,6 +1351,59 @@ fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
     assert_eq!(counter(&b), 2);
 }
 
+/// A wrong TCP checksum is `+inv` (counted `invalid_l4_checksum`) unless the receiving port
+/// vouched for the packet (the kernel verified it: `csum_valid`) or its sender left the sum to
+/// offload (`csum_not_ready`).
+#[test]
+fn a_wrong_l4_checksum_is_invalid_unless_the_port_vouched_for_it() {
+    let mut b = bench(2);
+    b.flows(
+        "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
+         table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
+         table=1,priority=10,ct_state=+trk,actions=output:2",
+    );
+    let counter = |b: &Bench| {
+        let dump = b.command(&["dump-drops", "br0"]);
+        dump.split_whitespace()
+            .find_map(|w| w.strip_prefix("invalid_l4_checksum="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no invalid_l4_checksum in {dump}"))
+    };
+    let mut syn = FrameBuilder::eth(POD_MAC, POD2_MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        .tcp(40000, 80, 0x02)
+        .build();
+    // The checksum field one off.
+    syn[14 + 20 + 17] ^= 1;
+    b.send(1, &syn);
+    assert!(
+        b.received(2).is_empty(),
+        "a SYN with a wrong checksum went through"
+    );
+    assert_eq!((counter(&b), b.drops("ct_invalid")), (1, 1));
+    let idx = b
+        .switch
+        .with_bridge("br0", |br| Ok(br.dp_index))
+        .expect("br0");
+    for meta in [
+        tap_io::RxMeta {
+            csum_valid: true,
+            ..Default::default()
+        },
+        tap_io::RxMeta {
+            csum_not_ready: true,
+            ..Default::default()
+        },
+    ] {
+        let frame = syn.clone();
+        b.switch
+            .dp
+            .call(move |dp| dp.inject_with_meta(idx, 1, &frame, meta));
+        assert_eq!(b.received(2).len(), 1, "{meta:?}: not summed, tracked");
+        assert_eq!(counter(&b), 1, "{meta:?}");
+    }
+}
+
 /// A table whose flows look at ARP, ICMP, TCP, UDP and IPv6 fields: a packet of one protocol
 /// probes the other protocols' subtables too.
 const MIXED_PROTOCOLS: &str = "table=0,priority=100,arp,arp_op=1,actions=output:2\n\

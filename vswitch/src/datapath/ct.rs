@@ -27,48 +27,61 @@ fn bad_ipv4_header_checksum(frame: &[u8], parsed: &Parsed) -> bool {
         .is_some_and(|h| encap::checksum::fold(encap::checksum::sum(0, h)) != 0xffff)
 }
 
-/// Whether a whole (unfragmented) TCP, UDP, ICMP or ICMPv6 packet's checksum fails to
-/// verify. An IPv4 UDP checksum of 0 means none; an IPv6 one of 0 is wrong (RFC 8200). Other
-/// protocols, fragments and unreadable headers are not judged here.
-fn bad_l4_checksum(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> bool {
+/// What conntrack makes of a packet's L4 checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChecksumVerdict {
+    Good,
+    Bad,
+    /// Nothing to verify: another protocol (SCTP's CRC32c is not checked), a fragment, an
+    /// IPv4 UDP datagram without a checksum, headers that could not be read whole.
+    NotJudged,
+}
+
+/// Verifies a whole TCP, UDP or ICMP (IPv4) or TCP, UDP or ICMPv6 (IPv6) packet's checksum,
+/// as the kernel's and Open vSwitch's conntrack do.
+fn l4_checksum(frame: &[u8], key: &FlowKey, parsed: &Parsed) -> ChecksumVerdict {
     use encap::checksum::{fold, pseudo_header_v4, pseudo_header_v6, sum};
     let (Some(l3), Some(l4), Some(end)) = (parsed.l3_offset(), parsed.l4_offset(), parsed.l3_end())
     else {
-        return false;
+        return ChecksumVerdict::NotJudged;
     };
-    if key.nw_frag != 0 || !matches!(parsed.l4_proto, 1 | 6 | 17 | 58) {
-        return false;
-    }
-    let Some(segment) = frame.get(l4..end) else {
-        return false;
+    let proto = parsed.l4_proto;
+    let judged = match parsed.l3_kind {
+        encap::L3Kind::Ipv4 => matches!(proto, 1 | 6 | 17),
+        encap::L3Kind::Ipv6 => matches!(proto, 6 | 17 | 58),
+        _ => false,
+    };
+    let segment = frame.get(l4..end).filter(|_| judged && key.nw_frag == 0);
+    let Some(segment) = segment else {
+        return ChecksumVerdict::NotJudged;
     };
     let len = segment.len();
-    let pseudo = match parsed.l3_kind {
-        encap::L3Kind::Ipv4 if parsed.l4_proto == 1 => 0,
-        encap::L3Kind::Ipv4 if parsed.l4_proto == 17 && segment.get(6..8) == Some(&[0, 0]) => {
-            return false;
+    // The addresses as the frame has them (the header was read whole to find l4).
+    let pseudo = match (parsed.l3_kind, frame.get(l3..l4)) {
+        (encap::L3Kind::Ipv4, _) if proto == 1 => 0,
+        (encap::L3Kind::Ipv4, _) if proto == 17 && segment.get(6..8) == Some(&[0, 0]) => {
+            return ChecksumVerdict::NotJudged;
         }
-        // The addresses as the frame has them (the header was read whole to find l4).
-        encap::L3Kind::Ipv4 => match frame.get(l3 + 12..l3 + 20) {
-            Some(a) => pseudo_header_v4(
-                [a[0], a[1], a[2], a[3]].into(),
-                [a[4], a[5], a[6], a[7]].into(),
-                parsed.l4_proto,
-                len as u16,
-            ),
-            None => return false,
-        },
-        encap::L3Kind::Ipv6 => match frame.get(l3 + 8..l3 + 40) {
-            Some(a) => {
-                let src: [u8; 16] = a[..16].try_into().unwrap_or_default();
-                let dst: [u8; 16] = a[16..].try_into().unwrap_or_default();
-                pseudo_header_v6(&src.into(), &dst.into(), parsed.l4_proto, len as u32)
-            }
-            None => return false,
-        },
-        _ => return false,
+        (encap::L3Kind::Ipv4, Some(h)) if h.len() >= 20 => pseudo_header_v4(
+            [h[12], h[13], h[14], h[15]].into(),
+            [h[16], h[17], h[18], h[19]].into(),
+            proto,
+            len as u16,
+        ),
+        // The fixed header's addresses (with a Routing header, as the kernel and Open vSwitch
+        // take them too, the first hop's rather than the final destination).
+        (encap::L3Kind::Ipv6, Some(h)) if h.len() >= 40 => {
+            let src: [u8; 16] = h[8..24].try_into().unwrap_or_default();
+            let dst: [u8; 16] = h[24..40].try_into().unwrap_or_default();
+            pseudo_header_v6(&src.into(), &dst.into(), proto, len as u32)
+        }
+        _ => return ChecksumVerdict::NotJudged,
     };
-    fold(sum(pseudo, segment)) != 0xffff
+    if fold(sum(pseudo, segment)) == 0xffff {
+        ChecksumVerdict::Good
+    } else {
+        ChecksumVerdict::Bad
+    }
 }
 
 /// The key of a packet conntrack refuses before any lookup: `+trk+inv`, nothing committed.
@@ -115,13 +128,17 @@ pub fn run<'a>(
         // inner packet, a packet-out, an AF_XDP port): a corrupt TCP flag byte must not close
         // a connection the endpoint will never see closed (the kernel's conntrack and Open
         // vSwitch's check it too).
-        if bad_l4_checksum(pkt.data(), key, parsed) {
-            ct.note_bad_l4_checksum(cur);
-            return Ok(Some(invalid(key, act)));
+        match l4_checksum(pkt.data(), key, parsed) {
+            ChecksumVerdict::Bad => {
+                ct.note_bad_l4_checksum(cur);
+                return Ok(Some(invalid(key, act)));
+            }
+            // Verified once: a later `ct` of this packet (after a recirculation) and the
+            // software GRO of its output port do not sum it again; every rewrite keeps the
+            // checksum right.
+            ChecksumVerdict::Good => pkt.meta.csum_valid = true,
+            ChecksumVerdict::NotJudged => {}
         }
-        // Verified once: a later `ct` of this packet (after a recirculation) does not sum it
-        // again; every rewrite keeps the checksum right.
-        pkt.meta.csum_valid = true;
     }
     let facts = facts(pkt.data(), key, parsed);
     let res = ct.process_frame(
@@ -421,10 +438,10 @@ mod tests {
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
-    fn judged(frame: &[u8]) -> bool {
+    fn judged(frame: &[u8]) -> ChecksumVerdict {
         let mut key = FlowKey::default();
         let parsed = encap::extract(frame, &mut key);
-        bad_l4_checksum(frame, &key, &parsed)
+        l4_checksum(frame, &key, &parsed)
     }
 
     /// Flips a bit of the last byte (payload or checksum alike).
@@ -440,30 +457,55 @@ mod tests {
             FrameBuilder::eth(MAC, MAC)
                 .ipv6([0xfd00, 0, 0, 0, 0, 0, 0, 1], [0xfd00, 0, 0, 0, 0, 0, 0, 2])
         };
+        let tagged = || {
+            FrameBuilder::eth(MAC, MAC)
+                .tag(0x8100, 7)
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+        };
         let frames = [
             v4().tcp(1, 2, 0x02).payload(b"abc").build(),
             v4().udp(1, 2).payload(b"abc").build(),
             v4().icmp(8, 0).payload(b"abc").build(),
+            tagged().udp(1, 2).payload(b"abc").build(),
+            v4().ipv4_options(&[1, 1, 1, 1])
+                .tcp(1, 2, 0x10)
+                .payload(b"abc")
+                .build(),
             v6().tcp(1, 2, 0x04).payload(b"abc").build(),
             v6().udp(1, 2).payload(b"abc").build(),
             v6().icmp(128, 0).payload(b"abc").build(),
         ];
         for f in frames {
-            assert!(!judged(&f), "built right: {f:02x?}");
-            assert!(judged(&corrupt(f.clone())), "one bit off: {f:02x?}");
+            assert_eq!(judged(&f), ChecksumVerdict::Good, "built right: {f:02x?}");
+            assert_eq!(
+                judged(&corrupt(f.clone())),
+                ChecksumVerdict::Bad,
+                "one bit off: {f:02x?}"
+            );
+            // Ethernet padding behind the IP packet is no part of the segment.
+            let mut padded = f.clone();
+            padded.extend_from_slice(&[0xee; 20]);
+            assert_eq!(judged(&padded), ChecksumVerdict::Good, "padded: {f:02x?}");
         }
-        // UDP over IPv4 without a checksum is fine; over IPv6 it is wrong.
+        // UDP over IPv4 without a checksum has none to judge; over IPv6 a 0 does not verify.
         let mut none4 = v4().udp(1, 2).payload(b"abc").build();
         none4[14 + 20 + 6..14 + 20 + 8].fill(0);
-        assert!(!judged(&corrupt(none4)));
+        assert_eq!(judged(&corrupt(none4)), ChecksumVerdict::NotJudged);
         let mut none6 = v6().udp(1, 2).payload(b"abc").build();
         none6[14 + 40 + 6..14 + 40 + 8].fill(0);
-        assert!(judged(&none6));
-        // Not judged: a fragment, SCTP, a frame cut short.
+        assert_eq!(judged(&none6), ChecksumVerdict::Bad);
+        // Not judged: a fragment, a frame cut short, ICMPv6's number over IPv4 and ICMP's over
+        // IPv6 (no checksum is defined so; conntrack tracks them as other protocols).
         let frag = v4().fragment(true, 0).udp(1, 2).payload(b"abc").build();
-        assert!(!judged(&corrupt(frag)));
+        assert_eq!(judged(&corrupt(frag)), ChecksumVerdict::NotJudged);
         let mut cut = v4().tcp(1, 2, 0x10).payload(b"abcdef").build();
         cut.truncate(cut.len() - 3);
-        assert!(!judged(&cut));
+        assert_eq!(judged(&cut), ChecksumVerdict::NotJudged);
+        let mut icmp6_in_v4 = v4().icmp(8, 0).payload(b"abc").build();
+        icmp6_in_v4[14 + 9] = 58;
+        assert_eq!(judged(&icmp6_in_v4), ChecksumVerdict::NotJudged);
+        let mut icmp_in_v6 = v6().icmp(128, 0).payload(b"abc").build();
+        icmp_in_v6[14 + 6] = 1;
+        assert_eq!(judged(&icmp_in_v6), ChecksumVerdict::NotJudged);
     }
 }

@@ -279,6 +279,9 @@ impl DpPort {
         }
         let keep = meta.gso.is_some() || meta.csum_not_ready;
         self.push(frame, keep.then_some(meta))?;
+        // A checksum already verified is not summed again when the next segment joins it.
+        let last = self.tx.len() - 1;
+        self.tx[last].meta.csum_valid = meta.csum_valid;
         self.fit_last_gso();
         Ok(())
     }
@@ -329,7 +332,10 @@ impl DpPort {
         if !keep {
             // As a plain copy would: no offload request in the virtio-net header.
             let last = self.tx.len() - 1;
-            self.tx[last].meta = RxMeta::default();
+            self.tx[last].meta = RxMeta {
+                csum_valid: self.tx[last].meta.csum_valid,
+                ..RxMeta::default()
+            };
         }
         self.fit_last_gso();
         Ok(())
@@ -705,11 +711,13 @@ fn append_segment(head_buf: &mut PacketBuf, frame: &[u8], meta: &RxMeta) -> bool
     {
         return false;
     }
-    // Never give a damaged segment a fresh checksum: verify what is complete.
-    if !(meta.csum_not_ready || seg.checksum_ok(frame)) {
+    // Never give a damaged segment a fresh checksum: verify what is complete (unless the
+    // kernel or conntrack already did).
+    if !(meta.csum_not_ready || meta.csum_valid || seg.checksum_ok(frame)) {
         return false;
     }
-    if plain && !(head_buf.meta.csum_not_ready || head.checksum_ok(head_buf.data())) {
+    let vouched = head_buf.meta.csum_not_ready || head_buf.meta.csum_valid;
+    if plain && !(vouched || head.checksum_ok(head_buf.data())) {
         return false;
     }
     head_buf.truncate(head.end());
