@@ -46,7 +46,7 @@ pub enum Counter {
     InvalidFragment,
     /// Headers conntrack could not read (cut short or inconsistent): invalid without a lookup.
     InvalidMalformed,
-    /// A TCP, UDP or ICMP checksum that does not verify: invalid without a lookup.
+    /// A TCP, UDP, ICMP or ICMPv6 checksum that does not verify: invalid without a lookup.
     InvalidL4Checksum,
     /// A fragment ahead of its first fragment was held.
     FragHeld,

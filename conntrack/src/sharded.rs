@@ -182,7 +182,7 @@ impl Sharded {
         cur.malformed += 1;
     }
 
-    /// Counts a packet whose TCP, UDP or ICMP checksum the caller found wrong, so conntrack
+    /// Counts a packet whose TCP, UDP, ICMP or ICMPv6 checksum the caller found wrong, so conntrack
     /// marks it invalid without a lookup (`Counter::InvalidL4Checksum`); added as
     /// [`Sharded::note_malformed`]'s are.
     pub fn note_bad_l4_checksum<'a>(&'a self, cur: &mut Cursor<'a>) {

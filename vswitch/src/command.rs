@@ -53,7 +53,7 @@ pub enum MgmtCommand {
         if_exists: bool,
     },
     /// Change a port's VLAN role for NORMAL, as `ovs-vsctl set port`: tag=N,
-    /// trunks=N[,N...], vlan_mode=access|trunk|native-tagged|native-untagged; an empty value
+    /// trunks=N,N..., vlan_mode=access|trunk|native-tagged|native-untagged; an empty value
     /// (`tag=`) clears that setting. The bridge's learned MACs are forgotten.
     SetPort {
         bridge: String,

@@ -6,8 +6,6 @@
 //! VLAN, and tagged or untagged for each port it leaves by. Explicit outputs, FLOOD and ALL
 //! send the frame as it is.
 
-use std::fmt;
-
 /// `vlan_mode`. Without one a port with a `tag` is an access port, else a trunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VlanMode {
@@ -114,10 +112,6 @@ impl PortVlan {
         })
     }
 
-    pub fn is_default(&self) -> bool {
-        *self == PortVlan::default()
-    }
-
     /// The `add-port` arguments for these settings.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -128,14 +122,15 @@ impl PortVlan {
             args.push(format!("tag={t}"));
         }
         if !self.trunks.is_empty() {
-            args.push(format!("trunks={}", self.trunks_text()));
+            args.push(format!("trunks={}", self.trunks_text(",")));
         }
         args
     }
 
-    pub fn trunks_text(&self) -> String {
+    /// The trunked VLANs, `sep` between them.
+    fn trunks_text(&self, sep: &str) -> String {
         let list: Vec<String> = self.trunks.iter().map(u16::to_string).collect();
-        list.join(",")
+        list.join(sep)
     }
 
     /// The role NORMAL plays these settings by.
@@ -161,12 +156,6 @@ impl PortVlan {
             tag,
             trunks: trunks.map(Box::new),
         }
-    }
-}
-
-impl fmt::Display for PortVlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_args().join(" "))
     }
 }
 
@@ -213,7 +202,7 @@ impl VlanSet {
 }
 
 /// How NORMAL treats a port's frames: Open vSwitch's `input_vid_is_valid`,
-/// `input_vid_to_vlan`, `xbundle_includes_vlan` and `output_vlan_to_vid`.
+/// `xvlan_input_translate`, `xbundle_includes_vlan` and `xvlan_output_translate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VlanRole {
     mode: VlanMode,
@@ -221,12 +210,6 @@ pub struct VlanRole {
     tag: u16,
     /// The VLANs a trunk or native port carries tagged; `None` = all (never for access).
     trunks: Option<Box<VlanSet>>,
-}
-
-impl Default for VlanRole {
-    fn default() -> VlanRole {
-        PortVlan::default().role()
-    }
 }
 
 impl VlanRole {
@@ -307,7 +290,6 @@ mod tests {
         }
         assert_eq!(back, v);
         assert!(!PortVlan::default().take_arg("type", "tap").unwrap());
-        assert!(PortVlan::default().is_default());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 pub use crate::pipeline::{FromFlow, PortKind};
-pub use crate::port_vlan::{PortVlan, PortVlanError, VlanMode};
+use crate::port_vlan::{PortVlan, PortVlanError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelSpec {

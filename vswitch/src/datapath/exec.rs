@@ -1148,14 +1148,14 @@ fn tunnel(
             let icmp = &mut ctx.scratch.icmp;
             let told = super::icmp::frag_needed(pkt.data(), parsed, mtu as u16, icmp)
                 || super::icmp::packet_too_big(pkt.data(), parsed, mtu as u32, icmp);
-            if let Some(came) = ctx.normal_came.filter(|_| told) {
-                normal::tag_reply(icmp, came);
-            }
             // A flood of oversized frames gets a bounded number of replies; the rest are only
             // counted (the batch's clock: no clock read per packet).
             if told && !ctx.scratch.icmp_limit.allow(ctx.now_ns) {
                 ctx.bridge.drops.add(DropReason::IcmpRateLimited, 1);
             } else if told {
+                if let Some(came) = ctx.normal_came {
+                    normal::tag_reply(icmp, came);
+                }
                 let in_dp = ctx.in_dp;
                 if let Some(Some(inp)) = ctx.ports.get_mut(in_dp) {
                     let _ = inp.queue(icmp, &tap_io::RxMeta::default());
@@ -1224,8 +1224,9 @@ fn flood(ctx: &mut Ctx, pkt: &mut PacketBuf, key: &FlowKey, parsed: &encap::Pars
     }
 }
 
-/// Whether a flood passes the port by: it is down or no-forward, or a tunnel port still
-/// waiting for its underlay (not live: nothing to count, an explicit output still counts it).
+/// Whether a flood may send to the port: not when it is down or no-forward, nor to a tunnel
+/// port still waiting for its underlay (not live: nothing to count; an explicit output still
+/// counts it).
 fn may_send(ctx: &Ctx, info: &crate::pipeline::PortInfo) -> bool {
     if info.kind.is_tunnel() && !info.live {
         return false;

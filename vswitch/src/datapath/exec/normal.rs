@@ -75,7 +75,10 @@ pub(super) fn run(
                 ctx.bridge.drops.add(DropReason::TunnelNoRoute, 1);
             }
         }
-        _ => flood(ctx, pkt, key, parsed, vlan, &mut tags),
+        _ => {
+            let from_tunnel = from_port.is_some_and(|p| p.kind.is_tunnel());
+            flood(ctx, pkt, key, parsed, vlan, from_tunnel, &mut tags)
+        }
     }
     if let Some(tags) = tags.as_mut().filter(|_| !last) {
         tags.restore(ctx, pkt, key);
@@ -91,13 +94,10 @@ fn flood(
     key: &FlowKey,
     parsed: &encap::Parsed,
     vlan: u16,
+    from_tunnel: bool,
     tags: &mut Option<Tags>,
 ) {
     let pipeline = ctx.pipeline;
-    let from_tunnel = pipeline
-        .ports
-        .get(&key.in_port)
-        .is_some_and(|p| p.kind.is_tunnel());
     for ofport in &pipeline.port_order {
         let Some(info) = pipeline.ports.get(ofport) else {
             continue;
@@ -141,7 +141,7 @@ fn output_in_vlan(
 }
 
 /// Gives an ICMP error built from a retagged frame the outer tag its frame came with
-/// (`None`: untagged). The error is rare (a bounded rate): moving its bytes is fine.
+/// (`None`: untagged). Only errors the rate limit lets out get here: moving bytes is fine.
 pub(super) fn tag_reply(reply: &mut Vec<u8>, came: Option<(u16, u16)>) {
     let tagged =
         reply.len() >= 16 && matches!(u16::from_be_bytes([reply[12], reply[13]]), 0x8100 | 0x88a8);
