@@ -1315,6 +1315,15 @@ fn fast_failover_groups_watching_each_other_in_a_cycle_stay_cheap() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// A conntrack counter from `dump-drops`' `conntrack:` line.
+fn conntrack_counter(b: &Bench, name: &str) -> u64 {
+    let dump = b.command(&["dump-drops", "br0"]);
+    dump.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {dump}"))
+}
+
 #[test]
 fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
     let mut b = bench(2);
@@ -1323,13 +1332,7 @@ fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
          table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
          table=1,priority=10,ct_state=+trk,actions=output:2",
     );
-    let counter = |b: &Bench| {
-        let dump = b.command(&["dump-drops", "br0"]);
-        dump.split_whitespace()
-            .find_map(|w| w.strip_prefix("invalid_malformed="))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no invalid_malformed in {dump}"))
-    };
+    let counter = |b: &Bench| conntrack_counter(b, "invalid_malformed");
     let whole = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
         .tcp(40000, 80, 0x02)
@@ -1362,13 +1365,7 @@ fn a_wrong_l4_checksum_is_invalid_unless_the_port_vouched_for_it() {
          table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
          table=1,priority=10,ct_state=+trk,actions=output:2",
     );
-    let counter = |b: &Bench| {
-        let dump = b.command(&["dump-drops", "br0"]);
-        dump.split_whitespace()
-            .find_map(|w| w.strip_prefix("invalid_l4_checksum="))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no invalid_l4_checksum in {dump}"))
-    };
+    let counter = |b: &Bench| conntrack_counter(b, "invalid_l4_checksum");
     let mut syn = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
         .tcp(40000, 80, 0x02)
