@@ -122,15 +122,10 @@ impl PortVlan {
             args.push(format!("tag={t}"));
         }
         if !self.trunks.is_empty() {
-            args.push(format!("trunks={}", self.trunks_text(",")));
+            let list: Vec<String> = self.trunks.iter().map(u16::to_string).collect();
+            args.push(format!("trunks={}", list.join(",")));
         }
         args
-    }
-
-    /// The trunked VLANs, `sep` between them.
-    fn trunks_text(&self, sep: &str) -> String {
-        let list: Vec<String> = self.trunks.iter().map(u16::to_string).collect();
-        list.join(sep)
     }
 
     /// The role NORMAL plays these settings by.
