@@ -911,9 +911,13 @@ pub fn instructions_out(i: &Instructions) -> Result<Vec<Instruction>, OfError> {
 }
 
 /// Wire match → table match.
+/// "No tag" is kept as Open vSwitch keeps it (`0x0000/0x1fff`): NXM_OF_VLAN_TCI of 0 with a full
+/// mask, OXM_OF_VLAN_VID of 0 and flow text `vlan_tci=0` are one match, so what the switch
+/// reports back and what it takes again agree.
 pub fn match_in(m: &of::Match) -> Result<flowtable::Match, OfError> {
     let (value, mask) = m.to_flow()?;
-    Ok(flowtable::Match { value, mask })
+    let m = flowtable::Match { value, mask };
+    Ok(m.untagged_as_open_vswitch().unwrap_or(m))
 }
 
 /// A decoded FLOW_MOD as the table model's request.
@@ -1737,6 +1741,27 @@ mod tests {
         assert_eq!(code(load(0, 12, 6)), None);
         assert_eq!(code(load2(0x1006, 0x1fff)), None);
         assert_eq!(code(load2(0x6, 0xfff)), None);
+    }
+
+    /// NXM_OF_VLAN_TCI=0 (exact) goes out as OXM_OF_VLAN_VID=0, which reads back as
+    /// `0x0000/0x1fff`; coming in it is that already, so a flow survives the trip unchanged
+    /// (a fuzzer found the model changing on the way).
+    #[test]
+    fn an_exact_untagged_tci_is_the_untagged_vid_match() {
+        let nxm = of::Match {
+            fields: vec![OxmTlv::new(FieldId::VlanTci, 0, None).unwrap()],
+        };
+        let model = match_in(&nxm).unwrap();
+        assert_eq!((model.value.vlan_tci, model.mask.vlan_tci), (0, 0x1fff));
+        let (value, mask) = (model.value, model.mask);
+        let back = match_in(&of::Match::from_flow(&value, &mask)).unwrap();
+        assert_eq!(back, model);
+        // A tagged exact TCI keeps its PCP bits.
+        let tagged = of::Match {
+            fields: vec![OxmTlv::new(FieldId::VlanTci, 0x3005, None).unwrap()],
+        };
+        let m = match_in(&tagged).unwrap();
+        assert_eq!((m.value.vlan_tci, m.mask.vlan_tci), (0x3005, 0xffff));
     }
 
     fn hex(b: &[u8]) -> String {
