@@ -123,6 +123,12 @@ pub struct AfPacketConfig {
     /// Whether the host's network stack still receives the frames the port receives (see
     /// [`HostRx`]); default [`HostRx::Auto`].
     pub host_rx: HostRx,
+    /// Spread the interface's frames over several receive sockets by flow: the port opens a
+    /// `PACKET_FANOUT_HASH` group, and each [`Port::try_clone_rx`] adds a socket (its own
+    /// ring) to it, for another thread to read. The kernel picks a frame's socket by the
+    /// symmetric hash of its flow, so a connection's frames stay on one socket, in order.
+    /// Default off.
+    pub fanout: bool,
 }
 
 /// What the host stack does with frames arriving on a port's interface.
@@ -161,6 +167,7 @@ impl AfPacketConfig {
             vnet_hdr: true,
             skip_udp_dst_port: None,
             host_rx: HostRx::Auto,
+            fanout: false,
         }
     }
 }
@@ -238,6 +245,10 @@ pub struct AfPacketPort {
     host_drop: Option<crate::hostrx::HostRxDrop>,
     /// Why `HostRx::Auto` left the host stack on although it meant to drop.
     host_rx_error: Option<String>,
+    /// How the port was opened, and the fanout group its receive socket is in: what a
+    /// further receive socket ([`Port::try_clone_rx`]) is opened with.
+    cfg: AfPacketConfig,
+    fanout_id: Option<u16>,
 }
 
 /// The transmit half: protocol-0 packet sockets and the `sendmmsg` scratch arrays.
@@ -430,6 +441,22 @@ fn tx_socket(ifindex: u32, vnet: bool, qdisc_bypass: bool) -> io::Result<OwnedFd
     Ok(fd)
 }
 
+/// Puts a bound receive socket in a flow-hashed fanout group: a new one (`join` = `None`,
+/// the kernel picks a free id) or the group `join`. Returns the group's id. Frames the
+/// interface sends stay out of the group's sockets, as `PACKET_IGNORE_OUTGOING` keeps them
+/// out of a lone socket (the group's hook replaces the socket's own).
+fn join_fanout(fd: &OwnedFd, join: Option<u16>) -> io::Result<u16> {
+    let mut flags = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+    if join.is_none() {
+        flags |= libc::PACKET_FANOUT_FLAG_UNIQUEID;
+    }
+    let arg = u32::from(join.unwrap_or(0)) | (flags << 16);
+    sockopt::set(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
+    let mut got: u32 = 0;
+    sockopt::get_into(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &mut got)?;
+    Ok((got & 0xffff) as u16)
+}
+
 /// Takes the next frame from the socket queue (where the kernel puts frames too long for a
 /// V2 slot): the virtio-net header into `vnet` (when on), the frame into `room`. Returns the
 /// frame's full length, which is more than `room` when it was cut.
@@ -485,6 +512,12 @@ fn recv_copy(
 impl AfPacketPort {
     /// Opens a port on an existing interface.
     pub fn open(cfg: &AfPacketConfig) -> Result<Self, AfPacketError> {
+        Self::open_in(cfg, None)
+    }
+
+    /// Opens the port, its receive socket in fanout group `join` when given (a further
+    /// receive socket of a port), else in a new group when `cfg.fanout`.
+    fn open_in(cfg: &AfPacketConfig, join: Option<u16>) -> Result<Self, AfPacketError> {
         let name = cfg.ifname.clone();
         let sys = |what: &'static str| {
             let ifname = name.clone();
@@ -543,6 +576,12 @@ impl AfPacketPort {
             sockopt::set(&rx_fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
                 .map_err(sys("PACKET_ADD_MEMBERSHIP promisc"))?;
         }
+        // After bind: the kernel takes only a running socket into a group.
+        let fanout_id = if cfg.fanout || join.is_some() {
+            Some(join_fanout(&rx_fd, join).map_err(sys("PACKET_FANOUT"))?)
+        } else {
+            None
+        };
 
         // Two send sockets: frames with offload work (GSO, a partial checksum) go with a
         // virtio-net header, all others without one (one iovec per message: the kernel's
@@ -586,7 +625,34 @@ impl AfPacketPort {
             vnet_hdr: cfg.vnet_hdr,
             host_drop,
             host_rx_error,
+            cfg: cfg.clone(),
+            fanout_id,
         })
+    }
+
+    /// Another receive socket of the port, in its fanout group, with its own ring and send
+    /// sockets: for another thread, which gets the flows the kernel's hash gives it. The
+    /// host stack's handling stays the first socket's (`HostRx::Keep` here: the first one
+    /// installed or left the filter). Fails unless the port was opened with `fanout`.
+    pub fn try_clone_rx(&self) -> Result<AfPacketPort, AfPacketError> {
+        let id = self.fanout_id.ok_or_else(|| AfPacketError::Sys {
+            what: "PACKET_FANOUT",
+            ifname: self.name.clone(),
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the port was opened without a fanout group",
+            ),
+        })?;
+        let cfg = AfPacketConfig {
+            host_rx: HostRx::Keep,
+            ..self.cfg.clone()
+        };
+        Self::open_in(&cfg, Some(id))
+    }
+
+    /// The fanout group of the port's receive socket, if it has one.
+    pub fn fanout_id(&self) -> Option<u16> {
+        self.fanout_id
     }
 
     /// True while the host stack is kept off the port's frames (the ingress drop filter is on).
@@ -768,6 +834,15 @@ impl Port for AfPacketPort {
 
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
         Some(AfPacketPort::try_clone_tx(self).map(|t| Box::new(t) as Box<dyn Port + Send>))
+    }
+
+    fn try_clone_rx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        self.fanout_id?;
+        Some(
+            AfPacketPort::try_clone_rx(self)
+                .map(|p| Box::new(p) as Box<dyn Port + Send>)
+                .map_err(io::Error::other),
+        )
     }
 
     fn fd(&self) -> Option<RawFd> {

@@ -225,6 +225,13 @@ pub trait Port {
         None
     }
 
+    /// Another receive queue of the same device, for another thread to poll (it sends as
+    /// well): an AF_PACKET port opened with a fanout group gives a further socket in it.
+    /// `None`: the back end has one receive queue.
+    fn try_clone_rx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        None
+    }
+
     /// Something the port changed by itself since the last call, for the operator's log (a
     /// shedding port attaching its XDP socket). Default: never.
     fn take_notice(&mut self) -> Option<String> {
@@ -262,6 +269,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn try_clone_tx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
         (**self).try_clone_tx()
+    }
+    fn try_clone_rx(&self) -> Option<io::Result<Box<dyn Port + Send>>> {
+        (**self).try_clone_rx()
     }
     fn take_notice(&mut self) -> Option<String> {
         (**self).take_notice()

@@ -748,3 +748,113 @@ fn afpacket_mixed_offload_and_plain_frames_leave_in_batch_order() {
     })
     .unwrap();
 }
+
+/// An IPv4/UDP frame from B to A of flow `sport` → 5353, carrying `seq`.
+fn udp_flow_frame(sport: u16, seq: u8) -> Vec<u8> {
+    let mut f = udp_frame(5353, 0);
+    f[34..36].copy_from_slice(&sport.to_be_bytes());
+    f[42] = seq;
+    f
+}
+
+/// `fanout`: a further receive socket (`try_clone_rx`) joins the port's group; the kernel
+/// gives each flow to one socket, so both sockets get flows and no flow is split. Frames the
+/// sockets send are outgoing for the whole group: none comes back (sent through the qdisc
+/// here, where the kernel's taps see them; the default bypass never shows them to taps). A
+/// port opened without a group has no further receive queue.
+#[test]
+fn afpacket_fanout_spreads_flows_over_receive_sockets_each_flow_on_one() {
+    if !require_root("afpacket_fanout_spreads_flows_over_receive_sockets_each_flow_on_one") {
+        return;
+    }
+    in_private_netns(move || {
+        veth("va", "vb", 1500);
+        let plain = AfPacketPort::open(&cfg("va", RingKind::V2)).unwrap();
+        assert!(
+            Port::try_clone_rx(&plain).is_none(),
+            "no group, no second queue"
+        );
+        drop(plain);
+        let mut c = cfg("va", RingKind::V2);
+        c.fanout = true;
+        c.qdisc_bypass = false;
+        let mut first = AfPacketPort::open(&c).unwrap();
+        let mut second = Port::try_clone_rx(&first).unwrap().unwrap();
+        assert!(first.fanout_id().is_some());
+        assert_ne!(second.fd(), None, "a receive queue of its own");
+        let kernel = RawEth::bind("vb").unwrap();
+        const FLOWS: u16 = 64;
+        const EACH: u8 = 4;
+        for seq in 0..EACH {
+            for flow in 0..FLOWS {
+                kernel.send(&udp_flow_frame(40000 + flow, seq)).unwrap();
+            }
+        }
+        // Which socket each flow's frames reached, in order.
+        let mut seen: std::collections::HashMap<u16, Vec<(usize, u8)>> = Default::default();
+        let want = usize::from(FLOWS) * usize::from(EACH);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut batch = Batch::new(64, 128, 2048);
+        let mut total = 0;
+        while total < want && Instant::now() < deadline {
+            let mut idle = true;
+            for (i, port) in [&mut first as &mut dyn Port, &mut *second]
+                .into_iter()
+                .enumerate()
+            {
+                batch.clear();
+                if port.rx_batch(&mut batch).unwrap() > 0 {
+                    idle = false;
+                }
+                for p in batch.iter().map(|p| p.data()) {
+                    if p.get(6..12) == Some(&MAC_B[..]) && p.len() >= 43 {
+                        let sport = u16::from_be_bytes([p[34], p[35]]);
+                        seen.entry(sport).or_default().push((i, p[42]));
+                        total += 1;
+                    }
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(
+            total, want,
+            "every frame arrives once, on one of the sockets"
+        );
+        let mut per_socket = [0; 2];
+        for (flow, got) in &seen {
+            let socket = got[0].0;
+            assert!(
+                got.iter().all(|(s, _)| *s == socket),
+                "flow {flow} split: {got:?}"
+            );
+            let order: Vec<u8> = got.iter().map(|(_, seq)| *seq).collect();
+            assert_eq!(order, (0..EACH).collect::<Vec<_>>(), "flow {flow} in order");
+            per_socket[socket] += 1;
+        }
+        assert!(
+            per_socket.iter().all(|n| *n > 0),
+            "both sockets get flows: {per_socket:?}"
+        );
+        // What either socket sends is not received by the group.
+        let mut out = Batch::new(64, 128, 2048);
+        for i in 0..8u8 {
+            assert!(out.push_copy(&test_frame(MAC_B, MAC_A, i, 60)));
+        }
+        assert_eq!(second.tx_batch(&mut out).sent, 8);
+        for i in 0..8u8 {
+            let got = kernel
+                .recv_matching(Duration::from_secs(2), is_test_frame)
+                .unwrap();
+            assert_eq!(
+                got,
+                Some(test_frame(MAC_B, MAC_A, i, 60)),
+                "frame {i} leaves"
+            );
+        }
+        assert!(rx_test_frames(&mut first, 1, Duration::from_millis(200)).is_empty());
+        assert!(rx_test_frames(&mut *second, 1, Duration::from_millis(100)).is_empty());
+    })
+    .unwrap();
+}

@@ -22,6 +22,10 @@ pub struct PortSpec {
     /// `options:thread=K`: the forwarding thread that polls the port (default: the least
     /// loaded one).
     pub thread: Option<usize>,
+    /// `options:n_rxq=N` (AF_PACKET ports): how many forwarding threads receive from the
+    /// port, each through a socket of its own in one flow-hashed fanout group (a connection's
+    /// frames stay on one thread). Absent: one.
+    pub n_rxq: Option<usize>,
     /// `options:rx_skip_udp_dport=P` (AF_PACKET ports): the kernel keeps IPv4 UDP to port P
     /// out of the port's receive ring, e.g. VXLAN on an uplink that shares the underlay with
     /// the tunnel socket.
@@ -95,6 +99,9 @@ pub enum PortSpecError {
 /// is one it refuses in a flow and ovs-ofctl cannot decode in a reply or packet-in).
 pub const OFPP_MAX: u32 = 0xfeff;
 
+/// Most receive queues a port may have (`options:n_rxq`).
+pub const MAX_RX_QUEUES: usize = 64;
+
 impl PortSpec {
     pub fn parse(name: &str, args: &[String]) -> Result<PortSpec, PortSpecError> {
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
@@ -104,6 +111,7 @@ impl PortSpec {
         let mut ofport = None;
         let mut options: Vec<(String, String)> = Vec::new();
         let mut thread = None;
+        let mut n_rxq: Option<usize> = None;
         let mut skip_udp_dport: Option<u16> = None;
         let mut host_rx: Option<bool> = None;
         let mut xdp = None;
@@ -141,6 +149,19 @@ impl PortSpec {
                         value: value.to_string(),
                         why: "expected a forwarding thread number (0, 1, ...)",
                     })?);
+                }
+                "options:n_rxq" => {
+                    n_rxq = Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=MAX_RX_QUEUES).contains(n))
+                            .ok_or_else(|| PortSpecError::BadOption {
+                                key: "n_rxq".into(),
+                                value: value.to_string(),
+                                why: "expected a number of receive queues from 1 to 64",
+                            })?,
+                    );
                 }
                 "options:rx_skip_udp_dport" => {
                     skip_udp_dport = Some(value.parse().map_err(|_| PortSpecError::BadOption {
@@ -188,6 +209,21 @@ impl PortSpec {
                 value: port.to_string(),
                 why: "only afpacket ports filter their receive ring",
             });
+        }
+        if let Some(n) = n_rxq.filter(|n| *n > 1) {
+            let bad = |why| {
+                Err(PortSpecError::BadOption {
+                    key: "n_rxq".into(),
+                    value: n.to_string(),
+                    why,
+                })
+            };
+            if kind != PortKind::AfPacket {
+                return bad("only afpacket ports spread their receive over threads");
+            }
+            if matches!(xdp, Some(XdpMode::On | XdpMode::Auto)) {
+                return bad("one AF_XDP socket takes all the port's frames (use xdp=off)");
+            }
         }
         if let Some(v) = host_rx.filter(|_| kind != PortKind::AfPacket) {
             return Err(PortSpecError::BadOption {
@@ -240,6 +276,7 @@ impl PortSpec {
             ofport,
             tunnel,
             thread,
+            n_rxq,
             skip_udp_dport,
             host_rx,
             xdp,
@@ -249,9 +286,16 @@ impl PortSpec {
 }
 
 impl PortSpec {
-    /// Whether this AF_PACKET port attaches an AF_XDP socket while a flood overruns it.
+    /// How many forwarding threads receive from the port.
+    pub fn rx_queues(&self) -> usize {
+        self.n_rxq.unwrap_or(1)
+    }
+
+    /// Whether this AF_PACKET port attaches an AF_XDP socket while a flood overruns it (not
+    /// when spread over threads: the XDP socket would take every thread's frames).
     pub fn sheds(&self) -> bool {
         self.kind == PortKind::AfPacket
+            && self.rx_queues() == 1
             && match self.xdp {
                 Some(mode) => mode == XdpMode::Auto,
                 None => self.host_rx != Some(true) && self.skip_udp_dport.is_none(),
@@ -281,6 +325,9 @@ impl PortSpec {
         }
         if let Some(t) = self.thread {
             args.push(format!("options:thread={t}"));
+        }
+        if let Some(n) = self.n_rxq {
+            args.push(format!("options:n_rxq={n}"));
         }
         if let Some(p) = self.skip_udp_dport {
             args.push(format!("options:rx_skip_udp_dport={p}"));
@@ -365,11 +412,12 @@ mod tests {
 
     #[test]
     fn a_spec_round_trips_through_its_arguments() {
-        let cases: [(&str, &[&str]); 4] = [
+        let cases: [(&str, &[&str]); 5] = [
             (
                 "eth1",
                 &["options:thread=1", "options:rx_skip_udp_dport=4789"],
             ),
+            ("eth2", &["options:n_rxq=4", "options:xdp=off"]),
             ("tap1", &["type=tap", "ofport=7", "tag=10"]),
             ("br0", &["type=internal"]),
             (
@@ -438,6 +486,30 @@ mod tests {
         assert!(bad.to_string().contains("only afpacket"), "{bad}");
         let bad = PortSpec::parse("p", &args(&["options:thread=x"])).unwrap_err();
         assert!(bad.to_string().contains("options:thread"), "{bad}");
+    }
+
+    /// `n_rxq`: AF_PACKET ports only, 1 to 64, no AF_XDP with more than one; a spread port
+    /// does not shed (one XDP socket would take every thread's frames).
+    #[test]
+    fn receive_queues() {
+        let p = PortSpec::parse("p", &args(&["options:n_rxq=2"])).unwrap();
+        assert_eq!((p.n_rxq, p.rx_queues(), p.sheds()), (Some(2), 2, false));
+        let one = PortSpec::parse("p", &args(&["options:n_rxq=1"])).unwrap();
+        assert_eq!((one.rx_queues(), one.sheds()), (1, true));
+        assert_eq!(PortSpec::parse("p", &[]).unwrap().rx_queues(), 1);
+        for (bad, says) in [
+            (&["options:n_rxq=0"][..], "from 1 to 64"),
+            (&["options:n_rxq=65"], "from 1 to 64"),
+            (&["options:n_rxq=two"], "from 1 to 64"),
+            (&["type=tap", "options:n_rxq=2"], "only afpacket"),
+            (&["options:n_rxq=2", "options:xdp=on"], "AF_XDP"),
+            (&["options:n_rxq=2", "options:xdp=auto"], "AF_XDP"),
+        ] {
+            let e = PortSpec::parse("p", &args(bad)).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("n_rxq"), "{bad:?}: {e}");
+        }
+        // One queue is any port's: nothing to refuse.
+        assert!(PortSpec::parse("t", &args(&["type=tap", "options:n_rxq=1"])).is_ok());
     }
 
     #[test]

@@ -669,7 +669,7 @@ impl Switch {
             b.drops.clone(),
         );
         port.config = old.config;
-        match self.dp.add_port(port, spec.thread) {
+        match self.dp.add_port(port, spec.thread, spec.rx_queues()) {
             Ok((dp_id, _)) => {
                 if now_waits {
                     // Said above, or by `open_port`'s caller.
@@ -806,6 +806,12 @@ impl Switch {
                 if threads == 1 { "" } else { "s" }
             ));
         }
+        if spec.rx_queues() > threads {
+            return Err(format!(
+                "options:n_rxq={}: more receive queues than forwarding threads (vswitchd runs {threads}; see --threads)",
+                spec.rx_queues()
+            ));
+        }
         let counters = Arc::new(PortCounters::default());
         let Opened {
             io,
@@ -841,9 +847,13 @@ impl Switch {
         port.config = config;
         let (dp_id, thread) = self
             .dp
-            .add_port(port, spec.thread)
+            .add_port(port, spec.thread, spec.rx_queues())
             .map_err(|e| format!("cannot poll port {name}: {e}"))?;
-        if self.dp.thread_count() > 1 {
+        let pollers = self.dp.port_threads(dp_id);
+        if pollers.len() > 1 {
+            tracing::info!(port = %name, threads = ?pollers,
+                "port received by several forwarding threads (one socket each, flows hashed)");
+        } else if self.dp.thread_count() > 1 {
             tracing::info!(port = %name, thread, "port polled by forwarding thread");
         }
         b.ports.insert(

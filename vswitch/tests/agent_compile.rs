@@ -197,7 +197,25 @@ fn route_mode_outputs_to_the_peer_mac_and_masquerades() {
     ] {
         assert!(lines.contains(want), "missing {want} in:\n{lines}");
     }
-    assert_eq!(d.ports.last().unwrap().name, "eth1");
+    let uplink = d.ports.last().unwrap();
+    assert_eq!(uplink.name, "eth1");
+    assert!(
+        !uplink.args.iter().any(|a| a.contains("n_rxq")),
+        "{:?}",
+        uplink.args
+    );
+    // With several forwarding threads every one receives from the uplink.
+    let spread = Runtime {
+        uplink_rx_queues: 2,
+        ..rt
+    };
+    let d2 = compile(&cfg, &mut Numbering::default(), spread).unwrap();
+    let uplink = d2.ports.last().unwrap();
+    assert!(
+        uplink.args.contains(&"options:n_rxq=2".to_string()),
+        "{:?}",
+        uplink.args
+    );
     let groups = d.groups();
     assert_eq!(
         groups[&1_074_741_824],
@@ -640,6 +658,7 @@ fn route_mode_peers_through_the_router_and_pods_reachable_from_the_vpc() {
     let rt = Runtime {
         uplink_mac: Some(own),
         next_hop_mac: Some(vswitch::agent::model::Mac([2, 0, 0xc0, 0xa8, 0, 0x01])),
+        ..Runtime::default()
     };
     let d = compile(&cfg, &mut Numbering::default(), rt).unwrap();
     let lines = d.flow_lines().join("\n");

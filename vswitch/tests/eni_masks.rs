@@ -80,6 +80,7 @@ fn install(text: &str) -> (common::MemBridge, BTreeMap<u8, (usize, usize)>, usiz
     let rt = Runtime {
         uplink_mac: Some(Mac([2, 0, 0, 0, 0, 0x0b])),
         next_hop_mac: None,
+        ..Runtime::default()
     };
     let desired = compile::compile(&cfg, &mut Numbering::default(), rt).expect("compiles");
     let b = common::MemBridge::new(1, vswitch::datapath::Options::default());

@@ -101,6 +101,7 @@ pub fn apply_with(
             (Some(u), Some(gw), None) => Some(super::neighbor::resolve(&u.interface, gw)?),
             _ => None,
         },
+        uplink_rx_queues: switch.dp.thread_count(),
     };
     let services = if only_pods_changed && rt == installed.runtime {
         compile::ServicesFrom::Previous(&installed.desired.services)

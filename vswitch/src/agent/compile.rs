@@ -687,6 +687,9 @@ pub struct Runtime {
     /// The MAC of `node.underlay_gateway` (resolved by ARP), when `egress.next_hop_mac` is
     /// not given.
     pub next_hop_mac: Option<Mac>,
+    /// How many forwarding threads receive from the uplink (`options:n_rxq`): all of
+    /// vswitchd's, so the node's busiest port is not one thread's alone. 0 or 1: one.
+    pub uplink_rx_queues: usize,
 }
 
 /// Where the compiler takes the Services' output from.
@@ -785,6 +788,9 @@ pub fn compile_with(
                 // The tunnel's datagrams go to the kernel's UDP socket; keep the uplink's
                 // ring from copying them all (table 0 still drops any that slip through).
                 args.push(format!("options:rx_skip_udp_dport={dst_port}"));
+            }
+            if rt.uplink_rx_queues > 1 {
+                args.push(format!("options:n_rxq={}", rt.uplink_rx_queues));
             }
             b.out.ports.push(PortPlan {
                 name: uplink.interface.clone(),

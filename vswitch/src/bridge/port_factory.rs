@@ -252,6 +252,7 @@ fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
         Some(true) => tap_io::HostRx::Keep,
         Some(false) => tap_io::HostRx::Drop,
     };
+    cfg.fanout = spec.rx_queues() > 1;
     let port = tap_io::AfPacketPort::open(&cfg).map_err(|e| e.to_string())?;
     if let Some(e) = port.host_rx_error() {
         tracing::warn!(port = %spec.name, "host stack left on for the port's frames: {e}");

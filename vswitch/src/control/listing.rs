@@ -421,6 +421,9 @@ fn port_view(p: &PortCtl) -> PortView {
     if let Some(t) = s.thread {
         options.insert("thread".to_string(), t.to_string());
     }
+    if let Some(n) = s.n_rxq {
+        options.insert("n_rxq".to_string(), n.to_string());
+    }
     if let Some(d) = s.skip_udp_dport {
         options.insert("rx_skip_udp_dport".to_string(), d.to_string());
     }

@@ -84,7 +84,8 @@ struct ThreadHandle {
 /// Which thread polls which datapath port (control-side bookkeeping).
 #[derive(Default)]
 struct Placement {
-    owner: Vec<Option<usize>>,
+    /// Per datapath port id, the threads that receive from it (empty: none, a free id).
+    pollers: Vec<Vec<usize>>,
 }
 
 /// The control side's handle on the forwarding threads.
@@ -153,9 +154,13 @@ impl DatapathHandle {
         self.threads.len()
     }
 
-    /// The thread that polls datapath port `dp_id`.
-    pub fn port_thread(&self, dp_id: usize) -> Option<usize> {
-        self.placement().owner.get(dp_id).copied().flatten()
+    /// The threads that receive from datapath port `dp_id`, in thread order.
+    pub fn port_threads(&self, dp_id: usize) -> Vec<usize> {
+        self.placement()
+            .pollers
+            .get(dp_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Adds a bridge on every thread (one MAC table shared by all). Returns its index and
@@ -191,44 +196,64 @@ impl DatapathHandle {
         let mut placement = self.placement();
         let ports = self.call(move |dp| dp.bridge_ports(idx));
         for p in ports {
-            if let Some(o) = placement.owner.get_mut(p) {
-                *o = None;
+            if let Some(o) = placement.pollers.get_mut(p) {
+                o.clear();
             }
         }
         self.each(move |_, dp| dp.del_bridge(idx));
     }
 
-    /// Hands an opened port to the threads: `thread` (or the one polling the fewest ports)
-    /// receives from it, every other thread gets a transmit-only copy. Returns the port's
-    /// datapath id and the polling thread.
-    pub fn add_port(&self, port: DpPort, thread: Option<usize>) -> io::Result<(usize, usize)> {
+    /// Hands an opened port to the threads: `rx_queues` of them receive from it (`thread`, or
+    /// the one polling the fewest ports, first; then the next least loaded), each through a
+    /// receive queue of its own (`DpPort::try_clone_rx`: a further socket in the port's
+    /// fanout group); every other thread gets a transmit-only copy. A port that has one
+    /// queue only (a back end without a fanout group, an absent interface) is polled by the
+    /// first thread. Returns the port's datapath id and its first polling thread.
+    pub fn add_port(
+        &self,
+        port: DpPort,
+        thread: Option<usize>,
+        rx_queues: usize,
+    ) -> io::Result<(usize, usize)> {
         let mut placement = self.placement();
         let n = self.threads.len();
-        let owner = match thread {
-            Some(t) if t >= n => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("thread {t} does not exist (the datapath runs {n})"),
-                ));
+        if let Some(t) = thread.filter(|t| *t >= n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("thread {t} does not exist (the datapath runs {n})"),
+            ));
+        }
+        let load = |t: usize| placement.pollers.iter().filter(|p| p.contains(&t)).count();
+        let mut by_load: Vec<usize> = (0..n).collect();
+        by_load.sort_by_key(|t| (load(*t), *t));
+        let mut rx_threads: Vec<usize> = thread.into_iter().collect();
+        for t in by_load {
+            if rx_threads.len() >= rx_queues.clamp(1, n) {
+                break;
             }
-            Some(t) => t,
-            None => (0..n)
-                .min_by_key(|t| placement.owner.iter().filter(|o| **o == Some(*t)).count())
-                .unwrap_or(0),
-        };
-        let mut copies: Vec<Option<DpPort>> = Vec::with_capacity(n);
+            if !rx_threads.contains(&t) {
+                rx_threads.push(t);
+            }
+        }
+        let owner = rx_threads[0];
+        let mut copies: Vec<Option<(DpPort, bool)>> = Vec::with_capacity(n);
+        let mut polled_by = vec![owner];
         for t in 0..n {
             copies.push(if t == owner {
                 None
+            } else if rx_threads.contains(&t)
+                && let Some(rx) = port.try_clone_rx()
+            {
+                polled_by.push(t);
+                Some((rx?, true))
             } else {
-                Some(port.try_clone_tx()?)
+                Some((port.try_clone_tx()?, false))
             });
         }
-        copies[owner] = Some(port);
+        copies[owner] = Some((port, true));
         let mut ids = Vec::with_capacity(n);
         for (t, copy) in copies.into_iter().enumerate() {
-            let copy = copy.expect("one copy per thread");
-            let polled = t == owner;
+            let (copy, polled) = copy.expect("one copy per thread");
             match self.call_on(t, move |dp| dp.add_port(copy, polled)) {
                 Ok(id) => ids.push(id),
                 Err(e) => {
@@ -242,17 +267,18 @@ impl DatapathHandle {
         }
         let id = ids[0];
         debug_assert!(ids.iter().all(|i| *i == id));
-        if placement.owner.len() <= id {
-            placement.owner.resize(id + 1, None);
+        if placement.pollers.len() <= id {
+            placement.pollers.resize(id + 1, Vec::new());
         }
-        placement.owner[id] = Some(owner);
+        polled_by.sort_unstable();
+        placement.pollers[id] = polled_by;
         Ok((id, owner))
     }
 
     pub fn del_port(&self, dp_id: usize) {
         let mut placement = self.placement();
-        if let Some(o) = placement.owner.get_mut(dp_id) {
-            *o = None;
+        if let Some(o) = placement.pollers.get_mut(dp_id) {
+            o.clear();
         }
         self.each(move |_, dp| dp.del_port(dp_id));
     }
@@ -518,6 +544,8 @@ pub struct CacheStats {
 pub struct ThreadStats {
     pub busy_ns: std::sync::atomic::AtomicU64,
     pub idle_ns: std::sync::atomic::AtomicU64,
+    /// Frames the thread received from the ports it polls (added once per poll turn).
+    pub rx_frames: std::sync::atomic::AtomicU64,
 }
 
 /// A packet the pipeline sends to the controller (`controller` action), for the OpenFlow
@@ -825,6 +853,9 @@ impl Datapath {
             // one send call (a full transmit batch is sent at once as it fills).
             self.flush_all();
             if got.frames > 0 {
+                self.time
+                    .rx_frames
+                    .fetch_add(got.frames, std::sync::atomic::Ordering::Relaxed);
                 idle_since = woke;
                 let now = self.now_ns();
                 self.scratch.end_turn(&self.ct, now);

@@ -133,6 +133,29 @@ impl DpPort {
         Ok(port)
     }
 
+    /// A further receive queue of this port for another forwarding thread (which sends
+    /// through it too), sharing the counters; `None` when the back end has one queue.
+    pub fn try_clone_rx(&self) -> Option<io::Result<DpPort>> {
+        let PortIo::Dev(p) = &self.io else {
+            return None;
+        };
+        let io = match p.try_clone_rx()? {
+            Ok(io) => PortIo::Dev(io),
+            Err(e) => return Some(Err(e)),
+        };
+        let mut port = DpPort::new(
+            &self.name,
+            self.bridge,
+            self.ofport,
+            self.kind,
+            io,
+            self.counters.clone(),
+            self.drops.clone(),
+        );
+        port.max_frame = self.max_frame;
+        Some(Ok(port))
+    }
+
     pub fn is_tunnel(&self) -> bool {
         matches!(self.io, PortIo::Tunnel(_))
     }

@@ -300,12 +300,18 @@ fn threads(control: &Control, out: &mut Vec<Family>) {
         Kind::Counter,
         "Time a forwarding thread spent waiting for packets.",
     );
+    let mut rx = Family::new(
+        "thread_rx_packets",
+        Kind::Counter,
+        "Frames a forwarding thread received from the ports (and receive queues) it polls.",
+    );
     for (t, s) in control.switch.dp.thread_stats.iter().enumerate() {
         let l = vec![("thread", t.to_string())];
         busy.add_f64(l.clone(), s.busy_ns.load(Relaxed) as f64 / 1e9);
-        idle.add_f64(l, s.idle_ns.load(Relaxed) as f64 / 1e9);
+        idle.add_f64(l.clone(), s.idle_ns.load(Relaxed) as f64 / 1e9);
+        rx.add(l, s.rx_frames.load(Relaxed));
     }
-    out.extend([busy, idle]);
+    out.extend([busy, idle, rx]);
 }
 
 /// The connection table: size, limit, zones, events, and connections per Service backend.
