@@ -6,7 +6,9 @@
 #     benches/harness/packet/run-all.sh --only '^vswitchd' \
 #       --add 'vswitchd 1 thread|veth|cmd|U|THREADS=1' --add 'vswitchd 2 threads|veth|cmd|U|THREADS=2' \
 #       --add 'vswitchd +100k flows|veth|cmd|U|EXTRA_N=100000'
-# Environment: THREADS (1; ports A and B land on threads 0 and 1 when 2), EXTRA_N (0: that many
+# Environment: THREADS (1; ports A and B land on threads 0 and 1 when 2), N_RXQ (unset: port A,
+# where the generator's frames come in, is received by one thread; N: by N threads, its
+# `options:n_rxq`), EXTRA_N (0: that many
 # rules at priority 200 that never match the harness traffic, ~20 masks, above the two in_port
 # forwarding rules), VSWITCHD, VSWITCHCTL, FWD_PIDFILE. Runs inside the harness's node namespace.
 set -u
@@ -19,7 +21,7 @@ trap 'exit 0' INT TERM
 for _ in $(seq 100); do [ -S "$R/vswitchd.ctl" ] && break; sleep 0.05; done
 ctl() { "${VSWITCHCTL:-vswitchctl}" --rundir "$R" "$@" >/dev/null || { echo "vswitch-fwd-scale: vswitchctl $* failed" >&2; exit 1; }; }
 ctl add-br br0
-ctl add-port br0 "$A" ofport=1
+ctl add-port br0 "$A" ofport=1 ${N_RXQ:+options:n_rxq=$N_RXQ}
 ctl add-port br0 "$B" ofport=2
 ctl del-flows br0
 ctl add-flow br0 priority=100,in_port=1,actions=output:2

@@ -274,6 +274,16 @@ fn vpc_route_mode() {
     );
     let flows3 = daemons[2].ctl(&["dump-flows", "br-int"]);
     assert!(flows3.contains(ROUTER_MAC20), "{flows3}");
+    // Node 2 runs two forwarding threads: both receive from its uplink.
+    let ports2 = daemons[1].ctl(&["--format", "json", "list-ports", "br-int"]);
+    let ports2: serde_json::Value = serde_json::from_str(&ports2).expect("list-ports JSON");
+    let uplink2 = ports2["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "eth1"))
+        .expect("node 2's uplink");
+    assert_eq!(uplink2["options"]["n_rxq"], "2", "{uplink2}");
+    let ports1 = daemons[0].ctl(&["--format", "json", "list-ports", "br-int"]);
+    assert!(!ports1.contains("n_rxq"), "one thread, one queue: {ports1}");
 
     // Pods across nodes: node 1 ↔ node 2 on one subnet, both ↔ node 3 through the router;
     // each pod sees the other's own address.

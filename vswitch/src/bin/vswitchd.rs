@@ -40,7 +40,8 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = RxWait::Adaptive)]
     rx_wait: RxWait,
     /// Forwarding threads; each port is polled by one of them (`add-port ...
-    /// options:thread=K` picks it, else the least loaded), and any of them sends out of any port.
+    /// options:thread=K` picks it, else the least loaded; `options:n_rxq=M`: by M of them,
+    /// flows hashed over their sockets), and any of them sends out of any port.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
     /// Most connections conntrack keeps (1 to 1073741824); new ones beyond it are dropped

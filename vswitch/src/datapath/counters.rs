@@ -1,9 +1,10 @@
 //! Per-port counters: written by the forwarding threads, read by the control side.
 //!
-//! A port's receive counters belong to the thread that polls it; every thread transmits
-//! through its own copy of the port, and each copy counts in its own transmit slot (one per
-//! thread, on a cache line of its own, up to [`TX_SLOTS`] threads; more share slots), so two
-//! threads sending out of one port do not move a cache line between their cores per flush.
+//! Every thread transmits through its own copy of the port, and a port spread over several
+//! threads (`options:n_rxq`) is received by each through its own queue: each copy counts in
+//! its own slot (one per thread, on cache lines of their own, up to [`SLOTS`] threads; more
+//! share slots), so two threads using one port do not move a cache line between their cores
+//! per batch.
 //! Each update is one atomic (Relaxed) add, so no count is lost; a reader adds the slots up and
 //! sees each counter exactly, but not a consistent set of them. (Per-flow counters are
 //! `pipeline::FlowStats`, shared, updated once per batch and rule.)
@@ -11,8 +12,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-/// Transmit slots per port: threads beyond this many share them (still exact, atomics).
-pub const TX_SLOTS: usize = 8;
+/// Counter slots per port: threads beyond this many share them (still exact, atomics).
+pub const SLOTS: usize = 8;
 
 /// One thread's transmit counters of a port, alone on its cache lines.
 #[derive(Debug, Default)]
@@ -24,7 +25,7 @@ pub struct TxCounters {
     pub errors: AtomicU64,
 }
 
-/// Receive counters, written by the polling thread only, on cache lines of their own.
+/// One thread's receive counters of a port, alone on its cache lines.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct RxCounters {
@@ -37,15 +38,15 @@ pub struct RxCounters {
 /// `ofp_port_stats`-shaped counters of one port.
 #[derive(Debug)]
 pub struct PortCounters {
-    pub rx: RxCounters,
-    tx: [TxCounters; TX_SLOTS],
+    rx: [RxCounters; SLOTS],
+    tx: [TxCounters; SLOTS],
     pub created: Instant,
 }
 
 impl Default for PortCounters {
     fn default() -> Self {
         PortCounters {
-            rx: RxCounters::default(),
+            rx: Default::default(),
             tx: Default::default(),
             created: Instant::now(),
         }
@@ -75,18 +76,27 @@ impl PortCounters {
     /// The transmit counters of forwarding thread `thread`'s copy of the port.
     #[inline]
     pub fn tx(&self, thread: usize) -> &TxCounters {
-        &self.tx[thread % TX_SLOTS]
+        &self.tx[thread % SLOTS]
+    }
+
+    /// The receive counters of forwarding thread `thread`'s copy of the port.
+    #[inline]
+    pub fn rx(&self, thread: usize) -> &RxCounters {
+        &self.rx[thread % SLOTS]
     }
 
     pub fn snapshot(&self) -> PortCountersSnapshot {
         let tx = |f: fn(&TxCounters) -> &AtomicU64| {
             self.tx.iter().map(|t| f(t).load(Relaxed)).sum::<u64>()
         };
+        let rx = |f: fn(&RxCounters) -> &AtomicU64| {
+            self.rx.iter().map(|r| f(r).load(Relaxed)).sum::<u64>()
+        };
         PortCountersSnapshot {
-            rx_packets: self.rx.packets.load(Relaxed),
-            rx_bytes: self.rx.bytes.load(Relaxed),
-            rx_dropped: self.rx.dropped.load(Relaxed),
-            rx_errors: self.rx.errors.load(Relaxed),
+            rx_packets: rx(|r| &r.packets),
+            rx_bytes: rx(|r| &r.bytes),
+            rx_dropped: rx(|r| &r.dropped),
+            rx_errors: rx(|r| &r.errors),
             tx_packets: tx(|t| &t.packets),
             tx_bytes: tx(|t| &t.bytes),
             tx_dropped: tx(|t| &t.dropped),
@@ -101,19 +111,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transmit_slots_add_up() {
+    fn thread_slots_add_up() {
         let c = PortCounters::default();
         PortCounters::add(&c.tx(0).packets, 3);
         PortCounters::add(&c.tx(1).packets, 4);
-        PortCounters::add(&c.tx(TX_SLOTS + 1).packets, 5); // shares thread 1's slot
+        PortCounters::add(&c.tx(SLOTS + 1).packets, 5); // shares thread 1's slot
         PortCounters::add(&c.tx(1).bytes, 100);
-        PortCounters::add(&c.rx.packets, 2);
+        PortCounters::add(&c.rx(0).packets, 2);
+        PortCounters::add(&c.rx(1).packets, 6);
+        PortCounters::add(&c.rx(1).errors, 1);
         let s = c.snapshot();
-        assert_eq!((s.tx_packets, s.tx_bytes, s.rx_packets), (12, 100, 2));
-        assert_ne!(
-            &c.tx(0).packets as *const _ as usize / 64,
-            &c.tx(1).packets as *const _ as usize / 64,
-            "each thread's slot on a cache line of its own"
-        );
+        assert_eq!((s.tx_packets, s.tx_bytes), (12, 100));
+        assert_eq!((s.rx_packets, s.rx_errors), (8, 1));
+        for (a, b) in [
+            (&c.tx(0).packets, &c.tx(1).packets),
+            (&c.rx(0).packets, &c.rx(1).packets),
+        ] {
+            assert_ne!(
+                a as *const _ as usize / 64,
+                b as *const _ as usize / 64,
+                "each thread's slot on a cache line of its own"
+            );
+        }
     }
 }

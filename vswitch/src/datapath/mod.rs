@@ -57,8 +57,8 @@ pub struct Options {
     /// `--rx-wait block`: always block in `poll` when nothing is ready (the default,
     /// adaptive, naps under load; see [`LoadMeter`]).
     pub rx_wait_block: bool,
-    /// Forwarding threads (0 or 1: one). Each port is polled by one of them; any thread
-    /// sends out of any port.
+    /// Forwarding threads (0 or 1: one). Each port is polled by one of them (by several with
+    /// `options:n_rxq`, one receive queue each); any thread sends out of any port.
     pub threads: usize,
     /// Connection tracking: table size, timeouts, TCP checks.
     pub conntrack: conntrack::Config,

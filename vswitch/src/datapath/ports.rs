@@ -246,8 +246,8 @@ impl DpPort {
                 rx.iter().for_each(|p| tap.take(p.data()));
             }
             bytes = rx.iter().map(|p| p.len() as u64).sum();
-            PortCounters::add(&self.counters.rx.packets, n as u64);
-            PortCounters::add(&self.counters.rx.bytes, bytes);
+            PortCounters::add(&self.counters.rx(self.thread).packets, n as u64);
+            PortCounters::add(&self.counters.rx(self.thread).bytes, bytes);
             if self.config & (port_config::PORT_DOWN | port_config::NO_RECV) != 0 {
                 self.drops.add(DropReason::PortNoRecv, rx.len() as u64);
                 rx.clear();
@@ -430,7 +430,10 @@ impl DpPort {
         let bad_vnet = new(now.rx_bad_vnet, self.seen.rx_bad_vnet);
         let errors = new(now.rx_errors, self.seen.rx_errors);
         if kernel + truncated + bad_vnet > 0 {
-            PortCounters::add(&self.counters.rx.dropped, kernel + truncated + bad_vnet);
+            PortCounters::add(
+                &self.counters.rx(self.thread).dropped,
+                kernel + truncated + bad_vnet,
+            );
         }
         if truncated > 0 {
             self.drops.add(DropReason::RxTruncated, truncated);
@@ -439,7 +442,7 @@ impl DpPort {
             self.drops.add(DropReason::RxBadVnet, bad_vnet);
         }
         if errors > 0 {
-            PortCounters::add(&self.counters.rx.errors, errors);
+            PortCounters::add(&self.counters.rx(self.thread).errors, errors);
         }
         self.seen.rx_kernel_drops = now.rx_kernel_drops;
         self.seen.rx_truncated = now.rx_truncated;
@@ -1358,14 +1361,14 @@ mod tests {
         );
         p.fold_kernel_drops();
         // 5 kernel drops, 1 frame cut, 2 with a bad virtio-net header.
-        assert_eq!(counters.rx.dropped.load(Relaxed), 8);
+        assert_eq!(counters.snapshot().rx_dropped, 8);
         p.fold_kernel_drops();
         p.fold_kernel_drops();
-        assert_eq!(counters.rx.dropped.load(Relaxed), 24, "deltas, not totals");
+        assert_eq!(counters.snapshot().rx_dropped, 24, "deltas, not totals");
         // A transmit-only copy on another thread does not count them again.
         p.polled = false;
         p.fold_kernel_drops();
-        assert_eq!(counters.rx.dropped.load(Relaxed), 24);
+        assert_eq!(counters.snapshot().rx_dropped, 24);
     }
 
     #[test]
@@ -1385,7 +1388,7 @@ mod tests {
         p.fold_kernel_drops();
         assert_eq!(drops.get(DropReason::RxTruncated), 2);
         assert_eq!(drops.get(DropReason::RxBadVnet), 4);
-        assert_eq!(counters.rx.errors.load(Relaxed), 6);
+        assert_eq!(counters.snapshot().rx_errors, 6);
     }
 
     /// An untagged frame's IP packet must fit the tunnel's inner MTU (1450 over a 1500-byte

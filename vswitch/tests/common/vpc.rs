@@ -134,15 +134,22 @@ pub fn who_retry(ns: &str, src: Option<&str>, ip: &str, port: u16) -> Option<Str
 
 /// Writes node `n`'s file (`config(n)`, 1-based) into `dir` and starts `vswitchd --config`
 /// with it in `nodes[n - 1]`, for every node.
+///
+/// Node 2 runs two forwarding threads (the others one), so its uplink is received by both
+/// (the agent gives it `options:n_rxq=2`) while every test's traffic crosses it.
 pub fn start_nodes(nodes: &[Netns], dir: &Path, config: fn(usize) -> String) -> Vec<Daemon> {
     let mut daemons = Vec::new();
     for (i, ns) in nodes.iter().enumerate() {
         let path = dir.join(format!("node{}.toml", i + 1));
         std::fs::write(&path, config(i + 1)).expect("config");
+        let mut args = vec!["--config", path.to_str().expect("utf-8 path")];
+        if i == 1 {
+            args.extend(["--threads", "2"]);
+        }
         daemons.push(Daemon::start_with(
             ns.name(),
             &dir.join(format!("run{}", i + 1)),
-            &["--config", path.to_str().expect("utf-8 path")],
+            &args,
         ));
     }
     daemons
