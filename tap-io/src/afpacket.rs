@@ -200,6 +200,55 @@ fn skip_udp_port_filter(port: u16) -> [libc::sock_filter; 11] {
     ]
 }
 
+/// `SKF_AD_OFF + SKF_AD_PKTTYPE`: a classic BPF load of the frame's `pkt_type`.
+const LOAD_PKTTYPE: u32 = (-0x1000i32 + 4) as u32;
+/// `pkt_type` of a frame the host sends (a tap's copy of it).
+const PACKET_OUTGOING: u32 = 4;
+
+/// Takes nothing (a further socket of a fanout group until it is in the group).
+const DROP_ALL: [libc::sock_filter; 1] = [libc::sock_filter {
+    code: (libc::BPF_RET | libc::BPF_K) as u16,
+    jt: 0,
+    jf: 0,
+    k: 0,
+}];
+
+/// The receive socket's filter: UDP to `skip_udp` kept out, and with `outgoing` also frames
+/// the host sends. A fanout group has `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` for that, but
+/// kernels before 6.2 take the flag and do nothing with it, and inside a group the socket's
+/// own `PACKET_IGNORE_OUTGOING` no longer counts. `None`: the socket takes every frame.
+fn receive_filter(skip_udp: Option<u16>, outgoing: bool) -> Option<Vec<libc::sock_filter>> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    use libc::{BPF_ABS, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET};
+    let mut prog = Vec::new();
+    if outgoing {
+        prog.extend([
+            op(BPF_LD | BPF_H | BPF_ABS, 0, 0, LOAD_PKTTYPE),
+            op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, PACKET_OUTGOING),
+            op(BPF_RET | BPF_K, 0, 0, 0),
+        ]);
+    }
+    match skip_udp {
+        Some(port) => prog.extend(skip_udp_port_filter(port)),
+        None if outgoing => prog.push(op(BPF_RET | BPF_K, 0, 0, 0x0004_0000)),
+        None => return None,
+    }
+    Some(prog)
+}
+
+fn attach_filter(fd: &OwnedFd, prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    sockopt::set(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
 /// Environment variable that overrides the default ring layout: `v2` or `v3`.
 pub const RING_ENV: &str = "TAP_IO_AFPACKET_RING";
 
@@ -249,6 +298,8 @@ pub struct AfPacketPort {
     /// further receive socket ([`Port::try_clone_rx`]) is opened with.
     cfg: AfPacketConfig,
     fanout_id: Option<u16>,
+    /// Why the port has no fanout group although `cfg.fanout` asked for one.
+    fanout_error: Option<String>,
 }
 
 /// The transmit half: protocol-0 packet sockets and the `sendmmsg` scratch arrays.
@@ -555,16 +606,17 @@ impl AfPacketPort {
                 RxRing::Frames(setup_v2(&rx_fd, cfg, mtu).map_err(sys("rx ring (V2)"))?)
             }
         };
-        if let Some(port) = cfg.skip_udp_dst_port {
-            // Attached before bind, so no unfiltered frame reaches the ring.
-            let prog = skip_udp_port_filter(port);
-            let fprog = libc::sock_fprog {
-                len: prog.len() as u16,
-                filter: prog.as_ptr().cast_mut(),
-            };
-            sockopt::set(&rx_fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
-                .map_err(sys("SO_ATTACH_FILTER"))?;
+        let member = cfg.fanout || join.is_some();
+        let filter = receive_filter(cfg.skip_udp_dst_port, member);
+        // Attached before bind, so no unfiltered frame reaches the ring. A further socket of
+        // a group takes nothing until it is in the group: alone it would get a copy of every
+        // frame the group gets too.
+        match (&filter, join) {
+            (_, Some(_)) => attach_filter(&rx_fd, &DROP_ALL),
+            (Some(f), None) => attach_filter(&rx_fd, f),
+            (None, None) => Ok(()),
         }
+        .map_err(sys("SO_ATTACH_FILTER"))?;
         bind_to(&rx_fd, ifindex, libc::ETH_P_ALL as u16).map_err(sys("bind (rx)"))?;
         if cfg.promisc {
             let mr = libc::packet_mreq {
@@ -576,11 +628,28 @@ impl AfPacketPort {
             sockopt::set(&rx_fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
                 .map_err(sys("PACKET_ADD_MEMBERSHIP promisc"))?;
         }
-        // After bind: the kernel takes only a running socket into a group.
-        let fanout_id = if cfg.fanout || join.is_some() {
-            Some(join_fanout(&rx_fd, join).map_err(sys("PACKET_FANOUT"))?)
-        } else {
-            None
+        // After bind: the kernel takes only a running socket into a group (before Linux 6.13
+        // an interface that is down has none). A port that cannot open its group runs with
+        // one receive queue and says why; a further socket that cannot join fails.
+        let mut fanout_error = None;
+        let fanout_id = match (member, join) {
+            (false, _) => None,
+            (true, Some(id)) => {
+                let id = join_fanout(&rx_fd, Some(id)).map_err(sys("PACKET_FANOUT"))?;
+                if let Some(f) = &filter {
+                    attach_filter(&rx_fd, f).map_err(sys("SO_ATTACH_FILTER"))?;
+                }
+                Some(id)
+            }
+            (true, None) => match join_fanout(&rx_fd, None) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    fanout_error = Some(format!(
+                        "PACKET_FANOUT: {e} (is {name} down? it must be up for a fanout group before Linux 6.13)"
+                    ));
+                    None
+                }
+            },
         };
 
         // Two send sockets: frames with offload work (GSO, a partial checksum) go with a
@@ -627,6 +696,7 @@ impl AfPacketPort {
             host_rx_error,
             cfg: cfg.clone(),
             fanout_id,
+            fanout_error,
         })
     }
 
@@ -653,6 +723,11 @@ impl AfPacketPort {
     /// The fanout group of the port's receive socket, if it has one.
     pub fn fanout_id(&self) -> Option<u16> {
         self.fanout_id
+    }
+
+    /// Why the port runs with one receive queue although it was opened with `fanout`.
+    pub fn fanout_error(&self) -> Option<&str> {
+        self.fanout_error.as_deref()
     }
 
     /// True while the host stack is kept off the port's frames (the ingress drop filter is on).

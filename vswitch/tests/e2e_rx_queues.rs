@@ -31,11 +31,11 @@ for seq in range(each):
     time.sleep(0.002)
 "#;
 
-/// Receives until `want` datagrams arrived or 5 s passed; prints "total N", then one line per
+/// Receives until `want` datagrams arrived or `secs` passed; prints "total N", then one line per
 /// flow that came out of order or twice.
 const RECEIVER: &str = r#"
 import socket, sys, time
-want = int(sys.argv[1])
+want, secs = int(sys.argv[1]), int(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 5001))
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -43,7 +43,7 @@ s.settimeout(0.5)
 print("ready", flush=True)
 seen = {}
 total = 0
-end = time.time() + 8
+end = time.time() + secs
 while total < want and time.time() < end:
     try:
         data, (ip, port) = s.recvfrom(64)
@@ -91,6 +91,41 @@ fn thread_rx(node: &str) -> Vec<u64> {
     per_thread
 }
 
+/// Sends the `FLOWS` × `EACH` datagrams from pod namespace `from` to the receiver in `to`
+/// (10.21.0.2), which waits up to `secs` for `want` of them; returns what it printed.
+fn udp_flows(from: &str, to: &str, want: u32, secs: u32) -> String {
+    let receiver_script = temp_script("rxq-recv.py", RECEIVER);
+    let sender_script = temp_script("rxq-send.py", SENDER);
+    let mut recv = Spawned::start(
+        to,
+        "rxq-recv",
+        &[
+            "python3",
+            receiver_script.to_str().unwrap(),
+            &want.to_string(),
+            &secs.to_string(),
+        ],
+    );
+    wait_listening(to, "udp", 5001);
+    let send = ns_run(
+        from,
+        &[
+            "python3",
+            sender_script.to_str().unwrap(),
+            "10.21.0.2",
+            &FLOWS.to_string(),
+            &EACH.to_string(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(send.ok, "sender: {}{}", send.stdout, send.stderr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(u64::from(secs) + 4);
+    while recv.alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    recv.output()
+}
+
 /// `options.n_rxq` of port `name` in `list-ports --format json`.
 fn n_rxq_listed(d: &Daemon, name: &str) -> Option<String> {
     let listed = d.ctl(&["--format", "json", "list-ports", BR]);
@@ -135,35 +170,7 @@ fn a_port_received_by_two_threads_spreads_flows_and_keeps_each_in_order() {
     let before = thread_rx(node.name());
     assert_eq!(before.len(), 2, "two forwarding threads");
     let want = u32::from(FLOWS) * EACH;
-    let receiver_script = temp_script("rxq-recv.py", RECEIVER);
-    let sender_script = temp_script("rxq-send.py", SENDER);
-    let mut recv = Spawned::start(
-        pb,
-        "rxq-recv",
-        &[
-            "python3",
-            receiver_script.to_str().unwrap(),
-            &want.to_string(),
-        ],
-    );
-    wait_listening(pb, "udp", 5001);
-    let send = ns_run(
-        pa,
-        &[
-            "python3",
-            sender_script.to_str().unwrap(),
-            "10.21.0.2",
-            &FLOWS.to_string(),
-            &EACH.to_string(),
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(send.ok, "sender: {}{}", send.stdout, send.stderr);
-    let deadline = std::time::Instant::now() + Duration::from_secs(12);
-    while recv.alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let got = recv.output();
+    let got = udp_flows(pa, pb, want, 8);
     assert!(
         got.contains(&format!("total {want}")),
         "every datagram arrives once: {got}"
@@ -207,7 +214,10 @@ fn a_port_received_by_two_threads_spreads_flows_and_keeps_each_in_order() {
         );
     }
 
-    // The state file keeps it.
+    // The state file keeps it, and the port's mod-port setting holds on every queue: with
+    // `no-receive` saved, none of the 64 flows passes after the restart, whichever thread's
+    // socket the kernel hands it to.
+    d.ctl(&["mod-port", BR, "vqa", "no-receive"]);
     let d = node.daemon.as_mut().expect("daemon");
     d.stop_gracefully();
     d.start_again(&["--threads", "2", "--metrics-address", METRICS]);
@@ -217,5 +227,31 @@ fn a_port_received_by_two_threads_spreads_flows_and_keeps_each_in_order() {
         .matches("port received by several forwarding threads")
         .count();
     assert_eq!(spread, 2, "restored spread: {}", d.log_text());
+    let before = thread_rx(node.name());
+    let got = udp_flows(pa, pb, 1, 2);
+    assert!(got.contains("total 0"), "no-receive on every queue: {got}");
+    let share: Vec<u64> = thread_rx(node.name())
+        .iter()
+        .zip(&before)
+        .map(|(x, y)| x - y)
+        .collect();
+    assert!(
+        share.iter().all(|n| *n > 0),
+        "both threads received (and dropped): {share:?}"
+    );
+    let d = node.daemon();
+    d.ctl(&["mod-port", BR, "vqa", "receive"]);
+    assert_ping(pa, "10.21.0.2", 3);
+
+    // Restarted with one thread, the saved n_rxq=2 fits it (one queue) instead of refusing
+    // the whole state.
+    let d = node.daemon.as_mut().expect("daemon");
+    d.stop_gracefully();
+    d.start_again(&["--metrics-address", METRICS]);
+    assert_eq!(n_rxq_listed(d, "vqa"), Some("1".to_string()));
+    assert!(
+        d.log_text()
+            .contains("saved options:n_rxq is more than this vswitchd's threads")
+    );
     assert_ping(pa, "10.21.0.2", 3);
 }

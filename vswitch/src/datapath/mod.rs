@@ -244,8 +244,18 @@ impl DatapathHandle {
             } else if rx_threads.contains(&t)
                 && let Some(rx) = port.try_clone_rx()
             {
-                polled_by.push(t);
-                Some((rx?, true))
+                match rx {
+                    Ok(rx) => {
+                        polled_by.push(t);
+                        Some((rx, true))
+                    }
+                    // One queue fewer rather than no port (a reopen would lose it).
+                    Err(e) => {
+                        warn!(port = %port.name, thread = t,
+                            "options:n_rxq: a further receive queue failed to open, the thread only sends: {e}");
+                        Some((port.try_clone_tx()?, false))
+                    }
+                }
             } else {
                 Some((port.try_clone_tx()?, false))
             });

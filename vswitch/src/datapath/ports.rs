@@ -130,6 +130,7 @@ impl DpPort {
             self.drops.clone(),
         );
         port.max_frame = self.max_frame;
+        port.config = self.config;
         Ok(port)
     }
 
@@ -153,6 +154,7 @@ impl DpPort {
             self.drops.clone(),
         );
         port.max_frame = self.max_frame;
+        port.config = self.config;
         Some(Ok(port))
     }
 
@@ -938,7 +940,6 @@ fn finish_checksum(frame: &mut [u8], meta: &RxMeta) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
 
     /// A port that drops what it is given (no flush happens in these tests: the batches hold
     /// fewer than `BATCH` frames) and whose kernel drop counter grows by `drop_step` per

@@ -376,10 +376,12 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
             })?;
             let config = mod_port_bits(&port.mod_port)?;
             if !present {
-                if let Err(e) = sw.add_port_with_config(&p.name, &port.name, &port.args, config) {
+                let args = fit_to_threads(&port.name, &port.args, sw.dp.thread_count());
+                let args = &args;
+                if let Err(e) = sw.add_port_with_config(&p.name, &port.name, args, config) {
                     // An interface deleted while the switch was down, a tunnel's underlay not up
                     // yet: the port waits for it rather than the whole state being refused.
-                    sw.add_port_awaiting_interface(&p.name, &port.name, &port.args, config)
+                    sw.add_port_awaiting_interface(&p.name, &port.name, args, config)
                         .map_err(|_| format!("bridge {}: {e}", p.name))?;
                     tracing::warn!(bridge = %p.name, port = %port.name,
                         "the port cannot open now: it is kept, down, and opened when its interface appears (a tunnel: tried every second) ({e})");
@@ -392,9 +394,62 @@ pub fn restore(control: &Control, state: &StateFile) -> Result<Restored, String>
     Ok(done)
 }
 
+/// A saved port's thread settings fitted to the threads this process runs (a restart with a
+/// smaller `--threads`): `options:thread=K` beyond them is dropped (the least loaded thread
+/// polls the port), `options:n_rxq=M` cut to their number, each with a warning, rather than
+/// the port refused and the whole state with it.
+fn fit_to_threads(port: &str, args: &[String], threads: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    for arg in args {
+        if let Some(k) = arg
+            .strip_prefix("options:thread=")
+            .and_then(|v| v.parse::<usize>().ok())
+            && k >= threads
+        {
+            tracing::warn!(
+                port,
+                thread = k,
+                threads,
+                "saved options:thread names a thread this vswitchd does not run: the least loaded one polls the port"
+            );
+            continue;
+        }
+        if let Some(n) = arg
+            .strip_prefix("options:n_rxq=")
+            .and_then(|v| v.parse::<usize>().ok())
+            && n > threads
+        {
+            tracing::warn!(
+                port,
+                n_rxq = n,
+                threads,
+                "saved options:n_rxq is more than this vswitchd's threads: one receive queue per thread"
+            );
+            out.push(format!("options:n_rxq={threads}"));
+            continue;
+        }
+        out.push(arg.clone());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_thread_settings_fit_the_threads_that_run() {
+        let args: Vec<String> = ["type=afpacket", "options:thread=3", "options:n_rxq=4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            fit_to_threads("p", &args, 2),
+            ["type=afpacket", "options:n_rxq=2"]
+        );
+        assert_eq!(fit_to_threads("p", &args, 4), args);
+        assert_eq!(fit_to_threads("p", &args, 8), args);
+    }
 
     /// A flow an earlier version saved although its actions do not fit its match (the node
     /// agent's hairpin table had `priority=0 actions=ct(...)` without `ip`) is left out; the
