@@ -120,18 +120,7 @@ impl DpPort {
                 ))
             })?),
         };
-        let mut port = DpPort::new(
-            &self.name,
-            self.bridge,
-            self.ofport,
-            self.kind,
-            io,
-            self.counters.clone(),
-            self.drops.clone(),
-        );
-        port.max_frame = self.max_frame;
-        port.config = self.config;
-        Ok(port)
+        Ok(self.copy_with(io))
     }
 
     /// A further receive queue of this port for another forwarding thread (which sends
@@ -140,10 +129,12 @@ impl DpPort {
         let PortIo::Dev(p) = &self.io else {
             return None;
         };
-        let io = match p.try_clone_rx()? {
-            Ok(io) => PortIo::Dev(io),
-            Err(e) => return Some(Err(e)),
-        };
+        Some(p.try_clone_rx()?.map(|io| self.copy_with(PortIo::Dev(io))))
+    }
+
+    /// Another thread's copy of this port over `io`: the same counters, drops, frame limit
+    /// and `mod-port` bits.
+    fn copy_with(&self, io: PortIo) -> DpPort {
         let mut port = DpPort::new(
             &self.name,
             self.bridge,
@@ -155,7 +146,7 @@ impl DpPort {
         );
         port.max_frame = self.max_frame;
         port.config = self.config;
-        Some(Ok(port))
+        port
     }
 
     pub fn is_tunnel(&self) -> bool {
