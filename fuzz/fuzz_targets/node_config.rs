@@ -14,10 +14,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = cfg.pod_conn_limits();
     // Without the uplink MAC in the file, or with a router to resolve by ARP
-    // (`node.underlay_gateway`), the compiler asks the runtime: give it both.
+    // (`node.underlay_gateway`), the compiler asks the runtime: give it both, and an uplink
+    // spread over a few threads (the first input byte picks how many).
     let rt = Runtime {
         uplink_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 1])),
         next_hop_mac: Some(vswitch::agent::model::Mac([2, 0, 0, 0, 0, 2])),
+        uplink_rx_queues: usize::from(data.first().copied().unwrap_or(0) % 4),
     };
     let _ = compile(&cfg, &mut Numbering::default(), rt);
 });
