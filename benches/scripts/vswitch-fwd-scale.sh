@@ -14,9 +14,17 @@
 set -u
 A=$1 B=$2
 R=$(mktemp -d /tmp/vswitch-fwd-scale.XXXXXX)
-"${VSWITCHD:-vswitchd}" --rundir "$R" --threads "${THREADS:-1}" 2>"$R/log" &
+# The metrics (in the harness's node namespace) say how the frames spread over the threads:
+# read every second while the forwarder runs (the harness stops vswitchd itself), the last
+# reading printed to stderr (the harness's fwd.log) when it has stopped.
+METRICS=127.0.0.1:9490
+"${VSWITCHD:-vswitchd}" --rundir "$R" --threads "${THREADS:-1}" --metrics-address "$METRICS" 2>"$R/log" &
 pid=$!
-trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$R"' EXIT
+( while kill -0 $pid 2>/dev/null; do
+    curl -s -m 1 "http://$METRICS/metrics" | grep "^vswitch_thread_rx_packets_total" >"$R/rx.new" && mv "$R/rx.new" "$R/rx"
+    sleep 1
+  done ) &
+trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null; sed "s/^/vswitch-fwd-scale: /" "$R/rx" >&2 2>/dev/null; rm -rf "$R"' EXIT
 trap 'exit 0' INT TERM
 for _ in $(seq 100); do [ -S "$R/vswitchd.ctl" ] && break; sleep 0.05; done
 ctl() { "${VSWITCHCTL:-vswitchctl}" --rundir "$R" "$@" >/dev/null || { echo "vswitch-fwd-scale: vswitchctl $* failed" >&2; exit 1; }; }

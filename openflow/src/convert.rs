@@ -914,6 +914,8 @@ pub fn instructions_out(i: &Instructions) -> Result<Vec<Instruction>, OfError> {
 /// "No tag" is kept as Open vSwitch keeps it (`0x0000/0x1fff`): NXM_OF_VLAN_TCI of 0 with a full
 /// mask, OXM_OF_VLAN_VID of 0 and flow text `vlan_tci=0` are one match, so what the switch
 /// reports back and what it takes again agree.
+/// (The table normalises a flow-mod's match again; this covers the other users of a wire
+/// match too: stats and delete filters.)
 pub fn match_in(m: &of::Match) -> Result<flowtable::Match, OfError> {
     let (value, mask) = m.to_flow()?;
     let m = flowtable::Match { value, mask };

@@ -1178,6 +1178,51 @@ impl Port for AfPacketTx {
 mod tests {
     use super::*;
 
+    /// The filter every fanout member gets drops the host's outgoing frames by itself
+    /// (kernels before 6.2 take the group's flag and ignore it): a lone socket with it and
+    /// without `PACKET_IGNORE_OUTGOING` sees a frame arriving on the interface but not one
+    /// sent out of it; without the filter it sees both.
+    #[test]
+    fn the_member_filter_keeps_sent_frames_out() {
+        use crate::netns::{RawEth, in_private_netns, require_root, sh, test_frame};
+        if !require_root("the_member_filter_keeps_sent_frames_out") {
+            return;
+        }
+        in_private_netns(|| {
+            sh("ip link add va type veth peer name vb && ip link set va up && ip link set vb up")
+                .unwrap();
+            let out_of_va = RawEth::bind("va").unwrap();
+            let into_va = RawEth::bind("vb").unwrap();
+            let ifindex = crate::iface::ifindex("va").unwrap();
+            for filtered in [false, true] {
+                let fd = packet_socket().unwrap();
+                if filtered {
+                    attach_filter(&fd, &receive_filter(None, true).unwrap()).unwrap();
+                }
+                bind_to(&fd, ifindex, libc::ETH_P_ALL as u16).unwrap();
+                out_of_va.send(&test_frame([2; 6], [1; 6], 10, 60)).unwrap();
+                into_va.send(&test_frame([1; 6], [2; 6], 20, 60)).unwrap();
+                let mut seen = Vec::new();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+                let mut buf = [0u8; 2048];
+                while std::time::Instant::now() < deadline {
+                    // SAFETY: buf is writable for its length for the call.
+                    let n = unsafe {
+                        libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                    };
+                    if n >= 15 && buf[12..14] == [0x88, 0xb5] {
+                        seen.push(buf[14]);
+                    } else if n < 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+                let want: &[u8] = if filtered { &[20] } else { &[10, 20] };
+                assert_eq!(seen, want, "filtered: {filtered}");
+            }
+        })
+        .unwrap();
+    }
+
     #[test]
     fn blocks_hold_a_full_frame() {
         assert_eq!(block_size_for_mtu(1500, false), 1 << 16);

@@ -778,6 +778,8 @@ fn afpacket_fanout_spreads_flows_over_receive_sockets_each_flow_on_one() {
         let mut c = cfg("va", RingKind::V2);
         c.fanout = true;
         c.qdisc_bypass = false;
+        // The port's own filter still holds for every member, behind the group's.
+        c.skip_udp_dst_port = Some(4789);
         let mut first = AfPacketPort::open(&c).unwrap();
         let mut second = Port::try_clone_rx(&first).unwrap().unwrap();
         assert!(first.fanout_id().is_some());
@@ -788,6 +790,10 @@ fn afpacket_fanout_spreads_flows_over_receive_sockets_each_flow_on_one() {
         for seq in 0..EACH {
             for flow in 0..FLOWS {
                 kernel.send(&udp_flow_frame(40000 + flow, seq)).unwrap();
+                // Kept out by the filter: seen by no member (checked by the total below).
+                let mut skipped = udp_flow_frame(40000 + flow, seq);
+                skipped[36..38].copy_from_slice(&4789u16.to_be_bytes());
+                kernel.send(&skipped).unwrap();
             }
         }
         // Which socket each flow's frames reached, in order.
@@ -808,6 +814,7 @@ fn afpacket_fanout_spreads_flows_over_receive_sockets_each_flow_on_one() {
                 }
                 for p in batch.iter().map(|p| p.data()) {
                     if p.get(6..12) == Some(&MAC_B[..]) && p.len() >= 43 {
+                        assert_ne!(p[36..38], 4789u16.to_be_bytes(), "filtered UDP arrived");
                         let sport = u16::from_be_bytes([p[34], p[35]]);
                         seen.entry(sport).or_default().push((i, p[42]));
                         total += 1;

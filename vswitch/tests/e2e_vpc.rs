@@ -282,6 +282,13 @@ fn vpc_route_mode() {
         .and_then(|ps| ps.iter().find(|p| p["name"] == "eth1"))
         .expect("node 2's uplink");
     assert_eq!(uplink2["options"]["n_rxq"], "2", "{uplink2}");
+    assert!(
+        daemons[1]
+            .log_text()
+            .contains("port received by several forwarding threads"),
+        "node 2's uplink runs with two queues: {}",
+        daemons[1].log_text()
+    );
     let ports1 = daemons[0].ctl(&["--format", "json", "list-ports", "br-int"]);
     assert!(!ports1.contains("n_rxq"), "one thread, one queue: {ports1}");
 

@@ -259,7 +259,7 @@ fn open_afpacket(spec: &PortSpec) -> Result<Opened, String> {
     }
     if let Some(e) = port.fanout_error() {
         tracing::warn!(port = %spec.name,
-            "options:n_rxq: one receive queue only (the port is received by one thread until it is reopened): {e}");
+            "options:n_rxq: one receive queue only (the port is received by one thread until it is added again or vswitchd restarts, with its interface up): {e}");
     }
     let mac = tap_io::iface::mac(&spec.name).unwrap_or_default();
     // A port that leaves the host stack on keeps every frame for it: no XDP program.
