@@ -49,6 +49,10 @@ pub struct PortView {
     pub tag: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunks: Vec<u16>,
+    /// With `options:n_rxq`: the forwarding threads that receive from the port now (fewer
+    /// than asked when a receive queue could not open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rx_threads: Vec<usize>,
 }
 
 /// Older daemons' ports: trunks of every VLAN.

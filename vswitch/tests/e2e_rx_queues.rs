@@ -126,16 +126,27 @@ fn udp_flows(from: &str, to: &str, want: u32, secs: u32) -> String {
     recv.output()
 }
 
-/// `options.n_rxq` of port `name` in `list-ports --format json`.
-fn n_rxq_listed(d: &Daemon, name: &str) -> Option<String> {
+/// Port `name` in `list-ports --format json`.
+fn listed(d: &Daemon, name: &str) -> serde_json::Value {
     let listed = d.ctl(&["--format", "json", "list-ports", BR]);
     let v: serde_json::Value = serde_json::from_str(&listed).expect("list-ports JSON");
-    let port = v["ports"]
+    v["ports"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == name))
         .unwrap_or_else(|| panic!("{name} listed: {listed}"))
-        .clone();
-    port["options"]["n_rxq"].as_str().map(str::to_string)
+        .clone()
+}
+
+/// `options.n_rxq` of port `name` in `list-ports --format json`.
+fn n_rxq_listed(d: &Daemon, name: &str) -> Option<String> {
+    listed(d, name)["options"]["n_rxq"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `rx_threads` of port `name` in `list-ports --format json` (the threads receiving now).
+fn rx_threads_listed(d: &Daemon, name: &str) -> serde_json::Value {
+    listed(d, name)["rx_threads"].clone()
 }
 
 #[test]
@@ -153,7 +164,9 @@ fn a_port_received_by_two_threads_spreads_flows_and_keeps_each_in_order() {
     d.ctl(&["add-flow", BR, "in_port=1,actions=output:2"]);
     d.ctl(&["add-flow", BR, "in_port=2,actions=output:1"]);
     assert_eq!(n_rxq_listed(d, "vqa"), Some("2".to_string()));
+    assert_eq!(rx_threads_listed(d, "vqa"), serde_json::json!([0, 1]));
     assert_eq!(n_rxq_listed(d, "vqb"), None);
+    assert_eq!(rx_threads_listed(d, "vqb"), serde_json::Value::Null);
     assert!(
         d.log_text()
             .contains("port received by several forwarding threads"),
@@ -249,6 +262,7 @@ fn a_port_received_by_two_threads_spreads_flows_and_keeps_each_in_order() {
     d.stop_gracefully();
     d.start_again(&["--metrics-address", METRICS]);
     assert_eq!(n_rxq_listed(d, "vqa"), Some("1".to_string()));
+    assert_eq!(rx_threads_listed(d, "vqa"), serde_json::json!([0]));
     assert!(
         d.log_text()
             .contains("saved options:n_rxq is more than this vswitchd's threads")

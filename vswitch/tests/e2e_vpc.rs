@@ -282,6 +282,11 @@ fn vpc_route_mode() {
         .and_then(|ps| ps.iter().find(|p| p["name"] == "eth1"))
         .expect("node 2's uplink");
     assert_eq!(uplink2["options"]["n_rxq"], "2", "{uplink2}");
+    assert_eq!(
+        uplink2["rx_threads"],
+        serde_json::json!([0, 1]),
+        "{uplink2}"
+    );
     assert!(
         daemons[1]
             .log_text()

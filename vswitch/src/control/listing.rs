@@ -29,7 +29,7 @@ impl Control {
             C::ListPorts { bridge } => to_json(&sw.with_bridge(&bridge, |b| {
                 Ok(PortList {
                     bridge: b.name.clone(),
-                    ports: port_views(b),
+                    ports: port_views(b, &sw.dp),
                 })
             })?),
             C::Show { bridge: None } => to_json(&self.switch_view()),
@@ -96,7 +96,7 @@ impl Control {
                     .to_string(),
                 flows: b.tables().flows().len(),
                 groups: b.tables().groups().count(),
-                ports: port_views(b),
+                ports: port_views(b, &self.switch.dp),
             })
             .collect();
         SwitchView {
@@ -391,11 +391,11 @@ fn megaflow_view(
 }
 
 /// A bridge's ports, by ofport, with the options that shaped them.
-fn port_views(b: &BridgeCtl) -> Vec<PortView> {
-    b.ports.values().map(port_view).collect()
+fn port_views(b: &BridgeCtl, dp: &crate::datapath::DatapathHandle) -> Vec<PortView> {
+    b.ports.values().map(|p| port_view(p, dp)).collect()
 }
 
-fn port_view(p: &PortCtl) -> PortView {
+fn port_view(p: &PortCtl, dp: &crate::datapath::DatapathHandle) -> PortView {
     let mut options = BTreeMap::new();
     let s = &p.spec;
     if let Some(t) = &s.tunnel {
@@ -442,5 +442,9 @@ fn port_view(p: &PortCtl) -> PortView {
         vlan_mode: s.vlan.effective_mode().as_str().to_string(),
         tag: s.vlan.tag,
         trunks: s.vlan.trunks.clone(),
+        rx_threads: match s.n_rxq {
+            Some(_) => dp.port_threads(p.dp_id),
+            None => Vec::new(),
+        },
     }
 }
