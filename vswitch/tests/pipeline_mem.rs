@@ -1324,14 +1324,20 @@ fn conntrack_counter(b: &Bench, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {dump}"))
 }
 
-#[test]
-fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
-    let mut b = bench(2);
+/// Two ports; IP through conntrack (zone 1), `+inv` dropped, the rest out of port 2.
+fn ct_bench_dropping_invalid() -> Bench {
+    let b = bench(2);
     b.flows(
         "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
          table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
          table=1,priority=10,ct_state=+trk,actions=output:2",
     );
+    b
+}
+
+#[test]
+fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
+    let mut b = ct_bench_dropping_invalid();
     let counter = |b: &Bench| conntrack_counter(b, "invalid_malformed");
     let whole = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
@@ -1359,12 +1365,7 @@ fn a_packet_conntrack_cannot_read_or_trust_is_counted_invalid_malformed() {
 /// offload (`csum_not_ready`).
 #[test]
 fn a_wrong_l4_checksum_is_invalid_unless_the_port_vouched_for_it() {
-    let mut b = bench(2);
-    b.flows(
-        "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
-         table=1,priority=20,ct_state=+inv+trk,actions=drop\n\
-         table=1,priority=10,ct_state=+trk,actions=output:2",
-    );
+    let mut b = ct_bench_dropping_invalid();
     let counter = |b: &Bench| conntrack_counter(b, "invalid_l4_checksum");
     let mut syn = FrameBuilder::eth(POD_MAC, POD2_MAC)
         .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
